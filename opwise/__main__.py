@@ -1,0 +1,5 @@
+import sys
+
+from opwise.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Verification: bound propagation (IBP, CROWN, α-CROWN), specifications, attacks, branch-and-bound."""

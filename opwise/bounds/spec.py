@@ -1,0 +1,67 @@
+"""Verification problems: an input box and an unsafe output set (a disjunction of linear conjunctions).
+
+The unsafe set follows VNN-LIB: the property is *violated* by an input x in the box when, for some
+disjunct k, every row of `C_k @ y <= d_k` holds for y = f(x). So a disjunct is ruled out as soon as one
+of its rows has a positive lower bound on `C_k @ y - d_k`; the property holds when every disjunct is
+ruled out. Robustness of class t is the disjuncts `y_t - y_j <= 0` for every j != t, so by default the
+rows of C are the margins `y_t - y_j`, exactly what `compute_bounds` bounds from below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+
+@dataclasses.dataclass
+class Disjunct:
+    """One conjunction of the unsafe set: every row of `C @ y <= d` holds."""
+
+    C: torch.Tensor  # [rows, outputs]
+    d: torch.Tensor  # [rows]
+
+    def margin(self, y: torch.Tensor) -> torch.Tensor:
+        """Per sample, the largest `C y - d` row: > 0 means this disjunct does not hold at y ([..., outputs])."""
+        return (y @ self.C.T - self.d).amax(dim=-1)
+
+
+@dataclasses.dataclass
+class Specification:
+    """An input box and the unsafe output set; `margin(y) > 0` means y is safe."""
+
+    x_lower: torch.Tensor
+    x_upper: torch.Tensor
+    unsafe: list[Disjunct]
+
+    def margin(self, y: torch.Tensor) -> torch.Tensor:
+        """The safety margin of outputs y: min over disjuncts of the disjunct's margin; <= 0 is a violation."""
+        return torch.stack([d.margin(y) for d in self.unsafe], dim=-1).amin(dim=-1)
+
+    def contains(self, x: torch.Tensor, tolerance: float = 0.0) -> bool:
+        return bool(((x >= self.x_lower - tolerance) & (x <= self.x_upper + tolerance)).all())
+
+
+def robustness_disjuncts(num_classes: int, target: int, dtype: torch.dtype = torch.float32) -> list[Disjunct]:
+    """Unsafe set for 'class `target` stays the top class': one disjunct `y_t - y_j <= 0` per j != t.
+
+    >>> [d.C.tolist() for d in robustness_disjuncts(3, 0)]
+    [[[1.0, -1.0, 0.0]], [[1.0, 0.0, -1.0]]]
+    """
+    disjuncts = []
+    for other in range(num_classes):
+        if other == target:
+            continue
+        row = torch.zeros(1, num_classes, dtype=dtype)
+        row[0, target], row[0, other] = 1.0, -1.0
+        disjuncts.append(Disjunct(row, torch.zeros(1, dtype=dtype)))
+    return disjuncts
+
+
+def margin_matrix(num_classes: int, target: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The default `C` of compute_bounds: rows `e_target - e_j` for j != target, shape [classes-1, classes].
+
+    >>> margin_matrix(3, 1).tolist()
+    [[-1.0, 1.0, 0.0], [0.0, 1.0, -1.0]]
+    """
+    return torch.cat([d.C for d in robustness_disjuncts(num_classes, target, dtype)])

@@ -1,0 +1,44 @@
+"""Error types. Each message says what failed and what to try; the CLI prints it as one line."""
+
+from __future__ import annotations
+
+
+class OpwiseError(Exception):
+    """Base class of every error opwise raises on purpose (the CLI turns these into exit code 2)."""
+
+
+class TraceError(OpwiseError):
+    """The model could not be turned into a Graph by any tracing strategy."""
+
+
+class ModelLoadError(OpwiseError):
+    """A model spec could not be loaded (unknown builtin, missing file, factory raised, ...)."""
+
+
+class InputError(OpwiseError):
+    """An input does not fit the model or the request (shape, dtype, NaN, out-of-range target)."""
+
+
+class UnsupportedOperation(OpwiseError):
+    """An operator on the input-dependent path has no rule or transfer registered for an engine.
+
+    Carries the node name, the operator key and the module path so the message can say exactly where.
+    """
+
+    def __init__(self, node: str, op: str, module_path: str | None = None, engine: str = "", hint: str = ""):
+        self.node, self.op, self.module_path, self.engine = node, op, module_path, engine
+        where = f" in module '{module_path}'" if module_path else ""
+        what = f" {engine}" if engine else ""
+        message = f"node '{node}' ({op}){where} has no{what} rule"
+        if hint:
+            message += f"; {hint}"
+        super().__init__(message)
+
+
+class SpecError(OpwiseError):
+    """A specification file (e.g. VNNLIB) is malformed; names the file and line."""
+
+    def __init__(self, path: str, line: int | None, message: str):
+        self.path, self.line = path, line
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {message}")

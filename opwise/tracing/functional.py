@@ -1,0 +1,52 @@
+"""Fallback front-end: `make_fx` on the flattened call, for models `torch.export` rejects.
+
+Python control flow is specialized to the example inputs; parameters become `get_attr` constants.
+Module paths are not recorded by this tracer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from torch import fx
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from opwise.tracing.decompositions import make_fx_table
+from opwise.tracing.inputs import InputLayout
+from opwise.tracing.outputs import OutputChoice, select_output
+
+
+class _RecordValues(fx.Interpreter):
+    def run_node(self, node: fx.Node) -> Any:
+        value = super().run_node(node)
+        node.meta["val"] = value
+        return value
+
+
+def functional_to_fx(
+    model: torch.nn.Module, layout: InputLayout, args: tuple, kwargs: dict, output: OutputChoice
+) -> tuple[fx.GraphModule, dict[str, str]]:
+    leaves = list(layout.leaves)
+
+    def call(*tensors: torch.Tensor) -> torch.Tensor:
+        for position, tensor in zip(layout.tensor_positions, tensors):
+            leaves[position] = tensor
+        call_args, call_kwargs = pytree.tree_unflatten(leaves, layout.spec)
+        result = model(*call_args, **call_kwargs)
+        flat, out_spec = pytree.tree_flatten(result)
+        return flat[select_output(pytree.tree_unflatten(list(range(len(flat))), out_spec), output)]
+
+    tensors = [layout.leaves[i] for i in layout.tensor_positions]
+    with torch.no_grad():
+        module = make_fx(call, decomposition_table=make_fx_table(), tracing_mode="real")(*tensors)
+    _RecordValues(module).run(*tensors)
+    names = {id(t): name for name, t in [*model.named_parameters(), *model.named_buffers()]}
+    sources = {}
+    for node in module.graph.nodes:
+        if node.op == "get_attr":
+            tensor = getattr(module, node.target)
+            if id(tensor) in names:
+                sources[node.target] = names[id(tensor)]
+    return module, sources

@@ -1,0 +1,92 @@
+"""`trace(model, *inputs)`: any PyTorch model to one operation-level Graph."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Sequence
+
+import torch
+
+from opwise.errors import TraceError
+from opwise.tracing.export import export_to_fx
+from opwise.tracing.functional import functional_to_fx
+from opwise.tracing.graph import Graph
+from opwise.tracing.inputs import layout_of
+from opwise.tracing.outputs import OutputChoice
+from opwise.tracing.passes import annotate, fold_single_output_ops, remove_no_op_nodes
+
+STRATEGIES = ("auto", "export", "fx")
+
+_FRONT_ENDS = {"export": export_to_fx, "fx": functional_to_fx}
+
+
+def trace(
+    model: torch.nn.Module,
+    *inputs: Any,
+    strategy: str = "auto",
+    output: OutputChoice = None,
+    explain: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> Graph:
+    """Trace `model` called as `model(*inputs, **kwargs)` into a Graph of ATen operations.
+
+    Positional tensor inputs are the explained/bounded ones; keyword tensors (masks, position ids) are
+    constants unless named in `explain`. `output` picks one output of a structured result (a key such as
+    "logits", an index, or a callable); by default `logits` or the first output. `strategy="auto"` tries
+    `torch.export` (non-strict) and falls back to `make_fx` ("fx"), which specializes Python control
+    flow to the example. The model is traced in eval mode, its training flag restored afterwards.
+
+    >>> import torch, opwise
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten())
+    >>> graph = opwise.trace(model, torch.randn(1, 1, 5, 5))
+    >>> graph.info(graph.output).shape
+    (1, 18)
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if not isinstance(model, torch.nn.Module):
+        raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    try:
+        layout = layout_of(inputs, kwargs, explain)
+    except ValueError as error:
+        raise TraceError(str(error)) from None
+    order = ["export", "fx"] if strategy == "auto" else [strategy]
+    was_training = model.training
+    model.eval()
+    failures = []
+    try:
+        for name in order:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    module, sources = _FRONT_ENDS[name](model, layout, inputs, kwargs, output)
+                break
+            except ValueError as error:
+                if "output=" in str(error):
+                    raise TraceError(str(error)) from None
+                failures.append(f"{name}: {_first_line(error)}")
+            except Exception as error:  # noqa: BLE001 - every tracer failure is reported together below
+                failures.append(f"{name}: {type(error).__name__}: {_first_line(error)}")
+        else:
+            raise TraceError(
+                "could not trace the model (" + "; ".join(failures) + "). Check that the example inputs run "
+                "through model(*inputs), or try strategy='fx' for data-dependent Python control flow"
+            )
+    finally:
+        model.train(was_training)
+    fold_single_output_ops(module)
+    remove_no_op_nodes(module)
+    annotate(module, list(layout.explained), sources)
+
+    def retrace(*new_inputs: Any, **new_kwargs: Any) -> Graph:
+        return trace(model, *new_inputs, strategy=name, output=output, explain=explain, **new_kwargs)
+
+    graph = Graph(module, list(layout.explained), strategy=name, retrace=retrace)
+    graph.input_names = list(layout.names)
+    graph.layout = layout
+    return graph
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else type(error).__name__

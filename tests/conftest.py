@@ -1,0 +1,31 @@
+"""Shared test setup: the ../shared benchmark folder and the slow-test switch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+BENCHMARKS = SHARED / "benchmarks"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow; run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def benchmarks_dir() -> Path:
+    """../shared/benchmarks, or a skip with the reason (a user's clone has no ../shared)."""
+    if not BENCHMARKS.is_dir():
+        pytest.skip(f"benchmark data not found at {BENCHMARKS} (only CI and developer machines have ../shared)")
+    return BENCHMARKS
