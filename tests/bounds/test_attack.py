@@ -1,0 +1,41 @@
+import torch
+
+from opwise.bounds.attack import check_counterexample, pgd_attack
+from opwise.bounds.spec import Disjunct, Specification, robustness_disjuncts
+
+
+def _relu_net(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+
+
+def test_attack_finds_violation_that_sampling_confirms_and_reports_only_real_ones():
+    found = 0
+    for seed in range(20):
+        model = _relu_net(seed)
+        center = torch.zeros(1, 3)
+        target = int(model(center).argmax())
+        spec = Specification(center - 0.5, center + 0.5, robustness_disjuncts(3, target))
+        result = pgd_attack(model, spec, steps=50, restarts=4)
+        samples = spec.x_lower + (spec.x_upper - spec.x_lower) * torch.rand(20000, 3)
+        sampled_violation = bool((spec.margin(model(samples)) <= 0).any())
+        if result.found:
+            found += 1
+            violates, margin, _ = check_counterexample(model, spec, result.counterexample)
+            assert violates and margin <= 0
+            assert spec.contains(result.counterexample)
+        # a violation that plain sampling finds must not be missed by the attack
+        if sampled_violation:
+            assert result.found
+    assert found > 0
+
+
+def test_attack_respects_fixed_inputs_and_disjunct_rows():
+    model = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    # unsafe: y0 >= 2 and y1 <= 0.5  (rows: -y0 <= -2, y1 <= 0.5); x0 in [0, 3], x1 fixed at 1
+    unsafe = [Disjunct(torch.tensor([[-1.0, 0.0], [0.0, 1.0]]), torch.tensor([-2.0, 0.5]))]
+    spec = Specification(torch.tensor([[0.0, 1.0]]), torch.tensor([[3.0, 1.0]]), unsafe)
+    result = pgd_attack(model, spec)
+    assert not result.found and abs(result.margin - 0.5) < 1e-6
