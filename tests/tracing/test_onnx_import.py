@@ -93,6 +93,8 @@ def test_all_acasxu_networks_match_onnxruntime(benchmarks_dir):
 
 
 def test_benchmark_graphs_use_the_aten_ops_engines_know(benchmarks_dir):
+    acasxu = load_onnx(benchmarks_dir / "acasxu" / "onnx" / "ACASXU_run2a_1_1_batch_2000.onnx")
+    assert acasxu.op_counts() == {"aten.sub.Tensor": 1, "aten.view.default": 1, "aten.linear.default": 7, "aten.relu.default": 6}
     path = benchmarks_dir / "cgan_2023_nonlinear" / "onnx" / "cGAN_imgSz32_nCh_3_nonlinear_activations.onnx"
     graph = load_onnx(path)
     counts = graph.op_counts()
@@ -176,6 +178,17 @@ def test_matmul(tmp_path, x_shape, w_shape):
     x = rng.standard_normal(x_shape).astype(np.float32)
     np.testing.assert_allclose(run_opwise(graph, [x]), run_onnxruntime(path, [x]), atol=ATOL, rtol=RTOL)
     assert ("aten.bmm.default" if w_shape is None else "aten.linear.default") in ops_of(graph)
+
+
+def test_matmul_add_fuses_into_linear_with_bias_only_when_single_use(tmp_path):
+    rng = np.random.default_rng(9)
+    inits = {"w": weights(rng, 4, 3), "b": weights(rng, 3)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["b", "m"], ["y"])]
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 4]}, [1, 3], inits, opset=8), [[1, 4]], batch_sizes=(None, 3))
+    assert ops_of(graph) == ["aten.linear.default"] and len(next(graph.call_nodes()).args) == 3
+    nodes = nodes[:1] + [helper.make_node("Add", ["m", "b"], ["a"]), helper.make_node("Mul", ["a", "m"], ["y"])]
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 4]}, [1, 3], inits, name="twice.onnx"), [[1, 4]])
+    assert ops_of(graph) == ["aten.linear.default", "aten.add.Tensor", "aten.mul.Tensor"]
 
 
 def test_matmul_with_constant_left_side(tmp_path):
@@ -382,3 +395,42 @@ def test_missing_file_and_retrace(tmp_path):
     assert graph.info(graph.output).shape == (1, 3)
     bigger = graph.retrace(torch.zeros(6, 3))
     assert bigger.info(bigger.output).shape == (6, 3)
+
+
+def test_symbolic_batch_dimension(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    model = helper.make_model(helper.make_graph([helper.make_node("Tanh", ["x"], ["y"])], "g", [x], [y]))
+    onnx.save(model, str(tmp_path / "dynamic.onnx"))
+    assert load_onnx(tmp_path / "dynamic.onnx").input_nodes[0].meta["val"].shape == (1, 3)
+    graph = load_onnx(tmp_path / "dynamic.onnx", batch_size=7)
+    assert graph(torch.zeros(7, 3)).shape == (7, 3)
+
+
+def test_symbolic_inner_dimension_and_several_outputs_are_refused(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "L"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "L"])
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]))
+    onnx.save(model, str(tmp_path / "inner.onnx"))
+    with pytest.raises(ModelLoadError, match="symbolic dimension 'L' at axis 1"):
+        load_onnx(tmp_path / "inner.onnx")
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 2])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])
+    nodes = [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["x"], ["z"])]
+    onnx.save(helper.make_model(helper.make_graph(nodes, "g", [x], [y, z])), str(tmp_path / "two.onnx"))
+    with pytest.raises(ModelLoadError, match="2 outputs"):
+        load_onnx(tmp_path / "two.onnx")
+
+
+def test_transpose_of_the_batch_axis_refuses_another_batch_size(tmp_path):
+    node = helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0])
+    path = save_model(tmp_path, [node], {"x": [1, 3]}, [3, 1])
+    assert_matches(path, [[1, 3]])
+    with pytest.raises(ModelLoadError, match="batch_size=2.*Transpose"):
+        load_onnx(path, batch_size=2)
+
+
+def test_missing_onnx_package_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "onnx", None)
+    with pytest.raises(ModelLoadError, match=r'pip install "opwise\[onnx\]"'):
+        load_onnx(tmp_path / "model.onnx")

@@ -35,6 +35,7 @@ class GraphBuilder:
         self._alive: list[torch.Tensor] = []
         self._attributes: dict[int, fx.Node] = {}
         self.current: OnnxNode | None = None
+        self.use_counts: dict[str, int] = {}  # ONNX value name -> readers (nodes and the graph output)
 
     # ----------------------------------------------------------------- values
     @property

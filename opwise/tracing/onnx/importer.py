@@ -76,6 +76,8 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
         dims = [batch if axis == 0 else dim for axis, dim in enumerate(shape)]
         example = torch.zeros(dims, dtype=_dtype(value.type.tensor_type.elem_type))
         env[value.name] = builder.placeholder(value.name, example)
+    for name in [name for node_proto in graph_proto.node for name in node_proto.input] + [graph_proto.output[0].name]:
+        builder.use_counts[name] = builder.use_counts.get(name, 0) + 1
     for index, node_proto in enumerate(graph_proto.node):
         node = _onnx_node(node_proto, index, opset)
         _convert(builder, node, env)

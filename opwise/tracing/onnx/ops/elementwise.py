@@ -12,6 +12,7 @@ import functools
 import torch
 from torch import fx
 
+from opwise.tracing.onnx.ops.linear import fuse_bias
 from opwise.tracing.onnx.registry import converter
 
 aten = torch.ops.aten
@@ -35,7 +36,6 @@ def _binary(builder, node, a, b, op, commutative: bool):
 
 
 for _op_type, _op, _commutative in [
-    ("Add", aten.add.Tensor, True),
     ("Sub", aten.sub.Tensor, False),
     ("Mul", aten.mul.Tensor, True),
     ("Div", aten.div.Tensor, False),
@@ -48,6 +48,12 @@ for _op_type, _op, _commutative in [
     ("Or", aten.logical_or.default, True),
 ]:
     converter(_op_type, since=7)(functools.partial(_binary, op=_op, commutative=_commutative))
+
+
+@converter("Add", since=7)
+def _add(builder, node, a, b):
+    fused = fuse_bias(builder, node, a, b)
+    return fused if fused is not None else _binary(builder, node, a, b, aten.add.Tensor, commutative=True)
 
 
 @converter("Add", "Sub", "Mul", "Div", since=1)

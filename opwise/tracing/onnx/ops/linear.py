@@ -79,3 +79,25 @@ def _matmul(builder, node, a, b):
         b = builder.view(builder.expand(b, batch + b_shape[-2:]), [-1] + b_shape[-2:])
         result = builder.call(aten.bmm.default, a, b)
     return builder.view(result, out_shape)
+
+
+def fuse_bias(builder, node, a, b):
+    """`Add(MatMul(x, W), bias)` as one `aten.linear(x, W^T, bias)`, the form Gemm gives; None if it does not fit.
+
+    Fits when the MatMul became a bias-free `aten.linear`, nothing else reads its output, and the
+    constant has one value per output feature without widening the result.
+    """
+    names = list(node.inputs)
+    if isinstance(a, torch.Tensor) and isinstance(b, fx.Node):
+        a, b, names = b, a, names[::-1]
+    if not (isinstance(a, fx.Node) and isinstance(b, torch.Tensor)):
+        return None
+    if a.target is not aten.linear.default or len(a.args) != 2 or builder.use_counts.get(names[0]) != 1:
+        return None
+    features = builder.shape(a)[-1]
+    if b.numel() != features or b.dim() > len(builder.shape(a)) or (b.dim() and b.shape[-1] != features):
+        return None
+    x, weight = a.args
+    fused = builder.call(aten.linear.default, x, weight, builder.call(aten.view.default, b, [features]))
+    builder.graph.erase_node(a)
+    return fused

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from opwise.tracing.onnx.ops.shape import _ints
+from opwise.tracing.onnx.ops.shape import constant_ints
 from opwise.tracing.onnx.registry import converter
 
 aten = torch.ops.aten
@@ -40,4 +40,4 @@ def _reduce_attribute(builder, node, x):
 @converter("ReduceSum", since=13)
 @converter("ReduceMean", "ReduceMax", "ReduceMin", since=18)
 def _reduce_input(builder, node, x, axes=None):
-    return _reduce(builder, node, x, _ints(node, axes, "axes"))
+    return _reduce(builder, node, x, constant_ints(node, axes, "axes"))

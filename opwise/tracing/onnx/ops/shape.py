@@ -2,7 +2,7 @@
 Squeeze, Unsqueeze, Pad, Split, Expand, Gather, Tile; to view, permute, cat, slice, constant_pad_nd, ...
 
 Axis arguments that opsets moved from attributes to inputs (Squeeze/Unsqueeze at 13, Slice at 10,
-Pad at 11, Split at 13) must be constants; every converter here reads them through `_ints`.
+Pad at 11, Split at 13) must be constants; every converter reads them through `constant_ints`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from opwise.tracing.onnx.registry import converter
 aten = torch.ops.aten
 
 
-def _ints(node, value, what: str) -> list[int] | None:
+def constant_ints(node, value, what: str) -> list[int] | None:
+    """The integers of a constant input (None when omitted); an input-dependent one cannot be specialized."""
     if value is None:
         return None
     if isinstance(value, fx.Node):
@@ -33,16 +34,25 @@ def _dynamic(value) -> bool:
     return isinstance(value, fx.Node)
 
 
-@converter("Reshape", since=1)
-def _reshape_attribute(builder, node, x):
-    return _reshape(builder, node, x, list(node.attr("shape")))
+def _attribute_then_input(op_type: str, moved_at: int, name: str):
+    """Register `function(builder, node, x, ints)` for both forms: `name` an attribute, then an input."""
+
+    def register(function):
+        def from_attribute(builder, node, x):
+            value = node.attr(name)
+            return function(builder, node, x, None if value is None else list(value))
+
+        def from_input(builder, node, x, value=None):
+            return function(builder, node, x, constant_ints(node, value, name))
+
+        converter(op_type, since=1)(from_attribute)
+        converter(op_type, since=moved_at)(from_input)
+        return function
+
+    return register
 
 
-@converter("Reshape", since=5)
-def _reshape_input(builder, node, x, shape):
-    return _reshape(builder, node, x, _ints(node, shape, "target shape"))
-
-
+@_attribute_then_input("Reshape", 5, "shape")
 def _reshape(builder, node, x, target: list[int]):
     """0 copies the input's dim (unless allowzero), -1 is inferred; the leading dim follows the batch."""
     shape = builder.shape(x)
@@ -98,7 +108,7 @@ def _slice_attributes(builder, node, x):
 
 @converter("Slice", since=10)
 def _slice_inputs(builder, node, x, starts, ends, axes=None, steps=None):
-    read = lambda value, what: _ints(node, value, what)  # noqa: E731
+    read = lambda value, what: constant_ints(node, value, what)  # noqa: E731
     return _slice(builder, node, x, read(starts, "starts"), read(ends, "ends"), read(axes, "axes"), read(steps, "steps"))
 
 
@@ -120,16 +130,7 @@ def _slice(builder, node, x, starts, ends, axes, steps):
     return x
 
 
-@converter("Squeeze", since=1)
-def _squeeze_attribute(builder, node, x):
-    return _squeeze(builder, node, x, node.attr("axes"))
-
-
-@converter("Squeeze", since=13)
-def _squeeze_input(builder, node, x, axes=None):
-    return _squeeze(builder, node, x, _ints(node, axes, "axes"))
-
-
+@_attribute_then_input("Squeeze", 13, "axes")
 def _squeeze(builder, node, x, axes):
     shape = builder.shape(x)
     if axes is None:
@@ -142,16 +143,7 @@ def _squeeze(builder, node, x, axes):
     return builder.call(aten.squeeze.dims, x, axes)
 
 
-@converter("Unsqueeze", since=1)
-def _unsqueeze_attribute(builder, node, x):
-    return _unsqueeze(builder, node, x, list(node.attr("axes")))
-
-
-@converter("Unsqueeze", since=13)
-def _unsqueeze_input(builder, node, x, axes):
-    return _unsqueeze(builder, node, x, _ints(node, axes, "axes"))
-
-
+@_attribute_then_input("Unsqueeze", 13, "axes")
 def _unsqueeze(builder, node, x, axes):
     rank = len(builder.shape(x)) + len(axes)
     axes = sorted(a % rank for a in axes)
@@ -170,7 +162,7 @@ def _pad_attributes(builder, node, x):
 @converter("Pad", since=11)
 def _pad_inputs(builder, node, x, pads, value=None, axes=None):
     value = 0.0 if value is None else value.item()
-    return _pad(builder, node, x, _ints(node, pads, "pads"), value, _ints(node, axes, "axes"))
+    return _pad(builder, node, x, constant_ints(node, pads, "pads"), value, constant_ints(node, axes, "axes"))
 
 
 def _pad(builder, node, x, pads, value, axes):
@@ -191,13 +183,13 @@ def _pad(builder, node, x, pads, value, axes):
 
 @converter("Split", since=1)
 def _split_attribute(builder, node, x, split=None):
-    sizes = node.attr("split") or _ints(node, split, "split sizes")
+    sizes = node.attr("split") or constant_ints(node, split, "split sizes")
     return _split(builder, node, x, sizes)
 
 
 @converter("Split", since=13)
 def _split_input(builder, node, x, split=None):
-    return _split(builder, node, x, _ints(node, split, "split sizes"))
+    return _split(builder, node, x, constant_ints(node, split, "split sizes"))
 
 
 def _split(builder, node, x, sizes):
@@ -218,13 +210,13 @@ def _split(builder, node, x, sizes):
 
 @converter("Expand", since=8)
 def _expand(builder, node, x, shape):
-    target = list(torch.broadcast_shapes(tuple(builder.shape(x)), tuple(_ints(node, shape, "target shape"))))
+    target = list(torch.broadcast_shapes(tuple(builder.shape(x)), tuple(constant_ints(node, shape, "target shape"))))
     return builder.expand(x, target)
 
 
 @converter("Tile", since=6)
 def _tile(builder, node, x, repeats):
-    repeats = _ints(node, repeats, "repeats")
+    repeats = constant_ints(node, repeats, "repeats")
     if _dynamic(x) and repeats[0] != 1:
         builder.require_batch_kept([0], len(repeats), "Tile")
     return builder.call(aten.repeat.default, x, repeats)
