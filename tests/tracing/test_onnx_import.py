@@ -434,3 +434,136 @@ def test_missing_onnx_package_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "onnx", None)
     with pytest.raises(ModelLoadError, match=r'pip install "opwise\[onnx\]"'):
         load_onnx(tmp_path / "model.onnx")
+
+
+def test_gather_split_expand_tile(tmp_path):
+    nodes = [
+        helper.make_node("Gather", ["x", "index"], ["g"], axis=2),
+        helper.make_node("Gather", ["x", "last"], ["scalar_index"], axis=-1),
+        helper.make_node("Gather", ["g", "first"], ["h"], axis=-1),
+        helper.make_node("Split", ["g", "sizes"], ["a", "b"], axis=1),
+        helper.make_node("Expand", ["h", "target"], ["e"]),
+        helper.make_node("Tile", ["a", "repeats"], ["t"]),
+        helper.make_node("Concat", ["t", "b", "e"], ["c"], axis=1),
+        helper.make_node("Gather", ["scalar_index", "last"], ["corner"], axis=1),
+        helper.make_node("Unsqueeze", ["corner", "unsqueeze_axes"], ["column"]),
+        helper.make_node("Mul", ["c", "column"], ["y"]),
+    ]
+    inits = {
+        "index": np.array([[0, 3], [-1, 1]], dtype=np.int64), "last": np.array(-1, dtype=np.int64),
+        "first": np.array([0], dtype=np.int64),
+        "sizes": np.array([1, 2], dtype=np.int64), "target": np.array([1, 1, 2, 2], dtype=np.int64),
+        "repeats": np.array([1, 2, 1, 1], dtype=np.int64), "unsqueeze_axes": np.array([1, 2, 3], dtype=np.int64),
+    }
+    path = save_model(tmp_path, nodes, {"x": [1, 3, 4]}, None, inits)
+    graph = assert_matches(path, [[1, 3, 4]], batch_sizes=(None, 3))
+    assert {"aten.index_select.default", "aten.select.int", "aten.slice.Tensor", "aten.repeat.default"} <= set(ops_of(graph))
+
+
+def test_expand_adding_leading_axes_refuses_another_batch_size(tmp_path):
+    path = save_model(tmp_path, [helper.make_node("Expand", ["x", "shape"], ["y"])], {"x": [1, 3]}, [2, 1, 3],
+                      {"shape": np.array([2, 1, 3], dtype=np.int64)})
+    assert_matches(path, [[1, 3]])
+    with pytest.raises(ModelLoadError, match="batch_size=4.*Expand"):
+        load_onnx(path, batch_size=4)
+
+
+def test_split_opset_11_equal_parts(tmp_path):
+    nodes = [helper.make_node("Split", ["x"], ["a", "b"], axis=1), helper.make_node("Sub", ["a", "b"], ["y"])]
+    assert_matches(save_model(tmp_path, nodes, {"x": [1, 6]}, [1, 3], opset=11), [[1, 6]], batch_sizes=(None, 2))
+
+
+def test_gather_with_input_dependent_indices_is_an_embedding(tmp_path):
+    table = np.arange(12, dtype=np.float32).reshape(4, 3)
+    graph_proto = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["y"])], "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3])],
+        [numpy_helper.from_array(table, "table")],
+    )
+    onnx.save(helper.make_model(graph_proto), str(tmp_path / "embed.onnx"))
+    graph = load_onnx(tmp_path / "embed.onnx")
+    assert ops_of(graph) == ["aten.embedding.default"]
+    assert torch.equal(graph(torch.tensor([[3, 1]])), torch.from_numpy(table[[[3, 1]]]))
+
+
+@pytest.mark.parametrize("opset", [6, 11, 13])
+def test_clip_pow_max_min_sum_mean(tmp_path, opset):
+    if opset < 11:
+        clip, inits = helper.make_node("Clip", ["x"], ["c"], min=-0.5, max=0.7), {}
+    else:
+        clip = helper.make_node("Clip", ["x", "low", "", ], ["c"])
+        inits = {"low": np.array(-0.5, dtype=np.float32)}
+    inits["two"] = np.array(2.0, dtype=np.float32)
+    inits["row"] = np.array([0.1, -0.2, 0.3], dtype=np.float32)
+    nodes = [
+        clip,
+        helper.make_node("Pow", ["c", "two"], ["p"]),
+        helper.make_node("Max", ["p", "x", "row"], ["mx"]),
+        helper.make_node("Min", ["mx", "row"], ["mn"]),
+        helper.make_node("Sum", ["mn", "x", "p"], ["s"]),
+        helper.make_node("Mean", ["s", "x"], ["y"]),
+    ]
+    path = save_model(tmp_path, nodes, {"x": [1, 2, 3]}, [1, 2, 3], inits, opset=max(opset, 8))
+    assert_matches(path, [[1, 2, 3]], batch_sizes=(None, 2))
+
+
+@pytest.mark.parametrize("op", ["Sqrt", "Log", "Reciprocal"])
+def test_positive_domain_unary(tmp_path, op):
+    nodes = [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("Add", ["a", "one"], ["p"]), helper.make_node(op, ["p"], ["y"])]
+    path = save_model(tmp_path, nodes, {"x": [1, 4]}, [1, 4], {"one": np.array([1.0], dtype=np.float32)})
+    assert_matches(path, [[1, 4]], batch_sizes=(None, 3))
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_reductions_across_opsets(tmp_path, opset):
+    nodes, inits = [], {}
+    for i, op in enumerate(["ReduceMean", "ReduceMax", "ReduceMin"]):
+        if opset >= 18:
+            nodes.append(helper.make_node(op, ["x", "axes"], [f"r{i}"], keepdims=1))
+            inits["axes"] = np.array([-1], dtype=np.int64)
+        else:
+            nodes.append(helper.make_node(op, ["x"], [f"r{i}"], axes=[-1], keepdims=1))
+    nodes += [helper.make_node("Add", ["r0", "r1"], ["s"]), helper.make_node("Sub", ["s", "r2"], ["y"])]
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 3, 5]}, None, inits, opset=opset), [[1, 3, 5]], batch_sizes=(None, 2))
+    assert {"aten.mean.dim", "aten.amax.default", "aten.amin.default"} <= set(ops_of(graph))
+
+
+def test_log_softmax_gelu_elu_layer_norm_dropout_identity(tmp_path):
+    rng = np.random.default_rng(10)
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "scale", "bias"], ["n"], epsilon=1e-3),
+        helper.make_node("Gelu", ["n"], ["g"], approximate="tanh"),
+        helper.make_node("Elu", ["g"], ["e"], alpha=0.5),
+        helper.make_node("Dropout", ["e"], ["d"]),
+        helper.make_node("Identity", ["d"], ["i"]),
+        helper.make_node("LogSoftmax", ["i"], ["y"], axis=-1),
+    ]
+    inits = {"scale": weights(rng, 6), "bias": weights(rng, 6)}
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 4, 6]}, None, inits, opset=20), [[1, 4, 6]], batch_sizes=(None, 2))
+    assert ops_of(graph) == ["aten.layer_norm.default", "aten.gelu.default", "aten.elu.default", "aten._log_softmax.default"]
+
+
+def test_padded_max_pool_and_global_max_pool(tmp_path):
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["m"], kernel_shape=[3, 3], pads=[1, 0, 2, 1], strides=[2, 2], ceil_mode=1),
+        helper.make_node("GlobalMaxPool", ["m"], ["y"]),
+    ]
+    assert_matches(save_model(tmp_path, nodes, {"x": [1, 2, 7, 6]}, None), [[1, 2, 7, 6]], batch_sizes=(None, 2))
+
+
+def test_constant_nodes_range_size_and_cast_of_an_input(tmp_path):
+    nodes = [
+        helper.make_node("Constant", [], ["start"], value_int=0),
+        helper.make_node("Size", ["x"], ["n"]),
+        helper.make_node("Constant", [], ["step"], value_int=1),
+        helper.make_node("Range", ["start", "n", "step"], ["r"]),
+        helper.make_node("Cast", ["r"], ["rf"], to=TensorProto.FLOAT),
+        helper.make_node("Constant", [], ["shape"], value_ints=[1, 4]),
+        helper.make_node("Reshape", ["rf", "shape"], ["rs"]),
+        helper.make_node("Cast", ["x"], ["xd"], to=TensorProto.DOUBLE),
+        helper.make_node("Cast", ["xd"], ["xf"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["xf", "rs"], ["y"]),
+    ]
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 4]}, [1, 4], opset=13), [[1, 4]])
+    assert ops_of(graph) == ["aten._to_copy.default", "aten._to_copy.default", "aten.mul.Tensor"]

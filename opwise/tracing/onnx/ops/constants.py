@@ -18,14 +18,14 @@ aten = torch.ops.aten
 
 @converter("Constant", since=1)
 def _constant(builder, node):
-    for name in ("value", "sparse_value"):
-        if node.attr(name) is not None:
-            return node.attr(name)
+    if node.attr("value") is not None:
+        return node.attr("value")
     for name, dtype in (("value_float", torch.float32), ("value_floats", torch.float32), ("value_int", torch.int64),
-                        ("value_ints", torch.int64), ("value_string", None), ("value_strings", None)):
+                        ("value_ints", torch.int64), ("value_string", None), ("value_strings", None),
+                        ("sparse_value", None)):
         if node.attr(name) is not None:
             if dtype is None:
-                raise ModelLoadError(f"Constant '{node.name}' holds strings, which opwise does not import")
+                raise ModelLoadError(f"Constant '{node.name}' holds strings or a sparse tensor, which opwise does not import")
             return torch.tensor(node.attr(name), dtype=dtype)
     raise ModelLoadError(f"Constant '{node.name}' has no value attribute")
 

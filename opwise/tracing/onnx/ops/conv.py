@@ -1,4 +1,4 @@
-"""Convolutions, BatchNormalization and pooling: to `aten.convolution`, `aten.batch_norm` and the pools.
+"""Convolutions, normalizations and pooling: to `aten.convolution`, `aten.batch_norm`, `aten.layer_norm`, pools.
 
 ONNX pads are `[begin_1..begin_n, end_1..end_n]`; torch pads symmetrically, so uneven pads become an
 explicit `aten.constant_pad_nd` before the op (or a slice after a transposed convolution).
@@ -103,6 +103,19 @@ def _batch_norm(builder, node, x, scale, bias, mean, variance):
         )
     momentum = 1.0 - node.attr("momentum", 0.9)
     return builder.call(aten.batch_norm.default, x, scale, bias, mean, variance, False, momentum, node.attr("epsilon", 1e-5), False)
+
+
+@converter("LayerNormalization", since=17)
+def _layer_norm(builder, node, x, scale, bias=None):
+    if any(node.outputs[1:]):
+        raise ModelLoadError(f"LayerNormalization '{node.name}' also outputs its statistics, which opwise does not import")
+    shape = builder.shape(x)
+    axis = node.attr("axis", -1) % len(shape)
+    builder.require_batch_kept([axis], len(shape), "LayerNormalization")
+    normalized = shape[axis:]
+    scale = builder.expand(scale, normalized)
+    bias = None if bias is None else builder.expand(bias, normalized)
+    return builder.call(aten.layer_norm.default, x, normalized, scale, bias, node.attr("epsilon", 1e-5))
 
 
 _MAX_POOLS = {1: aten.max_pool1d.default, 2: aten.max_pool2d.default, 3: aten.max_pool3d.default}

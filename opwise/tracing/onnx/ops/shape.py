@@ -211,6 +211,8 @@ def _split(builder, node, x, sizes):
 @converter("Expand", since=8)
 def _expand(builder, node, x, shape):
     target = list(torch.broadcast_shapes(tuple(builder.shape(x)), tuple(constant_ints(node, shape, "target shape"))))
+    if _dynamic(x) and len(target) > len(builder.shape(x)):
+        builder.require_batch_kept([0], len(target), "Expand adding leading axes (moving the batch axis)")
     return builder.expand(x, target)
 
 
