@@ -384,6 +384,10 @@ def test_unsupported_operator_names_node_type_and_opset(tmp_path):
     with pytest.raises(UnsupportedOperation, match=r"the_node.*Hardmax, opset 12.*supported_op_types"):
         load_onnx(path)
     assert "Gemm" in supported_op_types()
+    custom = helper.make_node("Relu", ["x"], ["y"], name="custom", domain="com.example")
+    path = save_model(tmp_path, [custom], {"x": [1, 3]}, [1, 3], name="custom.onnx")
+    with pytest.raises(UnsupportedOperation, match=r"custom.*com\.example\.Relu"):
+        load_onnx(path)
 
 
 def test_missing_file_and_retrace(tmp_path):

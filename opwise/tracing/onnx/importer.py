@@ -45,15 +45,8 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
     >>> [graph.info(n).op for n in graph.call_nodes()]
     ['aten.relu.default']
     """
-    onnx = _import_onnx()
     path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"ONNX file not found: {path}")
-    try:
-        model = onnx.load(str(path))
-    except Exception as error:  # noqa: BLE001 - the onnx package raises several unrelated types
-        raise ModelLoadError(f"could not parse ONNX file {path}: {error}") from None
-    opset = _default_opset(model, path)
+    model = _read_model(path)
     graph_proto = model.graph
     initializers = {init.name: _tensor(init) for init in graph_proto.initializer}
     inputs = [value for value in graph_proto.input if value.name not in initializers]
@@ -76,17 +69,8 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
         dims = [batch if axis == 0 else dim for axis, dim in enumerate(shape)]
         example = torch.zeros(dims, dtype=_dtype(value.type.tensor_type.elem_type))
         env[value.name] = builder.placeholder(value.name, example)
-    for name in [name for node_proto in graph_proto.node for name in node_proto.input] + [graph_proto.output[0].name]:
-        builder.use_counts[name] = builder.use_counts.get(name, 0) + 1
-    for index, node_proto in enumerate(graph_proto.node):
-        node = _onnx_node(node_proto, index, opset)
-        _convert(builder, node, env)
-    builder.current = None
-    result = env[graph_proto.output[0].name]
-    if not isinstance(result, fx.Node):
-        result = builder.constant_node(torch.as_tensor(result))
-    builder.graph.output(result)
-
+    opset = _default_opset(model)
+    _convert_nodes(builder, graph_proto, opset, env)
     module = fx.GraphModule(builder.root, builder.graph)
     explained = [True] * len(inputs)
     annotate(module, explained, builder.constant_sources)
@@ -102,15 +86,36 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
     return graph
 
 
-def _import_onnx() -> Any:
+def _read_model(path: Path) -> Any:
     try:
         import onnx
     except ImportError:
         raise ModelLoadError('reading ONNX files needs the onnx package: pip install "opwise[onnx]"') from None
-    return onnx
+    if not path.is_file():
+        raise ModelLoadError(f"ONNX file not found: {path}")
+    try:
+        return onnx.load(str(path))
+    except Exception as error:  # noqa: BLE001 - the onnx package raises several unrelated types
+        raise ModelLoadError(f"could not parse ONNX file {path}: {error}") from None
 
 
-def _default_opset(model: Any, path: Path) -> int:
+def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opset: int, env: dict[str, Any]) -> None:
+    """Convert every node in order, then add the output (a constant output becomes a get_attr)."""
+    output_name = graph_proto.output[0].name
+    for name in [name for node_proto in graph_proto.node for name in node_proto.input] + [output_name]:
+        builder.use_counts[name] = builder.use_counts.get(name, 0) + 1
+    for index, node_proto in enumerate(graph_proto.node):
+        _convert(builder, _onnx_node(node_proto, index, opset), env)
+    builder.current = None
+    if output_name not in env:
+        raise ModelLoadError(f"the ONNX graph output '{output_name}' is computed by no node")
+    result = env[output_name]
+    if not isinstance(result, fx.Node):
+        result = builder.constant_node(torch.as_tensor(result))
+    builder.graph.output(result)
+
+
+def _default_opset(model: Any) -> int:
     versions = [entry.version for entry in model.opset_import if entry.domain in _DEFAULT_DOMAINS]
     return max(versions) if versions else 1
 
@@ -161,9 +166,10 @@ def _onnx_node(proto: Any, index: int, opset: int) -> OnnxNode:
         elif isinstance(value, bytes):
             value = value.decode()
         attributes[attribute.name] = value
+    domain = "" if proto.domain in _DEFAULT_DOMAINS else f"{proto.domain}."
     return OnnxNode(
         name=proto.name or f"{proto.op_type}_{index}",
-        op_type=proto.op_type,
+        op_type=domain + proto.op_type,
         opset=opset,
         inputs=tuple(proto.input),
         outputs=tuple(proto.output),
