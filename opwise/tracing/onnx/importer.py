@@ -14,6 +14,7 @@ from typing import Any
 import numpy
 import torch
 from torch import fx
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from opwise.errors import InputError, ModelLoadError, UnsupportedOperation
 from opwise.tracing.graph import Graph
@@ -72,6 +73,7 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
     opset = _default_opset(model)
     _convert_nodes(builder, graph_proto, opset, env)
     module = fx.GraphModule(builder.root, builder.graph)
+    _fake_values(module)
     explained = [True] * len(inputs)
     annotate(module, explained, builder.constant_sources)
 
@@ -113,6 +115,18 @@ def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opset: int, env: dic
     if not isinstance(result, fx.Node):
         result = builder.constant_node(torch.as_tensor(result))
     builder.graph.output(result)
+
+
+def _fake_values(module: fx.GraphModule) -> None:
+    """Swap the example values computed while building for FakeTensors, as torch.export leaves them.
+
+    The real values were only needed for shapes; keeping them would hold every activation in memory.
+    """
+    mode = FakeTensorMode()
+    for node in module.graph.nodes:
+        value = node.meta.get("val")
+        if isinstance(value, torch.Tensor):
+            node.meta["val"] = mode.from_tensor(value)
 
 
 def _default_opset(model: Any) -> int:
