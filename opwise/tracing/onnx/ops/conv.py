@@ -111,7 +111,8 @@ def _layer_norm(builder, node, x, scale, bias=None):
         raise ModelLoadError(f"LayerNormalization '{node.name}' also outputs its statistics, which opwise does not import")
     shape = builder.shape(x)
     axis = node.attr("axis", -1) % len(shape)
-    builder.require_batch_kept([axis], len(shape), "LayerNormalization")
+    if isinstance(x, torch.fx.Node):
+        builder.require_batch_kept([axis], len(shape), "LayerNormalization")
     normalized = shape[axis:]
     scale = builder.expand(scale, normalized)
     bias = None if bias is None else builder.expand(bias, normalized)

@@ -162,7 +162,8 @@ def _where(builder, node, condition, x, y):
 def _softmax(builder, node, x, axis: int, op, coerce_2d: bool):
     shape = builder.shape(x)
     axis %= max(len(shape), 1)
-    builder.require_batch_kept([axis], len(shape), node.op_type)
+    if isinstance(x, fx.Node):
+        builder.require_batch_kept([axis], len(shape), node.op_type)
     if not coerce_2d or axis == len(shape) - 1:
         return builder.call(op, x, axis, False)
     inner = 1
