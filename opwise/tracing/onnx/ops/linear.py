@@ -64,8 +64,10 @@ def _matmul(builder, node, a, b):
         return builder.call(aten.linear.default, a, builder.call(aten.t.default, b))
     if isinstance(b, fx.Node) and len(b_shape) <= 2:
         builder.require_batch_kept([0], len(b_shape), "MatMul contracting an input-dependent right side")
-    out_shape = torch.broadcast_shapes(a_shape[:-2], b_shape[:-2])
-    out_shape = list(out_shape) + a_shape[-2:-1] + b_shape[-1:] if len(b_shape) > 1 else list(out_shape) + a_shape[-2:-1]
+    # a 1-D operand contributes no axis to the result: a_shape[-2:-1] is then [], and so is the N axis
+    out_shape = list(torch.broadcast_shapes(a_shape[:-2], b_shape[:-2])) + a_shape[-2:-1]
+    if len(b_shape) > 1:
+        out_shape += b_shape[-1:]
     if len(a_shape) == 1:
         a = builder.view(a, [1] + a_shape)
     if len(b_shape) == 1:
