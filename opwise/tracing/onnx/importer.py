@@ -1,0 +1,220 @@
+"""`load_onnx(path)`: an ONNX file to the canonical Graph, by opwise's own per-operator converters.
+
+Each ONNX node is converted by the registered converter for its op type at the model's opset
+(`registry.py`, forms in `ops/`); values that do not depend on a graph input are computed at import
+time, so shape subgraphs (Shape, Gather, ConstantOfShape, Concat, Cast, ...) leave only constants.
+The graph is specialized to one batch size: `batch_size` replaces the leading dimension of every input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy
+import torch
+from torch import fx
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from opwise.errors import InputError, ModelLoadError, UnsupportedOperation
+from opwise.tracing.graph import Graph
+from opwise.tracing.onnx import ops  # noqa: F401 - registers the converters
+from opwise.tracing.onnx.builder import GraphBuilder
+from opwise.tracing.onnx.registry import OnnxNode, lookup
+from opwise.tracing.passes import annotate
+
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
+    """Import the ONNX model at `path` as a Graph of ATen operations, every input explained.
+
+    `batch_size` sets the leading dimension of the inputs (default: the declared one, 1 if symbolic).
+    Reshapes to constant shapes whose leading entry is the declared batch size are rewritten to the new
+    one; an operator that would mix samples at another batch size raises ModelLoadError.
+
+    >>> import tempfile, torch, onnx
+    >>> from onnx import helper, TensorProto
+    >>> x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    >>> y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    >>> model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]))
+    >>> path = tempfile.mkdtemp() + "/relu.onnx"; onnx.save(model, path)
+    >>> graph = load_onnx(path, batch_size=2)
+    >>> graph(torch.tensor([[-1.0, 0.0, 2.0], [3.0, -4.0, 5.0]]))
+    tensor([[0., 0., 2.],
+            [3., 0., 5.]])
+    >>> [graph.info(n).op for n in graph.call_nodes()]
+    ['aten.relu.default']
+    """
+    path = Path(path)
+    model = _read_model(path)
+    graph_proto = model.graph
+    initializers = {init.name: _tensor(init) for init in graph_proto.initializer}
+    inputs = [value for value in graph_proto.input if value.name not in initializers]
+    if len(graph_proto.output) != 1:
+        raise ModelLoadError(
+            f"{path} has {len(graph_proto.output)} outputs; opwise graphs have one output, "
+            "so export the model with the output to explain or verify only"
+        )
+    shapes = [_input_shape(value, path) for value in inputs]
+    declared = _declared_batch(shapes)
+    batch = batch_size if batch_size is not None else (declared or 1)
+    if batch < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch}")
+
+    builder = GraphBuilder(batch, declared)
+    env: dict[str, Any] = {"": None}
+    for name, tensor in initializers.items():
+        env[name] = builder.initializer(name, tensor)
+    for value, shape in zip(inputs, shapes):
+        dims = [batch if axis == 0 else dim for axis, dim in enumerate(shape)]
+        example = torch.zeros(dims, dtype=_dtype(value.type.tensor_type.elem_type))
+        env[value.name] = builder.placeholder(value.name, example)
+    opset = _default_opset(model)
+    _convert_nodes(builder, graph_proto, opset, env)
+    module = fx.GraphModule(builder.root, builder.graph)
+    _fake_values(module)
+    explained = [True] * len(inputs)
+    annotate(module, explained, builder.constant_sources)
+
+    def retrace(*new_inputs: torch.Tensor) -> Graph:
+        if not new_inputs or not isinstance(new_inputs[0], torch.Tensor) or new_inputs[0].dim() == 0:
+            raise InputError(f"retrace needs the model's {len(inputs)} input tensor(s) with a batch dimension")
+        return load_onnx(path, batch_size=int(new_inputs[0].shape[0]))
+
+    graph = Graph(module, explained, strategy="onnx", retrace=retrace)
+    graph.input_names = [value.name for value in inputs]
+    graph.opset = opset
+    return graph
+
+
+def _read_model(path: Path) -> Any:
+    try:
+        import onnx
+    except ImportError:
+        raise ModelLoadError('reading ONNX files needs the onnx package: pip install "opwise[onnx]"') from None
+    if not path.is_file():
+        raise ModelLoadError(f"ONNX file not found: {path}")
+    try:
+        return onnx.load(str(path))
+    except Exception as error:  # noqa: BLE001 - the onnx package raises several unrelated types
+        raise ModelLoadError(f"could not parse ONNX file {path}: {error}") from None
+
+
+def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opset: int, env: dict[str, Any]) -> None:
+    """Convert every node in order, then add the output (a constant output becomes a get_attr)."""
+    output_name = graph_proto.output[0].name
+    for name in [name for node_proto in graph_proto.node for name in node_proto.input] + [output_name]:
+        builder.use_counts[name] = builder.use_counts.get(name, 0) + 1
+    for index, node_proto in enumerate(graph_proto.node):
+        _convert(builder, _onnx_node(node_proto, index, opset), env)
+    builder.current = None
+    if output_name not in env:
+        raise ModelLoadError(f"the ONNX graph output '{output_name}' is computed by no node")
+    result = env[output_name]
+    if not isinstance(result, fx.Node):
+        result = builder.constant_node(torch.as_tensor(result))
+    builder.graph.output(result)
+
+
+def _fake_values(module: fx.GraphModule) -> None:
+    """Swap the example values computed while building for FakeTensors, as torch.export leaves them.
+
+    The real values were only needed for shapes; keeping them would hold every activation in memory.
+    """
+    mode = FakeTensorMode()
+    for node in module.graph.nodes:
+        value = node.meta.get("val")
+        if isinstance(value, torch.Tensor):
+            node.meta["val"] = mode.from_tensor(value)
+
+
+def _default_opset(model: Any) -> int:
+    versions = [entry.version for entry in model.opset_import if entry.domain in _DEFAULT_DOMAINS]
+    return max(versions) if versions else 1
+
+
+def _tensor(proto: Any) -> torch.Tensor:
+    from onnx import numpy_helper
+
+    return torch.from_numpy(numpy_helper.to_array(proto).copy())
+
+
+def _dtype(elem_type: int) -> torch.dtype:
+    from onnx import helper
+
+    return torch.from_numpy(numpy.zeros(0, dtype=helper.tensor_dtype_to_np_dtype(elem_type))).dtype
+
+
+def _input_shape(value: Any, path: Path) -> list[int | None]:
+    """Declared dims; a symbolic dim is None (allowed only for the leading, batch, axis)."""
+    dims: list[int | None] = []
+    for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+        if dim.HasField("dim_value") and dim.dim_value > 0:
+            dims.append(int(dim.dim_value))
+        elif axis == 0:
+            dims.append(None)
+        else:
+            label = dim.dim_param or "unknown"
+            raise ModelLoadError(
+                f"{path}: input '{value.name}' has a symbolic dimension '{label}' at axis {axis}; opwise graphs "
+                "are shape-specialized, so fix that dimension in the ONNX file (e.g. onnx.tools.update_model_dims)"
+            )
+    return dims
+
+
+def _declared_batch(shapes: list[list[int | None]]) -> int | None:
+    """The fixed leading dimension the inputs declare, or None when it is symbolic or inputs disagree."""
+    leading = {shape[0] for shape in shapes if shape}
+    return leading.pop() if len(leading) == 1 else None
+
+
+def _onnx_node(proto: Any, index: int, opset: int) -> OnnxNode:
+    from onnx import helper
+
+    attributes = {}
+    for attribute in proto.attribute:
+        value = helper.get_attribute_value(attribute)
+        if attribute.type == attribute.TENSOR:
+            value = _tensor(value)
+        elif isinstance(value, bytes):
+            value = value.decode()
+        attributes[attribute.name] = value
+    domain = "" if proto.domain in _DEFAULT_DOMAINS else f"{proto.domain}."
+    return OnnxNode(
+        name=proto.name or f"{proto.op_type}_{index}",
+        op_type=domain + proto.op_type,
+        opset=opset,
+        inputs=tuple(proto.input),
+        outputs=tuple(proto.output),
+        attributes=attributes,
+    )
+
+
+def _convert(builder: GraphBuilder, node: OnnxNode, env: dict[str, Any]) -> None:
+    function = lookup(node.op_type, node.opset)
+    if function is None:
+        raise UnsupportedOperation(
+            node.name,
+            f"ONNX {node.op_type}, opset {node.opset}",
+            engine="ONNX import",
+            hint="see opwise.tracing.onnx.supported_op_types(); convert the model with a supported operator set "
+            "or add a converter with @opwise.tracing.onnx.converter",
+        )
+    missing = [name for name in node.inputs if name not in env]
+    if missing:
+        raise ModelLoadError(f"ONNX node '{node.name}' ({node.op_type}) reads undefined value(s) {missing}")
+    builder.current = node
+    try:
+        results = function(builder, node, *[env[name] for name in node.inputs])
+    except (RuntimeError, IndexError, TypeError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(
+            f"ONNX node '{node.name}' ({node.op_type}, opset {node.opset}) could not be imported: {first}; "
+            "check the file with onnx.checker.check_model"
+        ) from error
+    if not isinstance(results, tuple):
+        results = (results,)
+    for name, result in zip(node.outputs, results):
+        if name:
+            env[name] = result

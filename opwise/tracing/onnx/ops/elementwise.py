@@ -1,0 +1,186 @@
+"""Elementwise ONNX operators: arithmetic with broadcasting, activations, comparisons, Softmax.
+
+A constant operand with one element that does not widen the result becomes a Python scalar argument
+(`aten.sub.Tensor(x, 0.1307)`), the form export gives for `x - 0.1307`; other constants become
+`get_attr` nodes. Commutative ops put the input-dependent operand first.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import fx
+
+from opwise.tracing.onnx.ops.linear import fuse_bias
+from opwise.tracing.onnx.registry import converter
+
+aten = torch.ops.aten
+
+
+def _as_scalar_for(builder, tensor_value, constant):
+    """`constant` as a Python number when broadcasting it against `tensor_value` changes no shape."""
+    if not isinstance(constant, torch.Tensor) or constant.numel() != 1:
+        return constant
+    if constant.dim() > len(builder.shape(tensor_value)):
+        return constant
+    return constant.item()
+
+
+def _binary(builder, node, a, b, op, commutative: bool):
+    if commutative and isinstance(a, torch.Tensor) and isinstance(b, fx.Node):
+        a, b = b, a
+    if isinstance(a, fx.Node):
+        b = _as_scalar_for(builder, a, b)
+    return builder.call(op, a, b)
+
+
+for _op_type, _op, _commutative in [
+    ("Sub", aten.sub.Tensor, False),
+    ("Mul", aten.mul.Tensor, True),
+    ("Div", aten.div.Tensor, False),
+    ("Equal", aten.eq.Tensor, True),
+    ("Less", aten.lt.Tensor, False),
+    ("Greater", aten.gt.Tensor, False),
+    ("LessOrEqual", aten.le.Tensor, False),
+    ("GreaterOrEqual", aten.ge.Tensor, False),
+    ("And", aten.logical_and.default, True),
+    ("Or", aten.logical_or.default, True),
+]:
+    converter(_op_type, since=7)(functools.partial(_binary, op=_op, commutative=_commutative))
+
+
+@converter("Add", since=7)
+def _add(builder, node, a, b):
+    fused = fuse_bias(builder, node, a, b)
+    return fused if fused is not None else _binary(builder, node, a, b, aten.add.Tensor, commutative=True)
+
+
+@converter("Add", "Sub", "Mul", "Div", since=1)
+def _legacy_binary(builder, node, a, b):
+    """Opsets 1-6 broadcast only with `broadcast=1`, aligning `b` at `axis`; numpy rules otherwise."""
+    if node.attr("broadcast", 0) and node.attr("axis") is not None:
+        rank_a, rank_b = len(builder.shape(a)), len(builder.shape(b))
+        trailing = rank_a - node.attr("axis") % rank_a - rank_b
+        b = builder.call(aten.view.default, b, builder.shape(b) + [1] * trailing)
+    op = {"Add": aten.add.Tensor, "Sub": aten.sub.Tensor, "Mul": aten.mul.Tensor, "Div": aten.div.Tensor}
+    return _binary(builder, node, a, b, op[node.op_type], node.op_type in ("Add", "Mul"))
+
+
+@converter("Pow", since=1)
+def _pow(builder, node, base, exponent):
+    if isinstance(base, fx.Node) and isinstance(exponent, torch.Tensor) and exponent.numel() == 1:
+        return builder.call(aten.pow.Tensor_Scalar, base, exponent.item())
+    return builder.call(aten.pow.Tensor_Tensor, base, exponent)
+
+
+@converter("Max", "Min", "Sum", "Mean", since=1)
+def _variadic(builder, node, *values):
+    op = {"Max": aten.maximum.default, "Min": aten.minimum.default}.get(node.op_type, aten.add.Tensor)
+    result = values[0]
+    for value in values[1:]:
+        result = _binary(builder, node, result, value, op, commutative=True)
+    if node.op_type == "Mean" and len(values) > 1:
+        result = builder.call(aten.div.Tensor, result, float(len(values)))
+    return result
+
+
+_UNARY = {
+    "Relu": aten.relu.default,
+    "Sigmoid": aten.sigmoid.default,
+    "Tanh": aten.tanh.default,
+    "Exp": aten.exp.default,
+    "Log": aten.log.default,
+    "Sqrt": aten.sqrt.default,
+    "Neg": aten.neg.default,
+    "Abs": aten.abs.default,
+    "Sin": aten.sin.default,
+    "Cos": aten.cos.default,
+    "Reciprocal": aten.reciprocal.default,
+    "Erf": aten.erf.default,
+    "Floor": aten.floor.default,
+    "Ceil": aten.ceil.default,
+    "Sign": aten.sign.default,
+    "Not": aten.logical_not.default,
+    "Softplus": aten.softplus.default,
+}
+
+
+def _unary(builder, node, x, op):
+    return builder.call(op, x)
+
+
+for _op_type, _op in _UNARY.items():
+    converter(_op_type, since=1)(functools.partial(_unary, op=_op))
+
+
+@converter("LeakyRelu", since=1)
+def _leaky_relu(builder, node, x):
+    return builder.call(aten.leaky_relu.default, x, node.attr("alpha", 0.01))
+
+
+@converter("Elu", since=1)
+def _elu(builder, node, x):
+    return builder.call(aten.elu.default, x, node.attr("alpha", 1.0))
+
+
+@converter("Gelu", since=20)
+def _gelu(builder, node, x):
+    return builder.call(aten.gelu.default, x, approximate=node.attr("approximate", "none"))
+
+
+@converter("Clip", since=1)
+def _clip_attributes(builder, node, x):
+    return builder.call(aten.clamp.default, x, node.attr("min"), node.attr("max"))
+
+
+@converter("Clip", since=11)
+def _clip(builder, node, x, low=None, high=None):
+    low = None if low is None else low.item()
+    high = None if high is None else high.item()
+    return builder.call(aten.clamp.default, x, low, high)
+
+
+@converter("Identity", since=1)
+def _identity(builder, node, x):
+    return x
+
+
+@converter("Dropout", since=1)
+def _dropout(builder, node, x, *training):
+    if len(node.outputs) > 1 and node.outputs[1]:
+        mask = builder.call(aten.ones_like.default, builder.example(x), dtype=torch.bool)
+        return x, mask
+    return x
+
+
+@converter("Where", since=9)
+def _where(builder, node, condition, x, y):
+    return builder.call(aten.where.self, condition, x, y)
+
+
+def _softmax(builder, node, x, axis: int, op, coerce_2d: bool):
+    shape = builder.shape(x)
+    axis %= max(len(shape), 1)
+    if isinstance(x, fx.Node):
+        builder.require_batch_kept([axis], len(shape), node.op_type)
+    if not coerce_2d or axis == len(shape) - 1:
+        return builder.call(op, x, axis, False)
+    inner = 1
+    for size in shape[axis:]:
+        inner *= size
+    flat = builder.call(aten.view.default, x, [-1, inner])
+    return builder.call(aten.view.default, builder.call(op, flat, 1, False), shape)
+
+
+@converter("Softmax", "LogSoftmax", since=1)
+def _softmax_2d(builder, node, x):
+    """Before opset 13, Softmax flattens the input to 2-D at `axis` (default 1) and normalizes rows."""
+    op = aten._softmax.default if node.op_type == "Softmax" else aten._log_softmax.default
+    return _softmax(builder, node, x, node.attr("axis", 1), op, coerce_2d=True)
+
+
+@converter("Softmax", "LogSoftmax", since=13)
+def _softmax_axis(builder, node, x):
+    op = aten._softmax.default if node.op_type == "Softmax" else aten._log_softmax.default
+    return _softmax(builder, node, x, node.attr("axis", -1), op, coerce_2d=False)
