@@ -48,7 +48,7 @@ def heatmap(
     titles = _titles(title, len(maps))
     columns = min(len(maps), 4)
     rows = -(-len(maps) // columns)
-    figure = Figure(figsize=(3.6 * columns, 3.2 * rows))
+    figure = Figure(figsize=(3.6 * columns, 3.2 * rows), layout="constrained")
     FigureCanvasAgg(figure)
     for index, (relevance_map, picture) in enumerate(zip(maps, images)):
         axes = figure.add_subplot(rows, columns, index + 1)
@@ -130,7 +130,7 @@ def plot_abpc(curves: Mapping[str, Mapping[str, ArrayLike]], path: str | Path | 
     """
     if not curves:
         raise InputError("plot_abpc: no curves given; pass {method: {'most': curve, 'least': curve}}")
-    figure = Figure(figsize=(6.4, 4.4))
+    figure = Figure(figsize=(6.4, 4.4), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
     palette = colormaps["tab10"]
