@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -52,7 +53,8 @@ def pixel_flipping(
     """Per-sample target logit as patches are replaced in relevance order: a ``[B, K + 1]`` curve.
 
     ``x`` is a batch ``[B, C, H, W]`` / ``[B, H, W]`` (image patches are ``patch_size`` squares over all
-    channels) or ``[B, D]`` (patches are runs of ``patch_size`` features). ``relevance`` has the shape of
+    channels) or ``[B, D]`` (patches are runs of ``patch_size`` features; integer token ids take an integer
+    baseline, e.g. the pad token id). ``relevance`` has the shape of
     ``x``, or ``[B, H, W]`` for images. ``baseline`` is what replaced patches become: ``"mean"`` (each
     sample's per-channel mean), ``"blur"`` (a Gaussian blur of the sample, images only) or a number.
     ``order`` is ``"most"`` (MoRF) or ``"least"`` (LeRF); ``steps`` is K, capped at the patch count.
@@ -74,14 +76,8 @@ def pixel_flipping(
     if steps < 1:
         raise InputError(f"pixel_flipping: steps must be >= 1, got {steps}")
     replacement = _baseline(x, baseline, blur_sigma)
-    patch_relevance, pixel_to_patch = _patches(relevance, x, patch_size)
-    n_patches = patch_relevance.shape[1]
+    pixel_rank, n_patches = _pixel_ranks(relevance, x, patch_size, order)
     steps = min(steps, n_patches)
-    ranking = torch.sort(patch_relevance, dim=1, descending=order == "most", stable=True).indices
-    rank = torch.empty_like(ranking)
-    rank.scatter_(1, ranking, torch.arange(n_patches).expand_as(ranking))
-    pixel_rank = torch.gather(rank, 1, pixel_to_patch.expand(x.shape[0], -1))
-    pixel_rank = pixel_rank.view(x.shape[0], *_pattern_shape(x))
     targets = _targets(target, x.shape[0])
     values = []
     with torch.no_grad():
@@ -223,7 +219,29 @@ def _check_relevance(relevance: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         raise InputError(f"pixel_flipping: relevance shape {tuple(relevance.shape)} does not fit x; expected one of {allowed}")
     if not torch.isfinite(relevance).all():
         raise InputError("pixel_flipping: relevance contains NaN or inf; fix the explanation before scoring it")
+    silent = (relevance.flatten(1) == 0).all(dim=1)
+    if silent.any():
+        warnings.warn(
+            f"pixel_flipping: relevance of samples {silent.nonzero()[:, 0].tolist()} is zero everywhere, so their "
+            "patch order is arbitrary (index order); check the target and that the explanation did not vanish",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return relevance
+
+
+def _pixel_ranks(relevance: torch.Tensor, x: torch.Tensor, patch_size: int, order: str) -> tuple[torch.Tensor, int]:
+    """Per pixel of the pattern, the position of its patch in the removal order ``[B, *pattern]``; and P.
+
+    Ties keep the patches' index order (stable sort), so equal relevance gives a deterministic curve.
+    """
+    patch_relevance, pixel_to_patch = _patches(relevance, x, patch_size)
+    n_patches = patch_relevance.shape[1]
+    ranking = torch.sort(patch_relevance, dim=1, descending=order == "most", stable=True).indices
+    rank = torch.empty_like(ranking)
+    rank.scatter_(1, ranking, torch.arange(n_patches).expand_as(ranking))
+    pixel_rank = torch.gather(rank, 1, pixel_to_patch.expand(x.shape[0], -1))
+    return pixel_rank.view(x.shape[0], *_pattern_shape(x)), n_patches
 
 
 def _patches(relevance: torch.Tensor, x: torch.Tensor, patch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -246,6 +264,13 @@ def _patches(relevance: torch.Tensor, x: torch.Tensor, patch_size: int) -> tuple
 
 def _baseline(x: torch.Tensor, baseline: Baseline, blur_sigma: float) -> torch.Tensor:
     """The values replaced patches take, shaped like x."""
+    if not x.is_floating_point():
+        if isinstance(baseline, int) and not isinstance(baseline, bool):
+            return torch.full_like(x, baseline)
+        raise InputError(
+            f"pixel_flipping: integer inputs (token ids) need an integer baseline such as the pad or mask token id, "
+            f"got {baseline!r}"
+        )
     if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
         return torch.full_like(x, float(baseline))
     if baseline == "mean":

@@ -218,3 +218,38 @@ def test_randomization_check_errors():
         randomization_check(lambda m, v, t: torch.ones_like(v), torch.nn.Linear(4, 2), x, 0)
     with pytest.raises(InputError, match="method"):
         randomization_check(gradient_times_input, torch.nn.Linear(4, 2), x, 0, method="kendall")
+
+
+def test_exact_ranking_beats_every_other_ranking_on_a_linear_model():
+    # With a zero baseline and one feature per step, the exact ranking's MoRF curve is the lowest any
+    # ordering can reach and its LeRF curve the highest, so its ABPC bounds every other relevance's.
+    generator = torch.Generator().manual_seed(9)
+    for _ in range(10):
+        weight = torch.randn(12, generator=generator)
+        x = torch.randn(3, 12, generator=generator)
+        function = linear_function(weight)
+        exact, _ = abpc(function, x, weight * x, 0, steps=12, baseline=0.0)
+        noisy = weight * x + 0.5 * torch.randn(3, 12, generator=generator)
+        other, _ = abpc(function, x, noisy, 0, steps=12, baseline=0.0)
+        assert (exact >= other - 1e-5).all()
+
+
+def test_all_zero_relevance_warns():
+    with pytest.warns(RuntimeWarning, match=r"samples \[1\]"):
+        pixel_flipping(Recorder(), torch.ones(2, 4), torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 0]]), 0, baseline=0.0)
+
+
+def test_token_ids_are_replaced_by_an_integer_baseline():
+    embedding = torch.nn.EmbeddingBag(10, 2, mode="sum")
+    tokens = torch.tensor([[3, 4, 5, 6]])
+    recorder_inputs = []
+
+    def model(ids):
+        recorder_inputs.append(ids.clone())
+        return embedding(ids)
+
+    pixel_flipping(model, tokens, torch.tensor([[0.1, 0.9, 0.5, 0.2]]), 0, steps=4, baseline=0)
+    assert recorder_inputs[1].tolist() == [[3, 0, 5, 6]]
+    assert recorder_inputs[-1].tolist() == [[0, 0, 0, 0]]
+    with pytest.raises(InputError, match="integer baseline"):
+        pixel_flipping(model, tokens, torch.ones(1, 4), 0, baseline="mean")
