@@ -37,7 +37,9 @@ def heatmap(
 
     ``relevance`` is ``[H, W]``, ``[C, H, W]`` or ``[B, C, H, W]`` (channels are summed); a batch of more
     than one sample becomes a grid, one titled panel per sample. ``image`` (same layout, grayscale or RGB,
-    any value range) is drawn underneath, the relevance on top with ``overlay_alpha``.
+    any value range) is drawn underneath; the relevance on top is ``overlay_alpha`` opaque where it is zero,
+    rising to fully opaque at the largest magnitude, so strong evidence stands out and the input shows
+    through elsewhere.
 
     >>> figure = heatmap(torch.tensor([[1.0, -1.0], [0.5, 0.0]]), title="digit")
     >>> figure.axes[0].images[0].get_clim()
@@ -64,7 +66,7 @@ def heatmap(
         alpha = 1.0
         if picture is not None:
             axes.imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
-            alpha = overlay_alpha
+            alpha = overlay_alpha + (1.0 - overlay_alpha) * np.clip(np.abs(relevance_map) / limit, 0.0, 1.0)
         shown = axes.imshow(relevance_map, cmap=cmap, vmin=-limit, vmax=limit, alpha=alpha, interpolation="nearest")
         figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
         axes.set_xticks([])

@@ -82,7 +82,10 @@ def test_overlay_on_the_input_image_keeps_the_sign_colors(tmp_path, image):
     figure = heatmap(split_relevance(), uniform, path=path, overlay_alpha=0.6)
     axes = figure.axes[0]
     assert len(axes.images) == 2
-    assert axes.images[1].get_alpha() == 0.6
+    alpha = axes.images[1].get_alpha()
+    assert alpha.min() == pytest.approx(1.0)  # |relevance| is the maximum everywhere: fully opaque
+    faint = heatmap(split_relevance() * torch.linspace(0, 1, 16), uniform, overlay_alpha=0.6).axes[0].images[1]
+    assert faint.get_alpha()[0, 0] == pytest.approx(0.6) and faint.get_alpha()[0, -1] == pytest.approx(1.0)
     assert is_red(png_color_at(figure, path, axes, 3, 8))
     assert is_blue(png_color_at(figure, path, axes, 12, 8))
 
