@@ -17,8 +17,9 @@ occlusion strategy for consistent XAI benchmarks"):
   ABPC > 0; a random ranking gives ABPC ~ 0 on average; a reversed ranking gives ABPC < 0.
 
 With AOPC taken as Samek's "area over the perturbation curve", ``AOPC = (1 / (K + 1)) * sum_k (c_0 - c_k)``,
-the same number is ``ABPC = AOPC(MoRF) - AOPC(LeRF)``; read as the area *under* each curve, as in the
-DynamicLRP write-up, it is ``AOPC(LeRF) - AOPC(MoRF)``. Both name the area between the curves above.
+the same number is ``ABPC = AOPC(MoRF) - AOPC(LeRF)``; with AOPC read as the area *under* each curve
+(the reading in which the formula ``AOPC(LeRF) - AOPC(MoRF)`` is positive for a faithful explanation) it is
+``AUPC(LeRF) - AUPC(MoRF)``. Both name the area between the curves above.
 """
 
 from __future__ import annotations
@@ -284,16 +285,16 @@ def _baseline(x: torch.Tensor, baseline: Baseline, blur_sigma: float) -> torch.T
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur over the last two axes with reflected borders (kernel radius 3 sigma)."""
+    """Separable Gaussian blur over the last two axes with replicated borders (kernel radius 3 sigma)."""
     if sigma <= 0:
         raise InputError(f"pixel_flipping: blur_sigma must be > 0, got {sigma}")
     height, width = x.shape[-2:]
-    radius = max(1, min(math.ceil(3 * sigma), height - 1, width - 1))
+    radius = math.ceil(3 * sigma)
     offsets = torch.arange(-radius, radius + 1, dtype=x.dtype)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = kernel / kernel.sum()
     planes = x.reshape(-1, 1, height, width)
-    planes = torch.nn.functional.pad(planes, (radius, radius, radius, radius), mode="reflect")
+    planes = torch.nn.functional.pad(planes, (radius, radius, radius, radius), mode="replicate")
     planes = torch.nn.functional.conv2d(planes, kernel.view(1, 1, 1, -1))
     planes = torch.nn.functional.conv2d(planes, kernel.view(1, 1, -1, 1))
     return planes.reshape(x.shape)

@@ -253,3 +253,9 @@ def test_token_ids_are_replaced_by_an_integer_baseline():
     assert recorder_inputs[-1].tolist() == [[0, 0, 0, 0]]
     with pytest.raises(InputError, match="integer baseline"):
         pixel_flipping(model, tokens, torch.ones(1, 4), 0, baseline="mean")
+
+
+def test_blur_works_on_images_smaller_than_the_kernel():
+    x = torch.rand(2, 3, 1, 5, generator=torch.Generator().manual_seed(10))
+    curve = pixel_flipping(lambda v: v.flatten(1), x, torch.rand(2, 3, 1, 5), 0, baseline="blur", blur_sigma=3.0)
+    assert curve.shape == (2, 6) and torch.isfinite(curve).all()
