@@ -1,0 +1,1 @@
+"""Attribution: relevance propagation over the traced Graph, heatmaps and faithfulness metrics."""
