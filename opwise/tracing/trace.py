@@ -52,7 +52,8 @@ def trace(
         raise TraceError(str(error)) from None
     order = ["export", "fx"] if strategy == "auto" else [strategy]
     was_training = model.training
-    model.eval()
+    if was_training:  # only when needed: modules unlifted from torch.export programs refuse eval()
+        model.eval()
     failures = []
     try:
         for name in order:
@@ -73,7 +74,8 @@ def trace(
                 "through model(*inputs), or try strategy='fx' for data-dependent Python control flow"
             )
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     fold_single_output_ops(module)
     remove_no_op_nodes(module)
     annotate(module, list(layout.explained), sources)
