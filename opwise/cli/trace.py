@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import logging
+from typing import Iterator
 
 import torch
 
@@ -92,6 +96,23 @@ def _shape(graph: Graph, node) -> str:
     return "x".join(map(str, shape)) if shape is not None else "?"
 
 
+@contextlib.contextmanager
+def quiet_torch_logs() -> Iterator[None]:
+    """Hide torch's warnings while tracing: a rejected export logs and prints (to stderr) the graph it
+    gave up on, though the fallback tracer handles the model and failures raise errors anyway.
+    """
+    loggers = [logging.getLogger(name) for name in ("torch", "torch.fx.experimental.symbolic_shapes")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model)
     if isinstance(loaded.model, Graph):
@@ -103,7 +124,9 @@ def run(args: argparse.Namespace) -> int:
                     f"{args.model} is imported with fixed input shapes {expected}; drop --input-shape or match them"
                 )
     else:
-        graph = trace(loaded.model, *example_inputs(loaded, args.input_shape))
+        inputs = example_inputs(loaded, args.input_shape)
+        with contextlib.nullcontext() if args.debug else quiet_torch_logs():
+            graph = trace(loaded.model, *inputs)
     print(format_table(graph, args.all))
     print(summary(graph))
     return 0

@@ -96,3 +96,44 @@ def test_python_dash_m_opwise(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "opwise trace: error: unknown built-in model 'resnet'; built-in models are cnn, mlp, transformer"
     ]
+
+
+DATA_DEPENDENT = """
+import torch
+
+class Branching(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(3, 3)
+
+    def forward(self, x):
+        y = self.layer(x)
+        return torch.relu(y) if y.sum() > 0 else torch.sigmoid(y)
+
+class ThroughNumpy(torch.nn.Module):
+    def forward(self, x):
+        return torch.from_numpy(x.numpy() * 2)
+
+def branching():
+    return Branching(), torch.randn(2, 3)
+
+def through_numpy():
+    return ThroughNumpy(), torch.randn(4, 3)
+"""
+
+
+def test_fallback_tracer_runs_quietly(capsys, tmp_path):
+    path = tmp_path / "branching.py"
+    path.write_text(DATA_DEPENDENT)
+    code, out, err = run(capsys, "trace", f"{path}:branching")
+    assert code == 0 and err == ""
+    assert out.strip().endswith("traced with fx")
+
+
+def test_model_no_tracer_accepts_is_one_line(capsys, tmp_path):
+    path = tmp_path / "numpy_model.py"
+    path.write_text(DATA_DEPENDENT)
+    code, out, err = run(capsys, "trace", f"{path}:through_numpy")
+    assert code == 2 and out == ""
+    assert err.startswith("opwise trace: error: the traced output") and ".numpy()" in err
+    assert len(err.strip().splitlines()) == 1

@@ -193,3 +193,34 @@ def test_model_that_no_tracer_accepts():
 def test_not_a_module_is_a_trace_error():
     with pytest.raises(opwise.TraceError, match="expected a torch.nn.Module, got function"):
         opwise.trace(lambda x: x, torch.randn(2))
+
+
+def test_data_dependent_shape_falls_back_to_fx():
+    class NonzeroCount(nn.Module):
+        def forward(self, x):
+            return torch.nonzero(x > 0).float().sum(dim=0) + x.sum()
+
+    x = torch.tensor([[1.0, -1.0], [2.0, 3.0]])
+    graph = opwise.trace(NonzeroCount(), x)
+    assert graph.strategy == "fx"
+    assert torch.allclose(graph(x), NonzeroCount()(x))
+    with pytest.raises(opwise.TraceError, match="data-dependent shape"):
+        opwise.trace(NonzeroCount(), x, strategy="export")
+
+
+@pytest.mark.parametrize("forward", [lambda x: torch.from_numpy(x.numpy() * 2), lambda x: float(x.sum())])
+def test_outputs_the_tracer_cannot_follow_are_trace_errors(forward):
+    class Opaque(nn.Module):
+        def forward(self, x):
+            return forward(x)
+
+    with pytest.raises(opwise.TraceError, match="does not depend on the explained inputs"):
+        opwise.trace(Opaque(), torch.randn(2, 3))
+
+
+def test_training_flag_is_restored():
+    model = opwise.models.architecture("cnn").train()
+    graph = opwise.trace(model, torch.rand(2, 1, 8, 8))
+    assert model.training and model.features[1].training
+    (node,) = [n for n in graph.call_nodes() if graph.info(n).op == "aten.batch_norm.default"]
+    assert node.args[5] is False
