@@ -11,21 +11,34 @@ from torch import nn
 import opwise
 
 
+@pytest.fixture(scope="module")
+def builtin_graphs() -> dict[str, opwise.Graph]:
+    return {name: opwise.trace(opwise.models.builtin(name), torch.rand(4, 1, 8, 8)) for name in opwise.models.NAMES}
+
+
 @pytest.mark.parametrize("name", opwise.models.NAMES)
-def test_graph_reproduces_builtin_models(name):
-    model = opwise.models.builtin(name)
-    images, _ = opwise.models.demo_inputs(name, n=4)
-    graph = opwise.trace(model, images)
+def test_graph_reproduces_builtin_models(name, builtin_graphs):
+    model, graph = opwise.models.builtin(name), builtin_graphs[name]
     assert graph.strategy == "export"
+    images, _ = opwise.models.demo_inputs(name, n=4)
     torch.manual_seed(0)
-    fresh = torch.rand(4, 1, 8, 8)
     with torch.no_grad():
-        assert torch.allclose(graph(images), model(images), atol=1e-5)
-        assert torch.allclose(graph(fresh), model(fresh), atol=1e-5)
+        for inputs in (images, torch.rand(4, 1, 8, 8)):
+            assert torch.allclose(graph(inputs), model(inputs), atol=1e-5)
 
 
-def test_batch_norm_is_kept_whole_and_uses_running_statistics():
-    graph = opwise.trace(opwise.models.builtin("cnn"), torch.rand(2, 1, 8, 8))
+def test_builtins_contain_the_operations_they_are_meant_to_exercise(builtin_graphs):
+    assert {"aten.convolution.default", "aten.batch_norm.default", "aten.relu.default", "aten.max_pool2d.default"} <= set(
+        builtin_graphs["cnn"].op_counts()
+    )
+    assert {"aten.sigmoid.default", "aten.tanh.default"} <= set(builtin_graphs["mlp"].op_counts())
+    transformer = builtin_graphs["transformer"].op_counts()
+    assert {"aten._softmax.default", "aten.layer_norm.default", "aten.gelu.default", "aten.mean.dim"} <= set(transformer)
+    assert any(op.startswith(("aten.bmm", "aten.matmul")) for op in transformer)
+
+
+def test_batch_norm_is_kept_whole_and_uses_running_statistics(builtin_graphs):
+    graph = builtin_graphs["cnn"]
     (node,) = [n for n in graph.call_nodes() if graph.info(n).op == "aten.batch_norm.default"]
     assert node.args[5] is False  # training=False: eval-mode statistics
     assert graph.info(node).module_path == "features.1"
@@ -153,9 +166,8 @@ def test_fx_fallback_records_parameter_sources():
     assert {"layer.weight", "layer.bias"} <= sources
 
 
-def test_module_paths_and_parameter_sources_from_export():
-    model = opwise.models.builtin("transformer")
-    graph = opwise.trace(model, torch.rand(1, 1, 8, 8))
+def test_module_paths_and_parameter_sources_from_export(builtin_graphs):
+    model, graph = opwise.models.builtin("transformer"), builtin_graphs["transformer"]
     sources = {graph.info(n).source for n in graph.nodes if n.op == "get_attr"}
     assert {"embed.weight", "position", "block.attention.query.weight", "head.bias"} <= sources
     paths = {graph.info(n).module_path for n in graph.call_nodes()}
@@ -164,20 +176,18 @@ def test_module_paths_and_parameter_sources_from_export():
     assert torch.equal(graph.constant(constants[0]), model.embed.weight)
 
 
-def test_node_info_shapes_and_input_dependence():
-    model = opwise.models.builtin("mlp")
-    graph = opwise.trace(model, torch.rand(3, 1, 8, 8))
+def test_node_info_shapes_and_input_dependence(builtin_graphs):
+    graph = builtin_graphs["mlp"]
     infos = [graph.info(n) for n in graph.call_nodes()]
     assert [i.op for i in infos if i.op != "aten.view.default"] == [
         "aten.linear.default", "aten.sigmoid.default", "aten.linear.default", "aten.tanh.default", "aten.linear.default"
     ]
     assert all(i.depends_on_input for i in infos)
-    assert graph.info(graph.output).shape == (3, 10) and graph.info(graph.output).dtype == torch.float32
+    assert graph.info(graph.output).shape == (4, 10) and graph.info(graph.output).dtype == torch.float32
 
 
-def test_retrace_for_another_batch_size():
-    model = opwise.models.builtin("cnn")
-    graph = opwise.trace(model, torch.rand(1, 1, 8, 8)).retrace(torch.rand(5, 1, 8, 8))
+def test_retrace_for_another_batch_size(builtin_graphs):
+    graph = builtin_graphs["cnn"].retrace(torch.rand(5, 1, 8, 8))
     assert graph.info(graph.output).shape == (5, 10)
 
 
