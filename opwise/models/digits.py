@@ -13,6 +13,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from opwise.errors import InputError
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEMO_FILE = DATA_DIR / "digits.npz"
 SPLIT_SEED = 0
@@ -63,7 +65,5 @@ def demo_digits(n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     with np.load(DEMO_FILE) as data:
         images, labels = data["images"], data["labels"]
     if not 1 <= n <= len(labels):
-        from opwise.errors import InputError
-
         raise InputError(f"n={n} demo digits requested; {len(labels)} are bundled, ask for 1 to {len(labels)}")
     return torch.as_tensor(images[:n]).reshape(n, *IMAGE_SHAPE), torch.as_tensor(labels[:n], dtype=torch.long)
