@@ -23,13 +23,16 @@ def register(subparsers) -> None:
         help="trace a model and print its operation-level graph",
         description="Trace a model into opwise's operation-level graph and print one row per operation.",
     )
-    parser.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"model spec: {SPEC_FORMS} (default: {DEFAULT_MODEL})")
+    parser.add_argument(
+        "model", nargs="?", default=DEFAULT_MODEL, help=f"model spec: {SPEC_FORMS} (default: {DEFAULT_MODEL})"
+    )
     parser.add_argument(
         "--input-shape",
         action="append",
         type=parse_shape,
         metavar="SHAPE",
-        help="shape of a random example input, e.g. 1,3,32,32 (repeat for several inputs; default: the model's examples)",
+        help="shape of a random example input, e.g. 1,3,32,32 (repeat for several inputs; "
+        "default: the model's own examples)",
     )
     parser.add_argument("--all", action="store_true", help="also list operations that do not depend on the input")
     parser.set_defaults(func=run)

@@ -111,7 +111,9 @@ def _load_factory(path: Path, factory_name: str) -> LoadedModel:
         spec.loader.exec_module(module)
     except Exception as error:  # noqa: BLE001 - any failure of user code is reported as one load error
         sys.modules.pop(module_name, None)
-        raise ModelLoadError(f"importing {path} raised {_describe(error)}; fix the file or run it with python to see why") from error
+        raise ModelLoadError(
+            f"importing {path} raised {_describe(error)}; fix the file or run it with python to see why"
+        ) from error
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         available = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
@@ -161,7 +163,9 @@ def _load_onnx(path: Path) -> LoadedModel:
     try:
         from opwise.tracing.onnx import load_onnx
     except ImportError as error:
-        raise ModelLoadError(f"cannot import {path}: ONNX support needs the onnx extra (pip install 'opwise[onnx]'); {error}") from error
+        raise ModelLoadError(
+            f"cannot import {path}: ONNX support needs the onnx extra (pip install 'opwise[onnx]'); {error}"
+        ) from error
     return LoadedModel(load_onnx(path), None)
 
 
@@ -212,8 +216,11 @@ def example_inputs(loaded: LoadedModel, shapes: list[tuple[int, ...]] | None = N
     except Exception as error:  # noqa: BLE001 - any failure of the forward pass means the inputs do not fit
         expected = ""
         if loaded.example_inputs is not None and shapes:
-            expected = "; its example inputs have shape " + ", ".join(str(tuple(t.shape)) for t in loaded.example_inputs)
-        raise InputError(f"the model does not accept inputs of shape {described}: {_describe(error)}{expected}") from error
+            shapes_expected = ", ".join(str(tuple(t.shape)) for t in loaded.example_inputs)
+            expected = f"; its example inputs have shape {shapes_expected}"
+        raise InputError(
+            f"the model does not accept inputs of shape {described}: {_describe(error)}{expected}"
+        ) from error
     return inputs
 
 

@@ -11,7 +11,8 @@ def test_self_attention_matches_scaled_dot_product_attention():
     torch.manual_seed(0)
     attention = SelfAttention(width=12, heads=3).eval()
     x = torch.randn(2, 5, 12)
-    q, k, v = (layer(x).reshape(2, 5, 3, 4).transpose(1, 2) for layer in (attention.query, attention.key, attention.value))
+    layers = (attention.query, attention.key, attention.value)
+    q, k, v = (layer(x).reshape(2, 5, 3, 4).transpose(1, 2) for layer in layers)
     expected = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(2, 5, 12)
     assert torch.allclose(attention(x), attention.project(expected), atol=1e-6)
 
