@@ -8,17 +8,22 @@ from opwise.errors import (
     TraceError,
     UnsupportedOperation,
 )
+from opwise import models
 from opwise.tracing import Graph, trace
+from opwise.tracing.loading import LoadedModel, load_model
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Graph",
     "InputError",
+    "LoadedModel",
     "ModelLoadError",
     "OpwiseError",
     "SpecError",
     "TraceError",
     "UnsupportedOperation",
+    "load_model",
+    "models",
     "trace",
 ]

@@ -25,12 +25,22 @@ def _attr_name(target: str, taken: set[str]) -> str:
     return name
 
 
+def _require_static_shapes(graph: fx.Graph) -> None:
+    """Graphs are shape-specialized; a data-dependent shape (nonzero, masked select) cannot be, so the
+    caller falls back to the tracer that specializes it to the example."""
+    for node in graph.nodes:
+        value = node.meta.get("val")
+        if isinstance(value, torch.Tensor) and not all(isinstance(size, int) for size in value.shape):
+            raise ValueError(f"node '{node.name}' ({node.target}) has a data-dependent shape {tuple(value.shape)}")
+
+
 def export_to_fx(
     model: torch.nn.Module, layout: InputLayout, args: tuple, kwargs: dict, output: OutputChoice
 ) -> tuple[fx.GraphModule, dict[str, str]]:
     """Returns the canonical GraphModule and, per constant attribute, the model name it came from."""
     program = torch.export.export(model, tuple(args), dict(kwargs), strict=False)
     program = program.run_decompositions(export_table())
+    _require_static_shapes(program.graph)
     signature = program.graph_signature
 
     root = torch.nn.Module()

@@ -40,7 +40,9 @@ def functional_to_fx(
 
     tensors = [layout.leaves[i] for i in layout.tensor_positions]
     with torch.no_grad():
-        module = make_fx(call, decomposition_table=make_fx_table(), tracing_mode="real")(*tensors)
+        module = make_fx(
+            call, decomposition_table=make_fx_table(), tracing_mode="real", _error_on_data_dependent_ops=False
+        )(*tensors)
     _RecordValues(module).run(*tensors)
     names = {id(t): name for name, t in [*model.named_parameters(), *model.named_buffers()]}
     sources = {}

@@ -6,6 +6,7 @@ import warnings
 from typing import Any, Sequence
 
 import torch
+from torch import fx
 
 from opwise.errors import TraceError
 from opwise.tracing.export import export_to_fx
@@ -52,7 +53,8 @@ def trace(
         raise TraceError(str(error)) from None
     order = ["export", "fx"] if strategy == "auto" else [strategy]
     was_training = model.training
-    model.eval()
+    if was_training:  # only when needed: modules unlifted from torch.export programs refuse eval()
+        model.eval()
     failures = []
     try:
         for name in order:
@@ -73,10 +75,12 @@ def trace(
                 "through model(*inputs), or try strategy='fx' for data-dependent Python control flow"
             )
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     fold_single_output_ops(module)
     remove_no_op_nodes(module)
     annotate(module, list(layout.explained), sources)
+    _require_dependent_output(module, layout.names, layout.explained, name)
 
     def retrace(*new_inputs: Any, **new_kwargs: Any) -> Graph:
         return trace(model, *new_inputs, strategy=name, output=output, explain=explain, **new_kwargs)
@@ -85,6 +89,19 @@ def trace(
     graph.input_names = list(layout.names)
     graph.layout = layout
     return graph
+
+
+def _require_dependent_output(module, names, explained, strategy: str) -> None:
+    """A graph whose output is a constant lost the computation (through .numpy(), .item(), floats)."""
+    output = next(n for n in reversed(module.graph.nodes) if n.op == "output").args[0]
+    if isinstance(output, fx.Node) and output.meta["opwise"].depends_on_input:
+        return
+    what = type(output.meta.get("val")).__name__ if isinstance(output, fx.Node) else type(output).__name__
+    inputs = [n for n, e in zip(names, explained) if e]
+    raise TraceError(
+        f"the traced output ({what}, via {strategy}) does not depend on the explained inputs {inputs}: computations "
+        "through .numpy(), .tolist() or Python numbers cannot be traced; keep the model in torch operations"
+    )
 
 
 def _first_line(error: BaseException) -> str:
