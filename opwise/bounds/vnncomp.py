@@ -46,22 +46,54 @@ Loader = Callable[[str], tuple[Callable[[torch.Tensor], torch.Tensor], BoundFunc
 """`load(onnx_path) -> (function, bound_fn, input_shape)`: how verify_instance gets a model."""
 
 
+class EngineModel:
+    """An ONNX network through opwise's importer and bound engine, for any batch size.
+
+    Imported graphs are specialized to one batch size, so one BoundedModel is kept per power-of-two batch
+    (up to `max_batch`) and requests are padded to it: a branch-and-bound round never re-imports.
+    """
+
+    def __init__(self, onnx_path: str, max_batch: int = 1024):
+        try:
+            from opwise.bounds import BoundedModel
+            from opwise.tracing.onnx import load_onnx
+        except ImportError as error:
+            raise OpwiseError(f"the ONNX importer or the bound engine is not installed ({error}); "
+                              "verify_instance needs opwise.tracing.onnx and opwise.bounds.BoundedModel") from error
+        self._load, self._bounded, self.path, self.max_batch = load_onnx, BoundedModel, onnx_path, max_batch
+        graph = load_onnx(onnx_path, batch_size=1)
+        self.input_shape = tuple(graph.info(graph.explained_inputs[0]).shape)
+        self._models = {1: BoundedModel(graph, torch.zeros(self.input_shape))}
+
+    def _model(self, batch: int):
+        size = min(1 << max(0, batch - 1).bit_length(), self.max_batch)
+        if size not in self._models:
+            graph = self._load(self.path, batch_size=size)
+            self._models[size] = self._bounded(graph, torch.zeros(size, *self.input_shape[1:]))
+        return self._models[size], size
+
+    def _padded(self, run, *tensors: torch.Tensor) -> torch.Tensor:
+        batch = tensors[0].shape[0]
+        model, size = self._model(batch)
+        results = []
+        for begin in range(0, batch, size):
+            index = torch.arange(begin, begin + size).clamp(max=batch - 1)
+            results.append(run(model, *(t[index] for t in tensors))[: min(size, batch - begin)])
+        return torch.cat(results)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._padded(lambda model, x: model(x), x)
+
+    def bound(self, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+        """CROWN lower bounds of C·f(x) per box, [B, rows] (a BoundFunction)."""
+        return self._padded(lambda model, lo, up: model.compute_bounds(
+            x_lower=lo, x_upper=up, C=C, method="crown", bound_upper=False).lower, x_lower, x_upper)
+
+
 def load_with_engine(onnx_path: str) -> tuple[Callable, BoundFunction, tuple[int, ...]]:
     """The default Loader: opwise's ONNX importer and CROWN bounds from the bound engine."""
-    try:
-        from opwise.bounds import BoundedModel
-        from opwise.tracing.onnx import load_onnx
-    except ImportError as error:
-        raise OpwiseError(f"the ONNX importer or the bound engine is not installed ({error}); "
-                          "verify_instance needs opwise.tracing.onnx and opwise.bounds.BoundedModel") from error
-    graph = load_onnx(onnx_path)
-    shape = tuple(graph.info(graph.explained_inputs[0]).shape)
-    model = BoundedModel(graph, torch.zeros(shape))
-
-    def bound_fn(x_lower, x_upper, C):
-        return model.compute_bounds(x_lower=x_lower, x_upper=x_upper, C=C, method="crown", bound_upper=False).lower
-
-    return model, bound_fn, shape
+    model = EngineModel(onnx_path)
+    return model, model.bound, model.input_shape
 
 
 def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *,
