@@ -1,0 +1,114 @@
+"""Run VNN-COMP suites from ../shared/benchmarks and score them against expected.csv.
+
+    python benchmarks/vnncomp.py acasxu --cap 30 --workers 2
+    python benchmarks/vnncomp.py all --cap 60
+
+A `sat` answer counts as solved only when its counterexample, clipped into the property's input box, makes
+the output constraints hold in an onnxruntime forward pass (independent of opwise's importer); an `unsat`
+answer is wrong where expected.csv says `sat` (a known counterexample exists). Prints one row per suite:
+solved / timeout / unknown / error / wrong, total and median time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from opwise.bounds.vnncomp import read_result, result_file_name, run_suite
+from opwise.bounds.vnnlib import parse_vnnlib
+
+REPO = Path(__file__).resolve().parents[1]
+SEARCH = (REPO.parent / "shared" / "benchmarks", REPO.parent.parent / "shared" / "benchmarks")
+
+
+def find_benchmarks(given: str | None) -> Path:
+    for folder in ([Path(given)] if given else SEARCH):
+        if folder.is_dir():
+            return folder
+    sys.exit(f"benchmark folder not found (looked in {', '.join(map(str, SEARCH))}); pass --benchmarks DIR")
+
+
+def counterexample_holds(onnx_path: Path, vnnlib_path: Path, x: list[float]) -> bool:
+    """Clip x into the nearest input box of the property and check the violation with onnxruntime."""
+    import onnxruntime
+
+    point = torch.tensor([x], dtype=torch.float64)
+    specs = parse_vnnlib(vnnlib_path, dtype=torch.float64)
+    if point.shape[1] != specs[0].x_lower.numel():
+        return False
+    spec = min(specs, key=lambda s: float((torch.max(torch.min(point, s.x_upper), s.x_lower) - point).abs().max()))
+    clipped = torch.max(torch.min(point, spec.x_upper), spec.x_lower)
+    session = onnxruntime.InferenceSession(str(onnx_path))
+    declared = session.get_inputs()[0]
+    shape = [dim if isinstance(dim, int) else 1 for dim in declared.shape]
+    (y,) = session.run(None, {declared.name: clipped.numpy().astype(np.float32).reshape(shape)})
+    return float(spec.margin(torch.tensor(y, dtype=torch.float64).reshape(1, -1))) <= 0
+
+
+def score(suite_dir: Path, results: list[dict], result_dir: Path) -> dict:
+    """Counts per outcome for one suite, and the list of wrong instances."""
+    with open(suite_dir / "expected.csv", newline="") as handle:
+        expected = {(row["onnx"], row["vnnlib"]): row["expected"] for row in csv.DictReader(handle)}
+    counts = {"instances": len(results), "sat": 0, "unsat": 0, "timeout": 0, "unknown": 0, "error": 0, "wrong": 0}
+    wrong = []
+    for row in results:
+        status, answer = row["status"], expected.get((row["onnx"], row["vnnlib"]), "unknown")
+        if status == "sat":
+            _, x, _ = read_result(result_dir / result_file_name(row["onnx"], row["vnnlib"]))
+            ok = x is not None and counterexample_holds(suite_dir / row["onnx"], suite_dir / row["vnnlib"], x)
+        elif status == "unsat":
+            ok = answer != "sat"
+        else:
+            counts[status if status in counts else "error"] += 1
+            continue
+        counts[status if ok else "wrong"] += 1
+        if not ok:
+            wrong.append(f"{row['onnx']} {row['vnnlib']}: answered {status}, expected {answer}")
+    times = [float(row["time"]) for row in results]
+    counts["total_s"] = sum(times)
+    counts["median_s"] = statistics.median(times) if times else 0.0
+    counts["wrong_list"] = wrong
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("suites", nargs="+", help="suite folder names, or 'all'")
+    parser.add_argument("--cap", type=float, default=None, help="cap on each instance's timeout, seconds")
+    parser.add_argument("--workers", type=int, default=2, help="instances run in parallel")
+    parser.add_argument("--ray", default=None, metavar="ADDRESS", help="run on a Ray cluster instead")
+    parser.add_argument("--benchmarks", default=None, help="the benchmarks folder (default ../shared/benchmarks)")
+    parser.add_argument("--out", default="vnncomp_results", help="folder for results CSVs and result files")
+    args = parser.parse_args(argv)
+    root = find_benchmarks(args.benchmarks)
+    names = sorted(p.name for p in root.iterdir() if (p / "instances.csv").is_file()) if args.suites == ["all"] else args.suites
+    table = []
+    for name in names:
+        suite_dir = root / name
+        out = Path(args.out) / name
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"{name}: running {suite_dir / 'instances.csv'}", file=sys.stderr)
+        results = run_suite(suite_dir / "instances.csv", out / "results.csv", cap=args.cap, workers=args.workers,
+                            ray_address=args.ray, result_dir=out / "files")
+        table.append((name, score(suite_dir, results, out / "files")))
+    header = f"{'suite':<22}{'inst':>6}{'solved':>8}{'sat':>6}{'unsat':>7}{'timeout':>9}{'unknown':>9}{'error':>7}{'wrong':>7}{'total s':>10}{'median s':>10}"
+    print(f"cap {args.cap} s, {args.workers} workers")
+    print(header)
+    for name, c in table:
+        solved = c["sat"] + c["unsat"]
+        print(f"{name:<22}{c['instances']:>6}{solved:>8}{c['sat']:>6}{c['unsat']:>7}{c['timeout']:>9}{c['unknown']:>9}"
+              f"{c['error']:>7}{c['wrong']:>7}{c['total_s']:>10.1f}{c['median_s']:>10.2f}")
+    for name, c in table:
+        for line in c["wrong_list"]:
+            print(f"WRONG {name}: {line}")
+    return 1 if any(c["wrong"] for _, c in table) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

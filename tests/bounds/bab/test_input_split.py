@@ -1,0 +1,91 @@
+"""input_split_bab against exact MILP answers on many random tiny ReLU nets; statuses and errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from opwise.bounds.bab.input_split import input_split_bab
+from opwise.bounds.spec import Disjunct, Specification
+from opwise.errors import InputError
+from bab_reference import interval_bound_fn, milp_min_margin, random_mlp
+
+
+def random_problem(seed: int, inputs: int = 2, outputs: int = 3):
+    """A random net and unsafe set, shifted so the exact (MILP) worst margin is +-(5..25)% of its sampled range.
+
+    Returns (model, spec, exact worst margin); the sign alternates with the seed, so both answers occur.
+    """
+    model = random_mlp(seed, (inputs, 8, 8, outputs))
+    generator = torch.Generator().manual_seed(seed)
+    lower = torch.rand(1, inputs, generator=generator, dtype=torch.float64) - 1
+    upper = lower + 0.2 + torch.rand(1, inputs, generator=generator, dtype=torch.float64)
+    disjuncts = []
+    for _ in range(1 + seed % 2):
+        C = torch.randn(1 + seed % 3, outputs, generator=generator, dtype=torch.float64)
+        disjuncts.append(Disjunct(C, torch.zeros(C.shape[0], dtype=torch.float64)))
+    spec = Specification(lower, upper, disjuncts)
+    samples = lower + (upper - lower) * torch.rand(256, inputs, generator=generator, dtype=torch.float64)
+    values = spec.margin(model(samples).detach())
+    spread = float(values.max() - values.min())
+    shift = milp_min_margin(model, spec) + (1 if seed % 2 else -1) * spread * (0.05 + 0.2 * float(torch.rand(1, generator=generator)))
+    for disjunct in disjuncts:
+        disjunct.d += shift
+    return model, spec, milp_min_margin(model, spec)
+
+
+@pytest.mark.parametrize("branching", ["gradient", "widest"])
+def test_matches_milp_on_random_relu_nets(branching):
+    outcomes = {"verified": 0, "falsified": 0}
+    for seed in range(20):
+        model, spec, exact = random_problem(seed)
+        result = input_split_bab(interval_bound_fn(model), model, spec, timeout=30, branching=branching,
+                                 batch_size=64)
+        assert result.status == ("verified" if exact > 0 else "falsified"), (seed, exact, result)
+        if result.status == "falsified":
+            x = result.counterexample
+            assert spec.contains(x) and float(spec.margin(model(x).detach())) <= 0
+        outcomes[result.status] += 1
+    assert min(outcomes.values()) >= 8, outcomes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("branching", ["gradient", "widest"])
+def test_matches_milp_on_random_relu_nets_with_four_inputs(branching):
+    for seed in range(10):
+        model, spec, exact = random_problem(seed, inputs=4)
+        result = input_split_bab(interval_bound_fn(model), model, spec, timeout=60, branching=branching)
+        assert result.status == ("verified" if exact > 0 else "falsified"), (seed, exact, result)
+
+
+def test_timeout_is_reported_not_guessed():
+    model, spec, _ = random_problem(0, inputs=6)
+    spec.unsafe = [Disjunct(torch.zeros(1, 3, dtype=torch.float64), torch.full((1,), -1e-12, dtype=torch.float64))]
+
+    def useless(lower, upper, C):
+        return torch.full((len(lower), C.shape[0]), -1.0, dtype=lower.dtype)
+
+    result = input_split_bab(useless, model, spec, timeout=0.5, min_width=0)
+    assert result.status == "timeout" and result.counterexample is None and result.stats["domains"] > 1
+
+
+def test_queue_cap_gives_unknown():
+    model, spec, _ = random_problem(1)
+    spec.unsafe = [Disjunct(torch.zeros(1, 3, dtype=torch.float64), torch.full((1,), -1.0, dtype=torch.float64))]
+    result = input_split_bab(lambda lo, up, C: torch.full((len(lo), 1), -5.0, dtype=lo.dtype), model, spec,
+                             timeout=30, max_domains=100, batch_size=8)
+    assert result.status == "unknown" and "open domains" in result.stats["reason"]
+
+
+def test_fixed_inputs_are_never_split_and_stats_are_reported():
+    model, spec, _ = random_problem(4, inputs=3)
+    spec.x_upper[0, 1] = spec.x_lower[0, 1]
+    result = input_split_bab(interval_bound_fn(model), model, spec, timeout=30)
+    assert result.status in ("verified", "falsified")
+    assert {"domains", "max_depth", "time", "bound_calls", "attacks"} <= set(result.stats)
+
+
+def test_unknown_branching_is_an_input_error():
+    model, spec, _ = random_problem(0)
+    with pytest.raises(InputError, match="branching"):
+        input_split_bab(interval_bound_fn(model), model, spec, timeout=1, branching="random")

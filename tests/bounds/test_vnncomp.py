@@ -1,0 +1,192 @@
+"""verify_instance, the VNN-COMP result files, and the suite runner (with fake models and verifiers)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from opwise.bounds import vnncomp
+from opwise.bounds.vnncomp import InstanceResult, read_result, run_suite, verify_instance, write_result
+from opwise.errors import OpwiseError, SpecError
+
+# the reference oracles live beside the branch-and-bound tests; tests/ has no packages to import them by
+sys.path.insert(0, str(Path(__file__).parent / "bab"))
+from bab_reference import interval_bound_fn, milp_min_margin, random_mlp  # noqa: E402
+
+
+def acas_loader(path: str):
+    """A Loader for the ACAS Xu ONNX files (Sub, Flatten, MatMul, Add, Relu) read with the onnx package."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    weights = {t.name: torch.tensor(numpy_helper.to_array(t)) for t in onnx.load(path).graph.initializer}
+    mean = next(v for k, v in weights.items() if k.endswith("AvgImg")).reshape(-1)
+    layers: list[torch.nn.Module] = []
+    names = sorted((k for k in weights if k.endswith("MatMul_W")), key=lambda k: int(k.split("_")[1]))
+    for i, name in enumerate(names):
+        linear = torch.nn.Linear(*weights[name].shape)
+        with torch.no_grad():
+            linear.weight.copy_(weights[name].T)
+            linear.bias.copy_(weights[name.replace("MatMul_W", "Add_B")])
+            if i == 0:
+                linear.bias.sub_(mean @ weights[name])
+        layers += [linear, torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers[:-1])
+    return (lambda x: model(x.reshape(len(x), -1))), interval_bound_fn(model), (1, 1, 1, 5)
+
+
+def tiny_loader(model, shape=(1, 2)):
+    """A Loader for a float64 test MLP, seen in float32 like an ONNX network."""
+    bounds = interval_bound_fn(model)
+    function = lambda x: model(x.double()).float()  # noqa: E731
+    return lambda path: (function, lambda lo, up, C: bounds(lo.double(), up.double(), C.double()).float(), shape)
+
+
+def vnnlib_text(lower, upper, rows, d, outputs) -> str:
+    """A VNN-LIB file for one box and one conjunction of output rows (C y <= d)."""
+    text = "".join(f"(declare-const X_{i} Real)\n" for i in range(len(lower)))
+    text += "".join(f"(declare-const Y_{i} Real)\n" for i in range(outputs))
+    text += "".join(f"(assert (>= X_{i} {lo!r}))\n(assert (<= X_{i} {hi!r}))\n" for i, (lo, hi) in enumerate(zip(lower, upper)))
+    for row, bound in zip(rows, d):
+        terms = " ".join(f"(* {c!r} Y_{j})" for j, c in enumerate(row))
+        text += f"(assert (<= (+ {terms}) {bound!r}))\n"
+    return text
+
+
+def test_acas_counterexample_is_found_checked_and_written(benchmarks_dir, tmp_path):
+    suite = benchmarks_dir / "acasxu"
+    onnx_path, vnnlib_path = suite / "onnx/ACASXU_run2a_2_1_batch_2000.onnx", suite / "vnnlib/prop_2.vnnlib"
+    result = verify_instance(onnx_path, vnnlib_path, 30, load=acas_loader)
+    assert result.status == "sat"
+    write_result(tmp_path / "out.txt", result)
+    status, x, y = read_result(tmp_path / "out.txt")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    session = onnxruntime.InferenceSession(str(onnx_path))
+    (reference,) = session.run(None, {"input": np.array(x, dtype=np.float32).reshape(1, 1, 1, 5)})
+    assert status == "sat" and np.allclose(reference.reshape(-1), y, atol=1e-4)
+    assert reference[0, 0] >= reference[0, 1:].max()  # prop_2's violation: COC is maximal
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_tiny_instances_agree_with_milp(tmp_path, seed):
+    model = random_mlp(seed, (2, 6, 6, 2))
+    lower, upper = [-1.0, -0.5], [0.5, 1.0]
+    rows = [[1.0, -1.0]]
+    samples = torch.tensor(lower) + torch.rand(200, 2, dtype=torch.float64) * (torch.tensor(upper) - torch.tensor(lower))
+    values = model(samples).detach() @ torch.tensor(rows, dtype=torch.float64).T
+    d = [float(values.median())]
+    path = tmp_path / "p.vnnlib"
+    path.write_text(vnnlib_text(lower, upper, rows, d, 2))
+    [spec] = vnncomp.parse_vnnlib(path, dtype=torch.float64)
+    exact = milp_min_margin(model, spec)
+    if abs(exact) < 1e-4:
+        pytest.skip("a near-tie, where float32 and float64 may disagree")
+    result = verify_instance("tiny.onnx", path, 30, load=tiny_loader(model))
+    assert result.status == ("unsat" if exact > 0 else "sat"), (exact, result)
+
+
+def test_sat_in_the_second_input_box_only(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(2, 1).double())
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0.0]]))
+        model[0].bias.zero_()
+    text = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n" \
+        "(assert (or (and (>= X_0 0) (<= X_0 1) (>= X_1 0) (<= X_1 1))\n" \
+        "            (and (>= X_0 -2) (<= X_0 -1) (>= X_1 0) (<= X_1 1))))\n(assert (<= Y_0 -1.5))\n"
+    path = tmp_path / "p.vnnlib"
+    path.write_text(text)
+    result = verify_instance("m.onnx", path, 10, load=tiny_loader(model))
+    assert result.status == "sat" and float(result.x[0]) <= -1.5 and float(result.y[0]) <= -1.5
+
+
+def test_property_and_model_sizes_must_match(tmp_path):
+    model = random_mlp(0, (2, 4, 3))
+    path = tmp_path / "p.vnnlib"
+    path.write_text(vnnlib_text([0.0, 0.0], [1.0, 1.0], [[1.0, 0.0]], [0.0], 2))
+    with pytest.raises(SpecError, match="2 outputs Y_i but the model has 3"):
+        verify_instance("m.onnx", path, 5, load=tiny_loader(model))
+    with pytest.raises(SpecError, match="declares 2 inputs"):
+        verify_instance("m.onnx", path, 5, load=tiny_loader(model, (1, 3)))
+
+
+def test_result_files_for_every_status(tmp_path):
+    for status in ("unsat", "timeout", "unknown"):
+        write_result(tmp_path / status, InstanceResult(status, 1.0))
+        assert (tmp_path / status).read_text() == f"{status}\n"
+        assert read_result(tmp_path / status) == (status, None, None)
+    write_result(tmp_path / "sat", InstanceResult("sat", 1.0, torch.tensor([0.1, 0.2]), torch.tensor([1.5, -3e-9])))
+    assert (tmp_path / "sat").read_text() == "sat\n((X_0 0.10000000149011612)\n (X_1 0.20000000298023224)\n" \
+        f" (Y_0 1.5)\n (Y_1 {float(np.float32(-3e-9))!r}))\n"  # float32 values, printed exactly
+    assert read_result(tmp_path / "sat")[1] == [0.10000000149011612, 0.20000000298023224]
+    with pytest.raises(OpwiseError):
+        write_result(tmp_path / "bad", InstanceResult("sat", 1.0))
+
+
+def test_main_verify_writes_the_result_file(tmp_path, monkeypatch, capsys):
+    model = random_mlp(1, (2, 4, 2))
+    path = tmp_path / "p.vnnlib"
+    path.write_text(vnnlib_text([0.0, 0.0], [1.0, 1.0], [[0.0, 0.0]], [1.0], 2))  # 0 <= 1: always violated
+    monkeypatch.setattr(vnncomp, "load_with_engine", tiny_loader(model))
+    args = argparse.Namespace(model="m.onnx", vnnlib=str(path), timeout=5.0, out=str(tmp_path / "result.txt"))
+    assert vnncomp.main_verify(args) == 0
+    assert read_result(tmp_path / "result.txt")[0] == "sat" and capsys.readouterr().out.startswith("sat")
+    with pytest.raises(OpwiseError, match="timeout"):
+        vnncomp.main_verify(argparse.Namespace(model="m.onnx", vnnlib=str(path), timeout=-1.0, out=None))
+
+
+def fake_verify(onnx: str, vnnlib: str, timeout: float) -> InstanceResult:
+    """A verifier whose answer is in the ONNX file name: unsat, sat, hang (ignores its timeout), or error."""
+    kind = Path(onnx).stem
+    if kind == "hang":
+        time.sleep(600)
+    if kind == "error":
+        raise SpecError(vnnlib, 3, "broken on purpose")
+    if kind == "sat":
+        return InstanceResult("sat", 0.01, torch.tensor([0.5]), torch.tensor([1.0]))
+    return InstanceResult(kind, 0.01)
+
+
+def write_instances(folder: Path) -> Path:
+    path = folder / "instances.csv"
+    path.write_text("onnx/unsat.onnx,vnnlib/p.vnnlib,100\nonnx/hang.onnx,vnnlib/p.vnnlib,100\n"
+                    "onnx/sat.onnx,vnnlib/q.vnnlib,100\nonnx/error.onnx,vnnlib/p.vnnlib,100\n")
+    return path
+
+
+def test_suite_runner_kills_hung_workers_and_writes_results(tmp_path, capsys):
+    started = time.monotonic()
+    rows = run_suite(write_instances(tmp_path), tmp_path / "results.csv", cap=1, workers=2, verify=fake_verify,
+                     result_dir=tmp_path / "results", grace=1.0)
+    assert time.monotonic() - started < 60
+    assert [r["status"] for r in rows] == ["unsat", "timeout", "sat", "error"]
+    with open(tmp_path / "results.csv") as handle:
+        assert [(r["onnx"], r["status"]) for r in csv.DictReader(handle)] == [
+            ("onnx/unsat.onnx", "unsat"), ("onnx/hang.onnx", "timeout"), ("onnx/sat.onnx", "sat"), ("onnx/error.onnx", "error")]
+    assert read_result(tmp_path / "results" / "sat__q.txt") == ("sat", [0.5], [1.0])
+    assert read_result(tmp_path / "results" / "hang__p.txt")[0] == "timeout"
+    assert "4/4" in capsys.readouterr().err
+
+
+def test_bad_instances_csv_names_the_line(tmp_path):
+    path = tmp_path / "instances.csv"
+    path.write_text("a.onnx,p.vnnlib,100\na.onnx,p.vnnlib\n")
+    with pytest.raises(SpecError, match="instances.csv:2"):
+        run_suite(path, tmp_path / "results.csv", verify=fake_verify)
+
+
+def test_suite_runner_on_a_local_ray_instance(tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        rows = run_suite(write_instances(tmp_path), tmp_path / "results.csv", cap=1, verify=fake_verify,
+                         ray_address="auto")
+    finally:
+        ray.shutdown()
+    assert [r["status"] for r in rows][0::2] == ["unsat", "sat"]

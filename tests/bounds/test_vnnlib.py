@@ -1,0 +1,141 @@
+"""parse_vnnlib: every VNN-COMP form, every benchmark file, witnesses checked against the parsed sets."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from opwise.bounds.vnnlib import parse_vnnlib
+from opwise.errors import SpecError
+
+HEADER = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
+BOX = "(assert (<= X_0 1))\n(assert (>= X_0 -1))\n(assert (<= X_1 2.5e-1))\n(assert (>= X_1 0))\n"
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "prop.vnnlib"
+    path.write_text(text)
+    return path
+
+
+def rows(spec):
+    return [(d.C.tolist(), d.d.tolist()) for d in spec.unsafe]
+
+
+def test_box_and_conjunction_of_output_asserts(tmp_path):
+    [spec] = parse_vnnlib(write(tmp_path, HEADER + BOX + "(assert (<= Y_0 Y_1))\n(assert (>= Y_1 0.5))\n"))
+    assert spec.x_lower.tolist() == [[-1.0, 0.0]] and spec.x_upper.tolist() == [[1.0, 0.25]]
+    assert rows(spec) == [([[1.0, -1.0], [0.0, -1.0]], [0.0, -0.5])]
+
+
+def test_constants_on_either_side_scientific_notation_and_comments(tmp_path):
+    text = HEADER + "; a comment line\n(assert (>= 1E0 X_0)) ; trailing comment\n(assert (<= -1 X_0))\n" \
+        "(assert (<= 0 X_1))\n(assert (>= 2.5e-1 X_1))\n(assert (<= 3 Y_0))\n"
+    [spec] = parse_vnnlib(write(tmp_path, text))
+    assert spec.x_upper.tolist() == [[1.0, 0.25]] and spec.x_lower.tolist() == [[-1.0, 0.0]]
+    assert rows(spec) == [([[-1.0, 0.0]], [-3.0])]
+
+
+def test_linear_terms_over_outputs(tmp_path):
+    [spec] = parse_vnnlib(write(tmp_path, HEADER + BOX + "(assert (<= (+ Y_0 (* 2 Y_1)) (- 1 Y_1)))\n"))
+    assert rows(spec) == [([[1.0, 3.0]], [1.0])]
+
+
+def test_eran_style_disjunction_over_outputs(tmp_path):
+    text = HEADER + BOX + "(assert (or\n\t(and (>= Y_0 Y_1))\n\t(and (>= Y_1 0.5) (<= Y_0 2))\n))\n"
+    [spec] = parse_vnnlib(write(tmp_path, text))
+    assert rows(spec) == [([[-1.0, 1.0]], [0.0]), ([[0.0, -1.0], [1.0, 0.0]], [-0.5, 2.0])]
+
+
+def test_disjunction_of_input_boxes_gives_one_spec_per_box(tmp_path):
+    text = HEADER + "(assert (or\n (and (<= X_0 1) (>= X_0 0) (<= X_1 1) (>= X_1 0))\n" \
+        " (and (<= X_0 0) (>= X_0 -1) (<= X_1 1) (>= X_1 0))))\n(assert (or (and (<= Y_1 Y_0)) (and (<= Y_0 -1))))\n"
+    specs = parse_vnnlib(write(tmp_path, text), input_shape=(1, 1, 2))
+    assert [s.x_lower.tolist() for s in specs] == [[[[0.0, 0.0]]], [[[-1.0, 0.0]]]]
+    assert all(rows(s) == [([[-1.0, 1.0]], [0.0]), ([[1.0, 0.0]], [-1.0])] for s in specs)
+
+
+def test_mixed_input_output_disjuncts_are_grouped_by_box(tmp_path):
+    text = HEADER + "(assert (or (and (<= X_0 1) (>= X_0 0) (<= X_1 1) (>= X_1 0) (<= Y_0 0))\n" \
+        " (and (<= X_0 1) (>= X_0 0) (<= X_1 1) (>= X_1 0) (<= Y_1 0))))\n"
+    [spec] = parse_vnnlib(write(tmp_path, text))
+    assert rows(spec) == [([[1.0, 0.0]], [0.0]), ([[0.0, 1.0]], [0.0])]
+
+
+def test_missing_output_constraint_means_every_input_violates(tmp_path):
+    [spec] = parse_vnnlib(write(tmp_path, HEADER + BOX))
+    assert float(spec.margin(torch.tensor([[5.0, -3.0]]))) <= 0
+
+
+@pytest.mark.parametrize("text, line, words", [
+    (HEADER + BOX + "(assert (<= Y_0 Y_1)\n", 9, "never closed"),
+    (HEADER + BOX + "(assert (<= Y_0 Y_1)))\n", 9, "unbalanced"),
+    (HEADER + BOX + "(assert (<= Y_0 Y_7))\n", 9, "Y_7"),
+    (HEADER + BOX + "(assert (<= Y_0 banana))\n", 9, "banana"),
+    (HEADER + BOX + "(assert (xor (<= Y_0 1)))\n", 9, "xor"),
+    (HEADER + BOX + "(assert (<= Y_0 1 2))\n", 9, "two operands"),
+    (HEADER + BOX + "(assert (<= (* Y_0 Y_1) 1))\n", 9, "nonlinear"),
+    (HEADER + BOX + "(assert (<= (+ X_0 X_1) 1))\n(assert (<= Y_0 1))\n", 9, "one X_i"),
+    (HEADER + "(assert (<= X_0 1))\n(assert (>= X_0 0))\n(assert (<= Y_0 1))\n", None, "X_1"),
+    (HEADER + "(define-fun f Real)\n" + BOX, 5, "declare-const"),
+    ("(declare-const X_0 Real)\n(declare-const X_2 Real)\n(declare-const Y_0 Real)\n", None, "X_1"),
+    ("(declare-const X_0 Int)\n(declare-const Y_0 Real)\n", 1, "Real"),
+])
+def test_malformed_files_name_the_line(tmp_path, text, line, words):
+    path = write(tmp_path, text)
+    with pytest.raises(SpecError) as error:
+        parse_vnnlib(path)
+    assert error.value.line == line and words in str(error.value) and str(path) in str(error.value)
+
+
+def test_declared_inputs_must_match_the_model(tmp_path):
+    with pytest.raises(SpecError, match="declares 2 inputs"):
+        parse_vnnlib(write(tmp_path, HEADER + BOX + "(assert (<= Y_0 1))\n"), input_shape=(1, 3))
+
+
+def test_missing_file_is_a_spec_error(tmp_path):
+    with pytest.raises(SpecError, match="cannot read"):
+        parse_vnnlib(tmp_path / "absent.vnnlib")
+
+
+def _declared(path) -> tuple[int, int]:
+    text = path.read_text()
+    return text.count("(declare-const X_"), text.count("(declare-const Y_")
+
+
+def test_every_benchmark_file_parses_with_matching_counts(benchmarks_dir):
+    files = sorted(benchmarks_dir.glob("*/vnnlib/*.vnnlib"))
+    assert len(files) == 155
+    for path in files:
+        inputs, outputs = _declared(path)
+        specs = parse_vnnlib(path)
+        assert len(specs) == (2 if path.name == "prop_6.vnnlib" else 1), path
+        for spec in specs:
+            assert spec.x_lower.shape == (1, inputs) and (spec.x_lower <= spec.x_upper).all(), path
+            assert all(d.C.shape[1] == outputs for d in spec.unsafe), path
+
+
+def test_sat_witnesses_lie_in_a_box_and_violate_the_parsed_property(benchmarks_dir):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    checked = 0
+    for witnesses in sorted(benchmarks_dir.glob("*/sat_witnesses.json")):
+        suite = witnesses.parent
+        for witness in json.loads(witnesses.read_text())["witnesses"]:
+            x = torch.tensor([witness["x"]], dtype=torch.float64)
+            specs = [s for s in parse_vnnlib(suite / witness["vnnlib"], dtype=torch.float64) if s.contains(x, 1e-7)]
+            assert specs, witness["vnnlib"]
+            spec = specs[0]
+            clipped = torch.max(torch.min(x, spec.x_upper), spec.x_lower)
+            session = onnxruntime.InferenceSession(str(suite / witness["onnx"]))
+            declared = session.get_inputs()[0]
+            shape = [1 if not isinstance(n, int) else n for n in declared.shape]
+            (y,) = session.run(None, {declared.name: clipped.numpy().astype(np.float32).reshape(shape)})
+            assert float(spec.margin(torch.tensor(y, dtype=torch.float64).reshape(1, -1))) <= 0, witness["vnnlib"]
+            checked += 1
+    sat_rows = sum(row["expected"] == "sat" for expected in benchmarks_dir.glob("*/expected.csv")
+                   for row in csv.DictReader(expected.open()))
+    assert checked == sat_rows > 0
