@@ -1,0 +1,1 @@
+"""Branch-and-bound: complete verification by splitting the input box (and, elsewhere, neurons)."""
