@@ -139,7 +139,10 @@ class CurvatureRelaxation:
             tangent_on_right = convex_left == above
             endpoint = torch.where(tangent_on_right, lower, upper)
             far = torch.where(tangent_on_right, upper, floor)
-            exists, touch = self._endpoint_tangent(endpoint, first, far, above)
+            if bool((count == 1).any()):
+                exists, touch = self._endpoint_tangent(endpoint, first, far, above)
+            else:
+                exists, touch = torch.zeros_like(lower, dtype=torch.bool), far
             s_shape_low, s_shape_high = torch.minimum(touch, far), torch.maximum(touch, far)
 
             tangent_in_piece = convex != above
