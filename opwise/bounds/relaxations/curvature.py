@@ -25,7 +25,7 @@ import torch
 from opwise.bounds.relaxations.base import AlphaPair, LinearRelaxation
 
 TANGENT, SECANT, SUPPORT = 0, 1, 2
-BISECTION_STEPS = 64
+BISECTION_STEPS = 48
 
 
 def bisect(predicate, bad: torch.Tensor, good: torch.Tensor, steps: int = BISECTION_STEPS) -> torch.Tensor:
@@ -90,16 +90,14 @@ class CurvatureRelaxation:
 
     def support_offsets(self, lower: torch.Tensor, upper: torch.Tensor, slope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(min, max) of f(x) - slope * x over [l, u]; differentiable in `slope` (envelope theorem)."""
-        candidates = [lower, upper]
         edges = [lower, *[torch.full_like(lower, p).clamp(lower, upper) for p in self.inflection_points], upper]
+        starts, ends = torch.stack(edges[:-1]), torch.stack(edges[1:])
         slope_value = slope.detach()
-        for start, end in zip(edges[:-1], edges[1:]):
-            gap_start = self.derivative(start) - slope_value
-            gap_end = self.derivative(end) - slope_value
-            crosses = (gap_start * gap_end) <= 0
-            root = bisect(lambda x: (self.derivative(x) - slope_value) * gap_end >= 0, start, end)
-            candidates.append(torch.where(crosses, root, lower))
-        points = torch.stack(candidates).detach()
+        gap_start = self.derivative(starts) - slope_value
+        gap_end = self.derivative(ends) - slope_value
+        roots = bisect(lambda x: (self.derivative(x) - slope_value) * gap_end >= 0, starts, ends)
+        roots = torch.where(gap_start * gap_end <= 0, roots, starts)
+        points = torch.cat([torch.stack([lower, upper]), roots]).detach()
         values = self.function(points) - slope * points
         return values.min(dim=0).values, values.max(dim=0).values
 
@@ -109,15 +107,15 @@ class CurvatureRelaxation:
         at_point = torch.nan_to_num(self.derivative(lower), nan=0.0, posinf=0.0, neginf=0.0)
         return torch.where(width > 0, quotient, at_point)
 
-    def _endpoint_tangent(self, endpoint, near, far, above: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(whether a tangent at `far` passes on the right side of (e, f(e)), the touching point d)."""
+    def _endpoint_tangents(self, endpoint, near, far, sign) -> tuple[torch.Tensor, torch.Tensor]:
+        """(whether the tangent at `far` passes above (sign 1) / below (sign -1) the point (e, f(e)),
+        the touching point d between `near` and `far`), for both sides stacked on the first dimension."""
         f_endpoint = self.function(endpoint)
-        sign = 1.0 if above else -1.0
 
         def sound(t):
             return sign * (self.function(t) + self.derivative(t) * (endpoint - t) - f_endpoint) >= 0
 
-        return sound(far), bisect(sound, near, far)
+        return sound(far), bisect(sound, near.expand_as(far), far)
 
     def plan(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[SidePlan, SidePlan]:
         """Per element and side: which line is used, its α range and CROWN's initial α (float64)."""
@@ -133,26 +131,27 @@ class CurvatureRelaxation:
         slopes = torch.stack([derivative_low, self.derivative(upper), secant])
         slope_low, slope_high = slopes.min(dim=0).values, slopes.max(dim=0).values
 
-        plans = []
-        for above in (False, True):
-            # one inflection: the tangent lies on the piece away from the endpoint it must pass.
-            tangent_on_right = convex_left == above
-            endpoint = torch.where(tangent_on_right, lower, upper)
-            far = torch.where(tangent_on_right, upper, floor)
-            if bool((count == 1).any()):
-                exists, touch = self._endpoint_tangent(endpoint, first, far, above)
-            else:
-                exists, touch = torch.zeros_like(lower, dtype=torch.bool), far
-            s_shape_low, s_shape_high = torch.minimum(touch, far), torch.maximum(touch, far)
+        # one inflection: each side's tangent lies on the piece away from the endpoint it must pass.
+        tangent_on_right = torch.stack([~convex_left, convex_left])
+        endpoint = torch.where(tangent_on_right, lower, upper)
+        far = torch.where(tangent_on_right, upper, floor)
+        if bool((count == 1).any()):
+            sign = torch.tensor([-1.0, 1.0], dtype=lower.dtype, device=lower.device).view(2, *[1] * lower.dim())
+            exists, touch = self._endpoint_tangents(endpoint, first, far, sign)
+        else:
+            exists, touch = torch.zeros_like(far, dtype=torch.bool), far
 
+        plans = []
+        for side, above in enumerate((False, True)):
+            s_shape_low, s_shape_high = torch.minimum(touch[side], far[side]), torch.maximum(touch[side], far[side])
             tangent_in_piece = convex != above
             mode = torch.where(tangent_in_piece, TANGENT, SECANT)
-            mode = torch.where(count == 1, torch.where(exists, TANGENT, SECANT), mode)
+            mode = torch.where(count == 1, torch.where(exists[side], TANGENT, SECANT), mode)
             mode = torch.where(count > 1, SUPPORT, mode)
             one = count == 1
             low = torch.where(count > 1, slope_low, torch.where(one, s_shape_low, floor))
             high = torch.where(count > 1, slope_high, torch.where(one, s_shape_high, ceiling))
-            init = torch.where(count > 1, secant, torch.where(one, touch, torch.maximum(middle, floor)))
+            init = torch.where(count > 1, secant, torch.where(one, touch[side], torch.maximum(middle, floor)))
             plans.append(SidePlan(mode, low, high, init))
         return plans[0], plans[1]
 

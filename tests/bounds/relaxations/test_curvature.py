@@ -36,3 +36,28 @@ def test_modes_follow_the_number_of_inflection_points():
     lower_plan, upper_plan = relaxation.plan(lower, upper)
     assert lower_plan.mode.tolist() == [TANGENT, TANGENT, SUPPORT]
     assert upper_plan.mode[0] == SECANT and upper_plan.mode[2] == SUPPORT
+
+
+def test_projected_gradient_on_alpha_tightens_and_stays_sound(soundness):
+    _, _, assert_sound = soundness
+    relaxation = GeluRelaxation()
+    lower = torch.tensor([-4.0, -1.0, -0.5, -3.0], dtype=torch.float64)
+    upper = torch.tensor([4.0, 3.0, 1.0, 0.5], dtype=torch.float64)
+    probe = torch.tensor([-3.5, 2.5, -0.4, -2.8], dtype=torch.float64)
+    alpha = relaxation.init_alpha(lower, upper)
+    alpha.lower.requires_grad_(True)
+
+    def lower_line_at_probe():
+        lines = relaxation.relax(lower, upper, alpha)
+        return lines.lower_slope * probe + lines.lower_intercept
+
+    start = lower_line_at_probe().detach()
+    optimizer = torch.optim.Adam([alpha.lower], lr=0.1)
+    for _ in range(25):
+        optimizer.zero_grad()
+        (-lower_line_at_probe().sum()).backward()
+        optimizer.step()
+        relaxation.clamp_alpha(alpha, lower, upper)
+    end = lower_line_at_probe().detach()
+    assert (end >= start - 1e-12).all() and (end > start + 1e-3).sum() >= 2
+    assert_sound(relaxation.function, relaxation.relax(lower, upper, alpha), lower, upper)
