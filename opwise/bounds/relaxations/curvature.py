@@ -25,7 +25,7 @@ import torch
 from opwise.bounds.relaxations.base import AlphaPair, LinearRelaxation
 
 TANGENT, SECANT, SUPPORT = 0, 1, 2
-BISECTION_STEPS = 48
+BISECTION_STEPS = 40
 
 
 def bisect(predicate, bad: torch.Tensor, good: torch.Tensor, steps: int = BISECTION_STEPS) -> torch.Tensor:
@@ -135,11 +135,12 @@ class CurvatureRelaxation:
         tangent_on_right = torch.stack([~convex_left, convex_left])
         endpoint = torch.where(tangent_on_right, lower, upper)
         far = torch.where(tangent_on_right, upper, floor)
-        if bool((count == 1).any()):
-            sign = torch.tensor([-1.0, 1.0], dtype=lower.dtype, device=lower.device).view(2, *[1] * lower.dim())
-            exists, touch = self._endpoint_tangents(endpoint, first, far, sign)
-        else:
-            exists, touch = torch.zeros_like(far, dtype=torch.bool), far
+        exists, touch = torch.zeros_like(far, dtype=torch.bool), far.clone()
+        one = count == 1
+        if bool(one.any()):
+            # only intervals across exactly one inflection need the search (usually a few of them)
+            sign = torch.tensor([[-1.0], [1.0]], dtype=lower.dtype, device=lower.device)
+            exists[:, one], touch[:, one] = self._endpoint_tangents(endpoint[:, one], first[one], far[:, one], sign)
 
         plans = []
         for side, above in enumerate((False, True)):
@@ -148,7 +149,6 @@ class CurvatureRelaxation:
             mode = torch.where(tangent_in_piece, TANGENT, SECANT)
             mode = torch.where(count == 1, torch.where(exists[side], TANGENT, SECANT), mode)
             mode = torch.where(count > 1, SUPPORT, mode)
-            one = count == 1
             low = torch.where(count > 1, slope_low, torch.where(one, s_shape_low, floor))
             high = torch.where(count > 1, slope_high, torch.where(one, s_shape_high, ceiling))
             init = torch.where(count > 1, secant, torch.where(one, touch[side], torch.maximum(middle, floor)))
@@ -165,10 +165,10 @@ class CurvatureRelaxation:
         intercept = torch.where(plan.mode == TANGENT, tangent_intercept, secant_intercept)
         support = plan.mode == SUPPORT
         if bool(support.any()):
-            support_slope = torch.where(support, alpha, secant)
-            low_offset, high_offset = self.support_offsets(lower, upper, support_slope)
-            slope = torch.where(support, support_slope, slope)
-            intercept = torch.where(support, high_offset if above else low_offset, intercept)
+            support_slope = alpha[support]
+            low_offset, high_offset = self.support_offsets(lower[support], upper[support], support_slope)
+            slope = slope.masked_scatter(support, support_slope)
+            intercept = intercept.masked_scatter(support, high_offset if above else low_offset)
         return slope, intercept
 
     def relax(self, lower: torch.Tensor, upper: torch.Tensor, alpha: AlphaPair | None = None) -> LinearRelaxation:
