@@ -71,17 +71,21 @@ def best_split_ratios(relaxation: CurvatureRelaxation, lower: torch.Tensor, uppe
     gap = relaxation_gap(relaxation, left_lower.reshape(-1), points.reshape(-1)) + relaxation_gap(
         relaxation, points.reshape(-1), right_upper.reshape(-1)
     )
-    best = gap.reshape(points.shape).argmin(dim=1)
-    return ratios[best]
+    gap = gap.reshape(points.shape)
+    # ties (symmetric intervals give r and 1 - r) go to the candidate nearest the midpoint, then the lower
+    smallest = gap.min(dim=1, keepdim=True).values
+    tied = gap <= smallest + 1e-9 * smallest.abs() + 1e-12
+    distance = torch.where(tied, (ratios - 0.5).abs(), torch.full_like(gap, float("inf")))
+    return ratios[distance.argmin(dim=1)]
 
 
 def build_split_table(function: str, low: float, high: float, step: float, candidates: int = 99, chunk: int = 2000) -> dict[str, np.ndarray]:
     """The arrays of one shipped table: the grid (low, step, size) and the best ratio for every grid
     pair l < u, upper triangle row by row (numpy.triu_indices(size, 1) order), as float16.
 
-    >>> table = build_split_table("tanh", -1.0, 1.0, 1.0, candidates=9)
+    >>> table = build_split_table("exp", 0.0, 2.0, 1.0, candidates=9)
     >>> [round(float(r), 3) for r in table["ratio"]]
-    [0.5, 0.2, 0.5]
+    [0.5, 0.6, 0.5]
     """
     relaxation = TABLE_FUNCTIONS[function]
     size = int(round((high - low) / step)) + 1

@@ -60,6 +60,8 @@ class CurvatureRelaxation:
     """
 
     inflection_points: tuple[float, ...] = ()
+    # True when f is increasing on its domain: the engine then takes IBP bounds as [f(l), f(u)]
+    monotone: bool = False
 
     def function(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -156,6 +158,11 @@ class CurvatureRelaxation:
         return plans[0], plans[1]
 
     def _line(self, plan: SidePlan, alpha, lower, upper, secant, above: bool):
+        if alpha is not None and alpha.shape != lower.shape:
+            # α-CROWN keeps one α per specification: leading dimensions broadcast over the interval
+            shape = torch.broadcast_shapes(alpha.shape, lower.shape)
+            lower, upper, secant = lower.expand(shape), upper.expand(shape), secant.expand(shape)
+            plan = SidePlan(*(part.expand(shape) for part in (plan.mode, plan.low, plan.high, plan.init)))
         alpha = plan.init if alpha is None else torch.maximum(torch.minimum(alpha.to(lower.dtype), plan.high), plan.low)
         tangent_point = torch.where(plan.mode == TANGENT, alpha, plan.init)
         tangent_slope = self.derivative(tangent_point)

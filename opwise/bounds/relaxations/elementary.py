@@ -22,6 +22,8 @@ from opwise.errors import OpwiseError
 class ExpRelaxation(CurvatureRelaxation):
     """exp is convex everywhere."""
 
+    monotone = True
+
     def function(self, x: torch.Tensor) -> torch.Tensor:
         return torch.exp(x)
 
@@ -34,6 +36,8 @@ class ExpRelaxation(CurvatureRelaxation):
 
 class LogRelaxation(CurvatureRelaxation):
     """log is concave on x > 0."""
+
+    monotone = True
 
     def function(self, x: torch.Tensor) -> torch.Tensor:
         return torch.log(x)
@@ -60,6 +64,7 @@ class PowerRelaxation(CurvatureRelaxation):
         self.integer = self.exponent == round(self.exponent)
         odd = self.integer and int(self.exponent) % 2 != 0
         self.inflection_points = (0.0,) if odd and self.exponent >= 3 else ()
+        self.monotone = self.exponent > 0 and (odd or not self.integer)
 
     def function(self, x: torch.Tensor) -> torch.Tensor:
         return torch.pow(x, self.exponent)

@@ -18,6 +18,7 @@ class SigmoidRelaxation(CurvatureRelaxation):
     """σ(x) = 1 / (1 + e^-x); σ' = σ(1 - σ); inflection at 0."""
 
     inflection_points = (0.0,)
+    monotone = True
 
     def function(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(x)
@@ -34,6 +35,7 @@ class TanhRelaxation(CurvatureRelaxation):
     """tanh' = 1 - tanh²; inflection at 0."""
 
     inflection_points = (0.0,)
+    monotone = True
 
     def function(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(x)

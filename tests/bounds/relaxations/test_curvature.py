@@ -61,3 +61,27 @@ def test_projected_gradient_on_alpha_tightens_and_stays_sound(soundness):
     end = lower_line_at_probe().detach()
     assert (end >= start - 1e-12).all() and (end > start + 1e-3).sum() >= 2
     assert_sound(relaxation.function, relaxation.relax(lower, upper, alpha), lower, upper)
+
+
+def test_alpha_with_a_leading_specification_dimension_broadcasts_over_the_interval():
+    relaxation = GeluRelaxation()
+    lower = torch.tensor([-4.0, -1.0, -0.5], dtype=torch.float64)
+    upper = torch.tensor([4.0, 3.0, 1.0], dtype=torch.float64)
+    pair = relaxation.init_alpha(lower, upper)
+    alpha = type(pair)(pair.lower.expand(2, 3).clone(), pair.upper.expand(2, 3).clone())
+    alpha.lower[1] += 0.1
+    relaxation.clamp_alpha(alpha, lower, upper)
+    lines = relaxation.relax(lower, upper, alpha)
+    assert lines.lower_slope.shape == (2, 3)
+    single = relaxation.relax(lower, upper, type(pair)(alpha.lower[1], alpha.upper[1]))
+    assert torch.allclose(lines.lower_intercept[1], single.lower_intercept)
+
+
+def test_monotone_flag_marks_exactly_the_increasing_families():
+    from opwise.bounds.relaxations.registry import relaxation_for
+
+    increasing = ["aten.sigmoid.default", "aten.tanh.default", "aten.exp.default", "aten.log.default", "aten.sqrt.default"]
+    assert all(relaxation_for(key).monotone for key in increasing)
+    assert relaxation_for("aten.pow.Tensor_Scalar", (3,)).monotone
+    for key, args in [("aten.pow.Tensor_Scalar", (2,)), ("aten.reciprocal.default", ()), ("aten.gelu.default", ()), ("aten.sin.default", ())]:
+        assert not relaxation_for(key, args).monotone
