@@ -178,24 +178,33 @@ class CurvatureRelaxation:
             intercept = intercept.masked_scatter(support, high_offset if above else low_offset)
         return slope, intercept
 
+    def prepared(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, SidePlan, SidePlan, torch.Tensor]:
+        """(l, u in float64, the two side plans, the secant slope), remembered for the last (l, u) seen:
+        α-CROWN relaxes the same intervals at every step, and the plan depends on them alone."""
+        key = (lower, upper, lower._version, upper._version)
+        last = getattr(self, "_last_prepared", None)
+        if last is not None and last[0][0] is key[0] and last[0][1] is key[1] and last[0][2:] == key[2:]:
+            return last[1]
+        lower64, upper64 = lower.detach().double(), upper.detach().double()
+        result = (lower64, upper64, *self.plan(lower64, upper64), self.secant_slope(lower64, upper64))
+        self._last_prepared = (key, result)
+        return result
+
     def relax(self, lower: torch.Tensor, upper: torch.Tensor, alpha: AlphaPair | None = None) -> LinearRelaxation:
         """Lower and upper lines valid on [lower, upper]; α (tangent points or slopes) clamped to its range."""
-        dtype = lower.dtype
-        lower64, upper64 = lower.detach().double(), upper.detach().double()
-        lower_plan, upper_plan = self.plan(lower64, upper64)
-        secant = self.secant_slope(lower64, upper64)
+        lower64, upper64, lower_plan, upper_plan, secant = self.prepared(lower, upper)
         lower_line = self._line(lower_plan, None if alpha is None else alpha.lower, lower64, upper64, secant, False)
         upper_line = self._line(upper_plan, None if alpha is None else alpha.upper, lower64, upper64, secant, True)
-        return LinearRelaxation(*(part.to(dtype) for part in (*lower_line, *upper_line)))
+        return LinearRelaxation(*(part.to(lower.dtype) for part in (*lower_line, *upper_line)))
 
     def init_alpha(self, lower: torch.Tensor, upper: torch.Tensor) -> AlphaPair:
         """CROWN's choice: midpoint tangents, endpoint-touching tangents, secant slopes."""
-        lower_plan, upper_plan = self.plan(lower.detach().double(), upper.detach().double())
+        _, _, lower_plan, upper_plan, _ = self.prepared(lower, upper)
         return AlphaPair(lower_plan.init.to(lower.dtype), upper_plan.init.to(lower.dtype))
 
     def clamp_alpha(self, alpha: AlphaPair, lower: torch.Tensor, upper: torch.Tensor) -> AlphaPair:
         """Project α into the range where every line stays sound (in place)."""
-        lower_plan, upper_plan = self.plan(lower.detach().double(), upper.detach().double())
+        _, _, lower_plan, upper_plan, _ = self.prepared(lower, upper)
         with torch.no_grad():
             for value, plan in ((alpha.lower, lower_plan), (alpha.upper, upper_plan)):
                 if value is not None:

@@ -85,3 +85,14 @@ def test_monotone_flag_marks_exactly_the_increasing_families():
     assert relaxation_for("aten.pow.Tensor_Scalar", (3,)).monotone
     for key, args in [("aten.pow.Tensor_Scalar", (2,)), ("aten.reciprocal.default", ()), ("aten.gelu.default", ()), ("aten.sin.default", ())]:
         assert not relaxation_for(key, args).monotone
+
+
+def test_the_remembered_plan_follows_in_place_changes_of_the_bounds():
+    relaxation = GeluRelaxation()
+    lower, upper = torch.tensor([-1.0, 0.5]), torch.tensor([1.0, 2.0])
+    before = relaxation.relax(lower, upper)
+    assert relaxation.relax(lower, upper).upper_slope.equal(before.upper_slope)
+    upper.add_(2.0)
+    after = relaxation.relax(lower, upper)
+    fresh = GeluRelaxation().relax(lower.clone(), upper.clone())
+    assert after.upper_slope.equal(fresh.upper_slope) and not after.upper_slope.equal(before.upper_slope)
