@@ -1,7 +1,9 @@
 """Fallback front-end: `make_fx` on the flattened call, for models `torch.export` rejects.
 
 Python control flow is specialized to the example inputs; parameters become `get_attr` constants.
-Module paths are not recorded by this tracer.
+Module paths are not recorded by this tracer. The call runs with torch's "compiling/exporting" flags
+set, as `torch.export` does, so libraries that check `torch.compiler.is_compiling()` (Hugging Face
+mask builders) take their traceable path instead of reading tensor values with `.item()`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 from torch import fx
+from torch._export.utils import _compiling_state_context
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from opwise.tracing.decompositions import make_fx_table
@@ -39,7 +42,7 @@ def functional_to_fx(
         return flat[select_output(pytree.tree_unflatten(list(range(len(flat))), out_spec), output)]
 
     tensors = [layout.leaves[i] for i in layout.tensor_positions]
-    with torch.no_grad():
+    with torch.no_grad(), _compiling_state_context():
         module = make_fx(call, decomposition_table=make_fx_table(), tracing_mode="real")(*tensors)
     _RecordValues(module).run(*tensors)
     names = {id(t): name for name, t in [*model.named_parameters(), *model.named_buffers()]}
