@@ -104,7 +104,7 @@ def _llama() -> ZooCase:
 
 def _t5() -> ZooCase:
     config = _transformers().T5Config(
-        vocab_size=100, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
+        vocab_size=100, d_model=32, d_kv=16, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2,
         use_cache=False, decoder_start_token_id=0,
     )
     kwargs = {"decoder_input_ids": _tokens(4)}
@@ -125,10 +125,10 @@ def _whisper() -> ZooCase:
 
 def _mamba() -> ZooCase:
     config = _transformers().MambaConfig(
-        vocab_size=100, hidden_size=32, state_size=8, num_hidden_layers=2, expand=2, conv_kernel=4,
+        vocab_size=100, hidden_size=32, state_size=8, num_hidden_layers=1, expand=2, conv_kernel=4,
         use_cache=False,
     )
-    return _hf_case("mamba", "MambaForCausalLM", config, (_tokens(8),), {"use_cache": False}, "logits")
+    return _hf_case("mamba", "MambaForCausalLM", config, (_tokens(6),), {"use_cache": False}, "logits")
 
 
 def _conv_bn(inputs: int, outputs: int, stride: int = 1) -> list[nn.Module]:
