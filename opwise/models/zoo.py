@@ -89,7 +89,7 @@ def _bert() -> ZooCase:
 
 def _gpt2() -> ZooCase:
     config = _transformers().GPT2Config(
-        vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=2, use_cache=False
+        vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=2, use_cache=False, bos_token_id=1, eos_token_id=2
     )
     return _hf_case("gpt2", "GPT2LMHeadModel", config, (_tokens(8),), {}, "logits")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import sys
 
 import pytest
 import torch
@@ -130,6 +131,13 @@ def test_fx_fallback_traces_a_hugging_face_model_with_a_mask():
 def test_unknown_zoo_model_names_the_choices():
     with pytest.raises(ModelLoadError, match="vgg_bn"):
         zoo_case("alexnet")
+
+
+def test_missing_transformers_is_a_load_error_with_the_fix(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(ModelLoadError, match=r"opwise\[zoo\]"):
+        zoo_case("bert")
+    assert zoo_case("resnet_bn").model is not None  # the torch-only models need no extra
 
 
 def test_same_seed_same_case():
