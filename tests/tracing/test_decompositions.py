@@ -37,13 +37,14 @@ def test_fully_masked_rows_stay_finite():
     assert torch.isfinite(attention_as_matmuls(query, key, value, attn_mask=mask)).all()
 
 
-def test_traced_attention_is_matmul_softmax_matmul():
+@pytest.mark.parametrize("strategy", ["export", "fx"])
+def test_traced_attention_is_matmul_softmax_matmul(strategy):
     class Attention(torch.nn.Module):
         def forward(self, q, k, v):
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
     inputs = torch.randn(3, 1, 2, 4, 8).unbind(0)
-    graph = opwise.trace(Attention(), *inputs)
+    graph = opwise.trace(Attention(), *inputs, strategy=strategy)
     ops = set(graph.op_counts())
     assert "aten._softmax.default" in ops and "aten.bmm.default" in ops
     assert not ops & {"aten.where.self", "aten.any.dim", "aten.logical_not.default", "aten.eq.Scalar"}
@@ -56,12 +57,13 @@ def test_roll_matches_torch(shifts, dims):
     assert torch.equal(roll_as_slices(x, shifts, dims), torch.roll(x, shifts, dims))
 
 
-def test_traced_roll_has_no_index_select():
+@pytest.mark.parametrize("strategy", ["export", "fx"])
+def test_traced_roll_has_no_index_select(strategy):
     class Shift(torch.nn.Module):
         def forward(self, x):
             return torch.roll(x, (1, -1), (1, 2))
 
     x = torch.randn(1, 4, 4)
-    graph = opwise.trace(Shift(), x)
+    graph = opwise.trace(Shift(), x, strategy=strategy)
     assert set(graph.op_counts()) <= {"aten.slice.Tensor", "aten.cat.default"}
     assert torch.equal(graph(x), Shift()(x))

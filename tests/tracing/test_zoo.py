@@ -128,6 +128,16 @@ def test_fx_fallback_traces_a_hugging_face_model_with_a_mask():
     assert torch.allclose(graph_output(graph, case.args, case.kwargs), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(ZOO))
+def test_fx_fallback_reproduces_every_model_with_the_same_vocabulary(name):
+    case, graph = traced(name, "fx")
+    expected = model_output(case, case.args, case.kwargs)
+    assert torch.allclose(graph_output(graph, case.args, case.kwargs), expected, rtol=1e-5, atol=1e-5)
+    on_path = {graph.info(n).op for n in graph.call_nodes() if graph.depends_on_input(n)}
+    assert on_path <= INPUT_PATH_VOCABULARY, on_path - INPUT_PATH_VOCABULARY
+
+
 def test_unknown_zoo_model_names_the_choices():
     with pytest.raises(ModelLoadError, match="vgg_bn"):
         zoo_case("alexnet")

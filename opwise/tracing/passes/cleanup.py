@@ -36,9 +36,22 @@ def _is_same_type_copy(node: fx.Node) -> bool:
     return source.dtype == result.dtype and source.device == result.device
 
 
+def _is_identity_restride(node: fx.Node) -> bool:
+    """`as_strided(_)` keeping the size and, on every dimension longer than one, the stride: the
+    fx fallback gets one after the mean in a 1x1 adaptive average pool, to mark channels-last."""
+    if node.target not in (aten.as_strided.default, aten.as_strided_.default):
+        return False
+    source = node.args[0].meta.get("val")
+    size, stride = node.args[1], node.args[2]
+    offset = node.args[3] if len(node.args) > 3 else node.kwargs.get("storage_offset")
+    if not isinstance(source, torch.Tensor) or list(source.shape) != list(size) or offset not in (None, 0):
+        return False
+    return all(length == 1 or a == b for length, a, b in zip(size, stride, source.stride()))
+
+
 def remove_no_op_nodes(module: fx.GraphModule) -> fx.GraphModule:
-    """Remove asserts, copies (`clone` of contiguous tensors, same-type `_to_copy`: the graph is
-    functional, values are equal) and dead code, so engines see only real operations.
+    """Remove asserts, copies (`clone` of contiguous tensors, same-type `_to_copy`, size-keeping
+    `as_strided`: the graph is functional, values are equal) and dead code, so engines see only real operations.
 
     >>> import torch, opwise
     >>> graph = opwise.trace(torch.nn.Dropout(), torch.randn(2, 3))  # eval-mode dropout is a clone
@@ -51,7 +64,9 @@ def remove_no_op_nodes(module: fx.GraphModule) -> fx.GraphModule:
             continue
         if node.target in _NO_OP_TARGETS:
             graph.erase_node(node)
-        elif node.target in _IDENTITY_TARGETS or _is_plain_clone(node) or _is_same_type_copy(node):
+        elif node.target in _IDENTITY_TARGETS or any(
+            test(node) for test in (_is_plain_clone, _is_same_type_copy, _is_identity_restride)
+        ):
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
     graph.eliminate_dead_code()
