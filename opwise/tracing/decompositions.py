@@ -1,10 +1,13 @@
 """Which composite operators stay whole in the traced graph.
 
 Rules and relaxations need the meaning of these (a linear layer's weight, a layer norm's scale, the
-softmax as one function); everything else decomposes to the core ATen set.
+softmax as one function); everything else decomposes to the core ATen set. Scaled dot-product attention
+gets our own decomposition (`attention_as_matmuls`) so engines see matmul, add and `_softmax` only.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -36,10 +39,78 @@ KEPT_WHOLE = (
 )
 
 
+def attention_as_matmuls(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+) -> torch.Tensor:
+    """`scaled_dot_product_attention` as `softmax(q k^T * scale + mask) v`, for inference (no dropout).
+
+    PyTorch's own decomposition ends in `_safe_softmax`, which adds a comparison, `any` and `where` on
+    the input-dependent path to zero fully masked rows. Here boolean and causal masks become an additive
+    mask of the dtype's lowest finite value instead of -inf, so no row turns into NaN and the path is
+    matmul -> add -> `_softmax` -> matmul. A fully masked query row then attends uniformly instead of
+    returning zeros; only padded positions differ.
+
+    >>> q, k, v = torch.randn(3, 1, 2, 5, 4).unbind(0)
+    >>> mask = torch.rand(5, 5) > 0.3
+    >>> _ = mask.fill_diagonal_(True)  # every row keeps at least one key
+    >>> expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    >>> torch.allclose(attention_as_matmuls(q, k, v, attn_mask=mask), expected, atol=1e-6)
+    True
+    """
+    query_length, key_length = query.shape[-2], key.shape[-2]
+    if enable_gqa and key.shape[-3] != query.shape[-3]:
+        groups = query.shape[-3] // key.shape[-3]
+        key = key.repeat_interleave(groups, dim=-3)
+        value = value.repeat_interleave(groups, dim=-3)
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = torch.matmul(query * scale, key.transpose(-2, -1))
+    lowest = torch.finfo(scores.dtype).min
+    if is_causal:
+        causal = torch.ones(query_length, key_length, dtype=torch.bool, device=query.device).tril()
+        if attn_mask is None:
+            attn_mask = causal
+        elif attn_mask.dtype == torch.bool:
+            attn_mask = attn_mask.logical_and(causal)
+        else:
+            attn_mask = attn_mask.masked_fill(causal.logical_not(), lowest)
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            attn_mask = torch.zeros_like(attn_mask, dtype=scores.dtype).masked_fill(attn_mask.logical_not(), lowest)
+        scores = scores + attn_mask
+    return torch.matmul(torch.softmax(scores, dim=-1), value)
+
+
+def roll_as_slices(x: torch.Tensor, shifts: list[int], dims: list[int] = ()) -> torch.Tensor:
+    """`torch.roll` as slices and a concatenation (Swin's cyclic window shift), instead of the default
+    `index_select` with a computed index: both engines already handle slice and cat.
+
+    >>> x = torch.arange(12).view(3, 4)
+    >>> torch.equal(roll_as_slices(x, [1, -2], [0, 1]), torch.roll(x, (1, -2), (0, 1)))
+    True
+    """
+    if not dims:
+        return roll_as_slices(x.flatten(), shifts, [0]).view(x.shape)
+    for shift, dim in zip(shifts, dims):
+        size = x.shape[dim]
+        shift = shift % size
+        if shift:
+            x = torch.cat([x.narrow(dim, size - shift, shift), x.narrow(dim, 0, size - shift)], dim=dim)
+    return x
+
+
 def _drop_kept(table) -> None:
     for op in KEPT_WHOLE:
         if op in table:
             del table[op]
+    table[aten.scaled_dot_product_attention.default] = attention_as_matmuls
+    table[aten.roll.default] = roll_as_slices
 
 
 def export_table():

@@ -1,7 +1,10 @@
 """Fallback front-end: `make_fx` on the flattened call, for models `torch.export` rejects.
 
 Python control flow is specialized to the example inputs; parameters become `get_attr` constants.
-Module paths are not recorded by this tracer.
+Module paths are not recorded by this tracer. The call is functionalized (no in-place operators in
+the graph) and runs with torch's "compiling/exporting" flags
+set, as `torch.export` does, so libraries that check `torch.compiler.is_compiling()` (Hugging Face
+mask builders) take their traceable path instead of reading tensor values with `.item()`.
 """
 
 from __future__ import annotations
@@ -11,11 +14,27 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 from torch import fx
+from torch._export.utils import _compiling_state_context
 from torch.fx.experimental.proxy_tensor import make_fx
+from torch.overrides import TorchFunctionMode
 
-from opwise.tracing.decompositions import make_fx_table
+from opwise.tracing.decompositions import attention_as_matmuls, make_fx_table, roll_as_slices
 from opwise.tracing.inputs import InputLayout
 from opwise.tracing.outputs import OutputChoice, select_output
+
+
+class _OurDecompositions(TorchFunctionMode):
+    """Routes attention and roll to our decompositions at the Python level: `make_fx` sees their
+    composite kernels already expanded by the dispatcher, so a decomposition table cannot catch them."""
+
+    _REPLACEMENTS = {
+        torch.nn.functional.scaled_dot_product_attention: attention_as_matmuls,
+        torch.roll: roll_as_slices,
+        torch.Tensor.roll: roll_as_slices,
+    }
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return self._REPLACEMENTS.get(func, func)(*args, **(kwargs or {}))
 
 
 class _RecordValues(fx.Interpreter):
@@ -39,9 +58,12 @@ def functional_to_fx(
         return flat[select_output(pytree.tree_unflatten(list(range(len(flat))), out_spec), output)]
 
     tensors = [layout.leaves[i] for i in layout.tensor_positions]
-    with torch.no_grad():
+    with torch.no_grad(), _compiling_state_context(), _OurDecompositions():
         module = make_fx(
-            call, decomposition_table=make_fx_table(), tracing_mode="real", _error_on_data_dependent_ops=False
+            torch.func.functionalize(call),
+            decomposition_table=make_fx_table(),
+            tracing_mode="real",
+            _error_on_data_dependent_ops=False,
         )(*tensors)
     _RecordValues(module).run(*tensors)
     names = {id(t): name for name, t in [*model.named_parameters(), *model.named_buffers()]}

@@ -24,6 +24,16 @@ class InputLayout:
     leaves: tuple[Any, ...]
 
     def flatten(self, args: Sequence[Any], kwargs: dict[str, Any]) -> list[torch.Tensor]:
+        """The graph's positional inputs for `model(*args, **kwargs)`; keyword order does not matter.
+
+        >>> import torch
+        >>> layout = layout_of((torch.zeros(1),), {"mask": torch.ones(1), "scale": 2}, None)
+        >>> [t.tolist() for t in layout.flatten((torch.zeros(1),), {"scale": 2, "mask": torch.ones(1)})]
+        [[0.0], [1.0]]
+        """
+        traced_keys = list(self.spec.child(1).context)
+        if set(kwargs) == set(traced_keys):
+            kwargs = {key: kwargs[key] for key in traced_keys}
         leaves, spec = pytree.tree_flatten((tuple(args), dict(kwargs)))
         if spec != self.spec:
             raise ValueError("inputs are not structured like the traced example inputs")

@@ -19,10 +19,25 @@ def _first(structure: Any) -> Any:
     return structure
 
 
+def _step(structure: Any, part: str) -> Any:
+    if hasattr(structure, "keys") and part in structure.keys():
+        return structure[part]
+    if isinstance(structure, (tuple, list)) and part.lstrip("-").isdigit() and -len(structure) <= int(part) < len(structure):
+        return structure[int(part)]
+    if not isinstance(structure, (Mapping, tuple, list, int)) and hasattr(structure, part):
+        return getattr(structure, part)
+    raise ValueError(f"output= part {part!r} is not in the model's outputs {_keys(structure)}")
+
+
 def select_output(structure: Any, output: OutputChoice) -> Any:
-    """Pick a leaf: None -> `logits` or the first entry; a str -> key or attribute; an int -> index.
+    """Pick a leaf: None -> `logits` or the first entry; a str -> key or attribute, with dots for nested
+    outputs ("hidden_states.2"); an int -> index.
 
     `structure` is the model output with every tensor replaced by its flat index (an int leaf).
+
+    >>> outputs = {"logits": 0, "hidden_states": (1, 2, 3)}
+    >>> select_output(outputs, None), select_output(outputs, "hidden_states.-1")
+    (0, 3)
     """
     if callable(output):
         chosen = output(structure)
@@ -31,12 +46,9 @@ def select_output(structure: Any, output: OutputChoice) -> Any:
         while not isinstance(chosen, int):
             chosen = _first(chosen)
     elif isinstance(output, str):
-        if hasattr(structure, "keys") and output in structure.keys():
-            chosen = structure[output]
-        elif hasattr(structure, output):
-            chosen = getattr(structure, output)
-        else:
-            raise ValueError(f"output={output!r} is not in the model's outputs {list(_keys(structure))}")
+        chosen = structure
+        for part in output.split("."):
+            chosen = _step(chosen, part)
     else:
         chosen = structure[output]
     if not isinstance(chosen, int):
@@ -45,7 +57,9 @@ def select_output(structure: Any, output: OutputChoice) -> Any:
 
 
 def _keys(structure: Any) -> list[str]:
-    return list(structure.keys()) if hasattr(structure, "keys") else []
+    if hasattr(structure, "keys"):
+        return list(structure.keys())
+    return [str(i) for i in range(len(structure))] if isinstance(structure, (tuple, list)) else []
 
 
 def index_structure(out_spec: pytree.TreeSpec) -> Any:

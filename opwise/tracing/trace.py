@@ -14,7 +14,13 @@ from opwise.tracing.functional import functional_to_fx
 from opwise.tracing.graph import Graph
 from opwise.tracing.inputs import layout_of
 from opwise.tracing.outputs import OutputChoice
-from opwise.tracing.passes import annotate, fold_single_output_ops, remove_no_op_nodes
+from opwise.tracing.passes import (
+    annotate,
+    fold_constants,
+    fold_single_output_ops,
+    remove_no_op_nodes,
+    rewrite_linear_forms,
+)
 
 STRATEGIES = ("auto", "export", "fx")
 
@@ -79,6 +85,8 @@ def trace(
             model.train()
     fold_single_output_ops(module)
     remove_no_op_nodes(module)
+    rewrite_linear_forms(module)
+    fold_constants(module, sources)
     annotate(module, list(layout.explained), sources)
     _require_dependent_output(module, layout.names, layout.explained, name)
 

@@ -129,7 +129,7 @@ def test_structured_outputs_select_one_tensor(kind, output, expected, strategy):
 
 
 def test_unknown_output_name_is_a_trace_error():
-    with pytest.raises(opwise.TraceError, match="output='scores' is not in the model's outputs"):
+    with pytest.raises(opwise.TraceError, match="'scores' is not in the model's outputs"):
         opwise.trace(Structured("dict"), torch.randn(2, 4), output="scores")
 
 

@@ -1,0 +1,69 @@
+"""Our decompositions of scaled dot-product attention and roll agree with PyTorch's kernels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import opwise
+from opwise.tracing.decompositions import attention_as_matmuls, roll_as_slices
+
+
+@pytest.mark.parametrize("trial", range(24))
+def test_attention_matches_torch(trial):
+    generator = torch.Generator().manual_seed(trial)
+    heads, key_heads = (4, 2) if trial % 2 else (4, 4)
+    query = torch.randn(2, heads, 5, 8, generator=generator)
+    key, value = torch.randn(2, 2, key_heads, 7, 8, generator=generator).unbind(0)
+    mask, causal = None, False
+    if trial % 4 == 1:
+        mask = torch.rand(5, 7, generator=generator) > 0.4
+        mask[:, 0] = True  # torch returns zeros for fully masked rows, we attend uniformly: avoid them
+    elif trial % 4 == 2:
+        mask = torch.randn(2, 1, 5, 7, generator=generator)
+    elif trial % 4 == 3:
+        causal = True
+    scale = 0.3 if trial % 3 == 0 else None
+    options = dict(attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=heads != key_heads)
+    expected = F.scaled_dot_product_attention(query, key, value, **options)
+    assert torch.allclose(attention_as_matmuls(query, key, value, **options), expected, atol=1e-5)
+
+
+def test_fully_masked_rows_stay_finite():
+    query, key, value = torch.randn(3, 1, 1, 4, 8).unbind(0)
+    mask = torch.ones(4, 4, dtype=torch.bool)
+    mask[2] = False
+    assert torch.isfinite(attention_as_matmuls(query, key, value, attn_mask=mask)).all()
+
+
+@pytest.mark.parametrize("strategy", ["export", "fx"])
+def test_traced_attention_is_matmul_softmax_matmul(strategy):
+    class Attention(torch.nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    inputs = torch.randn(3, 1, 2, 4, 8).unbind(0)
+    graph = opwise.trace(Attention(), *inputs, strategy=strategy)
+    ops = set(graph.op_counts())
+    assert "aten._softmax.default" in ops and "aten.bmm.default" in ops
+    assert not ops & {"aten.where.self", "aten.any.dim", "aten.logical_not.default", "aten.eq.Scalar"}
+    assert torch.allclose(graph(*inputs), Attention()(*inputs), atol=1e-6)
+
+
+@pytest.mark.parametrize("shifts, dims", [([1], [0]), ([-2, 5], [1, 2]), ([3], []), ([0], [1]), ([7], [2])])
+def test_roll_matches_torch(shifts, dims):
+    x = torch.randn(2, 3, 4)
+    assert torch.equal(roll_as_slices(x, shifts, dims), torch.roll(x, shifts, dims))
+
+
+@pytest.mark.parametrize("strategy", ["export", "fx"])
+def test_traced_roll_has_no_index_select(strategy):
+    class Shift(torch.nn.Module):
+        def forward(self, x):
+            return torch.roll(x, (1, -1), (1, 2))
+
+    x = torch.randn(1, 4, 4)
+    graph = opwise.trace(Shift(), x, strategy=strategy)
+    assert set(graph.op_counts()) <= {"aten.slice.Tensor", "aten.cat.default"}
+    assert torch.equal(graph(x), Shift()(x))
