@@ -9,10 +9,13 @@ from opwise.errors import (
     UnsupportedOperation,
 )
 from opwise.tracing import Graph, trace
+from opwise.bounds import Bounds, compute_bounds  # noqa: E402  (needs tracing first)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Bounds",
+    "compute_bounds",
     "Graph",
     "InputError",
     "ModelLoadError",
