@@ -9,7 +9,7 @@ from opwise.errors import (
     UnsupportedOperation,
 )
 from opwise.tracing import Graph, trace
-from opwise.bounds import Bounds, compute_bounds  # noqa: E402  (needs tracing first)
+from opwise.bounds import Bounds, VerificationResult, compute_bounds, verify  # noqa: E402  (needs tracing first)
 
 __version__ = "0.1.0"
 
@@ -24,4 +24,6 @@ __all__ = [
     "TraceError",
     "UnsupportedOperation",
     "trace",
+    "VerificationResult",
+    "verify",
 ]

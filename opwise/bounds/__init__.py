@@ -2,5 +2,7 @@
 
 from opwise.bounds.api import compute_bounds
 from opwise.bounds.bounded_model import METHODS, BoundedModel, Bounds
+from opwise.bounds.coverage import Coverage, coverage
+from opwise.bounds.verify import VerificationResult, verify
 
-__all__ = ["METHODS", "BoundedModel", "Bounds", "compute_bounds"]
+__all__ = ["METHODS", "Coverage", "coverage", "BoundedModel", "Bounds", "VerificationResult", "compute_bounds", "verify"]

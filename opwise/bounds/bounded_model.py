@@ -103,7 +103,7 @@ class BoundedModel:
         alpha: AlphaOptions | None = None,
     ) -> Bounds:
         """Bounds of `C·f(x)` over the input set; see `opwise.compute_bounds` for the arguments."""
-        input_set = self._input_set(x, eps, norm, x_lower, x_upper, domain)
+        input_set = self.input_set(x, eps, norm, x_lower, x_upper, domain)
         if method not in METHODS:
             raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         batch = input_set.lower.shape[0]
@@ -154,7 +154,8 @@ class BoundedModel:
             yield x[torch.arange(start, start + size).clamp(max=x.shape[0] - 1)].to(self.device)
 
     # ------------------------------------------------------------------ checking the request
-    def _input_set(self, x, eps, norm, x_lower, x_upper, domain) -> InputSet:
+    def input_set(self, x=None, eps=None, norm=math.inf, x_lower=None, x_upper=None, domain=None) -> InputSet:
+        """The checked input set of a request (InputError on NaN, negative eps, shape or domain mismatch)."""
         if x is not None:
             x = self._check_shape(torch.as_tensor(x, dtype=torch.float32).to(self.device), "x")
             if eps is None:

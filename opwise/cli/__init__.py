@@ -14,7 +14,7 @@ import traceback
 
 from opwise.errors import OpwiseError
 
-COMMANDS = ("trace",)
+COMMANDS = ("trace", "verify")
 
 
 def build_parser() -> argparse.ArgumentParser:
