@@ -64,6 +64,7 @@ class BoundPropagation:
                 self.values[node] = self.graph.constant(node)
             elif node.op == "call_function" and not self.bounded(node):
                 args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: self.values[a])
+                kwargs = dict(kwargs)
                 if "device" in kwargs and isinstance(kwargs["device"], torch.device):
                     kwargs["device"] = device
                 self.values[node] = node.target(*args, **kwargs)
