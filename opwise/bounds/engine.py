@@ -61,7 +61,8 @@ class BoundPropagation:
         device = self.input_set.lower.device
         for node in self.graph.nodes:
             if node.op == "get_attr":
-                self.values[node] = self.graph.constant(node)
+                constant = self.graph.constant(node)
+                self.values[node] = constant.detach() if isinstance(constant, torch.Tensor) else constant
             elif node.op == "call_function" and not self.bounded(node):
                 args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: self.values[a])
                 kwargs = dict(kwargs)

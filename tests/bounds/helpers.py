@@ -9,6 +9,15 @@ from opwise.bounds import BoundedModel
 METHOD_NAMES = ("ibp", "crown-ibp", "crown", "alpha-crown")
 
 
+def randomize_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """New random parameters in place (traced graphs keep referring to them, so one trace serves many models)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) / max(1, parameter[0].numel()) ** 0.5)
+    return model
+
+
 def sample_box(lower: torch.Tensor, upper: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
     """count points per sample of the box, corners included: [count, *lower.shape]."""
     u = torch.rand((count, *lower.shape), generator=generator)

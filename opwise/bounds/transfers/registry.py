@@ -39,7 +39,8 @@ class Step:
     `function(*bounded)` recomputes the node from its bounded inputs (constants filled in); `inputs` are
     those input nodes, in order; `shapes` their value shapes; `bounds(node)` resolves the promise of a
     node's interval (computed on first request, then cached); `alpha` holds the node's α parameters in
-    α-CROWN (None otherwise); `relaxation` the elementwise relaxation of a nonlinear node.
+    α-CROWN (None otherwise); `relaxation` the elementwise relaxation of a nonlinear node; `cache` is
+    for a transfer's own input-independent work (e.g. a linearization), kept while the engine lives.
     """
 
     node: fx.Node
@@ -51,6 +52,7 @@ class Step:
     bounds: Callable[[fx.Node], Interval]
     relaxation: object | None = None
     alpha: object | None = None
+    cache: dict = dataclasses.field(default_factory=dict)
 
 
 class BoundTransfer(Protocol):
