@@ -42,10 +42,10 @@ def attacked_points(function, lower, upper, C, steps=30):
 
 
 def assert_sound(model, x_lower, x_upper, methods=METHOD_NAMES, samples=10_000, seed=0, C=None, tolerance=1e-4,
-                 attack=True):
+                 attack=True, bounded=None):
     """Every method's bounds contain the outputs at sampled and attacked inputs; returns {method: Bounds}."""
     generator = torch.Generator().manual_seed(seed)
-    bounded = BoundedModel(model, x_lower)
+    bounded = bounded or BoundedModel(model, x_lower)
     results = {}
     with torch.no_grad():
         points = sample_box(x_lower, x_upper, samples, generator)
