@@ -120,7 +120,26 @@ class Linear(_BiasedAffine):
 
 @bound_transfer("aten.convolution")
 class Convolution(_BiasedAffine):
+    """2-D convolutions get a direct backward (the transposed convolution of A), as fast under α-CROWN's
+    autograd as in CROWN; other convolutions use the generic vjp."""
+
     bias_positions = (2,)
+
+    def backward(self, step: Step, A: torch.Tensor):
+        x, weight, bias, stride, padding, dilation, transposed, _, groups = step.args
+        if transposed or not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+            return super().backward(step, A)
+        specs, batch, channels, height, width = A.shape
+        input_shape = step.shapes[0]
+        kernel = weight.shape[2:]
+        output_padding = [
+            input_shape[2 + i] - ((A.shape[3 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (kernel[i] - 1) + 1)
+            for i in range(2)
+        ]
+        folded = A.reshape(specs * batch, channels, height, width)
+        back = torch.nn.functional.conv_transpose2d(folded, weight, None, stride, padding, output_padding, groups, dilation)
+        terms = None if bias is None else A * bias.reshape(-1, 1, 1)
+        return [back.reshape(specs, *input_shape)], terms
 
 
 @bound_transfer("aten.addmm", "aten.baddbmm", "aten.addmv")
