@@ -11,10 +11,13 @@ from opwise.errors import (
 from opwise import models
 from opwise.tracing import Graph, trace
 from opwise.tracing.loading import LoadedModel, load_model
+from opwise.bounds import Bounds, VerificationResult, compute_bounds, verify  # noqa: E402  (needs tracing first)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Bounds",
+    "compute_bounds",
     "Graph",
     "InputError",
     "LoadedModel",
@@ -26,4 +29,6 @@ __all__ = [
     "load_model",
     "models",
     "trace",
+    "VerificationResult",
+    "verify",
 ]

@@ -1,1 +1,8 @@
 """Verification: bound propagation (IBP, CROWN, α-CROWN), specifications, attacks, branch-and-bound."""
+
+from opwise.bounds.api import compute_bounds
+from opwise.bounds.bounded_model import METHODS, BoundedModel, Bounds
+from opwise.bounds.coverage import Coverage, coverage
+from opwise.bounds.verify import VerificationResult, verify
+
+__all__ = ["METHODS", "Coverage", "coverage", "BoundedModel", "Bounds", "VerificationResult", "compute_bounds", "verify"]

@@ -1,0 +1,200 @@
+"""`BoundedModel`: a model traced once and bounded many times (methods, input sets, specifications).
+
+Batches of input sets (e.g. branch-and-bound domains) are bounded at once: a model is re-traced per
+batch size (graphs are shape-specialized) and the graphs are cached; a Graph that cannot be re-traced
+(an ONNX import) is bounded in chunks of its traced batch size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from opwise.bounds.alpha import AlphaOptions, optimize_alpha
+from opwise.bounds.engine import BoundPropagation
+from opwise.bounds.expand import expand_for_bounds
+from opwise.bounds.input_set import InputSet
+from opwise.bounds.spec import margin_matrix
+from opwise.errors import InputError
+from opwise.tracing import Graph, trace
+
+#: method -> (policy for intermediate bounds, method for the final bound)
+METHODS = {
+    "ibp": ("ibp", "ibp"),
+    "crown-ibp": ("ibp", "crown"),
+    "crown": ("crown", "crown"),
+    "alpha-crown": ("crown", "alpha-crown"),
+}
+
+
+@dataclasses.dataclass
+class Bounds:
+    """`lower <= C·f(x) <= upper` for every x in the input set; both [batch, specs] (upper None if not asked)."""
+
+    lower: torch.Tensor
+    upper: torch.Tensor | None
+    method: str
+
+    @property
+    def width(self) -> torch.Tensor:
+        return self.upper - self.lower
+
+
+class BoundedModel:
+    """Trace `model` (an nn.Module, or an opwise Graph such as an ONNX import) once for bounding.
+
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    >>> bounded = BoundedModel(model, torch.zeros(1, 3))
+    >>> b = bounded.compute_bounds(torch.zeros(1, 3), eps=0.1)
+    >>> bool((b.lower <= model(torch.zeros(1, 3))).all()), tuple(b.lower.shape)
+    (True, (1, 2))
+    """
+
+    def __init__(self, model: torch.nn.Module | Graph, example_x: torch.Tensor, *, device: str | torch.device | None = None):
+        self.device = torch.device(device or "cpu")
+        graph = model if isinstance(model, Graph) else trace(model, example_x)
+        self.example_shape = tuple(example_x.shape)
+        self._graphs: dict[int, Graph] = {}
+        self._base = graph
+        self._graphs[self.example_shape[0]] = self._prepare(graph, example_x)
+
+    def _prepare(self, graph: Graph, example: torch.Tensor) -> Graph:
+        expanded = expand_for_bounds(graph, example)
+        expanded.module.to(self.device)
+        return expanded
+
+    def graph_for(self, batch: int) -> Graph | None:
+        """The graph traced for this batch size (None when it cannot be re-traced: bound in chunks)."""
+        if batch not in self._graphs:
+            if self._base._retrace is None:
+                return None
+            example = torch.zeros(batch, *self.example_shape[1:])
+            self._graphs[batch] = self._prepare(self._base.retrace(example), example)
+        return self._graphs[batch]
+
+    @property
+    def graph(self) -> Graph:
+        return self._graphs[self.example_shape[0]]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output (through the bounded graph, so on the same device)."""
+        graph = self.graph_for(x.shape[0])
+        if graph is None:
+            return torch.cat([self.graph(chunk) for chunk in self._chunks(x)])[: x.shape[0]]
+        return graph(x.to(self.device))
+
+    # ------------------------------------------------------------------ bounding
+    def compute_bounds(
+        self,
+        x: torch.Tensor | None = None,
+        *,
+        eps: float | None = None,
+        norm: float = math.inf,
+        method: str = "crown",
+        C: torch.Tensor | None = None,
+        target: int | torch.Tensor | None = None,
+        x_lower: torch.Tensor | None = None,
+        x_upper: torch.Tensor | None = None,
+        domain: tuple[float, float] | None = None,
+        bound_upper: bool = True,
+        alpha: AlphaOptions | None = None,
+    ) -> Bounds:
+        """Bounds of `C·f(x)` over the input set; see `opwise.compute_bounds` for the arguments."""
+        input_set = self.input_set(x, eps, norm, x_lower, x_upper, domain)
+        if method not in METHODS:
+            raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        batch = input_set.lower.shape[0]
+        specs = self._spec_matrix(C, target, batch)
+        if self.graph_for(batch) is None:
+            return self._bound_in_chunks(input_set, specs, method, bound_upper, alpha)
+        return self._bound(self.graph_for(batch), input_set, specs, method, bound_upper, alpha)
+
+    def _bound(self, graph: Graph, input_set: InputSet, specs: torch.Tensor, method: str, bound_upper: bool,
+               alpha: AlphaOptions | None) -> Bounds:
+        intermediate, final = METHODS[method]
+        engine = BoundPropagation(graph, input_set, intermediate)
+        output = graph.output
+        count = specs.shape[1]
+        shape = engine.graph.info(output).shape
+        A = specs.transpose(0, 1)
+        if bound_upper:
+            A = torch.cat([A, -A])
+        A = A.reshape(A.shape[0], *shape)
+        if final == "ibp":
+            result = engine.backward_to_intervals(output, A)
+        elif final == "alpha-crown":
+            result = optimize_alpha(engine, output, A, alpha)
+        else:
+            result = engine.backward(output, A)
+        result = result.detach().T
+        return Bounds(result[:, :count], -result[:, count:] if bound_upper else None, method)
+
+    def _bound_in_chunks(self, input_set: InputSet, specs, method, bound_upper, alpha) -> Bounds:
+        size, batch = self.example_shape[0], input_set.lower.shape[0]
+        parts = []
+        for start in range(0, batch, size):
+            index = torch.arange(start, start + size).clamp(max=batch - 1)
+            pick = lambda t: None if t is None else t[index]  # noqa: E731
+            chunk = InputSet(pick(input_set.lower), pick(input_set.upper), pick(input_set.center), input_set.eps, input_set.norm)
+            parts.append(self._bound(self.graph, chunk, specs[index], method, bound_upper, alpha))
+        lower = torch.cat([p.lower for p in parts])[:batch]
+        upper = torch.cat([p.upper for p in parts])[:batch] if bound_upper else None
+        return Bounds(lower, upper, method)
+
+    def _chunks(self, x: torch.Tensor):
+        size = self.example_shape[0]
+        for start in range(0, x.shape[0], size):
+            yield x[torch.arange(start, start + size).clamp(max=x.shape[0] - 1)].to(self.device)
+
+    # ------------------------------------------------------------------ checking the request
+    def input_set(self, x=None, eps=None, norm=math.inf, x_lower=None, x_upper=None, domain=None) -> InputSet:
+        """The checked input set of a request (InputError on NaN, negative eps, shape or domain mismatch)."""
+        if x is not None:
+            x = self._check_shape(torch.as_tensor(x, dtype=torch.float32).to(self.device), "x")
+            if eps is None:
+                raise InputError("eps is required with x (or give x_lower and x_upper instead)")
+            if not isinstance(eps, (int, float)) or math.isnan(eps) or eps < 0:
+                raise InputError(f"eps must be a nonnegative number, got {eps!r}")
+            if not (norm == math.inf or norm >= 1):
+                raise InputError(f"norm must be >= 1 or inf, got {norm!r}")
+            if domain is not None and ((x < domain[0]).any() or (x > domain[1]).any()):
+                raise InputError(f"x lies outside its declared domain [{domain[0]}, {domain[1]}]")
+            return InputSet.ball(x, float(eps), norm, domain)
+        if x_lower is None or x_upper is None:
+            raise InputError("give x and eps, or both x_lower and x_upper")
+        lower = self._check_shape(torch.as_tensor(x_lower, dtype=torch.float32).to(self.device), "x_lower")
+        upper = self._check_shape(torch.as_tensor(x_upper, dtype=torch.float32).to(self.device), "x_upper")
+        if lower.shape != upper.shape or (lower > upper).any() or torch.isnan(lower).any() or torch.isnan(upper).any():
+            raise InputError("x_lower and x_upper must have one shape, no NaN, and x_lower <= x_upper")
+        if domain is not None:
+            lower, upper = lower.clamp(min=domain[0]), upper.clamp(max=domain[1])
+        return InputSet(lower, upper)
+
+    def _check_shape(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        if tuple(x.shape[1:]) != self.example_shape[1:]:
+            raise InputError(f"{name} has shape {tuple(x.shape)}, the model was traced for (batch, {', '.join(map(str, self.example_shape[1:]))})")
+        if torch.isnan(x).any():
+            raise InputError(f"{name} contains NaN")
+        return x
+
+    def _spec_matrix(self, C, target, batch: int) -> torch.Tensor:
+        """[batch, specs, outputs]: C as given, the margins of `target`, or the identity."""
+        outputs = math.prod(self.graph.info(self.graph.output).shape[1:])
+        if C is not None and target is not None:
+            raise InputError("give C or target, not both")
+        if target is not None:
+            targets = torch.as_tensor(target).reshape(-1).expand(batch)
+            if ((targets < 0) | (targets >= outputs)).any():
+                raise InputError(f"target {targets.tolist()} is out of range for {outputs} outputs")
+            return torch.stack([margin_matrix(outputs, int(t)) for t in targets]).to(self.device)
+        if C is None:
+            return torch.eye(outputs, device=self.device).expand(batch, outputs, outputs)
+        C = torch.as_tensor(C, dtype=torch.float32).to(self.device)
+        if C.dim() == 2:
+            C = C.expand(batch, *C.shape)
+        if C.dim() != 3 or C.shape[0] != batch or C.shape[2] != outputs:
+            raise InputError(f"C must be [specs, {outputs}] or [batch, specs, {outputs}], got {tuple(C.shape)}")
+        return C

@@ -1,0 +1,235 @@
+"""The bound pass over one Graph and one input set: IBP forward, CROWN backward, intermediate bounds
+resolved lazily as promises (each node once, cached), α parameters for α-CROWN.
+
+Reads like an fx Interpreter: a `Step` per node, dispatched to the node's registered transfer. All
+state (constant values, intervals, steps) lives here; transfers are pure.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch import fx
+
+from opwise.bounds.input_set import InputSet
+from opwise.bounds.transfers.affine import Affine
+from opwise.bounds.transfers.nonlinear import ELEMENTWISE, has_relaxation, node_relaxation
+from opwise.bounds.transfers.registry import Interval, Step, transfer_for
+from opwise.errors import InputError, UnsupportedOperation
+from opwise.tracing.graph import Graph
+
+#: largest number of one-hot specifications in one backward pass for intermediate bounds
+SPEC_CHUNK = 4096
+
+
+class BoundPropagation:
+    """Bounds of any node of `graph` over `input_set`; `intermediate` is "crown" or "ibp".
+
+    >>> import torch, opwise
+    >>> from opwise.bounds.input_set import InputSet
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
+    >>> graph = opwise.trace(model, torch.zeros(1, 2))
+    >>> engine = BoundPropagation(graph, InputSet.ball(torch.zeros(1, 2), 0.1))
+    >>> lower = engine.backward(graph.output, torch.ones(1, 1, 1))
+    >>> bool(lower <= model(torch.zeros(1, 2)))
+    True
+    """
+
+    def __init__(self, graph: Graph, input_set: InputSet, intermediate: str = "crown"):
+        explained = graph.explained_inputs
+        if len(explained) != 1 or len(graph.input_nodes) != 1:
+            raise InputError(f"bounds need a graph with exactly one (bounded) input, this one has {len(graph.input_nodes)}")
+        self.graph, self.input_set, self.intermediate = graph, input_set, intermediate
+        self.input_node = explained[0]
+        self.batch = input_set.lower.shape[0]
+        self.order = {node: index for index, node in enumerate(graph.nodes)}
+        self.values: dict[fx.Node, object] = {}
+        self.steps: dict[fx.Node, Step] = {}
+        self.transfers: dict[fx.Node, object] = {}
+        self.ibp: dict[fx.Node, Interval] = {self.input_node: input_set.interval}
+        self.tight: dict[fx.Node, Interval] = {self.input_node: input_set.interval}
+        self._ancestors: dict[fx.Node, list[fx.Node]] = {}
+        self._evaluate_constants()
+
+    # ------------------------------------------------------------------ nodes
+    def bounded(self, node) -> bool:
+        return isinstance(node, fx.Node) and self.graph.info(node).depends_on_input
+
+    def _is_tuple(self, node: fx.Node) -> bool:
+        return node.op == "call_function" and self.graph.info(node).shape is None and node.target is not operator.getitem
+
+    def _evaluate_constants(self) -> None:
+        device = self.input_set.lower.device
+        for node in self.graph.nodes:
+            if node.op == "get_attr":
+                constant = self.graph.constant(node)
+                self.values[node] = constant.detach() if isinstance(constant, torch.Tensor) else constant
+            elif node.op == "call_function" and not self.bounded(node):
+                args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: self.values[a])
+                kwargs = dict(kwargs)
+                if "device" in kwargs and isinstance(kwargs["device"], torch.device):
+                    kwargs["device"] = device
+                self.values[node] = node.target(*args, **kwargs)
+
+    def _unsupported(self, node: fx.Node, op: str, hint: str) -> UnsupportedOperation:
+        info = self.graph.info(node)
+        return UnsupportedOperation(node.name, op, info.module_path, engine="bound", hint=hint)
+
+    def step(self, node: fx.Node) -> Step:
+        """The node as its transfer sees it (getitem of a multi-output op is fused with that op)."""
+        if node in self.steps:
+            return self.steps[node]
+        source, pick = node, None
+        if node.target is operator.getitem and self._is_tuple(node.args[0]):
+            source, pick = node.args[0], node.args[1]
+        inputs = list(dict.fromkeys(a for a in source.all_input_nodes if self.bounded(a)))
+        op = self.graph.info(source).op
+
+        def function(*tensors: torch.Tensor) -> torch.Tensor:
+            bound = dict(zip(inputs, tensors))
+            args, kwargs = fx.node.map_arg((source.args, source.kwargs), lambda a: bound[a] if a in bound else self.values[a])
+            result = source.target(*args, **kwargs)
+            return result if pick is None else result[pick]
+
+        args = fx.node.map_arg(source.args, lambda a: a if a in inputs else self.values[a])
+        transfer = transfer_for(op)
+        relaxation = None
+        if transfer is None and has_relaxation(op):
+            transfer, relaxation = ELEMENTWISE, node_relaxation(op, source)
+        if transfer is None:
+            raise self._unsupported(node, op, "no bound transfer or relaxation is registered for this operator; "
+                                    "register one with @bound_transfer or @register_relaxation")
+        self.transfers[node] = transfer
+        step = Step(node, op, inputs, [self.graph.info(i).shape for i in inputs], function, tuple(args),
+                    self.interval, relaxation)
+        self.steps[node] = step
+        return step
+
+    def ancestors(self, target: fx.Node) -> list[fx.Node]:
+        """Bounded nodes `target` depends on (itself included), in topological order."""
+        if target not in self._ancestors:
+            seen, stack = {target}, [target]
+            while stack:
+                node = stack.pop()
+                if node is self.input_node:
+                    continue
+                for parent in self.step(node).inputs:
+                    if parent not in seen:
+                        seen.add(parent)
+                        stack.append(parent)
+            self._ancestors[target] = sorted(seen, key=self.order.__getitem__)
+        return self._ancestors[target]
+
+    # ------------------------------------------------------------------ IBP
+    def interval_ibp(self, target: fx.Node) -> Interval:
+        """Interval propagation up to `target` (each node once)."""
+        for node in self.ancestors(target):
+            if node not in self.ibp:
+                step = self.step(node)
+                self.ibp[node] = self.transfers[node].ibp(step, [self.ibp[i] for i in step.inputs])
+        return self.ibp[target]
+
+    # ------------------------------------------------------------------ promises
+    def interval(self, node: fx.Node) -> Interval:
+        """The best interval of a node: IBP, tightened by CROWN unless the policy is IBP. Cached."""
+        if node in self.tight:
+            return self.tight[node]
+        ibp = self.interval_ibp(node)
+        if self.intermediate == "ibp":
+            self.tight[node] = ibp
+            return ibp
+        # per sample when the node keeps the batch first, else (batch folded by a reshape) over the whole node
+        groups = self.batch if ibp.lower.shape[:1] == (self.batch,) else 1
+        lower, upper = ibp.lower.clone(), ibp.upper.clone()
+        flat_lower, flat_upper = lower.view(groups, -1), upper.view(groups, -1)
+        selected = self._neurons_to_refine(node, ibp, groups)
+        if selected.numel():
+            self.prepare(node)
+            for chunk in selected.split(SPEC_CHUNK // 2):
+                count = chunk.numel()
+                A = torch.zeros(2 * count, groups, flat_lower.shape[1], dtype=lower.dtype, device=lower.device)
+                rows = torch.arange(count, device=lower.device)
+                A[rows, :, chunk] = 1.0
+                A[rows + count, :, chunk] = -1.0
+                bound = self.backward(node, A.reshape(2 * count, *lower.shape), groups)
+                flat_lower[:, chunk] = torch.maximum(flat_lower[:, chunk], bound[:count].T)
+                flat_upper[:, chunk] = torch.minimum(flat_upper[:, chunk], -bound[count:].T)
+        self.tight[node] = Interval(lower.detach(), upper.detach())
+        return self.tight[node]
+
+    def _neurons_to_refine(self, node: fx.Node, ibp: Interval, groups: int) -> torch.Tensor:
+        """Flat positions (union over the groups) whose interval some consumer's relaxation depends on."""
+        needed = torch.zeros(ibp.lower.numel() // groups, dtype=torch.bool, device=ibp.lower.device)
+        for user in node.users:
+            if not self.bounded(user) or user.op != "call_function":
+                continue
+            step = self.step(user)
+            refine = getattr(step.relaxation, "needs_refinement", None)
+            if refine is None:
+                return torch.arange(needed.numel(), device=needed.device)
+            needed |= refine(ibp.lower, ibp.upper).reshape(groups, -1).any(0)
+        return needed.nonzero().flatten()
+
+    def prepare(self, target: fx.Node) -> None:
+        """Resolve, in topological order, every interval the relaxations on the way to `target` ask for."""
+        for node in self.ancestors(target):
+            if node is self.input_node:
+                continue
+            step = self.step(node)
+            for needed in self.transfers[node].needs_bounds(step):
+                self.interval(needed)
+
+    # ------------------------------------------------------------------ CROWN
+    def backward_to_intervals(self, target: fx.Node, A: torch.Tensor) -> torch.Tensor:
+        """Lower bound of `A · target` from IBP: A is carried back through the affine operators that end
+        the graph (so a margin spec folds into the last linear layer, as in auto_LiRPA's IBP) and met
+        with the IBP intervals of the nonlinear nodes it reaches. [specs, batch]."""
+        self.interval_ibp(target)
+        coefficients = {target: A}
+        bound = torch.zeros(A.shape[0], self.batch, dtype=A.dtype, device=A.device)
+        for node in reversed(self.ancestors(target)):
+            coefficient = coefficients.pop(node, None)
+            if coefficient is None:
+                continue
+            step = self.step(node) if node is not self.input_node else None
+            if step is None or not isinstance(self.transfers[node], Affine):
+                box = self.ibp[node]
+                terms = coefficient.clamp(min=0) * box.lower + coefficient.clamp(max=0) * box.upper
+                bound = bound + terms.reshape(A.shape[0], self.batch, -1).sum(-1)
+                continue
+            parts, terms = self.transfers[node].backward(step, coefficient)
+            if terms is not None:
+                bound = bound + terms.reshape(terms.shape[0], self.batch, -1).sum(-1)
+            for parent, part in zip(step.inputs, parts):
+                if part is not None:
+                    coefficients[parent] = coefficients[parent] + part if parent in coefficients else part
+        return bound
+
+    def backward(self, target: fx.Node, A: torch.Tensor, groups: int | None = None, alphas: dict | None = None) -> torch.Tensor:
+        """Lower bound of `A · target` over the input set, [specs, groups]; A is [specs, *target shape].
+
+        A group is one sample (`groups` = batch, the default) or the whole batch at once (`groups` = 1,
+        for nodes whose batch dimension a reshape folded away; specs then name single neurons).
+        """
+        groups = self.batch if groups is None else groups
+        self.prepare(target)
+        coefficients = {target: A}
+        bias = torch.zeros(A.shape[0], groups, dtype=A.dtype, device=A.device)
+        input_coefficient = None
+        for node in reversed(self.ancestors(target)):
+            coefficient = coefficients.pop(node, None)
+            if coefficient is None:
+                continue
+            if node is self.input_node:
+                input_coefficient = coefficient
+                continue
+            step = self.step(node)
+            step.alpha = None if alphas is None else alphas.get(node)
+            parts, terms = self.transfers[node].backward(step, coefficient)
+            if terms is not None:
+                bias = bias + terms.reshape(terms.shape[0], groups, -1).sum(-1)
+            for parent, part in zip(step.inputs, parts):
+                if part is not None:
+                    coefficients[parent] = coefficients[parent] + part if parent in coefficients else part
+        return self.input_set.minimum(input_coefficient, groups) + bias

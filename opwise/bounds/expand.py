@@ -1,0 +1,118 @@
+"""Rewrite composite operators into primitives that have relaxations, before bounding.
+
+softmax(x) = exp(x) · 1/Σexp(x); layer_norm(x) = (x − mean) · rsqrt(mean((x − mean)²) + eps) · w + b;
+x / y with y bounded = x · reciprocal(y). The engine then bounds each piece with its own transfer
+(exp, reciprocal, rsqrt, pow from the relaxation registry; products of two bounded tensors bilinearly).
+The rewrite works on a copy; the caller's Graph is unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx
+
+from opwise.bounds.transfers.nonlinear import has_relaxation
+from opwise.tracing.graph import Graph, NodeInfo, op_key
+
+aten = torch.ops.aten
+
+
+def _softmax(graph: fx.Graph, node: fx.Node) -> fx.Node:
+    x, dim = node.args[0], node.args[1]
+    exp = graph.call_function(aten.exp.default, (x,))
+    total = graph.call_function(aten.sum.dim_IntList, (exp, [dim], True))
+    return graph.call_function(aten.mul.Tensor, (exp, graph.call_function(aten.reciprocal.default, (total,))))
+
+
+def _layer_norm(graph: fx.Graph, node: fx.Node) -> fx.Node:
+    x, normalized_shape = node.args[0], node.args[1]
+    weight = node.args[2] if len(node.args) > 2 else None
+    bias = node.args[3] if len(node.args) > 3 else None
+    eps = node.args[4] if len(node.args) > 4 else 1e-5
+    dims = list(range(-len(normalized_shape), 0))
+    mean = graph.call_function(aten.mean.dim, (x, dims, True))
+    centered = graph.call_function(aten.sub.Tensor, (x, mean))
+    if has_relaxation("aten.pow.Tensor_Scalar"):
+        square = graph.call_function(aten.pow.Tensor_Scalar, (centered, 2))
+    else:
+        square = graph.call_function(aten.mul.Tensor, (centered, centered))
+    variance = graph.call_function(aten.mean.dim, (square, dims, True))
+    scale = graph.call_function(aten.rsqrt.default, (graph.call_function(aten.add.Tensor, (variance, eps)),))
+    out = graph.call_function(aten.mul.Tensor, (centered, scale))
+    if weight is not None:
+        out = graph.call_function(aten.mul.Tensor, (out, weight))
+    if bias is not None:
+        out = graph.call_function(aten.add.Tensor, (out, bias))
+    return out
+
+
+def _divide(graph: fx.Graph, node: fx.Node) -> fx.Node:
+    reciprocal = graph.call_function(aten.reciprocal.default, (node.args[1],))
+    return graph.call_function(aten.mul.Tensor, (node.args[0], reciprocal))
+
+
+def _rewrite_for(node: fx.Node, dependent: set[fx.Node]):
+    if node.op != "call_function" or node not in dependent:
+        return None
+    if node.target is aten._softmax.default:
+        return _softmax
+    if node.target in (aten.layer_norm.default,):
+        return _layer_norm
+    if node.target is aten.div.Tensor and isinstance(node.args[1], fx.Node) and node.args[1] in dependent:
+        return _divide
+    return None
+
+
+def expand_for_bounds(graph: Graph, example: torch.Tensor) -> Graph:
+    """A Graph with softmax, layer norm and division by bounded tensors expanded (the same Graph if none).
+
+    >>> import torch, opwise
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Softmax(-1))
+    >>> graph = opwise.trace(model, torch.zeros(1, 3))
+    >>> expanded = expand_for_bounds(graph, torch.zeros(1, 3))
+    >>> [expanded.info(n).op for n in expanded.call_nodes()][1:]
+    ['aten.exp.default', 'aten.sum.dim_IntList', 'aten.reciprocal.default', 'aten.mul.Tensor']
+    >>> x = torch.randn(2, 3); torch.allclose(expanded(x), model(x))
+    True
+    """
+    dependent = {n for n in graph.nodes if n.meta.get("opwise") is not None and graph.info(n).depends_on_input}
+    if not any(_rewrite_for(n, dependent) for n in graph.nodes):
+        return graph
+    copied = fx.Graph()
+    mapping: dict[fx.Node, fx.Node] = {}
+    result = copied.graph_copy(graph.module.graph, mapping)
+    copied.output(result)
+    new_dependent = {mapping[n] for n in dependent if n in mapping}
+    for node in list(copied.nodes):
+        rewrite = _rewrite_for(node, new_dependent)
+        if rewrite is None:
+            continue
+        with copied.inserting_before(node):
+            replacement = rewrite(copied, node)
+        node.replace_all_uses_with(replacement)
+        copied.erase_node(node)
+        for created in copied.nodes:
+            if "opwise" not in created.meta:
+                created.meta.setdefault("nn_module_stack", node.meta.get("nn_module_stack", {}))
+    module = fx.GraphModule(graph.module, copied)
+    _annotate_new_nodes(module, example)
+    return Graph(module, list(graph.explained), strategy=graph.strategy, retrace=graph._retrace)
+
+
+def _annotate_new_nodes(module: fx.GraphModule, example: torch.Tensor) -> None:
+    """Shapes by running the example; a new node depends on the input (it replaced one that did)."""
+    values: dict[fx.Node, object] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, node):
+            values[node] = super().run_node(node)
+            return values[node]
+
+    Recorder(module).run(example)
+    for node in module.graph.nodes:
+        if "opwise" in node.meta:
+            continue
+        value = values[node]
+        stack = node.meta.get("nn_module_stack") or {}
+        path = list(stack.values())[-1][0] if stack else None
+        node.meta["opwise"] = NodeInfo(op_key(node), tuple(value.shape), value.dtype, path or None, None, True)

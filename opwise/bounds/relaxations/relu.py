@@ -1,0 +1,169 @@
+"""Piecewise-linear activations: relu, leaky_relu, hardtanh, clamp.
+
+Each is a chain of linear pieces joined at kinks. On an interval containing one kink the function is
+convex (slope grows) or concave (slope shrinks): the chord bounds it on one side, and any line through
+the kink with a slope between the two piece slopes bounds it on the other; that slope is α (the
+triangle relaxation of Ehlers 2017 / CROWN, Zhang et al. 2018). An interval containing both kinks of
+hardtanh (an S shape) gets a line through each kink whose slope α keeps it below/above the far end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from opwise.bounds.relaxations.base import AlphaPair, LinearRelaxation
+from opwise.bounds.relaxations.registry import register_relaxation
+
+
+@dataclasses.dataclass
+class _Ramp:
+    """f(x) = min(max(x, low), high) blended with slope `leak` outside: a kink at `low` and/or at `high`.
+
+    relu is (low=0, high=inf, leak=0); leaky_relu (0, inf, slope); hardtanh/clamp (min, max, 0).
+    leaky_relu with slope > 1 is handled by the same formulas: the kink is then concave.
+    """
+
+    low: float
+    high: float
+    leak: float = 0.0
+    monotone: bool = True
+
+    def function(self, x: torch.Tensor) -> torch.Tensor:
+        clamped = x.clamp(self.low, self.high)
+        return clamped + self.leak * (x - clamped)
+
+    def needs_refinement(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+        """Neurons whose lines depend on [l, u]: those whose interval contains a kink (the others are exact)."""
+        low_only, high_only, both = self._cases(lower, upper)
+        return low_only | high_only | both
+
+    # --------------------------------------------------------------- the α ranges per neuron
+    def _cases(self, lower: torch.Tensor, upper: torch.Tensor):
+        crosses_low = (lower < self.low) & (upper > self.low)
+        crosses_high = (lower < self.high) & (upper > self.high)
+        both = crosses_low & crosses_high
+        return crosses_low & ~both, crosses_high & ~both, both
+
+    def _alpha_range(self, lower, upper):
+        """(min, max) of the lower line's slope and of the upper line's slope, per neuron."""
+        low_only, high_only, both = self._cases(lower, upper)
+        small, large = min(self.leak, 1.0), max(self.leak, 1.0)
+        zero = torch.zeros_like(lower)
+        span_low = (self.high - self.low) / (upper - self.low).clamp_min(1e-12)
+        span_high = (self.high - self.low) / (self.high - lower).clamp_min(1e-12)
+        # an S-shaped neuron (both kinks): the line through a kink may not cross the far piece
+        lower_min = torch.where(both, zero + self.leak, zero + small)
+        lower_max = torch.where(both, self.leak + (1 - self.leak) * span_low.clamp(max=1.0), zero + large)
+        upper_max = torch.where(both, self.leak + (1 - self.leak) * span_high.clamp(max=1.0), zero + large)
+        return lower_min, lower_max, lower_min.clone(), upper_max, (low_only, high_only, both)
+
+    def init_alpha(self, lower: torch.Tensor, upper: torch.Tensor) -> AlphaPair:
+        """CROWN's adaptive choice: the steeper slope where the interval is mostly on the steep side."""
+        lower_min, lower_max, upper_min, upper_max, (low_only, high_only, both) = self._alpha_range(lower, upper)
+        mid = 0.5 * (lower + upper)
+        at_low = torch.where(mid > self.low, lower_max, lower_min)
+        at_high = torch.where(mid < self.high, upper_max, upper_min)
+        return AlphaPair(at_low.detach().clone(), at_high.detach().clone())
+
+    def clamp_alpha(self, alpha: AlphaPair, lower: torch.Tensor, upper: torch.Tensor) -> AlphaPair:
+        lower_min, lower_max, upper_min, upper_max, _ = self._alpha_range(lower, upper)
+        with torch.no_grad():
+            alpha.lower.copy_(torch.max(torch.min(alpha.lower, lower_max), lower_min))
+            alpha.upper.copy_(torch.max(torch.min(alpha.upper, upper_max), upper_min))
+        return alpha
+
+    # --------------------------------------------------------------- the lines
+    def relax(self, lower: torch.Tensor, upper: torch.Tensor, alpha: AlphaPair | None = None) -> LinearRelaxation:
+        if alpha is None:
+            alpha = self.init_alpha(lower, upper)
+        _, _, _, _, (low_only, high_only, both) = self._alpha_range(lower, upper)
+        f_lower, f_upper = self.function(lower), self.function(upper)
+        width = upper - lower
+        chord_slope = torch.where(width > 0, (f_upper - f_lower) / width.clamp_min(1e-12), torch.ones_like(width))
+        # outside every kink the function is one linear piece: slope 1, or `leak` beyond a kink
+        piece_slope = torch.where((upper <= self.low) | (lower >= self.high), torch.full_like(lower, self.leak), torch.ones_like(lower))
+        piece_intercept = self.function(lower) - piece_slope * lower
+        chord_intercept = f_lower - chord_slope * lower
+        convex_low = self.leak <= 1.0  # the kink at `low` turns up (convex) unless leak > 1
+        ls, li = piece_slope.clone(), piece_intercept.clone()
+        us, ui = piece_slope.clone(), piece_intercept.clone()
+        alpha_low = torch.broadcast_to(alpha.lower, torch.broadcast_shapes(alpha.lower.shape, lower.shape))
+        alpha_high = torch.broadcast_to(alpha.upper, alpha_low.shape)
+        ls, li, us, ui = (t.expand_as(alpha_low).clone() for t in (ls, li, us, ui))
+        chord_slope, chord_intercept = chord_slope.expand_as(ls), chord_intercept.expand_as(ls)
+        # one kink at `low`: chord above if convex; line through (low, low) with slope α below
+        low, high = _finite(self.low), _finite(self.high)  # an infinite side has no kink to draw a line through
+        kink_line_low = low - alpha_low * low
+        kink_line_high = high - alpha_high * high
+        for mask, convex, kink_intercept, kink_slope in (
+            (low_only, convex_low, kink_line_low, alpha_low),
+            (high_only, not convex_low, kink_line_high, alpha_high),
+        ):
+            mask = mask.expand_as(ls)
+            if convex:
+                ls, li = torch.where(mask, kink_slope, ls), torch.where(mask, kink_intercept, li)
+                us, ui = torch.where(mask, chord_slope, us), torch.where(mask, chord_intercept, ui)
+            else:
+                us, ui = torch.where(mask, kink_slope, us), torch.where(mask, kink_intercept, ui)
+                ls, li = torch.where(mask, chord_slope, ls), torch.where(mask, chord_intercept, li)
+        both = both.expand_as(ls)
+        ls, li = torch.where(both, alpha_low, ls), torch.where(both, kink_line_low, li)
+        us, ui = torch.where(both, alpha_high, us), torch.where(both, kink_line_high, ui)
+        return LinearRelaxation(ls, li, us, ui)
+
+
+def _finite(value: float) -> float:
+    return value if abs(value) != float("inf") else 0.0
+
+
+def _number(value: Any, default: float) -> float:
+    return default if value is None else float(value)
+
+
+@register_relaxation("aten.relu.default")
+def relu(args: tuple, kwargs: dict) -> _Ramp:
+    """max(x, 0).
+
+    >>> import torch
+    >>> lines = relu((), {}).relax(torch.tensor([-1.0]), torch.tensor([3.0]))
+    >>> lines.upper_slope.tolist(), lines.upper_intercept.tolist(), lines.lower_slope.tolist()
+    ([0.75], [0.75], [1.0])
+    """
+    return _Ramp(0.0, float("inf"))
+
+
+@register_relaxation("aten.leaky_relu.default")
+def leaky_relu(args: tuple, kwargs: dict) -> _Ramp:
+    """x for x >= 0, slope·x below (slope from the node's second argument, 0.01 by default)."""
+    return _Ramp(0.0, float("inf"), _number(args[0] if args else kwargs.get("negative_slope"), 0.01))
+
+
+@register_relaxation("aten.hardtanh.default")
+def hardtanh(args: tuple, kwargs: dict) -> _Ramp:
+    """clamp to [min_val, max_val] (-1, 1 by default)."""
+    low = _number(args[0] if len(args) > 0 else kwargs.get("min_val"), -1.0)
+    high = _number(args[1] if len(args) > 1 else kwargs.get("max_val"), 1.0)
+    return _Ramp(low, high)
+
+
+@register_relaxation("aten.clamp.default")
+def clamp(args: tuple, kwargs: dict) -> _Ramp:
+    """clamp(x, min, max) with either side optional."""
+    low = args[0] if len(args) > 0 else kwargs.get("min")
+    high = args[1] if len(args) > 1 else kwargs.get("max")
+    return _Ramp(_number(low, float("-inf")), _number(high, float("inf")))
+
+
+@register_relaxation("aten.clamp_min.default")
+def clamp_min(args: tuple, kwargs: dict) -> _Ramp:
+    """max(x, min)."""
+    return _Ramp(float(args[0] if args else kwargs["min"]), float("inf"))
+
+
+@register_relaxation("aten.clamp_max.default")
+def clamp_max(args: tuple, kwargs: dict) -> _Ramp:
+    """min(x, max)."""
+    return _Ramp(float("-inf"), float(args[0] if args else kwargs["max"]))

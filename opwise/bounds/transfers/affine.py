@@ -1,0 +1,183 @@
+"""Operators affine in their bounded inputs: one implementation for all of them.
+
+CROWN backward of an affine `f` is its vector-Jacobian product applied to every row of the coefficient
+matrix (`torch.func.vjp`, batched over specifications with `vmap`), and the constant term is `A · f(0)`:
+exact, and correct for any such operator without per-operator derivations. IBP needs one fact per
+operator: either it is monotone (nonnegative linear part: routing, sums, means, average pooling, so
+`[f(l), f(u)]`), or how to apply `|linear part|` to the radius (weights made absolute, biases dropped).
+"""
+
+from __future__ import annotations
+
+import numbers
+import torch
+from torch import fx
+
+from opwise.bounds.transfers.registry import Interval, Step, bound_transfer
+
+aten = torch.ops.aten
+
+
+def _is_bounded(step: Step, arg) -> bool:
+    return isinstance(arg, fx.Node) and arg in step.inputs
+
+
+class Affine:
+    """Backward by vjp; IBP as a monotone map. Subclasses override `radius` for signed linear parts."""
+
+    def needs_bounds(self, step: Step) -> list[fx.Node]:
+        return []
+
+    def backward(self, step: Step, A: torch.Tensor) -> tuple[list[torch.Tensor | None], torch.Tensor | None]:
+        if "vjp" not in step.cache:
+            zeros = [torch.zeros(shape, dtype=A.dtype, device=A.device) for shape in step.shapes]
+            offset, vjp = torch.func.vjp(step.function, *zeros)
+            step.cache["vjp"], step.cache["offset"] = torch.func.vmap(vjp), offset.detach()
+        coefficients = step.cache["vjp"](A)
+        return list(coefficients), A * step.cache["offset"]
+
+    def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
+        return Interval(step.function(*(i.lower for i in intervals)), step.function(*(i.upper for i in intervals)))
+
+
+class SignedAffine(Affine):
+    """IBP through centre and radius: `f(centre) ± |L|(radius)` with `|L|` given by `radius`."""
+
+    def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
+        center = step.function(*(i.center for i in intervals))
+        spread = self.radius(step, [i.radius for i in intervals])
+        return Interval(center - spread, center + spread)
+
+    def radius(self, step: Step, radii: list[torch.Tensor]) -> torch.Tensor:
+        """The op with every constant tensor and number made absolute and the bounded inputs set to radii."""
+        return _call_absolute(step, radii, zeroed=())
+
+
+def _call_absolute(step: Step, radii: list[torch.Tensor], zeroed: tuple[int, ...]) -> torch.Tensor:
+    position = {node: radius for node, radius in zip(step.inputs, radii)}
+
+    def absolute(index: int, arg):
+        if isinstance(arg, fx.Node) and arg in position:
+            return position[arg]
+        value = step.args[index]
+        if index in zeroed:
+            return None if value is None else torch.zeros_like(value) if isinstance(value, torch.Tensor) else 0
+        if isinstance(value, torch.Tensor):
+            return value.abs()
+        if isinstance(value, numbers.Number) and not isinstance(value, bool):
+            return abs(value)
+        return value
+
+    args = [absolute(i, arg) for i, arg in enumerate(step.node.args)]
+    return step.node.target(*args, **_absolute_kwargs(step))
+
+
+def _absolute_kwargs(step: Step) -> dict:
+    return {k: abs(v) if isinstance(v, numbers.Number) and not isinstance(v, bool) else v for k, v in step.node.kwargs.items()}
+
+
+MONOTONE = (
+    "aten.view", "aten._unsafe_view", "aten.reshape", "aten.permute", "aten.transpose", "aten.t", "aten.expand",
+    "aten.slice", "aten.select", "aten.cat", "aten.stack", "aten.split", "aten.split_with_sizes", "aten.unbind",
+    "aten.chunk", "aten.squeeze", "aten.unsqueeze", "aten.flatten", "aten.clone", "aten.contiguous", "aten.alias",
+    "aten._to_copy", "aten.constant_pad_nd", "aten.pad", "aten.index", "aten.gather", "aten.index_select",
+    "aten.sum", "aten.mean", "aten.avg_pool1d", "aten.avg_pool2d", "aten.avg_pool3d", "aten.adaptive_avg_pool1d",
+    "aten.adaptive_avg_pool2d", "aten._adaptive_avg_pool2d", "aten.where", "aten.repeat", "aten.narrow",
+    "aten.unfold", "aten.lift_fresh_copy", "aten.detach", "aten.roll", "aten.flip", "aten.diagonal",
+    "aten.movedim", "aten.unflatten", "aten.tile", "aten.as_strided", "aten.masked_fill",
+)
+bound_transfer(*MONOTONE)(Affine)
+
+
+@bound_transfer("aten.div.Scalar", "aten.mul.Scalar")
+class WeightedAffine(SignedAffine):
+    """Products with constant tensors or numbers: |weights| times the radius (see product.py for the
+    operators that may also multiply two bounded tensors)."""
+
+
+class _BiasedAffine(SignedAffine):
+    """Like WeightedAffine, with bias arguments (by position) dropped from the radius."""
+
+    bias_positions: tuple[int, ...] = ()
+
+    def radius(self, step: Step, radii: list[torch.Tensor]) -> torch.Tensor:
+        return _call_absolute(step, radii, zeroed=self.bias_positions)
+
+
+@bound_transfer("aten.linear")
+class Linear(_BiasedAffine):
+    """The most common op gets a direct backward (A·W, A·b), the same result as the vjp without its overhead."""
+
+    bias_positions = (2,)
+
+    def backward(self, step: Step, A: torch.Tensor):
+        x, weight, *rest = step.args
+        if not isinstance(weight, torch.Tensor):
+            return super().backward(step, A)
+        bias = rest[0] if rest else None
+        return [A @ weight], None if bias is None else A * bias
+
+
+@bound_transfer("aten.convolution")
+class Convolution(_BiasedAffine):
+    """2-D convolutions get a direct backward (the transposed convolution of A), as fast under α-CROWN's
+    autograd as in CROWN; other convolutions use the generic vjp."""
+
+    bias_positions = (2,)
+
+    def backward(self, step: Step, A: torch.Tensor):
+        x, weight, bias, stride, padding, dilation, transposed, _, groups = step.args
+        if transposed or not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+            return super().backward(step, A)
+        specs, batch, channels, height, width = A.shape
+        input_shape = step.shapes[0]
+        kernel = weight.shape[2:]
+        output_padding = [
+            input_shape[2 + i] - ((A.shape[3 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (kernel[i] - 1) + 1)
+            for i in range(2)
+        ]
+        folded = A.reshape(specs * batch, channels, height, width)
+        back = torch.nn.functional.conv_transpose2d(folded, weight, None, stride, padding, output_padding, groups, dilation)
+        terms = None if bias is None else A * bias.reshape(-1, 1, 1)
+        return [back.reshape(specs, *input_shape)], terms
+
+
+@bound_transfer("aten.addmm", "aten.baddbmm", "aten.addmv")
+class AddMatrixProduct(_BiasedAffine):
+    bias_positions = (0,)
+
+
+@bound_transfer("aten.batch_norm")
+class BatchNorm(SignedAffine):
+    """Evaluation-mode batch norm: a per-channel scale w/sqrt(var+eps) and shift."""
+
+    def radius(self, step: Step, radii: list[torch.Tensor]) -> torch.Tensor:
+        _, weight, _, mean, var, *rest = step.args
+        scale = torch.rsqrt(var + step.args[7])
+        if weight is not None:
+            scale = scale * weight.abs()
+        shape = [1, -1] + [1] * (radii[0].dim() - 2)
+        return radii[0] * scale.reshape(shape)
+
+
+@bound_transfer("aten.neg")
+class Negation(SignedAffine):
+    def radius(self, step: Step, radii: list[torch.Tensor]) -> torch.Tensor:
+        return radii[0]
+
+
+@bound_transfer("aten.add.Tensor", "aten.sub.Tensor", "aten.add.Scalar", "aten.sub.Scalar", "aten.rsub")
+class AddSubtract(SignedAffine):
+    """x ± α·y with either side bounded: radii add up, scaled by |α| on the second operand."""
+
+    def radius(self, step: Step, radii: list[torch.Tensor]) -> torch.Tensor:
+        alpha = abs(step.node.kwargs.get("alpha", step.args[2] if len(step.args) > 2 else 1))
+        total = 0
+        for index, arg in enumerate(step.node.args[:2]):
+            if _is_bounded(step, arg):
+                scaled = 0 if step.op.startswith("aten.rsub") else 1
+                scale = alpha if index == scaled else 1
+                total = total + scale * radii[step.inputs.index(arg)]
+        shape = step.node.meta["opwise"].shape
+        return torch.broadcast_to(total, shape) if shape is not None else total
+

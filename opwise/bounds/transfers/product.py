@@ -1,0 +1,92 @@
+"""Products: affine when one factor is constant, McCormick planes when both factors are bounded.
+
+`mul` of two bounded tensors uses the bilinear relaxation `relax_bilinear(lx, ux, ly, uy, alpha)` of
+opwise.bounds.relaxations.bilinear (planes valid on the box of both factors). Matrix products of two
+bounded tensors and division by a bounded tensor are rewritten before bounding (expand.py) or reported.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+from torch import fx
+
+from opwise.bounds.transfers.affine import WeightedAffine
+from opwise.bounds.transfers.registry import Interval, Step, bound_transfer, sum_to
+from opwise.errors import UnsupportedOperation
+
+
+def _unsupported(step: Step, hint: str) -> UnsupportedOperation:
+    info = step.node.meta.get("opwise")
+    return UnsupportedOperation(step.node.name, step.op, info.module_path if info else None, engine="bound", hint=hint)
+
+
+def relax_bilinear(step: Step, x: Interval, y: Interval, alpha=None):
+    """The bilinear relaxation from the relaxations package (written alongside, loaded on first use)."""
+    try:
+        module = importlib.import_module("opwise.bounds.relaxations.bilinear")
+    except ImportError:
+        raise _unsupported(step, "the product of two bounded tensors needs opwise.bounds.relaxations.bilinear") from None
+    return module.relax_bilinear(x.lower, x.upper, y.lower, y.upper, alpha=alpha)
+
+
+@bound_transfer("aten.mul.Tensor")
+class Multiply(WeightedAffine):
+    """x * c (affine) or x * y with both bounded (bilinear)."""
+
+    def _both(self, step: Step) -> bool:
+        return len(step.inputs) == 2 or (
+            isinstance(step.node.args[0], fx.Node) and step.node.args[0] is step.node.args[1]
+        )
+
+    def needs_bounds(self, step: Step) -> list[fx.Node]:
+        return list(step.inputs) if self._both(step) else []
+
+    def _factors(self, step: Step) -> list[fx.Node]:
+        return [step.node.args[0], step.node.args[1]]
+
+    def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
+        if not self._both(step):
+            return super().ibp(step, intervals)
+        x, y = (intervals[step.inputs.index(f)] for f in self._factors(step))
+        corners = torch.stack(torch.broadcast_tensors(x.lower * y.lower, x.lower * y.upper, x.upper * y.lower, x.upper * y.upper))
+        return Interval(corners.amin(0), corners.amax(0))
+
+    def backward(self, step: Step, A: torch.Tensor):
+        if not self._both(step):
+            return super().backward(step, A)
+        x_node, y_node = self._factors(step)
+        x, y = step.bounds(x_node), step.bounds(y_node)
+        planes = relax_bilinear(step, x, y, step.alpha)
+        positive, negative = A.clamp(min=0), A.clamp(max=0)
+        coefficient_x = positive * planes.lower_x + negative * planes.upper_x
+        coefficient_y = positive * planes.lower_y + negative * planes.upper_y
+        bias = positive * planes.lower_intercept + negative * planes.upper_intercept
+        coefficients: list[torch.Tensor | None] = [None] * len(step.inputs)
+        for node, coefficient in ((x_node, coefficient_x), (y_node, coefficient_y)):
+            index = step.inputs.index(node)
+            part = sum_to(coefficient, step.shapes[index])
+            coefficients[index] = part if coefficients[index] is None else coefficients[index] + part
+        return coefficients, bias
+
+
+@bound_transfer("aten.div.Tensor", "aten.mm", "aten.bmm", "aten.matmul", "aten.mv")
+class ConstantFactorProduct(WeightedAffine):
+    """Division by a constant, matrix products with one constant side; anything else is reported."""
+
+    def _check(self, step: Step) -> None:
+        bounded = [i for i, arg in enumerate(step.node.args[:2]) if isinstance(arg, fx.Node) and arg in step.inputs]
+        if step.op.startswith("aten.div") and 1 in bounded:
+            raise _unsupported(step, "division by a bounded tensor is bounded after rewriting to mul(x, reciprocal(y)) "
+                               "(opwise.bounds.expand.expand_for_bounds)")
+        if len(bounded) == 2:
+            raise _unsupported(step, "matrix products of two bounded tensors are not bounded yet")
+
+    def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
+        self._check(step)
+        return super().ibp(step, intervals)
+
+    def backward(self, step: Step, A: torch.Tensor):
+        self._check(step)
+        return super().backward(step, A)

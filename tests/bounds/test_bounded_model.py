@@ -1,0 +1,167 @@
+"""BoundedModel / compute_bounds: soundness of every method on random compositions (sampled and attacked
+inputs), exactness on linear models, α-CROWN never looser than CROWN, batches of boxes, bad input."""
+
+import math
+
+import pytest
+import torch
+
+import opwise
+from opwise.bounds import BoundedModel
+from opwise.errors import InputError
+from tests.bounds.helpers import assert_sound, randomize_
+
+
+class Residual(torch.nn.Module):
+    def __init__(self, width=6):
+        super().__init__()
+        self.inner = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Linear(width, width))
+        self.head = torch.nn.Linear(width, 3)
+
+    def forward(self, x):
+        h = torch.relu(x.repeat(1, 2) + self.inner(x.repeat(1, 2)))
+        return self.head(h - h.mean(dim=1, keepdim=True))
+
+
+def _cnn():
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.BatchNorm2d(3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(3, 4, 2, stride=1), torch.nn.LeakyReLU(0.2), torch.nn.AvgPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(4, 3),
+    )
+
+
+def _randomized_cnn(model, seed):
+    randomize_(model, seed)
+    with torch.no_grad():  # a valid eval-mode batch norm: positive variances
+        model[1].running_var.uniform_(0.5, 2.0)
+        model[1].running_mean.normal_()
+    return model
+
+
+ARCHITECTURES = {
+    # name: (build, input shape, randomize in place, how many random weight draws per run)
+    "relu_mlp": (lambda: torch.nn.Sequential(torch.nn.Linear(3, 10), torch.nn.ReLU(), torch.nn.Linear(10, 10), torch.nn.ReLU(),
+                                             torch.nn.Linear(10, 3)), (3,), randomize_, 20),
+    "mixed_mlp": (lambda: torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.LeakyReLU(0.1), torch.nn.Linear(8, 8),
+                                              torch.nn.Hardtanh(-0.5, 1.0), torch.nn.Linear(8, 3)), (3,), randomize_, 20),
+    "cnn": (_cnn, (1, 6, 6), _randomized_cnn, 4),
+    "residual": (Residual, (3,), randomize_, 10),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_every_method_is_sound_on_many_random_models(name):
+    _check_random_models(name, ARCHITECTURES[name][3])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_every_method_is_sound_on_ten_times_more_random_models(name):
+    _check_random_models(name, 10 * ARCHITECTURES[name][3], first_seed=1000)
+
+
+def _check_random_models(name: str, draws: int, first_seed: int = 0) -> None:
+    build, shape, randomize, _ = ARCHITECTURES[name]
+    model = build().eval()
+    bounded = BoundedModel(model, torch.zeros(2, *shape))
+    for seed in range(first_seed, first_seed + draws):
+        randomize(model, seed)
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randn(2, *shape, generator=generator)
+        eps = [0.05, 0.2, 0.6][seed % 3]
+        heavy = seed == first_seed  # 10,000 samples and attacks on one, 1,000 samples on the rest
+        assert_sound(model, x - eps, x + eps, samples=10_000 if heavy else 1_000, seed=seed, attack=heavy, bounded=bounded)
+
+
+def test_alpha_crown_is_never_looser_than_crown_per_sample_and_spec():
+    build, shape, randomize, _ = ARCHITECTURES["relu_mlp"]
+    model = build()
+    bounded = BoundedModel(model, torch.zeros(4, *shape))
+    improved = 0.0
+    for seed in range(15):
+        randomize(model, seed)
+        x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(seed))
+        crown = bounded.compute_bounds(x, eps=0.5, method="crown", target=0)
+        alpha = bounded.compute_bounds(x, eps=0.5, method="alpha-crown", target=0)
+        assert (alpha.lower >= crown.lower).all() and (alpha.upper <= crown.upper).all()
+        improved += float((alpha.lower - crown.lower).sum())
+    assert improved > 0
+
+
+def test_linear_models_get_exact_bounds():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Linear(5, 3))
+    bounded = BoundedModel(model, torch.zeros(3, 4))
+    for seed in range(20):
+        randomize_(model, seed)
+        x = torch.randn(3, 4, generator=torch.Generator().manual_seed(seed))
+        W = model[1].weight @ model[0].weight
+        center = model(x)
+        radius = 0.3 * W.abs().sum(1)
+        for method in ("crown", "crown-ibp", "alpha-crown"):
+            bounds = bounded.compute_bounds(x, eps=0.3, method=method)
+            assert torch.allclose(bounds.lower, center - radius, atol=1e-5)
+            assert torch.allclose(bounds.upper, center + radius, atol=1e-5)
+
+
+def test_a_batch_of_boxes_gives_the_bounds_of_each_box_alone():
+    build, shape, randomize, _ = ARCHITECTURES["cnn"]
+    model = randomize(build().eval(), 0)
+    x = torch.randn(5, *shape)
+    bounded = BoundedModel(model, x[:1])
+    together = bounded.compute_bounds(x, eps=0.1, target=torch.tensor([0, 1, 2, 0, 1]))
+    for i in range(5):
+        alone = bounded.compute_bounds(x[i : i + 1], eps=0.1, target=[0, 1, 2, 0, 1][i])
+        assert torch.allclose(together.lower[i], alone.lower[0], atol=1e-5)
+
+
+def test_spec_matrices_and_margins_have_shape_batch_by_specs():
+    model = randomize_(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 4)), 0)
+    x = torch.randn(2, 3)
+    assert opwise.compute_bounds(model, x, eps=0.1, target=2).lower.shape == (2, 3)
+    assert opwise.compute_bounds(model, x, eps=0.1, C=torch.ones(5, 4)).lower.shape == (2, 5)
+    assert opwise.compute_bounds(model, x, eps=0.1).upper.shape == (2, 4)
+
+
+@pytest.mark.parametrize("request_kwargs, message", [
+    ({"eps": -0.1}, "nonnegative"),
+    ({"eps": math.nan}, "nonnegative"),
+    ({"eps": 0.1, "domain": (0.0, 0.5)}, "domain"),
+    ({"eps": 0.1, "target": 7}, "out of range"),
+    ({"eps": 0.1, "method": "magic"}, "unknown method"),
+    ({"eps": 0.1, "C": torch.ones(2, 5)}, "C must be"),
+])
+def test_bad_requests_raise_input_error(request_kwargs, message):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4))
+    with pytest.raises(InputError, match=message):
+        opwise.compute_bounds(model, torch.full((1, 3), 0.9), **request_kwargs)
+
+
+def test_shape_mismatch_raises_input_error():
+    bounded = BoundedModel(torch.nn.Sequential(torch.nn.Linear(3, 4)), torch.zeros(1, 3))
+    with pytest.raises(InputError, match="shape"):
+        bounded.compute_bounds(torch.zeros(1, 4), eps=0.1)
+
+
+def test_a_graph_that_cannot_be_retraced_is_bounded_in_chunks():
+    model = randomize_(torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2)), 3)
+    x = torch.randn(5, 3)
+    graph = opwise.trace(model, x[:2])
+    graph._retrace = None  # like an ONNX import: shape-specialized to batch 2 for good
+    chunked = BoundedModel(graph, x[:2]).compute_bounds(x, eps=0.2)
+    direct = BoundedModel(model, x).compute_bounds(x, eps=0.2)
+    assert chunked.lower.shape == (5, 2)
+    assert torch.allclose(chunked.lower, direct.lower, atol=1e-5) and torch.allclose(chunked.upper, direct.upper, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", [torch.nn.Sigmoid, torch.nn.Tanh, torch.nn.GELU, torch.nn.SiLU])
+def test_smooth_activations_are_sound_once_their_relaxations_exist(activation):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), activation(), torch.nn.Linear(8, 8), activation(), torch.nn.Linear(8, 3))
+    graph = opwise.trace(model, torch.zeros(2, 3))
+    if opwise.bounds.coverage(graph).fraction < 1:
+        pytest.skip(f"no relaxation registered for {activation.__name__} yet")
+    bounded = BoundedModel(graph, torch.zeros(2, 3))
+    for seed in range(10):
+        randomize_(model, seed)
+        x = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed))
+        assert_sound(model, x - 0.5, x + 0.5, samples=2000, seed=seed, attack=seed == 0, bounded=bounded)

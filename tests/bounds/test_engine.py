@@ -1,0 +1,169 @@
+"""The bound pass (opwise/bounds/engine.py): CROWN equals a dense backward-substitution reference on
+ReLU MLPs, unsupported operators are reported (never treated as identity), and the generic nonlinear
+path works with any registered relaxation."""
+
+import math
+
+import pytest
+import torch
+
+from opwise.bounds import BoundedModel
+from opwise.bounds.engine import BoundPropagation
+from opwise.bounds.input_set import InputSet
+from opwise.bounds.relaxations.base import LinearRelaxation
+from opwise.bounds.relaxations.registry import RELAXATIONS
+from opwise.errors import UnsupportedOperation
+from opwise.tracing import trace
+from tests.bounds.helpers import assert_sound, randomize_
+
+
+def _random_mlp(seed: int, widths=(3, 8, 8, 6, 4)) -> torch.nn.Sequential:
+    generator = torch.Generator().manual_seed(seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        linear = torch.nn.Linear(a, b)
+        with torch.no_grad():
+            linear.weight.copy_(torch.randn(b, a, generator=generator))
+            linear.bias.copy_(torch.randn(b, generator=generator))
+        layers += [linear, torch.nn.ReLU()] if i < len(widths) - 2 else [linear]
+    return torch.nn.Sequential(*layers)
+
+
+@torch.no_grad()
+def _reference_crown(model: torch.nn.Sequential, lower: torch.Tensor, upper: torch.Tensor):
+    """Dense CROWN for one sample: layer by layer, each pre-activation bounded by backward substitution
+    through the hand-built triangle relaxations of the layers before it (intersected with plain IBP,
+    as the engine does), in float64."""
+    linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+    weights = [m.weight.double() for m in linears]
+    biases = [m.bias.double() for m in linears]
+    lower, upper = lower.double(), upper.double()
+    ibp_low, ibp_high = lower, upper
+    bounds = []  # (l, u) of every pre-activation
+
+    def substitute(k, C):
+        A, constant = C @ weights[k], C @ biases[k]
+        for j in range(k - 1, -1, -1):
+            l, u = bounds[j]
+            unstable = (l < 0) & (u > 0)
+            upper_slope = torch.where(unstable, u / (u - l), (l >= 0).double())
+            upper_intercept = torch.where(unstable, -l * u / (u - l), torch.zeros_like(l))
+            lower_slope = torch.where(unstable, (u > -l).double(), (l >= 0).double())
+            positive, negative = A.clamp(min=0), A.clamp(max=0)
+            constant = constant + negative @ upper_intercept
+            A = positive * lower_slope + negative * upper_slope
+            A, constant = A @ weights[j], constant + A @ biases[j]
+        return constant + A.clamp(min=0) @ lower + A.clamp(max=0) @ upper
+
+    for k in range(len(weights)):
+        center, radius = weights[k] @ ((ibp_low + ibp_high) / 2) + biases[k], weights[k].abs() @ ((ibp_high - ibp_low) / 2)
+        ibp_l, ibp_u = center - radius, center + radius
+        eye = torch.eye(weights[k].shape[0], dtype=torch.float64)
+        l, u = substitute(k, eye), -substitute(k, -eye)
+        bounds.append((torch.maximum(l, ibp_l), torch.minimum(u, ibp_u)))
+        ibp_low, ibp_high = ibp_l.clamp(min=0), ibp_u.clamp(min=0)
+    eye = torch.eye(weights[-1].shape[0], dtype=torch.float64)
+    return substitute(len(weights) - 1, eye), -substitute(len(weights) - 1, -eye)
+
+
+@pytest.mark.parametrize("widths", [(3, 8, 8, 6, 4), (3, 16, 2), (3, 5, 5, 5, 5, 5, 3)])
+def test_crown_equals_dense_reference_on_relu_mlps(widths):
+    model = _random_mlp(0, widths)
+    bounded = BoundedModel(model, torch.zeros(3, 3))
+    for seed in range(25):
+        randomize_(model, seed)  # same traced graph, new weights: many models for one trace
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randn(3, 3, generator=generator)
+        lower, upper = x - 0.3 * (1 + seed % 3), x + 0.3 * (1 + seed % 3)
+        bounds = bounded.compute_bounds(x_lower=lower, x_upper=upper, method="crown")
+        for b in range(3):
+            ref_lower, ref_upper = _reference_crown(model, lower[b], upper[b])
+            scale = 1e-5 * (1 + ref_lower.abs().max())
+            assert torch.allclose(bounds.lower[b].double(), ref_lower, rtol=1e-5, atol=float(scale)), seed
+            assert torch.allclose(bounds.upper[b].double(), ref_upper, rtol=1e-5, atol=float(scale)), seed
+
+
+class _Cumsum(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = torch.nn.Linear(3, 3)
+
+    def forward(self, x):
+        return torch.linalg.vector_norm(self.inner(x), dim=1, keepdim=True)
+
+
+def test_unsupported_operator_names_node_operator_and_module():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), _Cumsum())
+    bounded = BoundedModel(model, torch.zeros(1, 3))
+    with pytest.raises(UnsupportedOperation) as error:
+        bounded.compute_bounds(torch.zeros(1, 3), eps=0.1)
+    message = str(error.value)
+    assert "linalg_vector_norm" in message and "bound" in message and "'1'" in message
+
+
+class _ConstantLines:
+    """A test-local relaxation for a monotone increasing function: the constants f(l) and f(u)."""
+
+    function = staticmethod(torch.atan)
+
+    def relax(self, lower, upper, alpha=None):
+        zero = torch.zeros_like(lower)
+        return LinearRelaxation(zero, self.function(lower), zero, self.function(upper))
+
+    def init_alpha(self, lower, upper):
+        return None
+
+    def clamp_alpha(self, alpha, lower, upper):
+        return alpha
+
+
+class _AtanNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(3, 6), torch.nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.b(torch.atan(self.a(x)))
+
+
+def test_generic_nonlinear_path_with_a_registered_relaxation(monkeypatch):
+    model = _AtanNet()
+    x = torch.randn(2, 3)
+    with pytest.raises(UnsupportedOperation):
+        BoundedModel(model, x).compute_bounds(x, eps=0.2)
+    monkeypatch.setitem(RELAXATIONS, "aten.atan.default", lambda args, kwargs: _ConstantLines())
+    assert_sound(model, x - 0.2, x + 0.2)
+
+
+def test_intermediate_bounds_are_computed_once_per_node_and_only_where_needed():
+    model = _random_mlp(0)
+    graph = trace(model, torch.zeros(1, 3))
+    engine = BoundPropagation(graph, InputSet.ball(torch.zeros(1, 3), 0.5))
+    calls = []
+    original = engine.backward
+
+    def counting(target, A, *args, **kwargs):
+        calls.append(target.name)
+        return original(target, A, *args, **kwargs)
+
+    engine.backward = counting
+    engine.backward(graph.output, torch.eye(4)[:, None, :])
+    relu_inputs = [n.args[0].name for n in graph.call_nodes() if graph.info(n).op == "aten.relu.default"]
+    assert sorted(set(calls) - {graph.output.name}) == sorted(relu_inputs)
+    assert len(calls) == len(set(calls))  # each intermediate node once (the output once)
+
+
+def test_l2_ball_bounds_are_sound_and_tighter_than_its_box():
+    model = _random_mlp(1)
+    x = torch.randn(1, 3)
+    bounded = BoundedModel(model, x)
+    l2 = bounded.compute_bounds(x, eps=0.5, norm=2.0)
+    box = bounded.compute_bounds(x, eps=0.5)
+    direction = torch.randn(20000, 3)
+    radius = torch.rand(20000, 1) ** (1 / 3) * 0.5
+    points = x + direction / direction.norm(dim=1, keepdim=True) * radius
+    with torch.no_grad():
+        y = model(points)
+    assert (y >= l2.lower - 1e-5).all() and (y <= l2.upper + 1e-5).all()
+    assert (l2.lower >= box.lower - 1e-6).all() and (l2.width.mean() < box.width.mean())
+    assert math.isfinite(float(l2.lower.sum()))

@@ -1,0 +1,84 @@
+"""Affine operators (opwise/bounds/transfers/affine.py and product.py with a constant factor): CROWN is
+exact on affine functions of a box, IBP is sound; the exact range comes from the autograd Jacobian."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from opwise.bounds import BoundedModel
+
+torch.manual_seed(0)
+W = torch.randn(6, 4)
+CONV = torch.randn(3, 2, 3, 3)
+INDEX = torch.tensor([0, 2, 2, 5])
+RIGHT, LEFT = torch.randn(6, 3), torch.randn(3, 2)
+
+# each maps a [2, 4] input through a linear layer into a shape the op needs, then applies the op
+CASES = {
+    "view": lambda h: h.view(2, 3, 2),
+    "permute": lambda h: h.view(2, 3, 2).permute(0, 2, 1),
+    "transpose": lambda h: h.view(2, 3, 2).transpose(1, 2),
+    "expand": lambda h: h[:, None, :].expand(2, 3, 6),
+    "slice": lambda h: h[:, 1:5:2],
+    "select": lambda h: h.view(2, 3, 2)[:, 1],
+    "cat_constant": lambda h: torch.cat([h, torch.ones(2, 2)], dim=1),
+    "cat_self": lambda h: torch.cat([h, 2 * h], dim=1),
+    "stack": lambda h: torch.stack([h, -h], dim=1),
+    "split": lambda h: torch.split(h, 2, dim=1)[1] * 3,
+    "squeeze_unsqueeze": lambda h: h.unsqueeze(1).unsqueeze(-1).squeeze(-1),
+    "flatten": lambda h: h.view(2, 3, 2).flatten(1),
+    "pad": lambda h: F.pad(h, (1, 2), value=0.5),
+    "index": lambda h: h[:, INDEX],
+    "gather": lambda h: h.gather(1, INDEX.expand(2, 4)),
+    "sum": lambda h: h.sum(dim=1, keepdim=True),
+    "mean": lambda h: h.mean(dim=1),
+    "add_sub": lambda h: h - 2 * h.flip(1) + 1.5,
+    "rsub": lambda h: 1.0 - h,
+    "neg": lambda h: -h,
+    "mul_div": lambda h: h * torch.linspace(-2, 2, 6) / 3.0,
+    "div_tensor": lambda h: h / torch.linspace(1, 2, 6),
+    "matmul_right": lambda h: h @ RIGHT,
+    "matmul_left": lambda h: LEFT @ h.view(2, 2, 3),
+    "conv_bn_avgpool": lambda h: F.avg_pool2d(
+        F.batch_norm(F.conv2d(h.view(2, 1, 2, 3).repeat(1, 2, 2, 2), CONV, padding=1),
+                     torch.zeros(3), torch.ones(3) * 2, torch.tensor([1.0, -2.0, 0.5]), torch.ones(3)), 2),
+    "where_constant_mask": lambda h: torch.where(torch.tensor([True, False] * 3), h, -h),
+}
+
+
+class Case(torch.nn.Module):
+    def __init__(self, op):
+        super().__init__()
+        self.op = op
+
+    def forward(self, x):
+        return self.op(F.linear(x, W, torch.arange(6.0)))
+
+
+def _exact(model, lower, upper):
+    """min/max of an affine function on a box, per sample, from its Jacobian and its value at 0."""
+    lows, highs = [], []
+    for b in range(lower.shape[0]):
+        single = lambda v: model(torch.cat([lower[:b], v[None], lower[b + 1:]]))[b].flatten()  # noqa: E731
+        J = torch.autograd.functional.jacobian(single, lower[b])
+        center = single((lower[b] + upper[b]) / 2)
+        radius = (upper[b] - lower[b]) / 2
+        spread = J.abs() @ radius
+        lows.append(center - spread)
+        highs.append(center + spread)
+    return torch.stack(lows), torch.stack(highs)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_crown_is_exact_and_ibp_sound_on_affine_ops(name):
+    model = Case(CASES[name])
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, generator=generator)
+    lower, upper = x - 0.5, x + torch.rand(2, 4, generator=generator)
+    exact_lower, exact_upper = _exact(model, lower, upper)
+    bounded = BoundedModel(model, x)
+    crown = bounded.compute_bounds(x_lower=lower, x_upper=upper, method="crown")
+    assert torch.allclose(crown.lower, exact_lower, atol=1e-4), name
+    assert torch.allclose(crown.upper, exact_upper, atol=1e-4), name
+    ibp = bounded.compute_bounds(x_lower=lower, x_upper=upper, method="ibp")
+    assert (ibp.lower <= exact_lower + 1e-4).all() and (ibp.upper >= exact_upper - 1e-4).all(), name

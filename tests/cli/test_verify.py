@@ -1,0 +1,40 @@
+"""`opwise verify`: a per-sample table for a model from a factory file and inputs; bad input exits with code 2."""
+
+import torch
+
+from opwise.cli import main
+
+FACTORY = """
+import torch
+
+
+def make():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+"""
+
+
+def _factory(tmp_path) -> str:
+    (tmp_path / "net.py").write_text(FACTORY)
+    return f"{tmp_path / 'net.py'}:make"
+
+
+def test_table_for_a_model_from_a_factory_file(tmp_path, capsys):
+    torch.save(torch.rand(3, 4), tmp_path / "x.pt")
+    code = main(["verify", _factory(tmp_path), "--input", str(tmp_path / "x.pt"), "--eps", "0.001"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.splitlines()[0].split()[:3] == ["sample", "target", "status"]
+    assert len([line for line in out.splitlines() if line[:1].isdigit()]) == 3
+    assert "3 verified" in out
+
+
+def test_bad_eps_exits_with_code_two(tmp_path, capsys):
+    torch.save(torch.rand(1, 4), tmp_path / "x.pt")
+    code = main(["verify", _factory(tmp_path), "--input", str(tmp_path / "x.pt"), "--eps", "-1"])
+    assert code == 2 and "eps" in capsys.readouterr().err
+
+
+def test_vnnlib_needs_an_onnx_model(tmp_path, capsys):
+    assert main(["verify", "model.pt", "property.vnnlib"]) == 2
+    assert ".onnx" in capsys.readouterr().err
