@@ -5,6 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tests run as 2 xdist workers on 2 cores and work on small tensors: one intra-op thread per worker avoids
+# oversubscription, which slowed bound computations about 10x when measured under load.
+torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BENCHMARKS = SHARED / "benchmarks"
