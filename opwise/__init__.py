@@ -9,10 +9,12 @@ from opwise.errors import (
     UnsupportedOperation,
 )
 from opwise.tracing import Graph, trace
+from opwise.attribution import Explanation, explain
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Explanation",
     "Graph",
     "InputError",
     "ModelLoadError",
@@ -20,5 +22,6 @@ __all__ = [
     "SpecError",
     "TraceError",
     "UnsupportedOperation",
+    "explain",
     "trace",
 ]
