@@ -145,7 +145,7 @@ class Gamma(LinearRule):
 
 
 class Flat(LinearRule):
-    """Spread relevance uniformly over each output's receptive field (inputs and weights set to one)."""
+    """Spread relevance uniformly over each output's receptive field (inputs and weights one, bias zero)."""
 
     def __init__(self, stabilizer: float = 1e-6):
         self.stabilizer = stabilizer
@@ -153,18 +153,23 @@ class Flat(LinearRule):
     def _weights(self, weight: Tensor | None) -> Tensor | None:
         return _mod(weight, torch.ones_like)
 
+    def _bias(self, bias: Tensor | None) -> Tensor | None:
+        return None
+
     def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
         ones = torch.ones_like(op.x)
-        weight, bias = self._weights(op.weight), self._weights(op.bias)
+        weight, bias = self._weights(op.weight), self._bias(op.bias)
         z = op.part(ones, weight, bias)
         return op.input_vjp(weight, relevance / stabilize(z, self.stabilizer), ones)
 
 
 class WSquare(Flat):
-    """Spread relevance in proportion to squared weights, independent of the input."""
+    """Spread relevance in proportion to squared weights (and squared bias), independent of the input."""
 
     def _weights(self, weight: Tensor | None) -> Tensor | None:
         return _mod(weight, torch.square)
+
+    _bias = _weights
 
 
 class ZBox(LinearRule):
