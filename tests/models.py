@@ -65,3 +65,77 @@ def randomize_batch_norm(model: nn.Module, seed: int = 0) -> nn.Module:
             module.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
             module.bias.data.copy_(torch.randn(n, generator=generator) * 0.1)
     return model.eval()
+
+
+def cnn(bias: bool = False, classes: int = 4) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, bias=bias), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, bias=bias), nn.ReLU(),
+        nn.AvgPool2d(2), nn.Flatten(), nn.Linear(6 * 2 * 2, classes, bias=bias),
+    )
+
+
+class FanOut(nn.Module):
+    """Residual diamonds and one activation used by three consumers (plus the residual: four)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(2, 4, 3, padding=1, bias=False)
+        self.branches = nn.ModuleList(nn.Conv2d(4, 4, 3, padding=1, bias=False) for _ in range(3))
+        self.head = nn.Linear(4, 3, bias=False)
+
+    def forward(self, x):
+        a = torch.relu(self.stem(x))
+        b = a + sum(torch.relu(branch(a)) for branch in self.branches)
+        c = b + torch.relu(self.branches[0](b))
+        return self.head(c.mean((2, 3)))
+
+
+class Attention(nn.Module):
+    """Single-head self-attention written with matmul and softmax, bias-free."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.q, self.k, self.v = (nn.Linear(width, width, bias=False) for _ in range(3))
+        self.o = nn.Linear(width, width, bias=False)
+
+    def forward(self, x):
+        scores = self.q(x) @ self.k(x).transpose(-1, -2) / self.q.in_features**0.5
+        return self.o(torch.softmax(scores, -1) @ self.v(x))
+
+
+class Block(nn.Module):
+    def __init__(self, width: int, norm: str = "layer"):
+        super().__init__()
+        make = (lambda: nn.LayerNorm(width, bias=False)) if norm == "layer" else (lambda: nn.RMSNorm(width))
+        self.norm1, self.norm2 = make(), make()
+        self.attention = Attention(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width, bias=False), nn.GELU(), nn.Linear(2 * width, width, bias=False))
+
+    def forward(self, x):
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyViT(nn.Module):
+    def __init__(self, width: int = 16, classes: int = 4):
+        super().__init__()
+        self.patches = nn.Conv2d(1, width, 4, stride=4, bias=False)
+        self.block = Block(width)
+        self.head = nn.Linear(width, classes, bias=False)
+
+    def forward(self, x):
+        tokens = self.patches(x).flatten(2).transpose(1, 2)
+        return self.head(self.block(tokens).mean(1))
+
+
+class TinyBERT(nn.Module):
+    def __init__(self, vocabulary: int = 20, width: int = 16, classes: int = 3, norm: str = "layer"):
+        super().__init__()
+        self.embedding = nn.Embedding(vocabulary, width)
+        self.position = nn.Parameter(torch.randn(1, 8, width) * 0.1)
+        self.block = Block(width, norm)
+        self.head = nn.Linear(width, classes, bias=False)
+
+    def forward(self, ids):
+        hidden = self.embedding(ids) + self.position[:, : ids.shape[1]]
+        return self.head(self.block(hidden)[:, 0])

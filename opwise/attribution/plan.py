@@ -16,7 +16,7 @@ from torch import fx
 
 from opwise.attribution.promise import ActivationStore, Promise, memory_policy
 from opwise.errors import UnsupportedOperation
-from opwise.rules import ROUTING, Composite, coverage, rule_for
+from opwise.rules import ROUTING, Composite, Constant, coverage, rule_for
 from opwise.tracing.graph import Graph
 
 EMBEDDING = "aten.embedding.default"
@@ -58,9 +58,9 @@ class _RuleFunction(torch.autograd.Function):
 class NodeRule:
     """The callable that replaces one node's ATen target in the compiled module."""
 
-    def __init__(self, node: fx.Node, graph: Graph, handler, rule, store: ActivationStore):
+    def __init__(self, node: fx.Node, dependent: set[str], handler, rule, store: ActivationStore):
         self.name, self.op, self.handler, self.rule, self.store = node.name, node.target, handler, rule, store
-        self.explained = tuple(isinstance(a, fx.Node) and graph.depends_on_input(a) for a in node.args)
+        self.explained = tuple(isinstance(a, fx.Node) and a.name in dependent for a in node.args)
         self.promised_args = tuple(store.promise(a.name) if isinstance(a, fx.Node) else a for a in node.args)
         self.kwargs = dict(node.kwargs)
         self.__name__ = f"rule_{node.name}"
@@ -119,7 +119,11 @@ class Plan:
             )
         self.graph = graph
         self.rules = composite.assign(graph, model)
-        wrapped = [n for n in graph.call_nodes() if graph.depends_on_input(n) and rule_for(graph.info(n).op) != ROUTING]
+        self.dependent = _relevance_paths(graph, self.rules)
+        wrapped = [
+            n for n in graph.call_nodes()
+            if (n.name in self.dependent and rule_for(graph.info(n).op) != ROUTING) or isinstance(self.rules.get(n.name), Constant)
+        ]
         needed = {a.name for n in wrapped for a in n.all_input_nodes if a.op != "get_attr"} | {n.name for n in wrapped}
         kept, segments = memory_policy(graph, keep, needed)
         self.store = ActivationStore(graph, kept, segments)
@@ -141,7 +145,9 @@ class Plan:
         for node in list(copy.nodes):
             if node.op == "call_function" and node.name in self._wrapped:
                 original = originals[node.name]
-                node.target = NodeRule(original, graph, rule_for(graph.info(original).op), self.rules.get(node.name), store)
+                rule = self.rules.get(node.name)
+                handler = _no_relevance if isinstance(rule, Constant) else rule_for(graph.info(original).op)
+                node.target = NodeRule(original, self.dependent, handler, rule, store)
             if node.op in ("placeholder", "call_function") and node.name in store.kept:
                 with copy.inserting_after(node):
                     copy.call_function(_Keep(store, node.name), (node,))
@@ -156,6 +162,21 @@ class Plan:
         self.store.clear()
         self.taps.clear()
         return self.module(observe)(*inputs)
+
+
+def _relevance_paths(graph: Graph, rules: dict) -> set[str]:
+    """Names of the nodes relevance flows through: input-dependent and not behind a `Constant` rule."""
+    dependent = {n.name for n, e in zip(graph.input_nodes, graph.explained) if e}
+    for node in graph.call_nodes():
+        if isinstance(rules.get(node.name), Constant):
+            continue
+        if any(a.name in dependent for a in node.all_input_nodes):
+            dependent.add(node.name)
+    return dependent
+
+
+def _no_relevance(call: OpCall, relevance: torch.Tensor) -> list[None]:
+    return [None] * len(call.args)
 
 
 def _is_keep(node: fx.Node) -> bool:

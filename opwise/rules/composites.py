@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import fx
 
-from opwise.rules.linear import AlphaBeta, Epsilon, Flat, Gamma, LinearRule, ZBox, ZPlus
+from opwise.rules.linear import AlphaBeta, Constant, Epsilon, Flat, Gamma, LinearRule, ZBox, ZPlus
 from opwise.tracing.graph import Graph, op_packet_key
 
 CONVOLUTION = "aten.convolution.default"
@@ -124,8 +124,13 @@ def epsilon(epsilon: float = 1e-6) -> Composite:
 
 
 def attn_lrp(epsilon: float = 1e-6) -> Composite:
-    """AttnLRP for transformers: Epsilon on linear layers; softmax, matmul and norms by the registry's rules."""
+    """AttnLRP (AH-LRP) for transformers: Epsilon on linear layers; softmax, matmul, norms by the registry."""
     return Composite(by_operator={k: Epsilon(epsilon) for k in WEIGHTED})
+
+
+def cp_lrp(epsilon: float = 1e-6) -> Composite:
+    """CP-LRP: as AttnLRP, but attention weights (softmax outputs) are constants, so only values get relevance."""
+    return dataclasses.replace(attn_lrp(epsilon), by_operator={**attn_lrp(epsilon).by_operator, "aten._softmax": Constant()})
 
 
 COMPOSITES = {
@@ -135,6 +140,7 @@ COMPOSITES = {
     "epsilon-alpha2-beta1": epsilon_alpha2_beta1,
     "epsilon-gamma-box": epsilon_gamma_box,
     "attn-lrp": attn_lrp,
+    "cp-lrp": cp_lrp,
 }
 
 

@@ -197,3 +197,10 @@ class Pass:
 
     def __repr__(self) -> str:
         return "Pass()"
+
+
+class Constant:
+    """Treat the node's output as a constant: no relevance flows into it (CP-LRP's attention weights)."""
+
+    def __repr__(self) -> str:
+        return "Constant()"
