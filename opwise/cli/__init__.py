@@ -14,7 +14,7 @@ import traceback
 
 from opwise.errors import OpwiseError
 
-COMMANDS = ("trace",)
+COMMANDS = ("trace", "explain")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,13 +17,16 @@ def register(subparsers) -> None:
 
 
 def format_table(graph: Graph, show_all: bool = False) -> str:
-    rows = [("node", "op", "shape", "input-dependent", "module")]
+    from opwise.rules import rule_name
+
+    rows = [("node", "op", "shape", "input-dependent", "rule", "module")]
     for node in graph.call_nodes():
         info = graph.info(node)
         if not (show_all or info.depends_on_input):
             continue
         shape = "x".join(map(str, info.shape)) if info.shape is not None else "-"
-        rows.append((node.name, info.op, shape, "yes" if info.depends_on_input else "no", info.module_path or ""))
+        dependent = "yes" if info.depends_on_input else "no"
+        rows.append((node.name, info.op, shape, dependent, rule_name(graph, node), info.module_path or ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -33,9 +36,11 @@ def format_table(graph: Graph, show_all: bool = False) -> str:
 def summary(graph: Graph) -> str:
     operations = list(graph.call_nodes())
     dependent = sum(graph.depends_on_input(n) for n in operations)
+    from opwise.rules import coverage
+
     return (
         f"{len(operations)} operations ({len(graph.op_counts())} distinct), {dependent} input-dependent; "
-        f"traced with {graph.strategy}"
+        f"traced with {graph.strategy}\n{coverage(graph)}"
     )
 
 

@@ -2,7 +2,8 @@
 
 softmax: deep Taylor decomposition at the input (Prop. 3.1): R_x = x ⊙ (R − s ⊙ Σ R).
 matmul/bmm of two explained tensors: epsilon rule, then uniform split between the factors (Prop. 3.3).
-layer norm: epsilon rule through (x − mean)/σ·w + b with σ held constant (identity on 1/σ, Prop. 3.4).
+layer norm: epsilon rule through (x − mean)/σ·w + b with σ held constant (identity on 1/σ, Prop. 3.4);
+the composite may give it an `Epsilon` to set ε.
 """
 
 from __future__ import annotations
@@ -65,5 +66,6 @@ def layer_norm(call, relevance):
     source = x.detach().requires_grad_()
     with torch.enable_grad():
         y = _layer_norm_std_constant(source, shape, weight, bias, eps)
-    grad = torch.autograd.grad(y, source, relevance / stabilize(output, MATMUL_EPSILON))[0]
+    epsilon = call.rule.epsilon if isinstance(call.rule, Epsilon) else MATMUL_EPSILON
+    grad = torch.autograd.grad(y, source, relevance / stabilize(output, epsilon))[0]
     return [x * grad] + [None] * (len(call.args) - 1)
