@@ -80,3 +80,13 @@ def multiply(call, relevance):
 def embedding(call, relevance):
     """Token relevance is read at the embedding output (summed over features); nothing flows further."""
     return [None] * len(call.args)
+
+
+@relevance_rule(
+    "aten.eq", "aten.ne", "aten.lt", "aten.le", "aten.gt", "aten.ge", "aten.logical_not", "aten.logical_and",
+    "aten.logical_or", "aten.any", "aten.all", "aten.isnan", "aten.isinf", "aten.full_like", "aten.zeros_like",
+    "aten.ones_like", "aten.empty_like", "aten.argmax", "aten.argmin", "aten.sign",
+)
+def no_relevance(call, relevance):
+    """Predicates, indices and fills: their values do not carry the input's contribution; relevance stops."""
+    return [None] * len(call.args)

@@ -50,6 +50,12 @@ class LinearOp:
         return self.forward(x, weight, bias)
 
 
+def _signed_parts(x: Tensor) -> tuple[Tensor, Tensor | None]:
+    """x⁺ and x⁻; x⁻ is None when x has no negative entry (after a ReLU), which skips half the work."""
+    negative = x.clamp(max=0)
+    return x.clamp(min=0), (negative if bool(negative.any()) else None)
+
+
 def _mod(param: Tensor | None, function: Callable[[Tensor], Tensor]) -> Tensor | None:
     return None if param is None else function(param)
 
@@ -96,10 +102,12 @@ class ZPlus(LinearRule):
         self.stabilizer = stabilizer
 
     def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
-        xp, xn = op.x.clamp(min=0), op.x.clamp(max=0)
+        xp, xn = _signed_parts(op.x)
         wp, wn = _mod(op.weight, lambda w: w.clamp(min=0)), _mod(op.weight, lambda w: w.clamp(max=0))
-        z = op.part(xp, wp, _mod(op.bias, lambda b: b.clamp(min=0))) + op.part(xn, wn, None)
-        scaled = relevance / stabilize(z, self.stabilizer)
+        z = op.part(xp, wp, _mod(op.bias, lambda b: b.clamp(min=0)))
+        if xn is None:
+            return xp * op.input_vjp(wp, relevance / stabilize(z, self.stabilizer), xp)
+        scaled = relevance / stabilize(z + op.part(xn, wn, None), self.stabilizer)
         return xp * op.input_vjp(wp, scaled, xp) + xn * op.input_vjp(wn, scaled, xn)
 
 
