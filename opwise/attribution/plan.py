@@ -17,6 +17,7 @@ from torch import fx
 from opwise.attribution.promise import ActivationStore, Promise, memory_policy
 from opwise.errors import UnsupportedOperation
 from opwise.rules import ROUTING, Composite, Constant, coverage, rule_for
+from opwise.rules.linear_ops import needs_output
 from opwise.tracing.graph import Graph
 
 EMBEDDING = "aten.embedding.default"
@@ -124,7 +125,13 @@ class Plan:
             n for n in graph.call_nodes()
             if (n.name in self.dependent and rule_for(graph.info(n).op) != ROUTING) or isinstance(self.rules.get(n.name), Constant)
         ]
-        needed = {a.name for n in wrapped for a in n.all_input_nodes if a.op != "get_attr"} | {n.name for n in wrapped}
+        needed = set()
+        for node in wrapped:
+            needs = getattr(rule_for(graph.info(node).op), "needs", ())
+            if "inputs" in needs:
+                needed |= {a.name for a in node.all_input_nodes if a.op != "get_attr"}
+            if "output" in needs or ("linear" in needs and needs_output(self.rules.get(node.name))):
+                needed.add(node.name)
         kept, segments = memory_policy(graph, keep, needed)
         self.store = ActivationStore(graph, kept, segments)
         self.embeddings = [n.name for n in wrapped if graph.info(n).op == EMBEDDING]

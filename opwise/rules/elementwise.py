@@ -36,6 +36,7 @@ register_routing(
     "aten.sqrt", "aten.rsqrt", "aten.pow", "aten.reciprocal", "aten.abs", "aten.neg", "aten.sin", "aten.cos",
     "aten.erf", "aten.clamp", "aten.clamp_min", "aten.clamp_max", "aten.rms_norm",
     "aten.add.Scalar", "aten.sub.Scalar", "aten.rsub.Scalar", "aten.mul.Scalar", "aten.div.Scalar",
+    needs=(),
 )
 def identity(call, relevance):
     """Pass: the explained (first) argument receives the output relevance unchanged."""
@@ -76,7 +77,7 @@ def multiply(call, relevance):
     return [_to_shape(relevance, shapes[i]) if i in receivers else None for i in range(2)]
 
 
-@relevance_rule("aten.embedding.default")
+@relevance_rule("aten.embedding.default", needs=())
 def embedding(call, relevance):
     """Token relevance is read at the embedding output (summed over features); nothing flows further."""
     return [None] * len(call.args)
@@ -86,6 +87,7 @@ def embedding(call, relevance):
     "aten.eq", "aten.ne", "aten.lt", "aten.le", "aten.gt", "aten.ge", "aten.logical_not", "aten.logical_and",
     "aten.logical_or", "aten.any", "aten.all", "aten.isnan", "aten.isinf", "aten.full_like", "aten.zeros_like",
     "aten.ones_like", "aten.empty_like", "aten.argmax", "aten.argmin", "aten.sign",
+    needs=(),
 )
 def no_relevance(call, relevance):
     """Predicates, indices and fills: their values do not carry the input's contribution; relevance stops."""

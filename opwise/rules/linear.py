@@ -52,8 +52,9 @@ class LinearOp:
 
 def _signed_parts(x: Tensor) -> tuple[Tensor, Tensor | None]:
     """x⁺ and x⁻; x⁻ is None when x has no negative entry (after a ReLU), which skips half the work."""
-    negative = x.clamp(max=0)
-    return x.clamp(min=0), (negative if bool(negative.any()) else None)
+    if bool(x.min() >= 0):
+        return x, None
+    return x.clamp(min=0), x.clamp(max=0)
 
 
 def _mod(param: Tensor | None, function: Callable[[Tensor], Tensor]) -> Tensor | None:
@@ -61,7 +62,12 @@ def _mod(param: Tensor | None, function: Callable[[Tensor], Tensor]) -> Tensor |
 
 
 class LinearRule:
-    """Base of the linear rules: `relevance(op, output, relevance) -> input relevance`."""
+    """Base of the linear rules: `relevance(op, output, relevance) -> input relevance`.
+
+    `uses_output` says whether the rule reads the op's forward output (else the engine need not keep it).
+    """
+
+    uses_output = False
 
     def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
         raise NotImplementedError
@@ -81,6 +87,10 @@ class Epsilon(LinearRule):
 
     def __init__(self, epsilon: float = 1e-6, zero_bias: bool = False):
         self.epsilon, self.zero_bias = epsilon, zero_bias
+
+    @property
+    def uses_output(self) -> bool:
+        return not self.zero_bias
 
     def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
         if self.zero_bias and op.bias is not None:
@@ -132,6 +142,8 @@ class AlphaBeta(LinearRule):
 
 class Gamma(LinearRule):
     """Favor contributions of the output's sign by γ (generalized to negative inputs, as in Zennit 0.5)."""
+
+    uses_output = True
 
     def __init__(self, gamma: float = 0.25, stabilizer: float = 1e-6):
         self.gamma, self.stabilizer = gamma, stabilizer

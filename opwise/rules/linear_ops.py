@@ -16,10 +16,15 @@ aten = torch.ops.aten
 
 def _apply(call, op: LinearOp, relevance: torch.Tensor, default: LinearRule) -> torch.Tensor:
     rule = call.rule if isinstance(call.rule, LinearRule) else default
-    return rule.relevance(op, call.output, relevance)
+    return rule.relevance(op, call.output if rule.uses_output else None, relevance)
 
 
-@relevance_rule("aten.linear.default")
+def needs_output(rule: object) -> bool:
+    """Whether a linear op under `rule` (None: the default Epsilon/Norm) reads its forward output."""
+    return getattr(rule, "uses_output", True)
+
+
+@relevance_rule("aten.linear.default", needs=("inputs", "linear"))
 def linear(call, relevance):
     x, weight = call.arg(0), call.arg(1)
     bias = call.arg(2) if len(call.args) > 2 else None
@@ -31,7 +36,7 @@ def linear(call, relevance):
     return [_apply(call, op, relevance, Epsilon()), None, None][: len(call.args)]
 
 
-@relevance_rule("aten.convolution.default")
+@relevance_rule("aten.convolution.default", needs=("inputs", "linear"))
 def convolution(call, relevance):
     x, weight, bias = call.arg(0), call.arg(1), call.arg(2)
     rest = call.args[3:]
@@ -49,14 +54,16 @@ def convolution(call, relevance):
     return [_apply(call, op, relevance, Epsilon())] + [None] * (len(call.args) - 1)
 
 
-@relevance_rule("aten.addmm.default")
+@relevance_rule("aten.addmm.default", needs=("inputs", "linear"))
 def addmm(call, relevance):
     bias, x, weight = call.arg(0), call.arg(1), call.arg(2)
     op = LinearOp(lambda x, w, b: x @ w if b is None else torch.addmm(b, x, w), weight, bias, x, lambda w, g: g @ w.T)
     return [None, _apply(call, op, relevance, Epsilon()), None]
 
 
-@relevance_rule("aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default")
+@relevance_rule(
+    "aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default", needs=("inputs", "linear")
+)
 def batch_norm(call, relevance):
     """Eval-mode batch norm is a per-channel affine map: y = x·scale + shift."""
     x, weight, bias, mean, var = (call.arg(i) for i in range(5))
@@ -90,4 +97,5 @@ relevance_rule(
     "aten.mean.default",
     "aten.sum.dim_IntList",
     "aten.sum.default",
+    needs=("inputs", "linear"),
 )(_parameterless)

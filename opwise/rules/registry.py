@@ -21,8 +21,10 @@ ROUTING = "routing"
 _RULES: dict[str, object] = {}
 
 
-def relevance_rule(*keys: str) -> Callable:
-    """Register `function` (or `ROUTING` via `register_routing`) for operator keys.
+def relevance_rule(*keys: str, needs: tuple[str, ...] = ("inputs", "output")) -> Callable:
+    """Register `function` for operator keys; `needs` says which activations it asks for ("inputs", "output").
+
+    The engine keeps only the activations some rule needs, so rules that need none (identity) cost no memory.
 
     >>> @relevance_rule("mylib.scale.default")
     ... def scale(call, relevance):
@@ -32,6 +34,7 @@ def relevance_rule(*keys: str) -> Callable:
     """
 
     def register(function: Callable) -> Callable:
+        function.needs = needs
         for key in keys:
             _RULES[key] = function
         return function
