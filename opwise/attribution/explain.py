@@ -176,7 +176,9 @@ def _select(out: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tens
 
 def _input_relevance(graph: Graph, inputs, explained: list[int], plan: Plan, grads) -> list[torch.Tensor]:
     """Float inputs: their relevance; integer token inputs: embedding-output relevance summed per token."""
-    relevance = {i: g if g is not None else torch.zeros_like(inputs[i], dtype=torch.float) for i, g in zip(explained, grads)}
+    relevance = {
+        i: g if g is not None else torch.zeros_like(inputs[i], dtype=torch.float) for i, g in zip(explained, grads)
+    }
     for name, grad in zip(plan.embeddings, grads[len(explained) :]):
         node = next(n for n in graph.call_nodes() if n.name == name)
         source = _token_input(graph, node)

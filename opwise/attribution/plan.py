@@ -123,7 +123,8 @@ class Plan:
         self.dependent = _relevance_paths(graph, self.rules)
         wrapped = [
             n for n in graph.call_nodes()
-            if (n.name in self.dependent and rule_for(graph.info(n).op) != ROUTING) or isinstance(self.rules.get(n.name), Constant)
+            if (n.name in self.dependent and rule_for(graph.info(n).op) != ROUTING)
+            or isinstance(self.rules.get(n.name), Constant)
         ]
         needed = set()
         for node in wrapped:

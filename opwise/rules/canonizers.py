@@ -38,9 +38,7 @@ class MergeBatchNorm:
             if norm.op != "call_function" or norm.target != aten.batch_norm.default:
                 continue
             layer = norm.args[0]
-            if not isinstance(layer, fx.Node) or layer.meta.get("opwise") is None:
-                continue
-            if not _mergeable(layer):
+            if not isinstance(layer, fx.Node) or layer.meta.get("opwise") is None or not _mergeable(layer):
                 continue
             weight, bias = _fold(graph, layer, norm)
             names = [f"_merged_{merged}_weight", f"_merged_{merged}_bias"]
@@ -67,9 +65,10 @@ class MergeBatchNorm:
 def _mergeable(layer: fx.Node) -> bool:
     """A non-transposed convolution or a linear node, with constant weights, feeding only the norm."""
     op = layer.meta["opwise"].op
-    if op not in _MERGEABLE or len(layer.users) != 1 or not isinstance(layer.args[1], fx.Node):
+    if op not in _MERGEABLE or len(layer.users) != 1:
         return False
-    if layer.args[1].op != "get_attr" or (len(layer.args) > 2 and isinstance(layer.args[2], fx.Node) and layer.args[2].op != "get_attr"):
+    parameters = [a for a in layer.args[1:3] if a is not None]
+    if not all(isinstance(a, fx.Node) and a.op == "get_attr" for a in parameters):
         return False
     return not (op == "aten.convolution.default" and layer.args[6])
 

@@ -130,7 +130,8 @@ def attn_lrp(epsilon: float = 1e-6) -> Composite:
 
 def cp_lrp(epsilon: float = 1e-6) -> Composite:
     """CP-LRP: as AttnLRP, but attention weights (softmax outputs) are constants, so only values get relevance."""
-    return dataclasses.replace(attn_lrp(epsilon), by_operator={**attn_lrp(epsilon).by_operator, "aten._softmax": Constant()})
+    base = attn_lrp(epsilon)
+    return dataclasses.replace(base, by_operator={**base.by_operator, "aten._softmax": Constant()})
 
 
 COMPOSITES = {

@@ -184,3 +184,13 @@ def test_captum_shaped_lrp():
     model, x = cnn().eval(), torch.randn(2, 1, 14, 14)
     attribution = LRP(model, composite="epsilon").attribute(x, target=1)
     torch.testing.assert_close(attribution, opwise.explain(model, x, target=1, composite="epsilon").relevance)
+
+
+def test_graph_and_plan_are_built_once_per_input_shape():
+    torch.manual_seed(0)
+    model = cnn().eval()
+    first = opwise.explain(model, torch.randn(2, 1, 14, 14), **EXACT)
+    again = opwise.explain(model, torch.randn(2, 1, 14, 14), **EXACT)
+    other = opwise.explain(model, torch.randn(3, 1, 14, 14), **EXACT)
+    assert first.plan is again.plan and other.plan is not first.plan
+    assert not first.plan.store.values  # activations are released after each pass

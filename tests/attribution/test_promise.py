@@ -36,4 +36,4 @@ def test_checkpoints_recompute_every_value_exactly(graph):
             store.put(name, values[name])
     for node in reversed(operations):
         torch.testing.assert_close(store.promise(node.name).resolve(), values[node.name])
-    assert store.recomputations == len(segments) - sum(all(n.name in kept for n in s) for s in segments) or store.recomputations > 0
+    assert 0 < store.recomputations <= len(segments)  # resolved backwards: each segment recomputed once

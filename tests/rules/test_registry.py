@@ -43,8 +43,8 @@ def test_coverage_names_what_is_missing_and_a_user_rule_fixes_it():
     assert "aten.cumsum" in str(coverage(graph))
 
     @relevance_rule("aten.cumsum.default")
-    def cumsum_as_routing(call, relevance):
-        return [relevance.flip(1).cumsum(1).flip(1) * 0 + relevance, None]
+    def cumsum_identity(call, relevance):
+        return [relevance, None]
 
     try:
         assert coverage(graph).fraction == 1.0
