@@ -165,7 +165,9 @@ def _select(out: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tens
     if target is None:
         chosen = flat.detach().argmax(1)
     else:
-        chosen = torch.as_tensor(target, dtype=torch.long).reshape(-1).expand(out.shape[0]).clone()
+        chosen = torch.as_tensor(target, dtype=torch.long).reshape(-1)
+        if chosen.numel() == 1:
+            chosen = chosen.expand(out.shape[0]).clone()
         if chosen.numel() != out.shape[0] or (chosen < 0).any() or (chosen >= flat.shape[1]).any():
             raise InputError(
                 f"target {target!r} is out of range for an output with {flat.shape[1]} values per sample "

@@ -40,6 +40,7 @@ def test_conservation_end_to_end(build, shape):
     _conserves(explanation)
 
 
+@pytest.mark.slow
 def test_attn_lrp_gives_queries_and_keys_relevance_that_cp_lrp_does_not():
     torch.manual_seed(0)
     model, x = TinyViT().eval(), torch.randn(2, 1, 8, 8)
@@ -151,11 +152,12 @@ def test_explains_a_graph_too():
     "call, message",
     [
         (lambda m, x: opwise.explain(m, x, target=9), "out of range"),
+        (lambda m, x: opwise.explain(m, x, target=[0, 1, 2]), "out of range"),
         (lambda m, x: opwise.explain(m, x * float("nan")), "NaN"),
         (lambda m, x: opwise.explain(m, x, composite="nope"), "unknown composite"),
         (lambda m, x: opwise.explain(m, x, keep="some"), "keep must be"),
     ],
-    ids=["target", "nan", "composite", "keep"],
+    ids=["target", "targets", "nan", "composite", "keep"],
 )
 def test_bad_input_is_an_input_error(call, message):
     with pytest.raises(opwise.InputError, match=message):

@@ -34,7 +34,7 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     return torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1].item()
 
 
-@pytest.mark.parametrize("build", [vgg_like, resnet_like], ids=["vgg", "resnet"])
+@pytest.mark.parametrize("build", [vgg_like, pytest.param(resnet_like, marks=pytest.mark.slow)], ids=["vgg", "resnet"])
 def test_agrees_with_zennit(build):
     torch.manual_seed(0)
     model = randomize_batch_norm(build())
