@@ -11,13 +11,14 @@ from opwise.errors import (
 from opwise import models
 from opwise.tracing import Graph, trace
 from opwise.tracing.loading import LoadedModel, load_model
-from opwise.bounds import Bounds, VerificationResult, compute_bounds, verify  # noqa: E402  (needs tracing first)
+from opwise.attribution import Explanation, explain
+from opwise.bounds import Bounds, VerificationResult, compute_bounds, verify
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Bounds",
-    "compute_bounds",
+    "Explanation",
     "Graph",
     "InputError",
     "LoadedModel",
@@ -26,9 +27,11 @@ __all__ = [
     "SpecError",
     "TraceError",
     "UnsupportedOperation",
+    "VerificationResult",
+    "compute_bounds",
+    "explain",
     "load_model",
     "models",
     "trace",
-    "VerificationResult",
     "verify",
 ]

@@ -54,23 +54,29 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 def format_table(graph: Graph, show_all: bool = False) -> str:
-    """One row per operation: node, op key, output shape, input dependence, module path.
+    """One row per operation: node, op key, output shape, input dependence, relevance rule, boundable, module path.
 
     >>> import opwise
     >>> graph = opwise.trace(torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()), torch.zeros(2, 4))
     >>> print(format_table(graph))
-    node    op                   shape  input-dependent  module
-    ------  -------------------  -----  ---------------  ------
-    linear  aten.linear.default  2x3    yes              0
-    relu    aten.relu.default    2x3    yes              1
+    node    op                   shape  input-dependent  rule      bound  module
+    ------  -------------------  -----  ---------------  --------  -----  ------
+    linear  aten.linear.default  2x3    yes              linear    yes    0
+    relu    aten.relu.default    2x3    yes              identity  yes    1
     """
-    rows = [("node", "op", "shape", "input-dependent", "module")]
+    from opwise.bounds import coverage as bound_coverage
+    from opwise.rules import rule_name
+
+    boundable = bound_coverage(graph).supported
+    rows = [("node", "op", "shape", "input-dependent", "rule", "bound", "module")]
     for node in graph.call_nodes():
         info = graph.info(node)
         if not (show_all or info.depends_on_input):
             continue
         shape = "x".join(map(str, info.shape)) if info.shape is not None else "-"
-        rows.append((node.name, info.op, shape, "yes" if info.depends_on_input else "no", info.module_path or ""))
+        dependent = "yes" if info.depends_on_input else "no"
+        bound = {True: "yes", False: "no"}.get(boundable.get(node.name), "-")
+        rows.append((node.name, info.op, shape, dependent, rule_name(graph, node), bound, info.module_path or ""))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -130,6 +136,14 @@ def run(args: argparse.Namespace) -> int:
         inputs = example_inputs(loaded, args.input_shape)
         with contextlib.nullcontext() if args.debug else quiet_torch_logs():
             graph = trace(loaded.model, *inputs)
+    from opwise.bounds import coverage as bound_coverage
+    from opwise.rules import coverage as rule_coverage
+
     print(format_table(graph, args.all))
     print(summary(graph))
+    print(rule_coverage(graph))
+    bounds = bound_coverage(graph)
+    missing = sorted({op for _, op in bounds.missing})
+    print(f"bound transfers cover {bounds.fraction:.0%} of input-dependent operations"
+          + (f"; missing: {', '.join(missing)}" if missing else ""))
     return 0

@@ -1,0 +1,224 @@
+"""`explain(model, *inputs, target=...)`: layer-wise relevance propagation on the operation-level graph."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+import weakref
+from typing import Any, Callable, Sequence
+
+import torch
+
+from opwise.attribution.plan import Plan
+from opwise.errors import InputError
+from opwise.rules import Composite, get_composite
+from opwise.tracing import Graph, trace
+
+Target = int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None
+
+_GRAPHS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+@dataclasses.dataclass
+class Explanation:
+    """Relevance of each explained input, the output, the explained target and the conservation check.
+
+    `relevance` has one tensor per explained input (shaped like it; for integer token inputs, one value
+    per token), or the tensor itself when there is one explained input.
+    """
+
+    relevance: torch.Tensor | tuple[torch.Tensor, ...]
+    output: torch.Tensor
+    target: torch.Tensor
+    explained_output: torch.Tensor
+    plan: Plan = dataclasses.field(repr=False)
+    _rerun: Callable[[str], torch.Tensor] = dataclasses.field(repr=False)
+
+    @property
+    def conservation(self) -> torch.Tensor:
+        """Per sample: (sum of input relevance, explained output value), shape (batch, 2)."""
+        relevances = self.relevance if isinstance(self.relevance, tuple) else (self.relevance,)
+        total = sum(r.reshape(r.shape[0], -1).sum(1) for r in relevances)
+        return torch.stack([total, self.explained_output], dim=1)
+
+    def node_relevance(self, name: str) -> torch.Tensor:
+        """Relevance arriving at graph node `name` (all its consumers summed), by one more relevance pass."""
+        return self._rerun(name)
+
+
+def explain(
+    model: torch.nn.Module | Graph,
+    *inputs: torch.Tensor,
+    target: Target = None,
+    composite: str | Composite = "epsilon-plus-flat",
+    output: Any = None,
+    keep: str | int = "all",
+    **kwargs: Any,
+) -> Explanation:
+    """Explain `model(*inputs, **kwargs)` for `target` with LRP under `composite`.
+
+    `target`: a class index, one index per sample, or a callable mapping the output to one scalar per
+    sample (e.g. a token logit); default the highest-scoring output per sample. `keep` is the memory
+    policy for activations ("all", "checkpoints" or a byte budget). Keyword tensors (masks) are constants.
+
+    >>> import torch, opwise
+    >>> _ = torch.manual_seed(0); model = torch.nn.Sequential(torch.nn.Linear(4, 3, bias=False))
+    >>> x = torch.randn(2, 4)
+    >>> e = opwise.explain(model, x, target=1, composite="epsilon")
+    >>> e.relevance.shape
+    torch.Size([2, 4])
+    >>> torch.allclose(e.conservation[:, 0], e.conservation[:, 1], atol=1e-5)
+    True
+    """
+    _check_inputs(inputs)
+    composite_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _COMPOSITE_PARAMETERS}
+    plan = _plan(model, inputs, kwargs, output, composite, composite_kwargs, keep)
+    graph = plan.graph
+    arguments = _arguments(graph, inputs, kwargs)
+    explained = [i for i, e in enumerate(graph.explained) if e and arguments[i].is_floating_point()]
+    for i in explained:
+        arguments[i] = arguments[i].detach().requires_grad_()
+
+    def run(observe: frozenset):
+        with torch.enable_grad():
+            out = plan.run(arguments, observe)
+            selected, chosen = _select(out, target)
+            sources = [arguments[i] for i in explained] + [plan.taps[n] for n in plan.embeddings]
+            watched = [plan.taps[n] for n in sorted(observe)]
+            grads = torch.autograd.grad(selected, sources + watched, selected.detach(), allow_unused=True)
+        plan.store.clear()
+        return out.detach(), selected.detach(), chosen, grads[: len(sources)], grads[len(sources) :]
+
+    out, selected, chosen, grads, _ = run(frozenset())
+    relevance = _input_relevance(graph, inputs, explained, plan, grads)
+    _warn_if_broken(relevance, selected)
+
+    def rerun(name: str) -> torch.Tensor:
+        if name not in {n.name for n in graph.nodes}:
+            raise InputError(f"no node named {name!r} in the graph; see `opwise trace` for node names")
+        return run(frozenset([name]))[4][0]
+
+    single = relevance[0] if len(relevance) == 1 else tuple(relevance)
+    return Explanation(single, out, chosen, selected, plan, rerun)
+
+
+_COMPOSITE_PARAMETERS = ("epsilon", "stabilizer", "gamma", "low", "high")
+
+
+def _plan(model, inputs, kwargs, output, composite, composite_kwargs, keep) -> Plan:
+    """The Graph and Plan for these input shapes, built once and cached on the model."""
+    key_composite = composite if isinstance(composite, str) else id(composite)
+    shapes = tuple((tuple(t.shape), t.dtype) for t in inputs) + tuple(
+        (k, tuple(v.shape)) for k, v in kwargs.items() if isinstance(v, torch.Tensor)
+    )
+    if isinstance(model, Graph):
+        cache, graph_key = model.__dict__.setdefault("_relevance_plans", {}), None
+        graph = model
+    elif isinstance(model, torch.nn.Module):
+        cache = _GRAPHS.setdefault(model, {})
+        graph_key = ("graph", shapes, repr(output))
+        if graph_key not in cache:
+            cache[graph_key] = trace(model, *inputs, output=output, **kwargs)
+        graph = cache[graph_key]
+    else:
+        raise InputError(f"expected a torch.nn.Module or an opwise Graph, got {type(model).__name__}")
+    key = ("plan", graph_key, key_composite, tuple(sorted(composite_kwargs.items(), key=str)), repr(keep))
+    if key not in cache:
+        chosen = get_composite(composite, **composite_kwargs)
+        cache[key] = Plan(graph, chosen, model if isinstance(model, torch.nn.Module) else None, keep)
+    return cache[key]
+
+
+def _check_inputs(inputs: Sequence[Any]) -> None:
+    if not inputs:
+        raise InputError("explain needs at least one input tensor")
+    for index, tensor in enumerate(inputs):
+        if not isinstance(tensor, torch.Tensor):
+            raise InputError(f"input {index} is a {type(tensor).__name__}, expected a torch.Tensor")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise InputError(f"input {index} contains NaN or infinite values; clean or clip the input first")
+
+
+def _arguments(graph: Graph, inputs, kwargs) -> list[torch.Tensor]:
+    """The graph's placeholders in order: positional inputs, then keyword tensors (as traced)."""
+    values = list(inputs) + [v for v in kwargs.values() if isinstance(v, torch.Tensor)]
+    if len(values) != len(graph.input_nodes):
+        raise InputError(f"the graph takes {len(graph.input_nodes)} tensor inputs, got {len(values)}")
+    for node, value in zip(graph.input_nodes, values):
+        expected = graph.info(node).shape
+        if expected is not None and tuple(value.shape) != expected:
+            raise InputError(
+                f"input '{node.name}' has shape {tuple(value.shape)} but the graph was traced for {expected}; "
+                "pass the model instead of the graph, or retrace it with graph.retrace(...)"
+            )
+    return [v.detach() for v in values]
+
+
+def _select(out: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
+    """One explained scalar per sample (with autograd), and the target used."""
+    if callable(target):
+        selected = target(out)
+        if selected.shape != (out.shape[0],):
+            raise InputError(f"target callable must return one value per sample, shape ({out.shape[0]},)")
+        return selected, torch.arange(0)
+    flat = out.reshape(out.shape[0], -1)
+    if target is None:
+        chosen = flat.detach().argmax(1)
+    else:
+        chosen = torch.as_tensor(target, dtype=torch.long).reshape(-1)
+        if chosen.numel() == 1:
+            chosen = chosen.expand(out.shape[0]).clone()
+        if chosen.numel() != out.shape[0] or (chosen < 0).any() or (chosen >= flat.shape[1]).any():
+            raise InputError(
+                f"target {target!r} is out of range for an output with {flat.shape[1]} values per sample "
+                f"(batch {out.shape[0]}); use indices in [0, {flat.shape[1] - 1}]"
+            )
+    return flat.gather(1, chosen[:, None])[:, 0], chosen
+
+
+def _input_relevance(graph: Graph, inputs, explained: list[int], plan: Plan, grads) -> list[torch.Tensor]:
+    """Float inputs: their relevance; integer token inputs: embedding-output relevance summed per token."""
+    relevance = {
+        i: g if g is not None else torch.zeros_like(inputs[i], dtype=torch.float) for i, g in zip(explained, grads)
+    }
+    for name, grad in zip(plan.embeddings, grads[len(explained) :]):
+        node = next(n for n in graph.call_nodes() if n.name == name)
+        source = _token_input(graph, node)
+        if source is None or grad is None:
+            continue
+        per_token = grad.sum(-1)
+        relevance[source] = relevance.get(source, 0) + per_token.reshape(inputs[source].shape)
+    ordered = []
+    for index, flag in enumerate(graph.explained):
+        if flag and index < len(inputs):
+            ordered.append(relevance.get(index, torch.zeros(inputs[index].shape)).detach())
+    return ordered
+
+
+def _token_input(graph: Graph, node) -> int | None:
+    """Which placeholder an embedding's indices come from (through routing ops)."""
+    current = node.args[1]
+    while current.op != "placeholder":
+        tensors = [a for a in current.all_input_nodes if graph.depends_on_input(a)]
+        if not tensors:
+            return None
+        current = tensors[0]
+    return graph.input_nodes.index(current)
+
+
+def _warn_if_broken(relevance: list[torch.Tensor], selected: torch.Tensor) -> None:
+    total = sum(r.reshape(r.shape[0], -1).sum(1) for r in relevance)
+    magnitude = sum(r.reshape(r.shape[0], -1).abs().sum(1) for r in relevance)
+    if not all(torch.isfinite(r).all() for r in relevance):
+        warnings.warn("relevance contains NaN or infinite values; try a larger epsilon/stabilizer", stacklevel=3)
+    elif ((magnitude == 0) & (selected != 0)).any():
+        warnings.warn(
+            "relevance vanished (all zero) for some samples although the explained output is not zero; "
+            "check that the input reaches the output through ops with rules", stacklevel=3
+        )
+    elif ((total - selected).abs() > selected.abs() + 1e-6).any():
+        warnings.warn(
+            "relevance is not conserved: input relevance differs from the explained output by more than its size "
+            "for some samples (biases and epsilon absorb some, but not that much; consider another composite)",
+            stacklevel=3,
+        )

@@ -1,0 +1,94 @@
+"""Op rules for routing, elementwise nonlinearities, sums and products of explained tensors.
+
+Routing ops keep their own vjp (relevance goes where the values went, exactly). Elementwise
+nonlinearities pass relevance unchanged. Sums split relevance in proportion to each explained term's
+contribution; constants (terms that do not depend on the explained input) take none, so `x - c` and
+`x + c` conserve relevance. Products: a constant factor is a scale (identity to the other factor); a
+factor that broadcasts (a normalizer's 1/rms, a gate per channel) is treated as a constant scale too;
+two full-size explained factors share relevance uniformly (AttnLRP, Prop. 3.2).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from opwise.rules.linear import stabilize
+from opwise.rules.registry import register_routing, relevance_rule
+
+SUM_EPSILON = 1e-6
+
+register_routing(
+    "aten.view", "aten._unsafe_view", "aten.reshape", "aten.permute", "aten.transpose", "aten.t", "aten.expand",
+    "aten.slice", "aten.select", "aten.cat", "aten.stack", "aten.split", "aten.split_with_sizes", "aten.unbind",
+    "aten.chunk", "aten.unsqueeze", "aten.squeeze", "aten.flatten", "aten.contiguous", "aten.clone", "aten.alias",
+    "aten.index", "aten.gather", "aten.constant_pad_nd", "aten.pad", "aten.where", "aten.masked_fill",
+    "aten.max_pool2d", "aten.max_pool1d", "aten.max_pool2d_with_indices", "aten.adaptive_max_pool2d",
+    "aten.amax", "aten.max", "aten.roll", "aten.flip", "aten.repeat", "aten.narrow", "aten.unfold",
+    "aten.index_select", "aten.detach", "aten._to_copy", "aten.to", "aten.lift_fresh_copy", "aten.dropout",
+    "aten.native_dropout", "aten.copy", "aten.slice_scatter", "aten.select_scatter", "aten.pixel_shuffle",
+    "getitem",
+)
+
+
+@relevance_rule(
+    "aten.relu", "aten.gelu", "aten.silu", "aten.sigmoid", "aten.tanh", "aten.leaky_relu", "aten.hardtanh",
+    "aten.elu", "aten.softplus", "aten.mish", "aten.hardswish", "aten.hardsigmoid", "aten.exp", "aten.log",
+    "aten.sqrt", "aten.rsqrt", "aten.pow", "aten.reciprocal", "aten.abs", "aten.neg", "aten.sin", "aten.cos",
+    "aten.erf", "aten.clamp", "aten.clamp_min", "aten.clamp_max", "aten.rms_norm",
+    "aten.add.Scalar", "aten.sub.Scalar", "aten.rsub.Scalar", "aten.mul.Scalar", "aten.div.Scalar",
+    needs=(),
+)
+def identity(call, relevance):
+    """Pass: the explained (first) argument receives the output relevance unchanged."""
+    return [relevance if call.explained[0] else None] + [None] * (len(call.args) - 1)
+
+
+def _to_shape(relevance: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    return relevance if relevance.shape == shape else relevance.sum_to_size(shape)
+
+
+@relevance_rule("aten.add.Tensor", "aten.sub.Tensor", "aten.rsub.Tensor")
+def add(call, relevance):
+    """Proportional split over explained terms: R_i = z_i R / (Σ_explained z_j ± ε)."""
+    explained = [call.explained[i] for i in range(2)]
+    if explained.count(True) == 1:
+        which = explained.index(True)
+        shape = call.arg(which).shape
+        return [_to_shape(relevance, shape) if i == which else None for i in range(2)]
+    alpha = call.kwargs.get("alpha", 1)
+    sign = -1 if "sub" in call.target.__name__ else 1
+    first, second = call.arg(0), call.arg(1) * (sign * alpha)
+    if "rsub" in call.target.__name__:
+        first, second = -call.arg(0) * alpha, call.arg(1)
+    scaled = relevance / stabilize(first + second, SUM_EPSILON)
+    return [_to_shape(first * scaled, call.arg(0).shape), _to_shape(second * scaled, call.arg(1).shape)]
+
+
+@relevance_rule("aten.mul.Tensor", "aten.div.Tensor")
+def multiply(call, relevance):
+    """Constant or broadcast factor: a scale. Two full-size explained factors: uniform split."""
+    shapes = [call.arg(i).shape if isinstance(call.arg(i), torch.Tensor) else None for i in range(2)]
+    full = [call.explained[i] and shapes[i] == call.output.shape for i in range(2)]
+    if call.target.__name__.startswith("div"):
+        full[1] = False
+    if all(full):
+        return [relevance / 2, relevance / 2]
+    receivers = [i for i in range(2) if full[i]] or [i for i in range(2) if call.explained[i]][:1]
+    return [_to_shape(relevance, shapes[i]) if i in receivers else None for i in range(2)]
+
+
+@relevance_rule("aten.embedding.default", needs=())
+def embedding(call, relevance):
+    """Token relevance is read at the embedding output (summed over features); nothing flows further."""
+    return [None] * len(call.args)
+
+
+@relevance_rule(
+    "aten.eq", "aten.ne", "aten.lt", "aten.le", "aten.gt", "aten.ge", "aten.logical_not", "aten.logical_and",
+    "aten.logical_or", "aten.any", "aten.all", "aten.isnan", "aten.isinf", "aten.full_like", "aten.zeros_like",
+    "aten.ones_like", "aten.empty_like", "aten.argmax", "aten.argmin", "aten.sign",
+    needs=(),
+)
+def no_relevance(call, relevance):
+    """Predicates, indices and fills: their values do not carry the input's contribution; relevance stops."""
+    return [None] * len(call.args)

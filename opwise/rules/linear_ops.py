@@ -1,0 +1,101 @@
+"""Op rules for operators linear in their explained input: they apply the composite's `LinearRule`.
+
+Each builds a `LinearOp` (the op with its weight and bias exposed) from the call and hands it to the
+rule chosen for the node (`call.rule`, default `Epsilon()` for weighted ops and `Norm()` otherwise).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from opwise.rules.linear import Epsilon, LinearOp, LinearRule, Norm
+from opwise.rules.registry import relevance_rule
+
+aten = torch.ops.aten
+
+
+def _apply(call, op: LinearOp, relevance: torch.Tensor, default: LinearRule) -> torch.Tensor:
+    rule = call.rule if isinstance(call.rule, LinearRule) else default
+    return rule.relevance(op, call.output if rule.uses_output else None, relevance)
+
+
+def needs_output(rule: object) -> bool:
+    """Whether a linear op under `rule` (None: the default Epsilon/Norm) reads its forward output."""
+    return getattr(rule, "uses_output", True)
+
+
+@relevance_rule("aten.linear.default", needs=("inputs", "linear"))
+def linear(call, relevance):
+    x, weight = call.arg(0), call.arg(1)
+    bias = call.arg(2) if len(call.args) > 2 else None
+
+    def fast_vjp(w, grad):
+        return grad @ w
+
+    op = LinearOp(lambda x, w, b: aten.linear(x, w, b), weight, bias, x, fast_vjp)
+    return [_apply(call, op, relevance, Epsilon()), None, None][: len(call.args)]
+
+
+@relevance_rule("aten.convolution.default", needs=("inputs", "linear"))
+def convolution(call, relevance):
+    x, weight, bias = call.arg(0), call.arg(1), call.arg(2)
+    rest = call.args[3:]
+
+    def forward(x, w, b):
+        return aten.convolution(x, w, b, *rest)
+
+    def fast_vjp(w, grad):
+        stride, padding, dilation, transposed, output_padding, groups = rest
+        return aten.convolution_backward(
+            grad, x, w, None, stride, padding, dilation, transposed, output_padding, groups, [True, False, False]
+        )[0]
+
+    op = LinearOp(forward, weight, bias, x, fast_vjp)
+    return [_apply(call, op, relevance, Epsilon())] + [None] * (len(call.args) - 1)
+
+
+@relevance_rule("aten.addmm.default", needs=("inputs", "linear"))
+def addmm(call, relevance):
+    bias, x, weight = call.arg(0), call.arg(1), call.arg(2)
+    op = LinearOp(lambda x, w, b: x @ w if b is None else torch.addmm(b, x, w), weight, bias, x, lambda w, g: g @ w.T)
+    return [None, _apply(call, op, relevance, Epsilon()), None]
+
+
+@relevance_rule(
+    "aten.batch_norm.default", "aten._native_batch_norm_legit_no_training.default", needs=("inputs", "linear")
+)
+def batch_norm(call, relevance):
+    """Eval-mode batch norm is a per-channel affine map: y = x·scale + shift."""
+    x, weight, bias, mean, var = (call.arg(i) for i in range(5))
+    eps = call.args[7] if call.target == aten.batch_norm.default else call.args[6]
+    scale = torch.rsqrt(var + eps) * (1 if weight is None else weight)
+    shift = (0 if bias is None else bias) - mean * scale
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+
+    def forward(x, s, b):
+        return x * s.view(shape) + (0 if b is None else b.view(shape))
+
+    op = LinearOp(forward, scale, shift, x, lambda s, g: g * s.view(shape))
+    result = [_apply(call, op, relevance, Epsilon())] + [None] * (len(call.args) - 1)
+    return result
+
+
+def _parameterless(call, relevance):
+    """Pooling and reductions: no weights, so only the stabilized z-rule (`Norm`) applies by default."""
+    rest, kwargs = call.args[1:], call.kwargs
+    op = LinearOp(lambda x, w, b: call.target(x, *rest, **kwargs), None, None, call.arg(0))
+    return [_apply(call, op, relevance, Norm())] + [None] * (len(call.args) - 1)
+
+
+relevance_rule(
+    "aten.avg_pool2d.default",
+    "aten.avg_pool1d.default",
+    "aten.adaptive_avg_pool2d.default",
+    "aten._adaptive_avg_pool2d.default",
+    "aten.adaptive_avg_pool1d.default",
+    "aten.mean.dim",
+    "aten.mean.default",
+    "aten.sum.dim_IntList",
+    "aten.sum.default",
+    needs=("inputs", "linear"),
+)(_parameterless)

@@ -1,0 +1,198 @@
+"""End-to-end relevance: conservation, batches, targets, errors, the Promise path, intermediate nodes."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import opwise
+from opwise.attribution import LRP
+from attribution.models import FanOut, TinyBERT, TinyViT, cnn
+
+EXACT = {"composite": "epsilon", "epsilon": 1e-9}
+
+
+def _conserves(explanation, rtol=1e-5):
+    total, output = explanation.conservation.unbind(1)
+    torch.testing.assert_close(total, output, rtol=rtol, atol=1e-6)
+
+
+def _quiet(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return opwise.explain(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "build, shape",
+    [(cnn, (3, 1, 14, 14)), (FanOut, (3, 2, 6, 6)), (TinyViT, (3, 1, 8, 8))],
+    ids=["cnn", "fan-out", "vit"],
+)
+def test_conservation_end_to_end(build, shape):
+    torch.manual_seed(0)
+    model = build().eval()
+    composite = "cp-lrp" if build is TinyViT else "epsilon"
+    explanation = opwise.explain(model, torch.randn(shape), target=1, composite=composite, epsilon=1e-9)
+    assert explanation.relevance.shape == shape
+    _conserves(explanation)
+
+
+@pytest.mark.slow
+def test_attn_lrp_gives_queries_and_keys_relevance_that_cp_lrp_does_not():
+    torch.manual_seed(0)
+    model, x = TinyViT().eval(), torch.randn(2, 1, 8, 8)
+    attention = _quiet(model, x, target=0, composite="attn-lrp")
+    constant = _quiet(model, x, target=0, composite="cp-lrp")
+    assert torch.isfinite(attention.relevance).all()
+    node = next(n.name for n in attention.plan.graph.call_nodes() if attention.plan.graph.info(n).op == "aten._softmax.default")
+    assert attention.node_relevance(node).abs().sum() > 0
+    assert not torch.allclose(attention.relevance, constant.relevance)
+
+
+@pytest.mark.parametrize("norm", ["layer", "rms"])
+def test_token_relevance_for_bert_like(norm):
+    torch.manual_seed(0)
+    ids = torch.randint(0, 20, (2, 6))
+    explanation = opwise.explain(TinyBERT(norm=norm).eval(), ids, target=0, composite="cp-lrp", epsilon=1e-9)
+    assert explanation.relevance.shape == (2, 6)
+    _conserves(explanation)
+
+
+class MinusConstant(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("center", torch.full((5,), 0.7))
+        self.linear = nn.Linear(5, 2, bias=False)
+
+    def forward(self, x):
+        return self.linear(torch.relu(x - self.center) * 3.0)
+
+
+class ManualRMS(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.linspace(0.5, 2.0, 6))
+        self.linear = nn.Linear(6, 2, bias=False)
+
+    def forward(self, x):
+        return self.linear(x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.scale)
+
+
+@pytest.mark.parametrize("model, shape", [(MinusConstant(), (4, 5)), (ManualRMS(), (4, 6))], ids=["x-c", "rms"])
+def test_constants_take_no_relevance(model, shape):
+    torch.manual_seed(1)
+    _conserves(opwise.explain(model, torch.randn(shape) + 1.0, target=0, **EXACT))
+
+
+def test_eval_mode_batch_norm_alone():
+    torch.manual_seed(0)
+    norm = nn.BatchNorm2d(2)
+    norm.running_var.copy_(torch.tensor([0.5, 2.0]))
+    norm.weight.data.copy_(torch.tensor([1.5, -0.5]))
+    model = nn.Sequential(norm, nn.Conv2d(2, 3, 3, bias=False), nn.Flatten(), nn.Linear(12, 2, bias=False)).eval()
+    _conserves(opwise.explain(model, torch.randn(3, 2, 4, 4), target=1, **EXACT))
+
+
+def test_batch_equals_per_sample_with_own_targets():
+    torch.manual_seed(0)
+    model = TinyViT().eval()
+    x = torch.randn(8, 1, 8, 8)
+    targets = [0, 1, 2, 3, 3, 2, 1, 0]
+    batch = _quiet(model, x, target=targets, composite="attn-lrp").relevance
+    for i in range(8):
+        single = _quiet(model, x[i : i + 1], target=targets[i], composite="attn-lrp").relevance
+        torch.testing.assert_close(batch[i : i + 1], single, rtol=1e-4, atol=1e-6)
+
+
+def test_checkpoints_equal_keep_all():
+    torch.manual_seed(0)
+    model, x = FanOut().eval(), torch.randn(2, 2, 6, 6)
+    every = opwise.explain(model, x, composite="epsilon-plus-flat")
+    few = opwise.explain(model, x, composite="epsilon-plus-flat", keep="checkpoints")
+    assert few.plan.store.recomputations > 0
+    assert len(few.plan.store.kept) < len(every.plan.store.kept)
+    torch.testing.assert_close(few.relevance, every.relevance)
+    budget = opwise.explain(model, x, composite="epsilon-plus-flat", keep=1)
+    torch.testing.assert_close(budget.relevance, every.relevance)
+
+
+def test_node_relevance_is_the_relevance_reaching_that_node():
+    torch.manual_seed(0)
+    model = cnn().eval()
+    explanation = opwise.explain(model, torch.randn(2, 1, 14, 14), target=2, **EXACT)
+    last = [n.name for n in explanation.plan.graph.call_nodes()][-2]
+    at_node = explanation.node_relevance(last)
+    torch.testing.assert_close(at_node.sum(1), explanation.explained_output, rtol=1e-5, atol=1e-7)
+    with pytest.raises(opwise.InputError, match="no node named"):
+        explanation.node_relevance("nope")
+
+
+def test_callable_target_and_default_target():
+    torch.manual_seed(0)
+    model, x = cnn().eval(), torch.randn(2, 1, 14, 14)
+    default = opwise.explain(model, x, **EXACT)
+    assert default.target.tolist() == model(x).argmax(1).tolist()
+    picked = opwise.explain(model, x, target=lambda out: out[:, 3], **EXACT)
+    torch.testing.assert_close(picked.relevance, opwise.explain(model, x, target=3, **EXACT).relevance)
+
+
+def test_explains_a_graph_too():
+    torch.manual_seed(0)
+    model, x = cnn().eval(), torch.randn(2, 1, 14, 14)
+    graph = opwise.trace(model, x)
+    torch.testing.assert_close(opwise.explain(graph, x, target=1).relevance, opwise.explain(model, x, target=1).relevance)
+    with pytest.raises(opwise.InputError, match="traced for"):
+        opwise.explain(graph, torch.randn(1, 1, 14, 14))
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m, x: opwise.explain(m, x, target=9), "out of range"),
+        (lambda m, x: opwise.explain(m, x, target=[0, 1, 2]), "out of range"),
+        (lambda m, x: opwise.explain(m, x * float("nan")), "NaN"),
+        (lambda m, x: opwise.explain(m, x, composite="nope"), "unknown composite"),
+        (lambda m, x: opwise.explain(m, x, keep="some"), "keep must be"),
+    ],
+    ids=["target", "targets", "nan", "composite", "keep"],
+)
+def test_bad_input_is_an_input_error(call, message):
+    with pytest.raises(opwise.InputError, match=message):
+        call(cnn().eval(), torch.randn(2, 1, 14, 14))
+
+
+def test_missing_rule_names_node_and_operator():
+    class Odd(nn.Module):
+        def forward(self, x):
+            return torch.cumsum(x, 1)
+
+    with pytest.raises(opwise.UnsupportedOperation, match=r"cumsum.*relevance_rule"):
+        opwise.explain(Odd(), torch.randn(2, 3))
+
+
+def test_warns_when_relevance_vanishes():
+    model = nn.Sequential(nn.Linear(3, 2, bias=True))
+    nn.init.zeros_(model[0].weight)
+    nn.init.ones_(model[0].bias)
+    with pytest.warns(UserWarning, match="vanished"):
+        opwise.explain(model, torch.randn(2, 3), target=0, composite="epsilon")
+
+
+def test_captum_shaped_lrp():
+    torch.manual_seed(0)
+    model, x = cnn().eval(), torch.randn(2, 1, 14, 14)
+    attribution = LRP(model, composite="epsilon").attribute(x, target=1)
+    torch.testing.assert_close(attribution, opwise.explain(model, x, target=1, composite="epsilon").relevance)
+
+
+def test_graph_and_plan_are_built_once_per_input_shape():
+    torch.manual_seed(0)
+    model = cnn().eval()
+    first = opwise.explain(model, torch.randn(2, 1, 14, 14), **EXACT)
+    again = opwise.explain(model, torch.randn(2, 1, 14, 14), **EXACT)
+    other = opwise.explain(model, torch.randn(3, 1, 14, 14), **EXACT)
+    assert first.plan is again.plan and other.plan is not first.plan
+    assert not first.plan.store.values  # activations are released after each pass

@@ -1,0 +1,39 @@
+"""The memory policy and promise resolution: what is kept, and recomputation from checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import opwise
+from opwise.attribution.promise import ActivationStore, memory_policy
+from attribution.models import FanOut
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return opwise.trace(FanOut().eval(), torch.randn(2, 2, 6, 6))
+
+
+def test_keep_all_keeps_what_is_needed_in_one_segment(graph):
+    needed = {n.name for n in graph.call_nodes()}
+    kept, segments = memory_policy(graph, "all", needed)
+    assert kept == needed and len(segments) == 1
+
+
+def test_checkpoints_recompute_every_value_exactly(graph):
+    operations = [n for n in graph.call_nodes() if graph.depends_on_input(n)]
+    kept, segments = memory_policy(graph, "checkpoints", {n.name for n in operations})
+    assert len(segments) > 1 and len(kept & {n.name for n in operations}) < len(operations)
+    x = torch.randn(2, 2, 6, 6)
+    values = {graph.input_nodes[0].name: x}
+    for node in graph.call_nodes():
+        args = torch.fx.node.map_arg(node.args, lambda n: values.get(n.name, graph.constant(n) if n.op == "get_attr" else None))
+        values[node.name] = node.target(*args, **node.kwargs)
+    store = ActivationStore(graph, kept, segments)
+    for name in kept:
+        if name in values:
+            store.put(name, values[name])
+    for node in reversed(operations):
+        torch.testing.assert_close(store.promise(node.name).resolve(), values[node.name])
+    assert 0 < store.recomputations <= len(segments)  # resolved backwards: each segment recomputed once

@@ -1,0 +1,44 @@
+"""Composites choose rules by module name, module type, first layer and operator."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import opwise
+from opwise.rules import Composite, Epsilon, Flat, Gamma, ZPlus, first_layers, get_composite
+
+
+def _model():
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3), nn.Flatten(), nn.Linear(8, 3)).eval()
+
+
+def _by_module(graph, chosen):
+    return {graph.info(n).module_path: chosen[n.name] for n in graph.call_nodes() if n.name in chosen}
+
+
+def test_epsilon_plus_flat_assignment():
+    model = _model()
+    graph = opwise.trace(model, torch.randn(1, 1, 6, 6))
+    chosen = _by_module(graph, get_composite("epsilon-plus-flat").assign(graph, model))
+    assert isinstance(chosen["0"], Flat) and isinstance(chosen["2"], ZPlus) and isinstance(chosen["4"], Epsilon)
+    assert len(first_layers(graph)) == 1
+
+
+def test_user_composite_by_type_name_and_operator():
+    model = _model()
+    graph = opwise.trace(model, torch.randn(1, 1, 6, 6))
+    composite = Composite(
+        by_operator={"aten.convolution": Gamma(0.5)},
+        by_module_type={nn.Linear: Epsilon(epsilon=0.1)},
+        by_module_name={"0": ZPlus()},
+    )
+    chosen = _by_module(graph, composite.assign(graph, model))
+    assert isinstance(chosen["0"], ZPlus) and chosen["2"].gamma == 0.5 and chosen["4"].epsilon == 0.1
+    assert opwise.explain(model, torch.randn(2, 1, 6, 6), composite=composite).relevance.shape == (2, 1, 6, 6)
+
+
+def test_unknown_composite():
+    with pytest.raises(opwise.InputError, match="epsilon-plus-flat"):
+        get_composite("zennit")

@@ -1,0 +1,58 @@
+"""Sums split proportionally over explained terms, products, identity and routing rules."""
+
+from __future__ import annotations
+
+import torch
+
+from opwise.rules import ROUTING, rule_for
+from opwise.rules.elementwise import add, identity, multiply
+from rules.calls import Call
+
+aten = torch.ops.aten
+
+
+def test_sum_of_explained_terms_splits_in_proportion():
+    a, b = torch.tensor([[1.0, 3.0]]), torch.tensor([[3.0, -1.0]])
+    relevance = torch.tensor([[4.0, 2.0]])
+    ra, rb = add(Call(aten.add.Tensor, [a, b]), relevance)
+    torch.testing.assert_close(ra, torch.tensor([[1.0, 3.0]]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rb, torch.tensor([[3.0, -1.0]]), rtol=1e-5, atol=1e-5)
+
+
+def test_subtraction_and_broadcast_conserve():
+    torch.manual_seed(0)
+    a, b = torch.rand(2, 3, 4) + 2, torch.rand(2, 1, 4)  # sums away from zero: ε does not matter
+    relevance = torch.randn(2, 3, 4)
+    ra, rb = add(Call(aten.sub.Tensor, [a, b]), relevance)
+    assert rb.shape == b.shape
+    torch.testing.assert_close(ra.sum() + rb.sum(), relevance.sum(), rtol=1e-4, atol=1e-4)
+
+
+def test_constant_term_takes_no_relevance():
+    x, constant = torch.randn(2, 3), torch.randn(3)
+    relevance = torch.randn(2, 3)
+    rx, rc = add(Call(aten.sub.Tensor, [x, constant], [True, False]), relevance)
+    assert rc is None
+    torch.testing.assert_close(rx, relevance)
+
+
+def test_products():
+    a, b = torch.randn(2, 3), torch.randn(2, 3)
+    relevance = torch.randn(2, 3)
+    ra, rb = multiply(Call(aten.mul.Tensor, [a, b]), relevance)
+    torch.testing.assert_close(ra, relevance / 2)
+    torch.testing.assert_close(rb, relevance / 2)
+    scale = torch.randn(2, 1)
+    rx, rs = multiply(Call(aten.mul.Tensor, [a, scale]), relevance)
+    assert rs is None
+    torch.testing.assert_close(rx, relevance)
+    rx, rc = multiply(Call(aten.div.Tensor, [a, b], [True, False]), relevance)
+    assert rc is None
+    torch.testing.assert_close(rx, relevance)
+
+
+def test_identity_and_routing():
+    relevance = torch.randn(2, 3)
+    assert identity(Call(aten.gelu.default, [torch.randn(2, 3)]), relevance)[0] is relevance
+    for key in ("aten.view.default", "aten.permute.default", "aten.cat.default", "aten.max_pool2d.default", "getitem"):
+        assert rule_for(key) == ROUTING
