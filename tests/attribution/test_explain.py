@@ -10,7 +10,7 @@ from torch import nn
 
 import opwise
 from opwise.attribution import LRP
-from attribution.models import FanOut, TinyBERT, TinyViT, cnn
+from tests.attribution.models import FanOut, TinyBERT, TinyViT, cnn
 
 EXACT = {"composite": "epsilon", "epsilon": 1e-9}
 

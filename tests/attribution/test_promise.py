@@ -7,7 +7,7 @@ import torch
 
 import opwise
 from opwise.attribution.promise import ActivationStore, memory_policy
-from attribution.models import FanOut
+from tests.attribution.models import FanOut
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import opwise
-from attribution.zennit_setup import import_zennit
-from attribution.models import Sum, randomize_batch_norm, resnet_like, vgg_like
+from tests.attribution.zennit_setup import import_zennit
+from tests.attribution.models import Sum, randomize_batch_norm, resnet_like, vgg_like
 
 
 def _zennit_relevance(model, x, target, composite_name):

@@ -6,7 +6,7 @@ import torch
 
 from opwise.rules import ROUTING, rule_for
 from opwise.rules.elementwise import add, identity, multiply
-from rules.calls import Call
+from tests.rules.calls import Call
 
 aten = torch.ops.aten
 

@@ -7,7 +7,7 @@ import torch
 
 from opwise.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
 from opwise.rules.linear_ops import convolution, linear
-from rules.calls import Call
+from tests.rules.calls import Call
 
 aten = torch.ops.aten
 

@@ -8,7 +8,7 @@ import torch
 from opwise.rules import Epsilon
 from opwise.rules.elementwise import identity
 from opwise.rules.transformer import bmm, layer_norm, softmax
-from rules.calls import Call
+from tests.rules.calls import Call
 
 lxt = pytest.importorskip("lxt.explicit.functional")
 aten = torch.ops.aten

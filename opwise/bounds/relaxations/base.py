@@ -51,6 +51,9 @@ class Relaxation(Protocol):
     def relax(self, lower: torch.Tensor, upper: torch.Tensor, alpha: "AlphaPair | None" = None) -> LinearRelaxation:
         ...
 
+    # Optional: `monotone = True` (interval propagation takes f(l), f(u)), or
+    # `image(lower, upper) -> (low, high)`: the exact range of a non-monotone function on [l, u].
+
     def init_alpha(self, lower: torch.Tensor, upper: torch.Tensor) -> "AlphaPair | None":
         """α for the lower and the upper line, starting at the CROWN choice; None if not optimisable."""
         ...

@@ -81,6 +81,16 @@ class PowerRelaxation(CurvatureRelaxation):
             return (x >= 0) == (curvature >= 0)
         return torch.full_like(x, curvature >= 0, dtype=torch.bool)
 
+    def image(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The exact range on [lower, upper]: x ** p is monotone on each side of 0, and an even positive power
+        reaches 0 inside an interval that straddles 0 (so a sum of squares is never bounded below 0)."""
+        self.check_domain(lower, upper)
+        at_lower, at_upper = self.function(lower), self.function(upper)
+        low, high = torch.minimum(at_lower, at_upper), torch.maximum(at_lower, at_upper)
+        if self.integer and self.exponent > 0 and int(self.exponent) % 2 == 0:
+            low = torch.where((lower < 0) & (upper > 0), torch.zeros_like(low), low)
+        return low, high
+
     def check_domain(self, lower: torch.Tensor, upper: torch.Tensor) -> None:
         if self.integer and self.exponent < 0:
             across = (lower <= 0) & (upper >= 0)

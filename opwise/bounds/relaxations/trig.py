@@ -35,6 +35,10 @@ class SineRelaxation(CurvatureRelaxation):
     def convex_at(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sin(x + self.phase) <= 0
 
+    def image(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The exact range of the function on [lower, upper] (what interval propagation uses)."""
+        return sine_extremes(lower + self.phase, upper + self.phase)
+
     def inflections(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inflections are the zeros kπ of sin(x + phase)."""
         first_index = torch.floor((lower + self.phase) / math.pi) + 1

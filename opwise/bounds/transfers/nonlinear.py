@@ -44,6 +44,8 @@ class Elementwise:
         relaxation = step.relaxation
         if getattr(relaxation, "monotone", False):
             return Interval(relaxation.function(x.lower), relaxation.function(x.upper))
+        if hasattr(relaxation, "image"):
+            return Interval(*relaxation.image(x.lower, x.upper))
         lines = relaxation.relax(x.lower, x.upper)
         # the lines bound f on [l, u]; a line's extremes on an interval are at its ends
         low = torch.minimum(lines.lower_slope * x.lower, lines.lower_slope * x.upper) + lines.lower_intercept

@@ -87,3 +87,35 @@ def test_sqrt_at_zero_stays_finite():
     for part in (lines.lower_slope, lines.lower_intercept, lines.upper_slope, lines.upper_intercept):
         assert torch.isfinite(part).all()
     assert lines.lower_slope[1].item() == pytest.approx(0.5)
+
+
+def test_power_image_is_the_exact_range_and_never_below_zero_for_squares():
+    from opwise.bounds.relaxations.registry import relaxation_for
+
+    torch.manual_seed(0)
+    lower = torch.randn(500) * 3
+    upper = lower + torch.rand(500) * 4
+    for exponent in (2, 3, 4, -2):
+        relaxation = relaxation_for("aten.pow.Tensor_Scalar", (exponent,))
+        keep = ~((lower <= 0) & (upper >= 0)) if exponent < 0 else torch.ones_like(lower, dtype=torch.bool)
+        low, high = relaxation.image(lower[keep], upper[keep])
+        grid = lower[keep, None] + (upper - lower)[keep, None] * torch.linspace(0, 1, 2001)
+        values = grid**exponent
+        assert torch.allclose(low, values.min(1).values, rtol=1e-3, atol=1e-3)
+        assert torch.allclose(high, values.max(1).values, rtol=1e-4, atol=1e-4)
+        if exponent % 2 == 0 and exponent > 0:
+            assert (low >= 0).all()
+
+
+def test_sine_image_is_the_exact_range():
+    from opwise.bounds.relaxations.registry import relaxation_for
+
+    lower = torch.linspace(-7, 7, 300)
+    upper = lower + torch.linspace(0.01, 8, 300)
+    for op in ("aten.sin.default", "aten.cos.default"):
+        relaxation = relaxation_for(op)
+        low, high = relaxation.image(lower, upper)
+        grid = lower[:, None] + (upper - lower)[:, None] * torch.linspace(0, 1, 4001)
+        values = relaxation.function(grid)
+        assert torch.allclose(low, values.min(1).values, atol=1e-4)
+        assert torch.allclose(high, values.max(1).values, atol=1e-4)
