@@ -67,7 +67,7 @@ def optimize_alpha(engine: BoundPropagation, target: fx.Node, A: torch.Tensor, o
     optimizer = torch.optim.Adam(parameters, lr=options.learning_rate)
     reference, stale = float(best.sum()), 0
     for _ in range(options.iterations):
-        lower = engine.backward(target, A, alphas)
+        lower = engine.backward(target, A, alphas=alphas)
         best = torch.maximum(best, lower.detach())
         total = float(best.sum())
         if total - reference > options.tolerance * max(abs(reference), 1.0):

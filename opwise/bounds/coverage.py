@@ -35,10 +35,14 @@ def _bilinear_available() -> bool:
     return importlib.util.find_spec("opwise.bounds.relaxations.bilinear") is not None
 
 
-def _supported(graph: Graph, node: fx.Node) -> bool:
-    op = graph.info(node).op
+def _operator(graph: Graph, node: fx.Node) -> str:
+    """The node's operator; for getitem of a multi-output operator, that operator (bounded together)."""
     if node.target is operator.getitem and graph.info(node.args[0]).shape is None:
-        op = graph.info(node.args[0]).op
+        return graph.info(node.args[0]).op
+    return graph.info(node).op
+
+
+def _supported(op: str) -> bool:
     if op in EXPANDED:
         return all(has_relaxation(piece) for piece in EXPANDED[op]) and _bilinear_available()
     return transfer_for(op) is not None or has_relaxation(op)
@@ -57,8 +61,8 @@ def coverage(graph: Graph) -> Coverage:
         info = graph.info(node)
         if not info.depends_on_input or info.shape is None:
             continue
-        ok = _supported(graph, node)
-        supported[node.name] = ok
-        if not ok:
-            missing.append((node.name, info.op))
+        op = _operator(graph, node)
+        supported[node.name] = _supported(op)
+        if not supported[node.name]:
+            missing.append((node.name, op))
     return Coverage(supported, missing)

@@ -49,6 +49,7 @@ class BoundPropagation:
             raise InputError(f"bounds need a graph with exactly one (bounded) input, this one has {len(graph.input_nodes)}")
         self.graph, self.input_set, self.intermediate = graph, input_set, intermediate
         self.input_node = explained[0]
+        self.batch = input_set.lower.shape[0]
         self.order = {node: index for index, node in enumerate(graph.nodes)}
         self.values: dict[fx.Node, object] = {}
         self.steps: dict[fx.Node, Step] = {}
@@ -159,27 +160,28 @@ class BoundPropagation:
         if self.intermediate == "ibp":
             self.tight[node] = ibp
             return ibp
-        selected = self._neurons_to_refine(node, ibp)
+        # per sample when the node keeps the batch first, else (batch folded by a reshape) over the whole node
+        groups = self.batch if ibp.lower.shape[:1] == (self.batch,) else 1
         lower, upper = ibp.lower.clone(), ibp.upper.clone()
+        flat_lower, flat_upper = lower.view(groups, -1), upper.view(groups, -1)
+        selected = self._neurons_to_refine(node, ibp, groups)
         if selected.numel():
             self.prepare(node)
-            batch = lower.shape[0]
             for chunk in selected.split(SPEC_CHUNK // 2):
                 count = chunk.numel()
-                A = torch.zeros(2 * count, batch, lower[0].numel(), dtype=lower.dtype, device=lower.device)
+                A = torch.zeros(2 * count, groups, flat_lower.shape[1], dtype=lower.dtype, device=lower.device)
                 rows = torch.arange(count, device=lower.device)
                 A[rows, :, chunk] = 1.0
                 A[rows + count, :, chunk] = -1.0
-                bound = self.backward(node, A.reshape(2 * count, *lower.shape))
-                flat_lower, flat_upper = lower.view(batch, -1), upper.view(batch, -1)
+                bound = self.backward(node, A.reshape(2 * count, *lower.shape), groups)
                 flat_lower[:, chunk] = torch.maximum(flat_lower[:, chunk], bound[:count].T)
                 flat_upper[:, chunk] = torch.minimum(flat_upper[:, chunk], -bound[count:].T)
         self.tight[node] = self._narrow(node, Interval(lower.detach(), upper.detach()))
         return self.tight[node]
 
-    def _neurons_to_refine(self, node: fx.Node, ibp: Interval) -> torch.Tensor:
-        """Flat positions (union over the batch) whose interval some consumer's relaxation depends on."""
-        needed = torch.zeros_like(ibp.lower[0], dtype=torch.bool).reshape(-1)
+    def _neurons_to_refine(self, node: fx.Node, ibp: Interval, groups: int) -> torch.Tensor:
+        """Flat positions (union over the groups) whose interval some consumer's relaxation depends on."""
+        needed = torch.zeros(ibp.lower.numel() // groups, dtype=torch.bool, device=ibp.lower.device)
         for user in node.users:
             if not self.bounded(user) or user.op != "call_function":
                 continue
@@ -187,7 +189,7 @@ class BoundPropagation:
             refine = getattr(step.relaxation, "needs_refinement", None)
             if refine is None:
                 return torch.arange(needed.numel(), device=needed.device)
-            needed |= refine(ibp.lower, ibp.upper).reshape(ibp.lower.shape[0], -1).any(0)
+            needed |= refine(ibp.lower, ibp.upper).reshape(groups, -1).any(0)
         return needed.nonzero().flatten()
 
     def prepare(self, target: fx.Node) -> None:
@@ -200,11 +202,16 @@ class BoundPropagation:
                 self.interval(needed)
 
     # ------------------------------------------------------------------ CROWN
-    def backward(self, target: fx.Node, A: torch.Tensor, alphas: dict | None = None) -> torch.Tensor:
-        """Lower bound of `A · target` over the input set, [specs, batch]; A is [specs, *target shape]."""
+    def backward(self, target: fx.Node, A: torch.Tensor, groups: int | None = None, alphas: dict | None = None) -> torch.Tensor:
+        """Lower bound of `A · target` over the input set, [specs, groups]; A is [specs, *target shape].
+
+        A group is one sample (`groups` = batch, the default) or the whole batch at once (`groups` = 1,
+        for nodes whose batch dimension a reshape folded away; specs then name single neurons).
+        """
+        groups = self.batch if groups is None else groups
         self.prepare(target)
         coefficients = {target: A}
-        bias = torch.zeros(A.shape[0], A.shape[1], dtype=A.dtype, device=A.device)
+        bias = torch.zeros(A.shape[0], groups, dtype=A.dtype, device=A.device)
         input_coefficient = None
         for node in reversed(self.ancestors(target)):
             coefficient = coefficients.pop(node, None)
@@ -217,10 +224,11 @@ class BoundPropagation:
                 self.coefficients_at[node] = coefficient.detach()
             step = self.step(node)
             step.alpha = None if alphas is None else alphas.get(node)
-            parts, constant = self.transfers[node].backward(step, coefficient)
-            bias = bias + constant
+            parts, terms = self.transfers[node].backward(step, coefficient)
+            if terms is not None:
+                bias = bias + terms.reshape(terms.shape[0], groups, -1).sum(-1)
             for parent, part in zip(step.inputs, parts):
                 if part is not None:
                     coefficients[parent] = coefficients[parent] + part if parent in coefficients else part
         self.last_linear = (input_coefficient, bias)
-        return self.input_set.minimum(input_coefficient) + bias
+        return self.input_set.minimum(input_coefficient, groups) + bias

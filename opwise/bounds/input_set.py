@@ -42,19 +42,23 @@ class InputSet:
     def interval(self) -> Interval:
         return Interval(self.lower, self.upper)
 
-    def minimum(self, A: torch.Tensor) -> torch.Tensor:
-        """min over the set of A·x per spec and sample; A is [specs, batch, *input shape] -> [specs, batch].
+    def minimum(self, A: torch.Tensor, groups: int | None = None) -> torch.Tensor:
+        """min over the set of A·x per spec and group; A is [specs, batch, *input shape] -> [specs, groups].
+
+        A group is a sample (groups = batch, the default) or the whole batch (groups = 1).
 
         >>> box = InputSet(torch.zeros(1, 2), torch.ones(1, 2))
         >>> box.minimum(torch.tensor([[[1.0, -2.0]]])).tolist()
         [[-2.0]]
         """
-        flat = A.reshape(A.shape[0], A.shape[1], -1)
-        lower, upper = self.lower.reshape(1, A.shape[1], -1), self.upper.reshape(1, A.shape[1], -1)
-        box = (flat.clamp(min=0) * lower + flat.clamp(max=0) * upper).sum(-1)
-        if self.center is None or math.isinf(self.norm):
-            return box
-        dual = 1.0 if math.isinf(self.norm) else (math.inf if self.norm == 1 else self.norm / (self.norm - 1))
-        center = self.center.reshape(1, A.shape[1], -1)
-        ball = (flat * center).sum(-1) - self.eps * torch.linalg.vector_norm(flat, ord=dual, dim=-1)
-        return torch.maximum(box, ball)
+        batch = self.lower.shape[0]
+        flat = A.reshape(A.shape[0], batch, -1)
+        lower, upper = self.lower.reshape(1, batch, -1), self.upper.reshape(1, batch, -1)
+        bound = (flat.clamp(min=0) * lower + flat.clamp(max=0) * upper).sum(-1)
+        if self.center is not None and not math.isinf(self.norm):
+            dual = math.inf if self.norm == 1 else self.norm / (self.norm - 1)
+            center = self.center.reshape(1, batch, -1)
+            ball = (flat * center).sum(-1) - self.eps * torch.linalg.vector_norm(flat, ord=dual, dim=-1)
+            bound = torch.maximum(bound, ball)
+        # samples are independent, so a spec spanning the whole batch is bounded by the sum over samples
+        return bound if groups in (None, batch) else bound.sum(-1, keepdim=True)

@@ -17,7 +17,7 @@ from torch import fx
 
 from opwise.bounds.alpha import AlphaOptions, _initial_alphas
 from opwise.bounds.engine import BoundPropagation
-from opwise.bounds.transfers.registry import Interval, Step, flat_sum
+from opwise.bounds.transfers.registry import Interval, Step
 
 
 class SplitConstraint:
@@ -39,8 +39,9 @@ class SplitConstraint:
         beta_upper = torch.where(finite_upper, self.beta_upper, 0.0)
         lower = torch.where(finite_lower, self.interval.lower, 0.0)
         upper = torch.where(finite_upper, self.interval.upper, 0.0)
-        parts, bias = self.transfer.backward(step, A + beta_upper - beta_lower)
-        return parts, bias + flat_sum(beta_lower * lower - beta_upper * upper)
+        parts, terms = self.transfer.backward(step, A + beta_upper - beta_lower)
+        own = beta_lower * lower - beta_upper * upper
+        return parts, own if terms is None else terms + own
 
 
 def optimize_alpha_beta(engine: BoundPropagation, target: fx.Node, A: torch.Tensor,
@@ -78,7 +79,7 @@ def optimize_alpha_beta(engine: BoundPropagation, target: fx.Node, A: torch.Tens
     optimizer = torch.optim.Adam(parameters, lr=options.learning_rate)
     reference, stale = float(best.sum()), 0
     for _ in range(options.iterations):
-        lower = engine.backward(target, A, alphas)
+        lower = engine.backward(target, A, alphas=alphas)
         best = torch.maximum(best, lower.detach())
         total = float(best.sum())
         if total - reference > options.tolerance * max(abs(reference), 1.0):

@@ -15,7 +15,7 @@ from torch import fx
 
 import opwise.bounds.relaxations as relaxations_package
 from opwise.bounds.relaxations.registry import RELAXATIONS, relaxation_for
-from opwise.bounds.transfers.registry import Interval, Step, flat_sum
+from opwise.bounds.transfers.registry import Interval, Step
 
 
 def load_relaxation_families() -> None:
@@ -55,7 +55,7 @@ class Elementwise:
         lines = step.relaxation.relax(x.lower, x.upper, step.alpha)
         positive, negative = A.clamp(min=0), A.clamp(max=0)
         coefficient = positive * lines.lower_slope + negative * lines.upper_slope
-        bias = flat_sum(positive * lines.lower_intercept + negative * lines.upper_intercept)
+        bias = positive * lines.lower_intercept + negative * lines.upper_intercept
         return [coefficient], bias
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from opwise.bounds.transfers.registry import Interval, Step, bound_transfer, flat_sum
+from opwise.bounds.transfers.registry import Interval, Step, bound_transfer
 
 
 def _pool_arguments(step: Step) -> dict:
@@ -45,5 +45,5 @@ class MaxPool:
         weights = positive + negative * exact
         _, vjp = torch.func.vjp(select, torch.zeros_like(x.lower))
         (coefficient,) = torch.func.vmap(vjp)(weights)
-        bias = flat_sum(negative * upper_max * ~exact)
+        bias = negative * upper_max * ~exact
         return [coefficient], bias

@@ -13,7 +13,7 @@ import torch
 from torch import fx
 
 from opwise.bounds.transfers.affine import WeightedAffine
-from opwise.bounds.transfers.registry import Interval, Step, bound_transfer, flat_sum, sum_to
+from opwise.bounds.transfers.registry import Interval, Step, bound_transfer, sum_to
 from opwise.errors import UnsupportedOperation
 
 
@@ -62,7 +62,7 @@ class Multiply(WeightedAffine):
         positive, negative = A.clamp(min=0), A.clamp(max=0)
         coefficient_x = positive * planes.lower_x + negative * planes.upper_x
         coefficient_y = positive * planes.lower_y + negative * planes.upper_y
-        bias = flat_sum(positive * planes.lower_intercept + negative * planes.upper_intercept)
+        bias = positive * planes.lower_intercept + negative * planes.upper_intercept
         coefficients: list[torch.Tensor | None] = [None] * len(step.inputs)
         for node, coefficient in ((x_node, coefficient_x), (y_node, coefficient_y)):
             index = step.inputs.index(node)

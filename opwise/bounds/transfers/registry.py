@@ -62,8 +62,10 @@ class BoundTransfer(Protocol):
         """Interval of the node's value from intervals of its bounded inputs."""
         ...
 
-    def backward(self, step: Step, A: torch.Tensor) -> tuple[list[torch.Tensor | None], torch.Tensor]:
-        """For `A · node >= (A_i · input_i summed) + bias`, the `A_i` per bounded input and the bias [specs, batch]."""
+    def backward(self, step: Step, A: torch.Tensor) -> tuple[list[torch.Tensor | None], torch.Tensor | None]:
+        """For `A · node >= Σ_i A_i · input_i + Σ bias terms`: the `A_i` per bounded input, and the bias terms
+        elementwise ([specs, ...] in the node's memory order, batch outermost; the engine sums them per
+        sample, which also works where a reshape folded the batch into another dimension)."""
         ...
 
     def needs_bounds(self, step: Step) -> list[fx.Node]:
@@ -103,7 +105,3 @@ def sum_to(tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """Sum a [specs, *broadcast shape] coefficient back to [specs, *shape] (undoing broadcasting)."""
     return tensor.sum_to_size((tensor.shape[0], *shape))
 
-
-def flat_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """[specs, batch, ...] -> [specs, batch]: the dot product part of a bias term."""
-    return tensor.reshape(tensor.shape[0], tensor.shape[1], -1).sum(-1)

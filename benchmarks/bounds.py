@@ -1,0 +1,100 @@
+"""Bound propagation benchmark: per model and method, seconds per call and mean bound width.
+
+    PYTHONPATH=. python benchmarks/bounds.py [--eps 0.01] [--repeat 3] [--onnx]
+
+Models: seeded random ReLU MLP and CNN (always), the built-in demo models when opwise.load_model is
+available, and ACAS Xu networks from ../shared/benchmarks with --onnx (needs the ONNX importer). Widths
+are of the margins y_target − y_j (specs = classes − 1); lower is tighter. Comparison with auto_LiRPA
+is done by hand from a locally built source snapshot (never a dependency); see the issue's closing note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+import opwise
+from opwise.bounds import METHODS, BoundedModel
+from opwise.errors import OpwiseError
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
+
+
+def random_models() -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 100), torch.nn.ReLU(), torch.nn.Linear(100, 100),
+                              torch.nn.ReLU(), torch.nn.Linear(100, 10))
+    cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, stride=2, padding=1),
+                              torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 8, 50), torch.nn.ReLU(),
+                              torch.nn.Linear(50, 10))
+    return {"relu_mlp_64-100-100-10": (mlp, torch.rand(1, 1, 8, 8)), "relu_cnn_16x16": (cnn, torch.rand(1, 1, 16, 16))}
+
+
+def builtin_models() -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
+    load = getattr(opwise, "load_model", None)
+    if load is None:
+        return {}
+    models = {}
+    for name in ("mlp", "cnn"):
+        try:
+            model, inputs = load(f"builtin:{name}")
+        except OpwiseError as error:
+            print(f"skipping builtin:{name}: {error}")
+            continue
+        models[f"builtin:{name}"] = (model, inputs[0] if isinstance(inputs, (tuple, list)) else inputs)
+    return models
+
+
+def onnx_models() -> dict[str, tuple[object, torch.Tensor]]:
+    load = getattr(opwise, "load_model", None)
+    folder = SHARED / "acasxu" / "onnx"
+    if load is None or not folder.is_dir():
+        print("skipping ONNX networks (no opwise.load_model or no ../shared/benchmarks)")
+        return {}
+    models = {}
+    for path in sorted(folder.glob("*.onnx"))[:3]:
+        model, inputs = load(str(path))
+        models[path.stem] = (model, inputs[0] if isinstance(inputs, (tuple, list)) else inputs)
+    return models
+
+
+def measure(model, x: torch.Tensor, eps: float, repeat: int) -> list[tuple[str, float, float]]:
+    bounded = BoundedModel(model, x)
+    with torch.no_grad():
+        target = int(bounded(x).reshape(1, -1).argmax())
+    rows = []
+    for method in METHODS:
+        try:
+            bounded.compute_bounds(x, eps=eps, method=method, target=target)  # warm-up (linearization caches, lazy imports)
+            start = time.perf_counter()
+            for _ in range(repeat):
+                bounds = bounded.compute_bounds(x, eps=eps, method=method, target=target)
+            seconds = (time.perf_counter() - start) / repeat
+        except OpwiseError as error:
+            print(f"  {method}: {error}")
+            continue
+        rows.append((method, seconds, float(bounds.width.mean())))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--eps", type=float, default=0.01)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--onnx", action="store_true", help="also the ACAS Xu networks from ../shared/benchmarks")
+    args = parser.parse_args()
+    models = {**random_models(), **builtin_models(), **(onnx_models() if args.onnx else {})}
+    print(f"{'model':28s} {'method':12s} {'seconds':>9s} {'mean width':>11s} {'width/ibp':>9s}")
+    for name, (model, x) in models.items():
+        rows = measure(model, x, args.eps, args.repeat)
+        ibp = next((width for method, _, width in rows if method == "ibp"), None)
+        for method, seconds, width in rows:
+            ratio = f"{width / ibp:9.3f}" if ibp else "        -"
+            print(f"{name:28s} {method:12s} {seconds:9.4f} {width:11.4f} {ratio}")
+
+
+if __name__ == "__main__":
+    main()

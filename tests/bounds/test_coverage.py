@@ -1,0 +1,27 @@
+"""coverage(graph): which input-dependent operations have bound transfers."""
+
+import torch
+
+from opwise.bounds import coverage
+from opwise.tracing import trace
+
+
+class _WithNorm(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 3)
+
+    def forward(self, x):
+        return torch.relu(self.linear(x)).sort(dim=1).values
+
+
+def test_fully_covered_model():
+    graph = trace(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten()), torch.zeros(1, 1, 5, 5))
+    report = coverage(graph)
+    assert report.fraction == 1.0 and report.missing == []
+
+
+def test_missing_operator_is_listed_by_node_and_op():
+    report = coverage(trace(_WithNorm(), torch.zeros(1, 3)))
+    assert 0 < report.fraction < 1
+    assert any("sort" in op for _, op in report.missing)

@@ -1,0 +1,110 @@
+"""Composite operators rewritten for bounding (opwise/bounds/expand.py): the rewrite computes the same
+function, and attention blocks with softmax and layer norm are bounded soundly once their primitive
+pieces have relaxations (test-local ones here where the relaxation package has none yet)."""
+
+import sys
+import types
+
+import pytest
+import torch
+
+from opwise.bounds import BoundedModel
+from opwise.bounds.expand import expand_for_bounds
+from opwise.bounds.relaxations.base import BilinearRelaxation, LinearRelaxation
+from opwise.bounds.relaxations.registry import RELAXATIONS
+from opwise.tracing import trace
+from tests.bounds.helpers import assert_sound, randomize_
+
+
+class Attention(torch.nn.Module):
+    def __init__(self, width=4, tokens=3):
+        super().__init__()
+        self.query, self.key, self.value = (torch.nn.Linear(width, width) for _ in range(3))
+        self.norm = torch.nn.LayerNorm(width)
+        self.head = torch.nn.Linear(width * tokens, 2)
+        self.key_bias = torch.nn.Parameter(torch.randn(width, width))
+
+    def forward(self, x):
+        scores = self.query(x) @ self.key_bias  # one bounded side: affine
+        weights = torch.softmax(scores, dim=-1)
+        mixed = weights * self.value(x)  # a product of two bounded tensors
+        return self.head(self.norm(mixed + x).flatten(1))
+
+
+class _MonotoneConstantLines:
+    """Sound constant lines for a monotone function: [min(f(l), f(u)), max(f(l), f(u))]."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def relax(self, lower, upper, alpha=None):
+        a, b = self.function(lower), self.function(upper)
+        zero = torch.zeros_like(lower)
+        return LinearRelaxation(zero, torch.minimum(a, b), zero, torch.maximum(a, b))
+
+    def init_alpha(self, lower, upper):
+        return None
+
+    def clamp_alpha(self, alpha, lower, upper):
+        return alpha
+
+
+class _SquareConstantLines(_MonotoneConstantLines):
+    """x² on [l, u]: between 0 (or the smaller end) and the larger end."""
+
+    def relax(self, lower, upper, alpha=None):
+        low = torch.where((lower < 0) & (upper > 0), torch.zeros_like(lower), torch.minimum(lower**2, upper**2))
+        zero = torch.zeros_like(lower)
+        return LinearRelaxation(zero, low, zero, torch.maximum(lower**2, upper**2))
+
+
+def _mccormick(lx, ux, ly, uy, alpha=None):
+    """The two McCormick planes per side (the test takes the first of each)."""
+    return BilinearRelaxation(ly, lx, -lx * ly, uy, lx, -lx * uy)
+
+
+@pytest.fixture
+def primitive_relaxations(monkeypatch):
+    """Relaxations for the pieces softmax and layer norm expand into, where the package lacks them."""
+    for key, factory in {
+        "aten.exp.default": lambda a, k: _MonotoneConstantLines(torch.exp),
+        "aten.reciprocal.default": lambda a, k: _MonotoneConstantLines(torch.reciprocal),
+        "aten.rsqrt.default": lambda a, k: _MonotoneConstantLines(torch.rsqrt),
+        "aten.pow.Tensor_Scalar": lambda a, k: _SquareConstantLines(torch.square),
+    }.items():
+        if key not in RELAXATIONS:
+            monkeypatch.setitem(RELAXATIONS, key, factory)
+    try:
+        import opwise.bounds.relaxations.bilinear  # noqa: F401
+    except ImportError:
+        monkeypatch.setitem(sys.modules, "opwise.bounds.relaxations.bilinear",
+                            types.SimpleNamespace(relax_bilinear=_mccormick))
+
+
+def test_expanded_graph_computes_the_same_function(primitive_relaxations):
+    model = Attention().eval()
+    x = torch.randn(2, 3, 4)
+    expanded = expand_for_bounds(trace(model, x), x)
+    ops = {expanded.info(n).op for n in expanded.call_nodes()}
+    assert "aten._softmax.default" not in ops and "aten.layer_norm.default" not in ops
+    assert torch.allclose(expanded(x), model(x), atol=1e-5)
+
+
+def test_division_by_a_bounded_tensor_becomes_a_product_with_its_reciprocal(primitive_relaxations):
+    class Ratio(torch.nn.Module):
+        def forward(self, x):
+            return x / (x.sum(dim=1, keepdim=True) + 10)
+
+    x = torch.rand(2, 3)
+    expanded = expand_for_bounds(trace(Ratio(), x), x)
+    assert "aten.reciprocal.default" in {expanded.info(n).op for n in expanded.call_nodes()}
+    assert_sound(Ratio(), x - 0.1, x + 0.1, methods=("ibp", "crown"), samples=2000, attack=False)
+
+
+def test_attention_blocks_are_bounded_soundly(primitive_relaxations):
+    model = Attention().eval()
+    bounded = BoundedModel(model, torch.zeros(2, 3, 4))
+    for seed in range(8):
+        randomize_(model, seed)
+        x = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(seed))
+        assert_sound(model, x - 0.05, x + 0.05, samples=5000, seed=seed, attack=seed == 0, bounded=bounded)

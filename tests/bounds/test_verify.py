@@ -1,0 +1,63 @@
+"""verify(): falsified only with a counterexample a forward pass confirms, verified only with a positive
+proven margin that sampling agrees with, and clear errors for bad requests."""
+
+import pytest
+import torch
+
+import opwise
+from opwise.bounds import BoundedModel
+from opwise.errors import InputError
+from tests.bounds.helpers import randomize_
+
+
+def _model(seed):
+    return randomize_(torch.nn.Sequential(torch.nn.Linear(4, 12), torch.nn.ReLU(), torch.nn.Linear(12, 3)), seed)
+
+
+def test_statuses_agree_with_forward_passes():
+    model = _model(0)
+    bounded = BoundedModel(model, torch.zeros(1, 4))
+    seen = set()
+    for seed in range(12):
+        x = torch.randn(1, 4, generator=torch.Generator().manual_seed(seed))
+        eps = [0.01, 0.1, 0.5][seed % 3]
+        result = opwise.verify(bounded, x, eps=eps)
+        seen.add(result.status)
+        target = int(model(x).argmax())
+        assert result.target == target
+        if result.status == "falsified":
+            counter = result.counterexample
+            assert ((counter - x).abs() <= eps + 1e-6).all()
+            assert int(model(counter).argmax()) != target or float(model(counter)[0, target]) <= float(
+                model(counter).topk(2).values[0, 1])
+        else:
+            samples = x + eps * (2 * torch.rand(5000, 4) - 1)
+            with torch.no_grad():
+                y = model(samples)
+            margins = y[:, target:target + 1] - y
+            if result.status == "verified":
+                assert result.margin_lower > 0
+                margins[:, target] = float("inf")
+                assert (margins.amin(1) >= result.margin_lower - 1e-5).all()
+    assert {"verified", "falsified"} <= seen
+
+
+def test_methods_and_stats_are_reported():
+    x = torch.randn(1, 4)
+    result = opwise.verify(_model(1), x, eps=1e-4, method="crown")
+    assert result.status == "verified" and result.stats["methods"] == ["crown"] and result.stats["seconds"] >= 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"eps": -1.0}, "nonnegative"),
+    ({"eps": 0.1, "target": 3}, "out of range"),
+    ({"eps": 0.1, "method": "nope"}, "unknown method"),
+])
+def test_bad_requests(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        opwise.verify(_model(0), torch.zeros(1, 4), **kwargs)
+
+
+def test_more_than_one_sample_is_refused():
+    with pytest.raises(InputError, match="one sample"):
+        opwise.verify(_model(0), torch.zeros(2, 4), eps=0.1)
