@@ -21,6 +21,7 @@ import dataclasses
 import torch
 
 from opwise.bounds.bab.domains import Domain
+from opwise.bounds.bab.split_points import split_point as lookup_split_point
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.transfers.nonlinear import node_relaxation
 from opwise.errors import InputError
@@ -87,8 +88,7 @@ def split_nodes(graph: Graph) -> list[SplitNode]:
 
 
 def split_points(node: SplitNode, lower: torch.Tensor, upper: torch.Tensor, mode: str) -> torch.Tensor:
-    """Where to split each interval: 0 for ReLU, else the lookup table's point (when the table module is
-    present and `mode` is "table") or the midpoint.
+    """Where to split each interval: 0 for ReLU, else the lookup table's point ("table") or the midpoint.
 
     >>> relu = SplitNode("r", "z", "relu", None)
     >>> split_points(relu, torch.tensor([-1.0]), torch.tensor([3.0]), "table").tolist()
@@ -98,14 +98,7 @@ def split_points(node: SplitNode, lower: torch.Tensor, upper: torch.Tensor, mode
         raise InputError(f"unknown split_point {mode!r}; choose one of {', '.join(SPLIT_POINTS)}")
     if node.function == "relu":
         return torch.zeros_like(lower)
-    if mode == "table":
-        try:
-            from opwise.bounds.bab.split_points import split_point
-        except ImportError:
-            split_point = None
-        if split_point is not None:
-            return split_point(node.function, lower, upper, mode="table").to(lower.dtype)
-    return (lower + upper) / 2
+    return lookup_split_point(node.function, lower, upper, mode=mode).to(lower.dtype)
 
 
 def _line_changes(node: SplitNode, A: torch.Tensor, lower, upper, point):

@@ -124,6 +124,7 @@ class CurvatureRelaxation:
         self.check_domain(lower, upper)
         count, first = self.inflections(lower, upper)
         floor = self.tangent_floor(lower, upper)
+        ceiling = torch.maximum(upper, floor)
         middle = (lower + upper) / 2
         convex = self.convex_at(middle)
         convex_left = self.convex_at((lower + first) / 2)
@@ -147,8 +148,8 @@ class CurvatureRelaxation:
             mode = torch.where(count > 1, SUPPORT, mode)
             one = count == 1
             low = torch.where(count > 1, slope_low, torch.where(one, s_shape_low, floor))
-            high = torch.where(count > 1, slope_high, torch.where(one, s_shape_high, upper))
-            init = torch.where(count > 1, secant, torch.where(one, touch, middle.clamp(floor, upper)))
+            high = torch.where(count > 1, slope_high, torch.where(one, s_shape_high, ceiling))
+            init = torch.where(count > 1, secant, torch.where(one, touch, torch.maximum(middle, floor)))
             plans.append(SidePlan(mode, low, high, init))
         return plans[0], plans[1]
 

@@ -1,0 +1,126 @@
+"""GenBaB split points: table points beat midpoints, lookups stay inside (l, u), the build is reproducible."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from opwise.bounds.bab.split_points import (
+    TABLE_DIRECTORY,
+    TABLE_FUNCTIONS,
+    build_split_table,
+    load_split_table,
+    split_point,
+)
+from opwise.bounds.relaxations.base import AlphaPair
+from opwise.bounds.relaxations.bilinear import relax_bilinear
+from opwise.errors import OpwiseError
+
+
+def integrated_gap(relaxation, lower, upper, samples: int = 401) -> torch.Tensor:
+    """∫ (upper line - lower line) dx over each [lower, upper] by the trapezoid rule (independent of the
+    module's midpoint formula); lower and upper are float lists or tensors of one shape."""
+    lower, upper = torch.as_tensor(lower, dtype=torch.float64), torch.as_tensor(upper, dtype=torch.float64)
+    lines = relaxation.relax(lower, upper)
+    x = lower[..., None] + (upper - lower)[..., None] * torch.linspace(0, 1, samples, dtype=torch.float64)
+    height = (lines.upper_slope[..., None] * x + lines.upper_intercept[..., None]) - (lines.lower_slope[..., None] * x + lines.lower_intercept[..., None])
+    return torch.trapezoid(height, x, dim=-1)
+
+
+def random_grid_intervals(seed: int, count: int):
+    generator = torch.Generator().manual_seed(seed)
+    ends = torch.rand(2, count, generator=generator, dtype=torch.float64) * 10 - 5
+    lower, upper = ends.min(dim=0).values, ends.max(dim=0).values
+    keep = upper - lower > 0.2
+    return lower[keep], upper[keep]
+
+
+@pytest.mark.parametrize("function", sorted(TABLE_FUNCTIONS))
+def test_every_function_has_a_shipped_table_under_the_size_budget(function):
+    assert (TABLE_DIRECTORY / f"{function}.npz").is_file()
+    assert sum(path.stat().st_size for path in TABLE_DIRECTORY.glob("*.npz")) < 1_000_000
+
+
+@pytest.mark.parametrize("function", ["sigmoid", "tanh", "gelu", "sin"])
+def test_table_points_reduce_the_summed_gap_versus_midpoints_on_average(function):
+    relaxation = TABLE_FUNCTIONS[function]
+    lower, upper = random_grid_intervals(1, 60)
+    table = split_point(function, lower, upper)
+    middle = split_point(function, lower, upper, mode="midpoint")
+    table_gap = integrated_gap(relaxation, lower, table) + integrated_gap(relaxation, table, upper)
+    middle_gap = integrated_gap(relaxation, lower, middle) + integrated_gap(relaxation, middle, upper)
+    assert table_gap.mean() < middle_gap.mean()
+    assert (table_gap <= middle_gap + 1e-9).double().mean() > 0.9
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lookups_are_strictly_inside_the_interval(dtype):
+    generator = torch.Generator().manual_seed(2)
+    ends = (torch.rand(2, 5000, generator=generator) * 14 - 7).to(dtype)
+    lower, upper = ends.min(dim=0).values, ends.max(dim=0).values
+    upper[::7] = lower[::7] + 1e-3
+    for function in TABLE_FUNCTIONS:
+        point = split_point(function, lower, upper)
+        assert point.dtype == dtype
+        assert ((point > lower) & (point < upper)).all()
+
+
+def test_outside_the_grid_and_for_products_the_point_is_the_midpoint():
+    lower, upper = torch.tensor([-7.0, 3.0, -5.5]), torch.tensor([1.0, 9.0, 5.5])
+    assert torch.equal(split_point("tanh", lower, upper), (lower + upper) / 2)
+    assert torch.equal(split_point("mul", torch.tensor([-1.0]), torch.tensor([2.0])), torch.tensor([0.5]))
+    assert torch.equal(split_point("aten.sigmoid.default", torch.tensor([2.0]), torch.tensor([2.0])), torch.tensor([2.0]))
+
+
+def test_unknown_function_or_mode_raises():
+    with pytest.raises(OpwiseError, match="midpoint"):
+        split_point("softplus", torch.zeros(1), torch.ones(1))
+    with pytest.raises(OpwiseError, match="mode"):
+        split_point("tanh", torch.zeros(1), torch.ones(1), mode="golden")
+
+
+def test_tiny_grid_build_matches_brute_force_and_is_deterministic():
+    table = build_split_table("sigmoid", -2.0, 2.0, 1.0, candidates=19)
+    again = build_split_table("sigmoid", -2.0, 2.0, 1.0, candidates=19)
+    assert table["ratio"].tobytes() == again["ratio"].tobytes()
+    relaxation = TABLE_FUNCTIONS["sigmoid"]
+    rows, columns = np.triu_indices(5, 1)
+    low, high = torch.tensor(-2.0 + rows, dtype=torch.float64)[:, None], torch.tensor(-2.0 + columns, dtype=torch.float64)[:, None]
+    ratios = torch.arange(1, 20, dtype=torch.float64) / 20
+    point = low + ratios * (high - low)
+    gaps = integrated_gap(relaxation, low.expand_as(point), point) + integrated_gap(relaxation, point, high.expand_as(point))
+    chosen = torch.argmin((ratios[None, :] - torch.from_numpy(table["ratio"].astype(np.float64))[:, None]).abs(), dim=1)
+    best = gaps.min(dim=1).values
+    assert torch.allclose(gaps[torch.arange(len(rows)), chosen], best, rtol=1e-6, atol=1e-9)
+
+
+def test_shipped_table_agrees_with_a_rebuild_at_sampled_cells():
+    shipped = load_split_table("gelu")
+    for low, high in ((-5.0, 5.0), (-1.0, 2.0), (0.5, 4.5)):
+        rebuilt = build_split_table("gelu", low, high, high - low)["ratio"][0]
+        i, j = (np.array([low, high]) - shipped.low) / shipped.step
+        assert shipped.ratio[int(round(i)), int(round(j))].item() == pytest.approx(float(rebuilt), abs=1e-3)
+
+
+def mccormick_gap_volume(lx: float, ux: float, ly: float, uy: float, samples: int = 80) -> float:
+    """∫∫ (min of the upper planes - max of the lower planes) over the box, by the midpoint rule."""
+    x = torch.linspace(lx, ux, samples + 1, dtype=torch.float64)
+    y = torch.linspace(ly, uy, samples + 1, dtype=torch.float64)
+    x, y = torch.meshgrid((x[1:] + x[:-1]) / 2, (y[1:] + y[:-1]) / 2, indexing="ij")
+    box = [torch.tensor(v, dtype=torch.float64) for v in (lx, ux, ly, uy)]
+    lows, highs = [], []
+    for weight in (1.0, 0.0):
+        alpha = AlphaPair(torch.tensor(weight, dtype=torch.float64), torch.tensor(weight, dtype=torch.float64))
+        planes = relax_bilinear(*box, alpha)
+        lows.append(planes.lower_x * x + planes.lower_y * y + planes.lower_intercept)
+        highs.append(planes.upper_x * x + planes.upper_y * y + planes.upper_intercept)
+    gap = torch.minimum(*highs) - torch.maximum(*lows)
+    return float(gap.mean()) * (ux - lx) * (uy - ly)
+
+
+def test_midpoint_minimises_the_summed_mccormick_gap_of_a_product():
+    lx, ux, ly, uy = -1.0, 3.0, -2.0, 0.5
+    ratios = np.linspace(0.1, 0.9, 17)
+    gaps = [mccormick_gap_volume(lx, lx + r * (ux - lx), ly, uy) + mccormick_gap_volume(lx + r * (ux - lx), ux, ly, uy) for r in ratios]
+    assert ratios[int(np.argmin(gaps))] == pytest.approx(0.5)
