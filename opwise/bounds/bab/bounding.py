@@ -1,8 +1,8 @@
 """Bounding a batch of branch-and-bound domains in one engine pass, and the root's shortcut bounds.
 
 The input set is repeated once per domain and each domain's narrowed intervals enter the engine as
-splits; batches are padded to 2 or to the full batch size, so that a model is traced for at most two
-new batch sizes (tracing costs about a second).
+splits; batches are padded to the full batch size, so that a model is traced for one new batch size
+(tracing costs a second or more).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class DomainBounder:
 
     def bound(self, domains: list[Domain], batch_size: int) -> None:
         """Set each domain's `lower`, `guide` and tightened intervals (infeasible domains get +inf)."""
-        size = 2 if len(domains) <= 2 else batch_size
+        size = batch_size
         if self.bounded.graph_for(size) is None:
             size = self.bounded.example_shape[0]
         for start in range(0, len(domains), size):

@@ -7,7 +7,8 @@ bound, using what the domain's last bounding pass left behind (`Guide`):
 - "bbps" (GenBaB's bound propagation with shortcuts): the change of f's lines times the saved
   coefficient of f's output is added to the bound's linear function of the input, with z replaced by
   its linear bounds in terms of the input computed once at the root (the shortcut), and concretized;
-  the score is the worse branch's improvement.
+  a branch's estimate is the larger of that and the "babsr" estimate (both estimate the same change;
+  the split constraint, which β enforces, is only seen by the latter); the score is the worse branch's.
 - "babsr": the same change of lines, but z concretized by its interval on each branch.
 - "largest-interval": the widest interval, weighted by the magnitude of the output coefficient.
 
@@ -126,13 +127,18 @@ def _bbps_scores(changes, guides_x: torch.Tensor, guides_bias: torch.Tensor, sho
 
     base = concretize(guides_x[:, None, :]) + guides_bias[:, None]
     estimates = []
-    for slope, intercept, _, _ in changes:
+    for slope, intercept, low, high in changes:
         up = slope >= 0
         coefficient = torch.where(up[..., None], shortcut.lower_coefficient[None], shortcut.upper_coefficient[None])
         bias = torch.where(up, shortcut.lower_bias[None], shortcut.upper_bias[None])
         new = concretize(guides_x[:, None, :] + slope[..., None] * coefficient) + guides_bias[:, None] + intercept + slope * bias
-        estimates.append(new - base)
+        estimates.append(torch.maximum(new - base, _interval_estimate(slope, intercept, low, high)))
     return torch.minimum(*estimates)
+
+
+def _interval_estimate(slope, intercept, low, high) -> torch.Tensor:
+    """A branch's bound change with z concretized by the branch's own interval (the BaBSR-style estimate)."""
+    return intercept + torch.minimum(slope * low, slope * high)
 
 
 def choose_splits(domains: list[Domain], nodes: list[SplitNode], *, branching: str, split_point: str,
@@ -170,7 +176,7 @@ def choose_splits(domains: list[Domain], nodes: list[SplitNode], *, branching: s
                 guides_bias = torch.stack([d.guide.bias.reshape(()) for d in domains])
                 score = _bbps_scores(changes, guides_x, guides_bias, shortcuts[node.input], input_set)
             else:
-                score = torch.minimum(*[b + torch.minimum(s * low, s * high) for s, b, low, high in changes])
+                score = torch.minimum(*[_interval_estimate(*change) for change in changes])
             score = torch.where(splittable, score, -torch.inf)
         scores.append(score)
         widths.append(width)

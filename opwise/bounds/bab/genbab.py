@@ -24,7 +24,7 @@ from opwise.bounds.spec import Specification
 from opwise.errors import InputError
 
 #: seconds between PGD attacks during the search
-ATTACK_INTERVAL = 5.0
+ATTACK_INTERVAL = 10.0
 
 
 @dataclasses.dataclass
