@@ -7,7 +7,8 @@ A domain's split keeps z in [l', u'] on every input it bounds, so for any β_l, 
 i.e. the coefficient reaching z gains (β_u - β_l) and the bias gains β_l l' - β_u u' (β-CROWN's
 multipliers, on both ends of a general interval). Without β the linear term in z is minimized over the
 whole input set, where z leaves [l', u']; with β the bound can use the split. Every β >= 0 gives a
-sound bound, so the best bound seen during Adam is kept.
+sound bound, so the best bound seen during Adam is kept. β rides on α-CROWN's optimizer: while the
+bound is optimized, each split node's step carries its β pair where a nonlinear node carries α.
 """
 
 from __future__ import annotations
@@ -15,17 +16,20 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from opwise.bounds.alpha import AlphaOptions, _initial_alphas
+from opwise.bounds.alpha import AlphaOptions, optimize_alpha
 from opwise.bounds.engine import BoundPropagation
+from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.transfers.registry import Interval, Step
 
 
 class SplitConstraint:
-    """Wraps a split node's transfer: adds the β terms of its interval to the backward step."""
+    """Wraps a split node's transfer: adds the β terms of its interval (β = the step's α pair) backward."""
 
-    def __init__(self, transfer, interval: Interval, beta_lower: torch.Tensor, beta_upper: torch.Tensor):
-        self.transfer, self.interval = transfer, interval
-        self.beta_lower, self.beta_upper = beta_lower, beta_upper
+    def __init__(self, transfer, interval: Interval):
+        self.transfer = transfer
+        self.lower_finite, self.upper_finite = torch.isfinite(interval.lower), torch.isfinite(interval.upper)
+        self.lower = torch.where(self.lower_finite, interval.lower, 0.0)
+        self.upper = torch.where(self.upper_finite, interval.upper, 0.0)
 
     def needs_bounds(self, step: Step) -> list[fx.Node]:
         return self.transfer.needs_bounds(step)
@@ -34,14 +38,31 @@ class SplitConstraint:
         return self.transfer.ibp(step, intervals)
 
     def backward(self, step: Step, A: torch.Tensor):
-        finite_lower, finite_upper = torch.isfinite(self.interval.lower), torch.isfinite(self.interval.upper)
-        beta_lower = torch.where(finite_lower, self.beta_lower, 0.0)
-        beta_upper = torch.where(finite_upper, self.beta_upper, 0.0)
-        lower = torch.where(finite_lower, self.interval.lower, 0.0)
-        upper = torch.where(finite_upper, self.interval.upper, 0.0)
+        if step.alpha is None:
+            return self.transfer.backward(step, A)
+        beta_lower = torch.where(self.lower_finite, step.alpha.lower, 0.0)
+        beta_upper = torch.where(self.upper_finite, step.alpha.upper, 0.0)
         parts, terms = self.transfer.backward(step, A + beta_upper - beta_lower)
-        own = beta_lower * lower - beta_upper * upper
+        own = beta_lower * self.lower - beta_upper * self.upper
         return parts, own if terms is None else terms + own
+
+
+class Multipliers:
+    """The β pair of one split node posing as its step's relaxation parameters, so that α-CROWN's
+    optimizer (opwise.bounds.alpha) optimizes them with the α (one per spec): zero at start, kept >= 0."""
+
+    def __init__(self, shape: torch.Size, like: torch.Tensor):
+        self.shape, self.like = shape, like
+
+    def init_alpha(self, lower: torch.Tensor, upper: torch.Tensor) -> AlphaPair:
+        zeros = torch.zeros(self.shape, dtype=self.like.dtype, device=self.like.device)
+        return AlphaPair(zeros, zeros.clone())
+
+    def clamp_alpha(self, alpha: AlphaPair, lower: torch.Tensor, upper: torch.Tensor) -> AlphaPair:
+        with torch.no_grad():
+            alpha.lower.clamp_(min=0)
+            alpha.upper.clamp_(min=0)
+        return alpha
 
 
 def optimize_alpha_beta(engine: BoundPropagation, target: fx.Node, A: torch.Tensor,
@@ -60,44 +81,17 @@ def optimize_alpha_beta(engine: BoundPropagation, target: fx.Node, A: torch.Tens
     >>> bool(bound > 0.4), bool(bound <= torch.tanh(torch.tensor(0.5)))
     (True, True)
     """
-    options = options or AlphaOptions()
     engine.prepare(target)
-    best = engine.backward(target, A).detach().clone()
-    alphas = _initial_alphas(engine, target, A.shape[0])
-    betas = []
+    saved = {}
     for node, interval in engine.splits.items():
-        if node not in engine.ancestors(target):
+        if node not in engine.ancestors(target) or node is engine.input_node:
             continue
-        shape = (A.shape[0], *interval.lower.shape)
-        pair = [torch.zeros(shape, dtype=A.dtype, device=A.device, requires_grad=True) for _ in range(2)]
-        engine.step(node)
-        engine.transfers[node] = SplitConstraint(engine.transfers[node], interval, *pair)
-        betas += pair
-    parameters = [t for pair in alphas.values() for t in (pair.lower, pair.upper) if t is not None] + betas
-    if not parameters:
-        return best
-    optimizer = torch.optim.Adam(parameters, lr=options.learning_rate)
-    reference, stale = float(best.sum()), 0
-    for _ in range(options.iterations):
-        lower = engine.backward(target, A, alphas=alphas)
-        best = torch.maximum(best, lower.detach())
-        total = float(best.sum())
-        if total - reference > options.tolerance * max(abs(reference), 1.0):
-            reference, stale = total, 0
-        else:
-            stale += 1
-            if stale >= options.patience:
-                break
-        optimizer.zero_grad()
-        (-lower.sum()).backward()
-        optimizer.step()
-        with torch.no_grad():
-            for beta in betas:
-                beta.clamp_(min=0)
-        for node, pair in alphas.items():
-            x = engine.interval(engine.step(node).inputs[0])
-            engine.step(node).relaxation.clamp_alpha(pair, x.lower, x.upper)
-    for node in engine.splits:
-        if isinstance(engine.transfers.get(node), SplitConstraint):
-            engine.transfers[node] = engine.transfers[node].transfer
-    return best
+        step = engine.step(node)
+        saved[node] = (engine.transfers[node], step.relaxation)
+        engine.transfers[node] = SplitConstraint(engine.transfers[node], interval)
+        step.relaxation = Multipliers(interval.lower.shape, A)
+    try:
+        return optimize_alpha(engine, target, A, options)
+    finally:
+        for node, (transfer, relaxation) in saved.items():
+            engine.transfers[node], engine.step(node).relaxation = transfer, relaxation

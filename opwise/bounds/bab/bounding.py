@@ -99,7 +99,8 @@ class DomainBounder:
         for index, domain in enumerate(domains):
             row = int(rows[index])
             infeasible = bool(engine.infeasible[index])
-            domain.lower = math.inf if infeasible else float(margins[index])
+            # a child's inputs are among its parent's, so the parent's bound (carried in `lower`) holds too
+            domain.lower = math.inf if infeasible else max(domain.lower, float(margins[index]))
             domain.guide = Guide({node.nonlinear: engine.coefficients_at[by_name[node.nonlinear]][row, index : index + 1]
                                   for node in self.nodes},
                                  input_coefficient[row, index : index + 1], bias[row, index])

@@ -219,3 +219,46 @@ def test_branching_strategies_side_by_side():
             counts[f"{branching}+{split_point}"] += result.status == "verified"
     print("\nverified of 12 (threshold 5% of the margin range below the true minimum, 15 s each):", counts)
     assert counts["bbps+table"] >= counts["alpha-crown only"]
+
+
+def digits_sigmoid_mlp() -> tuple[torch.nn.Sequential, torch.Tensor, torch.Tensor]:
+    """A 64-32-10 sigmoid MLP trained for a few seconds on scikit-learn's bundled 8x8 digits (no download)."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(data.target)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Sigmoid(), torch.nn.Linear(32, 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(300):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[:1500]), y[:1500]).backward()
+        optimizer.step()
+    return model, x[1500:], y[1500:]
+
+
+@pytest.mark.slow
+def test_digits_sigmoid_mlp_at_growing_eps():
+    """Verified counts of the first 10 correctly classified test digits: α-CROWN alone vs BaB (printed)."""
+    model, x, y = digits_sigmoid_mlp()
+    with torch.no_grad():
+        correct = (model(x).argmax(1) == y).nonzero().flatten()[:10]
+    bounded = BoundedModel(model, x[:1])
+    rows = []
+    for eps in (0.01, 0.02, 0.03, 0.04):
+        counts = {"alpha-crown": 0, "bbps+table": 0, "largest-interval+midpoint": 0, "falsified": 0}
+        for index in correct.tolist():
+            sample, label = x[index : index + 1], int(y[index])
+            counts["alpha-crown"] += opwise.verify(bounded, sample, eps=eps, target=label, domain=(0, 1)).status == "verified"
+            for branching, split_point in (("bbps", "table"), ("largest-interval", "midpoint")):
+                result = opwise.verify(bounded, sample, eps=eps, target=label, domain=(0, 1), bab={
+                    "timeout": 10, "branching": branching, "split_point": split_point, "batch_size": 32, "alpha": FAST})
+                counts[f"{branching}+{split_point}"] += result.status == "verified"
+                if result.status == "falsified":
+                    counts["falsified"] += 1
+                    assert int(model(result.counterexample).argmax()) != label
+        rows.append((eps, counts))
+    print("\ndigits sigmoid MLP, 10 samples, 10 s per BaB:")
+    for eps, counts in rows:
+        print(f"  eps={eps}: {counts}")
