@@ -1,16 +1,19 @@
 """Bound propagation benchmark: per model and method, seconds per call and mean bound width.
 
-    PYTHONPATH=. python benchmarks/bounds.py [--eps 0.01] [--repeat 3] [--onnx]
+    PYTHONPATH=. python benchmarks/bounds.py [--eps 0.01] [--repeat 3] [--onnx] [--auto-lirpa DIR]
 
 Models: seeded random ReLU MLP and CNN (always), the built-in demo models when opwise.load_model is
 available, and ACAS Xu networks from ../shared/benchmarks with --onnx (needs the ONNX importer). Widths
-are of the margins y_target − y_j (specs = classes − 1); lower is tighter. Comparison with auto_LiRPA
-is done by hand from a locally built source snapshot (never a dependency); see the issue's closing note.
+are of the margins y_target − y_j (specs = classes − 1); lower is tighter. `--auto-lirpa DIR` adds
+auto_LiRPA (a source checkout, e.g. from github:Verified-Intelligence/auto_LiRPA, with its pure-Python
+dependencies appdirs/graphviz/tqdm importable; never a dependency of opwise) on the same models, specs
+and α settings, and prints the width and time ratios opwise / auto_LiRPA.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -80,11 +83,46 @@ def measure(model, x: torch.Tensor, eps: float, repeat: int) -> list[tuple[str, 
     return rows
 
 
+def compare_auto_lirpa(source: str, models: dict, eps: float, repeat: int) -> None:
+    """Width and time ratios opwise / auto_LiRPA per model and method (α: 20 Adam steps, lr 0.1, patience 4)."""
+    sys.path.insert(0, source)
+    from auto_LiRPA import BoundedModule, BoundedTensor, PerturbationLpNorm
+
+    from opwise.bounds.spec import margin_matrix
+
+    print(f"\n{'model':28s} {'method':12s} {'width ratio':>12s} {'max |lower diff|':>17s} {'time ratio':>11s}")
+    for name, (model, x) in models.items():
+        if not isinstance(model, torch.nn.Module):
+            continue
+        model.eval()
+        with torch.no_grad():
+            output = model(x).reshape(1, -1)
+        C = margin_matrix(output.shape[1], int(output.argmax()))[None]
+        theirs = BoundedModule(model, torch.zeros_like(x), device="cpu")
+        theirs.set_bound_opts({"optimize_bound_args": {"iteration": 20, "lr_alpha": 0.1, "early_stop_patience": 4}})
+        box = BoundedTensor(x, PerturbationLpNorm(norm=float("inf"), eps=eps))
+        ours = BoundedModel(model, x)
+        for method, their_method in (("ibp", "IBP"), ("crown", "CROWN"), ("alpha-crown", "alpha-CROWN")):
+            times = []
+            for run in (lambda: theirs.compute_bounds(x=(box,), C=C, method=their_method),
+                        lambda: ours.compute_bounds(x, eps=eps, method=method, C=C)):
+                result = run()
+                start = time.perf_counter()
+                for _ in range(repeat):
+                    result = run()
+                times.append(((time.perf_counter() - start) / repeat, result))
+            (their_time, (their_lower, their_upper)), (our_time, our_bounds) = times
+            ratio = float(our_bounds.width.mean()) / float((their_upper - their_lower).detach().mean())
+            difference = float((our_bounds.lower - their_lower.detach()).abs().max())
+            print(f"{name:28s} {method:12s} {ratio:12.6f} {difference:17.2e} {our_time / their_time:11.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eps", type=float, default=0.01)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--onnx", action="store_true", help="also the ACAS Xu networks from ../shared/benchmarks")
+    parser.add_argument("--auto-lirpa", default=None, metavar="DIR", help="an auto_LiRPA source checkout to compare with")
     args = parser.parse_args()
     models = {**random_models(), **builtin_models(), **(onnx_models() if args.onnx else {})}
     print(f"{'model':28s} {'method':12s} {'seconds':>9s} {'mean width':>11s} {'width/ibp':>9s}")
@@ -94,6 +132,8 @@ def main() -> None:
         for method, seconds, width in rows:
             ratio = f"{width / ibp:9.3f}" if ibp else "        -"
             print(f"{name:28s} {method:12s} {seconds:9.4f} {width:11.4f} {ratio}")
+    if args.auto_lirpa:
+        compare_auto_lirpa(args.auto_lirpa, models, args.eps, args.repeat)
 
 
 if __name__ == "__main__":

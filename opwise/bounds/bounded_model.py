@@ -133,19 +133,15 @@ class BoundedModel:
         intermediate, final = METHODS[method]
         engine = BoundPropagation(graph, input_set, intermediate, self.split_nodes(graph, splits))
         output = graph.output
-        batch, count = specs.shape[0], specs.shape[1]
+        count = specs.shape[1]
         shape = engine.graph.info(output).shape
-        if final == "ibp":
-            box = engine.interval_ibp(output)
-            flat_lower, flat_upper = box.lower.reshape(batch, 1, -1), box.upper.reshape(batch, 1, -1)
-            lower = (specs.clamp(min=0) * flat_lower + specs.clamp(max=0) * flat_upper).sum(-1)
-            upper = (specs.clamp(min=0) * flat_upper + specs.clamp(max=0) * flat_lower).sum(-1)
-            return Bounds(lower.detach(), upper.detach() if bound_upper else None, method)
         A = specs.transpose(0, 1)
         if bound_upper:
             A = torch.cat([A, -A])
         A = A.reshape(A.shape[0], *shape)
-        if final == "alpha-crown":
+        if final == "ibp":
+            result = engine.backward_to_intervals(output, A)
+        elif final == "alpha-crown":
             result = optimize_alpha(engine, output, A, alpha)
         else:
             result = engine.backward(output, A)

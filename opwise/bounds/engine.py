@@ -13,6 +13,7 @@ import torch
 from torch import fx
 
 from opwise.bounds.input_set import InputSet
+from opwise.bounds.transfers.affine import Affine
 from opwise.bounds.transfers.nonlinear import ELEMENTWISE, has_relaxation, node_relaxation
 from opwise.bounds.transfers.registry import Interval, Step, transfer_for
 from opwise.errors import InputError, UnsupportedOperation
@@ -202,6 +203,31 @@ class BoundPropagation:
                 self.interval(needed)
 
     # ------------------------------------------------------------------ CROWN
+    def backward_to_intervals(self, target: fx.Node, A: torch.Tensor) -> torch.Tensor:
+        """Lower bound of `A · target` from IBP: A is carried back through the affine operators that end
+        the graph (so a margin spec folds into the last linear layer, as in auto_LiRPA's IBP) and met
+        with the IBP intervals of the nonlinear nodes it reaches. [specs, batch]."""
+        self.interval_ibp(target)
+        coefficients = {target: A}
+        bound = torch.zeros(A.shape[0], self.batch, dtype=A.dtype, device=A.device)
+        for node in reversed(self.ancestors(target)):
+            coefficient = coefficients.pop(node, None)
+            if coefficient is None:
+                continue
+            step = self.step(node) if node is not self.input_node else None
+            if step is None or not isinstance(self.transfers[node], Affine):
+                box = self.ibp[node]
+                terms = coefficient.clamp(min=0) * box.lower + coefficient.clamp(max=0) * box.upper
+                bound = bound + terms.reshape(A.shape[0], self.batch, -1).sum(-1)
+                continue
+            parts, terms = self.transfers[node].backward(step, coefficient)
+            if terms is not None:
+                bound = bound + terms.reshape(terms.shape[0], self.batch, -1).sum(-1)
+            for parent, part in zip(step.inputs, parts):
+                if part is not None:
+                    coefficients[parent] = coefficients[parent] + part if parent in coefficients else part
+        return bound
+
     def backward(self, target: fx.Node, A: torch.Tensor, groups: int | None = None, alphas: dict | None = None) -> torch.Tensor:
         """Lower bound of `A · target` over the input set, [specs, groups]; A is [specs, *target shape].
 

@@ -42,11 +42,11 @@ def _randomized_cnn(model, seed):
 ARCHITECTURES = {
     # name: (build, input shape, randomize in place, how many random weight draws per run)
     "relu_mlp": (lambda: torch.nn.Sequential(torch.nn.Linear(3, 10), torch.nn.ReLU(), torch.nn.Linear(10, 10), torch.nn.ReLU(),
-                                             torch.nn.Linear(10, 3)), (3,), randomize_, 40),
+                                             torch.nn.Linear(10, 3)), (3,), randomize_, 20),
     "mixed_mlp": (lambda: torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.LeakyReLU(0.1), torch.nn.Linear(8, 8),
-                                              torch.nn.Hardtanh(-0.5, 1.0), torch.nn.Linear(8, 3)), (3,), randomize_, 40),
-    "cnn": (_cnn, (1, 6, 6), _randomized_cnn, 6),
-    "residual": (Residual, (3,), randomize_, 20),
+                                              torch.nn.Hardtanh(-0.5, 1.0), torch.nn.Linear(8, 3)), (3,), randomize_, 20),
+    "cnn": (_cnn, (1, 6, 6), _randomized_cnn, 4),
+    "residual": (Residual, (3,), randomize_, 10),
 }
 
 

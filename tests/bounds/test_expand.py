@@ -104,7 +104,7 @@ def test_division_by_a_bounded_tensor_becomes_a_product_with_its_reciprocal(prim
 def test_attention_blocks_are_bounded_soundly(primitive_relaxations):
     model = Attention().eval()
     bounded = BoundedModel(model, torch.zeros(2, 3, 4))
-    for seed in range(8):
+    for seed in range(4):
         randomize_(model, seed)
         x = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(seed))
         assert_sound(model, x - 0.05, x + 0.05, samples=5000, seed=seed, attack=seed == 0, bounded=bounded)
