@@ -17,6 +17,7 @@ from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.expand import expand_for_bounds
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.spec import margin_matrix
+from opwise.bounds.transfers.registry import Interval
 from opwise.errors import InputError
 from opwise.tracing import Graph, trace
 
@@ -101,21 +102,36 @@ class BoundedModel:
         domain: tuple[float, float] | None = None,
         bound_upper: bool = True,
         alpha: AlphaOptions | None = None,
+        splits: dict[str, Interval] | None = None,
     ) -> Bounds:
-        """Bounds of `C·f(x)` over the input set; see `opwise.compute_bounds` for the arguments."""
+        """Bounds of `C·f(x)` over the input set; see `opwise.compute_bounds` for the arguments.
+
+        `splits` (branch-and-bound) maps node names to intervals [batch, *node shape] that narrow those
+        nodes' values per batch element (see `BoundPropagation`).
+        """
         input_set = self.input_set(x, eps, norm, x_lower, x_upper, domain)
         if method not in METHODS:
             raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         batch = input_set.lower.shape[0]
         specs = self._spec_matrix(C, target, batch)
         if self.graph_for(batch) is None:
-            return self._bound_in_chunks(input_set, specs, method, bound_upper, alpha)
-        return self._bound(self.graph_for(batch), input_set, specs, method, bound_upper, alpha)
+            return self._bound_in_chunks(input_set, specs, method, bound_upper, alpha, splits)
+        return self._bound(self.graph_for(batch), input_set, specs, method, bound_upper, alpha, splits)
+
+    def split_nodes(self, graph: Graph, splits: dict[str, Interval] | None) -> dict:
+        """Node-name keyed splits as the engine takes them: keyed by the nodes of `graph`."""
+        if not splits:
+            return {}
+        nodes = {node.name: node for node in graph.nodes}
+        unknown = sorted(set(splits) - set(nodes))
+        if unknown:
+            raise InputError(f"splits name nodes that are not in the graph: {', '.join(unknown)}")
+        return {nodes[name]: interval for name, interval in splits.items()}
 
     def _bound(self, graph: Graph, input_set: InputSet, specs: torch.Tensor, method: str, bound_upper: bool,
-               alpha: AlphaOptions | None) -> Bounds:
+               alpha: AlphaOptions | None, splits: dict[str, Interval] | None = None) -> Bounds:
         intermediate, final = METHODS[method]
-        engine = BoundPropagation(graph, input_set, intermediate)
+        engine = BoundPropagation(graph, input_set, intermediate, self.split_nodes(graph, splits))
         output = graph.output
         count = specs.shape[1]
         shape = engine.graph.info(output).shape
@@ -132,14 +148,15 @@ class BoundedModel:
         result = result.detach().T
         return Bounds(result[:, :count], -result[:, count:] if bound_upper else None, method)
 
-    def _bound_in_chunks(self, input_set: InputSet, specs, method, bound_upper, alpha) -> Bounds:
+    def _bound_in_chunks(self, input_set: InputSet, specs, method, bound_upper, alpha, splits=None) -> Bounds:
         size, batch = self.example_shape[0], input_set.lower.shape[0]
         parts = []
         for start in range(0, batch, size):
             index = torch.arange(start, start + size).clamp(max=batch - 1)
             pick = lambda t: None if t is None else t[index]  # noqa: E731
             chunk = InputSet(pick(input_set.lower), pick(input_set.upper), pick(input_set.center), input_set.eps, input_set.norm)
-            parts.append(self._bound(self.graph, chunk, specs[index], method, bound_upper, alpha))
+            chunk_splits = {name: Interval(s.lower[index], s.upper[index]) for name, s in (splits or {}).items()}
+            parts.append(self._bound(self.graph, chunk, specs[index], method, bound_upper, alpha, chunk_splits))
         lower = torch.cat([p.lower for p in parts])[:batch]
         upper = torch.cat([p.upper for p in parts])[:batch] if bound_upper else None
         return Bounds(lower, upper, method)

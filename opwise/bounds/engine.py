@@ -26,6 +26,13 @@ SPEC_CHUNK = 4096
 class BoundPropagation:
     """Bounds of any node of `graph` over `input_set`; `intermediate` is "crown" or "ibp".
 
+    `splits` (branch-and-bound) narrows some nodes' intervals per batch element: every interval of such a
+    node is intersected with its split, so its consumers' relaxations and everything after them bound
+    only the inputs whose value at that node lies in the split; batch elements where the intersection
+    is empty are flagged in `infeasible` (no input reaches them: any bound holds there).
+    `record` names nodes whose coefficients the last `backward` keeps in `coefficients_at`;
+    `last_linear` is that pass's linear lower bound (input coefficients, bias) before concretization.
+
     >>> import torch, opwise
     >>> from opwise.bounds.input_set import InputSet
     >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
@@ -36,7 +43,8 @@ class BoundPropagation:
     True
     """
 
-    def __init__(self, graph: Graph, input_set: InputSet, intermediate: str = "crown"):
+    def __init__(self, graph: Graph, input_set: InputSet, intermediate: str = "crown",
+                 splits: dict[fx.Node, Interval] | None = None):
         explained = graph.explained_inputs
         if len(explained) != 1 or len(graph.input_nodes) != 1:
             raise InputError(f"bounds need a graph with exactly one (bounded) input, this one has {len(graph.input_nodes)}")
@@ -50,6 +58,11 @@ class BoundPropagation:
         self.ibp: dict[fx.Node, Interval] = {self.input_node: input_set.interval}
         self.tight: dict[fx.Node, Interval] = {self.input_node: input_set.interval}
         self._ancestors: dict[fx.Node, list[fx.Node]] = {}
+        self.splits = splits or {}
+        self.infeasible = torch.zeros(input_set.lower.shape[0], dtype=torch.bool, device=input_set.lower.device)
+        self.record: set[fx.Node] = set()
+        self.coefficients_at: dict[fx.Node, torch.Tensor] = {}
+        self.last_linear: tuple[torch.Tensor, torch.Tensor] | None = None
         self._evaluate_constants()
 
     # ------------------------------------------------------------------ nodes
@@ -127,8 +140,17 @@ class BoundPropagation:
         for node in self.ancestors(target):
             if node not in self.ibp:
                 step = self.step(node)
-                self.ibp[node] = self.transfers[node].ibp(step, [self.ibp[i] for i in step.inputs])
+                self.ibp[node] = self._narrow(node, self.transfers[node].ibp(step, [self.ibp[i] for i in step.inputs]))
         return self.ibp[target]
+
+    def _narrow(self, node: fx.Node, interval: Interval) -> Interval:
+        """The interval intersected with the node's split (if any); an empty result becomes a point."""
+        split = self.splits.get(node)
+        if split is None:
+            return interval
+        lower, upper = torch.maximum(interval.lower, split.lower), torch.minimum(interval.upper, split.upper)
+        self.infeasible |= (lower > upper).reshape(lower.shape[0], -1).any(1)
+        return Interval(lower, torch.maximum(lower, upper))
 
     # ------------------------------------------------------------------ promises
     def interval(self, node: fx.Node) -> Interval:
@@ -155,7 +177,7 @@ class BoundPropagation:
                 bound = self.backward(node, A.reshape(2 * count, *lower.shape), groups)
                 flat_lower[:, chunk] = torch.maximum(flat_lower[:, chunk], bound[:count].T)
                 flat_upper[:, chunk] = torch.minimum(flat_upper[:, chunk], -bound[count:].T)
-        self.tight[node] = Interval(lower.detach(), upper.detach())
+        self.tight[node] = self._narrow(node, Interval(lower.detach(), upper.detach()))
         return self.tight[node]
 
     def _neurons_to_refine(self, node: fx.Node, ibp: Interval, groups: int) -> torch.Tensor:
@@ -224,6 +246,8 @@ class BoundPropagation:
             if node is self.input_node:
                 input_coefficient = coefficient
                 continue
+            if node in self.record:
+                self.coefficients_at[node] = coefficient.detach()
             step = self.step(node)
             step.alpha = None if alphas is None else alphas.get(node)
             parts, terms = self.transfers[node].backward(step, coefficient)
@@ -232,4 +256,5 @@ class BoundPropagation:
             for parent, part in zip(step.inputs, parts):
                 if part is not None:
                     coefficients[parent] = coefficients[parent] + part if parent in coefficients else part
+        self.last_linear = (input_coefficient, bias)
         return self.input_set.minimum(input_coefficient, groups) + bias

@@ -11,6 +11,7 @@ import time
 import torch
 
 from opwise.bounds.attack import pgd_attack
+from opwise.bounds.bab.genbab import branch_and_bound
 from opwise.bounds.bounded_model import METHODS, BoundedModel
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.spec import Specification, robustness_disjuncts
@@ -44,9 +45,13 @@ def verify(
     method: str = "auto",
     timeout: float | None = None,
     domain: tuple[float, float] | None = None,
+    bab: bool | dict = False,
 ) -> VerificationResult:
     """Verify that `target` (by default the model's prediction at x) stays the top output on the Lp
     ball of radius eps around x (one sample, batch 1), clipped to `domain`.
+
+    `bab=True` (or a dict of `branch_and_bound` options) completes an L∞ case the bounds leave
+    unknown by branch-and-bound (status then also "timeout"; its counts in `stats["bab"]`).
 
     >>> import torch, opwise
     >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2))
@@ -91,5 +96,11 @@ def verify(
         stats["methods"].append(name)
         if margin > 0:
             break
+    if bab and margin <= 0 and math.isinf(norm):
+        options = {"timeout": 60.0 if timeout is None else max(0.0, timeout - (time.monotonic() - start)),
+                   **(bab if isinstance(bab, dict) else {})}
+        result = branch_and_bound(bounded, spec, **options)
+        stats["bab"], stats["seconds"] = result.stats, time.monotonic() - start
+        return VerificationResult(result.status, result.margin_lower, result.counterexample, target, stats)
     stats["seconds"] = time.monotonic() - start
     return VerificationResult("verified" if margin > 0 else "unknown", margin, None, target, stats)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 import time
 from pathlib import Path
 
@@ -16,9 +15,7 @@ from opwise.bounds import vnncomp
 from opwise.bounds.vnncomp import InstanceResult, read_result, run_suite, verify_instance, write_result
 from opwise.errors import OpwiseError, SpecError
 
-# the reference oracles live beside the branch-and-bound tests; tests/ has no packages to import them by
-sys.path.insert(0, str(Path(__file__).parent / "bab"))
-from bab_reference import interval_bound_fn, milp_min_margin, random_mlp  # noqa: E402
+from tests.bounds.bab.bab_reference import interval_bound_fn, milp_min_margin, random_mlp
 
 
 def acas_loader(path: str):

@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from opwise.bounds.bab.result import BabResult
 from opwise.bounds.attack import Function, check_counterexample, pgd_attack
 from opwise.bounds.spec import Specification
 from opwise.errors import InputError
@@ -29,15 +30,6 @@ BoundFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tenso
 """`bound_fn(x_lower [B, *shape], x_upper [B, *shape], C [rows, outputs]) -> lower bounds of C·f(x), [B, rows]`."""
 
 BRANCHING = ("gradient", "widest")
-
-
-@dataclasses.dataclass
-class BabResult:
-    """status: 'verified' | 'falsified' | 'timeout' | 'unknown'; counterexample only when confirmed."""
-
-    status: str
-    counterexample: torch.Tensor | None = None
-    stats: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

@@ -8,7 +8,7 @@ import torch
 from opwise.bounds.bab.input_split import input_split_bab
 from opwise.bounds.spec import Disjunct, Specification
 from opwise.errors import InputError
-from bab_reference import interval_bound_fn, milp_min_margin, random_mlp
+from tests.bounds.bab.bab_reference import interval_bound_fn, milp_min_margin, random_mlp
 
 
 def random_problem(seed: int, inputs: int = 2, outputs: int = 3):

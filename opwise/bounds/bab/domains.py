@@ -1,0 +1,91 @@
+"""Subdomains of a branch-and-bound search over nonlinear neurons, and the queue that orders them.
+
+A domain is the original input set plus, for every splittable node's input, an interval per element
+that the search has narrowed (the full interval where it has not split). Its `lower` is the proven
+lower bound of the property margin on it; the queue hands out the worst domains first, because the
+property fails or holds on those.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+
+import torch
+
+from opwise.bounds.transfers.registry import Interval
+
+
+@dataclasses.dataclass
+class Guide:
+    """What one bounding pass says about a domain, for choosing its next split (one spec row).
+
+    `coefficients`: per nonlinear node name, the coefficient of the bound w.r.t. that node's output
+    ([1, *node shape]); `input_coefficient` / `bias`: the bound as a linear function of the input
+    before concretization ([1, *input shape], scalar tensor).
+    """
+
+    coefficients: dict[str, torch.Tensor]
+    input_coefficient: torch.Tensor
+    bias: torch.Tensor
+
+
+@dataclasses.dataclass
+class Domain:
+    """Narrowed intervals per split node input name ([1, *node shape]), the margin bound, depth and guide."""
+
+    intervals: dict[str, Interval]
+    lower: float = -float("inf")
+    depth: int = 0
+    guide: Guide | None = None
+
+    def split(self, name: str, index: int, point: float) -> tuple["Domain", "Domain"]:
+        """The two children: element `index` (flat) of node `name` below and above `point`.
+
+        >>> d = Domain({"z": Interval(torch.tensor([[-1.0, 0.0]]), torch.tensor([[1.0, 2.0]]))})
+        >>> left, right = d.split("z", 1, 0.5)
+        >>> left.intervals["z"].upper.tolist(), right.intervals["z"].lower.tolist()
+        ([[1.0, 0.5]], [[-1.0, 0.5]])
+        """
+        interval = self.intervals[name]
+        below, above = interval.upper.clone(), interval.lower.clone()
+        below.view(-1)[index], above.view(-1)[index] = point, point
+        children = []
+        for narrowed in (Interval(interval.lower, below), Interval(above, interval.upper)):
+            children.append(Domain({**self.intervals, name: narrowed}, self.lower, self.depth + 1))
+        return children[0], children[1]
+
+
+def stack_intervals(domains: list[Domain]) -> dict[str, Interval]:
+    """The domains' intervals batched per node name: [len(domains), *node shape without batch]."""
+    names = domains[0].intervals
+    return {name: Interval(torch.cat([d.intervals[name].lower for d in domains]),
+                           torch.cat([d.intervals[name].upper for d in domains])) for name in names}
+
+
+class DomainQueue:
+    """Unverified domains, worst margin bound first.
+
+    >>> queue = DomainQueue()
+    >>> for bound in (0.3, -2.0, -0.5): queue.push(Domain({}, bound))
+    >>> [d.lower for d in queue.pop(2)], len(queue)
+    ([-2.0, -0.5], 1)
+    """
+
+    def __init__(self):
+        self._heap: list[tuple[float, int, Domain]] = []
+        self._counter = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, domain: Domain) -> None:
+        heapq.heappush(self._heap, (domain.lower, next(self._counter), domain))
+
+    def pop(self, count: int) -> list[Domain]:
+        return [heapq.heappop(self._heap)[2] for _ in range(min(count, len(self._heap)))]
+
+    def worst(self) -> float:
+        """The smallest margin bound in the queue (+inf when empty)."""
+        return self._heap[0][0] if self._heap else float("inf")

@@ -1,0 +1,131 @@
+"""GenBaB: complete verification by branch-and-bound over the inputs of general nonlinearities.
+
+The root is bounded first (after a PGD attack); while its margin bound is not positive, the worst
+domains are split — one neuron's input interval each, chosen by a branching heuristic and split at a
+point from the lookup table — and their children bounded in batches until every domain is proven
+(verified), a checked counterexample is found (falsified), or time runs out (timeout). Each child
+bounds the inputs whose value at the split neuron lies on its side; the children cover the parent.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from opwise.bounds.alpha import AlphaOptions
+from opwise.bounds.attack import check_counterexample, pgd_attack
+from opwise.bounds.bab.bounding import DomainBounder
+from opwise.bounds.bab.branching import BRANCHING, SPLIT_POINTS, choose_splits
+from opwise.bounds.bab.domains import DomainQueue
+from opwise.bounds.bab.result import BabResult
+from opwise.bounds.bounded_model import BoundedModel
+from opwise.bounds.spec import Specification
+from opwise.errors import InputError
+
+#: seconds between PGD attacks during the search
+ATTACK_INTERVAL = 10.0
+
+
+def branch_and_bound(
+    bounded: BoundedModel,
+    spec: Specification,
+    *,
+    method: str = "alpha-crown",
+    branching: str = "bbps",
+    split_point: str = "table",
+    timeout: float = 60.0,
+    batch_size: int = 64,
+    attack: bool = True,
+    max_domains: int = 200_000,
+    alpha: AlphaOptions | None = None,
+) -> BabResult:
+    """Decide whether `spec` holds for `bounded` by splitting nonlinear neurons' input intervals.
+
+    `branching`: "bbps" | "babsr" | "largest-interval"; `split_point`: "table" | "midpoint";
+    `batch_size`: domains bounded per engine pass; `max_domains`: queue size at which it gives up.
+
+    >>> import torch
+    >>> from opwise.bounds.spec import Disjunct
+    >>> _ = torch.manual_seed(1)
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Sigmoid(), torch.nn.Linear(4, 1))
+    >>> bounded = BoundedModel(model, torch.zeros(1, 2))
+    >>> grid = torch.cartesian_prod(torch.linspace(-1, 1, 201), torch.linspace(-1, 1, 201))
+    >>> true_min = float(model(grid).min().detach())
+    >>> spec = Specification(-torch.ones(1, 2), torch.ones(1, 2), [Disjunct(torch.ones(1, 1), torch.tensor([true_min - 0.01]))])
+    >>> branch_and_bound(bounded, spec, timeout=30).status
+    'verified'
+    """
+    if branching not in BRANCHING:
+        raise InputError(f"unknown branching {branching!r}; choose one of {', '.join(BRANCHING)}")
+    if split_point not in SPLIT_POINTS:
+        raise InputError(f"unknown split_point {split_point!r}; choose one of {', '.join(SPLIT_POINTS)}")
+    start = time.monotonic()
+    deadline = start + timeout
+    stats = {"domains_visited": 0, "branching_decisions": 0, "max_depth": 0, "rounds": 0, "attacks": 0}
+
+    def function(x: torch.Tensor) -> torch.Tensor:
+        return bounded(x).reshape(x.shape[0], -1)
+
+    def finish(status, margin, counterexample=None) -> BabResult:
+        stats["seconds"] = time.monotonic() - start
+        return BabResult(status, counterexample, stats, margin)
+
+    def attacked(seed: int) -> torch.Tensor | None:
+        stats["attacks"] += 1
+        result = pgd_attack(function, spec, seed=seed, time_limit=max(0.0, deadline - time.monotonic()))
+        return result.counterexample
+
+    if attack:
+        counterexample = attacked(0)
+        if counterexample is not None:
+            return finish("falsified", None, counterexample)
+    bounder = DomainBounder(bounded, spec, method, alpha)
+    root = bounder.root()
+    stats["domains_visited"] = bounder.visited
+    if root.lower > 0:
+        return finish("verified", root.lower)
+    shortcuts = bounder.shortcuts() if branching == "bbps" else None
+    input_set = bounder.input_set(1)
+    queue, proven, last_attack = DomainQueue(), float("inf"), time.monotonic()
+    queue.push(root)
+    while len(queue):
+        if time.monotonic() > deadline:
+            return finish("timeout", queue.worst())
+        if len(queue) > max_domains:
+            return finish("unknown", queue.worst())
+        parents = queue.pop(max(1, batch_size // 2))
+        decisions = choose_splits(parents, bounder.nodes, branching=branching, split_point=split_point,
+                                  input_set=input_set, shortcuts=shortcuts)
+        if any(decision is None for decision in decisions):
+            return finish("unknown", min(p.lower for p in parents))
+        children = [child for parent, decision in zip(parents, decisions)
+                    for child in parent.split(decision.input, decision.index, decision.point)]
+        bounder.bound(children, max(2, batch_size))
+        stats["rounds"] += 1
+        stats["branching_decisions"] += len(decisions)
+        stats["domains_visited"] = bounder.visited
+        stats["max_depth"] = max(stats["max_depth"], max(child.depth for child in children))
+        open_children = [child for child in children if not child.lower > 0]
+        proven = min([proven] + [child.lower for child in children if child.lower > 0])
+        if open_children:
+            counterexample = _checked_primal(function, spec, bounder.primal_inputs(open_children))
+            if counterexample is not None:
+                return finish("falsified", None, counterexample)
+            if attack and time.monotonic() - last_attack > ATTACK_INTERVAL:
+                counterexample = attacked(stats["rounds"])
+                last_attack = time.monotonic()
+                if counterexample is not None:
+                    return finish("falsified", None, counterexample)
+        for child in open_children:
+            queue.push(child)
+    return finish("verified", proven)
+
+
+def _checked_primal(function, spec: Specification, candidates: torch.Tensor) -> torch.Tensor | None:
+    """The candidate input with the lowest margin, if a forward pass confirms that it violates the spec."""
+    with torch.no_grad():
+        margins = spec.margin(function(candidates))
+    best = candidates[int(margins.argmin()) :][:1]
+    violates, _, _ = check_counterexample(function, spec, best)
+    return best if violates else None

@@ -1,0 +1,265 @@
+"""GenBaB against brute force on tiny sigmoid/tanh MLPs with 2 inputs, whose true margin minimum a dense
+grid gives: "verified" only if that minimum is above the threshold, "falsified" only with a real
+counterexample; subdomain bounds sound on sampled points that fall in the subdomain."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import opwise
+from opwise.bounds import BoundedModel
+from opwise.bounds.alpha import AlphaOptions
+from opwise.bounds.bab.bounding import DomainBounder
+from opwise.bounds.bab.domains import Domain
+from opwise.bounds.bab.genbab import branch_and_bound
+from opwise.bounds.spec import Disjunct, Specification
+from opwise.bounds.transfers.registry import Interval
+from tests.bounds.helpers import randomize_
+
+#: (activation, hidden widths) of the tiny networks; weights are re-randomized in place per seed
+ARCHITECTURES = [(torch.nn.Sigmoid, [5]), (torch.nn.Tanh, [4]), (torch.nn.Sigmoid, [4, 3]), (torch.nn.Tanh, [3, 6])]
+BOX = (-torch.ones(1, 2), torch.ones(1, 2))
+FAST = AlphaOptions(iterations=10)
+
+
+def tiny_network(activation, widths) -> torch.nn.Sequential:
+    layers, previous = [], 2
+    for width in widths:
+        layers += [torch.nn.Linear(previous, width), activation()]
+        previous = width
+    return torch.nn.Sequential(*layers, torch.nn.Linear(previous, 2))
+
+
+def randomized(model: torch.nn.Sequential, seed: int) -> torch.nn.Sequential:
+    """Random weights, scaled up so that the activations are far from linear on the box."""
+    randomize_(model, seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(2.0)
+    return model
+
+
+def grid_margins(model, points: int = 401) -> torch.Tensor:
+    """y0 - y1 on a dense grid over the box (its minimum is the true minimum up to the grid step)."""
+    axis = torch.linspace(-1, 1, points)
+    with torch.no_grad():
+        y = model(torch.cartesian_prod(axis, axis))
+    return y[:, 0] - y[:, 1]
+
+
+def threshold_spec(threshold: float) -> Specification:
+    """Unsafe set y0 - y1 <= threshold over the box: holds iff min (y0 - y1) > threshold."""
+    return Specification(*BOX, [Disjunct(torch.tensor([[1.0, -1.0]]), torch.tensor([threshold]))])
+
+
+def check_answer(model, spec: Specification, result, grid_min: float) -> None:
+    threshold = float(spec.unsafe[0].d)
+    if result.status == "verified":
+        assert grid_min > threshold, f"verified, but the grid reaches {grid_min} <= {threshold}"
+        assert result.margin_lower > 0
+    if result.status == "falsified":
+        x = result.counterexample
+        assert spec.contains(x)
+        with torch.no_grad():
+            y = model(x)
+        assert float(y[0, 0] - y[0, 1]) <= threshold
+
+
+def cases(seeds):
+    """(model, bounded model, grid minimum, margin spread) per seed; one trace per architecture."""
+    built = {}
+    for seed in seeds:
+        index = seed % len(ARCHITECTURES)
+        if index not in built:
+            model = tiny_network(*ARCHITECTURES[index])
+            built[index] = (model, BoundedModel(model, torch.zeros(1, 2)))
+        model, bounded = built[index]
+        randomized(model, seed)
+        margins = grid_margins(model)
+        yield model, bounded, float(margins.min()), float(margins.max() - margins.min())
+
+
+def test_verifies_what_alpha_crown_alone_cannot():
+    model, bounded, grid_min, spread = next(cases([0]))
+    spec = threshold_spec(grid_min - 0.2 * spread)
+    root = bounded.compute_bounds(x_lower=BOX[0], x_upper=BOX[1], C=spec.unsafe[0].C, method="alpha-crown")
+    assert float(root.lower) - float(spec.unsafe[0].d) <= 0, "alpha-CROWN alone already verifies this case"
+    result = branch_and_bound(bounded, spec, timeout=60, batch_size=8, alpha=FAST)
+    assert result.status == "verified"
+    assert result.stats["domains_visited"] > 1 and result.stats["branching_decisions"] >= 1
+    check_answer(model, spec, result, grid_min)
+
+
+def test_counterexample_is_real_just_below_the_true_minimum():
+    model, bounded, grid_min, spread = next(cases([1]))
+    spec = threshold_spec(grid_min + 0.02 * spread)
+    result = branch_and_bound(bounded, spec, timeout=10, alpha=FAST)
+    assert result.status == "falsified"
+    check_answer(model, spec, result, grid_min)
+
+
+def test_timeout_is_reported_not_guessed():
+    model, bounded, grid_min, spread = next(cases([2]))
+    spec = threshold_spec(grid_min - 1e-4 * spread)
+    result = branch_and_bound(bounded, spec, timeout=0.5, attack=False, alpha=FAST)
+    assert result.status in ("timeout", "verified")
+    check_answer(model, spec, result, grid_min)
+
+
+def test_matches_brute_force_on_a_few_networks():
+    answered = 0
+    for model, bounded, grid_min, spread in cases(range(2, 4)):
+        for sign in (-1, 1):
+            spec = threshold_spec(grid_min + sign * 0.2 * spread)
+            result = branch_and_bound(bounded, spec, timeout=5, batch_size=8, alpha=FAST)
+            check_answer(model, spec, result, grid_min)
+            answered += result.status in ("verified", "falsified")
+    assert answered >= 2
+
+
+@pytest.mark.slow
+def test_matches_brute_force_on_many_networks():
+    counts = {"verified": 0, "falsified": 0, "timeout": 0, "unknown": 0}
+    for model, bounded, grid_min, spread in cases(range(40)):
+        for sign in (-1, 1):
+            spec = threshold_spec(grid_min + sign * 0.02 * spread)
+            result = branch_and_bound(bounded, spec, timeout=10, batch_size=32, alpha=FAST)
+            check_answer(model, spec, result, grid_min)
+            counts[result.status] += 1
+    print("\nBaB on 40 networks x 2 thresholds:", counts)
+    assert counts["verified"] + counts["falsified"] >= 50
+
+
+def test_subdomain_bounds_hold_where_the_split_holds():
+    """Children of random splits (with β) bound every sampled input whose pre-activations lie in them."""
+    generator = torch.Generator().manual_seed(0)
+    for model, bounded, grid_min, spread in cases(range(2)):
+        spec = threshold_spec(grid_min - 0.5 * spread)
+        bounder = DomainBounder(bounded, spec, "alpha-crown", FAST)
+        domains = [bounder.root()]
+        for _ in range(3):
+            domain = domains.pop(0)
+            name = next(iter(domain.intervals))
+            interval = domain.intervals[name]
+            index = int(torch.randint(interval.lower.numel(), (1,), generator=generator))
+            low, high = float(interval.lower.view(-1)[index]), float(interval.upper.view(-1)[index])
+            domains += domain.split(name, index, low + (high - low) * float(torch.rand(1, generator=generator)))
+        bounder.bound(domains, len(domains))
+        x = BOX[0] + (BOX[1] - BOX[0]) * torch.rand(4000, 2, generator=generator)
+        values = pre_activations(bounded, x)
+        with torch.no_grad():
+            y = model(x)
+        margin = y[:, 0] - y[:, 1] - float(spec.unsafe[0].d)
+        for domain in domains:
+            inside = torch.ones(len(x), dtype=torch.bool)
+            for name, interval in domain.intervals.items():
+                inside &= ((values[name] >= interval.lower - 1e-5) & (values[name] <= interval.upper + 1e-5)).all(1)
+            if inside.any() and math.isfinite(domain.lower):
+                assert float(margin[inside].min()) >= domain.lower - 1e-4
+
+
+def pre_activations(bounded: BoundedModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every node's value at x, by name (through the bounded graph, traced for x's batch size)."""
+    graph = bounded.graph_for(x.shape[0])
+    values = {}
+    interpreter = torch.fx.Interpreter(graph.module)
+    original = interpreter.run_node
+
+    def run_node(node):
+        value = original(node)
+        if node.op == "call_function" and isinstance(value, torch.Tensor):
+            values[node.name] = value.detach().reshape(x.shape[0], -1)
+        return value
+
+    interpreter.run_node = run_node
+    with torch.no_grad():
+        interpreter.run(x)
+    return values
+
+
+def test_splits_narrow_the_bounds_through_bounded_model():
+    model, bounded, grid_min, spread = next(cases([0]))
+    whole = bounded.compute_bounds(x_lower=BOX[0], x_upper=BOX[1], method="ibp")
+    values = pre_activations(bounded, torch.zeros(1, 2))
+    width = values["linear"].shape[1]
+    split = {"linear": Interval(torch.full((1, width), -0.1), torch.full((1, width), 0.1))}
+    narrow = bounded.compute_bounds(x_lower=BOX[0], x_upper=BOX[1], method="ibp", splits=split)
+    assert (narrow.width <= whole.width + 1e-6).all() and (narrow.width < whole.width).any()
+    with pytest.raises(opwise.errors.InputError, match="not in the graph"):
+        bounded.compute_bounds(x_lower=BOX[0], x_upper=BOX[1], splits={"nowhere": split["linear"]})
+
+
+def test_verify_runs_branch_and_bound_when_asked():
+    model, bounded, grid_min, spread = next(cases([0]))
+    x = torch.zeros(1, 2)
+    target = int(model(x).argmax())
+    plain = opwise.verify(bounded, x, eps=0.3, target=target)
+    complete = opwise.verify(bounded, x, eps=0.3, target=target, bab={"timeout": 5, "batch_size": 8, "alpha": FAST})
+    assert complete.status in ("verified", "falsified", "timeout")
+    if plain.status == "unknown":
+        assert "bab" in complete.stats
+
+
+@pytest.mark.slow
+def test_branching_strategies_side_by_side():
+    """Verified counts on a seeded set of properties just below the true minimum (printed for the report)."""
+    strategies = [("bbps", "table"), ("babsr", "table"), ("largest-interval", "midpoint")]
+    counts = {"alpha-crown only": 0, **{f"{b}+{s}": 0 for b, s in strategies}}
+    for model, bounded, grid_min, spread in cases(range(8)):
+        spec = threshold_spec(grid_min - 0.1 * spread)
+        root = bounded.compute_bounds(x_lower=BOX[0], x_upper=BOX[1], C=spec.unsafe[0].C, method="alpha-crown")
+        counts["alpha-crown only"] += float(root.lower) > float(spec.unsafe[0].d)
+        for branching, split_point in strategies:
+            result = branch_and_bound(bounded, spec, branching=branching, split_point=split_point, timeout=20,
+                                      batch_size=16, alpha=FAST)
+            check_answer(model, spec, result, grid_min)
+            counts[f"{branching}+{split_point}"] += result.status == "verified"
+            print(branching, split_point, result.status, result.stats, flush=True)
+    print("\nverified of 8 (threshold 10% of the margin range below the true minimum, 20 s each):", counts)
+    assert counts["bbps+table"] >= counts["alpha-crown only"]
+
+
+def digits_sigmoid_mlp() -> tuple[torch.nn.Sequential, torch.Tensor, torch.Tensor]:
+    """A 64-32-10 sigmoid MLP trained for a few seconds on scikit-learn's bundled 8x8 digits (no download)."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(data.target)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Sigmoid(), torch.nn.Linear(32, 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(300):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[:1500]), y[:1500]).backward()
+        optimizer.step()
+    return model, x[1500:], y[1500:]
+
+
+@pytest.mark.slow
+def test_digits_sigmoid_mlp_at_growing_eps():
+    """Verified counts of the first 10 correctly classified test digits: α-CROWN alone vs BaB (printed)."""
+    model, x, y = digits_sigmoid_mlp()
+    with torch.no_grad():
+        correct = (model(x).argmax(1) == y).nonzero().flatten()[:10]
+    bounded = BoundedModel(model, x[:1])
+    rows = []
+    for eps in (0.01, 0.02, 0.03, 0.04):
+        counts = {"alpha-crown": 0, "bbps+table": 0, "largest-interval+midpoint": 0, "falsified": 0}
+        for index in correct.tolist():
+            sample, label = x[index : index + 1], int(y[index])
+            counts["alpha-crown"] += opwise.verify(bounded, sample, eps=eps, target=label, domain=(0, 1)).status == "verified"
+            for branching, split_point in (("bbps", "table"), ("largest-interval", "midpoint")):
+                result = opwise.verify(bounded, sample, eps=eps, target=label, domain=(0, 1), bab={
+                    "timeout": 10, "branching": branching, "split_point": split_point, "batch_size": 32, "alpha": FAST})
+                counts[f"{branching}+{split_point}"] += result.status == "verified"
+                if result.status == "falsified":
+                    counts["falsified"] += 1
+                    assert int(model(result.counterexample).argmax()) != label
+        rows.append((eps, counts))
+    print("\ndigits sigmoid MLP, 10 samples, 10 s per BaB:")
+    for eps, counts in rows:
+        print(f"  eps={eps}: {counts}")
