@@ -84,6 +84,11 @@ class EngineModel:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self._padded(lambda model, x: model(x), x)
 
+    @property
+    def bounded(self):
+        """The BoundedModel at batch 1, for neuron-splitting branch-and-bound (which batches by re-importing)."""
+        return self._models[1]
+
     def bound(self, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
         """CROWN lower bounds of C·f(x) per box, [B, rows] (a BoundFunction)."""
         return self._padded(lambda model, lo, up: model.compute_bounds(
@@ -132,6 +137,14 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
                     stats[key] = stats.get(key, 0) + value
         else:
             status, counterexample = _attack_then_bound(function, bound_fn, spec, remaining)
+            remaining = timeout - (time.monotonic() - start)
+            bounded = getattr(function, "bounded", None)
+            if status == "unknown" and bounded is not None and remaining > 1:
+                from opwise.bounds.bab.genbab import branch_and_bound
+
+                result = branch_and_bound(bounded, spec, timeout=remaining)
+                status, counterexample = STATUS_OF_BAB[result.status], result.counterexample
+                stats["domains"] = stats.get("domains", 0) + result.stats.get("domains_visited", 0)
         if status == "sat":
             violates, _, y = check_counterexample(function, spec, counterexample)
             x = torch.max(torch.min(counterexample, spec.x_upper), spec.x_lower)
