@@ -163,7 +163,8 @@ class BoundPropagation:
             return ibp
         # per sample when the node keeps the batch first, else (batch folded by a reshape) over the whole node
         groups = self.batch if ibp.lower.shape[:1] == (self.batch,) else 1
-        lower, upper = ibp.lower.clone(), ibp.upper.clone()
+        lower = ibp.lower.clone(memory_format=torch.contiguous_format)
+        upper = ibp.upper.clone(memory_format=torch.contiguous_format)
         flat_lower, flat_upper = lower.view(groups, -1), upper.view(groups, -1)
         selected = self._neurons_to_refine(node, ibp, groups)
         if selected.numel():

@@ -1,7 +1,8 @@
 """Rewrite composite operators into primitives that have relaxations, before bounding.
 
 softmax(x) = exp(x) · 1/Σexp(x); layer_norm(x) = (x − mean) · rsqrt(mean((x − mean)²) + eps) · w + b;
-x / y with y bounded = x · reciprocal(y). The engine then bounds each piece with its own transfer
+x / y with y bounded = x · reciprocal(y); a matrix product of two bounded tensors (attention's q·kᵀ and
+p·v) = Σ_k of elementwise products, each bounded by McCormick planes. The engine then bounds each piece with its own transfer
 (exp, reciprocal, rsqrt, pow from the relaxation registry; products of two bounded tensors bilinearly).
 The rewrite works on a copy; the caller's Graph is unchanged.
 """
@@ -51,6 +52,19 @@ def _divide(graph: fx.Graph, node: fx.Node) -> fx.Node:
     return graph.call_function(aten.mul.Tensor, (node.args[0], reciprocal))
 
 
+def _matrix_product(graph: fx.Graph, node: fx.Node) -> fx.Node:
+    """[.., i, k] @ [.., k, j] as sum over k of the broadcast elementwise product [.., i, k, j]."""
+    left, right = node.args[0], node.args[1]
+    rows, inner = left.meta["val"].shape[-2:]
+    columns = right.meta["val"].shape[-1]
+    leading = list(left.meta["val"].shape[:-2])
+    full = leading + [rows, inner, columns]
+    left = graph.call_function(aten.expand.default, (graph.call_function(aten.unsqueeze.default, (left, -1)), full))
+    right = graph.call_function(aten.expand.default, (graph.call_function(aten.unsqueeze.default, (right, -3)), full))
+    product = graph.call_function(aten.mul.Tensor, (left, right))
+    return graph.call_function(aten.sum.dim_IntList, (product, [-2]))
+
+
 def _rewrite_for(node: fx.Node, dependent: set[fx.Node]):
     if node.op != "call_function" or node not in dependent:
         return None
@@ -60,6 +74,8 @@ def _rewrite_for(node: fx.Node, dependent: set[fx.Node]):
         return _layer_norm
     if node.target is aten.div.Tensor and isinstance(node.args[1], fx.Node) and node.args[1] in dependent:
         return _divide
+    if node.target in (aten.bmm.default, aten.mm.default) and all(arg in dependent for arg in node.args[:2]):
+        return _matrix_product
     return None
 
 

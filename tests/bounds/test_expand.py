@@ -108,3 +108,25 @@ def test_attention_blocks_are_bounded_soundly(primitive_relaxations):
         randomize_(model, seed)
         x = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(seed))
         assert_sound(model, x - 0.05, x + 0.05, samples=5000, seed=seed, attack=seed == 0, bounded=bounded)
+
+
+class _BilinearAttention(torch.nn.Module):
+    """Scores q·kᵀ and mixing p·v are matrix products of two bounded tensors (no softmax, to isolate bmm)."""
+
+    def __init__(self):
+        super().__init__()
+        self.query, self.key, self.value = (torch.nn.Linear(4, 4) for _ in range(3))
+
+    def forward(self, x):
+        scores = torch.bmm(self.query(x), self.key(x).transpose(1, 2))
+        return torch.bmm(torch.tanh(scores), self.value(x)).flatten(1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_matrix_products_of_two_bounded_tensors_are_bounded_soundly(seed):
+    torch.manual_seed(seed)
+    model = _BilinearAttention().eval()
+    x = torch.randn(1, 3, 4)
+    graph = expand_for_bounds(trace(model, x), x)
+    assert "aten.bmm.default" not in {graph.info(n).op for n in graph.call_nodes()}
+    assert_sound(model, x - 0.1, x + 0.1)

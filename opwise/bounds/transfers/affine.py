@@ -33,7 +33,7 @@ class Affine:
             zeros = [torch.zeros(shape, dtype=A.dtype, device=A.device) for shape in step.shapes]
             offset, vjp = torch.func.vjp(step.function, *zeros)
             step.cache["vjp"], step.cache["offset"] = torch.func.vmap(vjp), offset.detach()
-        coefficients = step.cache["vjp"](A)
+        coefficients = step.cache["vjp"](A.contiguous())  # a view's vjp needs contiguous rows
         return list(coefficients), A * step.cache["offset"]
 
     def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
