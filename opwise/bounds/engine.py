@@ -16,7 +16,7 @@ from opwise.bounds.input_set import InputSet
 from opwise.bounds.transfers.affine import Affine
 from opwise.bounds.transfers.nonlinear import ELEMENTWISE, has_relaxation, node_relaxation
 from opwise.bounds.transfers.registry import Interval, Step, transfer_for
-from opwise.errors import InputError, UnsupportedOperation
+from opwise.errors import InputError, OpwiseError, UnsupportedOperation
 from opwise.tracing.graph import Graph
 
 #: largest number of one-hot specifications in one backward pass for intermediate bounds
@@ -136,11 +136,19 @@ class BoundPropagation:
 
     # ------------------------------------------------------------------ IBP
     def interval_ibp(self, target: fx.Node) -> Interval:
-        """Interval propagation up to `target` (each node once)."""
+        """Interval propagation up to `target` (each node once). Where plain IBP leaves a relaxation's domain
+        (IBP blows up over deep stacks: a layer norm's variance loses its +eps to float32 cancellation and rsqrt
+        sees a zero lower bound), the node is propagated again from its inputs' CROWN-tightened intervals."""
         for node in self.ancestors(target):
             if node not in self.ibp:
                 step = self.step(node)
-                self.ibp[node] = self._narrow(node, self.transfers[node].ibp(step, [self.ibp[i] for i in step.inputs]))
+                try:
+                    interval = self.transfers[node].ibp(step, [self.ibp[i] for i in step.inputs])
+                except OpwiseError:
+                    if self.intermediate == "ibp":
+                        raise
+                    interval = self.transfers[node].ibp(step, [self.interval(i) for i in step.inputs])
+                self.ibp[node] = self._narrow(node, interval)
         return self.ibp[target]
 
     def _narrow(self, node: fx.Node, interval: Interval) -> Interval:

@@ -130,3 +130,12 @@ def test_matrix_products_of_two_bounded_tensors_are_bounded_soundly(seed):
     graph = expand_for_bounds(trace(model, x), x)
     assert "aten.bmm.default" not in {graph.info(n).op for n in graph.call_nodes()}
     assert_sound(model, x - 0.1, x + 0.1)
+
+
+def test_builtin_transformer_is_bounded_soundly_by_crown():
+    from opwise.models import builtin, demo_inputs
+
+    model = builtin("transformer")
+    x = demo_inputs("transformer", 1)[0]
+    results = assert_sound(model, x - 0.002, x + 0.002, methods=("crown",), samples=2000)
+    assert torch.isfinite(results["crown"].lower).all()
