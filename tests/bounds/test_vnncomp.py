@@ -187,3 +187,34 @@ def test_suite_runner_on_a_local_ray_instance(tmp_path):
     finally:
         ray.shutdown()
     assert [r["status"] for r in rows][0::2] == ["unsat", "sat"]
+
+
+class _BoundedFunction:
+    """A model with its BoundedModel attached, as EngineModel offers it, for the neuron-splitting path."""
+
+    def __init__(self, model, example):
+        from opwise.bounds import BoundedModel
+
+        self.model, self.bounded = model, BoundedModel(model, example)
+
+    def __call__(self, x):
+        return self.model(x)
+
+
+def test_high_dimensional_unknown_instances_go_to_neuron_splitting(tmp_path):
+    """20 free inputs (no input splitting); the one-pass bound function proves nothing, so only GenBaB can."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 6), torch.nn.Sigmoid(), torch.nn.Linear(6, 1)).eval()
+    lower, upper = torch.zeros(1, 20), torch.full((1, 20), 0.05)
+    with torch.no_grad():
+        samples = model(lower + (upper - lower) * torch.rand(20000, 20))
+    threshold = float(samples.min()) - 0.05  # below the sampled minimum: the property Y_0 > threshold holds
+    lines = [f"(declare-const X_{i} Real)" for i in range(20)] + ["(declare-const Y_0 Real)"]
+    lines += [f"(assert (>= X_{i} 0.0))\n(assert (<= X_{i} 0.05))" for i in range(20)]
+    lines.append(f"(assert (<= Y_0 {threshold}))")
+    path = tmp_path / "prop.vnnlib"
+    path.write_text("\n".join(lines))
+    function = _BoundedFunction(model, lower)
+    hopeless = lambda lo, up, C: torch.full((lo.shape[0], C.shape[0]), -1e9)  # noqa: E731
+    result = verify_instance("net.onnx", path, 30, load=lambda _: (function, hopeless, (1, 20)))
+    assert result.status == "unsat" and result.stats.get("domains", 0) > 0
