@@ -21,9 +21,9 @@ from typing import Callable
 
 import torch
 
-from opwise.bounds.attack import check_counterexample, pgd_attack
+from opwise.bounds.attack import pgd_attack
 from opwise.bounds.bab.input_split import BoundFunction, input_split_bab
-from opwise.bounds.spec import Specification
+from opwise.bounds.spec import Disjunct, Specification
 from opwise.bounds.vnnlib import parse_vnnlib
 from opwise.errors import InputError, OpwiseError, SpecError
 
@@ -119,11 +119,12 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
     """
     start = time.monotonic()
     function, bound_fn, input_shape = (load or load_with_engine)(str(onnx_path))
-    specs = parse_vnnlib(vnnlib_path, input_shape)
+    declared = parse_vnnlib(vnnlib_path, input_shape, dtype=torch.float64)
+    specs = [_to_dtype(spec, torch.float32) for spec in declared]
     _check_outputs(function, specs[0], str(vnnlib_path))
     outcomes = []
     stats: dict = {"boxes": len(specs)}
-    for spec in specs:
+    for spec, exact in zip(specs, declared):
         remaining = timeout - (time.monotonic() - start)
         if remaining <= 0:
             outcomes.append("timeout")
@@ -146,15 +147,31 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
                 status, counterexample = STATUS_OF_BAB[result.status], result.counterexample
                 stats["domains"] = stats.get("domains", 0) + result.stats.get("domains_visited", 0)
         if status == "sat":
-            violates, _, y = check_counterexample(function, spec, counterexample)
-            x = torch.max(torch.min(counterexample, spec.x_upper), spec.x_lower)
-            if violates:
-                return InstanceResult("sat", time.monotonic() - start, x.flatten().detach(), y.flatten().detach(), stats)
+            confirmed = _as_the_competition_checks(function, exact, counterexample)
+            if confirmed is not None:
+                return InstanceResult("sat", time.monotonic() - start, *confirmed, stats)
             status = "unknown"
         outcomes.append(status)
     final = "unsat" if all(s == "unsat" for s in outcomes) and len(outcomes) == len(specs) else (
         "timeout" if "timeout" in outcomes else "unknown")
     return InstanceResult(final, time.monotonic() - start, stats=stats)
+
+
+def _to_dtype(spec: Specification, dtype: torch.dtype) -> Specification:
+    return Specification(spec.x_lower.to(dtype), spec.x_upper.to(dtype),
+                         [Disjunct(d.C.to(dtype), d.d.to(dtype)) for d in spec.unsafe])
+
+
+def _as_the_competition_checks(function, declared: Specification, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(x, y) of a counterexample the competition's checker accepts, or None: x in float64 clipped into the
+    box as declared (the float32 rounding of a bound can lie just outside it), the network run on x's
+    float32 rounding, the output constraints evaluated in float64."""
+    point = torch.max(torch.min(x.detach().double(), declared.x_upper), declared.x_lower)
+    with torch.no_grad():
+        y = function(point.float()).detach()
+    if float(declared.margin(y.double().reshape(1, -1)).min()) > 0:
+        return None
+    return point.flatten(), y.flatten()
 
 
 def _check_outputs(function, spec: Specification, path: str) -> None:
@@ -304,16 +321,16 @@ def run_suite(instances_csv: str | Path, results_csv: str | Path, *, cap: float 
 
     Each instance runs in its own worker process that is killed `grace` seconds after its timeout (capped
     at `cap`), so a hung instance counts as `timeout` and cannot stall the suite. With `ray_address`
-    the instances run as Ray tasks instead (`pip install opwise[ray]`; `result_dir` must then be a
-    folder every node can write). Results CSV columns: onnx, vnnlib, status, time; result files
-    (VNN-COMP format) go to `result_dir` when given. A progress bar is drawn on stderr.
+    the instances run as Ray tasks instead, one CPU each, cancelled the same way when they overrun
+    (`pip install opwise[ray]`; `result_dir` must then be a folder every node can write). Results CSV
+    columns: onnx, vnnlib, status, time; result files (VNN-COMP format) go to `result_dir` when given. A progress bar is drawn on stderr.
     """
     instances = read_instances(instances_csv, cap)
     directory = str(result_dir) if result_dir is not None else None
     if directory is not None:
         Path(directory).mkdir(parents=True, exist_ok=True)
     if ray_address is not None:
-        outcomes = _run_with_ray(instances, verify, directory, ray_address)
+        outcomes = _run_with_ray(instances, verify, directory, ray_address, grace)
     else:
         outcomes = _run_with_processes(instances, verify, directory, max(1, workers), grace)
     folder = Path(instances_csv).parent
@@ -389,27 +406,67 @@ def _run_with_processes(instances, verify, result_dir, workers: int, grace: floa
     return outcomes
 
 
-def _run_with_ray(instances, verify, result_dir, address: str) -> list[tuple[str, float]]:
-    """Ray tasks, no more in flight than the cluster has CPUs (so a task's wait is its run time)."""
+def _ray_task(started, index: int, verify, onnx: str, vnnlib: str, timeout: float, result_dir) -> tuple[str, float]:
+    """One instance on a Ray worker: announce the start (the driver's clock for this instance begins then,
+    not while Ray schedules the task or the worker imports torch), then verify it on one thread."""
+    started.put(index)
+    torch.set_num_threads(1)
+    return run_one(verify, onnx, vnnlib, timeout, result_dir)
+
+
+def _run_with_ray(instances, verify, result_dir, address: str, grace: float,
+                  startup_limit: float = 300.0) -> list[tuple[str, float]]:
+    """Ray tasks, no more in flight than the cluster has CPUs; a task that overruns its timeout by `grace`
+    is cancelled (its worker killed) and counts as `timeout`, as in the process runner."""
     import ray
+    from ray.util.queue import Queue
 
     ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    task = ray.remote(num_cpus=1)(run_one)
+    task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
+    started = Queue()
     slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
     outcomes: list[tuple[str, float] | None] = [None] * len(instances)
     pending = list(range(len(instances)))
-    running: dict = {}
+    running: dict = {}  # reference -> [index, submitted, began or None]
     counts: dict[str, int] = {}
     start = time.monotonic()
+    _progress(0, len(instances), counts, 0.0)
     while pending or running:
         while pending and len(running) < slots:
             index = pending.pop(0)
             onnx, vnnlib, timeout = instances[index]
-            running[task.remote(verify, onnx, vnnlib, timeout, result_dir)] = index
-        done, _ = ray.wait(list(running), num_returns=1)
+            reference = task.remote(started, index, verify, onnx, vnnlib, timeout, result_dir)
+            running[reference] = [index, time.monotonic(), None]
+        done, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
+        now = time.monotonic()
+        for index in started.get_nowait_batch(started.qsize()):
+            for state in running.values():
+                if state[0] == index and state[2] is None:
+                    state[2] = now
+        finished = {}
         for reference in done:
-            index = running.pop(reference)
-            outcomes[index] = tuple(ray.get(reference))
-            counts[outcomes[index][0]] = counts.get(outcomes[index][0], 0) + 1
+            index, submitted, began = running[reference]
+            try:
+                finished[reference] = tuple(ray.get(reference))
+            except Exception as error:  # noqa: BLE001 - a crashed worker is this instance's `error`, not the suite's
+                print(f"{instances[index][0]} {instances[index][1]}: {error}", file=sys.stderr)
+                finished[reference] = ("error", now - (began or submitted))
+        for reference, (index, submitted, began) in running.items():
+            if reference in finished:
+                continue
+            if began is None and now - submitted > startup_limit:
+                ray.cancel(reference, force=True)
+                finished[reference] = ("error", 0.0)
+            elif began is not None and now - began > instances[index][2] + grace:
+                ray.cancel(reference, force=True)
+                finished[reference] = ("timeout", now - began)
+                if result_dir is not None:
+                    onnx, vnnlib, _ = instances[index]
+                    write_result(Path(result_dir) / result_file_name(onnx, vnnlib), InstanceResult("timeout", now - began))
+        for reference, outcome in finished.items():
+            index = running.pop(reference)[0]
+            outcomes[index] = outcome
+            counts[outcome[0]] = counts.get(outcome[0], 0) + 1
             _progress(sum(counts.values()), len(instances), counts, time.monotonic() - start)
+    started.shutdown()
     return outcomes

@@ -69,6 +69,47 @@ def test_acas_counterexample_is_found_checked_and_written(benchmarks_dir, tmp_pa
     (reference,) = session.run(None, {"input": np.array(x, dtype=np.float32).reshape(1, 1, 1, 5)})
     assert status == "sat" and np.allclose(reference.reshape(-1), y, atol=1e-4)
     assert reference[0, 0] >= reference[0, 1:].max()  # prop_2's violation: COC is maximal
+    assert_competition_checker_accepts(tmp_path / "out.txt", onnx_path, vnnlib_path)
+
+
+def competition_counterexample(text: str) -> tuple[str, list[float], list[float]]:
+    """The result file read by the rules of VNN-COMP's counterexample checker (written here from its
+    documented behaviour, independently of read_result): the first line is the word; the rest, newlines
+    turned to spaces, is one parenthesised list of `(X_i value)` then `(Y_j value)` pairs, indices in order."""
+    word, _, rest = text.partition("\n")
+    content = rest.replace("\n", " ").strip()
+    assert content[0] == "(" and content[-1] == ")", content[:40]
+    xs: list[float] = []
+    ys: list[float] = []
+    for part in content[1:-1].split(")"):
+        part = " ".join(part.split())
+        if not part:
+            continue
+        assert part[0] == "(", part
+        name, number = part[1:].split(" ")
+        values = xs if name.startswith("X_") else ys
+        assert name[:2] in ("X_", "Y_") and int(name[2:]) == len(values), name
+        values.append(float(number))
+    return word, xs, ys
+
+
+def assert_competition_checker_accepts(result_path, onnx_path, vnnlib_path) -> None:
+    """What the competition's scoring demands of a `sat`: x strictly inside an input box (no tolerance) and
+    the network's float32 output, replayed by onnxruntime, strictly inside that box's unsafe set."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    word, xs, _ = competition_counterexample(Path(result_path).read_text())
+    assert word == "sat"
+    session = onnxruntime.InferenceSession(str(onnx_path))
+    feed = session.get_inputs()[0]
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in feed.shape]
+    (output,) = session.run(None, {feed.name: np.array(xs, dtype=np.float32).reshape(shape)})
+    y = torch.tensor(output.reshape(-1), dtype=torch.float64)
+    x = torch.tensor(xs, dtype=torch.float64)
+    accepted = False
+    for spec in vnncomp.parse_vnnlib(vnnlib_path, dtype=torch.float64):
+        if bool(((x >= spec.x_lower.reshape(-1)) & (x <= spec.x_upper.reshape(-1))).all()):
+            accepted |= any(bool((d.C @ y <= d.d).all()) for d in spec.unsafe)
+    assert accepted, "the counterexample would be rejected by the competition's checker"
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -179,14 +220,20 @@ def test_bad_instances_csv_names_the_line(tmp_path):
 
 
 def test_suite_runner_on_a_local_ray_instance(tmp_path):
+    """The Ray runner gives the process runner's answers: a hung task is cancelled and counts as timeout."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
+        started = time.monotonic()
         rows = run_suite(write_instances(tmp_path), tmp_path / "results.csv", cap=1, verify=fake_verify,
-                         ray_address="auto")
+                         ray_address="auto", result_dir=tmp_path / "results", grace=1.0)
+        elapsed = time.monotonic() - started
     finally:
         ray.shutdown()
-    assert [r["status"] for r in rows][0::2] == ["unsat", "sat"]
+    assert [r["status"] for r in rows] == ["unsat", "timeout", "sat", "error"]
+    assert elapsed < 120  # the hung task sleeps 600 s: it must have been cancelled
+    assert read_result(tmp_path / "results" / "sat__q.txt") == ("sat", [0.5], [1.0])
+    assert read_result(tmp_path / "results" / "hang__p.txt")[0] == "timeout"
 
 
 class _BoundedFunction:
