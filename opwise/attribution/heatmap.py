@@ -124,7 +124,8 @@ def plot_abpc(curves: Mapping[str, Mapping[str, ArrayLike]], path: str | Path | 
     """Pixel-flipping curves per method, MoRF solid and LeRF dashed, with each method's ABPC in the legend.
 
     ``curves`` maps a method name to ``{"most": ..., "least": ...}`` as returned by ``abpc`` (``[B, K+1]``
-    or ``[K+1]``); batches are averaged. The x axis is the fraction of patches replaced.
+    or ``[K+1]``); batches are averaged. The x axis is the fraction of patches replaced. The legend sits
+    right of the axes, so a benchmark's dozen methods do not hide the curves.
 
     >>> curves = {"LRP": {"most": torch.tensor([6.0, 3.0, 1.0, 0.0]), "least": torch.tensor([6.0, 5.0, 3.0, 0.0])}}
     >>> [text.get_text() for text in plot_abpc(curves).axes[0].get_legend().get_texts()]
@@ -132,24 +133,25 @@ def plot_abpc(curves: Mapping[str, Mapping[str, ArrayLike]], path: str | Path | 
     """
     if not curves:
         raise InputError("plot_abpc: no curves given; pass {method: {'most': curve, 'least': curve}}")
-    figure = Figure(figsize=(6.4, 4.4), layout="constrained")
+    figure = Figure(figsize=(9.6, max(4.4, 0.32 * len(curves) + 1.2)), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
-    palette = colormaps["tab10"]
+    palette = colormaps["tab10" if len(curves) <= 10 else "tab20"]
+    shade = 0.12 if len(curves) <= 3 else 0.04
     for index, (method, pair) in enumerate(curves.items()):
         if set(pair) != {"most", "least"}:
             raise InputError(f"plot_abpc: curves of '{method}' must have exactly the keys 'most' and 'least', got {sorted(pair)}")
         most, least = (_mean_curve(pair[order], method) for order in ("most", "least"))
         score = float(area_between(torch.from_numpy(most), torch.from_numpy(least)))
         fraction = np.linspace(0.0, 1.0, most.shape[0])
-        color = palette(index % 10)
+        color = palette(index % palette.N)
         axes.plot(fraction, most, color=color, label=f"{method} MoRF (ABPC {score:.3f})")
         axes.plot(fraction, least, color=color, linestyle="--", label=f"{method} LeRF")
-        axes.fill_between(fraction, most, least, color=color, alpha=0.12)
+        axes.fill_between(fraction, most, least, color=color, alpha=shade)
     axes.set_xlabel("fraction of patches replaced")
     axes.set_ylabel("target logit")
     axes.set_title("pixel flipping")
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     _save(figure, path)
     return figure
 

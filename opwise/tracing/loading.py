@@ -105,7 +105,21 @@ def _load_builtin(name: str, trained: bool) -> LoadedModel:
 
 
 def _load_factory(path: Path, factory_name: str) -> LoadedModel:
-    _require_file(path, "model file")
+    return _as_loaded(call_factory(path, factory_name, "model file"), f"{path}:{factory_name}()")
+
+
+def call_factory(path: Path, factory_name: str, what: str = "file") -> Any:
+    """Import the Python file `path` and return what its function `factory_name()` returns.
+
+    Failures of the user's code become one `ModelLoadError` naming the file and function; `what` names
+    the file in the message ("model file", "tokenizer file").
+
+    >>> call_factory(Path("missing.py"), "make", "tokenizer file")
+    Traceback (most recent call last):
+    ...
+    opwise.errors.ModelLoadError: tokenizer file missing.py does not exist (paths are relative to ...)
+    """
+    _require_file(path, what)
     module_name = f"opwise_user_model_{abs(hash(path.resolve()))}"
     try:
         spec = importlib.util.spec_from_file_location(module_name, path)
@@ -122,12 +136,11 @@ def _load_factory(path: Path, factory_name: str) -> LoadedModel:
         available = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
         raise ModelLoadError(f"{path} has no function {factory_name!r}; it defines {', '.join(available) or 'none'}")
     try:
-        result = factory()
+        return factory()
     except OpwiseError:
         raise
     except Exception as error:  # noqa: BLE001 - see above
         raise ModelLoadError(f"{path}:{factory_name}() raised {_describe(error)}") from error
-    return _as_loaded(result, f"{path}:{factory_name}()")
 
 
 def _as_loaded(result: Any, where: str) -> LoadedModel:

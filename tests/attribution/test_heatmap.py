@@ -179,3 +179,14 @@ def test_plot_abpc_errors():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         plot_abpc({"LRP": {"most": torch.zeros(2), "least": torch.zeros(2)}})
+
+
+def test_plot_abpc_keeps_a_dozen_methods_apart_with_the_legend_beside_the_axes(tmp_path):
+    steps = np.linspace(1.0, 0.0, 5)
+    curves = {f"method {k}": {"most": steps * (1 - k / 20), "least": steps} for k in range(12)}
+    figure = plot_abpc(curves, tmp_path / "many.png")
+    axes = figure.axes[0]
+    colors = {tuple(line.get_color()) for line in axes.get_lines()}
+    assert len(colors) == 12  # one color per method, MoRF and LeRF sharing it
+    renderer = figure.canvas.get_renderer()
+    assert axes.get_legend().get_window_extent(renderer).x0 >= axes.get_window_extent(renderer).x1
