@@ -26,12 +26,17 @@ EMBEDDING = "aten.embedding.default"
 class OpCall:
     """What a rule sees of one node: its arguments and output (through promises), the rule chosen for it."""
 
-    __slots__ = ("node", "target", "args", "kwargs", "explained", "rule", "_output")
+    __slots__ = ("node", "target", "args", "kwargs", "explained", "rule", "cache", "_output", "_store")
 
     def __init__(self, node: "NodeRule", args: tuple, kwargs: dict):
         self.node, self.target, self.rule, self.explained = node.name, node.op, node.rule, node.explained
-        self.args, self.kwargs = args, kwargs
+        self.args, self.kwargs, self.cache, self._store = args, kwargs, node.cache, node.store
         self._output = node.store.promise(node.name)
+
+    def constant(self, index: int) -> bool:
+        """Whether argument `index` is a constant of the graph (a parameter or buffer, or not a tensor)."""
+        value = self.args[index]
+        return not isinstance(value, Promise) or value.name in self._store.constants
 
     def arg(self, index: int) -> Any:
         value = self.args[index]
@@ -64,6 +69,7 @@ class NodeRule:
         self.explained = tuple(isinstance(a, fx.Node) and a.name in dependent for a in node.args)
         self.promised_args = tuple(store.promise(a.name) if isinstance(a, fx.Node) else a for a in node.args)
         self.kwargs = dict(node.kwargs)
+        self.cache: dict = {}  # modified parameters of the rule, built once (see LinearOp.cached)
         self.__name__ = f"rule_{node.name}"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
