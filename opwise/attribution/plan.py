@@ -57,6 +57,7 @@ class _RuleFunction(torch.autograd.Function):
     def backward(ctx, *relevance: torch.Tensor) -> tuple:
         node = ctx.node
         result = list(node.handler(node.call(), relevance[0]))
+        node.store.done(node.name)
         result += [None] * (ctx.count - len(result))
         return (None, None, *(r if e else None for r, e in zip(result, node.explained)))
 
@@ -132,15 +133,17 @@ class Plan:
             if (n.name in self.dependent and rule_for(graph.info(n).op) != ROUTING)
             or isinstance(self.rules.get(n.name), Constant)
         ]
-        needed = set()
+        reads = {}
         for node in wrapped:
-            needs = getattr(rule_for(graph.info(node).op), "needs", ())
-            if "inputs" in needs:
-                needed |= {a.name for a in node.all_input_nodes if a.op != "get_attr"}
+            needs = () if isinstance(self.rules.get(node.name), Constant) else getattr(
+                rule_for(graph.info(node).op), "needs", ())
+            reads[node.name] = {a.name for a in node.all_input_nodes if a.op != "get_attr"} if "inputs" in needs else set()
             if "output" in needs or ("linear" in needs and needs_output(self.rules.get(node.name))):
-                needed.add(node.name)
+                reads[node.name].add(node.name)
+        needed = set().union(*reads.values())
         kept, segments = memory_policy(graph, keep, needed)
-        self.store = ActivationStore(graph, kept, segments)
+        self.store = ActivationStore(graph, kept, segments, needed)
+        self.store.track(reads)
         self.embeddings = [n.name for n in wrapped if graph.info(n).op == EMBEDDING]
         self.taps: dict[str, torch.Tensor] = {}
         self._modules: dict[frozenset, fx.GraphModule] = {}
