@@ -61,8 +61,9 @@ def convolution(call, relevance):
             grad, x, w, None, stride, padding, dilation, transposed, output_padding, groups, [True, False, False]
         )[0]
 
-    groups = rest[5]
-    op = LinearOp(forward, weight, bias, x, fast_vjp, owns_vjp=True, stack_axes=(0, 1) if groups == 1 else None,
+    transposed, groups = rest[3], rest[5]
+    stackable = groups == 1 and not transposed  # a transposed weight has its output channels on axis 1
+    op = LinearOp(forward, weight, bias, x, fast_vjp, owns_vjp=True, stack_axes=(0, 1) if stackable else None,
                   cache=_cache(call, 1, 2))
     return [_apply(call, op, relevance, Epsilon())] + [None] * (len(call.args) - 1)
 

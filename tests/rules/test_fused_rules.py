@@ -123,6 +123,20 @@ def test_grouped_convolution_is_not_stacked_and_still_matches(rule):
     _close(convolution(call, relevance)[0], reference(rule, forward, x, w, None, relevance))
 
 
+@pytest.mark.parametrize("rule", [ZPlus(), AlphaBeta(2.0, 1.0), Gamma(0.25), Epsilon()], ids=repr)
+def test_transposed_convolution_matches(rule):
+    torch.manual_seed(4)
+    x, w, b = torch.relu(torch.randn(2, 4, 5, 5)), torch.randn(4, 3, 3, 3), torch.randn(3) * 0.1
+    rest = [[2, 2], [1, 1], [1, 1], True, [1, 1], 1]
+
+    def forward(x, w, b):
+        return F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1)
+
+    call = Call(aten.convolution.default, [x, w, b, *rest], [True] + [False] * 8, rule=rule)
+    relevance = torch.randn_like(call.output)
+    _close(convolution(call, relevance)[0], reference(rule, forward, x, w, b, relevance))
+
+
 def test_cached_parameters_follow_in_place_weight_updates():
     torch.manual_seed(3)
     x, w = torch.relu(torch.randn(3, 5)), torch.randn(4, 5)
