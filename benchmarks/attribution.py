@@ -188,6 +188,29 @@ def measure(model_name: str, method: str, composite: str, keep: str, size: int, 
             "peak_mib": peak / 2**20}
 
 
+def side_by_side(model_name: str, composites: list[str], size: int, batch: int, repeats: int) -> dict:
+    """In one process: rounds of a gradient pass then each composite (keep="all"); best seconds of each.
+
+    Cheaper than one subprocess per measurement (the graph is traced once) and robust to a loaded machine,
+    as every round runs all methods back to back; memory is not measured here.
+    """
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = MODELS[model_name]().eval()
+    x = torch.randn(batch, 3, size, size)
+    target = torch.arange(batch)
+    runners = {"gradient": _gradient_runner(model, x, target)}
+    runners.update({c: _opwise_runner(model, x, target, c, "all", 1.0) for c in composites})
+    best = {}
+    for round_ in range(repeats + 1):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            if round_:  # the first round warms up (tracing, planning)
+                best[name] = min(best.get(name, float("inf")), time.perf_counter() - start)
+    return best
+
+
 def _run_one(args, model: str, method: str, composite: str = "-", keep: str = "-") -> dict:
     command = [sys.executable, __file__, "--one", model, method, composite, keep, "--size", str(args.size),
                "--batch", str(args.batch), "--repeats", str(args.repeats), "--budget", str(args.budget)]
@@ -206,11 +229,22 @@ def main() -> None:
     parser.add_argument("--keeps", default=",".join(KEEPS))
     parser.add_argument("--budget", type=float, default=0.5, help="byte budget as a fraction of keep='all'")
     parser.add_argument("--no-zennit", action="store_true")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="only time ratios to the gradient pass, all composites in one process per model")
     parser.add_argument("--one", nargs=4, metavar=("MODEL", "METHOD", "COMPOSITE", "KEEP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         model, method, composite, keep = args.one
         print(json.dumps(measure(model, method, composite, keep, args.size, args.batch, args.repeats, args.budget)))
+        return
+    if args.side_by_side:
+        print(f"CPU, 1 thread, batch {args.batch}, {args.size}x{args.size}, best of {args.repeats} side-by-side rounds; "
+              f"load {os.getloadavg()[0]:.1f}")
+        for name in args.models.split(","):
+            best = side_by_side(name, args.composites.split(","), args.size, args.batch, args.repeats)
+            for composite, seconds in best.items():
+                print(f"{name:9s} {composite:20s} {seconds:7.3f} s  {seconds / best['gradient']:5.2f}x gradient", flush=True)
+        print(f"load after {os.getloadavg()[0]:.1f}")
         return
     keeps = ["all"] + [k for k in args.keeps.split(",") if k != "all"]
     print(f"CPU, 1 thread per process, batch {args.batch}, {args.size}x{args.size}, best of {args.repeats}, "
