@@ -124,9 +124,10 @@ def _reset_peak() -> None:
 
 def _opwise_runner(model, x, target, composite: str, keep: str, budget: float):
     import opwise
-    from opwise.attribution.promise import needed_bytes
 
     if keep == "budget":
+        from opwise.attribution.promise import needed_bytes
+
         plan = opwise.explain(model, x, target=target, composite=composite).plan
         keep = int(budget * needed_bytes(plan.graph, plan.store.kept))
 
