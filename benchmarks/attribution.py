@@ -1,16 +1,21 @@
 """Time and peak memory of opwise LRP vs Zennit (same composite) vs one plain gradient pass, CPU batch 8.
 
 Models are VGG16- and ResNet50-shaped (written here, no torchvision, random weights). Each measurement
-runs in its own subprocess so that peak resident memory (ru_maxrss) is that method's alone.
+runs in its own subprocess (one torch thread, glibc's mmap threshold fixed so freed tensors leave the
+resident set): after a warm-up call (tracing, planning, hooks) the peak-RSS mark is reset, and the peak
+growth over the resident set before the timed calls is that method's working memory. opwise runs once per
+memory policy: keep="all", keep="checkpoints", and a byte budget of --budget × what keep="all" stores.
 
     PYTHONPATH=. python benchmarks/attribution.py [--size 224] [--batch 8] [--repeats 3]
+        [--models vgg16,resnet50] [--composites epsilon-plus-flat,...] [--keeps all,checkpoints,budget]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
-import resource
+import os
 import subprocess
 import sys
 import time
@@ -19,7 +24,8 @@ import warnings
 import torch
 from torch import nn
 
-METHODS = ("gradient", "opwise", "zennit")
+COMPOSITES = ("epsilon", "epsilon-plus", "epsilon-plus-flat", "epsilon-gamma-box", "epsilon-alpha2-beta1")
+KEEPS = ("all", "checkpoints", "budget")
 
 
 class Sum(nn.Module):
@@ -77,42 +83,88 @@ def resnet50(classes: int = 1000) -> nn.Module:
 MODELS = {"vgg16": vgg16, "resnet50": resnet50}
 
 
-def _zennit_attributor(model):
+def _zennit_attributor(model, composite: str):
     sys.path.insert(0, "tests")
     from attribution.zennit_setup import import_zennit
 
     import_zennit()
+    from zennit import composites, types
     from zennit.attribution import Gradient
     from zennit.canonizers import SequentialMergeBatchNorm
-    from zennit.composites import EpsilonPlusFlat
-    from zennit.rules import Norm
+    from zennit.rules import Epsilon, Norm
 
-    composite = EpsilonPlusFlat(layer_map=[(Sum, Norm())], canonizers=[SequentialMergeBatchNorm()])
-    return Gradient(model=model, composite=composite)
+    extra = [(Sum, Norm())]
+    canonizers = [SequentialMergeBatchNorm()]
+    if composite == "epsilon":
+        layer_map = composites.layer_map_base() + extra + [((types.Convolution, types.Linear), Epsilon())]
+        chosen = composites.LayerMapComposite(layer_map=layer_map, canonizers=canonizers)
+    elif composite == "epsilon-gamma-box":
+        chosen = composites.EpsilonGammaBox(-3.0, 3.0, layer_map=extra, canonizers=canonizers)
+    else:
+        kind = {"epsilon-plus": "EpsilonPlus", "epsilon-plus-flat": "EpsilonPlusFlat",
+                "epsilon-alpha2-beta1": "EpsilonAlpha2Beta1"}[composite]
+        chosen = getattr(composites, kind)(layer_map=extra, canonizers=canonizers)
+    return Gradient(model=model, composite=chosen)
 
 
-def measure(model_name: str, method: str, size: int, batch: int, repeats: int) -> dict:
-    """Run one method `repeats` times after a warm-up; seconds per call (best) and peak RSS growth."""
+def _resident() -> tuple[int, int]:
+    """(current, peak) resident set size in bytes, from /proc."""
+    values = {}
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                values[line[:5]] = int(line.split()[1]) * 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+def _opwise_runner(model, x, target, composite: str, keep: str, budget: float):
+    import opwise
+
+    if keep == "budget":
+        from opwise.attribution.promise import needed_bytes
+
+        plan = opwise.explain(model, x, target=target, composite=composite).plan
+        keep = int(budget * needed_bytes(plan.graph, plan.store.kept))
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return opwise.explain(model, x, target=target, composite=composite, keep=keep).relevance
+
+    return run
+
+
+def _gradient_runner(model, x, target):
+    def run():
+        source = x.clone().requires_grad_()
+        out = model(source)
+        return torch.autograd.grad(out.gather(1, target[:, None]).sum(), source)[0]
+
+    return run
+
+
+def measure(model_name: str, method: str, composite: str, keep: str, size: int, batch: int, repeats: int,
+            budget: float) -> dict:
+    """Alternate a plain gradient pass and the method `repeats` times after a warm-up of each: best seconds
+    of both (a side-by-side ratio) and the method's peak working memory (the gradient pass's, for it)."""
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = MODELS[model_name]().eval()
     x = torch.randn(batch, 3, size, size)
     target = torch.arange(batch)
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gradient = _gradient_runner(copy.deepcopy(model), x, target)
     warm = time.perf_counter()
     if method == "gradient":
-        def run():
-            source = x.clone().requires_grad_()
-            out = model(source)
-            return torch.autograd.grad(out.gather(1, target[:, None]).sum(), source)[0]
+        run = gradient
     elif method == "opwise":
-        import opwise
-
-        def run():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return opwise.explain(model, x, target=target, composite="epsilon-plus-flat").relevance
+        run = _opwise_runner(model, x, target, composite, keep, budget)
     else:
-        attributor = _zennit_attributor(model)
+        attributor = _zennit_attributor(model, composite)
         attributor.__enter__()
 
         def run():
@@ -121,13 +173,51 @@ def measure(model_name: str, method: str, size: int, batch: int, repeats: int) -
 
     run()
     first = time.perf_counter() - warm
-    times = []
+    gradient()
+    times, gradient_times, peak = [], [], 0
     for _ in range(repeats):
+        start = time.perf_counter()
+        gradient()
+        gradient_times.append(time.perf_counter() - start)
+        _reset_peak()
+        baseline = _resident()[0]
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"seconds": min(times), "first_call": first, "peak_mib": (peak - baseline) / 1024}
+        peak = max(peak, _resident()[1] - baseline)
+    return {"seconds": min(times), "gradient_seconds": min(gradient_times), "first_call": first,
+            "peak_mib": peak / 2**20}
+
+
+def side_by_side(model_name: str, composites: list[str], size: int, batch: int, repeats: int) -> dict:
+    """In one process: rounds of a gradient pass then each composite (keep="all"); best seconds of each.
+
+    Cheaper than one subprocess per measurement (the graph is traced once) and robust to a loaded machine,
+    as every round runs all methods back to back; memory is not measured here.
+    """
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = MODELS[model_name]().eval()
+    x = torch.randn(batch, 3, size, size)
+    target = torch.arange(batch)
+    runners = {"gradient": _gradient_runner(model, x, target)}
+    runners.update({c: _opwise_runner(model, x, target, c, "all", 1.0) for c in composites})
+    best = {}
+    for round_ in range(repeats + 1):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            if round_:  # the first round warms up (tracing, planning)
+                best[name] = min(best.get(name, float("inf")), time.perf_counter() - start)
+    return best
+
+
+def _run_one(args, model: str, method: str, composite: str = "-", keep: str = "-") -> dict:
+    command = [sys.executable, __file__, "--one", model, method, composite, keep, "--size", str(args.size),
+               "--batch", str(args.batch), "--repeats", str(args.repeats), "--budget", str(args.budget)]
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1")
+    output = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -136,25 +226,49 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", default="vgg16,resnet50")
-    parser.add_argument("--one", nargs=2, metavar=("MODEL", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument("--composites", default=",".join(COMPOSITES))
+    parser.add_argument("--keeps", default=",".join(KEEPS))
+    parser.add_argument("--budget", type=float, default=0.5, help="byte budget as a fraction of keep='all'")
+    parser.add_argument("--no-zennit", action="store_true")
+    parser.add_argument("--side-by-side", action="store_true",
+                        help="only time ratios to the gradient pass, all composites in one process per model")
+    parser.add_argument("--one", nargs=4, metavar=("MODEL", "METHOD", "COMPOSITE", "KEEP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(*args.one, args.size, args.batch, args.repeats)))
+        model, method, composite, keep = args.one
+        print(json.dumps(measure(model, method, composite, keep, args.size, args.batch, args.repeats, args.budget)))
         return
-    print(f"CPU, {torch.get_num_threads()} threads, batch {args.batch}, {args.size}x{args.size}, best of {args.repeats}")
+    if args.side_by_side:
+        print(f"CPU, 1 thread, batch {args.batch}, {args.size}x{args.size}, best of {args.repeats} side-by-side rounds; "
+              f"load {os.getloadavg()[0]:.1f}")
+        for name in args.models.split(","):
+            best = side_by_side(name, args.composites.split(","), args.size, args.batch, args.repeats)
+            for composite, seconds in best.items():
+                print(f"{name:9s} {composite:20s} {seconds:7.3f} s  {seconds / best['gradient']:5.2f}x gradient", flush=True)
+        print(f"load after {os.getloadavg()[0]:.1f}")
+        return
+    keeps = ["all"] + [k for k in args.keeps.split(",") if k != "all"]
+    print(f"CPU, 1 thread per process, batch {args.batch}, {args.size}x{args.size}, best of {args.repeats}, "
+          f"budget {args.budget:g} x keep='all'; load {os.getloadavg()[0]:.1f}")
+    print("Times are best-of; x-ratios of times are side by side with a gradient pass in the same process.")
+    print("model     composite            grad s  opwise s   /grad  zennit s  time/zennit mem/zennit  "
+          "MiB grad opwise zennit  " + "  ".join(f"{k}: time mem (vs all)" for k in keeps if k != "all"))
     for name in args.models.split(","):
-        results = {}
-        for method in METHODS:
-            command = [sys.executable, __file__, "--one", name, method, "--size", str(args.size),
-                       "--batch", str(args.batch), "--repeats", str(args.repeats)]
-            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            results[method] = json.loads(output.strip().splitlines()[-1])
-        for method, r in results.items():
-            print(f"{name:9s} {method:9s} {r['seconds']:7.3f} s  first call {r['first_call']:7.2f} s  "
-                  f"peak +{r['peak_mib']:7.0f} MiB")
-        g, o, z = (results[m] for m in METHODS)
-        print(f"{name:9s} opwise/gradient time {o['seconds'] / g['seconds']:.2f}x  memory {o['peak_mib'] / g['peak_mib']:.2f}x; "
-              f"opwise/zennit time {o['seconds'] / z['seconds']:.2f}x  memory {o['peak_mib'] / z['peak_mib']:.2f}x")
+        for composite in args.composites.split(","):
+            g = _run_one(args, name, "gradient")
+            runs = {keep: _run_one(args, name, "opwise", composite, keep) for keep in keeps}
+            z = None if args.no_zennit else _run_one(args, name, "zennit", composite)
+            o = runs["all"]
+            per_gradient = {k: r["seconds"] / r["gradient_seconds"] for k, r in runs.items()}
+            zennit = "       -       -       -"
+            if z:
+                z_ratio = z["seconds"] / z["gradient_seconds"]
+                zennit = f"{z['seconds']:8.3f}  {per_gradient['all'] / z_ratio:6.2f}x {o['peak_mib'] / z['peak_mib']:6.2f}x"
+            ratios = "  ".join(f"{per_gradient[k] / per_gradient['all']:11.2f}x {runs[k]['peak_mib'] / o['peak_mib']:5.2f}x"
+                               for k in keeps if k != "all")
+            print(f"{name:9s} {composite:20s} {o['gradient_seconds']:6.3f}  {o['seconds']:8.3f}  {per_gradient['all']:5.2f}x"
+                  f"  {zennit}  {g['peak_mib']:6.0f} {o['peak_mib']:6.0f} {z['peak_mib'] if z else float('nan'):6.0f}"
+                  f"  {ratios}", flush=True)
 
 
 if __name__ == "__main__":

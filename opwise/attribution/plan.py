@@ -26,12 +26,17 @@ EMBEDDING = "aten.embedding.default"
 class OpCall:
     """What a rule sees of one node: its arguments and output (through promises), the rule chosen for it."""
 
-    __slots__ = ("node", "target", "args", "kwargs", "explained", "rule", "_output")
+    __slots__ = ("node", "target", "args", "kwargs", "explained", "rule", "cache", "_output", "_store")
 
     def __init__(self, node: "NodeRule", args: tuple, kwargs: dict):
         self.node, self.target, self.rule, self.explained = node.name, node.op, node.rule, node.explained
-        self.args, self.kwargs = args, kwargs
+        self.args, self.kwargs, self.cache, self._store = args, kwargs, node.cache, node.store
         self._output = node.store.promise(node.name)
+
+    def constant(self, index: int) -> bool:
+        """Whether argument `index` is a constant of the graph (a parameter or buffer, or not a tensor)."""
+        value = self.args[index]
+        return not isinstance(value, Promise) or value.name in self._store.constants
 
     def arg(self, index: int) -> Any:
         value = self.args[index]
@@ -52,6 +57,7 @@ class _RuleFunction(torch.autograd.Function):
     def backward(ctx, *relevance: torch.Tensor) -> tuple:
         node = ctx.node
         result = list(node.handler(node.call(), relevance[0]))
+        node.store.done(node.name)
         result += [None] * (ctx.count - len(result))
         return (None, None, *(r if e else None for r, e in zip(result, node.explained)))
 
@@ -64,6 +70,7 @@ class NodeRule:
         self.explained = tuple(isinstance(a, fx.Node) and a.name in dependent for a in node.args)
         self.promised_args = tuple(store.promise(a.name) if isinstance(a, fx.Node) else a for a in node.args)
         self.kwargs = dict(node.kwargs)
+        self.cache: dict = {}  # modified parameters of the rule, built once (see LinearOp.cached)
         self.__name__ = f"rule_{node.name}"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -126,15 +133,17 @@ class Plan:
             if (n.name in self.dependent and rule_for(graph.info(n).op) != ROUTING)
             or isinstance(self.rules.get(n.name), Constant)
         ]
-        needed = set()
+        reads = {}
         for node in wrapped:
-            needs = getattr(rule_for(graph.info(node).op), "needs", ())
-            if "inputs" in needs:
-                needed |= {a.name for a in node.all_input_nodes if a.op != "get_attr"}
+            needs = () if isinstance(self.rules.get(node.name), Constant) else getattr(
+                rule_for(graph.info(node).op), "needs", ())
+            reads[node.name] = {a.name for a in node.all_input_nodes if a.op != "get_attr"} if "inputs" in needs else set()
             if "output" in needs or ("linear" in needs and needs_output(self.rules.get(node.name))):
-                needed.add(node.name)
+                reads[node.name].add(node.name)
+        needed = set().union(*reads.values())
         kept, segments = memory_policy(graph, keep, needed)
-        self.store = ActivationStore(graph, kept, segments)
+        self.store = ActivationStore(graph, kept, segments, needed)
+        self.store.track(reads)
         self.embeddings = [n.name for n in wrapped if graph.info(n).op == EMBEDDING]
         self.taps: dict[str, torch.Tensor] = {}
         self._modules: dict[frozenset, fx.GraphModule] = {}

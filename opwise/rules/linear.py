@@ -3,62 +3,33 @@
 Every rule is `x' ⊙ vjp(op with modified weights)(R / stabilized z')` summed over a few parts, so one
 implementation serves convolution, linear, batch norm, pooling and means (see `LinearOp`). Rules are tiny
 objects; write your own by subclassing `LinearRule` and overriding `relevance`.
+
+Speed: when the input has no negative entry (after a ReLU, the common case) the sign-split rules (ZPlus,
+AlphaBeta, Gamma) drop their negative-input parts and run the rest as one call of the op with the weight
+sets stacked along the output channels, then one vjp, dividing and multiplying in place; modified weights,
+and whatever does not depend on the input (Flat's and ZBox's reference terms), are built once per node.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Callable
-
 import torch
+
+from opwise.rules.operation import LinearOp, stabilize, stabilize_, stabilized_ratio
 
 Tensor = torch.Tensor
 
-
-def stabilize(value: Tensor, epsilon: float) -> Tensor:
-    """Push `value` away from zero by `epsilon` in its own sign (zero counts as positive).
-
-    >>> stabilize(torch.tensor([-1.0, 0.0, 2.0]), 0.5)
-    tensor([-1.5000,  0.5000,  2.5000])
-    """
-    return value + torch.where(value >= 0, epsilon, -epsilon)
+__all__ = ["LinearOp", "stabilize", "LinearRule", "Epsilon", "Norm", "ZPlus", "AlphaBeta", "Gamma", "Flat", "WSquare",
+           "ZBox", "Pass", "Constant"]
 
 
-@dataclasses.dataclass
-class LinearOp:
-    """One call of a linear operation: `forward(x, weight, bias)` with the call's other arguments bound.
-
-    `input_vjp(weight, grad)` is the vector-Jacobian product with respect to `x` (independent of `x`
-    because the op is linear in it); ops that know a cheaper form than autograd pass it in.
-    """
-
-    forward: Callable[[Tensor, Tensor | None, Tensor | None], Tensor]
-    weight: Tensor | None
-    bias: Tensor | None
-    x: Tensor
-    fast_vjp: Callable[[Tensor | None, Tensor], Tensor] | None = None
-
-    def input_vjp(self, weight: Tensor | None, grad: Tensor, x: Tensor | None = None) -> Tensor:
-        if self.fast_vjp is not None:
-            return self.fast_vjp(weight, grad)
-        source = (self.x if x is None else x).detach().requires_grad_()
-        with torch.enable_grad():
-            out = self.forward(source, weight, None)
-        return torch.autograd.grad(out, source, grad)[0]
-
-    def part(self, x: Tensor, weight: Tensor | None, bias: Tensor | None) -> Tensor:
-        return self.forward(x, weight, bias)
+def _clamp(param: Tensor | None, low: float | None = None, high: float | None = None) -> Tensor | None:
+    return None if param is None else param.clamp(min=low, max=high)
 
 
-def _signed_parts(x: Tensor) -> tuple[Tensor, Tensor | None]:
-    """x⁺ and x⁻; x⁻ is None when x has no negative entry (after a ReLU), which skips half the work."""
-    if bool(x.min() >= 0):
-        return x, None
-    return x.clamp(min=0), x.clamp(max=0)
-
-
-def _mod(param: Tensor | None, function: Callable[[Tensor], Tensor]) -> Tensor | None:
-    return None if param is None else function(param)
+def _signed_parameters(op: LinearOp) -> tuple:
+    """W⁺, W⁻, b⁺, b⁻ of the op (built once per node)."""
+    return op.cached("signed", lambda: (_clamp(op.weight, 0), _clamp(op.weight, None, 0),
+                                        _clamp(op.bias, 0), _clamp(op.bias, None, 0)))
 
 
 class LinearRule:
@@ -95,7 +66,7 @@ class Epsilon(LinearRule):
     def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
         if self.zero_bias and op.bias is not None:
             output = op.part(op.x, op.weight, None)
-        return op.x * op.input_vjp(op.weight, relevance / stabilize(output, self.epsilon))
+        return op.times_x(op.input_vjp(op.weight, stabilized_ratio(relevance, output, self.epsilon)))
 
 
 class Norm(Epsilon):
@@ -105,20 +76,30 @@ class Norm(Epsilon):
         super().__init__(epsilon=stabilizer)
 
 
-class ZPlus(LinearRule):
-    """Only positive contributions (x⁺W⁺ + x⁻W⁻), as Zennit's ZPlus (= AlphaBeta(1, 0))."""
+def _alpha_beta_sets(op: LinearOp, alpha: float, beta: float, stabilizer: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Stacked forward weights [W⁺; W⁻] with stabilized biases [b⁺ + s; b⁻ − s], backward weights [αW⁺; −βW⁻]
+    (only the positive set when β = 0)."""
+    wp, wn, bp, bn = _signed_parameters(op)
+    shift = op.weight.new_full((op.weight.shape[op.stack_axes[0]],), stabilizer)
+    bp = shift if bp is None else bp + shift
+    if not beta:
+        return wp, bp, wp if alpha == 1 else alpha * wp
+    weights, biases = op.stack([wp, wn], [bp, -shift if bn is None else bn - shift])
+    return weights, biases, torch.cat([alpha * wp, -beta * wn], op.stack_axes[0])
 
-    def __init__(self, stabilizer: float = 1e-6):
-        self.stabilizer = stabilizer
 
-    def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
-        xp, xn = _signed_parts(op.x)
-        wp, wn = _mod(op.weight, lambda w: w.clamp(min=0)), _mod(op.weight, lambda w: w.clamp(max=0))
-        z = op.part(xp, wp, _mod(op.bias, lambda b: b.clamp(min=0)))
-        if xn is None:
-            return xp * op.input_vjp(wp, relevance / stabilize(z, self.stabilizer), xp)
-        scaled = relevance / stabilize(z + op.part(xn, wn, None), self.stabilizer)
-        return xp * op.input_vjp(wp, scaled, xp) + xn * op.input_vjp(wn, scaled, xn)
+def _alpha_beta_stacked(op: LinearOp, relevance: Tensor, alpha: float, beta: float, stabilizer: float) -> Tensor:
+    """α W⁺ᵀ(R/z⁺) − β W⁻ᵀ(R/z⁻) for x ≥ 0: one call of the op, in-place divisions, one vjp.
+
+    z⁺ ≥ s and z⁻ ≤ −s, so the stabilizer is a bias. (Where W⁻x + b⁻ = 0 every x_i w⁻_ij is zero, so the
+    stabilizer's sign there changes nothing.)
+    """
+    key = ("alpha-beta", alpha, beta, stabilizer)
+    weights, biases, backward = op.cached(key, lambda: _alpha_beta_sets(op, alpha, beta, stabilizer))
+    z = op.part(op.x, weights, biases)
+    for part in op.unstack(z, 2 if beta else 1):
+        torch.div(relevance, part, out=part)
+    return op.times_x(op.input_vjp(backward, z))
 
 
 class AlphaBeta(LinearRule):
@@ -130,9 +111,10 @@ class AlphaBeta(LinearRule):
         self.alpha, self.beta, self.stabilizer = alpha, beta, stabilizer
 
     def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
+        if op.stackable and op.nonnegative():
+            return _alpha_beta_stacked(op, relevance, self.alpha, self.beta, self.stabilizer)
         xp, xn = op.x.clamp(min=0), op.x.clamp(max=0)
-        wp, wn = _mod(op.weight, lambda w: w.clamp(min=0)), _mod(op.weight, lambda w: w.clamp(max=0))
-        bp, bn = _mod(op.bias, lambda b: b.clamp(min=0)), _mod(op.bias, lambda b: b.clamp(max=0))
+        wp, wn, bp, bn = _signed_parameters(op)
         positive = relevance / stabilize(op.part(xp, wp, bp) + op.part(xn, wn, None), self.stabilizer)
         negative = relevance / stabilize(op.part(xp, wn, bn) + op.part(xn, wp, None), self.stabilizer)
         return self.alpha * (xp * op.input_vjp(wp, positive, xp) + xn * op.input_vjp(wn, positive, xn)) - self.beta * (
@@ -140,20 +122,54 @@ class AlphaBeta(LinearRule):
         )
 
 
+class ZPlus(LinearRule):
+    """Only positive contributions (x⁺W⁺ + x⁻W⁻), as Zennit's ZPlus (= AlphaBeta(1, 0))."""
+
+    def __init__(self, stabilizer: float = 1e-6):
+        self.stabilizer = stabilizer
+
+    def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
+        nonnegative = op.nonnegative()
+        if op.stackable and nonnegative:
+            return _alpha_beta_stacked(op, relevance, 1.0, 0.0, self.stabilizer)
+        wp, wn, bp, _ = _signed_parameters(op)
+        if nonnegative:
+            return op.x * op.input_vjp(wp, relevance / stabilize(op.part(op.x, wp, bp), self.stabilizer), op.x)
+        xp, xn = op.x.clamp(min=0), op.x.clamp(max=0)
+        scaled = relevance / stabilize(op.part(xp, wp, bp) + op.part(xn, wn, None), self.stabilizer)
+        return xp * op.input_vjp(wp, scaled, xp) + xn * op.input_vjp(wn, scaled, xn)
+
+
 class Gamma(LinearRule):
-    """Favor contributions of the output's sign by γ (generalized to negative inputs, as in Zennit 0.5)."""
+    """Favor contributions of the output's sign by γ (generalized to negative inputs, as in Zennit 0.5).
+
+    For x ≥ 0 on a stackable op, z↑ = (W + γW⁺)x + b↑ and z↓ = (W + γW⁻)x + b↓ come from one call with the
+    two weight sets stacked, and one vjp gives (W + γW⁺)ᵀ(R/z↑ where z > 0) + (W + γW⁻)ᵀ(R/z↓ where z < 0).
+    """
 
     uses_output = True
 
     def __init__(self, gamma: float = 0.25, stabilizer: float = 1e-6):
         self.gamma, self.stabilizer = gamma, stabilizer
 
-    def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
+    def _parameters(self, op: LinearOp) -> tuple:
+        """(W + γW⁺, W + γW⁻, b + γb⁺, b + γb⁻)."""
         g = self.gamma
+        wp, wn, bp, bn = _signed_parameters(op)
+        up = None if wp is None else op.weight + g * wp
+        un = None if wn is None else op.weight + g * wn
+        return up, un, None if bp is None else op.bias + g * bp, None if bn is None else op.bias + g * bn
+
+    def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
+        if op.stackable and op.nonnegative():
+            weights, biases = op.cached(("gamma-stacked", id(self)), lambda: op.stack(*_pairs(self._parameters(op))))
+            z = stabilize_(op.part(op.x, weights, biases), self.stabilizer)
+            positive, negative = op.unstack(z, 2)
+            torch.div(relevance, positive, out=positive).mul_(output > 0)
+            torch.div(relevance, negative, out=negative).mul_(output < 0)
+            return op.times_x(op.input_vjp(weights, z))
+        up, un, bp, bn = op.cached(("gamma", id(self)), lambda: self._parameters(op))
         xp, xn = op.x.clamp(min=0), op.x.clamp(max=0)
-        up = _mod(op.weight, lambda w: w + g * w.clamp(min=0))
-        un = _mod(op.weight, lambda w: w + g * w.clamp(max=0))
-        bp, bn = _mod(op.bias, lambda b: b + g * b.clamp(min=0)), _mod(op.bias, lambda b: b + g * b.clamp(max=0))
         positive = (output > 0) * relevance / stabilize(op.part(xp, up, bp) + op.part(xn, un, None), self.stabilizer)
         negative = (output < 0) * relevance / stabilize(op.part(xp, un, bn) + op.part(xn, up, None), self.stabilizer)
         return (
@@ -164,49 +180,68 @@ class Gamma(LinearRule):
         )
 
 
+def _pairs(parameters: tuple) -> tuple[list, list]:
+    up, un, bp, bn = parameters
+    return [up, un], [bp, bn]
+
+
 class Flat(LinearRule):
-    """Spread relevance uniformly over each output's receptive field (inputs and weights one, bias zero)."""
+    """Spread relevance uniformly over each output's receptive field (inputs and weights one, bias zero).
+
+    The denominator does not depend on the input, so it is computed once per node and input shape.
+    """
 
     def __init__(self, stabilizer: float = 1e-6):
         self.stabilizer = stabilizer
 
     def _weights(self, weight: Tensor | None) -> Tensor | None:
-        return _mod(weight, torch.ones_like)
+        return None if weight is None else torch.ones_like(weight)
 
     def _bias(self, bias: Tensor | None) -> Tensor | None:
         return None
 
-    def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
+    def _reference(self, op: LinearOp) -> tuple[Tensor | None, Tensor, Tensor]:
         ones = torch.ones_like(op.x)
-        weight, bias = self._weights(op.weight), self._bias(op.bias)
-        z = op.part(ones, weight, bias)
-        return op.input_vjp(weight, relevance / stabilize(z, self.stabilizer), ones)
+        weight = self._weights(op.weight)
+        return weight, ones, stabilize(op.part(ones, weight, self._bias(op.bias)), self.stabilizer)
+
+    def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
+        weight, ones, denominator = op.cached((type(self).__name__, id(self)), lambda: self._reference(op))
+        return op.input_vjp(weight, relevance / denominator, ones)
 
 
 class WSquare(Flat):
     """Spread relevance in proportion to squared weights (and squared bias), independent of the input."""
 
     def _weights(self, weight: Tensor | None) -> Tensor | None:
-        return _mod(weight, torch.square)
+        return None if weight is None else torch.square(weight)
 
     _bias = _weights
 
 
 class ZBox(LinearRule):
-    """For bounded inputs (pixels in [low, high]): the z^B rule of deep Taylor decomposition."""
+    """For bounded inputs (pixels in [low, high]): the z^B rule of deep Taylor decomposition.
+
+    z = Wx + b − (W⁺low + b⁺) − (W⁻high + b⁻): the first term is the forward output, the others depend
+    only on the bounds and are computed once per node.
+    """
+
+    uses_output = True
 
     def __init__(self, low: float | Tensor, high: float | Tensor, stabilizer: float = 1e-6):
         self.low, self.high, self.stabilizer = low, high, stabilizer
 
-    def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
+    def _bounds(self, op: LinearOp) -> tuple:
         low = torch.as_tensor(self.low, dtype=op.x.dtype).expand_as(op.x)
         high = torch.as_tensor(self.high, dtype=op.x.dtype).expand_as(op.x)
-        wp, wn = _mod(op.weight, lambda w: w.clamp(min=0)), _mod(op.weight, lambda w: w.clamp(max=0))
-        bp, bn = _mod(op.bias, lambda b: b.clamp(min=0)), _mod(op.bias, lambda b: b.clamp(max=0))
-        z = op.part(op.x, op.weight, op.bias) - op.part(low, wp, bp) - op.part(high, wn, bn)
-        scaled = relevance / stabilize(z, self.stabilizer)
+        wp, wn, bp, bn = _signed_parameters(op)
+        return low, high, wp, wn, op.part(low, wp, bp), op.part(high, wn, bn)
+
+    def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
+        low, high, wp, wn, z_low, z_high = op.cached(("zbox", id(self)), lambda: self._bounds(op))
+        scaled = stabilized_ratio(relevance, output - z_low - z_high, self.stabilizer)
         return (
-            op.x * op.input_vjp(op.weight, scaled)
+            op.times_x(op.input_vjp(op.weight, scaled))
             - low * op.input_vjp(wp, scaled, low)
             - high * op.input_vjp(wn, scaled, high)
         )

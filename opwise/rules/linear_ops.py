@@ -6,6 +6,8 @@ rule chosen for the node (`call.rule`, default `Epsilon()` for weighted ops and 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from opwise.rules.linear import Epsilon, LinearOp, LinearRule, Norm
@@ -17,6 +19,14 @@ aten = torch.ops.aten
 def _apply(call, op: LinearOp, relevance: torch.Tensor, default: LinearRule) -> torch.Tensor:
     rule = call.rule if isinstance(call.rule, LinearRule) else default
     return rule.relevance(op, call.output if rule.uses_output else None, relevance)
+
+
+def _cache(call, *indices: int) -> dict | None:
+    """The node's cache for modified parameters, when the arguments at `indices` are graph constants."""
+    constant = getattr(call, "constant", None)
+    if constant is None or not all(constant(i) for i in indices if i < len(call.args)):
+        return None
+    return call.cache
 
 
 def needs_output(rule: object) -> bool:
@@ -32,7 +42,8 @@ def linear(call, relevance):
     def fast_vjp(w, grad):
         return grad @ w
 
-    op = LinearOp(lambda x, w, b: aten.linear(x, w, b), weight, bias, x, fast_vjp)
+    op = LinearOp(lambda x, w, b: aten.linear(x, w, b), weight, bias, x, fast_vjp, owns_vjp=True,
+                  stack_axes=(0, -1), cache=_cache(call, 1, 2))
     return [_apply(call, op, relevance, Epsilon()), None, None][: len(call.args)]
 
 
@@ -50,14 +61,19 @@ def convolution(call, relevance):
             grad, x, w, None, stride, padding, dilation, transposed, output_padding, groups, [True, False, False]
         )[0]
 
-    op = LinearOp(forward, weight, bias, x, fast_vjp)
+    transposed, groups = rest[3], rest[5]
+    stackable = groups == 1 and not transposed  # a transposed weight has its output channels on axis 1
+    op = LinearOp(forward, weight, bias, x, fast_vjp, owns_vjp=True, stack_axes=(0, 1) if stackable else None,
+                  cache=_cache(call, 1, 2))
     return [_apply(call, op, relevance, Epsilon())] + [None] * (len(call.args) - 1)
 
 
 @relevance_rule("aten.addmm.default", needs=("inputs", "linear"))
 def addmm(call, relevance):
     bias, x, weight = call.arg(0), call.arg(1), call.arg(2)
-    op = LinearOp(lambda x, w, b: x @ w if b is None else torch.addmm(b, x, w), weight, bias, x, lambda w, g: g @ w.T)
+    stackable = bias is None or bias.dim() <= 1
+    op = LinearOp(lambda x, w, b: x @ w if b is None else torch.addmm(b, x, w), weight, bias, x, lambda w, g: g @ w.T,
+                  owns_vjp=True, stack_axes=(1, -1) if stackable else None, cache=_cache(call, 0, 2))
     return [None, _apply(call, op, relevance, Epsilon()), None]
 
 
@@ -75,16 +91,37 @@ def batch_norm(call, relevance):
     def forward(x, s, b):
         return x * s.view(shape) + (0 if b is None else b.view(shape))
 
-    op = LinearOp(forward, scale, shift, x, lambda s, g: g * s.view(shape))
-    result = [_apply(call, op, relevance, Epsilon())] + [None] * (len(call.args) - 1)
-    return result
+    op = LinearOp(forward, scale, shift, x, lambda s, g: g * s.view(shape), owns_vjp=True)
+    return [_apply(call, op, relevance, Epsilon())] + [None] * (len(call.args) - 1)
 
 
 def _parameterless(call, relevance):
     """Pooling and reductions: no weights, so only the stabilized z-rule (`Norm`) applies by default."""
-    rest, kwargs = call.args[1:], call.kwargs
-    op = LinearOp(lambda x, w, b: call.target(x, *rest, **kwargs), None, None, call.arg(0))
+    rest, kwargs, x = call.args[1:], call.kwargs, call.arg(0)
+    reduction, layout = _reduction_vjp(call.target, x, rest, kwargs)
+    op = LinearOp(lambda x, w, b: call.target(x, *rest, **kwargs), None, None, x, reduction, layout=layout)
     return [_apply(call, op, relevance, Norm())] + [None] * (len(call.args) - 1)
+
+
+def _reduction_vjp(target, x: torch.Tensor, rest: tuple, kwargs: dict):
+    """vjp of sum/mean over dims (the gradient broadcast back) instead of autograd re-running the op, and a
+    memory order putting the reduced dims outermost when they are few trailing ones (a stacked residual sum)."""
+    if target not in (aten.sum.dim_IntList, aten.sum.default, aten.mean.dim, aten.mean.default):
+        return None, None
+    dims = rest[0] if rest and rest[0] is not None else []
+    dims = sorted(d % x.dim() for d in dims) if len(dims) else list(range(x.dim()))
+    keepdim = (rest[1] if len(rest) > 1 else kwargs.get("keepdim", False)) and target in (
+        aten.sum.dim_IntList, aten.mean.dim)
+    count = math.prod(x.shape[d] for d in dims) if target in (aten.mean.dim, aten.mean.default) else 1
+
+    def vjp(weight, grad):
+        if not keepdim:
+            grad = grad.reshape([1 if d in dims else size for d, size in enumerate(x.shape)])
+        return (grad / count if count != 1 else grad).expand(x.shape)
+
+    trailing = dims == list(range(x.dim() - len(dims), x.dim())) and math.prod(x.shape[d] for d in dims) <= 8
+    layout = tuple(dims) + tuple(range(x.dim() - len(dims))) if trailing and len(dims) < x.dim() else None
+    return vjp, layout
 
 
 relevance_rule(

@@ -13,6 +13,11 @@ class Call:
         self.explained = tuple(explained if explained is not None else [isinstance(a, torch.Tensor) for a in args])
         self.output = target(*self.args, **self.kwargs)
         self.node = "node"
+        self.cache = {}
+
+    def constant(self, index):
+        """Arguments after the first count as parameters here, so rules may cache what they build from them."""
+        return index > 0
 
     def arg(self, index):
         return self.args[index]

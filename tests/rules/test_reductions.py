@@ -1,0 +1,34 @@
+"""The reduction rules' closed-form vjp and memory order give the same relevance as autograd's vjp."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from opwise.rules import Epsilon, LinearOp
+from opwise.rules.linear_ops import _parameterless
+from tests.rules.calls import Call
+
+aten = torch.ops.aten
+
+CASES = [
+    (aten.sum.dim_IntList, (torch.randn(2, 3, 4, 2), [-1])),
+    (aten.sum.dim_IntList, (torch.randn(2, 3, 4, 2), [1, 3], True)),
+    (aten.sum.default, (torch.randn(2, 3),)),
+    (aten.mean.dim, (torch.randn(2, 3, 4, 5), [2, 3])),
+    (aten.mean.dim, (torch.randn(2, 3, 4, 5), [-1], True)),
+    (aten.mean.default, (torch.randn(4, 5),)),
+]
+
+
+@pytest.mark.parametrize("target, args", CASES, ids=lambda v: getattr(v, "__name__", ""))
+def test_reduction_rule_equals_the_autograd_vjp(target, args):
+    torch.manual_seed(0)
+    call = Call(target, args, [True] + [False] * (len(args) - 1))
+    relevance = torch.randn_like(call.output)
+    ours = _parameterless(call, relevance)[0]
+    x = args[0]
+    reference = LinearOp(lambda x, w, b: target(x, *args[1:]), None, None, x)
+    expected = Epsilon(1e-6).relevance(reference, call.output, relevance)
+    assert ours.shape == x.shape
+    torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-7)
