@@ -234,18 +234,21 @@ def _affine_map(graph: Graph, constants: dict, segment: list[fx.Node], start: fx
     """(W, b) of the affine segment after `start`, read off its values at 0 and at the basis vectors."""
     shape = tuple(graph.info(start).shape)
     width = int(torch.Size(shape).numel())
-    points = torch.cat([torch.zeros(1, width), torch.eye(width)])
+    points = torch.cat([torch.zeros(1, width), torch.eye(width)]).to(torch.float64)
     with torch.no_grad():
         values = torch.stack([_evaluate(graph, constants, segment, start, p.reshape(shape)).reshape(-1) for p in points])
     return (values[1:] - values[0]).T, values[0]
 
 
 def _constants(graph: Graph) -> dict[fx.Node, object]:
-    """Values of the nodes that do not depend on the input (weights, and what is computed from them)."""
+    """Values of the nodes that do not depend on the input (weights, and what is computed from them), floating
+    tensors in float64 so that the matrices read off the graph are the network's weights exactly."""
     values: dict[fx.Node, object] = {}
     for node in graph.nodes:
         if node.op == "get_attr":
-            values[node] = graph.constant(node)
+            constant = graph.constant(node)
+            floating = isinstance(constant, torch.Tensor) and constant.is_floating_point()
+            values[node] = constant.detach().to(torch.float64) if floating else constant
         elif node.op == "call_function" and not graph.info(node).depends_on_input:
             args, kwargs = fx.node.map_arg((node.args, node.kwargs), values.__getitem__)
             values[node] = node.target(*args, **kwargs)

@@ -40,6 +40,16 @@ def test_chain_of_a_traced_mlp_matches_its_forward():
     torch.testing.assert_close(chain(x), model(x).detach(), rtol=1e-5, atol=1e-5)
 
 
+def test_chain_weights_are_the_network_weights_exactly():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    with torch.no_grad():
+        model[0].bias.mul_(1e3)  # a large bias must not cost the weights their low bits
+    chain = ReluChain.of_graph(opwise.trace(model, torch.zeros(1, 3)))
+    for weight, bias, linear in zip(chain.weights, chain.biases, (model[0], model[2])):
+        assert torch.equal(weight, linear.weight.detach().double()) and torch.equal(bias, linear.bias.detach().double())
+
+
 @pytest.mark.parametrize("model", [Residual(), torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Sigmoid(), torch.nn.Linear(3, 2))])
 def test_other_graphs_are_not_chains(model):
     assert ReluChain.of_graph(opwise.trace(model, torch.zeros(1, 3))) is None
