@@ -2,7 +2,8 @@
 
 The words are VNN-COMP's: `unsat` (the property holds), `sat` (a checked counterexample follows),
 `timeout`, `unknown`. Low-dimensional inputs (at most `max_split_inputs` free inputs) are decided by
-input-splitting branch-and-bound; otherwise a PGD attack and one bound pass decide what they can.
+input-splitting branch-and-bound (bounded by `ReluChain` when the network is an affine–ReLU chain, as ACAS Xu
+is); otherwise a PGD attack and one bound pass decide what they can.
 The ONNX importer and the bound engine are imported only when an instance runs.
 """
 
@@ -23,6 +24,7 @@ import torch
 
 from opwise.bounds.attack import pgd_attack
 from opwise.bounds.bab.input_split import BoundFunction, input_split_bab
+from opwise.bounds.bab.relu_chain import ReluChain
 from opwise.bounds.spec import Disjunct, Specification
 from opwise.bounds.vnnlib import parse_vnnlib
 from opwise.errors import InputError, OpwiseError, SpecError
@@ -124,6 +126,7 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
     _check_outputs(function, specs[0], str(vnnlib_path))
     outcomes = []
     stats: dict = {"boxes": len(specs)}
+    chain: ReluChain | None | bool = False  # found on the first low-dimensional box
     for spec, exact in zip(specs, declared):
         remaining = timeout - (time.monotonic() - start)
         if remaining <= 0:
@@ -131,7 +134,11 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
             break
         free = int((spec.x_upper > spec.x_lower).sum())
         if free <= max_split_inputs:
-            result = input_split_bab(bound_fn, function, spec, timeout=remaining)
+            chain = _relu_chain(function) if chain is False else chain
+            if chain is not None:  # a search on the chain's own forward; the answer is checked on `function` below
+                result = input_split_bab(chain.bound, chain, spec, timeout=remaining, branching="gradient")
+            else:
+                result = input_split_bab(bound_fn, function, spec, timeout=remaining)
             status, counterexample = STATUS_OF_BAB[result.status], result.counterexample
             for key, value in result.stats.items():
                 if isinstance(value, (int, float)):
@@ -172,6 +179,15 @@ def _as_the_competition_checks(function, declared: Specification, x: torch.Tenso
     if float(declared.margin(y.double().reshape(1, -1)).min()) > 0:
         return None
     return point.flatten(), y.flatten()
+
+
+def _relu_chain(function) -> ReluChain | None:
+    """The engine model's graph as an affine–ReLU chain (fast batched bounds), or None."""
+    bounded = getattr(function, "bounded", None)
+    chain = None if bounded is None else ReluChain.of_graph(bounded.graph)
+    if chain is not None:
+        chain.dtype = torch.float32
+    return chain
 
 
 def _check_outputs(function, spec: Specification, path: str) -> None:
@@ -355,7 +371,7 @@ def _run_with_processes(instances, verify, result_dir, workers: int, grace: floa
                         startup_limit: float = 300.0) -> list[tuple[str, float]]:
     """One forkserver process per instance, at most `workers` at once, each killed when it overruns."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "opwise.bounds.vnncomp"])
+    context.set_forkserver_preload(["torch", "torch._dynamo", "opwise.bounds.vnncomp", "opwise.tracing.onnx"])
     threads = max(1, (os.cpu_count() or 1) // workers)
     outcomes: list[tuple[str, float] | None] = [None] * len(instances)
     pending = list(range(len(instances)))

@@ -89,3 +89,18 @@ def test_unknown_branching_is_an_input_error():
     model, spec, _ = random_problem(0)
     with pytest.raises(InputError, match="branching"):
         input_split_bab(interval_bound_fn(model), model, spec, timeout=1, branching="random")
+
+
+@pytest.mark.parametrize("network, prop, expected", [("4_3", 3, "unsat"), ("1_7", 3, "sat")])
+def test_acas_instances_through_verify_instance_and_the_relu_chain(benchmarks_dir, network, prop, expected):
+    from opwise.bounds.vnncomp import verify_instance
+    from opwise.bounds.vnnlib import parse_vnnlib
+
+    suite = benchmarks_dir / "acasxu"
+    onnx_path = suite / "onnx" / f"ACASXU_run2a_{network}_batch_2000.onnx"
+    vnnlib_path = suite / "vnnlib" / f"prop_{prop}.vnnlib"
+    result = verify_instance(onnx_path, vnnlib_path, 60)
+    assert result.status == expected, result
+    if expected == "sat":
+        (spec,) = parse_vnnlib(vnnlib_path, (1, 5))
+        assert spec.contains(result.x.reshape(1, 5)) and float(spec.margin(result.y.reshape(1, -1))) <= 0
