@@ -123,8 +123,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--onnx", action="store_true", help="also the ACAS Xu networks from ../shared/benchmarks")
     parser.add_argument("--auto-lirpa", default=None, metavar="DIR", help="an auto_LiRPA source checkout to compare with")
+    parser.add_argument("--models", default=None, metavar="TEXT", help="only the models whose name contains TEXT")
     args = parser.parse_args()
+    torch.set_num_threads(1)
     models = {**random_models(), **builtin_models(), **(onnx_models() if args.onnx else {})}
+    models = {name: entry for name, entry in models.items() if args.models is None or args.models in name}
     print(f"{'model':28s} {'method':12s} {'seconds':>9s} {'mean width':>11s} {'width/ibp':>9s}")
     for name, (model, x) in models.items():
         rows = measure(model, x, args.eps, args.repeat)
