@@ -111,4 +111,4 @@ def clamp_alphas(engine: BoundPropagation, alphas: dict[fx.Node, AlphaPair]) -> 
     """Project every α into the range where its lines are sound on the node's current input interval."""
     for node, pair in alphas.items():
         x = engine.interval(engine.step(node).inputs[0])
-        engine.step(node).relaxation.clamp_alpha(pair, x.lower.detach(), x.upper.detach())
+        engine.step(node).relaxation.clamp_alpha(pair, x.lower, x.upper)

@@ -20,12 +20,17 @@ from torch import fx
 from opwise.bounds.alpha import AlphaOptions, EarlyStop, clamp_alphas, initial_alphas, optimize_alpha
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.relaxations.base import AlphaPair
+from opwise.bounds.transfers.nonlinear import ELEMENTWISE
 from opwise.bounds.transfers.registry import Interval
 
 
 @dataclasses.dataclass
 class IntermediateBound:
-    """One intermediate node refined with its own α: CROWN's interval, the refined positions, the best so far."""
+    """One intermediate node refined with its own α: CROWN's interval, the refined positions, the best so far.
+
+    An elementwise relaxed node (a ReLU's output that max pooling asks for) has no α of its own (`alphas`
+    empty): its own relaxation cannot beat f applied to its input's interval, so it is recomputed that way.
+    """
 
     node: fx.Node
     crown: Interval
@@ -46,6 +51,9 @@ def intermediate_bounds(engine: BoundPropagation, target: fx.Node, budget: int) 
         if node is target or node is engine.input_node or node not in engine.tight:
             continue
         crown = engine.tight[node]
+        if engine.transfers[node] is ELEMENTWISE:
+            chosen.append(IntermediateBound(node, crown, crown.lower.new_zeros(0, dtype=torch.long), {}, crown))
+            continue
         selected = engine.neurons_to_refine(node, crown, engine.groups(node, crown))
         if not selected.numel():
             continue
@@ -56,6 +64,15 @@ def intermediate_bounds(engine: BoundPropagation, target: fx.Node, budget: int) 
         budget -= size
         chosen.append(IntermediateBound(node, crown, selected, alphas, crown))
     return chosen
+
+
+def _recompute(engine: BoundPropagation, link: IntermediateBound) -> Interval:
+    """The link's interval from the current α and intervals before it, intersected with CROWN's."""
+    if link.alphas:
+        return engine.refine(link.node, link.crown, link.selected, link.alphas)
+    step = engine.step(link.node)
+    image = engine.transfers[link.node].ibp(step, [engine.interval(i) for i in step.inputs])
+    return Interval(torch.maximum(image.lower, link.crown.lower), torch.minimum(image.upper, link.crown.upper))
 
 
 def optimize_bounds(engine: BoundPropagation, target: fx.Node, A: torch.Tensor,
@@ -91,7 +108,7 @@ def optimize_bounds(engine: BoundPropagation, target: fx.Node, A: torch.Tensor,
         for _ in range(options.iterations):
             for link in chain:
                 clamp_alphas(engine, link.alphas)
-                refined = engine._narrow(link.node, engine.refine(link.node, link.crown, link.selected, link.alphas))
+                refined = engine._narrow(link.node, _recompute(engine, link))
                 engine.tight[link.node] = refined
                 link.best = Interval(torch.maximum(link.best.lower, refined.lower.detach()),
                                      torch.minimum(link.best.upper, refined.upper.detach()))

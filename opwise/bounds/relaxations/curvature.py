@@ -185,8 +185,10 @@ class CurvatureRelaxation:
         last = getattr(self, "_last_prepared", None)
         if last is not None and last[0][0] is key[0] and last[0][1] is key[1] and last[0][2:] == key[2:]:
             return last[1]
-        lower64, upper64 = lower.detach().double(), upper.detach().double()
-        result = (lower64, upper64, *self.plan(lower64, upper64), self.secant_slope(lower64, upper64))
+        # the plan (modes, α ranges) is fixed per interval; the lines' endpoints and secant keep autograd, so
+        # α-CROWN's gradient reaches the α that produced an intermediate interval
+        lower64, upper64 = lower.double(), upper.double()
+        result = (lower64, upper64, *self.plan(lower64.detach(), upper64.detach()), self.secant_slope(lower64, upper64))
         self._last_prepared = (key, result)
         return result
 
