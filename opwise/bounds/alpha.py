@@ -13,6 +13,7 @@ are optimised jointly through the whole chain (opwise/bounds/alpha_chain.py).
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import torch
 from torch import fx
@@ -36,6 +37,11 @@ class AlphaOptions:
     intermediate: bool = True
     #: largest number of intermediate α values (summed over nodes and specs); nodes past it keep CROWN's bounds
     max_intermediate_alpha: int = 50_000_000
+    #: stop once every lower bound exceeds this (a verification threshold, a number or a tensor that
+    #: broadcasts against the bound [specs, batch]: nothing left to gain); None: never
+    stop_above: float | torch.Tensor | None = None
+    #: stop after this many seconds (wall clock); None: no limit
+    time_limit: float | None = None
 
 
 def initial_alphas(engine: BoundPropagation, target: fx.Node, specs: int) -> dict[fx.Node, AlphaPair]:
@@ -93,12 +99,18 @@ def optimize_alpha(engine: BoundPropagation, target: fx.Node, A: torch.Tensor, o
 
 
 class EarlyStop:
-    """True after `patience` calls without a relative improvement of the summed best bound above `tolerance`."""
+    """True after `patience` calls without a relative improvement of the summed best bound above `tolerance`,
+    once every bound is above `stop_above`, or past `time_limit`."""
 
     def __init__(self, options: AlphaOptions, best: torch.Tensor):
         self.options, self.reference, self.stale = options, float(best.sum()), 0
+        self.deadline = None if options.time_limit is None else time.monotonic() + options.time_limit
 
     def __call__(self, best: torch.Tensor) -> bool:
+        if self.options.stop_above is not None and bool((best > self.options.stop_above).all()):
+            return True
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return True
         total = float(best.sum())
         if total - self.reference > self.options.tolerance * max(abs(self.reference), 1.0):
             self.reference, self.stale = total, 0
