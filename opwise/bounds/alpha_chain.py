@@ -37,6 +37,8 @@ class IntermediateBound:
     selected: torch.Tensor
     alphas: dict[fx.Node, AlphaPair]
     best: Interval
+    #: CROWN's interval with the refined positions opened to ±inf (what a fresh bound of them is met with)
+    open: Interval | None = None
 
 
 def _alpha_size(alphas: dict[fx.Node, AlphaPair]) -> int:
@@ -62,14 +64,27 @@ def intermediate_bounds(engine: BoundPropagation, target: fx.Node, budget: int) 
         if not alphas or size > budget:
             continue
         budget -= size
-        chosen.append(IntermediateBound(node, crown, selected, alphas, crown))
+        groups, infinity = engine.groups(node, crown), float("inf")
+        lower, upper = crown.lower.clone(memory_format=torch.contiguous_format), crown.upper.clone(memory_format=torch.contiguous_format)
+        lower.view(groups, -1)[:, selected], upper.view(groups, -1)[:, selected] = -infinity, infinity
+        chosen.append(IntermediateBound(node, crown, selected, alphas, crown, Interval(lower, upper)))
     return chosen
+
+
+def _gradient_only(value: torch.Tensor) -> torch.Tensor:
+    """Zero, with the gradient of `value` (a straight-through term; zero where value is infinite)."""
+    return torch.where(torch.isfinite(value), value - value.detach(), 0.0)
 
 
 def _recompute(engine: BoundPropagation, link: IntermediateBound) -> Interval:
     """The link's interval from the current α and intervals before it, intersected with CROWN's."""
     if link.alphas:
-        return engine.refine(link.node, link.crown, link.selected, link.alphas)
+        # the value is intersected with CROWN's interval, the gradient is the unintersected bound's (as in
+        # auto_LiRPA, whose intermediate bounds are not intersected): a neuron where CROWN is still tighter
+        # keeps steering its α instead of getting no gradient
+        raw = engine.refine(link.node, link.open, link.selected, link.alphas)
+        return Interval(torch.maximum(raw.lower, link.crown.lower).detach() + _gradient_only(raw.lower),
+                        torch.minimum(raw.upper, link.crown.upper).detach() + _gradient_only(raw.upper))
     step = engine.step(link.node)
     image = engine.transfers[link.node].ibp(step, [engine.interval(i) for i in step.inputs])
     return Interval(torch.maximum(image.lower, link.crown.lower), torch.minimum(image.upper, link.crown.upper))
