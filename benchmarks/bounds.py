@@ -21,6 +21,7 @@ import torch
 
 import opwise
 from opwise.bounds import METHODS, BoundedModel
+from opwise.bounds.alpha import AlphaOptions
 from opwise.errors import OpwiseError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
@@ -84,7 +85,8 @@ def measure(model, x: torch.Tensor, eps: float, repeat: int) -> list[tuple[str, 
 
 
 def compare_auto_lirpa(source: str, models: dict, eps: float, repeat: int) -> None:
-    """Width and time ratios opwise / auto_LiRPA per model and method (α: 20 Adam steps, lr 0.1, patience 4)."""
+    """Width and time ratios opwise / auto_LiRPA per model and method (α: 20 Adam steps, lr 0.1, patience 4,
+    and auto_LiRPA's stopping rule for both: any improvement resets the patience, i.e. tolerance 0)."""
     sys.path.insert(0, source)
     from auto_LiRPA import BoundedModule, BoundedTensor, PerturbationLpNorm
 
@@ -105,7 +107,7 @@ def compare_auto_lirpa(source: str, models: dict, eps: float, repeat: int) -> No
         for method, their_method in (("ibp", "IBP"), ("crown", "CROWN"), ("alpha-crown", "alpha-CROWN")):
             times = []
             for run in (lambda: theirs.compute_bounds(x=(box,), C=C, method=their_method),
-                        lambda: ours.compute_bounds(x, eps=eps, method=method, C=C)):
+                        lambda: ours.compute_bounds(x, eps=eps, method=method, C=C, alpha=AlphaOptions(tolerance=0.0))):
                 result = run()
                 start = time.perf_counter()
                 for _ in range(repeat):
