@@ -21,6 +21,7 @@ import torch
 
 import opwise
 from opwise.bounds import METHODS, BoundedModel
+from opwise.bounds.alpha import AlphaOptions
 from opwise.errors import OpwiseError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
@@ -84,7 +85,8 @@ def measure(model, x: torch.Tensor, eps: float, repeat: int) -> list[tuple[str, 
 
 
 def compare_auto_lirpa(source: str, models: dict, eps: float, repeat: int) -> None:
-    """Width and time ratios opwise / auto_LiRPA per model and method (α: 20 Adam steps, lr 0.1, patience 4)."""
+    """Width and time ratios opwise / auto_LiRPA per model and method (α: 20 Adam steps, lr 0.1, patience 4,
+    and auto_LiRPA's stopping rule for both: any improvement resets the patience, i.e. tolerance 0)."""
     sys.path.insert(0, source)
     from auto_LiRPA import BoundedModule, BoundedTensor, PerturbationLpNorm
 
@@ -105,7 +107,7 @@ def compare_auto_lirpa(source: str, models: dict, eps: float, repeat: int) -> No
         for method, their_method in (("ibp", "IBP"), ("crown", "CROWN"), ("alpha-crown", "alpha-CROWN")):
             times = []
             for run in (lambda: theirs.compute_bounds(x=(box,), C=C, method=their_method),
-                        lambda: ours.compute_bounds(x, eps=eps, method=method, C=C)):
+                        lambda: ours.compute_bounds(x, eps=eps, method=method, C=C, alpha=AlphaOptions(tolerance=0.0))):
                 result = run()
                 start = time.perf_counter()
                 for _ in range(repeat):
@@ -123,8 +125,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--onnx", action="store_true", help="also the ACAS Xu networks from ../shared/benchmarks")
     parser.add_argument("--auto-lirpa", default=None, metavar="DIR", help="an auto_LiRPA source checkout to compare with")
+    parser.add_argument("--models", default=None, metavar="TEXT", help="only the models whose name contains TEXT")
     args = parser.parse_args()
+    torch.set_num_threads(1)
     models = {**random_models(), **builtin_models(), **(onnx_models() if args.onnx else {})}
+    models = {name: entry for name, entry in models.items() if args.models is None or args.models in name}
     print(f"{'model':28s} {'method':12s} {'seconds':>9s} {'mean width':>11s} {'width/ibp':>9s}")
     for name, (model, x) in models.items():
         rows = measure(model, x, args.eps, args.repeat)

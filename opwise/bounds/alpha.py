@@ -1,13 +1,19 @@
-"""α-CROWN: optimise the relaxations' free parameters (α) by Adam on the final bound.
+"""α-CROWN: optimise the relaxations' free parameters (α) by Adam.
 
 α is one tensor per relaxed node and specification ([specs, *node shape]), starting at CROWN's choice;
 every bound computed along the way is valid, so the best one seen per sample and specification is
 kept and the result is never looser than CROWN.
+
+`optimize_alpha` optimises the α of the final bound only (intermediate bounds stay as the engine has
+them: cheap, what branch-and-bound calls per domain). `optimize_bounds` is α-CROWN as in auto_LiRPA
+(Xu et al. 2021): every intermediate bound a relaxation needs gets its own α set too, and all of them
+are optimised jointly through the whole chain (opwise/bounds/alpha_chain.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import torch
 from torch import fx
@@ -25,9 +31,21 @@ class AlphaOptions:
     learning_rate: float = 0.1
     patience: int = 4
     tolerance: float = 1e-4
+    #: the learning rate is multiplied by this after every step
+    lr_decay: float = 0.98
+    #: optimise the intermediate bounds' α too (`optimize_bounds`); False: the final bound's α only
+    intermediate: bool = True
+    #: largest number of intermediate α values (summed over nodes and specs); nodes past it keep CROWN's bounds
+    max_intermediate_alpha: int = 50_000_000
+    #: stop once every lower bound exceeds this (a verification threshold, a number or a tensor that
+    #: broadcasts against the bound [specs, batch]: nothing left to gain); None: never
+    stop_above: float | torch.Tensor | None = None
+    #: stop after this many seconds (wall clock); None: no limit
+    time_limit: float | None = None
 
 
-def _initial_alphas(engine: BoundPropagation, target: fx.Node, specs: int) -> dict[fx.Node, AlphaPair]:
+def initial_alphas(engine: BoundPropagation, target: fx.Node, specs: int) -> dict[fx.Node, AlphaPair]:
+    """CROWN's α ([specs, *node shape], leaves that require grad) of every relaxed node `target` depends on."""
     alphas = {}
     for node in engine.ancestors(target):
         if node is engine.input_node:
@@ -60,26 +78,49 @@ def optimize_alpha(engine: BoundPropagation, target: fx.Node, A: torch.Tensor, o
     """
     options = options or AlphaOptions()
     best = (engine.backward(target, A) if initial is None else initial).detach().clone()
-    alphas = _initial_alphas(engine, target, A.shape[0])
+    alphas = initial_alphas(engine, target, A.shape[0])
     parameters = [t for pair in alphas.values() for t in (pair.lower, pair.upper) if t is not None]
     if not parameters:
         return best
     optimizer = torch.optim.Adam(parameters, lr=options.learning_rate)
-    reference, stale = float(best.sum()), 0
+    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, options.lr_decay)
+    stop = EarlyStop(options, best)
     for _ in range(options.iterations):
+        clamp_alphas(engine, alphas)
         lower = engine.backward(target, A, alphas=alphas)
         best = torch.maximum(best, lower.detach())
-        total = float(best.sum())
-        if total - reference > options.tolerance * max(abs(reference), 1.0):
-            reference, stale = total, 0
-        else:
-            stale += 1
-            if stale >= options.patience:
-                break
+        if stop(best):
+            break
         optimizer.zero_grad()
         (-lower.sum()).backward()
         optimizer.step()
-        for node, pair in alphas.items():
-            x = engine.interval(engine.step(node).inputs[0])
-            engine.step(node).relaxation.clamp_alpha(pair, x.lower, x.upper)
+        schedule.step()
     return best
+
+
+class EarlyStop:
+    """True after `patience` calls without a relative improvement of the summed best bound above `tolerance`,
+    once every bound is above `stop_above`, or past `time_limit`."""
+
+    def __init__(self, options: AlphaOptions, best: torch.Tensor):
+        self.options, self.reference, self.stale = options, float(best.sum()), 0
+        self.deadline = None if options.time_limit is None else time.monotonic() + options.time_limit
+
+    def __call__(self, best: torch.Tensor) -> bool:
+        if self.options.stop_above is not None and bool((best > self.options.stop_above).all()):
+            return True
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            return True
+        total = float(best.sum())
+        if total - self.reference > self.options.tolerance * max(abs(self.reference), 1.0):
+            self.reference, self.stale = total, 0
+        else:
+            self.stale += 1
+        return self.stale >= self.options.patience
+
+
+def clamp_alphas(engine: BoundPropagation, alphas: dict[fx.Node, AlphaPair]) -> None:
+    """Project every α into the range where its lines are sound on the node's current input interval."""
+    for node, pair in alphas.items():
+        x = engine.interval(engine.step(node).inputs[0])
+        engine.step(node).relaxation.clamp_alpha(pair, x.lower, x.upper)

@@ -12,7 +12,8 @@ import math
 
 import torch
 
-from opwise.bounds.alpha import AlphaOptions, optimize_alpha
+from opwise.bounds.alpha import AlphaOptions
+from opwise.bounds.alpha_chain import optimize_bounds
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.expand import expand_for_bounds
 from opwise.bounds.input_set import InputSet
@@ -142,7 +143,7 @@ class BoundedModel:
         if final == "ibp":
             result = engine.backward_to_intervals(output, A)
         elif final == "alpha-crown":
-            result = optimize_alpha(engine, output, A, alpha)
+            result = optimize_bounds(engine, output, A, alpha)
         else:
             result = engine.backward(output, A)
         result = result.detach().T

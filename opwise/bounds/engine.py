@@ -169,27 +169,40 @@ class BoundPropagation:
         if self.intermediate == "ibp":
             self.tight[node] = ibp
             return ibp
-        # per sample when the node keeps the batch first, else (batch folded by a reshape) over the whole node
-        groups = self.batch if ibp.lower.shape[:1] == (self.batch,) else 1
-        lower = ibp.lower.clone(memory_format=torch.contiguous_format)
-        upper = ibp.upper.clone(memory_format=torch.contiguous_format)
-        flat_lower, flat_upper = lower.view(groups, -1), upper.view(groups, -1)
-        selected = self._neurons_to_refine(node, ibp, groups)
+        selected = self.neurons_to_refine(node, ibp, self.groups(node, ibp))
         if selected.numel():
             self.prepare(node)
-            for chunk in selected.split(SPEC_CHUNK // 2):
-                count = chunk.numel()
-                A = torch.zeros(2 * count, groups, flat_lower.shape[1], dtype=lower.dtype, device=lower.device)
-                rows = torch.arange(count, device=lower.device)
-                A[rows, :, chunk] = 1.0
-                A[rows + count, :, chunk] = -1.0
-                bound = self.backward(node, A.reshape(2 * count, *lower.shape), groups)
-                flat_lower[:, chunk] = torch.maximum(flat_lower[:, chunk], bound[:count].T)
-                flat_upper[:, chunk] = torch.minimum(flat_upper[:, chunk], -bound[count:].T)
-        self.tight[node] = self._narrow(node, Interval(lower.detach(), upper.detach()))
+        refined = self.refine(node, ibp, selected)
+        self.tight[node] = self._narrow(node, Interval(refined.lower.detach(), refined.upper.detach()))
         return self.tight[node]
 
-    def _neurons_to_refine(self, node: fx.Node, ibp: Interval, groups: int) -> torch.Tensor:
+    def groups(self, node: fx.Node, interval: Interval) -> int:
+        """Per sample when the node keeps the batch first, else (batch folded by a reshape) the whole node."""
+        return self.batch if interval.lower.shape[:1] == (self.batch,) else 1
+
+    def refine(self, node: fx.Node, base: Interval, selected: torch.Tensor, alphas: dict | None = None) -> Interval:
+        """`base` tightened by CROWN bounds of the `selected` flat positions (one spec per position and side).
+
+        With `alphas` (α-CROWN on intermediate bounds: one α set for this node's specs, 2 × selected, lower
+        bounds first) the positions go in one pass and the result is differentiable in α.
+        """
+        groups = self.groups(node, base)
+        lower = base.lower.clone(memory_format=torch.contiguous_format)
+        upper = base.upper.clone(memory_format=torch.contiguous_format)
+        flat_lower, flat_upper = lower.view(groups, -1), upper.view(groups, -1)
+        chunks = [selected] if alphas is not None else selected.split(SPEC_CHUNK // 2)
+        for chunk in chunks if selected.numel() else ():
+            count = chunk.numel()
+            A = torch.zeros(2 * count, groups, flat_lower.shape[1], dtype=lower.dtype, device=lower.device)
+            rows = torch.arange(count, device=lower.device)
+            A[rows, :, chunk] = 1.0
+            A[rows + count, :, chunk] = -1.0
+            bound = self.backward(node, A.reshape(2 * count, *lower.shape), groups, alphas)
+            flat_lower[:, chunk] = torch.maximum(flat_lower[:, chunk], bound[:count].T)
+            flat_upper[:, chunk] = torch.minimum(flat_upper[:, chunk], -bound[count:].T)
+        return Interval(lower, upper)
+
+    def neurons_to_refine(self, node: fx.Node, ibp: Interval, groups: int) -> torch.Tensor:
         """Flat positions (union over the groups) whose interval some consumer's relaxation depends on."""
         needed = torch.zeros(ibp.lower.numel() // groups, dtype=torch.bool, device=ibp.lower.device)
         for user in node.users:

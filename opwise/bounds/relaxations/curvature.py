@@ -7,8 +7,8 @@ only says where its curvature changes. Per element, by the number of inflection 
   α in [l, u] from below (above). α starts at the midpoint, which minimises the area between the lines.
 - one (an S shape, as sigmoid around 0): on each side, the line through the far endpoint that touches
   the other piece (CROWN, DeepPoly). α is the tangent point; every point between the touching point d and
-  the interval's end on that piece keeps the line sound, and α starts at d. Where no such tangent exists
-  the secant is sound and used.
+  the interval's end on that piece keeps the line sound, and α starts at the midpoint when it lies in
+  that range, else at d (auto_LiRPA's CROWN choice). Where no such tangent exists the secant is sound and used.
 - more: support lines. The slope α may be anything; the intercept is the exact min / max of f(x) - αx on
   [l, u], taken at the endpoints and at the roots of f'(x) = α on each piece where f' is monotone.
   α starts at the secant slope.
@@ -153,7 +153,10 @@ class CurvatureRelaxation:
             mode = torch.where(count > 1, SUPPORT, mode)
             low = torch.where(count > 1, slope_low, torch.where(one, s_shape_low, floor))
             high = torch.where(count > 1, slope_high, torch.where(one, s_shape_high, ceiling))
-            init = torch.where(count > 1, secant, torch.where(one, touch[side], torch.maximum(middle, floor)))
+            # across one inflection: the midpoint's tangent where it is sound (as auto_LiRPA's CROWN), else the
+            # sound point nearest to it
+            s_shape_init = torch.minimum(torch.maximum(middle, s_shape_low), s_shape_high)
+            init = torch.where(count > 1, secant, torch.where(one, s_shape_init, torch.maximum(middle, floor)))
             plans.append(SidePlan(mode, low, high, init))
         return plans[0], plans[1]
 
@@ -185,8 +188,10 @@ class CurvatureRelaxation:
         last = getattr(self, "_last_prepared", None)
         if last is not None and last[0][0] is key[0] and last[0][1] is key[1] and last[0][2:] == key[2:]:
             return last[1]
-        lower64, upper64 = lower.detach().double(), upper.detach().double()
-        result = (lower64, upper64, *self.plan(lower64, upper64), self.secant_slope(lower64, upper64))
+        # the plan (modes, α ranges) is fixed per interval; the lines' endpoints and secant keep autograd, so
+        # α-CROWN's gradient reaches the α that produced an intermediate interval
+        lower64, upper64 = lower.double(), upper.double()
+        result = (lower64, upper64, *self.plan(lower64.detach(), upper64.detach()), self.secant_slope(lower64, upper64))
         self._last_prepared = (key, result)
         return result
 

@@ -45,15 +45,26 @@ def test_concave_side_mirrors_the_convex_side(key):
 
 
 @pytest.mark.parametrize("key", sorted(FUNCTIONS))
-def test_straddling_upper_line_passes_through_lower_end_and_touches_the_curve(key):
+@pytest.mark.parametrize("low, high", [(-1.0, 2.0), (-2.0, 1.0), (-1.5, 1.0)])
+def test_straddling_lines_touch_the_curve_at_the_midpoint_when_sound_else_through_the_far_end(key, low, high):
+    # a tangent below on the convex piece is sound at every point in [low, d_low] (d_low: its line passes
+    # through (high, f(high))), above on the concave piece at every point in [d_high, high]; CROWN (as
+    # auto_LiRPA) takes the midpoint where it lies in that range, else d
     f, df = FUNCTIONS[key]
-    low, high = -1.0, 2.0
-    touch = brentq(lambda t: f(t) + df(t) * (low - t) - f(low), 0.0, high, xtol=1e-14)
-    lines = relaxation_for(key).relax(torch.tensor([low], dtype=torch.float64), torch.tensor([high], dtype=torch.float64))
-    assert lines.upper_slope.item() == pytest.approx(df(touch), rel=1e-7)
-    assert lines.upper_slope.item() * low + lines.upper_intercept.item() == pytest.approx(f(low), abs=1e-9)
+    middle = (low + high) / 2
+    touch_high = brentq(lambda t: f(t) + df(t) * (low - t) - f(low), 0.0, high, xtol=1e-14)
     touch_low = brentq(lambda t: f(t) + df(t) * (high - t) - f(high), low, 0.0, xtol=1e-14)
-    assert lines.lower_slope.item() == pytest.approx(df(touch_low), rel=1e-7)
+    lines = relaxation_for(key).relax(torch.tensor([low], dtype=torch.float64), torch.tensor([high], dtype=torch.float64))
+    upper_point = middle if middle >= touch_high else touch_high
+    lower_point = middle if middle <= touch_low else touch_low
+    assert lines.upper_slope.item() == pytest.approx(df(upper_point), rel=1e-7)
+    assert lines.upper_slope.item() * upper_point + lines.upper_intercept.item() == pytest.approx(f(upper_point), abs=1e-9)
+    assert lines.lower_slope.item() == pytest.approx(df(lower_point), rel=1e-7)
+    assert lines.lower_slope.item() * lower_point + lines.lower_intercept.item() == pytest.approx(f(lower_point), abs=1e-9)
+    if upper_point == touch_high:
+        assert lines.upper_slope.item() * low + lines.upper_intercept.item() == pytest.approx(f(low), abs=1e-9)
+    if lower_point == touch_low:
+        assert lines.lower_slope.item() * high + lines.lower_intercept.item() == pytest.approx(f(high), abs=1e-9)
 
 
 @pytest.mark.parametrize("key", sorted(FUNCTIONS))

@@ -1,0 +1,142 @@
+"""α-CROWN through the whole chain: every intermediate bound gets its own α, optimised with the final one.
+
+A relaxation's lines depend on its input's interval, and that interval is itself a CROWN bound whose
+relaxations have α. As in auto_LiRPA, each intermediate node S whose interval a relaxation needs gets
+one α set per relaxed node before it and per spec of S (2 per refined neuron: lower and upper), and
+one Adam step moves all of them: the gradient of the final bound flows back through every intermediate
+interval into the α that produced it. Each pass recomputes the intervals in topological order, each
+intersected with CROWN's (so nothing gets looser than CROWN); every interval and final bound of every
+step is sound, so the best seen per neuron and per spec is kept, and the engine ends holding the best
+intervals (later passes, e.g. branch-and-bound, start from them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import fx
+
+from opwise.bounds.alpha import AlphaOptions, EarlyStop, clamp_alphas, initial_alphas, optimize_alpha
+from opwise.bounds.engine import BoundPropagation
+from opwise.bounds.relaxations.base import AlphaPair
+from opwise.bounds.transfers.nonlinear import ELEMENTWISE
+from opwise.bounds.transfers.registry import Interval
+
+
+@dataclasses.dataclass
+class IntermediateBound:
+    """One intermediate node refined with its own α: CROWN's interval, the refined positions, the best so far.
+
+    An elementwise relaxed node (a ReLU's output that max pooling asks for) has no α of its own (`alphas`
+    empty): its own relaxation cannot beat f applied to its input's interval, so it is recomputed that way.
+    """
+
+    node: fx.Node
+    crown: Interval
+    selected: torch.Tensor
+    alphas: dict[fx.Node, AlphaPair]
+    best: Interval
+    #: CROWN's interval with the refined positions opened to ±inf (what a fresh bound of them is met with)
+    open: Interval | None = None
+
+
+def _alpha_size(alphas: dict[fx.Node, AlphaPair]) -> int:
+    return sum(t.numel() for pair in alphas.values() for t in (pair.lower, pair.upper) if t is not None)
+
+
+def intermediate_bounds(engine: BoundPropagation, target: fx.Node, budget: int) -> list[IntermediateBound]:
+    """The intermediate nodes on the way to `target` whose CROWN interval has α to optimise, in topological
+    order, while their α fit in `budget` values; refined positions are those still unstable after CROWN."""
+    chosen = []
+    for node in engine.ancestors(target):
+        if node is target or node is engine.input_node or node not in engine.tight:
+            continue
+        crown = engine.tight[node]
+        if engine.transfers[node] is ELEMENTWISE:
+            chosen.append(IntermediateBound(node, crown, crown.lower.new_zeros(0, dtype=torch.long), {}, crown))
+            continue
+        selected = engine.neurons_to_refine(node, crown, engine.groups(node, crown))
+        if not selected.numel():
+            continue
+        alphas = initial_alphas(engine, node, 2 * selected.numel())
+        size = _alpha_size(alphas)
+        if not alphas or size > budget:
+            continue
+        budget -= size
+        groups, infinity = engine.groups(node, crown), float("inf")
+        lower, upper = crown.lower.clone(memory_format=torch.contiguous_format), crown.upper.clone(memory_format=torch.contiguous_format)
+        lower.view(groups, -1)[:, selected], upper.view(groups, -1)[:, selected] = -infinity, infinity
+        chosen.append(IntermediateBound(node, crown, selected, alphas, crown, Interval(lower, upper)))
+    return chosen
+
+
+def _gradient_only(value: torch.Tensor) -> torch.Tensor:
+    """Zero, with the gradient of `value` (a straight-through term; zero where value is infinite)."""
+    return torch.where(torch.isfinite(value), value - value.detach(), 0.0)
+
+
+def _recompute(engine: BoundPropagation, link: IntermediateBound) -> Interval:
+    """The link's interval from the current α and intervals before it, intersected with CROWN's."""
+    if link.alphas:
+        # the value is intersected with CROWN's interval, the gradient is the unintersected bound's (as in
+        # auto_LiRPA, whose intermediate bounds are not intersected): a neuron where CROWN is still tighter
+        # keeps steering its α instead of getting no gradient
+        raw = engine.refine(link.node, link.open, link.selected, link.alphas)
+        return Interval(torch.maximum(raw.lower, link.crown.lower).detach() + _gradient_only(raw.lower),
+                        torch.minimum(raw.upper, link.crown.upper).detach() + _gradient_only(raw.upper))
+    step = engine.step(link.node)
+    image = engine.transfers[link.node].ibp(step, [engine.interval(i) for i in step.inputs])
+    return Interval(torch.maximum(image.lower, link.crown.lower), torch.minimum(image.upper, link.crown.upper))
+
+
+def optimize_bounds(engine: BoundPropagation, target: fx.Node, A: torch.Tensor,
+                    options: AlphaOptions | None = None) -> torch.Tensor:
+    """The best lower bound of `A · target` ([specs, batch]) over the α of the final bound and of every
+    intermediate bound; falls back to `optimize_alpha` (final α only) when `options.intermediate` is off
+    or intermediate bounds are IBP.
+
+    >>> import torch, opwise
+    >>> from opwise.bounds.input_set import InputSet
+    >>> _ = torch.manual_seed(0)
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    >>> graph = opwise.trace(model, torch.zeros(1, 2))
+    >>> engine = BoundPropagation(graph, InputSet.ball(torch.zeros(1, 2), 1.0))
+    >>> crown = engine.backward(graph.output, torch.ones(1, 1, 1))
+    >>> bool((optimize_bounds(engine, graph.output, torch.ones(1, 1, 1)) >= crown).all())
+    True
+    """
+    options = options or AlphaOptions()
+    best = engine.backward(target, A).detach().clone()
+    if not options.intermediate or engine.intermediate != "crown":
+        return optimize_alpha(engine, target, A, options, initial=best)
+    chain = intermediate_bounds(engine, target, options.max_intermediate_alpha)
+    final_alphas = initial_alphas(engine, target, A.shape[0])
+    parameters = [t for alphas in [final_alphas, *(link.alphas for link in chain)]
+                  for pair in alphas.values() for t in (pair.lower, pair.upper) if t is not None]
+    if not parameters:
+        return best
+    optimizer = torch.optim.Adam(parameters, lr=options.learning_rate)
+    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, options.lr_decay)
+    stop = EarlyStop(options, best)
+    try:
+        for _ in range(options.iterations):
+            for link in chain:
+                clamp_alphas(engine, link.alphas)
+                refined = engine._narrow(link.node, _recompute(engine, link))
+                engine.tight[link.node] = refined
+                link.best = Interval(torch.maximum(link.best.lower, refined.lower.detach()),
+                                     torch.minimum(link.best.upper, refined.upper.detach()))
+            clamp_alphas(engine, final_alphas)
+            lower = engine.backward(target, A, alphas=final_alphas)
+            best = torch.maximum(best, lower.detach())
+            if stop(best):
+                break
+            optimizer.zero_grad()
+            (-lower.sum()).backward()
+            optimizer.step()
+            schedule.step()
+    finally:
+        for link in chain:
+            engine.tight[link.node] = link.best
+    return best

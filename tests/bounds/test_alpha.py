@@ -1,0 +1,147 @@
+"""α-CROWN with optimised intermediate bounds (opwise/bounds/alpha_chain.py) and the final-only variant
+(opwise/bounds/alpha.py): soundness of the final and of every intermediate interval it leaves behind,
+never looser than CROWN, tighter than final-only α where intermediate bounds matter."""
+
+import pytest
+import torch
+
+from opwise.bounds import BoundedModel
+from opwise.bounds.alpha import AlphaOptions, optimize_alpha
+from opwise.bounds.alpha_chain import optimize_bounds
+from opwise.bounds.engine import BoundPropagation
+from opwise.bounds.input_set import InputSet
+from tests.bounds.helpers import assert_sound, randomize_, sample_box
+
+
+def _mlp(activation, width=12, depth=3, inputs=3, outputs=3):
+    layers, size = [], inputs
+    for _ in range(depth):
+        layers += [torch.nn.Linear(size, width), activation()]
+        size = width
+    return torch.nn.Sequential(*layers, torch.nn.Linear(size, outputs))
+
+
+def _cnn():
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                               torch.nn.Conv2d(3, 4, 2), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(16, 3))
+
+
+MODELS = {
+    "relu_mlp": (lambda: _mlp(torch.nn.ReLU), (3,)),
+    "sigmoid_mlp": (lambda: _mlp(torch.nn.Sigmoid), (3,)),
+    "tanh_mlp": (lambda: _mlp(torch.nn.Tanh), (3,)),
+    "mixed_mlp": (lambda: torch.nn.Sequential(torch.nn.Linear(3, 10), torch.nn.LeakyReLU(0.1), torch.nn.Linear(10, 10),
+                                              torch.nn.GELU(), torch.nn.Linear(10, 10), torch.nn.Hardtanh(-0.5, 1.0),
+                                              torch.nn.Linear(10, 3)), (3,)),
+    "cnn_maxpool": (_cnn, (1, 6, 6)),
+}
+
+
+def _engine(model, x_lower, x_upper):
+    bounded = BoundedModel(model, x_lower)
+    return bounded, BoundPropagation(bounded.graph, InputSet(x_lower, x_upper))
+
+
+def _node_values(bounded: BoundedModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every call node's value at the points x (through the bounded graph, traced for x's batch size)."""
+    interpreter, values = torch.fx.Interpreter(bounded.graph_for(x.shape[0]).module), {}
+    original = interpreter.run_node
+
+    def run_node(node):
+        value = original(node)
+        if node.op == "call_function" and isinstance(value, torch.Tensor):
+            values[node.name] = value.detach()
+        return value
+
+    interpreter.run_node = run_node
+    with torch.no_grad():
+        interpreter.run(x)
+    return values
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_alpha_crown_is_sound_on_random_models_at_sampled_and_attacked_points(name):
+    build, shape = MODELS[name]
+    model = build().eval()
+    bounded = BoundedModel(model, torch.zeros(2, *shape))
+    for seed in range(3):
+        randomize_(model, seed)
+        x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(seed))
+        eps = [0.1, 0.4, 1.0][seed]
+        assert_sound(model, x - eps, x + eps, methods=("alpha-crown",), samples=10_000 if seed == 0 else 2_000,
+                     seed=seed, attack=seed == 0, bounded=bounded)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_intermediate_intervals_left_in_the_engine_contain_every_sampled_value_and_stay_within_crown(name):
+    build, shape = MODELS[name]
+    model = randomize_(build().eval(), 7)
+    x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(7))
+    lower, upper = x - 0.5, x + 0.5
+    bounded, engine = _engine(model, lower, upper)
+    A = torch.eye(3).reshape(3, 1, 3)
+    engine.backward(engine.graph.output, A)
+    crown = dict(engine.tight)
+    optimize_bounds(engine, engine.graph.output, A, AlphaOptions(iterations=10))
+    points = sample_box(lower[0], upper[0], 4_000, torch.Generator().manual_seed(0))
+    values = _node_values(bounded, points)
+    for node, interval in engine.tight.items():
+        if node is engine.input_node:
+            continue
+        assert not interval.lower.requires_grad and not interval.upper.requires_grad
+        assert (interval.lower >= crown[node].lower).all() and (interval.upper <= crown[node].upper).all()
+        value = values[node.name]
+        scale = 1e-5 * (1 + value.abs())
+        assert (value >= interval.lower - scale).all(), f"{node.name}: interval lower bound above a sampled value"
+        assert (value <= interval.upper + scale).all(), f"{node.name}: interval upper bound below a sampled value"
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_alpha_crown_is_never_looser_than_crown_per_sample_and_spec(name):
+    build, shape = MODELS[name]
+    model = build().eval()
+    bounded = BoundedModel(model, torch.zeros(3, *shape))
+    for seed in range(3):
+        randomize_(model, seed)
+        x = torch.randn(3, *shape, generator=torch.Generator().manual_seed(seed))
+        crown = bounded.compute_bounds(x, eps=0.3, method="crown", target=0)
+        alpha = bounded.compute_bounds(x, eps=0.3, method="alpha-crown", target=0, alpha=AlphaOptions(iterations=8))
+        assert (alpha.lower >= crown.lower).all() and (alpha.upper <= crown.upper).all()
+
+
+def test_intermediate_alpha_beats_final_only_alpha_on_deep_networks():
+    # deep, narrow MLPs at a radius where intermediate bounds are loose: optimising them must pay off
+    gains = []
+    for activation in (torch.nn.ReLU, torch.nn.Sigmoid):
+        model = _mlp(activation, width=16, depth=5)
+        bounded = BoundedModel(model, torch.zeros(2, 3))
+        for seed in range(2):
+            randomize_(model, seed)
+            x = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed))
+            final_only = bounded.compute_bounds(x, eps=0.5, method="alpha-crown", target=0, alpha=AlphaOptions(intermediate=False))
+            chain = bounded.compute_bounds(x, eps=0.5, method="alpha-crown", target=0)
+            gains.append(float((chain.lower - final_only.lower).sum() + (final_only.upper - chain.upper).sum()))
+    assert all(gain > 0 for gain in gains), gains
+
+
+def test_final_only_option_and_an_empty_budget_give_the_final_only_bound():
+    model = randomize_(_mlp(torch.nn.ReLU), 3)
+    x = torch.randn(1, 3, generator=torch.Generator().manual_seed(3))
+    A = torch.eye(3).reshape(3, 1, 3)
+    results = []
+    for options in (AlphaOptions(intermediate=False), AlphaOptions(max_intermediate_alpha=0)):
+        _, engine = _engine(model, x - 0.5, x + 0.5)
+        results.append(optimize_bounds(engine, engine.graph.output, A, options))
+    _, engine = _engine(model, x - 0.5, x + 0.5)
+    reference = optimize_alpha(engine, engine.graph.output, A, AlphaOptions())
+    assert torch.allclose(results[0], reference) and torch.allclose(results[1], reference)
+
+
+def test_ibp_intermediate_policy_optimises_the_final_alpha_only():
+    model = randomize_(_mlp(torch.nn.ReLU), 4)
+    x = torch.randn(1, 3, generator=torch.Generator().manual_seed(4))
+    bounded = BoundedModel(model, x)
+    engine = BoundPropagation(bounded.graph, InputSet(x - 0.5, x + 0.5), intermediate="ibp")
+    A = torch.eye(3).reshape(3, 1, 3)
+    ibp_crown = engine.backward(engine.graph.output, A)
+    assert (optimize_bounds(engine, engine.graph.output, A) >= ibp_crown).all()
