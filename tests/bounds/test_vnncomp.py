@@ -222,11 +222,12 @@ def test_bad_instances_csv_names_the_line(tmp_path):
 def test_suite_runner_on_a_local_ray_instance(tmp_path):
     """The Ray runner gives the process runner's answers: a hung task is cancelled and counts as timeout."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # this test's own instance, by its address: "auto" could join another Ray cluster running on the machine
+    address = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False).address_info["address"]
     try:
         started = time.monotonic()
         rows = run_suite(write_instances(tmp_path), tmp_path / "results.csv", cap=1, verify=fake_verify,
-                         ray_address="auto", result_dir=tmp_path / "results", grace=1.0)
+                         ray_address=address, result_dir=tmp_path / "results", grace=1.0)
         elapsed = time.monotonic() - started
     finally:
         ray.shutdown()
