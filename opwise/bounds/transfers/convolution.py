@@ -35,7 +35,8 @@ def one_hot_backward(folded: torch.Tensor, weight: torch.Tensor, transposed: boo
     gathering kernel slices; None when some row has more than one nonzero."""
     rows = folded.shape[0]
     flat = folded.reshape(rows, -1)
-    if rows == 0 or int(torch.count_nonzero(flat, dim=1).max()) > 1:
+    # the first row settles dense coefficients cheaply; only then is every row checked
+    if rows == 0 or int(torch.count_nonzero(flat[0])) > 1 or int(torch.count_nonzero(flat, dim=1).max()) > 1:
         return None
     position = flat.abs().argmax(dim=1)
     value = flat.gather(1, position[:, None])[:, 0]
