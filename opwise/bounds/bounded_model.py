@@ -27,6 +27,7 @@ METHODS = {
     "ibp": ("ibp", "ibp"),
     "crown-ibp": ("ibp", "crown"),
     "crown": ("crown", "crown"),
+    "forward-crown": ("forward", "crown"),
     "alpha-crown": ("crown", "alpha-crown"),
 }
 

@@ -6,7 +6,7 @@ import torch
 
 from opwise.bounds import BoundedModel
 
-METHOD_NAMES = ("ibp", "crown-ibp", "crown", "alpha-crown")
+METHOD_NAMES = ("ibp", "crown-ibp", "forward-crown", "crown", "alpha-crown")
 
 
 def randomize_(model: torch.nn.Module, seed: int) -> torch.nn.Module:

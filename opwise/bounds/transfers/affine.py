@@ -32,9 +32,11 @@ class Affine:
         if "vjp" not in step.cache:
             zeros = [torch.zeros(shape, dtype=A.dtype, device=A.device) for shape in step.shapes]
             offset, vjp = torch.func.vjp(step.function, *zeros)
-            step.cache["vjp"], step.cache["offset"] = torch.func.vmap(vjp), offset.detach()
+            # routing ops have no offset: skip a [specs, ...]-sized product of zeros
+            step.cache["vjp"], step.cache["offset"] = torch.func.vmap(vjp), offset.detach() if offset.any() else None
         coefficients = step.cache["vjp"](A.contiguous())  # a view's vjp needs contiguous rows
-        return list(coefficients), A * step.cache["offset"]
+        offset = step.cache["offset"]
+        return list(coefficients), None if offset is None else A * offset
 
     def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
         return Interval(step.function(*(i.lower for i in intervals)), step.function(*(i.upper for i in intervals)))
@@ -95,7 +97,7 @@ class WeightedAffine(SignedAffine):
     operators that may also multiply two bounded tensors)."""
 
 
-class _BiasedAffine(SignedAffine):
+class BiasedAffine(SignedAffine):
     """Like WeightedAffine, with bias arguments (by position) dropped from the radius."""
 
     bias_positions: tuple[int, ...] = ()
@@ -105,7 +107,7 @@ class _BiasedAffine(SignedAffine):
 
 
 @bound_transfer("aten.linear")
-class Linear(_BiasedAffine):
+class Linear(BiasedAffine):
     """The most common op gets a direct backward (A·W, A·b), the same result as the vjp without its overhead."""
 
     bias_positions = (2,)
@@ -118,38 +120,32 @@ class Linear(_BiasedAffine):
         return [A @ weight], None if bias is None else A * bias
 
 
-@bound_transfer("aten.convolution")
-class Convolution(_BiasedAffine):
-    """2-D convolutions get a direct backward (the transposed convolution of A), as fast under α-CROWN's
-    autograd as in CROWN; other convolutions use the generic vjp."""
-
-    bias_positions = (2,)
-
-    def backward(self, step: Step, A: torch.Tensor):
-        x, weight, bias, stride, padding, dilation, transposed, _, groups = step.args
-        if transposed or not isinstance(weight, torch.Tensor) or weight.dim() != 4:
-            return super().backward(step, A)
-        specs, batch, channels, height, width = A.shape
-        input_shape = step.shapes[0]
-        kernel = weight.shape[2:]
-        output_padding = [
-            input_shape[2 + i] - ((A.shape[3 + i] - 1) * stride[i] - 2 * padding[i] + dilation[i] * (kernel[i] - 1) + 1)
-            for i in range(2)
-        ]
-        folded = A.reshape(specs * batch, channels, height, width)
-        back = torch.nn.functional.conv_transpose2d(folded, weight, None, stride, padding, output_padding, groups, dilation)
-        terms = None if bias is None else A * bias.reshape(-1, 1, 1)
-        return [back.reshape(specs, *input_shape)], terms
-
-
 @bound_transfer("aten.addmm", "aten.baddbmm", "aten.addmv")
-class AddMatrixProduct(_BiasedAffine):
+class AddMatrixProduct(BiasedAffine):
     bias_positions = (0,)
 
 
 @bound_transfer("aten.batch_norm")
 class BatchNorm(SignedAffine):
-    """Evaluation-mode batch norm: a per-channel scale w/sqrt(var+eps) and shift."""
+    """Evaluation-mode batch norm: a per-channel scale w/sqrt(var+eps) and shift, applied directly in
+    both directions (the generic vjp costs an autograd pass per call)."""
+
+    def _scale_shift(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
+        if "scale" not in step.cache:
+            _, weight, bias, mean, var, *rest = step.args
+            scale = torch.rsqrt(var + step.args[7])
+            if weight is not None:
+                scale = scale * weight
+            shift = -mean * scale if bias is None else bias - mean * scale
+            step.cache["scale"], step.cache["shift"] = scale, shift
+        return step.cache["scale"], step.cache["shift"]
+
+    def backward(self, step: Step, A: torch.Tensor):
+        if step.args[5] or not isinstance(step.args[3], torch.Tensor):
+            return super().backward(step, A)  # training mode: batch statistics are not a fixed affine map
+        scale, shift = self._scale_shift(step)
+        shape = [1, 1, -1] + [1] * (A.dim() - 3)
+        return [A * scale.reshape(shape)], A * shift.reshape(shape)
 
     def radius(self, step: Step, radii: list[torch.Tensor]) -> torch.Tensor:
         _, weight, _, mean, var, *rest = step.args

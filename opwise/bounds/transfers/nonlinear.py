@@ -55,9 +55,11 @@ class Elementwise:
     def backward(self, step: Step, A: torch.Tensor):
         x = step.bounds(step.inputs[0])
         lines = step.relaxation.relax(x.lower, x.upper, step.alpha)
-        positive, negative = A.clamp(min=0), A.clamp(max=0)
-        coefficient = positive * lines.lower_slope + negative * lines.upper_slope
-        bias = positive * lines.lower_intercept + negative * lines.upper_intercept
+        # one selection per line instead of splitting A into its positive and negative parts (same values,
+        # half the passes over the [specs, ...] tensors that dominate intermediate bounds)
+        positive = A > 0
+        coefficient = A * torch.where(positive, lines.lower_slope, lines.upper_slope)
+        bias = A * torch.where(positive, lines.lower_intercept, lines.upper_intercept)
         return [coefficient], bias
 
 

@@ -59,10 +59,10 @@ class Multiply(WeightedAffine):
         x_node, y_node = self._factors(step)
         x, y = step.bounds(x_node), step.bounds(y_node)
         planes = relax_bilinear(step, x, y, step.alpha)
-        positive, negative = A.clamp(min=0), A.clamp(max=0)
-        coefficient_x = positive * planes.lower_x + negative * planes.upper_x
-        coefficient_y = positive * planes.lower_y + negative * planes.upper_y
-        bias = positive * planes.lower_intercept + negative * planes.upper_intercept
+        positive = A > 0  # the lower plane where A is positive, the upper one elsewhere (as in nonlinear.py)
+        coefficient_x = A * torch.where(positive, planes.lower_x, planes.upper_x)
+        coefficient_y = A * torch.where(positive, planes.lower_y, planes.upper_y)
+        bias = A * torch.where(positive, planes.lower_intercept, planes.upper_intercept)
         coefficients: list[torch.Tensor | None] = [None] * len(step.inputs)
         for node, coefficient in ((x_node, coefficient_x), (y_node, coefficient_y)):
             index = step.inputs.index(node)

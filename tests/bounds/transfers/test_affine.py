@@ -6,10 +6,15 @@ import torch
 import torch.nn.functional as F
 
 from opwise.bounds import BoundedModel
+from opwise.bounds.engine import BoundPropagation
+from opwise.bounds.input_set import InputSet
+from opwise.bounds.transfers.affine import Affine, BatchNorm
+from opwise.bounds.transfers.convolution import Convolution
 
 torch.manual_seed(0)
 W = torch.randn(6, 4)
 CONV = torch.randn(3, 2, 3, 3)
+CONV_T = torch.randn(4, 3, 3, 3)  # transposed: [in, out / groups, kH, kW]
 INDEX = torch.tensor([0, 2, 2, 5])
 RIGHT, LEFT = torch.randn(6, 3), torch.randn(3, 2)
 
@@ -42,6 +47,10 @@ CASES = {
     "conv_bn_avgpool": lambda h: F.avg_pool2d(
         F.batch_norm(F.conv2d(h.view(2, 1, 2, 3).repeat(1, 2, 2, 2), CONV, padding=1),
                      torch.zeros(3), torch.ones(3) * 2, torch.tensor([1.0, -2.0, 0.5]), torch.ones(3)), 2),
+    "conv_transpose_bn": lambda h: F.batch_norm(
+        F.conv_transpose2d(h.view(2, 1, 2, 3).repeat(1, 4, 1, 1), CONV_T, torch.arange(6.0), stride=2, padding=1,
+                           output_padding=1, groups=2),
+        torch.linspace(-1, 1, 6), torch.linspace(0.5, 2, 6), torch.linspace(-2, 2, 6), torch.ones(6)),
     "where_constant_mask": lambda h: torch.where(torch.tensor([True, False] * 3), h, -h),
 }
 
@@ -82,3 +91,42 @@ def test_crown_is_exact_and_ibp_sound_on_affine_ops(name):
     assert torch.allclose(crown.upper, exact_upper, atol=1e-4), name
     ibp = bounded.compute_bounds(x_lower=lower, x_upper=upper, method="ibp")
     assert (ibp.lower <= exact_lower + 1e-4).all() and (ibp.upper >= exact_upper - 1e-4).all(), name
+
+
+DIRECT = {
+    "conv2d strided, dilated": torch.nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2, bias=True),
+    "conv2d grouped": torch.nn.Conv2d(4, 6, (3, 2), padding=(1, 0), groups=2),
+    "conv2d strided": torch.nn.Conv2d(4, 3, 4, stride=3, padding=1),
+    "conv_transpose strided": torch.nn.ConvTranspose2d(4, 6, 4, stride=2, padding=1),
+    "conv_transpose output padding, grouped": torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2),
+    "conv_transpose dilated": torch.nn.ConvTranspose2d(4, 2, 3, stride=3, padding=2, dilation=2, bias=False),
+    "batch norm": torch.nn.BatchNorm2d(4),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIRECT))
+def test_direct_backward_equals_the_generic_vjp(name):
+    """The hand-written backward of (transposed) convolutions and batch norm gives the vjp's coefficients and
+    terms, for dense coefficients and for one-hot rows (the gathered kernel slices of intermediate bounds)."""
+    torch.manual_seed(1)
+    layer = DIRECT[name].eval()
+    if isinstance(layer, torch.nn.BatchNorm2d):
+        layer.running_mean.normal_(), layer.running_var.uniform_(0.5, 2), layer.weight.data.normal_(), layer.bias.data.normal_()
+    x = torch.randn(2, 4, 7, 9)
+    bounded = BoundedModel(torch.nn.Sequential(layer), x)
+    engine = BoundPropagation(bounded.graph, InputSet.ball(x, 0.1))
+    (node,) = [n for n in bounded.graph.nodes if bounded.graph.info(n).op in ("aten.convolution.default", "aten.batch_norm.default")]
+    step = engine.step(node)
+    transfer = engine.transfers[node]
+    assert isinstance(transfer, (BatchNorm, Convolution))
+    shape = layer(x).shape
+    dense = torch.randn(5, *shape)
+    one_hot = torch.zeros(2 * shape[1:].numel(), *shape)  # every neuron of sample 1 (and zero rows for sample 0)
+    one_hot.view(one_hot.shape[0], 2, -1)[:, 1].copy_(torch.cat([torch.eye(shape[1:].numel()), -3 * torch.eye(shape[1:].numel())]))
+    for A in (dense, one_hot):
+        (direct,), direct_terms = transfer.backward(step, A)
+        (generic,), generic_terms = Affine.backward(transfer, step, A)
+        assert torch.allclose(direct, generic, atol=1e-5)
+        specs = A.shape[0]
+        per_sample = [torch.zeros(specs, 2) if t is None else t.reshape(specs, 2, -1).sum(-1) for t in (direct_terms, generic_terms)]
+        assert torch.allclose(*per_sample, atol=1e-4)
