@@ -32,7 +32,7 @@ def digits_cases(eps_values: list[float], count: int) -> list[tuple[str, dict]]:
     import opwise
 
     model = opwise.models.builtin("mlp")
-    images, labels = opwise.models.demo_inputs("mlp", n=200)
+    images, labels = opwise.models.demo_inputs("mlp", n=16)
     with torch.no_grad():
         correct = (model(images).argmax(1) == labels).nonzero().flatten()[:count].tolist()
     return [(f"digits mlp eps={eps}", {"kind": "digits", "index": index, "eps": eps}) for eps in eps_values
@@ -59,7 +59,7 @@ def load_case(case: dict):
         import opwise
 
         model = opwise.models.builtin("mlp")
-        images, labels = opwise.models.demo_inputs("mlp", n=200)
+        images, labels = opwise.models.demo_inputs("mlp", n=16)
         x, label = images[case["index"] : case["index"] + 1], int(labels[case["index"]])
         spec = Specification((x - case["eps"]).clamp(0, 1), (x + case["eps"]).clamp(0, 1), robustness_disjuncts(10, label))
         bounded = BoundedModel(model, x)
