@@ -7,8 +7,10 @@ A domain's split keeps z in [l', u'] on every input it bounds, so for any β_l, 
 i.e. the coefficient reaching z gains (β_u - β_l) and the bias gains β_l l' - β_u u' (β-CROWN's
 multipliers, on both ends of a general interval). Without β the linear term in z is minimized over the
 whole input set, where z leaves [l', u']; with β the bound can use the split. Every β >= 0 gives a
-sound bound, so the best bound seen during Adam is kept. β rides on α-CROWN's optimizer: while the
-bound is optimized, each split node's step carries its β pair where a nonlinear node carries α.
+sound bound, so the best bound seen during Adam is kept. β is optimized with α by one projected Adam:
+each split node's step carries its β pair where a nonlinear node carries α. Children start from their
+parent's α and β (a warm start: every α in range and every β >= 0 is sound), and Adam stops at the
+search's deadline.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """Bounding a batch of branch-and-bound domains in one engine pass, and the root's shortcut bounds.
 
 The input set is repeated once per domain and each domain's narrowed intervals enter the engine as
-splits; batches are padded to the full batch size, so that a model is traced for one new batch size
-(tracing costs a second or more).
+splits. Intermediate bounds are computed once, at the root: a domain's split nodes keep its own
+intervals (the root's, narrowed by its splits) and every other node the root's, so a round costs one
+backward pass from the output per Adam step (as in α,β-CROWN, where intermediate bounds stay fixed
+during the search). Batches are padded to the full batch size, so that a model is traced for one new
+batch size (tracing costs a second or more).
 """
 
 from __future__ import annotations
