@@ -120,17 +120,18 @@ def main() -> None:
         falsified = pool.map(attack_case, [(group, case, args.timeout) for group, case in cases])
         jobs = [(group, case, strategy, args.timeout) for (group, case), found in zip(cases, falsified) if not found
                 for strategy in COLUMNS]
-        results = pool.map(run_strategy, jobs)
+        results = []
+        for job, result in zip(jobs, pool.imap(run_strategy, jobs)):  # printed as they come in
+            results.append(result)
+            print(f"{job[0]} {job[1].get('index', job[1].get('vnnlib'))} {job[2]}: {result[0]} {result[1]:.1f}s", flush=True)
     groups: dict[str, dict] = {}
     for (group, _), found in zip(cases, falsified):
         row = groups.setdefault(group, {"cases": 0, "falsified by PGD": 0, **{c: 0 for c in COLUMNS}, "seconds": {c: [] for c in COLUMNS}})
         row["cases"] += 1
         row["falsified by PGD"] += found
-    for (group, case, strategy, _), (status, seconds, stats) in zip(jobs, results):
+    for (group, _, strategy, _), (status, seconds, _) in zip(jobs, results):
         groups[group][strategy] += status == "verified"
         groups[group]["seconds"][strategy].append(seconds)
-        print(f"{group} {case.get('index', case.get('vnnlib'))} {strategy}: {status} {seconds:.1f}s "
-              f"{ {k: v for k, v in stats.items() if k in ('domains_visited', 'rounds', 'margin')} }", flush=True)
     print(f"\nverified per case group, timeout {args.timeout:g} s per case and strategy:")
     print("| cases | n | PGD falsified | " + " | ".join(COLUMNS) + " |")
     print("|---|---|---|" + "---|" * len(COLUMNS))
