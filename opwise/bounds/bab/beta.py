@@ -7,16 +7,20 @@ A domain's split keeps z in [l', u'] on every input it bounds, so for any β_l, 
 i.e. the coefficient reaching z gains (β_u - β_l) and the bias gains β_l l' - β_u u' (β-CROWN's
 multipliers, on both ends of a general interval). Without β the linear term in z is minimized over the
 whole input set, where z leaves [l', u']; with β the bound can use the split. Every β >= 0 gives a
-sound bound, so the best bound seen during Adam is kept. β rides on α-CROWN's optimizer: while the
-bound is optimized, each split node's step carries its β pair where a nonlinear node carries α.
+sound bound, so the best bound seen during Adam is kept. β is optimized with α by one projected Adam:
+each split node's step carries its β pair where a nonlinear node carries α. Children start from their
+parent's α and β (a warm start: every α in range and every β >= 0 is sound), and Adam stops at the
+search's deadline.
 """
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import fx
 
-from opwise.bounds.alpha import AlphaOptions, optimize_alpha
+from opwise.bounds.alpha import AlphaOptions
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.transfers.registry import Interval, Step
@@ -65,9 +69,20 @@ class Multipliers:
         return alpha
 
 
+#: per node name, the α (or β) pair of one or more domains: [specs, domains, *node shape] (None: fixed line)
+Parameters = dict[str, AlphaPair]
+
+
 def optimize_alpha_beta(engine: BoundPropagation, target: fx.Node, A: torch.Tensor,
-                        options: AlphaOptions | None = None) -> torch.Tensor:
-    """The best lower bound of `A · target` ([specs, batch]) over α and the β of `engine.splits`.
+                        options: AlphaOptions | None = None, *, warm: Parameters | None = None,
+                        deadline: float | None = None) -> tuple[torch.Tensor, Parameters]:
+    """The best lower bound of `A · target` ([specs, batch]) over α and the β of `engine.splits`, and
+    the α and β it ended with (per node name, detached).
+
+    `warm` starts α and β where a parent domain's search ended (projected into the child's ranges; any
+    α in range and any β >= 0 is sound, so a warm start only changes where Adam begins); nodes it
+    lacks start at CROWN's α and β = 0. Adam stops at `deadline` (time.monotonic()), keeping the best
+    bound seen.
 
     >>> import torch, opwise
     >>> from opwise.bounds.input_set import InputSet
@@ -77,10 +92,11 @@ def optimize_alpha_beta(engine: BoundPropagation, target: fx.Node, A: torch.Tens
     >>> z = next(n for n in graph.nodes if n.name == "linear")
     >>> engine = BoundPropagation(graph, InputSet(-torch.ones(1, 1), torch.ones(1, 1)),
     ...                           splits={z: Interval(torch.tensor([[0.5]]), torch.tensor([[1.0]]))})
-    >>> bound = optimize_alpha_beta(engine, graph.output, torch.ones(1, 1, 1))
-    >>> bool(bound > 0.4), bool(bound <= torch.tanh(torch.tensor(0.5)))
-    (True, True)
+    >>> bound, parameters = optimize_alpha_beta(engine, graph.output, torch.ones(1, 1, 1))
+    >>> bool(bound > 0.4), bool(bound <= torch.tanh(torch.tensor(0.5))), sorted(parameters)
+    (True, True, ['linear', 'tanh'])
     """
+    options = options or AlphaOptions()
     engine.prepare(target)
     saved = {}
     for node, interval in engine.splits.items():
@@ -91,7 +107,73 @@ def optimize_alpha_beta(engine: BoundPropagation, target: fx.Node, A: torch.Tens
         engine.transfers[node] = SplitConstraint(engine.transfers[node], interval)
         step.relaxation = Multipliers(interval.lower.shape, A)
     try:
-        return optimize_alpha(engine, target, A, options)
+        return _adam(engine, target, A, options, warm or {}, deadline)
     finally:
         for node, (transfer, relaxation) in saved.items():
             engine.transfers[node], engine.step(node).relaxation = transfer, relaxation
+
+
+def _adam(engine: BoundPropagation, target: fx.Node, A: torch.Tensor, options: AlphaOptions,
+          warm: Parameters, deadline: float | None) -> tuple[torch.Tensor, Parameters]:
+    """Projected Adam on the summed bound over every α and β, best bound per spec and sample kept."""
+    alphas = _initial(engine, target, A.shape[0], warm)
+    best = engine.backward(target, A, alphas=alphas).detach()
+    parameters = [t for pair in alphas.values() for t in (pair.lower, pair.upper) if t is not None]
+    if parameters:
+        optimizer = torch.optim.Adam(parameters, lr=options.learning_rate)
+        reference, stale = float(best.sum()), 0
+        for _ in range(options.iterations):
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            optimizer.zero_grad()
+            lower = engine.backward(target, A, alphas=alphas)
+            (-lower.sum()).backward()
+            optimizer.step()
+            _clamp(engine, alphas)
+            best = torch.maximum(best, lower.detach())
+            total = float(best.sum())
+            if total - reference > options.tolerance * max(abs(reference), 1.0):
+                reference, stale = total, 0
+            else:
+                stale += 1
+                if stale >= options.patience:
+                    break
+    ended = {node.name: AlphaPair(*(None if t is None else t.detach() for t in (pair.lower, pair.upper)))
+             for node, pair in alphas.items()}
+    return best, ended
+
+
+def _initial(engine: BoundPropagation, target: fx.Node, specs: int, warm: Parameters) -> dict[fx.Node, AlphaPair]:
+    """α and β per relaxed node: the warm start where given (same shapes), else the relaxation's start."""
+    alphas = {}
+    for node in engine.ancestors(target):
+        if node is engine.input_node:
+            continue
+        relaxation = engine.step(node).relaxation
+        if relaxation is None or not hasattr(relaxation, "init_alpha"):
+            continue
+        x = _relaxed_interval(engine, node)
+        pair = warm.get(node.name)
+        if pair is None:
+            start = relaxation.init_alpha(x.lower, x.upper)
+            if start is None:
+                continue
+            pair = AlphaPair(*(None if t is None else t.expand(specs, *t.shape) for t in (start.lower, start.upper)))
+        alphas[node] = AlphaPair(*(None if t is None else t.detach().clone().requires_grad_(True)
+                                   for t in (pair.lower, pair.upper)))
+    _clamp(engine, alphas)
+    return alphas
+
+
+def _clamp(engine: BoundPropagation, alphas: dict[fx.Node, AlphaPair]) -> None:
+    for node, pair in alphas.items():
+        x = _relaxed_interval(engine, node)
+        engine.step(node).relaxation.clamp_alpha(pair, x.lower, x.upper)
+
+
+def _relaxed_interval(engine: BoundPropagation, node: fx.Node) -> Interval:
+    """The interval a node's relaxation is taken on (none for β, whose range does not depend on one)."""
+    step = engine.step(node)
+    if isinstance(step.relaxation, Multipliers):
+        return Interval(None, None)
+    return engine.interval(step.inputs[0])

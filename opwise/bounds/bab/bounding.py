@@ -1,8 +1,11 @@
 """Bounding a batch of branch-and-bound domains in one engine pass, and the root's shortcut bounds.
 
 The input set is repeated once per domain and each domain's narrowed intervals enter the engine as
-splits; batches are padded to the full batch size, so that a model is traced for one new batch size
-(tracing costs a second or more).
+splits. Intermediate bounds are computed once, at the root: a domain's split nodes keep its own
+intervals (the root's, narrowed by its splits) and every other node the root's, so a round costs one
+backward pass from the output per Adam step (as in α,β-CROWN, where intermediate bounds stay fixed
+during the search). Batches are padded to the full batch size, so that a model is traced for one new
+batch size (tracing costs a second or more).
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ import math
 import torch
 
 from opwise.bounds.alpha import AlphaOptions
-from opwise.bounds.bab.beta import optimize_alpha_beta
+from opwise.bounds.bab.beta import Parameters, optimize_alpha_beta
 from opwise.bounds.bab.branching import Shortcut, SplitNode, split_nodes
 from opwise.bounds.bab.domains import Domain, Guide, stack_intervals
 from opwise.bounds.bounded_model import BoundedModel
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.input_set import InputSet
+from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.spec import Specification
 from opwise.bounds.transfers.registry import Interval
 from opwise.errors import InputError
@@ -57,30 +61,56 @@ class DomainBounder:
         lower, upper = self.spec.x_lower.to(self.bounded.device), self.spec.x_upper.to(self.bounded.device)
         return InputSet(lower.expand(batch, *lower.shape[1:]), upper.expand(batch, *upper.shape[1:]))
 
-    def root(self) -> Domain:
-        """The unsplit domain, bounded (its intervals are the engine's intermediate bounds)."""
+    def root(self, deadline: float | None = None) -> Domain:
+        """The unsplit domain, bounded; its intervals (the engine's intermediate bounds) are kept for reuse."""
         domain = Domain({node.input: Interval(torch.full((1,), -math.inf), torch.full((1,), math.inf))
                          for node in self.nodes})
-        engine = self._engine([domain], 1, root=True)
-        self._bound_with(engine, [domain])
+        engine = BoundPropagation(self.bounded.graph, self.input_set(1), "crown")
+        rows = self._bound_with(engine, [domain], deadline)
+        self.root_engine = engine
+        self._drop_ruled_out(rows[:, 0], domain)
+        self.root_intervals = {node.name: interval for node, interval in engine.tight.items()
+                               if node is not engine.input_node}
         return domain
 
-    def bound(self, domains: list[Domain], batch_size: int) -> None:
-        """Set each domain's `lower`, `guide` and tightened intervals (infeasible domains get +inf)."""
+    def bound(self, domains: list[Domain], batch_size: int, deadline: float | None = None) -> None:
+        """Set each domain's `lower`, `guide`, α/β and intervals (infeasible domains get +inf).
+
+        Intermediate bounds are not recomputed: a domain's split nodes keep its own (narrowed) intervals
+        and every other node the root's, all sound on the domain, so one pass bounds only the output.
+        """
         size = batch_size
         if self.bounded.graph_for(size) is None:
             size = self.bounded.example_shape[0]
         for start in range(0, len(domains), size):
             chunk = domains[start : start + size]
             padded = chunk + [chunk[-1]] * (size - len(chunk))
-            self._bound_with(self._engine(padded, size), chunk)
+            self._bound_with(self._engine(padded, size), chunk, deadline, _stacked_parameters(padded))
 
-    def _engine(self, domains: list[Domain], size: int, root: bool = False) -> BoundPropagation:
+    def _engine(self, domains: list[Domain], size: int) -> BoundPropagation:
         graph = self.bounded.graph_for(size) or self.bounded.graph
-        splits = {} if root else self.bounded.split_nodes(graph, stack_intervals(domains))
-        return BoundPropagation(graph, self.input_set(size), "crown", splits)
+        intervals = stack_intervals(domains)
+        engine = BoundPropagation(graph, self.input_set(size), "crown", self.bounded.split_nodes(graph, intervals))
+        for node in graph.nodes:
+            known = intervals.get(node.name) or self._root_interval(node.name, graph, size)
+            if known is not None:
+                engine.tight[node] = known
+        return engine
 
-    def _bound_with(self, engine: BoundPropagation, domains: list[Domain]) -> None:
+    def _root_interval(self, name: str, graph, size: int) -> Interval | None:
+        """The root's interval of a node, repeated over a batch of `size` (None where its batch is folded)."""
+        interval = self.root_intervals.get(name)
+        if interval is None or interval.lower.shape[:1] != (1,):
+            return None
+        shape = next(node for node in graph.nodes if node.name == name)
+        shape = graph.info(shape).shape
+        if shape is None or tuple(shape) != (size, *interval.lower.shape[1:]):
+            return None
+        return Interval(interval.lower.expand(shape), interval.upper.expand(shape))
+
+    def _bound_with(self, engine: BoundPropagation, domains: list[Domain], deadline: float | None,
+                    warm: Parameters | None = None) -> torch.Tensor:
+        """Bound the domains in one engine pass; returns every row's bound ([rows, batch])."""
         graph, count = engine.graph, len(domains)
         output = graph.output
         shape = graph.info(output).shape
@@ -89,11 +119,13 @@ class DomainBounder:
         engine.prepare(output)
         by_name = {node.name: node for node in graph.nodes}
         engine.record = {by_name[node.nonlinear] for node in self.nodes}
+        parameters = {}
         if self.method == "alpha-crown":
-            lower = optimize_alpha_beta(engine, output, A, self.alpha)
+            lower, parameters = optimize_alpha_beta(engine, output, A, self.alpha, warm=warm, deadline=deadline)
         else:
             lower = engine.backward(output, A)
-        margins, rows = self._margins(lower.detach() - self.d[:, None])
+        row_bounds = lower.detach() - self.d[:, None]
+        margins, rows = self._margins(row_bounds)
         input_coefficient, bias = (t.detach() for t in engine.last_linear)
         self.visited += count
         for index, domain in enumerate(domains):
@@ -104,12 +136,31 @@ class DomainBounder:
             domain.guide = Guide({node.nonlinear: engine.coefficients_at[by_name[node.nonlinear]][row, index : index + 1]
                                   for node in self.nodes},
                                  input_coefficient[row, index : index + 1], bias[row, index])
+            domain.parameters = {name: AlphaPair(*(None if t is None else t[:, index : index + 1] for t in (pair.lower, pair.upper)))
+                                 for name, pair in parameters.items()} or None
             if not infeasible:
                 for node in self.nodes:
                     interval = engine.interval(by_name[node.input])
                     domain.intervals[node.input] = Interval(interval.lower[index : index + 1], interval.upper[index : index + 1])
         engine.record = set()
-        self.last_engine = engine
+        return row_bounds
+
+    def _drop_ruled_out(self, row_bounds: torch.Tensor, root: Domain) -> None:
+        """Keep only the disjuncts the root leaves open: one that a row's bound rules out on the whole
+        input set is ruled out on every domain, so the search need not bound it again."""
+        keep, groups, start = [], [], 0
+        for size in self.groups:
+            if not (row_bounds[start : start + size] > 0).any():
+                keep += range(start, start + size)
+                groups.append(size)
+            start += size
+        if not groups or len(keep) == len(self.C):
+            return
+        keep = torch.tensor(keep, device=self.C.device)
+        self.C, self.d, self.groups = self.C[keep], self.d[keep], groups
+        if root.parameters is not None:
+            root.parameters = {name: AlphaPair(*(None if t is None else t[keep] for t in (pair.lower, pair.upper)))
+                               for name, pair in root.parameters.items()}
 
     def _margins(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per domain the margin bound (min over disjuncts of max over their rows) and its deciding row."""
@@ -127,7 +178,7 @@ class DomainBounder:
 
     def shortcuts(self) -> dict[str, Shortcut]:
         """Linear bounds of every split node's input in terms of the input, over the whole input set (root)."""
-        engine = self.last_engine
+        engine = self.root_engine
         by_name = {node.name: node for node in engine.graph.nodes}
         result = {}
         for node in self.nodes:
@@ -151,3 +202,15 @@ class DomainBounder:
         """Per domain, the box corner that minimizes its bound's linear function: a likely counterexample."""
         box = self.input_set(1)
         return torch.cat([torch.where(d.guide.input_coefficient >= 0, box.lower, box.upper) for d in domains])
+
+
+def _stacked_parameters(domains: list[Domain]) -> Parameters | None:
+    """The domains' α/β warm starts batched along dim 1 (None unless every domain has one)."""
+    if any(d.parameters is None for d in domains):
+        return None
+
+    def stacked(name: str, side: str) -> torch.Tensor | None:
+        parts = [getattr(d.parameters[name], side) for d in domains]
+        return None if parts[0] is None else torch.cat(parts, 1)
+
+    return {name: AlphaPair(stacked(name, "lower"), stacked(name, "upper")) for name in domains[0].parameters}

@@ -37,6 +37,8 @@ BRANCHING = ("bbps", "babsr", "largest-interval")
 SPLIT_POINTS = ("table", "midpoint")
 #: intervals narrower than this are not split again
 MIN_WIDTH = 1e-4
+#: per node and domain, how many elements (by each of two cheap scores) BBPS scores with shortcuts
+BBPS_CANDIDATES = 8
 
 
 @dataclasses.dataclass
@@ -117,20 +119,25 @@ def _line_changes(node: SplitNode, A: torch.Tensor, lower, upper, point):
 
 
 def _bbps_scores(changes, guides_x: torch.Tensor, guides_bias: torch.Tensor, shortcut: Shortcut,
-                 input_set: InputSet) -> torch.Tensor:
-    """The worse branch's estimated bound improvement with the shortcut of z substituted ([domains, n])."""
+                 input_set: InputSet, candidates: torch.Tensor) -> torch.Tensor:
+    """The worse branch's estimated bound improvement with the shortcut of z substituted, for the
+    `candidates` (element indices, [domains, k]) of each domain; [domains, k]."""
     lower = input_set.lower.reshape(1, 1, -1)
     upper = input_set.upper.reshape(1, 1, -1)
 
-    def concretize(coefficient):  # [domains, n, X] -> [domains, n]
+    def concretize(coefficient):  # [domains, k, X] -> [domains, k]
         return (coefficient.clamp(min=0) * lower + coefficient.clamp(max=0) * upper).sum(-1)
+
+    def pick(tensor):  # [domains, n] -> [domains, k]
+        return tensor.gather(1, candidates)
 
     base = concretize(guides_x[:, None, :]) + guides_bias[:, None]
     estimates = []
     for slope, intercept, low, high in changes:
+        slope, intercept, low, high = pick(slope), pick(intercept), pick(low), pick(high)
         up = slope >= 0
-        coefficient = torch.where(up[..., None], shortcut.lower_coefficient[None], shortcut.upper_coefficient[None])
-        bias = torch.where(up, shortcut.lower_bias[None], shortcut.upper_bias[None])
+        coefficient = torch.where(up[..., None], shortcut.lower_coefficient[candidates], shortcut.upper_coefficient[candidates])
+        bias = torch.where(up, shortcut.lower_bias[candidates], shortcut.upper_bias[candidates])
         new = concretize(guides_x[:, None, :] + slope[..., None] * coefficient) + guides_bias[:, None] + intercept + slope * bias
         estimates.append(torch.maximum(new - base, _interval_estimate(slope, intercept, low, high)))
     return torch.minimum(*estimates)
@@ -139,6 +146,20 @@ def _bbps_scores(changes, guides_x: torch.Tensor, guides_bias: torch.Tensor, sho
 def _interval_estimate(slope, intercept, low, high) -> torch.Tensor:
     """A branch's bound change with z concretized by the branch's own interval (the BaBSR-style estimate)."""
     return intercept + torch.minimum(slope * low, slope * high)
+
+
+def _bbps_on_candidates(domains: list[Domain], node: SplitNode, changes, babsr: torch.Tensor, width: torch.Tensor,
+                        shortcut: Shortcut, input_set: InputSet) -> torch.Tensor:
+    """BBPS scores of each domain's most promising elements of `node` (the top `BBPS_CANDIDATES` by the
+    BaBSR estimate and by weighted width; the shortcut substitution costs an input-sized vector per
+    candidate); the other elements keep their BaBSR estimate, which BBPS's estimate never falls below."""
+    k = min(BBPS_CANDIDATES, babsr.shape[1])
+    candidates = torch.cat([babsr.topk(k, 1).indices, width.topk(k, 1).indices], 1)
+    guides_x = torch.cat([d.guide.input_coefficient.reshape(1, -1) for d in domains])
+    guides_bias = torch.stack([d.guide.bias.reshape(()) for d in domains])
+    scores = _bbps_scores(changes, guides_x, guides_bias, shortcut, input_set, candidates)
+    scores = torch.where(babsr.gather(1, candidates) > -torch.inf, scores, -torch.inf)
+    return babsr.scatter(1, candidates, scores)
 
 
 def choose_splits(domains: list[Domain], nodes: list[SplitNode], *, branching: str, split_point: str,
@@ -171,13 +192,10 @@ def choose_splits(domains: list[Domain], nodes: list[SplitNode], *, branching: s
             score = width
         else:
             changes = _line_changes(node, A, lower, upper, point)
-            if branching == "bbps":
-                guides_x = torch.cat([d.guide.input_coefficient.reshape(1, -1) for d in domains])
-                guides_bias = torch.stack([d.guide.bias.reshape(()) for d in domains])
-                score = _bbps_scores(changes, guides_x, guides_bias, shortcuts[node.input], input_set)
-            else:
-                score = torch.minimum(*[_interval_estimate(*change) for change in changes])
+            score = torch.minimum(*[_interval_estimate(*change) for change in changes])
             score = torch.where(splittable, score, -torch.inf)
+            if branching == "bbps":
+                score = _bbps_on_candidates(domains, node, changes, score, width, shortcuts[node.input], input_set)
         scores.append(score)
         widths.append(width)
         points.append(point)

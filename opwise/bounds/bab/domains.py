@@ -33,15 +33,18 @@ class Guide:
 
 @dataclasses.dataclass
 class Domain:
-    """Narrowed intervals per split node input name ([1, *node shape]), the margin bound, depth and guide."""
+    """Narrowed intervals per split node input name ([1, *node shape]), the margin bound, depth, guide,
+    and the α/β its last bounding ended with (per node name, [specs, 1, ...]: its children's warm start)."""
 
     intervals: dict[str, Interval]
     lower: float = -float("inf")
     depth: int = 0
     guide: Guide | None = None
+    parameters: dict | None = None
 
     def split(self, name: str, index: int, point: float) -> tuple["Domain", "Domain"]:
-        """The two children: element `index` (flat) of node `name` below and above `point`.
+        """The two children: element `index` (flat) of node `name` below and above `point` (they keep the
+        parent's bound, guide and α/β until they are bounded themselves).
 
         >>> d = Domain({"z": Interval(torch.tensor([[-1.0, 0.0]]), torch.tensor([[1.0, 2.0]]))})
         >>> left, right = d.split("z", 1, 0.5)
@@ -53,7 +56,7 @@ class Domain:
         below.view(-1)[index], above.view(-1)[index] = point, point
         children = []
         for narrowed in (Interval(interval.lower, below), Interval(above, interval.upper)):
-            children.append(Domain({**self.intervals, name: narrowed}, self.lower, self.depth + 1))
+            children.append(Domain({**self.intervals, name: narrowed}, self.lower, self.depth + 1, self.guide, self.parameters))
         return children[0], children[1]
 
 

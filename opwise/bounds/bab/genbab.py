@@ -65,7 +65,13 @@ def branch_and_bound(
     stats = {"domains_visited": 0, "branching_decisions": 0, "max_depth": 0, "rounds": 0, "attacks": 0}
 
     def function(x: torch.Tensor) -> torch.Tensor:
-        return bounded(x).reshape(x.shape[0], -1)
+        """The model on x, in chunks padded to the bounding batch size: a graph traced for every other
+        batch size would cost a trace (seconds) per new count of candidates."""
+        size, outputs = max(2, batch_size), []
+        for chunk in x.split(size):
+            padded = torch.cat([chunk, chunk[-1:].expand(size - len(chunk), *chunk.shape[1:])])
+            outputs.append(bounded(padded)[: len(chunk)].reshape(len(chunk), -1))
+        return torch.cat(outputs)
 
     def finish(status, margin, counterexample=None) -> BabResult:
         stats["seconds"] = time.monotonic() - start
@@ -81,13 +87,24 @@ def branch_and_bound(
         if counterexample is not None:
             return finish("falsified", None, counterexample)
     bounder = DomainBounder(bounded, spec, method, alpha)
-    root = bounder.root()
+    root = bounder.root(deadline)
     stats["domains_visited"] = bounder.visited
     if root.lower > 0:
         return finish("verified", root.lower)
     shortcuts = bounder.shortcuts() if branching == "bbps" else None
     input_set = bounder.input_set(1)
     queue, proven, last_attack = DomainQueue(), float("inf"), time.monotonic()
+
+    def split(domains: list) -> list | None:
+        """Both children of every domain (None when one of them has nothing left to split)."""
+        decisions = choose_splits(domains, bounder.nodes, branching=branching, split_point=split_point,
+                                  input_set=input_set, shortcuts=shortcuts)
+        if any(decision is None for decision in decisions):
+            return None
+        stats["branching_decisions"] += len(decisions)
+        return [child for domain, decision in zip(domains, decisions)
+                for child in domain.split(decision.input, decision.index, decision.point)]
+
     queue.push(root)
     while len(queue):
         if time.monotonic() > deadline:
@@ -95,15 +112,16 @@ def branch_and_bound(
         if len(queue) > max_domains:
             return finish("unknown", queue.worst())
         parents = queue.pop(max(1, batch_size // 2))
-        decisions = choose_splits(parents, bounder.nodes, branching=branching, split_point=split_point,
-                                  input_set=input_set, shortcuts=shortcuts)
-        if any(decision is None for decision in decisions):
+        children = split(parents)
+        if children is None:
             return finish("unknown", min(p.lower for p in parents))
-        children = [child for parent, decision in zip(parents, decisions)
-                    for child in parent.split(decision.input, decision.index, decision.point)]
-        bounder.bound(children, max(2, batch_size))
+        while 2 * len(children) <= batch_size:  # few open domains (the first rounds): split the children again
+            grandchildren = split(children)
+            if grandchildren is None:
+                break
+            children = grandchildren
+        bounder.bound(children, max(2, batch_size), deadline)
         stats["rounds"] += 1
-        stats["branching_decisions"] += len(decisions)
         stats["domains_visited"] = bounder.visited
         stats["max_depth"] = max(stats["max_depth"], max(child.depth for child in children))
         open_children = [child for child in children if not child.lower > 0]

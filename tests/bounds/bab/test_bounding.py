@@ -1,0 +1,79 @@
+"""DomainBounder: warm-started α/β and reused intermediate bounds stay sound over generations of splits;
+disjuncts the root rules out leave the search; timeouts are kept."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from opwise.bounds.bab.bounding import DomainBounder
+from opwise.bounds.bab.genbab import branch_and_bound
+from opwise.bounds.spec import Disjunct, Specification
+from tests.bounds.bab.test_genbab import BOX, FAST, cases, pre_activations, threshold_spec
+
+
+def _split_randomly(domains, generator):
+    children = []
+    for domain in domains:
+        name = list(domain.intervals)[int(torch.randint(len(domain.intervals), (1,), generator=generator))]
+        interval = domain.intervals[name]
+        index = int(torch.randint(interval.lower.numel(), (1,), generator=generator))
+        low, high = float(interval.lower.view(-1)[index]), float(interval.upper.view(-1)[index])
+        children += domain.split(name, index, low + (high - low) * float(torch.rand(1, generator=generator)))
+    return children
+
+
+def test_warm_started_generations_bound_every_sample_they_contain():
+    """Three generations, each bounded from its parent's α and β (nonzero by then), hold on 4,000 samples."""
+    generator = torch.Generator().manual_seed(1)
+    x = BOX[0] + (BOX[1] - BOX[0]) * torch.rand(4000, 2, generator=generator)
+    for model, bounded, grid_min, spread in cases(range(2)):
+        spec = threshold_spec(grid_min - 0.3 * spread)
+        bounder = DomainBounder(bounded, spec, "alpha-crown", FAST)
+        domains = [bounder.root()]
+        values = pre_activations(bounded, x)
+        with torch.no_grad():
+            y = model(x)
+        margin = y[:, 0] - y[:, 1] - float(spec.unsafe[0].d)
+        used_beta = False
+        for _ in range(3):
+            domains = _split_randomly(domains, generator)
+            assert all(d.parameters is not None for d in domains)  # warm start from the parent
+            bounder.bound(domains, 8)
+            for domain in domains:
+                inside = torch.ones(len(x), dtype=torch.bool)
+                for name, interval in domain.intervals.items():
+                    inside &= ((values[name] >= interval.lower - 1e-5) & (values[name] <= interval.upper + 1e-5)).all(1)
+                if inside.any() and math.isfinite(domain.lower):
+                    assert float(margin[inside].min()) >= domain.lower - 1e-4
+                used_beta |= any(bool((pair.lower.abs() + pair.upper.abs() > 0).any()) for name, pair in domain.parameters.items()
+                                 if name in domain.intervals)
+        assert used_beta, "β stayed zero: the warm start was not exercised"
+
+
+def test_disjuncts_ruled_out_at_the_root_leave_the_search():
+    model, bounded, grid_min, spread = next(cases([0]))
+    hard = Disjunct(torch.tensor([[1.0, -1.0]]), torch.tensor([grid_min - 0.2 * spread]))
+    easy = Disjunct(torch.tensor([[1.0, -1.0]]), torch.tensor([grid_min - 100.0 * spread]))
+    spec = Specification(*BOX, [easy, hard])
+    bounder = DomainBounder(bounded, spec, "alpha-crown", FAST)
+    root = bounder.root()
+    assert root.lower <= 0 and bounder.groups == [1] and float(bounder.d) == float(hard.d)
+    assert all(pair.lower is None or pair.lower.shape[0] == 1 for pair in root.parameters.values())
+    result = branch_and_bound(bounded, spec, timeout=30, batch_size=8, alpha=FAST)
+    assert result.status == "verified" and grid_min > float(hard.d)
+
+
+def test_timeout_is_kept_within_a_small_margin():
+    """An undecidable-in-time case returns `timeout` close to its budget (the clock is read between Adam
+    steps). Tracing the model for the batch size, a one-off per model that no clock interrupts, is done first."""
+    model, bounded, grid_min, spread = next(cases([2]))
+    spec = threshold_spec(grid_min - 1e-6 * spread)
+    bounded.graph_for(64)
+    start = time.monotonic()
+    result = branch_and_bound(bounded, spec, timeout=2.0, attack=False, batch_size=64)
+    elapsed = time.monotonic() - start
+    assert result.status in ("timeout", "verified")
+    assert elapsed < 2.0 * 1.25 + 0.5, f"took {elapsed:.2f} s for a 2 s budget"
