@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import torch
 
@@ -147,7 +148,7 @@ class BoundedModel:
             result = optimize_bounds(engine, output, A, alpha)
         else:
             result = engine.backward(output, A)
-        result = result.detach().T
+        result = _vacuous_where_nan(result.detach().T, method)
         return Bounds(result[:, :count], -result[:, count:] if bound_upper else None, method)
 
     def _bound_in_chunks(self, input_set: InputSet, specs, method, bound_upper, alpha, splits=None) -> Bounds:
@@ -217,3 +218,15 @@ class BoundedModel:
         if C.dim() != 3 or C.shape[0] != batch or C.shape[2] != outputs:
             raise InputError(f"C must be [specs, {outputs}] or [batch, specs, {outputs}], got {tuple(C.shape)}")
         return C
+
+
+def _vacuous_where_nan(lower: torch.Tensor, method: str) -> torch.Tensor:
+    """Lower bounds ([batch, specs], upper ones negated) with NaN replaced by -inf, the only sound value,
+    and a warning: a NaN bound means some relaxation met an interval it cannot handle (e.g. infinite ends)."""
+    nan = torch.isnan(lower)
+    if not bool(nan.any()):
+        return lower
+    warnings.warn(f"{int(nan.sum())} of {nan.numel()} {method} bounds came out NaN (a relaxation met an infinite "
+                  "or degenerate interval) and are reported as unbounded; a smaller eps or method='ibp' may help",
+                  RuntimeWarning, stacklevel=3)
+    return lower.masked_fill(nan, -math.inf)

@@ -165,3 +165,22 @@ def test_smooth_activations_are_sound_once_their_relaxations_exist(activation):
         randomize_(model, seed)
         x = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed))
         assert_sound(model, x - 0.5, x + 0.5, samples=2000, seed=seed, attack=seed == 0, bounded=bounded)
+
+
+def test_nan_bounds_become_unbounded_with_a_warning(monkeypatch):
+    """A NaN bound is never passed on as a number: it is reported as ±inf (sound) and the user is warned."""
+    from opwise.bounds.engine import BoundPropagation
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+    bounded = BoundedModel(model, torch.zeros(1, 3))
+    plain = BoundPropagation.backward
+
+    def first_spec_nan(self, node, A, *args, **kwargs):
+        bound = plain(self, node, A, *args, **kwargs)
+        return bound.index_fill(0, torch.tensor([0]), float("nan")) if node is self.graph.output else bound
+
+    monkeypatch.setattr(BoundPropagation, "backward", first_spec_nan)
+    with pytest.warns(RuntimeWarning, match="NaN"):
+        bounds = bounded.compute_bounds(torch.zeros(1, 3), eps=0.1, method="crown")
+    assert bounds.lower[0, 0] == -math.inf and torch.isfinite(bounds.lower[0, 1:]).all()
+    assert torch.isfinite(bounds.upper).all()
