@@ -28,7 +28,8 @@ def compute_bounds(
     """Bounds on `C·model(x')` for every x' in the Lp ball of radius `eps` around `x` (or the box
     `[x_lower, x_upper]`), clipped to `domain` when given.
 
-    `method`: "ibp", "crown", "crown-ibp" (IBP for intermediate bounds), "alpha-crown". `C` is
+    `method`: "ibp", "crown", "crown-ibp" (IBP for intermediate bounds), "forward-crown" (forward-mode
+    intermediate bounds), "alpha-crown" (α of every intermediate bound optimised too). `C` is
     [specs, outputs] or [batch, specs, outputs]; `target` gives the margins `y_target - y_j` instead;
     with neither, the outputs themselves are bounded. Returns `Bounds` with `.lower`/`.upper` shaped
     [batch, specs]. For repeated calls on one model use `opwise.bounds.BoundedModel` (traces once).
