@@ -82,12 +82,22 @@ def optimize_alpha(engine: BoundPropagation, target: fx.Node, A: torch.Tensor, o
     parameters = [t for pair in alphas.values() for t in (pair.lower, pair.upper) if t is not None]
     if not parameters:
         return best
+
+    def bound() -> torch.Tensor:
+        clamp_alphas(engine, alphas)
+        return engine.backward(target, A, alphas=alphas)
+
+    return maximize(bound, parameters, options, best)
+
+
+def maximize(bound, parameters: list[torch.Tensor], options: AlphaOptions, best: torch.Tensor) -> torch.Tensor:
+    """Projected Adam ascent shared by every α optimisation: `bound()` projects the parameters into their
+    valid range and returns a (differentiable) lower bound; the elementwise best seen is returned."""
     optimizer = torch.optim.Adam(parameters, lr=options.learning_rate)
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, options.lr_decay)
     stop = EarlyStop(options, best)
     for _ in range(options.iterations):
-        clamp_alphas(engine, alphas)
-        lower = engine.backward(target, A, alphas=alphas)
+        lower = bound()
         best = torch.maximum(best, lower.detach())
         if stop(best):
             break

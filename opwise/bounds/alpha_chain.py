@@ -17,7 +17,7 @@ import dataclasses
 import torch
 from torch import fx
 
-from opwise.bounds.alpha import AlphaOptions, EarlyStop, clamp_alphas, initial_alphas, optimize_alpha
+from opwise.bounds.alpha import AlphaOptions, clamp_alphas, initial_alphas, maximize, optimize_alpha
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.transfers.nonlinear import ELEMENTWISE
@@ -116,27 +116,19 @@ def optimize_bounds(engine: BoundPropagation, target: fx.Node, A: torch.Tensor,
                   for pair in alphas.values() for t in (pair.lower, pair.upper) if t is not None]
     if not parameters:
         return best
-    optimizer = torch.optim.Adam(parameters, lr=options.learning_rate)
-    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, options.lr_decay)
-    stop = EarlyStop(options, best)
+
+    def bound() -> torch.Tensor:
+        for link in chain:
+            clamp_alphas(engine, link.alphas)
+            refined = engine._narrow(link.node, _recompute(engine, link))
+            engine.tight[link.node] = refined
+            link.best = Interval(torch.maximum(link.best.lower, refined.lower.detach()),
+                                 torch.minimum(link.best.upper, refined.upper.detach()))
+        clamp_alphas(engine, final_alphas)
+        return engine.backward(target, A, alphas=final_alphas)
+
     try:
-        for _ in range(options.iterations):
-            for link in chain:
-                clamp_alphas(engine, link.alphas)
-                refined = engine._narrow(link.node, _recompute(engine, link))
-                engine.tight[link.node] = refined
-                link.best = Interval(torch.maximum(link.best.lower, refined.lower.detach()),
-                                     torch.minimum(link.best.upper, refined.upper.detach()))
-            clamp_alphas(engine, final_alphas)
-            lower = engine.backward(target, A, alphas=final_alphas)
-            best = torch.maximum(best, lower.detach())
-            if stop(best):
-                break
-            optimizer.zero_grad()
-            (-lower.sum()).backward()
-            optimizer.step()
-            schedule.step()
+        return maximize(bound, parameters, options, best)
     finally:
         for link in chain:
             engine.tight[link.node] = link.best
-    return best

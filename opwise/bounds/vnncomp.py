@@ -373,12 +373,9 @@ def _run_with_processes(instances, verify, result_dir, workers: int, grace: floa
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["torch", "torch._dynamo", "opwise.bounds.vnncomp", "opwise.tracing.onnx"])
     threads = max(1, (os.cpu_count() or 1) // workers)
-    outcomes: list[tuple[str, float] | None] = [None] * len(instances)
+    tally = _Tally(instances, result_dir, grace, startup_limit)
     pending = list(range(len(instances)))
     running: dict[int, list] = {}  # index -> [process, receiver, launched, began or None]
-    counts: dict[str, int] = {}
-    start = time.monotonic()
-    _progress(0, len(instances), counts, 0.0)
     while pending or running:
         while pending and len(running) < workers:
             index = pending.pop(0)
@@ -401,25 +398,18 @@ def _run_with_processes(instances, verify, result_dir, workers: int, grace: floa
             now = time.monotonic()
             if outcome is None and not process.is_alive():
                 outcome = receiver.recv() if receiver.poll() else ("error", now - (began or launched))
-            elif outcome is None and began is None and now - launched > startup_limit:
-                process.kill()
-                outcome = ("error", 0.0)
-            elif outcome is None and began is not None and now - began > instances[index][2] + grace:
-                process.kill()
-                outcome = ("timeout", now - began)
-                if result_dir is not None:
-                    onnx, vnnlib, _ = instances[index]
-                    write_result(Path(result_dir) / result_file_name(onnx, vnnlib), InstanceResult("timeout", now - began))
+            elif outcome is None:
+                outcome = tally.overrun(index, launched, began, now)
+                if outcome is not None:
+                    process.kill()
             if outcome is None:
                 continue
             process.join()
             receiver.close()
             del running[index]
-            outcomes[index] = outcome
-            counts[outcome[0]] = counts.get(outcome[0], 0) + 1
-            _progress(sum(counts.values()), len(instances), counts, time.monotonic() - start)
+            tally.record(index, outcome)
         time.sleep(0.02)
-    return outcomes
+    return tally.outcomes
 
 
 def _ray_task(started, index: int, verify, onnx: str, vnnlib: str, timeout: float, result_dir) -> tuple[str, float]:
@@ -441,12 +431,9 @@ def _run_with_ray(instances, verify, result_dir, address: str, grace: float,
     task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
     started = Queue()
     slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    outcomes: list[tuple[str, float] | None] = [None] * len(instances)
+    tally = _Tally(instances, result_dir, grace, startup_limit)
     pending = list(range(len(instances)))
     running: dict = {}  # reference -> [index, submitted, began or None]
-    counts: dict[str, int] = {}
-    start = time.monotonic()
-    _progress(0, len(instances), counts, 0.0)
     while pending or running:
         while pending and len(running) < slots:
             index = pending.pop(0)
@@ -468,21 +455,40 @@ def _run_with_ray(instances, verify, result_dir, address: str, grace: float,
                 print(f"{instances[index][0]} {instances[index][1]}: {error}", file=sys.stderr)
                 finished[reference] = ("error", now - (began or submitted))
         for reference, (index, submitted, began) in running.items():
-            if reference in finished:
-                continue
-            if began is None and now - submitted > startup_limit:
+            overrun = None if reference in finished else tally.overrun(index, submitted, began, now)
+            if overrun is not None:
                 ray.cancel(reference, force=True)
-                finished[reference] = ("error", 0.0)
-            elif began is not None and now - began > instances[index][2] + grace:
-                ray.cancel(reference, force=True)
-                finished[reference] = ("timeout", now - began)
-                if result_dir is not None:
-                    onnx, vnnlib, _ = instances[index]
-                    write_result(Path(result_dir) / result_file_name(onnx, vnnlib), InstanceResult("timeout", now - began))
+                finished[reference] = overrun
         for reference, outcome in finished.items():
-            index = running.pop(reference)[0]
-            outcomes[index] = outcome
-            counts[outcome[0]] = counts.get(outcome[0], 0) + 1
-            _progress(sum(counts.values()), len(instances), counts, time.monotonic() - start)
+            tally.record(running.pop(reference)[0], outcome)
     started.shutdown()
-    return outcomes
+    return tally.outcomes
+
+
+class _Tally:
+    """What both suite runners share: when a running instance has overrun (its start, or its timeout plus
+    `grace`), the outcomes in instance order, and the progress bar."""
+
+    def __init__(self, instances, result_dir, grace: float, startup_limit: float):
+        self.instances, self.result_dir, self.grace, self.startup_limit = instances, result_dir, grace, startup_limit
+        self.outcomes: list[tuple[str, float] | None] = [None] * len(instances)
+        self.counts: dict[str, int] = {}
+        self.start = time.monotonic()
+        _progress(0, len(instances), self.counts, 0.0)
+
+    def overrun(self, index: int, launched: float, began: float | None, now: float) -> tuple[str, float] | None:
+        """The outcome of an instance to stop now (`error` if it never started, `timeout`, whose result file
+        is written here since its worker cannot), or None while it may run on."""
+        if began is None:
+            return ("error", 0.0) if now - launched > self.startup_limit else None
+        if now - began <= self.instances[index][2] + self.grace:
+            return None
+        if self.result_dir is not None:
+            onnx, vnnlib, _ = self.instances[index]
+            write_result(Path(self.result_dir) / result_file_name(onnx, vnnlib), InstanceResult("timeout", now - began))
+        return ("timeout", now - began)
+
+    def record(self, index: int, outcome: tuple[str, float]) -> None:
+        self.outcomes[index] = outcome
+        self.counts[outcome[0]] = self.counts.get(outcome[0], 0) + 1
+        _progress(sum(self.counts.values()), len(self.instances), self.counts, time.monotonic() - self.start)

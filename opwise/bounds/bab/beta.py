@@ -15,12 +15,13 @@ search's deadline.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
 from torch import fx
 
-from opwise.bounds.alpha import AlphaOptions
+from opwise.bounds.alpha import AlphaOptions, maximize
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.transfers.registry import Interval, Step
@@ -120,24 +121,14 @@ def _adam(engine: BoundPropagation, target: fx.Node, A: torch.Tensor, options: A
     best = engine.backward(target, A, alphas=alphas).detach()
     parameters = [t for pair in alphas.values() for t in (pair.lower, pair.upper) if t is not None]
     if parameters:
-        optimizer = torch.optim.Adam(parameters, lr=options.learning_rate)
-        reference, stale = float(best.sum()), 0
-        for _ in range(options.iterations):
-            if deadline is not None and time.monotonic() > deadline:
-                break
-            optimizer.zero_grad()
-            lower = engine.backward(target, A, alphas=alphas)
-            (-lower.sum()).backward()
-            optimizer.step()
+        if deadline is not None:
+            options = dataclasses.replace(options, time_limit=max(0.0, deadline - time.monotonic()))
+
+        def bound() -> torch.Tensor:
             _clamp(engine, alphas)
-            best = torch.maximum(best, lower.detach())
-            total = float(best.sum())
-            if total - reference > options.tolerance * max(abs(reference), 1.0):
-                reference, stale = total, 0
-            else:
-                stale += 1
-                if stale >= options.patience:
-                    break
+            return engine.backward(target, A, alphas=alphas)
+
+        best = maximize(bound, parameters, options, best)
     ended = {node.name: AlphaPair(*(None if t is None else t.detach() for t in (pair.lower, pair.upper)))
              for node, pair in alphas.items()}
     return best, ended

@@ -85,8 +85,7 @@ class DomainBounder:
         """α-CROWN over every intermediate bound at the root (`optimize_bounds`): the engine keeps the best
         intervals, which every domain then reuses. Stops once every row is proved, or at half the time left."""
         output = engine.graph.output
-        shape = engine.graph.info(output).shape
-        A = self.C[:, None, :].expand(len(self.C), shape[0], self.C.shape[1]).reshape(len(self.C), *shape)
+        A = self._output_specs(engine)
         budget = None if deadline is None else max(0.0, (deadline - time.monotonic()) / 2)
         options = dataclasses.replace(self.alpha or AlphaOptions(), intermediate=True, iterations=ROOT_ITERATIONS,
                                       stop_above=self.d[:, None], time_limit=budget)
@@ -128,14 +127,17 @@ class DomainBounder:
             return None
         return Interval(interval.lower.expand(shape), interval.upper.expand(shape))
 
+    def _output_specs(self, engine: BoundPropagation) -> torch.Tensor:
+        """The property's rows as backward coefficients of the output, [rows, batch, *output shape]."""
+        shape = engine.graph.info(engine.graph.output).shape
+        return self.C[:, None, :].expand(len(self.C), shape[0], self.C.shape[1]).reshape(len(self.C), *shape)
+
     def _bound_with(self, engine: BoundPropagation, domains: list[Domain], deadline: float | None,
                     warm: Parameters | None = None) -> torch.Tensor:
         """Bound the domains in one engine pass; returns every row's bound ([rows, batch])."""
         graph, count = engine.graph, len(domains)
         output = graph.output
-        shape = graph.info(output).shape
-        batch = shape[0]
-        A = self.C[:, None, :].expand(len(self.C), batch, self.C.shape[1]).reshape(len(self.C), *shape)
+        A = self._output_specs(engine)
         engine.prepare(output)
         by_name = {node.name: node for node in graph.nodes}
         engine.record = {by_name[node.nonlinear] for node in self.nodes}
