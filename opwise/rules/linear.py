@@ -5,9 +5,11 @@ implementation serves convolution, linear, batch norm, pooling and means (see `L
 objects; write your own by subclassing `LinearRule` and overriding `relevance`.
 
 Speed: when the input has no negative entry (after a ReLU, the common case) the sign-split rules (ZPlus,
-AlphaBeta, Gamma) drop their negative-input parts and run the rest as one call of the op with the weight
-sets stacked along the output channels, then one vjp, dividing and multiplying in place; modified weights,
-and whatever does not depend on the input (Flat's and ZBox's reference terms), are built once per node.
+AlphaBeta, Gamma) drop their negative-input parts and make one extra call of the op each: the second
+pre-activation AlphaBeta and Gamma need follows from the forward output (their two weight sets sum to a
+multiple of W), and Gamma's second one only matters where relevance sits on a negative output, which a
+following ReLU rules out. The vjps divide and multiply in place; modified weights, and whatever does not
+depend on the input (Flat's and ZBox's reference terms), are built once per node.
 """
 
 from __future__ import annotations
@@ -76,30 +78,51 @@ class Norm(Epsilon):
         super().__init__(epsilon=stabilizer)
 
 
-def _alpha_beta_sets(op: LinearOp, alpha: float, beta: float, stabilizer: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Stacked forward weights [W⁺; W⁻] with stabilized biases [b⁺ + s; b⁻ − s], backward weights [αW⁺; −βW⁻]
-    (only the positive set when β = 0)."""
-    wp, wn, bp, bn = _signed_parameters(op)
-    shift = op.weight.new_full((op.weight.shape[op.stack_axes[0]],), stabilizer)
-    bp = shift if bp is None else bp + shift
-    if not beta:
-        return wp, bp, wp if alpha == 1 else alpha * wp
-    weights, biases = op.stack([wp, wn], [bp, -shift if bn is None else bn - shift])
-    return weights, biases, torch.cat([alpha * wp, -beta * wn], op.stack_axes[0])
+def _accumulate(op: LinearOp, total: Tensor, more: Tensor) -> Tensor:
+    """total + more, in place when `total` is a vjp result the op handed over."""
+    return total.add_(more) if op.owns_vjp else total + more
 
 
-def _alpha_beta_stacked(op: LinearOp, relevance: Tensor, alpha: float, beta: float, stabilizer: float) -> Tensor:
-    """α W⁺ᵀ(R/z⁺) − β W⁻ᵀ(R/z⁻) for x ≥ 0: one call of the op, in-place divisions, one vjp.
+def _shifted_part(op: LinearOp, weight: Tensor, bias: Tensor | None, shift: float) -> Tensor:
+    """W'x + b' + shift, a new tensor (the shift folded into the bias when there is one)."""
+    z = op.part(op.x, weight, None if bias is None else bias + shift)
+    return z.add_(shift) if bias is None else z
 
-    z⁺ ≥ s and z⁻ ≤ −s, so the stabilizer is a bias. (Where W⁻x + b⁻ = 0 every x_i w⁻_ij is zero, so the
-    stabilizer's sign there changes nothing.)
+
+def relevance_below_zero(output: Tensor, relevance: Tensor) -> bool:
+    """Whether any relevance arrives where the op's output is negative: never behind a ReLU, whose zeroed
+    outputs pass no relevance on (the next rule multiplies by them).
+
+    >>> relevance_below_zero(torch.tensor([-1.0, 2.0]), torch.tensor([0.0, 3.0]))
+    False
     """
-    key = ("alpha-beta", alpha, beta, stabilizer)
-    weights, biases, backward = op.cached(key, lambda: _alpha_beta_sets(op, alpha, beta, stabilizer))
-    z = op.part(op.x, weights, biases)
-    for part in op.unstack(z, 2 if beta else 1):
-        torch.div(relevance, part, out=part)
-    return op.times_x(op.input_vjp(backward, z))
+    return bool(torch.logical_and(output < 0, relevance != 0).any())
+
+
+def _alpha_beta_nonnegative(op: LinearOp, output: Tensor | None, relevance: Tensor, alpha: float, beta: float,
+                            stabilizer: float) -> Tensor:
+    """α W⁺ᵀ(R/z⁺) − β W⁻ᵀ(R/z⁻) for x ≥ 0, z⁺ = W⁺x + b⁺ + s, z⁻ = W⁻x + b⁻ − s.
+
+    As W⁺ + W⁻ = W and b⁺ + b⁻ = b, z⁺ = z − z⁻ with z the forward output, so one call of the op (for z⁻)
+    suffices. The subtraction is as accurate as a call wherever z ≥ 0 (there z⁺ ≥ |z| and z⁺ ≥ |z⁻|: the
+    error, a few ulps of |z| + |z⁻|, stays a few ulps of z⁺), so it is used when all relevance sits there
+    (`relevance_below_zero`); otherwise z⁺ gets its own call. β = 0 (ZPlus) needs neither z nor z⁻.
+    """
+    wp, wn, bp, bn = _signed_parameters(op)
+    if beta:
+        negative = _shifted_part(op, wn, bn, -stabilizer)
+        if relevance_below_zero(output, relevance):
+            positive = _shifted_part(op, wp, bp, stabilizer)
+        else:
+            positive = torch.sub(output, negative).clamp_(min=stabilizer)
+    else:
+        positive = _shifted_part(op, wp, bp, stabilizer)
+    torch.div(relevance, positive, out=positive)
+    grad = op.input_vjp(wp, positive.mul_(alpha) if alpha != 1 else positive)
+    if beta:
+        torch.div(relevance, negative, out=negative)
+        grad = _accumulate(op, grad, op.input_vjp(wn, negative.mul_(-beta)))
+    return op.times_x(grad)
 
 
 class AlphaBeta(LinearRule):
@@ -110,9 +133,13 @@ class AlphaBeta(LinearRule):
             raise ValueError(f"AlphaBeta needs alpha, beta >= 0 and alpha - beta = 1, got {alpha}, {beta}")
         self.alpha, self.beta, self.stabilizer = alpha, beta, stabilizer
 
+    @property
+    def uses_output(self) -> bool:
+        return bool(self.beta)
+
     def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
-        if op.stackable and op.nonnegative():
-            return _alpha_beta_stacked(op, relevance, self.alpha, self.beta, self.stabilizer)
+        if op.weight is not None and op.nonnegative():
+            return _alpha_beta_nonnegative(op, output, relevance, self.alpha, self.beta, self.stabilizer)
         xp, xn = op.x.clamp(min=0), op.x.clamp(max=0)
         wp, wn, bp, bn = _signed_parameters(op)
         positive = relevance / stabilize(op.part(xp, wp, bp) + op.part(xn, wn, None), self.stabilizer)
@@ -129,12 +156,9 @@ class ZPlus(LinearRule):
         self.stabilizer = stabilizer
 
     def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
-        nonnegative = op.nonnegative()
-        if op.stackable and nonnegative:
-            return _alpha_beta_stacked(op, relevance, 1.0, 0.0, self.stabilizer)
+        if op.weight is not None and op.nonnegative():
+            return _alpha_beta_nonnegative(op, None, relevance, 1.0, 0.0, self.stabilizer)
         wp, wn, bp, _ = _signed_parameters(op)
-        if nonnegative:
-            return op.x * op.input_vjp(wp, relevance / stabilize(op.part(op.x, wp, bp), self.stabilizer), op.x)
         xp, xn = op.x.clamp(min=0), op.x.clamp(max=0)
         scaled = relevance / stabilize(op.part(xp, wp, bp) + op.part(xn, wn, None), self.stabilizer)
         return xp * op.input_vjp(wp, scaled, xp) + xn * op.input_vjp(wn, scaled, xn)
@@ -143,8 +167,8 @@ class ZPlus(LinearRule):
 class Gamma(LinearRule):
     """Favor contributions of the output's sign by γ (generalized to negative inputs, as in Zennit 0.5).
 
-    For x ≥ 0 on a stackable op, z↑ = (W + γW⁺)x + b↑ and z↓ = (W + γW⁻)x + b↓ come from one call with the
-    two weight sets stacked, and one vjp gives (W + γW⁺)ᵀ(R/z↑ where z > 0) + (W + γW⁻)ᵀ(R/z↓ where z < 0).
+    R_x = x ⊙ (A↑ᵀ(R/z↑ where z > 0) + A↓ᵀ(R/z↓ where z < 0)), A↑ = W + γW⁺, A↓ = W + γW⁻, z↑ = A↑x + b↑,
+    z↓ = A↓x + b↓. For x ≥ 0 it costs one extra call of the op and one or two vjps (see `_nonnegative`).
     """
 
     uses_output = True
@@ -160,14 +184,27 @@ class Gamma(LinearRule):
         un = None if wn is None else op.weight + g * wn
         return up, un, None if bp is None else op.bias + g * bp, None if bn is None else op.bias + g * bn
 
+    def _nonnegative(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
+        """x ≥ 0: z↑ from one call; z↓ = (2 + γ)z − z↑ from the forward output z (A↑ + A↓ = (2 + γ)W, and the
+        same for the biases), needed only when some relevance sits where z < 0 — never behind a ReLU, whose
+        zeroed outputs pass no relevance on, so there one call and one vjp suffice. The subtraction's error,
+        a few ulps of (2 + γ)|W||x| + |A↑||x|, is within a small factor of a direct call's (A↓ mixes signs too)."""
+        up, un, bu, _ = op.cached(("gamma", id(self)), lambda: self._parameters(op))
+        z_up = op.part(op.x, up, bu)
+        downward = relevance_below_zero(output, relevance)
+        if downward:
+            z_down = torch.mul(output, 2 + self.gamma).sub_(z_up).sub_(self.stabilizer).clamp_(max=-self.stabilizer)
+        stabilize_(z_up, self.stabilizer)
+        torch.div(relevance, z_up, out=z_up).mul_(output > 0)
+        grad = op.input_vjp(up, z_up)
+        if downward:
+            torch.div(relevance, z_down, out=z_down).mul_(output < 0)
+            grad = _accumulate(op, grad, op.input_vjp(un, z_down))
+        return op.times_x(grad)
+
     def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
-        if op.stackable and op.nonnegative():
-            weights, biases = op.cached(("gamma-stacked", id(self)), lambda: op.stack(*_pairs(self._parameters(op))))
-            z = stabilize_(op.part(op.x, weights, biases), self.stabilizer)
-            positive, negative = op.unstack(z, 2)
-            torch.div(relevance, positive, out=positive).mul_(output > 0)
-            torch.div(relevance, negative, out=negative).mul_(output < 0)
-            return op.times_x(op.input_vjp(weights, z))
+        if op.weight is not None and op.nonnegative():
+            return self._nonnegative(op, output, relevance)
         up, un, bp, bn = op.cached(("gamma", id(self)), lambda: self._parameters(op))
         xp, xn = op.x.clamp(min=0), op.x.clamp(max=0)
         positive = (output > 0) * relevance / stabilize(op.part(xp, up, bp) + op.part(xn, un, None), self.stabilizer)
@@ -178,11 +215,6 @@ class Gamma(LinearRule):
             + xp * op.input_vjp(un, negative, xp)
             + xn * op.input_vjp(up, negative, xn)
         )
-
-
-def _pairs(parameters: tuple) -> tuple[list, list]:
-    up, un, bp, bn = parameters
-    return [up, un], [bp, bn]
 
 
 class Flat(LinearRule):

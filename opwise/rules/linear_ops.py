@@ -43,7 +43,7 @@ def linear(call, relevance):
         return grad @ w
 
     op = LinearOp(lambda x, w, b: aten.linear(x, w, b), weight, bias, x, fast_vjp, owns_vjp=True,
-                  stack_axes=(0, -1), cache=_cache(call, 1, 2))
+                  cache=_cache(call, 1, 2))
     return [_apply(call, op, relevance, Epsilon()), None, None][: len(call.args)]
 
 
@@ -61,19 +61,15 @@ def convolution(call, relevance):
             grad, x, w, None, stride, padding, dilation, transposed, output_padding, groups, [True, False, False]
         )[0]
 
-    transposed, groups = rest[3], rest[5]
-    stackable = groups == 1 and not transposed  # a transposed weight has its output channels on axis 1
-    op = LinearOp(forward, weight, bias, x, fast_vjp, owns_vjp=True, stack_axes=(0, 1) if stackable else None,
-                  cache=_cache(call, 1, 2))
+    op = LinearOp(forward, weight, bias, x, fast_vjp, owns_vjp=True, cache=_cache(call, 1, 2))
     return [_apply(call, op, relevance, Epsilon())] + [None] * (len(call.args) - 1)
 
 
 @relevance_rule("aten.addmm.default", needs=("inputs", "linear"))
 def addmm(call, relevance):
     bias, x, weight = call.arg(0), call.arg(1), call.arg(2)
-    stackable = bias is None or bias.dim() <= 1
     op = LinearOp(lambda x, w, b: x @ w if b is None else torch.addmm(b, x, w), weight, bias, x, lambda w, g: g @ w.T,
-                  owns_vjp=True, stack_axes=(1, -1) if stackable else None, cache=_cache(call, 0, 2))
+                  owns_vjp=True, cache=_cache(call, 0, 2))
     return [None, _apply(call, op, relevance, Epsilon()), None]
 
 

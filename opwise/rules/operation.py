@@ -1,9 +1,8 @@
 """`LinearOp`: one call of an operation linear in its explained input, as the linear rules see it.
 
 Besides the op's forward and input vjp it offers what makes the rules cheap (issue 4, "speed by design"):
-modified weights built once per node and parameter version (`cached`), several weight sets stacked along
-the output channels so that a rule's parts share one call of the op (`stack`/`unstack`), and the
-stabilized division `R / (z ± ε)` in a single temporary (`stabilized_ratio`).
+modified weights built once per node and parameter version (`cached`), x ⊙ grad in place (`times_x`),
+and the stabilized division `R / (z ± ε)` in a single temporary (`stabilized_ratio`).
 """
 
 from __future__ import annotations
@@ -60,16 +59,13 @@ class LinearOp:
 
     `input_vjp(weight, grad)` is the vector-Jacobian product with respect to `x` (independent of `x`
     because the op is linear in it); ops that know a cheaper form than autograd pass it in (`fast_vjp`,
-    `owns_vjp` when that form returns a new tensor a rule may overwrite). `stack_axes` = (weight axis, output
-    axis) of the output channels, when weight sets may be stacked there into one call; `cache` is a per-node
-    dict for modified parameters, given only when weight and bias are constants of the graph; `layout` is a
+    `owns_vjp` when that form returns a new tensor a rule may overwrite). `cache` is a per-node dict for modified parameters, given only when weight and bias are constants of the graph; `layout` is a
     memory order (as for `torch.empty_permuted`) for x ⊙ grad when x's own would iterate badly (a sum over a
     small trailing axis).
 
-    >>> op = LinearOp(lambda x, w, b: x @ w.T, torch.eye(2), None, torch.ones(1, 2), stack_axes=(0, -1))
-    >>> z = op.part(op.x, *op.stack([torch.eye(2), 2 * torch.eye(2)], [None, None]))
-    >>> op.unstack(z, 2)
-    (tensor([[1., 1.]]), tensor([[2., 2.]]))
+    >>> op = LinearOp(lambda x, w, b: x @ w.T, torch.eye(2), None, torch.tensor([[1.0, 2.0]]))
+    >>> op.times_x(op.input_vjp(2 * torch.eye(2), torch.ones(1, 2)))
+    tensor([[2., 4.]])
     """
 
     forward: Callable[[Tensor, Tensor | None, Tensor | None], Tensor]
@@ -78,7 +74,6 @@ class LinearOp:
     x: Tensor
     fast_vjp: Callable[[Tensor | None, Tensor], Tensor] | None = None
     owns_vjp: bool = False
-    stack_axes: tuple[int, int] | None = None
     cache: dict | None = None
     layout: tuple[int, ...] | None = None
 
@@ -115,19 +110,3 @@ class LinearOp:
     def nonnegative(self) -> bool:
         """Whether x has no negative entry (after a ReLU): the rules' negative-input parts vanish."""
         return self.x.numel() == 0 or bool(self.x.min() >= 0)
-
-    @property
-    def stackable(self) -> bool:
-        return self.stack_axes is not None and self.weight is not None and self.owns_vjp
-
-    def stack(self, weights: list[Tensor], biases: list[Tensor | None]) -> tuple[Tensor, Tensor]:
-        """Weight sets and their biases (None: zero) stacked along the output channels, for one call."""
-        channels = self.weight.shape[self.stack_axes[0]]
-        zero = self.weight.new_zeros(channels)
-        stacked_bias = torch.cat([zero if b is None else b.expand(channels) for b in biases])
-        return torch.cat(weights, self.stack_axes[0]), stacked_bias
-
-    def unstack(self, z: Tensor, count: int) -> tuple[Tensor, ...]:
-        """Views of a stacked output, one per weight set (writing into them writes into `z`)."""
-        axis = self.stack_axes[1] % z.dim()
-        return z.unflatten(axis, (count, -1)).unbind(axis)

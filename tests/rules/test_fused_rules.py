@@ -148,3 +148,64 @@ def test_cached_parameters_follow_in_place_weight_updates():
     after = linear(call, relevance)[0]
     _close(after, reference(ZPlus(), F.linear, x, w, None, relevance))
     assert not torch.allclose(before, after)
+
+
+@pytest.mark.parametrize("rule", [ZPlus(), AlphaBeta(2.0, 1.0), Gamma(0.25)], ids=repr)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+def test_behind_a_relu_the_shortcuts_equal_the_unfused_formulas(rule, bias):
+    """Relevance only where the output is positive (what a following ReLU leaves): AlphaBeta takes z⁺ from
+    the forward output and Gamma skips its negative part; both must still give the textbook numbers."""
+    torch.manual_seed(5)
+    x, w = torch.relu(torch.randn(2, 4, 7, 7)), torch.randn(6, 4, 3, 3)
+    b = torch.randn(6) * 0.1 if bias else None
+    rest = [[1, 1], [1, 1], [1, 1], False, [0, 0], 1]
+
+    def forward(x, w, b):
+        return F.conv2d(x, w, b, padding=1)
+
+    call = Call(aten.convolution.default, [x, w, b, *rest], [True] + [False] * 8, rule=rule)
+    relevance = torch.randn_like(call.output) * (call.output > 0)
+    _close(convolution(call, relevance)[0], reference(rule, forward, x, w, b, relevance))
+
+
+def test_alpha_beta_from_the_output_stays_exact_when_negative_contributions_are_tiny():
+    """z⁺ = z − z⁻ where W⁻x is 10⁶ times smaller than W⁺x: still the directly computed z⁺'s numbers."""
+    x = torch.tensor([[1.0, 1.0, 0.5]])
+    w = torch.tensor([[100.0, -1e-4, 3.0], [2.0, -3e-5, 7.0]])
+    call = Call(aten.linear.default, [x, w, None], [True, False, False], rule=AlphaBeta(2.0, 1.0))
+    relevance = torch.tensor([[1.0, 2.0]])
+    _close(linear(call, relevance)[0], reference(AlphaBeta(2.0, 1.0), F.linear, x, w, None, relevance))
+
+
+def _counted(x, w, b):
+    """A linear LinearOp that counts its forward calls and vjps."""
+    from opwise.rules.operation import LinearOp
+
+    counts = {"calls": 0, "vjps": 0}
+
+    def forward(x, w, b):
+        counts["calls"] += 1
+        return F.linear(x, w, b)
+
+    def vjp(w, grad):
+        counts["vjps"] += 1
+        return grad @ w
+
+    return LinearOp(forward, w, b, x, vjp, owns_vjp=True), counts
+
+
+@pytest.mark.parametrize("rule, behind_relu, calls, vjps", [
+    (ZPlus(), True, 1, 1), (ZPlus(), False, 1, 1),
+    (Gamma(0.25), True, 1, 1), (Gamma(0.25), False, 1, 2),
+    (AlphaBeta(2.0, 1.0), True, 1, 2), (AlphaBeta(2.0, 1.0), False, 2, 2),
+], ids=str)
+def test_sign_split_rules_on_nonnegative_inputs_make_the_counted_calls(rule, behind_relu, calls, vjps):
+    """The cost the speed targets rest on (issue 4): calls of the op beyond the forward, and vjps."""
+    torch.manual_seed(6)
+    x, w, b = torch.relu(torch.randn(4, 5)), torch.randn(3, 5), torch.randn(3) * 0.1
+    output = F.linear(x, w, b)
+    relevance = torch.randn_like(output) * ((output > 0) if behind_relu else 1)
+    op, counts = _counted(x, w, b)
+    ours = rule.relevance(op, output, relevance)
+    assert counts == {"calls": calls, "vjps": vjps}
+    _close(ours, reference(rule, F.linear, x, w, b, relevance))
