@@ -14,6 +14,9 @@ depend on the input (Flat's and ZBox's reference terms), are built once per node
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Callable
+
 import torch
 
 from opwise.rules.operation import LinearOp, stabilize, stabilize_, stabilized_ratio
@@ -83,9 +86,9 @@ def _accumulate(op: LinearOp, total: Tensor, more: Tensor) -> Tensor:
     return total.add_(more) if op.owns_vjp else total + more
 
 
-def _shifted_part(op: LinearOp, weight: Tensor, bias: Tensor | None, shift: float) -> Tensor:
+def _shifted_part(op: LinearOp, x: Tensor, weight: Tensor, bias: Tensor | None, shift: float) -> Tensor:
     """W'x + b' + shift, a new tensor (the shift folded into the bias when there is one)."""
-    z = op.part(op.x, weight, None if bias is None else bias + shift)
+    z = op.part(x, weight, None if bias is None else bias + shift)
     return z.add_(shift) if bias is None else z
 
 
@@ -99,30 +102,66 @@ def relevance_below_zero(output: Tensor, relevance: Tensor) -> bool:
     return bool(torch.logical_and(output < 0, relevance != 0).any())
 
 
-def _alpha_beta_nonnegative(op: LinearOp, output: Tensor | None, relevance: Tensor, alpha: float, beta: float,
-                            stabilizer: float) -> Tensor:
-    """α W⁺ᵀ(R/z⁺) − β W⁻ᵀ(R/z⁻) for x ≥ 0, z⁺ = W⁺x + b⁺ + s, z⁻ = W⁻x + b⁻ − s.
+@dataclasses.dataclass
+class _SignSplit:
+    """A sign-split rule's two parts as one call each: part A applies `first` to x⁺ and `second` to x⁻,
+    part B the other way round. For x ≥ 0 that is x itself with `first` / `second`; otherwise x⁺ and x⁻
+    are stacked along the input channels (`x`) and meet [first, second] / [second, first], and `finish`
+    adds x ⊙ grad over the two halves."""
 
-    As W⁺ + W⁻ = W and b⁺ + b⁻ = b, z⁺ = z − z⁻ with z the forward output, so one call of the op (for z⁻)
+    x: Tensor
+    first: Tensor
+    second: Tensor
+    finish: Callable[[Tensor], Tensor]
+
+
+def _sign_split(op: LinearOp, first: Tensor, second: Tensor, key: Any) -> _SignSplit | None:
+    """The split for this op's input, or None when x has negative entries and the op cannot stack inputs."""
+    if op.weight is None:
+        return None
+    if op.nonnegative():
+        return _SignSplit(op.x, first, second, op.times_x)
+    if op.input_axes is None or not op.owns_vjp:
+        return None
+    axis, weight_axis = op.input_axes
+    stacked = torch.cat([op.x.clamp(min=0), op.x.clamp(max=0)], axis)
+    pair = op.cached(key, lambda: (torch.cat([first, second], weight_axis), torch.cat([second, first], weight_axis)))
+
+    def finish(grad: Tensor) -> Tensor:
+        positive, negative = grad.mul_(stacked).chunk(2, axis)
+        return positive.add(negative)
+
+    return _SignSplit(stacked, pair[0], pair[1], finish)
+
+
+def _alpha_beta_split(op: LinearOp, output: Tensor | None, relevance: Tensor, alpha: float, beta: float,
+                      stabilizer: float) -> Tensor | None:
+    """α·Aᵀ(R/z⁺) − β·Bᵀ(R/z⁻), A = (W⁺ on x⁺, W⁻ on x⁻), B = (W⁻ on x⁺, W⁺ on x⁻), z⁺ = Ax + b⁺ + s,
+    z⁻ = Bx + b⁻ − s; None when the op cannot be split (see `_sign_split`).
+
+    As A + B = W and b⁺ + b⁻ = b, z⁺ = z − z⁻ with z the forward output, so one call of the op (for z⁻)
     suffices. The subtraction is as accurate as a call wherever z ≥ 0 (there z⁺ ≥ |z| and z⁺ ≥ |z⁻|: the
     error, a few ulps of |z| + |z⁻|, stays a few ulps of z⁺), so it is used when all relevance sits there
     (`relevance_below_zero`); otherwise z⁺ gets its own call. β = 0 (ZPlus) needs neither z nor z⁻.
     """
     wp, wn, bp, bn = _signed_parameters(op)
+    split = _sign_split(op, wp, wn, "alpha-beta-split")
+    if split is None:
+        return None
     if beta:
-        negative = _shifted_part(op, wn, bn, -stabilizer)
+        negative = _shifted_part(op, split.x, split.second, bn, -stabilizer)
         if relevance_below_zero(output, relevance):
-            positive = _shifted_part(op, wp, bp, stabilizer)
+            positive = _shifted_part(op, split.x, split.first, bp, stabilizer)
         else:
             positive = torch.sub(output, negative).clamp_(min=stabilizer)
     else:
-        positive = _shifted_part(op, wp, bp, stabilizer)
+        positive = _shifted_part(op, split.x, split.first, bp, stabilizer)
     torch.div(relevance, positive, out=positive)
-    grad = op.input_vjp(wp, positive.mul_(alpha) if alpha != 1 else positive)
+    grad = op.input_vjp(split.first, positive.mul_(alpha) if alpha != 1 else positive, split.x)
     if beta:
         torch.div(relevance, negative, out=negative)
-        grad = _accumulate(op, grad, op.input_vjp(wn, negative.mul_(-beta)))
-    return op.times_x(grad)
+        grad = _accumulate(op, grad, op.input_vjp(split.second, negative.mul_(-beta), split.x))
+    return split.finish(grad)
 
 
 class AlphaBeta(LinearRule):
@@ -138,8 +177,9 @@ class AlphaBeta(LinearRule):
         return bool(self.beta)
 
     def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
-        if op.weight is not None and op.nonnegative():
-            return _alpha_beta_nonnegative(op, output, relevance, self.alpha, self.beta, self.stabilizer)
+        split = _alpha_beta_split(op, output, relevance, self.alpha, self.beta, self.stabilizer)
+        if split is not None:
+            return split
         xp, xn = op.x.clamp(min=0), op.x.clamp(max=0)
         wp, wn, bp, bn = _signed_parameters(op)
         positive = relevance / stabilize(op.part(xp, wp, bp) + op.part(xn, wn, None), self.stabilizer)
@@ -156,8 +196,9 @@ class ZPlus(LinearRule):
         self.stabilizer = stabilizer
 
     def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
-        if op.weight is not None and op.nonnegative():
-            return _alpha_beta_nonnegative(op, None, relevance, 1.0, 0.0, self.stabilizer)
+        split = _alpha_beta_split(op, None, relevance, 1.0, 0.0, self.stabilizer)
+        if split is not None:
+            return split
         wp, wn, bp, _ = _signed_parameters(op)
         xp, xn = op.x.clamp(min=0), op.x.clamp(max=0)
         scaled = relevance / stabilize(op.part(xp, wp, bp) + op.part(xn, wn, None), self.stabilizer)
@@ -184,27 +225,32 @@ class Gamma(LinearRule):
         un = None if wn is None else op.weight + g * wn
         return up, un, None if bp is None else op.bias + g * bp, None if bn is None else op.bias + g * bn
 
-    def _nonnegative(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
-        """x ≥ 0: z↑ from one call; z↓ = (2 + γ)z − z↑ from the forward output z (A↑ + A↓ = (2 + γ)W, and the
-        same for the biases), needed only when some relevance sits where z < 0 — never behind a ReLU, whose
-        zeroed outputs pass no relevance on, so there one call and one vjp suffice. The subtraction's error,
-        a few ulps of (2 + γ)|W||x| + |A↑||x|, is within a small factor of a direct call's (A↓ mixes signs too)."""
+    def _split(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor | None:
+        """z↑ from one call (A↑ on x⁺, A↓ on x⁻, see `_sign_split`); z↓ = (2 + γ)z − z↑ from the forward
+        output z (the two parts sum to (2 + γ)W, and the same for the biases), needed only when some relevance
+        sits where z < 0 — never behind a ReLU, whose zeroed outputs pass no relevance on, so there one call
+        and one vjp suffice. The subtraction's error, a few ulps of (2 + γ)|W||x| + |A↑||x|, is within a small
+        factor of a direct call's (A↓ mixes signs too). None when the op cannot be split."""
         up, un, bu, _ = op.cached(("gamma", id(self)), lambda: self._parameters(op))
-        z_up = op.part(op.x, up, bu)
+        split = _sign_split(op, up, un, ("gamma-split", id(self)))
+        if split is None:
+            return None
+        z_up = op.part(split.x, split.first, bu)
         downward = relevance_below_zero(output, relevance)
         if downward:
             z_down = torch.mul(output, 2 + self.gamma).sub_(z_up).sub_(self.stabilizer).clamp_(max=-self.stabilizer)
         stabilize_(z_up, self.stabilizer)
         torch.div(relevance, z_up, out=z_up).mul_(output > 0)
-        grad = op.input_vjp(up, z_up)
+        grad = op.input_vjp(split.first, z_up, split.x)
         if downward:
             torch.div(relevance, z_down, out=z_down).mul_(output < 0)
-            grad = _accumulate(op, grad, op.input_vjp(un, z_down))
-        return op.times_x(grad)
+            grad = _accumulate(op, grad, op.input_vjp(split.second, z_down, split.x))
+        return split.finish(grad)
 
     def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
-        if op.weight is not None and op.nonnegative():
-            return self._nonnegative(op, output, relevance)
+        split = self._split(op, output, relevance)
+        if split is not None:
+            return split
         up, un, bp, bn = op.cached(("gamma", id(self)), lambda: self._parameters(op))
         xp, xn = op.x.clamp(min=0), op.x.clamp(max=0)
         positive = (output > 0) * relevance / stabilize(op.part(xp, up, bp) + op.part(xn, un, None), self.stabilizer)

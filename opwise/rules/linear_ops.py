@@ -39,10 +39,10 @@ def linear(call, relevance):
     x, weight = call.arg(0), call.arg(1)
     bias = call.arg(2) if len(call.args) > 2 else None
 
-    def fast_vjp(w, grad):
+    def fast_vjp(w, grad, x):
         return grad @ w
 
-    op = LinearOp(lambda x, w, b: aten.linear(x, w, b), weight, bias, x, fast_vjp, owns_vjp=True,
+    op = LinearOp(lambda x, w, b: aten.linear(x, w, b), weight, bias, x, fast_vjp, owns_vjp=True, input_axes=(-1, 1),
                   cache=_cache(call, 1, 2))
     return [_apply(call, op, relevance, Epsilon()), None, None][: len(call.args)]
 
@@ -55,21 +55,23 @@ def convolution(call, relevance):
     def forward(x, w, b):
         return aten.convolution(x, w, b, *rest)
 
-    def fast_vjp(w, grad):
+    def fast_vjp(w, grad, x):
         stride, padding, dilation, transposed, output_padding, groups = rest
         return aten.convolution_backward(
             grad, x, w, None, stride, padding, dilation, transposed, output_padding, groups, [True, False, False]
         )[0]
 
-    op = LinearOp(forward, weight, bias, x, fast_vjp, owns_vjp=True, cache=_cache(call, 1, 2))
+    transposed, groups = rest[3], rest[5]
+    axes = None if groups != 1 else (1, 0 if transposed else 1)  # groups interleave their input channels
+    op = LinearOp(forward, weight, bias, x, fast_vjp, owns_vjp=True, input_axes=axes, cache=_cache(call, 1, 2))
     return [_apply(call, op, relevance, Epsilon())] + [None] * (len(call.args) - 1)
 
 
 @relevance_rule("aten.addmm.default", needs=("inputs", "linear"))
 def addmm(call, relevance):
     bias, x, weight = call.arg(0), call.arg(1), call.arg(2)
-    op = LinearOp(lambda x, w, b: x @ w if b is None else torch.addmm(b, x, w), weight, bias, x, lambda w, g: g @ w.T,
-                  owns_vjp=True, cache=_cache(call, 0, 2))
+    op = LinearOp(lambda x, w, b: x @ w if b is None else torch.addmm(b, x, w), weight, bias, x, lambda w, g, x: g @ w.T,
+                  owns_vjp=True, input_axes=(-1, 0), cache=_cache(call, 0, 2))
     return [None, _apply(call, op, relevance, Epsilon()), None]
 
 
@@ -87,7 +89,7 @@ def batch_norm(call, relevance):
     def forward(x, s, b):
         return x * s.view(shape) + (0 if b is None else b.view(shape))
 
-    op = LinearOp(forward, scale, shift, x, lambda s, g: g * s.view(shape), owns_vjp=True)
+    op = LinearOp(forward, scale, shift, x, lambda s, g, x: g * s.view(shape), owns_vjp=True)
     return [_apply(call, op, relevance, Epsilon())] + [None] * (len(call.args) - 1)
 
 
@@ -110,7 +112,7 @@ def _reduction_vjp(target, x: torch.Tensor, rest: tuple, kwargs: dict):
         aten.sum.dim_IntList, aten.mean.dim)
     count = math.prod(x.shape[d] for d in dims) if target in (aten.mean.dim, aten.mean.default) else 1
 
-    def vjp(weight, grad):
+    def vjp(weight, grad, source):
         if not keepdim:
             grad = grad.reshape([1 if d in dims else size for d, size in enumerate(x.shape)])
         return (grad / count if count != 1 else grad).expand(x.shape)

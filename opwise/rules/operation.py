@@ -57,13 +57,15 @@ def _stamp(tensor: Tensor | None) -> tuple | None:
 class LinearOp:
     """One call of a linear operation: `forward(x, weight, bias)` with the call's other arguments bound.
 
-    `input_vjp(weight, grad)` is the vector-Jacobian product with respect to `x` (independent of `x`
-    because the op is linear in it); ops that know a cheaper form than autograd pass it in (`fast_vjp`,
-    `owns_vjp` when that form returns a new tensor a rule may overwrite). `cache` is a per-node dict for modified parameters, given only when weight and bias are constants of the graph; `layout` is a
+    `input_vjp(weight, grad)` is the vector-Jacobian product with respect to `x` (independent of `x`'s values
+    because the op is linear in it); ops that know a cheaper form than autograd pass it in (`fast_vjp(weight,
+    grad, x)`, `owns_vjp` when that form returns a new tensor a rule may overwrite). `input_axes` = (axis of
+    x, axis of the weight) holding the input channels, for ops that accept more of them in one call (two
+    inputs side by side meeting two weight sets: the rules' x⁺ and x⁻). `cache` is a per-node dict for modified parameters, given only when weight and bias are constants of the graph; `layout` is a
     memory order (as for `torch.empty_permuted`) for x ⊙ grad when x's own would iterate badly (a sum over a
     small trailing axis).
 
-    >>> op = LinearOp(lambda x, w, b: x @ w.T, torch.eye(2), None, torch.tensor([[1.0, 2.0]]))
+    >>> op = LinearOp(lambda x, w, b: x @ w.T, torch.eye(2), None, torch.tensor([[1.0, 2.0]]), input_axes=(-1, 1))
     >>> op.times_x(op.input_vjp(2 * torch.eye(2), torch.ones(1, 2)))
     tensor([[2., 4.]])
     """
@@ -72,14 +74,15 @@ class LinearOp:
     weight: Tensor | None
     bias: Tensor | None
     x: Tensor
-    fast_vjp: Callable[[Tensor | None, Tensor], Tensor] | None = None
+    fast_vjp: Callable[[Tensor | None, Tensor, Tensor], Tensor] | None = None
     owns_vjp: bool = False
+    input_axes: tuple[int, int] | None = None
     cache: dict | None = None
     layout: tuple[int, ...] | None = None
 
     def input_vjp(self, weight: Tensor | None, grad: Tensor, x: Tensor | None = None) -> Tensor:
         if self.fast_vjp is not None:
-            return self.fast_vjp(weight, grad)
+            return self.fast_vjp(weight, grad, self.x if x is None else x)
         source = (self.x if x is None else x).detach().requires_grad_()
         with torch.enable_grad():
             out = self.forward(source, weight, None)

@@ -31,9 +31,9 @@ def _matmul_rule(call, relevance, multiply, transpose):
         scaled = relevance / stabilize(2 * call.output, MATMUL_EPSILON)
         return [multiply(scaled, transpose(b)) * a, multiply(transpose(a), scaled) * b]
     if call.explained[0]:
-        op = LinearOp(lambda x, w, _: multiply(x, w), b, None, a, lambda w, g: multiply(g, transpose(w)))
+        op = LinearOp(lambda x, w, _: multiply(x, w), b, None, a, lambda w, g, x: multiply(g, transpose(w)))
         return [_apply(call, op, relevance, Epsilon()), None]
-    op = LinearOp(lambda x, w, _: multiply(w, x), a, None, b, lambda w, g: multiply(transpose(w), g))
+    op = LinearOp(lambda x, w, _: multiply(w, x), a, None, b, lambda w, g, x: multiply(transpose(w), g))
     return [None, _apply(call, op, relevance, Epsilon())]
 
 

@@ -123,10 +123,11 @@ def test_grouped_convolution_is_not_stacked_and_still_matches(rule):
     _close(convolution(call, relevance)[0], reference(rule, forward, x, w, None, relevance))
 
 
+@pytest.mark.parametrize("nonnegative", [True, False], ids=["x>=0", "mixed-x"])
 @pytest.mark.parametrize("rule", [ZPlus(), AlphaBeta(2.0, 1.0), Gamma(0.25), Epsilon()], ids=repr)
-def test_transposed_convolution_matches(rule):
+def test_transposed_convolution_matches(rule, nonnegative):
     torch.manual_seed(4)
-    x, w, b = torch.relu(torch.randn(2, 4, 5, 5)), torch.randn(4, 3, 3, 3), torch.randn(3) * 0.1
+    x, w, b = _input((2, 4, 5, 5), nonnegative), torch.randn(4, 3, 3, 3), torch.randn(3) * 0.1
     rest = [[2, 2], [1, 1], [1, 1], True, [1, 1], 1]
 
     def forward(x, w, b):
@@ -187,11 +188,11 @@ def _counted(x, w, b):
         counts["calls"] += 1
         return F.linear(x, w, b)
 
-    def vjp(w, grad):
+    def vjp(w, grad, x):
         counts["vjps"] += 1
         return grad @ w
 
-    return LinearOp(forward, w, b, x, vjp, owns_vjp=True), counts
+    return LinearOp(forward, w, b, x, vjp, owns_vjp=True, input_axes=(-1, 1)), counts
 
 
 @pytest.mark.parametrize("rule, behind_relu, calls, vjps", [
@@ -199,10 +200,12 @@ def _counted(x, w, b):
     (Gamma(0.25), True, 1, 1), (Gamma(0.25), False, 1, 2),
     (AlphaBeta(2.0, 1.0), True, 1, 2), (AlphaBeta(2.0, 1.0), False, 2, 2),
 ], ids=str)
-def test_sign_split_rules_on_nonnegative_inputs_make_the_counted_calls(rule, behind_relu, calls, vjps):
-    """The cost the speed targets rest on (issue 4): calls of the op beyond the forward, and vjps."""
+@pytest.mark.parametrize("nonnegative", [True, False], ids=["x>=0", "mixed-x"])
+def test_sign_split_rules_make_the_counted_calls(rule, behind_relu, calls, vjps, nonnegative):
+    """The cost the speed targets rest on (issue 4): calls of the op beyond the forward, and vjps (mixed-sign
+    inputs stack x⁺ and x⁻ along the input channels, so they make as many)."""
     torch.manual_seed(6)
-    x, w, b = torch.relu(torch.randn(4, 5)), torch.randn(3, 5), torch.randn(3) * 0.1
+    x, w, b = _input((4, 5), nonnegative), torch.randn(3, 5), torch.randn(3) * 0.1
     output = F.linear(x, w, b)
     relevance = torch.randn_like(output) * ((output > 0) if behind_relu else 1)
     op, counts = _counted(x, w, b)
