@@ -4,10 +4,12 @@ Models are VGG16- and ResNet50-shaped (written here, no torchvision, random weig
 runs in its own subprocess (one torch thread, glibc's mmap threshold fixed so freed tensors leave the
 resident set): after a warm-up call (tracing, planning, hooks) the peak-RSS mark is reset, and the peak
 growth over the resident set before the timed calls is that method's working memory. opwise runs once per
-memory policy: keep="all", keep="checkpoints", and a byte budget of --budget × what keep="all" stores.
+memory policy: keep="all", keep="checkpoints", a byte budget of --budget × what keep="all" stores, and
+KEEP-chunked: keep=KEEP with internal_batch_size=--chunk (the batch explained that many samples at a time).
 
     PYTHONPATH=. python benchmarks/attribution.py [--size 224] [--batch 8] [--repeats 3]
-        [--models vgg16,resnet50] [--composites epsilon-plus-flat,...] [--keeps all,checkpoints,budget]
+        [--models vgg16,resnet50] [--composites epsilon-plus-flat,...] [--keeps all,checkpoints,budget,...]
+        [--chunk 4]
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 from torch import nn
 
 COMPOSITES = ("epsilon", "epsilon-plus", "epsilon-plus-flat", "epsilon-gamma-box", "epsilon-alpha2-beta1")
-KEEPS = ("all", "checkpoints", "budget")
+KEEPS = ("all", "checkpoints", "budget", "checkpoints-chunked")
 
 
 class Sum(nn.Module):
@@ -122,9 +124,11 @@ def _reset_peak() -> None:
         refs.write("5")
 
 
-def _opwise_runner(model, x, target, composite: str, keep: str, budget: float):
+def _opwise_runner(model, x, target, composite: str, keep: str, budget: float, chunk: int | None = None):
     import opwise
 
+    chunked = keep.endswith("-chunked")
+    keep = keep.removesuffix("-chunked")
     if keep == "budget":
         from opwise.attribution.promise import needed_bytes
 
@@ -134,7 +138,8 @@ def _opwise_runner(model, x, target, composite: str, keep: str, budget: float):
     def run():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return opwise.explain(model, x, target=target, composite=composite, keep=keep).relevance
+            return opwise.explain(model, x, target=target, composite=composite, keep=keep,
+                                  internal_batch_size=chunk if chunked else None).relevance
 
     return run
 
@@ -149,7 +154,7 @@ def _gradient_runner(model, x, target):
 
 
 def measure(model_name: str, method: str, composite: str, keep: str, size: int, batch: int, repeats: int,
-            budget: float) -> dict:
+            budget: float, chunk: int | None = None) -> dict:
     """Alternate a plain gradient pass and the method `repeats` times after a warm-up of each: best seconds
     of both (a side-by-side ratio) and the method's peak working memory (the gradient pass's, for it)."""
     torch.set_num_threads(1)
@@ -162,7 +167,7 @@ def measure(model_name: str, method: str, composite: str, keep: str, size: int, 
     if method == "gradient":
         run = gradient
     elif method == "opwise":
-        run = _opwise_runner(model, x, target, composite, keep, budget)
+        run = _opwise_runner(model, x, target, composite, keep, budget, chunk)
     else:
         attributor = _zennit_attributor(model, composite)
         attributor.__enter__()
@@ -216,7 +221,8 @@ def side_by_side(model_name: str, composites: list[str], size: int, batch: int, 
 
 def _run_one(args, model: str, method: str, composite: str = "-", keep: str = "-") -> dict:
     command = [sys.executable, __file__, "--one", model, method, composite, keep, "--size", str(args.size),
-               "--batch", str(args.batch), "--repeats", str(args.repeats), "--budget", str(args.budget)]
+               "--batch", str(args.batch), "--repeats", str(args.repeats), "--budget", str(args.budget),
+               "--chunk", str(args.chunk or args.batch // 2)]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1")
     output = subprocess.run(command, capture_output=True, text=True, check=True, env=env).stdout
     return json.loads(output.strip().splitlines()[-1])
@@ -231,6 +237,7 @@ def main() -> None:
     parser.add_argument("--composites", default=",".join(COMPOSITES))
     parser.add_argument("--keeps", default=",".join(KEEPS))
     parser.add_argument("--budget", type=float, default=0.5, help="byte budget as a fraction of keep='all'")
+    parser.add_argument("--chunk", type=int, default=None, help="internal_batch_size of the -chunked keeps (batch // 2)")
     parser.add_argument("--no-zennit", action="store_true")
     parser.add_argument("--side-by-side", action="store_true",
                         help="only time ratios to the gradient pass, all composites in one process per model")
@@ -238,7 +245,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         model, method, composite, keep = args.one
-        print(json.dumps(measure(model, method, composite, keep, args.size, args.batch, args.repeats, args.budget)))
+        chunk = args.chunk or args.batch // 2
+        print(json.dumps(measure(model, method, composite, keep, args.size, args.batch, args.repeats, args.budget, chunk)))
         return
     if args.side_by_side:
         print(f"CPU, 1 thread, batch {args.batch}, {args.size}x{args.size}, best of {args.repeats} side-by-side rounds; "
@@ -254,7 +262,7 @@ def main() -> None:
         return
     keeps = ["all"] + [k for k in args.keeps.split(",") if k != "all"]
     print(f"CPU, 1 thread per process, batch {args.batch}, {args.size}x{args.size}, best of {args.repeats}, "
-          f"budget {args.budget:g} x keep='all'; load {os.getloadavg()[0]:.1f}")
+          f"budget {args.budget:g} x keep='all', chunks of {args.chunk or args.batch // 2}; load {os.getloadavg()[0]:.1f}")
     print("Times are best-of; x-ratios of times are side by side with a gradient pass in the same process.")
     print("model     composite            grad s  opwise s   /grad  zennit s  time/zennit mem/zennit  "
           "MiB grad opwise zennit  " + "  ".join(f"{k}: time mem (vs all)" for k in keeps if k != "all"))

@@ -53,6 +53,7 @@ def explain(
     composite: str | Composite = "epsilon-plus-flat",
     output: Any = None,
     keep: str | int = "all",
+    internal_batch_size: int | None = None,
     **kwargs: Any,
 ) -> Explanation:
     """Explain `model(*inputs, **kwargs)` for `target` with LRP under `composite`.
@@ -60,6 +61,9 @@ def explain(
     `target`: a class index, one index per sample, or a callable mapping the output to one scalar per
     sample (e.g. a token logit); default the highest-scoring output per sample. `keep` is the memory
     policy for activations ("all", "checkpoints" or a byte budget). Keyword tensors (masks) are constants.
+    `internal_batch_size` (as in Captum) explains the batch that many samples at a time and joins the
+    results: relevance is per sample, so the working memory shrinks with the chunk at about the same
+    total time (for models that treat samples independently, as any model in eval mode does).
 
     >>> import torch, opwise
     >>> _ = torch.manual_seed(0); model = torch.nn.Sequential(torch.nn.Linear(4, 3, bias=False))
@@ -71,6 +75,11 @@ def explain(
     True
     """
     _check_inputs(inputs)
+    if internal_batch_size is not None:
+        chunks = _chunks(model, inputs, kwargs, target, internal_batch_size)
+        if chunks is not None:
+            options = dict(composite=composite, output=output, keep=keep)
+            return _joined([explain(model, *i, target=t, **options, **k) for i, t, k in chunks])
     composite_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _COMPOSITE_PARAMETERS}
     plan = _plan(model, inputs, kwargs, output, composite, composite_kwargs, keep)
     graph = plan.graph
@@ -100,6 +109,55 @@ def explain(
 
     single = relevance[0] if len(relevance) == 1 else tuple(relevance)
     return Explanation(single, out, chosen, selected, plan, rerun)
+
+
+def _chunks(model, inputs, kwargs, target: Target, size: int) -> list | None:
+    """(inputs, target, kwargs) per chunk of `size` samples; None when the batch fits in one chunk.
+
+    Tensors whose first axis is the batch are sliced (positional inputs, keyword masks), as are per-sample
+    targets; a class index or a callable target applies to every chunk as it is.
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise InputError(f"internal_batch_size must be a positive integer, got {size!r}")
+    batch = inputs[0].shape[0] if inputs[0].dim() else 1
+    if batch <= size:
+        return None
+    if isinstance(model, Graph):
+        raise InputError("internal_batch_size needs the model, not a traced Graph (each chunk size is traced once)")
+    per_sample = None
+    if target is not None and not callable(target):
+        per_sample = torch.as_tensor(target).reshape(-1)
+        per_sample = per_sample if per_sample.numel() == batch else None
+
+    def cut(value: Any, start: int) -> Any:
+        batched = isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == batch
+        return value[start : start + size] if batched else value
+
+    return [
+        (
+            [cut(t, start) for t in inputs],
+            target if per_sample is None else per_sample[start : start + size],
+            {k: cut(v, start) for k, v in kwargs.items()},
+        )
+        for start in range(0, batch, size)
+    ]
+
+
+def _joined(parts: list[Explanation]) -> Explanation:
+    """One Explanation from those of consecutive chunks of the batch (the first chunk's plan)."""
+
+    def cat(values: list) -> Any:
+        if isinstance(values[0], tuple):
+            return tuple(torch.cat(group) for group in zip(*values))
+        return torch.cat(values)
+
+    def rerun(name: str) -> torch.Tensor:
+        return torch.cat([part.node_relevance(name) for part in parts])
+
+    return Explanation(
+        cat([p.relevance for p in parts]), cat([p.output for p in parts]), cat([p.target for p in parts]),
+        cat([p.explained_output for p in parts]), parts[0].plan, rerun,
+    )
 
 
 _COMPOSITE_PARAMETERS = ("epsilon", "stabilizer", "gamma", "low", "high")

@@ -196,3 +196,24 @@ def test_graph_and_plan_are_built_once_per_input_shape():
     other = opwise.explain(model, torch.randn(3, 1, 14, 14), **EXACT)
     assert first.plan is again.plan and other.plan is not first.plan
     assert not first.plan.store.values  # activations are released after each pass
+
+
+def test_internal_batch_size_gives_the_whole_batch_explanation():
+    """Chunks of the batch (uneven last chunk, per-sample targets, checkpoints) join to the one-pass result."""
+    torch.manual_seed(0)
+    model = cnn(bias=True).eval()
+    x, targets = torch.randn(5, 1, 14, 14), [0, 1, 2, 3, 0]
+    whole = _quiet(model, x, target=targets, composite="epsilon-gamma-box")
+    for keep in ("all", "checkpoints"):
+        chunked = _quiet(model, x, target=targets, composite="epsilon-gamma-box", keep=keep, internal_batch_size=2)
+        torch.testing.assert_close(chunked.relevance, whole.relevance, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(chunked.conservation, whole.conservation, rtol=1e-5, atol=1e-6)
+        assert chunked.target.tolist() == targets
+    name = [n.name for n in whole.plan.graph.call_nodes()][-2]
+    torch.testing.assert_close(chunked.node_relevance(name), whole.node_relevance(name), rtol=1e-5, atol=1e-7)
+    same = opwise.explain(model, x, target=1, internal_batch_size=8)
+    torch.testing.assert_close(same.relevance, opwise.explain(model, x, target=1).relevance)
+    with pytest.raises(opwise.InputError, match="positive integer"):
+        opwise.explain(model, x, internal_batch_size=0)
+    with pytest.raises(opwise.InputError, match="not a traced Graph"):
+        opwise.explain(whole.plan.graph, x, internal_batch_size=2)
