@@ -92,14 +92,16 @@ def _shifted_part(op: LinearOp, x: Tensor, weight: Tensor, bias: Tensor | None, 
     return z.add_(shift) if bias is None else z
 
 
-def relevance_below_zero(output: Tensor, relevance: Tensor) -> bool:
-    """Whether any relevance arrives where the op's output is negative: never behind a ReLU, whose zeroed
-    outputs pass no relevance on (the next rule multiplies by them).
+def relevance_off_positive(output: Tensor, relevance: Tensor) -> bool:
+    """Whether any relevance arrives where the op's output is not positive: never behind a ReLU, whose
+    zeroed outputs pass no relevance on (the next rule multiplies by them).
 
-    >>> relevance_below_zero(torch.tensor([-1.0, 2.0]), torch.tensor([0.0, 3.0]))
+    >>> relevance_off_positive(torch.tensor([-1.0, 0.0, 2.0]), torch.tensor([0.0, 0.0, 3.0]))
     False
+    >>> relevance_off_positive(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 3.0]))
+    True
     """
-    return bool(torch.logical_and(output < 0, relevance != 0).any())
+    return bool(torch.logical_and(output <= 0, relevance != 0).any())
 
 
 @dataclasses.dataclass
@@ -142,7 +144,7 @@ def _alpha_beta_split(op: LinearOp, output: Tensor | None, relevance: Tensor, al
     As A + B = W and b⁺ + b⁻ = b, z⁺ = z − z⁻ with z the forward output, so one call of the op (for z⁻)
     suffices. The subtraction is as accurate as a call wherever z ≥ 0 (there z⁺ ≥ |z| and z⁺ ≥ |z⁻|: the
     error, a few ulps of |z| + |z⁻|, stays a few ulps of z⁺), so it is used when all relevance sits there
-    (`relevance_below_zero`); otherwise z⁺ gets its own call. β = 0 (ZPlus) needs neither z nor z⁻.
+    (`relevance_off_positive`); otherwise z⁺ gets its own call. β = 0 (ZPlus) needs neither z nor z⁻.
     """
     wp, wn, bp, bn = _signed_parameters(op)
     split = _sign_split(op, wp, wn, "alpha-beta-split")
@@ -150,7 +152,7 @@ def _alpha_beta_split(op: LinearOp, output: Tensor | None, relevance: Tensor, al
         return None
     if beta:
         negative = _shifted_part(op, split.x, split.second, bn, -stabilizer)
-        if relevance_below_zero(output, relevance):
+        if relevance_off_positive(output, relevance):
             positive = _shifted_part(op, split.x, split.first, bp, stabilizer)
         else:
             positive = torch.sub(output, negative).clamp_(min=stabilizer)
@@ -228,24 +230,24 @@ class Gamma(LinearRule):
     def _split(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor | None:
         """z↑ from one call (A↑ on x⁺, A↓ on x⁻, see `_sign_split`); z↓ = (2 + γ)z − z↑ from the forward
         output z (the two parts sum to (2 + γ)W, and the same for the biases), needed only when some relevance
-        sits where z < 0 — never behind a ReLU, whose zeroed outputs pass no relevance on, so there one call
-        and one vjp suffice. The subtraction's error, a few ulps of (2 + γ)|W||x| + |A↑||x|, is within a small
-        factor of a direct call's (A↓ mixes signs too). None when the op cannot be split."""
+        sits where z ≤ 0 — never behind a ReLU, whose zeroed outputs pass no relevance on, so there one call
+        and one vjp suffice, and as z↑ ≥ z > 0 wherever relevance sits, the stabilizer is a bias. The
+        subtraction's error, a few ulps of (2 + γ)|W||x| + |A↑||x|, is within a small factor of a direct
+        call's (A↓ mixes signs too). None when the op cannot be split."""
         up, un, bu, _ = op.cached(("gamma", id(self)), lambda: self._parameters(op))
         split = _sign_split(op, up, un, ("gamma-split", id(self)))
         if split is None:
             return None
+        if not relevance_off_positive(output, relevance):
+            z_up = _shifted_part(op, split.x, split.first, bu, self.stabilizer).clamp_(min=self.stabilizer)
+            return split.finish(op.input_vjp(split.first, torch.div(relevance, z_up, out=z_up), split.x))
         z_up = op.part(split.x, split.first, bu)
-        downward = relevance_below_zero(output, relevance)
-        if downward:
-            z_down = torch.mul(output, 2 + self.gamma).sub_(z_up).sub_(self.stabilizer).clamp_(max=-self.stabilizer)
+        z_down = torch.mul(output, 2 + self.gamma).sub_(z_up).sub_(self.stabilizer).clamp_(max=-self.stabilizer)
         stabilize_(z_up, self.stabilizer)
         torch.div(relevance, z_up, out=z_up).mul_(output > 0)
+        torch.div(relevance, z_down, out=z_down).mul_(output < 0)
         grad = op.input_vjp(split.first, z_up, split.x)
-        if downward:
-            torch.div(relevance, z_down, out=z_down).mul_(output < 0)
-            grad = _accumulate(op, grad, op.input_vjp(split.second, z_down, split.x))
-        return split.finish(grad)
+        return split.finish(_accumulate(op, grad, op.input_vjp(split.second, z_down, split.x)))
 
     def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
         split = self._split(op, output, relevance)
@@ -301,7 +303,8 @@ class ZBox(LinearRule):
     """For bounded inputs (pixels in [low, high]): the z^B rule of deep Taylor decomposition.
 
     z = Wx + b − (W⁺low + b⁺) − (W⁻high + b⁻): the first term is the forward output, the others depend
-    only on the bounds and are computed once per node.
+    only on the bounds and are computed once per node. On ops that stack inputs, the three vjps
+    x ⊙ Wᵀs − low ⊙ W⁺ᵀs − high ⊙ W⁻ᵀs are one vjp of [W, W⁺, W⁻] against [x; −low; −high].
     """
 
     uses_output = True
@@ -313,11 +316,21 @@ class ZBox(LinearRule):
         low = torch.as_tensor(self.low, dtype=op.x.dtype).expand_as(op.x)
         high = torch.as_tensor(self.high, dtype=op.x.dtype).expand_as(op.x)
         wp, wn, bp, bn = _signed_parameters(op)
-        return low, high, wp, wn, op.part(low, wp, bp), op.part(high, wn, bn)
+        stacked = None
+        if op.input_axes is not None and op.owns_vjp:
+            axis, weight_axis = op.input_axes
+            stacked = torch.cat([op.weight, wp, wn], weight_axis), torch.cat([-low, -high], axis)
+        return low, high, wp, wn, op.part(low, wp, bp), op.part(high, wn, bn), stacked
 
     def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
-        low, high, wp, wn, z_low, z_high = op.cached(("zbox", id(self)), lambda: self._bounds(op))
+        low, high, wp, wn, z_low, z_high, stacked = op.cached(("zbox", id(self)), lambda: self._bounds(op))
         scaled = stabilized_ratio(relevance, output - z_low - z_high, self.stabilizer)
+        if stacked is not None:
+            weights, bounds = stacked
+            axis = op.input_axes[0]
+            sources = torch.cat([op.x, bounds], axis)
+            at_x, at_low, at_high = op.input_vjp(weights, scaled, sources).mul_(sources).chunk(3, axis)
+            return at_x.add(at_low).add_(at_high)
         return (
             op.times_x(op.input_vjp(op.weight, scaled))
             - low * op.input_vjp(wp, scaled, low)
