@@ -16,15 +16,17 @@ def _zennit_relevance(model, x, target, composite_name):
     import_zennit()
     from zennit.attribution import Gradient
     from zennit.canonizers import SequentialMergeBatchNorm
-    from zennit.composites import EpsilonGammaBox, EpsilonPlusFlat
+    from zennit import composites
     from zennit.rules import Norm
 
     layer_map = [(Sum, Norm())]
     canonizers = [SequentialMergeBatchNorm()]
-    if composite_name == "epsilon-plus-flat":
-        composite = EpsilonPlusFlat(layer_map=layer_map, canonizers=canonizers)
+    if composite_name == "epsilon-gamma-box":
+        composite = composites.EpsilonGammaBox(low=-3.0, high=3.0, layer_map=layer_map, canonizers=canonizers)
     else:
-        composite = EpsilonGammaBox(low=-3.0, high=3.0, layer_map=layer_map, canonizers=canonizers)
+        kind = {"epsilon-plus-flat": "EpsilonPlusFlat", "epsilon-plus": "EpsilonPlus",
+                "epsilon-alpha2-beta1": "EpsilonAlpha2Beta1"}[composite_name]
+        composite = getattr(composites, kind)(layer_map=layer_map, canonizers=canonizers)
     with Gradient(model=model, composite=composite) as attributor:
         out, relevance = attributor(x, torch.eye(5)[target] * model(x).detach())
     return relevance
@@ -40,7 +42,8 @@ def test_agrees_with_zennit(build):
     model = randomize_batch_norm(build())
     x = torch.randn(4, 3, 16, 16)
     target = torch.tensor([0, 1, 2, 3])
-    for composite, options in [("epsilon-plus-flat", {}), ("epsilon-gamma-box", {"low": -3.0, "high": 3.0})]:
+    for composite, options in [("epsilon-plus-flat", {}), ("epsilon-gamma-box", {"low": -3.0, "high": 3.0}),
+                               ("epsilon-plus", {}), ("epsilon-alpha2-beta1", {})]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # random weights: biases take much of the relevance
             ours = opwise.explain(model, x, target=target, composite=composite, **options).relevance
