@@ -211,7 +211,8 @@ class Gamma(LinearRule):
     """Favor contributions of the output's sign by γ (generalized to negative inputs, as in Zennit 0.5).
 
     R_x = x ⊙ (A↑ᵀ(R/z↑ where z > 0) + A↓ᵀ(R/z↓ where z < 0)), A↑ = W + γW⁺, A↓ = W + γW⁻, z↑ = A↑x + b↑,
-    z↓ = A↓x + b↓. For x ≥ 0 it costs one extra call of the op and one or two vjps (see `_nonnegative`).
+    z↓ = A↓x + b↓. On ops it can split (`_sign_split`) it costs one extra call of the op and one vjp behind a
+    ReLU, one call and two vjps elsewhere (see `_split`).
     """
 
     uses_output = True
