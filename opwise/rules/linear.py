@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from opwise.rules.operation import LinearOp, stabilize, stabilize_, stabilized_ratio
+from opwise.rules.operation import LinearOp, stabilize, stabilized_ratio
 
 Tensor = torch.Tensor
 
@@ -232,21 +232,23 @@ class Gamma(LinearRule):
         """z↑ from one call (A↑ on x⁺, A↓ on x⁻, see `_sign_split`); z↓ = (2 + γ)z − z↑ from the forward
         output z (the two parts sum to (2 + γ)W, and the same for the biases), needed only when some relevance
         sits where z ≤ 0 — never behind a ReLU, whose zeroed outputs pass no relevance on, so there one call
-        and one vjp suffice, and as z↑ ≥ z > 0 wherever relevance sits, the stabilizer is a bias. The
+        and one vjp suffice. z↑ counts only where z > 0, where z↑ ≥ z > 0, and z↓ only where z < 0, where
+        z↓ ≤ z < 0, so the stabilizer is a bias (and a clamp keeps the unused entries finite). The
         subtraction's error, a few ulps of (2 + γ)|W||x| + |A↑||x|, is within a small factor of a direct
         call's (A↓ mixes signs too). None when the op cannot be split."""
         up, un, bu, _ = op.cached(("gamma", id(self)), lambda: self._parameters(op))
         split = _sign_split(op, up, un, ("gamma-split", id(self)))
         if split is None:
             return None
-        if not relevance_off_positive(output, relevance):
-            z_up = _shifted_part(op, split.x, split.first, bu, self.stabilizer).clamp_(min=self.stabilizer)
-            return split.finish(op.input_vjp(split.first, torch.div(relevance, z_up, out=z_up), split.x))
-        z_up = op.part(split.x, split.first, bu)
-        z_down = torch.mul(output, 2 + self.gamma).sub_(z_up).sub_(self.stabilizer).clamp_(max=-self.stabilizer)
-        stabilize_(z_up, self.stabilizer)
-        torch.div(relevance, z_up, out=z_up).mul_(output > 0)
-        torch.div(relevance, z_down, out=z_down).mul_(output < 0)
+        z_up = _shifted_part(op, split.x, split.first, bu, self.stabilizer)
+        downward = relevance_off_positive(output, relevance)
+        if downward:
+            z_down = torch.mul(output, 2 + self.gamma).sub_(z_up).clamp_(max=-self.stabilizer)
+        torch.div(relevance, z_up.clamp_(min=self.stabilizer), out=z_up)
+        if not downward:
+            return split.finish(op.input_vjp(split.first, z_up, split.x))
+        z_up.masked_fill_(output <= 0, 0)
+        torch.div(relevance, z_down, out=z_down).masked_fill_(output >= 0, 0)
         grad = op.input_vjp(split.first, z_up, split.x)
         return split.finish(_accumulate(op, grad, op.input_vjp(split.second, z_down, split.x)))
 

@@ -24,17 +24,6 @@ def stabilize(value: Tensor, epsilon: float) -> Tensor:
     return value + torch.where(value >= 0, epsilon, -epsilon)
 
 
-def stabilize_(value: Tensor, epsilon: float) -> Tensor:
-    """`stabilize` in place, bit for bit: the signed ε is built as 2ε·[z ≥ 0] − ε (exact), then added.
-
-    >>> stabilize_(torch.tensor([-1.0, 0.0, 2.0]), 0.5)
-    tensor([-1.5000,  0.5000,  2.5000])
-    """
-    signed = torch.empty_like(value)
-    torch.ge(value, 0, out=signed)
-    return value.add_(signed.mul_(2 * epsilon).sub_(epsilon))
-
-
 def stabilized_ratio(relevance: Tensor, z: Tensor, epsilon: float) -> Tensor:
     """`relevance / stabilize(z, epsilon)` (same bits) with one temporary instead of three; z is left alone.
 
