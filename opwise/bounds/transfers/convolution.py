@@ -80,12 +80,16 @@ def _transposed_window(top: torch.Tensor, size: int, stride: int, padding: int, 
 
 
 def window_backward(patches: Patches, weight: torch.Tensor, transposed: bool, stride, padding, dilation, groups: int,
-                    input_shape: tuple[int, int, int]) -> Patches | torch.Tensor:
-    """The backward of a convolution on windows: windows over its input map (dense once a window would
-    cover the whole map, where one dense convolution is cheaper than many overlapping windows)."""
+                    input_shape: tuple[int, int, int]) -> Patches | None:
+    """The backward of a convolution on windows: windows over its input map; None when a window would cover
+    the whole map (one dense convolution is then cheaper than many overlapping windows)."""
     specs, batch, channels, h, w = patches.values.shape
     folded = patches.values.reshape(specs * batch, channels, h, w)
     kernel = weight.shape[2:]
+    reach = [dilation[i] * (kernel[i] - 1) for i in range(2)]
+    size = [(n - 1 + reach[i]) // stride[i] + 1 if transposed else (n - 1) * stride[i] + reach[i] + 1 for i, n in enumerate((h, w))]
+    if size[0] * size[1] >= input_shape[1] * input_shape[2]:
+        return None
     if transposed:
         count_h, top, place_h, length_h, margin_h = _transposed_window(patches.top, h, stride[0], padding[0], dilation[0], kernel[0])
         count_w, left, place_w, length_w, margin_w = _transposed_window(patches.left, w, stride[1], padding[1], dilation[1], kernel[1])
@@ -99,10 +103,7 @@ def window_backward(patches: Patches, weight: torch.Tensor, transposed: bool, st
     else:
         top, left = patches.top * stride[0] - padding[0], patches.left * stride[1] - padding[1]
         back = torch.nn.functional.conv_transpose2d(folded, weight, None, stride, 0, 0, groups, dilation)
-    result = Patches(back.reshape(specs, batch, *back.shape[1:]), top, left, input_shape[1], input_shape[2]).inside_map()
-    if back.shape[-2] * back.shape[-1] >= input_shape[1] * input_shape[2]:
-        return result.to_dense()
-    return result
+    return Patches(back.reshape(specs, batch, *back.shape[1:]), top, left, input_shape[1], input_shape[2]).inside_map()
 
 
 @bound_transfer("aten.convolution")
@@ -116,10 +117,11 @@ class Convolution(BiasedAffine):
     def backward(self, step: Step, A: torch.Tensor | Patches):
         x, weight, bias, stride, padding, dilation, transposed, _, groups = step.args
         if isinstance(A, Patches):
+            back = None
             if isinstance(weight, torch.Tensor) and weight.dim() == 4:
                 back = window_backward(A, weight, transposed, stride, padding, dilation, groups, tuple(step.shapes[0][1:]))
-                terms = None if bias is None else A.values * bias.reshape(-1, 1, 1)
-                return [back], terms
+            if back is not None:
+                return [back], None if bias is None else A.values * bias.reshape(-1, 1, 1)
             A = A.to_dense()
         if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
             return super().backward(step, A)

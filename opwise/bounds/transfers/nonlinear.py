@@ -66,16 +66,17 @@ class Elementwise:
 
     def lines(self, step: Step) -> tuple[LinearRelaxation, bool]:
         """The relaxation's lines on the input's current interval, and whether they are all finite. Without α
-        they are kept while the interval is the same tensors: every backward pass through the node (one per
+        they are kept while the interval is the same, unchanged tensors: every backward pass through the node (one per
         later intermediate bound, and the final one) uses the same lines."""
         x = step.bounds(step.inputs[0])
+        key = (x.lower, x.upper, x.lower._version, x.upper._version)
         cached = step.cache.get("lines") if step.alpha is None else None
-        if cached is not None and cached[0] is x.lower and cached[1] is x.upper:
-            return cached[2], cached[3]
+        if cached is not None and cached[0][0] is key[0] and cached[0][1] is key[1] and cached[0][2:] == key[2:]:
+            return cached[1], cached[2]
         lines = step.relaxation.relax(x.lower, x.upper, step.alpha)
         finite = all(bool(torch.isfinite(part).all()) for part in _parts(lines))
         if step.alpha is None:
-            step.cache["lines"] = (x.lower, x.upper, lines, finite)
+            step.cache["lines"] = (key, lines, finite)
         return lines, finite
 
 

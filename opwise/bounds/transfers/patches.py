@@ -72,8 +72,14 @@ class Patches:
         tensor = tensor.expand(*tensor.shape[:-3], channels, self.height, self.width)
         rows, columns, padding = self._positions()
         padded = torch.nn.functional.pad(tensor, padding)
-        if tensor.dim() == 4:  # advanced indices on adjacent dims: [batch, C, specs, h, w]
-            return padded[:, :, rows[:, :, None], columns[:, None, :]].permute(2, 0, 1, 3, 4)
+        h, w = self.values.shape[-2:]
+        if tensor.dim() == 4:
+            # every window position's [batch, C, h, w] block once (few positions: the map is small or the
+            # windows are), then one block per spec by its position: a contiguous copy per spec, several
+            # times faster than indexing every element
+            blocks = padded.unfold(2, h, 1).unfold(3, w, 1)  # [batch, C, rows, columns, h, w]
+            table = blocks.permute(2, 3, 0, 1, 4, 5).reshape(-1, *blocks.shape[:2], h, w)
+            return table.index_select(0, rows[:, 0] * blocks.shape[3] + columns[:, 0])
         specs = torch.arange(self.specs, device=rows.device)[:, None, None]
         if padded.shape[0] != self.specs:
             padded = padded.expand(self.specs, *padded.shape[1:])
