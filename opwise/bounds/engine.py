@@ -7,6 +7,7 @@ state (constant values, intervals, steps) lives here; transfers are pure.
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -16,12 +17,18 @@ from opwise.bounds.input_set import InputSet
 from opwise.bounds.transfers.affine import Affine
 from opwise.bounds.transfers.forward import LinearBounds, forward_bounds
 from opwise.bounds.transfers.nonlinear import ELEMENTWISE, has_relaxation, node_relaxation
+from opwise.bounds.transfers.patches import Patches, add_coefficients, dense
 from opwise.bounds.transfers.registry import Interval, Step, transfer_for
 from opwise.errors import InputError, OpwiseError, UnsupportedOperation
-from opwise.tracing.graph import Graph
+from opwise.tracing.graph import Graph, op_packet_key
 
 #: largest number of one-hot specifications in one backward pass for intermediate bounds
 SPEC_CHUNK = 4096
+
+#: operators that only rearrange their input's elements, one to one (IBP through them is exact)
+REARRANGING = frozenset(f"aten.{name}" for name in (
+    "view", "_unsafe_view", "reshape", "flatten", "unflatten", "permute", "transpose", "t", "squeeze", "unsqueeze",
+    "clone", "contiguous", "alias", "detach", "movedim"))
 
 
 class BoundPropagation:
@@ -67,7 +74,7 @@ class BoundPropagation:
         self.infeasible = torch.zeros(input_set.lower.shape[0], dtype=torch.bool, device=input_set.lower.device)
         self.record: set[fx.Node] = set()
         self.coefficients_at: dict[fx.Node, torch.Tensor] = {}
-        self.last_linear: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._last_linear: tuple[torch.Tensor | Patches, torch.Tensor] | None = None
         self._evaluate_constants()
 
     # ------------------------------------------------------------------ nodes
@@ -171,7 +178,7 @@ class BoundPropagation:
         if node in self.tight:
             return self.tight[node]
         ibp = self.interval_ibp(node)
-        if self.intermediate == "ibp":
+        if self.intermediate == "ibp" or self.exact_by_ibp(node):
             self.tight[node] = ibp
             return ibp
         if self.intermediate == "forward":
@@ -185,6 +192,24 @@ class BoundPropagation:
         refined = self.refine(node, ibp, selected)
         self.tight[node] = self._narrow(node, Interval(refined.lower.detach(), refined.upper.detach()))
         return self.tight[node]
+
+    def exact_by_ibp(self, node: fx.Node) -> bool:
+        """Whether IBP already gives CROWN's interval: an affine operator of one bounded input whose interval
+        is the input box itself, only rearranged (a first linear or convolution layer). Over a box the
+        interval of such an operator is exact, so a backward pass with one spec per neuron (auto_LiRPA
+        skips it too) would only repeat it. Not over an Lp ball with p < inf, where CROWN is tighter."""
+        if self.input_set.center is not None and not math.isinf(self.input_set.norm):
+            return False
+        step = self.step(node)
+        if step.relaxation is not None or not isinstance(self.transfers[node], Affine) or len(step.inputs) != 1:
+            return False
+        source = step.inputs[0]
+        while source is not self.input_node:
+            step = self.step(source)
+            if op_packet_key(step.op) not in REARRANGING or len(step.inputs) != 1:
+                return False
+            source = step.inputs[0]
+        return True
 
     def groups(self, node: fx.Node, interval: Interval) -> int:
         """Per sample when the node keeps the batch first, else (batch folded by a reshape) the whole node."""
@@ -201,13 +226,21 @@ class BoundPropagation:
         upper = base.upper.clone(memory_format=torch.contiguous_format)
         flat_lower, flat_upper = lower.view(groups, -1), upper.view(groups, -1)
         chunks = [selected] if alphas is not None else selected.split(SPEC_CHUNK // 2)
+        self.step(node)
+        # one-hot rows of a [C, H, W] map go back as windows where the node's transfer takes them
+        windowed = groups == self.batch and lower.dim() == 4 and getattr(self.transfers[node], "takes_patches", False)
         for chunk in chunks if selected.numel() else ():
             count = chunk.numel()
-            A = torch.zeros(2 * count, groups, flat_lower.shape[1], dtype=lower.dtype, device=lower.device)
-            rows = torch.arange(count, device=lower.device)
-            A[rows, :, chunk] = 1.0
-            A[rows + count, :, chunk] = -1.0
-            bound = self.backward(node, A.reshape(2 * count, *lower.shape), groups, alphas)
+            if windowed:
+                signs = torch.cat([lower.new_ones(count), -lower.new_ones(count)])
+                A = Patches.one_hot(torch.cat([chunk, chunk]), signs, groups, tuple(lower.shape[1:]))
+            else:
+                A = torch.zeros(2 * count, groups, flat_lower.shape[1], dtype=lower.dtype, device=lower.device)
+                rows = torch.arange(count, device=lower.device)
+                A[rows, :, chunk] = 1.0
+                A[rows + count, :, chunk] = -1.0
+                A = A.reshape(2 * count, *lower.shape)
+            bound = self.backward(node, A, groups, alphas)
             flat_lower[:, chunk] = torch.maximum(flat_lower[:, chunk], bound[:count].T)
             flat_upper[:, chunk] = torch.minimum(flat_upper[:, chunk], -bound[count:].T)
         return Interval(lower, upper)
@@ -279,8 +312,18 @@ class BoundPropagation:
                     coefficients[parent] = coefficients[parent] + part if parent in coefficients else part
         return bound
 
-    def backward(self, target: fx.Node, A: torch.Tensor, groups: int | None = None, alphas: dict | None = None) -> torch.Tensor:
-        """Lower bound of `A · target` over the input set, [specs, groups]; A is [specs, *target shape].
+    @property
+    def last_linear(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The last `backward`'s linear lower bound before concretization: (input coefficients, bias)."""
+        if self._last_linear is None:
+            return None
+        coefficient, bias = self._last_linear
+        return dense(coefficient), bias
+
+    def backward(self, target: fx.Node, A: torch.Tensor | Patches, groups: int | None = None,
+                 alphas: dict | None = None) -> torch.Tensor:
+        """Lower bound of `A · target` over the input set, [specs, groups]; A is [specs, *target shape]
+        (or `Patches`: rows zero outside a window each, carried as windows by the transfers that take them).
 
         A group is one sample (`groups` = batch, the default) or the whole batch at once (`groups` = 1,
         for nodes whose batch dimension a reshape folded away; specs then name single neurons).
@@ -288,7 +331,8 @@ class BoundPropagation:
         groups = self.batch if groups is None else groups
         self.prepare(target)
         coefficients = {target: A}
-        bias = torch.zeros(A.shape[0], groups, dtype=A.dtype, device=A.device)
+        values = A.values if isinstance(A, Patches) else A
+        bias = torch.zeros(values.shape[0], groups, dtype=values.dtype, device=values.device)
         input_coefficient = None
         for node in reversed(self.ancestors(target)):
             coefficient = coefficients.pop(node, None)
@@ -298,14 +342,19 @@ class BoundPropagation:
                 input_coefficient = coefficient
                 continue
             if node in self.record:
-                self.coefficients_at[node] = coefficient.detach()
+                self.coefficients_at[node] = dense(coefficient).detach()
             step = self.step(node)
             step.alpha = None if alphas is None else alphas.get(node)
-            parts, terms = self.transfers[node].backward(step, coefficient)
+            transfer = self.transfers[node]
+            if not getattr(transfer, "takes_patches", False):
+                coefficient = dense(coefficient)
+            parts, terms = transfer.backward(step, coefficient)
             if terms is not None:
                 bias = bias + terms.reshape(terms.shape[0], groups, -1).sum(-1)
             for parent, part in zip(step.inputs, parts):
                 if part is not None:
-                    coefficients[parent] = coefficients[parent] + part if parent in coefficients else part
-        self.last_linear = (input_coefficient, bias)
-        return self.input_set.minimum(input_coefficient, groups) + bias
+                    coefficients[parent] = add_coefficients(coefficients[parent], part) if parent in coefficients else part
+        self._last_linear = (input_coefficient, bias)
+        if isinstance(input_coefficient, Patches) and (self.input_set.center is None or math.isinf(self.input_set.norm)):
+            return input_coefficient.minimum_over_box(self.input_set.lower, self.input_set.upper) + bias
+        return self.input_set.minimum(dense(input_coefficient), groups) + bias

@@ -13,6 +13,7 @@ import numbers
 import torch
 from torch import fx
 
+from opwise.bounds.transfers.patches import Patches, dense
 from opwise.bounds.transfers.registry import Interval, Step, bound_transfer
 
 aten = torch.ops.aten
@@ -91,6 +92,16 @@ MONOTONE = (
 bound_transfer(*MONOTONE)(Affine)
 
 
+@bound_transfer("aten.view", "aten._unsafe_view", "aten.reshape", "aten.flatten", "aten.unflatten", "aten.squeeze",
+                "aten.unsqueeze")
+class Reshape(Affine):
+    """Operators that keep the elements in memory order: backward reshapes the rows back (the vjp's result,
+    without an autograd pass per call)."""
+
+    def backward(self, step: Step, A: torch.Tensor):
+        return [A.reshape(A.shape[0], *step.shapes[0])], None
+
+
 @bound_transfer("aten.div.Scalar", "aten.mul.Scalar")
 class WeightedAffine(SignedAffine):
     """Products with constant tensors or numbers: |weights| times the radius (see product.py for the
@@ -140,12 +151,16 @@ class BatchNorm(SignedAffine):
             step.cache["scale"], step.cache["shift"] = scale, shift
         return step.cache["scale"], step.cache["shift"]
 
-    def backward(self, step: Step, A: torch.Tensor):
+    takes_patches = True
+
+    def backward(self, step: Step, A: torch.Tensor | Patches):
         if step.args[5] or not isinstance(step.args[3], torch.Tensor):
-            return super().backward(step, A)  # training mode: batch statistics are not a fixed affine map
+            return super().backward(step, dense(A))  # training mode: batch statistics are not a fixed affine map
         scale, shift = self._scale_shift(step)
-        shape = [1, 1, -1] + [1] * (A.dim() - 3)
-        return [A * scale.reshape(shape)], A * shift.reshape(shape)
+        values = A.values if isinstance(A, Patches) else A
+        shape = [1, 1, -1] + [1] * (values.dim() - 3)
+        coefficient, terms = values * scale.reshape(shape), values * shift.reshape(shape)
+        return [A.moved(coefficient) if isinstance(A, Patches) else coefficient], terms
 
     def radius(self, step: Step, radii: list[torch.Tensor]) -> torch.Tensor:
         _, weight, _, mean, var, *rest = step.args

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from opwise.bounds.transfers.affine import BiasedAffine
+from opwise.bounds.transfers.patches import Patches
 from opwise.bounds.transfers.registry import Step, bound_transfer
 
 
@@ -62,15 +63,66 @@ def one_hot_backward(folded: torch.Tensor, weight: torch.Tensor, transposed: boo
     return (back * value[None, :, None, None]).transpose(0, 1)
 
 
+def _transposed_window(top: torch.Tensor, size: int, stride: int, padding: int, dilation: int, kernel: int):
+    """Along one axis, the backward of a transposed convolution (a strided convolution) on windows of `size`
+    starting at `top`: (inputs per window n, first input per window, where each window goes in a buffer whose
+    first `margin` entries are skipped, buffer length, margin). Input i reads the window's outputs
+    i·s − p + k·d; windows start at different phases of the stride, so each is shifted to put its first
+    input's first read at the buffer's start (after the margin, which keeps every shift nonnegative) and one
+    strided convolution serves them all."""
+    reach = dilation * (kernel - 1)
+    count = (size - 1 + reach) // stride + 1
+    first = -torch.div(-(top + padding - reach), stride, rounding_mode="floor")  # ceil
+    phase = first * stride - padding - top + reach  # in [0, stride)
+    margin = max(0, stride - 1 - reach)
+    length = margin + max((count - 1) * stride + reach + 1, reach + size)
+    return count, first, margin + reach - phase, length, margin
+
+
+def window_backward(patches: Patches, weight: torch.Tensor, transposed: bool, stride, padding, dilation, groups: int,
+                    input_shape: tuple[int, int, int]) -> Patches | None:
+    """The backward of a convolution on windows: windows over its input map; None when a window would cover
+    the whole map (one dense convolution is then cheaper than many overlapping windows)."""
+    specs, batch, channels, h, w = patches.values.shape
+    folded = patches.values.reshape(specs * batch, channels, h, w)
+    kernel = weight.shape[2:]
+    reach = [dilation[i] * (kernel[i] - 1) for i in range(2)]
+    size = [(n - 1 + reach[i]) // stride[i] + 1 if transposed else (n - 1) * stride[i] + reach[i] + 1 for i, n in enumerate((h, w))]
+    if size[0] * size[1] >= input_shape[1] * input_shape[2]:
+        return None
+    if transposed:
+        count_h, top, place_h, length_h, margin_h = _transposed_window(patches.top, h, stride[0], padding[0], dilation[0], kernel[0])
+        count_w, left, place_w, length_w, margin_w = _transposed_window(patches.left, w, stride[1], padding[1], dilation[1], kernel[1])
+        buffer = folded.new_zeros(specs, length_h, length_w, batch, channels)
+        rows = place_h[:, None] + torch.arange(h, device=top.device)
+        columns = place_w[:, None] + torch.arange(w, device=top.device)
+        specs_index = torch.arange(specs, device=top.device)[:, None, None]
+        buffer = buffer.index_put((specs_index, rows[:, :, None], columns[:, None, :]), patches.values.permute(0, 3, 4, 1, 2))
+        buffer = buffer[:, margin_h:, margin_w:].permute(0, 3, 4, 1, 2).reshape(specs * batch, channels, length_h - margin_h, length_w - margin_w)
+        back = torch.nn.functional.conv2d(buffer, weight, None, stride, 0, dilation, groups)[:, :, :count_h, :count_w]
+    else:
+        top, left = patches.top * stride[0] - padding[0], patches.left * stride[1] - padding[1]
+        back = torch.nn.functional.conv_transpose2d(folded, weight, None, stride, 0, 0, groups, dilation)
+    return Patches(back.reshape(specs, batch, *back.shape[1:]), top, left, input_shape[1], input_shape[2]).inside_map()
+
+
 @bound_transfer("aten.convolution")
 class Convolution(BiasedAffine):
     """2-D convolutions and transposed convolutions get a direct backward on [specs·batch, C, H, W], as fast
-    under α-CROWN's autograd as in CROWN; other convolutions use the generic vjp."""
+    under α-CROWN's autograd as in CROWN, and on windows (`Patches`); other convolutions use the generic vjp."""
 
     bias_positions = (2,)
+    takes_patches = True
 
-    def backward(self, step: Step, A: torch.Tensor):
+    def backward(self, step: Step, A: torch.Tensor | Patches):
         x, weight, bias, stride, padding, dilation, transposed, _, groups = step.args
+        if isinstance(A, Patches):
+            back = None
+            if isinstance(weight, torch.Tensor) and weight.dim() == 4:
+                back = window_backward(A, weight, transposed, stride, padding, dilation, groups, tuple(step.shapes[0][1:]))
+            if back is not None:
+                return [back], None if bias is None else A.values * bias.reshape(-1, 1, 1)
+            A = A.to_dense()
         if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
             return super().backward(step, A)
         specs, batch, channels, height, width = A.shape

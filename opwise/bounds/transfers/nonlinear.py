@@ -14,7 +14,9 @@ import torch
 from torch import fx
 
 import opwise.bounds.relaxations as relaxations_package
+from opwise.bounds.relaxations.base import LinearRelaxation
 from opwise.bounds.relaxations.registry import RELAXATIONS, relaxation_for
+from opwise.bounds.transfers.patches import Patches
 from opwise.bounds.transfers.registry import Interval, Step
 
 
@@ -52,15 +54,53 @@ class Elementwise:
         high = torch.maximum(lines.upper_slope * x.lower, lines.upper_slope * x.upper) + lines.upper_intercept
         return Interval(low, high)
 
-    def backward(self, step: Step, A: torch.Tensor):
+    takes_patches = True
+
+    def backward(self, step: Step, A: torch.Tensor | Patches):
+        lines, finite = self.lines(step)
+        if isinstance(A, Patches):  # each spec's window of the lines
+            windows = LinearRelaxation(*(A.gather(t) for t in _parts(lines)))
+            (coefficient,), bias = select_lines(A.values, windows, finite)
+            return [A.moved(coefficient)], bias
+        return select_lines(A, lines, finite)
+
+    def lines(self, step: Step) -> tuple[LinearRelaxation, bool]:
+        """The relaxation's lines on the input's current interval, and whether they are all finite. Without α
+        they are kept while the interval is the same, unchanged tensors: every backward pass through the node (one per
+        later intermediate bound, and the final one) uses the same lines."""
         x = step.bounds(step.inputs[0])
+        key = (x.lower, x.upper, x.lower._version, x.upper._version)
+        cached = step.cache.get("lines") if step.alpha is None else None
+        if cached is not None and cached[0][0] is key[0] and cached[0][1] is key[1] and cached[0][2:] == key[2:]:
+            return cached[1], cached[2]
         lines = step.relaxation.relax(x.lower, x.upper, step.alpha)
-        # one selection per line instead of splitting A into its positive and negative parts (same values,
-        # half the passes over the [specs, ...] tensors that dominate intermediate bounds)
-        positive = A > 0
-        coefficient = A * torch.where(positive, lines.lower_slope, lines.upper_slope)
-        bias = A * torch.where(positive, lines.lower_intercept, lines.upper_intercept)
-        return [coefficient], bias
+        finite = all(bool(torch.isfinite(part).all()) for part in _parts(lines))
+        if step.alpha is None:
+            step.cache["lines"] = (key, lines, finite)
+        return lines, finite
+
+
+def _parts(lines: LinearRelaxation) -> tuple[torch.Tensor, ...]:
+    return lines.lower_slope, lines.lower_intercept, lines.upper_slope, lines.upper_intercept
+
+
+def select_lines(A: torch.Tensor, lines: LinearRelaxation, finite: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """`A` through the lower line where positive and the upper line where negative: ([coefficient], bias terms).
+
+    With `finite` lines this is A⁺·lower + A⁻·upper (clamps and products: on CPU a boolean `torch.where` over
+    the [specs, ...] tensors that dominate intermediate bounds costs several times more); with an infinite
+    slope or intercept somewhere, 0·inf would be NaN, so each element picks its line instead.
+
+    >>> lines = LinearRelaxation(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([0.5]), torch.tensor([1.0]))
+    >>> [c.tolist() for c in select_lines(torch.tensor([[2.0], [-2.0]]), lines, True)[0]], select_lines(torch.tensor([[-2.0]]), lines, False)[1].tolist()
+    ([[[2.0], [-1.0]]], [[-2.0]])
+    """
+    if finite:
+        positive = A.clamp(min=0)
+        negative = A - positive
+        return [positive * lines.lower_slope + negative * lines.upper_slope], positive * lines.lower_intercept + negative * lines.upper_intercept
+    positive = A > 0
+    return [A * torch.where(positive, lines.lower_slope, lines.upper_slope)], A * torch.where(positive, lines.lower_intercept, lines.upper_intercept)
 
 
 ELEMENTWISE = Elementwise()

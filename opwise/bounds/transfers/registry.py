@@ -40,7 +40,8 @@ class Step:
     those input nodes, in order; `shapes` their value shapes; `bounds(node)` resolves the promise of a
     node's interval (computed on first request, then cached); `alpha` holds the node's α parameters in
     α-CROWN (None otherwise); `relaxation` the elementwise relaxation of a nonlinear node; `cache` is
-    for a transfer's own input-independent work (e.g. a linearization), kept while the engine lives.
+    for a transfer's own reusable work (a linearization; lines kept with the interval they were drawn
+    on), kept while the engine lives.
     """
 
     node: fx.Node

@@ -1,0 +1,126 @@
+"""Coefficients of intermediate-bound specifications kept only on a window of a [C, H, W] map ("patches").
+
+An intermediate bound of a convolution's output neuron starts as a one-hot row; carried back through
+convolutions, batch norm and elementwise relaxations it stays zero outside the neuron's receptive field.
+`Patches` stores just that window: values [specs, batch, C, h, w] and, per spec, the map position of the
+window's top-left corner (the window may reach past the map's edges; those positions hold zeros). A
+backward step then costs the window's size instead of the map's: on a generator whose 30×30 layer has
+26,000 unstable neurons, a 2×2 window instead of a 14×14 map per spec. auto_LiRPA's "patches" mode
+serves the same purpose. Transfers that do not take windows get `to_dense()`, the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+
+@dataclasses.dataclass
+class Patches:
+    """Coefficients [specs, batch, C, H, W] that are zero outside one h×w window per spec.
+
+    `values` [specs, batch, C, h, w]; `top`, `left` [specs]: the window's corner in the H×W map.
+
+    >>> rows = Patches.one_hot(torch.tensor([5]), torch.tensor([1.0]), batch=1, shape=(2, 2, 3))
+    >>> rows.to_dense()[0, 0].tolist()
+    [[[0.0, 0.0, 0.0], [0.0, 0.0, 1.0]], [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]
+    """
+
+    values: torch.Tensor
+    top: torch.Tensor
+    left: torch.Tensor
+    height: int
+    width: int
+
+    @classmethod
+    def one_hot(cls, positions: torch.Tensor, signs: torch.Tensor, batch: int, shape: tuple[int, int, int]) -> "Patches":
+        """One spec per flat position of a [C, H, W] map, with coefficient `signs` there, for every sample."""
+        channels, height, width = shape
+        values = torch.zeros(positions.numel(), batch, channels, 1, 1, dtype=signs.dtype, device=signs.device)
+        values[torch.arange(positions.numel(), device=positions.device), :, positions // (height * width), 0, 0] = signs[:, None]
+        return cls(values, (positions // width) % height, positions % width, height, width)
+
+    @property
+    def specs(self) -> int:
+        return self.values.shape[0]
+
+    def moved(self, values: torch.Tensor, top: torch.Tensor | None = None, left: torch.Tensor | None = None,
+              height: int | None = None, width: int | None = None) -> "Patches":
+        """New window values (and, after a convolution, a new position and map size)."""
+        return Patches(values, self.top if top is None else top, self.left if left is None else left,
+                       self.height if height is None else height, self.width if width is None else width)
+
+    def _positions(self) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int, int]]:
+        """Rows [specs, h] and columns [specs, w] of each window in the map padded by the returned
+        (left, right, top, bottom) amounts, just enough to hold every window."""
+        h, w = self.values.shape[-2:]
+        pad_top, pad_left = max(0, -int(self.top.min())), max(0, -int(self.left.min()))
+        pad_bottom = max(0, int(self.top.max()) + h - self.height)
+        pad_right = max(0, int(self.left.max()) + w - self.width)
+        device = self.top.device
+        rows = self.top[:, None] + pad_top + torch.arange(h, device=device)
+        columns = self.left[:, None] + pad_left + torch.arange(w, device=device)
+        return rows, columns, (pad_left, pad_right, pad_top, pad_bottom)
+
+    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Each spec's window of a per-neuron tensor ([batch or 1, C, H, W], or [specs, batch or 1, C, H, W]
+        for per-spec values such as α-CROWN's lines), zero outside the map: [specs, batch or 1, C, h, w]."""
+        channels = self.values.shape[2]
+        if tensor.dim() < 4:
+            tensor = tensor.reshape((1,) * (4 - tensor.dim()) + tuple(tensor.shape))
+        tensor = tensor.expand(*tensor.shape[:-3], channels, self.height, self.width)
+        rows, columns, padding = self._positions()
+        padded = torch.nn.functional.pad(tensor, padding)
+        h, w = self.values.shape[-2:]
+        if tensor.dim() == 4:
+            # every window position's [batch, C, h, w] block once (few positions: the map is small or the
+            # windows are), then one block per spec by its position: a contiguous copy per spec, several
+            # times faster than indexing every element
+            blocks = padded.unfold(2, h, 1).unfold(3, w, 1)  # [batch, C, rows, columns, h, w]
+            table = blocks.permute(2, 3, 0, 1, 4, 5).reshape(-1, *blocks.shape[:2], h, w)
+            return table.index_select(0, rows[:, 0] * blocks.shape[3] + columns[:, 0])
+        specs = torch.arange(self.specs, device=rows.device)[:, None, None]
+        if padded.shape[0] != self.specs:
+            padded = padded.expand(self.specs, *padded.shape[1:])
+        return padded[specs, :, :, rows[:, :, None], columns[:, None, :]].permute(0, 3, 4, 1, 2)
+
+    def to_dense(self) -> torch.Tensor:
+        """The full coefficients [specs, batch, C, H, W]."""
+        specs, batch, channels, h, w = self.values.shape
+        rows, columns, (left, right, top, bottom) = self._positions()
+        padded = self.values.new_zeros(specs, batch, channels, self.height + top + bottom, self.width + left + right)
+        padded[torch.arange(specs, device=rows.device)[:, None, None], :, :, rows[:, :, None], columns[:, None, :]] = \
+            self.values.permute(0, 3, 4, 1, 2)
+        return padded[..., top : top + self.height, left : left + self.width].contiguous()
+
+    def inside_map(self) -> "Patches":
+        """The window with positions outside the map zeroed (after a convolution's backward reached into its
+        padding: coefficients there multiply constant zeros, so they must not travel further back)."""
+        h, w = self.values.shape[-2:]
+        device = self.top.device
+        rows = self.top[:, None] + torch.arange(h, device=device)
+        columns = self.left[:, None] + torch.arange(w, device=device)
+        row_inside = (rows >= 0) & (rows < self.height)
+        column_inside = (columns >= 0) & (columns < self.width)
+        if bool(row_inside.all()) and bool(column_inside.all()):
+            return self
+        inside = (row_inside[:, None, None, :, None] & column_inside[:, None, None, None, :]).to(self.values.dtype)
+        return self.moved(self.values * inside)
+
+    def minimum_over_box(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+        """min of the coefficients times x over the box [lower, upper] ([batch, C, H, W]): [specs, batch]."""
+        positive = self.values.clamp(min=0)
+        negative = self.values - positive
+        terms = positive * self.gather(lower) + negative * self.gather(upper)
+        return terms.reshape(self.specs, self.values.shape[1], -1).sum(-1)
+
+
+def dense(coefficient: torch.Tensor | Patches) -> torch.Tensor:
+    """Coefficients as a plain tensor."""
+    return coefficient.to_dense() if isinstance(coefficient, Patches) else coefficient
+
+
+def add_coefficients(first: torch.Tensor | Patches, second: torch.Tensor | Patches) -> torch.Tensor:
+    """The sum of two coefficient sets meeting at a node used twice (windows become dense: they differ)."""
+    return dense(first) + dense(second)

@@ -1,0 +1,137 @@
+"""Windowed coefficients (opwise/bounds/transfers/patches.py) and the convolution backward on windows: the
+same numbers as the dense path, on convolutions and transposed convolutions with padding, stride,
+dilation and groups, and CROWN with windows is sound and equals CROWN without them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from opwise.bounds import BoundedModel
+from opwise.bounds.engine import BoundPropagation
+from opwise.bounds.input_set import InputSet
+from opwise.bounds.transfers.affine import BatchNorm
+from opwise.bounds.transfers.convolution import Convolution, window_backward
+from opwise.bounds.transfers.nonlinear import Elementwise
+from opwise.bounds.transfers.patches import Patches
+from opwise.tracing import trace
+from tests.bounds.helpers import assert_sound, randomize_
+
+# (in channels, out channels, kernel, stride, padding, dilation, groups, output padding, transposed)
+CONVOLUTIONS = {
+    "conv padded": (3, 4, 3, 1, 1, 1, 1, 0, False),
+    "conv strided": (2, 4, 3, 2, 1, 1, 1, 0, False),
+    "conv dilated, unpadded": (2, 3, 3, 1, 0, 2, 1, 0, False),
+    "conv grouped, strided, dilated": (4, 6, 2, 3, 2, 2, 2, 0, False),
+    "transposed strided": (3, 4, 4, 2, 0, 1, 1, 0, True),
+    "transposed padded, output padding, grouped": (4, 6, 3, 2, 1, 1, 2, 1, True),
+    "transposed dilated, stride 3": (2, 3, 3, 3, 2, 2, 1, 0, True),
+    "transposed 1x1, stride 2": (2, 3, 1, 2, 0, 1, 1, 1, True),
+}
+
+
+def _convolution(name: str, seed: int):
+    cin, cout, k, s, p, d, g, op, transposed = CONVOLUTIONS[name]
+    generator = torch.Generator().manual_seed(seed)
+    if transposed:
+        weight = torch.randn(cin, cout // g, k, k, generator=generator)
+        return weight, lambda x: F.conv_transpose2d(x, weight, None, s, p, op, g, d), (s, s), (p, p), (d, d), g
+    weight = torch.randn(cout, cin // g, k, k, generator=generator)
+    return weight, lambda x: F.conv2d(x, weight, None, s, p, d, g), (s, s), (p, p), (d, d), g
+
+
+@pytest.mark.parametrize("name", CONVOLUTIONS)
+@pytest.mark.parametrize("window", [1, 2, 3])
+def test_window_backward_equals_the_vjp(name, window):
+    weight, function, stride, padding, dilation, groups = _convolution(name, seed=len(name) + window)
+    transposed = CONVOLUTIONS[name][-1]
+    x = torch.zeros(2, CONVOLUTIONS[name][0], 12, 11)
+    out_shape = function(x).shape
+    generator = torch.Generator().manual_seed(window)
+    specs = 11
+    # windows anywhere, partly outside the map included (their out-of-map entries zeroed, as the engine keeps them)
+    top = torch.randint(-window + 1, out_shape[2], (specs,), generator=generator)
+    left = torch.randint(-window + 1, out_shape[3], (specs,), generator=generator)
+    values = torch.randn(specs, 2, out_shape[1], window, window, generator=generator)
+    patches = Patches(values, top, left, out_shape[2], out_shape[3]).inside_map()
+    A = patches.to_dense()
+    _, vjp = torch.func.vjp(function, x)
+    expected = torch.stack([vjp(row)[0] for row in A])
+    back = window_backward(patches, weight, transposed, stride, padding, dilation, groups, tuple(x.shape[1:]))
+    assert back is not None
+    torch.testing.assert_close(back.to_dense(), expected, rtol=1e-5, atol=1e-5)
+    # a window that would cover the whole input map is left to the dense backward
+    whole = Patches(values[:, :, :, :1, :1], top, left, out_shape[2], out_shape[3]).inside_map()
+    assert window_backward(whole, weight, transposed, stride, padding, dilation, groups, (x.shape[1], 1, 1)) is None
+
+
+def test_gather_and_dense_agree_with_slicing():
+    generator = torch.Generator().manual_seed(0)
+    patches = Patches(torch.randn(5, 1, 2, 3, 2, generator=generator), torch.tensor([-2, 0, 1, 3, 4]),
+                      torch.tensor([0, -1, 2, 4, 5]), 5, 6).inside_map()
+    full = patches.to_dense()
+    tensor = torch.randn(1, 2, 5, 6, generator=generator)
+    padded = F.pad(tensor, (3, 3, 3, 3))
+    for spec in range(5):
+        top, left = int(patches.top[spec]) + 3, int(patches.left[spec]) + 3
+        window = padded[:, :, top : top + 3, left : left + 2]
+        inside = F.pad(torch.ones(1, 2, 5, 6), (3, 3, 3, 3))[:, :, top : top + 3, left : left + 2]
+        torch.testing.assert_close(patches.gather(tensor)[spec], window * inside)
+        # the dense rows are the window put in place, zero elsewhere
+        assert torch.equal(F.pad(full[spec], (3, 3, 3, 3))[..., top : top + 3, left : left + 2], patches.values[spec])
+        assert torch.equal(full[spec].abs().sum() > 0, patches.values[spec].abs().sum() > 0)
+    per_spec = torch.randn(5, 1, 2, 5, 6, generator=generator)
+    torch.testing.assert_close(patches.gather(per_spec)[2], F.pad(per_spec[2], (3, 3, 3, 3))[:, :, 4:7, 5:7])
+    box = (torch.zeros(1, 2, 5, 6) - 1, torch.ones(1, 2, 5, 6))
+    expected = (full.clamp(min=0) * box[0] + full.clamp(max=0) * box[1]).flatten(2).sum(-1)
+    torch.testing.assert_close(patches.minimum_over_box(*box), expected)
+
+
+def _generator_like() -> torch.nn.Module:
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+        torch.nn.ConvTranspose2d(4, 4, 4, stride=2, padding=1, groups=2), torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 6, 3, stride=2, dilation=2, padding=2), torch.nn.Tanh(),
+        torch.nn.ConvTranspose2d(6, 3, 3, stride=2, padding=1, output_padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(3, 4, 2, stride=2, groups=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(3)).eval()
+
+
+@pytest.fixture(scope="module")
+def generator_like():
+    """One trace for every seed (randomize_ changes the parameters the traced graph refers to)."""
+    model = _generator_like()
+    model(torch.zeros(2, 2, 8, 7))
+    return model, BoundedModel(model, torch.zeros(2, 2, 8, 7))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_crown_with_windows_equals_dense_crown_and_is_sound(seed, generator_like, monkeypatch):
+    model, bounded = generator_like
+    randomize_(model, seed)
+    x = torch.rand(2, 2, 8, 7, generator=torch.Generator().manual_seed(seed))
+    eps = 0.05 + 0.05 * seed
+    methods = ("crown", "alpha-crown") if seed == 0 else ("crown",)  # α-CROWN passes windows with per-spec lines
+    results = assert_sound(model, x - eps, x + eps, methods=methods, samples=2_000, seed=seed, bounded=bounded)
+    for transfer in (Convolution, BatchNorm, Elementwise):
+        monkeypatch.setattr(transfer, "takes_patches", False)
+    reference = bounded.compute_bounds(x_lower=x - eps, x_upper=x + eps, method="crown")
+    torch.testing.assert_close(results["crown"].lower, reference.lower, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results["crown"].upper, reference.upper, rtol=1e-5, atol=1e-5)
+
+
+def test_first_affine_layer_interval_is_crowns_and_not_taken_from_ibp_on_an_l2_ball():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(3 * 4 * 4, 2))
+    x = torch.rand(1, 1, 8, 8)
+    graph = trace(model, x)
+    convolution = next(n for n in graph.call_nodes() if graph.info(n).op.startswith("aten.convolution"))
+    box = BoundPropagation(graph, InputSet.ball(x, 0.1))
+    assert box.exact_by_ibp(convolution)
+    interval = box.interval(convolution)
+    count = interval.lower.numel()
+    eye = torch.eye(count).reshape(count, 1, *interval.lower.shape[1:])
+    lower, upper = box.backward(convolution, eye)[:, 0], -box.backward(convolution, -eye)[:, 0]
+    torch.testing.assert_close(interval.lower.flatten(), lower, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(interval.upper.flatten(), upper, rtol=1e-5, atol=1e-6)
+    assert not BoundPropagation(graph, InputSet.ball(x, 0.1, norm=2.0)).exact_by_ibp(convolution)
