@@ -116,35 +116,45 @@ class ReluChain:
 
     def bound_and_smear(self, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor,
                         known: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """As `bound`, with each row's gradient smear [B, rows, inputs] in place of its linear bound's coefficients:
-        the largest |∂(C·f)/∂x_i| over the box, from interval bounds on the gradient (ReluVal's smear). Input
-        splitting bisects the input with the largest width × smear: a coefficient averages the gradient over the box
-        and can be near zero where the network bends most, so splitting by coefficients can keep halving one input
-        while the loose one is never split.
+        """As `bound`, with per-input branching weights [B, rows, inputs] in place of the linear bound's
+        coefficients: the geometric mean of each row's gradient smear (the largest |∂(C·f)/∂x_i| over the box, from
+        interval bounds on the gradient, as in ReluVal) and its |∂(C·f)/∂x_i| at the box centre. Input splitting
+        bisects the input with the largest width × weight. A coefficient averages the gradient over the box and
+        can be near zero on the input where the network bends most (then one input is halved again and again while
+        the loose one is never split); the smear alone also favours inputs whose large gradient is nearly constant.
 
         >>> import torch
         >>> chain = ReluChain([torch.tensor([[1.0, -1.0]]), torch.ones(1, 1)], [torch.zeros(1), torch.zeros(1)], (1, 2))
-        >>> box = torch.zeros(1, 2), torch.ones(1, 2)                              # f(x) = relu(x0 - x1) on [0, 1]²
-        >>> chain.bound(*box, torch.ones(1, 1))[1].tolist(), chain.bound_and_smear(*box, torch.ones(1, 1))[1].tolist()
-        ([[[0.0, 0.0]]], [[[1.0, 1.0]]])
+        >>> box = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.5]])           # f(x) = relu(x0 - x1)
+        >>> chain.bound_and_smear(*box, torch.ones(1, 1))[1].tolist()        # |gradient| <= 1 on the box, 1 at its centre
+        [[[1.0, 1.0]]]
         """
         bound, _, pre_activation = self.bound(x_lower, x_upper, C, known)
-        return bound, self._gradient_smear(C, pre_activation), pre_activation
+        centre = ((x_lower + x_upper) / 2).reshape(len(x_lower), -1).to(self.dtype)
+        low, high, at_centre = self._gradient_intervals(C, pre_activation, centre)
+        return bound, (torch.maximum(low.abs(), high.abs()) * at_centre.abs()).sqrt(), pre_activation
 
-    def _gradient_smear(self, C: torch.Tensor, pre_activation: torch.Tensor) -> torch.Tensor:
-        """max |gradient of C·f| per input over the box [B, rows, inputs]: the gradient's interval carried back
-        from the output, each ReLU's derivative taken as 1 (active), 0 (inactive) or [0, 1] (unstable)."""
+    def _gradient_intervals(self, C: torch.Tensor, pre_activation: torch.Tensor,
+                            centre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Bounds on the gradient of C·f over each box, and the gradient at its centre, each [B, rows, inputs]: carried
+        back from the output, each ReLU's derivative 1 (active), 0 (inactive) or anything in [0, 1] (unstable)."""
         layers = self._layers()
-        low = high = C.to(self.dtype).expand(len(pre_activation), *C.shape) @ layers[-1][0]
+        low = high = at_centre = C.to(self.dtype).expand(len(pre_activation), *C.shape) @ layers[-1][0]
         sizes = [len(bias) for _, bias in layers[:-1]]
-        for (weight, _), z_lower, z_upper in reversed(list(zip(layers, pre_activation[:, 0].split(sizes, 1),
-                                                                pre_activation[:, 1].split(sizes, 1)))):
+        hidden, centre_active = centre, []
+        for weight, bias in layers[:-1]:
+            hidden = hidden @ weight.T + bias
+            centre_active.append((hidden > 0)[:, None])
+            hidden = hidden.clamp(min=0)
+        for (weight, _), z_lower, z_upper, on in reversed(list(zip(layers, pre_activation[:, 0].split(sizes, 1),
+                                                                   pre_activation[:, 1].split(sizes, 1), centre_active))):
             active, inactive = (z_lower >= 0)[:, None], (z_upper <= 0)[:, None]
             low = torch.where(active, low, torch.where(inactive, 0, low.clamp(max=0)))
             high = torch.where(active, high, torch.where(inactive, 0, high.clamp(min=0)))
             positive, negative = weight.clamp(min=0), weight.clamp(max=0)
             low, high = low @ positive + high @ negative, high @ positive + low @ negative
-        return torch.maximum(low.abs(), high.abs())
+            at_centre = (at_centre * on) @ weight
+        return low, high, at_centre
 
     def _layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(W, b) per affine layer in the dtype bounds are computed in (cast once)."""

@@ -127,7 +127,7 @@ def test_parent_bounds_passed_to_children_keep_them_sound_and_tighter():
         assert (pre_activations >= child[:, None, 0] - 1e-9).all() and (pre_activations <= child[:, None, 1] + 1e-9).all()
 
 
-def test_gradient_smear_bounds_every_sampled_gradient():
+def test_gradient_intervals_hold_every_sampled_gradient_and_the_centre_gradient_is_exact():
     for seed in range(8):
         model = random_mlp(seed, (4, 10, 10, 10, 3))
         chain = chain_of(model, "backward")
@@ -135,12 +135,17 @@ def test_gradient_smear_bounds_every_sampled_gradient():
         lower = torch.rand(6, 4, generator=generator, dtype=torch.float64) * 2 - 1
         upper = lower + torch.rand(6, 4, generator=generator, dtype=torch.float64) * (0.05 + seed / 4)
         C = torch.randn(2, 3, generator=generator, dtype=torch.float64)
-        bound, smear, _ = chain.bound_and_smear(lower, upper, C)
-        assert torch.equal(bound, chain.bound(lower, upper, C)[0]) and smear.shape == (6, 2, 4)
+        bound, coefficients, pre_activation = chain.bound(lower, upper, C)
+        low, high, at_centre = chain._gradient_intervals(C, pre_activation, (lower + upper) / 2)
         samples = (lower[:, None] + (upper - lower)[:, None] * torch.rand(6, 300, 4, generator=generator,
                                                                           dtype=torch.float64)).requires_grad_(True)
+        centre = ((lower + upper) / 2).requires_grad_(True)
         for row in range(2):
             (gradient,) = torch.autograd.grad((model(samples) @ C[row]).sum(), samples)
-            assert (gradient.abs() <= smear[:, None, row] + 1e-9).all()
-        _, coefficients, _ = chain.bound(lower, upper, C)
-        assert (smear >= coefficients.abs() - 1e-9).all()  # a linear bound's slope is an average of gradients
+            assert (gradient >= low[:, None, row] - 1e-9).all() and (gradient <= high[:, None, row] + 1e-9).all()
+            (exact,) = torch.autograd.grad((model(centre) @ C[row]).sum(), centre)
+            torch.testing.assert_close(at_centre[:, row], exact)
+        # the linear bound's slopes are products of relaxation slopes in the same intervals
+        assert (coefficients >= low - 1e-9).all() and (coefficients <= high + 1e-9).all()
+        weighted, weights, _ = chain.bound_and_smear(lower, upper, C)
+        assert torch.equal(weighted, bound) and (weights >= 0).all() and weights.shape == (6, 2, 4)
