@@ -5,7 +5,7 @@ whatever its size. Each round takes up to `batch_size` domains with the worst bo
 along one dimension, bounds all children in one call of `bound_fn`, checks their centres by a forward pass,
 and keeps only the children not yet proved. The dimension is the one with the largest
 `width × |weight|` of the row that came closest to proving the domain, when `bound_fn` returns per-input
-weights (its linear bound's coefficients, or a gradient smear); else the largest `width × |∂margin/∂x|` at
+weights (its linear bound's coefficients, or gradient-based weights); else the largest `width × |∂margin/∂x|` at
 the centre, or simply the widest.
 A disjunct of the unsafe set, once ruled out on a domain, stays ruled out on its sub-domains, so each domain
 carries the mask of disjuncts still open and only their rows are bounded. PGD runs on the whole box first
@@ -30,8 +30,8 @@ from opwise.errors import InputError
 
 BoundFunction = Callable[..., "torch.Tensor | tuple[torch.Tensor, ...]"]
 """`bound_fn(x_lower [B, *shape], x_upper [B, *shape], C [rows, outputs])`: lower bounds of C·f(x), [B, rows];
-or (those bounds, per-input weights [B, rows, inputs]: their linear bounds' input coefficients, or any bound on
-the rows' sensitivity to each input such as `ReluChain.bound_and_smear`'s gradient smear) for coefficient
+or (those bounds, per-input weights [B, rows, inputs]: their linear bounds' input coefficients, or any measure
+of the rows' sensitivity to each input such as `ReluChain.bound_and_smear`'s gradient weights) for coefficient
 branching; or
 (bounds, coefficients, state [B, ...]), a per-box state valid on sub-boxes, which the children's call then
 gets as a fourth argument (a parent's intermediate bounds, say)."""

@@ -9,8 +9,8 @@ and checks the chain against the graph on random inputs. Bounds are computed in 
 its rounding slack (float32 is about twice as fast as float64 here).
 
 Intermediate bounds come from forward linear bounds (each neuron's lower and upper linear function of the
-input, cheap for few inputs) intersected with interval bounds; the property rows get a CROWN backward pass
-whose input coefficients also drive the branching.
+input, cheap for few inputs) intersected with interval bounds; the property rows get a CROWN backward pass.
+`bound_and_smear` adds per-input branching weights from interval bounds on the rows' gradients over each box.
 """
 
 from __future__ import annotations
