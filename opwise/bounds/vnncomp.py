@@ -136,7 +136,7 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
         if free <= max_split_inputs:
             chain = _relu_chain(function) if chain is False else chain
             if chain is not None:  # a search on the chain's own forward; the answer is checked on `function` below
-                result = input_split_bab(chain.bound, chain, spec, timeout=remaining, branching="gradient")
+                result = input_split_bab(chain.bound_and_smear, chain, spec, timeout=remaining)
             else:
                 result = input_split_bab(bound_fn, function, spec, timeout=remaining)
             status, counterexample = STATUS_OF_BAB[result.status], result.counterexample

@@ -4,8 +4,9 @@ Open domains (sub-boxes) are rows of a few tensors, so a round costs a handful o
 whatever its size. Each round takes up to `batch_size` domains with the worst bound margin, bisects each
 along one dimension, bounds all children in one call of `bound_fn`, checks their centres by a forward pass,
 and keeps only the children not yet proved. The dimension is the one with the largest
-`width × |coefficient|` of the linear bound that came closest to proving the domain, when `bound_fn` returns
-those input coefficients; else the largest `width × |∂margin/∂x|` at the centre, or simply the widest.
+`width × |weight|` of the row that came closest to proving the domain, when `bound_fn` returns per-input
+weights (its linear bound's coefficients, or gradient-based weights); else the largest `width × |∂margin/∂x|` at
+the centre, or simply the widest.
 A disjunct of the unsafe set, once ruled out on a domain, stays ruled out on its sub-domains, so each domain
 carries the mask of disjuncts still open and only their rows are bounded. PGD runs on the whole box first
 and, during the search, from the centres of the domains whose centres came closest to a violation, each
@@ -29,7 +30,9 @@ from opwise.errors import InputError
 
 BoundFunction = Callable[..., "torch.Tensor | tuple[torch.Tensor, ...]"]
 """`bound_fn(x_lower [B, *shape], x_upper [B, *shape], C [rows, outputs])`: lower bounds of C·f(x), [B, rows];
-or (those bounds, their linear bounds' input coefficients [B, rows, inputs]) for coefficient branching; or
+or (those bounds, per-input weights [B, rows, inputs]: their linear bounds' input coefficients, or any measure
+of the rows' sensitivity to each input such as `ReluChain.bound_and_smear`'s gradient weights) for coefficient
+branching; or
 (bounds, coefficients, state [B, ...]), a per-box state valid on sub-boxes, which the children's call then
 gets as a fourth argument (a parent's intermediate bounds, say)."""
 

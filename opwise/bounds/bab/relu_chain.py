@@ -9,8 +9,8 @@ and checks the chain against the graph on random inputs. Bounds are computed in 
 its rounding slack (float32 is about twice as fast as float64 here).
 
 Intermediate bounds come from forward linear bounds (each neuron's lower and upper linear function of the
-input, cheap for few inputs) intersected with interval bounds; the property rows get a CROWN backward pass
-whose input coefficients also drive the branching.
+input, cheap for few inputs) intersected with interval bounds; the property rows get a CROWN backward pass.
+`bound_and_smear` adds per-input branching weights from interval bounds on the rows' gradients over each box.
 """
 
 from __future__ import annotations
@@ -113,6 +113,48 @@ class ReluChain:
         bound, coefficients = self._backward(layers, A, len(layers), relaxations, lower, upper)
         bound = bound.to(torch.float64)
         return bound - SLACK[self.dtype] * (1 + bound.abs()), coefficients, pre_activation
+
+    def bound_and_smear(self, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor,
+                        known: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As `bound`, with per-input branching weights [B, rows, inputs] in place of the linear bound's
+        coefficients: the geometric mean of each row's gradient smear (the largest |∂(C·f)/∂x_i| over the box, from
+        interval bounds on the gradient, as in ReluVal) and its |∂(C·f)/∂x_i| at the box centre. Input splitting
+        bisects the input with the largest width × weight. A coefficient averages the gradient over the box and
+        can be near zero on the input where the network bends most (then one input is halved again and again while
+        the loose one is never split); the smear alone also favours inputs whose large gradient is nearly constant.
+
+        >>> import torch
+        >>> chain = ReluChain([torch.tensor([[1.0, -1.0]]), torch.ones(1, 1)], [torch.zeros(1), torch.zeros(1)], (1, 2))
+        >>> box = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.5]])           # f(x) = relu(x0 - x1)
+        >>> chain.bound_and_smear(*box, torch.ones(1, 1))[1].tolist()        # |gradient| <= 1 on the box, 1 at its centre
+        [[[1.0, 1.0]]]
+        """
+        bound, _, pre_activation = self.bound(x_lower, x_upper, C, known)
+        centre = ((x_lower + x_upper) / 2).reshape(len(x_lower), -1).to(self.dtype)
+        low, high, at_centre = self._gradient_intervals(C, pre_activation, centre)
+        return bound, (torch.maximum(low.abs(), high.abs()) * at_centre.abs()).sqrt(), pre_activation
+
+    def _gradient_intervals(self, C: torch.Tensor, pre_activation: torch.Tensor,
+                            centre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Bounds on the gradient of C·f over each box, and the gradient at its centre, each [B, rows, inputs]: carried
+        back from the output, each ReLU's derivative 1 (active), 0 (inactive) or anything in [0, 1] (unstable)."""
+        layers = self._layers()
+        low = high = at_centre = C.to(self.dtype).expand(len(pre_activation), *C.shape) @ layers[-1][0]
+        sizes = [len(bias) for _, bias in layers[:-1]]
+        hidden, centre_active = centre, []
+        for weight, bias in layers[:-1]:
+            hidden = hidden @ weight.T + bias
+            centre_active.append((hidden > 0)[:, None])
+            hidden = hidden.clamp(min=0)
+        for (weight, _), z_lower, z_upper, on in reversed(list(zip(layers, pre_activation[:, 0].split(sizes, 1),
+                                                                   pre_activation[:, 1].split(sizes, 1), centre_active))):
+            active, inactive = (z_lower >= 0)[:, None], (z_upper <= 0)[:, None]
+            low = torch.where(active, low, torch.where(inactive, 0, low.clamp(max=0)))
+            high = torch.where(active, high, torch.where(inactive, 0, high.clamp(min=0)))
+            positive, negative = weight.clamp(min=0), weight.clamp(max=0)
+            low, high = low @ positive + high @ negative, high @ positive + low @ negative
+            at_centre = (at_centre * on) @ weight
+        return low, high, at_centre
 
     def _layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(W, b) per affine layer in the dtype bounds are computed in (cast once)."""

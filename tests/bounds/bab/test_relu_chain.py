@@ -89,12 +89,13 @@ def test_backward_intermediate_bounds_are_at_least_as_tight():
     assert backward.mean() > forward.mean() and (backward >= forward - 1e-9).float().mean() > 0.9
 
 
-@pytest.mark.parametrize("branching", ["auto", "widest", "bound"])
-def test_input_splitting_with_chain_bounds_matches_milp(branching):
+@pytest.mark.parametrize("branching, smear", [("auto", False), ("auto", True), ("widest", False), ("bound", False)])
+def test_input_splitting_with_chain_bounds_matches_milp(branching, smear):
     for seed in range(12):
         model, spec, exact = random_problem(seed)
         chain = chain_of(model, "backward")
-        result = input_split_bab(chain.bound, chain, spec, timeout=30, branching=branching, batch_size=64)
+        bound_fn = chain.bound_and_smear if smear else chain.bound
+        result = input_split_bab(bound_fn, chain, spec, timeout=30, branching=branching, batch_size=64)
         assert result.status == ("verified" if exact > 0 else "falsified"), (seed, exact, result)
         if result.status == "falsified":
             assert spec.contains(result.counterexample)
@@ -124,3 +125,27 @@ def test_parent_bounds_passed_to_children_keep_them_sound_and_tighter():
                 pre_activations.append(hidden.detach().reshape(8, 500, -1))
         pre_activations = torch.cat(pre_activations, dim=2)
         assert (pre_activations >= child[:, None, 0] - 1e-9).all() and (pre_activations <= child[:, None, 1] + 1e-9).all()
+
+
+def test_gradient_intervals_hold_every_sampled_gradient_and_the_centre_gradient_is_exact():
+    for seed in range(8):
+        model = random_mlp(seed, (4, 10, 10, 10, 3))
+        chain = chain_of(model, "backward")
+        generator = torch.Generator().manual_seed(seed)
+        lower = torch.rand(6, 4, generator=generator, dtype=torch.float64) * 2 - 1
+        upper = lower + torch.rand(6, 4, generator=generator, dtype=torch.float64) * (0.05 + seed / 4)
+        C = torch.randn(2, 3, generator=generator, dtype=torch.float64)
+        bound, coefficients, pre_activation = chain.bound(lower, upper, C)
+        low, high, at_centre = chain._gradient_intervals(C, pre_activation, (lower + upper) / 2)
+        samples = (lower[:, None] + (upper - lower)[:, None] * torch.rand(6, 300, 4, generator=generator,
+                                                                          dtype=torch.float64)).requires_grad_(True)
+        centre = ((lower + upper) / 2).requires_grad_(True)
+        for row in range(2):
+            (gradient,) = torch.autograd.grad((model(samples) @ C[row]).sum(), samples)
+            assert (gradient >= low[:, None, row] - 1e-9).all() and (gradient <= high[:, None, row] + 1e-9).all()
+            (exact,) = torch.autograd.grad((model(centre) @ C[row]).sum(), centre)
+            torch.testing.assert_close(at_centre[:, row], exact)
+        # the linear bound's slopes are products of relaxation slopes in the same intervals
+        assert (coefficients >= low - 1e-9).all() and (coefficients <= high + 1e-9).all()
+        weighted, weights, _ = chain.bound_and_smear(lower, upper, C)
+        assert torch.equal(weighted, bound) and (weights >= 0).all() and weights.shape == (6, 2, 4)
