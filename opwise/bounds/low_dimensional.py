@@ -6,8 +6,8 @@ carry only [free × neurons] coefficients (fixed inputs are folded into constant
 input. Backward CROWN, which needs one specification per neuron, is kept for narrow nodes (at most
 `crown_limit` elements per sample: the small classifier layers and the scalar before an output sigmoid),
 where it is cheap and tighter, and for the specification rows themselves. On the cGAN one full CROWN pass
-takes minutes; this takes a fraction of a second per box, and the input splitting search makes up the
-looseness by shrinking the boxes.
+takes minutes; this takes a fraction of a second per box and is tight through the generator, but its
+intervals grow about 4× per discriminator layer, so there the search needs more boxes than 60 s allow.
 """
 
 from __future__ import annotations
