@@ -260,7 +260,7 @@ class BoundPropagation:
                 box = self.transfers[node].ibp(step, [self.interval(i) for i in step.inputs])
                 ibp = self.interval_ibp(node)
                 box = Interval(torch.maximum(box.lower, ibp.lower), torch.minimum(box.upper, ibp.upper))
-                bounds = LinearBounds.constant(box, self.input_set.lower[0].numel())
+                bounds = LinearBounds.constant(box, self.linear[self.input_node])
             self.linear[node] = bounds
         return self.linear[target]
 

@@ -74,14 +74,19 @@ class EngineModel:
             self._models[size] = self._bounded(graph, torch.zeros(size, *self.input_shape[1:]))
         return self._models[size], size
 
-    def _padded(self, run, *tensors: torch.Tensor) -> torch.Tensor:
+    def _padded(self, run, *tensors: torch.Tensor):
+        """`run(model, *tensors)` in chunks of the padded batch size; a tensor, or a tuple of tensors when
+        `run` returns one (each batch-first)."""
         batch = tensors[0].shape[0]
         model, size = self._model(batch)
         results = []
         for begin in range(0, batch, size):
             index = torch.arange(begin, begin + size).clamp(max=batch - 1)
-            results.append(run(model, *(t[index] for t in tensors))[: min(size, batch - begin)])
-        return torch.cat(results)
+            result = run(model, *(t[index] for t in tensors))
+            parts = result if isinstance(result, tuple) else (result,)
+            results.append([part[: min(size, batch - begin)] for part in parts])
+        joined = tuple(torch.cat(column) for column in zip(*results))
+        return joined if isinstance(result, tuple) else joined[0]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self._padded(lambda model, x: model(x), x)
@@ -95,6 +100,15 @@ class EngineModel:
         """CROWN lower bounds of C·f(x) per box, [B, rows] (a BoundFunction)."""
         return self._padded(lambda model, lo, up: model.compute_bounds(
             x_lower=lo, x_upper=up, C=C, method="crown", bound_upper=False).lower, x_lower, x_upper)
+
+
+    def bound_low_dimensional(self, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor):
+        """(lower bounds of C·f(x) per box [B, rows], input coefficients [B, rows, inputs]): forward-mode
+        intermediate bounds over the free inputs, CROWN on narrow nodes and the rows (`free_input_bounds`),
+        the bound function of input splitting (a BoundFunction returning coefficients)."""
+        from opwise.bounds.low_dimensional import free_input_bounds
+
+        return self._padded(lambda model, lo, up: free_input_bounds(model.graph, lo, up, C), x_lower, x_upper)
 
 
 def load_with_engine(onnx_path: str) -> tuple[Callable, BoundFunction, tuple[int, ...]]:
@@ -138,7 +152,8 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
             if chain is not None:  # a search on the chain's own forward; the answer is checked on `function` below
                 result = input_split_bab(chain.bound_and_smear, chain, spec, timeout=remaining)
             else:
-                result = input_split_bab(bound_fn, function, spec, timeout=remaining)
+                low_dimensional = getattr(function, "bound_low_dimensional", bound_fn)
+                result = input_split_bab(low_dimensional, function, spec, timeout=remaining)
             status, counterexample = STATUS_OF_BAB[result.status], result.counterexample
             for key, value in result.stats.items():
                 if isinstance(value, (int, float)):

@@ -5,7 +5,10 @@ A node's bounds cost one pass per input dimension, independent of the node's siz
 CROWN needs one specification per neuron: for low-dimensional inputs (the cGAN generator's latent
 vector) forward mode gives intermediate bounds far more cheaply, looser than backward CROWN's.
 Coefficients are laid out as backward coefficients are, [inputs, batch, *shape] (one row per input
-element, flat), so the same vmapped functions serve both directions.
+element, flat), so the same vmapped functions serve both directions. On a box whose inputs are mostly
+fixed (lower == upper in every sample: dist_shift's 784 image pixels beside 8 free latents) the rows
+stand for the free elements only and the fixed ones are folded into the biases, so the cost follows the
+number of free inputs, not the input size.
 
 Per operator family: an affine op with a nonnegative linear part maps lower to lower and upper to
 upper; any other affine op maps the centre exactly and spreads the radius by its absolute linear part
@@ -17,6 +20,7 @@ the engine carries the node's interval as constant bounds.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -29,41 +33,71 @@ from opwise.bounds.transfers.registry import Interval, Step
 @dataclasses.dataclass
 class LinearBounds:
     """`lower_coefficient·x + lower_bias <= value <= upper_coefficient·x + upper_bias` for every x in the
-    input set; coefficients [inputs, batch, *shape], biases [batch, *shape].
+    input set; coefficients [rows, batch, *shape], biases [batch, *shape]. A row is an input element:
+    every one in order when `positions` is None, else only the flat input positions listed there (the
+    free elements of a box; the others are fixed and live in the biases).
 
     >>> x = InputSet(torch.zeros(1, 2), torch.ones(1, 2))
     >>> LinearBounds.identity(x).concretize(x).upper.tolist()
     [[1.0, 1.0]]
+    >>> fixed = InputSet(torch.tensor([[0.0, 2.0]]), torch.tensor([[1.0, 2.0]]))   # x1 = 2 is fixed
+    >>> bounds = LinearBounds.identity(fixed)
+    >>> bounds.positions.tolist(), bounds.concretize(fixed).lower.tolist()
+    ([0], [[0.0, 2.0]])
     """
 
     lower_coefficient: torch.Tensor
     lower_bias: torch.Tensor
     upper_coefficient: torch.Tensor
     upper_bias: torch.Tensor
+    positions: torch.Tensor | None = None
 
     @classmethod
     def identity(cls, input_set: InputSet) -> "LinearBounds":
-        """The input itself: one coefficient row per input element (same for every sample)."""
+        """The input itself: one coefficient row per input element (same for every sample), or, on a box
+        where some elements are fixed in every sample, one row per free element and the fixed values as
+        the bias (an Lp ball with p < ∞ keeps every row: its minimum is not the box's)."""
         lower = input_set.lower
+        flat_lower, flat_upper = lower.reshape(lower.shape[0], -1), input_set.upper.reshape(lower.shape[0], -1)
+        free = (flat_upper > flat_lower).any(dim=0)
+        box = input_set.center is None or math.isinf(input_set.norm)
+        positions = free.nonzero().flatten() if box and not bool(free.all()) else None
         count = lower[0].numel()
-        eye = torch.eye(count, dtype=lower.dtype, device=lower.device).reshape(count, 1, *lower.shape[1:])
-        coefficient = eye.expand(count, *lower.shape)
-        zeros = torch.zeros_like(lower)
-        return cls(coefficient, zeros, coefficient, zeros)
+        eye = torch.eye(count, dtype=lower.dtype, device=lower.device)
+        rows = eye if positions is None else eye[positions]
+        coefficient = rows.reshape(rows.shape[0], 1, *lower.shape[1:]).expand(rows.shape[0], *lower.shape)
+        bias = torch.zeros_like(lower) if positions is None else torch.where(free, 0.0, flat_lower).reshape(lower.shape)
+        return cls(coefficient, bias, coefficient, bias, positions)
 
     @classmethod
-    def constant(cls, interval: Interval, inputs: int) -> "LinearBounds":
-        """An interval as (constant) linear bounds: what a node without a forward transfer carries on."""
-        zeros = torch.zeros(inputs, *interval.lower.shape, dtype=interval.lower.dtype, device=interval.lower.device)
-        return cls(zeros, interval.lower, zeros, interval.upper)
+    def constant(cls, interval: Interval, like: "LinearBounds") -> "LinearBounds":
+        """An interval as (constant) linear bounds over `like`'s rows: what a node without a forward
+        transfer carries on."""
+        rows = like.lower_coefficient.shape[0]
+        zeros = torch.zeros(rows, *interval.lower.shape, dtype=interval.lower.dtype, device=interval.lower.device)
+        return cls(zeros, interval.lower, zeros, interval.upper, like.positions)
 
     def concretize(self, input_set: InputSet) -> Interval:
         """The interval these linear bounds imply over the input set (per element)."""
         shape = self.lower_bias.shape
+        if self.positions is not None:
+            return self._concretize_free(input_set)
 
         def minimum(coefficient: torch.Tensor) -> torch.Tensor:
             per_input = coefficient.reshape(coefficient.shape[0], shape[0], -1).permute(2, 1, 0)
             return input_set.minimum(per_input.reshape(per_input.shape[0], *input_set.lower.shape)).T.reshape(shape)
+
+        return Interval(minimum(self.lower_coefficient) + self.lower_bias, -minimum(-self.upper_coefficient) + self.upper_bias)
+
+    def _concretize_free(self, input_set: InputSet) -> Interval:
+        """Box minimum over the free elements only: each row's coefficient meets its element's bounds."""
+        batch = input_set.lower.shape[0]
+        view = [len(self.positions), batch] + [1] * (self.lower_bias.dim() - 1)
+        low = input_set.lower.reshape(batch, -1)[:, self.positions].T.reshape(view)
+        high = input_set.upper.reshape(batch, -1)[:, self.positions].T.reshape(view)
+
+        def minimum(coefficient: torch.Tensor) -> torch.Tensor:
+            return (coefficient.clamp(min=0) * low + coefficient.clamp(max=0) * high).sum(0)
 
         return Interval(minimum(self.lower_coefficient) + self.lower_bias, -minimum(-self.upper_coefficient) + self.upper_bias)
 
@@ -82,14 +116,15 @@ def forward_affine(step: Step, transfer: Affine, inputs: list[LinearBounds]) -> 
     linear = _linear_part(step, inputs[0].lower_bias)
     if not isinstance(transfer, SignedAffine):
         return LinearBounds(linear(*(i.lower_coefficient for i in inputs)), step.function(*(i.lower_bias for i in inputs)),
-                            linear(*(i.upper_coefficient for i in inputs)), step.function(*(i.upper_bias for i in inputs)))
+                            linear(*(i.upper_coefficient for i in inputs)), step.function(*(i.upper_bias for i in inputs)),
+                            inputs[0].positions)
     center_coefficient = linear(*((i.lower_coefficient + i.upper_coefficient) / 2 for i in inputs))
     center_bias = step.function(*((i.lower_bias + i.upper_bias) / 2 for i in inputs))
     radius_rows = [((i.upper_coefficient - i.lower_coefficient) / 2).contiguous() for i in inputs]
     radius_coefficient = torch.func.vmap(lambda *rows: transfer.radius(step, list(rows)))(*radius_rows)
     radius_bias = transfer.radius(step, [(i.upper_bias - i.lower_bias) / 2 for i in inputs])
     return LinearBounds(center_coefficient - radius_coefficient, center_bias - radius_bias,
-                        center_coefficient + radius_coefficient, center_bias + radius_bias)
+                        center_coefficient + radius_coefficient, center_bias + radius_bias, inputs[0].positions)
 
 
 def forward_elementwise(step: Step, inputs: list[LinearBounds]) -> LinearBounds:
@@ -106,7 +141,7 @@ def forward_elementwise(step: Step, inputs: list[LinearBounds]) -> LinearBounds:
 
     lower = compose(lines.lower_slope, lines.lower_intercept, z.lower_coefficient, z.lower_bias, z.upper_coefficient, z.upper_bias)
     upper = compose(lines.upper_slope, lines.upper_intercept, z.upper_coefficient, z.upper_bias, z.lower_coefficient, z.lower_bias)
-    return LinearBounds(*lower, *upper)
+    return LinearBounds(*lower, *upper, z.positions)
 
 
 def forward_bounds(step: Step, transfer, inputs: list[LinearBounds]) -> LinearBounds | None:

@@ -1,0 +1,80 @@
+"""Bounds for inputs with few free elements, batched over many boxes: what input splitting needs.
+
+With a handful of free inputs (the cGAN's 4 latents, dist_shift's 8 of 792), forward-mode linear bounds
+carry only [free × neurons] coefficients (fixed inputs are folded into constants, see
+`transfers/forward.py`), so every intermediate bound of a wide node costs about one forward pass per free
+input. Backward CROWN, which needs one specification per neuron, is kept for narrow nodes (at most
+`crown_limit` elements per sample: the small classifier layers and the scalar before an output sigmoid),
+where it is cheap and tighter, and for the specification rows themselves. On the cGAN one full CROWN pass
+takes minutes; this takes a fraction of a second per box and is tight through the generator, but its
+intervals grow about 4× per discriminator layer, so there the search needs more boxes than 60 s allow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import fx
+
+from opwise.bounds.engine import BoundPropagation
+from opwise.bounds.input_set import InputSet
+from opwise.bounds.transfers.registry import Interval
+from opwise.tracing.graph import Graph
+
+#: nodes with at most this many elements per sample get backward CROWN intermediate bounds by default
+CROWN_LIMIT = 64
+
+
+class MixedPropagation(BoundPropagation):
+    """A bound pass whose intermediate bounds come from forward mode for wide nodes and from backward CROWN
+    for nodes with at most `crown_limit` elements per sample (either way intersected with IBP).
+
+    >>> import torch, opwise
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 100), torch.nn.ReLU(), torch.nn.Linear(100, 8),
+    ...                             torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    >>> graph = opwise.trace(model, torch.zeros(1, 2))
+    >>> engine = MixedPropagation(graph, InputSet(-torch.ones(1, 2), torch.ones(1, 2)), crown_limit=8)
+    >>> points = torch.rand(1000, 2) * 2 - 1
+    >>> bool(engine.backward(graph.output, torch.ones(1, 1, 1)) <= model(points).min())
+    True
+    """
+
+    def __init__(self, graph: Graph, input_set: InputSet, crown_limit: int = CROWN_LIMIT,
+                 splits: dict[fx.Node, Interval] | None = None):
+        super().__init__(graph, input_set, "forward", splits)
+        self.crown_limit = crown_limit
+
+    def interval(self, node: fx.Node) -> Interval:
+        # the engine reads its policy once, on entry to `interval`, before resolving any other node
+        if node not in self.tight:
+            shape = self.graph.info(node).shape
+            self.intermediate = "crown" if math.prod(shape[1:]) <= self.crown_limit else "forward"
+        return super().interval(node)
+
+
+def free_input_bounds(graph: Graph, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor,
+                      crown_limit: int = CROWN_LIMIT) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower bounds of C·f(x) over each box, [B, rows], and their linear bounds' input coefficients
+    [B, rows, inputs] (for coefficient branching). `graph` is specialised to the batch size B.
+
+    A NaN bound (a relaxation met a degenerate interval) is returned as -inf: never a number it is not.
+
+    >>> import torch, opwise
+    >>> model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+    >>> graph = opwise.trace(model, torch.zeros(2, 3))
+    >>> lower = torch.tensor([[0.0, 1.0, -1.0], [0.5, 1.0, -1.0]])           # x1 and x2 fixed
+    >>> upper = torch.tensor([[0.5, 1.0, -1.0], [1.0, 1.0, -1.0]])
+    >>> bounds, coefficients = free_input_bounds(graph, lower, upper, torch.eye(2))
+    >>> points = torch.stack([lower + (upper - lower) * t for t in torch.linspace(0, 1, 50)])
+    >>> bool((bounds[None] <= model(points.reshape(-1, 3)).reshape(50, 2, 2)).all()), tuple(coefficients.shape)
+    (True, (2, 2, 3))
+    """
+    batch = x_lower.shape[0]
+    engine = MixedPropagation(graph, InputSet(x_lower, x_upper), crown_limit)
+    output = graph.output
+    shape = graph.info(output).shape
+    A = C[:, None, :].expand(C.shape[0], batch, C.shape[1]).reshape(C.shape[0], *shape)
+    lower = engine.backward(output, A).T
+    coefficient = engine.last_linear[0].reshape(C.shape[0], batch, -1).transpose(0, 1)
+    return torch.nan_to_num(lower, nan=-math.inf), coefficient
