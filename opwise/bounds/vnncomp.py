@@ -3,7 +3,7 @@
 The words are VNN-COMP's: `unsat` (the property holds), `sat` (a checked counterexample follows),
 `timeout`, `unknown`. Low-dimensional inputs (at most `max_split_inputs` free inputs) are decided by
 input-splitting branch-and-bound (bounded by `ReluChain` when the network is an affine–ReLU chain, as ACAS Xu
-is); otherwise a PGD attack and one bound pass decide what they can.
+is; other networks get one α-CROWN pass over the whole box first); otherwise a PGD attack and one bound pass decide what they can.
 The ONNX importer and the bound engine are imported only when an instance runs.
 """
 
@@ -101,6 +101,15 @@ class EngineModel:
         return self._padded(lambda model, lo, up: model.compute_bounds(
             x_lower=lo, x_upper=up, C=C, method="crown", bound_upper=False).lower, x_lower, x_upper)
 
+    def bound_optimized(self, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor, threshold: torch.Tensor,
+                        time_limit: float) -> torch.Tensor:
+        """α-CROWN lower bounds of C·f(x) over one box, [1, rows]: CROWN's intermediate bounds, the final bound's
+        α optimised until every row exceeds `threshold` [rows] or `time_limit` seconds have passed."""
+        from opwise.bounds.alpha import AlphaOptions
+
+        options = AlphaOptions(intermediate=False, stop_above=threshold[:, None], time_limit=time_limit)
+        return self.bounded.compute_bounds(x_lower=x_lower, x_upper=x_upper, C=C, method="alpha-crown",
+                                           bound_upper=False, alpha=options).lower
 
     def bound_low_dimensional(self, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor):
         """(lower bounds of C·f(x) per box [B, rows], input coefficients [B, rows, inputs]): forward-mode
@@ -151,11 +160,16 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
             chain = _relu_chain(function) if chain is False else chain
             if chain is not None:  # a search on the chain's own forward; the answer is checked on `function` below
                 result = input_split_bab(chain.bound_and_smear, chain, spec, timeout=remaining)
+            elif _proved_at_root(function, spec, remaining / 2):
+                result = None
+                stats["proved_at_root"] = stats.get("proved_at_root", 0) + 1
             else:
                 low_dimensional = getattr(function, "bound_low_dimensional", bound_fn)
-                result = input_split_bab(low_dimensional, function, spec, timeout=remaining)
-            status, counterexample = STATUS_OF_BAB[result.status], result.counterexample
-            for key, value in result.stats.items():
+                result = input_split_bab(low_dimensional, function, spec,
+                                         timeout=timeout - (time.monotonic() - start))
+            status, counterexample = ("unsat", None) if result is None else (
+                STATUS_OF_BAB[result.status], result.counterexample)
+            for key, value in ({} if result is None else result.stats).items():
                 if isinstance(value, (int, float)):
                     stats[key] = stats.get(key, 0) + value
         else:
@@ -221,13 +235,32 @@ def _attack_then_bound(function, bound_fn, spec: Specification, budget: float) -
         return "sat", attack.counterexample
     C = torch.cat([d.C for d in spec.unsafe])
     with torch.no_grad():
-        lower = bound_fn(spec.x_lower, spec.x_upper, C)[0] - torch.cat([d.d for d in spec.unsafe])
-    ruled_out, row = True, 0
+        lower = bound_fn(spec.x_lower, spec.x_upper, C)[0]
+    return ("unsat" if _rules_out(spec, lower) else "unknown"), None
+
+
+def _proved_at_root(function, spec: Specification, budget: float) -> bool:
+    """Low-dimensional inputs through a general network: α-CROWN over the whole box first, as α,β-CROWN starts
+    its search. Backward bounds from the few specification rows are far tighter than the forward-mode bounds the
+    input-splitting rounds use (the cGAN: proved here, never by splitting), and cost one CROWN pass."""
+    optimized = getattr(function, "bound_optimized", None)
+    if optimized is None or budget <= 0:
+        return False
+    C = torch.cat([d.C for d in spec.unsafe])
+    lower = optimized(spec.x_lower, spec.x_upper, C, torch.cat([d.d for d in spec.unsafe]), budget)
+    return _rules_out(spec, lower.detach()[0])
+
+
+def _rules_out(spec: Specification, lower: torch.Tensor) -> bool:
+    """Whether lower bounds of the stacked disjunct rows C·y [rows] rule out every disjunct: each needs one row
+    with C·y > d everywhere in the box."""
+    margins, row = lower - torch.cat([d.d for d in spec.unsafe]), 0
     for disjunct in spec.unsafe:
         rows = disjunct.C.shape[0]
-        ruled_out &= bool((lower[row : row + rows] > 0).any())
+        if not bool((margins[row : row + rows] > 0).any()):
+            return False
         row += rows
-    return ("unsat" if ruled_out else "unknown"), None
+    return True
 
 
 def write_result(path: str | Path, result: InstanceResult) -> None:

@@ -266,3 +266,49 @@ def test_high_dimensional_unknown_instances_go_to_neuron_splitting(tmp_path):
     hopeless = lambda lo, up, C: torch.full((lo.shape[0], C.shape[0]), -1e9)  # noqa: E731
     result = verify_instance("net.onnx", path, 30, load=lambda _: (function, hopeless, (1, 20)))
     assert result.status == "unsat" and result.stats.get("domains", 0) > 0
+
+
+class _RootBounded:
+    """A low-dimensional network whose `bound_optimized` (the whole-box α-CROWN pass) gives the exact interval
+    bounds of a linear map, recording its calls."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.weight, self.calls = weight, 0
+
+    def __call__(self, x):
+        return x.reshape(len(x), -1) @ self.weight.T
+
+    def bound_optimized(self, lo, up, C, threshold, time_limit):
+        self.calls += 1
+        rows = C @ self.weight
+        return (torch.where(rows > 0, rows * lo.reshape(1, -1), rows * up.reshape(1, -1))).sum(-1)[None]
+
+
+def test_low_dimensional_general_networks_try_the_whole_box_first(tmp_path):
+    """y = x0 - x1 on [0, 1]²: y >= -1 everywhere. The root pass proves `y <= -2` unreachable without any
+    input splitting (the splitting bound function must not be called); `y <= -0.5` is reachable, so the root
+    pass proves nothing and splitting finds the counterexample."""
+    function = _RootBounded(torch.tensor([[1.0, -1.0]]))
+
+    def no_splitting(lo, up, C):
+        raise AssertionError("input splitting ran although the root pass proved the property")
+
+    path = tmp_path / "p.vnnlib"
+    path.write_text(vnnlib_text([0.0, 0.0], [1.0, 1.0], [[1.0]], [-2.0], 1))
+    result = verify_instance("m.onnx", path, 10, load=lambda _: (function, no_splitting, (1, 2)))
+    assert result.status == "unsat" and result.stats["proved_at_root"] == 1 and function.calls == 1
+
+    exact = lambda lo, up, C: function.bound_optimized(lo, up, C, None, None).reshape(len(lo), -1)  # noqa: E731
+    path.write_text(vnnlib_text([0.0, 0.0], [1.0, 1.0], [[1.0]], [-0.5], 1))
+    result = verify_instance("m.onnx", path, 10, load=lambda _: (function, exact, (1, 2)))
+    assert result.status == "sat" and float(result.y[0]) <= -0.5 and function.calls == 2
+
+
+def test_cgan_is_proved(benchmarks_dir):
+    """The cGAN (ConvTranspose, BatchNorm, ReLU, Tanh, Conv, Sigmoid; 4 free inputs): expected unsat, proved by
+    the whole-box α-CROWN pass (input splitting on forward-mode bounds alone does not prove it in minutes)."""
+    pytest.importorskip("onnx")
+    suite = benchmarks_dir / "cgan_2023_nonlinear"
+    onnx_name, vnnlib_name, _ = (suite / "instances.csv").read_text().split(",")
+    result = verify_instance(suite / onnx_name, suite / vnnlib_name, 300)
+    assert result.status == "unsat" and result.stats["proved_at_root"] == 1
