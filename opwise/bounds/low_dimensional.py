@@ -5,9 +5,10 @@ carry only [free × neurons] coefficients (fixed inputs are folded into constant
 `transfers/forward.py`), so every intermediate bound of a wide node costs about one forward pass per free
 input. Backward CROWN, which needs one specification per neuron, is kept for narrow nodes (at most
 `crown_limit` elements per sample: the small classifier layers and the scalar before an output sigmoid),
-where it is cheap and tighter, and for the specification rows themselves. On the cGAN one full CROWN pass
-takes minutes; this takes a fraction of a second per box and is tight through the generator, but its
-intervals grow about 4× per discriminator layer, so there the search needs more boxes than 60 s allow.
+where it is cheap and tighter, and for the specification rows themselves. On the cGAN this takes a
+fraction of a second per box (one full CROWN pass: ~20 s) and is tight through the generator, but its
+intervals grow about 4× per discriminator layer; `verify_instance` therefore tries one α-CROWN pass over the
+whole box before splitting.
 """
 
 from __future__ import annotations
