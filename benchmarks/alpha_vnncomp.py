@@ -36,13 +36,9 @@ def proved(bounded: BoundedModel, specs, method: str, options: AlphaOptions | No
         if options is not None:  # every row above its threshold: nothing left to gain
             options = dataclasses.replace(options, stop_above=d[:, None])
         lower = bounded.compute_bounds(x_lower=spec.x_lower, x_upper=spec.x_upper, C=C, method=method,
-                                       bound_upper=False, alpha=options).lower[0] - d
-        row = 0
-        for disjunct in spec.unsafe:
-            rows = disjunct.C.shape[0]
-            if not bool((lower[row : row + rows] > 0).any()):
-                return False
-            row += rows
+                                       bound_upper=False, alpha=options).lower[0]
+        if not spec.ruled_out(lower):
+            return False
     return True
 
 

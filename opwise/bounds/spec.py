@@ -38,6 +38,22 @@ class Specification:
         """The safety margin of outputs y: min over disjuncts of the disjunct's margin; <= 0 is a violation."""
         return torch.stack([d.margin(y) for d in self.unsafe], dim=-1).amin(dim=-1)
 
+    def ruled_out(self, lower: torch.Tensor) -> bool:
+        """Whether lower bounds of the disjuncts' stacked rows C·y ([rows], in disjunct order) rule out every
+        disjunct: each needs one row with C·y > d everywhere in the box.
+
+        >>> spec = Specification(torch.zeros(1), torch.ones(1), [Disjunct(torch.eye(2), torch.zeros(2))])
+        >>> spec.ruled_out(torch.tensor([0.5, -1.0])), spec.ruled_out(torch.tensor([-0.5, -1.0]))
+        (True, False)
+        """
+        margins, row = lower - torch.cat([d.d for d in self.unsafe]), 0
+        for disjunct in self.unsafe:
+            rows = disjunct.C.shape[0]
+            if not bool((margins[row : row + rows] > 0).any()):
+                return False
+            row += rows
+        return True
+
     def contains(self, x: torch.Tensor, tolerance: float = 0.0) -> bool:
         return bool(((x >= self.x_lower - tolerance) & (x <= self.x_upper + tolerance)).all())
 

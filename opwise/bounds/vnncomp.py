@@ -236,7 +236,7 @@ def _attack_then_bound(function, bound_fn, spec: Specification, budget: float) -
     C = torch.cat([d.C for d in spec.unsafe])
     with torch.no_grad():
         lower = bound_fn(spec.x_lower, spec.x_upper, C)[0]
-    return ("unsat" if _rules_out(spec, lower) else "unknown"), None
+    return ("unsat" if spec.ruled_out(lower) else "unknown"), None
 
 
 def _proved_at_root(function, spec: Specification, budget: float) -> bool:
@@ -248,19 +248,7 @@ def _proved_at_root(function, spec: Specification, budget: float) -> bool:
         return False
     C = torch.cat([d.C for d in spec.unsafe])
     lower = optimized(spec.x_lower, spec.x_upper, C, torch.cat([d.d for d in spec.unsafe]), budget)
-    return _rules_out(spec, lower.detach()[0])
-
-
-def _rules_out(spec: Specification, lower: torch.Tensor) -> bool:
-    """Whether lower bounds of the stacked disjunct rows C·y [rows] rule out every disjunct: each needs one row
-    with C·y > d everywhere in the box."""
-    margins, row = lower - torch.cat([d.d for d in spec.unsafe]), 0
-    for disjunct in spec.unsafe:
-        rows = disjunct.C.shape[0]
-        if not bool((margins[row : row + rows] > 0).any()):
-            return False
-        row += rows
-    return True
+    return spec.ruled_out(lower.detach()[0])
 
 
 def write_result(path: str | Path, result: InstanceResult) -> None:

@@ -153,12 +153,18 @@ def test_subdomain_bounds_hold_where_the_split_holds():
         with torch.no_grad():
             y = model(x)
         margin = y[:, 0] - y[:, 1] - float(spec.unsafe[0].d)
-        for domain in domains:
-            inside = torch.ones(len(x), dtype=torch.bool)
-            for name, interval in domain.intervals.items():
-                inside &= ((values[name] >= interval.lower - 1e-5) & (values[name] <= interval.upper + 1e-5)).all(1)
-            if inside.any() and math.isfinite(domain.lower):
-                assert float(margin[inside].min()) >= domain.lower - 1e-4
+        assert_domains_bound_their_samples(domains, values, margin)
+
+
+def assert_domains_bound_their_samples(domains, values: dict[str, torch.Tensor], margin: torch.Tensor) -> None:
+    """Every domain's lower bound is below the margin of every sample whose node values lie in its split
+    intervals (`values` from `pre_activations`)."""
+    for domain in domains:
+        inside = torch.ones(len(margin), dtype=torch.bool)
+        for name, interval in domain.intervals.items():
+            inside &= ((values[name] >= interval.lower - 1e-5) & (values[name] <= interval.upper + 1e-5)).all(1)
+        if inside.any() and math.isfinite(domain.lower):
+            assert float(margin[inside].min()) >= domain.lower - 1e-4
 
 
 def pre_activations(bounded: BoundedModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
