@@ -18,6 +18,7 @@ import math
 import torch
 from torch import fx
 
+from opwise.bounds.bab.input_split import LinearLowerBounds
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.transfers.registry import Interval
@@ -55,9 +56,10 @@ class MixedPropagation(BoundPropagation):
 
 
 def free_input_bounds(graph: Graph, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor,
-                      crown_limit: int = CROWN_LIMIT) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lower bounds of C·f(x) over each box, [B, rows], and their linear bounds' input coefficients
-    [B, rows, inputs] (for coefficient branching). `graph` is specialised to the batch size B.
+                      crown_limit: int = CROWN_LIMIT) -> LinearLowerBounds:
+    """Lower bounds of C·f(x) over each box, [B, rows], with the linear lower bounds they come from: input
+    coefficients [B, rows, inputs] and bias [B, rows] (for coefficient branching and domain clipping).
+    `graph` is specialised to the batch size B.
 
     A NaN bound (a relaxation met a degenerate interval) is returned as -inf: never a number it is not.
 
@@ -66,7 +68,7 @@ def free_input_bounds(graph: Graph, x_lower: torch.Tensor, x_upper: torch.Tensor
     >>> graph = opwise.trace(model, torch.zeros(2, 3))
     >>> lower = torch.tensor([[0.0, 1.0, -1.0], [0.5, 1.0, -1.0]])           # x1 and x2 fixed
     >>> upper = torch.tensor([[0.5, 1.0, -1.0], [1.0, 1.0, -1.0]])
-    >>> bounds, coefficients = free_input_bounds(graph, lower, upper, torch.eye(2))
+    >>> bounds, coefficients, bias = free_input_bounds(graph, lower, upper, torch.eye(2))
     >>> points = torch.stack([lower + (upper - lower) * t for t in torch.linspace(0, 1, 50)])
     >>> bool((bounds[None] <= model(points.reshape(-1, 3)).reshape(50, 2, 2)).all()), tuple(coefficients.shape)
     (True, (2, 2, 3))
@@ -77,5 +79,6 @@ def free_input_bounds(graph: Graph, x_lower: torch.Tensor, x_upper: torch.Tensor
     shape = graph.info(output).shape
     A = C[:, None, :].expand(C.shape[0], batch, C.shape[1]).reshape(C.shape[0], *shape)
     lower = engine.backward(output, A).T
-    coefficient = engine.last_linear[0].reshape(C.shape[0], batch, -1).transpose(0, 1)
-    return torch.nan_to_num(lower, nan=-math.inf), coefficient
+    coefficient, bias = engine.last_linear
+    coefficient = coefficient.reshape(C.shape[0], batch, -1).transpose(0, 1)
+    return LinearLowerBounds(torch.nan_to_num(lower, nan=-math.inf), coefficient, bias.reshape(C.shape[0], batch).T)

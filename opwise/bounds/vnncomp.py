@@ -22,6 +22,7 @@ from typing import Callable
 
 import torch
 
+from opwise.bounds.allocator import retain_freed_memory
 from opwise.bounds.attack import pgd_attack
 from opwise.bounds.bab.input_split import BoundFunction, input_split_bab
 from opwise.bounds.bab.relu_chain import ReluChain
@@ -86,7 +87,9 @@ class EngineModel:
             parts = result if isinstance(result, tuple) else (result,)
             results.append([part[: min(size, batch - begin)] for part in parts])
         joined = tuple(torch.cat(column) for column in zip(*results))
-        return joined if isinstance(result, tuple) else joined[0]
+        if not isinstance(result, tuple):
+            return joined[0]
+        return type(result)(*joined) if hasattr(result, "_fields") else joined
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self._padded(lambda model, x: model(x), x)
@@ -301,6 +304,7 @@ def main_verify(args) -> int:
     timeout = args.timeout if args.timeout is not None else 60.0
     if not math.isfinite(timeout) or timeout <= 0:
         raise InputError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    retain_freed_memory()
     result = verify_instance(args.model, args.vnnlib, timeout)
     if args.out:
         write_result(args.out, result)
@@ -399,6 +403,7 @@ def run_suite(instances_csv: str | Path, results_csv: str | Path, *, cap: float 
 def _worker(sender, verify, onnx, vnnlib, timeout, result_dir, threads) -> None:
     sender.send("started")  # the instance's clock starts here, not while the process imports torch
     torch.set_num_threads(threads)
+    retain_freed_memory()
     sender.send(run_one(verify, onnx, vnnlib, timeout, result_dir))
     sender.close()
 
@@ -453,6 +458,7 @@ def _ray_task(started, index: int, verify, onnx: str, vnnlib: str, timeout: floa
     not while Ray schedules the task or the worker imports torch), then verify it on one thread."""
     started.put(index)
     torch.set_num_threads(1)
+    retain_freed_memory()
     return run_one(verify, onnx, vnnlib, timeout, result_dir)
 
 

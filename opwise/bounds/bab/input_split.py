@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -37,6 +37,19 @@ branching; or
 gets as a fourth argument (a parent's intermediate bounds, say)."""
 
 BRANCHING = ("auto", "coefficient", "gradient", "widest", "bound")
+
+#: relative slack of domain clipping: float32 linear bounds and the clip's own rounding stay inside it
+CLIP_SLACK = 1e-5
+
+
+class LinearLowerBounds(NamedTuple):
+    """What a bound function returns to let input splitting *clip* domains: the lower bounds [B, rows] and
+    the linear lower bounds they were concretized from, C·f(x) ≥ coefficients·x + bias on each box
+    (coefficients [B, rows, inputs], bias [B, rows]). The coefficients also steer coefficient branching."""
+
+    lower: torch.Tensor
+    coefficients: torch.Tensor
+    bias: torch.Tensor
 
 
 @dataclasses.dataclass
@@ -221,16 +234,24 @@ def _bound(bound_fn, function, spec, rows, lower, upper, open_, depth, state, br
     bounds = torch.full((len(lower), len(rows.d)), -math.inf, dtype=rows.d.dtype, device=lower.device)
     with torch.no_grad():
         answer = bound_fn(lower, upper, rows.C[needed]) if state is None else bound_fn(lower, upper, rows.C[needed], state)
-    coefficients = None
+    coefficients = linear = None
     if isinstance(answer, tuple):
+        if isinstance(answer, LinearLowerBounds):
+            linear = answer
         answer, needed_coefficients, *rest = answer
-        state = rest[0] if rest else None
+        state = None if linear is not None or not rest else rest[0]
         coefficients = torch.zeros(len(lower), len(rows.d), needed_coefficients.shape[-1], dtype=needed_coefficients.dtype)
         coefficients[:, needed] = needed_coefficients
     bounds[:, needed] = answer.to(bounds.dtype) - rows.d[needed]
     stats["bound_calls"] += 1
     margins = rows.disjunct_margins(bounds)
     open_ = open_ & ~(margins > 0)
+    if linear is not None:
+        clipped_lower, clipped_upper, ruled_out = clip_domains(
+            lower, upper, linear.coefficients, linear.bias - rows.d[needed], rows.owner[needed], open_)
+        stats["clipped"] = stats.get("clipped", 0) + int(((clipped_lower > lower) | (clipped_upper < upper))
+                                                         .reshape(len(lower), -1).any(dim=1).sum())
+        lower, upper, open_ = clipped_lower, clipped_upper, open_ & ~ruled_out
     direction = None
     if coefficients is not None and branching in ("auto", "coefficient"):
         direction = coefficients[torch.arange(len(lower)), rows.closest_row(bounds, open_)].abs()
@@ -238,6 +259,55 @@ def _bound(bound_fn, function, spec, rows, lower, upper, open_, depth, state, br
         raise InputError("branching='coefficient' needs a bound function that returns (bounds, input coefficients)")
     worst = torch.where(open_, margins, math.inf).amin(dim=1)
     return None, _Domains(lower, upper, open_, worst, depth, centre_margins, direction, state)
+
+
+def clip_domains(lower: torch.Tensor, upper: torch.Tensor, coefficients: torch.Tensor, offset: torch.Tensor,
+                 owner: torch.Tensor, open_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Shrink each box to the bounding box of the points that linear lower bounds leave unproved.
+
+    Row r of box b can only be violated where coefficients[b, r]·x + offset[b, r] ≤ 0 (its linear lower bound
+    minus the threshold), which confines every input to an interval given the others' extremes. A disjunct
+    (`owner[r]`: its rows' disjunct, of `open_.shape[1]`) needs all its rows violated, so its box is the
+    intersection of its rows' boxes, and is empty when the disjunct is ruled out; the domain's new box
+    spans the boxes of its open disjuncts. Nothing outside the result can be a counterexample, so bounds
+    on it are bounds for the domain. Computed in float64 with a relative slack (`CLIP_SLACK`), so rounding
+    never cuts off a point; rows with non-finite coefficients clip nothing.
+    Returns (lower, upper, ruled_out [B, disjuncts]).
+
+    >>> lower, upper = torch.zeros(1, 2), torch.ones(1, 2)              # x in [0, 1]²
+    >>> A, offset = torch.tensor([[[1.0, 1.0]]]), torch.tensor([[-0.5]])    # violated only where x0 + x1 <= 0.5
+    >>> lo, up, out = clip_domains(lower, upper, A, offset, torch.tensor([0]), torch.ones(1, 1, dtype=torch.bool))
+    >>> [round(v, 4) for v in up[0].tolist()], out.tolist()            # 0.5 plus the rounding slack
+    ([0.5, 0.5], [[False]])
+    """
+    count, disjuncts = len(lower), open_.shape[1]
+    lo = lower.reshape(count, 1, -1).double()
+    hi = upper.reshape(count, 1, -1).double()
+    A, offset = coefficients.double(), offset.double()
+    low_terms = torch.minimum(A * lo, A * hi)                                   # [B, rows, inputs]
+    slack = CLIP_SLACK * ((A.abs() * torch.maximum(lo.abs(), hi.abs())).sum(-1) + offset.abs())
+    room = slack[..., None] - offset[..., None] - (low_terms.sum(-1, keepdim=True) - low_terms)   # A_i x_i <= room_i
+    limit = room / A
+    usable = (torch.isfinite(A).all(-1) & torch.isfinite(offset))[..., None]
+    row_lo = torch.where(usable & (A < 0), torch.maximum(lo, limit), lo)
+    row_hi = torch.where(usable & (A > 0), torch.minimum(hi, limit), hi)
+    index = owner[None, :, None].expand_as(row_lo)
+    shape = (count, disjuncts, lo.shape[-1])
+    box_lo = lo.expand(shape).scatter_reduce(1, index, row_lo, reduce="amax")
+    box_hi = hi.expand(shape).scatter_reduce(1, index, row_hi, reduce="amin")
+    ruled_out = open_ & (box_lo > box_hi).any(dim=-1)
+    alive = (open_ & ~ruled_out)[..., None]
+    some = alive.any(dim=1)
+    new_lo = torch.where(some, torch.where(alive, box_lo, math.inf).amin(dim=1), lo[:, 0])
+    new_hi = torch.where(some, torch.where(alive, box_hi, -math.inf).amax(dim=1), hi[:, 0])
+    return _rounded(new_lo, lower, -math.inf), _rounded(new_hi, upper, math.inf), ruled_out
+
+
+def _rounded(value: torch.Tensor, like: torch.Tensor, outwards: float) -> torch.Tensor:
+    """float64 `value` in `like`'s dtype and shape, rounded towards `outwards` (±inf) where rounding moved it."""
+    near = value.to(like.dtype)
+    moved = (near.double() > value) if outwards < 0 else (near.double() < value)
+    return torch.where(moved, torch.nextafter(near, torch.full_like(near, outwards)), near).reshape(like.shape)
 
 
 def _bisect(lower: torch.Tensor, upper: torch.Tensor, dimension: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

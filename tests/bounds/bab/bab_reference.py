@@ -115,3 +115,30 @@ def _disjunct_min(model, spec: Specification, disjunct: Disjunct) -> float:
                   options={"mip_rel_gap": 0, "presolve": True})
     assert result.success, result.message
     return float(result.fun)
+
+
+def crown_bound_fn(model):
+    """bound_fn for input_split_bab giving `LinearLowerBounds`: CROWN's linear lower bounds of C·f(x) per box
+    (ReLU lines from interval pre-activation bounds; lower slope 1 where u > -l, else 0), written out here."""
+    from opwise.bounds.bab.input_split import LinearLowerBounds
+
+    def bound_fn(x_lower, x_upper, C):
+        lower, upper = x_lower.reshape(len(x_lower), -1), x_upper.reshape(len(x_upper), -1)
+        layers, pre = linear_layers(model), interval_bounds(model, lower, upper)
+        A = C.to(lower.dtype).expand(len(lower), *C.shape)
+        bias = torch.zeros(A.shape[:2], dtype=lower.dtype)
+        for index in reversed(range(len(layers))):
+            weight, b = layers[index]
+            bias, A = bias + A @ b, A @ weight
+            if index:
+                low, high = pre[index - 1]
+                unstable = (low < 0) & (high > 0)
+                up_slope = torch.where(unstable, high / (high - low).clamp(min=1e-12), (low >= 0).to(low.dtype))
+                up_intercept = torch.where(unstable, -up_slope * low, 0)
+                low_slope = torch.where(unstable, (high > -low).to(low.dtype), (low >= 0).to(low.dtype))
+                positive, negative = A.clamp(min=0), A.clamp(max=0)
+                bias = bias + (negative * up_intercept[:, None]).sum(-1)
+                A = positive * low_slope[:, None] + negative * up_slope[:, None]
+        value = bias + torch.minimum(A * lower[:, None], A * upper[:, None]).sum(-1)
+        return LinearLowerBounds(value, A, bias)
+    return bound_fn

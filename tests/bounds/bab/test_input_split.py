@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from opwise.bounds.bab.input_split import input_split_bab
+from opwise.bounds.bab.input_split import clip_domains, input_split_bab
 from opwise.bounds.spec import Disjunct, Specification
 from opwise.errors import InputError
-from tests.bounds.bab.bab_reference import interval_bound_fn, milp_min_margin, random_mlp
+from tests.bounds.bab.bab_reference import crown_bound_fn, interval_bound_fn, milp_min_margin, random_mlp
 
 
 def random_problem(seed: int, inputs: int = 2, outputs: int = 3):
@@ -47,6 +47,61 @@ def test_matches_milp_on_random_relu_nets(branching):
             assert spec.contains(x) and float(spec.margin(model(x).detach())) <= 0
         outcomes[result.status] += 1
     assert min(outcomes.values()) >= 8, outcomes
+
+
+@pytest.mark.parametrize("inputs", [2, 4])
+def test_clipped_linear_bounds_match_milp_on_random_relu_nets(inputs):
+    """A bound function giving linear bounds (`LinearLowerBounds`) turns on domain clipping: the answers
+    stay exact, and clipping happens."""
+    clipped = 0
+    for seed in range(20 if inputs == 2 else 8):
+        model, spec, exact = random_problem(seed, inputs=inputs)
+        result = input_split_bab(crown_bound_fn(model), model, spec, timeout=30, batch_size=64)
+        assert result.status == ("verified" if exact > 0 else "falsified"), (seed, exact, result)
+        if result.status == "falsified":
+            x = result.counterexample
+            assert spec.contains(x) and float(spec.margin(model(x).detach())) <= 0
+        clipped += result.stats.get("clipped", 0)
+    assert clipped > 0
+
+
+def test_the_crown_reference_bounds_hold_on_samples():
+    for seed in range(10):
+        model, spec, _ = random_problem(seed, inputs=3)
+        C = torch.cat([d.C for d in spec.unsafe])
+        lower, coefficients, bias = crown_bound_fn(model)(spec.x_lower, spec.x_upper, C)
+        x = spec.x_lower + (spec.x_upper - spec.x_lower) * torch.rand(2000, 3, dtype=torch.float64)
+        values = model(x).detach() @ C.T
+        assert (values >= x @ coefficients[0].T + bias[0] - 1e-9).all()
+        assert (x @ coefficients[0].T + bias[0] >= lower[0] - 1e-9).all()
+
+
+def test_clipping_keeps_every_point_that_can_violate():
+    """Random linear bounds on random boxes: every sampled point where all rows of an open disjunct are
+    non-positive lies in the clipped box, its disjunct is not ruled out, and a disjunct ruled out has no
+    such point."""
+    generator = torch.Generator().manual_seed(0)
+    shrank = 0
+    for trial in range(200):
+        count, inputs, rows = 4, 1 + trial % 5, 1 + trial % 3
+        owner = torch.randint(0, 2, (rows,), generator=generator)
+        lower = torch.randn(count, inputs, generator=generator)
+        upper = lower + torch.rand(count, inputs, generator=generator) * (trial % 4 > 0)   # some fixed inputs
+        A = torch.randn(count, rows, inputs, generator=generator) * (torch.rand(count, rows, inputs, generator=generator) > 0.2)
+        offset = torch.randn(count, rows, generator=generator)
+        open_ = torch.rand(count, 2, generator=generator) > 0.3
+        lo, up, ruled_out = clip_domains(lower, upper, A, offset, owner, open_)
+        assert ((lo >= lower) & (up <= upper)).all() and not (ruled_out & ~open_).any()
+        shrank += int(((lo > lower) | (up < upper)).sum())
+        x = lower[:, None] + (upper - lower)[:, None] * torch.rand(count, 5000, inputs, generator=generator)
+        violated = torch.einsum("brn,bsn->bsr", A, x) + offset[:, None] <= 0                 # [B, samples, rows]
+        for k in range(2):
+            mine = owner == k
+            inside = violated[..., mine].all(-1) & open_[:, k, None]                          # [B, samples]
+            assert not (inside & ruled_out[:, k, None]).any()
+            within = ((x >= lo[:, None]) & (x <= up[:, None])).all(-1)
+            assert (within | ~inside).all(), trial
+    assert shrank > 20   # and clipping does cut (65 of the 3200 box bounds with seed 0)
 
 
 @pytest.mark.slow
