@@ -37,13 +37,14 @@ class Sum(nn.Module):
         return stacked.sum(-1)
 
 
-def vgg16(classes: int = 1000) -> nn.Module:
+def vgg16(classes: int = 1000, batch_norm: bool = False) -> nn.Module:
     layers, channels = [], 3
     for width in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"):
         if width == "M":
             layers.append(nn.MaxPool2d(2))
         else:
-            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()]
+            norm = [nn.BatchNorm2d(width)] if batch_norm else []
+            layers += [nn.Conv2d(channels, width, 3, padding=1), *norm, nn.ReLU()]
             channels = width
     return nn.Sequential(
         *layers, nn.AdaptiveAvgPool2d(7), nn.Flatten(), nn.Linear(512 * 49, 4096), nn.ReLU(),
@@ -82,7 +83,7 @@ def resnet50(classes: int = 1000) -> nn.Module:
     )
 
 
-MODELS = {"vgg16": vgg16, "resnet50": resnet50}
+MODELS = {"vgg16": vgg16, "vgg16bn": lambda: vgg16(batch_norm=True), "resnet50": resnet50}
 
 
 def _zennit_attributor(model, composite: str):
@@ -145,10 +146,33 @@ def _opwise_runner(model, x, target, composite: str, keep: str, budget: float, c
 
 
 def _gradient_runner(model, x, target):
+    """The input gradient alone (autograd skips the weights' gradients): the cheapest gradient pass."""
     def run():
         source = x.clone().requires_grad_()
         out = model(source)
         return torch.autograd.grad(out.gather(1, target[:, None]).sum(), source)[0]
+
+    return run
+
+
+def _full_backward_runner(model, x, target):
+    """A plain `.backward()` as in training: the input's and every weight's gradient."""
+    def run():
+        model.zero_grad(set_to_none=True)
+        source = x.clone().requires_grad_()
+        model(source).gather(1, target[:, None]).sum().backward()
+        return source.grad
+
+    return run
+
+
+def _zennit_runner(model, x, target, composite: str):
+    attributor = _zennit_attributor(model, composite)
+    attributor.__enter__()
+
+    def run():
+        out = model(x).detach()
+        return attributor(x, torch.eye(out.shape[1])[target] * out)[1]
 
     return run
 
@@ -169,12 +193,7 @@ def measure(model_name: str, method: str, composite: str, keep: str, size: int, 
     elif method == "opwise":
         run = _opwise_runner(model, x, target, composite, keep, budget, chunk)
     else:
-        attributor = _zennit_attributor(model, composite)
-        attributor.__enter__()
-
-        def run():
-            out = model(x).detach()
-            return attributor(x, torch.eye(1000)[target] * out)[1]
+        run = _zennit_runner(model, x, target, composite)
 
     run()
     first = time.perf_counter() - warm
@@ -194,8 +213,10 @@ def measure(model_name: str, method: str, composite: str, keep: str, size: int, 
             "peak_mib": peak / 2**20}
 
 
-def side_by_side(model_name: str, composites: list[str], size: int, batch: int, repeats: int) -> dict:
-    """In one process: rounds of a gradient pass then each composite (keep="all"); best (wall, CPU) seconds.
+def side_by_side(model_name: str, composites: list[str], size: int, batch: int, repeats: int,
+                 zennit: bool = False) -> dict:
+    """In one process: rounds of both gradient passes (input only; a full `.backward()`), then each composite
+    (keep="all"), and Zennit's when asked; best (wall, CPU) seconds.
 
     Cheaper than one subprocess per measurement (the graph is traced once) and robust to a loaded machine,
     as every round runs all methods back to back; the process's CPU time (one thread) is not inflated by
@@ -206,8 +227,11 @@ def side_by_side(model_name: str, composites: list[str], size: int, batch: int, 
     model = MODELS[model_name]().eval()
     x = torch.randn(batch, 3, size, size)
     target = torch.arange(batch)
-    runners = {"gradient": _gradient_runner(model, x, target)}
+    runners = {"gradient": _gradient_runner(model, x, target),
+               "full-backward": _full_backward_runner(copy.deepcopy(model), x, target)}
     runners.update({c: _opwise_runner(model, x, target, c, "all", 1.0) for c in composites})
+    if zennit:  # Zennit hooks its own copy: its canonizer merges batch norm into the weights in place
+        runners.update({f"zennit {c}": _zennit_runner(copy.deepcopy(model), x, target, c) for c in composites})
     best = {}
     for round_ in range(repeats + 1):
         for name, run in runners.items():
@@ -240,7 +264,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=None, help="internal_batch_size of the -chunked keeps (batch // 2)")
     parser.add_argument("--no-zennit", action="store_true")
     parser.add_argument("--side-by-side", action="store_true",
-                        help="only time ratios to the gradient pass, all composites in one process per model")
+                        help="only time ratios to the gradient passes (/grad: input gradient only; /full: a full "
+                             ".backward() with the weights' gradients), all composites in one process per model")
+    parser.add_argument("--zennit", action="store_true", help="with --side-by-side: Zennit's composites too")
     parser.add_argument("--one", nargs=4, metavar=("MODEL", "METHOD", "COMPOSITE", "KEEP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -252,12 +278,12 @@ def main() -> None:
         print(f"CPU, 1 thread, batch {args.batch}, {args.size}x{args.size}, best of {args.repeats} side-by-side rounds; "
               f"load {os.getloadavg()[0]:.1f}")
         for name in args.models.split(","):
-            best = side_by_side(name, args.composites.split(","), args.size, args.batch, args.repeats)
-            print("model     method                 wall s  /grad   CPU s  /grad")
-            (wall_gradient, cpu_gradient) = best["gradient"]
+            best = side_by_side(name, args.composites.split(","), args.size, args.batch, args.repeats, args.zennit)
+            print("model     method                        wall s  /grad /full   CPU s  /grad /full")
+            (wall_gradient, cpu_gradient), (wall_full, cpu_full) = best["gradient"], best["full-backward"]
             for composite, (wall, cpu) in best.items():
-                print(f"{name:9s} {composite:20s} {wall:7.3f} {wall / wall_gradient:5.2f}x {cpu:7.3f} "
-                      f"{cpu / cpu_gradient:5.2f}x", flush=True)
+                print(f"{name:9s} {composite:28s} {wall:7.3f} {wall / wall_gradient:5.2f}x {wall / wall_full:4.2f}x "
+                      f"{cpu:7.3f} {cpu / cpu_gradient:5.2f}x {cpu / cpu_full:4.2f}x", flush=True)
         print(f"load after {os.getloadavg()[0]:.1f}")
         return
     keeps = ["all"] + [k for k in args.keeps.split(",") if k != "all"]

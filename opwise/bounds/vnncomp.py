@@ -67,6 +67,7 @@ class EngineModel:
         graph = load_onnx(onnx_path, batch_size=1)
         self.input_shape = tuple(graph.info(graph.explained_inputs[0]).shape)
         self._models = {1: BoundedModel(graph, torch.zeros(self.input_shape))}
+        self._folded: dict[int, tuple] = {}  # batch size -> (inputs held fixed, their graph folded), the last used
 
     def _model(self, batch: int):
         size = min(1 << max(0, batch - 1).bit_length(), self.max_batch)
@@ -115,12 +116,33 @@ class EngineModel:
                                            bound_upper=False, alpha=options).lower
 
     def bound_low_dimensional(self, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor):
-        """(lower bounds of C·f(x) per box [B, rows], input coefficients [B, rows, inputs]): forward-mode
-        intermediate bounds over the free inputs, CROWN on narrow nodes and the rows (`free_input_bounds`),
-        the bound function of input splitting (a BoundFunction returning coefficients)."""
-        from opwise.bounds.low_dimensional import free_input_bounds
+        """`LinearLowerBounds` of C·f(x) per box: forward-mode intermediate bounds over the free inputs, CROWN on
+        narrow nodes and the rows (`free_input_bounds`), the bound function of input splitting. Inputs fixed
+        alike in every box are folded into the first affine layers (`fold_fixed_inputs`) where the network
+        reads its input with them, so no pass carries their coefficients."""
+        from opwise.bounds.bab.input_split import LinearLowerBounds
+        from opwise.bounds.low_dimensional import fold_fixed_inputs, free_input_bounds
 
-        return self._padded(lambda model, lo, up: free_input_bounds(model.graph, lo, up, C), x_lower, x_upper)
+        flat_lower, flat_upper = x_lower.reshape(len(x_lower), -1), x_upper.reshape(len(x_upper), -1)
+        fixed = ((flat_lower == flat_upper) & (flat_lower == flat_lower[:1])).all(dim=0)
+        if not fixed.any():
+            return self._padded(lambda model, lo, up: free_input_bounds(model.graph, lo, up, C), x_lower, x_upper)
+        values, free = flat_lower[0], ~fixed
+
+        def run(model, lo, up):
+            key = (len(lo), fixed.numpy().tobytes(), values[fixed].numpy().tobytes())
+            if self._folded.get(len(lo), (None,))[0] != key:
+                self._folded[len(lo)] = (key, fold_fixed_inputs(model.graph, fixed, values))
+            folded = self._folded[len(lo)][1]
+            if folded is None:
+                return free_input_bounds(model.graph, lo, up, C)
+            lo, up = lo.reshape(len(lo), -1), up.reshape(len(up), -1)
+            bounds, reduced, bias = free_input_bounds(folded, lo[:, free], up[:, free], C)
+            coefficients = reduced.new_zeros(*reduced.shape[:2], len(free))
+            coefficients[..., free] = reduced
+            return LinearLowerBounds(bounds, coefficients, bias)
+
+        return self._padded(run, x_lower, x_upper)
 
 
 def load_with_engine(onnx_path: str) -> tuple[Callable, BoundFunction, tuple[int, ...]]:

@@ -9,7 +9,7 @@ import torch
 from opwise.bounds import BoundedModel
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.input_set import InputSet
-from opwise.bounds.low_dimensional import MixedPropagation, free_input_bounds
+from opwise.bounds.low_dimensional import MixedPropagation, fold_fixed_inputs, free_input_bounds
 from tests.bounds.helpers import attacked_points, randomize_, sample_box
 
 BATCH = 3
@@ -116,3 +116,30 @@ def test_folding_fixed_inputs_leaves_the_bounds_unchanged(traced):
     alone, _, _ = free_input_bounds(bounded.graph, alone_lower, alone_upper, C, crown_limit=0)
     together, _, _ = free_input_bounds(bounded.graph, together_lower, together_upper, C, crown_limit=0)
     assert torch.allclose(alone[0], together[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_graph_with_its_fixed_inputs_folded_gives_the_same_bounds(traced, seed):
+    """Inputs 1 and 3 held at the same values in every box, folded into the first linear layer: the same
+    function of the free inputs and the same bounds (at every crown_limit); the coefficients of the free inputs
+    are the full graph's."""
+    model, bounded = _randomize(traced, seed)
+    lower, upper = _boxes(seed)
+    fixed = torch.tensor([False, True, False, True, False])
+    lower[:, fixed], upper[:, fixed] = lower[0, fixed], lower[0, fixed]
+    folded = fold_fixed_inputs(bounded.graph, fixed, lower[0])
+    z = sample_box(lower[:, ~fixed], upper[:, ~fixed], 1, torch.Generator().manual_seed(seed))[0]
+    x = lower.clone()
+    x[:, ~fixed] = z
+    assert torch.allclose(folded(z), model(x), atol=1e-5)
+    C = torch.randn(3, 2, generator=torch.Generator().manual_seed(seed))
+    for crown_limit in (0, 24, 10_000):
+        full = free_input_bounds(bounded.graph, lower, upper, C, crown_limit)
+        reduced = free_input_bounds(folded, lower[:, ~fixed], upper[:, ~fixed], C, crown_limit)
+        assert torch.allclose(full.lower, reduced.lower, rtol=1e-4, atol=1e-4), crown_limit
+        assert torch.allclose(full.coefficients[..., ~fixed], reduced.coefficients, rtol=1e-4, atol=1e-4)
+
+
+def test_folding_needs_an_input_read_only_by_linear_layers():
+    graph = BoundedModel(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(3, 1)), torch.zeros(2, 3)).graph
+    assert fold_fixed_inputs(graph, torch.tensor([True, False, False]), torch.zeros(3)) is None
