@@ -77,14 +77,15 @@ def _gradient_only(value: torch.Tensor) -> torch.Tensor:
 
 
 def _recompute(engine: BoundPropagation, link: IntermediateBound) -> Interval:
-    """The link's interval from the current α and intervals before it, intersected with CROWN's."""
+    """The link's interval from the current α and intervals before it, intersected with the best so far
+    (CROWN's at first; every interval seen is sound, so their intersection is)."""
     if link.alphas:
-        # the value is intersected with CROWN's interval, the gradient is the unintersected bound's (as in
-        # auto_LiRPA, whose intermediate bounds are not intersected): a neuron where CROWN is still tighter
+        # the value is intersected, the gradient is the unintersected bound's (as in auto_LiRPA, whose
+        # intermediate bounds are not intersected): a neuron where an earlier interval is still tighter
         # keeps steering its α instead of getting no gradient
         raw = engine.refine(link.node, link.open, link.selected, link.alphas)
-        return Interval(torch.maximum(raw.lower, link.crown.lower).detach() + _gradient_only(raw.lower),
-                        torch.minimum(raw.upper, link.crown.upper).detach() + _gradient_only(raw.upper))
+        return Interval(torch.maximum(raw.lower, link.best.lower).detach() + _gradient_only(raw.lower),
+                        torch.minimum(raw.upper, link.best.upper).detach() + _gradient_only(raw.upper))
     step = engine.step(link.node)
     image = engine.transfers[link.node].ibp(step, [engine.interval(i) for i in step.inputs])
     return Interval(torch.maximum(image.lower, link.crown.lower), torch.minimum(image.upper, link.crown.upper))
