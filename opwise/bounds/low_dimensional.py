@@ -70,7 +70,7 @@ def free_input_bounds(graph: Graph, x_lower: torch.Tensor, x_upper: torch.Tensor
     >>> graph = opwise.trace(model, torch.zeros(2, 3))
     >>> lower = torch.tensor([[0.0, 1.0, -1.0], [0.5, 1.0, -1.0]])           # x1 and x2 fixed
     >>> upper = torch.tensor([[0.5, 1.0, -1.0], [1.0, 1.0, -1.0]])
-    >>> bounds, coefficients, bias = free_input_bounds(graph, lower, upper, torch.eye(2))
+    >>> bounds, coefficients, bias, *_ = free_input_bounds(graph, lower, upper, torch.eye(2))
     >>> points = torch.stack([lower + (upper - lower) * t for t in torch.linspace(0, 1, 50)])
     >>> bool((bounds[None] <= model(points.reshape(-1, 3)).reshape(50, 2, 2)).all()), tuple(coefficients.shape)
     (True, (2, 2, 3))

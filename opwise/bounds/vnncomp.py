@@ -137,7 +137,7 @@ class EngineModel:
             if folded is None:
                 return free_input_bounds(model.graph, lo, up, C)
             lo, up = lo.reshape(len(lo), -1), up.reshape(len(up), -1)
-            bounds, reduced, bias = free_input_bounds(folded, lo[:, free], up[:, free], C)
+            bounds, reduced, bias, *_ = free_input_bounds(folded, lo[:, free], up[:, free], C)
             coefficients = reduced.new_zeros(*reduced.shape[:2], len(free))
             coefficients[..., free] = reduced
             return LinearLowerBounds(bounds, coefficients, bias)

@@ -76,7 +76,7 @@ def test_bounds_hold_at_sampled_and_attacked_points(traced, seed):
     with torch.no_grad():
         values = model(points.reshape(-1, 5)).reshape(len(points), len(lower), 2) @ C.T  # [points, boxes, rows]
     for crown_limit in (0, 24, 10_000):
-        bounds, coefficients, _ = free_input_bounds(graph, lower, upper, C, crown_limit)
+        bounds, coefficients, *_ = free_input_bounds(graph, lower, upper, C, crown_limit)
         assert (values >= bounds - 1e-5 * (1 + values.abs())).all(), f"crown_limit {crown_limit}"
         assert coefficients.shape == (len(lower), 3, 5)
 
@@ -88,7 +88,7 @@ def test_all_crown_equals_crown_and_no_crown_equals_forward_crown(traced, seed):
     C = torch.randn(2, 2, generator=torch.Generator().manual_seed(seed))
     for crown_limit, method in ((10_000, "crown"), (0, "forward-crown")):
         reference = bounded.compute_bounds(x_lower=lower, x_upper=upper, C=C, method=method, bound_upper=False).lower
-        bounds, _, _ = free_input_bounds(bounded.graph, lower, upper, C, crown_limit)
+        bounds, *_ = free_input_bounds(bounded.graph, lower, upper, C, crown_limit)
         assert torch.allclose(bounds, reference, rtol=1e-4, atol=1e-5), method
 
 
@@ -113,8 +113,8 @@ def test_folding_fixed_inputs_leaves_the_bounds_unchanged(traced):
     together_lower = torch.cat([lower, (lower - 0.1).repeat(BATCH - 1, 1)])
     together_upper = torch.cat([upper, (upper + 0.1).repeat(BATCH - 1, 1)])
     C = torch.eye(2)
-    alone, _, _ = free_input_bounds(bounded.graph, alone_lower, alone_upper, C, crown_limit=0)
-    together, _, _ = free_input_bounds(bounded.graph, together_lower, together_upper, C, crown_limit=0)
+    alone, *_ = free_input_bounds(bounded.graph, alone_lower, alone_upper, C, crown_limit=0)
+    together, *_ = free_input_bounds(bounded.graph, together_lower, together_upper, C, crown_limit=0)
     assert torch.allclose(alone[0], together[0], atol=1e-6)
 
 

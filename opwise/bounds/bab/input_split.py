@@ -43,13 +43,16 @@ CLIP_SLACK = 1e-5
 
 
 class LinearLowerBounds(NamedTuple):
-    """What a bound function returns to let input splitting *clip* domains: the lower bounds [B, rows] and
-    the linear lower bounds they were concretized from, C·f(x) ≥ coefficients·x + bias on each box
-    (coefficients [B, rows, inputs], bias [B, rows]). The coefficients also steer coefficient branching."""
+    """What a bound function returns to let input splitting *clip* domains: lower bounds [B, rows] and linear
+    lower bounds valid on each box, C·f(x) ≥ coefficients·x + bias (coefficients [B, rows, inputs], bias
+    [B, rows]; `lower` is usually their minimum over the box). The coefficients also steer coefficient
+    branching, unless branching `weights` [B, rows, inputs] are given; `state` as in BoundFunction."""
 
     lower: torch.Tensor
     coefficients: torch.Tensor
     bias: torch.Tensor
+    weights: torch.Tensor | None = None
+    state: torch.Tensor | None = None
 
 
 @dataclasses.dataclass
@@ -234,12 +237,14 @@ def _bound(bound_fn, function, spec, rows, lower, upper, open_, depth, state, br
     bounds = torch.full((len(lower), len(rows.d)), -math.inf, dtype=rows.d.dtype, device=lower.device)
     with torch.no_grad():
         answer = bound_fn(lower, upper, rows.C[needed]) if state is None else bound_fn(lower, upper, rows.C[needed], state)
-    coefficients = linear = None
-    if isinstance(answer, tuple):
-        if isinstance(answer, LinearLowerBounds):
-            linear = answer
+    coefficients = linear = needed_coefficients = None
+    if isinstance(answer, LinearLowerBounds):
+        linear, state = answer, answer.state
+        answer, needed_coefficients = linear.lower, linear.coefficients if linear.weights is None else linear.weights
+    elif isinstance(answer, tuple):
         answer, needed_coefficients, *rest = answer
-        state = None if linear is not None or not rest else rest[0]
+        state = rest[0] if rest else None
+    if needed_coefficients is not None:
         coefficients = torch.zeros(len(lower), len(rows.d), needed_coefficients.shape[-1], dtype=needed_coefficients.dtype)
         coefficients[:, needed] = needed_coefficients
     bounds[:, needed] = answer.to(bounds.dtype) - rows.d[needed]

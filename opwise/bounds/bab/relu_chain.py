@@ -20,6 +20,7 @@ import dataclasses
 import torch
 from torch import fx
 
+from opwise.bounds.bab.input_split import LinearLowerBounds
 from opwise.bounds.transfers.affine import Affine
 from opwise.bounds.transfers.registry import transfer_for
 from opwise.tracing.graph import Graph
@@ -115,9 +116,9 @@ class ReluChain:
         return bound - SLACK[self.dtype] * (1 + bound.abs()), coefficients, pre_activation
 
     def bound_and_smear(self, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor,
-                        known: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """As `bound`, with per-input branching weights [B, rows, inputs] in place of the linear bound's
-        coefficients: the geometric mean of each row's gradient smear (the largest |∂(C·f)/∂x_i| over the box, from
+                        known: torch.Tensor | None = None) -> LinearLowerBounds:
+        """`bound` as `LinearLowerBounds` (so input splitting clips the boxes), the pre-activation bounds as
+        its state, and per-input branching weights [B, rows, inputs]: the geometric mean of each row's gradient smear (the largest |∂(C·f)/∂x_i| over the box, from
         interval bounds on the gradient, as in ReluVal) and its |∂(C·f)/∂x_i| at the box centre. Input splitting
         bisects the input with the largest width × weight. A coefficient averages the gradient over the box and
         can be near zero on the input where the network bends most (then one input is halved again and again while
@@ -126,13 +127,19 @@ class ReluChain:
         >>> import torch
         >>> chain = ReluChain([torch.tensor([[1.0, -1.0]]), torch.ones(1, 1)], [torch.zeros(1), torch.zeros(1)], (1, 2))
         >>> box = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.5]])           # f(x) = relu(x0 - x1)
-        >>> chain.bound_and_smear(*box, torch.ones(1, 1))[1].tolist()        # |gradient| <= 1 on the box, 1 at its centre
+        >>> chain.bound_and_smear(*box, torch.ones(1, 1)).weights.tolist()   # |gradient| <= 1 on the box, 1 at its centre
         [[[1.0, 1.0]]]
         """
-        bound, _, pre_activation = self.bound(x_lower, x_upper, C, known)
-        centre = ((x_lower + x_upper) / 2).reshape(len(x_lower), -1).to(self.dtype)
+        bound, coefficients, pre_activation = self.bound(x_lower, x_upper, C, known)
+        lower = x_lower.reshape(len(x_lower), -1).to(torch.float64)
+        upper = x_upper.reshape(len(x_upper), -1).to(torch.float64)
+        centre = ((lower + upper) / 2).to(self.dtype)
         low, high, at_centre = self._gradient_intervals(C, pre_activation, centre)
-        return bound, (torch.maximum(low.abs(), high.abs()) * at_centre.abs()).sqrt(), pre_activation
+        weights = (torch.maximum(low.abs(), high.abs()) * at_centre.abs()).sqrt()
+        # the bias that puts the linear bound's minimum over the box at the (rounding-lowered) bound
+        A = coefficients.to(torch.float64)
+        bias = bound - torch.minimum(A * lower[:, None], A * upper[:, None]).sum(-1)
+        return LinearLowerBounds(bound, coefficients, bias, weights, pre_activation)
 
     def _gradient_intervals(self, C: torch.Tensor, pre_activation: torch.Tensor,
                             centre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

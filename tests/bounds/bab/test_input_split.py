@@ -69,7 +69,7 @@ def test_the_crown_reference_bounds_hold_on_samples():
     for seed in range(10):
         model, spec, _ = random_problem(seed, inputs=3)
         C = torch.cat([d.C for d in spec.unsafe])
-        lower, coefficients, bias = crown_bound_fn(model)(spec.x_lower, spec.x_upper, C)
+        lower, coefficients, bias, *_ = crown_bound_fn(model)(spec.x_lower, spec.x_upper, C)
         x = spec.x_lower + (spec.x_upper - spec.x_lower) * torch.rand(2000, 3, dtype=torch.float64)
         values = model(x).detach() @ C.T
         assert (values >= x @ coefficients[0].T + bias[0] - 1e-9).all()

@@ -147,5 +147,6 @@ def test_gradient_intervals_hold_every_sampled_gradient_and_the_centre_gradient_
             torch.testing.assert_close(at_centre[:, row], exact)
         # the linear bound's slopes are products of relaxation slopes in the same intervals
         assert (coefficients >= low - 1e-9).all() and (coefficients <= high + 1e-9).all()
-        weighted, weights, _ = chain.bound_and_smear(lower, upper, C)
+        answer = chain.bound_and_smear(lower, upper, C)
+        weighted, weights = answer.lower, answer.weights
         assert torch.equal(weighted, bound) and (weights >= 0).all() and weights.shape == (6, 2, 4)
