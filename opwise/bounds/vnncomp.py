@@ -77,8 +77,8 @@ class EngineModel:
         return self._models[size], size
 
     def _padded(self, run, *tensors: torch.Tensor):
-        """`run(model, *tensors)` in chunks of the padded batch size; a tensor, or a tuple of tensors when
-        `run` returns one (each batch-first)."""
+        """`run(model, *tensors)` in chunks of the padded batch size; a tensor, or a tuple of tensors (or
+        None) when `run` returns one (each batch-first)."""
         batch = tensors[0].shape[0]
         model, size = self._model(batch)
         results = []
@@ -86,8 +86,8 @@ class EngineModel:
             index = torch.arange(begin, begin + size).clamp(max=batch - 1)
             result = run(model, *(t[index] for t in tensors))
             parts = result if isinstance(result, tuple) else (result,)
-            results.append([part[: min(size, batch - begin)] for part in parts])
-        joined = tuple(torch.cat(column) for column in zip(*results))
+            results.append([None if part is None else part[: min(size, batch - begin)] for part in parts])
+        joined = tuple(None if column[0] is None else torch.cat(column) for column in zip(*results))
         if not isinstance(result, tuple):
             return joined[0]
         return type(result)(*joined) if hasattr(result, "_fields") else joined

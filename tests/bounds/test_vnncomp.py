@@ -312,3 +312,55 @@ def test_cgan_is_proved(benchmarks_dir):
     onnx_name, vnnlib_name, _ = (suite / "instances.csv").read_text().split(",")
     result = verify_instance(suite / onnx_name, suite / vnnlib_name, 300)
     assert result.status == "unsat" and result.stats["proved_at_root"] == 1
+
+
+@pytest.mark.slow
+def test_the_hardest_dist_shift_instance_is_proved(benchmarks_dir):
+    """dist_shift index3363 (8 of 792 inputs free; α,β-CROWN proved it in 2023): unsat by input splitting with
+    the fixed inputs folded and the boxes clipped, under the process's allocator settings of `opwise verify`
+    (about 50 s on 2 cores; 152 s before either)."""
+    pytest.importorskip("onnx")
+    from opwise.bounds.allocator import retain_freed_memory
+
+    retain_freed_memory()
+    suite = benchmarks_dir / "dist_shift_2023"
+    result = verify_instance(suite / "onnx/mnist_concat.onnx", suite / "vnnlib/index3363_delta0.13.vnnlib", 300)
+    assert result.status == "unsat" and result.stats["clipped"] > 0
+
+
+def test_engine_model_folds_fixed_inputs_without_changing_the_bounds(tmp_path):
+    """EngineModel.bound_low_dimensional on boxes that hold inputs 1 and 2 at the same values (folded into the
+    first Gemm) gives the bounds and free-input coefficients of the unfolded graph, for a batch it pads (5 -> 8)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from opwise.bounds.bab.input_split import LinearLowerBounds
+    from opwise.bounds.low_dimensional import free_input_bounds
+    from opwise.bounds.vnncomp import EngineModel
+
+    generator = torch.Generator().manual_seed(0)
+    weights = {name: numpy_helper.from_array(torch.randn(*shape, generator=generator).numpy(), name)
+               for name, shape in (("W1", (6, 4)), ("b1", (6,)), ("W2", (2, 6)), ("b2", (2,)))}
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h"], transB=1), helper.make_node("Sigmoid", ["h"], ["s"]),
+             helper.make_node("Gemm", ["s", "W2", "b2"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], list(weights.values()))
+    path = tmp_path / "net.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    model = EngineModel(str(path))
+    lower = torch.rand(5, 4, generator=generator) - 1
+    upper = lower + torch.rand(5, 4, generator=generator)
+    lower[:, 1:3] = upper[:, 1:3] = torch.tensor([0.3, -0.7])
+    C = torch.tensor([[1.0, -1.0]])
+    folded = model.bound_low_dimensional(lower, upper, C)
+    assert isinstance(folded, LinearLowerBounds) and model._folded[8][1] is not None
+    full_graph = model._model(5)[0].graph
+    padded = lambda t: torch.cat([t, t[-1:].expand(3, -1)])  # noqa: E731
+    reference = free_input_bounds(full_graph, padded(lower), padded(upper), C)
+    assert torch.allclose(folded.lower, reference.lower[:5], atol=1e-5)
+    assert torch.allclose(folded.coefficients[..., [0, 3]], reference.coefficients[:5, :, [0, 3]], atol=1e-5)
+    assert (folded.coefficients[..., 1:3] == 0).all()
+    x = lower + (upper - lower) * torch.rand(200, 5, 4, generator=generator)
+    values = model(x.reshape(-1, 4)).reshape(200, 5, 2) @ C.T
+    linear = (x[..., None, :] * folded.coefficients).sum(-1) + folded.bias
+    assert (values[..., 0] >= linear[..., 0] - 1e-5).all() and (linear >= folded.lower - 1e-5).all()
