@@ -90,8 +90,9 @@ def fold_fixed_inputs(graph: Graph, fixed: torch.Tensor, values: torch.Tensor) -
     """The graph as a function of its free inputs only: each affine layer that reads the input directly gets
     the columns of the free inputs as its weight and the fixed inputs' contribution in its bias.
 
-    `fixed` [inputs] marks inputs held at `values` [inputs] (the same in every box); None when the input is
-    not a matrix [batch, inputs] read only by `aten.linear` with constant weights (nothing is folded then).
+    `fixed` [inputs] marks inputs held at `values` [inputs] (the same in every box); None when the graph has
+    other than one input, or it is not a matrix [batch, inputs] read only by `aten.linear` with constant
+    weights (nothing is folded then).
     Bound passes over the folded graph carry coefficients for the free inputs alone: on dist_shift (8 free
     of 792) that removes the widest matrices of every backward pass.
 
@@ -105,9 +106,11 @@ def fold_fixed_inputs(graph: Graph, fixed: torch.Tensor, values: torch.Tensor) -
     >>> torch.allclose(folded(z), model(x))
     True
     """
-    (placeholder,) = [n for n, explained in zip(graph.input_nodes, graph.explained) if explained] or [None]
-    info = graph.info(placeholder) if placeholder is not None else None
-    if info is None or info.shape is None or len(info.shape) != 2 or not len(placeholder.users):
+    inputs = [n for n, explained in zip(graph.input_nodes, graph.explained) if explained]
+    if len(inputs) != 1:
+        return None
+    placeholder, info = inputs[0], graph.info(inputs[0])
+    if info.shape is None or len(info.shape) != 2 or not len(placeholder.users):
         return None
     if any(user.target is not torch.ops.aten.linear.default or user.args[0] is not placeholder
            or any(isinstance(a, fx.Node) and a.op != "get_attr" for a in user.args[1:]) for user in placeholder.users):

@@ -125,12 +125,12 @@ class EngineModel:
 
         flat_lower, flat_upper = x_lower.reshape(len(x_lower), -1), x_upper.reshape(len(x_upper), -1)
         fixed = ((flat_lower == flat_upper) & (flat_lower == flat_lower[:1])).all(dim=0)
-        if not fixed.any():
+        if not fixed.any() or fixed.all():
             return self._padded(lambda model, lo, up: free_input_bounds(model.graph, lo, up, C), x_lower, x_upper)
         values, free = flat_lower[0], ~fixed
 
         def run(model, lo, up):
-            key = (len(lo), fixed.numpy().tobytes(), values[fixed].numpy().tobytes())
+            key = (len(lo), fixed.cpu().numpy().tobytes(), values[fixed].cpu().numpy().tobytes())
             if self._folded.get(len(lo), (None,))[0] != key:
                 self._folded[len(lo)] = (key, fold_fixed_inputs(model.graph, fixed, values))
             folded = self._folded[len(lo)][1]
