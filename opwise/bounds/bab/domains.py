@@ -68,27 +68,71 @@ def stack_intervals(domains: list[Domain]) -> dict[str, Interval]:
 
 
 class DomainQueue:
-    """Unverified domains, worst margin bound first.
+    """Unverified domains, worst margin bound first, with the bytes their tensors hold (`nbytes`: a tensor
+    that several domains share, as children share their parent's unsplit intervals, counted once).
 
     >>> queue = DomainQueue()
     >>> for bound in (0.3, -2.0, -0.5): queue.push(Domain({}, bound))
     >>> [d.lower for d in queue.pop(2)], len(queue)
     ([-2.0, -0.5], 1)
+    >>> shared = Domain({"z": Interval(torch.zeros(1, 4), torch.ones(1, 4))})
+    >>> for child in shared.split("z", 0, 0.5): queue.push(child)
+    >>> queue.nbytes                                  # two shared 16-byte tensors, one new one per child
+    64
     """
 
     def __init__(self):
         self._heap: list[tuple[float, int, Domain]] = []
         self._counter = itertools.count()
+        self._storages: dict[int, list[int]] = {}  # data pointer -> [domains holding it, bytes]
+        self.nbytes = 0
 
     def __len__(self) -> int:
         return len(self._heap)
 
     def push(self, domain: Domain) -> None:
         heapq.heappush(self._heap, (domain.lower, next(self._counter), domain))
+        for tensor in _tensors(domain):
+            entry = self._storages.setdefault(tensor.untyped_storage().data_ptr(), [0, tensor.untyped_storage().nbytes()])
+            if not entry[0]:
+                self.nbytes += entry[1]
+            entry[0] += 1
 
     def pop(self, count: int) -> list[Domain]:
-        return [heapq.heappop(self._heap)[2] for _ in range(min(count, len(self._heap)))]
+        popped = [heapq.heappop(self._heap)[2] for _ in range(min(count, len(self._heap)))]
+        for tensor in (t for domain in popped for t in _tensors(domain)):
+            key = tensor.untyped_storage().data_ptr()
+            entry = self._storages[key]
+            entry[0] -= 1
+            if not entry[0]:
+                self.nbytes -= entry[1]
+                del self._storages[key]
+        return popped
 
     def worst(self) -> float:
         """The smallest margin bound in the queue (+inf when empty)."""
         return self._heap[0][0] if self._heap else float("inf")
+
+
+def _tensors(domain: Domain):
+    """Every tensor a domain holds: its intervals, its guide, its α/β warm start."""
+    for interval in domain.intervals.values():
+        yield interval.lower
+        yield interval.upper
+    if domain.guide is not None:
+        yield from (domain.guide.input_coefficient, domain.guide.bias, *domain.guide.coefficients.values())
+    yield from _nested_tensors(domain.parameters)
+
+
+def _nested_tensors(value):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _nested_tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _nested_tensors(item)
+    elif dataclasses.is_dataclass(value):  # AlphaPair
+        for field in dataclasses.fields(value):
+            yield from _nested_tensors(getattr(value, field.name))

@@ -38,12 +38,14 @@ def branch_and_bound(
     batch_size: int = 64,
     attack: bool = True,
     max_domains: int = 200_000,
+    max_memory: int | None = None,
     alpha: AlphaOptions | None = None,
 ) -> BabResult:
     """Decide whether `spec` holds for `bounded` by splitting nonlinear neurons' input intervals.
 
     `branching`: "bbps" | "babsr" | "largest-interval"; `split_point`: "table" | "midpoint";
-    `batch_size`: domains bounded per engine pass; `max_domains`: queue size at which it gives up.
+    `batch_size`: domains bounded per engine pass; `max_domains`: queue size at which it gives up ('unknown');
+    `max_memory`: bytes the open domains' tensors may hold before it gives up (None: no limit).
 
     >>> import torch
     >>> from opwise.bounds.spec import Disjunct
@@ -109,7 +111,9 @@ def branch_and_bound(
     while len(queue):
         if time.monotonic() > deadline:
             return finish("timeout", queue.worst())
-        if len(queue) > max_domains:
+        if len(queue) > max_domains or (max_memory is not None and queue.nbytes > max_memory):
+            stats["reason"] = (f"more than {max_domains} open domains" if len(queue) > max_domains
+                               else f"open domains hold {queue.nbytes} bytes, more than max_memory={max_memory}")
             return finish("unknown", queue.worst())
         parents = queue.pop(max(1, batch_size // 2))
         children = split(parents)

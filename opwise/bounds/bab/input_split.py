@@ -98,6 +98,10 @@ class _Domains:
     def __len__(self) -> int:
         return len(self.worst)
 
+    @property
+    def nbytes(self) -> int:
+        return sum(value.nbytes for value in (getattr(self, f.name) for f in dataclasses.fields(self)) if value is not None)
+
     def take(self, index: torch.Tensor) -> "_Domains":
         return _Domains(*(None if value is None else value[index]
                           for value in (getattr(self, field.name) for field in dataclasses.fields(self))))
@@ -126,6 +130,7 @@ def input_split_bab(
     batch_size: int = 1024,
     branching: str = "auto",
     max_domains: int = 1_000_000,
+    max_memory: int | None = None,
     min_width: float = 1e-7,
     attack_share: float = 0.1,
     attack_steps: int = 50,
@@ -134,7 +139,8 @@ def input_split_bab(
     """Decide whether some x in the box puts f(x) in the unsafe set, by bisecting the box.
 
     'verified' when every domain has a disjunct-wise positive lower bound, 'falsified' with a checked
-    counterexample, 'timeout' when time runs out, 'unknown' when the open domains outgrow `max_domains` or
+    counterexample, 'timeout' when time runs out, 'unknown' when the open domains outgrow `max_domains` (or
+    their tensors `max_memory` bytes) or
     only domains narrower than `min_width` (in every splittable dimension) remain unproved. `branching`:
     "coefficient" (needs a bound_fn that returns input coefficients), "gradient", "widest", or "auto"
     (coefficient when the bound function gives coefficients, else gradient), "bound" (every dimension tried,
@@ -180,6 +186,9 @@ def input_split_bab(
             return finish("timeout")
         if len(queue) > max_domains:
             stats["reason"] = f"more than {max_domains} open domains"
+            return finish("unknown")
+        if max_memory is not None and queue.nbytes > max_memory:
+            stats["reason"] = f"open domains hold {queue.nbytes} bytes, more than max_memory={max_memory}"
             return finish("unknown")
         if stats["attack_time"] < attack_share * (time.monotonic() - start):
             found = _attack_domains(function, spec, rows, queue, attack_steps, stats)

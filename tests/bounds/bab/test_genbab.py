@@ -109,6 +109,15 @@ def test_timeout_is_reported_not_guessed():
     check_answer(model, spec, result, grid_min)
 
 
+def test_memory_cap_gives_unknown():
+    """The case α-CROWN alone cannot verify needs a queue of domains; a cap below one domain's bytes stops the
+    search at once with 'unknown' and says why, instead of growing until the process is killed."""
+    model, bounded, grid_min, spread = next(cases([0]))
+    spec = threshold_spec(grid_min - 0.2 * spread)
+    result = branch_and_bound(bounded, spec, timeout=60, batch_size=8, alpha=FAST, max_memory=1)
+    assert result.status == "unknown" and "max_memory=1" in result.stats["reason"]
+
+
 def test_matches_brute_force_on_a_few_networks():
     answered = 0
     for model, bounded, grid_min, spread in cases(range(2, 4)):

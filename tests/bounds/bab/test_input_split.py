@@ -132,6 +132,16 @@ def test_queue_cap_gives_unknown():
     assert result.status == "unknown" and "open domains" in result.stats["reason"]
 
 
+def test_memory_cap_gives_unknown():
+    """Domains that never get proved grow the queue past max_memory bytes (boxes of 3 float64 inputs: the
+    first round's 16 children already hold more than 400 bytes)."""
+    model, spec, _ = random_problem(1)
+    spec.unsafe = [Disjunct(torch.zeros(1, 3, dtype=torch.float64), torch.full((1,), -1.0, dtype=torch.float64))]
+    result = input_split_bab(lambda lo, up, C: torch.full((len(lo), 1), -5.0, dtype=lo.dtype), model, spec,
+                             timeout=30, max_memory=400, batch_size=8)
+    assert result.status == "unknown" and "max_memory=400" in result.stats["reason"]
+
+
 def test_fixed_inputs_are_never_split_and_stats_are_reported():
     model, spec, _ = random_problem(4, inputs=3)
     spec.x_upper[0, 1] = spec.x_lower[0, 1]
