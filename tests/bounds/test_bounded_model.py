@@ -184,3 +184,23 @@ def test_nan_bounds_become_unbounded_with_a_warning(monkeypatch):
         bounds = bounded.compute_bounds(torch.zeros(1, 3), eps=0.1, method="crown")
     assert bounds.lower[0, 0] == -math.inf and torch.isfinite(bounds.lower[0, 1:]).all()
     assert torch.isfinite(bounds.upper).all()
+
+
+def test_a_layer_norm_after_huge_intervals_keeps_eps_in_its_variance():
+    """IBP through a layer norm whose input intervals reach 1e10: var + eps must stay >= eps (computed through
+    centre and radius, 0 + 1e-5 rounded to 0 and rsqrt refused its input). Every method is sound there."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.LayerNorm(6), torch.nn.Linear(6, 2)).eval()
+    with torch.no_grad():
+        model[0].weight.mul_(1e10)
+    x = torch.randn(1, 4, generator=torch.Generator().manual_seed(0))
+    assert_sound(model, x - 1.0, x + 1.0, samples=2_000, attack=False)
+
+
+def test_the_builtin_transformer_is_bounded_soundly_by_every_method():
+    """The small ViT-like transformer (attention folds its heads into the batch dimension), one sample: every
+    method gives sound bounds; forward mode over a batch of two refuses clearly instead of mixing samples up."""
+    model, inputs = opwise.load_model("builtin:transformer")
+    x = inputs[0]
+    assert_sound(model, x - 0.001, x + 0.001, samples=1_000, attack=False)
+    with pytest.raises(opwise.errors.OpwiseError, match="batch dimension first"):
+        BoundedModel(model, x.repeat(2, 1, 1, 1)).compute_bounds(x.repeat(2, 1, 1, 1), eps=0.001, method="forward-crown")

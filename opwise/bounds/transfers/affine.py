@@ -179,7 +179,23 @@ class Negation(SignedAffine):
 
 @bound_transfer("aten.add.Tensor", "aten.sub.Tensor", "aten.add.Scalar", "aten.sub.Scalar", "aten.rsub")
 class AddSubtract(SignedAffine):
-    """x ± α·y with either side bounded: radii add up, scaled by |α| on the second operand."""
+    """x ± α·y with either side bounded: radii add up, scaled by |α| on the second operand.
+
+    IBP takes each bounded operand's lower or upper end by the sign of its factor, so a bound is computed
+    as the op computes a value: through centre and radius, `var + eps` with var in [0, 1e21] would lose
+    eps to rounding (0 + 1e-5 → 0) and leave a layer norm's rsqrt an input interval that touches 0.
+    """
+
+    def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
+        alpha = step.node.kwargs.get("alpha", step.args[2] if len(step.args) > 2 else 1)
+        reverse, subtract = step.op.startswith("aten.rsub"), step.op.startswith("aten.sub")
+        factors = ((-alpha, 1) if reverse else (1, -alpha if subtract else alpha))
+        lows, highs = [], []
+        for node, interval in zip(step.inputs, intervals):
+            sign = sum(f for arg, f in zip(step.node.args[:2], factors) if arg is node)
+            lows.append(interval.lower if sign >= 0 else interval.upper)
+            highs.append(interval.upper if sign >= 0 else interval.lower)
+        return Interval(step.function(*lows), step.function(*highs))
 
     def radius(self, step: Step, radii: list[torch.Tensor]) -> torch.Tensor:
         alpha = abs(step.node.kwargs.get("alpha", step.args[2] if len(step.args) > 2 else 1))

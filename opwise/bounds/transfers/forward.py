@@ -28,6 +28,7 @@ from opwise.bounds.input_set import InputSet
 from opwise.bounds.transfers.affine import Affine, SignedAffine
 from opwise.bounds.transfers.nonlinear import Elementwise
 from opwise.bounds.transfers.registry import Interval, Step
+from opwise.errors import OpwiseError
 
 
 @dataclasses.dataclass
@@ -78,8 +79,24 @@ class LinearBounds:
         return cls(zeros, interval.lower, zeros, interval.upper, like.positions)
 
     def concretize(self, input_set: InputSet) -> Interval:
-        """The interval these linear bounds imply over the input set (per element)."""
+        """The interval these linear bounds imply over the input set (per element).
+
+        A node whose first dimension is not the batch (attention folds the heads into it) is concretized
+        as one flat row of the single sample; with several samples which elements belong to which is not
+        known here, and that is an error rather than a guess.
+        """
         shape = self.lower_bias.shape
+        batch = input_set.lower.shape[0]
+        if shape[0] != batch:
+            if batch != 1:
+                raise OpwiseError(
+                    f"forward-mode bounds need the batch dimension first, but a node of shape {tuple(shape)} folds a "
+                    f"batch of {batch} into its first dimension; use method='crown', or bound one sample at a time")
+            rows = self.lower_coefficient.shape[0]
+            flat = LinearBounds(self.lower_coefficient.reshape(rows, 1, -1), self.lower_bias.reshape(1, -1),
+                                self.upper_coefficient.reshape(rows, 1, -1), self.upper_bias.reshape(1, -1), self.positions)
+            interval = flat.concretize(input_set)
+            return Interval(interval.lower.reshape(shape), interval.upper.reshape(shape))
         if self.positions is not None:
             return self._concretize_free(input_set)
 
