@@ -68,10 +68,11 @@ def stack_intervals(domains: list[Domain]) -> dict[str, Interval]:
 
 
 class DomainQueue:
-    """Unverified domains, worst margin bound first, with the bytes their tensors hold (`nbytes`: a tensor
-    that several domains share, as children share their parent's unsplit intervals, counted once).
+    """Unverified domains, worst margin bound first; with `count_bytes`, also the bytes their tensors hold
+    (`nbytes`: a tensor that several domains share, as children share their parent's unsplit intervals,
+    counted once), a walk over every tensor on each push and pop that only a memory limit needs.
 
-    >>> queue = DomainQueue()
+    >>> queue = DomainQueue(count_bytes=True)
     >>> for bound in (0.3, -2.0, -0.5): queue.push(Domain({}, bound))
     >>> [d.lower for d in queue.pop(2)], len(queue)
     ([-2.0, -0.5], 1)
@@ -81,10 +82,10 @@ class DomainQueue:
     64
     """
 
-    def __init__(self):
+    def __init__(self, count_bytes: bool = False):
         self._heap: list[tuple[float, int, Domain]] = []
         self._counter = itertools.count()
-        self._storages: dict[int, list[int]] = {}  # data pointer -> [domains holding it, bytes]
+        self._storages: dict[int, list[int]] | None = {} if count_bytes else None  # data pointer -> [holders, bytes]
         self.nbytes = 0
 
     def __len__(self) -> int:
@@ -92,6 +93,8 @@ class DomainQueue:
 
     def push(self, domain: Domain) -> None:
         heapq.heappush(self._heap, (domain.lower, next(self._counter), domain))
+        if self._storages is None:
+            return
         for tensor in _tensors(domain):
             entry = self._storages.setdefault(tensor.untyped_storage().data_ptr(), [0, tensor.untyped_storage().nbytes()])
             if not entry[0]:
@@ -100,6 +103,8 @@ class DomainQueue:
 
     def pop(self, count: int) -> list[Domain]:
         popped = [heapq.heappop(self._heap)[2] for _ in range(min(count, len(self._heap)))]
+        if self._storages is None:
+            return popped
         for tensor in (t for domain in popped for t in _tensors(domain)):
             key = tensor.untyped_storage().data_ptr()
             entry = self._storages[key]

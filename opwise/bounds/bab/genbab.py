@@ -95,7 +95,7 @@ def branch_and_bound(
         return finish("verified", root.lower)
     shortcuts = bounder.shortcuts() if branching == "bbps" else None
     input_set = bounder.input_set(1)
-    queue, proven, last_attack = DomainQueue(), float("inf"), time.monotonic()
+    queue, proven, last_attack = DomainQueue(count_bytes=max_memory is not None), float("inf"), time.monotonic()
 
     def split(domains: list) -> list | None:
         """Both children of every domain (None when one of them has nothing left to split)."""
