@@ -136,15 +136,33 @@ def _sign_split(op: LinearOp, first: Tensor, second: Tensor, key: Any) -> _SignS
     return _SignSplit(stacked, pair[0], pair[1], finish)
 
 
+#: z⁺ = z − z⁻ is trusted where z⁺ ≥ |z⁻| / CANCELLATION: at most log2(64) = 6 bits of z⁺ lost to cancellation
+CANCELLATION = 64.0
+
+
+def _cancels(positive: Tensor, negative: Tensor, relevance: Tensor) -> bool:
+    """Whether relevance arrives where z⁺ (from z − z⁻) is below |z⁻| / CANCELLATION, too small for the
+    subtraction to be trusted.
+
+    >>> _cancels(torch.tensor([1e-3, 1.0]), torch.tensor([-1.0, -1.0]), torch.tensor([0.0, 1.0]))
+    False
+    >>> _cancels(torch.tensor([1e-3, 1.0]), torch.tensor([-1.0, -1.0]), torch.tensor([1.0, 1.0]))
+    True
+    """
+    # z⁻ < 0 (it carries −stabilizer), so z⁺ < |z⁻| / C is z⁻ + C·z⁺ < 0: one fused pass instead of three
+    return bool(torch.logical_and(torch.add(negative, positive, alpha=CANCELLATION) < 0, relevance != 0).any())
+
+
 def _alpha_beta_split(op: LinearOp, output: Tensor | None, relevance: Tensor, alpha: float, beta: float,
                       stabilizer: float) -> Tensor | None:
     """α·Aᵀ(R/z⁺) − β·Bᵀ(R/z⁻), A = (W⁺ on x⁺, W⁻ on x⁻), B = (W⁻ on x⁺, W⁺ on x⁻), z⁺ = Ax + b⁺ + s,
     z⁻ = Bx + b⁻ − s; None when the op cannot be split (see `_sign_split`).
 
     As A + B = W and b⁺ + b⁻ = b, z⁺ = z − z⁻ with z the forward output, so one call of the op (for z⁻)
-    suffices. The subtraction is as accurate as a call wherever z ≥ 0 (there z⁺ ≥ |z| and z⁺ ≥ |z⁻|: the
-    error, a few ulps of |z| + |z⁻|, stays a few ulps of z⁺), so it is used when all relevance sits there
-    (`relevance_off_positive`); otherwise z⁺ gets its own call. β = 0 (ZPlus) needs neither z nor z⁻.
+    suffices. The subtraction's error is a few ulps of |z| + |z⁻|: as accurate as a call wherever z ≥ 0
+    (there z⁺ ≥ |z| and z⁺ ≥ |z⁻|), and within `CANCELLATION` times a call's where z < 0 but z⁺ is no
+    smaller than |z⁻| / CANCELLATION (convs feeding a residual sum, whose negative outputs get relevance).
+    Where relevance meets a z⁺ smaller than that, z⁺ gets its own call. β = 0 (ZPlus) needs neither.
     """
     wp, wn, bp, bn = _signed_parameters(op)
     split = _sign_split(op, wp, wn, "alpha-beta-split")
@@ -152,10 +170,9 @@ def _alpha_beta_split(op: LinearOp, output: Tensor | None, relevance: Tensor, al
         return None
     if beta:
         negative = _shifted_part(op, split.x, split.second, bn, -stabilizer)
-        if relevance_off_positive(output, relevance):
+        positive = torch.sub(output, negative).clamp_(min=stabilizer)
+        if relevance_off_positive(output, relevance) and _cancels(positive, negative, relevance):
             positive = _shifted_part(op, split.x, split.first, bp, stabilizer)
-        else:
-            positive = torch.sub(output, negative).clamp_(min=stabilizer)
     else:
         positive = _shifted_part(op, split.x, split.first, bp, stabilizer)
     torch.div(relevance, positive, out=positive)
