@@ -214,15 +214,15 @@ def measure(model_name: str, method: str, composite: str, keep: str, size: int, 
 
 
 def side_by_side(model_name: str, composites: list[str], size: int, batch: int, repeats: int,
-                 zennit: bool = False) -> dict:
+                 zennit: bool = False, threads: int = 1) -> dict:
     """In one process: rounds of both gradient passes (input only; a full `.backward()`), then each composite
     (keep="all"), and Zennit's when asked; best (wall, CPU) seconds.
 
     Cheaper than one subprocess per measurement (the graph is traced once) and robust to a loaded machine,
     as every round runs all methods back to back; the process's CPU time (one thread) is not inflated by
-    other jobs waiting for the same cores, as the wall clock is. Memory is not measured here.
+    other jobs waiting for the same cores, as the wall clock is (with `threads` 1). Memory is not measured here.
     """
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = MODELS[model_name]().eval()
     x = torch.randn(batch, 3, size, size)
@@ -267,6 +267,7 @@ def main() -> None:
                         help="only time ratios to the gradient passes (/grad: input gradient only; /full: a full "
                              ".backward() with the weights' gradients), all composites in one process per model")
     parser.add_argument("--zennit", action="store_true", help="with --side-by-side: Zennit's composites too")
+    parser.add_argument("--threads", type=int, default=1, help="with --side-by-side: torch threads (default 1)")
     parser.add_argument("--one", nargs=4, metavar=("MODEL", "METHOD", "COMPOSITE", "KEEP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -275,10 +276,11 @@ def main() -> None:
         print(json.dumps(measure(model, method, composite, keep, args.size, args.batch, args.repeats, args.budget, chunk)))
         return
     if args.side_by_side:
-        print(f"CPU, 1 thread, batch {args.batch}, {args.size}x{args.size}, best of {args.repeats} side-by-side rounds; "
+        print(f"CPU, {args.threads} thread(s), batch {args.batch}, {args.size}x{args.size}, best of {args.repeats} side-by-side rounds; "
               f"load {os.getloadavg()[0]:.1f}")
         for name in args.models.split(","):
-            best = side_by_side(name, args.composites.split(","), args.size, args.batch, args.repeats, args.zennit)
+            best = side_by_side(name, args.composites.split(","), args.size, args.batch, args.repeats, args.zennit,
+                                args.threads)
             print("model     method                        wall s  /grad /full   CPU s  /grad /full")
             (wall_gradient, cpu_gradient), (wall_full, cpu_full) = best["gradient"], best["full-backward"]
             for composite, (wall, cpu) in best.items():
