@@ -90,8 +90,8 @@ def measure(model, x: torch.Tensor, eps: float, repeat: int) -> list[tuple[str, 
 def compare_auto_lirpa(source: str, models: dict, eps: float, repeat: int) -> None:
     """Width and time ratios opwise / auto_LiRPA per model and method.
 
-    α-CROWN twice: `alpha-crown` with matched settings (20 Adam steps, lr 0.1, patience 4, and auto_LiRPA's
-    stopping rule for both: any improvement resets the patience, i.e. tolerance 0), and `alpha-crown*` with
+    α-CROWN twice: `alpha-crown` with matched settings (20 Adam steps, lr 0.1 for every α, patience 4, and
+    auto_LiRPA's stopping rule for both: any improvement resets the patience, i.e. tolerance 0), and `alpha-crown*` with
     each tool's own defaults, what a user of either gets (auto_LiRPA: 20 steps, lr 0.5, patience 10, and it
     optimises the upper and the lower bound in two runs; opwise: `AlphaOptions()`, both sides in one run).
     """
@@ -118,7 +118,7 @@ def compare_auto_lirpa(source: str, models: dict, eps: float, repeat: int) -> No
         box = BoundedTensor(x, PerturbationLpNorm(norm=float("inf"), eps=eps))
         ours = BoundedModel(model, x)
         rows = (("ibp", "IBP", matched, None), ("crown", "CROWN", matched, None),
-                ("alpha-crown", "alpha-CROWN", matched, AlphaOptions(tolerance=0.0)),
+                ("alpha-crown", "alpha-CROWN", matched, AlphaOptions(tolerance=0.0, slope_learning_rate=None)),
                 ("alpha-crown*", "alpha-CROWN", defaults, AlphaOptions()))
         for label, their_method, their_options, our_options in rows:
             method = label.rstrip("*")

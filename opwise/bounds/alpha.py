@@ -28,9 +28,13 @@ class AlphaOptions:
     improvement of the summed bound larger than `tolerance`."""
 
     iterations: int = 20
+    #: Adam's step for α in the input's units: tangent points, support-line slopes, bilinear weights
     learning_rate: float = 0.1
+    #: Adam's step for the slopes of piecewise-linear activations (ReLU, leaky ReLU, hardtanh), which lie
+    #: between two piece slopes (in [0, 1] for ReLU), as auto_LiRPA's default for ReLU α; None: `learning_rate`
+    slope_learning_rate: float | None = 0.5
     patience: int = 4
-    tolerance: float = 1e-4
+    tolerance: float = 1e-5
     #: the learning rate is multiplied by this after every step
     lr_decay: float = 0.98
     #: optimise the intermediate bounds' α too (`optimize_bounds`); False: the final bound's α only
@@ -79,7 +83,7 @@ def optimize_alpha(engine: BoundPropagation, target: fx.Node, A: torch.Tensor, o
     options = options or AlphaOptions()
     best = (engine.backward(target, A) if initial is None else initial).detach().clone()
     alphas = initial_alphas(engine, target, A.shape[0])
-    parameters = [t for pair in alphas.values() for t in (pair.lower, pair.upper) if t is not None]
+    parameters = parameter_groups(engine, [alphas], options)
     if not parameters:
         return best
 
@@ -90,9 +94,25 @@ def optimize_alpha(engine: BoundPropagation, target: fx.Node, A: torch.Tensor, o
     return maximize(bound, parameters, options, best)
 
 
-def maximize(bound, parameters: list[torch.Tensor], options: AlphaOptions, best: torch.Tensor) -> torch.Tensor:
-    """Projected Adam ascent shared by every α optimisation: `bound()` projects the parameters into their
-    valid range and returns a (differentiable) lower bound; the elementwise best seen is returned."""
+def parameter_groups(engine: BoundPropagation, alpha_sets: list[dict[fx.Node, AlphaPair]],
+                     options: AlphaOptions) -> list[dict]:
+    """Adam's parameter groups over every α of `alpha_sets`: piecewise-linear activations' slopes at
+    `slope_learning_rate`, the rest at `learning_rate` (α in input units); empty when there is no α."""
+    slopes, others = [], []
+    for alphas in alpha_sets:
+        for node, pair in alphas.items():
+            relaxation = engine.step(node).relaxation
+            group = slopes if getattr(relaxation, "piecewise_linear", False) else others
+            group.extend(t for t in (pair.lower, pair.upper) if t is not None)
+    slope_rate = options.learning_rate if options.slope_learning_rate is None else options.slope_learning_rate
+    return [group for group in ({"params": slopes, "lr": slope_rate}, {"params": others, "lr": options.learning_rate})
+            if group["params"]]
+
+
+def maximize(bound, parameters: list[torch.Tensor] | list[dict], options: AlphaOptions, best: torch.Tensor) -> torch.Tensor:
+    """Projected Adam ascent shared by every α optimisation: `bound()` projects the parameters (tensors, or
+    Adam's parameter groups) into their valid range and returns a (differentiable) lower bound; the
+    elementwise best seen is returned."""
     optimizer = torch.optim.Adam(parameters, lr=options.learning_rate)
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, options.lr_decay)
     stop = EarlyStop(options, best)

@@ -17,7 +17,7 @@ import dataclasses
 import torch
 from torch import fx
 
-from opwise.bounds.alpha import AlphaOptions, clamp_alphas, initial_alphas, maximize, optimize_alpha
+from opwise.bounds.alpha import AlphaOptions, clamp_alphas, initial_alphas, maximize, optimize_alpha, parameter_groups
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.transfers.nonlinear import ELEMENTWISE
@@ -113,8 +113,7 @@ def optimize_bounds(engine: BoundPropagation, target: fx.Node, A: torch.Tensor,
         return optimize_alpha(engine, target, A, options, initial=best)
     chain = intermediate_bounds(engine, target, options.max_intermediate_alpha)
     final_alphas = initial_alphas(engine, target, A.shape[0])
-    parameters = [t for alphas in [final_alphas, *(link.alphas for link in chain)]
-                  for pair in alphas.values() for t in (pair.lower, pair.upper) if t is not None]
+    parameters = parameter_groups(engine, [final_alphas, *(link.alphas for link in chain)], options)
     if not parameters:
         return best
 

@@ -145,3 +145,26 @@ def test_ibp_intermediate_policy_optimises_the_final_alpha_only():
     A = torch.eye(3).reshape(3, 1, 3)
     ibp_crown = engine.backward(engine.graph.output, A)
     assert (optimize_bounds(engine, engine.graph.output, A) >= ibp_crown).all()
+
+
+def test_piecewise_linear_slopes_get_their_own_learning_rate():
+    """ReLU / leaky ReLU / hardtanh α (slopes between the pieces') step at `slope_learning_rate`, tangent points
+    and support slopes (sigmoid, GELU) at `learning_rate`; None puts every α at `learning_rate`."""
+    from opwise.bounds.alpha import initial_alphas, parameter_groups
+
+    build, shape = MODELS["mixed_mlp"]
+    x = torch.zeros(1, *shape)
+    _, engine = _engine(randomize_(build(), 0), x - 1.0, x + 1.0)
+    output = engine.graph.output
+    engine.prepare(output)
+    alphas = initial_alphas(engine, output, 3)
+    kinds = {str(node.target): node for node in alphas}
+    slope_alphas = [t for name, node in kinds.items() if "relu" in name or "hardtanh" in name
+                    for t in (alphas[node].lower, alphas[node].upper) if t is not None]
+    groups = parameter_groups(engine, [alphas], AlphaOptions(learning_rate=0.1, slope_learning_rate=0.7))
+    assert [group["lr"] for group in groups] == [0.7, 0.1]
+    assert {id(t) for t in groups[0]["params"]} == {id(t) for t in slope_alphas} and slope_alphas
+    assert any("gelu" in name for name in kinds) and groups[1]["params"]
+    single = parameter_groups(engine, [alphas], AlphaOptions(learning_rate=0.1, slope_learning_rate=None))
+    assert [group["lr"] for group in single] == [0.1, 0.1]
+    assert parameter_groups(engine, [{}], AlphaOptions()) == []

@@ -21,7 +21,7 @@ import time
 import torch
 from torch import fx
 
-from opwise.bounds.alpha import AlphaOptions, maximize
+from opwise.bounds.alpha import AlphaOptions, maximize, parameter_groups
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.transfers.registry import Interval, Step
@@ -119,7 +119,7 @@ def _adam(engine: BoundPropagation, target: fx.Node, A: torch.Tensor, options: A
     """Projected Adam on the summed bound over every α and β, best bound per spec and sample kept."""
     alphas = _initial(engine, target, A.shape[0], warm)
     best = engine.backward(target, A, alphas=alphas).detach()
-    parameters = [t for pair in alphas.values() for t in (pair.lower, pair.upper) if t is not None]
+    parameters = parameter_groups(engine, [alphas], options)
     if parameters:
         if deadline is not None:
             options = dataclasses.replace(options, time_limit=max(0.0, deadline - time.monotonic()))

@@ -10,7 +10,7 @@ hardtanh (an S shape) gets a line through each kink whose slope α keeps it belo
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -30,6 +30,8 @@ class _Ramp:
     high: float
     leak: float = 0.0
     monotone: bool = True
+    #: α is a slope between the pieces' slopes (α-CROWN steps it at `AlphaOptions.slope_learning_rate`)
+    piecewise_linear: ClassVar[bool] = True
 
     def function(self, x: torch.Tensor) -> torch.Tensor:
         clamped = x.clamp(self.low, self.high)
