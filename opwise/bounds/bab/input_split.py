@@ -5,8 +5,8 @@ whatever its size. Each round takes up to `batch_size` domains with the worst bo
 along one dimension, bounds all children in one call of `bound_fn`, checks their centres by a forward pass,
 and keeps only the children not yet proved. The dimension is the one with the largest
 `width × |weight|` of the row that came closest to proving the domain, when `bound_fn` returns per-input
-weights (its linear bound's coefficients, or gradient-based weights); else the largest `width × |∂margin/∂x|` at
-the centre, or simply the widest.
+weights (its linear bound's coefficients, or gradient-based weights); else the largest
+`width × (|∂margin/∂x| + its mean over the inputs)` at the centre, or simply the widest.
 A disjunct of the unsafe set, once ruled out on a domain, stays ruled out on its sub-domains, so each domain
 carries the mask of disjuncts still open and only their rows are bounded. PGD runs on the whole box first
 and, during the search, from the centres of the domains whose centres came closest to a violation, each
@@ -356,7 +356,8 @@ def _split_every_way(bound_fn, function, spec, rows, batch: "_Domains", width: t
 
 
 def _choose_dimension(function, rows, batch: _Domains, width: torch.Tensor, branching: str) -> torch.Tensor:
-    """Per domain, the flat input index to bisect: largest width × |coefficient| or × |gradient|, or the widest."""
+    """Per domain, the flat input index to bisect: largest width × |coefficient| or × (|gradient| + its mean),
+    or the widest."""
     if branching == "widest":
         return width.argmax(dim=1)
     if batch.direction is not None:
@@ -366,7 +367,10 @@ def _choose_dimension(function, rows, batch: _Domains, width: torch.Tensor, bran
         row_margins = function(centre).reshape(len(centre), -1).to(rows.C.dtype) @ rows.C.T - rows.d
         row = rows.closest_row(row_margins.detach(), batch.open_)
         (gradient,) = torch.autograd.grad(row_margins.gather(1, row[:, None]).sum(), centre)
-        score = width * gradient.reshape(len(centre), -1).abs()
+        gradient = gradient.reshape(len(centre), -1).abs()
+        # the centre's gradient can vanish along an input (ReLUs off there) that still widens the bounds
+        # elsewhere in the box: every input counts at least the mean sensitivity, or it is never split
+        score = width * (gradient + gradient.mean(dim=1, keepdim=True))
     # a flat score says nothing: fall back to the widest dimension there
     score = torch.where(score.amax(dim=1, keepdim=True) > 0, score, width)
     return score.argmax(dim=1)
