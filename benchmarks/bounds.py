@@ -6,8 +6,8 @@ Models: seeded random ReLU MLP, CNN and GELU MLP (always), the built-in demo mod
 and the small ViT-like transformer) when opwise.load_model is available, and ACAS Xu networks from ../shared/benchmarks with --onnx (needs the ONNX importer). Widths
 are of the margins y_target − y_j (specs = classes − 1); lower is tighter. `--auto-lirpa DIR` adds
 auto_LiRPA (a source checkout, e.g. from github:Verified-Intelligence/auto_LiRPA, with its pure-Python
-dependencies appdirs/graphviz/tqdm importable; never a dependency of opwise) on the same models, specs
-and α settings, and prints the width and time ratios opwise / auto_LiRPA.
+dependencies appdirs/graphviz/tqdm importable; never a dependency of opwise) on the same models and specs,
+and prints the width and time ratios opwise / auto_LiRPA (α-CROWN at matched settings and at each tool's defaults).
 """
 
 from __future__ import annotations
