@@ -171,6 +171,8 @@ def _alpha_beta_split(op: LinearOp, output: Tensor | None, relevance: Tensor, al
     if beta:
         negative = _shifted_part(op, split.x, split.second, bn, -stabilizer)
         positive = torch.sub(output, negative).clamp_(min=stabilizer)
+        # where z ≥ 0 nothing cancels (z⁺ ≥ |z⁻|), so the cheaper off-positive check comes first: behind a
+        # ReLU it settles the question alone
         if relevance_off_positive(output, relevance) and _cancels(positive, negative, relevance):
             positive = _shifted_part(op, split.x, split.first, bp, stabilizer)
     else:

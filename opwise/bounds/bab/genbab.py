@@ -18,7 +18,7 @@ from opwise.bounds.attack import check_counterexample, pgd_attack
 from opwise.bounds.bab.bounding import DomainBounder
 from opwise.bounds.bab.branching import BRANCHING, SPLIT_POINTS, choose_splits
 from opwise.bounds.bab.domains import DomainQueue
-from opwise.bounds.bab.result import BabResult
+from opwise.bounds.bab.result import BabResult, queue_limit
 from opwise.bounds.bounded_model import BoundedModel
 from opwise.bounds.spec import Specification
 from opwise.errors import InputError
@@ -111,9 +111,9 @@ def branch_and_bound(
     while len(queue):
         if time.monotonic() > deadline:
             return finish("timeout", queue.worst())
-        if len(queue) > max_domains or (max_memory is not None and queue.nbytes > max_memory):
-            stats["reason"] = (f"more than {max_domains} open domains" if len(queue) > max_domains
-                               else f"open domains hold {queue.nbytes} bytes, more than max_memory={max_memory}")
+        reason = queue_limit(queue, max_domains, max_memory)
+        if reason is not None:
+            stats["reason"] = reason
             return finish("unknown", queue.worst())
         parents = queue.pop(max(1, batch_size // 2))
         children = split(parents)

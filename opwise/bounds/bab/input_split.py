@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from opwise.bounds.attack import Function, check_counterexample, pgd_attack
-from opwise.bounds.bab.result import BabResult
+from opwise.bounds.bab.result import BabResult, queue_limit
 from opwise.bounds.spec import Specification
 from opwise.errors import InputError
 
@@ -184,11 +184,9 @@ def input_split_bab(
     while found is None and len(queue):
         if time.monotonic() > deadline:
             return finish("timeout")
-        if len(queue) > max_domains:
-            stats["reason"] = f"more than {max_domains} open domains"
-            return finish("unknown")
-        if max_memory is not None and queue.nbytes > max_memory:
-            stats["reason"] = f"open domains hold {queue.nbytes} bytes, more than max_memory={max_memory}"
+        reason = queue_limit(queue, max_domains, max_memory)
+        if reason is not None:
+            stats["reason"] = reason
             return finish("unknown")
         if stats["attack_time"] < attack_share * (time.monotonic() - start):
             found = _attack_domains(function, spec, rows, queue, attack_steps, stats)
