@@ -115,6 +115,7 @@ class _SignSplit:
     first: Tensor
     second: Tensor
     finish: Callable[[Tensor], Tensor]
+    stacked: bool = False
 
 
 def _sign_split(op: LinearOp, first: Tensor, second: Tensor, key: Any) -> _SignSplit | None:
@@ -133,7 +134,32 @@ def _sign_split(op: LinearOp, first: Tensor, second: Tensor, key: Any) -> _SignS
         positive, negative = grad.mul_(stacked).chunk(2, axis)
         return positive.add(negative)
 
-    return _SignSplit(stacked, pair[0], pair[1], finish)
+    return _SignSplit(stacked, pair[0], pair[1], finish, stacked=True)
+
+
+@dataclasses.dataclass
+class _VjpPair:
+    """Two vjps Aᵀg + Bᵀh as one, of [A; B] against [g; h] stacked along the output channels: one product
+    with twice the reduction length instead of two products and a sum of their input-sized results. The
+    rules write g and h straight into the halves `first` and `second` of `grads`."""
+
+    weight: Tensor
+    grads: Tensor
+    first: Tensor
+    second: Tensor
+
+
+def _vjp_pair(op: LinearOp, like: Tensor, key: Any, build: Callable[[], tuple[Tensor, Tensor]]) -> _VjpPair | None:
+    """The pair for outputs shaped like `like`, A and B from `build()` (stacked once per node); None when the
+    op cannot stack its output channels."""
+    if op.output_axes is None or not op.owns_vjp or op.weight is None:
+        return None
+    axis, weight_axis = op.output_axes
+    weight = op.cached(key, lambda: torch.cat(build(), weight_axis))
+    shape = list(like.shape)
+    shape[axis] *= 2
+    grads = like.new_empty(shape)
+    return _VjpPair(weight, grads, *grads.chunk(2, axis))
 
 
 #: z⁺ = z − z⁻ is trusted where z⁺ ≥ |z⁻| / CANCELLATION: at most log2(64) = 6 bits of z⁺ lost to cancellation
@@ -170,11 +196,18 @@ def _alpha_beta_split(op: LinearOp, output: Tensor | None, relevance: Tensor, al
         return None
     if beta:
         negative = _shifted_part(op, split.x, split.second, bn, -stabilizer)
-        positive = torch.sub(output, negative).clamp_(min=stabilizer)
+        pair = _vjp_pair(op, negative, ("alpha-beta-pair", alpha, beta, split.stacked),
+                         lambda: (split.first * alpha, split.second * -beta))
+        positive = torch.sub(output, negative, out=None if pair is None else pair.first).clamp_(min=stabilizer)
         # where z ≥ 0 nothing cancels (z⁺ ≥ |z⁻|), so the cheaper off-positive check comes first: behind a
         # ReLU it settles the question alone
         if relevance_off_positive(output, relevance) and _cancels(positive, negative, relevance):
-            positive = _shifted_part(op, split.x, split.first, bp, stabilizer)
+            direct = _shifted_part(op, split.x, split.first, bp, stabilizer)
+            positive = direct if pair is None else positive.copy_(direct)
+        if pair is not None:  # α and −β sit in the pair's weights
+            torch.div(relevance, positive, out=positive)
+            torch.div(relevance, negative, out=pair.second)
+            return split.finish(op.input_vjp(pair.weight, pair.grads, split.x))
     else:
         positive = _shifted_part(op, split.x, split.first, bp, stabilizer)
     torch.div(relevance, positive, out=positive)
@@ -263,13 +296,16 @@ class Gamma(LinearRule):
         downward = relevance_off_positive(output, relevance)
         if downward:
             z_down = torch.mul(output, 2 + self.gamma).sub_(z_up).clamp_(max=-self.stabilizer)
-        torch.div(relevance, z_up.clamp_(min=self.stabilizer), out=z_up)
+        z_up.clamp_(min=self.stabilizer)
         if not downward:
-            return split.finish(op.input_vjp(split.first, z_up, split.x))
-        z_up.masked_fill_(output <= 0, 0)
-        torch.div(relevance, z_down, out=z_down).masked_fill_(output >= 0, 0)
-        grad = op.input_vjp(split.first, z_up, split.x)
-        return split.finish(_accumulate(op, grad, op.input_vjp(split.second, z_down, split.x)))
+            return split.finish(op.input_vjp(split.first, torch.div(relevance, z_up, out=z_up), split.x))
+        pair = _vjp_pair(op, z_up, ("gamma-pair", id(self), split.stacked), lambda: (split.first, split.second))
+        up = torch.div(relevance, z_up, out=z_up if pair is None else pair.first).masked_fill_(output <= 0, 0)
+        down = torch.div(relevance, z_down, out=z_down if pair is None else pair.second).masked_fill_(output >= 0, 0)
+        if pair is not None:
+            return split.finish(op.input_vjp(pair.weight, pair.grads, split.x))
+        grad = op.input_vjp(split.first, up, split.x)
+        return split.finish(_accumulate(op, grad, op.input_vjp(split.second, down, split.x)))
 
     def relevance(self, op: LinearOp, output: Tensor, relevance: Tensor) -> Tensor:
         split = self._split(op, output, relevance)

@@ -43,7 +43,7 @@ def linear(call, relevance):
         return grad @ w
 
     op = LinearOp(lambda x, w, b: aten.linear(x, w, b), weight, bias, x, fast_vjp, owns_vjp=True, input_axes=(-1, 1),
-                  cache=_cache(call, 1, 2))
+                  output_axes=(-1, 0), cache=_cache(call, 1, 2))
     return [_apply(call, op, relevance, Epsilon()), None, None][: len(call.args)]
 
 
@@ -62,8 +62,10 @@ def convolution(call, relevance):
         )[0]
 
     transposed, groups = rest[3], rest[5]
-    axes = None if groups != 1 else (1, 0 if transposed else 1)  # groups interleave their input channels
-    op = LinearOp(forward, weight, bias, x, fast_vjp, owns_vjp=True, input_axes=axes, cache=_cache(call, 1, 2))
+    # groups interleave their channels, so only ungrouped convolutions take more of them in one call
+    inputs, outputs = ((1, 0 if transposed else 1), (1, 1 if transposed else 0)) if groups == 1 else (None, None)
+    op = LinearOp(forward, weight, bias, x, fast_vjp, owns_vjp=True, input_axes=inputs, output_axes=outputs,
+                  cache=_cache(call, 1, 2))
     return [_apply(call, op, relevance, Epsilon())] + [None] * (len(call.args) - 1)
 
 
@@ -71,7 +73,7 @@ def convolution(call, relevance):
 def addmm(call, relevance):
     bias, x, weight = call.arg(0), call.arg(1), call.arg(2)
     op = LinearOp(lambda x, w, b: x @ w if b is None else torch.addmm(b, x, w), weight, bias, x, lambda w, g, x: g @ w.T,
-                  owns_vjp=True, input_axes=(-1, 0), cache=_cache(call, 0, 2))
+                  owns_vjp=True, input_axes=(-1, 0), output_axes=(-1, 1), cache=_cache(call, 0, 2))
     return [None, _apply(call, op, relevance, Epsilon()), None]
 
 

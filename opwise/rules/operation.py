@@ -50,9 +50,11 @@ class LinearOp:
     because the op is linear in it); ops that know a cheaper form than autograd pass it in (`fast_vjp(weight,
     grad, x)`, `owns_vjp` when that form returns a new tensor a rule may overwrite). `input_axes` = (axis of
     x, axis of the weight) holding the input channels, for ops that accept more of them in one call (two
-    inputs side by side meeting two weight sets: the rules' x⁺ and x⁻). `cache` is a per-node dict for modified parameters, given only when weight and bias are constants of the graph; `layout` is a
-    memory order (as for `torch.empty_permuted`) for x ⊙ grad when x's own would iterate badly (a sum over a
-    small trailing axis).
+    inputs side by side meeting two weight sets: the rules' x⁺ and x⁻); `output_axes` the same for the output
+    channels (two vjps Aᵀg + Bᵀh as one, of [A; B] against [g; h]). `cache` is a per-node dict for modified
+    parameters, given only when weight and bias are constants of the graph; `layout` is a memory order (as
+    for `torch.empty_permuted`) for x ⊙ grad when x's own would iterate badly (a sum over a small trailing
+    axis).
 
     >>> op = LinearOp(lambda x, w, b: x @ w.T, torch.eye(2), None, torch.tensor([[1.0, 2.0]]), input_axes=(-1, 1))
     >>> op.times_x(op.input_vjp(2 * torch.eye(2), torch.ones(1, 2)))
@@ -66,6 +68,7 @@ class LinearOp:
     fast_vjp: Callable[[Tensor | None, Tensor, Tensor], Tensor] | None = None
     owns_vjp: bool = False
     input_axes: tuple[int, int] | None = None
+    output_axes: tuple[int, int] | None = None
     cache: dict | None = None
     layout: tuple[int, ...] | None = None
 

@@ -185,14 +185,15 @@ def test_alpha_beta_calls_the_op_for_z_plus_where_subtraction_would_cancel():
     w = torch.tensor([[1e-6, -100.0, -3.0], [2.0, -1.0, 7.0]])
     b = torch.tensor([0.0, 0.1])
     relevance = torch.tensor([[1.0, 2.0]])
-    op, counts = _counted(x, w, b)
-    ours = AlphaBeta(2.0, 1.0).relevance(op, F.linear(x, w, b), relevance)
-    assert counts == {"calls": 2, "vjps": 2}
-    _close(ours, reference(AlphaBeta(2.0, 1.0), F.linear, x, w, b, relevance))
+    for output_axes, vjps in (((-1, 0), 1), (None, 2)):
+        op, counts = _counted(x, w, b, output_axes)
+        ours = AlphaBeta(2.0, 1.0).relevance(op, F.linear(x, w, b), relevance)
+        assert counts == {"calls": 2, "vjps": vjps}
+        _close(ours, reference(AlphaBeta(2.0, 1.0), F.linear, x, w, b, relevance))
 
 
-def _counted(x, w, b):
-    """A linear LinearOp that counts its forward calls and vjps."""
+def _counted(x, w, b, output_axes=(-1, 0)):
+    """A linear LinearOp that counts its forward calls and vjps (`output_axes` None: it cannot pair vjps)."""
     from opwise.rules.operation import LinearOp
 
     counts = {"calls": 0, "vjps": 0}
@@ -205,25 +206,27 @@ def _counted(x, w, b):
         counts["vjps"] += 1
         return grad @ w
 
-    return LinearOp(forward, w, b, x, vjp, owns_vjp=True, input_axes=(-1, 1)), counts
+    return LinearOp(forward, w, b, x, vjp, owns_vjp=True, input_axes=(-1, 1), output_axes=output_axes), counts
 
 
-@pytest.mark.parametrize("rule, behind_relu, calls, vjps", [
-    (ZPlus(), True, 1, 1), (ZPlus(), False, 1, 1),
-    (Gamma(0.25), True, 1, 1), (Gamma(0.25), False, 1, 2),
-    (AlphaBeta(2.0, 1.0), True, 1, 2), (AlphaBeta(2.0, 1.0), False, 1, 2),
+@pytest.mark.parametrize("rule, behind_relu, calls, vjps, unpaired_vjps", [
+    (ZPlus(), True, 1, 1, 1), (ZPlus(), False, 1, 1, 1),
+    (Gamma(0.25), True, 1, 1, 1), (Gamma(0.25), False, 1, 1, 2),
+    (AlphaBeta(2.0, 1.0), True, 1, 1, 2), (AlphaBeta(2.0, 1.0), False, 1, 1, 2),
 ], ids=str)
+@pytest.mark.parametrize("paired", [True, False], ids=["paired", "unpaired"])
 @pytest.mark.parametrize("nonnegative", [True, False], ids=["x>=0", "mixed-x"])
-def test_sign_split_rules_make_the_counted_calls(rule, behind_relu, calls, vjps, nonnegative):
+def test_sign_split_rules_make_the_counted_calls(rule, behind_relu, calls, vjps, unpaired_vjps, paired, nonnegative):
     """The cost the speed targets rest on (issue 4): calls of the op beyond the forward, and vjps (mixed-sign
-    inputs stack x⁺ and x⁻ along the input channels, so they make as many)."""
+    inputs stack x⁺ and x⁻ along the input channels, so they make as many; ops that stack output channels
+    make two vjps one, ops that cannot make both)."""
     torch.manual_seed(6)
     # 64 inputs: W⁺x and W⁻x are sums of ~32 terms each, so z⁺ never nears |z⁻| / 64 (see the test above
     # for where it does)
     x, w, b = _input((4, 64), nonnegative), torch.randn(3, 64), torch.randn(3) * 0.1
     output = F.linear(x, w, b)
     relevance = torch.randn_like(output) * ((output > 0) if behind_relu else 1)
-    op, counts = _counted(x, w, b)
+    op, counts = _counted(x, w, b, (-1, 0) if paired else None)
     ours = rule.relevance(op, output, relevance)
-    assert counts == {"calls": calls, "vjps": vjps}
+    assert counts == {"calls": calls, "vjps": vjps if paired else unpaired_vjps}
     _close(ours, reference(rule, F.linear, x, w, b, relevance))
