@@ -218,12 +218,12 @@ def _select(out: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tens
         selected = target(out)
         if selected.shape != (out.shape[0],):
             raise InputError(f"target callable must return one value per sample, shape ({out.shape[0]},)")
-        return selected, torch.arange(0)
+        return selected, torch.arange(0, device=out.device)
     flat = out.reshape(out.shape[0], -1)
     if target is None:
         chosen = flat.detach().argmax(1)
     else:
-        chosen = torch.as_tensor(target, dtype=torch.long).reshape(-1)
+        chosen = torch.as_tensor(target, dtype=torch.long, device=out.device).reshape(-1)
         if chosen.numel() == 1:
             chosen = chosen.expand(out.shape[0]).clone()
         if chosen.numel() != out.shape[0] or (chosen < 0).any() or (chosen >= flat.shape[1]).any():
@@ -249,7 +249,7 @@ def _input_relevance(graph: Graph, inputs, explained: list[int], plan: Plan, gra
     ordered = []
     for index, flag in enumerate(graph.explained):
         if flag and index < len(inputs):
-            ordered.append(relevance.get(index, torch.zeros(inputs[index].shape)).detach())
+            ordered.append(relevance.get(index, torch.zeros(inputs[index].shape, device=inputs[index].device)).detach())
     return ordered
 
 

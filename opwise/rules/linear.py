@@ -374,8 +374,8 @@ class ZBox(LinearRule):
         self.low, self.high, self.stabilizer = low, high, stabilizer
 
     def _bounds(self, op: LinearOp) -> tuple:
-        low = torch.as_tensor(self.low, dtype=op.x.dtype).expand_as(op.x)
-        high = torch.as_tensor(self.high, dtype=op.x.dtype).expand_as(op.x)
+        low = torch.as_tensor(self.low, dtype=op.x.dtype, device=op.x.device).expand_as(op.x)
+        high = torch.as_tensor(self.high, dtype=op.x.dtype, device=op.x.device).expand_as(op.x)
         wp, wn, bp, bn = _signed_parameters(op)
         stacked = None
         if op.input_axes is not None and op.owns_vjp:
