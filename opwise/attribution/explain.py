@@ -264,6 +264,10 @@ def _token_input(graph: Graph, node) -> int | None:
     return graph.input_nodes.index(current)
 
 
+#: warn when the input relevance is below this share of the explained output (absorbed by biases or ε)
+ABSORBED = 0.01
+
+
 def _warn_if_broken(relevance: list[torch.Tensor], selected: torch.Tensor) -> None:
     total = sum(r.reshape(r.shape[0], -1).sum(1) for r in relevance)
     magnitude = sum(r.reshape(r.shape[0], -1).abs().sum(1) for r in relevance)
@@ -278,5 +282,14 @@ def _warn_if_broken(relevance: list[torch.Tensor], selected: torch.Tensor) -> No
         warnings.warn(
             "relevance is not conserved: input relevance differs from the explained output by more than its size "
             "for some samples (biases and epsilon absorb some, but not that much; consider another composite)",
+            stacklevel=3,
+        )
+    elif (absorbed := (total.abs() < ABSORBED * selected.abs())).any():
+        # an all-but-empty map is legitimate LRP, but rarely what the user wants to look at: say why
+        index = int(absorbed.nonzero()[0, 0])
+        warnings.warn(
+            f"input relevance is below {ABSORBED:.0%} of the explained output for some samples (sample {index}: "
+            f"{float(total[index]):.3g} of {float(selected[index]):.3g}): biases or the stabilizer took the rest. "
+            "Where activations are tiny (e.g. untrained weights) pass a smaller epsilon, e.g. epsilon=1e-12",
             stacklevel=3,
         )

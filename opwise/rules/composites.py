@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import inspect
 from typing import Any
 
 import torch
@@ -151,10 +152,18 @@ def get_composite(composite: str | Composite, **kwargs: Any) -> Composite:
     >>> get_composite("epsilon-plus-flat").first
     Flat(stabilizer=1e-06)
     """
+    from opwise.errors import InputError
+
     if isinstance(composite, Composite):
+        if kwargs:
+            raise InputError(f"parameters {sorted(kwargs)} apply to composites named by a string; a Composite "
+                             "object carries its own (set them on its rules)")
         return composite
     if composite not in COMPOSITES:
-        from opwise.errors import InputError
-
         raise InputError(f"unknown composite {composite!r}; choose one of {', '.join(COMPOSITES)} or pass a Composite")
+    accepted = inspect.signature(COMPOSITES[composite]).parameters
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise InputError(f"composite {composite!r} takes no parameter {', '.join(unknown)}; "
+                         f"it takes {', '.join(accepted) or 'none'}")
     return COMPOSITES[composite](**kwargs)

@@ -181,6 +181,22 @@ def test_warns_when_relevance_vanishes():
         opwise.explain(model, torch.randn(2, 3), target=0, composite="epsilon")
 
 
+def test_warns_when_biases_or_the_stabilizer_absorb_almost_all_relevance():
+    """Activations far below ε (untrained nets whose logits are ~1e-9): ε-LRP legitimately gives the input
+    almost nothing, and the user is told why and what to pass instead; a smaller ε brings it back."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2, bias=False))
+    with torch.no_grad():
+        model[0].weight.mul_(1e-9)
+    x = torch.randn(2, 3)
+    with pytest.warns(UserWarning, match=r"below 1% .* epsilon=1e-12"):
+        opwise.explain(model, x, target=0, composite="epsilon")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        e = opwise.explain(model, x, target=0, composite="epsilon", epsilon=1e-15)
+    torch.testing.assert_close(e.conservation[:, 0], e.conservation[:, 1], rtol=1e-4, atol=0)
+
+
 def test_captum_shaped_lrp():
     torch.manual_seed(0)
     model, x = cnn().eval(), torch.randn(2, 1, 14, 14)

@@ -42,3 +42,12 @@ def test_user_composite_by_type_name_and_operator():
 def test_unknown_composite():
     with pytest.raises(opwise.InputError, match="epsilon-plus-flat"):
         get_composite("zennit")
+
+
+def test_parameters_a_composite_does_not_take_are_named():
+    with pytest.raises(opwise.InputError, match=r"'epsilon' takes no parameter stabilizer; it takes epsilon"):
+        get_composite("epsilon", stabilizer=1e-9)
+    with pytest.raises(opwise.InputError, match=r"Composite object carries its own"):
+        get_composite(get_composite("epsilon"), epsilon=1e-9)
+    rules = get_composite("epsilon-plus", stabilizer=1e-9).by_operator.values()
+    assert [r.stabilizer for r in rules if isinstance(r, ZPlus)] == [1e-9]
