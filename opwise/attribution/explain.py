@@ -289,7 +289,8 @@ def _warn_if_broken(relevance: list[torch.Tensor], selected: torch.Tensor) -> No
         index = int(absorbed.nonzero()[0, 0])
         warnings.warn(
             f"input relevance is below {ABSORBED:.0%} of the explained output for some samples (sample {index}: "
-            f"{float(total[index]):.3g} of {float(selected[index]):.3g}): biases or the stabilizer took the rest. "
-            "Where activations are tiny (e.g. untrained weights) pass a smaller epsilon, e.g. epsilon=1e-12",
+            f"{float(total[index]):.3g} of {float(selected[index]):.3g}): biases or stabilizers took the rest. "
+            "Where activations are tiny (e.g. untrained weights) the stabilizers (1e-6 by default; pooling and sums "
+            "keep theirs) dominate: explain a trained model, or pass a smaller epsilon, e.g. epsilon=1e-12",
             stacklevel=3,
         )
