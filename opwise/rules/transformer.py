@@ -2,8 +2,9 @@
 
 softmax: deep Taylor decomposition at the input (Prop. 3.1): R_x = x ⊙ (R − s ⊙ Σ R).
 matmul/bmm of two explained tensors: epsilon rule, then uniform split between the factors (Prop. 3.3).
-layer norm: epsilon rule through (x − mean)/σ·w + b with σ held constant (identity on 1/σ, Prop. 3.4);
-the composite may give it an `Epsilon` to set ε.
+layer norm and group norm: epsilon rule through (x − mean)/σ·w + b with σ held constant (identity on 1/σ,
+Prop. 3.4); the composite may give them an `Epsilon` to set ε.
+vector norm ‖x‖_p = Σ|x_i|^p / ‖x‖_p^(p−1): each entry gets the share |x_i|^p / Σ|x_j|^p (conservative).
 """
 
 from __future__ import annotations
@@ -56,16 +57,70 @@ def _layer_norm_std_constant(x, normalized_shape, weight, bias, eps):
     return y if bias is None else y + bias
 
 
-@relevance_rule("aten.layer_norm.default", "aten.native_layer_norm.default")
-def layer_norm(call, relevance):
-    x, shape = call.arg(0), call.args[1]
-    weight, bias = call.arg(2), call.arg(3)
-    eps = call.args[4] if len(call.args) > 4 else 1e-5
+def _group_norm_std_constant(x, groups, weight, bias, eps):
+    grouped = x.reshape(x.shape[0], groups, -1)
+    mean = grouped.mean(-1, keepdim=True)
+    std = torch.sqrt(grouped.var(-1, keepdim=True, unbiased=False) + eps).detach()
+    y = ((grouped - mean) / std).reshape(x.shape)
+    shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
+    y = y if weight is None else y * weight.reshape(shape)
+    return y if bias is None else y + bias.reshape(shape)
+
+
+def _std_constant_rule(call, relevance, normalize) -> list:
+    """x ⊙ vjp of `normalize` (σ detached) at R / (y ± ε): the epsilon rule through the normalizer."""
+    x = call.arg(0)
     output = call.output[0] if isinstance(call.output, (tuple, list)) else call.output
     relevance = relevance[0] if isinstance(relevance, (tuple, list)) else relevance
     source = x.detach().requires_grad_()
     with torch.enable_grad():
-        y = _layer_norm_std_constant(source, shape, weight, bias, eps)
+        y = normalize(source)
     epsilon = call.rule.epsilon if isinstance(call.rule, Epsilon) else MATMUL_EPSILON
     grad = torch.autograd.grad(y, source, relevance / stabilize(output, epsilon))[0]
     return [x * grad] + [None] * (len(call.args) - 1)
+
+
+@relevance_rule("aten.layer_norm.default", "aten.native_layer_norm.default")
+def layer_norm(call, relevance):
+    shape, weight, bias = call.args[1], call.arg(2), call.arg(3)
+    eps = call.args[4] if len(call.args) > 4 else 1e-5
+    return _std_constant_rule(call, relevance, lambda x: _layer_norm_std_constant(x, shape, weight, bias, eps))
+
+
+@relevance_rule("aten.native_group_norm.default", "aten.group_norm.default")
+def group_norm(call, relevance):
+    """native_group_norm(x, weight, bias, N, C, HxW, groups, eps); group_norm(x, groups, weight, bias, eps)."""
+    if call.target == aten.native_group_norm.default:
+        weight, bias, groups, eps = call.arg(1), call.arg(2), call.args[6], call.args[7]
+    else:
+        groups = call.args[1]
+        weight, bias = (call.arg(i) if len(call.args) > i else None for i in (2, 3))
+        eps = call.args[4] if len(call.args) > 4 else 1e-5
+    return _std_constant_rule(call, relevance, lambda x: _group_norm_std_constant(x, groups, weight, bias, eps))
+
+
+@relevance_rule("aten.linalg_vector_norm.default")
+def vector_norm(call, relevance):
+    """Share |x_i|^p / Σ|x_j|^p of each norm's relevance (p = ∞: the largest entries, ties split evenly)."""
+    x = call.arg(0)
+    order = call.args[1] if len(call.args) > 1 else call.kwargs.get("ord", 2)
+    dims = call.args[2] if len(call.args) > 2 else call.kwargs.get("dim")
+    keepdim = call.args[3] if len(call.args) > 3 else call.kwargs.get("keepdim", False)
+    dims = tuple(range(x.dim())) if dims is None or dims == [] else tuple(d % x.dim() for d in (
+        dims if isinstance(dims, (list, tuple)) else [dims]))
+    magnitude = x.abs()
+    if order == float("inf"):
+        weight = (magnitude == magnitude.amax(dims, keepdim=True)).to(x.dtype)
+    elif order > 0:
+        weight = magnitude.pow(order)
+    else:
+        from opwise.errors import UnsupportedOperation
+
+        raise UnsupportedOperation(call.node, "aten.linalg_vector_norm.default", engine="relevance",
+                                   hint=f"ord={order} has no relevance rule (finite ord > 0 and inf have)")
+    if not keepdim:
+        for d in sorted(dims):
+            relevance = relevance.unsqueeze(d)
+    total = weight.sum(dims, keepdim=True)
+    share = weight / torch.where(total > 0, total, torch.ones_like(total))  # a zero vector: no share, not NaN
+    return [share * relevance] + [None] * (len(call.args) - 1)
