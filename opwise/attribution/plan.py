@@ -18,6 +18,7 @@ from opwise.attribution.promise import ActivationStore, Promise, memory_policy
 from opwise.errors import UnsupportedOperation
 from opwise.rules import ROUTING, Composite, Constant, coverage, rule_for
 from opwise.rules.linear_ops import needs_output
+from opwise.rules.registry import relevance_paths
 from opwise.tracing.graph import Graph
 
 EMBEDDING = "aten.embedding.default"
@@ -183,13 +184,7 @@ class Plan:
 
 def _relevance_paths(graph: Graph, rules: dict) -> set[str]:
     """Names of the nodes relevance flows through: input-dependent and not behind a `Constant` rule."""
-    dependent = {n.name for n, e in zip(graph.input_nodes, graph.explained) if e}
-    for node in graph.call_nodes():
-        if isinstance(rules.get(node.name), Constant):
-            continue
-        if any(a.name in dependent for a in node.all_input_nodes):
-            dependent.add(node.name)
-    return dependent
+    return relevance_paths(graph, lambda node: isinstance(rules.get(node.name), Constant))
 
 
 def _no_relevance(call: OpCall, relevance: torch.Tensor) -> list[None]:

@@ -83,9 +83,40 @@ class Coverage:
         return text
 
 
+def computes_indices(graph: Graph, node: fx.Node) -> bool:
+    """Whether `node` computes an integer or boolean result (positions counted from token ids, masks) rather
+    than routing one: such values index or select, they are no contribution, so relevance does not enter them.
+
+    >>> import torch, opwise
+    >>> class Positions(torch.nn.Module):
+    ...     def forward(self, ids):
+    ...         return ids[:, 1:].ne(0).cumsum(1)
+    >>> graph = opwise.trace(Positions(), torch.ones(1, 4, dtype=torch.long))
+    >>> [(graph.info(n).op, computes_indices(graph, n)) for n in graph.call_nodes()]
+    [('aten.slice.Tensor', False), ('aten.ne.Scalar', True), ('aten.cumsum.default', True)]
+    """
+    import opwise.rules  # noqa: F401 - fills the registry
+
+    info = graph.info(node)
+    numeric = info.dtype is None or info.dtype.is_floating_point or info.dtype.is_complex
+    return not numeric and rule_for(info.op) != ROUTING
+
+
+def relevance_paths(graph: Graph, stops: Callable[[fx.Node], bool] = lambda node: False) -> set[str]:
+    """Names of the nodes relevance flows through: those reached from an explained input, not through a node
+    that `stops` (a `Constant` rule) nor one that `computes_indices`."""
+    dependent = {n.name for n, e in zip(graph.input_nodes, graph.explained) if e}
+    for node in graph.call_nodes():
+        if any(a.name in dependent for a in node.all_input_nodes) and not stops(node) and not computes_indices(
+                graph, node):
+            dependent.add(node.name)
+    return dependent
+
+
 def dependent_operations(graph: Graph) -> list[fx.Node]:
-    """The call nodes relevance flows through (those depending on an explained input)."""
-    return [n for n in graph.call_nodes() if graph.depends_on_input(n)]
+    """The call nodes relevance flows through (see `relevance_paths`)."""
+    names = relevance_paths(graph)
+    return [n for n in graph.call_nodes() if n.name in names]
 
 
 def coverage(graph: Graph) -> Coverage:
@@ -113,7 +144,7 @@ def rule_name(graph: Graph, node: fx.Node) -> str:
     """
     import opwise.rules  # noqa: F401 - fills the registry
 
-    if not graph.depends_on_input(node):
+    if not graph.depends_on_input(node) or computes_indices(graph, node):
         return "-"
     rule = rule_for(graph.info(node).op)
     if rule is None:

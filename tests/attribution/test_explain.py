@@ -233,3 +233,28 @@ def test_internal_batch_size_gives_the_whole_batch_explanation():
         opwise.explain(model, x, internal_batch_size=0)
     with pytest.raises(opwise.InputError, match="not a traced Graph"):
         opwise.explain(whole.plan.graph, x, internal_batch_size=2)
+
+
+class _CountedPositions(nn.Module):
+    """Position ids counted from the token ids (RoBERTa's padding-aware positions): integer arithmetic on the
+    explained input that selects embeddings but carries no contribution."""
+
+    def __init__(self):
+        super().__init__()
+        self.words, self.positions = nn.Embedding(10, 4), nn.Embedding(8, 4)
+        self.head = nn.Linear(4, 3, bias=False)
+
+    def forward(self, ids):
+        mask = ids.ne(0).int()
+        positions = torch.cumsum(mask, dim=1) * mask
+        return self.head((self.words(ids) + self.positions(positions)).sum(1))
+
+
+def test_integer_arithmetic_on_token_ids_needs_no_rule_and_takes_no_relevance():
+    torch.manual_seed(0)
+    model, ids = _CountedPositions().eval(), torch.tensor([[3, 5, 0, 0], [1, 2, 3, 4]])
+    explanation = opwise.explain(model, ids, target=1, composite="epsilon", epsilon=1e-12)
+    assert explanation.relevance.shape == ids.shape
+    # the position embeddings are constants of the explained tokens, so the add gives the words all relevance
+    torch.testing.assert_close(explanation.conservation[:, 0], explanation.conservation[:, 1], rtol=1e-5, atol=1e-7)
+    assert "cumsum" not in str(opwise.rules.coverage(explanation.plan.graph))
