@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any, Sequence
 
@@ -53,6 +54,7 @@ def trace(
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    kwargs = _without_cache(model, kwargs)
     try:
         layout = layout_of(inputs, kwargs, explain)
     except ValueError as error:
@@ -97,6 +99,18 @@ def trace(
     graph.input_names = list(layout.names)
     graph.layout = layout
     return graph
+
+
+def _without_cache(model: torch.nn.Module, kwargs: dict) -> dict:
+    """`use_cache=False` for models that take it (Hugging Face's) unless the caller chose: a graph is one
+    forward pass, and the key/value cache it would return is an object torch.export cannot flatten."""
+    if "use_cache" in kwargs:
+        return kwargs
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    return {**kwargs, "use_cache": False} if "use_cache" in parameters else kwargs
 
 
 def _require_dependent_output(module, names, explained, strategy: str) -> None:

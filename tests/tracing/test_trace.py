@@ -236,3 +236,26 @@ def test_training_flag_is_restored():
     assert model.training and model.features[1].training
     (node,) = [n for n in graph.call_nodes() if graph.info(n).op == "aten.batch_norm.default"]
     assert node.args[5] is False
+
+
+
+class _CachingModel(torch.nn.Module):
+    """Records the use_cache it was called with (Hugging Face models return a cache object torch.export
+    cannot flatten when it is True)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear, self.seen = torch.nn.Linear(3, 2), set()
+
+    def forward(self, x, use_cache=True):
+        self.seen.add(use_cache)
+        return self.linear(x)
+
+
+def test_models_taking_use_cache_are_traced_without_their_cache():
+    model = _CachingModel()
+    graph = opwise.trace(model, torch.randn(1, 3))
+    assert graph.info(graph.output).shape == (1, 2) and model.seen == {False}
+    model.seen.clear()
+    opwise.trace(model, torch.randn(1, 3), use_cache=True)  # the caller's own choice stands
+    assert model.seen == {True}
