@@ -22,6 +22,7 @@ class InputLayout:
     spec: Any
     tensor_positions: tuple[int, ...]
     leaves: tuple[Any, ...]
+    defaults: tuple[tuple[str, Any], ...] = ()  # keyword arguments the tracer added (filled in when absent)
 
     def flatten(self, args: Sequence[Any], kwargs: dict[str, Any]) -> list[torch.Tensor]:
         """The graph's positional inputs for `model(*args, **kwargs)`; keyword order does not matter.
@@ -31,6 +32,7 @@ class InputLayout:
         >>> [t.tolist() for t in layout.flatten((torch.zeros(1),), {"scale": 2, "mask": torch.ones(1)})]
         [[0.0], [1.0]]
         """
+        kwargs = {**dict(self.defaults), **kwargs}
         traced_keys = list(self.spec.child(1).context)
         if set(kwargs) == set(traced_keys):
             kwargs = {key: kwargs[key] for key in traced_keys}

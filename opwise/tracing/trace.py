@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import warnings
 from typing import Any, Sequence
@@ -54,9 +55,10 @@ def trace(
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if not isinstance(model, torch.nn.Module):
         raise TraceError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    kwargs = _without_cache(model, kwargs)
+    added = _without_cache(model, kwargs)
+    kwargs = {**kwargs, **added}
     try:
-        layout = layout_of(inputs, kwargs, explain)
+        layout = dataclasses.replace(layout_of(inputs, kwargs, explain), defaults=tuple(added.items()))
     except ValueError as error:
         raise TraceError(str(error)) from None
     order = ["export", "fx"] if strategy == "auto" else [strategy]
@@ -102,15 +104,15 @@ def trace(
 
 
 def _without_cache(model: torch.nn.Module, kwargs: dict) -> dict:
-    """`use_cache=False` for models that take it (Hugging Face's) unless the caller chose: a graph is one
-    forward pass, and the key/value cache it would return is an object torch.export cannot flatten."""
+    """{"use_cache": False} for models that take it (Hugging Face's) unless the caller chose, else {}: a graph
+    is one forward pass, and the key/value cache it would return is an object torch.export cannot flatten."""
     if "use_cache" in kwargs:
-        return kwargs
+        return {}
     try:
         parameters = inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
-        return kwargs
-    return {**kwargs, "use_cache": False} if "use_cache" in parameters else kwargs
+        return {}
+    return {"use_cache": False} if "use_cache" in parameters else {}
 
 
 def _require_dependent_output(module, names, explained, strategy: str) -> None:

@@ -256,6 +256,7 @@ def test_models_taking_use_cache_are_traced_without_their_cache():
     model = _CachingModel()
     graph = opwise.trace(model, torch.randn(1, 3))
     assert graph.info(graph.output).shape == (1, 2) and model.seen == {False}
+    assert graph.layout.flatten((torch.ones(1, 3),), {})[0].shape == (1, 3)  # calls need not repeat it
     model.seen.clear()
     opwise.trace(model, torch.randn(1, 3), use_cache=True)  # the caller's own choice stands
     assert model.seen == {True}
