@@ -8,8 +8,10 @@ Speed: when the input has no negative entry (after a ReLU, the common case) the 
 AlphaBeta, Gamma) drop their negative-input parts and make one extra call of the op each: the second
 pre-activation AlphaBeta and Gamma need follows from the forward output (their two weight sets sum to a
 multiple of W), and Gamma's second one only matters where relevance sits on a negative output, which a
-following ReLU rules out. The vjps divide and multiply in place; modified weights, and whatever does not
-depend on the input (Flat's and ZBox's reference terms), are built once per node.
+following ReLU rules out. Where a rule needs two vjps (AlphaBeta; Gamma where relevance meets negative
+outputs) they are one, of both weight sets stacked along the output channels (`_vjp_pair`). The vjps divide
+and multiply in place; modified weights, and whatever does not depend on the input (Flat's and ZBox's
+reference terms), are built once per node.
 """
 
 from __future__ import annotations

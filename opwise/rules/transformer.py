@@ -106,8 +106,8 @@ def vector_norm(call, relevance):
     order = call.args[1] if len(call.args) > 1 else call.kwargs.get("ord", 2)
     dims = call.args[2] if len(call.args) > 2 else call.kwargs.get("dim")
     keepdim = call.args[3] if len(call.args) > 3 else call.kwargs.get("keepdim", False)
-    dims = tuple(range(x.dim())) if dims is None or dims == [] else tuple(d % x.dim() for d in (
-        dims if isinstance(dims, (list, tuple)) else [dims]))
+    dims = [dims] if isinstance(dims, int) else dims
+    dims = tuple(range(x.dim())) if not dims else tuple(d % x.dim() for d in dims)  # None or (): all of x
     magnitude = x.abs()
     if order == float("inf"):
         weight = (magnitude == magnitude.amax(dims, keepdim=True)).to(x.dtype)
