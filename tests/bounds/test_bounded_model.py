@@ -23,6 +23,13 @@ class Residual(torch.nn.Module):
         return self.head(h - h.mean(dim=1, keepdim=True))
 
 
+class ErfGelu(torch.nn.Module):
+    """GELU as ONNX exports it, x·(1 + erf(x/√2))/2, so erf itself is bounded."""
+
+    def forward(self, x):
+        return x * (1 + torch.erf(x / 2 ** 0.5)) / 2
+
+
 def _cnn():
     return torch.nn.Sequential(
         torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.BatchNorm2d(3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
@@ -45,6 +52,8 @@ ARCHITECTURES = {
                                              torch.nn.Linear(10, 3)), (3,), randomize_, 20),
     "mixed_mlp": (lambda: torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.LeakyReLU(0.1), torch.nn.Linear(8, 8),
                                               torch.nn.Hardtanh(-0.5, 1.0), torch.nn.Linear(8, 3)), (3,), randomize_, 20),
+    "erf_mlp": (lambda: torch.nn.Sequential(torch.nn.Linear(3, 8), ErfGelu(), torch.nn.Linear(8, 8), torch.nn.Tanh(),
+                                            torch.nn.Linear(8, 3)), (3,), randomize_, 10),
     "cnn": (_cnn, (1, 6, 6), _randomized_cnn, 4),
     "residual": (Residual, (3,), randomize_, 10),
 }

@@ -1,4 +1,4 @@
-"""Sigmoid and tanh: convex below 0, concave above, so tangent/secant lines as in CROWN and DeepPoly.
+"""Sigmoid, tanh and erf: convex below 0, concave above, so tangent/secant lines as in CROWN and DeepPoly.
 
 >>> from opwise.bounds.relaxations.registry import relaxation_for
 >>> lines = relaxation_for("aten.sigmoid.default").relax(torch.tensor([-1.0]), torch.tensor([2.0]))
@@ -7,6 +7,8 @@ True
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -45,6 +47,28 @@ class TanhRelaxation(CurvatureRelaxation):
 
     def convex_at(self, x: torch.Tensor) -> torch.Tensor:
         return x <= 0
+
+
+class ErfRelaxation(CurvatureRelaxation):
+    """erf' = 2/√π·e^(−x²); inflection at 0 (GELU exported to ONNX as x·(1 + erf(x/√2))/2 reaches it)."""
+
+    inflection_points = (0.0,)
+    monotone = True
+
+    def function(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.erf(x)
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-x * x) * (2 / math.sqrt(math.pi))
+
+    def convex_at(self, x: torch.Tensor) -> torch.Tensor:
+        return x <= 0
+
+
+@register_relaxation("aten.erf.default")
+def erf(args, kwargs) -> ErfRelaxation:
+    """The erf relaxation (no arguments)."""
+    return ErfRelaxation()
 
 
 @register_relaxation("aten.sigmoid.default")

@@ -1,4 +1,4 @@
-"""Sigmoid and tanh relaxations: soundness for every interval and α, and CROWN's tangent/secant cases."""
+"""Sigmoid, tanh and erf relaxations: soundness for every interval and α, and CROWN's tangent/secant cases."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from opwise.bounds.relaxations.registry import relaxation_for
 FUNCTIONS = {
     "aten.sigmoid.default": (lambda x: 1 / (1 + math.exp(-x)), lambda x: math.exp(-x) / (1 + math.exp(-x)) ** 2),
     "aten.tanh.default": (math.tanh, lambda x: 1 - math.tanh(x) ** 2),
+    "aten.erf.default": (math.erf, lambda x: 2 / math.sqrt(math.pi) * math.exp(-x * x)),
 }
 
 
