@@ -30,6 +30,11 @@ class ErfGelu(torch.nn.Module):
         return x * (1 + torch.erf(x / 2 ** 0.5)) / 2
 
 
+class Sign(torch.nn.Module):
+    def forward(self, x):
+        return torch.sign(x)
+
+
 def _cnn():
     return torch.nn.Sequential(
         torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.BatchNorm2d(3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
@@ -54,6 +59,8 @@ ARCHITECTURES = {
                                               torch.nn.Hardtanh(-0.5, 1.0), torch.nn.Linear(8, 3)), (3,), randomize_, 20),
     "erf_mlp": (lambda: torch.nn.Sequential(torch.nn.Linear(3, 8), ErfGelu(), torch.nn.Linear(8, 8), torch.nn.Tanh(),
                                             torch.nn.Linear(8, 3)), (3,), randomize_, 10),
+    "sign_mlp": (lambda: torch.nn.Sequential(torch.nn.Linear(3, 8), Sign(), torch.nn.Linear(8, 8), torch.nn.ReLU(),
+                                             torch.nn.Linear(8, 3)), (3,), randomize_, 10),
     "cnn": (_cnn, (1, 6, 6), _randomized_cnn, 4),
     "residual": (Residual, (3,), randomize_, 10),
 }

@@ -4,4 +4,4 @@ Importing this package registers every family in `registry.RELAXATIONS`; product
 tensors are not elementwise functions and are relaxed by `bilinear.relax_bilinear`.
 """
 
-from opwise.bounds.relaxations import elementary, gelu_silu, sshaped, trig  # noqa: F401
+from opwise.bounds.relaxations import elementary, gelu_silu, sshaped, step, trig  # noqa: F401
