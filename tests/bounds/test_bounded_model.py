@@ -35,6 +35,18 @@ class Sign(torch.nn.Module):
         return torch.sign(x)
 
 
+class Extremes(torch.nn.Module):
+    """Max and min reductions over a trailing, a middle, and two dims at once (ONNX ReduceMax/ReduceMin)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.head = torch.nn.Linear(3, 12), torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.inner(x).reshape(-1, 3, 4)
+        return self.head(torch.cat([h.amax(-1), h.amin(1), h.amax((1, 2), keepdim=True).flatten(1)], 1))
+
+
 def _cnn():
     return torch.nn.Sequential(
         torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.BatchNorm2d(3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
@@ -61,6 +73,7 @@ ARCHITECTURES = {
                                             torch.nn.Linear(8, 3)), (3,), randomize_, 10),
     "sign_mlp": (lambda: torch.nn.Sequential(torch.nn.Linear(3, 8), Sign(), torch.nn.Linear(8, 8), torch.nn.ReLU(),
                                              torch.nn.Linear(8, 3)), (3,), randomize_, 10),
+    "extremes": (Extremes, (3,), randomize_, 10),
     "cnn": (_cnn, (1, 6, 6), _randomized_cnn, 4),
     "residual": (Residual, (3,), randomize_, 10),
 }

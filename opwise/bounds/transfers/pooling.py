@@ -1,5 +1,6 @@
-"""Max pooling: each output is at least the input its window's largest lower bound belongs to, and at
-most the window's largest upper bound (exactly that input when its lower bound beats every other upper).
+"""Max pooling and max/min reductions: each maximum is at least the input its window's largest lower bound
+belongs to, and at most the window's largest upper bound (exactly that input when its lower bound beats
+every other upper); a minimum is the mirror image (min x = −max −x).
 """
 
 from __future__ import annotations
@@ -47,3 +48,46 @@ class MaxPool:
         (coefficient,) = torch.func.vmap(vjp)(weights)
         bias = negative * upper_max * ~exact
         return [coefficient], bias
+
+
+def _reduced_last(value: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """`value` with the reduced dims moved last and flattened into one."""
+    kept = [d for d in range(value.dim()) if d not in dims]
+    return value.permute(*kept, *dims).flatten(len(kept))
+
+
+@bound_transfer("aten.amax.default", "aten.amin.default")
+class Extremum:
+    """amax(x, dims, keepdim) and amin: the max-pool bounds over the reduced dims (min by negation)."""
+
+    def needs_bounds(self, step: Step) -> list[fx.Node]:
+        return [step.inputs[0]]
+
+    def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
+        return Interval(step.function(intervals[0].lower), step.function(intervals[0].upper))  # monotone
+
+    def backward(self, step: Step, A: torch.Tensor):
+        x = step.bounds(step.inputs[0])
+        rank = x.lower.dim()
+        dims = step.args[1] if len(step.args) > 1 else step.node.kwargs.get("dim", [])
+        dims = tuple(sorted(d % rank for d in ([dims] if isinstance(dims, int) else dims))) or tuple(range(rank))
+        keepdim = step.args[2] if len(step.args) > 2 else step.node.kwargs.get("keepdim", False)
+        sign = -1.0 if step.op.startswith("aten.amin") else 1.0  # min x = −max(−x): bounds swap and negate
+        low, high = (x.lower, x.upper) if sign > 0 else (-x.upper, -x.lower)
+        low, high = _reduced_last(low, dims), _reduced_last(high, dims)
+        lower_max, chosen = low.max(-1, keepdim=True)
+        upper_max = high.max(-1, keepdim=True).values
+        others = high.scatter(-1, chosen, float("-inf")).max(-1, keepdim=True).values
+        exact = (lower_max >= others) & (high.gather(-1, chosen) >= upper_max)
+        out_shape = A.shape[1:]
+
+        def select(value: torch.Tensor) -> torch.Tensor:
+            return _reduced_last(value, dims).gather(-1, chosen).reshape(out_shape)
+
+        A = A * sign  # A·min x = (−A)·max(−x), whose inputs are −x: the sign comes back on the coefficient
+        positive, negative = A.clamp(min=0), A.clamp(max=0)
+        weights = positive + negative * exact.reshape(out_shape)
+        _, vjp = torch.func.vjp(select, torch.zeros_like(x.lower))
+        (coefficient,) = torch.func.vmap(vjp)(weights)
+        bias = negative * (upper_max * ~exact).reshape(out_shape)
+        return [coefficient * sign], bias
