@@ -13,7 +13,7 @@ import torch
 from torch import fx
 
 from opwise.bounds.transfers.nonlinear import has_relaxation
-from opwise.tracing.graph import Graph, NodeInfo, op_key
+from opwise.tracing.graph import Graph
 
 aten = torch.ops.aten
 
@@ -79,56 +79,36 @@ def _rewrite_for(node: fx.Node, dependent: set[fx.Node]):
     return None
 
 
-def expand_for_bounds(graph: Graph, example: torch.Tensor) -> Graph:
+def expand_for_bounds(graph: Graph, example: torch.Tensor | None = None) -> Graph:
     """A Graph with softmax, layer norm and division by bounded tensors expanded (the same Graph if none).
+    `example` is not needed any more (kept for callers that pass it).
 
     >>> import torch, opwise
     >>> model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Softmax(-1))
     >>> graph = opwise.trace(model, torch.zeros(1, 3))
-    >>> expanded = expand_for_bounds(graph, torch.zeros(1, 3))
+    >>> expanded = expand_for_bounds(graph)
     >>> [expanded.info(n).op for n in expanded.call_nodes()][1:]
     ['aten.exp.default', 'aten.sum.dim_IntList', 'aten.reciprocal.default', 'aten.mul.Tensor']
     >>> x = torch.randn(2, 3); torch.allclose(expanded(x), model(x))
     True
     """
-    dependent = {n for n in graph.nodes if n.meta.get("opwise") is not None and graph.info(n).depends_on_input}
-    if not any(_rewrite_for(n, dependent) for n in graph.nodes):
-        return graph
-    copied = fx.Graph()
-    mapping: dict[fx.Node, fx.Node] = {}
-    result = copied.graph_copy(graph.module.graph, mapping)
-    copied.output(result)
-    new_dependent = {mapping[n] for n in dependent if n in mapping}
-    for node in list(copied.nodes):
-        rewrite = _rewrite_for(node, new_dependent)
-        if rewrite is None:
-            continue
-        with copied.inserting_before(node):
-            replacement = rewrite(copied, node)
-        node.replace_all_uses_with(replacement)
-        copied.erase_node(node)
-        for created in copied.nodes:
-            if "opwise" not in created.meta:
-                created.meta.setdefault("nn_module_stack", node.meta.get("nn_module_stack", {}))
-    module = fx.GraphModule(graph.module, copied)
-    _annotate_new_nodes(module, example)
-    return Graph(module, list(graph.explained), strategy=graph.strategy, retrace=graph._retrace)
+    def expand(module: fx.GraphModule) -> bool:
+        dependent = {n for n in module.graph.nodes if graph.info(n).depends_on_input}
+        changed = False
+        for node in list(module.graph.nodes):
+            rewrite = _rewrite_for(node, dependent)
+            if rewrite is None:
+                continue
+            with module.graph.inserting_before(node):
+                replacement = rewrite(module.graph, node)
+            node.replace_all_uses_with(replacement)
+            module.graph.erase_node(node)
+            changed = True
+            for created in module.graph.nodes:
+                if "opwise" not in created.meta:
+                    created.meta.setdefault("nn_module_stack", node.meta.get("nn_module_stack", {}))
+                    created.meta["opwise"] = None
+                    dependent.add(created)
+        return changed
 
-
-def _annotate_new_nodes(module: fx.GraphModule, example: torch.Tensor) -> None:
-    """Shapes by running the example; a new node depends on the input (it replaced one that did)."""
-    values: dict[fx.Node, object] = {}
-
-    class Recorder(fx.Interpreter):
-        def run_node(self, node):
-            values[node] = super().run_node(node)
-            return values[node]
-
-    Recorder(module).run(example)
-    for node in module.graph.nodes:
-        if "opwise" in node.meta:
-            continue
-        value = values[node]
-        stack = node.meta.get("nn_module_stack") or {}
-        path = list(stack.values())[-1][0] if stack else None
-        node.meta["opwise"] = NodeInfo(op_key(node), tuple(value.shape), value.dtype, path or None, None, True)
+    return graph.rewrite(expand)

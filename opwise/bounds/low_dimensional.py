@@ -13,8 +13,6 @@ whole box before splitting.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
 
 import torch
@@ -106,8 +104,8 @@ def fold_fixed_inputs(graph: Graph, fixed: torch.Tensor, values: torch.Tensor) -
     >>> torch.allclose(folded(z), model(x))
     True
     """
-    inputs = [n for n, explained in zip(graph.input_nodes, graph.explained) if explained]
-    if len(inputs) != 1:
+    inputs = graph.explained_inputs
+    if len(inputs) != 1 or len(graph.input_nodes) != 1:
         return None
     placeholder, info = inputs[0], graph.info(inputs[0])
     if info.shape is None or len(info.shape) != 2 or not len(placeholder.users):
@@ -115,24 +113,21 @@ def fold_fixed_inputs(graph: Graph, fixed: torch.Tensor, values: torch.Tensor) -
     if any(user.target is not torch.ops.aten.linear.default or user.args[0] is not placeholder
            or any(isinstance(a, fx.Node) and a.op != "get_attr" for a in user.args[1:]) for user in placeholder.users):
         return None
-    module = fx.GraphModule(copy.copy(graph.module), copy.deepcopy(graph.module.graph))
-    new_placeholder = next(n for n in module.graph.nodes if n.op == "placeholder" and n.name == placeholder.name)
     free = ~fixed
-    for index, user in enumerate(list(new_placeholder.users)):
-        weight = graph.constant(user.args[1])
-        bias = graph.constant(user.args[2]) if len(user.args) > 2 and user.args[2] is not None else 0
-        names = (f"_folded_weight_{index}", f"_folded_bias_{index}")
-        module.register_buffer(names[0], weight[:, free].contiguous())
-        module.register_buffer(names[1], bias + weight[:, fixed] @ values[fixed].to(weight.dtype))
-        with module.graph.inserting_before(user):
-            attributes = [module.graph.get_attr(name) for name in names]
-        for node, tensor in zip(attributes, (getattr(module, names[0]), getattr(module, names[1]))):
-            node.meta["opwise"] = dataclasses.replace(graph.info(user.args[1]), shape=tuple(tensor.shape))
-        user.args = (new_placeholder, *attributes)
-    shape = (info.shape[0], int(free.sum()))
-    new_placeholder.meta["opwise"] = dataclasses.replace(info, shape=shape)
-    if "val" in new_placeholder.meta:
-        new_placeholder.meta["val"] = new_placeholder.meta["val"].new_empty(shape)
-    module.graph.eliminate_dead_code()
-    module.recompile()
-    return Graph(module, graph.explained, graph.strategy)
+
+    def fold(module: fx.GraphModule) -> bool:
+        new_placeholder = next(n for n in module.graph.nodes if n.op == "placeholder")
+        for index, user in enumerate(list(new_placeholder.users)):
+            weight = graph.constant(user.args[1])
+            bias = graph.constant(user.args[2]) if len(user.args) > 2 and user.args[2] is not None else 0
+            names = (f"_folded_weight_{index}", f"_folded_bias_{index}")
+            module.register_buffer(names[0], weight[:, free].contiguous())
+            module.register_buffer(names[1], bias + weight[:, fixed] @ values[fixed].to(weight.dtype))
+            with module.graph.inserting_before(user):
+                attributes = [module.graph.get_attr(name) for name in names]
+            user.args = (new_placeholder, *attributes)
+        batch = new_placeholder.meta["opwise"].shape[0]
+        new_placeholder.meta["val"] = torch.empty((batch, int(free.sum())), dtype=info.dtype, device="meta")
+        return True
+
+    return graph.rewrite(fold)

@@ -92,7 +92,7 @@ def summary(graph: Graph) -> str:
     """
     operations = list(graph.call_nodes())
     dependent = sum(graph.depends_on_input(n) for n in operations)
-    names = getattr(graph, "input_names", [n.name for n in graph.input_nodes])
+    names = graph.input_names
     inputs = ", ".join(f"{name} {_shape(graph, node)}" for name, node in zip(names, graph.input_nodes))
     return (
         f"{len(operations)} operations ({len(graph.op_counts())} distinct), {dependent} input-dependent; "

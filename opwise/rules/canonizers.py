@@ -7,8 +7,6 @@ SequentialMergeBatchNorm does on modules.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import fx
 
@@ -32,39 +30,34 @@ class MergeBatchNorm:
     """
 
     def __call__(self, graph: Graph) -> Graph:
-        module = fx.GraphModule(graph.module, graph.module.graph.__deepcopy__())
-        merged = 0
-        for norm in list(module.graph.nodes):
-            if norm.op != "call_function" or norm.target != aten.batch_norm.default:
-                continue
-            layer = norm.args[0]
-            if not isinstance(layer, fx.Node) or layer.meta.get("opwise") is None or not _mergeable(layer):
-                continue
-            weight, bias = _fold(graph, layer, norm)
-            names = [f"_merged_{merged}_weight", f"_merged_{merged}_bias"]
-            module.register_buffer(names[0], weight)
-            module.register_buffer(names[1], bias)
-            merged += 1
-            with module.graph.inserting_before(layer):
-                new_weight, new_bias = (module.graph.get_attr(n) for n in names)
-            for new in (new_weight, new_bias):
-                new.meta["opwise"] = dataclasses.replace(layer.args[1].meta["opwise"])
-            args = list(layer.args) + [None] * (3 - len(layer.args))
-            args[1], args[2] = new_weight, new_bias
-            layer.args = tuple(args)
-            norm.replace_all_uses_with(layer)
-            layer.meta["opwise"] = dataclasses.replace(layer.meta["opwise"], shape=norm.meta["opwise"].shape)
-            module.graph.erase_node(norm)
-        if not merged:
-            return graph
-        module.graph.eliminate_dead_code()
-        module.recompile()
-        return Graph(module, graph.explained, graph.strategy, graph._retrace)
+        def merge(module: fx.GraphModule) -> bool:
+            merged = 0
+            for norm in list(module.graph.nodes):
+                if norm.op != "call_function" or norm.target != aten.batch_norm.default:
+                    continue
+                layer = norm.args[0]
+                if not isinstance(layer, fx.Node) or not _mergeable(graph, layer):
+                    continue
+                weight, bias = _fold(graph, layer, norm)
+                names = [f"_merged_{merged}_weight", f"_merged_{merged}_bias"]
+                module.register_buffer(names[0], weight)
+                module.register_buffer(names[1], bias)
+                merged += 1
+                with module.graph.inserting_before(layer):
+                    new_weight, new_bias = (module.graph.get_attr(n) for n in names)
+                args = list(layer.args) + [None] * (3 - len(layer.args))
+                args[1], args[2] = new_weight, new_bias
+                layer.args = tuple(args)
+                norm.replace_all_uses_with(layer)
+                module.graph.erase_node(norm)
+            return merged > 0
+
+        return graph.rewrite(merge)
 
 
-def _mergeable(layer: fx.Node) -> bool:
+def _mergeable(graph: Graph, layer: fx.Node) -> bool:
     """A non-transposed convolution or a linear node, with constant weights, feeding only the norm."""
-    op = layer.meta["opwise"].op
+    op = graph.info(layer).op
     if op not in _MERGEABLE or len(layer.users) != 1:
         return False
     parameters = [a for a in layer.args[1:3] if a is not None]

@@ -9,15 +9,18 @@ A `Graph` wraps an `fx.GraphModule` in one canonical form, whatever front-end pr
   few multi-output operators kept whole);
 - one `output` node returning a single tensor.
 
-Per-node facts live in `node.meta["opwise"]` as a `NodeInfo`, filled by the passes in `passes/`.
+Per-node facts live in `node.meta["opwise"]` as a `NodeInfo`, filled by the passes in `passes/`; code
+outside `tracing/` reads them through `graph.info(node)`, finds nodes with `graph.node(name)`, changes a
+graph only through `graph.rewrite(fn)` and gets it for another batch size with `graph.for_batch(n)`.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import operator
 from collections import Counter
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import fx
@@ -77,6 +80,11 @@ class Graph:
         explained: list[bool],
         strategy: str,
         retrace: Callable[..., "Graph"] | None = None,
+        *,
+        input_names: Sequence[str] | None = None,
+        layout: Any = None,
+        opset: int | None = None,
+        rebatch: Callable[[int], "Graph"] | None = None,
     ):
         self.module = module
         self.input_nodes = [n for n in module.graph.nodes if n.op == "placeholder"]
@@ -84,8 +92,21 @@ class Graph:
             raise ValueError("explained must have one flag per placeholder")
         self.explained = list(explained)
         self.strategy = strategy
+        #: the inputs' names as the user knows them (keyword names, ONNX input names)
+        self.input_names = list(input_names) if input_names is not None else [n.name for n in self.input_nodes]
+        #: how model(*args, **kwargs) maps to the placeholders (traced graphs; None for ONNX imports)
+        self.layout = layout
+        #: the ONNX opset an imported graph was read with (None for traced graphs)
+        self.opset = opset
         self._retrace = retrace
+        self._rebatch = rebatch
+        self._batches: dict[int, Graph] = {}
         self.output_node = next(n for n in reversed(module.graph.nodes) if n.op == "output")
+
+    def _derived(self, module: fx.GraphModule, retrace=None, rebatch=None) -> "Graph":
+        """A Graph over another module with this one's declared fields."""
+        return Graph(module, self.explained, self.strategy, retrace, input_names=self.input_names,
+                     layout=self.layout, opset=self.opset, rebatch=rebatch)
 
     # ----------------------------------------------------------------- running
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
@@ -96,6 +117,121 @@ class Graph:
         if self._retrace is None:
             raise RuntimeError("this Graph was not built from a model and cannot be retraced")
         return self._retrace(*inputs, **kwargs)
+
+    @property
+    def batch_size(self) -> int:
+        """The leading dimension of the first explained input, which the graph is specialized to."""
+        shape = self.info(self.explained_inputs[0]).shape
+        return int(shape[0]) if shape else 1
+
+    def for_batch(self, batch: int) -> "Graph":
+        """This graph for `batch` samples (re-traced or re-imported once, then cached; rewrites re-applied).
+
+        A graph that cannot be specialized to another batch size (a model file that moves axis 0, a graph
+        built by hand) is returned as it is, at its own batch size: `map_batches` then runs it chunk by
+        chunk. Check `result.batch_size`.
+
+        >>> import torch, opwise
+        >>> graph = opwise.trace(torch.nn.Linear(3, 2), torch.zeros(1, 3))
+        >>> graph.for_batch(4).batch_size, graph.for_batch(4) is graph.for_batch(4)
+        (4, True)
+        """
+        if batch == self.batch_size:
+            return self
+        if batch not in self._batches:
+            self._batches[batch] = self._specialize(batch)
+        return self._batches[batch]
+
+    def _specialize(self, batch: int) -> "Graph":
+        from opwise.errors import OpwiseError
+
+        if self._rebatch is not None:
+            try:
+                return self._rebatch(batch)
+            except (OpwiseError, CannotRebatch):
+                return self
+        if self._retrace is None or self.layout is None:
+            return self
+        args, kwargs = self.layout.with_batch(batch)
+        return self.retrace(*args, **kwargs)
+
+    def map_batches(self, run: Callable[..., Any], *tensors: Any, max_batch: int = 1024) -> Any:
+        """`run(graph, *chunks)` over the batch of `tensors` (batch-first; None passes through), with the
+        graph specialized to a power-of-two batch (at most `max_batch`, so a search whose batch changes
+        every round re-traces a few times, not every round) or, where it cannot be, to its own batch size.
+        Chunks are padded by repeating their last row; the results (a tensor, a tuple or named tuple of
+        tensors or None) are cut back and joined. This is the one place where batches are padded and chunked.
+
+        >>> import torch, opwise
+        >>> graph = opwise.trace(torch.nn.Linear(3, 2), torch.zeros(1, 3))
+        >>> graph.map_batches(lambda g, x: g(x), torch.ones(5, 3)).shape
+        torch.Size([5, 2])
+        """
+        from opwise.tracing.batching import map_batches
+
+        return map_batches(self, run, tensors, max_batch)
+
+    def rewrite(self, transform: Callable[[fx.GraphModule], bool]) -> "Graph":
+        """A new Graph: `transform` edits a copy of the module (graph copied, parameters shared; it may
+        register buffers) and returns whether it changed anything (if not, this Graph is returned). Every
+        node is then re-annotated (shapes by running zeros through the copy, input dependence from the
+        explained inputs, operator keys), and `for_batch` of the result re-applies the transform.
+
+        >>> import torch, opwise
+        >>> graph = opwise.trace(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU()), torch.zeros(1, 3))
+        >>> def drop_relu(module):
+        ...     relu = next(n for n in module.graph.nodes if n.target is torch.ops.aten.relu.default)
+        ...     relu.replace_all_uses_with(relu.args[0]); module.graph.erase_node(relu); return True
+        >>> [graph.rewrite(drop_relu).info(n).op for n in graph.rewrite(drop_relu).call_nodes()]
+        ['aten.linear.default']
+        """
+        from opwise.tracing.passes.metadata import reannotate
+
+        module = fx.GraphModule(self.module, copy.deepcopy(self.module.graph))
+        if not transform(module):
+            return self
+        module.graph.eliminate_dead_code()
+        module.recompile()
+        reannotate(module, self.explained)
+        base = self
+
+        def rebatch(batch: int) -> Graph:
+            specialized = base.for_batch(batch)
+            if specialized is base:
+                raise CannotRebatch(batch)
+            return specialized.rewrite(transform)
+
+        return self._derived(module, rebatch=rebatch)
+
+    def to(self, device: torch.device | str) -> "Graph":
+        """The graph with its constants on `device` (a copy of the module; the model's own parameters stay
+        where they are); `for_batch` of the result is on `device` too.
+
+        >>> import torch, opwise
+        >>> graph = opwise.trace(torch.nn.Linear(3, 2), torch.zeros(1, 3)).to("cpu")
+        >>> graph(torch.zeros(1, 3)).device.type
+        'cpu'
+        """
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        moved = _moved(self.module, device)
+        base = self
+
+        def rebatch(batch: int) -> Graph:
+            specialized = base.for_batch(batch)
+            if specialized is base:
+                raise CannotRebatch(batch)
+            return specialized.to(device)
+
+        return self._derived(moved, rebatch=rebatch)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the graph's constants live (the CPU for a graph without any)."""
+        for tensor in (*self.module.parameters(), *self.module.buffers()):
+            return tensor.device
+        return torch.device("cpu")
 
     # ----------------------------------------------------------------- structure
     @property
@@ -114,6 +250,16 @@ class Graph:
     @property
     def explained_inputs(self) -> list[fx.Node]:
         return [n for n, e in zip(self.input_nodes, self.explained) if e]
+
+    def node(self, name: str) -> fx.Node:
+        """The node called `name` (KeyError naming the graph's nodes when there is none)."""
+        if not hasattr(self, "_by_name") or self._by_name_size != len(self.module.graph.nodes):
+            self._by_name = {node.name: node for node in self.module.graph.nodes}
+            self._by_name_size = len(self._by_name)
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"no node {name!r} in this graph ({len(self._by_name)} nodes)") from None
 
     def info(self, node: fx.Node) -> NodeInfo:
         return node.meta["opwise"]
@@ -140,3 +286,21 @@ class Graph:
             f"Graph({sum(1 for _ in self.call_nodes())} operations, {len(self.op_counts())} distinct, "
             f"{dependent} input-dependent, strategy={self.strategy!r})"
         )
+
+
+class CannotRebatch(Exception):
+    """A graph cannot be specialized to this batch size (it then runs at its own, in chunks)."""
+
+
+def _moved(module: fx.GraphModule, device: torch.device) -> fx.GraphModule:
+    """A GraphModule running the same graph with copies of every parameter and buffer on `device`."""
+    moved = fx.GraphModule(module, module.graph)
+    for name, tensor in list(moved.named_parameters()) + list(moved.named_buffers()):
+        owner_path, _, leaf = name.rpartition(".")
+        owner = moved.get_submodule(owner_path) if owner_path else moved
+        copy_ = tensor.detach().to(device)
+        if isinstance(tensor, torch.nn.Parameter):
+            owner._parameters[leaf] = torch.nn.Parameter(copy_, requires_grad=tensor.requires_grad)
+        else:
+            owner._buffers[leaf] = copy_
+    return moved

@@ -41,6 +41,26 @@ class InputLayout:
             raise ValueError("inputs are not structured like the traced example inputs")
         return [leaves[i] for i in self.tensor_positions]
 
+    def with_batch(self, batch: int) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The example (args, kwargs) for `batch` samples: every tensor whose leading dimension is the explained
+        inputs' batch gets its first sample repeated (real values, so token ids and masks stay valid).
+
+        >>> import torch
+        >>> layout = layout_of((torch.arange(6.0).reshape(2, 3),), {"mask": torch.ones(2, 3), "scale": 2}, None)
+        >>> args, kwargs = layout.with_batch(3)
+        >>> args[0].tolist(), tuple(kwargs["mask"].shape), kwargs["scale"]
+        ([[0.0, 1.0, 2.0], [0.0, 1.0, 2.0], [0.0, 1.0, 2.0]], (3, 3), 2)
+        """
+        explained = [self.leaves[p] for p, e in zip(self.tensor_positions, self.explained) if e]
+        old = explained[0].shape[0] if explained and explained[0].dim() else None
+        leaves = [
+            leaf[:1].expand(batch, *leaf.shape[1:]).clone()
+            if isinstance(leaf, torch.Tensor) and leaf.dim() and leaf.shape[0] == old else leaf
+            for leaf in self.leaves
+        ]
+        args, kwargs = pytree.tree_unflatten(leaves, self.spec)
+        return tuple(args), dict(kwargs)
+
 
 def _leaf_name(path) -> str:
     """`arg0`, `arg1.0` for positional leaves; `attention_mask` for keyword leaves."""

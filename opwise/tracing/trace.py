@@ -97,10 +97,7 @@ def trace(
     def retrace(*new_inputs: Any, **new_kwargs: Any) -> Graph:
         return trace(model, *new_inputs, strategy=name, output=output, explain=explain, **new_kwargs)
 
-    graph = Graph(module, list(layout.explained), strategy=name, retrace=retrace)
-    graph.input_names = list(layout.names)
-    graph.layout = layout
-    return graph
+    return Graph(module, list(layout.explained), strategy=name, retrace=retrace, input_names=layout.names, layout=layout)
 
 
 def _without_cache(model: torch.nn.Module, kwargs: dict) -> dict:

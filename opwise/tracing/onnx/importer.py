@@ -82,10 +82,8 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
             raise InputError(f"retrace needs the model's {len(inputs)} input tensor(s) with a batch dimension")
         return load_onnx(path, batch_size=int(new_inputs[0].shape[0]))
 
-    graph = Graph(module, explained, strategy="onnx", retrace=retrace)
-    graph.input_names = [value.name for value in inputs]
-    graph.opset = opset
-    return graph
+    return Graph(module, explained, strategy="onnx", retrace=retrace, input_names=[value.name for value in inputs],
+                 opset=opset, rebatch=lambda size: load_onnx(path, batch_size=size))
 
 
 def _read_model(path: Path) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -52,3 +53,43 @@ def annotate(module: fx.GraphModule, explained: list[bool], constant_sources: di
             depends_on_input=depends,
         )
     return module
+
+
+def reannotate(module: fx.GraphModule, explained: list[bool]) -> fx.GraphModule:
+    """Annotate a rewritten module: shapes by running zeros shaped like its placeholders through it
+    (`meta["val"]` becomes a meta tensor of the result's shape), module paths and constant sources kept
+    where a node already had them, operator keys and input dependence recomputed."""
+    values: dict[fx.Node, Any] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, node):
+            values[node] = super().run_node(node)
+            return values[node]
+
+    inputs = []
+    for node in module.graph.nodes:
+        if node.op == "placeholder":
+            example = node.meta.get("val")
+            if example is None:
+                info = node.meta["opwise"]
+                example = torch.empty(info.shape, dtype=info.dtype)
+            inputs.append(torch.zeros(example.shape, dtype=example.dtype, device=_device(module, example)))
+    with torch.no_grad():
+        Recorder(module).run(*inputs)
+    old = {node: node.meta.get("opwise") for node in module.graph.nodes}
+    for node, value in values.items():
+        if isinstance(value, torch.Tensor):
+            node.meta["val"] = torch.empty(value.shape, dtype=value.dtype, device="meta")
+    sources = {node.target: info.source for node, info in old.items() if info is not None and node.op == "get_attr"}
+    annotate(module, explained, sources)
+    for node, info in old.items():
+        if info is not None and info.module_path is not None and node.meta["opwise"].module_path is None:
+            node.meta["opwise"] = dataclasses.replace(node.meta["opwise"], module_path=info.module_path)
+    return module
+
+
+def _device(module: fx.GraphModule, example: Any) -> torch.device:
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    device = getattr(example, "device", None)
+    return torch.device("cpu") if device is None or device.type == "meta" else device

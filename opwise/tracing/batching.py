@@ -1,0 +1,42 @@
+"""Running a batch-specialized Graph over any number of samples: the one place that pads and chunks.
+
+Graphs are specialized to one batch size. A search whose batch changes every round (branch-and-bound)
+would re-trace every round, so requests are padded to a power of two; a graph that cannot be specialized
+to another batch size (an ONNX network that moves axis 0) runs at its own batch size, chunk by chunk.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+if TYPE_CHECKING:
+    from opwise.tracing.graph import Graph
+
+
+def padded_size(batch: int, max_batch: int) -> int:
+    """The power of two at or above `batch`, at most `max_batch`.
+
+    >>> padded_size(5, 1024), padded_size(3000, 1024), padded_size(1, 1024)
+    (8, 1024, 1)
+    """
+    return min(1 << max(0, batch - 1).bit_length(), max_batch)
+
+
+def map_batches(graph: "Graph", run: Callable[..., Any], tensors: tuple, max_batch: int) -> Any:
+    """See `Graph.map_batches`."""
+    batch = next(t for t in tensors if t is not None).shape[0]
+    specialized = graph.for_batch(padded_size(batch, max_batch))
+    size = specialized.batch_size
+    results, result = [], None
+    for begin in range(0, batch, size):
+        index = torch.arange(begin, begin + size).clamp(max=batch - 1)
+        chunk = [None if t is None else t[index.to(t.device)] for t in tensors]
+        result = run(specialized, *chunk)
+        parts = result if isinstance(result, tuple) else (result,)
+        results.append([None if part is None else part[: min(size, batch - begin)] for part in parts])
+    joined = tuple(None if column[0] is None else torch.cat(column) for column in zip(*results))
+    if not isinstance(result, tuple):
+        return joined[0]
+    return type(result)(*joined) if hasattr(result, "_fields") else joined
