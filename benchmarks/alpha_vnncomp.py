@@ -23,7 +23,7 @@ import torch
 
 from opwise.bounds import BoundedModel
 from opwise.bounds.alpha import AlphaOptions
-from opwise.bounds.vnnlib import parse_vnnlib
+from opwise.bounds.vnncomp.vnnlib import parse_vnnlib
 from opwise.tracing.onnx import load_onnx
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"

@@ -64,12 +64,12 @@ def load_case(case: dict):
         spec = Specification((x - case["eps"]).clamp(0, 1), (x + case["eps"]).clamp(0, 1), robustness_disjuncts(10, label))
         bounded = BoundedModel(model, x)
         return bounded, lambda z: bounded(z).reshape(z.shape[0], -1), spec
-    from opwise.bounds.vnncomp import EngineModel
-    from opwise.bounds.vnnlib import parse_vnnlib
+    from opwise.bounds.vnncomp.instance import load_with_engine
+    from opwise.bounds.vnncomp.vnnlib import parse_vnnlib
 
-    model = EngineModel(case["onnx"])
-    spec = parse_vnnlib(case["vnnlib"], model.input_shape)[0]
-    return model.bounded, model, spec
+    bounded, _, input_shape = load_with_engine(case["onnx"])
+    spec = parse_vnnlib(case["vnnlib"], input_shape)[0]
+    return bounded, bounded, spec
 
 
 def attack_case(job: tuple[str, dict, float]) -> bool:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from opwise.bounds.vnncomp import read_result, result_file_name, run_suite
-from opwise.bounds.vnnlib import parse_vnnlib
+from opwise.bounds.vnncomp.vnnlib import parse_vnnlib
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCH = (REPO.parent / "shared" / "benchmarks", REPO.parent.parent / "shared" / "benchmarks")

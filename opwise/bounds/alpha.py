@@ -95,10 +95,11 @@ def optimize_alpha(engine: BoundPropagation, target: fx.Node, A: torch.Tensor, o
 
 
 def parameter_groups(engine: BoundPropagation, alpha_sets: list[dict[fx.Node, AlphaPair]],
-                     options: AlphaOptions) -> list[dict]:
-    """Adam's parameter groups over every α of `alpha_sets`: piecewise-linear activations' slopes at
-    `slope_learning_rate`, the rest at `learning_rate` (α in input units); empty when there is no α."""
-    slopes, others = [], []
+                     options: AlphaOptions, betas: dict[fx.Node, AlphaPair] | None = None) -> list[dict]:
+    """Adam's parameter groups over every α of `alpha_sets` and every β: piecewise-linear activations'
+    slopes at `slope_learning_rate`, the rest (α in input units, β) at `learning_rate`; empty when there
+    is nothing to optimise."""
+    slopes, others = [], [t for pair in (betas or {}).values() for t in (pair.lower, pair.upper)]
     for alphas in alpha_sets:
         for node, pair in alphas.items():
             relaxation = engine.step(node).relaxation

@@ -50,10 +50,10 @@ def intermediate_bounds(engine: BoundPropagation, target: fx.Node, budget: int) 
     order, while their α fit in `budget` values; refined positions are those still unstable after CROWN."""
     chosen = []
     for node in engine.ancestors(target):
-        if node is target or node is engine.input_node or node not in engine.tight:
+        crown = engine.known_interval(node)
+        if node is target or node is engine.input_node or crown is None:
             continue
-        crown = engine.tight[node]
-        if engine.transfers[node] is ELEMENTWISE:
+        if engine.transfer(node) is ELEMENTWISE:
             chosen.append(IntermediateBound(node, crown, crown.lower.new_zeros(0, dtype=torch.long), {}, crown))
             continue
         selected = engine.neurons_to_refine(node, crown, engine.groups(node, crown))
@@ -87,7 +87,7 @@ def _recompute(engine: BoundPropagation, link: IntermediateBound) -> Interval:
         return Interval(torch.maximum(raw.lower, link.best.lower).detach() + _gradient_only(raw.lower),
                         torch.minimum(raw.upper, link.best.upper).detach() + _gradient_only(raw.upper))
     step = engine.step(link.node)
-    image = engine.transfers[link.node].ibp(step, [engine.interval(i) for i in step.inputs])
+    image = engine.transfer(link.node).ibp(step, [engine.interval(i) for i in step.inputs])
     return Interval(torch.maximum(image.lower, link.crown.lower), torch.minimum(image.upper, link.crown.upper))
 
 
@@ -120,8 +120,7 @@ def optimize_bounds(engine: BoundPropagation, target: fx.Node, A: torch.Tensor,
     def bound() -> torch.Tensor:
         for link in chain:
             clamp_alphas(engine, link.alphas)
-            refined = engine._narrow(link.node, _recompute(engine, link))
-            engine.tight[link.node] = refined
+            refined = engine.tighten(link.node, _recompute(engine, link))
             link.best = Interval(torch.maximum(link.best.lower, refined.lower.detach()),
                                  torch.minimum(link.best.upper, refined.upper.detach()))
         clamp_alphas(engine, final_alphas)
@@ -131,4 +130,4 @@ def optimize_bounds(engine: BoundPropagation, target: fx.Node, A: torch.Tensor,
         return maximize(bound, parameters, options, best)
     finally:
         for link in chain:
-            engine.tight[link.node] = link.best
+            engine.tighten(link.node, link.best)

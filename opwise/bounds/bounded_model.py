@@ -1,8 +1,8 @@
 """`BoundedModel`: a model traced once and bounded many times (methods, input sets, specifications).
 
-Batches of input sets (e.g. branch-and-bound domains) are bounded at once: a model is re-traced per
-batch size (graphs are shape-specialized) and the graphs are cached; a Graph that cannot be re-traced
-(an ONNX import) is bounded in chunks of its traced batch size.
+Batches of input sets (e.g. branch-and-bound domains) are bounded at once: the graph is specialized per
+batch size (`Graph.for_batch`, cached) and a graph that cannot be specialized (an ONNX network that moves
+axis 0) is bounded in chunks of its own batch size (`Graph.map_batches`). Every tensor lives on `device`.
 """
 
 from __future__ import annotations
@@ -58,37 +58,22 @@ class BoundedModel:
     """
 
     def __init__(self, model: torch.nn.Module | Graph, example_x: torch.Tensor, *, device: str | torch.device | None = None):
-        self.device = torch.device(device or "cpu")
-        graph = model if isinstance(model, Graph) else trace(model, example_x)
+        self.device = torch.device(device) if device is not None else _device_of(model, example_x)
+        if isinstance(model, Graph):
+            graph = model
+        else:
+            model_device = _device_of(model, example_x)
+            graph = trace(model, torch.as_tensor(example_x).to(model_device))
         self.example_shape = tuple(example_x.shape)
-        self._graphs: dict[int, Graph] = {}
-        self._base = graph
-        self._graphs[self.example_shape[0]] = self._prepare(graph, example_x)
+        self.graph = expand_for_bounds(graph).to(self.device)
 
-    def _prepare(self, graph: Graph, example: torch.Tensor) -> Graph:
-        expanded = expand_for_bounds(graph, example)
-        expanded.module.to(self.device)
-        return expanded
-
-    def graph_for(self, batch: int) -> Graph | None:
-        """The graph traced for this batch size (None when it cannot be re-traced: bound in chunks)."""
-        if batch not in self._graphs:
-            if self._base._retrace is None:
-                return None
-            example = torch.zeros(batch, *self.example_shape[1:])
-            self._graphs[batch] = self._prepare(self._base.retrace(example), example)
-        return self._graphs[batch]
-
-    @property
-    def graph(self) -> Graph:
-        return self._graphs[self.example_shape[0]]
+    def graph_for(self, batch: int) -> Graph:
+        """The graph for `batch` samples (its own batch size where it cannot be specialized: check `batch_size`)."""
+        return self.graph.for_batch(batch)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's output (through the bounded graph, so on the same device)."""
-        graph = self.graph_for(x.shape[0])
-        if graph is None:
-            return torch.cat([self.graph(chunk) for chunk in self._chunks(x)])[: x.shape[0]]
-        return graph(x.to(self.device))
+        """The model's output (through the bounded graph, on `device`)."""
+        return self.graph.map_batches(lambda graph, chunk: graph(chunk), torch.as_tensor(x).to(self.device))
 
     # ------------------------------------------------------------------ bounding
     def compute_bounds(
@@ -106,38 +91,45 @@ class BoundedModel:
         bound_upper: bool = True,
         alpha: AlphaOptions | None = None,
         splits: dict[str, Interval] | None = None,
+        max_batch: int | None = None,
     ) -> Bounds:
         """Bounds of `C·f(x)` over the input set; see `opwise.compute_bounds` for the arguments.
 
         `splits` (branch-and-bound) maps node names to intervals [batch, *node shape] that narrow those
-        nodes' values per batch element (see `BoundPropagation`).
+        nodes' values per batch element (see `BoundPropagation`). `max_batch` pads the batch to a power of
+        two up to it (a search whose batch changes every round then specializes the graph a few times, not
+        every round); by default the graph is specialized to the batch as it is.
         """
         input_set = self.input_set(x, eps, norm, x_lower, x_upper, domain)
         if method not in METHODS:
             raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         batch = input_set.lower.shape[0]
         specs = self._spec_matrix(C, target, batch)
-        if self.graph_for(batch) is None:
-            return self._bound_in_chunks(input_set, specs, method, bound_upper, alpha, splits)
-        return self._bound(self.graph_for(batch), input_set, specs, method, bound_upper, alpha, splits)
+        names = list(splits or {})
+        for name in names:
+            try:
+                self.graph.node(name)
+            except KeyError:
+                raise InputError(f"splits name a node that is not in the graph: {name}") from None
+        lowers = [splits[name].lower.to(self.device) for name in names]
+        uppers = [splits[name].upper.to(self.device) for name in names]
 
-    def split_nodes(self, graph: Graph, splits: dict[str, Interval] | None) -> dict:
-        """Node-name keyed splits as the engine takes them: keyed by the nodes of `graph`."""
-        if not splits:
-            return {}
-        nodes = {node.name: node for node in graph.nodes}
-        unknown = sorted(set(splits) - set(nodes))
-        if unknown:
-            raise InputError(f"splits name nodes that are not in the graph: {', '.join(unknown)}")
-        return {nodes[name]: interval for name, interval in splits.items()}
+        def run(graph: Graph, lower, upper, center, specs, *narrowed):
+            chunk = InputSet(lower, upper, center, input_set.eps, input_set.norm)
+            chunk_splits = {name: Interval(lo, up) for name, lo, up in zip(names, narrowed[: len(names)], narrowed[len(names):])}
+            return self._bound(graph, chunk, specs, method, bound_upper, alpha, chunk_splits)
+
+        lower, upper = self.graph.map_batches(run, input_set.lower, input_set.upper, input_set.center, specs,
+                                              *lowers, *uppers, max_batch=max_batch or max(batch, 1))
+        return Bounds(lower, upper, method)
 
     def _bound(self, graph: Graph, input_set: InputSet, specs: torch.Tensor, method: str, bound_upper: bool,
-               alpha: AlphaOptions | None, splits: dict[str, Interval] | None = None) -> Bounds:
+               alpha: AlphaOptions | None, splits: dict[str, Interval]) -> tuple[torch.Tensor, torch.Tensor | None]:
         intermediate, final = METHODS[method]
-        engine = BoundPropagation(graph, input_set, intermediate, self.split_nodes(graph, splits))
+        engine = BoundPropagation(graph, input_set, intermediate, splits)
         output = graph.output
         count = specs.shape[1]
-        shape = engine.graph.info(output).shape
+        shape = graph.info(output).shape
         A = specs.transpose(0, 1)
         if bound_upper:
             A = torch.cat([A, -A])
@@ -149,25 +141,7 @@ class BoundedModel:
         else:
             result = engine.backward(output, A)
         result = _vacuous_where_nan(result.detach().T, method)
-        return Bounds(result[:, :count], -result[:, count:] if bound_upper else None, method)
-
-    def _bound_in_chunks(self, input_set: InputSet, specs, method, bound_upper, alpha, splits=None) -> Bounds:
-        size, batch = self.example_shape[0], input_set.lower.shape[0]
-        parts = []
-        for start in range(0, batch, size):
-            index = torch.arange(start, start + size).clamp(max=batch - 1)
-            pick = lambda t: None if t is None else t[index]  # noqa: E731
-            chunk = InputSet(pick(input_set.lower), pick(input_set.upper), pick(input_set.center), input_set.eps, input_set.norm)
-            chunk_splits = {name: Interval(s.lower[index], s.upper[index]) for name, s in (splits or {}).items()}
-            parts.append(self._bound(self.graph, chunk, specs[index], method, bound_upper, alpha, chunk_splits))
-        lower = torch.cat([p.lower for p in parts])[:batch]
-        upper = torch.cat([p.upper for p in parts])[:batch] if bound_upper else None
-        return Bounds(lower, upper, method)
-
-    def _chunks(self, x: torch.Tensor):
-        size = self.example_shape[0]
-        for start in range(0, x.shape[0], size):
-            yield x[torch.arange(start, start + size).clamp(max=x.shape[0] - 1)].to(self.device)
+        return result[:, :count], -result[:, count:] if bound_upper else None
 
     # ------------------------------------------------------------------ checking the request
     def input_set(self, x=None, eps=None, norm=math.inf, x_lower=None, x_upper=None, domain=None) -> InputSet:
@@ -218,6 +192,15 @@ class BoundedModel:
         if C.dim() != 3 or C.shape[0] != batch or C.shape[2] != outputs:
             raise InputError(f"C must be [specs, {outputs}] or [batch, specs, {outputs}], got {tuple(C.shape)}")
         return C
+
+
+def _device_of(model: torch.nn.Module | Graph, example: torch.Tensor) -> torch.device:
+    """Where a model computes: its graph's or parameters' device, else the example's."""
+    if isinstance(model, Graph):
+        return model.device
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.as_tensor(example).device
 
 
 def _vacuous_where_nan(lower: torch.Tensor, method: str) -> torch.Tensor:

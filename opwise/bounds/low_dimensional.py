@@ -19,40 +19,9 @@ import torch
 from torch import fx
 
 from opwise.bounds.bab.input_split import LinearLowerBounds
-from opwise.bounds.engine import BoundPropagation
+from opwise.bounds.engine import CROWN_LIMIT, BoundPropagation
 from opwise.bounds.input_set import InputSet
-from opwise.bounds.transfers.registry import Interval
 from opwise.tracing.graph import Graph
-
-#: nodes with at most this many elements per sample get backward CROWN intermediate bounds by default
-CROWN_LIMIT = 64
-
-
-class MixedPropagation(BoundPropagation):
-    """A bound pass whose intermediate bounds come from forward mode for wide nodes and from backward CROWN
-    for nodes with at most `crown_limit` elements per sample (either way intersected with IBP).
-
-    >>> import torch, opwise
-    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 100), torch.nn.ReLU(), torch.nn.Linear(100, 8),
-    ...                             torch.nn.ReLU(), torch.nn.Linear(8, 1))
-    >>> graph = opwise.trace(model, torch.zeros(1, 2))
-    >>> engine = MixedPropagation(graph, InputSet(-torch.ones(1, 2), torch.ones(1, 2)), crown_limit=8)
-    >>> points = torch.rand(1000, 2) * 2 - 1
-    >>> bool(engine.backward(graph.output, torch.ones(1, 1, 1)) <= model(points).min())
-    True
-    """
-
-    def __init__(self, graph: Graph, input_set: InputSet, crown_limit: int = CROWN_LIMIT,
-                 splits: dict[fx.Node, Interval] | None = None):
-        super().__init__(graph, input_set, "forward", splits)
-        self.crown_limit = crown_limit
-
-    def interval(self, node: fx.Node) -> Interval:
-        # the engine reads its policy once, on entry to `interval`, before resolving any other node
-        if node not in self.tight:
-            shape = self.graph.info(node).shape
-            self.intermediate = "crown" if math.prod(shape[1:]) <= self.crown_limit else "forward"
-        return super().interval(node)
 
 
 def free_input_bounds(graph: Graph, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor,
@@ -74,12 +43,13 @@ def free_input_bounds(graph: Graph, x_lower: torch.Tensor, x_upper: torch.Tensor
     (True, (2, 2, 3))
     """
     batch = x_lower.shape[0]
-    engine = MixedPropagation(graph, InputSet(x_lower, x_upper), crown_limit)
+    engine = BoundPropagation(graph, InputSet(x_lower, x_upper), "mixed", crown_limit=crown_limit)
     output = graph.output
     shape = graph.info(output).shape
     A = C[:, None, :].expand(C.shape[0], batch, C.shape[1]).reshape(C.shape[0], *shape)
-    lower = engine.backward(output, A).T
-    coefficient, bias = engine.last_linear
+    result = engine.bound(output, A)
+    lower = result.lower.T
+    coefficient, bias = result.linear
     coefficient = coefficient.reshape(C.shape[0], batch, -1).transpose(0, 1)
     return LinearLowerBounds(torch.nan_to_num(lower, nan=-math.inf), coefficient, bias.reshape(C.shape[0], batch).T)
 

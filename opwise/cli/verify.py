@@ -69,7 +69,7 @@ def format_row(cells: list[str], widths: list[int]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.model and args.model.endswith(".onnx") and args.vnnlib and args.vnnlib.endswith(".vnnlib"):
-        from opwise.bounds.vnncomp import main_verify
+        from opwise.cli.vnncomp import main_verify
 
         return main_verify(args)
     if args.vnnlib is not None:

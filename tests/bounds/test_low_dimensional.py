@@ -9,7 +9,7 @@ import torch
 from opwise.bounds import BoundedModel
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.input_set import InputSet
-from opwise.bounds.low_dimensional import MixedPropagation, fold_fixed_inputs, free_input_bounds
+from opwise.bounds.low_dimensional import fold_fixed_inputs, free_input_bounds
 from tests.bounds.helpers import attacked_points, randomize_, sample_box
 
 BATCH = 3
@@ -96,7 +96,7 @@ def test_every_intermediate_interval_is_no_looser_than_ibp(traced):
     _, bounded = _randomize(traced, 1)
     lower, upper = _boxes(1)
     graph = bounded.graph
-    mixed = MixedPropagation(graph, InputSet(lower, upper), crown_limit=24)
+    mixed = BoundPropagation(graph, InputSet(lower, upper), "mixed", crown_limit=24)
     ibp = BoundPropagation(graph, InputSet(lower, upper), intermediate="ibp")
     mixed.interval(graph.output)
     for node, interval in mixed.tight.items():

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from opwise.bounds import vnncomp
-from opwise.bounds.vnncomp import InstanceResult, read_result, run_suite, verify_instance, write_result
+from opwise.bounds.vnncomp import InstanceResult, instance, read_result, run_suite, verify_instance, write_result
+from opwise.cli.vnncomp import main_verify
 from opwise.errors import OpwiseError, SpecError
 
 from tests.bounds.bab.bab_reference import interval_bound_fn, milp_min_margin, random_mlp
@@ -171,12 +172,12 @@ def test_main_verify_writes_the_result_file(tmp_path, monkeypatch, capsys):
     model = random_mlp(1, (2, 4, 2))
     path = tmp_path / "p.vnnlib"
     path.write_text(vnnlib_text([0.0, 0.0], [1.0, 1.0], [[0.0, 0.0]], [1.0], 2))  # 0 <= 1: always violated
-    monkeypatch.setattr(vnncomp, "load_with_engine", tiny_loader(model))
+    monkeypatch.setattr(instance, "load_with_engine", tiny_loader(model))
     args = argparse.Namespace(model="m.onnx", vnnlib=str(path), timeout=5.0, out=str(tmp_path / "result.txt"))
-    assert vnncomp.main_verify(args) == 0
+    assert main_verify(args) == 0
     assert read_result(tmp_path / "result.txt")[0] == "sat" and capsys.readouterr().out.startswith("sat")
     with pytest.raises(OpwiseError, match="timeout"):
-        vnncomp.main_verify(argparse.Namespace(model="m.onnx", vnnlib=str(path), timeout=-1.0, out=None))
+        main_verify(argparse.Namespace(model="m.onnx", vnnlib=str(path), timeout=-1.0, out=None))
 
 
 def fake_verify(onnx: str, vnnlib: str, timeout: float) -> InstanceResult:
@@ -238,7 +239,7 @@ def test_suite_runner_on_a_local_ray_instance(tmp_path):
 
 
 class _BoundedFunction:
-    """A model with its BoundedModel attached, as EngineModel offers it, for the neuron-splitting path."""
+    """A model with its BoundedModel attached (`bounded`), for the neuron-splitting path."""
 
     def __init__(self, model, example):
         from opwise.bounds import BoundedModel
@@ -328,15 +329,15 @@ def test_the_hardest_dist_shift_instance_is_proved(benchmarks_dir):
     assert result.status == "unsat" and result.stats["clipped"] > 0
 
 
-def test_engine_model_folds_fixed_inputs_without_changing_the_bounds(tmp_path):
-    """EngineModel.bound_low_dimensional on boxes that hold inputs 1 and 2 at the same values (folded into the
-    first Gemm) gives the bounds and free-input coefficients of the unfolded graph, for a batch it pads (5 -> 8)."""
+def test_low_dimensional_bounds_fold_fixed_inputs_without_changing_the_bounds(tmp_path):
+    """LowDimensionalBounds on boxes that hold inputs 1 and 2 at the same values (folded into the first Gemm)
+    gives the bounds and free-input coefficients of the unfolded graph, for a batch it pads (5 -> 8)."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     from opwise.bounds.bab.input_split import LinearLowerBounds
     from opwise.bounds.low_dimensional import free_input_bounds
-    from opwise.bounds.vnncomp import EngineModel
+    from opwise.bounds.vnncomp.instance import LowDimensionalBounds, load_with_engine
 
     generator = torch.Generator().manual_seed(0)
     weights = {name: numpy_helper.from_array(torch.randn(*shape, generator=generator).numpy(), name)
@@ -347,14 +348,16 @@ def test_engine_model_folds_fixed_inputs_without_changing_the_bounds(tmp_path):
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], list(weights.values()))
     path = tmp_path / "net.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
-    model = EngineModel(str(path))
+    model, _, _ = load_with_engine(str(path))
+    bound_low_dimensional = LowDimensionalBounds(model)
     lower = torch.rand(5, 4, generator=generator) - 1
     upper = lower + torch.rand(5, 4, generator=generator)
     lower[:, 1:3] = upper[:, 1:3] = torch.tensor([0.3, -0.7])
     C = torch.tensor([[1.0, -1.0]])
-    folded = model.bound_low_dimensional(lower, upper, C)
-    assert isinstance(folded, LinearLowerBounds) and model._folded[8][1] is not None
-    full_graph = model._model(5)[0].graph
+    folded = bound_low_dimensional(lower, upper, C)
+    assert isinstance(folded, LinearLowerBounds) and bound_low_dimensional._folded[1] is not None
+    full_graph = model.graph.for_batch(8)
+    assert full_graph.batch_size == 8
     padded = lambda t: torch.cat([t, t[-1:].expand(3, -1)])  # noqa: E731
     reference = free_input_bounds(full_graph, padded(lower), padded(upper), C)
     assert torch.allclose(folded.lower, reference.lower[:5], atol=1e-5)
@@ -364,3 +367,57 @@ def test_engine_model_folds_fixed_inputs_without_changing_the_bounds(tmp_path):
     values = model(x.reshape(-1, 4)).reshape(200, 5, 2) @ C.T
     linear = (x[..., None, :] * folded.coefficients).sum(-1) + folded.bias
     assert (values[..., 0] >= linear[..., 0] - 1e-5).all() and (linear >= folded.lower - 1e-5).all()
+
+
+def _axis_zero_network(path: Path, inputs: int, seed: int) -> torch.nn.Module:
+    """An ONNX network that declares batch 1 and moves axis 0 (Gemm, Transpose [1, 6] -> [6, 1], Sigmoid,
+    Transpose back, Gemm), as VNN-COMP's power-flow and control networks do; and the same function in torch."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    generator = torch.Generator().manual_seed(seed)
+    first, second = torch.nn.Linear(inputs, 6), torch.nn.Linear(6, 2)
+    with torch.no_grad():
+        for layer in (first, second):
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator))
+            layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator))
+    arrays = {"W1": first.weight, "b1": first.bias, "W2": second.weight, "b2": second.bias}
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h"], transB=1),
+             helper.make_node("Transpose", ["h"], ["ht"], perm=[1, 0]), helper.make_node("Sigmoid", ["ht"], ["st"]),
+             helper.make_node("Transpose", ["st"], ["s"], perm=[1, 0]),
+             helper.make_node("Gemm", ["s", "W2", "b2"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "axis0", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, inputs])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+                              [numpy_helper.from_array(t.detach().numpy(), name) for name, t in arrays.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return torch.nn.Sequential(first, torch.nn.Sigmoid(), second).eval()
+
+
+@pytest.mark.parametrize("inputs", [3, 20])  # input splitting, then PGD + CROWN + GenBaB
+def test_networks_that_move_axis_zero_verify_end_to_end(tmp_path, inputs):
+    """Such a network cannot be imported at a larger batch; its instances run at the declared batch, in
+    chunks, and are decided: unsat below a hand-computed interval bound of y0 - y1, sat at its sampled
+    maximum (checked by a forward pass)."""
+    from opwise.tracing.onnx import load_onnx
+
+    path = tmp_path / "axis0.onnx"
+    model = _axis_zero_network(path, inputs, seed=inputs)
+    graph = load_onnx(path, batch_size=1)
+    assert graph.for_batch(8).batch_size == 1  # the importer refuses batch 8: chunks of the declared batch
+    lower, upper = [0.0] * inputs, [0.1] * inputs
+    with torch.no_grad():
+        y = model(torch.tensor(lower) + torch.tensor(upper) * torch.rand(20000, inputs))
+    margin = y[:, 0] - y[:, 1]
+    first, second = model[0], model[2]
+    with torch.no_grad():  # interval arithmetic by hand: a sound lower bound of y0 - y1 over the box
+        centre, radius = first(torch.full((1, inputs), 0.05))[0], 0.05 * first.weight.abs().sum(1)
+        low, high = torch.sigmoid(centre - radius), torch.sigmoid(centre + radius)
+        row = second.weight[0] - second.weight[1]
+        floor = float((torch.where(row > 0, row * low, row * high)).sum() + second.bias[0] - second.bias[1])
+    for threshold, expected in ((floor - 0.01, "unsat"), (float(margin.max()), "sat")):
+        vnnlib = tmp_path / f"{expected}.vnnlib"
+        vnnlib.write_text(vnnlib_text(lower, upper, [[1.0, -1.0]], [threshold], 2))
+        result = verify_instance(path, vnnlib, 60)
+        assert result.status == expected, (inputs, threshold, result)
+        if expected == "sat":
+            assert float(result.y[0] - result.y[1]) <= threshold

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from opwise.bounds.vnnlib import parse_vnnlib
+from opwise.bounds.vnncomp.vnnlib import parse_vnnlib
 from opwise.errors import SpecError
 
 HEADER = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
@@ -109,7 +109,9 @@ def _declared(path) -> tuple[int, int]:
 
 def test_every_benchmark_file_parses_with_matching_counts(benchmarks_dir):
     files = sorted(benchmarks_dir.glob("*/vnnlib/*.vnnlib"))
-    assert len(files) == 155
+    listed = {(instances.parent / row[1].strip()).resolve() for instances in benchmarks_dir.glob("*/instances.csv")
+              for row in csv.reader(instances.open()) if row}
+    assert {path.resolve() for path in files} == listed  # every suite's files, as its instances.csv lists them
     for path in files:
         inputs, outputs = _declared(path)
         specs = parse_vnnlib(path)

@@ -71,15 +71,18 @@ class DomainBounder:
         """The unsplit domain, bounded; its intervals (the engine's intermediate bounds) are kept for reuse."""
         domain = Domain({node.input: Interval(torch.full((1,), -math.inf), torch.full((1,), math.inf))
                          for node in self.nodes})
-        engine = BoundPropagation(self.bounded.graph, self.input_set(1), "crown")
+        engine = BoundPropagation(self.bounded.graph, self.input_set(1), "crown", record=self._recorded())
         if self.method == "alpha-crown":
             self._tighten_intermediate(engine, deadline)
         rows = self._bound_with(engine, [domain], deadline)
         self.root_engine = engine
         self._drop_ruled_out(rows[:, 0], domain)
-        self.root_intervals = {node.name: interval for node, interval in engine.tight.items()
-                               if node is not engine.input_node}
+        self.root_intervals = engine.known_intervals()
         return domain
+
+    def _recorded(self) -> list[str]:
+        """The nodes whose coefficients guide branching (the split nonlinearities)."""
+        return [node.nonlinear for node in self.nodes]
 
     def _tighten_intermediate(self, engine: BoundPropagation, deadline: float | None) -> None:
         """α-CROWN over every intermediate bound at the root (`optimize_bounds`): the engine keeps the best
@@ -98,31 +101,28 @@ class DomainBounder:
         Intermediate bounds are not recomputed: a domain's split nodes keep its own (narrowed) intervals
         and every other node the root's, all sound on the domain, so one pass bounds only the output.
         """
-        size = batch_size
-        if self.bounded.graph_for(size) is None:
-            size = self.bounded.example_shape[0]
+        size = self.bounded.graph.for_batch(batch_size).batch_size
         for start in range(0, len(domains), size):
             chunk = domains[start : start + size]
             padded = chunk + [chunk[-1]] * (size - len(chunk))
             self._bound_with(self._engine(padded, size), chunk, deadline, _stacked_parameters(padded))
 
     def _engine(self, domains: list[Domain], size: int) -> BoundPropagation:
-        graph = self.bounded.graph_for(size) or self.bounded.graph
+        graph = self.bounded.graph.for_batch(size)
         intervals = stack_intervals(domains)
-        engine = BoundPropagation(graph, self.input_set(size), "crown", self.bounded.split_nodes(graph, intervals))
-        for node in graph.nodes:
-            known = intervals.get(node.name) or self._root_interval(node.name, graph, size)
-            if known is not None:
-                engine.tight[node] = known
-        return engine
+        known = {}
+        for name in self.root_intervals:
+            interval = intervals.get(name) or self._root_interval(name, graph, size)
+            if interval is not None:
+                known[name] = interval
+        return BoundPropagation(graph, self.input_set(size), "crown", intervals, known=known, record=self._recorded())
 
     def _root_interval(self, name: str, graph, size: int) -> Interval | None:
         """The root's interval of a node, repeated over a batch of `size` (None where its batch is folded)."""
         interval = self.root_intervals.get(name)
         if interval is None or interval.lower.shape[:1] != (1,):
             return None
-        shape = next(node for node in graph.nodes if node.name == name)
-        shape = graph.info(shape).shape
+        shape = graph.info(graph.node(name)).shape
         if shape is None or tuple(shape) != (size, *interval.lower.shape[1:]):
             return None
         return Interval(interval.lower.expand(shape), interval.upper.expand(shape))
@@ -139,32 +139,30 @@ class DomainBounder:
         output = graph.output
         A = self._output_specs(engine)
         engine.prepare(output)
-        by_name = {node.name: node for node in graph.nodes}
-        engine.record = {by_name[node.nonlinear] for node in self.nodes}
         parameters = {}
         if self.method == "alpha-crown":
-            lower, parameters = optimize_alpha_beta(engine, output, A, self.alpha, warm=warm, deadline=deadline)
+            lower, parameters, last = optimize_alpha_beta(engine, output, A, self.alpha, warm=warm, deadline=deadline)
         else:
-            lower = engine.backward(output, A)
+            last = engine.bound(output, A)
+            lower = last.lower
         row_bounds = lower.detach() - self.d[:, None]
         margins, rows = self._margins(row_bounds)
-        input_coefficient, bias = (t.detach() for t in engine.last_linear)
+        input_coefficient, bias = (t.detach() for t in last.linear)
         self.visited += count
         for index, domain in enumerate(domains):
             row = int(rows[index])
             infeasible = bool(engine.infeasible[index])
             # a child's inputs are among its parent's, so the parent's bound (carried in `lower`) holds too
             domain.lower = math.inf if infeasible else max(domain.lower, float(margins[index]))
-            domain.guide = Guide({node.nonlinear: engine.coefficients_at[by_name[node.nonlinear]][row, index : index + 1]
+            domain.guide = Guide({node.nonlinear: last.recorded[graph.node(node.nonlinear)][row, index : index + 1]
                                   for node in self.nodes},
                                  input_coefficient[row, index : index + 1], bias[row, index])
             domain.parameters = {name: AlphaPair(*(None if t is None else t[:, index : index + 1] for t in (pair.lower, pair.upper)))
                                  for name, pair in parameters.items()} or None
             if not infeasible:
                 for node in self.nodes:
-                    interval = engine.interval(by_name[node.input])
+                    interval = engine.interval(graph.node(node.input))
                     domain.intervals[node.input] = Interval(interval.lower[index : index + 1], interval.upper[index : index + 1])
-        engine.record = set()
         return row_bounds
 
     def _drop_ruled_out(self, row_bounds: torch.Tensor, root: Domain) -> None:
@@ -201,19 +199,17 @@ class DomainBounder:
     def shortcuts(self) -> dict[str, Shortcut]:
         """Linear bounds of every split node's input in terms of the input, over the whole input set (root)."""
         engine = self.root_engine
-        by_name = {node.name: node for node in engine.graph.nodes}
         result = {}
         for node in self.nodes:
             if node.input in result:
                 continue
-            target = by_name[node.input]
+            target = engine.graph.node(node.input)
             shape = engine.graph.info(target).shape
             elements = math.prod(shape[1:])
             eye = torch.eye(elements, device=self.bounded.device)
             coefficients, biases = [], []
             for chunk in torch.cat([eye, -eye]).split(SHORTCUT_CHUNK):
-                engine.backward(target, chunk.reshape(chunk.shape[0], 1, *shape[1:]))
-                coefficient, bias = engine.last_linear
+                coefficient, bias = engine.bound(target, chunk.reshape(chunk.shape[0], 1, *shape[1:])).linear
                 coefficients.append(coefficient.detach().reshape(chunk.shape[0], -1))
                 biases.append(bias.detach()[:, 0])
             coefficient, bias = torch.cat(coefficients), torch.cat(biases)

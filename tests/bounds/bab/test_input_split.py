@@ -161,7 +161,7 @@ def test_unknown_branching_is_an_input_error():
 @pytest.mark.parametrize("network, prop, expected", [("4_3", 3, "unsat"), ("1_7", 3, "sat"), ("2_2", 1, "unsat")])
 def test_acas_instances_through_verify_instance_and_the_relu_chain(benchmarks_dir, network, prop, expected):
     from opwise.bounds.vnncomp import verify_instance
-    from opwise.bounds.vnnlib import parse_vnnlib
+    from opwise.bounds.vnncomp.vnnlib import parse_vnnlib
 
     suite = benchmarks_dir / "acasxu"
     onnx_path = suite / "onnx" / f"ACASXU_run2a_{network}_batch_2000.onnx"

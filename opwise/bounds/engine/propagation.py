@@ -1,14 +1,19 @@
 """The bound pass over one Graph and one input set: IBP forward, CROWN backward, intermediate bounds
-resolved lazily as promises (each node once, cached), α parameters for α-CROWN.
+resolved lazily as promises (each node once, cached), α and β parameters passed in per pass.
 
 Reads like an fx Interpreter: a `Step` per node, dispatched to the node's registered transfer. All
-state (constant values, intervals, steps) lives here; transfers are pure.
+state (constant values, intervals, steps) lives here and is written only here: everything a pass
+depends on goes in at construction (graph, input set, intermediate-bound policy, known intervals,
+split constraints, recorded nodes) or as arguments of a pass (α, β); a pass returns a `LinearBound`.
+The strategies (α-CROWN, β, input splitting, GenBaB) use the engine through these methods only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
+from typing import Iterable, Mapping
 
 import torch
 from torch import fx
@@ -18,12 +23,39 @@ from opwise.bounds.transfers.affine import Affine
 from opwise.bounds.transfers.forward import LinearBounds, forward_bounds
 from opwise.bounds.transfers.nonlinear import ELEMENTWISE, has_relaxation, node_relaxation
 from opwise.bounds.transfers.patches import Patches, add_coefficients, dense
+from opwise.bounds.engine.splits import apply_split_constraint
+from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.transfers.registry import Interval, Step, transfer_for
 from opwise.errors import InputError, OpwiseError, UnsupportedOperation
 from opwise.tracing.graph import Graph, op_packet_key
 
 #: largest number of one-hot specifications in one backward pass for intermediate bounds
 SPEC_CHUNK = 4096
+
+#: intermediate-bound policies: CROWN, forward mode, IBP, or "mixed" (CROWN for nodes with at most
+#: `crown_limit` elements per sample, forward mode for wider ones)
+POLICIES = ("crown", "forward", "ibp", "mixed")
+
+#: "mixed" policy: nodes with at most this many elements per sample get backward CROWN intermediate bounds
+CROWN_LIMIT = 64
+
+
+@dataclasses.dataclass
+class LinearBound:
+    """The result of one backward pass: `lower` [specs, groups] bounds A·target from below over the input
+    set; it is the minimum of `input_coefficient · x + bias` (the linear lower bound before concretization;
+    Patches or dense [specs, groups, *input shape]); `recorded` holds the coefficients that reached each
+    node named in the engine's `record` ([specs, groups, *node shape])."""
+
+    lower: torch.Tensor
+    input_coefficient: object
+    bias: torch.Tensor
+    recorded: dict[fx.Node, torch.Tensor]
+
+    @property
+    def linear(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dense input coefficients, bias)."""
+        return dense(self.input_coefficient), self.bias
 
 #: operators that only rearrange their input's elements, one to one (IBP through them is exact)
 REARRANGING = frozenset(f"aten.{name}" for name in (
@@ -32,36 +64,44 @@ REARRANGING = frozenset(f"aten.{name}" for name in (
 
 
 class BoundPropagation:
-    """Bounds of any node of `graph` over `input_set`; `intermediate` is "crown", "forward" or "ibp".
+    """Bounds of any node of `graph` over `input_set`; `intermediate` is one of `POLICIES`.
 
     "forward" bounds intermediate nodes by forward-mode linear bounds (one pass per input element, not
-    one specification per neuron: far cheaper than "crown" for low-dimensional inputs, looser).
+    one specification per neuron: far cheaper than "crown" for low-dimensional inputs, looser); "mixed"
+    uses CROWN for nodes of at most `crown_limit` elements per sample and forward mode for the others.
 
     `splits` (branch-and-bound) narrows some nodes' intervals per batch element: every interval of such a
     node is intersected with its split, so its consumers' relaxations and everything after them bound
     only the inputs whose value at that node lies in the split; batch elements where the intersection
-    is empty are flagged in `infeasible` (no input reaches them: any bound holds there).
-    `record` names nodes whose coefficients the last `backward` keeps in `coefficients_at`;
-    `last_linear` is that pass's linear lower bound (input coefficients, bias) before concretization.
+    is empty are flagged in `infeasible` (no input reaches them: any bound holds there). The same splits
+    enter a pass as β-CROWN constraints when the pass is given β multipliers (`betas`).
+    `known` gives intervals already proven for some nodes (they are used as they are, narrowed by the
+    splits); `record` names nodes whose coefficients every pass returns in `LinearBound.recorded`.
+    Nodes may be given as fx nodes or by name.
 
     >>> import torch, opwise
     >>> from opwise.bounds.input_set import InputSet
     >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
     >>> graph = opwise.trace(model, torch.zeros(1, 2))
     >>> engine = BoundPropagation(graph, InputSet.ball(torch.zeros(1, 2), 0.1))
-    >>> lower = engine.backward(graph.output, torch.ones(1, 1, 1))
-    >>> bool(lower <= model(torch.zeros(1, 2)))
-    True
+    >>> result = engine.bound(graph.output, torch.ones(1, 1, 1))
+    >>> bool(result.lower <= model(torch.zeros(1, 2))), tuple(result.linear[0].shape)
+    (True, (1, 1, 2))
     """
 
     def __init__(self, graph: Graph, input_set: InputSet, intermediate: str = "crown",
-                 splits: dict[fx.Node, Interval] | None = None):
+                 splits: Mapping[fx.Node | str, Interval] | None = None, *,
+                 known: Mapping[fx.Node | str, Interval] | None = None, record: Iterable[fx.Node | str] = (),
+                 crown_limit: int = CROWN_LIMIT):
         explained = graph.explained_inputs
         if len(explained) != 1 or len(graph.input_nodes) != 1:
             raise InputError(f"bounds need a graph with exactly one (bounded) input, this one has {len(graph.input_nodes)}")
-        self.graph, self.input_set, self.intermediate = graph, input_set, intermediate
+        if intermediate not in POLICIES:
+            raise InputError(f"unknown intermediate-bound policy {intermediate!r}; choose one of {', '.join(POLICIES)}")
+        self.graph, self.input_set, self.intermediate, self.crown_limit = graph, input_set, intermediate, crown_limit
         self.input_node = explained[0]
         self.batch = input_set.lower.shape[0]
+        self.device = input_set.lower.device
         self.order = {node: index for index, node in enumerate(graph.nodes)}
         self.values: dict[fx.Node, object] = {}
         self.steps: dict[fx.Node, Step] = {}
@@ -70,12 +110,16 @@ class BoundPropagation:
         self.tight: dict[fx.Node, Interval] = {self.input_node: input_set.interval}
         self._ancestors: dict[fx.Node, list[fx.Node]] = {}
         self.linear: dict[fx.Node, LinearBounds] = {}
-        self.splits = splits or {}
-        self.infeasible = torch.zeros(input_set.lower.shape[0], dtype=torch.bool, device=input_set.lower.device)
-        self.record: set[fx.Node] = set()
-        self.coefficients_at: dict[fx.Node, torch.Tensor] = {}
-        self._last_linear: tuple[torch.Tensor | Patches, torch.Tensor] | None = None
+        self.splits = {self._node(node): interval for node, interval in (splits or {}).items()}
+        self.infeasible = torch.zeros(input_set.lower.shape[0], dtype=torch.bool, device=self.device)
+        self.record = frozenset(self._node(node) for node in record)
         self._evaluate_constants()
+        for node, interval in (known or {}).items():
+            node = self._node(node)
+            self.tight[node] = self._narrow(node, interval)
+
+    def _node(self, node: fx.Node | str) -> fx.Node:
+        return self.graph.node(node) if isinstance(node, str) else node
 
     # ------------------------------------------------------------------ nodes
     def bounded(self, node) -> bool:
@@ -178,10 +222,11 @@ class BoundPropagation:
         if node in self.tight:
             return self.tight[node]
         ibp = self.interval_ibp(node)
-        if self.intermediate == "ibp" or self.exact_by_ibp(node):
+        policy = self.policy(node)
+        if policy == "ibp" or self.exact_by_ibp(node):
             self.tight[node] = ibp
             return ibp
-        if self.intermediate == "forward":
+        if policy == "forward":
             forward = self.forward_linear(node).concretize(self.input_set)
             tight = Interval(torch.maximum(ibp.lower, forward.lower), torch.minimum(ibp.upper, forward.upper))
             self.tight[node] = self._narrow(node, Interval(tight.lower.detach(), torch.maximum(tight.lower, tight.upper).detach()))
@@ -192,6 +237,37 @@ class BoundPropagation:
         refined = self.refine(node, ibp, selected)
         self.tight[node] = self._narrow(node, Interval(refined.lower.detach(), refined.upper.detach()))
         return self.tight[node]
+
+    def policy(self, node: fx.Node) -> str:
+        """How this node's intermediate bound is computed: "ibp", "forward" or "crown"."""
+        if self.intermediate != "mixed":
+            return self.intermediate
+        return "crown" if math.prod(self.graph.info(node).shape[1:]) <= self.crown_limit else "forward"
+
+    def known_interval(self, node: fx.Node) -> Interval | None:
+        """The node's interval if the engine has settled it (computed, or given as known), else None."""
+        return self.tight.get(node)
+
+    def known_intervals(self) -> dict[str, Interval]:
+        """Every interval the engine has settled, by node name (the input's excluded): what later engines
+        over the same input set may take as `known`."""
+        return {node.name: interval for node, interval in self.tight.items() if node is not self.input_node}
+
+    def transfer(self, node: fx.Node):
+        """The bound transfer the engine uses for a node."""
+        self.step(node)
+        return self.transfers[node]
+
+    def tighten(self, node: fx.Node, interval: Interval) -> Interval:
+        """Replace the node's interval by a tighter sound one (α-CROWN's intermediate bounds), narrowed by the
+        node's split; every later pass's relaxations use it. Returns the interval stored."""
+        self.tight[node] = self._narrow(node, interval)
+        return self.tight[node]
+
+    def split_nodes(self, target: fx.Node) -> list[fx.Node]:
+        """The split nodes a pass to `target` goes through (where β multipliers can enter)."""
+        ancestors = set(self.ancestors(target))
+        return [node for node in self.splits if node in ancestors and node is not self.input_node]
 
     def exact_by_ibp(self, node: fx.Node) -> bool:
         """Whether IBP already gives CROWN's interval: an affine operator of one bounded input whose interval
@@ -312,28 +388,29 @@ class BoundPropagation:
                     coefficients[parent] = coefficients[parent] + part if parent in coefficients else part
         return bound
 
-    @property
-    def last_linear(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The last `backward`'s linear lower bound before concretization: (input coefficients, bias)."""
-        if self._last_linear is None:
-            return None
-        coefficient, bias = self._last_linear
-        return dense(coefficient), bias
-
     def backward(self, target: fx.Node, A: torch.Tensor | Patches, groups: int | None = None,
-                 alphas: dict | None = None) -> torch.Tensor:
-        """Lower bound of `A · target` over the input set, [specs, groups]; A is [specs, *target shape]
-        (or `Patches`: rows zero outside a window each, carried as windows by the transfers that take them).
+                 alphas: dict | None = None, betas: dict | None = None) -> torch.Tensor:
+        """`bound(...).lower`: the lower bound of `A · target` over the input set, [specs, groups]."""
+        return self.bound(target, A, groups, alphas, betas).lower
+
+    def bound(self, target: fx.Node, A: torch.Tensor | Patches, groups: int | None = None,
+              alphas: dict[fx.Node, AlphaPair] | None = None,
+              betas: dict[fx.Node, AlphaPair] | None = None) -> LinearBound:
+        """One backward (CROWN) pass: the lower bound of `A · target` over the input set, [specs, groups], with
+        the linear bound it comes from. A is [specs, *target shape] (or `Patches`: rows zero outside a window
+        each, carried as windows by the transfers that take them).
 
         A group is one sample (`groups` = batch, the default) or the whole batch at once (`groups` = 1,
         for nodes whose batch dimension a reshape folded away; specs then name single neurons).
+        `alphas` are relaxation parameters per relaxed node; `betas` the multipliers (>= 0) of the split
+        constraints per split node, as β-CROWN ([specs, *node shape] each side).
         """
         groups = self.batch if groups is None else groups
         self.prepare(target)
         coefficients = {target: A}
         values = A.values if isinstance(A, Patches) else A
         bias = torch.zeros(values.shape[0], groups, dtype=values.dtype, device=values.device)
-        input_coefficient = None
+        input_coefficient, recorded = None, {}
         for node in reversed(self.ancestors(target)):
             coefficient = coefficients.pop(node, None)
             if coefficient is None:
@@ -342,19 +419,24 @@ class BoundPropagation:
                 input_coefficient = coefficient
                 continue
             if node in self.record:
-                self.coefficients_at[node] = dense(coefficient).detach()
+                recorded[node] = dense(coefficient).detach()
             step = self.step(node)
             step.alpha = None if alphas is None else alphas.get(node)
             transfer = self.transfers[node]
             if not getattr(transfer, "takes_patches", False):
                 coefficient = dense(coefficient)
+            beta = None if betas is None else betas.get(node)
+            if beta is not None:
+                coefficient, own = apply_split_constraint(coefficient, self.splits[node], beta)
+                bias = bias + own.reshape(own.shape[0], groups, -1).sum(-1)
             parts, terms = transfer.backward(step, coefficient)
             if terms is not None:
                 bias = bias + terms.reshape(terms.shape[0], groups, -1).sum(-1)
             for parent, part in zip(step.inputs, parts):
                 if part is not None:
                     coefficients[parent] = add_coefficients(coefficients[parent], part) if parent in coefficients else part
-        self._last_linear = (input_coefficient, bias)
         if isinstance(input_coefficient, Patches) and (self.input_set.center is None or math.isinf(self.input_set.norm)):
-            return input_coefficient.minimum_over_box(self.input_set.lower, self.input_set.upper) + bias
-        return self.input_set.minimum(dense(input_coefficient), groups) + bias
+            lower = input_coefficient.minimum_over_box(self.input_set.lower, self.input_set.upper) + bias
+        else:
+            lower = self.input_set.minimum(dense(input_coefficient), groups) + bias
+        return LinearBound(lower, input_coefficient, bias, recorded)

@@ -1,0 +1,47 @@
+"""β-CROWN split constraints, as the engine applies them in a backward pass.
+
+A domain's split keeps z in [l', u'] on every input it bounds, so for any β_l, β_u >= 0
+
+    f(x) >= f(x) - β_l (z(x) - l') - β_u (u' - z(x))      on the domain,
+
+i.e. the coefficient reaching z gains (β_u - β_l) and the bias gains β_l l' - β_u u' (β-CROWN's
+multipliers, on both ends of a general interval; an infinite end has no constraint). Without β the
+linear term in z is minimized over the whole input set, where z leaves [l', u']; with β the bound can use
+the split. Every β >= 0 gives a sound bound.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from opwise.bounds.relaxations.base import AlphaPair
+from opwise.bounds.transfers.registry import Interval
+
+
+def apply_split_constraint(A: torch.Tensor, split: Interval, beta: AlphaPair) -> tuple[torch.Tensor, torch.Tensor]:
+    """The coefficient of z with the β terms of its split added, and the β terms' constant ([specs, *z shape]).
+
+    >>> import torch
+    >>> split = Interval(torch.tensor([[0.5]]), torch.tensor([[float("inf")]]))
+    >>> A, constant = apply_split_constraint(torch.ones(1, 1, 1), split, AlphaPair(torch.full((1, 1, 1), 2.0), torch.ones(1, 1, 1)))
+    >>> A.tolist(), constant.tolist()                     # z - 2 (z - 0.5) = -z + 1; no upper end: β_u unused
+    ([[[-1.0]]], [[[1.0]]])
+    """
+    lower_finite, upper_finite = torch.isfinite(split.lower), torch.isfinite(split.upper)
+    beta_lower = torch.where(lower_finite, beta.lower, 0.0)
+    beta_upper = torch.where(upper_finite, beta.upper, 0.0)
+    constant = beta_lower * torch.where(lower_finite, split.lower, 0.0) - beta_upper * torch.where(upper_finite, split.upper, 0.0)
+    return A + beta_upper - beta_lower, constant
+
+
+def initial_betas(split: Interval, specs: int) -> AlphaPair:
+    """β = 0 for both ends ([specs, *split shape]): the pass starts as plain CROWN."""
+    zeros = torch.zeros((specs, *split.lower.shape), dtype=split.lower.dtype, device=split.lower.device)
+    return AlphaPair(zeros, zeros.clone())
+
+
+def clamp_betas(beta: AlphaPair) -> None:
+    """Project β onto β >= 0, where every value gives a sound bound."""
+    with torch.no_grad():
+        beta.lower.clamp_(min=0)
+        beta.upper.clamp_(min=0)

@@ -1,0 +1,236 @@
+"""VNN-COMP instances: verify one (ONNX + VNN-LIB), write the competition's result file, run whole suites.
+
+The words are VNN-COMP's: `unsat` (the property holds), `sat` (a checked counterexample follows),
+`timeout`, `unknown`. Low-dimensional inputs (at most `max_split_inputs` free inputs) are decided by
+input-splitting branch-and-bound (bounded by `ReluChain` when the network is an affine–ReLU chain, as ACAS Xu
+is; other networks get one α-CROWN pass over the whole box first); otherwise a PGD attack and one bound pass decide what they can.
+The ONNX importer and the bound engine are imported only when an instance runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from opwise.bounds.attack import pgd_attack
+from opwise.bounds.bab.input_split import BoundFunction, LinearLowerBounds, input_split_bab
+from opwise.bounds.bab.relu_chain import ReluChain
+from opwise.bounds.bounded_model import BoundedModel
+from opwise.bounds.spec import Disjunct, Specification
+from opwise.bounds.vnncomp.results import InstanceResult
+from opwise.bounds.vnncomp.vnnlib import parse_vnnlib
+from opwise.errors import SpecError
+
+STATUS_OF_BAB = {"verified": "unsat", "falsified": "sat", "timeout": "timeout", "unknown": "unknown"}
+
+Loader = Callable[[str], tuple[Callable[[torch.Tensor], torch.Tensor], BoundFunction, tuple[int, ...]]]
+"""`load(onnx_path) -> (function, bound_fn, input_shape)`: how verify_instance gets a model."""
+
+#: largest batch a bound pass of a search is padded to (graphs are specialized per power of two up to it)
+MAX_BATCH = 1024
+
+
+def load_with_engine(onnx_path: str) -> tuple[BoundedModel, BoundFunction, tuple[int, ...]]:
+    """The default Loader: opwise's ONNX importer (at the declared batch size; other batch sizes come from
+    `Graph.for_batch`, or chunks where the network cannot be imported at them) and CROWN bounds."""
+    from opwise.tracing.onnx import load_onnx
+
+    graph = load_onnx(onnx_path, batch_size=1)
+    input_shape = tuple(graph.info(graph.explained_inputs[0]).shape)
+    bounded = BoundedModel(graph, torch.zeros(input_shape))
+    return bounded, partial(crown_lower_bounds, bounded), input_shape
+
+
+def crown_lower_bounds(bounded: BoundedModel, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """CROWN lower bounds of C·f(x) per box, [B, rows] (a BoundFunction)."""
+    return bounded.compute_bounds(x_lower=x_lower, x_upper=x_upper, C=C, method="crown", bound_upper=False,
+                                  max_batch=MAX_BATCH).lower
+
+
+def optimized_lower_bounds(bounded: BoundedModel, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor,
+                           threshold: torch.Tensor, time_limit: float) -> torch.Tensor:
+    """α-CROWN lower bounds of C·f(x) over one box, [1, rows]: CROWN's intermediate bounds, the final bound's
+    α optimised until every row exceeds `threshold` [rows] or `time_limit` seconds have passed."""
+    from opwise.bounds.alpha import AlphaOptions
+
+    options = AlphaOptions(intermediate=False, stop_above=threshold[:, None].to(bounded.device), time_limit=time_limit)
+    return bounded.compute_bounds(x_lower=x_lower, x_upper=x_upper, C=C, method="alpha-crown",
+                                  bound_upper=False, alpha=options).lower
+
+
+class LowDimensionalBounds:
+    """`LinearLowerBounds` of C·f(x) per box: forward-mode intermediate bounds over the free inputs, CROWN on
+    narrow nodes and the rows (`free_input_bounds`), the bound function of input splitting. Inputs fixed
+    alike in every box are folded into the first affine layers (`fold_fixed_inputs`, kept while the fixed
+    values stay the same) where the network reads its input with them, so no pass carries their coefficients."""
+
+    def __init__(self, bounded: BoundedModel):
+        self.bounded = bounded
+        self._folded: tuple[tuple | None, object] = (None, None)
+
+    def __call__(self, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor) -> LinearLowerBounds:
+        from opwise.bounds.low_dimensional import fold_fixed_inputs, free_input_bounds
+
+        device = self.bounded.device
+        x_lower, x_upper, C = x_lower.to(device), x_upper.to(device), C.to(device)
+        graph = self.bounded.graph
+        flat_lower, flat_upper = x_lower.reshape(len(x_lower), -1), x_upper.reshape(len(x_upper), -1)
+        fixed = ((flat_lower == flat_upper) & (flat_lower == flat_lower[:1])).all(dim=0)
+        if not fixed.any() or fixed.all():
+            return graph.map_batches(lambda g, lo, up: free_input_bounds(g, lo, up, C), x_lower, x_upper, max_batch=MAX_BATCH)
+        values, free = flat_lower[0], ~fixed
+        key = (fixed.cpu().numpy().tobytes(), values[fixed].cpu().numpy().tobytes())
+        if self._folded[0] != key:
+            self._folded = (key, fold_fixed_inputs(graph, fixed, values))
+        folded = self._folded[1]
+        if folded is None:
+            return graph.map_batches(lambda g, lo, up: free_input_bounds(g, lo, up, C), x_lower, x_upper, max_batch=MAX_BATCH)
+
+        def run(g, lo, up):
+            bounds, reduced, bias, *_ = free_input_bounds(g, lo, up, C)
+            coefficients = reduced.new_zeros(*reduced.shape[:2], len(free))
+            coefficients[..., free] = reduced
+            return LinearLowerBounds(bounds, coefficients, bias)
+
+        return folded.map_batches(run, flat_lower[:, free], flat_upper[:, free], max_batch=MAX_BATCH)
+
+
+def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *,
+                    load: Loader | None = None, max_split_inputs: int = 16) -> InstanceResult:
+    """Decide one VNN-COMP instance within `timeout` seconds (loading included).
+
+    `load` (default `load_with_engine`) gives the model, its bound function and input shape. A property
+    with several input boxes (ACAS Xu prop_6) is `sat` when any box has a counterexample and `unsat` only
+    when every box is proved.
+
+    >>> import tempfile, torch
+    >>> text = '(declare-const X_0 Real)(declare-const Y_0 Real)(assert (>= X_0 0))(assert (<= X_0 1))(assert (<= Y_0 -1))'
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".vnnlib", delete=False) as f: _ = f.write(text)
+    >>> double = lambda x: 2 * x.reshape(len(x), -1)                     # y = 2x >= 0 on [0, 1]
+    >>> bounds = lambda lo, up, C: torch.minimum(C.T * 2 * lo, C.T * 2 * up)
+    >>> verify_instance("net.onnx", f.name, 10, load=lambda path: (double, bounds, (1, 1))).status
+    'unsat'
+    """
+    start = time.monotonic()
+    function, bound_fn, input_shape = (load or load_with_engine)(str(onnx_path))
+    declared = parse_vnnlib(vnnlib_path, input_shape, dtype=torch.float64)
+    specs = [_to_dtype(spec, torch.float32) for spec in declared]
+    _check_outputs(function, specs[0], str(vnnlib_path))
+    outcomes = []
+    stats: dict = {"boxes": len(specs)}
+    chain: ReluChain | None | bool = False  # found on the first low-dimensional box
+    low_dimensional = None
+    for spec, exact in zip(specs, declared):
+        remaining = timeout - (time.monotonic() - start)
+        if remaining <= 0:
+            outcomes.append("timeout")
+            break
+        free = int((spec.x_upper > spec.x_lower).sum())
+        if free <= max_split_inputs:
+            chain = _relu_chain(function) if chain is False else chain
+            if chain is not None:  # a search on the chain's own forward; the answer is checked on `function` below
+                result = input_split_bab(chain.bound_and_smear, chain, spec, timeout=remaining)
+            elif _proved_at_root(function, spec, remaining / 2):
+                result = None
+                stats["proved_at_root"] = stats.get("proved_at_root", 0) + 1
+            else:
+                if _bounded_of(function) is not None and low_dimensional is None:
+                    low_dimensional = LowDimensionalBounds(_bounded_of(function))
+                result = input_split_bab(low_dimensional or bound_fn, function, spec,
+                                         timeout=timeout - (time.monotonic() - start))
+            status, counterexample = ("unsat", None) if result is None else (
+                STATUS_OF_BAB[result.status], result.counterexample)
+            for key, value in ({} if result is None else result.stats).items():
+                if isinstance(value, (int, float)):
+                    stats[key] = stats.get(key, 0) + value
+        else:
+            status, counterexample = _attack_then_bound(function, bound_fn, spec, remaining)
+            remaining = timeout - (time.monotonic() - start)
+            if status == "unknown" and _bounded_of(function) is not None and remaining > 1:
+                from opwise.bounds.bab.genbab import branch_and_bound
+
+                result = branch_and_bound(_bounded_of(function), spec, timeout=remaining)
+                status, counterexample = STATUS_OF_BAB[result.status], result.counterexample
+                stats["domains"] = stats.get("domains", 0) + result.stats.get("domains_visited", 0)
+        if status == "sat":
+            confirmed = _as_the_competition_checks(function, exact, counterexample)
+            if confirmed is not None:
+                return InstanceResult("sat", time.monotonic() - start, *confirmed, stats)
+            status = "unknown"
+        outcomes.append(status)
+    final = "unsat" if all(s == "unsat" for s in outcomes) and len(outcomes) == len(specs) else (
+        "timeout" if "timeout" in outcomes else "unknown")
+    return InstanceResult(final, time.monotonic() - start, stats=stats)
+
+
+def _to_dtype(spec: Specification, dtype: torch.dtype) -> Specification:
+    return Specification(spec.x_lower.to(dtype), spec.x_upper.to(dtype),
+                         [Disjunct(d.C.to(dtype), d.d.to(dtype)) for d in spec.unsafe])
+
+
+def _as_the_competition_checks(function, declared: Specification, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(x, y) of a counterexample the competition's checker accepts, or None: x in float64 clipped into the
+    box as declared (the float32 rounding of a bound can lie just outside it), the network run on x's
+    float32 rounding, the output constraints evaluated in float64."""
+    point = torch.max(torch.min(x.detach().double(), declared.x_upper), declared.x_lower)
+    with torch.no_grad():
+        y = function(point.float()).detach()
+    if float(declared.margin(y.double().reshape(1, -1)).min()) > 0:
+        return None
+    return point.flatten(), y.flatten()
+
+
+def _bounded_of(function) -> BoundedModel | None:
+    """The BoundedModel a loaded function bounds with (itself, or the one it carries as `bounded`): what the
+    root pass, input splitting's low-dimensional bounds, the chain and GenBaB need. A plain function has none."""
+    return function if isinstance(function, BoundedModel) else getattr(function, "bounded", None)
+
+
+def _relu_chain(function) -> ReluChain | None:
+    """The engine model's graph as an affine–ReLU chain (fast batched bounds), or None."""
+    bounded = _bounded_of(function)
+    chain = ReluChain.of_graph(bounded.graph) if bounded is not None else None
+    if chain is not None:
+        chain.dtype = torch.float32
+    return chain
+
+
+def _check_outputs(function, spec: Specification, path: str) -> None:
+    """The property's Y count must equal the model's output size (a forward pass at the box centre)."""
+    with torch.no_grad():
+        outputs = function((spec.x_lower + spec.x_upper) / 2).reshape(-1).numel()
+    declared = spec.unsafe[0].C.shape[1]
+    if declared != outputs:
+        raise SpecError(path, None, f"declares {declared} outputs Y_i but the model has {outputs} outputs")
+
+
+def _attack_then_bound(function, bound_fn, spec: Specification, budget: float) -> tuple[str, torch.Tensor | None]:
+    """For high-dimensional inputs: PGD, then one bound pass over the whole box."""
+    attack = pgd_attack(function, spec, time_limit=budget / 2)
+    if attack.found:
+        return "sat", attack.counterexample
+    C = torch.cat([d.C for d in spec.unsafe])
+    with torch.no_grad():
+        lower = bound_fn(spec.x_lower, spec.x_upper, C)[0]
+    return ("unsat" if spec.ruled_out(lower) else "unknown"), None
+
+
+def _proved_at_root(function, spec: Specification, budget: float) -> bool:
+    """Low-dimensional inputs through a general network: α-CROWN over the whole box first, as α,β-CROWN starts
+    its search. Backward bounds from the few specification rows are far tighter than the forward-mode bounds the
+    input-splitting rounds use (the cGAN: proved here, never by splitting), and cost one CROWN pass."""
+    optimized = getattr(function, "bound_optimized", None)
+    if optimized is None and _bounded_of(function) is not None:
+        optimized = partial(optimized_lower_bounds, _bounded_of(function))
+    if optimized is None or budget <= 0:
+        return False
+    C = torch.cat([d.C for d in spec.unsafe])
+    lower = optimized(spec.x_lower, spec.x_upper, C, torch.cat([d.d for d in spec.unsafe]), budget)
+    return spec.ruled_out(lower.detach()[0])
+
+
