@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from opwise.bounds import BoundedModel
-from opwise.bounds.alpha import AlphaOptions
+from opwise.bounds.strategies.alpha import AlphaOptions
 from opwise.bounds.vnncomp.vnnlib import parse_vnnlib
 from opwise.tracing.onnx import load_onnx
 

@@ -1,13 +1,15 @@
 """Bound propagation benchmark: per model and method, seconds per call and mean bound width.
 
-    PYTHONPATH=. python benchmarks/bounds.py [--eps 0.01] [--repeat 3] [--onnx] [--auto-lirpa DIR]
+    PYTHONPATH=. python benchmarks/bounds.py [--eps 0.01] [--repeat 3] [--onnx] [--auto-lirpa DIR] [--device cuda]
 
-Models: seeded random ReLU MLP, CNN and GELU MLP (always), the built-in demo models (sigmoid/tanh MLP, CNN,
+Models: seeded random ReLU MLP, CNN and GELU MLP, two CIFAR-sized (3×32×32) ReLU conv nets (always), the built-in demo models (sigmoid/tanh MLP, CNN,
 and the small ViT-like transformer) when opwise.load_model is available, and ACAS Xu networks from ../shared/benchmarks with --onnx (needs the ONNX importer). Widths
 are of the margins y_target − y_j (specs = classes − 1); lower is tighter. `--auto-lirpa DIR` adds
 auto_LiRPA (a source checkout, e.g. from github:Verified-Intelligence/auto_LiRPA, with its pure-Python
 dependencies appdirs/graphviz/tqdm importable; never a dependency of opwise) on the same models and specs,
-and prints the width and time ratios opwise / auto_LiRPA (α-CROWN at matched settings and at each tool's defaults).
+and prints the width and time ratios opwise / auto_LiRPA (α-CROWN at matched settings and at each tool's defaults),
+with construction (tracing, BoundedModel / BoundedModule) timed apart from computing bounds. `--device` runs
+both tools on that device (default: CUDA where present).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 
 import opwise
 from opwise.bounds import METHODS, BoundedModel
-from opwise.bounds.alpha import AlphaOptions
+from opwise.bounds.strategies.alpha import AlphaOptions
 from opwise.errors import OpwiseError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
@@ -38,6 +40,20 @@ def random_models() -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
                                torch.nn.GELU(), torch.nn.Linear(64, 10))
     return {"relu_mlp_64-100-100-10": (mlp, torch.rand(1, 1, 8, 8)), "relu_cnn_16x16": (cnn, torch.rand(1, 1, 16, 16)),
             "gelu_mlp_64-64-64-10": (gelu, torch.rand(1, 1, 8, 8))}
+
+
+def cifar_models() -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
+    """CIFAR-sized conv nets as verification users bring them (the 4-layer net of the CROWN papers and a
+    wider 6-layer one), seeded random weights."""
+    torch.manual_seed(0)
+    four = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 4, stride=2, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(16, 32, 4, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                               torch.nn.Linear(32 * 8 * 8, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10))
+    six = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 4, stride=2, padding=1),
+                              torch.nn.ReLU(), torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(64, 64, 4, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(64 * 8 * 8, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    return {"cifar_cnn_4layer": (four.eval(), torch.rand(1, 3, 32, 32)), "cifar_cnn_6layer": (six.eval(), torch.rand(1, 3, 32, 32))}
 
 
 def builtin_models() -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
@@ -68,8 +84,8 @@ def onnx_models() -> dict[str, tuple[object, torch.Tensor]]:
     return models
 
 
-def measure(model, x: torch.Tensor, eps: float, repeat: int) -> list[tuple[str, float, float]]:
-    bounded = BoundedModel(model, x)
+def measure(model, x: torch.Tensor, eps: float, repeat: int, device: str) -> list[tuple[str, float, float]]:
+    bounded = BoundedModel(model, x, device=device)
     with torch.no_grad():
         target = int(bounded(x).reshape(1, -1).argmax())
     rows = []
@@ -79,6 +95,7 @@ def measure(model, x: torch.Tensor, eps: float, repeat: int) -> list[tuple[str, 
             start = time.perf_counter()
             for _ in range(repeat):
                 bounds = bounded.compute_bounds(x, eps=eps, method=method, target=target)
+            _synchronize(device)
             seconds = (time.perf_counter() - start) / repeat
         except OpwiseError as error:
             print(f"  {method}: {error}")
@@ -87,7 +104,21 @@ def measure(model, x: torch.Tensor, eps: float, repeat: int) -> list[tuple[str, 
     return rows
 
 
-def compare_auto_lirpa(source: str, models: dict, eps: float, repeat: int) -> None:
+def _synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(run, device: str):
+    """(seconds, result) of one call, device work included."""
+    _synchronize(device)
+    start = time.perf_counter()
+    result = run()
+    _synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def compare_auto_lirpa(source: str, models: dict, eps: float, repeat: int, device: str) -> None:
     """Width and time ratios opwise / auto_LiRPA per model and method.
 
     α-CROWN twice: `alpha-crown` with matched settings (20 Adam steps, lr 0.1 for every α, patience 4, and
@@ -100,23 +131,27 @@ def compare_auto_lirpa(source: str, models: dict, eps: float, repeat: int) -> No
 
     from opwise.bounds.spec import margin_matrix
 
-    print(f"\n{'model':28s} {'method':12s} {'width ratio':>12s} {'max |lower diff|':>17s} {'time ratio':>11s}")
+    print(f"\ndevice {device}; construction: opwise BoundedModel / auto_LiRPA BoundedModule seconds; compute: per call")
+    print(f"{'model':28s} {'method':12s} {'width ratio':>12s} {'max |lower diff|':>17s} {'time ratio':>11s} "
+          f"{'opwise s':>9s} {'auto_LiRPA s':>12s}")
     for name, (model, x) in models.items():
         if not isinstance(model, torch.nn.Module):
             continue
-        model.eval()
+        model = model.eval().to(device)
+        x = x.to(device)
         with torch.no_grad():
             output = model(x).reshape(1, -1)
-        C = margin_matrix(output.shape[1], int(output.argmax()))[None]
+        C = margin_matrix(output.shape[1], int(output.argmax()))[None].to(device)
         try:
-            theirs = BoundedModule(model, torch.zeros_like(x), device="cpu")
+            their_build, theirs = _timed(lambda: BoundedModule(model, torch.zeros_like(x), device=device), device)
         except Exception as error:  # noqa: BLE001 -- a model auto_LiRPA cannot load is a result to print
             print(f"{name:28s} {'all':12s} auto_LiRPA failed: {type(error).__name__}: {str(error).splitlines()[0][:80]}")
             continue
         matched = {"iteration": 20, "lr_alpha": 0.1, "early_stop_patience": 4}
         defaults = {"iteration": 20, "lr_alpha": 0.5, "early_stop_patience": 10}  # auto_LiRPA's own
         box = BoundedTensor(x, PerturbationLpNorm(norm=float("inf"), eps=eps))
-        ours = BoundedModel(model, x)
+        our_build, ours = _timed(lambda: BoundedModel(model, x, device=device), device)
+        print(f"{name:28s} {'construction':12s} {'':12s} {'':17s} {our_build / their_build:11.2f} {our_build:9.3f} {their_build:12.3f}")
         rows = (("ibp", "IBP", matched, None), ("crown", "CROWN", matched, None),
                 ("alpha-crown", "alpha-CROWN", matched, AlphaOptions(tolerance=0.0, slope_learning_rate=None)),
                 ("alpha-crown*", "alpha-CROWN", defaults, AlphaOptions()))
@@ -128,10 +163,8 @@ def compare_auto_lirpa(source: str, models: dict, eps: float, repeat: int) -> No
                 for run in (lambda: theirs.compute_bounds(x=(box,), C=C, method=their_method),
                             lambda: ours.compute_bounds(x, eps=eps, method=method, C=C, alpha=our_options)):
                     result = run()
-                    start = time.perf_counter()
-                    for _ in range(repeat):
-                        result = run()
-                    times.append(((time.perf_counter() - start) / repeat, result))
+                    seconds, result = _timed(lambda: [run() for _ in range(repeat)][-1], device)
+                    times.append((seconds / repeat, result))
             except Exception as error:  # noqa: BLE001 -- a model the other tool cannot bound is a result to print
                 side = "auto_LiRPA" if not times else "opwise"
                 print(f"{name:28s} {label:12s} {side} failed: {type(error).__name__}: {str(error).splitlines()[0][:80]}")
@@ -139,7 +172,8 @@ def compare_auto_lirpa(source: str, models: dict, eps: float, repeat: int) -> No
             (their_time, (their_lower, their_upper)), (our_time, our_bounds) = times
             ratio = float(our_bounds.width.mean()) / float((their_upper - their_lower).detach().mean())
             difference = float((our_bounds.lower - their_lower.detach()).abs().max())
-            print(f"{name:28s} {label:12s} {ratio:12.6f} {difference:17.2e} {our_time / their_time:11.2f}")
+            print(f"{name:28s} {label:12s} {ratio:12.6f} {difference:17.2e} {our_time / their_time:11.2f} "
+                  f"{our_time:9.4f} {their_time:12.4f}")
 
 
 def main() -> None:
@@ -149,19 +183,21 @@ def main() -> None:
     parser.add_argument("--onnx", action="store_true", help="also the ACAS Xu networks from ../shared/benchmarks")
     parser.add_argument("--auto-lirpa", default=None, metavar="DIR", help="an auto_LiRPA source checkout to compare with")
     parser.add_argument("--models", default=None, metavar="TEXT", help="only the models whose name contains TEXT")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for both tools")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    models = {**random_models(), **builtin_models(), **(onnx_models() if args.onnx else {})}
+    torch.set_num_threads(args.threads)
+    models = {**random_models(), **cifar_models(), **builtin_models(), **(onnx_models() if args.onnx else {})}
     models = {name: entry for name, entry in models.items() if args.models is None or args.models in name}
     print(f"{'model':28s} {'method':12s} {'seconds':>9s} {'mean width':>11s} {'width/ibp':>9s}")
     for name, (model, x) in models.items():
-        rows = measure(model, x, args.eps, args.repeat)
+        rows = measure(model, x, args.eps, args.repeat, args.device)
         ibp = next((width for method, _, width in rows if method == "ibp"), None)
         for method, seconds, width in rows:
             ratio = f"{width / ibp:9.3f}" if ibp else "        -"
             print(f"{name:28s} {method:12s} {seconds:9.4f} {width:11.4f} {ratio}")
     if args.auto_lirpa:
-        compare_auto_lirpa(args.auto_lirpa, models, args.eps, args.repeat)
+        compare_auto_lirpa(args.auto_lirpa, models, args.eps, args.repeat, args.device)
 
 
 if __name__ == "__main__":

@@ -84,8 +84,8 @@ def attack_case(job: tuple[str, dict, float]) -> bool:
 
 def run_strategy(job: tuple[str, dict, str, float]) -> tuple[str, float, dict]:
     """(status, seconds, stats) of one strategy on one case."""
-    from opwise.bounds.bab.bounding import DomainBounder
-    from opwise.bounds.bab.genbab import branch_and_bound
+    from opwise.bounds.strategies.genbab.bounding import DomainBounder
+    from opwise.bounds.strategies.genbab.search import branch_and_bound
 
     torch.set_num_threads(1)
     _, case, strategy, timeout = job

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from opwise.bounds.bab.split_points import TABLE_DIRECTORY, TABLE_FUNCTIONS, build_split_table
+from opwise.bounds.strategies.genbab.split_points import TABLE_DIRECTORY, TABLE_FUNCTIONS, build_split_table
 
 GRID_LOW, GRID_HIGH, GRID_STEP = -5.0, 5.0, 0.05
 

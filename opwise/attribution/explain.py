@@ -174,6 +174,10 @@ def _plan(model, inputs, kwargs, output, composite, composite_kwargs, keep) -> P
         graph = model
     elif isinstance(model, torch.nn.Module):
         cache = _GRAPHS.setdefault(model, {})
+        state = _parameter_state(model)
+        if cache.get("state") != state:  # moved to another device, or weights changed: trace and plan again
+            cache.clear()
+            cache["state"] = state
         graph_key = ("graph", shapes, repr(output))
         if graph_key not in cache:
             cache[graph_key] = trace(model, *inputs, output=output, **kwargs)
@@ -185,6 +189,12 @@ def _plan(model, inputs, kwargs, output, composite, composite_kwargs, keep) -> P
         chosen = get_composite(composite, **composite_kwargs)
         cache[key] = Plan(graph, chosen, model if isinstance(model, torch.nn.Module) else None, keep)
     return cache[key]
+
+
+def _parameter_state(model: torch.nn.Module) -> tuple:
+    """What a cached graph and plan of `model` depend on: every parameter's and buffer's device, storage and
+    in-place version counter (so `model.to(...)`, `load_state_dict` or a training step invalidate them)."""
+    return tuple((t.device, t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
 
 
 def _check_inputs(inputs: Sequence[Any]) -> None:

@@ -3,6 +3,7 @@
 from opwise.bounds.api import compute_bounds
 from opwise.bounds.bounded_model import METHODS, BoundedModel, Bounds
 from opwise.bounds.coverage import Coverage, coverage
+from opwise.bounds.strategies.alpha import AlphaOptions
 from opwise.bounds.verify import VerificationResult, verify
 
-__all__ = ["METHODS", "Coverage", "coverage", "BoundedModel", "Bounds", "VerificationResult", "compute_bounds", "verify"]
+__all__ = ["AlphaOptions", "METHODS", "Coverage", "coverage", "BoundedModel", "Bounds", "VerificationResult", "compute_bounds", "verify"]

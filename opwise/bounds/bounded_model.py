@@ -13,8 +13,8 @@ import warnings
 
 import torch
 
-from opwise.bounds.alpha import AlphaOptions
-from opwise.bounds.alpha_chain import optimize_bounds
+from opwise.bounds.strategies.alpha import AlphaOptions
+from opwise.bounds.strategies.alpha_chain import optimize_bounds
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.expand import expand_for_bounds
 from opwise.bounds.input_set import InputSet

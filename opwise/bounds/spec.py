@@ -25,6 +25,9 @@ class Disjunct:
         """Per sample, the largest `C y - d` row: > 0 means this disjunct does not hold at y ([..., outputs])."""
         return (y @ self.C.T - self.d).amax(dim=-1)
 
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Disjunct":
+        return Disjunct(self.C.to(device=device, dtype=dtype), self.d.to(device=device, dtype=dtype))
+
 
 @dataclasses.dataclass
 class Specification:
@@ -53,6 +56,20 @@ class Specification:
                 return False
             row += rows
         return True
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Specification":
+        """The same problem with every tensor on `device` (and in `dtype`, if given).
+
+        >>> spec = Specification(torch.zeros(1, 2), torch.ones(1, 2), robustness_disjuncts(2, 0))
+        >>> spec.to(dtype=torch.float64).unsafe[0].C.dtype
+        torch.float64
+        """
+        return Specification(self.x_lower.to(device=device, dtype=dtype), self.x_upper.to(device=device, dtype=dtype),
+                             [d.to(device, dtype) for d in self.unsafe])
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_lower.device
 
     def contains(self, x: torch.Tensor, tolerance: float = 0.0) -> bool:
         return bool(((x >= self.x_lower - tolerance) & (x <= self.x_upper + tolerance)).all())

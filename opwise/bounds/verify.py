@@ -11,10 +11,10 @@ import time
 import torch
 
 from opwise.bounds.attack import pgd_attack
-from opwise.bounds.bab.genbab import branch_and_bound
 from opwise.bounds.bounded_model import METHODS, BoundedModel
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.spec import Specification, robustness_disjuncts
+from opwise.bounds.strategies.genbab.search import branch_and_bound
 from opwise.errors import InputError
 from opwise.tracing import Graph
 
@@ -46,12 +46,15 @@ def verify(
     timeout: float | None = None,
     domain: tuple[float, float] | None = None,
     bab: bool | dict = False,
+    device: str | torch.device | None = None,
 ) -> VerificationResult:
     """Verify that `target` (by default the model's prediction at x) stays the top output on the Lp
     ball of radius eps around x (one sample, batch 1), clipped to `domain`.
 
     `bab=True` (or a dict of `branch_and_bound` options) completes an L∞ case the bounds leave
-    unknown by branch-and-bound (status then also "timeout"; its counts in `stats["bab"]`).
+    unknown by branch-and-bound (status then also "timeout"; its counts in `stats["bab"]`). `device`
+    ("cpu", "cuda") is where everything is computed (default: the model's device); the counterexample
+    comes back on it.
 
     >>> import torch, opwise
     >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2))
@@ -68,7 +71,8 @@ def verify(
         raise InputError(f"verify takes one sample with a batch dimension of 1, got shape {tuple(x.shape)}")
     if method != "auto" and method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose 'auto' or one of {', '.join(METHODS)}")
-    bounded = model if isinstance(model, BoundedModel) else BoundedModel(model, x)
+    bounded = model if isinstance(model, BoundedModel) else BoundedModel(model, x, device=device)
+    x = x.to(bounded.device)
     with torch.no_grad():
         output = bounded(x).reshape(1, -1)
     classes = output.shape[1]
@@ -81,7 +85,7 @@ def verify(
     input_set = bounded.input_set(x, eps, norm, None, None, domain)
     stats: dict = {"methods": []}
     if math.isinf(norm):
-        spec = Specification(input_set.lower, input_set.upper, robustness_disjuncts(classes, target))
+        spec = Specification(input_set.lower, input_set.upper, robustness_disjuncts(classes, target)).to(bounded.device)
         attack = pgd_attack(lambda z: bounded(z).reshape(z.shape[0], -1), spec, time_limit=timeout)
         stats["attack_margin"] = attack.margin
         if attack.found:

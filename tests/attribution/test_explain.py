@@ -214,6 +214,19 @@ def test_graph_and_plan_are_built_once_per_input_shape():
     assert not first.plan.store.values  # activations are released after each pass
 
 
+def test_changed_weights_are_planned_again():
+    """A cached plan holds the weights it was built from (merged batch norms, stacked rule weights): weights
+    loaded in place, or moved to another device, must give a new plan and the new model's relevance."""
+    torch.manual_seed(0)
+    model, x = cnn().eval(), torch.randn(2, 1, 14, 14)
+    first = opwise.explain(model, x, **EXACT)
+    twin = cnn().eval()
+    model.load_state_dict(twin.state_dict())
+    again = opwise.explain(model, x, **EXACT)
+    assert again.plan is not first.plan
+    torch.testing.assert_close(again.relevance, opwise.explain(twin, x, **EXACT).relevance)
+
+
 def test_internal_batch_size_gives_the_whole_batch_explanation():
     """Chunks of the batch (uneven last chunk, per-sample targets, checkpoints) join to the one-pass result."""
     torch.manual_seed(0)

@@ -18,10 +18,10 @@ from typing import Callable
 import torch
 
 from opwise.bounds.attack import pgd_attack
-from opwise.bounds.bab.input_split import BoundFunction, LinearLowerBounds, input_split_bab
-from opwise.bounds.bab.relu_chain import ReluChain
+from opwise.bounds.strategies.input_split import BoundFunction, LinearLowerBounds, input_split_bab
+from opwise.bounds.strategies.relu_chain import ReluChain
 from opwise.bounds.bounded_model import BoundedModel
-from opwise.bounds.spec import Disjunct, Specification
+from opwise.bounds.spec import Specification
 from opwise.bounds.vnncomp.results import InstanceResult
 from opwise.bounds.vnncomp.vnnlib import parse_vnnlib
 from opwise.errors import SpecError
@@ -35,14 +35,14 @@ Loader = Callable[[str], tuple[Callable[[torch.Tensor], torch.Tensor], BoundFunc
 MAX_BATCH = 1024
 
 
-def load_with_engine(onnx_path: str) -> tuple[BoundedModel, BoundFunction, tuple[int, ...]]:
+def load_with_engine(onnx_path: str, device: str | torch.device | None = None) -> tuple[BoundedModel, BoundFunction, tuple[int, ...]]:
     """The default Loader: opwise's ONNX importer (at the declared batch size; other batch sizes come from
-    `Graph.for_batch`, or chunks where the network cannot be imported at them) and CROWN bounds."""
+    `Graph.for_batch`, or chunks where the network cannot be imported at them) and CROWN bounds, on `device`."""
     from opwise.tracing.onnx import load_onnx
 
     graph = load_onnx(onnx_path, batch_size=1)
     input_shape = tuple(graph.info(graph.explained_inputs[0]).shape)
-    bounded = BoundedModel(graph, torch.zeros(input_shape))
+    bounded = BoundedModel(graph, torch.zeros(input_shape), device=device)
     return bounded, partial(crown_lower_bounds, bounded), input_shape
 
 
@@ -56,7 +56,7 @@ def optimized_lower_bounds(bounded: BoundedModel, x_lower: torch.Tensor, x_upper
                            threshold: torch.Tensor, time_limit: float) -> torch.Tensor:
     """α-CROWN lower bounds of C·f(x) over one box, [1, rows]: CROWN's intermediate bounds, the final bound's
     α optimised until every row exceeds `threshold` [rows] or `time_limit` seconds have passed."""
-    from opwise.bounds.alpha import AlphaOptions
+    from opwise.bounds.strategies.alpha import AlphaOptions
 
     options = AlphaOptions(intermediate=False, stop_above=threshold[:, None].to(bounded.device), time_limit=time_limit)
     return bounded.compute_bounds(x_lower=x_lower, x_upper=x_upper, C=C, method="alpha-crown",
@@ -74,7 +74,7 @@ class LowDimensionalBounds:
         self._folded: tuple[tuple | None, object] = (None, None)
 
     def __call__(self, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor) -> LinearLowerBounds:
-        from opwise.bounds.low_dimensional import fold_fixed_inputs, free_input_bounds
+        from opwise.bounds.strategies.low_dimensional import fold_fixed_inputs, free_input_bounds
 
         device = self.bounded.device
         x_lower, x_upper, C = x_lower.to(device), x_upper.to(device), C.to(device)
@@ -101,10 +101,11 @@ class LowDimensionalBounds:
 
 
 def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *,
-                    load: Loader | None = None, max_split_inputs: int = 16) -> InstanceResult:
+                    load: Loader | None = None, max_split_inputs: int = 16,
+                    device: str | torch.device | None = None) -> InstanceResult:
     """Decide one VNN-COMP instance within `timeout` seconds (loading included).
 
-    `load` (default `load_with_engine`) gives the model, its bound function and input shape. A property
+    `load` (default `load_with_engine` on `device`) gives the model, its bound function and input shape. A property
     with several input boxes (ACAS Xu prop_6) is `sat` when any box has a counterexample and `unsat` only
     when every box is proved.
 
@@ -117,9 +118,11 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
     'unsat'
     """
     start = time.monotonic()
-    function, bound_fn, input_shape = (load or load_with_engine)(str(onnx_path))
+    function, bound_fn, input_shape = (load or partial(load_with_engine, device=device))(str(onnx_path))
     declared = parse_vnnlib(vnnlib_path, input_shape, dtype=torch.float64)
-    specs = [_to_dtype(spec, torch.float32) for spec in declared]
+    bounded = _bounded_of(function)
+    device = bounded.device if bounded is not None else torch.device("cpu")
+    specs = [spec.to(device, torch.float32) for spec in declared]
     _check_outputs(function, specs[0], str(vnnlib_path))
     outcomes = []
     stats: dict = {"boxes": len(specs)}
@@ -152,7 +155,7 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
             status, counterexample = _attack_then_bound(function, bound_fn, spec, remaining)
             remaining = timeout - (time.monotonic() - start)
             if status == "unknown" and _bounded_of(function) is not None and remaining > 1:
-                from opwise.bounds.bab.genbab import branch_and_bound
+                from opwise.bounds.strategies.genbab.search import branch_and_bound
 
                 result = branch_and_bound(_bounded_of(function), spec, timeout=remaining)
                 status, counterexample = STATUS_OF_BAB[result.status], result.counterexample
@@ -168,18 +171,14 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
     return InstanceResult(final, time.monotonic() - start, stats=stats)
 
 
-def _to_dtype(spec: Specification, dtype: torch.dtype) -> Specification:
-    return Specification(spec.x_lower.to(dtype), spec.x_upper.to(dtype),
-                         [Disjunct(d.C.to(dtype), d.d.to(dtype)) for d in spec.unsafe])
-
-
 def _as_the_competition_checks(function, declared: Specification, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(x, y) of a counterexample the competition's checker accepts, or None: x in float64 clipped into the
     box as declared (the float32 rounding of a bound can lie just outside it), the network run on x's
     float32 rounding, the output constraints evaluated in float64."""
-    point = torch.max(torch.min(x.detach().double(), declared.x_upper), declared.x_lower)
+    point = torch.max(torch.min(x.detach().cpu().double(), declared.x_upper), declared.x_lower)
+    bounded = _bounded_of(function)
     with torch.no_grad():
-        y = function(point.float()).detach()
+        y = function(point.float().to(bounded.device if bounded is not None else "cpu")).detach().cpu()
     if float(declared.margin(y.double().reshape(1, -1)).min()) > 0:
         return None
     return point.flatten(), y.flatten()

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -60,7 +61,7 @@ def run_one(verify: Callable, onnx: str, vnnlib: str, timeout: float, result_dir
 
 def run_suite(instances_csv: str | Path, results_csv: str | Path, *, cap: float | None = None, workers: int = 2,
               ray_address: str | None = None, verify: Callable = verify_instance, result_dir: str | Path | None = None,
-              grace: float = 10.0) -> list[dict]:
+              grace: float = 10.0, device: str | None = None) -> list[dict]:
     """Run every instance of a VNN-COMP instances CSV, `workers` at a time, and write the results CSV.
 
     Each instance runs in its own worker process that is killed `grace` seconds after its timeout (capped
@@ -69,6 +70,8 @@ def run_suite(instances_csv: str | Path, results_csv: str | Path, *, cap: float 
     (`pip install opwise[ray]`; `result_dir` must then be a folder every node can write). Results CSV
     columns: onnx, vnnlib, status, time; result files (VNN-COMP format) go to `result_dir` when given. A progress bar is drawn on stderr.
     """
+    if device is not None:  # every worker verifies on this device ("cuda": one GPU shared by the workers)
+        verify = partial(verify, device=device)
     instances = read_instances(instances_csv, cap)
     directory = str(result_dir) if result_dir is not None else None
     if directory is not None:

@@ -120,7 +120,7 @@ def _disjunct_min(model, spec: Specification, disjunct: Disjunct) -> float:
 def crown_bound_fn(model):
     """bound_fn for input_split_bab giving `LinearLowerBounds`: CROWN's linear lower bounds of C·f(x) per box
     (ReLU lines from interval pre-activation bounds; lower slope 1 where u > -l, else 0), written out here."""
-    from opwise.bounds.bab.input_split import LinearLowerBounds
+    from opwise.bounds.strategies.input_split import LinearLowerBounds
 
     def bound_fn(x_lower, x_upper, C):
         lower, upper = x_lower.reshape(len(x_lower), -1), x_upper.reshape(len(x_upper), -1)

@@ -15,7 +15,7 @@ import time
 import torch
 from torch import fx
 
-from opwise.bounds.alpha import AlphaOptions, maximize, parameter_groups
+from opwise.bounds.strategies.alpha import AlphaOptions, maximize, parameter_groups
 from opwise.bounds.engine import BoundPropagation, LinearBound
 from opwise.bounds.engine.splits import clamp_betas, initial_betas
 from opwise.bounds.relaxations.base import AlphaPair

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from opwise.bounds.bab.input_split import clip_domains, input_split_bab
+from opwise.bounds.strategies.input_split import clip_domains, input_split_bab
 from opwise.bounds.spec import Disjunct, Specification
 from opwise.errors import InputError
-from tests.bounds.bab.bab_reference import crown_bound_fn, interval_bound_fn, milp_min_margin, random_mlp
+from tests.bounds.strategies.bab_reference import crown_bound_fn, interval_bound_fn, milp_min_margin, random_mlp
 
 
 def random_problem(seed: int, inputs: int = 2, outputs: int = 3):

@@ -7,7 +7,7 @@ kept and the result is never looser than CROWN.
 `optimize_alpha` optimises the α of the final bound only (intermediate bounds stay as the engine has
 them: cheap, what branch-and-bound calls per domain). `optimize_bounds` is α-CROWN as in auto_LiRPA
 (Xu et al. 2021): every intermediate bound a relaxation needs gets its own α set too, and all of them
-are optimised jointly through the whole chain (opwise/bounds/alpha_chain.py).
+are optimised jointly through the whole chain (opwise/bounds/strategies/alpha_chain.py).
 """
 
 from __future__ import annotations

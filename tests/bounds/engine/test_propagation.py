@@ -1,4 +1,4 @@
-"""The bound pass (opwise/bounds/engine.py): CROWN equals a dense backward-substitution reference on
+"""The bound pass (opwise/bounds/engine/propagation.py): CROWN equals a dense backward-substitution reference on
 ReLU MLPs, unsupported operators are reported (never treated as identity), and the generic nonlinear
 path works with any registered relaxation."""
 

@@ -17,7 +17,7 @@ import dataclasses
 import torch
 from torch import fx
 
-from opwise.bounds.alpha import AlphaOptions, clamp_alphas, initial_alphas, maximize, optimize_alpha, parameter_groups
+from opwise.bounds.strategies.alpha import AlphaOptions, clamp_alphas, initial_alphas, maximize, optimize_alpha, parameter_groups
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.transfers.nonlinear import ELEMENTWISE

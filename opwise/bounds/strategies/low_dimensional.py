@@ -18,7 +18,7 @@ import math
 import torch
 from torch import fx
 
-from opwise.bounds.bab.input_split import LinearLowerBounds
+from opwise.bounds.strategies.input_split import LinearLowerBounds
 from opwise.bounds.engine import CROWN_LIMIT, BoundPropagation
 from opwise.bounds.input_set import InputSet
 from opwise.tracing.graph import Graph

@@ -16,11 +16,11 @@ import time
 
 import torch
 
-from opwise.bounds.alpha import AlphaOptions
-from opwise.bounds.alpha_chain import optimize_bounds
-from opwise.bounds.bab.beta import Parameters, optimize_alpha_beta
-from opwise.bounds.bab.branching import Shortcut, SplitNode, split_nodes
-from opwise.bounds.bab.domains import Domain, Guide, stack_intervals
+from opwise.bounds.strategies.alpha import AlphaOptions
+from opwise.bounds.strategies.alpha_chain import optimize_bounds
+from opwise.bounds.strategies.beta import Parameters, optimize_alpha_beta
+from opwise.bounds.strategies.genbab.branching import Shortcut, SplitNode, split_nodes
+from opwise.bounds.strategies.genbab.domains import Domain, Guide, stack_intervals
 from opwise.bounds.bounded_model import BoundedModel
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.input_set import InputSet
@@ -69,7 +69,8 @@ class DomainBounder:
 
     def root(self, deadline: float | None = None) -> Domain:
         """The unsplit domain, bounded; its intervals (the engine's intermediate bounds) are kept for reuse."""
-        domain = Domain({node.input: Interval(torch.full((1,), -math.inf), torch.full((1,), math.inf))
+        infinite = torch.full((1,), math.inf, device=self.bounded.device)
+        domain = Domain({node.input: Interval(-infinite, infinite)
                          for node in self.nodes})
         engine = BoundPropagation(self.bounded.graph, self.input_set(1), "crown", record=self._recorded())
         if self.method == "alpha-crown":
@@ -193,7 +194,7 @@ class DomainBounder:
             start += size
         values, rows_ = torch.stack(best_values), torch.stack(best_rows)
         worst = values.argmin(0)
-        pick = torch.arange(values.shape[1])
+        pick = torch.arange(values.shape[1], device=values.device)
         return values[worst, pick], rows_[worst, pick]
 
     def shortcuts(self) -> dict[str, Shortcut]:

@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from opwise.bounds.attack import Function, check_counterexample, pgd_attack
-from opwise.bounds.bab.result import BabResult, queue_limit
+from opwise.bounds.strategies.result import BabResult, queue_limit
 from opwise.bounds.spec import Specification
 from opwise.errors import InputError
 
@@ -109,8 +109,8 @@ class _Domains:
     def pop_worst(self, count: int) -> tuple["_Domains", "_Domains"]:
         """(the `count` domains with the lowest margin, the rest)."""
         if count >= len(self):
-            return self, self.take(torch.zeros(0, dtype=torch.long))
-        keep = torch.ones(len(self), dtype=torch.bool)
+            return self, self.take(torch.zeros(0, dtype=torch.long, device=self.worst.device))
+        keep = torch.ones(len(self), dtype=torch.bool, device=self.worst.device)
         chosen = torch.topk(self.worst, count, largest=False).indices
         keep[chosen] = False
         return self.take(chosen), self.take(keep.nonzero().flatten())
@@ -178,7 +178,7 @@ def input_split_bab(
     splittable = (spec.x_upper > spec.x_lower).reshape(-1)
     root_open = torch.ones(1, rows.count, dtype=torch.bool, device=spec.x_lower.device)
     found, queue = _bound(bound_fn, function, spec, rows, spec.x_lower, spec.x_upper, root_open,
-                          torch.zeros(1, dtype=torch.long), None, branching, stats)
+                          torch.zeros(1, dtype=torch.long, device=spec.x_lower.device), None, branching, stats)
     queue = queue.take((queue.worst < math.inf).nonzero().flatten())
     narrow, per_domain = 0, 0.0
     while found is None and len(queue):
@@ -252,7 +252,7 @@ def _bound(bound_fn, function, spec, rows, lower, upper, open_, depth, state, br
         answer, needed_coefficients, *rest = answer
         state = rest[0] if rest else None
     if needed_coefficients is not None:
-        coefficients = torch.zeros(len(lower), len(rows.d), needed_coefficients.shape[-1], dtype=needed_coefficients.dtype)
+        coefficients = needed_coefficients.new_zeros(len(lower), len(rows.d), needed_coefficients.shape[-1])
         coefficients[:, needed] = needed_coefficients
     bounds[:, needed] = answer.to(bounds.dtype) - rows.d[needed]
     stats["bound_calls"] += 1
@@ -266,7 +266,7 @@ def _bound(bound_fn, function, spec, rows, lower, upper, open_, depth, state, br
         lower, upper, open_ = clipped_lower, clipped_upper, open_ & ~ruled_out
     direction = None
     if coefficients is not None and branching in ("auto", "coefficient"):
-        direction = coefficients[torch.arange(len(lower)), rows.closest_row(bounds, open_)].abs()
+        direction = coefficients[torch.arange(len(lower), device=lower.device), rows.closest_row(bounds, open_)].abs()
     elif branching == "coefficient":
         raise InputError("branching='coefficient' needs a bound function that returns (bounds, input coefficients)")
     worst = torch.where(open_, margins, math.inf).amin(dim=1)
@@ -325,7 +325,7 @@ def _rounded(value: torch.Tensor, like: torch.Tensor, outwards: float) -> torch.
 def _bisect(lower: torch.Tensor, upper: torch.Tensor, dimension: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Children of each box halved along its `dimension`: (lower, upper), left halves first."""
     flat_lower, flat_upper = lower.reshape(len(lower), -1), upper.reshape(len(upper), -1)
-    index = torch.arange(len(lower))
+    index = torch.arange(len(lower), device=lower.device)
     middle = (flat_lower[index, dimension] + flat_upper[index, dimension]) / 2
     left_upper, right_lower = flat_upper.clone(), flat_lower.clone()
     left_upper[index, dimension] = middle
@@ -338,7 +338,7 @@ def _split_every_way(bound_fn, function, spec, rows, batch: "_Domains", width: t
     dimension whose worse half has the highest bound: (counterexample or None, its unproved children)."""
     count, dimensions = len(batch), width.shape[1]
     candidates = [d for d in range(dimensions) if bool((width[:, d] > 0).any())]
-    lowers, uppers = zip(*(_bisect(batch.lower, batch.upper, torch.full((count,), d)) for d in candidates))
+    lowers, uppers = zip(*(_bisect(batch.lower, batch.upper, torch.full((count,), d, device=width.device)) for d in candidates))
     found, children = _bound(bound_fn, function, spec, rows, torch.cat(lowers), torch.cat(uppers),
                              batch.open_.repeat(2 * len(candidates), 1), (batch.depth + 1).repeat(2 * len(candidates)),
                              _repeat(batch.state, 2 * len(candidates)), "bound", stats)
@@ -347,7 +347,7 @@ def _split_every_way(bound_fn, function, spec, rows, batch: "_Domains", width: t
     worst = children.worst.reshape(len(candidates), 2, count)
     score = torch.where(width[:, candidates].T > 0, worst.amin(dim=1), -math.inf)
     best = score.argmax(dim=0)
-    index = torch.arange(count)
+    index = torch.arange(count, device=width.device)
     chosen = torch.cat([best * 2 * count + index, best * 2 * count + count + index])
     kept = children.take(chosen)
     return None, kept.take((kept.worst < math.inf).nonzero().flatten())

@@ -1,13 +1,13 @@
-"""α-CROWN with optimised intermediate bounds (opwise/bounds/alpha_chain.py) and the final-only variant
-(opwise/bounds/alpha.py): soundness of the final and of every intermediate interval it leaves behind,
+"""α-CROWN with optimised intermediate bounds (opwise/bounds/strategies/alpha_chain.py) and the final-only variant
+(opwise/bounds/strategies/alpha.py): soundness of the final and of every intermediate interval it leaves behind,
 never looser than CROWN, tighter than final-only α where intermediate bounds matter."""
 
 import pytest
 import torch
 
 from opwise.bounds import BoundedModel
-from opwise.bounds.alpha import AlphaOptions, optimize_alpha
-from opwise.bounds.alpha_chain import optimize_bounds
+from opwise.bounds.strategies.alpha import AlphaOptions, optimize_alpha
+from opwise.bounds.strategies.alpha_chain import optimize_bounds
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.input_set import InputSet
 from tests.bounds.helpers import assert_sound, randomize_, sample_box
@@ -150,7 +150,7 @@ def test_ibp_intermediate_policy_optimises_the_final_alpha_only():
 def test_piecewise_linear_slopes_get_their_own_learning_rate():
     """ReLU / leaky ReLU / hardtanh α (slopes between the pieces') step at `slope_learning_rate`, tangent points
     and support slopes (sigmoid, GELU) at `learning_rate`; None puts every α at `learning_rate`."""
-    from opwise.bounds.alpha import initial_alphas, parameter_groups
+    from opwise.bounds.strategies.alpha import initial_alphas, parameter_groups
 
     build, shape = MODELS["mixed_mlp"]
     x = torch.zeros(1, *shape)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from opwise.bounds.bab.split_points import (
+from opwise.bounds.strategies.genbab.split_points import (
     TABLE_DIRECTORY,
     TABLE_FUNCTIONS,
     build_split_table,

@@ -11,10 +11,10 @@ import torch
 
 import opwise
 from opwise.bounds import BoundedModel
-from opwise.bounds.alpha import AlphaOptions
-from opwise.bounds.bab.bounding import DomainBounder
-from opwise.bounds.bab.domains import Domain
-from opwise.bounds.bab.genbab import branch_and_bound
+from opwise.bounds.strategies.alpha import AlphaOptions
+from opwise.bounds.strategies.genbab.bounding import DomainBounder
+from opwise.bounds.strategies.genbab.domains import Domain
+from opwise.bounds.strategies.genbab.search import branch_and_bound
 from opwise.bounds.spec import Disjunct, Specification
 from opwise.bounds.transfers.registry import Interval
 from tests.bounds.helpers import randomize_

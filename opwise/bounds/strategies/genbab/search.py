@@ -13,12 +13,12 @@ import time
 
 import torch
 
-from opwise.bounds.alpha import AlphaOptions
+from opwise.bounds.strategies.alpha import AlphaOptions
 from opwise.bounds.attack import check_counterexample, pgd_attack
-from opwise.bounds.bab.bounding import DomainBounder
-from opwise.bounds.bab.branching import BRANCHING, SPLIT_POINTS, choose_splits
-from opwise.bounds.bab.domains import DomainQueue
-from opwise.bounds.bab.result import BabResult, queue_limit
+from opwise.bounds.strategies.genbab.bounding import DomainBounder
+from opwise.bounds.strategies.genbab.branching import BRANCHING, SPLIT_POINTS, choose_splits
+from opwise.bounds.strategies.genbab.domains import DomainQueue
+from opwise.bounds.strategies.result import BabResult, queue_limit
 from opwise.bounds.bounded_model import BoundedModel
 from opwise.bounds.spec import Specification
 from opwise.errors import InputError
@@ -64,6 +64,7 @@ def branch_and_bound(
         raise InputError(f"unknown split_point {split_point!r}; choose one of {', '.join(SPLIT_POINTS)}")
     start = time.monotonic()
     deadline = start + timeout
+    spec = spec.to(bounded.device)
     stats = {"domains_visited": 0, "branching_decisions": 0, "max_depth": 0, "rounds": 0, "attacks": 0}
 
     def function(x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from opwise.bounds.vnncomp import InstanceResult, instance, read_result, run_sui
 from opwise.cli.vnncomp import main_verify
 from opwise.errors import OpwiseError, SpecError
 
-from tests.bounds.bab.bab_reference import interval_bound_fn, milp_min_margin, random_mlp
+from tests.bounds.strategies.bab_reference import interval_bound_fn, milp_min_margin, random_mlp
 
 
 def acas_loader(path: str):
@@ -335,8 +335,8 @@ def test_low_dimensional_bounds_fold_fixed_inputs_without_changing_the_bounds(tm
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
-    from opwise.bounds.bab.input_split import LinearLowerBounds
-    from opwise.bounds.low_dimensional import free_input_bounds
+    from opwise.bounds.strategies.input_split import LinearLowerBounds
+    from opwise.bounds.strategies.low_dimensional import free_input_bounds
     from opwise.bounds.vnncomp.instance import LowDimensionalBounds, load_with_engine
 
     generator = torch.Generator().manual_seed(0)

@@ -20,7 +20,7 @@ import dataclasses
 import torch
 from torch import fx
 
-from opwise.bounds.bab.input_split import LinearLowerBounds
+from opwise.bounds.strategies.input_split import LinearLowerBounds
 from opwise.bounds.transfers.affine import Affine
 from opwise.bounds.transfers.registry import transfer_for
 from opwise.tracing.graph import Graph
@@ -85,7 +85,7 @@ class ReluChain:
     def _matches(self, graph: Graph) -> bool:
         generator = torch.Generator().manual_seed(0)
         for _ in range(4):
-            x = torch.randn(self.input_shape, generator=generator)
+            x = torch.randn(self.input_shape, generator=generator).to(graph.device)
             with torch.no_grad():
                 expected = graph.module(x).reshape(-1).to(torch.float64)
             if not torch.allclose(self(x.to(torch.float64)).reshape(-1), expected, rtol=1e-4, atol=1e-4):
@@ -181,8 +181,8 @@ class ReluChain:
         centre, radius = (lower + upper) / 2, (upper - lower) / 2
         # linear lower/upper bounds of the current layer as functions of x: coefficients [B, inputs, neurons]
         # (transposed, so each product with a weight is one matrix product), constants [B, neurons]
-        low_a = up_a = torch.eye(inputs, dtype=self.dtype).expand(batch, inputs, inputs)
-        low_c = up_c = torch.zeros(batch, inputs, dtype=self.dtype)
+        low_a = up_a = torch.eye(inputs, dtype=self.dtype, device=lower.device).expand(batch, inputs, inputs)
+        low_c = up_c = torch.zeros(batch, inputs, dtype=self.dtype, device=lower.device)
         box_lower, box_upper = lower, upper
         relaxations, found, start = [], [], 0
         for weight, bias in layers[:-1]:
@@ -231,7 +231,7 @@ class ReluChain:
 
     def _backward(self, layers, A, count, relaxations, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
         """CROWN: carry A [B, rows, outputs of affine layer `layers`] back to the input; (lower bound, input coefficients)."""
-        constant = torch.zeros(A.shape[:2], dtype=self.dtype)
+        constant = A.new_zeros(A.shape[:2])
         for k in range(count - 1, -1, -1):
             constant = constant + A @ layers[k][1]
             A = A @ layers[k][0]
@@ -283,7 +283,7 @@ def _affine_map(graph: Graph, constants: dict, segment: list[fx.Node], start: fx
     """(W, b) of the affine segment after `start`, read off its values at 0 and at the basis vectors."""
     shape = tuple(graph.info(start).shape)
     width = int(torch.Size(shape).numel())
-    points = torch.cat([torch.zeros(1, width), torch.eye(width)]).to(torch.float64)
+    points = torch.cat([torch.zeros(1, width), torch.eye(width)]).to(device=graph.device, dtype=torch.float64)
     with torch.no_grad():
         values = torch.stack([_evaluate(graph, constants, segment, start, p.reshape(shape)).reshape(-1) for p in points])
     return (values[1:] - values[0]).T, values[0]

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import opwise
-from opwise.bounds.bab.input_split import input_split_bab
-from opwise.bounds.bab.relu_chain import ReluChain
-from tests.bounds.bab.bab_reference import interval_bounds, random_mlp
-from tests.bounds.bab.test_input_split import random_problem
+from opwise.bounds.strategies.input_split import input_split_bab
+from opwise.bounds.strategies.relu_chain import ReluChain
+from tests.bounds.strategies.bab_reference import interval_bounds, random_mlp
+from tests.bounds.strategies.test_input_split import random_problem
 
 
 class Residual(torch.nn.Module):

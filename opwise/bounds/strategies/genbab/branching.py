@@ -21,8 +21,8 @@ import dataclasses
 
 import torch
 
-from opwise.bounds.bab.domains import Domain
-from opwise.bounds.bab.split_points import split_point as lookup_split_point
+from opwise.bounds.strategies.genbab.domains import Domain
+from opwise.bounds.strategies.genbab.split_points import split_point as lookup_split_point
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.transfers.nonlinear import node_relaxation
 from opwise.errors import InputError
@@ -167,7 +167,7 @@ def choose_splits(domains: list[Domain], nodes: list[SplitNode], *, branching: s
     """One split per domain (None where nothing can be split any more), by the chosen heuristic.
 
     >>> import torch
-    >>> from opwise.bounds.bab.domains import Domain, Guide
+    >>> from opwise.bounds.strategies.genbab.domains import Domain, Guide
     >>> from opwise.bounds.transfers.registry import Interval
     >>> from opwise.bounds.relaxations.registry import relaxation_for
     >>> node = SplitNode("s", "z", "sigmoid", relaxation_for("aten.sigmoid.default"))

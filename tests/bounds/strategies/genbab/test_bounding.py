@@ -7,11 +7,11 @@ import time
 
 import torch
 
-from opwise.bounds.bab.beta import BETA
-from opwise.bounds.bab.bounding import DomainBounder
-from opwise.bounds.bab.genbab import branch_and_bound
+from opwise.bounds.strategies.beta import BETA
+from opwise.bounds.strategies.genbab.bounding import DomainBounder
+from opwise.bounds.strategies.genbab.search import branch_and_bound
 from opwise.bounds.spec import Disjunct, Specification
-from tests.bounds.bab.test_genbab import (BOX, FAST, assert_domains_bound_their_samples, cases, pre_activations,
+from tests.bounds.strategies.genbab.test_search import (BOX, FAST, assert_domains_bound_their_samples, cases, pre_activations,
                                          threshold_spec)
 
 

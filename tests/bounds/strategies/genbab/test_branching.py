@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from opwise.bounds.bab.branching import Shortcut, SplitNode, choose_splits, split_points
-from opwise.bounds.bab.domains import Domain, Guide
+from opwise.bounds.strategies.genbab.branching import Shortcut, SplitNode, choose_splits, split_points
+from opwise.bounds.strategies.genbab.domains import Domain, Guide
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.relaxations.registry import relaxation_for
 from opwise.bounds.transfers.registry import Interval

@@ -1,4 +1,4 @@
-"""Low-dimensional bounds (opwise/bounds/low_dimensional.py and the fixed-input folding of forward mode):
+"""Low-dimensional bounds (opwise/bounds/strategies/low_dimensional.py and the fixed-input folding of forward mode):
 sound on random generator/discriminator nets of the cGAN's op types (gemm, transposed convolution,
 convolution, batch norm, ReLU, tanh, sigmoid) over boxes with fixed inputs, at sampled and attacked points;
 equal to CROWN where every node runs CROWN and to forward-crown where none does; never looser than IBP."""
@@ -9,7 +9,7 @@ import torch
 from opwise.bounds import BoundedModel
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.input_set import InputSet
-from opwise.bounds.low_dimensional import fold_fixed_inputs, free_input_bounds
+from opwise.bounds.strategies.low_dimensional import fold_fixed_inputs, free_input_bounds
 from tests.bounds.helpers import attacked_points, randomize_, sample_box
 
 BATCH = 3
