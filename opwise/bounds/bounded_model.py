@@ -101,10 +101,18 @@ class BoundedModel:
         every round); by default the graph is specialized to the batch as it is.
         """
         input_set = self.input_set(x, eps, norm, x_lower, x_upper, domain)
+        specs = self._spec_matrix(C, target, input_set.lower.shape[0])
+        return self.bound(input_set, specs, method, bound_upper=bound_upper, alpha=alpha, splits=splits, max_batch=max_batch)
+
+    def bound(self, input_set: InputSet, specs: torch.Tensor, method: str = "crown", *, bound_upper: bool = True,
+              alpha: AlphaOptions | None = None, splits: dict[str, Interval] | None = None,
+              max_batch: int | None = None) -> Bounds:
+        """Bounds of `specs · f(x)` ([batch, specs, outputs]) over a checked input set (`input_set(...)`):
+        what `compute_bounds` does once it has read its request; see there for the other arguments."""
         if method not in METHODS:
             raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         batch = input_set.lower.shape[0]
-        specs = self._spec_matrix(C, target, batch)
+        specs = specs.to(self.device)
         names = list(splits or {})
         for name in names:
             try:

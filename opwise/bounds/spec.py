@@ -71,6 +71,21 @@ class Specification:
     def device(self) -> torch.device:
         return self.x_lower.device
 
+    def margin_bound(self, lower: torch.Tensor) -> float:
+        """The property's margin bound from lower bounds of the stacked rows C·y ([rows]): min over disjuncts of
+        the best row's `lower - d` (> 0: proved, see `ruled_out`).
+
+        >>> spec = Specification(torch.zeros(1), torch.ones(1), [Disjunct(torch.eye(2), torch.zeros(2))])
+        >>> spec.margin_bound(torch.tensor([0.5, -1.0]))
+        0.5
+        """
+        margins, row, worst = lower - torch.cat([d.d for d in self.unsafe]), 0, float("inf")
+        for disjunct in self.unsafe:
+            rows = disjunct.C.shape[0]
+            worst = min(worst, float(margins[row : row + rows].max()))
+            row += rows
+        return worst
+
     def contains(self, x: torch.Tensor, tolerance: float = 0.0) -> bool:
         return bool(((x >= self.x_lower - tolerance) & (x <= self.x_upper + tolerance)).all())
 

@@ -1,10 +1,14 @@
-"""`verify`: is the model's prediction robust on an input set? A PGD attack first (a real counterexample
-ends it), then incomplete bound propagation; branch-and-bound (bab/) completes the unknown cases.
+"""The one verification orchestrator: per specification (an input box and an unsafe output set) it runs a
+PGD attack (a real counterexample ends it), then bound passes, then, when asked for a complete answer,
+input splitting (few free inputs; the affine–ReLU chain fast path where the network is one) or
+branch-and-bound on nonlinear neurons (GenBaB). `opwise.verify` (robustness of a prediction) and the
+VNN-COMP instances use it; both report one `VerificationResult`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import time
 
@@ -15,6 +19,9 @@ from opwise.bounds.bounded_model import METHODS, BoundedModel
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.spec import Specification, robustness_disjuncts
 from opwise.bounds.strategies.genbab.search import branch_and_bound
+from opwise.bounds.strategies.input_split import input_split_bab
+from opwise.bounds.strategies.low_dimensional import LowDimensionalBounds
+from opwise.bounds.strategies.relu_chain import ReluChain
 from opwise.errors import InputError
 from opwise.tracing import Graph
 
@@ -24,15 +31,22 @@ AUTO_METHODS = ("crown", "alpha-crown")
 
 @dataclasses.dataclass
 class VerificationResult:
-    """`status`: "verified", "falsified" or "unknown". `margin_lower`: the proven lower bound of
-    min_j (y_target − y_j) (None when falsified); `counterexample`: an input that a forward pass
-    confirmed misclassified; `stats`: methods tried, seconds, attack margin."""
+    """`status`: "verified", "falsified", "unknown" or "timeout". `margin_lower`: the proven lower bound of the
+    property's margin (for robustness min_j (y_target − y_j); None when falsified, and when input splitting
+    proved it box by box); `counterexample`: an input
+    that a forward pass confirmed violates the property; `target`: the class verified (None for a general
+    specification); `stats`: methods tried, seconds, attack margin, the complete search's counts."""
 
     status: str
     margin_lower: float | None
     counterexample: torch.Tensor | None
-    target: int
+    target: int | None
     stats: dict
+
+    @property
+    def vnncomp_status(self) -> str:
+        """The word VNN-COMP uses: unsat (verified), sat (falsified), timeout, unknown."""
+        return {"verified": "unsat", "falsified": "sat"}.get(self.status, self.status)
 
 
 def verify(
@@ -83,28 +97,128 @@ def verify(
     target = int(target)
     # checks eps, norm, domain and shapes
     input_set = bounded.input_set(x, eps, norm, None, None, domain)
+    spec = Specification(input_set.lower, input_set.upper, robustness_disjuncts(classes, target))
+    methods = AUTO_METHODS if method == "auto" else (method,)
+    remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+    result = verify_specification(bounded, spec, methods=methods, complete=bab, timeout=remaining,
+                                  input_set=None if math.isinf(norm) else input_set)
+    result.target = target
+    result.stats["seconds"] = time.monotonic() - start
+    return result
+
+
+def verify_specification(
+    bounded: BoundedModel,
+    spec: Specification,
+    *,
+    methods: tuple[str, ...] = AUTO_METHODS,
+    complete: bool | dict = False,
+    timeout: float | None = None,
+    max_split_inputs: int = 16,
+    attack: bool = True,
+    input_set: InputSet | None = None,
+) -> VerificationResult:
+    """Decide whether `spec` holds: PGD in its box, then each bound method in turn until the property is
+    proved, then (with `complete`) a complete search: input splitting when at most `max_split_inputs`
+    inputs are free (the chain fast path for affine–ReLU networks), else GenBaB.
+
+    `complete` is True or a dict of the chosen search's options (`input_split_bab` or `branch_and_bound`
+    keywords; options only GenBaB takes, such as `alpha`, `split_point` or a GenBaB branching heuristic,
+    choose GenBaB; "strategy": "input-split" or "genbab" forces one). `input_set` replaces the box for the bound
+    passes (an L2 ball: neither the attack nor the complete search runs then, both work on boxes).
+
+    >>> import torch
+    >>> from opwise.bounds.spec import Disjunct
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    >>> bounded = BoundedModel(model, torch.zeros(1, 2))
+    >>> box = (-torch.ones(1, 2), torch.ones(1, 2))
+    >>> grid = torch.cartesian_prod(torch.linspace(-1, 1, 201), torch.linspace(-1, 1, 201))
+    >>> floor = float(model(grid).min())
+    >>> safe = Specification(*box, [Disjunct(torch.ones(1, 1), torch.tensor([floor - 0.01]))])   # y <= floor - 0.01 never
+    >>> verify_specification(bounded, safe, complete=True, timeout=30).status
+    'verified'
+    >>> unsafe = Specification(*box, [Disjunct(torch.ones(1, 1), torch.tensor([floor + 0.01]))])
+    >>> result = verify_specification(bounded, unsafe, complete=True, timeout=30)
+    >>> result.status, bool(model(result.counterexample.cpu()) <= floor + 0.01)
+    ('falsified', True)
+    """
+    start = time.monotonic()
+    deadline = None if timeout is None else start + timeout
+
+    def left() -> float | None:
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    spec = spec.to(bounded.device)
+    box = input_set is None
     stats: dict = {"methods": []}
-    if math.isinf(norm):
-        spec = Specification(input_set.lower, input_set.upper, robustness_disjuncts(classes, target)).to(bounded.device)
-        attack = pgd_attack(lambda z: bounded(z).reshape(z.shape[0], -1), spec, time_limit=timeout)
-        stats["attack_margin"] = attack.margin
-        if attack.found:
-            stats["seconds"] = time.monotonic() - start
-            return VerificationResult("falsified", None, attack.counterexample, target, stats)
+
+    def function(z: torch.Tensor) -> torch.Tensor:
+        return bounded(z).reshape(z.shape[0], -1)
+
+    def finish(status: str, margin: float | None, counterexample: torch.Tensor | None = None) -> VerificationResult:
+        stats["seconds"] = time.monotonic() - start
+        return VerificationResult(status, margin, counterexample, None, stats)
+
+    if attack and box:
+        found = pgd_attack(function, spec, time_limit=left())
+        stats["attack_margin"] = found.margin
+        if found.found:
+            return finish("falsified", None, found.counterexample)
+    rows = torch.cat([d.C for d in spec.unsafe])[None]
+    region = InputSet(spec.x_lower, spec.x_upper) if box else input_set
     margin = -math.inf
-    for name in AUTO_METHODS if method == "auto" else (method,):
-        if timeout is not None and time.monotonic() - start > timeout:
+    for name in methods:
+        if deadline is not None and time.monotonic() > deadline:
             break
-        bounds = bounded.compute_bounds(x, eps=eps, norm=norm, method=name, target=target, domain=domain, bound_upper=False)
-        margin = max(margin, float(bounds.lower.min()))
+        lower = bounded.bound(region, rows.expand(region.lower.shape[0], *rows.shape[1:]), name, bound_upper=False).lower
+        margin = max(margin, spec.margin_bound(lower.amin(0)))
         stats["methods"].append(name)
         if margin > 0:
-            break
-    if bab and margin <= 0 and math.isinf(norm):
-        options = {"timeout": 60.0 if timeout is None else max(0.0, timeout - (time.monotonic() - start)),
-                   **(bab if isinstance(bab, dict) else {})}
-        result = branch_and_bound(bounded, spec, **options)
-        stats["bab"], stats["seconds"] = result.stats, time.monotonic() - start
-        return VerificationResult(result.status, result.margin_lower, result.counterexample, target, stats)
-    stats["seconds"] = time.monotonic() - start
-    return VerificationResult("verified" if margin > 0 else "unknown", margin, None, target, stats)
+            return finish("verified", margin)
+    if not complete or not box or (deadline is not None and time.monotonic() >= deadline):
+        return finish("unknown", margin)
+    options = dict(complete) if isinstance(complete, dict) else {}
+    options.setdefault("timeout", 60.0 if deadline is None else left())
+    strategy = options.pop("strategy", "auto")
+    if strategy == "auto":
+        free = int((spec.x_upper > spec.x_lower).sum())
+        strategy = "input-split" if free <= max_split_inputs and not _genbab_options(options) else "genbab"
+    if strategy == "input-split":
+        chain = ReluChain.of_graph(bounded.graph)
+        if chain is not None:
+            chain.dtype = torch.float32
+            bound_fn, forward = chain.bound_and_smear, chain
+        else:
+            bound_fn, forward = LowDimensionalBounds(bounded), function
+        result = input_split_bab(bound_fn, forward, spec, **_options_for(input_split_bab, options, "input splitting"))
+        stats["input_split"] = result.stats
+        stats["bab"] = result.stats
+    elif strategy == "genbab":
+        result = branch_and_bound(bounded, spec, **_options_for(branch_and_bound, options, "GenBaB"))
+        stats["bab"] = result.stats
+    else:
+        raise InputError(f"unknown complete-search strategy {strategy!r}; choose 'auto', 'input-split' or 'genbab'")
+    if result.status == "falsified":
+        return finish("falsified", None, result.counterexample)
+    if result.status == "verified":  # input splitting proves every box without one number for the whole
+        return finish("verified", getattr(result, "margin_lower", None))
+    return finish(result.status, margin)
+
+
+def _genbab_options(options: dict) -> bool:
+    """Whether the options name something only GenBaB takes (an option or a branching heuristic of its own)."""
+    from opwise.bounds.strategies.genbab.branching import BRANCHING
+
+    only_genbab = set(inspect.signature(branch_and_bound).parameters) - set(inspect.signature(input_split_bab).parameters)
+    return bool(only_genbab & set(options)) or options.get("branching") in BRANCHING
+
+
+def _options_for(search, options: dict, name: str) -> dict:
+    """The options a complete search takes; an InputError names the others."""
+    accepted = set(inspect.signature(search).parameters)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        keywords = ", ".join(sorted(k for k in accepted if k not in ("bound_fn", "function", "spec", "bounded")))
+        raise InputError(f"the complete search chose {name}, which does not take {', '.join(unknown)}; it takes "
+                         f"{keywords} (or pass strategy='input-split' / 'genbab')")
+    return options

@@ -6,6 +6,7 @@ import torch
 
 import opwise
 from opwise.bounds import BoundedModel
+from opwise.bounds.spec import Specification
 from opwise.errors import InputError
 from tests.bounds.helpers import randomize_
 
@@ -61,3 +62,33 @@ def test_bad_requests(kwargs, message):
 def test_more_than_one_sample_is_refused():
     with pytest.raises(InputError, match="one sample"):
         opwise.verify(_model(0), torch.zeros(2, 4), eps=0.1)
+
+
+def test_complete_search_on_few_inputs_splits_them_and_agrees_with_a_grid():
+    """Two inputs: the orchestrator picks input splitting (the affine–ReLU chain fast path); every verdict
+    agrees with a dense grid of the box, and a counterexample is real."""
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 12), torch.nn.ReLU(), torch.nn.Linear(12, 12), torch.nn.ReLU(),
+                                torch.nn.Linear(12, 2)).eval()
+    bounded = BoundedModel(model, torch.zeros(1, 2))
+    grid = torch.cartesian_prod(torch.linspace(-1, 1, 301), torch.linspace(-1, 1, 301))
+    with torch.no_grad():
+        margin = model(grid)[:, 0] - model(grid)[:, 1]
+    from opwise.bounds.spec import Disjunct
+    from opwise.bounds.verify import verify_specification
+
+    spread = float(margin.max() - margin.min())
+    crown = bounded.compute_bounds(x_lower=-torch.ones(1, 2), x_upper=torch.ones(1, 2), C=torch.tensor([[1.0, -1.0]]))
+    assert float(crown.lower) < float(margin.min()) - 0.002 * spread  # CROWN alone cannot prove the first threshold
+    for threshold, expected in ((float(margin.min()) - 0.002 * spread, "verified"), (float(margin.min()) + 0.02 * spread, "falsified")):
+        spec = Specification(-torch.ones(1, 2), torch.ones(1, 2), [Disjunct(torch.tensor([[1.0, -1.0]]), torch.tensor([threshold]))])
+        result = verify_specification(bounded, spec, methods=("crown",), complete=True, timeout=60)
+        assert result.status == expected
+        if expected == "verified":
+            assert "input_split" in result.stats and result.margin_lower is None
+        else:
+            y = model(result.counterexample)
+            assert float(y[0, 0] - y[0, 1]) <= threshold
+    with pytest.raises(InputError, match="does not take"):
+        verify_specification(bounded, spec, methods=("crown",), attack=False,
+                             complete={"strategy": "input-split", "split_point": "table"})

@@ -14,14 +14,21 @@ whole box before splitting.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import fx
 
-from opwise.bounds.strategies.input_split import LinearLowerBounds
 from opwise.bounds.engine import CROWN_LIMIT, BoundPropagation
 from opwise.bounds.input_set import InputSet
+from opwise.bounds.strategies.input_split import LinearLowerBounds
 from opwise.tracing.graph import Graph
+
+if TYPE_CHECKING:
+    from opwise.bounds.bounded_model import BoundedModel
+
+#: largest batch a bound pass of a search is padded to (graphs are specialized per power of two up to it)
+MAX_BATCH = 1024
 
 
 def free_input_bounds(graph: Graph, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor,
@@ -101,3 +108,38 @@ def fold_fixed_inputs(graph: Graph, fixed: torch.Tensor, values: torch.Tensor) -
         return True
 
     return graph.rewrite(fold)
+
+
+class LowDimensionalBounds:
+    """`LinearLowerBounds` of C·f(x) per box: forward-mode intermediate bounds over the free inputs, CROWN on
+    narrow nodes and the rows (`free_input_bounds`), the bound function of input splitting. Inputs fixed
+    alike in every box are folded into the first affine layers (`fold_fixed_inputs`, kept while the fixed
+    values stay the same) where the network reads its input with them, so no pass carries their coefficients."""
+
+    def __init__(self, bounded: BoundedModel):
+        self.bounded = bounded
+        self._folded: tuple[tuple | None, object] = (None, None)
+
+    def __call__(self, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor) -> LinearLowerBounds:
+        device = self.bounded.device
+        x_lower, x_upper, C = x_lower.to(device), x_upper.to(device), C.to(device)
+        graph = self.bounded.graph
+        flat_lower, flat_upper = x_lower.reshape(len(x_lower), -1), x_upper.reshape(len(x_upper), -1)
+        fixed = ((flat_lower == flat_upper) & (flat_lower == flat_lower[:1])).all(dim=0)
+        if not fixed.any() or fixed.all():
+            return graph.map_batches(lambda g, lo, up: free_input_bounds(g, lo, up, C), x_lower, x_upper, max_batch=MAX_BATCH)
+        values, free = flat_lower[0], ~fixed
+        key = (fixed.cpu().numpy().tobytes(), values[fixed].cpu().numpy().tobytes())
+        if self._folded[0] != key:
+            self._folded = (key, fold_fixed_inputs(graph, fixed, values))
+        folded = self._folded[1]
+        if folded is None:
+            return graph.map_batches(lambda g, lo, up: free_input_bounds(g, lo, up, C), x_lower, x_upper, max_batch=MAX_BATCH)
+
+        def run(g, lo, up):
+            bounds, reduced, bias, *_ = free_input_bounds(g, lo, up, C)
+            coefficients = reduced.new_zeros(*reduced.shape[:2], len(free))
+            coefficients[..., free] = reduced
+            return LinearLowerBounds(bounds, coefficients, bias)
+
+        return folded.map_batches(run, flat_lower[:, free], flat_upper[:, free], max_batch=MAX_BATCH)

@@ -18,7 +18,8 @@ from typing import Callable
 import torch
 
 from opwise.bounds.attack import pgd_attack
-from opwise.bounds.strategies.input_split import BoundFunction, LinearLowerBounds, input_split_bab
+from opwise.bounds.strategies.input_split import BoundFunction, input_split_bab
+from opwise.bounds.strategies.low_dimensional import MAX_BATCH, LowDimensionalBounds
 from opwise.bounds.strategies.relu_chain import ReluChain
 from opwise.bounds.bounded_model import BoundedModel
 from opwise.bounds.spec import Specification
@@ -30,9 +31,6 @@ STATUS_OF_BAB = {"verified": "unsat", "falsified": "sat", "timeout": "timeout", 
 
 Loader = Callable[[str], tuple[Callable[[torch.Tensor], torch.Tensor], BoundFunction, tuple[int, ...]]]
 """`load(onnx_path) -> (function, bound_fn, input_shape)`: how verify_instance gets a model."""
-
-#: largest batch a bound pass of a search is padded to (graphs are specialized per power of two up to it)
-MAX_BATCH = 1024
 
 
 def load_with_engine(onnx_path: str, device: str | torch.device | None = None) -> tuple[BoundedModel, BoundFunction, tuple[int, ...]]:
@@ -61,43 +59,6 @@ def optimized_lower_bounds(bounded: BoundedModel, x_lower: torch.Tensor, x_upper
     options = AlphaOptions(intermediate=False, stop_above=threshold[:, None].to(bounded.device), time_limit=time_limit)
     return bounded.compute_bounds(x_lower=x_lower, x_upper=x_upper, C=C, method="alpha-crown",
                                   bound_upper=False, alpha=options).lower
-
-
-class LowDimensionalBounds:
-    """`LinearLowerBounds` of C·f(x) per box: forward-mode intermediate bounds over the free inputs, CROWN on
-    narrow nodes and the rows (`free_input_bounds`), the bound function of input splitting. Inputs fixed
-    alike in every box are folded into the first affine layers (`fold_fixed_inputs`, kept while the fixed
-    values stay the same) where the network reads its input with them, so no pass carries their coefficients."""
-
-    def __init__(self, bounded: BoundedModel):
-        self.bounded = bounded
-        self._folded: tuple[tuple | None, object] = (None, None)
-
-    def __call__(self, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor) -> LinearLowerBounds:
-        from opwise.bounds.strategies.low_dimensional import fold_fixed_inputs, free_input_bounds
-
-        device = self.bounded.device
-        x_lower, x_upper, C = x_lower.to(device), x_upper.to(device), C.to(device)
-        graph = self.bounded.graph
-        flat_lower, flat_upper = x_lower.reshape(len(x_lower), -1), x_upper.reshape(len(x_upper), -1)
-        fixed = ((flat_lower == flat_upper) & (flat_lower == flat_lower[:1])).all(dim=0)
-        if not fixed.any() or fixed.all():
-            return graph.map_batches(lambda g, lo, up: free_input_bounds(g, lo, up, C), x_lower, x_upper, max_batch=MAX_BATCH)
-        values, free = flat_lower[0], ~fixed
-        key = (fixed.cpu().numpy().tobytes(), values[fixed].cpu().numpy().tobytes())
-        if self._folded[0] != key:
-            self._folded = (key, fold_fixed_inputs(graph, fixed, values))
-        folded = self._folded[1]
-        if folded is None:
-            return graph.map_batches(lambda g, lo, up: free_input_bounds(g, lo, up, C), x_lower, x_upper, max_batch=MAX_BATCH)
-
-        def run(g, lo, up):
-            bounds, reduced, bias, *_ = free_input_bounds(g, lo, up, C)
-            coefficients = reduced.new_zeros(*reduced.shape[:2], len(free))
-            coefficients[..., free] = reduced
-            return LinearLowerBounds(bounds, coefficients, bias)
-
-        return folded.map_batches(run, flat_lower[:, free], flat_upper[:, free], max_batch=MAX_BATCH)
 
 
 def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *,

@@ -337,7 +337,8 @@ def test_low_dimensional_bounds_fold_fixed_inputs_without_changing_the_bounds(tm
 
     from opwise.bounds.strategies.input_split import LinearLowerBounds
     from opwise.bounds.strategies.low_dimensional import free_input_bounds
-    from opwise.bounds.vnncomp.instance import LowDimensionalBounds, load_with_engine
+    from opwise.bounds.strategies.low_dimensional import LowDimensionalBounds
+    from opwise.bounds.vnncomp.instance import load_with_engine
 
     generator = torch.Generator().manual_seed(0)
     weights = {name: numpy_helper.from_array(torch.randn(*shape, generator=generator).numpy(), name)
