@@ -103,6 +103,16 @@ class Graph:
         self._batches: dict[int, Graph] = {}
         self.output_node = next(n for n in reversed(module.graph.nodes) if n.op == "output")
 
+    def _rebatched(self, derive: Callable[["Graph"], "Graph"]) -> Callable[[int], "Graph"]:
+        """How a graph derived from this one (a rewrite, a move) gets another batch size: this graph's, derived again."""
+        def rebatch(batch: int) -> Graph:
+            specialized = self.for_batch(batch)
+            if specialized is self:
+                raise CannotRebatch(batch)
+            return derive(specialized)
+
+        return rebatch
+
     def _derived(self, module: fx.GraphModule, retrace=None, rebatch=None) -> "Graph":
         """A Graph over another module with this one's declared fields."""
         return Graph(module, self.explained, self.strategy, retrace, input_names=self.input_names,
@@ -193,15 +203,7 @@ class Graph:
         module.graph.eliminate_dead_code()
         module.recompile()
         reannotate(module, self.explained)
-        base = self
-
-        def rebatch(batch: int) -> Graph:
-            specialized = base.for_batch(batch)
-            if specialized is base:
-                raise CannotRebatch(batch)
-            return specialized.rewrite(transform)
-
-        return self._derived(module, rebatch=rebatch)
+        return self._derived(module, rebatch=self._rebatched(lambda specialized: specialized.rewrite(transform)))
 
     def to(self, device: torch.device | str) -> "Graph":
         """The graph with its constants on `device` (a copy of the module; the model's own parameters stay
@@ -215,16 +217,7 @@ class Graph:
         device = torch.device(device)
         if device == self.device:
             return self
-        moved = _moved(self.module, device)
-        base = self
-
-        def rebatch(batch: int) -> Graph:
-            specialized = base.for_batch(batch)
-            if specialized is base:
-                raise CannotRebatch(batch)
-            return specialized.to(device)
-
-        return self._derived(moved, rebatch=rebatch)
+        return self._derived(_moved(self.module, device), rebatch=self._rebatched(lambda specialized: specialized.to(device)))
 
     @property
     def device(self) -> torch.device:

@@ -68,13 +68,8 @@ def branch_and_bound(
     stats = {"domains_visited": 0, "branching_decisions": 0, "max_depth": 0, "rounds": 0, "attacks": 0}
 
     def function(x: torch.Tensor) -> torch.Tensor:
-        """The model on x, in chunks padded to the bounding batch size: a graph traced for every other
-        batch size would cost a trace (seconds) per new count of candidates."""
-        size, outputs = max(2, batch_size), []
-        for chunk in x.split(size):
-            padded = torch.cat([chunk, chunk[-1:].expand(size - len(chunk), *chunk.shape[1:])])
-            outputs.append(bounded(padded)[: len(chunk)].reshape(len(chunk), -1))
-        return torch.cat(outputs)
+        """The model on x (padded to a power of two by the graph: a few traces, not one per count of candidates)."""
+        return bounded(x).reshape(len(x), -1)
 
     def finish(status, margin, counterexample=None) -> BabResult:
         stats["seconds"] = time.monotonic() - start
