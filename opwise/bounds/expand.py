@@ -94,21 +94,20 @@ def expand_for_bounds(graph: Graph, example: torch.Tensor | None = None) -> Grap
     """
     def expand(module: fx.GraphModule) -> bool:
         dependent = {n for n in module.graph.nodes if graph.info(n).depends_on_input}
-        changed = False
+        known, changed = set(module.graph.nodes), False
         for node in list(module.graph.nodes):
             rewrite = _rewrite_for(node, dependent)
             if rewrite is None:
                 continue
+            changed = True
             with module.graph.inserting_before(node):
                 replacement = rewrite(module.graph, node)
             node.replace_all_uses_with(replacement)
             module.graph.erase_node(node)
-            changed = True
-            for created in module.graph.nodes:
-                if "opwise" not in created.meta:
-                    created.meta.setdefault("nn_module_stack", node.meta.get("nn_module_stack", {}))
-                    created.meta["opwise"] = None
-                    dependent.add(created)
+            for created in set(module.graph.nodes) - known:  # the pieces stand where the composite stood
+                created.meta.setdefault("nn_module_stack", node.meta.get("nn_module_stack", {}))
+                dependent.add(created)
+            known = set(module.graph.nodes)
         return changed
 
     return graph.rewrite(expand)

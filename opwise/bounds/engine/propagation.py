@@ -170,8 +170,9 @@ class BoundPropagation:
             raise self._unsupported(node, op, "no bound transfer or relaxation is registered for this operator; "
                                     "register one with @bound_transfer or @register_relaxation")
         self.transfers[node] = transfer
+        info = self.graph.info(node)
         step = Step(node, op, inputs, [self.graph.info(i).shape for i in inputs], function, tuple(args),
-                    self.interval, relaxation)
+                    self.interval, relaxation, shape=info.shape, module_path=info.module_path)
         self.steps[node] = step
         return step
 

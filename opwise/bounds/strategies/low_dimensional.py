@@ -103,7 +103,7 @@ def fold_fixed_inputs(graph: Graph, fixed: torch.Tensor, values: torch.Tensor) -
             with module.graph.inserting_before(user):
                 attributes = [module.graph.get_attr(name) for name in names]
             user.args = (new_placeholder, *attributes)
-        batch = new_placeholder.meta["opwise"].shape[0]
+        batch = new_placeholder.meta["val"].shape[0]
         new_placeholder.meta["val"] = torch.empty((batch, int(free.sum())), dtype=info.dtype, device="meta")
         return True
 

@@ -205,6 +205,6 @@ class AddSubtract(SignedAffine):
                 scaled = 0 if step.op.startswith("aten.rsub") else 1
                 scale = alpha if index == scaled else 1
                 total = total + scale * radii[step.inputs.index(arg)]
-        shape = step.node.meta["opwise"].shape
+        shape = step.shape
         return torch.broadcast_to(total, shape) if shape is not None else total
 

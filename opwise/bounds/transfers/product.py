@@ -18,8 +18,7 @@ from opwise.errors import UnsupportedOperation
 
 
 def _unsupported(step: Step, hint: str) -> UnsupportedOperation:
-    info = step.node.meta.get("opwise")
-    return UnsupportedOperation(step.node.name, step.op, info.module_path if info else None, engine="bound", hint=hint)
+    return UnsupportedOperation(step.node.name, step.op, step.module_path, engine="bound", hint=hint)
 
 
 def relax_bilinear(step: Step, x: Interval, y: Interval, alpha=None):

@@ -54,6 +54,9 @@ class Step:
     relaxation: object | None = None
     alpha: object | None = None
     cache: dict = dataclasses.field(default_factory=dict)
+    #: the node's own value shape and the module it came from (for messages)
+    shape: tuple[int, ...] | None = None
+    module_path: str | None = None
 
 
 class BoundTransfer(Protocol):
