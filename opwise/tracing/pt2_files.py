@@ -1,0 +1,151 @@
+"""Reading `torch.export` `.pt2` files without running code from them.
+
+`torch.export.load` unpickles some payloads: constants whose config `path_name` starts with
+`opaque_obj_` (plain `pickle.loads`) or `custom_obj_` (TorchScript's pickler), weights and tensor
+constants whose config says `use_pickle`, and example inputs or legacy archives that fail the safe
+`weights_only` loader (it then retries without it); archives with AOTInductor files load compiled code.
+Unpickling can call any Python function. So before torch reads the archive, this module reads the same
+configs with torch's own archive reader, decides as torch would, and refuses every payload that would
+be unpickled; torch then loads from the same bytes with `torch.load` forced to `weights_only`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import zipfile
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from opwise.errors import ModelLoadError
+
+FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"  # makes every torch.load weights_only, even when asked not to
+# torch.export.load falls back to this older zip layout; it reads these members with torch.load.
+LEGACY_PICKLED_MEMBERS = (
+    "serialized_state_dict.pt",
+    "serialized_constants.pt",
+    "serialized_example_inputs.pt",
+    "serialized_state_dict.json",
+    "serialized_constants.json",
+)
+NEVER_UNPICKLED = "opwise never unpickles Python objects from a model file (unpickling can run any code)"
+
+
+def load_exported_program(path: Path) -> torch.export.ExportedProgram:
+    """`torch.export.load(path)`, refusing (ModelLoadError) any archive that would unpickle a Python object.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "linear.pt2"
+    >>> torch.export.save(torch.export.export(torch.nn.Linear(3, 2), (torch.ones(1, 3),)), path)
+    >>> load_exported_program(path).example_inputs[0][0].shape
+    torch.Size([1, 3])
+    """
+    data = Path(path).read_bytes()  # checked and loaded from the same bytes, so the file cannot change between
+    refuse_pickled_payloads(path, data)
+    with _torch_load_weights_only():
+        return torch.export.load(io.BytesIO(data))
+
+
+def refuse_pickled_payloads(path: Path, data: bytes) -> None:
+    """Raise ModelLoadError naming the first payload of the archive `data` that torch would unpickle."""
+    from torch.export.pt2_archive._package import PT2ArchiveReader
+
+    try:
+        reader = PT2ArchiveReader(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - not a current archive: torch.export.load then tries the legacy layout
+        reader = None
+    if reader is not None:
+        _check_archive(path, reader)
+    _check_legacy_archive(path, data)
+
+
+def _check_archive(path: Path, reader) -> None:
+    """The decisions of torch.export.pt2_archive._package.load_pt2, model by model."""
+    from torch.export.pt2_archive import constants as c
+    from torch.export.pt2_archive._package import _load_payload_config
+
+    names = set(reader.get_file_names())
+    compiled = sorted(name for name in names if name.startswith(c.AOTINDUCTOR_DIR))
+    if compiled:
+        raise ModelLoadError(
+            f"{path} holds AOTInductor-compiled code ({compiled[0]}), which opwise never loads; "
+            "save the program with torch.export.save"
+        )
+    prefix, suffix = c.MODELS_FILENAME_FORMAT.split("{}")
+    for name in sorted(names):
+        if not name.startswith(c.MODELS_DIR):
+            continue
+        model = name[len(prefix) : -len(suffix)]
+        for legacy in (f"{c.WEIGHTS_DIR}{model}.pt", f"{c.CONSTANTS_DIR}{model}.pt"):
+            if legacy in names:
+                _require_weights_only(path, reader.read_bytes(legacy), f"the legacy payload {legacy}")
+        weights_config = c.WEIGHTS_CONFIG_FILENAME_FORMAT.format(model)
+        if f"{c.WEIGHTS_DIR}{model}.pt" not in names and weights_config in names:
+            for fqn, meta in _load_payload_config(reader, weights_config).config.items():
+                if meta.use_pickle:
+                    _refuse(path, f"weight {fqn!r}", meta.path_name, "its config asks for use_pickle")
+        constants_config = c.CONSTANTS_CONFIG_FILENAME_FORMAT.format(model)
+        if f"{c.CONSTANTS_DIR}{model}.pt" not in names and constants_config in names:
+            for fqn, meta in _load_payload_config(reader, constants_config).config.items():
+                if meta.path_name.startswith((c.CUSTOM_OBJ_FILENAME_PREFIX, c.OPAQUE_OBJ_FILENAME_PREFIX)):
+                    _refuse(path, f"constant {fqn!r}", meta.path_name, "torch unpickles constants named so")
+                if not meta.path_name.startswith(c.TENSOR_CONSTANT_FILENAME_PREFIX):
+                    raise ModelLoadError(f"{path}: constant {fqn!r} has path_name {meta.path_name!r}, "
+                                         "which is no kind of constant torch.export saves")
+                if meta.use_pickle:
+                    _refuse(path, f"constant {fqn!r}", meta.path_name, "its config asks for use_pickle")
+        sample_inputs = c.SAMPLE_INPUTS_FILENAME_FORMAT.format(model)
+        if sample_inputs in names:
+            _require_weights_only(path, reader.read_bytes(sample_inputs), f"the example inputs {sample_inputs}")
+
+
+def _check_legacy_archive(path: Path, data: bytes) -> None:
+    """The members torch.export.load's fallback for pre-2.8 archives reads with torch.load."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        return  # torch's fallback opens the file the same way, and fails
+    with archive:
+        if "version" not in archive.namelist():
+            return
+        for item in archive.infolist():
+            if item.filename in LEGACY_PICKLED_MEMBERS:
+                _require_weights_only(path, archive.read(item), f"the legacy payload {item.filename}")
+
+
+def _require_weights_only(path: Path, payload: bytes, what: str) -> None:
+    """torch would retry a payload that fails the weights_only loader with full unpickling: refuse it instead."""
+    if not payload:
+        return
+    try:
+        torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - whatever the safe loader refuses, opwise refuses
+        reason = " ".join(str(error).split())[:200]
+        raise ModelLoadError(
+            f"{path}: refused {what}: it holds objects torch.load(weights_only=True) does not load ({reason}); "
+            f"{NEVER_UNPICKLED}; export with tensor example inputs"
+        ) from None
+
+
+def _refuse(path: Path, what: str, path_name: str, why: str) -> None:
+    raise ModelLoadError(
+        f"{path}: refused {what} (path_name {path_name!r}): {why}, and {NEVER_UNPICKLED}; "
+        "export a model whose weights and constants are plain tensors"
+    )
+
+
+@contextlib.contextmanager
+def _torch_load_weights_only() -> Iterator[None]:
+    """Every torch.load inside is weights_only, a second guard behind the checks above."""
+    previous = os.environ.get(FORCE_WEIGHTS_ONLY)
+    os.environ[FORCE_WEIGHTS_ONLY] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[FORCE_WEIGHTS_ONLY]
+        else:
+            os.environ[FORCE_WEIGHTS_ONLY] = previous

@@ -1,0 +1,87 @@
+"""Builders of hostile input files for the security tests: each payload would create a marker path if run."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+class MakesDirectory:
+    """Unpickling this calls os.mkdir(path): a test asserts the path is still absent afterwards."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+def malicious_pickle(marker: Path) -> bytes:
+    return pickle.dumps(MakesDirectory(marker))
+
+
+def malicious_torch_save(marker: Path, wrap: Callable = lambda payload: payload) -> bytes:
+    """A torch.save archive whose pickle holds the payload (optionally wrapped, e.g. in the (args, kwargs) of
+    example inputs)."""
+    buffer = io.BytesIO()
+    torch.save(wrap(MakesDirectory(marker)), buffer)
+    return buffer.getvalue()
+
+
+class WithConstant(torch.nn.Module):
+    """A weight and a tensor constant (a non-persistent buffer): both kinds of payload config."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 2)
+        self.register_buffer("offset", torch.tensor([1.0, -1.0]), persistent=False)
+
+    def forward(self, x):
+        return self.linear(x) + self.offset
+
+
+def saved_program(path: Path) -> Path:
+    torch.manual_seed(0)
+    torch.export.save(torch.export.export(WithConstant().eval(), (torch.ones(1, 3),)), path)
+    return path
+
+
+def rewrite_archive(source: Path, target: Path, edit: Callable[[dict[str, bytes]], None]) -> Path:
+    """Copy a .pt2 (a zip under one root folder) with `edit` applied to {name below the root: bytes}."""
+    with zipfile.ZipFile(source) as original:
+        root = original.namelist()[0].split("/")[0]
+        files = {name.split("/", 1)[1]: original.read(name) for name in original.namelist()}
+    edit(files)
+    with zipfile.ZipFile(target, "w") as copy:
+        for name, data in files.items():
+            copy.writestr(f"{root}/{name}", data)
+    return target
+
+
+def edit_config(files: dict[str, bytes], config: str, entry: str, **changes) -> None:
+    """Change fields of one entry of a payload config (data/constants/model_constants_config.json, ...)."""
+    parsed = json.loads(files[config])
+    parsed["config"][entry].update(changes)
+    files[config] = json.dumps(parsed).encode()
+
+
+CONSTANTS_CONFIG = "data/constants/model_constants_config.json"
+WEIGHTS_CONFIG = "data/weights/model_weights_config.json"
+SAMPLE_INPUTS = "data/sample_inputs/model.pt"
+
+
+def pickled_constant_program(source: Path, target: Path, marker: Path, path_name: str = "opaque_obj_0/x") -> Path:
+    """The issue's attack: the constant's config names a pickled object; its bytes call os.mkdir(marker)."""
+
+    def edit(files):
+        edit_config(files, CONSTANTS_CONFIG, "offset", path_name=path_name, use_pickle=True, tensor_meta=None)
+        files[f"data/constants/{path_name}"] = malicious_pickle(marker)
+
+    return rewrite_archive(source, target, edit)
