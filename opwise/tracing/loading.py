@@ -24,7 +24,7 @@ import torch
 
 from opwise.errors import InputError, ModelLoadError, OpwiseError
 from opwise.tracing.graph import Graph
-from opwise.tracing.pt2_files import load_exported_program
+from opwise.tracing.pt2_files import load_exported_program, unpickling_refusal
 
 WEIGHT_SUFFIXES = (".pt", ".pth")
 SPEC_FORMS = "builtin:NAME, path/to/file.py:factory, model.pt2, model.onnx, or one of the first two with @weights.pt"
@@ -194,7 +194,7 @@ def _load_weights(model: torch.nn.Module | Graph, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - pickles with arbitrary objects are refused here
         raise ModelLoadError(
-            f"{path} is not a plain state dict loadable with weights_only=True ({_describe(error)}); "
+            f"{path} is not a plain state dict loadable with weights_only=True ({unpickling_refusal(error)}); "
             "save it with torch.save(model.state_dict(), path)"
         ) from error
     if not isinstance(state, dict):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Iterator
@@ -123,11 +124,25 @@ def _require_weights_only(path: Path, payload: bytes, what: str) -> None:
     try:
         torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - whatever the safe loader refuses, opwise refuses
-        reason = " ".join(str(error).split())[:200]
         raise ModelLoadError(
-            f"{path}: refused {what}: it holds objects torch.load(weights_only=True) does not load ({reason}); "
+            f"{path}: refused {what}: torch.load(weights_only=True) does not load it ({unpickling_refusal(error)}); "
             f"{NEVER_UNPICKLED}; export with tensor example inputs"
         ) from None
+
+
+def unpickling_refusal(error: BaseException) -> str:
+    """Why torch.load(weights_only=True) failed, in a few words: torch's message is a paragraph.
+
+    >>> unpickling_refusal(Exception("Weights only load failed. ... Unsupported global: GLOBAL os.system was not ..."))
+    'it needs the Python object os.system, which weights_only refuses'
+    >>> unpickling_refusal(RuntimeError("PytorchStreamReader failed reading zip archive"))
+    'RuntimeError: PytorchStreamReader failed reading zip archive'
+    """
+    text = " ".join(str(error).split())
+    refused = re.search(r"GLOBAL ([\w.]+)", text)
+    if refused:
+        return f"it needs the Python object {refused.group(1)}, which weights_only refuses"
+    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
 
 
 def _refuse(path: Path, what: str, path_name: str, why: str) -> None:
