@@ -10,7 +10,10 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
+import numpy
 import torch
+
+EXTERNAL_WEIGHT = numpy.arange(9, dtype=numpy.float32).reshape(3, 3)
 
 
 class MakesDirectory:
@@ -85,3 +88,22 @@ def pickled_constant_program(source: Path, target: Path, marker: Path, path_name
         files[f"data/constants/{path_name}"] = malicious_pickle(marker)
 
     return rewrite_archive(source, target, edit)
+
+
+def onnx_with_external_weight(folder: Path, location: str, name: str = "model.onnx") -> Path:
+    """An ONNX model x @ w (3x3) whose w is read from the external data file `location`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(EXTERNAL_WEIGHT, "w")
+    weight.ClearField("raw_data")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in {"location": location, "offset": "0", "length": str(EXTERNAL_WEIGHT.nbytes)}.items():
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y], [weight])
+    path = folder / name
+    onnx.save(helper.make_model(graph), str(path))
+    return path

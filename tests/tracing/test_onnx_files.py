@@ -4,41 +4,22 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 import torch
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from opwise.errors import ModelLoadError  # noqa: E402
 from opwise.tracing.onnx import load_onnx  # noqa: E402
 from opwise.tracing.onnx.files import read_onnx_file  # noqa: E402
-
-WEIGHT = np.arange(9, dtype=np.float32).reshape(3, 3)
-
-
-def model_with_external_weight(folder, location: str, name: str = "model.onnx"):
-    """x @ w, with w's bytes in the file `location` (relative to `folder` unless absolute)."""
-    weight = numpy_helper.from_array(WEIGHT, "w")
-    weight.ClearField("raw_data")
-    weight.data_location = TensorProto.EXTERNAL
-    for key, value in {"location": location, "offset": "0", "length": str(WEIGHT.nbytes)}.items():
-        entry = weight.external_data.add()
-        entry.key, entry.value = key, value
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y], [weight])
-    path = folder / name
-    onnx.save(helper.make_model(graph), str(path))
-    return path
+from tests.security.crafted import EXTERNAL_WEIGHT, onnx_with_external_weight  # noqa: E402
 
 
 @pytest.fixture
 def folders(tmp_path):
     model_folder = tmp_path / "model"
     (model_folder / "data").mkdir(parents=True)
-    WEIGHT.tofile(model_folder / "data" / "w.bin")
+    EXTERNAL_WEIGHT.tofile(model_folder / "data" / "w.bin")
     (tmp_path / "secret.bin").write_bytes(b"private bytes of another file")
     return model_folder, tmp_path / "secret.bin"
 
@@ -46,33 +27,33 @@ def folders(tmp_path):
 @pytest.mark.parametrize("location", ["data/w.bin", "data/../data/w.bin"])
 def test_external_data_inside_the_folder_loads(folders, location):
     model_folder, _ = folders
-    graph = load_onnx(model_with_external_weight(model_folder, location))
-    torch.testing.assert_close(graph(torch.ones(1, 3)), torch.ones(1, 3) @ torch.from_numpy(WEIGHT))
+    graph = load_onnx(onnx_with_external_weight(model_folder, location))
+    torch.testing.assert_close(graph(torch.ones(1, 3)), torch.ones(1, 3) @ torch.from_numpy(EXTERNAL_WEIGHT))
 
 
 def test_relative_location_outside_the_folder_is_refused(folders):
     model_folder, _ = folders
     with pytest.raises(ModelLoadError, match=r"tensor 'w' keeps its data in '../secret.bin', outside the model's folder"):
-        read_onnx_file(model_with_external_weight(model_folder, "../secret.bin"))
+        read_onnx_file(onnx_with_external_weight(model_folder, "../secret.bin"))
 
 
 def test_absolute_location_is_refused(folders):
     model_folder, secret = folders
     with pytest.raises(ModelLoadError, match="an absolute path; opwise reads external data only from files inside"):
-        read_onnx_file(model_with_external_weight(model_folder, str(secret)))
+        read_onnx_file(onnx_with_external_weight(model_folder, str(secret)))
 
 
 def test_symbolic_link_out_of_the_folder_is_refused(folders):
     model_folder, secret = folders
     os.symlink(secret, model_folder / "data" / "link.bin")
     with pytest.raises(ModelLoadError, match="'data/link.bin', outside the model's folder"):
-        read_onnx_file(model_with_external_weight(model_folder, "data/link.bin"))
+        read_onnx_file(onnx_with_external_weight(model_folder, "data/link.bin"))
 
 
 def test_missing_or_short_external_data_is_a_load_error(folders):
     model_folder, _ = folders
     with pytest.raises(ModelLoadError, match="could not read the external data"):
-        read_onnx_file(model_with_external_weight(model_folder, "data/absent.bin"))
+        read_onnx_file(onnx_with_external_weight(model_folder, "data/absent.bin"))
     (model_folder / "data" / "short.bin").write_bytes(b"1234")
     with pytest.raises(ModelLoadError, match="could not read the external data"):
-        read_onnx_file(model_with_external_weight(model_folder, "data/short.bin"))
+        read_onnx_file(onnx_with_external_weight(model_folder, "data/short.bin"))
