@@ -90,6 +90,33 @@ def pickled_constant_program(source: Path, target: Path, marker: Path, path_name
     return rewrite_archive(source, target, edit)
 
 
+def pickled_weight(program: Path, target: Path, marker: Path) -> Path:
+    """The weight's config asks for use_pickle; torch would torch.load it with weights_only=False."""
+
+    def edit(files):
+        edit_config(files, WEIGHTS_CONFIG, "linear.weight", path_name="weight_7", use_pickle=True)
+        files["data/weights/weight_7"] = malicious_torch_save(marker)
+
+    return rewrite_archive(program, target, edit)
+
+
+def pickled_tensor_constant(program: Path, target: Path, marker: Path) -> Path:
+    """A tensor constant whose config asks for use_pickle."""
+
+    def edit(files):
+        edit_config(files, CONSTANTS_CONFIG, "offset", path_name="tensor_7", use_pickle=True)
+        files["data/constants/tensor_7"] = malicious_torch_save(marker)
+
+    return rewrite_archive(program, target, edit)
+
+
+def pickled_example_inputs(program: Path, target: Path, marker: Path) -> Path:
+    """Example inputs holding an object: torch retries them with weights_only=False."""
+    return rewrite_archive(
+        program, target, lambda files: files.update({SAMPLE_INPUTS: malicious_torch_save(marker, lambda p: ((p,), {}))})
+    )
+
+
 def onnx_with_external_weight(folder: Path, location: str, name: str = "model.onnx") -> Path:
     """An ONNX model x @ w (3x3) whose w is read from the external data file `location`."""
     import onnx

@@ -6,13 +6,11 @@ import pytest
 
 from opwise.cli import main
 from tests.security.crafted import (
-    CONSTANTS_CONFIG,
-    SAMPLE_INPUTS,
-    WEIGHTS_CONFIG,
-    edit_config,
     malicious_torch_save,
     pickled_constant_program,
-    rewrite_archive,
+    pickled_example_inputs,
+    pickled_tensor_constant,
+    pickled_weight,
     saved_program,
 )
 
@@ -24,28 +22,6 @@ def refused(capsys, argv: list[str], message: str) -> None:
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.count("\n") == 1 and "unexpected" not in err and message in err, err
-
-
-def pickled_weight(program, target, marker):
-    def edit(files):
-        edit_config(files, WEIGHTS_CONFIG, "linear.weight", path_name="weight_7", use_pickle=True)
-        files["data/weights/weight_7"] = malicious_torch_save(marker)
-
-    return rewrite_archive(program, target, edit)
-
-
-def pickled_tensor_constant(program, target, marker):
-    def edit(files):
-        edit_config(files, CONSTANTS_CONFIG, "offset", path_name="tensor_7", use_pickle=True)
-        files["data/constants/tensor_7"] = malicious_torch_save(marker)
-
-    return rewrite_archive(program, target, edit)
-
-
-def pickled_example_inputs(program, target, marker):
-    return rewrite_archive(
-        program, target, lambda files: files.update({SAMPLE_INPUTS: malicious_torch_save(marker, lambda p: ((p,), {}))})
-    )
 
 
 HOSTILE_PROGRAMS = {

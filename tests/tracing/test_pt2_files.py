@@ -12,13 +12,14 @@ from opwise.errors import ModelLoadError
 from opwise.tracing.pt2_files import load_exported_program
 from tests.security.crafted import (
     CONSTANTS_CONFIG,
-    SAMPLE_INPUTS,
-    WEIGHTS_CONFIG,
     WithConstant,
     edit_config,
     malicious_pickle,
     malicious_torch_save,
     pickled_constant_program,
+    pickled_example_inputs,
+    pickled_tensor_constant,
+    pickled_weight,
     rewrite_archive,
     saved_program,
 )
@@ -52,30 +53,14 @@ def test_constants_configured_as_pickled_objects_are_refused(program, tmp_path, 
         load_exported_program(hostile)
 
 
-def test_tensor_constant_with_use_pickle_is_refused(program, tmp_path, marker):
-    def edit(files):
-        edit_config(files, CONSTANTS_CONFIG, "offset", path_name="tensor_7", use_pickle=True)
-        files["data/constants/tensor_7"] = malicious_torch_save(marker)
-
-    with pytest.raises(ModelLoadError, match="refused constant 'offset'.*use_pickle"):
-        load_exported_program(rewrite_archive(program, tmp_path / "hostile.pt2", edit))
-
-
-def test_weight_with_use_pickle_is_refused(program, tmp_path, marker):
-    def edit(files):
-        edit_config(files, WEIGHTS_CONFIG, "linear.weight", path_name="weight_7", use_pickle=True)
-        files["data/weights/weight_7"] = malicious_torch_save(marker)
-
-    with pytest.raises(ModelLoadError, match="refused weight 'linear.weight'.*use_pickle"):
-        load_exported_program(rewrite_archive(program, tmp_path / "hostile.pt2", edit))
-
-
-def test_example_inputs_that_need_full_unpickling_are_refused(program, tmp_path, marker):
-    def edit(files):
-        files[SAMPLE_INPUTS] = malicious_torch_save(marker, lambda payload: ((payload,), {}))
-
-    with pytest.raises(ModelLoadError, match="refused the example inputs data/sample_inputs/model.pt"):
-        load_exported_program(rewrite_archive(program, tmp_path / "hostile.pt2", edit))
+@pytest.mark.parametrize("craft, message", [
+    (pickled_tensor_constant, "refused constant 'offset' \\(path_name 'tensor_7'\\).*use_pickle"),
+    (pickled_weight, "refused weight 'linear.weight' \\(path_name 'weight_7'\\).*use_pickle"),
+    (pickled_example_inputs, "refused the example inputs data/sample_inputs/model.pt.*Python object .*mkdir"),
+])
+def test_payloads_torch_would_load_with_weights_only_false_are_refused(program, tmp_path, marker, craft, message):
+    with pytest.raises(ModelLoadError, match=message):
+        load_exported_program(craft(program, tmp_path / "hostile.pt2", marker))
 
 
 def test_legacy_payloads_are_checked_too(program, tmp_path, marker):
