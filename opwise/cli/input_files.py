@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import zipfile
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -76,8 +77,11 @@ def _read_first_array(file: Path) -> torch.Tensor:
         members = [info for info in archive.infolist() if info.filename.endswith(".npy")]
         if not members:
             raise InputError(f"input file {file} holds no array; save one with numpy.savez")
-        with archive.open(members[0]) as stream:
-            return _read_array(stream, members[0].file_size, f"{file} ({members[0].filename})")
+        try:
+            with archive.open(members[0]) as stream:
+                return _read_array(stream, members[0].file_size, f"{file} ({members[0].filename})")
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:  # a damaged member or directory entry
+            raise InputError(f"input file {file} is a damaged .npz archive ({_reason(error)})") from None
 
 
 def _read_array(stream: BinaryIO, size: int, where: str) -> torch.Tensor:
@@ -87,7 +91,8 @@ def _read_array(stream: BinaryIO, size: int, where: str) -> torch.Tensor:
         version = fmt.read_magic(stream)
         read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape, _, dtype = read_header(stream)
-    except (ValueError, OSError, EOFError) as error:
+    except Exception as error:  # noqa: BLE001 - numpy parses the header as Python literals: many error types
+
         raise InputError(f"input file {where} is not a .npy array ({_reason(error)}); save it with numpy.save") from None
     if dtype.hasobject:
         raise InputError(
@@ -104,7 +109,7 @@ def _read_array(stream: BinaryIO, size: int, where: str) -> torch.Tensor:
         )
     try:
         array = fmt.read_array(_rewound(stream), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise InputError(f"input file {where} is not a readable .npy array ({_reason(error)})") from None
     return torch.as_tensor(numpy.asarray(array, dtype=array.dtype.newbyteorder("=")))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import re
 import zipfile
@@ -46,7 +47,7 @@ def load_exported_program(path: Path) -> torch.export.ExportedProgram:
     """
     data = Path(path).read_bytes()  # checked and loaded from the same bytes, so the file cannot change between
     refuse_pickled_payloads(path, data)
-    with _torch_load_weights_only():
+    with _torch_load_weights_only(), _quiet_export_log():
         return torch.export.load(io.BytesIO(data))
 
 
@@ -164,3 +165,15 @@ def _torch_load_weights_only() -> Iterator[None]:
             del os.environ[FORCE_WEIGHTS_ONLY]
         else:
             os.environ[FORCE_WEIGHTS_ONLY] = previous
+
+
+@contextlib.contextmanager
+def _quiet_export_log() -> Iterator[None]:
+    """torch.export.load logs a traceback before trying the legacy layout; the caller reports failures itself."""
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
