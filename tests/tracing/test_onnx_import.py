@@ -597,3 +597,12 @@ def test_input_of_strings_is_refused(tmp_path):
     onnx.save(helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])), path)
     with pytest.raises(ModelLoadError, match="input 'x' has ONNX element type 8, which is not a tensor of numbers"):
         load_onnx(path)
+
+
+def test_names_that_are_not_utf8_text_are_a_load_error(tmp_path):
+    path = save_model(tmp_path, [helper.make_node("Relu", ["x"], ["y"], name="n")], {"x": [1, 3]}, [1, 3])
+    data = path.read_bytes()
+    assert data.count(b"Relu") == 1
+    path.write_bytes(data.replace(b"Relu", b"Rel\xff"))
+    with pytest.raises(ModelLoadError, match="ONNX node 0 has a name or type that is not UTF-8 text"):
+        load_onnx(path)

@@ -189,16 +189,26 @@ def _declared_batch(shapes: list[list[int | None]]) -> int | None:
     return leading.pop() if len(leading) == 1 else None
 
 
+def _text(value: bytes, what: str) -> str:
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        raise ModelLoadError(f"{what} is not UTF-8 text; the file is damaged") from None
+
+
 def _onnx_node(proto: Any, index: int, opset: int) -> OnnxNode:
     from onnx import helper
 
+    texts = [proto.name, proto.op_type, proto.domain, *proto.input, *proto.output, *(a.name for a in proto.attribute)]
+    if not all(isinstance(text, str) for text in texts):  # protobuf hands invalid UTF-8 over as bytes
+        raise ModelLoadError(f"ONNX node {index} has a name or type that is not UTF-8 text; the file is damaged")
     attributes = {}
     for attribute in proto.attribute:
         value = helper.get_attribute_value(attribute)
         if attribute.type == attribute.TENSOR:
             value = _tensor(value)
         elif isinstance(value, bytes):
-            value = value.decode()
+            value = _text(value, f"attribute '{attribute.name}' of ONNX node {index}")
         attributes[attribute.name] = value
     domain = "" if proto.domain in _DEFAULT_DOMAINS else f"{proto.domain}."
     return OnnxNode(
