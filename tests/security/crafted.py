@@ -117,6 +117,23 @@ def pickled_example_inputs(program: Path, target: Path, marker: Path) -> Path:
     )
 
 
+def python_call_program(program: Path, target: Path, marker: Path) -> Path:
+    """A graph node calling a Python function reachable from torch (torch.os.mkdir) instead of an operator."""
+
+    def edit(files):
+        exported = json.loads(files["models/model.json"])
+        graph = exported["graph_module"]["graph"]
+        graph["tensor_values"]["made"] = next(iter(graph["tensor_values"].values()))
+        graph["nodes"].insert(0, {
+            "target": "torch.os.mkdir", "name": "made", "metadata": {}, "is_hop_single_tensor_return": None,
+            "inputs": [{"name": "path", "arg": {"as_string": str(marker)}, "kind": 1}],
+            "outputs": [{"as_tensor": {"name": "made"}}],
+        })
+        files["models/model.json"] = json.dumps(exported).encode()
+
+    return rewrite_archive(program, target, edit)
+
+
 def onnx_with_external_weight(folder: Path, location: str, name: str = "model.onnx") -> Path:
     """An ONNX model x @ w (3x3) whose w is read from the external data file `location`."""
     import onnx

@@ -11,6 +11,7 @@ from tests.security.crafted import (
     pickled_example_inputs,
     pickled_tensor_constant,
     pickled_weight,
+    python_call_program,
     saved_program,
 )
 
@@ -33,6 +34,7 @@ HOSTILE_PROGRAMS = {
     "pickled weight": (pickled_weight, "refused weight 'linear.weight'"),
     "pickled tensor constant": (pickled_tensor_constant, "refused constant 'offset'"),
     "pickled example inputs": (pickled_example_inputs, "refused the example inputs"),
+    "graph calling a Python function": (python_call_program, "Operator '<built-in function mkdir>' is not an allowed"),
 }
 
 
