@@ -18,7 +18,7 @@ import os
 import re
 import zipfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -45,13 +45,13 @@ def load_exported_program(path: Path) -> torch.export.ExportedProgram:
     >>> load_exported_program(path).example_inputs[0][0].shape
     torch.Size([1, 3])
     """
-    data = Path(path).read_bytes()  # checked and loaded from the same bytes, so the file cannot change between
-    refuse_pickled_payloads(path, data)
+    data = Path(path).read_bytes()  # checked and loaded from the same bytes: the file cannot change in between
+    _refuse_pickled_payloads(path, data)
     with _torch_load_weights_only(), _quiet_export_log():
         return torch.export.load(io.BytesIO(data))
 
 
-def refuse_pickled_payloads(path: Path, data: bytes) -> None:
+def _refuse_pickled_payloads(path: Path, data: bytes) -> None:
     """Raise ModelLoadError naming the first payload of the archive `data` that torch would unpickle."""
     from torch.export.pt2_archive._package import PT2ArchiveReader
 
@@ -64,10 +64,9 @@ def refuse_pickled_payloads(path: Path, data: bytes) -> None:
     _check_legacy_archive(path, data)
 
 
-def _check_archive(path: Path, reader) -> None:
+def _check_archive(path: Path, reader: Any) -> None:
     """The decisions of torch.export.pt2_archive._package.load_pt2, model by model."""
     from torch.export.pt2_archive import constants as c
-    from torch.export.pt2_archive._package import _load_payload_config
 
     names = set(reader.get_file_names())
     compiled = sorted(name for name in names if name.startswith(c.AOTINDUCTOR_DIR))
@@ -78,30 +77,42 @@ def _check_archive(path: Path, reader) -> None:
         )
     prefix, suffix = c.MODELS_FILENAME_FORMAT.split("{}")
     for name in sorted(names):
-        if not name.startswith(c.MODELS_DIR):
-            continue
-        model = name[len(prefix) : -len(suffix)]
-        for legacy in (f"{c.WEIGHTS_DIR}{model}.pt", f"{c.CONSTANTS_DIR}{model}.pt"):
-            if legacy in names:
-                _require_weights_only(path, reader.read_bytes(legacy), f"the legacy payload {legacy}")
-        weights_config = c.WEIGHTS_CONFIG_FILENAME_FORMAT.format(model)
-        if f"{c.WEIGHTS_DIR}{model}.pt" not in names and weights_config in names:
-            for fqn, meta in _load_payload_config(reader, weights_config).config.items():
-                if meta.use_pickle:
-                    _refuse(path, f"weight {fqn!r}", meta.path_name, "its config asks for use_pickle")
-        constants_config = c.CONSTANTS_CONFIG_FILENAME_FORMAT.format(model)
-        if f"{c.CONSTANTS_DIR}{model}.pt" not in names and constants_config in names:
-            for fqn, meta in _load_payload_config(reader, constants_config).config.items():
-                if meta.path_name.startswith((c.CUSTOM_OBJ_FILENAME_PREFIX, c.OPAQUE_OBJ_FILENAME_PREFIX)):
-                    _refuse(path, f"constant {fqn!r}", meta.path_name, "torch unpickles constants named so")
-                if not meta.path_name.startswith(c.TENSOR_CONSTANT_FILENAME_PREFIX):
-                    raise ModelLoadError(f"{path}: constant {fqn!r} has path_name {meta.path_name!r}, "
-                                         "which is no kind of constant torch.export saves")
-                if meta.use_pickle:
-                    _refuse(path, f"constant {fqn!r}", meta.path_name, "its config asks for use_pickle")
-        sample_inputs = c.SAMPLE_INPUTS_FILENAME_FORMAT.format(model)
-        if sample_inputs in names:
-            _require_weights_only(path, reader.read_bytes(sample_inputs), f"the example inputs {sample_inputs}")
+        if name.startswith(c.MODELS_DIR):
+            _check_model(path, reader, names, name[len(prefix) : -len(suffix)])
+
+
+def _check_model(path: Path, reader: Any, names: set[str], model: str) -> None:
+    """One model's weights, constants and example inputs, read the way _load_state_dict, _load_constants and
+    the deserializer read them (a legacy `{model}.pt` payload replaces the config when present)."""
+    from torch.export.pt2_archive import constants as c
+    from torch.export.pt2_archive._package import _load_payload_config
+
+    for directory, config_format in ((c.WEIGHTS_DIR, c.WEIGHTS_CONFIG_FILENAME_FORMAT),
+                                     (c.CONSTANTS_DIR, c.CONSTANTS_CONFIG_FILENAME_FORMAT)):
+        legacy, config = f"{directory}{model}.pt", config_format.format(model)
+        if legacy in names:
+            _require_weights_only(path, reader.read_bytes(legacy), f"the legacy payload {legacy}")
+        elif config in names:
+            is_constant = directory == c.CONSTANTS_DIR
+            for fqn, meta in _load_payload_config(reader, config).config.items():
+                _check_payload(path, f"{'constant' if is_constant else 'weight'} {fqn!r}", meta, is_constant)
+    sample_inputs = c.SAMPLE_INPUTS_FILENAME_FORMAT.format(model)
+    if sample_inputs in names:
+        _require_weights_only(path, reader.read_bytes(sample_inputs), f"the example inputs {sample_inputs}")
+
+
+def _check_payload(path: Path, what: str, meta: Any, is_constant: bool) -> None:
+    """Weights unpickle when `use_pickle`; constants also by their path_name's prefix (custom/opaque objects)."""
+    from torch.export.pt2_archive import constants as c
+
+    if is_constant and meta.path_name.startswith((c.CUSTOM_OBJ_FILENAME_PREFIX, c.OPAQUE_OBJ_FILENAME_PREFIX)):
+        _refuse(path, what, meta.path_name, "torch unpickles constants named so")
+    if is_constant and not meta.path_name.startswith(c.TENSOR_CONSTANT_FILENAME_PREFIX):
+        raise ModelLoadError(
+            f"{path}: {what} has path_name {meta.path_name!r}, which is no kind of constant torch.export saves"
+        )
+    if meta.use_pickle:
+        _refuse(path, what, meta.path_name, "its config asks for use_pickle")
 
 
 def _check_legacy_archive(path: Path, data: bytes) -> None:
