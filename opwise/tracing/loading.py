@@ -242,5 +242,6 @@ def example_inputs(loaded: LoadedModel, shapes: list[tuple[int, ...]] | None = N
 
 
 def _describe(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__
+    """The error's type and message on one line (state-dict mismatches put the missing keys on later lines)."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
