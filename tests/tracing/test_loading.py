@@ -182,5 +182,6 @@ def test_factory_without_inputs_asks_for_a_shape(factory_file):
 def test_weights_with_other_keys_name_the_missing_and_unexpected_ones(tmp_path):
     path = tmp_path / "renamed.pt"
     torch.save({"fc1.weight": torch.ones(1)}, path)
-    with pytest.raises(opwise.ModelLoadError, match=r'Missing key\(s\) in state_dict: "layers.1.weight".*Unexpected key\(s\) in state_dict: "fc1.weight"'):
+    message = r'Missing key\(s\) in state_dict: "layers.1.weight".*Unexpected key\(s\) in state_dict: "fc1.weight"'
+    with pytest.raises(opwise.ModelLoadError, match=message):
         load_model(f"builtin:mlp@{path}")
