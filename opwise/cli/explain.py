@@ -58,6 +58,18 @@ def read_input(path: str, example: torch.Tensor) -> torch.Tensor:
     return value.reshape(example.shape)
 
 
+def _declared_inputs(model, path: str) -> list[torch.Tensor]:
+    """Stand-ins shaped like the inputs of a model loaded without examples (ONNX: the declared shapes; a module:
+    the input file's own shape), for `read_input` to shape the file like the first one."""
+    from opwise.tracing.graph import Graph
+
+    if isinstance(model, Graph):
+        return [torch.zeros(model.info(n).shape, dtype=model.info(n).dtype or torch.float32) for n in model.input_nodes]
+    from opwise.cli.input_files import read_tensor_file
+
+    return [read_tensor_file(path)]
+
+
 def run(args: argparse.Namespace) -> int:
     if args.text is not None or args.tokenizer is not None:
         from opwise.cli.explain_text import run_text
@@ -66,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
     import opwise
 
     model, inputs = load_model(args.model or "builtin:cnn")
-    inputs = list(inputs)
+    if inputs is None and not args.input:
+        raise InputError(f"{args.model} comes without example inputs: pass --input FILE (an image or tensor file)")
+    inputs = list(inputs) if inputs is not None else _declared_inputs(model, args.input)
     if args.input:
         inputs[0] = read_input(args.input, inputs[0])
     explanation = opwise.explain(model, *inputs, target=args.target, composite=args.composite or "epsilon-plus-flat")

@@ -91,3 +91,18 @@ def test_unsupported_and_missing_files(tmp_path, capsys):
     assert "does not exist" in one_line_error(capsys, "verify", "--input", str(tmp_path / "x.npy"))
     (tmp_path / "x.npz").write_bytes(b"not a zip")
     assert "is not an .npz archive" in one_line_error(capsys, "verify", "--input", str(tmp_path / "x.npz"))
+
+
+def test_explain_of_a_model_without_example_inputs_reads_the_input_file(tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, 64])
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "g", [x], [y], [shape])
+    onnx.save(helper.make_model(graph), str(tmp_path / "flat.onnx"))
+    assert "comes without example inputs: pass --input FILE" in one_line_error(capsys, "explain", str(tmp_path / "flat.onnx"))
+    numpy.save(tmp_path / "x.npy", numpy.arange(64, dtype="float32").reshape(8, 8))
+    code = main(["explain", str(tmp_path / "flat.onnx"), "--input", str(tmp_path / "x.npy"), "--out", str(tmp_path / "r.png")])
+    assert code == 0 and "prediction: 63" in capsys.readouterr().out
