@@ -17,7 +17,7 @@ import numpy
 import torch
 
 from opwise.errors import InputError
-from opwise.tracing.pt2_files import unpickling_refusal
+from opwise.tracing.load_errors import describe_load_error
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TENSOR_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
@@ -61,7 +61,8 @@ def _read_image(file: Path) -> torch.Tensor:
     try:
         pixels = matplotlib.image.imread(file)
     except Exception as error:  # noqa: BLE001 - PIL raises many types for empty, truncated or foreign files
-        raise InputError(f"input file {file} is not a readable image ({_reason(error)}); give a complete PNG or JPEG") from None
+        reason = describe_load_error(error)
+        raise InputError(f"input file {file} is not a readable image ({reason}); give a complete PNG or JPEG") from None
     image = torch.as_tensor(numpy.asarray(pixels), dtype=torch.float32)
     if image.numel() and image.max() > 1:
         image = image / 255
@@ -72,7 +73,7 @@ def _read_first_array(file: Path) -> torch.Tensor:
     try:
         archive = zipfile.ZipFile(file)
     except (zipfile.BadZipFile, OSError) as error:
-        raise InputError(f"input file {file} is not an .npz archive ({_reason(error)})") from None
+        raise InputError(f"input file {file} is not an .npz archive ({describe_load_error(error)})") from None
     with archive:
         members = [info for info in archive.infolist() if info.filename.endswith(".npy")]
         if not members:
@@ -81,7 +82,7 @@ def _read_first_array(file: Path) -> torch.Tensor:
             with archive.open(members[0]) as stream:
                 return _read_array(stream, members[0].file_size, f"{file} ({members[0].filename})")
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as error:  # a damaged member or directory entry
-            raise InputError(f"input file {file} is a damaged .npz archive ({_reason(error)})") from None
+            raise InputError(f"input file {file} is a damaged .npz archive ({describe_load_error(error)})") from None
 
 
 def _read_array(stream: BinaryIO, size: int, where: str) -> torch.Tensor:
@@ -92,8 +93,8 @@ def _read_array(stream: BinaryIO, size: int, where: str) -> torch.Tensor:
         read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape, _, dtype = read_header(stream)
     except Exception as error:  # noqa: BLE001 - numpy parses the header as Python literals: many error types
-
-        raise InputError(f"input file {where} is not a .npy array ({_reason(error)}); save it with numpy.save") from None
+        reason = describe_load_error(error)
+        raise InputError(f"input file {where} is not a .npy array ({reason}); save it with numpy.save") from None
     if dtype.hasobject:
         raise InputError(
             f"input file {where} holds Python objects, which load only by unpickling (that can run code) and "
@@ -110,7 +111,7 @@ def _read_array(stream: BinaryIO, size: int, where: str) -> torch.Tensor:
     try:
         array = fmt.read_array(_rewound(stream), allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-        raise InputError(f"input file {where} is not a readable .npy array ({_reason(error)})") from None
+        raise InputError(f"input file {where} is not a readable .npy array ({describe_load_error(error)})") from None
     return torch.as_tensor(numpy.asarray(array, dtype=array.dtype.newbyteorder("=")))
 
 
@@ -124,16 +125,13 @@ def _read_torch_file(file: Path) -> torch.Tensor:
         value = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - the safe loader's refusals and corrupt files alike
         raise InputError(
-            f"input file {file} is not a tensor torch.load(weights_only=True) can read ({unpickling_refusal(error)}); "
+            f"input file {file} is not a tensor torch.load(weights_only=True) can read ({describe_load_error(error)}); "
             "opwise never unpickles Python objects: save the tensor with torch.save(tensor, path)"
         ) from None
     if not isinstance(value, torch.Tensor):
-        raise InputError(f"input file {file} holds a {type(value).__name__}, not a tensor; save it with torch.save(tensor, path)")
+        raise InputError(
+            f"input file {file} holds a {type(value).__name__}, not a tensor; save it with torch.save(tensor, path)"
+        )
     if value.is_complex() or value.is_quantized:
         raise InputError(f"input file {file} holds {value.dtype} values, not real numbers")
     return value
-
-
-def _reason(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__

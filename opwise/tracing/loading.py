@@ -24,7 +24,8 @@ import torch
 
 from opwise.errors import InputError, ModelLoadError, OpwiseError
 from opwise.tracing.graph import Graph
-from opwise.tracing.pt2_files import load_exported_program, unpickling_refusal
+from opwise.tracing.load_errors import describe_load_error
+from opwise.tracing.pt2_files import load_exported_program
 
 WEIGHT_SUFFIXES = (".pt", ".pth")
 SPEC_FORMS = "builtin:NAME, path/to/file.py:factory, model.pt2, model.onnx, or one of the first two with @weights.pt"
@@ -128,7 +129,7 @@ def call_factory(path: Path, factory_name: str, what: str = "file") -> Any:
     except Exception as error:  # noqa: BLE001 - any failure of user code is reported as one load error
         sys.modules.pop(module_name, None)
         raise ModelLoadError(
-            f"importing {path} raised {_describe(error)}; fix the file or run it with python to see why"
+            f"importing {path} raised {describe_load_error(error)}; fix the file or run it with python to see why"
         ) from error
     factory = getattr(module, factory_name, None)
     if not callable(factory):
@@ -139,7 +140,7 @@ def call_factory(path: Path, factory_name: str, what: str = "file") -> Any:
     except OpwiseError:
         raise
     except Exception as error:  # noqa: BLE001 - see above
-        raise ModelLoadError(f"{path}:{factory_name}() raised {_describe(error)}") from error
+        raise ModelLoadError(f"{path}:{factory_name}() raised {describe_load_error(error)}") from error
 
 
 def _as_loaded(result: Any, where: str) -> LoadedModel:
@@ -166,7 +167,7 @@ def _load_exported(path: Path) -> LoadedModel:
     except OpwiseError:
         raise
     except Exception as error:  # noqa: BLE001 - a corrupt or foreign file is a load error
-        raise ModelLoadError(f"{path} is not a loadable torch.export program: {_describe(error)}") from error
+        raise ModelLoadError(f"{path} is not a loadable torch.export program: {describe_load_error(error)}") from error
     args, _ = program.example_inputs or ((), {})
     inputs = tuple(args) if args and all(isinstance(a, torch.Tensor) for a in args) else None
     # The program is fixed to the mode it was exported in; mark it so tracing does not call its eval(),
@@ -194,7 +195,7 @@ def _load_weights(model: torch.nn.Module | Graph, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - pickles with arbitrary objects are refused here
         raise ModelLoadError(
-            f"{path} is not a plain state dict loadable with weights_only=True ({unpickling_refusal(error)}); "
+            f"{path} is not a plain state dict loadable with weights_only=True ({describe_load_error(error)}); "
             "save it with torch.save(model.state_dict(), path)"
         ) from error
     if not isinstance(state, dict):
@@ -202,7 +203,7 @@ def _load_weights(model: torch.nn.Module | Graph, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise ModelLoadError(f"weights {path} do not fit the architecture: {_describe(error)}") from error
+        raise ModelLoadError(f"weights {path} do not fit the architecture: {describe_load_error(error)}") from error
 
 
 def example_inputs(loaded: LoadedModel, shapes: list[tuple[int, ...]] | None = None) -> tuple[torch.Tensor, ...]:
@@ -236,12 +237,6 @@ def example_inputs(loaded: LoadedModel, shapes: list[tuple[int, ...]] | None = N
             shapes_expected = ", ".join(str(tuple(t.shape)) for t in loaded.example_inputs)
             expected = f"; its example inputs have shape {shapes_expected}"
         raise InputError(
-            f"the model does not accept inputs of shape {described}: {_describe(error)}{expected}"
+            f"the model does not accept inputs of shape {described}: {describe_load_error(error)}{expected}"
         ) from error
     return inputs
-
-
-def _describe(error: BaseException) -> str:
-    """The error's type and message on one line (state-dict mismatches put the missing keys on later lines)."""
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__

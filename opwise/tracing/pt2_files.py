@@ -15,7 +15,6 @@ import contextlib
 import io
 import logging
 import os
-import re
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,6 +22,7 @@ from typing import Any, Iterator
 import torch
 
 from opwise.errors import ModelLoadError
+from opwise.tracing.load_errors import describe_load_error
 
 FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"  # makes every torch.load weights_only, even when asked not to
 # torch.export.load falls back to this older zip layout; it reads these members with torch.load.
@@ -137,24 +137,9 @@ def _require_weights_only(path: Path, payload: bytes, what: str) -> None:
         torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - whatever the safe loader refuses, opwise refuses
         raise ModelLoadError(
-            f"{path}: refused {what}: torch.load(weights_only=True) does not load it ({unpickling_refusal(error)}); "
+            f"{path}: refused {what}: torch.load(weights_only=True) does not load it ({describe_load_error(error)}); "
             f"{NEVER_UNPICKLED}; export with tensor example inputs"
         ) from None
-
-
-def unpickling_refusal(error: BaseException) -> str:
-    """Why torch.load(weights_only=True) failed, in a few words: torch's message is a paragraph.
-
-    >>> unpickling_refusal(Exception("Weights only load failed. ... Unsupported global: GLOBAL os.system was not ..."))
-    'it needs the Python object os.system, which weights_only refuses'
-    >>> unpickling_refusal(RuntimeError("PytorchStreamReader failed reading zip archive"))
-    'RuntimeError: PytorchStreamReader failed reading zip archive'
-    """
-    text = " ".join(str(error).split())
-    refused = re.search(r"GLOBAL ([\w.]+)", text)
-    if refused:
-        return f"it needs the Python object {refused.group(1)}, which weights_only refuses"
-    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
 
 
 def _refuse(path: Path, what: str, path_name: str, why: str) -> None:
