@@ -17,7 +17,7 @@ from opwise.errors import InputError
 def register(subparsers) -> None:
     parser = subparsers.add_parser("explain", help="explain a prediction with LRP and write a heatmap PNG")
     parser.add_argument("model", nargs="?", default=None, help="model spec (default: the built-in digits CNN)")
-    parser.add_argument("--input", default=None, help="input file: .png/.jpg, .npy or .pt (default: bundled digit)")
+    parser.add_argument("--input", default=None, help="input file: .png/.jpg, .npy, .npz or .pt (default: bundled digit)")
     parser.add_argument("--text", default=None, help="text to explain with a text model (needs --tokenizer)")
     parser.add_argument("--tokenizer", default=None,
                         help="tokenizer for --text: a local folder transformers' AutoTokenizer loads, or file.py:factory")
@@ -44,27 +44,11 @@ def read_input(path: str, example: torch.Tensor) -> torch.Tensor:
     >>> read_input(path, torch.zeros(1, 1, 8, 8)).shape
     torch.Size([1, 1, 8, 8])
     """
-    suffix = Path(path).suffix.lower()
-    if not Path(path).is_file():
-        raise InputError(f"input file {path} does not exist")
-    if suffix in (".png", ".jpg", ".jpeg"):
-        import matplotlib.image
+    from opwise.cli.input_files import IMAGE_SUFFIXES, read_tensor_file
 
-        image = torch.as_tensor(matplotlib.image.imread(path), dtype=torch.float32)
-        if image.max() > 1:
-            image = image / 255
-        image = image.permute(2, 0, 1)[:3] if image.dim() == 3 else image[None]
-        if example.dim() == 4 and example.shape[1] == 1 and image.shape[0] != 1:
-            image = image.mean(0, keepdim=True)
-        value = image
-    elif suffix == ".npy":
-        import numpy
-
-        value = torch.as_tensor(numpy.load(path))
-    elif suffix == ".pt":
-        value = torch.load(path, weights_only=True)
-    else:
-        raise InputError(f"input file {path}: unsupported type {suffix!r}; use .png, .jpg, .npy or .pt")
+    value = read_tensor_file(path)
+    if Path(path).suffix.lower() in IMAGE_SUFFIXES and example.dim() == 4 and example.shape[1] == 1 and value.shape[0] != 1:
+        value = value.mean(0, keepdim=True)
     value = value.to(example.dtype)
     if value.numel() != example.numel():
         raise InputError(
@@ -72,6 +56,18 @@ def read_input(path: str, example: torch.Tensor) -> torch.Tensor:
             "(batch of one); resize the input to match"
         )
     return value.reshape(example.shape)
+
+
+def _declared_inputs(model, path: str) -> list[torch.Tensor]:
+    """Stand-ins shaped like the inputs of a model loaded without examples (ONNX: the declared shapes; a module:
+    the input file's own shape), for `read_input` to shape the file like the first one."""
+    from opwise.tracing.graph import Graph
+
+    if isinstance(model, Graph):
+        return [torch.zeros(model.info(n).shape, dtype=model.info(n).dtype or torch.float32) for n in model.input_nodes]
+    from opwise.cli.input_files import read_tensor_file
+
+    return [read_tensor_file(path)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
     import opwise
 
     model, inputs = load_model(args.model or "builtin:cnn")
-    inputs = list(inputs)
+    if inputs is None and not args.input:
+        raise InputError(f"{args.model} comes without example inputs: pass --input FILE (an image or tensor file)")
+    inputs = list(inputs) if inputs is not None else _declared_inputs(model, args.input)
     if args.input:
         inputs[0] = read_input(args.input, inputs[0])
     explanation = opwise.explain(model, *inputs, target=args.target, composite=args.composite or "epsilon-plus-flat")

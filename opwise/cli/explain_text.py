@@ -3,8 +3,8 @@
 The model takes token ids ``[1, T]`` and returns logits, either ``[1, classes]`` (a classifier: the
 predicted or ``--target`` class is explained) or ``[1, T, vocabulary]`` (a language model: the logit of
 the predicted or ``--target`` next token at the last position is explained). Tokenizers come from a
-local folder (transformers' ``AutoTokenizer``, never downloading) or a ``file.py:factory`` returning a
-transformers tokenizer or a ``tokenizers.Tokenizer``.
+local folder (transformers' ``AutoTokenizer``, never downloading, never running the folder's own code)
+or a ``file.py:factory`` returning a transformers tokenizer or a ``tokenizers.Tokenizer``.
 """
 
 from __future__ import annotations
@@ -40,9 +40,14 @@ def load_tokenizer(spec: str) -> Any:
         from transformers import AutoTokenizer
     except ImportError as error:
         raise InputError(f"loading the tokenizer folder {spec} needs transformers (pip install transformers): {error}") from error
-    try:
-        return AutoTokenizer.from_pretrained(spec, local_files_only=True)
+    try:  # trust_remote_code=False: a folder's own Python (auto_map) is never imported, nor is the user asked
+        return AutoTokenizer.from_pretrained(spec, local_files_only=True, trust_remote_code=False)
     except Exception as error:  # noqa: BLE001 - any failure to read the folder is the user's to fix
+        if "trust_remote_code" in str(error):
+            raise ModelLoadError(
+                f"the tokenizer folder {spec} needs its own Python code to load (auto_map in its config) and opwise "
+                "never runs code from a tokenizer folder; if you trust it, load it in a file.py:factory and pass that"
+            ) from None
         raise ModelLoadError(f"transformers' AutoTokenizer cannot load the folder {spec}: {' '.join(str(error).split())}") from error
 
 

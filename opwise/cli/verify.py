@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from opwise.bounds import METHODS, BoundedModel, verify
+from opwise.cli.input_files import TENSOR_SUFFIXES, read_tensor_file
 from opwise.errors import InputError
 from opwise.models import demo_inputs
 from opwise.tracing.loading import load_model
@@ -39,19 +38,7 @@ def register(subparsers) -> None:
 
 
 def _load_inputs(path: str) -> torch.Tensor:
-    file = Path(path)
-    if not file.exists():
-        raise FileNotFoundError(f"input file not found: {path}")
-    if file.suffix in (".pt", ".pth"):
-        value = torch.load(file, weights_only=True)
-    elif file.suffix == ".npy":
-        value = torch.from_numpy(np.load(file))
-    elif file.suffix == ".npz":
-        archive = np.load(file)
-        value = torch.from_numpy(archive[archive.files[0]])
-    else:
-        raise InputError(f"{path}: inputs must be a .pt tensor, .npy or .npz file")
-    return torch.as_tensor(value, dtype=torch.float32)
+    return read_tensor_file(path, TENSOR_SUFFIXES).to(torch.float32)
 
 
 def _load_model(spec: str | None) -> tuple[torch.nn.Module, torch.Tensor | None]:

@@ -9,15 +9,14 @@ Specs:
 - `model.onnx` - imported by opwise's own ONNX importer into a Graph;
 - `ARCHITECTURE@weights.pt` - a builtin or file factory with a state dict loaded over it.
 
-Files are only ever read with `torch.load(..., weights_only=True)`: no arbitrary object is unpickled.
+Files are only ever read with `torch.load(..., weights_only=True)`, and `.pt2` archives that would unpickle
+an object are refused (opwise.tracing.pt2_files): no code runs from a model file.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,9 +24,10 @@ import torch
 
 from opwise.errors import InputError, ModelLoadError, OpwiseError
 from opwise.tracing.graph import Graph
+from opwise.tracing.load_errors import describe_load_error
+from opwise.tracing.pt2_files import load_exported_program
 
 WEIGHT_SUFFIXES = (".pt", ".pth")
-FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"  # makes every torch.load weights_only, even when asked not to
 SPEC_FORMS = "builtin:NAME, path/to/file.py:factory, model.pt2, model.onnx, or one of the first two with @weights.pt"
 
 
@@ -129,7 +129,7 @@ def call_factory(path: Path, factory_name: str, what: str = "file") -> Any:
     except Exception as error:  # noqa: BLE001 - any failure of user code is reported as one load error
         sys.modules.pop(module_name, None)
         raise ModelLoadError(
-            f"importing {path} raised {_describe(error)}; fix the file or run it with python to see why"
+            f"importing {path} raised {describe_load_error(error)}; fix the file or run it with python to see why"
         ) from error
     factory = getattr(module, factory_name, None)
     if not callable(factory):
@@ -140,7 +140,7 @@ def call_factory(path: Path, factory_name: str, what: str = "file") -> Any:
     except OpwiseError:
         raise
     except Exception as error:  # noqa: BLE001 - see above
-        raise ModelLoadError(f"{path}:{factory_name}() raised {_describe(error)}") from error
+        raise ModelLoadError(f"{path}:{factory_name}() raised {describe_load_error(error)}") from error
 
 
 def _as_loaded(result: Any, where: str) -> LoadedModel:
@@ -162,43 +162,18 @@ def _as_loaded(result: Any, where: str) -> LoadedModel:
 def _load_exported(path: Path) -> LoadedModel:
     _require_file(path, "exported program")
     try:
-        program = _load_program_without_pickles(path)
+        program = load_exported_program(path)
+        module = program.module()
     except OpwiseError:
         raise
     except Exception as error:  # noqa: BLE001 - a corrupt or foreign file is a load error
-        raise ModelLoadError(f"{path} is not a loadable torch.export program: {_describe(error)}") from error
+        raise ModelLoadError(f"{path} is not a loadable torch.export program: {describe_load_error(error)}") from error
     args, _ = program.example_inputs or ((), {})
     inputs = tuple(args) if args and all(isinstance(a, torch.Tensor) for a in args) else None
-    module = program.module()
     # The program is fixed to the mode it was exported in; mark it so tracing does not call its eval(),
     # which unlifted modules refuse.
     torch.nn.Module.train(module, False)
     return LoadedModel(module, inputs)
-
-
-def _load_program_without_pickles(path: Path):
-    """`torch.export.load` reads pickled weights with weights_only=False and custom objects with pickle:
-    refuse archives holding the latter and force torch.load to weights_only for the former."""
-    from torch.export.pt2_archive.constants import CUSTOM_OBJ_FILENAME_PREFIX, OPAQUE_OBJ_FILENAME_PREFIX
-
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-    object_prefixes = (CUSTOM_OBJ_FILENAME_PREFIX, OPAQUE_OBJ_FILENAME_PREFIX)
-    pickled = [name for name in names if Path(name).name.startswith(object_prefixes)]
-    if pickled:
-        raise ModelLoadError(
-            f"{path} holds pickled Python objects ({pickled[0]}), which opwise never unpickles; "
-            "export a model whose constants are tensors only"
-        )
-    previous = os.environ.get(FORCE_WEIGHTS_ONLY)
-    os.environ[FORCE_WEIGHTS_ONLY] = "1"
-    try:
-        return torch.export.load(path)
-    finally:
-        if previous is None:
-            del os.environ[FORCE_WEIGHTS_ONLY]
-        else:
-            os.environ[FORCE_WEIGHTS_ONLY] = previous
 
 
 def _load_onnx(path: Path) -> LoadedModel:
@@ -220,7 +195,7 @@ def _load_weights(model: torch.nn.Module | Graph, path: Path) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - pickles with arbitrary objects are refused here
         raise ModelLoadError(
-            f"{path} is not a plain state dict loadable with weights_only=True ({_describe(error)}); "
+            f"{path} is not a plain state dict loadable with weights_only=True ({describe_load_error(error)}); "
             "save it with torch.save(model.state_dict(), path)"
         ) from error
     if not isinstance(state, dict):
@@ -228,7 +203,7 @@ def _load_weights(model: torch.nn.Module | Graph, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
-        raise ModelLoadError(f"weights {path} do not fit the architecture: {_describe(error)}") from error
+        raise ModelLoadError(f"weights {path} do not fit the architecture: {describe_load_error(error)}") from error
 
 
 def example_inputs(loaded: LoadedModel, shapes: list[tuple[int, ...]] | None = None) -> tuple[torch.Tensor, ...]:
@@ -262,11 +237,6 @@ def example_inputs(loaded: LoadedModel, shapes: list[tuple[int, ...]] | None = N
             shapes_expected = ", ".join(str(tuple(t.shape)) for t in loaded.example_inputs)
             expected = f"; its example inputs have shape {shapes_expected}"
         raise InputError(
-            f"the model does not accept inputs of shape {described}: {_describe(error)}{expected}"
+            f"the model does not accept inputs of shape {described}: {describe_load_error(error)}{expected}"
         ) from error
     return inputs
-
-
-def _describe(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:300]}" if lines else type(error).__name__

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
 import textwrap
-import zipfile
-from pathlib import Path
 
 import pytest
 import torch
 
 import opwise
 from opwise.tracing.loading import example_inputs, load_model
+from tests.security.crafted import (SAMPLE_INPUTS, malicious_torch_save, pickled_constant_program, rewrite_archive,
+                                    saved_program)
 
 FACTORY_FILE = """
 import torch
@@ -100,36 +98,19 @@ def test_onnx_file_becomes_a_graph(tmp_path):
     assert example_inputs(loaded)[0].shape == (1, 3)
 
 
-class Payload:
-    """Unpickling this would run code (here: harmless); opwise must refuse before that."""
-
-    def __reduce__(self):
-        return (print, ("unpickled!",))
-
-
-def _rewrite_archive(source, target, replace: dict[str, bytes], add: dict[str, bytes]):
-    with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w") as copy:
-        for item in original.infolist():
-            copy.writestr(item, replace.get(Path(item.filename).name, original.read(item.filename)))
-        prefix = original.namelist()[0].split("/")[0]
-        for name, data in add.items():
-            copy.writestr(f"{prefix}/{name}", data)
-
-
 def test_exported_programs_with_pickled_objects_are_refused(tmp_path, capsys):
-    good = tmp_path / "good.pt2"
-    torch.export.save(torch.export.export(torch.nn.Linear(3, 2), (torch.randn(1, 3),)), good)
-    opaque = tmp_path / "opaque.pt2"
-    _rewrite_archive(good, opaque, {}, {"data/constants/opaque_obj_0": pickle.dumps(Payload())})
-    with pytest.raises(opwise.ModelLoadError, match="holds pickled Python objects"):
+    good = saved_program(tmp_path / "good.pt2")
+    marker = tmp_path / "payload_ran"
+    opaque = pickled_constant_program(good, tmp_path / "opaque.pt2", marker)
+    with pytest.raises(opwise.ModelLoadError, match="refused constant 'offset'.*never unpickles"):
         load_model(str(opaque))
-    buffer = io.BytesIO()
-    torch.save(((Payload(),), {}), buffer)
-    hostile_inputs = tmp_path / "inputs.pt2"
-    _rewrite_archive(good, hostile_inputs, {"model.pt": buffer.getvalue()}, {})
-    with pytest.raises(opwise.ModelLoadError, match="not a loadable torch.export program"):
+    hostile_inputs = rewrite_archive(
+        good, tmp_path / "inputs.pt2",
+        lambda files: files.update({SAMPLE_INPUTS: malicious_torch_save(marker, lambda p: ((p,), {}))}),
+    )
+    with pytest.raises(opwise.ModelLoadError, match="refused the example inputs"):
         load_model(str(hostile_inputs))
-    assert "unpickled!" not in capsys.readouterr().out
+    assert not marker.exists()
     assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
 
 
@@ -196,3 +177,11 @@ def test_factory_without_inputs_asks_for_a_shape(factory_file):
     with pytest.raises(opwise.InputError, match="--input-shape"):
         example_inputs(loaded)
     assert example_inputs(loaded, [(2, 3)])[0].shape == (2, 3)
+
+
+def test_weights_with_other_keys_name_the_missing_and_unexpected_ones(tmp_path):
+    path = tmp_path / "renamed.pt"
+    torch.save({"fc1.weight": torch.ones(1)}, path)
+    message = r'Missing key\(s\) in state_dict: "layers.1.weight".*Unexpected key\(s\) in state_dict: "fc1.weight"'
+    with pytest.raises(opwise.ModelLoadError, match=message):
+        load_model(f"builtin:mlp@{path}")

@@ -571,3 +571,38 @@ def test_constant_nodes_range_size_and_cast_of_an_input(tmp_path):
     ]
     graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 4]}, [1, 4], opset=13), [[1, 4]])
     assert ops_of(graph) == ["aten._to_copy.default", "aten._to_copy.default", "aten.mul.Tensor"]
+
+
+def test_huge_declared_input_is_refused_before_allocating(tmp_path):
+    path = save_model(tmp_path, [helper.make_node("Relu", ["x"], ["y"])], {"x": [1, 2**40]}, [1, 2**40])
+    with pytest.raises(ModelLoadError, match=r"input 'x' declares shape \(1, 1099511627776\), 4096 GiB .* memory"):
+        load_onnx(path)
+
+
+def test_initializer_whose_data_does_not_fill_its_dims(tmp_path):
+    w = helper.make_tensor("w", TensorProto.FLOAT, [3], vals=np.zeros(3, np.float32).tobytes(), raw=True)
+    w.dims[:] = [2**20, 2**20]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    path = tmp_path / "short.onnx"
+    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", [x], [y], [w])), path)
+    with pytest.raises(ModelLoadError, match=r"ONNX tensor 'w' of shape \(1048576, 1048576\) cannot be read"):
+        load_onnx(path)
+
+
+def test_input_of_strings_is_refused(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.STRING, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.STRING, [1, 3])
+    path = tmp_path / "strings.onnx"
+    onnx.save(helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])), path)
+    with pytest.raises(ModelLoadError, match="input 'x' has ONNX element type 8, which is not a tensor of numbers"):
+        load_onnx(path)
+
+
+def test_names_that_are_not_utf8_text_are_a_load_error(tmp_path):
+    path = save_model(tmp_path, [helper.make_node("Relu", ["x"], ["y"], name="n")], {"x": [1, 3]}, [1, 3])
+    data = path.read_bytes()
+    assert data.count(b"Relu") == 1
+    path.write_bytes(data.replace(b"Relu", b"Rel\xff"))
+    with pytest.raises(ModelLoadError, match="ONNX node 0 has a name or type that is not UTF-8 text"):
+        load_onnx(path)

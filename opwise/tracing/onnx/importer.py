@@ -8,6 +8,8 @@ The graph is specialized to one batch size: `batch_size` replaces the leading di
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from opwise.errors import InputError, ModelLoadError, UnsupportedOperation
 from opwise.tracing.graph import Graph
 from opwise.tracing.onnx import ops  # noqa: F401 - registers the converters
 from opwise.tracing.onnx.builder import GraphBuilder
+from opwise.tracing.onnx.files import read_onnx_file
 from opwise.tracing.onnx.registry import OnnxNode, lookup
 from opwise.tracing.passes import annotate
 
@@ -47,7 +50,7 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
     ['aten.relu.default']
     """
     path = Path(path)
-    model = _read_model(path)
+    model = read_onnx_file(path)
     graph_proto = model.graph
     initializers = {init.name: _tensor(init) for init in graph_proto.initializer}
     inputs = [value for value in graph_proto.input if value.name not in initializers]
@@ -68,7 +71,9 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
         env[name] = builder.initializer(name, tensor)
     for value, shape in zip(inputs, shapes):
         dims = [batch if axis == 0 else dim for axis, dim in enumerate(shape)]
-        example = torch.zeros(dims, dtype=_dtype(value.type.tensor_type.elem_type))
+        dtype = _dtype(value.type.tensor_type.elem_type, f"{path}: input '{value.name}'")
+        _refuse_oversized(path, value.name, dims, dtype)
+        example = torch.zeros(dims, dtype=dtype)
         env[value.name] = builder.placeholder(value.name, example)
     opset = _default_opset(model)
     _convert_nodes(builder, graph_proto, opset, env)
@@ -84,19 +89,6 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
 
     return Graph(module, explained, strategy="onnx", retrace=retrace, input_names=[value.name for value in inputs],
                  opset=opset, rebatch=lambda size: load_onnx(path, batch_size=size))
-
-
-def _read_model(path: Path) -> Any:
-    try:
-        import onnx
-    except ImportError:
-        raise ModelLoadError('reading ONNX files needs the onnx package: pip install "opwise[onnx]"') from None
-    if not path.is_file():
-        raise ModelLoadError(f"ONNX file not found: {path}")
-    try:
-        return onnx.load(str(path))
-    except Exception as error:  # noqa: BLE001 - the onnx package raises several unrelated types
-        raise ModelLoadError(f"could not parse ONNX file {path}: {error}") from None
 
 
 def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opset: int, env: dict[str, Any]) -> None:
@@ -135,13 +127,41 @@ def _default_opset(model: Any) -> int:
 def _tensor(proto: Any) -> torch.Tensor:
     from onnx import numpy_helper
 
-    return torch.from_numpy(numpy_helper.to_array(proto).copy())
+    try:
+        return torch.from_numpy(numpy_helper.to_array(proto).copy())
+    except (TypeError, ValueError) as error:  # e.g. declared dims that its data does not fill
+        raise ModelLoadError(
+            f"ONNX tensor '{proto.name}' of shape {tuple(proto.dims)} cannot be read: {' '.join(str(error).split())}"
+        ) from None
 
 
-def _dtype(elem_type: int) -> torch.dtype:
+def _dtype(elem_type: int, what: str = "a value") -> torch.dtype:
     from onnx import helper
 
-    return torch.from_numpy(numpy.zeros(0, dtype=helper.tensor_dtype_to_np_dtype(elem_type))).dtype
+    try:
+        return torch.from_numpy(numpy.zeros(0, dtype=helper.tensor_dtype_to_np_dtype(elem_type))).dtype
+    except (KeyError, TypeError, ValueError):
+        raise ModelLoadError(f"{what} has ONNX element type {elem_type}, which is not a tensor of numbers") from None
+
+
+def _refuse_oversized(path: Path, name: str, dims: list[int], dtype: torch.dtype) -> None:
+    """The import builds example values of the declared input shape: refuse one larger than memory before
+    allocating it (a file can declare any dimension, e.g. 2**40)."""
+    size = math.prod(dims) * dtype.itemsize
+    memory = _memory_bytes()
+    if size > memory:
+        raise ModelLoadError(
+            f"{path}: input '{name}' declares shape {tuple(dims)}, {size / 2**30:.0f} GiB of {dtype}, more than this "
+            f"machine's {memory / 2**30:.0f} GiB of memory; fix the input's dimensions in the ONNX file"
+        )
+
+
+def _memory_bytes() -> int:
+    """Physical memory, or 1 TiB where the platform does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return 2**40
 
 
 def _input_shape(value: Any, path: Path) -> list[int | None]:
@@ -167,16 +187,26 @@ def _declared_batch(shapes: list[list[int | None]]) -> int | None:
     return leading.pop() if len(leading) == 1 else None
 
 
+def _text(value: bytes, what: str) -> str:
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        raise ModelLoadError(f"{what} is not UTF-8 text; the file is damaged") from None
+
+
 def _onnx_node(proto: Any, index: int, opset: int) -> OnnxNode:
     from onnx import helper
 
+    texts = [proto.name, proto.op_type, proto.domain, *proto.input, *proto.output, *(a.name for a in proto.attribute)]
+    if not all(isinstance(text, str) for text in texts):  # protobuf hands invalid UTF-8 over as bytes
+        raise ModelLoadError(f"ONNX node {index} has a name or type that is not UTF-8 text; the file is damaged")
     attributes = {}
     for attribute in proto.attribute:
         value = helper.get_attribute_value(attribute)
         if attribute.type == attribute.TENSOR:
             value = _tensor(value)
         elif isinstance(value, bytes):
-            value = value.decode()
+            value = _text(value, f"attribute '{attribute.name}' of ONNX node {index}")
         attributes[attribute.name] = value
     domain = "" if proto.domain in _DEFAULT_DOMAINS else f"{proto.domain}."
     return OnnxNode(
@@ -205,7 +235,7 @@ def _convert(builder: GraphBuilder, node: OnnxNode, env: dict[str, Any]) -> None
     builder.current = node
     try:
         results = function(builder, node, *[env[name] for name in node.inputs])
-    except (RuntimeError, IndexError, TypeError, ValueError) as error:
+    except (RuntimeError, IndexError, TypeError, ValueError, MemoryError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelLoadError(
             f"ONNX node '{node.name}' ({node.op_type}, opset {node.opset}) could not be imported: {first}; "
