@@ -79,7 +79,9 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
     'unsat'
     """
     start = time.monotonic()
-    function, bound_fn, input_shape = (load or partial(load_with_engine, device=device))(str(onnx_path))
+    if load is None:
+        load = load_with_engine if device is None else partial(load_with_engine, device=device)
+    function, bound_fn, input_shape = load(str(onnx_path))
     declared = parse_vnnlib(vnnlib_path, input_shape, dtype=torch.float64)
     bounded = _bounded_of(function)
     device = bounded.device if bounded is not None else torch.device("cpu")

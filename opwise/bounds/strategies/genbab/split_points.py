@@ -30,7 +30,7 @@ from opwise.bounds.relaxations.sshaped import SigmoidRelaxation, TanhRelaxation
 from opwise.bounds.relaxations.trig import SineRelaxation
 from opwise.errors import OpwiseError
 
-TABLE_DIRECTORY = Path(__file__).resolve().parents[1] / "tables"
+TABLE_DIRECTORY = Path(__file__).resolve().parents[2] / "tables"
 TABLE_FUNCTIONS: dict[str, CurvatureRelaxation] = {
     "sigmoid": SigmoidRelaxation(),
     "tanh": TanhRelaxation(),
