@@ -24,10 +24,19 @@ def padded_size(batch: int, max_batch: int) -> int:
     return min(1 << max(0, batch - 1).bit_length(), max_batch)
 
 
+def _size_for(graph: "Graph", batch: int, max_batch: int) -> int:
+    """The batch size to run `batch` samples at: a size the graph is already specialized to when one holds
+    them at most 8× padded (specializing costs a trace, seconds; padding costs compute), else the padded size."""
+    wanted = padded_size(batch, max_batch)
+    ready = [size for size, specialized in graph._batches.items() if specialized.batch_size == size]
+    fits = [size for size in ready + [graph.batch_size] if batch <= size <= min(8 * wanted, max_batch)]
+    return min(fits) if fits else wanted
+
+
 def map_batches(graph: "Graph", run: Callable[..., Any], tensors: tuple, max_batch: int) -> Any:
     """See `Graph.map_batches`."""
     batch = next(t for t in tensors if t is not None).shape[0]
-    specialized = graph.for_batch(padded_size(batch, max_batch))
+    specialized = graph.for_batch(_size_for(graph, batch, max_batch))
     size = specialized.batch_size
     results, result = [], None
     for begin in range(0, batch, size):
