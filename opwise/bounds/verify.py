@@ -17,6 +17,7 @@ from opwise.bounds.input_set import InputSet
 from opwise.bounds.spec import Specification, robustness_disjuncts
 from opwise.errors import InputError
 from opwise.tracing import Graph
+from opwise.tracing.fidelity import check_fidelity
 
 #: what method="auto" tries, in order, until the property is verified
 AUTO_METHODS = ("crown", "alpha-crown")
@@ -69,6 +70,7 @@ def verify(
     if method != "auto" and method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose 'auto' or one of {', '.join(METHODS)}")
     bounded = model if isinstance(model, BoundedModel) else BoundedModel(model, x)
+    check_fidelity(bounded, model, x)
     with torch.no_grad():
         output = bounded(x).reshape(1, -1)
     classes = output.shape[1]
