@@ -8,7 +8,7 @@ import torch
 from opwise.bounds import BoundedModel
 from opwise.errors import UnsupportedOperation
 from tests.bounds.helpers import METHOD_NAMES
-from tests.bounds.transfers.test_affine import Case, _exact
+from tests.bounds.transfers.test_affine import Case, assert_exact_and_ibp_sound
 
 INDEX = torch.tensor([4, 0, 2])
 
@@ -42,18 +42,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_crown_is_exact_and_ibp_sound_on_writes(name):
-    model = Case(CASES[name])
-    generator = torch.Generator().manual_seed(5)
-    x = torch.randn(2, 4, generator=generator)
-    lower, upper = x - 0.5, x + torch.rand(2, 4, generator=generator)
-    exact_lower, exact_upper = _exact(model, lower, upper)
-    bounded = BoundedModel(model, x)
-    for method in ("crown", "forward-crown"):
-        crown = bounded.compute_bounds(x_lower=lower, x_upper=upper, method=method)
-        assert torch.allclose(crown.lower, exact_lower, atol=1e-4), (name, method)
-        assert torch.allclose(crown.upper, exact_upper, atol=1e-4), (name, method)
-    ibp = bounded.compute_bounds(x_lower=lower, x_upper=upper, method="ibp")
-    assert (ibp.lower <= exact_lower + 1e-4).all() and (ibp.upper >= exact_upper - 1e-4).all(), name
+    assert_exact_and_ibp_sound(Case(CASES[name]), 5, name, methods=("crown", "forward-crown"))
 
 
 class RepeatedWrite(torch.nn.Module):
