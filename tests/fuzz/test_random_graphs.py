@@ -9,7 +9,7 @@ Python branch on an input-dependent value. For every model:
 - bound soundness: every method's bounds (`opwise.compute_bounds`) contain the outputs at sampled points and
   at points a signed-gradient attack pushed toward each bound;
 - relevance conservation where the composite promises it: bias-free models whose written constants are
-  zeros, under the epsilon rule with a tiny ε.
+  zeros and whose activations map 0 to 0 (relu, tanh), under the epsilon rule with a tiny ε.
 
 20 models by default (about a minute on one core); `--run-slow` adds 200 more.
 """
@@ -81,7 +81,8 @@ class RandomModel(nn.Module):
             self.steps.append((kind, layer))
             return layer.out_features
         if kind == "activation":
-            function = rng.choice([torch.relu, torch.sigmoid, torch.tanh])
+            # sigmoid(0) = 1/2 acts as a bias on exact zeros (relu's, written ones), so bias-free models keep to f(0) = 0
+            function = rng.choice([torch.relu, torch.sigmoid, torch.tanh] if self.bias else [torch.relu, torch.tanh])
             self.steps.append((function.__name__, function))
             return width
         if kind in ("sum", "product"):
