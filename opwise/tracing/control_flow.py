@@ -9,6 +9,7 @@ choice and stays allowed.
 
 from __future__ import annotations
 
+import linecache
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,6 @@ def _model_frame() -> str:
         frame = frame.f_back
     if frame is None:
         return "the model"
-    import linecache
-
     code = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
     where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
     return f"{where} (`{code}`)" if code else where
