@@ -13,6 +13,7 @@ from opwise.attribution.plan import Plan
 from opwise.errors import InputError
 from opwise.rules import Composite, get_composite
 from opwise.tracing import Graph, trace
+from opwise.tracing.fidelity import check_fidelity
 
 Target = int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None
 
@@ -84,6 +85,8 @@ def explain(
     plan = _plan(model, inputs, kwargs, output, composite, composite_kwargs, keep)
     graph = plan.graph
     arguments = _arguments(graph, inputs, kwargs)
+    if graph.strategy != "export":  # export's guards refuse value-dependent Python; the fallback only checks what it sees
+        check_fidelity(graph, model, *inputs, output=output, **kwargs)
     explained = [i for i, e in enumerate(graph.explained) if e and arguments[i].is_floating_point()]
     for i in explained:
         arguments[i] = arguments[i].detach().requires_grad_()

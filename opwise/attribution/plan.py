@@ -41,6 +41,8 @@ class OpCall:
 
     def arg(self, index: int) -> Any:
         value = self.args[index]
+        if isinstance(value, (list, tuple)):  # a list of tensors (index_put's indices)
+            return [v.resolve() if isinstance(v, Promise) else v for v in value]
         return value.resolve() if isinstance(value, Promise) else value
 
     @property
@@ -69,7 +71,7 @@ class NodeRule:
     def __init__(self, node: fx.Node, dependent: set[str], handler, rule, store: ActivationStore):
         self.name, self.op, self.handler, self.rule, self.store = node.name, node.target, handler, rule, store
         self.explained = tuple(isinstance(a, fx.Node) and a.name in dependent for a in node.args)
-        self.promised_args = tuple(store.promise(a.name) if isinstance(a, fx.Node) else a for a in node.args)
+        self.promised_args = tuple(fx.node.map_arg(a, lambda n: store.promise(n.name)) for a in node.args)
         self.kwargs = dict(node.kwargs)
         self.cache: dict = {}  # modified parameters of the rule, built once (see LinearOp.cached)
         self.__name__ = f"rule_{node.name}"

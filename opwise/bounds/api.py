@@ -9,6 +9,7 @@ import torch
 from opwise.bounds.bounded_model import BoundedModel, Bounds
 from opwise.errors import InputError
 from opwise.tracing import Graph
+from opwise.tracing.fidelity import check_fidelity
 
 
 def compute_bounds(
@@ -48,5 +49,6 @@ def compute_bounds(
         if example is None:
             raise InputError("give x and eps, or both x_lower and x_upper")
         bounded = BoundedModel(model, torch.as_tensor(example, dtype=torch.float32), device=device)
+        check_fidelity(bounded, model, torch.as_tensor(example if x is not None else (x_lower + x_upper) / 2, dtype=torch.float32))
     return bounded.compute_bounds(x, eps=eps, norm=norm, method=method, C=C, target=target,
                                   x_lower=x_lower, x_upper=x_upper, domain=domain)

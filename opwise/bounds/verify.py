@@ -24,6 +24,7 @@ from opwise.bounds.strategies.low_dimensional import LowDimensionalBounds
 from opwise.bounds.strategies.relu_chain import ReluChain
 from opwise.errors import InputError
 from opwise.tracing import Graph
+from opwise.tracing.fidelity import check_fidelity
 
 #: what method="auto" tries, in order, until the property is verified
 AUTO_METHODS = ("crown", "alpha-crown")
@@ -86,6 +87,7 @@ def verify(
     if method != "auto" and method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose 'auto' or one of {', '.join(METHODS)}")
     bounded = model if isinstance(model, BoundedModel) else BoundedModel(model, x, device=device)
+    check_fidelity(bounded, model, x)
     x = x.to(bounded.device)
     with torch.no_grad():
         output = bounded(x).reshape(1, -1)

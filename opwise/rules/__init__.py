@@ -1,6 +1,6 @@
 """The per-operation LRP rule registry, the rules (Zennit names), composites and canonizers."""
 
-from opwise.rules import elementwise, linear_ops, transformer  # noqa: F401 - register the op rules
+from opwise.rules import elementwise, linear_ops, scatter, transformer  # noqa: F401 - register the op rules
 from opwise.rules.canonizers import MergeBatchNorm
 from opwise.rules.composites import COMPOSITES, Composite, first_layers, get_composite
 from opwise.rules.linear import (

@@ -25,7 +25,7 @@ register_routing(
     "aten.max_pool2d", "aten.max_pool1d", "aten.max_pool2d_with_indices", "aten.adaptive_max_pool2d",
     "aten.amax", "aten.max", "aten.roll", "aten.flip", "aten.repeat", "aten.narrow", "aten.unfold",
     "aten.index_select", "aten.detach", "aten._to_copy", "aten.to", "aten.lift_fresh_copy", "aten.dropout",
-    "aten.native_dropout", "aten.copy", "aten.slice_scatter", "aten.select_scatter", "aten.pixel_shuffle",
+    "aten.native_dropout", "aten.slice_scatter", "aten.select_scatter", "aten.pixel_shuffle",
     "getitem",
 )
 

@@ -1,6 +1,8 @@
 """Fallback front-end: `make_fx` on the flattened call, for models `torch.export` rejects.
 
-Python control flow is specialized to the example inputs; parameters become `get_attr` constants.
+Python control flow on shapes, parameters and constants is specialized to the example; on values computed
+from the inputs it is refused (`control_flow`), since the graph would then compute another function on
+other inputs. Parameters become `get_attr` constants.
 Module paths are not recorded by this tracer. The call is functionalized (no in-place operators in
 the graph) and runs with torch's "compiling/exporting" flags
 set, as `torch.export` does, so libraries that check `torch.compiler.is_compiling()` (Hugging Face
@@ -18,6 +20,7 @@ from torch._export.utils import _compiling_state_context
 from torch.fx.experimental.proxy_tensor import make_fx
 from torch.overrides import TorchFunctionMode
 
+from opwise.tracing.control_flow import RefuseDataDependentControlFlow, refuse_input_dependent_reads
 from opwise.tracing.decompositions import attention_as_matmuls, make_fx_table, roll_as_slices
 from opwise.tracing.inputs import InputLayout
 from opwise.tracing.outputs import OutputChoice, select_output
@@ -58,13 +61,14 @@ def functional_to_fx(
         return flat[select_output(pytree.tree_unflatten(list(range(len(flat))), out_spec), output)]
 
     tensors = [layout.leaves[i] for i in layout.tensor_positions]
-    with torch.no_grad(), _compiling_state_context(), _OurDecompositions():
+    with torch.no_grad(), _compiling_state_context(), RefuseDataDependentControlFlow(), _OurDecompositions():
         module = make_fx(
             torch.func.functionalize(call),
             decomposition_table=make_fx_table(),
             tracing_mode="real",
             _error_on_data_dependent_ops=False,
         )(*tensors)
+    refuse_input_dependent_reads(module)
     _RecordValues(module).run(*tensors)
     names = {id(t): name for name, t in [*model.named_parameters(), *model.named_buffers()]}
     sources = {}

@@ -11,6 +11,7 @@ import torch
 from torch import fx
 
 from opwise.errors import TraceError
+from opwise.tracing.control_flow import DataDependentControlFlow
 from opwise.tracing.export import export_to_fx
 from opwise.tracing.functional import functional_to_fx
 from opwise.tracing.graph import Graph
@@ -43,7 +44,8 @@ def trace(
     constants unless named in `explain`. `output` picks one output of a structured result (a key such as
     "logits", an index, or a callable); by default `logits` or the first output. `strategy="auto"` tries
     `torch.export` (non-strict) and falls back to `make_fx` ("fx"), which specializes Python control
-    flow to the example. The model is traced in eval mode, its training flag restored afterwards.
+    flow on shapes and constants to the example and refuses it on values computed from the inputs
+    (`DataDependentControlFlow`, naming the model's line). The model is traced in eval mode, its training flag restored afterwards.
 
     >>> import torch, opwise
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten())
@@ -73,6 +75,8 @@ def trace(
                     warnings.simplefilter("ignore")
                     module, sources = _FRONT_ENDS[name](model, layout, inputs, kwargs, output)
                 break
+            except DataDependentControlFlow:
+                raise
             except ValueError as error:
                 if "output=" in str(error):
                     raise TraceError(str(error)) from None
@@ -82,7 +86,7 @@ def trace(
         else:
             raise TraceError(
                 "could not trace the model (" + "; ".join(failures) + "). Check that the example inputs run "
-                "through model(*inputs), or try strategy='fx' for data-dependent Python control flow"
+                "through model(*inputs), or try strategy='fx' for data-dependent shapes"
             )
     finally:
         if was_training:

@@ -90,6 +90,34 @@ class FanOut(nn.Module):
         return self.head(c.mean((2, 3)))
 
 
+class Writes(nn.Module):
+    """Every way a model writes into a tensor: in-place slice and element writes (copy, slice_scatter),
+    index_add (index_put accumulating), a write with a repeated index (index_put), scatter with a repeated
+    index, scatter_add, slice_scatter and masked_scatter. Bias-free, constants written are zeros, and each
+    sample is written on its own (any batch size), so LRP conserves and bounds hold per sample."""
+
+    def __init__(self, features: int = 3, bias: bool = False):
+        super().__init__()
+        self.inner = nn.Linear(features, 8, bias=bias)
+        self.head = nn.Linear(33, 3, bias=bias)
+
+    def forward(self, x):
+        h = torch.relu(self.inner(x.flatten(1)))
+        batch = h.shape[0]
+        written = h.clone()
+        written[:, :2] = 0
+        written[:, 2] = h[:, 5]
+        written += h
+        added = torch.zeros(batch, 4).index_add(1, torch.tensor([0, 2, 0, 1, 3, 3, 2, 1]), h)
+        repeated = h.clone()
+        repeated[:, torch.tensor([1, 1, 4])] = h[:, 5:]
+        index = torch.tensor([[3, 0, 3, 1]]).expand(batch, 4)
+        scattered = torch.zeros(batch, 5).scatter(1, index, h[:, :4]).scatter_add(1, index, h[:, 4:])
+        sliced = torch.slice_scatter(h[:, :4], h[:, 6:] * 2, 1, 1, 3)
+        masked = torch.zeros(batch, 4).masked_scatter(torch.tensor([True, False, True, False]), h[:, 2:4])
+        return self.head(torch.cat([written, added, repeated, scattered, sliced, masked], 1))
+
+
 class Attention(nn.Module):
     """Single-head self-attention written with matmul and softmax, bias-free."""
 

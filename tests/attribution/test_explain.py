@@ -10,7 +10,7 @@ from torch import nn
 
 import opwise
 from opwise.attribution import LRP
-from tests.attribution.models import FanOut, TinyBERT, TinyViT, cnn
+from tests.attribution.models import FanOut, TinyBERT, TinyViT, Writes, cnn
 
 EXACT = {"composite": "epsilon", "epsilon": 1e-9}
 
@@ -28,8 +28,8 @@ def _quiet(*args, **kwargs):
 
 @pytest.mark.parametrize(
     "build, shape",
-    [(cnn, (3, 1, 14, 14)), (FanOut, (3, 2, 6, 6)), (TinyViT, (3, 1, 8, 8))],
-    ids=["cnn", "fan-out", "vit"],
+    [(cnn, (3, 1, 14, 14)), (FanOut, (3, 2, 6, 6)), (TinyViT, (3, 1, 8, 8)), (Writes, (3, 3))],
+    ids=["cnn", "fan-out", "vit", "writes"],
 )
 def test_conservation_end_to_end(build, shape):
     torch.manual_seed(0)
@@ -38,6 +38,28 @@ def test_conservation_end_to_end(build, shape):
     explanation = opwise.explain(model, torch.randn(shape), target=1, composite=composite, epsilon=1e-9)
     assert explanation.relevance.shape == shape
     _conserves(explanation)
+
+
+class SliceWrite(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(3, 3, bias=False)
+
+    def forward(self, x):
+        h = self.layer(x)
+        h[:, :2] = 0
+        h += x
+        return h
+
+
+def test_an_in_place_slice_write_is_explained():
+    """Regression (issue 15): `aten.copy` has no derivative, and explain stopped with a raw RuntimeError."""
+    torch.manual_seed(0)
+    model, x = SliceWrite().eval(), torch.randn(2, 3)
+    explanation = opwise.explain(model, x, target=0, composite="epsilon", epsilon=1e-9)
+    _conserves(explanation)
+    torch.testing.assert_close(explanation.relevance[:, 0], x[:, 0])  # output 0 is x0 after the write
+    torch.testing.assert_close(explanation.relevance[:, 1:], torch.zeros(2, 2))
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import torch
 import opwise
 from opwise.bounds import BoundedModel
 from opwise.errors import InputError
+from tests.attribution.models import Writes
 from tests.bounds.helpers import assert_sound, randomize_
 
 
@@ -76,6 +77,7 @@ ARCHITECTURES = {
     "extremes": (Extremes, (3,), randomize_, 10),
     "cnn": (_cnn, (1, 6, 6), _randomized_cnn, 4),
     "residual": (Residual, (3,), randomize_, 10),
+    "writes": (lambda: Writes(bias=True), (3,), randomize_, 10),
 }
 
 

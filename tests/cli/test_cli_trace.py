@@ -111,12 +111,20 @@ class Branching(torch.nn.Module):
         y = self.layer(x)
         return torch.relu(y) if y.sum() > 0 else torch.sigmoid(y)
 
+class ParameterBranching(Branching):
+    def forward(self, x):
+        y = self.layer(x)
+        return torch.relu(y) if self.layer.bias.sum() > -10 else torch.sigmoid(y)
+
 class ThroughNumpy(torch.nn.Module):
     def forward(self, x):
         return torch.from_numpy(x.numpy() * 2)
 
 def branching():
     return Branching(), torch.randn(2, 3)
+
+def parameter_branching():
+    return ParameterBranching(), torch.randn(2, 3)
 
 def through_numpy():
     return ThroughNumpy(), torch.randn(4, 3)
@@ -126,9 +134,19 @@ def through_numpy():
 def test_fallback_tracer_runs_quietly(capsys, tmp_path):
     path = tmp_path / "branching.py"
     path.write_text(DATA_DEPENDENT)
-    code, out, err = run(capsys, "trace", f"{path}:branching")
+    code, out, err = run(capsys, "trace", f"{path}:parameter_branching")
     assert code == 0 and err == ""
     assert "traced with fx" in out.strip().splitlines()[-3]
+
+
+def test_a_branch_on_the_input_is_one_line_naming_it(capsys, tmp_path):
+    """Regression (issue 15): the example's branch was traced and stood in for the model."""
+    path = tmp_path / "branching.py"
+    path.write_text(DATA_DEPENDENT)
+    code, out, err = run(capsys, "trace", f"{path}:branching")
+    assert code == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    assert "branching.py:11 (`return torch.relu(y) if y.sum() > 0 else torch.sigmoid(y)`)" in line
 
 
 def test_model_no_tracer_accepts_is_one_line(capsys, tmp_path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import sys
 
 import pytest
 import torch
@@ -134,7 +136,7 @@ def test_unknown_output_name_is_a_trace_error():
 
 
 class DataDependentBranch(nn.Module):
-    """Python `if` on a tensor value: torch.export rejects it, make_fx specializes it to the example."""
+    """Python `if` on a tensor value computed from the input: a trace would freeze the example's branch."""
 
     def __init__(self):
         super().__init__()
@@ -147,22 +149,47 @@ class DataDependentBranch(nn.Module):
         return torch.sigmoid(y)
 
 
-def test_fx_fallback_on_data_dependent_control_flow():
+class ParameterBranch(nn.Module):
+    """Python `if` on a parameter's value: torch.export rejects it, make_fx fixes it (the same for every input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(3, 3)
+
+    def forward(self, x):
+        y = self.layer(x)
+        if self.layer.bias.sum() > 0:
+            return torch.relu(y)
+        return torch.sigmoid(y)
+
+
+def test_fx_fallback_on_parameter_dependent_control_flow():
     torch.manual_seed(0)
-    model = DataDependentBranch()
+    model = ParameterBranch()
     with torch.no_grad():
-        model.layer.bias.fill_(10.0)  # the example takes the relu branch
+        model.layer.bias.fill_(10.0)  # every input takes the relu branch
     x = torch.randn(2, 3)
     graph = opwise.trace(model, x)
     assert graph.strategy == "fx"
     assert "aten.relu.default" in graph.op_counts() and "aten.sigmoid.default" not in graph.op_counts()
-    assert torch.allclose(graph(x), model(x))
+    other = torch.randn(2, 3) * 10
+    assert torch.allclose(graph(other), model(other))
     with pytest.raises(opwise.TraceError, match="could not trace the model"):
         opwise.trace(model, x, strategy="export")
 
 
-def test_fx_fallback_records_parameter_sources():
+def test_input_dependent_control_flow_is_refused_with_the_model_line():
+    """Regression (issue 15): the example's branch was traced and stood in for the model on every input."""
     model = DataDependentBranch()
+    line = next(i for i, text in enumerate(inspect.getsource(sys.modules[__name__]).splitlines(), 1)
+                if text.strip() == "if y.sum() > 0:")
+    for strategy in ("auto", "fx"):
+        with pytest.raises(opwise.TraceError, match=rf"test_trace.py:{line} \(`if y.sum\(\) > 0:`\).*torch.where"):
+            opwise.trace(model, torch.randn(2, 3), strategy=strategy)
+
+
+def test_fx_fallback_records_parameter_sources():
+    model = ParameterBranch()
     graph = opwise.trace(model, torch.randn(2, 3), strategy="fx")
     sources = {graph.info(n).source for n in graph.nodes if n.op == "get_attr"}
     assert {"layer.weight", "layer.bias"} <= sources
@@ -220,13 +247,16 @@ def test_data_dependent_shape_falls_back_to_fx():
         opwise.trace(NonzeroCount(), x, strategy="export")
 
 
-@pytest.mark.parametrize("forward", [lambda x: torch.from_numpy(x.numpy() * 2), lambda x: float(x.sum())])
-def test_outputs_the_tracer_cannot_follow_are_trace_errors(forward):
+@pytest.mark.parametrize("forward, message", [
+    (lambda x: torch.from_numpy(x.numpy() * 2), "does not depend on the explained inputs"),
+    (lambda x: float(x.sum()), "reads a Python value from an input-dependent tensor"),
+])
+def test_outputs_the_tracer_cannot_follow_are_trace_errors(forward, message):
     class Opaque(nn.Module):
         def forward(self, x):
             return forward(x)
 
-    with pytest.raises(opwise.TraceError, match="does not depend on the explained inputs"):
+    with pytest.raises(opwise.TraceError, match=message):
         opwise.trace(Opaque(), torch.randn(2, 3))
 
 

@@ -175,6 +175,8 @@ def forward_bounds(step: Step, transfer, inputs: list[LinearBounds]) -> LinearBo
     """
     if isinstance(transfer, Elementwise):
         return forward_elementwise(step, inputs)
+    if hasattr(transfer, "forward"):  # a transfer with its own forward mode (scatter.py's writes)
+        return transfer.forward(step, inputs)
     if isinstance(transfer, Affine) and not transfer.needs_bounds(step):
         return forward_affine(step, transfer, inputs)
     return None

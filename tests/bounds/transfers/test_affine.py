@@ -78,19 +78,24 @@ def _exact(model, lower, upper):
     return torch.stack(lows), torch.stack(highs)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_crown_is_exact_and_ibp_sound_on_affine_ops(name):
-    model = Case(CASES[name])
-    generator = torch.Generator().manual_seed(3)
+def assert_exact_and_ibp_sound(model, seed: int, name: str, methods=("crown",)) -> None:
+    """`methods` give the exact range of an affine `model` on a random [2, 4] box; IBP contains it."""
+    generator = torch.Generator().manual_seed(seed)
     x = torch.randn(2, 4, generator=generator)
     lower, upper = x - 0.5, x + torch.rand(2, 4, generator=generator)
     exact_lower, exact_upper = _exact(model, lower, upper)
     bounded = BoundedModel(model, x)
-    crown = bounded.compute_bounds(x_lower=lower, x_upper=upper, method="crown")
-    assert torch.allclose(crown.lower, exact_lower, atol=1e-4), name
-    assert torch.allclose(crown.upper, exact_upper, atol=1e-4), name
+    for method in methods:
+        bounds = bounded.compute_bounds(x_lower=lower, x_upper=upper, method=method)
+        assert torch.allclose(bounds.lower, exact_lower, atol=1e-4), (name, method)
+        assert torch.allclose(bounds.upper, exact_upper, atol=1e-4), (name, method)
     ibp = bounded.compute_bounds(x_lower=lower, x_upper=upper, method="ibp")
     assert (ibp.lower <= exact_lower + 1e-4).all() and (ibp.upper >= exact_upper - 1e-4).all(), name
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_crown_is_exact_and_ibp_sound_on_affine_ops(name):
+    assert_exact_and_ibp_sound(Case(CASES[name]), 3, name)
 
 
 DIRECT = {

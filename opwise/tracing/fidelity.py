@@ -1,0 +1,89 @@
+"""Does the graph compute what the model computes, on the inputs about to be explained or bounded?
+
+Tracing refuses what it can see (`control_flow`), but a model can still differ from its trace in ways no
+tracer sees: Python state changed between calls, randomness outside torch, a value computed with NumPy.
+One forward pass of each on the very inputs of a request is cheap next to an explanation or a bound pass,
+and an answer about a function the model does not compute is worse than none.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+import torch.utils._pytree as pytree
+
+from opwise.errors import TraceError
+from opwise.tracing.graph import Graph
+from opwise.tracing.outputs import OutputChoice, index_structure, select_output
+
+
+class GraphMismatch(TraceError):
+    """The traced graph's output differs from the model's on the inputs of a request."""
+
+
+def check_fidelity(graph: Graph | Callable[..., torch.Tensor], model: Any, *inputs: Any,
+                   output: OutputChoice = None, **kwargs: Any) -> None:
+    """Raise `GraphMismatch` unless `graph` gives the model's output for `model(*inputs, **kwargs)`.
+
+    Does nothing unless `model` is an `nn.Module` (a Graph or an ONNX import is its own reference). `graph` is
+    a Graph (called with its placeholders: the inputs flattened as traced, or positional then keyword
+    tensors for a rewritten graph) or a callable taking the positional inputs, such as a bounded model. The model runs in eval mode, as it was traced; values are compared with a tolerance
+    for float reordering (1e-4 relative to the output's scale).
+
+    >>> import random, torch, opwise
+    >>> class Noise(torch.nn.Module):
+    ...     def forward(self, x):
+    ...         return x * random.random()
+    >>> model = Noise()
+    >>> graph = opwise.trace(model, torch.ones(1, 2))
+    >>> check_fidelity(graph, model, torch.ones(1, 2))
+    Traceback (most recent call last):
+    ...
+    opwise.tracing.fidelity.GraphMismatch: the traced graph computes another function than the model ...
+    """
+    if not isinstance(model, torch.nn.Module) or isinstance(model, torch.fx.GraphModule):
+        return
+    layout = getattr(graph, "layout", None)
+    if layout is not None:
+        kwargs = {**dict(layout.defaults), **kwargs}
+        placeholders = layout.flatten(inputs, kwargs)
+    elif isinstance(graph, Graph):
+        placeholders = list(inputs) + [v for v in kwargs.values() if isinstance(v, torch.Tensor)]
+    else:
+        placeholders = list(inputs)
+    was_training = model.training
+    if was_training:
+        model.eval()
+    try:
+        with torch.no_grad():
+            result = model(*inputs, **kwargs)
+            actual = graph(*placeholders)
+    finally:
+        if was_training:
+            model.train()
+    leaves, spec = pytree.tree_flatten(result)
+    expected = leaves[select_output(index_structure(spec), output)]
+    if not isinstance(expected, torch.Tensor) or not isinstance(actual, torch.Tensor):
+        return
+    expected, actual = expected.detach().cpu(), actual.detach().cpu().to(expected.dtype)
+    if expected.shape == actual.shape and _close(actual, expected):
+        return
+    difference = (actual - expected).abs().max() if expected.shape == actual.shape else f"shape {tuple(actual.shape)} " \
+        f"vs {tuple(expected.shape)}"
+    raise GraphMismatch(
+        f"the traced graph computes another function than the model on these inputs (largest difference "
+        f"{difference}): the model's result depends on something the trace fixed (Python state, values "
+        "computed outside torch, randomness). Make forward a pure function of its inputs, or explain/bound the "
+        "traced Graph itself if that is what you mean"
+    )
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor) -> bool:
+    if not expected.is_floating_point():
+        return torch.equal(actual, expected)
+    finite = torch.isfinite(expected)
+    if not torch.equal(finite, torch.isfinite(actual)) or not torch.equal(expected[~finite], actual[~finite]):
+        return False
+    scale = 1.0 + (float(expected[finite].abs().max()) if finite.any() else 0.0)
+    return bool(((actual[finite] - expected[finite]).abs() <= 1e-4 * scale).all())
