@@ -129,6 +129,8 @@ class Plan:
                 hint=f"register one with @relevance_rule({op!r}) (opwise.rules); {report}",
             )
         self.graph = graph
+        #: whether the graph's output has been compared with the model's once (explain's fidelity check)
+        self.fidelity_checked = False
         self.rules = composite.assign(graph, model)
         self.dependent = _relevance_paths(graph, self.rules)
         wrapped = [
