@@ -3,23 +3,35 @@
 from __future__ import annotations
 
 import math
+import time
 
 from opwise.bounds.allocator import retain_freed_memory
 from opwise.bounds.vnncomp import instance
-from opwise.bounds.vnncomp.results import write_result
-from opwise.errors import InputError
+from opwise.bounds.vnncomp.results import InstanceResult, write_result
+from opwise.errors import InputError, OpwiseError
 
 
 def main_verify(args) -> int:
-    """`opwise verify MODEL.onnx PROP.vnnlib --timeout S --out RESULT`: print the status, write the file."""
-    timeout = args.timeout if args.timeout is not None else 60.0
-    if not math.isfinite(timeout) or timeout <= 0:
-        raise InputError(f"--timeout must be a positive number of seconds, got {args.timeout}")
-    retain_freed_memory()
-    result = instance.verify_instance(args.model, args.vnnlib, timeout)
+    """`opwise verify MODEL.onnx PROP.vnnlib --timeout S --out RESULT`: print the status, write the file.
+
+    With `--out`, any failure still writes the result file (`error` and the reason) before it is reported.
+    """
+    start = time.monotonic()
+    try:
+        timeout = args.timeout if args.timeout is not None else 60.0
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise InputError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+        retain_freed_memory()
+        result = instance.verify_instance(args.model, args.vnnlib, timeout)
+    except Exception as error:
+        if args.out:
+            reason = " ".join(str(error).split()) if isinstance(error, OpwiseError) else f"{type(error).__name__}: {error}"
+            try:
+                write_result(args.out, InstanceResult("error", time.monotonic() - start, reason=reason))
+            except OSError:
+                pass  # the original error says more than a failure to write about it
+        raise
     if args.out:
         write_result(args.out, result)
-    print(f"{result.status} ({result.time:.2f} s)")
+    print(f"{result.status} ({result.time:.2f} s)" + (f": {result.reason}" if result.reason else ""))
     return 0
-
-
