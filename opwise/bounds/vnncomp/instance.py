@@ -9,7 +9,10 @@ The ONNX importer and the bound engine are imported only when an instance runs.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -34,6 +37,9 @@ Loader = Callable[[str], tuple[Callable[[torch.Tensor], torch.Tensor], BoundFunc
 
 #: largest batch a bound pass of a search is padded to (graphs are specialized per power of two up to it)
 MAX_BATCH = 1024
+#: seconds past its timeout after which verify_instance interrupts whatever runs (a PGD step, a forward pass,
+#: an import) when the engine's own deadline checks have not ended it
+HARD_STOP_SLACK = 0.25
 
 
 def load_with_engine(onnx_path: str, device: str | torch.device | None = None) -> tuple[BoundedModel, BoundFunction, tuple[int, ...]]:
@@ -122,10 +128,12 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
     """
     start = time.monotonic()
     try:
-        with deadline(timeout):
+        with _hard_stop(timeout + HARD_STOP_SLACK), deadline(timeout):
             return _verify(onnx_path, vnnlib_path, timeout, start, load, max_split_inputs, device)
     except TimeLimitReached:
         return InstanceResult("timeout", time.monotonic() - start, reason="the time limit was reached in a bound pass")
+    except _OutOfTime:
+        return InstanceResult("timeout", time.monotonic() - start, reason="the time limit was reached")
     except SpecTooLarge as error:
         return InstanceResult("unknown", time.monotonic() - start, reason=str(error))
 
@@ -187,6 +195,35 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
     final = "unsat" if all(s == "unsat" for s in outcomes) and len(outcomes) == len(specs) else (
         "timeout" if "timeout" in outcomes else "unknown")
     return InstanceResult(final, time.monotonic() - start, stats=stats)
+
+
+class _OutOfTime(BaseException):
+    """Raised by `_hard_stop`'s alarm; a BaseException so no `except Exception` on the way swallows it."""
+
+
+@contextlib.contextmanager
+def _hard_stop(seconds: float):
+    """Interrupt the block after `seconds` with _OutOfTime (SIGALRM: Python raises it between bytecodes, so a
+    long phase outside the bound engine — loading, a PGD step, a batch of forward passes — ends within one
+    torch operation). Only in the main thread and where no one else handles SIGALRM; elsewhere the engine's
+    cooperative deadline is what ends a run. The handler restores the default before it raises, so an
+    alarm that fires while the block is being left cannot fire twice."""
+    if (threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer")
+            or signal.getsignal(signal.SIGALRM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        raise _OutOfTime()
+
+    signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
 
 
 def _as_the_competition_checks(function, declared: Specification, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -32,7 +32,7 @@ VARIABLE = re.compile(r"^([XY])_(\d+)$")
 COMPARISONS = {"<=", ">=", "<", ">"}
 
 #: most disjuncts the asserts may expand to (one Specification row block each); more is refused, not expanded
-MAX_DISJUNCTS = 100_000
+MAX_DISJUNCTS = 10_000
 #: deepest parenthesis nesting read (the formula walkers recurse once per level)
 MAX_DEPTH = 100
 
