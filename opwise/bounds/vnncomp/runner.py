@@ -166,19 +166,11 @@ def _run_with_processes(todo: list[int], verify, tally: "_Tally", workers: int) 
             sender.close()
             running[index] = [process, receiver, time.monotonic(), None]
         for index, state in list(running.items()):
-            process, receiver, launched, began = state
-            outcome, closed = None, False
-            while outcome is None and not closed and receiver.poll():
-                try:
-                    message = receiver.recv()
-                except (EOFError, OSError):  # the worker is gone and its end of the pipe with it
-                    closed = True
-                    break
-                if message == "started":
-                    state[3] = began = time.monotonic()
-                else:
-                    outcome = message
-            now = time.monotonic()
+            process, receiver, launched = state[:3]
+            outcome, closed = _receive(receiver, state)
+            if outcome is None and not closed and not process.is_alive():
+                outcome, closed = _receive(receiver, state)  # what it sent just before it ended
+            began, now = state[3], time.monotonic()
             if outcome is None and (closed or not process.is_alive()):
                 process.join(timeout=5)
                 outcome = tally.fail(index, "error", now - (began or launched), _death(process.exitcode))
@@ -193,6 +185,21 @@ def _run_with_processes(todo: list[int], verify, tally: "_Tally", workers: int) 
             del running[index]
             tally.record(index, outcome)
         time.sleep(0.02)
+
+
+def _receive(receiver, state: list) -> tuple[tuple[str, float] | None, bool]:
+    """Read what a worker has sent: (its outcome or None, whether its end of the pipe is closed). A "started"
+    message sets the instance's start time, state[3]."""
+    while receiver.poll():
+        try:
+            message = receiver.recv()
+        except (EOFError, OSError):  # the worker is gone and its end of the pipe with it
+            return None, True
+        if message == "started":
+            state[3] = time.monotonic()
+        else:
+            return message, False
+    return None, False
 
 
 def _death(exitcode: int | None) -> str:
