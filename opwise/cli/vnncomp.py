@@ -7,8 +7,8 @@ import time
 
 from opwise.bounds.allocator import retain_freed_memory
 from opwise.bounds.vnncomp import instance
-from opwise.bounds.vnncomp.results import InstanceResult, write_result
-from opwise.errors import InputError, OpwiseError
+from opwise.bounds.vnncomp.results import InstanceResult, failure_reason, write_result
+from opwise.errors import InputError
 
 
 def main_verify(args) -> int:
@@ -26,9 +26,8 @@ def main_verify(args) -> int:
         result = instance.verify_instance(args.model, args.vnnlib, timeout)
     except Exception as error:
         if args.out:
-            reason = " ".join(str(error).split()) if isinstance(error, OpwiseError) else f"{type(error).__name__}: {error}"
             try:
-                write_result(args.out, InstanceResult("error", time.monotonic() - start, reason=reason))
+                write_result(args.out, InstanceResult("error", time.monotonic() - start, reason=failure_reason(error)))
             except OSError:
                 pass  # the original error says more than a failure to write about it
         raise

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from opwise.errors import InputError, SpecError
+from opwise.errors import InputError, OpwiseError, SpecError
 
 RESULT_LINE = re.compile(r"\(\s*([XY])_(\d+)\s+(\S+?)\s*\)")
 
@@ -58,6 +58,18 @@ def write_result(path: str | Path, result: InstanceResult) -> None:
     elif result.reason:
         lines.append(" ".join(result.reason.split()))
     write_atomically(path, "\n".join(lines) + "\n")
+
+
+def failure_reason(error: BaseException) -> str:
+    """The one-line reason an `error` result carries: opwise's own messages as they are, others with their type.
+
+    >>> failure_reason(RecursionError("maximum recursion depth exceeded")), failure_reason(MemoryError())
+    ('RecursionError: maximum recursion depth exceeded', 'MemoryError')
+    """
+    text = " ".join(str(error).split())
+    if isinstance(error, OpwiseError):
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def write_atomically(path: str | Path, text: str) -> None:

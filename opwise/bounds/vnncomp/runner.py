@@ -18,9 +18,9 @@ import torch
 
 from opwise.bounds.allocator import retain_freed_memory
 from opwise.bounds.vnncomp.instance import verify_instance
-from opwise.bounds.vnncomp.results import (InstanceResult, is_complete, read_result, result_file_names,
-                                           write_atomically, write_result)
-from opwise.errors import InputError, OpwiseError, SpecError
+from opwise.bounds.vnncomp.results import (InstanceResult, failure_reason, is_complete, read_result,
+                                           result_file_names, write_atomically, write_result)
+from opwise.errors import InputError, SpecError
 
 
 def read_instances(instances_csv: str | Path, cap: float | None = None) -> list[tuple[str, str, float]]:
@@ -57,20 +57,12 @@ def run_one(verify: Callable, onnx: str, vnnlib: str, timeout: float, result_pat
     try:
         result = verify(onnx, vnnlib, timeout)
     except Exception as error:  # noqa: BLE001 - one instance's failure must not end the suite
-        result = InstanceResult("error", time.monotonic() - start, reason=_describe(error))
+        result = InstanceResult("error", time.monotonic() - start, reason=failure_reason(error))
     if result.status == "error":
         print(f"{onnx} {vnnlib}: {result.reason}", file=sys.stderr, flush=True)
     if result_path is not None:
         write_result(result_path, result)
     return result.status, time.monotonic() - start
-
-
-def _describe(error: BaseException) -> str:
-    """One line for an exception: opwise's own messages as they are, others with their type."""
-    text = " ".join(str(error).split())
-    if isinstance(error, OpwiseError):
-        return text
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def run_suite(instances_csv: str | Path, results_csv: str | Path, *, cap: float | None = None, workers: int = 2,
@@ -254,7 +246,7 @@ def _run_with_ray(todo: list[int], verify, tally: "_Tally", address: str) -> Non
             try:
                 finished[reference] = tuple(ray.get(reference))
             except Exception as error:  # noqa: BLE001 - a crashed worker is this instance's `error`, not the suite's
-                finished[reference] = tally.fail(index, "error", now - (began or submitted), _describe(error))
+                finished[reference] = tally.fail(index, "error", now - (began or submitted), failure_reason(error))
         for reference, (index, submitted, began) in running.items():
             overrun = None if reference in finished else tally.overrun(index, submitted, began, now)
             if overrun is not None:
