@@ -208,8 +208,8 @@ def _hard_stop(seconds: float):
     torch operation). Only in the main thread and where no one else handles SIGALRM; elsewhere the engine's
     cooperative deadline is what ends a run. The handler restores the default before it raises, so an
     alarm that fires while the block is being left cannot fire twice."""
-    if (threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer")
-            or signal.getsignal(signal.SIGALRM) is not signal.SIG_DFL):
+    if (not math.isfinite(seconds) or threading.current_thread() is not threading.main_thread()
+            or not hasattr(signal, "setitimer") or signal.getsignal(signal.SIGALRM) is not signal.SIG_DFL):
         yield
         return
 
