@@ -2,6 +2,7 @@
 
     python benchmarks/vnncomp.py acasxu --cap 30 --workers 2
     python benchmarks/vnncomp.py all --cap 60
+    python benchmarks/vnncomp.py all --cap 60 --resume    # after an interruption: only what has no result file
 
 A `sat` answer counts as solved only when its counterexample, clipped into the property's input box, makes
 the output constraints hold in an onnxruntime forward pass (independent of opwise's importer); an `unsat`
@@ -20,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from opwise.bounds.vnncomp import read_result, result_file_name, run_suite
-from opwise.bounds.vnncomp.vnnlib import parse_vnnlib
+from opwise.bounds.vnncomp import read_result, run_suite
+from opwise.bounds.vnncomp.vnnlib import parse_vnnlib, violates
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCH = (REPO.parent / "shared" / "benchmarks", REPO.parent.parent / "shared" / "benchmarks")
@@ -48,7 +49,7 @@ def counterexample_holds(onnx_path: Path, vnnlib_path: Path, x: list[float]) -> 
     declared = session.get_inputs()[0]
     shape = [dim if isinstance(dim, int) else 1 for dim in declared.shape]
     (y,) = session.run(None, {declared.name: clipped.numpy().astype(np.float32).reshape(shape)})
-    return float(spec.margin(torch.tensor(y, dtype=torch.float64).reshape(1, -1))) <= 0
+    return violates(spec, torch.tensor(y, dtype=torch.float64))
 
 
 def score(suite_dir: Path, results: list[dict], result_dir: Path) -> dict:
@@ -60,7 +61,7 @@ def score(suite_dir: Path, results: list[dict], result_dir: Path) -> dict:
     for row in results:
         status, answer = row["status"], expected.get((row["onnx"], row["vnnlib"]), "unknown")
         if status == "sat":
-            _, x, _ = read_result(result_dir / result_file_name(row["onnx"], row["vnnlib"]))
+            _, x, _ = read_result(result_dir / row["result_file"])
             ok = x is not None and counterexample_holds(suite_dir / row["onnx"], suite_dir / row["vnnlib"], x)
         elif status == "unsat":
             ok = answer != "sat"
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray", default=None, metavar="ADDRESS", help="run on a Ray cluster instead")
     parser.add_argument("--benchmarks", default=None, help="the benchmarks folder (default ../shared/benchmarks)")
     parser.add_argument("--out", default="vnncomp_results", help="folder for results CSVs and result files")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip instances whose result files in --out are complete (after an interrupted run)")
     args = parser.parse_args(argv)
     root = find_benchmarks(args.benchmarks)
     names = sorted(p.name for p in root.iterdir() if (p / "instances.csv").is_file()) if args.suites == ["all"] else args.suites
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         print(f"{name}: running {suite_dir / 'instances.csv'}", file=sys.stderr)
         results = run_suite(suite_dir / "instances.csv", out / "results.csv", cap=args.cap, workers=args.workers,
-                            ray_address=args.ray, result_dir=out / "files")
+                            ray_address=args.ray, result_dir=out / "files", resume=args.resume)
         table.append((name, score(suite_dir, results, out / "files")))
     header = f"{'suite':<22}{'inst':>6}{'solved':>8}{'sat':>6}{'unsat':>7}{'timeout':>9}{'unknown':>9}{'error':>7}{'wrong':>7}{'total s':>10}{'median s':>10}"
     print(f"cap {args.cap} s, {args.workers} workers")

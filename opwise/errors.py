@@ -42,3 +42,13 @@ class SpecError(OpwiseError):
         self.path, self.line = path, line
         where = f"{path}:{line}" if line is not None else str(path)
         super().__init__(f"{where}: {message}")
+
+
+class SpecTooLarge(SpecError):
+    """A specification is well formed but too large to handle (e.g. its disjunctive normal form); a verifier
+    answers `unknown` with this reason instead of running out of memory."""
+
+
+class TimeLimitReached(OpwiseError):
+    """A computation passed the deadline it was given (`opwise.bounds.engine.deadline`); the caller answers
+    `timeout`."""

@@ -23,6 +23,7 @@ from opwise.bounds.transfers.affine import Affine
 from opwise.bounds.transfers.forward import LinearBounds, forward_bounds
 from opwise.bounds.transfers.nonlinear import ELEMENTWISE, has_relaxation, node_relaxation
 from opwise.bounds.transfers.patches import Patches, add_coefficients, dense
+from opwise.bounds.engine.deadline import check_deadline
 from opwise.bounds.engine.splits import apply_split_constraint
 from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.transfers.registry import Interval, Step, transfer_for
@@ -77,7 +78,8 @@ class BoundPropagation:
     enter a pass as β-CROWN constraints when the pass is given β multipliers (`betas`).
     `known` gives intervals already proven for some nodes (they are used as they are, narrowed by the
     splits); `record` names nodes whose coefficients every pass returns in `LinearBound.recorded`.
-    Nodes may be given as fx nodes or by name.
+    Nodes may be given as fx nodes or by name. Passes check the caller's `deadline` (engine/deadline.py)
+    between nodes and chunks and raise TimeLimitReached past it.
 
     >>> import torch, opwise
     >>> from opwise.bounds.input_set import InputSet
@@ -307,6 +309,7 @@ class BoundPropagation:
         # one-hot rows of a [C, H, W] map go back as windows where the node's transfer takes them
         windowed = groups == self.batch and lower.dim() == 4 and getattr(self.transfers[node], "takes_patches", False)
         for chunk in chunks if selected.numel() else ():
+            check_deadline()
             count = chunk.numel()
             if windowed:
                 signs = torch.cat([lower.new_ones(count), -lower.new_ones(count)])
@@ -328,6 +331,7 @@ class BoundPropagation:
         for node in self.ancestors(target):
             if node in self.linear:
                 continue
+            check_deadline()
             if node is self.input_node:
                 self.linear[node] = LinearBounds.identity(self.input_set)
                 continue
@@ -413,6 +417,7 @@ class BoundPropagation:
         bias = torch.zeros(values.shape[0], groups, dtype=values.dtype, device=values.device)
         input_coefficient, recorded = None, {}
         for node in reversed(self.ancestors(target)):
+            check_deadline()
             coefficient = coefficients.pop(node, None)
             if coefficient is None:
                 continue

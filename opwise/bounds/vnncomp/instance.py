@@ -9,7 +9,10 @@ The ONNX importer and the bound engine are imported only when an instance runs.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -18,19 +21,24 @@ from typing import Callable
 import torch
 
 from opwise.bounds.attack import pgd_attack
+from opwise.bounds.bounded_model import BoundedModel
+from opwise.bounds.engine.deadline import deadline
+from opwise.bounds.spec import Specification
 from opwise.bounds.strategies.input_split import BoundFunction, input_split_bab
 from opwise.bounds.strategies.low_dimensional import MAX_BATCH, LowDimensionalBounds
 from opwise.bounds.strategies.relu_chain import ReluChain
-from opwise.bounds.bounded_model import BoundedModel
-from opwise.bounds.spec import Specification
 from opwise.bounds.vnncomp.results import InstanceResult
-from opwise.bounds.vnncomp.vnnlib import parse_vnnlib
-from opwise.errors import SpecError
+from opwise.bounds.vnncomp.vnnlib import parse_vnnlib, violates
+from opwise.errors import SpecError, SpecTooLarge, TimeLimitReached
 
 STATUS_OF_BAB = {"verified": "unsat", "falsified": "sat", "timeout": "timeout", "unknown": "unknown"}
 
 Loader = Callable[[str], tuple[Callable[[torch.Tensor], torch.Tensor], BoundFunction, tuple[int, ...]]]
 """`load(onnx_path) -> (function, bound_fn, input_shape)`: how verify_instance gets a model."""
+
+#: seconds past its timeout after which verify_instance interrupts whatever runs (a PGD step, a forward pass,
+#: an import) when the engine's own deadline checks have not ended it
+HARD_STOP_SLACK = 0.25
 
 
 def load_with_engine(onnx_path: str, device: str | torch.device | None = None) -> tuple[BoundedModel, BoundFunction, tuple[int, ...]]:
@@ -64,11 +72,13 @@ def optimized_lower_bounds(bounded: BoundedModel, x_lower: torch.Tensor, x_upper
 def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *,
                     load: Loader | None = None, max_split_inputs: int = 16,
                     device: str | torch.device | None = None) -> InstanceResult:
-    """Decide one VNN-COMP instance within `timeout` seconds (loading included).
+    """Decide one VNN-COMP instance within `timeout` seconds (loading and parsing included).
 
     `load` (default `load_with_engine` on `device`) gives the model, its bound function and input shape. A property
     with several input boxes (ACAS Xu prop_6) is `sat` when any box has a counterexample and `unsat` only
-    when every box is proved.
+    when every box is proved. Bound passes check the clock between layers (engine/deadline.py), so the
+    answer comes about when the time is up: `timeout` then. A property too large to expand is `unknown`,
+    with the reason in `InstanceResult.reason`.
 
     >>> import tempfile, torch
     >>> text = '(declare-const X_0 Real)(declare-const Y_0 Real)(assert (>= X_0 0))(assert (<= X_0 1))(assert (<= Y_0 -1))'
@@ -79,7 +89,21 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
     'unsat'
     """
     start = time.monotonic()
-    if load is None:
+    try:
+        with _hard_stop(timeout + HARD_STOP_SLACK), deadline(timeout):
+            return _verify(onnx_path, vnnlib_path, timeout, start, load, max_split_inputs, device)
+    except TimeLimitReached:
+        return InstanceResult("timeout", time.monotonic() - start, reason="the time limit was reached in a bound pass")
+    except _OutOfTime:
+        return InstanceResult("timeout", time.monotonic() - start, reason="the time limit was reached")
+    except SpecTooLarge as error:
+        return InstanceResult("unknown", time.monotonic() - start, reason=str(error))
+
+
+def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader | None, max_split_inputs: int,
+            device) -> InstanceResult:
+    """verify_instance's work, run under its deadline."""
+    if load is None:  # device only where one is asked for: a replaced loader need not take it
         load = load_with_engine if device is None else partial(load_with_engine, device=device)
     function, bound_fn, input_shape = load(str(onnx_path))
     declared = parse_vnnlib(vnnlib_path, input_shape, dtype=torch.float64)
@@ -127,6 +151,7 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
             confirmed = _as_the_competition_checks(function, exact, counterexample)
             if confirmed is not None:
                 return InstanceResult("sat", time.monotonic() - start, *confirmed, stats)
+            stats["unconfirmed_counterexamples"] = stats.get("unconfirmed_counterexamples", 0) + 1
             status = "unknown"
         outcomes.append(status)
     final = "unsat" if all(s == "unsat" for s in outcomes) and len(outcomes) == len(specs) else (
@@ -134,15 +159,44 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
     return InstanceResult(final, time.monotonic() - start, stats=stats)
 
 
+class _OutOfTime(BaseException):
+    """Raised by `_hard_stop`'s alarm; a BaseException so no `except Exception` on the way swallows it."""
+
+
+@contextlib.contextmanager
+def _hard_stop(seconds: float):
+    """Interrupt the block after `seconds` with _OutOfTime (SIGALRM: Python raises it between bytecodes, so a
+    long phase outside the bound engine — loading, a PGD step, a batch of forward passes — ends within one
+    torch operation). Only in the main thread and where no one else handles SIGALRM; elsewhere the engine's
+    cooperative deadline is what ends a run. The handler restores the default before it raises, so an
+    alarm that fires while the block is being left cannot fire twice."""
+    if (not math.isfinite(seconds) or threading.current_thread() is not threading.main_thread()
+            or not hasattr(signal, "setitimer") or signal.getsignal(signal.SIGALRM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        raise _OutOfTime()
+
+    signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+
 def _as_the_competition_checks(function, declared: Specification, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(x, y) of a counterexample the competition's checker accepts, or None: x in float64 clipped into the
     box as declared (the float32 rounding of a bound can lie just outside it), the network run on x's
-    float32 rounding, the output constraints evaluated in float64."""
+    float32 rounding, the output constraints evaluated in float64 (strict ones strictly, `violates`)."""
     point = torch.max(torch.min(x.detach().cpu().double(), declared.x_upper), declared.x_lower)
     bounded = _bounded_of(function)
     with torch.no_grad():
         y = function(point.float().to(bounded.device if bounded is not None else "cpu")).detach().cpu()
-    if float(declared.margin(y.double().reshape(1, -1)).min()) > 0:
+    if not violates(declared, y.double()):
         return None
     return point.flatten(), y.flatten()
 
@@ -192,7 +246,11 @@ def _proved_at_root(function, spec: Specification, budget: float) -> bool:
     if optimized is None or budget <= 0:
         return False
     C = torch.cat([d.C for d in spec.unsafe])
-    lower = optimized(spec.x_lower, spec.x_upper, C, torch.cat([d.d for d in spec.unsafe]), budget)
+    try:
+        with deadline(budget):  # its share of the time: the search gets the rest
+            lower = optimized(spec.x_lower, spec.x_upper, C, torch.cat([d.d for d in spec.unsafe]), budget)
+    except TimeLimitReached:
+        return False
     return spec.ruled_out(lower.detach()[0])
 
 

@@ -7,30 +7,36 @@ The words are VNN-COMP's: `unsat` (the property holds), `sat` (a checked counter
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import torch
 
-from opwise.errors import InputError, SpecError
+from opwise.errors import InputError, OpwiseError, SpecError
 
 RESULT_LINE = re.compile(r"\(\s*([XY])_(\d+)\s+(\S+?)\s*\)")
 
 
 @dataclasses.dataclass
 class InstanceResult:
-    """status: 'unsat' | 'sat' | 'timeout' | 'unknown'; x and y (flat) only for a confirmed 'sat'."""
+    """status: 'unsat' | 'sat' | 'timeout' | 'unknown' | 'error'; x and y (flat) only for a confirmed 'sat';
+    `reason` says why an instance is `error`, `unknown` or `timeout` where that is known."""
 
     status: str
     time: float
     x: torch.Tensor | None = None
     y: torch.Tensor | None = None
     stats: dict = dataclasses.field(default_factory=dict)
-
+    reason: str = ""
 
 
 def write_result(path: str | Path, result: InstanceResult) -> None:
-    """Write the VNN-COMP result file: the status word, and for `sat` the assignment of every X_i and Y_i.
+    """Write the VNN-COMP result file: the status word, and for `sat` the assignment of every X_i and Y_i;
+    otherwise the reason, if any, on a second line. Written to a temporary file and renamed, so a file is
+    never seen half written (a killed worker or runner leaves the old one or none).
 
     >>> import tempfile, torch
     >>> path = tempfile.mktemp()
@@ -49,7 +55,39 @@ def write_result(path: str | Path, result: InstanceResult) -> None:
         pairs = [f"(X_{i} {float(v)!r})" for i, v in enumerate(result.x.tolist())]
         pairs += [f"(Y_{i} {float(v)!r})" for i, v in enumerate(result.y.tolist())]
         lines.append("(" + "\n ".join(pairs) + ")")
-    Path(path).write_text("\n".join(lines) + "\n")
+    elif result.reason:
+        lines.append(" ".join(result.reason.split()))
+    write_atomically(path, "\n".join(lines) + "\n")
+
+
+def failure_reason(error: BaseException) -> str:
+    """The one-line reason an `error` result carries: opwise's own messages as they are, others with their type.
+
+    >>> failure_reason(RecursionError("maximum recursion depth exceeded")), failure_reason(MemoryError())
+    ('RecursionError: maximum recursion depth exceeded', 'MemoryError')
+    """
+    text = " ".join(str(error).split())
+    if isinstance(error, OpwiseError):
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def write_atomically(path: str | Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over `path` (os.replace).
+
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "r.txt"); write_atomically(path, "unsat\\n"); open(path).read()
+    'unsat\\n'
+    """
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def read_result(path: str | Path) -> tuple[str, list[float] | None, list[float] | None]:
@@ -74,12 +112,55 @@ def read_result(path: str | Path) -> tuple[str, list[float] | None, list[float] 
     return "sat", x, y
 
 
+def is_complete(path: str | Path) -> bool:
+    """Whether a result file exists and reads back whole: a known status word, and for `sat` every X_i and Y_i.
+
+    >>> import tempfile
+    >>> path = tempfile.mktemp(); _ = open(path, "w").write("sat\\n((X_0 0.5)\\n")
+    >>> is_complete(path), is_complete(path + ".missing")
+    (False, False)
+    """
+    try:
+        status, x, y = read_result(path)
+    except (OSError, ValueError, SpecError):
+        return False
+    return status != "sat" or (x is not None and y is not None)
+
+
 def result_file_name(onnx: str, vnnlib: str) -> str:
-    """A file name unique per instance: `<onnx stem>__<vnnlib stem>.txt`.
+    """A readable file name for one instance: `<onnx stem>__<vnnlib stem>.txt` (unique only where the stems
+    are; a suite names its files with `result_file_names`).
 
     >>> result_file_name("onnx/net_1.onnx", "vnnlib/prop_2.vnnlib")
     'net_1__prop_2.txt'
     """
-    return f"{Path(onnx).stem}__{Path(vnnlib).stem}.txt"
+    return f"{_safe(Path(onnx).stem)}__{_safe(Path(vnnlib).stem)}.txt"
+
+
+def result_file_names(instances: list[tuple[str, str]]) -> list[str]:
+    """One file name per (onnx, vnnlib) instance, unique within the list: `result_file_name` where no other
+    instance has the same stems, else that name with a short hash of both paths (`net__prop__1a2b3c4d.txt`).
+
+    >>> result_file_names([("a/net.onnx", "a/p.vnnlib"), ("b/net.onnx", "b/p.vnnlib"), ("x.onnx", "p.vnnlib")])
+    ['net__p__4bdab8fd.txt', 'net__p__19180306.txt', 'x__p.txt']
+    """
+    plain = [result_file_name(onnx, vnnlib) for onnx, vnnlib in instances]
+    counts: dict[str, int] = {}
+    for name in plain:
+        counts[name] = counts.get(name, 0) + 1
+    names: list[str] = []
+    for index, (name, (onnx, vnnlib)) in enumerate(zip(plain, instances)):
+        if counts[name] > 1:
+            digest = hashlib.sha1(f"{onnx}\n{vnnlib}".encode()).hexdigest()[:8]
+            name = f"{name[:-len('.txt')]}__{digest}.txt"
+        if name in names:  # the same instance listed twice: one file each, told apart by its row
+            name = f"{name[:-len('.txt')]}__{index}.txt"
+        names.append(name)
+    return names
+
+
+def _safe(stem: str) -> str:
+    """A stem with characters other than letters, digits, `.`, `_`, `-` replaced by `_`."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", stem)
 
 

@@ -4,8 +4,10 @@ Ray task), killed when it overruns, with a results CSV and a progress bar."""
 from __future__ import annotations
 
 import csv
+import io
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from functools import partial
@@ -16,8 +18,9 @@ import torch
 
 from opwise.bounds.allocator import retain_freed_memory
 from opwise.bounds.vnncomp.instance import verify_instance
-from opwise.bounds.vnncomp.results import InstanceResult, result_file_name, write_result
-from opwise.errors import OpwiseError, SpecError
+from opwise.bounds.vnncomp.results import (InstanceResult, failure_reason, is_complete, read_result,
+                                           result_file_names, write_atomically, write_result)
+from opwise.errors import InputError, SpecError
 
 
 def read_instances(instances_csv: str | Path, cap: float | None = None) -> list[tuple[str, str, float]]:
@@ -46,90 +49,123 @@ def read_instances(instances_csv: str | Path, cap: float | None = None) -> list[
     return rows
 
 
-def run_one(verify: Callable, onnx: str, vnnlib: str, timeout: float, result_dir: str | None) -> tuple[str, float]:
-    """Verify one instance and write its result file; (status, seconds). Runs inside a worker."""
+def run_one(verify: Callable, onnx: str, vnnlib: str, timeout: float, result_path: str | None) -> tuple[str, float]:
+    """Verify one instance and write its result file; (status, seconds). Runs inside a worker: whatever
+    `verify` raises (a malformed file, RecursionError, MemoryError, ...) is this instance's `error`, with the
+    reason on stderr and in the result file, never the suite's."""
     start = time.monotonic()
     try:
         result = verify(onnx, vnnlib, timeout)
-    except OpwiseError as error:
-        print(f"{onnx} {vnnlib}: {error}", file=sys.stderr)
-        result = InstanceResult("error", time.monotonic() - start)
-    if result_dir is not None:
-        write_result(Path(result_dir) / result_file_name(onnx, vnnlib), result)
+    except Exception as error:  # noqa: BLE001 - one instance's failure must not end the suite
+        result = InstanceResult("error", time.monotonic() - start, reason=failure_reason(error))
+    if result.status == "error":
+        print(f"{onnx} {vnnlib}: {result.reason}", file=sys.stderr, flush=True)
+    if result_path is not None:
+        write_result(result_path, result)
     return result.status, time.monotonic() - start
 
 
 def run_suite(instances_csv: str | Path, results_csv: str | Path, *, cap: float | None = None, workers: int = 2,
               ray_address: str | None = None, verify: Callable = verify_instance, result_dir: str | Path | None = None,
-              grace: float = 10.0, device: str | None = None) -> list[dict]:
+              grace: float = 10.0, device: str | None = None, resume: bool = False) -> list[dict]:
     """Run every instance of a VNN-COMP instances CSV, `workers` at a time, and write the results CSV.
 
     Each instance runs in its own worker process that is killed `grace` seconds after its timeout (capped
-    at `cap`), so a hung instance counts as `timeout` and cannot stall the suite. With `ray_address`
-    the instances run as Ray tasks instead, one CPU each, cancelled the same way when they overrun
-    (`pip install opwise[ray]`; `result_dir` must then be a folder every node can write). Results CSV
-    columns: onnx, vnnlib, status, time; result files (VNN-COMP format) go to `result_dir` when given. A progress bar is drawn on stderr.
+    at `cap`), so a hung instance counts as `timeout` and cannot stall the suite; a worker that raises or
+    dies (killed, out of memory) makes its instance `error`, with the reason on stderr and in its result
+    file, and the rest go on. With `ray_address` the instances run as Ray tasks instead, one CPU each,
+    cancelled the same way when they overrun (`pip install opwise[ray]`; `result_dir` must then be a folder
+    every node can write). Results CSV columns: onnx, vnnlib (as instances.csv wrote them), status, time,
+    result_file; it is rewritten atomically as each instance finishes, so an interrupted run keeps what it
+    finished. Result files (VNN-COMP format, named by `result_file_names`) go to `result_dir` when given;
+    with `resume`, instances whose result files are complete (`is_complete`) are not run again. A progress
+    bar is drawn on stderr.
     """
     if device is not None:  # every worker verifies on this device ("cuda": one GPU shared by the workers)
         verify = partial(verify, device=device)
     instances = read_instances(instances_csv, cap)
-    directory = str(result_dir) if result_dir is not None else None
-    if directory is not None:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-    if ray_address is not None:
-        outcomes = _run_with_ray(instances, verify, directory, ray_address, grace)
-    else:
-        outcomes = _run_with_processes(instances, verify, directory, max(1, workers), grace)
     folder = Path(instances_csv).parent
-    rows = [{"onnx": str(Path(onnx).relative_to(folder)), "vnnlib": str(Path(vnnlib).relative_to(folder)),
-             "status": status, "time": f"{seconds:.3f}"}
-            for (onnx, vnnlib, _), (status, seconds) in zip(instances, outcomes)]
-    with open(results_csv, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["onnx", "vnnlib", "status", "time"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return rows
+    written = [(_as_written(onnx, folder), _as_written(vnnlib, folder)) for onnx, vnnlib, _ in instances]
+    names = result_file_names(written)
+    if resume and result_dir is None:
+        raise InputError("resume needs result_dir: it skips the instances whose result files are complete")
+    directory = Path(result_dir) if result_dir is not None else None
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+    paths = [str(directory / name) if directory is not None else None for name in names]
+    earlier = _earlier_times(results_csv) if resume else {}
+    tally = _Tally(instances, written, names, paths, Path(results_csv), grace)
+    if resume:
+        for index, path in enumerate(paths):
+            if is_complete(path):
+                tally.record(index, (read_result(path)[0], earlier.get(written[index], 0.0)))
+    todo = [index for index, outcome in enumerate(tally.outcomes) if outcome is None]
+    if ray_address is not None:
+        _run_with_ray(todo, verify, tally, ray_address)
+    else:
+        _run_with_processes(todo, verify, tally, max(1, workers))
+    tally.write_csv()
+    return tally.rows()
 
 
-def _worker(sender, verify, onnx, vnnlib, timeout, result_dir, threads) -> None:
+def _as_written(path: str, folder: Path) -> str:
+    """A path relative to the instances CSV's folder when it lies inside it, else as it is (absolute)."""
+    try:
+        return str(Path(path).relative_to(folder))
+    except ValueError:
+        return str(path)
+
+
+def _earlier_times(results_csv: str | Path) -> dict[tuple[str, str], float]:
+    """Seconds per (onnx, vnnlib) from an earlier results CSV, for the instances a resumed run skips."""
+    times: dict[tuple[str, str], float] = {}
+    try:
+        with open(results_csv, newline="") as handle:
+            for row in csv.DictReader(handle):
+                try:
+                    times[(row["onnx"], row["vnnlib"])] = float(row["time"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+    except (OSError, csv.Error, UnicodeDecodeError):
+        pass
+    return times
+
+
+def _worker(sender, verify, onnx, vnnlib, timeout, result_path, threads) -> None:
     sender.send("started")  # the instance's clock starts here, not while the process imports torch
     torch.set_num_threads(threads)
     retain_freed_memory()
-    sender.send(run_one(verify, onnx, vnnlib, timeout, result_dir))
+    sender.send(run_one(verify, onnx, vnnlib, timeout, result_path))
     sender.close()
 
 
-def _run_with_processes(instances, verify, result_dir, workers: int, grace: float,
-                        startup_limit: float = 300.0) -> list[tuple[str, float]]:
-    """One forkserver process per instance, at most `workers` at once, each killed when it overruns."""
+def _run_with_processes(todo: list[int], verify, tally: "_Tally", workers: int) -> None:
+    """One forkserver process per instance, at most `workers` at once, each killed when it overruns; a
+    process that dies without an answer (signal, crash) is its instance's `error`."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["torch", "torch._dynamo", "opwise.bounds.vnncomp.runner", "opwise.tracing.onnx"])
     threads = max(1, (os.cpu_count() or 1) // workers)
-    tally = _Tally(instances, result_dir, grace, startup_limit)
-    pending = list(range(len(instances)))
+    pending = list(todo)
     running: dict[int, list] = {}  # index -> [process, receiver, launched, began or None]
     while pending or running:
         while pending and len(running) < workers:
             index = pending.pop(0)
-            onnx, vnnlib, timeout = instances[index]
+            onnx, vnnlib, timeout = tally.instances[index]
             receiver, sender = context.Pipe(duplex=False)
-            process = context.Process(target=_worker, args=(sender, verify, onnx, vnnlib, timeout, result_dir, threads),
-                                      daemon=True)
+            process = context.Process(target=_worker, args=(sender, verify, onnx, vnnlib, timeout, tally.paths[index],
+                                                            threads), daemon=True)
             process.start()
             sender.close()
             running[index] = [process, receiver, time.monotonic(), None]
         for index, state in list(running.items()):
-            process, receiver, launched, began = state
-            outcome = None
-            while outcome is None and receiver.poll():
-                message = receiver.recv()
-                if message == "started":
-                    state[3] = began = time.monotonic()
-                else:
-                    outcome = message
-            now = time.monotonic()
-            if outcome is None and not process.is_alive():
-                outcome = receiver.recv() if receiver.poll() else ("error", now - (began or launched))
+            process, receiver, launched = state[:3]
+            outcome, closed = _receive(receiver, state)
+            if outcome is None and not closed and not process.is_alive():
+                outcome, closed = _receive(receiver, state)  # what it sent just before it ended
+            began, now = state[3], time.monotonic()
+            if outcome is None and (closed or not process.is_alive()):
+                process.join(timeout=5)
+                outcome = tally.fail(index, "error", now - (began or launched), _death(process.exitcode))
             elif outcome is None:
                 outcome = tally.overrun(index, launched, began, now)
                 if outcome is not None:
@@ -141,22 +177,48 @@ def _run_with_processes(instances, verify, result_dir, workers: int, grace: floa
             del running[index]
             tally.record(index, outcome)
         time.sleep(0.02)
-    return tally.outcomes
 
 
-def _ray_task(started, index: int, verify, onnx: str, vnnlib: str, timeout: float, result_dir) -> tuple[str, float]:
+def _receive(receiver, state: list) -> tuple[tuple[str, float] | None, bool]:
+    """Read what a worker has sent: (its outcome or None, whether its end of the pipe is closed). A "started"
+    message sets the instance's start time, state[3]."""
+    while receiver.poll():
+        try:
+            message = receiver.recv()
+        except (EOFError, OSError):  # the worker is gone and its end of the pipe with it
+            return None, True
+        if message == "started":
+            state[3] = time.monotonic()
+        else:
+            return message, False
+    return None, False
+
+
+def _death(exitcode: int | None) -> str:
+    """Why a worker ended without an answer, from its exit code."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (the kernel's out-of-memory killer sends it)" if name == "SIGKILL" else ""
+        return f"the worker was killed by {name}{hint} before it answered"
+    return f"the worker exited with code {exitcode} before it answered"
+
+
+def _ray_task(started, index: int, verify, onnx: str, vnnlib: str, timeout: float, result_path) -> tuple[str, float]:
     """One instance on a Ray worker: announce the start (the driver's clock for this instance begins then,
     not while Ray schedules the task or the worker imports torch), then verify it on one thread."""
     started.put(index)
     torch.set_num_threads(1)
     retain_freed_memory()
-    return run_one(verify, onnx, vnnlib, timeout, result_dir)
+    return run_one(verify, onnx, vnnlib, timeout, result_path)
 
 
-def _run_with_ray(instances, verify, result_dir, address: str, grace: float,
-                  startup_limit: float = 300.0) -> list[tuple[str, float]]:
+def _run_with_ray(todo: list[int], verify, tally: "_Tally", address: str) -> None:
     """Ray tasks, no more in flight than the cluster has CPUs; a task that overruns its timeout by `grace`
-    is cancelled (its worker killed) and counts as `timeout`, as in the process runner."""
+    is cancelled (its worker killed) and counts as `timeout`, as in the process runner; a task whose worker
+    dies is `error`."""
     import ray
     from ray.util.queue import Queue
 
@@ -164,14 +226,13 @@ def _run_with_ray(instances, verify, result_dir, address: str, grace: float,
     task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
     started = Queue()
     slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    tally = _Tally(instances, result_dir, grace, startup_limit)
-    pending = list(range(len(instances)))
+    pending = list(todo)
     running: dict = {}  # reference -> [index, submitted, began or None]
     while pending or running:
         while pending and len(running) < slots:
             index = pending.pop(0)
-            onnx, vnnlib, timeout = instances[index]
-            reference = task.remote(started, index, verify, onnx, vnnlib, timeout, result_dir)
+            onnx, vnnlib, timeout = tally.instances[index]
+            reference = task.remote(started, index, verify, onnx, vnnlib, timeout, tally.paths[index])
             running[reference] = [index, time.monotonic(), None]
         done, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
         now = time.monotonic()
@@ -185,8 +246,7 @@ def _run_with_ray(instances, verify, result_dir, address: str, grace: float,
             try:
                 finished[reference] = tuple(ray.get(reference))
             except Exception as error:  # noqa: BLE001 - a crashed worker is this instance's `error`, not the suite's
-                print(f"{instances[index][0]} {instances[index][1]}: {error}", file=sys.stderr)
-                finished[reference] = ("error", now - (began or submitted))
+                finished[reference] = tally.fail(index, "error", now - (began or submitted), failure_reason(error))
         for reference, (index, submitted, began) in running.items():
             overrun = None if reference in finished else tally.overrun(index, submitted, began, now)
             if overrun is not None:
@@ -195,36 +255,61 @@ def _run_with_ray(instances, verify, result_dir, address: str, grace: float,
         for reference, outcome in finished.items():
             tally.record(running.pop(reference)[0], outcome)
     started.shutdown()
-    return tally.outcomes
 
 
 class _Tally:
     """What both suite runners share: when a running instance has overrun (its start, or its timeout plus
-    `grace`), the outcomes in instance order, and the progress bar."""
+    `grace`), the outcomes in instance order, the results CSV (rewritten as each instance finishes) and the
+    progress bar."""
 
-    def __init__(self, instances, result_dir, grace: float, startup_limit: float):
-        self.instances, self.result_dir, self.grace, self.startup_limit = instances, result_dir, grace, startup_limit
+    def __init__(self, instances, written, names, paths, results_csv: Path, grace: float, startup_limit: float = 300.0):
+        self.instances, self.written, self.names, self.paths = instances, written, names, paths
+        self.results_csv, self.grace, self.startup_limit = results_csv, grace, startup_limit
         self.outcomes: list[tuple[str, float] | None] = [None] * len(instances)
         self.counts: dict[str, int] = {}
         self.start = time.monotonic()
         _progress(0, len(instances), self.counts, 0.0)
 
     def overrun(self, index: int, launched: float, began: float | None, now: float) -> tuple[str, float] | None:
-        """The outcome of an instance to stop now (`error` if it never started, `timeout`, whose result file
-        is written here since its worker cannot), or None while it may run on."""
+        """The outcome of an instance to stop now (`error` if it never started, `timeout`), whose result file
+        is written here since its worker cannot, or None while it may run on."""
         if began is None:
-            return ("error", 0.0) if now - launched > self.startup_limit else None
-        if now - began <= self.instances[index][2] + self.grace:
+            if now - launched <= self.startup_limit:
+                return None
+            return self.fail(index, "error", 0.0, f"the worker did not start within {self.startup_limit:.0f} s")
+        timeout = self.instances[index][2]
+        if now - began <= timeout + self.grace:
             return None
-        if self.result_dir is not None:
-            onnx, vnnlib, _ = self.instances[index]
-            write_result(Path(self.result_dir) / result_file_name(onnx, vnnlib), InstanceResult("timeout", now - began))
-        return ("timeout", now - began)
+        return self.fail(index, "timeout", now - began, f"stopped {self.grace:.0f} s after its {timeout:g} s timeout")
+
+    def fail(self, index: int, status: str, seconds: float, reason: str) -> tuple[str, float]:
+        """The outcome of an instance whose worker could not answer: the reason on stderr (for `error`) and in
+        its result file."""
+        onnx, vnnlib, _ = self.instances[index]
+        if status == "error":
+            print(f"\n{onnx} {vnnlib}: {reason}", file=sys.stderr, flush=True)
+        if self.paths[index] is not None:
+            write_result(self.paths[index], InstanceResult(status, seconds, reason=reason))
+        return status, seconds
 
     def record(self, index: int, outcome: tuple[str, float]) -> None:
         self.outcomes[index] = outcome
         self.counts[outcome[0]] = self.counts.get(outcome[0], 0) + 1
+        self.write_csv()
         _progress(sum(self.counts.values()), len(self.instances), self.counts, time.monotonic() - self.start)
+
+    def rows(self) -> list[dict]:
+        """The results CSV's rows of the finished instances, in instance order."""
+        return [{"onnx": onnx, "vnnlib": vnnlib, "status": outcome[0], "time": f"{outcome[1]:.3f}", "result_file": name}
+                for (onnx, vnnlib), name, outcome in zip(self.written, self.names, self.outcomes) if outcome is not None]
+
+    def write_csv(self) -> None:
+        """Rewrite the results CSV with every finished instance (temporary file, then rename)."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=["onnx", "vnnlib", "status", "time", "result_file"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows())
+        write_atomically(self.results_csv, buffer.getvalue())
 
 
 def _progress(done: int, total: int, counts: dict[str, int], elapsed: float) -> None:

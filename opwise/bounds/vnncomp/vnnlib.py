@@ -6,10 +6,17 @@ resulting conjunction splits into simple bounds on X (its input box) and linear 
 with the same box share one Specification, whose unsafe set is the disjunction of their Y rows. The
 tokenizer is a regex over lines and the s-expression reader uses an explicit stack, so the 1,600-assert
 ERAN files parse in milliseconds.
+
+Strict `<`/`>` are read as `<=`/`>=` (the competition's convention: bounds cannot tell them apart), but
+each output row remembers whether it was strict (`StrictDisjunct.strict`), so a counterexample is only
+claimed where the strict rows hold strictly (`violates`). Constants must be finite numbers. The expansion
+to disjunctive normal form is refused past `MAX_DISJUNCTS` (`SpecTooLarge`, checked before expanding), and
+nesting past `MAX_DEPTH` is a SpecError rather than a RecursionError.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -18,11 +25,24 @@ from pathlib import Path
 import torch
 
 from opwise.bounds.spec import Disjunct, Specification
-from opwise.errors import SpecError
+from opwise.errors import SpecError, SpecTooLarge
 
 TOKEN = re.compile(r"\(|\)|[^\s()]+")
 VARIABLE = re.compile(r"^([XY])_(\d+)$")
 COMPARISONS = {"<=", ">=", "<", ">"}
+
+#: most disjuncts the asserts may expand to (one Specification row block each); more is refused, not expanded
+MAX_DISJUNCTS = 10_000
+#: deepest parenthesis nesting read (the formula walkers recurse once per level)
+MAX_DEPTH = 100
+
+
+@dataclasses.dataclass
+class StrictDisjunct(Disjunct):
+    """A Disjunct whose rows came from `<`/`>` where `strict` ([rows], bool) is set: bounds treat them as
+    non-strict, a counterexample must meet them strictly."""
+
+    strict: torch.Tensor | None = None
 
 
 class Expr(list):
@@ -31,7 +51,7 @@ class Expr(list):
     line: int = 0
 
 
-Atom = tuple[dict[str, float], float, int]  # sum(coef * var) + constant <= 0, source line
+Atom = tuple[dict[str, float], float, int, bool]  # sum(coef * var) + constant <= 0 (< 0 if strict), line, strict
 
 
 def parse_vnnlib(path: str | Path, input_shape: tuple[int, ...] | None = None,
@@ -70,8 +90,34 @@ def parse_vnnlib(path: str | Path, input_shape: tuple[int, ...] | None = None,
             for conjunction in conjunctions:
                 conjunction.extend(disjunction[0])
         else:
+            _check_size(path, expression.line, len(conjunctions) * len(disjunction))
             conjunctions = [a + b for a, b in itertools.product(conjunctions, disjunction)]
     return _group_by_box(path, conjunctions, inputs, outputs, input_shape, dtype)
+
+
+def violates(spec: Specification, y: torch.Tensor) -> bool:
+    """Whether the outputs y ([outputs] or [1, outputs]) lie in the unsafe set as written: some disjunct's
+    rows all hold, its strict rows (`StrictDisjunct.strict`) strictly.
+
+    >>> spec = Specification(torch.zeros(1, 1), torch.ones(1, 1),
+    ...                      [StrictDisjunct(torch.eye(1), torch.zeros(1), torch.tensor([True]))])
+    >>> violates(spec, torch.tensor([0.0])), violates(spec, torch.tensor([-0.5]))
+    (False, True)
+    """
+    y = y.reshape(-1).to(spec.unsafe[0].C.dtype)
+    for disjunct in spec.unsafe:
+        values = disjunct.C @ y - disjunct.d
+        strict = getattr(disjunct, "strict", None)
+        holds = values <= 0 if strict is None else torch.where(strict.to(values.device), values < 0, values <= 0)
+        if bool(holds.all()):
+            return True
+    return False
+
+
+def _check_size(path: str, line: int | None, disjuncts: int) -> None:
+    if disjuncts > MAX_DISJUNCTS:
+        raise SpecTooLarge(path, line, f"the asserts expand to {disjuncts:,} disjuncts in disjunctive normal form "
+                                       f"(at most {MAX_DISJUNCTS:,} are handled); the property is not decided")
 
 
 def _read_expressions(path: str) -> list[Expr]:
@@ -80,6 +126,8 @@ def _read_expressions(path: str) -> list[Expr]:
         text = Path(path).read_text()
     except OSError as error:
         raise SpecError(path, None, f"cannot read the file ({error.strerror})") from error
+    except UnicodeDecodeError as error:
+        raise SpecError(path, None, f"not a text file (byte {error.start} is not UTF-8)") from error
     stack: list[Expr] = []
     top: list[Expr] = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -88,6 +136,8 @@ def _read_expressions(path: str) -> list[Expr]:
                 expression = Expr()
                 expression.line = number
                 stack.append(expression)
+                if len(stack) > MAX_DEPTH:
+                    raise SpecError(path, number, f"expressions nested deeper than {MAX_DEPTH} levels")
             elif token == ")":
                 if not stack:
                     raise SpecError(path, number, "unbalanced ')'")
@@ -136,12 +186,18 @@ def _to_dnf(path: str, formula, inputs: int, outputs: int) -> list[list[Atom]]:
     if head == "and":
         result: list[list[Atom]] = [[]]
         for part in formula[1:]:
-            result = [a + b for a, b in itertools.product(result, _to_dnf(path, part, inputs, outputs))]
+            disjunction = _to_dnf(path, part, inputs, outputs)
+            _check_size(path, formula.line, len(result) * len(disjunction))
+            result = [a + b for a, b in itertools.product(result, disjunction)]
         return result
     if head == "or":
         if len(formula) < 2:
             raise SpecError(path, formula.line, "(or) needs at least one operand")
-        return [conjunction for part in formula[1:] for conjunction in _to_dnf(path, part, inputs, outputs)]
+        result = []
+        for part in formula[1:]:
+            result.extend(_to_dnf(path, part, inputs, outputs))
+            _check_size(path, formula.line, len(result))
+        return result
     if head in COMPARISONS:
         if len(formula) != 3:
             raise SpecError(path, formula.line, f"'{head}' takes two operands, got {len(formula) - 1}")
@@ -153,7 +209,10 @@ def _to_dnf(path: str, formula, inputs: int, outputs: int) -> list[list[Atom]]:
         terms = dict(right[0])
         for name, coefficient in left[0].items():
             terms[name] = terms.get(name, 0.0) - coefficient
-        return [[({k: v for k, v in terms.items() if v != 0.0}, right[1] - left[1], formula.line)]]
+        constant = right[1] - left[1]
+        if not all(math.isfinite(value) for value in [constant, *terms.values()]):
+            raise SpecError(path, formula.line, f"{_show(formula)} has a coefficient or constant that is not a finite number")
+        return [[({k: v for k, v in terms.items() if v != 0.0}, constant, formula.line, head in ("<", ">"))]]
     raise SpecError(path, formula.line, f"unsupported operator '{_show(head)}' (expected and, or, <=, >=)")
 
 
@@ -167,9 +226,12 @@ def _linear(path: str, term, line: int, inputs: int, outputs: int) -> tuple[dict
                 raise SpecError(path, line, f"'{term}' is not declared ({match[1]}_0..{match[1]}_{bound - 1})")
             return {term: 1.0}, 0.0
         try:
-            return {}, float(term)
+            value = float(term)
         except ValueError:
             raise SpecError(path, line, f"'{term}' is neither a number nor a declared variable") from None
+        if not math.isfinite(value):
+            raise SpecError(path, line, f"the constant '{term}' is not a finite number")
+        return {}, value
     line = term.line
     if term[0] not in ("+", "-", "*") or len(term) < 2:
         raise SpecError(path, line, f"unsupported term {_show(term)} (expected a number, a variable, +, - or *)")
@@ -197,12 +259,13 @@ def _linear(path: str, term, line: int, inputs: int, outputs: int) -> tuple[dict
 def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, outputs: int,
                   input_shape: tuple[int, ...] | None, dtype: torch.dtype) -> list[Specification]:
     """Split each conjunction into its X box and Y rows; conjunctions with equal boxes share a Specification."""
-    boxes: dict[tuple, list[tuple[list[list[float]], list[float]]]] = {}
+    boxes: dict[tuple, list[tuple[list[list[float]], list[float], list[bool]]]] = {}
     for conjunction in conjunctions:
         lower, upper = [-math.inf] * inputs, [math.inf] * inputs
         rows: list[list[float]] = []
         bounds: list[float] = []
-        for terms, constant, line in conjunction:
+        stricts: list[bool] = []
+        for terms, constant, line, strict in conjunction:
             names = list(terms)
             if any(name.startswith("X") for name in names):
                 if len(names) != 1:
@@ -220,25 +283,28 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
             for name, coefficient in terms.items():
                 row[int(name[2:])] = coefficient
             if not terms:
-                if constant <= 0:
+                if constant < 0 or (constant == 0 and not strict):
                     continue  # a constraint that always holds
-                rows, bounds = [[0.0] * outputs], [-1.0]  # never holds: 0 <= -1 makes the disjunct empty
+                rows, bounds, stricts = [[0.0] * outputs], [-1.0], [False]  # never holds: 0 <= -1 empties the disjunct
                 break
             rows.append(row)
             bounds.append(0.0 - constant)
+            stricts.append(strict)
         unbounded = [i for i in range(inputs) if math.isinf(lower[i]) or math.isinf(upper[i])]
         if unbounded:
             raise SpecError(path, None, f"input X_{unbounded[0]} has no finite lower and upper bound in some disjunct")
         empty = [i for i in range(inputs) if lower[i] > upper[i]]
         if empty:
             continue  # this conjunction describes no input at all
-        boxes.setdefault((tuple(lower), tuple(upper)), []).append((rows, bounds))
+        boxes.setdefault((tuple(lower), tuple(upper)), []).append((rows, bounds, stricts))
     shape = tuple(input_shape) if input_shape is not None else (1, inputs)
     specs = []
     for (lower, upper), disjuncts in boxes.items():
         # a disjunct without output rows is violated everywhere in its box: the row 0 <= 0 always holds
-        disjuncts = [(rows, bounds) if rows else ([[0.0] * outputs], [0.0]) for rows, bounds in disjuncts]
-        unsafe = [Disjunct(torch.tensor(rows, dtype=dtype), torch.tensor(bounds, dtype=dtype)) for rows, bounds in disjuncts]
+        disjuncts = [(rows, bounds, stricts) if rows else ([[0.0] * outputs], [0.0], [False])
+                     for rows, bounds, stricts in disjuncts]
+        unsafe = [StrictDisjunct(torch.tensor(rows, dtype=dtype), torch.tensor(bounds, dtype=dtype), torch.tensor(stricts))
+                  for rows, bounds, stricts in disjuncts]
         specs.append(Specification(torch.tensor(lower, dtype=dtype).reshape(shape),
                                    torch.tensor(upper, dtype=dtype).reshape(shape), unsafe))
     if not specs:

@@ -422,3 +422,90 @@ def test_networks_that_move_axis_zero_verify_end_to_end(tmp_path, inputs):
         assert result.status == expected, (inputs, threshold, result)
         if expected == "sat":
             assert float(result.y[0] - result.y[1]) <= threshold
+
+
+def test_a_counterexample_that_meets_a_strict_constraint_only_with_equality_is_not_sat(tmp_path):
+    """y = x on x in [0, 0] and the violation `Y_0 < 0`: y = 0 meets it only as `<=`; it used to be `sat`."""
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1).double())
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[0].bias.zero_()
+    path = tmp_path / "p.vnnlib"
+    path.write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (>= X_0 0))\n(assert (<= X_0 0))\n"
+                    "(assert (< Y_0 0))\n")
+    result = verify_instance("m.onnx", path, 5, load=tiny_loader(model, (1, 1)))
+    assert result.status in ("unknown", "timeout") and result.stats.get("unconfirmed_counterexamples") == 1
+    path.write_text(path.read_text().replace("(< Y_0 0)", "(<= Y_0 0)"))  # as `<=` it is a real counterexample
+    assert verify_instance("m.onnx", path, 5, load=tiny_loader(model, (1, 1))).status == "sat"
+
+
+def test_a_property_whose_dnf_is_too_large_is_unknown_within_its_timeout(tmp_path):
+    """20 two-way `or` asserts over outputs: 2^20 disjuncts, 62 s then MemoryError under a 5 s timeout before."""
+    model = random_mlp(3, (2, 4, 2))
+    path = tmp_path / "p.vnnlib"
+    path.write_text(vnnlib_text([0.0, 0.0], [1.0, 1.0], [], [], 2)
+                    + "".join(f"(assert (or (<= Y_0 {i}) (>= Y_1 {i})))\n" for i in range(20)))
+    started = time.monotonic()
+    result = verify_instance("m.onnx", path, 5, load=tiny_loader(model))
+    assert time.monotonic() - started < 5
+    assert result.status == "unknown" and "disjunctive normal form" in result.reason
+    write_result(tmp_path / "r.txt", result)
+    assert (tmp_path / "r.txt").read_text().startswith("unknown\n") and "disjuncts" in (tmp_path / "r.txt").read_text()
+
+
+def _slow_loader(seconds_per_call: float):
+    """A Loader whose bound function runs in pure Python far past any timeout (no engine deadline checks)."""
+    def function(x):
+        return x.reshape(len(x), -1)[:, :1] * 0 + 1.0
+
+    def bounds(lo, up, C):
+        ends = time.monotonic() + seconds_per_call
+        while time.monotonic() < ends:
+            pass
+        return torch.full((len(lo), C.shape[0]), -1.0)
+
+    return lambda path: (function, bounds, (1, 2))
+
+
+def test_a_phase_outside_the_engine_is_interrupted_at_the_timeout(tmp_path):
+    path = tmp_path / "p.vnnlib"
+    path.write_text(vnnlib_text([0.0, 0.0], [1.0, 1.0], [[-1.0]], [-2.0], 1))  # y = 1 >= 2 never: unsat, unproved
+    started = time.monotonic()
+    result = verify_instance("m.onnx", path, 1.0, load=_slow_loader(60.0))
+    assert result.status == "timeout" and time.monotonic() - started < 2.0
+
+
+def test_verify_cli_writes_an_error_result_on_any_failure(tmp_path, monkeypatch):
+    path = tmp_path / "p.vnnlib"
+    path.write_bytes(b"\xff\xfe binary")
+    monkeypatch.setattr(instance, "load_with_engine", tiny_loader(random_mlp(1, (2, 4, 2))))
+    out = tmp_path / "result.txt"
+    with pytest.raises(SpecError, match="not a text file"):
+        main_verify(argparse.Namespace(model="m.onnx", vnnlib=str(path), timeout=5.0, out=str(out)))
+    assert read_result(out)[0] == "error" and "not a text file" in out.read_text()
+
+    def broken(path):
+        raise RuntimeError("the importer broke")
+
+    monkeypatch.setattr(instance, "load_with_engine", broken)
+    with pytest.raises(RuntimeError):
+        main_verify(argparse.Namespace(model="m.onnx", vnnlib=str(path), timeout=5.0, out=str(out)))
+    assert out.read_text() == "error\nRuntimeError: the importer broke\n"
+
+
+def test_cgan_ends_within_its_timeout(benchmarks_dir):
+    """The whole-box α-CROWN pass on the cGAN could not be interrupted: `--timeout 5` answered after 27.6 s.
+    Module imports are start-up, outside the budget (the CLI and the suite's workers import them first)."""
+    pytest.importorskip("onnx")
+    import torch._dynamo  # noqa: F401
+
+    import opwise.tracing.onnx  # noqa: F401
+
+    suite = benchmarks_dir / "cgan_2023_nonlinear"
+    onnx_name, vnnlib_name, _ = (suite / "instances.csv").read_text().split(",")
+    for budget in (5.0, 1.0):
+        started = time.monotonic()
+        result = verify_instance(suite / onnx_name, suite / vnnlib_name, budget)
+        elapsed = time.monotonic() - started
+        assert elapsed <= budget + max(0.1 * budget, 1.0), (budget, elapsed, result)
+        assert result.status in ("timeout", "unsat")

@@ -141,3 +141,74 @@ def test_sat_witnesses_lie_in_a_box_and_violate_the_parsed_property(benchmarks_d
     sat_rows = sum(row["expected"] == "sat" for expected in benchmarks_dir.glob("*/expected.csv")
                    for row in csv.DictReader(expected.open()))
     assert checked == sat_rows > 0
+
+
+@pytest.mark.parametrize("assertion, line", [
+    ("(assert (>= X_0 nan))", 5), ("(assert (<= Y_0 nan))", 9), ("(assert (<= Y_0 NaN))", 9),
+    ("(assert (<= X_1 inf))", 5), ("(assert (>= Y_1 -inf))", 9), ("(assert (<= (* 1e308 1e308 Y_0) 1))", 9),
+])
+def test_non_finite_constants_are_refused_with_the_line(tmp_path, assertion, line):
+    """`(>= X_0 nan)` used to be dropped (answer sat), `(<= Y_0 nan)` kept (answer unsat); infinite bounds and
+    overflowing products are refused the same way."""
+    lines = BOX.splitlines()
+    text = HEADER + ("\n".join(lines[:0]) + assertion + "\n" + BOX if line == 5 else BOX + assertion + "\n")
+    path = write(tmp_path, text)
+    with pytest.raises(SpecError, match="not a finite number") as error:
+        parse_vnnlib(path)
+    assert error.value.line == line and f"{path}:{line}" in str(error.value)
+
+
+def test_strict_rows_are_remembered_and_checked_strictly(tmp_path):
+    """`<` and `>` bound like `<=`/`>=` (the competition's convention), but `violates` holds them strictly."""
+    from opwise.bounds.vnncomp.vnnlib import violates
+
+    [spec] = parse_vnnlib(write(tmp_path, HEADER + BOX + "(assert (< Y_0 Y_1))\n(assert (>= Y_1 0.5))\n"))
+    assert rows(spec) == [([[1.0, -1.0], [0.0, -1.0]], [0.0, -0.5])]
+    assert spec.unsafe[0].strict.tolist() == [True, False]
+    assert not violates(spec, torch.tensor([1.0, 1.0]))           # Y_0 == Y_1 meets `<` only with equality
+    assert violates(spec, torch.tensor([0.9, 1.0]))
+    assert violates(spec, torch.tensor([0.4, 0.5]))                # `>=` holds with equality
+    assert not violates(spec, torch.tensor([0.4, 0.45]))
+
+
+def test_a_strict_constant_comparison_that_fails_with_equality_empties_its_disjunct(tmp_path):
+    [spec] = parse_vnnlib(write(tmp_path, HEADER + BOX + "(assert (or (and (< 0 0)) (and (<= Y_0 1))))\n"))
+    from opwise.bounds.vnncomp.vnnlib import violates
+
+    assert not violates(spec, torch.tensor([2.0, 0.0])) and violates(spec, torch.tensor([1.0, 0.0]))
+
+
+def test_twenty_two_way_ors_are_refused_before_expanding(tmp_path):
+    """20 asserts `(or A B)` conjoined expand to 2^20 disjuncts: this took 62 s and then a MemoryError."""
+    import time
+
+    from opwise.errors import SpecTooLarge
+
+    ors = "".join(f"(assert (or (<= Y_0 {i}) (>= Y_1 {i})))\n" for i in range(20))
+    started = time.monotonic()
+    with pytest.raises(SpecTooLarge, match="16,384 disjuncts in disjunctive normal form") as error:
+        parse_vnnlib(write(tmp_path, HEADER + BOX + ors))  # refused at the 14th `or`, before expanding it
+    assert time.monotonic() - started < 1.0 and error.value.line == 8 + 14
+    # the same inside one formula: (and (or ..) (or ..) ...)
+    nested = "(assert (and " + " ".join(f"(or (<= Y_0 {i}) (>= Y_1 {i}))" for i in range(20)) + "))\n"
+    with pytest.raises(SpecTooLarge):
+        parse_vnnlib(write(tmp_path, HEADER + BOX + nested))
+    # a few ors still expand: 2^3 disjuncts
+    [spec] = parse_vnnlib(write(tmp_path, HEADER + BOX + "".join(ors.splitlines(True)[:3])))
+    assert len(spec.unsafe) == 8
+
+
+@pytest.mark.parametrize("depth", [150, 100_000])
+def test_deep_nesting_is_a_spec_error_not_a_recursion_error(tmp_path, depth):
+    formula = "(+ " * depth + "Y_0" + ")" * depth
+    path = write(tmp_path, HEADER + BOX + f"(assert (<= {formula} 1))\n")
+    with pytest.raises(SpecError, match="nested deeper") as error:
+        parse_vnnlib(path)
+    assert error.value.line == 9
+
+
+def test_binary_files_are_a_spec_error(tmp_path):
+    path = tmp_path / "prop.vnnlib"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    with pytest.raises(SpecError, match="not a text file"):
+        parse_vnnlib(path)
