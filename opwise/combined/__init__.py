@@ -1,0 +1,6 @@
+"""Explain and verify together: counterexample explanations, certified-robustness maps, an HTML report."""
+
+from opwise.combined.certified_map import CertifiedMap, certified_map, patch_masks
+from opwise.combined.counterexample import CounterexampleExplanation, explain_counterexample
+
+__all__ = ["CertifiedMap", "CounterexampleExplanation", "certified_map", "explain_counterexample", "patch_masks"]
