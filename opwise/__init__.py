@@ -13,7 +13,7 @@ from opwise.tracing import Graph, trace
 from opwise.tracing.loading import LoadedModel, load_model
 from opwise.attribution import Explanation, explain
 from opwise.bounds import Bounds, VerificationResult, compute_bounds, verify
-from opwise.combined import CertifiedMap, CounterexampleExplanation, certified_map, explain_counterexample
+from opwise.combined import CertifiedMap, CounterexampleExplanation, certified_map, explain_counterexample, report
 
 __version__ = "0.1.0"
 
@@ -37,6 +37,7 @@ __all__ = [
     "explain",
     "load_model",
     "models",
+    "report",
     "trace",
     "verify",
 ]

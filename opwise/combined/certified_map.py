@@ -49,9 +49,11 @@ class CertifiedMap:
     seconds: float
 
     def per_feature(self, values: torch.Tensor) -> torch.Tensor:
-        """Spread one value per patch onto the features, shaped like one sample of x (patches are disjoint)."""
-        masks = self.masks.to(values.dtype)
-        return (masks * values.reshape(-1, *[1] * (masks.dim() - 1)).nan_to_num(posinf=self.eps_max * 2)).sum(0)
+        """Spread one value per patch onto the features, shaped like one sample of x (patches are disjoint;
+        a feature no patch covers, or a NaN value, stays NaN)."""
+        covered = self.masks.any(0)
+        spread = values.reshape(-1)[self.masks.to(torch.uint8).argmax(0)].to(torch.float32)
+        return torch.where(covered, spread, torch.tensor(math.nan))
 
     def patch_relevance(self, relevance: torch.Tensor) -> torch.Tensor:
         """Total absolute relevance per patch, from a relevance map shaped like x."""
