@@ -19,6 +19,9 @@ from opwise.combined.patch_attack import attack_boxes, robust_margins
 from opwise.errors import InputError
 
 
+#: how far below zero a counterexample moved towards x must keep the margin
+SLACK = 1e-5
+
 #: method -> the methods a map tries in turn, cheapest first: any of them proving a box certifies it
 CASCADES = {
     "ibp": ("ibp",),
@@ -220,14 +223,16 @@ def _attack_radius(model, x, masks, target, domain, eps_max, certified, radius, 
 
 def _closest_on_segment(model, x: torch.Tensor, points: torch.Tensor, found: torch.Tensor, target: int, steps: int = 12) -> torch.Tensor:
     """Move each counterexample towards x along the segment between them, by bisection on the fraction of
-    the way, keeping only points a forward pass confirms (the segment stays in the patch's box)."""
+    the way, keeping only points a forward pass confirms (the segment stays in the patch's box). A kept point
+    must break the margin by `SLACK`: at the boundary itself, batched and single forward passes disagree on
+    its sign by rounding."""
     far = torch.ones(points.shape[0])
     near = torch.zeros(points.shape[0])
     for _ in range(steps):
         middle = (far + near) / 2
         trial = x + middle.reshape(-1, *[1] * (x.dim() - 1)) * (points - x)
         with torch.no_grad():
-            broken = robust_margins(model, trial, target) <= 0
+            broken = robust_margins(model, trial, target) < -SLACK
         far = torch.where(broken, middle, far)
         near = torch.where(broken, near, middle)
     closest = x + far.reshape(-1, *[1] * (x.dim() - 1)) * (points - x)
