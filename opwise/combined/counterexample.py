@@ -125,11 +125,11 @@ def explain_counterexample(
 
 def _checked(x: torch.Tensor, x_prime: torch.Tensor, tokens: Sequence[str] | None) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.as_tensor(x, dtype=torch.float32)
-    x_prime = torch.as_tensor(x_prime, dtype=torch.float32).reshape(x.shape) if torch.as_tensor(x_prime).numel() == x.numel() else None
-    if x_prime is None:
-        raise InputError("x_prime must have as many values as x (one sample, the same shape)")
+    x_prime = torch.as_tensor(x_prime, dtype=torch.float32)
     if x.dim() == 0 or x.shape[0] != 1:
         raise InputError(f"explain_counterexample takes one sample with a batch dimension of 1, got shape {tuple(x.shape)}")
+    if x_prime.numel() != x.numel():
+        raise InputError(f"x_prime must have as many values as x (one sample shaped {tuple(x.shape)}), got {tuple(x_prime.shape)}")
     if tokens is not None and (x.dim() != 3 or x.shape[1] != len(tokens)):
         raise InputError(f"with tokens, x must be an embedding sequence [1, T, D] with T = {len(tokens)}, got {tuple(x.shape)}")
-    return x, x_prime
+    return x, x_prime.reshape(x.shape)
