@@ -38,7 +38,7 @@ class CertifiedMap:
     `attack_radius` [patches]: L∞ distance of the closest confirmed counterexample (inf: none found
     within `eps_max`); `masks` [patches, *feature shape]: which features each patch may change;
     `counterexamples` [patches, *feature shape]: that counterexample (NaN where none); `passes`: the
-    batched bound passes run."""
+    batched bound passes run; `seconds`: their time, tracing included; `attack_seconds`: the attack's."""
 
     radius: torch.Tensor
     attack_radius: torch.Tensor
@@ -50,6 +50,7 @@ class CertifiedMap:
     method: str
     passes: int
     seconds: float
+    attack_seconds: float = 0.0
 
     def per_feature(self, values: torch.Tensor) -> torch.Tensor:
         """Spread one value per patch onto the features, shaped like one sample of x (patches are disjoint;
@@ -130,7 +131,9 @@ def certified_map(
     `opwise.compute_bounds`); boxes are clipped to `domain`. The result is within eps_max / 2**steps
     below the largest radius `method` can certify. Cheaper methods bisect first (`CASCADES`) and `method`
     only refines from where they stopped: a CROWN pass costs far more per row than a CROWN-IBP one. `attack` also bisects a batched PGD attack per patch
-    for its closest counterexample (`attack_steps` rounds after one at eps_max).
+    for its closest counterexample (`attack_steps` rounds after one at eps_max). `batch_size`: the most
+    rows one bound pass takes (more patches go through in chunks; smaller chunks can be faster per row, as
+    `benchmarks/certified_map.py` measures).
 
     >>> import torch, opwise
     >>> model = torch.nn.Linear(2, 2)
@@ -191,12 +194,13 @@ def certified_map(
             proved = certified(rows, middle, stage)
             passes += 1
             low[rows[proved]], high[rows[~proved]] = middle[proved], middle[~proved]
+    seconds, start = time.monotonic() - start, time.monotonic()
     attack_radius = torch.full((count,), math.inf)
     counterexamples = torch.full((count, *x.shape[1:]), math.nan)
     if attack:
         _attack_radius(model, x, masks, target, domain, eps_max, low, attack_radius, counterexamples, attack_steps, batch_size)
     return CertifiedMap(low, attack_radius, masks, counterexamples, x, target, float(eps_max), method, passes,
-                        time.monotonic() - start)
+                        seconds, time.monotonic() - start)
 
 
 def _attack_radius(model, x, masks, target, domain, eps_max, certified, radius, counterexamples, rounds, batch_size):
