@@ -10,7 +10,7 @@ and the rank correlation between relevance and certified radius.
    and how many digits had a defined correlation: a map certified everywhere up to eps-max has none).
 
     PYTHONPATH=. python benchmarks/certified_map.py [--digits 16] [--steps 8] [--method crown] [--eps-max 0.5] [--singles 32]
-        [--batch-size 256]
+        [--batch-size 16]
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def main() -> None:
     parser.add_argument("--method", default="crown")
     parser.add_argument("--eps-max", type=float, default=0.5)
     parser.add_argument("--singles", type=int, default=32, help="single-row passes timed for the ratio")
-    parser.add_argument("--batch-size", type=int, default=256, help="most rows per bound pass")
+    parser.add_argument("--batch-size", type=int, default=16, help="rows per bound pass")
     args = parser.parse_args()
     torch.set_num_threads(1)
     builtin_cnn(args)

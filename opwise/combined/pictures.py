@@ -35,7 +35,8 @@ def counterexample_figure(explanation: CounterexampleExplanation, path: str | Pa
     panels = [
         ("input x", c.x, "data", None),
         ("counterexample x'", c.x_prime, "data", None),
-        ("perturbation x' - x", c.perturbation, "signed" if c.tokens is None else "magnitude", None),
+        ("perturbation x' - x" + ("" if c.tokens is None else " (largest |change| per token)"), c.perturbation,
+         "signed" if c.tokens is None else "magnitude", None),
         (f"relevance at x (class {c.true_class})", c.relevance_true_x, "signed", scale),
         (f"relevance at x' (class {c.true_class})", c.relevance_true_x_prime, "signed", scale),
         ("difference", c.difference, "signed", None),
