@@ -132,7 +132,8 @@ def conv32(args) -> None:
     for size in (16, 64, 256):
         per_row = rows_per_pass(size, 256)
         print(f"  {256 // size:3d} passes of {size:3d} rows: {256 * per_row:.2f} s ({per_row / per_single:.2f} of 256 singles)")
-    print(f"256-patch map ({result.passes} passes) / 256 single passes: {times[256] / (256 * per_single):.2f}")
+    print(f"256-patch map ({result.passes} passes) / 256 single passes: {times[256] / (256 * per_single):.2f}; "
+          f"/ a search per patch with as many single passes ({256 * result.passes}): {times[256] / (256 * result.passes * per_single):.2f}")
 
 
 def main() -> None:
