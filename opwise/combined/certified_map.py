@@ -123,7 +123,7 @@ def certified_map(
     target: int | None = None,
     steps: int = 8,
     attack: bool = True,
-    attack_steps: int = 3,
+    attack_steps: int = 2,
     batch_size: int = 16,
 ) -> CertifiedMap:
     """Certified L∞ radius per patch of one sample x [1, ...] by bisection on ε in [0, eps_max], every
