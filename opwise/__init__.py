@@ -13,11 +13,14 @@ from opwise.tracing import Graph, trace
 from opwise.tracing.loading import LoadedModel, load_model
 from opwise.attribution import Explanation, explain
 from opwise.bounds import Bounds, VerificationResult, compute_bounds, verify
+from opwise.combined import CertifiedMap, CounterexampleExplanation, certified_map, explain_counterexample, report
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Bounds",
+    "CertifiedMap",
+    "CounterexampleExplanation",
     "Explanation",
     "Graph",
     "InputError",
@@ -28,10 +31,13 @@ __all__ = [
     "TraceError",
     "UnsupportedOperation",
     "VerificationResult",
+    "certified_map",
     "compute_bounds",
+    "explain_counterexample",
     "explain",
     "load_model",
     "models",
+    "report",
     "trace",
     "verify",
 ]

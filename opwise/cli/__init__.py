@@ -14,7 +14,7 @@ import traceback
 
 from opwise.errors import OpwiseError
 
-COMMANDS = ("trace", "explain", "verify")
+COMMANDS = ("trace", "explain", "verify", "certify", "report")
 
 # Failures caused by what the user asked for (exit code 2); anything else is opwise's fault (exit code 1).
 USER_ERRORS = (OpwiseError, FileNotFoundError, ValueError)

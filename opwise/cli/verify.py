@@ -33,7 +33,9 @@ def register(subparsers) -> None:
                         help="valid input range the ball is clipped to")
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="how many built-in digits (no --input)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per sample (or per VNN-LIB instance)")
-    parser.add_argument("--out", default=None, help="result file for a VNN-LIB instance")
+    parser.add_argument("--out", default=None, help="result file for a VNN-LIB instance; with --explain, the picture folder")
+    parser.add_argument("--explain", action="store_true",
+                        help="write one picture per counterexample found: x, x', perturbation and relevance at both (to --out, default counterexamples/)")
     parser.set_defaults(func=run)
 
 
@@ -50,11 +52,21 @@ def _load_model(spec: str | None) -> tuple[torch.nn.Module, torch.Tensor | None]
     return loaded.model, inputs[0] if inputs else None
 
 
+def _write_explanation(model, x: torch.Tensor, result, path: Path) -> None:
+    from opwise.combined import explain_counterexample
+    from opwise.combined.pictures import counterexample_figure
+
+    counterexample_figure(explain_counterexample(model, x, result.counterexample, true_class=result.target), path)
+    print(f"counterexample explanation written to {path}")
+
+
 def format_row(cells: list[str], widths: list[int]) -> str:
     return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.vnnlib is not None and args.explain:
+        raise InputError("--explain applies to MODEL with --input, not to a VNN-LIB instance")
     if args.model and args.model.endswith(".onnx") and args.vnnlib and args.vnnlib.endswith(".vnnlib"):
         from opwise.cli.vnncomp import main_verify
 
@@ -77,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
                         domain=tuple(args.domain) if args.domain else None)
         margin = "-" if result.margin_lower is None else f"{result.margin_lower:.4f}"
         rows.append([str(index), str(result.target), result.status, margin, f"{time.monotonic() - start:.3f}"])
+        if args.explain and result.counterexample is not None:
+            _write_explanation(model, inputs[index : index + 1], result, Path(args.out or "counterexamples") / f"sample_{index}.png")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print(format_row(header, widths))
     print(format_row(["-" * w for w in widths], widths))

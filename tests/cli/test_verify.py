@@ -38,3 +38,13 @@ def test_bad_eps_exits_with_code_two(tmp_path, capsys):
 def test_vnnlib_needs_an_onnx_model(tmp_path, capsys):
     assert main(["verify", "model.pt", "property.vnnlib"]) == 2
     assert ".onnx" in capsys.readouterr().err
+
+
+def test_explain_writes_one_picture_per_counterexample(tmp_path, capsys):
+    torch.save(torch.rand(2, 4), tmp_path / "x.pt")
+    out = tmp_path / "pictures"
+    code = main(["verify", _factory(tmp_path), "--input", str(tmp_path / "x.pt"), "--eps", "5", "--explain", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "2 falsified" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["sample_0.png", "sample_1.png"]

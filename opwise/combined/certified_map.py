@@ -1,0 +1,270 @@
+"""`certified_map`: per feature or patch, the largest L∞ radius at which the prediction is *certified*
+when only that patch may change, beside the attack's radius (the closest counterexample PGD found).
+
+Every patch is one batch row of a bound pass, and all rows are bisected on ε together, so a map costs
+1 + `steps` batched passes however many patches it has. Only radii a bound pass proved are reported:
+`radius[i] <= true radius[i] <= attack_radius[i]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import torch
+
+from opwise.bounds import METHODS, BoundedModel
+from opwise.combined.patch_attack import attack_boxes, robust_margins
+from opwise.errors import InputError
+
+
+#: how far below zero a counterexample moved towards x must keep the margin
+SLACK = 1e-5
+
+#: method -> the methods a map tries in turn, cheapest first: any of them proving a box certifies it
+CASCADES = {
+    "ibp": ("ibp",),
+    "crown-ibp": ("crown-ibp",),
+    "forward-crown": ("crown-ibp", "forward-crown"),
+    "crown": ("crown-ibp", "crown"),
+    "alpha-crown": ("crown-ibp", "crown", "alpha-crown"),
+}
+
+
+@dataclasses.dataclass
+class CertifiedMap:
+    """`radius` [patches]: certified L∞ radius (`eps_max` where the whole tested range is certified);
+    `attack_radius` [patches]: L∞ distance of the closest confirmed counterexample (inf: none found
+    within `eps_max`); `masks` [patches, *feature shape]: which features each patch may change;
+    `counterexamples` [patches, *feature shape]: that counterexample (NaN where none); `passes`: the
+    batched bound passes run; `seconds`: their time, tracing included; `attack_seconds`: the attack's."""
+
+    radius: torch.Tensor
+    attack_radius: torch.Tensor
+    masks: torch.Tensor
+    counterexamples: torch.Tensor
+    x: torch.Tensor
+    target: int
+    eps_max: float
+    method: str
+    passes: int
+    seconds: float
+    attack_seconds: float = 0.0
+
+    def per_feature(self, values: torch.Tensor) -> torch.Tensor:
+        """Spread one value per patch onto the features, shaped like one sample of x (patches are disjoint;
+        a feature no patch covers, or a NaN value, stays NaN)."""
+        covered = self.masks.any(0)
+        spread = values.reshape(-1)[self.masks.to(torch.uint8).argmax(0)].to(torch.float32)
+        return torch.where(covered, spread, torch.tensor(math.nan))
+
+    def patch_relevance(self, relevance: torch.Tensor) -> torch.Tensor:
+        """Total absolute relevance per patch, from a relevance map shaped like x."""
+        return (self.masks.to(relevance.dtype) * relevance.reshape(1, *self.masks.shape[1:]).abs()).flatten(1).sum(1)
+
+    def relevance_correlation(self, relevance: torch.Tensor) -> float:
+        """Spearman rank correlation between |relevance| per patch and the certified radius: negative when
+        the features LRP calls relevant are the fragile ones (NaN when either is constant).
+
+        >>> import torch
+        >>> m = CertifiedMap(torch.tensor([0.1, 0.2, 0.3]), torch.full((3,), float("inf")), torch.eye(3, dtype=torch.bool),
+        ...                  torch.full((3, 3), float("nan")), torch.zeros(1, 3), 0, 1.0, "crown", 1, 0.0)
+        >>> m.relevance_correlation(torch.tensor([[3.0, -2.0, 1.0]]))
+        -1.0
+        """
+        from scipy.stats import spearmanr
+
+        relevant = self.patch_relevance(relevance).detach().numpy()
+        radius = self.radius.numpy()
+        if relevant.std() == 0 or radius.std() == 0:
+            return math.nan
+        return float(spearmanr(relevant, radius).statistic)
+
+
+def patch_masks(shape: tuple[int, ...], patch: int | tuple[int, int] | torch.Tensor = 1) -> torch.Tensor:
+    """Boolean masks [patches, *shape]: vectors in runs of `patch` features; anything with two or more
+    dimensions in tiles of `patch` (int or (height, width)) over its last two, every leading index
+    (channel) included. A bool tensor [patches, *shape] is taken as the masks themselves.
+
+    >>> patch_masks((1, 4, 4), 2).shape, patch_masks((5,), 2).sum(dim=1).tolist()
+    (torch.Size([4, 1, 4, 4]), [2, 2, 1])
+    """
+    shape = tuple(shape)
+    if isinstance(patch, torch.Tensor):
+        if patch.dtype != torch.bool or tuple(patch.shape[1:]) != shape:
+            raise InputError(f"patch masks must be a bool tensor [patches, {', '.join(map(str, shape))}], got {patch.dtype} {tuple(patch.shape)}")
+        return patch
+    size = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    if len(size) != 2 or min(size) < 1:
+        raise InputError(f"patch must be a positive int or (height, width), got {patch!r}")
+    if len(shape) == 1:
+        starts = range(0, shape[0], size[0])
+        masks = torch.zeros(len(starts), shape[0], dtype=torch.bool)
+        for row, start in enumerate(starts):
+            masks[row, start : start + size[0]] = True
+        return masks
+    height, width = shape[-2:]
+    tiles = [(r, c) for r in range(0, height, size[0]) for c in range(0, width, size[1])]
+    masks = torch.zeros(len(tiles), *shape, dtype=torch.bool)
+    for row, (r, c) in enumerate(tiles):
+        masks[row, ..., r : r + size[0], c : c + size[1]] = True
+    return masks
+
+
+def certified_map(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    *,
+    patch: int | tuple[int, int] | torch.Tensor = 1,
+    method: str = "crown",
+    eps_max: float = 0.5,
+    domain: tuple[float, float] | None = (0.0, 1.0),
+    target: int | None = None,
+    steps: int = 8,
+    attack: bool = True,
+    attack_steps: int = 2,
+    batch_size: int = 16,
+) -> CertifiedMap:
+    """Certified L∞ radius per patch of one sample x [1, ...] by bisection on ε in [0, eps_max], every
+    patch a row of the same batched bound pass (`method`: "crown", "alpha-crown", ... as in
+    `opwise.compute_bounds`); boxes are clipped to `domain`. The result is within eps_max / 2**steps
+    below the largest radius `method` can certify. Cheaper methods bisect first (`CASCADES`) and `method`
+    only refines from where they stopped: a CROWN pass costs far more per row than a CROWN-IBP one, and
+    more at large radii than at small ones. `attack` also bisects a batched PGD attack per patch
+    for its closest counterexample (`attack_steps` rounds after one at eps_max). `batch_size`: rows per
+    bound pass (more go through in chunks): CROWN's cost per row grows with the batch, as the intermediate
+    bounds serve every row's unstable neurons, so 16 rows per pass beat both 1 and 256
+    (`benchmarks/certified_map.py` measures it).
+
+    >>> import torch, opwise
+    >>> model = torch.nn.Linear(2, 2)
+    >>> with torch.no_grad(): _ = model.weight.copy_(torch.diag(torch.tensor([1.0, 2.0]))); _ = model.bias.zero_()
+    >>> m = opwise.certified_map(model, torch.tensor([[0.8, 0.2]]), eps_max=1.0, steps=10)
+    >>> [round(r, 2) for r in m.radius.tolist()], [round(r, 2) for r in m.attack_radius.tolist()]
+    ([0.4, 0.2], [0.4, 0.2])
+    """
+    start = time.monotonic()
+    x = torch.as_tensor(x, dtype=torch.float32)
+    if x.dim() == 0 or x.shape[0] != 1:
+        raise InputError(f"certified_map takes one sample with a batch dimension of 1, got shape {tuple(x.shape)}")
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if not (isinstance(eps_max, (int, float)) and eps_max > 0 and math.isfinite(eps_max)):
+        raise InputError(f"eps_max must be a positive number, got {eps_max!r}")
+    if domain is not None and ((x < domain[0]).any() or (x > domain[1]).any()):
+        raise InputError(f"x lies outside its domain [{domain[0]}, {domain[1]}]; pass domain=None or the input's range")
+    masks = patch_masks(tuple(x.shape[1:]), patch)
+    bounded = BoundedModel(model, x)
+    with torch.no_grad():
+        output = bounded(x).reshape(1, -1)
+    target = int(output.argmax()) if target is None else int(target)
+    if not 0 <= target < output.shape[1]:
+        raise InputError(f"target {target} is out of range for {output.shape[1]} outputs")
+
+    count = masks.shape[0]
+    chunk = min(batch_size, count)  # one traced batch size for every pass: a re-trace costs seconds
+
+    def certified(rows: torch.Tensor, eps: torch.Tensor, stage: str) -> torch.Tensor:
+        lower, upper = _boxes(x, masks[rows], eps, domain)
+        margins = []
+        for part in _row_chunks(lower.shape[0], chunk):
+            bounds = bounded.compute_bounds(x_lower=_padded(lower[part], chunk), x_upper=_padded(upper[part], chunk),
+                                            target=target, method=stage, bound_upper=False)
+            margins.append(bounds.lower.min(1).values[: part.stop - part.start])
+        return torch.cat(margins).cpu() > 0
+
+    low, high = torch.zeros(count), torch.full((count,), float(eps_max))
+    passes = 0
+    for index, stage in enumerate(CASCADES[method]):
+        passes += _search(lambda rows, eps: certified(rows, eps, stage), low, high, eps_max, eps_max / 2**steps, grow=index > 0)
+    seconds, start = time.monotonic() - start, time.monotonic()
+    attack_radius = torch.full((count,), math.inf)
+    counterexamples = torch.full((count, *x.shape[1:]), math.nan)
+    if attack:
+        _attack_radius(model, x, masks, target, domain, eps_max, low, attack_radius, counterexamples, attack_steps)
+    return CertifiedMap(low, attack_radius, masks, counterexamples, x, target, float(eps_max), method, passes,
+                        seconds, time.monotonic() - start)
+
+
+def _search(certified, low: torch.Tensor, high: torch.Tensor, eps_max: float, tolerance: float, grow: bool) -> int:
+    """Narrow every row's [low (certified), high (not)] to `tolerance`, in place; returns the passes run.
+
+    The first method bisects from eps_max down. A later, stronger (and costlier) method starts from the
+    last one's bracket and grows its step from there, doubling while it certifies, then bisects: its
+    passes stay at small radii, where its bound passes are cheap, instead of trying eps_max first.
+    """
+    step = (high - low).clamp(min=tolerance) if grow else torch.full_like(low, eps_max)
+    if grow:
+        high.fill_(eps_max)
+    growing = low < eps_max
+    passes = 0
+    while True:
+        active = (low < eps_max) & (growing | (high - low > tolerance * (1 + 1e-6)))
+        rows = torch.nonzero(active).flatten()
+        if rows.numel() == 0:
+            return passes
+        probe = torch.where(growing, (low + step).clamp(max=eps_max), (low + high) / 2)[rows]
+        proved = certified(rows, probe)
+        passes += 1
+        low[rows[proved]], step[rows[proved]] = probe[proved], step[rows[proved]] * 2
+        high[rows[~proved]], growing[rows[~proved]] = probe[~proved], False
+
+
+def _attack_radius(model, x, masks, target, domain, eps_max, certified, radius, counterexamples, rounds):
+    """Fill `radius` / `counterexamples` in place: PGD on every patch at eps_max, then, on the patches it
+    broke, at the midpoint between the certified radius (no attack can succeed below it) and the closest
+    counterexample so far."""
+    low = certified.clone()
+    eps = torch.full_like(certified, float(eps_max))
+    rows = torch.arange(masks.shape[0])
+    for round_ in range(rounds + 1):
+        lower, upper = _boxes(x, masks[rows], eps[rows], domain)
+        found, points = attack_boxes(model, lower, upper, target, seed=round_)
+        points = _closest_on_segment(model, x, points, found, target)
+        distance = (points - x).abs().flatten(1).amax(1)
+        closer = found & (distance < radius[rows])
+        radius[rows[closer]] = distance[closer]
+        counterexamples[rows[closer]] = points[closer]
+        low[rows[~found]] = torch.maximum(low[rows[~found]], eps[rows[~found]])
+        eps = (low + radius.clamp(max=eps_max)) / 2
+        rows = torch.nonzero(torch.isfinite(radius) & (radius - low > eps_max * 1e-3)).flatten()
+        if rows.numel() == 0:
+            break
+
+
+def _closest_on_segment(model, x: torch.Tensor, points: torch.Tensor, found: torch.Tensor, target: int, steps: int = 12) -> torch.Tensor:
+    """Move each counterexample towards x along the segment between them, by bisection on the fraction of
+    the way, keeping only points a forward pass confirms (the segment stays in the patch's box). A kept point
+    must break the margin by `SLACK`: at the boundary itself, batched and single forward passes disagree on
+    its sign by rounding."""
+    far = torch.ones(points.shape[0])
+    near = torch.zeros(points.shape[0])
+    for _ in range(steps):
+        middle = (far + near) / 2
+        trial = x + middle.reshape(-1, *[1] * (x.dim() - 1)) * (points - x)
+        with torch.no_grad():
+            broken = robust_margins(model, trial, target) < -SLACK
+        far = torch.where(broken, middle, far)
+        near = torch.where(broken, near, middle)
+    closest = x + far.reshape(-1, *[1] * (x.dim() - 1)) * (points - x)
+    return torch.where(found.reshape(-1, *[1] * (x.dim() - 1)), closest, points)
+
+
+def _boxes(x: torch.Tensor, masks: torch.Tensor, eps: torch.Tensor, domain):
+    delta = masks.to(x.dtype) * eps.reshape(-1, *[1] * (masks.dim() - 1))
+    lower, upper = x - delta, x + delta
+    if domain is not None:
+        lower, upper = lower.clamp(min=domain[0]), upper.clamp(max=domain[1])
+    return lower, upper
+
+
+def _row_chunks(rows: int, size: int) -> list[slice]:
+    return [slice(start, min(rows, start + size)) for start in range(0, rows, size)]
+
+
+def _padded(rows: torch.Tensor, size: int) -> torch.Tensor:
+    """Pad a short chunk by repeating its last row, so every pass reuses one traced batch size."""
+    if rows.shape[0] == size or rows.shape[0] == 0:
+        return rows
+    return torch.cat([rows, rows[-1:].expand(size - rows.shape[0], *rows.shape[1:])])

@@ -1,0 +1,40 @@
+"""`opwise certify` and `opwise report`: a map PNG and an HTML page for a factory model; bad input exits with 2."""
+
+import re
+
+import numpy as np
+
+from opwise.cli import main
+
+FACTORY = """
+import torch
+
+
+def make():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(3 * 6 * 6, 4))
+    return model.eval(), (torch.rand(1, 1, 6, 6),)
+"""
+
+
+def _factory(tmp_path) -> str:
+    (tmp_path / "net.py").write_text(FACTORY)
+    return f"{tmp_path / 'net.py'}:make"
+
+
+def test_certify_writes_a_map_and_prints_its_numbers(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.full((6, 6), 0.5, dtype="float32"))
+    out = tmp_path / "map.png"
+    code = main(["certify", _factory(tmp_path), "--input", str(tmp_path / "x.npy"), "--patch", "3", "--steps", "3",
+                 "--eps-max", "0.4", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and out.stat().st_size > 1000
+    assert re.search(r"class \d: 4 patches, \d+ batched bound passes \(crown\)", printed)
+    assert re.search(r"certified radius: min \d\.\d{4}", printed) and "Spearman" in printed
+
+
+def test_certify_with_a_missing_input_file_exits_with_2(tmp_path, capsys):
+    code = main(["certify", _factory(tmp_path), "--input", str(tmp_path / "missing.npy")])
+    assert code == 2
+    assert "does not exist" in capsys.readouterr().err
