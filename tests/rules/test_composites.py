@@ -62,7 +62,7 @@ def test_zennit_names_are_aliases(typed, name):
     from opwise.rules.composites import COMPOSITES
 
     mine, theirs = get_composite(typed), COMPOSITES[name]()
-    assert (mine.first, mine.by_operator, mine.by_module_type) == (theirs.first, theirs.by_operator, theirs.by_module_type)
+    assert repr((mine.first, mine.by_operator, mine.by_module_type)) == repr((theirs.first, theirs.by_operator, theirs.by_module_type))
 
 
 def test_typo_and_empty_name_are_refused_with_a_suggestion():
