@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"prediction: {prediction}")
     print(f"explained: output {int(explanation.target[0])} = {float(explanation.explained_output[0]):.4f}")
     print_conservation(explanation)
-    from opwise.attribution.heatmap import heatmap
+    from opwise.attribution.pictures import heatmap
 
     heatmap(relevance[0], image=inputs[0][0], path=args.out)
     print(f"heatmap written to {args.out}")

@@ -113,7 +113,7 @@ def text_target(logits: torch.Tensor, target: int | None) -> tuple[int, Callable
 def run_text(args: argparse.Namespace) -> int:
     """The text branch of `opwise explain` (called when --text or --tokenizer is given)."""
     import opwise
-    from opwise.attribution.heatmap import token_heatmap
+    from opwise.attribution.pictures import token_heatmap
     from opwise.cli.explain import first_relevance, load_model, print_conservation
 
     if args.input is not None:

@@ -68,7 +68,7 @@ def files(tmp_path_factory):
 @pytest.fixture
 def drawn(monkeypatch):
     """Record what the command hands to token_heatmap (and still write the PNG)."""
-    from opwise.attribution import heatmap as module
+    from opwise.attribution import pictures as module
 
     calls = []
     original = module.token_heatmap
