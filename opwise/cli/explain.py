@@ -1,7 +1,8 @@
-"""`opwise explain [MODEL] [--input FILE | --text TEXT --tokenizer SPEC] [--target N] [--composite NAME] [--out PATH]`.
+"""`opwise explain [MODEL] [--input FILE | --input-shape S | --text TEXT --tokenizer SPEC] [options]`.
 
-Images (and other tensor inputs) get a relevance heatmap; text goes through a tokenizer and gets one
-relevance value per token, drawn as colored tokens.
+Images (and other tensor inputs) get a relevance heatmap, drawn beside the input; text goes through a
+tokenizer and gets one relevance value per token, drawn as coloured tokens. Every model spec works:
+builtin, file.py:factory (with or without example inputs), .pt2, .onnx, ARCH@weights.
 """
 
 from __future__ import annotations
@@ -9,23 +10,52 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from opwise.cli.options import (
+    add_common, check_output, finite_float, nonnegative_float, nonnegative_int, percentile, resolve_device,
+)
 from opwise.errors import InputError
+
+DEFAULT_MODEL = "builtin:cnn"
+DEFAULT_COMPOSITE = "epsilon-plus-flat"
+SIGN_MODES = ("all", "positive", "negative", "absolute")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("explain", help="explain a prediction with LRP and write a heatmap PNG")
-    parser.add_argument("model", nargs="?", default=None, help="model spec (default: the built-in digits CNN)")
-    parser.add_argument("--input", default=None, help="input file: .png/.jpg, .npy or .pt (default: bundled digit)")
+    from opwise.attribution.pictures import DEFAULT_CLIP
+    from opwise.cli.trace import parse_shape
+    from opwise.tracing.loading import SPEC_FORMS
+
+    parser = subparsers.add_parser("explain", help="explain a prediction with LRP and write a heatmap PNG",
+                                   description="Explain a prediction with LRP and write a heatmap PNG.")
+    parser.add_argument("model", nargs="?", default=None, help=f"model spec: {SPEC_FORMS} (default: {DEFAULT_MODEL})")
+    parser.add_argument("--input", default=None, help="input file: .png/.jpg, .npy or .pt (default: the model's example)")
+    parser.add_argument("--input-shape", action="append", type=parse_shape, metavar="SHAPE",
+                        help="shape of a random input in [0, 1), e.g. 1,3,32,32, for a model without example inputs "
+                             "(repeat for several inputs)")
     parser.add_argument("--text", default=None, help="text to explain with a text model (needs --tokenizer)")
     parser.add_argument("--tokenizer", default=None,
                         help="tokenizer for --text: a local folder transformers' AutoTokenizer loads, or file.py:factory")
-    parser.add_argument("--target", type=int, default=None,
+    parser.add_argument("--target", type=nonnegative_int, default=None,
                         help="class (or, for a language model, next-token id) to explain (default: the prediction)")
     parser.add_argument("--composite", default=None,
-                        help="rule composite, see opwise.rules.COMPOSITES (default: epsilon-plus-flat; attn-lrp for text)")
-    parser.add_argument("--out", default="relevance.png", help="where to write the heatmap (default: relevance.png)")
+                        help="rule composite: epsilon, epsilon-plus, epsilon-plus-flat, epsilon-alpha2-beta1, "
+                             "epsilon-gamma-box, attn-lrp, cp-lrp; Zennit's names work too "
+                             f"(default: {DEFAULT_COMPOSITE}; attn-lrp for text)")
+    parser.add_argument("--epsilon", type=nonnegative_float, default=None, help="ε of the composite's epsilon rules")
+    parser.add_argument("--gamma", type=nonnegative_float, default=None, help="γ of the gamma rules (epsilon-gamma-box)")
+    parser.add_argument("--low", type=finite_float, default=None, help="lowest input value (epsilon-gamma-box's z-box)")
+    parser.add_argument("--high", type=finite_float, default=None, help="highest input value (epsilon-gamma-box's z-box)")
+    parser.add_argument("--out", default="relevance.png", help="where to write the picture, a .png (default: relevance.png)")
+    parser.add_argument("--save", default=None, help="also save the relevance as a .npy array (the whole input's shape)")
+    parser.add_argument("--clip", type=percentile, default=None,
+                        help=f"percentile of |relevance| where the colour scale ends (default {DEFAULT_CLIP} for images, "
+                             "100 for tokens)")
+    parser.add_argument("--sign", choices=SIGN_MODES, default="all",
+                        help="draw all relevance (red for, blue against), only positive, only negative, or absolute")
+    add_common(parser)
     parser.set_defaults(func=run)
 
 
@@ -36,35 +66,37 @@ def load_model(spec: str):
     return load(spec)
 
 
-def read_input(path: str, example: torch.Tensor) -> torch.Tensor:
-    """Read an input file and shape it like `example` (batch of one, channels and size checked).
+def read_input(path: str, example: torch.Tensor | None) -> torch.Tensor:
+    """Read an input file and shape it like `example` (batch of one, channels and size checked); without an
+    example, images get a batch axis ([1, C, H, W]) and arrays are taken as they are.
 
     >>> import numpy, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "x.npy"); numpy.save(path, numpy.zeros((8, 8), "float32"))
-    >>> read_input(path, torch.zeros(1, 1, 8, 8)).shape
-    torch.Size([1, 1, 8, 8])
+    >>> read_input(path, torch.zeros(1, 1, 8, 8)).shape, read_input(path, None).shape
+    (torch.Size([1, 1, 8, 8]), torch.Size([8, 8]))
     """
     suffix = Path(path).suffix.lower()
     if not Path(path).is_file():
         raise InputError(f"input file {path} does not exist")
     if suffix in (".png", ".jpg", ".jpeg"):
-        import matplotlib.image
-
-        image = torch.as_tensor(matplotlib.image.imread(path), dtype=torch.float32)
-        if image.max() > 1:
-            image = image / 255
-        image = image.permute(2, 0, 1)[:3] if image.dim() == 3 else image[None]
-        if example.dim() == 4 and example.shape[1] == 1 and image.shape[0] != 1:
-            image = image.mean(0, keepdim=True)
-        value = image
+        value = _read_image(path, example)
+        if example is None:
+            return value[None]
     elif suffix == ".npy":
-        import numpy
-
-        value = torch.as_tensor(numpy.load(path))
+        try:
+            value = torch.as_tensor(np.load(path, allow_pickle=False))
+        except (ValueError, TypeError, OSError) as error:
+            raise InputError(f"input file {path} is not a numeric .npy array: {' '.join(str(error).split())}") from error
     elif suffix == ".pt":
         value = torch.load(path, weights_only=True)
+        if not isinstance(value, torch.Tensor):
+            raise InputError(f"input file {path} holds a {type(value).__name__}, not a tensor; save one tensor")
     else:
         raise InputError(f"input file {path}: unsupported type {suffix!r}; use .png, .jpg, .npy or .pt")
+    if not (value.is_floating_point() or value.dtype in (torch.int64, torch.int32, torch.uint8, torch.bool)):
+        raise InputError(f"input file {path} holds {value.dtype} values; give numbers")
+    if example is None:
+        return value.float() if value.is_floating_point() or value.dtype == torch.uint8 else value
     value = value.to(example.dtype)
     if value.numel() != example.numel():
         raise InputError(
@@ -74,28 +106,117 @@ def read_input(path: str, example: torch.Tensor) -> torch.Tensor:
     return value.reshape(example.shape)
 
 
+def _read_image(path: str, example: torch.Tensor | None) -> torch.Tensor:
+    import matplotlib.image
+
+    try:
+        image = torch.as_tensor(matplotlib.image.imread(path), dtype=torch.float32)
+    except Exception as error:  # noqa: BLE001 - an empty or truncated image is the user's file to fix
+        raise InputError(f"input file {path} is not a readable image: {' '.join(str(error).split())}") from error
+    if image.max() > 1:
+        image = image / 255
+    image = image.permute(2, 0, 1)[:3] if image.dim() == 3 else image[None]
+    if example is not None and example.dim() == 4 and example.shape[1] == 1 and image.shape[0] != 1:
+        image = image.mean(0, keepdim=True)
+    return image
+
+
+def model_inputs(spec: str, model, examples, args: argparse.Namespace) -> list[torch.Tensor]:
+    """The inputs to explain: `--input` (shaped like the example), `--input-shape` or the model's examples."""
+    from opwise.tracing.graph import Graph
+    from opwise.tracing.loading import LoadedModel, example_inputs
+
+    loaded = LoadedModel(model, tuple(examples) if examples is not None else None)
+    if args.input_shape and isinstance(model, Graph):
+        expected = [tuple(model.info(n).shape) for n in model.input_nodes]
+        if [tuple(s) for s in args.input_shape] != expected:
+            raise InputError(f"{spec} is imported with fixed input shapes {expected}; drop --input-shape or match them")
+    if args.input is None:
+        return list(example_inputs(loaded, args.input_shape))
+    if loaded.example_inputs is None and not args.input_shape and not isinstance(model, Graph):
+        return [read_input(args.input, None)]
+    inputs = list(example_inputs(loaded, args.input_shape))
+    inputs[0] = read_input(args.input, inputs[0])
+    return inputs
+
+
+def composite_options(args: argparse.Namespace) -> dict:
+    """The composite parameters given on the command line (the composite refuses those it does not take)."""
+    if args.low is not None and args.high is not None and args.low >= args.high:
+        raise InputError(f"--low {args.low} must be below --high {args.high}")
+    names = ("epsilon", "gamma", "low", "high")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def to_device(model, inputs: list[torch.Tensor], device: torch.device):
+    """Model (module or imported Graph) and inputs on `device`."""
+    if device.type == "cpu":
+        return model, inputs
+    from opwise.tracing.graph import Graph
+
+    (model.module if isinstance(model, Graph) else model).to(device)
+    return model, [t.to(device) for t in inputs]
+
+
 def run(args: argparse.Namespace) -> int:
+    from opwise.rules.composites import composite_name
+
+    check_output(args.out, (".png",), "--out")
+    check_output(args.save, (".npy",), "--save")
+    device = resolve_device(args.device)
+    if args.composite is not None:
+        args.composite = composite_name(args.composite)
+    options = composite_options(args)
     if args.text is not None or args.tokenizer is not None:
         from opwise.cli.explain_text import run_text
 
-        return run_text(args)
+        return run_text(args, options, device)
     import opwise
 
-    model, inputs = load_model(args.model or "builtin:cnn")
-    inputs = list(inputs)
-    if args.input:
-        inputs[0] = read_input(args.input, inputs[0])
-    explanation = opwise.explain(model, *inputs, target=args.target, composite=args.composite or "epsilon-plus-flat")
+    spec = args.model or DEFAULT_MODEL
+    model, examples = load_model(spec)
+    inputs = model_inputs(spec, model, examples, args)
+    model, inputs = to_device(model, inputs, device)
+    composite = args.composite or DEFAULT_COMPOSITE
+    explanation = opwise.explain(model, *inputs, target=args.target, composite=composite, **options)
     relevance = first_relevance(explanation)
     prediction = int(explanation.output.reshape(explanation.output.shape[0], -1)[0].argmax())
+    target, explained = int(explanation.target[0]), float(explanation.explained_output[0])
     print(f"prediction: {prediction}")
-    print(f"explained: output {int(explanation.target[0])} = {float(explanation.explained_output[0]):.4f}")
+    print(f"explained: output {target} = {explained:.4f}")
     print_conservation(explanation)
-    from opwise.attribution.pictures import heatmap
+    if args.save:
+        np.save(args.save, relevance.detach().cpu().numpy())
+        print(f"relevance saved to {args.save} (shape {tuple(relevance.shape)})")
+    from opwise.attribution.pictures import DEFAULT_CLIP, heatmap
 
-    heatmap(relevance[0], image=inputs[0][0], path=args.out)
+    picture, image = as_picture(relevance[0], inputs[0][0])
+    parameters = ", ".join(f"{k}={v:g}" for k, v in options.items())
+    title = (f"{Path(spec).name if not spec.startswith('builtin:') else spec} · composite {composite}"
+             + (f" ({parameters})" if parameters else "")
+             + f"\nprediction {prediction} · explained output {target} = {explained:.3g}")
+    heatmap(picture, image=image, path=args.out, suptitle=title, title="relevance",
+            clip=args.clip if args.clip is not None else DEFAULT_CLIP, sign=args.sign)
     print(f"heatmap written to {args.out}")
     return 0
+
+
+def as_picture(relevance: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One sample's relevance as something `heatmap` draws (a strip for vectors), and the input beside it
+    when the input is an image ([C, H, W] with 1 or 3 channels).
+
+    >>> [None if t is None else tuple(t.shape) for t in as_picture(torch.zeros(5), torch.zeros(5))]
+    [(1, 5), None]
+    >>> [tuple(t.shape) for t in as_picture(torch.zeros(3, 4, 4), torch.zeros(3, 4, 4))]
+    [(3, 4, 4), (3, 4, 4)]
+    """
+    relevance = relevance.detach().cpu()
+    if relevance.dim() == 3 and relevance.shape[0] in (1, 3) and relevance.shape[1] > 1 and relevance.shape[2] > 1:
+        image = sample.detach().cpu().float() if sample.shape == relevance.shape and sample.is_floating_point() else None
+        return relevance, image
+    if relevance.dim() == 2:
+        return relevance, None
+    return relevance.reshape(1, -1), None
 
 
 def first_relevance(explanation) -> torch.Tensor:
@@ -105,7 +226,17 @@ def first_relevance(explanation) -> torch.Tensor:
 
 
 def print_conservation(explanation) -> None:
-    """One line: the input relevance total against the explained output (first sample)."""
+    """One line: the input relevance total against the explained output (first sample), and what a far-off
+    total means."""
     total, explained = explanation.conservation[0].tolist()
-    print(f"conservation: input relevance sums to {total:.4f} ({total / explained:.1%} of the explained output)"
-          if explained else f"conservation: input relevance sums to {total:.4f}")
+    if not explained:
+        print(f"conservation: input relevance sums to {total:.4f}")
+        return
+    ratio = total / explained
+    print(f"conservation: input relevance sums to {total:.4f} ({ratio:.1%} of the explained output)")
+    if explained < 0 and not 0.5 <= ratio <= 1.5:
+        print("  (the explained output is negative, and LRP's rules follow positive evidence: the total cannot "
+              "match; explain the predicted class (drop --target) or compare maps by their pattern)")
+    elif not 0.5 <= ratio <= 1.5:
+        print("  (far from 100%: biases, normalisation layers and stabilisers absorb or add relevance; "
+              "see 'Concepts' in the README)")

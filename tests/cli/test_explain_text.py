@@ -73,9 +73,9 @@ def drawn(monkeypatch):
     calls = []
     original = module.token_heatmap
 
-    def record(tokens, relevance, path=None):
+    def record(tokens, relevance, path=None, **options):
         calls.append((list(tokens), relevance.clone(), path))
-        return original(tokens, relevance, path)
+        return original(tokens, relevance, path, **options)
 
     monkeypatch.setattr(module, "token_heatmap", record)
     return calls
@@ -87,7 +87,7 @@ def test_language_model_explains_the_predicted_next_token(files, drawn, tmp_path
                  "--tokenizer", str(files / "tokenizer"), "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0, text
-    assert "tokens: 5" in text and "prediction: next token '" in text and "conservation:" in text
+    assert "tokens (5): the[" in text and " cat[" in text and "prediction: next token '" in text and "conservation:" in text
     assert out.stat().st_size > 0
     tokens, relevance, path = drawn[0]
     assert tokens == ["the", "cat", "sat", "on", "the"] and path == str(out)
