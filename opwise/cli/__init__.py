@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - every failure becomes one line unless --debug
         if args.debug:
             traceback.print_exc()
+        elif _out_of_memory(error):
+            print(f"opwise {args.command}: error: not enough memory ({_one_line(error)[:200]}); give smaller inputs "
+                  "(--input-shape, fewer --samples) or run on a machine with more memory", file=sys.stderr)
+            return 2
         elif isinstance(error, USER_ERRORS):
             print(f"opwise {args.command}: error: {_one_line(error)}", file=sys.stderr)
         else:
@@ -68,6 +72,15 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 2 if isinstance(error, USER_ERRORS) else 1
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """An allocation failed: too large a request for this machine (e.g. an ONNX file's huge declared input),
+    which the user can change, not a bug."""
+    text = str(error)
+    return isinstance(error, MemoryError) or (
+        isinstance(error, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+    )
 
 
 def _one_line(error: BaseException) -> str:

@@ -88,7 +88,7 @@ def read_input(path: str, example: torch.Tensor | None) -> torch.Tensor:
         except (ValueError, TypeError, OSError) as error:
             raise InputError(f"input file {path} is not a numeric .npy array: {' '.join(str(error).split())}") from error
     elif suffix == ".pt":
-        value = torch.load(path, weights_only=True)
+        value = load_tensor_file(path)
         if not isinstance(value, torch.Tensor):
             raise InputError(f"input file {path} holds a {type(value).__name__}, not a tensor; save one tensor")
     else:
@@ -104,6 +104,25 @@ def read_input(path: str, example: torch.Tensor | None) -> torch.Tensor:
             "(batch of one); resize the input to match"
         )
     return value.reshape(example.shape)
+
+
+def load_tensor_file(path: str | Path):
+    """`torch.load(path, weights_only=True)`: a file that needs arbitrary unpickling (or is no torch file) is
+    refused as an InputError, never loaded.
+
+    >>> import tempfile, os, pickle
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.pt"); pickle.dump(object(), open(path, "wb"))
+    >>> load_tensor_file(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    opwise.errors.InputError: ...x.pt cannot be read with weights_only=True (...); save tensors with torch.save(tensor, path)
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - pickles with arbitrary objects and corrupt files are refused
+        reason = " ".join(str(error).split())[:200]
+        raise InputError(f"{path} cannot be read with weights_only=True ({type(error).__name__}: {reason}); "
+                         "save tensors with torch.save(tensor, path)") from error
 
 
 def _read_image(path: str, example: torch.Tensor | None) -> torch.Tensor:

@@ -73,7 +73,9 @@ def _load_inputs(path: str) -> torch.Tensor:
     if not file.is_file():
         raise InputError(f"input file not found: {path}")
     if file.suffix in (".pt", ".pth"):
-        value = torch.load(file, weights_only=True)
+        from opwise.cli.explain import load_tensor_file
+
+        value = load_tensor_file(file)
         if not isinstance(value, torch.Tensor):
             raise InputError(f"{path} holds a {type(value).__name__}, not a tensor; save one tensor of inputs")
     elif file.suffix in (".npy", ".npz"):

@@ -149,3 +149,20 @@ def test_a_low_conservation_is_explained_not_a_raw_warning(capsys, tmp_path):
     assert "UserWarning" not in err and "warnings.warn" not in err
     assert all(line.startswith("opwise explain: warning: ") for line in err.splitlines())
     assert "explained output is negative" in out
+
+
+def test_a_pickle_input_is_refused_and_never_run(capsys, tmp_path):
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (marker.mkdir, ())
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps(Payload()))
+    for command in ("explain", "verify"):
+        extra = ["--out", tmp_path / "r.png"] if command == "explain" else []
+        code, _, err = run(capsys, command, "--input", tmp_path / "evil.pt", *extra)
+        assert code == 2 and "weights_only=True" in err and err.count("\n") == 1, err
+    assert not marker.exists()

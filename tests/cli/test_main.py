@@ -59,3 +59,17 @@ def test_opwise_warnings_are_one_line_each_and_others_are_dropped(capsys, monkey
     warn_for_test.__code__ = warn_for_test.__code__.replace(co_filename=command.__file__)
     assert main(["trace"]) == 0
     assert capsys.readouterr().err == "opwise trace: warning: relevance is odd over two lines\n"
+
+
+def test_an_impossible_allocation_is_one_line_and_exit_2(capsys, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    shape = [1, 1000000, 1000000]  # 4 TB of float32: no machine allocates it
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "huge",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "huge.onnx")
+    assert main(["trace", str(tmp_path / "huge.onnx")]) == 2
+    error = capsys.readouterr().err
+    assert "not enough memory" in error and error.count("\n") == 1
