@@ -163,3 +163,23 @@ def test_text_target_picks_class_or_last_position_and_rejects_other_shapes():
     assert (index, kind) == (1, "class") and select(torch.tensor([[0.5, 2.0, 1.0]])).item() == 2.0
     with pytest.raises(InputError, match="must return"):
         text_target(torch.zeros(1, 2, 3, 4), None)
+
+
+def test_text_saves_relevance_titles_the_map_and_refuses_input_shape(files, drawn, tmp_path, capsys, monkeypatch):
+    from opwise.attribution import pictures
+
+    titles = []
+    original = pictures.token_heatmap
+    monkeypatch.setattr(pictures, "token_heatmap",
+                        lambda *a, **k: titles.append(original(*a, **k).texts[-1].get_text()))
+    saved = tmp_path / "r.npy"
+    code = main(["explain", f"{files / 'models.py'}:language_model", "--text", "the cat sat", "--tokenizer",
+                 str(files / "tokenizer"), "--save", str(saved), "--out", str(tmp_path / "t.png")])
+    assert code == 0, capsys.readouterr().err
+    import numpy
+
+    assert numpy.load(saved).shape == (1, 3)
+    assert "attn-lrp" in titles[0] and "next token" in titles[0] and "logit" in titles[0]
+    code = main(["explain", f"{files / 'models.py'}:language_model", "--text", "the cat", "--tokenizer",
+                 str(files / "tokenizer"), "--input-shape", "1,2"])
+    assert code == 2 and "--input-shape does not apply to --text" in capsys.readouterr().err
