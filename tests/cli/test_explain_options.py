@@ -106,7 +106,7 @@ def test_quiet_prints_nothing_but_writes(capsys, tmp_path):
     (["--clip", "0"], "percentile"),
     (["--clip", "101"], "percentile"),
     (["--sign", "both"], "invalid choice"),
-    (["--target", "-1"], "negative"),
+    (["--target", "-1"], "at least 0"),
     (["--target", "10"], "target"),
     (["--out", "OUT/relevance.jpg"], "must end in .png"),
     (["--out", "OUT/missing/r.png"], "does not exist"),
