@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"opwise {args.command}: error: not enough memory ({_one_line(error)[:200]}); give smaller inputs "
                   "(--input-shape, fewer --samples) or run on a machine with more memory", file=sys.stderr)
             return 2
+        elif isinstance(error, RecursionError):
+            print(f"opwise {args.command}: error: the input is nested too deeply for Python's recursion limit "
+                  f"({sys.getrecursionlimit()}), e.g. a VNN-LIB formula or a model with thousands of nested calls; "
+                  "flatten it", file=sys.stderr)
+            return 2
         elif isinstance(error, USER_ERRORS):
             print(f"opwise {args.command}: error: {_one_line(error)}", file=sys.stderr)
         else:

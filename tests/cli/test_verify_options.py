@@ -178,3 +178,11 @@ def test_vnnlib_instance_with_out_and_timeout(sources, capsys, tmp_path):
     assert code == 0, err
     assert text.startswith("unsat") and out.read_text().strip() == "unsat"
     assert not math.isnan(float(text.split("(")[1].split()[0]))
+
+
+def test_a_deeply_nested_vnnlib_is_one_line_and_exit_2(sources, capsys, tmp_path):
+    lines = [f"(declare-const X_{i} Real)" for i in range(64)] + [f"(declare-const Y_{i} Real)" for i in range(4)]
+    lines += ["(assert " + "(and " * 5000 + "(>= Y_0 Y_1)" + ")" * 5000 + ")"]
+    (tmp_path / "deep.vnnlib").write_text("\n".join(lines) + "\n")
+    code, _, err = run(capsys, "verify", sources / "net.onnx", tmp_path / "deep.vnnlib", "--timeout", "5")
+    assert code == 2 and "nested too deeply" in err and err.count("\n") == 1
