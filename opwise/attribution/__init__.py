@@ -9,6 +9,7 @@ from opwise.attribution.lrp import LRP
 _LAZY = {
     "heatmap": "pictures",
     "token_heatmap": "pictures",
+    "feature_bars": "pictures",
     "plot_abpc": "pictures",
     "pixel_flipping": "faithfulness",
     "abpc": "faithfulness",

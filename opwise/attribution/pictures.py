@@ -196,6 +196,44 @@ def token_heatmap(
     return figure
 
 
+def feature_bars(
+    relevance: ArrayLike,
+    path: str | Path | None = None,
+    *,
+    names: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """One bar per input feature (vector inputs, where a heatmap would be a single coloured strip): red for
+    evidence for the explained output, blue against it, with the value at the bar's end.
+
+    >>> figure = feature_bars(torch.tensor([0.5, -0.25, 0.0]), names=["speed", "angle", "range"])
+    >>> [tick.get_text() for tick in figure.axes[0].get_yticklabels()]
+    ['speed', 'angle', 'range']
+    """
+    values = _as_array(relevance, "feature_bars").reshape(-1)
+    labels = list(names) if names is not None else [f"input {index}" for index in range(values.size)]
+    if len(labels) != values.size:
+        raise InputError(f"feature_bars: {len(labels)} names for {values.size} features")
+    figure = Figure(figsize=(6.4, 1.2 + 0.32 * values.size), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    colors = [colormaps["bwr"](0.9 if value > 0 else 0.1) for value in values]
+    positions = np.arange(values.size)
+    axes.barh(positions, values, color=colors)
+    axes.set_yticks(positions, labels)
+    axes.invert_yaxis()
+    axes.axvline(0.0, color="black", linewidth=0.8)
+    for position, value in zip(positions, values):
+        axes.annotate(f"{value:+.3g}", (value, position), xytext=(4 if value >= 0 else -4, 0),
+                      textcoords="offset points", va="center", ha="left" if value >= 0 else "right", fontsize=8)
+    axes.margins(x=0.2)
+    axes.set_xlabel("relevance (red for, blue against)")
+    if title:
+        axes.set_title(title, fontsize=10)
+    _save(figure, path)
+    return figure
+
+
 def plot_abpc(
     curves: Mapping[str, Mapping[str, ArrayLike]],
     path: str | Path | None = None,

@@ -21,6 +21,7 @@ from opwise.errors import InputError
 DEFAULT_MODEL = "builtin:cnn"
 DEFAULT_COMPOSITE = "epsilon-plus-flat"
 SIGN_MODES = ("all", "positive", "negative", "absolute")
+MAX_BARS = 32  # vector inputs up to this many features are drawn as bars (one per feature), longer ones as a strip
 
 
 def register(subparsers) -> None:
@@ -207,17 +208,26 @@ def run(args: argparse.Namespace) -> int:
     if args.save:
         np.save(args.save, relevance.detach().cpu().numpy())
         print(f"relevance saved to {args.save} (shape {tuple(relevance.shape)})")
-    from opwise.attribution.pictures import DEFAULT_CLIP, heatmap
+    from opwise.attribution.pictures import DEFAULT_CLIP, feature_bars, heatmap
 
-    picture, image = as_picture(relevance[0], inputs[0][0])
     parameters = ", ".join(f"{k}={v:g}" for k, v in options.items())
     title = (f"{Path(spec).name if not spec.startswith('builtin:') else spec} · composite {composite}"
              + (f" ({parameters})" if parameters else "")
              + f"\nprediction {prediction} · explained output {target} = {explained:.3g}")
+    if relevance[0].numel() <= MAX_BARS and not is_image(relevance[0]):
+        feature_bars(relevance[0].detach().cpu(), path=args.out, title=title)
+        print(f"relevance per input feature written to {args.out}")
+        return 0
+    picture, image = as_picture(relevance[0], inputs[0][0])
     heatmap(picture, image=image, path=args.out, suptitle=title, title="relevance",
             clip=args.clip if args.clip is not None else DEFAULT_CLIP, sign=args.sign)
     print(f"heatmap written to {args.out}")
     return 0
+
+
+def is_image(relevance: torch.Tensor) -> bool:
+    """[C, H, W] with 1 or 3 channels and both sides above one: drawn as a heatmap, not as bars."""
+    return relevance.dim() == 3 and relevance.shape[0] in (1, 3) and relevance.shape[1] > 1 and relevance.shape[2] > 1
 
 
 def as_picture(relevance: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -230,7 +240,7 @@ def as_picture(relevance: torch.Tensor, sample: torch.Tensor) -> tuple[torch.Ten
     [(3, 4, 4), (3, 4, 4)]
     """
     relevance = relevance.detach().cpu()
-    if relevance.dim() == 3 and relevance.shape[0] in (1, 3) and relevance.shape[1] > 1 and relevance.shape[2] > 1:
+    if is_image(relevance):
         image = sample.detach().cpu().float() if sample.shape == relevance.shape and sample.is_floating_point() else None
         return relevance, image
     if relevance.dim() == 2:

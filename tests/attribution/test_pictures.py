@@ -246,3 +246,18 @@ def test_plot_abpc_title_names_model_composite_and_baseline():
     curves = {"LRP": {"most": torch.tensor([2.0, 1.0, 0.0]), "least": torch.tensor([2.0, 2.0, 0.0])}}
     title = plot_abpc(curves, model="cnn", composite="epsilon-plus-flat", baseline="blur").axes[0].get_title()
     assert title == "pixel flipping: model cnn, composite epsilon-plus-flat, blur baseline"
+
+
+def test_feature_bars_one_bar_per_feature_coloured_by_sign(tmp_path):
+    from opwise.attribution.pictures import feature_bars
+
+    path = tmp_path / "bars.png"
+    figure = feature_bars(torch.tensor([0.5, -0.25, 0.0]), path, names=["speed", "angle", "range"], title="acas")
+    axes = figure.axes[0]
+    bars = axes.patches
+    assert [bar.get_width() for bar in bars] == pytest.approx([0.5, -0.25, 0.0])
+    assert is_red(np.asarray(bars[0].get_facecolor())) and is_blue(np.asarray(bars[1].get_facecolor()))
+    assert axes.get_title() == "acas" and [t.get_text() for t in axes.texts] == ["+0.5", "-0.25", "+0"]
+    assert path.stat().st_size > 1000
+    with pytest.raises(InputError, match="2 names for 3 features"):
+        feature_bars(torch.zeros(3), names=["a", "b"])

@@ -166,3 +166,20 @@ def test_a_pickle_input_is_refused_and_never_run(capsys, tmp_path):
         code, _, err = run(capsys, command, "--input", tmp_path / "evil.pt", *extra)
         assert code == 2 and "weights_only=True" in err and err.count("\n") == 1, err
     assert not marker.exists()
+
+
+def test_vector_inputs_get_one_bar_per_feature_and_the_same_random_input_each_run(sources, capsys, tmp_path):
+    onnx = pytest.importorskip("onnx")  # noqa: F841 - the ONNX source needs it
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3)).eval()
+    torch.onnx.export(model, (torch.zeros(1, 5),), str(tmp_path / "mlp.onnx"), dynamo=False)
+    runs = []
+    for index in range(2):
+        path = tmp_path / f"{index}.npy"
+        code, out, err = run(capsys, "explain", tmp_path / "mlp.onnx", "--composite", "epsilon", "--save", path,
+                             "--out", tmp_path / "bars.png")
+        assert code == 0, err
+        assert "relevance per input feature written" in out
+        runs.append(np.load(path))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert (tmp_path / "bars.png").stat().st_size > 1000
