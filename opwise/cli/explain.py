@@ -154,7 +154,12 @@ def model_inputs(spec: str, model, examples, args: argparse.Namespace) -> list[t
     if args.input is None:
         return list(example_inputs(loaded, args.input_shape))
     if loaded.example_inputs is None and not args.input_shape and not isinstance(model, Graph):
-        return [read_input(args.input, None)]
+        value = read_input(args.input, None)
+        try:
+            return list(example_inputs(LoadedModel(model, (value,))))  # runs the model once on it
+        except InputError as error:
+            raise InputError(f"{error}; the model has no example input to read {args.input} like, so give its "
+                             "shape with --input-shape (e.g. 1,1,H,W for a grayscale model)") from error
     inputs = list(example_inputs(loaded, args.input_shape))
     inputs[0] = read_input(args.input, inputs[0])
     return inputs

@@ -183,3 +183,14 @@ def test_vector_inputs_get_one_bar_per_feature_and_the_same_random_input_each_ru
         runs.append(np.load(path))
     np.testing.assert_array_equal(runs[0], runs[1])
     assert (tmp_path / "bars.png").stat().st_size > 1000
+
+
+def test_an_image_for_a_model_without_examples(sources, capsys, tmp_path):
+    import matplotlib.pyplot
+
+    model = f"{sources / 'nets.py'}:without_inputs"  # a one-channel CNN
+    matplotlib.pyplot.imsave(tmp_path / "digit.png", np.random.default_rng(0).random((8, 8)), cmap="gray")
+    code, _, err = run(capsys, "explain", model, "--input", tmp_path / "digit.png", "--out", tmp_path / "r.png")
+    assert code == 2 and "--input-shape" in err and err.count("\n") == 1  # RGB PNG, gray model: says what to do
+    relevance = saved(capsys, tmp_path, model, "--input", tmp_path / "digit.png", "--input-shape", "1,1,8,8")
+    assert relevance.shape == (1, 1, 8, 8)
