@@ -1,7 +1,7 @@
 """Incomplete verification alone (no attack, no branch-and-bound) on a VNN-COMP suite: how many instances
 one bound pass proves, per method, and its time.
 
-    PYTHONPATH=. python benchmarks/alpha_vnncomp.py eran_2021 --filter SIGMOID [--iterations 20] [--shard 0/2]
+    python -m benchmarks.alpha_vnncomp eran_2021 --filter SIGMOID [--iterations 20] [--shard 0/2]
 
 Methods: CROWN, α-CROWN on the final bound only (`AlphaOptions(intermediate=False)`) and α-CROWN with
 every intermediate bound optimised too (the default), both stopping early once every row is proved. An

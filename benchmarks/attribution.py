@@ -7,7 +7,7 @@ growth over the resident set before the timed calls is that method's working mem
 memory policy: keep="all", keep="checkpoints", a byte budget of --budget × what keep="all" stores, and
 KEEP-chunked: keep=KEEP with internal_batch_size=--chunk (the batch explained that many samples at a time).
 
-    PYTHONPATH=. python benchmarks/attribution.py [--size 224] [--batch 8] [--repeats 3]
+    python -m benchmarks.attribution [--size 224] [--batch 8] [--repeats 3]
         [--models vgg16,resnet50] [--composites epsilon-plus-flat,...] [--keeps all,checkpoints,budget,...]
         [--chunk 4]
 """

@@ -1,6 +1,6 @@
 """Bound propagation benchmark: per model and method, seconds per call and mean bound width.
 
-    PYTHONPATH=. python benchmarks/bounds.py [--eps 0.01] [--repeat 3] [--onnx] [--auto-lirpa DIR] [--device cuda]
+    python -m benchmarks.bounds [--eps 0.01] [--repeat 3] [--onnx] [--auto-lirpa DIR] [--device cuda]
 
 Models: seeded random ReLU MLP, CNN and GELU MLP, two CIFAR-sized (3×32×32) ReLU conv nets (always), the built-in demo models (sigmoid/tanh MLP, CNN,
 and the small ViT-like transformer) when opwise.load_model is available, and ACAS Xu networks from ../shared/benchmarks with --onnx (needs the ONNX importer). Widths

@@ -11,7 +11,7 @@ randomization check (Adebayo et al. 2018) is the per-sample Spearman correlation
 of the trained model and of a weight-randomized copy: near zero means the explanation depends on the
 weights. Curves are plotted with `opwise.attribution.plot_abpc`, one PNG per model and baseline.
 
-    PYTHONPATH=. python benchmarks/faithfulness.py [--n 359] [--steps 16] [--patch 1] [--target predicted] [--out faithfulness]
+    python -m benchmarks.faithfulness [--n 359] [--steps 16] [--patch 1] [--target predicted] [--out faithfulness]
 """
 
 from __future__ import annotations
@@ -195,7 +195,8 @@ def plot(model_name: str, results: dict[str, dict], out: Path) -> list[Path]:
     paths = []
     for baseline in BASELINES:
         path = out / f"abpc_{model_name}_{baseline}.png"
-        plot_abpc({name: entry["curves"][baseline] for name, entry in results.items()}, path)
+        plot_abpc({name: entry["curves"][baseline] for name, entry in results.items()}, path,
+                  model=model_name, baseline=baseline)
         paths.append(path)
     return paths
 

@@ -1,6 +1,6 @@
 """GenBaB's branching compared side by side: verified counts with the same timeout per instance.
 
-    PYTHONPATH=. python benchmarks/genbab_compare.py [--suite digits eran cgan] [--timeout 30] [--workers 2]
+    python -m benchmarks.genbab_compare [--suite digits eran cgan] [--timeout 30] [--workers 2]
         [--eps 0.02 0.04 0.06 0.08] [--digits 10] [--eran-instances 36]
 
 Strategies: "alpha-crown only" (GenBaB's root bound: α-CROWN, no branching), "bbps+table" (GenBaB:

@@ -1,6 +1,6 @@
 """Trace every zoo model and print one row each: trace time, node count, distinct ops, strategy, error.
 
-Run: PYTHONPATH=. python benchmarks/trace_zoo.py [NAME ...] [--strategy auto|export|fx]
+Run: python -m benchmarks.trace_zoo [NAME ...] [--strategy auto|export|fx]
 
 The first trace in a process pays torch.export's warm-up; it is run once, untimed, on a tiny model.
 `max error` is the largest absolute difference between the Graph and the model on the example inputs.

@@ -15,7 +15,7 @@ transformers 5) and torchvision (for its own ViT map); its `patch_attention` rep
 `.get_interface` on; and it ships no map for transformers' ViT, so the ViT run uses a `patch_map` of
 LXT's own patches (layer norm, GELU identity, dropout, attention), the extension LXT's API asks for.
 
-    PYTHONPATH=. python benchmarks/transformers_lxt.py [--batch 1] [--tokens 128] [--repeats 2] [--models gpt2,vit]
+    python -m benchmarks.transformers_lxt [--batch 1] [--tokens 128] [--repeats 2] [--models gpt2,vit]
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Run VNN-COMP suites from ../shared/benchmarks and score them against expected.csv.
 
-    python benchmarks/vnncomp.py acasxu --cap 30 --workers 2
-    python benchmarks/vnncomp.py all --cap 60
-    python benchmarks/vnncomp.py all --cap 60 --resume    # after an interruption: only what has no result file
+    python -m benchmarks.vnncomp acasxu --cap 30 --workers 2
+    python -m benchmarks.vnncomp all --cap 60
+    python -m benchmarks.vnncomp all --cap 60 --resume    # after an interruption: only what has no result file
 
 A `sat` answer counts as solved only when its counterexample, clipped into the property's input box, makes
 the output constraints hold in an onnxruntime forward pass (independent of opwise's importer); an `unsat`

@@ -12,12 +12,13 @@ from opwise import models
 from opwise.tracing import Graph, trace
 from opwise.tracing.loading import LoadedModel, load_model
 from opwise.attribution import Explanation, explain
-from opwise.bounds import Bounds, VerificationResult, compute_bounds, verify
+from opwise.bounds import AlphaOptions, Bounds, VerificationResult, compute_bounds, verify
 from opwise.combined import CertifiedMap, CounterexampleExplanation, certified_map, explain_counterexample, report
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlphaOptions",
     "Bounds",
     "CertifiedMap",
     "CounterexampleExplanation",

@@ -52,3 +52,17 @@ class SpecTooLarge(SpecError):
 class TimeLimitReached(OpwiseError):
     """A computation passed the deadline it was given (`opwise.bounds.engine.deadline`); the caller answers
     `timeout`."""
+
+
+def did_you_mean(name: str, choices) -> str:
+    """`" (did you mean 'x'?)"` for the closest of `choices` to a mistyped `name`, else an empty string.
+
+    >>> did_you_mean("epsilon-plus-flt", ["epsilon", "epsilon-plus-flat"])
+    " (did you mean 'epsilon-plus-flat'?)"
+    >>> did_you_mean("zzz", ["epsilon"])
+    ''
+    """
+    import difflib
+
+    close = difflib.get_close_matches(str(name).lower(), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

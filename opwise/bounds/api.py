@@ -7,6 +7,7 @@ import math
 import torch
 
 from opwise.bounds.bounded_model import BoundedModel, Bounds
+from opwise.bounds.methods import method_name
 from opwise.errors import InputError
 from opwise.tracing import Graph
 from opwise.tracing.fidelity import check_fidelity
@@ -30,7 +31,8 @@ def compute_bounds(
     `[x_lower, x_upper]`), clipped to `domain` when given.
 
     `method`: "ibp", "crown", "crown-ibp" (IBP for intermediate bounds), "forward-crown" (forward-mode
-    intermediate bounds), "alpha-crown" (α of every intermediate bound optimised too). `C` is
+    intermediate bounds), "alpha-crown" (α of every intermediate bound optimised too); auto_LiRPA's names
+    ("CROWN", "backward", "CROWN-Optimized", ...) work too (`opwise.bounds.methods`). `C` is
     [specs, outputs] or [batch, specs, outputs]; `target` gives the margins `y_target - y_j` instead;
     with neither, the outputs themselves are bounded. Returns `Bounds` with `.lower`/`.upper` shaped
     [batch, specs]. For repeated calls on one model use `opwise.bounds.BoundedModel` (traces once).
@@ -50,5 +52,5 @@ def compute_bounds(
             raise InputError("give x and eps, or both x_lower and x_upper")
         bounded = BoundedModel(model, torch.as_tensor(example, dtype=torch.float32), device=device)
         check_fidelity(bounded, model, torch.as_tensor(example if x is not None else (x_lower + x_upper) / 2, dtype=torch.float32))
-    return bounded.compute_bounds(x, eps=eps, norm=norm, method=method, C=C, target=target,
+    return bounded.compute_bounds(x, eps=eps, norm=norm, method=method_name(method), C=C, target=target,
                                   x_lower=x_lower, x_upper=x_upper, domain=domain)

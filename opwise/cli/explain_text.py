@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from opwise.errors import InputError, ModelLoadError
@@ -115,14 +116,17 @@ def text_target(logits: torch.Tensor, target: int | None) -> tuple[int, Callable
     return index, lambda out: out[:, -1, index], kind
 
 
-def run_text(args: argparse.Namespace) -> int:
-    """The text branch of `opwise explain` (called when --text or --tokenizer is given)."""
+def run_text(args: argparse.Namespace, options: dict | None = None, device: torch.device | None = None) -> int:
+    """The text branch of `opwise explain` (called when --text or --tokenizer is given); `options` are the
+    composite parameters, `device` where the model runs."""
     import opwise
-    from opwise.attribution.heatmap import token_heatmap
+    from opwise.attribution.pictures import token_heatmap
     from opwise.cli.explain import first_relevance, load_model, print_conservation
 
     if args.input is not None:
         raise InputError("give either --input (a tensor or image file) or --text, not both")
+    if getattr(args, "input_shape", None):
+        raise InputError("--input-shape does not apply to --text: the text's tokens give the input's shape")
     if args.text is None:
         raise InputError("--tokenizer needs --text: the text to explain")
     if args.tokenizer is None:
@@ -135,10 +139,13 @@ def run_text(args: argparse.Namespace) -> int:
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"{args.model} is not a torch module; text explanations need one that takes token ids of any length")
     check_vocabulary(model, ids)
+    device = device or torch.device("cpu")
+    model, ids = model.to(device), ids.to(device)
     with torch.no_grad():
         logits = _logits(model(ids))
     index, select, kind = text_target(logits, args.target)
-    explanation = opwise.explain(model, ids, target=select, composite=args.composite or TEXT_COMPOSITE)
+    composite = args.composite or TEXT_COMPOSITE
+    explanation = opwise.explain(model, ids, target=select, composite=composite, **(options or {}))
     relevance = first_relevance(explanation)
     if relevance.shape != ids.shape:
         raise InputError(
@@ -146,11 +153,17 @@ def run_text(args: argparse.Namespace) -> int:
             "the model's first input must be the token ids"
         )
     name = _target_name(kind, index, tokenizer)
-    print(f"tokens: {len(tokens)}")
+    explained = float(explanation.explained_output[0])
+    values = relevance[0].detach().cpu()
+    print(f"tokens ({len(tokens)}): " + " ".join(f"{token}[{float(value):+.3g}]" for token, value in zip(tokens, values)))
     print(f"prediction: {kind} {name}" if args.target is None else f"target: {kind} {name}")
-    print(f"explained: logit of {kind} {name} = {float(explanation.explained_output[0]):.4f}")
+    print(f"explained: logit of {kind} {name} = {explained:.4f}")
     print_conservation(explanation)
-    token_heatmap(tokens, relevance[0], path=args.out)
+    if args.save:
+        np.save(args.save, relevance.detach().cpu().numpy())
+        print(f"relevance saved to {args.save} (shape {tuple(relevance.shape)})")
+    title = f"{Path(args.model).name} · {composite} · {'prediction' if args.target is None else 'target'} {kind} {name} · logit {explained:.3g}"
+    token_heatmap(tokens, values, path=args.out, title=title, clip=args.clip, sign=args.sign)
     print(f"token heatmap written to {args.out}")
     return 0
 

@@ -10,6 +10,7 @@ from typing import Iterator
 
 import torch
 
+from opwise.cli.options import add_common, resolve_device
 from opwise.errors import InputError
 from opwise.tracing import Graph, trace
 from opwise.tracing.loading import SPEC_FORMS, example_inputs, load_model
@@ -35,6 +36,7 @@ def register(subparsers) -> None:
         "default: the model's own examples)",
     )
     parser.add_argument("--all", action="store_true", help="also list operations that do not depend on the input")
+    add_common(parser)
     parser.set_defaults(func=run)
 
 
@@ -123,9 +125,11 @@ def quiet_torch_logs() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
     loaded = load_model(args.model)
     if isinstance(loaded.model, Graph):
         graph = loaded.model
+        graph.module.to(device)
         if args.input_shape:
             expected = [graph.info(n).shape for n in graph.input_nodes]
             if [tuple(s) for s in args.input_shape] != expected:
@@ -134,13 +138,14 @@ def run(args: argparse.Namespace) -> int:
                 )
     else:
         inputs = example_inputs(loaded, args.input_shape)
+        model, inputs = loaded.model.to(device), [t.to(device) for t in inputs]
         with contextlib.nullcontext() if args.debug else quiet_torch_logs():
-            graph = trace(loaded.model, *inputs)
+            graph = trace(model, *inputs)
     from opwise.bounds import coverage as bound_coverage
     from opwise.rules import coverage as rule_coverage
 
     print(format_table(graph, args.all))
-    print(summary(graph))
+    print(summary(graph) + ("" if device.type == "cpu" else f" on {device}"))
     print(rule_coverage(graph))
     bounds = bound_coverage(graph)
     missing = sorted({op for _, op in bounds.missing})

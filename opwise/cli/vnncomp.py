@@ -11,8 +11,8 @@ from opwise.bounds.vnncomp.results import InstanceResult, failure_reason, write_
 from opwise.errors import InputError
 
 
-def main_verify(args) -> int:
-    """`opwise verify MODEL.onnx PROP.vnnlib --timeout S --out RESULT`: print the status, write the file.
+def main_verify(args, device=None) -> int:
+    """`opwise verify MODEL.onnx PROP.vnnlib --timeout S --out RESULT [--device cuda]`: print the status, write the file.
 
     With `--out`, any failure still writes the result file (`error` and the reason) before it is reported.
     """
@@ -23,7 +23,7 @@ def main_verify(args) -> int:
             raise InputError(f"--timeout must be a positive number of seconds, got {args.timeout}")
         retain_freed_memory()
         _import_the_importer()
-        result = instance.verify_instance(args.model, args.vnnlib, timeout)
+        result = instance.verify_instance(args.model, args.vnnlib, timeout, device=device)
     except Exception as error:
         if args.out:
             try:

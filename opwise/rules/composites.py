@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import inspect
+import re
 from typing import Any
 
 import torch
@@ -145,6 +146,39 @@ COMPOSITES = {
     "cp-lrp": cp_lrp,
 }
 
+# Names users bring from other tools, after `composite_name`'s normalisation (Zennit's class and snake_case
+# names normalise to ours by themselves: EpsilonPlusFlat, epsilon_plus_flat -> epsilon-plus-flat).
+COMPOSITE_ALIASES = {
+    "attnlrp": "attn-lrp",
+    "attention-lrp": "attn-lrp",
+    "cplrp": "cp-lrp",
+    "epsilon-alpha-2-beta-1": "epsilon-alpha2-beta1",
+}
+
+
+def composite_name(name: str) -> str:
+    """The registered name for a composite name as users type it: Zennit's class or snake_case names, any
+    case, with a "did you mean" on typos.
+
+    >>> composite_name("EpsilonPlusFlat"), composite_name("epsilon_gamma_box"), composite_name("AttnLRP")
+    ('epsilon-plus-flat', 'epsilon-gamma-box', 'attn-lrp')
+    >>> composite_name("epsilon-plus-flt")
+    Traceback (most recent call last):
+    ...
+    opwise.errors.InputError: unknown composite 'epsilon-plus-flt' (did you mean 'epsilon-plus-flat'?); choose one of ...
+    """
+    from opwise.errors import InputError, did_you_mean
+
+    text = str(name).strip()
+    normal = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", text).lower().replace("_", "-").replace(" ", "-")
+    normal = COMPOSITE_ALIASES.get(normal, normal)
+    if normal in COMPOSITES:
+        return normal
+    if not text:
+        raise InputError(f"the composite name is empty; choose one of {', '.join(COMPOSITES)}")
+    raise InputError(f"unknown composite {name!r}{did_you_mean(normal, COMPOSITES)}; "
+                     f"choose one of {', '.join(COMPOSITES)} or pass a Composite")
+
 
 def get_composite(composite: str | Composite, **kwargs: Any) -> Composite:
     """A composite by name (`COMPOSITES`) with keyword parameters, or the given one unchanged.
@@ -159,8 +193,7 @@ def get_composite(composite: str | Composite, **kwargs: Any) -> Composite:
             raise InputError(f"parameters {sorted(kwargs)} apply to composites named by a string; a Composite "
                              "object carries its own (set them on its rules)")
         return composite
-    if composite not in COMPOSITES:
-        raise InputError(f"unknown composite {composite!r}; choose one of {', '.join(COMPOSITES)} or pass a Composite")
+    composite = composite_name(composite)
     accepted = inspect.signature(COMPOSITES[composite]).parameters
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:

@@ -224,7 +224,8 @@ def example_inputs(loaded: LoadedModel, shapes: list[tuple[int, ...]] | None = N
     elif loaded.example_inputs is not None:
         inputs = loaded.example_inputs
     elif isinstance(loaded.model, Graph):
-        inputs = tuple(torch.rand(*loaded.model.info(node).shape) for node in loaded.model.input_nodes)
+        generator = torch.Generator().manual_seed(0)  # the same inputs every run, as for given shapes
+        inputs = tuple(torch.rand(*loaded.model.info(node).shape, generator=generator) for node in loaded.model.input_nodes)
     else:
         raise InputError("the model came without example inputs; give their shapes, e.g. --input-shape 1,3,32,32")
     described = ", ".join(str(tuple(t.shape)) for t in inputs)

@@ -68,14 +68,14 @@ def files(tmp_path_factory):
 @pytest.fixture
 def drawn(monkeypatch):
     """Record what the command hands to token_heatmap (and still write the PNG)."""
-    from opwise.attribution import heatmap as module
+    from opwise.attribution import pictures as module
 
     calls = []
     original = module.token_heatmap
 
-    def record(tokens, relevance, path=None):
+    def record(tokens, relevance, path=None, **options):
         calls.append((list(tokens), relevance.clone(), path))
-        return original(tokens, relevance, path)
+        return original(tokens, relevance, path, **options)
 
     monkeypatch.setattr(module, "token_heatmap", record)
     return calls
@@ -87,7 +87,7 @@ def test_language_model_explains_the_predicted_next_token(files, drawn, tmp_path
                  "--tokenizer", str(files / "tokenizer"), "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0, text
-    assert "tokens: 5" in text and "prediction: next token '" in text and "conservation:" in text
+    assert "tokens (5): the[" in text and " cat[" in text and "prediction: next token '" in text and "conservation:" in text
     assert out.stat().st_size > 0
     tokens, relevance, path = drawn[0]
     assert tokens == ["the", "cat", "sat", "on", "the"] and path == str(out)
@@ -163,3 +163,23 @@ def test_text_target_picks_class_or_last_position_and_rejects_other_shapes():
     assert (index, kind) == (1, "class") and select(torch.tensor([[0.5, 2.0, 1.0]])).item() == 2.0
     with pytest.raises(InputError, match="must return"):
         text_target(torch.zeros(1, 2, 3, 4), None)
+
+
+def test_text_saves_relevance_titles_the_map_and_refuses_input_shape(files, drawn, tmp_path, capsys, monkeypatch):
+    from opwise.attribution import pictures
+
+    titles = []
+    original = pictures.token_heatmap
+    monkeypatch.setattr(pictures, "token_heatmap",
+                        lambda *a, **k: titles.append(original(*a, **k).texts[-1].get_text()))
+    saved = tmp_path / "r.npy"
+    code = main(["explain", f"{files / 'models.py'}:language_model", "--text", "the cat sat", "--tokenizer",
+                 str(files / "tokenizer"), "--save", str(saved), "--out", str(tmp_path / "t.png")])
+    assert code == 0, capsys.readouterr().err
+    import numpy
+
+    assert numpy.load(saved).shape == (1, 3)
+    assert "attn-lrp" in titles[0] and "next token" in titles[0] and "logit" in titles[0]
+    code = main(["explain", f"{files / 'models.py'}:language_model", "--text", "the cat", "--tokenizer",
+                 str(files / "tokenizer"), "--input-shape", "1,2"])
+    assert code == 2 and "--input-shape does not apply to --text" in capsys.readouterr().err

@@ -51,3 +51,22 @@ def test_parameters_a_composite_does_not_take_are_named():
         get_composite(get_composite("epsilon"), epsilon=1e-9)
     rules = get_composite("epsilon-plus", stabilizer=1e-9).by_operator.values()
     assert [r.stabilizer for r in rules if isinstance(r, ZPlus)] == [1e-9]
+
+
+@pytest.mark.parametrize("typed, name", [
+    ("epsilon_plus_flat", "epsilon-plus-flat"), ("EpsilonPlusFlat", "epsilon-plus-flat"),
+    ("epsilon_gamma_box", "epsilon-gamma-box"), ("EpsilonAlpha2Beta1", "epsilon-alpha2-beta1"),
+    ("AttnLRP", "attn-lrp"), ("cp_lrp", "cp-lrp"), ("Epsilon", "epsilon"),
+])
+def test_zennit_names_are_aliases(typed, name):
+    from opwise.rules.composites import COMPOSITES
+
+    mine, theirs = get_composite(typed), COMPOSITES[name]()
+    assert repr((mine.first, mine.by_operator, mine.by_module_type)) == repr((theirs.first, theirs.by_operator, theirs.by_module_type))
+
+
+def test_typo_and_empty_name_are_refused_with_a_suggestion():
+    with pytest.raises(opwise.InputError, match="did you mean 'epsilon-plus-flat'"):
+        get_composite("epsilon-plus-flt")
+    with pytest.raises(opwise.InputError, match="empty"):
+        get_composite("")

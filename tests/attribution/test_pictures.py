@@ -9,7 +9,7 @@ import pytest
 import torch
 from matplotlib import image as matplotlib_image
 
-from opwise.attribution.heatmap import heatmap, plot_abpc, token_heatmap
+from opwise.attribution.pictures import heatmap, plot_abpc, token_heatmap
 from opwise.errors import InputError
 
 
@@ -51,8 +51,10 @@ def test_positive_relevance_is_red_and_negative_blue_in_the_png(tmp_path):
 
 def test_color_scale_is_symmetric_around_zero():
     relevance = torch.tensor([[3.0, -1.0], [0.5, 0.0]])
-    low, high = heatmap(relevance).axes[0].images[0].get_clim()
+    low, high = heatmap(relevance, clip=None).axes[0].images[0].get_clim()
     assert (low, high) == (-3.0, 3.0)
+    low, high = heatmap(relevance).axes[0].images[0].get_clim()  # clipped at a percentile: still symmetric
+    assert low == -high and 0.5 < high < 3.0
 
 
 def test_channels_are_summed_and_a_leading_batch_of_one_is_one_panel(tmp_path):
@@ -74,27 +76,26 @@ def test_channels_are_summed_and_a_leading_batch_of_one_is_one_panel(tmp_path):
     torch.linspace(0, 255, 16 * 16).view(16, 16),  # grayscale in 0..255
     torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1,  # RGB in -1..1
 ])
-def test_overlay_on_the_input_image_keeps_the_sign_colors(tmp_path, image):
-    shown = heatmap(split_relevance(), image).axes[0].images[0].get_array()
+def test_the_input_is_drawn_beside_the_map_not_under_it(tmp_path, image):
+    path = tmp_path / "side_by_side.png"
+    figure = heatmap(split_relevance() * torch.linspace(0, 1, 16), image, path=path)
+    picture_axes, relevance_axes = figure.axes[0], figure.axes[1]
+    assert picture_axes.get_title() == "input" and len(picture_axes.images) == 1
+    shown = picture_axes.images[0].get_array()
     assert shown.min() == pytest.approx(0.0) and shown.max() == pytest.approx(1.0)  # any range is normalised
-    path = tmp_path / "overlay.png"
-    uniform = torch.full_like(image, 0.5)  # a flat image, so the sign colors are checked on a known background
-    figure = heatmap(split_relevance(), uniform, path=path, overlay_alpha=0.6)
-    axes = figure.axes[0]
-    assert len(axes.images) == 2
-    alpha = axes.images[1].get_alpha()
-    assert alpha.min() == pytest.approx(1.0)  # |relevance| is the maximum everywhere: fully opaque
-    faint = heatmap(split_relevance() * torch.linspace(0, 1, 16), uniform, overlay_alpha=0.6).axes[0].images[1]
-    assert faint.get_alpha()[0, 0] == pytest.approx(0.6) and faint.get_alpha()[0, -1] == pytest.approx(1.0)
-    assert is_red(png_color_at(figure, path, axes, 3, 8))
-    assert is_blue(png_color_at(figure, path, axes, 12, 8))
+    assert len(relevance_axes.images) == 1 and relevance_axes.images[0].get_alpha() is None  # opaque, alone
+    bounds = [axes.get_window_extent(figure.canvas.get_renderer()) for axes in (picture_axes, relevance_axes)]
+    assert bounds[0].x1 <= bounds[1].x0  # side by side
+    assert is_red(png_color_at(figure, path, relevance_axes, 6, 8))
+    assert is_blue(png_color_at(figure, path, relevance_axes, 12, 8))
+    np.testing.assert_allclose(png_color_at(figure, path, relevance_axes, 0, 8), 1.0, atol=0.02)  # zero is white
 
 
 def test_a_batch_becomes_a_grid_of_titled_panels(tmp_path):
     path = tmp_path / "grid.png"
     relevance = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     figure = heatmap(relevance, torch.rand(5, 3, 8, 8), path=path)
-    panels = [axes for axes in figure.axes if axes.images and axes.get_title()]
+    panels = [axes for axes in figure.axes if axes.images and axes.get_title() not in ("", "input")]
     assert [axes.get_title() for axes in panels] == [f"sample {index}" for index in range(5)]
     assert path.stat().st_size > 1000
     titled = heatmap(relevance[:2], title=["seven", "one"])
@@ -190,3 +191,73 @@ def test_plot_abpc_keeps_a_dozen_methods_apart_with_the_legend_beside_the_axes(t
     assert len(colors) == 12  # one color per method, MoRF and LeRF sharing it
     renderer = figure.canvas.get_renderer()
     assert axes.get_legend().get_window_extent(renderer).x0 >= axes.get_window_extent(renderer).x1
+
+
+def test_scale_is_clipped_at_the_percentile_and_the_colour_bar_says_so():
+    relevance = torch.linspace(-1, 1, 400).reshape(20, 20)
+    relevance[3, 4] = 30.0  # one outlier must not wash out the map
+    figure = heatmap(relevance)
+    low, high = figure.axes[0].images[0].get_clim()
+    expected = float(np.percentile(relevance.abs().numpy(), 99.5))
+    assert high == pytest.approx(expected) and low == pytest.approx(-expected) and high < 30.0
+    bar = figure.axes[0].images[0].colorbar
+    assert bar.extend == "both" and "clipped at p99.5" in bar.ax.get_ylabel()
+    unclipped = heatmap(relevance, clip=None)
+    assert unclipped.axes[0].images[0].get_clim() == (-30.0, 30.0)
+    assert unclipped.axes[0].images[0].colorbar.extend == "neither"
+
+
+@pytest.mark.parametrize("sign, cmap, shown", [
+    ("positive", "white-red", [[1.0, 0.0], [0.5, 0.0]]),
+    ("negative", "white-blue", [[0.0, 2.0], [0.0, 0.0]]),
+    ("absolute", "white-purple", [[1.0, 2.0], [0.5, 0.0]]),
+    ("all", "bwr", [[1.0, -2.0], [0.5, 0.0]]),
+])
+def test_sign_modes_choose_what_is_drawn_on_a_scale_white_at_zero(sign, cmap, shown):
+    image = heatmap(torch.tensor([[1.0, -2.0], [0.5, 0.0]]), sign=sign, clip=None).axes[0].images[0]
+    np.testing.assert_allclose(image.get_array(), shown)
+    assert image.get_cmap().name == cmap
+    np.testing.assert_allclose(image.get_cmap()(image.norm(0.0))[:3], 1.0, atol=0.02)
+    assert image.get_clim()[0] == (-2.0 if sign == "all" else 0.0)
+
+
+def test_figure_title_and_bad_options():
+    figure = heatmap(torch.ones(2, 2), suptitle="builtin:cnn · target 3")
+    assert figure.get_suptitle() == "builtin:cnn · target 3"
+    with pytest.raises(InputError, match="sign"):
+        heatmap(torch.ones(2, 2), sign="both")
+    with pytest.raises(InputError, match="percentile"):
+        heatmap(torch.ones(2, 2), clip=0)
+
+
+def test_token_map_has_a_title_and_a_colour_scale(tmp_path):
+    path = tmp_path / "tokens_scale.png"
+    figure = token_heatmap(["the", "cat"], torch.tensor([0.5, -2.0]), path, title="next token 'sat'")
+    assert [t.get_text() for t in figure.texts] == ["the", "cat", "next token 'sat'"]
+    bars = [axes for axes in figure.axes if axes.get_xlabel()]
+    assert len(bars) == 1 and "relevance" in bars[0].get_xlabel()
+    assert bars[0].get_xlim() == pytest.approx((-2.0, 2.0))
+    positive = token_heatmap(["the", "cat"], torch.tensor([0.5, -2.0]), sign="positive")
+    colors = [np.asarray(text.get_bbox_patch().get_facecolor()) for text in positive.texts]
+    np.testing.assert_allclose(colors[1][:3], 1.0, atol=0.01)  # negative relevance is not drawn
+
+
+def test_plot_abpc_title_names_model_composite_and_baseline():
+    curves = {"LRP": {"most": torch.tensor([2.0, 1.0, 0.0]), "least": torch.tensor([2.0, 2.0, 0.0])}}
+    title = plot_abpc(curves, model="cnn", composite="epsilon-plus-flat", baseline="blur").axes[0].get_title()
+    assert title == "pixel flipping: model cnn, composite epsilon-plus-flat, blur baseline"
+
+
+def test_feature_bars_one_bar_per_feature_coloured_by_sign(tmp_path):
+    from opwise.attribution.pictures import feature_bars
+
+    path = tmp_path / "bars.png"
+    figure = feature_bars(torch.tensor([0.5, -0.25, 0.0]), path, names=["speed", "angle", "range"], title="acas")
+    axes = figure.axes[0]
+    bars = axes.patches
+    assert [bar.get_width() for bar in bars] == pytest.approx([0.5, -0.25, 0.0])
+    assert is_red(np.asarray(bars[0].get_facecolor())) and is_blue(np.asarray(bars[1].get_facecolor()))
+    assert axes.get_title() == "acas" and [t.get_text() for t in axes.texts] == ["+0.5", "-0.25", "+0"]
+    assert path.stat().st_size > 1000
+    with pytest.raises(InputError, match="2 names for 3 features"):
+        feature_bars(torch.zeros(3), names=["a", "b"])
