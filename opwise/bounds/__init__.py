@@ -1,7 +1,6 @@
 """Verification: bound propagation (IBP, CROWN, α-CROWN), specifications, attacks, branch-and-bound."""
 
 from opwise.bounds import allocator
-from opwise.bounds.alpha import AlphaOptions
 from opwise.bounds.api import compute_bounds
 from opwise.bounds.bounded_model import METHODS, BoundedModel, Bounds
 from opwise.bounds.coverage import Coverage, coverage

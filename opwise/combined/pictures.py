@@ -2,7 +2,7 @@
 
 Images become image panels, vectors (e.g. ACAS Xu's 5 inputs) bar charts, embedding sequences one bar
 per token. Signed quantities share a colour scale symmetric around zero (red for, blue against).
-Figures use the Agg canvas directly, as `opwise.attribution.heatmap` does, so they render headless.
+Figures use the Agg canvas directly, as `opwise.attribution.pictures` does, so they render headless.
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ def text_report(model: torch.nn.Module, ids: torch.Tensor, tokens: Sequence[str]
     >>> 'id="relevance"' in page and "token ids are discrete" in page
     True
     """
-    from opwise.attribution.heatmap import token_heatmap
+    from opwise.attribution.pictures import token_heatmap
 
     parts = []
     for name in composites:
