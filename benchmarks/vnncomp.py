@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray", default=None, metavar="ADDRESS", help="run on a Ray cluster instead")
     parser.add_argument("--benchmarks", default=None, help="the benchmarks folder (default ../shared/benchmarks)")
     parser.add_argument("--out", default="vnncomp_results", help="folder for results CSVs and result files")
+    parser.add_argument("--device", default=None, help="where the workers verify: cpu or cuda (default: the CPU)")
     parser.add_argument("--resume", action="store_true",
                         help="skip instances whose result files in --out are complete (after an interrupted run)")
     args = parser.parse_args(argv)
@@ -98,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         print(f"{name}: running {suite_dir / 'instances.csv'}", file=sys.stderr)
         results = run_suite(suite_dir / "instances.csv", out / "results.csv", cap=args.cap, workers=args.workers,
-                            ray_address=args.ray, result_dir=out / "files", resume=args.resume)
+                            ray_address=args.ray, result_dir=out / "files", resume=args.resume, device=args.device)
         table.append((name, score(suite_dir, results, out / "files")))
     header = f"{'suite':<22}{'inst':>6}{'solved':>8}{'sat':>6}{'unsat':>7}{'timeout':>9}{'unknown':>9}{'error':>7}{'wrong':>7}{'total s':>10}{'median s':>10}"
-    print(f"cap {args.cap} s, {args.workers} workers")
+    print(f"cap {args.cap} s, {args.workers} workers, device {args.device or 'cpu'}")
     print(header)
     for name, c in table:
         solved = c["sat"] + c["unsat"]
