@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+import weakref
 
 import torch
 
@@ -66,6 +67,7 @@ class BoundedModel:
             graph = trace(model, torch.as_tensor(example_x).to(model_device))
         self.example_shape = tuple(example_x.shape)
         self.graph = expand_for_bounds(graph).to(self.device)
+        self._independent: weakref.WeakSet[Graph] = weakref.WeakSet()  # graphs checked to keep samples apart
 
     def graph_for(self, batch: int) -> Graph:
         """The graph for `batch` samples (its own batch size where it cannot be specialized: check `batch_size`)."""
@@ -133,6 +135,7 @@ class BoundedModel:
 
     def _bound(self, graph: Graph, input_set: InputSet, specs: torch.Tensor, method: str, bound_upper: bool,
                alpha: AlphaOptions | None, splits: dict[str, Interval]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self.check_samples_independent(graph)
         intermediate, final = METHODS[method]
         engine = BoundPropagation(graph, input_set, intermediate, splits)
         output = graph.output
@@ -150,6 +153,27 @@ class BoundedModel:
             result = engine.backward(output, A)
         result = _vacuous_where_nan(result.detach().T, method)
         return result[:, :count], -result[:, count:] if bound_upper else None
+
+    def check_samples_independent(self, graph: Graph) -> None:
+        """Refuse a graph whose output for one sample depends on another sample's input (a flip or a sum over
+        the batch axis): bounds are computed per sample, over that sample's own input set, and would be wrong.
+        Checked once per batch size by changing sample 0 and watching the others."""
+        if graph.batch_size < 2 or graph in self._independent:
+            return
+        info = graph.info(graph.explained_inputs[0])
+        generator = torch.Generator().manual_seed(0)
+        x = torch.rand(info.shape, generator=generator).to(device=self.device, dtype=info.dtype or torch.float32)
+        changed = x.clone()
+        changed[0] = torch.rand(changed[0].shape, generator=generator).to(changed)
+        with torch.no_grad():
+            before, after = graph(x), graph(changed)
+        if before.shape[:1] == x.shape[:1] and torch.allclose(before[1:], after[1:], rtol=1e-5, atol=1e-6):
+            self._independent.add(graph)
+            return
+        raise InputError(f"the model mixes samples across the batch axis at batch size {graph.batch_size} (changing "
+                         "sample 0 changed the output of others, or the output's first axis is not the batch): bounds "
+                         "are per sample, so they would not hold; bound one sample at a time (batch 1), or make "
+                         "forward treat samples independently")
 
     # ------------------------------------------------------------------ checking the request
     def input_set(self, x=None, eps=None, norm=math.inf, x_lower=None, x_upper=None, domain=None) -> InputSet:

@@ -235,3 +235,24 @@ def test_the_builtin_transformer_is_bounded_soundly_by_every_method():
     assert_sound(model, x - 0.001, x + 0.001, samples=1_000, attack=False)
     with pytest.raises(opwise.errors.OpwiseError, match="batch dimension first"):
         BoundedModel(model, x.repeat(2, 1, 1, 1)).compute_bounds(x.repeat(2, 1, 1, 1), eps=0.001, method="forward-crown")
+
+
+def test_a_model_that_mixes_samples_is_refused_at_batch_sizes_above_one():
+    """layer(x) + x.flip(0): sample 1's output depends on sample 0's input, so per-sample bounds would be wrong
+    (found by the fuzz harness); one sample at a time is fine."""
+
+    class Flip(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.layer(x) + x.flip(0)
+
+    model, x = Flip().eval(), torch.rand(2, 3)
+    with pytest.raises(InputError, match="mixes samples"):
+        BoundedModel(model, x).compute_bounds(x, eps=0.1, method="ibp")
+    single = BoundedModel(model, x[:1]).compute_bounds(x[:1], eps=0.1, method="crown")
+    samples = x[:1] + 0.1 * (2 * torch.rand(1000, 3) - 1)
+    outputs = torch.stack([model(s[None])[0] for s in samples])
+    assert (outputs >= single.lower - 1e-5).all() and (outputs <= single.upper + 1e-5).all()

@@ -126,17 +126,22 @@ class LowDimensionalBounds:
         graph = self.bounded.graph
         flat_lower, flat_upper = x_lower.reshape(len(x_lower), -1), x_upper.reshape(len(x_upper), -1)
         fixed = ((flat_lower == flat_upper) & (flat_lower == flat_lower[:1])).all(dim=0)
+        def unfolded(g, lo, up):
+            self.bounded.check_samples_independent(g)
+            return free_input_bounds(g, lo, up, C)
+
         if not fixed.any() or fixed.all():
-            return graph.map_batches(lambda g, lo, up: free_input_bounds(g, lo, up, C), x_lower, x_upper, max_batch=MAX_BATCH)
+            return graph.map_batches(unfolded, x_lower, x_upper, max_batch=MAX_BATCH)
         values, free = flat_lower[0], ~fixed
         key = (fixed.cpu().numpy().tobytes(), values[fixed].cpu().numpy().tobytes())
         if self._folded[0] != key:
             self._folded = (key, fold_fixed_inputs(graph, fixed, values))
         folded = self._folded[1]
         if folded is None:
-            return graph.map_batches(lambda g, lo, up: free_input_bounds(g, lo, up, C), x_lower, x_upper, max_batch=MAX_BATCH)
+            return graph.map_batches(unfolded, x_lower, x_upper, max_batch=MAX_BATCH)
 
         def run(g, lo, up):
+            self.bounded.check_samples_independent(g)
             bounds, reduced, bias, *_ = free_input_bounds(g, lo, up, C)
             coefficients = reduced.new_zeros(*reduced.shape[:2], len(free))
             coefficients[..., free] = reduced

@@ -110,6 +110,7 @@ class DomainBounder:
 
     def _engine(self, domains: list[Domain], size: int) -> BoundPropagation:
         graph = self.bounded.graph.for_batch(size)
+        self.bounded.check_samples_independent(graph)
         intervals = stack_intervals(domains)
         known = {}
         for name in self.root_intervals:
