@@ -161,8 +161,8 @@ def verify_specification(
         stats["seconds"] = time.monotonic() - start
         return VerificationResult(status, margin, counterexample, None, stats)
 
-    if attack and box:
-        found = pgd_attack(function, spec, time_limit=left())
+    if attack and box:  # at most half the time when a complete search may follow
+        found = pgd_attack(function, spec, time_limit=None if deadline is None else left() * (0.5 if complete else 1.0))
         stats["attack_margin"] = found.margin
         if found.found:
             return finish("falsified", None, found.counterexample)
@@ -177,8 +177,10 @@ def verify_specification(
         stats["methods"].append(name)
         if margin > 0:
             return finish("verified", margin)
-    if not complete or not box or (deadline is not None and time.monotonic() >= deadline):
+    if not complete or not box:
         return finish("unknown", margin)
+    if deadline is not None and time.monotonic() >= deadline:
+        return finish("timeout", margin)
     options = dict(complete) if isinstance(complete, dict) else {}
     options.setdefault("timeout", 60.0 if deadline is None else left())
     strategy = options.pop("strategy", "auto")

@@ -154,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
     spec = args.model or DEFAULT_MODEL
     model, examples = load_model(spec)
     inputs = model_inputs(spec, model, examples, args)
+    if args.input is None and examples is None:
+        shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
+        print(f"input: random values in [0, 1) of shape {shapes} (seeded; the model comes without example inputs): "
+              "pass --input FILE to explain your own")
     model, inputs = to_device(model, inputs, device)
     composite = args.composite or DEFAULT_COMPOSITE
     explanation = opwise.explain(model, *inputs, target=args.target, composite=composite, **options)

@@ -64,9 +64,9 @@ def register(subparsers) -> None:
     parser.add_argument("--out", default=None,
                         help="results: .json or .csv per sample (status, margin bound, time, counterexample .npy file); "
                              "with a VNN-LIB property, the VNN-COMP result file")
-    parser.add_argument("--explain", action="store_true",
-                        help="write one picture per counterexample found: x, x', perturbation and relevance at both "
-                             "(next to --out, or in counterexamples/)")
+    parser.add_argument("--explain", nargs="?", const="counterexamples", default=None, metavar="DIR",
+                        help="write one picture per counterexample found into DIR (default counterexamples/): x, x', "
+                             "perturbation and relevance at both")
     add_common(parser)
     parser.set_defaults(func=run)
 
@@ -172,8 +172,7 @@ def run(args: argparse.Namespace) -> int:
         if args.out:
             write_results(args.out, records)  # after every sample: a later failure loses nothing
         if args.explain and result.counterexample is not None:
-            folder = Path(args.out).parent if args.out else Path("counterexamples")
-            _write_explanation(model, inputs[index : index + 1], result, folder / f"counterexample_{index}.png")
+            _write_explanation(model, inputs[index : index + 1], result, Path(args.explain) / f"sample_{index}.png")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print(format_row(header, widths))
     print(format_row(["-" * w for w in widths], widths))

@@ -137,7 +137,7 @@ def test_broken_images_are_refused(capsys, tmp_path, content, message):
 def test_string_npy_and_dict_pt_inputs_are_refused(capsys, tmp_path):
     np.save(tmp_path / "s.npy", np.array(["a", "b"]))
     torch.save({"x": torch.zeros(1)}, tmp_path / "d.pt")
-    for path, message in ((tmp_path / "s.npy", "not a numeric .npy array"), (tmp_path / "d.pt", "not a tensor")):
+    for path, message in ((tmp_path / "s.npy", "not numbers"), (tmp_path / "d.pt", "not a tensor")):
         code, _, err = run(capsys, "explain", "--input", path, "--out", tmp_path / "r.png")
         assert code == 2 and message in err, err
 

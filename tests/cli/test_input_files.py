@@ -102,7 +102,9 @@ def test_explain_of_a_model_without_example_inputs_reads_the_input_file(tmp_path
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, 64])
     graph = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "g", [x], [y], [shape])
     onnx.save(helper.make_model(graph), str(tmp_path / "flat.onnx"))
-    assert "comes without example inputs: pass --input FILE" in one_line_error(capsys, "explain", str(tmp_path / "flat.onnx"))
+    # without --input: a seeded random input of the declared shape, and the output says so
+    assert main(["explain", str(tmp_path / "flat.onnx"), "--out", str(tmp_path / "random.png")]) == 0
+    assert "input: random values in [0, 1) of shape (1, 1, 8, 8)" in capsys.readouterr().out
     numpy.save(tmp_path / "x.npy", numpy.arange(64, dtype="float32").reshape(8, 8))
     code = main(["explain", str(tmp_path / "flat.onnx"), "--input", str(tmp_path / "x.npy"), "--out", str(tmp_path / "r.png")])
     assert code == 0 and "prediction: 63" in capsys.readouterr().out

@@ -43,7 +43,7 @@ def test_vnnlib_needs_an_onnx_model(tmp_path, capsys):
 def test_explain_writes_one_picture_per_counterexample(tmp_path, capsys):
     torch.save(torch.rand(2, 4), tmp_path / "x.pt")
     out = tmp_path / "pictures"
-    code = main(["verify", _factory(tmp_path), "--input", str(tmp_path / "x.pt"), "--eps", "5", "--explain", "--out", str(out)])
+    code = main(["verify", _factory(tmp_path), "--input", str(tmp_path / "x.pt"), "--eps", "5", "--explain", str(out)])
     printed = capsys.readouterr().out
     assert code == 0
     assert "2 falsified" in printed
