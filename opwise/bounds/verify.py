@@ -7,6 +7,7 @@ VNN-COMP instances use it; both report one `VerificationResult`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import math
@@ -16,13 +17,14 @@ import torch
 
 from opwise.bounds.attack import pgd_attack
 from opwise.bounds.bounded_model import METHODS, BoundedModel
+from opwise.bounds.engine.deadline import deadline as bound_deadline
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.spec import Specification, robustness_disjuncts
 from opwise.bounds.strategies.genbab.search import branch_and_bound
 from opwise.bounds.strategies.input_split import input_split_bab
 from opwise.bounds.strategies.low_dimensional import LowDimensionalBounds
 from opwise.bounds.strategies.relu_chain import ReluChain
-from opwise.errors import InputError
+from opwise.errors import InputError, TimeLimitReached
 from opwise.tracing import Graph
 from opwise.tracing.fidelity import check_fidelity
 
@@ -166,6 +168,25 @@ def verify_specification(
         stats["attack_margin"] = found.margin
         if found.found:
             return finish("falsified", None, found.counterexample)
+    try:
+        with contextlib.ExitStack() as stack:
+            if deadline is not None:  # bound passes check it between layers and chunks
+                stack.enter_context(bound_deadline(max(0.0, deadline - time.monotonic())))
+            return _bound_then_search(bounded, spec, methods, complete, deadline, max_split_inputs, region_set=input_set,
+                                      stats=stats, finish=finish, function=function)
+    except TimeLimitReached:
+        return finish("timeout", stats.get("margin"))
+
+
+def _bound_then_search(bounded, spec, methods, complete, deadline, max_split_inputs, *, region_set, stats, finish,
+                       function) -> VerificationResult:
+    """verify_specification after the attack: the bound methods, then the complete search."""
+
+    def left() -> float | None:
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    box = region_set is None
+    input_set = region_set
     rows = torch.cat([d.C for d in spec.unsafe])[None]
     region = InputSet(spec.x_lower, spec.x_upper) if box else input_set
     margin = -math.inf
@@ -174,6 +195,7 @@ def verify_specification(
             break
         lower = bounded.bound(region, rows.expand(region.lower.shape[0], *rows.shape[1:]), name, bound_upper=False).lower
         margin = max(margin, spec.margin_bound(lower.amin(0)))
+        stats["margin"] = margin
         stats["methods"].append(name)
         if margin > 0:
             return finish("verified", margin)

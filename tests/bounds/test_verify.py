@@ -92,3 +92,19 @@ def test_complete_search_on_few_inputs_splits_them_and_agrees_with_a_grid():
     with pytest.raises(InputError, match="does not take"):
         verify_specification(bounded, spec, methods=("crown",), attack=False,
                              complete={"strategy": "input-split", "split_point": "table"})
+
+
+def test_the_time_limit_holds_with_branch_and_bound():
+    """A property just below the true minimum on a 20-input net: the answer comes within the time limit
+    (bound passes are interrupted between layers), as 'timeout' or a decision."""
+    import time
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64), torch.nn.Tanh(),
+                                torch.nn.Linear(64, 3)).eval()
+    x = torch.rand(1, 20)
+    start = time.monotonic()
+    result = opwise.verify(model, x, eps=0.3, bab=True, timeout=2.0)
+    elapsed = time.monotonic() - start
+    assert result.status in ("verified", "falsified", "timeout", "unknown")
+    assert elapsed < 2.0 + max(0.2, 1.0) + 1.0, f"{elapsed:.2f} s for a 2 s limit"  # tracing once, then within 1 s
