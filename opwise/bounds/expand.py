@@ -3,8 +3,10 @@
 - softmax(x)_i = 1 / (1 + Σ_{j≠i} exp(x_j − x_i)) (the shift-invariant form): every exp sees a difference of two
   scores, which CROWN bounds tightly (the shared part of the scores cancels) and which stays small where the
   scores themselves are large; the denominator is at least 1, so every bound lies in [0, 1] and stays finite
-  even when IBP's score intervals are wide (exp of a raw score overflows: NaN bounds). One extra axis of the
-  row's length: n² exp terms per row instead of n.
+  even when IBP's score intervals are wide (exp of a raw score overflows: NaN bounds). The differences are
+  capped at MAX_EXPONENT, which moves a softmax value by less than exp(−MAX_EXPONENT) ≈ 2e-22 (a term that large
+  makes the value 0 either way) and keeps exp finite where a key is masked with the dtype's most negative
+  value (differences of ±3e38). One extra axis of the row's length: n² exp terms per row instead of n.
 - layer_norm(x) = clamp((x − mean) · rsqrt(var + eps), ±√(n − 1)) · w + b with var = mean((x − mean)²): the
   normalised value never leaves ±√(n − 1) (so the clamp changes no value), but where the variance's lower
   bound reaches 0, rsqrt's bound is 1/√eps and the product's bounds reach hundreds; the clamp caps them.
@@ -28,6 +30,8 @@ from opwise.tracing.graph import Graph, NodeInfo, op_key
 
 aten = torch.ops.aten
 
+#: the cap on softmax's score differences (see the module docstring)
+MAX_EXPONENT = 50.0
 #: the normalised value's clamp at ±√(n − 1) is widened by this, so that rounding never makes the clamp bite
 #: (the rewrite must compute the model's values)
 NORMALISED_LIMIT_SCALE = 1 + 1e-5
@@ -61,7 +65,7 @@ def _softmax(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     # differences[..., i, j, ...] = x_j − x_i over a new axis next to the softmax axis
     others = rewriter.call(aten.unsqueeze.default, x, dim)
     own = rewriter.call(aten.unsqueeze.default, x, dim + 1)
-    differences = rewriter.call(aten.sub.Tensor, others, own)
+    differences = rewriter.call(aten.clamp_max.default, rewriter.call(aten.sub.Tensor, others, own), MAX_EXPONENT)
     off_diagonal = 1 - torch.eye(length)
     off_diagonal = off_diagonal.reshape(length, length, *[1] * (len(shape) - dim - 1))
     terms = rewriter.call(aten.mul.Tensor, rewriter.call(aten.exp.default, differences), rewriter.constant(off_diagonal))
@@ -134,7 +138,7 @@ def expand_for_bounds(graph: Graph, example: torch.Tensor) -> Graph:
     >>> graph = opwise.trace(model, torch.zeros(1, 3))
     >>> expanded = expand_for_bounds(graph, torch.zeros(1, 3))
     >>> [expanded.info(n).op.split(".")[1] for n in expanded.call_nodes()][1:]
-    ['unsqueeze', 'unsqueeze', 'sub', 'exp', 'mul', 'sum', 'add', 'reciprocal']
+    ['unsqueeze', 'unsqueeze', 'sub', 'clamp_max', 'exp', 'mul', 'sum', 'add', 'reciprocal']
     >>> x = torch.randn(2, 3); torch.allclose(expanded(x), model(x))
     True
     """
