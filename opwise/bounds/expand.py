@@ -1,13 +1,26 @@
 """Rewrite composite operators into primitives that have relaxations, before bounding.
 
-softmax(x) = exp(x) · 1/Σexp(x); layer_norm(x) = (x − mean) · rsqrt(mean((x − mean)²) + eps) · w + b;
-x / y with y bounded = x · reciprocal(y); a matrix product of two bounded tensors (attention's q·kᵀ and
-p·v) = Σ_k of elementwise products, each bounded by McCormick planes. The engine then bounds each piece with its own transfer
-(exp, reciprocal, rsqrt, pow from the relaxation registry; products of two bounded tensors bilinearly).
-The rewrite works on a copy; the caller's Graph is unchanged.
+- softmax(x)_i = 1 / (1 + Σ_{j≠i} exp(x_j − x_i)) (the shift-invariant form): every exp sees a difference of two
+  scores, which CROWN bounds tightly (the shared part of the scores cancels) and which stays small where the
+  scores themselves are large; the denominator is at least 1, so every bound lies in [0, 1] and stays finite
+  even when IBP's score intervals are wide (exp of a raw score overflows: NaN bounds). The differences are
+  capped at MAX_EXPONENT, which moves a softmax value by less than exp(−MAX_EXPONENT) ≈ 2e-22 (a term that large
+  makes the value 0 either way) and keeps exp finite where a key is masked with the dtype's most negative
+  value (differences of ±3e38). One extra axis of the row's length: n² exp terms per row instead of n.
+- layer_norm(x) = clamp((x − mean) · rsqrt(var + eps), ±√(n − 1)) · w + b with var = mean((x − mean)²): the
+  normalised value never leaves ±√(n − 1) (so the clamp changes no value), but where the variance's lower
+  bound reaches 0, rsqrt's bound is 1/√eps and the product's bounds reach hundreds; the clamp caps them.
+- x / y with y bounded = x · reciprocal(y); a matrix product of two bounded tensors (attention's q·kᵀ and p·v)
+  = Σ_k of elementwise products, each bounded by McCormick planes.
+
+The engine then bounds each piece with its own transfer (exp, reciprocal, rsqrt, pow, clamp from the relaxation
+registry; products of two bounded tensors bilinearly). The rewrite computes the
+same values as the model and works on a copy; the caller's Graph is unchanged.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import fx
@@ -17,52 +30,90 @@ from opwise.tracing.graph import Graph
 
 aten = torch.ops.aten
 
+#: the cap on softmax's score differences (see the module docstring)
+MAX_EXPONENT = 50.0
+#: the normalised value's clamp at ±√(n − 1) is widened by this, so that rounding never makes the clamp bite
+#: (the rewrite must compute the model's values)
+NORMALISED_LIMIT_SCALE = 1 + 1e-5
 
-def _softmax(graph: fx.Graph, node: fx.Node) -> fx.Node:
+
+class _Rewriter:
+    """Adds nodes to the module's graph (being rewritten), and constant tensors as buffers with `get_attr` nodes."""
+
+    def __init__(self, module: fx.GraphModule):
+        self.module, self.graph, self.count = module, module.graph, 0
+
+    def call(self, target, *args) -> fx.Node:
+        return self.graph.call_function(target, args)
+
+    def constant(self, value: torch.Tensor) -> fx.Node:
+        name = f"_opwise_expand_constant_{self.count}"
+        self.count += 1
+        self.module.register_buffer(name, value)
+        return self.graph.get_attr(name)
+
+
+def _shape(node: fx.Node) -> tuple[int, ...]:
+    return tuple(node.meta["val"].shape)
+
+
+def _softmax(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     x, dim = node.args[0], node.args[1]
-    exp = graph.call_function(aten.exp.default, (x,))
-    total = graph.call_function(aten.sum.dim_IntList, (exp, [dim], True))
-    return graph.call_function(aten.mul.Tensor, (exp, graph.call_function(aten.reciprocal.default, (total,))))
+    shape = _shape(node)
+    dim = dim % len(shape)
+    length = shape[dim]
+    # differences[..., i, j, ...] = x_j − x_i over a new axis next to the softmax axis
+    others = rewriter.call(aten.unsqueeze.default, x, dim)
+    own = rewriter.call(aten.unsqueeze.default, x, dim + 1)
+    differences = rewriter.call(aten.clamp_max.default, rewriter.call(aten.sub.Tensor, others, own), MAX_EXPONENT)
+    off_diagonal = 1 - torch.eye(length)
+    off_diagonal = off_diagonal.reshape(length, length, *[1] * (len(shape) - dim - 1))
+    terms = rewriter.call(aten.mul.Tensor, rewriter.call(aten.exp.default, differences), rewriter.constant(off_diagonal))
+    total = rewriter.call(aten.add.Tensor, rewriter.call(aten.sum.dim_IntList, terms, [dim + 1]), 1.0)
+    return rewriter.call(aten.reciprocal.default, total)
 
 
-def _layer_norm(graph: fx.Graph, node: fx.Node) -> fx.Node:
+def _layer_norm(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     x, normalized_shape = node.args[0], node.args[1]
     weight = node.args[2] if len(node.args) > 2 else None
     bias = node.args[3] if len(node.args) > 3 else None
     eps = node.args[4] if len(node.args) > 4 else 1e-5
     dims = list(range(-len(normalized_shape), 0))
-    mean = graph.call_function(aten.mean.dim, (x, dims, True))
-    centered = graph.call_function(aten.sub.Tensor, (x, mean))
+    count = math.prod(normalized_shape)
+    mean = rewriter.call(aten.mean.dim, x, dims, True)
+    centered = rewriter.call(aten.sub.Tensor, x, mean)
     if has_relaxation("aten.pow.Tensor_Scalar"):
-        square = graph.call_function(aten.pow.Tensor_Scalar, (centered, 2))
+        square = rewriter.call(aten.pow.Tensor_Scalar, centered, 2)
     else:
-        square = graph.call_function(aten.mul.Tensor, (centered, centered))
-    variance = graph.call_function(aten.mean.dim, (square, dims, True))
-    scale = graph.call_function(aten.rsqrt.default, (graph.call_function(aten.add.Tensor, (variance, eps)),))
-    out = graph.call_function(aten.mul.Tensor, (centered, scale))
+        square = rewriter.call(aten.mul.Tensor, centered, centered)
+    variance = rewriter.call(aten.mean.dim, square, dims, True)
+    scale = rewriter.call(aten.rsqrt.default, rewriter.call(aten.add.Tensor, variance, eps))
+    out = rewriter.call(aten.mul.Tensor, centered, scale)
+    if count > 1:
+        # c_i = −Σ_{j≠i} c_j, so c_i² <= (n − 1)·Σ_{j≠i} c_j² (Cauchy–Schwarz), i.e. c_i² <= (n − 1)·var, and
+        # |c_i| / √(var + eps) < √(n − 1): a bound that holds however loose the variance's interval is
+        limit = math.sqrt(count - 1) * NORMALISED_LIMIT_SCALE
+        out = rewriter.call(aten.clamp.default, out, -limit, limit)
     if weight is not None:
-        out = graph.call_function(aten.mul.Tensor, (out, weight))
+        out = rewriter.call(aten.mul.Tensor, out, weight)
     if bias is not None:
-        out = graph.call_function(aten.add.Tensor, (out, bias))
+        out = rewriter.call(aten.add.Tensor, out, bias)
     return out
 
 
-def _divide(graph: fx.Graph, node: fx.Node) -> fx.Node:
-    reciprocal = graph.call_function(aten.reciprocal.default, (node.args[1],))
-    return graph.call_function(aten.mul.Tensor, (node.args[0], reciprocal))
+def _divide(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
+    return rewriter.call(aten.mul.Tensor, node.args[0], rewriter.call(aten.reciprocal.default, node.args[1]))
 
 
-def _matrix_product(graph: fx.Graph, node: fx.Node) -> fx.Node:
+def _matrix_product(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     """[.., i, k] @ [.., k, j] as sum over k of the broadcast elementwise product [.., i, k, j]."""
     left, right = node.args[0], node.args[1]
-    rows, inner = left.meta["val"].shape[-2:]
-    columns = right.meta["val"].shape[-1]
-    leading = list(left.meta["val"].shape[:-2])
-    full = leading + [rows, inner, columns]
-    left = graph.call_function(aten.expand.default, (graph.call_function(aten.unsqueeze.default, (left, -1)), full))
-    right = graph.call_function(aten.expand.default, (graph.call_function(aten.unsqueeze.default, (right, -3)), full))
-    product = graph.call_function(aten.mul.Tensor, (left, right))
-    return graph.call_function(aten.sum.dim_IntList, (product, [-2]))
+    rows, inner = _shape(left)[-2:]
+    columns = _shape(right)[-1]
+    full = list(_shape(left)[:-2]) + [rows, inner, columns]
+    left = rewriter.call(aten.expand.default, rewriter.call(aten.unsqueeze.default, left, -1), full)
+    right = rewriter.call(aten.expand.default, rewriter.call(aten.unsqueeze.default, right, -3), full)
+    return rewriter.call(aten.sum.dim_IntList, rewriter.call(aten.mul.Tensor, left, right), [-2])
 
 
 def _rewrite_for(node: fx.Node, dependent: set[fx.Node]):
@@ -87,26 +138,30 @@ def expand_for_bounds(graph: Graph, example: torch.Tensor | None = None) -> Grap
     >>> model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Softmax(-1))
     >>> graph = opwise.trace(model, torch.zeros(1, 3))
     >>> expanded = expand_for_bounds(graph)
-    >>> [expanded.info(n).op for n in expanded.call_nodes()][1:]
-    ['aten.exp.default', 'aten.sum.dim_IntList', 'aten.reciprocal.default', 'aten.mul.Tensor']
+    >>> [expanded.info(n).op.split(".")[1] for n in expanded.call_nodes()][1:]
+    ['unsqueeze', 'unsqueeze', 'sub', 'clamp_max', 'exp', 'mul', 'sum', 'add', 'reciprocal']
     >>> x = torch.randn(2, 3); torch.allclose(expanded(x), model(x))
     True
     """
     def expand(module: fx.GraphModule) -> bool:
         dependent = {n for n in module.graph.nodes if graph.info(n).depends_on_input}
         known, changed = set(module.graph.nodes), False
+        rewriter = _Rewriter(module)
         for node in list(module.graph.nodes):
             rewrite = _rewrite_for(node, dependent)
             if rewrite is None:
                 continue
             changed = True
             with module.graph.inserting_before(node):
-                replacement = rewrite(module.graph, node)
+                replacement = rewrite(rewriter, node)
+            # a later rewrite may read the replaced node's shape, and must know its result depends on the input
+            replacement.meta["val"] = node.meta.get("val")
             node.replace_all_uses_with(replacement)
             module.graph.erase_node(node)
             for created in set(module.graph.nodes) - known:  # the pieces stand where the composite stood
                 created.meta.setdefault("nn_module_stack", node.meta.get("nn_module_stack", {}))
-                dependent.add(created)
+                if created.op == "call_function":
+                    dependent.add(created)
             known = set(module.graph.nodes)
         return changed
 

@@ -48,6 +48,27 @@ class Extremes(torch.nn.Module):
         return self.head(torch.cat([h.amax(-1), h.amin(1), h.amax((1, 2), keepdim=True).flatten(1)], 1))
 
 
+class AttentionBlock(torch.nn.Module):
+    """Softmax attention (both matrix products between bounded tensors) and layer norm, as in a transformer."""
+
+    def __init__(self, width=4):
+        super().__init__()
+        self.query, self.key, self.value = (torch.nn.Linear(width, width) for _ in range(3))
+        self.norm = torch.nn.LayerNorm(width)
+        self.head = torch.nn.Linear(width, 3)
+
+    def forward(self, x):
+        tokens = x.reshape(x.shape[0], 3, -1)
+        weights = torch.softmax(self.query(tokens) @ self.key(tokens).transpose(1, 2), dim=-1)
+        return self.head(self.norm(weights @ self.value(tokens) + tokens).mean(1))
+
+
+def _small_transformer():
+    from opwise.models.transformer import DigitsTransformer
+
+    return DigitsTransformer(width=4, heads=1, hidden=4, rows=3)  # one head: forward-crown needs the batch first
+
+
 def _cnn():
     return torch.nn.Sequential(
         torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.BatchNorm2d(3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
@@ -78,6 +99,8 @@ ARCHITECTURES = {
     "cnn": (_cnn, (1, 6, 6), _randomized_cnn, 4),
     "residual": (Residual, (3,), randomize_, 10),
     "writes": (lambda: Writes(bias=True), (3,), randomize_, 10),
+    "attention_block": (AttentionBlock, (12,), randomize_, 4),
+    "transformer": (_small_transformer, (1, 3, 3), randomize_, 2),
 }
 
 

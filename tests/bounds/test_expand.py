@@ -139,3 +139,72 @@ def test_builtin_transformer_is_bounded_soundly_by_crown():
     x = demo_inputs("transformer", 1)[0]
     results = assert_sound(model, x - 0.002, x + 0.002, methods=("crown",), samples=2000)
     assert torch.isfinite(results["crown"].lower).all()
+
+
+class _MaskedAttentionScores(torch.nn.Module):
+    """Softmax over scores where some keys are masked with the dtype's most negative value, as Hugging Face does."""
+
+    def __init__(self):
+        super().__init__()
+        self.score = torch.nn.Linear(4, 4)
+        self.register_buffer("mask", torch.tensor([0.0, 0.0, torch.finfo(torch.float32).min, 0.0]))
+
+    def forward(self, x):
+        return torch.softmax(self.score(x) * 30 + self.mask, dim=-1)
+
+
+def test_softmax_becomes_one_over_a_sum_of_exponentials_of_score_differences_with_the_same_values():
+    model = _MaskedAttentionScores().eval()
+    x = torch.randn(3, 4)
+    expanded = expand_for_bounds(trace(model, x), x)
+    ops = [expanded.info(n).op for n in expanded.call_nodes()]
+    assert "aten._softmax.default" not in ops and "aten.sub.Tensor" in ops and "aten.reciprocal.default" in ops
+    assert torch.allclose(expanded(x), model(x), atol=1e-6)
+
+
+def test_softmax_bounds_stay_finite_and_within_zero_and_one_on_masked_scores_with_wide_intervals():
+    """Regression: exp of a raw score overflowed on wide score intervals and x·0 through centre and radius made
+    inf − inf: IBP bounds came out NaN (reported as -inf), and upper bounds went far above 1."""
+    model = _MaskedAttentionScores().eval()
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
+    results = assert_sound(model, x - 2.0, x + 2.0, methods=("ibp",), samples=2000, attack=False)
+    bounds = results["ibp"]
+    assert torch.isfinite(bounds.lower).all() and torch.isfinite(bounds.upper).all()
+    assert (bounds.lower >= 0).all() and (bounds.upper <= 1).all()
+    assert (bounds.upper[:, 2] <= 1e-20).all()  # the masked key gets no weight (up to exp(−MAX_EXPONENT))
+
+
+class _Normalized(torch.nn.Module):
+    def __init__(self, width=6):
+        super().__init__()
+        self.inner = torch.nn.Linear(3, width)
+        self.norm = torch.nn.LayerNorm(width, elementwise_affine=False)
+
+    def forward(self, x):
+        return self.norm(self.inner(x))
+
+
+def test_layer_norm_bounds_stay_within_the_square_root_of_width_minus_one_where_the_variance_reaches_zero():
+    """Regression: with the variance's lower bound at 0, rsqrt's bound was 1/√eps ≈ 316 and the normalised values'
+    bounds reached hundreds; every normalised value lies within ±√(n − 1), and IBP's bounds now do too (CROWN's final
+    bound takes lines through the clamp's kinks, sound but not always inside the box)."""
+    torch.manual_seed(0)
+    model = _Normalized().eval()
+    x = torch.randn(2, 3)
+    results = assert_sound(model, x - 3.0, x + 3.0, methods=("ibp", "crown"), samples=2000, attack=False)
+    limit = 5 ** 0.5 * 1.0001
+    assert (results["ibp"].lower >= -limit).all() and (results["ibp"].upper <= limit).all()
+    assert (results["crown"].lower >= -5 * limit).all() and (results["crown"].upper <= 5 * limit).all()
+    with torch.no_grad():  # every feature the same value: variance 0, output 0 (the rewrite keeps that value)
+        model.inner.weight.zero_(), model.inner.bias.fill_(0.7)
+    graph = trace(model, x)
+    assert torch.equal(expand_for_bounds(graph, x)(x), model(x))
+
+
+def test_crown_bounds_of_softmax_over_masked_keys_are_finite():
+    """Regression: a key masked with finfo.min makes score differences of ±3e38, whose exp is inf; the exp lines
+    were inf − inf = NaN there and every CROWN bound came out NaN (reported as -inf)."""
+    model = _MaskedAttentionScores().eval()
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(1))
+    results = assert_sound(model, x - 0.01, x + 0.01, methods=("crown",), samples=2000, attack=False)
+    assert torch.isfinite(results["crown"].lower).all() and torch.isfinite(results["crown"].upper).all()

@@ -47,10 +47,21 @@ class Multiply(WeightedAffine):
 
     def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
         if not self._both(step):
-            return super().ibp(step, intervals)
+            return self._ibp_constant_factor(step, intervals[0])
         x, y = (intervals[step.inputs.index(f)] for f in self._factors(step))
         corners = torch.stack(torch.broadcast_tensors(x.lower * y.lower, x.lower * y.upper, x.upper * y.lower, x.upper * y.upper))
         return Interval(corners.amin(0), corners.amax(0))
+
+    def _ibp_constant_factor(self, step: Step, x: Interval) -> Interval:
+        """x·c from the ends' products, as the op computes values: through centre and radius an infinite end
+        (exp of a masked attention score) gives inf − inf = NaN. A zero factor gives 0 (the value is 0·x)."""
+        factor = next(arg for arg in step.args[:2] if not (isinstance(arg, fx.Node) and arg in step.inputs))
+        ends = torch.stack(torch.broadcast_tensors(step.function(x.lower), step.function(x.upper)))
+        if isinstance(factor, torch.Tensor):
+            ends = torch.where(torch.broadcast_to(factor == 0, ends.shape[1:]), torch.zeros_like(ends), ends)
+        elif factor == 0:
+            ends = torch.zeros_like(ends)
+        return Interval(ends.amin(0), ends.amax(0))
 
     def backward(self, step: Step, A: torch.Tensor):
         if not self._both(step):
