@@ -25,6 +25,7 @@ from opwise.bounds.strategies.input_split import input_split_bab
 from opwise.bounds.strategies.low_dimensional import LowDimensionalBounds
 from opwise.bounds.strategies.relu_chain import ReluChain
 from opwise.errors import InputError, TimeLimitReached
+from opwise.progress import LiveLine
 from opwise.tracing import Graph
 from opwise.tracing.fidelity import check_fidelity
 
@@ -64,6 +65,7 @@ def verify(
     domain: tuple[float, float] | None = None,
     bab: bool | dict = False,
     device: str | torch.device | None = None,
+    verbose: bool = False,
 ) -> VerificationResult:
     """Verify that `target` (by default the model's prediction at x) stays the top output on the Lp
     ball of radius eps around x (one sample, batch 1), clipped to `domain`.
@@ -94,6 +96,9 @@ def verify(
     with torch.no_grad():
         output = bounded(x).reshape(1, -1)
     classes = output.shape[1]
+    if classes < 2:
+        raise InputError(f"robustness needs at least two outputs to compare, the model has {classes}; "
+                         "state the property with verify_specification (opwise.bounds.verify) instead")
     if target is None:
         target = int(output.argmax())
     if not 0 <= int(target) < classes:
@@ -104,8 +109,15 @@ def verify(
     spec = Specification(input_set.lower, input_set.upper, robustness_disjuncts(classes, target))
     methods = AUTO_METHODS if method == "auto" else (method,)
     remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
-    result = verify_specification(bounded, spec, methods=methods, complete=bab, timeout=remaining,
-                                  input_set=None if math.isinf(norm) else input_set)
+    line = LiveLine() if verbose else None
+    if line is not None and bab:
+        bab = {**(bab if isinstance(bab, dict) else {}), "progress": line}
+    try:
+        result = verify_specification(bounded, spec, methods=methods, complete=bab, timeout=remaining,
+                                      input_set=None if math.isinf(norm) else input_set)
+    finally:
+        if line is not None:
+            line.close()
     result.target = target
     result.stats["seconds"] = time.monotonic() - start
     return result

@@ -12,6 +12,7 @@ import argparse
 import csv
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         start = time.monotonic()
         result = verify(bounded, inputs[index : index + 1].to(device), eps=eps, norm=norm, method=method,
                         timeout=args.timeout, domain=tuple(args.domain) if args.domain else None,
-                        target=args.target, bab=args.bab)
+                        target=args.target, bab=args.bab, verbose=_live(args))
         seconds = time.monotonic() - start
         margin = "-" if result.margin_lower is None else f"{result.margin_lower:.4f}"
         rows.append([str(index), str(result.target), result.status, margin, f"{seconds:.3f}"])
@@ -184,6 +185,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         print(f"results written to {args.out}")
     return 0
+
+
+def _live(args: argparse.Namespace) -> bool:
+    """Whether to draw branch-and-bound's live progress line: on a terminal, unless --quiet."""
+    return bool(args.bab) and not getattr(args, "quiet", False) and sys.stderr.isatty()
 
 
 def _write_explanation(model, x: torch.Tensor, result, path: Path) -> None:

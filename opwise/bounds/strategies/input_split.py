@@ -27,6 +27,7 @@ from opwise.bounds.attack import Function, check_counterexample, pgd_attack
 from opwise.bounds.strategies.result import BabResult, queue_limit
 from opwise.bounds.spec import Specification
 from opwise.errors import InputError
+from opwise.progress import Progress
 
 BoundFunction = Callable[..., "torch.Tensor | tuple[torch.Tensor, ...]"]
 """`bound_fn(x_lower [B, *shape], x_upper [B, *shape], C [rows, outputs])`: lower bounds of C·f(x), [B, rows];
@@ -135,6 +136,7 @@ def input_split_bab(
     attack_share: float = 0.1,
     attack_steps: int = 50,
     round_time: float = 1.0,
+    progress: Progress | None = None,
 ) -> BabResult:
     """Decide whether some x in the box puts f(x) in the unsafe set, by bisecting the box.
 
@@ -145,7 +147,8 @@ def input_split_bab(
     "coefficient" (needs a bound_fn that returns input coefficients), "gradient", "widest", or "auto"
     (coefficient when the bound function gives coefficients, else gradient), "bound" (every dimension tried,
     the one whose worse half has the best bound kept). Rounds are kept near `round_time` seconds (fewer domains
-    per round while each costs more) and within the time left, so the timeout is kept.
+    per round while each costs more) and within the time left, so the timeout is kept. `progress` is called
+    after every round (open and visited domains, time left).
 
     >>> import torch
     >>> from opwise.bounds.spec import Disjunct, Specification
@@ -215,6 +218,10 @@ def input_split_bab(
         queue = _Domains.concat([rest, children])
         stats["rounds"] += 1
         per_domain = (time.monotonic() - began) / len(batch)
+        if progress is not None:
+            now = time.monotonic()
+            progress({"search": "input splitting", "open": len(queue), "visited": stats["domains"],
+                      "seconds": now - start, "left": deadline - now})
     if found is not None:
         return finish("falsified", found)
     if narrow:

@@ -21,6 +21,7 @@ from opwise.bounds.vnncomp.instance import verify_instance
 from opwise.bounds.vnncomp.results import (InstanceResult, failure_reason, is_complete, read_result,
                                            result_file_names, write_atomically, write_result)
 from opwise.errors import InputError, SpecError
+from opwise.progress import eta
 
 
 def read_instances(instances_csv: str | Path, cap: float | None = None) -> list[tuple[str, str, float]]:
@@ -316,7 +317,9 @@ def _progress(done: int, total: int, counts: dict[str, int], elapsed: float) -> 
     width = 30
     filled = width * done // max(total, 1)
     summary = " ".join(f"{key}={value}" for key, value in sorted(counts.items()))
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {summary} {elapsed:.0f}s ")
+    left = eta(done, total, elapsed)
+    remaining = "" if left is None or done == total else f" ~{left:.0f}s left"
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {summary} {elapsed:.0f}s{remaining} ")
     if done == total:
         sys.stderr.write("\n")
     sys.stderr.flush()

@@ -22,6 +22,7 @@ from opwise.bounds.strategies.result import BabResult, queue_limit
 from opwise.bounds.bounded_model import BoundedModel
 from opwise.bounds.spec import Specification
 from opwise.errors import InputError
+from opwise.progress import Progress
 
 #: seconds between PGD attacks during the search
 ATTACK_INTERVAL = 10.0
@@ -40,12 +41,14 @@ def branch_and_bound(
     max_domains: int = 200_000,
     max_memory: int | None = None,
     alpha: AlphaOptions | None = None,
+    progress: Progress | None = None,
 ) -> BabResult:
     """Decide whether `spec` holds for `bounded` by splitting nonlinear neurons' input intervals.
 
     `branching`: "bbps" | "babsr" | "largest-interval"; `split_point`: "table" | "midpoint";
     `batch_size`: domains bounded per engine pass; `max_domains`: queue size at which it gives up ('unknown');
-    `max_memory`: bytes the open domains' tensors may hold before it gives up (None: no limit).
+    `max_memory`: bytes the open domains' tensors may hold before it gives up (None: no limit); `progress` is
+    called after every round with the open and visited domains, the worst open lower bound and the time left.
 
     >>> import torch
     >>> from opwise.bounds.spec import Disjunct
@@ -137,6 +140,10 @@ def branch_and_bound(
                     return finish("falsified", None, counterexample)
         for child in open_children:
             queue.push(child)
+        if progress is not None:
+            now = time.monotonic()
+            progress({"search": "GenBaB", "open": len(queue), "visited": stats["domains_visited"],
+                      "lower": queue.worst() if len(queue) else None, "seconds": now - start, "left": deadline - now})
     return finish("verified", proven)
 
 

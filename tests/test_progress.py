@@ -1,0 +1,62 @@
+"""Live progress: searches report each round to a callback; `opwise.verify(verbose=True)` draws one line."""
+
+from __future__ import annotations
+
+import torch
+
+import opwise
+from opwise.bounds import BoundedModel
+from opwise.bounds.spec import Disjunct, Specification
+from opwise.bounds.strategies.genbab.search import branch_and_bound
+from opwise.bounds.strategies.input_split import input_split_bab
+from opwise.progress import eta
+
+
+def _net() -> torch.nn.Module:
+    torch.manual_seed(1)
+    return torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(),
+                               torch.nn.Linear(16, 1)).eval()
+
+
+def _hard_spec(model) -> Specification:
+    grid = torch.cartesian_prod(torch.linspace(-1, 1, 201), torch.linspace(-1, 1, 201))
+    floor = float(model(grid).min().detach())
+    return Specification(-torch.ones(1, 2), torch.ones(1, 2), [Disjunct(torch.ones(1, 1), torch.tensor([floor - 1e-4]))])
+
+
+def test_both_searches_report_every_round():
+    model = _net()
+    spec = _hard_spec(model)
+    reports = []
+    result = branch_and_bound(BoundedModel(model, torch.zeros(1, 2)), spec, method="crown", timeout=3,
+                              progress=reports.append)
+    assert result.stats["rounds"] == len(reports) > 0
+    assert all({"open", "visited", "seconds", "left"} <= set(r) and r["search"] == "GenBaB" for r in reports)
+    assert [r["visited"] for r in reports] == sorted(r["visited"] for r in reports)
+    reports.clear()
+    bounds = lambda lo, up, C: BoundedModel(model, lo[:1]).compute_bounds(x_lower=lo, x_upper=up, C=C).lower  # noqa: E731
+    result = input_split_bab(bounds, model, spec, timeout=3, progress=reports.append)
+    assert result.stats["rounds"] == len(reports) > 0 and reports[-1]["search"] == "input splitting"
+
+
+def test_verify_draws_nothing_unless_asked(capsys):
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).eval()
+    opwise.verify(model, torch.zeros(1, 2), eps=0.5, bab={"timeout": 5})
+    assert capsys.readouterr().err == ""
+    opwise.verify(model, torch.zeros(1, 2), eps=0.9, bab={"timeout": 5, "strategy": "genbab"}, verbose=True)
+    err = capsys.readouterr().err
+    assert err == "" or (err.startswith("\r") and err.endswith("\n") and "open" in err)
+
+
+def test_eta():
+    assert eta(5, 20, 10.0) == 30.0
+
+
+def test_robustness_needs_two_outputs():
+    import pytest
+
+    from opwise.errors import InputError
+
+    with pytest.raises(InputError, match="at least two outputs"):
+        opwise.verify(_net(), torch.zeros(1, 2), eps=0.1)
