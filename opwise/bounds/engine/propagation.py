@@ -104,21 +104,21 @@ class BoundPropagation:
         self.input_node = explained[0]
         self.batch = input_set.lower.shape[0]
         self.device = input_set.lower.device
-        self.order = {node: index for index, node in enumerate(graph.nodes)}
-        self.values: dict[fx.Node, object] = {}
-        self.steps: dict[fx.Node, Step] = {}
-        self.transfers: dict[fx.Node, object] = {}
-        self.ibp: dict[fx.Node, Interval] = {self.input_node: input_set.interval}
-        self.tight: dict[fx.Node, Interval] = {self.input_node: input_set.interval}
+        self._order = {node: index for index, node in enumerate(graph.nodes)}
+        self._values: dict[fx.Node, object] = {}
+        self._steps: dict[fx.Node, Step] = {}
+        self._transfers: dict[fx.Node, object] = {}
+        self._ibp: dict[fx.Node, Interval] = {self.input_node: input_set.interval}
+        self._tight: dict[fx.Node, Interval] = {self.input_node: input_set.interval}
         self._ancestors: dict[fx.Node, list[fx.Node]] = {}
-        self.linear: dict[fx.Node, LinearBounds] = {}
+        self._linear: dict[fx.Node, LinearBounds] = {}
         self.splits = {self._node(node): interval for node, interval in (splits or {}).items()}
         self.infeasible = torch.zeros(input_set.lower.shape[0], dtype=torch.bool, device=self.device)
         self.record = frozenset(self._node(node) for node in record)
         self._evaluate_constants()
         for node, interval in (known or {}).items():
             node = self._node(node)
-            self.tight[node] = self._narrow(node, interval)
+            self._tight[node] = self._narrow(node, interval)
 
     def _node(self, node: fx.Node | str) -> fx.Node:
         return self.graph.node(node) if isinstance(node, str) else node
@@ -135,13 +135,13 @@ class BoundPropagation:
         for node in self.graph.nodes:
             if node.op == "get_attr":
                 constant = self.graph.constant(node)
-                self.values[node] = constant.detach() if isinstance(constant, torch.Tensor) else constant
+                self._values[node] = constant.detach() if isinstance(constant, torch.Tensor) else constant
             elif node.op == "call_function" and not self.bounded(node):
-                args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: self.values[a])
+                args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: self._values[a])
                 kwargs = dict(kwargs)
                 if "device" in kwargs and isinstance(kwargs["device"], torch.device):
                     kwargs["device"] = device
-                self.values[node] = node.target(*args, **kwargs)
+                self._values[node] = node.target(*args, **kwargs)
 
     def _unsupported(self, node: fx.Node, op: str, hint: str) -> UnsupportedOperation:
         info = self.graph.info(node)
@@ -149,8 +149,8 @@ class BoundPropagation:
 
     def step(self, node: fx.Node) -> Step:
         """The node as its transfer sees it (getitem of a multi-output op is fused with that op)."""
-        if node in self.steps:
-            return self.steps[node]
+        if node in self._steps:
+            return self._steps[node]
         source, pick = node, None
         if node.target is operator.getitem and self._is_tuple(node.args[0]):
             source, pick = node.args[0], node.args[1]
@@ -159,11 +159,11 @@ class BoundPropagation:
 
         def function(*tensors: torch.Tensor) -> torch.Tensor:
             bound = dict(zip(inputs, tensors))
-            args, kwargs = fx.node.map_arg((source.args, source.kwargs), lambda a: bound[a] if a in bound else self.values[a])
+            args, kwargs = fx.node.map_arg((source.args, source.kwargs), lambda a: bound[a] if a in bound else self._values[a])
             result = source.target(*args, **kwargs)
             return result if pick is None else result[pick]
 
-        args = fx.node.map_arg(source.args, lambda a: a if a in inputs else self.values[a])
+        args = fx.node.map_arg(source.args, lambda a: a if a in inputs else self._values[a])
         transfer = transfer_for(op)
         relaxation = None
         if transfer is None and has_relaxation(op):
@@ -171,11 +171,11 @@ class BoundPropagation:
         if transfer is None:
             raise self._unsupported(node, op, "no bound transfer or relaxation is registered for this operator; "
                                     "register one with @bound_transfer or @register_relaxation")
-        self.transfers[node] = transfer
+        self._transfers[node] = transfer
         info = self.graph.info(node)
         step = Step(node, op, inputs, [self.graph.info(i).shape for i in inputs], function, tuple(args),
                     self.interval, relaxation, shape=info.shape, module_path=info.module_path)
-        self.steps[node] = step
+        self._steps[node] = step
         return step
 
     def ancestors(self, target: fx.Node) -> list[fx.Node]:
@@ -190,7 +190,7 @@ class BoundPropagation:
                     if parent not in seen:
                         seen.add(parent)
                         stack.append(parent)
-            self._ancestors[target] = sorted(seen, key=self.order.__getitem__)
+            self._ancestors[target] = sorted(seen, key=self._order.__getitem__)
         return self._ancestors[target]
 
     # ------------------------------------------------------------------ IBP
@@ -199,16 +199,16 @@ class BoundPropagation:
         (IBP blows up over deep stacks: a layer norm's variance loses its +eps to float32 cancellation and rsqrt
         sees a zero lower bound), the node is propagated again from its inputs' CROWN-tightened intervals."""
         for node in self.ancestors(target):
-            if node not in self.ibp:
+            if node not in self._ibp:
                 step = self.step(node)
                 try:
-                    interval = self.transfers[node].ibp(step, [self.ibp[i] for i in step.inputs])
+                    interval = self._transfers[node].ibp(step, [self._ibp[i] for i in step.inputs])
                 except OpwiseError:
                     if self.intermediate == "ibp":
                         raise
-                    interval = self.transfers[node].ibp(step, [self.interval(i) for i in step.inputs])
-                self.ibp[node] = self._narrow(node, interval)
-        return self.ibp[target]
+                    interval = self._transfers[node].ibp(step, [self.interval(i) for i in step.inputs])
+                self._ibp[node] = self._narrow(node, interval)
+        return self._ibp[target]
 
     def _narrow(self, node: fx.Node, interval: Interval) -> Interval:
         """The interval intersected with the node's split (if any); an empty result becomes a point."""
@@ -222,24 +222,24 @@ class BoundPropagation:
     # ------------------------------------------------------------------ promises
     def interval(self, node: fx.Node) -> Interval:
         """The best interval of a node: IBP, tightened by CROWN unless the policy is IBP. Cached."""
-        if node in self.tight:
-            return self.tight[node]
+        if node in self._tight:
+            return self._tight[node]
         ibp = self.interval_ibp(node)
         policy = self.policy(node)
         if policy == "ibp" or self.exact_by_ibp(node):
-            self.tight[node] = ibp
+            self._tight[node] = ibp
             return ibp
         if policy == "forward":
             forward = self.forward_linear(node).concretize(self.input_set)
             tight = Interval(torch.maximum(ibp.lower, forward.lower), torch.minimum(ibp.upper, forward.upper))
-            self.tight[node] = self._narrow(node, Interval(tight.lower.detach(), torch.maximum(tight.lower, tight.upper).detach()))
-            return self.tight[node]
+            self._tight[node] = self._narrow(node, Interval(tight.lower.detach(), torch.maximum(tight.lower, tight.upper).detach()))
+            return self._tight[node]
         selected = self.neurons_to_refine(node, ibp, self.groups(node, ibp))
         if selected.numel():
             self.prepare(node)
         refined = self.refine(node, ibp, selected)
-        self.tight[node] = self._narrow(node, Interval(refined.lower.detach(), refined.upper.detach()))
-        return self.tight[node]
+        self._tight[node] = self._narrow(node, Interval(refined.lower.detach(), refined.upper.detach()))
+        return self._tight[node]
 
     def policy(self, node: fx.Node) -> str:
         """How this node's intermediate bound is computed: "ibp", "forward" or "crown"."""
@@ -249,23 +249,27 @@ class BoundPropagation:
 
     def known_interval(self, node: fx.Node) -> Interval | None:
         """The node's interval if the engine has settled it (computed, or given as known), else None."""
-        return self.tight.get(node)
+        return self._tight.get(node)
 
     def known_intervals(self) -> dict[str, Interval]:
         """Every interval the engine has settled, by node name (the input's excluded): what later engines
         over the same input set may take as `known`."""
-        return {node.name: interval for node, interval in self.tight.items() if node is not self.input_node}
+        return {node.name: interval for node, interval in self._tight.items() if node is not self.input_node}
 
     def transfer(self, node: fx.Node):
         """The bound transfer the engine uses for a node."""
         self.step(node)
-        return self.transfers[node]
+        return self._transfers[node]
 
     def tighten(self, node: fx.Node, interval: Interval) -> Interval:
         """Replace the node's interval by a tighter sound one (α-CROWN's intermediate bounds), narrowed by the
         node's split; every later pass's relaxations use it. Returns the interval stored."""
-        self.tight[node] = self._narrow(node, interval)
-        return self.tight[node]
+        self._tight[node] = self._narrow(node, interval)
+        return self._tight[node]
+
+    def split(self, node: fx.Node) -> Interval | None:
+        """The interval a node's split keeps it in (None when the node is not split)."""
+        return self.splits.get(node)
 
     def split_nodes(self, target: fx.Node) -> list[fx.Node]:
         """The split nodes a pass to `target` goes through (where β multipliers can enter)."""
@@ -280,7 +284,7 @@ class BoundPropagation:
         if self.input_set.center is not None and not math.isinf(self.input_set.norm):
             return False
         step = self.step(node)
-        if step.relaxation is not None or not isinstance(self.transfers[node], Affine) or len(step.inputs) != 1:
+        if step.relaxation is not None or not isinstance(self._transfers[node], Affine) or len(step.inputs) != 1:
             return False
         source = step.inputs[0]
         while source is not self.input_node:
@@ -307,7 +311,7 @@ class BoundPropagation:
         chunks = [selected] if alphas is not None else selected.split(SPEC_CHUNK // 2)
         self.step(node)
         # one-hot rows of a [C, H, W] map go back as windows where the node's transfer takes them
-        windowed = groups == self.batch and lower.dim() == 4 and getattr(self.transfers[node], "takes_patches", False)
+        windowed = groups == self.batch and lower.dim() == 4 and getattr(self._transfers[node], "takes_patches", False)
         for chunk in chunks if selected.numel() else ():
             check_deadline()
             count = chunk.numel()
@@ -329,21 +333,21 @@ class BoundPropagation:
         """Forward-mode linear bounds of `target` in terms of the input (each node once, cached); a node
         without a forward transfer carries its interval (from its inputs' intervals) as constant bounds."""
         for node in self.ancestors(target):
-            if node in self.linear:
+            if node in self._linear:
                 continue
             check_deadline()
             if node is self.input_node:
-                self.linear[node] = LinearBounds.identity(self.input_set)
+                self._linear[node] = LinearBounds.identity(self.input_set)
                 continue
             step = self.step(node)
-            bounds = forward_bounds(step, self.transfers[node], [self.linear[i] for i in step.inputs])
+            bounds = forward_bounds(step, self._transfers[node], [self._linear[i] for i in step.inputs])
             if bounds is None:
-                box = self.transfers[node].ibp(step, [self.interval(i) for i in step.inputs])
+                box = self._transfers[node].ibp(step, [self.interval(i) for i in step.inputs])
                 ibp = self.interval_ibp(node)
                 box = Interval(torch.maximum(box.lower, ibp.lower), torch.minimum(box.upper, ibp.upper))
-                bounds = LinearBounds.constant(box, self.linear[self.input_node])
-            self.linear[node] = bounds
-        return self.linear[target]
+                bounds = LinearBounds.constant(box, self._linear[self.input_node])
+            self._linear[node] = bounds
+        return self._linear[target]
 
     def neurons_to_refine(self, node: fx.Node, ibp: Interval, groups: int) -> torch.Tensor:
         """Flat positions (union over the groups) whose interval some consumer's relaxation depends on."""
@@ -364,7 +368,7 @@ class BoundPropagation:
             if node is self.input_node:
                 continue
             step = self.step(node)
-            for needed in self.transfers[node].needs_bounds(step):
+            for needed in self._transfers[node].needs_bounds(step):
                 self.interval(needed)
 
     # ------------------------------------------------------------------ CROWN
@@ -380,12 +384,12 @@ class BoundPropagation:
             if coefficient is None:
                 continue
             step = self.step(node) if node is not self.input_node else None
-            if step is None or not isinstance(self.transfers[node], Affine):
-                box = self.ibp[node]
+            if step is None or not isinstance(self._transfers[node], Affine):
+                box = self._ibp[node]
                 terms = coefficient.clamp(min=0) * box.lower + coefficient.clamp(max=0) * box.upper
                 bound = bound + terms.reshape(A.shape[0], self.batch, -1).sum(-1)
                 continue
-            parts, terms = self.transfers[node].backward(step, coefficient)
+            parts, terms = self._transfers[node].backward(step, coefficient)
             if terms is not None:
                 bound = bound + terms.reshape(terms.shape[0], self.batch, -1).sum(-1)
             for parent, part in zip(step.inputs, parts):
@@ -428,7 +432,7 @@ class BoundPropagation:
                 recorded[node] = dense(coefficient).detach()
             step = self.step(node)
             step.alpha = None if alphas is None else alphas.get(node)
-            transfer = self.transfers[node]
+            transfer = self._transfers[node]
             if not getattr(transfer, "takes_patches", False):
                 coefficient = dense(coefficient)
             beta = None if betas is None else betas.get(node)

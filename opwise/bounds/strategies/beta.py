@@ -103,7 +103,7 @@ def _initial(engine: BoundPropagation, target: fx.Node, specs: int,
                 continue
             pair = AlphaPair(*(None if t is None else t.expand(specs, *t.shape) for t in (start.lower, start.upper)))
         alphas[node] = leaf(pair)
-    betas = {node: leaf(warm.get(BETA + node.name) or initial_betas(engine.splits[node], specs))
+    betas = {node: leaf(warm.get(BETA + node.name) or initial_betas(engine.split(node), specs))
              for node in engine.split_nodes(target)}
     _clamp(engine, alphas, betas)
     return alphas, betas

@@ -122,7 +122,7 @@ def test_direct_backward_equals_the_generic_vjp(name):
     engine = BoundPropagation(bounded.graph, InputSet.ball(x, 0.1))
     (node,) = [n for n in bounded.graph.nodes if bounded.graph.info(n).op in ("aten.convolution.default", "aten.batch_norm.default")]
     step = engine.step(node)
-    transfer = engine.transfers[node]
+    transfer = engine.transfer(node)
     assert isinstance(transfer, (BatchNorm, Convolution))
     shape = layer(x).shape
     dense = torch.randn(5, *shape)
