@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from opwise.bounds.attack import Function, check_counterexample, pgd_attack
-from opwise.bounds.strategies.result import BabResult, queue_limit
+from opwise.bounds.strategies.result import BabResult, queue_limit, within_timeout
 from opwise.bounds.spec import Specification
 from opwise.errors import InputError
 from opwise.progress import Progress
@@ -122,6 +122,7 @@ class _Domains:
         return _Domains(*(None if any(v is None for v in values) else torch.cat(values) for values in fields))
 
 
+@within_timeout
 def input_split_bab(
     bound_fn: BoundFunction,
     function: Function,

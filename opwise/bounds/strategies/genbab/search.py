@@ -18,7 +18,7 @@ from opwise.bounds.attack import check_counterexample, pgd_attack
 from opwise.bounds.strategies.genbab.bounding import DomainBounder
 from opwise.bounds.strategies.genbab.branching import BRANCHING, SPLIT_POINTS, choose_splits
 from opwise.bounds.strategies.genbab.domains import DomainQueue
-from opwise.bounds.strategies.result import BabResult, queue_limit
+from opwise.bounds.strategies.result import BabResult, queue_limit, within_timeout
 from opwise.bounds.bounded_model import BoundedModel
 from opwise.bounds.spec import Specification
 from opwise.errors import InputError
@@ -28,6 +28,7 @@ from opwise.progress import Progress
 ATTACK_INTERVAL = 10.0
 
 
+@within_timeout
 def branch_and_bound(
     bounded: BoundedModel,
     spec: Specification,
