@@ -222,9 +222,8 @@ def _bound_then_search(bounded, spec, methods, complete, deadline, max_split_inp
         free = int((spec.x_upper > spec.x_lower).sum())
         strategy = "input-split" if free <= max_split_inputs and not _genbab_options(options) else "genbab"
     if strategy == "input-split":
-        chain = ReluChain.of_graph(bounded.graph)
+        chain = ReluChain.of_graph(bounded.graph, dtype=torch.float32)
         if chain is not None:
-            chain.dtype = torch.float32
             bound_fn, forward = chain.bound_and_smear, chain
         else:
             bound_fn, forward = LowDimensionalBounds(bounded), function

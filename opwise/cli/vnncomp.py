@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 from opwise.bounds.allocator import retain_freed_memory
 from opwise.bounds.vnncomp import instance
 from opwise.bounds.vnncomp.results import InstanceResult, failure_reason, write_result
 from opwise.errors import InputError
+from opwise.progress import LiveLine
 
 
 def main_verify(args, device=None) -> int:
@@ -23,7 +25,12 @@ def main_verify(args, device=None) -> int:
             raise InputError(f"--timeout must be a positive number of seconds, got {args.timeout}")
         retain_freed_memory()
         _import_the_importer()
-        result = instance.verify_instance(args.model, args.vnnlib, timeout, device=device)
+        line = LiveLine() if sys.stderr.isatty() and not getattr(args, "quiet", False) else None
+        try:
+            result = instance.verify_instance(args.model, args.vnnlib, timeout, device=device, progress=line)
+        finally:
+            if line is not None:
+                line.close()
     except Exception as error:
         if args.out:
             try:

@@ -57,8 +57,9 @@ class ReluChain:
         self.biases = [b.detach().to(torch.float64) for b in self.biases]
 
     @classmethod
-    def of_graph(cls, graph: Graph) -> "ReluChain | None":
-        """The chain a graph computes, or None when it is not one (branches, other nonlinearities, many inputs)."""
+    def of_graph(cls, graph: Graph, dtype: torch.dtype = torch.float64) -> "ReluChain | None":
+        """The chain a graph computes, bounding in `dtype`, or None when it is not one (branches, other
+        nonlinearities, many inputs)."""
         nodes = _chain_nodes(graph)
         if nodes is None:
             return None
@@ -79,7 +80,7 @@ class ReluChain:
         weight, bias = _affine_map(graph, constants, segment, start)
         weights.append(weight)
         biases.append(bias)
-        chain = cls(weights, biases, tuple(graph.info(graph.explained_inputs[0]).shape))
+        chain = cls(weights, biases, tuple(graph.info(graph.explained_inputs[0]).shape), dtype=dtype)
         return chain if chain._matches(graph) else None
 
     def _matches(self, graph: Graph) -> bool:

@@ -30,6 +30,7 @@ from opwise.bounds.strategies.relu_chain import ReluChain
 from opwise.bounds.vnncomp.results import InstanceResult
 from opwise.bounds.vnncomp.vnnlib import parse_vnnlib, violates
 from opwise.errors import SpecError, SpecTooLarge, TimeLimitReached
+from opwise.progress import Progress
 
 STATUS_OF_BAB = {"verified": "unsat", "falsified": "sat", "timeout": "timeout", "unknown": "unknown"}
 
@@ -71,9 +72,10 @@ def optimized_lower_bounds(bounded: BoundedModel, x_lower: torch.Tensor, x_upper
 
 def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *,
                     load: Loader | None = None, max_split_inputs: int = 16,
-                    device: str | torch.device | None = None) -> InstanceResult:
+                    device: str | torch.device | None = None, progress: Progress | None = None) -> InstanceResult:
     """Decide one VNN-COMP instance within `timeout` seconds (loading and parsing included).
 
+    `progress` (opwise.progress) is handed to the search that runs (input splitting or GenBaB), once per round.
     `load` (default `load_with_engine` on `device`) gives the model, its bound function and input shape. A property
     with several input boxes (ACAS Xu prop_6) is `sat` when any box has a counterexample and `unsat` only
     when every box is proved. Bound passes check the clock between layers (engine/deadline.py), so the
@@ -91,7 +93,7 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
     start = time.monotonic()
     try:
         with _hard_stop(timeout + HARD_STOP_SLACK), deadline(timeout):
-            return _verify(onnx_path, vnnlib_path, timeout, start, load, max_split_inputs, device)
+            return _verify(onnx_path, vnnlib_path, timeout, start, load, max_split_inputs, device, progress)
     except TimeLimitReached:
         return InstanceResult("timeout", time.monotonic() - start, reason="the time limit was reached in a bound pass")
     except _OutOfTime:
@@ -101,7 +103,7 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
 
 
 def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader | None, max_split_inputs: int,
-            device) -> InstanceResult:
+            device, progress: Progress | None) -> InstanceResult:
     """verify_instance's work, run under its deadline."""
     if load is None:  # device only where one is asked for: a replaced loader need not take it
         load = load_with_engine if device is None else partial(load_with_engine, device=device)
@@ -124,7 +126,7 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
         if free <= max_split_inputs:
             chain = _relu_chain(function) if chain is False else chain
             if chain is not None:  # a search on the chain's own forward; the answer is checked on `function` below
-                result = input_split_bab(chain.bound_and_smear, chain, spec, timeout=remaining)
+                result = input_split_bab(chain.bound_and_smear, chain, spec, timeout=remaining, progress=progress)
             elif _proved_at_root(function, spec, remaining / 2):
                 result = None
                 stats["proved_at_root"] = stats.get("proved_at_root", 0) + 1
@@ -132,7 +134,7 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
                 if _bounded_of(function) is not None and low_dimensional is None:
                     low_dimensional = LowDimensionalBounds(_bounded_of(function))
                 result = input_split_bab(low_dimensional or bound_fn, function, spec,
-                                         timeout=timeout - (time.monotonic() - start))
+                                         timeout=timeout - (time.monotonic() - start), progress=progress)
             status, counterexample = ("unsat", None) if result is None else (
                 STATUS_OF_BAB[result.status], result.counterexample)
             for key, value in ({} if result is None else result.stats).items():
@@ -144,7 +146,7 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
             if status == "unknown" and _bounded_of(function) is not None and remaining > 1:
                 from opwise.bounds.strategies.genbab.search import branch_and_bound
 
-                result = branch_and_bound(_bounded_of(function), spec, timeout=remaining)
+                result = branch_and_bound(_bounded_of(function), spec, timeout=remaining, progress=progress)
                 status, counterexample = STATUS_OF_BAB[result.status], result.counterexample
                 stats["domains"] = stats.get("domains", 0) + result.stats.get("domains_visited", 0)
         if status == "sat":
@@ -210,10 +212,7 @@ def _bounded_of(function) -> BoundedModel | None:
 def _relu_chain(function) -> ReluChain | None:
     """The engine model's graph as an affine–ReLU chain (fast batched bounds), or None."""
     bounded = _bounded_of(function)
-    chain = ReluChain.of_graph(bounded.graph) if bounded is not None else None
-    if chain is not None:
-        chain.dtype = torch.float32
-    return chain
+    return ReluChain.of_graph(bounded.graph, dtype=torch.float32) if bounded is not None else None
 
 
 def _check_outputs(function, spec: Specification, path: str) -> None:

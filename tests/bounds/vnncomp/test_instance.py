@@ -509,3 +509,17 @@ def test_cgan_ends_within_its_timeout(benchmarks_dir):
         elapsed = time.monotonic() - started
         assert elapsed <= budget + max(0.1 * budget, 1.0), (budget, elapsed, result)
         assert result.status in ("timeout", "unsat")
+
+
+def test_the_progress_callback_reaches_the_search(tmp_path):
+    """y = relu-MLP on [0, 1]²: the property is decided by input splitting, which reports every round."""
+    model = random_mlp(1, (2, 16, 16, 1))
+    with torch.no_grad():
+        grid = torch.cartesian_prod(torch.linspace(0, 1, 101), torch.linspace(0, 1, 101)).double()
+        floor = float(model(grid).min())
+    path = tmp_path / "p.vnnlib"
+    path.write_text(vnnlib_text([0.0, 0.0], [1.0, 1.0], [[1.0]], [floor - 1e-3], 1))
+    reports = []
+    result = verify_instance("m.onnx", path, 30, load=tiny_loader(model), progress=reports.append)
+    assert result.status == "unsat"
+    assert len(reports) == result.stats["rounds"] > 0 and all(r["search"] == "input splitting" for r in reports)
