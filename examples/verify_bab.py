@@ -17,7 +17,7 @@ images, labels = opwise.models.demo_inputs("cnn", n=1 if FAST else 8)
 for eps in (0.01, 0.3) if FAST else (0.02, 0.3):
     for image, label in zip(images, labels):
         x = image[None]
-        result = opwise.verify(model, x, eps=eps, target=int(label), bab=True, timeout=2 if FAST else 60)
+        result = opwise.verify(model, x, eps=eps, target=int(label), bab=True, timeout=10 if FAST else 60)
         line = f"eps {eps}: digit {int(label)} {result.status}"
         if result.status == "verified":
             line += f" (margin lower bound {result.margin_lower:.3f} > 0 on every input of the ball)"

@@ -26,7 +26,7 @@ import torch
 from opwise.bounds.attack import Function, check_counterexample, pgd_attack
 from opwise.bounds.strategies.result import BabResult, queue_limit, within_timeout
 from opwise.bounds.spec import Specification
-from opwise.errors import InputError
+from opwise.errors import InputError, TimeLimitReached
 from opwise.progress import Progress
 
 BoundFunction = Callable[..., "torch.Tensor | tuple[torch.Tensor, ...]"]
@@ -185,44 +185,47 @@ def input_split_bab(
                           torch.zeros(1, dtype=torch.long, device=spec.x_lower.device), None, branching, stats)
     queue = queue.take((queue.worst < math.inf).nonzero().flatten())
     narrow, per_domain = 0, 0.0
-    while found is None and len(queue):
-        if time.monotonic() > deadline:
-            return finish("timeout")
-        reason = queue_limit(queue, max_domains, max_memory)
-        if reason is not None:
-            stats["reason"] = reason
-            return finish("unknown")
-        if stats["attack_time"] < attack_share * (time.monotonic() - start):
-            found = _attack_domains(function, spec, rows, queue, attack_steps, stats)
+    try:
+        while found is None and len(queue):
+            if time.monotonic() > deadline:
+                return finish("timeout")
+            reason = queue_limit(queue, max_domains, max_memory)
+            if reason is not None:
+                stats["reason"] = reason
+                return finish("unknown")
+            if stats["attack_time"] < attack_share * (time.monotonic() - start):
+                found = _attack_domains(function, spec, rows, queue, attack_steps, stats)
+                if found is not None:
+                    break
+            affordable = min(round_time, deadline - time.monotonic()) / max(per_domain, 1e-9)
+            batch, rest = queue.pop_worst(max(1, min(batch_size, int(affordable))))
+            width = (batch.upper - batch.lower).reshape(len(batch), -1) * splittable
+            keep = width.amax(dim=1) > min_width
+            narrow += int((~keep).sum())
+            batch, width = batch.take(keep.nonzero().flatten()), width[keep]
+            if not len(batch):
+                queue = rest
+                continue
+            began = time.monotonic()
+            if branching == "bound":
+                found, children = _split_every_way(bound_fn, function, spec, rows, batch, width, stats)
+            else:
+                dimension = _choose_dimension(function, rows, batch, width, branching)
+                child_lower, child_upper = _bisect(batch.lower, batch.upper, dimension)
+                found, children = _bound(bound_fn, function, spec, rows, child_lower, child_upper, batch.open_.repeat(2, 1),
+                                         (batch.depth + 1).repeat(2), _repeat(batch.state, 2), branching, stats)
             if found is not None:
                 break
-        affordable = min(round_time, deadline - time.monotonic()) / max(per_domain, 1e-9)
-        batch, rest = queue.pop_worst(max(1, min(batch_size, int(affordable))))
-        width = (batch.upper - batch.lower).reshape(len(batch), -1) * splittable
-        keep = width.amax(dim=1) > min_width
-        narrow += int((~keep).sum())
-        batch, width = batch.take(keep.nonzero().flatten()), width[keep]
-        if not len(batch):
-            queue = rest
-            continue
-        began = time.monotonic()
-        if branching == "bound":
-            found, children = _split_every_way(bound_fn, function, spec, rows, batch, width, stats)
-        else:
-            dimension = _choose_dimension(function, rows, batch, width, branching)
-            child_lower, child_upper = _bisect(batch.lower, batch.upper, dimension)
-            found, children = _bound(bound_fn, function, spec, rows, child_lower, child_upper, batch.open_.repeat(2, 1),
-                                     (batch.depth + 1).repeat(2), _repeat(batch.state, 2), branching, stats)
-        if found is not None:
-            break
-        children = children.take((children.worst < math.inf).nonzero().flatten())
-        queue = _Domains.concat([rest, children])
-        stats["rounds"] += 1
-        per_domain = (time.monotonic() - began) / len(batch)
-        if progress is not None:
-            now = time.monotonic()
-            progress({"search": "input splitting", "open": len(queue), "visited": stats["domains"],
-                      "seconds": now - start, "left": deadline - now})
+            children = children.take((children.worst < math.inf).nonzero().flatten())
+            queue = _Domains.concat([rest, children])
+            stats["rounds"] += 1
+            per_domain = (time.monotonic() - began) / len(batch)
+            if progress is not None:
+                now = time.monotonic()
+                progress({"search": "input splitting", "open": len(queue), "visited": stats["domains"],
+                          "seconds": now - start, "left": deadline - now})
+    except TimeLimitReached:  # a bound pass reached the deadline: end with the counts so far
+        return finish("timeout")
     if found is not None:
         return finish("falsified", found)
     if narrow:

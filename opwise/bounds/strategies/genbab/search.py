@@ -21,7 +21,7 @@ from opwise.bounds.strategies.genbab.domains import DomainQueue
 from opwise.bounds.strategies.result import BabResult, queue_limit, within_timeout
 from opwise.bounds.bounded_model import BoundedModel
 from opwise.bounds.spec import Specification
-from opwise.errors import InputError
+from opwise.errors import InputError, TimeLimitReached
 from opwise.progress import Progress
 
 #: seconds between PGD attacks during the search
@@ -108,43 +108,46 @@ def branch_and_bound(
                 for child in domain.split(decision.input, decision.index, decision.point)]
 
     queue.push(root)
-    while len(queue):
-        if time.monotonic() > deadline:
-            return finish("timeout", queue.worst())
-        reason = queue_limit(queue, max_domains, max_memory)
-        if reason is not None:
-            stats["reason"] = reason
-            return finish("unknown", queue.worst())
-        parents = queue.pop(max(1, batch_size // 2))
-        children = split(parents)
-        if children is None:
-            return finish("unknown", min(p.lower for p in parents))
-        while 2 * len(children) <= batch_size:  # few open domains (the first rounds): split the children again
-            grandchildren = split(children)
-            if grandchildren is None:
-                break
-            children = grandchildren
-        bounder.bound(children, max(2, batch_size), deadline)
-        stats["rounds"] += 1
-        stats["domains_visited"] = bounder.visited
-        stats["max_depth"] = max(stats["max_depth"], max(child.depth for child in children))
-        open_children = [child for child in children if not child.lower > 0]
-        proven = min([proven] + [child.lower for child in children if child.lower > 0])
-        if open_children:
-            counterexample = _checked_primal(function, spec, bounder.primal_inputs(open_children))
-            if counterexample is not None:
-                return finish("falsified", None, counterexample)
-            if attack and time.monotonic() - last_attack > ATTACK_INTERVAL:
-                counterexample = attacked(stats["rounds"])
-                last_attack = time.monotonic()
+    try:
+        while len(queue):
+            if time.monotonic() > deadline:
+                return finish("timeout", queue.worst())
+            reason = queue_limit(queue, max_domains, max_memory)
+            if reason is not None:
+                stats["reason"] = reason
+                return finish("unknown", queue.worst())
+            parents = queue.pop(max(1, batch_size // 2))
+            children = split(parents)
+            if children is None:
+                return finish("unknown", min(p.lower for p in parents))
+            while 2 * len(children) <= batch_size:  # few open domains (the first rounds): split the children again
+                grandchildren = split(children)
+                if grandchildren is None:
+                    break
+                children = grandchildren
+            bounder.bound(children, max(2, batch_size), deadline)
+            stats["rounds"] += 1
+            stats["domains_visited"] = bounder.visited
+            stats["max_depth"] = max(stats["max_depth"], max(child.depth for child in children))
+            open_children = [child for child in children if not child.lower > 0]
+            proven = min([proven] + [child.lower for child in children if child.lower > 0])
+            if open_children:
+                counterexample = _checked_primal(function, spec, bounder.primal_inputs(open_children))
                 if counterexample is not None:
                     return finish("falsified", None, counterexample)
-        for child in open_children:
-            queue.push(child)
-        if progress is not None:
-            now = time.monotonic()
-            progress({"search": "GenBaB", "open": len(queue), "visited": stats["domains_visited"],
-                      "lower": queue.worst() if len(queue) else None, "seconds": now - start, "left": deadline - now})
+                if attack and time.monotonic() - last_attack > ATTACK_INTERVAL:
+                    counterexample = attacked(stats["rounds"])
+                    last_attack = time.monotonic()
+                    if counterexample is not None:
+                        return finish("falsified", None, counterexample)
+            for child in open_children:
+                queue.push(child)
+            if progress is not None:
+                now = time.monotonic()
+                progress({"search": "GenBaB", "open": len(queue), "visited": stats["domains_visited"],
+                          "lower": queue.worst() if len(queue) else None, "seconds": now - start, "left": deadline - now})
+    except TimeLimitReached:  # a bound pass reached the deadline: end with the counts so far (no margin: the
+        return finish("timeout", None)  # domains of the interrupted round are neither in the queue nor bounded)
     return finish("verified", proven)
 
 
