@@ -70,13 +70,15 @@ def explain_counterexample(
     x_prime: torch.Tensor,
     *,
     true_class: int | None = None,
-    composite: Any = "epsilon-plus-flat",
+    composite: Any = "epsilon-plus",
     k: int = 5,
     tokens: Sequence[str] | None = None,
 ) -> CounterexampleExplanation:
     """Explain `model` at x and at its counterexample x′ for the true class (default: the prediction at x)
     and for the class that wins at x′ (the runner-up at x′ if the true class still wins there).
 
+    The default composite is `epsilon-plus`, not `epsilon-plus-flat`: the flat rule spreads a first dense
+    layer's relevance evenly over the inputs, which erases the difference between x and x′ on MLPs.
     `tokens`: x is an embedding sequence [1, T, D]; relevance and perturbation are then summed / maxed
     over each token's embedding. `conservation` holds, per explained map, (input relevance sum,
     explained logit), as `Explanation.conservation` does.
