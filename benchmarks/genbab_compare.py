@@ -67,7 +67,7 @@ def load_case(case: dict):
     from opwise.bounds.vnncomp.instance import load_with_engine
     from opwise.bounds.vnncomp.vnnlib import parse_vnnlib
 
-    bounded, _, input_shape = load_with_engine(case["onnx"])
+    bounded, input_shape = load_with_engine(case["onnx"])
     spec = parse_vnnlib(case["vnnlib"], input_shape)[0]
     return bounded, bounded, spec
 

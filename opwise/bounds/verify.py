@@ -18,14 +18,16 @@ import torch
 from opwise.bounds.attack import pgd_attack
 from opwise.bounds.bounded_model import METHODS, BoundedModel
 from opwise.bounds.engine.deadline import deadline as bound_deadline
+from opwise.bounds.function_bounds import FunctionBounds
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.spec import Specification, robustness_disjuncts
+from opwise.bounds.strategies.alpha import AlphaOptions
 from opwise.bounds.strategies.genbab.search import branch_and_bound
 from opwise.bounds.strategies.input_split import input_split_bab
 from opwise.bounds.strategies.low_dimensional import LowDimensionalBounds
 from opwise.bounds.strategies.relu_chain import ReluChain
 from opwise.errors import InputError, TimeLimitReached
-from opwise.progress import LiveLine
+from opwise.progress import LiveLine, Progress
 from opwise.tracing import Graph
 from opwise.tracing.fidelity import check_fidelity
 
@@ -107,14 +109,12 @@ def verify(
     # checks eps, norm, domain and shapes
     input_set = bounded.input_set(x, eps, norm, None, None, domain)
     spec = Specification(input_set.lower, input_set.upper, robustness_disjuncts(classes, target))
-    methods = AUTO_METHODS if method == "auto" else (method,)
+    methods = None if method == "auto" else (method,)
     remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
     line = LiveLine() if verbose else None
-    if line is not None and bab:
-        bab = {**(bab if isinstance(bab, dict) else {}), "progress": line}
     try:
         result = verify_specification(bounded, spec, methods=methods, complete=bab, timeout=remaining,
-                                      input_set=None if math.isinf(norm) else input_set)
+                                      input_set=None if math.isinf(norm) else input_set, progress=line)
     finally:
         if line is not None:
             line.close()
@@ -124,24 +124,34 @@ def verify(
 
 
 def verify_specification(
-    bounded: BoundedModel,
+    model: BoundedModel | FunctionBounds,
     spec: Specification,
     *,
-    methods: tuple[str, ...] = AUTO_METHODS,
+    methods: tuple[str, ...] | None = None,
     complete: bool | dict = False,
     timeout: float | None = None,
     max_split_inputs: int = 16,
     attack: bool = True,
     input_set: InputSet | None = None,
+    progress: Progress | None = None,
 ) -> VerificationResult:
     """Decide whether `spec` holds: PGD in its box, then each bound method in turn until the property is
     proved, then (with `complete`) a complete search: input splitting when at most `max_split_inputs`
     inputs are free (the chain fast path for affine–ReLU networks), else GenBaB.
 
+    `methods` (None: chosen with the search) are the bound passes over the whole box: CROWN then α-CROWN
+    without a search; none before input splitting on the chain (its first round bounds the whole box);
+    α-CROWN on the final bound only (cheap, and far tighter than the splitting rounds' forward-mode bounds)
+    before input splitting on other networks; CROWN before GenBaB (which optimises α at its root). α stops
+    once the property is proved; with a search to follow, each pass gets at most half the time left. The
+    attack is left to input splitting, which attacks its boxes itself.
+
     `complete` is True or a dict of the chosen search's options (`input_split_bab` or `branch_and_bound`
     keywords; options only GenBaB takes, such as `alpha`, `split_point` or a GenBaB branching heuristic,
-    choose GenBaB; "strategy": "input-split" or "genbab" forces one). `input_set` replaces the box for the bound
-    passes (an L2 ball: neither the attack nor the complete search runs then, both work on boxes).
+    choose GenBaB; "strategy": "input-split" or "genbab" forces one). `progress` is handed to that search.
+    `input_set` replaces the box for the bound passes (an L2 ball: neither the attack nor the complete search
+    runs then, both work on boxes). `model` may be a FunctionBounds (a forward and a bound function): it gets
+    the attack, its bound function and input splitting, and GenBaB only through its `bounded`.
 
     >>> import torch
     >>> from opwise.bounds.spec import Disjunct
@@ -160,86 +170,138 @@ def verify_specification(
     """
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
+    spec = spec.to(model.device)
+    box = input_set is None
+    if not box and isinstance(model, FunctionBounds):
+        raise InputError("a FunctionBounds model is bounded over boxes only; give a BoundedModel for other input sets")
+    options = dict(complete) if isinstance(complete, dict) else {}
+    if progress is not None:
+        options.setdefault("progress", progress)
+    strategy = _search_strategy(spec, options, max_split_inputs) if complete and box else None
+    graph_model = model if isinstance(model, BoundedModel) else model.bounded
+    chain = (ReluChain.of_graph(graph_model.graph, dtype=torch.float32)
+             if strategy == "input-split" and graph_model is not None else None)
+    if methods is None:
+        methods = ROOT_METHODS[strategy if strategy != "input-split" or chain is None else "input-split-chain"]
+    stats: dict = {"methods": []}
 
     def left() -> float | None:
         return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-    spec = spec.to(bounded.device)
-    box = input_set is None
-    stats: dict = {"methods": []}
-
-    def function(z: torch.Tensor) -> torch.Tensor:
-        return bounded(z).reshape(z.shape[0], -1)
 
     def finish(status: str, margin: float | None, counterexample: torch.Tensor | None = None) -> VerificationResult:
         stats["seconds"] = time.monotonic() - start
         return VerificationResult(status, margin, counterexample, None, stats)
 
-    if attack and box:  # at most half the time when a complete search may follow
-        found = pgd_attack(function, spec, time_limit=None if deadline is None else left() * (0.5 if complete else 1.0))
+    if attack and box and strategy != "input-split":  # at most half the time when a complete search may follow
+        found = pgd_attack(_forward(model), spec, time_limit=None if deadline is None else left() * (0.5 if complete else 1.0))
         stats["attack_margin"] = found.margin
         if found.found:
             return finish("falsified", None, found.counterexample)
     try:
         with contextlib.ExitStack() as stack:
             if deadline is not None:  # bound passes check it between layers and chunks
-                stack.enter_context(bound_deadline(max(0.0, deadline - time.monotonic())))
-            return _bound_then_search(bounded, spec, methods, complete, deadline, max_split_inputs, region_set=input_set,
-                                      stats=stats, finish=finish, function=function)
+                stack.enter_context(bound_deadline(left()))
+            margin = _root_margin(model, spec, methods, input_set, final_only=strategy == "input-split",
+                                  share=0.5 if strategy else 1.0, left=left, stats=stats)
+            if margin > 0:
+                return finish("verified", margin)
+            if strategy is None:
+                return finish("unknown", margin)
+            if deadline is not None and time.monotonic() >= deadline:
+                return finish("timeout", margin)
+            options.setdefault("timeout", 60.0 if deadline is None else left())
+            if strategy == "input-split":
+                if chain is not None:
+                    bound_fn, forward = chain.bound_and_smear, chain
+                else:
+                    bound_fn = LowDimensionalBounds(graph_model) if graph_model is not None else model.lower_bounds
+                    forward = _forward(model)
+                result = input_split_bab(bound_fn, forward, spec, **_options_for(input_split_bab, options, "input splitting"))
+            elif graph_model is None:
+                stats["reason"] = "GenBaB splits neurons of a traced graph; this model is given by functions only"
+                return finish("unknown", margin)
+            else:
+                result = branch_and_bound(graph_model, spec, **_options_for(branch_and_bound, options, "GenBaB"))
     except TimeLimitReached:
         return finish("timeout", stats.get("margin"))
-
-
-def _bound_then_search(bounded, spec, methods, complete, deadline, max_split_inputs, *, region_set, stats, finish,
-                       function) -> VerificationResult:
-    """verify_specification after the attack: the bound methods, then the complete search."""
-
-    def left() -> float | None:
-        return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-    box = region_set is None
-    input_set = region_set
-    rows = torch.cat([d.C for d in spec.unsafe])[None]
-    region = InputSet(spec.x_lower, spec.x_upper) if box else input_set
-    margin = -math.inf
-    for name in methods:
-        if deadline is not None and time.monotonic() > deadline:
-            break
-        lower = bounded.bound(region, rows.expand(region.lower.shape[0], *rows.shape[1:]), name, bound_upper=False).lower
-        margin = max(margin, spec.margin_bound(lower.amin(0)))
-        stats["margin"] = margin
-        stats["methods"].append(name)
-        if margin > 0:
-            return finish("verified", margin)
-    if not complete or not box:
-        return finish("unknown", margin)
-    if deadline is not None and time.monotonic() >= deadline:
-        return finish("timeout", margin)
-    options = dict(complete) if isinstance(complete, dict) else {}
-    options.setdefault("timeout", 60.0 if deadline is None else left())
-    strategy = options.pop("strategy", "auto")
-    if strategy == "auto":
-        free = int((spec.x_upper > spec.x_lower).sum())
-        strategy = "input-split" if free <= max_split_inputs and not _genbab_options(options) else "genbab"
-    if strategy == "input-split":
-        chain = ReluChain.of_graph(bounded.graph, dtype=torch.float32)
-        if chain is not None:
-            bound_fn, forward = chain.bound_and_smear, chain
-        else:
-            bound_fn, forward = LowDimensionalBounds(bounded), function
-        result = input_split_bab(bound_fn, forward, spec, **_options_for(input_split_bab, options, "input splitting"))
-        stats["input_split"] = result.stats
-        stats["bab"] = result.stats
-    elif strategy == "genbab":
-        result = branch_and_bound(bounded, spec, **_options_for(branch_and_bound, options, "GenBaB"))
-        stats["bab"] = result.stats
-    else:
-        raise InputError(f"unknown complete-search strategy {strategy!r}; choose 'auto', 'input-split' or 'genbab'")
+    stats["search"] = strategy
+    stats["bab"] = result.stats
     if result.status == "falsified":
         return finish("falsified", None, result.counterexample)
     if result.status == "verified":  # input splitting proves every box without one number for the whole
         return finish("verified", getattr(result, "margin_lower", None))
     return finish(result.status, margin)
+
+
+#: the bound passes over the whole box before each complete search (None: no search); see verify_specification
+ROOT_METHODS: dict[str | None, tuple[str, ...]] = {
+    None: AUTO_METHODS, "genbab": ("crown",), "input-split": ("alpha-crown",), "input-split-chain": (),
+}
+
+
+def _search_strategy(spec: Specification, options: dict, max_split_inputs: int) -> str:
+    """The complete search: the options' "strategy" (popped), else input splitting for few free inputs unless
+    the options name something only GenBaB takes."""
+    strategy = options.pop("strategy", "auto")
+    if strategy == "auto":
+        free = int((spec.x_upper > spec.x_lower).sum())
+        return "input-split" if free <= max_split_inputs and not _genbab_options(options) else "genbab"
+    if strategy not in ("input-split", "genbab"):
+        raise InputError(f"unknown complete-search strategy {strategy!r}; choose 'auto', 'input-split' or 'genbab'")
+    return strategy
+
+
+def _forward(model: BoundedModel | FunctionBounds):
+    """The model's forward pass with its outputs flattened per sample (what the attack and the searches check)."""
+    return lambda z: model(z).reshape(z.shape[0], -1)
+
+
+def _root_margin(model: BoundedModel | FunctionBounds, spec: Specification, methods: tuple[str, ...],
+                 input_set: InputSet | None, *, final_only: bool, share: float, left, stats: dict) -> float:
+    """The best margin bound of `methods` over the whole input set, stopping at the first that proves `spec`.
+    Each pass may take `share` of the time left: one that runs out ends with the margin so far (a search
+    follows); `final_only` optimises α on the final bound only (a cheap pass before input splitting)."""
+    rows = torch.cat([d.C for d in spec.unsafe])
+    threshold = torch.cat([d.d for d in spec.unsafe])
+    region = InputSet(spec.x_lower, spec.x_upper) if input_set is None else input_set
+    margin = -math.inf
+    for name in methods:
+        budget = left()
+        if budget is not None and budget <= 0:
+            break
+        limit = None if budget is None else budget * share
+        try:
+            with contextlib.ExitStack() as stack:
+                if limit is not None and share < 1:
+                    stack.enter_context(bound_deadline(limit))
+                lower = _lower_bounds(model, region, rows, name, threshold, limit, final_only)
+        except TimeLimitReached:
+            if share >= 1:
+                raise
+            stats.setdefault("root_timeouts", []).append(name)
+            continue
+        margin = max(margin, spec.margin_bound(lower.detach().amin(0)))
+        stats["margin"] = margin
+        stats["methods"].append(name)
+        if margin > 0:
+            break
+    return margin
+
+
+def _lower_bounds(model: BoundedModel | FunctionBounds, region: InputSet, rows: torch.Tensor, name: str,
+                  threshold: torch.Tensor, time_limit: float | None, final_only: bool) -> torch.Tensor:
+    """Lower bounds [batch, rows] of rows·f(x) over `region` by the bound method `name`; α-CROWN stops once
+    every row exceeds its threshold (nothing left to prove) or its time is up."""
+    if isinstance(model, FunctionBounds):
+        if name == "alpha-crown" and model.optimized is not None:
+            return model.optimized(region.lower, region.upper, rows, threshold, time_limit)
+        return model.lower_bounds(region.lower, region.upper, rows)
+    alpha = None
+    if name == "alpha-crown":
+        alpha = AlphaOptions(intermediate=not final_only, stop_above=threshold[:, None].to(model.device),
+                             time_limit=time_limit)
+    specs = rows[None].expand(region.lower.shape[0], *rows.shape)
+    return model.bound(region, specs, name, bound_upper=False, alpha=alpha).lower
 
 
 def _genbab_options(options: dict) -> bool:

@@ -85,7 +85,7 @@ def test_complete_search_on_few_inputs_splits_them_and_agrees_with_a_grid():
         result = verify_specification(bounded, spec, methods=("crown",), complete=True, timeout=60)
         assert result.status == expected
         if expected == "verified":
-            assert "input_split" in result.stats and result.margin_lower is None
+            assert result.stats["search"] == "input-split" and result.margin_lower is None
         else:
             y = model(result.counterexample)
             assert float(y[0, 0] - y[0, 1]) <= threshold

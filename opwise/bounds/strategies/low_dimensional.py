@@ -7,7 +7,7 @@ input. Backward CROWN, which needs one specification per neuron, is kept for nar
 `crown_limit` elements per sample: the small classifier layers and the scalar before an output sigmoid),
 where it is cheap and tighter, and for the specification rows themselves. On the cGAN this takes a
 fraction of a second per box (one full CROWN pass: ~20 s) and is tight through the generator, but its
-intervals grow about 4× per discriminator layer; `verify_instance` therefore tries one α-CROWN pass over the
+intervals grow about 4× per discriminator layer; the orchestrator (`verify_specification`) therefore tries one α-CROWN pass over the
 whole box before splitting.
 """
 

@@ -20,12 +20,14 @@ import dataclasses
 import torch
 from torch import fx
 
+from opwise.bounds.relaxations.registry import relaxation_for
 from opwise.bounds.strategies.input_split import LinearLowerBounds
 from opwise.bounds.transfers.affine import Affine
 from opwise.bounds.transfers.registry import transfer_for
 from opwise.tracing.graph import Graph
 
 RELU = "aten.relu.default"
+RELU_RELAXATION = relaxation_for(RELU, (), {})
 
 #: relative amount taken off every bound for the rounding of its dtype. float32 bounds of the 45 ACAS Xu
 #: networks (16 property boxes, 2,048 sub-boxes each of three sizes) stayed within 5.9e-5·(1+|bound|) of float64 ones.
@@ -252,12 +254,10 @@ def _concretize(A: torch.Tensor, constant: torch.Tensor, centre: torch.Tensor, r
 
 
 def _relu_relaxation(lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """CROWN's ReLU relaxation: the chord above, slope 1 or 0 below (whichever leaves the smaller area)."""
-    active, unstable = lower >= 0, (lower < 0) & (upper > 0)
-    chord = torch.where(unstable, upper / (upper - lower).clamp(min=1e-30), active.to(lower.dtype))
-    slope_lower = torch.where(unstable, (upper > -lower).to(lower.dtype), active.to(lower.dtype))
-    offset = torch.where(unstable, -chord * lower, torch.zeros_like(lower))
-    return slope_lower, chord, offset
+    """The engine's ReLU relaxation (relaxations/relu.py, CROWN's choice of lower slope) as the chain uses it:
+    (lower slope, upper slope, upper intercept); a ReLU's lower line always passes through 0."""
+    lines = RELU_RELAXATION.relax(lower, upper)
+    return lines.lower_slope, lines.upper_slope, lines.upper_intercept
 
 
 def _chain_nodes(graph: Graph) -> list[fx.Node] | None:

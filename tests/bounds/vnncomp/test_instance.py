@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from opwise.bounds import vnncomp
+from opwise.bounds import BoundedModel, vnncomp
+from opwise.bounds.function_bounds import FunctionBounds
 from opwise.bounds.vnncomp import InstanceResult, instance, read_result, run_suite, verify_instance, write_result
 from opwise.cli.vnncomp import main_verify
 from opwise.errors import OpwiseError, SpecError
@@ -37,14 +38,14 @@ def acas_loader(path: str):
                 linear.bias.sub_(mean @ weights[name])
         layers += [linear, torch.nn.ReLU()]
     model = torch.nn.Sequential(*layers[:-1])
-    return (lambda x: model(x.reshape(len(x), -1))), interval_bound_fn(model), (1, 1, 1, 5)
+    return FunctionBounds(lambda x: model(x.reshape(len(x), -1)), interval_bound_fn(model)), (1, 1, 1, 5)
 
 
 def tiny_loader(model, shape=(1, 2)):
     """A Loader for a float64 test MLP, seen in float32 like an ONNX network."""
     bounds = interval_bound_fn(model)
     function = lambda x: model(x.double()).float()  # noqa: E731
-    return lambda path: (function, lambda lo, up, C: bounds(lo.double(), up.double(), C.double()).float(), shape)
+    return lambda path: (FunctionBounds(function, lambda lo, up, C: bounds(lo.double(), up.double(), C.double()).float()), shape)
 
 
 def vnnlib_text(lower, upper, rows, d, outputs) -> str:
@@ -238,18 +239,6 @@ def test_suite_runner_on_a_local_ray_instance(tmp_path):
     assert read_result(tmp_path / "results" / "hang__p.txt")[0] == "timeout"
 
 
-class _BoundedFunction:
-    """A model with its BoundedModel attached (`bounded`), for the neuron-splitting path."""
-
-    def __init__(self, model, example):
-        from opwise.bounds import BoundedModel
-
-        self.model, self.bounded = model, BoundedModel(model, example)
-
-    def __call__(self, x):
-        return self.model(x)
-
-
 def test_high_dimensional_unknown_instances_go_to_neuron_splitting(tmp_path):
     """20 free inputs (no input splitting); the one-pass bound function proves nothing, so only GenBaB can."""
     torch.manual_seed(0)
@@ -263,9 +252,9 @@ def test_high_dimensional_unknown_instances_go_to_neuron_splitting(tmp_path):
     lines.append(f"(assert (<= Y_0 {threshold}))")
     path = tmp_path / "prop.vnnlib"
     path.write_text("\n".join(lines))
-    function = _BoundedFunction(model, lower)
     hopeless = lambda lo, up, C: torch.full((lo.shape[0], C.shape[0]), -1e9)  # noqa: E731
-    result = verify_instance("net.onnx", path, 30, load=lambda _: (function, hopeless, (1, 20)))
+    function = FunctionBounds(model, hopeless, bounded=BoundedModel(model, lower))
+    result = verify_instance("net.onnx", path, 30, load=lambda _: (function, (1, 20)))
     assert result.status == "unsat" and result.stats.get("domains", 0) > 0
 
 
@@ -296,12 +285,12 @@ def test_low_dimensional_general_networks_try_the_whole_box_first(tmp_path):
 
     path = tmp_path / "p.vnnlib"
     path.write_text(vnnlib_text([0.0, 0.0], [1.0, 1.0], [[1.0]], [-2.0], 1))
-    result = verify_instance("m.onnx", path, 10, load=lambda _: (function, no_splitting, (1, 2)))
+    result = verify_instance("m.onnx", path, 10, load=lambda _: (FunctionBounds(function, no_splitting, function.bound_optimized), (1, 2)))
     assert result.status == "unsat" and result.stats["proved_at_root"] == 1 and function.calls == 1
 
     exact = lambda lo, up, C: function.bound_optimized(lo, up, C, None, None).reshape(len(lo), -1)  # noqa: E731
     path.write_text(vnnlib_text([0.0, 0.0], [1.0, 1.0], [[1.0]], [-0.5], 1))
-    result = verify_instance("m.onnx", path, 10, load=lambda _: (function, exact, (1, 2)))
+    result = verify_instance("m.onnx", path, 10, load=lambda _: (FunctionBounds(function, exact, function.bound_optimized), (1, 2)))
     assert result.status == "sat" and float(result.y[0]) <= -0.5 and function.calls == 2
 
 
@@ -349,7 +338,7 @@ def test_low_dimensional_bounds_fold_fixed_inputs_without_changing_the_bounds(tm
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], list(weights.values()))
     path = tmp_path / "net.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
-    model, _, _ = load_with_engine(str(path))
+    model, _ = load_with_engine(str(path))
     bound_low_dimensional = LowDimensionalBounds(model)
     lower = torch.rand(5, 4, generator=generator) - 1
     upper = lower + torch.rand(5, 4, generator=generator)
@@ -464,7 +453,7 @@ def _slow_loader(seconds_per_call: float):
             pass
         return torch.full((len(lo), C.shape[0]), -1.0)
 
-    return lambda path: (function, bounds, (1, 2))
+    return lambda path: (FunctionBounds(function, bounds), (1, 2))
 
 
 def test_a_phase_outside_the_engine_is_interrupted_at_the_timeout(tmp_path):
