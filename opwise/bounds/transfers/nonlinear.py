@@ -85,11 +85,14 @@ def _parts(lines: LinearRelaxation) -> tuple[torch.Tensor, ...]:
 
 
 def select_lines(A: torch.Tensor, lines: LinearRelaxation, finite: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """`A` through the lower line where positive and the upper line where negative: ([coefficient], bias terms).
+    """`A` through the lower line where positive and the upper line where negative: ([coefficient], bias
+    terms summed per spec and sample, [specs, A.shape[1]]).
 
-    With `finite` lines this is A⁺·lower + A⁻·upper (clamps and products: on CPU a boolean `torch.where` over
-    the [specs, ...] tensors that dominate intermediate bounds costs several times more); with an infinite
-    slope or intercept somewhere, 0·inf would be NaN, so each element picks its line instead.
+    With `finite` lines this is A·upper + A⁺·(lower − upper): the differences are per-neuron tensors without the
+    specs dimension, so the [specs, ...] tensors that dominate intermediate bounds are touched by one clamp,
+    two products and one sum, and the bias is a batched dot product, never an [specs, ...] temporary (on CPU a
+    boolean `torch.where` over them costs several times more). With an infinite slope or intercept somewhere,
+    0·inf would be NaN, so each element picks its line instead.
 
     >>> lines = LinearRelaxation(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([0.5]), torch.tensor([1.0]))
     >>> [c.tolist() for c in select_lines(torch.tensor([[2.0], [-2.0]]), lines, True)[0]], select_lines(torch.tensor([[-2.0]]), lines, False)[1].tolist()
@@ -97,10 +100,25 @@ def select_lines(A: torch.Tensor, lines: LinearRelaxation, finite: bool) -> tupl
     """
     if finite:
         positive = A.clamp(min=0)
-        negative = A - positive
-        return [positive * lines.lower_slope + negative * lines.upper_slope], positive * lines.lower_intercept + negative * lines.upper_intercept
+        coefficient = A * lines.upper_slope + positive * (lines.lower_slope - lines.upper_slope)
+        bias = _summed_product(A, lines.upper_intercept) + _summed_product(positive, lines.lower_intercept - lines.upper_intercept)
+        return [coefficient], bias
     positive = A > 0
-    return [A * torch.where(positive, lines.lower_slope, lines.upper_slope)], A * torch.where(positive, lines.lower_intercept, lines.upper_intercept)
+    terms = A * torch.where(positive, lines.lower_intercept, lines.upper_intercept)
+    return [A * torch.where(positive, lines.lower_slope, lines.upper_slope)], terms.reshape(*A.shape[:2], -1).sum(-1)
+
+
+def _summed_product(A: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """(A · values) summed over every dimension after the first two, [A.shape[0], A.shape[1]]: a batched
+    matrix-vector product where `values` has no specs dimension (the relaxation's lines without α)."""
+    shape = torch.broadcast_shapes(A.shape, values.shape)
+    if shape == A.shape and values.dim() < A.dim():
+        if A.dim() < 2:
+            return (A * values).reshape(A.shape[0], 1)
+        flat = A.reshape(A.shape[0], A.shape[1], -1)
+        vector = values.expand(A.shape[1:]).reshape(A.shape[1], -1, 1)
+        return torch.matmul(flat.transpose(0, 1), vector).squeeze(-1).transpose(0, 1)
+    return (A * values).reshape(*shape[:2], -1).sum(-1)
 
 
 ELEMENTWISE = Elementwise()
