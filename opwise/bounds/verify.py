@@ -1,7 +1,8 @@
-"""The one verification orchestrator: per specification (an input box and an unsafe output set) it runs a
-PGD attack (a real counterexample ends it), then bound passes, then, when asked for a complete answer,
-input splitting (few free inputs; the affine–ReLU chain fast path where the network is one) or
-branch-and-bound on nonlinear neurons (GenBaB). `opwise.verify` (robustness of a prediction) and the
+"""The one verification orchestrator: per specification (an input box or an Lp ball, and an unsafe output
+set) it runs a PGD attack in the input set (a real counterexample ends it), then bound passes, then, when
+asked for a complete answer, input splitting (a box with few free inputs; the affine–ReLU chain fast path
+where the network is one) or branch-and-bound on nonlinear neurons (GenBaB; the only search for a ball,
+whose neurons it splits while every bound pass concretizes over the ball itself). `opwise.verify` (robustness of a prediction) and the
 VNN-COMP instances use it; both report one `VerificationResult`.
 """
 
@@ -18,7 +19,6 @@ import torch
 from opwise.bounds.attack import pgd_attack
 from opwise.bounds.bounded_model import METHODS, BoundedModel
 from opwise.bounds.engine.deadline import deadline as bound_deadline
-from opwise.bounds.input_set import InputSet
 from opwise.bounds.spec import Specification, robustness_disjuncts
 from opwise.bounds.strategies.genbab.search import branch_and_bound
 from opwise.bounds.strategies.input_split import input_split_bab
@@ -70,8 +70,9 @@ def verify(
     """Verify that `target` (by default the model's prediction at x) stays the top output on the Lp
     ball of radius eps around x (one sample, batch 1), clipped to `domain`.
 
-    `bab=True` (or a dict of `branch_and_bound` options) completes an L∞ case the bounds leave
-    unknown by branch-and-bound (status then also "timeout"; its counts in `stats["bab"]`). `device`
+    `bab=True` (or a dict of `branch_and_bound` options) completes a case the bounds leave unknown by
+    branch-and-bound (status then also "timeout"; its counts in `stats["bab"]`): input splitting or GenBaB
+    for L∞, GenBaB (neuron splits over the ball) for L1 and L2. `device`
     ("cpu", "cuda") is where everything is computed (default: the model's device); the counterexample
     comes back on it.
 
@@ -83,6 +84,9 @@ def verify(
     >>> result = opwise.verify(model, torch.tensor([[1.0, 0.0]]), eps=0.6)
     >>> result.status, bool(model(result.counterexample).argmax() != 0)
     ('falsified', True)
+    >>> result = opwise.verify(model, torch.tensor([[1.0, 0.0]]), eps=0.6, norm=2)   # the disk reaches x0 = x1 at 0.71
+    >>> result.status, result.margin_lower > 0
+    ('verified', True)
     """
     start = time.monotonic()
     x = torch.as_tensor(x, dtype=torch.float32)
@@ -106,15 +110,14 @@ def verify(
     target = int(target)
     # checks eps, norm, domain and shapes
     input_set = bounded.input_set(x, eps, norm, None, None, domain)
-    spec = Specification(input_set.lower, input_set.upper, robustness_disjuncts(classes, target))
+    spec = Specification.over(input_set, robustness_disjuncts(classes, target))
     methods = AUTO_METHODS if method == "auto" else (method,)
     remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
     line = LiveLine() if verbose else None
     if line is not None and bab:
         bab = {**(bab if isinstance(bab, dict) else {}), "progress": line}
     try:
-        result = verify_specification(bounded, spec, methods=methods, complete=bab, timeout=remaining,
-                                      input_set=None if math.isinf(norm) else input_set)
+        result = verify_specification(bounded, spec, methods=methods, complete=bab, timeout=remaining)
     finally:
         if line is not None:
             line.close()
@@ -132,16 +135,14 @@ def verify_specification(
     timeout: float | None = None,
     max_split_inputs: int = 16,
     attack: bool = True,
-    input_set: InputSet | None = None,
 ) -> VerificationResult:
-    """Decide whether `spec` holds: PGD in its box, then each bound method in turn until the property is
-    proved, then (with `complete`) a complete search: input splitting when at most `max_split_inputs`
-    inputs are free (the chain fast path for affine–ReLU networks), else GenBaB.
+    """Decide whether `spec` holds: PGD in its input set, then each bound method in turn until the property
+    is proved, then (with `complete`) a complete search: input splitting when the set is a box with at most
+    `max_split_inputs` free inputs (the chain fast path for affine–ReLU networks), else GenBaB.
 
     `complete` is True or a dict of the chosen search's options (`input_split_bab` or `branch_and_bound`
     keywords; options only GenBaB takes, such as `alpha`, `split_point` or a GenBaB branching heuristic,
-    choose GenBaB; "strategy": "input-split" or "genbab" forces one). `input_set` replaces the box for the bound
-    passes (an L2 ball: neither the attack nor the complete search runs then, both work on boxes).
+    choose GenBaB; "strategy": "input-split" or "genbab" forces one; input splitting refuses a ball).
 
     >>> import torch
     >>> from opwise.bounds.spec import Disjunct
@@ -165,7 +166,6 @@ def verify_specification(
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     spec = spec.to(bounded.device)
-    box = input_set is None
     stats: dict = {"methods": []}
 
     def function(z: torch.Tensor) -> torch.Tensor:
@@ -175,7 +175,7 @@ def verify_specification(
         stats["seconds"] = time.monotonic() - start
         return VerificationResult(status, margin, counterexample, None, stats)
 
-    if attack and box:  # at most half the time when a complete search may follow
+    if attack:  # at most half the time when a complete search may follow
         found = pgd_attack(function, spec, time_limit=None if deadline is None else left() * (0.5 if complete else 1.0))
         stats["attack_margin"] = found.margin
         if found.found:
@@ -184,23 +184,21 @@ def verify_specification(
         with contextlib.ExitStack() as stack:
             if deadline is not None:  # bound passes check it between layers and chunks
                 stack.enter_context(bound_deadline(max(0.0, deadline - time.monotonic())))
-            return _bound_then_search(bounded, spec, methods, complete, deadline, max_split_inputs, region_set=input_set,
+            return _bound_then_search(bounded, spec, methods, complete, deadline, max_split_inputs,
                                       stats=stats, finish=finish, function=function)
     except TimeLimitReached:
         return finish("timeout", stats.get("margin"))
 
 
-def _bound_then_search(bounded, spec, methods, complete, deadline, max_split_inputs, *, region_set, stats, finish,
+def _bound_then_search(bounded, spec, methods, complete, deadline, max_split_inputs, *, stats, finish,
                        function) -> VerificationResult:
     """verify_specification after the attack: the bound methods, then the complete search."""
 
     def left() -> float | None:
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-    box = region_set is None
-    input_set = region_set
     rows = torch.cat([d.C for d in spec.unsafe])[None]
-    region = InputSet(spec.x_lower, spec.x_upper) if box else input_set
+    region = spec.region
     margin = -math.inf
     for name in methods:
         if deadline is not None and time.monotonic() > deadline:
@@ -211,7 +209,7 @@ def _bound_then_search(bounded, spec, methods, complete, deadline, max_split_inp
         stats["methods"].append(name)
         if margin > 0:
             return finish("verified", margin)
-    if not complete or not box:
+    if not complete:
         return finish("unknown", margin)
     if deadline is not None and time.monotonic() >= deadline:
         return finish("timeout", margin)
@@ -220,7 +218,8 @@ def _bound_then_search(bounded, spec, methods, complete, deadline, max_split_inp
     strategy = options.pop("strategy", "auto")
     if strategy == "auto":
         free = int((spec.x_upper > spec.x_lower).sum())
-        strategy = "input-split" if free <= max_split_inputs and not _genbab_options(options) else "genbab"
+        small_box = region.is_box and free <= max_split_inputs
+        strategy = "input-split" if small_box and not _genbab_options(options) else "genbab"
     if strategy == "input-split":
         chain = ReluChain.of_graph(bounded.graph, dtype=torch.float32)
         if chain is not None:
@@ -239,6 +238,8 @@ def _bound_then_search(bounded, spec, methods, complete, deadline, max_split_inp
         return finish("falsified", None, result.counterexample)
     if result.status == "verified":  # input splitting proves every box without one number for the whole
         return finish("verified", getattr(result, "margin_lower", None))
+    if "reason" in result.stats:
+        stats["reason"] = result.stats["reason"]
     return finish(result.status, margin)
 
 
