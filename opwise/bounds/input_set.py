@@ -100,14 +100,17 @@ class InputSet:
         shape = (x.shape[0],) + (1,) * (x.dim() - 1)
         center, lower, upper = (t.to(torch.float64) for t in (self.center, self.lower, self.upper))
         offset = x.to(torch.float64) - center
-        if self.norm == 2:
-            path = lambda s: torch.max(torch.min(center + s * offset, upper), lower)  # noqa: E731
-        elif self.norm == 1:
-            largest = offset.abs().flatten(1).amax(1).reshape(shape)
-            path = lambda s: torch.max(torch.min(center + _shrink(offset, (1 - s) * largest), upper), lower)  # noqa: E731
-        else:
-            pulled = clipped.to(torch.float64) - center
-            path = lambda s: center + s * pulled  # noqa: E731
+        largest = offset.abs().flatten(1).amax(1).reshape(shape)
+        pulled = clipped.to(torch.float64) - center
+
+        def path(s: torch.Tensor) -> torch.Tensor:
+            """From the centre (s = 0) to the clipped x (s = 1), farther from the centre as s grows."""
+            if self.norm == 2:
+                return torch.max(torch.min(center + s * offset, upper), lower)
+            if self.norm == 1:
+                return torch.max(torch.min(center + _shrink(offset, (1 - s) * largest), upper), lower)
+            return center + s * pulled
+
         low = torch.zeros(shape, dtype=torch.float64, device=x.device)  # path(0) = c is in the set
         high = torch.ones_like(low)
         inside = self._distance(path(high)) <= self.eps
@@ -173,7 +176,8 @@ class InputSet:
         direction = torch.randn(shape, generator=generator, dtype=self.center.dtype).to(self.center.device)
         length = torch.linalg.vector_norm(direction.flatten(1), ord=self.norm, dim=1).clamp(min=1e-12)
         size = math.prod(shape[1:])
-        radius = self.eps * torch.rand(count, generator=generator, dtype=self.center.dtype).to(self.center.device) ** (1 / size)
+        fraction = torch.rand(count, generator=generator, dtype=self.center.dtype).to(self.center.device)
+        radius = self.eps * fraction ** (1 / size)
         scale = (radius / length).reshape(count, *([1] * (len(shape) - 1)))
         return self.project(self.center + scale * direction)
 

@@ -1,9 +1,9 @@
 """The one verification orchestrator: per specification (an input box or an Lp ball, and an unsafe output
 set) it runs a PGD attack in the input set (a real counterexample ends it), then bound passes, then, when
 asked for a complete answer, input splitting (a box with few free inputs; the affine–ReLU chain fast path
-where the network is one) or branch-and-bound on nonlinear neurons (GenBaB; the only search for a ball,
-whose neurons it splits while every bound pass concretizes over the ball itself). `opwise.verify` (robustness of a prediction) and the
-VNN-COMP instances use it; both report one `VerificationResult`.
+where the network is one) or branch-and-bound on nonlinear neurons (GenBaB; the only search for a ball:
+it splits neurons while every bound pass concretizes over the ball itself). `opwise.verify` (robustness of
+a prediction) and the VNN-COMP instances use it; both report one `VerificationResult`.
 """
 
 from __future__ import annotations

@@ -53,7 +53,8 @@ def register(subparsers) -> None:
     parser.add_argument("--method", default=None,
                         help="bounding method: auto (default), ibp, crown-ibp, crown, forward-crown, alpha-crown; "
                              "auto_LiRPA's names (CROWN, IBP, backward, CROWN-Optimized, ...) work too")
-    parser.add_argument("--bab", action="store_true", help="complete what the bounds leave unknown by branch-and-bound (norm 1 and 2: neuron splits over the ball)")
+    parser.add_argument("--bab", action="store_true",
+                        help="complete what the bounds leave unknown by branch-and-bound (norm 1 and 2: neuron splits over the ball)")
     parser.add_argument("--domain", type=finite_float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="valid input range the ball is clipped to")
     parser.add_argument("--samples", type=positive_int, default=None,

@@ -119,7 +119,8 @@ def branch_and_bound(
             parents = queue.pop(max(1, batch_size // 2))
             children = split(parents)
             if children is None:
-                stats["reason"] = (f"an unproved domain has no neuron left to split (none of {', '.join(SPLITTABLE.values())}, "
+                kinds = ", ".join(SPLITTABLE.values())
+                stats["reason"] = (f"an unproved domain has no neuron left to split (none of {kinds}, "
                                    f"or every such interval narrower than {MIN_WIDTH:g})")
                 return finish("unknown", min(p.lower for p in parents))
             while 2 * len(children) <= batch_size:  # few open domains (the first rounds): split the children again
