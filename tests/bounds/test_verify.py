@@ -223,3 +223,12 @@ def test_lp_branch_and_bound_agrees_with_a_dense_grid_on_random_nets(norm, activ
             assert result.status == expected if expected else result.status != "unknown", (seed, factor, result.stats)
         checked += 1
     assert checked >= 2
+
+
+def test_an_unfinished_ball_search_says_why():
+    """A search that gives up reports its reason in the result (not a bare 'unknown')."""
+    model = _two_input_net(torch.nn.ReLU, 0, 1.0)
+    x = torch.rand(1, 2, generator=torch.Generator().manual_seed(0))
+    eps = 0.92 * _critical_radius(model, x, int(model(x).argmax()), 2.0)  # the bounds alone leave it unknown
+    result = opwise.verify(BoundedModel(model, x), x, eps=eps, norm=2, bab={"max_memory": 1})
+    assert result.status == "unknown" and "max_memory=1" in result.stats["reason"]
