@@ -1,4 +1,5 @@
-"""PGD attack on a specification: searches the input box for a point in the unsafe output set.
+"""PGD attack on a specification: searches its input set (a box, or an Lp ball clipped to a box) for a
+point in the unsafe output set.
 
 Used before and during bounding: a counterexample ends verification early, and only a point that a
 real forward pass confirms is ever reported (`check_counterexample`).
@@ -13,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from opwise.bounds.input_set import InputSet
 from opwise.bounds.spec import Specification
 
 Function = Callable[[torch.Tensor], torch.Tensor]
@@ -37,8 +39,9 @@ def disjunct_margins(spec: Specification, y: torch.Tensor) -> torch.Tensor:
 
 
 def check_counterexample(function: Function, spec: Specification, x: torch.Tensor) -> tuple[bool, float, torch.Tensor]:
-    """Forward pass at x, clipped into the box: (violates, margin, output)."""
-    x = torch.max(torch.min(x, spec.x_upper), spec.x_lower)
+    """Forward pass at x, projected into the input set: (violates, margin, output). Give points of the set:
+    a counterexample reported is the point given, so projecting is only a guard."""
+    x = spec.region.project(x)
     with torch.no_grad():
         y = function(x)
     margin = float(spec.margin(y.reshape(y.shape[0], -1)).min())
@@ -55,11 +58,13 @@ def pgd_attack(
     seed: int = 0,
     time_limit: float | None = None,
 ) -> AttackResult:
-    """Minimise each disjunct's margin by signed-gradient steps inside the box, several starts per disjunct.
+    """Minimise each disjunct's margin by projected steepest-descent steps inside the input set, several
+    starts per disjunct.
 
-    `function` maps a batch `[n, *spec.x_lower.shape[1:]]` to outputs `[n, outputs]`. `step_size` is a
-    fraction of each input's box width, decayed by a cosine schedule. Starts: the box centre, then
-    uniform random points.
+    `function` maps a batch `[n, *spec.x_lower.shape[1:]]` to outputs `[n, outputs]`. A step moves
+    `step_size` times the set's size (each input's box width along the gradient's sign; on an Lp ball ε
+    along the dual-norm direction, `InputSet.ascent_step`), decayed by a cosine schedule, and projects back
+    onto the set. Starts: the box centre (the ball's centre), then random points of the set.
 
     >>> import torch
     >>> from opwise.bounds.spec import Specification, robustness_disjuncts
@@ -69,16 +74,22 @@ def pgd_attack(
     >>> result = pgd_attack(model, spec)
     >>> result.found, result.margin <= 0, spec.contains(result.counterexample)
     (True, True, True)
+
+    On the L2 disk of radius 0.08 around (0.5, 0.4) the margin x0 − x1 falls to 0.1 − 0.08·√2 < 0 only
+    near the direction (−1, 1); the disk's bounding box reaches −0.06 in its corner, outside the disk:
+
+    >>> disk = InputSet.ball(torch.tensor([[0.5, 0.4]]), 0.08, norm=2)
+    >>> result = pgd_attack(model, Specification.over(disk, robustness_disjuncts(2, 0)))
+    >>> result.found, disk.contains(result.counterexample), -0.0132 <= result.margin <= 0
+    (True, True, True)
     """
-    lower, upper = spec.x_lower, spec.x_upper
-    width = upper - lower
+    region = spec.region
     count = len(spec.unsafe)
     starts = restarts * count
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    noise = torch.rand((starts, *lower.shape[1:]), generator=generator, dtype=lower.dtype).to(lower.device)
-    noise[:count] = 0.5
-    x = lower + width * noise
-    chosen = torch.arange(starts, device=lower.device) % count
+    x = region.sample(starts, generator)
+    x[:count] = (spec.x_lower + spec.x_upper) / 2 if region.is_box else region.center
+    chosen = torch.arange(starts, device=x.device) % count
     deadline = None if time_limit is None else time.monotonic() + time_limit
     best_x, best_margin = x[:1].detach(), math.inf
     for step in range(steps + 1):
@@ -94,6 +105,6 @@ def pgd_attack(
             break
         (gradient,) = torch.autograd.grad(own.sum(), x)
         scale = step_size * 0.5 * (1 + math.cos(math.pi * step / steps))
-        x = torch.max(torch.min(x.detach() - scale * width * gradient.sign(), upper), lower)
+        x = region.project(x.detach() - scale * region.ascent_step(gradient))
     violates, margin, output = check_counterexample(function, spec, best_x)
     return AttackResult(best_x if violates else None, margin, output)

@@ -5,6 +5,9 @@ disjunct k, every row of `C_k @ y <= d_k` holds for y = f(x). So a disjunct is r
 of its rows has a positive lower bound on `C_k @ y - d_k`; the property holds when every disjunct is
 ruled out. Robustness of class t is the disjuncts `y_t - y_j <= 0` for every j != t, so by default the
 rows of C are the margins `y_t - y_j`, exactly what `compute_bounds` bounds from below.
+
+The inputs range over the box, or over an Lp ball inside it (`input_set`: then the box is the ball's
+bounding box, and searches, attacks and bounds all work on the ball).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+
+from opwise.bounds.input_set import InputSet
 
 
 @dataclasses.dataclass
@@ -31,11 +36,28 @@ class Disjunct:
 
 @dataclasses.dataclass
 class Specification:
-    """An input box and the unsafe output set; `margin(y) > 0` means y is safe."""
+    """An input box and the unsafe output set; `margin(y) > 0` means y is safe. `input_set`, when given, is
+    the set the inputs range over instead of the whole box (an Lp ball, p < ∞, whose bounding box is the box)."""
 
     x_lower: torch.Tensor
     x_upper: torch.Tensor
     unsafe: list[Disjunct]
+    input_set: InputSet | None = None
+
+    @classmethod
+    def over(cls, input_set: InputSet, unsafe: list[Disjunct]) -> "Specification":
+        """The specification over an input set: its box, and the set itself unless it is that box.
+
+        >>> disk = InputSet.ball(torch.zeros(1, 2), 1.0, norm=2)
+        >>> Specification.over(disk, robustness_disjuncts(2, 0)).region.is_box
+        False
+        """
+        return cls(input_set.lower, input_set.upper, unsafe, None if input_set.is_box else input_set)
+
+    @property
+    def region(self) -> InputSet:
+        """The set the inputs range over: `input_set`, or the box."""
+        return self.input_set if self.input_set is not None else InputSet(self.x_lower, self.x_upper)
 
     def margin(self, y: torch.Tensor) -> torch.Tensor:
         """The safety margin of outputs y: min over disjuncts of the disjunct's margin; <= 0 is a violation."""
@@ -65,7 +87,8 @@ class Specification:
         torch.float64
         """
         return Specification(self.x_lower.to(device=device, dtype=dtype), self.x_upper.to(device=device, dtype=dtype),
-                             [d.to(device, dtype) for d in self.unsafe])
+                             [d.to(device, dtype) for d in self.unsafe],
+                             None if self.input_set is None else self.input_set.to(device, dtype))
 
     @property
     def device(self) -> torch.device:
@@ -87,7 +110,8 @@ class Specification:
         return worst
 
     def contains(self, x: torch.Tensor, tolerance: float = 0.0) -> bool:
-        return bool(((x >= self.x_lower - tolerance) & (x <= self.x_upper + tolerance)).all())
+        """Whether every input of the batch x lies in the input set (the ball when there is one)."""
+        return self.region.contains(x, tolerance)
 
 
 def robustness_disjuncts(num_classes: int, target: int, dtype: torch.dtype = torch.float32) -> list[Disjunct]:

@@ -1,8 +1,9 @@
-"""The one verification orchestrator: per specification (an input box and an unsafe output set) it runs a
-PGD attack (a real counterexample ends it), then bound passes, then, when asked for a complete answer,
-input splitting (few free inputs; the affine–ReLU chain fast path where the network is one) or
-branch-and-bound on nonlinear neurons (GenBaB). `opwise.verify` (robustness of a prediction) and the
-VNN-COMP instances use it; both report one `VerificationResult`.
+"""The one verification orchestrator: per specification (an input box or an Lp ball, and an unsafe output
+set) it runs a PGD attack in the input set (a real counterexample ends it), then bound passes, then, when
+asked for a complete answer, input splitting (a box with few free inputs; the affine–ReLU chain fast path
+where the network is one) or branch-and-bound on nonlinear neurons (GenBaB; the only search for a ball:
+it splits neurons while every bound pass concretizes over the ball itself). `opwise.verify` (robustness of
+a prediction) and the VNN-COMP instances use it; both report one `VerificationResult`.
 """
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ def verify(
     """Verify that `target` (by default the model's prediction at x) stays the top output on the Lp
     ball of radius eps around x (one sample, batch 1), clipped to `domain`.
 
-    `bab=True` (or a dict of `branch_and_bound` options) completes an L∞ case the bounds leave
-    unknown by branch-and-bound (status then also "timeout"; its counts in `stats["bab"]`). `device`
+    `bab=True` (or a dict of `branch_and_bound` options) completes a case the bounds leave unknown by
+    branch-and-bound (status then also "timeout"; its counts in `stats["bab"]`): input splitting or GenBaB
+    for L∞, GenBaB (neuron splits over the ball) for L1 and L2. `device`
     ("cpu", "cuda") is where everything is computed (default: the model's device); the counterexample
     comes back on it.
 
@@ -85,6 +87,9 @@ def verify(
     >>> result = opwise.verify(model, torch.tensor([[1.0, 0.0]]), eps=0.6)
     >>> result.status, bool(model(result.counterexample).argmax() != 0)
     ('falsified', True)
+    >>> result = opwise.verify(model, torch.tensor([[1.0, 0.0]]), eps=0.6, norm=2)   # the disk reaches x0 = x1 at 0.71
+    >>> result.status, result.margin_lower > 0
+    ('verified', True)
     """
     start = time.monotonic()
     x = torch.as_tensor(x, dtype=torch.float32)
@@ -108,13 +113,12 @@ def verify(
     target = int(target)
     # checks eps, norm, domain and shapes
     input_set = bounded.input_set(x, eps, norm, None, None, domain)
-    spec = Specification(input_set.lower, input_set.upper, robustness_disjuncts(classes, target))
+    spec = Specification.over(input_set, robustness_disjuncts(classes, target))
     methods = None if method == "auto" else (method,)
     remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
     line = LiveLine() if verbose else None
     try:
-        result = verify_specification(bounded, spec, methods=methods, complete=bab, timeout=remaining,
-                                      input_set=None if math.isinf(norm) else input_set, progress=line)
+        result = verify_specification(bounded, spec, methods=methods, complete=bab, timeout=remaining, progress=line)
     finally:
         if line is not None:
             line.close()
@@ -132,12 +136,11 @@ def verify_specification(
     timeout: float | None = None,
     max_split_inputs: int = 16,
     attack: bool = True,
-    input_set: InputSet | None = None,
     progress: Progress | None = None,
 ) -> VerificationResult:
-    """Decide whether `spec` holds: PGD in its box, then each bound method in turn until the property is
-    proved, then (with `complete`) a complete search: input splitting when at most `max_split_inputs`
-    inputs are free (the chain fast path for affine–ReLU networks), else GenBaB.
+    """Decide whether `spec` holds: PGD in its input set, then each bound method in turn until the property
+    is proved, then (with `complete`) a complete search: input splitting when the set is a box with at most
+    `max_split_inputs` free inputs (the chain fast path for affine–ReLU networks), else GenBaB.
 
     `methods` (None: chosen with the search) are the bound passes over the whole box: CROWN then α-CROWN
     without a search; none before input splitting on the chain (its first round bounds the whole box);
@@ -148,9 +151,8 @@ def verify_specification(
 
     `complete` is True or a dict of the chosen search's options (`input_split_bab` or `branch_and_bound`
     keywords; options only GenBaB takes, such as `alpha`, `split_point` or a GenBaB branching heuristic,
-    choose GenBaB; "strategy": "input-split" or "genbab" forces one). `progress` is handed to that search.
-    `input_set` replaces the box for the bound passes (an L2 ball: neither the attack nor the complete search
-    runs then, both work on boxes). `model` may be a FunctionBounds (a forward and a bound function): it gets
+    choose GenBaB; "strategy": "input-split" or "genbab" forces one; input splitting refuses a ball).
+    `progress` is handed to that search. `model` may be a FunctionBounds (a forward and a bound function): it gets
     the attack, its bound function and input splitting, and GenBaB only through its `bounded`.
 
     >>> import torch
@@ -171,13 +173,12 @@ def verify_specification(
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
     spec = spec.to(model.device)
-    box = input_set is None
-    if not box and isinstance(model, FunctionBounds):
+    if not spec.region.is_box and isinstance(model, FunctionBounds):
         raise InputError("a FunctionBounds model is bounded over boxes only; give a BoundedModel for other input sets")
     options = dict(complete) if isinstance(complete, dict) else {}
     if progress is not None:
         options.setdefault("progress", progress)
-    strategy = _search_strategy(spec, options, max_split_inputs) if complete and box else None
+    strategy = _search_strategy(spec, options, max_split_inputs) if complete else None
     graph_model = model if isinstance(model, BoundedModel) else model.bounded
     chain = (ReluChain.of_graph(graph_model.graph, dtype=torch.float32)
              if strategy == "input-split" and graph_model is not None else None)
@@ -192,7 +193,7 @@ def verify_specification(
         stats["seconds"] = time.monotonic() - start
         return VerificationResult(status, margin, counterexample, None, stats)
 
-    if attack and box and strategy != "input-split":  # at most half the time when a complete search may follow
+    if attack and strategy != "input-split":  # at most half the time when a complete search may follow
         found = pgd_attack(_forward(model), spec, time_limit=None if deadline is None else left() * (0.5 if complete else 1.0))
         stats["attack_margin"] = found.margin
         if found.found:
@@ -201,7 +202,7 @@ def verify_specification(
         with contextlib.ExitStack() as stack:
             if deadline is not None:  # bound passes check it between layers and chunks
                 stack.enter_context(bound_deadline(left()))
-            margin = _root_margin(model, spec, methods, input_set, final_only=strategy == "input-split",
+            margin = _root_margin(model, spec, methods, final_only=strategy == "input-split",
                                   share=0.5 if strategy else 1.0, left=left, stats=stats)
             if margin > 0:
                 return finish("verified", margin)
@@ -230,6 +231,8 @@ def verify_specification(
         return finish("falsified", None, result.counterexample)
     if result.status == "verified":  # input splitting proves every box without one number for the whole
         return finish("verified", getattr(result, "margin_lower", None))
+    if "reason" in result.stats:
+        stats["reason"] = result.stats["reason"]
     return finish(result.status, margin)
 
 
@@ -245,7 +248,8 @@ def _search_strategy(spec: Specification, options: dict, max_split_inputs: int) 
     strategy = options.pop("strategy", "auto")
     if strategy == "auto":
         free = int((spec.x_upper > spec.x_lower).sum())
-        return "input-split" if free <= max_split_inputs and not _genbab_options(options) else "genbab"
+        small_box = spec.region.is_box and free <= max_split_inputs
+        return "input-split" if small_box and not _genbab_options(options) else "genbab"
     if strategy not in ("input-split", "genbab"):
         raise InputError(f"unknown complete-search strategy {strategy!r}; choose 'auto', 'input-split' or 'genbab'")
     return strategy
@@ -256,14 +260,13 @@ def _forward(model: BoundedModel | FunctionBounds):
     return lambda z: model(z).reshape(z.shape[0], -1)
 
 
-def _root_margin(model: BoundedModel | FunctionBounds, spec: Specification, methods: tuple[str, ...],
-                 input_set: InputSet | None, *, final_only: bool, share: float, left, stats: dict) -> float:
+def _root_margin(model: BoundedModel | FunctionBounds, spec: Specification, methods: tuple[str, ...], *, final_only: bool, share: float, left, stats: dict) -> float:
     """The best margin bound of `methods` over the whole input set, stopping at the first that proves `spec`.
     Each pass may take `share` of the time left: one that runs out ends with the margin so far (a search
     follows); `final_only` optimises α on the final bound only (a cheap pass before input splitting)."""
     rows = torch.cat([d.C for d in spec.unsafe])
     threshold = torch.cat([d.d for d in spec.unsafe])
-    region = InputSet(spec.x_lower, spec.x_upper) if input_set is None else input_set
+    region = spec.region
     margin = -math.inf
     for name in methods:
         budget = left()

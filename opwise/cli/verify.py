@@ -53,7 +53,8 @@ def register(subparsers) -> None:
     parser.add_argument("--method", default=None,
                         help="bounding method: auto (default), ibp, crown-ibp, crown, forward-crown, alpha-crown; "
                              "auto_LiRPA's names (CROWN, IBP, backward, CROWN-Optimized, ...) work too")
-    parser.add_argument("--bab", action="store_true", help="complete what the bounds leave unknown by branch-and-bound (norm inf)")
+    parser.add_argument("--bab", action="store_true",
+                        help="complete what the bounds leave unknown by branch-and-bound (norm 1 and 2: neuron splits over the ball)")
     parser.add_argument("--domain", type=finite_float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="valid input range the ball is clipped to")
     parser.add_argument("--samples", type=positive_int, default=None,
@@ -148,8 +149,6 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     method = method_name(args.method or "auto", extra=("auto",))
     norm = NORMS[args.norm or "inf"]
-    if args.bab and not math.isinf(norm):
-        raise InputError(f"--bab needs --norm inf: branch-and-bound splits L-infinity boxes (got --norm {args.norm})")
     if args.domain is not None and args.domain[0] >= args.domain[1]:
         raise InputError(f"--domain {args.domain[0]:g} {args.domain[1]:g}: LOW must be below HIGH")
     eps = DEFAULT_EPS if args.eps is None else args.eps

@@ -1,6 +1,10 @@
+import math
+
+import pytest
 import torch
 
 from opwise.bounds.attack import check_counterexample, pgd_attack
+from opwise.bounds.input_set import InputSet
 from opwise.bounds.spec import Disjunct, Specification, robustness_disjuncts
 
 
@@ -39,3 +43,59 @@ def test_attack_respects_fixed_inputs_and_disjunct_rows():
     spec = Specification(torch.tensor([[0.0, 1.0]]), torch.tensor([[3.0, 1.0]]), unsafe)
     result = pgd_attack(model, spec)
     assert not result.found and abs(result.margin - 0.5) < 1e-6
+
+
+def _points_of_ball(input_set: InputSet, count: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform points of a ball ∩ box, by rejection from the box."""
+    box = input_set.lower + (input_set.upper - input_set.lower) * torch.rand(count, input_set.lower.shape[1], generator=generator)
+    distance = torch.linalg.vector_norm(box.double() - input_set.center.double(), ord=input_set.norm, dim=1)
+    return box[distance <= input_set.eps]
+
+
+@pytest.mark.parametrize("norm", [1.0, 2.0])
+def test_ball_attack_finds_what_sampling_the_ball_finds_and_stays_in_the_ball(norm):
+    generator = torch.Generator().manual_seed(0)
+    found = 0
+    for seed in range(12):
+        model = _relu_net(seed)
+        center = torch.zeros(1, 3)
+        target = int(model(center).argmax())
+        ball = InputSet.ball(center, 0.8, norm=norm, domain=(-0.5, 0.5) if seed % 2 else None)
+        spec = Specification.over(ball, robustness_disjuncts(3, target))
+        result = pgd_attack(model, spec, steps=50, restarts=4)
+        with torch.no_grad():
+            sampled_violation = bool((spec.margin(model(_points_of_ball(ball, 40000, generator))) <= 0).any())
+        if result.found:
+            found += 1
+            violates, margin, _ = check_counterexample(model, spec, result.counterexample)
+            assert violates and margin <= 0
+            assert ball.contains(result.counterexample)  # in the ball, not only in its bounding box
+        if sampled_violation:
+            assert result.found
+    assert found > 0
+
+
+@pytest.mark.parametrize("norm, domain", [(2.0, None), (2.0, (0.0, 1.0)), (1.0, None), (1.0, (0.0, 1.0))])
+def test_ball_attack_descends_to_the_minimum_of_a_linear_margin(norm, domain):
+    """A safe property (the attack does not stop early): the best margin it reports is the true minimum over
+    ball ∩ box (w·c + b − ε‖w‖_q for the whole ball; a dense grid of the clipped disk), never below it."""
+    weight, bias = torch.tensor([[1.0, 0.5], [-0.3, 0.2]]), torch.tensor([0.4, 0.0])
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.copy_(weight)
+        model.bias.copy_(bias)
+    center = torch.tensor([[0.2, 0.3]])
+    ball = InputSet.ball(center, 0.25, norm=norm, domain=domain)
+    spec = Specification.over(ball, robustness_disjuncts(2, 0))
+    w, b = weight[0] - weight[1], float(bias[0] - bias[1])  # the margin y0 − y1 = w·x + b
+    if domain is None:
+        dual = 2.0 if norm == 2 else math.inf
+        true_min, error = float(w @ center[0]) + b - 0.25 * float(torch.linalg.vector_norm(w, ord=dual)), 1e-6
+    else:
+        axes = torch.linspace(-0.05, 0.55, 1201, dtype=torch.float64)
+        grid = torch.cartesian_prod(axes, axes)
+        grid = grid[(torch.linalg.vector_norm(grid - center.double(), ord=norm, dim=1) <= 0.25) & (grid >= 0).all(1)]
+        true_min, error = float((grid @ w.double()).min()) + b, 0.6 / 1200 * float(w.abs().sum())
+    result = pgd_attack(model, spec)
+    assert not result.found and true_min > 0
+    assert true_min - error <= result.margin <= true_min + 2e-3

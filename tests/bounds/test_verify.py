@@ -1,6 +1,8 @@
 """verify(): falsified only with a counterexample a forward pass confirms, verified only with a positive
 proven margin that sampling agrees with, and clear errors for bad requests."""
 
+import math
+
 import pytest
 import torch
 
@@ -108,3 +110,125 @@ def test_the_time_limit_holds_with_branch_and_bound():
     elapsed = time.monotonic() - start
     assert result.status in ("verified", "falsified", "timeout", "unknown")
     assert elapsed < 2.0 + max(0.2, 1.0) + 1.0, f"{elapsed:.2f} s for a 2 s limit"  # tracing once, then within 1 s
+
+
+def _two_input_net(activation: type, seed: int, scale: float) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 10), activation(), torch.nn.Linear(10, 10), activation(),
+                                torch.nn.Linear(10, 3)).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(scale)
+    return model
+
+
+def _disk_margin(model, x: torch.Tensor, eps: float, target: int, norm: float, rings: int = 120) -> float:
+    """The true smallest margin over the Lp disk of radius eps around x (2 inputs): a dense polar grid of rings
+    of unit-Lp directions, the boundary included."""
+    angles = torch.linspace(0, 2 * math.pi, 6 * rings)
+    unit = torch.stack([angles.cos(), angles.sin()], 1)
+    unit = unit / torch.linalg.vector_norm(unit, ord=norm, dim=1, keepdim=True)
+    points = (x + eps * torch.linspace(0, 1, rings)[:, None, None] * unit[None]).reshape(-1, 2)
+    with torch.no_grad():
+        y = model(points)
+    others = torch.cat([y[:, :target], y[:, target + 1:]], 1)
+    return float((y[:, target] - others.amax(1)).min())
+
+
+def _critical_radius(model, x: torch.Tensor, target: int, norm: float) -> float:
+    """The radius where the disk's true margin reaches 0 (bisection: the disks are nested)."""
+    low, high = 0.0, 10.0
+    for _ in range(25):
+        middle = (low + high) / 2
+        low, high = (middle, high) if _disk_margin(model, x, middle, target, norm) > 0 else (low, middle)
+    return low
+
+
+def _verify_agrees_with_the_disk(bounded, model, x, eps, norm, target, timeout=60.0):
+    """verify(norm, bab=True) at eps: 'verified' only where the disk's true margin is positive, 'falsified' only
+    with a witness inside the disk whose margin is negative; returns the result."""
+    result = opwise.verify(bounded, x, eps=eps, norm=norm, bab=True, timeout=timeout)
+    true_margin = _disk_margin(model, x, eps, target, norm)
+    if result.status == "verified":
+        assert true_margin > 0 and result.margin_lower <= true_margin + 1e-5
+    if result.status == "falsified":
+        witness = result.counterexample
+        assert float(torch.linalg.vector_norm(witness.double() - x.double(), ord=norm)) <= eps
+        with torch.no_grad():
+            y = model(witness)[0]
+        assert float(y[target] - torch.cat([y[:target], y[target + 1:]]).max()) <= 0
+    return result
+
+
+@pytest.mark.parametrize("activation, seed, scale, norm", [
+    (torch.nn.ReLU, 0, 1.0, 2.0), (torch.nn.Sigmoid, 2, 3.0, 2.0), (torch.nn.ReLU, 1, 1.0, 1.0)])
+def test_lp_branch_and_bound_decides_on_either_side_of_the_true_radius(activation, seed, scale, norm):
+    """On 2-input nets, the true radius r* where the prediction first changes on the Lp disk comes from a dense
+    grid; at 0.6·r* verify(norm, bab=True) proves it, at 1.4·r* it falsifies with a witness in the disk."""
+    model = _two_input_net(activation, seed, scale)
+    x = torch.rand(1, 2, generator=torch.Generator().manual_seed(seed))
+    target = int(model(x).argmax())
+    radius = _critical_radius(model, x, target, norm)
+    assert radius < 2.0  # the prediction changes within reach
+    bounded = BoundedModel(model, x)
+    assert _verify_agrees_with_the_disk(bounded, model, x, 0.6 * radius, norm, target).status == "verified"
+    assert _verify_agrees_with_the_disk(bounded, model, x, 1.4 * radius, norm, target).status == "falsified"
+
+
+def test_l2_branch_and_bound_splits_neurons_where_the_bounds_alone_fail():
+    """Close to the true radius (0.92·r*) CROWN and α-CROWN over the disk leave the ReLU net unknown; GenBaB,
+    splitting neurons while bounding over the disk, proves it (before: 'unknown' without a search)."""
+    model = _two_input_net(torch.nn.ReLU, 0, 1.0)
+    x = torch.rand(1, 2, generator=torch.Generator().manual_seed(0))
+    target = int(model(x).argmax())
+    eps = 0.92 * _critical_radius(model, x, target, 2.0)
+    bounded = BoundedModel(model, x)
+    assert opwise.verify(bounded, x, eps=eps, norm=2).status == "unknown"
+    result = _verify_agrees_with_the_disk(bounded, model, x, eps, 2.0, target)
+    assert result.status == "verified" and "input_split" not in result.stats  # 2 free inputs: a box would split them
+    assert result.stats["bab"]["domains_visited"] > 1
+
+
+def test_input_splitting_refuses_a_ball():
+    """Input splitting halves boxes, which would bound points outside the ball: forced, it is refused (the
+    automatic choice for 2 free inputs would be input splitting on a box, GenBaB on a ball: see above)."""
+    from opwise.bounds.spec import robustness_disjuncts
+    from opwise.bounds.verify import verify_specification
+
+    model = _two_input_net(torch.nn.ReLU, 0, 1.0)
+    x = torch.rand(1, 2, generator=torch.Generator().manual_seed(0))
+    bounded = BoundedModel(model, x)
+    spec = Specification.over(bounded.input_set(x, 0.4, 2.0), robustness_disjuncts(3, int(model(x).argmax())))  # CROWN: unknown
+    with pytest.raises(InputError, match="input splitting splits boxes"):
+        verify_specification(bounded, spec, methods=("crown",), attack=False, complete={"strategy": "input-split"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("norm", [1.0, 2.0])
+@pytest.mark.parametrize("activation, scale", [(torch.nn.ReLU, 1.0), (torch.nn.Sigmoid, 3.0)])
+def test_lp_branch_and_bound_agrees_with_a_dense_grid_on_random_nets(norm, activation, scale):
+    """Random 2-input nets whose prediction changes within radius 2.5: every verdict at 0.6, 0.92 and 1.4 times
+    the true radius agrees with the dense grid of the disk, and the clear sides (0.6, 1.4) are decided."""
+    checked = 0
+    for seed in range(9):
+        model = _two_input_net(activation, seed, scale)
+        x = torch.rand(1, 2, generator=torch.Generator().manual_seed(seed))
+        target = int(model(x).argmax())
+        radius = _critical_radius(model, x, target, norm)
+        if radius > 2.5:
+            continue
+        bounded = BoundedModel(model, x)
+        for factor, expected in ((0.6, "verified"), (0.92, None), (1.4, "falsified")):
+            result = _verify_agrees_with_the_disk(bounded, model, x, factor * radius, norm, target, timeout=30.0)
+            assert result.status == expected if expected else result.status != "unknown", (seed, factor, result.stats)
+        checked += 1
+    assert checked >= 2
+
+
+def test_an_unfinished_ball_search_says_why():
+    """A search that gives up reports its reason in the result (not a bare 'unknown')."""
+    model = _two_input_net(torch.nn.ReLU, 0, 1.0)
+    x = torch.rand(1, 2, generator=torch.Generator().manual_seed(0))
+    eps = 0.92 * _critical_radius(model, x, int(model(x).argmax()), 2.0)  # the bounds alone leave it unknown
+    result = opwise.verify(BoundedModel(model, x), x, eps=eps, norm=2, bab={"max_memory": 1})
+    assert result.status == "unknown" and "max_memory=1" in result.stats["reason"]

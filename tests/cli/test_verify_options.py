@@ -122,6 +122,31 @@ def test_bab_completes_what_the_bounds_leave_unknown(capsys, tmp_path, net):
     assert bab[0]["status"] == "verified" and bab[0]["margin_lower"] > 0
 
 
+def test_bab_with_norm_2_splits_neurons_over_the_ball(capsys, tmp_path, net):
+    """At L2 radius 0.36 the true margin stays positive (PGD finds +0.006) but CROWN leaves it unknown; --bab
+    (refused for --norm 2 before) answers with GenBaB; at 0.5 the attack's counterexample lies in the L2 ball."""
+    model, inputs = net
+    _hard_input(inputs)
+    common = (model, "--input", inputs, "--samples", "1", "--norm", "2", "--method", "crown")
+    plain = results(capsys, tmp_path, *common, "--eps", "0.36")
+    assert plain[0]["status"] == "unknown"
+    bab = results(capsys, tmp_path, *common, "--eps", "0.36", "--bab", "--timeout", "2")
+    assert bab[0]["status"] in ("verified", "timeout")  # branch-and-bound's answer, not the bounds' "unknown"
+    falsified = results(capsys, tmp_path, *common, "--eps", "0.5", "--bab", "--timeout", "20")
+    assert falsified[0]["status"] == "falsified"
+    x, counterexample = torch.load(inputs), torch.from_numpy(np.load(falsified[0]["counterexample"]))
+    assert float((counterexample.double() - x.double()).norm()) <= 0.5
+
+
+@pytest.mark.slow
+def test_bab_with_norm_2_completes_what_the_bounds_leave_unknown(capsys, tmp_path, net):
+    model, inputs = net
+    _hard_input(inputs)
+    bab = results(capsys, tmp_path, model, "--input", inputs, "--samples", "1", "--norm", "2", "--method", "crown",
+                  "--eps", "0.36", "--bab", "--timeout", "60")
+    assert bab[0]["status"] == "verified" and bab[0]["margin_lower"] > 0
+
+
 def test_quiet_prints_nothing_but_writes(capsys, tmp_path, net):
     model, inputs = net
     out = tmp_path / "q.json"
@@ -141,7 +166,6 @@ def test_quiet_prints_nothing_but_writes(capsys, tmp_path, net):
     (["--eps", "inf"], "finite"),
     (["--method", "crwn"], "did you mean 'crown'"),
     (["--norm", "3"], "invalid choice"),
-    (["--bab", "--norm", "2"], "--bab needs --norm inf"),
     (["--target", "7"], "out of range"),
     (["--out", "OUT"], "is a directory"),
     (["--out", "OUT/missing/r.json"], "does not exist"),

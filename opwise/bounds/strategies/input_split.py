@@ -165,6 +165,10 @@ def input_split_bab(
     """
     if branching not in BRANCHING:
         raise InputError(f"unknown branching {branching!r}; choose one of {', '.join(BRANCHING)}")
+    if spec.input_set is not None:
+        raise InputError(f"input splitting splits boxes, and this input set is an L{spec.input_set.norm:g} ball: "
+                         "its halves would bound points outside the ball; use GenBaB (strategy='genbab'), which "
+                         "splits neurons and bounds over the ball")
     start = time.monotonic()
     deadline = start + timeout
     rows = _Rows.of(spec)

@@ -64,8 +64,8 @@ class DomainBounder:
         self.visited = 0
 
     def input_set(self, batch: int) -> InputSet:
-        lower, upper = self.spec.x_lower.to(self.bounded.device), self.spec.x_upper.to(self.bounded.device)
-        return InputSet(lower.expand(batch, *lower.shape[1:]), upper.expand(batch, *upper.shape[1:]))
+        """The specification's input set (its box, or its ball) for `batch` domains: every domain bounds over it."""
+        return self.spec.region.to(self.bounded.device).expand(batch)
 
     def root(self, deadline: float | None = None) -> Domain:
         """The unsplit domain, bounded; its intervals (the engine's intermediate bounds) are kept for reuse."""
@@ -219,9 +219,9 @@ class DomainBounder:
         return result
 
     def primal_inputs(self, domains: list[Domain]) -> torch.Tensor:
-        """Per domain, the box corner that minimizes its bound's linear function: a likely counterexample."""
-        box = self.input_set(1)
-        return torch.cat([torch.where(d.guide.input_coefficient >= 0, box.lower, box.upper) for d in domains])
+        """Per domain, the point of the input set that minimizes its bound's linear function (a box corner, a
+        point on the ball): a likely counterexample."""
+        return self.input_set(1).minimizer(torch.cat([d.guide.input_coefficient for d in domains]))
 
 
 def _stacked_parameters(domains: list[Domain]) -> Parameters | None:

@@ -122,11 +122,9 @@ def _bbps_scores(changes, guides_x: torch.Tensor, guides_bias: torch.Tensor, sho
                  input_set: InputSet, candidates: torch.Tensor) -> torch.Tensor:
     """The worse branch's estimated bound improvement with the shortcut of z substituted, for the
     `candidates` (element indices, [domains, k]) of each domain; [domains, k]."""
-    lower = input_set.lower.reshape(1, 1, -1)
-    upper = input_set.upper.reshape(1, 1, -1)
 
-    def concretize(coefficient):  # [domains, k, X] -> [domains, k]
-        return (coefficient.clamp(min=0) * lower + coefficient.clamp(max=0) * upper).sum(-1)
+    def concretize(coefficient):  # [domains, k, X] -> [domains, k], the minimum over the input set (box or ball)
+        return input_set.minimum(coefficient.reshape(-1, 1, coefficient.shape[-1])).reshape(coefficient.shape[:2])
 
     def pick(tensor):  # [domains, n] -> [domains, k]
         return tensor.gather(1, candidates)

@@ -15,6 +15,7 @@ from opwise.bounds.strategies.alpha import AlphaOptions
 from opwise.bounds.strategies.genbab.bounding import DomainBounder
 from opwise.bounds.strategies.genbab.domains import Domain
 from opwise.bounds.strategies.genbab.search import branch_and_bound
+from opwise.bounds.input_set import InputSet
 from opwise.bounds.spec import Disjunct, Specification
 from opwise.bounds.transfers.registry import Interval
 from tests.bounds.helpers import randomize_
@@ -148,14 +149,7 @@ def test_subdomain_bounds_hold_where_the_split_holds():
     for model, bounded, grid_min, spread in cases(range(2)):
         spec = threshold_spec(grid_min - 0.5 * spread)
         bounder = DomainBounder(bounded, spec, "alpha-crown", FAST)
-        domains = [bounder.root()]
-        for _ in range(3):
-            domain = domains.pop(0)
-            name = next(iter(domain.intervals))
-            interval = domain.intervals[name]
-            index = int(torch.randint(interval.lower.numel(), (1,), generator=generator))
-            low, high = float(interval.lower.view(-1)[index]), float(interval.upper.view(-1)[index])
-            domains += domain.split(name, index, low + (high - low) * float(torch.rand(1, generator=generator)))
+        domains = random_splits(bounder.root(), generator)
         bounder.bound(domains, len(domains))
         x = BOX[0] + (BOX[1] - BOX[0]) * torch.rand(4000, 2, generator=generator)
         values = pre_activations(bounded, x)
@@ -163,6 +157,74 @@ def test_subdomain_bounds_hold_where_the_split_holds():
             y = model(x)
         margin = y[:, 0] - y[:, 1] - float(spec.unsafe[0].d)
         assert_domains_bound_their_samples(domains, values, margin)
+
+
+DISK = InputSet.ball(torch.zeros(1, 2), 0.8, norm=2)
+
+
+def disk_points(count: int, generator: torch.Generator) -> torch.Tensor:
+    """Points of the L2 disk DISK (the box's points within its radius), its boundary included."""
+    x = BOX[0] + (BOX[1] - BOX[0]) * torch.rand(4 * count, 2, generator=generator)
+    x = x[x.norm(dim=1) <= 0.8][:count]
+    angle = torch.rand(count // 4, generator=generator) * 2 * math.pi
+    return torch.cat([x, 0.8 * (1 - 1e-6) * torch.stack([angle.cos(), angle.sin()], 1)])
+
+
+def disk_spec(threshold: float) -> Specification:
+    """Unsafe set y0 - y1 <= threshold over the disk."""
+    return Specification.over(DISK, [Disjunct(torch.tensor([[1.0, -1.0]]), torch.tensor([threshold]))])
+
+
+def test_subdomain_bounds_over_a_disk_hold_where_the_split_holds():
+    """Over an L2 disk, children of random splits bound every sampled point of the disk whose pre-activations
+    lie in them, and the root is at least as tight as over the disk's bounding box."""
+    generator = torch.Generator().manual_seed(1)
+    for model, bounded, grid_min, spread in cases(range(2)):
+        x = disk_points(4000, generator)
+        with torch.no_grad():
+            y = model(x)
+        disk_min = float((y[:, 0] - y[:, 1]).min())
+        spec = disk_spec(disk_min - 0.5 * spread)
+        bounder = DomainBounder(bounded, spec, "alpha-crown", FAST)
+        root = bounder.root()
+        box = DomainBounder(bounded, Specification(spec.x_lower, spec.x_upper, spec.unsafe), "alpha-crown", FAST).root()
+        assert root.lower >= box.lower - 1e-5
+        domains = random_splits(root, generator)
+        bounder.bound(domains, len(domains))
+        assert DISK.contains(bounder.primal_inputs(domains))
+        margin = y[:, 0] - y[:, 1] - float(spec.unsafe[0].d)
+        assert_domains_bound_their_samples(domains, pre_activations(bounded, x), margin)
+
+
+def test_search_over_a_disk_without_attack_falsifies_with_a_point_of_the_disk():
+    """No PGD: the counterexample comes from the domains' minimisers of their linear bounds, which lie on the
+    disk (a box corner would lie outside it)."""
+    generator = torch.Generator().manual_seed(2)
+    model, bounded, grid_min, spread = next(cases([1]))
+    x = disk_points(20000, generator)
+    with torch.no_grad():
+        y = model(x)
+    disk_min = float((y[:, 0] - y[:, 1]).min())
+    spec = disk_spec(disk_min + 0.02 * spread)
+    result = branch_and_bound(bounded, spec, timeout=30, attack=False, alpha=FAST)
+    assert result.status == "falsified"
+    assert DISK.contains(result.counterexample)
+    with torch.no_grad():
+        y = model(result.counterexample)
+    assert float(y[0, 0] - y[0, 1]) <= float(spec.unsafe[0].d)
+
+
+def random_splits(root: Domain, generator: torch.Generator, count: int = 3) -> list[Domain]:
+    """The leaves after `count` splits of the first node's random elements at random points, oldest first."""
+    domains = [root]
+    for _ in range(count):
+        domain = domains.pop(0)
+        name = next(iter(domain.intervals))
+        interval = domain.intervals[name]
+        index = int(torch.randint(interval.lower.numel(), (1,), generator=generator))
+        low, high = float(interval.lower.view(-1)[index]), float(interval.upper.view(-1)[index])
+        domains += domain.split(name, index, low + (high - low) * float(torch.rand(1, generator=generator)))
+    return domains
 
 
 def assert_domains_bound_their_samples(domains, values: dict[str, torch.Tensor], margin: torch.Tensor) -> None:
