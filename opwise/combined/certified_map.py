@@ -2,8 +2,8 @@
 when only that patch may change, beside the attack's radius (the closest counterexample PGD found).
 
 Every patch is one batch row of a bound pass, and all rows are bisected on ε together, so a map costs
-1 + `steps` batched passes however many patches it has. Only radii a bound pass proved are reported:
-`radius[i] <= true radius[i] <= attack_radius[i]`.
+about 1 + `steps` batched passes per method however many patches it has (branch-and-bound: a few per radius
+tried). Only radii a bound pass proved are reported: `radius[i] <= true radius[i] <= attack_radius[i]`.
 """
 
 from __future__ import annotations
