@@ -18,6 +18,9 @@ WRITES = {
     "verify_bab.py": [],
     "compare_composites.py": ["abpc.png"],
     "vnncomp_suite.py": ["results.csv"],
+    "explain_counterexample.py": ["counterexample.png"],
+    "certified_map.py": ["certified_map.png"],
+    "report.py": ["report.html"],
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from opwise.bounds import METHODS
+from opwise.combined.certified_map import MAP_METHODS
 
 DEFAULT_EPS_MAX = 0.5
 
@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     parser.add_argument("model", nargs="?", default=None, help="model spec (default: the built-in digits CNN)")
     parser.add_argument("--input", default=None, help="input file: .png/.jpg, .npy or .pt (default: the model's example input)")
     parser.add_argument("--patch", type=int, default=1, help="patch side in features (default 1: every feature)")
-    parser.add_argument("--method", default="crown", choices=tuple(METHODS), help="bounding method (default crown)")
+    parser.add_argument("--method", default="crown", choices=MAP_METHODS, help="bounding method, or bab: branch-and-bound on split boxes (default crown)")
     parser.add_argument("--eps-max", type=float, default=DEFAULT_EPS_MAX, help=f"largest radius tried (default {DEFAULT_EPS_MAX})")
     parser.add_argument("--steps", type=int, default=8, help="bisection steps: radii are exact to eps-max / 2**steps (default 8)")
     parser.add_argument("--domain", type=float, nargs=2, default=(0.0, 1.0), metavar=("LOW", "HIGH"),

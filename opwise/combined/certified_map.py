@@ -2,8 +2,8 @@
 when only that patch may change, beside the attack's radius (the closest counterexample PGD found).
 
 Every patch is one batch row of a bound pass, and all rows are bisected on ε together, so a map costs
-1 + `steps` batched passes however many patches it has. Only radii a bound pass proved are reported:
-`radius[i] <= true radius[i] <= attack_radius[i]`.
+about 1 + `steps` batched passes per method however many patches it has (branch-and-bound: a few per radius
+tried). Only radii a bound pass proved are reported: `radius[i] <= true radius[i] <= attack_radius[i]`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from opwise.bounds import METHODS, BoundedModel
+from opwise.bounds import BoundedModel
+from opwise.combined.box_splitting import certify_by_splitting
 from opwise.combined.patch_attack import attack_boxes, robust_margins
 from opwise.errors import InputError
 
@@ -22,14 +23,19 @@ from opwise.errors import InputError
 #: how far below zero a counterexample moved towards x must keep the margin
 SLACK = 1e-5
 
-#: method -> the methods a map tries in turn, cheapest first: any of them proving a box certifies it
+#: method -> the methods a map tries in turn, cheapest first: any of them proving a box certifies it ("bab":
+#: CROWN on the pieces of boxes split by branch-and-bound, `box_splitting.py`)
 CASCADES = {
     "ibp": ("ibp",),
     "crown-ibp": ("crown-ibp",),
     "forward-crown": ("crown-ibp", "forward-crown"),
     "crown": ("crown-ibp", "crown"),
     "alpha-crown": ("crown-ibp", "crown", "alpha-crown"),
+    "bab": ("crown-ibp", "crown", "bab"),
 }
+
+#: the methods a map takes: `opwise.compute_bounds`'s and branch-and-bound
+MAP_METHODS = tuple(CASCADES)
 
 
 @dataclasses.dataclass
@@ -125,6 +131,7 @@ def certified_map(
     attack: bool = True,
     attack_steps: int = 2,
     batch_size: int = 16,
+    max_boxes: int = 16,
 ) -> CertifiedMap:
     """Certified L∞ radius per patch of one sample x [1, ...] by bisection on ε in [0, eps_max], every
     patch a row of the same batched bound pass (`method`: "crown", "alpha-crown", ... as in
@@ -133,9 +140,12 @@ def certified_map(
     only refines from where they stopped: a CROWN pass costs far more per row than a CROWN-IBP one, and
     more at large radii than at small ones. `attack` also bisects a batched PGD attack per patch
     for its closest counterexample (`attack_steps` rounds after one at eps_max). `batch_size`: rows per
-    bound pass (more go through in chunks): CROWN's cost per row grows with the batch, as the intermediate
-    bounds serve every row's unstable neurons, so 16 rows per pass beat both 1 and 256
-    (`benchmarks/certified_map.py` measures it).
+    bound pass (more go through in chunks; `benchmarks/certified_map.py` measures the choice).
+
+    `method="bab"` (branch-and-bound) goes on from CROWN's radii: a box CROWN cannot prove is split into
+    pieces (`box_splitting.py`, at most `max_boxes` bound rows per box and radius tried) and certified
+    when CROWN proves every piece; the attack runs first and bounds the radii it tries from above. Its
+    radii are never below CROWN's, and cost several bound passes per radius tried.
 
     >>> import torch, opwise
     >>> model = torch.nn.Linear(2, 2)
@@ -148,8 +158,8 @@ def certified_map(
     x = torch.as_tensor(x, dtype=torch.float32)
     if x.dim() == 0 or x.shape[0] != 1:
         raise InputError(f"certified_map takes one sample with a batch dimension of 1, got shape {tuple(x.shape)}")
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in CASCADES:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(CASCADES)}")
     if not (isinstance(eps_max, (int, float)) and eps_max > 0 and math.isfinite(eps_max)):
         raise InputError(f"eps_max must be a positive number, got {eps_max!r}")
     if domain is not None and ((x < domain[0]).any() or (x > domain[1]).any()):
@@ -165,48 +175,69 @@ def certified_map(
     count = masks.shape[0]
     chunk = min(batch_size, count)  # one traced batch size for every pass: a re-trace costs seconds
 
-    def certified(rows: torch.Tensor, eps: torch.Tensor, stage: str) -> torch.Tensor:
-        lower, upper = _boxes(x, masks[rows], eps, domain)
-        margins = []
+    passes = 0
+
+    def margins(lower: torch.Tensor, upper: torch.Tensor, stage: str) -> torch.Tensor:
+        nonlocal passes
+        passes += 1
+        found = []
         for part in _row_chunks(lower.shape[0], chunk):
             bounds = bounded.compute_bounds(x_lower=_padded(lower[part], chunk), x_upper=_padded(upper[part], chunk),
                                             target=target, method=stage, bound_upper=False)
-            margins.append(bounds.lower.min(1).values[: part.stop - part.start])
-        return torch.cat(margins).cpu() > 0
+            found.append(bounds.lower.min(1).values[: part.stop - part.start])
+        return torch.cat(found).cpu()
+
+    def certified(rows: torch.Tensor, eps: torch.Tensor, stage: str) -> torch.Tensor:
+        lower, upper = _boxes(x, masks[rows], eps, domain)
+        if stage == "bab":
+            with torch.no_grad():
+                return certify_by_splitting(lambda lo, up: margins(lo, up, "crown"), lower, upper, max_boxes=max_boxes,
+                                            broken=lambda points: robust_margins(model, points, target) <= 0)
+        return margins(lower, upper, stage) > 0
 
     low, high = torch.zeros(count), torch.full((count,), float(eps_max))
-    passes = 0
-    for index, stage in enumerate(CASCADES[method]):
-        passes += _search(lambda rows, eps: certified(rows, eps, stage), low, high, eps_max, eps_max / 2**steps, grow=index > 0)
-    seconds, start = time.monotonic() - start, time.monotonic()
     attack_radius = torch.full((count,), math.inf)
     counterexamples = torch.full((count, *x.shape[1:]), math.nan)
-    if attack:
+    attack_seconds, attacked = 0.0, False
+    for index, stage in enumerate(CASCADES[method]):
+        start_from = "top" if index == 0 else "grow"
+        if stage == "bab" and attack:
+            # branch-and-bound costs many passes per radius: the attack first closes the bracket from above, so
+            # only radii between CROWN's and the closest counterexample's are tried
+            attack_start = time.monotonic()
+            _attack_radius(model, x, masks, target, domain, eps_max, low, attack_radius, counterexamples, attack_steps)
+            attack_seconds, attacked = time.monotonic() - attack_start, True
+            high.copy_(torch.minimum(high.fill_(eps_max), attack_radius))
+            start_from = "bisect"
+        _search(lambda rows, eps: certified(rows, eps, stage), low, high, eps_max, eps_max / 2**steps, start_from)
+    if attack and not attacked:
+        attack_start = time.monotonic()
         _attack_radius(model, x, masks, target, domain, eps_max, low, attack_radius, counterexamples, attack_steps)
+        attack_seconds = time.monotonic() - attack_start
     return CertifiedMap(low, attack_radius, masks, counterexamples, x, target, float(eps_max), method, passes,
-                        seconds, time.monotonic() - start)
+                        time.monotonic() - start - attack_seconds, attack_seconds)
 
 
-def _search(certified, low: torch.Tensor, high: torch.Tensor, eps_max: float, tolerance: float, grow: bool) -> int:
-    """Narrow every row's [low (certified), high (not)] to `tolerance`, in place; returns the passes run.
+def _search(certified, low: torch.Tensor, high: torch.Tensor, eps_max: float, tolerance: float, start_from: str) -> None:
+    """Narrow every row's [low (certified), high (not)] to `tolerance`, in place.
 
-    The first method bisects from eps_max down. A later, stronger (and costlier) method starts from the
-    last one's bracket and grows its step from there, doubling while it certifies, then bisects: its
-    passes stay at small radii, where its bound passes are cheap, instead of trying eps_max first.
+    The first method ("top") bisects from eps_max down. A later, stronger (and costlier) method ("grow")
+    starts from the last one's bracket and grows its step from there, doubling while it certifies, then
+    bisects: its passes stay at small radii, where its bound passes are cheap, instead of trying eps_max
+    first. "bisect" bisects the bracket as it is (its top closed by a counterexample).
     """
+    grow = start_from == "grow"
     step = (high - low).clamp(min=tolerance) if grow else torch.full_like(low, eps_max)
     if grow:
         high.fill_(eps_max)
-    growing = low < eps_max
-    passes = 0
+    growing = (low < eps_max) & (start_from != "bisect")
     while True:
         active = (low < eps_max) & (growing | (high - low > tolerance * (1 + 1e-6)))
         rows = torch.nonzero(active).flatten()
         if rows.numel() == 0:
-            return passes
+            return
         probe = torch.where(growing, (low + step).clamp(max=eps_max), (low + high) / 2)[rows]
         proved = certified(rows, probe)
-        passes += 1
         low[rows[proved]], step[rows[proved]] = probe[proved], step[rows[proved]] * 2
         high[rows[~proved]], growing[rows[~proved]] = probe[~proved], False
 

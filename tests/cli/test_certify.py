@@ -34,6 +34,14 @@ def test_certify_writes_a_map_and_prints_its_numbers(tmp_path, capsys):
     assert re.search(r"certified radius: min \d\.\d{4}", printed) and "Spearman" in printed
 
 
+def test_certify_by_branch_and_bound(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.full((6, 6), 0.5, dtype="float32"))
+    code = main(["certify", _factory(tmp_path), "--input", str(tmp_path / "x.npy"), "--patch", "3", "--steps", "3",
+                 "--eps-max", "0.4", "--method", "bab", "--out", str(tmp_path / "map.png")])
+    assert code == 0
+    assert re.search(r"class \d: 4 patches, \d+ batched bound passes \(bab\)", capsys.readouterr().out)
+
+
 def test_certify_with_a_missing_input_file_exits_with_2(tmp_path, capsys):
     code = main(["certify", _factory(tmp_path), "--input", str(tmp_path / "missing.npy")])
     assert code == 2

@@ -234,8 +234,8 @@ class BoundPropagation:
             tight = Interval(torch.maximum(ibp.lower, forward.lower), torch.minimum(ibp.upper, forward.upper))
             self._tight[node] = self._narrow(node, Interval(tight.lower.detach(), torch.maximum(tight.lower, tight.upper).detach()))
             return self._tight[node]
-        selected = self.neurons_to_refine(node, ibp, self.groups(node, ibp))
-        if selected.numel():
+        selected = self.selection(self.neurons_needed(node, ibp, self.groups(node, ibp)))
+        if selected.any() if selected.dtype == torch.bool else selected.numel():
             self.prepare(node)
         refined = self.refine(node, ibp, selected)
         self._tight[node] = self._narrow(node, Interval(refined.lower.detach(), refined.upper.detach()))
@@ -301,9 +301,14 @@ class BoundPropagation:
     def refine(self, node: fx.Node, base: Interval, selected: torch.Tensor, alphas: dict | None = None) -> Interval:
         """`base` tightened by CROWN bounds of the `selected` flat positions (one spec per position and side).
 
-        With `alphas` (α-CROWN on intermediate bounds: one α set for this node's specs, 2 × selected, lower
-        bounds first) the positions go in one pass and the result is differentiable in α.
+        `selected` holds positions every group bounds ([n], from `neurons_to_refine`), or is a bool mask
+        [groups, n] of the positions each group bounds on its own (from `selection`: rows padded to the group
+        with the most, see `_refine_per_group`). With `alphas` (α-CROWN on intermediate bounds: one α set for
+        this node's specs, 2 × selected, lower bounds first) the shared positions go in one pass and the
+        result is differentiable in α.
         """
+        if selected.dtype == torch.bool:
+            return self._refine_per_group(node, base, selected)
         groups = self.groups(node, base)
         lower = base.lower.clone(memory_format=torch.contiguous_format)
         upper = base.upper.clone(memory_format=torch.contiguous_format)
@@ -329,6 +334,39 @@ class BoundPropagation:
             flat_upper[:, chunk] = torch.minimum(flat_upper[:, chunk], -bound[count:].T)
         return Interval(lower, upper)
 
+    def _refine_per_group(self, node: fx.Node, base: Interval, needed: torch.Tensor) -> Interval:
+        """`refine` where each group bounds its own positions (`needed` [groups, n]): spec k of group g is the
+        k-th position g needs, so a pass has as many specs as the neediest group, not as the union of all
+        groups (on a batch of boxes that each perturb a different patch, the union is many times larger).
+        Groups that need fewer get zero rows, whose bounds are dropped."""
+        groups = needed.shape[0]
+        lower = base.lower.clone(memory_format=torch.contiguous_format)
+        upper = base.upper.clone(memory_format=torch.contiguous_format)
+        flat_lower, flat_upper = lower.view(groups, -1), upper.view(groups, -1)
+        counts = needed.sum(1)
+        # per group, its needed positions first (in order), then the others as padding: [specs, groups]
+        order = torch.argsort((~needed).to(torch.int8), dim=1, stable=True)[:, : int(counts.max())].T
+        valid = torch.arange(order.shape[0], device=order.device)[:, None] < counts[None, :]
+        windowed = lower.dim() == 4 and getattr(self.transfer(node), "takes_patches", False)
+        samples = torch.arange(groups, device=order.device)[None, :]
+        for positions, keep in zip(order.split(SPEC_CHUNK // 2), valid.split(SPEC_CHUNK // 2)):
+            check_deadline()
+            count = positions.shape[0]
+            signs = keep.to(lower.dtype)
+            if windowed:
+                A = Patches.one_hot(torch.cat([positions, positions]), torch.cat([signs, -signs]), groups, tuple(lower.shape[1:]))
+            else:
+                A = torch.zeros(2 * count, groups, flat_lower.shape[1], dtype=lower.dtype, device=lower.device)
+                rows = torch.arange(count, device=lower.device)[:, None]
+                A[rows, samples, positions] = signs
+                A[rows + count, samples, positions] = -signs
+                A = A.reshape(2 * count, *lower.shape)
+            bound = self.backward(node, A, groups)
+            infinity = torch.tensor(math.inf, dtype=lower.dtype, device=lower.device)
+            flat_lower.scatter_reduce_(1, positions.T, torch.where(keep, bound[:count], -infinity).T, "amax")
+            flat_upper.scatter_reduce_(1, positions.T, torch.where(keep, -bound[count:], infinity).T, "amin")
+        return Interval(lower, upper)
+
     def forward_linear(self, target: fx.Node) -> LinearBounds:
         """Forward-mode linear bounds of `target` in terms of the input (each node once, cached); a node
         without a forward transfer carries its interval (from its inputs' intervals) as constant bounds."""
@@ -349,18 +387,32 @@ class BoundPropagation:
             self._linear[node] = bounds
         return self._linear[target]
 
-    def neurons_to_refine(self, node: fx.Node, ibp: Interval, groups: int) -> torch.Tensor:
-        """Flat positions (union over the groups) whose interval some consumer's relaxation depends on."""
-        needed = torch.zeros(ibp.lower.numel() // groups, dtype=torch.bool, device=ibp.lower.device)
+    def neurons_needed(self, node: fx.Node, ibp: Interval, groups: int) -> torch.Tensor:
+        """Per group, the flat positions whose interval some consumer's relaxation depends on: [groups, n]."""
+        needed = torch.zeros(groups, ibp.lower.numel() // groups, dtype=torch.bool, device=ibp.lower.device)
         for user in node.users:
             if not self.bounded(user) or user.op != "call_function":
                 continue
             step = self.step(user)
             refine = getattr(step.relaxation, "needs_refinement", None)
             if refine is None:
-                return torch.arange(needed.numel(), device=needed.device)
-            needed |= refine(ibp.lower, ibp.upper).reshape(groups, -1).any(0)
-        return needed.nonzero().flatten()
+                return needed.fill_(True)
+            needed |= refine(ibp.lower, ibp.upper).reshape(groups, -1)
+        return needed
+
+    def neurons_to_refine(self, node: fx.Node, ibp: Interval, groups: int) -> torch.Tensor:
+        """Flat positions (union over the groups) whose interval some consumer's relaxation depends on."""
+        return self.neurons_needed(node, ibp, groups).any(0).nonzero().flatten()
+
+    @staticmethod
+    def selection(needed: torch.Tensor) -> torch.Tensor:
+        """What `refine` bounds: each group's own positions (the mask `needed` [groups, n]) when the neediest
+        group needs fewer than the union of all groups, else the union's positions (shared specs are cheaper
+        to build and carry: fewer index operations per spec)."""
+        union = needed.any(0)
+        if needed.shape[0] > 1 and int(needed.sum(1).max()) < int(union.sum()):
+            return needed
+        return union.nonzero().flatten()
 
     def prepare(self, target: fx.Node) -> None:
         """Resolve, in topological order, every interval the relaxations on the way to `target` ask for."""

@@ -93,12 +93,13 @@ def window_backward(patches: Patches, weight: torch.Tensor, transposed: bool, st
     if transposed:
         count_h, top, place_h, length_h, margin_h = _transposed_window(patches.top, h, stride[0], padding[0], dilation[0], kernel[0])
         count_w, left, place_w, length_w, margin_w = _transposed_window(patches.left, w, stride[1], padding[1], dilation[1], kernel[1])
-        buffer = folded.new_zeros(specs, length_h, length_w, batch, channels)
-        rows = place_h[:, None] + torch.arange(h, device=top.device)
-        columns = place_w[:, None] + torch.arange(w, device=top.device)
-        specs_index = torch.arange(specs, device=top.device)[:, None, None]
-        buffer = buffer.index_put((specs_index, rows[:, :, None], columns[:, None, :]), patches.values.permute(0, 3, 4, 1, 2))
-        buffer = buffer[:, margin_h:, margin_w:].permute(0, 3, 4, 1, 2).reshape(specs * batch, channels, length_h - margin_h, length_w - margin_w)
+        buffer = folded.new_zeros(specs, batch, length_h, length_w, channels)
+        rows = place_h[..., None] + torch.arange(h, device=top.device)  # [specs, 1 or batch, h]
+        columns = place_w[..., None] + torch.arange(w, device=top.device)
+        specs_index = torch.arange(specs, device=top.device)[:, None, None, None]
+        samples = torch.arange(batch, device=top.device)[None, :, None, None]
+        buffer = buffer.index_put((specs_index, samples, rows[..., None], columns[..., None, :]), patches.values.permute(0, 1, 3, 4, 2))
+        buffer = buffer[:, :, margin_h:, margin_w:].permute(0, 1, 4, 2, 3).reshape(specs * batch, channels, length_h - margin_h, length_w - margin_w)
         back = torch.nn.functional.conv2d(buffer, weight, None, stride, 0, dilation, groups)[:, :, :count_h, :count_w]
     else:
         top, left = patches.top * stride[0] - padding[0], patches.left * stride[1] - padding[1]

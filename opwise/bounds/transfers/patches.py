@@ -2,8 +2,9 @@
 
 An intermediate bound of a convolution's output neuron starts as a one-hot row; carried back through
 convolutions, batch norm and elementwise relaxations it stays zero outside the neuron's receptive field.
-`Patches` stores just that window: values [specs, batch, C, h, w] and, per spec, the map position of the
-window's top-left corner (the window may reach past the map's edges; those positions hold zeros). A
+`Patches` stores just that window: values [specs, batch, C, h, w] and, per spec (or per spec and sample:
+each sample of a batch may bound its own neurons), the map position of the window's top-left corner (the
+window may reach past the map's edges; those positions hold zeros). A
 backward step then costs the window's size instead of the map's: on a generator whose 30×30 layer has
 26,000 unstable neurons, a 2×2 window instead of a 14×14 map per spec. auto_LiRPA's "patches" mode
 serves the same purpose. Transfers that do not take windows get `to_dense()`, the same numbers.
@@ -18,9 +19,10 @@ import torch
 
 @dataclasses.dataclass
 class Patches:
-    """Coefficients [specs, batch, C, H, W] that are zero outside one h×w window per spec.
+    """Coefficients [specs, batch, C, H, W] that are zero outside one h×w window per spec (and sample).
 
-    `values` [specs, batch, C, h, w]; `top`, `left` [specs]: the window's corner in the H×W map.
+    `values` [specs, batch, C, h, w]; `top`, `left` [specs] or [specs, batch]: the window's corner in the
+    H×W map, shared by the samples or per sample (kept as [specs, 1] or [specs, batch]).
 
     >>> rows = Patches.one_hot(torch.tensor([5]), torch.tensor([1.0]), batch=1, shape=(2, 2, 3))
     >>> rows.to_dense()[0, 0].tolist()
@@ -33,13 +35,30 @@ class Patches:
     height: int
     width: int
 
+    def __post_init__(self):
+        if self.top.dim() == 1:
+            self.top, self.left = self.top[:, None], self.left[:, None]
+
     @classmethod
     def one_hot(cls, positions: torch.Tensor, signs: torch.Tensor, batch: int, shape: tuple[int, int, int]) -> "Patches":
-        """One spec per flat position of a [C, H, W] map, with coefficient `signs` there, for every sample."""
+        """One spec per flat position of a [C, H, W] map, with coefficient `signs` there. `positions` [specs]
+        are the same for every sample; [specs, batch] name each sample's own (then `signs` may be [specs, batch]
+        too, zero for a sample that has fewer positions to bound than the others)."""
         channels, height, width = shape
-        values = torch.zeros(positions.numel(), batch, channels, 1, 1, dtype=signs.dtype, device=signs.device)
-        values[torch.arange(positions.numel(), device=positions.device), :, positions // (height * width), 0, 0] = signs[:, None]
+        specs = positions.shape[0]
+        values = torch.zeros(specs, batch, channels, 1, 1, dtype=signs.dtype, device=signs.device)
+        spec_index = torch.arange(specs, device=positions.device)[:, None]
+        if positions.dim() == 1:
+            values[spec_index[:, 0], :, positions // (height * width), 0, 0] = signs[:, None]
+        else:
+            sample_index = torch.arange(batch, device=positions.device)[None, :]
+            values[spec_index, sample_index, positions // (height * width), 0, 0] = signs.expand(specs, batch) if signs.dim() == 2 else signs[:, None].expand(specs, batch)
         return cls(values, (positions // width) % height, positions % width, height, width)
+
+    @property
+    def per_sample(self) -> bool:
+        """Whether the windows' positions differ per sample."""
+        return self.top.shape[1] > 1
 
     @property
     def specs(self) -> int:
@@ -52,15 +71,15 @@ class Patches:
                        self.height if height is None else height, self.width if width is None else width)
 
     def _positions(self) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int, int]]:
-        """Rows [specs, h] and columns [specs, w] of each window in the map padded by the returned
-        (left, right, top, bottom) amounts, just enough to hold every window."""
+        """Rows [specs, 1 or batch, h] and columns [specs, 1 or batch, w] of each window in the map padded by the
+        returned (left, right, top, bottom) amounts, just enough to hold every window."""
         h, w = self.values.shape[-2:]
         pad_top, pad_left = max(0, -int(self.top.min())), max(0, -int(self.left.min()))
         pad_bottom = max(0, int(self.top.max()) + h - self.height)
         pad_right = max(0, int(self.left.max()) + w - self.width)
         device = self.top.device
-        rows = self.top[:, None] + pad_top + torch.arange(h, device=device)
-        columns = self.left[:, None] + pad_left + torch.arange(w, device=device)
+        rows = self.top[..., None] + pad_top + torch.arange(h, device=device)
+        columns = self.left[..., None] + pad_left + torch.arange(w, device=device)
         return rows, columns, (pad_left, pad_right, pad_top, pad_bottom)
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -78,20 +97,32 @@ class Patches:
             # windows are), then one block per spec by its position: a contiguous copy per spec, several
             # times faster than indexing every element
             blocks = padded.unfold(2, h, 1).unfold(3, w, 1)  # [batch, C, rows, columns, h, w]
-            table = blocks.permute(2, 3, 0, 1, 4, 5).reshape(-1, *blocks.shape[:2], h, w)
-            return table.index_select(0, rows[:, 0] * blocks.shape[3] + columns[:, 0])
+            corner = rows[..., 0] * blocks.shape[3] + columns[..., 0]  # [specs, 1 or batch]
+            if not self.per_sample:
+                table = blocks.permute(2, 3, 0, 1, 4, 5).reshape(-1, *blocks.shape[:2], h, w)
+                return table.index_select(0, corner[:, 0])
+            table = blocks.permute(0, 2, 3, 1, 4, 5).reshape(blocks.shape[0], -1, blocks.shape[1], h, w)
+            samples = torch.arange(table.shape[0], device=rows.device).expand(corner.shape[1]) if table.shape[0] > 1 \
+                else torch.zeros(corner.shape[1], dtype=torch.long, device=rows.device)
+            return table[samples[None, :], corner]
         specs = torch.arange(self.specs, device=rows.device)[:, None, None]
         if padded.shape[0] != self.specs:
             padded = padded.expand(self.specs, *padded.shape[1:])
-        return padded[specs, :, :, rows[:, :, None], columns[:, None, :]].permute(0, 3, 4, 1, 2)
+        if not self.per_sample:
+            return padded[specs, :, :, rows[:, 0, :, None], columns[:, 0, None, :]].permute(0, 3, 4, 1, 2)
+        if padded.shape[1] != rows.shape[1]:
+            padded = padded.expand(-1, rows.shape[1], *padded.shape[2:])
+        samples = torch.arange(rows.shape[1], device=rows.device)[None, :, None, None]
+        return padded[specs[..., None], samples, :, rows[..., None], columns[..., None, :]].permute(0, 1, 4, 2, 3)
 
     def to_dense(self) -> torch.Tensor:
         """The full coefficients [specs, batch, C, H, W]."""
         specs, batch, channels, h, w = self.values.shape
         rows, columns, (left, right, top, bottom) = self._positions()
         padded = self.values.new_zeros(specs, batch, channels, self.height + top + bottom, self.width + left + right)
-        padded[torch.arange(specs, device=rows.device)[:, None, None], :, :, rows[:, :, None], columns[:, None, :]] = \
-            self.values.permute(0, 3, 4, 1, 2)
+        spec_index = torch.arange(specs, device=rows.device)[:, None, None, None]
+        samples = torch.arange(batch, device=rows.device)[None, :, None, None]
+        padded[spec_index, samples, :, rows[..., None], columns[..., None, :]] = self.values.permute(0, 1, 3, 4, 2)
         return padded[..., top : top + self.height, left : left + self.width].contiguous()
 
     def inside_map(self) -> "Patches":
@@ -99,13 +130,13 @@ class Patches:
         padding: coefficients there multiply constant zeros, so they must not travel further back)."""
         h, w = self.values.shape[-2:]
         device = self.top.device
-        rows = self.top[:, None] + torch.arange(h, device=device)
-        columns = self.left[:, None] + torch.arange(w, device=device)
+        rows = self.top[..., None] + torch.arange(h, device=device)
+        columns = self.left[..., None] + torch.arange(w, device=device)
         row_inside = (rows >= 0) & (rows < self.height)
         column_inside = (columns >= 0) & (columns < self.width)
         if bool(row_inside.all()) and bool(column_inside.all()):
             return self
-        inside = (row_inside[:, None, None, :, None] & column_inside[:, None, None, None, :]).to(self.values.dtype)
+        inside = (row_inside[:, :, None, :, None] & column_inside[:, :, None, None, :]).to(self.values.dtype)
         return self.moved(self.values * inside)
 
     def minimum_over_box(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.relaxations.base import LinearRelaxation
 from opwise.bounds.relaxations.registry import RELAXATIONS
+from opwise.bounds.transfers.patches import Patches
 from opwise.errors import UnsupportedOperation
 from opwise.tracing import trace
 from tests.bounds.helpers import assert_sound, randomize_
@@ -169,3 +170,82 @@ def test_l2_ball_bounds_are_sound_and_tighter_than_its_box():
     assert (y >= l2.lower - 1e-5).all() and (y <= l2.upper + 1e-5).all()
     assert (l2.lower >= box.lower - 1e-6).all() and (l2.width.mean() < box.width.mean())
     assert math.isfinite(float(l2.lower.sum()))
+
+
+def _patch_boxes(x: torch.Tensor, eps: float, rows: int, size: int = 2):
+    """`rows` boxes around x, each perturbing its own size×size patch of every channel (the last rows the
+    whole input): the samples of a batch then need intermediate bounds on different neurons."""
+    masks = torch.zeros(rows, *x.shape[1:], dtype=torch.bool)
+    width = x.shape[-1] // size
+    for row in range(rows - 1):
+        top, left = (row // width) * size, (row % width) * size
+        masks[row, :, top : top + size, left : left + size] = True
+    masks[-1] = True
+    return x - eps * masks, x + eps * masks
+
+
+def _conv_net(seed: int) -> torch.nn.Module:
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 6, 3, stride=2, padding=1), torch.nn.ReLU(),
+        torch.nn.ConvTranspose2d(6, 3, 2, stride=2), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10),
+        torch.nn.ReLU(), torch.nn.Linear(10, 3)).eval()
+    return randomize_(model, seed)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("kind", ["conv", "mlp"])
+def test_batched_bounds_equal_each_sample_bounded_alone(kind, seed):
+    """Each sample of a batch gets intermediate bounds on the neurons its own relaxations need (regression: a batch
+    bounded the union of every sample's unstable neurons in every sample): the bounds of a batch are the bounds of
+    each sample bounded alone, and sound."""
+    generator = torch.Generator().manual_seed(seed)
+    if kind == "conv":
+        model, x = _conv_net(seed), torch.rand(1, 2, 8, 8, generator=generator)
+        lower, upper = _patch_boxes(x, 0.3, rows=9)
+    else:
+        model, x = _random_mlp(seed, (6, 12, 12, 8, 3)), torch.randn(1, 6, generator=generator)
+        masks = torch.eye(6, dtype=torch.bool)[torch.tensor([0, 1, 2, 3, 4, 5, 0])]
+        masks[-1] = True
+        lower, upper = x - masks.float(), x + masks.float()
+    batch = assert_sound(model, lower, upper, methods=("crown", "crown-ibp"), samples=2_000, seed=seed)["crown"]
+    single = BoundedModel(model, lower[:1])
+    for row in range(lower.shape[0]):
+        alone = single.compute_bounds(x_lower=lower[row : row + 1], x_upper=upper[row : row + 1], method="crown")
+        torch.testing.assert_close(batch.lower[row : row + 1], alone.lower, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(batch.upper[row : row + 1], alone.upper, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["conv", "mlp"])
+def test_a_batch_carries_as_many_intermediate_specs_as_its_neediest_sample(kind):
+    """The cost of a batch's intermediate bounds follows the sample with the most unstable neurons, not the union
+    over the batch (regression: a 256-patch certified map cost more per row than single passes)."""
+    generator = torch.Generator().manual_seed(0)
+    if kind == "conv":
+        model, x = _conv_net(0), torch.rand(1, 2, 8, 8, generator=generator)
+        lower, upper = _patch_boxes(x, 0.3, rows=16)
+        lower, upper = lower[:-1], upper[:-1]
+    else:
+        model, x = _random_mlp(0, (6, 12, 12, 8, 3)), torch.randn(1, 6, generator=generator)
+        masks = torch.eye(6, dtype=torch.bool)
+        lower, upper = x - masks.float(), x + masks.float()
+    graph = trace(model, lower)
+    engine = BoundPropagation(graph, InputSet(lower, upper))
+    specs: dict[str, int] = {}
+    original = engine.backward
+
+    def counting(target, A, *args, **kwargs):
+        specs[target.name] = specs.get(target.name, 0) + (A.values if isinstance(A, Patches) else A).shape[0]
+        return original(target, A, *args, **kwargs)
+
+    engine.backward = counting
+    engine.backward(graph.output, torch.eye(3)[:, None, :].expand(3, lower.shape[0], 3))
+    refined = [name for name in specs if name != graph.output.name]
+    assert refined
+    wider = 0
+    for name in refined:
+        node = graph.node(name)
+        ibp = engine.interval_ibp(node)  # every refined node feeds a ReLU: its unstable neurons need bounds
+        needed = ((ibp.lower < 0) & (ibp.upper > 0)).reshape(lower.shape[0], -1)
+        assert specs[name] == 2 * int(needed.sum(1).max())
+        wider += int(needed.any(0).sum()) > int(needed.sum(1).max())
+    assert wider  # somewhere the union is wider than the neediest sample: the case this is about

@@ -88,6 +88,50 @@ def test_gather_and_dense_agree_with_slicing():
     torch.testing.assert_close(patches.minimum_over_box(*box), expected)
 
 
+
+@pytest.mark.parametrize("name", CONVOLUTIONS)
+def test_windows_placed_per_sample_equal_the_vjp(name):
+    """Each sample's specs may sit at their own positions (per-sample intermediate bounds): the backward of
+    such windows is still each dense row's vjp."""
+    weight, function, stride, padding, dilation, groups = _convolution(name, seed=len(name))
+    transposed = CONVOLUTIONS[name][-1]
+    x = torch.zeros(3, CONVOLUTIONS[name][0], 12, 11)
+    out_shape = function(x).shape
+    generator = torch.Generator().manual_seed(len(name))
+    specs, window = 7, 2
+    top = torch.randint(-window + 1, out_shape[2], (specs, 3), generator=generator)
+    left = torch.randint(-window + 1, out_shape[3], (specs, 3), generator=generator)
+    patches = Patches(torch.randn(specs, 3, out_shape[1], window, window, generator=generator), top, left,
+                      out_shape[2], out_shape[3]).inside_map()
+    A = patches.to_dense()
+    for spec in range(specs):
+        for sample in range(3):
+            corner = (int(top[spec, sample]) + window, int(left[spec, sample]) + window)
+            padded = F.pad(A[spec, sample], (window,) * 4)
+            assert torch.equal(padded[:, corner[0] : corner[0] + window, corner[1] : corner[1] + window], patches.values[spec, sample])
+    _, vjp = torch.func.vjp(function, x)
+    expected = torch.stack([vjp(row)[0] for row in A])
+    back = window_backward(patches, weight, transposed, stride, padding, dilation, groups, tuple(x.shape[1:]))
+    assert back is not None and back.per_sample
+    torch.testing.assert_close(back.to_dense(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gather_per_sample_agrees_with_the_dense_rows():
+    generator = torch.Generator().manual_seed(1)
+    positions = torch.randint(0, 2 * 5 * 6, (4, 3), generator=generator)
+    signs = torch.randn(4, 3, generator=generator)
+    patches = Patches.one_hot(positions, signs, 3, (2, 5, 6))
+    full = patches.to_dense()
+    assert torch.equal(full.flatten(2), torch.zeros(4, 3, 60).scatter(2, positions[..., None], signs[..., None]))
+    for tensor in (torch.randn(3, 2, 5, 6, generator=generator), torch.randn(1, 2, 5, 6, generator=generator),
+                   torch.randn(4, 3, 2, 5, 6, generator=generator)):
+        windows = patches.gather(tensor)
+        expected = (full * tensor).flatten(2).sum(-1)
+        torch.testing.assert_close((patches.values * windows).flatten(2).sum(-1), expected)
+    box = (torch.rand(3, 2, 5, 6, generator=generator) - 1, torch.rand(3, 2, 5, 6, generator=generator))
+    expected = (full.clamp(min=0) * box[0] + full.clamp(max=0) * box[1]).flatten(2).sum(-1)
+    torch.testing.assert_close(patches.minimum_over_box(*box), expected)
+
 def _generator_like() -> torch.nn.Module:
     return torch.nn.Sequential(
         torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
