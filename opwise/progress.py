@@ -13,33 +13,37 @@ Progress = Callable[[dict], None]
 
 
 class LiveLine:
-    """Draw the latest report as one line rewritten in place (at most every `interval` seconds), ended
-    with a newline by `close()`.
+    """Draw the latest report as one line rewritten in place (at most every `interval` seconds; a shorter
+    line is padded with blanks over the longer one before it), ended with a newline by `close()`.
 
     >>> import io
     >>> stream = io.StringIO()
     >>> line = LiveLine(stream, interval=0.0)
     >>> line({"search": "GenBaB", "open": 12, "visited": 40, "lower": -0.25, "seconds": 1.5, "left": 8.5})
     >>> line.close(); stream.getvalue()
-    '\\rGenBaB: 12 open, 40 visited, lower bound -0.25, 1.5 s, 8.5 s left \\n'
+    '\\rGenBaB: 12 open, 40 visited, lower bound -0.25, 1.5 s, 8.5 s left\\n'
     """
 
     def __init__(self, stream: TextIO | None = None, interval: float = 0.5):
         self.stream, self.interval, self.last, self.drawn = stream or sys.stderr, interval, 0.0, False
+        self.width = 0  # of the line on screen
 
     def __call__(self, report: dict) -> None:
         now = time.monotonic()
         if now - self.last < self.interval:
             return
         self.last, self.drawn = now, True
-        self.stream.write("\r" + describe(report) + " ")
+        text = describe(report)
+        self.stream.write("\r" + text.ljust(self.width))
+        self.width = len(text)
         self.stream.flush()
 
     def close(self) -> None:
+        """End the line (a newline, when anything was drawn), so that later output starts on its own line."""
         if self.drawn:
             self.stream.write("\n")
             self.stream.flush()
-            self.drawn = False
+            self.drawn, self.width = False, 0
 
 
 def describe(report: dict) -> str:
