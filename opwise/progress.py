@@ -1,6 +1,6 @@
-"""Progress of long work: branch-and-bound rounds and suite runs report to a callback, which a command line
-draws as one live line on stderr. A library call reports nothing unless it is given a callback
-(`progress=`) or asked with `verbose=True`."""
+"""Progress of long work: branch-and-bound rounds, the layers of a bound pass, α-CROWN's iterations and suite
+runs report to a callback, which a command line draws as one live line on stderr. A library call reports
+nothing unless it is given a callback (`progress=`) or asked with `verbose=True`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import sys
 import time
 from typing import Callable, TextIO
 
-#: what a search reports each round: {"search", "open", "visited", "lower", "seconds", "left"}
+#: what long work reports as it goes: {"search": what runs (GenBaB, input splitting, a bounding method), then
+#: those that apply of "open", "visited", "layer"/"layers", "iteration"/"iterations", "lower", "seconds", "left"}
 Progress = Callable[[dict], None]
 
 
@@ -51,9 +52,13 @@ def describe(report: dict) -> str:
 
     >>> describe({"search": "input splitting", "open": 3, "visited": 10, "seconds": 0.2})
     'input splitting: 3 open, 10 visited, 0.2 s'
+    >>> describe({"search": "alpha-crown", "iteration": 4, "iterations": 20, "lower": -0.125, "seconds": 2.0})
+    'alpha-crown: iteration 4/20, lower bound -0.125, 2.0 s'
     """
     parts = [f"{report['open']} open" if "open" in report else None,
              f"{report['visited']} visited" if "visited" in report else None,
+             f"layer {report['layer']}/{report['layers']}" if "layer" in report else None,
+             f"iteration {report['iteration']}/{report['iterations']}" if "iteration" in report else None,
              f"lower bound {report['lower']:.4g}" if report.get("lower") is not None else None,
              f"{report['seconds']:.1f} s" if "seconds" in report else None,
              f"{report['left']:.1f} s left" if report.get("left") is not None else None]
