@@ -175,7 +175,16 @@ class BoundedModel:
     def check_samples_independent(self, graph: Graph) -> None:
         """Refuse a graph whose output for one sample depends on another sample's input (a flip or a sum over
         the batch axis): bounds are computed per sample, over that sample's own input set, and would be wrong.
-        Checked once per batch size by changing sample 0 and watching the others."""
+        Checked once per batch size by changing sample 0 and watching the others.
+
+        >>> class Flip(torch.nn.Module):
+        ...     def forward(self, x): return x.flip(0)
+        >>> bounded = BoundedModel(Flip(), torch.zeros(1, 2))
+        >>> bounded.check_samples_independent(bounded.graph_for(2))
+        Traceback (most recent call last):
+        ...
+        opwise.errors.InputError: the model mixes samples across the batch axis at batch size 2 ...
+        """
         if graph.batch_size < 2 or graph in self._independent:
             return
         info = graph.info(graph.explained_inputs[0])
