@@ -20,21 +20,12 @@ from opwise.bounds.strategies.alpha_chain import optimize_bounds
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.expand import expand_for_bounds
 from opwise.bounds.input_set import InputSet
+from opwise.bounds.methods import METHODS, method_name
 from opwise.bounds.spec import margin_matrix
 from opwise.bounds.transfers.registry import Interval
 from opwise.errors import InputError
 from opwise.progress import Progress
 from opwise.tracing import Graph, trace
-
-#: method -> (policy for intermediate bounds, method for the final bound)
-METHODS = {
-    "ibp": ("ibp", "ibp"),
-    "crown-ibp": ("ibp", "crown"),
-    "crown": ("crown", "crown"),
-    "forward-crown": ("forward", "crown"),
-    "alpha-crown": ("crown", "alpha-crown"),
-}
-
 
 @dataclasses.dataclass
 class Bounds:
@@ -119,8 +110,7 @@ class BoundedModel:
               max_batch: int | None = None) -> Bounds:
         """Bounds of `specs · f(x)` ([batch, specs, outputs]) over a checked input set (`input_set(...)`):
         what `compute_bounds` does once it has read its request; see there for the other arguments."""
-        if method not in METHODS:
-            raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        method = method_name(method)
         batch = input_set.lower.shape[0]
         specs = specs.to(self.device)
         names = list(splits or {})

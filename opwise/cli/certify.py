@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-from opwise.bounds import METHODS
 
 DEFAULT_EPS_MAX = 0.5
 
@@ -18,7 +17,8 @@ def register(subparsers) -> None:
     parser.add_argument("model", nargs="?", default=None, help="model spec (default: the built-in digits CNN)")
     parser.add_argument("--input", default=None, help="input file: .png/.jpg, .npy or .pt (default: the model's example input)")
     parser.add_argument("--patch", type=int, default=1, help="patch side in features (default 1: every feature)")
-    parser.add_argument("--method", default="crown", choices=tuple(METHODS), help="bounding method (default crown)")
+    parser.add_argument("--method", default="crown", help="bounding method: ibp, crown-ibp, crown (default), forward-crown, alpha-crown; auto_LiRPA's names "
+                        "(CROWN, IBP, backward, CROWN-Optimized, ...) work too")
     parser.add_argument("--eps-max", type=float, default=DEFAULT_EPS_MAX, help=f"largest radius tried (default {DEFAULT_EPS_MAX})")
     parser.add_argument("--steps", type=int, default=8, help="bisection steps: radii are exact to eps-max / 2**steps (default 8)")
     parser.add_argument("--domain", type=float, nargs=2, default=(0.0, 1.0), metavar=("LOW", "HIGH"),
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
                                   steps=args.steps, domain=tuple(args.domain))
     relevance = first_relevance(opwise.explain(model, x, target=result.target, composite=args.composite))
     found = result.attack_radius.isfinite()
-    print(f"class {result.target}: {result.masks.shape[0]} patches, {result.passes} batched bound passes ({args.method}), "
+    print(f"class {result.target}: {result.masks.shape[0]} patches, {result.passes} batched bound passes ({result.method}), "
           f"{result.seconds:.2f} s")
     print(f"certified radius: min {float(result.radius.min()):.4f}, median {float(result.radius.median()):.4f}, "
           f"{int((result.radius >= args.eps_max).sum())} patches certified up to eps-max {args.eps_max:g}")

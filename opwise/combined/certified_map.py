@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from opwise.bounds import METHODS, BoundedModel
+from opwise.bounds import BoundedModel
+from opwise.bounds.methods import method_name
 from opwise.combined.patch_attack import attack_boxes, robust_margins
 from opwise.errors import InputError
 
@@ -148,8 +149,7 @@ def certified_map(
     x = torch.as_tensor(x, dtype=torch.float32)
     if x.dim() == 0 or x.shape[0] != 1:
         raise InputError(f"certified_map takes one sample with a batch dimension of 1, got shape {tuple(x.shape)}")
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    method = method_name(method)
     if not (isinstance(eps_max, (int, float)) and eps_max > 0 and math.isfinite(eps_max)):
         raise InputError(f"eps_max must be a positive number, got {eps_max!r}")
     if domain is not None and ((x < domain[0]).any() or (x > domain[1]).any()):

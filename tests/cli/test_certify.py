@@ -38,3 +38,12 @@ def test_certify_with_a_missing_input_file_exits_with_2(tmp_path, capsys):
     code = main(["certify", _factory(tmp_path), "--input", str(tmp_path / "missing.npy")])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_certify_takes_auto_lirpa_method_names(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.full((6, 6), 0.5, dtype="float32"))
+    code = main(["certify", _factory(tmp_path), "--input", str(tmp_path / "x.npy"), "--patch", "3", "--steps", "2",
+                 "--eps-max", "0.4", "--method", "IBP", "--out", str(tmp_path / "map.png")])
+    assert code == 0 and "batched bound passes (ibp)" in capsys.readouterr().out
+    code = main(["certify", _factory(tmp_path), "--input", str(tmp_path / "x.npy"), "--method", "crwn"])
+    assert code == 2 and "did you mean 'crown'" in capsys.readouterr().err
