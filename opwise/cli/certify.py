@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from opwise.cli.options import nonnegative_int
+
 
 DEFAULT_EPS_MAX = 0.5
 
@@ -20,7 +22,7 @@ def register(subparsers) -> None:
     parser.add_argument("--method", default="crown", help="bounding method: ibp, crown-ibp, crown (default), forward-crown, alpha-crown; auto_LiRPA's names "
                         "(CROWN, IBP, backward, CROWN-Optimized, ...) work too")
     parser.add_argument("--eps-max", type=float, default=DEFAULT_EPS_MAX, help=f"largest radius tried (default {DEFAULT_EPS_MAX})")
-    parser.add_argument("--steps", type=int, default=8, help="bisection steps: radii are exact to eps-max / 2**steps (default 8)")
+    parser.add_argument("--steps", type=nonnegative_int, default=8, help="bisection steps: radii are exact to eps-max / 2**steps (default 8)")
     parser.add_argument("--domain", type=float, nargs=2, default=(0.0, 1.0), metavar=("LOW", "HIGH"),
                         help="valid input range the boxes are clipped to (default 0 1)")
     parser.add_argument("--composite", default="epsilon-plus-flat", help="composite for the relevance beside the map")

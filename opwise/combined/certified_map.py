@@ -152,6 +152,9 @@ def certified_map(
     method = method_name(method)
     if not (isinstance(eps_max, (int, float)) and eps_max > 0 and math.isfinite(eps_max)):
         raise InputError(f"eps_max must be a positive number, got {eps_max!r}")
+    for name, value, least in (("steps", steps, 0), ("attack_steps", attack_steps, 0), ("batch_size", batch_size, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise InputError(f"{name} must be a whole number of at least {least}, got {value!r}")
     if domain is not None and ((x < domain[0]).any() or (x > domain[1]).any()):
         raise InputError(f"x lies outside its domain [{domain[0]}, {domain[1]}]; pass domain=None or the input's range")
     masks = patch_masks(tuple(x.shape[1:]), patch)

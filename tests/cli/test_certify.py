@@ -47,3 +47,9 @@ def test_certify_takes_auto_lirpa_method_names(tmp_path, capsys):
     assert code == 0 and "batched bound passes (ibp)" in capsys.readouterr().out
     code = main(["certify", _factory(tmp_path), "--input", str(tmp_path / "x.npy"), "--method", "crwn"])
     assert code == 2 and "did you mean 'crown'" in capsys.readouterr().err
+
+
+def test_certify_refuses_negative_steps(tmp_path, capsys):
+    """--steps -3 ran one coarse pass in silence (a bisection tolerance of 8 × eps-max)."""
+    code = main(["certify", _factory(tmp_path), "--steps", "-3"])
+    assert code == 2 and "at least 0" in capsys.readouterr().err
