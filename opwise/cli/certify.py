@@ -32,15 +32,11 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import opwise
-    from opwise.cli.explain import first_relevance, load_model, read_input
+    from opwise.cli.explain import first_relevance, load_model, one_sample
     from opwise.combined.pictures import certified_map_figure
 
     model, inputs = load_model(args.model or "builtin:cnn")
-    if not inputs:
-        raise opwise.InputError("the model has no example input: pass --input FILE")
-    x = inputs[0][:1]
-    if args.input:
-        x = read_input(args.input, x)
+    x = one_sample(inputs, args.input)
     result = opwise.certified_map(model, x, patch=args.patch, method=args.method, eps_max=args.eps_max,
                                   steps=args.steps, domain=tuple(args.domain))
     relevance = first_relevance(opwise.explain(model, x, target=result.target, composite=args.composite))

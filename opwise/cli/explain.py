@@ -94,6 +94,25 @@ def read_input(path: str, example: torch.Tensor | None) -> torch.Tensor:
     return value.reshape(example.shape)
 
 
+def one_sample(examples, input_path: str | None) -> torch.Tensor:
+    """The one sample `certify` and `report` work on: `--input` (shaped like the first example input when the
+    model has one, else as the file holds it) or the first example input.
+
+    >>> one_sample([torch.ones(3, 2)], None).shape
+    torch.Size([1, 2])
+    >>> one_sample(None, None)
+    Traceback (most recent call last):
+    ...
+    opwise.errors.InputError: the model has no example input: pass --input FILE
+    """
+    example = examples[0][:1] if examples else None
+    if input_path:
+        return read_input(input_path, example)
+    if example is None:
+        raise InputError("the model has no example input: pass --input FILE")
+    return example
+
+
 def model_inputs(spec: str, model, examples, args: argparse.Namespace) -> list[torch.Tensor]:
     """The inputs to explain: `--input` (shaped like the example), `--input-shape` or the model's examples."""
     from opwise.tracing.graph import Graph

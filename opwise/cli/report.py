@@ -33,16 +33,12 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import opwise
-    from opwise.cli.explain import load_model, read_input
+    from opwise.cli.explain import load_model, one_sample
 
     model, inputs = load_model(args.model or "builtin:cnn")
     if args.text is not None or args.tokenizer is not None:
         return _run_text(args, model)
-    if not inputs:
-        raise opwise.InputError("the model has no example input: pass --input FILE")
-    x = inputs[0][:1]
-    if args.input:
-        x = read_input(args.input, x)
+    x = one_sample(inputs, args.input)
     opwise.report(model, x, args.out, composites=args.composite or DEFAULT_COMPOSITES, eps=args.eps, patch=args.patch, method=args.method,
                   eps_max=args.eps_max, domain=tuple(args.domain), title=f"opwise report: {args.model or 'builtin:cnn'}")
     print(f"report written to {args.out}")
