@@ -163,7 +163,10 @@ class Graph:
         if self._retrace is None or self.layout is None:
             return self
         args, kwargs = self.layout.with_batch(batch)
-        return self.retrace(*args, **kwargs)
+        try:
+            return self.retrace(*args, **kwargs)
+        except OpwiseError:  # the model runs at one batch size only (a program exported without a dynamic batch)
+            return self
 
     def map_batches(self, run: Callable[..., Any], *tensors: Any, max_batch: int = 1024) -> Any:
         """`run(graph, *chunks)` over the batch of `tensors` (batch-first; None passes through), with the
