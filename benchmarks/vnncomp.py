@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from opwise.bounds.vnncomp import read_result, run_suite
+from opwise.bounds.vnncomp import read_result, run_suite, suite_bar
 from opwise.bounds.vnncomp.vnnlib import parse_vnnlib, violates
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         print(f"{name}: running {suite_dir / 'instances.csv'}", file=sys.stderr)
         results = run_suite(suite_dir / "instances.csv", out / "results.csv", cap=args.cap, workers=args.workers,
-                            ray_address=args.ray, result_dir=out / "files", resume=args.resume, device=args.device)
+                            ray_address=args.ray, result_dir=out / "files", resume=args.resume, device=args.device,
+                            progress=suite_bar)
         table.append((name, score(suite_dir, results, out / "files")))
     header = f"{'suite':<22}{'inst':>6}{'solved':>8}{'sat':>6}{'unsat':>7}{'timeout':>9}{'unknown':>9}{'error':>7}{'wrong':>7}{'total s':>10}{'median s':>10}"
     print(f"cap {args.cap} s, {args.workers} workers, device {args.device or 'cpu'}")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from opwise.bounds.vnncomp import run_suite
+from opwise.bounds.vnncomp import run_suite, suite_bar
 
 FAST = os.environ.get("FAST") == "1"
 
@@ -44,7 +44,8 @@ def main() -> None:
     else:
         suite = tiny_suite(Path("tiny_suite"))
 
-    results = run_suite(suite / "instances.csv", "results.csv", cap=10 if FAST else 60, workers=2, result_dir="results")
+    results = run_suite(suite / "instances.csv", "results.csv", cap=10 if FAST else 60, workers=2, result_dir="results",
+                        progress=suite_bar)
     for row in csv.DictReader(open("results.csv")):
         print(f"{row['onnx']:>30}  {row['vnnlib']:>24}  {row['status']:>8}  {row['time']:>7} s")
     print(f"{len(results)} instances; unsat = the property's violation cannot happen (verified), sat = it can")

@@ -1,6 +1,6 @@
-"""Progress of long work: branch-and-bound rounds and suite runs report to a callback, which a command line
-draws as one live line on stderr. A library call reports nothing unless it is given a callback
-(`progress=`) or asked with `verbose=True`."""
+"""Progress of long work: branch-and-bound rounds, the layers of a bound pass, α-CROWN's iterations and suite
+runs report to a callback, which a command line draws as one live line on stderr. A library call reports
+nothing unless it is given a callback (`progress=`) or asked with `verbose=True`."""
 
 from __future__ import annotations
 
@@ -8,38 +8,43 @@ import sys
 import time
 from typing import Callable, TextIO
 
-#: what a search reports each round: {"search", "open", "visited", "lower", "seconds", "left"}
+#: what long work reports as it goes: {"search": what runs (GenBaB, input splitting, a bounding method), then
+#: those that apply of "open", "visited", "layer"/"layers", "iteration"/"iterations", "lower", "seconds", "left"}
 Progress = Callable[[dict], None]
 
 
 class LiveLine:
-    """Draw the latest report as one line rewritten in place (at most every `interval` seconds), ended
-    with a newline by `close()`.
+    """Draw the latest report as one line rewritten in place (at most every `interval` seconds; a shorter
+    line is padded with blanks over the longer one before it), ended with a newline by `close()`.
 
     >>> import io
     >>> stream = io.StringIO()
     >>> line = LiveLine(stream, interval=0.0)
     >>> line({"search": "GenBaB", "open": 12, "visited": 40, "lower": -0.25, "seconds": 1.5, "left": 8.5})
     >>> line.close(); stream.getvalue()
-    '\\rGenBaB: 12 open, 40 visited, lower bound -0.25, 1.5 s, 8.5 s left \\n'
+    '\\rGenBaB: 12 open, 40 visited, lower bound -0.25, 1.5 s, 8.5 s left\\n'
     """
 
     def __init__(self, stream: TextIO | None = None, interval: float = 0.5):
         self.stream, self.interval, self.last, self.drawn = stream or sys.stderr, interval, 0.0, False
+        self.width = 0  # of the line on screen
 
     def __call__(self, report: dict) -> None:
         now = time.monotonic()
         if now - self.last < self.interval:
             return
         self.last, self.drawn = now, True
-        self.stream.write("\r" + describe(report) + " ")
+        text = describe(report)
+        self.stream.write("\r" + text.ljust(self.width))
+        self.width = len(text)
         self.stream.flush()
 
     def close(self) -> None:
+        """End the line (a newline, when anything was drawn), so that later output starts on its own line."""
         if self.drawn:
             self.stream.write("\n")
             self.stream.flush()
-            self.drawn = False
+            self.drawn, self.width = False, 0
 
 
 def describe(report: dict) -> str:
@@ -47,9 +52,13 @@ def describe(report: dict) -> str:
 
     >>> describe({"search": "input splitting", "open": 3, "visited": 10, "seconds": 0.2})
     'input splitting: 3 open, 10 visited, 0.2 s'
+    >>> describe({"search": "alpha-crown", "iteration": 4, "iterations": 20, "lower": -0.125, "seconds": 2.0})
+    'alpha-crown: iteration 4/20, lower bound -0.125, 2.0 s'
     """
     parts = [f"{report['open']} open" if "open" in report else None,
              f"{report['visited']} visited" if "visited" in report else None,
+             f"layer {report['layer']}/{report['layers']}" if "layer" in report else None,
+             f"iteration {report['iteration']}/{report['iterations']}" if "iteration" in report else None,
              f"lower bound {report['lower']:.4g}" if report.get("lower") is not None else None,
              f"{report['seconds']:.1f} s" if "seconds" in report else None,
              f"{report['left']:.1f} s left" if report.get("left") is not None else None]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import torch
 
 import opwise
@@ -9,7 +11,7 @@ from opwise.bounds import BoundedModel
 from opwise.bounds.spec import Disjunct, Specification
 from opwise.bounds.strategies.genbab.search import branch_and_bound
 from opwise.bounds.strategies.input_split import input_split_bab
-from opwise.progress import eta
+from opwise.progress import LiveLine, describe, eta
 
 
 def _net() -> torch.nn.Module:
@@ -40,13 +42,44 @@ def test_both_searches_report_every_round():
 
 
 def test_verify_draws_nothing_unless_asked(capsys):
-    torch.manual_seed(2)
-    model = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).eval()
-    opwise.verify(model, torch.zeros(1, 2), eps=0.5, bab={"timeout": 5})
+    """At eps 0.55 the margin holds (about 0.018 on a grid) but α-CROWN's bound is negative, so GenBaB must run
+    rounds: silent by default, one live line with verbose=True."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(),
+                                torch.nn.Linear(16, 3)).eval()
+    options = {"timeout": 20, "strategy": "genbab"}
+    result = opwise.verify(model, torch.zeros(1, 2), eps=0.55, bab=dict(options))
+    assert result.status == "verified" and result.stats["bab"]["rounds"] >= 1
     assert capsys.readouterr().err == ""
-    opwise.verify(model, torch.zeros(1, 2), eps=0.9, bab={"timeout": 5, "strategy": "genbab"}, verbose=True)
+    result = opwise.verify(model, torch.zeros(1, 2), eps=0.55, bab=dict(options), verbose=True)
+    assert result.status == "verified" and result.stats["bab"]["rounds"] >= 1
     err = capsys.readouterr().err
-    assert err == "" or (err.startswith("\r") and err.endswith("\n") and "open" in err)
+    assert err.startswith("\rGenBaB: ") and "open" in err and err.endswith("\n")
+
+
+def _terminal(written: str) -> str:
+    """What a terminal shows after `written`: a carriage return moves back to column 0, characters overwrite."""
+    screen: list[str] = []
+    column = 0
+    for character in written:
+        if character == "\r":
+            column = 0
+        elif character == "\n":
+            screen, column = [], 0
+        else:
+            screen[column : column + 1] = [character]
+            column += 1
+    return "".join(screen)
+
+
+def test_a_shorter_report_leaves_nothing_of_the_longer_one_before_it():
+    long = {"search": "GenBaB", "open": 123456, "visited": 999999, "lower": -0.123456, "seconds": 100.0, "left": 20.0}
+    short = {"search": "GenBaB", "open": 1, "visited": 2, "seconds": 0.5}
+    stream = io.StringIO()
+    line = LiveLine(stream, interval=0.0)
+    line(long)
+    line(short)
+    assert _terminal(stream.getvalue()).rstrip() == describe(short)
 
 
 def test_eta():

@@ -7,7 +7,6 @@ import math
 import torch
 
 from opwise.bounds.bounded_model import BoundedModel, Bounds
-from opwise.bounds.methods import method_name
 from opwise.errors import InputError
 from opwise.tracing import Graph
 from opwise.tracing.fidelity import check_fidelity
@@ -52,5 +51,5 @@ def compute_bounds(
             raise InputError("give x and eps, or both x_lower and x_upper")
         bounded = BoundedModel(model, torch.as_tensor(example, dtype=torch.float32), device=device)
         check_fidelity(bounded, model, torch.as_tensor(example if x is not None else (x_lower + x_upper) / 2, dtype=torch.float32))
-    return bounded.compute_bounds(x, eps=eps, norm=norm, method=method_name(method), C=C, target=target,
+    return bounded.compute_bounds(x, eps=eps, norm=norm, method=method, C=C, target=target,
                                   x_lower=x_lower, x_upper=x_upper, domain=domain)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import warnings
 import weakref
 
@@ -19,20 +20,12 @@ from opwise.bounds.strategies.alpha_chain import optimize_bounds
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.expand import expand_for_bounds
 from opwise.bounds.input_set import InputSet
+from opwise.bounds.methods import METHODS, method_name
 from opwise.bounds.spec import margin_matrix
 from opwise.bounds.transfers.registry import Interval
 from opwise.errors import InputError
+from opwise.progress import Progress
 from opwise.tracing import Graph, trace
-
-#: method -> (policy for intermediate bounds, method for the final bound)
-METHODS = {
-    "ibp": ("ibp", "ibp"),
-    "crown-ibp": ("ibp", "crown"),
-    "crown": ("crown", "crown"),
-    "forward-crown": ("forward", "crown"),
-    "alpha-crown": ("crown", "alpha-crown"),
-}
-
 
 @dataclasses.dataclass
 class Bounds:
@@ -50,6 +43,10 @@ class Bounds:
 class BoundedModel:
     """Trace `model` (an nn.Module, or an opwise Graph such as an ONNX import) once for bounding.
 
+    `progress` (opwise.progress), if given, is told as every bound pass settles an intermediate bound
+    ({"search": method, "layer", "layers", "seconds"}) and after every α-CROWN step (see `maximize` in
+    opwise.bounds.strategies.alpha); without it nothing is reported.
+
     >>> import torch
     >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
     >>> bounded = BoundedModel(model, torch.zeros(1, 3))
@@ -58,7 +55,9 @@ class BoundedModel:
     (True, (1, 2))
     """
 
-    def __init__(self, model: torch.nn.Module | Graph, example_x: torch.Tensor, *, device: str | torch.device | None = None):
+    def __init__(self, model: torch.nn.Module | Graph, example_x: torch.Tensor, *, device: str | torch.device | None = None,
+                 progress: Progress | None = None):
+        self.progress = progress
         self.device = torch.device(device) if device is not None else _device_of(model, example_x)
         if isinstance(model, Graph):
             graph = model
@@ -111,8 +110,7 @@ class BoundedModel:
               max_batch: int | None = None) -> Bounds:
         """Bounds of `specs · f(x)` ([batch, specs, outputs]) over a checked input set (`input_set(...)`):
         what `compute_bounds` does once it has read its request; see there for the other arguments."""
-        if method not in METHODS:
-            raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        method = method_name(method)
         batch = input_set.lower.shape[0]
         specs = specs.to(self.device)
         names = list(splits or {})
@@ -145,19 +143,38 @@ class BoundedModel:
         if bound_upper:
             A = torch.cat([A, -A])
         A = A.reshape(A.shape[0], *shape)
+        progress = self._progress_of_pass(bound_upper)
+        if progress is not None and intermediate != "ibp":
+            _settle_intermediate_bounds(engine, output, lambda report: progress({"search": method, **report}))
         if final == "ibp":
             result = engine.backward_to_intervals(output, A)
         elif final == "alpha-crown":
-            result = optimize_bounds(engine, output, A, alpha)
+            result = optimize_bounds(engine, output, A, alpha, progress)
         else:
             result = engine.backward(output, A)
         result = _vacuous_where_nan(result.detach().T, method)
         return result[:, :count], -result[:, count:] if bound_upper else None
 
+    def _progress_of_pass(self, bound_upper: bool) -> Progress | None:
+        """`progress` for one pass; with upper bounds (optimised as negated lower bounds beside the lower ones)
+        the worst bound optimised is not a lower bound of the specifications, so none is reported."""
+        if self.progress is None or not bound_upper:
+            return self.progress
+        return lambda report: self.progress({key: value for key, value in report.items() if key != "lower"})
+
     def check_samples_independent(self, graph: Graph) -> None:
         """Refuse a graph whose output for one sample depends on another sample's input (a flip or a sum over
         the batch axis): bounds are computed per sample, over that sample's own input set, and would be wrong.
-        Checked once per batch size by changing sample 0 and watching the others."""
+        Checked once per batch size by changing sample 0 and watching the others.
+
+        >>> class Flip(torch.nn.Module):
+        ...     def forward(self, x): return x.flip(0)
+        >>> bounded = BoundedModel(Flip(), torch.zeros(1, 2))
+        >>> bounded.check_samples_independent(bounded.graph_for(2))
+        Traceback (most recent call last):
+        ...
+        opwise.errors.InputError: the model mixes samples across the batch axis at batch size 2 ...
+        """
         if graph.batch_size < 2 or graph in self._independent:
             return
         info = graph.info(graph.explained_inputs[0])
@@ -233,6 +250,18 @@ def _device_of(model: torch.nn.Module | Graph, example: torch.Tensor) -> torch.d
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.as_tensor(example).device
+
+
+def _settle_intermediate_bounds(engine: BoundPropagation, target, progress: Progress) -> None:
+    """Compute, in topological order, every intermediate bound the relaxations on the way to `target` need
+    (what the pass to `target` would compute first), reporting each: {"layer", "layers", "seconds"}. On a
+    large network these CROWN passes are most of the time a bound takes."""
+    needed = dict.fromkeys(required for node in engine.ancestors(target) if node is not engine.input_node
+                           for required in engine.transfer(node).needs_bounds(engine.step(node)))
+    start = time.monotonic()
+    for layer, node in enumerate(needed, 1):
+        engine.interval(node)
+        progress({"layer": layer, "layers": len(needed), "seconds": time.monotonic() - start})
 
 
 def _vacuous_where_nan(lower: torch.Tensor, method: str) -> torch.Tensor:

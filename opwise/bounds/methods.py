@@ -1,9 +1,19 @@
-"""Bounding-method names as users type them: ours, and auto_LiRPA's (`CROWN`, `IBP`, `backward`, ...)."""
+"""Bounding methods: what each computes, and their names as users type them: ours, and auto_LiRPA's
+(`CROWN`, `IBP`, `backward`, ...). Every entry point that takes a method (BoundedModel, compute_bounds,
+certified_map, the CLI) resolves it with `method_name`."""
 
 from __future__ import annotations
 
-from opwise.bounds.bounded_model import METHODS
 from opwise.errors import InputError, did_you_mean
+
+#: method -> (policy for intermediate bounds, method for the final bound)
+METHODS = {
+    "ibp": ("ibp", "ibp"),
+    "crown-ibp": ("ibp", "crown"),
+    "crown": ("crown", "crown"),
+    "forward-crown": ("forward", "crown"),
+    "alpha-crown": ("crown", "alpha-crown"),
+}
 
 # auto_LiRPA's names (lower-cased) for what our methods compute. Its pure "forward" mode has no twin here:
 # it maps to forward-crown, whose final bound (backward from forward-mode intermediate bounds) is at least

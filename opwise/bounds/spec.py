@@ -13,6 +13,7 @@ bounding box, and searches, attacks and bounds all work on the ball).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -31,6 +32,11 @@ class Disjunct:
         return (y @ self.C.T - self.d).amax(dim=-1)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Disjunct":
+        """The same rows on `device` (and in `dtype`, if given).
+
+        >>> Disjunct(torch.ones(1, 2), torch.zeros(1)).to(dtype=torch.float64).d.dtype
+        torch.float64
+        """
         return Disjunct(self.C.to(device=device, dtype=dtype), self.d.to(device=device, dtype=dtype))
 
 
@@ -65,19 +71,13 @@ class Specification:
 
     def ruled_out(self, lower: torch.Tensor) -> bool:
         """Whether lower bounds of the disjuncts' stacked rows C·y ([rows], in disjunct order) rule out every
-        disjunct: each needs one row with C·y > d everywhere in the box.
+        disjunct: each needs one row with C·y > d everywhere in the box (`margin_bound(lower) > 0`).
 
         >>> spec = Specification(torch.zeros(1), torch.ones(1), [Disjunct(torch.eye(2), torch.zeros(2))])
         >>> spec.ruled_out(torch.tensor([0.5, -1.0])), spec.ruled_out(torch.tensor([-0.5, -1.0]))
         (True, False)
         """
-        margins, row = lower - torch.cat([d.d for d in self.unsafe]), 0
-        for disjunct in self.unsafe:
-            rows = disjunct.C.shape[0]
-            if not bool((margins[row : row + rows] > 0).any()):
-                return False
-            row += rows
-        return True
+        return self.margin_bound(lower) > 0
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Specification":
         """The same problem with every tensor on `device` (and in `dtype`, if given).
@@ -92,17 +92,19 @@ class Specification:
 
     @property
     def device(self) -> torch.device:
+        """Where the problem's tensors are (the input box's device)."""
         return self.x_lower.device
 
     def margin_bound(self, lower: torch.Tensor) -> float:
         """The property's margin bound from lower bounds of the stacked rows C·y ([rows]): min over disjuncts of
-        the best row's `lower - d` (> 0: proved, see `ruled_out`).
+        the best row's `lower - d` (> 0: proved). A NaN bound proves nothing: it counts as -inf.
 
         >>> spec = Specification(torch.zeros(1), torch.ones(1), [Disjunct(torch.eye(2), torch.zeros(2))])
         >>> spec.margin_bound(torch.tensor([0.5, -1.0]))
         0.5
         """
-        margins, row, worst = lower - torch.cat([d.d for d in self.unsafe]), 0, float("inf")
+        margins = (lower - torch.cat([d.d for d in self.unsafe])).nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+        worst, row = math.inf, 0
         for disjunct in self.unsafe:
             rows = disjunct.C.shape[0]
             worst = min(worst, float(margins[row : row + rows].max()))
@@ -110,7 +112,12 @@ class Specification:
         return worst
 
     def contains(self, x: torch.Tensor, tolerance: float = 0.0) -> bool:
-        """Whether every input of the batch x lies in the input set (the ball when there is one)."""
+        """Whether every input of the batch x lies in the input set (the ball when there is one), widened by
+        `tolerance` on every side.
+
+        >>> Specification(torch.zeros(1, 2), torch.ones(1, 2), []).contains(torch.tensor([[0.5, 1.0]]))
+        True
+        """
         return self.region.contains(x, tolerance)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from opwise.combined.certified_map import MAP_METHODS
+from opwise.cli.options import nonnegative_int
 
 DEFAULT_EPS_MAX = 0.5
 
@@ -18,9 +18,10 @@ def register(subparsers) -> None:
     parser.add_argument("model", nargs="?", default=None, help="model spec (default: the built-in digits CNN)")
     parser.add_argument("--input", default=None, help="input file: .png/.jpg, .npy or .pt (default: the model's example input)")
     parser.add_argument("--patch", type=int, default=1, help="patch side in features (default 1: every feature)")
-    parser.add_argument("--method", default="crown", choices=MAP_METHODS, help="bounding method, or bab: branch-and-bound on split boxes (default crown)")
+    parser.add_argument("--method", default="crown", help="bounding method: ibp, crown-ibp, crown (default), forward-crown, alpha-crown "
+                        "(auto_LiRPA's names such as CROWN, IBP, backward work too), or bab: branch-and-bound on split boxes")
     parser.add_argument("--eps-max", type=float, default=DEFAULT_EPS_MAX, help=f"largest radius tried (default {DEFAULT_EPS_MAX})")
-    parser.add_argument("--steps", type=int, default=8, help="bisection steps: radii are exact to eps-max / 2**steps (default 8)")
+    parser.add_argument("--steps", type=nonnegative_int, default=8, help="bisection steps: radii are exact to eps-max / 2**steps (default 8)")
     parser.add_argument("--domain", type=float, nargs=2, default=(0.0, 1.0), metavar=("LOW", "HIGH"),
                         help="valid input range the boxes are clipped to (default 0 1)")
     parser.add_argument("--composite", default="epsilon-plus-flat", help="composite for the relevance beside the map")
@@ -30,20 +31,16 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import opwise
-    from opwise.cli.explain import first_relevance, load_model, read_input
+    from opwise.cli.explain import first_relevance, load_model, one_sample
     from opwise.combined.pictures import certified_map_figure
 
     model, inputs = load_model(args.model or "builtin:cnn")
-    if not inputs:
-        raise opwise.InputError("the model has no example input: pass --input FILE")
-    x = inputs[0][:1]
-    if args.input:
-        x = read_input(args.input, x)
+    x = one_sample(inputs, args.input)
     result = opwise.certified_map(model, x, patch=args.patch, method=args.method, eps_max=args.eps_max,
                                   steps=args.steps, domain=tuple(args.domain))
     relevance = first_relevance(opwise.explain(model, x, target=result.target, composite=args.composite))
     found = result.attack_radius.isfinite()
-    print(f"class {result.target}: {result.masks.shape[0]} patches, {result.passes} batched bound passes ({args.method}), "
+    print(f"class {result.target}: {result.masks.shape[0]} patches, {result.passes} batched bound passes ({result.method}), "
           f"{result.seconds:.2f} s")
     print(f"certified radius: min {float(result.radius.min()):.4f}, median {float(result.radius.median()):.4f}, "
           f"{int((result.radius >= args.eps_max).sum())} patches certified up to eps-max {args.eps_max:g}")

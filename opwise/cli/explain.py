@@ -94,6 +94,25 @@ def read_input(path: str, example: torch.Tensor | None) -> torch.Tensor:
     return value.reshape(example.shape)
 
 
+def one_sample(examples, input_path: str | None) -> torch.Tensor:
+    """The one sample `certify` and `report` work on: `--input` (shaped like the first example input when the
+    model has one, else as the file holds it) or the first example input.
+
+    >>> one_sample([torch.ones(3, 2)], None).shape
+    torch.Size([1, 2])
+    >>> one_sample(None, None)
+    Traceback (most recent call last):
+    ...
+    opwise.errors.InputError: the model has no example input: pass --input FILE
+    """
+    example = examples[0][:1] if examples else None
+    if input_path:
+        return read_input(input_path, example)
+    if example is None:
+        raise InputError("the model has no example input: pass --input FILE")
+    return example
+
+
 def model_inputs(spec: str, model, examples, args: argparse.Namespace) -> list[torch.Tensor]:
     """The inputs to explain: `--input` (shaped like the example), `--input-shape` or the model's examples."""
     from opwise.tracing.graph import Graph
@@ -119,7 +138,15 @@ def model_inputs(spec: str, model, examples, args: argparse.Namespace) -> list[t
 
 
 def composite_options(args: argparse.Namespace) -> dict:
-    """The composite parameters given on the command line (the composite refuses those it does not take)."""
+    """The composite parameters given on the command line (the composite refuses those it does not take).
+
+    >>> composite_options(argparse.Namespace(epsilon=0.1, gamma=None, low=0.0, high=1.0))
+    {'epsilon': 0.1, 'low': 0.0, 'high': 1.0}
+    >>> composite_options(argparse.Namespace(epsilon=None, gamma=None, low=1.0, high=0.0))
+    Traceback (most recent call last):
+    ...
+    opwise.errors.InputError: --low 1.0 must be below --high 0.0
+    """
     if args.low is not None and args.high is not None and args.low >= args.high:
         raise InputError(f"--low {args.low} must be below --high {args.high}")
     names = ("epsilon", "gamma", "low", "high")
@@ -188,7 +215,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def is_image(relevance: torch.Tensor) -> bool:
-    """[C, H, W] with 1 or 3 channels and both sides above one: drawn as a heatmap, not as bars."""
+    """[C, H, W] with 1 or 3 channels and both sides above one: drawn as a heatmap, not as bars.
+
+    >>> is_image(torch.zeros(3, 8, 8)), is_image(torch.zeros(4, 8, 8)), is_image(torch.zeros(1, 1, 8))
+    (True, False, False)
+    """
     return relevance.dim() == 3 and relevance.shape[0] in (1, 3) and relevance.shape[1] > 1 and relevance.shape[2] > 1
 
 

@@ -109,7 +109,13 @@ def nonnegative_int(text: str) -> int:
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    """`--device` and `--quiet`, which every command takes."""
+    """`--device` and `--quiet`, which every command takes.
+
+    >>> parser = argparse.ArgumentParser()
+    >>> add_common(parser)
+    >>> parser.parse_args(["--quiet"])
+    Namespace(device='cpu', quiet=True)
+    """
     parser.add_argument("--device", default="cpu", help="where to run: cpu (default), cuda or cuda:N")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors (files are still written)")
 

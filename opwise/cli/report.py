@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-from opwise.bounds import METHODS
 from opwise.combined.report import DEFAULT_COMPOSITES
 
 
@@ -22,7 +21,9 @@ def register(subparsers) -> None:
                         help="composite to explain with (repeat for several; default epsilon-plus-flat and epsilon-gamma-box)")
     parser.add_argument("--eps", type=float, default=0.05, help="L-infinity radius to verify at (default 0.05)")
     parser.add_argument("--patch", type=int, default=1, help="patch side of the certified map (default 1)")
-    parser.add_argument("--method", default="crown", choices=tuple(METHODS), help="bounding method (default crown)")
+    parser.add_argument("--method", default="crown",
+                        help="bounding method: ibp, crown-ibp, crown (default), forward-crown, alpha-crown; auto_LiRPA's "
+                             "names (CROWN, IBP, backward, CROWN-Optimized, ...) work too")
     parser.add_argument("--eps-max", type=float, default=0.5, help="largest radius the certified map tries (default 0.5)")
     parser.add_argument("--domain", type=float, nargs=2, default=(0.0, 1.0), metavar=("LOW", "HIGH"),
                         help="valid input range (default 0 1)")
@@ -32,16 +33,12 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import opwise
-    from opwise.cli.explain import load_model, read_input
+    from opwise.cli.explain import load_model, one_sample
 
     model, inputs = load_model(args.model or "builtin:cnn")
     if args.text is not None or args.tokenizer is not None:
         return _run_text(args, model)
-    if not inputs:
-        raise opwise.InputError("the model has no example input: pass --input FILE")
-    x = inputs[0][:1]
-    if args.input:
-        x = read_input(args.input, x)
+    x = one_sample(inputs, args.input)
     opwise.report(model, x, args.out, composites=args.composite or DEFAULT_COMPOSITES, eps=args.eps, patch=args.patch, method=args.method,
                   eps_max=args.eps_max, domain=tuple(args.domain), title=f"opwise report: {args.model or 'builtin:cnn'}")
     print(f"report written to {args.out}")

@@ -24,6 +24,7 @@ from opwise.cli.options import (
     resolve_device,
 )
 from opwise.errors import InputError
+from opwise.progress import LiveLine
 
 DEFAULT_MODEL = "builtin:mlp"
 DEFAULT_EPS = 0.01
@@ -155,14 +156,20 @@ def run(args: argparse.Namespace) -> int:
     spec = args.model or DEFAULT_MODEL
     model, inputs = _inputs(spec, args)
     _check_any_batch(spec, model, inputs)
-    bounded = BoundedModel(model, inputs[:1], device=device)
+    line = _live_line(args)
+    bounded = BoundedModel(model, inputs[:1], device=device, progress=line)
+    bab = {"progress": line} if args.bab and line is not None else args.bab
     header = ["sample", "target", "status", "margin lower bound", "time (s)"]
     rows, records = [], []
     for index in range(inputs.shape[0]):
         start = time.monotonic()
-        result = verify(bounded, inputs[index : index + 1].to(device), eps=eps, norm=norm, method=method,
-                        timeout=args.timeout, domain=tuple(args.domain) if args.domain else None,
-                        target=args.target, bab=args.bab, verbose=_live(args))
+        try:
+            result = verify(bounded, inputs[index : index + 1].to(device), eps=eps, norm=norm, method=method,
+                            timeout=args.timeout, domain=tuple(args.domain) if args.domain else None,
+                            target=args.target, bab=bab)
+        finally:
+            if line is not None:
+                line.close()
         seconds = time.monotonic() - start
         margin = "-" if result.margin_lower is None else f"{result.margin_lower:.4f}"
         rows.append([str(index), str(result.target), result.status, margin, f"{seconds:.3f}"])
@@ -186,9 +193,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _live(args: argparse.Namespace) -> bool:
-    """Whether to draw branch-and-bound's live progress line: on a terminal, unless --quiet."""
-    return bool(args.bab) and not getattr(args, "quiet", False) and sys.stderr.isatty()
+def _live_line(args: argparse.Namespace) -> LiveLine | None:
+    """The live progress line (bound passes' layers, α-CROWN's steps, branch-and-bound's rounds) on a
+    terminal's stderr, unless --quiet; None otherwise."""
+    return LiveLine() if not getattr(args, "quiet", False) and sys.stderr.isatty() else None
 
 
 def _write_explanation(model, x: torch.Tensor, result, path: Path) -> None:

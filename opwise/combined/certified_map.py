@@ -15,6 +15,7 @@ import time
 import torch
 
 from opwise.bounds import BoundedModel
+from opwise.bounds.methods import method_name
 from opwise.combined.box_splitting import certify_by_splitting
 from opwise.combined.patch_attack import attack_boxes, robust_margins
 from opwise.errors import InputError
@@ -33,9 +34,6 @@ CASCADES = {
     "alpha-crown": ("crown-ibp", "crown", "alpha-crown"),
     "bab": ("crown-ibp", "crown", "bab"),
 }
-
-#: the methods a map takes: `opwise.compute_bounds`'s and branch-and-bound
-MAP_METHODS = tuple(CASCADES)
 
 
 @dataclasses.dataclass
@@ -158,10 +156,14 @@ def certified_map(
     x = torch.as_tensor(x, dtype=torch.float32)
     if x.dim() == 0 or x.shape[0] != 1:
         raise InputError(f"certified_map takes one sample with a batch dimension of 1, got shape {tuple(x.shape)}")
+    method = method if str(method).strip().lower() == "bab" else method_name(method)
     if method not in CASCADES:
-        raise InputError(f"unknown method {method!r}; choose one of {', '.join(CASCADES)}")
+        raise InputError(f"method {method!r} has no certified map; choose one of {', '.join(CASCADES)}")
     if not (isinstance(eps_max, (int, float)) and eps_max > 0 and math.isfinite(eps_max)):
         raise InputError(f"eps_max must be a positive number, got {eps_max!r}")
+    for name, value, least in (("steps", steps, 0), ("attack_steps", attack_steps, 0), ("batch_size", batch_size, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise InputError(f"{name} must be a whole number of at least {least}, got {value!r}")
     if domain is not None and ((x < domain[0]).any() or (x > domain[1]).any()):
         raise InputError(f"x lies outside its domain [{domain[0]}, {domain[1]}]; pass domain=None or the input's range")
     masks = patch_masks(tuple(x.shape[1:]), patch)

@@ -163,7 +163,10 @@ class Graph:
         if self._retrace is None or self.layout is None:
             return self
         args, kwargs = self.layout.with_batch(batch)
-        return self.retrace(*args, **kwargs)
+        try:
+            return self.retrace(*args, **kwargs)
+        except OpwiseError:  # the model runs at one batch size only (a program exported without a dynamic batch)
+            return self
 
     def map_batches(self, run: Callable[..., Any], *tensors: Any, max_batch: int = 1024) -> Any:
         """`run(graph, *chunks)` over the batch of `tensors` (batch-first; None passes through), with the
@@ -245,7 +248,13 @@ class Graph:
         return [n for n, e in zip(self.input_nodes, self.explained) if e]
 
     def node(self, name: str) -> fx.Node:
-        """The node called `name` (KeyError naming the graph's nodes when there is none)."""
+        """The node called `name` (KeyError naming the graph's nodes when there is none).
+
+        >>> import torch, opwise
+        >>> graph = opwise.trace(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()), torch.zeros(1, 2))
+        >>> graph.node(graph.output.name) is graph.output
+        True
+        """
         if not hasattr(self, "_by_name") or self._by_name_size != len(self.module.graph.nodes):
             self._by_name = {node.name: node for node in self.module.graph.nodes}
             self._by_name_size = len(self._by_name)

@@ -279,3 +279,40 @@ def test_a_model_that_mixes_samples_is_refused_at_batch_sizes_above_one():
     samples = x[:1] + 0.1 * (2 * torch.rand(1000, 3) - 1)
     outputs = torch.stack([model(s[None])[0] for s in samples])
     assert (outputs >= single.lower - 1e-5).all() and (outputs <= single.upper + 1e-5).all()
+
+
+def test_progress_hears_of_every_intermediate_bound_and_alpha_step_and_changes_no_bound(capsys):
+    from opwise.bounds.strategies.alpha import AlphaOptions
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[m for _ in range(4) for m in (torch.nn.Linear(8, 8), torch.nn.ReLU())],
+                                torch.nn.Linear(8, 3)).eval()
+    x = torch.zeros(1, 8)
+    reports = []
+    watched, plain = BoundedModel(model, x, progress=reports.append), BoundedModel(model, x)
+    request = dict(eps=0.3, target=0, bound_upper=False, alpha=AlphaOptions(iterations=6, patience=10))
+    bounds = watched.compute_bounds(x, method="alpha-crown", **request)
+    assert torch.equal(bounds.lower, plain.compute_bounds(x, method="alpha-crown", **request).lower)
+    assert capsys.readouterr() == ("", "")  # a callback is told; nothing is printed
+    assert all(r["search"] == "alpha-crown" for r in reports)
+    layers = [r for r in reports if "layer" in r]
+    steps = [r for r in reports if "iteration" in r]
+    assert len(layers) + len(steps) == len(reports)
+    # the four ReLUs' inputs are the intermediate bounds, one report each, in order
+    assert [(r["layer"], r["layers"]) for r in layers] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert [(r["iteration"], r["iterations"]) for r in steps] == [(k, 6) for k in range(1, 7)]
+    lowers = [r["lower"] for r in steps]
+    assert lowers == sorted(lowers) and lowers[-1] == pytest.approx(float(bounds.lower.min()))
+    for group in (layers, steps):
+        seconds = [r["seconds"] for r in group]
+        assert seconds == sorted(seconds) and seconds[0] >= 0
+
+    reports.clear()
+    watched.compute_bounds(x, method="crown", eps=0.3, target=0)
+    assert [r["layer"] for r in reports] == [1, 2, 3, 4] and all(r["search"] == "crown" for r in reports)
+    reports.clear()
+    watched.compute_bounds(x, method="alpha-crown", eps=0.3, target=0, alpha=AlphaOptions(iterations=2))
+    assert reports and not any("lower" in r for r in reports)  # upper bounds ride along negated: no "lower bound"
+    reports.clear()
+    watched.compute_bounds(x, method="ibp", eps=0.3, target=0)
+    assert reports == []  # nothing long to report

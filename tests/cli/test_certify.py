@@ -46,3 +46,42 @@ def test_certify_with_a_missing_input_file_exits_with_2(tmp_path, capsys):
     code = main(["certify", _factory(tmp_path), "--input", str(tmp_path / "missing.npy")])
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_certify_takes_auto_lirpa_method_names(tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.full((6, 6), 0.5, dtype="float32"))
+    code = main(["certify", _factory(tmp_path), "--input", str(tmp_path / "x.npy"), "--patch", "3", "--steps", "2",
+                 "--eps-max", "0.4", "--method", "IBP", "--out", str(tmp_path / "map.png")])
+    assert code == 0 and "batched bound passes (ibp)" in capsys.readouterr().out
+    code = main(["certify", _factory(tmp_path), "--input", str(tmp_path / "x.npy"), "--method", "crwn"])
+    assert code == 2 and "did you mean 'crown'" in capsys.readouterr().err
+
+
+def test_certify_refuses_negative_steps(tmp_path, capsys):
+    """--steps -3 ran one coarse pass in silence (a bisection tolerance of 8 × eps-max)."""
+    code = main(["certify", _factory(tmp_path), "--steps", "-3"])
+    assert code == 2 and "at least 0" in capsys.readouterr().err
+
+
+BARE_FACTORY = """
+import torch
+
+
+def make():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 4)).eval()
+"""
+
+
+def test_a_model_without_example_inputs_takes_the_input_file(tmp_path, capsys):
+    """A factory that returns only the model, with --input: certify and report said 'pass --input FILE'."""
+    (tmp_path / "bare.py").write_text(BARE_FACTORY)
+    np.save(tmp_path / "x.npy", np.full((1, 1, 6, 6), 0.5, dtype="float32"))
+    model, x = f"{tmp_path / 'bare.py'}:make", str(tmp_path / "x.npy")
+    code = main(["certify", model, "--input", x, "--steps", "2", "--out", str(tmp_path / "map.png")])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "map.png").stat().st_size > 1000
+    code = main(["report", model, "--input", x, "--composite", "epsilon", "--eps-max", "0.1", "--out", str(tmp_path / "r.html")])
+    assert code == 0, capsys.readouterr().err
+    code = main(["certify", model])
+    assert code == 2 and "no example input: pass --input" in capsys.readouterr().err

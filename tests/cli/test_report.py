@@ -6,10 +6,12 @@ from tests.cli.test_certify import _factory
 
 def test_report_writes_one_html_page(tmp_path, capsys):
     out = tmp_path / "report.html"
-    code = main(["report", _factory(tmp_path), "--composite", "epsilon", "--patch", "3", "--eps", "0.01", "--out", str(out)])
+    code = main(["report", _factory(tmp_path), "--composite", "epsilon", "--patch", "3", "--eps", "0.01", "--method", "CROWN",
+                 "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     page = out.read_text(encoding="utf-8")
     assert all(f'id="{s}"' in page for s in ("prediction", "relevance", "verification", "certified-map", "counterexample"))
+    assert "method crown," in page  # auto_LiRPA's name, resolved to ours
     assert "report written to" in capsys.readouterr().out
 
 

@@ -210,3 +210,19 @@ def test_a_deeply_nested_vnnlib_is_one_line_and_exit_2(sources, capsys, tmp_path
     (tmp_path / "deep.vnnlib").write_text("\n".join(lines) + "\n")
     code, _, err = run(capsys, "verify", sources / "net.onnx", tmp_path / "deep.vnnlib", "--timeout", "5")
     assert code == 2 and "nested deeper than" in err and err.count("\n") == 1
+
+
+def test_a_live_line_on_a_terminal_unless_quiet(capsys, tmp_path, net, monkeypatch):
+    """On a terminal the bound passes draw one live line (α-CROWN's steps); --quiet and a non-terminal stderr
+    get none."""
+    import sys
+
+    model, inputs = net
+    argv = ("verify", model, "--input", inputs, "--samples", "1", "--method", "alpha-crown", "--eps", "0.001")
+    code, _, err = run(capsys, *argv)
+    assert code == 0 and err == ""  # stderr is not a terminal
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    code, text, err = run(capsys, *argv)
+    assert code == 0 and err.startswith("\ralpha-crown: ") and err.endswith("\n") and "\r" not in text
+    code, _, err = run(capsys, *argv, "--quiet")
+    assert code == 0 and err == ""

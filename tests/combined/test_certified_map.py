@@ -178,6 +178,10 @@ def test_relevance_correlation_follows_the_ranks():
     [
         (dict(method="fast"), "unknown method"),
         (dict(eps_max=-1.0), "eps_max"),
+        (dict(steps=-3), "steps must be a whole number of at least 0"),
+        (dict(steps=2.5), "steps must be"),
+        (dict(attack_steps=-1), "attack_steps must be"),
+        (dict(batch_size=0), "batch_size must be a whole number of at least 1"),
         (dict(patch=0), "patch must be"),
         (dict(domain=(0.6, 1.0)), "outside its domain"),
         (dict(target=7), "out of range"),

@@ -89,3 +89,16 @@ def test_bad_inputs_raise_input_errors():
         opwise.explain_counterexample(model, torch.zeros(1, 3), torch.ones(1, 3), true_class=5)
     with pytest.raises(InputError, match="embedding sequence"):
         opwise.explain_counterexample(model, torch.zeros(1, 3), torch.ones(1, 3), tokens=["a"])
+
+
+def test_default_composite_tells_the_features_of_a_dense_first_layer_apart():
+    """With the flat rule on the first layer (epsilon-plus-flat, the default before) every input of an MLP got
+    the same share, so the maps at x and x′ were uniform and showed nothing of the perturbation."""
+    model = _relu_mlp(6, 4, 0)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 6, generator=generator)
+    x_prime = x + 0.5 * torch.randn(1, 6, generator=generator)
+    c = opwise.explain_counterexample(model, x, x_prime)
+    for relevance in (c.relevance_true_x, c.relevance_true_x_prime, c.relevance_adversarial_x_prime):
+        assert float(relevance.std()) > 1e-3 * float(relevance.abs().max())
+    assert float(c.difference.abs().max()) > 0

@@ -65,6 +65,33 @@ def test_for_batch_caches_and_map_batches_pads_and_chunks():
     assert [padded_size(n, 1024) for n in (1, 2, 3, 1000, 5000)] == [1, 2, 4, 1024, 1024]
 
 
+def test_map_batches_reuses_a_larger_specialization_instead_of_tracing_again():
+    """5 samples would pad to 8: a graph already specialized to 32 (at most 8 × 8) runs them there; one
+    specialized only to 128 (more than 8 × 8 of padding) gets its batch of 8."""
+    for ready, used in ((32, 32), (128, 8)):
+        graph = opwise.trace(_mlp(), torch.zeros(2, 3))
+        graph.for_batch(ready)
+        sizes = []
+        graph.map_batches(lambda specialized, chunk: sizes.append(specialized.batch_size) or specialized(chunk),
+                          torch.randn(5, 3))
+        assert sizes == [used]
+
+
+def test_a_model_fixed_to_its_batch_size_runs_in_chunks_of_it(tmp_path):
+    """A program exported without a dynamic batch cannot be traced at another batch size: for_batch raised
+    the TraceError instead of returning the graph itself, so map_batches (and every bound pass and attack over
+    it, e.g. opwise.verify) failed."""
+    from opwise.tracing.loading import load_model
+
+    model = _mlp()
+    torch.export.save(torch.export.export(model, (torch.zeros(1, 3),)), tmp_path / "fixed.pt2")
+    fixed = load_model(str(tmp_path / "fixed.pt2")).model  # its guards refuse any other batch size
+    graph = opwise.trace(fixed, torch.zeros(1, 3))
+    assert graph.for_batch(4) is graph
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(graph.map_batches(lambda g, chunk: g(chunk), x), model(x))
+
+
 def test_a_graph_that_cannot_change_batch_runs_in_chunks_of_its_own(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper

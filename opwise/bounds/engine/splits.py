@@ -35,13 +35,23 @@ def apply_split_constraint(A: torch.Tensor, split: Interval, beta: AlphaPair) ->
 
 
 def initial_betas(split: Interval, specs: int) -> AlphaPair:
-    """β = 0 for both ends ([specs, *split shape]): the pass starts as plain CROWN."""
+    """β = 0 for both ends ([specs, *split shape]): the pass starts as plain CROWN.
+
+    >>> beta = initial_betas(Interval(torch.zeros(1, 3), torch.ones(1, 3)), specs=2)
+    >>> tuple(beta.lower.shape), float(beta.upper.abs().sum()), beta.lower is beta.upper
+    ((2, 1, 3), 0.0, False)
+    """
     zeros = torch.zeros((specs, *split.lower.shape), dtype=split.lower.dtype, device=split.lower.device)
     return AlphaPair(zeros, zeros.clone())
 
 
 def clamp_betas(beta: AlphaPair) -> None:
-    """Project β onto β >= 0, where every value gives a sound bound."""
+    """Project β onto β >= 0, where every value gives a sound bound.
+
+    >>> beta = AlphaPair(torch.tensor([-1.0, 2.0]), torch.tensor([0.5, -0.5]))
+    >>> clamp_betas(beta); beta.lower.tolist(), beta.upper.tolist()
+    ([0.0, 2.0], [0.5, 0.0])
+    """
     with torch.no_grad():
         beta.lower.clamp_(min=0)
         beta.upper.clamp_(min=0)

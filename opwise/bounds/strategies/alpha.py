@@ -20,6 +20,7 @@ from torch import fx
 
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.relaxations.base import AlphaPair
+from opwise.progress import Progress
 
 
 @dataclasses.dataclass
@@ -68,8 +69,9 @@ def initial_alphas(engine: BoundPropagation, target: fx.Node, specs: int) -> dic
 
 
 def optimize_alpha(engine: BoundPropagation, target: fx.Node, A: torch.Tensor, options: AlphaOptions | None = None,
-                   initial: torch.Tensor | None = None) -> torch.Tensor:
+                   initial: torch.Tensor | None = None, progress: Progress | None = None) -> torch.Tensor:
     """The best lower bound of `A · target` over α ([specs, batch]); `initial` is CROWN's bound if known.
+    `progress` is told of every Adam step (see `maximize`).
 
     >>> import torch, opwise
     >>> from opwise.bounds.input_set import InputSet
@@ -91,7 +93,7 @@ def optimize_alpha(engine: BoundPropagation, target: fx.Node, A: torch.Tensor, o
         clamp_alphas(engine, alphas)
         return engine.backward(target, A, alphas=alphas)
 
-    return maximize(bound, parameters, options, best)
+    return maximize(bound, parameters, options, best, progress)
 
 
 def parameter_groups(engine: BoundPropagation, alpha_sets: list[dict[fx.Node, AlphaPair]],
@@ -110,16 +112,30 @@ def parameter_groups(engine: BoundPropagation, alpha_sets: list[dict[fx.Node, Al
             if group["params"]]
 
 
-def maximize(bound, parameters: list[torch.Tensor] | list[dict], options: AlphaOptions, best: torch.Tensor) -> torch.Tensor:
+def maximize(bound, parameters: list[torch.Tensor] | list[dict], options: AlphaOptions, best: torch.Tensor,
+             progress: Progress | None = None) -> torch.Tensor:
     """Projected Adam ascent shared by every α optimisation: `bound()` projects the parameters (tensors, or
     Adam's parameter groups) into their valid range and returns a (differentiable) lower bound; the
-    elementwise best seen is returned."""
+    elementwise best seen is returned. After every step `progress` (if given) gets {"search": "alpha-crown",
+    "iteration", "iterations", "lower": the worst of the best bounds so far, "seconds": since the start}.
+
+    >>> x = torch.zeros(1, requires_grad=True)
+    >>> reports = []
+    >>> best = maximize(lambda: -(x - 1) ** 2, [x], AlphaOptions(iterations=3, patience=3), torch.full((1,), -1.0),
+    ...                 reports.append)
+    >>> [r["iteration"] for r in reports], reports[-1]["lower"] == float(best), reports[0]["iterations"]
+    ([1, 2, 3], True, 3)
+    """
     optimizer = torch.optim.Adam(parameters, lr=options.learning_rate)
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, options.lr_decay)
     stop = EarlyStop(options, best)
-    for _ in range(options.iterations):
+    start = time.monotonic()
+    for iteration in range(1, options.iterations + 1):
         lower = bound()
         best = torch.maximum(best, lower.detach())
+        if progress is not None:
+            progress({"search": "alpha-crown", "iteration": iteration, "iterations": options.iterations,
+                      "lower": float(best.min()), "seconds": time.monotonic() - start})
         if stop(best):
             break
         optimizer.zero_grad()

@@ -22,6 +22,7 @@ from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.transfers.nonlinear import ELEMENTWISE
 from opwise.bounds.transfers.registry import Interval
+from opwise.progress import Progress
 
 
 @dataclasses.dataclass
@@ -92,10 +93,10 @@ def _recompute(engine: BoundPropagation, link: IntermediateBound) -> Interval:
 
 
 def optimize_bounds(engine: BoundPropagation, target: fx.Node, A: torch.Tensor,
-                    options: AlphaOptions | None = None) -> torch.Tensor:
+                    options: AlphaOptions | None = None, progress: Progress | None = None) -> torch.Tensor:
     """The best lower bound of `A · target` ([specs, batch]) over the α of the final bound and of every
     intermediate bound; falls back to `optimize_alpha` (final α only) when `options.intermediate` is off
-    or intermediate bounds are IBP.
+    or intermediate bounds are IBP. `progress` is told of every Adam step (see `maximize`).
 
     >>> import torch, opwise
     >>> from opwise.bounds.input_set import InputSet
@@ -110,7 +111,7 @@ def optimize_bounds(engine: BoundPropagation, target: fx.Node, A: torch.Tensor,
     options = options or AlphaOptions()
     best = engine.backward(target, A).detach().clone()
     if not options.intermediate or engine.intermediate != "crown":
-        return optimize_alpha(engine, target, A, options, initial=best)
+        return optimize_alpha(engine, target, A, options, initial=best, progress=progress)
     chain = intermediate_bounds(engine, target, options.max_intermediate_alpha)
     final_alphas = initial_alphas(engine, target, A.shape[0])
     parameters = parameter_groups(engine, [final_alphas, *(link.alphas for link in chain)], options)
@@ -127,7 +128,7 @@ def optimize_bounds(engine: BoundPropagation, target: fx.Node, A: torch.Tensor,
         return engine.backward(target, A, alphas=final_alphas)
 
     try:
-        return maximize(bound, parameters, options, best)
+        return maximize(bound, parameters, options, best, progress)
     finally:
         for link in chain:
             engine.tighten(link.node, link.best)

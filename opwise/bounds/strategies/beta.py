@@ -15,7 +15,7 @@ import time
 import torch
 from torch import fx
 
-from opwise.bounds.strategies.alpha import AlphaOptions, maximize, parameter_groups
+from opwise.bounds.strategies.alpha import AlphaOptions, clamp_alphas, maximize, parameter_groups
 from opwise.bounds.engine import BoundPropagation, LinearBound
 from opwise.bounds.engine.splits import clamp_betas, initial_betas
 from opwise.bounds.relaxations.base import AlphaPair
@@ -110,8 +110,7 @@ def _initial(engine: BoundPropagation, target: fx.Node, specs: int,
 
 
 def _clamp(engine: BoundPropagation, alphas: dict[fx.Node, AlphaPair], betas: dict[fx.Node, AlphaPair]) -> None:
-    for node, pair in alphas.items():
-        x = engine.interval(engine.step(node).inputs[0])
-        engine.step(node).relaxation.clamp_alpha(pair, x.lower, x.upper)
+    """Project α into its sound range on the current intervals and β onto β >= 0."""
+    clamp_alphas(engine, alphas)
     for pair in betas.values():
         clamp_betas(pair)

@@ -12,7 +12,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TextIO
 
 import torch
 
@@ -21,7 +21,7 @@ from opwise.bounds.vnncomp.instance import verify_instance
 from opwise.bounds.vnncomp.results import (InstanceResult, failure_reason, is_complete, read_result,
                                            result_file_names, write_atomically, write_result)
 from opwise.errors import InputError, SpecError
-from opwise.progress import eta
+from opwise.progress import Progress, eta
 
 
 def read_instances(instances_csv: str | Path, cap: float | None = None) -> list[tuple[str, str, float]]:
@@ -68,7 +68,8 @@ def run_one(verify: Callable, onnx: str, vnnlib: str, timeout: float, result_pat
 
 def run_suite(instances_csv: str | Path, results_csv: str | Path, *, cap: float | None = None, workers: int = 2,
               ray_address: str | None = None, verify: Callable = verify_instance, result_dir: str | Path | None = None,
-              grace: float = 10.0, device: str | None = None, resume: bool = False) -> list[dict]:
+              grace: float = 10.0, device: str | None = None, resume: bool = False,
+              progress: Progress | None = None) -> list[dict]:
     """Run every instance of a VNN-COMP instances CSV, `workers` at a time, and write the results CSV.
 
     Each instance runs in its own worker process that is killed `grace` seconds after its timeout (capped
@@ -79,8 +80,10 @@ def run_suite(instances_csv: str | Path, results_csv: str | Path, *, cap: float 
     every node can write). Results CSV columns: onnx, vnnlib (as instances.csv wrote them), status, time,
     result_file; it is rewritten atomically as each instance finishes, so an interrupted run keeps what it
     finished. Result files (VNN-COMP format, named by `result_file_names`) go to `result_dir` when given;
-    with `resume`, instances whose result files are complete (`is_complete`) are not run again. A progress
-    bar is drawn on stderr.
+    with `resume`, instances whose result files are complete (`is_complete`) are not run again. `progress`
+    (opwise.progress) is told at the start and as each instance finishes: {"search": "suite", "done", "total",
+    "counts" (per status), "seconds", "left"}; `suite_bar` draws that as a bar on stderr. Without it nothing
+    is drawn.
     """
     if device is not None:  # every worker verifies on this device ("cuda": one GPU shared by the workers)
         verify = partial(verify, device=device)
@@ -95,7 +98,7 @@ def run_suite(instances_csv: str | Path, results_csv: str | Path, *, cap: float 
         directory.mkdir(parents=True, exist_ok=True)
     paths = [str(directory / name) if directory is not None else None for name in names]
     earlier = _earlier_times(results_csv) if resume else {}
-    tally = _Tally(instances, written, names, paths, Path(results_csv), grace)
+    tally = _Tally(instances, written, names, paths, Path(results_csv), grace, progress)
     if resume:
         for index, path in enumerate(paths):
             if is_complete(path):
@@ -261,15 +264,17 @@ def _run_with_ray(todo: list[int], verify, tally: "_Tally", address: str) -> Non
 class _Tally:
     """What both suite runners share: when a running instance has overrun (its start, or its timeout plus
     `grace`), the outcomes in instance order, the results CSV (rewritten as each instance finishes) and the
-    progress bar."""
+    progress reports."""
 
-    def __init__(self, instances, written, names, paths, results_csv: Path, grace: float, startup_limit: float = 300.0):
+    def __init__(self, instances, written, names, paths, results_csv: Path, grace: float,
+                 progress: Progress | None = None, startup_limit: float = 300.0):
         self.instances, self.written, self.names, self.paths = instances, written, names, paths
         self.results_csv, self.grace, self.startup_limit = results_csv, grace, startup_limit
         self.outcomes: list[tuple[str, float] | None] = [None] * len(instances)
         self.counts: dict[str, int] = {}
+        self.progress = progress
         self.start = time.monotonic()
-        _progress(0, len(instances), self.counts, 0.0)
+        self.report()
 
     def overrun(self, index: int, launched: float, began: float | None, now: float) -> tuple[str, float] | None:
         """The outcome of an instance to stop now (`error` if it never started, `timeout`), whose result file
@@ -297,7 +302,15 @@ class _Tally:
         self.outcomes[index] = outcome
         self.counts[outcome[0]] = self.counts.get(outcome[0], 0) + 1
         self.write_csv()
-        _progress(sum(self.counts.values()), len(self.instances), self.counts, time.monotonic() - self.start)
+        self.report()
+
+    def report(self) -> None:
+        """Tell `progress` how far the suite is."""
+        if self.progress is None:
+            return
+        done, total, elapsed = sum(self.counts.values()), len(self.instances), time.monotonic() - self.start
+        self.progress({"search": "suite", "done": done, "total": total, "counts": dict(self.counts),
+                       "seconds": elapsed, "left": None if done == total else eta(done, total, elapsed)})
 
     def rows(self) -> list[dict]:
         """The results CSV's rows of the finished instances, in instance order."""
@@ -313,15 +326,21 @@ class _Tally:
         write_atomically(self.results_csv, buffer.getvalue())
 
 
-def _progress(done: int, total: int, counts: dict[str, int], elapsed: float) -> None:
-    width = 30
+def suite_bar(report: dict, stream: TextIO | None = None) -> None:
+    """Draw a suite's progress report as a bar rewritten in place (a newline once every instance is done).
+
+    >>> import io
+    >>> stream = io.StringIO()
+    >>> suite_bar({"done": 1, "total": 3, "counts": {"unsat": 1}, "seconds": 4.0, "left": 8.0}, stream)
+    >>> stream.getvalue()
+    '\\r[##########....................] 1/3 unsat=1 4s ~8s left '
+    """
+    stream = stream or sys.stderr
+    width, done, total = 30, report["done"], report["total"]
     filled = width * done // max(total, 1)
-    summary = " ".join(f"{key}={value}" for key, value in sorted(counts.items()))
-    left = eta(done, total, elapsed)
-    remaining = "" if left is None or done == total else f" ~{left:.0f}s left"
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {summary} {elapsed:.0f}s{remaining} ")
+    summary = " ".join(f"{key}={value}" for key, value in sorted(report["counts"].items()))
+    remaining = "" if report.get("left") is None else f" ~{report['left']:.0f}s left"
+    stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {summary} {report['seconds']:.0f}s{remaining} ")
     if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
-
-
+        stream.write("\n")
+    stream.flush()

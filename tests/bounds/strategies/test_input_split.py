@@ -171,3 +171,23 @@ def test_acas_instances_through_verify_instance_and_the_relu_chain(benchmarks_di
     if expected == "sat":
         (spec,) = parse_vnnlib(vnnlib_path, (1, 5))
         assert spec.contains(result.x.reshape(1, 5)) and float(spec.margin(result.y.reshape(1, -1))) <= 0
+
+
+def test_a_bound_pass_reaching_the_deadline_ends_the_search_with_its_counts():
+    """A bound pass that reaches the engine's deadline (TimeLimitReached) ends the search as timeout with the
+    rounds and domains counted so far, not with an empty record."""
+    from opwise.errors import TimeLimitReached
+
+    model, spec, _ = random_problem(1)
+    spec.unsafe = [Disjunct(torch.zeros(1, 3, dtype=torch.float64), torch.full((1,), -1.0, dtype=torch.float64))]
+    calls = []
+
+    def useless_until_the_third_call(lower, upper, C):  # proves nothing, so every round splits again
+        calls.append(len(lower))
+        if len(calls) == 3:
+            raise TimeLimitReached("the time limit was reached during a bound pass")
+        return torch.full((len(lower), C.shape[0]), -1.0, dtype=lower.dtype)
+
+    result = input_split_bab(useless_until_the_third_call, model, spec, timeout=30, batch_size=4)
+    assert result.status == "timeout" and len(calls) == 3
+    assert result.stats["rounds"] == 1 and result.stats["domains"] >= calls[0] + calls[1]

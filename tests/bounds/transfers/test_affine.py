@@ -10,6 +10,7 @@ from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.transfers.affine import Affine, BatchNorm
 from opwise.bounds.transfers.convolution import Convolution
+from opwise.bounds.transfers.registry import Interval
 
 torch.manual_seed(0)
 W = torch.randn(6, 4)
@@ -135,3 +136,28 @@ def test_direct_backward_equals_the_generic_vjp(name):
         specs = A.shape[0]
         per_sample = [torch.zeros(specs, 2) if t is None else t.reshape(specs, 2, -1).sum(-1) for t in (direct_terms, generic_terms)]
         assert torch.allclose(*per_sample, atol=1e-4)
+
+
+class _TimesConstant(torch.nn.Module):
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
+@pytest.mark.parametrize("factor, lower, upper", [
+    (torch.tensor([0.0, 2.0]), [0.0, -2.0], [0.0, 6.0]),
+    (0.0, [0.0, 0.0], [0.0, 0.0]),
+    (-1.0, [-float("inf"), -3.0], [float("inf"), 1.0]),
+])
+def test_ibp_of_x_times_a_constant_over_infinite_ends(factor, lower, upper):
+    """x·c takes the ends' products; a zero factor gives 0 however wide x is (0·inf would be NaN)."""
+    bounded = BoundedModel(_TimesConstant(factor), torch.zeros(1, 2))
+    engine = BoundPropagation(bounded.graph, InputSet(torch.zeros(1, 2), torch.ones(1, 2)))
+    (node,) = [n for n in bounded.graph.nodes if bounded.graph.info(n).op.startswith("aten.mul")]
+    inf = float("inf")
+    x = Interval(torch.tensor([[-inf, -1.0]]), torch.tensor([[inf, 3.0]]))
+    image = engine.transfer(node).ibp(engine.step(node), [x])
+    assert image.lower.tolist() == [lower] and image.upper.tolist() == [upper]

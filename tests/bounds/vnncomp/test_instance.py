@@ -201,9 +201,9 @@ def write_instances(folder: Path) -> Path:
 
 
 def test_suite_runner_kills_hung_workers_and_writes_results(tmp_path, capsys):
-    started = time.monotonic()
+    started, reports = time.monotonic(), []
     rows = run_suite(write_instances(tmp_path), tmp_path / "results.csv", cap=1, workers=2, verify=fake_verify,
-                     result_dir=tmp_path / "results", grace=1.0)
+                     result_dir=tmp_path / "results", grace=1.0, progress=reports.append)
     assert time.monotonic() - started < 60
     assert [r["status"] for r in rows] == ["unsat", "timeout", "sat", "error"]
     with open(tmp_path / "results.csv") as handle:
@@ -211,7 +211,10 @@ def test_suite_runner_kills_hung_workers_and_writes_results(tmp_path, capsys):
             ("onnx/unsat.onnx", "unsat"), ("onnx/hang.onnx", "timeout"), ("onnx/sat.onnx", "sat"), ("onnx/error.onnx", "error")]
     assert read_result(tmp_path / "results" / "sat__q.txt") == ("sat", [0.5], [1.0])
     assert read_result(tmp_path / "results" / "hang__p.txt")[0] == "timeout"
-    assert "4/4" in capsys.readouterr().err
+    # told at the start and after each instance; a library call draws nothing itself (only the error's reason)
+    assert [(r["done"], r["total"]) for r in reports] == [(k, 4) for k in range(5)]
+    assert reports[-1]["counts"] == {"unsat": 1, "timeout": 1, "sat": 1, "error": 1} and reports[-1]["left"] is None
+    assert "4/4" not in capsys.readouterr().err
 
 
 def test_bad_instances_csv_names_the_line(tmp_path):

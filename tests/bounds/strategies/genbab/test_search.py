@@ -340,3 +340,24 @@ def test_digits_sigmoid_mlp_at_growing_eps():
     print("\ndigits sigmoid MLP, 10 samples, 10 s per BaB:")
     for eps, counts in rows:
         print(f"  eps={eps}: {counts}")
+
+
+def test_a_bound_pass_reaching_the_deadline_ends_the_search_with_its_counts(monkeypatch):
+    """A bound pass that reaches the engine's deadline (TimeLimitReached) in the second round ends the search as
+    timeout with the first round counted and no margin claimed for the interrupted round."""
+    from opwise.errors import TimeLimitReached
+
+    model, bounded, grid_min, spread = next(cases([2]))
+    spec = threshold_spec(grid_min - 1e-4 * spread)
+    original, rounds = DomainBounder.bound, []
+
+    def bound_until_the_second_round(self, *args, **kwargs):
+        rounds.append(1)
+        if len(rounds) == 2:
+            raise TimeLimitReached("the time limit was reached during a bound pass")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DomainBounder, "bound", bound_until_the_second_round)
+    result = branch_and_bound(bounded, spec, timeout=60, batch_size=4, attack=False, alpha=FAST)
+    assert result.status == "timeout" and result.margin_lower is None and len(rounds) == 2
+    assert result.stats["rounds"] == 1 and result.stats["domains_visited"] > 1
