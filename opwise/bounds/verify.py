@@ -17,9 +17,10 @@ import time
 import torch
 
 from opwise.bounds.attack import pgd_attack
-from opwise.bounds.bounded_model import METHODS, BoundedModel
+from opwise.bounds.bounded_model import BoundedModel
 from opwise.bounds.engine.deadline import deadline as bound_deadline
 from opwise.bounds.function_bounds import FunctionBounds
+from opwise.bounds.methods import method_name
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.spec import Specification, robustness_disjuncts
 from opwise.bounds.strategies.alpha import AlphaOptions
@@ -95,8 +96,7 @@ def verify(
     x = torch.as_tensor(x, dtype=torch.float32)
     if x.dim() == 0 or x.shape[0] != 1:
         raise InputError(f"verify takes one sample with a batch dimension of 1, got shape {tuple(x.shape)}")
-    if method != "auto" and method not in METHODS:
-        raise InputError(f"unknown method {method!r}; choose 'auto' or one of {', '.join(METHODS)}")
+    method = method_name(method, extra=("auto",))
     bounded = model if isinstance(model, BoundedModel) else BoundedModel(model, x, device=device)
     check_fidelity(bounded, model, x)
     x = x.to(bounded.device)

@@ -49,6 +49,8 @@ def test_methods_and_stats_are_reported():
     x = torch.randn(1, 4)
     result = opwise.verify(_model(1), x, eps=1e-4, method="crown")
     assert result.status == "verified" and result.stats["methods"] == ["crown"] and result.stats["seconds"] >= 0
+    for alias, ours in (("CROWN", ["crown"]), ("backward", ["crown"]), ("CROWN-Optimized", ["alpha-crown"])):
+        assert opwise.verify(_model(1), x, eps=1e-4, method=alias).stats["methods"] == ours  # auto_LiRPA's names
 
 
 @pytest.mark.parametrize("kwargs, message", [
