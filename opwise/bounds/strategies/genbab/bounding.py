@@ -158,7 +158,11 @@ class DomainBounder:
             domain.lower = math.inf if infeasible else max(domain.lower, float(margins[index]))
             domain.guide = Guide({node.nonlinear: last.recorded[graph.node(node.nonlinear)][row, index : index + 1]
                                   for node in self.nodes},
-                                 input_coefficient[row, index : index + 1], bias[row, index])
+                                 input_coefficient[row, index : index + 1], bias[row, index],
+                                 {node.nonlinear: AlphaPair(*(t[row, index : index + 1] for t in (pair.lower, pair.upper)))
+                                  for node in self.nodes if node.other is not None
+                                  and (pair := parameters.get(node.nonlinear)) is not None and pair.lower is not None
+                                  and pair.upper is not None})
             domain.parameters = {name: AlphaPair(*(None if t is None else t[:, index : index + 1] for t in (pair.lower, pair.upper)))
                                  for name, pair in parameters.items()} or None
             if not infeasible:
