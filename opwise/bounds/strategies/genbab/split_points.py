@@ -93,7 +93,7 @@ def best_split_ratios(relaxation: CurvatureRelaxation, lower: torch.Tensor, uppe
     >>> best_split_ratios(relaxation, torch.tensor([0.0], dtype=torch.float64), torch.tensor([4.0], dtype=torch.float64), refine=0)
     tensor([0.6500], dtype=torch.float64)
     >>> best_split_ratios(relaxation, torch.tensor([0.0], dtype=torch.float64), torch.tensor([4.0], dtype=torch.float64))
-    tensor([0.6470], dtype=torch.float64)
+    tensor([0.6510], dtype=torch.float64)
     """
     step = 1.0 / (candidates + 1)
     coarse = torch.arange(1, candidates + 1, dtype=torch.float64) * step
