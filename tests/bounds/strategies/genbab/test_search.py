@@ -12,6 +12,7 @@ import torch
 import opwise
 from opwise.bounds import BoundedModel
 from opwise.bounds.strategies.alpha import AlphaOptions
+from opwise.bounds.strategies.beta import BETA
 from opwise.bounds.strategies.genbab import bounding
 from opwise.bounds.strategies.genbab.bounding import DomainBounder
 from opwise.bounds.strategies.genbab.domains import Domain
@@ -390,6 +391,9 @@ def test_product_subdomain_bounds_hold_where_the_split_holds(network):
         low, high = float(interval.lower.view(-1)[index]), float(interval.upper.view(-1)[index])
         domains += domain.split(name, index, low + (high - low) * float(torch.rand(1, generator=generator)))
     bounder.bound(domains, len(domains))
+    products = {node.nonlinear for node in bounder.nodes if node.other is not None}
+    for domain in domains:  # the splits reach α/β optimisation: β per split factor, α per product's planes
+        assert {BETA + name for name in factors} | products <= set(domain.parameters)
     x = BOX[0] + (BOX[1] - BOX[0]) * torch.rand(4000, 2, generator=generator)
     with torch.no_grad():
         y = model(x)
