@@ -62,6 +62,15 @@ class CurvatureRelaxation:
     inflection_points: tuple[float, ...] = ()
     # True when f is increasing on its domain: the engine then takes IBP bounds as [f(l), f(u)]
     monotone: bool = False
+    #: the family's GenBaB split-point table (opwise/bounds/tables/<name>.npz, built by
+    #: scripts/build_split_tables.py); None: branch-and-bound does not split this function's input
+    split_table: str | None = None
+
+    @classmethod
+    def tabled_variants(cls) -> list["CurvatureRelaxation"]:
+        """The instances of this class whose split-point tables are built and shipped (one per table):
+        the class itself when it declares a table of its own, else none."""
+        return [cls()] if cls.__dict__.get("split_table") else []
 
     def function(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

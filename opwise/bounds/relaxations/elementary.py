@@ -22,6 +22,8 @@ from opwise.errors import OpwiseError
 class ExpRelaxation(CurvatureRelaxation):
     """exp is convex everywhere."""
 
+    split_table = "exp"
+
     monotone = True
 
     def function(self, x: torch.Tensor) -> torch.Tensor:

@@ -43,6 +43,8 @@ class SymmetricInflections(CurvatureRelaxation):
 class GeluRelaxation(SymmetricInflections):
     """GELU(x) = x Φ(x); GELU' = Φ(x) + x φ(x)."""
 
+    split_table = "gelu"
+
     inflection = GELU_INFLECTION
 
     def function(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,6 +59,8 @@ class GeluRelaxation(SymmetricInflections):
 class TanhGeluRelaxation(SymmetricInflections):
     """GELU(x) ≈ x/2 (1 + tanh(k (x + 0.044715 x³))), k = √(2/π)."""
 
+    split_table = "gelu_tanh"
+
     inflection = GELU_TANH_INFLECTION
 
     def function(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,6 +74,8 @@ class TanhGeluRelaxation(SymmetricInflections):
 
 class SiluRelaxation(SymmetricInflections):
     """SiLU(x) = x σ(x); SiLU' = σ(x)(1 + x(1 - σ(x)))."""
+
+    split_table = "silu"
 
     inflection = SILU_INFLECTION
 

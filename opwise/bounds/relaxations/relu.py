@@ -37,6 +37,16 @@ class _Ramp:
         clamped = x.clamp(self.low, self.high)
         return clamped + self.leak * (x - clamped)
 
+    @property
+    def split_kink(self) -> float | None:
+        """Where branch-and-bound splits the input: the one kink (None with two kinks: not split).
+
+        >>> _Ramp(0.0, float("inf")).split_kink, _Ramp(-1.0, 1.0).split_kink
+        (0.0, None)
+        """
+        finite = [end for end in (self.low, self.high) if abs(end) != float("inf")]
+        return finite[0] if len(finite) == 1 else None
+
     def needs_refinement(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
         """Neurons whose lines depend on [l, u]: those whose interval contains a kink (the others are exact)."""
         low_only, high_only, both = self._cases(lower, upper)

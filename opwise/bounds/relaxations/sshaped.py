@@ -19,6 +19,8 @@ from opwise.bounds.relaxations.registry import register_relaxation
 class SigmoidRelaxation(CurvatureRelaxation):
     """σ(x) = 1 / (1 + e^-x); σ' = σ(1 - σ); inflection at 0."""
 
+    split_table = "sigmoid"
+
     inflection_points = (0.0,)
     monotone = True
 
@@ -35,6 +37,8 @@ class SigmoidRelaxation(CurvatureRelaxation):
 
 class TanhRelaxation(CurvatureRelaxation):
     """tanh' = 1 - tanh²; inflection at 0."""
+
+    split_table = "tanh"
 
     inflection_points = (0.0,)
     monotone = True

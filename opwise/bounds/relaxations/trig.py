@@ -25,6 +25,13 @@ class SineRelaxation(CurvatureRelaxation):
 
     def __init__(self, phase: float = 0.0):
         self.phase = phase
+        # sin and cos have a split-point table each; other phases have none
+        self.split_table = {0.0: "sin", math.pi / 2: "cos"}.get(phase)
+
+    @classmethod
+    def tabled_variants(cls) -> list["SineRelaxation"]:
+        """sin and cos (phase π/2), one table each."""
+        return [cls(), cls(phase=math.pi / 2)]
 
     def function(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sin(x + self.phase)

@@ -1,7 +1,9 @@
 """β: the split constraints of a domain as Lagrangian terms of the bound, optimized jointly with α.
 
 The engine applies a split's constraint in a pass given its multipliers β (opwise/bounds/engine/splits.py,
-β-CROWN's multipliers on both ends of a general interval). Every β >= 0 gives a sound bound, so the best
+β-CROWN's multipliers on both ends of a general interval). Products of two bounded tensors get an α per
+side too (the weight of McCormick's two planes, relaxations/bilinear.py), so a product's split can move
+its planes. Every β >= 0 gives a sound bound, so the best
 bound seen during Adam is kept. β is optimized with α by one projected Adam. Children start from their
 parent's α and β (a warm start: every α in range and every β >= 0 is sound), and Adam stops at the
 search's deadline.
@@ -19,6 +21,7 @@ from opwise.bounds.strategies.alpha import AlphaOptions, clamp_alphas, maximize,
 from opwise.bounds.engine import BoundPropagation, LinearBound
 from opwise.bounds.engine.splits import clamp_betas, initial_betas
 from opwise.bounds.relaxations.base import AlphaPair
+from opwise.bounds.relaxations.bilinear import clamp_bilinear_alpha, init_bilinear_alpha
 
 #: the key prefix of a split node's β in `Parameters` (α is keyed by the relaxed node's name alone)
 BETA = "beta:"
@@ -93,12 +96,17 @@ def _initial(engine: BoundPropagation, target: fx.Node, specs: int,
         if node is engine.input_node:
             continue
         relaxation = engine.step(node).relaxation
-        if relaxation is None or not hasattr(relaxation, "init_alpha"):
+        product = _is_product(engine, node)
+        if not product and (relaxation is None or not hasattr(relaxation, "init_alpha")):
             continue
         pair = warm.get(node.name)
         if pair is None:
-            x = engine.interval(engine.step(node).inputs[0])
-            start = relaxation.init_alpha(x.lower, x.upper)
+            if product:
+                x, y = (engine.interval(factor) for factor in node.args[:2])
+                start = init_bilinear_alpha(x.lower, x.upper, y.lower, y.upper)
+            else:
+                x = engine.interval(engine.step(node).inputs[0])
+                start = relaxation.init_alpha(x.lower, x.upper)
             if start is None:
                 continue
             pair = AlphaPair(*(None if t is None else t.expand(specs, *t.shape) for t in (start.lower, start.upper)))
@@ -109,8 +117,17 @@ def _initial(engine: BoundPropagation, target: fx.Node, specs: int,
     return alphas, betas
 
 
+def _is_product(engine: BoundPropagation, node: fx.Node) -> bool:
+    """Whether the node is a product of two bounded tensors (its McCormick planes have an α each side)."""
+    return engine.step(node).op == "aten.mul.Tensor" and bool(engine.transfer(node).needs_bounds(engine.step(node)))
+
+
 def _clamp(engine: BoundPropagation, alphas: dict[fx.Node, AlphaPair], betas: dict[fx.Node, AlphaPair]) -> None:
-    """Project α into its sound range on the current intervals and β onto β >= 0."""
-    clamp_alphas(engine, alphas)
+    """Project α into its sound range on the current intervals (a product's plane weights into [0, 1]) and β
+    onto β >= 0."""
+    for node, pair in alphas.items():
+        if _is_product(engine, node):
+            clamp_bilinear_alpha(pair)
+    clamp_alphas(engine, {node: pair for node, pair in alphas.items() if not _is_product(engine, node)})
     for pair in betas.values():
         clamp_betas(pair)

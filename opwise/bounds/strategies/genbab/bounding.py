@@ -158,7 +158,8 @@ class DomainBounder:
             domain.lower = math.inf if infeasible else max(domain.lower, float(margins[index]))
             domain.guide = Guide({node.nonlinear: last.recorded[graph.node(node.nonlinear)][row, index : index + 1]
                                   for node in self.nodes},
-                                 input_coefficient[row, index : index + 1], bias[row, index])
+                                 input_coefficient[row, index : index + 1], bias[row, index],
+                                 self._product_alphas(parameters, row, index))
             domain.parameters = {name: AlphaPair(*(None if t is None else t[:, index : index + 1] for t in (pair.lower, pair.upper)))
                                  for name, pair in parameters.items()} or None
             if not infeasible:
@@ -166,6 +167,15 @@ class DomainBounder:
                     interval = engine.interval(graph.node(node.input))
                     domain.intervals[node.input] = Interval(interval.lower[index : index + 1], interval.upper[index : index + 1])
         return row_bounds
+
+    def _product_alphas(self, parameters: Parameters, row: int, index: int) -> dict[str, AlphaPair]:
+        """The α of every split product's planes in spec row `row` of domain `index` ([1, *product shape])."""
+        alphas = {}
+        for node in self.nodes:
+            pair = parameters.get(node.nonlinear) if node.other is not None else None
+            if pair is not None and pair.lower is not None and pair.upper is not None:
+                alphas[node.nonlinear] = AlphaPair(pair.lower[row, index : index + 1], pair.upper[row, index : index + 1])
+        return alphas
 
     def _drop_ruled_out(self, row_bounds: torch.Tensor, root: Domain) -> None:
         """Keep only the disjuncts the root leaves open: one that a row's bound rules out on the whole

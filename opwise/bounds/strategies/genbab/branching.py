@@ -13,6 +13,12 @@ bound, using what the domain's last bounding pass left behind (`Guide`):
 - "largest-interval": the widest interval, weighted by the magnitude of the output coefficient.
 
 A domain whose best estimate is no improvement falls back to "largest-interval".
+
+Candidates come from two kinds of nodes (`SplitNode`): elementwise functions whose relaxation declares a
+split-point table or a single kink (the input is split), and products x·y of two input-dependent tensors
+(either factor's element is split, at its midpoint: see split_points.py). A product's estimate is the
+change of A · (McCormick plane) when the factor's interval narrows, with both factors concretized (by
+their intervals, or for BBPS by their shortcuts where the factors have the product's shape).
 """
 
 from __future__ import annotations
@@ -20,19 +26,20 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from torch import fx
 
 from opwise.bounds.strategies.genbab.domains import Domain
+from opwise.bounds.strategies.genbab.estimates import (
+    BranchChange, function_changes, interval_estimate, product_changes, product_widths)
 from opwise.bounds.strategies.genbab.split_points import split_point as lookup_split_point
 from opwise.bounds.input_set import InputSet
-from opwise.bounds.transfers.nonlinear import node_relaxation
+from opwise.bounds.relaxations.base import AlphaPair
+from opwise.bounds.transfers.nonlinear import has_relaxation, node_relaxation
 from opwise.errors import InputError
 from opwise.tracing.graph import Graph
 
-#: operators whose input intervals branch-and-bound splits
-SPLITTABLE = {
-    "aten.sigmoid.default": "sigmoid", "aten.tanh.default": "tanh", "aten.sin.default": "sin",
-    "aten.cos.default": "cos", "aten.gelu.default": "gelu", "aten.silu.default": "silu", "aten.relu.default": "relu",
-}
+#: products whose factors branch-and-bound splits (when both factors depend on the input)
+PRODUCTS = ("aten.mul.Tensor",)
 BRANCHING = ("bbps", "babsr", "largest-interval")
 SPLIT_POINTS = ("table", "midpoint")
 #: intervals narrower than this are not split again
@@ -43,12 +50,14 @@ BBPS_CANDIDATES = 8
 
 @dataclasses.dataclass
 class SplitNode:
-    """A nonlinear node (`nonlinear`, by name) whose input node (`input`) may be split; `function` is its short name."""
+    """A nonlinear node (`nonlinear`, by name) whose input node (`input`) may be split; `function` is its short
+    name ("mul" for a product, whose other factor is `other`)."""
 
     nonlinear: str
     input: str
     function: str
     relaxation: object
+    other: str | None = None
 
 
 @dataclasses.dataclass
@@ -72,56 +81,88 @@ class Decision:
 
 
 def split_nodes(graph: Graph) -> list[SplitNode]:
-    """The splittable nonlinear nodes of a graph whose input depends on the bounded input.
+    """The splittable nodes of a graph whose inputs depend on the bounded input: functions whose relaxation
+    declares a split table or a kink (one entry), products of two such tensors (one entry per factor; the
+    graph's input itself is never a candidate: splitting it is input splitting).
 
     >>> import torch, opwise
     >>> graph = opwise.trace(torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Sigmoid()), torch.zeros(1, 2))
     >>> [(n.nonlinear, n.input, n.function) for n in split_nodes(graph)]
     [('sigmoid', 'linear', 'sigmoid')]
     """
+    def splittable(value) -> bool:
+        return isinstance(value, fx.Node) and value.op == "call_function" and graph.info(value).depends_on_input
+
     nodes = []
     for node in graph.nodes:
-        if node.op != "call_function":
+        if node.op != "call_function" or not node.args:
             continue
         op = graph.info(node).op
-        source = node.args[0] if node.args else None
-        if op in SPLITTABLE and hasattr(source, "op") and graph.info(source).depends_on_input:
-            nodes.append(SplitNode(node.name, source.name, SPLITTABLE[op], node_relaxation(op, node)))
+        if op in PRODUCTS and len(node.args) >= 2 and all(splittable(arg) for arg in node.args[:2]):
+            first, second = node.args[0].name, node.args[1].name
+            nodes.append(SplitNode(node.name, first, "mul", None, other=second))
+            if second != first:
+                nodes.append(SplitNode(node.name, second, "mul", None, other=first))
+        elif has_relaxation(op) and splittable(node.args[0]):
+            relaxation = node_relaxation(op, node)
+            if getattr(relaxation, "split_table", None) or getattr(relaxation, "split_kink", None) is not None:
+                nodes.append(SplitNode(node.name, node.args[0].name, op.split(".")[1], relaxation))
     return nodes
 
 
 def split_points(node: SplitNode, lower: torch.Tensor, upper: torch.Tensor, mode: str) -> torch.Tensor:
-    """Where to split each interval: 0 for ReLU, else the lookup table's point ("table") or the midpoint.
+    """Where to split each interval: at the kink of a piecewise-linear function (ReLU: 0), at the midpoint
+    of a product's factor, else at the lookup table's point ("table") or the midpoint.
 
-    >>> relu = SplitNode("r", "z", "relu", None)
+    >>> from opwise.bounds.relaxations.registry import relaxation_for
+    >>> relu = SplitNode("r", "z", "relu", relaxation_for("aten.relu.default"))
     >>> split_points(relu, torch.tensor([-1.0]), torch.tensor([3.0]), "table").tolist()
     [0.0]
     """
     if mode not in SPLIT_POINTS:
         raise InputError(f"unknown split_point {mode!r}; choose one of {', '.join(SPLIT_POINTS)}")
-    if node.function == "relu":
-        return torch.zeros_like(lower)
-    return lookup_split_point(node.function, lower, upper, mode=mode).to(lower.dtype)
+    kink = getattr(node.relaxation, "split_kink", None)
+    if kink is not None:
+        return torch.full_like(lower, kink)
+    return lookup_split_point(node.relaxation, lower, upper, mode=mode).to(lower.dtype)
 
 
-def _line_changes(node: SplitNode, A: torch.Tensor, lower, upper, point):
-    """Per branch, (slope change, intercept change) of the bound's term `A · f(z)` when f is re-relaxed."""
-    relax = node.relaxation.relax
-    old = relax(lower, upper)
-    positive, negative = A.clamp(min=0), A.clamp(max=0)
-    changes = []
-    for low, high in ((lower, point), (point, upper)):
-        new = relax(low, high)
-        slope = positive * (new.lower_slope - old.lower_slope) + negative * (new.upper_slope - old.upper_slope)
-        intercept = positive * (new.lower_intercept - old.lower_intercept) + negative * (new.upper_intercept - old.upper_intercept)
-        changes.append((torch.nan_to_num(slope), torch.nan_to_num(intercept), low, high))
-    return changes
+def _changes(node: SplitNode, domains: list[Domain], lower: torch.Tensor, upper: torch.Tensor, point: torch.Tensor):
+    """Both branches' alternative bound changes of splitting each element of `node.input` (estimates.py)."""
+    A = torch.cat([d.guide.coefficients[node.nonlinear] for d in domains])
+    if node.other is None:
+        return function_changes(node.relaxation, node.input, A.reshape(len(domains), -1), lower, upper, point)
+    shape = (len(domains), *domains[0].intervals[node.input].lower.shape[1:])
+    y = _stacked(domains, node.other)
+    alphas = [d.guide.alphas.get(node.nonlinear) for d in domains]
+    alpha = None if any(a is None for a in alphas) else AlphaPair(*(torch.cat([getattr(a, side) for a in alphas])
+                                                                    for side in ("lower", "upper")))
+    return product_changes(node.input, node.other, A, (lower.reshape(shape), upper.reshape(shape)), y, point.reshape(shape), alpha)
 
 
-def _bbps_scores(changes, guides_x: torch.Tensor, guides_bias: torch.Tensor, shortcut: Shortcut,
+def _widths(node: SplitNode, domains: list[Domain], lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """The "largest-interval" score: the width weighted by the output coefficient (and, for a product's factor,
+    by the other factor's width: the McCormick gap is proportional to both)."""
+    A = torch.cat([d.guide.coefficients[node.nonlinear] for d in domains])
+    if node.other is None:
+        return (upper - lower) * (A.reshape(len(domains), -1).abs() + 1e-6)
+    shape = (len(domains), *domains[0].intervals[node.input].lower.shape[1:])
+    return product_widths(A, (lower.reshape(shape), upper.reshape(shape)), _stacked(domains, node.other))
+
+
+def _stacked(domains: list[Domain], name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.cat([d.intervals[name].lower for d in domains]), torch.cat([d.intervals[name].upper for d in domains])
+
+
+def _best_of(branches, estimate) -> torch.Tensor:
+    """The worse branch's estimate, each branch at its best alternative."""
+    return torch.minimum(*[torch.stack([estimate(change) for change in branch]).amax(0) for branch in branches])
+
+
+def _bbps_scores(branches, guides_x: torch.Tensor, guides_bias: torch.Tensor, shortcuts: dict[str, Shortcut],
                  input_set: InputSet, candidates: torch.Tensor) -> torch.Tensor:
-    """The worse branch's estimated bound improvement with the shortcut of z substituted, for the
-    `candidates` (element indices, [domains, k]) of each domain; [domains, k]."""
+    """The worse branch's estimated bound improvement with the shortcuts of the changed nodes substituted,
+    for the `candidates` (element indices, [domains, k]) of each domain; [domains, k]."""
 
     def concretize(coefficient):  # [domains, k, X] -> [domains, k], the minimum over the input set (box or ball)
         return input_set.minimum(coefficient.reshape(-1, 1, coefficient.shape[-1])).reshape(coefficient.shape[:2])
@@ -130,24 +171,24 @@ def _bbps_scores(changes, guides_x: torch.Tensor, guides_bias: torch.Tensor, sho
         return tensor.gather(1, candidates)
 
     base = concretize(guides_x[:, None, :]) + guides_bias[:, None]
-    estimates = []
-    for slope, intercept, low, high in changes:
-        slope, intercept, low, high = pick(slope), pick(intercept), pick(low), pick(high)
-        up = slope >= 0
-        coefficient = torch.where(up[..., None], shortcut.lower_coefficient[candidates], shortcut.upper_coefficient[candidates])
-        bias = torch.where(up, shortcut.lower_bias[candidates], shortcut.upper_bias[candidates])
-        new = concretize(guides_x[:, None, :] + slope[..., None] * coefficient) + guides_bias[:, None] + intercept + slope * bias
-        estimates.append(torch.maximum(new - base, _interval_estimate(slope, intercept, low, high)))
-    return torch.minimum(*estimates)
+
+    def estimate(change: BranchChange) -> torch.Tensor:
+        intercept = pick(change.intercept)
+        coefficient, bias, picked = guides_x[:, None, :], guides_bias[:, None] + intercept, []
+        for slope, low, high, name in change.terms:
+            slope, shortcut = pick(slope), shortcuts[name]
+            up = slope >= 0
+            coefficient = coefficient + slope[..., None] * torch.where(up[..., None], shortcut.lower_coefficient[candidates],
+                                                                       shortcut.upper_coefficient[candidates])
+            bias = bias + slope * torch.where(up, shortcut.lower_bias[candidates], shortcut.upper_bias[candidates])
+            picked.append((slope, pick(low), pick(high), name))
+        return torch.maximum(concretize(coefficient) + bias - base, interval_estimate(BranchChange(intercept, picked)))
+
+    return _best_of(branches, estimate)
 
 
-def _interval_estimate(slope, intercept, low, high) -> torch.Tensor:
-    """A branch's bound change with z concretized by the branch's own interval (the BaBSR-style estimate)."""
-    return intercept + torch.minimum(slope * low, slope * high)
-
-
-def _bbps_on_candidates(domains: list[Domain], node: SplitNode, changes, babsr: torch.Tensor, width: torch.Tensor,
-                        shortcut: Shortcut, input_set: InputSet) -> torch.Tensor:
+def _bbps_on_candidates(domains: list[Domain], node: SplitNode, branches, babsr: torch.Tensor, width: torch.Tensor,
+                        shortcuts: dict[str, Shortcut], input_set: InputSet) -> torch.Tensor:
     """BBPS scores of each domain's most promising elements of `node` (the top `BBPS_CANDIDATES` by the
     BaBSR estimate and by weighted width; the shortcut substitution costs an input-sized vector per
     candidate); the other elements keep their BaBSR estimate, which BBPS's estimate never falls below."""
@@ -155,14 +196,15 @@ def _bbps_on_candidates(domains: list[Domain], node: SplitNode, changes, babsr: 
     candidates = torch.cat([babsr.topk(k, 1).indices, width.topk(k, 1).indices], 1)
     guides_x = torch.cat([d.guide.input_coefficient.reshape(1, -1) for d in domains])
     guides_bias = torch.stack([d.guide.bias.reshape(()) for d in domains])
-    scores = _bbps_scores(changes, guides_x, guides_bias, shortcut, input_set, candidates)
+    scores = _bbps_scores(branches, guides_x, guides_bias, shortcuts, input_set, candidates)
     scores = torch.where(babsr.gather(1, candidates) > -torch.inf, scores, -torch.inf)
     return babsr.scatter(1, candidates, scores)
 
 
 def choose_splits(domains: list[Domain], nodes: list[SplitNode], *, branching: str, split_point: str,
                   input_set: InputSet, shortcuts: dict[str, Shortcut] | None = None) -> list[Decision | None]:
-    """One split per domain (None where nothing can be split any more), by the chosen heuristic.
+    """One split per domain (None where nothing can be split any more, or there are no split nodes), by the
+    chosen heuristic.
 
     >>> import torch
     >>> from opwise.bounds.strategies.genbab.domains import Domain, Guide
@@ -178,22 +220,21 @@ def choose_splits(domains: list[Domain], nodes: list[SplitNode], *, branching: s
     if branching not in BRANCHING:
         raise InputError(f"unknown branching {branching!r}; choose one of {', '.join(BRANCHING)}")
     count = len(domains)
+    if not nodes:
+        return [None] * count
     scores, widths, points, owners = [], [], [], []
     for node in nodes:
-        lower = torch.cat([d.intervals[node.input].lower for d in domains]).reshape(count, -1)
-        upper = torch.cat([d.intervals[node.input].upper for d in domains]).reshape(count, -1)
-        A = torch.cat([d.guide.coefficients[node.nonlinear] for d in domains]).reshape(count, -1)
+        lower, upper = (t.reshape(count, -1) for t in _stacked(domains, node.input))
         point = split_points(node, lower, upper, split_point).reshape(count, -1)
         splittable = (upper - lower > MIN_WIDTH) & (point > lower) & (point < upper)
-        width = torch.where(splittable, (upper - lower) * (A.abs() + 1e-6), -torch.inf)
+        width = torch.where(splittable, _widths(node, domains, lower, upper), -torch.inf)
         if branching == "largest-interval":
             score = width
         else:
-            changes = _line_changes(node, A, lower, upper, point)
-            score = torch.minimum(*[_interval_estimate(*change) for change in changes])
-            score = torch.where(splittable, score, -torch.inf)
+            branches = _changes(node, domains, lower, upper, point)
+            score = torch.where(splittable, _best_of(branches, interval_estimate), -torch.inf)
             if branching == "bbps":
-                score = _bbps_on_candidates(domains, node, changes, score, width, shortcuts[node.input], input_set)
+                score = _bbps_on_candidates(domains, node, branches, score, width, shortcuts, input_set)
         scores.append(score)
         widths.append(width)
         points.append(point)

@@ -23,12 +23,14 @@ class Guide:
 
     `coefficients`: per nonlinear node name, the coefficient of the bound w.r.t. that node's output
     ([1, *node shape]); `input_coefficient` / `bias`: the bound as a linear function of the input
-    before concretization ([1, *input shape], scalar tensor).
+    before concretization ([1, *input shape], scalar tensor); `alphas`: per product node name, the α of its
+    McCormick planes in that bound ([1, *node shape] per side; absent: CROWN's planes, α = 1).
     """
 
     coefficients: dict[str, torch.Tensor]
     input_coefficient: torch.Tensor
     bias: torch.Tensor
+    alphas: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -126,6 +128,7 @@ def _tensors(domain: Domain):
         yield interval.upper
     if domain.guide is not None:
         yield from (domain.guide.input_coefficient, domain.guide.bias, *domain.guide.coefficients.values())
+        yield from _nested_tensors(domain.guide.alphas)
     yield from _nested_tensors(domain.parameters)
 
 

@@ -16,7 +16,7 @@ import torch
 from opwise.bounds.strategies.alpha import AlphaOptions
 from opwise.bounds.attack import check_counterexample, pgd_attack
 from opwise.bounds.strategies.genbab.bounding import DomainBounder
-from opwise.bounds.strategies.genbab.branching import BRANCHING, MIN_WIDTH, SPLIT_POINTS, SPLITTABLE, choose_splits
+from opwise.bounds.strategies.genbab.branching import BRANCHING, SPLIT_POINTS, choose_splits
 from opwise.bounds.strategies.genbab.domains import DomainQueue
 from opwise.bounds.strategies.result import BabResult, queue_limit, within_timeout
 from opwise.bounds.bounded_model import BoundedModel
@@ -119,9 +119,9 @@ def branch_and_bound(
             parents = queue.pop(max(1, batch_size // 2))
             children = split(parents)
             if children is None:
-                kinds = ", ".join(SPLITTABLE.values())
-                stats["reason"] = (f"an unproved domain has no neuron left to split (none of {kinds}, "
-                                   f"or every such interval narrower than {MIN_WIDTH:g})")
+                stats["reason"] = ("nothing to split: no node has a splittable relaxation (a split table or a kink) "
+                                   "or is a product of two input-dependent tensors") if not bounder.nodes else \
+                    "nothing left to split: every candidate interval is narrower than the smallest split width"
                 return finish("unknown", min(p.lower for p in parents))
             while 2 * len(children) <= batch_size:  # few open domains (the first rounds): split the children again
                 grandchildren = split(children)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from opwise.bounds.strategies.genbab.branching import Shortcut, SplitNode, choose_splits, split_points
+import opwise
+from opwise.bounds.strategies.genbab.branching import Shortcut, SplitNode, choose_splits, split_nodes, split_points
 from opwise.bounds.strategies.genbab.domains import Domain, Guide
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.relaxations.registry import relaxation_for
@@ -66,3 +67,45 @@ def _identity_shortcut():
     """z = x exactly (z_i is input i), as for a first layer with identity weights."""
     eye = torch.eye(2)
     return Shortcut(eye, torch.zeros(2), eye, torch.zeros(2))
+
+
+class GatesAndSquare(torch.nn.Module):
+    """σ(a)·tanh(b), a product with the graph's input itself (x·x: never a candidate), and exp (tabled)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 4)
+
+    def forward(self, x):
+        a, b = self.linear(x).chunk(2, -1)
+        return torch.sigmoid(a) * torch.tanh(b) + (x * x).sum(-1, keepdim=True) + torch.exp(a)
+
+
+def test_split_nodes_take_both_factors_of_products_of_input_dependent_tensors():
+    graph = opwise.trace(GatesAndSquare(), torch.zeros(1, 2))
+    nodes = split_nodes(graph)
+    functions = sorted((n.function, n.input, n.other) for n in nodes)
+    assert ("mul", "sigmoid", "tanh") in functions and ("mul", "tanh", "sigmoid") in functions
+    assert sum(f == "mul" for f, _, _ in functions) == 2  # x·x of the graph's input is input splitting, not here
+    assert {f for f, _, _ in functions} == {"mul", "sigmoid", "tanh", "exp"}
+
+
+def test_products_split_a_factor_at_its_midpoint():
+    """a·b with a in [-2, 2], b in [1, 3]; the bound's minimiser needs both: every heuristic splits a factor
+    at its interval's midpoint (products get no table)."""
+    nodes = [SplitNode("m", "a", "mul", None, other="b"), SplitNode("m", "b", "mul", None, other="a")]
+    guide = Guide({"m": torch.tensor([[1.0]])}, torch.tensor([[0.5, -0.5]]), torch.tensor(0.0))
+    intervals = {"a": Interval(torch.tensor([[-2.0]]), torch.tensor([[2.0]])), "b": Interval(torch.tensor([[1.0]]), torch.tensor([[3.0]]))}
+    shortcuts = {"a": Shortcut(2 * torch.eye(2)[:1], torch.zeros(1), 2 * torch.eye(2)[:1], torch.zeros(1)),
+                 "b": Shortcut(torch.eye(2)[1:], torch.full((1,), 2.0), torch.eye(2)[1:], torch.full((1,), 2.0))}
+    for branching in ("bbps", "babsr", "largest-interval"):
+        (decision,) = choose_splits([Domain(dict(intervals), guide=guide)], nodes, branching=branching, split_point="table",
+                                    input_set=BOX, shortcuts=shortcuts)
+        interval = intervals[decision.input]
+        assert decision.point == pytest.approx(float(interval.lower + interval.upper) / 2)
+
+
+def test_no_split_nodes_give_no_decisions():
+    """Regression: with no candidates at all choose_splits crashed in torch.cat; now every domain gets None."""
+    assert choose_splits([domain([0.0, 0.0], [1.0, 1.0], [1.0, 1.0])], [], branching="bbps", split_point="table",
+                         input_set=BOX) == [None]

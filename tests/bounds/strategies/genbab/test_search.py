@@ -12,6 +12,8 @@ import torch
 import opwise
 from opwise.bounds import BoundedModel
 from opwise.bounds.strategies.alpha import AlphaOptions
+from opwise.bounds.strategies.beta import BETA
+from opwise.bounds.strategies.genbab import bounding
 from opwise.bounds.strategies.genbab.bounding import DomainBounder
 from opwise.bounds.strategies.genbab.domains import Domain
 from opwise.bounds.strategies.genbab.search import branch_and_bound
@@ -361,3 +363,136 @@ def test_a_bound_pass_reaching_the_deadline_ends_the_search_with_its_counts(monk
     result = branch_and_bound(bounded, spec, timeout=60, batch_size=4, attack=False, alpha=FAST)
     assert result.status == "timeout" and result.margin_lower is None and len(rounds) == 2
     assert result.stats["rounds"] == 1 and result.stats["domains_visited"] > 1
+
+
+class ProductNet(torch.nn.Module):
+    """y = last(a(x) · g(b(x))) with a, b halves of one linear layer; g is the identity (a net made only of
+    products, apart from the linear layers) or tanh (a·tanh(b))."""
+
+    def __init__(self, width: int, gate=None):
+        super().__init__()
+        self.first, self.last, self.gate = torch.nn.Linear(2, 2 * width), torch.nn.Linear(width, 2), gate
+
+    def forward(self, x):
+        a, b = self.first(x).chunk(2, -1)
+        return self.last(a * (b if self.gate is None else self.gate(b)))
+
+
+class GateNet(torch.nn.Module):
+    """One LSTM cell step written out: c = σ(f)·c0 + σ(i)·tanh(g), h = σ(o)·tanh(c), with c0 from the input too."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.first, self.last = torch.nn.Linear(2, 5 * width), torch.nn.Linear(width, 2)
+
+    def forward(self, x):
+        i, f, g, o, c0 = self.first(x).chunk(5, -1)
+        c = torch.sigmoid(f) * c0 + torch.sigmoid(i) * torch.tanh(g)
+        return self.last(torch.sigmoid(o) * torch.tanh(c))
+
+
+def product_case(model: torch.nn.Module, seed: int, scale: float = 1.0):
+    """(model, bounded model, grid minimum, margin spread) with random weights times `scale`."""
+    randomize_(model, seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(scale)
+    margins = grid_margins(model)
+    return model, BoundedModel(model, torch.zeros(1, 2)), float(margins.min()), float(margins.max() - margins.min())
+
+
+def test_net_made_only_of_products_is_split_not_crashed():
+    """Regression: without product candidates the search had nothing to split and crashed in choose_splits
+    ("torch.cat(): expected a non-empty list of Tensors")."""
+    model, bounded, grid_min, spread = product_case(ProductNet(3), 0, scale=2.0)
+    spec = threshold_spec(grid_min - 0.05 * spread)
+    root = bounded.compute_bounds(x_lower=BOX[0], x_upper=BOX[1], C=spec.unsafe[0].C, method="alpha-crown")
+    assert float(root.lower) - float(spec.unsafe[0].d) <= 0, "alpha-CROWN alone already verifies this case"
+    result = branch_and_bound(bounded, spec, timeout=30, batch_size=8, alpha=FAST)
+    assert result.status == "verified" and result.stats["branching_decisions"] >= 1
+    check_answer(model, spec, result, grid_min)
+
+
+def test_nothing_to_split_ends_unknown_with_a_reason():
+    """A square (pow has no split table and no kink) leaves nothing to split: 'unknown', and why."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), Square(), torch.nn.Linear(3, 2))
+    model, bounded, grid_min, spread = product_case(model, 0, scale=2.0)
+    result = branch_and_bound(bounded, threshold_spec(grid_min - 1e-3 * spread), timeout=10, attack=False, alpha=FAST)
+    assert result.status == "unknown" and result.stats["reason"].startswith("nothing to split")
+
+
+class Square(torch.nn.Module):
+    def forward(self, x):
+        return x**2
+
+
+@pytest.mark.parametrize("network", ["products", "lstm-gates"])
+def test_matches_brute_force_on_product_and_gate_networks(network):
+    answered = 0
+    for seed in range(2):
+        model = ProductNet(3) if network == "products" else GateNet(2)
+        model, bounded, grid_min, spread = product_case(model, seed, scale=2.0)
+        for sign in (-1, 1):
+            spec = threshold_spec(grid_min + sign * 0.05 * spread)
+            result = branch_and_bound(bounded, spec, timeout=8, batch_size=8, alpha=FAST)
+            check_answer(model, spec, result, grid_min)
+            answered += result.status in ("verified", "falsified")
+    assert answered >= 3
+
+
+@pytest.mark.slow
+def test_matches_brute_force_on_many_product_and_gate_networks():
+    counts = {"verified": 0, "falsified": 0, "timeout": 0, "unknown": 0}
+    for seed in range(12):
+        for model in (ProductNet(4), ProductNet(3, torch.tanh), GateNet(3)):
+            model, bounded, grid_min, spread = product_case(model, seed, scale=2.0)
+            for sign in (-1, 1):
+                spec = threshold_spec(grid_min + sign * 0.02 * spread)
+                result = branch_and_bound(bounded, spec, timeout=10, batch_size=16, alpha=FAST)
+                check_answer(model, spec, result, grid_min)
+                counts[result.status] += 1
+    print("\nBaB on 36 product/gate networks x 2 thresholds:", counts)
+    assert counts["verified"] + counts["falsified"] >= 45
+
+
+@pytest.mark.parametrize("network", ["products", "lstm-gates"])
+def test_product_subdomain_bounds_hold_where_the_split_holds(network):
+    """Children of random splits of product factors (with α and β) bound every sampled input whose factor
+    values lie in them."""
+    generator = torch.Generator().manual_seed(3)
+    model, bounded, grid_min, spread = product_case(ProductNet(3) if network == "products" else GateNet(2), 1, scale=2.0)
+    spec = threshold_spec(grid_min - 0.5 * spread)
+    bounder = DomainBounder(bounded, spec, "alpha-crown", FAST)
+    factors = [node.input for node in bounder.nodes if node.other is not None]
+    assert factors
+    domains = [bounder.root()]
+    for _ in range(4):
+        domain = domains.pop(0)
+        name = factors[int(torch.randint(len(factors), (1,), generator=generator))]
+        interval = domain.intervals[name]
+        index = int(torch.randint(interval.lower.numel(), (1,), generator=generator))
+        low, high = float(interval.lower.view(-1)[index]), float(interval.upper.view(-1)[index])
+        domains += domain.split(name, index, low + (high - low) * float(torch.rand(1, generator=generator)))
+    bounder.bound(domains, len(domains))
+    products = {node.nonlinear for node in bounder.nodes if node.other is not None}
+    for domain in domains:  # the splits reach α/β optimisation: β per split factor, α per product's planes
+        assert {BETA + name for name in factors} | products <= set(domain.parameters)
+    x = BOX[0] + (BOX[1] - BOX[0]) * torch.rand(4000, 2, generator=generator)
+    with torch.no_grad():
+        y = model(x)
+    margin = y[:, 0] - y[:, 1] - float(spec.unsafe[0].d)
+    assert_domains_bound_their_samples(domains, pre_activations(bounded, x), margin)
+
+
+def test_a_tanh_b_verifies_with_product_splits_where_tanh_splits_are_stuck(monkeypatch):
+    """On a·tanh(b), splitting tanh's inputs alone runs out of splits with the margin bound still negative;
+    with the product's factors as candidates the same property verifies."""
+    model, bounded, grid_min, spread = product_case(ProductNet(3, torch.tanh), 0)
+    spec = threshold_spec(grid_min - 0.05 * spread)
+    with_products = branch_and_bound(bounded, spec, timeout=30, batch_size=16, alpha=FAST)
+    assert with_products.status == "verified"
+    check_answer(model, spec, with_products, grid_min)
+    original = bounding.split_nodes
+    monkeypatch.setattr(bounding, "split_nodes", lambda graph: [n for n in original(graph) if n.other is None])
+    tanh_only = branch_and_bound(bounded, spec, timeout=10, batch_size=16, alpha=FAST)
+    assert tanh_only.status != "verified"

@@ -1,4 +1,5 @@
-"""GenBaB split points: table points beat midpoints, lookups stay inside (l, u), the build is reproducible."""
+"""GenBaB split points: table points beat midpoints and come close to a fine search, lookups stay inside
+(l, u), every family that declares a table has one shipped (step 0.01, float32), the build is reproducible."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from opwise.bounds.relaxations.registry import relaxation_for
 from opwise.bounds.strategies.genbab.split_points import (
     TABLE_DIRECTORY,
     TABLE_FUNCTIONS,
+    best_split_ratios,
     build_split_table,
     load_split_table,
     split_point,
+    tabled_relaxations,
 )
 from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.relaxations.bilinear import relax_bilinear
@@ -37,17 +41,29 @@ def random_grid_intervals(seed: int, count: int):
 
 
 @pytest.mark.parametrize("function", sorted(TABLE_FUNCTIONS))
-def test_every_function_has_a_shipped_table_under_the_size_budget(function):
-    assert (TABLE_DIRECTORY / f"{function}.npz").is_file()
-    assert sum(path.stat().st_size for path in TABLE_DIRECTORY.glob("*.npz")) < 1_000_000
+def test_every_declared_table_is_shipped_at_step_001_in_float32_under_1_mb(function):
+    path = TABLE_DIRECTORY / f"{function}.npz"
+    assert path.is_file() and path.stat().st_size < 1_000_000
+    with np.load(path) as arrays:
+        assert arrays["ratio"].dtype == np.float32 and float(arrays["step"]) == 0.01 and int(arrays["size"]) == 1001
+        assert float(arrays["low"]) == -5.0
+
+
+def test_tables_come_from_the_families_that_declare_them():
+    """No separate list: the registered operators' relaxations name their tables, and those are the shipped ones."""
+    assert set(tabled_relaxations()) == {path.stem for path in TABLE_DIRECTORY.glob("*.npz")}
+    for op, name in (("aten.sigmoid.default", "sigmoid"), ("aten.cos.default", "cos"), ("aten.exp.default", "exp")):
+        assert relaxation_for(op).split_table == name
+    assert relaxation_for("aten.gelu.default", (), {"approximate": "tanh"}).split_table == "gelu_tanh"
+    assert getattr(relaxation_for("aten.log.default"), "split_table", None) is None
 
 
 @pytest.mark.parametrize("function", ["sigmoid", "tanh", "gelu", "sin"])
 def test_table_points_reduce_the_summed_gap_versus_midpoints_on_average(function):
     relaxation = TABLE_FUNCTIONS[function]
     lower, upper = random_grid_intervals(1, 60)
-    table = split_point(function, lower, upper)
-    middle = split_point(function, lower, upper, mode="midpoint")
+    table = split_point(relaxation, lower, upper)
+    middle = split_point(relaxation, lower, upper, mode="midpoint")
     table_gap = integrated_gap(relaxation, lower, table) + integrated_gap(relaxation, table, upper)
     middle_gap = integrated_gap(relaxation, lower, middle) + integrated_gap(relaxation, middle, upper)
     assert table_gap.mean() < middle_gap.mean()
@@ -60,29 +76,49 @@ def test_lookups_are_strictly_inside_the_interval(dtype):
     ends = (torch.rand(2, 5000, generator=generator) * 14 - 7).to(dtype)
     lower, upper = ends.min(dim=0).values, ends.max(dim=0).values
     upper[::7] = lower[::7] + 1e-3
-    for function in TABLE_FUNCTIONS:
-        point = split_point(function, lower, upper)
+    for relaxation in TABLE_FUNCTIONS.values():
+        point = split_point(relaxation, lower, upper)
         assert point.dtype == dtype
         assert ((point > lower) & (point < upper)).all()
 
 
 def test_outside_the_grid_and_for_products_the_point_is_the_midpoint():
     lower, upper = torch.tensor([-7.0, 3.0, -5.5]), torch.tensor([1.0, 9.0, 5.5])
-    assert torch.equal(split_point("tanh", lower, upper), (lower + upper) / 2)
-    assert torch.equal(split_point("mul", torch.tensor([-1.0]), torch.tensor([2.0])), torch.tensor([0.5]))
-    assert torch.equal(split_point("aten.sigmoid.default", torch.tensor([2.0]), torch.tensor([2.0])), torch.tensor([2.0]))
+    assert torch.equal(split_point(TABLE_FUNCTIONS["tanh"], lower, upper), (lower + upper) / 2)
+    assert torch.equal(split_point(None, torch.tensor([-1.0]), torch.tensor([2.0])), torch.tensor([0.5]))
+    assert torch.equal(split_point(TABLE_FUNCTIONS["sigmoid"], torch.tensor([2.0]), torch.tensor([2.0])), torch.tensor([2.0]))
 
 
 def test_unknown_function_or_mode_raises():
     with pytest.raises(OpwiseError, match="midpoint"):
-        split_point("softplus", torch.zeros(1), torch.ones(1))
+        split_point(relaxation_for("aten.log.default"), torch.ones(1), 2 * torch.ones(1))
     with pytest.raises(OpwiseError, match="mode"):
-        split_point("tanh", torch.zeros(1), torch.ones(1), mode="golden")
+        split_point(TABLE_FUNCTIONS["tanh"], torch.zeros(1), torch.ones(1), mode="golden")
+
+
+@pytest.mark.parametrize("function", ["sigmoid", "tanh", "gelu", "sin"])
+def test_table_points_come_close_to_a_fine_search_and_rarely_lose_to_the_midpoint(function):
+    """On random intervals inside the grid the table's summed gap is within 0.5% of a 999-point search's on
+    average, and worse than the midpoint's on under 1% of them (the former 0.05-step float16 table with
+    interpolation, on these intervals for tanh: 0.705 against the fine search's 0.650, worse than the
+    midpoint on 10%)."""
+    relaxation = TABLE_FUNCTIONS[function]
+    lower, upper = random_grid_intervals(4, 400)
+    table = split_point(relaxation, lower, upper)
+    middle = (lower + upper) / 2
+    fine = lower + (upper - lower) * best_split_ratios(relaxation, lower, upper, candidates=999, refine=0)
+
+    def summed(point):
+        return integrated_gap(relaxation, lower, point) + integrated_gap(relaxation, point, upper)
+
+    table_gap, middle_gap, fine_gap = summed(table), summed(middle), summed(fine)
+    assert table_gap.mean() <= 1.005 * fine_gap.mean()
+    assert (table_gap > middle_gap + 1e-6).double().mean() < 0.01
 
 
 def test_tiny_grid_build_matches_brute_force_and_is_deterministic():
-    table = build_split_table("sigmoid", -2.0, 2.0, 1.0, candidates=19)
-    again = build_split_table("sigmoid", -2.0, 2.0, 1.0, candidates=19)
+    table = build_split_table("sigmoid", -2.0, 2.0, 1.0, candidates=19, refine=0)
+    again = build_split_table("sigmoid", -2.0, 2.0, 1.0, candidates=19, refine=0)
     assert table["ratio"].tobytes() == again["ratio"].tobytes()
     relaxation = TABLE_FUNCTIONS["sigmoid"]
     rows, columns = np.triu_indices(5, 1)
@@ -100,7 +136,7 @@ def test_shipped_table_agrees_with_a_rebuild_at_sampled_cells():
     for low, high in ((-5.0, 5.0), (-1.0, 2.0), (0.5, 4.5)):
         rebuilt = build_split_table("gelu", low, high, high - low)["ratio"][0]
         i, j = (np.array([low, high]) - shipped.low) / shipped.step
-        assert shipped.ratio[int(round(i)), int(round(j))].item() == pytest.approx(float(rebuilt), abs=1e-3)
+        assert shipped.ratio[int(round(i)), int(round(j))].item() == pytest.approx(float(rebuilt), abs=1e-6)
 
 
 def mccormick_gap_volume(lx: float, ux: float, ly: float, uy: float, samples: int = 80) -> float:
