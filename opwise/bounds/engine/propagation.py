@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
+import warnings
 from typing import Iterable, Mapping
 
 import torch
@@ -231,15 +232,26 @@ class BoundPropagation:
             return ibp
         if policy == "forward":
             forward = self.forward_linear(node).concretize(self.input_set)
-            tight = Interval(torch.maximum(ibp.lower, forward.lower), torch.minimum(ibp.upper, forward.upper))
-            self._tight[node] = self._narrow(node, Interval(tight.lower.detach(), torch.maximum(tight.lower, tight.upper).detach()))
+            lower, upper = tightened(ibp.lower, ibp.upper, forward.lower, forward.upper)
+            self._warn_if_apart(node, ibp, lower, upper)
+            self._tight[node] = self._narrow(node, Interval(lower.detach(), upper.detach()))
             return self._tight[node]
         selected = self.selection(self.neurons_needed(node, ibp, self.groups(node, ibp)))
         if selected.any() if selected.dtype == torch.bool else selected.numel():
             self.prepare(node)
         refined = self.refine(node, ibp, selected)
+        self._warn_if_apart(node, ibp, refined.lower, refined.upper)
         self._tight[node] = self._narrow(node, Interval(refined.lower.detach(), refined.upper.detach()))
         return self._tight[node]
+
+    def _warn_if_apart(self, node: fx.Node, ibp: Interval, lower: torch.Tensor, upper: torch.Tensor) -> None:
+        """Warn where linear bounds and interval arithmetic missed each other at a node (`tightened` took their
+        hull there): the float32 computation rounded a value away that exact arithmetic keeps."""
+        if bool(((lower < ibp.lower) | (upper > ibp.upper)).any()):
+            warnings.warn(f"node {node.name} ({self.graph.info(node).op}): its linear bounds and its interval bounds do "
+                          "not overlap, which only floating-point rounding causes (a constant such as 1e30 or an "
+                          "attention mask of the dtype's minimum absorbing a value); the bounds follow exact "
+                          "arithmetic there and may miss the float32 outputs", RuntimeWarning, stacklevel=2)
 
     def policy(self, node: fx.Node) -> str:
         """How this node's intermediate bound is computed: "ibp", "forward" or "crown"."""
@@ -330,8 +342,8 @@ class BoundPropagation:
                 A[rows + count, :, chunk] = -1.0
                 A = A.reshape(2 * count, *lower.shape)
             bound = self.backward(node, A, groups, alphas)
-            flat_lower[:, chunk] = torch.maximum(flat_lower[:, chunk], bound[:count].T)
-            flat_upper[:, chunk] = torch.minimum(flat_upper[:, chunk], -bound[count:].T)
+            flat_lower[:, chunk], flat_upper[:, chunk] = tightened(flat_lower[:, chunk], flat_upper[:, chunk],
+                                                                   bound[:count].T, -bound[count:].T)
         return Interval(lower, upper)
 
     def _refine_per_group(self, node: fx.Node, base: Interval, needed: torch.Tensor) -> Interval:
@@ -362,9 +374,10 @@ class BoundPropagation:
                 A[rows + count, samples, positions] = -signs
                 A = A.reshape(2 * count, *lower.shape)
             bound = self.backward(node, A, groups)
-            infinity = torch.tensor(math.inf, dtype=lower.dtype, device=lower.device)
-            flat_lower.scatter_reduce_(1, positions.T, torch.where(keep, bound[:count], -infinity).T, "amax")
-            flat_upper.scatter_reduce_(1, positions.T, torch.where(keep, -bound[count:], infinity).T, "amin")
+            old_lower, old_upper = flat_lower.gather(1, positions.T), flat_upper.gather(1, positions.T)
+            new_lower, new_upper = tightened(old_lower, old_upper, bound[:count].T, -bound[count:].T)
+            flat_lower.scatter_(1, positions.T, torch.where(keep.T, new_lower, old_lower))
+            flat_upper.scatter_(1, positions.T, torch.where(keep.T, new_upper, old_upper))
         return Interval(lower, upper)
 
     def forward_linear(self, target: fx.Node) -> LinearBounds:
@@ -502,3 +515,19 @@ class BoundPropagation:
         else:
             lower = self.input_set.minimum(dense(input_coefficient), groups) + bias
         return LinearBound(lower, input_coefficient, bias, recorded)
+
+
+def tightened(lower: torch.Tensor, upper: torch.Tensor, new_lower: torch.Tensor,
+              new_upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[lower, upper] ∩ [new_lower, new_upper], elementwise; where the two do not meet, their hull. Two sound
+    bounds of one value can miss each other only through floating-point rounding: a huge constant (an
+    attention mask of finfo.min) absorbs a value in float32, so interval arithmetic sees the rounded value
+    while a linear bound keeps the exact one. An empty intersection (lower above upper) made every relaxation
+    after it NaN; the hull holds both.
+
+    >>> tightened(torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.0]), torch.tensor([0.5, 0.02]), torch.tensor([2.0, 0.05]))
+    (tensor([0.5000, 0.0000]), tensor([1.0000, 0.0500]))
+    """
+    low, high = torch.maximum(lower, new_lower), torch.minimum(upper, new_upper)
+    apart = low > high
+    return torch.where(apart, torch.minimum(lower, new_lower), low), torch.where(apart, torch.maximum(upper, new_upper), high)

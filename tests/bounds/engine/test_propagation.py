@@ -249,3 +249,30 @@ def test_a_batch_carries_as_many_intermediate_specs_as_its_neediest_sample(kind)
         assert specs[name] == 2 * int(needed.sum(1).max())
         wider += int(needed.any(0).sum()) > int(needed.sum(1).max())
     assert wider  # somewhere the union is wider than the neediest sample: the case this is about
+
+
+def test_bounds_that_rounding_pulls_apart_are_joined_and_reported():
+    """(x + 1e30) − 1e30 is 0 in float32 but x in exact arithmetic: interval arithmetic and CROWN's linear bound
+    of the difference do not overlap. Their intersection used to be an inverted interval (lower above upper),
+    which turns every relaxation after it NaN; now the engine keeps their hull and warns, naming the node."""
+    import warnings
+
+    class Absorbing(torch.nn.Module):
+        def forward(self, x):
+            return torch.tanh((x + 1e30) - 1e30) + x
+
+    x = torch.full((1, 3), 0.75)
+    graph = trace(Absorbing(), x)
+    engine = BoundPropagation(graph, InputSet(x - 0.25, x + 0.25), "crown")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for node in graph.nodes:
+            if node.op == "call_function" and graph.info(node).depends_on_input:
+                interval = engine.interval(node)
+                assert bool((interval.lower <= interval.upper).all()), node.name
+                assert bool(torch.isfinite(interval.lower).all() and torch.isfinite(interval.upper).all()), node.name
+    messages = [str(w.message) for w in caught]
+    assert any("do not overlap" in m and "aten.sub.Tensor" in m for m in messages), messages
+    difference = next(n for n in graph.nodes if n.op == "call_function" and graph.info(n).op == "aten.sub.Tensor")
+    joined = engine.interval(difference)
+    assert float(joined.lower.min()) <= 0.0 and float(joined.upper.max()) >= 1.0 - 1e-6  # float's 0 and exact x ≤ 1
