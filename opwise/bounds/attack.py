@@ -57,6 +57,8 @@ def pgd_attack(
     step_size: float = 0.25,
     seed: int = 0,
     time_limit: float | None = None,
+    patience: int | None = 40,
+    tolerance: float = 1e-3,
 ) -> AttackResult:
     """Minimise each disjunct's margin by projected steepest-descent steps inside the input set, several
     starts per disjunct.
@@ -64,7 +66,11 @@ def pgd_attack(
     `function` maps a batch `[n, *spec.x_lower.shape[1:]]` to outputs `[n, outputs]`. A step moves
     `step_size` times the set's size (each input's box width along the gradient's sign; on an Lp ball ε
     along the dual-norm direction, `InputSet.ascent_step`), decayed by a cosine schedule, and projects back
-    onto the set. Starts: the box centre (the ball's centre), then random points of the set.
+    onto the set. Starts: the box centre (the ball's centre), then random points of the set. The attack
+    stops early when it has stalled: no disjunct's best margin fell by more than `tolerance` of its size (at
+    least `tolerance`² absolutely) in the last `patience` steps (None: never). Signed steps reach a vertex of
+    the box within a few steps and stay at a local minimum there, so on a property that holds the remaining
+    steps (most of the time, on a large network) find nothing.
 
     >>> import torch
     >>> from opwise.bounds.spec import Specification, robustness_disjuncts
@@ -92,6 +98,7 @@ def pgd_attack(
     chosen = torch.arange(starts, device=x.device) % count
     deadline = None if time_limit is None else time.monotonic() + time_limit
     best_x, best_margin = x[:1].detach(), math.inf
+    history = []  # per step: each disjunct's best margin so far
     for step in range(steps + 1):
         x = x.detach().requires_grad_(True)
         y = function(x).reshape(starts, -1)
@@ -101,10 +108,32 @@ def pgd_attack(
         index = int(overall.argmin())
         if float(overall[index]) < best_margin:
             best_margin, best_x = float(overall[index]), x[index : index + 1].detach().clone()
-        if best_margin <= 0 or step == steps or (deadline is not None and time.monotonic() > deadline):
+        history.append(torch.minimum(history[-1], _best_per_disjunct(own, chosen, count)) if history else
+                       _best_per_disjunct(own, chosen, count))
+        if (best_margin <= 0 or step == steps or (deadline is not None and time.monotonic() > deadline)
+                or _stalled(history, patience, tolerance)):
             break
         (gradient,) = torch.autograd.grad(own.sum(), x)
         scale = step_size * 0.5 * (1 + math.cos(math.pi * step / steps))
         x = region.project(x.detach() - scale * region.ascent_step(gradient))
     violates, margin, output = check_counterexample(function, spec, best_x)
     return AttackResult(best_x if violates else None, margin, output)
+
+
+def _best_per_disjunct(own: torch.Tensor, chosen: torch.Tensor, count: int) -> torch.Tensor:
+    """[count]: the lowest margin among the starts aimed at each disjunct."""
+    best = own.new_full((count,), math.inf)
+    return best.scatter_reduce(0, chosen, own.detach(), reduce="amin")
+
+
+def _stalled(history: list[torch.Tensor], patience: int | None, tolerance: float) -> bool:
+    """Whether no disjunct's best margin fell by more than `tolerance` of its size in the last `patience` steps.
+
+    >>> flat = [torch.tensor([2.0, 1.0])] * 21
+    >>> _stalled(flat, 20, 1e-3), _stalled(flat[:-1] + [torch.tensor([2.0, 0.9])], 20, 1e-3), _stalled(flat, None, 1e-3)
+    (True, False, False)
+    """
+    if patience is None or len(history) <= patience:
+        return False
+    now, before = history[-1], history[-1 - patience]
+    return bool(((before - now) <= tolerance * now.abs().clamp(min=tolerance)).all())

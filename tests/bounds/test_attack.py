@@ -99,3 +99,41 @@ def test_ball_attack_descends_to_the_minimum_of_a_linear_margin(norm, domain):
     result = pgd_attack(model, spec)
     assert not result.found and true_min > 0
     assert true_min - error <= result.margin <= true_min + 2e-3
+
+
+def _counting(function):
+    """`function` and a list whose length is how many batches it was called on."""
+    calls = []
+
+    def counted(x):
+        calls.append(len(x))
+        return function(x)
+
+    return counted, calls
+
+
+def test_attack_stops_once_every_margin_has_stalled():
+    # y = x on [0, 1]^2, unsafe y0 >= 2: signed steps reach the vertex (1, .) at once and the margin stays at 1
+    model = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(2))
+    spec = Specification(torch.zeros(1, 2), torch.ones(1, 2), [Disjunct(torch.tensor([[-1.0, 0.0]]), torch.tensor([-2.0]))])
+    stalled, calls = _counting(model)
+    result = pgd_attack(stalled, spec, steps=100, patience=20)
+    full, all_calls = _counting(model)
+    pgd_attack(full, spec, steps=100, patience=None)
+    assert not result.found and abs(result.margin - 1.0) < 1e-6
+    assert len(all_calls) == 102 and len(calls) <= 25
+
+
+def test_attack_keeps_going_while_a_margin_still_falls():
+    # the margin falls by 1% of its start per step whatever x is: no stall, the violation comes at the last steps
+    calls = []
+
+    def falling(x):
+        calls.append(len(x))
+        return x.sum(1, keepdim=True) * 0 + (1.0 - 0.0101 * len(calls))
+
+    spec = Specification(torch.zeros(1, 2), torch.ones(1, 2), [Disjunct(torch.ones(1, 1), torch.zeros(1))])
+    result = pgd_attack(falling, spec, steps=100, restarts=1, patience=20)
+    assert result.found and len(calls) >= 99

@@ -26,6 +26,10 @@ from opwise.progress import Progress
 
 #: seconds between PGD attacks during the search
 ATTACK_INTERVAL = 10.0
+#: the share of the search's time its attacks may take: the first one of the timeout, each later one of the
+#: time since the one before (a caller that attacked already, as verify does, would otherwise see a second
+#: attack take all the time a large network's PGD can use before any domain is bounded)
+ATTACK_SHARE = 0.25
 
 
 @within_timeout
@@ -79,13 +83,13 @@ def branch_and_bound(
         stats["seconds"] = time.monotonic() - start
         return BabResult(status, counterexample, stats, margin)
 
-    def attacked(seed: int) -> torch.Tensor | None:
+    def attacked(seed: int, budget: float) -> torch.Tensor | None:
         stats["attacks"] += 1
-        result = pgd_attack(function, spec, seed=seed, time_limit=max(0.0, deadline - time.monotonic()))
+        result = pgd_attack(function, spec, seed=seed, time_limit=max(0.0, min(budget, deadline - time.monotonic())))
         return result.counterexample
 
     if attack:
-        counterexample = attacked(0)
+        counterexample = attacked(0, ATTACK_SHARE * timeout)
         if counterexample is not None:
             return finish("falsified", None, counterexample)
     bounder = DomainBounder(bounded, spec, method, alpha)
@@ -139,7 +143,7 @@ def branch_and_bound(
                 if counterexample is not None:
                     return finish("falsified", None, counterexample)
                 if attack and time.monotonic() - last_attack > ATTACK_INTERVAL:
-                    counterexample = attacked(stats["rounds"])
+                    counterexample = attacked(stats["rounds"], ATTACK_SHARE * (time.monotonic() - last_attack))
                     last_attack = time.monotonic()
                     if counterexample is not None:
                         return finish("falsified", None, counterexample)

@@ -496,3 +496,22 @@ def test_a_tanh_b_verifies_with_product_splits_where_tanh_splits_are_stuck(monke
     monkeypatch.setattr(bounding, "split_nodes", lambda graph: [n for n in original(graph) if n.other is None])
     tanh_only = branch_and_bound(bounded, spec, timeout=10, batch_size=16, alpha=FAST)
     assert tanh_only.status != "verified"
+
+
+def test_attacks_take_a_share_of_the_time(monkeypatch):
+    """Every PGD attack of the search gets at most ATTACK_SHARE of its time (the first of the timeout), so a
+    network whose attack is slow still has its domains bounded."""
+    import opwise.bounds.strategies.genbab.search as search
+
+    limits = []
+
+    def recorded(*args, time_limit=None, **kwargs):
+        limits.append(time_limit)
+        return pgd_attack(*args, time_limit=time_limit, **kwargs)
+
+    pgd_attack = search.pgd_attack
+    monkeypatch.setattr(search, "pgd_attack", recorded)
+    model, bounded, grid_min, spread = next(cases([0]))
+    result = branch_and_bound(bounded, threshold_spec(grid_min - 0.2 * spread), timeout=60, batch_size=8, alpha=FAST)
+    assert result.status == "verified" and limits
+    assert all(limit <= search.ATTACK_SHARE * 60 for limit in limits)
