@@ -11,6 +11,8 @@ from typing import Callable
 
 import torch
 
+from opwise.bounds.strategies.input_split import bisect
+
 Margins = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """`margins(lower [n, *shape], upper [n, *shape])`: a sound lower bound of the robust margin on each box, [n]."""
 
@@ -46,17 +48,6 @@ def certify_by_splitting(margins: Margins, lower: torch.Tensor, upper: torch.Ten
         open_ &= ~failed[owner]
         owner, lower, upper = owner[open_], lower[open_], upper[open_]
         if owner.numel():
-            lower, upper = _bisect_widest(lower, upper)
+            lower, upper = bisect(lower, upper, (upper - lower).flatten(1).argmax(1))  # across the widest side
             owner = torch.cat([owner, owner])
     return ~failed
-
-
-def _bisect_widest(lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both halves of every box cut across its widest side: (lower, upper) of [2n, *shape], first halves first."""
-    flat_lower, flat_upper = lower.flatten(1), upper.flatten(1)
-    side = (flat_upper - flat_lower).argmax(1, keepdim=True)
-    middle = (flat_lower.gather(1, side) + flat_upper.gather(1, side)) / 2
-    low_upper = flat_upper.scatter(1, side, middle)
-    high_lower = flat_lower.scatter(1, side, middle)
-    return (torch.cat([flat_lower, high_lower]).reshape(-1, *lower.shape[1:]),
-            torch.cat([low_upper, flat_upper]).reshape(-1, *lower.shape[1:]))

@@ -215,7 +215,7 @@ def input_split_bab(
                 found, children = _split_every_way(bound_fn, function, spec, rows, batch, width, stats)
             else:
                 dimension = _choose_dimension(function, rows, batch, width, branching)
-                child_lower, child_upper = _bisect(batch.lower, batch.upper, dimension)
+                child_lower, child_upper = bisect(batch.lower, batch.upper, dimension)
                 found, children = _bound(bound_fn, function, spec, rows, child_lower, child_upper, batch.open_.repeat(2, 1),
                                          (batch.depth + 1).repeat(2), _repeat(batch.state, 2), branching, stats)
             if found is not None:
@@ -337,8 +337,14 @@ def _rounded(value: torch.Tensor, like: torch.Tensor, outwards: float) -> torch.
     return torch.where(moved, torch.nextafter(near, torch.full_like(near, outwards)), near).reshape(like.shape)
 
 
-def _bisect(lower: torch.Tensor, upper: torch.Tensor, dimension: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Children of each box halved along its `dimension`: (lower, upper), left halves first."""
+def bisect(lower: torch.Tensor, upper: torch.Tensor, dimension: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Children of each box halved along its (flat) `dimension`: (lower, upper), left halves first.
+
+    >>> bisect(torch.zeros(1, 2), torch.tensor([[1.0, 4.0]]), torch.tensor([1]))
+    (tensor([[0., 0.],
+            [0., 2.]]), tensor([[1., 2.],
+            [1., 4.]]))
+    """
     flat_lower, flat_upper = lower.reshape(len(lower), -1), upper.reshape(len(upper), -1)
     index = torch.arange(len(lower), device=lower.device)
     middle = (flat_lower[index, dimension] + flat_upper[index, dimension]) / 2
@@ -353,7 +359,7 @@ def _split_every_way(bound_fn, function, spec, rows, batch: "_Domains", width: t
     dimension whose worse half has the highest bound: (counterexample or None, its unproved children)."""
     count, dimensions = len(batch), width.shape[1]
     candidates = [d for d in range(dimensions) if bool((width[:, d] > 0).any())]
-    lowers, uppers = zip(*(_bisect(batch.lower, batch.upper, torch.full((count,), d, device=width.device)) for d in candidates))
+    lowers, uppers = zip(*(bisect(batch.lower, batch.upper, torch.full((count,), d, device=width.device)) for d in candidates))
     found, children = _bound(bound_fn, function, spec, rows, torch.cat(lowers), torch.cat(uppers),
                              batch.open_.repeat(2 * len(candidates), 1), (batch.depth + 1).repeat(2 * len(candidates)),
                              _repeat(batch.state, 2 * len(candidates)), "bound", stats)
