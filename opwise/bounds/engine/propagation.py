@@ -65,6 +65,11 @@ REARRANGING = frozenset(f"aten.{name}" for name in (
     "clone", "contiguous", "alias", "detach", "movedim"))
 
 
+#: how far (relative to 1 + |bound|) a node's linear bounds may reach past its interval bounds before the engine
+#: warns that rounding pulled them apart (below it, the two differ by the rounding of the bounds themselves)
+ROUNDING_NOTICE = 1e-4
+
+
 class BoundPropagation:
     """Bounds of any node of `graph` over `input_set`; `intermediate` is one of `POLICIES`.
 
@@ -246,8 +251,12 @@ class BoundPropagation:
 
     def _warn_if_apart(self, node: fx.Node, ibp: Interval, lower: torch.Tensor, upper: torch.Tensor) -> None:
         """Warn where linear bounds and interval arithmetic missed each other at a node (`tightened` took their
-        hull there): the float32 computation rounded a value away that exact arithmetic keeps."""
-        if bool(((lower < ibp.lower) | (upper > ibp.upper)).any()):
+        hull there) by more than rounding of the bounds themselves (`ROUNDING_NOTICE` of their size: near-point
+        intervals of fixed inputs miss each other by an ulp): the float32 computation rounded a value away that
+        exact arithmetic keeps."""
+        excess = torch.maximum(ibp.lower - lower, upper - ibp.upper)
+        scale = 1 + torch.maximum(ibp.lower.abs(), ibp.upper.abs())
+        if bool((excess > ROUNDING_NOTICE * scale).any()):
             warnings.warn(f"node {node.name} ({self.graph.info(node).op}): its linear bounds and its interval bounds do "
                           "not overlap, which only floating-point rounding causes (a constant such as 1e30 or an "
                           "attention mask of the dtype's minimum absorbing a value); the bounds follow exact "
