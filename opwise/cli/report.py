@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     parser.add_argument("--text", default=None, help="text for a token model (needs --tokenizer): relevance per token only")
     parser.add_argument("--tokenizer", default=None, help="tokenizer for --text, as in `opwise explain`")
     parser.add_argument("--composite", action="append", default=None,
-                        help="composite to explain with (repeat for several; default epsilon-plus-flat and epsilon-gamma-box)")
+                        help="composite to explain with (repeat for several; default epsilon-plus and epsilon-gamma-box)")
     parser.add_argument("--eps", type=float, default=0.05, help="L-infinity radius to verify at (default 0.05)")
     parser.add_argument("--patch", type=int, default=1, help="patch side of the certified map (default 1)")
     parser.add_argument("--method", default="crown",

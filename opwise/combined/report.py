@@ -23,7 +23,9 @@ from opwise.combined.certified_map import CertifiedMap, certified_map
 from opwise.combined.counterexample import explain_counterexample
 from opwise.errors import InputError
 
-DEFAULT_COMPOSITES = ("epsilon-plus-flat", "epsilon-gamma-box")
+#: epsilon-plus first (it also explains the counterexample): the flat rule spreads a dense first layer's relevance
+#: evenly over its inputs, so an MLP's map came out one flat colour
+DEFAULT_COMPOSITES = ("epsilon-plus", "epsilon-gamma-box")
 CHOSEN = ' class="chosen"'
 
 STYLE = """

@@ -96,3 +96,15 @@ def test_text_report_explains_tokens_and_says_why_bounds_are_absent(tmp_path):
     for section in SECTIONS:
         assert f'<section id="{section}">' in page
     assert page.count("token ids are discrete") == 3 and page.count("data:image/png;base64,") == 1
+
+
+def test_default_composites_draw_an_mlp_s_relevance_apart_per_feature():
+    """The report's first default composite was epsilon-plus-flat: on an MLP its map was one flat colour."""
+    import opwise
+    from opwise.combined.report import DEFAULT_COMPOSITES
+
+    model, inputs = opwise.load_model("builtin:mlp")
+    x = (inputs[0] if isinstance(inputs, (tuple, list)) else inputs)[:1]
+    for composite in DEFAULT_COMPOSITES:
+        relevance = opwise.explain(model, x, composite=composite).relevance
+        assert float(relevance.std()) > 1e-2 * float(relevance.abs().max()), composite
