@@ -3,6 +3,7 @@
     python -m benchmarks.vnncomp acasxu --cap 30 --workers 2
     python -m benchmarks.vnncomp all --cap 60
     python -m benchmarks.vnncomp all --cap 60 --resume    # after an interruption: only what has no result file
+    python -m benchmarks.vnncomp mnist_fc_2022 --only 256x4 --cap 30   # a subset: paths containing '256x4'
 
 A `sat` answer counts as solved only when its counterexample, clipped into the property's input box, makes
 the output constraints hold in an onnxruntime forward pass (independent of opwise's importer); an `unsat`
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="where the workers verify: cpu or cuda (default: the CPU)")
     parser.add_argument("--resume", action="store_true",
                         help="skip instances whose result files in --out are complete (after an interrupted run)")
+    parser.add_argument("--only", nargs="+", default=(), metavar="TEXT",
+                        help="run only the instances whose onnx or vnnlib path contains one of these strings")
     args = parser.parse_args(argv)
     root = find_benchmarks(args.benchmarks)
     names = sorted(p.name for p in root.iterdir() if (p / "instances.csv").is_file()) if args.suites == ["all"] else args.suites
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: running {suite_dir / 'instances.csv'}", file=sys.stderr)
         results = run_suite(suite_dir / "instances.csv", out / "results.csv", cap=args.cap, workers=args.workers,
                             ray_address=args.ray, result_dir=out / "files", resume=args.resume, device=args.device,
-                            progress=suite_bar)
+                            progress=suite_bar, only=args.only)
         table.append((name, score(suite_dir, results, out / "files")))
     header = f"{'suite':<22}{'inst':>6}{'solved':>8}{'sat':>6}{'unsat':>7}{'timeout':>9}{'unknown':>9}{'error':>7}{'wrong':>7}{'total s':>10}{'median s':>10}"
     print(f"cap {args.cap} s, {args.workers} workers, device {args.device or 'cpu'}")

@@ -12,7 +12,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Callable, Sequence, TextIO
 
 import torch
 
@@ -69,7 +69,7 @@ def run_one(verify: Callable, onnx: str, vnnlib: str, timeout: float, result_pat
 def run_suite(instances_csv: str | Path, results_csv: str | Path, *, cap: float | None = None, workers: int = 2,
               ray_address: str | None = None, verify: Callable = verify_instance, result_dir: str | Path | None = None,
               grace: float = 10.0, device: str | None = None, resume: bool = False,
-              progress: Progress | None = None) -> list[dict]:
+              progress: Progress | None = None, only: Sequence[str] = ()) -> list[dict]:
     """Run every instance of a VNN-COMP instances CSV, `workers` at a time, and write the results CSV.
 
     Each instance runs in its own worker process that is killed `grace` seconds after its timeout (capped
@@ -83,12 +83,16 @@ def run_suite(instances_csv: str | Path, results_csv: str | Path, *, cap: float 
     with `resume`, instances whose result files are complete (`is_complete`) are not run again. `progress`
     (opwise.progress) is told at the start and as each instance finishes: {"search": "suite", "done", "total",
     "counts" (per status), "seconds", "left"}; `suite_bar` draws that as a bar on stderr. Without it nothing
-    is drawn.
+    is drawn. `only` keeps the instances whose onnx or vnnlib path (as written in the CSV) contains one of its strings (a subset to
+    study); empty keeps all.
     """
     if device is not None:  # every worker verifies on this device ("cuda": one GPU shared by the workers)
         verify = partial(verify, device=device)
     instances = read_instances(instances_csv, cap)
     folder = Path(instances_csv).parent
+    if only:  # matched on the paths as instances.csv wrote them
+        instances = [row for row in instances
+                     if any(part in _as_written(row[0], folder) or part in _as_written(row[1], folder) for part in only)]
     written = [(_as_written(onnx, folder), _as_written(vnnlib, folder)) for onnx, vnnlib, _ in instances]
     names = result_file_names(written)
     if resume and result_dir is None:

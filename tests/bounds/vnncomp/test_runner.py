@@ -177,3 +177,10 @@ def test_absolute_paths_in_instances_csv(tmp_path):
     assert [(row["onnx"], row["vnnlib"], row["status"]) for row in _csv(tmp_path / "results.csv")] == [
         (f"{elsewhere}/sat.onnx", f"{elsewhere}/p.vnnlib", "sat"), ("onnx/unsat.onnx", "vnnlib/p.vnnlib", "unsat")]
     assert read_result(tmp_path / "files" / rows[0]["result_file"])[0] == "sat"
+
+
+def test_only_runs_the_instances_whose_paths_contain_one_of_the_strings(tmp_path):
+    instances = _instances(tmp_path, ["sat", "unsat", "unknown"])
+    rows = run_suite(instances, tmp_path / "results.csv", workers=1, verify=faulty_verify, only=["uns", "unk"])
+    assert [row["status"] for row in rows] == ["unsat", "unknown"]
+    assert (tmp_path / "calls.txt").read_text().split() == ["unsat", "unknown"]
