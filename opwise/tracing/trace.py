@@ -66,7 +66,10 @@ def trace(
     order = ["export", "fx"] if strategy == "auto" else [strategy]
     was_training = model.training
     if was_training:  # only when needed: modules unlifted from torch.export programs refuse eval()
-        model.eval()
+        try:
+            model.eval()
+        except NotImplementedError:  # such a module (ExportedProgram.module()) keeps the mode it was exported in
+            was_training = False
     failures = []
     try:
         for name in order:

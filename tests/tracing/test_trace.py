@@ -290,3 +290,20 @@ def test_models_taking_use_cache_are_traced_without_their_cache():
     model.seen.clear()
     opwise.trace(model, torch.randn(1, 3), use_cache=True)  # the caller's own choice stands
     assert model.seen == {True}
+
+
+def test_a_module_unlifted_from_an_exported_program_traces_and_verifies():
+    """`ExportedProgram.module()` says it is training and refuses `eval()` (NotImplementedError): tracing it,
+    and so `opwise.verify` on it, raised that error. Its mode was fixed at export; it now traces as it is."""
+    import opwise
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+    x = torch.randn(1, 4)
+    unlifted = torch.export.export(model, (x,)).module()
+    assert unlifted.training
+    result = opwise.verify(unlifted, x, eps=1e-3)
+    assert result.status == "verified" and result.margin_lower > 0
+    output = model(x)[0].detach()
+    others = torch.cat([output[: result.target], output[result.target + 1 :]])
+    assert result.target == int(output.argmax()) and result.margin_lower <= float(output[result.target] - others.max())
