@@ -43,7 +43,7 @@ def test_both_searches_report_every_round():
 
 def test_verify_draws_nothing_unless_asked(capsys):
     """At eps 0.55 the margin holds (about 0.018 on a grid) but α-CROWN's bound is negative, so GenBaB must run
-    rounds: silent by default, one live line with verbose=True."""
+    rounds: silent by default, one live line with verbose=True that shows the bound passes too."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.Tanh(),
                                 torch.nn.Linear(16, 3)).eval()
@@ -54,7 +54,8 @@ def test_verify_draws_nothing_unless_asked(capsys):
     result = opwise.verify(model, torch.zeros(1, 2), eps=0.55, bab=dict(options), verbose=True)
     assert result.status == "verified" and result.stats["bab"]["rounds"] >= 1
     err = capsys.readouterr().err
-    assert err.startswith("\rGenBaB: ") and "open" in err and err.endswith("\n")
+    assert err.startswith("\rcrown: layer 1/2") and err.endswith("\n")  # the root bound pass, layer by layer,
+    assert "\rGenBaB: " in err and "open" in err and err.count("\n") == 1  # then the search, on the same line
 
 
 def _terminal(written: str) -> str:

@@ -117,9 +117,13 @@ def verify(
     methods = None if method == "auto" else (method,)
     remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
     line = LiveLine() if verbose else None
+    earlier = bounded.progress
+    if line is not None and earlier is None:  # verbose also shows the bound passes' layers and α iterations
+        bounded.progress = line
     try:
         result = verify_specification(bounded, spec, methods=methods, complete=bab, timeout=remaining, progress=line)
     finally:
+        bounded.progress = earlier
         if line is not None:
             line.close()
     result.target = target
