@@ -120,22 +120,6 @@ def _needs_shape(loaded) -> bool:
     return loaded.example_inputs is None and not isinstance(loaded.model, Graph)
 
 
-def _check_any_batch(spec: str, model, inputs: torch.Tensor) -> None:
-    """Verification runs the model on batches (attack restarts, bound chunks): refuse, with what to do, a
-    model that runs on one batch size only (a .pt2 program exported without a dynamic batch)."""
-    if not isinstance(model, torch.nn.Module):
-        return
-    try:
-        with torch.no_grad():
-            model(inputs[:1].expand(2, *inputs.shape[1:]))
-    except Exception as error:  # noqa: BLE001 - any failure means the model is fixed to one batch size
-        hint = ("re-export it with a dynamic batch: torch.export.export(model, (x,), "
-                "dynamic_shapes=({0: torch.export.Dim('batch')},))" if spec.endswith(".pt2")
-                else "make its forward work for any batch size")
-        raise InputError(f"{spec} does not run on a batch of 2 ({' '.join(str(error).split())[:160]}); verification "
-                         f"runs batches of inputs: {hint}") from error
-
-
 def format_row(cells: list[str], widths: list[int]) -> str:
     return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
 
@@ -155,7 +139,6 @@ def run(args: argparse.Namespace) -> int:
     eps = DEFAULT_EPS if args.eps is None else args.eps
     spec = args.model or DEFAULT_MODEL
     model, inputs = _inputs(spec, args)
-    _check_any_batch(spec, model, inputs)
     line = _live_line(args)
     bounded = BoundedModel(model, inputs[:1], device=device, progress=line)
     bab = {"progress": line} if args.bab and line is not None else args.bab

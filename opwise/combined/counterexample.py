@@ -102,16 +102,16 @@ def explain_counterexample(
     others = output_x_prime[0].clone()
     others[true_class] = -torch.inf
     adversarial_class = int(others.argmax()) if classes > 1 else true_class
-    both = torch.cat([x, x_prime])
     maps, conservation = [], []
     for cls in (true_class, adversarial_class):
-        explanation = explain(model, both, target=cls, composite=composite)
-        relevance = explanation.relevance if isinstance(explanation.relevance, torch.Tensor) else explanation.relevance[0]
-        relevance = relevance.detach()
-        conservation.append(explanation.conservation.detach())
-        if tokens is not None:
-            relevance = relevance.sum(-1)
-        maps.append((relevance[:1], relevance[1:]))
+        pair = []
+        for point in (x, x_prime):  # one at a time: a model exported for batch 1 takes no batch of 2
+            explanation = explain(model, point, target=cls, composite=composite)
+            relevance = explanation.relevance if isinstance(explanation.relevance, torch.Tensor) else explanation.relevance[0]
+            relevance = relevance.detach()
+            conservation.append(explanation.conservation.detach())
+            pair.append(relevance.sum(-1) if tokens is not None else relevance)
+        maps.append(tuple(pair))
     (true_x, true_x_prime), (adversarial_x, adversarial_x_prime) = maps
     k = max(1, min(int(k), true_x.numel()))
     change = x_prime - x

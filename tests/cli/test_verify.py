@@ -48,3 +48,20 @@ def test_explain_writes_one_picture_per_counterexample(tmp_path, capsys):
     assert code == 0
     assert "2 falsified" in printed
     assert sorted(p.name for p in out.iterdir()) == ["sample_0.png", "sample_1.png"]
+
+
+def test_a_program_exported_for_batch_one_verifies_and_explains_its_counterexamples(tmp_path, capsys):
+    """Verification runs batches (attack restarts, bound chunks), and the CLI refused a .pt2 exported without a
+    dynamic batch; the engine re-traces it per batch size, so it verifies, and its counterexample is explained
+    one point at a time."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+    x = torch.rand(2, 4)
+    torch.export.save(torch.export.export(model, (x[:1],)), tmp_path / "net.pt2")
+    torch.save(x, tmp_path / "x.pt")
+    code = main(["verify", str(tmp_path / "net.pt2"), "--input", str(tmp_path / "x.pt"), "--eps", "0.001"])
+    assert code == 0 and "2 verified" in capsys.readouterr().out
+    code = main(["verify", str(tmp_path / "net.pt2"), "--input", str(tmp_path / "x.pt"), "--eps", "1.0",
+                 "--explain", str(tmp_path / "pictures")])
+    assert code == 0 and "2 falsified" in capsys.readouterr().out
+    assert sorted(path.name for path in (tmp_path / "pictures").iterdir()) == ["sample_0.png", "sample_1.png"]
