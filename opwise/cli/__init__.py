@@ -4,7 +4,7 @@ Each command lives in its own module with `register(subparsers)` that adds its p
 `func`. Errors opwise raises on purpose (bad model specs, inputs, files) and bad arguments print as one
 line on stderr with exit code 2; anything else as one line with exit code 1; `--debug` shows the
 traceback instead. Warnings opwise gives while a command runs print as one `warning:` line each (no
-source line); `--quiet` silences the command's own printing.
+source line); `--quiet` silences the command's own printing, not the warnings (they say a result may be off).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def _one_line(error: BaseException) -> str:
 
 @contextlib.contextmanager
 def _quiet(args: argparse.Namespace):
-    """With `--quiet`, the command's printing to stdout goes nowhere (errors still reach stderr)."""
+    """With `--quiet`, the command's printing to stdout goes nowhere (warnings and errors still reach stderr)."""
     if getattr(args, "quiet", False):
         with contextlib.redirect_stdout(io.StringIO()):
             yield

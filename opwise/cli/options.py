@@ -117,7 +117,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     Namespace(device='cpu', quiet=True)
     """
     parser.add_argument("--device", default="cpu", help="where to run: cpu (default), cuda or cuda:N")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors (files are still written)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="print nothing but warnings and errors (files are still written)")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -59,6 +59,8 @@ def test_opwise_warnings_are_one_line_each_and_others_are_dropped(capsys, monkey
     warn_for_test.__code__ = warn_for_test.__code__.replace(co_filename=command.__file__)
     assert main(["trace"]) == 0
     assert capsys.readouterr().err == "opwise trace: warning: relevance is odd over two lines\n"
+    assert main(["trace", "--quiet"]) == 0  # quiet silences the command's printing, not what may be off
+    assert capsys.readouterr().err == "opwise trace: warning: relevance is odd over two lines\n"
 
 
 def test_an_impossible_allocation_is_one_line_and_exit_2(capsys, tmp_path):
