@@ -25,6 +25,7 @@ KEPT_WHOLE = (
     aten.leaky_relu.default,
     aten.softplus.default,
     aten.elu.default,
+    aten.celu.default,
     aten.mish.default,
     aten.hardswish.default,
     aten.hardsigmoid.default,

@@ -208,12 +208,14 @@ def test_a_graph_that_cannot_be_retraced_is_bounded_in_chunks():
     assert torch.allclose(chunked.lower, direct.lower, atol=1e-5) and torch.allclose(chunked.upper, direct.upper, atol=1e-5)
 
 
-@pytest.mark.parametrize("activation", [torch.nn.Sigmoid, torch.nn.Tanh, torch.nn.GELU, torch.nn.SiLU])
+@pytest.mark.parametrize("activation", [torch.nn.Sigmoid, torch.nn.Tanh, torch.nn.GELU, torch.nn.SiLU, torch.nn.ELU,
+                                        torch.nn.SELU, lambda: torch.nn.CELU(0.5), torch.nn.Softplus, torch.nn.Mish,
+                                        torch.nn.Hardswish, torch.nn.Hardsigmoid])
 def test_smooth_activations_are_sound_once_their_relaxations_exist(activation):
     model = torch.nn.Sequential(torch.nn.Linear(3, 8), activation(), torch.nn.Linear(8, 8), activation(), torch.nn.Linear(8, 3))
     graph = opwise.trace(model, torch.zeros(2, 3))
     if opwise.bounds.coverage(graph).fraction < 1:
-        pytest.skip(f"no relaxation registered for {activation.__name__} yet")
+        pytest.skip(f"no relaxation registered for {type(model[1]).__name__} yet")
     bounded = BoundedModel(graph, torch.zeros(2, 3))
     for seed in range(10):
         randomize_(model, seed)

@@ -1,4 +1,4 @@
-"""exp, log and powers (pow with a scalar exponent, reciprocal, sqrt, rsqrt): tangent + secant lines.
+"""exp, expm1, log, log1p, abs and powers (pow with a scalar exponent, reciprocal, sqrt, rsqrt): tangent + secant lines.
 
 Each is convex or concave on its domain, except odd powers (concave below 0, convex above). An interval
 outside the domain (log of x <= 0, 1/x across 0, sqrt of x < 0) cannot be bounded by lines and raises
@@ -36,26 +36,55 @@ class ExpRelaxation(CurvatureRelaxation):
         return torch.ones_like(x, dtype=torch.bool)
 
 
+class Expm1Relaxation(ExpRelaxation):
+    """exp(x) − 1: exp's shape one lower, so exp's split-point table serves it (torch computes it exactly
+    near 0)."""
+
+    def function(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.expm1(x)
+
+
 class LogRelaxation(CurvatureRelaxation):
-    """log is concave on x > 0."""
+    """log(x + shift) is concave on x > −shift (log: shift 0; log1p: shift 1)."""
 
     monotone = True
 
+    def __init__(self, shift: float = 0.0, name: str = "log"):
+        self.shift, self.name = shift, name
+
     def function(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.log(x)
+        return torch.log1p(x) if self.shift == 1.0 else torch.log(x + self.shift)
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        return 1 / x
+        return 1 / (x + self.shift)
 
     def convex_at(self, x: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(x, dtype=torch.bool)
 
     def check_domain(self, lower: torch.Tensor, upper: torch.Tensor) -> None:
-        if bool((lower <= 0).any()):
+        if bool((lower <= -self.shift).any()):
             raise OpwiseError(
-                f"log needs an input interval above 0, got a lower bound of {lower.min().item():.4g}; "
-                "tighten the bounds of its input (a smaller ε, or clamp the input away from 0 in the model)"
+                f"{self.name} needs an input interval above {-self.shift:g}, got a lower bound of "
+                f"{lower.min().item():.4g}; tighten the bounds of its input (a smaller ε, or clamp the input "
+                "away from that point in the model)"
             )
+
+
+class AbsRelaxation(CurvatureRelaxation):
+    """|x| is convex; its range on an interval across 0 starts at 0."""
+
+    def function(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.abs(x)
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sign(x)
+
+    def convex_at(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(x, dtype=torch.bool)
+
+    def image(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        low = torch.where((lower < 0) & (upper > 0), torch.zeros_like(lower), torch.minimum(lower.abs(), upper.abs()))
+        return low, torch.maximum(lower.abs(), upper.abs())
 
 
 class PowerRelaxation(CurvatureRelaxation):
@@ -128,6 +157,24 @@ def exp(args, kwargs) -> ExpRelaxation:
 def log(args, kwargs) -> LogRelaxation:
     """The log relaxation (no arguments)."""
     return LogRelaxation()
+
+
+@register_relaxation("aten.log1p.default")
+def log1p(args, kwargs) -> LogRelaxation:
+    """log(1 + x) for x > −1."""
+    return LogRelaxation(1.0, "log1p")
+
+
+@register_relaxation("aten.expm1.default")
+def expm1(args, kwargs) -> Expm1Relaxation:
+    """exp(x) − 1 (no arguments)."""
+    return Expm1Relaxation()
+
+
+@register_relaxation("aten.abs.default")
+def absolute(args, kwargs) -> AbsRelaxation:
+    """|x| (no arguments)."""
+    return AbsRelaxation()
 
 
 @register_relaxation("aten.pow.Tensor_Scalar")
