@@ -16,6 +16,10 @@ from opwise.tracing.graph import Graph
 EXPANDED = {
     "aten._softmax.default": ("aten.exp.default", "aten.reciprocal.default"),
     "aten.layer_norm.default": ("aten.rsqrt.default",),
+    "aten._log_softmax.default": ("aten.exp.default", "aten.log.default"),
+    "aten._prelu_kernel.default": ("aten.relu.default",),
+    "aten.minimum.default": ("aten.relu.default",),
+    "aten.maximum.default": ("aten.relu.default",),
 }
 
 

@@ -10,6 +10,10 @@
 - layer_norm(x) = clamp((x − mean) · rsqrt(var + eps), ±√(n − 1)) · w + b with var = mean((x − mean)²): the
   normalised value never leaves ±√(n − 1) (so the clamp changes no value), but where the variance's lower
   bound reaches 0, rsqrt's bound is 1/√eps and the product's bounds reach hundreds; the clamp caps them.
+- log_softmax(x) = (x − max x) − log(Σ exp(x − max x)), as torch computes it: the max is shared by the row, so
+  a margin between two log-probabilities is the margin between their scores, exactly, under CROWN too.
+- prelu(x, w) = w·x + (1 − w)·relu(x) with w a constant: ReLU's relaxation (and branch-and-bound's ReLU splits).
+- minimum(a, b) = a − relu(a − b), maximum(a, b) = b + relu(a − b) (equal up to rounding where a and b differ).
 - x / y with y bounded = x · reciprocal(y); a matrix product of two bounded tensors (attention's q·kᵀ and p·v)
   = Σ_k of elementwise products, each bounded by McCormick planes.
 
@@ -73,6 +77,34 @@ def _softmax(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     return rewriter.call(aten.reciprocal.default, total)
 
 
+def _log_softmax(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
+    x, dim = node.args[0], node.args[1]
+    top = rewriter.call(aten.amax.default, x, [dim], True)
+    shifted = rewriter.call(aten.sub.Tensor, x, top)
+    total = rewriter.call(aten.sum.dim_IntList, rewriter.call(aten.exp.default, shifted), [dim], True)
+    # Σ exp(x − max) >= exp(0) = 1 exactly (the max is one of the x): the clamp changes no value, and keeps log's
+    # input interval above 0 where every exp's lower bound underflows
+    log_total = rewriter.call(aten.log.default, rewriter.call(aten.clamp_min.default, total, 1.0))
+    return rewriter.call(aten.sub.Tensor, shifted, log_total)
+
+
+def _prelu(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
+    x, weight = node.args[0], node.args[1]
+    positive = rewriter.call(aten.relu.default, x)
+    # x for x > 0, w·x below: w·x + (1 − w)·relu(x), with w a constant (per channel)
+    keep = rewriter.call(aten.rsub.Scalar, weight, 1.0)
+    return rewriter.call(aten.add.Tensor, rewriter.call(aten.mul.Tensor, x, weight),
+                         rewriter.call(aten.mul.Tensor, positive, keep))
+
+
+def _minimum_or_maximum(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
+    first, second = node.args[0], node.args[1]
+    difference = rewriter.call(aten.relu.default, rewriter.call(aten.sub.Tensor, first, second))
+    if node.target is aten.minimum.default:  # min(a, b) = a − relu(a − b)
+        return rewriter.call(aten.sub.Tensor, first, difference)
+    return rewriter.call(aten.add.Tensor, second, difference)  # max(a, b) = b + relu(a − b)
+
+
 def _layer_norm(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     x, normalized_shape = node.args[0], node.args[1]
     weight = node.args[2] if len(node.args) > 2 else None
@@ -123,6 +155,12 @@ def _rewrite_for(node: fx.Node, dependent: set[fx.Node]):
         return _softmax
     if node.target in (aten.layer_norm.default,):
         return _layer_norm
+    if node.target is aten._log_softmax.default:
+        return _log_softmax
+    if node.target in (aten.minimum.default, aten.maximum.default):
+        return _minimum_or_maximum
+    if node.target is aten._prelu_kernel.default and node.args[1] not in dependent:
+        return _prelu
     if node.target is aten.div.Tensor and isinstance(node.args[1], fx.Node) and node.args[1] in dependent:
         return _divide
     if node.target in (aten.bmm.default, aten.mm.default) and all(arg in dependent for arg in node.args[:2]):

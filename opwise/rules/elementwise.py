@@ -26,6 +26,8 @@ register_routing(
     "aten.amax", "aten.max", "aten.roll", "aten.flip", "aten.repeat", "aten.narrow", "aten.unfold",
     "aten.index_select", "aten.detach", "aten._to_copy", "aten.to", "aten.lift_fresh_copy", "aten.dropout",
     "aten.native_dropout", "aten.slice_scatter", "aten.select_scatter", "aten.pixel_shuffle",
+    "aten.upsample_nearest1d", "aten.upsample_nearest2d", "aten.upsample_nearest3d", "aten._upsample_nearest_exact1d",
+    "aten._upsample_nearest_exact2d", "aten._upsample_nearest_exact3d", "aten.minimum", "aten.maximum",
     "getitem",
 )
 
@@ -33,7 +35,7 @@ register_routing(
 @relevance_rule(
     "aten.relu", "aten.gelu", "aten.silu", "aten.sigmoid", "aten.tanh", "aten.leaky_relu", "aten.hardtanh",
     "aten.elu", "aten.celu", "aten.softplus", "aten.mish", "aten.hardswish", "aten.hardsigmoid", "aten.exp", "aten.log",
-    "aten.log1p", "aten.expm1",
+    "aten.log1p", "aten.expm1", "aten._prelu_kernel",
     "aten.sqrt", "aten.rsqrt", "aten.pow", "aten.reciprocal", "aten.abs", "aten.neg", "aten.sin", "aten.cos",
     "aten.erf", "aten.clamp", "aten.clamp_min", "aten.clamp_max", "aten.rms_norm",
     "aten.add.Scalar", "aten.sub.Scalar", "aten.rsub.Scalar", "aten.mul.Scalar", "aten.div.Scalar",

@@ -96,7 +96,8 @@ def batch_norm(call, relevance):
 
 
 def _parameterless(call, relevance):
-    """Pooling and reductions: no weights, so only the stabilized z-rule (`Norm`) applies by default."""
+    """Pooling, reductions and linear resizing: no weights, so only the stabilized z-rule (`Norm`) applies by
+    default."""
     rest, kwargs, x = call.args[1:], call.kwargs, call.arg(0)
     reduction, layout = _reduction_vjp(call.target, x, rest, kwargs)
     op = LinearOp(lambda x, w, b: call.target(x, *rest, **kwargs), None, None, x, reduction, layout=layout)
@@ -134,5 +135,11 @@ relevance_rule(
     "aten.mean.default",
     "aten.sum.dim_IntList",
     "aten.sum.default",
+    "aten.upsample_linear1d.vec",
+    "aten.upsample_bilinear2d.vec",
+    "aten.upsample_trilinear3d.vec",
+    "aten.upsample_linear1d.default",
+    "aten.upsample_bilinear2d.default",
+    "aten.upsample_trilinear3d.default",
     needs=("inputs", "linear"),
 )(_parameterless)

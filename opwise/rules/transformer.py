@@ -1,6 +1,9 @@
 """Op rules for attention and normalizers, after AttnLRP (Achtibat et al., ICML 2024).
 
 softmax: deep Taylor decomposition at the input (Prop. 3.1): R_x = x ⊙ (R − s ⊙ Σ R).
+log_softmax: the same decomposition, x ⊙ Jᵀ(R / y) with y = log_softmax(x) and J its Jacobian: R_x = x ⊙ (R/y − s Σ R/y).
+For the explained output alone (R = y_t at t) both give x ⊙ (e_t − s) up to the factor s_t: the logit t against the
+softmax-weighted logits.
 matmul/bmm of two explained tensors: epsilon rule, then uniform split between the factors (Prop. 3.3).
 layer norm and group norm: epsilon rule through (x − mean)/σ·w + b with σ held constant (identity on 1/σ,
 Prop. 3.4); the composite may give them an `Epsilon` to set ε.
@@ -17,6 +20,9 @@ from opwise.rules.registry import relevance_rule
 
 aten = torch.ops.aten
 MATMUL_EPSILON = 1e-6
+#: keeps R / log_softmax(x) finite where a log-probability is 0 (a certain prediction); tiny, so that R / y stays
+#: 1 for the explained output even when y is -1e-8
+LOG_SOFTMAX_EPSILON = 1e-30
 
 
 @relevance_rule("aten._softmax.default", "aten.softmax.int")
@@ -24,6 +30,14 @@ def softmax(call, relevance):
     x, dim = call.arg(0), call.args[1]
     x = torch.where(torch.isneginf(x), torch.zeros_like(x), x)
     return [x * (relevance - call.output * relevance.sum(dim, keepdim=True)), None, None][: len(call.args)]
+
+
+@relevance_rule("aten._log_softmax.default", "aten.log_softmax.int")
+def log_softmax(call, relevance):
+    x, dim = call.arg(0), call.args[1]
+    x = torch.where(torch.isneginf(x), torch.zeros_like(x), x)
+    ratio = relevance / stabilize(call.output, LOG_SOFTMAX_EPSILON)
+    return [x * (ratio - call.output.exp() * ratio.sum(dim, keepdim=True)), None, None][: len(call.args)]
 
 
 def _matmul_rule(call, relevance, multiply, transpose):

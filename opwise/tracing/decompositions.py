@@ -23,6 +23,7 @@ KEPT_WHOLE = (
     aten.silu.default,
     aten.hardtanh.default,
     aten.leaky_relu.default,
+    aten._prelu_kernel.default,
     aten.softplus.default,
     aten.elu.default,
     aten.celu.default,

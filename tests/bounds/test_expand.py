@@ -208,3 +208,56 @@ def test_crown_bounds_of_softmax_over_masked_keys_are_finite():
     x = torch.randn(2, 4, generator=torch.Generator().manual_seed(1))
     results = assert_sound(model, x - 0.01, x + 0.01, methods=("crown",), samples=2000, attack=False)
     assert torch.isfinite(results["crown"].lower).all() and torch.isfinite(results["crown"].upper).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_log_softmax_is_bounded_soundly_and_its_margins_are_the_scores_margins(seed):
+    """log_softmax had no bound rule. It is (x − max) − log Σ exp(x − max), the max shared by the row: a margin
+    between two log-probabilities equals the margin between the scores, so CROWN bounds it exactly as tightly."""
+    scores = randomize_(torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4)), seed)
+    model = torch.nn.Sequential(scores, torch.nn.LogSoftmax(-1)).eval()
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed))
+    graph = expand_for_bounds(trace(model, x))
+    probe = torch.randn(5, 3) * 10
+    torch.testing.assert_close(graph(probe), model(probe), rtol=0, atol=1e-6)
+    assert_sound(model, x - 0.3, x + 0.3, samples=3_000, seed=seed, attack=seed == 0)
+    C = torch.tensor([[[1.0, -1.0, 0.0, 0.0], [0.0, 1.0, 0.0, -1.0]]]).expand(2, 2, 4)
+    through = BoundedModel(model, x).compute_bounds(x_lower=x - 0.3, x_upper=x + 0.3, method="crown", C=C)
+    direct = BoundedModel(scores, x).compute_bounds(x_lower=x - 0.3, x_upper=x + 0.3, method="crown", C=C)
+    torch.testing.assert_close(through.lower, direct.lower, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(through.upper, direct.upper, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_prelu_is_bounded_soundly_with_any_slopes_per_channel(seed):
+    """PReLU (traced as _prelu_kernel, kept whole) had no bound rule; slopes below 0 and above 1 included."""
+    generator = torch.Generator().manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.PReLU(3), torch.nn.Flatten(),
+                                torch.nn.Linear(27, 6), torch.nn.PReLU(6), torch.nn.Linear(6, 2)).eval()
+    randomize_(model, seed)
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([-0.5, 0.25, 1.5]))
+        model[4].weight.uniform_(-1.5, 2.0, generator=generator)
+    x = torch.randn(1, 2, 5, 5, generator=generator)
+    assert any(trace(model, x).info(n).op == "aten._prelu_kernel.default" for n in trace(model, x).call_nodes())
+    assert_sound(model, x - 0.2, x + 0.2, samples=3_000, seed=seed, attack=seed == 0)
+
+
+class _MaxOfTwo(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = torch.nn.Linear(3, 6), torch.nn.Linear(3, 6), torch.nn.Linear(6, 2)
+
+    def forward(self, x):
+        a, b = self.a(x), self.b(x)
+        return self.head(torch.maximum(a, b) - torch.minimum(a, b.clamp_min(0)) + torch.nn.functional.logsigmoid(a))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_elementwise_minimum_and_maximum_are_bounded_soundly(seed):
+    """minimum/maximum (and LogSigmoid, traced with a minimum) had no bound rule; they become ReLUs."""
+    model = randomize_(_MaxOfTwo(), seed).eval()
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed))
+    probe = torch.randn(7, 3)
+    torch.testing.assert_close(expand_for_bounds(trace(model, x))(probe), model(probe), rtol=1e-6, atol=1e-6)
+    assert_sound(model, x - 0.4, x + 0.4, samples=3_000, seed=seed, attack=seed == 0)

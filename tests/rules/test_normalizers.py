@@ -67,3 +67,35 @@ def test_vector_norm_of_a_zero_vector_gives_zero_not_nan():
 def test_vector_norm_order_without_a_rule_names_node_and_order():
     with pytest.raises(opwise.UnsupportedOperation, match=r"linalg_vector_norm.*ord=-1"):
         opwise.explain(_Norm(-1), torch.randn(2, 4), target=0, composite="epsilon")
+
+
+def test_log_softmax_decomposes_at_its_input_like_softmax():
+    """log_softmax had no relevance rule. Hand-derived: with the explained output's relevance R = y_t at t, the
+    rule x ⊙ (R/y − s Σ R/y) gives x ⊙ (e_t − softmax(x)); for any R, x ⊙ Jᵀ(R/y) with J log_softmax's Jacobian."""
+    from opwise.rules.transformer import log_softmax
+    from tests.rules.calls import Call
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, dtype=torch.float64)
+    output = torch.log_softmax(x, -1)
+    one_hot = torch.nn.functional.one_hot(torch.tensor([1, 4, 0]), 5).double()
+    ours = log_softmax(Call(torch.ops.aten._log_softmax.default, [x, -1, False], [True, False, False]), output * one_hot)[0]
+    torch.testing.assert_close(ours, x * (one_hot - torch.softmax(x, -1)))
+    relevance = torch.randn(3, 5, dtype=torch.float64)
+    jacobian = torch.autograd.functional.jacobian(lambda t: torch.log_softmax(t, -1), x[0])
+    ours = log_softmax(Call(torch.ops.aten._log_softmax.default, [x, -1, False], [True, False, False]), relevance)[0]
+    torch.testing.assert_close(ours[0], x[0] * (jacobian.T @ (relevance[0] / output[0])))
+
+
+def test_a_model_ending_in_log_softmax_is_explained_like_its_scores_against_the_weighted_scores():
+    torch.manual_seed(0)
+    scores = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    x = torch.randn(3, 6)
+    explained = opwise.explain(nn.Sequential(scores, nn.LogSoftmax(-1)).eval(), x)
+    z = scores(x).detach()
+    target = z.argmax(-1)
+    # the same LRP below the scores, started from z ⊙ (e_t − softmax(z)) instead of z_t at t
+    start = z * (nn.functional.one_hot(target, 4) - torch.softmax(z, -1))
+    reference = sum(opwise.explain(scores, x, target=torch.full((3,), k)).relevance
+                    * (start[:, k] / z[:, k]).reshape(3, 1) for k in range(4))
+    torch.testing.assert_close(explained.relevance, reference, rtol=1e-4, atol=1e-5)

@@ -32,3 +32,18 @@ def test_reduction_rule_equals_the_autograd_vjp(target, args):
     expected = Epsilon(1e-6).relevance(reference, call.output, relevance)
     assert ours.shape == x.shape
     torch.testing.assert_close(ours, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_resizing_conserves_relevance_nearest_by_routing_and_linear_by_the_z_rule():
+    """Upsampling had no relevance rule. Nearest copies values (relevance goes back to the copied pixel); the linear
+    modes mix positive weights without a bias, so the z-rule conserves too."""
+    import opwise
+
+    torch.manual_seed(0)
+    for mode in ("nearest", "bilinear"):
+        model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, bias=False), torch.nn.ReLU(),
+                                    torch.nn.Upsample(scale_factor=2, mode=mode), torch.nn.Flatten(),
+                                    torch.nn.Linear(2 * 6 * 6 * 4, 3, bias=False)).eval()
+        explanation = opwise.explain(model, torch.rand(2, 1, 8, 8), composite="epsilon")
+        total, output = explanation.conservation.unbind(-1)
+        torch.testing.assert_close(total, output, rtol=1e-3, atol=1e-4)

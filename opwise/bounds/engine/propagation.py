@@ -175,8 +175,12 @@ class BoundPropagation:
         if transfer is None and has_relaxation(op):
             transfer, relaxation = ELEMENTWISE, node_relaxation(op, source)
         if transfer is None:
+            from opwise.bounds.coverage import coverage  # the whole list, so that one run names every gap
+
+            missing = sorted({name for _, name in coverage(self.graph).missing})
             raise self._unsupported(node, op, "no bound transfer or relaxation is registered for this operator; "
-                                    "register one with @bound_transfer or @register_relaxation")
+                                    "register one with @bound_transfer or @register_relaxation (the graph's "
+                                    f"operators without one: {', '.join(missing)})")
         self._transfers[node] = transfer
         info = self.graph.info(node)
         step = Step(node, op, inputs, [self.graph.info(i).shape for i in inputs], function, tuple(args),

@@ -88,6 +88,11 @@ MONOTONE = (
     "aten.adaptive_avg_pool2d", "aten._adaptive_avg_pool2d", "aten.where", "aten.repeat", "aten.narrow",
     "aten.unfold", "aten.lift_fresh_copy", "aten.detach", "aten.roll", "aten.flip", "aten.diagonal",
     "aten.movedim", "aten.unflatten", "aten.tile", "aten.as_strided", "aten.masked_fill",
+    # resizing: each output is one input (nearest) or a convex combination of inputs (linear modes); bicubic
+    # weights can be negative, so it is not here
+    "aten.upsample_nearest1d", "aten.upsample_nearest2d", "aten.upsample_nearest3d", "aten._upsample_nearest_exact1d",
+    "aten._upsample_nearest_exact2d", "aten._upsample_nearest_exact3d", "aten.upsample_linear1d",
+    "aten.upsample_bilinear2d", "aten.upsample_trilinear3d",
 )
 bound_transfer(*MONOTONE)(Affine)
 

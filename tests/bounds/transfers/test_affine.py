@@ -161,3 +161,24 @@ def test_ibp_of_x_times_a_constant_over_infinite_ends(factor, lower, upper):
     x = Interval(torch.tensor([[-inf, -1.0]]), torch.tensor([[inf, 3.0]]))
     image = engine.transfer(node).ibp(engine.step(node), [x])
     assert image.lower.tolist() == [lower] and image.upper.tolist() == [upper]
+
+
+class _Resize(torch.nn.Module):
+    def __init__(self, mode):
+        super().__init__()
+        self.mode = mode
+        self.down, self.out = torch.nn.Conv2d(2, 3, 3, stride=2), torch.nn.Conv2d(3, 2, 3)
+
+    def forward(self, x):
+        resized = F.interpolate(torch.relu(self.down(x)), scale_factor=2, mode=self.mode)
+        return self.out(resized).flatten(1)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear", "nearest-exact"])
+def test_resizing_is_bounded_soundly(mode):
+    """Upsampling (U-Nets, FPNs) had no bound rule: nearest and linear modes are monotone linear maps."""
+    from tests.bounds.helpers import assert_sound, randomize_
+
+    model = randomize_(_Resize(mode), 0).eval()
+    x = torch.randn(1, 2, 9, 9, generator=torch.Generator().manual_seed(0))
+    assert_sound(model, x - 0.1, x + 0.1, samples=2_000, attack=False)
