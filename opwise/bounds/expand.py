@@ -14,6 +14,8 @@
   a margin between two log-probabilities is the margin between their scores, exactly, under CROWN too.
 - prelu(x, w) = w·x + (1 − w)·relu(x) with w a constant: ReLU's relaxation (and branch-and-bound's ReLU splits).
 - minimum(a, b) = a − relu(a − b), maximum(a, b) = b + relu(a − b) (equal up to rounding where a and b differ).
+- group norm = layer norm over each group's channels, then the per-channel affine; variance and standard deviation
+  from their definitions; vector norms as √Σx², Σ|x|, max |x| or (Σ|x|^p)^(1/p).
 - x / y with y bounded = x · reciprocal(y); a matrix product of two bounded tensors (attention's q·kᵀ and p·v)
   = Σ_k of elementwise products, each bounded by McCormick planes.
 
@@ -25,6 +27,7 @@ same values as the model and works on a copy; the caller's Graph is unchanged.
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 from torch import fx
@@ -105,20 +108,11 @@ def _minimum_or_maximum(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     return rewriter.call(aten.add.Tensor, second, difference)  # max(a, b) = b + relu(a − b)
 
 
-def _layer_norm(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
-    x, normalized_shape = node.args[0], node.args[1]
-    weight = node.args[2] if len(node.args) > 2 else None
-    bias = node.args[3] if len(node.args) > 3 else None
-    eps = node.args[4] if len(node.args) > 4 else 1e-5
-    dims = list(range(-len(normalized_shape), 0))
-    count = math.prod(normalized_shape)
+def _normalized(rewriter: _Rewriter, x: fx.Node, dims: list[int], count: int, eps: float) -> fx.Node:
+    """(x − mean) · rsqrt(var + eps) over `dims` (`count` elements), clamped to ±√(count − 1)."""
     mean = rewriter.call(aten.mean.dim, x, dims, True)
     centered = rewriter.call(aten.sub.Tensor, x, mean)
-    if has_relaxation("aten.pow.Tensor_Scalar"):
-        square = rewriter.call(aten.pow.Tensor_Scalar, centered, 2)
-    else:
-        square = rewriter.call(aten.mul.Tensor, centered, centered)
-    variance = rewriter.call(aten.mean.dim, square, dims, True)
+    variance = rewriter.call(aten.mean.dim, _square(rewriter, centered), dims, True)
     scale = rewriter.call(aten.rsqrt.default, rewriter.call(aten.add.Tensor, variance, eps))
     out = rewriter.call(aten.mul.Tensor, centered, scale)
     if count > 1:
@@ -126,11 +120,78 @@ def _layer_norm(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
         # |c_i| / √(var + eps) < √(n − 1): a bound that holds however loose the variance's interval is
         limit = math.sqrt(count - 1) * NORMALISED_LIMIT_SCALE
         out = rewriter.call(aten.clamp.default, out, -limit, limit)
+    return out
+
+
+def _square(rewriter: _Rewriter, x: fx.Node) -> fx.Node:
+    if has_relaxation("aten.pow.Tensor_Scalar"):
+        return rewriter.call(aten.pow.Tensor_Scalar, x, 2)
+    return rewriter.call(aten.mul.Tensor, x, x)
+
+
+def _layer_norm(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
+    x, normalized_shape = node.args[0], node.args[1]
+    weight = node.args[2] if len(node.args) > 2 else None
+    bias = node.args[3] if len(node.args) > 3 else None
+    eps = node.args[4] if len(node.args) > 4 else 1e-5
+    dims = list(range(-len(normalized_shape), 0))
+    out = _normalized(rewriter, x, dims, math.prod(normalized_shape), eps)
     if weight is not None:
         out = rewriter.call(aten.mul.Tensor, out, weight)
     if bias is not None:
         out = rewriter.call(aten.add.Tensor, out, bias)
     return out
+
+
+def _group_norm(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
+    """getitem(native_group_norm(x, w, b, N, C, HxW, groups, eps), 0): layer norm over each group's channels."""
+    x, weight, bias, _, channels, _, groups, eps = node.args[0].args
+    shape = _shape(node.args[0].args[0])
+    per_group = math.prod(shape[1:]) // groups
+    grouped = rewriter.call(aten.view.default, x, [-1, groups, per_group])
+    out = rewriter.call(aten.view.default, _normalized(rewriter, grouped, [-1], per_group, eps), [-1, *shape[1:]])
+    per_channel = [channels] + [1] * (len(shape) - 2)
+    if weight is not None:
+        out = rewriter.call(aten.mul.Tensor, out, rewriter.call(aten.view.default, weight, per_channel))
+    if bias is not None:
+        out = rewriter.call(aten.add.Tensor, out, rewriter.call(aten.view.default, bias, per_channel))
+    return out
+
+
+def _reduced_dims(node: fx.Node, dim) -> list[int]:
+    rank = len(_shape(node.args[0]))
+    return list(range(rank)) if dim is None or dim == [] else [d % rank for d in ([dim] if isinstance(dim, int) else dim)]
+
+
+def _vector_norm(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
+    """‖x‖_p over dims: √Σx² (p = 2), Σ|x| (1), max |x| (inf), (Σ|x|^p)^(1/p) otherwise."""
+    x = node.args[0]
+    order = node.kwargs.get("ord", node.args[1] if len(node.args) > 1 else 2)
+    dims = _reduced_dims(node, node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else None))
+    keepdim = node.kwargs.get("keepdim", node.args[3] if len(node.args) > 3 else False)
+    if order == math.inf:
+        return rewriter.call(aten.amax.default, rewriter.call(aten.abs.default, x), dims, keepdim)
+    if order == 2:
+        return rewriter.call(aten.sqrt.default, rewriter.call(aten.sum.dim_IntList, _square(rewriter, x), dims, keepdim))
+    magnitude = rewriter.call(aten.abs.default, x)
+    if order == 1:
+        return rewriter.call(aten.sum.dim_IntList, magnitude, dims, keepdim)
+    powered = rewriter.call(aten.pow.Tensor_Scalar, magnitude, float(order))
+    return rewriter.call(aten.pow.Tensor_Scalar, rewriter.call(aten.sum.dim_IntList, powered, dims, keepdim), 1.0 / order)
+
+
+def _variance(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
+    """var (std) = Σ(x − mean)² / (n − correction) over dims (its square root)."""
+    x = node.args[0]
+    dims = _reduced_dims(node, node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None))
+    correction = node.kwargs.get("correction", 1)
+    correction = 1 if correction is None else correction
+    keepdim = node.kwargs.get("keepdim", False)
+    count = math.prod(_shape(x)[d] for d in dims)
+    centered = rewriter.call(aten.sub.Tensor, x, rewriter.call(aten.mean.dim, x, dims, True))
+    total = rewriter.call(aten.sum.dim_IntList, _square(rewriter, centered), dims, keepdim)
+    variance = rewriter.call(aten.mul.Tensor, total, 1.0 / (count - correction) if count > correction else math.nan)
+    return rewriter.call(aten.sqrt.default, variance) if node.target is aten.std.correction else variance
 
 
 def _divide(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
@@ -157,6 +218,13 @@ def _rewrite_for(node: fx.Node, dependent: set[fx.Node]):
         return _layer_norm
     if node.target is aten._log_softmax.default:
         return _log_softmax
+    if (node.target is operator.getitem and node.args[1] == 0 and isinstance(node.args[0], fx.Node)
+            and node.args[0].target is aten.native_group_norm.default):
+        return _group_norm
+    if node.target is aten.linalg_vector_norm.default:
+        return _vector_norm
+    if node.target in (aten.var.correction, aten.std.correction):
+        return _variance
     if node.target in (aten.minimum.default, aten.maximum.default):
         return _minimum_or_maximum
     if node.target is aten._prelu_kernel.default and node.args[1] not in dependent:
@@ -196,6 +264,10 @@ def expand_for_bounds(graph: Graph, example: torch.Tensor | None = None) -> Grap
             replacement.meta["val"] = node.meta.get("val")
             node.replace_all_uses_with(replacement)
             module.graph.erase_node(node)
+            for source in node.all_input_nodes:  # a multi-output composite (group norm) read through getitem
+                if source.op == "call_function" and source.target is not operator.getitem and not source.users \
+                        and isinstance(source.meta.get("val"), (tuple, list)):
+                    module.graph.erase_node(source)
             for created in set(module.graph.nodes) - known:  # the pieces stand where the composite stood
                 created.meta.setdefault("nn_module_stack", node.meta.get("nn_module_stack", {}))
                 if created.op == "call_function":

@@ -135,6 +135,7 @@ relevance_rule(
     "aten.mean.default",
     "aten.sum.dim_IntList",
     "aten.sum.default",
+    "aten.cumsum.default",
     "aten.upsample_linear1d.vec",
     "aten.upsample_bilinear2d.vec",
     "aten.upsample_trilinear3d.vec",

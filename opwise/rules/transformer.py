@@ -7,7 +7,8 @@ softmax-weighted logits.
 matmul/bmm of two explained tensors: epsilon rule, then uniform split between the factors (Prop. 3.3).
 layer norm and group norm: epsilon rule through (x − mean)/σ·w + b with σ held constant (identity on 1/σ,
 Prop. 3.4); the composite may give them an `Epsilon` to set ε.
-vector norm ‖x‖_p = Σ|x_i|^p / ‖x‖_p^(p−1): each entry gets the share |x_i|^p / Σ|x_j|^p (conservative).
+vector norm ‖x‖_p = Σ|x_i|^p / ‖x‖_p^(p−1): each entry gets the share |x_i|^p / Σ|x_j|^p (conservative);
+variance and standard deviation: the share (x_i − mean)² / Σ(x_j − mean)² (conservative).
 """
 
 from __future__ import annotations
@@ -135,6 +136,23 @@ def vector_norm(call, relevance):
     if not keepdim:
         for d in sorted(dims):
             relevance = relevance.unsqueeze(d)
+    return [_shared(weight, dims, relevance)] + [None] * (len(call.args) - 1)
+
+
+def _shared(weight: torch.Tensor, dims: tuple[int, ...], relevance: torch.Tensor) -> torch.Tensor:
+    """Each reduced entry's share weight / Σ weight of its reduction's relevance (relevance kept-dim)."""
     total = weight.sum(dims, keepdim=True)
-    share = weight / torch.where(total > 0, total, torch.ones_like(total))  # a zero vector: no share, not NaN
-    return [share * relevance] + [None] * (len(call.args) - 1)
+    return weight / torch.where(total > 0, total, torch.ones_like(total)) * relevance  # a zero vector: no share, not NaN
+
+
+@relevance_rule("aten.var.correction", "aten.std.correction")
+def variance(call, relevance):
+    """Share (x_i − mean)² / Σ(x_j − mean)² of the variance's (standard deviation's) relevance."""
+    x = call.arg(0)
+    dims = call.args[1] if len(call.args) > 1 else call.kwargs.get("dim")
+    dims = [dims] if isinstance(dims, int) else dims
+    dims = tuple(range(x.dim())) if not dims else tuple(d % x.dim() for d in dims)
+    if not call.kwargs.get("keepdim", False):
+        for d in sorted(dims):
+            relevance = relevance.unsqueeze(d)
+    return [_shared((x - x.mean(dims, keepdim=True)).square(), dims, relevance)] + [None] * (len(call.args) - 1)

@@ -261,3 +261,33 @@ def test_elementwise_minimum_and_maximum_are_bounded_soundly(seed):
     probe = torch.randn(7, 3)
     torch.testing.assert_close(expand_for_bounds(trace(model, x))(probe), model(probe), rtol=1e-6, atol=1e-6)
     assert_sound(model, x - 0.4, x + 0.4, samples=3_000, seed=seed, attack=seed == 0)
+
+
+class _Norms(torch.nn.Module):
+    """Group norm, F.normalize, vector norms of several orders, var and std, and a cumulative sum."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.norm = torch.nn.Conv2d(2, 4, 3), torch.nn.GroupNorm(2, 4)
+        self.head = torch.nn.Linear(4 * 3 * 3, 3)
+
+    def forward(self, x):
+        h = self.conv(x)
+        flat = h.flatten(1)
+        extras = torch.cat([flat.norm(p=order, dim=-1, keepdim=True) for order in (1, 2, 3, float("inf"))]
+                           + [flat.var(-1, keepdim=True), flat.std(-1, keepdim=True)], -1)
+        normalised = torch.nn.functional.normalize(flat, dim=-1)[:, :3]
+        return self.head(torch.relu(self.norm(h)).flatten(1)) + normalised + extras[:, :3] - extras[:, 3:] \
+            + torch.cumsum(flat, -1)[:, -3:]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_group_norm_vector_norms_variance_and_cumsum_are_bounded_soundly(seed):
+    """Each had no bound rule; group norm is rewritten through getitem of native_group_norm (dropped after)."""
+    model = randomize_(_Norms(), seed).eval()
+    x = torch.randn(1, 2, 5, 5, generator=torch.Generator().manual_seed(seed))
+    expanded = expand_for_bounds(trace(model, x))
+    assert not any("group_norm" in expanded.info(n).op for n in expanded.call_nodes())
+    for probe in torch.randn(4, 1, 2, 5, 5):  # the trace is at batch 1
+        torch.testing.assert_close(expanded(probe), model(probe), rtol=1e-5, atol=1e-5)
+    assert_sound(model, x - 0.05, x + 0.05, samples=2_000, seed=seed, attack=seed == 0)

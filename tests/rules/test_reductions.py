@@ -47,3 +47,23 @@ def test_resizing_conserves_relevance_nearest_by_routing_and_linear_by_the_z_rul
         explanation = opwise.explain(model, torch.rand(2, 1, 8, 8), composite="epsilon")
         total, output = explanation.conservation.unbind(-1)
         torch.testing.assert_close(total, output, rtol=1e-3, atol=1e-4)
+
+
+def test_cumulative_sums_and_variances_conserve_relevance():
+    """cumsum (z-rule over its positive weights) and var/std (each entry's share of the squared deviations) had no
+    relevance rule; without biases both pass on exactly what they get."""
+    import opwise
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(5, 6, bias=False)
+
+        def forward(self, x):
+            h = torch.relu(self.linear(x))
+            return torch.cumsum(h, -1)[:, -2:] + torch.cat([h.var(-1, keepdim=True), h.std(-1, keepdim=True)], -1)
+
+    torch.manual_seed(0)
+    explanation = opwise.explain(Head().eval(), torch.rand(3, 5), composite="epsilon")
+    total, output = explanation.conservation.unbind(-1)
+    torch.testing.assert_close(total, output, rtol=1e-3, atol=1e-4)

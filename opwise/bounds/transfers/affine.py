@@ -87,7 +87,7 @@ MONOTONE = (
     "aten.sum", "aten.mean", "aten.avg_pool1d", "aten.avg_pool2d", "aten.avg_pool3d", "aten.adaptive_avg_pool1d",
     "aten.adaptive_avg_pool2d", "aten._adaptive_avg_pool2d", "aten.where", "aten.repeat", "aten.narrow",
     "aten.unfold", "aten.lift_fresh_copy", "aten.detach", "aten.roll", "aten.flip", "aten.diagonal",
-    "aten.movedim", "aten.unflatten", "aten.tile", "aten.as_strided", "aten.masked_fill",
+    "aten.movedim", "aten.unflatten", "aten.tile", "aten.as_strided", "aten.masked_fill", "aten.cumsum",
     # resizing: each output is one input (nearest) or a convex combination of inputs (linear modes); bicubic
     # weights can be negative, so it is not here
     "aten.upsample_nearest1d", "aten.upsample_nearest2d", "aten.upsample_nearest3d", "aten._upsample_nearest_exact1d",
