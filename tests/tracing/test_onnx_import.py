@@ -606,3 +606,24 @@ def test_names_that_are_not_utf8_text_are_a_load_error(tmp_path):
     path.write_bytes(data.replace(b"Relu", b"Rel\xff"))
     with pytest.raises(ModelLoadError, match="ONNX node 0 has a name or type that is not UTF-8 text"):
         load_onnx(path)
+
+
+def test_hard_activations_selu_celu_mish_and_prelu(tmp_path):
+    """Each matches onnxruntime (HardSigmoid with ONNX's own alpha/beta, not torch's 1/6) and is bounded."""
+    rng = np.random.default_rng(11)
+    nodes = [
+        helper.make_node("HardSigmoid", ["x"], ["a"], alpha=0.3, beta=0.4),
+        helper.make_node("HardSwish", ["x"], ["b"]),
+        helper.make_node("Selu", ["x"], ["c"]),
+        helper.make_node("Celu", ["x"], ["d"], alpha=0.7),
+        helper.make_node("Mish", ["x"], ["e"]),
+        helper.make_node("PRelu", ["x", "slope"], ["f"]),
+        helper.make_node("Sum", ["a", "b", "c", "d", "e", "f"], ["y"]),
+    ]
+    inits = {"slope": weights(rng, 1, 6)}
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 6]}, None, inits, opset=18), [[1, 6]], batch_sizes=(None, 2))
+    from opwise.bounds import BoundedModel
+    from tests.bounds.helpers import assert_sound
+
+    x = torch.randn(1, 6, generator=torch.Generator().manual_seed(0)) * 3
+    assert_sound(graph, x - 1.0, x + 1.0, samples=2_000, attack=False, bounded=BoundedModel(graph, x))

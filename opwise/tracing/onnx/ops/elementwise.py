@@ -103,6 +103,8 @@ _UNARY = {
     "Sign": aten.sign.default,
     "Not": aten.logical_not.default,
     "Softplus": aten.softplus.default,
+    "HardSwish": aten.hardswish.default,
+    "Mish": aten.mish.default,
 }
 
 
@@ -122,6 +124,30 @@ def _leaky_relu(builder, node, x):
 @converter("Elu", since=1)
 def _elu(builder, node, x):
     return builder.call(aten.elu.default, x, node.attr("alpha", 1.0))
+
+
+@converter("Selu", since=1)
+def _selu(builder, node, x):
+    return builder.call(aten.elu.default, x, node.attr("alpha", 1.67326319217681884765625),
+                        node.attr("gamma", 1.05070102214813232421875))
+
+
+@converter("Celu", since=12)
+def _celu(builder, node, x):
+    return builder.call(aten.celu.default, x, node.attr("alpha", 1.0))
+
+
+@converter("HardSigmoid", since=1)
+def _hard_sigmoid(builder, node, x):
+    """max(0, min(1, alpha·x + beta)), alpha 0.2 and beta 0.5 by default (torch's hardsigmoid is 1/6, 1/2)."""
+    alpha, beta = node.attr("alpha", 0.2), node.attr("beta", 0.5)
+    scaled = builder.call(aten.add.Tensor, builder.call(aten.mul.Tensor, x, alpha), beta)
+    return builder.call(aten.clamp.default, scaled, 0.0, 1.0)
+
+
+@converter("PRelu", since=1)
+def _prelu(builder, node, x, slope):
+    return builder.call(aten._prelu_kernel.default, x, slope)
 
 
 @converter("Gelu", since=20)
