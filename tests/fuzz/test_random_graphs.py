@@ -1,6 +1,7 @@
 """Fuzzing: random small models from the supported op vocabulary, checked end to end.
 
-A seeded generator composes linear and convolution layers, relu/sigmoid/tanh, sums and products of two
+A seeded generator composes linear and convolution layers, activations (relu, sigmoid, tanh, ELU, SELU, mish,
+hardswish, hardsigmoid, GELU, SiLU, softplus, abs), sums and products of two
 branches, concatenation, slicing, reshapes, in-place slice writes, index_add, scatter and (sometimes) a
 Python branch on an input-dependent value. For every model:
 
@@ -21,6 +22,7 @@ import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import opwise
@@ -82,8 +84,10 @@ class RandomModel(nn.Module):
             return layer.out_features
         if kind == "activation":
             # sigmoid(0) = 1/2 acts as a bias on exact zeros (relu's, written ones), so bias-free models keep to f(0) = 0
-            function = rng.choice([torch.relu, torch.sigmoid, torch.tanh] if self.bias else [torch.relu, torch.tanh])
-            self.steps.append((function.__name__, function))
+            zero_at_zero = [torch.relu, torch.tanh, F.elu, F.selu, F.mish, F.hardswish, F.gelu, F.silu]
+            function = rng.choice(zero_at_zero + [torch.sigmoid, F.softplus, F.hardsigmoid, torch.abs] if self.bias
+                                  else zero_at_zero)
+            self.steps.append((getattr(function, "__name__", str(function)), function))
             return width
         if kind in ("sum", "product"):
             first, second = self._linear(width), None
