@@ -34,6 +34,7 @@ from opwise.bounds.strategies.genbab.estimates import (
 from opwise.bounds.strategies.genbab.split_points import split_point as lookup_split_point
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.relaxations.base import AlphaPair
+from opwise.bounds.relaxations.curvature import CurvatureRelaxation
 from opwise.bounds.transfers.nonlinear import has_relaxation, node_relaxation
 from opwise.errors import InputError
 from opwise.tracing.graph import Graph
@@ -81,8 +82,8 @@ class Decision:
 
 
 def split_nodes(graph: Graph) -> list[SplitNode]:
-    """The splittable nodes of a graph whose inputs depend on the bounded input: functions whose relaxation
-    declares a split table or a kink (one entry), products of two such tensors (one entry per factor; the
+    """The splittable nodes of a graph whose inputs depend on the bounded input: smooth (curvature) families,
+    split at their table's point or, without a table, the midpoint, and functions with one kink (one entry), products of two such tensors (one entry per factor; the
     graph's input itself is never a candidate: splitting it is input splitting).
 
     >>> import torch, opwise
@@ -105,7 +106,7 @@ def split_nodes(graph: Graph) -> list[SplitNode]:
                 nodes.append(SplitNode(node.name, second, "mul", None, other=first))
         elif has_relaxation(op) and splittable(node.args[0]):
             relaxation = node_relaxation(op, node)
-            if getattr(relaxation, "split_table", None) or getattr(relaxation, "split_kink", None) is not None:
+            if isinstance(relaxation, CurvatureRelaxation) or getattr(relaxation, "split_kink", None) is not None:
                 nodes.append(SplitNode(node.name, node.args[0].name, op.split(".")[1], relaxation))
     return nodes
 

@@ -123,7 +123,7 @@ def branch_and_bound(
             parents = queue.pop(max(1, batch_size // 2))
             children = split(parents)
             if children is None:
-                stats["reason"] = ("nothing to split: no node has a splittable relaxation (a split table or a kink) "
+                stats["reason"] = ("nothing to split: no node has a splittable relaxation (a smooth function or one kink) "
                                    "or is a product of two input-dependent tensors") if not bounder.nodes else \
                     "nothing left to split: every candidate interval is narrower than the smallest split width"
                 return finish("unknown", min(p.lower for p in parents))

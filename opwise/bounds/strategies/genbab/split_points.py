@@ -169,7 +169,8 @@ def split_point(relaxation, lower: torch.Tensor, upper: torch.Tensor, mode: str 
     """A split point strictly inside (l, u) (l itself where l == u), elementwise.
 
     mode "table" looks the point up in the table `relaxation` declares (`split_table`), "midpoint" takes
-    (l + u) / 2; lookups outside the grid [-5, 5] and products (`relaxation` None) get the midpoint too.
+    (l + u) / 2; lookups outside the grid [-5, 5], families without a table and products (`relaxation` None)
+    get the midpoint too.
 
     >>> split_point(TABLE_FUNCTIONS["sigmoid"], torch.tensor([-4.0, 10.0]), torch.tensor([1.0, 20.0]))
     tensor([-1.5950, 15.0000])
@@ -180,9 +181,8 @@ def split_point(relaxation, lower: torch.Tensor, upper: torch.Tensor, mode: str 
     if mode == "midpoint" or relaxation is None:
         return middle
     name = getattr(relaxation, "split_table", None)
-    if name is None:
-        raise OpwiseError(f"{type(relaxation).__name__} declares no split-point table (tables: {', '.join(TABLE_FUNCTIONS)}); "
-                          "use mode='midpoint'")
+    if name is None:  # a family without a table (ELU, hardswish, log, ...)
+        return middle
     ratio, _ = load_split_table(name).lookup(lower, upper)
     point = lower + (upper - lower) * ratio.clamp(RATIO_MARGIN, 1 - RATIO_MARGIN)
     return torch.where((point > lower) & (point < upper), point, middle)

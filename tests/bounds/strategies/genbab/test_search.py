@@ -15,6 +15,7 @@ from opwise.bounds.strategies.alpha import AlphaOptions
 from opwise.bounds.strategies.beta import BETA
 from opwise.bounds.strategies.genbab import bounding
 from opwise.bounds.strategies.genbab.bounding import DomainBounder
+from opwise.bounds.strategies.genbab.branching import split_nodes
 from opwise.bounds.strategies.genbab.domains import Domain
 from opwise.bounds.strategies.genbab.search import branch_and_bound
 from opwise.bounds.input_set import InputSet
@@ -414,8 +415,9 @@ def test_net_made_only_of_products_is_split_not_crashed():
 
 
 def test_nothing_to_split_ends_unknown_with_a_reason():
-    """A square (pow has no split table and no kink) leaves nothing to split: 'unknown', and why."""
-    model = torch.nn.Sequential(torch.nn.Linear(2, 3), Square(), torch.nn.Linear(3, 2))
+    """Hardtanh (two kinks: no one split point, and not a smooth family) leaves nothing to split: 'unknown', and
+    why."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.Hardtanh(), torch.nn.Linear(6, 2))
     model, bounded, grid_min, spread = product_case(model, 0, scale=2.0)
     result = branch_and_bound(bounded, threshold_spec(grid_min - 1e-3 * spread), timeout=10, attack=False, alpha=FAST)
     assert result.status == "unknown" and result.stats["reason"].startswith("nothing to split")
@@ -424,6 +426,23 @@ def test_nothing_to_split_ends_unknown_with_a_reason():
 class Square(torch.nn.Module):
     def forward(self, x):
         return x**2
+
+
+@pytest.mark.parametrize("activation", [Square, torch.nn.Hardswish, torch.nn.SELU, torch.nn.Mish])
+def test_families_without_a_split_table_are_split_at_the_midpoint_and_match_brute_force(activation):
+    """pow, hardswish, SELU and mish declare no split-point table; they were never split (a square net ended
+    'nothing to split'). Split at the midpoint, the search decides and agrees with a dense grid."""
+    answered = 0
+    for seed in range(2):
+        model = torch.nn.Sequential(torch.nn.Linear(2, 4), activation(), torch.nn.Linear(4, 2))
+        model, bounded, grid_min, spread = product_case(model, seed, scale=2.0)
+        for sign in (-1, 1):
+            spec = threshold_spec(grid_min + sign * 0.05 * spread)
+            result = branch_and_bound(bounded, spec, timeout=8, batch_size=8, alpha=FAST)
+            check_answer(model, spec, result, grid_min)
+            answered += result.status in ("verified", "falsified")
+    assert len(split_nodes(bounded.graph)) == 1  # the activation is a split candidate
+    assert answered >= 3
 
 
 @pytest.mark.parametrize("network", ["products", "lstm-gates"])
