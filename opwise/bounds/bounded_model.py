@@ -67,6 +67,7 @@ class BoundedModel:
         self.example_shape = tuple(example_x.shape)
         self.graph = expand_for_bounds(graph).to(self.device)
         self._independent: weakref.WeakSet[Graph] = weakref.WeakSet()  # graphs checked to keep samples apart
+        self._folds: bool | None = None  # see folds_samples
 
     def graph_for(self, batch: int) -> Graph:
         """The graph for `batch` samples (its own batch size where it cannot be specialized: check `batch_size`)."""
@@ -127,8 +128,11 @@ class BoundedModel:
             chunk_splits = {name: Interval(lo, up) for name, lo, up in zip(names, narrowed[: len(names)], narrowed[len(names):])}
             return self._bound(graph, chunk, specs, method, bound_upper, alpha, chunk_splits)
 
+        max_batch = max_batch or max(batch, 1)
+        if batch > 1 and self.folds_samples():
+            max_batch = 1
         lower, upper = self.graph.map_batches(run, input_set.lower, input_set.upper, input_set.center, specs,
-                                              *lowers, *uppers, max_batch=max_batch or max(batch, 1))
+                                              *lowers, *uppers, max_batch=max_batch)
         return Bounds(lower, upper, method)
 
     def _bound(self, graph: Graph, input_set: InputSet, specs: torch.Tensor, method: str, bound_upper: bool,
@@ -161,6 +165,21 @@ class BoundedModel:
         if self.progress is None or not bound_upper:
             return self.progress
         return lambda report: self.progress({key: value for key, value in report.items() if key != "lower"})
+
+    def folds_samples(self) -> bool:
+        """Whether the graph, at batch 2, moves the samples off the first axis of some input-dependent node in a way
+        the engine cannot follow: a first axis that is not a multiple of the batch, as instance norm's [1, N·C, ...]
+        view. Attention's [N·heads, ...] is followed; such a graph is bounded one sample at a time (checked once).
+
+        >>> BoundedModel(torch.nn.InstanceNorm1d(2), torch.zeros(1, 2, 4)).folds_samples()
+        True
+        """
+        if self._folds is None:
+            graph = self.graph_for(2)
+            shapes = [graph.info(node).shape for node in graph.call_nodes() if graph.info(node).depends_on_input]
+            self._folds = graph.batch_size > 1 and any(
+                shape is not None and len(shape) > 0 and shape[0] % graph.batch_size for shape in shapes)
+        return self._folds
 
     def check_samples_independent(self, graph: Graph) -> None:
         """Refuse a graph whose output for one sample depends on another sample's input (a flip or a sum over

@@ -14,7 +14,8 @@
   a margin between two log-probabilities is the margin between their scores, exactly, under CROWN too.
 - prelu(x, w) = w·x + (1 − w)·relu(x) with w a constant: ReLU's relaxation (and branch-and-bound's ReLU splits).
 - minimum(a, b) = a − relu(a − b), maximum(a, b) = b + relu(a − b) (equal up to rounding where a and b differ).
-- group norm = layer norm over each group's channels, then the per-channel affine; variance and standard deviation
+- group norm = layer norm over each group's channels, instance norm (batch norm with the batch's own statistics)
+  = the same over every dim but the channels, then the per-channel affine; variance and standard deviation
   from their definitions; vector norms as √Σx², Σ|x|, max |x| or (Σ|x|^p)^(1/p).
 - x / y with y bounded = x · reciprocal(y); a matrix product of two bounded tensors (attention's q·kᵀ and p·v)
   = Σ_k of elementwise products, each bounded by McCormick planes.
@@ -158,6 +159,26 @@ def _group_norm(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     return out
 
 
+def _batch_statistics_norm(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
+    """getitem(_native_batch_norm_legit.no_stats(x, w, b, training, momentum, eps), 0): normalised over every dim
+    but the channels with the batch's own statistics (how instance norm runs), then the per-channel affine."""
+    x, weight, bias, _, _, eps = node.args[0].args
+    shape = _shape(x)
+    dims = [0, *range(2, len(shape))]
+    out = _normalized(rewriter, x, dims, math.prod(shape[d] for d in dims), eps)
+    per_channel = [shape[1]] + [1] * (len(shape) - 2)
+    if weight is not None:
+        out = rewriter.call(aten.mul.Tensor, out, rewriter.call(aten.view.default, weight, per_channel))
+    if bias is not None:
+        out = rewriter.call(aten.add.Tensor, out, rewriter.call(aten.view.default, bias, per_channel))
+    return out
+
+
+#: normalisations traced as one operator with several outputs, rewritten where their first output is read
+_FIRST_OUTPUT_REWRITES = {aten.native_group_norm.default: _group_norm,
+                          aten._native_batch_norm_legit.no_stats: _batch_statistics_norm}
+
+
 def _reduced_dims(node: fx.Node, dim) -> list[int]:
     rank = len(_shape(node.args[0]))
     return list(range(rank)) if dim is None or dim == [] else [d % rank for d in ([dim] if isinstance(dim, int) else dim)]
@@ -219,8 +240,8 @@ def _rewrite_for(node: fx.Node, dependent: set[fx.Node]):
     if node.target is aten._log_softmax.default:
         return _log_softmax
     if (node.target is operator.getitem and node.args[1] == 0 and isinstance(node.args[0], fx.Node)
-            and node.args[0].target is aten.native_group_norm.default):
-        return _group_norm
+            and node.args[0].target in _FIRST_OUTPUT_REWRITES):
+        return _FIRST_OUTPUT_REWRITES[node.args[0].target]
     if node.target is aten.linalg_vector_norm.default:
         return _vector_norm
     if node.target in (aten.var.correction, aten.std.correction):

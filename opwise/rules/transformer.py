@@ -5,7 +5,7 @@ log_softmax: the same decomposition, x ⊙ Jᵀ(R / y) with y = log_softmax(x) a
 For the explained output alone (R = y_t at t) both give x ⊙ (e_t − s) up to the factor s_t: the logit t against the
 softmax-weighted logits.
 matmul/bmm of two explained tensors: epsilon rule, then uniform split between the factors (Prop. 3.3).
-layer norm and group norm: epsilon rule through (x − mean)/σ·w + b with σ held constant (identity on 1/σ,
+layer norm, group norm and instance norm: epsilon rule through (x − mean)/σ·w + b with σ held constant (identity on 1/σ,
 Prop. 3.4); the composite may give them an `Epsilon` to set ε.
 vector norm ‖x‖_p = Σ|x_i|^p / ‖x‖_p^(p−1): each entry gets the share |x_i|^p / Σ|x_j|^p (conservative);
 variance and standard deviation: the share (x_i − mean)² / Σ(x_j − mean)² (conservative).
@@ -82,6 +82,17 @@ def _group_norm_std_constant(x, groups, weight, bias, eps):
     return y if bias is None else y + bias.reshape(shape)
 
 
+def _batch_statistics_std_constant(x, weight, bias, eps):
+    """Batch norm with the batch's own statistics (instance norm runs as this): over every dim but channels."""
+    dims = (0, *range(2, x.dim()))
+    mean = x.mean(dims, keepdim=True)
+    std = torch.sqrt(x.var(dims, keepdim=True, unbiased=False) + eps).detach()
+    shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
+    y = (x - mean) / std
+    y = y if weight is None else y * weight.reshape(shape)
+    return y if bias is None else y + bias.reshape(shape)
+
+
 def _std_constant_rule(call, relevance, normalize) -> list:
     """x ⊙ vjp of `normalize` (σ detached) at R / (y ± ε): the epsilon rule through the normalizer."""
     x = call.arg(0)
@@ -100,6 +111,13 @@ def layer_norm(call, relevance):
     shape, weight, bias = call.args[1], call.arg(2), call.arg(3)
     eps = call.args[4] if len(call.args) > 4 else 1e-5
     return _std_constant_rule(call, relevance, lambda x: _layer_norm_std_constant(x, shape, weight, bias, eps))
+
+
+@relevance_rule("aten._native_batch_norm_legit.no_stats")
+def batch_statistics_norm(call, relevance):
+    """_native_batch_norm_legit.no_stats(x, weight, bias, training, momentum, eps): σ held constant."""
+    weight, bias, eps = call.arg(1), call.arg(2), call.args[5]
+    return _std_constant_rule(call, relevance, lambda x: _batch_statistics_std_constant(x, weight, bias, eps))
 
 
 @relevance_rule("aten.native_group_norm.default", "aten.group_norm.default")

@@ -291,3 +291,13 @@ def test_group_norm_vector_norms_variance_and_cumsum_are_bounded_soundly(seed):
     for probe in torch.randn(4, 1, 2, 5, 5):  # the trace is at batch 1
         torch.testing.assert_close(expanded(probe), model(probe), rtol=1e-5, atol=1e-5)
     assert_sound(model, x - 0.05, x + 0.05, samples=2_000, seed=seed, attack=seed == 0)
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_instance_norm_is_bounded_soundly(affine):
+    """Instance norm traces as batch norm with the batch's own statistics (no bound rule before)."""
+    model = randomize_(torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.InstanceNorm2d(3, affine=affine),
+                                           torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(27, 2)), 0).eval()
+    x = torch.randn(2, 2, 5, 5, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(expand_for_bounds(trace(model, x))(x), model(x), rtol=1e-5, atol=1e-5)
+    assert_sound(model, x - 0.05, x + 0.05, samples=2_000, attack=True)

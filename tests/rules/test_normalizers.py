@@ -99,3 +99,24 @@ def test_a_model_ending_in_log_softmax_is_explained_like_its_scores_against_the_
     reference = sum(opwise.explain(scores, x, target=torch.full((3,), k)).relevance
                     * (start[:, k] / z[:, k]).reshape(3, 1) for k in range(4))
     torch.testing.assert_close(explained.relevance, reference, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_instance_norm_is_explained_as_group_norm_with_one_channel_per_group(affine):
+    """Instance norm (traced as batch norm over its own statistics) had no relevance rule; it is group norm with
+    C groups, so both give the same relevance, and without biases it conserves."""
+    torch.manual_seed(0)
+    conv, head = nn.Conv2d(2, 4, 3, bias=False), nn.Linear(4 * 4 * 4, 3, bias=False)
+    instance, group = nn.InstanceNorm2d(4, affine=affine), nn.GroupNorm(4, 4, affine=affine)
+    if affine:
+        with torch.no_grad():
+            instance.weight.uniform_(0.5, 1.5)
+            group.weight.copy_(instance.weight)
+            instance.bias.zero_()
+            group.bias.zero_()
+    x = torch.randn(2, 2, 6, 6)
+    one = opwise.explain(nn.Sequential(conv, instance, nn.Flatten(), head).eval(), x, composite="epsilon")
+    other = opwise.explain(nn.Sequential(conv, group, nn.Flatten(), head).eval(), x, composite="epsilon")
+    torch.testing.assert_close(one.relevance, other.relevance, rtol=1e-4, atol=1e-5)
+    total, output = one.conservation.unbind(-1)
+    torch.testing.assert_close(total, output, rtol=1e-3, atol=1e-4)
