@@ -1,4 +1,4 @@
-"""Max pooling and max/min reductions: each maximum is at least the input its window's largest lower bound
+"""Max pooling (fixed and adaptive windows) and max/min reductions: each maximum is at least the input its window's largest lower bound
 belongs to, and at most the window's largest upper bound (exactly that input when its lower bound beats
 every other upper); a minimum is the mirror image (min x = −max −x).
 """
@@ -29,15 +29,17 @@ class MaxPool:
     def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
         return Interval(step.function(intervals[0].lower), step.function(intervals[0].upper))
 
+    def pool(self, step: Step, value: torch.Tensor, return_indices: bool = False):
+        return F.max_pool2d(value, return_indices=return_indices, **_pool_arguments(step))
+
     def backward(self, step: Step, A: torch.Tensor):
         x = step.bounds(step.inputs[0])
-        arguments = _pool_arguments(step)
-        lower_max, chosen = F.max_pool2d(x.lower, return_indices=True, **arguments)
-        upper_max = F.max_pool2d(x.upper, **arguments)
+        lower_max, chosen = self.pool(step, x.lower, return_indices=True)
+        upper_max = self.pool(step, x.upper)
         chosen_upper = x.upper.flatten(2).gather(2, chosen.flatten(2)).view_as(chosen)
         # the largest upper bound among the other inputs of the window: the pool of uppers with the chosen one lowered
         others = x.upper.flatten(2).scatter(2, chosen.flatten(2), float("-inf")).view_as(x.upper)
-        exact = (lower_max >= F.max_pool2d(others, **arguments)) & (chosen_upper >= upper_max)
+        exact = (lower_max >= self.pool(step, others)) & (chosen_upper >= upper_max)
 
         def select(value: torch.Tensor) -> torch.Tensor:
             return value.flatten(2).gather(2, chosen.flatten(2)).view_as(chosen)
@@ -48,6 +50,15 @@ class MaxPool:
         (coefficient,) = torch.func.vmap(vjp)(weights)
         bias = negative * upper_max * ~exact
         return [coefficient], bias
+
+
+@bound_transfer("aten.adaptive_max_pool2d")
+class AdaptiveMaxPool(MaxPool):
+    """Adaptive max pooling: the same bounds over its windows (of varying size, possibly overlapping)."""
+
+    def pool(self, step: Step, value: torch.Tensor, return_indices: bool = False):
+        size = step.args[1] if len(step.args) > 1 else step.node.kwargs["output_size"]
+        return F.adaptive_max_pool2d(value, size, return_indices=return_indices)
 
 
 def _reduced_last(value: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Max/min reductions: exact where one input dominates, the bound of the chosen input otherwise."""
+"""Max/min reductions and adaptive max pooling: exact where one input dominates, the bound of the chosen input
+otherwise."""
 
 from __future__ import annotations
 
@@ -28,3 +29,14 @@ def test_bounds_of_two_inputs(which, center, expected, method):
     eps = 0.5
     bounds = opwise.compute_bounds(_Reduce(which), torch.tensor([center]), eps=eps, method=method)
     assert (float(bounds.lower), float(bounds.upper)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("output_size", [(2, 2), (4, 3)])  # from 5x6: windows of 3 rows, overlapping for 4 outputs
+def test_adaptive_max_pooling_is_bounded_soundly(output_size):
+    """adaptive_max_pool2d had no bound rule; its windows vary in size and overlap where the sizes do not divide."""
+    from tests.bounds.helpers import assert_sound, randomize_
+
+    model = randomize_(torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.AdaptiveMaxPool2d(output_size),
+                                           torch.nn.Flatten(), torch.nn.Linear(3 * output_size[0] * output_size[1], 2)), 0)
+    x = torch.randn(2, 2, 7, 8, generator=torch.Generator().manual_seed(0))
+    assert_sound(model.eval(), x - 0.2, x + 0.2, samples=2_000)
