@@ -17,8 +17,10 @@ import torch
 from opwise.bounds import BoundedModel
 from opwise.bounds.methods import method_name
 from opwise.combined.box_splitting import certify_by_splitting
+from opwise.combined.linear_radius import has_linear_bound, linear_pass, patch_features, patch_linear_bound
 from opwise.combined.patch_attack import attack_boxes, robust_margins
 from opwise.errors import InputError
+from opwise.tracing import Graph
 
 
 #: how far below zero a counterexample moved towards x must keep the margin
@@ -30,9 +32,9 @@ CASCADES = {
     "ibp": ("ibp",),
     "crown-ibp": ("crown-ibp",),
     "forward-crown": ("crown-ibp", "forward-crown"),
-    "crown": ("crown-ibp", "crown"),
-    "alpha-crown": ("crown-ibp", "crown", "alpha-crown"),
-    "bab": ("crown-ibp", "crown", "bab"),
+    "crown": ("crown",),
+    "alpha-crown": ("crown", "alpha-crown"),
+    "bab": ("crown", "bab"),
 }
 
 
@@ -130,6 +132,7 @@ def certified_map(
     attack_steps: int = 2,
     batch_size: int = 16,
     max_boxes: int = 16,
+    search: str = "linear",
 ) -> CertifiedMap:
     """Certified L∞ radius per patch of one sample x [1, ...] by bisection on ε in [0, eps_max], every
     patch a row of the same batched bound pass (`method`: "crown", "alpha-crown", ... as in
@@ -167,15 +170,15 @@ def certified_map(
     if domain is not None and ((x < domain[0]).any() or (x > domain[1]).any()):
         raise InputError(f"x lies outside its domain [{domain[0]}, {domain[1]}]; pass domain=None or the input's range")
     masks = patch_masks(tuple(x.shape[1:]), patch)
-    bounded = BoundedModel(model, x)
+    count = masks.shape[0]
+    chunk = min(batch_size, count)  # one traced batch size for every pass: a re-trace costs seconds
+    # traced at that batch size at once (a module can be; a Graph keeps its own)
+    bounded = BoundedModel(model, x if isinstance(model, Graph) else x.expand(chunk, *x.shape[1:]))
     with torch.no_grad():
-        output = bounded(x).reshape(1, -1)
+        output = bounded(x.expand(chunk, *x.shape[1:]))[:1].reshape(1, -1)
     target = int(output.argmax()) if target is None else int(target)
     if not 0 <= target < output.shape[1]:
         raise InputError(f"target {target} is out of range for {output.shape[1]} outputs")
-
-    count = masks.shape[0]
-    chunk = min(batch_size, count)  # one traced batch size for every pass: a re-trace costs seconds
 
     passes = 0
 
@@ -189,29 +192,48 @@ def certified_map(
             found.append(bounds.lower.min(1).values[: part.stop - part.start])
         return torch.cat(found).cpu()
 
-    def certified(rows: torch.Tensor, eps: torch.Tensor, stage: str) -> torch.Tensor:
+    def prove(rows: torch.Tensor, eps: torch.Tensor, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass of `stage` at `eps` [rows]: the radius it certifies (eps where it proves the box; where it
+        does not, what its linear bound still proves, 0 for a method without one or under plain bisection) and
+        where its linear bound reaches zero (up to eps_max: beyond eps a guess, not a proof; NaN without one)."""
+        nonlocal passes
         lower, upper = _boxes(x, masks[rows], eps, domain)
+        nothing = torch.full_like(eps, math.nan)
         if stage == "bab":
             with torch.no_grad():
-                return certify_by_splitting(lambda lo, up: margins(lo, up, "crown"), lower, upper, max_boxes=max_boxes,
-                                            broken=lambda points: robust_margins(model, points, target) <= 0)
-        return margins(lower, upper, stage) > 0
+                proved = certify_by_splitting(lambda lo, up: margins(lo, up, "crown"), lower, upper, max_boxes=max_boxes,
+                                              broken=lambda points: robust_margins(model, points, target) <= 0)
+            return torch.where(proved, eps, torch.zeros_like(eps)), nothing
+        if search == "bisect" or not has_linear_bound(stage):
+            return torch.where(margins(lower, upper, stage) > 0, eps, torch.zeros_like(eps)), nothing
+        passes += 1
+        bound, slope = linear_pass(bounded, lower, upper, index[rows], target, stage, chunk)
+        linear = patch_linear_bound(bound.cpu(), slope.cpu(), x, index[rows], real[rows], eps, domain)
+        reach = linear.radius(torch.full_like(eps, eps_max))
+        return torch.where(bound.cpu().amin(1) > 0, eps, torch.minimum(reach, eps)), reach
 
-    low, high = torch.zeros(count), torch.full((count,), float(eps_max))
+    low = torch.zeros(count)
     attack_radius = torch.full((count,), math.inf)
     counterexamples = torch.full((count, *x.shape[1:]), math.nan)
     attack_seconds, attacked = 0.0, False
-    for index, stage in enumerate(CASCADES[method]):
-        start_from = "top" if index == 0 else "grow"
+    tolerance = eps_max / 2**steps
+    features = patch_features(masks)
+    index, real = features
+    for position, stage in enumerate(CASCADES[method]):
         if stage == "bab" and attack:
             # branch-and-bound costs many passes per radius: the attack first closes the bracket from above, so
             # only radii between CROWN's and the closest counterexample's are tried
             attack_start = time.monotonic()
             _attack_radius(model, x, masks, target, domain, eps_max, low, attack_radius, counterexamples, attack_steps)
             attack_seconds, attacked = time.monotonic() - attack_start, True
-            high.copy_(torch.minimum(high.fill_(eps_max), attack_radius))
-            start_from = "bisect"
-        _search(lambda rows, eps: certified(rows, eps, stage), low, high, eps_max, eps_max / 2**steps, start_from)
+        limit = attack_radius if search != "bisect" or stage == "bab" else torch.full_like(low, math.inf)
+        start_from = "bisect" if stage == "bab" else "grow" if position > 0 else "top"
+        linear = search != "bisect" and has_linear_bound(stage)
+        guess = None
+        if linear and position == 0:
+            passes += 1
+            guess = _linearized_radius(bounded, x, features, target, stage, domain, eps_max, chunk)
+        _search(lambda rows, eps: prove(rows, eps, stage), low, limit, eps_max, tolerance, start_from, guess)
     if attack and not attacked:
         attack_start = time.monotonic()
         _attack_radius(model, x, masks, target, domain, eps_max, low, attack_radius, counterexamples, attack_steps)
@@ -220,28 +242,81 @@ def certified_map(
                         time.monotonic() - start - attack_seconds, attack_seconds)
 
 
-def _search(certified, low: torch.Tensor, high: torch.Tensor, eps_max: float, tolerance: float, start_from: str) -> None:
-    """Narrow every row's [low (certified), high (not)] to `tolerance`, in place.
+def _search(prove, low: torch.Tensor, limit: torch.Tensor, eps_max: float, tolerance: float, start: str,
+            guess: torch.Tensor | None = None) -> None:
+    """Raise every row's certified radius `low` in place until it is within `tolerance` of a radius the
+    method failed at or of `limit` (a counterexample's distance: nothing at or above it can be certified),
+    or reaches eps_max. `prove(rows, eps)` is one batched pass: the radius it certifies per row (eps where it
+    proves the box; below eps, what a failed probe's linear bound still proves) and where its linear bound
+    reaches zero (a guess past eps; NaN without a linear bound).
 
-    The first method ("top") bisects from eps_max down. A later, stronger (and costlier) method ("grow")
-    starts from the last one's bracket and grows its step from there, doubling while it certifies, then
-    bisects: its passes stay at small radii, where its bound passes are cheap, instead of trying eps_max
-    first. "bisect" bisects the bracket as it is (its top closed by a counterexample).
+    Until a row's probe fails, its probes grow: to `guess` first (where the model's linearization at x
+    reaches zero), then to where the last pass's linear bound reaches zero, or, with neither, by doubling
+    their step (`start` "top": from eps_max down; "grow", a later and costlier method: from the radius
+    certified so far, so that its passes stay at small radii, where they are cheap). Once probes fail, the
+    radius is where a failed probe p would certify p itself: the root of p − certified(p), which the search
+    finds by the secant through the last two failed probes (the first alone: as far below as above the
+    radius) and probes half a tolerance past, so that the probe's failed pass closes the bracket. Without
+    linear bounds (and under "bisect", which starts at once, below eps_max and the limit: branch-and-bound)
+    a failed probe certifies nothing and this is bisection.
     """
-    grow = start_from == "grow"
-    step = (high - low).clamp(min=tolerance) if grow else torch.full_like(low, eps_max)
-    if grow:
-        high.fill_(eps_max)
-    growing = (low < eps_max) & (start_from != "bisect")
+    high = limit.clamp(max=eps_max) if start == "bisect" else limit.clone()
+    step = torch.maximum(low, torch.full_like(low, tolerance)) if start == "grow" else torch.full_like(low, eps_max)
+    growing = torch.full_like(low, start != "bisect", dtype=torch.bool)
+    reach = torch.full_like(low, math.nan) if guess is None else guess.clone()
+    # the last two failed probes and what their passes certified (NaN: none yet)
+    last, last_certified = torch.full_like(low, math.nan), torch.full_like(low, math.nan)
+    before, before_certified = last.clone(), last.clone()
+    proved_last = torch.zeros_like(low, dtype=torch.bool)
     while True:
-        active = (low < eps_max) & (growing | (high - low > tolerance * (1 + 1e-6)))
+        active = (low < eps_max) & (high - low > tolerance * (1 + 1e-6))
         rows = torch.nonzero(active).flatten()
         if rows.numel() == 0:
             return
-        probe = torch.where(growing, (low + step).clamp(max=eps_max), (low + high) / 2)[rows]
-        proved = certified(rows, probe)
-        low[rows[proved]], step[rows[proved]] = probe[proved], step[rows[proved]] * 2
-        high[rows[~proved]], growing[rows[~proved]] = probe[~proved], False
+        known = torch.isfinite(reach)
+        grown = torch.minimum(torch.where(known, torch.maximum(reach, low + tolerance), low + step), high)
+        gap, gap_before = last - last_certified, before - before_certified
+        secant = last - gap * (last - before) / (gap - gap_before)
+        # the secant holds where both failed probes proved something and the gap grows with the probe, as it
+        # does near the radius; from one failed probe, the radius is guessed as far below it as its bound proved
+        rising = (gap - gap_before) * (last - before) > 0
+        root = torch.where(torch.isfinite(secant) & rising & (before_certified > 0), secant, last - gap / SLOPE)
+        root = torch.where(last_certified > 0, root, math.nan)
+        # a guess outside the bracket, or after a proved probe (the guess was too low), gives way to halving the
+        # bracket (up to where that probe's bound reaches zero, if lower)
+        middle = (low + torch.minimum(high, torch.where(torch.isfinite(reach), reach, high))) / 2
+        usable = torch.isfinite(root) & ~proved_last & (root > low) & (root < high)
+        narrowed = torch.where(usable, root + tolerance / 2, middle)
+        narrowed = torch.minimum(torch.maximum(narrowed, low + tolerance / 4), high - tolerance / 4)
+        probe = torch.where(growing, grown, narrowed).clamp(max=eps_max)[rows]
+        certified, reach[rows] = prove(rows, probe)
+        proved = certified >= probe
+        low[rows] = torch.maximum(low[rows], certified)
+        failed = rows[~proved]
+        high[failed] = torch.minimum(high[failed], probe[~proved])
+        before[failed], before_certified[failed] = last[failed], last_certified[failed]
+        last[failed], last_certified[failed] = probe[~proved], certified[~proved]
+        reach[failed] = math.nan
+        step[rows[proved]] *= 2
+        growing[failed] = False
+        proved_last[rows] = proved
+
+
+SLOPE = 2.0
+
+
+def _linearized_radius(bounded, x, features, target, method, domain, eps_max, chunk) -> torch.Tensor:
+    """Per patch, where the model's linearization at x (one bound pass over the point x itself, where the
+    relaxations are exact) reaches a zero margin: a first probe for a search, not a certified radius. The
+    point is repeated to fill a chunk, which runs on the graph every other pass runs on (no re-trace)."""
+    index, real = features
+    count = index.shape[0]
+    everything = torch.arange(x[0].numel()).reshape(1, -1)
+    points = x.expand(chunk, *x.shape[1:])
+    lower, slope = linear_pass(bounded, points, points, everything.expand(chunk, -1), target, method, chunk)
+    slope = slope[:1].cpu().expand(count, -1, -1).gather(2, index.unsqueeze(1).expand(-1, slope.shape[1], -1))
+    bound = patch_linear_bound(lower[:1].cpu().expand(count, -1), slope, x, index, real, torch.zeros(count), domain)
+    return bound.radius(torch.full((count,), float(eps_max)))
 
 
 def _attack_radius(model, x, masks, target, domain, eps_max, certified, radius, counterexamples, rounds):
