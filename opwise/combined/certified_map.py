@@ -1,9 +1,12 @@
 """`certified_map`: per feature or patch, the largest L∞ radius at which the prediction is *certified*
 when only that patch may change, beside the attack's radius (the closest counterexample PGD found).
 
-Every patch is one batch row of a bound pass, and all rows are bisected on ε together, so a map costs
-about 1 + `steps` batched passes per method however many patches it has (branch-and-bound: a few per radius
-tried). Only radii a bound pass proved are reported: `radius[i] <= true radius[i] <= attack_radius[i]`.
+Every patch is one batch row of a bound pass, and all rows search their radius together, so a map costs a
+few batched passes however many patches it has. A CROWN pass certifies a radius even where it fails: its
+linear bound holds on every smaller box of the patch (`linear_radius.py`), so each pass raises the certified
+radius and the next probe lands just past it; methods without a linear bound (IBP, α-CROWN,
+branch-and-bound) bisect. Only radii a bound pass proved are reported:
+`radius[i] <= true radius[i] <= attack_radius[i]`.
 """
 
 from __future__ import annotations
@@ -27,11 +30,12 @@ from opwise.tracing import Graph
 SLACK = 1e-5
 
 #: method -> the methods a map tries in turn, cheapest first: any of them proving a box certifies it ("bab":
-#: CROWN on the pieces of boxes split by branch-and-bound, `box_splitting.py`)
+#: CROWN on the pieces of boxes split by branch-and-bound, `box_splitting.py`); a later one starts from the
+#: radii the earlier ones certified
 CASCADES = {
     "ibp": ("ibp",),
     "crown-ibp": ("crown-ibp",),
-    "forward-crown": ("crown-ibp", "forward-crown"),
+    "forward-crown": ("forward-crown",),
     "crown": ("crown",),
     "alpha-crown": ("crown", "alpha-crown"),
     "bab": ("crown", "bab"),
@@ -134,14 +138,16 @@ def certified_map(
     max_boxes: int = 16,
     search: str = "linear",
 ) -> CertifiedMap:
-    """Certified L∞ radius per patch of one sample x [1, ...] by bisection on ε in [0, eps_max], every
-    patch a row of the same batched bound pass (`method`: "crown", "alpha-crown", ... as in
-    `opwise.compute_bounds`); boxes are clipped to `domain`. The result is within eps_max / 2**steps
-    below the largest radius `method` can certify. Cheaper methods bisect first (`CASCADES`) and `method`
-    only refines from where they stopped: a CROWN pass costs far more per row than a CROWN-IBP one, and
-    more at large radii than at small ones. `attack` also bisects a batched PGD attack per patch
-    for its closest counterexample (`attack_steps` rounds after one at eps_max). `batch_size`: rows per
-    bound pass (more go through in chunks; `benchmarks/certified_map.py` measures the choice).
+    """Certified L∞ radius per patch of one sample x [1, ...], searched in [0, eps_max], every patch a row
+    of the same batched bound pass (`method`: "crown", "alpha-crown", ... as in `opwise.compute_bounds`);
+    boxes are clipped to `domain`. A row stops once its certified radius is within eps_max / 2**steps of a
+    radius `method` failed to prove. With a linear bound (CROWN, CROWN-IBP, forward-CROWN) every pass
+    certifies a radius, failed probes included (`linear_radius.py`), and the search starts from where the
+    model's linearization at x reaches a zero margin (`_search`); `search="bisect"` ignores that and
+    bisects, as methods without one do (α-CROWN refines CROWN's radii, `CASCADES`). `attack` also
+    bisects a batched PGD attack per patch for its closest counterexample (`attack_steps` rounds after one
+    at eps_max). `batch_size`: rows per bound pass (more go through in chunks; `benchmarks/certified_map.py`
+    measures the choice).
 
     `method="bab"` (branch-and-bound) goes on from CROWN's radii: a box CROWN cannot prove is split into
     pieces (`box_splitting.py`, at most `max_boxes` bound rows per box and radius tried) and certified
@@ -164,6 +170,8 @@ def certified_map(
         raise InputError(f"method {method!r} has no certified map; choose one of {', '.join(CASCADES)}")
     if not (isinstance(eps_max, (int, float)) and eps_max > 0 and math.isfinite(eps_max)):
         raise InputError(f"eps_max must be a positive number, got {eps_max!r}")
+    if search not in ("linear", "bisect"):
+        raise InputError(f"search must be 'linear' or 'bisect', got {search!r}")
     for name, value, least in (("steps", steps, 0), ("attack_steps", attack_steps, 0), ("batch_size", batch_size, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise InputError(f"{name} must be a whole number of at least {least}, got {value!r}")
@@ -226,14 +234,14 @@ def certified_map(
             attack_start = time.monotonic()
             _attack_radius(model, x, masks, target, domain, eps_max, low, attack_radius, counterexamples, attack_steps)
             attack_seconds, attacked = time.monotonic() - attack_start, True
-        limit = attack_radius if search != "bisect" or stage == "bab" else torch.full_like(low, math.inf)
         start_from = "bisect" if stage == "bab" else "grow" if position > 0 else "top"
         linear = search != "bisect" and has_linear_bound(stage)
         guess = None
         if linear and position == 0:
             passes += 1
             guess = _linearized_radius(bounded, x, features, target, stage, domain, eps_max, chunk)
-        _search(lambda rows, eps: prove(rows, eps, stage), low, limit, eps_max, tolerance, start_from, guess)
+        # the attack's radius bounds the search from above where the attack ran first (inf elsewhere)
+        _search(lambda rows, eps: prove(rows, eps, stage), low, attack_radius, eps_max, tolerance, start_from, guess)
     if attack and not attacked:
         attack_start = time.monotonic()
         _attack_radius(model, x, masks, target, domain, eps_max, low, attack_radius, counterexamples, attack_steps)
@@ -252,8 +260,8 @@ def _search(prove, low: torch.Tensor, limit: torch.Tensor, eps_max: float, toler
 
     Until a row's probe fails, its probes grow: to `guess` first (where the model's linearization at x
     reaches zero), then to where the last pass's linear bound reaches zero, or, with neither, by doubling
-    their step (`start` "top": from eps_max down; "grow", a later and costlier method: from the radius
-    certified so far, so that its passes stay at small radii, where they are cheap). Once probes fail, the
+    their step (`start` "top": from eps_max down; "grow", a later and costlier method that rarely proves
+    much more: from the radius certified so far by one tolerance). Once probes fail, the
     radius is where a failed probe p would certify p itself: the root of p − certified(p), which the search
     finds by the secant through the last two failed probes (the first alone: as far below as above the
     radius) and probes half a tolerance past, so that the probe's failed pass closes the bracket. Without
@@ -261,7 +269,7 @@ def _search(prove, low: torch.Tensor, limit: torch.Tensor, eps_max: float, toler
     a failed probe certifies nothing and this is bisection.
     """
     high = limit.clamp(max=eps_max) if start == "bisect" else limit.clone()
-    step = torch.maximum(low, torch.full_like(low, tolerance)) if start == "grow" else torch.full_like(low, eps_max)
+    step = torch.full_like(low, tolerance if start == "grow" else eps_max)
     growing = torch.full_like(low, start != "bisect", dtype=torch.bool)
     reach = torch.full_like(low, math.nan) if guess is None else guess.clone()
     # the last two failed probes and what their passes certified (NaN: none yet)
@@ -280,7 +288,7 @@ def _search(prove, low: torch.Tensor, limit: torch.Tensor, eps_max: float, toler
         # the secant holds where both failed probes proved something and the gap grows with the probe, as it
         # does near the radius; from one failed probe, the radius is guessed as far below it as its bound proved
         rising = (gap - gap_before) * (last - before) > 0
-        root = torch.where(torch.isfinite(secant) & rising & (before_certified > 0), secant, last - gap / SLOPE)
+        root = torch.where(torch.isfinite(secant) & rising & (before_certified > 0), secant, last - gap / 2)
         root = torch.where(last_certified > 0, root, math.nan)
         # a guess outside the bracket, or after a proved probe (the guess was too low), gives way to halving the
         # bracket (up to where that probe's bound reaches zero, if lower)
@@ -300,9 +308,6 @@ def _search(prove, low: torch.Tensor, limit: torch.Tensor, eps_max: float, toler
         step[rows[proved]] *= 2
         growing[failed] = False
         proved_last[rows] = proved
-
-
-SLOPE = 2.0
 
 
 def _linearized_radius(bounded, x, features, target, method, domain, eps_max, chunk) -> torch.Tensor:
