@@ -63,11 +63,20 @@ class CertifiedMap:
     attack_seconds: float = 0.0
 
     def per_feature(self, values: torch.Tensor) -> torch.Tensor:
-        """Spread one value per patch onto the features, shaped like one sample of x (patches are disjoint;
-        a feature no patch covers, or a NaN value, stays NaN)."""
-        covered = self.masks.any(0)
-        spread = values.reshape(-1)[self.masks.to(torch.uint8).argmax(0)].to(torch.float32)
-        return torch.where(covered, spread, torch.tensor(math.nan))
+        """Spread one value per patch onto the features, shaped like one sample of x. A feature several
+        (overlapping) patches cover takes the smallest of their values: for radii, that of the most fragile
+        patch it lies in. NaN values are skipped; a feature no patch covers, or only NaN ones, stays NaN.
+
+        >>> import torch
+        >>> windows = torch.tensor([[True, True, False, False], [False, True, True, False], [False, False, True, False]])
+        >>> m = CertifiedMap(torch.zeros(3), torch.zeros(3), windows, torch.zeros(3, 4), torch.zeros(1, 4), 0, 1.0, "crown", 1, 0.0)
+        >>> m.per_feature(torch.tensor([0.5, 0.25, float("nan")])).tolist()
+        [0.5, 0.25, 0.25, nan]
+        """
+        values = values.reshape(-1).to(torch.float32)
+        present = self.masks & ~torch.isnan(values).reshape(-1, *[1] * (self.masks.dim() - 1))
+        spread = torch.where(present, values.reshape(-1, *[1] * (self.masks.dim() - 1)), torch.tensor(math.inf))
+        return torch.where(present.any(0), spread.amin(0), torch.tensor(math.nan))
 
     def patch_relevance(self, relevance: torch.Tensor) -> torch.Tensor:
         """Total absolute relevance per patch, from a relevance map shaped like x."""

@@ -280,3 +280,17 @@ def test_linear_search_is_sound_on_random_models(make, shape, patch, seed):
         signs = torch.sign(torch.randn(32, *x.shape[1:], generator=generator))
         corners = (x + mask * float(result.radius[index]) * signs).clamp(0, 1)
         assert (robust_margins(model, corners, result.target) > 0).all(), index
+
+
+def test_per_feature_takes_the_most_fragile_of_overlapping_patches():
+    """Strided, overlapping windows (here 2x2 windows at stride 1 over a 3x3 image): a feature takes the smallest
+    value of the windows that contain it, not whichever window came first."""
+    windows = torch.zeros(4, 1, 3, 3, dtype=torch.bool)
+    for row, (r, c) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        windows[row, 0, r : r + 2, c : c + 2] = True
+    result = opwise.certified_map(TwoInputReLU(), torch.tensor([[0.5, 0.3]]), eps_max=0.5, steps=2, attack=False)
+    result.masks = windows
+    spread = result.per_feature(torch.tensor([0.4, 0.1, 0.3, math.nan]))
+    expected = torch.tensor([[[0.4, 0.1, 0.1], [0.3, 0.1, 0.1], [0.3, 0.3, math.nan]]])
+    assert torch.equal(torch.isnan(spread), torch.isnan(expected))
+    assert torch.allclose(spread.nan_to_num(-1.0), expected.nan_to_num(-1.0))
