@@ -250,8 +250,15 @@ def certified_map(
         if linear and position == 0:
             passes += 1
             guess = _linearized_radius(bounded, x, features, target, stage, domain, eps_max, chunk)
+            wide = torch.nonzero((guess >= eps_max) & (low < eps_max)).flatten()
+            if stage != "crown-ibp" and wide.numel():
+                # boxes that may hold up to eps_max are the costliest to bound: CROWN-IBP passes cost a fraction of
+                # CROWN's, and a box one proves needs no other
+                certified, _ = prove(wide, torch.full((wide.numel(),), float(eps_max)), "crown-ibp")
+                low[wide] = torch.maximum(low[wide], torch.where(certified >= eps_max, certified, low[wide]))
         # the attack's radius bounds the search from above where the attack ran first (inf elsewhere)
-        _search(lambda rows, eps: prove(rows, eps, stage), low, attack_radius, eps_max, tolerance, start_from, guess)
+        _search(lambda rows, eps: prove(rows, eps, stage), low, attack_radius, eps_max, tolerance, start_from, guess,
+                chunk if stage != "bab" else 1)
     if attack and not attacked:
         attack_start = time.monotonic()
         _attack_radius(model, x, masks, target, domain, eps_max, low, attack_radius, counterexamples, attack_steps)
@@ -261,7 +268,7 @@ def certified_map(
 
 
 def _search(prove, low: torch.Tensor, limit: torch.Tensor, eps_max: float, tolerance: float, start: str,
-            guess: torch.Tensor | None = None) -> None:
+            guess: torch.Tensor | None = None, width: int = 1) -> None:
     """Raise every row's certified radius `low` in place until it is within `tolerance` of a radius the
     method failed at or of `limit` (a counterexample's distance: nothing at or above it can be certified),
     or reaches eps_max. `prove(rows, eps)` is one batched pass: the radius it certifies per row (eps where it
@@ -276,7 +283,8 @@ def _search(prove, low: torch.Tensor, limit: torch.Tensor, eps_max: float, toler
     finds by the secant through the last two failed probes (the first alone: as far below as above the
     radius) and probes half a tolerance past, so that the probe's failed pass closes the bracket. Without
     linear bounds (and under "bisect", which starts at once, below eps_max and the limit: branch-and-bound)
-    a failed probe certifies nothing and this is bisection.
+    a failed probe certifies nothing and this is bisection. A pass of fewer rows than `width` (a chunk, which
+    costs the same) gives every row more probes, evenly over its bracket.
     """
     high = limit.clamp(max=eps_max) if start == "bisect" else limit.clone()
     step = torch.full_like(low, tolerance if start == "grow" else eps_max)
@@ -307,13 +315,30 @@ def _search(prove, low: torch.Tensor, limit: torch.Tensor, eps_max: float, toler
         narrowed = torch.where(usable, root + tolerance / 2, middle)
         narrowed = torch.minimum(torch.maximum(narrowed, low + tolerance / 2), high - tolerance / 4)
         probe = torch.where(growing, grown, narrowed).clamp(max=eps_max)[rows]
-        certified, reach[rows] = prove(rows, probe)
-        proved = certified >= probe
+        # a pass of fewer rows than a chunk costs a whole chunk: each row fills it with more probes, spread evenly
+        # over its bracket (a multi-point bisection step)
+        spread = width // rows.numel() - 1 if rows.numel() < width else 0
+        fractions = torch.arange(1, spread + 1, dtype=low.dtype) / (spread + 1)
+        top = torch.minimum(high, torch.full_like(high, eps_max))[rows]
+        extra = (low[rows].unsqueeze(1) + (top - low[rows]).unsqueeze(1) * fractions).flatten()
+        owner = torch.cat([torch.arange(rows.numel()), torch.arange(rows.numel()).repeat_interleave(spread)])
+        probes = torch.cat([probe, extra])
+        certified_all, reach_all = prove(rows[owner], probes)
+        proved_all = certified_all >= probes
+        certified = torch.zeros_like(probe).scatter_reduce(0, owner, certified_all, "amax")
+        # the lowest failed probe of each row (inf: none) and what it certified
+        failed_at = torch.where(proved_all, math.inf, probes)
+        lowest = torch.full_like(probe, math.inf).scatter_reduce(0, owner, failed_at, "amin")
+        at_lowest = (failed_at == lowest[owner]) & ~proved_all
+        lowest_certified = torch.zeros_like(probe).scatter_reduce(0, owner[at_lowest], certified_all[at_lowest], "amax")
+        proved = torch.isinf(lowest)  # every probe of the row proved
+        reach_proved = torch.where(proved_all, reach_all, -math.inf)
+        reach[rows] = torch.full_like(probe, -math.inf).scatter_reduce(0, owner, reach_proved, "amax")
         low[rows] = torch.maximum(low[rows], certified)
         failed = rows[~proved]
-        high[failed] = torch.minimum(high[failed], probe[~proved])
+        high[failed] = torch.minimum(high[failed], lowest[~proved])
         before[failed], before_certified[failed] = last[failed], last_certified[failed]
-        last[failed], last_certified[failed] = probe[~proved], certified[~proved]
+        last[failed], last_certified[failed] = lowest[~proved], lowest_certified[~proved]
         reach[failed] = math.nan
         step[rows[proved]] *= 2
         growing[failed] = False

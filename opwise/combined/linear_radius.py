@@ -135,6 +135,10 @@ def linear_pass(bounded: BoundedModel, lower: torch.Tensor, upper: torch.Tensor,
             slope = coefficient.gather(2, features.unsqueeze(1).expand(-1, spec.shape[0], -1))
         return result.lower.detach().T, slope
 
+    # whole chunks only, the last one padded with its last row: a short pass would re-trace the graph for its size
+    rows = lower.shape[0]
+    padded = torch.arange(-(-rows // chunk) * chunk).clamp(max=rows - 1)
     with torch.no_grad():
-        return bounded.graph.map_batches(run, lower.to(bounded.device), upper.to(bounded.device),
-                                         index.to(bounded.device), max_batch=chunk)
+        bound, slope = bounded.graph.map_batches(run, lower[padded].to(bounded.device), upper[padded].to(bounded.device),
+                                                 index[padded].to(bounded.device), max_batch=chunk)
+    return bound[:rows], slope[:rows]
