@@ -255,7 +255,7 @@ def certified_map(
                 # boxes that may hold up to eps_max are the costliest to bound: CROWN-IBP passes cost a fraction of
                 # CROWN's, and a box one proves needs no other
                 certified, _ = prove(wide, torch.full((wide.numel(),), float(eps_max)), "crown-ibp")
-                low[wide] = torch.maximum(low[wide], torch.where(certified >= eps_max, certified, low[wide]))
+                low[wide] = torch.maximum(low[wide], certified)
         # the attack's radius bounds the search from above where the attack ran first (inf elsewhere)
         _search(lambda rows, eps: prove(rows, eps, stage), low, attack_radius, eps_max, tolerance, start_from, guess,
                 chunk if stage != "bab" else 1)
