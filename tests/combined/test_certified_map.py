@@ -294,3 +294,8 @@ def test_per_feature_takes_the_most_fragile_of_overlapping_patches():
     expected = torch.tensor([[[0.4, 0.1, 0.1], [0.3, 0.1, 0.1], [0.3, 0.3, math.nan]]])
     assert torch.equal(torch.isnan(spread), torch.isnan(expected))
     assert torch.allclose(spread.nan_to_num(-1.0), expected.nan_to_num(-1.0))
+
+
+def test_unknown_search_is_refused():
+    with pytest.raises(InputError, match="search must be 'linear' or 'bisect'"):
+        opwise.certified_map(TwoInputReLU(), torch.tensor([[0.5, 0.3]]), search="newton")
