@@ -10,7 +10,7 @@ and the rank correlation between relevance and certified radius.
    and how many digits had a defined correlation: a map certified everywhere up to eps-max has none).
 
     PYTHONPATH=. python benchmarks/certified_map.py [--digits 16] [--steps 8] [--method crown] [--eps-max 0.5] [--singles 32]
-        [--batch-size 16]
+        [--batch-size 16] [--parts cnn,conv32] [--no-correlations] [--threads 1]
 """
 
 from __future__ import annotations
@@ -58,11 +58,12 @@ def builtin_cnn(args) -> None:
         found = torch.isfinite(result.attack_radius)
         print(f"digit {index}: class {result.target}, {result.passes} passes, {result.seconds:.2f} s bounds "
               f"(trace included), {result.attack_seconds:.2f} s PGD; certified radius min {float(result.radius.min()):.3f} "
-              f"median {float(result.radius.median()):.3f}; PGD broke {int(found.sum())} pixels"
+              f"median {float(result.radius.median()):.3f} mean {float(result.radius.mean()):.4f}; PGD broke {int(found.sum())} pixels"
               + (f", closest {float(result.attack_radius[found].min()):.3f}" if found.any() else ""))
     print(f"mean per map: {statistics.mean(bound_times):.2f} s bounds, {statistics.mean(attack_times):.2f} s PGD, "
-          f"{statistics.mean(passes):.1f} passes")
-    correlations(model, maps)
+          f"{statistics.mean(passes):.1f} passes, mean certified radius {statistics.mean(float(m.radius.mean()) for _, m in maps):.4f}")
+    if args.correlations:
+        correlations(model, maps)
 
 
 def correlations(model, maps) -> None:
@@ -109,7 +110,7 @@ def conv32(args) -> None:
         found = torch.isfinite(result.attack_radius)
         print(f"{patch}x{patch} patches: {result.masks.shape[0]:4d} patches, {result.passes} passes, {result.seconds:.2f} s "
               f"bounds (trace included), {result.attack_seconds:.2f} s PGD; certified radius min {float(result.radius.min()):.4f} "
-              f"median {float(result.radius.median()):.4f}; PGD broke {int(found.sum())} patches")
+              f"median {float(result.radius.median()):.4f} mean {float(result.radius.mean()):.5f}; PGD broke {int(found.sum())} patches")
     counts = sorted(times)
     print("growth: " + ", ".join(f"{a} -> {b} patches: x{times[b] / times[a]:.2f} time" for a, b in zip(counts, counts[1:])))
     bounded = BoundedModel(model, x)
@@ -144,10 +145,17 @@ def main() -> None:
     parser.add_argument("--eps-max", type=float, default=0.5)
     parser.add_argument("--singles", type=int, default=32, help="single-row passes timed for the ratio")
     parser.add_argument("--batch-size", type=int, default=16, help="rows per bound pass")
+    parser.add_argument("--parts", default="cnn,conv32", help="which parts to run: cnn (with the correlations), conv32")
+    parser.add_argument("--no-correlations", dest="correlations", action="store_false",
+                        help="skip the relevance correlations of part cnn")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    builtin_cnn(args)
-    conv32(args)
+    torch.set_num_threads(args.threads)
+    parts = args.parts.split(",")
+    if "cnn" in parts:
+        builtin_cnn(args)
+    if "conv32" in parts:
+        conv32(args)
 
 
 if __name__ == "__main__":

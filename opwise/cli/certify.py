@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     parser.add_argument("--method", default="crown", help="bounding method: ibp, crown-ibp, crown (default), forward-crown, alpha-crown "
                         "(auto_LiRPA's names such as CROWN, IBP, backward work too), or bab: branch-and-bound on split boxes")
     parser.add_argument("--eps-max", type=float, default=DEFAULT_EPS_MAX, help=f"largest radius tried (default {DEFAULT_EPS_MAX})")
-    parser.add_argument("--steps", type=nonnegative_int, default=8, help="bisection steps: radii are exact to eps-max / 2**steps (default 8)")
+    parser.add_argument("--steps", type=nonnegative_int, default=8, help="search precision: a radius stops within eps-max / 2**steps of one the method failed at (default 8)")
     parser.add_argument("--domain", type=float, nargs=2, default=(0.0, 1.0), metavar=("LOW", "HIGH"),
                         help="valid input range the boxes are clipped to (default 0 1)")
     parser.add_argument("--composite", default="epsilon-plus-flat", help="composite for the relevance beside the map")

@@ -23,7 +23,8 @@ def register(subparsers) -> None:
     parser.add_argument("--patch", type=int, default=1, help="patch side of the certified map (default 1)")
     parser.add_argument("--method", default="crown",
                         help="bounding method: ibp, crown-ibp, crown (default), forward-crown, alpha-crown; auto_LiRPA's "
-                             "names (CROWN, IBP, backward, CROWN-Optimized, ...) work too")
+                             "names (CROWN, IBP, backward, CROWN-Optimized, ...) work too; or bab: the certified map by "
+                             "branch-and-bound on split boxes (the margin table then shows CROWN's bounds)")
     parser.add_argument("--eps-max", type=float, default=0.5, help="largest radius the certified map tries (default 0.5)")
     parser.add_argument("--domain", type=float, nargs=2, default=(0.0, 1.0), metavar=("LOW", "HIGH"),
                         help="valid input range (default 0 1)")

@@ -1,9 +1,12 @@
 """`certified_map`: per feature or patch, the largest L∞ radius at which the prediction is *certified*
 when only that patch may change, beside the attack's radius (the closest counterexample PGD found).
 
-Every patch is one batch row of a bound pass, and all rows are bisected on ε together, so a map costs
-about 1 + `steps` batched passes per method however many patches it has (branch-and-bound: a few per radius
-tried). Only radii a bound pass proved are reported: `radius[i] <= true radius[i] <= attack_radius[i]`.
+Every patch is one batch row of a bound pass, and all rows search their radius together, so a map costs a
+few batched passes however many patches it has. A CROWN pass certifies a radius even where it fails: its
+linear bound holds on every smaller box of the patch (`linear_radius.py`), so each pass raises the certified
+radius and the next probe lands just past it; methods without a linear bound (IBP, α-CROWN,
+branch-and-bound) bisect. Only radii a bound pass proved are reported:
+`radius[i] <= true radius[i] <= attack_radius[i]`.
 """
 
 from __future__ import annotations
@@ -17,22 +20,25 @@ import torch
 from opwise.bounds import BoundedModel
 from opwise.bounds.methods import method_name
 from opwise.combined.box_splitting import certify_by_splitting
+from opwise.combined.linear_radius import has_linear_bound, linear_pass, patch_features, patch_linear_bound
 from opwise.combined.patch_attack import attack_boxes, robust_margins
 from opwise.errors import InputError
+from opwise.tracing import Graph
 
 
 #: how far below zero a counterexample moved towards x must keep the margin
 SLACK = 1e-5
 
 #: method -> the methods a map tries in turn, cheapest first: any of them proving a box certifies it ("bab":
-#: CROWN on the pieces of boxes split by branch-and-bound, `box_splitting.py`)
+#: CROWN on the pieces of boxes split by branch-and-bound, `box_splitting.py`); a later one starts from the
+#: radii the earlier ones certified
 CASCADES = {
     "ibp": ("ibp",),
     "crown-ibp": ("crown-ibp",),
-    "forward-crown": ("crown-ibp", "forward-crown"),
-    "crown": ("crown-ibp", "crown"),
-    "alpha-crown": ("crown-ibp", "crown", "alpha-crown"),
-    "bab": ("crown-ibp", "crown", "bab"),
+    "forward-crown": ("forward-crown",),
+    "crown": ("crown",),
+    "alpha-crown": ("crown", "alpha-crown"),
+    "bab": ("crown", "bab"),
 }
 
 
@@ -57,11 +63,20 @@ class CertifiedMap:
     attack_seconds: float = 0.0
 
     def per_feature(self, values: torch.Tensor) -> torch.Tensor:
-        """Spread one value per patch onto the features, shaped like one sample of x (patches are disjoint;
-        a feature no patch covers, or a NaN value, stays NaN)."""
-        covered = self.masks.any(0)
-        spread = values.reshape(-1)[self.masks.to(torch.uint8).argmax(0)].to(torch.float32)
-        return torch.where(covered, spread, torch.tensor(math.nan))
+        """Spread one value per patch onto the features, shaped like one sample of x. A feature several
+        (overlapping) patches cover takes the smallest of their values: for radii, that of the most fragile
+        patch it lies in. NaN values are skipped; a feature no patch covers, or only NaN ones, stays NaN.
+
+        >>> import torch
+        >>> windows = torch.tensor([[True, True, False, False], [False, True, True, False], [False, False, True, False]])
+        >>> m = CertifiedMap(torch.zeros(3), torch.zeros(3), windows, torch.zeros(3, 4), torch.zeros(1, 4), 0, 1.0, "crown", 1, 0.0)
+        >>> m.per_feature(torch.tensor([0.5, 0.25, float("nan")])).tolist()
+        [0.5, 0.25, 0.25, nan]
+        """
+        values = values.reshape(-1).to(torch.float32)
+        present = self.masks & ~torch.isnan(values).reshape(-1, *[1] * (self.masks.dim() - 1))
+        spread = torch.where(present, values.reshape(-1, *[1] * (self.masks.dim() - 1)), torch.tensor(math.inf))
+        return torch.where(present.any(0), spread.amin(0), torch.tensor(math.nan))
 
     def patch_relevance(self, relevance: torch.Tensor) -> torch.Tensor:
         """Total absolute relevance per patch, from a relevance map shaped like x."""
@@ -130,15 +145,18 @@ def certified_map(
     attack_steps: int = 2,
     batch_size: int = 16,
     max_boxes: int = 16,
+    search: str = "linear",
 ) -> CertifiedMap:
-    """Certified L∞ radius per patch of one sample x [1, ...] by bisection on ε in [0, eps_max], every
-    patch a row of the same batched bound pass (`method`: "crown", "alpha-crown", ... as in
-    `opwise.compute_bounds`); boxes are clipped to `domain`. The result is within eps_max / 2**steps
-    below the largest radius `method` can certify. Cheaper methods bisect first (`CASCADES`) and `method`
-    only refines from where they stopped: a CROWN pass costs far more per row than a CROWN-IBP one, and
-    more at large radii than at small ones. `attack` also bisects a batched PGD attack per patch
-    for its closest counterexample (`attack_steps` rounds after one at eps_max). `batch_size`: rows per
-    bound pass (more go through in chunks; `benchmarks/certified_map.py` measures the choice).
+    """Certified L∞ radius per patch of one sample x [1, ...], searched in [0, eps_max], every patch a row
+    of the same batched bound pass (`method`: "crown", "alpha-crown", ... as in `opwise.compute_bounds`);
+    boxes are clipped to `domain`. A row stops once its certified radius is within eps_max / 2**steps of a
+    radius `method` failed to prove. With a linear bound (CROWN, CROWN-IBP, forward-CROWN) every pass
+    certifies a radius, failed probes included (`linear_radius.py`), and the search starts from where the
+    model's linearization at x reaches a zero margin (`_search`); `search="bisect"` ignores that and
+    bisects, as methods without one do (α-CROWN refines CROWN's radii, `CASCADES`). `attack` also
+    bisects a batched PGD attack per patch for its closest counterexample (`attack_steps` rounds after one
+    at eps_max). `batch_size`: rows per bound pass (more go through in chunks; `benchmarks/certified_map.py`
+    measures the choice).
 
     `method="bab"` (branch-and-bound) goes on from CROWN's radii: a box CROWN cannot prove is split into
     pieces (`box_splitting.py`, at most `max_boxes` bound rows per box and radius tried) and certified
@@ -161,21 +179,23 @@ def certified_map(
         raise InputError(f"method {method!r} has no certified map; choose one of {', '.join(CASCADES)}")
     if not (isinstance(eps_max, (int, float)) and eps_max > 0 and math.isfinite(eps_max)):
         raise InputError(f"eps_max must be a positive number, got {eps_max!r}")
+    if search not in ("linear", "bisect"):
+        raise InputError(f"search must be 'linear' or 'bisect', got {search!r}")
     for name, value, least in (("steps", steps, 0), ("attack_steps", attack_steps, 0), ("batch_size", batch_size, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise InputError(f"{name} must be a whole number of at least {least}, got {value!r}")
     if domain is not None and ((x < domain[0]).any() or (x > domain[1]).any()):
         raise InputError(f"x lies outside its domain [{domain[0]}, {domain[1]}]; pass domain=None or the input's range")
     masks = patch_masks(tuple(x.shape[1:]), patch)
-    bounded = BoundedModel(model, x)
+    count = masks.shape[0]
+    chunk = min(batch_size, count)  # one traced batch size for every pass: a re-trace costs seconds
+    # traced at that batch size at once (a module can be; a Graph keeps its own)
+    bounded = BoundedModel(model, x if isinstance(model, Graph) else x.expand(chunk, *x.shape[1:]))
     with torch.no_grad():
-        output = bounded(x).reshape(1, -1)
+        output = bounded(x.expand(chunk, *x.shape[1:]))[:1].reshape(1, -1)
     target = int(output.argmax()) if target is None else int(target)
     if not 0 <= target < output.shape[1]:
         raise InputError(f"target {target} is out of range for {output.shape[1]} outputs")
-
-    count = masks.shape[0]
-    chunk = min(batch_size, count)  # one traced batch size for every pass: a re-trace costs seconds
 
     passes = 0
 
@@ -189,29 +209,56 @@ def certified_map(
             found.append(bounds.lower.min(1).values[: part.stop - part.start])
         return torch.cat(found).cpu()
 
-    def certified(rows: torch.Tensor, eps: torch.Tensor, stage: str) -> torch.Tensor:
+    def prove(rows: torch.Tensor, eps: torch.Tensor, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass of `stage` at `eps` [rows]: the radius it certifies (eps where it proves the box; where it
+        does not, what its linear bound still proves, 0 for a method without one or under plain bisection) and
+        where its linear bound reaches zero (up to eps_max: beyond eps a guess, not a proof; NaN without one)."""
+        nonlocal passes
         lower, upper = _boxes(x, masks[rows], eps, domain)
+        nothing = torch.full_like(eps, math.nan)
         if stage == "bab":
             with torch.no_grad():
-                return certify_by_splitting(lambda lo, up: margins(lo, up, "crown"), lower, upper, max_boxes=max_boxes,
-                                            broken=lambda points: robust_margins(model, points, target) <= 0)
-        return margins(lower, upper, stage) > 0
+                proved = certify_by_splitting(lambda lo, up: margins(lo, up, "crown"), lower, upper, max_boxes=max_boxes,
+                                              broken=lambda points: robust_margins(model, points, target) <= 0)
+            return torch.where(proved, eps, torch.zeros_like(eps)), nothing
+        if search == "bisect" or not has_linear_bound(stage):
+            return torch.where(margins(lower, upper, stage) > 0, eps, torch.zeros_like(eps)), nothing
+        passes += 1
+        bound, slope = linear_pass(bounded, lower, upper, index[rows], target, stage, chunk)
+        linear = patch_linear_bound(bound.cpu(), slope.cpu(), x, index[rows], real[rows], eps, domain)
+        reach = linear.radius(torch.full_like(eps, eps_max))
+        proved = bound.cpu().amin(1) > 0
+        return torch.where(proved, eps, torch.minimum(reach, eps)), torch.where(proved, torch.maximum(reach, eps), reach)
 
-    low, high = torch.zeros(count), torch.full((count,), float(eps_max))
+    low = torch.zeros(count)
     attack_radius = torch.full((count,), math.inf)
     counterexamples = torch.full((count, *x.shape[1:]), math.nan)
     attack_seconds, attacked = 0.0, False
-    for index, stage in enumerate(CASCADES[method]):
-        start_from = "top" if index == 0 else "grow"
+    tolerance = eps_max / 2**steps
+    features = patch_features(masks)
+    index, real = features
+    for position, stage in enumerate(CASCADES[method]):
         if stage == "bab" and attack:
             # branch-and-bound costs many passes per radius: the attack first closes the bracket from above, so
             # only radii between CROWN's and the closest counterexample's are tried
             attack_start = time.monotonic()
             _attack_radius(model, x, masks, target, domain, eps_max, low, attack_radius, counterexamples, attack_steps)
             attack_seconds, attacked = time.monotonic() - attack_start, True
-            high.copy_(torch.minimum(high.fill_(eps_max), attack_radius))
-            start_from = "bisect"
-        _search(lambda rows, eps: certified(rows, eps, stage), low, high, eps_max, eps_max / 2**steps, start_from)
+        start_from = "bisect" if stage == "bab" else "grow" if position > 0 else "top"
+        linear = search != "bisect" and has_linear_bound(stage)
+        guess = None
+        if linear and position == 0:
+            passes += 1
+            guess = _linearized_radius(bounded, x, features, target, stage, domain, eps_max, chunk)
+            wide = torch.nonzero((guess >= eps_max) & (low < eps_max)).flatten()
+            if stage != "crown-ibp" and wide.numel():
+                # boxes that may hold up to eps_max are the costliest to bound: CROWN-IBP passes cost a fraction of
+                # CROWN's, and a box one proves needs no other
+                certified, _ = prove(wide, torch.full((wide.numel(),), float(eps_max)), "crown-ibp")
+                low[wide] = torch.maximum(low[wide], certified)
+        # the attack's radius bounds the search from above where the attack ran first (inf elsewhere)
+        _search(lambda rows, eps: prove(rows, eps, stage), low, attack_radius, eps_max, tolerance, start_from, guess,
+                chunk if stage != "bab" else 1)
     if attack and not attacked:
         attack_start = time.monotonic()
         _attack_radius(model, x, masks, target, domain, eps_max, low, attack_radius, counterexamples, attack_steps)
@@ -220,28 +267,103 @@ def certified_map(
                         time.monotonic() - start - attack_seconds, attack_seconds)
 
 
-def _search(certified, low: torch.Tensor, high: torch.Tensor, eps_max: float, tolerance: float, start_from: str) -> None:
-    """Narrow every row's [low (certified), high (not)] to `tolerance`, in place.
+def _search(prove, low: torch.Tensor, limit: torch.Tensor, eps_max: float, tolerance: float, start: str,
+            guess: torch.Tensor | None = None, width: int = 1) -> None:
+    """Raise every row's certified radius `low` in place until it is within `tolerance` of a radius the
+    method failed at or of `limit` (a counterexample's distance: nothing at or above it can be certified),
+    or reaches eps_max. `prove(rows, eps)` is one batched pass: the radius it certifies per row (eps where it
+    proves the box; below eps, what a failed probe's linear bound still proves) and where its linear bound
+    reaches zero (a guess past eps; NaN without a linear bound).
 
-    The first method ("top") bisects from eps_max down. A later, stronger (and costlier) method ("grow")
-    starts from the last one's bracket and grows its step from there, doubling while it certifies, then
-    bisects: its passes stay at small radii, where its bound passes are cheap, instead of trying eps_max
-    first. "bisect" bisects the bracket as it is (its top closed by a counterexample).
+    Until a row's probe fails, its probes grow: to `guess` first (where the model's linearization at x
+    reaches zero), then to where the last pass's linear bound reaches zero, or, with neither, by doubling
+    their step (`start` "top": from eps_max down; "grow", a later and costlier method that rarely proves
+    much more: from the radius certified so far by one tolerance). Once probes fail, the
+    radius is where a failed probe p would certify p itself: the root of p − certified(p), which the search
+    finds by the secant through the last two failed probes (the first alone: as far below as above the
+    radius) and probes half a tolerance past, so that the probe's failed pass closes the bracket. Without
+    linear bounds (and under "bisect", which starts at once, below eps_max and the limit: branch-and-bound)
+    a failed probe certifies nothing and this is bisection. A pass of fewer rows than `width` (a chunk, which
+    costs the same) gives every row more probes, evenly over its bracket.
     """
-    grow = start_from == "grow"
-    step = (high - low).clamp(min=tolerance) if grow else torch.full_like(low, eps_max)
-    if grow:
-        high.fill_(eps_max)
-    growing = (low < eps_max) & (start_from != "bisect")
+    high = limit.clamp(max=eps_max) if start == "bisect" else limit.clone()
+    step = torch.full_like(low, tolerance if start == "grow" else eps_max)
+    growing = torch.full_like(low, start != "bisect", dtype=torch.bool)
+    reach = torch.full_like(low, math.nan) if guess is None else guess.clone()
+    # the last two failed probes and what their passes certified (NaN: none yet)
+    last, last_certified = torch.full_like(low, math.nan), torch.full_like(low, math.nan)
+    before, before_certified = last.clone(), last.clone()
+    proved_last = torch.zeros_like(low, dtype=torch.bool)
     while True:
-        active = (low < eps_max) & (growing | (high - low > tolerance * (1 + 1e-6)))
+        active = (low < eps_max) & (high - low > tolerance * (1 + 1e-6))
         rows = torch.nonzero(active).flatten()
         if rows.numel() == 0:
             return
-        probe = torch.where(growing, (low + step).clamp(max=eps_max), (low + high) / 2)[rows]
-        proved = certified(rows, probe)
-        low[rows[proved]], step[rows[proved]] = probe[proved], step[rows[proved]] * 2
-        high[rows[~proved]], growing[rows[~proved]] = probe[~proved], False
+        known = torch.isfinite(reach)
+        grown = torch.minimum(torch.where(known, torch.maximum(reach, low + tolerance), low + step), high)
+        gap, gap_before = last - last_certified, before - before_certified
+        secant = last - gap * (last - before) / (gap - gap_before)
+        # the secant holds where both failed probes proved something and the gap grows with the probe, as it
+        # does near the radius; from one failed probe, the radius is guessed as far below it as its bound proved
+        rising = (gap - gap_before) * (last - before) > 0
+        root = torch.where(torch.isfinite(secant) & rising & (before_certified > 0), secant, last - gap / 2)
+        root = torch.where(last_certified > 0, root, math.nan)
+        # a guess outside the bracket, or after a proved probe (the guess was too low), gives way to halving the
+        # bracket (up to where that probe's bound reaches zero, if lower)
+        middle = (low + torch.minimum(high, torch.where(torch.isfinite(reach), reach, high))) / 2
+        usable = torch.isfinite(root) & ~proved_last & (root > low) & (root < high)
+        narrowed = torch.where(usable, root + tolerance / 2, middle)
+        narrowed = torch.minimum(torch.maximum(narrowed, low + tolerance / 2), high - tolerance / 4)
+        probe = torch.where(growing, grown, narrowed).clamp(max=eps_max)[rows]
+        # a pass of fewer rows than a chunk costs a whole chunk: each row fills it with more probes, spread evenly
+        # over its bracket (a multi-point bisection step)
+        spread = width // rows.numel() - 1 if rows.numel() < width else 0
+        fractions = torch.arange(1, spread + 1, dtype=low.dtype) / (spread + 1)
+        top = torch.minimum(high, torch.full_like(high, eps_max))[rows]
+        extra = (low[rows].unsqueeze(1) + (top - low[rows]).unsqueeze(1) * fractions).flatten()
+        owner = torch.cat([torch.arange(rows.numel()), torch.arange(rows.numel()).repeat_interleave(spread)])
+        probes = torch.cat([probe, extra])
+        certified_all, reach_all = prove(rows[owner], probes)
+        proved_all = certified_all >= probes
+        certified = torch.zeros_like(probe).scatter_reduce(0, owner, certified_all, "amax")
+        # the lowest failed probe of each row (inf: none) and what it certified
+        failed_at = torch.where(proved_all, math.inf, probes)
+        lowest = torch.full_like(probe, math.inf).scatter_reduce(0, owner, failed_at, "amin")
+        at_lowest = (failed_at == lowest[owner]) & ~proved_all
+        lowest_certified = torch.zeros_like(probe).scatter_reduce(0, owner[at_lowest], certified_all[at_lowest], "amax")
+        proved = torch.isinf(lowest)  # every probe of the row proved
+        reach_proved = torch.where(proved_all, reach_all, -math.inf)
+        reach[rows] = torch.full_like(probe, -math.inf).scatter_reduce(0, owner, reach_proved, "amax")
+        low[rows] = torch.maximum(low[rows], certified)
+        failed = rows[~proved]
+        high[failed] = torch.minimum(high[failed], lowest[~proved])
+        before[failed], before_certified[failed] = last[failed], last_certified[failed]
+        last[failed], last_certified[failed] = lowest[~proved], lowest_certified[~proved]
+        reach[failed] = math.nan
+        step[rows[proved]] *= 2
+        growing[failed] = False
+        proved_last[rows] = proved
+
+
+#: where the first probe goes, relative to where the model's linearization at x reaches a zero margin: CROWN's
+#: relaxations only loosen as a box grows, so its radius lies below that (on the benchmark's nets by 5 to 45%)
+GUESS_SCALE = 0.9
+
+
+def _linearized_radius(bounded, x, features, target, method, domain, eps_max, chunk) -> torch.Tensor:
+    """Per patch, `GUESS_SCALE` of where the model's linearization at x (one bound pass over the point x itself,
+    where the relaxations are exact) reaches a zero margin, or eps_max where it does not before: a first probe
+    for a search, not a certified radius. The point is repeated to fill a chunk, which runs on the graph every
+    other pass runs on (no re-trace)."""
+    index, real = features
+    count = index.shape[0]
+    everything = torch.arange(x[0].numel()).reshape(1, -1)
+    points = x.expand(chunk, *x.shape[1:])
+    lower, slope = linear_pass(bounded, points, points, everything.expand(chunk, -1), target, method, chunk)
+    slope = slope[:1].cpu().expand(count, -1, -1).gather(2, index.unsqueeze(1).expand(-1, slope.shape[1], -1))
+    bound = patch_linear_bound(lower[:1].cpu().expand(count, -1), slope, x, index, real, torch.zeros(count), domain)
+    zero = bound.radius(torch.full((count,), float(eps_max)))
+    return torch.where(zero >= eps_max, zero, zero * GUESS_SCALE)
 
 
 def _attack_radius(model, x, masks, target, domain, eps_max, certified, radius, counterexamples, rounds):

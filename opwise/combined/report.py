@@ -19,6 +19,7 @@ import torch
 
 from opwise.attribution import explain
 from opwise.bounds import BoundedModel, verify
+from opwise.bounds.methods import method_name
 from opwise.combined.certified_map import CertifiedMap, certified_map
 from opwise.combined.counterexample import explain_counterexample
 from opwise.errors import InputError
@@ -74,8 +75,8 @@ def report(model: torch.nn.Module, x: torch.Tensor, path: str | Path | None = No
     target = int(logits.argmax())
     explanations = {name: explain(model, x, target=target, composite=name) for name in options.composites}
     result = verify(bounded, x, eps=options.eps, domain=options.domain)
-    margins = bounded.compute_bounds(x, eps=options.eps, method=options.method, target=target, domain=options.domain,
-                                     bound_upper=False).lower[0]
+    margins = bounded.compute_bounds(x, eps=options.eps, method=_margin_method(options.method), target=target,
+                                     domain=options.domain, bound_upper=False).lower[0]
     robustness = certified_map(model, x, patch=options.patch, method=options.method, eps_max=options.eps_max,
                                domain=options.domain, target=target)
     sections = [
@@ -86,6 +87,16 @@ def report(model: torch.nn.Module, x: torch.Tensor, path: str | Path | None = No
         _counterexample_section(model, x, result, robustness, options.composites[0]),
     ]
     return _page(options.title, sections, path)
+
+
+def _margin_method(method: str) -> str:
+    """The bound pass behind the margin table: the method itself, or CROWN, the pass branch-and-bound ("bab")
+    splits boxes for (the certified map searches with bab itself; the verdict has its own complete search).
+
+    >>> _margin_method("BAB"), _margin_method("CROWN-Optimized")
+    ('crown', 'alpha-crown')
+    """
+    return "crown" if str(method).strip().lower() == "bab" else method_name(method)
 
 
 def text_report(model: torch.nn.Module, ids: torch.Tensor, tokens: Sequence[str], path: str | Path | None = None, *,
@@ -163,7 +174,8 @@ def _verification_section(result, margins: torch.Tensor, target: int, options: R
             f'<p class="verdict {result.status}">{result.status}</p>'
             f"<p>lower bound of the smallest margin (methods {', '.join(result.stats.get('methods', [])) or 'attack only'}): {bound}; "
             f"PGD margin {result.stats.get('attack_margin', math.nan):.4f}; domain {options.domain}</p>"
-            f"<table><tr><th>margin y<sub>t</sub> - y<sub>j</sub></th><th>{html.escape(options.method)} lower bound</th></tr>{rows}</table></section>")
+            f"<table><tr><th>margin y<sub>t</sub> - y<sub>j</sub></th><th>{html.escape(_margin_method(options.method))} lower bound"
+            f"</th></tr>{rows}</table></section>")
 
 
 def _certified_section(robustness: CertifiedMap, explanations: dict) -> str:

@@ -25,3 +25,12 @@ def test_report_on_bad_settings_exits_with_2(tmp_path, capsys):
     code = main(["report", _factory(tmp_path), "--eps-max", "-1", "--out", str(tmp_path / "r.html")])
     assert code == 2
     assert "eps_max" in capsys.readouterr().err
+
+
+def test_report_takes_branch_and_bound(tmp_path, capsys):
+    out = tmp_path / "report.html"
+    code = main(["report", _factory(tmp_path), "--composite", "epsilon", "--patch", "3", "--eps", "0.01", "--method", "bab",
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    page = out.read_text(encoding="utf-8")
+    assert "method bab," in page and "<th>crown lower bound</th>" in page

@@ -108,3 +108,16 @@ def test_default_composites_draw_an_mlp_s_relevance_apart_per_feature():
     for composite in DEFAULT_COMPOSITES:
         relevance = opwise.explain(model, x, composite=composite).relevance
         assert float(relevance.std()) > 1e-2 * float(relevance.abs().max()), composite
+
+
+def test_report_maps_with_branch_and_bound():
+    """method="bab": the certified map is branch-and-bound's (its smallest radius is the one certified_map gives
+    with bab, and at least CROWN's), and the margin table shows the CROWN bounds bab splits boxes for."""
+    x = torch.rand(1, 1, 7, 7, generator=torch.Generator().manual_seed(0))
+    settings = dict(patch=2, eps_max=0.5, domain=(0.0, 1.0))
+    page = opwise.report(_small_cnn(), x, composites=["epsilon"], eps=0.3, method="bab", **settings)
+    assert "method bab," in page and "<th>crown lower bound</th>" in page
+    bab = opwise.certified_map(_small_cnn(), x, method="bab", **settings)
+    crown = opwise.certified_map(_small_cnn(), x, method="crown", attack=False, **settings)
+    assert f"Smallest certified radius {float(bab.radius.min()):.4f};" in page
+    assert float(bab.radius.min()) >= float(crown.radius.min())

@@ -1,0 +1,144 @@
+"""One bound pass that certifies more than the box it was asked about.
+
+A CROWN pass over a patch's box at radius ε ends in a linear bound `margin(x') >= a·x' + b` that holds on the
+whole box. Every smaller box of the same patch lies inside it, so the same linear bound holds there too, and
+its minimum over the box of radius ε' <= ε is `a·x + b - Σ_j |a_j|·min(ε', room_j)` (sum over the patch's
+features; `room_j`: how far feature j may move in its worst direction before the domain stops it). That is
+the largest ε' where this minimum stays positive for every margin: a radius *proved* by the pass, even by a
+pass that failed at ε. A radius search then needs no blind bisection: every pass certifies a radius and
+brackets the next one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from opwise.bounds import BoundedModel
+from opwise.bounds.engine import BoundPropagation
+from opwise.bounds.input_set import InputSet
+from opwise.bounds.methods import METHODS
+from opwise.bounds.spec import margin_matrix
+from opwise.bounds.transfers.patches import dense
+
+#: bisection steps on ε' when reading a radius off a linear bound (float64: 2^-50 of the probe)
+RADIUS_STEPS = 50
+
+#: how far above zero (relative to 1 + |the bound at x|) a margin read off a linear bound must stay: at the radius
+#: it finds, the true margin may be zero, and there float32 forward passes of the model break it by rounding (seen:
+#: -1.5e-7 at a corner of a box whose radius was read off an exact bound without this)
+ROUNDING = 1e-6
+
+
+@dataclasses.dataclass
+class PatchLinearBound:
+    """The linear lower bounds of one pass, restricted to each row's patch: margin_j(x') >= centre[j] +
+    Σ_k slope[j, k]·(x'_k − x_k) on the row's box, for the patch's features k. `centre` [rows, specs]: the
+    bound's value at x; `weight` [rows, specs, k] = |slope|; `room` [rows, specs, k]: how far feature k can
+    move in the direction that lowers the bound (the domain's edge; inf without one). Padding has weight 0."""
+
+    centre: torch.Tensor
+    weight: torch.Tensor
+    room: torch.Tensor
+
+    def margin(self, eps: torch.Tensor) -> torch.Tensor:
+        """The smallest margin bound over the box of radius `eps` [rows] (<= the radius probed), less `ROUNDING`,
+        [rows]."""
+        reach = torch.minimum(eps.reshape(-1, 1, 1).to(self.room.dtype), self.room)
+        return (self.centre - (self.weight * reach).sum(-1) - ROUNDING * (1 + self.centre.abs())).amin(-1)
+
+    def radius(self, reach: torch.Tensor) -> torch.Tensor:
+        """Per row, the largest radius <= `reach` at which the margin bound stays positive (0 where it is not
+        positive even at x), by bisection that keeps only radii it checked. A radius up to the probed one is
+        proved; past it, the bound no longer holds and the radius only guesses where the next probe should go.
+
+        >>> bound = PatchLinearBound(torch.tensor([[1.0], [2.0]]), torch.tensor([[[4.0]], [[1.0]]]), torch.full((2, 1, 1), float("inf")))
+        >>> [round(r, 4) for r in bound.radius(torch.tensor([1.0, 1.0])).tolist()]
+        [0.25, 1.0]
+        """
+        reach = reach.to(torch.float64)
+        at_reach = self.margin(reach) > 0
+        low, high = torch.zeros_like(reach), reach.clone()
+        for _ in range(RADIUS_STEPS):
+            middle = (low + high) / 2
+            positive = self.margin(middle) > 0
+            low, high = torch.where(positive, middle, low), torch.where(positive, high, middle)
+        return torch.where(at_reach, reach, low).to(torch.float32)
+
+
+def patch_features(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each patch's features as flat indices [patches, k] (k: the largest patch; shorter ones padded) and
+    which of them are real (not padding), [patches, k].
+
+    >>> index, real = patch_features(torch.tensor([[True, False, True], [False, True, False]]))
+    >>> index[real].tolist()
+    [0, 2, 1]
+    """
+    flat = masks.reshape(masks.shape[0], -1)
+    size = int(flat.sum(1).max()) if flat.shape[0] else 0
+    index = flat.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :size]
+    return index, flat.gather(1, index)
+
+
+def patch_linear_bound(lower: torch.Tensor, slope: torch.Tensor, x: torch.Tensor, index: torch.Tensor,
+                       real: torch.Tensor, eps: torch.Tensor, domain: tuple[float, float] | None) -> PatchLinearBound:
+    """`PatchLinearBound` of a pass over the boxes of radius `eps` [rows] around x [1, *shape] on the patch
+    features `index` / `real` [rows, k] (`patch_features`), from its margin lower bounds [rows, specs] and its
+    input coefficients on those features, `slope` [rows, specs, k]. A lower bound is the linear bound's
+    minimum over the box, its value at x less each feature's worst move to the box's edge: adding those back
+    gives the value at x."""
+    rows, specs, size = slope.shape
+    slope = slope.to(torch.float64)
+    weight = slope.abs() * real.unsqueeze(1)
+    here = x.reshape(1, -1).expand(rows, -1).gather(1, index).to(torch.float64).unsqueeze(1)
+    if domain is None:
+        room = torch.full_like(weight, math.inf)
+    else:
+        # a positive slope lowers the bound as the feature falls (to domain[0]), a negative one as it rises
+        room = torch.where(slope > 0, here - domain[0], domain[1] - here).clamp(min=0)
+    bound = PatchLinearBound(torch.zeros_like(weight[..., 0]), weight, room)
+    reach = torch.minimum(eps.reshape(-1, 1, 1).to(torch.float64), room)
+    bound.centre = lower.to(torch.float64) + (weight * reach).sum(-1)
+    return bound
+
+
+def has_linear_bound(method: str) -> bool:
+    """Whether `method`'s final bound is one CROWN pass (a linear bound to reuse): not IBP, not α-CROWN's
+    optimisation (its α change from box to box).
+
+    >>> has_linear_bound("crown"), has_linear_bound("alpha-crown")
+    (True, False)
+    """
+    return method in METHODS and METHODS[method][1] == "crown"
+
+
+def linear_pass(bounded: BoundedModel, lower: torch.Tensor, upper: torch.Tensor, index: torch.Tensor, target: int,
+                method: str, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One CROWN-type pass (`has_linear_bound(method)`) over the boxes [rows, *shape], in chunks of `chunk`
+    rows: the margin lower bounds [rows, specs] and the input coefficients of the linear bounds they are the
+    minima of, on each row's features `index` [rows, k] ([rows, specs, k])."""
+    intermediate, _ = METHODS[method]
+    outputs = math.prod(bounded.graph.info(bounded.graph.output).shape[1:])
+    spec = margin_matrix(outputs, target).to(bounded.device)
+
+    def run(graph, low, high, features):
+        bounded.check_samples_independent(graph)
+        engine = BoundPropagation(graph, InputSet(low, high), intermediate)
+        A = spec.unsqueeze(1).expand(spec.shape[0], low.shape[0], outputs).reshape(spec.shape[0], *graph.info(graph.output).shape)
+        result = engine.bound(graph.output, A)
+        if result.input_coefficient is None:  # the output does not depend on the input
+            slope = torch.zeros(low.shape[0], spec.shape[0], features.shape[1], device=low.device)
+        else:
+            coefficient = dense(result.input_coefficient).detach().reshape(spec.shape[0], low.shape[0], -1).transpose(0, 1)
+            slope = coefficient.gather(2, features.unsqueeze(1).expand(-1, spec.shape[0], -1))
+        return result.lower.detach().T, slope
+
+    # whole chunks only, the last one padded with its last row: a short pass would re-trace the graph for its size
+    rows = lower.shape[0]
+    padded = torch.arange(-(-rows // chunk) * chunk).clamp(max=rows - 1)
+    with torch.no_grad():
+        bound, slope = bounded.graph.map_batches(run, lower[padded].to(bounded.device), upper[padded].to(bounded.device),
+                                                 index[padded].to(bounded.device), max_batch=chunk)
+    return bound[:rows], slope[:rows]
