@@ -21,6 +21,7 @@ EXPANDED = {
     "aten.minimum.default": ("aten.relu.default",),
     "aten.maximum.default": ("aten.relu.default",),
     "aten.native_group_norm.default": ("aten.rsqrt.default",),
+    "aten.rms_norm.default": ("aten.rsqrt.default",),
     "aten._native_batch_norm_legit.no_stats": ("aten.rsqrt.default",),
     "aten.linalg_vector_norm.default": ("aten.sqrt.default", "aten.abs.default"),
     "aten.var.correction": ("aten.pow.Tensor_Scalar",),

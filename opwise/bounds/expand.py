@@ -14,6 +14,7 @@
   a margin between two log-probabilities is the margin between their scores, exactly, under CROWN too.
 - prelu(x, w) = w·x + (1 − w)·relu(x) with w a constant: ReLU's relaxation (and branch-and-bound's ReLU splits).
 - minimum(a, b) = a − relu(a − b), maximum(a, b) = b + relu(a − b) (equal up to rounding where a and b differ).
+- rms_norm(x) = x · rsqrt(mean(x²) + eps) · w, clamped to ±√n (as layer norm's normalised value);
 - group norm = layer norm over each group's channels, instance norm (batch norm with the batch's own statistics)
   = the same over every dim but the channels, then the per-channel affine; variance and standard deviation
   from their definitions; vector norms as √Σx², Σ|x|, max |x| or (Σ|x|^p)^(1/p).
@@ -144,6 +145,21 @@ def _layer_norm(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     return out
 
 
+def _rms_norm(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
+    """x · rsqrt(mean(x²) + eps) · w, clamped to ±√n: x_i² <= Σ x_j² = n · mean(x²), whatever the intervals."""
+    x, normalized_shape = node.args[0], node.args[1]
+    weight = node.args[2] if len(node.args) > 2 else node.kwargs.get("weight")
+    eps = node.args[3] if len(node.args) > 3 else node.kwargs.get("eps")
+    eps = torch.finfo(node.meta["val"].dtype).eps if eps is None else eps
+    dims = list(range(-len(normalized_shape), 0))
+    count = math.prod(normalized_shape)
+    mean_square = rewriter.call(aten.mean.dim, _square(rewriter, x), dims, True)
+    out = rewriter.call(aten.mul.Tensor, x, rewriter.call(aten.rsqrt.default, rewriter.call(aten.add.Tensor, mean_square, eps)))
+    limit = math.sqrt(count) * NORMALISED_LIMIT_SCALE
+    out = rewriter.call(aten.clamp.default, out, -limit, limit)
+    return out if weight is None else rewriter.call(aten.mul.Tensor, out, weight)
+
+
 def _group_norm(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     """getitem(native_group_norm(x, w, b, N, C, HxW, groups, eps), 0): layer norm over each group's channels."""
     x, weight, bias, _, channels, _, groups, eps = node.args[0].args
@@ -237,6 +253,8 @@ def _rewrite_for(node: fx.Node, dependent: set[fx.Node]):
         return _softmax
     if node.target in (aten.layer_norm.default,):
         return _layer_norm
+    if node.target is aten.rms_norm.default:
+        return _rms_norm
     if node.target is aten._log_softmax.default:
         return _log_softmax
     if (node.target is operator.getitem and node.args[1] == 0 and isinstance(node.args[0], fx.Node)

@@ -301,3 +301,13 @@ def test_instance_norm_is_bounded_soundly(affine):
     x = torch.randn(2, 2, 5, 5, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(expand_for_bounds(trace(model, x))(x), model(x), rtol=1e-5, atol=1e-5)
     assert_sound(model, x - 0.05, x + 0.05, samples=2_000, attack=True)
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_rms_norm_is_bounded_soundly(affine):
+    """RMSNorm (aten.rms_norm, kept whole) had no bound rule."""
+    model = randomize_(torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.RMSNorm(6, elementwise_affine=affine),
+                                           torch.nn.Linear(6, 2)), 0).eval()
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(expand_for_bounds(trace(model, x))(x), model(x), rtol=1e-5, atol=1e-5)
+    assert_sound(model, x - 0.3, x + 0.3, samples=3_000, attack=True)
