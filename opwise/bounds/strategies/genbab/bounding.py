@@ -68,6 +68,8 @@ class DomainBounder:
         self.groups = [len(d.d) for d in spec.unsafe]
         self.nodes: list[SplitNode] = split_nodes(bounded.graph)
         self.visited = 0
+        #: points of the input set where the last call's unproved rows are smallest ([n, *input shape])
+        self.candidates = spec.x_lower[:0].to(bounded.device)
 
     def input_set(self, batch: int) -> InputSet:
         """The specification's input set (its box, or its ball) for `batch` domains: every domain bounds over it."""
@@ -81,6 +83,7 @@ class DomainBounder:
         engine = BoundPropagation(self.bounded.graph, self.input_set(1), "crown", record=self._recorded())
         if self.method == "alpha-crown":
             self._tighten_intermediate(engine, deadline)
+        self.candidates = self.candidates[:0]
         rows = self._bound_with(engine, [domain], deadline)
         self.root_engine = engine
         self._drop_ruled_out(rows[:, 0], domain)
@@ -110,6 +113,7 @@ class DomainBounder:
         only the rows of the disjuncts some domain of the chunk leaves open (`open_rows`).
         """
         size = self.bounded.graph.for_batch(batch_size).batch_size
+        self.candidates = self.candidates[:0]
         for start in range(0, len(domains), size):
             chunk = domains[start : start + size]
             padded = chunk + [chunk[-1]] * (size - len(chunk))
@@ -195,6 +199,7 @@ class DomainBounder:
         position = torch.arange(len(self.C), device=rows.device) if picked is None else \
             torch.zeros(len(self.C), dtype=torch.long, device=rows.device).index_copy(0, picked, torch.arange(len(picked), device=rows.device))
         input_coefficient, bias = (t.detach() for t in last.linear)
+        self._keep_candidates(input_coefficient, row_bounds if picked is None else row_bounds[picked], count)
         self.visited += count
         for index, domain in enumerate(domains):
             row = int(position[rows[index]])  # the deciding row among those bounded (any, once the domain is proved)
@@ -275,6 +280,14 @@ class DomainBounder:
             coefficient, bias = torch.cat(coefficients), torch.cat(biases)
             result[node.input] = Shortcut(coefficient[:elements], bias[:elements], -coefficient[elements:], -bias[elements:])
         return result
+
+    def _keep_candidates(self, input_coefficient: torch.Tensor, bounded_rows: torch.Tensor, count: int) -> None:
+        """Add to `candidates` (emptied by each `root` and `bound` call) the minimisers over the input set of the
+        linear bounds of every row a pass left unproved ([rows, batch, *input] coefficients; rows bounded
+        [rows, batch]), for its first `count` domains (the rest is padding): each is a likely counterexample of
+        its own disjunct, and a domain's worst row (its guide's) is not always the one a counterexample violates."""
+        unproved = ~(bounded_rows[:, :count] > 0)
+        self.candidates = torch.cat([self.candidates, self.input_set(1).minimizer(input_coefficient[:, :count][unproved])])
 
     def primal_inputs(self, domains: list[Domain]) -> torch.Tensor:
         """Per domain, the point of the input set that minimizes its bound's linear function (a box corner, a

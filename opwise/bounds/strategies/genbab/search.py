@@ -100,6 +100,9 @@ def branch_and_bound(
     stats["domains_visited"] = bounder.visited
     if root.lower > 0:
         return finish("verified", root.lower)
+    counterexample = _checked_primal(function, spec, bounder.candidates)
+    if counterexample is not None:
+        return finish("falsified", None, counterexample)
     shortcuts = bounder.shortcuts() if branching == "bbps" else None
     input_set = bounder.input_set(1)
     queue, proven, last_attack = DomainQueue(count_bytes=max_memory is not None), float("inf"), time.monotonic()
@@ -142,7 +145,8 @@ def branch_and_bound(
             open_children = [child for child in children if not child.lower > 0]
             proven = min([proven] + [child.lower for child in children if child.lower > 0])
             if open_children:
-                counterexample = _checked_primal(function, spec, bounder.primal_inputs(open_children))
+                counterexample = _checked_primal(function, spec, torch.cat([bounder.primal_inputs(open_children),
+                                                                            bounder.candidates]))
                 if counterexample is not None:
                     return finish("falsified", None, counterexample)
                 if attack and time.monotonic() - last_attack > ATTACK_INTERVAL:
@@ -163,6 +167,8 @@ def branch_and_bound(
 
 def _checked_primal(function, spec: Specification, candidates: torch.Tensor) -> torch.Tensor | None:
     """The candidate input with the lowest margin, if a forward pass confirms that it violates the spec."""
+    if not len(candidates):
+        return None
     with torch.no_grad():
         margins = spec.margin(function(candidates))
     best = candidates[int(margins.argmin()) :][:1]
