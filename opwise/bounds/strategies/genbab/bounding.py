@@ -189,12 +189,11 @@ class DomainBounder:
             last = engine.bound(output, A)
             lower = last.lower
         row_bounds = lower.detach() - d[:, None]
-        if picked is not None:  # the other rows keep what each domain had
-            inherited = torch.stack([dom.row_bounds for dom in domains] + [domains[-1].row_bounds] * (row_bounds.shape[1] - count), 1)
-            row_bounds = inherited.index_copy(0, picked, torch.maximum(inherited[picked], row_bounds))
-        elif open_rows is not None:
-            inherited = torch.stack([dom.row_bounds for dom in domains] + [domains[-1].row_bounds] * (row_bounds.shape[1] - count), 1)
-            row_bounds = torch.maximum(inherited, row_bounds)
+        if open_rows is not None:  # every row keeps the better of its inherited and its new bound (if bounded)
+            padding = [domains[-1].row_bounds] * (row_bounds.shape[1] - count)
+            inherited = torch.stack([domain.row_bounds for domain in domains] + padding, 1)
+            row_bounds = torch.maximum(inherited, row_bounds) if picked is None else \
+                inherited.index_copy(0, picked, torch.maximum(inherited[picked], row_bounds))
         margins, rows = self._margins(row_bounds)
         position = torch.arange(len(self.C), device=rows.device) if picked is None else \
             torch.zeros(len(self.C), dtype=torch.long, device=rows.device).index_copy(0, picked, torch.arange(len(picked), device=rows.device))
@@ -284,10 +283,16 @@ class DomainBounder:
     def _keep_candidates(self, input_coefficient: torch.Tensor, bounded_rows: torch.Tensor, count: int) -> None:
         """Add to `candidates` (emptied by each `root` and `bound` call) the minimisers over the input set of the
         linear bounds of every row a pass left unproved ([rows, batch, *input] coefficients; rows bounded
-        [rows, batch]), for its first `count` domains (the rest is padding): each is a likely counterexample of
-        its own disjunct, and a domain's worst row (its guide's) is not always the one a counterexample violates."""
-        unproved = ~(bounded_rows[:, :count] > 0)
-        self.candidates = torch.cat([self.candidates, self.input_set(1).minimizer(input_coefficient[:, :count][unproved])])
+        [rows, batch]), for its first `count` domains (the rest is padding), at most one per domain or per row
+        (the lowest bounds): each is a likely counterexample of its own disjunct, and a domain's worst row (its
+        guide's) is not always the one a counterexample violates."""
+        bounds = bounded_rows[:, :count].flatten()
+        unproved = (~(bounds > 0)).nonzero().flatten()
+        limit = max(count, len(bounded_rows))  # a forward pass per candidate: one per domain or row, lowest bounds first
+        if len(unproved) > limit:
+            unproved = unproved[bounds[unproved].nan_to_num(-math.inf).topk(limit, largest=False).indices]
+        coefficients = input_coefficient[:, :count].reshape(-1, *input_coefficient.shape[2:])
+        self.candidates = torch.cat([self.candidates, self.input_set(1).minimizer(coefficients[unproved])])
 
     def primal_inputs(self, domains: list[Domain]) -> torch.Tensor:
         """Per domain, the point of the input set that minimizes its bound's linear function (a box corner, a
