@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("suites", nargs="+", help="suite folder names, or 'all'")
     parser.add_argument("--cap", type=float, default=None, help="cap on each instance's timeout, seconds")
     parser.add_argument("--workers", type=int, default=2, help="instances run in parallel")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per worker (default: the CPUs shared out among the workers)")
     parser.add_argument("--ray", default=None, metavar="ADDRESS", help="run on a Ray cluster instead")
     parser.add_argument("--benchmarks", default=None, help="the benchmarks folder (default ../shared/benchmarks)")
     parser.add_argument("--out", default="vnncomp_results", help="folder for results CSVs and result files")
@@ -103,10 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: running {suite_dir / 'instances.csv'}", file=sys.stderr)
         results = run_suite(suite_dir / "instances.csv", out / "results.csv", cap=args.cap, workers=args.workers,
                             ray_address=args.ray, result_dir=out / "files", resume=args.resume, device=args.device,
-                            progress=suite_bar, only=args.only)
+                            progress=suite_bar, only=args.only, threads=args.threads)
         table.append((name, score(suite_dir, results, out / "files")))
     header = f"{'suite':<22}{'inst':>6}{'solved':>8}{'sat':>6}{'unsat':>7}{'timeout':>9}{'unknown':>9}{'error':>7}{'wrong':>7}{'total s':>10}{'median s':>10}"
-    print(f"cap {args.cap} s, {args.workers} workers, device {args.device or 'cpu'}")
+    print(f"cap {args.cap} s, {args.workers} workers, {args.threads or 'default'} threads, device {args.device or 'cpu'}")
     print(header)
     for name, c in table:
         solved = c["sat"] + c["unsat"]

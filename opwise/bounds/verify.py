@@ -226,6 +226,8 @@ def verify_specification(
                 stats["reason"] = "GenBaB splits neurons of a traced graph; this model is given by functions only"
                 return finish("unknown", margin)
             else:
+                if attack:  # the search's first attack would repeat this one
+                    options.setdefault("attacked", True)
                 result = branch_and_bound(graph_model, spec, **_options_for(branch_and_bound, options, "GenBaB"))
     except TimeLimitReached:
         return finish("timeout", stats.get("margin"))

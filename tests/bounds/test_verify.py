@@ -234,3 +234,25 @@ def test_an_unfinished_ball_search_says_why():
     eps = 0.92 * _critical_radius(model, x, int(model(x).argmax()), 2.0)  # the bounds alone leave it unknown
     result = opwise.verify(BoundedModel(model, x), x, eps=eps, norm=2, bab={"max_memory": 1})
     assert result.status == "unknown" and "max_memory=1" in result.stats["reason"]
+
+
+def test_genbab_after_verifys_attack_does_not_repeat_it(monkeypatch):
+    """verify_specification attacks before bounding; GenBaB's own first attack (same PGD, same seed) would find
+    the same nothing again at up to a quarter of its time: it is skipped (the attacks between rounds are kept)."""
+    import opwise.bounds.strategies.genbab.search as search
+
+    seeds = []
+
+    def recorded(*args, seed=0, **kwargs):
+        seeds.append(seed)
+        return pgd_attack(*args, seed=seed, **kwargs)
+
+    pgd_attack = search.pgd_attack
+    monkeypatch.setattr(search, "pgd_attack", recorded)
+    model = _two_input_net(torch.nn.ReLU, 0, 1.0)
+    x = torch.rand(1, 2, generator=torch.Generator().manual_seed(0))
+    target = int(model(x).argmax())
+    eps = 0.92 * _critical_radius(model, x, target, 2.0)
+    result = _verify_agrees_with_the_disk(BoundedModel(model, x), model, x, eps, 2.0, target)
+    assert result.status == "verified" and result.stats["bab"]["rounds"] >= 1
+    assert 0 not in seeds  # only the search's later attacks, if any (seeded by their round)

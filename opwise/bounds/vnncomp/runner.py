@@ -69,7 +69,7 @@ def run_one(verify: Callable, onnx: str, vnnlib: str, timeout: float, result_pat
 def run_suite(instances_csv: str | Path, results_csv: str | Path, *, cap: float | None = None, workers: int = 2,
               ray_address: str | None = None, verify: Callable = verify_instance, result_dir: str | Path | None = None,
               grace: float = 10.0, device: str | None = None, resume: bool = False,
-              progress: Progress | None = None, only: Sequence[str] = ()) -> list[dict]:
+              progress: Progress | None = None, only: Sequence[str] = (), threads: int | None = None) -> list[dict]:
     """Run every instance of a VNN-COMP instances CSV, `workers` at a time, and write the results CSV.
 
     Each instance runs in its own worker process that is killed `grace` seconds after its timeout (capped
@@ -84,7 +84,8 @@ def run_suite(instances_csv: str | Path, results_csv: str | Path, *, cap: float 
     (opwise.progress) is told at the start and as each instance finishes: {"search": "suite", "done", "total",
     "counts" (per status), "seconds", "left"}; `suite_bar` draws that as a bar on stderr. Without it nothing
     is drawn. `only` keeps the instances whose onnx or vnnlib path (as written in the CSV) contains one of its strings (a subset to
-    study); empty keeps all.
+    study); empty keeps all. `threads`: torch threads per worker process (default: the CPUs shared out among
+    the workers; on a machine other jobs load, 1 can be many times faster than 2 for small networks).
     """
     if device is not None:  # every worker verifies on this device ("cuda": one GPU shared by the workers)
         verify = partial(verify, device=device)
@@ -111,7 +112,7 @@ def run_suite(instances_csv: str | Path, results_csv: str | Path, *, cap: float 
     if ray_address is not None:
         _run_with_ray(todo, verify, tally, ray_address)
     else:
-        _run_with_processes(todo, verify, tally, max(1, workers))
+        _run_with_processes(todo, verify, tally, max(1, workers), threads)
     tally.write_csv()
     return tally.rows()
 
@@ -147,12 +148,12 @@ def _worker(sender, verify, onnx, vnnlib, timeout, result_path, threads) -> None
     sender.close()
 
 
-def _run_with_processes(todo: list[int], verify, tally: "_Tally", workers: int) -> None:
+def _run_with_processes(todo: list[int], verify, tally: "_Tally", workers: int, threads: int | None = None) -> None:
     """One forkserver process per instance, at most `workers` at once, each killed when it overruns; a
     process that dies without an answer (signal, crash) is its instance's `error`."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["torch", "torch._dynamo", "opwise.bounds.vnncomp.runner", "opwise.tracing.onnx"])
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     pending = list(todo)
     running: dict[int, list] = {}  # index -> [process, receiver, launched, began or None]
     while pending or running:

@@ -184,3 +184,17 @@ def test_only_runs_the_instances_whose_paths_contain_one_of_the_strings(tmp_path
     rows = run_suite(instances, tmp_path / "results.csv", workers=1, verify=faulty_verify, only=["uns", "unk"])
     assert [row["status"] for row in rows] == ["unsat", "unknown"]
     assert (tmp_path / "calls.txt").read_text().split() == ["unsat", "unknown"]
+
+
+def thread_counting_verify(onnx: str, vnnlib: str, timeout: float) -> InstanceResult:
+    """Writes the worker's torch thread count next to the instances."""
+    (Path(onnx).parents[1] / "threads.txt").write_text(str(torch.get_num_threads()))
+    return InstanceResult("unsat", 0.01)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_threads_sets_each_workers_torch_threads(tmp_path, threads):
+    """`threads` overrides the CPUs shared out among the workers (1 on a machine other jobs load)."""
+    instances = _instances(tmp_path, ["unsat"])
+    run_suite(instances, tmp_path / "results.csv", workers=1, verify=thread_counting_verify, threads=threads)
+    assert (tmp_path / "threads.txt").read_text() == str(threads)

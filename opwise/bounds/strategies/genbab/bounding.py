@@ -6,6 +6,12 @@ intervals (the root's, narrowed by its splits) and every other node the root's, 
 backward pass from the output per Adam step (as in α,β-CROWN, where intermediate bounds stay fixed
 during the search). Batches are padded to the full batch size, so that a model is traced for one new
 batch size (tracing costs a second or more).
+
+Each domain keeps its per-row bounds; a disjunct that an ancestor ruled out stays ruled out (the
+ancestor's bound holds on every descendant), so a batch bounds only the rows of disjuncts that some of
+its domains leave open (a robustness property has a disjunct per other class, and after the first splits
+most of them are ruled out everywhere), and Adam (unless given its options) stops once every open disjunct of
+every domain is ruled out.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import torch
 
 from opwise.bounds.strategies.alpha import AlphaOptions
 from opwise.bounds.strategies.alpha_chain import optimize_bounds
-from opwise.bounds.strategies.beta import Parameters, optimize_alpha_beta
+from opwise.bounds.strategies.beta import BETA, Parameters, optimize_alpha_beta
 from opwise.bounds.strategies.genbab.branching import Shortcut, SplitNode, split_nodes
 from opwise.bounds.strategies.genbab.domains import Domain, Guide, stack_intervals
 from opwise.bounds.bounded_model import BoundedModel
@@ -62,6 +68,8 @@ class DomainBounder:
         self.groups = [len(d.d) for d in spec.unsafe]
         self.nodes: list[SplitNode] = split_nodes(bounded.graph)
         self.visited = 0
+        #: points of the input set where the last call's unproved rows are smallest ([n, *input shape])
+        self.candidates = spec.x_lower[:0].to(bounded.device)
 
     def input_set(self, batch: int) -> InputSet:
         """The specification's input set (its box, or its ball) for `batch` domains: every domain bounds over it."""
@@ -75,6 +83,7 @@ class DomainBounder:
         engine = BoundPropagation(self.bounded.graph, self.input_set(1), "crown", record=self._recorded())
         if self.method == "alpha-crown":
             self._tighten_intermediate(engine, deadline)
+        self.candidates = self.candidates[:0]
         rows = self._bound_with(engine, [domain], deadline)
         self.root_engine = engine
         self._drop_ruled_out(rows[:, 0], domain)
@@ -97,16 +106,34 @@ class DomainBounder:
         optimize_bounds(engine, output, A, options)
 
     def bound(self, domains: list[Domain], batch_size: int, deadline: float | None = None) -> None:
-        """Set each domain's `lower`, `guide`, α/β and intervals (infeasible domains get +inf).
+        """Set each domain's `lower`, `row_bounds`, `guide`, α/β and intervals (infeasible domains get +inf).
 
         Intermediate bounds are not recomputed: a domain's split nodes keep its own (narrowed) intervals
-        and every other node the root's, all sound on the domain, so one pass bounds only the output.
+        and every other node the root's, all sound on the domain, so one pass bounds only the output, and
+        only the rows of the disjuncts some domain of the chunk leaves open (`open_rows`).
         """
         size = self.bounded.graph.for_batch(batch_size).batch_size
+        self.candidates = self.candidates[:0]
         for start in range(0, len(domains), size):
             chunk = domains[start : start + size]
             padded = chunk + [chunk[-1]] * (size - len(chunk))
-            self._bound_with(self._engine(padded, size), chunk, deadline, _stacked_parameters(padded))
+            self._bound_with(self._engine(padded, size), chunk, deadline, _stacked_parameters(padded),
+                             self.open_rows(padded))
+
+    def open_rows(self, domains: list[Domain]) -> torch.Tensor | None:
+        """[rows, domains] bool: the rows of each domain's disjuncts that its bounds (its own or an
+        ancestor's: `row_bounds`) leave open; None when a domain has no row bounds yet (bound every row).
+
+        A disjunct is ruled out when one of its rows has a positive bound; its rows need no bounding again.
+        """
+        if any(d.row_bounds is None for d in domains):
+            return None
+        bounds = torch.stack([d.row_bounds for d in domains], 1)
+        open_rows, start = torch.ones_like(bounds, dtype=torch.bool), 0
+        for size in self.groups:
+            open_rows[start : start + size] = ~(bounds[start : start + size] > 0).any(0, keepdim=True)
+            start += size
+        return open_rows
 
     def _engine(self, domains: list[Domain], size: int) -> BoundPropagation:
         graph = self.bounded.graph.for_batch(size)
@@ -129,37 +156,60 @@ class DomainBounder:
             return None
         return Interval(interval.lower.expand(shape), interval.upper.expand(shape))
 
-    def _output_specs(self, engine: BoundPropagation) -> torch.Tensor:
-        """The property's rows as backward coefficients of the output, [rows, batch, *output shape]."""
+    def _output_specs(self, engine: BoundPropagation, C: torch.Tensor | None = None) -> torch.Tensor:
+        """The property's rows (or the rows `C`) as backward coefficients of the output, [rows, batch, *output shape]."""
+        C = self.C if C is None else C
         shape = engine.graph.info(engine.graph.output).shape
-        return self.C[:, None, :].expand(len(self.C), shape[0], self.C.shape[1]).reshape(len(self.C), *shape)
+        return C[:, None, :].expand(len(C), shape[0], C.shape[1]).reshape(len(C), *shape)
 
     def _bound_with(self, engine: BoundPropagation, domains: list[Domain], deadline: float | None,
-                    warm: Parameters | None = None) -> torch.Tensor:
-        """Bound the domains in one engine pass; returns every row's bound ([rows, batch])."""
+                    warm: Parameters | None = None, open_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Bound the domains in one engine pass; returns every row's bound ([rows, batch]). With `open_rows`
+        ([rows, batch], see `open_rows`) only the rows open in some domain are bounded; the others keep the
+        domain's `row_bounds`, and every row keeps the better of its new and its inherited bound."""
         graph, count = engine.graph, len(domains)
         output = graph.output
-        A = self._output_specs(engine)
+        wanted = None if open_rows is None else open_rows.any(1)
+        # every row when all are open somewhere, or none is (domains proved already: bound them all the same)
+        picked = None if wanted is None or bool(wanted.all()) or not bool(wanted.any()) else wanted.nonzero().flatten()
+        C, d = (self.C, self.d) if picked is None else (self.C[picked], self.d[picked])
+        A = self._output_specs(engine, C)
         engine.prepare(output)
         parameters = {}
         if self.method == "alpha-crown":
-            lower, parameters, last = optimize_alpha_beta(engine, output, A, self.alpha, warm=warm, deadline=deadline)
+            options = self.alpha  # given options are used as they are (stop_above None: never stop early)
+            if options is None and open_rows is not None:  # the default: stop once every open row is proved
+                still_open = open_rows if picked is None else open_rows[picked]
+                options = AlphaOptions(stop_above=torch.where(still_open, d[:, None], -math.inf))
+            lower, parameters, last = optimize_alpha_beta(engine, output, A, options, warm=_rows_of(warm, picked),
+                                                          deadline=deadline)
+            if picked is not None:
+                parameters = _with_rows(warm, picked, parameters)
         else:
             last = engine.bound(output, A)
             lower = last.lower
-        row_bounds = lower.detach() - self.d[:, None]
+        row_bounds = lower.detach() - d[:, None]
+        if open_rows is not None:  # every row keeps the better of its inherited and its new bound (if bounded)
+            padding = [domains[-1].row_bounds] * (row_bounds.shape[1] - count)
+            inherited = torch.stack([domain.row_bounds for domain in domains] + padding, 1)
+            row_bounds = torch.maximum(inherited, row_bounds) if picked is None else \
+                inherited.index_copy(0, picked, torch.maximum(inherited[picked], row_bounds))
         margins, rows = self._margins(row_bounds)
+        position = torch.arange(len(self.C), device=rows.device) if picked is None else \
+            torch.zeros(len(self.C), dtype=torch.long, device=rows.device).index_copy(0, picked, torch.arange(len(picked), device=rows.device))
         input_coefficient, bias = (t.detach() for t in last.linear)
+        self._keep_candidates(input_coefficient, row_bounds if picked is None else row_bounds[picked], count)
         self.visited += count
         for index, domain in enumerate(domains):
-            row = int(rows[index])
+            row = int(position[rows[index]])  # the deciding row among those bounded (any, once the domain is proved)
             infeasible = bool(engine.infeasible[index])
             # a child's inputs are among its parent's, so the parent's bound (carried in `lower`) holds too
             domain.lower = math.inf if infeasible else max(domain.lower, float(margins[index]))
+            domain.row_bounds = torch.full_like(row_bounds[:, index], math.inf) if infeasible else row_bounds[:, index].clone()
             domain.guide = Guide({node.nonlinear: last.recorded[graph.node(node.nonlinear)][row, index : index + 1]
                                   for node in self.nodes},
                                  input_coefficient[row, index : index + 1], bias[row, index],
-                                 self._product_alphas(parameters, row, index))
+                                 self._product_alphas(parameters if picked is None else _rows_of(parameters, picked), row, index))
             domain.parameters = {name: AlphaPair(*(None if t is None else t[:, index : index + 1] for t in (pair.lower, pair.upper)))
                                  for name, pair in parameters.items()} or None
             if not infeasible:
@@ -190,6 +240,8 @@ class DomainBounder:
             return
         keep = torch.tensor(keep, device=self.C.device)
         self.C, self.d, self.groups = self.C[keep], self.d[keep], groups
+        if root.row_bounds is not None:
+            root.row_bounds = root.row_bounds[keep]
         if root.parameters is not None:
             root.parameters = {name: AlphaPair(*(None if t is None else t[keep] for t in (pair.lower, pair.upper)))
                                for name, pair in root.parameters.items()}
@@ -228,10 +280,50 @@ class DomainBounder:
             result[node.input] = Shortcut(coefficient[:elements], bias[:elements], -coefficient[elements:], -bias[elements:])
         return result
 
+    def _keep_candidates(self, input_coefficient: torch.Tensor, bounded_rows: torch.Tensor, count: int) -> None:
+        """Add to `candidates` (emptied by each `root` and `bound` call) the minimisers over the input set of the
+        linear bounds of every row a pass left unproved ([rows, batch, *input] coefficients; rows bounded
+        [rows, batch]), for its first `count` domains (the rest is padding), at most one per domain or per row
+        (the lowest bounds): each is a likely counterexample of its own disjunct, and a domain's worst row (its
+        guide's) is not always the one a counterexample violates."""
+        bounds = bounded_rows[:, :count].flatten()
+        unproved = (~(bounds > 0)).nonzero().flatten()
+        limit = max(count, len(bounded_rows))  # a forward pass per candidate: one per domain or row, lowest bounds first
+        if len(unproved) > limit:
+            unproved = unproved[bounds[unproved].nan_to_num(-math.inf).topk(limit, largest=False).indices]
+        coefficients = input_coefficient[:, :count].reshape(-1, *input_coefficient.shape[2:])
+        self.candidates = torch.cat([self.candidates, self.input_set(1).minimizer(coefficients[unproved])])
+
     def primal_inputs(self, domains: list[Domain]) -> torch.Tensor:
         """Per domain, the point of the input set that minimizes its bound's linear function (a box corner, a
         point on the ball): a likely counterexample."""
         return self.input_set(1).minimizer(torch.cat([d.guide.input_coefficient for d in domains]))
+
+
+def _rows_of(parameters: Parameters | None, rows: torch.Tensor | None) -> Parameters | None:
+    """The α/β of the spec rows `rows` only (all of them when None)."""
+    if parameters is None or rows is None:
+        return parameters
+    return {name: AlphaPair(*(None if t is None else t[rows] for t in (pair.lower, pair.upper))) for name, pair in parameters.items()}
+
+
+def _with_rows(full: Parameters | None, rows: torch.Tensor, ended: Parameters) -> Parameters:
+    """`full` (every row) with the rows `rows` replaced by `ended` (what a pass over those rows ended with): the
+    rows not bounded keep their warm start for the domains' children (a β that `full` lacks starts at 0 there).
+    Without a warm start for some α, `ended` is not enough for a child that bounds other rows: none then
+    (children start at CROWN's α)."""
+    if full is None or any(name not in full and not name.startswith(BETA) for name in ended):
+        return {}
+
+    result = {}
+    for name, pair in ended.items():
+        before = full.get(name)
+        if before is None:  # a β new in this pass: 0 (sound, CROWN's start) on the other rows
+            specs = next(t for p in full.values() for t in (p.lower, p.upper) if t is not None).shape[0]
+            before = AlphaPair(*(None if t is None else t.new_zeros((specs, *t.shape[1:])) for t in (pair.lower, pair.upper)))
+        result[name] = AlphaPair(*(None if b is None or e is None else b.index_copy(0, rows, e)
+                                   for b, e in ((before.lower, pair.lower), (before.upper, pair.upper))))
+    return result
 
 
 def _stacked_parameters(domains: list[Domain]) -> Parameters | None:

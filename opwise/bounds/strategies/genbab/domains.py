@@ -36,13 +36,15 @@ class Guide:
 @dataclasses.dataclass
 class Domain:
     """Narrowed intervals per split node input name ([1, *node shape]), the margin bound, depth, guide,
-    and the α/β its last bounding ended with (per node name, [specs, 1, ...]: its children's warm start)."""
+    the α/β its last bounding ended with (per node name, [specs, 1, ...]: its children's warm start), and
+    the lower bound of every spec row's `C y - d` ([rows]; its own or an ancestor's, whichever is higher)."""
 
     intervals: dict[str, Interval]
     lower: float = -float("inf")
     depth: int = 0
     guide: Guide | None = None
     parameters: dict | None = None
+    row_bounds: torch.Tensor | None = None
 
     def split(self, name: str, index: int, point: float) -> tuple["Domain", "Domain"]:
         """The two children: element `index` (flat) of node `name` below and above `point` (they keep the
@@ -58,7 +60,8 @@ class Domain:
         below.view(-1)[index], above.view(-1)[index] = point, point
         children = []
         for narrowed in (Interval(interval.lower, below), Interval(above, interval.upper)):
-            children.append(Domain({**self.intervals, name: narrowed}, self.lower, self.depth + 1, self.guide, self.parameters))
+            children.append(Domain({**self.intervals, name: narrowed}, self.lower, self.depth + 1, self.guide, self.parameters,
+                                   self.row_bounds))
         return children[0], children[1]
 
 
@@ -130,6 +133,8 @@ def _tensors(domain: Domain):
         yield from (domain.guide.input_coefficient, domain.guide.bias, *domain.guide.coefficients.values())
         yield from _nested_tensors(domain.guide.alphas)
     yield from _nested_tensors(domain.parameters)
+    if domain.row_bounds is not None:
+        yield domain.row_bounds
 
 
 def _nested_tensors(value):

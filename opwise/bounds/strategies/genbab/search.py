@@ -46,13 +46,16 @@ def branch_and_bound(
     max_domains: int = 200_000,
     max_memory: int | None = None,
     alpha: AlphaOptions | None = None,
+    attacked: bool = False,
     progress: Progress | None = None,
 ) -> BabResult:
     """Decide whether `spec` holds for `bounded` by splitting nonlinear neurons' input intervals.
 
     `branching`: "bbps" | "babsr" | "largest-interval"; `split_point`: "table" | "midpoint";
     `batch_size`: domains bounded per engine pass; `max_domains`: queue size at which it gives up ('unknown');
-    `max_memory`: bytes the open domains' tensors may hold before it gives up (None: no limit); `progress` is
+    `max_memory`: bytes the open domains' tensors may hold before it gives up (None: no limit); `attacked`: the
+    caller has just run the same PGD attack (seed 0) on `spec`, so the search skips its first one and attacks
+    only between rounds (verify_specification does: the same attack again found nothing new); `progress` is
     called after every round with the open and visited domains, the worst open lower bound and the time left.
 
     >>> import torch
@@ -83,13 +86,13 @@ def branch_and_bound(
         stats["seconds"] = time.monotonic() - start
         return BabResult(status, counterexample, stats, margin)
 
-    def attacked(seed: int, budget: float) -> torch.Tensor | None:
+    def attack_now(seed: int, budget: float) -> torch.Tensor | None:
         stats["attacks"] += 1
         result = pgd_attack(function, spec, seed=seed, time_limit=max(0.0, min(budget, deadline - time.monotonic())))
         return result.counterexample
 
-    if attack:
-        counterexample = attacked(0, ATTACK_SHARE * timeout)
+    if attack and not attacked:
+        counterexample = attack_now(0, ATTACK_SHARE * timeout)
         if counterexample is not None:
             return finish("falsified", None, counterexample)
     bounder = DomainBounder(bounded, spec, method, alpha)
@@ -97,6 +100,9 @@ def branch_and_bound(
     stats["domains_visited"] = bounder.visited
     if root.lower > 0:
         return finish("verified", root.lower)
+    counterexample = _checked_primal(function, spec, bounder.candidates)
+    if counterexample is not None:
+        return finish("falsified", None, counterexample)
     shortcuts = bounder.shortcuts() if branching == "bbps" else None
     input_set = bounder.input_set(1)
     queue, proven, last_attack = DomainQueue(count_bytes=max_memory is not None), float("inf"), time.monotonic()
@@ -139,11 +145,12 @@ def branch_and_bound(
             open_children = [child for child in children if not child.lower > 0]
             proven = min([proven] + [child.lower for child in children if child.lower > 0])
             if open_children:
-                counterexample = _checked_primal(function, spec, bounder.primal_inputs(open_children))
+                counterexample = _checked_primal(function, spec, torch.cat([bounder.primal_inputs(open_children),
+                                                                            bounder.candidates]))
                 if counterexample is not None:
                     return finish("falsified", None, counterexample)
                 if attack and time.monotonic() - last_attack > ATTACK_INTERVAL:
-                    counterexample = attacked(stats["rounds"], ATTACK_SHARE * (time.monotonic() - last_attack))
+                    counterexample = attack_now(stats["rounds"], ATTACK_SHARE * (time.monotonic() - last_attack))
                     last_attack = time.monotonic()
                     if counterexample is not None:
                         return finish("falsified", None, counterexample)
@@ -160,6 +167,8 @@ def branch_and_bound(
 
 def _checked_primal(function, spec: Specification, candidates: torch.Tensor) -> torch.Tensor | None:
     """The candidate input with the lowest margin, if a forward pass confirms that it violates the spec."""
+    if not len(candidates):
+        return None
     with torch.no_grad():
         margins = spec.margin(function(candidates))
     best = candidates[int(margins.argmin()) :][:1]

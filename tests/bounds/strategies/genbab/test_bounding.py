@@ -3,6 +3,7 @@ disjuncts the root rules out leave the search; timeouts are kept."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -10,6 +11,7 @@ import torch
 from opwise.bounds.strategies.beta import BETA
 from opwise.bounds.strategies.genbab.bounding import DomainBounder
 from opwise.bounds.strategies.genbab.search import branch_and_bound
+from opwise.bounds import BoundedModel
 from opwise.bounds.spec import Disjunct, Specification
 from tests.bounds.strategies.genbab.test_search import (BOX, FAST, assert_domains_bound_their_samples, cases, pre_activations,
                                          threshold_spec)
@@ -74,3 +76,114 @@ def test_timeout_is_kept_within_a_small_margin():
     elapsed = time.monotonic() - start
     assert result.status in ("timeout", "verified")
     assert elapsed < 2.0 * 1.25 + 0.5, f"took {elapsed:.2f} s for a 2 s budget"
+
+
+#: outputs of the robustness-style test networks
+CLASSES = 5
+
+
+def _robustness_case(seed: int, width: int = 12):
+    """A tiny float32 ReLU MLP (3 inputs), its float64 twin, the box around a random point, the target class
+    there, and per other class j the exact smallest y_target - y_j over the box (MILP)."""
+    from tests.bounds.strategies.bab_reference import milp_min_margin, random_mlp
+
+    exact = random_mlp(seed, (3, width, width, CLASSES))
+    model = random_mlp(seed, (3, width, width, CLASSES)).float()
+    centre = torch.rand(1, 3, generator=torch.Generator().manual_seed(seed)) - 0.5
+    box = (centre - 1.0, centre + 1.0)
+    with torch.no_grad():
+        target = int(model(centre).argmax())
+    others = [j for j in range(CLASSES) if j != target]
+    exact_box = tuple(b.double() for b in box)
+    minima = {j: milp_min_margin(exact, _robustness_spec(exact_box, target, {j: 0.0})) for j in others}
+    return model, box, target, minima
+
+
+def _robustness_spec(box, target: int, thresholds: dict[int, float]) -> Specification:
+    """Unsafe: y_target - y_j <= thresholds[j] for some class j (a disjunct per class)."""
+    disjuncts = []
+    for j, threshold in thresholds.items():
+        row = torch.zeros(1, CLASSES)
+        row[0, target], row[0, j] = 1.0, -1.0
+        disjuncts.append(Disjunct(row.to(box[0].dtype), torch.tensor([threshold], dtype=box[0].dtype)))
+    return Specification(*box, disjuncts)
+
+
+def _split_open_domains(domains, generator):
+    """Both children of every domain not proved yet, each split at a random point of a random unstable element."""
+    children = []
+    for domain in domains:
+        if domain.lower > 0:
+            continue
+        name = list(domain.intervals)[int(torch.randint(len(domain.intervals), (1,), generator=generator))]
+        interval = domain.intervals[name]
+        index = int(torch.randint(interval.lower.numel(), (1,), generator=generator))
+        low = max(float(interval.lower.view(-1)[index]), -5.0)
+        high = min(float(interval.upper.view(-1)[index]), 5.0)
+        children += domain.split(name, index, low + (high - low) * float(torch.rand(1, generator=generator)))
+    return children
+
+
+def test_rows_a_domain_has_ruled_out_are_not_bounded_again_and_inherited_bounds_hold(monkeypatch):
+    """Over generations of random splits, a batch bounds only the rows some domain leaves open (fewer than all,
+    once the splits have ruled some disjuncts out), and every domain's row bounds, inherited or new, hold on
+    every sample whose pre-activations lie in its intervals."""
+    from opwise.bounds.strategies.genbab import bounding as module
+
+    bounded_rows = []
+    original = module.optimize_alpha_beta
+
+    def spy(engine, target, A, *args, **kwargs):
+        bounded_rows.append(A.shape[0])
+        return original(engine, target, A, *args, **kwargs)
+
+    monkeypatch.setattr(module, "optimize_alpha_beta", spy)
+    generator = torch.Generator().manual_seed(3)
+    fewer = 0
+    for seed in range(2):
+        model, box, target, minima = _robustness_case(seed)
+        spec = _robustness_spec(box, target, {j: minimum - 0.1 * abs(minimum) for j, minimum in minima.items()})
+        bounded = BoundedModel(model, torch.zeros(1, 3))
+        x = box[0] + (box[1] - box[0]) * torch.rand(3000, 3, generator=generator)
+        values = pre_activations(bounded, x)
+        bounder = DomainBounder(bounded, spec, "alpha-crown")
+        domains = [bounder.root()]
+        with torch.no_grad():
+            y = model(x)
+        for _ in range(3):
+            domains = _split_open_domains(domains, generator)
+            if not domains:
+                break
+            bounded_rows.clear()
+            bounder.bound(domains, 2)  # chunks of two domains: some rows are ruled out in both
+            fewer += any(rows < len(bounder.C) for rows in bounded_rows)
+            row_values = y @ bounder.C.T - bounder.d  # [samples, rows]
+            for domain in domains:
+                inside = torch.ones(len(x), dtype=torch.bool)
+                for name, interval in domain.intervals.items():
+                    inside &= ((values[name] >= interval.lower - 1e-5) & (values[name] <= interval.upper + 1e-5)).all(1)
+                if inside.any() and math.isfinite(domain.lower):
+                    assert (row_values[inside].amin(0) >= domain.row_bounds - 1e-4).all()
+            assert_domains_bound_their_samples(domains, values, spec.margin(y))
+    assert fewer, "no batch skipped a row: the test did not exercise ruled-out rows"
+
+
+def test_multi_disjunct_relu_search_agrees_with_milp():
+    """Robustness-style properties (a disjunct per other class) on tiny ReLU MLPs, just above and just below the
+    exact smallest margin (MILP): 'verified' only above it, 'falsified' only with a real counterexample."""
+    decided = 0
+    for seed in (1, 2):
+        model, box, target, minima = _robustness_case(seed)
+        bounded = BoundedModel(model, torch.zeros(1, 3))
+        for sign in (-1, 1):  # every disjunct's threshold 20% of its exact minimum below (or above) it
+            thresholds = {j: minimum + sign * 0.2 * abs(minimum) for j, minimum in minima.items()}
+            spec = _robustness_spec(box, target, thresholds)
+            result = branch_and_bound(bounded, spec, timeout=30, batch_size=16)
+            if result.status == "verified":
+                assert sign < 0
+            if result.status == "falsified":
+                assert spec.contains(result.counterexample)
+                with torch.no_grad():
+                    assert float(spec.margin(model(result.counterexample)).min()) <= 0
+            decided += result.status in ("verified", "falsified")
+    assert decided >= 3

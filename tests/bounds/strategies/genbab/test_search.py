@@ -534,3 +534,21 @@ def test_attacks_take_a_share_of_the_time(monkeypatch):
     result = branch_and_bound(bounded, threshold_spec(grid_min - 0.2 * spread), timeout=60, batch_size=8, alpha=FAST)
     assert result.status == "verified" and limits
     assert all(limit <= search.ATTACK_SHARE * 60 for limit in limits)
+
+
+def test_root_minimisers_of_every_row_are_checked_before_any_split():
+    """Without PGD, a property violated just past its exact minimum (MILP) on a robustness-style ReLU net
+    (a disjunct per other class) is falsified from the root bound's minimisers, one per unproved row, before
+    any round of splitting; the counterexample is real."""
+    from tests.bounds.strategies.genbab.test_bounding import _robustness_case, _robustness_spec
+
+    falsified = 0
+    for seed in (0, 1, 2):
+        model, box, target, minima = _robustness_case(seed)
+        spec = _robustness_spec(box, target, {j: minimum + 0.2 * abs(minimum) for j, minimum in minima.items()})
+        result = branch_and_bound(BoundedModel(model, torch.zeros(1, 3)), spec, timeout=30, attack=False, batch_size=8)
+        assert result.status == "falsified"
+        with torch.no_grad():
+            assert spec.contains(result.counterexample) and float(spec.margin(model(result.counterexample)).min()) <= 0
+        falsified += result.stats["rounds"] == 0
+    assert falsified >= 2
