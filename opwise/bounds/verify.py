@@ -222,6 +222,8 @@ def verify_specification(
                 stats["reason"] = "GenBaB splits neurons of a traced graph; this model is given by functions only"
                 return finish("unknown", margin)
             else:
+                if attack:  # GenBaB's first attack would repeat ours (same starts, less time): it skips it
+                    options.setdefault("attacked_before", True)
                 result = branch_and_bound(graph_model, spec, **_options_for(branch_and_bound, options, "GenBaB"))
     except TimeLimitReached:
         return finish("timeout", stats.get("margin"))

@@ -43,6 +43,7 @@ def branch_and_bound(
     timeout: float = 60.0,
     batch_size: int = 64,
     attack: bool = True,
+    attacked_before: bool = False,
     max_domains: int = 200_000,
     max_memory: int | None = None,
     alpha: AlphaOptions | None = None,
@@ -51,7 +52,10 @@ def branch_and_bound(
     """Decide whether `spec` holds for `bounded` by splitting nonlinear neurons' input intervals.
 
     `branching`: "bbps" | "babsr" | "largest-interval"; `split_point`: "table" | "midpoint";
-    `batch_size`: domains bounded per engine pass; `max_domains`: queue size at which it gives up ('unknown');
+    `attack`: PGD before bounding the root and every ATTACK_INTERVAL seconds of the search; `attacked_before`:
+    the caller already ran `pgd_attack` on this spec with its default starts (seed 0), as verify_specification
+    does, so the first attack, which would repeat it step for step, is skipped (the later ones use other
+    seeds); `batch_size`: domains bounded per engine pass; `max_domains`: queue size at which it gives up ('unknown');
     `max_memory`: bytes the open domains' tensors may hold before it gives up (None: no limit); `progress` is
     called after every round with the open and visited domains, the worst open lower bound and the time left.
 
@@ -88,7 +92,7 @@ def branch_and_bound(
         result = pgd_attack(function, spec, seed=seed, time_limit=max(0.0, min(budget, deadline - time.monotonic())))
         return result.counterexample
 
-    if attack:
+    if attack and not attacked_before:
         counterexample = attacked(0, ATTACK_SHARE * timeout)
         if counterexample is not None:
             return finish("falsified", None, counterexample)
