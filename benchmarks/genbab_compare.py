@@ -261,7 +261,7 @@ def compare_vnncomp(suites: list[str], only: list[str] | None, cap: float, worke
         limit = min(timeout, cap)
         table = pool.apply(run_vnncomp, ((onnx, vnnlib, limit, "table", genbab),))
         if "genbab" not in table["searches"] or table["rounds"] == 0:
-            return table, None  # decided before branching, or by input splitting: the table is never read
+            return table, None  # never split in GenBaB (decided before, input splitting, out of time): no table read
         return table, pool.apply(run_vnncomp, ((onnx, vnnlib, limit, "midpoint", genbab),))
 
     def cell(run: dict | None) -> str:
@@ -283,8 +283,9 @@ def compare_vnncomp(suites: list[str], only: list[str] | None, cap: float, worke
     branched = [(table, midpoint) for _, table, midpoint in rows if midpoint is not None]
     solved = lambda run: run["status"] in ("sat", "unsat")
     both_solved = [(t, m) for t, m in branched if solved(t) and solved(m)]
-    print(f"\n{len(rows)} instances, cap {cap:g} s; {len(rows) - len(branched)} decided before branching "
-          f"(attack, root bounds or input splitting: the table is not read); {len(branched)} branched in GenBaB:")
+    print(f"\n{len(rows)} instances, cap {cap:g} s; {len(rows) - len(branched)} never branched in GenBaB (decided by the "
+          f"attack, the root bounds or input splitting, or out of time before a split: the table is not read); "
+          f"{len(branched)} branched in GenBaB:")
     print("| mode | solved | domains (all branched) | seconds (all branched) | domains (both solved) | seconds (both solved) |")
     print("|---|---|---|---|---|---|")
     for index, mode in enumerate(("table", "midpoint")):
