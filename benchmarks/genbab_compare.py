@@ -169,7 +169,8 @@ def attack_case(job: tuple[str, dict, float]) -> bool:
 
 
 def run_strategy(job: tuple[str, dict, str, float]) -> tuple[str, float, dict]:
-    """(status, seconds, stats) of one strategy on one case."""
+    """(status, seconds, stats) of one strategy on one case; status "error" (the message in stats, printed)
+    where the search raised, so that one failing case does not end the comparison."""
     from opwise.bounds.strategies.genbab.bounding import DomainBounder
     from opwise.bounds.strategies.genbab.search import branch_and_bound
 
@@ -177,11 +178,14 @@ def run_strategy(job: tuple[str, dict, str, float]) -> tuple[str, float, dict]:
     _, case, strategy, timeout = job
     bounded, _, spec = load_case(case)
     start = time.monotonic()
-    if strategy == "no branching":
-        lower = DomainBounder(bounded, spec).root(start + timeout).lower
-        return ("verified" if lower > 0 else "unknown"), time.monotonic() - start, {"margin": lower}
-    branching, split_point = STRATEGIES[strategy]
-    result = branch_and_bound(bounded, spec, branching=branching, split_point=split_point, timeout=timeout)
+    try:
+        if strategy == "no branching":
+            lower = DomainBounder(bounded, spec).root(start + timeout).lower
+            return ("verified" if lower > 0 else "unknown"), time.monotonic() - start, {"margin": lower}
+        branching, split_point = STRATEGIES[strategy]
+        result = branch_and_bound(bounded, spec, branching=branching, split_point=split_point, timeout=timeout)
+    except Exception as error:  # noqa: BLE001 (reported as the case's status)
+        return "error", time.monotonic() - start, {"error": f"{type(error).__name__}: {error}"}
     return result.status, time.monotonic() - start, result.stats
 
 
@@ -335,7 +339,7 @@ def main() -> None:
         for job, result in zip(jobs, pool.imap(run_strategy, jobs)):  # printed as they come in
             results.append(result)
             print(f"{job[0]} {job[1].get('index', job[1].get('vnnlib'))} {job[2]}: {result[0]} {result[1]:.1f}s "
-                  f"{result[2].get('domains_visited', 1)} domains", flush=True)
+                  f"{result[2].get('domains_visited', 1)} domains {result[2].get('error', '')}", flush=True)
     groups: dict[str, dict] = {}
     for (group, _), found in zip(cases, falsified):
         row = groups.setdefault(group, {"cases": 0, "falsified by PGD": 0, **{c: 0 for c in columns}, "seconds": {c: [] for c in columns}})
