@@ -2,8 +2,9 @@
 
     python -m benchmarks.genbab_compare [--suite digits eran cgan lstm gates products attention] [--timeout 30]
         [--workers 2] [--eps 0.02 0.04 0.06 0.08] [--digits 10] [--eran-instances 36]
-        [--nets 5] [--net-eps 0.05 0.1 0.2 0.3]
+        [--nets 5] [--net-eps 0.05 0.1 0.2 0.3] [--strategies bbps+table bbps+midpoint]
     python -m benchmarks.genbab_compare --vnncomp eran_2021 dist_shift_2023 [--only SIGMOID] [--cap 60] [--workers 1]
+        [--genbab]
 
 Strategies: "no branching" (GenBaB's root bound: α-CROWN), "bbps+table" (GenBaB: bound propagation with
 shortcuts, split points from the shipped tables), "bbps+midpoint", "largest-interval+midpoint".
@@ -15,14 +16,15 @@ random input): "lstm" (torch.nn.LSTM over 3 steps), "gates" (an LSTM cell writte
 "products" (a(x)·b(x) and a(x)·tanh(b(x))), "attention" (one softmax self-attention head; its matrix
 products and softmax's exponentials are split). A PGD attack runs first, once per case; cases it falsifies
 are counted apart and not given to the strategies. Each (case, strategy) runs in its own worker process with
-one torch thread. Prints one table row per case group, then table vs midpoint side by side per case that
-branched (status, domains visited, seconds).
+one torch thread (`--strategies` picks the columns). Prints status, seconds and domains per run, one table
+row per case group, then bbps+table beside bbps+midpoint per case group over the cases that branched.
 
 `--vnncomp SUITE...` instead runs VNN-COMP instances from ../shared/benchmarks (those whose paths contain an
 `--only` string) as `verify_instance` does (PGD, root bounds, then the complete search the orchestrator
 chooses), at the competition timeout capped at `--cap`, once with GenBaB's default split points (the table)
 and, where that run reached GenBaB and branched, again with `split_point="midpoint"`: an instance decided by
-the attack or at the root, or given to input splitting, never reads the table. Prints per instance the
+the attack or at the root, or given to input splitting, never reads the table (`--genbab` forces GenBaB in
+both runs, to measure the table where the orchestrator would split inputs). Prints per instance the
 expected answer and each mode's status, domains, seconds and last open lower bound, then totals.
 """
 
