@@ -8,7 +8,7 @@ import torch
 
 import opwise
 from opwise.bounds import BoundedModel
-from opwise.bounds.spec import Specification
+from opwise.bounds.spec import Specification, robustness_disjuncts
 from opwise.errors import InputError
 from tests.bounds.helpers import randomize_
 
@@ -256,3 +256,32 @@ def test_genbab_after_verifys_attack_does_not_repeat_it(monkeypatch):
     result = _verify_agrees_with_the_disk(BoundedModel(model, x), model, x, eps, 2.0, target)
     assert result.status == "verified" and result.stats["bab"]["rounds"] >= 1
     assert 0 not in seeds  # only the search's later attacks, if any (seeded by their round)
+
+
+def test_genbab_does_not_repeat_the_attack_before_it(monkeypatch):
+    """verify runs PGD (seed 0) before GenBaB, whose first attack used the same starts and steps with less time,
+    so it repeated the same work; GenBaB now skips it: no seed is attacked twice, and the verdict stays."""
+    import importlib
+
+    from opwise.bounds.attack import pgd_attack
+
+    search = importlib.import_module("opwise.bounds.strategies.genbab.search")
+    verify_module = importlib.import_module("opwise.bounds.verify")  # opwise.bounds.verify is also the function
+
+    seeds = []
+
+    def counted(*args, seed=0, **kwargs):
+        seeds.append(seed)
+        return pgd_attack(*args, seed=seed, **kwargs)
+
+    monkeypatch.setattr(search, "pgd_attack", counted)
+    monkeypatch.setattr(verify_module, "pgd_attack", counted)
+    model = _two_input_net(torch.nn.ReLU, 0, 1.0)
+    x = torch.rand(1, 2, generator=torch.Generator().manual_seed(0))
+    target = int(model(x).argmax())
+    eps = 0.92 * _critical_radius(model, x, target, 2.0)  # the bounds alone leave it unknown: GenBaB branches
+    result = _verify_agrees_with_the_disk(BoundedModel(model, x), model, x, eps, 2.0, target)
+    assert result.status == "verified" and result.stats["bab"]["domains_visited"] > 1
+    assert seeds[0] == 0 and len(seeds) == len(set(seeds)), seeds  # before: [0, 0], the second a repeat
+    spec = Specification.over(BoundedModel(model, x).input_set(x, eps, 2.0), robustness_disjuncts(3, target))
+    assert pgd_attack(model, spec).margin == pgd_attack(model, spec).margin  # a repeat finds nothing new

@@ -18,12 +18,16 @@ Candidates come from two kinds of nodes (`SplitNode`): elementwise functions who
 split-point table or a single kink (the input is split), and products x·y of two input-dependent tensors
 (either factor's element is split, at its midpoint: see split_points.py). A product's estimate is the
 change of A · (McCormick plane) when the factor's interval narrows, with both factors concretized (by
-their intervals, or for BBPS by their shortcuts where the factors have the product's shape).
+their intervals, or for BBPS by their shortcuts where the factors have the product's shape). A factor that
+broadcasts a smaller tensor (the bound graph rewrites a matrix product A @ B into copies of A and B, expanded
+to [i, k, j], times each other) is split on every copy of the value at once, as one split of A's or B's element
+(it is scored by the copy chosen: the gain of the other copies is not added).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import fx
@@ -59,6 +63,9 @@ class SplitNode:
     function: str
     relaxation: object
     other: str | None = None
+    #: for a factor that broadcasts a smaller tensor (an `aten.expand`, as the rewrite of a matrix product makes
+    #: both factors): per flat element, the flat index of the element it copies; a split narrows every copy
+    source: torch.Tensor | None = None
 
 
 @dataclasses.dataclass
@@ -74,17 +81,18 @@ class Shortcut:
 
 @dataclasses.dataclass
 class Decision:
-    """Split element `index` (flat) of node `input` at `point`."""
+    """Split element `index` (flat) of node `input` at `point`; a list of elements: the copies of one value."""
 
     input: str
-    index: int
+    index: int | list[int]
     point: float
 
 
 def split_nodes(graph: Graph) -> list[SplitNode]:
     """The splittable nodes of a graph whose inputs depend on the bounded input: smooth (curvature) families,
-    split at their table's point or, without a table, the midpoint, and functions with one kink (one entry), products of two such tensors (one entry per factor; the
-    graph's input itself is never a candidate: splitting it is input splitting).
+    split at their table's point or, without a table, the midpoint, and functions with one kink (one entry), and
+    products of two such tensors (one entry per factor, with the `source` of its copies where it is a broadcast;
+    the graph's input itself is never a candidate: splitting it is input splitting).
 
     >>> import torch, opwise
     >>> graph = opwise.trace(torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Sigmoid()), torch.zeros(1, 2))
@@ -101,14 +109,33 @@ def split_nodes(graph: Graph) -> list[SplitNode]:
         op = graph.info(node).op
         if op in PRODUCTS and len(node.args) >= 2 and all(splittable(arg) for arg in node.args[:2]):
             first, second = node.args[0].name, node.args[1].name
-            nodes.append(SplitNode(node.name, first, "mul", None, other=second))
+            nodes.append(SplitNode(node.name, first, "mul", None, other=second, source=broadcast_source(graph, node.args[0])))
             if second != first:
-                nodes.append(SplitNode(node.name, second, "mul", None, other=first))
+                nodes.append(SplitNode(node.name, second, "mul", None, other=first, source=broadcast_source(graph, node.args[1])))
         elif has_relaxation(op) and splittable(node.args[0]):
             relaxation = node_relaxation(op, node)
             if isinstance(relaxation, CurvatureRelaxation) or getattr(relaxation, "split_kink", None) is not None:
                 nodes.append(SplitNode(node.name, node.args[0].name, op.split(".")[1], relaxation))
     return nodes
+
+
+def broadcast_source(graph: Graph, node: fx.Node) -> torch.Tensor | None:
+    """Per flat element of an `aten.expand` node (batch excluded), the flat index of the input element it
+    copies; None for any other node, or an expand that copies nothing or adds dimensions.
+
+    >>> import torch, opwise
+    >>> class Outer(torch.nn.Module):
+    ...     def forward(self, x): return x[:, :2, None].expand(1, 2, 3) * x[:, None, :].expand(1, 2, 3)
+    >>> graph = opwise.trace(Outer(), torch.zeros(1, 3))
+    >>> [broadcast_source(graph, n).tolist() for n in graph.call_nodes() if graph.info(n).op == "aten.expand.default"]
+    [[0, 0, 0, 1, 1, 1], [0, 1, 2, 0, 1, 2]]
+    """
+    if graph.info(node).op != "aten.expand.default" or not isinstance(node.args[0], fx.Node):
+        return None
+    copied, shape = graph.info(node.args[0]).shape, graph.info(node).shape
+    if copied is None or shape is None or len(copied) != len(shape) or copied[0] != shape[0] or copied == shape:
+        return None
+    return torch.arange(math.prod(copied[1:])).reshape(1, *copied[1:]).expand(1, *shape[1:]).reshape(-1)
 
 
 def split_points(node: SplitNode, lower: torch.Tensor, upper: torch.Tensor, mode: str) -> torch.Tensor:
@@ -239,7 +266,7 @@ def choose_splits(domains: list[Domain], nodes: list[SplitNode], *, branching: s
         scores.append(score)
         widths.append(width)
         points.append(point)
-        owners += [(node.input, i) for i in range(lower.shape[1])]
+        owners += [(node, i) for i in range(lower.shape[1])]
     scores, widths, points = torch.cat(scores, 1), torch.cat(widths, 1), torch.cat(points, 1)
     decisions = []
     for row in range(count):
@@ -249,6 +276,8 @@ def choose_splits(domains: list[Domain], nodes: list[SplitNode], *, branching: s
         if widths[row, best] == -torch.inf:
             decisions.append(None)
             continue
-        name, index = owners[best]
-        decisions.append(Decision(name, index, float(points[row, best])))
+        node, index = owners[best]
+        if node.source is not None:  # every copy of the value, not one of them
+            index = (node.source == node.source[index]).nonzero().flatten().tolist()
+        decisions.append(Decision(node.input, index, float(points[row, best])))
     return decisions

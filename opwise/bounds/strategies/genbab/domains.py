@@ -46,18 +46,23 @@ class Domain:
     parameters: dict | None = None
     row_bounds: torch.Tensor | None = None
 
-    def split(self, name: str, index: int, point: float) -> tuple["Domain", "Domain"]:
-        """The two children: element `index` (flat) of node `name` below and above `point` (they keep the
-        parent's bound, guide and α/β until they are bounded themselves).
+    def split(self, name: str, index: int | list[int], point: float) -> tuple["Domain", "Domain"]:
+        """The two children: element `index` (flat; a list: several elements that hold the same value, such as
+        a broadcast's copies) of node `name` below and above `point`, each interval intersected with its side
+        (they keep the parent's bound, guide and α/β until they are bounded themselves).
 
         >>> d = Domain({"z": Interval(torch.tensor([[-1.0, 0.0]]), torch.tensor([[1.0, 2.0]]))})
         >>> left, right = d.split("z", 1, 0.5)
         >>> left.intervals["z"].upper.tolist(), right.intervals["z"].lower.tolist()
         ([[1.0, 0.5]], [[-1.0, 0.5]])
+        >>> left, right = d.split("z", [0, 1], 0.5)
+        >>> left.intervals["z"].upper.tolist(), right.intervals["z"].lower.tolist()
+        ([[0.5, 0.5]], [[0.5, 0.5]])
         """
         interval = self.intervals[name]
         below, above = interval.upper.clone(), interval.lower.clone()
-        below.view(-1)[index], above.view(-1)[index] = point, point
+        below.view(-1)[index] = below.view(-1)[index].clamp(max=point)
+        above.view(-1)[index] = above.view(-1)[index].clamp(min=point)
         children = []
         for narrowed in (Interval(interval.lower, below), Interval(above, interval.upper)):
             children.append(Domain({**self.intervals, name: narrowed}, self.lower, self.depth + 1, self.guide, self.parameters,
