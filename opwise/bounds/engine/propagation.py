@@ -238,8 +238,12 @@ class BoundPropagation:
         policy = self.policy(node)
         if policy != "ibp" and self.copies_input(node):
             step = self.step(node)
-            copied = self._transfers[node].ibp(step, [self.interval(step.inputs[0])])
-            self._tight[node] = self._narrow(node, Interval(*tightened(ibp.lower, ibp.upper, copied.lower, copied.upper)))
+            source = self.interval(step.inputs[0])
+            # a view needs the layout its input has in the model, which a split or tightened interval need not have
+            copied = self._transfers[node].ibp(step, [Interval(source.lower.contiguous(), source.upper.contiguous())])
+            # own memory: a broadcast copy is a view with stride 0, and branch-and-bound writes splits into intervals
+            lower, upper = (t.contiguous() for t in tightened(ibp.lower, ibp.upper, copied.lower, copied.upper))
+            self._tight[node] = self._narrow(node, Interval(lower, upper))
             return self._tight[node]
         if policy == "ibp" or self.exact_by_ibp(node):
             self._tight[node] = ibp

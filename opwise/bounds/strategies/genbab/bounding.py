@@ -160,7 +160,8 @@ class DomainBounder:
                                   for node in self.nodes},
                                  input_coefficient[row, index : index + 1], bias[row, index],
                                  self._product_alphas(parameters, row, index))
-            domain.parameters = {name: AlphaPair(*(None if t is None else t[:, index : index + 1] for t in (pair.lower, pair.upper)))
+            domain.parameters = {name: AlphaPair(*(None if t is None else _domain_part(t, index, engine.batch)
+                                                   for t in (pair.lower, pair.upper)))
                                  for name, pair in parameters.items()} or None
             if not infeasible:
                 for node in self.nodes:
@@ -232,6 +233,17 @@ class DomainBounder:
         """Per domain, the point of the input set that minimizes its bound's linear function (a box corner, a
         point on the ball): a likely counterexample."""
         return self.input_set(1).minimizer(torch.cat([d.guide.input_coefficient for d in domains]))
+
+
+def _domain_part(parameter: torch.Tensor, index: int, domains: int) -> torch.Tensor:
+    """Domain `index`'s part of an α or β batched along dim 1 over `domains` domains: one entry per domain, or
+    several where the node folds attention heads into that dimension (domain-major, as the fold orders them).
+
+    >>> _domain_part(torch.arange(6.0).reshape(1, 6), 1, 2).tolist()
+    [[3.0, 4.0, 5.0]]
+    """
+    per_domain = parameter.shape[1] // domains
+    return parameter[:, index * per_domain : (index + 1) * per_domain]
 
 
 def _stacked_parameters(domains: list[Domain]) -> Parameters | None:
