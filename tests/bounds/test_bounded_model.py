@@ -254,12 +254,35 @@ def test_a_layer_norm_after_huge_intervals_keeps_eps_in_its_variance():
 
 def test_the_builtin_transformer_is_bounded_soundly_by_every_method():
     """The small ViT-like transformer (attention folds its heads into the batch dimension), one sample: every
-    method gives sound bounds; forward mode over a batch of two refuses clearly instead of mixing samples up."""
+    method gives sound bounds. Over a batch of two, forward mode gives each sample its own bounds: the nodes that
+    fold the batch are copies (views, broadcasts), whose intervals are their sources' (before copies took their
+    sources' intervals, forward mode concretized them and refused)."""
     model, inputs = opwise.load_model("builtin:transformer")
     x = inputs[0]
     assert_sound(model, x - 0.001, x + 0.001, samples=1_000, attack=False)
+    pair = torch.cat([x, x.flip(-1)])
+    together = BoundedModel(model, pair).compute_bounds(pair, eps=0.001, method="forward-crown")
+    for i in range(2):
+        alone = BoundedModel(model, pair[i:i + 1]).compute_bounds(pair[i:i + 1], eps=0.001, method="forward-crown")
+        assert torch.allclose(together.lower[i:i + 1], alone.lower, atol=1e-3)
+        assert torch.allclose(together.upper[i:i + 1], alone.upper, atol=1e-3)
+
+
+def test_forward_mode_refuses_a_batch_folded_into_a_node_it_must_concretize():
+    """A linear layer applied to a batch-folding reshape: forward mode would have to tell the samples apart there,
+    and refuses clearly instead of mixing them up."""
+    class Folded(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner, self.head = torch.nn.Linear(4, 4), torch.nn.Linear(2, 2)
+
+        def forward(self, x):
+            folded = torch.relu(self.head(self.inner(x).reshape(-1, 2)))
+            return folded.reshape(x.shape[0], 4)
+
+    x = torch.randn(2, 4)
     with pytest.raises(opwise.errors.OpwiseError, match="batch dimension first"):
-        BoundedModel(model, x.repeat(2, 1, 1, 1)).compute_bounds(x.repeat(2, 1, 1, 1), eps=0.001, method="forward-crown")
+        BoundedModel(Folded(), x).compute_bounds(x, eps=0.01, method="forward-crown")
 
 
 def test_a_model_that_mixes_samples_is_refused_at_batch_sizes_above_one():

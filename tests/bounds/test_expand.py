@@ -311,3 +311,36 @@ def test_rms_norm_is_bounded_soundly(affine):
     x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(expand_for_bounds(trace(model, x))(x), model(x), rtol=1e-5, atol=1e-5)
     assert_sound(model, x - 0.3, x + 0.3, samples=3_000, attack=True)
+
+
+class _MaskedAttentionLayers(torch.nn.Module):
+    """Two attention layers whose last keys are masked with finfo.min, added to the scores as Hugging Face does."""
+
+    def __init__(self, width=8, tokens=5, masked=2):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(
+            torch.nn.ModuleList(torch.nn.Linear(width, width) for _ in range(3)) for _ in range(2))
+        self.head = torch.nn.Linear(width * tokens, 2)
+        mask = torch.zeros(tokens)
+        mask[tokens - masked:] = torch.finfo(torch.float32).min
+        self.register_buffer("mask", mask)
+
+    def forward(self, x):
+        for query, key, value in self.layers:
+            scores = query(x) @ key(x).transpose(1, 2) + self.mask
+            x = x + torch.softmax(scores, -1) @ value(x)
+        return self.head(x.flatten(1))
+
+
+@pytest.mark.parametrize("eps", [1e-4, 1e-2])
+def test_crown_bounds_of_attention_layers_with_an_additive_finfo_min_mask_are_finite_and_sound(eps):
+    """Regression (BERT with an attention mask): two masked scores have a point interval (finfo.min absorbs them), so
+    their difference is the point 0, where exp's tangent of slope 1 sent coefficients back to both; their finfo.min
+    parts cancel only in exact arithmetic, and coefficient × finfo.min overflowed to −inf: every bound was −inf."""
+    torch.manual_seed(0)
+    model = _MaskedAttentionLayers().eval()
+    x = torch.randn(1, 5, 8)
+    results = assert_sound(model, x - eps, x + eps, methods=("crown",), samples=2000, attack=False)
+    bounds = results["crown"]
+    assert torch.isfinite(bounds.lower).all() and torch.isfinite(bounds.upper).all()
+    assert float((bounds.upper - bounds.lower).max()) < 1000 * eps

@@ -30,7 +30,8 @@ class IntermediateBound:
     """One intermediate node refined with its own α: CROWN's interval, the refined positions, the best so far.
 
     An elementwise relaxed node (a ReLU's output that max pooling asks for) has no α of its own (`alphas`
-    empty): its own relaxation cannot beat f applied to its input's interval, so it is recomputed that way.
+    empty): its own relaxation cannot beat f applied to its input's interval, so it is recomputed that way; so
+    is a copy of its input's elements (`BoundPropagation.copies_input`), whose bound is its input's.
     """
 
     node: fx.Node
@@ -54,7 +55,7 @@ def intermediate_bounds(engine: BoundPropagation, target: fx.Node, budget: int) 
         crown = engine.known_interval(node)
         if node is target or node is engine.input_node or crown is None:
             continue
-        if engine.transfer(node) is ELEMENTWISE:
+        if engine.transfer(node) is ELEMENTWISE or engine.copies_input(node):
             chosen.append(IntermediateBound(node, crown, crown.lower.new_zeros(0, dtype=torch.long), {}, crown))
             continue
         selected = engine.neurons_to_refine(node, crown, engine.groups(node, crown))

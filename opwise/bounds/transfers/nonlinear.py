@@ -73,11 +73,30 @@ class Elementwise:
         cached = step.cache.get("lines") if step.alpha is None else None
         if cached is not None and cached[0][0] is key[0] and cached[0][1] is key[1] and cached[0][2:] == key[2:]:
             return cached[1], cached[2]
-        lines = step.relaxation.relax(x.lower, x.upper, step.alpha)
+        lines = fold_points(step.relaxation.relax(x.lower, x.upper, step.alpha), x, step.relaxation.function)
         finite = all(bool(torch.isfinite(part).all()) for part in _parts(lines))
         if step.alpha is None:
             step.cache["lines"] = (key, lines, finite)
         return lines, finite
+
+
+def fold_points(lines: LinearRelaxation, x: Interval, function) -> LinearRelaxation:
+    """The lines with every point interval (l == u) replaced by the constant f(l): exact there, and no coefficient
+    reaches that input. Where a score is masked with finfo.min its interval is a point (the mask absorbs the
+    score in float32); a tangent of slope 1 at such a point sent coefficients back to two masked scores whose
+    finfo.min parts cancel only in exact arithmetic, and coefficient × finfo.min overflowed to −inf in the bias.
+
+    >>> lines = LinearRelaxation(*(torch.ones(2) for _ in range(4)))
+    >>> fold_points(lines, Interval(torch.tensor([0.0, 0.0]), torch.tensor([0.0, 1.0])), torch.exp).lower_slope
+    tensor([0., 1.])
+    """
+    point = x.lower == x.upper
+    if not bool(point.any()):
+        return lines
+    value = function(x.lower)
+    zero = torch.zeros((), dtype=lines.lower_slope.dtype, device=point.device)
+    return LinearRelaxation(torch.where(point, zero, lines.lower_slope), torch.where(point, value, lines.lower_intercept),
+                            torch.where(point, zero, lines.upper_slope), torch.where(point, value, lines.upper_intercept))
 
 
 def _parts(lines: LinearRelaxation) -> tuple[torch.Tensor, ...]:

@@ -304,3 +304,36 @@ def test_bounds_of_near_point_boxes_do_not_warn_of_rounding():
     with torch.no_grad():
         outputs = torch.stack([model(s) for s in samples])
     assert bool((outputs >= bounds.lower - 1e-5).all() and (outputs <= bounds.upper + 1e-5).all())
+
+
+class _ScoresAndMixing(torch.nn.Module):
+    """q·kᵀ and p·v between bounded tensors: expand.py rewrites both into products of broadcast copies."""
+
+    def __init__(self):
+        super().__init__()
+        self.query, self.key, self.value = (torch.nn.Linear(4, 4) for _ in range(3))
+
+    def forward(self, x):
+        scores = torch.bmm(torch.relu(self.query(x)), self.key(x).transpose(1, 2))
+        return torch.bmm(torch.tanh(scores), self.value(x)).flatten(1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_copies_get_their_sources_crown_interval_without_a_pass_of_their_own(seed, monkeypatch):
+    """A broadcast copy (expand) of a bounded tensor was bounded with one spec per copied element (17 times the
+    specs of its source on vit_2023's ibp_3_3_8); its interval is its source's, copied: the same bounds."""
+    torch.manual_seed(seed)
+    model = _ScoresAndMixing().eval()
+    x = torch.randn(1, 3, 4)
+    bounded = BoundedModel(model, x)
+    refined = []
+    original = BoundPropagation.refine
+    monkeypatch.setattr(BoundPropagation, "refine", lambda self, node, *a, **k: refined.append(node.name) or original(self, node, *a, **k))
+    fast = bounded.compute_bounds(x_lower=x - 0.1, x_upper=x + 0.1, method="crown")
+    assert refined and not any(name.startswith("expand") for name in refined)
+    monkeypatch.setattr(BoundPropagation, "copies_input", lambda self, node: False)
+    before = len(refined)
+    slow = bounded.compute_bounds(x_lower=x - 0.1, x_upper=x + 0.1, method="crown")
+    assert any(name.startswith("expand") for name in refined[before:])
+    assert torch.allclose(fast.lower, slow.lower, atol=1e-5) and torch.allclose(fast.upper, slow.upper, atol=1e-5)
+    assert_sound(model, x - 0.1, x + 0.1, methods=("crown", "alpha-crown"), samples=2000, bounded=bounded)

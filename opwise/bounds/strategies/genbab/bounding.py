@@ -210,7 +210,8 @@ class DomainBounder:
                                   for node in self.nodes},
                                  input_coefficient[row, index : index + 1], bias[row, index],
                                  self._product_alphas(parameters if picked is None else _rows_of(parameters, picked), row, index))
-            domain.parameters = {name: AlphaPair(*(None if t is None else t[:, index : index + 1] for t in (pair.lower, pair.upper)))
+            domain.parameters = {name: AlphaPair(*(None if t is None else _domain_part(t, index, engine.batch)
+                                                   for t in (pair.lower, pair.upper)))
                                  for name, pair in parameters.items()} or None
             if not infeasible:
                 for node in self.nodes:
@@ -324,6 +325,17 @@ def _with_rows(full: Parameters | None, rows: torch.Tensor, ended: Parameters) -
         result[name] = AlphaPair(*(None if b is None or e is None else b.index_copy(0, rows, e)
                                    for b, e in ((before.lower, pair.lower), (before.upper, pair.upper))))
     return result
+
+
+def _domain_part(parameter: torch.Tensor, index: int, domains: int) -> torch.Tensor:
+    """Domain `index`'s part of an α or β batched along dim 1 over `domains` domains: one entry per domain, or
+    several where the node folds attention heads into that dimension (domain-major, as the fold orders them).
+
+    >>> _domain_part(torch.arange(6.0).reshape(1, 6), 1, 2).tolist()
+    [[3.0, 4.0, 5.0]]
+    """
+    per_domain = parameter.shape[1] // domains
+    return parameter[:, index * per_domain : (index + 1) * per_domain]
 
 
 def _stacked_parameters(domains: list[Domain]) -> Parameters | None:

@@ -99,8 +99,12 @@ def split_nodes(graph: Graph) -> list[SplitNode]:
     >>> [(n.nonlinear, n.input, n.function) for n in split_nodes(graph)]
     [('sigmoid', 'linear', 'sigmoid')]
     """
+    batch = graph.info(graph.explained_inputs[0]).shape[:1]
+
     def splittable(value) -> bool:
-        return isinstance(value, fx.Node) and value.op == "call_function" and graph.info(value).depends_on_input
+        # a tensor that folds attention heads into the batch dimension is not split: domains are batched along it
+        return (isinstance(value, fx.Node) and value.op == "call_function" and graph.info(value).depends_on_input
+                and graph.info(value).shape[:1] == batch)
 
     nodes = []
     for node in graph.nodes:

@@ -10,6 +10,7 @@ import torch
 
 from opwise.bounds.strategies.beta import BETA
 from opwise.bounds.strategies.genbab.bounding import DomainBounder
+from opwise.bounds.strategies.genbab.branching import split_nodes
 from opwise.bounds.strategies.genbab.search import branch_and_bound
 from opwise.bounds import BoundedModel
 from opwise.bounds.spec import Disjunct, Specification
@@ -187,3 +188,41 @@ def test_multi_disjunct_relu_search_agrees_with_milp():
                     assert float(spec.margin(model(result.counterexample)).min()) <= 0
             decided += result.status in ("verified", "falsified")
     assert decided >= 3
+
+
+class _FoldedHeads(torch.nn.Module):
+    """Two attention heads folded into the batch dimension before q·kᵀ, as vit_2023's networks do."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Linear(2, 12)
+        self.query, self.key = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+        self.head = torch.nn.Linear(18, 2)
+
+    def forward(self, x):
+        tokens = torch.relu(self.embed(x)).reshape(x.shape[0], 3, 4)
+        q = self.query(tokens).reshape(-1, 3, 2, 2).permute(0, 2, 1, 3).reshape(-1, 3, 2)
+        k = self.key(tokens).reshape(-1, 3, 2, 2).permute(0, 2, 1, 3).reshape(-1, 3, 2)
+        scores = torch.bmm(q, k.transpose(1, 2)).reshape(x.shape[0], -1)
+        return self.head(scores)
+
+
+def test_products_whose_factors_fold_the_heads_into_the_batch_dimension_are_not_split():
+    """Regression (vit_2023): GenBaB split such factors, and stopped with a shape mismatch (the root's shortcut passes
+    dropped the folded heads; batched domains' planes met α of another shape: each domain kept one of its heads'
+    α). They are no split candidates now, and each domain keeps the α of all its heads."""
+    torch.manual_seed(0)
+    model = _FoldedHeads().eval()
+    from opwise.bounds import BoundedModel
+
+    bounded = BoundedModel(model, torch.zeros(1, 2))
+    grid = torch.stack(torch.meshgrid(torch.linspace(-1, 1, 201), torch.linspace(-1, 1, 201), indexing="ij"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        y = model(grid)
+    margins = y[:, 0] - y[:, 1]
+    spec = threshold_spec(float(margins.min() - 0.2 * (margins.max() - margins.min())))
+    assert all(node.nonlinear != "mul" for node in split_nodes(bounded.graph))
+    result = branch_and_bound(bounded, spec, timeout=30, batch_size=8, alpha=FAST, branching="bbps")
+    # the products stay unsplit, so the search may run out of candidates; it must branch on batched domains and
+    # never claim a violation that the dense grid does not show
+    assert result.stats["domains_visited"] > 8 and result.status in ("verified", "unknown")
