@@ -15,6 +15,12 @@ from opwise.bounds.transfers.affine import BiasedAffine
 from opwise.bounds.transfers.patches import Patches
 from opwise.bounds.transfers.registry import Step, bound_transfer
 
+#: a convolution's backward on windows is one matrix product with the window's Jacobian (built once per window
+#: size) when that matrix has at most this many entries, or no more than the convolution's own multiply-adds
+#: per window: a transposed convolution into few channels (the image's 3) is several times slower per
+#: multiply-add than a matrix product, and on one-hot rows (1×1 windows) the Jacobian is the kernel itself
+WINDOW_MATRIX_LIMIT = 2**17
+
 
 def _kernel_offsets(position: torch.Tensor, size: int, stride: int, padding: int, dilation: int, kernel: int,
                     transposed: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,10 +85,33 @@ def _transposed_window(top: torch.Tensor, size: int, stride: int, padding: int, 
     return count, first, margin + reach - phase, length, margin
 
 
+def _window_matrix(weight: torch.Tensor, stride, dilation, groups: int, window: tuple[int, int, int],
+                   cache: dict | None) -> torch.Tensor | None:
+    """The Jacobian [C·h·w, C_in·h'·w'] of a convolution's backward on one window [C, h, w] (the same for every
+    window position: the window's corner moves with it), or None where a transposed convolution is cheaper
+    (see `WINDOW_MATRIX_LIMIT`). Kept in `cache` (the step's) per window size."""
+    key = ("window matrix", window)
+    if cache is not None and key in cache:
+        return cache[key]
+    channels, h, w = window
+    kernel = weight.shape[2:]
+    size = [(n - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1 for i, n in enumerate((h, w))]
+    rows, columns = channels * h * w, weight.shape[1] * groups * size[0] * size[1]
+    multiply_adds = rows * weight.shape[1] * kernel[0] * kernel[1]
+    matrix = None
+    if rows * columns <= max(WINDOW_MATRIX_LIMIT, multiply_adds):
+        eye = torch.eye(rows, dtype=weight.dtype, device=weight.device).reshape(rows, channels, h, w)
+        matrix = torch.nn.functional.conv_transpose2d(eye, weight, None, stride, 0, 0, groups, dilation).reshape(rows, columns)
+    if cache is not None:
+        cache[key] = matrix
+    return matrix
+
+
 def window_backward(patches: Patches, weight: torch.Tensor, transposed: bool, stride, padding, dilation, groups: int,
-                    input_shape: tuple[int, int, int]) -> Patches | None:
+                    input_shape: tuple[int, int, int], cache: dict | None = None) -> Patches | None:
     """The backward of a convolution on windows: windows over its input map; None when a window would cover
-    the whole map (one dense convolution is then cheaper than many overlapping windows)."""
+    the whole map (one dense convolution is then cheaper than many overlapping windows). `cache` (the step's)
+    keeps per-window-size work between passes."""
     specs, batch, channels, h, w = patches.values.shape
     folded = patches.values.reshape(specs * batch, channels, h, w)
     kernel = weight.shape[2:]
@@ -103,7 +132,11 @@ def window_backward(patches: Patches, weight: torch.Tensor, transposed: bool, st
         back = torch.nn.functional.conv2d(buffer, weight, None, stride, 0, dilation, groups)[:, :, :count_h, :count_w]
     else:
         top, left = patches.top * stride[0] - padding[0], patches.left * stride[1] - padding[1]
-        back = torch.nn.functional.conv_transpose2d(folded, weight, None, stride, 0, 0, groups, dilation)
+        matrix = _window_matrix(weight, stride, dilation, groups, (channels, h, w), cache)
+        if matrix is not None:
+            back = (folded.reshape(specs * batch, -1) @ matrix).reshape(specs * batch, weight.shape[1] * groups, *size)
+        else:
+            back = torch.nn.functional.conv_transpose2d(folded, weight, None, stride, 0, 0, groups, dilation)
     return Patches(back.reshape(specs, batch, *back.shape[1:]), top, left, input_shape[1], input_shape[2]).inside_map()
 
 
@@ -120,7 +153,8 @@ class Convolution(BiasedAffine):
         if isinstance(A, Patches):
             back = None
             if isinstance(weight, torch.Tensor) and weight.dim() == 4:
-                back = window_backward(A, weight, transposed, stride, padding, dilation, groups, tuple(step.shapes[0][1:]))
+                back = window_backward(A, weight, transposed, stride, padding, dilation, groups, tuple(step.shapes[0][1:]),
+                                       step.cache)
             if back is not None:
                 return [back], None if bias is None else A.values * bias.reshape(-1, 1, 1)
             A = A.to_dense()

@@ -12,6 +12,7 @@ from opwise.bounds import BoundedModel
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.transfers.affine import BatchNorm
+from opwise.bounds.transfers import convolution
 from opwise.bounds.transfers.convolution import Convolution, window_backward
 from opwise.bounds.transfers.nonlinear import Elementwise
 from opwise.bounds.transfers.patches import Patches
@@ -64,6 +65,30 @@ def test_window_backward_equals_the_vjp(name, window):
     # a window that would cover the whole input map is left to the dense backward
     whole = Patches(values[:, :, :, :1, :1], top, left, out_shape[2], out_shape[3]).inside_map()
     assert window_backward(whole, weight, transposed, stride, padding, dilation, groups, (x.shape[1], 1, 1)) is None
+
+
+@pytest.mark.parametrize("name", [name for name, spec in CONVOLUTIONS.items() if not spec[-1]])
+@pytest.mark.parametrize("window", [1, 3])
+def test_window_backward_by_the_window_matrix_equals_the_transposed_convolution(name, window, monkeypatch):
+    """Small windows go back as one product with the window's Jacobian, kept in the step's cache per window
+    size; the transposed convolution (forced by a zero size limit) gives the same numbers."""
+    weight, function, stride, padding, dilation, groups = _convolution(name, seed=window)
+    x = torch.zeros(2, CONVOLUTIONS[name][0], 12, 11)
+    out_shape = function(x).shape
+    generator = torch.Generator().manual_seed(window)
+    top = torch.randint(-window + 1, out_shape[2], (9,), generator=generator)
+    left = torch.randint(-window + 1, out_shape[3], (9,), generator=generator)
+    patches = Patches(torch.randn(9, 2, out_shape[1], window, window, generator=generator), top, left,
+                      out_shape[2], out_shape[3]).inside_map()
+    arguments = (weight, False, stride, padding, dilation, groups, tuple(x.shape[1:]))
+    cache = {}
+    by_matrix = [window_backward(patches, *arguments, cache) for _ in range(2)]
+    assert len(cache) == 1 and next(iter(cache.values())) is not None
+    monkeypatch.setattr(convolution, "WINDOW_MATRIX_LIMIT", 0)
+    convolved = window_backward(patches, *arguments, {})
+    for back in by_matrix:
+        torch.testing.assert_close(back.values, convolved.values, rtol=1e-5, atol=1e-5)
+        assert torch.equal(back.top, convolved.top) and torch.equal(back.left, convolved.left)
 
 
 def test_gather_and_dense_agree_with_slicing():
