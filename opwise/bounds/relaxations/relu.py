@@ -47,6 +47,16 @@ class _Ramp:
         finite = [end for end in (self.low, self.high) if abs(end) != float("inf")]
         return finite[0] if len(finite) == 1 else None
 
+    @property
+    def lower_through_origin(self) -> bool:
+        """Whether every lower line has intercept zero (relu and leaky relu with a convex kink at 0: each piece
+        and each line through the kink passes through the origin), so a backward pass skips its bias.
+
+        >>> _Ramp(0.0, float("inf")).lower_through_origin, _Ramp(-1.0, 1.0).lower_through_origin
+        (True, False)
+        """
+        return self.low == 0 and self.high == float("inf") and self.leak <= 1.0
+
     def needs_refinement(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
         """Neurons whose lines depend on [l, u]: those whose interval contains a kink (the others are exact)."""
         low_only, high_only, both = self._cases(lower, upper)
