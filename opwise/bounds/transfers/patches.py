@@ -81,7 +81,12 @@ class Patches:
 
     def windows(self, tensor: torch.Tensor) -> torch.Tensor:
         """`gather` laid out to broadcast against `blocked()`: a per-neuron tensor's windows once per block,
-        [block · batch, C, h, w]; a per-spec tensor's (α-CROWN's lines) [repeats, block · batch, C, h, w]."""
+        [block · batch, C, h, w]; a per-spec tensor's (α-CROWN's lines) [repeats, block · batch, C, h, w].
+
+        >>> rows = Patches.one_hot(torch.tensor([0, 1, 0, 1]), torch.tensor([1.0, 1.0, -1.0, -1.0]), batch=1, shape=(1, 1, 2))
+        >>> rows.repeats, tuple(rows.blocked().shape), rows.windows(torch.tensor([[[[5.0, 7.0]]]])).flatten().tolist()
+        (2, (2, 2, 1, 1, 1), [5.0, 7.0])
+        """
         batch = self.values.shape[1]
         if tensor.dim() == 5:
             windows = self.gather(tensor)
