@@ -1,6 +1,6 @@
 """Bound propagation benchmark: per model and method, seconds per call and mean bound width.
 
-    python -m benchmarks.bounds [--eps 0.01] [--repeat 3] [--onnx] [--auto-lirpa DIR] [--device cuda]
+    python -m benchmarks.bounds [--eps 0.01] [--repeat 3] [--onnx] [--auto-lirpa DIR] [--device cuda] [--methods crown,alpha-crown]
 
 Models: seeded random ReLU MLP, CNN and GELU MLP, two CIFAR-sized (3×32×32) ReLU conv nets (always), the built-in demo models (sigmoid/tanh MLP, CNN,
 and the small ViT-like transformer) when opwise.load_model is available, and ACAS Xu networks from ../shared/benchmarks with --onnx (needs the ONNX importer). Widths
@@ -8,13 +8,16 @@ are of the margins y_target − y_j (specs = classes − 1); lower is tighter. `
 auto_LiRPA (a source checkout, e.g. from github:Verified-Intelligence/auto_LiRPA, with its pure-Python
 dependencies appdirs/graphviz/tqdm importable; never a dependency of opwise) on the same models and specs,
 and prints the width and time ratios opwise / auto_LiRPA (α-CROWN at matched settings and at each tool's defaults),
-with construction (tracing, BoundedModel / BoundedModule) timed apart from computing bounds. `--device` runs
-both tools on that device (default: CUDA where present).
+with construction (tracing, BoundedModel / BoundedModule) timed apart from computing bounds; the two tools'
+calls alternate and each tool's median call is reported, so a change of machine load hits both alike.
+`--device` runs both tools on that device (default: CUDA where present); `--methods` keeps only the named
+methods (the comparison's rows by their opwise names: ibp, crown, alpha-crown, alpha-crown*).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -84,12 +87,13 @@ def onnx_models() -> dict[str, tuple[object, torch.Tensor]]:
     return models
 
 
-def measure(model, x: torch.Tensor, eps: float, repeat: int, device: str) -> list[tuple[str, float, float]]:
+def measure(model, x: torch.Tensor, eps: float, repeat: int, device: str,
+            methods: tuple[str, ...] = tuple(METHODS)) -> list[tuple[str, float, float]]:
     bounded = BoundedModel(model, x, device=device)
     with torch.no_grad():
         target = int(bounded(x).reshape(1, -1).argmax())
     rows = []
-    for method in METHODS:
+    for method in methods:
         try:
             bounded.compute_bounds(x, eps=eps, method=method, target=target)  # warm-up (linearization caches, lazy imports)
             start = time.perf_counter()
@@ -118,7 +122,7 @@ def _timed(run, device: str):
     return time.perf_counter() - start, result
 
 
-def compare_auto_lirpa(source: str, models: dict, eps: float, repeat: int, device: str) -> None:
+def compare_auto_lirpa(source: str, models: dict, eps: float, repeat: int, device: str, methods: tuple[str, ...] | None = None) -> None:
     """Width and time ratios opwise / auto_LiRPA per model and method.
 
     α-CROWN twice: `alpha-crown` with matched settings (20 Adam steps, lr 0.1 for every α, patience 4, and
@@ -156,20 +160,25 @@ def compare_auto_lirpa(source: str, models: dict, eps: float, repeat: int, devic
                 ("alpha-crown", "alpha-CROWN", matched, AlphaOptions(tolerance=0.0, slope_learning_rate=None)),
                 ("alpha-crown*", "alpha-CROWN", defaults, AlphaOptions()))
         for label, their_method, their_options, our_options in rows:
+            if methods is not None and label not in methods:
+                continue
             method = label.rstrip("*")
             theirs.set_bound_opts({"optimize_bound_args": their_options})
-            times = []
+            runs = {"auto_LiRPA": lambda: theirs.compute_bounds(x=(box,), C=C, method=their_method),
+                    "opwise": lambda: ours.compute_bounds(x, eps=eps, method=method, C=C, alpha=our_options)}
+            seconds, results, side = {side: [] for side in runs}, {}, None
             try:
-                for run in (lambda: theirs.compute_bounds(x=(box,), C=C, method=their_method),
-                            lambda: ours.compute_bounds(x, eps=eps, method=method, C=C, alpha=our_options)):
-                    result = run()
-                    seconds, result = _timed(lambda: [run() for _ in range(repeat)][-1], device)
-                    times.append((seconds / repeat, result))
+                for side, run in runs.items():  # warm-up
+                    run()
+                for _ in range(repeat):  # the tools take turns
+                    for side, run in runs.items():
+                        elapsed, results[side] = _timed(run, device)
+                        seconds[side].append(elapsed)
             except Exception as error:  # noqa: BLE001 -- a model the other tool cannot bound is a result to print
-                side = "auto_LiRPA" if not times else "opwise"
                 print(f"{name:28s} {label:12s} {side} failed: {type(error).__name__}: {str(error).splitlines()[0][:80]}")
                 continue
-            (their_time, (their_lower, their_upper)), (our_time, our_bounds) = times
+            their_time, our_time = (statistics.median(seconds[side]) for side in runs)
+            (their_lower, their_upper), our_bounds = results["auto_LiRPA"], results["opwise"]
             ratio = float(our_bounds.width.mean()) / float((their_upper - their_lower).detach().mean())
             difference = float((our_bounds.lower - their_lower.detach()).abs().max())
             print(f"{name:28s} {label:12s} {ratio:12.6f} {difference:17.2e} {our_time / their_time:11.2f} "
@@ -185,19 +194,23 @@ def main() -> None:
     parser.add_argument("--models", default=None, metavar="TEXT", help="only the models whose name contains TEXT")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for both tools")
+    parser.add_argument("--methods", default=None, metavar="LIST",
+                        help=f"comma-separated methods to run (default: all of {', '.join(METHODS)}; alpha-crown* in the comparison)")
     args = parser.parse_args()
+    methods = None if args.methods is None else tuple(args.methods.split(","))
     torch.set_num_threads(args.threads)
     models = {**random_models(), **cifar_models(), **builtin_models(), **(onnx_models() if args.onnx else {})}
     models = {name: entry for name, entry in models.items() if args.models is None or args.models in name}
     print(f"{'model':28s} {'method':12s} {'seconds':>9s} {'mean width':>11s} {'width/ibp':>9s}")
     for name, (model, x) in models.items():
-        rows = measure(model, x, args.eps, args.repeat, args.device)
+        rows = measure(model, x, args.eps, args.repeat, args.device,
+                       tuple(METHODS) if methods is None else tuple(m for m in methods if m in METHODS))
         ibp = next((width for method, _, width in rows if method == "ibp"), None)
         for method, seconds, width in rows:
             ratio = f"{width / ibp:9.3f}" if ibp else "        -"
             print(f"{name:28s} {method:12s} {seconds:9.4f} {width:11.4f} {ratio}")
     if args.auto_lirpa:
-        compare_auto_lirpa(args.auto_lirpa, models, args.eps, args.repeat, args.device)
+        compare_auto_lirpa(args.auto_lirpa, models, args.eps, args.repeat, args.device, methods)
 
 
 if __name__ == "__main__":

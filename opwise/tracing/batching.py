@@ -24,6 +24,18 @@ def padded_size(batch: int, max_batch: int) -> int:
     return min(1 << max(0, batch - 1).bit_length(), max_batch)
 
 
+def padded_chunks(count: int, size: int) -> list[tuple[list[int], int]]:
+    """`count` items in chunks of `size` positions, the last chunk padded by repeating its last item: per chunk,
+    (the positions, how many of them are real). The padding rule of every batched run (`map_batches`, the
+    domains of branch-and-bound).
+
+    >>> padded_chunks(5, 2)
+    [([0, 1], 2), ([2, 3], 2), ([4, 4], 1)]
+    """
+    return [([min(index, count - 1) for index in range(begin, begin + size)], min(size, count - begin))
+            for begin in range(0, count, size)]
+
+
 def _size_for(graph: "Graph", batch: int, max_batch: int) -> int:
     """The batch size to run `batch` samples at: a size the graph is already specialized to when one holds
     them at most 8× padded (specializing costs a trace, seconds; padding costs compute), else the padded size."""
@@ -39,12 +51,12 @@ def map_batches(graph: "Graph", run: Callable[..., Any], tensors: tuple, max_bat
     specialized = graph.for_batch(_size_for(graph, batch, max_batch))
     size = specialized.batch_size
     results, result = [], None
-    for begin in range(0, batch, size):
-        index = torch.arange(begin, begin + size).clamp(max=batch - 1)
+    for positions, real in padded_chunks(batch, size):
+        index = torch.tensor(positions)
         chunk = [None if t is None else t[index.to(t.device)] for t in tensors]
         result = run(specialized, *chunk)
         parts = result if isinstance(result, tuple) else (result,)
-        results.append([None if part is None else part[: min(size, batch - begin)] for part in parts])
+        results.append([None if part is None else part[:real] for part in parts])
     joined = tuple(None if column[0] is None else torch.cat(column) for column in zip(*results))
     if not isinstance(result, tuple):
         return joined[0]

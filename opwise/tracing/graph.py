@@ -173,7 +173,8 @@ class Graph:
         graph specialized to a power-of-two batch (at most `max_batch`, so a search whose batch changes
         every round re-traces a few times, not every round) or, where it cannot be, to its own batch size.
         Chunks are padded by repeating their last row; the results (a tensor, a tuple or named tuple of
-        tensors or None) are cut back and joined. This is the one place where batches are padded and chunked.
+        tensors or None) are cut back and joined. Batches are padded and chunked here and nowhere else (other
+        item lists, e.g. branch-and-bound's domains, take their chunks from `batching.padded_chunks`).
 
         >>> import torch, opwise
         >>> graph = opwise.trace(torch.nn.Linear(3, 2), torch.zeros(1, 3))

@@ -367,10 +367,10 @@ class BoundPropagation:
         lower = base.lower.clone(memory_format=torch.contiguous_format)
         upper = base.upper.clone(memory_format=torch.contiguous_format)
         flat_lower, flat_upper = lower.view(groups, -1), upper.view(groups, -1)
-        chunks = [selected] if alphas is not None else selected.split(SPEC_CHUNK // 2)
         self.step(node)
         # one-hot rows of a [C, H, W] map go back as windows where the node's transfer takes them
         windowed = groups == self.batch and lower.dim() == 4 and getattr(self._transfers[node], "takes_patches", False)
+        chunks = [selected] if alphas is not None else selected.split(_chunk_size(lower.shape[2:] if windowed else ()))
         for chunk in chunks if selected.numel() else ():
             check_deadline()
             count = chunk.numel()
@@ -403,7 +403,8 @@ class BoundPropagation:
         valid = torch.arange(order.shape[0], device=order.device)[:, None] < counts[None, :]
         windowed = lower.dim() == 4 and getattr(self.transfer(node), "takes_patches", False)
         samples = torch.arange(groups, device=order.device)[None, :]
-        for positions, keep in zip(order.split(SPEC_CHUNK // 2), valid.split(SPEC_CHUNK // 2)):
+        size = _chunk_size(lower.shape[2:] if windowed else ())
+        for positions, keep in zip(order.split(size), valid.split(size)):
             check_deadline()
             count = positions.shape[0]
             signs = keep.to(lower.dtype)
@@ -557,6 +558,18 @@ class BoundPropagation:
         else:
             lower = self.input_set.minimum(dense(input_coefficient), groups) + bias
         return LinearBound(lower, input_coefficient, bias, recorded)
+
+
+def _chunk_size(spatial: tuple[int, ...]) -> int:
+    """Positions per intermediate-bound pass: half of `SPEC_CHUNK` (each position is bounded from both sides),
+    rounded down to whole channels of a windowed map of `spatial` size, so that a pass over every channel at
+    the same positions shares its windows (`Patches.repeats`).
+
+    >>> _chunk_size(()), _chunk_size((7, 7)), _chunk_size((64, 64))
+    (2048, 2009, 2048)
+    """
+    size, per_channel = SPEC_CHUNK // 2, math.prod(spatial)
+    return size // per_channel * per_channel if 0 < per_channel <= size else size
 
 
 def tightened(lower: torch.Tensor, upper: torch.Tensor, new_lower: torch.Tensor,

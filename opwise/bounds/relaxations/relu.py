@@ -10,6 +10,7 @@ hardtanh (an S shape) gets a line through each kink whose slope α keeps it belo
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -46,6 +47,16 @@ class _Ramp:
         """
         finite = [end for end in (self.low, self.high) if abs(end) != float("inf")]
         return finite[0] if len(finite) == 1 else None
+
+    @property
+    def lower_through_origin(self) -> bool:
+        """Whether every lower line has intercept zero (relu and leaky relu with a convex kink at 0: each piece
+        and each line through the kink passes through the origin), so a backward pass skips its bias.
+
+        >>> _Ramp(0.0, float("inf")).lower_through_origin, _Ramp(-1.0, 1.0).lower_through_origin
+        (True, False)
+        """
+        return self.low == 0 and self.high == float("inf") and self.leak <= 1.0
 
     def needs_refinement(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
         """Neurons whose lines depend on [l, u]: those whose interval contains a kink (the others are exact)."""
@@ -100,35 +111,28 @@ class _Ramp:
         piece_intercept = self.function(lower) - piece_slope * lower
         chord_intercept = f_lower - chord_slope * lower
         convex_low = self.leak <= 1.0  # the kink at `low` turns up (convex) unless leak > 1
-        ls, li = piece_slope.clone(), piece_intercept.clone()
-        us, ui = piece_slope.clone(), piece_intercept.clone()
-        alpha_low = torch.broadcast_to(alpha.lower, torch.broadcast_shapes(alpha.lower.shape, lower.shape))
-        alpha_high = torch.broadcast_to(alpha.upper, alpha_low.shape)
-        ls, li, us, ui = (t.expand_as(alpha_low).clone() for t in (ls, li, us, ui))
-        chord_slope, chord_intercept = chord_slope.expand_as(ls), chord_intercept.expand_as(ls)
-        # one kink at `low`: chord above if convex; line through (low, low) with slope α below
-        low, high = _finite(self.low), _finite(self.high)  # an infinite side has no kink to draw a line through
-        kink_line_low = low - alpha_low * low
-        kink_line_high = high - alpha_high * high
-        for mask, convex, kink_intercept, kink_slope in (
-            (low_only, convex_low, kink_line_low, alpha_low),
-            (high_only, not convex_low, kink_line_high, alpha_high),
-        ):
-            mask = mask.expand_as(ls)
+        # the lines without α are per neuron; α (per spec and neuron in α-CROWN) enters only where a line goes
+        # through a kink, and a line through a kink at 0 has intercept 0 whatever α: relu's lines then carry the
+        # spec dimension in the lower slope alone (the other three stay per neuron, cheap to gather and apply)
+        ls, li, us, ui = piece_slope, piece_intercept, piece_slope, piece_intercept
+        kinks = []  # (mask, convex, slope, intercept) for each kink the function has
+        if not math.isinf(self.low):
+            kinks.append((low_only, convex_low, alpha.lower, self.low - alpha.lower * self.low if self.low else 0.0))
+        if not math.isinf(self.high):
+            kinks.append((high_only, not convex_low, alpha.upper, self.high - alpha.upper * self.high if self.high else 0.0))
+        for mask, convex, kink_slope, kink_intercept in kinks:
+            # one kink: the chord on the far side of it, a line through it with slope α on the near side
             if convex:
                 ls, li = torch.where(mask, kink_slope, ls), torch.where(mask, kink_intercept, li)
                 us, ui = torch.where(mask, chord_slope, us), torch.where(mask, chord_intercept, ui)
             else:
                 us, ui = torch.where(mask, kink_slope, us), torch.where(mask, kink_intercept, ui)
                 ls, li = torch.where(mask, chord_slope, ls), torch.where(mask, chord_intercept, li)
-        both = both.expand_as(ls)
-        ls, li = torch.where(both, alpha_low, ls), torch.where(both, kink_line_low, li)
-        us, ui = torch.where(both, alpha_high, us), torch.where(both, kink_line_high, ui)
+        if len(kinks) == 2:  # both kinks in the interval: a line through each
+            (_, _, slope_low, intercept_low), (_, _, slope_high, intercept_high) = kinks
+            ls, li = torch.where(both, slope_low, ls), torch.where(both, intercept_low, li)
+            us, ui = torch.where(both, slope_high, us), torch.where(both, intercept_high, ui)
         return LinearRelaxation(ls, li, us, ui)
-
-
-def _finite(value: float) -> float:
-    return value if abs(value) != float("inf") else 0.0
 
 
 def _number(value: Any, default: float) -> float:

@@ -15,6 +15,38 @@ from opwise.bounds.transfers.affine import BiasedAffine
 from opwise.bounds.transfers.patches import Patches
 from opwise.bounds.transfers.registry import Step, bound_transfer
 
+#: a convolution's backward on windows is one matrix product with the window's Jacobian (built once per window
+#: size) when that matrix has at most this many entries, or no more than the convolution's own multiply-adds
+#: per window: a transposed convolution into few channels (the image's 3) is several times slower per
+#: multiply-add than a matrix product, and on one-hot rows (1×1 windows) the Jacobian is the kernel itself
+WINDOW_MATRIX_LIMIT = 2**17
+
+#: on the CPU, a transposed convolution into at most this many channels (an image's) is a matrix product and a
+#: fold (col2im): about twice as fast as the transposed convolution there, slower from 4 channels on
+FEW_CHANNELS = 3
+
+
+def transposed_convolution(A: torch.Tensor, weight: torch.Tensor, stride, padding, output_padding, groups: int,
+                           dilation) -> torch.Tensor:
+    """`conv_transpose2d(A, weight, ...)`: the backward of a convolution with `weight` on rows [rows, C, H, W].
+
+    >>> A, weight = torch.randn(5, 4, 3, 3), torch.randn(4, 2, 3, 3)
+    >>> expected = torch.nn.functional.conv_transpose2d(A, weight, None, 2, 1, 1, 1, 1)
+    >>> torch.allclose(transposed_convolution(A, weight, (2, 2), (1, 1), (1, 1), 1, (1, 1)), expected, atol=1e-5)
+    True
+    """
+    if groups == 1 and weight.shape[1] <= FEW_CHANNELS and A.device.type == "cpu":
+        rows, channels, height, width = A.shape
+        kernel = tuple(weight.shape[2:])
+        size = [(n - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1 for i, n in enumerate((height, width))]
+        columns = torch.matmul(weight.reshape(channels, -1).T, A.reshape(rows, channels, height * width))
+        full = torch.nn.functional.fold(columns, size, kernel, dilation, 0, stride)
+        # the transposed convolution's output is the full one less `padding` on each side, plus `output_padding`
+        # at the end (a negative pad crops)
+        crop = (-padding[1], output_padding[1] - padding[1], -padding[0], output_padding[0] - padding[0])
+        return torch.nn.functional.pad(full, crop) if any(crop) else full
+    return torch.nn.functional.conv_transpose2d(A, weight, None, stride, padding, output_padding, groups, dilation)
+
 
 def _kernel_offsets(position: torch.Tensor, size: int, stride: int, padding: int, dilation: int, kernel: int,
                     transposed: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,10 +137,33 @@ def _transposed_window(top: torch.Tensor, size: int, stride: int, padding: int, 
     return count, first, margin + reach - phase, length, margin
 
 
+def _window_matrix(weight: torch.Tensor, stride, dilation, groups: int, window: tuple[int, int, int],
+                   cache: dict | None) -> torch.Tensor | None:
+    """The Jacobian [C·h·w, C_in·h'·w'] of a convolution's backward on one window [C, h, w] (the same for every
+    window position: the window's corner moves with it), or None where a transposed convolution is cheaper
+    (see `WINDOW_MATRIX_LIMIT`). Kept in `cache` (the step's) per window size."""
+    key = ("window matrix", window)
+    if cache is not None and key in cache:
+        return cache[key]
+    channels, h, w = window
+    kernel = weight.shape[2:]
+    size = [(n - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1 for i, n in enumerate((h, w))]
+    rows, columns = channels * h * w, weight.shape[1] * groups * size[0] * size[1]
+    multiply_adds = rows * weight.shape[1] * kernel[0] * kernel[1]
+    matrix = None
+    if rows * columns <= max(WINDOW_MATRIX_LIMIT, multiply_adds):
+        eye = torch.eye(rows, dtype=weight.dtype, device=weight.device).reshape(rows, channels, h, w)
+        matrix = torch.nn.functional.conv_transpose2d(eye, weight, None, stride, 0, 0, groups, dilation).reshape(rows, columns)
+    if cache is not None:
+        cache[key] = matrix
+    return matrix
+
+
 def window_backward(patches: Patches, weight: torch.Tensor, transposed: bool, stride, padding, dilation, groups: int,
-                    input_shape: tuple[int, int, int]) -> Patches | None:
+                    input_shape: tuple[int, int, int], cache: dict | None = None) -> Patches | None:
     """The backward of a convolution on windows: windows over its input map; None when a window would cover
-    the whole map (one dense convolution is then cheaper than many overlapping windows)."""
+    the whole map (one dense convolution is then cheaper than many overlapping windows). `cache` (the step's)
+    keeps per-window-size work between passes."""
     specs, batch, channels, h, w = patches.values.shape
     folded = patches.values.reshape(specs * batch, channels, h, w)
     kernel = weight.shape[2:]
@@ -129,8 +184,12 @@ def window_backward(patches: Patches, weight: torch.Tensor, transposed: bool, st
         back = torch.nn.functional.conv2d(buffer, weight, None, stride, 0, dilation, groups)[:, :, :count_h, :count_w]
     else:
         top, left = patches.top * stride[0] - padding[0], patches.left * stride[1] - padding[1]
-        back = torch.nn.functional.conv_transpose2d(folded, weight, None, stride, 0, 0, groups, dilation)
-    return Patches(back.reshape(specs, batch, *back.shape[1:]), top, left, input_shape[1], input_shape[2]).inside_map()
+        matrix = _window_matrix(weight, stride, dilation, groups, (channels, h, w), cache)
+        if matrix is not None:
+            back = (folded.reshape(specs * batch, -1) @ matrix).reshape(specs * batch, weight.shape[1] * groups, *size)
+        else:
+            back = transposed_convolution(folded, weight, stride, (0, 0), (0, 0), groups, dilation)
+    return Patches(back.reshape(specs, batch, *back.shape[1:]), top, left, input_shape[1], input_shape[2], patches.repeats).inside_map()
 
 
 @bound_transfer("aten.convolution")
@@ -146,7 +205,8 @@ class Convolution(BiasedAffine):
         if isinstance(A, Patches):
             back = None
             if isinstance(weight, torch.Tensor) and weight.dim() == 4:
-                back = window_backward(A, weight, transposed, stride, padding, dilation, groups, tuple(step.shapes[0][1:]))
+                back = window_backward(A, weight, transposed, stride, padding, dilation, groups, tuple(step.shapes[0][1:]),
+                                       step.cache)
             if back is not None:
                 return [back], None if bias is None else A.values * bias.reshape(-1, 1, 1)
             A = A.to_dense()
@@ -166,6 +226,6 @@ class Convolution(BiasedAffine):
                 input_shape[2 + i] - (A.shape[3 + i] - 1) * stride[i] + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1
                 for i in range(2)
             ]
-            back = torch.nn.functional.conv_transpose2d(folded, weight, None, stride, padding, output_padding, groups, dilation)
+            back = transposed_convolution(folded, weight, stride, padding, output_padding, groups, dilation)
         terms = None if bias is None else A * bias.reshape(-1, 1, 1)
         return [back.reshape(specs, *input_shape)], terms

@@ -16,7 +16,7 @@ from torch import fx
 import opwise.bounds.relaxations as relaxations_package
 from opwise.bounds.relaxations.base import LinearRelaxation
 from opwise.bounds.relaxations.registry import RELAXATIONS, relaxation_for
-from opwise.bounds.transfers.patches import Patches
+from opwise.bounds.transfers.patches import Patches, summed_product
 from opwise.bounds.transfers.registry import Interval, Step
 
 
@@ -58,11 +58,12 @@ class Elementwise:
 
     def backward(self, step: Step, A: torch.Tensor | Patches):
         lines, finite = self.lines(step)
-        if isinstance(A, Patches):  # each spec's window of the lines
-            windows = LinearRelaxation(*(A.gather(t) for t in _parts(lines)))
-            (coefficient,), bias = select_lines(A.values, windows, finite)
-            return [A.moved(coefficient)], bias
-        return select_lines(A, lines, finite)
+        through_origin = getattr(step.relaxation, "lower_through_origin", False)
+        if isinstance(A, Patches):  # each spec's window of the lines, once per block of specs at the same windows
+            windows = LinearRelaxation(*(A.windows(t) for t in _parts(lines)))
+            (coefficient,), bias = select_lines(A.blocked(), windows, finite, through_origin)
+            return [A.moved(coefficient.reshape(A.values.shape))], bias.reshape(A.specs, -1)
+        return select_lines(A, lines, finite, through_origin)
 
     def lines(self, step: Step) -> tuple[LinearRelaxation, bool]:
         """The relaxation's lines on the input's current interval, and whether they are all finite. Without α
@@ -103,41 +104,32 @@ def _parts(lines: LinearRelaxation) -> tuple[torch.Tensor, ...]:
     return lines.lower_slope, lines.lower_intercept, lines.upper_slope, lines.upper_intercept
 
 
-def select_lines(A: torch.Tensor, lines: LinearRelaxation, finite: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+def select_lines(A: torch.Tensor, lines: LinearRelaxation, finite: bool,
+                 through_origin: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
     """`A` through the lower line where positive and the upper line where negative: ([coefficient], bias
-    terms summed per spec and sample, [specs, A.shape[1]]).
+    terms summed per spec and sample, [specs, A.shape[1]]). `through_origin`: every lower line has intercept
+    zero (relu's), so its bias term is skipped.
 
-    With `finite` lines this is A·upper + A⁺·(lower − upper): the differences are per-neuron tensors without the
-    specs dimension, so the [specs, ...] tensors that dominate intermediate bounds are touched by one clamp,
-    two products and one sum, and the bias is a batched dot product, never an [specs, ...] temporary (on CPU a
-    boolean `torch.where` over them costs several times more). With an infinite slope or intercept somewhere,
-    0·inf would be NaN, so each element picks its line instead.
+    With `finite` lines this is A·lower + A⁻·(upper − lower): the differences are per-neuron tensors without the
+    specs dimension, so the [specs, ...] tensors that dominate intermediate bounds are touched by one clamp, one
+    product and one fused multiply-add, and the bias is a batched dot product, never an [specs, ...] temporary
+    (on CPU a boolean `torch.where` over them costs several times more). With an infinite slope or intercept
+    somewhere, 0·inf would be NaN, so each element picks its line instead.
 
     >>> lines = LinearRelaxation(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([0.5]), torch.tensor([1.0]))
     >>> [c.tolist() for c in select_lines(torch.tensor([[2.0], [-2.0]]), lines, True)[0]], select_lines(torch.tensor([[-2.0]]), lines, False)[1].tolist()
     ([[[2.0], [-1.0]]], [[-2.0]])
     """
     if finite:
-        positive = A.clamp(min=0)
-        coefficient = A * lines.upper_slope + positive * (lines.lower_slope - lines.upper_slope)
-        bias = _summed_product(A, lines.upper_intercept) + _summed_product(positive, lines.lower_intercept - lines.upper_intercept)
+        negative = A.clamp(max=0)
+        coefficient = torch.addcmul(A * lines.lower_slope, negative, lines.upper_slope - lines.lower_slope)
+        if through_origin:
+            return [coefficient], summed_product(negative, lines.upper_intercept)
+        bias = summed_product(A, lines.lower_intercept) + summed_product(negative, lines.upper_intercept - lines.lower_intercept)
         return [coefficient], bias
     positive = A > 0
     terms = A * torch.where(positive, lines.lower_intercept, lines.upper_intercept)
     return [A * torch.where(positive, lines.lower_slope, lines.upper_slope)], terms.reshape(*A.shape[:2], -1).sum(-1)
-
-
-def _summed_product(A: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """(A · values) summed over every dimension after the first two, [A.shape[0], A.shape[1]]: a batched
-    matrix-vector product where `values` has no specs dimension (the relaxation's lines without α)."""
-    shape = torch.broadcast_shapes(A.shape, values.shape)
-    if shape == A.shape and values.dim() < A.dim():
-        if A.dim() < 2:
-            return (A * values).reshape(A.shape[0], 1)
-        flat = A.reshape(A.shape[0], A.shape[1], -1)
-        vector = values.expand(A.shape[1:]).reshape(A.shape[1], -1, 1)
-        return torch.matmul(flat.transpose(0, 1), vector).squeeze(-1).transpose(0, 1)
-    return (A * values).reshape(*shape[:2], -1).sum(-1)
 
 
 ELEMENTWISE = Elementwise()

@@ -22,7 +22,11 @@ class Patches:
     """Coefficients [specs, batch, C, H, W] that are zero outside one h×w window per spec (and sample).
 
     `values` [specs, batch, C, h, w]; `top`, `left` [specs] or [specs, batch]: the window's corner in the
-    H×W map, shared by the samples or per sample (kept as [specs, 1] or [specs, batch]).
+    H×W map, shared by the samples or per sample (kept as [specs, 1] or [specs, batch]). `repeats`: the specs
+    are that many equal-length blocks whose windows sit at the same corners (spec p of every block at the
+    corner of spec p of the first): the lower and upper bound of a neuron, or every channel at one map
+    position. Per-neuron tensors (a relaxation's lines, the input box) are then gathered once per block and
+    broadcast (`windows`, `blocked`), not copied once per spec.
 
     >>> rows = Patches.one_hot(torch.tensor([5]), torch.tensor([1.0]), batch=1, shape=(2, 2, 3))
     >>> rows.to_dense()[0, 0].tolist()
@@ -34,6 +38,7 @@ class Patches:
     left: torch.Tensor
     height: int
     width: int
+    repeats: int = 1
 
     def __post_init__(self):
         if self.top.dim() == 1:
@@ -53,7 +58,7 @@ class Patches:
         else:
             sample_index = torch.arange(batch, device=positions.device)[None, :]
             values[spec_index, sample_index, positions // (height * width), 0, 0] = signs.expand(specs, batch) if signs.dim() == 2 else signs[:, None].expand(specs, batch)
-        return cls(values, (positions // width) % height, positions % width, height, width)
+        return cls(values, (positions // width) % height, positions % width, height, width, _repeats(positions % (height * width)))
 
     @property
     def per_sample(self) -> bool:
@@ -66,9 +71,30 @@ class Patches:
 
     def moved(self, values: torch.Tensor, top: torch.Tensor | None = None, left: torch.Tensor | None = None,
               height: int | None = None, width: int | None = None) -> "Patches":
-        """New window values (and, after a convolution, a new position and map size)."""
+        """New window values (and, after a convolution, a new position and map size); the same blocks."""
         return Patches(values, self.top if top is None else top, self.left if left is None else left,
-                       self.height if height is None else height, self.width if width is None else width)
+                       self.height if height is None else height, self.width if width is None else width, self.repeats)
+
+    def blocked(self) -> torch.Tensor:
+        """The values as [repeats, block · batch, C, h, w]: what `windows` broadcast against."""
+        return self.values.reshape(self.repeats, -1, *self.values.shape[2:])
+
+    def windows(self, tensor: torch.Tensor) -> torch.Tensor:
+        """`gather` laid out to broadcast against `blocked()`: a per-neuron tensor's windows once per block,
+        [block · batch, C, h, w]; a per-spec tensor's (α-CROWN's lines) [repeats, block · batch, C, h, w].
+
+        >>> rows = Patches.one_hot(torch.tensor([0, 1, 0, 1]), torch.tensor([1.0, 1.0, -1.0, -1.0]), batch=1, shape=(1, 1, 2))
+        >>> rows.repeats, tuple(rows.blocked().shape), rows.windows(torch.tensor([[[[5.0, 7.0]]]])).flatten().tolist()
+        (2, (2, 2, 1, 1, 1), [5.0, 7.0])
+        """
+        batch = self.values.shape[1]
+        if tensor.dim() == 5:
+            windows = self.gather(tensor)
+            return windows.expand(-1, batch, *windows.shape[2:]).reshape(self.repeats, -1, *windows.shape[2:])
+        block = self.specs // self.repeats
+        first = self if self.repeats == 1 else Patches(self.values[:block], self.top[:block], self.left[:block], self.height, self.width)
+        windows = first.gather(tensor)
+        return windows.expand(-1, batch, *windows.shape[2:]).reshape(-1, *windows.shape[2:])
 
     def _positions(self) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int, int]]:
         """Rows [specs, 1 or batch, h] and columns [specs, 1 or batch, w] of each window in the map padded by the
@@ -136,15 +162,55 @@ class Patches:
         column_inside = (columns >= 0) & (columns < self.width)
         if bool(row_inside.all()) and bool(column_inside.all()):
             return self
-        inside = (row_inside[:, :, None, :, None] & column_inside[:, :, None, None, :]).to(self.values.dtype)
-        return self.moved(self.values * inside)
+        block = self.specs // self.repeats  # the blocks' windows sit alike: one mask serves them all
+        inside = (row_inside[:block, :, None, :, None] & column_inside[:block, :, None, None, :]).to(self.values.dtype)
+        inside = inside.expand(-1, self.values.shape[1], -1, -1, -1).reshape(-1, 1, *inside.shape[3:])
+        return self.moved((self.blocked() * inside).reshape(self.values.shape))
 
     def minimum_over_box(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
         """min of the coefficients times x over the box [lower, upper] ([batch, C, H, W]): [specs, batch]."""
-        positive = self.values.clamp(min=0)
-        negative = self.values - positive
-        terms = positive * self.gather(lower) + negative * self.gather(upper)
-        return terms.reshape(self.specs, self.values.shape[1], -1).sum(-1)
+        values = self.blocked()
+        upper = self.windows(upper)
+        bound = summed_product(values, upper) + summed_product(values.clamp(min=0), self.windows(lower) - upper)
+        return bound.reshape(self.specs, -1)
+
+
+def _repeats(corners: torch.Tensor) -> int:
+    """How many equal blocks the corners [specs] or [specs, batch] are made of (1 if they are not): rows bounded
+    on both sides, or every channel at the same map positions, repeat the same corners.
+
+    >>> _repeats(torch.tensor([3, 5, 3, 5, 3, 5])), _repeats(torch.tensor([3, 3, 5, 3, 3, 5])), _repeats(torch.tensor([3, 5, 5, 3]))
+    (3, 2, 1)
+    """
+    specs = corners.shape[0]
+    if specs < 2:
+        return 1
+    candidates = [specs // 2] if specs % 2 == 0 else []
+    again = (corners[1:] == corners[:1]).reshape(specs - 1, -1).all(1).nonzero()
+    if again.numel():
+        candidates.insert(0, int(again[0]) + 1)
+    for block in candidates:
+        if specs % block == 0 and torch.equal(corners.reshape(specs // block, block, -1), corners[:block].reshape(1, block, -1).expand(specs // block, -1, -1)):
+            return specs // block
+    return 1
+
+
+def summed_product(A: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """(A · values) summed over every dimension after the first two, [A.shape[0], A.shape[1]]: a batched
+    matrix-vector product where `values` has no leading (specs) dimension and matches A's others (a relaxation's
+    lines without α, windows gathered once per block), else a product and a sum.
+
+    >>> summed_product(torch.ones(3, 2, 4), torch.arange(8.0).reshape(2, 4)).tolist()
+    [[6.0, 22.0], [6.0, 22.0], [6.0, 22.0]]
+    """
+    shape = torch.broadcast_shapes(A.shape, values.shape)
+    if shape == A.shape and values.dim() < A.dim():
+        if A.dim() < 2:
+            return (A * values).reshape(A.shape[0], 1)
+        flat = A.reshape(A.shape[0], A.shape[1], -1)
+        vector = values.expand(A.shape[1:]).reshape(A.shape[1], -1, 1)
+        return torch.matmul(flat.transpose(0, 1), vector).squeeze(-1).transpose(0, 1)
+    return (A * values).reshape(*shape[:2], -1).sum(-1)
 
 
 def dense(coefficient: torch.Tensor | Patches) -> torch.Tensor:

@@ -4,6 +4,8 @@ dilation and groups, and CROWN with windows is sound and equals CROWN without th
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,9 +13,12 @@ import torch.nn.functional as F
 from opwise.bounds import BoundedModel
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.input_set import InputSet
+from opwise.bounds.strategies.alpha import AlphaOptions
 from opwise.bounds.transfers.affine import BatchNorm
+from opwise.bounds.transfers import convolution
 from opwise.bounds.transfers.convolution import Convolution, window_backward
 from opwise.bounds.transfers.nonlinear import Elementwise
+from opwise.bounds.transfers import patches as patches_module
 from opwise.bounds.transfers.patches import Patches
 from opwise.tracing import trace
 from tests.bounds.helpers import assert_sound, randomize_
@@ -64,6 +69,46 @@ def test_window_backward_equals_the_vjp(name, window):
     # a window that would cover the whole input map is left to the dense backward
     whole = Patches(values[:, :, :, :1, :1], top, left, out_shape[2], out_shape[3]).inside_map()
     assert window_backward(whole, weight, transposed, stride, padding, dilation, groups, (x.shape[1], 1, 1)) is None
+
+
+@pytest.mark.parametrize("name", [name for name, spec in CONVOLUTIONS.items() if not spec[-1]])
+@pytest.mark.parametrize("window", [1, 3])
+def test_window_backward_by_the_window_matrix_equals_the_transposed_convolution(name, window, monkeypatch):
+    """Small windows go back as one product with the window's Jacobian, kept in the step's cache per window
+    size; the transposed convolution (forced by a zero size limit) gives the same numbers."""
+    weight, function, stride, padding, dilation, groups = _convolution(name, seed=window)
+    x = torch.zeros(2, CONVOLUTIONS[name][0], 12, 11)
+    out_shape = function(x).shape
+    generator = torch.Generator().manual_seed(window)
+    top = torch.randint(-window + 1, out_shape[2], (9,), generator=generator)
+    left = torch.randint(-window + 1, out_shape[3], (9,), generator=generator)
+    patches = Patches(torch.randn(9, 2, out_shape[1], window, window, generator=generator), top, left,
+                      out_shape[2], out_shape[3]).inside_map()
+    arguments = (weight, False, stride, padding, dilation, groups, tuple(x.shape[1:]))
+    cache = {}
+    by_matrix = [window_backward(patches, *arguments, cache) for _ in range(2)]
+    assert len(cache) == 1 and next(iter(cache.values())) is not None
+    monkeypatch.setattr(convolution, "WINDOW_MATRIX_LIMIT", 0)
+    convolved = window_backward(patches, *arguments, {})
+    for back in by_matrix:
+        torch.testing.assert_close(back.values, convolved.values, rtol=1e-5, atol=1e-5)
+        assert torch.equal(back.top, convolved.top) and torch.equal(back.left, convolved.left)
+
+
+@pytest.mark.parametrize("output_padding", [0, 1])
+@pytest.mark.parametrize("name", [name for name, spec in CONVOLUTIONS.items() if not spec[-1]])
+def test_transposed_convolution_into_few_channels_equals_torchs(name, output_padding):
+    """The backward of a convolution into at most `FEW_CHANNELS` channels is a matrix product and a fold on the
+    CPU: the same numbers as conv_transpose2d, with stride, padding, dilation and output padding."""
+    cin, cout, k, s, p, d, g, _, _ = CONVOLUTIONS[name]
+    generator = torch.Generator().manual_seed(len(name))
+    A = torch.randn(6, cout, 5, 4, generator=generator)
+    weight = torch.randn(cout, cin // g, k, k, generator=generator)
+    output_padding = min(output_padding, max(s, d) - 1)
+    arguments = ((s, s), (p, p), (output_padding, output_padding), g, (d, d))
+    expected = F.conv_transpose2d(A, weight, None, *arguments[:3], g, arguments[4])
+    assert g > 1 or cin <= convolution.FEW_CHANNELS  # the fold path, except where groups keep torch's
+    torch.testing.assert_close(convolution.transposed_convolution(A, weight, *arguments), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_gather_and_dense_agree_with_slicing():
@@ -131,6 +176,42 @@ def test_gather_per_sample_agrees_with_the_dense_rows():
     box = (torch.rand(3, 2, 5, 6, generator=generator) - 1, torch.rand(3, 2, 5, 6, generator=generator))
     expected = (full.clamp(min=0) * box[0] + full.clamp(max=0) * box[1]).flatten(2).sum(-1)
     torch.testing.assert_close(patches.minimum_over_box(*box), expected)
+
+def test_windows_shared_by_blocks_of_specs_equal_one_window_per_spec():
+    """Rows of every channel at the same map positions, bounded from both sides, repeat their corners: the
+    lines and the box are gathered once per block (`repeats`) and give what per-spec windows give."""
+    generator = torch.Generator().manual_seed(3)
+    shape = (3, 5, 4)
+    positions = torch.tensor([0, 7, 13, 19])
+    every_channel = torch.cat([positions + channel * 20 for channel in range(3)])
+    signs = torch.cat([torch.ones(12), -torch.ones(12)])
+    shared = Patches.one_hot(torch.cat([every_channel, every_channel]), signs, 2, shape)
+    assert shared.repeats == 6
+    shared = shared.moved(torch.randn(24, 2, 3, 3, 2, generator=generator), shared.top - 1, shared.left)
+    alone = dataclasses.replace(shared, repeats=1)
+    torch.testing.assert_close(shared.inside_map().values, alone.inside_map().values)
+    shared, alone = shared.inside_map(), alone.inside_map()
+    box = (torch.randn(2, *shape, generator=generator) - 2, torch.randn(2, *shape, generator=generator) + 2)
+    torch.testing.assert_close(shared.minimum_over_box(*box), alone.minimum_over_box(*box))
+    expected = (shared.to_dense().clamp(min=0) * box[0] + shared.to_dense().clamp(max=0) * box[1]).flatten(2).sum(-1)
+    torch.testing.assert_close(shared.minimum_over_box(*box), expected)
+    for tensor in (box[0], torch.randn(24, 2, *shape, generator=generator)):  # per neuron, per spec (α's lines)
+        windows = (shared.blocked() * shared.windows(tensor)).reshape(shared.values.shape)
+        torch.testing.assert_close(windows, alone.values * alone.gather(tensor))
+
+
+@pytest.mark.parametrize("method", ["crown", "alpha-crown"])
+def test_crown_with_shared_windows_equals_crown_with_a_window_per_spec(method, generator_like, monkeypatch):
+    model, bounded = generator_like
+    randomize_(model, 7)
+    x = torch.rand(2, 2, 8, 7, generator=torch.Generator().manual_seed(7))
+    alpha = AlphaOptions(iterations=3)  # α's lines carry a spec dimension: windows per spec, in blocks
+    shared = bounded.compute_bounds(x_lower=x - 0.1, x_upper=x + 0.1, method=method, alpha=alpha)
+    monkeypatch.setattr(patches_module, "_repeats", lambda corners: 1)
+    alone = bounded.compute_bounds(x_lower=x - 0.1, x_upper=x + 0.1, method=method, alpha=alpha)
+    torch.testing.assert_close(shared.lower, alone.lower, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(shared.upper, alone.upper, rtol=1e-5, atol=1e-5)
+
 
 def _generator_like() -> torch.nn.Module:
     return torch.nn.Sequential(

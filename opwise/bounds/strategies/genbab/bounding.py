@@ -34,6 +34,7 @@ from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.spec import Specification
 from opwise.bounds.transfers.registry import Interval
 from opwise.errors import InputError
+from opwise.tracing.batching import padded_chunks
 
 #: rows per backward pass when computing the root's shortcut bounds
 SHORTCUT_CHUNK = 1024
@@ -114,10 +115,9 @@ class DomainBounder:
         """
         size = self.bounded.graph.for_batch(batch_size).batch_size
         self.candidates = self.candidates[:0]
-        for start in range(0, len(domains), size):
-            chunk = domains[start : start + size]
-            padded = chunk + [chunk[-1]] * (size - len(chunk))
-            self._bound_with(self._engine(padded, size), chunk, deadline, _stacked_parameters(padded),
+        for positions, real in padded_chunks(len(domains), size):
+            padded = [domains[index] for index in positions]
+            self._bound_with(self._engine(padded, size), padded[:real], deadline, _stacked_parameters(padded),
                              self.open_rows(padded))
 
     def open_rows(self, domains: list[Domain]) -> torch.Tensor | None:
