@@ -74,7 +74,9 @@ class Elementwise:
         cached = step.cache.get("lines") if step.alpha is None else None
         if cached is not None and cached[0][0] is key[0] and cached[0][1] is key[1] and cached[0][2:] == key[2:]:
             return cached[1], cached[2]
-        lines = fold_points(step.relaxation.relax(x.lower, x.upper, step.alpha), x, step.relaxation.function)
+        lines = step.relaxation.relax(x.lower, x.upper, step.alpha)
+        if not getattr(step.relaxation, "lower_through_origin", False):  # ramps are exact on points already, and
+            lines = fold_points(lines, x, step.relaxation.function)     # their lower lines must keep intercept 0
         finite = all(bool(torch.isfinite(part).all()) for part in _parts(lines))
         if step.alpha is None:
             step.cache["lines"] = (key, lines, finite)
