@@ -436,30 +436,29 @@ class Square(torch.nn.Module):
 def test_families_without_a_split_table_are_split_at_the_midpoint_and_match_brute_force(activation):
     """pow, hardswish, SELU and mish declare no split-point table; they were never split (a square net ended
     'nothing to split'). Split at the midpoint, the search decides and agrees with a dense grid."""
-    answered = 0
-    for seed in range(2):
-        model = torch.nn.Sequential(torch.nn.Linear(2, 4), activation(), torch.nn.Linear(4, 2))
-        model, bounded, grid_min, spread = product_case(model, seed, scale=2.0)
-        for sign in (-1, 1):
-            spec = threshold_spec(grid_min + sign * 0.05 * spread)
-            result = branch_and_bound(bounded, spec, timeout=8, batch_size=8, alpha=FAST)
-            check_answer(model, spec, result, grid_min)
-            answered += result.status in ("verified", "falsified")
+    answered, bounded = _answers_against_the_grid(
+        lambda seed: torch.nn.Sequential(torch.nn.Linear(2, 4), activation(), torch.nn.Linear(4, 2)))
     assert len(split_nodes(bounded.graph)) == 1  # the activation is a split candidate
     assert answered >= 3
 
 
-@pytest.mark.parametrize("network", ["products", "lstm-gates"])
-def test_matches_brute_force_on_product_and_gate_networks(network):
+def _answers_against_the_grid(build) -> tuple[int, BoundedModel]:
+    """GenBaB at thresholds 5% of the margin's spread below and above its grid minimum, on `build(seed)` for seeds
+    0 and 1 (weights randomized, doubled): every answer checked; how many decided, and the last bounded model."""
     answered = 0
     for seed in range(2):
-        model = ProductNet(3) if network == "products" else GateNet(2)
-        model, bounded, grid_min, spread = product_case(model, seed, scale=2.0)
+        model, bounded, grid_min, spread = product_case(build(seed), seed, scale=2.0)
         for sign in (-1, 1):
             spec = threshold_spec(grid_min + sign * 0.05 * spread)
             result = branch_and_bound(bounded, spec, timeout=8, batch_size=8, alpha=FAST)
             check_answer(model, spec, result, grid_min)
             answered += result.status in ("verified", "falsified")
+    return answered, bounded
+
+
+@pytest.mark.parametrize("network", ["products", "lstm-gates"])
+def test_matches_brute_force_on_product_and_gate_networks(network):
+    answered, _ = _answers_against_the_grid(lambda seed: ProductNet(3) if network == "products" else GateNet(2))
     assert answered >= 3
 
 
