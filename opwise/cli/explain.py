@@ -247,6 +247,15 @@ def first_relevance(explanation) -> torch.Tensor:
     return relevance if isinstance(relevance, torch.Tensor) else relevance[0]
 
 
+def _ends_in_log_softmax(explanation) -> bool:
+    plan = getattr(explanation, "plan", None)
+    if plan is None:
+        return False
+    graph = plan.graph
+    last = graph.output
+    return hasattr(last, "op") and last.op == "call_function" and graph.info(last).op == "aten._log_softmax.default"
+
+
 def print_conservation(explanation) -> None:
     """One line: the input relevance total against the explained output (first sample), and what a far-off
     total means."""
@@ -256,7 +265,10 @@ def print_conservation(explanation) -> None:
         return
     ratio = total / explained
     print(f"conservation: input relevance sums to {total:.4f} ({ratio:.1%} of the explained output)")
-    if explained < 0 and not 0.5 <= ratio <= 1.5:
+    if _ends_in_log_softmax(explanation) and not 0.5 <= ratio <= 1.5:
+        print("  (the model ends in log_softmax: the explained output is a log-probability, at most 0; its relevance "
+              "decomposes the class's score against the softmax-weighted scores, which need not sum to it)")
+    elif explained < 0 and not 0.5 <= ratio <= 1.5:
         print("  (the explained output is negative, and LRP's rules follow positive evidence: the total cannot "
               "match; explain the predicted class (drop --target) or compare maps by their pattern)")
     elif not 0.5 <= ratio <= 1.5:

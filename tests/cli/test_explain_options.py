@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -149,6 +151,20 @@ def test_a_low_conservation_is_explained_not_a_raw_warning(capsys, tmp_path):
     assert "UserWarning" not in err and "warnings.warn" not in err
     assert all(line.startswith("opwise explain: warning: ") for line in err.splitlines())
     assert "explained output is negative" in out
+
+
+def test_a_model_ending_in_log_softmax_is_told_why_its_total_differs(capsys, tmp_path):
+    """Its explained output is a log-probability (negative): the hint said 'drop --target' though none was given."""
+    (tmp_path / "net.py").write_text(
+        "import torch\n\ndef make():\n    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3),"
+        " torch.nn.LogSoftmax(-1)).eval()\n")
+    torch.save(torch.rand(1, 4) * 3, tmp_path / "x.pt")
+    code, out, _ = run(capsys, "explain", f"{tmp_path / 'net.py'}:make", "--input", tmp_path / "x.pt",
+                       "--out", tmp_path / "r.png")
+    assert code == 0
+    total, explained = (float(v) for v in re.search(r"sums to (\S+) \((\S+)%", out).groups())
+    assert not 50 <= explained <= 150 and "ends in log_softmax" in out and "drop --target" not in out
 
 
 def test_a_pickle_input_is_refused_and_never_run(capsys, tmp_path):
