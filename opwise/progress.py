@@ -14,8 +14,9 @@ Progress = Callable[[dict], None]
 
 
 class LiveLine:
-    """Draw the latest report as one line rewritten in place (at most every `interval` seconds; a shorter
-    line is padded with blanks over the longer one before it), ended with a newline by `close()`.
+    """Draw the latest report as one line rewritten in place (at most every `interval` seconds, except the first
+    report of a new search or pass; a shorter line is padded with blanks over the longer one before it), ended
+    with a newline by `close()`.
 
     >>> import io
     >>> stream = io.StringIO()
@@ -28,12 +29,13 @@ class LiveLine:
     def __init__(self, stream: TextIO | None = None, interval: float = 0.5):
         self.stream, self.interval, self.last, self.drawn = stream or sys.stderr, interval, 0.0, False
         self.width = 0  # of the line on screen
+        self.search = None  # of the report on screen: a new phase (bound pass, then search) is drawn at once
 
     def __call__(self, report: dict) -> None:
         now = time.monotonic()
-        if now - self.last < self.interval:
+        if now - self.last < self.interval and report.get("search") == self.search:
             return
-        self.last, self.drawn = now, True
+        self.last, self.drawn, self.search = now, True, report.get("search")
         text = describe(report)
         self.stream.write("\r" + text.ljust(self.width))
         self.width = len(text)
@@ -45,6 +47,7 @@ class LiveLine:
             self.stream.write("\n")
             self.stream.flush()
             self.drawn, self.width = False, 0
+        self.last, self.search = 0.0, None  # the next line starts with its first report
 
 
 def describe(report: dict) -> str:

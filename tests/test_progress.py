@@ -94,3 +94,17 @@ def test_robustness_needs_two_outputs():
 
     with pytest.raises(InputError, match="at least two outputs"):
         opwise.verify(_net(), torch.zeros(1, 2), eps=0.1)
+
+
+def test_a_new_phase_is_drawn_at_once_and_a_closed_line_starts_afresh():
+    """A fast search finished inside the interval after the bound pass's first report, and its rounds never showed."""
+    stream = io.StringIO()
+    line = LiveLine(stream, interval=60.0)
+    line({"search": "crown", "layer": 1, "layers": 2, "seconds": 0.0})
+    line({"search": "crown", "layer": 2, "layers": 2, "seconds": 0.1})  # same phase, inside the interval: skipped
+    line({"search": "GenBaB", "open": 3, "visited": 5, "seconds": 0.2})
+    line.close()
+    line({"search": "GenBaB", "open": 1, "visited": 2, "seconds": 0.1})  # the next sample's line
+    line.close()
+    assert stream.getvalue().count("\r") == 3 and "layer 2/2" not in stream.getvalue()
+    assert stream.getvalue().split("\n")[1].startswith("\rGenBaB: 1 open")
