@@ -113,6 +113,8 @@ class DomainBounder:
         and every other node the root's, all sound on the domain, so one pass bounds only the output, and
         only the rows of the disjuncts some domain of the chunk leaves open (`open_rows`).
         """
+        if self.bounded.folds_samples():  # the engine cannot keep such a graph's domains apart in one pass
+            batch_size = 1
         size = self.bounded.graph.for_batch(batch_size).batch_size
         self.candidates = self.candidates[:0]
         for positions, real in padded_chunks(len(domains), size):

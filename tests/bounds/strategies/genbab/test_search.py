@@ -629,3 +629,26 @@ def test_matrix_product_subdomain_bounds_hold_where_the_split_holds():
         y = model(x)
     margin = y[:, 0] - y[:, 1] - float(spec.unsafe[0].d)
     assert assert_domains_bound_their_samples(domains, pre_activations(bounded, x), margin) >= 3
+
+
+class SequenceFirstLSTM(torch.nn.Module):
+    """nn.LSTM with the sequence first: its states keep the batch on dim 1, which the engine cannot follow
+    over a batch of domains (GenBaB crashed: "grad_output [64, 64, 4] vs output [1, 64, 4]")."""
+
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.head = torch.nn.LSTM(2, 4), torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        out, _ = self.rnn(x.reshape(x.shape[0], 1, 2).transpose(0, 1))
+        return self.head(out[-1])
+
+
+def test_a_sequence_first_lstm_is_searched_one_domain_at_a_time_and_matches_brute_force():
+    model, bounded, grid_min, spread = product_case(SequenceFirstLSTM(), 3, scale=3.0)
+    assert bounded.folds_samples()
+    for threshold in (grid_min + 0.05 * spread, grid_min - 0.3 * spread):
+        spec = threshold_spec(threshold)
+        result = branch_and_bound(bounded, spec, timeout=10, batch_size=64, alpha=FAST)
+        check_answer(model, spec, result, grid_min)
+        assert result.status in ("verified", "falsified", "timeout")
