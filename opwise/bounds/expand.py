@@ -167,7 +167,11 @@ def _group_norm(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     per_group = math.prod(shape[1:]) // groups
     grouped = rewriter.call(aten.view.default, x, [-1, groups, per_group])
     out = rewriter.call(aten.view.default, _normalized(rewriter, grouped, [-1], per_group, eps), [-1, *shape[1:]])
-    per_channel = [channels] + [1] * (len(shape) - 2)
+    return _per_channel_affine(rewriter, out, weight, bias, [channels] + [1] * (len(shape) - 2))
+
+
+def _per_channel_affine(rewriter: _Rewriter, out: fx.Node, weight, bias, per_channel: list[int]) -> fx.Node:
+    """out · w + b with w and b (each may be None) viewed as `per_channel` (channels first, ones after)."""
     if weight is not None:
         out = rewriter.call(aten.mul.Tensor, out, rewriter.call(aten.view.default, weight, per_channel))
     if bias is not None:
@@ -182,12 +186,7 @@ def _batch_statistics_norm(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     shape = _shape(x)
     dims = [0, *range(2, len(shape))]
     out = _normalized(rewriter, x, dims, math.prod(shape[d] for d in dims), eps)
-    per_channel = [shape[1]] + [1] * (len(shape) - 2)
-    if weight is not None:
-        out = rewriter.call(aten.mul.Tensor, out, rewriter.call(aten.view.default, weight, per_channel))
-    if bias is not None:
-        out = rewriter.call(aten.add.Tensor, out, rewriter.call(aten.view.default, bias, per_channel))
-    return out
+    return _per_channel_affine(rewriter, out, weight, bias, [shape[1]] + [1] * (len(shape) - 2))
 
 
 #: normalisations traced as one operator with several outputs, rewritten where their first output is read
