@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from opwise.bounds.vnncomp import read_result, run_suite, suite_bar
+from opwise.errors import InputError
 from opwise.bounds.vnncomp.vnnlib import parse_vnnlib, violates
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", default=(), metavar="TEXT",
                         help="run only the instances whose onnx or vnnlib path contains one of these strings")
     args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        print(f"vnncomp: error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
+        return 2
     root = find_benchmarks(args.benchmarks)
     names = sorted(p.name for p in root.iterdir() if (p / "instances.csv").is_file()) if args.suites == ["all"] else args.suites
     table = []
@@ -103,10 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) / name
         out.mkdir(parents=True, exist_ok=True)
         print(f"{name}: running {suite_dir / 'instances.csv'}", file=sys.stderr)
-        results = run_suite(suite_dir / "instances.csv", out / "results.csv", cap=args.cap, workers=args.workers,
-                            ray_address=args.ray, result_dir=out / "files", resume=args.resume, device=args.device,
-                            progress=suite_bar, only=args.only, threads=args.threads)
+        try:
+            results = run_suite(suite_dir / "instances.csv", out / "results.csv", cap=args.cap, workers=args.workers,
+                                ray_address=args.ray, result_dir=out / "files", resume=args.resume, device=args.device,
+                                progress=suite_bar, only=args.only, threads=args.threads)
+        except InputError as error:  # --only matches none of this suite's instances
+            print(f"{name}: skipped: {error}", file=sys.stderr)
+            continue
         table.append((name, score(suite_dir, results, out / "files")))
+    if not table:
+        print("vnncomp: error: no instance to run (see the lines above)", file=sys.stderr)
+        return 2
     header = f"{'suite':<22}{'inst':>6}{'solved':>8}{'sat':>6}{'unsat':>7}{'timeout':>9}{'unknown':>9}{'error':>7}{'wrong':>7}{'total s':>10}{'median s':>10}"
     print(f"cap {args.cap} s, {args.workers} workers, {args.threads or 'default'} threads, device {args.device or 'cpu'}")
     print(header)

@@ -91,9 +91,13 @@ def run_suite(instances_csv: str | Path, results_csv: str | Path, *, cap: float 
         verify = partial(verify, device=device)
     instances = read_instances(instances_csv, cap)
     folder = Path(instances_csv).parent
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise InputError(f"threads must be a whole number of at least 1, got {threads!r}")
     if only:  # matched on the paths as instances.csv wrote them
         instances = [row for row in instances
                      if any(part in _as_written(row[0], folder) or part in _as_written(row[1], folder) for part in only)]
+        if not instances:
+            raise InputError(f"no instance of {instances_csv} has a path containing any of {', '.join(map(repr, only))}")
     written = [(_as_written(onnx, folder), _as_written(vnnlib, folder)) for onnx, vnnlib, _ in instances]
     names = result_file_names(written)
     if resume and result_dir is None:

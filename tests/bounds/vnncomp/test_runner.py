@@ -198,3 +198,13 @@ def test_threads_sets_each_workers_torch_threads(tmp_path, threads):
     instances = _instances(tmp_path, ["unsat"])
     run_suite(instances, tmp_path / "results.csv", workers=1, verify=thread_counting_verify, threads=threads)
     assert (tmp_path / "threads.txt").read_text() == str(threads)
+
+
+def test_only_matching_nothing_and_threads_below_one_are_refused(tmp_path):
+    """Both ran: an empty suite scored as 0 of 0, and 0 threads per worker."""
+    instances = _instances(tmp_path, ["sat", "unsat"])
+    with pytest.raises(InputError, match="no instance .* 'nothing'"):
+        run_suite(instances, tmp_path / "results.csv", verify=faulty_verify, only=["nothing"])
+    with pytest.raises(InputError, match="threads must be"):
+        run_suite(instances, tmp_path / "results.csv", verify=faulty_verify, threads=0)
+    assert not (tmp_path / "calls.txt").exists()
