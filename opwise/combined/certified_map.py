@@ -174,7 +174,7 @@ def certified_map(
     x = torch.as_tensor(x, dtype=torch.float32)
     if x.dim() == 0 or x.shape[0] != 1:
         raise InputError(f"certified_map takes one sample with a batch dimension of 1, got shape {tuple(x.shape)}")
-    method = method if str(method).strip().lower() == "bab" else method_name(method)
+    method = method_name(method, extra=("bab",))
     if method not in CASCADES:
         raise InputError(f"method {method!r} has no certified map; choose one of {', '.join(CASCADES)}")
     if not (isinstance(eps_max, (int, float)) and eps_max > 0 and math.isfinite(eps_max)):

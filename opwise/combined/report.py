@@ -96,7 +96,8 @@ def _margin_method(method: str) -> str:
     >>> _margin_method("BAB"), _margin_method("CROWN-Optimized")
     ('crown', 'alpha-crown')
     """
-    return "crown" if str(method).strip().lower() == "bab" else method_name(method)
+    name = method_name(method, extra=("bab",))
+    return "crown" if name == "bab" else name
 
 
 def text_report(model: torch.nn.Module, ids: torch.Tensor, tokens: Sequence[str], path: str | Path | None = None, *,
