@@ -35,16 +35,17 @@ from opwise.errors import OpwiseError
 class LinearBounds:
     """`lower_coefficient·x + lower_bias <= value <= upper_coefficient·x + upper_bias` for every x in the
     input set; coefficients [rows, batch, *shape], biases [batch, *shape]. A row is an input element:
-    every one in order when `positions` is None, else only the flat input positions listed there (the
-    free elements of a box; the others are fixed and live in the biases).
+    every one in order when `positions` is None, else row j of sample b stands for the flat input position
+    `positions[b, j]` ([batch, rows]: each sample's free elements of a box, padded with -1 where a sample has
+    fewer, whose coefficients are zero; the fixed elements live in the biases).
 
     >>> x = InputSet(torch.zeros(1, 2), torch.ones(1, 2))
     >>> LinearBounds.identity(x).concretize(x).upper.tolist()
     [[1.0, 1.0]]
-    >>> fixed = InputSet(torch.tensor([[0.0, 2.0]]), torch.tensor([[1.0, 2.0]]))   # x1 = 2 is fixed
-    >>> bounds = LinearBounds.identity(fixed)
-    >>> bounds.positions.tolist(), bounds.concretize(fixed).lower.tolist()
-    ([0], [[0.0, 2.0]])
+    >>> fixed = InputSet(torch.tensor([[0.0, 2.0], [0.0, 0.0]]), torch.tensor([[1.0, 2.0], [0.0, 1.0]]))
+    >>> bounds = LinearBounds.identity(fixed)      # x1 = 2 fixed in sample 0, x0 = 0 in sample 1
+    >>> bounds.positions.tolist(), bounds.concretize(fixed).upper.tolist()
+    ([[0], [1]], [[1.0, 2.0], [0.0, 1.0]])
     """
 
     lower_coefficient: torch.Tensor
@@ -55,20 +56,34 @@ class LinearBounds:
 
     @classmethod
     def identity(cls, input_set: InputSet) -> "LinearBounds":
-        """The input itself: one coefficient row per input element (same for every sample), or, on a box
-        where some elements are fixed in every sample, one row per free element and the fixed values as
-        the bias (an Lp ball with p < ∞ keeps every row: its minimum is not the box's)."""
+        """The input itself: one coefficient row per input element, or, on a box where some elements are
+        fixed, one row per free element of each sample (as many rows as the sample with the most: a batch of
+        boxes that each free a different patch costs one patch's rows, not their union's) and the fixed
+        values as the bias. An Lp ball with p < ∞ keeps every row: its minimum is not the box's."""
         lower = input_set.lower
-        flat_lower, flat_upper = lower.reshape(lower.shape[0], -1), input_set.upper.reshape(lower.shape[0], -1)
-        free = (flat_upper > flat_lower).any(dim=0)
+        batch, count = lower.shape[0], lower[0].numel()
+        flat_lower, flat_upper = lower.reshape(batch, -1), input_set.upper.reshape(batch, -1)
+        free = flat_upper > flat_lower
         box = input_set.center is None or math.isinf(input_set.norm)
-        positions = free.nonzero().flatten() if box and not bool(free.all()) else None
-        count = lower[0].numel()
-        eye = torch.eye(count, dtype=lower.dtype, device=lower.device)
-        rows = eye if positions is None else eye[positions]
-        coefficient = rows.reshape(rows.shape[0], 1, *lower.shape[1:]).expand(rows.shape[0], *lower.shape)
-        bias = torch.zeros_like(lower) if positions is None else torch.where(free, 0.0, flat_lower).reshape(lower.shape)
+        rows = int(free.sum(1).max()) if batch else 0
+        if not box or rows == count:
+            eye = torch.eye(count, dtype=lower.dtype, device=lower.device)
+            coefficient = eye.reshape(count, 1, *lower.shape[1:]).expand(count, *lower.shape)
+            return cls(coefficient, torch.zeros_like(lower), coefficient, torch.zeros_like(lower))
+        # per sample, its free positions first (in order), the others after them, cut at `rows`
+        order = torch.argsort((~free).to(torch.int8), dim=1, stable=True)[:, :rows]
+        valid = torch.arange(rows, device=lower.device)[None, :] < free.sum(1, keepdim=True)
+        positions = torch.where(valid, order, -1)
+        one_hot = torch.zeros(rows, batch, count, dtype=lower.dtype, device=lower.device)
+        one_hot.scatter_(2, order.T.unsqueeze(2), valid.T.unsqueeze(2).to(lower.dtype))
+        coefficient = one_hot.reshape(rows, *lower.shape)
+        bias = torch.where(free, 0.0, flat_lower).reshape(lower.shape)
         return cls(coefficient, bias, coefficient, bias, positions)
+
+    @property
+    def exact(self) -> bool:
+        """Whether both sides are one linear function (the input, or affine maps of it only)."""
+        return self.lower_coefficient is self.upper_coefficient and self.lower_bias is self.upper_bias
 
     @classmethod
     def constant(cls, interval: Interval, like: "LinearBounds") -> "LinearBounds":
@@ -107,11 +122,13 @@ class LinearBounds:
         return Interval(minimum(self.lower_coefficient) + self.lower_bias, -minimum(-self.upper_coefficient) + self.upper_bias)
 
     def _concretize_free(self, input_set: InputSet) -> Interval:
-        """Box minimum over the free elements only: each row's coefficient meets its element's bounds."""
+        """Box minimum over the free elements only: each row's coefficient meets its element's bounds (padding
+        rows, position -1, have zero coefficients: any bound serves them)."""
         batch = input_set.lower.shape[0]
-        view = [len(self.positions), batch] + [1] * (self.lower_bias.dim() - 1)
-        low = input_set.lower.reshape(batch, -1)[:, self.positions].T.reshape(view)
-        high = input_set.upper.reshape(batch, -1)[:, self.positions].T.reshape(view)
+        view = [self.positions.shape[1], batch] + [1] * (self.lower_bias.dim() - 1)
+        index = self.positions.clamp(min=0)
+        low = input_set.lower.reshape(batch, -1).gather(1, index).T.reshape(view)
+        high = input_set.upper.reshape(batch, -1).gather(1, index).T.reshape(view)
 
         def minimum(coefficient: torch.Tensor) -> torch.Tensor:
             return (coefficient.clamp(min=0) * low + coefficient.clamp(max=0) * high).sum(0)
@@ -125,12 +142,26 @@ def _linear_part(step: Step, like: torch.Tensor):
         zeros = [torch.zeros(shape, dtype=like.dtype, device=like.device) for shape in step.shapes]
         step.cache["forward"] = (torch.func.vmap(step.function), step.function(*zeros).detach())
     vmapped, offset = step.cache["forward"]
-    return lambda *rows: vmapped(*(r.contiguous() for r in rows)) - offset
+    return _over_rows(lambda *rows: vmapped(*rows) - offset, offset)
+
+
+def _over_rows(function, like: torch.Tensor):
+    """`function` vmapped over coefficient rows, and zero rows (a box with no free input) kept as zero rows:
+    vmap cannot map over an empty dimension."""
+    def mapped(*rows: torch.Tensor) -> torch.Tensor:
+        if rows[0].shape[0] == 0:
+            return like.new_zeros(0, *like.shape)
+        return function(*(r.contiguous() for r in rows))
+    return mapped
 
 
 def forward_affine(step: Step, transfer: Affine, inputs: list[LinearBounds]) -> LinearBounds:
     """Monotone affine ops map each side on its own; signed ones go through centre and radius."""
     linear = _linear_part(step, inputs[0].lower_bias)
+    if all(i.exact for i in inputs):  # a function of the input itself (a first layer): one side serves both
+        coefficient = linear(*(i.lower_coefficient for i in inputs))
+        bias = step.function(*(i.lower_bias for i in inputs))
+        return LinearBounds(coefficient, bias, coefficient, bias, inputs[0].positions)
     if not isinstance(transfer, SignedAffine):
         return LinearBounds(linear(*(i.lower_coefficient for i in inputs)), step.function(*(i.lower_bias for i in inputs)),
                             linear(*(i.upper_coefficient for i in inputs)), step.function(*(i.upper_bias for i in inputs)),
@@ -138,8 +169,8 @@ def forward_affine(step: Step, transfer: Affine, inputs: list[LinearBounds]) -> 
     center_coefficient = linear(*((i.lower_coefficient + i.upper_coefficient) / 2 for i in inputs))
     center_bias = step.function(*((i.lower_bias + i.upper_bias) / 2 for i in inputs))
     radius_rows = [((i.upper_coefficient - i.lower_coefficient) / 2).contiguous() for i in inputs]
-    radius_coefficient = torch.func.vmap(lambda *rows: transfer.radius(step, list(rows)))(*radius_rows)
     radius_bias = transfer.radius(step, [(i.upper_bias - i.lower_bias) / 2 for i in inputs])
+    radius_coefficient = _over_rows(torch.func.vmap(lambda *rows: transfer.radius(step, list(rows))), radius_bias)(*radius_rows)
     return LinearBounds(center_coefficient - radius_coefficient, center_bias - radius_bias,
                         center_coefficient + radius_coefficient, center_bias + radius_bias, inputs[0].positions)
 

@@ -72,3 +72,51 @@ def test_linear_bounds_of_the_input_concretize_to_its_box():
     box = InputSet(torch.tensor([[0.0, -1.0], [2.0, 3.0]]), torch.tensor([[1.0, 1.0], [2.5, 4.0]]))
     interval = LinearBounds.identity(box).concretize(box)
     assert torch.equal(interval.lower, box.lower) and torch.equal(interval.upper, box.upper)
+
+
+def _patch_boxes(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One box per 2x2 patch of x [1, C, H, W]: only that patch (every channel) may move by eps."""
+    _, channels, height, width = x.shape
+    masks = torch.zeros(height // 2 * (width // 2), 1, channels, height, width)
+    for index in range(masks.shape[0]):
+        top, left = 2 * (index // (width // 2)), 2 * (index % (width // 2))
+        masks[index, :, :, top : top + 2, left : left + 2] = 1.0
+    masks = masks.squeeze(1)
+    return x - eps * masks, x + eps * masks
+
+
+def test_boxes_that_free_different_patches_cost_one_patch_of_rows_and_are_sound():
+    """A batch of boxes, each freeing its own patch, is carried by as many rows as one patch has (not the
+    union of all patches), each sample's rows standing for its own free elements."""
+    model = randomize_(torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 3, padding=1),
+        torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(48, 3)).eval(), 5)
+    x = torch.rand(1, 2, 8, 8, generator=torch.Generator().manual_seed(5))
+    lower, upper = _patch_boxes(x, 0.2)
+    box = InputSet(lower, upper)
+    identity = LinearBounds.identity(box)
+    assert tuple(identity.positions.shape) == (16, 8) and identity.lower_coefficient.shape[0] == 8
+    free = (upper > lower).reshape(16, -1)
+    for sample in range(16):
+        assert sorted(identity.positions[sample].tolist()) == free[sample].nonzero().flatten().tolist()
+    assert_sound(model, lower, upper, methods=("forward-crown",), samples=500, seed=5)
+
+
+def test_forward_mode_over_boxes_with_a_different_number_of_free_elements_pads_rows():
+    box = InputSet(torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 2.0]]), torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 3.0]]))
+    bounds = LinearBounds.identity(box)
+    assert bounds.positions.tolist() == [[0, 1], [2, -1]]
+    interval = bounds.concretize(box)
+    assert torch.equal(interval.lower, box.lower) and torch.equal(interval.upper, box.upper)
+
+
+def test_forward_crown_over_points_is_the_model_itself():
+    """A box with no free element (a point) has no coefficient rows: forward mode through convolutions and
+    linear layers gave a shape error (vmap over an empty dimension)."""
+    model = randomize_(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, stride=2, padding=1), torch.nn.ReLU(),
+                                           torch.nn.Conv2d(2, 2, 3, stride=2, padding=1), torch.nn.ReLU(),
+                                           torch.nn.Flatten(), torch.nn.Linear(2, 3)).eval(), 2)
+    x = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    bounds = BoundedModel(model, x).compute_bounds(x_lower=x, x_upper=x, method="forward-crown")
+    torch.testing.assert_close(bounds.lower, model(x).detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bounds.upper, model(x).detach(), rtol=1e-5, atol=1e-5)
