@@ -119,6 +119,15 @@ class Patches:
         padded = torch.nn.functional.pad(tensor, padding)
         h, w = self.values.shape[-2:]
         if tensor.dim() == 4:
+            places = (padded.shape[2] - h + 1) * (padded.shape[3] - w + 1)
+            if self.specs * GATHER_DIRECT < places:
+                # fewer windows than places a window can sit: index each window's elements directly
+                if not self.per_sample:
+                    return padded[:, :, rows[:, 0, :, None], columns[:, 0, None, :]].permute(2, 0, 1, 3, 4)
+                samples = torch.arange(rows.shape[1], device=rows.device)[None, :, None, None]
+                if padded.shape[0] != rows.shape[1]:
+                    padded = padded.expand(rows.shape[1], *padded.shape[1:])
+                return padded[samples, :, rows[..., None], columns[..., None, :]].permute(0, 1, 4, 2, 3)
             # every window position's [batch, C, h, w] block once (few positions: the map is small or the
             # windows are), then one block per spec by its position: a contiguous copy per spec, several
             # times faster than indexing every element
@@ -173,6 +182,11 @@ class Patches:
         upper = self.windows(upper)
         bound = summed_product(values, upper) + summed_product(values.clamp(min=0), self.windows(lower) - upper)
         return bound.reshape(self.specs, -1)
+
+
+#: `Patches.gather` indexes window elements directly when there are this many times fewer windows than places
+#: a window can sit (elementwise indexing costs several times a block copy per element)
+GATHER_DIRECT = 4
 
 
 def _repeats(corners: torch.Tensor) -> int:

@@ -111,7 +111,13 @@ def test_transposed_convolution_into_few_channels_equals_torchs(name, output_pad
     torch.testing.assert_close(convolution.transposed_convolution(A, weight, *arguments), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_gather_and_dense_agree_with_slicing():
+#: `GATHER_DIRECT` values that force each way of gathering windows: elementwise indexing, and the table of blocks
+GATHER_WAYS = pytest.mark.parametrize("direct", [0, 10**9], ids=["indexed", "blocks"])
+
+
+@GATHER_WAYS
+def test_gather_and_dense_agree_with_slicing(direct, monkeypatch):
+    monkeypatch.setattr(patches_module, "GATHER_DIRECT", direct)
     generator = torch.Generator().manual_seed(0)
     patches = Patches(torch.randn(5, 1, 2, 3, 2, generator=generator), torch.tensor([-2, 0, 1, 3, 4]),
                       torch.tensor([0, -1, 2, 4, 5]), 5, 6).inside_map()
@@ -161,7 +167,9 @@ def test_windows_placed_per_sample_equal_the_vjp(name):
     torch.testing.assert_close(back.to_dense(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_gather_per_sample_agrees_with_the_dense_rows():
+@GATHER_WAYS
+def test_gather_per_sample_agrees_with_the_dense_rows(direct, monkeypatch):
+    monkeypatch.setattr(patches_module, "GATHER_DIRECT", direct)
     generator = torch.Generator().manual_seed(1)
     positions = torch.randint(0, 2 * 5 * 6, (4, 3), generator=generator)
     signs = torch.randn(4, 3, generator=generator)
