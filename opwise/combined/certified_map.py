@@ -19,6 +19,7 @@ import torch
 
 from opwise.bounds import BoundedModel
 from opwise.bounds.methods import method_name
+from opwise.bounds.spec import margin_matrix
 from opwise.combined.box_splitting import certify_by_splitting
 from opwise.combined.linear_radius import has_linear_bound, linear_pass, patch_features, patch_linear_bound
 from opwise.combined.patch_attack import attack_boxes, robust_margins
@@ -197,6 +198,7 @@ def certified_map(
     if not 0 <= target < output.shape[1]:
         raise InputError(f"target {target} is out of range for {output.shape[1]} outputs")
 
+    at_x = margin_matrix(output.shape[1], target) @ output[0].cpu()  # the margins at x, spec by spec
     passes = 0
 
     def margins(lower: torch.Tensor, upper: torch.Tensor, stage: str) -> torch.Tensor:
@@ -212,7 +214,9 @@ def certified_map(
     def prove(rows: torch.Tensor, eps: torch.Tensor, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass of `stage` at `eps` [rows]: the radius it certifies (eps where it proves the box; where it
         does not, what its linear bound still proves, 0 for a method without one or under plain bisection) and
-        where its linear bound reaches zero (up to eps_max: beyond eps a guess, not a proof; NaN without one)."""
+        a guess for the next probe (NaN without a linear bound): where a proved probe's linear bound reaches
+        zero (up to eps_max), or below a failed one, where the method's bound is predicted to
+        (`PatchLinearBound.predicted_radius`)."""
         nonlocal passes
         lower, upper = _boxes(x, masks[rows], eps, domain)
         nothing = torch.full_like(eps, math.nan)
@@ -228,7 +232,8 @@ def certified_map(
         linear = patch_linear_bound(bound.cpu(), slope.cpu(), x, index[rows], real[rows], eps, domain)
         reach = linear.radius(torch.full_like(eps, eps_max))
         proved = bound.cpu().amin(1) > 0
-        return torch.where(proved, eps, torch.minimum(reach, eps)), torch.where(proved, torch.maximum(reach, eps), reach)
+        guess = linear.predicted_radius(at_x, eps, eps)
+        return torch.where(proved, eps, torch.minimum(reach, eps)), torch.where(proved, torch.maximum(reach, eps), guess)
 
     low = torch.zeros(count)
     attack_radius = torch.full((count,), math.inf)
@@ -280,8 +285,8 @@ def _search(prove, low: torch.Tensor, limit: torch.Tensor, eps_max: float, toler
     their step (`start` "top": from eps_max down; "grow", a later and costlier method that rarely proves
     much more: from the radius certified so far by one tolerance). Once probes fail, the
     radius is where a failed probe p would certify p itself: the root of p − certified(p), which the search
-    finds by the secant through the last two failed probes (the first alone: as far below as above the
-    radius) and probes half a tolerance past, so that the probe's failed pass closes the bracket. Without
+    finds by the secant through the last two failed probes (the first alone: `prove`'s guess, or as far
+    below as above the radius) and probes half a tolerance past, so that the probe's failed pass closes the bracket. Without
     linear bounds (and under "bisect", which starts at once, below eps_max and the limit: branch-and-bound)
     a failed probe certifies nothing and this is bisection. A pass of fewer rows than `width` (a chunk, which
     costs the same) gives every row more probes, evenly over its bracket.
@@ -294,6 +299,7 @@ def _search(prove, low: torch.Tensor, limit: torch.Tensor, eps_max: float, toler
     last, last_certified = torch.full_like(low, math.nan), torch.full_like(low, math.nan)
     before, before_certified = last.clone(), last.clone()
     proved_last = torch.zeros_like(low, dtype=torch.bool)
+    predicted = torch.full_like(low, math.nan)  # below the last failed probe, where `prove` guessed the radius is
     while True:
         active = (low < eps_max) & (high - low > tolerance * (1 + 1e-6))
         rows = torch.nonzero(active).flatten()
@@ -306,7 +312,8 @@ def _search(prove, low: torch.Tensor, limit: torch.Tensor, eps_max: float, toler
         # the secant holds where both failed probes proved something and the gap grows with the probe, as it
         # does near the radius; from one failed probe, the radius is guessed as far below it as its bound proved
         rising = (gap - gap_before) * (last - before) > 0
-        root = torch.where(torch.isfinite(secant) & rising & (before_certified > 0), secant, last - gap / 2)
+        alone = torch.where(torch.isfinite(predicted), predicted, last - gap / 2)
+        root = torch.where(torch.isfinite(secant) & rising & (before_certified > 0), secant, alone)
         root = torch.where(last_certified > 0, root, math.nan)
         # a guess outside the bracket, or after a proved probe (the guess was too low), gives way to halving the
         # bracket (up to where that probe's bound reaches zero, if lower)
@@ -331,6 +338,7 @@ def _search(prove, low: torch.Tensor, limit: torch.Tensor, eps_max: float, toler
         lowest = torch.full_like(probe, math.inf).scatter_reduce(0, owner, failed_at, "amin")
         at_lowest = (failed_at == lowest[owner]) & ~proved_all
         lowest_certified = torch.zeros_like(probe).scatter_reduce(0, owner[at_lowest], certified_all[at_lowest], "amax")
+        lowest_guess = torch.full_like(probe, -math.inf).scatter_reduce(0, owner[at_lowest], reach_all[at_lowest], "amax")
         proved = torch.isinf(lowest)  # every probe of the row proved
         reach_proved = torch.where(proved_all, reach_all, -math.inf)
         reach[rows] = torch.full_like(probe, -math.inf).scatter_reduce(0, owner, reach_proved, "amax")
@@ -340,6 +348,7 @@ def _search(prove, low: torch.Tensor, limit: torch.Tensor, eps_max: float, toler
         before[failed], before_certified[failed] = last[failed], last_certified[failed]
         last[failed], last_certified[failed] = lowest[~proved], lowest_certified[~proved]
         reach[failed] = math.nan
+        predicted[failed] = lowest_guess[~proved]
         step[rows[proved]] *= 2
         growing[failed] = False
         proved_last[rows] = proved

@@ -68,6 +68,32 @@ class PatchLinearBound:
         return torch.where(at_reach, reach, low).to(torch.float32)
 
 
+    def predicted_radius(self, at_x: torch.Tensor, probe: torch.Tensor, reach: torch.Tensor) -> torch.Tensor:
+        """Where the method's own bound (not this linear one) is guessed to reach zero, up to `reach` [rows]: a
+        probe for the next pass after this one failed at `probe` [rows], never a proved radius. The bound's
+        value at x falls from the true margins `at_x` [specs] (the relaxations are exact at a point) to this
+        pass's `centre` at the probe; as relaxations loosen with the box's area that fall is taken as
+        quadratic in the radius, b·ε², and the slopes as this pass's.
+
+        >>> bound = PatchLinearBound(torch.tensor([[0.5]]), torch.tensor([[[1.0]]]), torch.full((1, 1, 1), float("inf")))
+        >>> round(float(bound.predicted_radius(torch.tensor([1.0]), torch.tensor([1.0]), torch.tensor([1.0]))), 4)  # 1 - ε²/2 - ε = 0
+        0.7321
+        """
+        probe = probe.to(torch.float64).reshape(-1, 1)
+        fall = ((at_x.to(torch.float64).reshape(1, -1) - self.centre) / probe**2).clamp(min=0)
+
+        def positive(eps: torch.Tensor) -> torch.Tensor:
+            moved = (self.weight * torch.minimum(eps.reshape(-1, 1, 1), self.room)).sum(-1)
+            return (at_x.reshape(1, -1) - fall * eps.reshape(-1, 1) ** 2 - moved).amin(-1) > 0
+
+        low, high = torch.zeros_like(probe[:, 0]), reach.to(torch.float64).clone()
+        for _ in range(RADIUS_STEPS):
+            middle = (low + high) / 2
+            fine = positive(middle)
+            low, high = torch.where(fine, middle, low), torch.where(fine, high, middle)
+        return low.to(torch.float32)
+
+
 def patch_features(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each patch's features as flat indices [patches, k] (k: the largest patch; shorter ones padded) and
     which of them are real (not padding), [patches, k].
