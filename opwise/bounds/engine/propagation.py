@@ -41,6 +41,11 @@ POLICIES = ("crown", "forward", "ibp", "mixed")
 #: "mixed" policy: nodes with at most this many elements per sample get backward CROWN intermediate bounds
 CROWN_LIMIT = 64
 
+#: a box with at most this many free elements per sample, the others fixed (one patch of an image, the latent
+#: part of an input whose image part is given), ends its backward passes where they reach a node that is an
+#: affine function of the input, on that node's coefficients over the free elements (`_free_prefix`)
+FREE_INPUT_LIMIT = 64
+
 
 @dataclasses.dataclass
 class LinearBound:
@@ -91,6 +96,10 @@ class BoundPropagation:
     Nodes may be given as fx nodes or by name. Passes check the caller's `deadline` (engine/deadline.py)
     between nodes and chunks and raise TimeLimitReached past it.
 
+    On a box where most input elements are fixed but not all (`FREE_INPUT_LIMIT`), a pass's
+    `input_coefficient` is exact over the box but zero on the fixed elements, whose share is in the bias
+    (over a point, where nothing is free, a pass is the model's linearization: every coefficient is kept).
+
     >>> import torch, opwise
     >>> from opwise.bounds.input_set import InputSet
     >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
@@ -122,6 +131,7 @@ class BoundPropagation:
         self._tight: dict[fx.Node, Interval] = {self.input_node: input_set.interval}
         self._ancestors: dict[fx.Node, list[fx.Node]] = {}
         self._linear: dict[fx.Node, LinearBounds] = {}
+        self._prefix: dict[fx.Node, LinearBounds | None] | None = None
         self.splits = {self._node(node): interval for node, interval in (splits or {}).items()}
         self.infeasible = torch.zeros(input_set.lower.shape[0], dtype=torch.bool, device=self.device)
         self.record = frozenset(self._node(node) for node in record)
@@ -528,13 +538,23 @@ class BoundPropagation:
         values = A.values if isinstance(A, Patches) else A
         bias = torch.zeros(values.shape[0], groups, dtype=values.dtype, device=values.device)
         input_coefficient, recorded = None, {}
+        prefix = self._free_prefix() if groups == self.batch else {}
+        free = None  # with `prefix`: the coefficients of each sample's free input elements [specs, groups, rows]
         for node in reversed(self.ancestors(target)):
             check_deadline()
             coefficient = coefficients.pop(node, None)
             if coefficient is None:
                 continue
             if node is self.input_node:
-                input_coefficient = coefficient
+                if not prefix:
+                    input_coefficient = coefficient
+                    continue
+                # coefficients that reached the input itself: their free elements join `free`, the rest the bias
+                flat = dense(coefficient).reshape(values.shape[0], groups, -1)
+                identity = prefix[node]
+                part = flat.gather(2, identity.positions.clamp(min=0).unsqueeze(0).expand(flat.shape[0], -1, -1))
+                free = part if free is None else free + part
+                bias = bias + (flat * identity.lower_bias.reshape(1, groups, -1)).sum(-1)
                 continue
             if node in self.record:
                 recorded[node] = dense(coefficient).detach()
@@ -547,17 +567,76 @@ class BoundPropagation:
             if beta is not None:
                 coefficient, own = apply_split_constraint(coefficient, self.splits[node], beta)
                 bias = bias + own.reshape(own.shape[0], groups, -1).sum(-1)
+            exact = self._exact_forward(node) if prefix and not isinstance(coefficient, Patches) else None
+            if exact is not None:  # A·node = (A·C)·x_free + A·bias: no pass on to the input
+                flat = coefficient.reshape(coefficient.shape[0], groups, -1)
+                rows = exact.lower_coefficient.reshape(exact.lower_coefficient.shape[0], groups, -1)
+                part = torch.einsum("sgn,rgn->sgr", flat, rows)
+                free = part if free is None else free + part
+                bias = bias + (flat * exact.lower_bias.reshape(1, groups, -1)).sum(-1)
+                continue
             parts, terms = transfer.backward(step, coefficient)
             if terms is not None:
                 bias = bias + terms.reshape(terms.shape[0], groups, -1).sum(-1)
             for parent, part in zip(step.inputs, parts):
                 if part is not None:
                     coefficients[parent] = add_coefficients(coefficients[parent], part) if parent in coefficients else part
+        if prefix:
+            return self._free_bound(free, bias, recorded)
         if isinstance(input_coefficient, Patches) and (self.input_set.center is None or math.isinf(self.input_set.norm)):
             lower = input_coefficient.minimum_over_box(self.input_set.lower, self.input_set.upper) + bias
         else:
             lower = self.input_set.minimum(dense(input_coefficient), groups) + bias
         return LinearBound(lower, input_coefficient, bias, recorded)
+
+
+    def _free_prefix(self) -> dict[fx.Node, LinearBounds | None]:
+        """The exact forward bounds of nodes that are affine functions of the input, by node (found as passes
+        reach them; None: not such a node), when the input set is a box whose samples free at most
+        `FREE_INPUT_LIMIT` of many more elements; else empty. A backward pass stops at the first such node it
+        reaches: its coefficients then meet the node's forward coefficients over the free elements (rows per
+        sample, not per input element), and the fixed elements' share goes into the bias. The result is the
+        same bound, without carrying coefficients over the whole input back through the first layers."""
+        if self._prefix is None:
+            self._prefix = {}
+            if self.input_set.is_box:
+                identity = LinearBounds.identity(self.input_set)
+                rows = 0 if identity.positions is None else identity.positions.shape[1]
+                count = math.prod(self.input_set.lower.shape[1:])
+                if 0 < rows <= FREE_INPUT_LIMIT and 4 * rows <= count:
+                    self._prefix[self.input_node] = identity
+        return self._prefix
+
+    def _exact_forward(self, node: fx.Node) -> LinearBounds | None:
+        """The node's exact forward bounds if it is an affine function of the input (`_free_prefix`), else None."""
+        if node not in self._prefix:
+            step = self.step(node)
+            transfer = self._transfers[node]
+            inputs = [self._exact_forward(i) for i in step.inputs]
+            exact = None
+            if (isinstance(transfer, Affine) and step.relaxation is None and not transfer.needs_bounds(step)
+                    and step.inputs and all(i is not None for i in inputs)
+                    and self.graph.info(node).shape[:1] == (self.batch,)):
+                exact = forward_bounds(step, transfer, inputs)
+            self._prefix[node] = exact if exact is not None and exact.exact else None
+        return self._prefix[node]
+
+    def _free_bound(self, free: torch.Tensor | None, bias: torch.Tensor, recorded: dict) -> LinearBound:
+        """A pass's result from its coefficients on each sample's free input elements `free` [specs, groups,
+        rows]: their minimum over the box, and the input coefficients they are (zero on fixed elements)."""
+        identity = self._prefix[self.input_node]
+        batch = self.batch
+        flat_lower, flat_upper = self.input_set.lower.reshape(batch, -1), self.input_set.upper.reshape(batch, -1)
+        coefficient = torch.zeros(bias.shape[0], batch, flat_lower.shape[1], dtype=bias.dtype, device=bias.device)
+        if free is None:  # the bound does not depend on the input
+            return LinearBound(bias, coefficient.reshape(bias.shape[0], *self.input_set.lower.shape), bias, recorded)
+        index = identity.positions.clamp(min=0)
+        valid = (identity.positions >= 0).to(free.dtype)
+        free = free * valid
+        low, high = flat_lower.gather(1, index), flat_upper.gather(1, index)
+        lower = (free.clamp(min=0) * low + free.clamp(max=0) * high).sum(-1) + bias
+        coefficient.scatter_add_(2, index.unsqueeze(0).expand_as(free), free)
+        return LinearBound(lower, coefficient.reshape(bias.shape[0], *self.input_set.lower.shape), bias, recorded)
 
 
 def _chunk_size(spatial: tuple[int, ...]) -> int:

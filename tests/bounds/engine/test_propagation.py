@@ -337,3 +337,60 @@ def test_copies_get_their_sources_crown_interval_without_a_pass_of_their_own(see
     assert any(name.startswith("expand") for name in refined[before:])
     assert torch.allclose(fast.lower, slow.lower, atol=1e-5) and torch.allclose(fast.upper, slow.upper, atol=1e-5)
     assert_sound(model, x - 0.1, x + 0.1, methods=("crown", "alpha-crown"), samples=2000, bounded=bounded)
+
+
+class _SkipFromInput(torch.nn.Module):
+    """An image net whose output also reads the input itself (a skip connection) and whose first layers are
+    affine functions of the input (normalisation, convolution): passes reach the input on two paths."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 4, 3, stride=2, padding=1)
+        self.inner = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.Tanh(),
+                                         torch.nn.Flatten(), torch.nn.Linear(64, 8), torch.nn.ReLU())
+        self.head = torch.nn.Linear(8 + 2 * 8 * 8, 3)
+
+    def forward(self, x):
+        hidden = self.inner(self.conv((x - 0.5) / 0.3))
+        return self.head(torch.cat([hidden, x.flatten(1)], 1))
+
+
+def _one_patch_boxes(x: torch.Tensor, eps: float, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` boxes around x [1, C, H, W], box i freeing one 2x2 patch (and only on the side the domain
+    [0, 1] leaves room for)."""
+    masks = torch.zeros(count, *x.shape[1:])
+    for index in range(count):
+        top, left = 2 * (index // (x.shape[3] // 2)), 2 * (index % (x.shape[3] // 2))
+        masks[index, :, top : top + 2, left : left + 2] = 1.0
+    return (x - eps * masks).clamp(0, 1), (x + eps * masks).clamp(0, 1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_passes_over_mostly_fixed_boxes_end_at_the_first_layers_with_the_same_bounds(seed, monkeypatch):
+    """On boxes that free a few input elements each, a pass stops at the nodes that are affine functions of the
+    input (`FREE_INPUT_LIMIT`): same bounds as carrying the coefficients to the input, sound, and input
+    coefficients that reproduce the bound (zero on the fixed elements)."""
+    from opwise.bounds.engine import propagation
+
+    model = randomize_(_SkipFromInput().eval(), seed)
+    x = torch.rand(1, 2, 8, 8, generator=torch.Generator().manual_seed(seed))
+    lower, upper = _one_patch_boxes(x, 0.15, 6)
+    graph = BoundedModel(model, lower).graph
+    A = torch.randn(5, 6, 3, generator=torch.Generator().manual_seed(seed))
+
+    def pass_(limit: int):
+        monkeypatch.setattr(propagation, "FREE_INPUT_LIMIT", limit)
+        engine = BoundPropagation(graph, InputSet(lower, upper))
+        return engine, engine.bound(graph.output, A)
+
+    engine, short = pass_(64)
+    prefix = engine._free_prefix()
+    assert sum(exact is not None for exact in prefix.values()) >= 3, "no pass stopped at the first layers"
+    _, full = pass_(0)
+    torch.testing.assert_close(short.lower, full.lower, rtol=1e-5, atol=1e-5)
+    coefficient = short.input_coefficient.reshape(5, 6, -1)
+    fixed = (upper <= lower).reshape(1, 6, -1).expand_as(coefficient)
+    assert bool((coefficient[fixed] == 0).all())
+    corner = torch.where(coefficient >= 0, lower.reshape(1, 6, -1), upper.reshape(1, 6, -1))
+    torch.testing.assert_close((coefficient * corner).sum(-1) + short.bias, short.lower, rtol=1e-5, atol=1e-5)
+    assert_sound(model, lower, upper, methods=("crown", "alpha-crown"), samples=1_000, seed=seed)
