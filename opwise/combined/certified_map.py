@@ -21,7 +21,8 @@ from opwise.bounds import BoundedModel
 from opwise.bounds.methods import method_name
 from opwise.bounds.spec import margin_matrix
 from opwise.combined.box_splitting import certify_by_splitting
-from opwise.combined.linear_radius import has_linear_bound, linear_pass, patch_features, patch_linear_bound
+from opwise.combined.linear_radius import (FailedProbeIntervals, has_linear_bound, linear_pass, patch_features,
+                                           patch_linear_bound)
 from opwise.combined.patch_attack import attack_boxes, robust_margins
 from opwise.errors import InputError
 from opwise.tracing import Graph
@@ -228,10 +229,12 @@ def certified_map(
         if search == "bisect" or not has_linear_bound(stage):
             return torch.where(margins(lower, upper, stage) > 0, eps, torch.zeros_like(eps)), nothing
         passes += 1
-        bound, slope = linear_pass(bounded, lower, upper, index[rows], target, stage, chunk)
+        bound, slope, settled = linear_pass(bounded, lower, upper, index[rows], target, stage, chunk,
+                                            outer=failed_probes.outer(rows, eps), settle=True)
         linear = patch_linear_bound(bound.cpu(), slope.cpu(), x, index[rows], real[rows], eps, domain)
         reach = linear.radius(torch.full_like(eps, eps_max))
         proved = bound.cpu().amin(1) > 0
+        failed_probes.keep(rows, eps, ~proved, settled)
         guess = linear.predicted_radius(at_x, eps, eps)
         return torch.where(proved, eps, torch.minimum(reach, eps)), torch.where(proved, torch.maximum(reach, eps), guess)
 
@@ -241,6 +244,7 @@ def certified_map(
     attack_seconds, attacked = 0.0, False
     tolerance = eps_max / 2**steps
     features = patch_features(masks)
+    failed_probes = FailedProbeIntervals(count)
     index, real = features
     for position, stage in enumerate(CASCADES[method]):
         if stage == "bab" and attack:
@@ -368,7 +372,7 @@ def _linearized_radius(bounded, x, features, target, method, domain, eps_max, ch
     count = index.shape[0]
     everything = torch.arange(x[0].numel()).reshape(1, -1)
     points = x.expand(chunk, *x.shape[1:])
-    lower, slope = linear_pass(bounded, points, points, everything.expand(chunk, -1), target, method, chunk)
+    lower, slope, _ = linear_pass(bounded, points, points, everything.expand(chunk, -1), target, method, chunk)
     slope = slope[:1].cpu().expand(count, -1, -1).gather(2, index.unsqueeze(1).expand(-1, slope.shape[1], -1))
     bound = patch_linear_bound(lower[:1].cpu().expand(count, -1), slope, x, index, real, torch.zeros(count), domain)
     zero = bound.radius(torch.full((count,), float(eps_max)))

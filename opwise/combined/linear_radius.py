@@ -22,6 +22,7 @@ from opwise.bounds.input_set import InputSet
 from opwise.bounds.methods import METHODS
 from opwise.bounds.spec import margin_matrix
 from opwise.bounds.transfers.patches import dense
+from opwise.bounds.transfers.registry import Interval
 
 #: bisection steps on ε' when reading a radius off a linear bound (float64: 2^-50 of the probe)
 RADIUS_STEPS = 50
@@ -140,18 +141,99 @@ def has_linear_bound(method: str) -> bool:
     return method in METHODS and METHODS[method][1] == "crown"
 
 
+@dataclasses.dataclass
+class PackedIntervals:
+    """Intermediate intervals of a pass, one row per box, the nodes' elements side by side (`layout`: names and
+    per-sample shapes, in order): what a later pass over a smaller box around the same point may take as
+    `outer` (`BoundPropagation`). ±inf stands for nothing known.
+
+    >>> packed = PackedIntervals.pack({"a": Interval(torch.zeros(2, 1), torch.ones(2, 1))}, [("a", (1,)), ("b", (2,))])
+    >>> packed.lower.tolist(), packed.unpack()["a"].upper.tolist()
+    ([[0.0, -inf, -inf], [0.0, -inf, -inf]], [[1.0], [1.0]])
+    """
+
+    layout: list[tuple[str, tuple[int, ...]]]
+    lower: torch.Tensor
+    upper: torch.Tensor
+
+    @classmethod
+    def pack(cls, intervals: dict[str, Interval], layout: list[tuple[str, tuple[int, ...]]], rows: int | None = None
+             ) -> "PackedIntervals":
+        rows = next(iter(intervals.values())).lower.shape[0] if rows is None else rows
+        lower, upper = [torch.zeros(rows, 0)], [torch.zeros(rows, 0)]
+        for name, shape in layout:
+            interval = intervals.get(name)
+            if interval is None or tuple(interval.lower.shape[1:]) != tuple(shape):
+                size = math.prod(shape)
+                lower.append(torch.full((rows, size), -math.inf))
+                upper.append(torch.full((rows, size), math.inf))
+            else:
+                lower.append(interval.lower.detach().reshape(rows, -1).cpu())
+                upper.append(interval.upper.detach().reshape(rows, -1).cpu())
+        return cls(layout, torch.cat(lower, 1), torch.cat(upper, 1))
+
+    def unpack(self, device: torch.device | str = "cpu") -> dict[str, Interval]:
+        result, start = {}, 0
+        for name, shape in self.layout:
+            size = math.prod(shape)
+            lower, upper = self.lower[:, start : start + size], self.upper[:, start : start + size]
+            start += size
+            if bool(torch.isfinite(lower).any() | torch.isfinite(upper).any()):
+                result[name] = Interval(lower.reshape(-1, *shape).to(device), upper.reshape(-1, *shape).to(device))
+        return result
+
+
+class FailedProbeIntervals:
+    """Per patch of a map, the intermediate intervals of the pass at its lowest failed probe. Every later probe
+    of that patch is smaller (a failed probe bounds the search from above), its box inside that one, so those
+    intervals hold there too: as `outer` they decide neurons that interval propagation alone leaves open,
+    and CROWN bounds fewer of them."""
+
+    def __init__(self, count: int):
+        self.probe = torch.full((count,), math.inf)  # the probe each patch's intervals were settled at (inf: none)
+        self.packed: PackedIntervals | None = None
+
+    def outer(self, rows: torch.Tensor, eps: torch.Tensor) -> PackedIntervals | None:
+        """`outer` for probes `eps` [n] of the patches `rows` [n]: a patch's intervals where they were settled at
+        a larger probe, nothing elsewhere."""
+        if self.packed is None:
+            return None
+        usable = (self.probe[rows] > eps).unsqueeze(1)
+        return PackedIntervals(self.packed.layout, torch.where(usable, self.packed.lower[rows], -math.inf),
+                               torch.where(usable, self.packed.upper[rows], math.inf))
+
+    def keep(self, rows: torch.Tensor, eps: torch.Tensor, failed: torch.Tensor, settled: PackedIntervals | None) -> None:
+        """Keep the intervals of the failed probes below each patch's lowest so far."""
+        if settled is None:
+            return
+        if self.packed is None:
+            size = (self.probe.shape[0], settled.lower.shape[1])
+            self.packed = PackedIntervals(settled.layout, torch.full(size, -math.inf), torch.full(size, math.inf))
+        for index in failed.nonzero().flatten().tolist():
+            row = int(rows[index])
+            if float(eps[index]) < float(self.probe[row]):
+                self.probe[row] = eps[index]
+                self.packed.lower[row], self.packed.upper[row] = settled.lower[index], settled.upper[index]
+
+
 def linear_pass(bounded: BoundedModel, lower: torch.Tensor, upper: torch.Tensor, index: torch.Tensor, target: int,
-                method: str, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+                method: str, chunk: int, outer: PackedIntervals | None = None, settle: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, PackedIntervals | None]:
     """One CROWN-type pass (`has_linear_bound(method)`) over the boxes [rows, *shape], in chunks of `chunk`
-    rows: the margin lower bounds [rows, specs] and the input coefficients of the linear bounds they are the
-    minima of, on each row's features `index` [rows, k] ([rows, specs, k])."""
+    rows: the margin lower bounds [rows, specs], the input coefficients of the linear bounds they are the
+    minima of, on each row's features `index` [rows, k] ([rows, specs, k]), and with `settle`, the
+    intermediate intervals the pass settled per row (else None). `outer`: per row, intervals known to hold
+    over a larger box around the same point (an earlier pass's), which spare the pass CROWN specs."""
     intermediate, _ = METHODS[method]
     outputs = math.prod(bounded.graph.info(bounded.graph.output).shape[1:])
     spec = margin_matrix(outputs, target).to(bounded.device)
+    layout = None if outer is None else outer.layout
 
-    def run(graph, low, high, features):
+    def run(graph, low, high, features, outer_lower, outer_upper):
+        nonlocal layout
         bounded.check_samples_independent(graph)
-        engine = BoundPropagation(graph, InputSet(low, high), intermediate)
+        known = None if outer_lower is None else PackedIntervals(layout, outer_lower.cpu(), outer_upper.cpu()).unpack(low.device)
+        engine = BoundPropagation(graph, InputSet(low, high), intermediate, outer=known)
         A = spec.unsqueeze(1).expand(spec.shape[0], low.shape[0], outputs).reshape(spec.shape[0], *graph.info(graph.output).shape)
         result = engine.bound(graph.output, A)
         if result.input_coefficient is None:  # the output does not depend on the input
@@ -159,12 +241,20 @@ def linear_pass(bounded: BoundedModel, lower: torch.Tensor, upper: torch.Tensor,
         else:
             coefficient = dense(result.input_coefficient).detach().reshape(spec.shape[0], low.shape[0], -1).transpose(0, 1)
             slope = coefficient.gather(2, features.unsqueeze(1).expand(-1, spec.shape[0], -1))
-        return result.lower.detach().T, slope
+        if not settle:
+            return result.lower.detach().T, slope, None, None
+        intervals = {name: i for name, i in engine.known_intervals().items() if i.lower.shape[:1] == low.shape[:1]}
+        layout = layout or [(name, tuple(interval.lower.shape[1:])) for name, interval in sorted(intervals.items())]
+        settled = PackedIntervals.pack(intervals, layout, low.shape[0])
+        return result.lower.detach().T, slope, settled.lower, settled.upper
 
     # whole chunks only, the last one padded with its last row: a short pass would re-trace the graph for its size
     rows = lower.shape[0]
     padded = torch.arange(-(-rows // chunk) * chunk).clamp(max=rows - 1)
+    outer_lower, outer_upper = (None, None) if outer is None else (outer.lower[padded], outer.upper[padded])
     with torch.no_grad():
-        bound, slope = bounded.graph.map_batches(run, lower[padded].to(bounded.device), upper[padded].to(bounded.device),
-                                                 index[padded].to(bounded.device), max_batch=chunk)
-    return bound[:rows], slope[:rows]
+        bound, slope, settled_lower, settled_upper = bounded.graph.map_batches(
+            run, lower[padded].to(bounded.device), upper[padded].to(bounded.device), index[padded].to(bounded.device),
+            outer_lower, outer_upper, max_batch=chunk)
+    settled = PackedIntervals(layout, settled_lower[:rows], settled_upper[:rows]) if settle else None
+    return bound[:rows], slope[:rows], settled

@@ -9,7 +9,8 @@ import torch
 
 from opwise.bounds import BoundedModel
 from opwise.combined.certified_map import _boxes, patch_masks
-from opwise.combined.linear_radius import PatchLinearBound, linear_pass, patch_features, patch_linear_bound
+from opwise.combined.linear_radius import (FailedProbeIntervals, PatchLinearBound, linear_pass, patch_features,
+                                           patch_linear_bound)
 from opwise.combined.patch_attack import robust_margins
 from tests.combined.test_certified_map import _cnn, _sensitive
 
@@ -52,7 +53,7 @@ def test_a_failed_probe_still_certifies_a_sound_radius(seed):
     bounded = BoundedModel(model, x)
     probe = torch.full((masks.shape[0],), PROBE)
     lower, upper = _boxes(x, masks, probe, (0.0, 1.0))
-    margins, slope = linear_pass(bounded, lower, upper, index, target, "crown", 4)
+    margins, slope, _ = linear_pass(bounded, lower, upper, index, target, "crown", 4)
     radius = patch_linear_bound(margins, slope, x, index, real, probe, (0.0, 1.0)).radius(probe)
     failed = margins.amin(1) <= 0
     assert failed.any() and (radius[failed] < PROBE).all() and (radius[failed] > 0).any()
@@ -64,3 +65,37 @@ def test_a_failed_probe_still_certifies_a_sound_radius(seed):
         points = low + (high - low) * u
         assert (robust_margins(model, points, target) > 0).all(), row
         assert not math.isnan(float(radius[row]))
+
+
+def test_a_later_probe_takes_the_intervals_of_a_larger_failed_probe_and_keeps_its_bound_sound():
+    """A pass over smaller boxes may start from the intervals a failed pass over larger boxes of the same
+    patches settled: only where that probe was larger; the margins it proves are never below the plain pass's
+    and hold on sampled points."""
+    model, x = _sensitive(_cnn, (1, 1, 7, 7), 3)
+    target = int(model(x).argmax())
+    masks = patch_masks((1, 7, 7), 2)
+    index, _ = patch_features(masks)
+    bounded = BoundedModel(model, x)
+    rows = torch.arange(masks.shape[0])
+    store = FailedProbeIntervals(masks.shape[0])
+    large = torch.full((masks.shape[0],), PROBE)
+    assert store.outer(rows, large) is None
+    lower, upper = _boxes(x, masks, large, (0.0, 1.0))
+    margins, _, settled = linear_pass(bounded, lower, upper, index, target, "crown", 4, settle=True)
+    failed = margins.amin(1) <= 0
+    store.keep(rows, large, failed, settled)
+    assert torch.equal(torch.isfinite(store.probe), failed) and failed.any()
+    small = large * 0.6
+    outer = store.outer(rows, small)
+    assert torch.isinf(outer.lower[~failed]).all() and torch.isfinite(outer.lower[failed]).any()
+    assert torch.isinf(store.outer(rows, large).lower).all()  # not a smaller probe: nothing known
+    lower, upper = _boxes(x, masks, small, (0.0, 1.0))
+    plain, _, _ = linear_pass(bounded, lower, upper, index, target, "crown", 4)
+    narrowed, _, _ = linear_pass(bounded, lower, upper, index, target, "crown", 4, outer=outer)
+    assert bool((narrowed >= plain - 1e-5).all())
+    points = lower.unsqueeze(1) + (upper - lower).unsqueeze(1) * torch.rand(lower.shape[0], 200, *x.shape[1:], generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        outputs = model(points.reshape(-1, *x.shape[1:])).reshape(lower.shape[0], 200, -1)
+    worst = (outputs[..., target : target + 1] - outputs).amin(1)  # per box and class, the smallest sampled margin
+    others = [c for c in range(outputs.shape[-1]) if c != target]
+    assert bool((worst[:, others] >= narrowed - 1e-5).all())

@@ -92,7 +92,8 @@ class BoundPropagation:
     is empty are flagged in `infeasible` (no input reaches them: any bound holds there). The same splits
     enter a pass as β-CROWN constraints when the pass is given β multipliers (`betas`).
     `known` gives intervals already proven for some nodes (they are used as they are, narrowed by the
-    splits); `record` names nodes whose coefficients every pass returns in `LinearBound.recorded`.
+    splits); `outer` gives intervals that hold over a larger input set (a pass over a larger box around the
+    same point): they narrow interval propagation, so CROWN refines only the neurons they leave undecided; `record` names nodes whose coefficients every pass returns in `LinearBound.recorded`.
     Nodes may be given as fx nodes or by name. Passes check the caller's `deadline` (engine/deadline.py)
     between nodes and chunks and raise TimeLimitReached past it.
 
@@ -113,7 +114,7 @@ class BoundPropagation:
     def __init__(self, graph: Graph, input_set: InputSet, intermediate: str = "crown",
                  splits: Mapping[fx.Node | str, Interval] | None = None, *,
                  known: Mapping[fx.Node | str, Interval] | None = None, record: Iterable[fx.Node | str] = (),
-                 crown_limit: int = CROWN_LIMIT):
+                 crown_limit: int = CROWN_LIMIT, outer: Mapping[fx.Node | str, Interval] | None = None):
         explained = graph.explained_inputs
         if len(explained) != 1 or len(graph.input_nodes) != 1:
             raise InputError(f"bounds need a graph with exactly one (bounded) input, this one has {len(graph.input_nodes)}")
@@ -136,6 +137,7 @@ class BoundPropagation:
         self.infeasible = torch.zeros(input_set.lower.shape[0], dtype=torch.bool, device=self.device)
         self.record = frozenset(self._node(node) for node in record)
         self._evaluate_constants()
+        self.outer = {self._node(node): interval for node, interval in (outer or {}).items()}
         for node, interval in (known or {}).items():
             node = self._node(node)
             self._tight[node] = self._narrow(node, interval)
@@ -231,6 +233,9 @@ class BoundPropagation:
                     if self.intermediate == "ibp":
                         raise
                     interval = self._transfers[node].ibp(step, [self.interval(i) for i in step.inputs])
+                outer = self.outer.get(node)
+                if outer is not None:
+                    interval = Interval(*tightened(interval.lower, interval.upper, outer.lower, outer.upper))
                 self._ibp[node] = self._narrow(node, interval)
         return self._ibp[target]
 
