@@ -5,12 +5,13 @@ and the rank correlation between relevance and certified radius.
 2. A random conv net (fixed seed) on a 32x32x3 input near one of its decision boundaries, with patches of
    8, 4 and 2 pixels (16, 64, 256 patches): time per map and bound passes, and the 256-patch map against
    256 single-row bound passes of the same method (one patch's box per pass, timed on `--singles` of them
-   and scaled to 256); also one bound pass over the 256 boxes cut into passes of 16, 64 and 256 rows.
+   and scaled to 256), alternating over `--rounds` rounds (medians), the map with and without its trace;
+   also one bound pass over the 256 boxes cut into passes of 16, 64 and 256 rows.
 3. Per composite, Spearman(|relevance| per pixel, certified radius) on the held-out digits (mean, spread,
    and how many digits had a defined correlation: a map certified everywhere up to eps-max has none).
 
     PYTHONPATH=. python benchmarks/certified_map.py [--digits 16] [--steps 8] [--method crown] [--eps-max 0.5] [--singles 32]
-        [--batch-size 16] [--parts cnn,conv32] [--no-correlations] [--threads 1]
+        [--rounds 3] [--batch-size 16] [--parts cnn,conv32] [--no-correlations] [--threads 1]
 """
 
 from __future__ import annotations
@@ -127,14 +128,28 @@ def conv32(args) -> None:
                                    method=args.method, bound_upper=False)
         return (time.perf_counter() - start) / rows
 
-    per_single = rows_per_pass(1, args.singles)
-    print(f"single-row pass (one 2x2 patch's box at eps {eps:.3f}): {per_single * 1000:.1f} ms (mean of {args.singles}); "
-          f"256 of them {256 * per_single:.2f} s")
     for size in (16, 64, 256):
         per_row = rows_per_pass(size, 256)
-        print(f"  {256 // size:3d} passes of {size:3d} rows: {256 * per_row:.2f} s ({per_row / per_single:.2f} of 256 singles)")
-    print(f"256-patch map ({result.passes} passes) / 256 single passes: {times[256] / (256 * per_single):.2f}; "
-          f"/ a search per patch with as many single passes ({256 * result.passes}): {times[256] / (256 * result.passes * per_single):.2f}")
+        print(f"  one pass over the 256 boxes in {256 // size:3d} passes of {size:3d} rows: {256 * per_row:.2f} s")
+    # the map and the single passes it is compared with alternate, round after round, so that a change in the
+    # machine's load hits both; medians over the rounds. The map from a module includes its trace; from a
+    # Graph traced at the map's batch size it does not, as the single passes do not.
+    graph = opwise.trace(model, x.expand(args.batch_size, *x.shape[1:]))
+    singles, with_trace, without_trace = [], [], []
+    for _ in range(args.rounds):
+        singles.append(rows_per_pass(1, args.singles))
+        options = dict(patch=2, method=args.method, eps_max=args.eps_max, steps=args.steps, batch_size=args.batch_size,
+                       attack=False)
+        with_trace.append(opwise.certified_map(model, x, **options).seconds)
+        without_trace.append(opwise.certified_map(graph, x, **options).seconds)
+    per_single = statistics.median(singles)
+    print(f"single-row pass (one 2x2 patch's box at eps {eps:.3f}): {per_single * 1000:.1f} ms (median of {args.rounds} "
+          f"rounds of {args.singles}); 256 of them {256 * per_single:.2f} s")
+    for name, seconds in (("with its trace", with_trace), ("bound passes only", without_trace)):
+        ratio = statistics.median(t / (256 * s) for t, s in zip(seconds, singles))
+        print(f"256-patch map ({result.passes} passes), {name}: {statistics.median(seconds):.2f} s = {ratio:.2f} of 256 "
+              f"single passes (rounds: {', '.join(f'{t / (256 * s):.2f}' for t, s in zip(seconds, singles))}); "
+              f"{ratio / result.passes:.2f} of a search per patch with as many single passes")
 
 
 def main() -> None:
@@ -143,7 +158,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="bisection steps")
     parser.add_argument("--method", default="crown")
     parser.add_argument("--eps-max", type=float, default=0.5)
-    parser.add_argument("--singles", type=int, default=32, help="single-row passes timed for the ratio")
+    parser.add_argument("--singles", type=int, default=32, help="single-row passes timed per round for the ratio")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of map and single passes, alternating")
     parser.add_argument("--batch-size", type=int, default=16, help="rows per bound pass")
     parser.add_argument("--parts", default="cnn,conv32", help="which parts to run: cnn (with the correlations), conv32")
     parser.add_argument("--no-correlations", dest="correlations", action="store_false",
