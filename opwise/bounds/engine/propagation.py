@@ -543,7 +543,8 @@ class BoundPropagation:
         values = A.values if isinstance(A, Patches) else A
         bias = torch.zeros(values.shape[0], groups, dtype=values.dtype, device=values.device)
         input_coefficient, recorded = None, {}
-        prefix = self._free_prefix() if groups == self.batch else {}
+        # (not with recorded nodes: one among the first layers would miss the share of a path that stopped early)
+        prefix = self._free_prefix() if groups == self.batch and not self.record else {}
         free = None  # with `prefix`: the coefficients of each sample's free input elements [specs, groups, rows]
         for node in reversed(self.ancestors(target)):
             check_deadline()
