@@ -25,7 +25,7 @@ from opwise.bounds.transfers.forward import LinearBounds, forward_bounds
 from opwise.bounds.transfers.nonlinear import ELEMENTWISE, has_relaxation, node_relaxation
 from opwise.bounds.transfers.patches import Patches, add_coefficients, dense
 from opwise.bounds.engine.deadline import check_deadline
-from opwise.bounds.engine.splits import apply_split_constraint
+from opwise.bounds.engine.splits import SplitEnds, apply_split_constraint
 from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.transfers.registry import Interval, Step, transfer_for
 from opwise.errors import InputError, OpwiseError, UnsupportedOperation
@@ -134,6 +134,7 @@ class BoundPropagation:
         self._linear: dict[fx.Node, LinearBounds] = {}
         self._prefix: dict[fx.Node, LinearBounds | None] | None = None
         self.splits = {self._node(node): interval for node, interval in (splits or {}).items()}
+        self._split_ends: dict[fx.Node, SplitEnds] = {}  # the β terms' view of each split, made on first use
         self.infeasible = torch.zeros(input_set.lower.shape[0], dtype=torch.bool, device=self.device)
         self.record = frozenset(self._node(node) for node in record)
         self._evaluate_constants()
@@ -571,7 +572,9 @@ class BoundPropagation:
                 coefficient = dense(coefficient)
             beta = None if betas is None else betas.get(node)
             if beta is not None:
-                coefficient, own = apply_split_constraint(coefficient, self.splits[node], beta)
+                if node not in self._split_ends:
+                    self._split_ends[node] = SplitEnds.of(self.splits[node])
+                coefficient, own = apply_split_constraint(coefficient, self._split_ends[node], beta)
                 bias = bias + own.reshape(own.shape[0], groups, -1).sum(-1)
             exact = self._exact_forward(node) if prefix and not isinstance(coefficient, Patches) else None
             if exact is not None:  # A·node = (A·C)·x_free + A·bias: no pass on to the input

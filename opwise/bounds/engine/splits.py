@@ -12,13 +12,36 @@ the split. Every β >= 0 gives a sound bound.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.transfers.registry import Interval
 
 
-def apply_split_constraint(A: torch.Tensor, split: Interval, beta: AlphaPair) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclasses.dataclass
+class SplitEnds:
+    """A split's ends as its β terms use them: where each end is finite, and the end (0 where infinite).
+    An engine keeps them per split node: they do not change while Adam steps β.
+
+    >>> ends = SplitEnds.of(Interval(torch.tensor([0.5]), torch.tensor([float("inf")])))
+    >>> ends.upper_finite.tolist(), ends.upper.tolist()
+    ([False], [0.0])
+    """
+
+    lower_finite: torch.Tensor
+    lower: torch.Tensor
+    upper_finite: torch.Tensor
+    upper: torch.Tensor
+
+    @classmethod
+    def of(cls, split: Interval) -> "SplitEnds":
+        lower_finite, upper_finite = torch.isfinite(split.lower), torch.isfinite(split.upper)
+        return cls(lower_finite, torch.where(lower_finite, split.lower, 0.0), upper_finite, torch.where(upper_finite, split.upper, 0.0))
+
+
+def apply_split_constraint(A: torch.Tensor, split: Interval | SplitEnds, beta: AlphaPair) -> tuple[torch.Tensor, torch.Tensor]:
     """The coefficient of z with the β terms of its split added, and the β terms' constant ([specs, *z shape]).
 
     >>> import torch
@@ -27,10 +50,10 @@ def apply_split_constraint(A: torch.Tensor, split: Interval, beta: AlphaPair) ->
     >>> A.tolist(), constant.tolist()                     # z - 2 (z - 0.5) = -z + 1; no upper end: β_u unused
     ([[[-1.0]]], [[[1.0]]])
     """
-    lower_finite, upper_finite = torch.isfinite(split.lower), torch.isfinite(split.upper)
-    beta_lower = torch.where(lower_finite, beta.lower, 0.0)
-    beta_upper = torch.where(upper_finite, beta.upper, 0.0)
-    constant = beta_lower * torch.where(lower_finite, split.lower, 0.0) - beta_upper * torch.where(upper_finite, split.upper, 0.0)
+    ends = split if isinstance(split, SplitEnds) else SplitEnds.of(split)
+    beta_lower = torch.where(ends.lower_finite, beta.lower, 0.0)
+    beta_upper = torch.where(ends.upper_finite, beta.upper, 0.0)
+    constant = beta_lower * ends.lower - beta_upper * ends.upper
     return A + beta_upper - beta_lower, constant
 
 

@@ -92,8 +92,13 @@ class _Ramp:
         return AlphaPair(at_low.detach().clone(), at_high.detach().clone())
 
     def clamp_alpha(self, alpha: AlphaPair, lower: torch.Tensor, upper: torch.Tensor) -> AlphaPair:
-        lower_min, lower_max, upper_min, upper_max, _ = self._alpha_range(lower, upper)
         with torch.no_grad():
+            if math.isinf(self.low) or math.isinf(self.high):  # one kink: the range is the piece slopes, everywhere
+                small, large = min(self.leak, 1.0), max(self.leak, 1.0)
+                alpha.lower.clamp_(small, large)
+                alpha.upper.clamp_(small, large)
+                return alpha
+            lower_min, lower_max, upper_min, upper_max, _ = self._alpha_range(lower, upper)
             alpha.lower.copy_(torch.max(torch.min(alpha.lower, lower_max), lower_min))
             alpha.upper.copy_(torch.max(torch.min(alpha.upper, upper_max), upper_min))
         return alpha
@@ -102,37 +107,80 @@ class _Ramp:
     def relax(self, lower: torch.Tensor, upper: torch.Tensor, alpha: AlphaPair | None = None) -> LinearRelaxation:
         if alpha is None:
             alpha = self.init_alpha(lower, upper)
-        _, _, _, _, (low_only, high_only, both) = self._alpha_range(lower, upper)
+        return self.with_alpha(self.fixed_lines(lower, upper), alpha)
+
+    def fixed_lines(self, lower: torch.Tensor, upper: torch.Tensor) -> RampLines:
+        """The part of the lines on [l, u] that α does not move (pieces and chords), and where α enters.
+
+        α-CROWN steps α many times on the same interval: the engine keeps this part per interval and
+        applies each step's α with `with_alpha`, which touches only the lines through a kink.
+
+        >>> ramp = _Ramp(0.0, float("inf"))
+        >>> part = ramp.fixed_lines(torch.tensor([-1.0, 1.0]), torch.tensor([3.0, 2.0]))
+        >>> ramp.with_alpha(part, AlphaPair(torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5]))).lower_slope.tolist()
+        [0.5, 1.0]
+        """
+        low_only, high_only, both = self._cases(lower, upper)
         f_lower, f_upper = self.function(lower), self.function(upper)
         width = upper - lower
         chord_slope = torch.where(width > 0, (f_upper - f_lower) / width.clamp_min(1e-12), torch.ones_like(width))
         # outside every kink the function is one linear piece: slope 1, or `leak` beyond a kink
         piece_slope = torch.where((upper <= self.low) | (lower >= self.high), torch.full_like(lower, self.leak), torch.ones_like(lower))
-        piece_intercept = self.function(lower) - piece_slope * lower
+        piece_intercept = f_lower - piece_slope * lower
         chord_intercept = f_lower - chord_slope * lower
-        convex_low = self.leak <= 1.0  # the kink at `low` turns up (convex) unless leak > 1
-        # the lines without α are per neuron; α (per spec and neuron in α-CROWN) enters only where a line goes
-        # through a kink, and a line through a kink at 0 has intercept 0 whatever α: relu's lines then carry the
-        # spec dimension in the lower slope alone (the other three stay per neuron, cheap to gather and apply)
         ls, li, us, ui = piece_slope, piece_intercept, piece_slope, piece_intercept
-        kinks = []  # (mask, convex, slope, intercept) for each kink the function has
-        if not math.isinf(self.low):
-            kinks.append((low_only, convex_low, alpha.lower, self.low - alpha.lower * self.low if self.low else 0.0))
-        if not math.isinf(self.high):
-            kinks.append((high_only, not convex_low, alpha.upper, self.high - alpha.upper * self.high if self.high else 0.0))
-        for mask, convex, kink_slope, kink_intercept in kinks:
-            # one kink: the chord on the far side of it, a line through it with slope α on the near side
+        # one kink: the chord on the far side of it (a line through it with slope α on the near side: `with_alpha`)
+        for mask, convex, _, _ in self._kinks(low_only, high_only):
             if convex:
-                ls, li = torch.where(mask, kink_slope, ls), torch.where(mask, kink_intercept, li)
                 us, ui = torch.where(mask, chord_slope, us), torch.where(mask, chord_intercept, ui)
             else:
-                us, ui = torch.where(mask, kink_slope, us), torch.where(mask, kink_intercept, ui)
                 ls, li = torch.where(mask, chord_slope, ls), torch.where(mask, chord_intercept, li)
-        if len(kinks) == 2:  # both kinks in the interval: a line through each
-            (_, _, slope_low, intercept_low), (_, _, slope_high, intercept_high) = kinks
-            ls, li = torch.where(both, slope_low, ls), torch.where(both, intercept_low, li)
-            us, ui = torch.where(both, slope_high, us), torch.where(both, intercept_high, ui)
+        return RampLines(LinearRelaxation(ls, li, us, ui), low_only, high_only, both)
+
+    def _kinks(self, low_only: torch.Tensor, high_only: torch.Tensor) -> list[tuple[torch.Tensor, bool, float, str]]:
+        """(mask, convex, kink, α side) of each finite kink, `low`'s first: the kink at `low` turns up (convex)
+        unless leak > 1, and its line's slope is α's lower part (the kink at `high`: α's upper part)."""
+        convex_low = self.leak <= 1.0
+        kinks = []
+        if not math.isinf(self.low):
+            kinks.append((low_only, convex_low, self.low, "lower"))
+        if not math.isinf(self.high):
+            kinks.append((high_only, not convex_low, self.high, "upper"))
+        return kinks
+
+    def with_alpha(self, part: RampLines, alpha: AlphaPair) -> LinearRelaxation:
+        """`fixed_lines`' part completed by α: a line through each kink in the interval, of slope α."""
+        ls, li, us, ui = part.lines.lower_slope, part.lines.lower_intercept, part.lines.upper_slope, part.lines.upper_intercept
+        # α (per spec and neuron in α-CROWN) enters only where a line goes through a kink, and a line through a
+        # kink at 0 has intercept 0 whatever α: relu's lines then carry the spec dimension in the lower slope
+        # alone (the other three stay per neuron, cheap to gather and apply)
+        through = []  # (slope, intercept) of the line through each kink
+        for mask, convex, kink, side in self._kinks(part.low_only, part.high_only):
+            slope = getattr(alpha, side)
+            intercept = kink - slope * kink if kink else 0.0
+            through.append((slope, intercept))
+            if convex:
+                ls, li = torch.where(mask, slope, ls), torch.where(mask, intercept, li)
+            else:
+                us, ui = torch.where(mask, slope, us), torch.where(mask, intercept, ui)
+        if len(through) == 2:  # both kinks in the interval: a line through each
+            (slope_low, intercept_low), (slope_high, intercept_high) = through
+            ls, li = torch.where(part.both, slope_low, ls), torch.where(part.both, intercept_low, li)
+            us, ui = torch.where(part.both, slope_high, us), torch.where(part.both, intercept_high, ui)
         return LinearRelaxation(ls, li, us, ui)
+
+
+@dataclasses.dataclass
+class RampLines:
+    """The α-free part of a ramp's lines on one interval (`_Ramp.fixed_lines`): the pieces and chords, and the
+    masks of the neurons whose interval holds the low kink only, the high kink only, or both. α, clamped
+    between the piece slopes, adds only finite lines through finite kinks: the lines are finite wherever
+    these are."""
+
+    lines: LinearRelaxation
+    low_only: torch.Tensor
+    high_only: torch.Tensor
+    both: torch.Tensor
 
 
 def _number(value: Any, default: float) -> float:

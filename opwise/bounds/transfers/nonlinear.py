@@ -68,19 +68,48 @@ class Elementwise:
     def lines(self, step: Step) -> tuple[LinearRelaxation, bool]:
         """The relaxation's lines on the input's current interval, and whether they are all finite. Without α
         they are kept while the interval is the same, unchanged tensors: every backward pass through the node (one per
-        later intermediate bound, and the final one) uses the same lines."""
+        later intermediate bound, and the final one) uses the same lines. With α, a relaxation that splits its
+        lines into an α-free part and α's (`fixed_lines`, `with_alpha`: the ramps) has the first part kept the
+        same way, so that each Adam step only applies α (α keeps such lines finite wherever the part is)."""
         x = step.bounds(step.inputs[0])
-        key = (x.lower, x.upper, x.lower._version, x.upper._version)
-        cached = step.cache.get("lines") if step.alpha is None else None
-        if cached is not None and cached[0][0] is key[0] and cached[0][1] is key[1] and cached[0][2:] == key[2:]:
-            return cached[1], cached[2]
-        lines = step.relaxation.relax(x.lower, x.upper, step.alpha)
-        if not getattr(step.relaxation, "lower_through_origin", False):  # ramps are exact on points already, and
-            lines = fold_points(lines, x, step.relaxation.function)     # their lower lines must keep intercept 0
-        finite = all(bool(torch.isfinite(part).all()) for part in _parts(lines))
+        relaxation = step.relaxation
         if step.alpha is None:
-            step.cache["lines"] = (key, lines, finite)
-        return lines, finite
+            return _kept(step, "lines", x, lambda: _with_finite(_folded(relaxation.relax(x.lower, x.upper), x, relaxation)))
+        if hasattr(relaxation, "fixed_lines"):
+            part, finite = _kept(step, "fixed", x, lambda: _fixed_part(relaxation, x))
+            return _folded(relaxation.with_alpha(part, step.alpha), x, relaxation), finite
+        return _with_finite(_folded(relaxation.relax(x.lower, x.upper, step.alpha), x, relaxation))
+
+
+def _kept(step: Step, name: str, x: Interval, compute):
+    """`compute()`, kept in the step's cache under `name` while the interval `x` is the same, unchanged tensors."""
+    key = (x.lower, x.upper, x.lower._version, x.upper._version)
+    cached = step.cache.get(name)
+    if cached is not None and cached[0][0] is key[0] and cached[0][1] is key[1] and cached[0][2:] == key[2:]:
+        return cached[1]
+    value = compute()
+    step.cache[name] = (key, value)
+    return value
+
+
+def _fixed_part(relaxation, x: Interval):
+    """The relaxation's α-free part on `x` and whether its lines are all finite."""
+    part = relaxation.fixed_lines(x.lower, x.upper)
+    return part, _all_finite(part.lines)
+
+
+def _folded(lines: LinearRelaxation, x: Interval, relaxation) -> LinearRelaxation:
+    """`fold_points` unless the relaxation's lower lines go through the origin (ramps: exact on points already, and
+    their lower lines must keep intercept 0)."""
+    return lines if getattr(relaxation, "lower_through_origin", False) else fold_points(lines, x, relaxation.function)
+
+
+def _all_finite(lines: LinearRelaxation) -> bool:
+    return all(bool(torch.isfinite(part).all()) for part in _parts(lines))
+
+
+def _with_finite(lines: LinearRelaxation) -> tuple[LinearRelaxation, bool]:
+    return lines, _all_finite(lines)
 
 
 def fold_points(lines: LinearRelaxation, x: Interval, function) -> LinearRelaxation:

@@ -226,3 +226,31 @@ def test_products_whose_factors_fold_the_heads_into_the_batch_dimension_are_not_
     # the products stay unsplit, so the search may run out of candidates; it must branch on batched domains and
     # never claim a violation that the dense grid does not show
     assert result.stats["domains_visited"] > 8 and result.status in ("verified", "unknown")
+
+
+def test_rounds_take_fewer_adam_steps_on_relu_networks_only(monkeypatch):
+    """A round's Adam runs `ROUND_ITERATIONS` steps by default where every split node is a ReLU (measured to prove
+    more domains per step), and AlphaOptions' default elsewhere; options the caller gives are used as they are."""
+    from opwise.bounds.strategies.alpha import AlphaOptions
+    from opwise.bounds.strategies.genbab import bounding as module
+
+    seen = []
+    original = module.optimize_alpha_beta
+
+    def spy(engine, target, A, options=None, **kwargs):
+        seen.append(None if options is None else options.iterations)
+        return original(engine, target, A, options, **kwargs)
+
+    monkeypatch.setattr(module, "optimize_alpha_beta", spy)
+    spec = Specification(-torch.ones(1, 2), torch.ones(1, 2), [Disjunct(torch.ones(1, 1), torch.tensor([100.0]))])
+    for activation, expected in ((torch.nn.ReLU(), module.ROUND_ITERATIONS), (torch.nn.Sigmoid(), AlphaOptions().iterations),
+                                 (torch.nn.ReLU(), 7)):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(2, 8), activation, torch.nn.Linear(8, 1))
+        given = AlphaOptions(iterations=7) if expected == 7 else None
+        bounder = DomainBounder(BoundedModel(model, torch.zeros(1, 2)), spec, "alpha-crown", given)
+        root = bounder.root()
+        seen.clear()
+        bounder.bound(_split_open_domains([root], torch.Generator().manual_seed(0)), 2)
+        assert seen and all(iterations == expected for iterations in seen), (activation, seen)
+    assert module.ROUND_ITERATIONS < AlphaOptions().iterations
