@@ -61,7 +61,7 @@ def intermediate_bounds(engine: BoundPropagation, target: fx.Node, budget: int) 
         selected = engine.neurons_to_refine(node, crown, engine.groups(node, crown))
         if not selected.numel():
             continue
-        alphas = initial_alphas(engine, node, 2 * selected.numel())
+        alphas = initial_alphas(engine, node, 2 * selected.numel(), sparse=True)
         size = _alpha_size(alphas)
         if not alphas or size > budget:
             continue

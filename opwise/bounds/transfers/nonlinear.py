@@ -16,6 +16,7 @@ from torch import fx
 import opwise.bounds.relaxations as relaxations_package
 from opwise.bounds.relaxations.base import LinearRelaxation
 from opwise.bounds.relaxations.registry import RELAXATIONS, relaxation_for
+from opwise.bounds.relaxations.sparse_alpha import SparseAlpha
 from opwise.bounds.transfers.patches import Patches, summed_product
 from opwise.bounds.transfers.registry import Interval, Step
 
@@ -57,11 +58,16 @@ class Elementwise:
     takes_patches = True
 
     def backward(self, step: Step, A: torch.Tensor | Patches):
-        lines, finite = self.lines(step)
         through_origin = getattr(step.relaxation, "lower_through_origin", False)
-        if isinstance(A, Patches):  # each spec's window of the lines, once per block of specs at the same windows
-            windows = LinearRelaxation(*(A.windows(t) for t in _parts(lines)))
-            (coefficient,), bias = select_lines(A.blocked(), windows, finite, through_origin)
+        if isinstance(step.alpha, SparseAlpha):
+            lines, finite = self.sparse_lines(step, A)
+        elif isinstance(A, Patches):  # each spec's window of the lines, once per block of specs at the same windows
+            lines, finite = self.lines(step)
+            lines = LinearRelaxation(*(A.windows(t) for t in _parts(lines)))
+        else:
+            lines, finite = self.lines(step)
+        if isinstance(A, Patches):
+            (coefficient,), bias = select_lines(A.blocked(), lines, finite, through_origin)
             return [A.moved(coefficient.reshape(A.values.shape))], bias.reshape(A.specs, -1)
         return select_lines(A, lines, finite, through_origin)
 
@@ -69,18 +75,56 @@ class Elementwise:
         """The relaxation's lines on the input's current interval, and whether they are all finite. Without α
         they are kept while the interval is the same, unchanged tensors: every backward pass through the node (one per
         later intermediate bound, and the final one) uses the same lines."""
+        if step.alpha is not None:
+            x = step.bounds(step.inputs[0])
+            return _finite(self._relax(step, x.lower, x.upper, step.alpha))
+        return self._lines_without_alpha(step)
+
+    def _lines_without_alpha(self, step: Step) -> tuple[LinearRelaxation, bool]:
         x = step.bounds(step.inputs[0])
         key = (x.lower, x.upper, x.lower._version, x.upper._version)
-        cached = step.cache.get("lines") if step.alpha is None else None
+        cached = step.cache.get("lines")
         if cached is not None and cached[0][0] is key[0] and cached[0][1] is key[1] and cached[0][2:] == key[2:]:
             return cached[1], cached[2]
-        lines = step.relaxation.relax(x.lower, x.upper, step.alpha)
-        if not getattr(step.relaxation, "lower_through_origin", False):  # ramps are exact on points already, and
-            lines = fold_points(lines, x, step.relaxation.function)     # their lower lines must keep intercept 0
-        finite = all(bool(torch.isfinite(part).all()) for part in _parts(lines))
-        if step.alpha is None:
-            step.cache["lines"] = (key, lines, finite)
+        lines, finite = _finite(self._relax(step, x.lower, x.upper, None))
+        step.cache["lines"] = (key, lines, finite)
         return lines, finite
+
+    def sparse_lines(self, step: Step, A: torch.Tensor | Patches) -> tuple[LinearRelaxation, bool]:
+        """The lines under a sparse α (`SparseAlpha`) where A needs them: on each spec's window of A (Patches:
+        [repeats, block · batch, ...] as `Patches.windows` lays them out) or on the whole node ([specs, *shape]).
+        Relaxations are elementwise, so the lines that depend on α are computed at the stored positions alone
+        and placed among the lines without α (cached), never building per-spec lines of the whole map for a
+        window (the size that made a dense α of a convolution's intermediate bounds unaffordable)."""
+        alpha = step.alpha
+        base, finite = self._lines_without_alpha(step)
+        x = step.bounds(step.inputs[0])
+        stored, stored_finite = _finite(self._relax(step, alpha.at(x.lower), alpha.at(x.upper), alpha))
+        windowed = isinstance(A, Patches)
+        columns = A.windows(alpha.lookup_map()) if windowed else alpha.columns()
+        repeats = A.repeats if windowed else A.shape[0]
+        parts = []
+        for line, at in zip(_parts(base), _parts(stored)):
+            line = line.expand(alpha.shape)
+            line = A.windows(line) if windowed else line
+            if at.dim() < 3:  # no α in it ([lead, k]): the line without α is this line there already
+                parts.append(line)
+                continue
+            placed = SparseAlpha.spread(at, columns, repeats, line if windowed else line.reshape(columns.shape))
+            parts.append(placed if windowed else placed.reshape(repeats, *alpha.shape))
+        return LinearRelaxation(*parts), finite and stored_finite
+
+    @staticmethod
+    def _relax(step: Step, lower: torch.Tensor, upper: torch.Tensor, alpha) -> LinearRelaxation:
+        lines = step.relaxation.relax(lower, upper, alpha)
+        if not getattr(step.relaxation, "lower_through_origin", False):  # ramps are exact on points already, and
+            lines = fold_points(lines, Interval(lower, upper), step.relaxation.function)  # their lower lines must keep intercept 0
+        return lines
+
+
+def _finite(lines: LinearRelaxation) -> tuple[LinearRelaxation, bool]:
+    """The lines and whether every part is finite."""
+    return lines, all(bool(torch.isfinite(part).all()) for part in _parts(lines))
 
 
 def fold_points(lines: LinearRelaxation, x: Interval, function) -> LinearRelaxation:
