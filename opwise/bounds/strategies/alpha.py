@@ -43,7 +43,8 @@ class AlphaOptions:
     lr_decay: float = 0.98
     #: optimise the intermediate bounds' α too (`optimize_bounds`); False: the final bound's α only
     intermediate: bool = True
-    #: largest number of intermediate α values (summed over nodes and specs); nodes past it keep CROWN's bounds
+    #: largest number of intermediate α values stored (summed over nodes and specs; `SparseAlpha` stores only the
+    #: neurons α changes a line of); nodes past it keep CROWN's bounds
     max_intermediate_alpha: int = 50_000_000
     #: stop once every lower bound exceeds this (a verification threshold, a number or a tensor that
     #: broadcasts against the bound [specs, batch]: nothing left to gain); None: never
