@@ -67,3 +67,24 @@ def test_traced_roll_has_no_index_select(strategy):
     graph = opwise.trace(Shift(), x, strategy=strategy)
     assert set(graph.op_counts()) <= {"aten.slice.Tensor", "aten.cat.default"}
     assert torch.equal(graph(x), Shift()(x))
+
+
+def test_export_table_is_rebuilt_for_a_composite_op_registered_after_it():
+    """The table is kept between traces; a custom composite op registered later must still be decomposed (a
+    stale table would keep it whole, changing the graph)."""
+    from opwise.tracing.decompositions import export_table
+
+    before = export_table()
+    assert before == export_table()
+    library = torch.library.Library("opwise_table_test", "DEF")
+    library.define("twice(Tensor x) -> Tensor")
+    library.impl("twice", lambda x: x * 2, "CompositeImplicitAutograd")
+    operator = torch.ops.opwise_table_test.twice.default
+    assert operator not in before and operator in export_table()
+
+    class Twice(torch.nn.Module):
+        def forward(self, x):
+            return operator(x) + 1
+
+    graph = opwise.trace(Twice(), torch.ones(2))
+    assert "twice" not in str(graph.module.graph) and "aten.mul" in str(graph.module.graph)

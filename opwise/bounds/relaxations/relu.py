@@ -58,6 +58,16 @@ class _Ramp:
         """
         return self.low == 0 and self.high == float("inf") and self.leak <= 1.0
 
+    @property
+    def alpha_sides(self) -> tuple[bool, bool]:
+        """Which of α's two tensors the lines use: the lower one sets the slope through the kink at `low`, the
+        upper one the slope through the kink at `high`; a ramp without that kink never reads it.
+
+        >>> _Ramp(0.0, float("inf")).alpha_sides, _Ramp(-1.0, 1.0).alpha_sides
+        ((True, False), (True, True))
+        """
+        return not math.isinf(self.low), not math.isinf(self.high)
+
     def needs_refinement(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
         """Neurons whose lines depend on [l, u]: those whose interval contains a kink (the others are exact)."""
         low_only, high_only, both = self._cases(lower, upper)
@@ -93,14 +103,17 @@ class _Ramp:
 
     def clamp_alpha(self, alpha: AlphaPair, lower: torch.Tensor, upper: torch.Tensor) -> AlphaPair:
         with torch.no_grad():
+            sides = [part for part in (alpha.lower, alpha.upper) if part is not None]  # a sparse α keeps the read ones
             if math.isinf(self.low) or math.isinf(self.high):  # one kink: the range is the piece slopes, everywhere
                 small, large = min(self.leak, 1.0), max(self.leak, 1.0)
-                alpha.lower.clamp_(small, large)
-                alpha.upper.clamp_(small, large)
+                for part in sides:
+                    part.clamp_(small, large)
                 return alpha
             lower_min, lower_max, upper_min, upper_max, _ = self._alpha_range(lower, upper)
-            alpha.lower.copy_(torch.max(torch.min(alpha.lower, lower_max), lower_min))
-            alpha.upper.copy_(torch.max(torch.min(alpha.upper, upper_max), upper_min))
+            if alpha.lower is not None:
+                alpha.lower.copy_(torch.max(torch.min(alpha.lower, lower_max), lower_min))
+            if alpha.upper is not None:
+                alpha.upper.copy_(torch.max(torch.min(alpha.upper, upper_max), upper_min))
         return alpha
 
     # --------------------------------------------------------------- the lines

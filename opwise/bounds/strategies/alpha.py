@@ -20,6 +20,9 @@ from torch import fx
 
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.relaxations.base import AlphaPair
+from opwise.bounds.relaxations.sparse_alpha import SparseAlpha
+from opwise.bounds.transfers.nonlinear import ELEMENTWISE
+from opwise.bounds.transfers.registry import Interval
 from opwise.progress import Progress
 
 
@@ -40,7 +43,8 @@ class AlphaOptions:
     lr_decay: float = 0.98
     #: optimise the intermediate bounds' α too (`optimize_bounds`); False: the final bound's α only
     intermediate: bool = True
-    #: largest number of intermediate α values (summed over nodes and specs); nodes past it keep CROWN's bounds
+    #: largest number of intermediate α values stored (summed over nodes and specs; `SparseAlpha` stores only the
+    #: neurons α changes a line of); nodes past it keep CROWN's bounds
     max_intermediate_alpha: int = 50_000_000
     #: stop once every lower bound exceeds this (a verification threshold, a number or a tensor that
     #: broadcasts against the bound [specs, batch]: nothing left to gain); None: never
@@ -49,8 +53,13 @@ class AlphaOptions:
     time_limit: float | None = None
 
 
-def initial_alphas(engine: BoundPropagation, target: fx.Node, specs: int) -> dict[fx.Node, AlphaPair]:
-    """CROWN's α ([specs, *node shape], leaves that require grad) of every relaxed node `target` depends on."""
+def initial_alphas(engine: BoundPropagation, target: fx.Node, specs: int, sparse: bool = False) -> dict[fx.Node, AlphaPair]:
+    """CROWN's α ([specs, *node shape], leaves that require grad) of every relaxed node `target` depends on.
+
+    `sparse`: where the relaxation names the neurons its lines depend on, α is a `SparseAlpha` holding those
+    neurons' entries only (a node with none gets no α: its lines do not depend on it); what an intermediate
+    bound's α takes, whose specs are as many as the node's unstable neurons.
+    """
     alphas = {}
     for node in engine.ancestors(target):
         if node is engine.input_node:
@@ -60,6 +69,11 @@ def initial_alphas(engine: BoundPropagation, target: fx.Node, specs: int) -> dic
         if relaxation is None or not hasattr(relaxation, "init_alpha"):
             continue
         x = engine.interval(step.inputs[0])
+        if sparse and engine.transfer(node) is ELEMENTWISE and SparseAlpha.applies(relaxation, tuple(x.lower.shape)):
+            alpha = SparseAlpha.around(relaxation, x.lower, x.upper, specs)
+            if alpha is not None and alpha.size():
+                alphas[node] = alpha
+            continue
         pair = relaxation.init_alpha(x.lower, x.upper)
         if pair is None:
             continue
@@ -170,4 +184,6 @@ def clamp_alphas(engine: BoundPropagation, alphas: dict[fx.Node, AlphaPair]) -> 
     """Project every α into the range where its lines are sound on the node's current input interval."""
     for node, pair in alphas.items():
         x = engine.interval(engine.step(node).inputs[0])
+        if isinstance(pair, SparseAlpha):
+            x = Interval(pair.at(x.lower), pair.at(x.upper))
         engine.step(node).relaxation.clamp_alpha(pair, x.lower, x.upper)

@@ -2,8 +2,9 @@
 
 A relaxation's lines depend on its input's interval, and that interval is itself a CROWN bound whose
 relaxations have α. As in auto_LiRPA, each intermediate node S whose interval a relaxation needs gets
-one α set per relaxed node before it and per spec of S (2 per refined neuron: lower and upper), and
-one Adam step moves all of them: the gradient of the final bound flows back through every intermediate
+one α set per relaxed node before it and per spec of S (2 per refined neuron: lower and upper), stored
+at the neurons whose lines depend on it (`SparseAlpha`: a convolution's bounds would take hundreds of
+millions of values densely), and one Adam step moves all of them: the gradient of the final bound flows back through every intermediate
 interval into the α that produced it. Each pass recomputes the intervals in topological order, each
 intersected with CROWN's (so nothing gets looser than CROWN); every interval and final bound of every
 step is sound, so the best seen per neuron and per spec is kept, and the engine ends holding the best
@@ -61,7 +62,7 @@ def intermediate_bounds(engine: BoundPropagation, target: fx.Node, budget: int) 
         selected = engine.neurons_to_refine(node, crown, engine.groups(node, crown))
         if not selected.numel():
             continue
-        alphas = initial_alphas(engine, node, 2 * selected.numel())
+        alphas = initial_alphas(engine, node, 2 * selected.numel(), sparse=True)
         size = _alpha_size(alphas)
         if not alphas or size > budget:
             continue

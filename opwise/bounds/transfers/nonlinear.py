@@ -16,6 +16,7 @@ from torch import fx
 import opwise.bounds.relaxations as relaxations_package
 from opwise.bounds.relaxations.base import LinearRelaxation
 from opwise.bounds.relaxations.registry import RELAXATIONS, relaxation_for
+from opwise.bounds.relaxations.sparse_alpha import SparseAlpha
 from opwise.bounds.transfers.patches import Patches, summed_product
 from opwise.bounds.transfers.registry import Interval, Step
 
@@ -57,11 +58,16 @@ class Elementwise:
     takes_patches = True
 
     def backward(self, step: Step, A: torch.Tensor | Patches):
-        lines, finite = self.lines(step)
         through_origin = getattr(step.relaxation, "lower_through_origin", False)
-        if isinstance(A, Patches):  # each spec's window of the lines, once per block of specs at the same windows
-            windows = LinearRelaxation(*(A.windows(t) for t in _parts(lines)))
-            (coefficient,), bias = select_lines(A.blocked(), windows, finite, through_origin)
+        if isinstance(step.alpha, SparseAlpha):
+            lines, finite = self.sparse_lines(step, A)
+        elif isinstance(A, Patches):  # each spec's window of the lines, once per block of specs at the same windows
+            lines, finite = self.lines(step)
+            lines = LinearRelaxation(*(A.windows(t) for t in _parts(lines)))
+        else:
+            lines, finite = self.lines(step)
+        if isinstance(A, Patches):
+            (coefficient,), bias = select_lines(A.blocked(), lines, finite, through_origin)
             return [A.moved(coefficient.reshape(A.values.shape))], bias.reshape(A.specs, -1)
         return select_lines(A, lines, finite, through_origin)
 
@@ -71,14 +77,46 @@ class Elementwise:
         later intermediate bound, and the final one) uses the same lines. With α, a relaxation that splits its
         lines into an α-free part and α's (`fixed_lines`, `with_alpha`: the ramps) has the first part kept the
         same way, so that each Adam step only applies α (α keeps such lines finite wherever the part is)."""
+        if step.alpha is None:
+            return self._lines_without_alpha(step)
         x = step.bounds(step.inputs[0])
         relaxation = step.relaxation
-        if step.alpha is None:
-            return _kept(step, "lines", x, lambda: _with_finite(_folded(relaxation.relax(x.lower, x.upper), x, relaxation)))
         if hasattr(relaxation, "fixed_lines"):
             part, finite = _kept(step, "fixed", x, lambda: _fixed_part(relaxation, x))
             return _folded(relaxation.with_alpha(part, step.alpha), x, relaxation), finite
-        return _with_finite(_folded(relaxation.relax(x.lower, x.upper, step.alpha), x, relaxation))
+        return _finite(self._relax(step, x.lower, x.upper, step.alpha))
+
+    def _lines_without_alpha(self, step: Step) -> tuple[LinearRelaxation, bool]:
+        x = step.bounds(step.inputs[0])
+        return _kept(step, "lines", x, lambda: _finite(self._relax(step, x.lower, x.upper, None)))
+
+    def sparse_lines(self, step: Step, A: torch.Tensor | Patches) -> tuple[LinearRelaxation, bool]:
+        """The lines under a sparse α (`SparseAlpha`) where A needs them: on each spec's window of A (Patches:
+        [repeats, block · batch, ...] as `Patches.windows` lays them out) or on the whole node ([specs, *shape]).
+        Relaxations are elementwise, so the lines that depend on α are computed at the stored positions alone
+        and placed among the lines without α (cached), never building per-spec lines of the whole map for a
+        window (the size that made a dense α of a convolution's intermediate bounds unaffordable)."""
+        alpha = step.alpha
+        base, finite = self._lines_without_alpha(step)
+        x = step.bounds(step.inputs[0])
+        stored, stored_finite = _finite(self._relax(step, alpha.at(x.lower), alpha.at(x.upper), alpha))
+        windowed = isinstance(A, Patches)
+        columns = A.windows(alpha.lookup_map()) if windowed else alpha.columns()
+        repeats = A.repeats if windowed else A.shape[0]
+        parts = []
+        for line, at in zip(_parts(base), _parts(stored)):
+            line = line.expand(alpha.shape)
+            line = A.windows(line) if windowed else line
+            if at.dim() < 3:  # no α in it ([lead, k]): the line without α is this line there already
+                parts.append(line)
+                continue
+            placed = SparseAlpha.spread(at, columns, repeats, line if windowed else line.reshape(columns.shape))
+            parts.append(placed if windowed else placed.reshape(repeats, *alpha.shape))
+        return LinearRelaxation(*parts), finite and stored_finite
+
+    @staticmethod
+    def _relax(step: Step, lower: torch.Tensor, upper: torch.Tensor, alpha) -> LinearRelaxation:
+        return _folded(step.relaxation.relax(lower, upper, alpha), Interval(lower, upper), step.relaxation)
 
 
 def _kept(step: Step, name: str, x: Interval, compute):
@@ -95,7 +133,7 @@ def _kept(step: Step, name: str, x: Interval, compute):
 def _fixed_part(relaxation, x: Interval):
     """The relaxation's α-free part on `x` and whether its lines are all finite."""
     part = relaxation.fixed_lines(x.lower, x.upper)
-    return part, _all_finite(part.lines)
+    return part, _finite(part.lines)[1]
 
 
 def _folded(lines: LinearRelaxation, x: Interval, relaxation) -> LinearRelaxation:
@@ -104,12 +142,9 @@ def _folded(lines: LinearRelaxation, x: Interval, relaxation) -> LinearRelaxatio
     return lines if getattr(relaxation, "lower_through_origin", False) else fold_points(lines, x, relaxation.function)
 
 
-def _all_finite(lines: LinearRelaxation) -> bool:
-    return all(bool(torch.isfinite(part).all()) for part in _parts(lines))
-
-
-def _with_finite(lines: LinearRelaxation) -> tuple[LinearRelaxation, bool]:
-    return lines, _all_finite(lines)
+def _finite(lines: LinearRelaxation) -> tuple[LinearRelaxation, bool]:
+    """The lines and whether every part is finite."""
+    return lines, all(bool(torch.isfinite(part).all()) for part in _parts(lines))
 
 
 def fold_points(lines: LinearRelaxation, x: Interval, function) -> LinearRelaxation:
