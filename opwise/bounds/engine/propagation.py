@@ -21,7 +21,7 @@ from torch import fx
 
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.transfers.affine import Affine
-from opwise.bounds.transfers.forward import LinearBounds, forward_bounds
+from opwise.bounds.transfers.forward import LinearBounds, forward_bounds, forward_bounds_supported
 from opwise.bounds.transfers.nonlinear import ELEMENTWISE, has_relaxation, node_relaxation
 from opwise.bounds.transfers.patches import Patches, add_coefficients, dense
 from opwise.bounds.engine.deadline import check_deadline
@@ -45,6 +45,13 @@ CROWN_LIMIT = 64
 #: part of an input whose image part is given), ends its backward passes where they reach a node that is an
 #: affine function of the input, on that node's coefficients over the free elements (`_free_prefix`)
 FREE_INPUT_LIMIT = 64
+
+#: an intermediate bound with at least this many positions per group to refine may go through a cut (`cut_for`)
+CUT_MIN_POSITIONS = 2048
+#: ... when the cut has at most this fraction of those positions
+CUT_RATIO = 8
+#: ... and its linear bounds (two dense input coefficients per cut position) take at most this many bytes
+CUT_MEMORY = 2 ** 28
 
 
 @dataclasses.dataclass
@@ -133,6 +140,7 @@ class BoundPropagation:
         self._ancestors: dict[fx.Node, list[fx.Node]] = {}
         self._linear: dict[fx.Node, LinearBounds] = {}
         self._prefix: dict[fx.Node, LinearBounds | None] | None = None
+        self._cut_lines: dict[fx.Node, tuple[torch.Tensor, ...]] = {}
         self.splits = {self._node(node): interval for node, interval in (splits or {}).items()}
         self._split_ends: dict[fx.Node, SplitEnds] = {}  # the β terms' view of each split, made on first use
         self.infeasible = torch.zeros(input_set.lower.shape[0], dtype=torch.bool, device=self.device)
@@ -256,7 +264,7 @@ class BoundPropagation:
             return self._tight[node]
         ibp = self.interval_ibp(node)
         policy = self.policy(node)
-        if policy != "ibp" and self.copies_input(node):
+        if policy != "ibp" and (self.copies_input(node) or self.image_of_input(node)):
             step = self.step(node)
             source = self.interval(step.inputs[0])
             # a view needs the layout its input has in the model, which a split or tightened interval need not have
@@ -274,9 +282,19 @@ class BoundPropagation:
             self._warn_if_apart(node, ibp, lower, upper)
             self._tight[node] = self._narrow(node, Interval(lower.detach(), upper.detach()))
             return self._tight[node]
-        selected = self.selection(self.neurons_needed(node, ibp, self.groups(node, ibp)))
+        groups = self.groups(node, ibp)
+        selected = self.selection(self.neurons_needed(node, ibp, groups))
         if selected.any() if selected.dtype == torch.bool else selected.numel():
             self.prepare(node)
+        positions = int(selected.sum(1).max()) if selected.dtype == torch.bool else selected.numel()
+        cut = self.cut_for(node, positions, groups)
+        forward = None if cut is None else self.forward_from_cut(node, cut, groups)
+        if forward is not None:
+            interval = forward.concretize(self.input_set)
+            lower, upper = tightened(ibp.lower, ibp.upper, interval.lower, interval.upper)
+            self._warn_if_apart(node, ibp, lower, upper)
+            self._tight[node] = self._narrow(node, Interval(lower.detach(), upper.detach()))
+            return self._tight[node]
         refined = self.refine(node, ibp, selected)
         self._warn_if_apart(node, ibp, refined.lower, refined.upper)
         self._tight[node] = self._narrow(node, Interval(refined.lower.detach(), refined.upper.detach()))
@@ -346,6 +364,29 @@ class BoundPropagation:
         step = self.step(node)
         return step.relaxation is None and len(step.inputs) == 1 and op_packet_key(step.op) in COPYING
 
+    def image_of_input(self, node: fx.Node) -> bool:
+        """Whether the node's interval is the image of its input's: an elementwise function whose range on an interval
+        is known exactly (`monotone`, or an `image`), over an input that CROWN bounds at every position (the
+        relaxation asks for no subset: no `needs_refinement`). CROWN through the function's lines could only be
+        looser: a line below f on [l, u] is below f's minimum there (auto_LiRPA bounds such activations by
+        interval propagation too). On vit_2023's ibp_3_3_8 softmax's reciprocals took 867 specs each.
+
+        >>> import torch, opwise
+        >>> from opwise.bounds.input_set import InputSet
+        >>> graph = opwise.trace(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Tanh()), torch.zeros(1, 2))
+        >>> engine = BoundPropagation(graph, InputSet.ball(torch.zeros(1, 2), 0.1))
+        >>> [engine.image_of_input(node) for node in graph.call_nodes()]
+        [False, True]
+        """
+        step = self.step(node)
+        relaxation = step.relaxation
+        if relaxation is None or len(step.inputs) != 1 or hasattr(relaxation, "needs_refinement"):
+            return False
+        if not (getattr(relaxation, "monotone", False) or hasattr(relaxation, "image")):
+            return False
+        source = step.inputs[0]
+        return source is self.input_node or self.policy(source) == "crown"
+
     def exact_by_ibp(self, node: fx.Node) -> bool:
         """Whether IBP already gives CROWN's interval: an affine operator of one bounded input whose interval
         is the input box itself, only rearranged (a first linear or convolution layer). Over a box the
@@ -387,6 +428,7 @@ class BoundPropagation:
         # one-hot rows of a [C, H, W] map go back as windows where the node's transfer takes them
         windowed = groups == self.batch and lower.dim() == 4 and getattr(self._transfers[node], "takes_patches", False)
         chunks = [selected] if alphas is not None else selected.split(_chunk_size(lower.shape[2:] if windowed else ()))
+        cut = None if alphas is not None else self.cut_for(node, selected.numel(), groups)
         for chunk in chunks if selected.numel() else ():
             check_deadline()
             count = chunk.numel()
@@ -399,7 +441,7 @@ class BoundPropagation:
                 A[rows, :, chunk] = 1.0
                 A[rows + count, :, chunk] = -1.0
                 A = A.reshape(2 * count, *lower.shape)
-            bound = self.backward(node, A, groups, alphas)
+            bound = self.backward(node, A, groups, alphas) if cut is None else self.backward_through(node, A, groups, cut)
             flat_lower[:, chunk], flat_upper[:, chunk] = tightened(flat_lower[:, chunk], flat_upper[:, chunk],
                                                                    bound[:count].T, -bound[count:].T)
         return Interval(lower, upper)
@@ -420,6 +462,7 @@ class BoundPropagation:
         windowed = lower.dim() == 4 and getattr(self.transfer(node), "takes_patches", False)
         samples = torch.arange(groups, device=order.device)[None, :]
         size = _chunk_size(lower.shape[2:] if windowed else ())
+        cut = self.cut_for(node, order.shape[0], groups)
         for positions, keep in zip(order.split(size), valid.split(size)):
             check_deadline()
             count = positions.shape[0]
@@ -432,12 +475,120 @@ class BoundPropagation:
                 A[rows, samples, positions] = signs
                 A[rows + count, samples, positions] = -signs
                 A = A.reshape(2 * count, *lower.shape)
-            bound = self.backward(node, A, groups)
+            bound = self.backward(node, A, groups) if cut is None else self.backward_through(node, A, groups, cut)
             old_lower, old_upper = flat_lower.gather(1, positions.T), flat_upper.gather(1, positions.T)
             new_lower, new_upper = tightened(old_lower, old_upper, bound[:count].T, -bound[count:].T)
             flat_lower.scatter_(1, positions.T, torch.where(keep.T, new_lower, old_lower))
             flat_upper.scatter_(1, positions.T, torch.where(keep.T, new_upper, old_upper))
         return Interval(lower, upper)
+
+    def cut_for(self, node: fx.Node, positions: int, groups: int) -> fx.Node | None:
+        """A node every input-dependent path into `node` passes through (a cut), nearest to `node`, with at most
+        1/`CUT_RATIO` of the `positions` (per group) a refinement of `node` bounds, when there are at least
+        `CUT_MIN_POSITIONS` of them; else None.
+
+        Through a cut, each spec of the refinement is carried back only as far as the cut, and meets the cut's
+        own linear bounds there (`backward_through`): the cut's 2·n specs go back through the rest of the graph
+        once, instead of every one of the node's specs. Softmax's score differences x_j − x_i (expand.py) are
+        n times as many as the scores x they all come from: on vit_2023's ibp_3_3_8 the differences took 14,739
+        specs per layer, 200 of the 250 s of a CROWN pass.
+        """
+        if positions < CUT_MIN_POSITIONS:
+            return None
+        open_nodes = {node}
+        for candidate in reversed(self.ancestors(node)):
+            if candidate is self.input_node:
+                return None
+            if candidate is not node and len(open_nodes) == 1:
+                interval = self.interval_ibp(candidate)
+                size = interval.lower.numel() // groups
+                footprint = 2 * size * self.input_set.lower.numel() * interval.lower.element_size()
+                if (self.groups(candidate, interval) == groups and size * CUT_RATIO <= positions
+                        and footprint <= CUT_MEMORY):
+                    return candidate
+            open_nodes.discard(candidate)
+            open_nodes.update(self.step(candidate).inputs)
+        return None
+
+    def cut_lines(self, cut: fx.Node, groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """CROWN's linear bounds of every position of `cut` in terms of the input, cached: lower coefficients
+        [n, batch, *input shape], lower biases [n, groups], upper coefficients, upper biases (n positions per
+        group): `lower · x + lower bias <= cut <= upper · x + upper bias` over the input set."""
+        if cut not in self._cut_lines:
+            interval = self.interval_ibp(cut)
+            size = interval.lower.numel() // groups
+            parts = []
+            for chunk in torch.arange(size, device=self.device).split(SPEC_CHUNK // 2):
+                check_deadline()
+                count = chunk.numel()
+                A = torch.zeros(2 * count, groups, size, dtype=interval.lower.dtype, device=self.device)
+                rows = torch.arange(count, device=self.device)
+                A[rows, :, chunk] = 1.0
+                A[rows + count, :, chunk] = -1.0
+                result = self.bound(cut, A.reshape(2 * count, *interval.lower.shape), groups)
+                coefficient = dense(result.input_coefficient).detach()
+                parts.append((coefficient[:count], result.bias[:count].detach(),
+                              -coefficient[count:], -result.bias[count:].detach()))
+            self._cut_lines[cut] = tuple(torch.cat(part) for part in zip(*parts))
+        return self._cut_lines[cut]
+
+    def forward_from_cut(self, node: fx.Node, cut: fx.Node, groups: int) -> LinearBounds | None:
+        """Linear bounds of `node` carried forward (transfers/forward.py) from the cut's own (`cut_lines`) through the
+        nodes between; None where one of them has no forward transfer, or where the bounds would not fit in
+        `CUT_MEMORY` per tensor. The one-hot specs of a refinement are as many as the node's positions, and carried
+        back densely: [positions × positions] per pass; forward, the coefficients are [inputs × positions]."""
+        batch = self.batch
+        cut_interval = self.interval_ibp(cut)
+        if groups != batch and batch != 1:
+            return None
+        inputs = self.input_set.lower[0].numel()
+        between = [n for n in self.ancestors(node) if self._order[n] > self._order[cut]]
+        element = cut_interval.lower.element_size()
+        if any(inputs * self.interval_ibp(n).lower.numel() * element > CUT_MEMORY for n in between):
+            return None
+        if batch != 1 and any(self.interval_ibp(n).lower.shape[0] != batch for n in between):
+            return None  # a node that folds the batch away: forward bounds keep it first
+        for n in between:
+            self.step(n)
+            if forward_bounds_supported(self._transfers[n], self._steps[n]) is False:
+                return None
+        lower, lower_bias, upper, upper_bias = self.cut_lines(cut, groups)
+        shape = cut_interval.lower.shape
+        size = lower.shape[0]
+
+        def rows(coefficient: torch.Tensor) -> torch.Tensor:  # [n, batch, *input] -> [inputs, *cut shape]
+            return coefficient.reshape(size, groups, inputs).permute(2, 1, 0).reshape(inputs, *shape)
+
+        linear = {cut: LinearBounds(rows(lower), lower_bias.T.reshape(shape), rows(upper), upper_bias.T.reshape(shape))}
+        for n in between:
+            check_deadline()
+            step = self.step(n)
+            bounds = forward_bounds(step, self._transfers[n], [linear[i] for i in step.inputs])
+            if bounds is None:
+                return None
+            linear[n] = bounds
+        return linear[node]
+
+    def backward_through(self, target: fx.Node, A: torch.Tensor | Patches, groups: int, cut: fx.Node) -> torch.Tensor:
+        """Lower bound of `A · target` ([specs, groups]), carried back to the cut (`cut_for`) and met there with
+        the cut's linear bounds (`cut_lines`): positive coefficients take the lower bounds, negative ones the
+        upper. Sound wherever the cut's bounds are; no tighter than `backward`, which picks every relaxation's
+        line by the sign of the whole spec's coefficient rather than of each cut position's."""
+        coefficient, bias, _ = self._walk(target, A, groups, stop=cut)
+        lower, lower_bias, upper, upper_bias = self.cut_lines(cut, groups)
+        specs, size = coefficient.shape[0], lower.shape[0]
+        flat = dense(coefficient).reshape(specs, groups, size)
+        positive, negative = flat.clamp(min=0), flat.clamp(max=0)
+        bias = bias + (positive * lower_bias.T).sum(-1) + (negative * upper_bias.T).sum(-1)
+        input_shape = lower.shape[1:]
+        if groups == 1:  # a spec spans the batch: one product with every sample's coefficients
+            combined = (_product(positive[:, 0], lower.reshape(size, -1))
+                        + _product(negative[:, 0], upper.reshape(size, -1))).reshape(specs, *input_shape)
+        else:
+            lower, upper = lower.reshape(size, groups, -1), upper.reshape(size, groups, -1)
+            combined = (torch.einsum("sgp,pgi->sgi", positive, lower)
+                        + torch.einsum("sgp,pgi->sgi", negative, upper)).reshape(specs, *input_shape)
+        return self.input_set.minimum(combined, groups) + bias
 
     def forward_linear(self, target: fx.Node) -> LinearBounds:
         """Forward-mode linear bounds of `target` in terms of the input (each node once, cached); a node
@@ -539,13 +690,28 @@ class BoundPropagation:
         constraints per split node, as β-CROWN ([specs, *node shape] each side).
         """
         groups = self.batch if groups is None else groups
+        walked = self._walk(target, A, groups, alphas, betas)
+        if isinstance(walked, LinearBound):  # ended at the first layers (`_free_prefix`)
+            return walked
+        input_coefficient, bias, recorded = walked
+        if isinstance(input_coefficient, Patches) and (self.input_set.center is None or math.isinf(self.input_set.norm)):
+            lower = input_coefficient.minimum_over_box(self.input_set.lower, self.input_set.upper) + bias
+        else:
+            lower = self.input_set.minimum(dense(input_coefficient), groups) + bias
+        return LinearBound(lower, input_coefficient, bias, recorded)
+
+    def _walk(self, target: fx.Node, A: torch.Tensor | Patches, groups: int, alphas: dict | None = None,
+              betas: dict | None = None, stop: fx.Node | None = None) -> tuple[object, torch.Tensor, dict]:
+        """The backward pass of `bound` down to the input (or to `stop`, a cut: `cut_for`): the coefficients
+        that reach it, the bias collected on the way [specs, groups], and the recorded coefficients; or, where
+        the pass ends at the first layers (`_free_prefix`), its `LinearBound`."""
         self.prepare(target)
         coefficients = {target: A}
         values = A.values if isinstance(A, Patches) else A
         bias = torch.zeros(values.shape[0], groups, dtype=values.dtype, device=values.device)
         input_coefficient, recorded = None, {}
         # (not with recorded nodes: one among the first layers would miss the share of a path that stopped early)
-        prefix = self._free_prefix() if groups == self.batch and not self.record else {}
+        prefix = self._free_prefix() if groups == self.batch and not self.record and stop is None else {}
         free = None  # with `prefix`: the coefficients of each sample's free input elements [specs, groups, rows]
         for node in reversed(self.ancestors(target)):
             check_deadline()
@@ -563,6 +729,11 @@ class BoundPropagation:
                 free = part if free is None else free + part
                 bias = bias + (flat * identity.lower_bias.reshape(1, groups, -1)).sum(-1)
                 continue
+            if node is stop:  # a cut: nothing reaches what lies before it but through it
+                if coefficients:
+                    raise OpwiseError(f"node {node.name} is not a cut of {target.name}: coefficients also reach "
+                                      f"{', '.join(n.name for n in coefficients)}")
+                return coefficient, bias, recorded
             if node in self.record:
                 recorded[node] = dense(coefficient).detach()
             step = self.step(node)
@@ -590,13 +761,9 @@ class BoundPropagation:
             for parent, part in zip(step.inputs, parts):
                 if part is not None:
                     coefficients[parent] = add_coefficients(coefficients[parent], part) if parent in coefficients else part
-        if prefix:
+        if prefix:  # the coefficients of the free elements, and the input coefficients they are
             return self._free_bound(free, bias, recorded)
-        if isinstance(input_coefficient, Patches) and (self.input_set.center is None or math.isinf(self.input_set.norm)):
-            lower = input_coefficient.minimum_over_box(self.input_set.lower, self.input_set.upper) + bias
-        else:
-            lower = self.input_set.minimum(dense(input_coefficient), groups) + bias
-        return LinearBound(lower, input_coefficient, bias, recorded)
+        return input_coefficient, bias, recorded
 
 
     def _free_prefix(self) -> dict[fx.Node, LinearBounds | None]:
@@ -658,6 +825,18 @@ def _chunk_size(spatial: tuple[int, ...]) -> int:
     """
     size, per_channel = SPEC_CHUNK // 2, math.prod(spatial)
     return size // per_channel * per_channel if 0 < per_channel <= size else size
+
+
+def _product(coefficients: torch.Tensor, lines: torch.Tensor) -> torch.Tensor:
+    """coefficients [specs, n] @ lines [n, m]; as a sparse product where few coefficients are nonzero (a score
+    difference has two).
+
+    >>> _product(torch.tensor([[0.0, 2.0, 0.0]]), torch.ones(3, 2))
+    tensor([[2., 2.]])
+    """
+    if coefficients.numel() and (coefficients != 0).sum() * 20 < coefficients.numel():
+        return torch.sparse.mm(coefficients.to_sparse(), lines)
+    return coefficients @ lines
 
 
 def tightened(lower: torch.Tensor, upper: torch.Tensor, new_lower: torch.Tensor,

@@ -192,6 +192,12 @@ def forward_elementwise(step: Step, inputs: list[LinearBounds]) -> LinearBounds:
     return LinearBounds(*lower, *upper, z.positions)
 
 
+def forward_bounds_supported(transfer, step: Step) -> bool:
+    """Whether `forward_bounds` has a transfer for this node (without computing it)."""
+    return (isinstance(transfer, Elementwise) or hasattr(transfer, "forward")
+            or (isinstance(transfer, Affine) and not transfer.needs_bounds(step)))
+
+
 def forward_bounds(step: Step, transfer, inputs: list[LinearBounds]) -> LinearBounds | None:
     """The node's linear bounds from its bounded inputs' (None: no forward transfer for this operator).
 

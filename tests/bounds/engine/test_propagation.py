@@ -326,6 +326,8 @@ def test_copies_get_their_sources_crown_interval_without_a_pass_of_their_own(see
     model = _ScoresAndMixing().eval()
     x = torch.randn(1, 3, 4)
     bounded = BoundedModel(model, x)
+    # the copied tanh is bounded by CROWN here, as the copies are below (its image is compared in its own test)
+    monkeypatch.setattr(BoundPropagation, "image_of_input", lambda self, node: False)
     refined = []
     original = BoundPropagation.refine
     monkeypatch.setattr(BoundPropagation, "refine", lambda self, node, *a, **k: refined.append(node.name) or original(self, node, *a, **k))
@@ -424,3 +426,78 @@ def test_intervals_of_a_larger_box_narrow_a_smaller_ones_pass_soundly_with_fewer
     points = x.unsqueeze(1) + 0.2 * (2 * torch.rand(2, 4000, 4, generator=torch.Generator().manual_seed(seed)) - 1)
     values = torch.einsum("sbo,bno->sbn", A, model(points).detach())
     assert bool((values >= narrowed.unsqueeze(-1) - 1e-5).all())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_monotone_function_of_a_crown_bounded_input_takes_its_image(seed, monkeypatch):
+    """tanh of the scores feeds a product, so its interval is needed: the image of the scores' CROWN interval
+    (no spec of its own) is sound and at least as tight as CROWN through tanh's lines."""
+    torch.manual_seed(seed)
+    model = _ScoresAndMixing().eval()
+    x = torch.randn(1, 3, 4)
+    bounded = BoundedModel(model, x)
+    refined = []
+    original = BoundPropagation.refine
+    monkeypatch.setattr(BoundPropagation, "refine", lambda self, node, *a, **k: refined.append(node.name) or original(self, node, *a, **k))
+    image = bounded.compute_bounds(x_lower=x - 0.2, x_upper=x + 0.2, method="crown")
+    assert not any(name.startswith("tanh") for name in refined)
+    monkeypatch.setattr(BoundPropagation, "image_of_input", lambda self, node: False)
+    before = len(refined)
+    lines = bounded.compute_bounds(x_lower=x - 0.2, x_upper=x + 0.2, method="crown")
+    assert any(name.startswith("tanh") for name in refined[before:])
+    assert bool((image.lower >= lines.lower - 1e-5).all() and (image.upper <= lines.upper + 1e-5).all())
+    monkeypatch.undo()
+    assert_sound(model, x - 0.2, x + 0.2, methods=("crown",), samples=2000, bounded=bounded)
+
+
+class _Attention(torch.nn.Module):
+    """One softmax attention block over 6 tokens of 4 features: softmax's score differences (expand.py) are 6
+    times as many as the scores, the one node every path into them passes through."""
+
+    def __init__(self):
+        super().__init__()
+        self.query, self.key, self.value = (torch.nn.Linear(4, 4) for _ in range(3))
+        self.out = torch.nn.Linear(24, 3)
+
+    def forward(self, x):
+        h = torch.relu(x)
+        weights = torch.softmax(torch.bmm(self.query(h), self.key(h).transpose(1, 2)), dim=-1)
+        return self.out(torch.bmm(weights, self.value(h)).flatten(1))
+
+
+@pytest.mark.parametrize("through", ["forward", "backward"])
+@pytest.mark.parametrize("seed", range(2))
+def test_bounds_through_a_cut_are_sound_and_no_tighter_than_crown(seed, through, monkeypatch):
+    """With a cut (engine `cut_for`) the score differences are bounded from the scores' linear bounds, carried
+    forward through the differences or met by the differences' specs carried back to the scores: the bounds hold
+    at sampled and attacked points, and are no tighter than CROWN's, which picks every line per spec."""
+    import opwise.bounds.engine.propagation as propagation
+
+    torch.manual_seed(seed)
+    model = _Attention().eval()
+    x = torch.randn(1, 6, 4)
+    lower, upper = x - 0.05, x + 0.05
+    bounded = BoundedModel(model, x)
+    crown = bounded.compute_bounds(x_lower=lower, x_upper=upper, method="crown")
+    monkeypatch.setattr(propagation, "CUT_MIN_POSITIONS", 16)
+    monkeypatch.setattr(propagation, "CUT_RATIO", 4)
+    if through == "backward":
+        monkeypatch.setattr(BoundPropagation, "forward_from_cut", lambda self, node, cut, groups: None)
+    cuts, found = [], BoundPropagation.cut_for
+    monkeypatch.setattr(BoundPropagation, "cut_for", lambda self, *a: cuts.append(found(self, *a)) or cuts[-1])
+    results = assert_sound(model, lower, upper, methods=("crown",), samples=3000, bounded=bounded)
+    assert any(cut is not None for cut in cuts)
+    assert bool((results["crown"].lower <= crown.lower + 1e-5).all() and (results["crown"].upper >= crown.upper - 1e-5).all())
+
+
+def test_a_stop_that_is_not_a_cut_is_refused():
+    """Carried back to a node that some other path goes around, the coefficients would drop that path's terms."""
+    from opwise.errors import OpwiseError
+
+    model = _Attention().eval()
+    x = torch.randn(1, 6, 4)
+    graph = BoundedModel(model, x).graph
+    engine = BoundPropagation(graph, InputSet(x - 0.1, x + 0.1))
+    query = next(node for node in graph.call_nodes() if graph.info(node).module_path == "query")
+    with pytest.raises(OpwiseError, match="not a cut"):
+        engine._walk(graph.output, torch.eye(3).reshape(3, 1, 3), 1, stop=query)
