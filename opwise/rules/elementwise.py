@@ -35,7 +35,8 @@ register_routing(
 @relevance_rule(
     "aten.relu", "aten.gelu", "aten.silu", "aten.sigmoid", "aten.tanh", "aten.leaky_relu", "aten.hardtanh",
     "aten.elu", "aten.celu", "aten.softplus", "aten.mish", "aten.hardswish", "aten.hardsigmoid", "aten.exp", "aten.log",
-    "aten.log1p", "aten.expm1", "aten._prelu_kernel",
+    "aten.log1p", "aten.expm1", "aten._prelu_kernel", "aten.threshold", "aten.hardshrink", "aten.softshrink",
+    "aten.log_sigmoid_forward",
     "aten.sqrt", "aten.rsqrt", "aten.pow", "aten.reciprocal", "aten.abs", "aten.neg", "aten.sin", "aten.cos",
     "aten.erf", "aten.clamp", "aten.clamp_min", "aten.clamp_max", "aten.rms_norm",
     "aten.add.Scalar", "aten.sub.Scalar", "aten.rsub.Scalar", "aten.mul.Scalar", "aten.div.Scalar",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from opwise.rules import ROUTING, rule_for
@@ -56,3 +57,23 @@ def test_identity_and_routing():
     assert identity(Call(aten.gelu.default, [torch.randn(2, 3)]), relevance)[0] is relevance
     for key in ("aten.view.default", "aten.permute.default", "aten.cat.default", "aten.max_pool2d.default", "getitem"):
         assert rule_for(key) == ROUTING
+
+
+@pytest.mark.parametrize("activation", [torch.nn.LogSigmoid(), torch.nn.Threshold(0.1, -0.5), torch.nn.Hardshrink(0.3),
+                                        torch.nn.Softshrink(0.3)], ids=lambda m: type(m).__name__)
+def test_kept_whole_activations_pass_relevance_to_their_input(activation):
+    """log-sigmoid (was min/max routing through its decomposition), threshold, hardshrink and softshrink (were
+    comparisons and `where`) are traced whole and pass the output's relevance on unchanged: behind a bias-free
+    linear layer, the input relevance sums to the explained output (negative values included)."""
+    import opwise
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4, bias=False), activation).eval()
+    x = torch.randn(6, 5)
+    graph = opwise.trace(model, x)
+    assert type(activation).__name__.lower().replace("logsigmoid", "log_sigmoid") in " ".join(
+        graph.info(n).op for n in graph.call_nodes())
+    for target in range(4):
+        total, output = opwise.explain(model, x, target=target, composite="epsilon").conservation.unbind(-1)
+        torch.testing.assert_close(total, output, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(output, model(x)[:, target])

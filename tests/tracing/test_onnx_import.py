@@ -627,3 +627,21 @@ def test_hard_activations_selu_celu_mish_and_prelu(tmp_path):
 
     x = torch.randn(1, 6, generator=torch.Generator().manual_seed(0)) * 3
     assert_sound(graph, x - 1.0, x + 1.0, samples=2_000, attack=False, bounded=BoundedModel(graph, x))
+
+
+@pytest.mark.parametrize("bias, lambd", [(0.0, 0.5), (0.3, 0.3), (0.2, 0.6), (-0.4, 0.5), (0.25, 0.0)])
+def test_shrink_and_thresholded_relu_match_onnxruntime_and_are_bounded(tmp_path, bias, lambd):
+    """Shrink becomes hardshrink (bias 0), softshrink (bias = lambd) or their mix, ThresholdedRelu torch's
+    threshold with value 0: both match onnxruntime and CROWN/IBP contain sampled outputs."""
+    nodes = [
+        helper.make_node("Shrink", ["x"], ["a"], bias=bias, lambd=lambd),
+        helper.make_node("ThresholdedRelu", ["x"], ["b"], alpha=0.4),
+        helper.make_node("Add", ["a", "b"], ["y"]),
+    ]
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 6]}, [1, 6], opset=13), [[1, 6]], batch_sizes=(None, 3))
+    assert "aten.threshold.default" in ops_of(graph)
+    from opwise.bounds import BoundedModel
+    from tests.bounds.helpers import assert_sound
+
+    x = torch.linspace(-1.5, 1.5, 6)[None]
+    assert_sound(graph, x - 0.4, x + 0.4, methods=("ibp", "crown"), samples=4_000, bounded=BoundedModel(graph, x))
