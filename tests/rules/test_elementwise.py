@@ -77,3 +77,40 @@ def test_kept_whole_activations_pass_relevance_to_their_input(activation):
         total, output = opwise.explain(model, x, target=target, composite="epsilon").conservation.unbind(-1)
         torch.testing.assert_close(total, output, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(output, model(x)[:, target])
+
+
+def test_trilinear_splits_each_term_uniformly_between_explained_factors():
+    """y = a·w·b (one term): a and b get y/2 each; with b constant, a gets all of y (values derived by hand)."""
+    from opwise.rules.elementwise import trilinear
+
+    a, w, b = torch.tensor([[2.0]]), torch.tensor([[[3.0]]]), torch.tensor([[-1.5]])
+    args = [a, w, b, [1, 3], [0], [1, 2], [2, 3]]
+    output = aten._trilinear.default(*args)
+    both = trilinear(Call(aten._trilinear.default, args, [True, False, True]), output)
+    torch.testing.assert_close(both[0], torch.tensor([[-4.5]]), rtol=1e-5, atol=0)
+    torch.testing.assert_close(both[2], torch.tensor([[-4.5]]), rtol=1e-5, atol=0)
+    assert both[1] is None
+    one = trilinear(Call(aten._trilinear.default, args, [True, False, False]), output)
+    torch.testing.assert_close(one[0], torch.tensor([[-9.0]]), rtol=1e-5, atol=0)
+
+
+def test_bilinear_layers_and_cumulative_products_conserve_relevance():
+    """nn.Bilinear (aten._trilinear) and cumprod had no relevance rule; without biases they pass on what they get."""
+    import opwise
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(4, 3, bias=False), torch.nn.Linear(4, 2, bias=False)
+            self.cross, self.square = torch.nn.Bilinear(3, 2, 2, bias=False), torch.nn.Bilinear(3, 3, 2, bias=False)
+
+        def forward(self, x):
+            a, b = torch.relu(self.a(x)), self.b(x)
+            return self.cross(a, b) + self.square(a, a) + torch.cumprod(a, -1)[:, 1:]
+
+    torch.manual_seed(0)
+    model = Head().eval()
+    x = torch.rand(3, 4)
+    for target in range(2):
+        total, output = opwise.explain(model, x, target=target, composite="epsilon").conservation.unbind(-1)
+        torch.testing.assert_close(total, output, rtol=1e-3, atol=1e-4)
