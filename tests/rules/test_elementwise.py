@@ -114,3 +114,34 @@ def test_bilinear_layers_and_cumulative_products_conserve_relevance():
     for target in range(2):
         total, output = opwise.explain(model, x, target=target, composite="epsilon").conservation.unbind(-1)
         torch.testing.assert_close(total, output, rtol=1e-3, atol=1e-4)
+
+
+def test_order_statistics_route_relevance_to_the_values_they_picked():
+    """sort, topk, max/min/kthvalue/median with a dim had no relevance rule; they move values, so relevance goes
+    back to the picked entries and is conserved (bias-free layers around them)."""
+    import opwise
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = torch.nn.Linear(4, 6, bias=False), torch.nn.Linear(6 + 2 + 4, 2, bias=False)
+
+        def forward(self, x):
+            h = self.first(x)
+            picked = [torch.sort(h, -1, descending=True).values, torch.topk(h, 2).values,
+                      torch.max(h, -1, keepdim=True).values, torch.min(h, -1, keepdim=True).values,
+                      torch.kthvalue(h, 2, -1, True).values, torch.median(h, -1, keepdim=True).values]
+            return self.second(torch.cat(picked, -1))
+
+    torch.manual_seed(0)
+    model, x = Head().eval(), torch.randn(3, 4)
+    for target in range(2):
+        total, output = opwise.explain(model, x, target=target, composite="epsilon").conservation.unbind(-1)
+        torch.testing.assert_close(total, output, rtol=1e-3, atol=1e-4)
+
+    class Top(torch.nn.Module):
+        def forward(self, x):
+            return torch.topk(x, 1).values
+
+    # the largest entry carries the whole output; the others none
+    assert opwise.explain(Top(), torch.tensor([[1.0, 3.0, 2.0]])).relevance.tolist() == [[0.0, 3.0, 0.0]]

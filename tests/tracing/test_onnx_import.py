@@ -645,3 +645,19 @@ def test_shrink_and_thresholded_relu_match_onnxruntime_and_are_bounded(tmp_path,
 
     x = torch.linspace(-1.5, 1.5, 6)[None]
     assert_sound(graph, x - 0.4, x + 0.4, methods=("ibp", "crown"), samples=4_000, bounded=BoundedModel(graph, x))
+
+
+@pytest.mark.parametrize("opset, largest", [(10, 1), (11, 1), (11, 0)])
+def test_top_k_matches_onnxruntime_and_its_values_are_bounded(tmp_path, opset, largest):
+    attributes = {"axis": 1} if opset < 11 else {"axis": 1, "largest": largest}
+    nodes = [helper.make_node("TopK", ["x", "k"], ["values", "indices"], **attributes),
+             helper.make_node("Relu", ["values"], ["y"])]
+    inits = {"k": np.array([2], dtype=np.int64)}
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 5]}, [1, 2], inits, opset=opset), [[1, 5]],
+                           batch_sizes=(None, 3))
+    assert "aten.topk.default" in ops_of(graph)
+    from opwise.bounds import BoundedModel
+    from tests.bounds.helpers import assert_sound
+
+    x = torch.randn(1, 5, generator=torch.Generator().manual_seed(opset))
+    assert_sound(graph, x - 0.5, x + 0.5, methods=("ibp", "crown"), samples=2_000, bounded=BoundedModel(graph, x))
