@@ -142,5 +142,7 @@ relevance_rule(
     "aten.upsample_linear1d.default",
     "aten.upsample_bilinear2d.default",
     "aten.upsample_trilinear3d.default",
+    "aten.upsample_bicubic2d.vec",
+    "aten.upsample_bicubic2d.default",
     needs=("inputs", "linear"),
 )(_parameterless)

@@ -44,6 +44,7 @@ KEPT_WHOLE = (
     aten.hardshrink.default,
     aten.softshrink.default,
     aten.log_sigmoid_forward.default,
+    aten.upsample_bicubic2d.vec,
 )
 
 

@@ -36,11 +36,12 @@ def test_reduction_rule_equals_the_autograd_vjp(target, args):
 
 def test_resizing_conserves_relevance_nearest_by_routing_and_linear_by_the_z_rule():
     """Upsampling had no relevance rule. Nearest copies values (relevance goes back to the copied pixel); the linear
-    modes mix positive weights without a bias, so the z-rule conserves too."""
+    modes mix positive weights without a bias, so the z-rule conserves too; so does bicubic (kept whole), whose
+    weights can be negative."""
     import opwise
 
     torch.manual_seed(0)
-    for mode in ("nearest", "bilinear"):
+    for mode in ("nearest", "bilinear", "bicubic"):
         model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, bias=False), torch.nn.ReLU(),
                                     torch.nn.Upsample(scale_factor=2, mode=mode), torch.nn.Flatten(),
                                     torch.nn.Linear(2 * 6 * 6 * 4, 3, bias=False)).eval()

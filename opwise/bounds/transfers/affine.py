@@ -89,7 +89,7 @@ MONOTONE = (
     "aten.unfold", "aten.lift_fresh_copy", "aten.detach", "aten.roll", "aten.flip", "aten.diagonal",
     "aten.movedim", "aten.unflatten", "aten.tile", "aten.as_strided", "aten.masked_fill", "aten.cumsum",
     # resizing: each output is one input (nearest) or a convex combination of inputs (linear modes); bicubic
-    # weights can be negative, so it is not here
+    # weights can be negative: SeparableResize below
     "aten.upsample_nearest1d", "aten.upsample_nearest2d", "aten.upsample_nearest3d", "aten._upsample_nearest_exact1d",
     "aten._upsample_nearest_exact2d", "aten._upsample_nearest_exact3d", "aten.upsample_linear1d",
     "aten.upsample_bilinear2d", "aten.upsample_trilinear3d",
@@ -174,6 +174,28 @@ class BatchNorm(SignedAffine):
             scale = scale * weight.abs()
         shape = [1, -1] + [1] * (radii[0].dim() - 2)
         return radii[0] * scale.reshape(shape)
+
+
+@bound_transfer("aten.upsample_bicubic2d")
+class SeparableResize(SignedAffine):
+    """Bicubic resizing: out = W_h · x · W_wᵀ per channel, with cubic weights that can be negative (so not monotone).
+    Each axis's weights are read off the op itself, resizing an image whose row (column) k is ones: its rows' weights
+    sum to 1, so the result's column is W_h[:, k]. IBP is then |W_h| · radius · |W_w|ᵀ around the centre's image;
+    CROWN takes the vjp (exact)."""
+
+    def _axis_weights(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
+        if "axis_weights" not in step.cache:
+            height, width = step.shapes[0][-2:]
+            resize = lambda image: step.node.target(image, *step.args[1:], **step.node.kwargs)  # noqa: E731
+            rows = torch.eye(height)[:, None, :, None].expand(height, 1, height, width)
+            columns = torch.eye(width)[:, None, None, :].expand(width, 1, height, width)
+            step.cache["axis_weights"] = (resize(rows)[:, 0, :, 0].T.abs(), resize(columns)[:, 0, 0, :].T.abs())
+        return step.cache["axis_weights"]
+
+    def radius(self, step: Step, radii: list[torch.Tensor]) -> torch.Tensor:
+        height, width = self._axis_weights(step)
+        height, width = height.to(radii[0]), width.to(radii[0])
+        return torch.einsum("oh,...hw,pw->...op", height, radii[0], width)
 
 
 @bound_transfer("aten.neg")
