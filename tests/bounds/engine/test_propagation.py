@@ -337,3 +337,35 @@ def test_copies_get_their_sources_crown_interval_without_a_pass_of_their_own(see
     assert any(name.startswith("expand") for name in refined[before:])
     assert torch.allclose(fast.lower, slow.lower, atol=1e-5) and torch.allclose(fast.upper, slow.upper, atol=1e-5)
     assert_sound(model, x - 0.1, x + 0.1, methods=("crown", "alpha-crown"), samples=2000, bounded=bounded)
+
+
+class _ShiftedWindowAttention(torch.nn.Module):
+    """Swin-like: shifted windows folded into the first axis with the samples, heads, softmax over window tokens."""
+
+    def __init__(self, dim=8, window=2, heads=2):
+        super().__init__()
+        self.window, self.heads = window, heads
+        self.embed, self.qkv = torch.nn.Conv2d(1, dim, 2, 2), torch.nn.Linear(dim, 3 * dim)
+        self.head = torch.nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.embed(x).permute(0, 2, 3, 1)
+        batch, height, width, dim = x.shape
+        w = self.window
+        shifted = torch.roll(x, (-1, -1), (1, 2))
+        windows = shifted.view(batch, height // w, w, width // w, w, dim).permute(0, 1, 3, 2, 4, 5).reshape(-1, w * w, dim)
+        q, k, v = self.qkv(windows).reshape(windows.shape[0], w * w, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        mixed = (torch.softmax(q @ k.transpose(-2, -1), -1) @ v).transpose(1, 2).reshape(batch, -1, dim)
+        return self.head(mixed.mean(1))
+
+
+def test_refining_a_four_dimensional_node_whose_first_axis_folds_windows_with_a_single_sample():
+    """The windows of a batch of 1 make a [windows, heads, tokens, tokens] node: one group, the batch's size, so
+    it was refined as if its first axis were the batch ([C, H, W] windows of the rest) and CROWN stopped with
+    'IndexError: index 2 is out of bounds for dimension 1 with size 2'."""
+    from tests.bounds.helpers import assert_sound
+
+    torch.manual_seed(1)
+    model = _ShiftedWindowAttention().eval()
+    x = torch.rand(1, 1, 8, 8)
+    assert_sound(model, x - 0.01, x + 0.01, methods=("crown",), samples=500, attack=False)
