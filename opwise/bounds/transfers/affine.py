@@ -15,6 +15,7 @@ from torch import fx
 
 from opwise.bounds.transfers.patches import Patches, dense
 from opwise.bounds.transfers.registry import Interval, Step, bound_transfer
+from opwise.errors import UnsupportedOperation
 
 aten = torch.ops.aten
 
@@ -196,6 +197,39 @@ class SeparableResize(SignedAffine):
         height, width = self._axis_weights(step)
         height, width = height.to(radii[0]), width.to(radii[0])
         return torch.einsum("oh,...hw,pw->...op", height, radii[0], width)
+
+
+#: where `aten._embedding_bag(weight, indices, offsets, scale_grad_by_freq, mode, sparse, per_sample_weights, ...)`
+#: takes its table and its per-sample weights
+EMBEDDING_TABLE, PER_SAMPLE_WEIGHTS = 0, 6
+
+
+@bound_transfer("aten._embedding_bag", "aten._embedding_bag_forward_only")
+class EmbeddingBag(SignedAffine):
+    """nn.EmbeddingBag with per-sample weights as the bounded input (mode "sum"): each bag is Σ_i w_i · E[id_i], linear
+    in the weights w; IBP takes |E| for the radius. Bounding through a table or token ids computed from the input is
+    refused."""
+
+    def radius(self, step: Step, radii: list[torch.Tensor]) -> torch.Tensor:
+        args = list(step.args)
+        bounded = [i for i, arg in enumerate(args) if isinstance(arg, fx.Node)]
+        if bounded != [PER_SAMPLE_WEIGHTS]:
+            raise UnsupportedOperation(
+                step.node.name, step.op, step.module_path, engine="bound",
+                hint="only its per_sample_weights may depend on the bounded input (the token ids and the table must "
+                     "be constants); pass the weights of the bag's entries as the input to bound")
+        args[EMBEDDING_TABLE], args[PER_SAMPLE_WEIGHTS] = args[EMBEDDING_TABLE].abs(), radii[0]
+        return torch.ops.aten._embedding_bag.default(*args)[0]
+
+    def backward(self, step: Step, A: torch.Tensor):
+        """Entry j of bag b contributes w_j · E[id_j]: its coefficient is A[.., b, :] · E[id_j] (torch has no derivative
+        of the vjp, which α-CROWN's gradient would need)."""
+        table, indices, offsets = step.args[0], step.args[1], step.args[2]
+        include_last = step.args[7] if len(step.args) > 7 else False
+        starts = offsets[:-1] if include_last else offsets
+        bag_of_entry = torch.searchsorted(starts, torch.arange(indices.numel(), device=indices.device), right=True) - 1
+        coefficient = (A[:, bag_of_entry, :] * table[indices]).sum(-1)
+        return [coefficient.reshape(A.shape[0], *step.shapes[0])], None
 
 
 @bound_transfer("aten.neg")
