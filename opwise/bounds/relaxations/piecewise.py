@@ -1,14 +1,14 @@
 """Piecewise-linear functions with jumps: threshold, hardshrink, softshrink (and ONNX's Shrink through them).
 
 f is linear on each piece between fixed breakpoints and may jump at a breakpoint. On [l, u], f(x) − s·x is
-linear on every piece, so its extremes lie at the ends l, u or at a one-sided limit at a breakpoint inside
-(limits, not values: the closure of the graph, a superset of the values, so nothing is lost at a jump). That
+linear on every piece, so its extremes lie at the ends l, u or at a one-sided limit at a breakpoint the interval
+reaches (limits, not values: the closure of the graph, a superset of the values, so nothing is lost at a jump). That
 gives, for any slope s, the valid lower line s·x + min_k (v_k − s·p_k) over those candidate points (p_k, v_k),
 and the upper line with max. The slope is chosen to minimise the gap: the line's mean over [l, u] is
 φ(s) = min_k (v_k + s·(m − p_k)) (m the midpoint), a concave function of s whose maximum is where two of its terms
 cross, at the slope between two candidates; every such slope (and 0) is tried and the best is kept. The
 interval image is the candidates' range. No α: every slope is valid, the chosen one is already optimal for the
-interval's mean.
+interval's mean. Branch-and-bound splits at a breakpoint (`split_at`).
 
 >>> from opwise.bounds.relaxations.registry import relaxation_for
 >>> shrink = relaxation_for("aten.hardshrink.default", (0.5,))
@@ -44,17 +44,35 @@ class PiecewiseLinearRelaxation:
     intercepts: tuple[float, ...]
 
     def _candidates(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Points (p, v) stacked on a new first axis: the ends, and both one-sided limits at each breakpoint in
-        [l, u] (a breakpoint outside repeats the lower end, which changes no min or max)."""
+        """Points (p, v) stacked on a new first axis: the ends (their values), and at each breakpoint b the left
+        limit where the interval reaches left of b (l < b <= u) and the right limit where it reaches right of it
+        (l <= b < u); the value at b is an end or one of those limits. A limit not taken repeats the lower end, which
+        changes no min or max. So an interval that ends at a jump (a branch-and-bound split there) is relaxed
+        without the far side of the jump."""
         points, values = [lower, upper], [self.function(lower), self.function(upper)]
         for index, breakpoint in enumerate(self.breakpoints):
-            inside = (lower <= breakpoint) & (breakpoint <= upper)
-            at = torch.where(inside, torch.full_like(lower, breakpoint), lower)
-            for piece in (index, index + 1):
+            reaches = ((lower < breakpoint) & (breakpoint <= upper), (lower <= breakpoint) & (breakpoint < upper))
+            for piece, taken in zip((index, index + 1), reaches):
                 limit = self.slopes[piece] * breakpoint + self.intercepts[piece]
-                points.append(at)
-                values.append(torch.where(inside, torch.full_like(lower, limit), values[0]))
+                points.append(torch.where(taken, torch.full_like(lower, breakpoint), lower))
+                values.append(torch.where(taken, torch.full_like(lower, limit), values[0]))
         return torch.stack(points), torch.stack(values)
+
+    def split_at(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+        """Where branch-and-bound splits [l, u]: the breakpoint inside closest to the midpoint (both halves are then
+        one piece fewer), else the midpoint.
+
+        >>> hardshrink((0.5,), {}).split_at(torch.tensor([-1.0, 0.0]), torch.tensor([0.6, 0.2]))
+        tensor([-0.5000,  0.1000])
+        """
+        middle = (lower + upper) / 2
+        best, distance = middle.clone(), torch.full_like(middle, float("inf"))
+        for breakpoint in self.breakpoints:
+            inside = (lower < breakpoint) & (breakpoint < upper)
+            gap = torch.where(inside, (middle - breakpoint).abs(), torch.full_like(middle, float("inf")))
+            closer = gap < distance
+            best, distance = torch.where(closer, torch.full_like(middle, breakpoint), best), torch.minimum(gap, distance)
+        return best
 
     def image(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         _, values = self._candidates(lower, upper)

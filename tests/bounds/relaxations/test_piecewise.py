@@ -68,3 +68,23 @@ def test_softshrink_is_exact_on_each_piece_and_lines_are_hand_derived_across_one
     # (mean over [0, 3]: 0 vs 0.5), so x − 1
     assert lines.upper_slope[1] == pytest.approx(2 / 3) and lines.upper_intercept[1] == pytest.approx(0.0)
     assert lines.lower_slope[1] == pytest.approx(1.0) and lines.lower_intercept[1] == pytest.approx(-1.0)
+
+
+def test_an_interval_ending_at_a_jump_is_relaxed_without_the_far_side():
+    """A branch-and-bound split at a jump leaves intervals that end there: only the limit the interval reaches counts
+    (before, both limits did, and no split could make the lines exact)."""
+    hardshrink = relaxation_for("aten.hardshrink.default", (0.5,))
+    lines = hardshrink.relax(torch.tensor([-0.5, 0.5]), torch.tensor([0.5, 2.0]))
+    # on [−0.5, 0.5] hardshrink is 0 (its value at ±0.5 included)
+    assert lines.lower_slope[0] == 0 and lines.lower_intercept[0] == 0
+    assert lines.upper_slope[0] == 0 and lines.upper_intercept[0] == 0
+    threshold = relaxation_for("aten.threshold.default", (0.1, -0.5))
+    lines = threshold.relax(torch.tensor([-1.0]), torch.tensor([0.1]))  # x <= 0.1 gives −0.5, at 0.1 too
+    assert lines.lower_intercept.item() == -0.5 and lines.upper_intercept.item() == -0.5
+    assert lines.lower_slope.item() == 0 and lines.upper_slope.item() == 0
+
+
+def test_split_point_is_the_breakpoint_nearest_the_middle():
+    softshrink = relaxation_for("aten.softshrink.default", (0.3,))
+    points = softshrink.split_at(torch.tensor([-1.0, -0.2, 0.5]), torch.tensor([1.0, 2.0, 0.9]))
+    torch.testing.assert_close(points, torch.tensor([-0.3, 0.3, 0.7]))  # tie: the first; one inside; none: the middle
