@@ -661,3 +661,49 @@ def test_top_k_matches_onnxruntime_and_its_values_are_bounded(tmp_path, opset, l
 
     x = torch.randn(1, 5, generator=torch.Generator().manual_seed(opset))
     assert_sound(graph, x - 0.5, x + 0.5, methods=("ibp", "crown"), samples=2_000, bounded=BoundedModel(graph, x))
+
+
+RESIZE_CASES = {
+    "nearest_opset10": (10, {"mode": "nearest"}, "scales", [1, 1, 2, 3]),
+    "nearest_floor": (13, {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+                      "scales", [1, 1, 2, 2]),
+    "nearest_exact": (13, {"mode": "nearest", "coordinate_transformation_mode": "half_pixel",
+                           "nearest_mode": "round_prefer_ceil"}, "sizes", [1, 2, 7, 9]),
+    "linear_half_pixel": (13, {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}, "scales", [1, 1, 2, 1.5]),
+    "linear_align_corners": (13, {"mode": "linear", "coordinate_transformation_mode": "align_corners"}, "sizes",
+                             [1, 2, 8, 5]),
+    "cubic_pytorch_half_pixel": (13, {"mode": "cubic", "coordinate_transformation_mode": "pytorch_half_pixel",
+                                      "cubic_coeff_a": -0.75}, "scales", [1, 1, 2, 2]),
+    "cubic_align_corners": (13, {"mode": "cubic", "coordinate_transformation_mode": "align_corners",
+                                 "cubic_coeff_a": -0.75}, "sizes", [1, 2, 9, 7]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESIZE_CASES))
+def test_resize_matches_onnxruntime_and_is_bounded(tmp_path, case):
+    """Resize had no importer (U-Nets and FPNs exported from torch use it): each mode torch computes matches
+    onnxruntime and is bounded soundly (bicubic's negative weights included)."""
+    opset, attributes, given, values = RESIZE_CASES[case]
+    if opset == 10:
+        inputs, inits = ["x", "scales"], {"scales": np.array(values, dtype=np.float32)}
+    else:
+        inputs = ["x", "", "scales"] if given == "scales" else ["x", "", "", "sizes"]
+        inits = {given: np.array(values, dtype=np.float32 if given == "scales" else np.int64)}
+    nodes = [helper.make_node("Resize", inputs, ["y"], **attributes)]
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 2, 4, 5]}, None, inits, opset=opset), [[1, 2, 4, 5]])
+    assert len(ops_of(graph)) == 1 and "upsample" in ops_of(graph)[0]
+    from opwise.bounds import BoundedModel
+    from tests.bounds.helpers import assert_sound
+
+    x = torch.randn(1, 2, 4, 5, generator=torch.Generator().manual_seed(0))
+    assert_sound(graph, x - 0.3, x + 0.3, methods=("ibp", "crown"), samples=500, attack=False, bounded=BoundedModel(graph, x))
+
+
+def test_resize_modes_torch_does_not_compute_are_refused_naming_the_attribute(tmp_path):
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="cubic", cubic_coeff_a=-0.5)]
+    inits = {"scales": np.array([1, 1, 2, 2], dtype=np.float32)}
+    with pytest.raises(ModelLoadError, match="cubic_coeff_a -0.5"):
+        load_onnx(save_model(tmp_path, nodes, {"x": [1, 2, 4, 5]}, None, inits, opset=13))
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear", coordinate_transformation_mode="asymmetric")]
+    with pytest.raises(ModelLoadError, match="linear with asymmetric coordinates"):
+        load_onnx(save_model(tmp_path, nodes, {"x": [1, 2, 4, 5]}, None, inits, opset=13, name="b.onnx"))
