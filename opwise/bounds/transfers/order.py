@@ -124,6 +124,7 @@ class OrderStatistic:
         coefficient = torch.zeros((*rows.shape[:-1], low.shape[-1]), dtype=A.dtype, device=A.device)
         coefficient.scatter_add_(-1, low_index.expand(rows.shape), positive * low_line)
         coefficient.scatter_add_(-1, high_index.expand(rows.shape), negative * high_line)
-        bias = positive * (low_constant * ~low_line) + negative * (high_constant * ~high_line)
+        zero = torch.zeros((), dtype=A.dtype, device=A.device)  # not constant · 0: an infinite end would give NaN
+        bias = positive * torch.where(low_line, zero, low_constant) + negative * torch.where(high_line, zero, high_constant)
         bias = bias[..., 0] if drop else bias.movedim(-1, dim + 1)
         return [coefficient.movedim(-1, dim + 1).contiguous()], bias.contiguous()
