@@ -86,6 +86,10 @@ def explain(
     graph = plan.graph
     arguments = _arguments(graph, inputs, kwargs)
     explained = [i for i, e in enumerate(graph.explained) if e and arguments[i].is_floating_point()]
+    if not explained and not plan.embeddings:
+        raise InputError(
+            "the explained inputs are integer and reach no nn.Embedding, so relevance has nowhere to land; explain a "
+            "float input instead (for nn.EmbeddingBag, its per_sample_weights)")
     for i in explained:
         arguments[i] = arguments[i].detach().requires_grad_()
 

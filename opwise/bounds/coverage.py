@@ -26,6 +26,8 @@ EXPANDED = {
     "aten.linalg_vector_norm.default": ("aten.sqrt.default", "aten.abs.default"),
     "aten.var.correction": ("aten.pow.Tensor_Scalar",),
     "aten.std.correction": ("aten.pow.Tensor_Scalar", "aten.sqrt.default"),
+    "aten._trilinear.default": (),
+    "aten.cumprod.default": (),
 }
 
 

@@ -18,6 +18,9 @@
 - group norm = layer norm over each group's channels, instance norm (batch norm with the batch's own statistics)
   = the same over every dim but the channels, then the per-channel affine; variance and standard deviation
   from their definitions; vector norms as √Σx², Σ|x|, max |x| or (Σ|x|^p)^(1/p).
+- _trilinear (nn.Bilinear's x1ᵀ W x2) = Σ over its sum dims of the three factors unsqueezed and multiplied, the
+  constant factor first (a linear map), then the product of two bounded tensors (McCormick planes);
+- cumprod along a dim = a chain of products of two bounded slices (y_k = y_(k−1) · x_k);
 - x / y with y bounded = x · reciprocal(y); a matrix product of two bounded tensors (attention's q·kᵀ and p·v)
   = Σ_k of elementwise products, each bounded by McCormick planes.
 
@@ -245,6 +248,34 @@ def _matrix_product(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     return rewriter.call(aten.sum.dim_IntList, rewriter.call(aten.mul.Tensor, left, right), [-2])
 
 
+def _trilinear(rewriter: _Rewriter, node: fx.Node, dependent: set[fx.Node]) -> fx.Node:
+    """_trilinear(a, b, c, expand_a, expand_b, expand_c, sum_dims): Σ_sum_dims of a·b·c, each unsqueezed at its
+    expand dims (ascending); the factors multiply constants first, so that at most one product is bilinear."""
+    factors = []
+    for factor, dims in zip(node.args[:3], node.args[3:6]):
+        for dim in sorted(dims):
+            factor = rewriter.call(aten.unsqueeze.default, factor, dim)
+        factors.append((factor, isinstance(node.args[len(factors)], fx.Node) and node.args[len(factors)] in dependent))
+    factors.sort(key=lambda pair: pair[1])  # constants first
+    product = factors[0][0]
+    for factor, _ in factors[1:]:
+        product = rewriter.call(aten.mul.Tensor, product, factor)
+    sum_dims = list(node.args[6])
+    return rewriter.call(aten.sum.dim_IntList, product, sum_dims) if sum_dims else product
+
+
+def _cumulative_product(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
+    """cumprod(x, dim) as y_0 = x_0, y_k = y_(k−1) · x_k over slices along dim, stacked back."""
+    x, dim = node.args[0], node.args[1]
+    length = _shape(x)[dim % len(_shape(x))]
+    running = rewriter.call(aten.slice.Tensor, x, dim, 0, 1)
+    pieces = [running]
+    for index in range(1, length):
+        running = rewriter.call(aten.mul.Tensor, running, rewriter.call(aten.slice.Tensor, x, dim, index, index + 1))
+        pieces.append(running)
+    return rewriter.call(aten.cat.default, pieces, dim) if len(pieces) > 1 else running
+
+
 def _rewrite_for(node: fx.Node, dependent: set[fx.Node]):
     if node.op != "call_function" or node not in dependent:
         return None
@@ -271,6 +302,10 @@ def _rewrite_for(node: fx.Node, dependent: set[fx.Node]):
         return _divide
     if node.target in (aten.bmm.default, aten.mm.default) and all(arg in dependent for arg in node.args[:2]):
         return _matrix_product
+    if node.target is aten._trilinear.default:
+        return lambda rewriter, node: _trilinear(rewriter, node, dependent)
+    if node.target is aten.cumprod.default and not node.kwargs.get("dtype"):
+        return _cumulative_product
     return None
 
 

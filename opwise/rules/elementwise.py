@@ -5,7 +5,9 @@ nonlinearities pass relevance unchanged. Sums split relevance in proportion to e
 contribution; constants (terms that do not depend on the explained input) take none, so `x - c` and
 `x + c` conserve relevance. Products: a constant factor is a scale (identity to the other factor); a
 factor that broadcasts (a normalizer's 1/rms, a gate per channel) is treated as a constant scale too;
-two full-size explained factors share relevance uniformly (AttnLRP, Prop. 3.2).
+two full-size explained factors share relevance uniformly (AttnLRP, Prop. 3.2). The same holds for products of
+more factors: cumprod's y_k = x_0 ⋯ x_k gives each factor 1/(k + 1) of R_k; _trilinear (nn.Bilinear's x1ᵀ W x2)
+takes the epsilon rule over its terms, then splits each term's share uniformly among its explained factors.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from opwise.rules.linear import stabilize
 from opwise.rules.registry import register_routing, relevance_rule
 
+aten = torch.ops.aten
 SUM_EPSILON = 1e-6
 
 register_routing(
@@ -25,7 +28,8 @@ register_routing(
     "aten.max_pool2d", "aten.max_pool1d", "aten.max_pool2d_with_indices", "aten.adaptive_max_pool2d",
     "aten.amax", "aten.max", "aten.roll", "aten.flip", "aten.repeat", "aten.narrow", "aten.unfold",
     "aten.index_select", "aten.detach", "aten._to_copy", "aten.to", "aten.lift_fresh_copy", "aten.dropout",
-    "aten.native_dropout", "aten.slice_scatter", "aten.select_scatter", "aten.pixel_shuffle",
+    "aten.native_dropout", "aten.slice_scatter", "aten.select_scatter", "aten.pixel_shuffle", "aten.sort", "aten.topk",
+    "aten.min.dim", "aten.min.default", "aten.kthvalue", "aten.median.dim",
     "aten.upsample_nearest1d", "aten.upsample_nearest2d", "aten.upsample_nearest3d", "aten._upsample_nearest_exact1d",
     "aten._upsample_nearest_exact2d", "aten._upsample_nearest_exact3d", "aten.minimum", "aten.maximum",
     "getitem",
@@ -35,7 +39,8 @@ register_routing(
 @relevance_rule(
     "aten.relu", "aten.gelu", "aten.silu", "aten.sigmoid", "aten.tanh", "aten.leaky_relu", "aten.hardtanh",
     "aten.elu", "aten.celu", "aten.softplus", "aten.mish", "aten.hardswish", "aten.hardsigmoid", "aten.exp", "aten.log",
-    "aten.log1p", "aten.expm1", "aten._prelu_kernel",
+    "aten.log1p", "aten.expm1", "aten._prelu_kernel", "aten.threshold", "aten.hardshrink", "aten.softshrink",
+    "aten.log_sigmoid_forward",
     "aten.sqrt", "aten.rsqrt", "aten.pow", "aten.reciprocal", "aten.abs", "aten.neg", "aten.sin", "aten.cos",
     "aten.erf", "aten.clamp", "aten.clamp_min", "aten.clamp_max", "aten.rms_norm",
     "aten.add.Scalar", "aten.sub.Scalar", "aten.rsub.Scalar", "aten.mul.Scalar", "aten.div.Scalar",
@@ -78,6 +83,39 @@ def multiply(call, relevance):
         return [relevance / 2, relevance / 2]
     receivers = [i for i in range(2) if full[i]] or [i for i in range(2) if call.explained[i]][:1]
     return [_to_shape(relevance, shapes[i]) if i in receivers else None for i in range(2)]
+
+
+@relevance_rule("aten.cumprod.default")
+def cumulative_product(call, relevance):
+    """R(x_i) = Σ_{k >= i} R(y_k) / (k + 1): y_k's relevance shared uniformly by its k + 1 factors (conservative).
+
+    >>> from types import SimpleNamespace
+    >>> cumulative_product(SimpleNamespace(args=(None, 1)), torch.tensor([[1.0, 2.0, 3.0]]))[0]  # 1 + 1 + 1, 1 + 1, 1
+    tensor([[3., 2., 1.]])
+    """
+    dim = call.args[1] % relevance.dim()
+    shape = [1] * relevance.dim()
+    shape[dim] = relevance.shape[dim]
+    shared = relevance / torch.arange(1, relevance.shape[dim] + 1, dtype=relevance.dtype, device=relevance.device).view(shape)
+    return [shared.flip(dim).cumsum(dim).flip(dim)] + [None] * (len(call.args) - 1)
+
+
+@relevance_rule("aten._trilinear.default")
+def trilinear(call, relevance):
+    """Σ over sum dims of a·b·c (multilinear): R_i = x_i ⊙ ∂y/∂x_i · R/(y ± ε) / (explained factors), by Euler's
+    theorem each term z's share z·R/y once per factor, so the factors' relevance sums to R up to ε."""
+    factors = [call.arg(i) for i in range(3)]
+    explained = [i for i in range(3) if call.explained[i]]
+    rest = call.args[3:]
+    sources = [f.detach().requires_grad_(i in explained) for i, f in enumerate(factors)]
+    with torch.enable_grad():
+        output = aten._trilinear.default(*sources, *rest)
+        ratio = relevance / stabilize(output.detach(), SUM_EPSILON)
+        gradients = torch.autograd.grad(output, [sources[i] for i in explained], ratio)
+    result = [None] * len(call.args)
+    for i, gradient in zip(explained, gradients):
+        result[i] = factors[i] * gradient / len(explained)
+    return result
 
 
 @relevance_rule("aten.embedding.default", needs=())

@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from opwise.errors import UnsupportedOperation
 from opwise.rules.linear import Epsilon, LinearOp, LinearRule, Norm
 from opwise.rules.registry import relevance_rule
 
@@ -142,5 +143,27 @@ relevance_rule(
     "aten.upsample_linear1d.default",
     "aten.upsample_bilinear2d.default",
     "aten.upsample_trilinear3d.default",
+    "aten.upsample_bicubic2d.vec",
+    "aten.upsample_bicubic2d.default",
     needs=("inputs", "linear"),
 )(_parameterless)
+
+
+@relevance_rule("aten._embedding_bag.default", "aten._embedding_bag_forward_only.default", needs=("inputs", "output"))
+def embedding_bag(call, relevance):
+    """nn.EmbeddingBag explained through its per-sample weights w (bag = Σ_i w_i · E[id_i], linear in w): the epsilon
+    rule, R_w = w ⊙ ∂bag/∂w · R/(bag ± ε). Token ids as the explained input are refused (no per-token read-out yet)."""
+    weights_position = 6
+    if len(call.args) <= weights_position or not call.explained[weights_position]:
+        raise UnsupportedOperation(call.node, "aten._embedding_bag.default", None, engine="relevance",
+                                   hint="nn.EmbeddingBag is explained through its per_sample_weights; pass them as the "
+                                        "explained input (token ids are constants)")
+    args = [call.arg(i) for i in range(len(call.args))]
+    x = args[weights_position]
+
+    def bag(value, weight, bias):
+        return call.target(*args[:weights_position], value, *args[weights_position + 1:])[0]
+
+    result = [None] * len(call.args)
+    result[weights_position] = Epsilon().relevance(LinearOp(bag, None, None, x), call.output[0], relevance)
+    return result

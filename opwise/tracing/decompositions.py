@@ -7,7 +7,9 @@ gets our own decomposition (`attention_as_matmuls`) so engines see matmul, add a
 
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Iterator
 
 import torch
 
@@ -38,6 +40,11 @@ KEPT_WHOLE = (
     aten._adaptive_avg_pool2d.default,
     aten.embedding.default,
     aten.rms_norm.default,
+    aten.threshold.default,
+    aten.hardshrink.default,
+    aten.softshrink.default,
+    aten.log_sigmoid_forward.default,
+    aten.upsample_bicubic2d.vec,
 )
 
 
@@ -105,6 +112,31 @@ def roll_as_slices(x: torch.Tensor, shifts: list[int], dims: list[int] = ()) -> 
         if shift:
             x = torch.cat([x.narrow(dim, size - shift, shift), x.narrow(dim, 0, size - shift)], dim=dim)
     return x
+
+
+@contextlib.contextmanager
+def autograd_decompositions_lifted() -> Iterator[None]:
+    """Keep KEPT_WHOLE ops whole while a model is exported and decomposed: a few (hardshrink, softshrink) carry a
+    Python decomposition on the Autograd key, which fires whenever an input requires grad (a parameter upstream),
+    whatever the table says. It is lifted for the duration and put back after (torch falls back to the op's own
+    autograd kernel meanwhile).
+
+    >>> with autograd_decompositions_lifted():
+    ...     torch._C.DispatchKey.Autograd in aten.hardshrink.default.py_kernels
+    False
+    >>> torch._C.DispatchKey.Autograd in aten.hardshrink.default.py_kernels
+    True
+    """
+    key = torch._C.DispatchKey.Autograd
+    lifted = {op: op.py_kernels.pop(key) for op in KEPT_WHOLE if key in op.py_kernels}
+    for op in lifted:
+        op._dispatch_cache.clear()
+    try:
+        yield
+    finally:
+        for op, kernel in lifted.items():
+            op.py_kernels[key] = kernel
+            op._dispatch_cache.clear()
 
 
 def _drop_kept(table) -> None:

@@ -12,7 +12,7 @@ import torch
 from torch import fx
 from torch.export.graph_signature import InputKind, OutputKind
 
-from opwise.tracing.decompositions import export_table
+from opwise.tracing.decompositions import autograd_decompositions_lifted, export_table
 from opwise.tracing.inputs import InputLayout
 from opwise.tracing.outputs import OutputChoice, index_structure, select_output
 
@@ -38,8 +38,9 @@ def export_to_fx(
     model: torch.nn.Module, layout: InputLayout, args: tuple, kwargs: dict, output: OutputChoice
 ) -> tuple[fx.GraphModule, dict[str, str]]:
     """Returns the canonical GraphModule and, per constant attribute, the model name it came from."""
-    program = torch.export.export(model, tuple(args), dict(kwargs), strict=False)
-    program = program.run_decompositions(export_table())
+    with autograd_decompositions_lifted():
+        program = torch.export.export(model, tuple(args), dict(kwargs), strict=False)
+        program = program.run_decompositions(export_table())
     _require_static_shapes(program.graph)
     signature = program.graph_signature
 

@@ -210,8 +210,10 @@ def test_a_graph_that_cannot_be_retraced_is_bounded_in_chunks():
 
 @pytest.mark.parametrize("activation", [torch.nn.Sigmoid, torch.nn.Tanh, torch.nn.GELU, torch.nn.SiLU, torch.nn.ELU,
                                         torch.nn.SELU, lambda: torch.nn.CELU(0.5), torch.nn.Softplus, torch.nn.Mish,
-                                        torch.nn.Hardswish, torch.nn.Hardsigmoid])
-def test_smooth_activations_are_sound_once_their_relaxations_exist(activation):
+                                        torch.nn.Hardswish, torch.nn.Hardsigmoid, torch.nn.LogSigmoid,
+                                        lambda: torch.nn.Threshold(0.1, -0.5), lambda: torch.nn.Hardshrink(0.3),
+                                        lambda: torch.nn.Softshrink(0.3)])
+def test_activations_are_sound_once_their_relaxations_exist(activation):
     model = torch.nn.Sequential(torch.nn.Linear(3, 8), activation(), torch.nn.Linear(8, 8), activation(), torch.nn.Linear(8, 3))
     graph = opwise.trace(model, torch.zeros(2, 3))
     if opwise.bounds.coverage(graph).fraction < 1:

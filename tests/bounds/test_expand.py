@@ -255,7 +255,7 @@ class _MaxOfTwo(torch.nn.Module):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_elementwise_minimum_and_maximum_are_bounded_soundly(seed):
-    """minimum/maximum (and LogSigmoid, traced with a minimum) had no bound rule; they become ReLUs."""
+    """minimum/maximum had no bound rule; they become ReLUs (LogSigmoid, once traced with a minimum, is now kept whole)."""
     model = randomize_(_MaxOfTwo(), seed).eval()
     x = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed))
     probe = torch.randn(7, 3)
@@ -344,3 +344,42 @@ def test_crown_bounds_of_attention_layers_with_an_additive_finfo_min_mask_are_fi
     bounds = results["crown"]
     assert torch.isfinite(bounds.lower).all() and torch.isfinite(bounds.upper).all()
     assert float((bounds.upper - bounds.lower).max()) < 1000 * eps
+
+
+class _BilinearAndCumprod(torch.nn.Module):
+    """nn.Bilinear on two bounded branches and on one branch twice (aten._trilinear), and a cumulative product."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(3, 4), torch.nn.Linear(3, 2)
+        self.cross, self.square = torch.nn.Bilinear(4, 2, 3), torch.nn.Bilinear(4, 4, 3, bias=False)
+
+    def forward(self, x):
+        a, b = torch.tanh(self.a(x)), self.b(x)
+        return self.cross(a, b) + self.square(a, a) + torch.cumprod(b + 1, -1)[:, -1:]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_bilinear_layers_and_cumulative_products_are_bounded_soundly(seed):
+    """_trilinear and cumprod had no bound rule; they become products (constant factor first) and a chain of
+    products of two bounded slices."""
+    model = randomize_(_BilinearAndCumprod(), seed).eval()
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed))
+    expanded = expand_for_bounds(trace(model, x))
+    ops = {expanded.info(n).op for n in expanded.call_nodes()}
+    assert "aten._trilinear.default" not in ops and "aten.cumprod.default" not in ops
+    for probe in torch.randn(4, 2, 3):  # the trace is at batch 2 (nn.Bilinear views its inputs by batch)
+        torch.testing.assert_close(expanded(probe), model(probe), rtol=1e-5, atol=1e-5)
+    assert_sound(model, x - 0.3, x + 0.3, samples=3_000, seed=seed, attack=seed == 0)
+
+
+def test_cumulative_product_along_an_inner_axis_is_exact_on_points_and_sound():
+    class Inner(torch.nn.Module):
+        def forward(self, x):
+            return torch.cumprod(x.view(-1, 3, 2), 1).flatten(1)
+
+    x = torch.rand(1, 6) + 0.5
+    bounds = assert_sound(Inner(), x - 0.2, x + 0.2, methods=("ibp", "crown"), samples=2_000)
+    assert (bounds["crown"].upper - bounds["crown"].lower).max() < 10
+    point = BoundedModel(Inner(), x).compute_bounds(x_lower=x, x_upper=x, method="crown")
+    torch.testing.assert_close(point.lower, Inner()(x)) and torch.testing.assert_close(point.upper, Inner()(x))

@@ -1,7 +1,7 @@
 """Fuzzing: random small models from the supported op vocabulary, checked end to end.
 
 A seeded generator composes linear and convolution layers, activations (relu, sigmoid, tanh, ELU, SELU, mish,
-hardswish, hardsigmoid, GELU, SiLU, softplus, abs), sums and products of two
+hardswish, hardsigmoid, GELU, SiLU, softplus, abs, hardshrink, softshrink, threshold, log-sigmoid), sums and products of two
 branches, concatenation, slicing, reshapes, in-place slice writes, index_add, scatter and (sometimes) a
 Python branch on an input-dependent value. For every model:
 
@@ -34,6 +34,18 @@ FAST_SEEDS = range(20)
 SLOW_SEEDS = range(1000, 1200)
 BATCH = 2
 
+
+
+def _hardshrink(h: torch.Tensor) -> torch.Tensor:
+    return F.hardshrink(h, 0.3)
+
+
+def _softshrink(h: torch.Tensor) -> torch.Tensor:
+    return F.softshrink(h, 0.3)
+
+
+def _threshold(h: torch.Tensor) -> torch.Tensor:
+    return F.threshold(h, 0.1, -0.4)
 
 class RandomModel(nn.Module):
     """A chain of steps over a [batch, features] state (after an optional convolution stem), each step a
@@ -84,9 +96,10 @@ class RandomModel(nn.Module):
             return layer.out_features
         if kind == "activation":
             # sigmoid(0) = 1/2 acts as a bias on exact zeros (relu's, written ones), so bias-free models keep to f(0) = 0
-            zero_at_zero = [torch.relu, torch.tanh, F.elu, F.selu, F.mish, F.hardswish, F.gelu, F.silu]
-            function = rng.choice(zero_at_zero + [torch.sigmoid, F.softplus, F.hardsigmoid, torch.abs] if self.bias
-                                  else zero_at_zero)
+            zero_at_zero = [torch.relu, torch.tanh, F.elu, F.selu, F.mish, F.hardswish, F.gelu, F.silu, _hardshrink,
+                            _softshrink]
+            function = rng.choice(zero_at_zero + [torch.sigmoid, F.softplus, F.hardsigmoid, torch.abs, _threshold,
+                                                  F.logsigmoid] if self.bias else zero_at_zero)
             self.steps.append((getattr(function, "__name__", str(function)), function))
             return width
         if kind in ("sum", "product"):

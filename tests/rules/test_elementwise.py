@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from opwise.rules import ROUTING, rule_for
@@ -56,3 +57,91 @@ def test_identity_and_routing():
     assert identity(Call(aten.gelu.default, [torch.randn(2, 3)]), relevance)[0] is relevance
     for key in ("aten.view.default", "aten.permute.default", "aten.cat.default", "aten.max_pool2d.default", "getitem"):
         assert rule_for(key) == ROUTING
+
+
+@pytest.mark.parametrize("activation", [torch.nn.LogSigmoid(), torch.nn.Threshold(0.1, -0.5), torch.nn.Hardshrink(0.3),
+                                        torch.nn.Softshrink(0.3)], ids=lambda m: type(m).__name__)
+def test_kept_whole_activations_pass_relevance_to_their_input(activation):
+    """log-sigmoid (was min/max routing through its decomposition), threshold, hardshrink and softshrink (were
+    comparisons and `where`) are traced whole and pass the output's relevance on unchanged: behind a bias-free
+    linear layer, the input relevance sums to the explained output (negative values included)."""
+    import opwise
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4, bias=False), activation).eval()
+    x = torch.randn(6, 5)
+    graph = opwise.trace(model, x)
+    assert type(activation).__name__.lower().replace("logsigmoid", "log_sigmoid") in " ".join(
+        graph.info(n).op for n in graph.call_nodes())
+    for target in range(4):
+        total, output = opwise.explain(model, x, target=target, composite="epsilon").conservation.unbind(-1)
+        torch.testing.assert_close(total, output, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(output, model(x)[:, target])
+
+
+def test_trilinear_splits_each_term_uniformly_between_explained_factors():
+    """y = a·w·b (one term): a and b get y/2 each; with b constant, a gets all of y (values derived by hand)."""
+    from opwise.rules.elementwise import trilinear
+
+    a, w, b = torch.tensor([[2.0]]), torch.tensor([[[3.0]]]), torch.tensor([[-1.5]])
+    args = [a, w, b, [1, 3], [0], [1, 2], [2, 3]]
+    output = aten._trilinear.default(*args)
+    both = trilinear(Call(aten._trilinear.default, args, [True, False, True]), output)
+    torch.testing.assert_close(both[0], torch.tensor([[-4.5]]), rtol=1e-5, atol=0)
+    torch.testing.assert_close(both[2], torch.tensor([[-4.5]]), rtol=1e-5, atol=0)
+    assert both[1] is None
+    one = trilinear(Call(aten._trilinear.default, args, [True, False, False]), output)
+    torch.testing.assert_close(one[0], torch.tensor([[-9.0]]), rtol=1e-5, atol=0)
+
+
+def test_bilinear_layers_and_cumulative_products_conserve_relevance():
+    """nn.Bilinear (aten._trilinear) and cumprod had no relevance rule; without biases they pass on what they get."""
+    import opwise
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(4, 3, bias=False), torch.nn.Linear(4, 2, bias=False)
+            self.cross, self.square = torch.nn.Bilinear(3, 2, 2, bias=False), torch.nn.Bilinear(3, 3, 2, bias=False)
+
+        def forward(self, x):
+            a, b = torch.relu(self.a(x)), self.b(x)
+            return self.cross(a, b) + self.square(a, a) + torch.cumprod(a, -1)[:, 1:]
+
+    torch.manual_seed(0)
+    model = Head().eval()
+    x = torch.rand(3, 4)
+    for target in range(2):
+        total, output = opwise.explain(model, x, target=target, composite="epsilon").conservation.unbind(-1)
+        torch.testing.assert_close(total, output, rtol=1e-3, atol=1e-4)
+
+
+def test_order_statistics_route_relevance_to_the_values_they_picked():
+    """sort, topk, max/min/kthvalue/median with a dim had no relevance rule; they move values, so relevance goes
+    back to the picked entries and is conserved (bias-free layers around them)."""
+    import opwise
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = torch.nn.Linear(4, 6, bias=False), torch.nn.Linear(6 + 2 + 4, 2, bias=False)
+
+        def forward(self, x):
+            h = self.first(x)
+            picked = [torch.sort(h, -1, descending=True).values, torch.topk(h, 2).values,
+                      torch.max(h, -1, keepdim=True).values, torch.min(h, -1, keepdim=True).values,
+                      torch.kthvalue(h, 2, -1, True).values, torch.median(h, -1, keepdim=True).values]
+            return self.second(torch.cat(picked, -1))
+
+    torch.manual_seed(0)
+    model, x = Head().eval(), torch.randn(3, 4)
+    for target in range(2):
+        total, output = opwise.explain(model, x, target=target, composite="epsilon").conservation.unbind(-1)
+        torch.testing.assert_close(total, output, rtol=1e-3, atol=1e-4)
+
+    class Top(torch.nn.Module):
+        def forward(self, x):
+            return torch.topk(x, 1).values
+
+    # the largest entry carries the whole output; the others none
+    assert opwise.explain(Top(), torch.tensor([[1.0, 3.0, 2.0]])).relevance.tolist() == [[0.0, 3.0, 0.0]]

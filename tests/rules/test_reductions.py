@@ -36,11 +36,12 @@ def test_reduction_rule_equals_the_autograd_vjp(target, args):
 
 def test_resizing_conserves_relevance_nearest_by_routing_and_linear_by_the_z_rule():
     """Upsampling had no relevance rule. Nearest copies values (relevance goes back to the copied pixel); the linear
-    modes mix positive weights without a bias, so the z-rule conserves too."""
+    modes mix positive weights without a bias, so the z-rule conserves too; so does bicubic (kept whole), whose
+    weights can be negative."""
     import opwise
 
     torch.manual_seed(0)
-    for mode in ("nearest", "bilinear"):
+    for mode in ("nearest", "bilinear", "bicubic"):
         model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, bias=False), torch.nn.ReLU(),
                                     torch.nn.Upsample(scale_factor=2, mode=mode), torch.nn.Flatten(),
                                     torch.nn.Linear(2 * 6 * 6 * 4, 3, bias=False)).eval()
@@ -67,3 +68,39 @@ def test_cumulative_sums_and_variances_conserve_relevance():
     explanation = opwise.explain(Head().eval(), torch.rand(3, 5), composite="epsilon")
     total, output = explanation.conservation.unbind(-1)
     torch.testing.assert_close(total, output, rtol=1e-3, atol=1e-4)
+
+
+def test_embedding_bag_conserves_relevance_through_its_per_sample_weights():
+    """aten._embedding_bag had no relevance rule: the bag is linear in its per-sample weights (epsilon rule); token ids
+    as the explained input are refused with what to do instead."""
+    import opwise
+    from opwise.errors import InputError, UnsupportedOperation
+
+    class Bag(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bag, self.head = torch.nn.EmbeddingBag(10, 4, mode="sum"), torch.nn.Linear(4, 2, bias=False)
+            self.register_buffer("ids", torch.tensor([[1, 4, 7], [2, 2, 5]]))
+
+        def forward(self, weights):
+            return self.head(self.bag(self.ids, per_sample_weights=weights))
+
+    class Tokens(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bag = torch.nn.EmbeddingBag(10, 4, mode="sum")
+
+        def forward(self, ids):
+            return self.bag(ids, per_sample_weights=torch.ones(ids.shape, dtype=torch.float32))
+
+    torch.manual_seed(0)
+    model, weights = Bag().eval(), torch.rand(2, 3)
+    for target in range(2):
+        total, output = opwise.explain(model, weights, target=target, composite="epsilon").conservation.unbind(-1)
+        torch.testing.assert_close(total, output, rtol=1e-4, atol=1e-5)
+    # one bag entry with weight w: its relevance is w·E[id]·head (the whole output, derived by hand)
+    single = opwise.explain(model, torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 1.5]]), target=0, composite="epsilon")
+    expected = torch.stack([2.0 * model.bag.weight[1] @ model.head.weight[0], 1.5 * model.bag.weight[5] @ model.head.weight[0]])
+    torch.testing.assert_close(single.relevance[[0, 1], [0, 2]], expected.detach(), rtol=1e-4, atol=1e-6)
+    with pytest.raises((UnsupportedOperation, InputError), match="per_sample_weights"):
+        opwise.explain(Tokens(), torch.tensor([[1, 2, 3]]))

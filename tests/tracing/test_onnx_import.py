@@ -627,3 +627,83 @@ def test_hard_activations_selu_celu_mish_and_prelu(tmp_path):
 
     x = torch.randn(1, 6, generator=torch.Generator().manual_seed(0)) * 3
     assert_sound(graph, x - 1.0, x + 1.0, samples=2_000, attack=False, bounded=BoundedModel(graph, x))
+
+
+@pytest.mark.parametrize("bias, lambd", [(0.0, 0.5), (0.3, 0.3), (0.2, 0.6), (-0.4, 0.5), (0.25, 0.0)])
+def test_shrink_and_thresholded_relu_match_onnxruntime_and_are_bounded(tmp_path, bias, lambd):
+    """Shrink becomes hardshrink (bias 0), softshrink (bias = lambd) or their mix, ThresholdedRelu torch's
+    threshold with value 0: both match onnxruntime and CROWN/IBP contain sampled outputs."""
+    nodes = [
+        helper.make_node("Shrink", ["x"], ["a"], bias=bias, lambd=lambd),
+        helper.make_node("ThresholdedRelu", ["x"], ["b"], alpha=0.4),
+        helper.make_node("Add", ["a", "b"], ["y"]),
+    ]
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 6]}, [1, 6], opset=13), [[1, 6]], batch_sizes=(None, 3))
+    assert "aten.threshold.default" in ops_of(graph)
+    from opwise.bounds import BoundedModel
+    from tests.bounds.helpers import assert_sound
+
+    x = torch.linspace(-1.5, 1.5, 6)[None]
+    assert_sound(graph, x - 0.4, x + 0.4, methods=("ibp", "crown"), samples=4_000, bounded=BoundedModel(graph, x))
+
+
+@pytest.mark.parametrize("opset, largest", [(10, 1), (11, 1), (11, 0)])
+def test_top_k_matches_onnxruntime_and_its_values_are_bounded(tmp_path, opset, largest):
+    attributes = {"axis": 1} if opset < 11 else {"axis": 1, "largest": largest}
+    nodes = [helper.make_node("TopK", ["x", "k"], ["values", "indices"], **attributes),
+             helper.make_node("Relu", ["values"], ["y"])]
+    inits = {"k": np.array([2], dtype=np.int64)}
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 5]}, [1, 2], inits, opset=opset), [[1, 5]],
+                           batch_sizes=(None, 3))
+    assert "aten.topk.default" in ops_of(graph)
+    from opwise.bounds import BoundedModel
+    from tests.bounds.helpers import assert_sound
+
+    x = torch.randn(1, 5, generator=torch.Generator().manual_seed(opset))
+    assert_sound(graph, x - 0.5, x + 0.5, methods=("ibp", "crown"), samples=2_000, bounded=BoundedModel(graph, x))
+
+
+RESIZE_CASES = {
+    "nearest_opset10": (10, {"mode": "nearest"}, "scales", [1, 1, 2, 3]),
+    "nearest_floor": (13, {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+                      "scales", [1, 1, 2, 2]),
+    "nearest_exact": (13, {"mode": "nearest", "coordinate_transformation_mode": "half_pixel",
+                           "nearest_mode": "round_prefer_ceil"}, "sizes", [1, 2, 7, 9]),
+    "linear_half_pixel": (13, {"mode": "linear", "coordinate_transformation_mode": "half_pixel"}, "scales", [1, 1, 2, 1.5]),
+    "linear_align_corners": (13, {"mode": "linear", "coordinate_transformation_mode": "align_corners"}, "sizes",
+                             [1, 2, 8, 5]),
+    "cubic_pytorch_half_pixel": (13, {"mode": "cubic", "coordinate_transformation_mode": "pytorch_half_pixel",
+                                      "cubic_coeff_a": -0.75}, "scales", [1, 1, 2, 2]),
+    "cubic_align_corners": (13, {"mode": "cubic", "coordinate_transformation_mode": "align_corners",
+                                 "cubic_coeff_a": -0.75}, "sizes", [1, 2, 9, 7]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESIZE_CASES))
+def test_resize_matches_onnxruntime_and_is_bounded(tmp_path, case):
+    """Resize had no importer (U-Nets and FPNs exported from torch use it): each mode torch computes matches
+    onnxruntime and is bounded soundly (bicubic's negative weights included)."""
+    opset, attributes, given, values = RESIZE_CASES[case]
+    if opset == 10:
+        inputs, inits = ["x", "scales"], {"scales": np.array(values, dtype=np.float32)}
+    else:
+        inputs = ["x", "", "scales"] if given == "scales" else ["x", "", "", "sizes"]
+        inits = {given: np.array(values, dtype=np.float32 if given == "scales" else np.int64)}
+    nodes = [helper.make_node("Resize", inputs, ["y"], **attributes)]
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 2, 4, 5]}, None, inits, opset=opset), [[1, 2, 4, 5]])
+    assert len(ops_of(graph)) == 1 and "upsample" in ops_of(graph)[0]
+    from opwise.bounds import BoundedModel
+    from tests.bounds.helpers import assert_sound
+
+    x = torch.randn(1, 2, 4, 5, generator=torch.Generator().manual_seed(0))
+    assert_sound(graph, x - 0.3, x + 0.3, methods=("ibp", "crown"), samples=500, attack=False, bounded=BoundedModel(graph, x))
+
+
+def test_resize_modes_torch_does_not_compute_are_refused_naming_the_attribute(tmp_path):
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="cubic", cubic_coeff_a=-0.5)]
+    inits = {"scales": np.array([1, 1, 2, 2], dtype=np.float32)}
+    with pytest.raises(ModelLoadError, match="cubic_coeff_a -0.5"):
+        load_onnx(save_model(tmp_path, nodes, {"x": [1, 2, 4, 5]}, None, inits, opset=13))
+    nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear", coordinate_transformation_mode="asymmetric")]
+    with pytest.raises(ModelLoadError, match="linear with asymmetric coordinates"):
+        load_onnx(save_model(tmp_path, nodes, {"x": [1, 2, 4, 5]}, None, inits, opset=13, name="b.onnx"))

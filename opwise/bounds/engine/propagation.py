@@ -425,8 +425,10 @@ class BoundPropagation:
         upper = base.upper.clone(memory_format=torch.contiguous_format)
         flat_lower, flat_upper = lower.view(groups, -1), upper.view(groups, -1)
         self.step(node)
-        # one-hot rows of a [C, H, W] map go back as windows where the node's transfer takes them
-        windowed = groups == self.batch and lower.dim() == 4 and getattr(self._transfers[node], "takes_patches", False)
+        # one-hot rows of a [C, H, W] map go back as windows where the node's transfer takes them; only where the
+        # first axis is the batch (a batch of 1 also gives one group when windows or heads are folded into that axis)
+        windowed = lower.shape[0] == groups == self.batch and lower.dim() == 4 and \
+            getattr(self._transfers[node], "takes_patches", False)
         chunks = [selected] if alphas is not None else selected.split(_chunk_size(lower.shape[2:] if windowed else ()))
         cut = None if alphas is not None else self.cut_for(node, selected.numel(), groups)
         for chunk in chunks if selected.numel() else ():
@@ -459,7 +461,7 @@ class BoundPropagation:
         # per group, its needed positions first (in order), then the others as padding: [specs, groups]
         order = torch.argsort((~needed).to(torch.int8), dim=1, stable=True)[:, : int(counts.max())].T
         valid = torch.arange(order.shape[0], device=order.device)[:, None] < counts[None, :]
-        windowed = lower.dim() == 4 and getattr(self.transfer(node), "takes_patches", False)
+        windowed = lower.shape[0] == groups and lower.dim() == 4 and getattr(self.transfer(node), "takes_patches", False)
         samples = torch.arange(groups, device=order.device)[None, :]
         size = _chunk_size(lower.shape[2:] if windowed else ())
         cut = self.cut_for(node, order.shape[0], groups)

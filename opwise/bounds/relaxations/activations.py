@@ -1,4 +1,4 @@
-"""The other activation functions of torch.nn: ELU (SELU, CELU), softplus, mish, hardswish and hardsigmoid.
+"""The other activation functions of torch.nn: ELU (SELU, CELU), softplus, log-sigmoid, mish, hardswish and hardsigmoid.
 
 Each is relaxed by `curvature` from where it is convex or concave. The piecewise ones have kinks, and a
 kink is curvature concentrated in one point: hardswish, x·clamp(x + 3, 0, 6)/6, is 0 left of −3, a convex
@@ -137,6 +137,22 @@ class SoftplusRelaxation(CurvatureRelaxation):
                                 lines.upper_slope, lines.upper_intercept + self.switch_gap)
 
 
+class LogSigmoidRelaxation(CurvatureRelaxation):
+    """log σ(x) = −softplus(−x): increasing and concave everywhere (traced whole as `log_sigmoid_forward`, whose
+    first output is the value)."""
+
+    monotone = True
+
+    def function(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.logsigmoid(x)
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(-x)
+
+    def convex_at(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x, dtype=torch.bool)
+
+
 class MishRelaxation(ExtremaImage, CurvatureRelaxation):
     """mish(x) = x·tanh(softplus(x)): convex between its two inflection points, concave outside (like SiLU)."""
 
@@ -188,6 +204,12 @@ def celu(args, kwargs) -> EluRelaxation:
 def softplus(args, kwargs) -> SoftplusRelaxation:
     """aten.softplus(x, beta=1, threshold=20)."""
     return SoftplusRelaxation(_argument(args, kwargs, 0, "beta", 1.0), _argument(args, kwargs, 1, "threshold", 20.0))
+
+
+@register_relaxation("aten.log_sigmoid_forward.default")
+def log_sigmoid(args, kwargs) -> LogSigmoidRelaxation:
+    """The log-sigmoid relaxation (no arguments)."""
+    return LogSigmoidRelaxation()
 
 
 @register_relaxation("aten.mish.default")

@@ -15,6 +15,7 @@ from torch import fx
 
 from opwise.bounds.transfers.patches import Patches, dense
 from opwise.bounds.transfers.registry import Interval, Step, bound_transfer
+from opwise.errors import UnsupportedOperation
 
 aten = torch.ops.aten
 
@@ -89,7 +90,7 @@ MONOTONE = (
     "aten.unfold", "aten.lift_fresh_copy", "aten.detach", "aten.roll", "aten.flip", "aten.diagonal",
     "aten.movedim", "aten.unflatten", "aten.tile", "aten.as_strided", "aten.masked_fill", "aten.cumsum",
     # resizing: each output is one input (nearest) or a convex combination of inputs (linear modes); bicubic
-    # weights can be negative, so it is not here
+    # weights can be negative: SeparableResize below
     "aten.upsample_nearest1d", "aten.upsample_nearest2d", "aten.upsample_nearest3d", "aten._upsample_nearest_exact1d",
     "aten._upsample_nearest_exact2d", "aten._upsample_nearest_exact3d", "aten.upsample_linear1d",
     "aten.upsample_bilinear2d", "aten.upsample_trilinear3d",
@@ -174,6 +175,61 @@ class BatchNorm(SignedAffine):
             scale = scale * weight.abs()
         shape = [1, -1] + [1] * (radii[0].dim() - 2)
         return radii[0] * scale.reshape(shape)
+
+
+@bound_transfer("aten.upsample_bicubic2d")
+class SeparableResize(SignedAffine):
+    """Bicubic resizing: out = W_h · x · W_wᵀ per channel, with cubic weights that can be negative (so not monotone).
+    Each axis's weights are read off the op itself, resizing an image whose row (column) k is ones: its rows' weights
+    sum to 1, so the result's column is W_h[:, k]. IBP is then |W_h| · radius · |W_w|ᵀ around the centre's image;
+    CROWN takes the vjp (exact)."""
+
+    def _axis_weights(self, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
+        if "axis_weights" not in step.cache:
+            height, width = step.shapes[0][-2:]
+            resize = lambda image: step.node.target(image, *step.args[1:], **step.node.kwargs)  # noqa: E731
+            rows = torch.eye(height)[:, None, :, None].expand(height, 1, height, width)
+            columns = torch.eye(width)[:, None, None, :].expand(width, 1, height, width)
+            step.cache["axis_weights"] = (resize(rows)[:, 0, :, 0].T.abs(), resize(columns)[:, 0, 0, :].T.abs())
+        return step.cache["axis_weights"]
+
+    def radius(self, step: Step, radii: list[torch.Tensor]) -> torch.Tensor:
+        height, width = self._axis_weights(step)
+        height, width = height.to(radii[0]), width.to(radii[0])
+        return torch.einsum("oh,...hw,pw->...op", height, radii[0], width)
+
+
+#: where `aten._embedding_bag(weight, indices, offsets, scale_grad_by_freq, mode, sparse, per_sample_weights, ...)`
+#: takes its table and its per-sample weights
+EMBEDDING_TABLE, PER_SAMPLE_WEIGHTS = 0, 6
+
+
+@bound_transfer("aten._embedding_bag", "aten._embedding_bag_forward_only")
+class EmbeddingBag(SignedAffine):
+    """nn.EmbeddingBag with per-sample weights as the bounded input (mode "sum"): each bag is Σ_i w_i · E[id_i], linear
+    in the weights w; IBP takes |E| for the radius. Bounding through a table or token ids computed from the input is
+    refused."""
+
+    def radius(self, step: Step, radii: list[torch.Tensor]) -> torch.Tensor:
+        args = list(step.args)
+        bounded = [i for i, arg in enumerate(args) if isinstance(arg, fx.Node)]
+        if bounded != [PER_SAMPLE_WEIGHTS]:
+            raise UnsupportedOperation(
+                step.node.name, step.op, step.module_path, engine="bound",
+                hint="only its per_sample_weights may depend on the bounded input (the token ids and the table must "
+                     "be constants); pass the weights of the bag's entries as the input to bound")
+        args[EMBEDDING_TABLE], args[PER_SAMPLE_WEIGHTS] = args[EMBEDDING_TABLE].abs(), radii[0]
+        return torch.ops.aten._embedding_bag.default(*args)[0]
+
+    def backward(self, step: Step, A: torch.Tensor):
+        """Entry j of bag b contributes w_j · E[id_j]: its coefficient is A[.., b, :] · E[id_j] (torch has no derivative
+        of the vjp, which α-CROWN's gradient would need)."""
+        table, indices, offsets = step.args[0], step.args[1], step.args[2]
+        include_last = step.args[7] if len(step.args) > 7 else False
+        starts = offsets[:-1] if include_last else offsets
+        bag_of_entry = torch.searchsorted(starts, torch.arange(indices.numel(), device=indices.device), right=True) - 1
+        coefficient = (A[:, bag_of_entry, :] * table[indices]).sum(-1)
+        return [coefficient.reshape(A.shape[0], *step.shapes[0])], None
 
 
 @bound_transfer("aten.neg")

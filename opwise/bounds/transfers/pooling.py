@@ -67,9 +67,10 @@ def _reduced_last(value: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     return value.permute(*kept, *dims).flatten(len(kept))
 
 
-@bound_transfer("aten.amax.default", "aten.amin.default")
+@bound_transfer("aten.amax.default", "aten.amin.default", "aten.max.default", "aten.min.default")
 class Extremum:
-    """amax(x, dims, keepdim) and amin: the max-pool bounds over the reduced dims (min by negation)."""
+    """amax(x, dims, keepdim) and amin, and max(x) / min(x) over every element: the max-pool bounds over the reduced
+    dims (min by negation)."""
 
     def needs_bounds(self, step: Step) -> list[fx.Node]:
         return [step.inputs[0]]
@@ -83,7 +84,7 @@ class Extremum:
         dims = step.args[1] if len(step.args) > 1 else step.node.kwargs.get("dim", [])
         dims = tuple(sorted(d % rank for d in ([dims] if isinstance(dims, int) else dims))) or tuple(range(rank))
         keepdim = step.args[2] if len(step.args) > 2 else step.node.kwargs.get("keepdim", False)
-        sign = -1.0 if step.op.startswith("aten.amin") else 1.0  # min x = −max(−x): bounds swap and negate
+        sign = -1.0 if step.op.startswith(("aten.amin", "aten.min")) else 1.0  # min x = −max(−x): bounds swap, negate
         low, high = (x.lower, x.upper) if sign > 0 else (-x.upper, -x.lower)
         low, high = _reduced_last(low, dims), _reduced_last(high, dims)
         lower_max, chosen = low.max(-1, keepdim=True)

@@ -85,14 +85,15 @@ def test_crown_equals_dense_reference_on_relu_mlps(widths):
 
 
 class _Unbounded(torch.nn.Module):
-    """Two operators without a bound rule: a cumulative product and a sort."""
+    """Two operators without a bound rule: a cumulative log-sum-exp and lgamma (cumprod and sort, here before, are
+    bounded now)."""
 
     def __init__(self):
         super().__init__()
         self.inner = torch.nn.Linear(3, 3)
 
     def forward(self, x):
-        return torch.cumprod(self.inner(x), 1) + torch.sort(self.inner(x), 1).values
+        return torch.logcumsumexp(self.inner(x), 1) + torch.lgamma(self.inner(x))
 
 
 def test_unsupported_operator_names_node_operator_and_module():
@@ -101,8 +102,8 @@ def test_unsupported_operator_names_node_operator_and_module():
     with pytest.raises(UnsupportedOperation) as error:
         bounded.compute_bounds(torch.zeros(1, 3), eps=0.1)
     message = str(error.value)
-    assert "cumprod" in message and "bound" in message and "'1'" in message
-    assert "operators without one: aten.cumprod.default, aten.sort.default" in message  # all of them, at once
+    assert "logcumsumexp" in message and "bound" in message and "'1'" in message
+    assert "operators without one: aten.lgamma.default, aten.logcumsumexp.default" in message  # all of them, at once
 
 
 class _ConstantLines:
@@ -501,3 +502,35 @@ def test_a_stop_that_is_not_a_cut_is_refused():
     query = next(node for node in graph.call_nodes() if graph.info(node).module_path == "query")
     with pytest.raises(OpwiseError, match="not a cut"):
         engine._walk(graph.output, torch.eye(3).reshape(3, 1, 3), 1, stop=query)
+
+
+class _ShiftedWindowAttention(torch.nn.Module):
+    """Swin-like: shifted windows folded into the first axis with the samples, heads, softmax over window tokens."""
+
+    def __init__(self, dim=8, window=2, heads=2):
+        super().__init__()
+        self.window, self.heads = window, heads
+        self.embed, self.qkv = torch.nn.Conv2d(1, dim, 2, 2), torch.nn.Linear(dim, 3 * dim)
+        self.head = torch.nn.Linear(dim, 3)
+
+    def forward(self, x):
+        x = self.embed(x).permute(0, 2, 3, 1)
+        batch, height, width, dim = x.shape
+        w = self.window
+        shifted = torch.roll(x, (-1, -1), (1, 2))
+        windows = shifted.view(batch, height // w, w, width // w, w, dim).permute(0, 1, 3, 2, 4, 5).reshape(-1, w * w, dim)
+        q, k, v = self.qkv(windows).reshape(windows.shape[0], w * w, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        mixed = (torch.softmax(q @ k.transpose(-2, -1), -1) @ v).transpose(1, 2).reshape(batch, -1, dim)
+        return self.head(mixed.mean(1))
+
+
+def test_refining_a_four_dimensional_node_whose_first_axis_folds_windows_with_a_single_sample():
+    """The windows of a batch of 1 make a [windows, heads, tokens, tokens] node: one group, the batch's size, so
+    it was refined as if its first axis were the batch ([C, H, W] windows of the rest) and CROWN stopped with
+    'IndexError: index 2 is out of bounds for dimension 1 with size 2'."""
+    from tests.bounds.helpers import assert_sound
+
+    torch.manual_seed(1)
+    model = _ShiftedWindowAttention().eval()
+    x = torch.rand(1, 1, 8, 8)
+    assert_sound(model, x - 0.01, x + 0.01, methods=("crown",), samples=500, attack=False)

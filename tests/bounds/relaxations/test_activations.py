@@ -1,4 +1,4 @@
-"""ELU/SELU/CELU, softplus, mish, hardswish, hardsigmoid, and abs/log1p/expm1: lines sound on every kind of
+"""ELU/SELU/CELU, softplus, log-sigmoid, mish, hardswish, hardsigmoid, and abs/log1p/expm1: lines sound on every kind of
 interval (torch's own functions as the reference), for CROWN's α and random α; exact interval images."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ CASES = {
     "mish": (("aten.mish.default", (), {}), F.mish),
     "abs": (("aten.abs.default", (), {}), torch.abs),
     "expm1": (("aten.expm1.default", (), {}), torch.expm1),
+    "logsigmoid": (("aten.log_sigmoid_forward.default", (), {}), F.logsigmoid),
 }
 
 

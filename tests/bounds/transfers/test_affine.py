@@ -174,11 +174,71 @@ class _Resize(torch.nn.Module):
         return self.out(resized).flatten(1)
 
 
-@pytest.mark.parametrize("mode", ["nearest", "bilinear", "nearest-exact"])
+@pytest.mark.parametrize("mode", ["nearest", "bilinear", "nearest-exact", "bicubic"])
 def test_resizing_is_bounded_soundly(mode):
-    """Upsampling (U-Nets, FPNs) had no bound rule: nearest and linear modes are monotone linear maps."""
+    """Upsampling (U-Nets, FPNs) had no bound rule: nearest and linear modes are monotone linear maps, bicubic a
+    signed one (kept whole)."""
     from tests.bounds.helpers import assert_sound, randomize_
 
     model = randomize_(_Resize(mode), 0).eval()
     x = torch.randn(1, 2, 9, 9, generator=torch.Generator().manual_seed(0))
     assert_sound(model, x - 0.1, x + 0.1, samples=2_000, attack=False)
+
+
+@pytest.mark.parametrize("arguments", [dict(scale_factor=2), dict(scale_factor=1.5, align_corners=True),
+                                       dict(size=(5, 11)), dict(size=(3, 2))])
+def test_bicubic_ibp_is_the_exact_range_of_the_signed_linear_map(arguments):
+    """Bicubic weights can be negative (bicubic was decomposed into 50 gathers and products before): IBP's radius is
+    |J|·r with J the dense Jacobian, the exact range of a linear map over a box, and CROWN is exact too."""
+
+    class Resize(torch.nn.Module):
+        def forward(self, x):
+            return F.interpolate(x, mode="bicubic", **arguments).flatten(1)
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 2, 4, 6, generator=generator)
+    radius = torch.rand(2, 2, 4, 6, generator=generator)
+    bounded = BoundedModel(Resize(), x)
+    ops = [bounded.graph.info(n).op for n in bounded.graph.call_nodes()]
+    assert ops[0] == "aten.upsample_bicubic2d.vec" and len(ops) <= 2
+    jacobian = torch.autograd.functional.jacobian(lambda v: Resize()(v[None])[0], x[0, :1])  # one channel
+    jacobian = jacobian.reshape(-1, 4 * 6)
+    assert (jacobian < 0).any()
+    expected = (jacobian.abs() @ radius[:, :, :, :].reshape(2, 2, -1, 1)).reshape(2, -1)
+    centre = Resize()(x)
+    for method in ("ibp", "crown"):
+        bounds = bounded.compute_bounds(x_lower=x - radius, x_upper=x + radius, method=method)
+        torch.testing.assert_close(bounds.upper - centre, expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(centre - bounds.lower, expected, rtol=1e-4, atol=1e-5)
+
+
+class _Bag(torch.nn.Module):
+    """nn.EmbeddingBag (sum) over fixed token ids, the per-sample weights as the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.bag, self.head = torch.nn.EmbeddingBag(12, 4, mode="sum"), torch.nn.Linear(4, 2)
+        self.register_buffer("ids", torch.tensor([[1, 4, 7, 9], [2, 2, 5, 11], [0, 3, 3, 8]]))
+
+    def forward(self, weights):
+        ids = self.ids.repeat(weights.shape[0] // 3, 1)  # a batch of several boxes' points: the ids cycle with them
+        return self.head(torch.tanh(self.bag(ids, per_sample_weights=weights)))
+
+
+def test_embedding_bag_is_bounded_through_its_per_sample_weights():
+    """aten._embedding_bag had no bound rule; it is linear in the per-sample weights (signed table entries)."""
+    from tests.bounds.helpers import assert_sound
+
+    torch.manual_seed(0)
+    model, x = _Bag().eval(), torch.rand(3, 4)
+    assert_sound(model, x - 0.2, x + 0.2, methods=("ibp", "crown", "alpha-crown"), samples=3_000)
+    # the bag alone is a linear map: IBP and CROWN give its exact range, Σ_i |E[id_i]| · r_i around the centre
+
+    class BagOnly(torch.nn.Module):
+        def forward(self, weights):
+            return model.bag(model.ids, per_sample_weights=weights)
+
+    expected = (model.bag.weight.detach().abs()[model.ids] * 0.2).sum(1)
+    for method in ("ibp", "crown"):
+        bounds = BoundedModel(BagOnly(), x).compute_bounds(x_lower=x - 0.2, x_upper=x + 0.2, method=method)
+        torch.testing.assert_close((bounds.upper - bounds.lower) / 2, expected, rtol=1e-5, atol=1e-6)

@@ -40,3 +40,27 @@ def test_adaptive_max_pooling_is_bounded_soundly(output_size):
                                            torch.nn.Flatten(), torch.nn.Linear(3 * output_size[0] * output_size[1], 2)), 0)
     x = torch.randn(2, 2, 7, 8, generator=torch.Generator().manual_seed(0))
     assert_sound(model.eval(), x - 0.2, x + 0.2, samples=2_000)
+
+
+def test_max_and_min_of_every_element_are_bounded_soundly():
+    """torch.max(x) / torch.min(x) (aten.max.default, aten.min.default: no dim) had no bound rule; they are amax and
+    amin over every element (the batch too, so one sample at a time here)."""
+    from opwise.bounds import BoundedModel
+
+    class Extremes(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 5)
+
+        def forward(self, x):
+            h = torch.tanh(self.linear(x))
+            return torch.stack([torch.max(h), torch.min(h), torch.max(h) - torch.min(h)])[None]
+
+    torch.manual_seed(0)
+    model, x = Extremes().eval(), torch.randn(1, 3)
+    with torch.no_grad():
+        outputs = torch.cat([model(x + (torch.rand(1, 3) * 2 - 1) * 0.3) for _ in range(500)])
+    for method in ("ibp", "crown"):
+        bounds = BoundedModel(model, x).compute_bounds(x_lower=x - 0.3, x_upper=x + 0.3, method=method)
+        assert (bounds.lower <= outputs + 1e-5).all() and (outputs <= bounds.upper + 1e-5).all()
+    assert bounds.lower[0, 2] > -2.0  # CROWN: max − min through lines of the elements, not −2 (both ends of tanh)

@@ -129,7 +129,8 @@ def split_nodes(graph: Graph) -> list[SplitNode]:
                 nodes.append(SplitNode(node.name, second, "mul", None, other=first, source=broadcast_source(graph, node.args[1])))
         elif has_relaxation(op) and splittable(node.args[0]):
             relaxation = node_relaxation(op, node)
-            if isinstance(relaxation, CurvatureRelaxation) or getattr(relaxation, "split_kink", None) is not None:
+            if isinstance(relaxation, CurvatureRelaxation) or getattr(relaxation, "split_kink", None) is not None \
+                    or hasattr(relaxation, "split_at"):
                 nodes.append(SplitNode(node.name, node.args[0].name, op.split(".")[1], relaxation))
     return nodes
 
@@ -154,7 +155,8 @@ def broadcast_source(graph: Graph, node: fx.Node) -> torch.Tensor | None:
 
 
 def split_points(node: SplitNode, lower: torch.Tensor, upper: torch.Tensor, mode: str) -> torch.Tensor:
-    """Where to split each interval: at the kink of a piecewise-linear function (ReLU: 0), at the midpoint
+    """Where to split each interval: at the kink of a piecewise-linear function (ReLU: 0; the breakpoint inside
+    for the families with several, `split_at`), at the midpoint
     of a product's factor, else at the lookup table's point ("table") or the midpoint.
 
     >>> from opwise.bounds.relaxations.registry import relaxation_for
@@ -167,6 +169,8 @@ def split_points(node: SplitNode, lower: torch.Tensor, upper: torch.Tensor, mode
     kink = getattr(node.relaxation, "split_kink", None)
     if kink is not None:
         return torch.full_like(lower, kink)
+    if hasattr(node.relaxation, "split_at"):  # piecewise-linear families: at a breakpoint inside
+        return node.relaxation.split_at(lower, upper)
     return lookup_split_point(node.relaxation, lower, upper, mode=mode).to(lower.dtype)
 
 

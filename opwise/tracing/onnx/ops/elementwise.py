@@ -145,6 +145,31 @@ def _hard_sigmoid(builder, node, x):
     return builder.call(aten.clamp.default, scaled, 0.0, 1.0)
 
 
+@converter("ThresholdedRelu", since=10)
+def _thresholded_relu(builder, node, x):
+    """x where x > alpha, else 0 (alpha 1 by default): torch's threshold with value 0."""
+    return builder.call(aten.threshold.default, x, float(node.attr("alpha", 1.0)), 0.0)
+
+
+@converter("Shrink", since=9)
+def _shrink(builder, node, x):
+    """x − bias where x > lambd, x + bias where x < −lambd, else 0. bias 0 is hardshrink and bias = lambd softshrink;
+    any other bias is their mix (bias/lambd)·softshrink + (1 − bias/lambd)·hardshrink, both 0 inside ±lambd and
+    x ∓ bias outside; with lambd 0 it is x − bias·sign(x)."""
+    bias, lambd = float(node.attr("bias", 0.0)), float(node.attr("lambd", 0.5))
+    if lambd == 0:
+        return builder.call(aten.sub.Tensor, x, builder.call(aten.mul.Tensor, builder.call(aten.sign.default, x), bias))
+    if bias == 0:
+        return builder.call(aten.hardshrink.default, x, lambd)
+    soft = builder.call(aten.softshrink.default, x, lambd)
+    if bias == lambd:
+        return soft
+    share = bias / lambd
+    hard = builder.call(aten.hardshrink.default, x, lambd)
+    return builder.call(aten.add.Tensor, builder.call(aten.mul.Tensor, soft, share),
+                        builder.call(aten.mul.Tensor, hard, 1.0 - share))
+
+
 @converter("PRelu", since=1)
 def _prelu(builder, node, x, slope):
     return builder.call(aten._prelu_kernel.default, x, slope)

@@ -1,9 +1,12 @@
-"""Reductions: ReduceMean / ReduceSum / ReduceMax / ReduceMin to aten.mean.dim, sum.dim_IntList, amax, amin.
+"""Reductions: ReduceMean / ReduceSum / ReduceMax / ReduceMin to aten.mean.dim, sum.dim_IntList, amax, amin;
+TopK to aten.topk (values and indices).
 
 `axes` is an attribute until opset 13 (ReduceSum) or 18 (the others), an input after.
 """
 
 from __future__ import annotations
+
+import operator
 
 import torch
 
@@ -41,3 +44,22 @@ def _reduce_attribute(builder, node, x):
 @converter("ReduceMean", "ReduceMax", "ReduceMin", since=18)
 def _reduce_input(builder, node, x, axes=None):
     return _reduce(builder, node, x, constant_ints(node, axes, "axes"))
+
+
+@converter("TopK", since=1)
+def _top_k_attribute(builder, node, x):
+    return _top_k(builder, node, x, int(node.attr("k")))
+
+
+@converter("TopK", since=10)
+def _top_k_input(builder, node, x, k):
+    return _top_k(builder, node, x, constant_ints(node, k, "k")[0])
+
+
+def _top_k(builder, node, x, count: int):
+    """(values, indices) of the `count` largest (smallest with largest=0) along `axis`, sorted unless sorted=0."""
+    axis = node.attr("axis", -1) % len(builder.shape(x))
+    if isinstance(x, torch.fx.Node):
+        builder.require_batch_kept([axis], len(builder.shape(x)), node.op_type)
+    both = builder.call(aten.topk.default, x, count, axis, bool(node.attr("largest", 1)), bool(node.attr("sorted", 1)))
+    return builder.call(operator.getitem, both, 0), builder.call(operator.getitem, both, 1)

@@ -652,3 +652,14 @@ def test_a_sequence_first_lstm_is_searched_one_domain_at_a_time_and_matches_brut
         result = branch_and_bound(bounded, spec, timeout=10, batch_size=64, alpha=FAST)
         check_answer(model, spec, result, grid_min)
         assert result.status in ("verified", "falsified", "timeout")
+
+
+@pytest.mark.parametrize("activation", [lambda: torch.nn.Threshold(0.1, -0.5), lambda: torch.nn.Hardshrink(0.3),
+                                        lambda: torch.nn.Softshrink(0.3)], ids=["threshold", "hardshrink", "softshrink"])
+def test_piecewise_linear_families_are_split_at_their_breakpoints_and_match_brute_force(activation):
+    """threshold, hardshrink and softshrink were no split candidates (GenBaB stopped with 'rounds': 0); split at a
+    breakpoint inside each interval, every answer agrees with a dense grid."""
+    answered, bounded = _answers_against_the_grid(
+        lambda seed: torch.nn.Sequential(torch.nn.Linear(2, 4), activation(), torch.nn.Linear(4, 2)))
+    assert len(split_nodes(bounded.graph)) == 1
+    assert answered >= 3
