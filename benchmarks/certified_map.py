@@ -166,8 +166,14 @@ def main() -> None:
                         help="skip the relevance correlations of part cnn")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
+    for name in ("digits", "singles", "rounds", "batch_size", "threads"):
+        if getattr(args, name) < 1:
+            parser.exit(2, f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}\n")
     torch.set_num_threads(args.threads)
     parts = args.parts.split(",")
+    unknown = [part for part in parts if part not in ("cnn", "conv32")]
+    if unknown:
+        parser.exit(2, f"unknown --parts {', '.join(unknown)}: choose from cnn, conv32\n")
     if "cnn" in parts:
         builtin_cnn(args)
     if "conv32" in parts:
