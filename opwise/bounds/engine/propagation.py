@@ -777,12 +777,12 @@ class BoundPropagation:
         same bound, without carrying coefficients over the whole input back through the first layers."""
         if self._prefix is None:
             self._prefix = {}
-            if self.input_set.is_box:
-                identity = LinearBounds.identity(self.input_set)
-                rows = 0 if identity.positions is None else identity.positions.shape[1]
-                count = math.prod(self.input_set.lower.shape[1:])
-                if 0 < rows <= FREE_INPUT_LIMIT and 4 * rows <= count:
-                    self._prefix[self.input_node] = identity
+            lower, upper = self.input_set.lower, self.input_set.upper
+            count = math.prod(lower.shape[1:])
+            # the free elements counted first: the identity of a whole box is an [n × n] matrix
+            rows = int((upper > lower).reshape(self.batch, -1).sum(1).max()) if self.batch and count else 0
+            if self.input_set.is_box and 0 < rows <= FREE_INPUT_LIMIT and 4 * rows <= count:
+                self._prefix[self.input_node] = LinearBounds.identity(self.input_set)
         return self._prefix
 
     def _exact_forward(self, node: fx.Node) -> LinearBounds | None:
