@@ -100,7 +100,8 @@ class BoundPropagation:
     enter a pass as β-CROWN constraints when the pass is given β multipliers (`betas`).
     `known` gives intervals already proven for some nodes (they are used as they are, narrowed by the
     splits); `outer` gives intervals that hold over a larger input set (a pass over a larger box around the
-    same point): they narrow interval propagation, so CROWN refines only the neurons they leave undecided; `record` names nodes whose coefficients every pass returns in `LinearBound.recorded`.
+    same point): they narrow interval propagation, so CROWN refines only the neurons they leave undecided;
+    `record` names nodes whose coefficients every pass returns in `LinearBound.recorded`.
     Nodes may be given as fx nodes or by name. Passes check the caller's `deadline` (engine/deadline.py)
     between nodes and chunks and raise TimeLimitReached past it.
 
@@ -552,7 +553,7 @@ class BoundPropagation:
             return None  # a node that folds the batch away: forward bounds keep it first
         for n in between:
             self.step(n)
-            if forward_bounds_supported(self._transfers[n], self._steps[n]) is False:
+            if not forward_bounds_supported(self._transfers[n], self._steps[n]):
                 return None
         lower, lower_bias, upper, upper_bias = self.cut_lines(cut, groups)
         shape = cut_interval.lower.shape

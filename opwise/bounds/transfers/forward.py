@@ -210,10 +210,10 @@ def forward_bounds(step: Step, transfer, inputs: list[LinearBounds]) -> LinearBo
     >>> bool((bounds.lower <= model(torch.zeros(1, 2))).all())
     True
     """
+    if not forward_bounds_supported(transfer, step):
+        return None
     if isinstance(transfer, Elementwise):
         return forward_elementwise(step, inputs)
     if hasattr(transfer, "forward"):  # a transfer with its own forward mode (scatter.py's writes)
         return transfer.forward(step, inputs)
-    if isinstance(transfer, Affine) and not transfer.needs_bounds(step):
-        return forward_affine(step, transfer, inputs)
-    return None
+    return forward_affine(step, transfer, inputs)
