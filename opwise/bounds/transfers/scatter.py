@@ -38,7 +38,7 @@ class Write(Affine):
         if accumulates(step.node.target, step.args, step.node.kwargs):
             return super().ibp(step, intervals)
         routing, positions, offset = self._routing(step, intervals[0].lower)
-        shape = step.node.meta["opwise"].shape
+        shape = step.shape
 
         def side(index: int) -> torch.Tensor:
             values = [getattr(intervals[step.inputs.index(node)], ("lower", "upper")[index]) for node in positions]
@@ -68,7 +68,7 @@ class Write(Affine):
         if accumulates(step.node.target, step.args, step.node.kwargs):
             return forward_affine(step, self, inputs)
         routing, positions, offset = self._routing(step, inputs[0].lower_bias)
-        shape = step.node.meta["opwise"].shape
+        shape = step.shape
         rows = inputs[0].lower_coefficient.shape[0]
 
         def gathered(name: str, otherwise: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
