@@ -142,7 +142,7 @@ def maximize(bound, parameters: list[torch.Tensor] | list[dict], options: AlphaO
     >>> [r["iteration"] for r in reports], reports[-1]["lower"] == float(best), reports[0]["iterations"]
     ([1, 2, 3], True, 3)
     """
-    optimizer = torch.optim.Adam(parameters, lr=options.learning_rate)
+    optimizer = torch.optim.Adam(parameters, lr=options.learning_rate, foreach=True)
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, options.lr_decay)
     stop = None if best is None else EarlyStop(options, best)
     start = time.monotonic()
