@@ -126,11 +126,13 @@ def parameter_groups(engine: BoundPropagation, alpha_sets: list[dict[fx.Node, Al
             if group["params"]]
 
 
-def maximize(bound, parameters: list[torch.Tensor] | list[dict], options: AlphaOptions, best: torch.Tensor,
+def maximize(bound, parameters: list[torch.Tensor] | list[dict], options: AlphaOptions, best: torch.Tensor | None,
              progress: Progress | None = None) -> torch.Tensor:
     """Projected Adam ascent shared by every α optimisation: `bound()` projects the parameters (tensors, or
     Adam's parameter groups) into their valid range and returns a (differentiable) lower bound; the
-    elementwise best seen is returned. After every step `progress` (if given) gets {"search": "alpha-crown",
+    elementwise best seen (and `best`, a bound known already; None: none, the first `bound()` is evaluated
+    whatever the options) is returned. The last bound is not differentiated (no step would use its gradient),
+    so the parameters end as they were for it. After every step `progress` (if given) gets {"search": "alpha-crown",
     "iteration", "iterations", "lower": the worst of the best bounds so far, "seconds": since the start}.
 
     >>> x = torch.zeros(1, requires_grad=True)
@@ -140,17 +142,18 @@ def maximize(bound, parameters: list[torch.Tensor] | list[dict], options: AlphaO
     >>> [r["iteration"] for r in reports], reports[-1]["lower"] == float(best), reports[0]["iterations"]
     ([1, 2, 3], True, 3)
     """
-    optimizer = torch.optim.Adam(parameters, lr=options.learning_rate)
+    optimizer = torch.optim.Adam(parameters, lr=options.learning_rate, foreach=True)
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, options.lr_decay)
-    stop = EarlyStop(options, best)
+    stop = None if best is None else EarlyStop(options, best)
     start = time.monotonic()
-    for iteration in range(1, options.iterations + 1):
+    for iteration in range(1, max(options.iterations, 1 if best is None else 0) + 1):
         lower = bound()
-        best = torch.maximum(best, lower.detach())
+        best = lower.detach() if best is None else torch.maximum(best, lower.detach())
+        stop = stop or EarlyStop(options, best)
         if progress is not None:
             progress({"search": "alpha-crown", "iteration": iteration, "iterations": options.iterations,
                       "lower": float(best.min()), "seconds": time.monotonic() - start})
-        if stop(best):
+        if stop(best) or iteration >= options.iterations:
             break
         optimizer.zero_grad()
         (-lower.sum()).backward()

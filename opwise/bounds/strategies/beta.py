@@ -65,10 +65,11 @@ def _adam(engine: BoundPropagation, target: fx.Node, A: torch.Tensor, options: A
           warm: Parameters, deadline: float | None) -> tuple[torch.Tensor, Parameters, LinearBound]:
     """Projected Adam on the summed bound over every α and β, best bound per spec and sample kept."""
     alphas, betas = _initial(engine, target, A.shape[0], warm)
-    last = engine.bound(target, A, alphas=alphas, betas=betas)
-    best = last.lower.detach()
     parameters = parameter_groups(engine, [alphas], options, betas)
-    if parameters:
+    if not parameters or options.iterations < 1:
+        last = engine.bound(target, A, alphas=alphas, betas=betas)
+        best = last.lower.detach()
+    else:  # Adam's first bound is the start's (α and β are in range already)
         if deadline is not None:
             options = dataclasses.replace(options, time_limit=max(0.0, deadline - time.monotonic()))
 
@@ -78,7 +79,7 @@ def _adam(engine: BoundPropagation, target: fx.Node, A: torch.Tensor, options: A
             last = engine.bound(target, A, alphas=alphas, betas=betas)
             return last.lower
 
-        best = maximize(bound, parameters, options, best)
+        best = maximize(bound, parameters, options, None)
     detached = lambda pair: AlphaPair(*(None if t is None else t.detach() for t in (pair.lower, pair.upper)))  # noqa: E731
     ended = {node.name: detached(pair) for node, pair in alphas.items()}
     ended.update({BETA + node.name: detached(pair) for node, pair in betas.items()})
