@@ -23,7 +23,7 @@ from opwise.bounds.input_set import InputSet
 from opwise.bounds.transfers.affine import Affine
 from opwise.bounds.transfers.forward import LinearBounds, forward_bounds, forward_bounds_supported
 from opwise.bounds.transfers.nonlinear import ELEMENTWISE, has_relaxation, node_relaxation
-from opwise.bounds.transfers.patches import Patches, add_coefficients, dense
+from opwise.bounds.transfers.patches import Patches, add_coefficients, dense, free_windows, summed_product
 from opwise.bounds.engine.deadline import check_deadline
 from opwise.bounds.engine.splits import SplitEnds, apply_split_constraint
 from opwise.bounds.relaxations.base import AlphaPair
@@ -141,6 +141,7 @@ class BoundPropagation:
         self._ancestors: dict[fx.Node, list[fx.Node]] = {}
         self._linear: dict[fx.Node, LinearBounds] = {}
         self._prefix: dict[fx.Node, LinearBounds | None] | None = None
+        self._few_free: bool | None = None
         self._cut_lines: dict[fx.Node, tuple[torch.Tensor, ...]] = {}
         self.splits = {self._node(node): interval for node, interval in (splits or {}).items()}
         self._split_ends: dict[fx.Node, SplitEnds] = {}  # the β terms' view of each split, made on first use
@@ -726,11 +727,16 @@ class BoundPropagation:
                     input_coefficient = coefficient
                     continue
                 # coefficients that reached the input itself: their free elements join `free`, the rest the bias
-                flat = dense(coefficient).reshape(values.shape[0], groups, -1)
                 identity = prefix[node]
-                part = flat.gather(2, identity.positions.clamp(min=0).unsqueeze(0).expand(flat.shape[0], -1, -1))
+                if isinstance(coefficient, Patches):  # read off the windows, never made dense
+                    part = coefficient.at(identity.positions.clamp(min=0))
+                    share = summed_product(coefficient.blocked(), coefficient.windows(identity.lower_bias))
+                    bias = bias + share.reshape(values.shape[0], groups)
+                else:
+                    flat = coefficient.reshape(values.shape[0], groups, -1)
+                    part = flat.gather(2, identity.positions.clamp(min=0).unsqueeze(0).expand(flat.shape[0], -1, -1))
+                    bias = bias + (flat * identity.lower_bias.reshape(1, groups, -1)).sum(-1)
                 free = part if free is None else free + part
-                bias = bias + (flat * identity.lower_bias.reshape(1, groups, -1)).sum(-1)
                 continue
             if node is stop:  # a cut: nothing reaches what lies before it but through it
                 if coefficients:
@@ -758,6 +764,10 @@ class BoundPropagation:
                 free = part if free is None else free + part
                 bias = bias + (flat * exact.lower_bias.reshape(1, groups, -1)).sum(-1)
                 continue
+            if (isinstance(coefficient, torch.Tensor) and getattr(transfer, "takes_patches", False) and alphas is None
+                    and betas is None and not self.record and groups == self.batch and self._frees_little()):
+                coefficient, share = self._free_windows(node, coefficient)
+                bias = bias + share
             parts, terms = transfer.backward(step, coefficient)
             if terms is not None:
                 bias = bias + terms.reshape(terms.shape[0], groups, -1).sum(-1)
@@ -785,6 +795,28 @@ class BoundPropagation:
             if self.input_set.is_box and 0 < rows <= FREE_INPUT_LIMIT and 4 * rows <= count:
                 self._prefix[self.input_node] = LinearBounds.identity(self.input_set)
         return self._prefix
+
+    def _frees_little(self) -> bool:
+        """Whether the input set is a box whose samples free at most a quarter of their elements, the others fixed
+        (a patch of an image): then the nodes before a layer that mixes the whole map are points outside a window
+        around the patch, and backward passes carry only that window (`_free_windows`)."""
+        if self._few_free is None:
+            lower, upper = self.input_set.lower, self.input_set.upper
+            count = math.prod(lower.shape[1:])
+            rows = int((upper > lower).reshape(self.batch, -1).sum(1).max()) if self.batch and count else 0
+            self._few_free = self.input_set.is_box and 4 * rows <= count
+        return self._few_free
+
+    def _free_windows(self, node: fx.Node, coefficient: torch.Tensor) -> tuple[torch.Tensor | Patches, torch.Tensor]:
+        """The coefficients of a [batch, C, H, W] node as windows over each sample's free elements, and the fixed
+        elements' share (exact: their interval is a point) for the bias; unchanged (share 0) where the free
+        elements spread too wide (`free_windows`)."""
+        interval = self._tight.get(node)
+        interval = self._ibp.get(node) if interval is None else interval
+        found = None if interval is None else free_windows(coefficient, interval.lower, interval.upper)
+        if found is None:
+            return coefficient, coefficient.new_zeros(coefficient.shape[0], self.batch)
+        return found
 
     def _exact_forward(self, node: fx.Node) -> LinearBounds | None:
         """The node's exact forward bounds if it is an affine function of the input (`_free_prefix`), else None."""

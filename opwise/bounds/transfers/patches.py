@@ -160,6 +160,25 @@ class Patches:
         padded[spec_index, samples, :, rows[..., None], columns[..., None, :]] = self.values.permute(0, 1, 3, 4, 2)
         return padded[..., top : top + self.height, left : left + self.width].contiguous()
 
+    def at(self, positions: torch.Tensor) -> torch.Tensor:
+        """The coefficients at flat positions of the [C, H, W] map, `positions` [batch, k] per sample: [specs, batch,
+        k] (zero outside the windows).
+
+        >>> rows = Patches.one_hot(torch.tensor([5]), torch.tensor([2.0]), batch=1, shape=(2, 2, 3))
+        >>> rows.at(torch.tensor([[5, 4, 11]])).tolist()
+        [[[2.0, 0.0, 0.0]]]
+        """
+        h, w = self.values.shape[-2:]
+        channel = positions // (self.height * self.width)
+        row = (positions // self.width) % self.height - self.top[..., None]
+        column = positions % self.width - self.left[..., None]
+        inside = (row >= 0) & (row < h) & (column >= 0) & (column < w)
+        specs, batch = self.values.shape[:2]
+        spec_index = torch.arange(specs, device=positions.device)[:, None, None]
+        samples = torch.arange(batch, device=positions.device)[None, :, None]
+        picked = self.values[spec_index, samples, channel[None], row.clamp(0, h - 1), column.clamp(0, w - 1)]
+        return torch.where(inside, picked, torch.zeros((), dtype=picked.dtype, device=picked.device))
+
     def inside_map(self) -> "Patches":
         """The window with positions outside the map zeroed (after a convolution's backward reached into its
         padding: coefficients there multiply constant zeros, so they must not travel further back)."""
@@ -235,3 +254,53 @@ def dense(coefficient: torch.Tensor | Patches) -> torch.Tensor:
 def add_coefficients(first: torch.Tensor | Patches, second: torch.Tensor | Patches) -> torch.Tensor:
     """The sum of two coefficient sets meeting at a node used twice (windows become dense: they differ)."""
     return dense(first) + dense(second)
+
+
+#: `free_windows` turns dense coefficients into windows when the window over every sample's free elements covers at
+#: most this fraction of the map
+FREE_WINDOW_FRACTION = 0.25
+#: ... and the dense coefficients hold at least this many elements (below, the windows' indexing costs more than
+#: the dense products it saves)
+FREE_WINDOW_MIN_ELEMENTS = 2**17
+
+
+def free_windows(A: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, min_elements: int | None = None
+                 ) -> tuple[Patches, torch.Tensor] | None:
+    """Dense coefficients A [specs, batch, C, H, W] of a node whose interval [lower, upper] ([batch, C, H, W]) is a
+    point outside a small window per sample (a box that frees one patch of an image, before a layer mixes the whole
+    map): (A on the free elements as that window per sample, the fixed elements' exact share A·value [specs, batch]).
+    A backward step then costs the window, not the map. None where the free elements spread over more than
+    `FREE_WINDOW_FRACTION` of the map, or A has fewer than `min_elements` (default
+    `FREE_WINDOW_MIN_ELEMENTS`).
+
+    >>> A = torch.ones(1, 2, 1, 4, 4)
+    >>> lower = torch.zeros(2, 1, 4, 4); upper = lower.clone(); upper[0, 0, 1, 2] = upper[1, 0, 3, 0] = 1.0
+    >>> windows, share = free_windows(A, lower + 2, upper + 2, min_elements=0)
+    >>> tuple(windows.values.shape), windows.top.tolist(), windows.left.tolist(), share.tolist()
+    ((1, 2, 1, 1, 1), [[1, 3]], [[2, 0]], [[30.0, 30.0]])
+    """
+    least = FREE_WINDOW_MIN_ELEMENTS if min_elements is None else min_elements
+    if A.dim() != 5 or A.numel() < least or tuple(lower.shape) != tuple(A.shape[1:]) or tuple(upper.shape) != tuple(A.shape[1:]):
+        return None
+    height, width = A.shape[-2:]
+    free = ~((upper == lower) & torch.isfinite(lower))
+    where = free.any(1)  # [batch, H, W]
+    rows, columns = where.any(2), where.any(1)
+    if not bool(rows.any()):
+        return None
+    extent = []
+    for along in (rows, columns):
+        size = along.shape[1]
+        first = along.to(torch.int8).argmax(1)
+        last = size - 1 - along.flip(1).to(torch.int8).argmax(1)
+        extent.append((first, torch.where(along.any(1), last - first + 1, 0)))
+    h, w = int(extent[0][1].max()), int(extent[1][1].max())
+    if h * w > FREE_WINDOW_FRACTION * height * width:
+        return None
+    share = (A * torch.where(free, 0.0, lower)).reshape(*A.shape[:2], -1).sum(-1)
+    specs = A.shape[0]
+    # windows inside the map, at the same corner for every spec of a sample
+    top = extent[0][0].clamp(max=height - h).expand(specs, -1)
+    left = extent[1][0].clamp(max=width - w).expand(specs, -1)
+    windows = Patches(A.new_zeros(*A.shape[:3], h, w), top, left, height, width, repeats=specs)
+    return windows.moved(windows.gather(A * free)), share
