@@ -23,7 +23,8 @@ from opwise.bounds.input_set import InputSet
 from opwise.bounds.transfers.affine import Affine
 from opwise.bounds.transfers.forward import LinearBounds, forward_bounds, forward_bounds_supported
 from opwise.bounds.transfers.nonlinear import ELEMENTWISE, has_relaxation, node_relaxation
-from opwise.bounds.transfers.patches import Patches, add_coefficients, dense, free_windows, summed_product
+from opwise.bounds.transfers.patches import (FreeCoefficients, Patches, add_coefficients, dense, free_windows,
+                                             summed_product)
 from opwise.bounds.engine.deadline import check_deadline
 from opwise.bounds.engine.splits import SplitEnds, apply_split_constraint
 from opwise.bounds.relaxations.base import AlphaPair
@@ -58,8 +59,9 @@ CUT_MEMORY = 2 ** 28
 class LinearBound:
     """The result of one backward pass: `lower` [specs, groups] bounds A·target from below over the input
     set; it is the minimum of `input_coefficient · x + bias` (the linear lower bound before concretization;
-    Patches or dense [specs, groups, *input shape]); `recorded` holds the coefficients that reached each
-    node named in the engine's `record` ([specs, groups, *node shape])."""
+    Patches, FreeCoefficients or dense [specs, groups, *input shape]: `dense` makes any of them a tensor);
+    `recorded` holds the coefficients that reached each node named in the engine's `record` ([specs, groups,
+    *node shape])."""
 
     lower: torch.Tensor
     input_coefficient: object
@@ -823,12 +825,13 @@ class BoundPropagation:
         if node not in self._prefix:
             step = self.step(node)
             transfer = self._transfers[node]
-            inputs = [self._exact_forward(i) for i in step.inputs]
             exact = None
+            # the node itself first: a node after a nonlinear one never needs its inputs' forward bounds
             if (isinstance(transfer, Affine) and step.relaxation is None and not transfer.needs_bounds(step)
-                    and step.inputs and all(i is not None for i in inputs)
-                    and self.graph.info(node).shape[:1] == (self.batch,)):
-                exact = forward_bounds(step, transfer, inputs)
+                    and step.inputs and self.graph.info(node).shape[:1] == (self.batch,)):
+                inputs = [self._exact_forward(i) for i in step.inputs]
+                if all(i is not None for i in inputs):
+                    exact = forward_bounds(step, transfer, inputs)
             self._prefix[node] = exact if exact is not None and exact.exact else None
         return self._prefix[node]
 
@@ -838,16 +841,17 @@ class BoundPropagation:
         identity = self._prefix[self.input_node]
         batch = self.batch
         flat_lower, flat_upper = self.input_set.lower.reshape(batch, -1), self.input_set.upper.reshape(batch, -1)
-        coefficient = torch.zeros(bias.shape[0], batch, flat_lower.shape[1], dtype=bias.dtype, device=bias.device)
+        shape = tuple(self.input_set.lower.shape)
         if free is None:  # the bound does not depend on the input
-            return LinearBound(bias, coefficient.reshape(bias.shape[0], *self.input_set.lower.shape), bias, recorded)
+            nothing = bias.new_zeros(bias.shape[0], batch, 0)
+            positions = torch.zeros(batch, 0, dtype=torch.long, device=bias.device)
+            return LinearBound(bias, FreeCoefficients(nothing, positions, shape), bias, recorded)
         index = identity.positions.clamp(min=0)
         valid = (identity.positions >= 0).to(free.dtype)
         free = free * valid
         low, high = flat_lower.gather(1, index), flat_upper.gather(1, index)
         lower = (free.clamp(min=0) * low + free.clamp(max=0) * high).sum(-1) + bias
-        coefficient.scatter_add_(2, index.unsqueeze(0).expand_as(free), free)
-        return LinearBound(lower, coefficient.reshape(bias.shape[0], *self.input_set.lower.shape), bias, recorded)
+        return LinearBound(lower, FreeCoefficients(free, identity.positions, shape), bias, recorded)
 
 
 def _chunk_size(spatial: tuple[int, ...]) -> int:

@@ -391,7 +391,7 @@ def test_passes_over_mostly_fixed_boxes_end_at_the_first_layers_with_the_same_bo
     assert sum(exact is not None for exact in prefix.values()) >= 3, "no pass stopped at the first layers"
     _, full = pass_(0)
     torch.testing.assert_close(short.lower, full.lower, rtol=1e-5, atol=1e-5)
-    coefficient = short.input_coefficient.reshape(5, 6, -1)
+    coefficient = dense(short.input_coefficient).reshape(5, 6, -1)
     fixed = (upper <= lower).reshape(1, 6, -1).expand_as(coefficient)
     assert bool((coefficient[fixed] == 0).all())
     corner = torch.where(coefficient >= 0, lower.reshape(1, 6, -1), upper.reshape(1, 6, -1))
