@@ -11,7 +11,7 @@ and the rank correlation between relevance and certified radius.
    and how many digits had a defined correlation: a map certified everywhere up to eps-max has none).
 
     PYTHONPATH=. python benchmarks/certified_map.py [--digits 16] [--steps 8] [--method crown] [--eps-max 0.5] [--singles 32]
-        [--rounds 3] [--batch-size 32] [--parts cnn,conv32] [--no-correlations] [--threads 1]
+        [--rounds 3] [--batch-size 16] [--parts cnn,conv32] [--no-correlations] [--threads 1]
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def main() -> None:
     parser.add_argument("--eps-max", type=float, default=0.5)
     parser.add_argument("--singles", type=int, default=32, help="single-row passes timed per round for the ratio")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of map and single passes, alternating")
-    parser.add_argument("--batch-size", type=int, default=32, help="rows per bound pass")
+    parser.add_argument("--batch-size", type=int, default=16, help="rows per bound pass")
     parser.add_argument("--parts", default="cnn,conv32", help="which parts to run: cnn (with the correlations), conv32")
     parser.add_argument("--no-correlations", dest="correlations", action="store_false",
                         help="skip the relevance correlations of part cnn")

@@ -145,7 +145,7 @@ def certified_map(
     steps: int = 8,
     attack: bool = True,
     attack_steps: int = 2,
-    batch_size: int = 32,
+    batch_size: int = 16,
     max_boxes: int = 16,
     search: str = "linear",
 ) -> CertifiedMap:
