@@ -97,6 +97,24 @@ class Patches:
         windows = first.gather(tensor)
         return windows.expand(-1, batch, *windows.shape[2:]).reshape(-1, *windows.shape[2:])
 
+    def windows_of(self, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """`windows` of several per-neuron tensors at once: those of one shape [batch or 1, C, H, W] side by side
+        along the channels, one gather for all (a relaxation's four lines); others one by one.
+
+        >>> rows = Patches.one_hot(torch.tensor([0, 1]), torch.tensor([1.0, -1.0]), batch=1, shape=(1, 1, 2))
+        >>> [t.flatten().tolist() for t in rows.windows_of((torch.tensor([[[[5.0, 7.0]]]]), torch.tensor([[[[1.0, 2.0]]]])))]
+        [[5.0, 7.0], [1.0, 2.0]]
+        """
+        shape = tensors[0].shape if tensors else None
+        if len(tensors) < 2 or len(shape) != 4 or any(t.shape != shape for t in tensors):
+            return tuple(self.windows(t) for t in tensors)
+        channels = shape[1]
+        block = self.specs // self.repeats
+        wide = Patches(self.values.new_zeros(block, self.values.shape[1], channels * len(tensors), *self.values.shape[3:]),
+                       self.top[:block], self.left[:block], self.height, self.width)
+        windows = wide.windows(torch.cat(tensors, 1))
+        return tuple(windows.split(channels, dim=-3))
+
     def _positions(self) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int, int]]:
         """Rows [specs, 1 or batch, h] and columns [specs, 1 or batch, w] of each window in the map padded by the
         returned (left, right, top, bottom) amounts, just enough to hold every window."""
