@@ -11,7 +11,7 @@ and the rank correlation between relevance and certified radius.
    and how many digits had a defined correlation: a map certified everywhere up to eps-max has none).
 
     PYTHONPATH=. python benchmarks/certified_map.py [--digits 16] [--steps 8] [--method crown] [--eps-max 0.5] [--singles 32]
-        [--rounds 3] [--batch-size 16] [--parts cnn,conv32] [--no-correlations] [--threads 1]
+        [--rounds 3] [--batch-size N] [--parts cnn,conv32] [--no-correlations] [--threads 1]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 
 import opwise
 from opwise.bounds import BoundedModel
-from opwise.combined.certified_map import patch_masks
+from opwise.combined.certified_map import patch_masks, rows_per_pass
 
 COMPOSITES = ("epsilon", "epsilon-plus", "epsilon-plus-flat", "epsilon-gamma-box", "epsilon-alpha2-beta1")
 
@@ -101,7 +101,8 @@ def conv32(args) -> None:
     model = random_conv_net()
     x = near_boundary(model, (3, 32, 32))
     print(f"== random conv net, 32x32x3 (an input near a decision boundary), {args.method}, eps-max {args.eps_max}, "
-          f"{args.steps} steps, at most {args.batch_size} rows per pass")
+          f"{args.steps} steps, {rows_per_pass(16, args.batch_size)}, {rows_per_pass(64, args.batch_size)} and "
+          f"{rows_per_pass(256, args.batch_size)} rows per pass for 16, 64 and 256 patches")
     BoundedModel(model, x)  # warm the tracer's caches, so the first map is not charged for them
     times = {}
     for patch in (8, 4, 2):
@@ -120,7 +121,7 @@ def conv32(args) -> None:
     target = int(bounded(x).argmax())
     lower, upper = (x - eps * masks).clamp(0, 1), (x + eps * masks).clamp(0, 1)
 
-    def rows_per_pass(size: int, rows: int) -> float:
+    def seconds_per_row(size: int, rows: int) -> float:
         bounded.compute_bounds(x_lower=lower[:size], x_upper=upper[:size], target=target, method=args.method, bound_upper=False)
         start = time.perf_counter()
         for first in range(0, rows, size):
@@ -129,15 +130,15 @@ def conv32(args) -> None:
         return (time.perf_counter() - start) / rows
 
     for size in (16, 64, 256):
-        per_row = rows_per_pass(size, 256)
+        per_row = seconds_per_row(size, 256)
         print(f"  one pass over the 256 boxes in {256 // size:3d} passes of {size:3d} rows: {256 * per_row:.2f} s")
     # the map and the single passes it is compared with alternate, round after round, so that a change in the
     # machine's load hits both; medians over the rounds. The map from a module includes its trace; from a
     # Graph traced at the map's batch size it does not, as the single passes do not.
-    graph = opwise.trace(model, x.expand(args.batch_size, *x.shape[1:]))
+    graph = opwise.trace(model, x.expand(rows_per_pass(256, args.batch_size), *x.shape[1:]))
     singles, with_trace, without_trace = [], [], []
     for _ in range(args.rounds):
-        singles.append(rows_per_pass(1, args.singles))
+        singles.append(seconds_per_row(1, args.singles))
         options = dict(patch=2, method=args.method, eps_max=args.eps_max, steps=args.steps, batch_size=args.batch_size,
                        attack=False)
         with_trace.append(opwise.certified_map(model, x, **options).seconds)
@@ -160,14 +161,15 @@ def main() -> None:
     parser.add_argument("--eps-max", type=float, default=0.5)
     parser.add_argument("--singles", type=int, default=32, help="single-row passes timed per round for the ratio")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of map and single passes, alternating")
-    parser.add_argument("--batch-size", type=int, default=16, help="rows per bound pass")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="rows per bound pass (default: certified_map's own choice, rows_per_pass)")
     parser.add_argument("--parts", default="cnn,conv32", help="which parts to run: cnn (with the correlations), conv32")
     parser.add_argument("--no-correlations", dest="correlations", action="store_false",
                         help="skip the relevance correlations of part cnn")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
     for name in ("digits", "singles", "rounds", "batch_size", "threads"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.exit(2, f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}\n")
     torch.set_num_threads(args.threads)
     parts = args.parts.split(",")

@@ -133,6 +133,24 @@ def patch_masks(shape: tuple[int, ...], patch: int | tuple[int, int] | torch.Ten
     return masks
 
 
+#: `rows_per_pass` without a batch size: about this fraction of the patches, within `AUTO_ROWS`
+AUTO_FRACTION = 1 / 8
+AUTO_ROWS = (16, 64)
+
+
+def rows_per_pass(count: int, batch_size: int | None = None) -> int:
+    """Rows per bound pass of a map of `count` patches: `batch_size` (at most `count`), or by default an eighth of the
+    patches within `AUTO_ROWS`. A search pass over more rows costs less per row, but the later passes hold only the
+    few patches still open (an eighth to a twentieth of them), and a pass costs a whole chunk however few rows fill it.
+
+    >>> rows_per_pass(64), rows_per_pass(256), rows_per_pass(4096), rows_per_pass(10), rows_per_pass(256, 8)
+    (16, 32, 64, 10, 8)
+    """
+    if batch_size is None:
+        batch_size = min(max(int(count * AUTO_FRACTION), AUTO_ROWS[0]), AUTO_ROWS[1])
+    return max(1, min(batch_size, count))
+
+
 def certified_map(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -145,7 +163,7 @@ def certified_map(
     steps: int = 8,
     attack: bool = True,
     attack_steps: int = 2,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     max_boxes: int = 16,
     search: str = "linear",
 ) -> CertifiedMap:
@@ -157,7 +175,8 @@ def certified_map(
     model's linearization at x reaches a zero margin (`_search`); `search="bisect"` ignores that and
     bisects, as methods without one do (α-CROWN refines CROWN's radii, `CASCADES`). `attack` also
     bisects a batched PGD attack per patch for its closest counterexample (`attack_steps` rounds after one
-    at eps_max). `batch_size`: rows per bound pass (more go through in chunks; `benchmarks/certified_map.py`
+    at eps_max). `batch_size`: rows per bound pass (more go through in chunks; None: `rows_per_pass`;
+    `benchmarks/certified_map.py`
     measures the choice).
 
     `method="bab"` (branch-and-bound) goes on from CROWN's radii: a box CROWN cannot prove is split into
@@ -183,14 +202,15 @@ def certified_map(
         raise InputError(f"eps_max must be a positive number, got {eps_max!r}")
     if search not in ("linear", "bisect"):
         raise InputError(f"search must be 'linear' or 'bisect', got {search!r}")
-    for name, value, least in (("steps", steps, 0), ("attack_steps", attack_steps, 0), ("batch_size", batch_size, 1)):
+    counts = [("steps", steps, 0), ("attack_steps", attack_steps, 0)] + ([("batch_size", batch_size, 1)] if batch_size is not None else [])
+    for name, value, least in counts:
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise InputError(f"{name} must be a whole number of at least {least}, got {value!r}")
     if domain is not None and ((x < domain[0]).any() or (x > domain[1]).any()):
         raise InputError(f"x lies outside its domain [{domain[0]}, {domain[1]}]; pass domain=None or the input's range")
     masks = patch_masks(tuple(x.shape[1:]), patch)
     count = masks.shape[0]
-    chunk = min(batch_size, count)  # one traced batch size for every pass: a re-trace costs seconds
+    chunk = rows_per_pass(count, batch_size)  # one traced batch size for every pass: a re-trace costs seconds
     # traced at that batch size at once (a module can be; a Graph keeps its own)
     bounded = BoundedModel(model, x if isinstance(model, Graph) else x.expand(chunk, *x.shape[1:]))
     with torch.no_grad():

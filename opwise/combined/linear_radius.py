@@ -21,7 +21,7 @@ from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.methods import METHODS
 from opwise.bounds.spec import margin_matrix
-from opwise.bounds.transfers.patches import dense
+from opwise.bounds.transfers.patches import FreeCoefficients, dense
 from opwise.bounds.transfers.registry import Interval
 
 #: bisection steps on ε' when reading a radius off a linear bound (float64: 2^-50 of the probe)
@@ -238,6 +238,8 @@ def linear_pass(bounded: BoundedModel, lower: torch.Tensor, upper: torch.Tensor,
         result = engine.bound(graph.output, A)
         if result.input_coefficient is None:  # the output does not depend on the input
             slope = torch.zeros(low.shape[0], spec.shape[0], features.shape[1], device=low.device)
+        elif isinstance(result.input_coefficient, FreeCoefficients):  # read off the free elements, never made dense
+            slope = result.input_coefficient.at(features).detach().transpose(0, 1)
         else:
             coefficient = dense(result.input_coefficient).detach().reshape(spec.shape[0], low.shape[0], -1).transpose(0, 1)
             slope = coefficient.gather(2, features.unsqueeze(1).expand(-1, spec.shape[0], -1))

@@ -23,7 +23,8 @@ from opwise.bounds.input_set import InputSet
 from opwise.bounds.transfers.affine import Affine
 from opwise.bounds.transfers.forward import LinearBounds, forward_bounds, forward_bounds_supported
 from opwise.bounds.transfers.nonlinear import ELEMENTWISE, has_relaxation, node_relaxation
-from opwise.bounds.transfers.patches import Patches, add_coefficients, dense
+from opwise.bounds.transfers.patches import (FreeCoefficients, Patches, add_coefficients, dense, free_windows,
+                                             summed_product)
 from opwise.bounds.engine.deadline import check_deadline
 from opwise.bounds.engine.splits import SplitEnds, apply_split_constraint
 from opwise.bounds.relaxations.base import AlphaPair
@@ -58,8 +59,9 @@ CUT_MEMORY = 2 ** 28
 class LinearBound:
     """The result of one backward pass: `lower` [specs, groups] bounds A·target from below over the input
     set; it is the minimum of `input_coefficient · x + bias` (the linear lower bound before concretization;
-    Patches or dense [specs, groups, *input shape]); `recorded` holds the coefficients that reached each
-    node named in the engine's `record` ([specs, groups, *node shape])."""
+    Patches, FreeCoefficients or dense [specs, groups, *input shape]: `dense` makes any of them a tensor);
+    `recorded` holds the coefficients that reached each node named in the engine's `record` ([specs, groups,
+    *node shape])."""
 
     lower: torch.Tensor
     input_coefficient: object
@@ -141,6 +143,7 @@ class BoundPropagation:
         self._ancestors: dict[fx.Node, list[fx.Node]] = {}
         self._linear: dict[fx.Node, LinearBounds] = {}
         self._prefix: dict[fx.Node, LinearBounds | None] | None = None
+        self._few_free: bool | None = None
         self._cut_lines: dict[fx.Node, tuple[torch.Tensor, ...]] = {}
         self.splits = {self._node(node): interval for node, interval in (splits or {}).items()}
         self._split_ends: dict[fx.Node, SplitEnds] = {}  # the β terms' view of each split, made on first use
@@ -726,11 +729,16 @@ class BoundPropagation:
                     input_coefficient = coefficient
                     continue
                 # coefficients that reached the input itself: their free elements join `free`, the rest the bias
-                flat = dense(coefficient).reshape(values.shape[0], groups, -1)
                 identity = prefix[node]
-                part = flat.gather(2, identity.positions.clamp(min=0).unsqueeze(0).expand(flat.shape[0], -1, -1))
+                if isinstance(coefficient, Patches):  # read off the windows, never made dense
+                    part = coefficient.at(identity.positions.clamp(min=0))
+                    share = summed_product(coefficient.blocked(), coefficient.windows(identity.lower_bias))
+                    bias = bias + share.reshape(values.shape[0], groups)
+                else:
+                    flat = coefficient.reshape(values.shape[0], groups, -1)
+                    part = flat.gather(2, identity.positions.clamp(min=0).unsqueeze(0).expand(flat.shape[0], -1, -1))
+                    bias = bias + (flat * identity.lower_bias.reshape(1, groups, -1)).sum(-1)
                 free = part if free is None else free + part
-                bias = bias + (flat * identity.lower_bias.reshape(1, groups, -1)).sum(-1)
                 continue
             if node is stop:  # a cut: nothing reaches what lies before it but through it
                 if coefficients:
@@ -758,6 +766,10 @@ class BoundPropagation:
                 free = part if free is None else free + part
                 bias = bias + (flat * exact.lower_bias.reshape(1, groups, -1)).sum(-1)
                 continue
+            if (isinstance(coefficient, torch.Tensor) and getattr(transfer, "takes_patches", False) and alphas is None
+                    and betas is None and not self.record and groups == self.batch and self._frees_little()):
+                coefficient, share = self._free_windows(node, coefficient)
+                bias = bias + share
             parts, terms = transfer.backward(step, coefficient)
             if terms is not None:
                 bias = bias + terms.reshape(terms.shape[0], groups, -1).sum(-1)
@@ -786,17 +798,40 @@ class BoundPropagation:
                 self._prefix[self.input_node] = LinearBounds.identity(self.input_set)
         return self._prefix
 
+    def _frees_little(self) -> bool:
+        """Whether the input set is a box whose samples free at most a quarter of their elements, the others fixed
+        (a patch of an image): then the nodes before a layer that mixes the whole map are points outside a window
+        around the patch, and backward passes carry only that window (`_free_windows`)."""
+        if self._few_free is None:
+            lower, upper = self.input_set.lower, self.input_set.upper
+            count = math.prod(lower.shape[1:])
+            rows = int((upper > lower).reshape(self.batch, -1).sum(1).max()) if self.batch and count else 0
+            self._few_free = self.input_set.is_box and 4 * rows <= count
+        return self._few_free
+
+    def _free_windows(self, node: fx.Node, coefficient: torch.Tensor) -> tuple[torch.Tensor | Patches, torch.Tensor]:
+        """The coefficients of a [batch, C, H, W] node as windows over each sample's free elements, and the fixed
+        elements' share (exact: their interval is a point) for the bias; unchanged (share 0) where the free
+        elements spread too wide (`free_windows`)."""
+        interval = self._tight.get(node)
+        interval = self._ibp.get(node) if interval is None else interval
+        found = None if interval is None else free_windows(coefficient, interval.lower, interval.upper)
+        if found is None:
+            return coefficient, coefficient.new_zeros(coefficient.shape[0], self.batch)
+        return found
+
     def _exact_forward(self, node: fx.Node) -> LinearBounds | None:
         """The node's exact forward bounds if it is an affine function of the input (`_free_prefix`), else None."""
         if node not in self._prefix:
             step = self.step(node)
             transfer = self._transfers[node]
-            inputs = [self._exact_forward(i) for i in step.inputs]
             exact = None
+            # the node itself first: a node after a nonlinear one never needs its inputs' forward bounds
             if (isinstance(transfer, Affine) and step.relaxation is None and not transfer.needs_bounds(step)
-                    and step.inputs and all(i is not None for i in inputs)
-                    and self.graph.info(node).shape[:1] == (self.batch,)):
-                exact = forward_bounds(step, transfer, inputs)
+                    and step.inputs and self.graph.info(node).shape[:1] == (self.batch,)):
+                inputs = [self._exact_forward(i) for i in step.inputs]
+                if all(i is not None for i in inputs):
+                    exact = forward_bounds(step, transfer, inputs)
             self._prefix[node] = exact if exact is not None and exact.exact else None
         return self._prefix[node]
 
@@ -806,16 +841,17 @@ class BoundPropagation:
         identity = self._prefix[self.input_node]
         batch = self.batch
         flat_lower, flat_upper = self.input_set.lower.reshape(batch, -1), self.input_set.upper.reshape(batch, -1)
-        coefficient = torch.zeros(bias.shape[0], batch, flat_lower.shape[1], dtype=bias.dtype, device=bias.device)
+        shape = tuple(self.input_set.lower.shape)
         if free is None:  # the bound does not depend on the input
-            return LinearBound(bias, coefficient.reshape(bias.shape[0], *self.input_set.lower.shape), bias, recorded)
+            nothing = bias.new_zeros(bias.shape[0], batch, 0)
+            positions = torch.zeros(batch, 0, dtype=torch.long, device=bias.device)
+            return LinearBound(bias, FreeCoefficients(nothing, positions, shape), bias, recorded)
         index = identity.positions.clamp(min=0)
         valid = (identity.positions >= 0).to(free.dtype)
         free = free * valid
         low, high = flat_lower.gather(1, index), flat_upper.gather(1, index)
         lower = (free.clamp(min=0) * low + free.clamp(max=0) * high).sum(-1) + bias
-        coefficient.scatter_add_(2, index.unsqueeze(0).expand_as(free), free)
-        return LinearBound(lower, coefficient.reshape(bias.shape[0], *self.input_set.lower.shape), bias, recorded)
+        return LinearBound(lower, FreeCoefficients(free, identity.positions, shape), bias, recorded)
 
 
 def _chunk_size(spatial: tuple[int, ...]) -> int:

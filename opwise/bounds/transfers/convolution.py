@@ -141,10 +141,19 @@ def _window_matrix(weight: torch.Tensor, stride, dilation, groups: int, window: 
                    cache: dict | None) -> torch.Tensor | None:
     """The Jacobian [C·h·w, C_in·h'·w'] of a convolution's backward on one window [C, h, w] (the same for every
     window position: the window's corner moves with it), or None where a transposed convolution is cheaper
-    (see `WINDOW_MATRIX_LIMIT`). Kept in `cache` (the step's) per window size."""
+    (see `WINDOW_MATRIX_LIMIT`). Kept in `cache` (the step's) per window size, and in `_MATRICES` for the engines
+    that follow over the same weights (a batch of boxes goes through a new engine per chunk)."""
     key = ("window matrix", window)
     if cache is not None and key in cache:
         return cache[key]
+    shared = (weight.data_ptr(), weight._version, tuple(weight.shape), weight.dtype, tuple(stride), tuple(dilation),
+              groups, window)
+    kept = _MATRICES.get(shared)
+    # the entry holds the weights, so their memory (and address) cannot pass to other tensors while it is kept
+    if kept is not None and kept[0].data_ptr() == weight.data_ptr() and kept[0]._version == weight._version:
+        if cache is not None:
+            cache[key] = kept[1]
+        return kept[1]
     channels, h, w = window
     kernel = weight.shape[2:]
     size = [(n - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1 for i, n in enumerate((h, w))]
@@ -156,7 +165,15 @@ def _window_matrix(weight: torch.Tensor, stride, dilation, groups: int, window: 
         matrix = torch.nn.functional.conv_transpose2d(eye, weight, None, stride, 0, 0, groups, dilation).reshape(rows, columns)
     if cache is not None:
         cache[key] = matrix
+    _MATRICES[shared] = (weight, matrix)
+    while len(_MATRICES) > SHARED_MATRICES:
+        del _MATRICES[next(iter(_MATRICES))]
     return matrix
+
+
+#: window Jacobians kept across engines (`_window_matrix`), the oldest dropped first
+SHARED_MATRICES = 64
+_MATRICES: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
 
 def window_backward(patches: Patches, weight: torch.Tensor, transposed: bool, stride, padding, dilation, groups: int,

@@ -63,7 +63,7 @@ class Elementwise:
             lines, finite = self.sparse_lines(step, A)
         elif isinstance(A, Patches):  # each spec's window of the lines, once per block of specs at the same windows
             lines, finite = self.lines(step)
-            lines = LinearRelaxation(*(A.windows(t) for t in _parts(lines)))
+            lines = LinearRelaxation(*A.windows_of(_parts(lines)))
         else:
             lines, finite = self.lines(step)
         if isinstance(A, Patches):

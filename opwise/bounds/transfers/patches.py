@@ -13,6 +13,7 @@ serves the same purpose. Transfers that do not take windows get `to_dense()`, th
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -96,6 +97,24 @@ class Patches:
         windows = first.gather(tensor)
         return windows.expand(-1, batch, *windows.shape[2:]).reshape(-1, *windows.shape[2:])
 
+    def windows_of(self, tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """`windows` of several per-neuron tensors at once: those of one shape [batch or 1, C, H, W] side by side
+        along the channels, one gather for all (a relaxation's four lines); others one by one.
+
+        >>> rows = Patches.one_hot(torch.tensor([0, 1]), torch.tensor([1.0, -1.0]), batch=1, shape=(1, 1, 2))
+        >>> [t.flatten().tolist() for t in rows.windows_of((torch.tensor([[[[5.0, 7.0]]]]), torch.tensor([[[[1.0, 2.0]]]])))]
+        [[5.0, 7.0], [1.0, 2.0]]
+        """
+        shape = tensors[0].shape if tensors else None
+        if len(tensors) < 2 or len(shape) != 4 or any(t.shape != shape for t in tensors):
+            return tuple(self.windows(t) for t in tensors)
+        channels = shape[1]
+        block = self.specs // self.repeats
+        wide = Patches(self.values.new_zeros(block, self.values.shape[1], channels * len(tensors), *self.values.shape[3:]),
+                       self.top[:block], self.left[:block], self.height, self.width)
+        windows = wide.windows(torch.cat(tensors, 1))
+        return tuple(windows.split(channels, dim=-3))
+
     def _positions(self) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int, int]]:
         """Rows [specs, 1 or batch, h] and columns [specs, 1 or batch, w] of each window in the map padded by the
         returned (left, right, top, bottom) amounts, just enough to hold every window."""
@@ -160,6 +179,25 @@ class Patches:
         padded[spec_index, samples, :, rows[..., None], columns[..., None, :]] = self.values.permute(0, 1, 3, 4, 2)
         return padded[..., top : top + self.height, left : left + self.width].contiguous()
 
+    def at(self, positions: torch.Tensor) -> torch.Tensor:
+        """The coefficients at flat positions of the [C, H, W] map, `positions` [batch, k] per sample: [specs, batch,
+        k] (zero outside the windows).
+
+        >>> rows = Patches.one_hot(torch.tensor([5]), torch.tensor([2.0]), batch=1, shape=(2, 2, 3))
+        >>> rows.at(torch.tensor([[5, 4, 11]])).tolist()
+        [[[2.0, 0.0, 0.0]]]
+        """
+        h, w = self.values.shape[-2:]
+        channel = positions // (self.height * self.width)
+        row = (positions // self.width) % self.height - self.top[..., None]
+        column = positions % self.width - self.left[..., None]
+        inside = (row >= 0) & (row < h) & (column >= 0) & (column < w)
+        specs, batch = self.values.shape[:2]
+        spec_index = torch.arange(specs, device=positions.device)[:, None, None]
+        samples = torch.arange(batch, device=positions.device)[None, :, None]
+        picked = self.values[spec_index, samples, channel[None], row.clamp(0, h - 1), column.clamp(0, w - 1)]
+        return torch.where(inside, picked, torch.zeros((), dtype=picked.dtype, device=picked.device))
+
     def inside_map(self) -> "Patches":
         """The window with positions outside the map zeroed (after a convolution's backward reached into its
         padding: coefficients there multiply constant zeros, so they must not travel further back)."""
@@ -217,21 +255,100 @@ def summed_product(A: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     >>> summed_product(torch.ones(3, 2, 4), torch.arange(8.0).reshape(2, 4)).tolist()
     [[6.0, 22.0], [6.0, 22.0], [6.0, 22.0]]
     """
-    shape = torch.broadcast_shapes(A.shape, values.shape)
-    if shape == A.shape and values.dim() < A.dim():
+    # values broadcast to A's own shape (checked by hand: torch.broadcast_shapes took a third of this function's time)
+    if values.dim() < A.dim() and all(v in (1, a) for v, a in zip(reversed(values.shape), reversed(A.shape))):
         if A.dim() < 2:
             return (A * values).reshape(A.shape[0], 1)
         flat = A.reshape(A.shape[0], A.shape[1], -1)
         vector = values.expand(A.shape[1:]).reshape(A.shape[1], -1, 1)
         return torch.matmul(flat.transpose(0, 1), vector).squeeze(-1).transpose(0, 1)
-    return (A * values).reshape(*shape[:2], -1).sum(-1)
+    product = A * values
+    return product.reshape(*product.shape[:2], -1).sum(-1)
 
 
-def dense(coefficient: torch.Tensor | Patches) -> torch.Tensor:
+@dataclasses.dataclass
+class FreeCoefficients:
+    """Input coefficients that are zero but on each sample's free elements of a box (the others fixed): `values`
+    [specs, batch, rows] at the flat `positions` [batch, rows] (-1: padding, value 0) of an input of `shape`
+    [batch, ...]. A pass over boxes that free one patch each keeps them so; the dense tensor, [specs, batch, whole
+    input], is built only when asked for (intermediate bounds never ask).
+
+    >>> FreeCoefficients(torch.tensor([[[2.0, 0.0]]]), torch.tensor([[2, -1]]), (1, 3)).to_dense().tolist()
+    [[[0.0, 0.0, 2.0]]]
+    """
+
+    values: torch.Tensor
+    positions: torch.Tensor
+    shape: tuple[int, ...]
+
+    def to_dense(self) -> torch.Tensor:
+        specs, batch = self.values.shape[:2]
+        flat = self.values.new_zeros(specs, batch, math.prod(self.shape[1:]))
+        index = self.positions.clamp(min=0).unsqueeze(0).expand_as(self.values)
+        flat.scatter_add_(2, index, self.values * (self.positions >= 0))
+        return flat.reshape(specs, *self.shape)
+
+    def at(self, features: torch.Tensor) -> torch.Tensor:
+        """The coefficients at flat positions `features` [batch, k] per sample: [specs, batch, k]."""
+        match = (self.positions.unsqueeze(2) == features.unsqueeze(1)) & (self.positions >= 0).unsqueeze(2)
+        return torch.einsum("sbr,brk->sbk", self.values, match.to(self.values.dtype))
+
+
+def dense(coefficient: torch.Tensor | Patches | FreeCoefficients) -> torch.Tensor:
     """Coefficients as a plain tensor."""
-    return coefficient.to_dense() if isinstance(coefficient, Patches) else coefficient
+    return coefficient.to_dense() if isinstance(coefficient, (Patches, FreeCoefficients)) else coefficient
 
 
 def add_coefficients(first: torch.Tensor | Patches, second: torch.Tensor | Patches) -> torch.Tensor:
     """The sum of two coefficient sets meeting at a node used twice (windows become dense: they differ)."""
     return dense(first) + dense(second)
+
+
+#: `free_windows` turns dense coefficients into windows when the window over every sample's free elements covers at
+#: most this fraction of the map
+FREE_WINDOW_FRACTION = 0.25
+#: ... and the dense coefficients hold at least this many elements (below, the windows' indexing costs more than
+#: the dense products it saves)
+FREE_WINDOW_MIN_ELEMENTS = 2**17
+
+
+def free_windows(A: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor, min_elements: int | None = None
+                 ) -> tuple[Patches, torch.Tensor] | None:
+    """Dense coefficients A [specs, batch, C, H, W] of a node whose interval [lower, upper] ([batch, C, H, W]) is a
+    point outside a small window per sample (a box that frees one patch of an image, before a layer mixes the whole
+    map): (A on the free elements as that window per sample, the fixed elements' exact share A·value [specs, batch]).
+    A backward step then costs the window, not the map. None where the free elements spread over more than
+    `FREE_WINDOW_FRACTION` of the map, or A has fewer than `min_elements` (default
+    `FREE_WINDOW_MIN_ELEMENTS`).
+
+    >>> A = torch.ones(1, 2, 1, 4, 4)
+    >>> lower = torch.zeros(2, 1, 4, 4); upper = lower.clone(); upper[0, 0, 1, 2] = upper[1, 0, 3, 0] = 1.0
+    >>> windows, share = free_windows(A, lower + 2, upper + 2, min_elements=0)
+    >>> tuple(windows.values.shape), windows.top.tolist(), windows.left.tolist(), share.tolist()
+    ((1, 2, 1, 1, 1), [[1, 3]], [[2, 0]], [[30.0, 30.0]])
+    """
+    least = FREE_WINDOW_MIN_ELEMENTS if min_elements is None else min_elements
+    if A.dim() != 5 or A.numel() < least or tuple(lower.shape) != tuple(A.shape[1:]) or tuple(upper.shape) != tuple(A.shape[1:]):
+        return None
+    height, width = A.shape[-2:]
+    free = ~((upper == lower) & torch.isfinite(lower))
+    where = free.any(1)  # [batch, H, W]
+    rows, columns = where.any(2), where.any(1)
+    if not bool(rows.any()):
+        return None
+    extent = []
+    for along in (rows, columns):
+        size = along.shape[1]
+        first = along.to(torch.int8).argmax(1)
+        last = size - 1 - along.flip(1).to(torch.int8).argmax(1)
+        extent.append((first, torch.where(along.any(1), last - first + 1, 0)))
+    h, w = int(extent[0][1].max()), int(extent[1][1].max())
+    if h * w > FREE_WINDOW_FRACTION * height * width:
+        return None
+    share = (A * torch.where(free, 0.0, lower)).reshape(*A.shape[:2], -1).sum(-1)
+    specs = A.shape[0]
+    # windows inside the map, at the same corner for every spec of a sample
+    top = extent[0][0].clamp(max=height - h).expand(specs, -1)
+    left = extent[1][0].clamp(max=width - w).expand(specs, -1)
+    windows = Patches(A.new_zeros(*A.shape[:3], h, w), top, left, height, width, repeats=specs)
+    return windows.moved(windows.gather(A * free)), share

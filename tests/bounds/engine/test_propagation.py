@@ -12,7 +12,7 @@ from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.relaxations.base import LinearRelaxation
 from opwise.bounds.relaxations.registry import RELAXATIONS
-from opwise.bounds.transfers.patches import Patches
+from opwise.bounds.transfers.patches import Patches, dense
 from opwise.errors import UnsupportedOperation
 from opwise.tracing import trace
 from tests.bounds.helpers import assert_sound, randomize_
@@ -391,7 +391,7 @@ def test_passes_over_mostly_fixed_boxes_end_at_the_first_layers_with_the_same_bo
     assert sum(exact is not None for exact in prefix.values()) >= 3, "no pass stopped at the first layers"
     _, full = pass_(0)
     torch.testing.assert_close(short.lower, full.lower, rtol=1e-5, atol=1e-5)
-    coefficient = short.input_coefficient.reshape(5, 6, -1)
+    coefficient = dense(short.input_coefficient).reshape(5, 6, -1)
     fixed = (upper <= lower).reshape(1, 6, -1).expand_as(coefficient)
     assert bool((coefficient[fixed] == 0).all())
     corner = torch.where(coefficient >= 0, lower.reshape(1, 6, -1), upper.reshape(1, 6, -1))
@@ -534,3 +534,46 @@ def test_refining_a_four_dimensional_node_whose_first_axis_folds_windows_with_a_
     model = _ShiftedWindowAttention().eval()
     x = torch.rand(1, 1, 8, 8)
     assert_sound(model, x - 0.01, x + 0.01, methods=("crown",), samples=500, attack=False)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("patch", [2, 5])
+def test_passes_over_boxes_that_free_one_patch_carry_windows_with_the_same_bounds(seed, patch, monkeypatch):
+    """On boxes that each free one patch of an image, the nodes before a layer that mixes the whole map are points
+    outside a window around the patch: a pass carries only that window (`free_windows`), the points' share going
+    into the bias exactly. Same bounds as the dense pass, sound, and input coefficients that reproduce the bound;
+    with few free elements (patch 2: the pass also ends at the first layers) and more (patch 5: it reaches the
+    input with windows)."""
+    from opwise.bounds.engine import propagation
+
+    model = randomize_(torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 6, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.Conv2d(6, 6, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(6 * 4 * 4, 10),
+        torch.nn.ReLU(), torch.nn.Linear(10, 3)).eval(), seed)
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(seed))
+    masks = torch.zeros(5, 3, 16, 16)
+    for index, (top, left) in enumerate([(0, 0), (3, 7), (11, 11), (6, 0), (14 - patch, 2)]):
+        masks[index, :, top : top + patch, left : left + patch] = 1.0
+    lower, upper = (x - 0.2 * masks).clamp(0, 1), (x + 0.2 * masks).clamp(0, 1)
+    graph = BoundedModel(model, lower).graph
+    A = torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(seed))
+    windowed = []
+    original = propagation.free_windows
+
+    def counted(*args, **kwargs):
+        found = original(*args, **{**kwargs, "min_elements": 0})
+        windowed.append(found is not None)
+        return found
+
+    monkeypatch.setattr(propagation, "free_windows", counted)
+    short = BoundPropagation(graph, InputSet(lower, upper)).bound(graph.output, A)
+    assert any(windowed), "no pass carried windows"
+    monkeypatch.setattr(BoundPropagation, "_frees_little", lambda self: False)
+    full = BoundPropagation(graph, InputSet(lower, upper)).bound(graph.output, A)
+    torch.testing.assert_close(short.lower, full.lower, rtol=1e-5, atol=1e-5)
+    coefficient = dense(short.input_coefficient).reshape(4, 5, -1)
+    corner = torch.where(coefficient >= 0, lower.reshape(1, 5, -1), upper.reshape(1, 5, -1))
+    torch.testing.assert_close((coefficient * corner).sum(-1) + short.bias, short.lower, rtol=1e-5, atol=1e-5)
+    monkeypatch.undo()
+    monkeypatch.setattr(propagation, "free_windows", counted)
+    assert_sound(model, lower, upper, methods=("crown",), samples=2_000, seed=seed)

@@ -34,3 +34,15 @@ def test_overlapping_or_padded_convolutions_take_the_general_path():
     weight = torch.randn(4, 3, 3, 3)
     assert convolution.patchwise_backward(torch.randn(1, 4, 2, 2), weight, (2, 2), (0, 0), (1, 1), 1, (3, 5, 5)) is None
     assert convolution.patchwise_backward(torch.randn(1, 4, 2, 2), weight, (3, 3), (1, 1), (1, 1), 1, (3, 4, 4)) is None
+
+
+def test_window_matrices_kept_across_engines_follow_changes_to_the_weights():
+    """`_window_matrix` keeps a window's Jacobian for later engines over the same weights, and builds it anew once
+    the weights change in place."""
+    weight = torch.randn(4, 3, 3, 3)
+    first = convolution._window_matrix(weight, (2, 2), (1, 1), 1, (4, 2, 2), None)
+    assert convolution._window_matrix(weight.detach(), (2, 2), (1, 1), 1, (4, 2, 2), None) is first
+    with torch.no_grad():
+        weight.mul_(2.0)
+    again = convolution._window_matrix(weight, (2, 2), (1, 1), 1, (4, 2, 2), None)
+    torch.testing.assert_close(again, 2 * first)

@@ -268,3 +268,36 @@ def test_first_affine_layer_interval_is_crowns_and_not_taken_from_ibp_on_an_l2_b
     torch.testing.assert_close(interval.lower.flatten(), lower, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(interval.upper.flatten(), upper, rtol=1e-5, atol=1e-6)
     assert not BoundPropagation(graph, InputSet.ball(x, 0.1, norm=2.0)).exact_by_ibp(convolution)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_free_windows_hold_the_free_elements_and_the_points_share_exactly(seed):
+    """`free_windows`: the windows, made dense again, are A on the free elements (zero elsewhere), and the share
+    it returns is A on the fixed elements times their value: the two add up to A·z for every z in the interval."""
+    from opwise.bounds.transfers.patches import free_windows
+
+    generator = torch.Generator().manual_seed(seed)
+    A = torch.randn(3, 4, 2, 9, 9, generator=generator)
+    lower = torch.randn(4, 2, 9, 9, generator=generator)
+    upper = lower.clone()
+    for sample in range(4):  # a free block of up to 3 x 2 positions per sample, some channels only
+        top, left = int(torch.randint(0, 7, (1,), generator=generator)), int(torch.randint(0, 8, (1,), generator=generator))
+        upper[sample, sample % 2, top : top + 3, left : left + 2] += 1.0
+    windows, share = free_windows(A, lower, upper, min_elements=0)
+    free = upper > lower
+    torch.testing.assert_close(windows.to_dense(), A * free)
+    torch.testing.assert_close(share, (A * torch.where(free, 0.0, lower)).flatten(2).sum(-1))
+    assert tuple(windows.values.shape[-2:]) == (3, 2)
+    everywhere = torch.zeros_like(upper) + 1.0
+    assert free_windows(A, lower, lower + everywhere, min_elements=0) is None  # free everywhere: no window
+
+
+def test_free_coefficients_read_at_features_equal_the_dense_coefficients():
+    from opwise.bounds.transfers.patches import FreeCoefficients
+
+    values = torch.arange(12.0).reshape(2, 2, 3)
+    coefficients = FreeCoefficients(values, torch.tensor([[4, 1, -1], [0, 5, 2]]), (2, 6))
+    flat = coefficients.to_dense()
+    features = torch.tensor([[1, 4, 3], [2, 0, 5]])
+    torch.testing.assert_close(coefficients.at(features), flat.gather(2, features.unsqueeze(0).expand(2, -1, -1)))
+    assert float(flat[0, 0, 1]) == 1.0 and float(flat[:, 0].abs().sum()) == float(values[:, 0, :2].abs().sum())
