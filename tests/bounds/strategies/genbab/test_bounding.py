@@ -254,3 +254,105 @@ def test_rounds_take_fewer_adam_steps_on_relu_networks_only(monkeypatch):
         bounder.bound(_split_open_domains([root], torch.Generator().manual_seed(0)), 2)
         assert seen and all(iterations == expected for iterations in seen), (activation, seen)
     assert module.ROUND_ITERATIONS < AlphaOptions().iterations
+
+
+def _deep_case(seed: int):
+    """A float32 ReLU MLP with three hidden layers (splits at the first two narrow the layers after them), the box
+    around a random point, and a robustness spec (per other class j: y_target - y_j <= its exact minimum - 10%)."""
+    from tests.bounds.strategies.bab_reference import milp_min_margin, random_mlp
+
+    sizes = (3, 10, 10, 10, CLASSES)
+    exact, model = random_mlp(seed, sizes), random_mlp(seed, sizes).float()
+    centre = torch.rand(1, 3, generator=torch.Generator().manual_seed(seed)) - 0.5
+    box = (centre - 1.0, centre + 1.0)
+    with torch.no_grad():
+        target = int(model(centre).argmax())
+    exact_box = tuple(b.double() for b in box)
+    minima = {j: milp_min_margin(exact, _robustness_spec(exact_box, target, {j: 0.0})) for j in range(CLASSES) if j != target}
+    return model, box, target, minima
+
+
+def _split_with_constraints(domains, constraints, generator):
+    """`_split_open_domains` that also returns each child's split constraints: (name, index, point, below)."""
+    children, kept = [], []
+    for domain, own in zip(domains, constraints):
+        if domain.lower > 0:
+            continue
+        name = list(domain.intervals)[int(torch.randint(len(domain.intervals), (1,), generator=generator))]
+        interval = domain.intervals[name]
+        index = int(torch.randint(interval.lower.numel(), (1,), generator=generator))
+        low = max(float(interval.lower.view(-1)[index]), -5.0)
+        high = min(float(interval.upper.view(-1)[index]), 5.0)
+        point = low + (high - low) * float(torch.rand(1, generator=generator))
+        children += domain.split(name, index, point)
+        kept += [own + [(name, index, point, True)], own + [(name, index, point, False)]]
+    return children, kept
+
+
+def test_intervals_bounded_again_after_splits_hold_on_the_samples_of_their_domain_and_only_tighten():
+    """Over generations of random splits on three-layer ReLU MLPs, every interval a domain's round bounds again
+    (`refine_intermediate`) holds every sample that meets the domain's split constraints (so does its margin
+    bound), is inside the interval the same domain gets with intermediate bounds fixed at the root's, and is
+    strictly narrower somewhere."""
+    import copy
+
+    generator = torch.Generator().manual_seed(5)
+    narrower = 0
+    for seed in range(3):
+        model, box, target, minima = _deep_case(seed)
+        spec = _robustness_spec(box, target, {j: minimum - 0.1 * abs(minimum) for j, minimum in minima.items()})
+        bounded = BoundedModel(model, torch.zeros(1, 3))
+        x = box[0] + (box[1] - box[0]) * torch.rand(4000, 3, generator=generator)
+        values = pre_activations(bounded, x)
+        with torch.no_grad():
+            margin = spec.margin(model(x))
+        refined, fixed = DomainBounder(bounded, spec, "alpha-crown", FAST), DomainBounder(
+            bounded, spec, "alpha-crown", FAST, refine_intermediate=False)
+        assert refined.refined and not fixed.refined
+        domains, constraints = [refined.root()], [[]]
+        fixed.root()
+        for _ in range(4):
+            domains, constraints = _split_with_constraints(domains, constraints, generator)
+            if not domains:
+                break
+            twins = copy.deepcopy(domains)
+            refined.bound(domains, 4)
+            fixed.bound(twins, 4)
+            for domain, twin, own in zip(domains, twins, constraints):
+                inside = torch.ones(len(x), dtype=torch.bool)
+                for name, index, point, below in own:
+                    inside &= values[name][:, index] <= point if below else values[name][:, index] >= point
+                if not math.isfinite(domain.lower):
+                    assert not inside.any(), "a domain with samples was called infeasible"
+                    continue
+                for name, interval in domain.intervals.items():
+                    lower, upper = interval.lower.reshape(1, -1), interval.upper.reshape(1, -1)
+                    assert ((values[name][inside] >= lower - 1e-4) & (values[name][inside] <= upper + 1e-4)).all(), name
+                    if math.isfinite(twin.lower):
+                        other = twin.intervals[name]
+                        assert (interval.lower >= other.lower - 1e-4).all() and (interval.upper <= other.upper + 1e-4).all()
+                        narrower += bool(((interval.upper - interval.lower) < (other.upper - other.lower) - 1e-3).any())
+                if inside.any():
+                    assert float(margin[inside].min()) >= domain.lower - 1e-4
+    assert narrower, "no interval got narrower: the test did not exercise the refinement"
+
+
+def test_deep_relu_search_with_refined_intermediate_bounds_agrees_with_milp():
+    """On three-layer ReLU MLPs, properties 20% of the exact smallest margin (MILP) above or below it: 'verified'
+    only above it, 'falsified' only with a real counterexample, with and without `refine_intermediate`."""
+    decided = 0
+    for seed in (3, 4):
+        model, box, target, minima = _deep_case(seed)
+        bounded = BoundedModel(model, torch.zeros(1, 3))
+        for sign in (-1, 1):
+            spec = _robustness_spec(box, target, {j: minimum + sign * 0.2 * abs(minimum) for j, minimum in minima.items()})
+            for refine in (True, False):
+                result = branch_and_bound(bounded, spec, timeout=30, batch_size=16, refine_intermediate=refine)
+                if result.status == "verified":
+                    assert sign < 0
+                if result.status == "falsified":
+                    assert spec.contains(result.counterexample)
+                    with torch.no_grad():
+                        assert float(spec.margin(model(result.counterexample)).min()) <= 0
+                decided += result.status in ("verified", "falsified")
+    assert decided >= 6
