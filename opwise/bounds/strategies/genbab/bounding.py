@@ -43,13 +43,10 @@ from opwise.tracing.batching import padded_chunks
 #: rows per backward pass when computing the root's shortcut bounds
 SHORTCUT_CHUNK = 1024
 
-#: Adam steps of the root's intermediate-bound α-CROWN (eran_2021's sigmoid net needed up to ~60)
+#: Adam steps of the root's intermediate-bound α-CROWN (eran_2021's sigmoid net needed up to ~60; on mnist_fc 256x4
+#: prop_8_0.03, 20 steps end at the same final bound as 60 but the search then needs 641+ domains instead of 371:
+#: the intermediate bounds it keeps are looser)
 ROOT_ITERATIONS = 60
-
-#: ... where every split node is piecewise linear (ReLU): on mnist_fc, 20 steps end within 0.1% of 60's root bound
-#: (256x4 prop_0_0.05: -2.2458 vs -2.2447, 3.6 s vs 11.8 s; 256x6 prop_7_0.03: -0.2364 both, 6.4 s vs 19.5 s; 256x2
-#: prop_10_0.05: -1.1794 both), in a third of the time, which the search then has
-ROOT_ITERATIONS_PIECEWISE_LINEAR = 20
 
 #: Adam steps of α/β per round (children start where their parent ended) on a network whose split nodes are all
 #: piecewise linear (ReLU): for the same number of steps, 10 per round proved 2.4x as many domains as 20 on
@@ -86,11 +83,9 @@ class DomainBounder:
         self.nodes: list[SplitNode] = split_nodes(bounded.graph)
         #: nodes whose intervals each round bounds again per domain (`refine_intermediate`: those after a split node)
         self.refined = after_split_nodes(bounded.graph, self.nodes) if refine_intermediate else frozenset()
-        piecewise_linear = bool(self.nodes) and all(getattr(node.relaxation, "piecewise_linear", False) for node in self.nodes)
         #: Adam steps per round by default (`ROUND_ITERATIONS` where every split node is piecewise linear)
-        self.round_iterations = ROUND_ITERATIONS if piecewise_linear else AlphaOptions().iterations
-        #: Adam steps of the root's intermediate-bound α-CROWN
-        self.root_iterations = ROOT_ITERATIONS_PIECEWISE_LINEAR if piecewise_linear else ROOT_ITERATIONS
+        self.round_iterations = ROUND_ITERATIONS if self.nodes and all(
+            getattr(node.relaxation, "piecewise_linear", False) for node in self.nodes) else AlphaOptions().iterations
         self.visited = 0
         #: points of the input set where the last call's unproved rows are smallest ([n, *input shape])
         self.candidates = spec.x_lower[:0].to(bounded.device)
@@ -124,7 +119,7 @@ class DomainBounder:
         output = engine.graph.output
         A = self._output_specs(engine)
         budget = None if deadline is None else max(0.0, (deadline - time.monotonic()) / 2)
-        options = dataclasses.replace(self.alpha or AlphaOptions(), intermediate=True, iterations=self.root_iterations,
+        options = dataclasses.replace(self.alpha or AlphaOptions(), intermediate=True, iterations=ROOT_ITERATIONS,
                                       stop_above=self.d[:, None], time_limit=budget)
         engine.prepare(output)
         optimize_bounds(engine, output, A, options)

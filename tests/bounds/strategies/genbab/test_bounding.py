@@ -356,3 +356,4 @@ def test_deep_relu_search_with_refined_intermediate_bounds_agrees_with_milp():
                         assert float(spec.margin(model(result.counterexample)).min()) <= 0
                 decided += result.status in ("verified", "falsified")
     assert decided >= 6
+
