@@ -308,10 +308,14 @@ class BoundPropagation:
         """Warn where linear bounds and interval arithmetic missed each other at a node (`tightened` took their
         hull there) by more than rounding of the bounds themselves (`ROUNDING_NOTICE` of their size: near-point
         intervals of fixed inputs miss each other by an ulp): the float32 computation rounded a value away that
-        exact arithmetic keeps."""
+        exact arithmetic keeps. Under splits (branch-and-bound domains) a miss has another cause: both bounds
+        hold on every input of the domain, so where they miss each other it has none; it is flagged `infeasible`."""
         excess = torch.maximum(ibp.lower - lower, upper - ibp.upper)
         scale = 1 + torch.maximum(ibp.lower.abs(), ibp.upper.abs())
-        if bool((excess > ROUNDING_NOTICE * scale).any()):
+        apart = excess > ROUNDING_NOTICE * scale
+        if self.splits and apart.shape[:1] == (self.batch,):
+            self.infeasible |= apart.reshape(self.batch, -1).any(1)
+        elif bool(apart.any()):
             warnings.warn(f"node {node.name} ({self.graph.info(node).op}): its linear bounds and its interval bounds do "
                           "not overlap, which only floating-point rounding causes (a constant such as 1e30 or an "
                           "attention mask of the dtype's minimum absorbing a value); the bounds follow exact "

@@ -47,6 +47,7 @@ def branch_and_bound(
     max_memory: int | None = None,
     alpha: AlphaOptions | None = None,
     attacked: bool = False,
+    refine_intermediate: bool = True,
     progress: Progress | None = None,
 ) -> BabResult:
     """Decide whether `spec` holds for `bounded` by splitting nonlinear neurons' input intervals.
@@ -55,7 +56,9 @@ def branch_and_bound(
     `batch_size`: domains bounded per engine pass; `max_domains`: queue size at which it gives up ('unknown');
     `max_memory`: bytes the open domains' tensors may hold before it gives up (None: no limit); `attacked`: the
     caller has just run the same PGD attack (seed 0) on `spec`, so the search skips its first one and attacks
-    only between rounds (verify_specification does: the same attack again found nothing new); `progress` is
+    only between rounds (verify_specification does: the same attack again found nothing new);
+    `refine_intermediate`: each round bounds the intermediate nodes after a split node again per domain
+    (CROWN with the domain's splits; False: they keep the root's intervals, narrowed only at the splits); `progress` is
     called after every round with the open and visited domains, the worst open lower bound and the time left.
 
     >>> import torch
@@ -95,7 +98,7 @@ def branch_and_bound(
         counterexample = attack_now(0, ATTACK_SHARE * timeout)
         if counterexample is not None:
             return finish("falsified", None, counterexample)
-    bounder = DomainBounder(bounded, spec, method, alpha)
+    bounder = DomainBounder(bounded, spec, method, alpha, refine_intermediate)
     root = bounder.root(deadline)
     stats["domains_visited"] = bounder.visited
     if root.lower > 0:

@@ -83,13 +83,13 @@ def test_timeout_is_kept_within_a_small_margin():
 CLASSES = 5
 
 
-def _robustness_case(seed: int, width: int = 12):
-    """A tiny float32 ReLU MLP (3 inputs), its float64 twin, the box around a random point, the target class
-    there, and per other class j the exact smallest y_target - y_j over the box (MILP)."""
+def _robustness_case(seed: int, hidden: tuple[int, ...] = (12, 12)):
+    """A tiny float32 ReLU MLP (3 inputs, `hidden` widths), its float64 twin, the box around a random point, the
+    target class there, and per other class j the exact smallest y_target - y_j over the box (MILP)."""
     from tests.bounds.strategies.bab_reference import milp_min_margin, random_mlp
 
-    exact = random_mlp(seed, (3, width, width, CLASSES))
-    model = random_mlp(seed, (3, width, width, CLASSES)).float()
+    exact = random_mlp(seed, (3, *hidden, CLASSES))
+    model = random_mlp(seed, (3, *hidden, CLASSES)).float()
     centre = torch.rand(1, 3, generator=torch.Generator().manual_seed(seed)) - 0.5
     box = (centre - 1.0, centre + 1.0)
     with torch.no_grad():
@@ -110,19 +110,19 @@ def _robustness_spec(box, target: int, thresholds: dict[int, float]) -> Specific
     return Specification(*box, disjuncts)
 
 
+def _sampled_case(seed: int, hidden: tuple[int, ...], samples: int, generator):
+    """`_robustness_case` with every disjunct's threshold 10% below its exact minimum (hard, but holds): the model,
+    spec, bounded model, `samples` random points of the box and their node values (`pre_activations`)."""
+    model, box, target, minima = _robustness_case(seed, hidden)
+    spec = _robustness_spec(box, target, {j: minimum - 0.1 * abs(minimum) for j, minimum in minima.items()})
+    bounded = BoundedModel(model, torch.zeros(1, 3))
+    x = box[0] + (box[1] - box[0]) * torch.rand(samples, 3, generator=generator)
+    return model, spec, bounded, x, pre_activations(bounded, x)
+
+
 def _split_open_domains(domains, generator):
     """Both children of every domain not proved yet, each split at a random point of a random unstable element."""
-    children = []
-    for domain in domains:
-        if domain.lower > 0:
-            continue
-        name = list(domain.intervals)[int(torch.randint(len(domain.intervals), (1,), generator=generator))]
-        interval = domain.intervals[name]
-        index = int(torch.randint(interval.lower.numel(), (1,), generator=generator))
-        low = max(float(interval.lower.view(-1)[index]), -5.0)
-        high = min(float(interval.upper.view(-1)[index]), 5.0)
-        children += domain.split(name, index, low + (high - low) * float(torch.rand(1, generator=generator)))
-    return children
+    return _split_with_constraints(domains, [[]] * len(domains), generator)[0]
 
 
 def test_rows_a_domain_has_ruled_out_are_not_bounded_again_and_inherited_bounds_hold(monkeypatch):
@@ -142,11 +142,7 @@ def test_rows_a_domain_has_ruled_out_are_not_bounded_again_and_inherited_bounds_
     generator = torch.Generator().manual_seed(3)
     fewer = 0
     for seed in range(2):
-        model, box, target, minima = _robustness_case(seed)
-        spec = _robustness_spec(box, target, {j: minimum - 0.1 * abs(minimum) for j, minimum in minima.items()})
-        bounded = BoundedModel(model, torch.zeros(1, 3))
-        x = box[0] + (box[1] - box[0]) * torch.rand(3000, 3, generator=generator)
-        values = pre_activations(bounded, x)
+        model, spec, bounded, x, values = _sampled_case(seed, (12, 12), 3000, generator)
         bounder = DomainBounder(bounded, spec, "alpha-crown")
         domains = [bounder.root()]
         with torch.no_grad():
@@ -172,22 +168,26 @@ def test_rows_a_domain_has_ruled_out_are_not_bounded_again_and_inherited_bounds_
 def test_multi_disjunct_relu_search_agrees_with_milp():
     """Robustness-style properties (a disjunct per other class) on tiny ReLU MLPs, just above and just below the
     exact smallest margin (MILP): 'verified' only above it, 'falsified' only with a real counterexample."""
+    assert sum(_decided_as_milp_says(_robustness_case(seed)) for seed in (1, 2)) >= 3
+
+
+def _decided_as_milp_says(case, **options) -> int:
+    """Search the case's property with every disjunct's threshold 20% of its exact minimum below it, then above it:
+    'verified' only below, 'falsified' only with a real counterexample; returns how many were decided."""
+    model, box, target, minima = case
+    bounded = BoundedModel(model, torch.zeros(1, 3))
     decided = 0
-    for seed in (1, 2):
-        model, box, target, minima = _robustness_case(seed)
-        bounded = BoundedModel(model, torch.zeros(1, 3))
-        for sign in (-1, 1):  # every disjunct's threshold 20% of its exact minimum below (or above) it
-            thresholds = {j: minimum + sign * 0.2 * abs(minimum) for j, minimum in minima.items()}
-            spec = _robustness_spec(box, target, thresholds)
-            result = branch_and_bound(bounded, spec, timeout=30, batch_size=16)
-            if result.status == "verified":
-                assert sign < 0
-            if result.status == "falsified":
-                assert spec.contains(result.counterexample)
-                with torch.no_grad():
-                    assert float(spec.margin(model(result.counterexample)).min()) <= 0
-            decided += result.status in ("verified", "falsified")
-    assert decided >= 3
+    for sign in (-1, 1):
+        spec = _robustness_spec(box, target, {j: minimum + sign * 0.2 * abs(minimum) for j, minimum in minima.items()})
+        result = branch_and_bound(bounded, spec, timeout=30, batch_size=16, **options)
+        if result.status == "verified":
+            assert sign < 0
+        if result.status == "falsified":
+            assert spec.contains(result.counterexample)
+            with torch.no_grad():
+                assert float(spec.margin(model(result.counterexample)).min()) <= 0
+        decided += result.status in ("verified", "falsified")
+    return decided
 
 
 class _FoldedHeads(torch.nn.Module):
@@ -254,3 +254,78 @@ def test_rounds_take_fewer_adam_steps_on_relu_networks_only(monkeypatch):
         bounder.bound(_split_open_domains([root], torch.Generator().manual_seed(0)), 2)
         assert seen and all(iterations == expected for iterations in seen), (activation, seen)
     assert module.ROUND_ITERATIONS < AlphaOptions().iterations
+
+
+def _deep_case(seed: int):
+    """`_robustness_case` with three hidden layers: splits at the first two narrow the layers after them."""
+    return _robustness_case(seed, (10, 10, 10))
+
+
+def _split_with_constraints(domains, constraints, generator):
+    """`_split_open_domains` that also returns each child's split constraints: (name, index, point, below)."""
+    children, kept = [], []
+    for domain, own in zip(domains, constraints):
+        if domain.lower > 0:
+            continue
+        name = list(domain.intervals)[int(torch.randint(len(domain.intervals), (1,), generator=generator))]
+        interval = domain.intervals[name]
+        index = int(torch.randint(interval.lower.numel(), (1,), generator=generator))
+        low = max(float(interval.lower.view(-1)[index]), -5.0)
+        high = min(float(interval.upper.view(-1)[index]), 5.0)
+        point = low + (high - low) * float(torch.rand(1, generator=generator))
+        children += domain.split(name, index, point)
+        kept += [own + [(name, index, point, True)], own + [(name, index, point, False)]]
+    return children, kept
+
+
+def test_intervals_bounded_again_after_splits_hold_on_the_samples_of_their_domain_and_only_tighten():
+    """Over generations of random splits on three-layer ReLU MLPs, every interval a domain's round bounds again
+    (`refine_intermediate`) holds every sample that meets the domain's split constraints (so does its margin
+    bound), is inside the interval the same domain gets with intermediate bounds fixed at the root's, and is
+    strictly narrower somewhere."""
+    import copy
+
+    generator = torch.Generator().manual_seed(5)
+    narrower = 0
+    for seed in range(3):
+        model, spec, bounded, x, values = _sampled_case(seed, (10, 10, 10), 4000, generator)
+        with torch.no_grad():
+            margin = spec.margin(model(x))
+        refined, fixed = DomainBounder(bounded, spec, "alpha-crown", FAST), DomainBounder(
+            bounded, spec, "alpha-crown", FAST, refine_intermediate=False)
+        assert refined.refined and not fixed.refined
+        domains, constraints = [refined.root()], [[]]
+        fixed.root()
+        for _ in range(4):
+            domains, constraints = _split_with_constraints(domains, constraints, generator)
+            if not domains:
+                break
+            twins = copy.deepcopy(domains)
+            refined.bound(domains, 4)
+            fixed.bound(twins, 4)
+            for domain, twin, own in zip(domains, twins, constraints):
+                inside = torch.ones(len(x), dtype=torch.bool)
+                for name, index, point, below in own:
+                    inside &= values[name][:, index] <= point if below else values[name][:, index] >= point
+                if not math.isfinite(domain.lower):
+                    assert not inside.any(), "a domain with samples was called infeasible"
+                    continue
+                for name, interval in domain.intervals.items():
+                    lower, upper = interval.lower.reshape(1, -1), interval.upper.reshape(1, -1)
+                    assert ((values[name][inside] >= lower - 1e-4) & (values[name][inside] <= upper + 1e-4)).all(), name
+                    if math.isfinite(twin.lower):
+                        other = twin.intervals[name]
+                        assert (interval.lower >= other.lower - 1e-4).all() and (interval.upper <= other.upper + 1e-4).all()
+                        narrower += bool(((interval.upper - interval.lower) < (other.upper - other.lower) - 1e-3).any())
+                if inside.any():
+                    assert float(margin[inside].min()) >= domain.lower - 1e-4
+    assert narrower, "no interval got narrower: the test did not exercise the refinement"
+
+
+def test_deep_relu_search_with_refined_intermediate_bounds_agrees_with_milp():
+    """On three-layer ReLU MLPs, properties 20% of the exact smallest margin (MILP) above or below it: 'verified'
+    only above it, 'falsified' only with a real counterexample, with and without `refine_intermediate`."""
+    decided = sum(_decided_as_milp_says(_deep_case(seed), refine_intermediate=refine)
+                  for seed in (3, 4) for refine in (True, False))
+    assert decided >= 6
+
