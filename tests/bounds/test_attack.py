@@ -137,3 +137,16 @@ def test_attack_keeps_going_while_a_margin_still_falls():
     spec = Specification(torch.zeros(1, 2), torch.ones(1, 2), [Disjunct(torch.ones(1, 1), torch.zeros(1))])
     result = pgd_attack(falling, spec, steps=100, restarts=1, patience=20)
     assert result.found and len(calls) >= 99
+
+
+def test_attack_stops_when_no_margin_can_reach_zero_at_its_pace():
+    # the margin creeps down by 0.05 % of its start per step (above the stall tolerance): 100 steps reach 0.95
+    calls = []
+
+    def creeping(x):
+        calls.append(len(x))
+        return x.sum(1, keepdim=True) * 0 + (1.0 - 0.0005 * len(calls))
+
+    spec = Specification(torch.zeros(1, 2), torch.ones(1, 2), [Disjunct(torch.ones(1, 1), torch.zeros(1))])
+    result = pgd_attack(creeping, spec, steps=100, restarts=1, patience=20)
+    assert not result.found and len(calls) <= 25
