@@ -796,7 +796,7 @@ class BoundPropagation:
             return None
         x, y = (self.interval(factor) for factor in contraction.factors)
         planes = relax_bilinear(x.lower, x.upper, y.lower, y.upper, None if alphas is None else alphas.get(contraction.product))
-        if not all(bool(torch.isfinite(part).all()) for part in dataclasses.astuple(planes)):
+        if not all(bool(torch.isfinite(getattr(planes, field.name)).all()) for field in dataclasses.fields(planes)):
             return None
         left, right, terms = contraction_backward(coefficient, planes, contraction)
         return [left, right], terms
