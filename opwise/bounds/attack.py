@@ -68,7 +68,8 @@ def pgd_attack(
     along the dual-norm direction, `InputSet.ascent_step`), decayed by a cosine schedule, and projects back
     onto the set. Starts: the box centre (the ball's centre), then random points of the set. The attack
     stops early when it has stalled: no disjunct's best margin fell by more than `tolerance` of its size (at
-    least `tolerance`² absolutely) in the last `patience` steps (None: never). Signed steps reach a vertex of
+    least `tolerance`² absolutely) in the last `patience` steps (None: never), or none falls fast enough to reach
+    zero in the steps left at twice its pace over those steps. Signed steps reach a vertex of
     the box within a few steps and stay at a local minimum there, so on a property that holds the remaining
     steps (most of the time, on a large network) find nothing.
 
@@ -111,7 +112,7 @@ def pgd_attack(
         history.append(torch.minimum(history[-1], _best_per_disjunct(own, chosen, count)) if history else
                        _best_per_disjunct(own, chosen, count))
         if (best_margin <= 0 or step == steps or (deadline is not None and time.monotonic() > deadline)
-                or _stalled(history, patience, tolerance)):
+                or _stalled(history, patience, tolerance, steps - step)):
             break
         (gradient,) = torch.autograd.grad(own.sum(), x)
         scale = step_size * 0.5 * (1 + math.cos(math.pi * step / steps))
@@ -126,14 +127,24 @@ def _best_per_disjunct(own: torch.Tensor, chosen: torch.Tensor, count: int) -> t
     return best.scatter_reduce(0, chosen, own.detach(), reduce="amin")
 
 
-def _stalled(history: list[torch.Tensor], patience: int | None, tolerance: float) -> bool:
-    """Whether no disjunct's best margin fell by more than `tolerance` of its size in the last `patience` steps.
+def _stalled(history: list[torch.Tensor], patience: int | None, tolerance: float, steps_left: int | None = None) -> bool:
+    """Whether no disjunct's best margin fell by more than `tolerance` of its size in the last `patience` steps, or
+    (with `steps_left`) none would reach zero in the steps left falling twice as fast as it did in those steps.
+    On a property that holds, the margins keep creeping down by a thousandth of their size per `patience`
+    steps: on vit_2023's ibp_3_3_8 the attack ran its 100 steps, 22 of a 60 s budget, after its margins had
+    settled in 6.
 
     >>> flat = [torch.tensor([2.0, 1.0])] * 21
     >>> _stalled(flat, 20, 1e-3), _stalled(flat[:-1] + [torch.tensor([2.0, 0.9])], 20, 1e-3), _stalled(flat, None, 1e-3)
     (True, False, False)
+    >>> creeping = flat[:-1] + [torch.tensor([2.0, 0.99])]     # 0.01 per 20 steps: 0.04 in 40 steps left at twice that
+    >>> _stalled(creeping, 20, 1e-3), _stalled(creeping, 20, 1e-3, steps_left=40), _stalled(creeping, 20, 1e-3, steps_left=1000)
+    (False, True, False)
     """
     if patience is None or len(history) <= patience:
         return False
     now, before = history[-1], history[-1 - patience]
-    return bool(((before - now) <= tolerance * now.abs().clamp(min=tolerance)).all())
+    fallen = before - now
+    if bool((fallen <= tolerance * now.abs().clamp(min=tolerance)).all()):
+        return True
+    return steps_left is not None and bool((2 * fallen * steps_left / patience < now).all())

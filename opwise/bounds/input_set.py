@@ -192,8 +192,10 @@ class InputSet:
         """
         batch = self.lower.shape[0]
         flat = A.reshape(A.shape[0], batch, -1)
-        lower, upper = self.lower.reshape(1, batch, -1), self.upper.reshape(1, batch, -1)
-        bound = (flat.clamp(min=0) * lower + flat.clamp(max=0) * upper).sum(-1)
+        # A·lower + A⁻·(upper − lower), summed by einsum (a matrix product per sample): one [specs, batch, n]
+        # temporary, not five, and coefficients laid out per input element (forward mode's) are read in place
+        lower, upper = self.lower.reshape(batch, -1), self.upper.reshape(batch, -1)
+        bound = torch.einsum("sbn,bn->sb", flat, lower) + torch.einsum("sbn,bn->sb", flat.clamp(max=0), upper - lower)
         if self.center is not None and not math.isinf(self.norm):
             dual = math.inf if self.norm == 1 else self.norm / (self.norm - 1)
             center = self.center.reshape(1, batch, -1)

@@ -149,7 +149,9 @@ def verify_specification(
     `methods` (None: chosen with the search) are the bound passes over the whole box: CROWN then α-CROWN
     without a search; none before input splitting on the chain (its first round bounds the whole box);
     α-CROWN on the final bound only (cheap, and far tighter than the splitting rounds' forward-mode bounds)
-    before input splitting on other networks; CROWN before GenBaB (which optimises α at its root). α stops
+    before input splitting on other networks; none before GenBaB, whose root starts with the same CROWN pass and
+    keeps its intermediate bounds (a pass here first cost a second CROWN pass: 40 % of a CROWN-proof on
+    vit_2023's ibp_3_3_8), then optimises α unless CROWN proved the property. α stops
     once the property is proved; with a search to follow, each pass gets at most half the time left. The
     attack is left to input splitting, which attacks its boxes itself.
 
@@ -239,12 +241,13 @@ def verify_specification(
         return finish("verified", getattr(result, "margin_lower", None))
     if "reason" in result.stats:
         stats["reason"] = result.stats["reason"]
-    return finish(result.status, margin)
+    searched = getattr(result, "margin_lower", None)  # the worst open domain's bound: one for the whole set
+    return finish(result.status, margin if searched is None else max(margin, searched))
 
 
 #: the bound passes over the whole box before each complete search (None: no search); see verify_specification
 ROOT_METHODS: dict[str | None, tuple[str, ...]] = {
-    None: AUTO_METHODS, "genbab": ("crown",), "input-split": ("alpha-crown",), "input-split-chain": (),
+    None: AUTO_METHODS, "genbab": (), "input-split": ("alpha-crown",), "input-split-chain": (),
 }
 
 

@@ -126,14 +126,17 @@ def test_attack_stops_once_every_margin_has_stalled():
     assert len(all_calls) == 102 and len(calls) <= 25
 
 
-def test_attack_keeps_going_while_a_margin_still_falls():
-    # the margin falls by 1% of its start per step whatever x is: no stall, the violation comes at the last steps
+@pytest.mark.parametrize("fall, found, calls_at_most, calls_at_least", [
+    (0.0101, True, 102, 99),   # 1 % of its start per step: no stall, the violation comes at the last steps
+    (0.0005, False, 25, 0),    # 0.05 % per step (above the stall tolerance): 100 steps would reach only 0.95
+])
+def test_attack_runs_while_a_falling_margin_can_reach_zero_in_the_steps_left(fall, found, calls_at_most, calls_at_least):
     calls = []
 
-    def falling(x):
+    def falling(x):  # the margin falls by `fall` per step whatever x is
         calls.append(len(x))
-        return x.sum(1, keepdim=True) * 0 + (1.0 - 0.0101 * len(calls))
+        return x.sum(1, keepdim=True) * 0 + (1.0 - fall * len(calls))
 
     spec = Specification(torch.zeros(1, 2), torch.ones(1, 2), [Disjunct(torch.ones(1, 1), torch.zeros(1))])
     result = pgd_attack(falling, spec, steps=100, restarts=1, patience=20)
-    assert result.found and len(calls) >= 99
+    assert result.found == found and calls_at_least <= len(calls) <= calls_at_most

@@ -285,3 +285,17 @@ def test_genbab_does_not_repeat_the_attack_before_it(monkeypatch):
     assert seeds[0] == 0 and len(seeds) == len(set(seeds)), seeds  # before: [0, 0], the second a repeat
     spec = Specification.over(BoundedModel(model, x).input_set(x, eps, 2.0), robustness_disjuncts(3, target))
     assert pgd_attack(model, spec).margin == pgd_attack(model, spec).margin  # a repeat finds nothing new
+
+
+def test_genbab_runs_the_only_crown_pass_of_a_property_crown_proves():
+    """No CROWN pass before GenBaB: its root starts with that pass, and a property it proves ends there."""
+    from opwise.bounds.verify import verify_specification
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).eval()
+    x = torch.rand(1, 20)
+    target = int(model(x).argmax())
+    spec = Specification(x - 1e-4, x + 1e-4, robustness_disjuncts(3, target))
+    result = verify_specification(BoundedModel(model, x), spec, complete=True, timeout=60)
+    assert result.status == "verified" and result.margin_lower > 0
+    assert result.stats["methods"] == [] and result.stats["search"] == "genbab" and result.stats["bab"]["domains_visited"] == 1

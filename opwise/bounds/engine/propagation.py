@@ -21,6 +21,7 @@ from torch import fx
 
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.transfers.affine import Affine
+from opwise.bounds.transfers.contraction import Contraction, contraction_backward
 from opwise.bounds.transfers.forward import LinearBounds, forward_bounds, forward_bounds_supported
 from opwise.bounds.transfers.nonlinear import ELEMENTWISE, has_relaxation, node_relaxation
 from opwise.bounds.transfers.patches import (FreeCoefficients, Patches, add_coefficients, dense, free_windows,
@@ -28,6 +29,7 @@ from opwise.bounds.transfers.patches import (FreeCoefficients, Patches, add_coef
 from opwise.bounds.engine.deadline import check_deadline
 from opwise.bounds.engine.splits import SplitEnds, apply_split_constraint
 from opwise.bounds.relaxations.base import AlphaPair
+from opwise.bounds.relaxations.bilinear import relax_bilinear
 from opwise.bounds.transfers.registry import Interval, Step, transfer_for
 from opwise.errors import InputError, OpwiseError, UnsupportedOperation
 from opwise.tracing.graph import Graph, op_packet_key
@@ -145,6 +147,7 @@ class BoundPropagation:
         self._prefix: dict[fx.Node, LinearBounds | None] | None = None
         self._few_free: bool | None = None
         self._cut_lines: dict[fx.Node, tuple[torch.Tensor, ...]] = {}
+        self._contractions: dict[fx.Node, Contraction | None] = {}
         self.splits = {self._node(node): interval for node, interval in (splits or {}).items()}
         self._split_ends: dict[fx.Node, SplitEnds] = {}  # the β terms' view of each split, made on first use
         self.infeasible = torch.zeros(input_set.lower.shape[0], dtype=torch.bool, device=self.device)
@@ -774,16 +777,45 @@ class BoundPropagation:
                     and betas is None and not self.record and groups == self.batch and self._frees_little()):
                 coefficient, share = self._free_windows(node, coefficient)
                 bias = bias + share
-            parts, terms = transfer.backward(step, coefficient)
+            fused = self._fused_contraction(node, coefficient, alphas, betas, stop)
+            parts, terms = transfer.backward(step, coefficient) if fused is None else fused
             if terms is not None:
                 bias = bias + terms.reshape(terms.shape[0], groups, -1).sum(-1)
-            for parent, part in zip(step.inputs, parts):
+            parents = step.inputs if fused is None else self._contractions[node].sources
+            for parent, part in zip(parents, parts):
                 if part is not None:
                     coefficients[parent] = add_coefficients(coefficients[parent], part) if parent in coefficients else part
         if prefix:  # the coefficients of the free elements, and the input coefficients they are
             return self._free_bound(free, bias, recorded)
         return input_coefficient, bias, recorded
 
+
+    def contraction(self, node: fx.Node) -> Contraction | None:
+        """The matrix product of two bounded tensors that ends at `node` (a sum over a product of broadcast
+        factors, as expand.py writes it), or None. Cached."""
+        if node not in self._contractions:
+            self._contractions[node] = Contraction.of(node, lambda n: self.graph.info(n).op,
+                                                      lambda n: self.graph.info(n).shape, self.bounded)
+        return self._contractions[node]
+
+    def _fused_contraction(self, node: fx.Node, coefficient, alphas: dict | None, betas: dict | None,
+                           stop: fx.Node | None = None):
+        """`node`'s backward step straight to the factors' sources when it ends a contraction (`contraction`):
+        ([source coefficients], bias terms), the bound of the node-by-node walk through the product's planes
+        without its [specs × full grid] tensors; None where that walk must run: the skipped nodes are recorded
+        or carry β or are the pass's `stop`, a plane is infinite (0 · inf), or the coefficients are windows."""
+        contraction = self.contraction(node)
+        if contraction is None or isinstance(coefficient, Patches):
+            return None
+        inner = contraction.inner
+        if stop in inner or any(n in self.record for n in inner) or (betas and any(n in betas for n in inner)):
+            return None
+        x, y = (self.interval(factor) for factor in contraction.factors)
+        planes = relax_bilinear(x.lower, x.upper, y.lower, y.upper, None if alphas is None else alphas.get(contraction.product))
+        if not all(bool(torch.isfinite(getattr(planes, field.name)).all()) for field in dataclasses.fields(planes)):
+            return None
+        left, right, terms = contraction_backward(coefficient, planes, contraction)
+        return [left, right], terms
 
     def _free_prefix(self) -> dict[fx.Node, LinearBounds | None]:
         """The exact forward bounds of nodes that are affine functions of the input, by node (found as passes

@@ -142,6 +142,8 @@ def maximize(bound, parameters: list[torch.Tensor] | list[dict], options: AlphaO
     >>> [r["iteration"] for r in reports], reports[-1]["lower"] == float(best), reports[0]["iterations"]
     ([1, 2, 3], True, 3)
     """
+    if best is not None and options.stop_above is not None and bool((best > options.stop_above).all()):
+        return best  # already proved (the CROWN bound it starts from): a step would cost a whole α pass
     optimizer = torch.optim.Adam(parameters, lr=options.learning_rate, foreach=True)
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, options.lr_decay)
     stop = None if best is None else EarlyStop(options, best)

@@ -166,3 +166,19 @@ def test_piecewise_linear_slopes_get_their_own_learning_rate():
     single = parameter_groups(engine, [alphas], AlphaOptions(learning_rate=0.1, slope_learning_rate=None))
     assert [group["lr"] for group in single] == [0.1, 0.1]
     assert parameter_groups(engine, [{}], AlphaOptions()) == []
+
+
+def test_ascent_takes_no_step_when_the_starting_bound_already_proves_every_row():
+    from opwise.bounds.strategies.alpha import maximize
+
+    x = torch.zeros(1, requires_grad=True)
+    calls = []
+
+    def bound():
+        calls.append(1)
+        return -(x - 1) ** 2
+
+    best = maximize(bound, [x], AlphaOptions(iterations=5, stop_above=0.5), torch.full((1,), 1.0))
+    assert not calls and float(best) == 1.0
+    maximize(bound, [x], AlphaOptions(iterations=5, stop_above=2.0), torch.full((1,), 1.0))
+    assert calls

@@ -100,10 +100,15 @@ class DomainBounder:
         domain = Domain({node.input: Interval(-infinite, infinite)
                          for node in self.nodes})
         engine = BoundPropagation(self.bounded.graph, self.input_set(1), "crown", record=self._recorded())
+        open_rows = None
         if self.method == "alpha-crown":
-            self._tighten_intermediate(engine, deadline)
+            row_bounds = self._tighten_intermediate(engine, deadline)[:, 0] - self.d
+            proved = torch.stack([(part > 0).any() for part in row_bounds.split(self.groups)]).all()
+            if proved:  # every disjunct ruled out already: one pass for the guide, no α steps (no search follows)
+                domain.row_bounds = row_bounds
+                open_rows = torch.zeros(len(row_bounds), 1, dtype=torch.bool, device=row_bounds.device)
         self.candidates = self.candidates[:0]
-        rows = self._bound_with(engine, [domain], deadline)
+        rows = self._bound_with(engine, [domain], deadline, open_rows=open_rows)
         self.root_engine = engine
         self._drop_ruled_out(rows[:, 0], domain)
         self.root_intervals = engine.known_intervals()
@@ -113,16 +118,17 @@ class DomainBounder:
         """The nodes whose coefficients guide branching (the split nonlinearities)."""
         return [node.nonlinear for node in self.nodes]
 
-    def _tighten_intermediate(self, engine: BoundPropagation, deadline: float | None) -> None:
+    def _tighten_intermediate(self, engine: BoundPropagation, deadline: float | None) -> torch.Tensor:
         """α-CROWN over every intermediate bound at the root (`optimize_bounds`): the engine keeps the best
-        intervals, which every domain then reuses. Stops once every row is proved, or at half the time left."""
+        intervals, which every domain then reuses. Stops once every row is proved, or at half the time left.
+        Returns the output rows' lower bounds [rows, 1]."""
         output = engine.graph.output
         A = self._output_specs(engine)
         budget = None if deadline is None else max(0.0, (deadline - time.monotonic()) / 2)
         options = dataclasses.replace(self.alpha or AlphaOptions(), intermediate=True, iterations=ROOT_ITERATIONS,
                                       stop_above=self.d[:, None], time_limit=budget)
         engine.prepare(output)
-        optimize_bounds(engine, output, A, options)
+        return optimize_bounds(engine, output, A, options).detach()
 
     def bound(self, domains: list[Domain], batch_size: int, deadline: float | None = None) -> None:
         """Set each domain's `lower`, `row_bounds`, `guide`, α/β and intervals (infeasible domains get +inf).
