@@ -149,7 +149,7 @@ class BoundedModel:
         A = A.reshape(A.shape[0], *shape)
         progress = self._progress_of_pass(bound_upper)
         if progress is not None and intermediate != "ibp":
-            _settle_intermediate_bounds(engine, output, lambda report: progress({"search": method, **report}))
+            settle_intermediate_bounds(engine, output, lambda report: progress({"search": method, **report}))
         if final == "ibp":
             result = engine.backward_to_intervals(output, A)
         elif final == "alpha-crown":
@@ -271,7 +271,7 @@ def _device_of(model: torch.nn.Module | Graph, example: torch.Tensor) -> torch.d
     return torch.as_tensor(example).device
 
 
-def _settle_intermediate_bounds(engine: BoundPropagation, target, progress: Progress) -> None:
+def settle_intermediate_bounds(engine: BoundPropagation, target, progress: Progress) -> None:
     """Compute, in topological order, every intermediate bound the relaxations on the way to `target` need
     (what the pass to `target` would compute first), reporting each: {"layer", "layers", "seconds"}. On a
     large network these CROWN passes are most of the time a bound takes."""

@@ -31,7 +31,7 @@ from opwise.bounds.strategies.alpha_chain import optimize_bounds
 from opwise.bounds.strategies.beta import BETA, Parameters, optimize_alpha_beta
 from opwise.bounds.strategies.genbab.branching import Shortcut, SplitNode, split_nodes
 from opwise.bounds.strategies.genbab.domains import Domain, Guide, stack_intervals
-from opwise.bounds.bounded_model import BoundedModel
+from opwise.bounds.bounded_model import BoundedModel, settle_intermediate_bounds
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.relaxations.base import AlphaPair
@@ -100,6 +100,9 @@ class DomainBounder:
         domain = Domain({node.input: Interval(-infinite, infinite)
                          for node in self.nodes})
         engine = BoundPropagation(self.bounded.graph, self.input_set(1), "crown", record=self._recorded())
+        progress = self.bounded.progress
+        if progress is not None:  # the root's bound pass is most of a small search's time: shown layer by layer
+            settle_intermediate_bounds(engine, engine.graph.output, lambda report: progress({"search": "crown", **report}))
         open_rows = None
         if self.method == "alpha-crown":
             row_bounds = self._tighten_intermediate(engine, deadline)[:, 0] - self.d
