@@ -22,11 +22,14 @@ from torch import fx
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.transfers.affine import Affine
 from opwise.bounds.transfers.contraction import Contraction, contraction_backward
-from opwise.bounds.transfers.forward import LinearBounds, forward_bounds, forward_bounds_supported
+from opwise.bounds.transfers.forward import LinearBounds, forward_bounds
 from opwise.bounds.transfers.nonlinear import ELEMENTWISE, has_relaxation, node_relaxation
-from opwise.bounds.transfers.patches import (FreeCoefficients, Patches, add_coefficients, dense, free_windows,
-                                             summed_product)
+from opwise.bounds.transfers.patches import Patches, add_coefficients, dense, summed_product
+from opwise.bounds.engine.cut import CutPasses
 from opwise.bounds.engine.deadline import check_deadline
+from opwise.bounds.engine.free_input import FreeInputPasses
+from opwise.bounds.engine.result import LinearBound
+from opwise.bounds.engine.sizes import CROWN_LIMIT, SPEC_CHUNK
 from opwise.bounds.engine.splits import SplitEnds, apply_split_constraint
 from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.relaxations.bilinear import relax_bilinear
@@ -34,46 +37,11 @@ from opwise.bounds.transfers.registry import Interval, Step, transfer_for
 from opwise.errors import InputError, OpwiseError, UnsupportedOperation
 from opwise.tracing.graph import Graph, op_packet_key
 
-#: largest number of one-hot specifications in one backward pass for intermediate bounds
-SPEC_CHUNK = 4096
-
 #: intermediate-bound policies: CROWN, forward mode, IBP, or "mixed" (CROWN for nodes with at most
 #: `crown_limit` elements per sample, forward mode for wider ones)
 POLICIES = ("crown", "forward", "ibp", "mixed")
 
-#: "mixed" policy: nodes with at most this many elements per sample get backward CROWN intermediate bounds
-CROWN_LIMIT = 64
 
-#: a box with at most this many free elements per sample, the others fixed (one patch of an image, the latent
-#: part of an input whose image part is given), ends its backward passes where they reach a node that is an
-#: affine function of the input, on that node's coefficients over the free elements (`_free_prefix`)
-FREE_INPUT_LIMIT = 64
-
-#: an intermediate bound with at least this many positions per group to refine may go through a cut (`cut_for`)
-CUT_MIN_POSITIONS = 2048
-#: ... when the cut has at most this fraction of those positions
-CUT_RATIO = 8
-#: ... and its linear bounds (two dense input coefficients per cut position) take at most this many bytes
-CUT_MEMORY = 2 ** 28
-
-
-@dataclasses.dataclass
-class LinearBound:
-    """The result of one backward pass: `lower` [specs, groups] bounds A·target from below over the input
-    set; it is the minimum of `input_coefficient · x + bias` (the linear lower bound before concretization;
-    Patches, FreeCoefficients or dense [specs, groups, *input shape]: `dense` makes any of them a tensor);
-    `recorded` holds the coefficients that reached each node named in the engine's `record` ([specs, groups,
-    *node shape])."""
-
-    lower: torch.Tensor
-    input_coefficient: object
-    bias: torch.Tensor
-    recorded: dict[fx.Node, torch.Tensor]
-
-    @property
-    def linear(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(dense input coefficients, bias)."""
-        return dense(self.input_coefficient), self.bias
 
 #: operators that only rearrange their input's elements, one to one (IBP through them is exact)
 REARRANGING = frozenset(f"aten.{name}" for name in (
@@ -90,7 +58,7 @@ COPYING = REARRANGING | frozenset(f"aten.{name}" for name in (
 ROUNDING_NOTICE = 1e-4
 
 
-class BoundPropagation:
+class BoundPropagation(CutPasses, FreeInputPasses):
     """Bounds of any node of `graph` over `input_set`; `intermediate` is one of `POLICIES`.
 
     "forward" bounds intermediate nodes by forward-mode linear bounds (one pass per input element, not
@@ -495,114 +463,6 @@ class BoundPropagation:
             flat_upper.scatter_(1, positions.T, torch.where(keep.T, new_upper, old_upper))
         return Interval(lower, upper)
 
-    def cut_for(self, node: fx.Node, positions: int, groups: int) -> fx.Node | None:
-        """A node every input-dependent path into `node` passes through (a cut), nearest to `node`, with at most
-        1/`CUT_RATIO` of the `positions` (per group) a refinement of `node` bounds, when there are at least
-        `CUT_MIN_POSITIONS` of them; else None.
-
-        Through a cut, each spec of the refinement is carried back only as far as the cut, and meets the cut's
-        own linear bounds there (`backward_through`): the cut's 2·n specs go back through the rest of the graph
-        once, instead of every one of the node's specs. Softmax's score differences x_j − x_i (expand.py) are
-        n times as many as the scores x they all come from: on vit_2023's ibp_3_3_8 the differences took 14,739
-        specs per layer, 200 of the 250 s of a CROWN pass.
-        """
-        if positions < CUT_MIN_POSITIONS:
-            return None
-        open_nodes = {node}
-        for candidate in reversed(self.ancestors(node)):
-            if candidate is self.input_node:
-                return None
-            if candidate is not node and len(open_nodes) == 1:
-                interval = self.interval_ibp(candidate)
-                size = interval.lower.numel() // groups
-                footprint = 2 * size * self.input_set.lower.numel() * interval.lower.element_size()
-                if (self.groups(candidate, interval) == groups and size * CUT_RATIO <= positions
-                        and footprint <= CUT_MEMORY):
-                    return candidate
-            open_nodes.discard(candidate)
-            open_nodes.update(self.step(candidate).inputs)
-        return None
-
-    def cut_lines(self, cut: fx.Node, groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """CROWN's linear bounds of every position of `cut` in terms of the input, cached: lower coefficients
-        [n, batch, *input shape], lower biases [n, groups], upper coefficients, upper biases (n positions per
-        group): `lower · x + lower bias <= cut <= upper · x + upper bias` over the input set."""
-        if cut not in self._cut_lines:
-            interval = self.interval_ibp(cut)
-            size = interval.lower.numel() // groups
-            parts = []
-            for chunk in torch.arange(size, device=self.device).split(SPEC_CHUNK // 2):
-                check_deadline()
-                count = chunk.numel()
-                A = torch.zeros(2 * count, groups, size, dtype=interval.lower.dtype, device=self.device)
-                rows = torch.arange(count, device=self.device)
-                A[rows, :, chunk] = 1.0
-                A[rows + count, :, chunk] = -1.0
-                result = self.bound(cut, A.reshape(2 * count, *interval.lower.shape), groups)
-                coefficient = dense(result.input_coefficient).detach()
-                parts.append((coefficient[:count], result.bias[:count].detach(),
-                              -coefficient[count:], -result.bias[count:].detach()))
-            self._cut_lines[cut] = tuple(torch.cat(part) for part in zip(*parts))
-        return self._cut_lines[cut]
-
-    def forward_from_cut(self, node: fx.Node, cut: fx.Node, groups: int) -> LinearBounds | None:
-        """Linear bounds of `node` carried forward (transfers/forward.py) from the cut's own (`cut_lines`) through the
-        nodes between; None where one of them has no forward transfer, or where the bounds would not fit in
-        `CUT_MEMORY` per tensor. The one-hot specs of a refinement are as many as the node's positions, and carried
-        back densely: [positions × positions] per pass; forward, the coefficients are [inputs × positions]."""
-        batch = self.batch
-        cut_interval = self.interval_ibp(cut)
-        if groups != batch and batch != 1:
-            return None
-        inputs = self.input_set.lower[0].numel()
-        between = [n for n in self.ancestors(node) if self._order[n] > self._order[cut]]
-        element = cut_interval.lower.element_size()
-        if any(inputs * self.interval_ibp(n).lower.numel() * element > CUT_MEMORY for n in between):
-            return None
-        if batch != 1 and any(self.interval_ibp(n).lower.shape[0] != batch for n in between):
-            return None  # a node that folds the batch away: forward bounds keep it first
-        for n in between:
-            self.step(n)
-            if not forward_bounds_supported(self._transfers[n], self._steps[n]):
-                return None
-        lower, lower_bias, upper, upper_bias = self.cut_lines(cut, groups)
-        shape = cut_interval.lower.shape
-        size = lower.shape[0]
-
-        def rows(coefficient: torch.Tensor) -> torch.Tensor:  # [n, batch, *input] -> [inputs, *cut shape]
-            return coefficient.reshape(size, groups, inputs).permute(2, 1, 0).reshape(inputs, *shape)
-
-        linear = {cut: LinearBounds(rows(lower), lower_bias.T.reshape(shape), rows(upper), upper_bias.T.reshape(shape))}
-        for n in between:
-            check_deadline()
-            step = self.step(n)
-            bounds = forward_bounds(step, self._transfers[n], [linear[i] for i in step.inputs])
-            if bounds is None:
-                return None
-            linear[n] = bounds
-        return linear[node]
-
-    def backward_through(self, target: fx.Node, A: torch.Tensor | Patches, groups: int, cut: fx.Node) -> torch.Tensor:
-        """Lower bound of `A · target` ([specs, groups]), carried back to the cut (`cut_for`) and met there with
-        the cut's linear bounds (`cut_lines`): positive coefficients take the lower bounds, negative ones the
-        upper. Sound wherever the cut's bounds are; no tighter than `backward`, which picks every relaxation's
-        line by the sign of the whole spec's coefficient rather than of each cut position's."""
-        coefficient, bias, _ = self._walk(target, A, groups, stop=cut)
-        lower, lower_bias, upper, upper_bias = self.cut_lines(cut, groups)
-        specs, size = coefficient.shape[0], lower.shape[0]
-        flat = dense(coefficient).reshape(specs, groups, size)
-        positive, negative = flat.clamp(min=0), flat.clamp(max=0)
-        bias = bias + (positive * lower_bias.T).sum(-1) + (negative * upper_bias.T).sum(-1)
-        input_shape = lower.shape[1:]
-        if groups == 1:  # a spec spans the batch: one product with every sample's coefficients
-            combined = (_product(positive[:, 0], lower.reshape(size, -1))
-                        + _product(negative[:, 0], upper.reshape(size, -1))).reshape(specs, *input_shape)
-        else:
-            lower, upper = lower.reshape(size, groups, -1), upper.reshape(size, groups, -1)
-            combined = (torch.einsum("sgp,pgi->sgi", positive, lower)
-                        + torch.einsum("sgp,pgi->sgi", negative, upper)).reshape(specs, *input_shape)
-        return self.input_set.minimum(combined, groups) + bias
-
     def forward_linear(self, target: fx.Node) -> LinearBounds:
         """Forward-mode linear bounds of `target` in terms of the input (each node once, cached); a node
         without a forward transfer carries its interval (from its inputs' intervals) as constant bounds."""
@@ -817,79 +677,6 @@ class BoundPropagation:
         left, right, terms = contraction_backward(coefficient, planes, contraction)
         return [left, right], terms
 
-    def _free_prefix(self) -> dict[fx.Node, LinearBounds | None]:
-        """The exact forward bounds of nodes that are affine functions of the input, by node (found as passes
-        reach them; None: not such a node), when the input set is a box whose samples free at most
-        `FREE_INPUT_LIMIT` of many more elements; else empty. A backward pass stops at the first such node it
-        reaches: its coefficients then meet the node's forward coefficients over the free elements (rows per
-        sample, not per input element), and the fixed elements' share goes into the bias. The result is the
-        same bound, without carrying coefficients over the whole input back through the first layers."""
-        if self._prefix is None:
-            self._prefix = {}
-            lower, upper = self.input_set.lower, self.input_set.upper
-            count = math.prod(lower.shape[1:])
-            # the free elements counted first: the identity of a whole box is an [n × n] matrix
-            rows = int((upper > lower).reshape(self.batch, -1).sum(1).max()) if self.batch and count else 0
-            if self.input_set.is_box and 0 < rows <= FREE_INPUT_LIMIT and 4 * rows <= count:
-                self._prefix[self.input_node] = LinearBounds.identity(self.input_set)
-        return self._prefix
-
-    def _frees_little(self) -> bool:
-        """Whether the input set is a box whose samples free at most a quarter of their elements, the others fixed
-        (a patch of an image): then the nodes before a layer that mixes the whole map are points outside a window
-        around the patch, and backward passes carry only that window (`_free_windows`)."""
-        if self._few_free is None:
-            lower, upper = self.input_set.lower, self.input_set.upper
-            count = math.prod(lower.shape[1:])
-            rows = int((upper > lower).reshape(self.batch, -1).sum(1).max()) if self.batch and count else 0
-            self._few_free = self.input_set.is_box and 4 * rows <= count
-        return self._few_free
-
-    def _free_windows(self, node: fx.Node, coefficient: torch.Tensor) -> tuple[torch.Tensor | Patches, torch.Tensor]:
-        """The coefficients of a [batch, C, H, W] node as windows over each sample's free elements, and the fixed
-        elements' share (exact: their interval is a point) for the bias; unchanged (share 0) where the free
-        elements spread too wide (`free_windows`)."""
-        interval = self._tight.get(node)
-        interval = self._ibp.get(node) if interval is None else interval
-        found = None if interval is None else free_windows(coefficient, interval.lower, interval.upper)
-        if found is None:
-            return coefficient, coefficient.new_zeros(coefficient.shape[0], self.batch)
-        return found
-
-    def _exact_forward(self, node: fx.Node) -> LinearBounds | None:
-        """The node's exact forward bounds if it is an affine function of the input (`_free_prefix`), else None."""
-        if node not in self._prefix:
-            step = self.step(node)
-            transfer = self._transfers[node]
-            exact = None
-            # the node itself first: a node after a nonlinear one never needs its inputs' forward bounds
-            if (isinstance(transfer, Affine) and step.relaxation is None and not transfer.needs_bounds(step)
-                    and step.inputs and self.graph.info(node).shape[:1] == (self.batch,)):
-                inputs = [self._exact_forward(i) for i in step.inputs]
-                if all(i is not None for i in inputs):
-                    exact = forward_bounds(step, transfer, inputs)
-            self._prefix[node] = exact if exact is not None and exact.exact else None
-        return self._prefix[node]
-
-    def _free_bound(self, free: torch.Tensor | None, bias: torch.Tensor, recorded: dict) -> LinearBound:
-        """A pass's result from its coefficients on each sample's free input elements `free` [specs, groups,
-        rows]: their minimum over the box, and the input coefficients they are (zero on fixed elements)."""
-        identity = self._prefix[self.input_node]
-        batch = self.batch
-        flat_lower, flat_upper = self.input_set.lower.reshape(batch, -1), self.input_set.upper.reshape(batch, -1)
-        shape = tuple(self.input_set.lower.shape)
-        if free is None:  # the bound does not depend on the input
-            nothing = bias.new_zeros(bias.shape[0], batch, 0)
-            positions = torch.zeros(batch, 0, dtype=torch.long, device=bias.device)
-            return LinearBound(bias, FreeCoefficients(nothing, positions, shape), bias, recorded)
-        index = identity.positions.clamp(min=0)
-        valid = (identity.positions >= 0).to(free.dtype)
-        free = free * valid
-        low, high = flat_lower.gather(1, index), flat_upper.gather(1, index)
-        lower = (free.clamp(min=0) * low + free.clamp(max=0) * high).sum(-1) + bias
-        return LinearBound(lower, FreeCoefficients(free, identity.positions, shape), bias, recorded)
-
-
 def _chunk_size(spatial: tuple[int, ...]) -> int:
     """Positions per intermediate-bound pass: half of `SPEC_CHUNK` (each position is bounded from both sides),
     rounded down to whole channels of a windowed map of `spatial` size, so that a pass over every channel at
@@ -900,18 +687,6 @@ def _chunk_size(spatial: tuple[int, ...]) -> int:
     """
     size, per_channel = SPEC_CHUNK // 2, math.prod(spatial)
     return size // per_channel * per_channel if 0 < per_channel <= size else size
-
-
-def _product(coefficients: torch.Tensor, lines: torch.Tensor) -> torch.Tensor:
-    """coefficients [specs, n] @ lines [n, m]; as a sparse product where few coefficients are nonzero (a score
-    difference has two).
-
-    >>> _product(torch.tensor([[0.0, 2.0, 0.0]]), torch.ones(3, 2))
-    tensor([[2., 2.]])
-    """
-    if coefficients.numel() and (coefficients != 0).sum() * 20 < coefficients.numel():
-        return torch.sparse.mm(coefficients.to_sparse(), lines)
-    return coefficients @ lines
 
 
 def tightened(lower: torch.Tensor, upper: torch.Tensor, new_lower: torch.Tensor,

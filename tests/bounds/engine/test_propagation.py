@@ -373,7 +373,7 @@ def test_passes_over_mostly_fixed_boxes_end_at_the_first_layers_with_the_same_bo
     """On boxes that free a few input elements each, a pass stops at the nodes that are affine functions of the
     input (`FREE_INPUT_LIMIT`): same bounds as carrying the coefficients to the input, sound, and input
     coefficients that reproduce the bound (zero on the fixed elements)."""
-    from opwise.bounds.engine import propagation
+    from opwise.bounds.engine import free_input
 
     model = randomize_(_SkipFromInput().eval(), seed)
     x = torch.rand(1, 2, 8, 8, generator=torch.Generator().manual_seed(seed))
@@ -382,7 +382,7 @@ def test_passes_over_mostly_fixed_boxes_end_at_the_first_layers_with_the_same_bo
     A = torch.randn(5, 6, 3, generator=torch.Generator().manual_seed(seed))
 
     def pass_(limit: int):
-        monkeypatch.setattr(propagation, "FREE_INPUT_LIMIT", limit)
+        monkeypatch.setattr(free_input, "FREE_INPUT_LIMIT", limit)
         engine = BoundPropagation(graph, InputSet(lower, upper))
         return engine, engine.bound(graph.output, A)
 
@@ -472,7 +472,7 @@ def test_bounds_through_a_cut_are_sound_and_no_tighter_than_crown(seed, through,
     """With a cut (engine `cut_for`) the score differences are bounded from the scores' linear bounds, carried
     forward through the differences or met by the differences' specs carried back to the scores: the bounds hold
     at sampled and attacked points, and are no tighter than CROWN's, which picks every line per spec."""
-    import opwise.bounds.engine.propagation as propagation
+    from opwise.bounds.engine import cut as cut_module
 
     torch.manual_seed(seed)
     model = _Attention().eval()
@@ -480,8 +480,8 @@ def test_bounds_through_a_cut_are_sound_and_no_tighter_than_crown(seed, through,
     lower, upper = x - 0.05, x + 0.05
     bounded = BoundedModel(model, x)
     crown = bounded.compute_bounds(x_lower=lower, x_upper=upper, method="crown")
-    monkeypatch.setattr(propagation, "CUT_MIN_POSITIONS", 16)
-    monkeypatch.setattr(propagation, "CUT_RATIO", 4)
+    monkeypatch.setattr(cut_module, "CUT_MIN_POSITIONS", 16)
+    monkeypatch.setattr(cut_module, "CUT_RATIO", 4)
     if through == "backward":
         monkeypatch.setattr(BoundPropagation, "forward_from_cut", lambda self, node, cut, groups: None)
     cuts, found = [], BoundPropagation.cut_for
@@ -544,7 +544,7 @@ def test_passes_over_boxes_that_free_one_patch_carry_windows_with_the_same_bound
     into the bias exactly. Same bounds as the dense pass, sound, and input coefficients that reproduce the bound;
     with few free elements (patch 2: the pass also ends at the first layers) and more (patch 5: it reaches the
     input with windows)."""
-    from opwise.bounds.engine import propagation
+    from opwise.bounds.engine import free_input
 
     model = randomize_(torch.nn.Sequential(
         torch.nn.Conv2d(3, 4, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 6, 3, padding=1), torch.nn.ReLU(),
@@ -558,14 +558,14 @@ def test_passes_over_boxes_that_free_one_patch_carry_windows_with_the_same_bound
     graph = BoundedModel(model, lower).graph
     A = torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(seed))
     windowed = []
-    original = propagation.free_windows
+    original = free_input.free_windows
 
     def counted(*args, **kwargs):
         found = original(*args, **{**kwargs, "min_elements": 0})
         windowed.append(found is not None)
         return found
 
-    monkeypatch.setattr(propagation, "free_windows", counted)
+    monkeypatch.setattr(free_input, "free_windows", counted)
     short = BoundPropagation(graph, InputSet(lower, upper)).bound(graph.output, A)
     assert any(windowed), "no pass carried windows"
     monkeypatch.setattr(BoundPropagation, "_frees_little", lambda self: False)
@@ -575,5 +575,5 @@ def test_passes_over_boxes_that_free_one_patch_carry_windows_with_the_same_bound
     corner = torch.where(coefficient >= 0, lower.reshape(1, 5, -1), upper.reshape(1, 5, -1))
     torch.testing.assert_close((coefficient * corner).sum(-1) + short.bias, short.lower, rtol=1e-5, atol=1e-5)
     monkeypatch.undo()
-    monkeypatch.setattr(propagation, "free_windows", counted)
+    monkeypatch.setattr(free_input, "free_windows", counted)
     assert_sound(model, lower, upper, methods=("crown",), samples=2_000, seed=seed)
