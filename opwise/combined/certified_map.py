@@ -176,8 +176,7 @@ def certified_map(
     bisects, as methods without one do (α-CROWN refines CROWN's radii, `CASCADES`). `attack` also
     bisects a batched PGD attack per patch for its closest counterexample (`attack_steps` rounds after one
     at eps_max). `batch_size`: rows per bound pass (more go through in chunks; None: `rows_per_pass`;
-    `benchmarks/certified_map.py`
-    measures the choice).
+    `benchmarks/certified_map.py` measures the choice).
 
     `method="bab"` (branch-and-bound) goes on from CROWN's radii: a box CROWN cannot prove is split into
     pieces (`box_splitting.py`, at most `max_boxes` bound rows per box and radius tried) and certified
@@ -202,8 +201,9 @@ def certified_map(
         raise InputError(f"eps_max must be a positive number, got {eps_max!r}")
     if search not in ("linear", "bisect"):
         raise InputError(f"search must be 'linear' or 'bisect', got {search!r}")
-    counts = [("steps", steps, 0), ("attack_steps", attack_steps, 0)] + ([("batch_size", batch_size, 1)] if batch_size is not None else [])
-    for name, value, least in counts:
+    for name, value, least in (("steps", steps, 0), ("attack_steps", attack_steps, 0), ("batch_size", batch_size, 1)):
+        if name == "batch_size" and value is None:  # chosen by `rows_per_pass`
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise InputError(f"{name} must be a whole number of at least {least}, got {value!r}")
     if domain is not None and ((x < domain[0]).any() or (x > domain[1]).any()):

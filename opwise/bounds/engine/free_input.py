@@ -37,22 +37,24 @@ class FreeInputPasses:
         same bound, without carrying coefficients over the whole input back through the first layers."""
         if self._prefix is None:
             self._prefix = {}
-            lower, upper = self.input_set.lower, self.input_set.upper
-            count = math.prod(lower.shape[1:])
             # the free elements counted first: the identity of a whole box is an [n × n] matrix
-            rows = int((upper > lower).reshape(self.batch, -1).sum(1).max()) if self.batch and count else 0
+            rows, count = self._free_elements()
             if self.input_set.is_box and 0 < rows <= FREE_INPUT_LIMIT and 4 * rows <= count:
                 self._prefix[self.input_node] = LinearBounds.identity(self.input_set)
         return self._prefix
+
+    def _free_elements(self) -> tuple[int, int]:
+        """(the most free elements of any sample of the input set, the elements per sample)."""
+        lower, upper = self.input_set.lower, self.input_set.upper
+        count = math.prod(lower.shape[1:])
+        return (int((upper > lower).reshape(self.batch, -1).sum(1).max()) if self.batch and count else 0), count
 
     def _frees_little(self) -> bool:
         """Whether the input set is a box whose samples free at most a quarter of their elements, the others fixed
         (a patch of an image): then the nodes before a layer that mixes the whole map are points outside a window
         around the patch, and backward passes carry only that window (`_free_windows`)."""
         if self._few_free is None:
-            lower, upper = self.input_set.lower, self.input_set.upper
-            count = math.prod(lower.shape[1:])
-            rows = int((upper > lower).reshape(self.batch, -1).sum(1).max()) if self.batch and count else 0
+            rows, count = self._free_elements()
             self._few_free = self.input_set.is_box and 4 * rows <= count
         return self._few_free
 
