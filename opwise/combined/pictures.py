@@ -59,7 +59,8 @@ def certified_map_figure(result: CertifiedMap, relevance: torch.Tensor | None = 
     """input | certified radius | PGD radius (the true radius lies between) | relevance, with colour bars.
 
     >>> import torch, opwise
-    >>> model = torch.nn.Linear(4, 2)
+    >>> model = torch.nn.Linear(4, 2)  # a constant margin of 1: certified everywhere up to eps_max
+    >>> _ = torch.nn.init.zeros_(model.weight), model.bias.data.copy_(torch.tensor([1.0, 0.0]))
     >>> m = opwise.certified_map(model, torch.full((1, 4), 0.5), eps_max=0.5, steps=2, attack=False)
     >>> [axes.get_title() for axes in certified_map_figure(m).axes[:3]]
     ['input', 'certified radius (crown; 0.5 = certified up to eps_max)', 'PGD radius (none found: blank)']
