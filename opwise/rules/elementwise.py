@@ -42,7 +42,8 @@ register_routing(
     "aten.log1p", "aten.expm1", "aten._prelu_kernel", "aten.threshold", "aten.hardshrink", "aten.softshrink",
     "aten.log_sigmoid_forward",
     "aten.sqrt", "aten.rsqrt", "aten.pow", "aten.reciprocal", "aten.abs", "aten.neg", "aten.sin", "aten.cos",
-    "aten.erf", "aten.clamp", "aten.clamp_min", "aten.clamp_max", "aten.rms_norm",
+    "aten.erf", "aten.atan", "aten.asinh", "aten.sinh", "aten.cosh", "aten.tan",
+    "aten.asin", "aten.acos", "aten.atanh", "aten.acosh", "aten.clamp", "aten.clamp_min", "aten.clamp_max", "aten.rms_norm",
     "aten.add.Scalar", "aten.sub.Scalar", "aten.rsub.Scalar", "aten.mul.Scalar", "aten.div.Scalar",
     needs=(),
 )

@@ -79,6 +79,31 @@ def test_kept_whole_activations_pass_relevance_to_their_input(activation):
         torch.testing.assert_close(output, model(x)[:, target])
 
 
+class _Elementwise(torch.nn.Module):
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+
+    def forward(self, x):
+        return self.function(x)
+
+
+@pytest.mark.parametrize("function", [torch.atan, torch.asinh, torch.sinh, torch.cosh, torch.tan, torch.asin, torch.acos,
+                                      torch.atanh], ids=lambda f: f.__name__)
+def test_trigonometric_and_hyperbolic_functions_pass_relevance_to_their_input(function):
+    """Traced as one aten op each, they pass relevance unchanged: behind a bias-free linear layer the input relevance
+    sums to the explained output (inputs scaled into (-1, 1), where every one of them is defined)."""
+    import opwise
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4, bias=False), _Elementwise(function)).eval()
+    x = torch.rand(6, 5) / 10
+    graph = opwise.trace(model, x)
+    assert f"aten.{function.__name__}.default" in [graph.info(n).op for n in graph.call_nodes()]
+    total, output = opwise.explain(model, x, target=1, composite="epsilon").conservation.unbind(-1)
+    torch.testing.assert_close(total, output, rtol=1e-4, atol=1e-5)
+
+
 def test_trilinear_splits_each_term_uniformly_between_explained_factors():
     """y = a·w·b (one term): a and b get y/2 each; with b constant, a gets all of y (values derived by hand)."""
     from opwise.rules.elementwise import trilinear

@@ -303,7 +303,8 @@ def test_batch_normalization(tmp_path, opset):
     assert next(graph.call_nodes()).args[5] is False
 
 
-@pytest.mark.parametrize("op", ["Relu", "Sigmoid", "Tanh", "Exp", "Abs", "Neg", "LeakyRelu", "Erf", "Sin", "Cos", "Softplus"])
+@pytest.mark.parametrize("op", ["Relu", "Sigmoid", "Tanh", "Exp", "Abs", "Neg", "LeakyRelu", "Erf", "Sin", "Cos", "Softplus",
+                                "Atan", "Asinh", "Sinh", "Cosh"])
 def test_elementwise_activations(tmp_path, op):
     path = save_model(tmp_path, [helper.make_node(op, ["x"], ["y"])], {"x": [1, 5, 3]}, [1, 5, 3])
     assert len(ops_of(assert_matches(path, [[1, 5, 3]], batch_sizes=(None, 4)))) == 1
@@ -512,7 +513,15 @@ def test_clip_pow_max_min_sum_mean(tmp_path, opset):
     assert_matches(path, [[1, 2, 3]], batch_sizes=(None, 2))
 
 
-@pytest.mark.parametrize("op", ["Sqrt", "Log", "Reciprocal"])
+@pytest.mark.parametrize("op", ["Tan", "Asin", "Acos", "Atanh"])
+def test_unit_domain_unary(tmp_path, op):
+    """Functions defined on (-1, 1) or so, reached through tanh(x) / 2."""
+    nodes = [helper.make_node("Tanh", ["x"], ["t"]), helper.make_node("Mul", ["t", "half"], ["h"]), helper.make_node(op, ["h"], ["y"])]
+    path = save_model(tmp_path, nodes, {"x": [1, 4]}, [1, 4], {"half": np.array([0.5], dtype=np.float32)})
+    assert_matches(path, [[1, 4]], batch_sizes=(None, 3))
+
+
+@pytest.mark.parametrize("op", ["Sqrt", "Log", "Reciprocal", "Acosh"])
 def test_positive_domain_unary(tmp_path, op):
     nodes = [helper.make_node("Abs", ["x"], ["a"]), helper.make_node("Add", ["a", "one"], ["p"]), helper.make_node(op, ["p"], ["y"])]
     path = save_model(tmp_path, nodes, {"x": [1, 4]}, [1, 4], {"one": np.array([1.0], dtype=np.float32)})
