@@ -1,4 +1,5 @@
-"""Convolutions, normalizations and pooling: to `aten.convolution`, `aten.batch_norm`, `aten.layer_norm`, pools.
+"""Convolutions, normalizations and pooling: to `aten.convolution`, `aten.batch_norm`, `aten.layer_norm`,
+`aten.native_group_norm` (InstanceNormalization), pools.
 
 ONNX pads are `[begin_1..begin_n, end_1..end_n]`; torch pads symmetrically, so uneven pads become an
 explicit `aten.constant_pad_nd` before the op (or a slice after a transposed convolution).
@@ -7,6 +8,7 @@ explicit `aten.constant_pad_nd` before the op (or a slice after a transposed con
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 
@@ -117,6 +119,17 @@ def _layer_norm(builder, node, x, scale, bias=None):
     scale = builder.expand(scale, normalized)
     bias = None if bias is None else builder.expand(bias, normalized)
     return builder.call(aten.layer_norm.default, x, normalized, scale, bias, node.attr("epsilon", 1e-5))
+
+
+@converter("InstanceNormalization", since=1)
+def _instance_norm(builder, node, x, scale, bias):
+    """Each sample's channel normalized over its spatial axes, then scaled and shifted per channel: a group norm
+    with one channel per group."""
+    shape = builder.shape(x)
+    channels, spatial = shape[1], math.prod(shape[2:])
+    both = builder.call(aten.native_group_norm.default, x, scale, bias, shape[0], channels, spatial, channels,
+                        node.attr("epsilon", 1e-5))
+    return builder.call(operator.getitem, both, 0)
 
 
 _MAX_POOLS = {1: aten.max_pool1d.default, 2: aten.max_pool2d.default, 3: aten.max_pool3d.default}

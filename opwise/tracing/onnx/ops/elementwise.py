@@ -146,6 +146,12 @@ def _celu(builder, node, x):
     return builder.call(aten.celu.default, x, node.attr("alpha", 1.0))
 
 
+@converter("Softsign", since=1)
+def _softsign(builder, node, x):
+    """x / (1 + |x|), as torch.nn.Softsign traces."""
+    return builder.call(aten.div.Tensor, x, builder.call(aten.add.Tensor, builder.call(aten.abs.default, x), 1.0))
+
+
 @converter("HardSigmoid", since=1)
 def _hard_sigmoid(builder, node, x):
     """max(0, min(1, alpha·x + beta)), alpha 0.2 and beta 0.5 by default (torch's hardsigmoid is 1/6, 1/2)."""

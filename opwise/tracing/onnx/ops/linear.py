@@ -57,7 +57,12 @@ def _transpose_2d(builder, value):
 
 @converter("MatMul", since=1)
 def _matmul(builder, node, a, b):
-    """numpy-style matmul: 1-D operands get a unit axis that is dropped again, batch axes broadcast."""
+    return matmul(builder, a, b)
+
+
+def matmul(builder, a, b):
+    """numpy-style matmul: 1-D operands get a unit axis that is dropped again, batch axes broadcast; a constant 2-D
+    right side becomes an `aten.linear` weight."""
     a_shape, b_shape = builder.shape(a), builder.shape(b)
     if isinstance(b, torch.Tensor) and b.dim() == 2 and isinstance(a, fx.Node):
         builder.require_batch_kept([0] if len(a_shape) == 1 else [], 1, "MatMul of a 1-D input")

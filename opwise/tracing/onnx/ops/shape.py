@@ -239,3 +239,44 @@ def _gather(builder, node, data, indices):
         return builder.call(aten.select.int, data, axis, int(indices))
     picked = builder.call(aten.index_select.default, data, axis, indices.reshape(-1))
     return builder.view(picked, shape[:axis] + list(indices.shape) + shape[axis + 1 :])
+
+
+@converter("DepthToSpace", since=1)
+def _depth_to_space(builder, node, x):
+    """[N, C·b², H, W] to [N, C, H·b, W·b]: DCR (the default) reads the block offsets before the channels, CRD after."""
+    _, channels, height, width = builder.shape(x)
+    block = int(node.attr("blocksize"))
+    if node.attr("mode", b"DCR") in (b"CRD", "CRD"):
+        split, order = [-1, channels // block**2, block, block, height, width], [0, 1, 4, 2, 5, 3]
+    else:
+        split, order = [-1, block, block, channels // block**2, height, width], [0, 3, 4, 1, 5, 2]
+    moved = builder.call(aten.permute.default, builder.view(x, split), order)  # -1: any batch
+    return builder.view(moved, [-1, channels // block**2, height * block, width * block])
+
+
+@converter("SpaceToDepth", since=1)
+def _space_to_depth(builder, node, x):
+    """[N, C, H, W] to [N, C·b², H/b, W/b], the block offsets before the channels (DepthToSpace's DCR inverse)."""
+    _, channels, height, width = builder.shape(x)
+    block = int(node.attr("blocksize"))
+    split = builder.view(x, [-1, channels, height // block, block, width // block, block])  # -1: any batch
+    moved = builder.call(aten.permute.default, split, [0, 3, 5, 1, 2, 4])
+    return builder.view(moved, [-1, channels * block * block, height // block, width // block])
+
+
+@converter("GatherElements", since=11)
+def _gather_elements(builder, node, data, indices):
+    """out[i][j] = data[indices[i][j]][j] along `axis` (torch.gather); the indices must be constants."""
+    shape = builder.shape(data)
+    axis = node.attr("axis", 0) % len(shape)
+    if _dynamic(indices):
+        raise ModelLoadError(f"GatherElements '{node.name}': input-dependent indices cannot be imported (the graph would "
+                             "route values by the input); only constant indices are")
+    if _dynamic(data):
+        builder.require_batch_kept([axis], len(shape), "GatherElements")
+        if builder.rebatched and indices.shape[0] != builder.batch_size:  # the same indices for every sample
+            if indices.shape[0] != 1:
+                raise builder.batch_error(f"GatherElements indices of shape {list(indices.shape)} name samples")
+            indices = indices.expand(builder.batch_size, *indices.shape[1:])
+    indices = torch.where(indices < 0, indices + shape[axis], indices).long()
+    return builder.call(aten.gather.default, data, axis, indices)
