@@ -147,11 +147,11 @@ def _drop_kept(table) -> None:
     table[aten.roll.default] = roll_as_slices
 
 
-#: the last table built, with the registry sizes it was built for (`_registry_key`)
+#: the last table built, with the registry sizes it was built for (`registry_key`)
 _EXPORT_TABLE: tuple[tuple[int, int], dict] | None = None
 
 
-def _registry_key() -> tuple[int, int]:
+def registry_key() -> tuple[int, int]:
     """What the default table is built from: the registered operators (a custom composite op joins the
     table) and torch's decompositions."""
     return len(torch._C._dispatch_get_all_op_names()), len(torch._decomp.decomposition_table)
@@ -169,7 +169,7 @@ def export_table() -> dict:
     (False, True, False)
     """
     global _EXPORT_TABLE
-    key = _registry_key()
+    key = registry_key()
     if _EXPORT_TABLE is None or _EXPORT_TABLE[0] != key:
         table = torch.export.default_decompositions()
         _drop_kept(table)

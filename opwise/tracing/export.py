@@ -12,7 +12,8 @@ import torch
 from torch import fx
 from torch.export.graph_signature import InputKind, OutputKind
 
-from opwise.tracing.decompositions import autograd_decompositions_lifted, export_table
+from opwise.tracing.decompositions import autograd_decompositions_lifted
+from opwise.tracing.export_decomposition import decompose
 from opwise.tracing.inputs import InputLayout
 from opwise.tracing.outputs import OutputChoice, index_structure, select_output
 
@@ -40,7 +41,7 @@ def export_to_fx(
     """Returns the canonical GraphModule and, per constant attribute, the model name it came from."""
     with autograd_decompositions_lifted():
         program = torch.export.export(model, tuple(args), dict(kwargs), strict=False)
-        program = program.run_decompositions(export_table())
+        program = decompose(program)
     _require_static_shapes(program.graph)
     signature = program.graph_signature
 
