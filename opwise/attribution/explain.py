@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import warnings
 import weakref
@@ -17,7 +18,10 @@ from opwise.tracing.fidelity import check_fidelity
 
 Target = int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None
 
-_GRAPHS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+#: graphs and plans of the models explained last, by id: (weak reference to the model, its cache). A cached graph
+#: holds its model (to retrace it), so the cache keeps at most CACHED_MODELS models alive
+_GRAPHS: "collections.OrderedDict[int, tuple[weakref.ref, dict]]" = collections.OrderedDict()
+CACHED_MODELS = 4
 
 
 @dataclasses.dataclass
@@ -183,9 +187,9 @@ def _plan(model, inputs, kwargs, output, composite, composite_kwargs, keep) -> P
         cache, graph_key = model.__dict__.setdefault("_relevance_plans", {}), None
         graph = model
     elif isinstance(model, torch.nn.Module):
-        cache = _GRAPHS.setdefault(model, {})
-        state = _parameter_state(model)
-        if cache.get("state") != state:  # moved to another device, or weights changed: trace and plan again
+        cache = _model_cache(model)
+        state = _model_state(model)
+        if cache.get("state") != state:  # moved, weights or modules changed: trace and plan again
             cache.clear()
             cache["state"] = state
         graph_key = ("graph", shapes, repr(output))
@@ -201,10 +205,34 @@ def _plan(model, inputs, kwargs, output, composite, composite_kwargs, keep) -> P
     return cache[key]
 
 
-def _parameter_state(model: torch.nn.Module) -> tuple:
-    """What a cached graph and plan of `model` depend on: every parameter's and buffer's device, storage and
-    in-place version counter (so `model.to(...)`, `load_state_dict` or a training step invalidate them)."""
-    return tuple((t.device, t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+def _model_cache(model: torch.nn.Module) -> dict:
+    """The cache of `model`'s graphs and plans (a new one for a model not among the last CACHED_MODELS)."""
+    entry = _GRAPHS.get(id(model))
+    if entry is None or entry[0]() is not model:  # new, or another model that reused a freed model's id
+        entry = _GRAPHS[id(model)] = (weakref.ref(model), {})
+    _GRAPHS.move_to_end(id(model))
+    while len(_GRAPHS) > CACHED_MODELS:
+        _GRAPHS.popitem(last=False)
+    return entry[1]
+
+
+#: values of a module's own attributes that change what it computes (slopes, eps, dims, flags)
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _model_state(model: torch.nn.Module) -> tuple:
+    """What a cached graph and plan of `model` depend on, as far as it can be read without running the model:
+    every parameter's and buffer's device, storage and in-place version counter (`model.to(...)`,
+    `load_state_dict`, a training step), and every submodule's identity, class, mode, hooks and plain attributes
+    (a swapped layer, `leaky_relu.negative_slope = 0.2`, `model.train()`). A change inside `forward`'s code or in
+    global state is not seen: explain a fresh model object then."""
+    tensors = tuple((t.device, t.data_ptr(), t._version) for t in (*model.parameters(), *model.buffers()))
+    modules = tuple(
+        (name, id(module), type(module), module.training, len(module._forward_hooks), len(module._forward_pre_hooks),
+         tuple((key, value) for key, value in vars(module).items()
+               if isinstance(value, _PLAIN) or (isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value))))
+        for name, module in model.named_modules())
+    return tensors, modules
 
 
 def _check_inputs(inputs: Sequence[Any]) -> None:

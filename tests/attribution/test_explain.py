@@ -249,6 +249,42 @@ def test_changed_weights_are_planned_again():
     torch.testing.assert_close(again.relevance, opwise.explain(twin, x, **EXACT).relevance)
 
 
+@pytest.mark.parametrize("change", ["attribute", "swap"])
+def test_changed_modules_are_traced_again(change):
+    """A changed layer attribute or a swapped layer changes what the model computes without touching its
+    weights: the next explanation must explain the model as it is now."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LeakyReLU(0.01), torch.nn.Linear(3, 2)).eval()
+    x = torch.randn(5, 4)
+    opwise.explain(model, x, target=0)
+    if change == "attribute":
+        model[1].negative_slope = 5.0
+    else:
+        model[1] = torch.nn.Tanh()
+    explanation = opwise.explain(model, x, target=0)
+    with torch.no_grad():
+        expected = model(x)[:, 0]
+    torch.testing.assert_close(explanation.output[:, 0], expected)
+
+
+def test_the_cache_keeps_only_the_last_models_alive():
+    """Cached graphs hold their model (to retrace it): the cache must not keep every model ever explained."""
+    import gc
+    import weakref
+
+    from opwise.attribution.explain import CACHED_MODELS
+
+    references = []
+    for seed in range(CACHED_MODELS + 3):
+        torch.manual_seed(seed)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2)).eval()
+        opwise.explain(model, torch.randn(2, 4), target=0)
+        references.append(weakref.ref(model))
+        del model
+    gc.collect()
+    assert sum(reference() is not None for reference in references) <= CACHED_MODELS
+
+
 def test_internal_batch_size_gives_the_whole_batch_explanation():
     """Chunks of the batch (uneven last chunk, per-sample targets, checkpoints) join to the one-pass result."""
     torch.manual_seed(0)
