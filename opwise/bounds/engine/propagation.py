@@ -686,8 +686,8 @@ class BoundPropagation(CutPasses, FreeInputPasses):
         """`node`'s backward step straight to the difference's operands when it ends softmax's denominator
         (`ExpSum`, transfers/exp_sum.py): (operands, [their coefficients], bias terms), the bound of the node-by-node
         walk without its [specs × grid] tensors; exp's and the clamp's coefficients are made only where they are
-        recorded. None where that walk must run: the sum or difference is recorded, a skipped node carries β, is
-        the pass's `stop` or has a sparse α, or a line is infinite."""
+        recorded. None where that walk must run: the sum or difference is recorded, a skipped node carries β or is
+        the pass's `stop`, or a line is infinite."""
         if node not in self._exp_sums:
             self._exp_sums[node] = ExpSum.of(node, lambda n: self.graph.info(n).op, lambda n: self.graph.info(n).shape,
                                              self.bounded)
@@ -703,9 +703,10 @@ class BoundPropagation(CutPasses, FreeInputPasses):
         for step in steps:
             step.alpha = None if alphas is None else alphas.get(step.node)
             transfer = self._transfers[step.node]
-            if isinstance(step.alpha, SparseAlpha) or not hasattr(transfer, "lines"):
+            if not hasattr(transfer, "lines"):
                 return None
-            line, finite = transfer.lines(step)
+            # a sparse α: per-spec lines [specs, *grid] where α is stored (the specs are the sum's)
+            line, finite = transfer.sparse_lines(step, coefficient) if isinstance(step.alpha, SparseAlpha) else transfer.lines(step)
             if not finite:
                 return None
             lines.append(line)

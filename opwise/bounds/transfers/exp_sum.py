@@ -97,8 +97,8 @@ def compose_lines(mask: torch.Tensor, exp: LinearRelaxation, clamp: LinearRelaxa
 
 def exp_sum_backward(A: torch.Tensor, lines: LinearRelaxation, pattern: ExpSum
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`A` [specs, *sum shape] carried back through the composed `lines` (shaped like the grid, or [specs, *grid]:
-    α per spec; finite) to the difference's operands: (coefficients [specs, *operand shape] of each, bias terms
+    """`A` [specs, *sum shape] carried back through the composed `lines` (each part shaped like the grid, or
+    [specs, *grid]: α per spec; finite) to the difference's operands: (coefficients [specs, *operand shape] of each, bias terms
     [specs, *sum shape]). A positive row coefficient takes every term's lower line, a negative one the upper.
 
     >>> import torch
@@ -112,18 +112,21 @@ def exp_sum_backward(A: torch.Tensor, lines: LinearRelaxation, pattern: ExpSum
     letters = string.ascii_letters[:rank]
     spec = "Z"
     coefficient_letters = spec + "".join(letters[d] for d in range(rank) if d != pattern.summed)
-    per_spec = lines.lower_slope.dim() == rank + 1
-    line_letters = (spec if per_spec else "") + letters
+
+    def own_letters(line: torch.Tensor) -> str:  # a line with α per spec has the specs first
+        return (spec if line.dim() == rank + 1 else "") + letters
+
     positive, negative = A.clamp(min=0), A.clamp(max=0)
     parts = []
     for shape, sign in zip(pattern.operand_shapes, (1.0, -1.0)):
         padded = (1,) * (rank - len(shape)) + tuple(shape)
         out = spec + "".join(letters[d] for d in range(rank) if padded[d] != 1 or pattern.full[d] == 1)
-        formula = f"{coefficient_letters},{line_letters}->{out}"
-        part = torch.einsum(formula, positive, lines.lower_slope) + torch.einsum(formula, negative, lines.upper_slope)
+        part = (torch.einsum(f"{coefficient_letters},{own_letters(lines.lower_slope)}->{out}", positive, lines.lower_slope)
+                + torch.einsum(f"{coefficient_letters},{own_letters(lines.upper_slope)}->{out}", negative, lines.upper_slope))
         parts.append((sign * part).reshape(A.shape[0], *shape))
-    summed = pattern.summed + (1 if per_spec else 0)
-    terms = positive * lines.lower_intercept.sum(summed) + negative * lines.upper_intercept.sum(summed)
+    lower, upper = lines.lower_intercept, lines.upper_intercept
+    terms = (positive * lower.sum(pattern.summed + lower.dim() - rank)
+             + negative * upper.sum(pattern.summed + upper.dim() - rank))
     return parts[0], parts[1], terms
 
 

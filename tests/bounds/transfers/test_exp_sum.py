@@ -9,6 +9,8 @@ from opwise.bounds import BoundedModel
 from opwise.bounds.engine.propagation import BoundPropagation
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.relaxations.base import LinearRelaxation
+from opwise.bounds.strategies.alpha import AlphaOptions
+from opwise.bounds.strategies.alpha_chain import optimize_bounds
 from opwise.bounds.transfers.exp_sum import ExpSum, compose_lines, exp_sum_backward
 from opwise.bounds.transfers.nonlinear import select_lines
 from tests.bounds.helpers import assert_sound, randomize_
@@ -53,14 +55,16 @@ def test_compose_lines_refuses_a_negative_mask_or_falling_exp_lines():
 
 
 class _ColumnSoftmax(torch.nn.Module):
-    """Softmax over a middle dim (the pattern's grid then has a trailing dim after the summed one)."""
+    """Softmax over a middle dim (the pattern's grid then has a trailing dim after the summed one); a large `scale`
+    makes score differences pass the clamp's cap (MAX_EXPONENT in expand.py)."""
 
-    def __init__(self):
+    def __init__(self, scale: float = 3.0):
         super().__init__()
+        self.scale = scale
         self.first, self.last = torch.nn.Linear(4, 6), torch.nn.Linear(18, 3)
 
     def forward(self, x):
-        scores = self.first(x).reshape(x.shape[0], 3, 2) * 3
+        scores = self.first(x).reshape(x.shape[0], 3, 2) * self.scale
         return self.last((torch.softmax(scores, dim=1) * x[:, :1, None]).repeat(1, 1, 3).reshape(x.shape[0], -1))
 
 
@@ -114,3 +118,26 @@ def test_the_fused_step_runs_and_records_exps_coefficients_as_the_walk_does(monk
     assert set(fused.recorded) == set(walked.recorded)
     for node, coefficient in walked.recorded.items():
         torch.testing.assert_close(fused.recorded[node], coefficient, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("model, shape, radius", [(_Attention(), (1, 4, 8), 0.1), (_ColumnSoftmax(100.0), (2, 4), 0.3)])
+def test_alpha_on_every_intermediate_bound_takes_the_fused_step_to_the_walks_bound(seed, model, shape, radius, monkeypatch):
+    # α-CROWN over the chain (GenBaB's root): α per spec on exp, and a sparse α on a clamp whose cap some differences pass
+    randomize_(model.eval(), seed)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    graph = BoundedModel(model, x).graph
+    A = torch.eye(3).unsqueeze(1).expand(3, shape[0], 3)
+    original, fused_calls = BoundPropagation._fused_exp_sum, []
+
+    def bound(fuse: bool) -> torch.Tensor:
+        with monkeypatch.context() as patch:
+            patch.setattr(BoundPropagation, "_fused_exp_sum", (lambda self, *args: fused_calls.append(original(self, *args))
+                                                               or fused_calls[-1]) if fuse else (lambda self, *args: None))
+            engine = BoundPropagation(graph, InputSet(x - radius, x + radius), "crown")
+            engine.prepare(graph.output)
+            return optimize_bounds(engine, graph.output, A, AlphaOptions(intermediate=True, iterations=5)).detach()
+
+    fused, walked = bound(True), bound(False)
+    assert any(call is not None for call in fused_calls)
+    torch.testing.assert_close(fused, walked, rtol=1e-4, atol=1e-4)
