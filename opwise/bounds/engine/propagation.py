@@ -22,6 +22,7 @@ from torch import fx
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.transfers.affine import Affine
 from opwise.bounds.transfers.contraction import Contraction, contraction_backward
+from opwise.bounds.transfers.exp_sum import ExpSum, compose_lines, exp_sum_backward, grid_coefficients
 from opwise.bounds.transfers.forward import LinearBounds, forward_bounds
 from opwise.bounds.transfers.nonlinear import ELEMENTWISE, has_relaxation, node_relaxation
 from opwise.bounds.transfers.patches import Patches, add_coefficients, dense, summed_product
@@ -33,6 +34,7 @@ from opwise.bounds.engine.sizes import CROWN_LIMIT, SPEC_CHUNK
 from opwise.bounds.engine.splits import SplitEnds, apply_split_constraint
 from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.relaxations.bilinear import relax_bilinear
+from opwise.bounds.relaxations.sparse_alpha import SparseAlpha
 from opwise.bounds.transfers.registry import Interval, Step, transfer_for
 from opwise.errors import InputError, OpwiseError, UnsupportedOperation
 from opwise.tracing.graph import Graph, op_packet_key
@@ -116,6 +118,7 @@ class BoundPropagation(CutPasses, FreeInputPasses):
         self._few_free: bool | None = None
         self._cut_lines: dict[fx.Node, tuple[torch.Tensor, ...]] = {}
         self._contractions: dict[fx.Node, Contraction | None] = {}
+        self._exp_sums: dict[fx.Node, ExpSum | None] = {}
         self.splits = {self._node(node): interval for node, interval in (splits or {}).items()}
         self._split_ends: dict[fx.Node, SplitEnds] = {}  # the β terms' view of each split, made on first use
         self.infeasible = torch.zeros(input_set.lower.shape[0], dtype=torch.bool, device=self.device)
@@ -638,10 +641,11 @@ class BoundPropagation(CutPasses, FreeInputPasses):
                 coefficient, share = self._free_windows(node, coefficient)
                 bias = bias + share
             fused = self._fused_contraction(node, coefficient, alphas, betas, stop)
-            parts, terms = transfer.backward(step, coefficient) if fused is None else fused
+            if fused is None:
+                fused = self._fused_exp_sum(node, coefficient, alphas, betas, stop, recorded)
+            parents, parts, terms = (step.inputs, *transfer.backward(step, coefficient)) if fused is None else fused
             if terms is not None:
                 bias = bias + terms.reshape(terms.shape[0], groups, -1).sum(-1)
-            parents = step.inputs if fused is None else self._contractions[node].sources
             for parent, part in zip(parents, parts):
                 if part is not None:
                     coefficients[parent] = add_coefficients(coefficients[parent], part) if parent in coefficients else part
@@ -675,7 +679,51 @@ class BoundPropagation(CutPasses, FreeInputPasses):
         if not all(bool(torch.isfinite(getattr(planes, field.name)).all()) for field in dataclasses.fields(planes)):
             return None
         left, right, terms = contraction_backward(coefficient, planes, contraction)
-        return [left, right], terms
+        return contraction.sources, [left, right], terms
+
+    def _fused_exp_sum(self, node: fx.Node, coefficient, alphas: dict | None, betas: dict | None,
+                       stop: fx.Node | None, recorded: dict):
+        """`node`'s backward step straight to the difference's operands when it ends softmax's denominator
+        (`ExpSum`, transfers/exp_sum.py): (operands, [their coefficients], bias terms), the bound of the node-by-node
+        walk without its [specs × grid] tensors; exp's and the clamp's coefficients are made only where they are
+        recorded. None where that walk must run: the sum or difference is recorded, a skipped node carries β or is
+        the pass's `stop`, or a line is infinite."""
+        if node not in self._exp_sums:
+            self._exp_sums[node] = ExpSum.of(node, lambda n: self.graph.info(n).op, lambda n: self.graph.info(n).shape,
+                                             self.bounded)
+        pattern = self._exp_sums[node]
+        if pattern is None or isinstance(coefficient, Patches):
+            return None
+        inner = pattern.inner
+        if (stop in inner or pattern.terms in self.record or pattern.difference in self.record
+                or (betas and any(n in betas for n in inner))):
+            return None
+        steps = [self.step(n) for n in (pattern.exp, pattern.clamp) if n is not None]
+        lines = []
+        for step in steps:
+            step.alpha = None if alphas is None else alphas.get(step.node)
+            transfer = self._transfers[step.node]
+            if not hasattr(transfer, "lines"):
+                return None
+            # a sparse α: per-spec lines [specs, *grid] where α is stored (the specs are the sum's)
+            line, finite = transfer.sparse_lines(step, coefficient) if isinstance(step.alpha, SparseAlpha) else transfer.lines(step)
+            if not finite:
+                return None
+            lines.append(line)
+        mask = next(a for a in self.step(pattern.terms).args if not isinstance(a, fx.Node))
+        mask = torch.as_tensor(mask, dtype=coefficient.dtype, device=coefficient.device)
+        composed = compose_lines(mask, lines[0], lines[1] if len(lines) > 1 else None)
+        if composed is None:
+            return None
+        if pattern.exp in self.record or pattern.clamp in self.record:
+            grid = grid_coefficients(coefficient, pattern) * mask
+            if pattern.exp in self.record:
+                recorded[pattern.exp] = grid.detach()
+            if pattern.clamp in self.record:
+                exp = lines[0]
+                recorded[pattern.clamp] = (grid.clamp(min=0) * exp.lower_slope + grid.clamp(max=0) * exp.upper_slope).detach()
+        first, second, terms = exp_sum_backward(coefficient, composed, pattern)
+        return pattern.operands, [first, second], terms
 
 def _chunk_size(spatial: tuple[int, ...]) -> int:
     """Positions per intermediate-bound pass: half of `SPEC_CHUNK` (each position is bounded from both sides),

@@ -248,15 +248,19 @@ class AddSubtract(SignedAffine):
     """
 
     def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
-        alpha = step.node.kwargs.get("alpha", step.args[2] if len(step.args) > 2 else 1)
-        reverse, subtract = step.op.startswith("aten.rsub"), step.op.startswith("aten.sub")
-        factors = ((-alpha, 1) if reverse else (1, -alpha if subtract else alpha))
         lows, highs = [], []
-        for node, interval in zip(step.inputs, intervals):
-            sign = sum(f for arg, f in zip(step.node.args[:2], factors) if arg is node)
+        for sign, interval in zip(self.signs(step), intervals):
             lows.append(interval.lower if sign >= 0 else interval.upper)
             highs.append(interval.upper if sign >= 0 else interval.lower)
         return Interval(step.function(*lows), step.function(*highs))
+
+    @staticmethod
+    def signs(step: Step) -> list[float]:
+        """Per bounded input, its factor in the sum (an input given twice: the factors added)."""
+        alpha = step.node.kwargs.get("alpha", step.args[2] if len(step.args) > 2 else 1)
+        reverse, subtract = step.op.startswith("aten.rsub"), step.op.startswith("aten.sub")
+        factors = ((-alpha, 1) if reverse else (1, -alpha if subtract else alpha))
+        return [sum(f for arg, f in zip(step.node.args[:2], factors) if arg is node) for node in step.inputs]
 
     def radius(self, step: Step, radii: list[torch.Tensor]) -> torch.Tensor:
         alpha = abs(step.node.kwargs.get("alpha", step.args[2] if len(step.args) > 2 else 1))

@@ -25,7 +25,7 @@ import math
 import torch
 
 from opwise.bounds.input_set import InputSet
-from opwise.bounds.transfers.affine import Affine, SignedAffine
+from opwise.bounds.transfers.affine import AddSubtract, Affine, SignedAffine
 from opwise.bounds.transfers.nonlinear import Elementwise
 from opwise.bounds.transfers.registry import Interval, Step
 from opwise.errors import OpwiseError
@@ -162,6 +162,12 @@ def forward_affine(step: Step, transfer: Affine, inputs: list[LinearBounds]) -> 
         coefficient = linear(*(i.lower_coefficient for i in inputs))
         bias = step.function(*(i.lower_bias for i in inputs))
         return LinearBounds(coefficient, bias, coefficient, bias, inputs[0].positions)
+    if isinstance(transfer, AddSubtract):  # each operand's side by the sign of its factor, as IBP takes them
+        signs = transfer.signs(step)
+        low = [(i.lower_coefficient, i.lower_bias) if s >= 0 else (i.upper_coefficient, i.upper_bias) for s, i in zip(signs, inputs)]
+        high = [(i.upper_coefficient, i.upper_bias) if s >= 0 else (i.lower_coefficient, i.lower_bias) for s, i in zip(signs, inputs)]
+        return LinearBounds(linear(*(c for c, _ in low)), step.function(*(b for _, b in low)),
+                            linear(*(c for c, _ in high)), step.function(*(b for _, b in high)), inputs[0].positions)
     if not isinstance(transfer, SignedAffine):
         return LinearBounds(linear(*(i.lower_coefficient for i in inputs)), step.function(*(i.lower_bias for i in inputs)),
                             linear(*(i.upper_coefficient for i in inputs)), step.function(*(i.upper_bias for i in inputs)),
@@ -181,6 +187,9 @@ def forward_elementwise(step: Step, inputs: list[LinearBounds]) -> LinearBounds:
     (z,) = inputs
     x = step.bounds(step.inputs[0])
     lines = step.relaxation.relax(x.lower, x.upper)
+    if all(bool((part == value).all()) for part, value in zip(
+            (lines.lower_slope, lines.lower_intercept, lines.upper_slope, lines.upper_intercept), (1, 0, 1, 0))):
+        return z  # the identity on this interval (a clamp that never bites): the bounds as they are
 
     def compose(slope, intercept, same_coefficient, same_bias, other_coefficient, other_bias):
         nonnegative = slope >= 0

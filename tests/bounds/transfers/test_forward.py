@@ -120,3 +120,39 @@ def test_forward_crown_over_points_is_the_model_itself():
     bounds = BoundedModel(model, x).compute_bounds(x_lower=x, x_upper=x, method="forward-crown")
     torch.testing.assert_close(bounds.lower, model(x).detach(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(bounds.upper, model(x).detach(), rtol=1e-5, atol=1e-5)
+
+
+class _Differences(torch.nn.Module):
+    """Sums and differences of two bounded tensors with factors of both signs, broadcast, and a clamp that never bites
+    on small boxes next to a ReLU that is active on them."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = torch.nn.Linear(3, 4), torch.nn.Linear(3, 4)
+
+    def forward(self, x):
+        a, b = torch.relu(self.first(x) + 5), torch.tanh(self.second(x))
+        grid = a[:, :, None] - b[:, None, :]
+        mixed = torch.add(a, b, alpha=-2.0) + torch.rsub(a, 1.0) - (b - b)
+        return torch.cat([torch.clamp_max(grid, 1e3).flatten(1), mixed, torch.sub(a, a, alpha=0.5)], 1)
+
+
+def test_forward_bounds_of_sums_and_differences_are_the_centre_radius_bounds_and_sound(monkeypatch):
+    # each operand's side by its factor's sign equals centre ± radius in exact arithmetic; the identity skip of a
+    # clamp or an active ReLU gives the composition's bounds
+    from opwise.bounds.transfers import forward
+
+    model = _Differences().eval()
+    for seed in range(5):
+        randomize_(model, seed)
+        x = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed))
+        lower, upper = x - 0.2, x + 0.2
+        bounded = BoundedModel(model, x)
+        new = bounded.compute_bounds(x_lower=lower, x_upper=upper, method="forward-crown")
+        with monkeypatch.context() as patch:
+            patch.setattr(forward, "AddSubtract", type("NoSumTransfer", (), {}))
+            old = bounded.compute_bounds(x_lower=lower, x_upper=upper, method="forward-crown")
+        torch.testing.assert_close(new.lower, old.lower, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(new.upper, old.upper, rtol=1e-5, atol=1e-5)
+        assert_sound(model, lower, upper, methods=("forward-crown",), samples=2000, seed=seed, attack=seed == 0,
+                     bounded=bounded)
