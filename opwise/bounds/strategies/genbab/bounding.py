@@ -127,10 +127,10 @@ class DomainBounder:
         Returns the output rows' lower bounds [rows, 1]."""
         output = engine.graph.output
         A = self._output_specs(engine)
+        engine.prepare(output)  # the CROWN pass over the intermediate bounds first: α's half is of what it leaves
         budget = None if deadline is None else max(0.0, (deadline - time.monotonic()) / 2)
         options = dataclasses.replace(self.alpha or AlphaOptions(), intermediate=True, iterations=ROOT_ITERATIONS,
                                       stop_above=self.d[:, None], time_limit=budget)
-        engine.prepare(output)
         return optimize_bounds(engine, output, A, options).detach()
 
     def bound(self, domains: list[Domain], batch_size: int, deadline: float | None = None) -> None:
