@@ -224,6 +224,11 @@ def _tile(builder, node, x, repeats):
     return builder.call(aten.repeat.default, x, repeats)
 
 
+def _wrapped(indices: torch.Tensor, size: int) -> torch.Tensor:
+    """ONNX's negative indices count from the end of an axis of `size`; as non-negative int64."""
+    return torch.where(indices < 0, indices + size, indices).long()
+
+
 @converter("Gather", since=1)
 def _gather(builder, node, data, indices):
     shape = builder.shape(data)
@@ -234,7 +239,7 @@ def _gather(builder, node, data, indices):
         raise ModelLoadError(f"Gather '{node.name}': input-dependent indices are imported only as an embedding lookup")
     if _dynamic(data):
         builder.require_batch_kept([axis], len(shape), "Gather")
-    indices = torch.where(indices < 0, indices + shape[axis], indices).long()
+    indices = _wrapped(indices, shape[axis])
     if indices.dim() == 0:
         return builder.call(aten.select.int, data, axis, int(indices))
     picked = builder.call(aten.index_select.default, data, axis, indices.reshape(-1))
@@ -278,5 +283,5 @@ def _gather_elements(builder, node, data, indices):
             if indices.shape[0] != 1:
                 raise builder.batch_error(f"GatherElements indices of shape {list(indices.shape)} name samples")
             indices = indices.expand(builder.batch_size, *indices.shape[1:])
-    indices = torch.where(indices < 0, indices + shape[axis], indices).long()
+    indices = _wrapped(indices, shape[axis])
     return builder.call(aten.gather.default, data, axis, indices)
