@@ -23,8 +23,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from functools import partial
 
 import torch
+from torch import fx
 
 from opwise.bounds.strategies.alpha import AlphaOptions
 from opwise.bounds.strategies.alpha_chain import optimize_bounds
@@ -40,6 +42,8 @@ from opwise.bounds.transfers.registry import Interval
 from opwise.errors import InputError
 from opwise.tracing.batching import padded_chunks
 
+#: the share of the search's time left that a round's re-bounding of intermediate nodes may take (`DomainBounder.refines`)
+REFINE_SHARE = 0.1
 #: rows per backward pass when computing the root's shortcut bounds
 SHORTCUT_CHUNK = 1024
 
@@ -73,7 +77,7 @@ class DomainBounder:
     """
 
     def __init__(self, bounded: BoundedModel, spec: Specification, method: str = "alpha-crown",
-                 alpha: AlphaOptions | None = None, refine_intermediate: bool = True):
+                 alpha: AlphaOptions | None = None, refine_intermediate: bool | None = None):
         if method not in ("crown", "alpha-crown"):
             raise InputError(f"branch-and-bound bounds with 'crown' or 'alpha-crown', not {method!r}")
         self.bounded, self.spec, self.method, self.alpha = bounded, spec, method, alpha
@@ -81,8 +85,12 @@ class DomainBounder:
         self.d = torch.cat([d.d for d in spec.unsafe]).to(bounded.device)
         self.groups = [len(d.d) for d in spec.unsafe]
         self.nodes: list[SplitNode] = split_nodes(bounded.graph)
-        #: nodes whose intervals each round bounds again per domain (`refine_intermediate`: those after a split node)
-        self.refined = after_split_nodes(bounded.graph, self.nodes) if refine_intermediate else frozenset()
+        #: nodes whose intervals a round may bound again per domain (those after a split node), and whether rounds
+        #: do (None: decided at the first round, `refines`)
+        self.refined = after_split_nodes(bounded.graph, self.nodes)
+        self.refine_intermediate = refine_intermediate
+        #: seconds the root's CROWN pass over the intermediate bounds took (one domain)
+        self.intermediate_seconds = 0.0
         #: Adam steps per round by default (`ROUND_ITERATIONS` where every split node is piecewise linear)
         self.round_iterations = ROUND_ITERATIONS if self.nodes and all(
             getattr(node.relaxation, "piecewise_linear", False) for node in self.nodes) else AlphaOptions().iterations
@@ -101,8 +109,11 @@ class DomainBounder:
                          for node in self.nodes})
         engine = BoundPropagation(self.bounded.graph, self.input_set(1), "crown", record=self._recorded())
         progress = self.bounded.progress
+        started = time.monotonic()
         if progress is not None:  # the root's bound pass is most of a small search's time: shown layer by layer
             settle_intermediate_bounds(engine, engine.graph.output, lambda report: progress({"search": "crown", **report}))
+        engine.prepare(engine.graph.output)
+        self.intermediate_seconds = time.monotonic() - started
         open_rows = None
         if self.method == "alpha-crown":
             row_bounds = self._tighten_intermediate(engine, deadline)[:, 0] - self.d
@@ -126,8 +137,7 @@ class DomainBounder:
         intervals, which every domain then reuses. Stops once every row is proved, or at half the time left.
         Returns the output rows' lower bounds [rows, 1]."""
         output = engine.graph.output
-        A = self._output_specs(engine)
-        engine.prepare(output)  # the CROWN pass over the intermediate bounds first: α's half is of what it leaves
+        A = self._output_specs(engine)  # the CROWN pass over the intermediate bounds is done: α's half is of what it leaves
         budget = None if deadline is None else max(0.0, (deadline - time.monotonic()) / 2)
         options = dataclasses.replace(self.alpha or AlphaOptions(), intermediate=True, iterations=ROOT_ITERATIONS,
                                       stop_above=self.d[:, None], time_limit=budget)
@@ -136,18 +146,33 @@ class DomainBounder:
     def bound(self, domains: list[Domain], batch_size: int, deadline: float | None = None) -> None:
         """Set each domain's `lower`, `row_bounds`, `guide`, α/β and intervals (infeasible domains get +inf).
 
-        Intermediate bounds are not recomputed: a domain's split nodes keep its own (narrowed) intervals
-        and every other node the root's, all sound on the domain, so one pass bounds only the output, and
-        only the rows of the disjuncts some domain of the chunk leaves open (`open_rows`).
+        A domain's split nodes keep its own (narrowed) intervals and every other node the root's, all sound on the
+        domain; where rounds refine (`refines`), the nodes after a split node are bounded again within them. The
+        output is bounded only in the rows of the disjuncts some domain of the chunk leaves open (`open_rows`).
         """
         if self.bounded.folds_samples():  # the engine cannot keep such a graph's domains apart in one pass
             batch_size = 1
         size = self.bounded.graph.for_batch(batch_size).batch_size
         self.candidates = self.candidates[:0]
+        refine = self.refines(size, deadline)
         for positions, real in padded_chunks(len(domains), size):
             padded = [domains[index] for index in positions]
-            self._bound_with(self._engine(padded, size), padded[:real], deadline, _stacked_parameters(padded),
+            self._bound_with(self._engine(padded, size, refine), padded[:real], deadline, _stacked_parameters(padded),
                              self.open_rows(padded))
+
+    def refines(self, batch: int, deadline: float | None) -> bool:
+        """Whether rounds bound the intermediate nodes after a split node again per domain, decided once: as
+        `refine_intermediate` says, else (None) when a round's share of that work, the root's intermediate pass
+        times the `batch`, fits in `REFINE_SHARE` of the time left (always without a deadline).
+
+        Re-bounding tightens each domain's relaxations (it pays on ReLU MLPs and small CNNs, 0.02-0.04 s a domain at
+        the root); on networks where one domain's pass takes seconds (attention, ResNets, a cGAN: 0.2-15 s) a
+        round of 64 domains would outlast the search, and the root's intervals, narrowed at the splits, are what
+        GenBaB and α,β-CROWN keep for them."""
+        if self.refine_intermediate is None:
+            self.refine_intermediate = deadline is None or \
+                batch * self.intermediate_seconds <= REFINE_SHARE * max(0.0, deadline - time.monotonic())
+        return self.refine_intermediate
 
     def open_rows(self, domains: list[Domain]) -> torch.Tensor | None:
         """[rows, domains] bool: the rows of each domain's disjuncts that its bounds (its own or an
@@ -164,7 +189,7 @@ class DomainBounder:
             start += size
         return open_rows
 
-    def _engine(self, domains: list[Domain], size: int) -> BoundPropagation:
+    def _engine(self, domains: list[Domain], size: int, refine: bool) -> BoundPropagation:
         graph = self.bounded.graph.for_batch(size)
         self.bounded.check_samples_independent(graph)
         intervals = stack_intervals(domains)
@@ -172,7 +197,7 @@ class DomainBounder:
         for name in self.root_intervals:
             interval = intervals.get(name) or self._root_interval(name, graph, size)
             if interval is not None:
-                (outer if name in self.refined else known)[name] = interval
+                (outer if refine and name in self.refined else known)[name] = interval
         return BoundPropagation(graph, self.input_set(size), "crown", intervals, known=known, outer=outer,
                                 record=self._recorded())
 
@@ -292,23 +317,18 @@ class DomainBounder:
         return values[worst, pick], rows_[worst, pick]
 
     def shortcuts(self) -> dict[str, Shortcut]:
-        """Linear bounds of every split node's input in terms of the input, over the whole input set (root)."""
+        """Linear bounds of every split node's input in terms of the input, over the whole input set (the root's
+        engine, CROWN), each element's computed when branching first asks for it."""
         engine = self.root_engine
+        inputs = math.prod(self.spec.x_lower.shape[1:])
         result = {}
         for node in self.nodes:
             if node.input in result:
                 continue
             target = engine.graph.node(node.input)
             shape = engine.graph.info(target).shape
-            elements = math.prod(shape[1:])
-            eye = torch.eye(elements, device=self.bounded.device)
-            coefficients, biases = [], []
-            for chunk in torch.cat([eye, -eye]).split(SHORTCUT_CHUNK):
-                coefficient, bias = engine.bound(target, chunk.reshape(chunk.shape[0], 1, *shape[1:])).linear
-                coefficients.append(coefficient.detach().reshape(chunk.shape[0], -1))
-                biases.append(bias.detach()[:, 0])
-            coefficient, bias = torch.cat(coefficients), torch.cat(biases)
-            result[node.input] = Shortcut(coefficient[:elements], bias[:elements], -coefficient[elements:], -bias[elements:])
+            result[node.input] = Shortcut.lazy(math.prod(shape[1:]), inputs, partial(_shortcut_rows, engine, target),
+                                               device=self.bounded.device, dtype=self.spec.x_lower.dtype)
         return result
 
     def _keep_candidates(self, input_coefficient: torch.Tensor, bounded_rows: torch.Tensor, count: int) -> None:
@@ -329,6 +349,23 @@ class DomainBounder:
         """Per domain, the point of the input set that minimizes its bound's linear function (a box corner, a
         point on the ball): a likely counterexample."""
         return self.input_set(1).minimizer(torch.cat([d.guide.input_coefficient for d in domains]))
+
+
+def _shortcut_rows(engine: BoundPropagation, target: fx.Node, elements: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """CROWN's linear lower and upper bounds of `target`'s flat `elements` in terms of the input, in passes of
+    at most `SHORTCUT_CHUNK` rows: (lower coefficient [m, inputs], lower bias [m], upper ...)."""
+    shape = engine.graph.info(target).shape
+    size = math.prod(shape[1:])
+    coefficients, biases = [], []
+    for chunk in torch.cat([elements, elements + size]).split(SHORTCUT_CHUNK):
+        A = torch.zeros(len(chunk), size, device=elements.device)
+        A[torch.arange(len(chunk), device=elements.device), chunk % size] = torch.where(chunk < size, 1.0, -1.0)
+        coefficient, bias = engine.bound(target, A.reshape(len(chunk), 1, *shape[1:])).linear
+        coefficients.append(coefficient.detach().reshape(len(chunk), -1))
+        biases.append(bias.detach()[:, 0])
+    coefficient, bias = torch.cat(coefficients), torch.cat(biases)
+    count = len(elements)
+    return coefficient[:count], bias[:count], -coefficient[count:], -bias[count:]
 
 
 def after_split_nodes(graph, nodes: list[SplitNode]) -> frozenset[str]:

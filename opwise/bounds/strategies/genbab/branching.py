@@ -68,26 +68,58 @@ class SplitNode:
     source: torch.Tensor | None = None
 
 
-@dataclasses.dataclass
 class Shortcut:
     """Linear bounds of a node's elements in terms of the input: `lower_coefficient @ x + lower_bias <= z`
-    and `z <= upper_coefficient @ x + upper_bias`; coefficients [elements, input size]."""
+    and `z <= upper_coefficient @ x + upper_bias` (coefficients [elements, input size]), stacked as the lower
+    rows then the upper rows, so that BBPS gathers each candidate's lower or upper row in one indexing.
 
-    lower_coefficient: torch.Tensor
-    lower_bias: torch.Tensor
-    upper_coefficient: torch.Tensor
-    upper_bias: torch.Tensor
-    #: the lower rows then the upper rows, one tensor (the four above are its views): BBPS gathers each
-    #: candidate's lower or upper row in one indexing
-    stacked_coefficient: torch.Tensor = dataclasses.field(init=False, repr=False)
-    stacked_bias: torch.Tensor = dataclasses.field(init=False, repr=False)
+    Built from the four tensors, or from `compute(elements)` ([m] flat element indices -> the four tensors
+    for those elements), which `rows` calls for the elements not asked for before: BBPS scores a few
+    candidates per node, and a network's split nodes may hold far more elements than it ever scores (on
+    vit_2023's attention nets bounding every one took longer than the root).
 
-    def __post_init__(self):
-        elements = len(self.lower_bias)
-        self.stacked_coefficient = torch.cat([self.lower_coefficient, self.upper_coefficient])
-        self.stacked_bias = torch.cat([self.lower_bias, self.upper_bias])
-        self.lower_coefficient, self.upper_coefficient = self.stacked_coefficient[:elements], self.stacked_coefficient[elements:]
-        self.lower_bias, self.upper_bias = self.stacked_bias[:elements], self.stacked_bias[elements:]
+    >>> import torch
+    >>> calls = []
+    >>> def identity(elements):                    # z = x exactly, for the elements asked
+    ...     calls.append(elements.tolist()); eye = torch.eye(3)[elements]
+    ...     return eye, torch.zeros(len(elements)), eye, torch.zeros(len(elements))
+    >>> shortcut = Shortcut.lazy(3, 3, identity)
+    >>> shortcut.rows(torch.tensor([[0, 4]]))[0].tolist()       # element 0's lower row, element 1's upper row
+    [[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]]
+    >>> _ = shortcut.rows(torch.tensor([[1, 3]])); calls          # element 0 and 1 once each
+    [[0, 1]]
+    """
+
+    def __init__(self, lower_coefficient: torch.Tensor, lower_bias: torch.Tensor,
+                 upper_coefficient: torch.Tensor, upper_bias: torch.Tensor):
+        self.elements = len(lower_bias)
+        self._coefficient = torch.cat([lower_coefficient, upper_coefficient])
+        self._bias = torch.cat([lower_bias, upper_bias])
+        self._known = torch.ones(self.elements, dtype=torch.bool, device=lower_bias.device)
+        self._compute = None
+
+    @classmethod
+    def lazy(cls, elements: int, inputs: int, compute, device: torch.device | str = "cpu",
+             dtype: torch.dtype = torch.float32) -> "Shortcut":
+        """A shortcut of `elements` elements over `inputs` inputs whose rows `compute` fills as they are asked for."""
+        shortcut = cls.__new__(cls)
+        shortcut.elements, shortcut._compute = elements, compute
+        shortcut._coefficient = torch.zeros(2 * elements, inputs, device=device, dtype=dtype)
+        shortcut._bias = torch.zeros(2 * elements, device=device, dtype=dtype)
+        shortcut._known = torch.zeros(elements, dtype=torch.bool, device=device)
+        return shortcut
+
+    def rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coefficients [*rows.shape, inputs] and biases [*rows.shape] of stacked rows (element i's lower row is
+        i, its upper row `elements` + i)."""
+        elements = rows.remainder(self.elements).unique()
+        missing = elements[~self._known[elements]]
+        if missing.numel():
+            lower_coefficient, lower_bias, upper_coefficient, upper_bias = self._compute(missing)
+            self._coefficient[missing], self._bias[missing] = lower_coefficient, lower_bias
+            self._coefficient[missing + self.elements], self._bias[missing + self.elements] = upper_coefficient, upper_bias
+            self._known[missing] = True
+        return self._coefficient[rows], self._bias[rows]
 
 
 @dataclasses.dataclass
@@ -233,9 +265,10 @@ def _bbps_scores(branches, guides_x: torch.Tensor, guides_bias: torch.Tensor, sh
         coefficient, bias, picked = guides_x[:, None, :], guides_bias[:, None] + intercept, []
         for slope, low, high, name in change.terms:
             slope, shortcut = pick(slope), shortcuts[name]
-            rows = torch.where(slope >= 0, candidates, candidates + len(shortcut.lower_bias))  # lower or upper row
-            coefficient = torch.addcmul(coefficient, slope[..., None], shortcut.stacked_coefficient[rows])
-            bias = bias + slope * shortcut.stacked_bias[rows]
+            rows = torch.where(slope >= 0, candidates, candidates + shortcut.elements)  # lower or upper row
+            row_coefficient, row_bias = shortcut.rows(rows)
+            coefficient = torch.addcmul(coefficient, slope[..., None], row_coefficient)
+            bias = bias + slope * row_bias
             picked.append((slope, pick(low), pick(high), name))
         return torch.maximum(concretize(coefficient) + bias - base, interval_estimate(BranchChange(intercept, picked)))
 

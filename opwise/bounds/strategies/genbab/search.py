@@ -47,7 +47,7 @@ def branch_and_bound(
     max_memory: int | None = None,
     alpha: AlphaOptions | None = None,
     attacked: bool = False,
-    refine_intermediate: bool = True,
+    refine_intermediate: bool | None = None,
     progress: Progress | None = None,
 ) -> BabResult:
     """Decide whether `spec` holds for `bounded` by splitting nonlinear neurons' input intervals.
@@ -58,7 +58,8 @@ def branch_and_bound(
     caller has just run the same PGD attack (seed 0) on `spec`, so the search skips its first one and attacks
     only between rounds (verify_specification does: the same attack again found nothing new);
     `refine_intermediate`: each round bounds the intermediate nodes after a split node again per domain
-    (CROWN with the domain's splits; False: they keep the root's intervals, narrowed only at the splits); `progress` is
+    (CROWN with the domain's splits; False: they keep the root's intervals, narrowed only at the splits; None:
+    where a round's share of that work fits in a tenth of the time left, `DomainBounder.refines`); `progress` is
     called after every round with the open and visited domains, the worst open lower bound and the time left.
 
     >>> import torch

@@ -291,9 +291,9 @@ def test_intervals_bounded_again_after_splits_hold_on_the_samples_of_their_domai
         model, spec, bounded, x, values = _sampled_case(seed, (10, 10, 10), 4000, generator)
         with torch.no_grad():
             margin = spec.margin(model(x))
-        refined, fixed = DomainBounder(bounded, spec, "alpha-crown", FAST), DomainBounder(
+        refined, fixed = DomainBounder(bounded, spec, "alpha-crown", FAST, refine_intermediate=True), DomainBounder(
             bounded, spec, "alpha-crown", FAST, refine_intermediate=False)
-        assert refined.refined and not fixed.refined
+        assert refined.refined and refined.refines(4, None) and not fixed.refines(4, None)
         domains, constraints = [refined.root()], [[]]
         fixed.root()
         for _ in range(4):
@@ -329,3 +329,53 @@ def test_deep_relu_search_with_refined_intermediate_bounds_agrees_with_milp():
                   for seed in (3, 4) for refine in (True, False))
     assert decided >= 6
 
+
+
+def test_shortcuts_are_sound_linear_bounds_computed_only_for_the_elements_asked():
+    """The root's shortcuts (BBPS) bound every split node's input between two linear functions of the input on
+    4,000 samples of the box, and bound only the elements branching asks for (each once)."""
+    generator = torch.Generator().manual_seed(3)
+    x = BOX[0] + (BOX[1] - BOX[0]) * torch.rand(4000, 2, generator=generator)
+    for model, bounded, grid_min, spread in cases(range(3)):
+        bounder = DomainBounder(bounded, threshold_spec(grid_min - 0.3 * spread), "crown")
+        bounder.root()
+        values = pre_activations(bounded, x)
+        for name, shortcut in bounder.shortcuts().items():
+            asked = []
+            compute = shortcut._compute
+            shortcut._compute = lambda elements: asked.append(elements.tolist()) or compute(elements)
+            picked = torch.tensor([[0, shortcut.elements + 0, shortcut.elements - 1]])
+            shortcut.rows(picked)
+            shortcut.rows(picked)  # known by now: no second pass
+            assert asked == [sorted({0, shortcut.elements - 1})]
+            every = torch.arange(shortcut.elements)
+            coefficient, bias = shortcut.rows(torch.cat([every, every + shortcut.elements]))
+            line = x @ coefficient.T + bias  # [samples, 2 * elements]
+            z = values[name]
+            assert (line[:, : shortcut.elements] <= z + 1e-5).all()
+            assert (z <= line[:, shortcut.elements :] + 1e-5).all()
+
+
+def test_rounds_refine_intermediate_bounds_only_where_a_round_of_it_fits_in_a_share_of_the_time_left():
+    """By default (refine_intermediate None) the first round decides, once: re-bound when the root's intermediate
+    pass times the batch fits in `REFINE_SHARE` of the time left, or when there is no deadline; an explicit choice
+    is kept."""
+    from opwise.bounds.strategies.genbab.bounding import REFINE_SHARE
+
+    model, bounded, grid_min, spread = next(cases([0]))
+    spec = threshold_spec(grid_min - 0.3 * spread)
+    bounders = [DomainBounder(bounded, spec, "crown") for _ in range(4)]
+    for bounder in bounders:
+        bounder.root()
+    assert bounders[0].intermediate_seconds > 0
+    deadline = time.monotonic() + 60
+    bounders[0].intermediate_seconds = 60 * REFINE_SHARE / 64 * 2  # a round of 64 would take twice its share
+    bounders[1].intermediate_seconds = 60 * REFINE_SHARE / 64 / 2
+    bounders[2].intermediate_seconds = 1e6
+    assert not bounders[0].refines(64, deadline) and bounders[1].refines(64, deadline) and bounders[2].refines(64, None)
+    bounders[1].intermediate_seconds = 1e6
+    assert bounders[1].refines(64, deadline)  # decided once
+    forced = DomainBounder(bounded, spec, "crown", refine_intermediate=True)
+    forced.root()
+    forced.intermediate_seconds = 1e6
+    assert forced.refines(64, deadline)
