@@ -92,34 +92,36 @@ class Shortcut:
 
     def __init__(self, lower_coefficient: torch.Tensor, lower_bias: torch.Tensor,
                  upper_coefficient: torch.Tensor, upper_bias: torch.Tensor):
-        self.elements = len(lower_bias)
-        self._coefficient = torch.cat([lower_coefficient, upper_coefficient])
-        self._bias = torch.cat([lower_bias, upper_bias])
-        self._known = torch.ones(self.elements, dtype=torch.bool, device=lower_bias.device)
-        self._compute = None
+        self.elements, self._compute = len(lower_bias), None
+        # stored rows: element i's lower row at 2·slot[i], its upper row at 2·slot[i] + 1 (slot -1: not computed)
+        self._slot = torch.arange(self.elements, device=lower_bias.device)
+        self._coefficient = torch.stack([lower_coefficient, upper_coefficient], 1).flatten(0, 1)
+        self._bias = torch.stack([lower_bias, upper_bias], 1).flatten()
 
     @classmethod
     def lazy(cls, elements: int, inputs: int, compute, device: torch.device | str = "cpu",
              dtype: torch.dtype = torch.float32) -> "Shortcut":
-        """A shortcut of `elements` elements over `inputs` inputs whose rows `compute` fills as they are asked for."""
-        shortcut = cls.__new__(cls)
+        """A shortcut of `elements` elements over `inputs` inputs whose rows `compute` gives as they are asked for
+        (memory grows with the elements asked, not with the node)."""
+        shortcut = cls(torch.zeros(0, inputs, device=device, dtype=dtype), torch.zeros(0, device=device, dtype=dtype),
+                       torch.zeros(0, inputs, device=device, dtype=dtype), torch.zeros(0, device=device, dtype=dtype))
         shortcut.elements, shortcut._compute = elements, compute
-        shortcut._coefficient = torch.zeros(2 * elements, inputs, device=device, dtype=dtype)
-        shortcut._bias = torch.zeros(2 * elements, device=device, dtype=dtype)
-        shortcut._known = torch.zeros(elements, dtype=torch.bool, device=device)
+        shortcut._slot = torch.full((elements,), -1, dtype=torch.long, device=device)
         return shortcut
 
     def rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Coefficients [*rows.shape, inputs] and biases [*rows.shape] of stacked rows (element i's lower row is
         i, its upper row `elements` + i)."""
-        elements = rows.remainder(self.elements).unique()
-        missing = elements[~self._known[elements]]
+        elements = rows.remainder(self.elements)
+        wanted = elements.unique()
+        missing = wanted[self._slot[wanted] < 0]
         if missing.numel():
             lower_coefficient, lower_bias, upper_coefficient, upper_bias = self._compute(missing)
-            self._coefficient[missing], self._bias[missing] = lower_coefficient, lower_bias
-            self._coefficient[missing + self.elements], self._bias[missing + self.elements] = upper_coefficient, upper_bias
-            self._known[missing] = True
-        return self._coefficient[rows], self._bias[rows]
+            self._slot[missing] = torch.arange(len(self._bias) // 2, len(self._bias) // 2 + len(missing), device=missing.device)
+            self._coefficient = torch.cat([self._coefficient, torch.stack([lower_coefficient, upper_coefficient], 1).flatten(0, 1)])
+            self._bias = torch.cat([self._bias, torch.stack([lower_bias, upper_bias], 1).flatten()])
+        stored = 2 * self._slot[elements] + (rows >= self.elements).long()
+        return self._coefficient[stored], self._bias[stored]
 
 
 @dataclasses.dataclass
