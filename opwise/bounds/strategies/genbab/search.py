@@ -59,7 +59,7 @@ def branch_and_bound(
     only between rounds (verify_specification does: the same attack again found nothing new);
     `refine_intermediate`: each round bounds the intermediate nodes after a split node again per domain
     (CROWN with the domain's splits; False: they keep the root's intervals, narrowed only at the splits; None:
-    where a round's share of that work fits in a tenth of the time left, `DomainBounder.refines`); `progress` is
+    where a round's share of that work fits in 15% of the time left, `DomainBounder.refines`); `progress` is
     called after every round with the open and visited domains, the worst open lower bound and the time left.
 
     >>> import torch

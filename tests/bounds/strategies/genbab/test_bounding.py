@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 
+import pytest
 import torch
 
 from opwise.bounds.strategies.beta import BETA
@@ -331,9 +332,15 @@ def test_deep_relu_search_with_refined_intermediate_bounds_agrees_with_milp():
 
 
 
-def test_shortcuts_are_sound_linear_bounds_computed_only_for_the_elements_asked():
+@pytest.mark.parametrize("chunk", [2, None])
+def test_shortcuts_are_sound_linear_bounds_computed_only_for_the_elements_asked(monkeypatch, chunk):
     """The root's shortcuts (BBPS) bound every split node's input between two linear functions of the input on
-    4,000 samples of the box, and bound only the elements branching asks for (each once)."""
+    4,000 samples of the box. Nodes whose rows take more than one pass (chunk 2 here) are bounded only in the
+    elements branching asks for, each once; the others at once."""
+    from opwise.bounds.strategies.genbab import bounding as module
+
+    if chunk is not None:
+        monkeypatch.setattr(module, "SHORTCUT_CHUNK", chunk)
     generator = torch.Generator().manual_seed(3)
     x = BOX[0] + (BOX[1] - BOX[0]) * torch.rand(4000, 2, generator=generator)
     for model, bounded, grid_min, spread in cases(range(3)):
@@ -341,13 +348,15 @@ def test_shortcuts_are_sound_linear_bounds_computed_only_for_the_elements_asked(
         bounder.root()
         values = pre_activations(bounded, x)
         for name, shortcut in bounder.shortcuts().items():
-            asked = []
-            compute = shortcut._compute
-            shortcut._compute = lambda elements: asked.append(elements.tolist()) or compute(elements)
-            picked = torch.tensor([[0, shortcut.elements + 0, shortcut.elements - 1]])
-            shortcut.rows(picked)
-            shortcut.rows(picked)  # known by now: no second pass
-            assert asked == [sorted({0, shortcut.elements - 1})]
+            assert (shortcut._compute is not None) == (chunk is not None)
+            if chunk is not None:
+                asked = []
+                compute = shortcut._compute
+                shortcut._compute = lambda elements: asked.append(elements.tolist()) or compute(elements)
+                picked = torch.tensor([[0, shortcut.elements + 0, shortcut.elements - 1]])
+                shortcut.rows(picked)
+                shortcut.rows(picked)  # known by now: no second pass
+                assert asked == [sorted({0, shortcut.elements - 1})]
             every = torch.arange(shortcut.elements)
             coefficient, bias = shortcut.rows(torch.cat([every, every + shortcut.elements]))
             line = x @ coefficient.T + bias  # [samples, 2 * elements]
