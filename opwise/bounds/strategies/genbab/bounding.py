@@ -165,8 +165,8 @@ class DomainBounder:
         `refine_intermediate` says, else (None) when a round's share of that work, the root's intermediate pass
         times the `batch`, fits in `REFINE_SHARE` of the time left (always without a deadline).
 
-        Re-bounding tightens each domain's relaxations (it pays on ReLU MLPs and small CNNs, 0.02-0.04 s a domain at
-        the root); on networks where one domain's pass takes seconds (attention, ResNets, a cGAN: 0.2-15 s) a
+        Re-bounding tightens each domain's relaxations (it pays on ReLU MLPs and small CNNs, 0.02-0.055 s a domain at
+        the root); on networks where one domain's pass takes longer (attention, ResNets, a cGAN: 0.24-15 s) a
         round of 64 domains would outlast the search, and the root's intervals, narrowed at the splits, are what
         GenBaB and α,β-CROWN keep for them."""
         if self.refine_intermediate is None:
