@@ -70,7 +70,7 @@ class CutPasses:
                 rows = torch.arange(count, device=self.device)
                 A[rows, :, chunk] = 1.0
                 A[rows + count, :, chunk] = -1.0
-                result = self.bound(cut, A.reshape(2 * count, *interval.lower.shape), groups)
+                result = self.bound(cut, A.reshape(2 * count, *interval.lower.shape), groups, record=False)
                 coefficient = dense(result.input_coefficient).detach()
                 parts.append((coefficient[:count], result.bias[:count].detach(),
                               -coefficient[count:], -result.bias[count:].detach()))

@@ -31,7 +31,7 @@ class FusedSteps:
         return self._contractions[node]
 
     def _fused_contraction(self, node: fx.Node, coefficient, alphas: dict | None, betas: dict | None,
-                           stop: fx.Node | None = None):
+                           stop: fx.Node | None = None, record: frozenset = frozenset()):
         """`node`'s backward step straight to the factors' sources when it ends a contraction (`contraction`):
         ([source coefficients], bias terms), the bound of the node-by-node walk through the product's planes
         without its [specs × full grid] tensors; None where that walk must run: the skipped nodes are recorded
@@ -40,7 +40,7 @@ class FusedSteps:
         if contraction is None or isinstance(coefficient, Patches):
             return None
         inner = contraction.inner
-        if stop in inner or any(n in self.record for n in inner) or (betas and any(n in betas for n in inner)):
+        if stop in inner or any(n in record for n in inner) or (betas and any(n in betas for n in inner)):
             return None
         x, y = (self.interval(factor) for factor in contraction.factors)
         planes = relax_bilinear(x.lower, x.upper, y.lower, y.upper, None if alphas is None else alphas.get(contraction.product))
@@ -50,7 +50,7 @@ class FusedSteps:
         return contraction.sources, [left, right], terms
 
     def _fused_exp_sum(self, node: fx.Node, coefficient, alphas: dict | None, betas: dict | None,
-                       stop: fx.Node | None, recorded: dict):
+                       stop: fx.Node | None, record: frozenset, recorded: dict):
         """`node`'s backward step straight to the difference's operands when it ends softmax's denominator
         (`ExpSum`, transfers/exp_sum.py): (operands, [their coefficients], bias terms), the bound of the node-by-node
         walk without its [specs × grid] tensors; exp's and the clamp's coefficients are made only where they are
@@ -63,7 +63,7 @@ class FusedSteps:
         if pattern is None or isinstance(coefficient, Patches):
             return None
         inner = pattern.inner
-        if (stop in inner or pattern.terms in self.record or pattern.difference in self.record
+        if (stop in inner or pattern.terms in record or pattern.difference in record
                 or (betas and any(n in betas for n in inner))):
             return None
         steps = [self.step(n) for n in (pattern.exp, pattern.clamp) if n is not None]
@@ -83,11 +83,11 @@ class FusedSteps:
         composed = compose_lines(mask, lines[0], lines[1] if len(lines) > 1 else None)
         if composed is None:
             return None
-        if pattern.exp in self.record or pattern.clamp in self.record:
+        if pattern.exp in record or pattern.clamp in record:
             grid = grid_coefficients(coefficient, pattern) * mask
-            if pattern.exp in self.record:
+            if pattern.exp in record:
                 recorded[pattern.exp] = grid.detach()
-            if pattern.clamp in self.record:
+            if pattern.clamp in record:
                 exp = lines[0]
                 recorded[pattern.clamp] = (grid.clamp(min=0) * exp.lower_slope + grid.clamp(max=0) * exp.upper_slope).detach()
         first, second, terms = exp_sum_backward(coefficient, composed, pattern)

@@ -548,12 +548,13 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
 
     def backward(self, target: fx.Node, A: torch.Tensor | Patches, groups: int | None = None,
                  alphas: dict | None = None, betas: dict | None = None) -> torch.Tensor:
-        """`bound(...).lower`: the lower bound of `A · target` over the input set, [specs, groups]."""
-        return self.bound(target, A, groups, alphas, betas).lower
+        """`bound(...).lower`: the lower bound of `A · target` over the input set, [specs, groups] (nothing
+        recorded: the coefficients would be dropped, and a recorded window is made dense)."""
+        return self.bound(target, A, groups, alphas, betas, record=False).lower
 
     def bound(self, target: fx.Node, A: torch.Tensor | Patches, groups: int | None = None,
               alphas: dict[fx.Node, AlphaPair] | None = None,
-              betas: dict[fx.Node, AlphaPair] | None = None) -> LinearBound:
+              betas: dict[fx.Node, AlphaPair] | None = None, record: bool = True) -> LinearBound:
         """One backward (CROWN) pass: the lower bound of `A · target` over the input set, [specs, groups], with
         the linear bound it comes from. A is [specs, *target shape] (or `Patches`: rows zero outside a window
         each, carried as windows by the transfers that take them).
@@ -561,10 +562,11 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
         A group is one sample (`groups` = batch, the default) or the whole batch at once (`groups` = 1,
         for nodes whose batch dimension a reshape folded away; specs then name single neurons).
         `alphas` are relaxation parameters per relaxed node; `betas` the multipliers (>= 0) of the split
-        constraints per split node, as β-CROWN ([specs, *node shape] each side).
+        constraints per split node, as β-CROWN ([specs, *node shape] each side). `record`: the result holds the
+        coefficients of the engine's recorded nodes (False: a pass whose caller keeps only the bound).
         """
         groups = self.batch if groups is None else groups
-        walked = self._walk(target, A, groups, alphas, betas)
+        walked = self._walk(target, A, groups, alphas, betas, record=self.record if record else frozenset())
         if isinstance(walked, LinearBound):  # ended at the first layers (`_free_prefix`)
             return walked
         input_coefficient, bias, recorded = walked
@@ -575,17 +577,19 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
         return LinearBound(lower, input_coefficient, bias, recorded)
 
     def _walk(self, target: fx.Node, A: torch.Tensor | Patches, groups: int, alphas: dict | None = None,
-              betas: dict | None = None, stop: fx.Node | None = None) -> tuple[object, torch.Tensor, dict]:
+              betas: dict | None = None, stop: fx.Node | None = None,
+              record: frozenset = frozenset()) -> tuple[object, torch.Tensor, dict]:
         """The backward pass of `bound` down to the input (or to `stop`, a cut: `cut_for`): the coefficients
         that reach it, the bias collected on the way [specs, groups], and the recorded coefficients; or, where
-        the pass ends at the first layers (`_free_prefix`), its `LinearBound`."""
+        the pass ends at the first layers (`_free_prefix`), its `LinearBound`. `record`: the nodes whose
+        coefficients it records."""
         self.prepare(target)
         coefficients = {target: A}
         values = A.values if isinstance(A, Patches) else A
         bias = torch.zeros(values.shape[0], groups, dtype=values.dtype, device=values.device)
         input_coefficient, recorded = None, {}
         # (not with recorded nodes: one among the first layers would miss the share of a path that stopped early)
-        prefix = self._free_prefix() if groups == self.batch and not self.record and stop is None else {}
+        prefix = self._free_prefix() if groups == self.batch and not record and stop is None else {}
         free = None  # with `prefix`: the coefficients of each sample's free input elements [specs, groups, rows]
         for node in reversed(self.ancestors(target)):
             check_deadline()
@@ -613,7 +617,7 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
                     raise OpwiseError(f"node {node.name} is not a cut of {target.name}: coefficients also reach "
                                       f"{', '.join(n.name for n in coefficients)}")
                 return coefficient, bias, recorded
-            if node in self.record:
+            if node in record:
                 recorded[node] = dense(coefficient).detach()
             step = self.step(node)
             step.alpha = None if alphas is None else alphas.get(node)
@@ -635,12 +639,12 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
                 bias = bias + (flat * exact.lower_bias.reshape(1, groups, -1)).sum(-1)
                 continue
             if (isinstance(coefficient, torch.Tensor) and getattr(transfer, "takes_patches", False) and alphas is None
-                    and betas is None and not self.record and groups == self.batch and self._frees_little()):
+                    and betas is None and not record and groups == self.batch and self._frees_little()):
                 coefficient, share = self._free_windows(node, coefficient)
                 bias = bias + share
-            fused = self._fused_contraction(node, coefficient, alphas, betas, stop)
+            fused = self._fused_contraction(node, coefficient, alphas, betas, stop, record)
             if fused is None:
-                fused = self._fused_exp_sum(node, coefficient, alphas, betas, stop, recorded)
+                fused = self._fused_exp_sum(node, coefficient, alphas, betas, stop, record, recorded)
             parents, parts, terms = (step.inputs, *transfer.backward(step, coefficient)) if fused is None else fused
             if terms is not None:
                 bias = bias + terms.reshape(terms.shape[0], groups, -1).sum(-1)
