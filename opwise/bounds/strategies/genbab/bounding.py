@@ -366,7 +366,7 @@ def _shortcut_rows(engine: BoundPropagation, target: fx.Node, elements: torch.Te
     for chunk in torch.cat([elements, elements + size]).split(SHORTCUT_CHUNK):
         A = torch.zeros(len(chunk), size, device=elements.device)
         A[torch.arange(len(chunk), device=elements.device), chunk % size] = torch.where(chunk < size, 1.0, -1.0)
-        coefficient, bias = engine.bound(target, A.reshape(len(chunk), 1, *shape[1:])).linear
+        coefficient, bias = engine.bound(target, A.reshape(len(chunk), 1, *shape[1:]), record=False).linear
         coefficients.append(coefficient.detach().reshape(len(chunk), -1))
         biases.append(bias.detach()[:, 0])
     coefficient, bias = torch.cat(coefficients), torch.cat(biases)
