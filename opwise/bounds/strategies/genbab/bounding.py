@@ -137,7 +137,7 @@ class DomainBounder:
         intervals, which every domain then reuses. Stops once every row is proved, or at half the time left.
         Returns the output rows' lower bounds [rows, 1]."""
         output = engine.graph.output
-        A = self._output_specs(engine)  # the CROWN pass over the intermediate bounds is done: α's half is of what it leaves
+        A = self.output_specs(engine)  # the CROWN pass over the intermediate bounds is done: α's half is of what it leaves
         budget = None if deadline is None else max(0.0, (deadline - time.monotonic()) / 2)
         options = dataclasses.replace(self.alpha or AlphaOptions(), intermediate=True, iterations=ROOT_ITERATIONS,
                                       stop_above=self.d[:, None], time_limit=budget)
@@ -157,7 +157,7 @@ class DomainBounder:
         refine = self.refines(size, deadline)
         for positions, real in padded_chunks(len(domains), size):
             padded = [domains[index] for index in positions]
-            self._bound_with(self._engine(padded, size, refine), padded[:real], deadline, _stacked_parameters(padded),
+            self._bound_with(self.engine_for(padded, size, refine), padded[:real], deadline, _stacked_parameters(padded),
                              self.open_rows(padded))
 
     def refines(self, batch: int, deadline: float | None) -> bool:
@@ -189,7 +189,9 @@ class DomainBounder:
             start += size
         return open_rows
 
-    def _engine(self, domains: list[Domain], size: int, refine: bool) -> BoundPropagation:
+    def engine_for(self, domains: list[Domain], size: int, refine: bool) -> BoundPropagation:
+        """The engine that bounds `domains` (padded to the graph's batch `size`): each one's intervals as splits, the
+        root's elsewhere; with `refine`, the nodes after a split node are bounded again within them."""
         graph = self.bounded.graph.for_batch(size)
         self.bounded.check_samples_independent(graph)
         intervals = stack_intervals(domains)
@@ -211,7 +213,7 @@ class DomainBounder:
             return None
         return Interval(interval.lower.expand(shape), interval.upper.expand(shape))
 
-    def _output_specs(self, engine: BoundPropagation, C: torch.Tensor | None = None) -> torch.Tensor:
+    def output_specs(self, engine: BoundPropagation, C: torch.Tensor | None = None) -> torch.Tensor:
         """The property's rows (or the rows `C`) as backward coefficients of the output, [rows, batch, *output shape]."""
         C = self.C if C is None else C
         shape = engine.graph.info(engine.graph.output).shape
@@ -228,7 +230,7 @@ class DomainBounder:
         # every row when all are open somewhere, or none is (domains proved already: bound them all the same)
         picked = None if wanted is None or bool(wanted.all()) or not bool(wanted.any()) else wanted.nonzero().flatten()
         C, d = (self.C, self.d) if picked is None else (self.C[picked], self.d[picked])
-        A = self._output_specs(engine, C)
+        A = self.output_specs(engine, C)
         engine.prepare(output)
         parameters = {}
         if self.method == "alpha-crown":
@@ -329,7 +331,7 @@ class DomainBounder:
                 continue
             target = engine.graph.node(node.input)
             elements = math.prod(engine.graph.info(target).shape[1:])
-            compute = partial(_shortcut_rows, engine, target)
+            compute = partial(element_linear_bounds, engine, target)
             if 2 * elements <= SHORTCUT_CHUNK:  # the whole node in one pass: no pass per round for new candidates
                 result[node.input] = Shortcut(*compute(torch.arange(elements, device=self.bounded.device)))
             else:
@@ -357,7 +359,7 @@ class DomainBounder:
         return self.input_set(1).minimizer(torch.cat([d.guide.input_coefficient for d in domains]))
 
 
-def _shortcut_rows(engine: BoundPropagation, target: fx.Node, elements: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def element_linear_bounds(engine: BoundPropagation, target: fx.Node, elements: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """CROWN's linear lower and upper bounds of `target`'s flat `elements` in terms of the input, in passes of
     at most `SHORTCUT_CHUNK` rows: (lower coefficient [m, inputs], lower bias [m], upper ...)."""
     shape = engine.graph.info(target).shape

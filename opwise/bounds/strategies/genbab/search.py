@@ -4,7 +4,9 @@ The root is bounded first (after a PGD attack); while its margin bound is not po
 domains are split — one neuron's input interval each, chosen by a branching heuristic and split at a
 point from the lookup table — and their children bounded in batches until every domain is proven
 (verified), a checked counterexample is found (falsified), or time runs out (timeout). Each child
-bounds the inputs whose value at the split neuron lies on its side; the children cover the parent.
+bounds the inputs whose value at the split neuron lies on its side; the children cover the parent. A domain with
+nothing left to split (every candidate interval a point or split already) is decided by an LP over the input
+(leaf.py), and the search ends 'unknown' only where that LP leaves it open without a counterexample.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from opwise.bounds.attack import check_counterexample, pgd_attack
 from opwise.bounds.strategies.genbab.bounding import DomainBounder
 from opwise.bounds.strategies.genbab.branching import BRANCHING, SPLIT_POINTS, choose_splits
 from opwise.bounds.strategies.genbab.domains import DomainQueue
+from opwise.bounds.strategies.genbab.leaf import decide_leaf
 from opwise.bounds.strategies.result import BabResult, queue_limit, within_timeout
 from opwise.bounds.bounded_model import BoundedModel
 from opwise.bounds.spec import Specification
@@ -111,15 +114,14 @@ def branch_and_bound(
     input_set = bounder.input_set(1)
     queue, proven, last_attack = DomainQueue(count_bytes=max_memory is not None), float("inf"), time.monotonic()
 
-    def split(domains: list) -> list | None:
-        """Both children of every domain (None when one of them has nothing left to split)."""
+    def split(domains: list) -> tuple[list, list]:
+        """Both children of every domain that can be split (a pair per decision), and the domains that have nothing
+        left to split."""
         decisions = choose_splits(domains, bounder.nodes, branching=branching, split_point=split_point,
                                   input_set=input_set, shortcuts=shortcuts)
-        if any(decision is None for decision in decisions):
-            return None
-        stats["branching_decisions"] += len(decisions)
-        return [child for domain, decision in zip(domains, decisions)
-                for child in domain.split(decision.input, decision.index, decision.point)]
+        children = [child for domain, decision in zip(domains, decisions) if decision is not None
+                    for child in domain.split(decision.input, decision.index, decision.point)]
+        return children, [domain for domain, decision in zip(domains, decisions) if decision is None]
 
     queue.push(root)
     try:
@@ -131,17 +133,31 @@ def branch_and_bound(
                 stats["reason"] = reason
                 return finish("unknown", queue.worst())
             parents = queue.pop(max(1, batch_size // 2))
-            children = split(parents)
-            if children is None:
+            children, exhausted = split(parents)
+            stats["branching_decisions"] += len(children) // 2
+            for domain in exhausted:  # nothing left to split: an LP over the input decides it, or the search ends
+                answer = decide_leaf(bounder, domain, deadline)
+                stats["leaf_lps"] = stats.get("leaf_lps", 0) + 1
+                if answer.proved:
+                    proven = min(proven, answer.margin)
+                    continue
+                if answer.candidate is not None:
+                    counterexample = _checked_primal(function, spec, answer.candidate)
+                    if counterexample is not None:
+                        return finish("falsified", None, counterexample)
                 stats["reason"] = ("nothing to split: no node has a splittable relaxation (a smooth function or one kink) "
                                    "or is a product of two input-dependent tensors") if not bounder.nodes else \
                     "nothing left to split: every candidate interval is narrower than the smallest split width"
+                stats["reason"] += ", and a linear program over the input leaves the domain open"
                 return finish("unknown", min(p.lower for p in parents))
-            while 2 * len(children) <= batch_size:  # few open domains (the first rounds): split the children again
-                grandchildren = split(children)
-                if grandchildren is None:
+            while children and 2 * len(children) <= batch_size:  # few open domains (the first rounds): split again
+                grandchildren, more = split(children)
+                if more:
                     break
                 children = grandchildren
+                stats["branching_decisions"] += len(children) // 2
+            if not children:
+                continue
             bounder.bound(children, max(2, batch_size), deadline)
             stats["rounds"] += 1
             stats["domains_visited"] = bounder.visited

@@ -1,0 +1,91 @@
+"""Domains with nothing left to split, decided by an LP over the input (genbab/leaf.py): a proof holds on every
+sample of the domain, and on a fully split ReLU network (where the LP is exact) an open disjunct's optimiser is a
+real counterexample. The search then decides what it used to leave 'unknown'."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from opwise.bounds import BoundedModel
+from opwise.bounds.strategies.genbab.bounding import DomainBounder
+from opwise.bounds.strategies.genbab.branching import choose_splits
+from opwise.bounds.strategies.genbab.leaf import decide_leaf
+from opwise.bounds.strategies.genbab.search import branch_and_bound
+from tests.bounds.strategies.genbab.test_bounding import _robustness_case, _robustness_spec
+from tests.bounds.strategies.genbab.test_search import assert_domains_bound_their_samples, pre_activations
+
+
+def _leaves(bounder: DomainBounder, count: int, values: dict[str, torch.Tensor], generator) -> list:
+    """`count` domains with nothing left to split, reached from the root unbounded (so no β has proved them): every
+    other one through random children (most fix phases that no input reaches), the rest through the children that
+    hold a random sample (`values`: pre-activations per node name), which some input therefore reaches."""
+    leaves, root, input_set = [], bounder.root(), bounder.input_set(1)
+    samples = len(next(iter(values.values())))
+    for walk in range(count):
+        sample = int(torch.randint(samples, (1,), generator=generator)) if walk % 2 else None
+        domain = root
+        while True:
+            (decision,) = choose_splits([domain], bounder.nodes, branching="largest-interval", split_point="table",
+                                        input_set=input_set)
+            if decision is None:
+                break
+            below, above = domain.split(decision.input, decision.index, decision.point)
+            if sample is None:
+                domain = (below, above)[int(torch.randint(2, (1,), generator=generator))]
+            else:
+                index = decision.index[0] if isinstance(decision.index, list) else decision.index
+                domain = below if float(values[decision.input][sample, index]) <= decision.point else above
+        leaves.append(domain)
+    return leaves
+
+
+@pytest.mark.parametrize("seed", [1, 2, 4])
+@pytest.mark.parametrize("shift", [-0.2, 0.2])
+def test_leaf_proofs_hold_on_their_samples_and_open_leaves_give_real_counterexamples(seed, shift):
+    """Leaves of random splits: those the LP finds unreachable hold no sample, its proofs hold on every sample inside,
+    and where it leaves a disjunct open (only where the property fails) its optimiser violates the property."""
+
+    model, box, target, minima = _robustness_case(seed, (8, 8))
+    spec = _robustness_spec(box, target, {j: m + shift * abs(m) for j, m in minima.items()})
+    bounded = BoundedModel(model, torch.zeros(1, 3))
+    bounder = DomainBounder(bounded, spec, "alpha-crown")
+    generator = torch.Generator().manual_seed(seed)
+    x = box[0] + (box[1] - box[0]) * torch.rand(4000, 3, generator=generator)
+    values = pre_activations(bounded, x)
+    with torch.no_grad():
+        margin = spec.margin(model(x))
+    proved, opened, unreached = [], 0, 0
+    for leaf in _leaves(bounder, 12, values, generator):
+        assert not leaf.lower > 0  # the root's bound, inherited: only the LP can prove a leaf
+        answer = decide_leaf(bounder, leaf)
+        if answer.proved and answer.margin == float("inf"):  # no input reaches the leaf: no sample may lie in it
+            unreached += 1
+            assert_domains_bound_their_samples([dataclasses.replace(leaf, lower=0.0)], values, torch.full_like(margin, -1.0)) == 0
+        elif answer.proved:
+            proved.append(dataclasses.replace(leaf, lower=answer.margin))
+        else:
+            opened += 1
+            assert spec.contains(answer.candidate)
+            with torch.no_grad():  # every ReLU's phase is fixed on the leaf: the LP is exact, its optimiser violates
+                assert float(spec.margin(model(answer.candidate)).min()) <= 1e-3
+            assert shift > 0, "an open leaf where the property holds (20% below its exact minimum)"
+    assert_domains_bound_their_samples(proved, values, margin)
+    assert unreached and (proved or opened), (unreached, len(proved), opened)
+
+
+def test_searches_that_ended_with_nothing_left_to_split_now_agree_with_milp():
+    """Seed 1 at 20% below its exact minimum ended 'unknown' (nothing left to split, margin -0.00035): β's few Adam
+    steps had not proved a fully split domain. Every property here is now decided, as MILP says."""
+    decided = 0
+    for seed in (1, 2):
+        model, box, target, minima = _robustness_case(seed)
+        bounded = BoundedModel(model, torch.zeros(1, 3))
+        for sign in (-1, 1):
+            spec = _robustness_spec(box, target, {j: m + sign * 0.2 * abs(m) for j, m in minima.items()})
+            result = branch_and_bound(bounded, spec, timeout=30, batch_size=16)
+            assert result.status == ("verified" if sign < 0 else "falsified"), result.stats
+            decided += 1
+    assert decided == 4
