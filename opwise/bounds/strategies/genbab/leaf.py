@@ -21,6 +21,7 @@ import time
 import numpy as np
 import torch
 
+from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.strategies.genbab.bounding import DomainBounder, element_linear_bounds
 from opwise.bounds.strategies.genbab.domains import Domain
 from opwise.bounds.transfers.patches import dense
@@ -68,7 +69,8 @@ def decide_leaf(bounder: DomainBounder, domain: Domain, deadline: float | None =
     engine = bounder.engine_for([domain], size, refine=bool(bounder.refine_intermediate))
     A = bounder.output_specs(engine)
     result = engine.bound(engine.graph.output, A, record=False)
-    constraints = [_narrowed_rows(bounder, engine, domain, name) for name in dict.fromkeys(n.input for n in bounder.nodes)]
+    names = dict.fromkeys(node.input for node in bounder.nodes)  # each split input once, in order
+    constraints = [_narrowed_rows(bounder, engine, domain, name) for name in names]
     if bool(engine.infeasible.any()):  # the domain's intervals miss each other: no input reaches it
         return LeafAnswer(True, math.inf)
     rows = dense(result.input_coefficient).detach().reshape(len(A), -1).double().cpu().numpy()
@@ -85,13 +87,15 @@ def decide_leaf(bounder: DomainBounder, domain: Domain, deadline: float | None =
         if point is None:  # infeasible: no input of the box reaches the domain
             return LeafAnswer(True, math.inf)
         if not optimum > PROOF_MARGIN * (1 + float(np.abs(offsets[group]).max())):
-            shape = input_set.lower.shape
-            return LeafAnswer(False, candidate=torch.as_tensor(point, dtype=input_set.lower.dtype).reshape(shape).to(input_set.lower.device))
+            lower = input_set.lower
+            candidate = torch.as_tensor(point, dtype=lower.dtype).reshape(lower.shape).to(lower.device)
+            return LeafAnswer(False, candidate=candidate)
         margins.append(optimum)
     return LeafAnswer(True, min(margins, default=math.inf))
 
 
-def _narrowed_rows(bounder: DomainBounder, engine, domain: Domain, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _narrowed_rows(bounder: DomainBounder, engine: BoundPropagation, domain: Domain,
+                   name: str) -> tuple[np.ndarray, np.ndarray]:
     """The constraints `G x <= h` that the domain's narrowed elements of split node input `name` put on the input:
     its upper linear bound stays above the element's lower end, its lower linear bound below the upper end."""
     own, root = domain.intervals[name], bounder.root_intervals[name]

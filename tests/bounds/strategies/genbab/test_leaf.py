@@ -42,6 +42,15 @@ def _leaves(bounder: DomainBounder, count: int, values: dict[str, torch.Tensor],
     return leaves
 
 
+def _inside(domain, values: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Which samples' pre-activations lie in every interval of `domain` ([samples] bool)."""
+    inside = torch.ones(len(next(iter(values.values()))), dtype=torch.bool)
+    for name, interval in domain.intervals.items():
+        lower, upper = interval.lower.reshape(1, -1), interval.upper.reshape(1, -1)
+        inside &= ((values[name] >= lower - 1e-5) & (values[name] <= upper + 1e-5)).all(1)
+    return inside
+
+
 @pytest.mark.parametrize("seed", [1, 2, 4])
 @pytest.mark.parametrize("shift", [-0.2, 0.2])
 def test_leaf_proofs_hold_on_their_samples_and_open_leaves_give_real_counterexamples(seed, shift):
@@ -63,7 +72,7 @@ def test_leaf_proofs_hold_on_their_samples_and_open_leaves_give_real_counterexam
         answer = decide_leaf(bounder, leaf)
         if answer.proved and answer.margin == float("inf"):  # no input reaches the leaf: no sample may lie in it
             unreached += 1
-            assert_domains_bound_their_samples([dataclasses.replace(leaf, lower=0.0)], values, torch.full_like(margin, -1.0)) == 0
+            assert not _inside(leaf, values).any()
         elif answer.proved:
             proved.append(dataclasses.replace(leaf, lower=answer.margin))
         else:
