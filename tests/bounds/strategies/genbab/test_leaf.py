@@ -98,3 +98,18 @@ def test_searches_that_ended_with_nothing_left_to_split_now_agree_with_milp():
             assert result.status == ("verified" if sign < 0 else "falsified"), result.stats
             decided += 1
     assert decided == 4
+
+
+def test_no_lp_is_posed_over_an_l2_ball():
+    """A ball is no polytope: a leaf over one is left open (no proof, no candidate), never proved by the box's LP."""
+    from opwise.bounds.input_set import InputSet
+    from opwise.bounds.spec import Specification, robustness_disjuncts
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    bounded = BoundedModel(model, torch.zeros(1, 2))
+    spec = Specification.over(InputSet.ball(torch.zeros(1, 2), 1.0, norm=2), robustness_disjuncts(2, 0))
+    bounder = DomainBounder(bounded, spec, "crown")
+    (leaf,) = _leaves(bounder, 1, {n: torch.zeros(1, 4) for n in ("linear",)}, torch.Generator().manual_seed(0))
+    answer = decide_leaf(bounder, leaf)
+    assert not answer.proved and answer.candidate is None
