@@ -113,3 +113,36 @@ def test_no_lp_is_posed_over_an_l2_ball():
     (leaf,) = _leaves(bounder, 1, {n: torch.zeros(1, 4) for n in ("linear",)}, torch.Generator().manual_seed(0))
     answer = decide_leaf(bounder, leaf)
     assert not answer.proved and answer.candidate is None
+
+
+def test_leaves_of_a_conv_net_are_decided_soundly():
+    """The same on a small conv net (its coefficients travel as windows): unreachable leaves hold no sample, proofs
+    hold on the samples inside, an open leaf's optimiser violates the property."""
+    from opwise.bounds.spec import Specification, robustness_disjuncts
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(2 * 4 * 4, 3)).eval()
+    x0 = torch.rand(1, 1, 4, 4)
+    spec = Specification(x0 - 0.3, x0 + 0.3, robustness_disjuncts(3, int(model(x0).argmax())))
+    bounded = BoundedModel(model, x0)
+    bounder = DomainBounder(bounded, spec, "alpha-crown")
+    x = spec.x_lower + (spec.x_upper - spec.x_lower) * torch.rand(4000, 1, 4, 4)
+    values = pre_activations(bounded, x)
+    with torch.no_grad():
+        margin = spec.margin(model(x))
+    outcomes = set()
+    for leaf in _leaves(bounder, 10, values, torch.Generator().manual_seed(1)):
+        answer = decide_leaf(bounder, leaf)
+        if answer.proved and answer.margin == float("inf"):
+            outcomes.add("unreached")
+            assert not _inside(leaf, values).any()
+        elif answer.proved:
+            outcomes.add("proved")
+            assert_domains_bound_their_samples([dataclasses.replace(leaf, lower=answer.margin)], values, margin)
+        else:
+            outcomes.add("open")
+            assert spec.contains(answer.candidate)
+            with torch.no_grad():
+                assert float(spec.margin(model(answer.candidate))) <= 1e-4
+    assert outcomes == {"unreached", "proved", "open"}
