@@ -60,7 +60,7 @@ def decide_leaf(bounder: DomainBounder, domain: Domain, deadline: float | None =
     >>> decide_leaf(bounder, active).proved, decide_leaf(bounder, inactive).proved   # relu(x) > -0.5 everywhere
     (True, True)
     """
-    if math.isinf(domain.lower) and domain.lower > 0:
+    if domain.lower == math.inf:  # proved infeasible by its bounds already
         return LeafAnswer(True, math.inf)
     input_set = bounder.input_set(1)
     size = bounder.bounded.graph.for_batch(1).batch_size
