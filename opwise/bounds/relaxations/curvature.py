@@ -89,6 +89,10 @@ class CurvatureRelaxation:
         """The smallest tangent point allowed (default l); families with f'(l) infinite lift it."""
         return lower
 
+    def tangent_ceiling(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+        """The largest tangent point allowed (default u); families with f'(u) infinite lower it."""
+        return upper
+
     def inflections(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(how many inflection points lie strictly inside (l, u), the smallest of them or l if none)."""
         count = torch.zeros_like(lower, dtype=torch.long)
@@ -133,19 +137,20 @@ class CurvatureRelaxation:
         self.check_domain(lower, upper)
         count, first = self.inflections(lower, upper)
         floor = self.tangent_floor(lower, upper)
-        ceiling = torch.maximum(upper, floor)
+        top = self.tangent_ceiling(lower, upper)
+        ceiling = torch.maximum(top, floor)
         middle = (lower + upper) / 2
         convex = self.convex_at(middle)
         convex_left = self.convex_at((lower + first) / 2)
         secant = self.secant_slope(lower, upper)
         derivative_low = torch.nan_to_num(self.derivative(floor), nan=0.0, posinf=0.0, neginf=0.0)
-        slopes = torch.stack([derivative_low, self.derivative(upper), secant])
+        slopes = torch.stack([derivative_low, self.derivative(top), secant])
         slope_low, slope_high = slopes.min(dim=0).values, slopes.max(dim=0).values
 
         # one inflection: each side's tangent lies on the piece away from the endpoint it must pass.
         tangent_on_right = torch.stack([~convex_left, convex_left])
         endpoint = torch.where(tangent_on_right, lower, upper)
-        far = torch.where(tangent_on_right, upper, floor)
+        far = torch.where(tangent_on_right, top, floor)
         exists, touch = torch.zeros_like(far, dtype=torch.bool), far.clone()
         one = count == 1
         if bool(one.any()):
@@ -165,7 +170,7 @@ class CurvatureRelaxation:
             # across one inflection: the midpoint's tangent where it is sound (as auto_LiRPA's CROWN), else the
             # sound point nearest to it
             s_shape_init = torch.minimum(torch.maximum(middle, s_shape_low), s_shape_high)
-            init = torch.where(count > 1, secant, torch.where(one, s_shape_init, torch.maximum(middle, floor)))
+            init = torch.where(count > 1, secant, torch.where(one, s_shape_init, torch.minimum(torch.maximum(middle, floor), ceiling)))
             plans.append(SidePlan(mode, low, high, init))
         return plans[0], plans[1]
 

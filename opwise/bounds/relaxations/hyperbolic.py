@@ -5,8 +5,7 @@ models use (angles from coordinates, stretched activations). Each has one curvat
 - sinh: increasing, concave below 0 and convex above (the mirrored S, as x³);
 - cosh: convex everywhere, smallest (1) at 0.
 
-The functions whose domain is bounded (asin, acos, atanh, tan, ...) are not relaxed here: their slope is
-infinite at the domain's ends, so lines over an interval reaching them do not exist.
+The functions defined on part of the line (asin, acos, atanh, acosh, tan) are in limited_domain.py.
 
 >>> from opwise.bounds.relaxations.registry import relaxation_for
 >>> lines = relaxation_for("aten.atan.default").relax(torch.tensor([-1.0]), torch.tensor([2.0]))
