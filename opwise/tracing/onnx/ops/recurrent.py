@@ -44,6 +44,7 @@ class _Recurrence:
     directions: int
     hidden: int
     length: int
+    batch: int  # X's batch size (axis 1 of X with layout 0, axis 0 with layout 1)
     weights: list[torch.Tensor]  # W per direction, [gates * hidden, input]
     recurrent: list[torch.Tensor]  # R per direction, [gates * hidden, hidden]
     biases: list[torch.Tensor | None]  # B per direction, [2 * gates * hidden] (Wb then Rb)
@@ -75,11 +76,14 @@ class _Recurrence:
         if isinstance(value, fx.Node) and self.layout == 0:
             builder.require_batch_kept([0], 3, f"{name} with layout=0 (direction-first) reads axis 0 as the direction")
         state = builder.call(aten.select.int, value, 1 if self.layout else 0, direction)
-        if isinstance(state, fx.Node) or not builder.rebatched or state.shape[0] in (1, builder.batch_size):
+        if isinstance(state, fx.Node) or state.shape[0] in (1, self.batch):
             return state
         if bool((state == state[:1]).all()):  # one state for every sample: it holds for any batch size
             return state[:1]
-        raise builder.batch_error(f"its constant {name} holds a different state per sample of the declared batch")
+        if builder.rebatched and self.layout == 1:
+            raise builder.batch_error(f"its constant {name} holds a different state per sample of the declared batch")
+        raise self.error(f"its constant {name} holds states for {state.shape[0]} samples, not X's batch of "
+                         f"{self.batch}", "give one state per sample of X (or one for all)")
 
     def gates(self, projected_step, h, weight: torch.Tensor):
         """projected_step + H·weightᵀ, with no recurrent term while H is zero (None)."""
@@ -177,6 +181,10 @@ def _read(builder, node, x, w, r, b, sequence_lens, gates: int, defaults: tuple[
     if b is not None and list(b.shape) != [directions, 2 * gates * hidden]:
         raise error(f"B {list(b.shape)} is not [{directions}, {2 * gates * hidden}]", "fix B or leave it out")
 
+    if isinstance(sequence_lens, fx.Node):
+        raise error("input sequence_lens depends on the model input",
+                    "opwise unrolls every batch row over the full sequence: leave sequence_lens out or make it a "
+                    "constant equal to seq_length")
     shape = builder.shape(x)
     if len(shape) != 3:
         raise error(f"X has shape {shape}",
@@ -194,10 +202,6 @@ def _read(builder, node, x, w, r, b, sequence_lens, gates: int, defaults: tuple[
                                       "along (export with layout=1, batch-first, to import at other batch sizes)")
     if length < 1:
         raise error(f"X has an empty sequence (shape {shape})", "opwise imports recurrent nodes over 1 or more steps")
-    if isinstance(sequence_lens, fx.Node):
-        raise error("input sequence_lens depends on the model input",
-                    "opwise unrolls every batch row over the full sequence: leave sequence_lens out or make it a "
-                    "constant equal to seq_length")
     if sequence_lens is not None and bool((sequence_lens != length).any()):
         raise error(f"input sequence_lens {sequence_lens.tolist()} is not seq_length={length} for every batch row",
                     "opwise supports only full-length sequences: leave sequence_lens out or pad every row to the "
@@ -218,8 +222,30 @@ def _read(builder, node, x, w, r, b, sequence_lens, gates: int, defaults: tuple[
                     "opwise supports Sigmoid, Tanh and Relu there (ATen ops with relevance and bound rules)")
     ops = [_ACTIVATIONS[name.lower()] for name in names]
     per_direction = [ops[d * len(defaults) : (d + 1) * len(defaults)] for d in range(directions)]
-    return _Recurrence(builder, node, layout, directions, hidden, length, list(w), list(r),
-                       [None] * directions if b is None else list(b), per_direction)
+
+    def split(value):
+        return [None] * directions if value is None else [_direction(builder, value, d) for d in range(directions)]
+
+    batch = shape[0] if layout else shape[1]
+    return _Recurrence(builder, node, layout, directions, hidden, length, batch, split(w), split(r), split(b),
+                       per_direction)
+
+
+def _direction(builder, constant: torch.Tensor, direction: int) -> torch.Tensor:
+    """One direction of a weight; through `builder.call` so the get_attr names its initializer."""
+    return builder.call(aten.select.int, constant, 0, direction)
+
+
+def _rows(builder, constant: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """constant[start:stop], remembered as the same initializer."""
+    return builder.call(aten.slice.Tensor, constant, 0, start, stop)
+
+
+def _summed_bias(builder, bias: torch.Tensor | None, size: int) -> torch.Tensor | None:
+    """Wb + Rb from B = [Wb, Rb] (each `size` entries)."""
+    if bias is None:
+        return None
+    return builder.call(aten.add.Tensor, _rows(builder, bias, 0, size), _rows(builder, bias, size, 2 * size))
 
 
 def _constant_or_refuse(rnn: _Recurrence, value, name: str):
@@ -243,17 +269,19 @@ def _lstm(builder, node, x, w, r, b=None, sequence_lens=None, initial_h=None, in
     wants_h = _used(builder, node, 0) or _used(builder, node, 1)
     per_step, last_h, last_c = [], [], []
     for d in range(rnn.directions):
-        bias = None if rnn.biases[d] is None else rnn.biases[d][: 4 * size] + rnn.biases[d][4 * size :]
+        bias = _summed_bias(builder, rnn.biases[d], 4 * size)
         projected = rnn.projection(x, d, bias)
         h, c = rnn.state(initial_h, d, "initial_h"), rnn.state(initial_c, d, "initial_c")
-        peep_i, peep_o, peep_f = (None,) * 3 if p is None else (p[d][:size], p[d][size : 2 * size], p[d][2 * size :])
+        peephole = None if p is None else _direction(builder, p, d)
+        peep_i, peep_o, peep_f = [None if p is None else _rows(builder, peephole, k * size, (k + 1) * size)
+                                  for k in range(3)]
         f, g, h_act = rnn.activations[d]
         states = [None] * rnn.length
         steps = rnn.steps(d)
         for count, t in enumerate(steps):
             gates = rnn.gates(rnn.step(projected, t), h, rnn.recurrent[d])
             input_gate = builder.call(f, add(builder, rnn.chunk(gates, 0), mul(builder, c, peep_i)))
-            forget = builder.call(f, add(builder, rnn.chunk(gates, 2), mul(builder, c, peep_f)))
+            forget = None if c is None else builder.call(f, add(builder, rnn.chunk(gates, 2), mul(builder, c, peep_f)))
             candidate = builder.call(g, rnn.chunk(gates, 3))
             c = add(builder, mul(builder, forget, c), mul(builder, input_gate, candidate))
             if count == len(steps) - 1 and not wants_h:
@@ -276,19 +304,16 @@ def _gru(builder, node, x, w, r, b=None, sequence_lens=None, initial_h=None):
     before_reset = bool(node.attr("linear_before_reset", 0))
     per_step, last_h = [], []
     for d in range(rnn.directions):
-        recurrent_bias = None
-        if rnn.biases[d] is None:
-            bias = None
-        else:
-            input_bias, recurrent_bias = rnn.biases[d][: 3 * size], rnn.biases[d][3 * size :]
-            bias = input_bias + recurrent_bias
-            if before_reset:  # Rbh stays inside r ⊙ (H·Rhᵀ + Rbh)
-                bias = torch.cat([bias[: 2 * size], input_bias[2 * size :]])
-            recurrent_bias = recurrent_bias[2 * size :]
+        bias, recurrent_bias = _summed_bias(builder, rnn.biases[d], 3 * size), None
+        if before_reset and bias is not None:  # Rbh stays inside r ⊙ (H·Rhᵀ + Rbh)
+            recurrent_bias = _rows(builder, rnn.biases[d], 5 * size, 6 * size)
+            bias = builder.call(aten.cat.default, [_rows(builder, bias, 0, 2 * size),
+                                                   _rows(builder, rnn.biases[d], 2 * size, 3 * size)])
         projected = rnn.projection(x, d, bias)
         h = rnn.state(initial_h, d, "initial_h")
         f, g = rnn.activations[d]
-        gate_weight, candidate_weight = rnn.recurrent[d][: 2 * size], rnn.recurrent[d][2 * size :]
+        gate_weight = _rows(builder, rnn.recurrent[d], 0, 2 * size)
+        candidate_weight = _rows(builder, rnn.recurrent[d], 2 * size, 3 * size)
         states = [None] * rnn.length
         for t in rnn.steps(d):
             step = rnn.step(projected, t)
@@ -321,7 +346,7 @@ def _rnn(builder, node, x, w, r, b=None, sequence_lens=None, initial_h=None):
     size = rnn.hidden
     per_step, last_h = [], []
     for d in range(rnn.directions):
-        bias = None if rnn.biases[d] is None else rnn.biases[d][:size] + rnn.biases[d][size:]
+        bias = _summed_bias(builder, rnn.biases[d], size)
         projected = rnn.projection(x, d, bias)
         h = rnn.state(initial_h, d, "initial_h")
         states = [None] * rnn.length
