@@ -327,3 +327,14 @@ def test_input_dependent_weights_are_refused(tmp_path):
     message = _refused(tmp_path, [node], {"x": [3, 2, INPUT], "W": [1, HIDDEN, INPUT]},
                        {k: v for k, v in inits.items() if k != "W"}, "input W depends on the model input")
     assert "only as constants" in message
+
+
+def test_one_constant_initial_state_for_every_sample_holds_at_another_batch_size(tmp_path):
+    """Declared batch 2 with the same constant state in both rows: at batch 3 it is the state of every sample, as
+    in the same model declared at batch 1 with that one row (checked against onnxruntime above)."""
+    node, inits, _ = recurrent("LSTM", np.random.default_rng(5), output="Y", layout=1, batch=1, initial="constant")
+    wide = {k: (np.concatenate([v, v]) if k in ("h0", "c0") else v) for k, v in inits.items()}
+    one = load_onnx(save(tmp_path, [node], {"x": [1, 3, INPUT]}, inits, name="one.onnx"), batch_size=3)
+    two = load_onnx(save(tmp_path, [node], {"x": [2, 3, INPUT]}, wide, name="two.onnx"), batch_size=3)
+    x = np.random.default_rng(6).standard_normal((3, 3, INPUT)).astype(np.float32)
+    np.testing.assert_allclose(run_opwise(two, [x]), run_opwise(one, [x]), atol=1e-6)

@@ -36,7 +36,7 @@ _DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
 
 @dataclasses.dataclass
 class _Recurrence:
-    """What the three operators share: the checked attributes, weights per direction and initial states."""
+    """What LSTM, GRU and RNN share: the checked attributes, weights per direction, and the unrolling steps."""
 
     builder: Any
     node: Any
@@ -51,8 +51,7 @@ class _Recurrence:
     activations: list[list[Any]]  # ATen ops per direction
 
     def error(self, what: str, hint: str) -> ModelLoadError:
-        node = self.node
-        return ModelLoadError(f"ONNX node '{node.name}' ({node.op_type}, opset {node.opset}): {what}; {hint}")
+        return _refusal(self.node, what, hint)
 
     def reversed_steps(self, direction: int) -> bool:
         return self.node.attr("direction", "forward") == "reverse" or direction == 1
@@ -115,6 +114,11 @@ class _Recurrence:
         return (y, *finals)
 
 
+def _refusal(node, what: str, hint: str) -> ModelLoadError:
+    """The error for what opwise does not import: which node, what in it, and what opwise supports instead."""
+    return ModelLoadError(f"ONNX node '{node.name}' ({node.op_type}, opset {node.opset}): {what}; {hint}")
+
+
 def _used(builder, node, index: int) -> bool:
     """Whether some node (or the graph output) reads output `index` of `node`."""
     name = node.outputs[index] if index < len(node.outputs) else ""
@@ -153,7 +157,7 @@ def _read(builder, node, x, w, r, b, sequence_lens, gates: int, defaults: tuple[
     """Check the attributes and inputs shared by LSTM, GRU and RNN, refusing what cannot be unrolled."""
 
     def error(what: str, hint: str) -> ModelLoadError:
-        return ModelLoadError(f"ONNX node '{node.name}' ({node.op_type}, opset {node.opset}): {what}; {hint}")
+        return _refusal(node, what, hint)
 
     direction = node.attr("direction", "forward")
     if direction not in _DIRECTIONS:
