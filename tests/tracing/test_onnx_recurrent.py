@@ -231,6 +231,34 @@ def test_matches_torch_recurrent_modules(tmp_path, kind):
     torch.testing.assert_close(got.reshape(2, 5, 2 * HIDDEN), expected, atol=1e-5, rtol=1e-5)
 
 
+class _LastStepClassifier(torch.nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.rnn = getattr(torch.nn, kind)(INPUT, HIDDEN, batch_first=True, bidirectional=True)
+        self.fc = torch.nn.Linear(2 * HIDDEN, 2)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.fc(y[:, -1])
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_torch_exported_classifier_with_a_symbolic_batch(tmp_path, kind):
+    """What torch.onnx.export writes for a batch-first module (Transposes around a layout 0 node, initial states
+    from Shape/Expand subgraphs) imports at any batch size."""
+    torch.manual_seed(0)
+    model = _LastStepClassifier(kind).eval()
+    x = torch.randn(3, 5, INPUT)
+    path = tmp_path / "exported.onnx"
+    torch.onnx.export(model, (x[:1],), str(path), dynamo=False, opset_version=13, input_names=["x"],
+                      dynamic_axes={"x": {0: "batch"}})
+    graph = load_onnx(path, batch_size=3)
+    np.testing.assert_allclose(run_opwise(graph, [x.numpy()]), run_onnxruntime(path, [x.numpy()]), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(graph(x), model(x), atol=1e-5, rtol=1e-5)
+
+
 # ----------------------------------------------------------------- bounds and explanations
 @pytest.mark.parametrize("op,options", [
     ("LSTM", dict(output="Y_h")),
