@@ -97,7 +97,8 @@ def sequence_first(node, inits, extra, output="y"):
 
 def check(tmp_path, op, *, seq=3, batch=2, layout=0, seed=0, opset=14, **options):
     """Import the single-node model and compare with onnxruntime at the declared batch; batch-first models (layout=1,
-    declared batch 1) are compared also at batch 3, against the same node with layout 0 between Transposes."""
+    declared batch 1) are compared also at batch 3, against the same node with layout 0 between Transposes. No
+    node of the imported graph is left unused."""
     rng = np.random.default_rng(seed)
     if layout:
         batch = 1
@@ -105,7 +106,9 @@ def check(tmp_path, op, *, seq=3, batch=2, layout=0, seed=0, opset=14, **options
     x_shape = [batch, seq, INPUT] if layout else [seq, batch, INPUT]
     path = save(tmp_path, [node], {"x": x_shape, **extra}, inits, opset=opset)
     if not layout:
-        return assert_matches(path, [x_shape, *extra.values()], seed=seed)
+        graph = assert_matches(path, [x_shape, *extra.values()], seed=seed)
+        assert all(n.users for n in graph.call_nodes())
+        return graph
     nodes, reference_inits = sequence_first(node, inits, extra)
     reference = save(tmp_path, nodes, {"x": x_shape, **extra}, reference_inits, opset=opset, name="reference.onnx")
     for batch_size in (1, 3):
@@ -114,6 +117,7 @@ def check(tmp_path, op, *, seq=3, batch=2, layout=0, seed=0, opset=14, **options
         samples = [[v[i : i + 1] for v in inputs] for i in range(batch_size)]
         expected = np.concatenate([run_onnxruntime(reference, sample) for sample in samples])
         np.testing.assert_allclose(run_opwise(graph, inputs), expected, atol=1e-5, rtol=1e-5)
+        assert all(n.users for n in graph.call_nodes())
     return graph
 
 

@@ -88,7 +88,7 @@ class _Recurrence:
         """projected_step + H·weightᵀ, with no recurrent term while H is zero (None)."""
         if h is None:
             return projected_step
-        return add(self.builder, projected_step, self.builder.call(aten.linear.default, h, weight))
+        return _add(self.builder, projected_step, self.builder.call(aten.linear.default, h, weight))
 
     def chunk(self, gates, start: int, stop: int | None = None):
         """Gates `start` up to `stop` (default just `start`) of a [batch, gates·hidden] value."""
@@ -131,7 +131,7 @@ def _stack(builder, values: list[Any], dim: int):
     return builder.call(aten.stack.default, list(values), dim)
 
 
-def add(builder, a, b):
+def _add(builder, a, b):
     """a + b where either may be None (a zero term): the other is returned unchanged."""
     if a is None or b is None:
         return b if a is None else a
@@ -144,7 +144,7 @@ def _sub(builder, a, b):
     return builder.call(aten.sub.Tensor, a, b)
 
 
-def mul(builder, a, b):
+def _mul(builder, a, b):
     """a ⊙ b, None when either factor is None (zero)."""
     if a is None or b is None:
         return None
@@ -284,13 +284,15 @@ def _lstm(builder, node, x, w, r, b=None, sequence_lens=None, initial_h=None, in
         steps = rnn.steps(d)
         for count, t in enumerate(steps):
             gates = rnn.gates(rnn.step(projected, t), h, rnn.recurrent[d])
-            input_gate = builder.call(f, add(builder, rnn.chunk(gates, 0), mul(builder, c, peep_i)))
-            forget = None if c is None else builder.call(f, add(builder, rnn.chunk(gates, 2), mul(builder, c, peep_f)))
+            input_gate = builder.call(f, _add(builder, rnn.chunk(gates, 0), _mul(builder, c, peep_i)))
+            forget = None  # no forget gate on a zero cell
+            if c is not None:
+                forget = builder.call(f, _add(builder, rnn.chunk(gates, 2), _mul(builder, c, peep_f)))
             candidate = builder.call(g, rnn.chunk(gates, 3))
-            c = add(builder, mul(builder, forget, c), mul(builder, input_gate, candidate))
+            c = _add(builder, _mul(builder, forget, c), _mul(builder, input_gate, candidate))
             if count == len(steps) - 1 and not wants_h:
                 break  # only Y_c is read: the last step's H would be left unused
-            output_gate = builder.call(f, add(builder, rnn.chunk(gates, 1), mul(builder, c, peep_o)))
+            output_gate = builder.call(f, _add(builder, rnn.chunk(gates, 1), _mul(builder, c, peep_o)))
             h = builder.call(aten.mul.Tensor, output_gate, builder.call(h_act, c))
             states[t] = h
         per_step.append(states)
@@ -323,20 +325,22 @@ def _gru(builder, node, x, w, r, b=None, sequence_lens=None, initial_h=None):
             step = rnn.step(projected, t)
             update_reset = rnn.gates(rnn.chunk(step, 0, 2), h, gate_weight)
             update = builder.call(f, rnn.chunk(update_reset, 0))
-            reset = builder.call(f, rnn.chunk(update_reset, 1))
+            # r multiplies H (or H·Rhᵀ + Rbh): on a zero H without Rbh it is not needed
+            needs_reset = h is not None or (before_reset and recurrent_bias is not None)
+            reset = builder.call(f, rnn.chunk(update_reset, 1)) if needs_reset else None
             candidate_input = rnn.chunk(step, 2)
             if before_reset:
                 recurrent = None if h is None else builder.call(aten.linear.default, h, candidate_weight)
-                recurrent = add(builder, recurrent, recurrent_bias)
-                candidate = builder.call(g, add(builder, candidate_input, mul(builder, reset, recurrent)))
+                recurrent = _add(builder, recurrent, recurrent_bias)
+                candidate = builder.call(g, _add(builder, candidate_input, _mul(builder, reset, recurrent)))
             else:
-                gated = mul(builder, reset, h)
+                gated = _mul(builder, reset, h)
                 recurrent = None if gated is None else builder.call(aten.linear.default, gated, candidate_weight)
-                candidate = builder.call(g, add(builder, candidate_input, recurrent))
+                candidate = builder.call(g, _add(builder, candidate_input, recurrent))
             if h is None:  # H' = (1 − z) ⊙ h̃
                 h = builder.call(aten.sub.Tensor, candidate, builder.call(aten.mul.Tensor, update, candidate))
             else:
-                h = add(builder, candidate, builder.call(aten.mul.Tensor, update, _sub(builder, h, candidate)))
+                h = _add(builder, candidate, builder.call(aten.mul.Tensor, update, _sub(builder, h, candidate)))
             states[t] = h
         per_step.append(states)
         last_h.append(h)
