@@ -27,11 +27,20 @@ def _as_scalar_for(builder, tensor_value, constant):
     return constant.item()
 
 
+#: overloads that take a Python number as the second operand, for ops whose `.Tensor` form does not
+_SCALAR_FORMS = {aten.eq.Tensor: aten.eq.Scalar, aten.lt.Tensor: aten.lt.Scalar, aten.gt.Tensor: aten.gt.Scalar,
+                 aten.le.Tensor: aten.le.Scalar, aten.ge.Tensor: aten.ge.Scalar}
+#: ops without a form that takes a number: their one-element constants stay tensors
+_TENSOR_ONLY = (aten.logical_and.default, aten.logical_or.default, aten.logical_xor.default)
+
+
 def _binary(builder, node, a, b, op, commutative: bool):
     if commutative and isinstance(a, torch.Tensor) and isinstance(b, fx.Node):
         a, b = b, a
-    if isinstance(a, fx.Node):
+    if isinstance(a, fx.Node) and op not in _TENSOR_ONLY:
         b = _as_scalar_for(builder, a, b)
+        if not isinstance(b, torch.Tensor):
+            op = _SCALAR_FORMS.get(op, op)
     return builder.call(op, a, b)
 
 
