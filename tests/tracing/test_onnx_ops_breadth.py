@@ -1,0 +1,185 @@
+"""ONNX operators real models use, imported by decomposition into ATen ops with bound and LRP rules: GatherND,
+ScatterND, ScatterElements, OneHot, Compress, Upsample, LRN, GroupNormalization, MeanVarianceNormalization,
+LpNormalization, ReduceProd, ReduceLogSum, Trilu, EyeLike, CastLike, IsInf, IsNaN, Xor, Mod, Round, ArgMax / ArgMin,
+Hardmax. Each matches onnxruntime (also at another batch size where the operator keeps samples apart), is bounded
+soundly where its output is real-valued and continuous, and each refusal names the node."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+from onnx import helper  # noqa: E402
+
+from opwise.bounds import BoundedModel  # noqa: E402
+from opwise.errors import ModelLoadError, OpwiseError  # noqa: E402
+from opwise.tracing.onnx import load_onnx  # noqa: E402
+from tests.bounds.helpers import assert_sound  # noqa: E402
+from tests.tracing.test_onnx_import import assert_matches, ops_of, run_onnxruntime, run_opwise, save_model  # noqa: E402
+from tests.tracing.test_onnx_ops_more import _bounded_soundly  # noqa: E402
+
+
+def _bounded_per_sample(graph, shape, eps=0.3):
+    """As `_bounded_soundly`, for a graph whose output mixes the samples of its batch (e.g. it indexes axis 0): bounds
+    at the declared batch, each sampled point run on its own."""
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    run = lambda z: torch.stack([graph(z[i : i + shape[0]]) for i in range(0, z.shape[0], shape[0])])  # noqa: E731
+    assert_sound(run, x - eps, x + eps, methods=("ibp", "crown"), samples=200, attack=False,
+                 bounded=BoundedModel(graph, x))
+
+
+def _refused(path, *words):
+    """load_onnx refuses the model with a ModelLoadError naming the node 'n' and each of `words`."""
+    with pytest.raises(ModelLoadError) as error:
+        load_onnx(path)
+    for word in ("'n'", *words):
+        assert word in str(error.value), str(error.value)
+
+
+def _bounding_refused(graph, shape, *words):
+    """Bounding the graph fails with an opwise error (not a traceback from inside torch) naming `words`."""
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(OpwiseError) as error:
+        BoundedModel(graph, x).compute_bounds(x_lower=x - 0.1, x_upper=x + 0.1, method="ibp")
+    for word in words:
+        assert word in str(error.value), str(error.value)
+
+
+# ----------------------------------------------------------------- GatherND, ScatterND, ScatterElements, ...
+GATHER_ND_CASES = {
+    # name: (data shape, indices, batch_dims)
+    "rows": ([1, 3, 4], [[[0, 2], [0, 1]]], 0),
+    "elements": ([1, 3, 4], [[[0, 2, 3], [0, 0, -1]]], 0),
+    "batch_dims_1": ([1, 3, 4], [[[2], [0]]], 1),
+    "batch_dims_2": ([1, 3, 4], [[[1], [3], [0]]], 2),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GATHER_ND_CASES))
+def test_gather_nd(tmp_path, case):
+    shape, indices, batch_dims = GATHER_ND_CASES[case]
+    nodes = [helper.make_node("GatherND", ["x", "i"], ["y"], batch_dims=batch_dims)]
+    path = save_model(tmp_path, nodes, {"x": shape}, None, {"i": np.array(indices, dtype=np.int64)}, opset=13)
+    graph = assert_matches(path, [shape], batch_sizes=(None, 3) if batch_dims else (None,))
+    assert ops_of(graph) == ["aten.index.Tensor"]
+    (_bounded_soundly if batch_dims else _bounded_per_sample)(graph, shape)
+    if not batch_dims:
+        with pytest.raises(ModelLoadError, match="GatherND.*axis 0"):
+            load_onnx(path, batch_size=3)
+
+
+def test_gather_nd_with_input_dependent_indices_is_refused(tmp_path):
+    nodes = [helper.make_node("Cast", ["x"], ["i"], to=7), helper.make_node("GatherND", ["x", "i"], ["y"], name="n")]
+    _refused(save_model(tmp_path, nodes, {"x": [2, 1]}, None, opset=13), "indices depend on the model input")
+
+
+@pytest.mark.parametrize("reduction,opset", [("none", 13), ("add", 16), ("mul", 16), ("max", 18), ("min", 18)])
+def test_scatter_nd(tmp_path, reduction, opset):
+    rng = np.random.default_rng(0)
+    indices = np.array([[0, 1], [0, -1], [0, 1]] if reduction != "none" else [[0, 1], [0, -1]], dtype=np.int64)
+    updates = rng.standard_normal([len(indices), 4]).astype(np.float32)
+    attributes = {} if reduction == "none" else {"reduction": reduction}
+    nodes = [helper.make_node("ScatterND", ["x", "i", "u"], ["y"], **attributes)]
+    path = save_model(tmp_path, nodes, {"x": [1, 3, 4]}, None, {"i": indices, "u": updates}, opset=opset)
+    graph = assert_matches(path, [[1, 3, 4]])
+    if reduction in ("none", "add"):
+        assert ops_of(graph) == ["aten.index_put.default"]
+        _bounded_per_sample(graph, [1, 3, 4])
+    else:
+        _bounding_refused(graph, [1, 3, 4], "scatter_reduce")
+    # input-dependent updates written into a constant (indices [1, n, 2], updates [1, n, 4]: sample 0 stays sample 0)
+    nodes = [helper.make_node("ScatterND", ["d", "i", "x"], ["y"], **attributes)]
+    data = rng.standard_normal([1, 3, 4]).astype(np.float32)
+    path = save_model(tmp_path, nodes, {"x": [1, len(indices), 4]}, None, {"i": indices[None], "d": data}, opset=opset,
+                      name="updates.onnx")
+    graph = assert_matches(path, [[1, len(indices), 4]])
+    if reduction in ("none", "add"):
+        _bounded_per_sample(graph, [1, len(indices), 4])
+
+
+def test_scatter_nd_refusals(tmp_path):
+    rng = np.random.default_rng(0)
+    inits = {"i": np.array([[0, 1]], dtype=np.int64), "u": rng.standard_normal([1, 4]).astype(np.float32)}
+    node = helper.make_node("ScatterND", ["x", "i", "u"], ["y"], name="n")
+    path = save_model(tmp_path, [node], {"x": [1, 3, 4]}, None, inits, opset=13)
+    with pytest.raises(ModelLoadError, match="'n'.*axis 0"):
+        load_onnx(path, batch_size=2)
+    nodes = [helper.make_node("Cast", ["x"], ["j"], to=7),
+             helper.make_node("ScatterND", ["x", "j", "u"], ["y"], name="n")]
+    _refused(save_model(tmp_path, nodes, {"x": [1, 2]}, None, {"u": inits["u"][:, :1]}, opset=13, name="dynamic.onnx"),
+             "indices depend on the model input")
+
+
+@pytest.mark.parametrize("op,reduction,opset", [("ScatterElements", "none", 13), ("ScatterElements", "add", 16),
+                                                ("ScatterElements", "mul", 16), ("ScatterElements", "max", 18),
+                                                ("ScatterElements", "min", 18), ("Scatter", "none", 9)])
+def test_scatter_elements(tmp_path, op, reduction, opset):
+    rng = np.random.default_rng(1)
+    indices = np.array([[[1, 0, 3], [2, 2, 0], [-1, 0, 1]]], dtype=np.int64)  # [1, 3, 3] along axis 2 of [1, 3, 4]
+    if reduction == "none":
+        indices = np.array([[[1, 0, 3], [2, 1, 0], [-1, 0, 1]]], dtype=np.int64)  # no repeated target in a row
+    attributes = {} if reduction == "none" else {"reduction": reduction}
+    nodes = [helper.make_node(op, ["x", "i", "u"], ["y"], axis=2, **attributes)]
+    inits = {"i": indices, "u": rng.standard_normal(indices.shape).astype(np.float32)}
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 3, 4]}, None, inits, opset=opset), [[1, 3, 4]],
+                           batch_sizes=(None, 3))
+    if reduction in ("none", "add"):
+        _bounded_soundly(graph, [1, 3, 4])
+    else:
+        _bounding_refused(graph, [1, 3, 4], "scatter_reduce")
+    # input-dependent updates
+    nodes = [helper.make_node(op, ["d", "i", "x"], ["y"], axis=2, **attributes)]
+    inits = {"i": indices, "d": rng.standard_normal([1, 3, 4]).astype(np.float32)}
+    path = save_model(tmp_path, nodes, {"x": [1, 3, 3]}, None, inits, opset=opset, name="updates.onnx")
+    graph = assert_matches(path, [[1, 3, 3]], batch_sizes=(None, 3))
+    if reduction in ("none", "add"):
+        _bounded_soundly(graph, [1, 3, 3])
+
+
+def test_scatter_elements_refusals(tmp_path):
+    inits = {"i": np.zeros([1, 2], dtype=np.int64), "u": np.ones([1, 2], dtype=np.float32)}
+    node = helper.make_node("ScatterElements", ["x", "i", "u"], ["y"], name="n", reduction="mean")
+    _refused(save_model(tmp_path, [node], {"x": [1, 3]}, None, inits, opset=18), "reduction 'mean'",
+             "none, add, mul, max and min")
+    node = helper.make_node("ScatterElements", ["x", "i", "u"], ["y"], name="n", axis=0)
+    with pytest.raises(ModelLoadError, match="'n'.*axis 0"):
+        load_onnx(save_model(tmp_path, [node], {"x": [1, 3]}, None, inits, opset=13, name="axis0.onnx"), batch_size=2)
+
+
+def test_one_hot(tmp_path):
+    indices = np.array([[0, 3, -1, 5, -4]], dtype=np.int64)  # 5 is outside [-4, 4): a row of the off value
+    inits = {"i": indices, "d": np.array(4, dtype=np.int64), "v": np.array([-1.0, 2.0], dtype=np.float32)}
+    nodes = [helper.make_node("OneHot", ["i", "d", "v"], ["h"], axis=1),  # [1, 4, 5]
+             helper.make_node("Mul", ["x", "h"], ["y"])]
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 4, 5]}, None, inits, opset=11), [[1, 4, 5]],
+                           batch_sizes=(None, 3))
+    _bounded_soundly(graph, [1, 4, 5])
+    # one-hot rows of input-dependent indices (an integer-valued result): imported, not bounded
+    nodes = [helper.make_node("Cast", ["x"], ["i"], to=7), helper.make_node("OneHot", ["i", "d", "v"], ["y"])]
+    path = save_model(tmp_path, nodes, {"x": [2, 3]}, None, {k: inits[k] for k in "dv"}, opset=11, name="dyn.onnx")
+    x = np.array([[0.0, 1.5, -1.0], [3.0, 7.0, -5.0]], dtype=np.float32)
+    graph = load_onnx(path)
+    np.testing.assert_array_equal(run_opwise(graph, [x]), run_onnxruntime(path, [x]))
+    _bounding_refused(graph, [2, 3], "aten.")
+
+
+def test_compress(tmp_path):
+    inits = {"c": np.array([True, False, True], dtype=bool)}
+    nodes = [helper.make_node("Compress", ["x", "c"], ["y"], axis=-1)]
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 2, 4]}, None, inits, opset=11), [[1, 2, 4]],
+                           batch_sizes=(None, 3))
+    assert ops_of(graph) == ["aten.index_select.default"]
+    _bounded_soundly(graph, [1, 2, 4])
+    nodes = [helper.make_node("Compress", ["x", "c"], ["y"])]  # flattened
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 4]}, None, inits, opset=11, name="flat.onnx"),
+                           [[1, 4]])
+    node = helper.make_node("Compress", ["x", "c"], ["y"], name="n", axis=0)
+    with pytest.raises(ModelLoadError, match="'n'.*axis 0"):
+        load_onnx(save_model(tmp_path, [node], {"x": [3, 2]}, None, inits, opset=11, name="axis0.onnx"), batch_size=2)
+    nodes = [helper.make_node("Greater", ["x", "z"], ["c"]), helper.make_node("Compress", ["x", "c"], ["y"], name="n")]
+    _refused(save_model(tmp_path, nodes, {"x": [1, 3]}, None, {"z": np.zeros(1, np.float32)}, opset=11,
+                        name="dynamic.onnx"), "condition depend on the model input")
+
