@@ -183,3 +183,38 @@ def test_compress(tmp_path):
     _refused(save_model(tmp_path, nodes, {"x": [1, 3]}, None, {"z": np.zeros(1, np.float32)}, opset=11,
                         name="dynamic.onnx"), "condition depend on the model input")
 
+
+# ----------------------------------------------------------------- Upsample
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize("opset", [7, 9])
+def test_upsample(tmp_path, mode, opset):
+    scales = [1.0, 1.0, 2.0, 1.5]
+    if opset == 7:
+        nodes, inits = [helper.make_node("Upsample", ["x"], ["y"], mode=mode, scales=scales)], {}
+    else:
+        nodes, inits = [helper.make_node("Upsample", ["x", "s"], ["y"], mode=mode)], {"s": np.array(scales, np.float32)}
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 2, 3, 4]}, None, inits, opset=opset), [[1, 2, 3, 4]],
+                           batch_sizes=(None, 3))
+    if mode == "nearest":
+        assert ops_of(graph) == ["aten.upsample_nearest2d.vec"]
+    else:
+        assert not any("upsample" in op for op in ops_of(graph))
+    _bounded_soundly(graph, [1, 2, 3, 4])
+
+
+def test_resize_with_sizes_imports_at_another_batch_size(tmp_path):
+    """sizes name the declared batch; at another batch size they mean that one (samples are resized apart)."""
+    nodes = [helper.make_node("Resize", ["x", "", "", "z"], ["y"], mode="nearest", nearest_mode="floor",
+                              coordinate_transformation_mode="asymmetric")]
+    inits = {"z": np.array([1, 2, 6, 4], np.int64)}
+    assert_matches(save_model(tmp_path, nodes, {"x": [1, 2, 3, 2]}, None, inits, opset=13), [[1, 2, 3, 2]],
+                   batch_sizes=(None, 3))
+
+
+def test_upsample_refusals(tmp_path):
+    node = helper.make_node("Upsample", ["x"], ["y"], name="n", mode="cubic", scales=[1.0, 1.0, 2.0, 2.0])
+    _refused(save_model(tmp_path, [node], {"x": [1, 1, 2, 2]}, None, opset=7), "Upsample", "mode 'cubic'",
+             "opwise imports nearest")
+    node = helper.make_node("Upsample", ["x"], ["y"], name="n", scales=[2.0, 1.0, 2.0, 2.0])
+    _refused(save_model(tmp_path, [node], {"x": [1, 1, 2, 2]}, None, opset=7, name="batch.onnx"),
+             "change the batch or channel axes")
