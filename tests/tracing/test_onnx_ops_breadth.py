@@ -218,3 +218,60 @@ def test_upsample_refusals(tmp_path):
     node = helper.make_node("Upsample", ["x"], ["y"], name="n", scales=[2.0, 1.0, 2.0, 2.0])
     _refused(save_model(tmp_path, [node], {"x": [1, 1, 2, 2]}, None, opset=7, name="batch.onnx"),
              "change the batch or channel axes")
+
+
+# ----------------------------------------------------------------- normalizations
+@pytest.mark.parametrize("size", [3, 5])
+def test_local_response_normalization(tmp_path, size):
+    nodes = [helper.make_node("LRN", ["x"], ["y"], size=size, alpha=0.5, beta=0.75, bias=2.0)]
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 5, 2, 3]}, None, opset=13), [[1, 5, 2, 3]],
+                           batch_sizes=(None, 3))
+    assert "aten.avg_pool2d.default" in ops_of(graph)
+    _bounded_soundly(graph, [1, 5, 2, 3], eps=0.1)
+
+
+def test_local_response_normalization_with_an_even_size(tmp_path):
+    """onnxruntime refuses even sizes; ONNX defines them (the window reaches one channel further up than down)."""
+    nodes = [helper.make_node("LRN", ["x"], ["y"], size=4, alpha=0.3, beta=0.5, bias=1.5)]
+    graph = load_onnx(save_model(tmp_path, nodes, {"x": [2, 5, 3]}, None, opset=13))
+    x = np.random.default_rng(0).standard_normal([2, 5, 3]).astype(np.float32)
+    padded = np.pad(x**2, [(0, 0), (1, 2), (0, 0)])
+    window = sum(padded[:, i : i + 5] for i in range(4))
+    np.testing.assert_allclose(run_opwise(graph, [x]), x / (1.5 + 0.3 / 4 * window) ** 0.5, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("opset", [18, 21])
+def test_group_normalization(tmp_path, opset):
+    rng = np.random.default_rng(2)
+    count = 2 if opset == 18 else 4  # per group, then per channel
+    inits = {"s": rng.standard_normal(count).astype(np.float32), "b": rng.standard_normal(count).astype(np.float32)}
+    nodes = [helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], num_groups=2, epsilon=1e-3)]
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 4, 2, 3]}, None, inits, opset=opset),
+                           [[1, 4, 2, 3]], batch_sizes=(None, 3))
+    assert "aten.native_group_norm.default" in ops_of(graph)
+    _bounded_soundly(graph, [1, 4, 2, 3], eps=0.05)
+    nodes = [helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], name="n", num_groups=3)]
+    _refused(save_model(tmp_path, nodes, {"x": [1, 4, 2, 3]}, None, inits, opset=opset, name="bad.onnx"),
+             "num_groups 3")
+
+
+@pytest.mark.parametrize("axes", [None, [2, 3], [1]])
+def test_mean_variance_normalization(tmp_path, axes):
+    attributes = {} if axes is None else {"axes": axes}
+    nodes = [helper.make_node("MeanVarianceNormalization", ["x"], ["y"], **attributes)]
+    path = save_model(tmp_path, nodes, {"x": [1, 3, 2, 3]}, None, opset=13)
+    graph = assert_matches(path, [[1, 3, 2, 3]], batch_sizes=(None,) if axes is None else (None, 3))
+    (_bounded_per_sample if axes is None else _bounded_soundly)(graph, [1, 3, 2, 3], eps=0.02)
+    if axes is None:  # the default axes [0, 2, 3] normalize across the batch
+        with pytest.raises(ModelLoadError, match="MeanVarianceNormalization.*axis 0"):
+            load_onnx(path, batch_size=2)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_lp_normalization(tmp_path, p):
+    nodes = [helper.make_node("LpNormalization", ["x"], ["y"], p=p, axis=1)]
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 4, 2]}, None, opset=13), [[1, 4, 2]],
+                           batch_sizes=(None, 3))
+    _bounded_soundly(graph, [1, 4, 2], eps=0.02)
+    nodes = [helper.make_node("LpNormalization", ["x"], ["y"], name="n", p=3)]
+    _refused(save_model(tmp_path, nodes, {"x": [1, 4]}, None, opset=13, name="p3.onnx"), "p=3", "p 1 and 2")

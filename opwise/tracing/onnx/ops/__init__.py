@@ -1,5 +1,5 @@
 """Converters, one module per ONNX operator family; importing this package registers them all."""
 
-from opwise.tracing.onnx.ops import constants, conv, einsum, elementwise, indexing, linear, reduce, resize, shape
+from opwise.tracing.onnx.ops import constants, conv, einsum, elementwise, indexing, linear, normalization, reduce, resize, shape
 
-__all__ = ["constants", "conv", "einsum", "elementwise", "indexing", "linear", "reduce", "resize", "shape"]
+__all__ = ["constants", "conv", "einsum", "elementwise", "indexing", "linear", "normalization", "reduce", "resize", "shape"]
