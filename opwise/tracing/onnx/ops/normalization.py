@@ -27,8 +27,9 @@ aten = torch.ops.aten
 
 @converter("LRN", since=1)
 def _local_response_norm(builder, node, x):
-    """The window over channels c − ⌊(size−1)/2⌋ .. c + ⌈(size−1)/2⌉: an average pool with kernel (size, 1) over
-    the squares viewed as [N, 1, C, rest], after padding the channel axis with zeros (so it divides by size)."""
+    """The window over channels c − ⌊(size−1)/2⌋ .. c + ⌈(size−1)/2⌉: an average pool with kernel (size, 1)
+    over the squares viewed as [N, 1, C, rest], after padding the channel axis with zeros (so it divides by
+    size)."""
     shape = builder.shape(x)
     if len(shape) < 2:
         raise ModelLoadError(f"LRN '{node.name}': input of shape {shape} has no channel axis; opwise imports LRN of "
@@ -92,6 +93,6 @@ def _lp_norm(builder, node, x):
     if p == 1:
         norm = builder.call(aten.sum.dim_IntList, builder.call(aten.abs.default, x), [axis], True)
     else:
-        norm = builder.call(aten.sqrt.default,
-                            builder.call(aten.sum.dim_IntList, builder.call(aten.pow.Tensor_Scalar, x, 2), [axis], True))
+        squares = builder.call(aten.pow.Tensor_Scalar, x, 2)
+        norm = builder.call(aten.sqrt.default, builder.call(aten.sum.dim_IntList, squares, [axis], True))
     return builder.call(aten.div.Tensor, x, norm)
