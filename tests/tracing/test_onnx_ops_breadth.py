@@ -275,3 +275,47 @@ def test_lp_normalization(tmp_path, p):
     _bounded_soundly(graph, [1, 4, 2], eps=0.02)
     nodes = [helper.make_node("LpNormalization", ["x"], ["y"], name="n", p=3)]
     _refused(save_model(tmp_path, nodes, {"x": [1, 4]}, None, opset=13, name="p3.onnx"), "p=3", "p 1 and 2")
+
+
+# ----------------------------------------------------------------- reductions and arg-reductions
+@pytest.mark.parametrize("op", ["ReduceProd", "ReduceLogSum"])
+@pytest.mark.parametrize("opset,axes,keepdims", [(13, [1, 2], 1), (13, [-1], 0), (18, [2], 1), (18, None, 1)])
+def test_product_and_log_sum_reductions(tmp_path, op, opset, axes, keepdims):
+    if opset >= 18:
+        names, inits = (["x", "axes"], {"axes": np.array(axes, np.int64)}) if axes else (["x"], {})
+        nodes = [helper.make_node(op, names, ["y"], keepdims=keepdims)]
+    else:
+        nodes, inits = [helper.make_node(op, ["x"], ["y"], axes=axes, keepdims=keepdims)], {}
+    if op == "ReduceLogSum":  # log of a positive sum: the input squared and shifted first
+        nodes = [helper.make_node("Mul", ["x", "x"], ["q"]), helper.make_node("Add", ["q", "one"], ["p"])] + nodes
+        nodes[-1].input[0] = "p"
+        inits["one"] = np.array(1.0, np.float32)
+    path = save_model(tmp_path, nodes, {"x": [1, 3, 5]}, None, inits, opset=opset)
+    graph = assert_matches(path, [[1, 3, 5]], batch_sizes=(None, 2) if axes else (None,))
+    assert not any("prod" in o for o in ops_of(graph))
+    if axes:
+        _bounded_soundly(graph, [1, 3, 5], eps=0.1)
+
+
+@pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
+@pytest.mark.parametrize("keepdims,last", [(1, 0), (0, 1)])
+def test_arg_max_and_min(tmp_path, op, keepdims, last):
+    """Integer indices: the forward value matches (ties included), and bounding says argmax/argmin has no rule."""
+    nodes = [helper.make_node(op, ["x"], ["i"], axis=-1, keepdims=keepdims, select_last_index=last),
+             helper.make_node("Cast", ["i"], ["y"], to=1)]
+    path = save_model(tmp_path, nodes, {"x": [1, 3, 4]}, None, opset=13)
+    graph = assert_matches(path, [[1, 3, 4]], batch_sizes=(None, 3))
+    x = np.array([[[1, 3, 3, 0], [2, 2, 2, 2], [0, -1, 5, -1]]], np.float32)  # ties
+    np.testing.assert_array_equal(run_opwise(load_onnx(path), [x]), run_onnxruntime(path, [x]))
+    _bounding_refused(graph, [1, 3, 4], f"aten.{op.lower()}", "no bound rule")
+
+
+@pytest.mark.parametrize("opset,axis", [(11, 1), (13, -1), (13, 1)])
+def test_hardmax(tmp_path, opset, axis):
+    nodes = [helper.make_node("Hardmax", ["x"], ["y"], axis=axis)]
+    path = save_model(tmp_path, nodes, {"x": [1, 3, 4]}, None, opset=opset)
+    graph = assert_matches(path, [[1, 3, 4]], batch_sizes=(None, 3))
+    x = np.array([[[1, 3, 3, 0], [2, 2, 2, 2], [0, -1, 5, -1]]], np.float32)  # ties: the first maximum
+    np.testing.assert_array_equal(run_opwise(load_onnx(path), [x]), run_onnxruntime(path, [x]))
+    _bounding_refused(graph, [1, 3, 4], "aten.argmax")
+
