@@ -319,3 +319,81 @@ def test_hardmax(tmp_path, opset, axis):
     np.testing.assert_array_equal(run_opwise(load_onnx(path), [x]), run_onnxruntime(path, [x]))
     _bounding_refused(graph, [1, 3, 4], "aten.argmax")
 
+
+# ----------------------------------------------------------------- elementwise, masks, casts, constants
+@pytest.mark.parametrize("upper,k", [(1, None), (0, None), (1, 1), (0, -1)])
+def test_trilu(tmp_path, upper, k):
+    names, inits = (["x"], {}) if k is None else (["x", "k"], {"k": np.array(k, np.int64)})
+    nodes = [helper.make_node("Trilu", names, ["y"], upper=upper)]
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 3, 4]}, None, inits, opset=14), [[1, 3, 4]],
+                           batch_sizes=(None, 3))
+    _bounded_soundly(graph, [1, 3, 4])
+
+
+def test_eye_like(tmp_path):
+    nodes = [helper.make_node("EyeLike", ["x"], ["e"], k=1), helper.make_node("Mul", ["x", "e"], ["y"])]
+    path = save_model(tmp_path, nodes, {"x": [3, 4]}, None, opset=13)
+    graph = assert_matches(path, [[3, 4]])
+    _bounded_per_sample(graph, [3, 4])
+    with pytest.raises(ModelLoadError, match="EyeLike.*axis 0"):
+        load_onnx(path, batch_size=2)
+    nodes = [helper.make_node("EyeLike", ["c"], ["e"], dtype=1), helper.make_node("Add", ["x", "e"], ["y"])]
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 2, 3]}, None, {"c": np.zeros([2, 3], np.int64)},
+                                      opset=13, name="constant.onnx"), [[1, 2, 3]], batch_sizes=(None, 3))
+    _bounded_soundly(graph, [1, 2, 3])
+
+
+def test_cast_like(tmp_path):
+    nodes = [helper.make_node("CastLike", ["x", "double"], ["h"]), helper.make_node("CastLike", ["h", "one"], ["f"]),
+             helper.make_node("Mul", ["f", "one"], ["y"])]
+    inits = {"double": np.zeros(1, np.float64), "one": np.array(2.0, np.float32)}
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 4]}, None, inits, opset=15), [[1, 4]],
+                           batch_sizes=(None, 3))
+    _bounded_soundly(graph, [1, 4])
+    nodes = [helper.make_node("CastLike", ["x", "int"], ["i"]), helper.make_node("Cast", ["i"], ["y"], to=1)]
+    path = save_model(tmp_path, nodes, {"x": [1, 4]}, None, {"int": np.zeros(1, np.int32)}, opset=15, name="i.onnx")
+    x = np.array([[-1.7, -0.2, 0.6, 2.9]], np.float32)
+    np.testing.assert_array_equal(run_opwise(load_onnx(path), [x]), run_onnxruntime(path, [x]))
+
+
+def _logic_model(tmp_path, op_nodes, opset, name="model.onnx", inits=None):
+    """x -> op_nodes (reading x, writing 'r') -> Cast to float -> y."""
+    nodes = op_nodes + [helper.make_node("Cast", ["r"], ["y"], to=1)]
+    return save_model(tmp_path, nodes, {"x": [1, 6]}, None, inits or {}, opset=opset, name=name)
+
+
+def test_is_inf_is_nan_xor_round(tmp_path):
+    x = np.array([[np.inf, -np.inf, np.nan, 0.5, -2.5, 1.5]], np.float32)
+    detections = ({}, {"detect_negative": 0}, {"detect_positive": 0}, {"detect_positive": 0, "detect_negative": 0})
+    for attributes in detections:
+        path = _logic_model(tmp_path, [helper.make_node("IsInf", ["x"], ["r"], **attributes)], 10)
+        np.testing.assert_array_equal(run_opwise(load_onnx(path), [x]), run_onnxruntime(path, [x]))
+    path = _logic_model(tmp_path, [helper.make_node("IsNaN", ["x"], ["r"])], 13)
+    np.testing.assert_array_equal(run_opwise(load_onnx(path), [x]), run_onnxruntime(path, [x]))
+    nodes = [helper.make_node("Greater", ["x", "zero"], ["a"]), helper.make_node("Less", ["x", "one"], ["b"]),
+             helper.make_node("Xor", ["a", "b"], ["r"])]
+    inits = {"zero": np.array(0.0, np.float32), "one": np.array(1.0, np.float32)}
+    path = _logic_model(tmp_path, nodes, 13, inits=inits)
+    graph = assert_matches(path, [[1, 6]], batch_sizes=(None, 3))
+    _bounding_refused(graph, [1, 6], "no bound rule")
+    path = save_model(tmp_path, [helper.make_node("Round", ["x"], ["y"])], {"x": [1, 6]}, None, opset=13)
+    np.testing.assert_array_equal(run_opwise(load_onnx(path), [x]), run_onnxruntime(path, [x]))  # halves to even
+    graph = assert_matches(path, [[1, 6]], batch_sizes=(None, 3))
+    _bounding_refused(graph, [1, 6], "aten.round")
+
+
+def test_mod(tmp_path):
+    inits = {"d": np.array([3.0, -3.0, 2.5, -2.5, 1.0, 4.0], np.float32)}
+    nodes = [helper.make_node("Mod", ["x", "d"], ["y"], fmod=1)]
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 6]}, None, inits, opset=13), [[1, 6]],
+                           batch_sizes=(None, 3))
+    _bounding_refused(graph, [1, 6], "aten.fmod")
+    for fmod in (0, 1):  # integers: the divisor's sign, then the dividend's
+        nodes = [helper.make_node("Mul", ["x", "ten"], ["s"]), helper.make_node("Cast", ["s"], ["i"], to=6),
+                 helper.make_node("Mod", ["i", "d"], ["r"], fmod=fmod)]
+        inits = {"ten": np.array(10.0, np.float32), "d": np.array([3, -3, 4, -4, 7, 1], np.int32)}
+        path = _logic_model(tmp_path, nodes, 13, name=f"int{fmod}.onnx", inits=inits)
+        assert_matches(path, [[1, 6]], batch_sizes=(None, 3))
+    nodes = [helper.make_node("Mod", ["x", "d"], ["y"], name="n")]
+    _refused(save_model(tmp_path, nodes, {"x": [1, 6]}, None, {"d": np.ones(6, np.float32)}, opset=13, name="f0.onnx"),
+             "fmod=0 on floating-point inputs")
