@@ -16,6 +16,7 @@ from onnx import helper  # noqa: E402
 
 from opwise.bounds import BoundedModel  # noqa: E402
 from opwise.errors import ModelLoadError, OpwiseError  # noqa: E402
+from opwise.rules.registry import coverage  # noqa: E402
 from opwise.tracing.onnx import load_onnx  # noqa: E402
 from tests.bounds.helpers import assert_sound  # noqa: E402
 from tests.tracing.test_onnx_import import assert_matches, ops_of, run_onnxruntime, run_opwise, save_model  # noqa: E402
@@ -147,6 +148,10 @@ def test_scatter_elements_refusals(tmp_path):
     node = helper.make_node("ScatterElements", ["x", "i", "u"], ["y"], name="n", axis=0)
     with pytest.raises(ModelLoadError, match="'n'.*axis 0"):
         load_onnx(save_model(tmp_path, [node], {"x": [1, 3]}, None, inits, opset=13, name="axis0.onnx"), batch_size=2)
+    nodes = [helper.make_node("Cast", ["x"], ["j"], to=7),
+             helper.make_node("ScatterElements", ["x", "j", "x"], ["y"], name="n", axis=1)]
+    _refused(save_model(tmp_path, nodes, {"x": [1, 2]}, None, opset=13, name="dynamic.onnx"),
+             "indices depend on the model input", "only constant indices")
 
 
 def test_one_hot(tmp_path):
@@ -397,3 +402,22 @@ def test_mod(tmp_path):
     nodes = [helper.make_node("Mod", ["x", "d"], ["y"], name="n")]
     _refused(save_model(tmp_path, nodes, {"x": [1, 6]}, None, {"d": np.ones(6, np.float32)}, opset=13, name="f0.onnx"),
              "fmod=0 on floating-point inputs")
+
+
+def test_real_valued_imports_are_explained(tmp_path):
+    """Every input-dependent op the real-valued converters emit has an LRP rule (as it has a bound rule)."""
+    cases = [
+        ([helper.make_node("GatherND", ["x", "i"], ["y"], batch_dims=1)], [1, 3, 4],
+         {"i": np.array([[[1]]], np.int64)}, 13),
+        ([helper.make_node("ScatterND", ["x", "i", "u"], ["y"])], [1, 3, 4],
+         {"i": np.array([[0, 1]], np.int64), "u": np.ones([1, 4], np.float32)}, 13),
+        ([helper.make_node("Upsample", ["x"], ["y"], mode="linear", scales=[1.0, 1.0, 2.0, 2.0])], [1, 1, 2, 2], {}, 7),
+        ([helper.make_node("LRN", ["x"], ["y"], size=3)], [1, 4, 2, 2], {}, 13),
+        ([helper.make_node("MeanVarianceNormalization", ["x"], ["y"], axes=[2, 3])], [1, 4, 2, 2], {}, 13),
+        ([helper.make_node("LpNormalization", ["x"], ["y"])], [1, 4], {}, 13),
+        ([helper.make_node("ReduceProd", ["x"], ["y"], axes=[1])], [1, 5], {}, 13),
+        ([helper.make_node("Trilu", ["x"], ["y"])], [1, 3, 3], {}, 14),
+    ]
+    for index, (nodes, shape, inits, opset) in enumerate(cases):
+        graph = load_onnx(save_model(tmp_path, nodes, {"x": shape}, None, inits, opset=opset, name=f"{index}.onnx"))
+        assert not coverage(graph).missing, (nodes[0].op_type, str(coverage(graph)))
