@@ -1,4 +1,6 @@
-"""Operators that produce or convert constants: Constant, Shape, Size, ConstantOfShape, Range, Cast, NonZero.
+"""Operators that produce or convert constants: Constant, Shape, Size, ConstantOfShape, Range, Cast, CastLike,
+NonZero, EyeLike (an identity of the input's shape: a constant, refused at another batch size when the batch
+axis is one of its two axes).
 
 Graphs are shape-specialized, so Shape of any value is a constant; with the constant folding in
 `GraphBuilder.call`, whole shape subgraphs (Shape -> Gather -> Unsqueeze -> Concat -> Reshape) vanish.
@@ -59,13 +61,36 @@ def _nonzero(builder, node, x):
     return torch.nonzero(_constant_input(node, x)).t().contiguous()
 
 
-@converter("Cast", since=1)
-def _cast(builder, node, x):
+def _onnx_dtype(to) -> torch.dtype:
     from onnx import helper
 
-    to = node.attr("to")
     numpy_type = helper.tensor_dtype_to_np_dtype(to) if isinstance(to, int) else numpy.dtype(to.lower())
-    dtype = torch.from_numpy(numpy.zeros(0, dtype=numpy_type)).dtype
+    return torch.from_numpy(numpy.zeros(0, dtype=numpy_type)).dtype
+
+
+@converter("Cast", since=1)
+def _cast(builder, node, x):
+    return _cast_to(builder, x, _onnx_dtype(node.attr("to")))
+
+
+@converter("CastLike", since=15)
+def _cast_like(builder, node, x, target):
+    """Cast to the element type of `target` (only its type is read), as Cast does."""
+    return _cast_to(builder, x, builder.example(target).dtype)
+
+
+@converter("EyeLike", since=9)
+def _eye_like(builder, node, x):
+    """Ones on diagonal k of a 2-D tensor of x's shape, of type `dtype` (default x's)."""
+    rows, columns = builder.shape(x)
+    if isinstance(x, fx.Node):
+        builder.require_batch_kept([0], 2, "EyeLike of a batched input (its rows are samples)")
+    dtype = builder.example(x).dtype if node.attr("dtype") is None else _onnx_dtype(node.attr("dtype"))
+    diagonal = torch.arange(columns)[None, :] - torch.arange(rows)[:, None] == node.attr("k", 0)
+    return diagonal.to(dtype)
+
+
+def _cast_to(builder, x, dtype: torch.dtype):
     if builder.example(x).dtype == dtype:
         return x
     return builder.call(aten._to_copy.default, x, dtype=dtype)

@@ -1,4 +1,8 @@
-"""Elementwise ONNX operators: arithmetic with broadcasting, activations, comparisons, Softmax.
+"""Elementwise ONNX operators: arithmetic with broadcasting, activations, comparisons, Softmax; also Xor, Mod
+(`aten.remainder` for fmod=0, `aten.fmod` for fmod=1; fmod=0 on floats, which ONNX forbids, is refused), Round,
+IsInf, IsNaN and Trilu (a constant triangular mask applied with `aten.where`, so it is bounded). Comparisons,
+logic, Mod, Round and the tests give integer- or bool-valued results: imported for the forward pass, refused by
+the bound engine (no rules for them).
 
 A constant operand with one element that does not widen the result becomes a Python scalar argument
 (`aten.sub.Tensor(x, 0.1307)`), the form export gives for `x - 0.1307`; other constants become
@@ -12,7 +16,9 @@ import functools
 import torch
 from torch import fx
 
+from opwise.errors import ModelLoadError
 from opwise.tracing.onnx.ops.linear import fuse_bias
+from opwise.tracing.onnx.ops.shape import constant_ints
 from opwise.tracing.onnx.registry import converter
 
 aten = torch.ops.aten
@@ -27,11 +33,21 @@ def _as_scalar_for(builder, tensor_value, constant):
     return constant.item()
 
 
+#: overloads that take a Python number as the second operand, for ops whose `.Tensor` form does not
+_SCALAR_FORMS = {aten.eq.Tensor: aten.eq.Scalar, aten.lt.Tensor: aten.lt.Scalar, aten.gt.Tensor: aten.gt.Scalar,
+                 aten.le.Tensor: aten.le.Scalar, aten.ge.Tensor: aten.ge.Scalar,
+                 aten.remainder.Tensor: aten.remainder.Scalar, aten.fmod.Tensor: aten.fmod.Scalar}
+#: ops without a form that takes a number: their one-element constants stay tensors
+_TENSOR_ONLY = (aten.logical_and.default, aten.logical_or.default, aten.logical_xor.default)
+
+
 def _binary(builder, node, a, b, op, commutative: bool):
     if commutative and isinstance(a, torch.Tensor) and isinstance(b, fx.Node):
         a, b = b, a
-    if isinstance(a, fx.Node):
+    if isinstance(a, fx.Node) and op not in _TENSOR_ONLY:
         b = _as_scalar_for(builder, a, b)
+        if not isinstance(b, torch.Tensor):
+            op = _SCALAR_FORMS.get(op, op)
     return builder.call(op, a, b)
 
 
@@ -46,6 +62,7 @@ for _op_type, _op, _commutative in [
     ("GreaterOrEqual", aten.ge.Tensor, False),
     ("And", aten.logical_and.default, True),
     ("Or", aten.logical_or.default, True),
+    ("Xor", aten.logical_xor.default, True),
 ]:
     converter(_op_type, since=7)(functools.partial(_binary, op=_op, commutative=_commutative))
 
@@ -114,6 +131,8 @@ _UNARY = {
     "Softplus": aten.softplus.default,
     "HardSwish": aten.hardswish.default,
     "Mish": aten.mish.default,
+    "Round": aten.round.default,  # halves to even, as ONNX
+    "IsNaN": aten.isnan.default,
 }
 
 
@@ -123,6 +142,39 @@ def _unary(builder, node, x, op):
 
 for _op_type, _op in _UNARY.items():
     converter(_op_type, since=1)(functools.partial(_unary, op=_op))
+
+
+@converter("Mod", since=10)
+def _mod(builder, node, a, b):
+    """fmod=0: the remainder with the divisor's sign (integers only, per ONNX); fmod=1: C's fmod (dividend's sign)."""
+    if not node.attr("fmod", 0):
+        if builder.example(a).is_floating_point() or builder.example(b).is_floating_point():
+            raise ModelLoadError(f"Mod '{node.name}': fmod=0 on floating-point inputs, which ONNX does not allow; "
+                                 "opwise imports fmod=0 for integers and fmod=1 for any type")
+        return _binary(builder, node, a, b, aten.remainder.Tensor, commutative=False)
+    return _binary(builder, node, a, b, aten.fmod.Tensor, commutative=False)
+
+
+@converter("IsInf", since=10)
+def _is_inf(builder, node, x):
+    """+inf where detect_positive (default 1), −inf where detect_negative (default 1)."""
+    positive, negative = node.attr("detect_positive", 1), node.attr("detect_negative", 1)
+    if positive and negative:
+        return builder.call(aten.isinf.default, x)
+    if positive or negative:
+        return builder.call(aten.eq.Scalar, x, float("inf") if positive else float("-inf"))
+    return builder.call(aten.full_like.default, builder.example(x), False, dtype=torch.bool)
+
+
+@converter("Trilu", since=14)
+def _trilu(builder, node, x, k=None):
+    """The upper (upper=1, the default) or lower triangle of the last two axes from diagonal k, zeros elsewhere:
+    `aten.where` with a constant mask (exact for infinities and NaN, which a product with 0 would not be)."""
+    diagonal = 0 if k is None else constant_ints(node, k, "k")[0]
+    rows, columns = builder.shape(x)[-2:]
+    ones = torch.ones(rows, columns, dtype=torch.bool)
+    mask = ones.triu(diagonal) if node.attr("upper", 1) else ones.tril(diagonal)
+    return builder.call(aten.where.self, mask, x, torch.zeros((), dtype=builder.example(x).dtype))
 
 
 @converter("LeakyRelu", since=1)
