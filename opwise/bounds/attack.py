@@ -114,11 +114,25 @@ def pgd_attack(
         if (best_margin <= 0 or step == steps or (deadline is not None and time.monotonic() > deadline)
                 or _stalled(history, patience, tolerance, steps - step)):
             break
-        (gradient,) = torch.autograd.grad(own.sum(), x)
+        gradient = input_gradient(own.sum(), x)
         scale = step_size * 0.5 * (1 + math.cos(math.pi * step / steps))
         x = region.project(x.detach() - scale * region.ascent_step(gradient))
     violates, margin, output = check_counterexample(function, spec, best_x)
     return AttackResult(best_x if violates else None, margin, output)
+
+
+def input_gradient(objective: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """d objective / d x, zero where the model cuts the gradient (an integer cast, a rounding): the attack then
+    moves those inputs only by its random starts, instead of failing.
+
+    >>> x = torch.ones(2, requires_grad=True)
+    >>> input_gradient((x * 3).long().sum().float(), x).tolist()
+    [0.0, 0.0]
+    """
+    if not objective.requires_grad:
+        return torch.zeros_like(x)
+    (gradient,) = torch.autograd.grad(objective, x, allow_unused=True)
+    return torch.zeros_like(x) if gradient is None else gradient
 
 
 def _best_per_disjunct(own: torch.Tensor, chosen: torch.Tensor, count: int) -> torch.Tensor:

@@ -130,6 +130,8 @@ class BoundedModel:
 
         max_batch = max_batch or max(batch, 1)
         if batch > 1 and self.folds_samples():
+            # one sample at a time holds for the model run on the whole batch only if it keeps the samples apart
+            self.check_samples_independent(self.graph_for(batch))
             max_batch = 1
         lower, upper = self.graph.map_batches(run, input_set.lower, input_set.upper, input_set.center, specs,
                                               *lowers, *uppers, max_batch=max_batch)
@@ -183,8 +185,11 @@ class BoundedModel:
 
     def check_samples_independent(self, graph: Graph) -> None:
         """Refuse a graph whose output for one sample depends on another sample's input (a flip or a sum over
-        the batch axis): bounds are computed per sample, over that sample's own input set, and would be wrong.
-        Checked once per batch size by changing sample 0 and watching the others.
+        the batch axis, a scatter of one sample's rows into another's): bounds are computed per sample, over that
+        sample's own input set, and would be wrong. Checked once per batch size, in 1 + log2(batch) forward
+        passes: pass b changes the samples whose index has bit b set, and every output must follow its own
+        sample (changed or not). Any two samples differ in some bit, so a dependence in either direction
+        between any two of them shows in some pass.
 
         >>> class Flip(torch.nn.Module):
         ...     def forward(self, x): return x.flip(0)
@@ -199,17 +204,25 @@ class BoundedModel:
         info = graph.info(graph.explained_inputs[0])
         generator = torch.Generator().manual_seed(0)
         x = torch.rand(info.shape, generator=generator).to(device=self.device, dtype=info.dtype or torch.float32)
-        changed = x.clone()
-        changed[0] = torch.rand(changed[0].shape, generator=generator).to(changed)
+        other = torch.rand(info.shape, generator=generator).to(x)
+        index = torch.arange(graph.batch_size, device=x.device)
         with torch.no_grad():
-            before, after = graph(x), graph(changed)
-        if before.shape[:1] == x.shape[:1] and torch.allclose(before[1:], after[1:], rtol=1e-5, atol=1e-6):
+            before, after = graph(x), graph(other)
+            independent = before.shape[:1] == x.shape[:1]
+            for bit in range(max(1, (graph.batch_size - 1).bit_length())):
+                if not independent:
+                    break
+                changed = ((index >> bit) & 1).bool().reshape(-1, *[1] * (x.dim() - 1))
+                mixed = graph(torch.where(changed, other, x))
+                expected = torch.where(changed.reshape(-1, *[1] * (before.dim() - 1)), after, before)
+                independent = torch.allclose(mixed, expected, rtol=1e-5, atol=1e-6)
+        if independent:
             self._independent.add(graph)
             return
         raise InputError(f"the model mixes samples across the batch axis at batch size {graph.batch_size} (changing "
-                         "sample 0 changed the output of others, or the output's first axis is not the batch): bounds "
-                         "are per sample, so they would not hold; bound one sample at a time (batch 1), or make "
-                         "forward treat samples independently")
+                         "some samples changed the output of others, or the output's first axis is not the batch): "
+                         "bounds are per sample, so they would not hold; bound one sample at a time (batch 1), or "
+                         "make forward treat samples independently")
 
     # ------------------------------------------------------------------ checking the request
     def input_set(self, x=None, eps=None, norm=math.inf, x_lower=None, x_upper=None, domain=None) -> InputSet:

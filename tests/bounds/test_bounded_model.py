@@ -308,6 +308,36 @@ def test_a_model_that_mixes_samples_is_refused_at_batch_sizes_above_one():
     assert (outputs >= single.lower - 1e-5).all() and (outputs <= single.upper + 1e-5).all()
 
 
+@pytest.mark.parametrize("batch", [2, 3, 5, 8])
+@pytest.mark.parametrize("mixing", ["into first", "among later", "sum"])
+def test_every_direction_of_mixing_samples_is_refused(batch, mixing):
+    """The check once changed only sample 0 and watched the others: a later sample's input feeding sample 0's
+    output (as an ONNX ScatterND writing input rows into a constant can) gave wrong bounds with no error; so did
+    two later samples swapped. Every pair of samples is now tested in both directions."""
+
+    class Mix(torch.nn.Module):
+        def forward(self, x):
+            if mixing == "into first":
+                return torch.cat([x[-1:], x[1:]]) * 2
+            if mixing == "among later":
+                order = list(range(x.shape[0]))
+                order[-1], order[-2] = order[-2], order[-1]
+                return x[order] + 1 if x.shape[0] > 2 else x.flip(0)
+            return x + x.sum(0, keepdim=True)
+
+    x = torch.rand(batch, 3)
+    with pytest.raises(InputError, match="mixes samples"):
+        BoundedModel(Mix(), x).compute_bounds(x, eps=0.1, method="ibp")
+
+
+def test_a_model_that_keeps_samples_apart_passes_the_check_at_every_batch_size():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)).eval()
+    for batch in (2, 3, 7, 16):
+        x = torch.rand(batch, 3)
+        bounds = BoundedModel(model, x).compute_bounds(x, eps=0.1, method="ibp")
+        assert bounds.lower.shape == (batch, 2)
+
+
 def test_progress_hears_of_every_intermediate_bound_and_alpha_step_and_changes_no_bound(capsys):
     from opwise.bounds.strategies.alpha import AlphaOptions
 

@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from opwise.bounds.attack import Function, check_counterexample, pgd_attack
+from opwise.bounds.attack import Function, check_counterexample, input_gradient, pgd_attack
 from opwise.bounds.strategies.result import BabResult, queue_limit, within_timeout
 from opwise.bounds.spec import Specification
 from opwise.errors import InputError, TimeLimitReached
@@ -385,7 +385,7 @@ def _choose_dimension(function, rows, batch: _Domains, width: torch.Tensor, bran
         centre = ((batch.lower + batch.upper) / 2).detach().requires_grad_(True)
         row_margins = function(centre).reshape(len(centre), -1).to(rows.C.dtype) @ rows.C.T - rows.d
         row = rows.closest_row(row_margins.detach(), batch.open_)
-        (gradient,) = torch.autograd.grad(row_margins.gather(1, row[:, None]).sum(), centre)
+        gradient = input_gradient(row_margins.gather(1, row[:, None]).sum(), centre)
         gradient = gradient.reshape(len(centre), -1).abs()
         # the centre's gradient can vanish along an input (ReLUs off there) that still widens the bounds
         # elsewhere in the box: every input counts at least the mean sensitivity, or it is never split
@@ -415,7 +415,7 @@ def _attack_domains(function, spec, rows, domains: _Domains, steps: int, stats, 
             if check_counterexample(function, spec, candidate)[0]:
                 found = candidate
                 break
-        (gradient,) = torch.autograd.grad(margin.clamp(max=1e30).sum(), x)
+        gradient = input_gradient(margin.clamp(max=1e30).sum(), x)
         scale = 0.2 * 0.5 * (1 + math.cos(math.pi * step / steps))
         x = torch.max(torch.min(x.detach() - scale * width * gradient.sign(), upper), lower)
     stats["attack_time"] += time.monotonic() - began

@@ -84,7 +84,7 @@ MONOTONE = (
     "aten.view", "aten._unsafe_view", "aten.reshape", "aten.permute", "aten.transpose", "aten.t", "aten.expand",
     "aten.slice", "aten.select", "aten.cat", "aten.stack", "aten.split", "aten.split_with_sizes", "aten.unbind",
     "aten.chunk", "aten.squeeze", "aten.unsqueeze", "aten.flatten", "aten.clone", "aten.contiguous", "aten.alias",
-    "aten._to_copy", "aten.constant_pad_nd", "aten.pad", "aten.index", "aten.gather", "aten.index_select",
+    "aten.constant_pad_nd", "aten.pad", "aten.index", "aten.gather", "aten.index_select",
     "aten.sum", "aten.mean", "aten.avg_pool1d", "aten.avg_pool2d", "aten.avg_pool3d", "aten.adaptive_avg_pool1d",
     "aten.adaptive_avg_pool2d", "aten._adaptive_avg_pool2d", "aten.where", "aten.repeat", "aten.narrow",
     "aten.unfold", "aten.lift_fresh_copy", "aten.detach", "aten.roll", "aten.flip", "aten.diagonal",
