@@ -716,3 +716,12 @@ def test_resize_modes_torch_does_not_compute_are_refused_naming_the_attribute(tm
     nodes = [helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear", coordinate_transformation_mode="asymmetric")]
     with pytest.raises(ModelLoadError, match="linear with asymmetric coordinates"):
         load_onnx(save_model(tmp_path, nodes, {"x": [1, 2, 4, 5]}, None, inits, opset=13, name="b.onnx"))
+
+
+def test_inputs_with_different_fixed_leading_sizes_are_refused(tmp_path):
+    """Every input's leading axis becomes the batch, set to one size: a [5, 3] and a [1, 3] input were both made
+    [1, 3] without a word (the first losing four rows); such a model is refused, naming the inputs."""
+    nodes = [helper.make_node("ReduceSum", ["a"], ["s"], axes=[0], keepdims=1), helper.make_node("Add", ["s", "b"], ["y"])]
+    path = save_model(tmp_path, nodes, {"a": [5, 3], "b": [1, 3]}, None, opset=12)
+    with pytest.raises(ModelLoadError, match=r"different leading sizes \('a': 5, 'b': 1\)"):
+        load_onnx(path)

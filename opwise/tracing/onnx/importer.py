@@ -60,6 +60,7 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
             "so export the model with the output to explain or verify only"
         )
     shapes = [_input_shape(value, path) for value in inputs]
+    _refuse_disagreeing_batches(path, inputs, shapes)
     declared = _declared_batch(shapes)
     batch = batch_size if batch_size is not None else (declared or 1)
     if batch < 1:
@@ -179,6 +180,17 @@ def _input_shape(value: Any, path: Path) -> list[int | None]:
                 "are shape-specialized, so fix that dimension in the ONNX file (e.g. onnx.tools.update_model_dims)"
             )
     return dims
+
+
+def _refuse_disagreeing_batches(path, inputs, shapes: list[list[int | None]]) -> None:
+    """Every input's leading axis is taken as the batch and set to one size: inputs that declare different fixed
+    leading sizes (a sequence-first tensor beside a state, say) would be silently reshaped, so they are refused."""
+    fixed = {value.name: shape[0] for value, shape in zip(inputs, shapes) if shape and shape[0] is not None}
+    if len(set(fixed.values())) > 1:
+        sizes = ", ".join(f"'{name}': {size}" for name, size in fixed.items())
+        raise ModelLoadError(f"{path}: the inputs declare different leading sizes ({sizes}); opwise takes the "
+                             "leading axis of every input as the batch, so export the model with one batch axis "
+                             "first on every input (or a symbolic one)")
 
 
 def _declared_batch(shapes: list[list[int | None]]) -> int | None:
