@@ -15,6 +15,7 @@ from opwise.errors import InputError
 from opwise.rules import Composite, get_composite
 from opwise.tracing import Graph, trace
 from opwise.tracing.fidelity import check_fidelity
+from opwise.tracing.precision import as_float32, float32_inputs
 
 Target = int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None
 
@@ -80,6 +81,10 @@ def explain(
     True
     """
     _check_inputs(inputs)
+    if isinstance(model, torch.nn.Module):
+        model = as_float32(model, "explanations")
+        inputs = float32_inputs(inputs)
+        kwargs = dict(zip(kwargs, float32_inputs(tuple(kwargs.values()))))
     if internal_batch_size is not None:
         chunks = _chunks(model, inputs, kwargs, target, internal_batch_size)
         if chunks is not None:

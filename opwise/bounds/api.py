@@ -10,6 +10,7 @@ from opwise.bounds.bounded_model import BoundedModel, Bounds
 from opwise.errors import InputError
 from opwise.tracing import Graph
 from opwise.tracing.fidelity import check_fidelity
+from opwise.tracing.precision import as_float32
 
 
 def compute_bounds(
@@ -46,6 +47,8 @@ def compute_bounds(
     if isinstance(model, BoundedModel):
         bounded = model
     else:
+        if isinstance(model, torch.nn.Module):
+            model = as_float32(model, "bounds")  # the model itself is also run (fidelity check)
         example = x if x is not None else x_lower
         if example is None:
             raise InputError("give x and eps, or both x_lower and x_upper")

@@ -26,6 +26,7 @@ from opwise.bounds.transfers.registry import Interval
 from opwise.errors import InputError
 from opwise.progress import Progress
 from opwise.tracing import Graph, trace
+from opwise.tracing.precision import as_float32, float32_inputs
 
 @dataclasses.dataclass
 class Bounds:
@@ -62,8 +63,10 @@ class BoundedModel:
         if isinstance(model, Graph):
             graph = model
         else:
+            model = as_float32(model, "bounds")
+            example_x = float32_inputs((torch.as_tensor(example_x),))[0]
             model_device = _device_of(model, example_x)
-            graph = trace(model, torch.as_tensor(example_x).to(model_device))
+            graph = trace(model, example_x.to(model_device))
         self.example_shape = tuple(example_x.shape)
         self.graph = expand_for_bounds(graph).to(self.device)
         self._independent: weakref.WeakSet[Graph] = weakref.WeakSet()  # graphs checked to keep samples apart
@@ -75,7 +78,8 @@ class BoundedModel:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output (through the bounded graph, on `device`)."""
-        return self.graph.map_batches(lambda graph, chunk: graph(chunk), torch.as_tensor(x).to(self.device))
+        x = float32_inputs((torch.as_tensor(x),))[0]
+        return self.graph.map_batches(lambda graph, chunk: graph(chunk), x.to(self.device))
 
     # ------------------------------------------------------------------ bounding
     def compute_bounds(

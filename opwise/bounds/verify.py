@@ -26,6 +26,7 @@ from opwise.bounds.spec import Specification, robustness_disjuncts
 from opwise.bounds.strategies.alpha import AlphaOptions
 from opwise.bounds.strategies.genbab.search import branch_and_bound
 from opwise.bounds.strategies.input_split import input_split_bab
+from opwise.tracing.precision import as_float32
 from opwise.bounds.strategies.low_dimensional import LowDimensionalBounds
 from opwise.bounds.strategies.relu_chain import ReluChain
 from opwise.errors import InputError, TimeLimitReached
@@ -97,6 +98,8 @@ def verify(
     if x.dim() == 0 or x.shape[0] != 1:
         raise InputError(f"verify takes one sample with a batch dimension of 1, got shape {tuple(x.shape)}")
     method = method_name(method, extra=("auto",))
+    if isinstance(model, torch.nn.Module):
+        model = as_float32(model, "bounds")  # the model itself is also run (fidelity check, counterexamples)
     bounded = model if isinstance(model, BoundedModel) else BoundedModel(model, x, device=device)
     check_fidelity(bounded, model, x)
     x = x.to(bounded.device)

@@ -26,6 +26,7 @@ from opwise.combined.linear_radius import (FailedProbeIntervals, has_linear_boun
 from opwise.combined.patch_attack import attack_boxes, robust_margins
 from opwise.errors import InputError
 from opwise.tracing import Graph
+from opwise.tracing.precision import as_float32
 
 
 #: how far below zero a counterexample moved towards x must keep the margin
@@ -195,6 +196,8 @@ def certified_map(
     if x.dim() == 0 or x.shape[0] != 1:
         raise InputError(f"certified_map takes one sample with a batch dimension of 1, got shape {tuple(x.shape)}")
     method = method_name(method, extra=("bab",))
+    if isinstance(model, torch.nn.Module):
+        model = as_float32(model, "bounds")  # the attack runs the model itself
     if method not in CASCADES:
         raise InputError(f"method {method!r} has no certified map; choose one of {', '.join(CASCADES)}")
     if not (isinstance(eps_max, (int, float)) and eps_max > 0 and math.isfinite(eps_max)):

@@ -13,6 +13,7 @@ import torch
 
 from opwise.attribution import explain
 from opwise.errors import InputError
+from opwise.tracing.precision import as_float32
 
 
 @dataclasses.dataclass
@@ -93,6 +94,8 @@ def explain_counterexample(
     ([0], 1.0)
     """
     x, x_prime = _checked(x, x_prime, tokens)
+    if isinstance(model, torch.nn.Module):
+        model = as_float32(model, "explanations")
     with torch.no_grad():
         output_x, output_x_prime = model(x).reshape(1, -1), model(x_prime).reshape(1, -1)
     classes = output_x.shape[1]

@@ -23,6 +23,7 @@ from opwise.bounds.methods import method_name
 from opwise.combined.certified_map import CertifiedMap, certified_map
 from opwise.combined.counterexample import explain_counterexample
 from opwise.errors import InputError
+from opwise.tracing.precision import as_float32
 
 #: epsilon-plus first (it also explains the counterexample): the flat rule spreads a dense first layer's relevance
 #: evenly over its inputs, so an MLP's map came out one flat colour
@@ -69,6 +70,7 @@ def report(model: torch.nn.Module, x: torch.Tensor, path: str | Path | None = No
         raise InputError(f"report takes one sample with a batch dimension of 1, got shape {tuple(x.shape)}")
     if not options.composites:
         raise InputError("report needs at least one composite")
+    model = as_float32(model, "bounds")  # every part below runs the same float32 model
     bounded = BoundedModel(model, x)
     with torch.no_grad():
         logits = bounded(x).reshape(-1)

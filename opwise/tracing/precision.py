@@ -1,0 +1,70 @@
+"""Models in another float precision than float32: opwise's engines compute in float32.
+
+Rules and bound transfers mix the model's weights with float32 tensors of their own, so a float64, float16 or
+bfloat16 model failed deep inside them with a dtype mismatch. Such a model is now used through a float32 copy
+(the model itself is left as it is), with a warning that says so:
+
+- float64 (scientific models): the copy computes the same function up to float32 rounding, which the bounds
+  already treat as they treat every float32 operation of a float32 model;
+- float16 / bfloat16: fine for explanations, but every operation of the model itself rounds a thousand times
+  more coarsely than float32, which bounds of the copy do not include; `purpose="bounds"` refuses them, naming
+  the fix (bound `model.float()`, whose outputs they then cover).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+import weakref
+
+import torch
+
+from opwise.errors import InputError
+
+#: half-precision dtypes: their own rounding is far beyond what float32 bounds allow for
+NARROW = (torch.float16, torch.bfloat16)
+
+_COPIES: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, torch.nn.Module]]" = weakref.WeakKeyDictionary()
+
+
+def model_dtypes(model: torch.nn.Module) -> set[torch.dtype]:
+    """The floating dtypes of the model's parameters and buffers."""
+    return {t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()}
+
+
+def as_float32(model: torch.nn.Module, purpose: str) -> torch.nn.Module:
+    """`model` itself when every floating parameter and buffer is float32, else a float32 copy (kept while the
+    model's tensors are unchanged, so repeated calls do not copy again) with a warning; refuses half precision
+    when `purpose` is "bounds".
+
+    >>> import torch
+    >>> model = torch.nn.Linear(2, 1)
+    >>> as_float32(model, "explanations") is model
+    True
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True):
+    ...     copied = as_float32(torch.nn.Linear(2, 1).double(), "explanations")
+    >>> copied.weight.dtype
+    torch.float32
+    """
+    dtypes = model_dtypes(model) - {torch.float32}
+    if not dtypes:
+        return model
+    names = ", ".join(sorted(str(dtype).removeprefix("torch.") for dtype in dtypes))
+    if purpose == "bounds" and dtypes & set(NARROW):
+        raise InputError(
+            f"the model computes in {names}: opwise bounds float32 arithmetic, and every {names} operation rounds "
+            "far more coarsely, so bounds of it would not hold for its outputs; bound model.float() (and pass float32 "
+            "inputs) to get bounds that cover that model")
+    state = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in (*model.parameters(), *model.buffers()))
+    kept = _COPIES.get(model)
+    if kept is None or kept[0] != state:
+        warnings.warn(f"the model's parameters are {names}: opwise computes in float32 and uses a float32 copy of "
+                      f"it for {purpose} (the model is unchanged)", RuntimeWarning, stacklevel=3)
+        kept = _COPIES[model] = (state, copy.deepcopy(model).float())
+    return kept[1]
+
+
+def float32_inputs(inputs: tuple) -> tuple:
+    """Floating tensors among `inputs` as float32 (the copy's dtype); everything else as it is."""
+    return tuple(x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs)

@@ -1,0 +1,70 @@
+"""Models in float64, float16 or bfloat16: explained and bounded through a float32 copy (float64) or refused for
+bounds with the fix named (half precision), instead of failing inside a rule or transfer on a dtype mismatch."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import opwise
+from opwise.errors import InputError
+from opwise.tracing.precision import as_float32
+
+
+def _mlp(dtype: torch.dtype) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).to(dtype).eval()
+
+
+def test_a_float32_model_is_used_as_it_is():
+    model = _mlp(torch.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert as_float32(model, "bounds") is model
+
+
+def test_the_float32_copy_is_made_once_with_a_warning_and_again_after_the_weights_change():
+    model = _mlp(torch.float64)
+    with pytest.warns(RuntimeWarning, match="float64.*float32 copy"):
+        first = as_float32(model, "bounds")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert as_float32(model, "bounds") is first  # no second copy, no second warning
+    assert first.parameters().__next__().dtype == torch.float32 and model[0].weight.dtype == torch.float64
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    with pytest.warns(RuntimeWarning):
+        second = as_float32(model, "bounds")
+    assert second is not first and torch.allclose(second[0].weight, model[0].weight.float())
+
+
+@pytest.mark.filterwarnings("ignore:the model's parameters")
+def test_a_float64_model_is_bounded_soundly_and_verified():
+    model = _mlp(torch.float64)
+    x = torch.rand(1, 6, dtype=torch.float64)
+    bounds = opwise.compute_bounds(model, x, eps=0.05, method="crown")
+    points = x + 0.05 * (2 * torch.rand(4000, 6, dtype=torch.float64) - 1)
+    with torch.no_grad():
+        outputs = model(points).float()
+    assert (outputs >= bounds.lower - 1e-5).all() and (outputs <= bounds.upper + 1e-5).all()
+    assert opwise.verify(model, x, eps=1e-4).status == "verified"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_is_refused_for_bounds_naming_the_fix(dtype):
+    model, x = _mlp(dtype), torch.rand(1, 6).to(dtype)
+    for call in (lambda: opwise.compute_bounds(model, x, eps=0.01), lambda: opwise.verify(model, x, eps=0.01)):
+        with pytest.raises(InputError, match=r"computes in (b?float16).*model\.float\(\)"):
+            call()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16], ids=str)
+def test_other_precisions_are_explained_as_their_float32_copy(dtype):
+    model, x = _mlp(dtype), torch.rand(1, 6)
+    with pytest.warns(RuntimeWarning, match="float32 copy"):
+        explanation = opwise.explain(model, x.to(dtype))
+    reference = opwise.explain(_mlp(dtype).float(), x.to(dtype).float())
+    assert explanation.relevance.dtype == torch.float32
+    assert torch.allclose(explanation.relevance, reference.relevance, rtol=1e-5, atol=1e-6)
