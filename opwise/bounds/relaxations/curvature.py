@@ -170,7 +170,8 @@ class CurvatureRelaxation:
             # across one inflection: the midpoint's tangent where it is sound (as auto_LiRPA's CROWN), else the
             # sound point nearest to it
             s_shape_init = torch.minimum(torch.maximum(middle, s_shape_low), s_shape_high)
-            init = torch.where(count > 1, secant, torch.where(one, s_shape_init, torch.minimum(torch.maximum(middle, floor), ceiling)))
+            one_piece_init = torch.minimum(torch.maximum(middle, floor), ceiling)
+            init = torch.where(count > 1, secant, torch.where(one, s_shape_init, one_piece_init))
             plans.append(SidePlan(mode, low, high, init))
         return plans[0], plans[1]
 
