@@ -110,12 +110,14 @@ def test_benchmark_graphs_use_the_aten_ops_engines_know(benchmarks_dir):
 
 
 # ----------------------------------------------------------------- small graphs, operator by operator
-def save_model(tmp_path, nodes, inputs, output_shape, initializers=(), opset=13, name="model.onnx"):
-    """An ONNX model with float inputs {name: shape} and one float output 'y'."""
+def save_model(tmp_path, nodes, inputs, output_shape, initializers=(), opset=13, name="model.onnx", types=None):
+    """An ONNX model with inputs {name: shape} (float unless `types` {name: TensorProto type} says otherwise) and
+    one float output 'y'."""
+    types = types or {}
     graph = helper.make_graph(
         nodes,
         "g",
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+        [helper.make_tensor_value_info(n, types.get(n, TensorProto.FLOAT), s) for n, s in inputs.items()],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, output_shape)],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in dict(initializers).items()],
     )

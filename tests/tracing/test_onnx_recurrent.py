@@ -9,13 +9,12 @@ import torch
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-import onnx  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
 
 import opwise  # noqa: E402
 from opwise.errors import ModelLoadError  # noqa: E402
 from opwise.tracing.onnx import load_onnx  # noqa: E402
-from tests.tracing.test_onnx_import import assert_matches, ops_of, run_onnxruntime, run_opwise  # noqa: E402
+from tests.tracing.test_onnx_import import assert_matches, ops_of, run_onnxruntime, run_opwise, save_model  # noqa: E402
 from tests.tracing.test_onnx_ops_more import _bounded_soundly  # noqa: E402
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -25,18 +24,7 @@ INPUT, HIDDEN = 4, 3
 
 def save(tmp_path, nodes, inputs, initializers=(), opset=14, name="model.onnx", types=None):
     """An ONNX model with inputs {name: shape} (float unless `types` says otherwise) and the one output 'y'."""
-    types = types or {}
-    graph = helper.make_graph(
-        nodes, "g",
-        [helper.make_tensor_value_info(n, types.get(n, TensorProto.FLOAT), s) for n, s in inputs.items()],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(np.asarray(v), k) for k, v in dict(initializers).items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 7
-    path = tmp_path / name
-    onnx.save(model, str(path))
-    return path
+    return save_model(tmp_path, nodes, inputs, None, initializers, opset=opset, name=name, types=types)
 
 
 def recurrent(op, rng, *, output="Y", direction="forward", bias=True, peepholes=False, hidden=HIDDEN, inputs=INPUT,
