@@ -95,8 +95,10 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
 def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opset: int, env: dict[str, Any]) -> None:
     """Convert every node in order, then add the output (a constant output becomes a get_attr)."""
     output_name = graph_proto.output[0].name
-    for name in [name for node_proto in graph_proto.node for name in node_proto.input] + [output_name]:
+    reads = [(name, node_proto.op_type) for node_proto in graph_proto.node for name in node_proto.input]
+    for name, op_type in reads + [(output_name, "")]:
         builder.use_counts[name] = builder.use_counts.get(name, 0) + 1
+        builder.readers.setdefault(name, []).append(op_type)
     for index, node_proto in enumerate(graph_proto.node):
         _convert(builder, _onnx_node(node_proto, index, opset), env)
     builder.current = None
