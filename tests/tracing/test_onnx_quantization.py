@@ -285,3 +285,26 @@ def test_integer_ops_reading_quantized_values_are_reported(tmp_path):
     inits = {"s": np.float32(0.1), "z": np.uint8(0), "w": np.ones((4, 2), np.uint8)}
     with pytest.raises(UnsupportedOperation, match=r"'integer_matmul' \(ONNX MatMulInteger"):
         load_onnx(save_model(tmp_path, nodes, {"x": [1, 4]}, None, inits))
+
+
+@pytest.mark.parametrize("code,name", [(TensorProto.FLOAT8E4M3FN, "float8e4m3fn"),
+                                       (TensorProto.FLOAT8E5M2, "float8e5m2"), (TensorProto.INT4, "int4")])
+def test_float8_and_int4_initializers_are_refused_by_the_node_that_reads_them(tmp_path, code, name):
+    """torch cannot hold them: the refusal comes from the reading node (a zero point, a weight), not the file."""
+    zero_point = helper.make_tensor("z", code, [], [0])
+    path = _quantizer(tmp_path, {"s": np.float32(0.1)}, opset=21, saturate=0)
+    model = onnx.load(str(path))
+    model.graph.initializer.append(zero_point)
+    onnx.save(model, str(path))
+    with pytest.raises(ModelLoadError, match=rf"'quant' \(QuantizeLinear, opset 21\) reads an initializer it cannot "
+                                             rf"use: tensor 'z' is {name}, which torch cannot hold"):
+        load_onnx(path)
+    weight = helper.make_tensor("w", code, [4, 2], [1] * 8)
+    nodes = [helper.make_node("DequantizeLinear", ["w", "s"], ["wd"], name="weights"),
+             helper.make_node("MatMul", ["x", "wd"], ["y"])]
+    path = _model(tmp_path, nodes, [1, 4], {"s": np.float32(0.1)}, opset=21, name="weights.onnx")
+    model = onnx.load(str(path))
+    model.graph.initializer.append(weight)
+    onnx.save(model, str(path))
+    with pytest.raises(ModelLoadError, match=rf"'weights' \(DequantizeLinear.*tensor 'w' is {name}"):
+        load_onnx(path)
