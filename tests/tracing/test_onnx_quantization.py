@@ -86,9 +86,9 @@ def test_quantize_dequantize_of_activations_is_exact(tmp_path, case):
     assert "aten.round.default" in ops and "aten.clamp.default" in ops and "aten._to_copy.default" not in ops
 
 
-@pytest.mark.parametrize("opset,dtype", [(21, np.uint16), (21, np.int16)])
-def test_sixteen_bit_quantization_is_exact(tmp_path, opset, dtype):
-    zero_point = np.asarray(30000 if dtype == np.uint16 else -7, dtype)
+@pytest.mark.parametrize("opset,dtype", [(21, np.uint16), (21, np.int16), (23, np.uint8)])
+def test_sixteen_bit_and_newer_opset_quantization_is_exact(tmp_path, opset, dtype):
+    zero_point = np.asarray({np.uint16: 30000, np.int16: -7, np.uint8: 77}[dtype], dtype)
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
              helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
     path = _model(tmp_path, nodes, [1, 40], {"s": np.float32(2.0**-10), "z": zero_point}, opset=opset)
@@ -273,6 +273,13 @@ def test_other_float_scales_and_malformed_shapes_are_refused(tmp_path):
     with pytest.raises(ModelLoadError, match=r"'quant' .*block_size=3: its blocked scale has shape \[1, 1\]"):
         load_onnx(_quantizer(tmp_path, {"s": np.ones((1, 1), np.float32)}, inputs=("x", "s"), opset=21, axis=1,
                              block_size=3))
+    with pytest.raises(ModelLoadError, match=r"'quant' \(QuantizeLinear, opset 23\): attribute precision=10 "
+                                             r"\(float16\)"):
+        load_onnx(_quantizer(tmp_path, {"s": np.float32(1), "z": np.uint8(0)}, opset=23, precision=10))
+    with pytest.raises(ModelLoadError, match=r"'quant' \(DequantizeLinear.*output_dtype=10 \(float16\); opwise "
+                                             r"imports float32 outputs only"):
+        load_onnx(_quantizer(tmp_path, {"s": np.float32(1)}, ("x", "s"), opset=23, op="DequantizeLinear",
+                             output_dtype=10))
     with pytest.raises(ModelLoadError, match=r"'quant' .*output_dtype=3 \(int8\) disagrees with its zero point's "
                                              r"type uint8"):
         load_onnx(_quantizer(tmp_path, {"s": np.float32(1), "z": np.uint8(0)}, opset=21, output_dtype=3))

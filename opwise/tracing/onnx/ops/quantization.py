@@ -1,8 +1,9 @@
 """QuantizeLinear and DequantizeLinear (QDQ-quantized models), per tensor, per axis and blocked.
 
-Imported forms: opset 10 (per tensor), 13 (`axis`), 19 (`saturate`, which only float8 reads) and 21
-(`block_size`, `output_dtype`), and the com.microsoft contrib forms of the same ops; integer types uint8, int8,
-uint16, int16 (and int32 into DequantizeLinear, as quantized biases are stored), float32 scales.
+Imported forms: opset 10 (per tensor), 13 (`axis`), 19 (`saturate`, which only float8 reads), 21 (`block_size`,
+`output_dtype`) and 23 (`precision` float32, the default for float32 scales; DequantizeLinear's float32
+`output_dtype`), and the com.microsoft contrib forms of the same ops; integer types uint8, int8, uint16, int16 (and
+int32 into DequantizeLinear, as quantized biases are stored), float32 scales.
 
     QuantizeLinear(x, s, z)   = clamp(round(x / s) + z, qmin, qmax)   (round half to even, as ONNX)
     DequantizeLinear(q, s, z) = (q − z) · s
@@ -133,6 +134,9 @@ def _quantize_linear(builder, node, x, scale, zero_point=None):
     if builder.example(x).dtype != torch.float32:
         raise _refuse(node, f"its input is {str(builder.example(x).dtype).removeprefix('torch.')}; opwise imports "
                             "the quantization of float32 values")
+    if node.attr("precision", 0) not in (0, 1):
+        raise _refuse(node, f"attribute precision={node.attr('precision')} ({_type_name(node.attr('precision'))}); "
+                            "opwise divides in float32 (precision unset or float)")
     low, high = torch.iinfo(dtype).min, torch.iinfo(dtype).max
     quotient = builder.call(aten.div.Tensor, x, _broadcast(builder, node, x, scale, "scale"))
     rounded = builder.call(aten.round.default, quotient)
@@ -177,7 +181,7 @@ def _dequantize_linear(builder, node, x, scale, zero_point=None):
     return builder.call(aten.mul.Tensor, x, scale.item() if scale.dim() == 0 else scale)
 
 
-for _since in (10, 13, 19, 21):
+for _since in (10, 13, 19, 21, 23):
     converter("QuantizeLinear", since=_since)(_quantize_linear)
     converter("DequantizeLinear", since=_since)(_dequantize_linear)
 converter("com.microsoft.QuantizeLinear", since=1)(_quantize_linear)
