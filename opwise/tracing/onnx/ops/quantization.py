@@ -83,7 +83,7 @@ def _broadcast(builder, node, x, parameter: torch.Tensor, what: str) -> torch.Te
     axis, the full extent along `axis` (each block's value repeated) for blocked quantization."""
     axis, block_size = _form(node)
     if parameter.numel() == 1 and parameter.dim() <= 1:
-        return parameter.reshape(())
+        return builder.call(aten.reshape.default, parameter, [])  # through the builder: keeps the initializer's name
     shape = builder.shape(x)
     if axis is None:
         raise _refuse(node, f"its {what} has shape {list(parameter.shape)}; at opset {node.opset} only per-tensor "
@@ -99,7 +99,7 @@ def _broadcast(builder, node, x, parameter: torch.Tensor, what: str) -> torch.Te
         if parameter.dim() != 1 or parameter.shape[0] != shape[axis]:
             raise _refuse(node, f"its per-axis {what} has shape {list(parameter.shape)} but axis {axis} of the input "
                                 f"has {shape[axis]} entries; a per-axis {what} is 1-D with one entry per index")
-        return parameter.reshape([shape[axis]] + [1] * (len(shape) - axis - 1))
+        return builder.call(aten.reshape.default, parameter, [shape[axis]] + [1] * (len(shape) - axis - 1))
     blocks = math.ceil(shape[axis] / block_size)
     if parameter.dim() != len(shape) or parameter.shape[axis] != blocks:
         raise _refuse(node, f"attribute block_size={block_size}: its blocked {what} has shape {list(parameter.shape)}; "
