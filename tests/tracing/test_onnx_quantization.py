@@ -315,3 +315,13 @@ def test_float8_and_int4_initializers_are_refused_by_the_node_that_reads_them(tm
     onnx.save(model, str(path))
     with pytest.raises(ModelLoadError, match=rf"'weights' \(DequantizeLinear.*tensor 'w' is {name}"):
         load_onnx(path)
+
+
+def test_per_axis_parameters_along_the_batch_axis_are_refused_at_another_batch_size(tmp_path):
+    inits = {"s": np.array([0.1, 0.2], np.float32), "z": np.zeros(2, np.uint8)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], axis=0, name="per_sample"),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=0)]
+    path = save_model(tmp_path, nodes, {"x": [2, 3]}, None, inits)
+    assert_matches(path, [[2, 3]])
+    with pytest.raises(ModelLoadError, match=r"batch_size=3: node 'per_sample' \(QuantizeLinear\).*axis 0"):
+        load_onnx(path, batch_size=3)

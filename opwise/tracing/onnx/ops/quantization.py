@@ -10,7 +10,8 @@ int32 into DequantizeLinear, as quantized biases are stored), float32 scales.
 
 Constant inputs (int8 weights, int32 biases) fold at import in the integer arithmetic onnxruntime uses:
 float32((int32(q) − int32(z))) · s. On an input-dependent value the graph stays in float32: `aten.div` by the
-scale (a division, not a product with 1/s, which rounds differently), `aten.round`, `aten.add` of the zero point,
+scale (a division, not a product with 1/s, which rounds differently; the scale is a 0-d tensor constant, not a
+Python number, which CUDA would turn into a product with its reciprocal), `aten.round`, `aten.add` of the zero point,
 `aten.clamp` to the type's range, then `aten.sub` / `aten.mul` for the dequantizer. This is exact: x / s is the
 same correctly rounded float32 quotient onnxruntime computes, and every later value is an integer below 2^24
 (exact in float32) until the final product, the one rounding onnxruntime also does. Every op is bounded (round
@@ -19,8 +20,9 @@ float here when only DequantizeLinear reads it, and is otherwise cast (`aten._to
 that every other reader (Cast, an integer op, the graph output) sees the ONNX type and values.
 
 Refused with ModelLoadError naming the node: an input-dependent scale or zero point (the decomposition divides
-by a constant), scales that are not float32 (float16 / bfloat16 round the result differently), float8 and
-int4 types (torch cannot hold or reproduce them exactly; so also `saturate=0`, which applies only to float8),
+by a constant), scales, `precision` or DequantizeLinear `output_dtype` other than float32 (float16 / bfloat16
+round the result differently), per-axis parameters along the batch axis at another batch size, float8 and int4
+types (torch cannot hold or reproduce them exactly; so also `saturate=0`, which applies only to float8),
 and malformed per-axis or blocked shapes. Integer ops that read quantized values (ConvInteger, MatMulInteger,
 QLinearConv, ...) have no converter and are reported as unknown operators.
 """
