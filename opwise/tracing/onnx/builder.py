@@ -36,6 +36,7 @@ class GraphBuilder:
         self._attributes: dict[int, fx.Node] = {}
         self.current: OnnxNode | None = None
         self.use_counts: dict[str, int] = {}  # ONNX value name -> readers (nodes and the graph output)
+        self.readers: dict[str, list[str]] = {}  # ONNX value name -> op types reading it ("" for the graph output)
 
     # ----------------------------------------------------------------- values
     @property
@@ -52,6 +53,13 @@ class GraphBuilder:
         """Remember that `tensor` is the ONNX initializer `name` (its get_attr nodes will say so)."""
         self._remember(tensor, name)
         return tensor
+
+    def inherit_source(self, result: torch.Tensor, origin: Value) -> torch.Tensor:
+        """Let the constant `result`, computed from the constant `origin`, name the initializer `origin` came from."""
+        source = self._sources.get(id(origin)) if isinstance(origin, torch.Tensor) else None
+        if source is not None:
+            self._remember(result, source)
+        return result
 
     def example(self, value: Value) -> Any:
         """The example value behind `value`: the node's `meta["val"]`, or the constant itself."""

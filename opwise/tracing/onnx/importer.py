@@ -52,7 +52,7 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
     path = Path(path)
     model = read_onnx_file(path)
     graph_proto = model.graph
-    initializers = {init.name: _tensor(init) for init in graph_proto.initializer}
+    initializers = {init.name: _initializer(init) for init in graph_proto.initializer}
     inputs = [value for value in graph_proto.input if value.name not in initializers]
     if len(graph_proto.output) != 1:
         raise ModelLoadError(
@@ -69,7 +69,7 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
     builder = GraphBuilder(batch, declared)
     env: dict[str, Any] = {"": None}
     for name, tensor in initializers.items():
-        env[name] = builder.initializer(name, tensor)
+        env[name] = builder.initializer(name, tensor) if isinstance(tensor, torch.Tensor) else tensor
     for value, shape in zip(inputs, shapes):
         dims = [batch if axis == 0 else dim for axis, dim in enumerate(shape)]
         dtype = _dtype(value.type.tensor_type.elem_type, f"{path}: input '{value.name}'")
@@ -95,14 +95,18 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
 def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opset: int, env: dict[str, Any]) -> None:
     """Convert every node in order, then add the output (a constant output becomes a get_attr)."""
     output_name = graph_proto.output[0].name
-    for name in [name for node_proto in graph_proto.node for name in node_proto.input] + [output_name]:
+    reads = [(name, node_proto.op_type) for node_proto in graph_proto.node for name in node_proto.input]
+    for name, op_type in reads + [(output_name, "")]:
         builder.use_counts[name] = builder.use_counts.get(name, 0) + 1
+        builder.readers.setdefault(name, []).append(op_type)
     for index, node_proto in enumerate(graph_proto.node):
         _convert(builder, _onnx_node(node_proto, index, opset), env)
     builder.current = None
     if output_name not in env:
         raise ModelLoadError(f"the ONNX graph output '{output_name}' is computed by no node")
     result = env[output_name]
+    if isinstance(result, _Unreadable):
+        raise ModelLoadError(f"the ONNX graph output '{output_name}' cannot be imported: {result}")
     if not isinstance(result, fx.Node):
         result = builder.constant_node(torch.as_tensor(result))
     builder.graph.output(result)
@@ -123,6 +127,25 @@ def _fake_values(module: fx.GraphModule) -> None:
 def _default_opset(model: Any) -> int:
     versions = [entry.version for entry in model.opset_import if entry.domain in _DEFAULT_DOMAINS]
     return max(versions) if versions else 1
+
+
+class _Unreadable(str):
+    """An initializer of an element type torch cannot hold (float8, int4, ...): refused by the node that reads it,
+    which can then say what it is (a QuantizeLinear zero point, say); the text is the refusal's reason."""
+
+
+def _initializer(proto: Any) -> torch.Tensor | _Unreadable:
+    from onnx import helper
+
+    try:
+        _dtype(proto.data_type)
+    except ModelLoadError:
+        try:
+            name = helper.tensor_dtype_to_string(proto.data_type).removeprefix("TensorProto.").lower()
+        except (KeyError, ValueError):
+            name = f"element type {proto.data_type}"
+        return _Unreadable(f"tensor '{proto.name}' is {name}, which torch cannot hold, so opwise does not import it")
+    return _tensor(proto)
 
 
 def _tensor(proto: Any) -> torch.Tensor:
@@ -244,6 +267,10 @@ def _convert(builder: GraphBuilder, node: OnnxNode, env: dict[str, Any]) -> None
     missing = [name for name in node.inputs if name not in env]
     if missing:
         raise ModelLoadError(f"ONNX node '{node.name}' ({node.op_type}) reads undefined value(s) {missing}")
+    unreadable = [env[name] for name in node.inputs if isinstance(env[name], _Unreadable)]
+    if unreadable:
+        raise ModelLoadError(f"ONNX node '{node.name}' ({node.op_type}, opset {node.opset}) reads an initializer it "
+                             f"cannot use: {unreadable[0]}")
     builder.current = node
     try:
         results = function(builder, node, *[env[name] for name in node.inputs])
