@@ -13,6 +13,7 @@ import time
 from typing import Callable
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.spec import Specification
@@ -102,7 +103,8 @@ def pgd_attack(
     history = []  # per step: each disjunct's best margin so far
     for step in range(steps + 1):
         x = x.detach().requires_grad_(True)
-        y = function(x).reshape(starts, -1)
+        with StraightThroughRounding():
+            y = function(x).reshape(starts, -1)
         margins = disjunct_margins(spec, y)
         own = margins.gather(1, chosen[:, None]).squeeze(1)
         overall = margins.amin(dim=1).detach()
@@ -119,6 +121,44 @@ def pgd_attack(
         x = region.project(x.detach() - scale * region.ascent_step(gradient))
     violates, margin, output = check_counterexample(function, spec, best_x)
     return AttackResult(best_x if violates else None, margin, output)
+
+
+class _PassGradient(torch.autograd.Function):
+    """The value given, with the gradient of the identity of x."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        return value
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+_ROUNDINGS = {torch.round, torch.floor, torch.ceil, torch.trunc, torch.Tensor.round, torch.Tensor.floor,
+              torch.Tensor.ceil, torch.Tensor.trunc, torch.ops.aten.round.default, torch.ops.aten.floor.default,
+              torch.ops.aten.ceil.default, torch.ops.aten.trunc.default}
+
+
+class StraightThroughRounding(TorchFunctionMode):
+    """Within it, round/floor/ceil/trunc keep their values but pass the gradient straight through (as
+    quantization-aware training does): their own gradient is zero almost everywhere, so an attack on a quantized
+    model would move only by its random starts. Only the attack's search direction changes; every point it
+    reports is checked by a plain forward pass.
+
+    >>> x = torch.tensor([0.4, 1.6], requires_grad=True)
+    >>> with StraightThroughRounding():
+    ...     y = (torch.round(x) * 3).sum()
+    >>> float(y.detach()), torch.autograd.grad(y, x)[0].tolist()  # round: 0 and 2, times 3; gradient as of x * 3
+    (6.0, [3.0, 3.0])
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        value = func(*args, **kwargs)
+        if func in _ROUNDINGS and isinstance(args[0], torch.Tensor) and args[0].requires_grad:
+            return _PassGradient.apply(args[0], value.detach())
+        return value
 
 
 def input_gradient(objective: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from opwise.bounds.attack import StraightThroughRounding, input_gradient
+
 
 def robust_margins(model: torch.nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
     """min_j≠target (y_target − y_j) per row, by a real forward pass (≤ 0: the prediction changed).
@@ -71,9 +73,9 @@ def _attack_chunk(model, lower, upper, target, steps, restarts, step_size, gener
     best_x = ((lower + upper) / 2).clone()
     for step in range(steps + 1):
         x = x.detach().requires_grad_(True)
-        with torch.enable_grad():
+        with torch.enable_grad(), StraightThroughRounding():
             margins = robust_margins(model, x, target)
-            gradient = torch.autograd.grad(margins.sum(), x)[0] if step < steps else None
+        gradient = input_gradient(margins.sum(), x) if step < steps else None
         per_row = margins.detach().reshape(restarts, rows)
         value, which = per_row.min(0)
         better = value < best_margin

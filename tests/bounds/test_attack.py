@@ -140,3 +140,31 @@ def test_attack_runs_while_a_falling_margin_can_reach_zero_in_the_steps_left(fal
     spec = Specification(torch.zeros(1, 2), torch.ones(1, 2), [Disjunct(torch.ones(1, 1), torch.zeros(1))])
     result = pgd_attack(falling, spec, steps=100, restarts=1, patience=20)
     assert result.found == found and calls_at_least <= len(calls) <= calls_at_most
+
+
+class _Quantized(torch.nn.Module):
+    """y0 = round(Σx − 28.4), y1 = 0.5 over 64 inputs: class 0 at x = 0.5 (round(3.6) = 4). Class 1 needs Σx below
+    28.9, 3.1 below the centre's: all 64 inputs moved down together (the box allows 6.4), which uniform random
+    points reach with odds of about 6.7 standard deviations; round's own gradient is zero everywhere."""
+
+    def forward(self, x):
+        return torch.stack([torch.round(x.sum(-1) - 28.4), torch.full(x.shape[:1], 0.5)], dim=-1)
+
+
+def test_attack_on_a_quantized_model_follows_the_gradient_straight_through_round():
+    x = torch.full((1, 64), 0.5)
+    spec = Specification.over(InputSet.ball(x, 0.1), robustness_disjuncts(2, 0))
+    result = pgd_attack(_Quantized(), spec)
+    assert result.found and result.margin <= 0
+    assert int(_Quantized()(result.counterexample).argmax()) == 1  # a real one: the plain forward pass agrees
+    # the gradient of the model itself is zero: without the straight-through pass there is nothing to follow
+    probe = x.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(_Quantized()(probe)[0, 0], probe)
+    assert not gradient.any()
+
+
+def test_verify_falsifies_a_quantized_model_by_the_straight_through_attack():
+    import opwise
+
+    result = opwise.verify(_Quantized(), torch.full((1, 64), 0.5), eps=0.1)
+    assert result.status == "falsified" and int(_Quantized()(result.counterexample).argmax()) == 1
