@@ -29,7 +29,7 @@ register_routing(
     "aten.amax", "aten.max", "aten.roll", "aten.flip", "aten.repeat", "aten.narrow", "aten.unfold",
     "aten.index_select", "aten.detach", "aten._to_copy", "aten.to", "aten.lift_fresh_copy", "aten.dropout",
     "aten.native_dropout", "aten.slice_scatter", "aten.select_scatter", "aten.pixel_shuffle", "aten.sort", "aten.topk",
-    "aten.min.dim", "aten.min.default", "aten.kthvalue", "aten.median.dim",
+    "aten.min.dim", "aten.min.default", "aten.kthvalue", "aten.median.dim", "aten.diagonal",
     "aten.upsample_nearest1d", "aten.upsample_nearest2d", "aten.upsample_nearest3d", "aten._upsample_nearest_exact1d",
     "aten._upsample_nearest_exact2d", "aten._upsample_nearest_exact3d", "aten.minimum", "aten.maximum",
     "getitem",

@@ -12,6 +12,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 from onnx import helper  # noqa: E402
 
+import opwise  # noqa: E402
 from opwise.bounds import BoundedModel  # noqa: E402
 from opwise.errors import ModelLoadError  # noqa: E402
 from opwise.tracing.onnx import load_onnx  # noqa: E402
@@ -63,10 +64,36 @@ def test_einsum_matches_onnxruntime_and_is_bounded(tmp_path, equation):
         _bounded_soundly(graph, shape)
 
 
-def test_einsum_with_a_diagonal_is_refused_naming_the_equation(tmp_path):
-    nodes = [helper.make_node("Einsum", ["x"], ["y"], equation="bii->bi")]
-    with pytest.raises(ModelLoadError, match="repeats a letter"):
-        load_onnx(save_model(tmp_path, nodes, {"x": [1, 3, 3]}, None, opset=12))
+DIAGONAL_CASES = {
+    # equation: (input shape, constant operand shape or None)
+    "bii->bi": ([1, 3, 3], None),  # a diagonal
+    "bii->b": ([1, 3, 3], None),  # a trace
+    "bijj->bji": ([1, 2, 3, 3], None),  # the diagonal moved among other letters
+    "biij->bij": ([1, 3, 3, 2], None),
+    "bij,jj->bi": ([1, 3, 3], [3, 3]),  # a constant's diagonal scales the columns
+    "biii->bi": ([1, 3, 3, 3], None),  # a letter three times
+}
+
+
+@pytest.mark.parametrize("equation", sorted(DIAGONAL_CASES))
+def test_einsum_with_a_diagonal_matches_onnxruntime_and_is_bounded(tmp_path, equation):
+    """A letter repeated within an operand (once refused) takes that operand's diagonal."""
+    shape, other = DIAGONAL_CASES[equation]
+    inits = {} if other is None else {"w": np.random.default_rng(0).standard_normal(other).astype(np.float32)}
+    nodes = [helper.make_node("Einsum", ["x"] + list(inits), ["y"], equation=equation)]
+    graph = assert_matches(save_model(tmp_path, nodes, {"x": shape}, None, inits, opset=12), [shape],
+                           batch_sizes=(None, 3))
+    assert "aten.diagonal.default" in ops_of(graph) or other is not None
+    _bounded_soundly(graph, [1, *shape[1:]])
+    single = graph.for_batch(1)
+    relevance = opwise.explain(single, torch.randn(1, *shape[1:]), target=lambda y: y.reshape(len(y), -1).sum(1)).relevance
+    assert relevance.shape == (1, *shape[1:]) and torch.isfinite(relevance).all()
+
+
+def test_einsum_with_a_diagonal_across_samples_is_refused_naming_the_equation(tmp_path):
+    nodes = [helper.make_node("Einsum", ["x"], ["y"], equation="bbi->bi")]
+    with pytest.raises(ModelLoadError, match="repeats on the batch axis"):
+        load_onnx(save_model(tmp_path, nodes, {"x": [3, 3, 2]}, None, opset=12))
 
 
 @pytest.mark.parametrize("mode", ["DCR", "CRD"])

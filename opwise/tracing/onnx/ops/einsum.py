@@ -4,8 +4,9 @@
 Letters of a pair are sorted into batch letters (in both operands and still needed), left and right letters
 (in one operand, still needed), and contracted letters (in both, no longer needed); a letter only one operand
 has and nothing needs is summed first. More than two operands are multiplied left to right. "..." stands for
-the same leading axes in every operand (numpy broadcasting). Repeated letters in one operand (diagonals) are
-refused.
+the same leading axes in every operand (numpy broadcasting). A letter repeated within one operand takes that
+operand's diagonal first (`aten.diagonal`, a copy of elements: "bii->bi", a trace "bii->b"), except on the batch
+axis of an input-dependent operand, which is refused (it would pair samples).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _einsum(builder, node, *operands):
     equation = node.attr("equation")
     equation = (equation.decode() if isinstance(equation, bytes) else equation).replace(" ", "")
     terms, output = _parse(node, equation, [len(builder.shape(operand)) for operand in operands])
-    values = list(zip(operands, terms))
+    values = [_diagonals(builder, node, operand, term) for operand, term in zip(operands, terms)]
     # axis 0 of an input-dependent operand is the batch: views keep it free (-1), so the graph runs at any batch
     batch = next((term[0] for operand, term in values if isinstance(operand, fx.Node) and term), None)
     if batch is not None and batch not in output:
@@ -60,10 +61,22 @@ def _parse(node, equation: str, ranks: list[int]) -> tuple[list[str], str]:
     for term, rank in zip(terms, ranks):
         if len(term) != rank:
             raise ModelLoadError(f"Einsum '{node.name}': term {term!r} of {equation!r} does not match an operand of rank {rank}")
-        if len(set(term)) != len(term):
-            raise ModelLoadError(f"Einsum '{node.name}': {equation!r} repeats a letter within one operand (a diagonal), "
-                                 "which opwise does not import")
     return terms, output
+
+
+def _diagonals(builder, node, value, letters: str):
+    """(the operand, its letters) with every letter it repeats reduced to one axis, the diagonal's (moved last, as
+    `aten.diagonal` puts it)."""
+    for letter in dict.fromkeys(letters):
+        while letters.count(letter) > 1:
+            first = letters.index(letter)
+            second = letters.index(letter, first + 1)
+            if first == 0 and isinstance(value, fx.Node):
+                raise ModelLoadError(f"Einsum '{node.name}': letter {letter!r} repeats on the batch axis of an input-"
+                                     "dependent operand (a diagonal across samples), which opwise does not import")
+            value = builder.call(aten.diagonal.default, value, 0, first, second)
+            letters = letters[:first] + letters[first + 1 : second] + letters[second + 1 :] + letter
+    return value, letters
 
 
 def _sum_unneeded(builder, value, letters: str, needed: set[str]):
