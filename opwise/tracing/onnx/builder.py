@@ -36,6 +36,8 @@ class GraphBuilder:
         self._attributes: dict[int, fx.Node] = {}
         self.current: OnnxNode | None = None
         self.use_counts: dict[str, int] = {}  # ONNX value name -> readers (nodes and the graph output)
+        # converts an If branch (a GraphProto) into this graph and returns its outputs; set by the importer
+        self.inline: Any = None
 
     # ----------------------------------------------------------------- values
     @property
