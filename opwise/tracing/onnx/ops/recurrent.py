@@ -2,9 +2,9 @@
 
 opwise graphs are shape-specialized and its engines know elementwise activations, products and
 `aten.linear`, not recurrent kernels, so each recurrent node becomes one `aten.linear(X, W, Wb)` per
-direction over the whole sequence and then, per time step, `aten.select` of that step, `aten.linear(H, R, Rb)`
-of the previous state (the constant Rb while H is zero), `aten.slice` per gate, the gate activations (`aten.sigmoid` / `aten.tanh` /
-`aten.relu`) and `aten.mul` / `aten.add` for the state updates. Steps run first to last (forward), last to
+direction over the whole sequence and then, per time step, `aten.select` of that step,
+`aten.linear(H, R, Rb)` of the previous state (the constant Rb while H is zero), `aten.slice` per gate, the
+gate activations (`aten.sigmoid` / `aten.tanh` / `aten.relu`) and `aten.mul` / `aten.add` for the state updates. Steps run first to last (forward), last to
 first (reverse) or both (bidirectional); the outputs Y, Y_h and Y_c are `aten.stack`s of the step states,
 built only when some node reads them. An omitted initial state is zero and its terms are left out.
 Wb stays with the input's map and Rb with the state's, as in the ONNX equations and in what opwise traces from
