@@ -258,9 +258,11 @@ def _arguments(graph: Graph, inputs, kwargs) -> list[torch.Tensor]:
     for node, value in zip(graph.input_nodes, values):
         expected = graph.info(node).shape
         if expected is not None and tuple(value.shape) != expected:
+            hint = "pass the model instead of the graph, or retrace it with graph.retrace(...)"
+            if graph.strategy == "onnx":
+                hint = "import the file at these shapes (load_onnx(path, batch_size=N) or graph.for_batch(N))"
             raise InputError(
-                f"input '{node.name}' has shape {tuple(value.shape)} but the graph was traced for {expected}; "
-                "pass the model instead of the graph, or retrace it with graph.retrace(...)"
+                f"input '{node.name}' has shape {tuple(value.shape)} but the graph was traced for {expected}; {hint}"
             )
     return [v.detach() for v in values]
 
