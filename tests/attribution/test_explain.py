@@ -329,3 +329,14 @@ def test_integer_arithmetic_on_token_ids_needs_no_rule_and_takes_no_relevance():
     # the position embeddings are constants of the explained tokens, so the add gives the words all relevance
     torch.testing.assert_close(explanation.conservation[:, 0], explanation.conservation[:, 1], rtol=1e-5, atol=1e-7)
     assert "cumsum" not in str(opwise.rules.coverage(explanation.plan.graph))
+
+
+def test_an_onnx_graph_at_the_wrong_batch_points_to_its_import(tmp_path):
+    """'pass the model instead of the graph' cannot be followed for an imported file: the hint names the import."""
+    pytest.importorskip("onnx")
+    from opwise.tracing.onnx import load_onnx
+
+    model = nn.Sequential(nn.Linear(3, 2)).eval()
+    torch.onnx.export(model, (torch.zeros(1, 3),), str(tmp_path / "m.onnx"), dynamo=False)
+    with pytest.raises(opwise.InputError, match=r"load_onnx\(path, batch_size=N\)"):
+        opwise.explain(load_onnx(tmp_path / "m.onnx"), torch.randn(2, 3))
