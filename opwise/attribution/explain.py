@@ -108,6 +108,8 @@ def explain(
             selected, chosen = _select(out, target)
             sources = [arguments[i] for i in explained] + [plan.taps[n] for n in plan.embeddings]
             watched = [plan.taps[n] for n in sorted(observe)]
+            if not selected.requires_grad:
+                raise InputError(_cut_message(graph))
             grads = torch.autograd.grad(selected, sources + watched, selected.detach(), allow_unused=True)
         plan.store.clear()
         return out.detach(), selected.detach(), chosen, grads[: len(sources)], grads[len(sources) :]
@@ -238,6 +240,15 @@ def _model_state(model: torch.nn.Module) -> tuple:
                if isinstance(value, _PLAIN) or (isinstance(value, tuple) and all(isinstance(v, _PLAIN) for v in value))))
         for name, module in model.named_modules())
     return tensors, modules
+
+
+def _cut_message(graph: Graph) -> str:
+    """Why the explained output does not depend differentiably on the explained inputs: the integer-valued nodes."""
+    cuts = [node.name for node in graph.call_nodes() if graph.depends_on_input(node)
+            and isinstance(node.meta.get("val"), torch.Tensor) and not node.meta["val"].is_floating_point()]
+    where = f" (integer-valued on the way: {', '.join(cuts[:3])})" if cuts else ""
+    return ("the explained output does not depend differentiably on the explained inputs" + where + ", so no "
+            "relevance reaches them; explain a model whose path from input to output stays floating point")
 
 
 def _check_inputs(inputs: Sequence[Any]) -> None:
