@@ -108,6 +108,8 @@ def explain(
             selected, chosen = _select(out, target)
             sources = [arguments[i] for i in explained] + [plan.taps[n] for n in plan.embeddings]
             watched = [plan.taps[n] for n in sorted(observe)]
+            if not selected.requires_grad:
+                raise InputError(_cut_message(graph))
             grads = torch.autograd.grad(selected, sources + watched, selected.detach(), allow_unused=True)
         plan.store.clear()
         return out.detach(), selected.detach(), chosen, grads[: len(sources)], grads[len(sources) :]
@@ -240,6 +242,15 @@ def _model_state(model: torch.nn.Module) -> tuple:
     return tensors, modules
 
 
+def _cut_message(graph: Graph) -> str:
+    """Why the explained output does not depend differentiably on the explained inputs: the integer-valued nodes."""
+    cuts = [node.name for node in graph.call_nodes() if graph.depends_on_input(node)
+            and isinstance(node.meta.get("val"), torch.Tensor) and not node.meta["val"].is_floating_point()]
+    where = f" (integer-valued on the way: {', '.join(cuts[:3])})" if cuts else ""
+    return ("the explained output does not depend differentiably on the explained inputs" + where + ", so no "
+            "relevance reaches them; explain a model whose path from input to output stays floating point")
+
+
 def _check_inputs(inputs: Sequence[Any]) -> None:
     if not inputs:
         raise InputError("explain needs at least one input tensor")
@@ -258,9 +269,11 @@ def _arguments(graph: Graph, inputs, kwargs) -> list[torch.Tensor]:
     for node, value in zip(graph.input_nodes, values):
         expected = graph.info(node).shape
         if expected is not None and tuple(value.shape) != expected:
+            hint = "pass the model instead of the graph, or retrace it with graph.retrace(...)"
+            if graph.strategy == "onnx":
+                hint = "import the file at these shapes (load_onnx(path, batch_size=N) or graph.for_batch(N))"
             raise InputError(
-                f"input '{node.name}' has shape {tuple(value.shape)} but the graph was traced for {expected}; "
-                "pass the model instead of the graph, or retrace it with graph.retrace(...)"
+                f"input '{node.name}' has shape {tuple(value.shape)} but the graph was traced for {expected}; {hint}"
             )
     return [v.detach() for v in values]
 

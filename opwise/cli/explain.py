@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from opwise.cli.options import (
-    add_common, check_output, finite_float, nonnegative_float, nonnegative_int, percentile, resolve_device,
+    add_common, check_graph_shapes, check_output, finite_float, nonnegative_float, nonnegative_int, percentile,
+    resolve_device,
 )
 from opwise.errors import InputError
 
@@ -118,11 +119,9 @@ def model_inputs(spec: str, model, examples, args: argparse.Namespace) -> list[t
     from opwise.tracing.graph import Graph
     from opwise.tracing.loading import LoadedModel, example_inputs
 
-    loaded = LoadedModel(model, tuple(examples) if examples is not None else None)
     if args.input_shape and isinstance(model, Graph):
-        expected = [tuple(model.info(n).shape) for n in model.input_nodes]
-        if [tuple(s) for s in args.input_shape] != expected:
-            raise InputError(f"{spec} is imported with fixed input shapes {expected}; drop --input-shape or match them")
+        model = check_graph_shapes(spec, model, args.input_shape)
+    loaded = LoadedModel(model, tuple(examples) if examples is not None else None)
     if args.input is None:
         return list(example_inputs(loaded, args.input_shape))
     if loaded.example_inputs is None and not args.input_shape and not isinstance(model, Graph):
@@ -177,9 +176,12 @@ def run(args: argparse.Namespace) -> int:
 
         return run_text(args, options, device)
     import opwise
+    from opwise.tracing.graph import Graph
 
     spec = args.model or DEFAULT_MODEL
     model, examples = load_model(spec)
+    if args.input_shape and isinstance(model, Graph):  # a model file at another batch size: specialized once
+        model = check_graph_shapes(spec, model, args.input_shape)
     inputs = model_inputs(spec, model, examples, args)
     if args.input is None and examples is None:
         shapes = ", ".join(str(tuple(t.shape)) for t in inputs)

@@ -165,3 +165,38 @@ def check_output(path: str | None, suffixes: tuple[str, ...], option: str) -> No
         raise InputError(f"{option} {path}: the folder {folder} does not exist; create it first")
     if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise InputError(f"{option} {path}: not writable")
+
+
+def check_graph_shapes(spec: str, graph, shapes):
+    """`graph` (a model file imported at fixed shapes) for the `--input-shape` shapes, or InputError. Shapes that
+    differ only in the leading axis are taken, at their batch size (`Graph.for_batch`), when the file declares a
+    symbolic batch; a file with a fixed batch is held to it."""
+    expected = [tuple(graph.info(n).shape) for n in graph.input_nodes]
+    given = [tuple(s) for s in shapes]
+    if given == expected:
+        return graph
+    batch = given[0][0] if given and given[0] else None
+    same_but_batch = len(given) == len(expected) and all(
+        len(g) == len(e) and g[1:] == e[1:] and g[0] == batch for g, e in zip(given, expected))
+    symbolic = same_but_batch and _declares_symbolic_batch(spec)
+    if symbolic and graph.for_batch(batch).batch_size == batch:
+        return graph.for_batch(batch)
+    where = " (it declares a symbolic batch but imports at no other batch size)" if symbolic else ""
+    hint = "; export it with a symbolic batch axis to use others" if same_but_batch and not symbolic else ""
+    raise InputError(f"{spec} is imported with fixed input shapes {expected}{where}; drop --input-shape or match "
+                     f"them{hint}")
+
+
+def _declares_symbolic_batch(spec: str) -> bool:
+    """Whether `spec` is an ONNX file whose inputs all leave the leading (batch) axis symbolic."""
+    if not str(spec).endswith(".onnx"):
+        return False
+    import onnx
+
+    try:
+        model = onnx.load(str(spec), load_external_data=False)
+    except Exception:  # noqa: BLE001 - it was imported once already; anything unreadable now keeps shapes fixed
+        return False
+    initializers = {init.name for init in model.graph.initializer}
+    leading = [value.type.tensor_type.shape.dim[:1] for value in model.graph.input if value.name not in initializers]
+    return bool(leading) and all(dims and dims[0].dim_value <= 0 for dims in leading)

@@ -10,8 +10,7 @@ from typing import Iterator
 
 import torch
 
-from opwise.cli.options import add_common, resolve_device
-from opwise.errors import InputError
+from opwise.cli.options import add_common, check_graph_shapes, resolve_device
 from opwise.tracing import Graph, trace
 from opwise.tracing.loading import SPEC_FORMS, example_inputs, load_model
 
@@ -129,13 +128,9 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model)
     if isinstance(loaded.model, Graph):
         graph = loaded.model
-        graph.module.to(device)
         if args.input_shape:
-            expected = [graph.info(n).shape for n in graph.input_nodes]
-            if [tuple(s) for s in args.input_shape] != expected:
-                raise InputError(
-                    f"{args.model} is imported with fixed input shapes {expected}; drop --input-shape or match them"
-                )
+            graph = check_graph_shapes(args.model, graph, args.input_shape)
+        graph.module.to(device)
     else:
         inputs = example_inputs(loaded, args.input_shape)
         model, inputs = loaded.model.to(device), [t.to(device) for t in inputs]

@@ -127,6 +127,7 @@ def _reduction_vjp(target, x: torch.Tensor, rest: tuple, kwargs: dict):
 
 
 relevance_rule(
+    "aten.avg_pool3d.default",
     "aten.avg_pool2d.default",
     "aten.avg_pool1d.default",
     "aten.adaptive_avg_pool2d.default",

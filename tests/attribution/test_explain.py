@@ -329,3 +329,34 @@ def test_integer_arithmetic_on_token_ids_needs_no_rule_and_takes_no_relevance():
     # the position embeddings are constants of the explained tokens, so the add gives the words all relevance
     torch.testing.assert_close(explanation.conservation[:, 0], explanation.conservation[:, 1], rtol=1e-5, atol=1e-7)
     assert "cumsum" not in str(opwise.rules.coverage(explanation.plan.graph))
+
+
+def test_an_onnx_graph_at_the_wrong_batch_points_to_its_import(tmp_path):
+    """'pass the model instead of the graph' cannot be followed for an imported file: the hint names the import."""
+    pytest.importorskip("onnx")
+    from opwise.tracing.onnx import load_onnx
+
+    model = nn.Sequential(nn.Linear(3, 2)).eval()
+    torch.onnx.export(model, (torch.zeros(1, 3),), str(tmp_path / "m.onnx"), dynamo=False)
+    with pytest.raises(opwise.InputError, match=r"load_onnx\(path, batch_size=N\)"):
+        opwise.explain(load_onnx(tmp_path / "m.onnx"), torch.randn(2, 3))
+
+
+def test_an_integer_cast_on_the_only_path_is_a_clear_error(tmp_path):
+    """An ONNX import has no trainable constants, so with an int8 cast on the path (fake quantization) autograd's
+    'element 0 of tensors does not require grad' escaped; the error now names the integer-valued node."""
+    pytest.importorskip("onnx")
+    from opwise.tracing.onnx import load_onnx
+
+    class Quantized(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.last = nn.Linear(4, 5), nn.Linear(5, 3)
+
+        def forward(self, x):
+            return self.last(torch.round(self.first(x) / 0.1).to(torch.int8).to(torch.float32) * 0.1)
+
+    torch.manual_seed(0)
+    torch.onnx.export(Quantized().eval(), (torch.zeros(1, 4),), str(tmp_path / "q.onnx"), dynamo=False)
+    with pytest.raises(opwise.InputError, match="integer-valued on the way"):
+        opwise.explain(load_onnx(tmp_path / "q.onnx"), torch.rand(1, 4))

@@ -74,6 +74,32 @@ def test_onnx_input_shape_must_match_the_imported_shapes(sources, capsys):
     assert code == 2 and "fixed input shapes" in err
 
 
+def test_onnx_with_a_symbolic_batch_takes_another_batch_size(tmp_path, capsys):
+    """A file exported with a symbolic batch (dynamic_axes) was refused at any --input-shape but its import's
+    batch of 1 ("imported with fixed input shapes"), though verify took any batch; explain and trace now take
+    another batch size for such a file, and still refuse other shapes and fixed-batch files."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(2 * 6 * 6, 3)).eval()
+    for name, axes in (("dyn.onnx", {"x": {0: "batch"}}), ("fixed.onnx", None)):
+        torch.onnx.export(model, (torch.zeros(1, 1, 8, 8),), str(tmp_path / name), dynamo=False, input_names=["x"],
+                          dynamic_axes=axes)
+    saved = tmp_path / "r.npy"
+    code, out, err = run(capsys, "explain", tmp_path / "dyn.onnx", "--input-shape", "3,1,8,8", "--save", saved,
+                         "--out", tmp_path / "r.png")
+    assert code == 0, err
+    relevance = np.load(saved)
+    assert relevance.shape == (3, 1, 8, 8) and np.isfinite(relevance).all()
+    code, out, err = run(capsys, "trace", tmp_path / "dyn.onnx", "--input-shape", "2,1,8,8")
+    assert code == 0 and "inputs x 2x1x8x8 -> output 2x3" in out, err
+    code, _, err = run(capsys, "explain", tmp_path / "dyn.onnx", "--input-shape", "2,1,9,9")
+    assert code == 2 and "fixed input shapes" in err
+    code, _, err = run(capsys, "explain", tmp_path / "fixed.onnx", "--input-shape", "2,1,8,8")
+    assert code == 2 and "fixed input shapes" in err and "symbolic batch" in err
+
+
 def test_a_fixed_batch_pt2_program_is_verified_on_its_example_input(tmp_path, capsys):
     """verify refused a program exported for batch 1; the engine re-traces or chunks it, so it verifies."""
     import torch

@@ -104,3 +104,19 @@ def test_embedding_bag_conserves_relevance_through_its_per_sample_weights():
     torch.testing.assert_close(single.relevance[[0, 1], [0, 2]], expected.detach(), rtol=1e-4, atol=1e-6)
     with pytest.raises((UnsupportedOperation, InputError), match="per_sample_weights"):
         opwise.explain(Tokens(), torch.tensor([[1, 2, 3]]))
+
+
+def test_three_dimensional_average_pooling_conserves_relevance():
+    """avg_pool3d (which nn.LocalResponseNorm and ONNX LRN exports use over the channel window) had a bound transfer
+    but no relevance rule, so explaining any net with LocalResponseNorm failed; it is pooling like avg_pool2d."""
+    import opwise
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, bias=False), torch.nn.ReLU(), torch.nn.AvgPool3d(2),
+                                torch.nn.Flatten(), torch.nn.Linear(2 * 8, 3, bias=False)).eval()
+    explanation = opwise.explain(model, torch.rand(2, 1, 6, 6, 6), composite="epsilon")
+    total, output = explanation.conservation.unbind(-1)
+    torch.testing.assert_close(total, output, rtol=1e-3, atol=1e-4)
+    lrn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.LocalResponseNorm(3), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 4 * 4, 2)).eval()
+    assert torch.isfinite(opwise.explain(lrn, torch.rand(1, 3, 6, 6)).relevance).all()

@@ -251,6 +251,27 @@ def test_torch_exported_classifier_with_a_symbolic_batch(tmp_path, kind):
         torch.testing.assert_close(graph(x), model(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_torch_module_and_its_export_get_the_same_relevance(tmp_path, kind):
+    """Wb + Rb used to be folded into the input's map: the flat rule on that first layer then passed Rb's share to
+    the input, so a torch module and its ONNX export disagreed under epsilon-plus-flat. Rb now stays with the state's
+    map (as opwise traces torch's cells), and every composite explains both alike."""
+    torch.manual_seed(0)
+    model = _LastStepClassifier(kind).eval()
+    with torch.no_grad():
+        for name, value in model.rnn.named_parameters():
+            if name.startswith("bias"):
+                value.normal_()  # large biases, so a misplaced one shows
+    x = torch.rand(2, 4, INPUT)
+    path = tmp_path / "exported.onnx"
+    torch.onnx.export(model, (x[:1],), str(path), dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    graph = load_onnx(path, batch_size=2)
+    for composite in ("epsilon-plus-flat", "epsilon-alpha2-beta1"):
+        ours, theirs = (opwise.explain(m, x, target=1, composite=composite).relevance for m in (graph, model))
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+
+
 # ----------------------------------------------------------------- bounds and explanations
 @pytest.mark.parametrize("op,options", [
     ("LSTM", dict(output="Y_h")),

@@ -95,10 +95,10 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
 def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opset: int, env: dict[str, Any]) -> None:
     """Convert every node in order, then add the output (a constant output becomes a get_attr)."""
     output_name = graph_proto.output[0].name
-    reads = [(name, node_proto.op_type) for node_proto in graph_proto.node for name in node_proto.input]
-    for name, op_type in reads + [(output_name, "")]:
+    for name, op_type in [*_reads(graph_proto), (output_name, "")]:
         builder.use_counts[name] = builder.use_counts.get(name, 0) + 1
         builder.readers.setdefault(name, []).append(op_type)
+    builder.inline = lambda subgraph: _inline(builder, subgraph, opset, env)
     for index, node_proto in enumerate(graph_proto.node):
         _convert(builder, _onnx_node(node_proto, index, opset), env)
     builder.current = None
@@ -110,6 +110,36 @@ def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opset: int, env: dic
     if not isinstance(result, fx.Node):
         result = builder.constant_node(torch.as_tensor(result))
     builder.graph.output(result)
+
+
+def _reads(graph_proto: Any) -> list[tuple[str, str]]:
+    """(value name, the reading node's op type) for every read of the nodes of `graph_proto`, those of its
+    subgraphs (If branches) included; a subgraph's outputs count as read by the node that holds the subgraph
+    (it returns them)."""
+    reads = []
+    for node_proto in graph_proto.node:
+        reads.extend((name, node_proto.op_type) for name in node_proto.input)
+        for attribute in node_proto.attribute:
+            for subgraph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
+                reads.extend(_reads(subgraph) + [(value.name, node_proto.op_type) for value in subgraph.output])
+    return reads
+
+
+def _inline(builder: GraphBuilder, subgraph: Any, opset: int, env: dict[str, Any]) -> list[Any]:
+    """Convert the nodes of `subgraph` (an If branch) into the graph being built; its outputs' values.
+
+    The branch reads outer values by name; its own values stay in a scope of their own."""
+    scope = dict(env)
+    for init in subgraph.initializer:
+        scope[init.name] = builder.initializer(init.name, _tensor(init))
+    current = builder.current
+    for index, node_proto in enumerate(subgraph.node):
+        _convert(builder, _onnx_node(node_proto, index, opset), scope)
+    builder.current = current
+    missing = [value.name for value in subgraph.output if value.name not in scope]
+    if missing:
+        raise ModelLoadError(f"the ONNX subgraph '{subgraph.name}' output(s) {missing} are computed by no node")
+    return [scope[value.name] for value in subgraph.output]
 
 
 def _fake_values(module: fx.GraphModule) -> None:

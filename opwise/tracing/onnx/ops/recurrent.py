@@ -1,12 +1,15 @@
 """LSTM, GRU and RNN, unrolled over their (static) sequence length at import time.
 
 opwise graphs are shape-specialized and its engines know elementwise activations, products and
-`aten.linear`, not recurrent kernels, so each recurrent node becomes one `aten.linear(X, W, Wb + Rb)` per
-direction over the whole sequence and then, per time step, `aten.select` of that step, `aten.linear(H, R)`
-of the previous state, `aten.slice` per gate, the gate activations (`aten.sigmoid` / `aten.tanh` /
-`aten.relu`) and `aten.mul` / `aten.add` for the state updates. Steps run first to last (forward), last to
+`aten.linear`, not recurrent kernels, so each recurrent node becomes one `aten.linear(X, W, Wb)` per
+direction over the whole sequence and then, per time step, `aten.select` of that step,
+`aten.linear(H, R, Rb)` of the previous state (the constant Rb while H is zero), `aten.slice` per gate, the
+gate activations (`aten.sigmoid` / `aten.tanh` / `aten.relu`) and `aten.mul` / `aten.add` for the state updates. Steps run first to last (forward), last to
 first (reverse) or both (bidirectional); the outputs Y, Y_h and Y_c are `aten.stack`s of the step states,
 built only when some node reads them. An omitted initial state is zero and its terms are left out.
+Wb stays with the input's map and Rb with the state's, as in the ONNX equations and in what opwise traces from
+torch.nn.LSTM / GRU / RNN: rules that do not split a layer's relevance in proportion to its terms (flat, z⁺,
+α-β) then explain a torch module and its ONNX export alike.
 
 Supported: `direction` forward / reverse / bidirectional, optional B, initial_h, initial_c (constants or
 input-dependent), LSTM peepholes P, GRU `linear_before_reset` 0 and 1, `layout` 0 (sequence-first) and 1
@@ -84,11 +87,11 @@ class _Recurrence:
         raise self.error(f"its constant {name} holds states for {state.shape[0]} samples, not X's batch of "
                          f"{self.batch}", "give one state per sample of X (or one for all)")
 
-    def gates(self, projected_step, h, weight: torch.Tensor):
-        """projected_step + H·weightᵀ, with no recurrent term while H is zero (None)."""
+    def gates(self, projected_step, h, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        """projected_step + H·weightᵀ + bias; while H is zero (None) only the constant bias is added."""
         if h is None:
-            return projected_step
-        return _add(self.builder, projected_step, self.builder.call(aten.linear.default, h, weight))
+            return _add(self.builder, projected_step, bias)
+        return _add(self.builder, projected_step, self.builder.call(aten.linear.default, h, weight, bias))
 
     def chunk(self, gates, start: int, stop: int | None = None):
         """Gates `start` up to `stop` (default just `start`) of a [batch, gates·hidden] value."""
@@ -245,11 +248,11 @@ def _rows(builder, constant: torch.Tensor, start: int, stop: int) -> torch.Tenso
     return builder.call(aten.slice.Tensor, constant, 0, start, stop)
 
 
-def _summed_bias(builder, bias: torch.Tensor | None, size: int) -> torch.Tensor | None:
-    """Wb + Rb from B = [Wb, Rb] (each `size` entries)."""
+def _split_bias(builder, bias: torch.Tensor | None, size: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(Wb, Rb) from B = [Wb, Rb] (each `size` entries); (None, None) without B."""
     if bias is None:
-        return None
-    return builder.call(aten.add.Tensor, _rows(builder, bias, 0, size), _rows(builder, bias, size, 2 * size))
+        return None, None
+    return _rows(builder, bias, 0, size), _rows(builder, bias, size, 2 * size)
 
 
 def _constant_or_refuse(rnn: _Recurrence, value, name: str):
@@ -273,7 +276,7 @@ def _lstm(builder, node, x, w, r, b=None, sequence_lens=None, initial_h=None, in
     wants_h = _used(builder, node, 0) or _used(builder, node, 1)
     per_step, last_h, last_c = [], [], []
     for d in range(rnn.directions):
-        bias = _summed_bias(builder, rnn.biases[d], 4 * size)
+        bias, recurrent_bias = _split_bias(builder, rnn.biases[d], 4 * size)
         projected = rnn.projection(x, d, bias)
         h, c = rnn.state(initial_h, d, "initial_h"), rnn.state(initial_c, d, "initial_c")
         peephole = None if p is None else _direction(builder, p, d)
@@ -283,7 +286,7 @@ def _lstm(builder, node, x, w, r, b=None, sequence_lens=None, initial_h=None, in
         states = [None] * rnn.length
         steps = rnn.steps(d)
         for count, t in enumerate(steps):
-            gates = rnn.gates(rnn.step(projected, t), h, rnn.recurrent[d])
+            gates = rnn.gates(rnn.step(projected, t), h, rnn.recurrent[d], recurrent_bias)
             input_gate = builder.call(f, _add(builder, rnn.chunk(gates, 0), _mul(builder, c, peep_i)))
             forget = None  # no forget gate on a zero cell
             if c is not None:
@@ -310,12 +313,10 @@ def _gru(builder, node, x, w, r, b=None, sequence_lens=None, initial_h=None):
     before_reset = bool(node.attr("linear_before_reset", 0))
     per_step, last_h = [], []
     for d in range(rnn.directions):
-        bias, recurrent_bias = _summed_bias(builder, rnn.biases[d], 3 * size), None
-        if before_reset and bias is not None:  # Rbh stays inside r ⊙ (H·Rhᵀ + Rbh)
-            recurrent_bias = _rows(builder, rnn.biases[d], 5 * size, 6 * size)
-            bias = builder.call(aten.cat.default, [_rows(builder, bias, 0, 2 * size),
-                                                   _rows(builder, rnn.biases[d], 2 * size, 3 * size)])
+        bias, recurrent_bias = _split_bias(builder, rnn.biases[d], 3 * size)
         projected = rnn.projection(x, d, bias)
+        gate_bias, candidate_bias = (None, None) if recurrent_bias is None else (
+            _rows(builder, recurrent_bias, 0, 2 * size), _rows(builder, recurrent_bias, 2 * size, 3 * size))
         h = rnn.state(initial_h, d, "initial_h")
         f, g = rnn.activations[d]
         gate_weight = _rows(builder, rnn.recurrent[d], 0, 2 * size)
@@ -323,19 +324,20 @@ def _gru(builder, node, x, w, r, b=None, sequence_lens=None, initial_h=None):
         states = [None] * rnn.length
         for t in rnn.steps(d):
             step = rnn.step(projected, t)
-            update_reset = rnn.gates(rnn.chunk(step, 0, 2), h, gate_weight)
+            update_reset = rnn.gates(rnn.chunk(step, 0, 2), h, gate_weight, gate_bias)
             update = builder.call(f, rnn.chunk(update_reset, 0))
             # r multiplies H (or H·Rhᵀ + Rbh): on a zero H without Rbh it is not needed
-            needs_reset = h is not None or (before_reset and recurrent_bias is not None)
+            needs_reset = h is not None or (before_reset and candidate_bias is not None)
             reset = builder.call(f, rnn.chunk(update_reset, 1)) if needs_reset else None
             candidate_input = rnn.chunk(step, 2)
-            if before_reset:
-                recurrent = None if h is None else builder.call(aten.linear.default, h, candidate_weight)
-                recurrent = _add(builder, recurrent, recurrent_bias)
+            if before_reset:  # r ⊙ (H·Rhᵀ + Rbh)
+                recurrent = candidate_bias if h is None else builder.call(aten.linear.default, h, candidate_weight,
+                                                                          candidate_bias)
                 candidate = builder.call(g, _add(builder, candidate_input, _mul(builder, reset, recurrent)))
-            else:
+            else:  # (r ⊙ H)·Rhᵀ + Rbh
                 gated = _mul(builder, reset, h)
-                recurrent = None if gated is None else builder.call(aten.linear.default, gated, candidate_weight)
+                recurrent = candidate_bias if gated is None else builder.call(aten.linear.default, gated,
+                                                                              candidate_weight, candidate_bias)
                 candidate = builder.call(g, _add(builder, candidate_input, recurrent))
             if h is None:  # H' = (1 − z) ⊙ h̃
                 h = builder.call(aten.sub.Tensor, candidate, builder.call(aten.mul.Tensor, update, candidate))
@@ -354,12 +356,12 @@ def _rnn(builder, node, x, w, r, b=None, sequence_lens=None, initial_h=None):
     size = rnn.hidden
     per_step, last_h = [], []
     for d in range(rnn.directions):
-        bias = _summed_bias(builder, rnn.biases[d], size)
+        bias, recurrent_bias = _split_bias(builder, rnn.biases[d], size)
         projected = rnn.projection(x, d, bias)
         h = rnn.state(initial_h, d, "initial_h")
         states = [None] * rnn.length
         for t in rnn.steps(d):
-            h = rnn.activate(d, 0, rnn.gates(rnn.step(projected, t), h, rnn.recurrent[d]))
+            h = rnn.activate(d, 0, rnn.gates(rnn.step(projected, t), h, rnn.recurrent[d], recurrent_bias))
             states[t] = h
         per_step.append(states)
         last_h.append(h)
