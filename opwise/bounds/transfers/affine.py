@@ -20,6 +20,15 @@ from opwise.errors import UnsupportedOperation
 aten = torch.ops.aten
 
 
+def _unbroadcast(A: torch.Tensor, shape) -> torch.Tensor:
+    """Rows [specs, *broadcast shape] summed back to [specs, *shape]: over the leading axes broadcasting added,
+    then over the axes it stretched from 1."""
+    extra = A.dim() - 1 - len(shape)
+    if extra:
+        A = A.sum(dim=tuple(range(1, 1 + extra)))
+    return A.sum_to_size((A.shape[0], *shape))
+
+
 def _is_bounded(step: Step, arg) -> bool:
     return isinstance(arg, fx.Node) and arg in step.inputs
 
@@ -82,7 +91,7 @@ def _absolute_kwargs(step: Step) -> dict:
 
 MONOTONE = (
     "aten.view", "aten._unsafe_view", "aten.reshape", "aten.permute", "aten.transpose", "aten.t", "aten.expand",
-    "aten.slice", "aten.select", "aten.cat", "aten.stack", "aten.split", "aten.split_with_sizes", "aten.unbind",
+    "aten.cat", "aten.stack", "aten.split", "aten.split_with_sizes", "aten.unbind",
     "aten.chunk", "aten.squeeze", "aten.unsqueeze", "aten.flatten", "aten.clone", "aten.contiguous", "aten.alias",
     "aten.constant_pad_nd", "aten.pad", "aten.index", "aten.gather", "aten.index_select",
     "aten.sum", "aten.mean", "aten.avg_pool1d", "aten.avg_pool2d", "aten.avg_pool3d", "aten.adaptive_avg_pool1d",
@@ -106,6 +115,40 @@ class Reshape(Affine):
 
     def backward(self, step: Step, A: torch.Tensor):
         return [A.reshape(A.shape[0], *step.shapes[0])], None
+
+
+class _Placing(Affine):
+    """Operators that pick a part of their input: backward places the rows into zeros at that part, without the
+    autograd pass per call of the generic vjp (a recurrent net unrolled into ONNX picks its gates by slices and
+    its steps by selects: dozens per backward pass, each pass repeated by every α-CROWN step)."""
+
+    def part(self, step: Step) -> tuple:
+        raise NotImplementedError
+
+    def backward(self, step: Step, A: torch.Tensor):
+        placed = A.new_zeros(A.shape[0], *step.shapes[0])
+        placed[(slice(None), *self.part(step))] = A
+        return [placed], None
+
+
+@bound_transfer("aten.slice")
+class Slice(_Placing):
+    """slice(x, dim=0, start=None, end=None, step=1): Python's slice along dim (ends clamped, negatives from the
+    end), as aten's."""
+
+    def part(self, step: Step) -> tuple:
+        dim, start, end, stride = (list(step.args[1:]) + [0, None, None, 1][len(step.args) - 1 :])[:4]
+        dim = dim % len(step.shapes[0])
+        return (*[slice(None)] * dim, slice(start, end, stride))
+
+
+@bound_transfer("aten.select")
+class Select(_Placing):
+    """select(x, dim, index): one index along dim (negative from the end)."""
+
+    def part(self, step: Step) -> tuple:
+        dim = step.args[1] % len(step.shapes[0])
+        return (*[slice(None)] * dim, step.args[2])
 
 
 @bound_transfer("aten.div.Scalar", "aten.mul.Scalar")
@@ -261,6 +304,18 @@ class AddSubtract(SignedAffine):
         reverse, subtract = step.op.startswith("aten.rsub"), step.op.startswith("aten.sub")
         factors = ((-alpha, 1) if reverse else (1, -alpha if subtract else alpha))
         return [sum(f for arg, f in zip(step.node.args[:2], factors) if arg is node) for node in step.inputs]
+
+    def backward(self, step: Step, A: torch.Tensor):
+        """Each bounded operand gets A times its factor, summed over the axes it was broadcast along; the constant
+        operand (its value where every bounded one is 0) joins the bias. The generic vjp's autograd pass per call
+        was most of a backward pass through the many sums of an unrolled recurrent net."""
+        if "offset" not in step.cache:
+            with torch.no_grad():
+                offset = step.function(*[torch.zeros(shape, dtype=A.dtype, device=A.device) for shape in step.shapes])
+            step.cache["offset"] = offset if offset.any() else None
+        coefficients = [_unbroadcast(A if sign == 1 else A * sign, shape) for sign, shape in zip(self.signs(step), step.shapes)]
+        offset = step.cache["offset"]
+        return coefficients, None if offset is None else A * offset
 
     def radius(self, step: Step, radii: list[torch.Tensor]) -> torch.Tensor:
         alpha = abs(step.node.kwargs.get("alpha", step.args[2] if len(step.args) > 2 else 1))

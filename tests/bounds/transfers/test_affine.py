@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import opwise
 from opwise.bounds import BoundedModel
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.input_set import InputSet
@@ -242,3 +243,43 @@ def test_embedding_bag_is_bounded_through_its_per_sample_weights():
     for method in ("ibp", "crown"):
         bounds = BoundedModel(BagOnly(), x).compute_bounds(x_lower=x - 0.2, x_upper=x + 0.2, method=method)
         torch.testing.assert_close((bounds.upper - bounds.lower) / 2, expected, rtol=1e-5, atol=1e-6)
+
+
+class _Picks(torch.nn.Module):
+    """Slices (steps, negative ends, past the end), selects (negative index and dim) and sums with broadcasting,
+    scalar factors, rsub and a constant operand: every form the direct backward passes of Slice, Select and AddSubtract
+    read from the node."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.last = torch.nn.Linear(3, 24), torch.nn.Linear(13, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.first(x)).reshape(-1, 4, 6)
+        a = h[:, 1:, ::2]  # [B, 3, 3]
+        b = h[:, -2, -4:]  # [B, 4]
+        c = h.select(-1, -1)[:, :100]  # [B, 4]
+        d = torch.sub(a, h[:, :1, :3], alpha=0.5) + 0.25  # broadcast over the middle axis, a constant
+        # [1, B, 4] + [B, 4]: the second operand gets a leading axis (as the sums of an unrolled ONNX GRU)
+        e = torch.add(b.unsqueeze(0), c, alpha=-2.0).reshape(-1, 4) - torch.ones(4)
+        return self.last(torch.cat([d.flatten(1)[:, :10], torch.rsub(e, 1.5)], dim=1))
+
+
+@pytest.mark.parametrize("method", ["crown", "alpha-crown"])
+def test_direct_backward_of_slices_selects_and_sums_is_the_vjps(method, monkeypatch):
+    """The direct backward passes give the generic vjp's bounds (the same operators through `Affine`)."""
+    from opwise.bounds.transfers import affine
+    from opwise.bounds.transfers.registry import TRANSFERS
+
+    torch.manual_seed(0)
+    model, x = _Picks().eval(), torch.randn(2, 3)
+    direct = opwise.compute_bounds(model, x, eps=0.3, method=method)
+    for key in ("aten.slice", "aten.select", "aten.add.Tensor", "aten.sub.Tensor", "aten.add.Scalar",
+                "aten.sub.Scalar", "aten.rsub"):
+        generic = affine.SignedAffine if key.startswith(("aten.add", "aten.sub", "aten.rsub")) else affine.Affine
+        monkeypatch.setitem(TRANSFERS, key, generic())
+    through_vjp = opwise.compute_bounds(model, x, eps=0.3, method=method)
+    assert torch.allclose(direct.lower, through_vjp.lower, atol=1e-5) and torch.allclose(direct.upper, through_vjp.upper, atol=1e-5)
+    from tests.bounds.helpers import assert_sound
+
+    assert_sound(model, x - 0.3, x + 0.3, methods=(method,), samples=2000)
