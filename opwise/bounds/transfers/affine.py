@@ -313,7 +313,8 @@ class AddSubtract(SignedAffine):
             with torch.no_grad():
                 offset = step.function(*[torch.zeros(shape, dtype=A.dtype, device=A.device) for shape in step.shapes])
             step.cache["offset"] = offset if offset.any() else None
-        coefficients = [_unbroadcast(A if sign == 1 else A * sign, shape) for sign, shape in zip(self.signs(step), step.shapes)]
+        coefficients = [_unbroadcast(A if sign == 1 else A * sign, shape)
+                        for sign, shape in zip(self.signs(step), step.shapes)]
         offset = step.cache["offset"]
         return coefficients, None if offset is None else A * offset
 
