@@ -15,7 +15,7 @@ from opwise.errors import InputError
 from opwise.rules import Composite, get_composite
 from opwise.tracing import Graph, trace
 from opwise.tracing.fidelity import check_fidelity
-from opwise.tracing.precision import as_float32, float32_inputs
+from opwise.tracing.precision import as_float32, float32_inputs, refuse_narrow_graph
 
 Target = int | Sequence[int] | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None
 
@@ -191,6 +191,7 @@ def _plan(model, inputs, kwargs, output, composite, composite_kwargs, keep) -> P
         (k, tuple(v.shape)) for k, v in kwargs.items() if isinstance(v, torch.Tensor)
     )
     if isinstance(model, Graph):
+        refuse_narrow_graph(model, "explanations")
         cache, graph_key = model.__dict__.setdefault("_relevance_plans", {}), None
         graph = model
     elif isinstance(model, torch.nn.Module):

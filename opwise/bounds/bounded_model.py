@@ -26,7 +26,7 @@ from opwise.bounds.transfers.registry import Interval
 from opwise.errors import InputError
 from opwise.progress import Progress
 from opwise.tracing import Graph, trace
-from opwise.tracing.precision import as_float32, float32_inputs
+from opwise.tracing.precision import as_float32, float32_inputs, refuse_narrow_graph
 
 @dataclasses.dataclass
 class Bounds:
@@ -61,6 +61,7 @@ class BoundedModel:
         self.progress = progress
         self.device = torch.device(device) if device is not None else _device_of(model, example_x)
         if isinstance(model, Graph):
+            refuse_narrow_graph(model, "bounds")
             graph = model
         else:
             model = as_float32(model, "bounds")

@@ -65,6 +65,20 @@ def as_float32(model: torch.nn.Module, purpose: str) -> torch.nn.Module:
     return kept[1]
 
 
+def refuse_narrow_graph(graph, purpose: str) -> None:
+    """Refuse a traced or imported Graph whose input-dependent operations compute in float16 or bfloat16 (an
+    ONNX file exported in half precision): a Graph cannot be copied to float32 as a module can, and the engines'
+    float32 tensors would meet its half-precision ones inside a rule. A cast itself is fine (its rounding is
+    bounded, and cast back at once it leaves the rest in float32). Names the first such nodes."""
+    narrow = [node for node in graph.call_nodes() if graph.info(node).depends_on_input
+              and graph.info(node).dtype in NARROW and graph.info(node).op != "aten._to_copy.default"]
+    if narrow:
+        names = ", ".join(f"{node.name} ({graph.info(node).op}, {str(graph.info(node).dtype).removeprefix('torch.')})"
+                          for node in narrow[:3])
+        raise InputError(f"{len(narrow)} input-dependent operations compute in half precision, e.g. {names}: opwise "
+                         f"computes {purpose} in float32; export or trace the model in float32")
+
+
 def float32_inputs(inputs: tuple) -> tuple:
     """Floating tensors among `inputs` as float32 (the copy's dtype); everything else as it is."""
     return tuple(x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs)

@@ -68,3 +68,27 @@ def test_other_precisions_are_explained_as_their_float32_copy(dtype):
     reference = opwise.explain(_mlp(dtype).float(), x.to(dtype).float())
     assert explanation.relevance.dtype == torch.float32
     assert torch.allclose(explanation.relevance, reference.relevance, rtol=1e-5, atol=1e-6)
+
+
+def test_a_graph_computing_in_half_precision_is_refused_naming_its_nodes(tmp_path):
+    """An ONNX file exported in float16 (a cast in, a float16 MatMul, a cast out) failed with a dtype mismatch inside
+    a rule; a Graph cannot be copied to float32 as a module is, so it is refused, naming the node. A float16 cast
+    alone (cast back at once) stays bounded: its rounding is (tests/bounds/transfers/test_cast.py)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from opwise.tracing.onnx import load_onnx
+
+    weight = numpy_helper.from_array(torch.randn(8, 4).half().numpy(), "W")
+    nodes = [helper.make_node("Cast", ["x"], ["xh"], to=TensorProto.FLOAT16),
+             helper.make_node("MatMul", ["xh", "W"], ["yh"]),
+             helper.make_node("Cast", ["yh"], ["y"], to=TensorProto.FLOAT)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.save(model, str(tmp_path / "half.onnx"))
+    imported, x = load_onnx(tmp_path / "half.onnx"), torch.rand(1, 8)
+    for call in (lambda: opwise.compute_bounds(imported, x, eps=0.1), lambda: opwise.explain(imported, x)):
+        with pytest.raises(InputError, match=r"compute in half precision, e\.g\. linear_default \(aten\.linear"):
+            call()
