@@ -315,3 +315,17 @@ def test_scan_refusals_name_the_node(tmp_path):
     assert_matches(path, [[2, 3]])
     with pytest.raises(ModelLoadError, match="batch_size=3.*over_samples.*Scan along axis 0"):
         load_onnx(path, batch_size=3)
+
+
+def test_an_if_nested_in_a_scan_body_reads_the_body_values(tmp_path):
+    then_branch = _branch("then", [helper.make_node("Relu", ["acc_new"], ["r"])], "r", None)
+    else_branch = _branch("else", [helper.make_node("Identity", ["acc_new"], ["e"])], "e", None)
+    body = helper.make_graph(
+        [helper.make_node("Add", ["acc", "x_t"], ["acc_new"]),
+         helper.make_node("Constant", [], ["yes"], value=helper.make_tensor("yes", TensorProto.BOOL, [], [True])),
+         helper.make_node("If", ["yes"], ["chosen"], then_branch=then_branch, else_branch=else_branch)],
+        "body", [_value("acc"), _value("x_t")], [_value("chosen")])
+    nodes = [helper.make_node("ReduceMean", ["x"], ["mean"], axes=[1], keepdims=0),
+             helper.make_node("Scan", ["mean", "x"], ["y"], body=body, num_scan_inputs=1, scan_input_axes=[1])]
+    path = save_model(tmp_path, nodes, {"x": [None, T, 3]}, [None, 3])
+    assert_matches(path, [[2, T, 3]], batch_sizes=(None, 3))
