@@ -37,7 +37,8 @@ class GraphBuilder:
         self.current: OnnxNode | None = None
         self.use_counts: dict[str, int] = {}  # ONNX value name -> readers (nodes and the graph output)
         self.readers: dict[str, list[str]] = {}  # ONNX value name -> op types reading it ("" for the graph output)
-        # converts an If branch (a GraphProto) into this graph and returns its outputs; set by the importer
+        # converts a subgraph (a GraphProto: an If branch, a Scan or Loop body with its inputs bound) into this graph
+        # and returns its outputs: `inline(subgraph, inputs=())`; set by the importer
         self.inline: Any = None
 
     # ----------------------------------------------------------------- values

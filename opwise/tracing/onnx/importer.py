@@ -98,7 +98,7 @@ def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opset: int, env: dic
     for name, op_type in [*_reads(graph_proto), (output_name, "")]:
         builder.use_counts[name] = builder.use_counts.get(name, 0) + 1
         builder.readers.setdefault(name, []).append(op_type)
-    builder.inline = lambda subgraph: _inline(builder, subgraph, opset, env)
+    builder.inline = lambda subgraph, inputs=(): _inline(builder, subgraph, opset, env, inputs)
     for index, node_proto in enumerate(graph_proto.node):
         _convert(builder, _onnx_node(node_proto, index, opset), env)
     builder.current = None
@@ -125,17 +125,27 @@ def _reads(graph_proto: Any) -> list[tuple[str, str]]:
     return reads
 
 
-def _inline(builder: GraphBuilder, subgraph: Any, opset: int, env: dict[str, Any]) -> list[Any]:
-    """Convert the nodes of `subgraph` (an If branch) into the graph being built; its outputs' values.
+def _inline(builder: GraphBuilder, subgraph: Any, opset: int, env: dict[str, Any], inputs: Any = ()) -> list[Any]:
+    """Convert the nodes of `subgraph` (an If branch, one iteration of a Scan or Loop body) into the graph being
+    built; its outputs' values.
 
-    The branch reads outer values by name; its own values stay in a scope of their own."""
+    The subgraph reads outer values by name; its own values stay in a scope of their own, where its formal
+    inputs are bound to `inputs` (one value each, in order). Subgraphs nested in it read that scope."""
+    if len(inputs) != len(subgraph.input):
+        raise ModelLoadError(f"the ONNX subgraph '{subgraph.name}' has {len(subgraph.input)} input(s), "
+                             f"given {len(inputs)}")
     scope = dict(env)
     for init in subgraph.initializer:
         scope[init.name] = builder.initializer(init.name, _tensor(init))
-    current = builder.current
-    for index, node_proto in enumerate(subgraph.node):
-        _convert(builder, _onnx_node(node_proto, index, opset), scope)
-    builder.current = current
+    for value, bound in zip(subgraph.input, inputs):
+        scope[value.name] = bound
+    current, outer_inline = builder.current, builder.inline
+    builder.inline = lambda nested, values=(): _inline(builder, nested, opset, scope, values)
+    try:
+        for index, node_proto in enumerate(subgraph.node):
+            _convert(builder, _onnx_node(node_proto, index, opset), scope)
+    finally:
+        builder.current, builder.inline = current, outer_inline
     missing = [value.name for value in subgraph.output if value.name not in scope]
     if missing:
         raise ModelLoadError(f"the ONNX subgraph '{subgraph.name}' output(s) {missing} are computed by no node")
