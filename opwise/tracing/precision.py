@@ -61,7 +61,12 @@ def as_float32(model: torch.nn.Module, purpose: str) -> torch.nn.Module:
     if kept is None or kept[0] != state:
         warnings.warn(f"the model's parameters are {names}: opwise computes in float32 and uses a float32 copy of "
                       f"it for {purpose} (the model is unchanged)", RuntimeWarning, stacklevel=3)
-        kept = _COPIES[model] = (state, copy.deepcopy(model).float())
+        try:
+            copied = copy.deepcopy(model).float()
+        except Exception as error:  # a module holding something deepcopy cannot copy (a lock, a handle)
+            raise InputError(f"the model's parameters are {names} and opwise could not copy it to float32 "
+                             f"({type(error).__name__}: {error}); call model.float() and pass float32 inputs") from None
+        kept = _COPIES[model] = (state, copied)
     return kept[1]
 
 

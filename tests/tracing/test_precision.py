@@ -92,3 +92,12 @@ def test_a_graph_computing_in_half_precision_is_refused_naming_its_nodes(tmp_pat
     for call in (lambda: opwise.compute_bounds(imported, x, eps=0.1), lambda: opwise.explain(imported, x)):
         with pytest.raises(InputError, match=r"compute in half precision, e\.g\. linear_default \(aten\.linear"):
             call()
+
+
+def test_a_model_that_cannot_be_copied_is_refused_naming_the_fix():
+    import threading
+
+    model = _mlp(torch.float64)
+    model.lock = threading.Lock()  # deepcopy cannot copy a lock
+    with pytest.raises(InputError, match=r"could not copy it to float32.*model\.float\(\)"):
+        as_float32(model, "bounds")
