@@ -26,13 +26,13 @@ from opwise.bounds.spec import Specification, robustness_disjuncts
 from opwise.bounds.strategies.alpha import AlphaOptions
 from opwise.bounds.strategies.genbab.search import branch_and_bound
 from opwise.bounds.strategies.input_split import input_split_bab
-from opwise.tracing.precision import as_float32
 from opwise.bounds.strategies.low_dimensional import LowDimensionalBounds
 from opwise.bounds.strategies.relu_chain import ReluChain
 from opwise.errors import InputError, TimeLimitReached
 from opwise.progress import LiveLine, Progress
 from opwise.tracing import Graph
 from opwise.tracing.fidelity import check_fidelity
+from opwise.tracing.precision import as_float32
 
 #: what method="auto" tries, in order, until the property is verified
 AUTO_METHODS = ("crown", "alpha-crown")

@@ -115,12 +115,11 @@ def one_sample(examples, input_path: str | None) -> torch.Tensor:
 
 
 def model_inputs(spec: str, model, examples, args: argparse.Namespace) -> list[torch.Tensor]:
-    """The inputs to explain: `--input` (shaped like the example), `--input-shape` or the model's examples."""
+    """The inputs to explain: `--input` (shaped like the example), `--input-shape` or the model's examples. A model
+    file (Graph) comes already specialized to `--input-shape` (`check_graph_shapes` in `run`)."""
     from opwise.tracing.graph import Graph
     from opwise.tracing.loading import LoadedModel, example_inputs
 
-    if args.input_shape and isinstance(model, Graph):
-        model = check_graph_shapes(spec, model, args.input_shape)
     loaded = LoadedModel(model, tuple(examples) if examples is not None else None)
     if args.input is None:
         return list(example_inputs(loaded, args.input_shape))

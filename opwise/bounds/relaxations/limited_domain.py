@@ -106,9 +106,6 @@ class LimitedDomainRelaxation(CurvatureRelaxation):
         infinite = torch.full_like(low, math.inf)
         return torch.where(inside, low, -infinite), torch.where(inside, high, infinite)
 
-    def _lift(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
-        return ((upper - lower) * LIFT).clamp_min(LIFT_FLOOR)
-
     def tangent_floor(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
         return self._inside_steep_ends(lower, lower, upper)
 

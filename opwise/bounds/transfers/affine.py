@@ -14,19 +14,10 @@ import torch
 from torch import fx
 
 from opwise.bounds.transfers.patches import Patches, dense
-from opwise.bounds.transfers.registry import Interval, Step, bound_transfer
+from opwise.bounds.transfers.registry import Interval, Step, bound_transfer, sum_to
 from opwise.errors import UnsupportedOperation
 
 aten = torch.ops.aten
-
-
-def _unbroadcast(A: torch.Tensor, shape) -> torch.Tensor:
-    """Rows [specs, *broadcast shape] summed back to [specs, *shape]: over the leading axes broadcasting added,
-    then over the axes it stretched from 1."""
-    extra = A.dim() - 1 - len(shape)
-    if extra:
-        A = A.sum(dim=tuple(range(1, 1 + extra)))
-    return A.sum_to_size((A.shape[0], *shape))
 
 
 def _is_bounded(step: Step, arg) -> bool:
@@ -313,7 +304,7 @@ class AddSubtract(SignedAffine):
             with torch.no_grad():
                 offset = step.function(*[torch.zeros(shape, dtype=A.dtype, device=A.device) for shape in step.shapes])
             step.cache["offset"] = offset if offset.any() else None
-        coefficients = [_unbroadcast(A if sign == 1 else A * sign, shape)
+        coefficients = [sum_to(A if sign == 1 else A * sign, shape)
                         for sign, shape in zip(self.signs(step), step.shapes)]
         offset = step.cache["offset"]
         return coefficients, None if offset is None else A * offset

@@ -106,6 +106,10 @@ def transfer_for(op: str) -> BoundTransfer | None:
 
 
 def sum_to(tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Sum a [specs, *broadcast shape] coefficient back to [specs, *shape] (undoing broadcasting)."""
+    """Sum a [specs, *broadcast shape] coefficient back to [specs, *shape] (undoing broadcasting): over the leading
+    axes broadcasting added, then over the axes it stretched from 1."""
+    extra = tensor.dim() - 1 - len(shape)
+    if extra > 0:
+        tensor = tensor.sum(dim=tuple(range(1, 1 + extra)))
     return tensor.sum_to_size((tensor.shape[0], *shape))
 

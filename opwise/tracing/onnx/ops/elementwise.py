@@ -1,8 +1,8 @@
 """Elementwise ONNX operators: arithmetic with broadcasting, activations, comparisons, Softmax; also Xor, Mod
 (`aten.remainder` for fmod=0, `aten.fmod` for fmod=1; fmod=0 on floats, which ONNX forbids, is refused), Round,
-IsInf, IsNaN and Trilu (a constant triangular mask applied with `aten.where`, so it is bounded). Comparisons,
-logic, Mod, Round and the tests give integer- or bool-valued results: imported for the forward pass, refused by
-the bound engine (no rules for them).
+IsInf, IsNaN and Trilu (a constant triangular mask applied with `aten.where`, so it is bounded). Round is
+bounded (`bounds/relaxations/step.py`); comparisons, logic, Mod and the tests give integer- or bool-valued or
+discontinuous results: imported for the forward pass, refused by the bound engine (no rules for them).
 
 A constant operand with one element that does not widen the result becomes a Python scalar argument
 (`aten.sub.Tensor(x, 0.1307)`), the form export gives for `x - 0.1307`; other constants become
