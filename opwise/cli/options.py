@@ -178,11 +178,13 @@ def check_graph_shapes(spec: str, graph, shapes):
     batch = given[0][0] if given and given[0] else None
     same_but_batch = len(given) == len(expected) and all(
         len(g) == len(e) and g[1:] == e[1:] and g[0] == batch for g, e in zip(given, expected))
-    symbolic = same_but_batch and _declares_symbolic_batch(spec)
+    declares_symbolic = _declares_symbolic_batch(spec)
+    symbolic = same_but_batch and declares_symbolic
     if symbolic and graph.for_batch(batch).batch_size == batch:
         return graph.for_batch(batch)
     where = " (it declares a symbolic batch but imports at no other batch size)" if symbolic else ""
-    hint = "; export it with a symbolic batch axis to use others" if same_but_batch and not symbolic else ""
+    hint = "; export it with a symbolic batch axis to use others" if same_but_batch and not symbolic else \
+        "; only the leading (batch) size may differ" if declares_symbolic and not same_but_batch else ""
     raise InputError(f"{spec} is imported with fixed input shapes {expected}{where}; drop --input-shape or match "
                      f"them{hint}")
 
