@@ -45,6 +45,8 @@ class Domain:
     guide: Guide | None = None
     parameters: dict | None = None
     row_bounds: torch.Tensor | None = None
+    #: whether its last bound pass did not raise the margin bound it inherited (`DomainBounder.adapt_iterations`)
+    stalled: bool = False
 
     def split(self, name: str, index: int | list[int], point: float) -> tuple["Domain", "Domain"]:
         """The two children: element `index` (flat; a list: several elements that hold the same value, such as

@@ -145,6 +145,8 @@ def branch_and_bound(
                     counterexample = _checked_primal(function, spec, answer.candidate)
                     if counterexample is not None:
                         return finish("falsified", None, counterexample)
+                if time.monotonic() >= deadline:  # the LP was stopped by the clock: it decided nothing
+                    return finish("timeout", min([queue.worst()] + [p.lower for p in parents]))
                 stats["reason"] = ("nothing to split: no node has a splittable relaxation (a smooth function or one kink) "
                                    "or is a product of two input-dependent tensors") if not bounder.nodes else \
                     "nothing left to split: every candidate interval is narrower than the smallest split width"

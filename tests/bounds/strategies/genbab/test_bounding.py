@@ -388,3 +388,35 @@ def test_rounds_refine_intermediate_bounds_only_where_a_round_of_it_fits_in_a_sh
     forced.root()
     forced.intermediate_seconds = 1e6
     assert forced.refines(64, deadline)
+
+
+def test_domains_that_keep_their_inherited_bound_get_more_adam_steps(monkeypatch):
+    """A round whose domains mostly keep the bound they inherited (their own pass fell below it) counts them as
+    stalled and doubles the Adam steps of the next round's α/β; a round that raises its domains' bounds halves
+    them back to the first rounds' number. The steps reach `optimize_alpha_beta`."""
+    from opwise.bounds.strategies.genbab import bounding
+
+    steps = []
+    original = bounding.optimize_alpha_beta
+    monkeypatch.setattr(bounding, "optimize_alpha_beta",
+                        lambda engine, target, A, options, **kw: steps.append(options and options.iterations)
+                        or original(engine, target, A, options, **kw))
+    model, bounded, grid_min, spread = next(cases([0]))
+    bounder = DomainBounder(bounded, threshold_spec(grid_min + spread), "alpha-crown")  # violated: margins stay < 0
+    root = bounder.root()
+    first = bounder.round_iterations
+    generator = torch.Generator().manual_seed(0)
+    children = _split_randomly([root], generator)
+    for child in children:
+        child.lower = -1e-9  # an inherited bound above anything a pass of this violated property proves
+    steps.clear()
+    bounder.bound(children, 8)
+    assert all(child.stalled and child.lower == -1e-9 for child in children)
+    assert steps == [first] and bounder.round_iterations == 2 * first
+    grandchildren = _split_randomly(children, generator)
+    for child in grandchildren:
+        child.lower = -math.inf  # nothing inherited: every pass raises the bound
+    steps.clear()
+    bounder.bound(grandchildren, 8)
+    assert all(not child.stalled and child.lower > -math.inf for child in grandchildren)
+    assert steps == [2 * first] and bounder.round_iterations == first

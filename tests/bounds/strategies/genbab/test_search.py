@@ -667,3 +667,22 @@ def test_piecewise_linear_families_are_split_at_their_breakpoints_and_match_brut
         lambda seed: torch.nn.Sequential(torch.nn.Linear(2, 4), activation(), torch.nn.Linear(4, 2)))
     assert len(split_nodes(bounded.graph)) == 1
     assert answered >= 3
+
+
+def test_a_leaf_lp_stopped_by_the_clock_ends_in_timeout_not_unknown(monkeypatch):
+    """Regression: a domain with nothing left to split whose LP the deadline stopped (no verdict, no candidate)
+    ended the search 'unknown', as if the LP had left it open; mnist_fc 256x2 prop_10_0.05 reported that at 60 s."""
+    import time
+
+    import opwise.bounds.strategies.genbab.search as search
+    from opwise.bounds.strategies.genbab.leaf import LeafAnswer
+
+    def stopped_by_the_clock(bounder, domain, deadline=None):
+        time.sleep(max(0.0, deadline - time.monotonic()) + 0.01)
+        return LeafAnswer(False)
+
+    monkeypatch.setattr(search, "decide_leaf", stopped_by_the_clock)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.Hardtanh(), torch.nn.Linear(6, 2))
+    model, bounded, grid_min, spread = product_case(model, 0, scale=2.0)
+    result = branch_and_bound(bounded, threshold_spec(grid_min - 1e-3 * spread), timeout=3, attack=False, alpha=FAST)
+    assert result.status == "timeout"
