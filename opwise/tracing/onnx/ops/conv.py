@@ -53,7 +53,9 @@ def _geometry(builder, node, x, kernel):
 
 
 @converter("Conv", since=1)
-def _conv(builder, node, x, weight, bias=None):
+def convolution(builder, node, x, weight, bias=None):
+    """Conv's attributes (pads, auto_pad, strides, dilations, group) read from `node`; QLinearConv and ConvInteger,
+    which share them, call this too."""
     kernel = list(node.attr("kernel_shape", builder.shape(weight)[2:]))
     strides, dilations, begins, ends = _geometry(builder, node, x, kernel)
     if begins != ends:
