@@ -97,7 +97,6 @@ def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opset: int, env: dic
     output_name = graph_proto.output[0].name
     for name, reader in [*_reads(graph_proto), (output_name, None)]:
         builder.use_counts[name] = builder.use_counts.get(name, 0) + 1
-        builder.readers.setdefault(name, []).append(reader.op_type if reader is not None else "")
         builder.reading_nodes.setdefault(name, []).append(reader)
     builder.inline = lambda subgraph, inputs=(): _inline(builder, subgraph, opset, env, inputs)
     for index, node_proto in enumerate(graph_proto.node):

@@ -16,9 +16,9 @@ Python number, which CUDA would turn into a product with its reciprocal), `aten.
 same correctly rounded float32 quotient onnxruntime computes, and every later value is an integer below 2^24
 (exact in float32) until the final product, the one rounding onnxruntime also does. Every op is bounded (round
 and clamp have relaxations) and has a relevance rule. The quantized value is an integer type in ONNX; it stays
-float here when only DequantizeLinear or an integer op of integer.py reads it, and is otherwise cast
-(`aten._to_copy`) to its integer type so that every other reader (Cast, MaxPool, the graph output) sees the ONNX
-type and values.
+float here when only DequantizeLinear or an integer op of integer.py reads it (directly or through ops that carry
+its numbers unchanged, MaxPool, Flatten, Reshape, ...), and is otherwise cast (`aten._to_copy`) to its integer type
+so that every other reader (Cast, Add, the graph output) sees the ONNX type and values.
 
 Refused with ModelLoadError naming the node: an input-dependent scale or zero point (the decomposition divides
 by a constant), scales, `precision` or DequantizeLinear `output_dtype` other than float32 (float16 / bfloat16
@@ -44,7 +44,10 @@ aten = torch.ops.aten
 _INTEGER_TYPES = {2: torch.uint8, 3: torch.int8, 4: torch.uint16, 5: torch.int16}
 _DEQUANTIZED_TYPES = (torch.uint8, torch.int8, torch.uint16, torch.int16, torch.int32)
 #: ONNX ops that read a quantized value for its number only, so it may stay float32 for them (integer.py's included)
-QUANTIZED_READERS = frozenset({"DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"})
+_QUANTIZED_READERS = frozenset({"DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"})
+#: ops that move or select a quantized value's numbers unchanged (onnxruntime runs them on uint8 between QLinear ops)
+_CARRIERS = frozenset({"MaxPool", "GlobalMaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+                       "Identity"})
 
 
 def _refuse(node, what: str) -> ModelLoadError:
@@ -149,10 +152,22 @@ def _quantize_linear(builder, node, x, scale, zero_point=None):
         shift = _broadcast(builder, node, x, zero_point.to(torch.float32), "zero point")
         rounded = builder.call(aten.add.Tensor, rounded, shift.item() if shift.dim() == 0 else shift)
     quantized = builder.call(aten.clamp.default, rounded, float(low), float(high))
-    readers = builder.readers.get(node.outputs[0], [])
-    if isinstance(quantized, fx.Node) and all(reader in QUANTIZED_READERS for reader in readers):
+    if isinstance(quantized, fx.Node) and read_as_number(builder, node.outputs[0]):
         return quantized
     return builder.call(aten._to_copy.default, quantized, dtype=dtype)
+
+
+def read_as_number(builder, name: str) -> bool:
+    """Whether every reader of the ONNX value `name` reads it for its numbers only (a dequantizer, an integer op), or
+    carries them unchanged to such readers (MaxPool, Flatten, ...): then it may stay float32, which keeps the graph
+    differentiable for relevance and free of casts for the bounds."""
+    for reader in builder.reading_nodes.get(name, []):
+        if reader is not None and reader.op_type in _QUANTIZED_READERS:
+            continue
+        carried = reader is not None and reader.op_type in _CARRIERS and reader.input[0] == name
+        if not (carried and all(read_as_number(builder, output) for output in reader.output if output)):
+            return False
+    return True
 
 
 def _dequantize_linear(builder, node, x, scale, zero_point=None):
