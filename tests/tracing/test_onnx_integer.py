@@ -47,6 +47,17 @@ def _inputs(shape, seed=0) -> np.ndarray:
     return (np.random.default_rng(seed).standard_normal([3] + list(shape[1:])) * 4).astype(np.float32)
 
 
+def _weights(rng, dtype, shape, channels: int | None) -> dict:
+    """Random 8-bit weights "w" with scales "ws" and zero points "wz" (off the middle for uint8) per tensor, or per
+    output channel where `channels` is given."""
+    low, high = (0, 256) if dtype == np.uint8 else (-127, 128)
+    count, shaped = channels or 1, -1 if channels else ()
+    zero_points = rng.integers(100, 150, count) if dtype == np.uint8 else np.zeros(count)
+    return {"w": rng.integers(low, high, shape).astype(dtype),
+            "ws": (rng.random(count) * 0.02 + 0.005).astype(np.float32).reshape(shaped),
+            "wz": np.asarray(zero_points, dtype).reshape(shaped)}
+
+
 # ----------------------------------------------------------------- QLinearConv
 QLINEAR_CONV_CASES = {  # name: (activation type, weight type, per channel, bias, attributes)
     "uint8 per tensor bias pads": (np.uint8, np.int8, False, True, {"pads": [1, 1, 1, 1]}),
@@ -62,12 +73,7 @@ def test_qlinear_conv_matches_onnxruntime_within_one_step(tmp_path, case):
     act, weight_type, per_channel, with_bias, attributes = QLINEAR_CONV_CASES[case]
     rng = np.random.default_rng(1)
     inits, output_type = _quantizer(act)
-    low, high = (0, 256) if weight_type == np.uint8 else (-127, 128)
-    inits["w"] = rng.integers(low, high, (4, 2 if attributes.get("group") else 4, 3, 3)).astype(weight_type)
-    channels = 4 if per_channel else 1
-    inits["ws"] = (rng.random(channels) * 0.02 + 0.005).astype(np.float32).reshape(-1 if per_channel else ())
-    inits["wz"] = np.asarray(rng.integers(100, 150, channels) if weight_type == np.uint8 else np.zeros(channels),
-                             weight_type).reshape(-1 if per_channel else ())
+    inits.update(_weights(rng, weight_type, (4, 2 if attributes.get("group") else 4, 3, 3), 4 if per_channel else None))
     inits["ys"], inits["yz"] = np.float32(0.1), np.asarray(128 if act == np.uint8 else 0, act)
     names = ["q", "xs", "xz", "w", "ws", "wz", "ys", "yz"]
     if with_bias:
@@ -95,13 +101,8 @@ def test_qlinear_matmul_matches_onnxruntime_within_one_step(tmp_path, case):
     act, weight_type, per_column, shape, opset = QLINEAR_MATMUL_CASES[case]
     rng = np.random.default_rng(2)
     inits, output_type = _quantizer(act)
-    low, high = (0, 256) if weight_type == np.uint8 else (-127, 128)
-    columns = 5 if per_column else 1
-    inits.update(w=rng.integers(low, high, (6, 5)).astype(weight_type),
-                 ws=(rng.random(columns) * 0.02 + 0.005).astype(np.float32).reshape(-1 if per_column else ()),
-                 wz=np.asarray(rng.integers(100, 150, columns) if weight_type == np.uint8 else np.zeros(columns),
-                               weight_type).reshape(-1 if per_column else ()),
-                 ys=np.float32(0.07), yz=np.asarray(100 if act == np.uint8 else -3, act))
+    inits.update(_weights(rng, weight_type, (6, 5), 5 if per_column else None))
+    inits.update(ys=np.float32(0.07), yz=np.asarray(100 if act == np.uint8 else -3, act))
     nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["q"]),
              helper.make_node("QLinearMatMul", ["q", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"])]
     path = _model(tmp_path, nodes, shape, inits, output_type, opset=max(opset, 10))
