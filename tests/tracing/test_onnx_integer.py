@@ -111,8 +111,8 @@ def test_qlinear_matmul_matches_onnxruntime_within_one_step(tmp_path, case):
 
 
 def test_qlinear_matmul_of_two_quantized_activations(tmp_path):
-    """The right side depends on the input too (a transposed quantized value, read as uint8): dequantized in the
-    graph, multiplied by bmm."""
+    """The right side depends on the input too (the quantized value transposed, which keeps it float32): dequantized
+    in the graph, multiplied by bmm. Its scales make exact ties common (s_a·s_b / s_y = 1/200): one step apart."""
     inits, _ = _quantizer(np.uint8)
     inits.update(ys=np.float32(0.5), yz=np.uint8(10))
     nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["q"]),
@@ -120,7 +120,19 @@ def test_qlinear_matmul_of_two_quantized_activations(tmp_path):
              helper.make_node("QLinearMatMul", ["q", "xs", "xz", "t", "xs", "xz", "ys", "yz"], ["y"])]
     path = _model(tmp_path, nodes, [1, 3, 4], inits, TensorProto.UINT8)
     assert _steps(path, _inputs([1, 3, 4])) <= 1
-    assert "aten.bmm.default" in ops_of(load_onnx(path))
+    ops = ops_of(load_onnx(path))
+    assert "aten.bmm.default" in ops and ops.count("aten._to_copy.default") == 1  # only the output's
+
+
+def test_quantized_value_carried_to_the_output_is_cast_before(tmp_path):
+    """MaxPool carries a quantized value unchanged, but to the graph output: it is cast to uint8 before MaxPool,
+    whose uneven pads then hold uint8's least value, 0 (-inf before: a regression test)."""
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["q"]),
+             helper.make_node("MaxPool", ["q"], ["y"], kernel_shape=[2, 2], pads=[1, 0, 0, 1])]
+    path = _model(tmp_path, nodes, [1, 2, 5, 4], _quantizer(np.uint8)[0], TensorProto.UINT8)
+    _assert_exact(path, _inputs([1, 2, 5, 4]))
+    assert ops_of(load_onnx(path))[-3:] == ["aten._to_copy.default", "aten.constant_pad_nd.default",
+                                           "aten.max_pool2d.default"]
 
 
 # ----------------------------------------------------------------- MatMulInteger, ConvInteger
