@@ -227,15 +227,17 @@ def _matmul_integer(builder, node, a, b, a_zero_point=None, b_zero_point=None):
     """MatMul of (a − z_a) and (b − z_b) in exact float32."""
     a_zero_point = _per_tensor(node, a_zero_point, "left input zero point")
     largest = _largest_distance(builder, node, a, a_zero_point, "left input")
+    reduced = -2 if len(builder.shape(b)) > 1 else 0  # the axis of b the product sums over
     if isinstance(b, fx.Node):
         b_zero_point = _per_tensor(node, b_zero_point, "right input zero point")
-        sums = torch.tensor(builder.shape(b)[-2] * _largest_distance(builder, node, b, b_zero_point, "right input"))
+        b_largest = _largest_distance(builder, node, b, b_zero_point, "right input")
+        sums = torch.tensor(builder.shape(b)[reduced] * b_largest)
     else:
         b_zero_point = _per_channel(node, b_zero_point, b, -1, "right input zero point")
         _integer_type(builder, node, b, b_zero_point, "right input")
         b = dequantize(builder, b, None, b_zero_point)
-        sums = b.abs().sum(-2)
-    _require_exact(node, sums * largest, f"{builder.shape(b)[-2]} products per output")
+        sums = b.abs().sum(reduced)
+    _require_exact(node, sums * largest, f"{builder.shape(b)[reduced]} products per output")
     return _integer_result(builder, node, matmul(builder, dequantize(builder, a, None, a_zero_point), b))
 
 
