@@ -1,5 +1,6 @@
 """ONNX QuantizeLinear / DequantizeLinear: QDQ models match onnxruntime exactly, and are explained, bounded soundly
-(IBP, CROWN, α-CROWN, also where the quantizer saturates) and verified; what is not imported is refused by name."""
+(IBP, CROWN, α-CROWN, also where the quantizer saturates) and verified; what is not imported is refused by name.
+The integer ops that read quantized values (QLinearConv, MatMulInteger, ...) are tested in test_onnx_integer.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import opwise  # noqa: E402
 from opwise.bounds import BoundedModel  # noqa: E402
-from opwise.errors import ModelLoadError, UnsupportedOperation  # noqa: E402
+from opwise.errors import ModelLoadError  # noqa: E402
 from opwise.tracing.onnx import load_onnx  # noqa: E402
 from tests.bounds.helpers import assert_sound  # noqa: E402
 from tests.tracing.test_onnx_import import assert_matches, ops_of, run_onnxruntime, run_opwise, save_model  # noqa: E402
@@ -283,15 +284,6 @@ def test_other_float_scales_and_malformed_shapes_are_refused(tmp_path):
     with pytest.raises(ModelLoadError, match=r"'quant' .*output_dtype=3 \(int8\) disagrees with its zero point's "
                                              r"type uint8"):
         load_onnx(_quantizer(tmp_path, {"s": np.float32(1), "z": np.uint8(0)}, opset=21, output_dtype=3))
-
-
-def test_integer_ops_reading_quantized_values_are_reported(tmp_path):
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
-             helper.make_node("MatMulInteger", ["q", "w"], ["i"], name="integer_matmul"),
-             helper.make_node("Cast", ["i"], ["y"], to=TensorProto.FLOAT)]
-    inits = {"s": np.float32(0.1), "z": np.uint8(0), "w": np.ones((4, 2), np.uint8)}
-    with pytest.raises(UnsupportedOperation, match=r"'integer_matmul' \(ONNX MatMulInteger"):
-        load_onnx(save_model(tmp_path, nodes, {"x": [1, 4]}, None, inits))
 
 
 @pytest.mark.parametrize("code,name", [(TensorProto.FLOAT8E4M3FN, "float8e4m3fn"),

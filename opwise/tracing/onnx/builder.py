@@ -36,7 +36,7 @@ class GraphBuilder:
         self._attributes: dict[int, fx.Node] = {}
         self.current: OnnxNode | None = None
         self.use_counts: dict[str, int] = {}  # ONNX value name -> readers (nodes and the graph output)
-        self.readers: dict[str, list[str]] = {}  # ONNX value name -> op types reading it ("" for the graph output)
+        self.reading_nodes: dict[str, list[Any]] = {}  # ONNX value name -> NodeProtos reading it (None: the output)
         # converts a subgraph (a GraphProto: an If branch, a Scan or Loop body with its inputs bound) into this graph
         # and returns its outputs: `inline(subgraph, inputs=())`; set by the importer
         self.inline: Any = None

@@ -95,9 +95,9 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
 def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opset: int, env: dict[str, Any]) -> None:
     """Convert every node in order, then add the output (a constant output becomes a get_attr)."""
     output_name = graph_proto.output[0].name
-    for name, op_type in [*_reads(graph_proto), (output_name, "")]:
+    for name, reader in [*_reads(graph_proto), (output_name, None)]:
         builder.use_counts[name] = builder.use_counts.get(name, 0) + 1
-        builder.readers.setdefault(name, []).append(op_type)
+        builder.reading_nodes.setdefault(name, []).append(reader)
     builder.inline = lambda subgraph, inputs=(): _inline(builder, subgraph, opset, env, inputs)
     for index, node_proto in enumerate(graph_proto.node):
         _convert(builder, _onnx_node(node_proto, index, opset), env)
@@ -112,16 +112,16 @@ def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opset: int, env: dic
     builder.graph.output(result)
 
 
-def _reads(graph_proto: Any) -> list[tuple[str, str]]:
-    """(value name, the reading node's op type) for every read of the nodes of `graph_proto`, those of its
+def _reads(graph_proto: Any) -> list[tuple[str, Any]]:
+    """(value name, the reading NodeProto) for every read of the nodes of `graph_proto`, those of its
     subgraphs (If branches) included; a subgraph's outputs count as read by the node that holds the subgraph
     (it returns them)."""
     reads = []
     for node_proto in graph_proto.node:
-        reads.extend((name, node_proto.op_type) for name in node_proto.input)
+        reads.extend((name, node_proto) for name in node_proto.input)
         for attribute in node_proto.attribute:
             for subgraph in [attribute.g] if attribute.HasField("g") else list(attribute.graphs):
-                reads.extend(_reads(subgraph) + [(value.name, node_proto.op_type) for value in subgraph.output])
+                reads.extend(_reads(subgraph) + [(value.name, node_proto) for value in subgraph.output])
     return reads
 
 

@@ -53,7 +53,9 @@ def _geometry(builder, node, x, kernel):
 
 
 @converter("Conv", since=1)
-def _conv(builder, node, x, weight, bias=None):
+def convolution(builder, node, x, weight, bias=None):
+    """Conv's attributes (pads, auto_pad, strides, dilations, group) read from `node`; QLinearConv and ConvInteger,
+    which share them, call this too."""
     kernel = list(node.attr("kernel_shape", builder.shape(weight)[2:]))
     strides, dilations, begins, ends = _geometry(builder, node, x, kernel)
     if begins != ends:
@@ -143,7 +145,9 @@ def _max_pool(builder, node, x):
     kernel = list(node.attr("kernel_shape"))
     strides, dilations, begins, ends = _geometry(builder, node, x, kernel)
     if begins != ends or any(2 * b > k for b, k in zip(begins, kernel)):
-        x, begins = _pad_input(builder, x, begins, ends, float("-inf")), [0] * len(kernel)
+        dtype = builder.example(x).dtype  # padding no window's maximum can be: -inf, or an integer type's least
+        lowest = float("-inf") if dtype.is_floating_point else torch.iinfo(dtype).min
+        x, begins = _pad_input(builder, x, begins, ends, lowest), [0] * len(kernel)
     return builder.call(_MAX_POOLS[len(kernel)], x, kernel, strides, begins, dilations, bool(node.attr("ceil_mode", 0)))
 
 

@@ -16,15 +16,16 @@ Python number, which CUDA would turn into a product with its reciprocal), `aten.
 same correctly rounded float32 quotient onnxruntime computes, and every later value is an integer below 2^24
 (exact in float32) until the final product, the one rounding onnxruntime also does. Every op is bounded (round
 and clamp have relaxations) and has a relevance rule. The quantized value is an integer type in ONNX; it stays
-float here when only DequantizeLinear reads it, and is otherwise cast (`aten._to_copy`) to its integer type so
-that every other reader (Cast, an integer op, the graph output) sees the ONNX type and values.
+float here when only DequantizeLinear or an integer op of integer.py reads it (directly or through ops that carry
+its numbers unchanged, MaxPool, Flatten, Reshape, ...), and is otherwise cast (`aten._to_copy`) to its integer type
+so that every other reader (Cast, Add, the graph output) sees the ONNX type and values.
 
 Refused with ModelLoadError naming the node: an input-dependent scale or zero point (the decomposition divides
 by a constant), scales, `precision` or DequantizeLinear `output_dtype` other than float32 (float16 / bfloat16
 round the result differently), per-axis parameters along the batch axis at another batch size, float8 and int4
 types (torch cannot hold or reproduce them exactly; so also `saturate=0`, which applies only to float8),
-and malformed per-axis or blocked shapes. Integer ops that read quantized values (ConvInteger, MatMulInteger,
-QLinearConv, ...) have no converter and are reported as unknown operators.
+and malformed per-axis or blocked shapes. Integer ops that read quantized values (QLinearConv, MatMulInteger, ...)
+are in integer.py.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ aten = torch.ops.aten
 #: quantized types imported, with their ONNX TensorProto codes (for `output_dtype`)
 _INTEGER_TYPES = {2: torch.uint8, 3: torch.int8, 4: torch.uint16, 5: torch.int16}
 _DEQUANTIZED_TYPES = (torch.uint8, torch.int8, torch.uint16, torch.int16, torch.int32)
+#: ONNX ops that read a quantized value for its number only, so it may stay float32 for them (integer.py's included)
+_QUANTIZED_READERS = frozenset({"DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"})
+#: ops that move or select a quantized value's numbers unchanged (onnxruntime runs them on uint8 between QLinear ops)
+_CARRIERS = frozenset({"MaxPool", "GlobalMaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+                       "Identity"})
 
 
 def _refuse(node, what: str) -> ModelLoadError:
@@ -146,10 +152,22 @@ def _quantize_linear(builder, node, x, scale, zero_point=None):
         shift = _broadcast(builder, node, x, zero_point.to(torch.float32), "zero point")
         rounded = builder.call(aten.add.Tensor, rounded, shift.item() if shift.dim() == 0 else shift)
     quantized = builder.call(aten.clamp.default, rounded, float(low), float(high))
-    readers = builder.readers.get(node.outputs[0], [])
-    if isinstance(quantized, fx.Node) and all(reader == "DequantizeLinear" for reader in readers):
+    if isinstance(quantized, fx.Node) and read_as_number(builder, node.outputs[0]):
         return quantized
     return builder.call(aten._to_copy.default, quantized, dtype=dtype)
+
+
+def read_as_number(builder, name: str) -> bool:
+    """Whether every reader of the ONNX value `name` reads it for its numbers only (a dequantizer, an integer op), or
+    carries them unchanged to such readers (MaxPool, Flatten, ...): then it may stay float32, which keeps the graph
+    differentiable for relevance and free of casts for the bounds."""
+    for reader in builder.reading_nodes.get(name, []):
+        if reader is not None and reader.op_type in _QUANTIZED_READERS:
+            continue
+        carried = reader is not None and reader.op_type in _CARRIERS and reader.input[0] == name
+        if not (carried and all(read_as_number(builder, output) for output in reader.output if output)):
+            return False
+    return True
 
 
 def _dequantize_linear(builder, node, x, scale, zero_point=None):
@@ -169,17 +187,26 @@ def _dequantize_linear(builder, node, x, scale, zero_point=None):
     if zero_point is not None and dtype != torch.float32 and zero_point.dtype != dtype:
         raise _refuse(node, f"its zero point is {str(zero_point.dtype).removeprefix('torch.')} but its input is "
                             f"{str(dtype).removeprefix('torch.')}; ONNX requires one type")
-    scale = _broadcast(builder, node, x, scale, "scale")
+    zero_point = None if zero_point is None else _broadcast(builder, node, x, zero_point, "zero point")
+    return dequantize(builder, x, _broadcast(builder, node, x, scale, "scale"), zero_point)
+
+
+def dequantize(builder, x, scale: torch.Tensor | None, zero_point: torch.Tensor | None):
+    """(x − z) · s, with s and z shaped to broadcast against x (no product where s is None): a constant x folds in
+    onnxruntime's int32 arithmetic, an input-dependent one stays in exact float32 (its integer-typed values cast)."""
     if isinstance(x, torch.Tensor):
         shifted = x.to(torch.int32)
         if zero_point is not None:
-            shifted = shifted - _broadcast(builder, node, x, zero_point, "zero point").to(torch.int32)
-        return builder.inherit_source(shifted.to(torch.float32) * scale, x)
-    if dtype != torch.float32:  # an integer-typed input (the model's own, or a cast quantized value)
+            shifted = shifted - zero_point.to(torch.int32)
+        shifted = shifted.to(torch.float32)
+        return builder.inherit_source(shifted if scale is None else shifted * scale, x)
+    if builder.example(x).dtype != torch.float32:  # an integer-typed input (the model's own, or a cast quantized value)
         x = builder.call(aten._to_copy.default, x, dtype=torch.float32)
     if zero_point is not None and bool((zero_point != 0).any()):
-        shift = _broadcast(builder, node, x, zero_point.to(torch.float32), "zero point")
+        shift = zero_point.to(torch.float32)
         x = builder.call(aten.sub.Tensor, x, shift.item() if shift.dim() == 0 else shift)
+    if scale is None:
+        return x
     return builder.call(aten.mul.Tensor, x, scale.item() if scale.dim() == 0 else scale)
 
 
