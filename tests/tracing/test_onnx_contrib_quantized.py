@@ -1,6 +1,6 @@
-"""onnxruntime's contrib quantized operators (com.microsoft QGemm, QLinearAdd, ...): hand-built graphs and
-onnxruntime's own QOperator models match onnxruntime within one quantization step, are bounded soundly and explained;
-what is not imported is refused by name."""
+"""onnxruntime's contrib quantized operators (com.microsoft QGemm, QLinearAdd, ...): hand-built graphs match
+onnxruntime within one quantization step, onnxruntime's own QOperator models exactly; they are bounded soundly and
+explained; what is not imported is refused by name."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from opwise.tracing.onnx import load_onnx  # noqa: E402
 from tests.bounds.helpers import assert_sound  # noqa: E402
 from tests.tracing.test_onnx_import import ops_of, run_onnxruntime, run_opwise  # noqa: E402
 from tests.tracing.test_onnx_integer import _inputs, _quantized, _quantizer, _steps, _weights  # noqa: E402
-from tests.tracing.test_onnx_quantization import _model  # noqa: E402
+from tests.tracing.test_onnx_quantization import _assert_exact, _model  # noqa: E402
 
 _MS = "com.microsoft"
 
@@ -104,7 +104,8 @@ UNARY_CASES = {  # name: (op type, attributes)
 def test_qlinear_unary_matches_onnxruntime(tmp_path, case, act):
     op, attributes = UNARY_CASES[case]
     inits, output_type = _quantizer(act)
-    inits.update(ys=np.float32(0.004 if op == "QLinearSigmoid" else 0.03), yz=np.asarray(0 if act == np.uint8 else -100, act))
+    inits.update(ys=np.float32(0.004 if op == "QLinearSigmoid" else 0.03),
+                 yz=np.asarray(0 if act == np.uint8 else -100, act))
     nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["q"]),
              helper.make_node(op, ["q", "xs", "xz", "ys", "yz"], ["y"], domain=_MS, **attributes)]
     path = _contrib_model(tmp_path, nodes, [1, 3, 6, 7], inits, output_type)
@@ -121,3 +122,81 @@ def test_qlinear_concat_matches_onnxruntime(tmp_path):
                               domain=_MS, axis=1)]
     path = _contrib_model(tmp_path, nodes, [1, 4, 3, 5], inits, output_type)
     assert _steps(path, _inputs([1, 4, 3, 5])) <= 1
+
+
+# ----------------------------------------------------------------- onnxruntime's quantizer
+class _LinearMlp(torch.nn.Module):
+    """Linear layers: QOperator writes QGemm with int32 biases and per-column weight scales."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8),
+                                          torch.nn.ReLU(), torch.nn.Linear(8, 3))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class _ResidualNet(torch.nn.Module):
+    """Conv → Relu → Conv, added to its input (QLinearAdd), global average pool (QLinearGlobalAveragePool),
+    Linear (QGemm)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(2, 4, 3, padding=1)
+        self.first, self.second = torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = torch.relu(x + self.second(torch.relu(self.first(x))))
+        return self.head(torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+QUANTIZED_MODELS = {"mlp": (_LinearMlp, (1, 6), {"QGemm"}),
+                    "residual": (_ResidualNet, (1, 2, 6, 6), {"QLinearAdd", "QLinearGlobalAveragePool", "QGemm"})}
+
+
+@pytest.mark.parametrize("name", sorted(QUANTIZED_MODELS))
+def test_models_quantized_by_onnxruntime_match_it_are_bounded_and_explained(tmp_path, name):
+    module, shape, contrib = QUANTIZED_MODELS[name]
+    path = _quantized(tmp_path, module, shape, per_channel=True)
+    assert {node.op_type for node in onnx.load(str(path)).graph.node} >= contrib
+    x = np.random.default_rng(11).standard_normal((3,) + shape[1:]).astype(np.float32) * 2
+    _assert_exact(path, x)
+    graph = load_onnx(path)
+    x = torch.from_numpy(x[:1])
+    assert_sound(lambda z: graph.for_batch(z.shape[0])(z), x - 0.05, x + 0.05, methods=("ibp", "crown"),
+                 samples=2000, attack=False, bounded=BoundedModel(graph, x))
+    explanation = opwise.explain(graph, x)
+    assert explanation.relevance.shape == x.shape and torch.isfinite(explanation.relevance).all()
+
+
+# ----------------------------------------------------------------- refusals
+def test_qgemm_transposing_its_input_or_with_a_bias_per_row_is_refused(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"'qgemm' \(com.microsoft.QGemm, opset 13\): attribute transA=1 "
+                                             r"transposes the input-dependent A"):
+        load_onnx(_qgemm_model(tmp_path, "uint8 per tensor bias", transA=1))
+    with pytest.raises(ModelLoadError, match=r"'qgemm' .*its bias C is int32 of shape \[1, 2, 5\]; opwise imports an "
+                                             r"int32 bias per output column \(5\)"):
+        load_onnx(_qgemm_model(tmp_path, "uint8 per tensor bias", bias=np.ones((1, 2, 5), np.int32)))
+    with pytest.raises(ModelLoadError, match=r"'qgemm' .*its bias C is float32 of shape \[5\]"):
+        load_onnx(_qgemm_model(tmp_path, "uint8 per tensor bias", bias=np.ones(5, np.float32)))
+
+
+def test_channels_last_pools_and_input_dependent_scales_are_refused(tmp_path):
+    inits = _quantizer(np.uint8)[0]
+    inits.update(ys=np.float32(0.1), yz=np.uint8(0))
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["q"]),
+             helper.make_node("QLinearGlobalAveragePool", ["q", "xs", "xz", "ys", "yz"], ["y"], name="nhwc",
+                              domain=_MS, channels_last=1)]
+    with pytest.raises(ModelLoadError, match=r"'nhwc' \(com.microsoft.QLinearGlobalAveragePool, opset 13\): "
+                                             r"attribute channels_last=1; opwise imports the NCHW layout"):
+        load_onnx(_contrib_model(tmp_path, nodes, [1, 2, 3, 3], inits, TensorProto.UINT8))
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["q"]),
+             helper.make_node("ReduceMax", ["x"], ["s"], keepdims=0),
+             helper.make_node("QLinearAdd", ["q", "s", "xz", "q", "xs", "xz", "ys", "yz"], ["y"], name="add",
+                              domain=_MS)]
+    with pytest.raises(ModelLoadError, match=r"'add' \(com.microsoft.QLinearAdd, opset 13\): its input A scale "
+                                             r"depends on the model input"):
+        load_onnx(_contrib_model(tmp_path, nodes, [1, 4], inits, TensorProto.UINT8))

@@ -11,16 +11,37 @@ y_scale its output is that float32 value, not quantized.
 onnxruntime computes these ops in integer or mixed arithmetic (an int32 sum requantized by one float32 product,
 s_a/s_y ratios, lookup tables for the activations), which rounds the same real number a few float32 ulps apart: a
 quantized output may differ by one step where it lies within those ulps of a tie. Measured against onnxruntime 1.32
-(CPU, x86-64) on the hand-built cases of tests/tracing/test_onnx_contrib_quantized.py (batch 1 and 3, both counted): QGemm, QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QLinearConcat,
-QLinearSigmoid and QLinearLeakyRelu differ on none of their 90, 720, 720, 36, 720, 1,512 and 1,512 quantized
-outputs; QLinearAveragePool by one step on 6 of 2,448. QGemm's float output (no y_scale) differs by at most
+(CPU, x86-64) on the hand-built cases of tests/tracing/test_onnx_contrib_quantized.py (batch 1 and 3, both
+counted): QGemm, QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QLinearConcat, QLinearSigmoid and
+QLinearLeakyRelu differ on none of their 90, 720, 720, 36, 720, 1,512 and 1,512 quantized outputs;
+QLinearAveragePool by one step on 6 of 2,448. QGemm's float output (no y_scale) differs by at most
 9.6e-7 (1.4e-5 relative) on 10 of 15 outputs: onnxruntime scales the exact int32 sum once, opwise sums dequantized
-products in float32. The tests check the one-step bound and a 1e-5 tolerance for the float output.
+products in float32. The MLP and residual net onnxruntime's quantize_static writes (QGemm, QLinearAdd,
+QLinearGlobalAveragePool) match it bit for bit. The tests check the one-step bound, a 1e-5 tolerance for the float
+output and bit-exactness for the networks.
 
 Refused with ModelLoadError naming the node: what integer.py refuses (input-dependent weights, scales and zero
 points, types other than uint8 and int8, per-channel parameters other than per output channel of a weight), QGemm's
 transA on the input-dependent A (it would transpose the batch axis) and biases other than one per output column,
 and channels_last=1 (the NHWC layout onnxruntime's quantizer does not write).
+
+A QGemm without y_scale, x quantized with scale 0.5: [1, 0.5] · [2, −1] = 1.5, a float:
+
+>>> import tempfile, numpy, onnx, torch
+>>> from onnx import TensorProto, helper, numpy_helper
+>>> from opwise.tracing.onnx import load_onnx
+>>> parameters = {"s": numpy.float32(0.5), "z": numpy.uint8(0), "w": numpy.array([[2], [-1]], numpy.int8),
+...               "ws": numpy.float32(1.0), "wz": numpy.int8(0)}
+>>> nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+...          helper.make_node("QGemm", ["q", "s", "z", "w", "ws", "wz"], ["y"], domain="com.microsoft")]
+>>> graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+...                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+...                           [numpy_helper.from_array(numpy.asarray(v), k) for k, v in parameters.items()])
+>>> opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)]
+>>> path = tempfile.mkdtemp() + "/qgemm.onnx"
+>>> onnx.save(helper.make_model(graph, opset_imports=opsets), path)
+>>> load_onnx(path)(torch.tensor([[1.0, 0.5]]))
+tensor([[1.5000]])
 """
 
 from __future__ import annotations
