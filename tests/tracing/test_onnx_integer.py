@@ -215,7 +215,8 @@ def test_integer_matmul_graph_is_bounded_soundly(tmp_path, method):
 # ----------------------------------------------------------------- onnxruntime's quantizer
 class _ConvNet(torch.nn.Module):
     """Conv → Relu → MaxPool → grouped strided Conv → Relu → Flatten → MatMul: QOperator writes QLinearConv,
-    MaxPool and Flatten on uint8, QLinearMatMul (a Linear would be the contrib QGemm, which opwise does not import)."""
+    MaxPool and Flatten on uint8, QLinearMatMul (a Linear would be the contrib QGemm, tested in
+    test_onnx_contrib_quantized.py)."""
 
     def __init__(self):
         super().__init__()

@@ -1,7 +1,7 @@
 """Converters, one module per ONNX operator family; importing this package registers them all."""
 
-from opwise.tracing.onnx.ops import (constants, control, conv, einsum, elementwise, indexing, integer, linear,
-                                     normalization, quantization, recurrent, reduce, resize, shape)
+from opwise.tracing.onnx.ops import (constants, contrib_quantized, control, conv, einsum, elementwise, indexing,
+                                     integer, linear, normalization, quantization, recurrent, reduce, resize, shape)
 
-__all__ = ["constants", "control", "conv", "einsum", "elementwise", "indexing", "integer", "linear", "normalization",
-           "quantization", "recurrent", "reduce", "resize", "shape"]
+__all__ = ["constants", "contrib_quantized", "control", "conv", "einsum", "elementwise", "indexing", "integer",
+           "linear", "normalization", "quantization", "recurrent", "reduce", "resize", "shape"]

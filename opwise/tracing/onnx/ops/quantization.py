@@ -43,8 +43,11 @@ aten = torch.ops.aten
 #: quantized types imported, with their ONNX TensorProto codes (for `output_dtype`)
 _INTEGER_TYPES = {2: torch.uint8, 3: torch.int8, 4: torch.uint16, 5: torch.int16}
 _DEQUANTIZED_TYPES = (torch.uint8, torch.int8, torch.uint16, torch.int16, torch.int32)
-#: ONNX ops that read a quantized value for its number only, so it may stay float32 for them (integer.py's included)
-_QUANTIZED_READERS = frozenset({"DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"})
+#: ONNX ops that read a quantized value for its number only, so it may stay float32 for them (integer.py's and
+#: contrib_quantized.py's included)
+_QUANTIZED_READERS = frozenset({"DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
+                                "QGemm", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool",
+                                "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu"})
 #: ops that move or select a quantized value's numbers unchanged (onnxruntime runs them on uint8 between QLinear ops)
 _CARRIERS = frozenset({"MaxPool", "GlobalMaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
                        "Identity"})
