@@ -49,13 +49,13 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from opwise.tracing.onnx.ops.conv import _average_pool
-from opwise.tracing.onnx.ops.elementwise import _binary
-from opwise.tracing.onnx.ops.integer import (_dequantized_input, _dequantized_weight, _name, _per_tensor,
-                                             _quantized_output)
-from opwise.tracing.onnx.ops.linear import _gemm
-from opwise.tracing.onnx.ops.quantization import _constant, _refuse
-from opwise.tracing.onnx.ops.shape import _concat
+from opwise.tracing.onnx.ops.conv import average_pool
+from opwise.tracing.onnx.ops.elementwise import binary
+from opwise.tracing.onnx.ops.integer import (dequantized_input, dequantized_weight, dtype_name, per_tensor,
+                                             quantized_output)
+from opwise.tracing.onnx.ops.linear import gemm
+from opwise.tracing.onnx.ops.quantization import constant_parameter, refusal
+from opwise.tracing.onnx.ops.shape import concat
 from opwise.tracing.onnx.registry import converter
 
 aten = torch.ops.aten
@@ -63,7 +63,7 @@ aten = torch.ops.aten
 
 def _channels_first(node) -> None:
     if node.attr("channels_last", 0):
-        raise _refuse(node, "attribute channels_last=1; opwise imports the NCHW layout (channels_last=0), the one "
+        raise refusal(node, "attribute channels_last=1; opwise imports the NCHW layout (channels_last=0), the one "
                             "onnxruntime's quantizer writes")
 
 
@@ -73,33 +73,33 @@ def _qgemm(builder, node, a, a_scale, a_zero_point, b, b_scale, b_zero_point, c=
     """Gemm of the dequantized A and B, the int32 bias dequantized with alpha·s_a·s_b; quantized where y_scale is
     given, float32 otherwise."""
     if node.attr("transA", 0) and isinstance(a, fx.Node):
-        raise _refuse(node, "attribute transA=1 transposes the input-dependent A, whose first axis is the batch; "
+        raise refusal(node, "attribute transA=1 transposes the input-dependent A, whose first axis is the batch; "
                             "opwise imports QGemm with transA=0")
-    a = _dequantized_input(builder, node, a, a_scale, a_zero_point, "input A")
+    a = dequantized_input(builder, node, a, a_scale, a_zero_point, "input A")
     if isinstance(b, fx.Node):
-        raise _refuse(node, "its weight B depends on the model input; opwise imports QGemm with a constant B")
+        raise refusal(node, "its weight B depends on the model input; opwise imports QGemm with a constant B")
     columns = b.shape[0] if node.attr("transB", 0) else b.shape[1]
-    b = _dequantized_weight(builder, node, b, b_scale, b_zero_point, axis=0 if node.attr("transB", 0) else 1)
+    b = dequantized_weight(builder, node, b, b_scale, b_zero_point, axis=0 if node.attr("transB", 0) else 1)
     if c is not None:
-        c = _constant(node, c, "bias C")
+        c = constant_parameter(node, c, "bias C")
         if c.dtype != torch.int32 or c.numel() not in (1, columns) or (c.dim() == 2 and c.shape[0] != 1):
-            raise _refuse(node, f"its bias C is {_name(c.dtype)} of shape {list(c.shape)}; opwise imports an int32 "
+            raise refusal(node, f"its bias C is {dtype_name(c.dtype)} of shape {list(c.shape)}; opwise imports an int32 "
                                 f"bias per output column ({columns}) or one for all")
-        scale = node.attr("alpha", 1.0) * _per_tensor(node, a_scale, "input A scale") * b_scale.reshape(-1)
+        scale = node.attr("alpha", 1.0) * per_tensor(node, a_scale, "input A scale") * b_scale.reshape(-1)
         c = builder.inherit_source(c.reshape(-1).to(torch.float32) * scale, c)
-    y = _gemm(builder, node, a, b, c)
+    y = gemm(builder, node, a, b, c)
     if y_scale is None:
         if y_zero_point is not None:
-            raise _refuse(node, "it has an output zero point but no output scale")
+            raise refusal(node, "it has an output zero point but no output scale")
         return y
-    return _quantized_output(builder, node, y, y_scale, y_zero_point)
+    return quantized_output(builder, node, y, y_scale, y_zero_point)
 
 
 def _qlinear_binary(builder, node, a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point, op):
     """`op` of the dequantized operands (either may be a constant), the output quantized."""
-    a = _dequantized_input(builder, node, a, a_scale, a_zero_point, "input A")
-    b = _dequantized_input(builder, node, b, b_scale, b_zero_point, "input B")
-    return _quantized_output(builder, node, _binary(builder, node, a, b, op, commutative=True), y_scale, y_zero_point)
+    a = dequantized_input(builder, node, a, a_scale, a_zero_point, "input A")
+    b = dequantized_input(builder, node, b, b_scale, b_zero_point, "input B")
+    return quantized_output(builder, node, binary(builder, node, a, b, op, commutative=True), y_scale, y_zero_point)
 
 
 @converter("com.microsoft.QLinearAdd", since=1)
@@ -115,30 +115,30 @@ def _qlinear_mul(builder, node, *inputs):
 @converter("com.microsoft.QLinearGlobalAveragePool", since=1)
 def _qlinear_global_average_pool(builder, node, x, x_scale, x_zero_point, y_scale, y_zero_point):
     _channels_first(node)
-    x = _dequantized_input(builder, node, x, x_scale, x_zero_point, "input")
+    x = dequantized_input(builder, node, x, x_scale, x_zero_point, "input")
     y = builder.call(aten.mean.dim, x, list(range(2, len(builder.shape(x)))), True)
-    return _quantized_output(builder, node, y, y_scale, y_zero_point)
+    return quantized_output(builder, node, y, y_scale, y_zero_point)
 
 
 @converter("com.microsoft.QLinearAveragePool", since=1)
 def _qlinear_average_pool(builder, node, x, x_scale, x_zero_point, y_scale, y_zero_point):
     """AveragePool's attributes read from `node`; padding averages in dequantized zeros, as onnxruntime does."""
     _channels_first(node)
-    x = _dequantized_input(builder, node, x, x_scale, x_zero_point, "input")
-    return _quantized_output(builder, node, _average_pool(builder, node, x), y_scale, y_zero_point)
+    x = dequantized_input(builder, node, x, x_scale, x_zero_point, "input")
+    return quantized_output(builder, node, average_pool(builder, node, x), y_scale, y_zero_point)
 
 
 @converter("com.microsoft.QLinearConcat", since=1)
 def _qlinear_concat(builder, node, y_scale, y_zero_point, *inputs):
     """Inputs come in triples (value, scale, zero point), each dequantized."""
-    values = [_dequantized_input(builder, node, x, scale, zero_point, f"input {index}")
+    values = [dequantized_input(builder, node, x, scale, zero_point, f"input {index}")
               for index, (x, scale, zero_point) in enumerate(zip(inputs[0::3], inputs[1::3], inputs[2::3]))]
-    return _quantized_output(builder, node, _concat(builder, node, *values), y_scale, y_zero_point)
+    return quantized_output(builder, node, concat(builder, node, *values), y_scale, y_zero_point)
 
 
 def _qlinear_activation(builder, node, x, x_scale, x_zero_point, y_scale, y_zero_point, op, *arguments):
-    x = _dequantized_input(builder, node, x, x_scale, x_zero_point, "input")
-    return _quantized_output(builder, node, builder.call(op, x, *arguments), y_scale, y_zero_point)
+    x = dequantized_input(builder, node, x, x_scale, x_zero_point, "input")
+    return quantized_output(builder, node, builder.call(op, x, *arguments), y_scale, y_zero_point)
 
 
 @converter("com.microsoft.QLinearSigmoid", since=1)

@@ -152,7 +152,7 @@ def _max_pool(builder, node, x):
 
 
 @converter("AveragePool", since=1)
-def _average_pool(builder, node, x):
+def average_pool(builder, node, x):
     kernel = list(node.attr("kernel_shape"))
     strides, _, begins, ends = _geometry(builder, node, x, kernel)
     include_pad = bool(node.attr("count_include_pad", 0))

@@ -41,7 +41,7 @@ _SCALAR_FORMS = {aten.eq.Tensor: aten.eq.Scalar, aten.lt.Tensor: aten.lt.Scalar,
 _TENSOR_ONLY = (aten.logical_and.default, aten.logical_or.default, aten.logical_xor.default)
 
 
-def _binary(builder, node, a, b, op, commutative: bool):
+def binary(builder, node, a, b, op, commutative: bool):
     if commutative and isinstance(a, torch.Tensor) and isinstance(b, fx.Node):
         a, b = b, a
     if isinstance(a, fx.Node) and op not in _TENSOR_ONLY:
@@ -64,13 +64,13 @@ for _op_type, _op, _commutative in [
     ("Or", aten.logical_or.default, True),
     ("Xor", aten.logical_xor.default, True),
 ]:
-    converter(_op_type, since=7)(functools.partial(_binary, op=_op, commutative=_commutative))
+    converter(_op_type, since=7)(functools.partial(binary, op=_op, commutative=_commutative))
 
 
 @converter("Add", since=7)
 def _add(builder, node, a, b):
     fused = fuse_bias(builder, node, a, b)
-    return fused if fused is not None else _binary(builder, node, a, b, aten.add.Tensor, commutative=True)
+    return fused if fused is not None else binary(builder, node, a, b, aten.add.Tensor, commutative=True)
 
 
 @converter("Add", "Sub", "Mul", "Div", since=1)
@@ -81,7 +81,7 @@ def _legacy_binary(builder, node, a, b):
         trailing = rank_a - node.attr("axis") % rank_a - rank_b
         b = builder.call(aten.view.default, b, builder.shape(b) + [1] * trailing)
     op = {"Add": aten.add.Tensor, "Sub": aten.sub.Tensor, "Mul": aten.mul.Tensor, "Div": aten.div.Tensor}
-    return _binary(builder, node, a, b, op[node.op_type], node.op_type in ("Add", "Mul"))
+    return binary(builder, node, a, b, op[node.op_type], node.op_type in ("Add", "Mul"))
 
 
 @converter("Pow", since=1)
@@ -96,7 +96,7 @@ def _variadic(builder, node, *values):
     op = {"Max": aten.maximum.default, "Min": aten.minimum.default}.get(node.op_type, aten.add.Tensor)
     result = values[0]
     for value in values[1:]:
-        result = _binary(builder, node, result, value, op, commutative=True)
+        result = binary(builder, node, result, value, op, commutative=True)
     if node.op_type == "Mean" and len(values) > 1:
         result = builder.call(aten.div.Tensor, result, float(len(values)))
     return result
@@ -151,8 +151,8 @@ def _mod(builder, node, a, b):
         if builder.example(a).is_floating_point() or builder.example(b).is_floating_point():
             raise ModelLoadError(f"Mod '{node.name}': fmod=0 on floating-point inputs, which ONNX does not allow; "
                                  "opwise imports fmod=0 for integers and fmod=1 for any type")
-        return _binary(builder, node, a, b, aten.remainder.Tensor, commutative=False)
-    return _binary(builder, node, a, b, aten.fmod.Tensor, commutative=False)
+        return binary(builder, node, a, b, aten.remainder.Tensor, commutative=False)
+    return binary(builder, node, a, b, aten.fmod.Tensor, commutative=False)
 
 
 @converter("IsInf", since=10)

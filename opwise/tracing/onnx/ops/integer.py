@@ -57,7 +57,7 @@ from torch import fx
 
 from opwise.tracing.onnx.ops.conv import convolution
 from opwise.tracing.onnx.ops.linear import matmul
-from opwise.tracing.onnx.ops.quantization import _constant, _quantize_linear, _refuse, _scale, dequantize
+from opwise.tracing.onnx.ops.quantization import constant_parameter, quantize_linear, refusal, scale_of, dequantize
 from opwise.tracing.onnx.registry import converter
 
 aten = torch.ops.aten
@@ -67,7 +67,7 @@ _TYPES = (torch.uint8, torch.int8)
 _EXACT_LIMIT = 2**24
 
 
-def _name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
@@ -78,25 +78,25 @@ def _integer_type(builder, node, value, zero_point, what: str) -> torch.dtype | 
     if dtype == torch.float32 and isinstance(value, fx.Node):  # a quantized value kept float (quantization.py)
         dtype = None
     elif dtype not in _TYPES:
-        raise _refuse(node, f"its {what} is {_name(dtype)}; opwise imports uint8 and int8 {node.op_type} inputs, "
+        raise refusal(node, f"its {what} is {dtype_name(dtype)}; opwise imports uint8 and int8 {node.op_type} inputs, "
                             "the types onnxruntime runs it with")
     if zero_point is not None:
         if zero_point.dtype not in _TYPES:
-            raise _refuse(node, f"its {what}'s zero point is {_name(zero_point.dtype)}; opwise imports uint8 and "
+            raise refusal(node, f"its {what}'s zero point is {dtype_name(zero_point.dtype)}; opwise imports uint8 and "
                                 "int8 zero points")
         if dtype is not None and zero_point.dtype != dtype:
-            raise _refuse(node, f"its {what}'s zero point is {_name(zero_point.dtype)} but the {what} is "
-                                f"{_name(dtype)}; ONNX requires one type")
+            raise refusal(node, f"its {what}'s zero point is {dtype_name(zero_point.dtype)} but the {what} is "
+                                f"{dtype_name(dtype)}; ONNX requires one type")
     return dtype
 
 
-def _per_tensor(node, parameter, what: str) -> torch.Tensor | None:
+def per_tensor(node, parameter, what: str) -> torch.Tensor | None:
     """A constant scale or zero point with one element, as a 0-d tensor."""
     if parameter is None:
         return None
-    parameter = _constant(node, parameter, what)
+    parameter = constant_parameter(node, parameter, what)
     if parameter.numel() != 1:
-        raise _refuse(node, f"its {what} has shape {list(parameter.shape)}; opwise imports a per-tensor {what} (one "
+        raise refusal(node, f"its {what} has shape {list(parameter.shape)}; opwise imports a per-tensor {what} (one "
                             "element) there, as onnxruntime does")
     return parameter.reshape(())
 
@@ -105,11 +105,11 @@ def _per_channel(node, parameter, weight: torch.Tensor, axis: int, what: str) ->
     """A constant weight scale or zero point, shaped to broadcast along `axis` of the weight: per tensor or one per
     index of that axis (an output channel)."""
     if parameter is None or parameter.numel() == 1:
-        return _per_tensor(node, parameter, what)
-    parameter = _constant(node, parameter, what)
+        return per_tensor(node, parameter, what)
+    parameter = constant_parameter(node, parameter, what)
     count = weight.shape[axis]
     if parameter.dim() != 1 or parameter.shape[0] != count:
-        raise _refuse(node, f"its {what} has shape {list(parameter.shape)}; opwise imports a {what} per tensor or "
+        raise refusal(node, f"its {what} has shape {list(parameter.shape)}; opwise imports a {what} per tensor or "
                             f"one per output channel (1-D, {count} entries along axis {axis % weight.dim()} of the "
                             "weight), as onnxruntime does")
     return parameter.reshape([count] + [1] * (weight.dim() - axis % weight.dim() - 1))
@@ -118,33 +118,33 @@ def _per_channel(node, parameter, weight: torch.Tensor, axis: int, what: str) ->
 def _weight_zero_point(builder, node, weight, zero_point, axis: int) -> torch.Tensor | None:
     """The zero point of a constant 8-bit weight, per tensor or per output channel (`axis`), checked."""
     if isinstance(weight, fx.Node):
-        raise _refuse(node, f"its weight depends on the model input; opwise imports {node.op_type} with constant "
+        raise refusal(node, f"its weight depends on the model input; opwise imports {node.op_type} with constant "
                             "weights")
     zero_point = _per_channel(node, zero_point, weight, axis, "weight zero point")
     _integer_type(builder, node, weight, zero_point, "weight")
     return zero_point
 
 
-def _quantized_output(builder, node, y, scale, zero_point):
+def quantized_output(builder, node, y, scale, zero_point):
     """clamp(round(y / s) + z) as QuantizeLinear, per tensor; float32 where only quantized readers read it."""
-    scale = _scale(node, _per_tensor(node, scale, "output scale"))
-    zero_point = _per_tensor(node, zero_point, "output zero point")
+    scale = scale_of(node, per_tensor(node, scale, "output scale"))
+    zero_point = per_tensor(node, zero_point, "output zero point")
     if zero_point is not None and zero_point.dtype not in _TYPES:
-        raise _refuse(node, f"its output zero point is {_name(zero_point.dtype)}; opwise imports uint8 and int8 "
+        raise refusal(node, f"its output zero point is {dtype_name(zero_point.dtype)}; opwise imports uint8 and int8 "
                             "outputs")
-    return _quantize_linear(builder, node, y, scale, zero_point)
+    return quantize_linear(builder, node, y, scale, zero_point)
 
 
 # ----------------------------------------------------------------- QLinearConv, QLinearMatMul
-def _dequantized_input(builder, node, x, scale, zero_point, what: str):
-    zero_point = _per_tensor(node, zero_point, f"{what} zero point")
+def dequantized_input(builder, node, x, scale, zero_point, what: str):
+    zero_point = per_tensor(node, zero_point, f"{what} zero point")
     _integer_type(builder, node, x, zero_point, what)
-    return dequantize(builder, x, _scale(node, _per_tensor(node, scale, f"{what} scale")), zero_point)
+    return dequantize(builder, x, scale_of(node, per_tensor(node, scale, f"{what} scale")), zero_point)
 
 
-def _dequantized_weight(builder, node, weight, scale, zero_point, axis: int):
+def dequantized_weight(builder, node, weight, scale, zero_point, axis: int):
     zero_point = _weight_zero_point(builder, node, weight, zero_point, axis)
-    scale = _per_channel(node, _scale(node, _constant(node, scale, "weight scale")), weight, axis, "weight scale")
+    scale = _per_channel(node, scale_of(node, constant_parameter(node, scale, "weight scale")), weight, axis, "weight scale")
     return dequantize(builder, weight, scale, zero_point)
 
 
@@ -152,28 +152,28 @@ def _dequantized_weight(builder, node, weight, scale, zero_point, axis: int):
 def _qlinear_conv(builder, node, x, x_scale, x_zero_point, weight, w_scale, w_zero_point, y_scale, y_zero_point,
                   bias=None):
     """Conv on the dequantized input and weight, the bias dequantized with scale s_x·s_w, the output quantized."""
-    x = _dequantized_input(builder, node, x, x_scale, x_zero_point, "input")
-    weight_float = _dequantized_weight(builder, node, weight, w_scale, w_zero_point, axis=0)
+    x = dequantized_input(builder, node, x, x_scale, x_zero_point, "input")
+    weight_float = dequantized_weight(builder, node, weight, w_scale, w_zero_point, axis=0)
     if bias is not None:
-        bias = _constant(node, bias, "bias")
+        bias = constant_parameter(node, bias, "bias")
         if bias.dtype != torch.int32 or list(bias.shape) != [weight.shape[0]]:
-            raise _refuse(node, f"its bias is {_name(bias.dtype)} of shape {list(bias.shape)}; ONNX's QLinearConv "
+            raise refusal(node, f"its bias is {dtype_name(bias.dtype)} of shape {list(bias.shape)}; ONNX's QLinearConv "
                                 f"bias is int32, one per output channel ({weight.shape[0]})")
-        bias_scale = _per_tensor(node, x_scale, "input scale") * w_scale.reshape(-1)
+        bias_scale = per_tensor(node, x_scale, "input scale") * w_scale.reshape(-1)
         bias = builder.inherit_source(bias.to(torch.float32) * bias_scale, bias)
     y = convolution(builder, node, x, weight_float, bias)
-    return _quantized_output(builder, node, y, y_scale, y_zero_point)
+    return quantized_output(builder, node, y, y_scale, y_zero_point)
 
 
 @converter("QLinearMatMul", since=10)
 def _qlinear_matmul(builder, node, a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point):
     """MatMul of the dequantized operands, the output quantized; b may be per column where it is constant."""
-    a = _dequantized_input(builder, node, a, a_scale, a_zero_point, "left input")
+    a = dequantized_input(builder, node, a, a_scale, a_zero_point, "left input")
     if isinstance(b, fx.Node):
-        b = _dequantized_input(builder, node, b, b_scale, b_zero_point, "right input")
+        b = dequantized_input(builder, node, b, b_scale, b_zero_point, "right input")
     else:
-        b = _dequantized_weight(builder, node, b, b_scale, b_zero_point, axis=-1)
-    return _quantized_output(builder, node, matmul(builder, a, b), y_scale, y_zero_point)
+        b = dequantized_weight(builder, node, b, b_scale, b_zero_point, axis=-1)
+    return quantized_output(builder, node, matmul(builder, a, b), y_scale, y_zero_point)
 
 
 # ----------------------------------------------------------------- ConvInteger, MatMulInteger
@@ -190,7 +190,7 @@ def _require_exact(node, worst: torch.Tensor, reduced: str) -> None:
     output (the weights' |w − z_w| summed, times the input's largest |x − z_x|)."""
     largest = int(worst.max()) if worst.numel() else 0
     if largest > _EXACT_LIMIT:
-        raise _refuse(node, f"its integer sums may reach {largest:,} ({reduced}), beyond 2^24 = {_EXACT_LIMIT:,}, "
+        raise refusal(node, f"its integer sums may reach {largest:,} ({reduced}), beyond 2^24 = {_EXACT_LIMIT:,}, "
                             "where float32 stops holding every integer; opwise sums integer products in float32 and "
                             "cannot reproduce the int32 result exactly")
 
@@ -213,7 +213,7 @@ def _casts_to_float(reader) -> bool:
 @converter("ConvInteger", since=10)
 def _conv_integer(builder, node, x, weight, x_zero_point=None, w_zero_point=None):
     """Conv of (x − z_x) and (w − z_w) in exact float32 (padding adds zeros, as onnxruntime pads with z_x)."""
-    x_zero_point = _per_tensor(node, x_zero_point, "input zero point")
+    x_zero_point = per_tensor(node, x_zero_point, "input zero point")
     largest = _largest_distance(builder, node, x, x_zero_point, "input")
     w_zero_point = _weight_zero_point(builder, node, weight, w_zero_point, axis=0)
     weight = dequantize(builder, weight, None, w_zero_point)
@@ -225,11 +225,11 @@ def _conv_integer(builder, node, x, weight, x_zero_point=None, w_zero_point=None
 @converter("MatMulInteger", since=10)
 def _matmul_integer(builder, node, a, b, a_zero_point=None, b_zero_point=None):
     """MatMul of (a − z_a) and (b − z_b) in exact float32."""
-    a_zero_point = _per_tensor(node, a_zero_point, "left input zero point")
+    a_zero_point = per_tensor(node, a_zero_point, "left input zero point")
     largest = _largest_distance(builder, node, a, a_zero_point, "left input")
     reduced = -2 if len(builder.shape(b)) > 1 else 0  # the axis of b the product sums over
     if isinstance(b, fx.Node):
-        b_zero_point = _per_tensor(node, b_zero_point, "right input zero point")
+        b_zero_point = per_tensor(node, b_zero_point, "right input zero point")
         b_largest = _largest_distance(builder, node, b, b_zero_point, "right input")
         sums = torch.tensor(builder.shape(b)[reduced] * b_largest)
     else:
@@ -243,7 +243,7 @@ def _matmul_integer(builder, node, a, b, a_zero_point=None, b_zero_point=None):
 
 @converter("DynamicQuantizeLinear", since=11)
 def _dynamic_quantize_linear(builder, node, x):
-    raise _refuse(node, "its scale and zero point are computed at run time from the minimum and maximum of the whole "
+    raise refusal(node, "its scale and zero point are computed at run time from the minimum and maximum of the whole "
                         "input, which mixes the samples of a batch and makes every bound divide by an input-dependent "
                         "scale; opwise imports constant quantization only: quantize the model statically "
                         "(onnxruntime.quantization.quantize_static, QDQ or QOperator format)")

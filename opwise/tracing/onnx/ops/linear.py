@@ -15,7 +15,7 @@ aten = torch.ops.aten
 
 
 @converter("Gemm", since=1)
-def _gemm(builder, node, a, b, c=None):
+def gemm(builder, node, a, b, c=None):
     """Y = alpha * op(A) @ op(B) + beta * C, op transposing when transA / transB is set."""
     alpha, beta = node.attr("alpha", 1.0), node.attr("beta", 1.0)
     if node.attr("transA", 0):

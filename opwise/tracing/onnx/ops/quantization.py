@@ -53,7 +53,7 @@ _CARRIERS = frozenset({"MaxPool", "GlobalMaxPool", "Flatten", "Reshape", "Transp
                        "Identity"})
 
 
-def _refuse(node, what: str) -> ModelLoadError:
+def refusal(node, what: str) -> ModelLoadError:
     return ModelLoadError(f"ONNX node '{node.name}' ({node.op_type}, opset {node.opset}): {what}")
 
 
@@ -74,17 +74,17 @@ def _form(node) -> tuple[int | None, int]:
     return axis, block_size
 
 
-def _constant(node, value, what: str) -> torch.Tensor:
+def constant_parameter(node, value, what: str) -> torch.Tensor:
     if isinstance(value, fx.Node):
-        raise _refuse(node, f"its {what} depends on the model input; opwise imports constant scales and zero points "
+        raise refusal(node, f"its {what} depends on the model input; opwise imports constant scales and zero points "
                             "only (the quantizer is decomposed into a division by a constant)")
     return value
 
 
-def _scale(node, scale) -> torch.Tensor:
-    scale = _constant(node, scale, "scale")
+def scale_of(node, scale) -> torch.Tensor:
+    scale = constant_parameter(node, scale, "scale")
     if scale.dtype != torch.float32:
-        raise _refuse(node, f"its scale is {str(scale.dtype).removeprefix('torch.')}; opwise imports float32 scales "
+        raise refusal(node, f"its scale is {str(scale.dtype).removeprefix('torch.')}; opwise imports float32 scales "
                             "only (other float types round the result differently)")
     return scale
 
@@ -97,23 +97,23 @@ def _broadcast(builder, node, x, parameter: torch.Tensor, what: str) -> torch.Te
         return builder.call(aten.reshape.default, parameter, [])  # through the builder: keeps the initializer's name
     shape = builder.shape(x)
     if axis is None:
-        raise _refuse(node, f"its {what} has shape {list(parameter.shape)}; at opset {node.opset} only per-tensor "
+        raise refusal(node, f"its {what} has shape {list(parameter.shape)}; at opset {node.opset} only per-tensor "
                             "(one-element) scales and zero points exist (per-axis ones from opset 13 on)")
     if not -len(shape) <= axis < len(shape):
-        raise _refuse(node, f"attribute axis={axis} is outside the input's {len(shape)} axes")
+        raise refusal(node, f"attribute axis={axis} is outside the input's {len(shape)} axes")
     axis %= len(shape)
     if isinstance(x, fx.Node):
         builder.require_batch_kept([axis], len(shape), f"{node.op_type} with a {what} per index of axis {axis}")
     if block_size < 0:
-        raise _refuse(node, f"attribute block_size={block_size} is negative")
+        raise refusal(node, f"attribute block_size={block_size} is negative")
     if not block_size:
         if parameter.dim() != 1 or parameter.shape[0] != shape[axis]:
-            raise _refuse(node, f"its per-axis {what} has shape {list(parameter.shape)} but axis {axis} of the input "
+            raise refusal(node, f"its per-axis {what} has shape {list(parameter.shape)} but axis {axis} of the input "
                                 f"has {shape[axis]} entries; a per-axis {what} is 1-D with one entry per index")
         return builder.call(aten.reshape.default, parameter, [shape[axis]] + [1] * (len(shape) - axis - 1))
     blocks = math.ceil(shape[axis] / block_size)
     if parameter.dim() != len(shape) or parameter.shape[axis] != blocks:
-        raise _refuse(node, f"attribute block_size={block_size}: its blocked {what} has shape {list(parameter.shape)}; "
+        raise refusal(node, f"attribute block_size={block_size}: its blocked {what} has shape {list(parameter.shape)}; "
                             f"opwise imports blocked quantization with a {what} of the input's rank ({len(shape)}) "
                             f"holding ceil({shape[axis]}/{block_size}) = {blocks} blocks along axis {axis}")
     return parameter.repeat_interleave(block_size, dim=axis).narrow(axis, 0, shape[axis])
@@ -123,30 +123,30 @@ def _quantized_type(node, zero_point) -> torch.dtype:
     """The output type: the zero point's, else the `output_dtype` attribute (opset 21), else uint8."""
     code = node.attr("output_dtype", 0) if node.opset >= 21 or node.op_type.startswith("com.") else 0
     if code and code not in _INTEGER_TYPES:
-        raise _refuse(node, f"attribute output_dtype={code} ({_type_name(code)}); opwise imports "
+        raise refusal(node, f"attribute output_dtype={code} ({_type_name(code)}); opwise imports "
                             "uint8, int8, uint16 and int16 (float8 and int4 values are not reproduced exactly, "
                             "so saturate=0, which only float8 reads, is refused with them)")
     if zero_point is None:
         return _INTEGER_TYPES.get(code, torch.uint8)
     if zero_point.dtype not in _INTEGER_TYPES.values():
-        raise _refuse(node, f"its zero point is {str(zero_point.dtype).removeprefix('torch.')}; opwise imports "
+        raise refusal(node, f"its zero point is {str(zero_point.dtype).removeprefix('torch.')}; opwise imports "
                             "uint8, int8, uint16 and int16 quantization")
     if code and _INTEGER_TYPES[code] != zero_point.dtype:
-        raise _refuse(node, f"attribute output_dtype={code} ({_type_name(code)}) disagrees with its zero point's "
+        raise refusal(node, f"attribute output_dtype={code} ({_type_name(code)}) disagrees with its zero point's "
                             f"type {str(zero_point.dtype).removeprefix('torch.')}")
     return zero_point.dtype
 
 
-def _quantize_linear(builder, node, x, scale, zero_point=None):
+def quantize_linear(builder, node, x, scale, zero_point=None):
     """clamp(round(x / s) + z, qmin, qmax) in float32; cast to the integer type unless only dequantizers read it."""
-    scale = _scale(node, scale)
-    zero_point = None if zero_point is None else _constant(node, zero_point, "zero point")
+    scale = scale_of(node, scale)
+    zero_point = None if zero_point is None else constant_parameter(node, zero_point, "zero point")
     dtype = _quantized_type(node, zero_point)
     if builder.example(x).dtype != torch.float32:
-        raise _refuse(node, f"its input is {str(builder.example(x).dtype).removeprefix('torch.')}; opwise imports "
+        raise refusal(node, f"its input is {str(builder.example(x).dtype).removeprefix('torch.')}; opwise imports "
                             "the quantization of float32 values")
     if node.attr("precision", 0) not in (0, 1):
-        raise _refuse(node, f"attribute precision={node.attr('precision')} ({_type_name(node.attr('precision'))}); "
+        raise refusal(node, f"attribute precision={node.attr('precision')} ({_type_name(node.attr('precision'))}); "
                             "opwise divides in float32 (precision unset or float)")
     low, high = torch.iinfo(dtype).min, torch.iinfo(dtype).max
     quotient = builder.call(aten.div.Tensor, x, _broadcast(builder, node, x, scale, "scale"))
@@ -175,20 +175,20 @@ def read_as_number(builder, name: str) -> bool:
 
 def _dequantize_linear(builder, node, x, scale, zero_point=None):
     """(q − z) · s: folded in onnxruntime's int32 arithmetic for constants, in exact float32 on the input path."""
-    scale = _scale(node, scale)
-    zero_point = None if zero_point is None else _constant(node, zero_point, "zero point")
+    scale = scale_of(node, scale)
+    zero_point = None if zero_point is None else constant_parameter(node, zero_point, "zero point")
     if node.attr("output_dtype", 0) not in (0, 1):
-        raise _refuse(node, f"attribute output_dtype={node.attr('output_dtype')} "
+        raise refusal(node, f"attribute output_dtype={node.attr('output_dtype')} "
                             f"({_type_name(node.attr('output_dtype'))}); opwise imports float32 outputs only")
     dtype = builder.example(x).dtype
     if dtype not in _DEQUANTIZED_TYPES and not (isinstance(x, fx.Node) and dtype == torch.float32):
-        raise _refuse(node, f"its input is {str(dtype).removeprefix('torch.')}; opwise imports the dequantization of "
+        raise refusal(node, f"its input is {str(dtype).removeprefix('torch.')}; opwise imports the dequantization of "
                             "uint8, int8, uint16, int16 and int32 values")
     if zero_point is not None and zero_point.dtype not in _DEQUANTIZED_TYPES:
-        raise _refuse(node, f"its zero point is {str(zero_point.dtype).removeprefix('torch.')}; opwise imports "
+        raise refusal(node, f"its zero point is {str(zero_point.dtype).removeprefix('torch.')}; opwise imports "
                             "uint8, int8, uint16, int16 and int32 zero points")
     if zero_point is not None and dtype != torch.float32 and zero_point.dtype != dtype:
-        raise _refuse(node, f"its zero point is {str(zero_point.dtype).removeprefix('torch.')} but its input is "
+        raise refusal(node, f"its zero point is {str(zero_point.dtype).removeprefix('torch.')} but its input is "
                             f"{str(dtype).removeprefix('torch.')}; ONNX requires one type")
     zero_point = None if zero_point is None else _broadcast(builder, node, x, zero_point, "zero point")
     return dequantize(builder, x, _broadcast(builder, node, x, scale, "scale"), zero_point)
@@ -214,7 +214,7 @@ def dequantize(builder, x, scale: torch.Tensor | None, zero_point: torch.Tensor 
 
 
 for _since in (10, 13, 19, 21, 23):
-    converter("QuantizeLinear", since=_since)(_quantize_linear)
+    converter("QuantizeLinear", since=_since)(quantize_linear)
     converter("DequantizeLinear", since=_since)(_dequantize_linear)
-converter("com.microsoft.QuantizeLinear", since=1)(_quantize_linear)
+converter("com.microsoft.QuantizeLinear", since=1)(quantize_linear)
 converter("com.microsoft.DequantizeLinear", since=1)(_dequantize_linear)

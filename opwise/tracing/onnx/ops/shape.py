@@ -92,7 +92,7 @@ def _transpose(builder, node, x):
 
 
 @converter("Concat", since=1)
-def _concat(builder, node, *values):
+def concat(builder, node, *values):
     values = [v for v in values if v is not None]
     rank = len(builder.shape(values[0]))
     axis = node.attr("axis", 1) % rank
