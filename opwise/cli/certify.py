@@ -7,6 +7,7 @@ beside the closest counterexample PGD found and the relevance map (with their ra
 from __future__ import annotations
 
 import argparse
+import math
 
 from opwise.cli.options import nonnegative_int
 
@@ -14,9 +15,14 @@ DEFAULT_EPS_MAX = 0.5
 
 
 def register(subparsers) -> None:
+    from opwise.cli.trace import parse_shape
+
     parser = subparsers.add_parser("certify", help="map the certified robustness radius per patch and write a PNG")
     parser.add_argument("model", nargs="?", default=None, help="model spec (default: the built-in digits CNN)")
     parser.add_argument("--input", default=None, help="input file: .png/.jpg, .npy or .pt (default: the model's example input)")
+    parser.add_argument("--input-shape", action="append", type=parse_shape, metavar="SHAPE",
+                        help="shape of a random input in [0, 1) with a batch of 1, e.g. 1,3,32,32, for a model without "
+                             "example inputs")
     parser.add_argument("--patch", type=int, default=1, help="patch side in features (default 1: every feature)")
     parser.add_argument("--method", default="crown", help="bounding method: ibp, crown-ibp, crown (default), forward-crown, alpha-crown "
                         "(auto_LiRPA's names such as CROWN, IBP, backward work too), or bab: branch-and-bound on split boxes")
@@ -34,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from opwise.cli.explain import first_relevance, load_model, one_sample
     from opwise.combined.pictures import certified_map_figure
 
-    model, inputs = load_model(args.model or "builtin:cnn")
-    x = one_sample(inputs, args.input)
+    spec = args.model or "builtin:cnn"
+    model, x = one_sample(spec, *load_model(spec), args)
     result = opwise.certified_map(model, x, patch=args.patch, method=args.method, eps_max=args.eps_max,
                                   steps=args.steps, domain=tuple(args.domain))
     relevance = first_relevance(opwise.explain(model, x, target=result.target, composite=args.composite))
@@ -46,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
           f"{int((result.radius >= args.eps_max).sum())} patches certified up to eps-max {args.eps_max:g}")
     print(f"PGD counterexamples: {int(found.sum())} patches"
           + (f", closest at {float(result.attack_radius[found].min()):.4f}" if found.any() else ""))
-    print(f"Spearman(|relevance| per patch, certified radius) under {args.composite}: {result.relevance_correlation(relevance):.3f}")
+    correlation = result.relevance_correlation(relevance)
+    print(f"Spearman(|relevance| per patch, certified radius) under {args.composite}: "
+          + (f"{correlation:.3f}" if math.isfinite(correlation) else "undefined (every patch has the same radius)"))
     certified_map_figure(result, relevance, path=args.out)
     print(f"map written to {args.out}")
     return 0

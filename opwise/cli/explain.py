@@ -95,23 +95,36 @@ def read_input(path: str, example: torch.Tensor | None) -> torch.Tensor:
     return value.reshape(example.shape)
 
 
-def one_sample(examples, input_path: str | None) -> torch.Tensor:
-    """The one sample `certify` and `report` work on: `--input` (shaped like the first example input when the
-    model has one, else as the file holds it) or the first example input.
+def one_sample(spec: str, model, examples, args: argparse.Namespace):
+    """The model (specialized to `--input-shape` where it is a model file) and the one sample `certify` and `report`
+    work on: `--input`, else a seeded random input of `--input-shape` or of the shape a model file declares, else
+    the first example input ([1, ...]).
 
-    >>> one_sample([torch.ones(3, 2)], None).shape
-    torch.Size([1, 2])
-    >>> one_sample(None, None)
-    Traceback (most recent call last):
-    ...
-    opwise.errors.InputError: the model has no example input: pass --input FILE
+    >>> model, examples = load_model("builtin:cnn")
+    >>> args = argparse.Namespace(input=None, input_shape=None)
+    >>> one_sample("builtin:cnn", model, examples, args)[1].shape
+    torch.Size([1, 1, 8, 8])
     """
-    example = examples[0][:1] if examples else None
-    if input_path:
-        return read_input(input_path, example)
-    if example is None:
-        raise InputError("the model has no example input: pass --input FILE")
-    return example
+    from opwise.tracing.graph import Graph
+
+    if args.input_shape and any(shape[0] != 1 for shape in args.input_shape):
+        raise InputError(f"--input-shape {','.join(map(str, args.input_shape[0]))}: certified maps and reports are made "
+                         "for one sample; give a batch size of 1")
+    if args.input_shape and isinstance(model, Graph):
+        model = check_graph_shapes(spec, model, args.input_shape)
+    inputs = model_inputs(spec, model, examples, args)
+    if len(inputs) != 1:
+        raise InputError(f"{spec} takes {len(inputs)} inputs; certified maps and reports are made for one input")
+    if args.input is None and examples is None:
+        announce_random(inputs)
+    return model, inputs[0][:1]
+
+
+def announce_random(inputs: list[torch.Tensor]) -> None:
+    """Say that the inputs are random (the model came without example inputs), and how to give one's own."""
+    shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
+    print(f"input: random values in [0, 1) of shape {shapes} (seeded; the model comes without example inputs): "
+          "pass --input FILE to use your own")
 
 
 def model_inputs(spec: str, model, examples, args: argparse.Namespace) -> list[torch.Tensor]:
@@ -183,9 +196,7 @@ def run(args: argparse.Namespace) -> int:
         model = check_graph_shapes(spec, model, args.input_shape)
     inputs = model_inputs(spec, model, examples, args)
     if args.input is None and examples is None:
-        shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
-        print(f"input: random values in [0, 1) of shape {shapes} (seeded; the model comes without example inputs): "
-              "pass --input FILE to explain your own")
+        announce_random(inputs)
     model, inputs = to_device(model, inputs, device)
     composite = args.composite or DEFAULT_COMPOSITE
     explanation = opwise.explain(model, *inputs, target=args.target, composite=composite, **options)

@@ -12,9 +12,14 @@ from opwise.combined.report import DEFAULT_COMPOSITES
 
 
 def register(subparsers) -> None:
+    from opwise.cli.trace import parse_shape
+
     parser = subparsers.add_parser("report", help="write one HTML page with explanations and verification side by side")
     parser.add_argument("model", nargs="?", default=None, help="model spec (default: the built-in digits CNN)")
     parser.add_argument("--input", default=None, help="input file: .png/.jpg, .npy or .pt (default: the model's example input)")
+    parser.add_argument("--input-shape", action="append", type=parse_shape, metavar="SHAPE",
+                        help="shape of a random input in [0, 1) with a batch of 1, e.g. 1,3,32,32, for a model without "
+                             "example inputs")
     parser.add_argument("--text", default=None, help="text for a token model (needs --tokenizer): relevance per token only")
     parser.add_argument("--tokenizer", default=None, help="tokenizer for --text, as in `opwise explain`")
     parser.add_argument("--composite", action="append", default=None,
@@ -36,10 +41,11 @@ def run(args: argparse.Namespace) -> int:
     import opwise
     from opwise.cli.explain import load_model, one_sample
 
-    model, inputs = load_model(args.model or "builtin:cnn")
+    spec = args.model or "builtin:cnn"
+    model, inputs = load_model(spec)
     if args.text is not None or args.tokenizer is not None:
         return _run_text(args, model)
-    x = one_sample(inputs, args.input)
+    model, x = one_sample(spec, model, inputs, args)
     opwise.report(model, x, args.out, composites=args.composite or DEFAULT_COMPOSITES, eps=args.eps, patch=args.patch, method=args.method,
                   eps_max=args.eps_max, domain=tuple(args.domain), title=f"opwise report: {args.model or 'builtin:cnn'}")
     print(f"report written to {args.out}")

@@ -70,7 +70,8 @@ def report(model: torch.nn.Module, x: torch.Tensor, path: str | Path | None = No
         raise InputError(f"report takes one sample with a batch dimension of 1, got shape {tuple(x.shape)}")
     if not options.composites:
         raise InputError("report needs at least one composite")
-    model = as_float32(model, "bounds")  # every part below runs the same float32 model
+    if isinstance(model, torch.nn.Module):  # a Graph (a model file) is checked where it is bounded
+        model = as_float32(model, "bounds")  # every part below runs the same float32 model
     bounded = BoundedModel(model, x)
     with torch.no_grad():
         logits = bounded(x).reshape(-1)

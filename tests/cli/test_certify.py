@@ -84,4 +84,30 @@ def test_a_model_without_example_inputs_takes_the_input_file(tmp_path, capsys):
     code = main(["report", model, "--input", x, "--composite", "epsilon", "--eps-max", "0.1", "--out", str(tmp_path / "r.html")])
     assert code == 0, capsys.readouterr().err
     code = main(["certify", model])
-    assert code == 2 and "no example input: pass --input" in capsys.readouterr().err
+    assert code == 2 and "without example inputs; give their shapes, e.g. --input-shape" in capsys.readouterr().err
+
+
+def test_certify_and_report_take_a_model_file_fixed_at_batch_1(tmp_path, capsys):
+    """An ONNX file exported at batch 1 (its Flatten fixed to [1, N]) comes without example inputs: certify and
+    report use a seeded random input of its declared shape, or of --input-shape, and say so. Before, both said
+    'pass --input FILE'; given one, certify's batched PGD attack ran the file's graph at 64 rows ("shape '[1, 144]'
+    is invalid") and report failed on the Graph ("no attribute 'parameters'")."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(3 * 6 * 6, 4)).eval()
+    path = str(tmp_path / "net.onnx")
+    torch.onnx.export(model, (torch.rand(1, 1, 6, 6),), path, dynamo=False)
+    code = main(["certify", path, "--steps", "2", "--out", str(tmp_path / "map.png")])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "random values in [0, 1) of shape (1, 1, 6, 6)" in printed.out and "36 patches" in printed.out
+    code = main(["certify", path, "--input-shape", "1,1,6,6", "--patch", "3", "--steps", "2", "--out", str(tmp_path / "m.png")])
+    assert code == 0 and "4 patches" in capsys.readouterr().out
+    code = main(["certify", path, "--input-shape", "2,1,6,6"])
+    assert code == 2 and "give a batch size of 1" in capsys.readouterr().err
+    code = main(["report", path, "--input-shape", "1,1,6,6", "--composite", "epsilon", "--eps-max", "0.1",
+                 "--out", str(tmp_path / "r.html")])
+    assert code == 0, capsys.readouterr().err
+    assert "certified" in (tmp_path / "r.html").read_text().lower()
