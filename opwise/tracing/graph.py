@@ -120,7 +120,25 @@ class Graph:
 
     # ----------------------------------------------------------------- running
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.module(*inputs)
+        """The model on `inputs`. A module specialized to its batch size (a view to [1, 144] after a Flatten) fails
+        on inputs of another leading size: those then run through `map_batches` (specialized or chunked) instead of
+        ending in a shape error. A module that runs at their size as it is keeps doing so (padding a graph that mixes
+        samples would change its result).
+
+        >>> import torch, opwise
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(8, 3))
+        >>> graph = opwise.trace(model, torch.zeros(1, 1, 4, 4))
+        >>> x = torch.rand(5, 1, 4, 4)
+        >>> bool(torch.allclose(graph(x), model(x)))
+        True
+        """
+        try:
+            return self.module(*inputs)
+        except RuntimeError:
+            if not any(isinstance(value, torch.Tensor) and value.dim() and self.info(node).shape
+                       and value.shape[0] != self.info(node).shape[0] for node, value in zip(self.input_nodes, inputs)):
+                raise
+        return self.map_batches(lambda graph, *chunks: graph.module(*chunks), *inputs)
 
     def retrace(self, *inputs: Any, **kwargs: Any) -> "Graph":
         """Trace the same model again for inputs of another shape (graphs are shape-specialized)."""

@@ -124,3 +124,25 @@ def test_to_copies_constants_and_leaves_the_model_where_it_is():
 def test_declared_input_fields():
     graph = opwise.trace(_mlp(), torch.zeros(1, 3))
     assert graph.input_names == ["arg0"] and graph.layout is not None and graph.opset is None
+
+
+def test_a_graph_called_at_another_batch_size_runs_instead_of_failing_on_its_fixed_shapes():
+    """Traced graphs and ONNX imports are specialized to a batch size (a Flatten becomes a view to [1, N]); called
+    with 5 samples they failed with "shape '[1, 72]' is invalid". They now run through map_batches, and match the
+    model sample by sample. A graph that already runs at the new size (one that mixes samples) keeps running as it
+    is: padding it to a power of two would change its result."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(72, 3)).eval()
+    graph = opwise.trace(model, torch.zeros(1, 1, 8, 8))
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(graph(x), model(x), atol=1e-6)
+
+    class Mix(torch.nn.Module):
+        def forward(self, x):
+            return x.flip(0) + x.sum(0, keepdim=True)
+
+    mixing = opwise.trace(Mix(), torch.zeros(2, 3))
+    x = torch.rand(3, 3)
+    assert torch.allclose(mixing(x), Mix()(x))
+    with pytest.raises(RuntimeError):  # a failure at the graph's own batch size is the model's, and is raised
+        graph(torch.zeros(1, 1, 7, 7))
