@@ -216,9 +216,6 @@ def certified_map(
     chunk = rows_per_pass(count, batch_size)  # one traced batch size for every pass: a re-trace costs seconds
     # traced at that batch size at once (a module can be; a Graph keeps its own)
     bounded = BoundedModel(model, x if isinstance(model, Graph) else x.expand(chunk, *x.shape[1:]))
-    # the attacks run batches of every size: a module runs them itself, a Graph (a model file, fixed at its own
-    # batch size) through the bounded model, which specializes or chunks it (`Graph.map_batches`)
-    forward = bounded if isinstance(model, Graph) else model
     with torch.no_grad():
         output = bounded(x.expand(chunk, *x.shape[1:]))[:1].reshape(1, -1)
     target = int(output.argmax()) if target is None else int(target)
@@ -250,7 +247,7 @@ def certified_map(
         if stage == "bab":
             with torch.no_grad():
                 proved = certify_by_splitting(lambda lo, up: margins(lo, up, "crown"), lower, upper, max_boxes=max_boxes,
-                                              broken=lambda points: robust_margins(forward, points, target) <= 0)
+                                              broken=lambda points: robust_margins(model, points, target) <= 0)
             return torch.where(proved, eps, torch.zeros_like(eps)), nothing
         if search == "bisect" or not has_linear_bound(stage):
             return torch.where(margins(lower, upper, stage) > 0, eps, torch.zeros_like(eps)), nothing
@@ -277,7 +274,7 @@ def certified_map(
             # branch-and-bound costs many passes per radius: the attack first closes the bracket from above, so
             # only radii between CROWN's and the closest counterexample's are tried
             attack_start = time.monotonic()
-            _attack_radius(forward, x, masks, target, domain, eps_max, low, attack_radius, counterexamples, attack_steps)
+            _attack_radius(model, x, masks, target, domain, eps_max, low, attack_radius, counterexamples, attack_steps)
             attack_seconds, attacked = time.monotonic() - attack_start, True
         start_from = "bisect" if stage == "bab" else "grow" if position > 0 else "top"
         linear = search != "bisect" and has_linear_bound(stage)
@@ -296,7 +293,7 @@ def certified_map(
                 chunk if stage != "bab" else 1)
     if attack and not attacked:
         attack_start = time.monotonic()
-        _attack_radius(forward, x, masks, target, domain, eps_max, low, attack_radius, counterexamples, attack_steps)
+        _attack_radius(model, x, masks, target, domain, eps_max, low, attack_radius, counterexamples, attack_steps)
         attack_seconds = time.monotonic() - attack_start
     return CertifiedMap(low, attack_radius, masks, counterexamples, x, target, float(eps_max), method, passes,
                         time.monotonic() - start - attack_seconds, attack_seconds)

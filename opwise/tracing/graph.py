@@ -88,6 +88,8 @@ class Graph:
     ):
         self.module = module
         self.input_nodes = [n for n in module.graph.nodes if n.op == "placeholder"]
+        #: per leading size other than `batch_size`: whether the module ran at it as it is (`__call__`)
+        self._runs_as_is: dict[int, bool] = {}
         if len(explained) != len(self.input_nodes):
             raise ValueError("explained must have one flag per placeholder")
         self.explained = list(explained)
@@ -132,12 +134,14 @@ class Graph:
         >>> bool(torch.allclose(graph(x), model(x)))
         True
         """
-        try:
-            return self.module(*inputs)
-        except RuntimeError:
-            if not any(isinstance(value, torch.Tensor) and value.dim() and self.info(node).shape
-                       and value.shape[0] != self.info(node).shape[0] for node, value in zip(self.input_nodes, inputs)):
-                raise
+        leading = next((int(v.shape[0]) for v in inputs if isinstance(v, torch.Tensor) and v.dim()), self.batch_size)
+        if leading == self.batch_size or self._runs_as_is.get(leading, True):
+            try:
+                return self.module(*inputs)
+            except RuntimeError:
+                if leading == self.batch_size:
+                    raise
+                self._runs_as_is[leading] = False  # remembered: a loop calling at this size fails once, not every call
         return self.map_batches(lambda graph, *chunks: graph.module(*chunks), *inputs)
 
     def retrace(self, *inputs: Any, **kwargs: Any) -> "Graph":

@@ -134,8 +134,12 @@ def test_a_graph_called_at_another_batch_size_runs_instead_of_failing_on_its_fix
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(72, 3)).eval()
     graph = opwise.trace(model, torch.zeros(1, 1, 8, 8))
     x = torch.rand(5, 1, 8, 8)
+    attempts = []
+    graph.module.register_forward_pre_hook(lambda module, args: attempts.append(args[0].shape[0]))
     with torch.no_grad():
         assert torch.allclose(graph(x), model(x), atol=1e-6)
+        assert torch.allclose(graph(x), model(x), atol=1e-6)
+    assert attempts == [5]  # the size it failed at is remembered: a loop does not fail on every call
 
     class Mix(torch.nn.Module):
         def forward(self, x):
