@@ -66,7 +66,7 @@ def decide_leaf(bounder: DomainBounder, domain: Domain, deadline: float | None =
     size = bounder.bounded.graph.for_batch(1).batch_size
     if not input_set.is_box or size != 1:  # an L2/L1 ball is no LP; a graph fixed at another batch is not posed
         return LeafAnswer(False)
-    engine = bounder.engine_for([domain], size, refine=bool(bounder.refine_intermediate))
+    engine = bounder.engine_for([domain], size, refine=bounder.refining)
     A = bounder.output_specs(engine)
     result = engine.bound(engine.graph.output, A, record=False)
     names = dict.fromkeys(node.input for node in bounder.nodes)  # each split input once, in order

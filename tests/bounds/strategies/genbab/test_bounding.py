@@ -3,6 +3,7 @@ disjuncts the root rules out leave the search; timeouts are kept."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -388,6 +389,36 @@ def test_rounds_refine_intermediate_bounds_only_where_a_round_of_it_fits_in_a_sh
     forced.root()
     forced.intermediate_seconds = 1e6
     assert forced.refines(64, deadline)
+
+
+def test_a_search_that_chooses_tries_both_ways_in_trial_rounds_and_keeps_the_one_that_pays(monkeypatch):
+    """With `refine_intermediate` None (and time for it), the first round bounds its first chunk both with and
+    without re-bounding the intermediate nodes; the rounds after it use what `refine_pays` chose until the next
+    trial round. The trial's copies leave the domains as a round bounded the current way leaves them."""
+    from opwise.bounds.strategies.genbab import bounding
+
+    verdicts, refines = iter([False, True]), []
+    monkeypatch.setattr(bounding, "refine_pays", lambda *bounds: next(verdicts))
+    original = bounding.DomainBounder.engine_for
+    monkeypatch.setattr(bounding.DomainBounder, "engine_for",
+                        lambda self, domains, size, refine: refines.append(refine) or original(self, domains, size, refine))
+    model, bounded, grid_min, spread = next(cases([0]))
+    spec = threshold_spec(grid_min - 0.3 * spread)
+    chooser, fixed = DomainBounder(bounded, spec, "crown"), DomainBounder(bounded, spec, "crown", refine_intermediate=True)
+    generator = torch.Generator().manual_seed(0)
+    domains = _split_randomly(_split_randomly([chooser.root()], generator), generator)
+    fixed.root()
+    copies = [dataclasses.replace(domain, intervals=dict(domain.intervals)) for domain in domains]
+    refines.clear()
+    chooser.bound(domains, 8)
+    assert refines == [False, True] and not chooser.refining  # the copies the other way, then the domains as before
+    fixed.bound(copies, 8)
+    assert [d.lower for d in domains] == [d.lower for d in copies] and chooser.visited == fixed.visited
+    for round_ in range(2, 9):
+        refines.clear()
+        chooser.bound(_split_randomly(domains, generator)[:4], 8)
+        assert refines == ([True, False] if round_ == 8 else [False]), round_
+    assert chooser.refining and chooser.rounds == 8
 
 
 def test_domains_that_keep_their_inherited_bound_get_more_adam_steps(monkeypatch):
