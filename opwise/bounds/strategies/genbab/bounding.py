@@ -331,6 +331,7 @@ class DomainBounder:
         # round on sri's ResNet, which has no product)
         products = any(node.other is not None for node in self.nodes)
         bounded_parameters = (parameters if picked is None else _rows_of(parameters, picked)) if products else {}
+        parts = {name: [_domain_parts(t, engine.batch) for t in (pair.lower, pair.upper)] for name, pair in parameters.items()}
         for index, domain in enumerate(domains):
             row = int(position[rows[index]])  # the deciding row among those bounded (any, once the domain is proved)
             infeasible = bool(engine.infeasible[index])
@@ -342,9 +343,8 @@ class DomainBounder:
                                   for node in self.nodes},
                                  input_coefficient[row, index : index + 1], bias[row, index],
                                  self._product_alphas(bounded_parameters, row, index))
-            domain.parameters = {name: AlphaPair(*(None if t is None else _domain_part(t, index, engine.batch)
-                                                   for t in (pair.lower, pair.upper)))
-                                 for name, pair in parameters.items()} or None
+            domain.parameters = {name: AlphaPair(*(None if side is None else side[index] for side in sides))
+                                 for name, sides in parts.items()} or None
             if not infeasible:
                 for node in self.nodes:
                     interval = engine.interval(graph.node(node.input))
@@ -520,15 +520,17 @@ def _with_rows(full: Parameters | None, rows: torch.Tensor, ended: Parameters) -
     return result
 
 
-def _domain_part(parameter: torch.Tensor, index: int, domains: int) -> torch.Tensor:
-    """Domain `index`'s part of an α or β batched along dim 1 over `domains` domains: one entry per domain, or
-    several where the node folds attention heads into that dimension (domain-major, as the fold orders them).
+def _domain_parts(parameter: torch.Tensor | None, domains: int) -> tuple[torch.Tensor, ...] | None:
+    """Each domain's part of an α or β batched along dim 1 over `domains` domains (None stays None): one entry per
+    domain, or several where the node folds attention heads into that dimension (domain-major, as the fold orders
+    them).
 
-    >>> _domain_part(torch.arange(6.0).reshape(1, 6), 1, 2).tolist()
-    [[3.0, 4.0, 5.0]]
+    >>> [part.tolist() for part in _domain_parts(torch.arange(6.0).reshape(1, 6), 2)]
+    [[[0.0, 1.0, 2.0]], [[3.0, 4.0, 5.0]]]
     """
-    per_domain = parameter.shape[1] // domains
-    return parameter[:, index * per_domain : (index + 1) * per_domain]
+    if parameter is None:
+        return None
+    return parameter.split(parameter.shape[1] // domains, dim=1)
 
 
 def _stacked_parameters(domains: list[Domain]) -> Parameters | None:

@@ -26,6 +26,7 @@ to [i, k, j], times each other) is split on every copy of the value at once, as 
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 
@@ -312,7 +313,7 @@ def choose_splits(domains: list[Domain], nodes: list[SplitNode], *, branching: s
     count = len(domains)
     if not nodes:
         return [None] * count
-    scores, widths, points, owners = [], [], [], []
+    scores, widths, points, starts = [], [], [], [0]  # starts: each node's first column in the concatenated scores
     for node in nodes:
         lower, upper = (t.reshape(count, -1) for t in _stacked(domains, node.input))
         point = split_points(node, lower, upper, split_point).reshape(count, -1)
@@ -328,7 +329,7 @@ def choose_splits(domains: list[Domain], nodes: list[SplitNode], *, branching: s
         scores.append(score)
         widths.append(width)
         points.append(point)
-        owners += [(node, i) for i in range(lower.shape[1])]
+        starts.append(starts[-1] + lower.shape[1])
     scores, widths, points = torch.cat(scores, 1), torch.cat(widths, 1), torch.cat(points, 1)
     decisions = []
     for row in range(count):
@@ -338,7 +339,8 @@ def choose_splits(domains: list[Domain], nodes: list[SplitNode], *, branching: s
         if widths[row, best] == -torch.inf:
             decisions.append(None)
             continue
-        node, index = owners[best]
+        owner = bisect.bisect_right(starts, best) - 1
+        node, index = nodes[owner], best - starts[owner]
         if node.source is not None:  # every copy of the value, not one of them
             index = (node.source == node.source[index]).nonzero().flatten().tolist()
         decisions.append(Decision(node.input, index, float(points[row, best])))
