@@ -19,8 +19,8 @@ from opwise.errors import ModelLoadError  # noqa: E402
 from opwise.tracing.onnx import load_onnx  # noqa: E402
 from tests.bounds.helpers import assert_sound  # noqa: E402
 from tests.tracing.test_onnx_import import ops_of, run_onnxruntime, run_opwise  # noqa: E402
-from tests.tracing.test_onnx_integer import _inputs, _quantizer, _steps  # noqa: E402
-from tests.tracing.test_onnx_quantization import _model as _quantized_model  # noqa: E402
+from tests.tracing.test_onnx_integer import _inputs, _quantized, _quantizer, _steps  # noqa: E402
+from tests.tracing.test_onnx_quantization import _assert_exact, _model as _quantized_model  # noqa: E402
 
 _MS = "com.microsoft"
 _RNG = np.random.default_rng(17)
@@ -226,6 +226,8 @@ def test_qlinear_softmax_matches_onnxruntime_within_one_step(tmp_path, act, axis
                               opset=opset)]
     path = _quantized_model(tmp_path, nodes, [1, 4, 3, 5], inits, output_type, domains=(_MS,))
     assert _steps(path, _inputs([1, 4, 3, 5])) <= 1
+    ops = ops_of(load_onnx(path))
+    assert "aten._softmax.default" in ops and ops.count("aten._to_copy.default") == 1  # the input stays float32
 
 
 # ----------------------------------------------------------------- a transformer block, bounded and explained
@@ -244,6 +246,110 @@ def test_fused_block_matches_onnxruntime_is_bounded_soundly_and_explained(tmp_pa
     graph = load_onnx(path)
     assert {"aten.linear.default", "aten.gelu.default", "aten.layer_norm.default"} <= set(ops_of(graph))
     x = torch.from_numpy(_samples([1, 3, 6])[:1])
+    assert_sound(lambda z: graph.for_batch(z.shape[0])(z), x - 0.05, x + 0.05, methods=("ibp", "crown"),
+                 samples=2000, attack=False, bounded=BoundedModel(graph, x))
+    explanation = opwise.explain(graph, x)
+    assert explanation.relevance.shape == x.shape and torch.isfinite(explanation.relevance).all()
+
+
+# ----------------------------------------------------------------- files written by onnxruntime itself
+class _FeedForward(torch.nn.Module):
+    """Two BERT feed-forward halves (exact and tanh GELU), each added to its input and layer-normalized: the
+    transformer optimizer fuses them into BiasGelu, FastGelu and SkipLayerNormalization."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(8)
+        self.up, self.down, self.first = torch.nn.Linear(8, 16), torch.nn.Linear(16, 8), torch.nn.LayerNorm(8)
+        self.up2, self.down2, self.second = torch.nn.Linear(8, 16), torch.nn.Linear(16, 8), torch.nn.LayerNorm(8)
+
+    def forward(self, x):
+        x = self.norm(x)
+        x = self.first(x + self.down(torch.nn.functional.gelu(self.up(x))))
+        return self.second(x + self.down2(torch.nn.functional.gelu(self.up2(x), approximate="tanh")))
+
+
+class _Attention(torch.nn.Module):
+    """Scaled scores q·kᵀ·0.35 (onnxruntime's graph optimizer fuses the transpose and the scale into FusedMatMul)
+    and an output projection under x·σ(1.702·x) (fused into QuickGelu)."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.o = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        scores = torch.matmul(self.q(x), self.k(x).transpose(-1, -2)) * 0.35
+        h = self.o(torch.matmul(torch.softmax(scores, -1), x))
+        return h * torch.sigmoid(1.702 * h)
+
+
+def _exported(tmp_path, module, shape):
+    torch.manual_seed(0)
+    path = tmp_path / "float.onnx"
+    torch.onnx.export(module().eval(), torch.randn(shape), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}})
+    return path
+
+
+def _by_transformer_optimizer(tmp_path, module, shape):
+    optimizer = pytest.importorskip("onnxruntime.transformers.optimizer")
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    options = FusionOptions("bert")
+    options.enable_attention = False
+    path = tmp_path / "optimized.onnx"
+    optimizer.optimize_model(str(_exported(tmp_path, module, shape)), model_type="bert", num_heads=0, hidden_size=0,
+                             optimization_options=options, opt_level=0).save_model_to_file(str(path))
+    return path
+
+
+def _by_graph_optimizer(tmp_path, module, shape):
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    onnxruntime.InferenceSession(str(_exported(tmp_path, module, shape)), options, providers=["CPUExecutionProvider"])
+    return tmp_path / "optimized.onnx"
+
+
+OPTIMIZED_MODELS = {
+    "transformer optimizer": (_by_transformer_optimizer, _FeedForward, {"BiasGelu", "FastGelu",
+                                                                        "SkipLayerNormalization"}),
+    "graph optimizer": (_by_graph_optimizer, _Attention, {"FusedMatMul", "QuickGelu"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZED_MODELS))
+def test_models_optimized_by_onnxruntime_match_it_are_bounded_and_explained(tmp_path, name):
+    optimize, module, contrib = OPTIMIZED_MODELS[name]
+    path = optimize(tmp_path, module, (1, 4, 8))
+    assert {node.op_type for node in onnx.load(str(path)).graph.node} >= contrib
+    assert _error(path, _samples([1, 4, 8])) <= 1e-5
+    graph = load_onnx(path)
+    x = torch.from_numpy(_samples([1, 4, 8])[:1])
+    assert_sound(lambda z: graph.for_batch(z.shape[0])(z), x - 0.02, x + 0.02, methods=("ibp", "crown"),
+                 samples=2000, attack=False, bounded=BoundedModel(graph, x))
+    explanation = opwise.explain(graph, x)
+    assert explanation.relevance.shape == x.shape and torch.isfinite(explanation.relevance).all()
+
+
+class _SoftmaxMlp(torch.nn.Module):
+    """Linear → Softmax → Linear: onnxruntime's QOperator quantizer writes QGemm, QLinearSoftmax, QGemm."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = torch.nn.Linear(6, 8), torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.second(torch.softmax(self.first(x) * 3, -1))
+
+
+def test_softmax_quantized_by_onnxruntime_matches_it_exactly_is_bounded_and_explained(tmp_path):
+    path = _quantized(tmp_path, _SoftmaxMlp, (1, 6), per_channel=True)
+    assert "QLinearSoftmax" in {node.op_type for node in onnx.load(str(path)).graph.node}
+    x = np.random.default_rng(11).standard_normal((3, 6)).astype(np.float32) * 2
+    _assert_exact(path, x)
+    graph = load_onnx(path)
+    x = torch.from_numpy(x[:1])
     assert_sound(lambda z: graph.for_batch(z.shape[0])(z), x - 0.05, x + 0.05, methods=("ibp", "crown"),
                  samples=2000, attack=False, bounded=BoundedModel(graph, x))
     explanation = opwise.explain(graph, x)
