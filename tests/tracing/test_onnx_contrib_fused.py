@@ -118,6 +118,7 @@ GELU_CASES = {  # name: (op type, inputs, attributes, expected aten op)
     "QuickGelu": ("QuickGelu", ["x"], {}, "aten.silu.default"),
     "QuickGelu alpha 1": ("QuickGelu", ["x"], {"alpha": 1.0}, "aten.silu.default"),
     "QuickGelu alpha -0.75": ("QuickGelu", ["x"], {"alpha": -0.75}, "aten.silu.default"),
+    "QuickGelu alpha 0": ("QuickGelu", ["x"], {"alpha": 0.0}, "aten.mul.Tensor"),
 }
 
 

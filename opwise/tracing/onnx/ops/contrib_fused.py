@@ -60,6 +60,7 @@ from opwise.tracing.onnx.ops.elementwise import binary, softmax
 from opwise.tracing.onnx.ops.integer import dequantized_input, quantized_output
 from opwise.tracing.onnx.ops.linear import matmul
 from opwise.tracing.onnx.ops.quantization import refusal
+from opwise.tracing.onnx.ops.recurrent import output_used
 from opwise.tracing.onnx.registry import converter
 
 aten = torch.ops.aten
@@ -134,15 +135,9 @@ def _quick_gelu(builder, node, x):
 
 
 # ----------------------------------------------------------------- SkipLayerNormalization and the RMS forms
-def _read(builder, node, index: int) -> bool:
-    """Whether a node or the graph output reads output `index` of `node`."""
-    name = node.outputs[index] if index < len(node.outputs) else ""
-    return bool(name) and builder.use_counts.get(name, 0) > 0
-
-
 def _refuse_statistics(builder, node, outputs: dict[int, str], imported: str) -> None:
     for index, name in outputs.items():
-        if _read(builder, node, index):
+        if output_used(builder, node, index):
             raise refusal(node, f"its output {index} ({name}, a statistic of the normalization) is read by a later "
                                 f"node or the graph output; opwise imports {imported} only: compute the statistic with "
                                 "ReduceMean ops instead")
@@ -152,7 +147,7 @@ def _skip_norm(builder, node, x, skip, gamma, beta, bias, rms: bool):
     _refuse_statistics(builder, node, {1: "mean", 2: "inv_std_var"},
                        "the normalized output (0) and the sum input_skip_bias_sum (3)")
     total = _add(builder, node, x, skip, bias)
-    if not _read(builder, node, 0):  # only the sum is read: no normalization left in the graph to bound
+    if not output_used(builder, node, 0):  # only the sum is read: no normalization left in the graph to bound
         return None, None, None, total
     y = layer_norm(builder, total, gamma, beta, -1, node.attr("epsilon", 1e-12), node.op_type, rms=rms)
     return y, None, None, total
