@@ -10,8 +10,7 @@ which its QOperator quantizer writes. Each becomes aten ops the bound engine and
 - SkipLayerNormalization: `aten.layer_norm` (conv.py's LayerNormalization) over the last axis of
   input + skip (+ bias), with gamma and beta; SkipSimplifiedLayerNormalization and SimplifiedLayerNormalization
   (RMSNorm): `aten.rms_norm` of the same sum, or of x from `axis` on. onnxruntime registers
-  SimplifiedLayerNormalization in the default ONNX domain (its com.microsoft form does not load there), and so
-  does opwise. The sum input_skip_bias_sum (output 3) is imported; epsilon defaults to onnxruntime's (1e-12 for the
+  SimplifiedLayerNormalization in the default ONNX domain (it refuses a com.microsoft one), and so does opwise. The sum input_skip_bias_sum (output 3) is imported; epsilon defaults to onnxruntime's (1e-12 for the
   skip forms, 1e-5 for SimplifiedLayerNormalization);
 - BiasAdd: x + bias + skip (onnxruntime runs it on CUDA only; checked against numpy);
 - QLinearSoftmax: the dequantized input, `aten._softmax` along `axis` (flattened to 2-D at `axis` where the
