@@ -113,14 +113,22 @@ def _batch_norm(builder, node, x, scale, bias, mean, variance):
 def _layer_norm(builder, node, x, scale, bias=None):
     if any(node.outputs[1:]):
         raise ModelLoadError(f"LayerNormalization '{node.name}' also outputs its statistics, which opwise does not import")
+    return layer_norm(builder, x, scale, bias, node.attr("axis", -1), node.attr("epsilon", 1e-5), "LayerNormalization")
+
+
+def layer_norm(builder, x, scale, bias, axis: int, epsilon: float, what: str, rms: bool = False):
+    """`aten.layer_norm` over the axes from `axis` on, scale and bias broadcast to them; with `rms`, `aten.rms_norm`
+    (x / √(mean(x²) + epsilon) · scale, no centring and no bias). `what` names the op in a batch refusal."""
     shape = builder.shape(x)
-    axis = node.attr("axis", -1) % len(shape)
+    axis %= len(shape)
     if isinstance(x, torch.fx.Node):
-        builder.require_batch_kept([axis], len(shape), "LayerNormalization")
+        builder.require_batch_kept([axis], len(shape), what)
     normalized = shape[axis:]
     scale = builder.expand(scale, normalized)
+    if rms:
+        return builder.call(aten.rms_norm.default, x, normalized, scale, float(epsilon))
     bias = None if bias is None else builder.expand(bias, normalized)
-    return builder.call(aten.layer_norm.default, x, normalized, scale, bias, node.attr("epsilon", 1e-5))
+    return builder.call(aten.layer_norm.default, x, normalized, scale, bias, epsilon)
 
 
 @converter("InstanceNormalization", since=1)

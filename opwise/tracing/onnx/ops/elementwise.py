@@ -277,7 +277,9 @@ def _where(builder, node, condition, x, y):
     return builder.call(aten.where.self, condition, x, y)
 
 
-def _softmax(builder, node, x, axis: int, op, coerce_2d: bool):
+def softmax(builder, node, x, axis: int, op, coerce_2d: bool):
+    """`op` (softmax or log-softmax) along `axis`; with `coerce_2d` (ONNX before opset 13) over the input flattened
+    to 2-D at `axis`."""
     shape = builder.shape(x)
     axis %= max(len(shape), 1)
     if isinstance(x, fx.Node):
@@ -295,10 +297,10 @@ def _softmax(builder, node, x, axis: int, op, coerce_2d: bool):
 def _softmax_2d(builder, node, x):
     """Before opset 13, Softmax flattens the input to 2-D at `axis` (default 1) and normalizes rows."""
     op = aten._softmax.default if node.op_type == "Softmax" else aten._log_softmax.default
-    return _softmax(builder, node, x, node.attr("axis", 1), op, coerce_2d=True)
+    return softmax(builder, node, x, node.attr("axis", 1), op, coerce_2d=True)
 
 
 @converter("Softmax", "LogSoftmax", since=13)
 def _softmax_axis(builder, node, x):
     op = aten._softmax.default if node.op_type == "Softmax" else aten._log_softmax.default
-    return _softmax(builder, node, x, node.attr("axis", -1), op, coerce_2d=False)
+    return softmax(builder, node, x, node.attr("axis", -1), op, coerce_2d=False)

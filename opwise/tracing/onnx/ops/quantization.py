@@ -47,7 +47,7 @@ _DEQUANTIZED_TYPES = (torch.uint8, torch.int8, torch.uint16, torch.int16, torch.
 #: contrib_quantized.py's included)
 _QUANTIZED_READERS = frozenset({"DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
                                 "QGemm", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool",
-                                "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu"})
+                                "QLinearConcat", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax"})
 #: ops that move or select a quantized value's numbers unchanged (onnxruntime runs them on uint8 between QLinear ops)
 _CARRIERS = frozenset({"MaxPool", "GlobalMaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
                        "Identity"})

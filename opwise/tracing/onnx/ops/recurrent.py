@@ -107,7 +107,7 @@ class _Recurrence:
         An output no node reads is None, so no unused stack nodes are left in the graph.
         """
         builder, node = self.builder, self.node
-        used = [_used(builder, node, index) for index in range(1 + len(last))]
+        used = [output_used(builder, node, index) for index in range(1 + len(last))]
         y = None
         if used[0]:
             # per direction [seq, batch, H] (layout 0) or [batch, seq, H] (layout 1), then the direction axis
@@ -122,7 +122,7 @@ def _refusal(node, what: str, hint: str) -> ModelLoadError:
     return ModelLoadError(f"ONNX node '{node.name}' ({node.op_type}, opset {node.opset}): {what}; {hint}")
 
 
-def _used(builder, node, index: int) -> bool:
+def output_used(builder, node, index: int) -> bool:
     """Whether some node (or the graph output) reads output `index` of `node`."""
     name = node.outputs[index] if index < len(node.outputs) else ""
     return bool(name) and builder.use_counts.get(name, 0) > 0
@@ -273,7 +273,7 @@ def _lstm(builder, node, x, w, r, b=None, sequence_lens=None, initial_h=None, in
                         "export the LSTM with input_forget=0 (the default), which opwise supports")
     p = _constant_or_refuse(rnn, p, "P")
     size = rnn.hidden
-    wants_h = _used(builder, node, 0) or _used(builder, node, 1)
+    wants_h = output_used(builder, node, 0) or output_used(builder, node, 1)
     per_step, last_h, last_c = [], [], []
     for d in range(rnn.directions):
         bias, recurrent_bias = _split_bias(builder, rnn.biases[d], 4 * size)
