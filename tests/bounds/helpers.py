@@ -71,3 +71,14 @@ def bounds_matrix(C, batch: int, outputs: int) -> torch.Tensor:
     if C is None:
         return torch.eye(outputs).expand(batch, outputs, outputs)
     return C if C.dim() == 3 else C.expand(batch, *C.shape)
+
+
+def assert_bounded_and_explained(graph, x, radius: float, samples: int = 2000):
+    """An imported graph's IBP and CROWN bounds on the box of `radius` around x hold its sampled outputs, and its
+    explanation at x is finite and shaped as x."""
+    import opwise
+
+    assert_sound(lambda z: graph.for_batch(z.shape[0])(z), x - radius, x + radius, methods=("ibp", "crown"),
+                 samples=samples, attack=False, bounded=BoundedModel(graph, x))
+    explanation = opwise.explain(graph, x)
+    assert explanation.relevance.shape == x.shape and torch.isfinite(explanation.relevance).all()

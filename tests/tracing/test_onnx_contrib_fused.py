@@ -13,11 +13,9 @@ onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-import opwise  # noqa: E402
-from opwise.bounds import BoundedModel  # noqa: E402
 from opwise.errors import ModelLoadError  # noqa: E402
 from opwise.tracing.onnx import load_onnx  # noqa: E402
-from tests.bounds.helpers import assert_sound  # noqa: E402
+from tests.bounds.helpers import assert_bounded_and_explained  # noqa: E402
 from tests.tracing.test_onnx_import import ops_of, run_onnxruntime, run_opwise  # noqa: E402
 from tests.tracing.test_onnx_integer import _inputs, _quantized, _quantizer, _steps  # noqa: E402
 from tests.tracing.test_onnx_quantization import _assert_exact, _model as _quantized_model  # noqa: E402
@@ -247,10 +245,7 @@ def test_fused_block_matches_onnxruntime_is_bounded_soundly_and_explained(tmp_pa
     graph = load_onnx(path)
     assert {"aten.linear.default", "aten.gelu.default", "aten.layer_norm.default"} <= set(ops_of(graph))
     x = torch.from_numpy(_samples([1, 3, 6])[:1])
-    assert_sound(lambda z: graph.for_batch(z.shape[0])(z), x - 0.05, x + 0.05, methods=("ibp", "crown"),
-                 samples=2000, attack=False, bounded=BoundedModel(graph, x))
-    explanation = opwise.explain(graph, x)
-    assert explanation.relevance.shape == x.shape and torch.isfinite(explanation.relevance).all()
+    assert_bounded_and_explained(graph, x, 0.05)
 
 
 # ----------------------------------------------------------------- files written by onnxruntime itself
@@ -327,10 +322,7 @@ def test_models_optimized_by_onnxruntime_match_it_are_bounded_and_explained(tmp_
     assert _error(path, _samples([1, 4, 8])) <= 1e-5
     graph = load_onnx(path)
     x = torch.from_numpy(_samples([1, 4, 8])[:1])
-    assert_sound(lambda z: graph.for_batch(z.shape[0])(z), x - 0.02, x + 0.02, methods=("ibp", "crown"),
-                 samples=2000, attack=False, bounded=BoundedModel(graph, x))
-    explanation = opwise.explain(graph, x)
-    assert explanation.relevance.shape == x.shape and torch.isfinite(explanation.relevance).all()
+    assert_bounded_and_explained(graph, x, 0.02)
 
 
 class _SoftmaxMlp(torch.nn.Module):
@@ -351,7 +343,4 @@ def test_softmax_quantized_by_onnxruntime_matches_it_exactly_is_bounded_and_expl
     _assert_exact(path, x)
     graph = load_onnx(path)
     x = torch.from_numpy(x[:1])
-    assert_sound(lambda z: graph.for_batch(z.shape[0])(z), x - 0.05, x + 0.05, methods=("ibp", "crown"),
-                 samples=2000, attack=False, bounded=BoundedModel(graph, x))
-    explanation = opwise.explain(graph, x)
-    assert explanation.relevance.shape == x.shape and torch.isfinite(explanation.relevance).all()
+    assert_bounded_and_explained(graph, x, 0.05)

@@ -12,11 +12,9 @@ onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper  # noqa: E402
 
-import opwise  # noqa: E402
-from opwise.bounds import BoundedModel  # noqa: E402
 from opwise.errors import ModelLoadError  # noqa: E402
 from opwise.tracing.onnx import load_onnx  # noqa: E402
-from tests.bounds.helpers import assert_sound  # noqa: E402
+from tests.bounds.helpers import assert_bounded_and_explained  # noqa: E402
 from tests.tracing.test_onnx_import import ops_of, run_onnxruntime, run_opwise  # noqa: E402
 from tests.tracing.test_onnx_integer import _inputs, _quantized, _quantizer, _steps, _weights  # noqa: E402
 from tests.tracing.test_onnx_quantization import _assert_exact, _model  # noqa: E402
@@ -166,10 +164,7 @@ def test_models_quantized_by_onnxruntime_match_it_are_bounded_and_explained(tmp_
     _assert_exact(path, x)
     graph = load_onnx(path)
     x = torch.from_numpy(x[:1])
-    assert_sound(lambda z: graph.for_batch(z.shape[0])(z), x - 0.05, x + 0.05, methods=("ibp", "crown"),
-                 samples=2000, attack=False, bounded=BoundedModel(graph, x))
-    explanation = opwise.explain(graph, x)
-    assert explanation.relevance.shape == x.shape and torch.isfinite(explanation.relevance).all()
+    assert_bounded_and_explained(graph, x, 0.05)
 
 
 # ----------------------------------------------------------------- refusals
