@@ -16,6 +16,7 @@ from typing import Any
 import numpy
 import torch
 from torch import fx
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from opwise.errors import InputError, ModelLoadError, UnsupportedOperation
 from opwise.tracing.graph import Graph
@@ -152,16 +153,15 @@ def _inline(builder: GraphBuilder, subgraph: Any, opset: int, env: dict[str, Any
 
 
 def _fake_values(module: fx.GraphModule) -> None:
-    """Swap the example values computed while building for tensors on the meta device (shape and dtype, no data).
+    """Swap the example values computed while building for FakeTensors, as torch.export leaves them.
 
-    The real values were only needed for shapes; keeping them would hold every activation in memory. Meta tensors
-    rather than torch.export's FakeTensors: a FakeTensorMode imports torch._dynamo, two seconds of every process
-    that verifies one VNN-COMP instance.
+    The real values were only needed for shapes; keeping them would hold every activation in memory.
     """
+    mode = FakeTensorMode()
     for node in module.graph.nodes:
         value = node.meta.get("val")
         if isinstance(value, torch.Tensor):
-            node.meta["val"] = value.to("meta")
+            node.meta["val"] = mode.from_tensor(value)
 
 
 def _default_opset(model: Any) -> int:
