@@ -91,7 +91,7 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
     declared = parse_vnnlib(vnnlib_path, input_shape, dtype=torch.float64)
     specs = [spec.to(model.device, torch.float32) for spec in declared]
     _check_outputs(model, specs[0], str(vnnlib_path))
-    outcomes = []
+    outcomes, reasons = [], []
     stats: dict = {"boxes": len(specs)}
     for spec, exact in zip(specs, declared):
         remaining = timeout - (time.monotonic() - start)
@@ -108,10 +108,14 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
                 return InstanceResult("sat", time.monotonic() - start, *confirmed, stats)
             stats["unconfirmed_counterexamples"] = stats.get("unconfirmed_counterexamples", 0) + 1
             status = "unknown"
+            reasons.append("the counterexample found fails the competition's check (float32 rounding)")
+        elif status != "unsat" and result.stats.get("reason"):
+            reasons.append(str(result.stats["reason"]))
         outcomes.append(status)
     final = "unsat" if all(s == "unsat" for s in outcomes) and len(outcomes) == len(specs) else (
         "timeout" if "timeout" in outcomes else "unknown")
-    return InstanceResult(final, time.monotonic() - start, stats=stats)
+    reason = "; ".join(dict.fromkeys(reasons)) if final != "unsat" else ""  # why the search left a box open
+    return InstanceResult(final, time.monotonic() - start, stats=stats, reason=reason)
 
 
 def _add_counts(stats: dict, box: dict) -> None:

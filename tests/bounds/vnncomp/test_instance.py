@@ -427,8 +427,25 @@ def test_a_counterexample_that_meets_a_strict_constraint_only_with_equality_is_n
                     "(assert (< Y_0 0))\n")
     result = verify_instance("m.onnx", path, 5, load=tiny_loader(model, (1, 1)))
     assert result.status in ("unknown", "timeout") and result.stats.get("unconfirmed_counterexamples") == 1
+    assert result.status == "timeout" or "competition's check" in result.reason
     path.write_text(path.read_text().replace("(< Y_0 0)", "(<= Y_0 0)"))  # as `<=` it is a real counterexample
     assert verify_instance("m.onnx", path, 5, load=tiny_loader(model, (1, 1))).status == "sat"
+
+
+def test_an_unknown_instance_says_why_the_search_left_it_open(tmp_path, capsys):
+    """y = relu(sum x) - relu(sum x) = 0 over 20 free inputs, given by functions (interval bounds: y in [-20, 20])
+    and `Y_0 <= -1`: true, unprovable by the bounds, and GenBaB cannot split a model given by functions. The
+    search said why in its stats, but the instance (and the CLI line, and the result file) said `unknown` only."""
+    model = torch.nn.Sequential(torch.nn.Linear(20, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1)).double()
+    with torch.no_grad():
+        model[0].weight.fill_(1.0); model[0].bias.zero_()
+        model[2].weight.copy_(torch.tensor([[1.0, -1.0]])); model[2].bias.zero_()
+    path = tmp_path / "p.vnnlib"
+    path.write_text(vnnlib_text([-1.0] * 20, [1.0] * 20, [[1.0]], [-1.0], 1))
+    result = verify_instance("m.onnx", path, 10, load=tiny_loader(model, (1, 20)))
+    assert result.status == "unknown" and "given by functions only" in result.reason
+    write_result(tmp_path / "r.txt", result)
+    assert "given by functions only" in (tmp_path / "r.txt").read_text().splitlines()[1]
 
 
 def test_a_property_whose_dnf_is_too_large_is_unknown_within_its_timeout(tmp_path):
