@@ -41,12 +41,31 @@ HARD_STOP_SLACK = 0.25
 
 def load_with_engine(onnx_path: str, device: str | torch.device | None = None) -> tuple[BoundedModel, tuple[int, ...]]:
     """The default Loader: opwise's ONNX importer (at the declared batch size; other batch sizes come from
-    `Graph.for_batch`, or chunks where the network cannot be imported at them), bounded on `device`."""
+    `Graph.for_batch`, or chunks where the network cannot be imported at them), bounded on `device`.
+
+    VNN-LIB's X_i number the input tensor as the file declares it. A leading axis of 1 (or a symbolic one) is
+    the batch; a fixed leading axis above 1 ([32, 5]: 32 rows of one sample, which a Transpose may mix) is
+    part of the one sample, so the network is bounded as `_WholeInput` on [1, 32, 5], its output flattened.
+    """
     from opwise.tracing.onnx import load_onnx
 
-    graph = load_onnx(onnx_path, batch_size=1)
-    input_shape = tuple(graph.info(graph.explained_inputs[0]).shape)
-    return BoundedModel(graph, torch.zeros(input_shape), device=device), input_shape
+    graph = load_onnx(onnx_path)
+    declared = tuple(graph.info(graph.explained_inputs[0]).shape)
+    if declared[:1] == (1,):
+        return BoundedModel(graph, torch.zeros(declared), device=device), declared
+    input_shape = (1, *declared)
+    return BoundedModel(_WholeInput(graph, declared), torch.zeros(input_shape), device=device), input_shape
+
+
+class _WholeInput(torch.nn.Module):
+    """A network whose declared input [n, ...] (n > 1) is one sample: run on [1, n, ...], output [1, outputs]."""
+
+    def __init__(self, graph, declared: tuple[int, ...]):
+        super().__init__()
+        self.graph, self.declared = graph, declared
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x.reshape(self.declared)).reshape(1, -1)
 
 
 def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *,

@@ -532,3 +532,51 @@ def test_the_progress_callback_reaches_the_search(tmp_path):
     result = verify_instance("m.onnx", path, 30, load=tiny_loader(model), progress=reports.append)
     assert result.status == "unsat"
     assert len(reports) == result.stats["rounds"] > 0 and all(r["search"] == "input splitting" for r in reports)
+
+
+@pytest.mark.parametrize("mixes_rows", [True, False])
+def test_a_network_whose_declared_leading_axis_above_one_is_one_sample(tmp_path, mixes_rows):
+    """Input declared [4, 3] (nn4sys-style: rows of one sample, not a batch): VNN-LIB's X_0..X_11 number the whole
+    tensor and Y_i the whole output. With a Transpose that mixes the rows the import at batch 1 was refused
+    (ModelLoadError "import with batch_size=4"), which the CLI user cannot do; without one the net was imported
+    at [1, 3] and every property was refused ("declares 12 inputs X_i but the model input (1, 3) has 3 values").
+    Both are decided now: unsat above an interval bound, sat at a sampled maximum (the point checked here)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    generator = torch.Generator().manual_seed(3)
+    W, b = torch.randn(4 if mixes_rows else 3, 2, generator=generator), torch.randn(2, generator=generator)
+    nodes = ([helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0])] if mixes_rows else []) + [
+        helper.make_node("MatMul", ["t" if mixes_rows else "x", "W"], ["h"]), helper.make_node("Add", ["h", "b"], ["a"]),
+        helper.make_node("Relu", ["a"], ["y"])]
+    outputs = [3, 2] if mixes_rows else [4, 2]
+    graph = helper.make_graph(nodes, "rows", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, outputs)],
+                              [numpy_helper.from_array(W.numpy(), "W"), numpy_helper.from_array(b.numpy(), "b")])
+    path = tmp_path / "rows.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:  # x [n, 12] -> [n, 6 or 8]
+        rows = x.reshape(-1, 4, 3)
+        return torch.relu((rows.transpose(1, 2) if mixes_rows else rows) @ W + b).reshape(len(x), -1)
+
+    lower = torch.rand(12, generator=generator) - 0.5
+    upper = lower + 0.2
+    upper[6:] = lower[6:]  # half the inputs fixed, as nn4sys properties do
+    samples = forward(lower + (upper - lower) * torch.rand(20000, 12, generator=generator))
+    last = samples.shape[1] - 1
+    centre, radius = (lower + upper) / 2, (upper - lower) / 2
+    rows_c, rows_r = centre.reshape(4, 3), radius.reshape(4, 3)
+    if mixes_rows:
+        rows_c, rows_r = rows_c.T, rows_r.T
+    ceiling = float(torch.relu(rows_c @ W + b + rows_r @ W.abs()).reshape(-1)[last])  # interval bound of Y_last
+    row = [0.0] * last + [-1.0]  # -Y_last <= -threshold: Y_last >= threshold
+    for threshold, expected in ((ceiling + 0.01, "unsat"), (float(samples[:, last].max()), "sat")):
+        vnnlib = tmp_path / f"{expected}.vnnlib"
+        vnnlib.write_text(vnnlib_text(lower.tolist(), upper.tolist(), [row], [-threshold], last + 1))
+        result = verify_instance(path, vnnlib, 30)
+        assert result.status == expected, (threshold, result)
+        if expected == "sat":
+            assert ((result.x >= lower.double() - 1e-7) & (result.x <= upper.double() + 1e-7)).all()
+            assert float(forward(result.x.float()[None])[0, last]) >= threshold - 1e-6
+            assert torch.allclose(result.y.float(), forward(result.x.float()[None])[0], atol=1e-5)
