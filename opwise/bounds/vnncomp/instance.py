@@ -43,15 +43,17 @@ def load_with_engine(onnx_path: str, device: str | torch.device | None = None) -
     """The default Loader: opwise's ONNX importer (at the declared batch size; other batch sizes come from
     `Graph.for_batch`, or chunks where the network cannot be imported at them), bounded on `device`.
 
-    VNN-LIB's X_i number the input tensor as the file declares it. A leading axis of 1 (or a symbolic one) is
-    the batch; a fixed leading axis above 1 ([32, 5]: 32 rows of one sample, which a Transpose may mix) is
-    part of the one sample, so the network is bounded as `_WholeInput` on [1, 32, 5], its output flattened.
+    VNN-LIB's X_i number the input tensor as the file declares it, and Y_i the output. A leading axis of 1 (or
+    a symbolic one) is the batch; a fixed leading axis above 1 ([32, 5]: 32 rows of one sample, which a
+    Transpose may mix) is part of the one sample, and so is an output's ([50, 1] from an input [1, 600]
+    reshaped to [50, 12]): the network is then bounded as `_WholeInput` on [1, *input], its output flattened.
     """
     from opwise.tracing.onnx import load_onnx
 
     graph = load_onnx(onnx_path)
     declared = tuple(graph.info(graph.explained_inputs[0]).shape)
-    if declared[:1] == (1,):
+    output = graph.info(graph.output).shape if isinstance(graph.output, torch.fx.Node) else None
+    if declared[:1] == (1,) and (output is None or tuple(output[:1]) == (1,)):
         return BoundedModel(graph, torch.zeros(declared), device=device), declared
     input_shape = (1, *declared)
     return BoundedModel(_WholeInput(graph, declared), torch.zeros(input_shape), device=device), input_shape

@@ -534,25 +534,30 @@ def test_the_progress_callback_reaches_the_search(tmp_path):
     assert len(reports) == result.stats["rounds"] > 0 and all(r["search"] == "input splitting" for r in reports)
 
 
-@pytest.mark.parametrize("mixes_rows", [True, False])
-def test_a_network_whose_declared_leading_axis_above_one_is_one_sample(tmp_path, mixes_rows):
+@pytest.mark.parametrize("mixes_rows,reshaped", [(True, False), (False, False), (False, True)])
+def test_a_network_whose_declared_leading_axis_above_one_is_one_sample(tmp_path, mixes_rows, reshaped):
     """Input declared [4, 3] (nn4sys-style: rows of one sample, not a batch): VNN-LIB's X_0..X_11 number the whole
     tensor and Y_i the whole output. With a Transpose that mixes the rows the import at batch 1 was refused
     (ModelLoadError "import with batch_size=4"), which the CLI user cannot do; without one the net was imported
     at [1, 3] and every property was refused ("declares 12 inputs X_i but the model input (1, 3) has 3 values").
-    Both are decided now: unsat above an interval bound, sat at a sampled maximum (the point checked here)."""
+    `reshaped`: input declared [1, 12], reshaped to [4, 3], output [4, 2]: every property was refused ("declares
+    8 outputs Y_i but the model has 2 outputs"). All are decided now: unsat above an interval bound, sat at a
+    sampled maximum (the point checked here)."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     generator = torch.Generator().manual_seed(3)
     W, b = torch.randn(4 if mixes_rows else 3, 2, generator=generator), torch.randn(2, generator=generator)
-    nodes = ([helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0])] if mixes_rows else []) + [
+    first = [helper.make_node("Reshape", ["x0", "shape"], ["x"])] if reshaped else []
+    nodes = first + ([helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0])] if mixes_rows else []) + [
         helper.make_node("MatMul", ["t" if mixes_rows else "x", "W"], ["h"]), helper.make_node("Add", ["h", "b"], ["a"]),
         helper.make_node("Relu", ["a"], ["y"])]
     outputs = [3, 2] if mixes_rows else [4, 2]
-    graph = helper.make_graph(nodes, "rows", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 3])],
+    graph = helper.make_graph(nodes, "rows", [helper.make_tensor_value_info("x0" if reshaped else "x", TensorProto.FLOAT,
+                                                                          [1, 12] if reshaped else [4, 3])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, outputs)],
-                              [numpy_helper.from_array(W.numpy(), "W"), numpy_helper.from_array(b.numpy(), "b")])
+                              [numpy_helper.from_array(W.numpy(), "W"), numpy_helper.from_array(b.numpy(), "b"),
+                               numpy_helper.from_array(np.array([4, 3], np.int64), "shape")])
     path = tmp_path / "rows.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
 
