@@ -25,7 +25,8 @@
   threshold) = a·s + b·(1 − s), s the step as sign and relu of p − q: relu(sign(p − q)) for >, 1 − relu(sign(q − p))
   for >=, (<, <= mirrored), 1 − |sign(p − q)| for ==, |sign(p − q)| for !=. s is exactly 0 or 1 (p − q is 0 only
   where p == q, in floats too), so the values are the model's; sign's constant lines bound it on each side of 0,
-  with sign(0) = 0 at the boundary. A condition that does not depend on the input (a mask) stays as it is.
+  with sign(0) = 0 at the boundary. A condition that does not depend on the input (a mask) stays as it is. A
+  comparison cast to floats (`Cast(Greater(x, 0), float)`, the other binarization) is that step, s itself.
 - x / y with y bounded = x · reciprocal(y); a matrix product of two bounded tensors (attention's q·kᵀ and p·v)
   = Σ_k of elementwise products, each bounded by McCormick planes.
 
@@ -145,6 +146,26 @@ def _where_of_comparison(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     taken = rewriter.call(aten.mul.Tensor, step, a)
     others = rewriter.call(aten.mul.Tensor, rewriter.call(aten.rsub.Scalar, step, 1.0), b)
     return rewriter.call(aten.add.Tensor, taken, others)
+
+
+def _cast_comparison(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
+    step = _step(rewriter, node.args[0])
+    if node.args[0].args[0].meta["val"].dtype == node.kwargs["dtype"]:
+        return step
+    return rewriter.graph.call_function(aten._to_copy.default, (step,), {"dtype": node.kwargs["dtype"]})
+
+
+def _is_cast_comparison(node: fx.Node, dependent: set[fx.Node]) -> bool:
+    """A comparison of floats computed from the input, cast to a float dtype (0 and 1)."""
+    if node.target is not aten._to_copy.default or len(node.args) != 1 or set(node.kwargs) != {"dtype"}:
+        return False
+    condition, dtype = node.args[0], node.kwargs["dtype"]
+    if not (isinstance(condition, fx.Node) and condition in dependent and condition.target in _COMPARISON_OPS
+            and len(condition.args) == 2 and not condition.kwargs and isinstance(dtype, torch.dtype)
+            and dtype.is_floating_point):
+        return False
+    operand = condition.args[0].meta.get("val") if isinstance(condition.args[0], fx.Node) else None
+    return isinstance(operand, torch.Tensor) and operand.dtype.is_floating_point
 
 
 def _is_where_of_comparison(node: fx.Node, dependent: set[fx.Node], module: fx.GraphModule) -> bool:
@@ -337,6 +358,8 @@ def _rewrite_for(node: fx.Node, dependent: set[fx.Node], module: fx.GraphModule 
         return None
     if module is not None and _is_where_of_comparison(node, dependent, module):
         return _where_of_comparison
+    if _is_cast_comparison(node, dependent):
+        return _cast_comparison
     if node.target is aten._softmax.default:
         return _softmax
     if node.target in (aten.layer_norm.default,):

@@ -426,3 +426,27 @@ def test_where_of_a_comparison_is_bounded_soundly_and_computes_the_model():
             for b in bounds.values():
                 corner = graph(lower if lower is boundary else upper)
                 assert torch.isfinite(b.lower).all() and (b.lower <= corner + 1e-5).all() and (corner <= b.upper + 1e-5).all()
+
+
+def test_a_comparison_cast_to_floats_is_bounded_soundly_and_computes_the_model():
+    """`Cast(Greater(h, 0), float) * 2 - 1` (the other binarized-layer export) and a comparison cast to float64 and
+    back: `aten._to_copy` of a bool had no bound rule; now the same exact step. Seeded, boundaries included."""
+    class Cast(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(3, 5), torch.nn.Linear(10, 2)
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(torch.cat([(h > 0).float() * 2 - 1, (h <= 0.3).to(torch.float64).float()], 1))
+    torch.manual_seed(0)
+    model = Cast().eval()
+    with torch.no_grad():
+        model.a.bias[:2] = 0.0  # h_0 and h_1 are exactly 0 at x = 0
+    graph = trace(model, torch.zeros(1, 3))
+    expanded = expand_for_bounds(graph)
+    assert not {expanded.info(n).op.split(".")[1] for n in expanded.call_nodes()} & {"gt", "le"}
+    x = torch.cat([torch.randn(200, 3), torch.zeros(1, 3)])
+    with torch.no_grad():
+        assert torch.equal(expanded(x), graph(x))
+    for lower, upper in ((torch.full((1, 3), -0.5), torch.full((1, 3), 0.5)), (torch.zeros(1, 3), torch.full((1, 3), 0.2))):
+        assert_sound(graph, lower, upper, methods=("ibp", "crown", "alpha-crown"), seed=2)
