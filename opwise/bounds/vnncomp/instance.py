@@ -60,7 +60,8 @@ def load_with_engine(onnx_path: str, device: str | torch.device | None = None) -
 
 
 class _WholeInput(torch.nn.Module):
-    """A network whose declared input [n, ...] (n > 1) is one sample: run on [1, n, ...], output [1, outputs]."""
+    """A network whose declared input [n, ...] (n > 1), or whose output's leading axis, is one sample's: run on
+    [1, n, ...], its output flattened to [1, outputs]."""
 
     def __init__(self, graph, declared: tuple[int, ...]):
         super().__init__()
