@@ -21,6 +21,12 @@
 - _trilinear (nn.Bilinear's x1ᵀ W x2) = Σ over its sum dims of the three factors unsqueezed and multiplied, the
   constant factor first (a linear map), then the product of two bounded tensors (McCormick planes);
 - cumprod along a dim = a chain of products of two bounded slices (y_k = y_(k−1) · x_k);
+- where(p > q, a, b) with the condition computed from the input (a binarization `Where(Greater(x, 0), 1, -1)`, a
+  threshold) = a·s + b·(1 − s), s the step as sign and relu of p − q: relu(sign(p − q)) for >, 1 − relu(sign(q − p))
+  for >=, (<, <= mirrored), 1 − |sign(p − q)| for ==, |sign(p − q)| for !=. s is exactly 0 or 1 (p − q is 0 only
+  where p == q, in floats too), so the values are the model's; sign's constant lines bound it on each side of 0,
+  with sign(0) = 0 at the boundary. A condition that does not depend on the input (a mask) stays as it is. A
+  comparison cast to floats (`Cast(Greater(x, 0), float)`, the other binarization) is that step, s itself.
 - x / y with y bounded = x · reciprocal(y); a matrix product of two bounded tensors (attention's q·kᵀ and p·v)
   = Σ_k of elementwise products, each bounded by McCormick planes.
 
@@ -111,6 +117,77 @@ def _minimum_or_maximum(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     if node.target is aten.minimum.default:  # min(a, b) = a − relu(a − b)
         return rewriter.call(aten.sub.Tensor, first, difference)
     return rewriter.call(aten.add.Tensor, second, difference)  # max(a, b) = b + relu(a − b)
+
+
+#: comparisons as (difference whose sign decides, whether s = 1 − relu(sign(·)) or 1 − |sign(·)|, ...): see _step
+_COMPARISONS = {"gt": ("p-q", False), "ge": ("q-p", True), "lt": ("q-p", False), "le": ("p-q", True),
+                "eq": ("abs", True), "ne": ("abs", False)}
+_COMPARISON_OPS = {getattr(getattr(aten, name), overload): name for name in _COMPARISONS for overload in ("Scalar", "Tensor")}
+
+
+def _step(rewriter: _Rewriter, condition: fx.Node) -> fx.Node:
+    """The comparison `condition` (p op q) as a float tensor of 0 and 1: relu(sign(d)), 1 − relu(sign(d)), |sign(d)|
+    or 1 − |sign(d)| for the difference d of p and q that _COMPARISONS names."""
+    p, q = condition.args[0], condition.args[1]
+    form, complement = _COMPARISONS[_COMPARISON_OPS[condition.target]]
+    if form == "q-p" and not isinstance(q, fx.Node):  # q − p with q a number: −(p − q)
+        difference = rewriter.call(aten.neg.default, rewriter.call(aten.sub.Tensor, p, q))
+    else:
+        first, second = (q, p) if form == "q-p" else (p, q)
+        difference = rewriter.call(aten.sub.Tensor, first, second)
+    sign = rewriter.call(aten.sign.default, difference)
+    step = rewriter.call(aten.abs.default if form == "abs" else aten.relu.default, sign)
+    return rewriter.call(aten.rsub.Scalar, step, 1.0) if complement else step
+
+
+def _where_of_comparison(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
+    condition, a, b = node.args[0], node.args[1], node.args[2]
+    step = _step(rewriter, condition)
+    taken = rewriter.call(aten.mul.Tensor, step, a)
+    others = rewriter.call(aten.mul.Tensor, rewriter.call(aten.rsub.Scalar, step, 1.0), b)
+    return rewriter.call(aten.add.Tensor, taken, others)
+
+
+def _cast_comparison(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
+    step = _step(rewriter, node.args[0])
+    if node.args[0].args[0].meta["val"].dtype == node.kwargs["dtype"]:
+        return step
+    return rewriter.graph.call_function(aten._to_copy.default, (step,), {"dtype": node.kwargs["dtype"]})
+
+
+def _is_cast_comparison(node: fx.Node, dependent: set[fx.Node]) -> bool:
+    """A comparison of floats computed from the input, cast to a float dtype (0 and 1)."""
+    if node.target is not aten._to_copy.default or len(node.args) != 1 or set(node.kwargs) != {"dtype"}:
+        return False
+    condition, dtype = node.args[0], node.kwargs["dtype"]
+    if not (isinstance(condition, fx.Node) and condition in dependent and condition.target in _COMPARISON_OPS
+            and len(condition.args) == 2 and not condition.kwargs and isinstance(dtype, torch.dtype)
+            and dtype.is_floating_point):
+        return False
+    operand = condition.args[0].meta.get("val") if isinstance(condition.args[0], fx.Node) else None
+    return isinstance(operand, torch.Tensor) and operand.dtype.is_floating_point
+
+
+def _is_where_of_comparison(node: fx.Node, dependent: set[fx.Node], module: fx.GraphModule) -> bool:
+    """where(comparison computed from the input, a, b) with a float result, and a and b finite where they are
+    constants (an infinite one would make a·0 NaN)."""
+    if node.target is not aten.where.self or len(node.args) != 3:
+        return False
+    condition = node.args[0]
+    if not (isinstance(condition, fx.Node) and condition in dependent and condition.target in _COMPARISON_OPS
+            and len(condition.args) == 2 and not condition.kwargs):
+        return False
+    value = node.meta.get("val")
+    if not isinstance(value, torch.Tensor) or not value.dtype.is_floating_point:
+        return False
+    for branch in node.args[1:]:
+        if isinstance(branch, fx.Node) and branch.op == "get_attr":
+            constant = getattr(module, branch.target, None)
+            if not isinstance(constant, torch.Tensor) or not bool(torch.isfinite(constant).all()):
+                return False
+        elif not isinstance(branch, fx.Node) and not math.isfinite(float(branch)):
+            return False
+    return True
 
 
 def _normalized(rewriter: _Rewriter, x: fx.Node, dims: list[int], count: int, eps: float) -> fx.Node:
@@ -276,9 +353,13 @@ def _cumulative_product(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     return rewriter.call(aten.cat.default, pieces, dim) if len(pieces) > 1 else running
 
 
-def _rewrite_for(node: fx.Node, dependent: set[fx.Node]):
+def _rewrite_for(node: fx.Node, dependent: set[fx.Node], module: fx.GraphModule | None = None):
     if node.op != "call_function" or node not in dependent:
         return None
+    if module is not None and _is_where_of_comparison(node, dependent, module):
+        return _where_of_comparison
+    if _is_cast_comparison(node, dependent):
+        return _cast_comparison
     if node.target is aten._softmax.default:
         return _softmax
     if node.target in (aten.layer_norm.default,):
@@ -327,7 +408,7 @@ def expand_for_bounds(graph: Graph, example: torch.Tensor | None = None) -> Grap
         known, changed = set(module.graph.nodes), False
         rewriter = _Rewriter(module)
         for node in list(module.graph.nodes):
-            rewrite = _rewrite_for(node, dependent)
+            rewrite = _rewrite_for(node, dependent, module)
             if rewrite is None:
                 continue
             changed = True
@@ -341,6 +422,8 @@ def expand_for_bounds(graph: Graph, example: torch.Tensor | None = None) -> Grap
                 if source.op == "call_function" and source.target is not operator.getitem and not source.users \
                         and isinstance(source.meta.get("val"), (tuple, list)):
                     module.graph.erase_node(source)
+                elif source.op == "call_function" and source.target in _COMPARISON_OPS and not source.users:
+                    module.graph.erase_node(source)  # a where's condition, now read as a step
             for created in set(module.graph.nodes) - known:  # the pieces stand where the composite stood
                 created.meta.setdefault("nn_module_stack", node.meta.get("nn_module_stack", {}))
                 if created.op == "call_function":

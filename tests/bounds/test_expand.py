@@ -383,3 +383,70 @@ def test_cumulative_product_along_an_inner_axis_is_exact_on_points_and_sound():
     assert (bounds["crown"].upper - bounds["crown"].lower).max() < 10
     point = BoundedModel(Inner(), x).compute_bounds(x_lower=x, x_upper=x, method="crown")
     torch.testing.assert_close(point.lower, Inner()(x)) and torch.testing.assert_close(point.upper, Inner()(x))
+
+
+class _Thresholds(torch.nn.Module):
+    """Binarization and thresholds: where(h op c, a, b) for every comparison, constants and computed branches."""
+    def __init__(self):
+        super().__init__()
+        self.first, self.last = torch.nn.Linear(3, 6), torch.nn.Linear(13, 2)
+        self.register_buffer("row", torch.tensor([0.5, -1.0, 2.0, 0.0, 1.5, -0.25]))
+    def forward(self, x):
+        h = self.first(x)
+        one, minus = torch.ones_like(h), -torch.ones_like(h)
+        parts = [torch.where(h > 0, one, minus), torch.where(h >= 0.25, self.row, h),
+                 torch.where(h < self.row, h, -h), torch.where(h <= -0.1, 2 * one, 3 * one),
+                 torch.where(h == 0, one, minus), torch.where(h != 0, h, one),
+                 torch.where(x[:, :1] > x[:, 1:2], x[:, :1], x[:, 1:2])]  # a maximum of two inputs
+        return self.last(torch.cat([p.sum(1, keepdim=True) if p.shape[1] == 6 else p for p in parts]
+                                   + [torch.where(h > x[:, 2:3], h, 0.5 * h)], 1))
+
+
+def test_where_of_a_comparison_is_bounded_soundly_and_computes_the_model():
+    """Where(Greater(x, 0), 1, -1) (a binarized layer) and other input-dependent conditions had no bound rule
+    ("aten.gt.Scalar has no bound rule"); now a step from sign and relu. Seeded: the rewritten graph computes the
+    model's values exactly, also where a comparison's two sides are equal (sign's value 0 there), and every
+    method's bounds hold the sampled and attacked outputs, on boxes whose corner makes h exactly 0."""
+    torch.manual_seed(0)
+    model = _Thresholds().eval()
+    with torch.no_grad():
+        model.first.bias[:3] = 0.0
+    graph = trace(model, torch.zeros(1, 3))
+    expanded = expand_for_bounds(graph)
+    ops = {expanded.info(n).op for n in expanded.call_nodes()}
+    assert not {op.split(".")[1] for op in ops} & {"where", "gt", "ge", "lt", "le", "eq", "ne"}, ops
+    boundary = torch.zeros(1, 3)  # h_0..2 = 0 exactly: every comparison with 0 at its boundary
+    x = torch.cat([torch.randn(200, 3), boundary, torch.tensor([[0.7, 0.7, 0.7]])])
+    with torch.no_grad():
+        assert torch.equal(expanded(x), graph(x))
+    for lower, upper in ((torch.full((1, 3), -0.5), torch.full((1, 3), 0.5)), (boundary, boundary + 0.3),
+                         (boundary - 0.2, boundary)):
+        bounds = assert_sound(graph, lower, upper, methods=("ibp", "crown", "alpha-crown"), seed=1)
+        with torch.no_grad():
+            for b in bounds.values():
+                corner = graph(lower if lower is boundary else upper)
+                assert torch.isfinite(b.lower).all() and (b.lower <= corner + 1e-5).all() and (corner <= b.upper + 1e-5).all()
+
+
+def test_a_comparison_cast_to_floats_is_bounded_soundly_and_computes_the_model():
+    """`Cast(Greater(h, 0), float) * 2 - 1` (the other binarized-layer export) and a comparison cast to float64 and
+    back: `aten._to_copy` of a bool had no bound rule; now the same exact step. Seeded, boundaries included."""
+    class Cast(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(3, 5), torch.nn.Linear(10, 2)
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(torch.cat([(h > 0).float() * 2 - 1, (h <= 0.3).to(torch.float64).float()], 1))
+    torch.manual_seed(0)
+    model = Cast().eval()
+    with torch.no_grad():
+        model.a.bias[:2] = 0.0  # h_0 and h_1 are exactly 0 at x = 0
+    graph = trace(model, torch.zeros(1, 3))
+    expanded = expand_for_bounds(graph)
+    assert not {expanded.info(n).op.split(".")[1] for n in expanded.call_nodes()} & {"gt", "le"}
+    x = torch.cat([torch.randn(200, 3), torch.zeros(1, 3)])
+    with torch.no_grad():
+        assert torch.equal(expanded(x), graph(x))
+    for lower, upper in ((torch.full((1, 3), -0.5), torch.full((1, 3), 0.5)), (torch.zeros(1, 3), torch.full((1, 3), 0.2))):
+        assert_sound(graph, lower, upper, methods=("ibp", "crown", "alpha-crown"), seed=2)

@@ -727,3 +727,29 @@ def test_inputs_with_different_fixed_leading_sizes_are_refused(tmp_path):
     path = save_model(tmp_path, nodes, {"a": [5, 3], "b": [1, 3]}, None, opset=12)
     with pytest.raises(ModelLoadError, match=r"different leading sizes \('a': 5, 'b': 1\)"):
         load_onnx(path)
+
+
+@pytest.mark.parametrize("constant_shape", [[], [1]])
+def test_max_and_min_with_a_one_element_constant_import_and_bound(tmp_path, constant_shape):
+    """ReLU6 written as Min(Max(x, 0), 6) and a variadic Max of two inputs and a constant: the one-element
+    constant became a Python number for `aten.maximum`, which takes tensors only (ModelLoadError "Expected a value
+    of type 'Tensor' for argument 'other'"); now `aten.clamp_min`/`clamp_max`, bounded soundly. Greater of two
+    inputs keeps its tensor form (the scalar form was chosen for any operand that is not a constant tensor)."""
+    from opwise.bounds import BoundedModel
+    from tests.bounds.helpers import assert_sound
+
+    inits = {"zero": np.zeros(constant_shape, np.float32), "six": np.full(constant_shape, 6.0, np.float32),
+             "k": np.full(constant_shape, 0.3, np.float32), "W": np.linspace(-3, 3, 12, dtype=np.float32).reshape(4, 3)}
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Max", ["h", "zero"], ["r"]),
+             helper.make_node("Min", ["r", "six"], ["r6"]), helper.make_node("Neg", ["h"], ["n"]),
+             helper.make_node("Max", ["r6", "n", "k"], ["y"])]
+    path = save_model(tmp_path, nodes, {"x": [1, 4]}, [1, 3], inits)
+    graph = assert_matches(path, [[1, 4]], batch_sizes=(None, 3))
+    ops = {graph.info(n).op for n in graph.call_nodes()}
+    assert {"aten.clamp_min.default", "aten.clamp_max.default"} <= ops
+    x = torch.full((1, 4), 0.5)
+    assert_sound(graph, x - 1.0, x + 1.0, methods=("ibp", "crown"), bounded=BoundedModel(graph, x))
+
+    compare = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Neg", ["h"], ["n"]),
+               helper.make_node("Greater", ["h", "n"], ["g"]), helper.make_node("Where", ["g", "h", "n"], ["y"])]
+    assert_matches(save_model(tmp_path, compare, {"x": [1, 4]}, [1, 3], {"W": inits["W"]}, name="gt.onnx"), [[1, 4]])

@@ -25,6 +25,8 @@ class SignRelaxation:
     """Constant lines sign(l) and sign(u) (no α)."""
 
     monotone = True
+    #: branch-and-bound splits the input at 0: [l, 0] gives [−1, 0] and [0, u] gives [0, 1] (sign(0) = 0 is kept)
+    split_kink = 0.0
 
     def function(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sign(x)

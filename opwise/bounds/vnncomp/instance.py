@@ -41,12 +41,34 @@ HARD_STOP_SLACK = 0.25
 
 def load_with_engine(onnx_path: str, device: str | torch.device | None = None) -> tuple[BoundedModel, tuple[int, ...]]:
     """The default Loader: opwise's ONNX importer (at the declared batch size; other batch sizes come from
-    `Graph.for_batch`, or chunks where the network cannot be imported at them), bounded on `device`."""
+    `Graph.for_batch`, or chunks where the network cannot be imported at them), bounded on `device`.
+
+    VNN-LIB's X_i number the input tensor as the file declares it, and Y_i the output. A leading axis of 1 (or
+    a symbolic one) is the batch; a fixed leading axis above 1 ([32, 5]: 32 rows of one sample, which a
+    Transpose may mix) is part of the one sample, and so is an output's ([50, 1] from an input [1, 600]
+    reshaped to [50, 12]): the network is then bounded as `_WholeInput` on [1, *input], its output flattened.
+    """
     from opwise.tracing.onnx import load_onnx
 
-    graph = load_onnx(onnx_path, batch_size=1)
-    input_shape = tuple(graph.info(graph.explained_inputs[0]).shape)
-    return BoundedModel(graph, torch.zeros(input_shape), device=device), input_shape
+    graph = load_onnx(onnx_path)
+    declared = tuple(graph.info(graph.explained_inputs[0]).shape)
+    output = graph.info(graph.output).shape if isinstance(graph.output, torch.fx.Node) else None
+    if declared[:1] == (1,) and (output is None or tuple(output[:1]) == (1,)):
+        return BoundedModel(graph, torch.zeros(declared), device=device), declared
+    input_shape = (1, *declared)
+    return BoundedModel(_WholeInput(graph, declared), torch.zeros(input_shape), device=device), input_shape
+
+
+class _WholeInput(torch.nn.Module):
+    """A network whose declared input [n, ...] (n > 1), or whose output's leading axis, is one sample's: run on
+    [1, n, ...], its output flattened to [1, outputs]."""
+
+    def __init__(self, graph, declared: tuple[int, ...]):
+        super().__init__()
+        self.graph, self.declared = graph, declared
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x.reshape(self.declared)).reshape(1, -1)
 
 
 def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *,
@@ -91,7 +113,7 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
     declared = parse_vnnlib(vnnlib_path, input_shape, dtype=torch.float64)
     specs = [spec.to(model.device, torch.float32) for spec in declared]
     _check_outputs(model, specs[0], str(vnnlib_path))
-    outcomes = []
+    outcomes, reasons = [], []
     stats: dict = {"boxes": len(specs)}
     for spec, exact in zip(specs, declared):
         remaining = timeout - (time.monotonic() - start)
@@ -108,10 +130,14 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
                 return InstanceResult("sat", time.monotonic() - start, *confirmed, stats)
             stats["unconfirmed_counterexamples"] = stats.get("unconfirmed_counterexamples", 0) + 1
             status = "unknown"
+            reasons.append("the counterexample found fails the competition's check (float32 rounding)")
+        elif status != "unsat" and result.stats.get("reason"):
+            reasons.append(str(result.stats["reason"]))
         outcomes.append(status)
     final = "unsat" if all(s == "unsat" for s in outcomes) and len(outcomes) == len(specs) else (
         "timeout" if "timeout" in outcomes else "unknown")
-    return InstanceResult(final, time.monotonic() - start, stats=stats)
+    reason = "; ".join(dict.fromkeys(reasons)) if final != "unsat" else ""  # why the search left a box open
+    return InstanceResult(final, time.monotonic() - start, stats=stats, reason=reason)
 
 
 def _add_counts(stats: dict, box: dict) -> None:

@@ -427,8 +427,25 @@ def test_a_counterexample_that_meets_a_strict_constraint_only_with_equality_is_n
                     "(assert (< Y_0 0))\n")
     result = verify_instance("m.onnx", path, 5, load=tiny_loader(model, (1, 1)))
     assert result.status in ("unknown", "timeout") and result.stats.get("unconfirmed_counterexamples") == 1
+    assert result.status == "timeout" or "competition's check" in result.reason
     path.write_text(path.read_text().replace("(< Y_0 0)", "(<= Y_0 0)"))  # as `<=` it is a real counterexample
     assert verify_instance("m.onnx", path, 5, load=tiny_loader(model, (1, 1))).status == "sat"
+
+
+def test_an_unknown_instance_says_why_the_search_left_it_open(tmp_path, capsys):
+    """y = relu(sum x) - relu(sum x) = 0 over 20 free inputs, given by functions (interval bounds: y in [-20, 20])
+    and `Y_0 <= -1`: true, unprovable by the bounds, and GenBaB cannot split a model given by functions. The
+    search said why in its stats, but the instance (and the CLI line, and the result file) said `unknown` only."""
+    model = torch.nn.Sequential(torch.nn.Linear(20, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1)).double()
+    with torch.no_grad():
+        model[0].weight.fill_(1.0); model[0].bias.zero_()
+        model[2].weight.copy_(torch.tensor([[1.0, -1.0]])); model[2].bias.zero_()
+    path = tmp_path / "p.vnnlib"
+    path.write_text(vnnlib_text([-1.0] * 20, [1.0] * 20, [[1.0]], [-1.0], 1))
+    result = verify_instance("m.onnx", path, 10, load=tiny_loader(model, (1, 20)))
+    assert result.status == "unknown" and "given by functions only" in result.reason
+    write_result(tmp_path / "r.txt", result)
+    assert "given by functions only" in (tmp_path / "r.txt").read_text().splitlines()[1]
 
 
 def test_a_property_whose_dnf_is_too_large_is_unknown_within_its_timeout(tmp_path):
@@ -515,3 +532,56 @@ def test_the_progress_callback_reaches_the_search(tmp_path):
     result = verify_instance("m.onnx", path, 30, load=tiny_loader(model), progress=reports.append)
     assert result.status == "unsat"
     assert len(reports) == result.stats["rounds"] > 0 and all(r["search"] == "input splitting" for r in reports)
+
+
+@pytest.mark.parametrize("mixes_rows,reshaped", [(True, False), (False, False), (False, True)])
+def test_a_network_whose_declared_leading_axis_above_one_is_one_sample(tmp_path, mixes_rows, reshaped):
+    """Input declared [4, 3] (nn4sys-style: rows of one sample, not a batch): VNN-LIB's X_0..X_11 number the whole
+    tensor and Y_i the whole output. With a Transpose that mixes the rows the import at batch 1 was refused
+    (ModelLoadError "import with batch_size=4"), which the CLI user cannot do; without one the net was imported
+    at [1, 3] and every property was refused ("declares 12 inputs X_i but the model input (1, 3) has 3 values").
+    `reshaped`: input declared [1, 12], reshaped to [4, 3], output [4, 2]: every property was refused ("declares
+    8 outputs Y_i but the model has 2 outputs"). All are decided now: unsat above an interval bound, sat at a
+    sampled maximum (the point checked here)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    generator = torch.Generator().manual_seed(3)
+    W, b = torch.randn(4 if mixes_rows else 3, 2, generator=generator), torch.randn(2, generator=generator)
+    first = [helper.make_node("Reshape", ["x0", "shape"], ["x"])] if reshaped else []
+    nodes = first + ([helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0])] if mixes_rows else []) + [
+        helper.make_node("MatMul", ["t" if mixes_rows else "x", "W"], ["h"]), helper.make_node("Add", ["h", "b"], ["a"]),
+        helper.make_node("Relu", ["a"], ["y"])]
+    outputs = [3, 2] if mixes_rows else [4, 2]
+    graph = helper.make_graph(nodes, "rows", [helper.make_tensor_value_info("x0" if reshaped else "x", TensorProto.FLOAT,
+                                                                          [1, 12] if reshaped else [4, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, outputs)],
+                              [numpy_helper.from_array(W.numpy(), "W"), numpy_helper.from_array(b.numpy(), "b"),
+                               numpy_helper.from_array(np.array([4, 3], np.int64), "shape")])
+    path = tmp_path / "rows.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:  # x [n, 12] -> [n, 6 or 8]
+        rows = x.reshape(-1, 4, 3)
+        return torch.relu((rows.transpose(1, 2) if mixes_rows else rows) @ W + b).reshape(len(x), -1)
+
+    lower = torch.rand(12, generator=generator) - 0.5
+    upper = lower + 0.2
+    upper[6:] = lower[6:]  # half the inputs fixed, as nn4sys properties do
+    samples = forward(lower + (upper - lower) * torch.rand(20000, 12, generator=generator))
+    last = samples.shape[1] - 1
+    centre, radius = (lower + upper) / 2, (upper - lower) / 2
+    rows_c, rows_r = centre.reshape(4, 3), radius.reshape(4, 3)
+    if mixes_rows:
+        rows_c, rows_r = rows_c.T, rows_r.T
+    ceiling = float(torch.relu(rows_c @ W + b + rows_r @ W.abs()).reshape(-1)[last])  # interval bound of Y_last
+    row = [0.0] * last + [-1.0]  # -Y_last <= -threshold: Y_last >= threshold
+    for threshold, expected in ((ceiling + 0.01, "unsat"), (float(samples[:, last].max()), "sat")):
+        vnnlib = tmp_path / f"{expected}.vnnlib"
+        vnnlib.write_text(vnnlib_text(lower.tolist(), upper.tolist(), [row], [-threshold], last + 1))
+        result = verify_instance(path, vnnlib, 30)
+        assert result.status == expected, (threshold, result)
+        if expected == "sat":
+            assert ((result.x >= lower.double() - 1e-7) & (result.x <= upper.double() + 1e-7)).all()
+            assert float(forward(result.x.float()[None])[0, last]) >= threshold - 1e-6
+            assert torch.allclose(result.y.float(), forward(result.x.float()[None])[0], atol=1e-5)

@@ -1,11 +1,13 @@
 """Elementwise ONNX operators: arithmetic with broadcasting, activations, comparisons, Softmax; also Xor, Mod
 (`aten.remainder` for fmod=0, `aten.fmod` for fmod=1; fmod=0 on floats, which ONNX forbids, is refused), Round,
 IsInf, IsNaN and Trilu (a constant triangular mask applied with `aten.where`, so it is bounded). Round is
-bounded (`bounds/relaxations/step.py`); comparisons, logic, Mod and the tests give integer- or bool-valued or
-discontinuous results: imported for the forward pass, refused by the bound engine (no rules for them).
+bounded (`bounds/relaxations/step.py`), and so is a comparison that only selects with Where (a binarized layer
+`Where(Greater(x, 0), 1, -1)`: a step, bounds/expand.py); otherwise comparisons, logic, Mod and the tests give
+integer- or bool-valued or discontinuous results: imported for the forward pass, refused by the bound engine.
 
 A constant operand with one element that does not widen the result becomes a Python scalar argument
-(`aten.sub.Tensor(x, 0.1307)`), the form export gives for `x - 0.1307`; other constants become
+(`aten.sub.Tensor(x, 0.1307)`), the form export gives for `x - 0.1307`; Max and Min with one become
+`aten.clamp_min` and `aten.clamp_max` (ReLU6 written as Min(Max(x, 0), 6)); other constants become
 `get_attr` nodes. Commutative ops put the input-dependent operand first.
 """
 
@@ -36,7 +38,8 @@ def _as_scalar_for(builder, tensor_value, constant):
 #: overloads that take a Python number as the second operand, for ops whose `.Tensor` form does not
 _SCALAR_FORMS = {aten.eq.Tensor: aten.eq.Scalar, aten.lt.Tensor: aten.lt.Scalar, aten.gt.Tensor: aten.gt.Scalar,
                  aten.le.Tensor: aten.le.Scalar, aten.ge.Tensor: aten.ge.Scalar,
-                 aten.remainder.Tensor: aten.remainder.Scalar, aten.fmod.Tensor: aten.fmod.Scalar}
+                 aten.remainder.Tensor: aten.remainder.Scalar, aten.fmod.Tensor: aten.fmod.Scalar,
+                 aten.maximum.default: aten.clamp_min.default, aten.minimum.default: aten.clamp_max.default}
 #: ops without a form that takes a number: their one-element constants stay tensors
 _TENSOR_ONLY = (aten.logical_and.default, aten.logical_or.default, aten.logical_xor.default)
 
@@ -46,7 +49,7 @@ def binary(builder, node, a, b, op, commutative: bool):
         a, b = b, a
     if isinstance(a, fx.Node) and op not in _TENSOR_ONLY:
         b = _as_scalar_for(builder, a, b)
-        if not isinstance(b, torch.Tensor):
+        if isinstance(b, (int, float, bool)):  # a number, not another node
             op = _SCALAR_FORMS.get(op, op)
     return builder.call(op, a, b)
 

@@ -686,3 +686,112 @@ def test_a_leaf_lp_stopped_by_the_clock_ends_in_timeout_not_unknown(monkeypatch)
     model, bounded, grid_min, spread = product_case(model, 0, scale=2.0)
     result = branch_and_bound(bounded, threshold_spec(grid_min - 1e-3 * spread), timeout=3, attack=False, alpha=FAST)
     assert result.status == "timeout"
+
+
+def _binarized(seed: int) -> torch.nn.Module:
+    """x (1-D) -> Linear(1, 6) -> sign -> Linear(6, 4) -> sign -> Linear(4, 1), small integer-ish weights so that
+    several pre-activations are exactly 0 at breakpoints inside the box."""
+    generator = torch.Generator().manual_seed(seed)
+    layers = [torch.nn.Linear(1, 6), torch.nn.Linear(6, 4), torch.nn.Linear(4, 1)]
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.copy_(torch.randint(-2, 3, layer.weight.shape, generator=generator).float())
+            layer.bias.copy_(torch.randint(-2, 3, layer.bias.shape, generator=generator).float() / 2)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = layers
+        def forward(self, x):
+            return self.c(torch.sign(self.b(torch.sign(self.a(x)))))
+    return Net().eval()
+
+
+def _exact_minimum(model: torch.nn.Module, low: float, high: float) -> float:
+    """A 1-D binarized net is piecewise constant between the first layer's breakpoints (the later layers' inputs
+    change only there): its minimum is at a breakpoint or between two, so those points give it exactly."""
+    w, b = model.a.weight[:, 0].detach(), model.a.bias.detach()
+    breaks = sorted({low, high, *[float(-bi / wi) for wi, bi in zip(w, b) if wi != 0 and low <= -bi / wi <= high]})
+    points = breaks + [(p + q) / 2 for p, q in zip(breaks, breaks[1:])]
+    with torch.no_grad():
+        return float(model(torch.tensor(points).reshape(-1, 1)).min())
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_sign_splits_never_verify_a_violated_threshold(seed):
+    """sign is split at 0 ([l, 0] and [0, u], sign(0) = 0 kept on both sides), so GenBaB searches binarized
+    nets (before: 'nothing to split', unknown at once). Seeded, with the exact minimum of a 1-D two-layer net:
+    a threshold at or above the minimum is never verified (a point with y <= t exists), one below it never
+    falsified, and a counterexample is real."""
+    model = _binarized(seed)
+    low, high = -2.0, 2.0
+    minimum = _exact_minimum(model, low, high)
+    bounded = BoundedModel(model, torch.zeros(1, 1))
+    box = (torch.tensor([[low]]), torch.tensor([[high]]))
+    for threshold in (minimum - 0.5, minimum, minimum + 0.5):
+        spec = Specification(*box, [Disjunct(torch.ones(1, 1), torch.tensor([threshold]))])  # unsafe: y <= t
+        result = branch_and_bound(bounded, spec, timeout=20, alpha=FAST)
+        if result.status == "unknown":  # left open after splitting, not for want of anything to split
+            assert result.stats["branching_decisions"] > 0, result.stats
+        if threshold >= minimum:
+            assert result.status != "verified", (seed, threshold, minimum)
+        else:
+            assert result.status != "falsified", (seed, threshold, minimum)
+        if result.status == "falsified":
+            x = result.counterexample.reshape(1, 1)
+            assert low <= float(x) <= high and float(model(x)) <= threshold
+
+
+def test_sign_at_zero_is_kept_where_it_alone_reaches_the_threshold():
+    """y = sign(s + 1/2) + sign(1/2 − s) with s = sign(x): y = 0 for x != 0 and y = 2 at x = 0 exactly. The
+    violation y >= 1.5 exists only at x = 0, so a search that lost sign(0) = 0 at a split would prove it."""
+    net = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.Identity(), torch.nn.Linear(1, 2), torch.nn.Identity(),
+                              torch.nn.Linear(2, 1))
+
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            s = torch.sign(net[0](x))
+            return net[4](torch.sign(net[2](s)))
+    with torch.no_grad():
+        net[0].weight.fill_(1.0); net[0].bias.zero_()
+        net[2].weight.copy_(torch.tensor([[1.0], [-1.0]])); net[2].bias.fill_(0.5)
+        net[4].weight.fill_(1.0); net[4].bias.zero_()
+    model = Net().eval()
+    assert float(model(torch.zeros(1, 1))) == 2.0 and float(model(torch.full((1, 1), 1e-6))) == 0.0
+    spec = Specification(torch.tensor([[-1.0]]), torch.tensor([[1.0]]), [Disjunct(-torch.ones(1, 1), torch.tensor([-1.5]))])
+    result = branch_and_bound(BoundedModel(model, torch.zeros(1, 1)), spec, timeout=10, alpha=FAST)
+    assert result.status != "verified"
+
+
+def test_a_binarized_conv_net_is_proved_by_sign_splits():
+    """Conv -> BatchNorm -> sign -> Linear (VNN-COMP's traffic-sign nets in small), y0 >= t unsafe with t at 80%
+    of the way from the sampled maximum to CROWN's bound: 'unknown' at once before (nothing to split), proved by
+    splitting sign inputs at 0 now. A counterexample the search returns for a lower t is checked."""
+    from opwise.bounds.verify import verify_specification
+
+    torch.manual_seed(0)
+
+    class Signs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.bn, self.fc = torch.nn.Conv2d(2, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.Linear(48, 2)
+            self.bn.running_mean.uniform_(-0.2, 0.2)
+            self.bn.running_var.uniform_(0.5, 1.5)
+        def forward(self, x):
+            return self.fc(torch.flatten(torch.sign(self.bn(self.c(x))), 1))
+    model = Signs().eval()
+    x0 = torch.rand(1, 2, 6, 6)
+    lower, upper = x0 - 0.15, x0 + 0.15
+    with torch.no_grad():
+        sampled = float(model(lower + (upper - lower) * torch.rand(20000, 2, 6, 6))[:, 0].max())
+    bounded = BoundedModel(model, x0)
+    ceiling = float(bounded.compute_bounds(x_lower=lower, x_upper=upper, method="crown").upper[0, 0])
+    for fraction in (0.8, 0.2):
+        threshold = sampled + fraction * (ceiling - sampled)
+        spec = Specification(lower, upper, [Disjunct(torch.tensor([[-1.0, 0.0]]), torch.tensor([-threshold]))])
+        result = verify_specification(bounded, spec, complete=True, timeout=30)
+        if fraction == 0.8:
+            assert result.status == "verified", result.stats
+        if result.status == "falsified":
+            x = result.counterexample.reshape(1, 2, 6, 6)
+            assert (x >= lower).all() and (x <= upper).all() and float(model(x)[0, 0]) >= threshold
