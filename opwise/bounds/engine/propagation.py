@@ -179,9 +179,10 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
             from opwise.bounds.coverage import coverage  # the whole list, so that one run names every gap
 
             missing = sorted({name for _, name in coverage(self.graph).missing})
-            raise self._unsupported(node, op, "no bound transfer or relaxation is registered for this operator; "
-                                    "register one with @bound_transfer or @register_relaxation (the graph's "
-                                    f"operators without one: {', '.join(missing)})")
+            raise self._unsupported(node, op, f"the graph's operators without one: {', '.join(missing)}; bound the part "
+                                    "of the model before it (an argmax or a comparison of the outputs is a property "
+                                    "of the logits: state it as one) or register a rule with @bound_transfer or "
+                                    "@register_relaxation")
         self._transfers[node] = transfer
         info = self.graph.info(node)
         step = Step(node, op, inputs, [self.graph.info(i).shape for i in inputs], function, tuple(args),
