@@ -104,6 +104,7 @@ def test_unsupported_operator_names_node_operator_and_module():
     message = str(error.value)
     assert "logcumsumexp" in message and "bound" in message and "'1'" in message
     assert "operators without one: aten.lgamma.default, aten.logcumsumexp.default" in message  # all of them, at once
+    assert "bound the part of the model before it" in message  # what a user can do, before how to add a rule
 
 
 class _ConstantLines:
