@@ -11,6 +11,7 @@ nothing left to split (every candidate interval a point or split already) is dec
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -91,6 +92,10 @@ def branch_and_bound(
 
     def finish(status, margin, counterexample=None) -> BabResult:
         stats["seconds"] = time.monotonic() - start
+        if status == "timeout" and "reason" not in stats:  # how far the search got: a user judges whether more time helps
+            stats["reason"] = f"the time limit was reached after {stats['domains_visited']} domains"
+            if margin is not None and math.isfinite(margin):
+                stats["reason"] += f", the worst open domain's margin bound at {margin:.4g} (proved where above 0)"
         return BabResult(status, counterexample, stats, margin)
 
     def attack_now(seed: int, budget: float) -> torch.Tensor | None:
