@@ -389,7 +389,12 @@ def test_unsupported_operator_names_node_type_and_opset(tmp_path):
     assert "Gemm" in supported_op_types()
     custom = helper.make_node("Relu", ["x"], ["y"], name="custom", domain="com.example")
     path = save_model(tmp_path, [custom], {"x": [1, 3]}, [1, 3], name="custom.onnx")
-    with pytest.raises(UnsupportedOperation, match=r"custom.*com\.example\.Relu"):
+    with pytest.raises(UnsupportedOperation, match=r"custom.*com\.example\.Relu, opset 1\b"):  # undeclared: first version
+        load_onnx(path)
+    model = onnx.load(str(path))
+    model.opset_import.append(helper.make_opsetid("com.example", 3))
+    onnx.save(model, str(path))
+    with pytest.raises(UnsupportedOperation, match=r"com\.example\.Relu, opset 3\b"):  # its domain's opset, not the default's 13
         load_onnx(path)
 
 

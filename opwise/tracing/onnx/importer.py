@@ -76,8 +76,8 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
         _refuse_oversized(path, value.name, dims, dtype)
         example = torch.zeros(dims, dtype=dtype)
         env[value.name] = builder.placeholder(value.name, example)
-    opset = _default_opset(model)
-    _convert_nodes(builder, graph_proto, opset, env)
+    opsets = _opsets(model)
+    _convert_nodes(builder, graph_proto, opsets, env)
     module = fx.GraphModule(builder.root, builder.graph)
     _fake_values(module)
     explained = [True] * len(inputs)
@@ -89,18 +89,18 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
         return load_onnx(path, batch_size=int(new_inputs[0].shape[0]))
 
     return Graph(module, explained, strategy="onnx", retrace=retrace, input_names=[value.name for value in inputs],
-                 opset=opset, rebatch=lambda size: load_onnx(path, batch_size=size))
+                 opset=opsets[""], rebatch=lambda size: load_onnx(path, batch_size=size))
 
 
-def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opset: int, env: dict[str, Any]) -> None:
+def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opsets: dict[str, int], env: dict[str, Any]) -> None:
     """Convert every node in order, then add the output (a constant output becomes a get_attr)."""
     output_name = graph_proto.output[0].name
     for name, reader in [*_reads(graph_proto), (output_name, None)]:
         builder.use_counts[name] = builder.use_counts.get(name, 0) + 1
         builder.reading_nodes.setdefault(name, []).append(reader)
-    builder.inline = lambda subgraph, inputs=(): _inline(builder, subgraph, opset, env, inputs)
+    builder.inline = lambda subgraph, inputs=(): _inline(builder, subgraph, opsets, env, inputs)
     for index, node_proto in enumerate(graph_proto.node):
-        _convert(builder, _onnx_node(node_proto, index, opset), env)
+        _convert(builder, _onnx_node(node_proto, index, opsets), env)
     builder.current = None
     if output_name not in env:
         raise ModelLoadError(f"the ONNX graph output '{output_name}' is computed by no node")
@@ -125,7 +125,7 @@ def _reads(graph_proto: Any) -> list[tuple[str, Any]]:
     return reads
 
 
-def _inline(builder: GraphBuilder, subgraph: Any, opset: int, env: dict[str, Any], inputs: Any = ()) -> list[Any]:
+def _inline(builder: GraphBuilder, subgraph: Any, opsets: dict[str, int], env: dict[str, Any], inputs: Any = ()) -> list[Any]:
     """Convert the nodes of `subgraph` (an If branch, one iteration of a Scan or Loop body) into the graph being
     built; its outputs' values.
 
@@ -140,10 +140,10 @@ def _inline(builder: GraphBuilder, subgraph: Any, opset: int, env: dict[str, Any
     for value, bound in zip(subgraph.input, inputs):
         scope[value.name] = bound
     current, outer_inline = builder.current, builder.inline
-    builder.inline = lambda nested, values=(): _inline(builder, nested, opset, scope, values)
+    builder.inline = lambda nested, values=(): _inline(builder, nested, opsets, scope, values)
     try:
         for index, node_proto in enumerate(subgraph.node):
-            _convert(builder, _onnx_node(node_proto, index, opset), scope)
+            _convert(builder, _onnx_node(node_proto, index, opsets), scope)
     finally:
         builder.current, builder.inline = current, outer_inline
     missing = [value.name for value in subgraph.output if value.name not in scope]
@@ -164,9 +164,12 @@ def _fake_values(module: fx.GraphModule) -> None:
             node.meta["val"] = mode.from_tensor(value)
 
 
-def _default_opset(model: Any) -> int:
+def _opsets(model: Any) -> dict[str, int]:
+    """The model's opset per operator domain ("" for the default ONNX domain); a node of a domain the model does not
+    declare reads its operators' first version."""
     versions = [entry.version for entry in model.opset_import if entry.domain in _DEFAULT_DOMAINS]
-    return max(versions) if versions else 1
+    other = {entry.domain: entry.version for entry in model.opset_import if entry.domain not in _DEFAULT_DOMAINS}
+    return {**other, "": max(versions) if versions else 1}
 
 
 class _Unreadable(str):
@@ -269,7 +272,7 @@ def _text(value: bytes, what: str) -> str:
         raise ModelLoadError(f"{what} is not UTF-8 text; the file is damaged") from None
 
 
-def _onnx_node(proto: Any, index: int, opset: int) -> OnnxNode:
+def _onnx_node(proto: Any, index: int, opsets: dict[str, int]) -> OnnxNode:
     from onnx import helper
 
     texts = [proto.name, proto.op_type, proto.domain, *proto.input, *proto.output, *(a.name for a in proto.attribute)]
@@ -283,11 +286,12 @@ def _onnx_node(proto: Any, index: int, opset: int) -> OnnxNode:
         elif isinstance(value, bytes):
             value = _text(value, f"attribute '{attribute.name}' of ONNX node {index}")
         attributes[attribute.name] = value
-    domain = "" if proto.domain in _DEFAULT_DOMAINS else f"{proto.domain}."
+    default = proto.domain in _DEFAULT_DOMAINS
+    domain = "" if default else f"{proto.domain}."
     return OnnxNode(
         name=proto.name or f"{proto.op_type}_{index}",
         op_type=domain + proto.op_type,
-        opset=opset,
+        opset=opsets[""] if default else opsets.get(proto.domain, 1),
         inputs=tuple(proto.input),
         outputs=tuple(proto.output),
         attributes=attributes,
