@@ -353,10 +353,10 @@ def _cumulative_product(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     return rewriter.call(aten.cat.default, pieces, dim) if len(pieces) > 1 else running
 
 
-def _rewrite_for(node: fx.Node, dependent: set[fx.Node], module: fx.GraphModule | None = None):
+def _rewrite_for(node: fx.Node, dependent: set[fx.Node], module: fx.GraphModule):
     if node.op != "call_function" or node not in dependent:
         return None
-    if module is not None and _is_where_of_comparison(node, dependent, module):
+    if _is_where_of_comparison(node, dependent, module):
         return _where_of_comparison
     if _is_cast_comparison(node, dependent):
         return _cast_comparison

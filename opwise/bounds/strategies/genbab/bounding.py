@@ -107,12 +107,13 @@ class DomainBounder:
         self.groups = [len(d.d) for d in spec.unsafe]
         self.nodes: list[SplitNode] = split_nodes(bounded.graph)
         #: nodes whose intervals a round may bound again per domain (those after a split node), and whether rounds
-        #: do (None: decided at the first round, `refines`)
+        #: do (None: the search chooses, within the time `refines` allows, by trial rounds)
         self.refined = after_split_nodes(bounded.graph, self.nodes)
         self.refine_intermediate = refine_intermediate
+        #: whether re-bounding fits in the time (`refines`, decided at the first round)
+        self._fits: bool | None = None
         #: whether the rounds re-bound those nodes now: what `refine_intermediate` says, else the last trial's choice
         self.refining = bool(refine_intermediate)
-        self.chooses = refine_intermediate is None
         #: rounds bounded so far (`TRIAL_ROUNDS`)
         self.rounds = 0
         #: seconds the root's CROWN pass over the intermediate bounds took (one domain)
@@ -183,8 +184,9 @@ class DomainBounder:
         self.candidates = self.candidates[:0]
         self.rounds += 1
         allowed = self.refines(size, deadline)
-        self.refining = allowed and (self.refining or not self.chooses or self.rounds == 1)
-        trial = self.chooses and allowed and self.rounds in TRIAL_ROUNDS
+        chooses = self.refine_intermediate is None
+        self.refining = allowed and (self.refining or not chooses or self.rounds == 1)
+        trial = chooses and allowed and self.rounds in TRIAL_ROUNDS
         for positions, real in padded_chunks(len(domains), size):
             padded = [domains[index] for index in positions]
             if trial:
@@ -239,10 +241,12 @@ class DomainBounder:
         the root); on networks where one domain's pass takes longer (attention, ResNets, a cGAN: 0.24-15 s) a
         round of 64 domains would outlast the search, and the root's intervals, narrowed at the splits, are what
         GenBaB and α,β-CROWN keep for them."""
-        if self.refine_intermediate is None:
-            self.refine_intermediate = deadline is None or \
+        if self.refine_intermediate is not None:
+            return self.refine_intermediate
+        if self._fits is None:
+            self._fits = deadline is None or \
                 batch * self.intermediate_seconds <= REFINE_SHARE * max(0.0, deadline - time.monotonic())
-        return self.refine_intermediate
+        return self._fits
 
     def open_rows(self, domains: list[Domain]) -> torch.Tensor | None:
         """[rows, domains] bool: the rows of each domain's disjuncts that its bounds (its own or an
