@@ -31,7 +31,6 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from scipy import stats
 
 from opwise.errors import InputError
 
@@ -160,6 +159,8 @@ def randomization_check(
             f"randomization_check: explain_fn returned shapes {tuple(before.shape)} and {tuple(after.shape)}; "
             f"both must be batched like x {tuple(x.shape)}"
         )
+    from scipy import stats  # here, not at the top: scipy.stats takes half a second, and every CLI command imports this module
+
     correlate = stats.spearmanr if method == "spearman" else stats.pearsonr
     values = []
     for sample, (a, b) in enumerate(zip(before.flatten(1).double().numpy(), after.flatten(1).double().numpy())):
