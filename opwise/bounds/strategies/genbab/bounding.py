@@ -73,11 +73,12 @@ MAX_ROUND_ITERATIONS = 80
 #: round in 8 then one in 64 costs a few percent of a search, and a choice made in the first round is checked deeper
 #: in the tree, where splits have narrowed more
 TRIAL_ROUNDS = (1, 8, 64, 512)
-#: re-bounding pays when it proves more than this share of a chunk's domains beyond what the plain pass proves, or
-#: raises their mean bound gain over the parents' by more than this share. On oval21 base_kw img8194 the two passes'
-#: bounds agree to 1e-5 in every round while re-bounding takes 4.6x as long (1451 domains in 6.1 s without it, 1435
-#: in 18.8 s with it); on mnist_fc 256x4 prop_8_0.03 it proves 35 of 64 domains against 18 (gain 0.76 vs 0.56), and
-#: without it the search times out at 60 s
+#: re-bounding pays when, per second of bounding, it proves more than this share of a chunk's domains beyond what the
+#: plain pass proves, or raises their mean bound gain over the parents' by more than this share. On oval21 base_kw
+#: img8194 the two passes' bounds agree to 1e-5 in every round while re-bounding takes 4.6x as long (1451 domains in
+#: 6.1 s without it, 1435 in 18.8 s with it); on mnist_fc 256x4 prop_8_0.03 it proves 16 of 64 domains against 0 in
+#: 1.45x the time, and without it the search times out at 60 s; on oval21 deep_kw img4510 it raised the mean gain
+#: 3.6% in 4.5x the time (a search of 1,409 domains instead of 4,929)
 REFINE_MARGIN = 0.05
 
 
@@ -206,12 +207,14 @@ class DomainBounder:
         keep the way the rounds do now), but not their candidate counterexamples."""
         inherited = [domain.lower for domain in padded[:real]]
         copies = [dataclasses.replace(domain, intervals=dict(domain.intervals)) for domain in padded]
-        visited = self.visited
-        self._bound_chunk(copies, real, size, not self.refining, deadline)
-        self.visited = visited
-        self._bound_chunk(padded, real, size, self.refining, deadline)
+        visited, seconds = self.visited, {}
+        for chunk, refine in ((copies, not self.refining), (padded, self.refining)):
+            self.visited, started = visited, time.monotonic()  # the copies' pass visits nothing
+            self._bound_chunk(chunk, real, size, refine, deadline)
+            seconds[refine] = time.monotonic() - started
         refined, plain = (padded, copies) if self.refining else (copies, padded)
-        return refine_pays(inherited, [d.lower for d in refined[:real]], [d.lower for d in plain[:real]])
+        return refine_pays(inherited, [d.lower for d in refined[:real]], [d.lower for d in plain[:real]],
+                           cost=seconds[True] / max(seconds[False], 1e-9))
 
     def adapt_iterations(self, stalled: float) -> None:
         """Double the Adam steps per round after a round whose share `stalled` of domains kept their inherited bound
@@ -455,11 +458,12 @@ def element_linear_bounds(engine: BoundPropagation, target: fx.Node, elements: t
     return coefficient[:count], bias[:count], -coefficient[count:], -bias[count:]
 
 
-def refine_pays(inherited: list[float], refined: list[float], plain: list[float]) -> bool:
-    """Whether bounds with the intermediate nodes re-bounded per domain (`refined`) beat those without (`plain`)
-    on the same domains by more than `REFINE_MARGIN`: in domains proved (+inf: infeasible), or in mean gain over
-    the bounds the domains `inherited` (among the domains that neither pass proved). Re-bounding costs a CROWN
-    pass over every later layer per domain, so it must show in the bounds.
+def refine_pays(inherited: list[float], refined: list[float], plain: list[float], cost: float = 1.0) -> bool:
+    """Whether bounds with the intermediate nodes re-bounded per domain (`refined`, which took `cost` times as long
+    as the plain pass) beat those without (`plain`) on the same domains by more than `REFINE_MARGIN` per second of
+    bounding: in domains proved (+inf: infeasible), or in mean gain over the bounds the domains `inherited` (among
+    the domains that neither pass proved). Re-bounding costs a CROWN pass over every later layer per domain, so it
+    must show in the bounds as much as in the time: the plain pass bounds `cost` times as many domains meanwhile.
 
     >>> refine_pays([-1.0] * 4, [0.5, 0.5, -0.5, -0.5], [0.5, -0.5, -0.5, -0.5])   # 2 proved against 1
     True
@@ -467,17 +471,19 @@ def refine_pays(inherited: list[float], refined: list[float], plain: list[float]
     False
     >>> refine_pays([-1.0] * 2, [-0.5, -0.5], [-0.8, -0.8])                         # a gain of 0.5 against 0.2
     True
+    >>> refine_pays([-1.0] * 2, [-0.5, -0.5], [-0.8, -0.8], cost=4.0)               # ... in 4x the time
+    False
     """
-    count = len(inherited)
+    count, cost = len(inherited), max(cost, 1.0)
     proved_refined, proved_plain = sum(bound > 0 for bound in refined), sum(bound > 0 for bound in plain)
-    if proved_refined - proved_plain > REFINE_MARGIN * count:
+    if proved_refined / cost - proved_plain > REFINE_MARGIN * count:
         return True
     gains = [(r - i, p - i) for i, r, p in zip(inherited, refined, plain)
              if math.isfinite(i) and not r > 0 and not p > 0]
     if not gains:
         return False
     gain_refined, gain_plain = (sum(g) / len(gains) for g in zip(*gains))
-    return gain_refined - gain_plain > REFINE_MARGIN * max(abs(gain_plain), 1e-12)
+    return max(gain_refined, 0.0) / cost - gain_plain > REFINE_MARGIN * max(abs(gain_plain), 1e-12)
 
 
 def after_split_nodes(graph, nodes: list[SplitNode]) -> frozenset[str]:

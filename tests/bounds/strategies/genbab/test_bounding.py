@@ -399,8 +399,8 @@ def test_a_search_that_chooses_tries_both_ways_in_trial_rounds_and_keeps_the_one
     trial round. The trial's copies leave the domains as a round bounded the current way leaves them."""
     from opwise.bounds.strategies.genbab import bounding
 
-    verdicts, refines = iter([False, True]), []
-    monkeypatch.setattr(bounding, "refine_pays", lambda *bounds: next(verdicts))
+    verdicts, refines, costs = iter([False, True]), [], []
+    monkeypatch.setattr(bounding, "refine_pays", lambda *bounds, cost: costs.append(cost) or next(verdicts))
     original = bounding.DomainBounder.engine_for
     monkeypatch.setattr(bounding.DomainBounder, "engine_for",
                         lambda self, domains, size, refine: refines.append(refine) or original(self, domains, size, refine))
@@ -421,6 +421,7 @@ def test_a_search_that_chooses_tries_both_ways_in_trial_rounds_and_keeps_the_one
         chooser.bound(_split_randomly(domains, generator)[:4], 8)
         assert refines == ([True, False] if round_ == 8 else [False]), round_
     assert chooser.refining and chooser.rounds == 8
+    assert len(costs) == 2 and all(0 < cost < math.inf for cost in costs)  # re-bounding's time over the plain pass's
 
 
 def test_domains_that_keep_their_inherited_bound_get_more_adam_steps(monkeypatch):
