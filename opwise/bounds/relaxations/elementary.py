@@ -73,6 +73,9 @@ class LogRelaxation(CurvatureRelaxation):
 class AbsRelaxation(CurvatureRelaxation):
     """|x| is convex; its range on an interval across 0 starts at 0."""
 
+    #: branch-and-bound splits the input at 0 only: on either side |x| is linear and its lines are exact
+    split_kink = 0.0
+
     def function(self, x: torch.Tensor) -> torch.Tensor:
         return torch.abs(x)
 

@@ -25,8 +25,10 @@ class SignRelaxation:
     """Constant lines sign(l) and sign(u) (no α)."""
 
     monotone = True
-    #: branch-and-bound splits the input at 0: [l, 0] gives [−1, 0] and [0, u] gives [0, 1] (sign(0) = 0 is kept)
+    #: branch-and-bound splits the input at 0, three ways (sign(0) = 0 is neither side's value): below 0 the output
+    #: is −1, at 0 it is 0, above it 1, each exact, so that a search over signs can finish
     split_kink = 0.0
+    split_isolates_kink = True
 
     def function(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sign(x)

@@ -127,11 +127,13 @@ class Shortcut:
 
 @dataclasses.dataclass
 class Decision:
-    """Split element `index` (flat) of node `input` at `point`; a list of elements: the copies of one value."""
+    """Split element `index` (flat) of node `input` at `point`; a list of elements: the copies of one value.
+    `isolate`: the point itself is a third branch (the function's value there differs from both sides')."""
 
     input: str
     index: int | list[int]
     point: float
+    isolate: bool = False
 
 
 def split_nodes(graph: Graph) -> list[SplitNode]:
@@ -343,5 +345,6 @@ def choose_splits(domains: list[Domain], nodes: list[SplitNode], *, branching: s
         node, index = nodes[owner], best - starts[owner]
         if node.source is not None:  # every copy of the value, not one of them
             index = (node.source == node.source[index]).nonzero().flatten().tolist()
-        decisions.append(Decision(node.input, index, float(points[row, best])))
+        decisions.append(Decision(node.input, index, float(points[row, best]),
+                                  getattr(node.relaxation, "split_isolates_kink", False)))
     return decisions

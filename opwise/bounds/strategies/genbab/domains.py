@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import itertools
+import math
 
 import torch
 
@@ -48,10 +49,14 @@ class Domain:
     #: whether its last bound pass did not raise the margin bound it inherited (`DomainBounder.adapt_iterations`)
     stalled: bool = False
 
-    def split(self, name: str, index: int | list[int], point: float) -> tuple["Domain", "Domain"]:
+    def split(self, name: str, index: int | list[int], point: float, isolate: bool = False) -> tuple["Domain", ...]:
         """The two children: element `index` (flat; a list: several elements that hold the same value, such as
         a broadcast's copies) of node `name` below and above `point`, each interval intersected with its side
         (they keep the parent's bound, guide and α/β until they are bounded themselves).
+
+        `isolate`: three children, strictly below `point`, at it, and strictly above it, for a function whose value
+        at the point is neither side's (sign(0) = 0): "strictly" is up to the next representable number, which
+        every value the network computes in its precision respects, and the sides' relaxations are then exact.
 
         >>> d = Domain({"z": Interval(torch.tensor([[-1.0, 0.0]]), torch.tensor([[1.0, 2.0]]))})
         >>> left, right = d.split("z", 1, 0.5)
@@ -60,16 +65,23 @@ class Domain:
         >>> left, right = d.split("z", [0, 1], 0.5)
         >>> left.intervals["z"].upper.tolist(), right.intervals["z"].lower.tolist()
         ([[0.5, 0.5]], [[0.5, 0.5]])
+        >>> [(c.intervals["z"].lower[0, 0].item(), c.intervals["z"].upper[0, 0].item()) for c in d.split("z", 0, 0.0, isolate=True)]
+        [(-1.0, -1.401298464324817e-45), (0.0, 0.0), (1.401298464324817e-45, 1.0)]
         """
         interval = self.intervals[name]
         below, above = interval.upper.clone(), interval.lower.clone()
-        below.view(-1)[index] = below.view(-1)[index].clamp(max=point)
-        above.view(-1)[index] = above.view(-1)[index].clamp(min=point)
-        children = []
-        for narrowed in (Interval(interval.lower, below), Interval(above, interval.upper)):
-            children.append(Domain({**self.intervals, name: narrowed}, self.lower, self.depth + 1, self.guide, self.parameters,
-                                   self.row_bounds))
-        return children[0], children[1]
+        at = torch.tensor(point, dtype=below.dtype, device=below.device)
+        below_point, above_point = (torch.nextafter(at, at.new_tensor(side)) for side in (-math.inf, math.inf)) \
+            if isolate else (at, at)
+        below.view(-1)[index] = torch.minimum(below.view(-1)[index], below_point)
+        above.view(-1)[index] = torch.maximum(above.view(-1)[index], above_point)
+        sides = [Interval(interval.lower, below), Interval(above, interval.upper)]
+        if isolate:
+            low, high = interval.lower.clone(), interval.upper.clone()
+            low.view(-1)[index], high.view(-1)[index] = at, at
+            sides.insert(1, Interval(low, high))
+        return tuple(Domain({**self.intervals, name: narrowed}, self.lower, self.depth + 1, self.guide, self.parameters,
+                            self.row_bounds) for narrowed in sides)
 
 
 def stack_intervals(domains: list[Domain]) -> dict[str, Interval]:

@@ -119,14 +119,15 @@ def branch_and_bound(
     input_set = bounder.input_set(1)
     queue, proven, last_attack = DomainQueue(count_bytes=max_memory is not None), float("inf"), time.monotonic()
 
-    def split(domains: list) -> tuple[list, list]:
-        """Both children of every domain that can be split (a pair per decision), and the domains that have nothing
-        left to split."""
+    def split(domains: list) -> tuple[list, list, int]:
+        """The children of every domain that can be split (two per decision, three where it isolates the split
+        point), the domains that have nothing left to split, and the number of decisions."""
         decisions = choose_splits(domains, bounder.nodes, branching=branching, split_point=split_point,
                                   input_set=input_set, shortcuts=shortcuts)
         children = [child for domain, decision in zip(domains, decisions) if decision is not None
-                    for child in domain.split(decision.input, decision.index, decision.point)]
-        return children, [domain for domain, decision in zip(domains, decisions) if decision is None]
+                    for child in domain.split(decision.input, decision.index, decision.point, decision.isolate)]
+        exhausted = [domain for domain, decision in zip(domains, decisions) if decision is None]
+        return children, exhausted, len(domains) - len(exhausted)
 
     queue.push(root)
     try:
@@ -138,8 +139,8 @@ def branch_and_bound(
                 stats["reason"] = reason
                 return finish("unknown", queue.worst())
             parents = queue.pop(max(1, batch_size // 2))
-            children, exhausted = split(parents)
-            stats["branching_decisions"] += len(children) // 2
+            children, exhausted, decided = split(parents)
+            stats["branching_decisions"] += decided
             for domain in exhausted:  # nothing left to split: an LP over the input decides it, or the search ends
                 answer = decide_leaf(bounder, domain, deadline)
                 stats["leaf_lps"] = stats.get("leaf_lps", 0) + 1
@@ -158,11 +159,11 @@ def branch_and_bound(
                 stats["reason"] += ", and a linear program over the input leaves the domain open"
                 return finish("unknown", min(p.lower for p in parents))
             while children and 2 * len(children) <= batch_size:  # few open domains (the first rounds): split again
-                grandchildren, more = split(children)
+                grandchildren, more, decided = split(children)
                 if more:
                     break
                 children = grandchildren
-                stats["branching_decisions"] += len(children) // 2
+                stats["branching_decisions"] += decided
             if not children:
                 continue
             bounder.bound(children, max(2, batch_size), deadline)

@@ -688,15 +688,26 @@ def test_a_leaf_lp_stopped_by_the_clock_ends_in_timeout_not_unknown(monkeypatch)
     assert result.status == "timeout"
 
 
-def _binarized(seed: int) -> torch.nn.Module:
+def _binarized(seed: int, integer: bool = True) -> torch.nn.Module:
     """x (1-D) -> Linear(1, 6) -> sign -> Linear(6, 4) -> sign -> Linear(4, 1), small integer-ish weights so that
-    several pre-activations are exactly 0 at breakpoints inside the box."""
+    several pre-activations are exactly 0 at breakpoints inside the box (`integer` False: the first layer's six
+    breakpoints are distinct, exact multiples of 1/4 in the box, and the later layers' weights random floats, so no
+    later input cancels to exactly 0)."""
     generator = torch.Generator().manual_seed(seed)
     layers = [torch.nn.Linear(1, 6), torch.nn.Linear(6, 4), torch.nn.Linear(4, 1)]
     with torch.no_grad():
-        for layer in layers:
-            layer.weight.copy_(torch.randint(-2, 3, layer.weight.shape, generator=generator).float())
-            layer.bias.copy_(torch.randint(-2, 3, layer.bias.shape, generator=generator).float() / 2)
+        if integer:
+            for layer in layers:
+                layer.weight.copy_(torch.randint(-2, 3, layer.weight.shape, generator=generator).float())
+                layer.bias.copy_(torch.randint(-2, 3, layer.bias.shape, generator=generator).float() / 2)
+        else:
+            breakpoints = (torch.randperm(15, generator=generator)[:6] - 7).float() / 4
+            weights = torch.tensor([-2.0, -1.0, 1.0, 2.0])[torch.randint(0, 4, (6,), generator=generator)]
+            layers[0].weight.copy_(weights[:, None])
+            layers[0].bias.copy_(-weights * breakpoints)
+            for layer in layers[1:]:
+                layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator))
+                layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator))
 
     class Net(torch.nn.Module):
         def __init__(self):
@@ -718,12 +729,16 @@ def _exact_minimum(model: torch.nn.Module, low: float, high: float) -> float:
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_sign_splits_never_verify_a_violated_threshold(seed):
-    """sign is split at 0 ([l, 0] and [0, u], sign(0) = 0 kept on both sides), so GenBaB searches binarized
-    nets (before: 'nothing to split', unknown at once). Seeded, with the exact minimum of a 1-D two-layer net:
-    a threshold at or above the minimum is never verified (a point with y <= t exists), one below it never
-    falsified, and a counterexample is real."""
-    model = _binarized(seed)
+@pytest.mark.parametrize("integer", [True, False])
+def test_sign_splits_decide_binarized_nets(seed, integer):
+    """sign is split three ways (below 0, at 0, above 0: each side's output is then exact), so GenBaB decides
+    binarized nets (before: 'nothing to split', unknown at once; then, split two ways with sign(0) = 0 kept on both
+    sides, unknown where the property held). Seeded, with the exact minimum of a 1-D two-layer net: a threshold at
+    or above the minimum is never verified (a point with y <= t exists), a counterexample is real, and one below
+    it is verified where no later layer's input cancels to exactly 0 at a breakpoint (with integer weights there
+    the side of such a 0 the search takes holds no input, which no bound in floating point tells from one that
+    holds a sliver: it may stay unknown, never falsified)."""
+    model = _binarized(seed, integer)
     low, high = -2.0, 2.0
     minimum = _exact_minimum(model, low, high)
     bounded = BoundedModel(model, torch.zeros(1, 1))
@@ -735,8 +750,10 @@ def test_sign_splits_never_verify_a_violated_threshold(seed):
             assert result.stats["branching_decisions"] > 0, result.stats
         if threshold >= minimum:
             assert result.status != "verified", (seed, threshold, minimum)
-        else:
+        elif integer:
             assert result.status != "falsified", (seed, threshold, minimum)
+        else:
+            assert result.status == "verified", (seed, threshold, minimum, result.stats)
         if result.status == "falsified":
             x = result.counterexample.reshape(1, 1)
             assert low <= float(x) <= high and float(model(x)) <= threshold
@@ -761,6 +778,32 @@ def test_sign_at_zero_is_kept_where_it_alone_reaches_the_threshold():
     spec = Specification(torch.tensor([[-1.0]]), torch.tensor([[1.0]]), [Disjunct(-torch.ones(1, 1), torch.tensor([-1.5]))])
     result = branch_and_bound(BoundedModel(model, torch.zeros(1, 1)), spec, timeout=10, alpha=FAST)
     assert result.status != "verified"
+
+
+def test_a_violation_only_where_a_sign_is_0_is_found_by_the_search():
+    """|sign(x0 + x1/2)| >= 1/2 fails only on the line where sign's input is exactly 0: the three-way split gives that
+    line a domain of its own, whose leaf LP finds a point on it (no attack). |x| is split at 0 only (on either side it
+    is linear), not again and again at midpoints of its input, sign's output, which it was before (685 domains)."""
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 1)
+        def forward(self, x):
+            return torch.abs(torch.sign(self.linear(x)))
+    model = Net().eval()
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.tensor([[1.0, 0.5]]))
+        model.linear.bias.zero_()
+    box = (torch.tensor([[-1.0, -0.3]]), torch.tensor([[0.7, 1.0]]))
+    spec = Specification(*box, [Disjunct(torch.ones(1, 1), torch.tensor([0.5]))])  # unsafe: y <= 1/2
+    result = branch_and_bound(BoundedModel(model, torch.zeros(1, 2)), spec, timeout=20, attack=False, alpha=FAST)
+    assert result.status == "falsified" and result.stats["domains_visited"] < 50, result.stats
+    x = result.counterexample.reshape(1, 2)
+    assert (x >= box[0]).all() and (x <= box[1]).all() and float(model(x)) == 0.0
+    proved = branch_and_bound(BoundedModel(model, torch.zeros(1, 2)),
+                              Specification(*box, [Disjunct(torch.ones(1, 1), torch.tensor([-0.01]))]), timeout=20)
+    assert proved.status == "verified"
 
 
 def test_a_binarized_conv_net_is_proved_by_sign_splits():
