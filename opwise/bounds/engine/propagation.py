@@ -348,7 +348,8 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
     def image_of_input(self, node: fx.Node) -> bool:
         """Whether the node's interval is the image of its input's: an elementwise function whose range on an interval
         is known exactly (`monotone`, or an `image`), over an input that CROWN bounds at every position (the
-        relaxation asks for no subset: no `needs_refinement`). CROWN through the function's lines could only be
+        relaxation asks for no subset: no `needs_refinement`); or a transfer that says its interval is the image of
+        its input's (`exact_image`: an index, a remainder), drawing its lines from that same interval. CROWN through the function's lines could only be
         looser: a line below f on [l, u] is below f's minimum there (auto_LiRPA bounds such activations by
         interval propagation too). On vit_2023's ibp_3_3_8 softmax's reciprocals took 867 specs each.
 
@@ -361,9 +362,13 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
         """
         step = self.step(node)
         relaxation = step.relaxation
-        if relaxation is None or len(step.inputs) != 1 or hasattr(relaxation, "needs_refinement"):
+        if len(step.inputs) != 1:
             return False
-        if not (getattr(relaxation, "monotone", False) or hasattr(relaxation, "image")):
+        if relaxation is None:  # a transfer whose lines are its interval's ends or f's exact pieces (`exact_image`)
+            if not getattr(self._transfers[node], "exact_image", False):
+                return False
+        elif hasattr(relaxation, "needs_refinement") or not (getattr(relaxation, "monotone", False)
+                                                               or hasattr(relaxation, "image")):
             return False
         source = step.inputs[0]
         return source is self.input_node or self.policy(source) == "crown"
