@@ -100,8 +100,8 @@ def _argument(node: fx.Node, position: int, name: str, default):
 class ArgExtreme:
     """argmax / argmin with a dim (keepdim or not) or over the flattened input (dim None)."""
 
-    #: its lines are the ends of the interval its input's interval gives: CROWN can find no tighter one (engine)
-    exact_image = True
+    #: its lines are the ends of the interval its input's interval gives: no pass through it is tighter (engine)
+    constant_lines = True
 
     def needs_bounds(self, step: Step) -> list[fx.Node]:
         return [step.inputs[0]]

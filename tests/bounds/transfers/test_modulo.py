@@ -9,7 +9,7 @@ import torch
 from opwise.bounds import BoundedModel
 from opwise.bounds.transfers.modulo import modulo_lines
 from opwise.errors import UnsupportedOperation
-from tests.bounds.helpers import assert_sound, randomize_
+from tests.bounds.helpers import METHOD_NAMES, assert_sound, randomize_
 
 
 @pytest.mark.parametrize("floored", [True, False])
@@ -17,7 +17,8 @@ def test_lines_and_interval_hold_sampled_values(floored):
     function = torch.remainder if floored else torch.fmod
     generator = torch.Generator().manual_seed(1)
     for trial in range(300):
-        divisor = (torch.rand(8, generator=generator) * 3 + 0.1) * torch.where(torch.rand(8, generator=generator) < 0.5, -1, 1)
+        sign = torch.where(torch.rand(8, generator=generator) < 0.5, -1, 1)
+        divisor = (torch.rand(8, generator=generator) * 3 + 0.1) * sign
         centre, radius = torch.randn(8, generator=generator) * 4, torch.rand(8, generator=generator) ** 3 * 4
         lower, upper = centre - radius, centre + radius
         interval, lines = modulo_lines(lower, upper, divisor, floored)
@@ -34,10 +35,11 @@ def test_lines_and_interval_hold_sampled_values(floored):
 @pytest.mark.parametrize("floored", [True, False])
 def test_integers_end_one_short_of_the_divisor(floored):
     function = torch.remainder if floored else torch.fmod
-    lower, upper, divisor = torch.tensor([-7.0, 2.0, -3.0]), torch.tensor([9.0, 11.0, 5.0]), torch.tensor([3.0, -4.0, 5.0])
+    lower, upper = torch.tensor([-7.0, 2.0, -3.0]), torch.tensor([9.0, 11.0, 5.0])
+    divisor = torch.tensor([3.0, -4.0, 5.0])
     interval, _ = modulo_lines(lower, upper, divisor, floored, integral=True)
-    values = function(torch.stack([torch.arange(-7, 12)] * 3, 1), divisor.long())
-    inside = (torch.stack([torch.arange(-7, 12)] * 3, 1) >= lower) & (torch.stack([torch.arange(-7, 12)] * 3, 1) <= upper)
+    integers = torch.stack([torch.arange(-7, 12)] * 3, 1)
+    values, inside = function(integers, divisor.long()), (integers >= lower) & (integers <= upper)
     assert torch.equal(interval.lower, torch.where(inside, values, 99).amin(0).float())
     assert torch.equal(interval.upper, torch.where(inside, values, -99).amax(0).float())
 
@@ -50,7 +52,8 @@ def test_one_period_gives_the_exact_line():
         interval, lines = modulo_lines(lower, upper, divisor, floored)
         assert torch.equal(lines.lower_slope, torch.ones(4)) and torch.equal(lines.upper_slope, torch.ones(4))
         assert torch.equal(lines.lower_intercept, lines.upper_intercept)
-        assert torch.equal(interval.lower, function(lower, divisor)) and torch.equal(interval.upper, function(upper, divisor))
+        assert torch.equal(interval.lower, function(lower, divisor))
+        assert torch.equal(interval.upper, function(upper, divisor))
         x = torch.linspace(0, 1, 11)[:, None] * (upper - lower) + lower
         assert torch.allclose(lines.lower_slope * x + lines.lower_intercept, function(x, divisor), atol=1e-6)
 
@@ -103,10 +106,11 @@ def test_models_are_bounded_soundly(floored, divisor):
         randomize_(model, seed)
         x = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed))
         eps = [0.01, 0.2, 2.0][seed % 3]
-        methods = ("ibp", "crown", "alpha-crown") if seed < 3 else ("ibp", "crown")
+        methods = METHOD_NAMES if seed < 3 else ("ibp", "crown")
         results = assert_sound(model, x - eps, x + eps, methods=methods, samples=2000, seed=seed, attack=seed == 1,
                                bounded=BoundedModel(model, x))
-        assert (results["crown"].upper - results["crown"].lower <= results["ibp"].upper - results["ibp"].lower + 1e-5).all()
+        crown, ibp = results["crown"], results["ibp"]
+        assert (crown.upper - crown.lower <= ibp.upper - ibp.lower + 1e-5).all()
 
 
 def test_one_period_is_bounded_exactly_end_to_end():
@@ -116,7 +120,8 @@ def test_one_period_is_bounded_exactly_end_to_end():
 
     x = torch.tensor([[5.0, 6.0]])
     bounds = BoundedModel(Shifted(), x).compute_bounds(x_lower=x - 0.5, x_upper=x + 0.5, method="crown")
-    assert torch.allclose(bounds.lower, torch.zeros(1, 2), atol=1e-6) and torch.allclose(bounds.upper, torch.zeros(1, 2), atol=1e-6)
+    assert torch.allclose(bounds.lower, torch.zeros(1, 2), atol=1e-6)
+    assert torch.allclose(bounds.upper, torch.zeros(1, 2), atol=1e-6)
 
 
 def test_integer_remainder_after_a_cast_is_bounded_soundly():
@@ -126,7 +131,8 @@ def test_integer_remainder_after_a_cast_is_bounded_soundly():
             self.linear = torch.nn.Linear(2, 3)
 
         def forward(self, x):
-            return (self.linear(x) * 10).to(torch.int64).remainder(3).float() + torch.fmod(x.sum(1, keepdim=True).long(), 2)
+            digits = (self.linear(x) * 10).to(torch.int64).remainder(3).float()
+            return digits + torch.fmod(x.sum(1, keepdim=True).long(), 2)
 
     model = Digits()
     for seed in range(4):
@@ -149,12 +155,11 @@ def test_an_input_dependent_divisor_is_refused_naming_the_node(forward):
 
 @pytest.mark.parametrize("divisor", [0.0, torch.tensor([1.0, 0.0, 2.0]), float("inf")])
 def test_a_zero_or_infinite_divisor_is_refused(divisor):
-    model = _Wrapped(True, divisor) if not isinstance(divisor, torch.Tensor) else None
-
     class Model(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.register_buffer("d", divisor if isinstance(divisor, torch.Tensor) else torch.tensor(0.0))
+            if isinstance(divisor, torch.Tensor):
+                self.register_buffer("d", divisor)
 
         def forward(self, x):
             return torch.fmod(x, self.d if isinstance(divisor, torch.Tensor) else divisor)
@@ -163,3 +168,20 @@ def test_a_zero_or_infinite_divisor_is_refused(divisor):
     x = torch.rand(1, 3) + 1
     with pytest.raises(UnsupportedOperation, match="node 'fmod.*divisor is zero or not finite"):
         BoundedModel(model, x).compute_bounds(x_lower=x - 0.1, x_upper=x + 0.1, method="ibp")
+
+
+def test_branch_and_bound_splits_neither_a_remainder_nor_an_index():
+    """Both are steps no split at one point makes exact: GenBaB's candidates are the ReLU's input alone."""
+    from opwise.bounds.strategies.genbab.branching import split_nodes
+    from opwise.tracing import trace
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 4)
+
+        def forward(self, x):
+            h = self.linear(x)
+            return torch.relu(h) + torch.fmod(h, 0.5) + h.argmax(1, keepdim=True).float()
+
+    assert [node.nonlinear for node in split_nodes(trace(Model(), torch.zeros(1, 3)))] == ["relu"]
