@@ -62,9 +62,15 @@ def modulo_lines(lower: torch.Tensor, upper: torch.Tensor, divisor: torch.Tensor
     return interval, lines
 
 
-@bound_transfer("aten.remainder.Scalar", "aten.remainder.Tensor", "aten.fmod.Scalar", "aten.fmod.Tensor")
+@bound_transfer("aten.remainder.Scalar", "aten.remainder.Tensor", "aten.fmod.Scalar", "aten.fmod.Tensor",
+                "aten.remainder.Scalar_Tensor")  # a constant dividend: refused with the reason
 class Modulo:
-    """x % d and fmod(x, d) for a constant d: see the module docstring."""
+    """x % d and fmod(x, d) for a constant d: see the module docstring.
+
+    >>> from opwise.bounds.transfers.registry import transfer_for
+    >>> type(transfer_for("aten.fmod.Tensor")).__name__
+    'Modulo'
+    """
 
     #: its interval is f's range on its input's interval, and its lines follow f exactly or are that range's ends:
     #: CROWN can find no tighter interval (engine)

@@ -72,7 +72,12 @@ def candidate_span(low: torch.Tensor, high: torch.Tensor, ranks: torch.Tensor,
 def index_interval(x: Interval, dim: int | None, ranks: torch.Tensor, drop: bool, first_wins: bool = False) -> Interval:
     """The interval of the indices of the given ascending ranks along `dim` of the input with bounds `x` (None:
     flattened, one index); `drop`: the output has no dim there (else one entry per rank at that dim); `first_wins`:
-    as in `candidate_span`."""
+    as in `candidate_span`.
+
+    >>> x = Interval(torch.tensor([[0.0, 2.0], [1.0, 1.0]]), torch.tensor([[1.0, 3.0], [3.0, 2.0]]))
+    >>> index_interval(x, 1, torch.tensor([1]), drop=True)  # per row: the argmax is 1, then 0 or 1
+    Interval(lower=tensor([1., 0.]), upper=tensor([1., 1.]))
+    """
     if dim is None:
         low, high = x.lower.reshape(-1), x.upper.reshape(-1)
         first, last = candidate_span(low, high, ranks, first_wins)
@@ -85,7 +90,12 @@ def index_interval(x: Interval, dim: int | None, ranks: torch.Tensor, drop: bool
 
 def constant_backward(A: torch.Tensor, output: Interval, input_shape: tuple[int, ...]):
     """Backward through a node bounded by constants: a zero coefficient for its input (so that the pass still reaches
-    it) and the bias terms A⁺·lower + A⁻·upper."""
+    it) and the bias terms A⁺·lower + A⁻·upper.
+
+    >>> parts, bias = constant_backward(torch.tensor([[2.0, -1.0]]), Interval(torch.zeros(2), torch.ones(2)), (3,))
+    >>> parts[0], bias
+    (tensor([[0., 0., 0.]]), tensor([[ 0., -1.]]))
+    """
     bias = A.clamp(min=0) * output.lower + A.clamp(max=0) * output.upper
     return [A.new_zeros((A.shape[0], *input_shape))], bias
 
@@ -98,7 +108,12 @@ def _argument(node: fx.Node, position: int, name: str, default):
 
 @bound_transfer("aten.argmax.default", "aten.argmin.default")
 class ArgExtreme:
-    """argmax / argmin with a dim (keepdim or not) or over the flattened input (dim None)."""
+    """argmax / argmin with a dim (keepdim or not) or over the flattened input (dim None).
+
+    >>> from opwise.bounds.transfers.registry import transfer_for
+    >>> type(transfer_for("aten.argmin.default")).__name__
+    'ArgExtreme'
+    """
 
     #: its lines are the ends of the interval its input's interval gives: no pass through it is tighter (engine)
     constant_lines = True

@@ -142,7 +142,7 @@ def test_integer_remainder_after_a_cast_is_bounded_soundly():
 
 
 @pytest.mark.parametrize("forward", [lambda x: x % x, lambda x: torch.remainder(torch.ones(3), x),
-                                     lambda x: torch.fmod(x, x.detach() + 1)])
+                                     lambda x: torch.fmod(x, x.detach() + 1), lambda x: 2.0 % x])
 def test_an_input_dependent_divisor_is_refused_naming_the_node(forward):
     class Model(torch.nn.Module):
         def forward(self, x):
