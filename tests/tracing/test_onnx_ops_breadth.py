@@ -305,14 +305,21 @@ def test_product_and_log_sum_reductions(tmp_path, op, opset, axes, keepdims):
 @pytest.mark.parametrize("op", ["ArgMax", "ArgMin"])
 @pytest.mark.parametrize("keepdims,last", [(1, 0), (0, 1)])
 def test_arg_max_and_min(tmp_path, op, keepdims, last):
-    """Integer indices: the forward value matches (ties included), and bounding says argmax/argmin has no rule."""
+    """Integer indices: the forward value matches (ties included), and the index, cast to float and fed into
+    further arithmetic, is bounded soundly (bounds/transfers/position.py)."""
     nodes = [helper.make_node(op, ["x"], ["i"], axis=-1, keepdims=keepdims, select_last_index=last),
-             helper.make_node("Cast", ["i"], ["y"], to=1)]
-    path = save_model(tmp_path, nodes, {"x": [1, 3, 4]}, None, opset=13)
+             helper.make_node("Cast", ["i"], ["f"], to=1), helper.make_node("Mul", ["f", "two"], ["g"]),
+             helper.make_node("ReduceSum", ["x"], ["s"], axes=[-1], keepdims=keepdims),
+             helper.make_node("Add", ["g", "s"], ["y"])]
+    path = save_model(tmp_path, nodes, {"x": [1, 3, 4]}, None, {"two": np.array(2.0, np.float32)}, opset=12)
     graph = assert_matches(path, [[1, 3, 4]], batch_sizes=(None, 3))
     x = np.array([[[1, 3, 3, 0], [2, 2, 2, 2], [0, -1, 5, -1]]], np.float32)  # ties
     np.testing.assert_array_equal(run_opwise(load_onnx(path), [x]), run_onnxruntime(path, [x]))
-    _bounding_refused(graph, [1, 3, 4], f"aten.{op.lower()}", "no bound rule")
+    for eps in (0.05, 0.5):
+        _bounded_soundly(graph, [1, 3, 4], eps=eps)
+    tied = torch.from_numpy(x)
+    bounds = BoundedModel(graph, tied).compute_bounds(x_lower=tied, x_upper=tied, method="crown")
+    assert torch.equal(bounds.lower, bounds.upper) and torch.allclose(bounds.lower, graph(tied).reshape(1, -1))  # a point: exact
 
 
 @pytest.mark.parametrize("opset,axis", [(11, 1), (13, -1), (13, 1)])
@@ -322,7 +329,7 @@ def test_hardmax(tmp_path, opset, axis):
     graph = assert_matches(path, [[1, 3, 4]], batch_sizes=(None, 3))
     x = np.array([[[1, 3, 3, 0], [2, 2, 2, 2], [0, -1, 5, -1]]], np.float32)  # ties: the first maximum
     np.testing.assert_array_equal(run_opwise(load_onnx(path), [x]), run_onnxruntime(path, [x]))
-    _bounding_refused(graph, [1, 3, 4], "aten.argmax")
+    _bounding_refused(graph, [1, 3, 4], "aten.eq")  # argmax is bounded; its one-hot comparison is not
 
 
 # ----------------------------------------------------------------- elementwise, masks, casts, constants
@@ -393,13 +400,20 @@ def test_mod(tmp_path):
     nodes = [helper.make_node("Mod", ["x", "d"], ["y"], fmod=1)]
     graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 6]}, None, inits, opset=13), [[1, 6]],
                            batch_sizes=(None, 3))
-    _bounding_refused(graph, [1, 6], "aten.fmod")
+    for eps in (0.1, 3.0):  # within one period for most elements, then across several (bounds/transfers/modulo.py)
+        _bounded_soundly(graph, [1, 6], eps=eps)
     for fmod in (0, 1):  # integers: the divisor's sign, then the dividend's
         nodes = [helper.make_node("Mul", ["x", "ten"], ["s"]), helper.make_node("Cast", ["s"], ["i"], to=6),
                  helper.make_node("Mod", ["i", "d"], ["r"], fmod=fmod)]
         inits = {"ten": np.array(10.0, np.float32), "d": np.array([3, -3, 4, -4, 7, 1], np.int32)}
         path = _logic_model(tmp_path, nodes, 13, name=f"int{fmod}.onnx", inits=inits)
-        assert_matches(path, [[1, 6]], batch_sizes=(None, 3))
+        graph = assert_matches(path, [[1, 6]], batch_sizes=(None, 3))
+        for eps in (0.01, 0.5):
+            _bounded_soundly(graph, [1, 6], eps=eps)
+    nodes = [helper.make_node("Mod", ["d", "x"], ["y"], fmod=1, name="n")]  # the divisor is the input
+    graph = load_onnx(save_model(tmp_path, nodes, {"x": [1, 6]}, None, inits | {"d": np.ones(6, np.float32)}, opset=13,
+                                 name="divisor.onnx"))
+    _bounding_refused(graph, [1, 6], "aten.fmod", "divisor depends on the bounded input")
     nodes = [helper.make_node("Mod", ["x", "d"], ["y"], name="n")]
     _refused(save_model(tmp_path, nodes, {"x": [1, 6]}, None, {"d": np.ones(6, np.float32)}, opset=13, name="f0.onnx"),
              "fmod=0 on floating-point inputs")

@@ -180,8 +180,8 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
 
             missing = sorted({name for _, name in coverage(self.graph).missing})
             raise self._unsupported(node, op, f"the graph's operators without one: {', '.join(missing)}; bound the part "
-                                    "of the model before it (an argmax or a comparison of the outputs is a property "
-                                    "of the logits: state it as one) or register a rule with @bound_transfer or "
+                                    "of the model before it (a comparison of the outputs is a property of the "
+                                    "logits: state it as one) or register a rule with @bound_transfer or "
                                     "@register_relaxation")
         self._transfers[node] = transfer
         info = self.graph.info(node)
@@ -348,7 +348,9 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
     def image_of_input(self, node: fx.Node) -> bool:
         """Whether the node's interval is the image of its input's: an elementwise function whose range on an interval
         is known exactly (`monotone`, or an `image`), over an input that CROWN bounds at every position (the
-        relaxation asks for no subset: no `needs_refinement`). CROWN through the function's lines could only be
+        relaxation asks for no subset: no `needs_refinement`); or a transfer that says its interval is the image of
+        its input's (`exact_image`: a remainder); or one whose lines are constants drawn from its input's interval
+        (`constant_lines`: an index), which no pass through it can beat, whichever policy bounds the input. CROWN through the function's lines could only be
         looser: a line below f on [l, u] is below f's minimum there (auto_LiRPA bounds such activations by
         interval propagation too). On vit_2023's ibp_3_3_8 softmax's reciprocals took 867 specs each.
 
@@ -361,9 +363,16 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
         """
         step = self.step(node)
         relaxation = step.relaxation
-        if relaxation is None or len(step.inputs) != 1 or hasattr(relaxation, "needs_refinement"):
+        if len(step.inputs) != 1:
             return False
-        if not (getattr(relaxation, "monotone", False) or hasattr(relaxation, "image")):
+        if relaxation is None:
+            transfer = self._transfers[node]
+            if getattr(transfer, "constant_lines", False):  # constants from its input's interval: no pass is tighter
+                return True
+            if not getattr(transfer, "exact_image", False):
+                return False
+        elif hasattr(relaxation, "needs_refinement") or not (getattr(relaxation, "monotone", False)
+                                                           or hasattr(relaxation, "image")):
             return False
         source = step.inputs[0]
         return source is self.input_node or self.policy(source) == "crown"

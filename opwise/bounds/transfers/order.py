@@ -6,8 +6,8 @@ of the upper bounds. Linear bounds: x_j <= y whenever at least n − k of the ot
 (l_i >= u_j), since then at most k − 1 inputs lie below it; x_j >= y whenever at least k − 1 others are surely
 at most x_j (u_i <= l_j). Among such inputs the one with the highest lower (lowest upper) bound is the line when
 that bound equals the interval's end; otherwise the end is (a constant). For a max (k = n) every input is a lower line, as in max
-pooling; where the intervals fix the order, the output is exactly one input. The indices output depends on the
-input's order and is refused.
+pooling; where the intervals fix the order, the output is exactly one input. The indices output is bounded by the
+positions that can hold each rank (position.py), with constant lines.
 
 >>> import opwise.bounds
 >>> class TopTwo(torch.nn.Module):
@@ -26,6 +26,7 @@ import operator
 import torch
 from torch import fx
 
+from opwise.bounds.transfers.position import constant_backward, index_interval
 from opwise.bounds.transfers.registry import Interval, Step, bound_transfer
 from opwise.errors import OpwiseError
 
@@ -78,11 +79,14 @@ class OrderStatistic:
     def needs_bounds(self, step: Step) -> list[fx.Node]:
         return [step.inputs[0]]
 
-    def _check_values(self, step: Step) -> None:
-        if step.node.target is operator.getitem and step.node.args[1] != 0:
-            raise OpwiseError(
-                f"node '{step.node.name}' reads the indices of {step.op}, which depend on the input's order: bounds "
-                "follow values only. Use the values output, or take the indices from a constant ordering")
+    @staticmethod
+    def _reads_indices(step: Step) -> bool:
+        return step.node.target is operator.getitem and step.node.args[1] != 0
+
+    def _indices(self, step: Step, x: Interval) -> Interval:
+        dim = _dim(step)
+        ranks, drop = _layout(step, x.lower.shape[dim])
+        return index_interval(x, dim, ranks, drop)
 
     def _statistics(self, ranks: torch.Tensor, low: torch.Tensor, high: torch.Tensor):
         """For bounds [low, high] with the dim last ([..., n]) and the outputs' ranks [K]: per output ([..., K])
@@ -107,14 +111,17 @@ class OrderStatistic:
         return low_constant, high_constant, low_pick.indices, low_line, high_pick.indices, high_line
 
     def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
-        self._check_values(step)
+        if self._reads_indices(step):
+            return self._indices(step, intervals[0])
         x, dim = intervals[0], _dim(step)
         ranks, drop = _layout(step, x.lower.shape[dim])
         ends = [value.movedim(dim, -1).sort(-1).values[..., ranks.to(value.device)] for value in (x.lower, x.upper)]
         return Interval(*((end[..., 0] if drop else end.movedim(-1, dim)).contiguous() for end in ends))
 
     def backward(self, step: Step, A: torch.Tensor):
-        self._check_values(step)
+        if self._reads_indices(step):
+            x = step.bounds(step.inputs[0])
+            return constant_backward(A, self._indices(step, x), tuple(x.lower.shape))
         x, dim = step.bounds(step.inputs[0]), _dim(step)
         ranks, drop = _layout(step, x.lower.shape[dim])
         low, high = x.lower.movedim(dim, -1), x.upper.movedim(dim, -1)

@@ -607,3 +607,27 @@ def test_only_the_pass_asked_for_records_and_intermediate_passes_keep_windows(mo
     for node in relus:
         assert result.recorded[node].shape == (2, 2, *graph.info(node).shape[1:])
     assert engine.bound(graph.output, A, record=False).recorded == {}
+
+
+def test_an_index_and_a_remainder_take_their_inputs_image_as_their_interval():
+    """`constant_lines` (argmax: whichever policy bounds its input) and `exact_image` (remainder: over a CROWN-bounded
+    input, as a monotone relaxation) skip the backward passes that could not tighten them."""
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 4)
+
+        def forward(self, x):
+            h = self.linear(x)
+            return torch.remainder(h, 0.5) + torch.argmax(h).float()  # flattened: a 0-d node
+
+    graph = trace(Model(), torch.zeros(1, 3))
+    kinds = {str(node.target).split(".")[1]: node for node in graph.call_nodes()}
+    for policy, remainder_image in (("crown", True), ("forward", False)):
+        engine = BoundPropagation(graph, InputSet.ball(torch.zeros(1, 3), 0.3), intermediate=policy)
+        assert engine.image_of_input(kinds["argmax"]) and engine.image_of_input(kinds["remainder"]) == remainder_image
+        assert engine.interval(kinds["argmax"]).lower.shape == ()
+    model, lower, upper = Model(), torch.full((1, 3), -0.3), torch.full((1, 3), 0.3)
+    per_sample = lambda z: torch.cat([model(z[i:i + 1]) for i in range(z.shape[0])])  # noqa: E731  (argmax of all)
+    assert_sound(per_sample, lower, upper, samples=300, attack=False, bounded=BoundedModel(model, lower))

@@ -1,9 +1,10 @@
 """Elementwise ONNX operators: arithmetic with broadcasting, activations, comparisons, Softmax; also Xor, Mod
 (`aten.remainder` for fmod=0, `aten.fmod` for fmod=1; fmod=0 on floats, which ONNX forbids, is refused), Round,
 IsInf, IsNaN and Trilu (a constant triangular mask applied with `aten.where`, so it is bounded). Round is
-bounded (`bounds/relaxations/step.py`), and so is a comparison that only selects with Where (a binarized layer
-`Where(Greater(x, 0), 1, -1)`: a step, bounds/expand.py); otherwise comparisons, logic, Mod and the tests give
-integer- or bool-valued or discontinuous results: imported for the forward pass, refused by the bound engine.
+bounded (`bounds/relaxations/step.py`), Mod by a constant divisor too (`bounds/transfers/modulo.py`), and so is a
+comparison that only selects with Where (a binarized layer `Where(Greater(x, 0), 1, -1)`: a step,
+bounds/expand.py); otherwise comparisons, logic, Mod by an input-dependent divisor and the tests give integer- or
+bool-valued or discontinuous results: imported for the forward pass, refused by the bound engine.
 
 A constant operand with one element that does not widen the result becomes a Python scalar argument
 (`aten.sub.Tensor(x, 0.1307)`), the form export gives for `x - 0.1307`; Max and Min with one become

@@ -3,8 +3,9 @@ ReduceL1 / ReduceL2 / ReduceSumSquare / ReduceLogSumExp / ReduceLogSum from abs,
 ReduceProd as a tree of elementwise products (`aten.mul.Tensor`, which the bound engine bounds for two bounded
 factors; `aten.prod` has no bound rule); CumSum to aten.cumsum (with flips for `reverse`); TopK to aten.topk
 (values and indices); ArgMax / ArgMin to aten.argmax / argmin (flipped for `select_last_index`) and Hardmax to
-the one-hot rows of argmax. The indices of ArgMax / ArgMin and Hardmax's rows are integer-valued and
-discontinuous: imported for the forward pass, refused by the bound engine (no rule for argmax).
+the one-hot rows of argmax. The indices of ArgMax / ArgMin (and TopK's) are integer-valued and discontinuous:
+the bound engine bounds each by the positions that can hold it (bounds/transfers/position.py), with constant
+lines; Hardmax's rows compare the index with the positions (aten.eq), which it refuses.
 
 `axes` is an attribute until opset 13 (ReduceSum) or 18 (the others), an input after.
 """
