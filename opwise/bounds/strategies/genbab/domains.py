@@ -50,7 +50,7 @@ class Domain:
     stalled: bool = False
 
     def split(self, name: str, index: int | list[int], point: float, isolate: bool = False) -> tuple["Domain", ...]:
-        """The two children: element `index` (flat; a list: several elements that hold the same value, such as
+        """The children: element `index` (flat; a list: several elements that hold the same value, such as
         a broadcast's copies) of node `name` below and above `point`, each interval intersected with its side
         (they keep the parent's bound, guide and α/β until they are bounded themselves).
 
