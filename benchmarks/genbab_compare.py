@@ -7,7 +7,8 @@
         [--genbab]
 
 Strategies: "no branching" (GenBaB's root bound: α-CROWN), "bbps+table" (GenBaB: bound propagation with
-shortcuts, split points from the shipped tables), "bbps+midpoint", "largest-interval+midpoint".
+shortcuts, split points from the shipped tables), "bbps+midpoint", "largest-interval+midpoint", "fsb+table"
+(strong branching: BBPS's best candidates, each measured by a bound pass of its children).
 Cases: the built-in sigmoid/tanh digits MLP (`opwise.models.builtin("mlp")`) on the first correctly
 classified bundled digits at each ε; eran_2021's sigmoid 6x200 network and cgan_2023_nonlinear from
 ../shared/benchmarks (first input box of each property); and small random networks whose nonlinearities
@@ -41,7 +42,7 @@ import torch
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks"
 STRATEGIES = {"bbps+table": ("bbps", "table"), "bbps+midpoint": ("bbps", "midpoint"),
-              "largest-interval+midpoint": ("largest-interval", "midpoint")}
+              "largest-interval+midpoint": ("largest-interval", "midpoint"), "fsb+table": ("fsb", "table")}
 COLUMNS = ["no branching", *STRATEGIES]
 #: the random product networks: name -> input shape
 NETS = {"lstm": (1, 3, 2), "gates": (1, 4), "products": (1, 4), "attention": (1, 3, 4)}

@@ -200,10 +200,35 @@ class DomainBounder:
                 self._bound_chunk(padded, real, size, self.refining, deadline)
         self.adapt_iterations(sum(domain.stalled for domain in domains) / max(1, len(domains)))
 
-    def _bound_chunk(self, padded: list[Domain], real: int, size: int, refine: bool, deadline: float | None) -> None:
-        """Bound one chunk of domains (padded to the graph's batch `size`; the first `real` are the chunk's own)."""
+    def _bound_chunk(self, padded: list[Domain], real: int, size: int, refine: bool, deadline: float | None,
+                     steps: int | None = None) -> None:
+        """Bound one chunk of domains (padded to the graph's batch `size`; the first `real` are the chunk's own);
+        `steps`: Adam steps of α/β (None: the rounds' own)."""
         self._bound_with(self.engine_for(padded, size, refine), padded[:real], deadline, _stacked_parameters(padded),
-                         self.open_rows(padded))
+                         self.open_rows(padded), steps)
+
+    def evaluate(self, domains: list[Domain], batch_size: int, deadline: float | None = None) -> list[float]:
+        """Each domain's margin bound from one bound pass at the α/β it inherited (no Adam step, the intermediate
+        nodes not bounded again): what strong branching compares candidate splits by (`strong_splits`). The
+        domains are a search's throwaway candidates: they count as no visit.
+
+        >>> import torch
+        >>> from opwise.bounds.spec import robustness_disjuncts
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+        >>> bounder = DomainBounder(BoundedModel(model, torch.zeros(1, 2)),
+        ...     Specification(-torch.ones(1, 2), torch.ones(1, 2), robustness_disjuncts(2, 0)))
+        >>> root = bounder.root()
+        >>> children = [c for i in range(3) for c in root.split("linear", i, 0.0)]
+        >>> bounds = bounder.evaluate(children, 8)
+        >>> len(bounds), all(b >= root.lower for b in bounds), bounder.visited
+        (6, True, 1)
+        """
+        size = self.bounded.graph.for_batch(1 if self.bounded.folds_samples() else batch_size).batch_size
+        visited = self.visited
+        for positions, real in padded_chunks(len(domains), size):
+            self._bound_chunk([domains[index] for index in positions], real, size, False, deadline, steps=0)
+        self.visited = visited
+        return [domain.lower for domain in domains]
 
     def _trial(self, padded: list[Domain], real: int, size: int, deadline: float | None) -> bool:
         """Bound a chunk as the rounds do now (`refining`) and copies of it the other way; returns whether
@@ -301,10 +326,12 @@ class DomainBounder:
         return C[:, None, :].expand(len(C), shape[0], C.shape[1]).reshape(len(C), *shape)
 
     def _bound_with(self, engine: BoundPropagation, domains: list[Domain], deadline: float | None,
-                    warm: Parameters | None = None, open_rows: torch.Tensor | None = None) -> torch.Tensor:
+                    warm: Parameters | None = None, open_rows: torch.Tensor | None = None,
+                    steps: int | None = None) -> torch.Tensor:
         """Bound the domains in one engine pass; returns every row's bound ([rows, batch]). With `open_rows`
         ([rows, batch], see `open_rows`) only the rows open in some domain are bounded; the others keep the
-        domain's `row_bounds`, and every row keeps the better of its new and its inherited bound."""
+        domain's `row_bounds`, and every row keeps the better of its new and its inherited bound. `steps`: Adam
+        steps of α/β instead of the rounds' (0: one pass at the warm start)."""
         graph, count = engine.graph, len(domains)
         output = graph.output
         wanted = None if open_rows is None else open_rows.any(1)
@@ -319,6 +346,8 @@ class DomainBounder:
             if options is None and open_rows is not None:  # the default: stop once every open row is proved
                 still_open = open_rows if picked is None else open_rows[picked]
                 options = AlphaOptions(iterations=self.round_iterations, stop_above=torch.where(still_open, d[:, None], -math.inf))
+            if steps is not None:
+                options = dataclasses.replace(options or AlphaOptions(), iterations=steps)
             lower, parameters, last = optimize_alpha_beta(engine, output, A, options, warm=_rows_of(warm, picked),
                                                           deadline=deadline)
             if picked is not None:

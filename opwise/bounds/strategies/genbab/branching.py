@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
+from typing import Callable
 
 import torch
 from torch import fx
@@ -46,7 +47,7 @@ from opwise.tracing.graph import Graph
 
 #: products whose factors branch-and-bound splits (when both factors depend on the input)
 PRODUCTS = ("aten.mul.Tensor",)
-BRANCHING = ("bbps", "babsr", "largest-interval")
+BRANCHING = ("bbps", "babsr", "largest-interval", "fsb")
 SPLIT_POINTS = ("table", "midpoint")
 #: intervals narrower than this are not split again
 MIN_WIDTH = 1e-4
@@ -297,7 +298,7 @@ def _bbps_on_candidates(domains: list[Domain], node: SplitNode, branches, babsr:
 def choose_splits(domains: list[Domain], nodes: list[SplitNode], *, branching: str, split_point: str,
                   input_set: InputSet, shortcuts: dict[str, Shortcut] | None = None) -> list[Decision | None]:
     """One split per domain (None where nothing can be split any more, or there are no split nodes), by the
-    chosen heuristic.
+    chosen heuristic ("fsb" chooses among the splits "bbps" ranks first: `strong_splits`).
 
     >>> import torch
     >>> from opwise.bounds.strategies.genbab.domains import Domain, Guide
@@ -308,43 +309,84 @@ def choose_splits(domains: list[Domain], nodes: list[SplitNode], *, branching: s
     >>> domain = Domain({"z": Interval(torch.tensor([[-1.0, -4.0]]), torch.tensor([[1.0, 4.0]]))}, guide=guide)
     >>> box = InputSet(torch.zeros(1, 2), torch.ones(1, 2))
     >>> choose_splits([domain], [node], branching="largest-interval", split_point="midpoint", input_set=box)
-    [Decision(input='z', index=1, point=0.0)]
+    [Decision(input='z', index=1, point=0.0, isolate=False)]
     """
+    return [ranked[0] if ranked else None for ranked in ranked_splits(
+        domains, nodes, count=1, branching=branching, split_point=split_point, input_set=input_set, shortcuts=shortcuts)]
+
+
+def ranked_splits(domains: list[Domain], nodes: list[SplitNode], *, count: int, branching: str, split_point: str,
+                  input_set: InputSet, shortcuts: dict[str, Shortcut] | None = None) -> list[list[Decision]]:
+    """Per domain, up to `count` splits, the heuristic's best first (an empty list where nothing can be split).
+    Elements whose score estimates no gain rank by weighted width, after those that estimate one."""
     if branching not in BRANCHING:
         raise InputError(f"unknown branching {branching!r}; choose one of {', '.join(BRANCHING)}")
-    count = len(domains)
+    rows = len(domains)
     if not nodes:
-        return [None] * count
+        return [[] for _ in range(rows)]
+    heuristic = "bbps" if branching == "fsb" else branching
     scores, widths, points, starts = [], [], [], [0]  # starts: each node's first column in the concatenated scores
     for node in nodes:
-        lower, upper = (t.reshape(count, -1) for t in _stacked(domains, node.input))
-        point = split_points(node, lower, upper, split_point).reshape(count, -1)
+        lower, upper = (t.reshape(rows, -1) for t in _stacked(domains, node.input))
+        point = split_points(node, lower, upper, split_point).reshape(rows, -1)
         splittable = (upper - lower > MIN_WIDTH) & (point > lower) & (point < upper)
         width = torch.where(splittable, _widths(node, domains, lower, upper), -torch.inf)
-        if branching == "largest-interval":
+        if heuristic == "largest-interval":
             score = width
         else:
             branches = _changes(node, domains, lower, upper, point)
             score = torch.where(splittable, _best_of(branches, interval_estimate), -torch.inf)
-            if branching == "bbps":
+            if heuristic == "bbps":
                 score = _bbps_on_candidates(domains, node, branches, score, width, shortcuts, input_set)
         scores.append(score)
         widths.append(width)
         points.append(point)
         starts.append(starts[-1] + lower.shape[1])
     scores, widths, points = torch.cat(scores, 1), torch.cat(widths, 1), torch.cat(points, 1)
-    decisions = []
-    for row in range(count):
-        best = int(scores[row].argmax())
-        if not scores[row, best] > 1e-8:
-            best = int(widths[row].argmax())
-        if widths[row, best] == -torch.inf:
-            decisions.append(None)
-            continue
-        owner = bisect.bisect_right(starts, best) - 1
-        node, index = nodes[owner], best - starts[owner]
-        if node.source is not None:  # every copy of the value, not one of them
-            index = (node.source == node.source[index]).nonzero().flatten().tolist()
-        decisions.append(Decision(node.input, index, float(points[row, best]),
-                                  getattr(node.relaxation, "split_isolates_kink", False)))
-    return decisions
+    # a score estimating no gain ranks by width, below every score that estimates one: −1/(1 + width) is in
+    # [−1, 0), increasing in the width (which is >= 0, or −inf where nothing can be split)
+    key = torch.where(scores > 1e-8, scores, torch.where(widths > -torch.inf, -1 / (1 + widths.clamp(min=0)), -torch.inf))
+    order = key.topk(min(count, key.shape[1]), 1).indices
+    ranked = []
+    for row in range(rows):
+        decisions = []
+        for best in order[row].tolist():
+            if widths[row, best] == -torch.inf:
+                break
+            owner = bisect.bisect_right(starts, best) - 1
+            node, index = nodes[owner], best - starts[owner]
+            if node.source is not None:  # every copy of the value, not one of them
+                index = (node.source == node.source[index]).nonzero().flatten().tolist()
+            decisions.append(Decision(node.input, index, float(points[row, best]),
+                                      getattr(node.relaxation, "split_isolates_kink", False)))
+        ranked.append(decisions)
+    return ranked
+
+
+def strong_splits(domains: list[Domain], ranked: list[list[Decision]],
+                  evaluate: Callable[[list[Domain]], list[float]]) -> list[Decision | None]:
+    """Filtered strong branching (as α,β-CROWN's "kfsb" for ReLU): of each domain's `ranked` candidate splits, the
+    one whose worst child `evaluate` (one cheap bound pass per child, all in one call) bounds highest; the
+    heuristic's first where they tie. Estimates rank candidates; a bound pass measures them.
+
+    >>> import torch
+    >>> from opwise.bounds.transfers.registry import Interval
+    >>> domain = Domain({"z": Interval(torch.tensor([[-1.0, -1.0]]), torch.tensor([[1.0, 3.0]]))})
+    >>> ranked = [[Decision("z", 0, 0.0), Decision("z", 1, 0.0)]]
+    >>> widest = lambda children: [-float((c.intervals["z"].upper - c.intervals["z"].lower).max()) for c in children]
+    >>> strong_splits([domain], ranked, widest)  # a stand-in bound: splitting z1 leaves no child 4 wide
+    [Decision(input='z', index=1, point=0.0, isolate=False)]
+    """
+    children, owners = [], []
+    for position, (domain, decisions) in enumerate(zip(domains, ranked)):
+        for rank, decision in enumerate(decisions):
+            split = domain.split(decision.input, decision.index, decision.point, decision.isolate)
+            children += split
+            owners += [(position, rank)] * len(split)
+    worst = [[math.inf] * len(decisions) for decisions in ranked]
+    for (position, rank), bound in zip(owners, evaluate(children) if children else []):
+        worst[position][rank] = min(worst[position][rank], bound)
+    chosen = []
+    for decisions, bounds in zip(ranked, worst):
+        chosen.append(decisions[max(range(len(decisions)), key=lambda rank: (bounds[rank], -rank))] if decisions else None)
+    return chosen

@@ -133,6 +133,32 @@ def test_matches_brute_force_on_a_few_networks():
     assert answered >= 2
 
 
+def test_strong_branching_matches_brute_force_and_bounds_its_candidates(monkeypatch):
+    """"fsb" takes each domain's best splits by BBPS and keeps the one whose worst child a bound pass at the
+    parent's α/β bounds highest (DomainBounder.evaluate, two children per candidate). On ReLU and sigmoid/tanh
+    nets its answers agree with the grid, and its candidates' passes count as no visit."""
+    evaluated = []
+    original = DomainBounder.evaluate
+    monkeypatch.setattr(DomainBounder, "evaluate",
+                        lambda self, domains, *rest: evaluated.append(len(domains)) or original(self, domains, *rest))
+    relu = tiny_network(torch.nn.ReLU, [8, 8])
+    relu_cases = []
+    for seed in range(2):
+        randomized(relu, seed)
+        margins = grid_margins(relu)
+        relu_cases.append((relu, BoundedModel(relu, torch.zeros(1, 2)), float(margins.min()),
+                           float(margins.max() - margins.min())))
+    answered = 0
+    for model, bounded, grid_min, spread in [*cases(range(2)), *relu_cases]:
+        for sign in (-1, 1):
+            spec = threshold_spec(grid_min + sign * 0.1 * spread)
+            result = branch_and_bound(bounded, spec, branching="fsb", timeout=10, batch_size=8, alpha=FAST)
+            check_answer(model, spec, result, grid_min)
+            answered += result.status in ("verified", "falsified")
+            assert result.stats["domains_visited"] <= 1 + 2 * result.stats["branching_decisions"]
+    assert answered >= 6 and evaluated and all(count % 2 == 0 for count in evaluated)
+
+
 @pytest.mark.slow
 def test_matches_brute_force_on_many_networks():
     counts = {"verified": 0, "falsified": 0, "timeout": 0, "unknown": 0}
