@@ -346,7 +346,7 @@ def ranked_splits(domains: list[Domain], nodes: list[SplitNode], *, count: int, 
     # a score estimating no gain ranks by width, below every score that estimates one: −1/(1 + width) is in
     # [−1, 0), increasing in the width (which is >= 0, or −inf where nothing can be split)
     key = torch.where(scores > 1e-8, scores, torch.where(widths > -torch.inf, -1 / (1 + widths.clamp(min=0)), -torch.inf))
-    order = key.topk(min(count, key.shape[1]), 1).indices
+    order = key.argmax(1, keepdim=True) if count == 1 else key.topk(min(count, key.shape[1]), 1).indices  # argmax: the first of ties
     ranked = []
     for row in range(rows):
         decisions = []
