@@ -166,7 +166,8 @@ def branch_and_bound(
                     return finish("timeout", min([queue.worst()] + [p.lower for p in parents]))
                 stats["reason"] = ("nothing to split: no node has a splittable relaxation (a smooth function or one kink) "
                                    "or is a product of two input-dependent tensors") if not bounder.nodes else \
-                    "nothing left to split: every candidate interval is narrower than the smallest split width"
+                    ("nothing left to split: every split node's interval lies on one side of its kink or is narrower "
+                     "than the smallest split width")
                 stats["reason"] += ", and a linear program over the input leaves the domain open"
                 return finish("unknown", min(p.lower for p in parents))
             while children and 2 * len(children) <= batch_size:  # few open domains (the first rounds): split again
