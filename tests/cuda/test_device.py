@@ -78,7 +78,8 @@ def test_verify_with_branch_and_bound_gives_the_cpu_verdict(eps):
         assert int(model(cuda.counterexample.cpu()).argmax()) != cuda.target
 
 
-def test_genbab_domains_bound_alike_on_both_devices():
+@pytest.mark.parametrize("branching", ["bbps", "fsb"])  # fsb: candidates bounded by DomainBounder.evaluate
+def test_genbab_domains_bound_alike_on_both_devices(branching):
     model = sigmoid_mlp(2, inputs=2)
     grid = torch.cartesian_prod(torch.linspace(-1, 1, 101), torch.linspace(-1, 1, 101))
     with torch.no_grad():
@@ -86,10 +87,12 @@ def test_genbab_domains_bound_alike_on_both_devices():
     C = torch.tensor([[1.0, -1.0, 0.0]])
     from opwise.bounds.spec import Disjunct
 
-    spec = Specification(-torch.ones(1, 2), torch.ones(1, 2), [Disjunct(C, torch.tensor([floor - 0.01]))])
+    # 0.001 below the grid's minimum: the root bound leaves it open, and both devices branch (65 domains on the CPU)
+    spec = Specification(-torch.ones(1, 2), torch.ones(1, 2), [Disjunct(C, torch.tensor([floor - 0.001]))])
     for device in ("cpu", "cuda"):
-        result = branch_and_bound(BoundedModel(model, torch.zeros(1, 2), device=device), spec, timeout=60)
-        assert result.status == "verified", device
+        result = branch_and_bound(BoundedModel(model, torch.zeros(1, 2), device=device), spec, timeout=60,
+                                  branching=branching)
+        assert result.status == "verified" and result.stats["branching_decisions"] > 0, (device, result.stats)
 
 
 @pytest.mark.parametrize("inputs", [3, 20])  # input splitting (forward-mode bounds), then GenBaB
