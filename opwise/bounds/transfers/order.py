@@ -26,49 +26,41 @@ import operator
 import torch
 from torch import fx
 
-from opwise.bounds.transfers.position import constant_backward, index_interval
+from opwise.bounds.transfers.position import constant_backward, index_interval, op_argument
 from opwise.bounds.transfers.registry import Interval, Step, bound_transfer
 from opwise.errors import OpwiseError
-
-
-def _argument(step: Step, position: int | None, name: str, default):
-    """The multi-output op's argument by keyword or position (None: keyword only)."""
-    source = step.node.args[0] if step.node.target is operator.getitem else step.node
-    if name in source.kwargs:
-        return source.kwargs[name]
-    return source.args[position] if position is not None and len(source.args) > position else default
 
 
 def _dim(step: Step) -> int:
     rank = len(step.shapes[0])
     if step.op == "aten.sort.stable":  # sort.stable(x, *, stable, dim, descending): keywords only
-        return _argument(step, None, "dim", -1) % rank
-    return _argument(step, 2 if step.op.startswith(("aten.topk", "aten.kthvalue")) else 1, "dim", -1) % rank
+        return op_argument(step, None, "dim", -1) % rank
+    return op_argument(step, 2 if step.op.startswith(("aten.topk", "aten.kthvalue")) else 1, "dim", -1) % rank
 
 
 def _layout(step: Step, length: int) -> tuple[torch.Tensor, bool]:
     """The ascending rank (k − 1) of each output position along the dim, and whether the op drops the dim."""
     op = step.op
     if op.startswith("aten.sort"):
-        descending = _argument(step, 2 if op != "aten.sort.stable" else None, "descending", False)
+        descending = op_argument(step, 2 if op != "aten.sort.stable" else None, "descending", False)
         ranks = torch.arange(length)
         return ranks.flip(0) if descending else ranks, False
     if op.startswith("aten.topk"):
-        count, largest, ordered = _argument(step, 1, "k", None), _argument(step, 3, "largest", True), \
-            _argument(step, 4, "sorted", True)
+        count, largest, ordered = op_argument(step, 1, "k", None), op_argument(step, 3, "largest", True), \
+            op_argument(step, 4, "sorted", True)
         if not ordered and count > 1:
             raise OpwiseError(f"node '{step.node.name}' ({op}) with sorted=False returns its {count} values in an "
                               "order torch does not fix, so they cannot be bounded position by position; use "
                               "sorted=True (the default)")
         ranks = torch.arange(count)
         return (length - 1 - ranks if largest else ranks), False
-    keepdim = _argument(step, 3 if op.startswith("aten.kthvalue") else 2, "keepdim", False)
+    keepdim = op_argument(step, 3 if op.startswith("aten.kthvalue") else 2, "keepdim", False)
     if op.startswith("aten.max"):
         which = length - 1
     elif op.startswith("aten.min"):
         which = 0
     elif op.startswith("aten.kthvalue"):
-        which = _argument(step, 1, "k", None) - 1
+        which = op_argument(step, 1, "k", None) - 1
     else:  # median: the lower of the two middle values
         which = (length - 1) // 2
     return torch.tensor([which]), not keepdim

@@ -23,6 +23,8 @@ CROWN's lines are the interval's ends (zero slopes): nothing of the input passes
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import fx
 
@@ -100,10 +102,22 @@ def constant_backward(A: torch.Tensor, output: Interval, input_shape: tuple[int,
     return [A.new_zeros((A.shape[0], *input_shape))], bias
 
 
-def _argument(node: fx.Node, position: int, name: str, default):
-    if name in node.kwargs:
-        return node.kwargs[name]
-    return node.args[position] if len(node.args) > position else default
+def op_argument(step: Step, position: int | None, name: str, default):
+    """The argument of the step's op by keyword or position (None: keyword only); for an output of a multi-output
+    op (a getitem of sort or topk), the op's.
+
+    >>> from opwise.tracing import trace
+    >>> class Top(torch.nn.Module):
+    ...     def forward(self, x): return x.argmax(1, keepdim=True)
+    >>> node = next(n for n in trace(Top(), torch.zeros(1, 3)).nodes if n.op == "call_function")
+    >>> step = Step(node, "aten.argmax.default", [], [], None, node.args, None)
+    >>> op_argument(step, 1, "dim", None), op_argument(step, 2, "keepdim", False)
+    (1, True)
+    """
+    source = step.node.args[0] if step.node.target is operator.getitem else step.node
+    if name in source.kwargs:
+        return source.kwargs[name]
+    return source.args[position] if position is not None and len(source.args) > position else default
 
 
 @bound_transfer("aten.argmax.default", "aten.argmin.default")
@@ -122,7 +136,7 @@ class ArgExtreme:
         return [step.inputs[0]]
 
     def _interval(self, step: Step, x: Interval) -> Interval:
-        dim, keepdim = _argument(step.node, 1, "dim", None), _argument(step.node, 2, "keepdim", False)
+        dim, keepdim = op_argument(step, 1, "dim", None), op_argument(step, 2, "keepdim", False)
         dim = None if dim is None else dim % max(x.lower.dim(), 1)
         length = x.lower.numel() if dim is None else x.lower.shape[dim]
         rank = length - 1 if step.op == "aten.argmax.default" else 0

@@ -379,6 +379,8 @@ def strong_splits(domains: list[Domain], ranked: list[list[Decision]],
     """
     children, owners = [], []
     for position, (domain, decisions) in enumerate(zip(domains, ranked)):
+        if len(decisions) < 2:  # nothing to choose between
+            continue
         for rank, decision in enumerate(decisions):
             split = domain.split(decision.input, decision.index, decision.point, decision.isolate)
             children += split
