@@ -98,6 +98,26 @@ MONOTONE = (
 bound_transfer(*MONOTONE)(Affine)
 
 
+@bound_transfer("aten.constant_pad_nd")
+class ConstantPad(Affine):
+    """Padding (or cropping, by negative amounts) of a map's rows and columns with a constant: on windows
+    (`Patches`) a shift of each window's corner, the padded positions dropped (with zeros, the padding adds
+    nothing to the bound); otherwise, and where it pads other axes or with another value, the generic vjp."""
+
+    takes_patches = True
+
+    def backward(self, step: Step, A: torch.Tensor | Patches):
+        if isinstance(A, Patches):
+            pads = list(step.args[1])
+            value = step.args[2] if len(step.args) > 2 else 0
+            if len(step.shapes[0]) == 4 and not any(pads[4:]) and value == 0:
+                left, _, top = (pads + [0, 0, 0])[:3]
+                shape = step.shapes[0]
+                return [Patches(A.values, A.top - top, A.left - left, shape[2], shape[3], A.repeats).inside_map()], None
+            A = A.to_dense()
+        return super().backward(step, A)
+
+
 @bound_transfer("aten.view", "aten._unsafe_view", "aten.reshape", "aten.flatten", "aten.unflatten", "aten.squeeze",
                 "aten.unsqueeze")
 class Reshape(Affine):
@@ -296,17 +316,26 @@ class AddSubtract(SignedAffine):
         factors = ((-alpha, 1) if reverse else (1, -alpha if subtract else alpha))
         return [sum(f for arg, f in zip(step.node.args[:2], factors) if arg is node) for node in step.inputs]
 
-    def backward(self, step: Step, A: torch.Tensor):
+    takes_patches = True
+
+    def backward(self, step: Step, A: torch.Tensor | Patches):
         """Each bounded operand gets A times its factor, summed over the axes it was broadcast along; the constant
         operand (its value where every bounded one is 0) joins the bias. The generic vjp's autograd pass per call
-        was most of a backward pass through the many sums of an unrolled recurrent net."""
+        was most of a backward pass through the many sums of an unrolled recurrent net. Windows (`Patches`) stay
+        windows where no operand is broadcast: a residual block's sum."""
+        values = A.values if isinstance(A, Patches) else A
         if "offset" not in step.cache:
             with torch.no_grad():
-                offset = step.function(*[torch.zeros(shape, dtype=A.dtype, device=A.device) for shape in step.shapes])
+                offset = step.function(*[torch.zeros(shape, dtype=values.dtype, device=values.device) for shape in step.shapes])
             step.cache["offset"] = offset if offset.any() else None
+        offset = step.cache["offset"]
+        if isinstance(A, Patches):
+            if all(tuple(shape) == tuple(step.shape) for shape in step.shapes) and (offset is None or offset.dim() == 4):
+                terms = None if offset is None else (A.blocked() * A.windows(offset)).reshape(values.shape)
+                return [A if sign == 1 else A.moved(values * sign) for sign in self.signs(step)], terms
+            A = A.to_dense()
         coefficients = [sum_to(A if sign == 1 else A * sign, shape)
                         for sign, shape in zip(self.signs(step), step.shapes)]
-        offset = step.cache["offset"]
         return coefficients, None if offset is None else A * offset
 
     def radius(self, step: Step, radii: list[torch.Tensor]) -> torch.Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from opwise.bounds.transfers.affine import BiasedAffine
+from opwise.bounds.transfers.affine import Affine, BiasedAffine
 from opwise.bounds.transfers.patches import Patches
 from opwise.bounds.transfers.registry import Step, bound_transfer
 
@@ -246,3 +246,41 @@ class Convolution(BiasedAffine):
             back = transposed_convolution(folded, weight, stride, padding, output_padding, groups, dilation)
         terms = None if bias is None else A * bias.reshape(-1, 1, 1)
         return [back.reshape(specs, *input_shape)], terms
+
+
+@bound_transfer("aten.avg_pool2d")
+class AveragePool(Affine):
+    """Average pooling is a depthwise convolution with weights 1/k: on windows (`Patches`) it goes back as one
+    (`window_backward`), so a pooled residual net keeps its windows; dense coefficients, and the forms that are no
+    such convolution (ceil mode, a divisor override, padding left out of the count), take the generic vjp."""
+
+    takes_patches = True
+
+    def backward(self, step: Step, A: torch.Tensor | Patches):
+        if isinstance(A, Patches):
+            back = self._window_backward(step, A)
+            if back is not None:
+                return [back], None
+            A = A.to_dense()
+        return super().backward(step, A)
+
+    @staticmethod
+    def _window_backward(step: Step, A: Patches) -> Patches | None:
+        _, kernel, stride, padding, ceil_mode, count_include_pad, divisor = (
+            list(step.args) + [[], 0, False, True, None][len(step.args) - 2 :])[:7]
+        shape = step.shapes[0]
+        kernel = _pair(kernel)
+        stride, padding = _pair(stride or kernel), _pair(padding)
+        if len(shape) != 4 or ceil_mode or divisor is not None or (any(padding) and not count_include_pad):
+            return None
+        channels = shape[1]
+        if "weight" not in step.cache:
+            step.cache["weight"] = A.values.new_full((channels, 1, *kernel), 1.0 / (kernel[0] * kernel[1]))
+        weight = step.cache["weight"]
+        return window_backward(A, weight, False, stride, padding, (1, 1), channels, tuple(shape[1:]), step.cache)
+
+
+def _pair(value) -> tuple[int, int]:
+    """An int or a one- or two-element list as two ints (aten's pooling arguments)."""
+    value = [value] if isinstance(value, int) else list(value)
+    return (value[0], value[-1])

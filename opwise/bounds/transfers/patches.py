@@ -214,6 +214,40 @@ class Patches:
         inside = inside.expand(-1, self.values.shape[1], -1, -1, -1).reshape(-1, 1, *inside.shape[3:])
         return self.moved((self.blocked() * inside).reshape(self.values.shape))
 
+    def plus(self, other: "Patches") -> "Patches | None":
+        """The sum of two window sets over the same specs, as windows over their union; None where the union
+        is not one window per spec at one offset from both (corners that differ by different amounts per spec)
+        or would be at least as large as the map (dense coefficients are then cheaper).
+
+        A residual block's paths reach its input with windows of different sizes around the same neuron: a
+        1×1 shortcut's and a 3×3-ReLU-3×3 branch's. Summed densely, every later step would cost the whole map.
+
+        >>> small = Patches.one_hot(torch.tensor([4]), torch.tensor([1.0]), batch=1, shape=(1, 3, 3))
+        >>> wide = Patches(torch.ones(1, 1, 1, 3, 3), torch.tensor([0]), torch.tensor([0]), 4, 4)
+        >>> small = Patches(small.values, small.top, small.left, 4, 4)
+        >>> total = small.plus(wide)
+        >>> tuple(total.values.shape), bool((total.to_dense() == small.to_dense() + wide.to_dense()).all())
+        ((1, 1, 1, 3, 3), True)
+        """
+        if ((self.height, self.width, self.repeats) != (other.height, other.width, other.repeats)
+                or self.values.shape[:3] != other.values.shape[:3]):
+            return None
+        rows, columns = other.top - self.top, other.left - self.left
+        if bool((rows != rows.flatten()[0]).any()) or bool((columns != columns.flatten()[0]).any()):
+            return None
+        rows, columns = int(rows.flatten()[0]), int(columns.flatten()[0])
+        (h, w), (oh, ow) = self.values.shape[-2:], other.values.shape[-2:]
+        # each window's place in the union: the one further up (left) starts it
+        down, right, other_down, other_right = max(0, -rows), max(0, -columns), max(0, rows), max(0, columns)
+        height, width = max(down + h, other_down + oh), max(right + w, other_right + ow)
+        if height * width >= self.height * self.width:
+            return None
+        values = torch.nn.functional.pad(self.values, (right, width - w - right, down, height - h - down))
+        values = values + torch.nn.functional.pad(other.values, (other_right, width - ow - other_right,
+                                                                 other_down, height - oh - other_down))
+        return Patches(values, torch.minimum(self.top, other.top), torch.minimum(self.left, other.left),
+                       self.height, self.width, self.repeats)
+
     def minimum_over_box(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
         """min of the coefficients times x over the box [lower, upper] ([batch, C, H, W]): [specs, batch]."""
         values = self.blocked()
@@ -299,8 +333,14 @@ def dense(coefficient: torch.Tensor | Patches | FreeCoefficients) -> torch.Tenso
     return coefficient.to_dense() if isinstance(coefficient, (Patches, FreeCoefficients)) else coefficient
 
 
-def add_coefficients(first: torch.Tensor | Patches, second: torch.Tensor | Patches) -> torch.Tensor:
-    """The sum of two coefficient sets meeting at a node used twice (windows become dense: they differ)."""
+def add_coefficients(first: torch.Tensor | Patches, second: torch.Tensor | Patches) -> torch.Tensor | Patches:
+    """The sum of two coefficient sets meeting at a node used twice: windows over the union of both windows
+    where that stays smaller than the map (`Patches.plus`: a residual block's two paths back to its input),
+    dense coefficients otherwise."""
+    if isinstance(first, Patches) and isinstance(second, Patches):
+        union = first.plus(second)
+        if union is not None:
+            return union
     return dense(first) + dense(second)
 
 

@@ -14,9 +14,9 @@ from opwise.bounds import BoundedModel
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.strategies.alpha import AlphaOptions
-from opwise.bounds.transfers.affine import BatchNorm
+from opwise.bounds.transfers.affine import AddSubtract, BatchNorm, ConstantPad
 from opwise.bounds.transfers import convolution
-from opwise.bounds.transfers.convolution import Convolution, window_backward
+from opwise.bounds.transfers.convolution import AveragePool, Convolution, window_backward
 from opwise.bounds.transfers.nonlinear import Elementwise
 from opwise.bounds.transfers import patches as patches_module
 from opwise.bounds.transfers.patches import Patches
@@ -301,3 +301,52 @@ def test_free_coefficients_read_at_features_equal_the_dense_coefficients():
     features = torch.tensor([[1, 4, 3], [2, 0, 5]])
     torch.testing.assert_close(coefficients.at(features), flat.gather(2, features.unsqueeze(0).expand(2, -1, -1)))
     assert float(flat[0, 0, 1]) == 1.0 and float(flat[:, 0].abs().sum()) == float(values[:, 0, :2].abs().sum())
+
+
+class _Residual(torch.nn.Module):
+    """TinyYOLO-like: residual blocks with a 1×1-convolution shortcut and with an identity shortcut, a zero
+    pad, average pooling and a padding crop, so windows meet from paths of different reach."""
+
+    def __init__(self):
+        super().__init__()
+        self.shortcut, self.first = torch.nn.Conv2d(2, 4, 1, bias=False), torch.nn.Conv2d(2, 4, 3, padding=1)
+        self.second, self.third = torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.fourth = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.head = torch.nn.Linear(4 * 5 * 3, 3)
+
+    def forward(self, x):
+        x = self.shortcut(x) + self.second(torch.relu(self.first(x)))
+        x = torch.relu(x - 0.5 * self.third(torch.relu(x)) + 0.25)
+        x = torch.relu(F.pad(F.avg_pool2d(F.pad(x, (1, 0, 0, 0)), 2), (0, -1, 1, 0)))
+        return self.head(torch.relu(self.fourth(x)).flatten(1))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_windows_through_residual_sums_pads_and_pooling_equal_dense_crown(seed, monkeypatch):
+    """Windows from a shortcut and a branch are summed over their union (`Patches.plus`); sums, constant pads and
+    average pooling keep them windows; the bounds are CROWN's without windows, and sound."""
+    torch.manual_seed(seed)
+    model = _Residual().eval()
+    x = torch.rand(2, 2, 8, 7, generator=torch.Generator().manual_seed(seed))
+    bounded = BoundedModel(model, x)
+    eps = 0.05 + 0.05 * seed
+    methods = ("crown", "alpha-crown") if seed == 0 else ("crown",)
+    results = assert_sound(model, x - eps, x + eps, methods=methods, samples=2_000, seed=seed, bounded=bounded)
+    sums = []
+    original = patches_module.Patches.plus
+    monkeypatch.setattr(patches_module.Patches, "plus", lambda self, other: sums.append(1) or original(self, other))
+    bounded.compute_bounds(x_lower=x - eps, x_upper=x + eps, method="crown")
+    assert sums  # the windows met and were summed as windows
+    monkeypatch.setattr(patches_module.Patches, "plus", lambda self, other: None)
+    for transfer in (Convolution, BatchNorm, Elementwise, AddSubtract, ConstantPad, AveragePool):
+        monkeypatch.setattr(transfer, "takes_patches", False)
+    reference = bounded.compute_bounds(x_lower=x - eps, x_upper=x + eps, method="crown")
+    torch.testing.assert_close(results["crown"].lower, reference.lower, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results["crown"].upper, reference.upper, rtol=1e-5, atol=1e-5)
+
+
+def test_windows_at_different_offsets_per_spec_are_summed_densely():
+    first = Patches(torch.ones(2, 1, 1, 2, 2), torch.tensor([0, 3]), torch.tensor([0, 3]), 6, 6)
+    second = Patches(torch.ones(2, 1, 1, 1, 1), torch.tensor([1, 1]), torch.tensor([1, 1]), 6, 6)
+    assert first.plus(second) is None
+    torch.testing.assert_close(patches_module.add_coefficients(first, second), first.to_dense() + second.to_dense())
