@@ -146,7 +146,6 @@ class BoundedModel:
                alpha: AlphaOptions | None, splits: dict[str, Interval]) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.check_samples_independent(graph)
         intermediate, final = METHODS[method]
-        engine = BoundPropagation(graph, input_set, intermediate, splits)
         output = graph.output
         count = specs.shape[1]
         shape = graph.info(output).shape
@@ -154,6 +153,7 @@ class BoundedModel:
         if bound_upper:
             A = torch.cat([A, -A])
         A = A.reshape(A.shape[0], *shape)
+        engine = BoundPropagation(graph, input_set, intermediate, splits, output_specs=A)
         progress = self._progress_of_pass(bound_upper)
         if progress is not None and intermediate != "ibp":
             settle_intermediate_bounds(engine, output, lambda report: progress({"search": method, **report}))

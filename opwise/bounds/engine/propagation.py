@@ -29,6 +29,7 @@ from opwise.bounds.engine.cut import CutPasses
 from opwise.bounds.engine.deadline import check_deadline
 from opwise.bounds.engine.free_input import FreeInputPasses
 from opwise.bounds.engine.fused import FusedSteps
+from opwise.bounds.engine.reach import reach
 from opwise.bounds.engine.result import LinearBound
 from opwise.bounds.engine.sizes import CROWN_LIMIT, SPEC_CHUNK
 from opwise.bounds.engine.splits import SplitEnds, apply_split_constraint
@@ -73,7 +74,9 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
     `known` gives intervals already proven for some nodes (they are used as they are, narrowed by the
     splits); `outer` gives intervals that hold over a larger input set (a pass over a larger box around the
     same point): they narrow interval propagation, so CROWN refines only the neurons they leave undecided;
-    `record` names nodes whose coefficients every pass returns in `LinearBound.recorded`.
+    `record` names nodes whose coefficients every pass returns in `LinearBound.recorded`. `output_specs`
+    ([specs, *output shape]): the rows every pass of the graph's output will bound, where the caller knows them;
+    intermediate nodes are then bounded only at the positions those rows reach (engine/reach.py).
     Nodes may be given as fx nodes or by name. Passes check the caller's `deadline` (engine/deadline.py)
     between nodes and chunks and raise TimeLimitReached past it.
 
@@ -94,7 +97,8 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
     def __init__(self, graph: Graph, input_set: InputSet, intermediate: str = "crown",
                  splits: Mapping[fx.Node | str, Interval] | None = None, *,
                  known: Mapping[fx.Node | str, Interval] | None = None, record: Iterable[fx.Node | str] = (),
-                 crown_limit: int = CROWN_LIMIT, outer: Mapping[fx.Node | str, Interval] | None = None):
+                 crown_limit: int = CROWN_LIMIT, outer: Mapping[fx.Node | str, Interval] | None = None,
+                 output_specs: torch.Tensor | None = None):
         explained = graph.explained_inputs
         if len(explained) != 1 or len(graph.input_nodes) != 1:
             raise InputError(f"bounds need a graph with exactly one (bounded) input, this one has {len(graph.input_nodes)}")
@@ -123,6 +127,8 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
         self.record = frozenset(self._node(node) for node in record)
         self._evaluate_constants()
         self.outer = {self._node(node): interval for node, interval in (outer or {}).items()}
+        self.output_specs = output_specs
+        self._reach: dict[fx.Node, torch.Tensor] | None = None
         for node, interval in (known or {}).items():
             node = self._node(node)
             self._tight[node] = self._narrow(node, interval)
@@ -505,7 +511,19 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
             if refine is None:
                 return needed.fill_(True)
             needed |= refine(ibp.lower, ibp.upper).reshape(groups, -1)
-        return needed
+        reached = self.reached(node)
+        return needed if reached is None else needed & reached.reshape(groups, -1)
+
+    def reached(self, node: fx.Node) -> torch.Tensor | None:
+        """The positions of `node` (a bool mask of its shape) that `output_specs` reach; None where no specs
+        were given or the node is not an ancestor of the output (then every position may matter)."""
+        if self.output_specs is None:
+            return None
+        if self._reach is None:
+            self._reach = reach(self, self.graph.output, self.output_specs.to(self.device))
+        if node not in self._reach and node in self.ancestors(self.graph.output):
+            return torch.zeros(self.interval_ibp(node).lower.shape, dtype=torch.bool, device=self.device)
+        return self._reach.get(node)
 
     def neurons_to_refine(self, node: fx.Node, ibp: Interval, groups: int) -> torch.Tensor:
         """Flat positions (union over the groups) whose interval some consumer's relaxation depends on."""

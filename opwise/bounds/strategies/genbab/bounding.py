@@ -40,6 +40,7 @@ from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.spec import Specification
 from opwise.bounds.transfers.registry import Interval
 from opwise.errors import InputError
+from opwise.tracing.graph import Graph
 from opwise.tracing.batching import padded_chunks
 
 #: the share of the search's time left that a round's re-bounding of intermediate nodes may take (`DomainBounder.refines`)
@@ -140,7 +141,8 @@ class DomainBounder:
         infinite = torch.full((1,), math.inf, device=self.bounded.device)
         domain = Domain({node.input: Interval(-infinite, infinite)
                          for node in self.nodes})
-        engine = BoundPropagation(self.bounded.graph, self.input_set(1), "crown", record=self._recorded())
+        engine = BoundPropagation(self.bounded.graph, self.input_set(1), "crown", record=self._recorded(),
+                                  output_specs=self.output_specs(self.bounded.graph))
         progress = self.bounded.progress
         started = time.monotonic()
         if progress is not None:  # the root's bound pass is most of a small search's time: shown layer by layer
@@ -311,7 +313,7 @@ class DomainBounder:
             if interval is not None:
                 (outer if refine and name in self.refined else known)[name] = interval
         return BoundPropagation(graph, self.input_set(size), "crown", intervals, known=known, outer=outer,
-                                record=self._recorded())
+                                record=self._recorded(), output_specs=self.output_specs(graph))
 
     def _root_interval(self, name: str, graph, size: int) -> Interval | None:
         """The root's interval of a node, repeated over a batch of `size` (None where its batch is folded)."""
@@ -323,10 +325,12 @@ class DomainBounder:
             return None
         return Interval(interval.lower.expand(shape), interval.upper.expand(shape))
 
-    def output_specs(self, engine: BoundPropagation, C: torch.Tensor | None = None) -> torch.Tensor:
-        """The property's rows (or the rows `C`) as backward coefficients of the output, [rows, batch, *output shape]."""
+    def output_specs(self, engine: BoundPropagation | Graph, C: torch.Tensor | None = None) -> torch.Tensor:
+        """The property's rows (or the rows `C`) as backward coefficients of the output of the engine's graph (or
+        of `engine`, a graph), [rows, batch, *output shape]."""
         C = self.C if C is None else C
-        shape = engine.graph.info(engine.graph.output).shape
+        graph = engine if isinstance(engine, Graph) else engine.graph
+        shape = graph.info(graph.output).shape
         return C[:, None, :].expand(len(C), shape[0], C.shape[1]).reshape(len(C), *shape)
 
     def _bound_with(self, engine: BoundPropagation, domains: list[Domain], deadline: float | None,
