@@ -28,6 +28,10 @@ from opwise.tracing.graph import Graph
 
 RELU = "aten.relu.default"
 RELU_RELAXATION = relaxation_for(RELU, (), {})
+#: a chain's affine maps are dense matrices read off one evaluation per input element: a graph whose layers would
+#: need more entries than this in one matrix is no chain (a CIFAR convolution's 3,072 x 8,192 matrix took
+#: 25 s to read and 200 MB, for a fast path meant for small fully connected nets)
+MAX_MATRIX_ENTRIES = 2**21
 
 #: relative amount taken off every bound for the rounding of its dtype. float32 bounds of the 45 ACAS Xu
 #: networks (16 property boxes, 2,048 sub-boxes each of three sizes) stayed within 5.9e-5·(1+|bound|) of float64 ones.
@@ -71,13 +75,13 @@ class ReluChain:
             if graph.info(node).op != RELU:
                 segment.append(node)
                 continue
-            if not segment:
+            if not segment or _entries(graph, start, segment) > MAX_MATRIX_ENTRIES:
                 return None
             weight, bias = _affine_map(graph, constants, segment, start)
             weights.append(weight)
             biases.append(bias)
             start, segment = node, []
-        if not segment:
+        if not segment or _entries(graph, start, segment) > MAX_MATRIX_ENTRIES:
             return None
         weight, bias = _affine_map(graph, constants, segment, start)
         weights.append(weight)
@@ -278,6 +282,11 @@ def _chain_nodes(graph: Graph) -> list[fx.Node] | None:
         nodes.append(node)
         previous = node
     return nodes if nodes and previous is graph.output else None
+
+
+def _entries(graph: Graph, start: fx.Node, segment: list[fx.Node]) -> int:
+    """The entries of the affine segment's matrix: its input's elements times its output's."""
+    return torch.Size(graph.info(start).shape).numel() * torch.Size(graph.info(segment[-1]).shape).numel()
 
 
 def _affine_map(graph: Graph, constants: dict, segment: list[fx.Node], start: fx.Node) -> tuple[torch.Tensor, torch.Tensor]:

@@ -150,3 +150,18 @@ def test_gradient_intervals_hold_every_sampled_gradient_and_the_centre_gradient_
         answer = chain.bound_and_smear(lower, upper, C)
         weighted, weights = answer.lower, answer.weights
         assert torch.equal(weighted, bound) and (weights >= 0).all() and weights.shape == (6, 2, 4)
+
+
+def test_a_chain_whose_matrices_would_be_too_large_is_no_chain(monkeypatch):
+    """The chain is read off one evaluation per input element into dense matrices: a convolutional net of CIFAR
+    size took 25 s and 200 MB to read. Above `MAX_MATRIX_ENTRIES` a graph is no chain (the engine bounds it)."""
+    from opwise.bounds.strategies import relu_chain
+    from opwise.tracing import trace
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(32, 2))
+    graph = trace(model, torch.zeros(1, 1, 4, 4))
+    assert relu_chain.ReluChain.of_graph(graph) is not None  # 16 x 32 and 32 x 2 entries
+    evaluated = []
+    monkeypatch.setattr(relu_chain, "_evaluate", lambda *args: evaluated.append(1))
+    monkeypatch.setattr(relu_chain, "MAX_MATRIX_ENTRIES", 16 * 32 - 1)
+    assert relu_chain.ReluChain.of_graph(graph) is None and not evaluated  # refused before reading any matrix
