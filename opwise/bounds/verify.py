@@ -269,10 +269,11 @@ def verify_boxes(
     left then come as one 'timeout').
 
     Boxes with at most `max_split_inputs` free inputs whose unsafe sets share their rows C (thresholds may
-    differ) are decided together by one input splitting search (`input_split_bab` over the list): lindex's
-    60,000 one-input boxes, decided one by one, spent 0.1 s each on an attack and a bound pass; together
-    every round bounds up to a thousand of their domains in one call. Every other box goes to
-    `verify_specification` with a complete search, as a single box does. A counterexample's box is
+    differ), at least `BATCHED_BOXES` of them, are decided together by one input splitting search
+    (`input_split_bab` over the list): lindex's 60,000 one-input boxes, decided one by one, spent 0.1 s each
+    on an attack and a bound pass; together every round bounds up to a thousand of their domains in one
+    call. Every other box goes to `verify_specification` with a complete search, as a single box does (a
+    whole-box attack and α-CROWN pass first: cheap for a few boxes). A counterexample's box is
     `result.stats["box"]`.
 
     >>> import torch
@@ -290,18 +291,23 @@ def verify_boxes(
     deadline = None if timeout is None else start + timeout
     if any(spec.device != model.device for spec in specs):
         specs = specifications_to(specs, model.device)
-    plan = _box_groups(specs, max_split_inputs)
-    for position, group in enumerate(plan):
+    plan = [unit for group in _box_groups(specs, max_split_inputs)
+            for unit in ([group] if len(group) >= BATCHED_BOXES else [[index] for index in group])]
+    for position, unit in enumerate(plan):
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             rest = [index for later in plan[position:] for index in later]
             yield rest, VerificationResult("timeout", None, None, None, {"reason": "the time limit was reached"})
             return
-        if len(group) == 1:
-            yield group, verify_specification(model, specs[group[0]], complete=True, timeout=left,
-                                              max_split_inputs=max_split_inputs, progress=progress)
-            continue
-        yield group, _split_boxes(model, [specs[index] for index in group], group, left, progress)
+        if len(unit) == 1:
+            yield unit, verify_specification(model, specs[unit[0]], complete=True, timeout=left,
+                                             max_split_inputs=max_split_inputs, progress=progress)
+        else:
+            yield unit, _split_boxes(model, [specs[index] for index in unit], unit, left, progress)
+
+
+#: the fewest boxes that share one input splitting search (fewer go one by one, as ACAS Xu prop_6's two do)
+BATCHED_BOXES = 8
 
 
 def _box_groups(specs: list[Specification], max_split_inputs: int) -> list[list[int]]:

@@ -353,3 +353,32 @@ def test_a_box_with_a_few_dozen_free_inputs_is_split_first_then_searched_by_genb
     assert result.status == "verified" and result.stats["input_split"] == {"domains": 7}   # then GenBaB proved it
     assert shares[0] <= 60 * orchestrator.INPUT_SPLIT_SHARE
     assert orchestrator._search_strategy(Specification(torch.zeros(1, 65), torch.ones(1, 65), []), {}, 16) == "genbab"
+
+
+def test_verify_boxes_searches_many_alike_boxes_together_and_the_others_one_by_one():
+    """Boxes with few free inputs and the same output rows, BATCHED_BOXES or more, are one search; fewer, or a
+    box with many free inputs, or different rows, go one by one through verify_specification."""
+    import importlib
+
+    from opwise.bounds.spec import Disjunct
+
+    orchestrator = importlib.import_module("opwise.bounds.verify")
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)).eval()
+    bounded = BoundedModel(model, torch.zeros(1, 20))
+
+    def box(k: int, free: int, row: float = 1.0):
+        centre = torch.full((1, 20), k / 10)
+        lower, upper = centre.clone(), centre.clone()
+        lower[0, :free] -= 0.01
+        upper[0, :free] += 0.01
+        return Specification(lower, upper, [Disjunct(torch.tensor([[row]]), torch.tensor([-1000.0]))])
+
+    alike = [box(k, 2) for k in range(orchestrator.BATCHED_BOXES)]
+    others = [box(20, 30), box(21, 2, row=-1.0)]
+    decided = list(orchestrator.verify_boxes(bounded, alike + others, timeout=60))
+    assert [indices for indices, _ in decided] == [list(range(len(alike))), [len(alike)], [len(alike) + 1]]
+    assert all(result.status == "verified" for _, result in decided)
+    assert decided[0][1].stats["boxes"] == len(alike)
+    few = list(orchestrator.verify_boxes(bounded, alike[:3], timeout=60))
+    assert [indices for indices, _ in few] == [[0], [1], [2]]
