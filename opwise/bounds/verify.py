@@ -190,8 +190,10 @@ def verify_specification(
     if progress is not None:
         options.setdefault("progress", progress)
     strategy = _search_strategy(spec, options, max_split_inputs) if complete else None
-    splits_inputs = strategy in ("input-split", THEN_GENBAB)
     graph_model = model if isinstance(model, BoundedModel) else model.bounded
+    if strategy == THEN_GENBAB and graph_model is None:  # GenBaB cannot follow: input splitting takes all the time
+        strategy = "input-split"
+    splits_inputs = strategy in ("input-split", THEN_GENBAB)
     chain = (ReluChain.of_graph(graph_model.graph, dtype=torch.float32)
              if splits_inputs and graph_model is not None else None)
     if methods is None:
@@ -229,7 +231,7 @@ def verify_specification(
                 if strategy == THEN_GENBAB:
                     split_options["timeout"] *= INPUT_SPLIT_SHARE
                 result = input_split_bab(bound_fn, forward, spec, **split_options)
-                if strategy == THEN_GENBAB and result.status in ("timeout", "unknown") and graph_model is not None:
+                if strategy == THEN_GENBAB and result.status in ("timeout", "unknown"):
                     stats["input_split"] = result.stats
                     genbab = set(inspect.signature(branch_and_bound).parameters)
                     remaining = {key: value for key, value in options.items() if key in genbab}

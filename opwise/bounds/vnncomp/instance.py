@@ -149,7 +149,7 @@ def _add_counts(stats: dict, box: dict) -> None:
             stats["proved_at_root"] = stats.get("proved_at_root", 0) + 1
         return
     for key, value in search.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "box":  # an index, not a count
             key = "domains" if key == "domains_visited" else key
             stats[key] = stats.get(key, 0) + value
 

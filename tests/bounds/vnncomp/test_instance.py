@@ -433,16 +433,17 @@ def test_a_counterexample_that_meets_a_strict_constraint_only_with_equality_is_n
 
 
 def test_an_unknown_instance_says_why_the_search_left_it_open(tmp_path, capsys):
-    """y = relu(sum x) - relu(sum x) = 0 over 20 free inputs, given by functions (interval bounds: y in [-20, 20])
+    """y = relu(sum x) - relu(sum x) = 0 over 80 free inputs, given by functions (interval bounds: y in [-80, 80])
     and `Y_0 <= -1`: true, unprovable by the bounds, and GenBaB cannot split a model given by functions. The
-    search said why in its stats, but the instance (and the CLI line, and the result file) said `unknown` only."""
-    model = torch.nn.Sequential(torch.nn.Linear(20, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1)).double()
+    search said why in its stats, but the instance (and the CLI line, and the result file) said `unknown` only.
+    (80 inputs: GenBaB's range; up to 64 are split first, and all the time where GenBaB cannot follow.)"""
+    model = torch.nn.Sequential(torch.nn.Linear(80, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1)).double()
     with torch.no_grad():
         model[0].weight.fill_(1.0); model[0].bias.zero_()
         model[2].weight.copy_(torch.tensor([[1.0, -1.0]])); model[2].bias.zero_()
     path = tmp_path / "p.vnnlib"
-    path.write_text(vnnlib_text([-1.0] * 20, [1.0] * 20, [[1.0]], [-1.0], 1))
-    result = verify_instance("m.onnx", path, 10, load=tiny_loader(model, (1, 20)))
+    path.write_text(vnnlib_text([-1.0] * 80, [1.0] * 80, [[1.0]], [-1.0], 1))
+    result = verify_instance("m.onnx", path, 10, load=tiny_loader(model, (1, 80)))
     assert result.status == "unknown" and "given by functions only" in result.reason
     write_result(tmp_path / "r.txt", result)
     assert "given by functions only" in (tmp_path / "r.txt").read_text().splitlines()[1]
