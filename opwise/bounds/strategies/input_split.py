@@ -8,7 +8,9 @@ and keeps only the children not yet proved. The dimension is the one with the la
 weights (its linear bound's coefficients, or gradient-based weights); else the largest
 `width × (|∂margin/∂x| + its mean over the inputs)` at the centre, or simply the widest.
 A disjunct of the unsafe set, once ruled out on a domain, stays ruled out on its sub-domains, so each domain
-carries the mask of disjuncts still open and only their rows are bounded. PGD runs on the whole box first
+carries the mask of disjuncts still open and only their rows are bounded. Several boxes whose unsafe sets
+share their rows (thresholds may differ: VNN-LIB's disjunctions of many input boxes) are one search, each
+domain remembering its box. PGD runs on the whole box first
 and, during the search, from the centres of the domains whose centres came closest to a violation, each
 inside its own domain (at most `attack_share` of the time); a counterexample is reported only after
 `check_counterexample` confirms it.
@@ -285,7 +287,7 @@ def _bound(bound_fn, function, specs, rows, lower, upper, box, open_, depth, sta
     thresholds = rows.d[box]
     with torch.no_grad():
         outputs = function(centre).reshape(len(centre), -1).to(rows.C.dtype)
-    centre_margins = rows.disjunct_margins(outputs @ rows.C.T - thresholds).amin(dim=1)
+    centre_margins = rows.disjunct_margins(rows.margins(outputs, box)).amin(dim=1)
     if (centre_margins <= 0).any():
         worst = int(centre_margins.argmin())
         candidate, owner = centre[worst][None], int(box[worst])
