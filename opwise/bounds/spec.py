@@ -121,6 +121,31 @@ class Specification:
         return self.region.contains(x, tolerance)
 
 
+def specifications_to(specs: list[Specification], device: torch.device | str | None = None,
+                      dtype: torch.dtype | None = None) -> list[Specification]:
+    """`Specification.to` for many specifications at once: the boxes and thresholds are converted in one batch and
+    each shared tensor once (lindex's 60,000 boxes took 4 s one by one).
+
+    >>> specs = [Specification(torch.zeros(1, 2), torch.ones(1, 2), robustness_disjuncts(2, 0)) for _ in range(3)]
+    >>> [spec.x_upper.dtype for spec in specifications_to(specs, dtype=torch.float64)]
+    [torch.float64, torch.float64, torch.float64]
+    """
+    if (not specs or any(spec.input_set is not None for spec in specs)
+            or len({(tuple(spec.x_lower.shape), spec.x_lower.device) for spec in specs}) > 1):
+        return [spec.to(device, dtype) for spec in specs]
+    lowers = torch.stack([spec.x_lower for spec in specs]).to(device=device, dtype=dtype).unbind(0)
+    uppers = torch.stack([spec.x_upper for spec in specs]).to(device=device, dtype=dtype).unbind(0)
+    disjuncts = [disjunct for spec in specs for disjunct in spec.unsafe]
+    thresholds = iter(torch.cat([disjunct.d for disjunct in disjuncts]).to(device=device, dtype=dtype)
+                      .split([len(disjunct.d) for disjunct in disjuncts]))
+    matrices: dict[int, torch.Tensor] = {}
+    for disjunct in disjuncts:
+        if id(disjunct.C) not in matrices:
+            matrices[id(disjunct.C)] = disjunct.C.to(device=device, dtype=dtype)
+    return [Specification(lower, upper, [Disjunct(matrices[id(d.C)], next(thresholds)) for d in spec.unsafe])
+            for lower, upper, spec in zip(lowers, uppers, specs)]
+
+
 def robustness_disjuncts(num_classes: int, target: int, dtype: torch.dtype = torch.float32) -> list[Disjunct]:
     """Unsafe set for 'class `target` stays the top class': one disjunct `y_t - y_j <= 0` per j != t.
 

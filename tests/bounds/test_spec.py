@@ -30,3 +30,22 @@ def test_margin_bound_is_the_worst_disjunct_of_its_best_row():
     assert spec.margin_bound(torch.tensor([2.0, -3.0, 0.25])) == 0.25
     assert spec.ruled_out(torch.tensor([2.0, -3.0, 0.25]))
     assert not spec.ruled_out(torch.tensor([2.0, -3.0, -0.25]))
+
+
+def test_specifications_to_converts_many_at_once_and_keeps_every_value():
+    """The bulk conversion (lindex's 60,000 boxes) gives what Specification.to gives, box by box."""
+    from opwise.bounds.spec import specifications_to
+
+    shared = torch.tensor([[1.0, -1.0]], dtype=torch.float64)
+    specs = [Specification(torch.full((1, 2), -k, dtype=torch.float64), torch.full((1, 2), k + 0.5, dtype=torch.float64),
+                           [Disjunct(shared, torch.tensor([k / 3], dtype=torch.float64)),
+                            Disjunct(torch.eye(2, dtype=torch.float64), torch.tensor([k, -k], dtype=torch.float64))])
+             for k in range(5)]
+    converted = specifications_to(specs, dtype=torch.float32)
+    for bulk, spec in zip(converted, specs):
+        one = spec.to(dtype=torch.float32)
+        assert torch.equal(bulk.x_lower, one.x_lower) and torch.equal(bulk.x_upper, one.x_upper)
+        assert bulk.x_lower.shape == (1, 2) and bulk.x_lower.dtype == torch.float32
+        for a, b in zip(bulk.unsafe, one.unsafe):
+            assert torch.equal(a.C, b.C) and torch.equal(a.d, b.d)
+    assert converted[0].unsafe[0].C is converted[4].unsafe[0].C     # a shared matrix is converted once

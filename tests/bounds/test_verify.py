@@ -288,14 +288,97 @@ def test_genbab_does_not_repeat_the_attack_before_it(monkeypatch):
 
 
 def test_genbab_runs_the_only_crown_pass_of_a_property_crown_proves():
-    """No CROWN pass before GenBaB: its root starts with that pass, and a property it proves ends there."""
+    """No CROWN pass before GenBaB: its root starts with that pass, and a property it proves ends there. (80
+    free inputs: GenBaB alone; 17 to 64 are split first.)"""
     from opwise.bounds.verify import verify_specification
 
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(20, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).eval()
-    x = torch.rand(1, 20)
+    model = torch.nn.Sequential(torch.nn.Linear(80, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).eval()
+    x = torch.rand(1, 80)
     target = int(model(x).argmax())
     spec = Specification(x - 1e-4, x + 1e-4, robustness_disjuncts(3, target))
     result = verify_specification(BoundedModel(model, x), spec, complete=True, timeout=60)
     assert result.status == "verified" and result.margin_lower > 0
     assert result.stats["methods"] == [] and result.stats["search"] == "genbab" and result.stats["bab"]["domains_visited"] == 1
+
+
+def _middle_problem(threshold_shift: float):
+    """24 free inputs (more than max_split_inputs=16, at most 4 times as many) in a box of radius 0.1: a small
+    Linear/Tanh/ReLU network and the unsafe set y <= (sampled minimum + threshold_shift)."""
+    from opwise.bounds.spec import Disjunct
+
+    torch.manual_seed(7)
+    model = torch.nn.Sequential(torch.nn.Linear(24, 16), torch.nn.Tanh(), torch.nn.Linear(16, 16), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 1)).eval()
+    centre = torch.randn(1, 24)
+    lower, upper = centre - 0.05, centre + 0.05
+    samples = lower + (upper - lower) * torch.rand(4000, 24)
+    with torch.no_grad():
+        values = model(samples)[:, 0]
+    spread = float(values.max() - values.min())
+    spec = Specification(lower, upper, [Disjunct(torch.ones(1, 1), torch.tensor([float(values.min()) + threshold_shift * spread]))])
+    return model, BoundedModel(model, torch.zeros(1, 24)), spec
+
+
+def test_a_box_with_a_few_dozen_free_inputs_is_split_first_then_searched_by_genbab(monkeypatch):
+    """pensieve_big_parallel (32 of 96 inputs free) went to GenBaB, whose root outlasted the timeout, while input
+    splitting proves it in 93 domains: between max_split_inputs and PORTFOLIO_FACTOR times as many free
+    inputs, input splitting gets INPUT_SPLIT_SHARE of the time and GenBaB the rest. Both verdicts are checked
+    against samples, and GenBaB takes over when input splitting has no time."""
+    import importlib
+
+    orchestrator = importlib.import_module("opwise.bounds.verify")  # the module (opwise.bounds.verify is the function)
+
+    model, bounded, safe = _middle_problem(-1.0)
+    samples = safe.x_lower + (safe.x_upper - safe.x_lower) * torch.rand(20000, 24)
+    with torch.no_grad():
+        assert float(model(samples).min()) > float(safe.unsafe[0].d)      # the samples agree with 'verified'
+    result = orchestrator.verify_specification(bounded, safe, methods=(), complete=True, timeout=60)
+    assert result.status == "verified" and result.stats["search"] == orchestrator.THEN_GENBAB
+    assert "input_split" not in result.stats                              # input splitting decided it alone
+    model, bounded, unsafe = _middle_problem(0.05)
+    result = orchestrator.verify_specification(bounded, unsafe, methods=(), complete=True, timeout=60)
+    assert result.status == "falsified" and unsafe.contains(result.counterexample)
+    assert float(model(result.counterexample).detach()) <= float(unsafe.unsafe[0].d)
+    from opwise.bounds.strategies.result import BabResult
+
+    shares = []
+
+    def unfinished(bound_fn, function, spec, *, timeout, **options):  # input splitting that runs out of time
+        shares.append(timeout)
+        return BabResult("timeout", None, {"domains": 7})
+
+    monkeypatch.setattr(orchestrator, "input_split_bab", unfinished)
+    result = orchestrator.verify_specification(bounded, safe, methods=(), complete=True, timeout=60)
+    assert result.status == "verified" and result.stats["input_split"] == {"domains": 7}   # then GenBaB proved it
+    assert shares[0] <= 60 * orchestrator.INPUT_SPLIT_SHARE
+    assert orchestrator._search_strategy(Specification(torch.zeros(1, 65), torch.ones(1, 65), []), {}, 16) == "genbab"
+
+
+def test_verify_boxes_searches_many_alike_boxes_together_and_the_others_one_by_one():
+    """Boxes with few free inputs and the same output rows, BATCHED_BOXES or more, are one search; fewer, or a
+    box with many free inputs, or different rows, go one by one through verify_specification."""
+    import importlib
+
+    from opwise.bounds.spec import Disjunct
+
+    orchestrator = importlib.import_module("opwise.bounds.verify")
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)).eval()
+    bounded = BoundedModel(model, torch.zeros(1, 20))
+
+    def box(k: int, free: int, row: float = 1.0):
+        centre = torch.full((1, 20), k / 10)
+        lower, upper = centre.clone(), centre.clone()
+        lower[0, :free] -= 0.01
+        upper[0, :free] += 0.01
+        return Specification(lower, upper, [Disjunct(torch.tensor([[row]]), torch.tensor([-1000.0]))])
+
+    alike = [box(k, 2) for k in range(orchestrator.BATCHED_BOXES)]
+    others = [box(20, 30), box(21, 2, row=-1.0)]
+    decided = list(orchestrator.verify_boxes(bounded, alike + others, timeout=60))
+    assert [indices for indices, _ in decided] == [list(range(len(alike))), [len(alike)], [len(alike) + 1]]
+    assert all(result.status == "verified" for _, result in decided)
+    assert decided[0][1].stats["boxes"] == len(alike)
+    few = list(orchestrator.verify_boxes(bounded, alike[:3], timeout=60))
+    assert [indices for indices, _ in few] == [[0], [1], [2]]

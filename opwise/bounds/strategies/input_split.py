@@ -8,7 +8,9 @@ and keeps only the children not yet proved. The dimension is the one with the la
 weights (its linear bound's coefficients, or gradient-based weights); else the largest
 `width × (|∂margin/∂x| + its mean over the inputs)` at the centre, or simply the widest.
 A disjunct of the unsafe set, once ruled out on a domain, stays ruled out on its sub-domains, so each domain
-carries the mask of disjuncts still open and only their rows are bounded. PGD runs on the whole box first
+carries the mask of disjuncts still open and only their rows are bounded. Several boxes whose unsafe sets
+share their rows (thresholds may differ: VNN-LIB's disjunctions of many input boxes) are one search, each
+domain remembering its box. PGD runs on the whole box first
 and, during the search, from the centres of the domains whose centres came closest to a violation, each
 inside its own domain (at most `attack_share` of the time); a counterexample is reported only after
 `check_counterexample` confirms it.
@@ -19,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 
@@ -58,7 +60,8 @@ class LinearLowerBounds(NamedTuple):
 
 @dataclasses.dataclass
 class _Rows:
-    """All disjuncts' rows stacked: C [rows, outputs], d [rows], owner[r] = the row's disjunct."""
+    """All disjuncts' rows stacked: C [rows, outputs], the thresholds of every box d [boxes, rows], owner[r] =
+    the row's disjunct."""
 
     C: torch.Tensor
     d: torch.Tensor
@@ -66,10 +69,21 @@ class _Rows:
     count: int
 
     @classmethod
-    def of(cls, spec: Specification) -> "_Rows":
-        owner = torch.cat([torch.full((d.C.shape[0],), k, dtype=torch.long) for k, d in enumerate(spec.unsafe)])
-        return cls(torch.cat([d.C for d in spec.unsafe]), torch.cat([d.d for d in spec.unsafe]),
-                   owner.to(spec.x_lower.device), len(spec.unsafe))
+    def of(cls, specs: list[Specification]) -> "_Rows":
+        first = specs[0]
+        owner = torch.cat([torch.full((d.C.shape[0],), k, dtype=torch.long) for k, d in enumerate(first.unsafe)])
+        C = torch.cat([d.C for d in first.unsafe])
+        for index, spec in enumerate(specs[1:], start=1):
+            if len(spec.unsafe) != len(first.unsafe) or any(
+                    a.C.shape != b.C.shape or not torch.equal(a.C, b.C) for a, b in zip(spec.unsafe, first.unsafe)):
+                raise InputError(f"boxes searched together must share their output rows C; box {index} differs "
+                                 "from box 0 (only the thresholds d may differ)")
+        d = torch.stack([torch.cat([d.d for d in spec.unsafe]) for spec in specs])
+        return cls(C, d, owner.to(first.x_lower.device), len(first.unsafe))
+
+    def margins(self, outputs: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+        """[B, rows]: C·y − d of outputs y [B, outputs], each against its box's thresholds."""
+        return outputs @ self.C.T - self.d[box]
 
     def disjunct_margins(self, row_margins: torch.Tensor) -> torch.Tensor:
         """[B, disjuncts]: per disjunct the largest of its rows' margins (> 0: ruled out)."""
@@ -85,10 +99,12 @@ class _Rows:
 
 @dataclasses.dataclass
 class _Domains:
-    """Open domains as rows: boxes, open-disjunct masks, worst open margin, depth, branching scores."""
+    """Open domains as rows: boxes, the specification each came from, open-disjunct masks, worst open margin,
+    depth, branching scores."""
 
     lower: torch.Tensor
     upper: torch.Tensor
+    box: torch.Tensor
     open_: torch.Tensor
     worst: torch.Tensor
     depth: torch.Tensor
@@ -126,7 +142,7 @@ class _Domains:
 def input_split_bab(
     bound_fn: BoundFunction,
     function: Function,
-    spec: Specification,
+    spec: Specification | Sequence[Specification],
     *,
     timeout: float,
     batch_size: int = 1024,
@@ -140,6 +156,12 @@ def input_split_bab(
     progress: Progress | None = None,
 ) -> BabResult:
     """Decide whether some x in the box puts f(x) in the unsafe set, by bisecting the box.
+
+    `spec` may also be a list of boxes whose unsafe sets share their rows C (thresholds d may differ): a
+    VNN-LIB disjunction of many input boxes (lindex's 60,000, mscn's 960). They are searched together, every
+    round bounding domains of all of them in one call, and the result is 'verified' when every box is;
+    a counterexample's box is `stats["box"]`. No whole-box PGD runs then (one per box would cost more than the
+    search); the search's attacks start in its first round.
 
     'verified' when every domain has a disjunct-wise positive lower bound, 'falsified' with a checked
     counterexample, 'timeout' when time runs out, 'unknown' when the open domains outgrow `max_domains` (or
@@ -165,28 +187,41 @@ def input_split_bab(
     """
     if branching not in BRANCHING:
         raise InputError(f"unknown branching {branching!r}; choose one of {', '.join(BRANCHING)}")
-    if spec.input_set is not None:
-        raise InputError(f"input splitting splits boxes, and this input set is an L{spec.input_set.norm:g} ball: "
-                         "its halves would bound points outside the ball; use GenBaB (strategy='genbab'), which "
-                         "splits neurons and bounds over the ball")
+    specs = [spec] if isinstance(spec, Specification) else list(spec)
+    if not specs:
+        raise InputError("input splitting needs at least one box")
+    for one in specs:
+        if one.input_set is not None:
+            raise InputError(f"input splitting splits boxes, and this input set is an L{one.input_set.norm:g} ball: "
+                             "its halves would bound points outside the ball; use GenBaB (strategy='genbab'), which "
+                             "splits neurons and bounds over the ball")
     start = time.monotonic()
     deadline = start + timeout
-    rows = _Rows.of(spec)
+    rows = _Rows.of(specs)
     stats = {"domains": 0, "max_depth": 0, "bound_calls": 0, "rounds": 0, "attacks": 0, "attack_time": 0.0, "time": 0.0}
 
-    def finish(status: str, counterexample: torch.Tensor | None = None) -> BabResult:
+    def finish(status: str, counterexample: torch.Tensor | None = None, box: int | None = None) -> BabResult:
         stats["time"] = time.monotonic() - start
+        if box is not None and len(specs) > 1:
+            stats["box"] = box
         return BabResult(status, counterexample, stats)
 
-    attack = pgd_attack(function, spec, time_limit=max(0.0, min(timeout * attack_share, 5.0)))
-    stats["attacks"] += 1
-    stats["attack_time"] = time.monotonic() - start
-    if attack.found:
-        return finish("falsified", attack.counterexample)
-    splittable = (spec.x_upper > spec.x_lower).reshape(-1)
-    root_open = torch.ones(1, rows.count, dtype=torch.bool, device=spec.x_lower.device)
-    found, queue = _bound(bound_fn, function, spec, rows, spec.x_lower, spec.x_upper, root_open,
-                          torch.zeros(1, dtype=torch.long, device=spec.x_lower.device), None, branching, stats)
+    if len(specs) == 1:
+        attack = pgd_attack(function, specs[0], time_limit=max(0.0, min(timeout * attack_share, 5.0)))
+        stats["attacks"] += 1
+        stats["attack_time"] = time.monotonic() - start
+        if attack.found:
+            return finish("falsified", attack.counterexample)
+    device = specs[0].x_lower.device
+    roots_lower = torch.cat([one.x_lower for one in specs])
+    roots_upper = torch.cat([one.x_upper for one in specs])
+    splittable = (roots_upper > roots_lower).reshape(len(specs), -1).any(dim=0)
+    root_open = torch.ones(len(specs), rows.count, dtype=torch.bool, device=device)
+    found, queue = _bound(bound_fn, function, specs, rows, roots_lower, roots_upper,
+                          torch.arange(len(specs), device=device), root_open,
+                          torch.zeros(len(specs), dtype=torch.long, device=device), None, branching, stats)
+    if found is not None:  # a box's centre is a counterexample
+        return finish("falsified", *found)
     queue = queue.take((queue.worst < math.inf).nonzero().flatten())
     narrow, per_domain = 0, 0.0
     try:
@@ -198,7 +233,7 @@ def input_split_bab(
                 stats["reason"] = reason
                 return finish("unknown")
             if stats["attack_time"] < attack_share * (time.monotonic() - start):
-                found = _attack_domains(function, spec, rows, queue, attack_steps, stats)
+                found = _attack_domains(function, specs, rows, queue, attack_steps, stats)
                 if found is not None:
                     break
             affordable = min(round_time, deadline - time.monotonic()) / max(per_domain, 1e-9)
@@ -212,12 +247,13 @@ def input_split_bab(
                 continue
             began = time.monotonic()
             if branching == "bound":
-                found, children = _split_every_way(bound_fn, function, spec, rows, batch, width, stats)
+                found, children = _split_every_way(bound_fn, function, specs, rows, batch, width, stats)
             else:
                 dimension = _choose_dimension(function, rows, batch, width, branching)
                 child_lower, child_upper = bisect(batch.lower, batch.upper, dimension)
-                found, children = _bound(bound_fn, function, spec, rows, child_lower, child_upper, batch.open_.repeat(2, 1),
-                                         (batch.depth + 1).repeat(2), _repeat(batch.state, 2), branching, stats)
+                found, children = _bound(bound_fn, function, specs, rows, child_lower, child_upper, batch.box.repeat(2),
+                                         batch.open_.repeat(2, 1), (batch.depth + 1).repeat(2), _repeat(batch.state, 2),
+                                         branching, stats)
             if found is not None:
                 break
             children = children.take((children.worst < math.inf).nonzero().flatten())
@@ -231,7 +267,7 @@ def input_split_bab(
     except TimeLimitReached:  # a bound pass reached the deadline: end with the counts so far
         return finish("timeout")
     if found is not None:
-        return finish("falsified", found)
+        return finish("falsified", *found)
     if narrow:
         stats["reason"] = f"{narrow} domains narrower than {min_width} stayed unproved"
         return finish("unknown")
@@ -242,21 +278,24 @@ def _repeat(state: torch.Tensor | None, times: int) -> torch.Tensor | None:
     return None if state is None else state.repeat(times, *([1] * (state.dim() - 1)))
 
 
-def _bound(bound_fn, function, spec, rows, lower, upper, open_, depth, state, branching, stats):
-    """Bound the domains: (a confirmed counterexample among their centres or None, the unproved domains)."""
+def _bound(bound_fn, function, specs, rows, lower, upper, box, open_, depth, state, branching, stats):
+    """Bound the domains (of boxes `box`): (a confirmed counterexample among their centres and its box, or None;
+    the unproved domains)."""
     stats["domains"] += len(lower)
     stats["max_depth"] = max(stats["max_depth"], int(depth.max()))
     centre = (lower + upper) / 2
+    thresholds = rows.d[box]
     with torch.no_grad():
         outputs = function(centre).reshape(len(centre), -1).to(rows.C.dtype)
-    centre_margins = rows.disjunct_margins(outputs @ rows.C.T - rows.d).amin(dim=1)
+    centre_margins = rows.disjunct_margins(rows.margins(outputs, box)).amin(dim=1)
     if (centre_margins <= 0).any():
-        candidate = centre[int(centre_margins.argmin())][None]
-        confirmed, _, _ = check_counterexample(function, spec, candidate)
+        worst = int(centre_margins.argmin())
+        candidate, owner = centre[worst][None], int(box[worst])
+        confirmed, _, _ = check_counterexample(function, specs[owner], candidate)
         if confirmed:
-            return candidate, None
+            return (candidate, owner), None
     needed = open_[:, rows.owner].any(dim=0)
-    bounds = torch.full((len(lower), len(rows.d)), -math.inf, dtype=rows.d.dtype, device=lower.device)
+    bounds = torch.full((len(lower), rows.d.shape[1]), -math.inf, dtype=rows.d.dtype, device=lower.device)
     with torch.no_grad():
         answer = bound_fn(lower, upper, rows.C[needed]) if state is None else bound_fn(lower, upper, rows.C[needed], state)
     coefficients = linear = needed_coefficients = None
@@ -267,15 +306,15 @@ def _bound(bound_fn, function, spec, rows, lower, upper, open_, depth, state, br
         answer, needed_coefficients, *rest = answer
         state = rest[0] if rest else None
     if needed_coefficients is not None:
-        coefficients = needed_coefficients.new_zeros(len(lower), len(rows.d), needed_coefficients.shape[-1])
+        coefficients = needed_coefficients.new_zeros(len(lower), rows.d.shape[1], needed_coefficients.shape[-1])
         coefficients[:, needed] = needed_coefficients
-    bounds[:, needed] = answer.to(bounds.dtype) - rows.d[needed]
+    bounds[:, needed] = answer.to(bounds.dtype) - thresholds[:, needed]
     stats["bound_calls"] += 1
     margins = rows.disjunct_margins(bounds)
     open_ = open_ & ~(margins > 0)
     if linear is not None:
         clipped_lower, clipped_upper, ruled_out = clip_domains(
-            lower, upper, linear.coefficients, linear.bias - rows.d[needed], rows.owner[needed], open_)
+            lower, upper, linear.coefficients, linear.bias - thresholds[:, needed], rows.owner[needed], open_)
         stats["clipped"] = stats.get("clipped", 0) + int(((clipped_lower > lower) | (clipped_upper < upper))
                                                          .reshape(len(lower), -1).any(dim=1).sum())
         lower, upper, open_ = clipped_lower, clipped_upper, open_ & ~ruled_out
@@ -285,7 +324,7 @@ def _bound(bound_fn, function, spec, rows, lower, upper, open_, depth, state, br
     elif branching == "coefficient":
         raise InputError("branching='coefficient' needs a bound function that returns (bounds, input coefficients)")
     worst = torch.where(open_, margins, math.inf).amin(dim=1)
-    return None, _Domains(lower, upper, open_, worst, depth, centre_margins, direction, state)
+    return None, _Domains(lower, upper, box, open_, worst, depth, centre_margins, direction, state)
 
 
 def clip_domains(lower: torch.Tensor, upper: torch.Tensor, coefficients: torch.Tensor, offset: torch.Tensor,
@@ -354,14 +393,14 @@ def bisect(lower: torch.Tensor, upper: torch.Tensor, dimension: torch.Tensor) ->
     return (torch.cat([lower, right_lower.reshape(lower.shape)]), torch.cat([left_upper.reshape(upper.shape), upper]))
 
 
-def _split_every_way(bound_fn, function, spec, rows, batch: "_Domains", width: torch.Tensor, stats):
+def _split_every_way(bound_fn, function, specs, rows, batch: "_Domains", width: torch.Tensor, stats):
     """Bisect every domain along every splittable dimension, bound all children, keep per domain the
     dimension whose worse half has the highest bound: (counterexample or None, its unproved children)."""
     count, dimensions = len(batch), width.shape[1]
     candidates = [d for d in range(dimensions) if bool((width[:, d] > 0).any())]
     lowers, uppers = zip(*(bisect(batch.lower, batch.upper, torch.full((count,), d, device=width.device)) for d in candidates))
-    found, children = _bound(bound_fn, function, spec, rows, torch.cat(lowers), torch.cat(uppers),
-                             batch.open_.repeat(2 * len(candidates), 1), (batch.depth + 1).repeat(2 * len(candidates)),
+    found, children = _bound(bound_fn, function, specs, rows, torch.cat(lowers), torch.cat(uppers),
+                             batch.box.repeat(2 * len(candidates)), batch.open_.repeat(2 * len(candidates), 1), (batch.depth + 1).repeat(2 * len(candidates)),
                              _repeat(batch.state, 2 * len(candidates)), "bound", stats)
     if found is not None:
         return found, None
@@ -384,7 +423,7 @@ def _choose_dimension(function, rows, batch: _Domains, width: torch.Tensor, bran
     else:
         centre = ((batch.lower + batch.upper) / 2).detach().requires_grad_(True)
         with StraightThroughRounding():
-            row_margins = function(centre).reshape(len(centre), -1).to(rows.C.dtype) @ rows.C.T - rows.d
+            row_margins = rows.margins(function(centre).reshape(len(centre), -1).to(rows.C.dtype), batch.box)
         row = rows.closest_row(row_margins.detach(), batch.open_)
         gradient = input_gradient(row_margins.gather(1, row[:, None]).sum(), centre)
         gradient = gradient.reshape(len(centre), -1).abs()
@@ -396,26 +435,28 @@ def _choose_dimension(function, rows, batch: _Domains, width: torch.Tensor, bran
     return score.argmax(dim=1)
 
 
-def _attack_domains(function, spec, rows, domains: _Domains, steps: int, stats, count: int = 64):
+def _attack_domains(function, specs, rows, domains: _Domains, steps: int, stats, count: int = 64):
     """Signed-gradient descent on the margin inside each of the `count` domains whose centre came closest to a
-    violation (one start per domain, at its centre; all in one batch): a confirmed counterexample or None.
+    violation (one start per domain, at its centre; all in one batch): a confirmed counterexample and its box,
+    or None.
     Counterexamples of ACAS Xu often sit in small pockets that one PGD over the whole box misses."""
     began = time.monotonic()
     stats["attacks"] += 1
     chosen = torch.topk(domains.centre_margin, min(count, len(domains)), largest=False).indices
-    lower, upper, open_ = domains.lower[chosen], domains.upper[chosen], domains.open_[chosen]
+    lower, upper, open_, box = domains.lower[chosen], domains.upper[chosen], domains.open_[chosen], domains.box[chosen]
     width = upper - lower
     x = (lower + upper) / 2
     found = None
     for step in range(steps):
         x = x.detach().requires_grad_(True)
         with StraightThroughRounding():
-            margins = rows.disjunct_margins(function(x).reshape(len(x), -1).to(rows.C.dtype) @ rows.C.T - rows.d)
+            margins = rows.disjunct_margins(rows.margins(function(x).reshape(len(x), -1).to(rows.C.dtype), box))
         margin = torch.where(open_, margins, math.inf).amin(dim=1)
         if bool((margin <= 0).any()):
-            candidate = x[int(margin.argmin())][None].detach()
-            if check_counterexample(function, spec, candidate)[0]:
-                found = candidate
+            worst = int(margin.argmin())
+            candidate, owner = x[worst][None].detach(), int(box[worst])
+            if check_counterexample(function, specs[owner], candidate)[0]:
+                found = candidate, owner
                 break
         gradient = input_gradient(margin.clamp(max=1e30).sum(), x)
         scale = 0.2 * 0.5 * (1 + math.cos(math.pi * step / steps))

@@ -140,9 +140,12 @@ class ReluChain:
         bound, coefficients, pre_activation = self.bound(x_lower, x_upper, C, known)
         lower = x_lower.reshape(len(x_lower), -1).to(torch.float64)
         upper = x_upper.reshape(len(x_upper), -1).to(torch.float64)
-        centre = ((lower + upper) / 2).to(self.dtype)
-        low, high, at_centre = self._gradient_intervals(C, pre_activation, centre)
-        weights = (torch.maximum(low.abs(), high.abs()) * at_centre.abs()).sqrt()
+        if lower.shape[1] == 1:  # one input: nothing to choose between (lindex's 60,000 boxes: 20 % of the pass)
+            weights = torch.ones_like(coefficients)
+        else:
+            centre = ((lower + upper) / 2).to(self.dtype)
+            low, high, at_centre = self._gradient_intervals(C, pre_activation, centre)
+            weights = (torch.maximum(low.abs(), high.abs()) * at_centre.abs()).sqrt()
         # the bias that puts the linear bound's minimum over the box at the (rounding-lowered) bound
         A = coefficients.to(torch.float64)
         bias = bound - torch.minimum(A * lower[:, None], A * upper[:, None]).sum(-1)

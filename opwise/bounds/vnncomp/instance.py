@@ -1,9 +1,10 @@
 """VNN-COMP instances: decide one (ONNX + VNN-LIB) within its timeout, in VNN-COMP's words.
 
 The words are VNN-COMP's: `unsat` (the property holds), `sat` (a checked counterexample follows),
-`timeout`, `unknown`. Each input box of the property goes to the one orchestrator, `verify_specification`
-(bounds/verify.py), with a complete search: it chooses the attack, the bound passes and input splitting or
-GenBaB; its answer is rendered here (`VerificationResult.vnncomp_status`) and a `sat` is checked again as the
+`timeout`, `unknown`. The input boxes of the property go to the one orchestrator (bounds/verify.py,
+`verify_boxes`): boxes with few free inputs and the same output rows are searched together by input
+splitting, every other box by `verify_specification` with a complete search, which chooses the attack, the
+bound passes and input splitting or GenBaB; its answer is rendered here (`VerificationResult.vnncomp_status`) and a `sat` is checked again as the
 competition's checker does. The ONNX importer and the bound engine are imported only when an instance runs.
 """
 
@@ -23,8 +24,8 @@ import torch
 from opwise.bounds.bounded_model import BoundedModel
 from opwise.bounds.engine.deadline import deadline
 from opwise.bounds.function_bounds import FunctionBounds
-from opwise.bounds.spec import Specification
-from opwise.bounds.verify import verify_specification
+from opwise.bounds.spec import Specification, specifications_to
+from opwise.bounds.verify import verify_boxes
 from opwise.bounds.vnncomp.results import InstanceResult
 from opwise.bounds.vnncomp.vnnlib import parse_vnnlib, violates
 from opwise.errors import SpecError, SpecTooLarge, TimeLimitReached
@@ -76,9 +77,9 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
                     device: str | torch.device | None = None, progress: Progress | None = None) -> InstanceResult:
     """Decide one VNN-COMP instance within `timeout` seconds (loading and parsing included).
 
-    `load` (default `load_with_engine` on `device`) gives the network and its input shape. Each input box
-    is decided by `verify_specification` with a complete search (input splitting where at most
-    `max_split_inputs` inputs are free, else GenBaB), which `progress` (opwise.progress) follows. A property
+    `load` (default `load_with_engine` on `device`) gives the network and its input shape. The input boxes
+    are decided by `verify_boxes` (input splitting where at most `max_split_inputs` inputs are free, boxes
+    that share their output rows in one search; else GenBaB), which `progress` (opwise.progress) follows. A property
     with several input boxes (ACAS Xu prop_6) is `sat` when any box has a counterexample and `unsat` only
     when every box is proved. Bound passes check the clock between layers (engine/deadline.py), so the
     answer comes about when the time is up: `timeout` then. A property too large to expand is `unknown`,
@@ -111,20 +112,19 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
         load = load_with_engine if device is None else partial(load_with_engine, device=device)
     model, input_shape = load(str(onnx_path))
     declared = parse_vnnlib(vnnlib_path, input_shape, dtype=torch.float64)
-    specs = [spec.to(model.device, torch.float32) for spec in declared]
+    specs = specifications_to(declared, model.device, torch.float32)
     _check_outputs(model, specs[0], str(vnnlib_path))
     outcomes, reasons = [], []
+    decided = 0
     stats: dict = {"boxes": len(specs)}
-    for spec, exact in zip(specs, declared):
-        remaining = timeout - (time.monotonic() - start)
-        if remaining <= 0:
-            outcomes.append("timeout")
-            break
-        result = verify_specification(model, spec, complete=True, timeout=remaining,
-                                      max_split_inputs=max_split_inputs, progress=progress)
+    remaining = timeout - (time.monotonic() - start)
+    for indices, result in verify_boxes(model, specs, timeout=remaining, max_split_inputs=max_split_inputs,
+                                        progress=progress):
+        decided += len(indices)
         _add_counts(stats, result.stats)
         status = result.vnncomp_status
         if status == "sat":
+            exact = declared[result.stats.get("box", indices[0])]
             confirmed = _as_the_competition_checks(model, exact, result.counterexample)
             if confirmed is not None:
                 return InstanceResult("sat", time.monotonic() - start, *confirmed, stats)
@@ -134,7 +134,7 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
         elif status != "unsat" and result.stats.get("reason"):
             reasons.append(str(result.stats["reason"]))
         outcomes.append(status)
-    final = "unsat" if all(s == "unsat" for s in outcomes) and len(outcomes) == len(specs) else (
+    final = "unsat" if all(s == "unsat" for s in outcomes) and decided == len(specs) else (
         "timeout" if "timeout" in outcomes else "unknown")
     reason = "; ".join(dict.fromkeys(reasons)) if final != "unsat" else ""  # why the search left a box open
     return InstanceResult(final, time.monotonic() - start, stats=stats, reason=reason)
@@ -149,7 +149,7 @@ def _add_counts(stats: dict, box: dict) -> None:
             stats["proved_at_root"] = stats.get("proved_at_root", 0) + 1
         return
     for key, value in search.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "box":  # an index, not a count
             key = "domains" if key == "domains_visited" else key
             stats[key] = stats.get(key, 0) + value
 

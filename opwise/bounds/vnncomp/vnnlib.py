@@ -9,14 +9,16 @@ ERAN files parse in milliseconds.
 
 Strict `<`/`>` are read as `<=`/`>=` (the competition's convention: bounds cannot tell them apart), but
 each output row remembers whether it was strict (`StrictDisjunct.strict`), so a counterexample is only
-claimed where the strict rows hold strictly (`violates`). Constants must be finite numbers. The expansion
-to disjunctive normal form is refused past `MAX_DISJUNCTS` (`SpecTooLarge`, checked before expanding), and
+claimed where the strict rows hold strictly (`violates`). Constants must be finite numbers. Distributing
+`and` over `or` is refused past `MAX_DISJUNCTS` (`SpecTooLarge`, checked before expanding; an `or` the file
+writes out is read whatever its length), and
 nesting past `MAX_DEPTH` is a SpecError rather than a RecursionError.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import re
@@ -90,7 +92,7 @@ def parse_vnnlib(path: str | Path, input_shape: tuple[int, ...] | None = None,
             for conjunction in conjunctions:
                 conjunction.extend(disjunction[0])
         else:
-            _check_size(path, expression.line, len(conjunctions) * len(disjunction))
+            _check_size(path, expression.line, len(conjunctions), len(disjunction))
             conjunctions = [a + b for a, b in itertools.product(conjunctions, disjunction)]
     return _group_by_box(path, conjunctions, inputs, outputs, input_shape, dtype)
 
@@ -114,8 +116,12 @@ def violates(spec: Specification, y: torch.Tensor) -> bool:
     return False
 
 
-def _check_size(path: str, line: int | None, disjuncts: int) -> None:
-    if disjuncts > MAX_DISJUNCTS:
+def _check_size(path: str, line: int | None, left: int, right: int) -> None:
+    """Refuse the distribution of `left` disjuncts over `right` past MAX_DISJUNCTS: the product that grows
+    exponentially. A side of one disjunct multiplies nothing, and an `or` only lists what the file writes, so
+    neither is limited (lindex's 120,000 written disjuncts are read as such)."""
+    disjuncts = left * right
+    if left > 1 and right > 1 and disjuncts > MAX_DISJUNCTS:
         raise SpecTooLarge(path, line, f"the asserts expand to {disjuncts:,} disjuncts in disjunctive normal form "
                                        f"(at most {MAX_DISJUNCTS:,} are handled); the property is not decided")
 
@@ -184,54 +190,50 @@ def _to_dnf(path: str, formula, inputs: int, outputs: int) -> list[list[Atom]]:
         raise SpecError(path, None, f"expected a formula, got '{formula}'")
     head = formula[0]
     if head == "and":
+        # atoms of one-disjunct parts gather in `pending` and join the product only before a part that
+        # branches: copying every conjunction per atom made a 600-atom `and` quadratic (12 s for mscn's 8 MB)
         result: list[list[Atom]] = [[]]
+        pending: list[Atom] = []
         for part in formula[1:]:
             disjunction = _to_dnf(path, part, inputs, outputs)
-            _check_size(path, formula.line, len(result) * len(disjunction))
-            result = [a + b for a, b in itertools.product(result, disjunction)]
-        return result
+            if len(disjunction) == 1:
+                pending.extend(disjunction[0])
+                continue
+            _check_size(path, formula.line, len(result), len(disjunction))
+            result = [a + pending + b for a, b in itertools.product(result, disjunction)]
+            pending = []
+        return [a + pending for a in result] if pending else result
     if head == "or":
         if len(formula) < 2:
             raise SpecError(path, formula.line, "(or) needs at least one operand")
         result = []
         for part in formula[1:]:
             result.extend(_to_dnf(path, part, inputs, outputs))
-            _check_size(path, formula.line, len(result))
         return result
     if head in COMPARISONS:
         if len(formula) != 3:
             raise SpecError(path, formula.line, f"'{head}' takes two operands, got {len(formula) - 1}")
-        left = _linear(path, formula[1], formula.line, inputs, outputs)
-        right = _linear(path, formula[2], formula.line, inputs, outputs)
-        if head in ("<=", "<"):
-            left, right = right, left
-        # now `left >= right`, i.e. right - left <= 0
-        terms = dict(right[0])
-        for name, coefficient in left[0].items():
-            terms[name] = terms.get(name, 0.0) - coefficient
-        constant = right[1] - left[1]
-        if not all(math.isfinite(value) for value in [constant, *terms.values()]):
+        if isinstance(formula[1], str) and isinstance(formula[2], str):  # (<= X_3 0.5): memoised whole
+            atom = _word_comparison(head, formula[1], formula[2], inputs, outputs)
+            if isinstance(atom, str):
+                raise SpecError(path, formula.line, atom)
+        else:
+            left = _linear(path, formula[1], formula.line, inputs, outputs)
+            right = _linear(path, formula[2], formula.line, inputs, outputs)
+            atom = _comparison(head, left, right)
+        if atom is None:
             raise SpecError(path, formula.line, f"{_show(formula)} has a coefficient or constant that is not a finite number")
-        return [[({k: v for k, v in terms.items() if v != 0.0}, constant, formula.line, head in ("<", ">"))]]
+        return [[(*atom, formula.line, head in ("<", ">"))]]
     raise SpecError(path, formula.line, f"unsupported operator '{_show(head)}' (expected and, or, <=, >=)")
 
 
 def _linear(path: str, term, line: int, inputs: int, outputs: int) -> tuple[dict[str, float], float]:
     """A linear term (number, variable, +, -, * by a constant) as (coefficients by variable, constant)."""
     if isinstance(term, str):
-        match = VARIABLE.match(term)
-        if match:
-            bound = inputs if match[1] == "X" else outputs
-            if int(match[2]) >= bound:
-                raise SpecError(path, line, f"'{term}' is not declared ({match[1]}_0..{match[1]}_{bound - 1})")
-            return {term: 1.0}, 0.0
-        try:
-            value = float(term)
-        except ValueError:
-            raise SpecError(path, line, f"'{term}' is neither a number nor a declared variable") from None
-        if not math.isfinite(value):
-            raise SpecError(path, line, f"the constant '{term}' is not a finite number")
-        return {}, value
+        value = _word(term, inputs, outputs)
+        if isinstance(value, str):
+            raise SpecError(path, line, value)
+        return value
     line = term.line
     if term[0] not in ("+", "-", "*") or len(term) < 2:
         raise SpecError(path, line, f"unsupported term {_show(term)} (expected a number, a variable, +, - or *)")
@@ -254,6 +256,53 @@ def _linear(path: str, term, line: int, inputs: int, outputs: int) -> tuple[dict
         for name, coefficient in terms.items():
             total[name] = total.get(name, 0.0) + sign * coefficient
     return total, constant
+
+
+def _comparison(head: str, left: tuple[dict[str, float], float],
+                right: tuple[dict[str, float], float]) -> tuple[dict[str, float], float] | None:
+    """`left head right` as (coefficients, constant) of `sum(coef * var) + constant <= 0`; None where a
+    coefficient or the constant is not finite."""
+    if head in ("<=", "<"):
+        left, right = right, left
+    # now `left >= right`, i.e. right - left <= 0
+    terms = dict(right[0])
+    for name, coefficient in left[0].items():
+        terms[name] = terms.get(name, 0.0) - coefficient
+    constant = right[1] - left[1]
+    if not (math.isfinite(constant) and all(map(math.isfinite, terms.values()))):
+        return None
+    return {k: v for k, v in terms.items() if v != 0.0}, constant
+
+
+@functools.lru_cache(maxsize=65536)
+def _word_comparison(head: str, left: str, right: str, inputs: int,
+                     outputs: int) -> tuple[dict[str, float], float] | str | None:
+    """`_comparison` of two words, or what is wrong with a word; memoised (callers must not change the
+    dictionary)."""
+    left_term, right_term = _word(left, inputs, outputs), _word(right, inputs, outputs)
+    for term in (left_term, right_term):
+        if isinstance(term, str):
+            return term
+    return _comparison(head, left_term, right_term)
+
+
+@functools.lru_cache(maxsize=65536)
+def _word(term: str, inputs: int, outputs: int) -> tuple[dict[str, float], float] | str:
+    """A number or variable as (coefficients, constant), or what is wrong with it; memoised, since mscn's files
+    repeat a few hundred words 1.2 million times (callers must not change the dictionary)."""
+    match = VARIABLE.match(term)
+    if match:
+        bound = inputs if match[1] == "X" else outputs
+        if int(match[2]) >= bound:
+            return f"'{term}' is not declared ({match[1]}_0..{match[1]}_{bound - 1})"
+        return {term: 1.0}, 0.0
+    try:
+        value = float(term)
+    except ValueError:
+        return f"'{term}' is neither a number nor a declared variable"
+    if not math.isfinite(value):
+        return f"the constant '{term}' is not a finite number"
+    return {}, value
 
 
 def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, outputs: int,
@@ -297,18 +346,30 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
         if empty:
             continue  # this conjunction describes no input at all
         boxes.setdefault((tuple(lower), tuple(upper)), []).append((rows, bounds, stricts))
-    shape = tuple(input_shape) if input_shape is not None else (1, inputs)
-    specs = []
-    for (lower, upper), disjuncts in boxes.items():
-        # a disjunct without output rows is violated everywhere in its box: the row 0 <= 0 always holds
-        disjuncts = [(rows, bounds, stricts) if rows else ([[0.0] * outputs], [0.0], [False])
-                     for rows, bounds, stricts in disjuncts]
-        unsafe = [StrictDisjunct(torch.tensor(rows, dtype=dtype), torch.tensor(bounds, dtype=dtype), torch.tensor(stricts))
-                  for rows, bounds, stricts in disjuncts]
-        specs.append(Specification(torch.tensor(lower, dtype=dtype).reshape(shape),
-                                   torch.tensor(upper, dtype=dtype).reshape(shape), unsafe))
-    if not specs:
+    if not boxes:
         raise SpecError(path, None, "the input constraints are empty (some lower bound exceeds its upper bound)")
+    # tensors are made in bulk and shared: lindex_60000's 60,000 boxes made 480,000 small tensors one by one (5 s)
+    shape = tuple(input_shape) if input_shape is not None else (1, inputs)
+    lowers = torch.tensor([lower for lower, _ in boxes], dtype=dtype).reshape(len(boxes), *shape).unbind(0)
+    uppers = torch.tensor([upper for _, upper in boxes], dtype=dtype).reshape(len(boxes), *shape).unbind(0)
+    # a disjunct without output rows is violated everywhere in its box: the row 0 <= 0 always holds
+    written = [[(rows, bounds, stricts) if rows else ([[0.0] * outputs], [0.0], [False]) for rows, bounds, stricts in disjuncts]
+               for disjuncts in boxes.values()]
+    thresholds = torch.tensor([value for disjuncts in written for _, bounds, _ in disjuncts for value in bounds], dtype=dtype)
+    thresholds = iter(thresholds.split([len(bounds) for disjuncts in written for _, bounds, _ in disjuncts]))
+    matrices: dict[tuple, torch.Tensor] = {}
+    strictness: dict[tuple, torch.Tensor] = {}
+    specs = []
+    for lower, upper, disjuncts in zip(lowers, uppers, written):
+        unsafe = []
+        for rows, bounds, stricts in disjuncts:
+            key, strict_key = tuple(map(tuple, rows)), tuple(stricts)
+            if key not in matrices:
+                matrices[key] = torch.tensor(rows, dtype=dtype)
+            if strict_key not in strictness:
+                strictness[strict_key] = torch.tensor(stricts)
+            unsafe.append(StrictDisjunct(matrices[key], next(thresholds), strictness[strict_key]))
+        specs.append(Specification(lower, upper, unsafe))
     return specs
 
 

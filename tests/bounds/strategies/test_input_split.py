@@ -191,3 +191,50 @@ def test_a_bound_pass_reaching_the_deadline_ends_the_search_with_its_counts():
     result = input_split_bab(useless_until_the_third_call, model, spec, timeout=30, batch_size=4)
     assert result.status == "timeout" and len(calls) == 3
     assert result.stats["rounds"] == 1 and result.stats["domains"] >= calls[0] + calls[1]
+
+
+def many_boxes(model, seed: int, count: int, inputs: int = 2):
+    """`count` boxes sharing their rows C, each threshold d set by MILP so that the box is safe by 5 % of its
+    margin's sampled spread: (specs, exact worst margins)."""
+    generator = torch.Generator().manual_seed(seed)
+    C = torch.randn(2, model[-1].out_features, generator=generator, dtype=torch.float64)
+    specs, exact = [], []
+    for _ in range(count):
+        lower = torch.rand(1, inputs, generator=generator, dtype=torch.float64) * 2 - 1
+        upper = lower + 0.1 + 0.3 * torch.rand(1, inputs, generator=generator, dtype=torch.float64)
+        spec = Specification(lower, upper, [Disjunct(C[:1], torch.zeros(1, dtype=torch.float64)),
+                                            Disjunct(C[1:], torch.zeros(1, dtype=torch.float64))])
+        samples = lower + (upper - lower) * torch.rand(256, inputs, generator=generator, dtype=torch.float64)
+        spread = float(spec.margin(model(samples).detach()).max() - spec.margin(model(samples).detach()).min())
+        for disjunct in spec.unsafe:
+            disjunct.d = disjunct.d + milp_min_margin(model, spec) - 0.05 * spread
+        specs.append(spec)
+        exact.append(milp_min_margin(model, spec))
+    return specs, exact
+
+
+@pytest.mark.parametrize("bound_fn", [interval_bound_fn, crown_bound_fn])
+def test_many_boxes_are_searched_together_and_match_milp(bound_fn):
+    """A list of boxes (a VNN-LIB disjunction of input boxes) is one search: every box safe gives 'verified'
+    with each round bounding domains of many boxes in one call; one box made unsafe gives 'falsified' with
+    a counterexample in that box, found by the same search."""
+    model = random_mlp(3, (2, 8, 8, 3))
+    specs, exact = many_boxes(model, 3, 24)
+    assert min(exact) > 0
+    result = input_split_bab(bound_fn(model), model, specs, timeout=60, batch_size=64)
+    assert result.status == "verified", result
+    assert result.stats["bound_calls"] < len(specs)             # one call bounds the 24 roots, not 24 calls
+    unsafe = 17
+    specs[unsafe].unsafe[0].d = specs[unsafe].unsafe[0].d + 2 * exact[unsafe]   # its margin is now -exact
+    result = input_split_bab(bound_fn(model), model, specs, timeout=60, batch_size=64)
+    assert result.status == "falsified" and result.stats["box"] == unsafe
+    x = result.counterexample
+    assert specs[unsafe].contains(x) and float(specs[unsafe].margin(model(x).detach())) <= 0
+
+
+def test_boxes_searched_together_must_share_their_rows():
+    model = random_mlp(3, (2, 8, 8, 3))
+    specs, _ = many_boxes(model, 3, 2)
+    specs[1].unsafe[0].C = specs[1].unsafe[0].C * 2
+    with pytest.raises(InputError, match="box 1 differs"):
+        input_split_bab(interval_bound_fn(model), model, specs, timeout=5)

@@ -433,16 +433,17 @@ def test_a_counterexample_that_meets_a_strict_constraint_only_with_equality_is_n
 
 
 def test_an_unknown_instance_says_why_the_search_left_it_open(tmp_path, capsys):
-    """y = relu(sum x) - relu(sum x) = 0 over 20 free inputs, given by functions (interval bounds: y in [-20, 20])
+    """y = relu(sum x) - relu(sum x) = 0 over 80 free inputs, given by functions (interval bounds: y in [-80, 80])
     and `Y_0 <= -1`: true, unprovable by the bounds, and GenBaB cannot split a model given by functions. The
-    search said why in its stats, but the instance (and the CLI line, and the result file) said `unknown` only."""
-    model = torch.nn.Sequential(torch.nn.Linear(20, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1)).double()
+    search said why in its stats, but the instance (and the CLI line, and the result file) said `unknown` only.
+    (80 inputs: GenBaB's range; up to 64 are split first, and all the time where GenBaB cannot follow.)"""
+    model = torch.nn.Sequential(torch.nn.Linear(80, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1)).double()
     with torch.no_grad():
         model[0].weight.fill_(1.0); model[0].bias.zero_()
         model[2].weight.copy_(torch.tensor([[1.0, -1.0]])); model[2].bias.zero_()
     path = tmp_path / "p.vnnlib"
-    path.write_text(vnnlib_text([-1.0] * 20, [1.0] * 20, [[1.0]], [-1.0], 1))
-    result = verify_instance("m.onnx", path, 10, load=tiny_loader(model, (1, 20)))
+    path.write_text(vnnlib_text([-1.0] * 80, [1.0] * 80, [[1.0]], [-1.0], 1))
+    result = verify_instance("m.onnx", path, 10, load=tiny_loader(model, (1, 80)))
     assert result.status == "unknown" and "given by functions only" in result.reason
     write_result(tmp_path / "r.txt", result)
     assert "given by functions only" in (tmp_path / "r.txt").read_text().splitlines()[1]
@@ -585,3 +586,34 @@ def test_a_network_whose_declared_leading_axis_above_one_is_one_sample(tmp_path,
             assert ((result.x >= lower.double() - 1e-7) & (result.x <= upper.double() + 1e-7)).all()
             assert float(forward(result.x.float()[None])[0, last]) >= threshold - 1e-6
             assert torch.allclose(result.y.float(), forward(result.x.float()[None])[0], atol=1e-5)
+
+
+def _boxes_text(model, boxes: int, unsafe: int | None = None) -> str:
+    """lindex's form: one `or` of `(and box (<= Y_0 a))` and `(and box (>= Y_0 b))` per box, a and b just outside
+    the box's output range (sampled, widened by 0.05), or inside it for box `unsafe`."""
+    text = "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (or\n"
+    for k in range(boxes):
+        lo, hi = k / boxes, (k + 1) / boxes
+        y = model(torch.linspace(lo, hi, 201, dtype=torch.float64)[:, None]).detach()
+        a, b = float(y.min()) - 0.05, float(y.max()) + 0.05
+        if k == unsafe:
+            a = float(y.max())
+        text += f"(and (>= X_0 {lo!r}) (<= X_0 {hi!r}) (<= Y_0 {a!r}))\n(and (>= X_0 {lo!r}) (<= X_0 {hi!r}) (>= Y_0 {b!r}))\n"
+    return text + "))\n"
+
+
+def test_many_input_boxes_are_one_search(tmp_path):
+    """lindex_600's 600 boxes took 0.1 s each through the whole pipeline (an attack, then a search of one box):
+    timeout at 30 s. Boxes with the same output rows are now one input splitting search: far fewer bound calls
+    than boxes, and a violated box is found with a counterexample inside it."""
+    model = random_mlp(5, (1, 16, 16, 1))
+    path = tmp_path / "p.vnnlib"
+    path.write_text(_boxes_text(model, 300))
+    result = verify_instance("m.onnx", path, 60, load=tiny_loader(model, (1, 1)))
+    assert result.status == "unsat" and result.stats["boxes"] == 300
+    assert result.stats["bound_calls"] < 100, result.stats
+    path.write_text(_boxes_text(model, 300, unsafe=123))
+    result = verify_instance("m.onnx", path, 60, load=tiny_loader(model, (1, 1)))
+    assert result.status == "sat" and 123 / 300 <= float(result.x[0]) <= 124 / 300
+    box_top = model(torch.linspace(123 / 300, 124 / 300, 201, dtype=torch.float64)[:, None]).detach().max()
+    assert float(result.y[0]) <= float(box_top) + 1e-6

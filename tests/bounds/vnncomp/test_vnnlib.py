@@ -198,6 +198,24 @@ def test_twenty_two_way_ors_are_refused_before_expanding(tmp_path):
     assert len(spec.unsafe) == 8
 
 
+def test_a_written_out_or_longer_than_the_expansion_limit_is_read_not_refused(tmp_path):
+    """lindex_60000's one `or` lists 120,000 boxes with one output row each: nothing is distributed, so the limit
+    on expansions does not apply (it was refused as 'unknown'). Its `and`s are read in linear time."""
+    from opwise.bounds.vnncomp.vnnlib import MAX_DISJUNCTS
+
+    count = MAX_DISJUNCTS + 5
+    header = "(declare-const X_0 Real)\n(declare-const Y_0 Real)\n"
+    terms = "".join(f"(and (>= X_0 {i}) (<= X_0 {i + 0.5}) (<= Y_0 {i}))\n" for i in range(count))
+    specs = parse_vnnlib(write(tmp_path, header + "(assert (or\n" + terms + "))\n"))
+    assert len(specs) == count
+    assert specs[7].x_lower.item() == 7 and specs[7].x_upper.item() == 7.5 and rows(specs[7]) == [([[1.0]], [7.0])]
+    # an `and` of one-disjunct parts around an `or` keeps the atoms' order and distributes once
+    [spec] = parse_vnnlib(write(tmp_path, HEADER + "(assert (and (<= X_0 1) (>= X_0 -1) (<= Y_0 1) (or (<= Y_1 2) "
+                                "(<= Y_1 3)) (>= X_1 0) (<= X_1 1) (<= Y_0 4)))\n"))
+    assert rows(spec) == [([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], [1.0, 2.0, 4.0]),
+                          ([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], [1.0, 3.0, 4.0])]
+
+
 @pytest.mark.parametrize("depth", [150, 100_000])
 def test_deep_nesting_is_a_spec_error_not_a_recursion_error(tmp_path, depth):
     formula = "(+ " * depth + "Y_0" + ")" * depth
