@@ -67,7 +67,10 @@ def pgd_attack(
     `function` maps a batch `[n, *spec.x_lower.shape[1:]]` to outputs `[n, outputs]`. A step moves
     `step_size` times the set's size (each input's box width along the gradient's sign; on an Lp ball ε
     along the dual-norm direction, `InputSet.ascent_step`), decayed by a cosine schedule, and projects back
-    onto the set. Starts: the box centre (the ball's centre), then random points of the set. The attack
+    onto the set. Starts: the box centre (the ball's centre), then random points of the set. Gradients pass
+    straight through step activations (`StraightThrough`); a start whose gradient still vanishes (a saturated
+    softmax or clamp after them) takes it with those passed through too, and once every start's has, all do
+    (one pass per step). The attack
     stops early when it has stalled: no disjunct's best margin fell by more than `tolerance` of its size (at
     least `tolerance`² absolutely) in the last `patience` steps (None: never), or none falls fast enough to reach
     zero in the steps left at twice its pace over those steps. Signed steps reach a vertex of
@@ -101,12 +104,17 @@ def pgd_attack(
     deadline = None if time_limit is None else time.monotonic() + time_limit
     best_x, best_margin = x[:1].detach(), math.inf
     history = []  # per step: each disjunct's best margin so far
+    saturating = False  # whether every start's gradient has vanished under the exact saturating operations
+
+    def evaluate(x: torch.Tensor, saturating: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(margins [starts, disjuncts], each start's margin of its own disjunct)."""
+        with StraightThrough(saturating):
+            margins = disjunct_margins(spec, function(x).reshape(starts, -1))
+        return margins, margins.gather(1, chosen[:, None]).squeeze(1)
+
     for step in range(steps + 1):
         x = x.detach().requires_grad_(True)
-        with StraightThroughRounding():
-            y = function(x).reshape(starts, -1)
-        margins = disjunct_margins(spec, y)
-        own = margins.gather(1, chosen[:, None]).squeeze(1)
+        margins, own = evaluate(x, saturating)
         overall = margins.amin(dim=1).detach()
         index = int(overall.argmin())
         if float(overall[index]) < best_margin:
@@ -117,6 +125,11 @@ def pgd_attack(
                 or _stalled(history, patience, tolerance, steps - step)):
             break
         gradient = input_gradient(own.sum(), x)
+        flat = gradient.flatten(1).abs().amax(dim=1) == 0
+        if not saturating and bool(flat.any()):
+            saturating = bool(flat.all())  # then for the remaining steps: one pass per step
+            surrogate = input_gradient(evaluate(x, True)[1].sum(), x)
+            gradient = torch.where(flat.reshape(-1, *[1] * (x.dim() - 1)), surrogate, gradient)
         scale = step_size * 0.5 * (1 + math.cos(math.pi * step / steps))
         x = region.project(x.detach() - scale * region.ascent_step(gradient))
     violates, margin, output = check_counterexample(function, spec, best_x)
@@ -135,29 +148,77 @@ class _PassGradient(torch.autograd.Function):
         return grad, None
 
 
-_ROUNDINGS = {torch.round, torch.floor, torch.ceil, torch.trunc, torch.Tensor.round, torch.Tensor.floor,
-              torch.Tensor.ceil, torch.Tensor.trunc, torch.ops.aten.round.default, torch.ops.aten.floor.default,
-              torch.ops.aten.ceil.default, torch.ops.aten.trunc.default}
+class _LogSoftmaxGradient(torch.autograd.Function):
+    """softmax's value p, with the gradient of log p: it stays finite where p has saturated to exactly 0 or 1 in
+    floats (p's own gradient, p (δ − p), is then zero)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, value: torch.Tensor, dim: int) -> torch.Tensor:
+        ctx.save_for_backward(value)
+        ctx.dim = dim
+        return value
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (value,) = ctx.saved_tensors
+        return grad - value * grad.sum(ctx.dim, keepdim=True), None, None
 
 
-class StraightThroughRounding(TorchFunctionMode):
-    """Within it, round/floor/ceil/trunc keep their values but pass the gradient straight through (as
-    quantization-aware training does): their own gradient is zero almost everywhere, so an attack on a quantized
-    model would move only by its random starts. Only the attack's search direction changes; every point it
-    reports is checked by a plain forward pass.
+aten = torch.ops.aten
+#: piecewise-constant operations: their gradient is zero almost everywhere
+_STEPS = {torch.round, torch.floor, torch.ceil, torch.trunc, torch.sign, torch.heaviside, torch.Tensor.round,
+          torch.Tensor.floor, torch.Tensor.ceil, torch.Tensor.trunc, torch.Tensor.sign, torch.Tensor.heaviside,
+          aten.round.default, aten.floor.default, aten.ceil.default, aten.trunc.default, aten.sign.default,
+          aten.heaviside.default}
+#: operations whose gradient is zero where they saturate
+_CLAMPS = {torch.clamp, torch.clamp_min, torch.clamp_max, torch.Tensor.clamp, torch.Tensor.clamp_min,
+           torch.Tensor.clamp_max, torch.nn.functional.hardtanh, aten.clamp.default, aten.clamp_min.default,
+           aten.clamp_max.default, aten.hardtanh.default}
+_SOFTMAXES = {torch.softmax, torch.Tensor.softmax, torch.nn.functional.softmax, aten._softmax.default,
+              aten.softmax.int}
+
+
+class StraightThrough(TorchFunctionMode):
+    """Within it, piecewise-constant operations (round, floor, ceil, trunc, sign, heaviside: the step activations
+    of quantized and binarized networks) keep their values but pass the gradient straight through, as
+    quantization-aware training does: their own gradient is zero almost everywhere, so an attack would move only by
+    its random starts. With `saturating`, clamps (hardtanh) pass it straight through too, where they clip, and
+    softmax passes the gradient of its logarithm (softmax's outputs saturate to exactly 0 and 1 in floats, and its
+    gradient with them). Only the attack's search direction changes; every point it reports is checked by a plain
+    forward pass. Comparisons give booleans, which carry no gradient: the bound graph writes them as sign
+    (bounds/expand.py).
 
     >>> x = torch.tensor([0.4, 1.6], requires_grad=True)
-    >>> with StraightThroughRounding():
-    ...     y = (torch.round(x) * 3).sum()
-    >>> float(y.detach()), torch.autograd.grad(y, x)[0].tolist()  # round: 0 and 2, times 3; gradient as of x * 3
-    (6.0, [3.0, 3.0])
+    >>> with StraightThrough():
+    ...     y = (torch.round(x) * 3 + torch.sign(x)).sum()
+    >>> float(y.detach()), torch.autograd.grad(y, x)[0].tolist()  # values 0 + 1 and 6 + 1; gradient as of x * 3 + x
+    (8.0, [4.0, 4.0])
+    >>> with StraightThrough(saturating=True):
+    ...     z = torch.clamp(x, max=1.0).sum()
+    >>> round(float(z.detach()), 4), torch.autograd.grad(z, x)[0].tolist()  # 0.4 + 1; gradient as of x
+    (1.4, [1.0, 1.0])
     """
+
+    def __init__(self, saturating: bool = False):
+        super().__init__()
+        self.saturating = saturating
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         value = func(*args, **kwargs)
-        if func in _ROUNDINGS and isinstance(args[0], torch.Tensor) and args[0].requires_grad:
-            return _PassGradient.apply(args[0], value.detach())
+        x = args[0] if args else None
+        if not (isinstance(x, torch.Tensor) and x.requires_grad):
+            return value
+        if func in _STEPS:
+            return _PassGradient.apply(x, value.detach())
+        if not self.saturating:
+            return value
+        others = [a for a in (*args[1:], *kwargs.values()) if isinstance(a, torch.Tensor) and a.requires_grad]
+        if func in _CLAMPS and not others:  # bounds that depend on the input keep their exact gradient
+            return _PassGradient.apply(x, value.detach())
+        dim = args[1] if len(args) > 1 else kwargs.get("dim")
+        if func in _SOFTMAXES and isinstance(dim, int):
+            return _LogSoftmaxGradient.apply(x, value.detach(), dim)
         return value
 
 
