@@ -120,11 +120,27 @@ def test_attack_stops_once_every_margin_has_stalled():
         model.weight.copy_(torch.eye(2))
     spec = Specification(torch.zeros(1, 2), torch.ones(1, 2), [Disjunct(torch.tensor([[-1.0, 0.0]]), torch.tensor([-2.0]))])
     stalled, calls = _counting(model)
-    result = pgd_attack(stalled, spec, steps=100, patience=20)
+    result = pgd_attack(stalled, spec, steps=100, patience=20, first_steps=0)  # one descent, all starts
     full, all_calls = _counting(model)
-    pgd_attack(full, spec, steps=100, patience=None)
+    pgd_attack(full, spec, steps=100, patience=None, first_steps=0)
     assert not result.found and abs(result.margin - 1.0) < 1e-6
     assert len(all_calls) == 102 and len(calls) <= 25
+
+
+
+def test_attack_steps_from_the_centre_alone_first():
+    # y = x on [0, 1]^2, unsafe y0 <= 0.3: one step from the centre reaches it. The centre's start (one per
+    # disjunct) goes first, so the 8 restarts' batch is never evaluated; without that first phase it is
+    model = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(2))
+    spec = Specification(torch.zeros(1, 2), torch.ones(1, 2), [Disjunct(torch.tensor([[1.0, 0.0]]), torch.tensor([0.3]))])
+    first, calls = _counting(model)
+    assert pgd_attack(first, spec).found
+    assert max(calls) == 1 and len(calls) <= 4
+    together, all_calls = _counting(model)
+    assert pgd_attack(together, spec, first_steps=0).found
+    assert max(all_calls) == 8
 
 
 @pytest.mark.parametrize("fall, found, calls_at_most, calls_at_least", [
