@@ -230,7 +230,7 @@ def _small_violations() -> tuple[tuple[int, Specification], ...]:
 @pytest.mark.parametrize("softmax_scale", [None, 100.0])
 def test_attack_on_sign_networks_follows_the_gradient_straight_through_sign_and_a_saturated_softmax(softmax_scale):
     # sign's gradient is zero (and a saturated softmax's): an attack that follows it moves only by its random
-    # starts, which found 6 of these 20 small violations; straight through sign (then softmax), 13
+    # starts, which found 6 of these 20 small violations; through sign's surrogate (then softmax's), 14
     cases = _small_violations()
     assert len(cases) == 20
     probe = torch.zeros(1, 2, requires_grad=True)
