@@ -252,8 +252,8 @@ def test_verify_falsifies_a_binarized_network_whose_softmax_saturates():
     # leave no gradient where the class is certain; the attack passes the clamp straight through there
     import opwise
 
-    model = _SignNet(9, softmax_scale=100.0)
+    model = _SignNet(30, softmax_scale=100.0)
     x = torch.zeros(1, 2)
-    result = opwise.verify(model, x, eps=0.3, timeout=20)
+    result = opwise.verify(model, x, eps=0.1, timeout=20)
     assert result.status == "falsified"
     assert int(model(result.counterexample).argmax()) != int(model(x).argmax())
