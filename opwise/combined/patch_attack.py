@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from opwise.bounds.attack import StraightThroughRounding, input_gradient
+from opwise.bounds.attack import StraightThrough, input_gradient
 
 
 def robust_margins(model: torch.nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
@@ -73,7 +73,7 @@ def _attack_chunk(model, lower, upper, target, steps, restarts, step_size, gener
     best_x = ((lower + upper) / 2).clone()
     for step in range(steps + 1):
         x = x.detach().requires_grad_(True)
-        with torch.enable_grad(), StraightThroughRounding():
+        with torch.enable_grad(), StraightThrough():
             margins = robust_margins(model, x, target)
         gradient = input_gradient(margins.sum(), x) if step < steps else None
         per_row = margins.detach().reshape(restarts, rows)

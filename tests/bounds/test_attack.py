@@ -1,3 +1,4 @@
+import functools
 import math
 
 import pytest
@@ -119,11 +120,27 @@ def test_attack_stops_once_every_margin_has_stalled():
         model.weight.copy_(torch.eye(2))
     spec = Specification(torch.zeros(1, 2), torch.ones(1, 2), [Disjunct(torch.tensor([[-1.0, 0.0]]), torch.tensor([-2.0]))])
     stalled, calls = _counting(model)
-    result = pgd_attack(stalled, spec, steps=100, patience=20)
+    result = pgd_attack(stalled, spec, steps=100, patience=20, first_steps=0)  # one descent, all starts
     full, all_calls = _counting(model)
-    pgd_attack(full, spec, steps=100, patience=None)
+    pgd_attack(full, spec, steps=100, patience=None, first_steps=0)
     assert not result.found and abs(result.margin - 1.0) < 1e-6
     assert len(all_calls) == 102 and len(calls) <= 25
+
+
+
+def test_attack_steps_from_the_centre_alone_first():
+    # y = x on [0, 1]^2, unsafe y0 <= 0.3: one step from the centre reaches it. The centre's start (one per
+    # disjunct) goes first, so the 8 restarts' batch is never evaluated; without that first phase it is
+    model = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(2))
+    spec = Specification(torch.zeros(1, 2), torch.ones(1, 2), [Disjunct(torch.tensor([[1.0, 0.0]]), torch.tensor([0.3]))])
+    first, calls = _counting(model)
+    assert pgd_attack(first, spec).found
+    assert max(calls) == 1 and len(calls) <= 4
+    together, all_calls = _counting(model)
+    assert pgd_attack(together, spec, first_steps=0).found
+    assert max(all_calls) == 8
 
 
 @pytest.mark.parametrize("fall, found, calls_at_most, calls_at_least", [
@@ -168,3 +185,75 @@ def test_verify_falsifies_a_quantized_model_by_the_straight_through_attack():
 
     result = opwise.verify(_Quantized(), torch.full((1, 64), 0.5), eps=0.1)
     assert result.status == "falsified" and int(_Quantized()(result.counterexample).argmax()) == 1
+
+
+class _SignNet(torch.nn.Module):
+    """A binarized network on a 2-D input: two hidden layers of sign units, random weights; with `softmax_scale`
+    it ends in softmax(scale · logits), which at 100 saturates to exactly 0 and 1 in floats."""
+
+    def __init__(self, seed: int, softmax_scale: float | None = None, width: int = 16):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.first, self.first_bias = torch.randn(width, 2, generator=generator), torch.randn(width, generator=generator)
+        self.second, self.second_bias = (torch.randn(width, width, generator=generator),
+                                         torch.randn(width, generator=generator))
+        self.last = torch.randn(3, width, generator=generator)
+        self.softmax_scale = softmax_scale
+
+    def forward(self, x):
+        hidden = torch.sign(torch.sign(x @ self.first.T + self.first_bias) @ self.second.T + self.second_bias)
+        logits = hidden @ self.last.T
+        return logits if self.softmax_scale is None else torch.softmax(self.softmax_scale * logits, dim=-1)
+
+
+@functools.lru_cache(maxsize=None)
+def _small_violations() -> tuple[tuple[int, Specification], ...]:
+    """(seed, spec) of the random sign networks among 40 whose violations fill under 5 % of the box: each spec the
+    box around 0 of the first half-width (0.05 to 1) where a 201² grid finds a violation of the class at 0 (the
+    same with and without the softmax, which keeps the logits' order)."""
+    grid = torch.cartesian_prod(torch.linspace(-1, 1, 201), torch.linspace(-1, 1, 201))
+    cases = []
+    for seed in range(40):
+        model = _SignNet(seed)
+        centre = torch.zeros(1, 2)
+        target = int(model(centre).argmax())
+        for half_width in (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0):
+            spec = Specification(centre - half_width, centre + half_width, robustness_disjuncts(3, target))
+            share = float((spec.margin(model(centre + half_width * grid)) <= 0).float().mean())
+            if share > 0:
+                break
+        if 0 < share < 0.05:
+            cases.append((seed, spec))
+    return tuple(cases)
+
+
+@pytest.mark.parametrize("softmax_scale", [None, 100.0])
+def test_attack_on_sign_networks_follows_the_gradient_straight_through_sign_and_a_saturated_softmax(softmax_scale):
+    # sign's gradient is zero (and a saturated softmax's): an attack that follows it moves only by its random
+    # starts, which found 6 of these 20 small violations; through sign's surrogate (then softmax's), 14
+    cases = _small_violations()
+    assert len(cases) == 20
+    probe = torch.zeros(1, 2, requires_grad=True)
+    (gradient,) = torch.autograd.grad(_SignNet(0, softmax_scale)(probe)[0, 0], probe)
+    assert not gradient.any()
+    found = 0
+    for seed, spec in cases:
+        model = _SignNet(seed, softmax_scale)
+        result = pgd_attack(model, spec)
+        if result.found:
+            found += 1
+            violates, margin, _ = check_counterexample(model, spec, result.counterexample)  # the exact forward pass
+            assert violates and margin <= 0 and result.margin <= 0 and spec.contains(result.counterexample)
+    assert found >= 12
+
+
+def test_verify_falsifies_a_binarized_network_whose_softmax_saturates():
+    # the bound graph writes softmax as 1 / (1 + Σ exp(clamp_max(x_j − x_i, 50))): the clamp, and exp's underflow,
+    # leave no gradient where the class is certain; the attack passes the clamp straight through there
+    import opwise
+
+    model = _SignNet(30, softmax_scale=100.0)
+    x = torch.zeros(1, 2)
+    result = opwise.verify(model, x, eps=0.1, timeout=20)
+    assert result.status == "falsified"
+    assert int(model(result.counterexample).argmax()) != int(model(x).argmax())

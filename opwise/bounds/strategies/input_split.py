@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
-from opwise.bounds.attack import Function, StraightThroughRounding, check_counterexample, input_gradient, pgd_attack
+from opwise.bounds.attack import Function, StraightThrough, check_counterexample, input_gradient, pgd_attack
 from opwise.bounds.strategies.result import BabResult, queue_limit, within_timeout
 from opwise.bounds.spec import Specification
 from opwise.errors import InputError, TimeLimitReached
@@ -422,7 +422,7 @@ def _choose_dimension(function, rows, batch: _Domains, width: torch.Tensor, bran
         score = width * batch.direction.to(width.dtype)
     else:
         centre = ((batch.lower + batch.upper) / 2).detach().requires_grad_(True)
-        with StraightThroughRounding():
+        with StraightThrough():
             row_margins = rows.margins(function(centre).reshape(len(centre), -1).to(rows.C.dtype), batch.box)
         row = rows.closest_row(row_margins.detach(), batch.open_)
         gradient = input_gradient(row_margins.gather(1, row[:, None]).sum(), centre)
@@ -449,7 +449,7 @@ def _attack_domains(function, specs, rows, domains: _Domains, steps: int, stats,
     found = None
     for step in range(steps):
         x = x.detach().requires_grad_(True)
-        with StraightThroughRounding():
+        with StraightThrough():
             margins = rows.disjunct_margins(rows.margins(function(x).reshape(len(x), -1).to(rows.C.dtype), box))
         margin = torch.where(open_, margins, math.inf).amin(dim=1)
         if bool((margin <= 0).any()):

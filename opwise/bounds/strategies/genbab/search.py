@@ -17,7 +17,7 @@ import time
 import torch
 
 from opwise.bounds.strategies.alpha import AlphaOptions
-from opwise.bounds.attack import check_counterexample, pgd_attack
+from opwise.bounds.attack import FIRST_STEPS, check_counterexample, pgd_attack
 from opwise.bounds.strategies.genbab.bounding import DomainBounder
 from opwise.bounds.strategies.genbab.branching import BRANCHING, SPLIT_POINTS, choose_splits, ranked_splits, strong_splits
 from opwise.bounds.strategies.genbab.domains import DomainQueue
@@ -105,8 +105,10 @@ def branch_and_bound(
         return BabResult(status, counterexample, stats, margin)
 
     def attack_now(seed: int, budget: float) -> torch.Tensor | None:
+        """The attack with `seed`'s random starts; the centre's own steps (the same for every seed) only at seed 0."""
         stats["attacks"] += 1
-        result = pgd_attack(function, spec, seed=seed, time_limit=max(0.0, min(budget, deadline - time.monotonic())))
+        result = pgd_attack(function, spec, seed=seed, time_limit=max(0.0, min(budget, deadline - time.monotonic())),
+                            first_steps=0 if seed else FIRST_STEPS)
         return result.counterexample
 
     if attack and not attacked:
