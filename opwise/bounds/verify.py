@@ -189,7 +189,7 @@ def verify_specification(
         options.setdefault("progress", progress)
     strategy = _search_strategy(spec, options, max_split_inputs) if complete else None
     graph_model = model if isinstance(model, BoundedModel) else model.bounded
-    chain = (ReluChain.of_graph(graph_model.graph, dtype=torch.float32)
+    chain = (ReluChain.of_graph(graph_model.graph, dtype=graph_model.dtype)
              if strategy == "input-split" and graph_model is not None else None)
     if methods is None:
         methods = ROOT_METHODS[strategy if strategy != "input-split" or chain is None else "input-split-chain"]

@@ -84,6 +84,21 @@ def refuse_narrow_graph(graph, purpose: str) -> None:
                          f"computes {purpose} in float32; export or trace the model in float32")
 
 
+def bound_dtype(graph) -> torch.dtype:
+    """The dtype the bound engine computes a Graph's bounds in: float64 for a graph whose bounded input is float64
+    (an ONNX network declared in DOUBLE), float32 otherwise. A float64 network is bounded in its own arithmetic;
+    its weights are never rounded to float32, which could move its outputs past a property's threshold and make
+    a `verified` wrong.
+
+    >>> import torch
+    >>> from opwise.tracing import trace
+    >>> bound_dtype(trace(torch.nn.Linear(2, 1).double(), torch.zeros(1, 2, dtype=torch.float64)))
+    torch.float64
+    """
+    dtype = graph.info(graph.explained_inputs[0]).dtype
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def float32_inputs(inputs: tuple) -> tuple:
     """Floating tensors among `inputs` as float32 (the copy's dtype); everything else as it is."""
     return tuple(x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x for x in inputs)

@@ -88,7 +88,7 @@ class ReluChain:
     def _matches(self, graph: Graph) -> bool:
         generator = torch.Generator().manual_seed(0)
         for _ in range(4):
-            x = torch.randn(self.input_shape, generator=generator).to(graph.device)
+            x = torch.randn(self.input_shape, generator=generator).to(graph.device, graph.info(graph.explained_inputs[0]).dtype)
             with torch.no_grad():
                 expected = graph.module(x).reshape(-1).to(torch.float64)
             if not torch.allclose(self(x.to(torch.float64)).reshape(-1), expected, rtol=1e-4, atol=1e-4):
@@ -281,13 +281,25 @@ def _chain_nodes(graph: Graph) -> list[fx.Node] | None:
 
 
 def _affine_map(graph: Graph, constants: dict, segment: list[fx.Node], start: fx.Node) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W, b) of the affine segment after `start`, read off its values at 0 and at the basis vectors."""
-    shape = tuple(graph.info(start).shape)
-    width = int(torch.Size(shape).numel())
-    points = torch.cat([torch.zeros(1, width), torch.eye(width)]).to(device=graph.device, dtype=torch.float64)
+    """(W, b) of the affine segment after `start`: b its value at 0, W its Jacobian (by forward-mode AD over the
+    narrower side, so a 60,100-wide layer costs one pass per column or row of W, never an identity matrix of its
+    width), or probed at the basis vectors one at a time where an operator has no AD formula."""
+    zero = torch.zeros(tuple(graph.info(start).shape), device=graph.device, dtype=torch.float64)
+
+    def segment_at(value: torch.Tensor) -> torch.Tensor:
+        return _evaluate(graph, constants, segment, start, value).reshape(-1)
+
     with torch.no_grad():
-        values = torch.stack([_evaluate(graph, constants, segment, start, p.reshape(shape)).reshape(-1) for p in points])
-    return (values[1:] - values[0]).T, values[0]
+        bias = segment_at(zero)
+    strategy = "forward-mode" if zero.numel() <= bias.numel() else "reverse-mode"
+    try:
+        weight = torch.autograd.functional.jacobian(segment_at, zero, vectorize=True, strategy=strategy)
+    except (RuntimeError, NotImplementedError):
+        with torch.no_grad():
+            columns = [segment_at(zero.flatten().index_fill(0, torch.tensor([i], device=zero.device), 1.0)
+                                  .reshape(zero.shape)) - bias for i in range(zero.numel())]
+        return torch.stack(columns, 1), bias
+    return weight.reshape(bias.numel(), zero.numel()).detach(), bias
 
 
 def _constants(graph: Graph) -> dict[fx.Node, object]:
