@@ -4,8 +4,8 @@ Input-splitting branch-and-bound bounds hundreds of thousands of small boxes. Th
 each round pays per-node Python dispatch and a CROWN pass per layer over every neuron; for a graph that is
 a chain `affine → ReLU → … → affine` the same bounds are a few batched matrix products. `ReluChain.of_graph`
 recognises such a graph with the engine's own transfer registry (every non-ReLU node has an affine transfer
-and one bounded input), reads each affine segment's matrix off the graph by evaluating it on basis vectors,
-and checks the chain against the graph on random inputs. Bounds are computed in `dtype` and then lowered by
+and one bounded input), reads each affine segment's matrix off the graph as its Jacobian, and checks the chain
+against the graph on random inputs (once per graph and dtype: a property of 50 boxes asks 50 times). Bounds are computed in `dtype` and then lowered by
 its rounding slack (float32 is about twice as fast as float64 here).
 
 Intermediate bounds come from forward linear bounds (each neuron's lower and upper linear function of the
@@ -16,6 +16,7 @@ input, cheap for few inputs) intersected with interval bounds; the property rows
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 import torch
 from torch import fx
@@ -32,6 +33,8 @@ RELU_RELAXATION = relaxation_for(RELU, (), {})
 #: relative amount taken off every bound for the rounding of its dtype. float32 bounds of the 45 ACAS Xu
 #: networks (16 property boxes, 2,048 sub-boxes each of three sizes) stayed within 5.9e-5·(1+|bound|) of float64 ones.
 SLACK = {torch.float64: 1e-9, torch.float32: 1e-4}
+
+_CHAINS: "weakref.WeakKeyDictionary[Graph, dict[torch.dtype, ReluChain | None]]" = weakref.WeakKeyDictionary()
 
 
 @dataclasses.dataclass
@@ -61,7 +64,14 @@ class ReluChain:
     @classmethod
     def of_graph(cls, graph: Graph, dtype: torch.dtype = torch.float64) -> "ReluChain | None":
         """The chain a graph computes, bounding in `dtype`, or None when it is not one (branches, other
-        nonlinearities, many inputs)."""
+        nonlinearities, many inputs); read once per graph and dtype."""
+        known = _CHAINS.setdefault(graph, {})
+        if dtype not in known:
+            known[dtype] = cls._read(graph, dtype)
+        return known[dtype]
+
+    @classmethod
+    def _read(cls, graph: Graph, dtype: torch.dtype) -> "ReluChain | None":
         nodes = _chain_nodes(graph)
         if nodes is None:
             return None
