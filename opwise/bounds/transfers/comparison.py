@@ -1,5 +1,4 @@
-"""Comparisons, logical operators, `where` with a bounded condition and `gather` with a bounded index, on intervals
-of their operands.
+"""Comparisons, logical operators and `where` with a bounded condition, on intervals of their operands.
 
 A comparison of bounded values is a step no line follows (the bool jumps where the operands cross), so its interval
 comes from the operands' intervals, as an index's does (position.py): with a in [a_l, a_u] and b in [b_l, b_u],
@@ -17,8 +16,7 @@ every bounded value, as floats in the engine's dtype; comparisons are made in fl
 where(c, a, b) with the condition c bounded and the branches constants is b + (a − b)·c, linear in c's {0, 1}
 value: CROWN passes A·(a − b) on to c (so a one-hot's count stays linear in the comparisons' intervals) and IBP
 takes c's ends. With a bounded branch it is the hull of the branches that c allows (constant lines). A condition
-that does not depend on the input (a mask) is routing (affine.py). gather with a bounded index (an argmax's) takes
-the hull of the data at the indices the index's interval allows.
+that does not depend on the input (a mask) is routing (affine.py). Lookups with a bounded index: lookup.py.
 
 >>> import opwise.bounds
 >>> class Count(torch.nn.Module):
@@ -185,58 +183,3 @@ class Where(Affine):
         shape = tuple(A.shape[1:])
         return [sum_to(A * (a - b), step.shapes[0])], A * b.expand(shape)
 
-
-@bound_transfer("aten.gather.default")
-class Gather(Affine):
-    """gather(data, dim, index): routing where the index is a constant (affine.py); with the index bounded (an argmax
-    fed on), each output lies between the smallest lower and the largest upper end of the data at the indices its
-    interval allows, exactly the data's where one remains; CROWN's lines are those ends.
-
-    >>> class Pick(torch.nn.Module):
-    ...     def forward(self, x):
-    ...         return torch.tensor([[10.0, 20.0, 30.0]]).gather(1, x.argmax(1, keepdim=True))
-    >>> import opwise.bounds
-    >>> x = torch.tensor([[0.0, 1.0, 0.9]])
-    >>> bounds = opwise.bounds.BoundedModel(Pick(), x).compute_bounds(x_lower=x - 0.01, x_upper=x + 0.01, method="crown")
-    >>> bounds.lower, bounds.upper  # x1 surely the largest: 20
-    (tensor([[20.]]), tensor([[20.]]))
-    >>> bounds = opwise.bounds.BoundedModel(Pick(), x).compute_bounds(x_lower=x - 0.1, x_upper=x + 0.1, method="crown")
-    >>> bounds.lower, bounds.upper  # x2 may be the largest too: 20 to 30
-    (tensor([[20.]]), tensor([[30.]]))
-    """
-
-    def _index_bounded(self, step: Step) -> bool:
-        index = step.args[2] if len(step.args) > 2 else step.node.kwargs.get("index")
-        return isinstance(index, fx.Node) and index in step.inputs
-
-    def needs_bounds(self, step: Step) -> list[fx.Node]:
-        return list(step.inputs) if self._index_bounded(step) else []
-
-    def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
-        if not self._index_bounded(step):
-            return super().ibp(step, intervals)
-        bounds = dict(zip(step.inputs, intervals))
-        like = bounds[step.args[2]].lower
-        data = _operand(step, 0, bounds, like)
-        index = bounds[step.args[2]]
-        dim = step.args[1] % max(data.lower.dim(), 1)
-        low = torch.full(index.lower.shape, math.inf, dtype=torch.float64, device=like.device)
-        high = torch.full_like(low, -math.inf)
-        everywhere_low, everywhere_high = low.clone(), high.clone()
-        for j in range(data.lower.shape[dim]):
-            position = torch.full(index.lower.shape, j, dtype=torch.long, device=like.device)
-            at_low, at_high = data.lower.gather(dim, position), data.upper.gather(dim, position)
-            possible = (index.lower <= j) & (index.upper >= j)
-            low = torch.where(possible, torch.minimum(low, at_low), low)
-            high = torch.where(possible, torch.maximum(high, at_high), high)
-            everywhere_low, everywhere_high = torch.minimum(everywhere_low, at_low), torch.maximum(everywhere_high, at_high)
-        none = low > high  # no index possible: only where the index's bounds are NaN or empty; every index is sound
-        low, high = torch.where(none, everywhere_low, low), torch.where(none, everywhere_high, high)
-        return Interval(low.to(like.dtype), high.to(like.dtype))
-
-    def backward(self, step: Step, A: torch.Tensor):
-        if not self._index_bounded(step):
-            return super().backward(step, A)
-        output = self.ibp(step, [step.bounds(node) for node in step.inputs])
-        bias = A.clamp(min=0) * output.lower + A.clamp(max=0) * output.upper
-        return [A.new_zeros((A.shape[0], *shape)) for shape in step.shapes], bias
