@@ -50,7 +50,8 @@ def counterexample_holds(onnx_path: Path, vnnlib_path: Path, x: list[float]) -> 
     session = onnxruntime.InferenceSession(str(onnx_path))
     declared = session.get_inputs()[0]
     shape = [dim if isinstance(dim, int) else 1 for dim in declared.shape]
-    (y,) = session.run(None, {declared.name: clipped.numpy().astype(np.float32).reshape(shape)})
+    dtype = {"tensor(double)": np.float64, "tensor(float16)": np.float16}.get(declared.type, np.float32)
+    (y,) = session.run(None, {declared.name: clipped.numpy().astype(dtype).reshape(shape)})
     return violates(spec, torch.tensor(y, dtype=torch.float64))
 
 

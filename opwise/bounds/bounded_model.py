@@ -26,7 +26,7 @@ from opwise.bounds.transfers.registry import Interval
 from opwise.errors import InputError
 from opwise.progress import Progress
 from opwise.tracing import Graph, trace
-from opwise.tracing.precision import as_float32, float32_inputs, refuse_narrow_graph
+from opwise.tracing.precision import as_float32, bound_dtype, float32_inputs, refuse_narrow_graph
 
 @dataclasses.dataclass
 class Bounds:
@@ -68,6 +68,7 @@ class BoundedModel:
             example_x = float32_inputs((torch.as_tensor(example_x),))[0]
             model_device = _device_of(model, example_x)
             graph = trace(model, example_x.to(model_device))
+        self.dtype = bound_dtype(graph)
         self.example_shape = tuple(example_x.shape)
         self.graph = expand_for_bounds(graph).to(self.device)
         self._independent: weakref.WeakSet[Graph] = weakref.WeakSet()  # graphs checked to keep samples apart
@@ -79,7 +80,8 @@ class BoundedModel:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output (through the bounded graph, on `device`)."""
-        x = float32_inputs((torch.as_tensor(x),))[0]
+        x = torch.as_tensor(x)
+        x = x.to(self.dtype) if x.is_floating_point() else x
         return self.graph.map_batches(lambda graph, chunk: graph(chunk), x.to(self.device))
 
     # ------------------------------------------------------------------ bounding
@@ -118,7 +120,7 @@ class BoundedModel:
         what `compute_bounds` does once it has read its request; see there for the other arguments."""
         method = method_name(method)
         batch = input_set.lower.shape[0]
-        specs = specs.to(self.device)
+        specs = specs.to(self.device, self.dtype)
         names = list(splits or {})
         for name in names:
             try:
@@ -233,7 +235,7 @@ class BoundedModel:
     def input_set(self, x=None, eps=None, norm=math.inf, x_lower=None, x_upper=None, domain=None) -> InputSet:
         """The checked input set of a request (InputError on NaN, negative eps, shape or domain mismatch)."""
         if x is not None:
-            x = self._check_shape(torch.as_tensor(x, dtype=torch.float32).to(self.device), "x")
+            x = self._check_shape(torch.as_tensor(x).to(self.device, self.dtype), "x")
             if eps is None:
                 raise InputError("eps is required with x (or give x_lower and x_upper instead)")
             if not isinstance(eps, (int, float)) or math.isnan(eps) or eps < 0:
@@ -245,8 +247,8 @@ class BoundedModel:
             return InputSet.ball(x, float(eps), norm, domain)
         if x_lower is None or x_upper is None:
             raise InputError("give x and eps, or both x_lower and x_upper")
-        lower = self._check_shape(torch.as_tensor(x_lower, dtype=torch.float32).to(self.device), "x_lower")
-        upper = self._check_shape(torch.as_tensor(x_upper, dtype=torch.float32).to(self.device), "x_upper")
+        lower = self._check_shape(torch.as_tensor(x_lower).to(self.device, self.dtype), "x_lower")
+        upper = self._check_shape(torch.as_tensor(x_upper).to(self.device, self.dtype), "x_upper")
         if lower.shape != upper.shape or (lower > upper).any() or torch.isnan(lower).any() or torch.isnan(upper).any():
             raise InputError("x_lower and x_upper must have one shape, no NaN, and x_lower <= x_upper")
         if domain is not None:
@@ -269,10 +271,10 @@ class BoundedModel:
             targets = torch.as_tensor(target).reshape(-1).expand(batch)
             if ((targets < 0) | (targets >= outputs)).any():
                 raise InputError(f"target {targets.tolist()} is out of range for {outputs} outputs")
-            return torch.stack([margin_matrix(outputs, int(t)) for t in targets]).to(self.device)
+            return torch.stack([margin_matrix(outputs, int(t), self.dtype) for t in targets]).to(self.device)
         if C is None:
-            return torch.eye(outputs, device=self.device).expand(batch, outputs, outputs)
-        C = torch.as_tensor(C, dtype=torch.float32).to(self.device)
+            return torch.eye(outputs, device=self.device, dtype=self.dtype).expand(batch, outputs, outputs)
+        C = torch.as_tensor(C).to(self.device, self.dtype)
         if C.dim() == 2:
             C = C.expand(batch, *C.shape)
         if C.dim() != 3 or C.shape[0] != batch or C.shape[2] != outputs:

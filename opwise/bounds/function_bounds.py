@@ -44,3 +44,8 @@ class FunctionBounds:
     def device(self) -> torch.device:
         """Where the network runs: its BoundedModel's device, else the CPU."""
         return self.bounded.device if self.bounded is not None else torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """What the network computes in: its BoundedModel's dtype, else float32."""
+        return self.bounded.dtype if self.bounded is not None else torch.float32

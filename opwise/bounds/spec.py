@@ -28,7 +28,15 @@ class Disjunct:
     d: torch.Tensor  # [rows]
 
     def margin(self, y: torch.Tensor) -> torch.Tensor:
-        """Per sample, the largest `C y - d` row: > 0 means this disjunct does not hold at y ([..., outputs])."""
+        """Per sample, the largest `C y - d` row: > 0 means this disjunct does not hold at y ([..., outputs]).
+        Integer or bool outputs (a count, a mask) are compared exactly: in float64, the margin returned in C's
+        dtype (whose rounding keeps its sign).
+
+        >>> Disjunct(torch.ones(1, 1), torch.tensor([1314.0])).margin(torch.tensor([[1315]]))
+        tensor([1.])
+        """
+        if not y.is_floating_point():
+            return (y.double() @ self.C.double().T - self.d.double()).amax(dim=-1).to(self.C.dtype)
         return (y @ self.C.T - self.d).amax(dim=-1)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Disjunct":

@@ -95,13 +95,15 @@ def verify(
     ('verified', True)
     """
     start = time.monotonic()
-    x = torch.as_tensor(x, dtype=torch.float32)
+    x = torch.as_tensor(x)
+    x = x.double() if x.dtype == torch.float64 else x.float()  # in the bounded model's dtype below
     if x.dim() == 0 or x.shape[0] != 1:
         raise InputError(f"verify takes one sample with a batch dimension of 1, got shape {tuple(x.shape)}")
     method = method_name(method, extra=("auto",))
     if isinstance(model, torch.nn.Module):
         model = as_float32(model, "bounds")  # the model itself is also run (fidelity check, counterexamples)
     bounded = model if isinstance(model, BoundedModel) else BoundedModel(model, x, device=device)
+    x = x.to(bounded.dtype)
     check_fidelity(bounded, model, x)
     x = x.to(bounded.device)
     with torch.no_grad():
@@ -117,7 +119,7 @@ def verify(
     target = int(target)
     # checks eps, norm, domain and shapes
     input_set = bounded.input_set(x, eps, norm, None, None, domain)
-    spec = Specification.over(input_set, robustness_disjuncts(classes, target))
+    spec = Specification.over(input_set, robustness_disjuncts(classes, target, bounded.dtype))
     methods = None if method == "auto" else (method,)
     remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
     line = LiveLine() if verbose else None
@@ -194,7 +196,7 @@ def verify_specification(
     if strategy == THEN_GENBAB and graph_model is None:  # GenBaB cannot follow: input splitting takes all the time
         strategy = "input-split"
     splits_inputs = strategy in ("input-split", THEN_GENBAB)
-    chain = (ReluChain.of_graph(graph_model.graph, dtype=torch.float32)
+    chain = (ReluChain.of_graph(graph_model.graph, dtype=graph_model.dtype)
              if splits_inputs and graph_model is not None else None)
     if methods is None:
         methods = ROOT_METHODS[strategy if not splits_inputs or chain is None else "input-split-chain"]

@@ -1,14 +1,18 @@
-"""Models in another float precision than float32: opwise's engines compute in float32.
+"""Models in another float precision than float32: what opwise's engines compute in.
 
-Rules and bound transfers mix the model's weights with float32 tensors of their own, so a float64, float16 or
-bfloat16 model failed deep inside them with a dtype mismatch. Such a model is now used through a float32 copy
-(the model itself is left as it is), with a warning that says so:
+Rules and bound transfers mix the model's weights with tensors of their own, so a float64, float16 or bfloat16
+model failed deep inside them with a dtype mismatch. What is sound decides each case:
 
-- float64 (scientific models): the copy computes the same function up to float32 rounding, which the bounds
-  already treat as they treat every float32 operation of a float32 model;
+- a Graph whose bounded input is float64 (an ONNX network declared in DOUBLE, nn4sys_2021's) is bounded in float64,
+  its own arithmetic (`bound_dtype`): input sets, specifications, attacks and counterexample checks are float64
+  too, and no weight is ever rounded to float32 (a rounded weight moves an output, and a property whose threshold
+  lies that close to the output could be `verified` for the copy and violated by the network);
+- an nn.Module in float64 is used through a float32 copy (the model itself is left as it is), with a warning
+  that says so: the copy computes the same function up to float32 rounding, which the bounds treat as they treat
+  every float32 operation of a float32 model; bound a traced float64 Graph for float64 bounds;
 - float16 / bfloat16: fine for explanations, but every operation of the model itself rounds a thousand times
-  more coarsely than float32, which bounds of the copy do not include; `purpose="bounds"` refuses them, naming
-  the fix (bound `model.float()`, whose outputs they then cover).
+  more coarsely than float32, which bounds of a float32 copy do not include; `purpose="bounds"` refuses them,
+  naming the fix (bound `model.float()`, whose outputs they then cover).
 """
 
 from __future__ import annotations
@@ -82,6 +86,21 @@ def refuse_narrow_graph(graph, purpose: str) -> None:
                           for node in narrow[:3])
         raise InputError(f"{len(narrow)} input-dependent operations compute in half precision, e.g. {names}: opwise "
                          f"computes {purpose} in float32; export or trace the model in float32")
+
+
+def bound_dtype(graph) -> torch.dtype:
+    """The dtype the bound engine computes a Graph's bounds in: float64 for a graph whose bounded input is float64
+    (an ONNX network declared in DOUBLE), float32 otherwise. A float64 network is bounded in its own arithmetic;
+    its weights are never rounded to float32, which could move its outputs past a property's threshold and make
+    a `verified` wrong.
+
+    >>> import torch
+    >>> from opwise.tracing import trace
+    >>> bound_dtype(trace(torch.nn.Linear(2, 1).double(), torch.zeros(1, 2, dtype=torch.float64)))
+    torch.float64
+    """
+    dtype = graph.info(graph.explained_inputs[0]).dtype
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def float32_inputs(inputs: tuple) -> tuple:

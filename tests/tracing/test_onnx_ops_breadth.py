@@ -162,13 +162,18 @@ def test_one_hot(tmp_path):
     graph = assert_matches(save_model(tmp_path, nodes, {"x": [1, 4, 5]}, None, inits, opset=11), [[1, 4, 5]],
                            batch_sizes=(None, 3))
     _bounded_soundly(graph, [1, 4, 5])
-    # one-hot rows of input-dependent indices (an integer-valued result): imported, not bounded
+    # one-hot rows of input-dependent indices (an integer-valued result): imported, and bounded by the comparisons'
+    # interval rules (comparison.py; it was refused), negative indices (counted from the end) included
     nodes = [helper.make_node("Cast", ["x"], ["i"], to=7), helper.make_node("OneHot", ["i", "d", "v"], ["y"])]
     path = save_model(tmp_path, nodes, {"x": [2, 3]}, None, {k: inits[k] for k in "dv"}, opset=11, name="dyn.onnx")
     x = np.array([[0.0, 1.5, -1.0], [3.0, 7.0, -5.0]], dtype=np.float32)
     graph = load_onnx(path)
     np.testing.assert_array_equal(run_opwise(graph, [x]), run_onnxruntime(path, [x]))
-    _bounding_refused(graph, [2, 3], "aten.")
+    center = torch.from_numpy(x)
+    run = lambda z: graph.for_batch(z.shape[0])(z).float()  # noqa: E731
+    for eps in (0.3, 2.0):
+        assert_sound(run, center - eps, center + eps, methods=("ibp", "crown"), samples=500, attack=False,
+                     bounded=BoundedModel(graph, center))
 
 
 def test_compress(tmp_path):
@@ -329,7 +334,12 @@ def test_hardmax(tmp_path, opset, axis):
     graph = assert_matches(path, [[1, 3, 4]], batch_sizes=(None, 3))
     x = np.array([[[1, 3, 3, 0], [2, 2, 2, 2], [0, -1, 5, -1]]], np.float32)  # ties: the first maximum
     np.testing.assert_array_equal(run_opwise(load_onnx(path), [x]), run_onnxruntime(path, [x]))
-    _bounding_refused(graph, [1, 3, 4], "aten.eq")  # argmax is bounded; its one-hot comparison is not
+    # argmax is bounded, and so is its one-hot comparison (it was refused: comparison.py); a point is exact
+    for eps in (0.05, 0.5):
+        _bounded_soundly(graph, [1, 3, 4], eps=eps)
+    tied = torch.from_numpy(x)
+    bounds = BoundedModel(graph, tied).compute_bounds(x_lower=tied, x_upper=tied, method="crown")
+    assert torch.equal(bounds.lower, bounds.upper) and torch.allclose(bounds.lower, graph(tied).reshape(1, -1))
 
 
 # ----------------------------------------------------------------- elementwise, masks, casts, constants
@@ -387,7 +397,8 @@ def test_is_inf_is_nan_xor_and_round(tmp_path):
     inits = {"zero": np.array(0.0, np.float32), "one": np.array(1.0, np.float32)}
     path = _logic_model(tmp_path, nodes, 13, inits=inits)
     graph = assert_matches(path, [[1, 6]], batch_sizes=(None, 3))
-    _bounding_refused(graph, [1, 6], "no bound rule")
+    for eps in (0.3, 1.5):  # Greater, Less and Xor of bounded values: decided where the intervals decide (comparison.py)
+        _bounded_soundly(graph, [1, 6], eps=eps)
     path = save_model(tmp_path, [helper.make_node("Round", ["x"], ["y"])], {"x": [1, 6]}, None, opset=13)
     np.testing.assert_array_equal(run_opwise(load_onnx(path), [x]), run_onnxruntime(path, [x]))  # halves to even
     graph = assert_matches(path, [[1, 6]], batch_sizes=(None, 3))

@@ -101,3 +101,24 @@ def test_a_model_that_cannot_be_copied_is_refused_naming_the_fix():
     model.lock = threading.Lock()  # deepcopy cannot copy a lock
     with pytest.raises(InputError, match=r"could not copy it to float32.*model\.float\(\)"):
         as_float32(model, "bounds")
+
+
+def test_a_float64_graph_is_bounded_and_verified_in_float64():
+    """A traced (or DOUBLE ONNX) float64 Graph is bounded in its own arithmetic: no float32 copy of its weights,
+    bounds in float64 that hold for its float64 outputs, and verify's attack and specification in float64 too."""
+    model = _mlp(torch.float64)
+    x = torch.rand(1, 6, dtype=torch.float64)
+    graph = opwise.trace(model, x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no copy, no warning
+        bounds = opwise.compute_bounds(graph, x, eps=0.05, method="crown")
+        assert bounds.lower.dtype == torch.float64
+        points = x + 0.05 * (2 * torch.rand(4000, 6, dtype=torch.float64) - 1)
+        with torch.no_grad():
+            outputs = model(points)
+        assert (outputs >= bounds.lower - 1e-12).all() and (outputs <= bounds.upper + 1e-12).all()
+        assert opwise.verify(graph, x, eps=1e-4).status == "verified"
+        result = opwise.verify(graph, x, eps=5.0)
+        assert result.status == "falsified" and result.counterexample.dtype == torch.float64
+        with torch.no_grad():
+            assert model(result.counterexample).argmax() != model(x).argmax()

@@ -121,8 +121,9 @@ class CutPasses:
         line by the sign of the whole spec's coefficient rather than of each cut position's."""
         coefficient, bias, _ = self._walk(target, A, groups, stop=cut)
         lower, lower_bias, upper, upper_bias = self.cut_lines(cut, groups)
+        coefficient = dense(coefficient)  # a convolution's patches, where the walk stopped right after one
         specs, size = coefficient.shape[0], lower.shape[0]
-        flat = dense(coefficient).reshape(specs, groups, size)
+        flat = coefficient.reshape(specs, groups, size)
         positive, negative = flat.clamp(min=0), flat.clamp(max=0)
         bias = bias + (positive * lower_bias.T).sum(-1) + (negative * upper_bias.T).sum(-1)
         input_shape = lower.shape[1:]

@@ -423,7 +423,7 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
         self.step(node)
         # one-hot rows of a [C, H, W] map go back as windows where the node's transfer takes them; only where the
         # first axis is the batch (a batch of 1 also gives one group when windows or heads are folded into that axis)
-        windowed = lower.shape[0] == groups == self.batch and lower.dim() == 4 and \
+        windowed = lower.dim() == 4 and lower.shape[0] == groups == self.batch and \
             getattr(self._transfers[node], "takes_patches", False)
         chunks = [selected] if alphas is not None else selected.split(_chunk_size(lower.shape[2:] if windowed else ()))
         cut = None if alphas is not None else self.cut_for(node, selected.numel(), groups)

@@ -4,8 +4,8 @@ Input-splitting branch-and-bound bounds hundreds of thousands of small boxes. Th
 each round pays per-node Python dispatch and a CROWN pass per layer over every neuron; for a graph that is
 a chain `affine → ReLU → … → affine` the same bounds are a few batched matrix products. `ReluChain.of_graph`
 recognises such a graph with the engine's own transfer registry (every non-ReLU node has an affine transfer
-and one bounded input), reads each affine segment's matrix off the graph by evaluating it on basis vectors,
-and checks the chain against the graph on random inputs. Bounds are computed in `dtype` and then lowered by
+and one bounded input), reads each affine segment's matrix off the graph as its Jacobian, and checks the chain
+against the graph on random inputs (once per graph and dtype: a property of 50 boxes asks 50 times). Bounds are computed in `dtype` and then lowered by
 its rounding slack (float32 is about twice as fast as float64 here).
 
 Intermediate bounds come from forward linear bounds (each neuron's lower and upper linear function of the
@@ -16,6 +16,7 @@ input, cheap for few inputs) intersected with interval bounds; the property rows
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 import torch
 from torch import fx
@@ -36,6 +37,8 @@ MAX_MATRIX_ENTRIES = 2**21
 #: relative amount taken off every bound for the rounding of its dtype. float32 bounds of the 45 ACAS Xu
 #: networks (16 property boxes, 2,048 sub-boxes each of three sizes) stayed within 5.9e-5·(1+|bound|) of float64 ones.
 SLACK = {torch.float64: 1e-9, torch.float32: 1e-4}
+
+_CHAINS: "weakref.WeakKeyDictionary[Graph, dict[torch.dtype, ReluChain | None]]" = weakref.WeakKeyDictionary()
 
 
 @dataclasses.dataclass
@@ -65,7 +68,14 @@ class ReluChain:
     @classmethod
     def of_graph(cls, graph: Graph, dtype: torch.dtype = torch.float64) -> "ReluChain | None":
         """The chain a graph computes, bounding in `dtype`, or None when it is not one (branches, other
-        nonlinearities, many inputs)."""
+        nonlinearities, many inputs); read once per graph and dtype."""
+        known = _CHAINS.setdefault(graph, {})
+        if dtype not in known:
+            known[dtype] = cls._read(graph, dtype)
+        return known[dtype]
+
+    @classmethod
+    def _read(cls, graph: Graph, dtype: torch.dtype) -> "ReluChain | None":
         nodes = _chain_nodes(graph)
         if nodes is None:
             return None
@@ -92,7 +102,7 @@ class ReluChain:
     def _matches(self, graph: Graph) -> bool:
         generator = torch.Generator().manual_seed(0)
         for _ in range(4):
-            x = torch.randn(self.input_shape, generator=generator).to(graph.device)
+            x = torch.randn(self.input_shape, generator=generator).to(graph.device, graph.info(graph.explained_inputs[0]).dtype)
             with torch.no_grad():
                 expected = graph.module(x).reshape(-1).to(torch.float64)
             if not torch.allclose(self(x.to(torch.float64)).reshape(-1), expected, rtol=1e-4, atol=1e-4):
@@ -293,13 +303,25 @@ def _entries(graph: Graph, start: fx.Node, segment: list[fx.Node]) -> int:
 
 
 def _affine_map(graph: Graph, constants: dict, segment: list[fx.Node], start: fx.Node) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W, b) of the affine segment after `start`, read off its values at 0 and at the basis vectors."""
-    shape = tuple(graph.info(start).shape)
-    width = int(torch.Size(shape).numel())
-    points = torch.cat([torch.zeros(1, width), torch.eye(width)]).to(device=graph.device, dtype=torch.float64)
+    """(W, b) of the affine segment after `start`: b its value at 0, W its Jacobian (by forward-mode AD over the
+    narrower side, so a 60,100-wide layer costs one pass per column or row of W, never an identity matrix of its
+    width), or probed at the basis vectors one at a time where an operator has no AD formula."""
+    zero = torch.zeros(tuple(graph.info(start).shape), device=graph.device, dtype=torch.float64)
+
+    def segment_at(value: torch.Tensor) -> torch.Tensor:
+        return _evaluate(graph, constants, segment, start, value).reshape(-1)
+
     with torch.no_grad():
-        values = torch.stack([_evaluate(graph, constants, segment, start, p.reshape(shape)).reshape(-1) for p in points])
-    return (values[1:] - values[0]).T, values[0]
+        bias = segment_at(zero)
+    strategy = "forward-mode" if zero.numel() <= bias.numel() else "reverse-mode"
+    try:
+        weight = torch.autograd.functional.jacobian(segment_at, zero, vectorize=True, strategy=strategy)
+    except (RuntimeError, NotImplementedError):
+        with torch.no_grad():
+            columns = [segment_at(zero.flatten().index_fill(0, torch.tensor([i], device=zero.device), 1.0)
+                                  .reshape(zero.shape)) - bias for i in range(zero.numel())]
+        return torch.stack(columns, 1), bias
+    return weight.reshape(bias.numel(), zero.numel()).detach(), bias
 
 
 def _constants(graph: Graph) -> dict[fx.Node, object]:

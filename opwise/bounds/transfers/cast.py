@@ -12,8 +12,9 @@ known range per element, and rounding is monotone, so:
 
 Where a value can leave the target's range (overflow to inf in a float, wrap-around in an integer) the error is
 unbounded, and so are the bounds that depend on it. A cast to bool (x != 0) is a step no line follows: refused.
-A device move, a cast to a dtype that holds every value of the source (an integer to a wide enough float) and a
-float cast to float32 or float64 are the plain identity: float64 to float32 rounds as every float32 operation of
+An integer or bool cast to an integer changes no value where it fits (a narrower integer may wrap: unbounded there).
+A device move, a cast to a dtype that holds every value of the source (an integer to a wide enough float, a bool to
+an integer) and a float cast to float32 or float64 are the plain identity: float64 to float32 rounds as every float32 operation of
 the model does, which the bounds (computed in float32) treat alike.
 """
 
@@ -48,6 +49,8 @@ def _holds(source: torch.dtype, target: torch.dtype) -> bool:
         if source_kind in ("int", "bool"):
             bits = 1 if source_kind == "bool" else torch.iinfo(source).bits
             return bits <= -math.log2(target_info.eps) + 1
+    if source_kind == "bool" and target_kind == "int":
+        return True
     if source_kind == "int" and target_kind == "int":
         source_info, target_info = torch.iinfo(source), torch.iinfo(target)
         return source_info.min >= target_info.min and source_info.max <= target_info.max
@@ -70,17 +73,26 @@ class Cast(Affine):
                     "it casts to bool (x != 0), a step no linear bound follows; bound the model before the cast, or "
                     "compare with a threshold outside the bounded part")
             step.cache["target"] = None if target is None or _holds(source, target) else target
+            step.cache["integral"] = _kind(source) in ("int", "bool")
         return step.cache["target"]
+
+    def _integral_identity(self, step: Step) -> bool:
+        """Whether the cast changes no value and its result is an integer or a bool: the engine keeps those as
+        floats, so the interval passes as it is (the op itself would make it an integer tensor)."""
+        target = step.node.kwargs.get("dtype")
+        return self._target(step) is None and target is not None and _kind(target) in ("int", "bool")
 
     def needs_bounds(self, step: Step):
         return [] if self._target(step) is None else [step.inputs[0]]
 
     def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
         target = self._target(step)
+        if self._integral_identity(step):
+            return Interval(intervals[0].lower, intervals[0].upper)
         if target is None:
             return super().ibp(step, intervals)
         (x,) = intervals
-        low, high = self._error(target, x)
+        low, high = self._error(target, x, step.cache["integral"])
         if _kind(target) == "int":  # integers kept as floats: the engine's arithmetic after the cast is float
             rounded, dtype = (torch.trunc(x.lower), torch.trunc(x.upper)), x.lower.dtype
         else:  # the model's own rounded values (inf where the cast overflows, as the model's value)
@@ -91,16 +103,18 @@ class Cast(Affine):
 
     def backward(self, step: Step, A: torch.Tensor):
         target = self._target(step)
+        if self._integral_identity(step):
+            return [A], None
         if target is None:
             return super().backward(step, A)
-        low, high = self._error(target, step.bounds(step.inputs[0]))
+        low, high = self._error(target, step.bounds(step.inputs[0]), step.cache["integral"])
         terms = A.clamp(min=0) * low + A.clamp(max=0) * high
         return [A], terms
 
     @staticmethod
-    def _error(target: torch.dtype, x: Interval) -> tuple[torch.Tensor, torch.Tensor]:
+    def _error(target: torch.dtype, x: Interval, integral: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """e_low, e_high with cast(v) − v in [e_low, e_high] for every v in [x.lower, x.upper] (inf: it may
-        overflow)."""
+        overflow); `integral`: the values are integers, which an integer cast leaves as they are where they fit."""
         largest = torch.maximum(x.lower.abs(), x.upper.abs())
         if _kind(target) == "float":
             info = torch.finfo(target)
@@ -114,6 +128,8 @@ class Cast(Affine):
         fits = (x.lower > float(info.min) - 1) & (x.upper < float(info.max) + 1)
         zero, one, infinite = torch.zeros_like(largest), torch.ones_like(largest), torch.full_like(largest, math.inf)
         # truncation moves positive values down and negative ones up, each by less than one
+        if integral:
+            return torch.where(fits, zero, -infinite), torch.where(fits, zero, infinite)
         low = torch.where(fits, torch.where(x.upper <= 0, zero, -one), -infinite)
         high = torch.where(fits, torch.where(x.lower >= 0, zero, one), infinite)
         return low, high

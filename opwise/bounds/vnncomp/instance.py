@@ -112,7 +112,7 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
         load = load_with_engine if device is None else partial(load_with_engine, device=device)
     model, input_shape = load(str(onnx_path))
     declared = parse_vnnlib(vnnlib_path, input_shape, dtype=torch.float64)
-    specs = specifications_to(declared, model.device, torch.float32)
+    specs = specifications_to(declared, model.device, model.dtype)
     _check_outputs(model, specs[0], str(vnnlib_path))
     outcomes, reasons = [], []
     decided = 0
@@ -187,10 +187,11 @@ def _as_the_competition_checks(model: BoundedModel | FunctionBounds, declared: S
                                x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(x, y) of a counterexample the competition's checker accepts, or None: x in float64 clipped into the
     box as declared (the float32 rounding of a bound can lie just outside it), the network run on x's
-    float32 rounding, the output constraints evaluated in float64 (strict ones strictly, `violates`)."""
+    rounding to its dtype (float32, or float64 for a DOUBLE network), the output constraints evaluated in float64
+    (strict ones strictly, `violates`)."""
     point = torch.max(torch.min(x.detach().cpu().double(), declared.x_upper), declared.x_lower)
     with torch.no_grad():
-        y = model(point.float().to(model.device)).detach().cpu()
+        y = model(point.to(model.device, model.dtype)).detach().cpu()
     if not violates(declared, y.double()):
         return None
     return point.flatten(), y.flatten()

@@ -104,7 +104,8 @@ def assert_competition_checker_accepts(result_path, onnx_path, vnnlib_path) -> N
     session = onnxruntime.InferenceSession(str(onnx_path))
     feed = session.get_inputs()[0]
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in feed.shape]
-    (output,) = session.run(None, {feed.name: np.array(xs, dtype=np.float32).reshape(shape)})
+    dtype = np.float64 if feed.type == "tensor(double)" else np.float32  # a DOUBLE network reads float64
+    (output,) = session.run(None, {feed.name: np.array(xs, dtype=dtype).reshape(shape)})
     y = torch.tensor(output.reshape(-1), dtype=torch.float64)
     x = torch.tensor(xs, dtype=torch.float64)
     accepted = False

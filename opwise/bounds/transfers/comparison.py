@@ -1,0 +1,185 @@
+"""Comparisons, logical operators and `where` with a bounded condition, on intervals of their operands.
+
+A comparison of bounded values is a step no line follows (the bool jumps where the operands cross), so its interval
+comes from the operands' intervals, as an index's does (position.py): with a in [a_l, a_u] and b in [b_l, b_u],
+
+- a < b is surely true where a_u < b_l and surely false where a_l >= b_u (<=, >, >= alike);
+- a == b is surely true only where both are the same single value (a_l = a_u = b_l = b_u) and surely false where
+  the intervals are disjoint (a_u < b_l or b_u < a_l); != is its complement;
+
+and the bool's interval is [1, 1], [0, 0] or [0, 1]. A NaN end decides nothing ([0, 1]). Logical operators read
+each operand's interval as a truth interval (surely true where 0 is outside it, surely false where it is [0, 0])
+and combine the ends: and takes the smaller, or the larger, not swaps them. An integer or bool value is kept, as
+every bounded value, as floats in the engine's dtype; comparisons are made in float64, exact for integers up to
+2^53. CROWN's lines are the interval's ends (zero slopes).
+
+where(c, a, b) with the condition c bounded and the branches constants is b + (a − b)·c, linear in c's {0, 1}
+value: CROWN passes A·(a − b) on to c (so a one-hot's count stays linear in the comparisons' intervals) and IBP
+takes c's ends. With a bounded branch it is the hull of the branches that c allows (constant lines). A condition
+that does not depend on the input (a mask) is routing (affine.py). Lookups with a bounded index: lookup.py.
+
+>>> import opwise.bounds
+>>> class Count(torch.nn.Module):
+...     def forward(self, x):
+...         return (x.argmax(2) == 1).long().sum(1, keepdim=True)
+>>> x = torch.tensor([[[0.0, 3.0], [1.0, 1.5], [2.0, 0.0]]])
+>>> bounds = opwise.bounds.BoundedModel(Count(), x).compute_bounds(x_lower=x - 0.1, x_upper=x + 0.1, method="crown")
+>>> bounds.lower, bounds.upper  # every row's argmax is decided: rows 0 and 1 count (1.4..1.6 beats 0.9..1.1)
+(tensor([[2.]]), tensor([[2.]]))
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import fx
+
+from opwise.bounds.transfers.affine import Affine
+from opwise.bounds.transfers.registry import Interval, Step, bound_transfer, sum_to
+
+COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
+
+
+def _operand(step: Step, position: int, intervals: dict[fx.Node, Interval], like: torch.Tensor) -> Interval:
+    """The interval of the op's argument at `position` (a bounded node's, or a constant's single value), in float64."""
+    arg = step.args[position] if position < len(step.args) else step.node.kwargs.get("other")
+    if isinstance(arg, fx.Node):
+        bound = intervals[arg]
+        return Interval(bound.lower.double(), bound.upper.double())
+    value = torch.as_tensor(arg, device=like.device).double()
+    return Interval(value, value)
+
+
+def compare(op: str, a: Interval, b: Interval) -> tuple[torch.Tensor, torch.Tensor]:
+    """(surely true, surely false) of `a op b` for every pair of values in the intervals (op: eq, ne, lt, le, gt, ge).
+
+    >>> a, b = Interval(torch.tensor([0.0, 2.0, 1.0]), torch.tensor([1.0, 2.0, 3.0])), Interval(torch.tensor(2.0), torch.tensor(2.0))
+    >>> compare("lt", a, b), compare("eq", a, b)
+    ((tensor([ True, False, False]), tensor([False,  True, False])), (tensor([False,  True, False]), tensor([ True, False, False])))
+    """
+    if op in ("gt", "ge"):
+        op, a, b = {"gt": "lt", "ge": "le"}[op], b, a
+    if op == "lt":
+        return a.upper < b.lower, a.lower >= b.upper
+    if op == "le":
+        return a.upper <= b.lower, a.lower > b.upper
+    single = (a.lower == a.upper) & (b.lower == b.upper) & (a.lower == b.lower)
+    disjoint = (a.upper < b.lower) | (b.upper < a.lower)
+    return (single, disjoint) if op == "eq" else (disjoint, single)
+
+
+def truth(interval: Interval) -> tuple[torch.Tensor, torch.Tensor]:
+    """(surely true, surely false) of a value read as a bool (nonzero), from its interval."""
+    nonzero = (interval.lower > 0) | (interval.upper < 0)
+    return nonzero, (interval.lower == 0) & (interval.upper == 0)
+
+
+def _bool_interval(true: torch.Tensor, false: torch.Tensor, dtype: torch.dtype, shape) -> Interval:
+    return Interval(true.to(dtype).expand(shape).contiguous(), (~false).to(dtype).expand(shape).contiguous())
+
+
+class _IntervalOnly:
+    """A transfer whose lines are the interval's ends: zero coefficients for every bounded input, the ends as bias."""
+
+    #: its lines are the ends of the interval its inputs' intervals give: no pass through it is tighter (engine)
+    constant_lines = True
+
+    def needs_bounds(self, step: Step) -> list[fx.Node]:
+        return list(step.inputs)
+
+    def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
+        raise NotImplementedError
+
+    def backward(self, step: Step, A: torch.Tensor):
+        output = self.ibp(step, [step.bounds(node) for node in step.inputs])
+        bias = A.clamp(min=0) * output.lower + A.clamp(max=0) * output.upper
+        return [A.new_zeros((A.shape[0], *shape)) for shape in step.shapes], bias
+
+
+@bound_transfer(*(f"aten.{name}.{overload}" for name in COMPARISONS for overload in ("Scalar", "Tensor")))
+class Comparison(_IntervalOnly):
+    """eq, ne, lt, le, gt, ge of bounded values, with each other or with constants: see the module docstring.
+
+    >>> from opwise.bounds.transfers.registry import transfer_for
+    >>> type(transfer_for("aten.ge.Scalar")).__name__
+    'Comparison'
+    """
+
+    def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
+        bounds = dict(zip(step.inputs, intervals))
+        like = intervals[0].lower
+        true, false = compare(step.op.split(".")[1], _operand(step, 0, bounds, like), _operand(step, 1, bounds, like))
+        return _bool_interval(true, false, like.dtype, step.shape if step.shape is not None else true.shape)
+
+
+@bound_transfer("aten.logical_and.default", "aten.logical_or.default", "aten.logical_xor.default",
+                "aten.logical_not.default")
+class Logical(_IntervalOnly):
+    """logical_and, or, xor and not of bounded values (nonzero is true), with each other or with constants."""
+
+    def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
+        bounds = dict(zip(step.inputs, intervals))
+        like = intervals[0].lower
+        name = step.op.split(".")[1]
+        a_true, a_false = truth(_operand(step, 0, bounds, like))
+        if name == "logical_not":
+            true, false = a_false, a_true
+        else:
+            b_true, b_false = truth(_operand(step, 1, bounds, like))
+            if name == "logical_and":
+                true, false = a_true & b_true, a_false | b_false
+            elif name == "logical_or":
+                true, false = a_true | b_true, a_false & b_false
+            else:
+                true = (a_true & b_false) | (a_false & b_true)
+                false = (a_true & b_true) | (a_false & b_false)
+        return _bool_interval(true, false, like.dtype, step.shape if step.shape is not None else true.shape)
+
+
+@bound_transfer("aten.where.self")
+class Where(Affine):
+    """where(c, a, b): routing where c is a constant mask (affine.py); with c bounded, see the module docstring."""
+
+    def _branches(self, step: Step) -> tuple | None:
+        """(a, b) as constants (tensors or numbers) where the condition is bounded and neither branch is, else None."""
+        condition, a, b = step.args[:3]
+        if not (isinstance(condition, fx.Node) and condition in step.inputs) or any(isinstance(v, fx.Node) for v in (a, b)):
+            return None
+        if not all(math.isfinite(float(v)) for v in (a, b) if not isinstance(v, torch.Tensor)) or not all(
+                bool(torch.isfinite(v).all()) for v in (a, b) if isinstance(v, torch.Tensor) and v.is_floating_point()):
+            return None  # an infinite branch would make (a − b)·0 NaN
+        return a, b
+
+    def _condition_bounded(self, step: Step) -> bool:
+        return isinstance(step.args[0], fx.Node) and step.args[0] in step.inputs
+
+    def needs_bounds(self, step: Step) -> list[fx.Node]:
+        if not self._condition_bounded(step) or self._branches(step) is not None:
+            return []
+        return list(step.inputs)
+
+    def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
+        if not self._condition_bounded(step):
+            return super().ibp(step, intervals)
+        bounds = dict(zip(step.inputs, intervals))
+        like = intervals[0].lower
+        true, false = truth(_operand(step, 0, bounds, like))
+        a, b = _operand(step, 1, bounds, like), _operand(step, 2, bounds, like)
+        lower = torch.where(true, a.lower, torch.where(false, b.lower, torch.minimum(a.lower, b.lower)))
+        upper = torch.where(true, a.upper, torch.where(false, b.upper, torch.maximum(a.upper, b.upper)))
+        shape = step.shape if step.shape is not None else lower.shape
+        return Interval(lower.to(like.dtype).expand(shape).contiguous(), upper.to(like.dtype).expand(shape).contiguous())
+
+    def backward(self, step: Step, A: torch.Tensor):
+        if not self._condition_bounded(step):
+            return super().backward(step, A)
+        branches = self._branches(step)
+        if branches is None:
+            output = self.ibp(step, [step.bounds(node) for node in step.inputs])
+            bias = A.clamp(min=0) * output.lower + A.clamp(max=0) * output.upper
+            return [A.new_zeros((A.shape[0], *shape)) for shape in step.shapes], bias
+        a, b = (torch.as_tensor(v, device=A.device).to(A.dtype) for v in branches)
+        shape = tuple(A.shape[1:])
+        return [sum_to(A * (a - b), step.shapes[0])], A * b.expand(shape)
+

@@ -1,0 +1,145 @@
+"""Comparisons, logical operators and where with a bounded condition (comparison.py), and integer casts (cast.py):
+every output at sampled grid points of the box (ties between indices and constants at every turn) lies in the
+bounds, a decided comparison is exact, and a count of one-hot matches stays linear in the comparisons."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from opwise.bounds import BoundedModel
+from opwise.bounds.transfers.comparison import compare
+from opwise.bounds.transfers.registry import Interval
+from tests.bounds.helpers import assert_sound
+
+METHODS = ("ibp", "crown", "alpha-crown")
+
+
+def _grid_box(generator, shape, levels=4):
+    a = torch.randint(0, levels, shape, generator=generator).float()
+    b = torch.randint(0, levels, shape, generator=generator).float()
+    return torch.minimum(a, b), torch.maximum(a, b)
+
+
+def _assert_sound_on_grid(model, lower, upper, generator, samples=3000, methods=METHODS, run=None):
+    """Grid points (halves) in the box, where indices tie and comparisons flip; every method's bounds hold them.
+    `run` evaluates a batch of points (default: the model on the whole batch)."""
+    steps = torch.randint(0, 8, (samples, *lower.shape[1:]), generator=generator).float() / 2
+    points = torch.minimum(torch.maximum(steps, lower), upper)
+    with torch.no_grad():
+        outputs = (run or model)(points).reshape(samples, -1).double()
+    bounded = BoundedModel(model, lower)
+    results = {}
+    for method in methods:
+        bounds = bounded.compute_bounds(x_lower=lower, x_upper=upper, method=method)
+        assert (outputs >= bounds.lower.double() - 1e-6).all(), (method, (bounds.lower - outputs).max())
+        assert (outputs <= bounds.upper.double() + 1e-6).all(), (method, (outputs - bounds.upper).max())
+        results[method] = bounds
+    return results
+
+
+class OneHotCount(torch.nn.Module):
+    """The carvana tail: the argmax of every row one-hot, compared with a mask, the matches counted; and the other
+    comparisons and logical operators on the same index."""
+
+    def __init__(self, classes: int, mask: torch.Tensor):
+        super().__init__()
+        self.classes = classes
+        self.register_buffer("mask", mask)
+
+    def forward(self, x):
+        index = x.argmax(2)
+        hot = F.one_hot(index, self.classes)
+        matches = (hot == self.mask).long().sum((1, 2))
+        inside = torch.logical_and(index >= 1, index < self.classes - 1)
+        either = torch.logical_or(index == 0, torch.logical_not(index <= 1))
+        odd = torch.logical_xor(index > 0, index != 2)
+        counts = [matches, inside.long().sum(1), either.long().sum(1), odd.long().sum(1)]
+        return torch.stack(counts, 1).float()
+
+
+class WhereOfIndex(torch.nn.Module):
+    """where with a bounded condition: constant branches (linear in the condition) and a bounded branch."""
+
+    def forward(self, x):
+        index = x.argmax(2)
+        constant = torch.where(index == 1, torch.tensor(3), torch.tensor(-2))
+        bounded = torch.where(index > 0, x[:, :, 0], torch.tensor(0.5))
+        return torch.cat([constant.float().sum(1, keepdim=True), bounded], 1)
+
+
+class TwoIndices(torch.nn.Module):
+    """Two bounded indices compared with each other (eq.Tensor), through an integer cast (int64 to int32)."""
+
+    def forward(self, x):
+        left, right = x[:, :, :3].argmax(2).int(), x[:, :, 3:].argmax(2).int()
+        return torch.stack([(left == right).long().sum(1), (left < right).long().sum(1)], 1).float()
+
+
+@pytest.mark.parametrize("trial", range(8))
+def test_one_hot_counts_and_logical_operators_are_sound_with_ties(trial):
+    generator = torch.Generator().manual_seed(trial)
+    classes, rows = 3, 4
+    lower, upper = _grid_box(generator, (1, rows, classes))
+    mask = F.one_hot(torch.randint(0, classes, (1, rows), generator=generator), classes)
+    _assert_sound_on_grid(OneHotCount(classes, mask), lower, upper, generator)
+
+
+@pytest.mark.parametrize("trial", range(6))
+def test_where_with_a_bounded_condition_is_sound_with_ties(trial):
+    generator = torch.Generator().manual_seed(100 + trial)
+    lower, upper = _grid_box(generator, (1, 5, 3))
+    _assert_sound_on_grid(WhereOfIndex(), lower, upper, generator)
+
+
+@pytest.mark.parametrize("trial", range(6))
+def test_comparisons_of_two_bounded_indices_are_sound_with_ties(trial):
+    generator = torch.Generator().manual_seed(200 + trial)
+    lower, upper = _grid_box(generator, (1, 4, 6))
+    _assert_sound_on_grid(TwoIndices(), lower, upper, generator)
+
+
+def test_the_count_is_sound_on_a_random_network_with_attacks():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3, 2)
+
+    class Network(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = layer
+            self.register_buffer("mask", torch.tensor([[0, 1, 1, 0, 1, 0]]))
+
+        def forward(self, x):
+            index = torch.relu(self.layer(x)).argmax(2)
+            return (F.one_hot(index, 2)[..., 1] == self.mask).long().sum(1, keepdim=True).float()
+
+    x = torch.randn(1, 6, 3)
+    for eps in (0.01, 0.1, 0.5):
+        assert_sound(Network(), x - eps, x + eps, methods=METHODS, samples=3000)
+
+
+def test_a_decided_count_is_exact_and_linear_in_the_comparisons():
+    """Every row's argmax decided: the count is one number; with one row open, CROWN's count spans one."""
+    mask = torch.tensor([[[0, 1], [1, 0], [0, 1]]])
+    x = torch.tensor([[[0.0, 3.0], [2.0, 0.0], [1.0, 1.5]]])
+    model = OneHotCount(2, mask)
+    for method in METHODS:
+        bounds = BoundedModel(model, x).compute_bounds(x_lower=x - 0.1, x_upper=x + 0.1, method=method)
+        assert (bounds.lower[0, 0].item(), bounds.upper[0, 0].item()) == (pytest.approx(6.0), pytest.approx(6.0)), method
+        bounds = BoundedModel(model, x).compute_bounds(x_lower=x - 0.4, x_upper=x + 0.4, method=method)
+        # row 2 may flip: 2 of its entries
+        assert (bounds.lower[0, 0].item(), bounds.upper[0, 0].item()) == (pytest.approx(4.0), pytest.approx(6.0)), method
+
+
+def test_compare_decides_only_what_every_pair_of_values_decides():
+    a = Interval(torch.tensor([0.0, 1.0, 2.0, 1.0]), torch.tensor([1.0, 1.0, 3.0, 2.0]))
+    b = Interval(torch.tensor([1.0, 1.0, 0.0, 2.0]), torch.tensor([1.0, 1.0, 1.0, 2.0]))
+    for op, check in (("eq", torch.eq), ("ne", torch.ne), ("lt", torch.lt), ("le", torch.le), ("gt", torch.gt),
+                      ("ge", torch.ge)):
+        true, false = compare(op, a, b)
+        grid = torch.linspace(0, 1, 11)[:, None]
+        values = check(a.lower + grid * (a.upper - a.lower), b.lower + grid.flip(0) * (b.upper - b.lower))
+        assert not (true & ~values).any() and not (false & values).any(), op
+        assert not (true & false).any(), op
+
