@@ -164,4 +164,5 @@ def test_a_chain_whose_matrices_would_be_too_large_is_no_chain(monkeypatch):
     evaluated = []
     monkeypatch.setattr(relu_chain, "_evaluate", lambda *args: evaluated.append(1))
     monkeypatch.setattr(relu_chain, "MAX_MATRIX_ENTRIES", 16 * 32 - 1)
+    graph = trace(model, torch.zeros(1, 1, 4, 4))  # a new graph: chains are read once per graph
     assert relu_chain.ReluChain.of_graph(graph) is None and not evaluated  # refused before reading any matrix
