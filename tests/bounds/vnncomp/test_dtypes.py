@@ -133,7 +133,7 @@ def _assert_answer_holds(path, vnnlib, result, counts, threshold, shape, tmp_pat
         assert counts.min() > threshold
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", [0, *(pytest.param(seed, marks=pytest.mark.slow) for seed in (1, 2))])
 def test_a_count_of_one_hot_matches_is_decided_consistently_with_sampling(tmp_path, seed):
     height, width = 3, 4
     path = _count_network(tmp_path, height, width, seed)
@@ -147,7 +147,8 @@ def test_a_count_of_one_hot_matches_is_decided_consistently_with_sampling(tmp_pa
         threshold = int(counts.min()) - 1
         safe = tmp_path / f"safe_{eps}.vnnlib"
         safe.write_text(vnnlib_text(*box, [[1.0]], [float(threshold)], 1))
-        result = verify_instance(path, safe, 60)
+        # the wide box need only not be answered wrongly: a short timeout (it may well end as one)
+        result = verify_instance(path, safe, 60 if eps == 0.02 else 5)
         _assert_answer_holds(path, safe, result, counts, threshold, center.shape, tmp_path)
         if eps == 0.02:  # every pixel but the near-ties decided: the bounds settle it
             assert result.status in ("unsat", "sat"), result
