@@ -133,7 +133,7 @@ def pgd_attack(
                     or _stalled(history, patience, tolerance, steps - step)):
                 return
             gradient = input_gradient(own.sum(), x)
-            flat = gradient.flatten(1).abs().amax(dim=1) == 0
+            flat = gradient.reshape(len(gradient), -1).abs().amax(dim=1) == 0  # also starts of one scalar each
             if not saturating and bool(flat.any()):
                 saturating = bool(flat.all())  # then for the remaining steps: one pass per step
                 surrogate = input_gradient(evaluate(x, chosen, True)[1].sum(), x)

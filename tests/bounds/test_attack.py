@@ -257,3 +257,11 @@ def test_verify_falsifies_a_binarized_network_whose_softmax_saturates():
     result = opwise.verify(model, x, eps=0.1, timeout=20)
     assert result.status == "falsified"
     assert int(model(result.counterexample).argmax()) != int(model(x).argmax())
+
+
+def test_an_input_of_one_scalar_per_start_is_attacked():
+    """A network whose declared input has no batch axis ([1], as nn4sys's) gets starts of shape [starts]: the
+    check for vanished gradients failed on them with an IndexError."""
+    spec = Specification(torch.tensor([0.0]), torch.tensor([1.0]), [Disjunct(torch.tensor([[-1.0]]), torch.tensor([-0.81]))])
+    found = pgd_attack(lambda x: (x * x).reshape(len(x), 1), spec, restarts=4, steps=20)  # unsafe: x >= 0.9
+    assert found.found and float(found.counterexample.reshape(-1)[0]) >= 0.9 - 1e-6
