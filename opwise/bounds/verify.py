@@ -192,12 +192,11 @@ def verify_specification(
     if progress is not None:
         options.setdefault("progress", progress)
     strategy = _search_strategy(spec, options, max_split_inputs) if complete else None
-    graph_model = model if isinstance(model, BoundedModel) else model.bounded
+    graph_model = _graph_model(model)
     if strategy == THEN_GENBAB and graph_model is None:  # GenBaB cannot follow: input splitting takes all the time
         strategy = "input-split"
     splits_inputs = strategy in ("input-split", THEN_GENBAB)
-    chain = (ReluChain.of_graph(graph_model.graph, dtype=graph_model.dtype)
-             if splits_inputs and graph_model is not None else None)
+    chain = _chain_of(model) if splits_inputs else None
     if methods is None:
         methods = ROOT_METHODS[strategy if not splits_inputs or chain is None else "input-split-chain"]
     stats: dict = {"methods": []}
@@ -319,9 +318,11 @@ def _box_groups(specs: list[Specification], max_split_inputs: int) -> list[list[
     grouped by their output rows; every other box alone."""
     groups: dict[object, list[int]] = {}
     written: dict[int, tuple] = {}  # id(C) -> its key (parsed boxes share their C tensors)
-    free = (torch.stack([spec.x_upper for spec in specs]) > torch.stack([spec.x_lower for spec in specs])).reshape(
-        len(specs), -1).sum(1).tolist() if len({spec.x_lower.shape for spec in specs}) == 1 else [
-        int((spec.x_upper > spec.x_lower).sum()) for spec in specs]
+    if len({spec.x_lower.shape for spec in specs}) == 1:  # one comparison for every box (lindex has 60,000)
+        free = (torch.stack([spec.x_upper for spec in specs]) > torch.stack([spec.x_lower for spec in specs]))
+        free = free.reshape(len(specs), -1).sum(1).tolist()
+    else:
+        free = [int((spec.x_upper > spec.x_lower).sum()) for spec in specs]
     for index, spec in enumerate(specs):
         if spec.region.is_box and free[index] <= max_split_inputs:
             for d in spec.unsafe:
@@ -338,9 +339,7 @@ def _split_boxes(model: BoundedModel | FunctionBounds, specs: list[Specification
                  timeout: float | None, progress: Progress | None) -> VerificationResult:
     """One input splitting search over the boxes `specs` (numbered `indices` in the property)."""
     start = time.monotonic()
-    graph_model = model if isinstance(model, BoundedModel) else model.bounded
-    chain = ReluChain.of_graph(graph_model.graph, dtype=torch.float32) if graph_model is not None else None
-    bound_fn, forward = _splitting_functions(model, chain)
+    bound_fn, forward = _splitting_functions(model, _chain_of(model))
     stats: dict = {"methods": [], "search": "input-split", "boxes": len(specs)}
     try:
         with contextlib.ExitStack() as stack:
@@ -360,12 +359,24 @@ def _split_boxes(model: BoundedModel | FunctionBounds, specs: list[Specification
     return VerificationResult(result.status, None, result.counterexample, None, stats)
 
 
+def _graph_model(model: BoundedModel | FunctionBounds) -> BoundedModel | None:
+    """The traced model behind `model` (None for a FunctionBounds given by functions only)."""
+    return model if isinstance(model, BoundedModel) else model.bounded
+
+
+def _chain_of(model: BoundedModel | FunctionBounds) -> ReluChain | None:
+    """The affine-ReLU chain the model's graph is, bounding in the model's dtype; None where it is none (or the
+    model is given by functions only)."""
+    graph_model = _graph_model(model)
+    return None if graph_model is None else ReluChain.of_graph(graph_model.graph, dtype=graph_model.dtype)
+
+
 def _splitting_functions(model: BoundedModel | FunctionBounds, chain: ReluChain | None):
     """(bound function, forward function) of input splitting: the chain's where the network is one, else the
     low-dimensional bounds of the graph (or a FunctionBounds' own bound function) and the model."""
     if chain is not None:
         return chain.bound_and_smear, chain
-    graph_model = model if isinstance(model, BoundedModel) else model.bounded
+    graph_model = _graph_model(model)
     return (LowDimensionalBounds(graph_model) if graph_model is not None else model.lower_bounds), _forward(model)
 
 

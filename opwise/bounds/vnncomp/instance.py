@@ -4,7 +4,8 @@ The words are VNN-COMP's: `unsat` (the property holds), `sat` (a checked counter
 `timeout`, `unknown`. The input boxes of the property go to the one orchestrator (bounds/verify.py,
 `verify_boxes`): boxes with few free inputs and the same output rows are searched together by input
 splitting, every other box by `verify_specification` with a complete search, which chooses the attack, the
-bound passes and input splitting or GenBaB; its answer is rendered here (`VerificationResult.vnncomp_status`) and a `sat` is checked again as the
+bound passes and input splitting or GenBaB; its answer is rendered here (`VerificationResult.vnncomp_status`)
+and a `sat` is checked again as the
 competition's checker does. The ONNX importer and the bound engine are imported only when an instance runs.
 """
 
@@ -79,7 +80,8 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
 
     `load` (default `load_with_engine` on `device`) gives the network and its input shape. The input boxes
     are decided by `verify_boxes` (input splitting where at most `max_split_inputs` inputs are free, boxes
-    that share their output rows in one search; else GenBaB), which `progress` (opwise.progress) follows. A property
+    that share their output rows in one search; else GenBaB), which `progress` (opwise.progress) follows. A
+    property
     with several input boxes (ACAS Xu prop_6) is `sat` when any box has a counterexample and `unsat` only
     when every box is proved. Bound passes check the clock between layers (engine/deadline.py), so the
     answer comes about when the time is up: `timeout` then. A property too large to expand is `unknown`,
