@@ -69,7 +69,9 @@ class Domain:
         [(-1.0, -1.401298464324817e-45), (0.0, 0.0), (1.401298464324817e-45, 1.0)]
         """
         interval = self.intervals[name]
-        below, above = interval.upper.clone(), interval.lower.clone()
+        # own contiguous memory: an interval may be a permuted view (a pass that computed it channels-last), which
+        # clone() would copy with its strides, and the flat writes below need one flat layout
+        below, above = (t.clone(memory_format=torch.contiguous_format) for t in (interval.upper, interval.lower))
         at = torch.tensor(point, dtype=below.dtype, device=below.device)
         below_point, above_point = (torch.nextafter(at, at.new_tensor(side)) for side in (-math.inf, math.inf)) \
             if isolate else (at, at)
@@ -77,7 +79,7 @@ class Domain:
         above.view(-1)[index] = torch.maximum(above.view(-1)[index], above_point)
         sides = [Interval(interval.lower, below), Interval(above, interval.upper)]
         if isolate:
-            low, high = interval.lower.clone(), interval.upper.clone()
+            low, high = (t.clone(memory_format=torch.contiguous_format) for t in (interval.lower, interval.upper))
             low.view(-1)[index], high.view(-1)[index] = at, at
             sides.insert(1, Interval(low, high))
         return tuple(Domain({**self.intervals, name: narrowed}, self.lower, self.depth + 1, self.guide, self.parameters,
