@@ -12,13 +12,14 @@ competition's checker does. The ONNX importer and the bound engine are imported 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 import threading
 import time
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -32,6 +33,9 @@ from opwise.bounds.vnncomp.vnnlib import parse_vnnlib, violates
 from opwise.errors import SpecError, SpecTooLarge, TimeLimitReached
 from opwise.progress import Progress
 
+if TYPE_CHECKING:
+    from opwise.tracing.onnx.fixed import FixedElements
+
 Loader = Callable[[str], tuple["BoundedModel | FunctionBounds", tuple[int, ...]]]
 """`load(onnx_path) -> (model, input_shape)`: how verify_instance gets a network (a BoundedModel, or a
 FunctionBounds for bounds from elsewhere)."""
@@ -41,9 +45,14 @@ FunctionBounds for bounds from elsewhere)."""
 HARD_STOP_SLACK = 0.25
 
 
-def load_with_engine(onnx_path: str, device: str | torch.device | None = None) -> tuple[BoundedModel, tuple[int, ...]]:
+def load_with_engine(onnx_path: str, device: str | torch.device | None = None,
+                     fixed: FixedElements | None = None) -> tuple[BoundedModel, tuple[int, ...]]:
     """The default Loader: opwise's ONNX importer (at the declared batch size; other batch sizes come from
     `Graph.for_batch`, or chunks where the network cannot be imported at them), bounded on `device`.
+
+    `fixed` (flat, as VNN-LIB numbers X_i) names the input elements the property fixes: what the network
+    computes from them alone folds to constants at import (tracing/onnx/fixed.py), so a slice start or gather
+    index read from them imports; the network is then only valid on inputs with those values.
 
     VNN-LIB's X_i number the input tensor as the file declares it, and Y_i the output. A leading axis of 1 (or
     a symbolic one) is the batch; a fixed leading axis above 1 ([32, 5]: 32 rows of one sample, which a
@@ -52,7 +61,7 @@ def load_with_engine(onnx_path: str, device: str | torch.device | None = None) -
     """
     from opwise.tracing.onnx import load_onnx
 
-    graph = load_onnx(onnx_path)
+    graph = load_onnx(onnx_path, fixed={0: fixed} if fixed is not None else None)
     declared = tuple(graph.info(graph.explained_inputs[0]).shape)
     output = graph.info(graph.output).shape if isinstance(graph.output, torch.fx.Node) else None
     if declared[:1] == (1,) and (output is None or tuple(output[:1]) == (1,)):
@@ -110,10 +119,13 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
 def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader | None, max_split_inputs: int,
             device, progress: Progress | None) -> InstanceResult:
     """verify_instance's work, run under its deadline: every box through the orchestrator."""
-    if load is None:  # device only where one is asked for: a replaced loader need not take it
+    boxes = parse_vnnlib(vnnlib_path, dtype=torch.float64)
+    if load is None:  # device and fixed elements only where there are: a replaced loader need not take them
         load = load_with_engine if device is None else partial(load_with_engine, device=device)
+        fixed = fixed_elements(boxes)
+        load = load if fixed is None else partial(load, fixed=fixed)
     model, input_shape = load(str(onnx_path))
-    declared = parse_vnnlib(vnnlib_path, input_shape, dtype=torch.float64)
+    declared = [_shaped(box, input_shape, str(vnnlib_path)) for box in boxes]
     specs = specifications_to(declared, model.device, model.dtype)
     _check_outputs(model, specs[0], str(vnnlib_path))
     outcomes, reasons = [], []
@@ -140,6 +152,35 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
         "timeout" if "timeout" in outcomes else "unknown")
     reason = "; ".join(dict.fromkeys(reasons)) if final != "unsat" else ""  # why the search left a box open
     return InstanceResult(final, time.monotonic() - start, stats=stats, reason=reason)
+
+
+def fixed_elements(boxes: list[Specification]) -> FixedElements | None:
+    """The input elements every box of a property fixes to one value (lower == upper), flat; None if none.
+
+    Elsewhere the values are the first box's centre (where the importer evaluates what it folds).
+
+    >>> box = Specification(torch.tensor([[0.0, 2.0]]), torch.tensor([[1.0, 2.0]]), [])
+    >>> fixed_elements([Specification(torch.zeros(1, 2), torch.ones(1, 2), [])]) is None
+    True
+    >>> fixed = fixed_elements([box])
+    >>> fixed.mask.tolist(), fixed.values.tolist()
+    ([False, True], [0.5, 2.0])
+    """
+    from opwise.tracing.onnx.fixed import FixedElements
+
+    lower, upper = boxes[0].x_lower.flatten(), boxes[0].x_upper.flatten()
+    mask = lower == upper
+    for box in boxes[1:]:
+        mask &= (box.x_lower.flatten() == lower) & (box.x_upper.flatten() == lower)
+    return FixedElements(mask, (lower + upper) / 2) if bool(mask.any()) else None
+
+
+def _shaped(box: Specification, input_shape: tuple[int, ...], path: str) -> Specification:
+    """A box parsed flat ([1, n]) in the network's input shape."""
+    if math.prod(input_shape) != box.x_lower.numel():
+        raise SpecError(path, None, f"declares {box.x_lower.numel()} inputs X_i but the model input "
+                                    f"{tuple(input_shape)} has {math.prod(input_shape)} values")
+    return dataclasses.replace(box, x_lower=box.x_lower.reshape(input_shape), x_upper=box.x_upper.reshape(input_shape))
 
 
 def _add_counts(stats: dict, box: dict) -> None:
