@@ -30,7 +30,7 @@ from opwise.bounds.spec import Specification, specifications_to
 from opwise.bounds.verify import verify_boxes
 from opwise.bounds.vnncomp.results import InstanceResult
 from opwise.bounds.vnncomp.vnnlib import parse_vnnlib, violates
-from opwise.errors import SpecError, SpecTooLarge, TimeLimitReached
+from opwise.errors import InputDependentArgument, SpecError, SpecTooLarge, TimeLimitReached
 from opwise.progress import Progress
 
 if TYPE_CHECKING:
@@ -120,11 +120,17 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
             device, progress: Progress | None) -> InstanceResult:
     """verify_instance's work, run under its deadline: every box through the orchestrator."""
     boxes = parse_vnnlib(vnnlib_path, dtype=torch.float64)
+    cells = load is None and len(boxes) == 1  # the network may be evaluated cell by cell (_decide_by_cells)
     if load is None:  # device and fixed elements only where there are: a replaced loader need not take them
         load = load_with_engine if device is None else partial(load_with_engine, device=device)
         fixed = fixed_elements(boxes)
         load = load if fixed is None else partial(load, fixed=fixed)
-    model, input_shape = load(str(onnx_path))
+    try:
+        model, input_shape = load(str(onnx_path))
+    except InputDependentArgument as error:
+        if not cells:
+            raise
+        return _decide_by_cells(str(onnx_path), boxes[0], timeout, start, error)
     declared = [_shaped(box, input_shape, str(vnnlib_path)) for box in boxes]
     specs = specifications_to(declared, model.device, model.dtype)
     _check_outputs(model, specs[0], str(vnnlib_path))
@@ -152,6 +158,55 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
         "timeout" if "timeout" in outcomes else "unknown")
     reason = "; ".join(dict.fromkeys(reasons)) if final != "unsat" else ""  # why the search left a box open
     return InstanceResult(final, time.monotonic() - start, stats=stats, reason=reason)
+
+
+def _decide_by_cells(onnx_path: str, box: Specification, timeout: float, start: float,
+                     refusal: InputDependentArgument) -> InstanceResult:
+    """An instance whose network needs an argument read from free input elements at import: when it reads them
+    only through integer casts and the property fixes every other element, the network is evaluated at one point
+    per cell of those casts (opwise/tracing/onnx/cases.py), in a shuffled order: `sat` at the first point that
+    violates the property (checked again by its own import), `unsat` when no point comes within 1e-4 of it;
+    else `refusal` is raised with the reason added."""
+    from opwise.tracing.onnx.cases import CasePoints, integer_cells
+
+    lower, upper = box.x_lower.flatten(), box.x_upper.flatten()
+    discrete = lower != upper
+    points = integer_cells(lower, upper, discrete)
+    if points is None:
+        raise InputDependentArgument(f"{refusal}; its free input elements take too many integer values to evaluate "
+                                     "the network at each") from None
+    evaluator = CasePoints.open(onnx_path, points[0], discrete)
+    if isinstance(evaluator, str):
+        raise InputDependentArgument(f"{refusal}; {evaluator}") from None
+    stats = {"cells": len(points), "cells_evaluated": 0}
+    closest = math.inf
+    for chunk in torch.randperm(len(points), generator=torch.Generator().manual_seed(0)).split(256):
+        if time.monotonic() - start > timeout:
+            return InstanceResult("timeout", time.monotonic() - start, stats=stats,
+                                  reason=f"{stats['cells_evaluated']} of {len(points)} cells evaluated")
+        margins = box.margin(evaluator.outputs(points[chunk]).double())
+        stats["cells_evaluated"] += len(chunk)
+        for index in chunk[margins <= 1e-4].tolist():
+            confirmed = _at_a_point(onnx_path, box, points[index])
+            if confirmed is not None:
+                return InstanceResult("sat", time.monotonic() - start, *confirmed, stats)
+        closest = min(closest, float(margins.min()))
+    if closest > 1e-4:
+        return InstanceResult("unsat", time.monotonic() - start, stats=stats)
+    return InstanceResult("unknown", time.monotonic() - start, stats=stats,
+                          reason=f"a cell comes within {closest:.2g} of the property, too close to tell in float32")
+
+
+def _at_a_point(onnx_path: str, box: Specification, point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(x, y) when the network imported with every element fixed at `point` violates the property there."""
+    from opwise.tracing.onnx import load_onnx
+    from opwise.tracing.onnx.fixed import FixedElements
+
+    graph = load_onnx(onnx_path, fixed={0: FixedElements(torch.ones(point.numel(), dtype=torch.bool), point)})
+    shape = graph.info(graph.explained_inputs[0]).shape
+    with torch.no_grad():
+        y = graph(point.to(torch.float32).reshape(shape)).detach().double().flatten()
+    return (point, y) if violates(box, y) else None
 
 
 def fixed_elements(boxes: list[Specification]) -> FixedElements | None:

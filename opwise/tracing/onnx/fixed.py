@@ -46,7 +46,8 @@ _ROUTING = {
 #: operators whose output depends on their input's shape only (known at import)
 _SHAPE_ONLY = frozenset({"Shape", "Size"})
 
-_FOLLOWED = _ELEMENTWISE | set(_ROUTING) | _SHAPE_ONLY
+#: operators whose dependence on single elements the analysis follows
+FOLLOWED_OPS = _ELEMENTWISE | set(_ROUTING) | _SHAPE_ONLY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,10 @@ class FixedElements:
 
     mask: torch.Tensor
     values: torch.Tensor
+    #: elements not fixed but evaluated at `values` as well, which the network must read only through casts to
+    #: int32 or int64 (`FixedFolding.misuses` says where it does not): on a cell where every such cast is one
+    #: integer, the network is then the network at `values` (see opwise/tracing/onnx/cases.py)
+    discrete: torch.Tensor | None = None
 
     @property
     def count(self) -> int:
@@ -72,13 +77,17 @@ class FixedElements:
 
 class _Tracked:
     """A value computed from fixed input elements: its value where `free` is False (elsewhere a stand-in of the
-    right shape and dtype); `free` None when no element depends on a free input element."""
+    right shape and dtype); `free` None when no element depends on a free input element. `raw` marks the elements
+    that are discrete input elements not yet cast to an integer, `case` those that depend on a discrete element at
+    all (known only once their cell is; None: none does)."""
 
-    __slots__ = ("value", "free")
+    __slots__ = ("value", "free", "raw", "case")
 
-    def __init__(self, value: torch.Tensor, free: torch.Tensor | None):
+    def __init__(self, value: torch.Tensor, free: torch.Tensor | None, raw: torch.Tensor | None = None,
+                 case: torch.Tensor | None = None):
         self.value = value
-        self.free = free if free is not None and bool(free.any()) else None
+        self.free, self.raw, self.case = (mask if mask is not None and bool(mask.any()) else None
+                                          for mask in (free, raw, case))
 
 
 class FixedFolding:
@@ -87,8 +96,13 @@ class FixedFolding:
     def __init__(self, builder: GraphBuilder, tracked: dict[str, _Tracked]):
         self.shadow = GraphBuilder(builder.batch_size, builder.declared_batch)  # evaluates converters on constants
         self.shadow.use_counts, self.shadow.reading_nodes = builder.use_counts, builder.reading_nodes
+        self.shadow.evaluating = True
         self.tracked = tracked
         self.inputs = set(tracked)
+        self.nodes: list[OnnxNode] = []  # every top-level node asked about, in order
+        self.env: dict[str, Any] = {}
+        self.misuses: list[str] = []  # nodes that read a discrete element other than through an integer cast
+        self.output = ""  # the graph output's name
 
     @classmethod
     def of_inputs(cls, builder: GraphBuilder, fixed: dict[Any, FixedElements], inputs: list[tuple[str, list[int],
@@ -104,33 +118,52 @@ class FixedFolding:
             name, dims, dtype = inputs[index]
             mask = _batched(elements.mask.to(torch.bool), dims, name)
             values = _batched(elements.values.to(dtype), dims, name)
-            tracked[name] = _Tracked(values, ~mask)
+            discrete = None if elements.discrete is None else _batched(elements.discrete.to(torch.bool), dims, name)
+            tracked[name] = _Tracked(values, ~mask if discrete is None else ~mask & ~discrete, discrete, discrete)
         return cls(builder, tracked)
 
     def fold(self, node: OnnxNode, env: dict[str, Any]) -> bool:
         """Put the node's outputs into `env` as constants when they depend on fixed input elements only (True);
         else note what is known of them and leave the node to the importer (False)."""
+        self.nodes.append(node)
+        self.env = env
         if not any(name in self.tracked for name in node.inputs):
             return False  # nothing read from a fixed input: constants fold in the importer, the rest is free
         states = [self._state(name, env) for name in node.inputs]
+        raw = any(state is not None and state is not _FREE and state.raw is not None for state in states)
         if any(state is _FREE for state in states) or _has_subgraph(node):
-            return False
-        partly_free = any(state is not None and state.free is not None for state in states)
-        if partly_free and node.op_type not in _FOLLOWED:
-            return False  # every output element may depend on a free one: not worth evaluating
-        values = self._evaluate(node, [None if state is None else state.value for state in states])
+            return self._misused(node, raw)
+        partly_free = any(state is not None and (state.free is not None or state.raw is not None) for state in states)
+        if partly_free and node.op_type not in FOLLOWED_OPS:
+            return self._misused(node, raw)  # every output element may depend on a free one: not worth evaluating
+        values = self.evaluate(node, [None if state is None else state.value for state in states])
         if values is None:
-            return False
-        frees = self._free_outputs(node, states, values)
-        if frees is None:
-            return False
-        for name, value, free in zip(node.outputs, values, frees):
+            return self._misused(node, raw)
+        frees = self._followed(node, states, values, "free")
+        if _integer_cast(node):
+            raws = [None]
+        elif raw and node.op_type not in _ROUTING and node.op_type not in _SHAPE_ONLY and node.op_type != "Identity":
+            return self._misused(node, raw)
+        else:
+            raws = self._followed(node, states, values, "raw")
+        if frees is None or raws is None:
+            return self._misused(node, raw)
+        cases = self._followed(node, states, values, "case")
+        if cases is None:  # an operator not followed: every element of the outputs depends on any it reads
+            cases = [torch.ones(value.shape, dtype=torch.bool) if value is not None else None for value in values]
+        for name, value, free, raw_elements, case in zip(node.outputs, values, frees, raws, cases):
             if name:
-                self.tracked[name] = _Tracked(value, free)
+                self.tracked[name] = _Tracked(value, free, raw_elements, case)
         if any(self.tracked[name].free is not None for name in node.outputs if name):
             return False
         env.update((name, value) for name, value in zip(node.outputs, values) if name)
         return True
+
+    def _misused(self, node: OnnxNode, raw: bool) -> bool:
+        """Not folded; a discrete element read here is read other than through an integer cast."""
+        if raw:
+            self.misuses.append(f"node '{node.name}' ({node.op_type})")
+        return False
 
     def _state(self, name: str, env: dict[str, Any]) -> "_Tracked | object | None":
         if not name:
@@ -140,7 +173,7 @@ class FixedFolding:
         value = env[name]
         return _Tracked(value, None) if isinstance(value, torch.Tensor) else _FREE
 
-    def _evaluate(self, node: OnnxNode, arguments: list[Any]) -> tuple[torch.Tensor, ...] | None:
+    def evaluate(self, node: OnnxNode, arguments: list[Any]) -> tuple[torch.Tensor, ...] | None:
         """The node's outputs computed by its converter on constants, or None where it cannot say."""
         function = lookup(node.op_type, node.opset)
         if function is None:
@@ -156,10 +189,14 @@ class FixedFolding:
             return None
         return results
 
-    def _free_outputs(self, node: OnnxNode, states: list, values: tuple) -> list[torch.Tensor | None] | None:
-        """Per output, where it may depend on a free input element (None: nowhere); None when not followed."""
-        if all(state is None or state.free is None for state in states) or node.op_type in _SHAPE_ONLY:
+    def _followed(self, node: OnnxNode, states: list, values: tuple, which: str) -> list[torch.Tensor | None] | None:
+        """Per output, where it may depend on a free input element (`which` "free"; "raw": on a discrete element
+        not yet cast) (None: nowhere); None when not followed."""
+        states = [None if state is None else _Tracked(state.value, getattr(state, which)) for state in states]
+        if all(state is None or state.free is None for state in states):
             return [None] * len(values)
+        if node.op_type in _SHAPE_ONLY:  # a shape is static, but one that depends on the cell is not the same in each
+            return None if which == "case" else [None] * len(values)
         if node.op_type in _ELEMENTWISE and len(values) == 1:
             free = torch.zeros(values[0].shape, dtype=torch.bool)
             for state in states:
@@ -176,13 +213,18 @@ class FixedFolding:
             return None
         arguments = [_indicator(state) if index in data and state is not None else (None if state is None else state.value)
                      for index, state in enumerate(states)]
-        routed = self._evaluate(node, arguments)
+        routed = self.evaluate(node, arguments)
         if routed is None:
             return None
         return [None if result is None else (result != 0) for result in routed]
 
 
 _FREE = object()  # a value some element of which may depend on a free input element, its value not followed
+
+
+def _integer_cast(node: OnnxNode) -> bool:
+    """Cast to int32 or int64 (truncation toward zero): constant on each cell between integers."""
+    return node.op_type == "Cast" and node.attr("to") in (6, 7)
 
 
 def _indicator(state: _Tracked) -> torch.Tensor:

@@ -56,6 +56,13 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None,
     >>> [graph.info(n).op for n in graph.call_nodes()]
     ['aten.relu.default']
     """
+    return load_onnx_folding(path, batch_size=batch_size, fixed=fixed)[0]
+
+
+def load_onnx_folding(path: str | Path, *, batch_size: int | None = None,
+                      fixed: Mapping[str | int, FixedElements] | None = None) -> tuple[Graph, FixedFolding | None]:
+    """`load_onnx`, with the fixed-element analysis it ran (None without `fixed`): what each value depends on,
+    the nodes and constants (opwise/tracing/onnx/cases.py evaluates the network again from them)."""
     path = Path(path)
     model = read_onnx_file(path)
     graph_proto = model.graph
@@ -98,8 +105,9 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None,
             raise InputError(f"retrace needs the model's {len(inputs)} input tensor(s) with a batch dimension")
         return load_onnx(path, batch_size=int(new_inputs[0].shape[0]), fixed=fixed)
 
-    return Graph(module, explained, strategy="onnx", retrace=retrace, input_names=[value.name for value in inputs],
-                 opset=opsets[""], rebatch=lambda size: load_onnx(path, batch_size=size, fixed=fixed))
+    graph = Graph(module, explained, strategy="onnx", retrace=retrace, input_names=[value.name for value in inputs],
+                  opset=opsets[""], rebatch=lambda size: load_onnx(path, batch_size=size, fixed=fixed))
+    return graph, folding
 
 
 def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opsets: dict[str, int], env: dict[str, Any],
@@ -107,6 +115,8 @@ def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opsets: dict[str, in
     """Convert every node in order (a node that depends on fixed input elements only becomes constants, `folding`),
     then add the output (a constant output becomes a get_attr)."""
     output_name = graph_proto.output[0].name
+    if folding is not None:
+        folding.output = output_name
     for name, reader in [*_reads(graph_proto), (output_name, None)]:
         builder.use_counts[name] = builder.use_counts.get(name, 0) + 1
         builder.reading_nodes.setdefault(name, []).append(reader)

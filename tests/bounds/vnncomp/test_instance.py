@@ -660,3 +660,40 @@ def test_a_slice_start_the_property_leaves_free_is_refused(tmp_path):
     onnx_path, vnnlib_path = _windowed_instance(tmp_path, (0.0, 2.0), 2.0)
     with pytest.raises(InputDependentArgument, match="Slice.*not fixed"):
         verify_instance(onnx_path, vnnlib_path, 30)
+
+
+@pytest.mark.parametrize("row, bound, expected, start", [
+    ([-1.0, 0.0], -0.7, "sat", 2.0),     # y0 >= 0.7: only the window at 2 (y0 = 0.8)
+    ([-1.0, 0.0], -0.9, "unsat", None),  # y0 is 0.4, 0.3 or 0.8
+    ([1.0, 0.0], 0.35, "sat", 1.0),      # y0 <= 0.35: the window at 1 (y0 = 0.3)
+    ([1.0, 0.0], 0.25, "unsat", None),
+])
+def test_a_slice_start_free_on_the_box_is_decided_cell_by_cell(tmp_path, row, bound, expected, start):
+    """The start x[4] in [0, 2.5] reaches the network only through a cast to int64: three cells, each decided at
+    one point; the data x[0:4] = (0.2, -0.4, 1.0, 0.3) and the index x[5] = 3 are fixed."""
+    pytest.importorskip("onnx")
+    from tests.tracing.test_onnx_fixed import windowed_net
+
+    onnx_path = windowed_net(tmp_path / "w.onnx")
+    data = [0.2, -0.4, 1.0, 0.3]
+    vnnlib_path = tmp_path / "p.vnnlib"
+    vnnlib_path.write_text(vnnlib_text(data + [0.0, 3.0, 0.5], data + [2.5, 3.0, 0.5], [row], [bound], 2))
+    result = verify_instance(onnx_path, vnnlib_path, 30)
+    assert result.status == expected, result
+    assert result.stats["cells"] == 3
+    if expected == "sat":
+        assert float(result.x[4]) == start and float(torch.tensor(row, dtype=torch.float64) @ result.y) <= bound
+
+
+def test_a_free_element_read_through_arithmetic_before_its_cast_is_refused(tmp_path):
+    from opwise.errors import InputDependentArgument
+
+    pytest.importorskip("onnx")
+    from tests.tracing.test_onnx_fixed import windowed_net
+
+    onnx_path = windowed_net(tmp_path / "w.onnx", start_from="ReduceSum")
+    data = [0.2, -0.4, 1.0, 0.3]
+    vnnlib_path = tmp_path / "p.vnnlib"
+    vnnlib_path.write_text(vnnlib_text(data + [0.0, 1.0, 0.5], data + [2.5, 1.0, 0.5], [[-1.0, 0.0]], [-0.9], 2))
+    with pytest.raises(InputDependentArgument, match="Slice.*other than through an integer cast.*ReduceSum"):
+        verify_instance(onnx_path, vnnlib_path, 30)
