@@ -56,3 +56,27 @@ def test_a_free_element_read_other_than_through_an_integer_cast_is_named(tmp_pat
     discrete = lower != upper
     reason = CasePoints.open(path, integer_cells(lower, upper, discrete)[0], discrete)
     assert isinstance(reason, str) and "other than through an integer cast" in reason and "ReduceSum" in reason
+
+
+def test_a_node_with_subgraphs_is_not_followed_when_elements_are_discrete(tmp_path):
+    """An If's branches may read any value by name (here the picked element): the cells are not trusted."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    path = windowed_net(tmp_path / "w.onnx")
+    model = onnx.load(path)
+    branch = lambda name: helper.make_graph(  # noqa: E731
+        [helper.make_node("Identity", ["picked"], [f"{name}_out"])], name, [],
+        [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [1, 1])])
+    model.graph.initializer.append(helper.make_tensor("yes", TensorProto.BOOL, [], [True]))
+    output = next(node for node in model.graph.node if node.output[0] == "y")
+    output.output[0] = "y_before"
+    model.graph.node.extend([
+        helper.make_node("If", ["yes"], ["chosen"], then_branch=branch("then"), else_branch=branch("else")),
+        helper.make_node("Add", ["y_before", "chosen"], ["y"]),
+    ])
+    onnx.save(model, path)
+    lower, upper = _box()
+    discrete = lower != upper
+    reason = CasePoints.open(path, integer_cells(lower, upper, discrete)[0], discrete)
+    assert isinstance(reason, str) and "If" in reason

@@ -95,7 +95,8 @@ class CasePoints:
         fixed = FixedElements(~discrete.flatten(), point.flatten(), discrete.flatten())
         graph, folding = load_onnx_folding(path, fixed={0: fixed})
         if folding.misuses:
-            return f"the network reads a free input element other than through an integer cast at {folding.misuses[0]}"
+            return ("the network reads a free input element other than through an integer cast (or where opwise "
+                    f"does not follow it) at {folding.misuses[0]}")
         name = graph.input_names[0]
         return cls(folding, name, list(graph.info(graph.explained_inputs[0]).shape))
 

@@ -102,6 +102,7 @@ class FixedFolding:
         self.nodes: list[OnnxNode] = []  # every top-level node asked about, in order
         self.env: dict[str, Any] = {}
         self.misuses: list[str] = []  # nodes that read a discrete element other than through an integer cast
+        self.discrete = any(state.raw is not None for state in tracked.values())
         self.output = ""  # the graph output's name
 
     @classmethod
@@ -127,27 +128,31 @@ class FixedFolding:
         else note what is known of them and leave the node to the importer (False)."""
         self.nodes.append(node)
         self.env = env
+        if self.discrete and _has_subgraph(node):  # its subgraphs may read a discrete element by name
+            return self._misused(node, True)
         if not any(name in self.tracked for name in node.inputs):
             return False  # nothing read from a fixed input: constants fold in the importer, the rest is free
         states = [self._state(name, env) for name in node.inputs]
-        raw = any(state is not None and state is not _FREE and state.raw is not None for state in states)
+        known = [state for state in states if state is not None and state is not _FREE]
+        raw = any(state.raw is not None for state in known)
+        cased = any(state.case is not None for state in known)  # not followed here, its outputs' cases are unknown
         if any(state is _FREE for state in states) or _has_subgraph(node):
-            return self._misused(node, raw)
-        partly_free = any(state is not None and (state.free is not None or state.raw is not None) for state in states)
+            return self._misused(node, cased)
+        partly_free = any(state.free is not None or state.raw is not None for state in known)
         if partly_free and node.op_type not in FOLLOWED_OPS:
-            return self._misused(node, raw)  # every output element may depend on a free one: not worth evaluating
+            return self._misused(node, cased)  # every output element may depend on a free one: not worth evaluating
         values = self.evaluate(node, [None if state is None else state.value for state in states])
         if values is None:
-            return self._misused(node, raw)
+            return self._misused(node, cased)
         frees = self._followed(node, states, values, "free")
         if _integer_cast(node):
             raws = [None]
         elif raw and node.op_type not in _ROUTING and node.op_type not in _SHAPE_ONLY and node.op_type != "Identity":
-            return self._misused(node, raw)
+            return self._misused(node, True)
         else:
             raws = self._followed(node, states, values, "raw")
         if frees is None or raws is None:
-            return self._misused(node, raw)
+            return self._misused(node, cased)
         cases = self._followed(node, states, values, "case")
         if cases is None:  # an operator not followed: every element of the outputs depends on any it reads
             cases = [torch.ones(value.shape, dtype=torch.bool) if value is not None else None for value in values]
@@ -159,9 +164,10 @@ class FixedFolding:
         env.update((name, value) for name, value in zip(node.outputs, values) if name)
         return True
 
-    def _misused(self, node: OnnxNode, raw: bool) -> bool:
-        """Not folded; a discrete element read here is read other than through an integer cast."""
-        if raw:
+    def _misused(self, node: OnnxNode, discrete: bool) -> bool:
+        """Not folded; where it reads `discrete` elements (or values computed from them), they are read other than
+        through an integer cast, or in a way this analysis does not follow."""
+        if discrete:
             self.misuses.append(f"node '{node.name}' ({node.op_type})")
         return False
 
