@@ -1,11 +1,12 @@
 """Input elements known at import time: values computed only from them fold to constants.
 
-A VNN-LIB property may fix some input elements (lower bound == upper bound): cctsdb_yolo 2023's networks read a
-patch's position from two input elements and slice the image there, an argument the importer needs constant. On
-the property's box those elements take one value, so every value that depends on no other input element is one
-constant there. `FixedFolding` follows, per ONNX value and element, whether it may depend on a free input element,
-alongside the import: a node whose outputs depend on fixed elements only is evaluated by its own converter and
-enters the graph as constants; the other nodes are imported as usual.
+A VNN-LIB property may fix some input elements (lower bound == upper bound): a network may read a control value,
+a slice start or a gather index from them, an argument the importer needs constant. On the property's box those
+elements take one value, so every value that depends on no other input element is one constant there.
+`FixedFolding` follows, per ONNX value and element, whether it may depend on a free input element, alongside the
+import: a node whose outputs depend on fixed elements only is evaluated by its own converter and enters the graph
+as constants; the other nodes are imported as usual. (cctsdb_yolo 2023 fixes its image and box but not the patch
+position the network slices at: elements it reads only through integer casts, which cases.py enumerates.)
 
 Which elements a value depends on is over-approximated, so the folding is sound: elementwise operators combine
 their inputs' elements position by position (broadcasting), operators that only move elements (Slice, Gather,
@@ -37,8 +38,8 @@ _ELEMENTWISE = frozenset({
 #: operators whose outputs are copies of elements of the inputs at these positions (None: every input) or
 #: constants; every other input (starts, shapes, indices, pads) must be known
 _ROUTING = {
-    "Compress": (0,), "Concat": None, "DepthToSpace": (0,), "Expand": (0,), "Flatten": (0,), "Gather": (0,), "GatherElements": (0,),
-    "GatherND": (0,), "Pad": (0,), "Reshape": (0,), "Scatter": (0, 2), "ScatterElements": (0, 2),
+    "Compress": (0,), "Concat": None, "DepthToSpace": (0,), "Expand": (0,), "Flatten": (0,), "Gather": (0,),
+    "GatherElements": (0,), "GatherND": (0,), "Pad": (0,), "Reshape": (0,), "Scatter": (0, 2), "ScatterElements": (0, 2),
     "ScatterND": (0, 2), "Slice": (0,), "SpaceToDepth": (0,), "Split": (0,), "Squeeze": (0,), "Tile": (0,),
     "Transpose": (0,), "Unsqueeze": (0,),
 }
