@@ -7,6 +7,10 @@ splitting, every other box by `verify_specification` with a complete search, whi
 bound passes and input splitting or GenBaB; its answer is rendered here (`VerificationResult.vnncomp_status`)
 and a `sat` is checked again as the
 competition's checker does. The ONNX importer and the bound engine are imported only when an instance runs.
+
+Input elements the property fixes (lower == upper) fold to constants at import (tracing/onnx/fixed.py); a
+network that needs an argument read from free elements it only casts to integers (cctsdb_yolo 2023's patch
+position) is evaluated cell by cell instead (`_decide_by_cells`, tracing/onnx/cases.py).
 """
 
 from __future__ import annotations
@@ -118,7 +122,8 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
 
 def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader | None, max_split_inputs: int,
             device, progress: Progress | None) -> InstanceResult:
-    """verify_instance's work, run under its deadline: every box through the orchestrator."""
+    """verify_instance's work, run under its deadline: every box through the orchestrator (or the one box cell by
+    cell, `_decide_by_cells`)."""
     boxes = parse_vnnlib(vnnlib_path, dtype=torch.float64)
     cells = load is None and len(boxes) == 1  # the network may be evaluated cell by cell (_decide_by_cells)
     if load is None:  # device and fixed elements only where there are: a replaced loader need not take them
@@ -203,9 +208,9 @@ def _at_a_point(onnx_path: str, box: Specification, point: torch.Tensor) -> tupl
     from opwise.tracing.onnx.fixed import FixedElements
 
     graph = load_onnx(onnx_path, fixed={0: FixedElements(torch.ones(point.numel(), dtype=torch.bool), point)})
-    shape = graph.info(graph.explained_inputs[0]).shape
+    info = graph.info(graph.explained_inputs[0])
     with torch.no_grad():
-        y = graph(point.to(torch.float32).reshape(shape)).detach().double().flatten()
+        y = graph(point.to(info.dtype).reshape(info.shape)).detach().double().flatten()
     return (point, y) if violates(box, y) else None
 
 
