@@ -15,6 +15,12 @@ class ModelLoadError(OpwiseError):
     """A model spec could not be loaded (unknown builtin, missing file, factory raised, ...)."""
 
 
+class InputDependentArgument(ModelLoadError):
+    """An imported operator needs an argument known at import time (a slice start, a shape, indices, a branch
+    condition) that depends on the model input; the importer adds what to do (e.g. fix the input elements it
+    is computed from)."""
+
+
 class InputError(OpwiseError):
     """An input does not fit the model or the request (shape, dtype, NaN, out-of-range target)."""
 

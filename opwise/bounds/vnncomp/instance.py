@@ -7,18 +7,23 @@ splitting, every other box by `verify_specification` with a complete search, whi
 bound passes and input splitting or GenBaB; its answer is rendered here (`VerificationResult.vnncomp_status`)
 and a `sat` is checked again as the
 competition's checker does. The ONNX importer and the bound engine are imported only when an instance runs.
+
+Input elements the property fixes (lower == upper) fold to constants at import (tracing/onnx/fixed.py); a
+network that needs an argument read from free elements it only casts to integers (cctsdb_yolo 2023's patch
+position) is evaluated cell by cell instead (`_decide_by_cells`, tracing/onnx/cases.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 import threading
 import time
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -29,8 +34,11 @@ from opwise.bounds.spec import Specification, specifications_to
 from opwise.bounds.verify import verify_boxes
 from opwise.bounds.vnncomp.results import InstanceResult
 from opwise.bounds.vnncomp.vnnlib import parse_vnnlib, violates
-from opwise.errors import SpecError, SpecTooLarge, TimeLimitReached
+from opwise.errors import InputDependentArgument, SpecError, SpecTooLarge, TimeLimitReached
 from opwise.progress import Progress
+
+if TYPE_CHECKING:
+    from opwise.tracing.onnx.fixed import FixedElements
 
 Loader = Callable[[str], tuple["BoundedModel | FunctionBounds", tuple[int, ...]]]
 """`load(onnx_path) -> (model, input_shape)`: how verify_instance gets a network (a BoundedModel, or a
@@ -41,9 +49,14 @@ FunctionBounds for bounds from elsewhere)."""
 HARD_STOP_SLACK = 0.25
 
 
-def load_with_engine(onnx_path: str, device: str | torch.device | None = None) -> tuple[BoundedModel, tuple[int, ...]]:
+def load_with_engine(onnx_path: str, device: str | torch.device | None = None,
+                     fixed: FixedElements | None = None) -> tuple[BoundedModel, tuple[int, ...]]:
     """The default Loader: opwise's ONNX importer (at the declared batch size; other batch sizes come from
     `Graph.for_batch`, or chunks where the network cannot be imported at them), bounded on `device`.
+
+    `fixed` (flat, as VNN-LIB numbers X_i) names the input elements the property fixes: what the network
+    computes from them alone folds to constants at import (tracing/onnx/fixed.py), so a slice start or gather
+    index read from them imports; the network is then only valid on inputs with those values.
 
     VNN-LIB's X_i number the input tensor as the file declares it, and Y_i the output. A leading axis of 1 (or
     a symbolic one) is the batch; a fixed leading axis above 1 ([32, 5]: 32 rows of one sample, which a
@@ -52,7 +65,7 @@ def load_with_engine(onnx_path: str, device: str | torch.device | None = None) -
     """
     from opwise.tracing.onnx import load_onnx
 
-    graph = load_onnx(onnx_path)
+    graph = load_onnx(onnx_path, fixed={0: fixed} if fixed is not None else None)
     declared = tuple(graph.info(graph.explained_inputs[0]).shape)
     output = graph.info(graph.output).shape if isinstance(graph.output, torch.fx.Node) else None
     if declared[:1] == (1,) and (output is None or tuple(output[:1]) == (1,)):
@@ -109,11 +122,21 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
 
 def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader | None, max_split_inputs: int,
             device, progress: Progress | None) -> InstanceResult:
-    """verify_instance's work, run under its deadline: every box through the orchestrator."""
-    if load is None:  # device only where one is asked for: a replaced loader need not take it
+    """verify_instance's work, run under its deadline: every box through the orchestrator (or the one box cell by
+    cell, `_decide_by_cells`)."""
+    boxes = parse_vnnlib(vnnlib_path, dtype=torch.float64)
+    cells = load is None and len(boxes) == 1  # the network may be evaluated cell by cell (_decide_by_cells)
+    if load is None:  # device and fixed elements only where there are: a replaced loader need not take them
         load = load_with_engine if device is None else partial(load_with_engine, device=device)
-    model, input_shape = load(str(onnx_path))
-    declared = parse_vnnlib(vnnlib_path, input_shape, dtype=torch.float64)
+        fixed = fixed_elements(boxes)
+        load = load if fixed is None else partial(load, fixed=fixed)
+    try:
+        model, input_shape = load(str(onnx_path))
+    except InputDependentArgument as error:
+        if not cells:
+            raise
+        return _decide_by_cells(str(onnx_path), boxes[0], timeout, start, error)
+    declared = [_shaped(box, input_shape, str(vnnlib_path)) for box in boxes]
     specs = specifications_to(declared, model.device, model.dtype)
     _check_outputs(model, specs[0], str(vnnlib_path))
     outcomes, reasons = [], []
@@ -140,6 +163,84 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
         "timeout" if "timeout" in outcomes else "unknown")
     reason = "; ".join(dict.fromkeys(reasons)) if final != "unsat" else ""  # why the search left a box open
     return InstanceResult(final, time.monotonic() - start, stats=stats, reason=reason)
+
+
+def _decide_by_cells(onnx_path: str, box: Specification, timeout: float, start: float,
+                     refusal: InputDependentArgument) -> InstanceResult:
+    """An instance whose network needs an argument read from free input elements at import: when it reads them
+    only through integer casts and the property fixes every other element, the network is evaluated at one point
+    per cell of those casts (opwise/tracing/onnx/cases.py), in a shuffled order: `sat` at the first point that
+    violates the property (checked again by its own import), `unsat` when no point comes within 1e-4 of it;
+    else `refusal` is raised with the reason added."""
+    from opwise.tracing.onnx.cases import CasePoints, integer_cells
+
+    lower, upper = box.x_lower.flatten(), box.x_upper.flatten()
+    discrete = lower != upper
+    points = integer_cells(lower, upper, discrete)
+    if points is None:
+        raise InputDependentArgument(f"{refusal}; its free input elements take too many integer values to evaluate "
+                                     "the network at each") from None
+    evaluator = CasePoints.open(onnx_path, points[0], discrete)
+    if isinstance(evaluator, str):
+        raise InputDependentArgument(f"{refusal}; {evaluator}") from None
+    stats = {"cells": len(points), "cells_evaluated": 0}
+    closest = math.inf
+    for chunk in torch.randperm(len(points), generator=torch.Generator().manual_seed(0)).split(256):
+        if time.monotonic() - start > timeout:
+            return InstanceResult("timeout", time.monotonic() - start, stats=stats,
+                                  reason=f"{stats['cells_evaluated']} of {len(points)} cells evaluated")
+        margins = box.margin(evaluator.outputs(points[chunk]).double())
+        stats["cells_evaluated"] += len(chunk)
+        for index in chunk[margins <= 1e-4].tolist():
+            confirmed = _at_a_point(onnx_path, box, points[index])
+            if confirmed is not None:
+                return InstanceResult("sat", time.monotonic() - start, *confirmed, stats)
+        closest = min(closest, float(margins.min()))
+    if closest > 1e-4:
+        return InstanceResult("unsat", time.monotonic() - start, stats=stats)
+    return InstanceResult("unknown", time.monotonic() - start, stats=stats,
+                          reason=f"a cell comes within {closest:.2g} of the property, too close to tell in float32")
+
+
+def _at_a_point(onnx_path: str, box: Specification, point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(x, y) when the network imported with every element fixed at `point` violates the property there."""
+    from opwise.tracing.onnx import load_onnx
+    from opwise.tracing.onnx.fixed import FixedElements
+
+    graph = load_onnx(onnx_path, fixed={0: FixedElements(torch.ones(point.numel(), dtype=torch.bool), point)})
+    info = graph.info(graph.explained_inputs[0])
+    with torch.no_grad():
+        y = graph(point.to(info.dtype).reshape(info.shape)).detach().double().flatten()
+    return (point, y) if violates(box, y) else None
+
+
+def fixed_elements(boxes: list[Specification]) -> FixedElements | None:
+    """The input elements every box of a property fixes to one value (lower == upper), flat; None if none.
+
+    Elsewhere the values are the first box's centre (where the importer evaluates what it folds).
+
+    >>> box = Specification(torch.tensor([[0.0, 2.0]]), torch.tensor([[1.0, 2.0]]), [])
+    >>> fixed_elements([Specification(torch.zeros(1, 2), torch.ones(1, 2), [])]) is None
+    True
+    >>> fixed = fixed_elements([box])
+    >>> fixed.mask.tolist(), fixed.values.tolist()
+    ([False, True], [0.5, 2.0])
+    """
+    from opwise.tracing.onnx.fixed import FixedElements
+
+    lower, upper = boxes[0].x_lower.flatten(), boxes[0].x_upper.flatten()
+    mask = lower == upper
+    for box in boxes[1:]:
+        mask &= (box.x_lower.flatten() == lower) & (box.x_upper.flatten() == lower)
+    return FixedElements(mask, (lower + upper) / 2) if bool(mask.any()) else None
+
+
+def _shaped(box: Specification, input_shape: tuple[int, ...], path: str) -> Specification:
+    """A box parsed flat ([1, n]) in the network's input shape."""
+    if math.prod(input_shape) != box.x_lower.numel():
+        raise SpecError(path, None, f"declares {box.x_lower.numel()} inputs X_i but the model input "
+                                    f"{tuple(input_shape)} has {math.prod(input_shape)} values")
+    return dataclasses.replace(box, x_lower=box.x_lower.reshape(input_shape), x_upper=box.x_upper.reshape(input_shape))
 
 
 def _add_counts(stats: dict, box: dict) -> None:

@@ -40,6 +40,8 @@ class GraphBuilder:
         # converts a subgraph (a GraphProto: an If branch, a Scan or Loop body with its inputs bound) into this graph
         # and returns its outputs: `inline(subgraph, inputs=())`; set by the importer
         self.inline: Any = None
+        # only evaluates converters on constants (fixed.py): ops run at once, no initializer names are kept
+        self.evaluating = False
 
     # ----------------------------------------------------------------- values
     @property
@@ -73,6 +75,8 @@ class GraphBuilder:
 
     def call(self, target: Any, *args: Any, **kwargs: Any) -> Value:
         """Apply the ATen op `target`: folded now if nothing depends on an input, else an fx node."""
+        if self.evaluating:
+            return target(*args, **kwargs)
         if not _contains_node((args, kwargs)):
             result = target(*args, **kwargs)
             source = self._source_of((args, kwargs))

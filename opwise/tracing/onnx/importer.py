@@ -11,30 +11,37 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy
 import torch
 from torch import fx
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from opwise.errors import InputError, ModelLoadError, UnsupportedOperation
+from opwise.errors import InputDependentArgument, InputError, ModelLoadError, UnsupportedOperation
 from opwise.tracing.graph import Graph
 from opwise.tracing.onnx import ops  # noqa: F401 - registers the converters
 from opwise.tracing.onnx.builder import GraphBuilder
 from opwise.tracing.onnx.files import read_onnx_file
+from opwise.tracing.onnx.fixed import FixedElements, FixedFolding, refusal_hint
 from opwise.tracing.onnx.registry import OnnxNode, lookup
 from opwise.tracing.passes import annotate
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
-def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
+def load_onnx(path: str | Path, *, batch_size: int | None = None,
+              fixed: Mapping[str | int, FixedElements] | None = None) -> Graph:
     """Import the ONNX model at `path` as a Graph of ATen operations, every input explained.
 
     `batch_size` sets the leading dimension of the inputs (default: the declared one, 1 if symbolic).
     Reshapes to constant shapes whose leading entry is the declared batch size are rewritten to the new
     one; an operator that would mix samples at another batch size raises ModelLoadError.
+
+    `fixed` (keyed by input name or position) names input elements that take one known value, as a VNN-LIB
+    property with lower == upper fixes them: values computed from those elements only become constants
+    (`fixed.py`), so an argument the import needs known (a slice start, indices) may be read from them. The
+    graph then equals the model only on inputs that hold those values.
 
     >>> import tempfile, torch, onnx
     >>> from onnx import helper, TensorProto
@@ -49,6 +56,13 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
     >>> [graph.info(n).op for n in graph.call_nodes()]
     ['aten.relu.default']
     """
+    return load_onnx_folding(path, batch_size=batch_size, fixed=fixed)[0]
+
+
+def load_onnx_folding(path: str | Path, *, batch_size: int | None = None,
+                      fixed: Mapping[str | int, FixedElements] | None = None) -> tuple[Graph, FixedFolding | None]:
+    """`load_onnx`, with the fixed-element analysis it ran (None without `fixed`): what each value depends on,
+    the nodes and constants (opwise/tracing/onnx/cases.py evaluates the network again from them)."""
     path = Path(path)
     model = read_onnx_file(path)
     graph_proto = model.graph
@@ -70,14 +84,17 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
     env: dict[str, Any] = {"": None}
     for name, tensor in initializers.items():
         env[name] = builder.initializer(name, tensor) if isinstance(tensor, torch.Tensor) else tensor
+    placed = []
     for value, shape in zip(inputs, shapes):
         dims = [batch if axis == 0 else dim for axis, dim in enumerate(shape)]
         dtype = _dtype(value.type.tensor_type.elem_type, f"{path}: input '{value.name}'")
         _refuse_oversized(path, value.name, dims, dtype)
         example = torch.zeros(dims, dtype=dtype)
         env[value.name] = builder.placeholder(value.name, example)
+        placed.append((value.name, dims, dtype))
+    folding = FixedFolding.of_inputs(builder, dict(fixed), placed) if fixed else None
     opsets = _opsets(model)
-    _convert_nodes(builder, graph_proto, opsets, env)
+    _convert_nodes(builder, graph_proto, opsets, env, folding)
     module = fx.GraphModule(builder.root, builder.graph)
     _fake_values(module)
     explained = [True] * len(inputs)
@@ -86,21 +103,32 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None) -> Graph:
     def retrace(*new_inputs: torch.Tensor) -> Graph:
         if not new_inputs or not isinstance(new_inputs[0], torch.Tensor) or new_inputs[0].dim() == 0:
             raise InputError(f"retrace needs the model's {len(inputs)} input tensor(s) with a batch dimension")
-        return load_onnx(path, batch_size=int(new_inputs[0].shape[0]))
+        return load_onnx(path, batch_size=int(new_inputs[0].shape[0]), fixed=fixed)
 
-    return Graph(module, explained, strategy="onnx", retrace=retrace, input_names=[value.name for value in inputs],
-                 opset=opsets[""], rebatch=lambda size: load_onnx(path, batch_size=size))
+    graph = Graph(module, explained, strategy="onnx", retrace=retrace, input_names=[value.name for value in inputs],
+                  opset=opsets[""], rebatch=lambda size: load_onnx(path, batch_size=size, fixed=fixed))
+    return graph, folding
 
 
-def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opsets: dict[str, int], env: dict[str, Any]) -> None:
-    """Convert every node in order, then add the output (a constant output becomes a get_attr)."""
+def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opsets: dict[str, int], env: dict[str, Any],
+                   folding: FixedFolding | None = None) -> None:
+    """Convert every node in order (a node that depends on fixed input elements only becomes constants, `folding`),
+    then add the output (a constant output becomes a get_attr)."""
     output_name = graph_proto.output[0].name
+    if folding is not None:
+        folding.output = output_name
     for name, reader in [*_reads(graph_proto), (output_name, None)]:
         builder.use_counts[name] = builder.use_counts.get(name, 0) + 1
         builder.reading_nodes.setdefault(name, []).append(reader)
     builder.inline = lambda subgraph, inputs=(): _inline(builder, subgraph, opsets, env, inputs)
     for index, node_proto in enumerate(graph_proto.node):
-        _convert(builder, _onnx_node(node_proto, index, opsets), env)
+        node = _onnx_node(node_proto, index, opsets)
+        if folding is not None and folding.fold(node, env):
+            continue
+        try:
+            _convert(builder, node, env)
+        except InputDependentArgument as error:
+            raise InputDependentArgument(f"{error}; {refusal_hint(folding, node, env)}") from None
     builder.current = None
     if output_name not in env:
         raise ModelLoadError(f"the ONNX graph output '{output_name}' is computed by no node")

@@ -498,6 +498,7 @@ def test_verify_cli_writes_an_error_result_on_any_failure(tmp_path, monkeypatch)
     def broken(path):
         raise RuntimeError("the importer broke")
 
+    path.write_text(vnnlib_text([0.0, 0.0], [1.0, 1.0], [[1.0, -1.0]], [0.0], 2))  # read before the network is
     monkeypatch.setattr(instance, "load_with_engine", broken)
     with pytest.raises(RuntimeError):
         main_verify(argparse.Namespace(model="m.onnx", vnnlib=str(path), timeout=5.0, out=str(out)))
@@ -618,3 +619,81 @@ def test_many_input_boxes_are_one_search(tmp_path):
     assert result.status == "sat" and 123 / 300 <= float(result.x[0]) <= 124 / 300
     box_top = model(torch.linspace(123 / 300, 124 / 300, 201, dtype=torch.float64)[:, None]).detach().max()
     assert float(result.y[0]) <= float(box_top) + 1e-6
+
+
+def _windowed_instance(tmp_path, start_bounds, unsafe_above):
+    """The window network of tests/tracing/test_onnx_fixed.py (y0 = relu(data[1] / 2) + data[3] for start 1,
+    index 3, in [-1, 1.5] on data in [-1, 1]) with its start bounded by `start_bounds` and the index fixed at 3."""
+    pytest.importorskip("onnx")
+    from tests.tracing.test_onnx_fixed import windowed_net
+
+    onnx_path = windowed_net(tmp_path / "w.onnx")
+    lower, upper = [-1.0] * 4 + [start_bounds[0], 3.0, 0.0], [1.0] * 4 + [start_bounds[1], 3.0, 1.0]
+    vnnlib_path = tmp_path / "p.vnnlib"
+    vnnlib_path.write_text(vnnlib_text(lower, upper, [[-1.0, 0.0]], [-unsafe_above], 2))
+    return onnx_path, vnnlib_path
+
+
+@pytest.mark.parametrize("threshold, expected", [(2.0, "unsat"), (1.2, "sat")])
+def test_a_slice_start_fixed_by_the_property_imports_and_is_decided(tmp_path, threshold, expected):
+    onnx_path, vnnlib_path = _windowed_instance(tmp_path, (1.0, 1.0), threshold)
+    result = verify_instance(onnx_path, vnnlib_path, 30)
+    assert result.status == expected, result
+    if expected == "sat":
+        assert result.y[0] >= threshold and result.x[4] == 1.0 and result.x[5] == 3.0
+
+
+def test_bounds_of_the_folded_network_contain_its_sampled_outputs(tmp_path):
+    onnx_path, vnnlib_path = _windowed_instance(tmp_path, (1.0, 1.0), 2.0)
+    [box] = vnncomp.parse_vnnlib(vnnlib_path)
+    model, _ = instance.load_with_engine(str(onnx_path), fixed=instance.fixed_elements([box]))
+    bounds = model.compute_bounds(x_lower=box.x_lower, x_upper=box.x_upper, method="crown")
+    samples = box.x_lower + torch.rand(500, 7) * (box.x_upper - box.x_lower)
+    outputs = model(samples)
+    assert (outputs >= bounds.lower - 1e-6).all() and (outputs <= bounds.upper + 1e-6).all()
+    assert float(bounds.upper[0, 0]) <= 1.5 + 1e-5 and float(bounds.lower[0, 0]) >= -1.0 - 1e-5
+
+
+def test_a_slice_start_the_property_leaves_free_is_refused(tmp_path):
+    from opwise.errors import InputDependentArgument
+
+    onnx_path, vnnlib_path = _windowed_instance(tmp_path, (0.0, 2.0), 2.0)
+    with pytest.raises(InputDependentArgument, match="Slice.*not fixed"):
+        verify_instance(onnx_path, vnnlib_path, 30)
+
+
+@pytest.mark.parametrize("row, bound, expected, start", [
+    ([-1.0, 0.0], -0.7, "sat", 2.0),     # y0 >= 0.7: only the window at 2 (y0 = 0.8)
+    ([-1.0, 0.0], -0.9, "unsat", None),  # y0 is 0.4, 0.3 or 0.8
+    ([1.0, 0.0], 0.35, "sat", 1.0),      # y0 <= 0.35: the window at 1 (y0 = 0.3)
+    ([1.0, 0.0], 0.25, "unsat", None),
+])
+def test_a_slice_start_free_on_the_box_is_decided_cell_by_cell(tmp_path, row, bound, expected, start):
+    """The start x[4] in [0, 2.5] reaches the network only through a cast to int64: three cells, each decided at
+    one point; the data x[0:4] = (0.2, -0.4, 1.0, 0.3) and the index x[5] = 3 are fixed."""
+    pytest.importorskip("onnx")
+    from tests.tracing.test_onnx_fixed import windowed_net
+
+    onnx_path = windowed_net(tmp_path / "w.onnx")
+    data = [0.2, -0.4, 1.0, 0.3]
+    vnnlib_path = tmp_path / "p.vnnlib"
+    vnnlib_path.write_text(vnnlib_text(data + [0.0, 3.0, 0.5], data + [2.5, 3.0, 0.5], [row], [bound], 2))
+    result = verify_instance(onnx_path, vnnlib_path, 30)
+    assert result.status == expected, result
+    assert result.stats["cells"] == 3
+    if expected == "sat":
+        assert float(result.x[4]) == start and float(torch.tensor(row, dtype=torch.float64) @ result.y) <= bound
+
+
+def test_a_free_element_read_through_arithmetic_before_its_cast_is_refused(tmp_path):
+    from opwise.errors import InputDependentArgument
+
+    pytest.importorskip("onnx")
+    from tests.tracing.test_onnx_fixed import windowed_net
+
+    onnx_path = windowed_net(tmp_path / "w.onnx", start_from="ReduceSum")
+    data = [0.2, -0.4, 1.0, 0.3]
+    vnnlib_path = tmp_path / "p.vnnlib"
+    vnnlib_path.write_text(vnnlib_text(data + [0.0, 1.0, 0.5], data + [2.5, 1.0, 0.5], [[-1.0, 0.0]], [-0.9], 2))
+    with pytest.raises(InputDependentArgument, match="Slice.*other than through an integer cast.*ReduceSum"):
+        verify_instance(onnx_path, vnnlib_path, 30)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import fx
 
-from opwise.errors import ModelLoadError
+from opwise.errors import InputDependentArgument, ModelLoadError
 from opwise.tracing.onnx.registry import converter
 
 aten = torch.ops.aten
@@ -42,7 +42,7 @@ _MAX_ITERATIONS = 100_000  # unrolling more would make a graph too large to expl
 @converter("If", since=1)
 def _if(builder, node, condition):
     if isinstance(condition, fx.Node):
-        raise ModelLoadError(
+        raise InputDependentArgument(
             f"ONNX node '{node.name}' (If, opset {node.opset}) branches on a condition that depends on the model "
             "input; opwise imports If only when the condition is known at import time (e.g. computed from shapes)"
         )
@@ -58,9 +58,9 @@ def _if(builder, node, condition):
     return tuple(results)
 
 
-def _refusal(node, what: str, hint: str = "") -> ModelLoadError:
-    return ModelLoadError(f"ONNX node '{node.name}' ({node.op_type}, opset {node.opset}): {what}"
-                          + (f"; {hint}" if hint else ""))
+def _refusal(node, what: str, hint: str = "", kind: type[ModelLoadError] = ModelLoadError) -> ModelLoadError:
+    return kind(f"ONNX node '{node.name}' ({node.op_type}, opset {node.opset}): {what}"
+                + (f"; {hint}" if hint else ""))
 
 
 def _body(node):
@@ -169,10 +169,11 @@ def _loop(builder, node, trip_count=None, condition=None, *carried):
     carried = list(carried)
     if isinstance(trip_count, fx.Node):
         raise _refusal(node, "its trip count M depends on the model input",
-                       "opwise unrolls a Loop at import, which needs a constant trip count")
+                       "opwise unrolls a Loop at import, which needs a constant trip count", InputDependentArgument)
     if isinstance(condition, fx.Node):
         raise _refusal(node, "its condition depends on the model input",
-                       "opwise unrolls a Loop at import, which needs a condition known at import time")
+                       "opwise unrolls a Loop at import, which needs a condition known at import time",
+                       InputDependentArgument)
     if trip_count is None:
         raise _refusal(node, "it has no trip count M (it runs until its condition is false)",
                        "opwise unrolls a Loop only over a constant trip count")

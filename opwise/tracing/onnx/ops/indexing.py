@@ -18,7 +18,7 @@ import math
 import torch
 from torch import fx
 
-from opwise.errors import ModelLoadError
+from opwise.errors import InputDependentArgument, ModelLoadError
 from opwise.tracing.onnx.ops.shape import constant_ints
 from opwise.tracing.onnx.registry import converter
 
@@ -34,7 +34,7 @@ def _dynamic(value) -> bool:
 
 def _constant_indices(node, indices, what: str = "indices") -> torch.Tensor:
     if _dynamic(indices):
-        raise ModelLoadError(f"{node.op_type} '{node.name}': its {what} depend on the model input, which would route "
+        raise InputDependentArgument(f"{node.op_type} '{node.name}': its {what} depend on the model input, which would route "
                              f"values by the input; opwise imports only constant {what}")
     return indices
 
@@ -147,7 +147,7 @@ def _one_hot(builder, node, indices, depth, values):
     values[0] elsewhere; an index outside [-depth, depth) gives a row of values[0]."""
     depth = constant_ints(node, depth, "depth")[0]
     if _dynamic(values):
-        raise ModelLoadError(f"OneHot '{node.name}': its values depend on the model input; opwise imports only "
+        raise InputDependentArgument(f"OneHot '{node.name}': its values depend on the model input; opwise imports only "
                              "constant values")
     rank = len(builder.shape(indices)) + 1
     axis = node.attr("axis", -1) % rank

@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from opwise.errors import ModelLoadError
+from opwise.errors import InputDependentArgument, ModelLoadError
 from opwise.tracing.onnx.registry import converter
 
 aten = torch.ops.aten
@@ -62,7 +62,8 @@ def _resize(builder, node, x, roi=None, scales=None, sizes=None, default_transfo
     if rank not in (1, 2, 3) or (mode == "cubic" and rank != 2):
         raise _refuse(node, f"{mode} resizing of a rank-{len(shape)} tensor")
     if isinstance(scales, torch.fx.Node) or isinstance(sizes, torch.fx.Node):
-        raise _refuse(node, "its scales or sizes depend on the model input")
+        raise InputDependentArgument(f"{node.op_type} '{node.name}': its scales or sizes depend on the model input; "
+                                     "opwise graphs are shape-specialized and need them constant")
     if sizes is not None and sizes.numel():
         sizes = [int(s) for s in sizes.tolist()]
         if builder.rebatched and sizes and sizes[0] == builder.declared_batch:  # the declared batch: any batch
@@ -131,7 +132,8 @@ def _upsample_attribute(builder, node, x):
 @converter("Upsample", since=9)
 def _upsample_input(builder, node, x, scales):
     if isinstance(scales, torch.fx.Node):
-        raise _refuse(node, "its scales depend on the model input")
+        raise InputDependentArgument(f"{node.op_type} '{node.name}': its scales depend on the model input; opwise "
+                                     "graphs are shape-specialized and need them constant")
     return _upsample(builder, node, x, scales)
 
 

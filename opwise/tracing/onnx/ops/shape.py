@@ -12,7 +12,7 @@ import math
 import torch
 from torch import fx
 
-from opwise.errors import ModelLoadError
+from opwise.errors import InputDependentArgument, ModelLoadError
 from opwise.tracing.onnx.registry import converter
 
 aten = torch.ops.aten
@@ -23,7 +23,7 @@ def constant_ints(node, value, what: str) -> list[int] | None:
     if value is None:
         return None
     if isinstance(value, fx.Node):
-        raise ModelLoadError(
+        raise InputDependentArgument(
             f"ONNX node '{node.name}' ({node.op_type}): its {what} depend on the model input; opwise graphs are "
             "shape-specialized and need them constant"
         )
@@ -236,7 +236,7 @@ def _gather(builder, node, data, indices):
     if _dynamic(indices):
         if axis == 0 and len(shape) == 2 and not _dynamic(data):
             return builder.call(aten.embedding.default, data, indices)
-        raise ModelLoadError(f"Gather '{node.name}': input-dependent indices are imported only as an embedding lookup")
+        raise InputDependentArgument(f"Gather '{node.name}': input-dependent indices are imported only as an embedding lookup")
     if _dynamic(data):
         builder.require_batch_kept([axis], len(shape), "Gather")
     indices = _wrapped(indices, shape[axis])
@@ -275,7 +275,7 @@ def _gather_elements(builder, node, data, indices):
     shape = builder.shape(data)
     axis = node.attr("axis", 0) % len(shape)
     if _dynamic(indices):
-        raise ModelLoadError(f"GatherElements '{node.name}': input-dependent indices cannot be imported (the graph would "
+        raise InputDependentArgument(f"GatherElements '{node.name}': input-dependent indices cannot be imported (the graph would "
                              "route values by the input); only constant indices are")
     if _dynamic(data):
         builder.require_batch_kept([axis], len(shape), "GatherElements")
