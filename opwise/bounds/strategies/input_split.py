@@ -237,7 +237,8 @@ def input_split_bab(
                 if found is not None:
                     break
             affordable = min(round_time, deadline - time.monotonic()) / max(per_domain, 1e-9)
-            batch, rest = queue.pop_worst(max(1, min(batch_size, int(affordable))))
+            count = _filled(bound_fn, max(1, min(batch_size, int(affordable))), len(queue), batch_size)
+            batch, rest = queue.pop_worst(count)
             width = (batch.upper - batch.lower).reshape(len(batch), -1) * splittable
             keep = width.amax(dim=1) > min_width
             narrow += int((~keep).sum())
@@ -272,6 +273,18 @@ def input_split_bab(
         stats["reason"] = f"{narrow} domains narrower than {min_width} stayed unproved"
         return finish("unknown")
     return finish("verified")
+
+
+def _filled(bound_fn, count: int, available: int, batch_size: int) -> int:
+    """The domains to bisect this round: `count`, or more where the bound function says (`positions`) that it
+    would bound their 2 × count children at more positions anyway (padding to a power of two, or a batch size
+    it is already specialized to), up to `batch_size` and the domains open. mscn_128d_dual's 867 boxes
+    specialized its graph to 1024 at the root; every later round of about 160 children ran at 1024 positions,
+    so it cost a sixth of its time per domain more than it had to, and rounds, timed per domain, shrank."""
+    positions = getattr(bound_fn, "positions", None)
+    if positions is None:
+        return count
+    return max(count, min(positions(2 * count) // 2, batch_size, available))
 
 
 def _repeat(state: torch.Tensor | None, times: int) -> torch.Tensor | None:
