@@ -432,7 +432,13 @@ def _choose_dimension(function, rows, batch: _Domains, width: torch.Tensor, bran
     if branching == "widest":
         return width.argmax(dim=1)
     if batch.direction is not None:
-        score = width * batch.direction.to(width.dtype)
+        # as with the gradient below: a linear bound's coefficient can vanish along an input whose ReLUs still
+        # loosen the bound (mscn_128d_dual's two free predicates, one of them never split while the other was
+        # bisected 8 times), so every free input counts at least the mean coefficient of the domain's free inputs
+        direction = batch.direction.to(width.dtype)
+        free = width > 0
+        mean = (direction * free).sum(dim=1, keepdim=True) / free.sum(dim=1, keepdim=True).clamp(min=1)
+        score = width * (direction + mean)
     else:
         centre = ((batch.lower + batch.upper) / 2).detach().requires_grad_(True)
         with StraightThrough():

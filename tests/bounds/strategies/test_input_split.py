@@ -268,3 +268,25 @@ def test_rounds_fill_the_positions_a_bound_function_pays_for():
         assert all(size % 64 == 0 or size < 64 for size in sizes[1:]), sizes
         filled += sum(size >= 64 for size in sizes[1:])
     assert filled
+
+
+def test_coefficient_branching_splits_an_input_whose_coefficient_vanishes():
+    """f(x) = x0 + x1² over x0 in [0, 1], x1 in [-1, 1], unsafe f <= -0.05. The bound function's linear bound
+    x0 + (min x1² - w1² / 4) has no coefficient along x1, yet its slack shrinks only as x1 is split: ranked by
+    width × |coefficient| alone, x1 was never split (mscn_128d_dual's two free predicates, one bisected 8 times
+    and the other not once) and the search could not end; every free input now counts at least the mean."""
+    from opwise.bounds.strategies.input_split import LinearLowerBounds
+
+    def bound_fn(lower, upper, C):
+        assert torch.equal(C, torch.ones(1, 1, dtype=C.dtype))
+        low1, up1 = lower[:, 1], upper[:, 1]
+        square = torch.where((low1 <= 0) & (up1 >= 0), 0.0, torch.minimum(low1 ** 2, up1 ** 2))
+        bias = square - (up1 - low1) ** 2 / 4
+        coefficients = torch.stack([torch.ones_like(bias), torch.zeros_like(bias)], dim=1)[:, None, :]
+        return LinearLowerBounds((lower[:, 0] + bias)[:, None], coefficients, bias[:, None])
+
+    function = lambda x: (x[:, :1] + x[:, 1:] ** 2)
+    spec = Specification(torch.tensor([[0.0, -1.0]], dtype=torch.float64), torch.tensor([[1.0, 1.0]], dtype=torch.float64),
+                         [Disjunct(torch.ones(1, 1, dtype=torch.float64), torch.tensor([-0.05], dtype=torch.float64))])
+    result = input_split_bab(bound_fn, function, spec, timeout=20, branching="coefficient")
+    assert result.status == "verified", result
