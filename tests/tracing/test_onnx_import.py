@@ -805,3 +805,9 @@ def test_add_batch_axis_is_refused_where_the_input_is_read_otherwise(tmp_path):
     mixing = _batch_adding_model(tmp_path, [-1, 4, 3], name="other.onnx")  # not [*, 3, 4]: the rows are re-cut
     with pytest.raises(ModelLoadError, match="add_batch_axis"):
         load_onnx(mixing, add_batch_axis=True)
+    nodes = [helper.make_node("Reshape", ["x", "target"], ["r"]), helper.make_node("Flatten", ["r"], ["f"], axis=1),
+             helper.make_node("Flatten", ["x"], ["g"], axis=0), helper.make_node("Add", ["f", "g"], ["y"])]
+    also_read = save_model(tmp_path, nodes, {"x": [3, 4]}, [1, 12], {"target": np.array([-1, 3, 4], dtype=np.int64)},
+                           name="also.onnx")  # one reader adds the axis, another reads the input whole
+    with pytest.raises(ModelLoadError, match="add_batch_axis.*Flatten"):
+        load_onnx(also_read, add_batch_axis=True)

@@ -112,7 +112,7 @@ def _require_batch_added(path: Path, graph_proto: Any, inputs: list, shapes: lis
             value = next((a for a in node_proto.attribute if a.name == "value"), None)
             if value is not None and node_proto.output:
                 constants[node_proto.output[0]] = _tensor(value.t)
-    readers = [node_proto for node_proto in graph_proto.node if name in node_proto.input]
+    readers = [reader for value, reader in _reads(graph_proto) if value == name]  # an If branch's read: the If
     for node_proto in readers:
         target = None
         if node_proto.op_type == "Reshape" and node_proto.domain in _DEFAULT_DOMAINS and node_proto.input[0] == name:
