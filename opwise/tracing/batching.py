@@ -45,6 +45,12 @@ def _size_for(graph: "Graph", batch: int, max_batch: int) -> int:
     return min(fits) if fits else wanted
 
 
+def positions_for(graph: "Graph", count: int, max_batch: int) -> int:
+    """See `Graph.positions_for`."""
+    size = _size_for(graph, count, max_batch)
+    return -(-count // size) * size
+
+
 def map_batches(graph: "Graph", run: Callable[..., Any], tensors: tuple, max_batch: int) -> Any:
     """See `Graph.map_batches`."""
     batch = next(t for t in tensors if t is not None).shape[0]

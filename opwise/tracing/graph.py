@@ -207,6 +207,20 @@ class Graph:
 
         return map_batches(self, run, tensors, max_batch)
 
+    def positions_for(self, count: int, max_batch: int = 1024) -> int:
+        """How many positions `map_batches` runs `count` samples at, padding included: a search can fill them
+        with real work at no extra cost (a batch of 130 runs at 256 positions, or at 1024 where the graph is
+        already specialized to 1024).
+
+        >>> import torch, opwise
+        >>> graph = opwise.trace(torch.nn.Linear(3, 2), torch.zeros(1, 3))
+        >>> graph.positions_for(5), graph.positions_for(1), graph.positions_for(3000)
+        (8, 1, 3072)
+        """
+        from opwise.tracing.batching import positions_for
+
+        return positions_for(self, count, max_batch)
+
     def rewrite(self, transform: Callable[[fx.GraphModule], bool]) -> "Graph":
         """A new Graph: `transform` edits a copy of the module (graph copied, parameters shared; it may
         register buffers) and returns whether it changed anything (if not, this Graph is returned). Every

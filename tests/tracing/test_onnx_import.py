@@ -758,3 +758,56 @@ def test_max_and_min_with_a_one_element_constant_import_and_bound(tmp_path, cons
     compare = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Neg", ["h"], ["n"]),
                helper.make_node("Greater", ["h", "n"], ["g"]), helper.make_node("Where", ["g", "h", "n"], ["y"])]
     assert_matches(save_model(tmp_path, compare, {"x": [1, 4]}, [1, 3], {"W": inits["W"]}, name="gt.onnx"), [[1, 4]])
+
+
+def _batch_adding_model(tmp_path, target, name="adds.onnx"):
+    """Input [3, 4] with no batch axis, read by a Reshape to `target` ([-1, 3, 4]: pensieve's), then per-sample
+    layers: Split of the rows, Flatten, Gemm, Relu, a Pow over a ReduceSum (a normalisation) and a Sub."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Reshape", ["x", "target"], ["r"]),
+        helper.make_node("Split", ["r", "halves"], ["a", "b"], axis=1),
+        helper.make_node("Flatten", ["a"], ["fa"], axis=1),
+        helper.make_node("Flatten", ["b"], ["fb"], axis=1),
+        helper.make_node("Concat", ["fb", "fa"], ["c"], axis=1),
+        helper.make_node("Gemm", ["c", "W", "bias"], ["h"], transB=1),
+        helper.make_node("Relu", ["h"], ["p"]),
+        helper.make_node("Pow", ["p", "three"], ["q"]),
+        helper.make_node("ReduceSum", ["q", "axes"], ["s"], keepdims=1),
+        helper.make_node("Add", ["s", "one"], ["s1"]),
+        helper.make_node("Div", ["q", "s1"], ["y"]),
+    ]
+    inits = {"target": np.array(target, dtype=np.int64), "halves": np.array([1, 2], dtype=np.int64),
+             "W": weights(rng, 5, 12), "bias": weights(rng, 5), "three": np.array(3.0, dtype=np.float32),
+             "axes": np.array([1], dtype=np.int64), "one": np.array(1.0, dtype=np.float32)}
+    return save_model(tmp_path, nodes, {"x": [3, 4]}, [1, 5], inits, name=name)
+
+
+@pytest.mark.parametrize("target", [[-1, 3, 4], [1, 3, 4]])
+def test_add_batch_axis_imports_a_network_that_adds_its_own_batch_axis(tmp_path, target):
+    """pensieve_big_parallel declares its input [12, 8] and reshapes it to [-1, 12, 8] first: at the declared shape
+    the import could not take another batch size, so searches bounded one box per pass. With add_batch_axis the
+    input is [batch, 3, 4] and every sample matches onnxruntime on its own."""
+    path = _batch_adding_model(tmp_path, target)
+    assert load_onnx(path).info(load_onnx(path).explained_inputs[0]).shape == (3, 4)
+    graph = load_onnx(path, add_batch_axis=True)
+    assert tuple(graph.info(graph.explained_inputs[0]).shape) == (1, 3, 4)
+    x = np.random.default_rng(1).standard_normal((6, 3, 4)).astype(np.float32)
+    expected = np.concatenate([run_onnxruntime(path, [sample]) for sample in x])
+    for batched in (graph.for_batch(6), load_onnx(path, batch_size=6, add_batch_axis=True)):
+        np.testing.assert_allclose(run_opwise(batched, [x]), expected, atol=ATOL, rtol=RTOL)
+
+
+def test_add_batch_axis_is_refused_where_the_input_is_read_otherwise(tmp_path):
+    path = save_model(tmp_path, [helper.make_node("Flatten", ["x"], ["y"], axis=0)], {"x": [3, 4]}, [1, 12])
+    with pytest.raises(ModelLoadError, match="add_batch_axis.*Flatten"):
+        load_onnx(path, add_batch_axis=True)
+    mixing = _batch_adding_model(tmp_path, [-1, 4, 3], name="other.onnx")  # not [*, 3, 4]: the rows are re-cut
+    with pytest.raises(ModelLoadError, match="add_batch_axis"):
+        load_onnx(mixing, add_batch_axis=True)
+    nodes = [helper.make_node("Reshape", ["x", "target"], ["r"]), helper.make_node("Flatten", ["r"], ["f"], axis=1),
+             helper.make_node("Flatten", ["x"], ["g"], axis=0), helper.make_node("Add", ["f", "g"], ["y"])]
+    also_read = save_model(tmp_path, nodes, {"x": [3, 4]}, [1, 12], {"target": np.array([-1, 3, 4], dtype=np.int64)},
+                           name="also.onnx")  # one reader adds the axis, another reads the input whole
+    with pytest.raises(ModelLoadError, match="add_batch_axis.*Flatten"):
+        load_onnx(also_read, add_batch_axis=True)

@@ -120,6 +120,12 @@ class LowDimensionalBounds:
         self.bounded = bounded
         self._folded: tuple[tuple | None, object] = (None, None)
 
+    def positions(self, count: int) -> int:
+        """How many boxes a call with `count` boxes bounds, padding included (`Graph.positions_for`): input
+        splitting fills them with domains."""
+        folded = self._folded[1]
+        return (folded if folded is not None else self.bounded.graph).positions_for(count, MAX_BATCH)
+
     def __call__(self, x_lower: torch.Tensor, x_upper: torch.Tensor, C: torch.Tensor) -> LinearLowerBounds:
         device = self.bounded.device
         x_lower, x_upper, C = x_lower.to(device), x_upper.to(device), C.to(device)

@@ -61,13 +61,26 @@ def load_with_engine(onnx_path: str, device: str | torch.device | None = None,
     VNN-LIB's X_i number the input tensor as the file declares it, and Y_i the output. A leading axis of 1 (or
     a symbolic one) is the batch; a fixed leading axis above 1 ([32, 5]: 32 rows of one sample, which a
     Transpose may mix) is part of the one sample, and so is an output's ([50, 1] from an input [1, 600]
-    reshaped to [50, 12]): the network is then bounded as `_WholeInput` on [1, *input], its output flattened.
+    reshaped to [50, 12]): the network is then bounded as `_WholeInput` on [1, *input], its output flattened,
+    one box per pass. Where the network adds the batch axis itself (its input [12, 8] read only by a Reshape to
+    [-1, 12, 8]: pensieve's), it is imported with that axis (`load_onnx(add_batch_axis=True)`), so searches
+    bound many boxes per pass.
     """
+    from opwise.errors import ModelLoadError
     from opwise.tracing.onnx import load_onnx
 
-    graph = load_onnx(onnx_path, fixed={0: fixed} if fixed is not None else None)
+    folded = {0: fixed} if fixed is not None else None
+    graph = load_onnx(onnx_path, fixed=folded)
     declared = tuple(graph.info(graph.explained_inputs[0]).shape)
     output = graph.info(graph.output).shape if isinstance(graph.output, torch.fx.Node) else None
+    if declared[:1] != (1,):
+        try:
+            graph = load_onnx(onnx_path, fixed=folded, add_batch_axis=True)
+        except ModelLoadError:
+            pass
+        else:
+            declared = tuple(graph.info(graph.explained_inputs[0]).shape)
+            output = graph.info(graph.output).shape if isinstance(graph.output, torch.fx.Node) else None
     if declared[:1] == (1,) and (output is None or tuple(output[:1]) == (1,)):
         return BoundedModel(graph, torch.zeros(declared), device=device), declared
     input_shape = (1, *declared)

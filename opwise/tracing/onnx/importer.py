@@ -31,12 +31,16 @@ _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
 def load_onnx(path: str | Path, *, batch_size: int | None = None,
-              fixed: Mapping[str | int, FixedElements] | None = None) -> Graph:
+              fixed: Mapping[str | int, FixedElements] | None = None, add_batch_axis: bool = False) -> Graph:
     """Import the ONNX model at `path` as a Graph of ATen operations, every input explained.
 
     `batch_size` sets the leading dimension of the inputs (default: the declared one, 1 if symbolic).
     Reshapes to constant shapes whose leading entry is the declared batch size are rewritten to the new
     one; an operator that would mix samples at another batch size raises ModelLoadError.
+    `add_batch_axis` imports a model whose one input declares no batch axis ([12, 8]) but is read only by
+    Reshapes that add one ([-1, 12, 8] or [1, 12, 8]: pensieve's) with the input [batch_size, 12, 8]: such a
+    network is one sample per batch row, so searches can bound many boxes in one pass. A model without that
+    pattern raises ModelLoadError.
 
     `fixed` (keyed by input name or position) names input elements that take one known value, as a VNN-LIB
     property with lower == upper fixes them: values computed from those elements only become constants
@@ -56,11 +60,12 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None,
     >>> [graph.info(n).op for n in graph.call_nodes()]
     ['aten.relu.default']
     """
-    return load_onnx_folding(path, batch_size=batch_size, fixed=fixed)[0]
+    return load_onnx_folding(path, batch_size=batch_size, fixed=fixed, add_batch_axis=add_batch_axis)[0]
 
 
 def load_onnx_folding(path: str | Path, *, batch_size: int | None = None,
-                      fixed: Mapping[str | int, FixedElements] | None = None) -> tuple[Graph, FixedFolding | None]:
+                      fixed: Mapping[str | int, FixedElements] | None = None,
+                      add_batch_axis: bool = False) -> tuple[Graph, FixedFolding | None]:
     """`load_onnx`, with the fixed-element analysis it ran (None without `fixed`): what each value depends on,
     the nodes and constants (opwise/tracing/onnx/cases.py evaluates the network again from them)."""
     path = Path(path)
@@ -74,6 +79,9 @@ def load_onnx_folding(path: str | Path, *, batch_size: int | None = None,
             "so export the model with the output to explain or verify only"
         )
     shapes = [_input_shape(value, path) for value in inputs]
+    if add_batch_axis:
+        _require_batch_added(path, graph_proto, inputs, shapes, initializers)
+        shapes = [[1, *shape] for shape in shapes]
     _refuse_disagreeing_batches(path, inputs, shapes)
     declared = _declared_batch(shapes)
     batch = batch_size if batch_size is not None else (declared or 1)
@@ -103,11 +111,43 @@ def load_onnx_folding(path: str | Path, *, batch_size: int | None = None,
     def retrace(*new_inputs: torch.Tensor) -> Graph:
         if not new_inputs or not isinstance(new_inputs[0], torch.Tensor) or new_inputs[0].dim() == 0:
             raise InputError(f"retrace needs the model's {len(inputs)} input tensor(s) with a batch dimension")
-        return load_onnx(path, batch_size=int(new_inputs[0].shape[0]), fixed=fixed)
+        return load_onnx(path, batch_size=int(new_inputs[0].shape[0]), fixed=fixed, add_batch_axis=add_batch_axis)
 
     graph = Graph(module, explained, strategy="onnx", retrace=retrace, input_names=[value.name for value in inputs],
-                  opset=opsets[""], rebatch=lambda size: load_onnx(path, batch_size=size, fixed=fixed))
+                  opset=opsets[""], rebatch=lambda size: load_onnx(path, batch_size=size, fixed=fixed,
+                                                                   add_batch_axis=add_batch_axis))
     return graph, folding
+
+
+def _require_batch_added(path: Path, graph_proto: Any, inputs: list, shapes: list[list[int | None]],
+                         initializers: dict[str, Any]) -> None:
+    """Refuse `add_batch_axis` unless the model has one input of fixed shape S, read only by Reshapes to a
+    constant [-1, *S] or [1, *S] (so the Reshape's leading axis is the batch the import adds)."""
+    if len(inputs) != 1 or any(dim is None for dim in shapes[0]):
+        raise ModelLoadError(f"{path}: add_batch_axis needs one input of fixed shape")
+    name, shape = inputs[0].name, shapes[0]
+    constants = {}
+    for node_proto in graph_proto.node:
+        if node_proto.op_type == "Constant" and node_proto.domain in _DEFAULT_DOMAINS:
+            value = next((a for a in node_proto.attribute if a.name == "value"), None)
+            if value is not None and node_proto.output:
+                constants[node_proto.output[0]] = _tensor(value.t)
+    readers = [reader for value, reader in _reads(graph_proto) if value == name]  # an If branch's read: the If
+    for node_proto in readers:
+        target = None
+        if node_proto.op_type == "Reshape" and node_proto.domain in _DEFAULT_DOMAINS and node_proto.input[0] == name:
+            attribute = next((a for a in node_proto.attribute if a.name == "shape"), None)
+            if attribute is not None:
+                target = list(attribute.ints)
+            elif len(node_proto.input) > 1:
+                value = initializers.get(node_proto.input[1], constants.get(node_proto.input[1]))
+                target = value.reshape(-1).tolist() if isinstance(value, torch.Tensor) else None
+        if target is None or target[:1] not in ([-1], [1]) or list(target[1:]) != list(shape):
+            raise ModelLoadError(f"{path}: add_batch_axis needs the input '{name}' read only by Reshapes that add a "
+                                 f"leading axis to its shape {shape}; node '{node_proto.name}' ({node_proto.op_type}) "
+                                 "reads it otherwise")
+    if not readers or any(output.name == name for output in graph_proto.output):
+        raise ModelLoadError(f"{path}: add_batch_axis needs the input '{name}' read by a Reshape")
 
 
 def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opsets: dict[str, int], env: dict[str, Any],

@@ -697,3 +697,44 @@ def test_a_free_element_read_through_arithmetic_before_its_cast_is_refused(tmp_p
     vnnlib_path.write_text(vnnlib_text(data + [0.0, 1.0, 0.5], data + [2.5, 1.0, 0.5], [[-1.0, 0.0]], [-0.9], 2))
     with pytest.raises(InputDependentArgument, match="Slice.*other than through an integer cast.*ReduceSum"):
         verify_instance(onnx_path, vnnlib_path, 30)
+
+
+def test_a_network_that_adds_its_own_batch_axis_is_bounded_many_boxes_per_pass(tmp_path):
+    """pensieve_big_parallel declares its input [12, 8] and reshapes it to [-1, 12, 8] first; it was bounded as a
+    whole sample of a batch-1 graph (`_WholeInput`), one box per pass, and its input splitting timed out. It is
+    imported with the batch axis now (the graph itself, at any batch size), and a property is decided: unsat
+    above an interval bound, sat at a sampled maximum."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    generator = torch.Generator().manual_seed(5)
+    W, b = torch.randn(12, 6, generator=generator), torch.randn(6, generator=generator)
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("Flatten", ["r"], ["f"], axis=1),
+             helper.make_node("MatMul", ["f", "W"], ["h"]), helper.make_node("Add", ["h", "b"], ["a"]),
+             helper.make_node("Relu", ["a"], ["z"]), helper.make_node("ReduceSum", ["z", "axes"], ["y"], keepdims=1)]
+    graph = helper.make_graph(nodes, "adds", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+                              [numpy_helper.from_array(W.numpy(), "W"), numpy_helper.from_array(b.numpy(), "b"),
+                               numpy_helper.from_array(np.array([-1, 3, 4], np.int64), "shape"),
+                               numpy_helper.from_array(np.array([1], np.int64), "axes")])
+    path = tmp_path / "adds.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    model, shape = instance.load_with_engine(str(path))
+    assert shape == (1, 3, 4) and model.graph.strategy == "onnx"  # the import itself, not a wrapper traced at batch 1
+    assert tuple(model.graph_for(8).info(model.graph_for(8).output).shape) == (8, 1)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x.reshape(len(x), 12) @ W + b).sum(1, keepdim=True)
+
+    lower = torch.rand(12, generator=generator) - 0.5
+    upper = lower + 0.3
+    samples = forward(lower + (upper - lower) * torch.rand(20000, 12, generator=generator))
+    centre, radius = (lower + upper) / 2, (upper - lower) / 2
+    ceiling = float(torch.relu(centre @ W + b + radius @ W.abs()).sum())
+    for threshold, expected in ((ceiling + 0.01, "unsat"), (float(samples.max()), "sat")):
+        vnnlib = tmp_path / f"{expected}.vnnlib"
+        vnnlib.write_text(vnnlib_text(lower.tolist(), upper.tolist(), [[-1.0]], [-threshold], 1))
+        result = verify_instance(path, vnnlib, 30)
+        assert result.status == expected, (threshold, result)
+        if expected == "sat":
+            assert float(forward(result.x.float()[None])[0, 0]) >= threshold - 1e-5

@@ -230,3 +230,38 @@ def test_binary_files_are_a_spec_error(tmp_path):
     path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
     with pytest.raises(SpecError, match="not a text file"):
         parse_vnnlib(path)
+
+
+def test_comparisons_read_whole_or_token_by_token_give_the_same_property(tmp_path):
+    """A comparison of two words on one line is read as one token (mscn_128d_dual's 49 MB file took 41 s token by
+    token); split over lines, or around a nested term, it is read token by token. Both give the same boxes and
+    rows, and a bad word still names its line."""
+    whole = HEADER + "(assert (or (and (>= X_0 -1) (<= X_0 1) (>= X_1 0) (<= X_1 0.5) (<= Y_0 Y_1))\n" \
+        "(and (>= X_0 2) (<= X_0 3) (>= X_1 0) (<= X_1 0.5) (< Y_1 4))))\n"
+    split = HEADER + "(assert (or (and (>=\nX_0 -1) ( <= X_0 1 ) (>= X_1 (+ 0)) (<= X_1 0.5) (<= Y_0\nY_1))\n" \
+        "(and (>= X_0 2) (<= X_0 3) (>= X_1 0) (<= X_1 0.5) (< Y_1 4))))\n"
+    parsed = [[(spec.x_lower.tolist(), spec.x_upper.tolist(), rows(spec), [d.strict.tolist() for d in spec.unsafe])
+               for spec in parse_vnnlib(write(tmp_path, text))] for text in (whole, split)]
+    assert parsed[0] == parsed[1] and len(parsed[0]) == 2 and parsed[0][1][3] == [[True]]
+    with pytest.raises(SpecError, match="banana") as error:
+        parse_vnnlib(write(tmp_path, HEADER + BOX + "\n(assert (<= Y_0 banana))\n"))
+    assert error.value.line == 10
+    with pytest.raises(SpecError, match="nested deeper"):
+        parse_vnnlib(write(tmp_path, HEADER + BOX + "(assert " + "(and " * 99 + "(<= Y_0 1)" + ")" * 100 + "\n"))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_parsing_leaves_the_garbage_collector_as_it_found_it(tmp_path, enabled):
+    import gc
+
+    path = write(tmp_path, HEADER + BOX + "(assert (<= Y_0 1))\n")
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        parse_vnnlib(path)
+        assert gc.isenabled() == enabled
+        with pytest.raises(SpecError):
+            parse_vnnlib(write(tmp_path, HEADER + BOX + "(assert (<= Y_0 banana))\n"))
+        assert gc.isenabled() == enabled
+    finally:
+        (gc.enable if was else gc.disable)()
