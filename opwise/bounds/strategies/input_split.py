@@ -334,6 +334,8 @@ def _bound(bound_fn, function, specs, rows, lower, upper, box, open_, depth, sta
     direction = None
     if coefficients is not None and branching in ("auto", "coefficient"):
         direction = coefficients[torch.arange(len(lower), device=lower.device), rows.closest_row(bounds, open_)].abs()
+        if linear is not None and linear.weights is None:
+            direction = _floored(direction, (upper - lower).reshape(len(lower), -1) > 0)
     elif branching == "coefficient":
         raise InputError("branching='coefficient' needs a bound function that returns (bounds, input coefficients)")
     worst = torch.where(open_, margins, math.inf).amin(dim=1)
@@ -426,19 +428,23 @@ def _split_every_way(bound_fn, function, specs, rows, batch: "_Domains", width: 
     return None, kept.take((kept.worst < math.inf).nonzero().flatten())
 
 
+def _floored(coefficients: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+    """Linear-bound coefficients [B, inputs] as branching weights: every free input counts at least the mean
+    coefficient of the domain's free inputs. A coefficient can vanish along an input whose ReLUs still loosen the
+    bound (mscn_128d_dual's two free predicates: one bisected 8 times, the other never). Weights a bound function
+    gives itself (the chain's gradient smear) are used as they are: on ACAS Xu the floor took prop_3 on net 1_1
+    from 3,233 domains to 25,411."""
+    mean = (coefficients * free).sum(dim=1, keepdim=True) / free.sum(dim=1, keepdim=True).clamp(min=1)
+    return coefficients + mean
+
+
 def _choose_dimension(function, rows, batch: _Domains, width: torch.Tensor, branching: str) -> torch.Tensor:
     """Per domain, the flat input index to bisect: largest width × |coefficient| or × (|gradient| + its mean),
     or the widest."""
     if branching == "widest":
         return width.argmax(dim=1)
     if batch.direction is not None:
-        # as with the gradient below: a linear bound's coefficient can vanish along an input whose ReLUs still
-        # loosen the bound (mscn_128d_dual's two free predicates, one of them never split while the other was
-        # bisected 8 times), so every free input counts at least the mean coefficient of the domain's free inputs
-        direction = batch.direction.to(width.dtype)
-        free = width > 0
-        mean = (direction * free).sum(dim=1, keepdim=True) / free.sum(dim=1, keepdim=True).clamp(min=1)
-        score = width * (direction + mean)
+        score = width * batch.direction.to(width.dtype)
     else:
         centre = ((batch.lower + batch.upper) / 2).detach().requires_grad_(True)
         with StraightThrough():
