@@ -141,6 +141,20 @@ def test_builtin_transformer_is_bounded_soundly_by_crown():
     assert torch.isfinite(results["crown"].lower).all()
 
 
+@pytest.mark.parametrize("seed, radius", [(0, 0.01), (1, 0.05), (2, 0.3)])
+def test_random_small_transformers_are_bounded_soundly(seed, radius):
+    """Random nets of the built-in transformer's kind (q·kᵀ and p·v with both sides bounded, softmax, three layer
+    norms, GELU): sampled and PGD outputs lie within IBP's and CROWN's bounds, from radii where CROWN is tight to
+    one (0.3) where the variance intervals of the last two layer norms reach zero (rsqrt at 1/√eps, the clamp caps
+    the normalised value), the regime where the digits transformer's CROWN margins fall to -50 and below at eps 0.01."""
+    from opwise.models.transformer import DigitsTransformer
+
+    model = randomize_(DigitsTransformer(width=8, heads=2, hidden=8, classes=3, rows=4).eval(), seed)
+    x = torch.rand(1, 1, 4, 4, generator=torch.Generator().manual_seed(seed))
+    results = assert_sound(model, x - radius, x + radius, methods=("ibp", "crown"), samples=3000, seed=seed)
+    assert all(torch.isfinite(bounds.lower).all() and torch.isfinite(bounds.upper).all() for bounds in results.values())
+
+
 class _MaskedAttentionScores(torch.nn.Module):
     """Softmax over scores where some keys are masked with the dtype's most negative value, as Hugging Face does."""
 

@@ -382,3 +382,30 @@ def test_verify_boxes_searches_many_alike_boxes_together_and_the_others_one_by_o
     assert decided[0][1].stats["boxes"] == len(alike)
     few = list(orchestrator.verify_boxes(bounded, alike[:3], timeout=60))
     assert [indices for indices, _ in few] == [[0], [1], [2]]
+
+
+def test_a_slow_attack_leaves_the_bound_passes_time():
+    """Without a search the attack took all the time: on a loaded CPU the digits transformer's PGD ran the whole
+    20 s and 5 of 16 samples ended "unknown" with margin -inf, no bound pass run, though CROWN proves each. The
+    attack now takes a quarter; a result with no bound pass says "timeout" with no margin, never -inf."""
+    import time
+
+    from opwise.bounds.function_bounds import FunctionBounds
+    from opwise.bounds.verify import verify_specification
+
+    def slow_identity(x):
+        time.sleep(0.05)  # every attack step: about 40 steps fit in the time
+        return x.reshape(len(x), -1)
+
+    def exact(lower, upper, C):  # C·x over the box, exactly
+        return (torch.where(C > 0, C * lower[:, None], C * upper[:, None])).sum(-1)
+
+    model = FunctionBounds(slow_identity, exact)
+    spec = Specification(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.1, 0.1]]), robustness_disjuncts(2, 0))
+    result = verify_specification(model, spec, timeout=2.0)
+    assert result.status == "verified" and math.isclose(result.margin_lower, 0.9, abs_tol=1e-6)
+    assert result.stats["seconds"] < 1.5
+
+    slower = FunctionBounds(lambda x: time.sleep(1.5) or slow_identity(x), exact)  # one step outlasts the time
+    result = verify_specification(slower, spec, timeout=1.0)
+    assert result.status == "timeout" and result.margin_lower is None and result.stats["methods"] == []
