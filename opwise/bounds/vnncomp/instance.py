@@ -152,6 +152,8 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
     declared = [_shaped(box, input_shape, str(vnnlib_path)) for box in boxes]
     specs = specifications_to(declared, model.device, model.dtype)
     _check_outputs(model, specs[0], str(vnnlib_path))
+    if _constant_output(model):
+        return _decide_constant(model, declared, start)
     outcomes, reasons = [], []
     decided = 0
     stats: dict = {"boxes": len(specs)}
@@ -213,6 +215,36 @@ def _decide_by_cells(onnx_path: str, box: Specification, timeout: float, start: 
         return InstanceResult("unsat", time.monotonic() - start, stats=stats)
     return InstanceResult("unknown", time.monotonic() - start, stats=stats,
                           reason=f"a cell comes within {closest:.2g} of the property, too close to tell in float32")
+
+
+def _constant_output(model: BoundedModel | FunctionBounds) -> bool:
+    """Whether the network's output depends on no free input element: every element it reads is fixed by the
+    property and folded at import (a point property), so the graph's output is one constant, which no bound
+    pass takes."""
+    if not isinstance(model, BoundedModel):
+        return False
+    output = model.graph.output
+    return isinstance(output, torch.fx.Node) and not model.graph.info(output).depends_on_input
+
+
+def _decide_constant(model: BoundedModel, declared: list[Specification], start: float) -> InstanceResult:
+    """A network constant on the property's boxes, decided by running it once per box: `sat` where its output
+    violates a box's property (as the competition checks it), `unsat` where every box keeps a margin above 1e-4,
+    else `unknown` (too close to tell in float32)."""
+    closest = math.inf
+    for box in declared:
+        centre = (box.x_lower + box.x_upper) / 2
+        confirmed = _as_the_competition_checks(model, box, centre)
+        if confirmed is not None:
+            return InstanceResult("sat", time.monotonic() - start, *confirmed, {"boxes": len(declared), "constant": True})
+        with torch.no_grad():
+            y = model(centre.to(model.device, model.dtype)).detach().cpu().double()
+        closest = min(closest, float(box.to(dtype=torch.float64).margin(y).min()))
+    stats = {"boxes": len(declared), "constant": True}
+    if closest > 1e-4:
+        return InstanceResult("unsat", time.monotonic() - start, stats=stats)
+    return InstanceResult("unknown", time.monotonic() - start, stats=stats,
+                          reason=f"the network is constant on the property's boxes and comes within {closest:.2g} of it")
 
 
 def _at_a_point(onnx_path: str, box: Specification, point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -738,3 +738,23 @@ def test_a_network_that_adds_its_own_batch_axis_is_bounded_many_boxes_per_pass(t
         assert result.status == expected, (threshold, result)
         if expected == "sat":
             assert float(forward(result.x.float()[None])[0, 0]) >= threshold - 1e-5
+
+
+def test_a_point_property_is_decided_by_running_the_network_once(tmp_path):
+    """A property that fixes every input element folds the whole network to one constant at import, which no
+    bound pass takes ("node 'constant' has no bound rule"); it is decided by the network's output at that
+    point: sat just below y0 - y1 there (a counterexample at the point), unsat just above it."""
+    path = tmp_path / "axis0.onnx"
+    model = _axis_zero_network(path, 3, seed=7)
+    point = [0.25, -0.5, 0.75]
+    with torch.no_grad():
+        y = model(torch.tensor([point]))[0].double()
+    value = float(y[0] - y[1])
+    for threshold, expected in ((value + 1e-3, "sat"), (value - 1e-3, "unsat")):
+        vnnlib = tmp_path / f"{expected}.vnnlib"
+        vnnlib.write_text(vnnlib_text(point, point, [[1.0, -1.0]], [threshold], 2))
+        result = verify_instance(path, vnnlib, 30)
+        assert result.status == expected, (threshold, result)
+        assert result.stats.get("constant") is True
+        if expected == "sat":
+            assert torch.allclose(result.x.float(), torch.tensor(point)) and float(result.y[0] - result.y[1]) <= threshold
