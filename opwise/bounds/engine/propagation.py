@@ -118,6 +118,7 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
         self._linear: dict[fx.Node, LinearBounds] = {}
         self._prefix: dict[fx.Node, LinearBounds | None] | None = None
         self._few_free: bool | None = None
+        self._real: dict[fx.Node, bool] = {}
         self._cut_lines: dict[fx.Node, tuple[torch.Tensor, ...]] = {}
         self._contractions: dict[fx.Node, Contraction | None] = {}
         self._exp_sums: dict[fx.Node, ExpSum | None] = {}
@@ -265,6 +266,15 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
             self._warn_if_apart(node, ibp, lower, upper)
             self._tight[node] = self._narrow(node, Interval(lower.detach(), upper.detach()))
             return self._tight[node]
+        forward = self.few_free_forward(node)
+        if forward is not None:  # refine only what forward mode leaves undecided; an affine node needs no pass
+            interval = forward.concretize(self.input_set)
+            lower, upper = tightened(ibp.lower, ibp.upper, interval.lower, interval.upper)
+            self._warn_if_apart(node, ibp, lower, upper)
+            if forward.exact:
+                self._tight[node] = self._narrow(node, Interval(lower.detach(), upper.detach()))
+                return self._tight[node]
+            ibp = Interval(lower, upper)
         groups = self.groups(node, ibp)
         selected = self.selection(self.neurons_needed(node, ibp, groups))
         if selected.any() if selected.dtype == torch.bool else selected.numel():

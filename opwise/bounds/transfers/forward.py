@@ -69,7 +69,8 @@ class LinearBounds:
         if not box or rows == count:
             eye = torch.eye(count, dtype=lower.dtype, device=lower.device)
             coefficient = eye.reshape(count, 1, *lower.shape[1:]).expand(count, *lower.shape)
-            return cls(coefficient, torch.zeros_like(lower), coefficient, torch.zeros_like(lower))
+            bias = torch.zeros_like(lower)  # one tensor for both sides: `exact`
+            return cls(coefficient, bias, coefficient, bias)
         # per sample, its free positions first (in order), the others after them, cut at `rows`
         order = torch.argsort((~free).to(torch.int8), dim=1, stable=True)[:, :rows]
         valid = torch.arange(rows, device=lower.device)[None, :] < free.sum(1, keepdim=True)
