@@ -47,6 +47,10 @@ FunctionBounds for bounds from elsewhere)."""
 #: seconds past its timeout after which verify_instance interrupts whatever runs (a PGD step, a forward pass,
 #: an import) when the engine's own deadline checks have not ended it
 HARD_STOP_SLACK = 0.25
+#: the margin every evaluated point must keep for `unsat` where the network is decided by running it (at integer
+#: cells, or once where it is constant): closer than this, float32 rounding could put the competition's check
+#: either side
+EVALUATED_MARGIN = 1e-4
 
 
 def load_with_engine(onnx_path: str, device: str | torch.device | None = None,
@@ -206,15 +210,12 @@ def _decide_by_cells(onnx_path: str, box: Specification, timeout: float, start: 
                                   reason=f"{stats['cells_evaluated']} of {len(points)} cells evaluated")
         margins = box.margin(evaluator.outputs(points[chunk]).double())
         stats["cells_evaluated"] += len(chunk)
-        for index in chunk[margins <= 1e-4].tolist():
+        for index in chunk[margins <= EVALUATED_MARGIN].tolist():
             confirmed = _at_a_point(onnx_path, box, points[index])
             if confirmed is not None:
                 return InstanceResult("sat", time.monotonic() - start, *confirmed, stats)
         closest = min(closest, float(margins.min()))
-    if closest > 1e-4:
-        return InstanceResult("unsat", time.monotonic() - start, stats=stats)
-    return InstanceResult("unknown", time.monotonic() - start, stats=stats,
-                          reason=f"a cell comes within {closest:.2g} of the property, too close to tell in float32")
+    return _evaluated(closest, start, stats, "a cell")
 
 
 def _constant_output(model: BoundedModel | FunctionBounds) -> bool:
@@ -229,22 +230,28 @@ def _constant_output(model: BoundedModel | FunctionBounds) -> bool:
 
 def _decide_constant(model: BoundedModel, declared: list[Specification], start: float) -> InstanceResult:
     """A network constant on the property's boxes, decided by running it once per box: `sat` where its output
-    violates a box's property (as the competition checks it), `unsat` where every box keeps a margin above 1e-4,
-    else `unknown` (too close to tell in float32)."""
+    violates a box's property (as the competition checks it), else as `_evaluated` says."""
     closest = math.inf
+    stats = {"boxes": len(declared), "constant": True}
     for box in declared:
         centre = (box.x_lower + box.x_upper) / 2
-        confirmed = _as_the_competition_checks(model, box, centre)
-        if confirmed is not None:
-            return InstanceResult("sat", time.monotonic() - start, *confirmed, {"boxes": len(declared), "constant": True})
         with torch.no_grad():
             y = model(centre.to(model.device, model.dtype)).detach().cpu().double()
-        closest = min(closest, float(box.to(dtype=torch.float64).margin(y).min()))
-    stats = {"boxes": len(declared), "constant": True}
-    if closest > 1e-4:
+        margin = float(box.to(dtype=torch.float64).margin(y).min())
+        confirmed = _as_the_competition_checks(model, box, centre) if margin <= 0 else None
+        if confirmed is not None:
+            return InstanceResult("sat", time.monotonic() - start, *confirmed, stats)
+        closest = min(closest, margin)
+    return _evaluated(closest, start, stats, "the constant output")
+
+
+def _evaluated(closest: float, start: float, stats: dict, what: str) -> InstanceResult:
+    """The answer where the network was run at every point that matters and none violated the property: `unsat`
+    when the closest keeps `EVALUATED_MARGIN`, else `unknown`."""
+    if closest > EVALUATED_MARGIN:
         return InstanceResult("unsat", time.monotonic() - start, stats=stats)
     return InstanceResult("unknown", time.monotonic() - start, stats=stats,
-                          reason=f"the network is constant on the property's boxes and comes within {closest:.2g} of it")
+                          reason=f"{what} comes within {closest:.2g} of the property, too close to tell in float32")
 
 
 def _at_a_point(onnx_path: str, box: Specification, point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
