@@ -20,6 +20,23 @@ import torch
 from opwise.bounds.input_set import InputSet
 
 
+#: a bound on `C y - d` proves a row only by more than this many units of float rounding (of |bound| + |d|): a
+#: pass sums in another order than the network's forward pass, so where the network's output reaches the threshold
+#: exactly (a binarized net's minimum) the bound may come out one unit above it (GenBaB proved such a row at 6e-8)
+ROUNDING_UNITS = 8
+
+
+def proving_margins(lower: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """`lower - d` less what float rounding may have moved it by (`ROUNDING_UNITS`): > 0 proves the row.
+
+    >>> proving_margins(torch.tensor([1.0, 0.5]), torch.tensor([1.0, 0.0])).tolist() < [0.0, 0.5]
+    True
+    """
+    margin = lower - d
+    allowance = ROUNDING_UNITS * torch.finfo(margin.dtype).eps * (lower.abs() + d.abs())
+    return margin - torch.where(allowance.isfinite(), allowance, 0.0)
+
+
 @dataclasses.dataclass
 class Disjunct:
     """One conjunction of the unsafe set: every row of `C @ y <= d` holds."""
@@ -105,13 +122,14 @@ class Specification:
 
     def margin_bound(self, lower: torch.Tensor) -> float:
         """The property's margin bound from lower bounds of the stacked rows C·y ([rows]): min over disjuncts of
-        the best row's `lower - d` (> 0: proved). A NaN bound proves nothing: it counts as -inf.
+        the best row's `lower - d` less float rounding (`proving_margins`; > 0: proved). A NaN bound proves nothing: it
+        counts as -inf.
 
         >>> spec = Specification(torch.zeros(1), torch.ones(1), [Disjunct(torch.eye(2), torch.zeros(2))])
-        >>> spec.margin_bound(torch.tensor([0.5, -1.0]))
+        >>> round(spec.margin_bound(torch.tensor([0.5, -1.0])), 5)
         0.5
         """
-        margins = (lower - torch.cat([d.d for d in self.unsafe])).nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+        margins = proving_margins(lower, torch.cat([d.d for d in self.unsafe])).nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
         worst, row = math.inf, 0
         for disjunct in self.unsafe:
             rows = disjunct.C.shape[0]

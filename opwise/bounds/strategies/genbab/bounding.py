@@ -37,7 +37,7 @@ from opwise.bounds.bounded_model import BoundedModel, settle_intermediate_bounds
 from opwise.bounds.engine import BoundPropagation
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.relaxations.base import AlphaPair
-from opwise.bounds.spec import Specification
+from opwise.bounds.spec import Specification, proving_margins
 from opwise.bounds.transfers.registry import Interval
 from opwise.errors import InputError
 from opwise.tracing.graph import Graph
@@ -151,7 +151,7 @@ class DomainBounder:
         self.intermediate_seconds = time.monotonic() - started
         open_rows = None
         if self.method == "alpha-crown":
-            row_bounds = self._tighten_intermediate(engine, deadline)[:, 0] - self.d
+            row_bounds = proving_margins(self._tighten_intermediate(engine, deadline)[:, 0], self.d)
             proved = torch.stack([(part > 0).any() for part in row_bounds.split(self.groups)]).all()
             if proved:  # every disjunct ruled out already: one pass for the guide, no α steps (no search follows)
                 domain.row_bounds = row_bounds
@@ -363,7 +363,7 @@ class DomainBounder:
         else:
             last = engine.bound(output, A)
             lower = last.lower
-        row_bounds = lower.detach() - d[:, None]
+        row_bounds = proving_margins(lower.detach(), d[:, None])
         if open_rows is not None:  # every row keeps the better of its inherited and its new bound (if bounded)
             padding = [domains[-1].row_bounds] * (row_bounds.shape[1] - count)
             inherited = torch.stack([domain.row_bounds for domain in domains] + padding, 1)
