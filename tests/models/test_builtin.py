@@ -37,8 +37,8 @@ def test_cnn_reaches_95_percent(split):
 def test_builtin_is_in_eval_mode_and_classifies_demo_digits(name):
     model = opwise.models.builtin(name)
     assert not any(module.training for module in model.modules())
-    images, labels = opwise.models.demo_inputs(name, n=16)
-    assert images.shape == (16, 1, 8, 8)
+    images, labels = opwise.models.demo_inputs(name, n=20)
+    assert images.shape == (20, 1, 8, 8)
     assert 0.0 <= images.min() and images.max() <= 1.0
     with torch.no_grad():
         correct = (model(images).argmax(dim=1) == labels).float().mean().item()
@@ -64,5 +64,5 @@ def test_unknown_builtin_names_the_known_ones():
 
 
 def test_too_many_demo_digits_is_an_input_error():
-    with pytest.raises(opwise.InputError, match="ask for 1 to 16"):
+    with pytest.raises(opwise.InputError, match="ask for 1 to 20"):
         opwise.models.demo_inputs("cnn", n=100)
