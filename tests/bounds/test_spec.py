@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from opwise.bounds.spec import Disjunct, Specification
@@ -27,9 +28,20 @@ def test_margin_bound_is_the_worst_disjunct_of_its_best_row():
     spec = Specification(torch.zeros(1), torch.ones(1), [Disjunct(torch.eye(2), torch.full((2,), 0.5)),
                                                          Disjunct(torch.ones(1, 2), torch.zeros(1))])
     # disjunct 0: rows 2.0 - 0.5 and -3.0 - 0.5, best 1.5; disjunct 1: 0.25 - 0
-    assert spec.margin_bound(torch.tensor([2.0, -3.0, 0.25])) == 0.25
+    assert spec.margin_bound(torch.tensor([2.0, -3.0, 0.25])) == pytest.approx(0.25, rel=1e-5)
     assert spec.ruled_out(torch.tensor([2.0, -3.0, 0.25]))
     assert not spec.ruled_out(torch.tensor([2.0, -3.0, -0.25]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_bound_a_few_rounding_units_above_the_threshold_proves_nothing(dtype):
+    """A pass sums in another order than the forward pass: where the network reaches the threshold exactly, its
+    bound may come out a unit of rounding above it (GenBaB once proved a binarized net's exact minimum so)."""
+    d = torch.tensor([-0.6325264], dtype=dtype)
+    spec = Specification(torch.zeros(1), torch.ones(1), [Disjunct(torch.ones(1, 1, dtype=dtype), d)])
+    for units in (1, 4):
+        assert spec.margin_bound(d + units * torch.finfo(dtype).eps * d.abs()) <= 0
+    assert spec.margin_bound(d + 1e-3) > 0
 
 
 def test_specifications_to_converts_many_at_once_and_keeps_every_value():
