@@ -212,6 +212,8 @@ def _declarations(path: str, expressions: list[Expr]) -> tuple[int, int]:
         if indices != set(range(len(indices))):
             missing = sorted(set(range(max(indices) + 1)) - indices)
             raise SpecError(path, None, f"{kind} variables must be numbered from 0 without gaps; missing {kind}_{missing[0]}")
+    if not expressions:
+        raise SpecError(path, None, "holds no expressions (an empty file, or only comments): nothing to verify")
     if not seen["X"] or not seen["Y"]:
         raise SpecError(path, None, "declares no X_i inputs or no Y_i outputs")
     return len(seen["X"]), len(seen["Y"])

@@ -102,6 +102,13 @@ def test_missing_file_is_a_spec_error(tmp_path):
         parse_vnnlib(tmp_path / "absent.vnnlib")
 
 
+@pytest.mark.parametrize("text", ["", "; only a comment\n"])
+def test_an_empty_file_says_it_is_empty(tmp_path, text):
+    """A truncated download (0 bytes) names its cause, not a missing X_i declaration."""
+    with pytest.raises(SpecError, match="holds no expressions"):
+        parse_vnnlib(write(tmp_path, text))
+
+
 def _declared(path) -> tuple[int, int]:
     text = path.read_text()
     return text.count("(declare-const X_"), text.count("(declare-const Y_")
