@@ -57,3 +57,17 @@ def test_missing_or_short_external_data_is_a_load_error(folders):
     (model_folder / "data" / "short.bin").write_bytes(b"1234")
     with pytest.raises(ModelLoadError, match="could not read the external data"):
         read_onnx_file(onnx_with_external_weight(model_folder, "data/short.bin"))
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"", "is empty"),
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab12\nsize 3400000\n", "Git LFS pointer"),
+    (b"\x08\x07", "holds no graph"),  # a valid protobuf with only the IR version: what a cut-off download can be
+])
+def test_placeholder_files_say_what_they_are(tmp_path, content, words):
+    """Benchmark repositories keep networks in Git LFS; a clone without it, or a cut-off download, leaves a file
+    that is no network: the error says which, not 'has 0 outputs' or a protobuf message."""
+    path = tmp_path / "net.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ModelLoadError, match=words):
+        load_onnx(path)

@@ -36,10 +36,14 @@ def read_onnx_file(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"ONNX file not found: {path}")
+    _check_not_a_placeholder(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # noqa: BLE001 - the onnx package raises several unrelated types
         raise ModelLoadError(f"could not parse ONNX file {path}: {error}") from None
+    if not model.graph.node and not model.graph.output:  # an empty protobuf parses: say what the file lacks
+        raise ModelLoadError(f"ONNX file {path} holds no graph ({path.stat().st_size} bytes): a truncated or "
+                             "unfinished download? fetch the file again")
     folder = path.parent
     external = [t for t in external_data_helper._get_all_tensors(model) if external_data_helper.uses_external_data(t)]
     for tensor in external:
@@ -49,6 +53,22 @@ def read_onnx_file(path: str | Path) -> Any:
     except Exception as error:  # noqa: BLE001 - missing, short or unreadable data files
         raise ModelLoadError(f"could not read the external data of ONNX file {path}: {error}") from None
     return model
+
+
+#: what a Git LFS pointer file starts with (benchmark repositories keep their large networks in LFS)
+LFS_POINTER = b"version https://git-lfs"
+
+
+def _check_not_a_placeholder(path: Path) -> None:
+    """An empty file or a Git LFS pointer stands where the network should be: say so, not a protobuf error."""
+    with path.open("rb") as file:
+        head = file.read(len(LFS_POINTER))
+    if not head:
+        raise ModelLoadError(f"ONNX file {path} is empty (0 bytes): a truncated or unfinished download? fetch the "
+                             "file again")
+    if head == LFS_POINTER:
+        raise ModelLoadError(f"{path} is a Git LFS pointer, not the network: fetch it with 'git lfs pull' in its "
+                             "repository")
 
 
 def _check_location(path: Path, tensor: str, location: str) -> None:
