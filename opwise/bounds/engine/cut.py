@@ -37,6 +37,10 @@ class CutPasses:
         once, instead of every one of the node's specs. Softmax's score differences x_j − x_i (expand.py) are
         n times as many as the scores x they all come from: on vit_2023's ibp_3_3_8 the differences took 14,739
         specs per layer, 200 of the 250 s of a CROWN pass.
+
+        A cut that is an affine function of the input (no relaxed node at or before it: a slice of the input) saves
+        no relaxation's work, and meeting its lines densely costs what the windows of a pass to the input save: on
+        carvana_unet's 160,709 conv neurons, a cut at the input's slice took 113 s of a pass that times out.
         """
         if positions < CUT_MIN_POSITIONS:
             return None
@@ -44,7 +48,7 @@ class CutPasses:
         for candidate in reversed(self.ancestors(node)):
             if candidate is self.input_node:
                 return None
-            if candidate is not node and len(open_nodes) == 1:
+            if candidate is not node and len(open_nodes) == 1 and self._relaxed_up_to(candidate):
                 interval = self.interval_ibp(candidate)
                 size = interval.lower.numel() // groups
                 footprint = 2 * size * self.input_set.lower.numel() * interval.lower.element_size()
@@ -54,6 +58,10 @@ class CutPasses:
             open_nodes.discard(candidate)
             open_nodes.update(self.step(candidate).inputs)
         return None
+
+    def _relaxed_up_to(self, cut: fx.Node) -> bool:
+        """Whether a node at or before `cut` has a relaxation (else the cut is an affine function of the input)."""
+        return any(n is not self.input_node and self.step(n).relaxation is not None for n in self.ancestors(cut))
 
     def cut_lines(self, cut: fx.Node, groups: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """CROWN's linear bounds of every position of `cut` in terms of the input, cached: lower coefficients
@@ -120,6 +128,8 @@ class CutPasses:
         upper. Sound wherever the cut's bounds are; no tighter than `backward`, which picks every relaxation's
         line by the sign of the whole spec's coefficient rather than of each cut position's."""
         coefficient, bias, _ = self._walk(target, A, groups, stop=cut)
+        if coefficient is None:  # nothing reached the cut (constant lines on every path)
+            return bias
         lower, lower_bias, upper, upper_bias = self.cut_lines(cut, groups)
         coefficient = dense(coefficient)  # a convolution's patches, where the walk stopped right after one
         specs, size = coefficient.shape[0], lower.shape[0]

@@ -31,7 +31,7 @@ from opwise.bounds.engine.free_input import FreeInputPasses
 from opwise.bounds.engine.fused import FusedSteps
 from opwise.bounds.engine.reach import reach
 from opwise.bounds.engine.result import LinearBound
-from opwise.bounds.engine.sizes import CROWN_LIMIT, SPEC_CHUNK
+from opwise.bounds.engine.sizes import CROWN_LIMIT, SPEC_CHUNK, WINDOW_MIN_SPECS
 from opwise.bounds.engine.splits import SplitEnds, apply_split_constraint
 from opwise.bounds.relaxations.base import AlphaPair
 from opwise.bounds.transfers.registry import Interval, Step, transfer_for
@@ -608,6 +608,10 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
         if isinstance(walked, LinearBound):  # ended at the first layers (`_free_prefix`)
             return walked
         input_coefficient, bias, recorded = walked
+        if input_coefficient is None:  # nothing reached the input (through constant lines only): the bias is exact
+            values = A.values if isinstance(A, Patches) else A
+            zero = values.new_zeros(values.shape[0], *self.input_set.lower.shape)
+            return LinearBound(bias, zero, bias, recorded)
         if isinstance(input_coefficient, Patches) and (self.input_set.center is None or math.isinf(self.input_set.norm)):
             lower = input_coefficient.minimum_over_box(self.input_set.lower, self.input_set.upper) + bias
         else:
@@ -662,6 +666,9 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
             transfer = self._transfers[node]
             if not getattr(transfer, "takes_patches", False):
                 coefficient = dense(coefficient)
+            elif (isinstance(coefficient, torch.Tensor) and coefficient.dim() == 5 and groups == self.batch
+                    and coefficient.shape[0] >= WINDOW_MIN_SPECS and coefficient.shape[1] == self.batch):
+                coefficient = Patches.from_dense(coefficient) or coefficient  # rows that touch a few positions
             beta = None if betas is None else betas.get(node)
             if beta is not None:
                 if node not in self._split_ends:
@@ -686,6 +693,8 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
             parents, parts, terms = (step.inputs, *transfer.backward(step, coefficient)) if fused is None else fused
             if terms is not None:
                 bias = bias + terms.reshape(terms.shape[0], groups, -1).sum(-1)
+            if fused is None and not record and getattr(transfer, "constant_lines", False):
+                continue  # an index or a comparison: its lines are constants, its parts zeros not worth a pass
             for parent, part in zip(parents, parts):
                 if part is not None:
                     coefficients[parent] = add_coefficients(coefficients[parent], part) if parent in coefficients else part

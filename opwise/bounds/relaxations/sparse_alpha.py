@@ -56,9 +56,7 @@ class SparseAlpha(AlphaPair):
         if pair is None:
             return None
         lead = lower.shape[0]
-        needed = relaxation.needs_refinement(lower, upper).reshape(lead, -1).any(0)
-        positions = needed.nonzero().flatten()
-        sides = getattr(relaxation, "alpha_sides", (True, True))
+        positions, needed, sides = cls._stored_at(relaxation, lower, upper)
         lookup = torch.zeros(needed.shape[0], dtype=torch.long, device=lower.device)
         lookup[positions] = torch.arange(1, positions.numel() + 1, device=lower.device)
 
@@ -69,6 +67,28 @@ class SparseAlpha(AlphaPair):
             return entries.expand(specs, *entries.shape).clone().requires_grad_(True)
 
         return cls(stored(pair.lower, sides[0]), stored(pair.upper, sides[1]), positions, tuple(lower.shape), lookup)
+
+    @staticmethod
+    def _stored_at(relaxation, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        """The flat positions α is stored at, the mask they come from, and the sides (lower, upper) it is read for."""
+        needed = relaxation.needs_refinement(lower, upper).reshape(lower.shape[0], -1).any(0)
+        return needed.nonzero().flatten(), needed, getattr(relaxation, "alpha_sides", (True, True))
+
+    @classmethod
+    def count(cls, relaxation, lower: torch.Tensor, upper: torch.Tensor, specs: int) -> int:
+        """How many values `around` would store, without storing them (a caller checks a budget first: a
+        convolution's 160,709 intermediate bounds would have asked for tens of GB).
+
+        >>> from opwise.bounds.relaxations.relu import relu
+        >>> SparseAlpha.count(relu((), {}), torch.tensor([[-1.0, 1.0, -2.0]]), torch.tensor([[3.0, 2.0, 1.0]]), specs=2)
+        4
+        """
+        pair = relaxation.init_alpha(lower, upper)
+        if pair is None:
+            return 0
+        positions, _, sides = cls._stored_at(relaxation, lower, upper)
+        stored = sum(1 for tensor, used in zip((pair.lower, pair.upper), sides) if tensor is not None and used)
+        return specs * lower.shape[0] * positions.numel() * stored
 
     def at(self, tensor: torch.Tensor) -> torch.Tensor:
         """A per-neuron tensor of the node's shape at the stored positions: [lead, k] (broadcasts against the

@@ -53,13 +53,17 @@ class AlphaOptions:
     time_limit: float | None = None
 
 
-def initial_alphas(engine: BoundPropagation, target: fx.Node, specs: int, sparse: bool = False) -> dict[fx.Node, AlphaPair]:
+def initial_alphas(engine: BoundPropagation, target: fx.Node, specs: int, sparse: bool = False,
+                   limit: int | None = None) -> dict[fx.Node, AlphaPair] | None:
     """CROWN's α ([specs, *node shape], leaves that require grad) of every relaxed node `target` depends on.
 
     `sparse`: where the relaxation names the neurons its lines depend on, α is a `SparseAlpha` holding those
     neurons' entries only (a node with none gets no α: its lines do not depend on it); what an intermediate
-    bound's α takes, whose specs are as many as the node's unstable neurons.
+    bound's α takes, whose specs are as many as the node's unstable neurons. `limit`: None (nothing stored)
+    where the α would take more values than this; counted before any is stored.
     """
+    if limit is not None and _alpha_count(engine, target, specs, sparse) > limit:
+        return None
     alphas = {}
     for node in engine.ancestors(target):
         if node is engine.input_node:
@@ -80,6 +84,25 @@ def initial_alphas(engine: BoundPropagation, target: fx.Node, specs: int, sparse
         expand = lambda t: None if t is None else t.detach().expand(specs, *t.shape).clone().requires_grad_(True)  # noqa: E731
         alphas[node] = AlphaPair(expand(pair.lower), expand(pair.upper))
     return alphas
+
+
+def _alpha_count(engine: BoundPropagation, target: fx.Node, specs: int, sparse: bool) -> int:
+    """How many values `initial_alphas` would store (nothing allocated but each node's own lines)."""
+    total = 0
+    for node in engine.ancestors(target):
+        if node is engine.input_node:
+            continue
+        relaxation = engine.step(node).relaxation
+        if relaxation is None or not hasattr(relaxation, "init_alpha"):
+            continue
+        x = engine.interval(engine.step(node).inputs[0])
+        if sparse and engine.transfer(node) is ELEMENTWISE and SparseAlpha.applies(relaxation, tuple(x.lower.shape)):
+            total += SparseAlpha.count(relaxation, x.lower, x.upper, specs)
+            continue
+        pair = relaxation.init_alpha(x.lower, x.upper)
+        if pair is not None:
+            total += sum(specs * t.numel() for t in (pair.lower, pair.upper) if t is not None)
+    return total
 
 
 def optimize_alpha(engine: BoundPropagation, target: fx.Node, A: torch.Tensor, options: AlphaOptions | None = None,
@@ -155,8 +178,8 @@ def maximize(bound, parameters: list[torch.Tensor] | list[dict], options: AlphaO
         if progress is not None:
             progress({"search": "alpha-crown", "iteration": iteration, "iterations": options.iterations,
                       "lower": float(best.min()), "seconds": time.monotonic() - start})
-        if stop(best) or iteration >= options.iterations:
-            break
+        if stop(best) or iteration >= options.iterations or not lower.requires_grad:
+            break  # (no α reaches the bound: one behind an index or a comparison, whose lines are constants)
         optimizer.zero_grad()
         (-lower.sum()).backward()
         optimizer.step()

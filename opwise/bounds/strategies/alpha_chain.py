@@ -62,10 +62,10 @@ def intermediate_bounds(engine: BoundPropagation, target: fx.Node, budget: int) 
         selected = engine.neurons_to_refine(node, crown, engine.groups(node, crown))
         if not selected.numel():
             continue
-        alphas = initial_alphas(engine, node, 2 * selected.numel(), sparse=True)
-        size = _alpha_size(alphas)
-        if not alphas or size > budget:
+        alphas = initial_alphas(engine, node, 2 * selected.numel(), sparse=True, limit=budget)
+        if not alphas:  # none to optimise, or more than the budget leaves
             continue
+        size = _alpha_size(alphas)
         budget -= size
         groups, infinity = engine.groups(node, crown), float("inf")
         lower, upper = crown.lower.clone(memory_format=torch.contiguous_format), crown.upper.clone(memory_format=torch.contiguous_format)

@@ -145,12 +145,27 @@ class _Placing(Affine):
 @bound_transfer("aten.slice")
 class Slice(_Placing):
     """slice(x, dim=0, start=None, end=None, step=1): Python's slice along dim (ends clamped, negatives from the
-    end), as aten's."""
+    end), as aten's. Channels of a map sliced: windows (`Patches`) stay windows, their channels placed into
+    zeros (carvana_unet slices the image's channels off its input: made dense there, a pass over its 160,709
+    conv neurons wrote 2 GB of zeros)."""
+
+    takes_patches = True
 
     def part(self, step: Step) -> tuple:
         dim, start, end, stride = (list(step.args[1:]) + [0, None, None, 1][len(step.args) - 1 :])[:4]
         dim = dim % len(step.shapes[0])
         return (*[slice(None)] * dim, slice(start, end, stride))
+
+    def backward(self, step: Step, A: torch.Tensor | Patches):
+        if isinstance(A, Patches):
+            part = self.part(step)
+            if len(step.shapes[0]) != 4 or len(part) != 2:  # not the channels of a [batch, C, H, W] map
+                return super().backward(step, A.to_dense())
+            specs, batch, _, h, w = A.values.shape
+            placed = A.values.new_zeros(specs, batch, step.shapes[0][1], h, w)
+            placed[:, :, part[1]] = A.values
+            return [A.moved(placed)], None
+        return super().backward(step, A)
 
 
 @bound_transfer("aten.select")

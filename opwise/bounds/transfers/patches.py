@@ -214,6 +214,44 @@ class Patches:
         inside = inside.expand(-1, self.values.shape[1], -1, -1, -1).reshape(-1, 1, *inside.shape[3:])
         return self.moved((self.blocked() * inside).reshape(self.values.shape))
 
+    @classmethod
+    def from_dense(cls, A: torch.Tensor, largest: float = 1 / 16) -> "Patches | None":
+        """Dense coefficients [specs, batch, C, H, W] as windows: per spec the smallest window holding its nonzero
+        elements (at one size for all, moved inside the map); None where that window would cover more than
+        `largest` of the map (dense is then about as cheap).
+
+        A pass that went through an operator that does not carry windows (a permute, a reshape) arrives dense at
+        the next convolution although each row touches a few positions: carvana_unet's softmax over classes
+        behind a transpose sent 5,826 two-element rows back through three wide convolutions as whole maps.
+
+        >>> A = torch.zeros(2, 1, 3, 8, 8); A[0, 0, 1, 2, 3] = 1.0; A[1, 0, 0, 7, 7] = -2.0
+        >>> windows = Patches.from_dense(A)
+        >>> tuple(windows.values.shape), bool(torch.equal(windows.to_dense(), A))
+        ((2, 1, 3, 1, 1), True)
+        """
+        specs, _, _, height, width = A.shape
+        support = (A != 0).any(2).any(1)  # [specs, H, W]
+        rows, columns = support.any(2), support.any(1)
+        if not bool(rows.any()):
+            return None
+
+        def extent(used: torch.Tensor, size: int) -> tuple[torch.Tensor, int]:
+            first = used.to(torch.uint8).argmax(1)  # the first used place (0 for a row of zeros)
+            last = size - 1 - used.flip(1).to(torch.uint8).argmax(1)
+            last = torch.where(used.any(1), last, first)
+            span = int((last - first).max()) + 1
+            return first.clamp(max=size - span), span
+
+        top, h = extent(rows, height)
+        left, w = extent(columns, width)
+        if h * w > largest * height * width:
+            return None
+        device = A.device
+        index = torch.arange(specs, device=device)[:, None, None]
+        picked = A[index, :, :, (top[:, None] + torch.arange(h, device=device))[:, :, None],
+                   (left[:, None] + torch.arange(w, device=device))[:, None, :]]  # [specs, h, w, batch, C]
+        return cls(picked.permute(0, 3, 4, 1, 2).contiguous(), top, left, height, width, _repeats(top * width + left))
+
     def plus(self, other: "Patches") -> "Patches | None":
         """The sum of two window sets over the same specs, as windows over their union; None where the union
         is not one window per spec at one offset from both (corners that differ by different amounts per spec)

@@ -87,20 +87,25 @@ def load_with_engine(onnx_path: str, device: str | torch.device | None = None,
             output = graph.info(graph.output).shape if isinstance(graph.output, torch.fx.Node) else None
     if declared[:1] == (1,) and (output is None or tuple(output[:1]) == (1,)):
         return BoundedModel(graph, torch.zeros(declared), device=device), declared
-    input_shape = (1, *declared)
+    # an input that declares batch 1 keeps its shape: a map stays a map, whose windows a bound pass carries back
+    # (carvana_unet sums its output to a scalar: as [1, 1, C, H, W] every pass was made dense at the input)
+    input_shape = declared if declared[:1] == (1,) else (1, *declared)
     return BoundedModel(_WholeInput(graph, declared), torch.zeros(input_shape), device=device), input_shape
 
 
 class _WholeInput(torch.nn.Module):
     """A network whose declared input [n, ...] (n > 1), or whose output's leading axis, is one sample's: run on
-    [1, n, ...], its output flattened to [1, outputs]."""
+    [1, n, ...] (or on its declared [1, ...]), its output flattened to [1, outputs]. At any other batch the
+    reshape fails, and the network is bounded one sample at a time."""
 
     def __init__(self, graph, declared: tuple[int, ...]):
         super().__init__()
         self.graph, self.declared = graph, declared
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.graph(x.reshape(self.declared)).reshape(1, -1)
+        if tuple(x.shape) != self.declared:
+            x = x.reshape(self.declared)
+        return self.graph(x).reshape(1, -1)
 
 
 def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *,

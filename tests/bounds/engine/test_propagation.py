@@ -640,3 +640,57 @@ def test_an_index_and_a_remainder_take_their_inputs_image_as_their_interval():
     model, lower, upper = Model(), torch.full((1, 3), -0.3), torch.full((1, 3), 0.3)
     per_sample = lambda z: torch.cat([model(z[i:i + 1]) for i in range(z.shape[0])])  # noqa: E731  (argmax of all)
     assert_sound(per_sample, lower, upper, samples=300, attack=False, bounded=BoundedModel(model, lower))
+
+
+class _IndexOnly(torch.nn.Module):
+    """An output that reads the input only through an index (argmax) and a comparison: constant lines."""
+
+    def __init__(self):
+        super().__init__()
+        self.scores = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+
+    def forward(self, x):
+        return (self.scores(x).argmax(1, keepdim=True) == 2).float() + (self.scores(x)[:, :1] > 0).float()
+
+
+def test_a_pass_ends_at_constant_lines_and_alpha_has_nothing_to_step(monkeypatch):
+    """Behind an index or a comparison a pass carries only zeros: it stops there (carvana_unet's count of matching
+    pixels sent 1,457 zero rows back through three wide convolutions: 51 s), its bound is the constants' bias, and
+    α-CROWN over the intermediate bounds, whose gradient cannot reach such an output, stops instead of failing
+    ("element 0 of tensors does not require grad")."""
+    from opwise.bounds.strategies.alpha import AlphaOptions
+    from opwise.bounds.strategies.alpha_chain import optimize_bounds
+    from opwise.bounds.transfers.affine import Linear
+
+    torch.manual_seed(0)
+    model = _IndexOnly().eval()
+    x = torch.randn(2, 3)
+    lower, upper = x - 0.5, x + 0.5
+    assert_sound(model, lower, upper, methods=("ibp", "crown", "alpha-crown"), samples=2000)
+    graph = trace(model, x)
+    engine = BoundPropagation(graph, InputSet(lower, upper), "crown")
+    engine.prepare(graph.output)
+    calls, backward = [], Linear.backward
+    monkeypatch.setattr(Linear, "backward", lambda self, step, A: calls.append(A.shape) or backward(self, step, A))
+    A = torch.ones(1, 2, 1)
+    crown = engine.backward(graph.output, A)
+    assert calls == []
+    assert bool((optimize_bounds(engine, graph.output, A, AlphaOptions(intermediate=True, iterations=5)) >= crown).all())
+
+
+def test_a_cut_is_never_an_affine_function_of_the_input():
+    """A node with many positions to refine goes through a cut only where one saves relaxations: never at a slice of
+    the input (carvana_unet: its 160,709 conv neurons met the slice's lines densely, 113 s of a pass)."""
+    torch.manual_seed(0)
+    body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 32, 3, padding=1))
+
+    class Sliced(torch.nn.Module):
+        def forward(self, x):
+            return torch.relu(body(x[:, :3]))
+
+    x = torch.rand(1, 4, 8, 8)
+    graph = trace(Sliced().eval(), x)
+    engine = BoundPropagation(graph, InputSet(x - 0.1, x + 0.1), "crown")
+    convolutions = [n for n in graph.call_nodes() if "convolution" in graph.info(n).op]
+    engine.prepare(convolutions[-1])
+    assert engine.cut_for(convolutions[-1], 2048, 1) is None

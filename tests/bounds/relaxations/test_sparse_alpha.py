@@ -83,3 +83,26 @@ def test_sparse_alpha_gives_the_dense_alphas_bounds_and_gradients(name, monkeypa
             outside = torch.ones(gradient.shape[-1], dtype=torch.bool)
             outside[pair.positions] = False
             assert entries.grad.abs().sum() > 0 and not gradient[:, :, outside].any()
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_alphas_over_a_limit_are_counted_before_any_is_stored(sparse, monkeypatch):
+    """`initial_alphas(limit=...)` counts what it would store first: over the limit it stores nothing (carvana_unet's
+    160,709 intermediate bounds asked for tens of GB before the budget was checked); within it, the count is what
+    it stores."""
+    from opwise.bounds.strategies.alpha_chain import _alpha_size
+
+    model = randomize_(_cnn(torch.nn.ReLU).eval(), 2)
+    x = torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(2))
+    bounded = BoundedModel(model, x)
+    engine = BoundPropagation(bounded.graph, InputSet(x - 0.4, x + 0.4), "crown")
+    output = bounded.graph.output
+    engine.prepare(output)
+    stored = initial_alphas(engine, output, 7, sparse=sparse)
+    size = _alpha_size(stored)
+    assert size > 0
+    assert _alpha_size(initial_alphas(engine, output, 7, sparse=sparse, limit=size)) == size
+    built = []
+    monkeypatch.setattr(SparseAlpha, "around", lambda *a, **k: built.append(a))
+    assert initial_alphas(engine, output, 7, sparse=sparse, limit=size - 1) is None
+    assert built == []

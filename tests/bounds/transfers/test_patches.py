@@ -350,3 +350,44 @@ def test_windows_at_different_offsets_per_spec_are_summed_densely():
     second = Patches(torch.ones(2, 1, 1, 1, 1), torch.tensor([1, 1]), torch.tensor([1, 1]), 6, 6)
     assert first.plus(second) is None
     torch.testing.assert_close(patches_module.add_coefficients(first, second), first.to_dense() + second.to_dense())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_dense_rows_with_a_small_support_become_windows_of_the_same_values(seed):
+    """`Patches.from_dense`: a row touching a few positions (two channels of one pixel: a class difference after a
+    permute) is a window holding exactly those values; a row spread over the map is left dense (None)."""
+    generator = torch.Generator().manual_seed(seed)
+    A = torch.zeros(40, 2, 3, 9, 11)
+    for row in range(40):
+        top, left = int(torch.randint(0, 8, (1,), generator=generator)), int(torch.randint(0, 10, (1,), generator=generator))
+        A[row, :, :, top : top + 2, left : left + 2] = torch.randn(2, 3, 2, 2, generator=generator)
+    windows = Patches.from_dense(A)
+    assert windows is not None and windows.values.shape[-2:] == (2, 2)
+    assert torch.equal(windows.to_dense(), A)
+    A[0, 0, 0, 0, 0], A[0, 0, 0, -1, -1] = 1.0, 1.0  # one row over the whole map
+    assert Patches.from_dense(A) is None
+    assert Patches.from_dense(torch.zeros(3, 1, 2, 4, 4)) is None  # nothing to window
+
+
+def test_channels_sliced_off_a_map_carry_windows_and_bound_as_the_presliced_net(monkeypatch):
+    """A net that slices channels off its input (a mask channel kept apart) is bounded as the same net given the
+    sliced image: the slice places windows into zeros instead of making them dense, and changes no bound."""
+    from opwise.bounds.transfers.affine import Slice
+
+    arrived, backward = [], Slice.backward
+    monkeypatch.setattr(Slice, "backward", lambda self, step, A: arrived.append(type(A)) or backward(self, step, A))
+    torch.manual_seed(0)
+    body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1),
+                               torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 1), torch.nn.Flatten(), torch.nn.Linear(2 * 36, 3)).eval()
+
+    class Sliced(torch.nn.Module):
+        def forward(self, x):
+            return body(x[:, 1:])
+
+    x = torch.rand(1, 4, 6, 6)
+    lower, upper = x - 0.05, x + 0.05
+    results = assert_sound(Sliced(), lower, upper, methods=("crown",), samples=2000)
+    alone = BoundedModel(body, lower[:, 1:]).compute_bounds(x_lower=lower[:, 1:], x_upper=upper[:, 1:], method="crown")
+    torch.testing.assert_close(results["crown"].lower, alone.lower, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(results["crown"].upper, alone.upper, rtol=1e-5, atol=1e-5)
+    assert Patches in arrived  # the intermediate bounds' windows reached the slice as windows

@@ -758,3 +758,32 @@ def test_a_point_property_is_decided_by_running_the_network_once(tmp_path):
         assert result.stats.get("constant") is True
         if expected == "sat":
             assert torch.allclose(result.x.float(), torch.tensor(point)) and float(result.y[0] - result.y[1]) <= threshold
+
+
+def test_a_network_summing_its_output_to_a_scalar_keeps_its_declared_input(tmp_path):
+    """An output without a batch axis (a count summed over the whole map, as carvana_unet's) is flattened to [1, 1],
+    while the input keeps its declared [1, C, H, W]: a map whose windows a bound pass carries back (as [1, 1, C, H,
+    W] every pass was dense at the input). The instance is decided as before."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from opwise.bounds.vnncomp.instance import load_with_engine
+
+    generator = torch.Generator().manual_seed(0)
+    weight = numpy_helper.from_array(torch.randn(2, 3, 3, 3, generator=generator).numpy(), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("ReduceSum", ["r"], ["y"], keepdims=0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])], [weight])
+    path = tmp_path / "net.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), path)
+    model, shape = load_with_engine(str(path))
+    assert tuple(shape) == (1, 3, 5, 5)
+    x = torch.rand(1, 3, 5, 5, generator=generator)
+    reference = torch.nn.functional.conv2d(x, torch.from_numpy(numpy_helper.to_array(weight)), padding=1).relu().sum()
+    torch.testing.assert_close(model(x).reshape(()), reference)
+    lines = [f"(declare-const X_{i} Real)" for i in range(75)] + ["(declare-const Y_0 Real)"]
+    for i, value in enumerate(x.flatten().tolist()):
+        lines += [f"(assert (>= X_{i} {value - 0.01}))", f"(assert (<= X_{i} {value + 0.01}))"]
+    (tmp_path / "p.vnnlib").write_text("\n".join(lines + [f"(assert (<= Y_0 {float(reference) - 50}))"]) + "\n")
+    assert verify_instance(str(path), str(tmp_path / "p.vnnlib"), 30).status == "unsat"
