@@ -260,6 +260,9 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
         if policy == "ibp" or self.exact_by_ibp(node):
             self._tight[node] = ibp
             return ibp
+        image = self.denominator_image(node)
+        if image is not None:
+            ibp = Interval(*tightened(ibp.lower, ibp.upper, image.lower, image.upper))
         if policy == "forward":
             forward = self.forward_linear(node).concretize(self.input_set)
             lower, upper = tightened(ibp.lower, ibp.upper, forward.lower, forward.upper)
