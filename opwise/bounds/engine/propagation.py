@@ -636,6 +636,7 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
         # (not with recorded nodes: one among the first layers would miss the share of a path that stopped early)
         prefix = self._free_prefix() if groups == self.batch and not record and stop is None else {}
         free = None  # with `prefix`: the coefficients of each sample's free input elements [specs, groups, rows]
+        offer_windows = groups == self.batch and values.shape[0] >= WINDOW_MIN_SPECS  # `Patches.from_dense`
         for node in reversed(self.ancestors(target)):
             check_deadline()
             coefficient = coefficients.pop(node, None)
@@ -669,9 +670,11 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
             transfer = self._transfers[node]
             if not getattr(transfer, "takes_patches", False):
                 coefficient = dense(coefficient)
-            elif (isinstance(coefficient, torch.Tensor) and coefficient.dim() == 5 and groups == self.batch
-                    and coefficient.shape[0] >= WINDOW_MIN_SPECS and coefficient.shape[1] == self.batch):
-                coefficient = Patches.from_dense(coefficient) or coefficient  # rows that touch a few positions
+            elif offer_windows and isinstance(coefficient, torch.Tensor) and coefficient.dim() == 5 \
+                    and coefficient.shape[1] == self.batch:
+                windows = Patches.from_dense(coefficient)  # rows that touch a few positions
+                # rows spread wide stay so further back (each convolution widens them): not looked at again
+                coefficient, offer_windows = (coefficient, False) if windows is None else (windows, True)
             beta = None if betas is None else betas.get(node)
             if beta is not None:
                 if node not in self._split_ends:

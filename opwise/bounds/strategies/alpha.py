@@ -65,15 +65,8 @@ def initial_alphas(engine: BoundPropagation, target: fx.Node, specs: int, sparse
     if limit is not None and _alpha_count(engine, target, specs, sparse) > limit:
         return None
     alphas = {}
-    for node in engine.ancestors(target):
-        if node is engine.input_node:
-            continue
-        step = engine.step(node)
-        relaxation = step.relaxation
-        if relaxation is None or not hasattr(relaxation, "init_alpha"):
-            continue
-        x = engine.interval(step.inputs[0])
-        if sparse and engine.transfer(node) is ELEMENTWISE and SparseAlpha.applies(relaxation, tuple(x.lower.shape)):
+    for node, relaxation, x, stored_sparsely in _relaxed_nodes(engine, target, sparse):
+        if stored_sparsely:
             alpha = SparseAlpha.around(relaxation, x.lower, x.upper, specs)
             if alpha is not None and alpha.size():
                 alphas[node] = alpha
@@ -86,17 +79,26 @@ def initial_alphas(engine: BoundPropagation, target: fx.Node, specs: int, sparse
     return alphas
 
 
-def _alpha_count(engine: BoundPropagation, target: fx.Node, specs: int, sparse: bool) -> int:
-    """How many values `initial_alphas` would store (nothing allocated but each node's own lines)."""
-    total = 0
+def _relaxed_nodes(engine: BoundPropagation, target: fx.Node, sparse: bool):
+    """(node, relaxation, input interval, whether its α is a `SparseAlpha`) for every node before `target` whose
+    relaxation has α."""
     for node in engine.ancestors(target):
         if node is engine.input_node:
             continue
-        relaxation = engine.step(node).relaxation
+        step = engine.step(node)
+        relaxation = step.relaxation
         if relaxation is None or not hasattr(relaxation, "init_alpha"):
             continue
-        x = engine.interval(engine.step(node).inputs[0])
-        if sparse and engine.transfer(node) is ELEMENTWISE and SparseAlpha.applies(relaxation, tuple(x.lower.shape)):
+        x = engine.interval(step.inputs[0])
+        yield node, relaxation, x, (sparse and engine.transfer(node) is ELEMENTWISE
+                                    and SparseAlpha.applies(relaxation, tuple(x.lower.shape)))
+
+
+def _alpha_count(engine: BoundPropagation, target: fx.Node, specs: int, sparse: bool) -> int:
+    """How many values `initial_alphas` would store (nothing allocated but each node's own lines)."""
+    total = 0
+    for _, relaxation, x, stored_sparsely in _relaxed_nodes(engine, target, sparse):
+        if stored_sparsely:
             total += SparseAlpha.count(relaxation, x.lower, x.upper, specs)
             continue
         pair = relaxation.init_alpha(x.lower, x.upper)
