@@ -30,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.vnncomp import find_benchmarks, score
+from benchmarks.vnncomp import find_benchmarks, score, suite_names
 from opwise.bounds.vnncomp import run_suite
 from opwise.bounds.vnncomp.runner import read_instances
 from opwise.errors import InputError
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     root = find_benchmarks(args.benchmarks)
     summary = []
     with tempfile.TemporaryDirectory() as scratch:
-        for suite in args.suites:
+        for suite in suite_names(root, args.suites):
             suite_dir = root / suite
             out = Path(args.out) / suite
             out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ import csv
 import statistics
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -31,10 +32,30 @@ SEARCH = (REPO.parent / "shared" / "benchmarks", REPO.parent.parent / "shared" /
 
 
 def find_benchmarks(given: str | None) -> Path:
-    for folder in ([Path(given)] if given else SEARCH):
+    tried = [Path(given)] if given else SEARCH
+    for folder in tried:
         if folder.is_dir():
             return folder
-    sys.exit(f"benchmark folder not found (looked in {', '.join(map(str, SEARCH))}); pass --benchmarks DIR")
+    usage_error(f"benchmark folder not found (looked in {', '.join(map(str, tried))}); pass --benchmarks DIR")
+
+
+def usage_error(message: str) -> NoReturn:
+    """End a benchmark script as argparse ends on a bad option: the message on one line, exit status 2."""
+    print(f"{Path(sys.argv[0]).stem}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def suite_names(root: Path, given: list[str]) -> list[str]:
+    """The suites to run (every folder of `root` with an instances.csv for 'all'); exits naming the ones there
+    when a given name has none."""
+    known = sorted(p.name for p in root.iterdir() if (p / "instances.csv").is_file())
+    if given == ["all"]:
+        return known
+    missing = [name for name in given if name not in known]
+    if missing:
+        usage_error(f"no suite {', '.join(map(repr, missing))} in {root} (a folder with an instances.csv); "
+                    f"the suites there: {', '.join(known) or 'none'}")
+    return given
 
 
 def counterexample_holds(onnx_path: Path, vnnlib_path: Path, x: list[float]) -> bool:
@@ -101,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vnncomp: error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
         return 2
     root = find_benchmarks(args.benchmarks)
-    names = sorted(p.name for p in root.iterdir() if (p / "instances.csv").is_file()) if args.suites == ["all"] else args.suites
+    names = suite_names(root, args.suites)
     table = []
     for name in names:
         suite_dir = root / name

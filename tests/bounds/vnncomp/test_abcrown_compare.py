@@ -68,3 +68,20 @@ def test_a_suite_without_a_known_configuration_asks_for_one(tmp_path):
     assert reference_config("eran_2021", "onnx/ffnnSIGMOID__Point_6x200.onnx", tmp_path, None).name == "eran_sigmoid.yaml"
     with pytest.raises(Exception, match="--config"):
         reference_config("my_suite", "net.onnx", tmp_path, None)
+
+
+def test_an_unknown_suite_or_folder_is_a_usage_error_naming_what_is_there(tmp_path, capsys):
+    from benchmarks.vnncomp import find_benchmarks, suite_names
+
+    (tmp_path / "acasxu").mkdir()
+    (tmp_path / "acasxu" / "instances.csv").write_text("")
+    (tmp_path / "notes").mkdir()
+    assert suite_names(tmp_path, ["all"]) == ["acasxu"]
+    with pytest.raises(SystemExit) as ended:
+        suite_names(tmp_path, ["acasxu", "nosuch"])
+    message = capsys.readouterr().err
+    assert ended.value.code == 2 and "no suite 'nosuch'" in message
+    assert message.rstrip().endswith("the suites there: acasxu")
+    with pytest.raises(SystemExit) as ended:
+        find_benchmarks(str(tmp_path / "absent"))
+    assert ended.value.code == 2 and str(tmp_path / "absent") in capsys.readouterr().err
