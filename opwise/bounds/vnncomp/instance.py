@@ -103,7 +103,7 @@ class _WholeInput(torch.nn.Module):
         self.graph, self.declared = graph, declared
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape) != self.declared:
+        if tuple(x.shape) != self.declared:  # no reshape where none is needed: a traced one would make windows dense
             x = x.reshape(self.declared)
         return self.graph(x).reshape(1, -1)
 
