@@ -44,7 +44,9 @@ def register(subparsers) -> None:
                     "input; or, given MODEL.onnx PROPERTY.vnnlib, decide a VNN-COMP instance.")
     parser.add_argument("model", nargs="?", default=None,
                         help=f"model spec (builtin:NAME, file.py:factory, ARCH@weights.pt, .pt2, .onnx; default {DEFAULT_MODEL})")
-    parser.add_argument("vnnlib", nargs="?", default=None, help="a .vnnlib property (with an .onnx MODEL)")
+    parser.add_argument("vnnlib", nargs="?", default=None,
+                        help="a .vnnlib property, VNN-LIB 1 or 2 (with an .onnx MODEL; NAME=A.onnx,NAME=B.onnx for a "
+                             "query over several networks)")
     parser.add_argument("--input", default=None,
                         help="inputs to verify around, a batch: .pt tensor, .npy or .npz (first array)")
     parser.add_argument("--input-shape", action="append", type=parse_shape, metavar="SHAPE",
@@ -224,15 +226,21 @@ def write_results(path: str, records: list[dict]) -> None:
 
 def _run_vnnlib(args: argparse.Namespace) -> int:
     """`MODEL.onnx PROPERTY.vnnlib`: refuse what does not apply, check the output, then run the instance."""
-    if not (args.model and args.model.endswith(".onnx") and args.vnnlib.endswith(".vnnlib")):
-        raise InputError("a second positional argument must be a .vnnlib file, with an .onnx MODEL")
+    from opwise.bounds.vnncomp.networks import parse_networks
+    from opwise.bounds.vnncomp.vnnlib import existing
+
+    networks = parse_networks(args.model) if args.model else []
+    if not (networks and all(path.endswith((".onnx", ".onnx.gz")) for _, path in networks)
+            and args.vnnlib.endswith((".vnnlib", ".vnnlib.gz"))):
+        raise InputError("a second positional argument must be a .vnnlib file, with an .onnx MODEL (or, for a query "
+                         "over several networks, NAME=PATH.onnx,NAME=PATH.onnx)")
     given = [name for name in ROBUSTNESS_ONLY if getattr(args, name) not in (None, False)]
     if given:
         options = ", ".join("--" + name.replace("_", "-") for name in given)
         raise InputError(f"{options} {'does' if len(given) == 1 else 'do'} not apply with a VNN-LIB property, which gives the input set and the "
                          "output constraints; drop them (only --timeout, --out, --device and --quiet apply)")
-    for path, what in ((args.model, "ONNX model"), (args.vnnlib, "VNN-LIB property")):
-        if not Path(path).is_file():
+    for path, what in [*((one, "ONNX model") for _, one in networks), (args.vnnlib, "VNN-LIB property")]:
+        if not existing(path).is_file():
             raise InputError(f"{what} {path} does not exist")
     check_output(args.out, (), "--out")
     from opwise.cli.vnncomp import main_verify

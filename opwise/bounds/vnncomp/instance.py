@@ -32,8 +32,10 @@ from opwise.bounds.engine.deadline import deadline
 from opwise.bounds.function_bounds import FunctionBounds
 from opwise.bounds.spec import Specification, specifications_to
 from opwise.bounds.verify import verify_boxes
+from opwise.bounds.vnncomp.joint import load_joint, network_files
 from opwise.bounds.vnncomp.results import InstanceResult
-from opwise.bounds.vnncomp.vnnlib import parse_vnnlib, violates
+from opwise.bounds.vnncomp.vnnlib import parse_property, violates
+from opwise.bounds.vnncomp.vnnlib2 import Query
 from opwise.errors import InputDependentArgument, SpecError, SpecTooLarge, TimeLimitReached
 from opwise.progress import Progress
 
@@ -131,22 +133,35 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
     'unsat'
     """
     start = time.monotonic()
+    parsed: list[Query] = []  # the property, once read: a VNN-LIB 2 `sat` is written in its names (Layout)
     try:
         with _hard_stop(timeout + HARD_STOP_SLACK), deadline(timeout):
-            return _verify(onnx_path, vnnlib_path, timeout, start, load, max_split_inputs, device, progress)
+            result = _verify(onnx_path, vnnlib_path, timeout, start, load, max_split_inputs, device, progress, parsed)
     except TimeLimitReached:
-        return InstanceResult("timeout", time.monotonic() - start, reason="the time limit was reached in a bound pass")
+        result = InstanceResult("timeout", time.monotonic() - start, reason="the time limit was reached in a bound pass")
     except _OutOfTime:
-        return InstanceResult("timeout", time.monotonic() - start, reason="the time limit was reached")
+        result = InstanceResult("timeout", time.monotonic() - start, reason="the time limit was reached")
     except SpecTooLarge as error:
-        return InstanceResult("unknown", time.monotonic() - start, reason=str(error))
+        result = InstanceResult("unknown", time.monotonic() - start, reason=str(error))
+    if parsed:
+        result.layout = parsed[0].layout
+    return result
 
 
 def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader | None, max_split_inputs: int,
-            device, progress: Progress | None) -> InstanceResult:
+            device, progress: Progress | None, parsed: list[Query]) -> InstanceResult:
     """verify_instance's work, run under its deadline: every box through the orchestrator (or the one box cell by
-    cell, `_decide_by_cells`)."""
-    boxes = parse_vnnlib(vnnlib_path, dtype=torch.float64)
+    cell, `_decide_by_cells`). A VNN-LIB 2 query over several networks, or over a network's several inputs or
+    outputs, is bounded as one JointNetwork (vnncomp/joint.py)."""
+    query = parse_property(vnnlib_path, dtype=torch.float64)
+    parsed.append(query)
+    boxes, layout = query.specs, query.layout
+    onnx_path = str(onnx_path)
+    if load is None and layout is not None:
+        if not layout.is_plain:
+            load = partial(load_joint, layout=layout, device=device)
+        else:
+            onnx_path = network_files(layout, onnx_path)[layout.networks[0].name]
     cells = load is None and len(boxes) == 1  # the network may be evaluated cell by cell (_decide_by_cells)
     if load is None:  # device and fixed elements only where there are: a replaced loader need not take them
         load = load_with_engine if device is None else partial(load_with_engine, device=device)

@@ -18,6 +18,7 @@ import torch
 
 from opwise.bounds.allocator import retain_freed_memory
 from opwise.bounds.vnncomp.instance import verify_instance
+from opwise.bounds.vnncomp.networks import format_networks, parse_networks, resolve_networks
 from opwise.bounds.vnncomp.results import (InstanceResult, failure_reason, is_complete, read_result,
                                            result_file_names, write_atomically, write_result)
 from opwise.errors import InputError, SpecError
@@ -25,7 +26,8 @@ from opwise.progress import Progress, eta
 
 
 def read_instances(instances_csv: str | Path, cap: float | None = None) -> list[tuple[str, str, float]]:
-    """(onnx, vnnlib, timeout) rows of a VNN-COMP instances CSV, paths resolved against its folder.
+    """(onnx, vnnlib, timeout) rows of a VNN-COMP instances CSV, paths resolved against its folder (each path of a
+    VNN-LIB 2 instance's network list, `[('f', 'onnx/a.onnx'), ...]`, too).
 
     >>> import tempfile, os
     >>> folder = tempfile.mkdtemp(); path = os.path.join(folder, "instances.csv")
@@ -46,7 +48,7 @@ def read_instances(instances_csv: str | Path, cap: float | None = None) -> list[
             except ValueError:
                 raise SpecError(str(instances_csv), number, f"timeout {row[2]!r} is not a number") from None
             timeout = min(timeout, float(cap)) if cap is not None else timeout
-            rows.append((str(folder / row[0].strip()), str(folder / row[1].strip()), timeout))
+            rows.append((resolve_networks(row[0], folder), str(folder / row[1].strip()), timeout))
     return rows
 
 
@@ -122,11 +124,15 @@ def run_suite(instances_csv: str | Path, results_csv: str | Path, *, cap: float 
 
 
 def _as_written(path: str, folder: Path) -> str:
-    """A path relative to the instances CSV's folder when it lies inside it, else as it is (absolute)."""
-    try:
-        return str(Path(path).relative_to(folder))
-    except ValueError:
-        return str(path)
+    """A path (or each path of a network list) relative to the instances CSV's folder when it lies inside it, else
+    as it is (absolute)."""
+    def relative(one: str) -> str:
+        try:
+            return str(Path(one).relative_to(folder))
+        except ValueError:
+            return str(one)
+
+    return format_networks([(name, relative(one)) for name, one in parse_networks(path)])
 
 
 def _earlier_times(results_csv: str | Path) -> dict[tuple[str, str], float]:

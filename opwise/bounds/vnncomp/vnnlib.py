@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import gzip
 import itertools
 import math
 import re
@@ -36,6 +37,8 @@ from opwise.errors import SpecError, SpecTooLarge
 TOKEN = re.compile(r"\(\s*(<=|>=|<|>)\s+([^\s()]+)\s+([^\s()]+)\s*\)|(\(|\)|[^\s()]+)")
 VARIABLE = re.compile(r"^([XY])_(\d+)$")
 COMPARISONS = {"<=", ">=", "<", ">"}
+#: VNN-LIB 2's first expression
+VERSION = re.compile(r"\(\s*vnnlib-version\b")
 
 #: most disjuncts the asserts may expand to (one Specification row block each); more is refused, not expanded
 MAX_DISJUNCTS = 10_000
@@ -101,17 +104,58 @@ def _collector_paused():
             gc.enable()
 
 
+def parse_property(path: str | Path, dtype: torch.dtype = torch.float32):
+    """A property file of either version as a vnnlib2.Query: its Specifications over the (joint) input, flat
+    ([1, n]), and for VNN-LIB 2 the Layout of the declared networks and tensors (None for VNN-LIB 1).
+
+    >>> import tempfile, os
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".vnnlib", delete=False) as f:
+    ...     _ = f.write("(declare-const X_0 Real) (declare-const Y_0 Real) (assert (<= X_0 1)) (assert (>= X_0 0))"
+    ...                 " (assert (<= Y_0 0))")
+    >>> query = parse_property(f.name); os.unlink(f.name)
+    >>> len(query.specs), query.layout is None
+    (1, True)
+    """
+    from opwise.bounds.vnncomp.vnnlib2 import Query, parse_query
+
+    path = str(path)
+    with _collector_paused():
+        text = read_text(path)
+        if is_version_2(text):
+            return parse_query(path, text, dtype)
+        return Query(_parse_version_1(path, text, None, dtype), None)
+
+
 def _parse(path: str, input_shape: tuple[int, ...] | None, dtype: torch.dtype) -> list[Specification]:
     """parse_vnnlib's work."""
-    expressions = _read_expressions(path)
+    text = read_text(path)
+    if is_version_2(text):
+        from opwise.bounds.vnncomp.vnnlib2 import parse_query
+
+        return parse_query(path, text, dtype, input_shape).specs
+    return _parse_version_1(path, text, input_shape, dtype)
+
+
+def _parse_version_1(path: str, text: str, input_shape: tuple[int, ...] | None, dtype: torch.dtype) -> list[Specification]:
+    """The Specifications of a VNN-LIB 1 file's text."""
+    expressions = _read_expressions(path, text)
     inputs, outputs = _declarations(path, expressions)
     if input_shape is not None and math.prod(input_shape) != inputs:
         raise SpecError(path, None, f"declares {inputs} inputs X_i but the model input {tuple(input_shape)} "
                                     f"has {math.prod(input_shape)} values")
+    conjunctions = conjoin(path, [e for e in expressions if e[0] == "assert"], inputs, outputs)
+    return _group_by_box(path, conjunctions, inputs, outputs, input_shape, dtype)
+
+
+def is_version_2(text: str) -> bool:
+    """Whether a property's text is VNN-LIB 2 (it opens with `(vnnlib-version <2.0>)`, VNN-COMP 2026's format)."""
+    return VERSION.search(text[:65536]) is not None
+
+
+def conjoin(path: str, asserts: list[Expr], inputs: int, outputs: int) -> list[list[Atom]]:
+    """The conjunction of the asserts, in disjunctive normal form over X_i/Y_i atoms: a list of conjunctions."""
     conjunctions: list[list[Atom]] = [[]]
-    for expression in expressions:
-        if expression[0] != "assert":
-            continue
+    for expression in asserts:
         if len(expression) != 2:
             raise SpecError(path, expression.line, "assert takes exactly one formula")
         disjunction = _to_dnf(path, expression[1], inputs, outputs)
@@ -121,7 +165,7 @@ def _parse(path: str, input_shape: tuple[int, ...] | None, dtype: torch.dtype) -
         else:
             _check_size(path, expression.line, len(conjunctions), len(disjunction))
             conjunctions = [a + b for a, b in itertools.product(conjunctions, disjunction)]
-    return _group_by_box(path, conjunctions, inputs, outputs, input_shape, dtype)
+    return conjunctions
 
 
 def violates(spec: Specification, y: torch.Tensor) -> bool:
@@ -153,14 +197,47 @@ def _check_size(path: str, line: int | None, left: int, right: int) -> None:
                                        f"(at most {MAX_DISJUNCTS:,} are handled); the property is not decided")
 
 
-def _read_expressions(path: str) -> list[Expr]:
-    """Top-level s-expressions of the file, each an Expr of strings and nested Exprs."""
+def read_text(path: str | Path) -> str:
+    """A property file's text; a gzip file (`prop.vnnlib.gz`, as VNN-COMP's benchmark repositories ship them) is
+    read through gzip, and a `prop.vnnlib` that is missing where `prop.vnnlib.gz` exists is read from that.
+
+    >>> import gzip, os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "p.vnnlib")
+    >>> with gzip.open(path + ".gz", "wt") as file: _ = file.write("(assert (<= Y_0 0))")
+    >>> read_text(path)
+    '(assert (<= Y_0 0))'
+    """
+    path = str(existing(path))
     try:
-        text = Path(path).read_text()
+        if path.endswith(".gz"):
+            with gzip.open(path, "rt", encoding="utf-8") as file:
+                return file.read()
+        return Path(path).read_text(encoding="utf-8")
     except OSError as error:
-        raise SpecError(path, None, f"cannot read the file ({error.strerror})") from error
+        raise SpecError(path, None, f"cannot read the file ({error.strerror or error})") from error
     except UnicodeDecodeError as error:
         raise SpecError(path, None, f"not a text file (byte {error.start} is not UTF-8)") from error
+
+
+def existing(path: str | Path) -> Path:
+    """`path`, or `path.gz` where only that exists (instances CSVs name files their repositories ship gzipped)."""
+    path = Path(path)
+    compressed = path.with_name(path.name + ".gz")
+    return compressed if not path.exists() and compressed.is_file() else path
+
+
+def _read_expressions(path: str, text: str) -> list[Expr]:
+    """Top-level s-expressions of a VNN-LIB 1 file, each an Expr of strings and nested Exprs."""
+    top = read_expressions(path, text)
+    for expression in top:
+        if not isinstance(expression[0], str) or expression[0] not in ("declare-const", "assert"):
+            raise SpecError(path, expression.line, f"expected declare-const or assert, got {_show(expression)}")
+    return top
+
+
+def read_expressions(path: str, text: str) -> list[Expr]:
+    """The top-level s-expressions of `text` (the file at `path`, for messages), each an Expr of strings and
+    nested Exprs; comparisons of two words are read whole (WordComparison)."""
     stack: list[Expr] = []
     top: list[Expr] = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -190,9 +267,6 @@ def _read_expressions(path: str) -> list[Expr]:
                 stack[-1].append(token)
     if stack:
         raise SpecError(path, stack[-1].line, "expression opened here is never closed")
-    for expression in top:
-        if not isinstance(expression[0], str) or expression[0] not in ("declare-const", "assert"):
-            raise SpecError(path, expression.line, f"expected declare-const or assert, got {_show(expression)}")
     return top
 
 

@@ -8,6 +8,7 @@ older ones, so the locations are checked here before any external file is opened
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -15,7 +16,8 @@ from opwise.errors import ModelLoadError
 
 
 def read_onnx_file(path: str | Path) -> Any:
-    """The ModelProto at `path` with its external data loaded, refusing data files outside its folder.
+    """The ModelProto at `path` with its external data loaded, refusing data files outside its folder. A gzip
+    file (`net.onnx.gz`) is read through gzip, and so is `net.onnx` where only `net.onnx.gz` exists.
 
     >>> import tempfile, numpy, onnx
     >>> from onnx import helper, numpy_helper, TensorProto
@@ -34,11 +36,18 @@ def read_onnx_file(path: str | Path) -> Any:
     except ImportError:
         raise ModelLoadError('reading ONNX files needs the onnx package: pip install "opwise[onnx]"') from None
     path = Path(path)
+    compressed = path.with_name(path.name + ".gz")
+    if not path.exists() and compressed.is_file():  # VNN-COMP's repositories ship net.onnx as net.onnx.gz
+        path = compressed
     if not path.is_file():
         raise ModelLoadError(f"ONNX file not found: {path}")
     _check_not_a_placeholder(path)
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        if path.name.endswith(".gz"):
+            with gzip.open(path, "rb") as file:
+                model = onnx.load_model_from_string(file.read())
+        else:
+            model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # noqa: BLE001 - the onnx package raises several unrelated types
         raise ModelLoadError(f"could not parse ONNX file {path}: {error}") from None
     if not model.graph.node and not model.graph.output:  # an empty protobuf parses: say what the file lacks
