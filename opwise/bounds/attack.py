@@ -104,7 +104,7 @@ def pgd_attack(
     count = len(spec.unsafe)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     x = region.sample(restarts * count, generator)
-    x[:count] = (spec.x_lower + spec.x_upper) / 2 if region.is_box else region.center
+    x[:count] = region.center if region.is_ball else region.project((spec.x_lower + spec.x_upper) / 2)
     chosen = torch.arange(len(x), device=x.device) % count
     deadline = None if time_limit is None else time.monotonic() + time_limit
     best_x, best_margin = x[:1].detach(), math.inf

@@ -131,7 +131,7 @@ class BoundedModel:
         uppers = [splits[name].upper.to(self.device) for name in names]
 
         def run(graph: Graph, lower, upper, center, specs, *narrowed):
-            chunk = InputSet(lower, upper, center, input_set.eps, input_set.norm)
+            chunk = input_set.chunk(lower, upper, center)
             chunk_splits = {name: Interval(lo, up) for name, lo, up in zip(names, narrowed[: len(names)], narrowed[len(names):])}
             return self._bound(graph, chunk, specs, method, bound_upper, alpha, chunk_splits)
 

@@ -1,4 +1,5 @@
-"""The input set being bounded over: a box, or an Lp ball (clipped to a valid domain when given).
+"""The input set being bounded over: a box, an Lp ball (clipped to a valid domain when given), or a box cut by
+linear constraints between its elements (linear_constraints.py).
 
 Its jobs for bounding: the interval of the input (for IBP) and the exact minimum of a linear function over
 the set (the last step of CROWN: `min_x A·x` is `A⁺·l + A⁻·u` on a box and `A·x₀ − ε‖A‖_q` on an Lp ball,
@@ -16,6 +17,7 @@ import math
 
 import torch
 
+from opwise.bounds.linear_constraints import LinearConstraints
 from opwise.bounds.transfers.registry import Interval
 
 
@@ -25,13 +27,15 @@ PROJECTION_STEPS = 50
 
 @dataclasses.dataclass
 class InputSet:
-    """`lower`/`upper`: the box (for a ball, its bounding box within the domain); `center`/`eps`/`norm`: the ball."""
+    """`lower`/`upper`: the box (for a ball, its bounding box within the domain); `center`/`eps`/`norm`: the ball;
+    `constraints`: linear constraints between the box's elements (`G·x <= h`), which cut it to a polytope."""
 
     lower: torch.Tensor
     upper: torch.Tensor
     center: torch.Tensor | None = None
     eps: float = 0.0
     norm: float = math.inf
+    constraints: LinearConstraints | None = None
 
     @classmethod
     def ball(cls, center: torch.Tensor, eps: float, norm: float = math.inf, domain: tuple[float, float] | None = None) -> "InputSet":
@@ -52,8 +56,14 @@ class InputSet:
 
     @property
     def is_box(self) -> bool:
-        """Whether the set is its box: no ball, or an L∞ ball (which clipping to the domain leaves a box)."""
-        return self.center is None or math.isinf(self.norm)
+        """Whether the set is its box: no ball, or an L∞ ball (which clipping to the domain leaves a box), and no
+        linear constraints."""
+        return (self.center is None or math.isinf(self.norm)) and self.constraints is None
+
+    @property
+    def is_ball(self) -> bool:
+        """Whether the set is an Lp ball with p < ∞ (clipped to its box)."""
+        return self.center is not None and not math.isinf(self.norm)
 
     def expand(self, batch: int) -> "InputSet":
         """The set of one sample repeated for `batch` samples (views, no copies)."""
@@ -61,7 +71,7 @@ class InputSet:
         def repeat(tensor: torch.Tensor | None) -> torch.Tensor | None:
             return None if tensor is None else tensor.expand(batch, *tensor.shape[1:])
 
-        return InputSet(repeat(self.lower), repeat(self.upper), repeat(self.center), self.eps, self.norm)
+        return InputSet(repeat(self.lower), repeat(self.upper), repeat(self.center), self.eps, self.norm, self.constraints)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "InputSet":
         """The same set with its tensors on `device` (and in `dtype`, if given)."""
@@ -69,7 +79,20 @@ class InputSet:
         def move(tensor: torch.Tensor | None) -> torch.Tensor | None:
             return None if tensor is None else tensor.to(device=device, dtype=dtype)
 
-        return InputSet(move(self.lower), move(self.upper), move(self.center), self.eps, self.norm)
+        constraints = None if self.constraints is None else self.constraints.to(device, dtype)
+        return InputSet(move(self.lower), move(self.upper), move(self.center), self.eps, self.norm, constraints)
+
+    def reshape(self, shape: tuple[int, ...]) -> "InputSet":
+        """The same set with its tensors viewed in another shape of the same size (constraints stay flat)."""
+
+        def view(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.reshape(shape)
+
+        return InputSet(view(self.lower), view(self.upper), view(self.center), self.eps, self.norm, self.constraints)
+
+    def chunk(self, lower: torch.Tensor, upper: torch.Tensor, center: torch.Tensor | None) -> "InputSet":
+        """The set's kind (ball, constraints) over another box and centre: a chunk of its batch."""
+        return InputSet(lower, upper, center, self.eps, self.norm, self.constraints)
 
     def contains(self, x: torch.Tensor, tolerance: float = 0.0) -> bool:
         """Whether every point of the batch x lies in the set (the ball's distance taken in float64).
@@ -80,7 +103,9 @@ class InputSet:
         """
         if not bool(((x >= self.lower - tolerance) & (x <= self.upper + tolerance)).all()):
             return False
-        return self.is_box or bool((self._distance(x) <= self.eps + tolerance).all())
+        if self.constraints is not None and not bool((self.constraints.violation(x) <= tolerance).all()):
+            return False
+        return not self.is_ball or bool((self._distance(x) <= self.eps + tolerance).all())
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """A point of the set per point of x: the nearest one for a box and for L1 and L2 balls (clipped to the
@@ -95,6 +120,8 @@ class InputSet:
         [[1.0, 0.0], [-0.5, 0.0], [0.10000000149011612, 0.20000000298023224]]
         """
         clipped = torch.max(torch.min(x, self.upper), self.lower)
+        if self.constraints is not None:
+            return self.constraints.project(x, self.lower.expand_as(x), self.upper.expand_as(x))
         if self.is_box:
             return clipped
         shape = (x.shape[0],) + (1,) * (x.dim() - 1)
@@ -145,7 +172,7 @@ class InputSet:
         >>> InputSet.ball(torch.zeros(1, 2), 2.0, norm=2).ascent_step(torch.tensor([[3.0, -4.0]])).tolist()
         [[1.2000000476837158, -1.600000023841858]]
         """
-        if self.is_box:
+        if not self.is_ball:
             return (self.upper - self.lower) * gradient.sign()
         return self.eps * _unit_maximiser(gradient, self.norm)
 
@@ -157,8 +184,17 @@ class InputSet:
         >>> InputSet.ball(torch.zeros(1, 2), 1.0, norm=1).minimizer(torch.tensor([[1.0, -3.0]])).tolist()
         [[0.0, 1.0]]
         """
-        if self.is_box:
+        if self.is_box or not len(A):
             return torch.where(A >= 0, self.lower, self.upper)
+        if self.constraints is not None:  # the corner of the box for A + λG (the bound's own λ), made feasible
+            flat = A.reshape(A.shape[0], -1)
+            lower, upper = self.lower.reshape(self.lower.shape[0], -1), self.upper.reshape(self.upper.shape[0], -1)
+            G = self.constraints.G.to(flat.dtype)
+            with torch.no_grad():
+                shifted = flat + self.constraints._multipliers(flat[None], G, self.constraints.h.to(flat.dtype),
+                                                               lower, upper)[0] @ G
+            corner = torch.where(shifted.reshape(A.shape) >= 0, self.lower, self.upper)
+            return self.project(corner)
         return self.project(self.center - self.ascent_step(A))
 
     def sample(self, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -170,9 +206,10 @@ class InputSet:
         True
         """
         shape = (count, *self.lower.shape[1:])
-        if self.is_box:
+        if not self.is_ball:
             noise = torch.rand(shape, generator=generator, dtype=self.lower.dtype).to(self.lower.device)
-            return self.lower + (self.upper - self.lower) * noise
+            points = self.lower + (self.upper - self.lower) * noise
+            return points if self.constraints is None else self.project(points)
         direction = torch.randn(shape, generator=generator, dtype=self.center.dtype).to(self.center.device)
         length = torch.linalg.vector_norm(direction.flatten(1), ord=self.norm, dim=1).clamp(min=1e-12)
         size = math.prod(shape[1:])
@@ -196,6 +233,8 @@ class InputSet:
         # temporary, not five, and coefficients laid out per input element (forward mode's) are read in place
         lower, upper = self.lower.reshape(batch, -1), self.upper.reshape(batch, -1)
         bound = torch.einsum("sbn,bn->sb", flat, lower) + torch.einsum("sbn,bn->sb", flat.clamp(max=0), upper - lower)
+        if self.constraints is not None:  # weak duality: at least the box's bound (its multipliers start at 0)
+            bound = torch.maximum(bound, self.constraints.minimum(flat, lower, upper))
         if self.center is not None and not math.isinf(self.norm):
             dual = math.inf if self.norm == 1 else self.norm / (self.norm - 1)
             center = self.center.reshape(1, batch, -1)

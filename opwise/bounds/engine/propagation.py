@@ -615,7 +615,7 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
             values = A.values if isinstance(A, Patches) else A
             zero = values.new_zeros(values.shape[0], *self.input_set.lower.shape)
             return LinearBound(bias, zero, bias, recorded)
-        if isinstance(input_coefficient, Patches) and (self.input_set.center is None or math.isinf(self.input_set.norm)):
+        if isinstance(input_coefficient, Patches) and self.input_set.is_box:
             lower = input_coefficient.minimum_over_box(self.input_set.lower, self.input_set.upper) + bias
         else:
             lower = self.input_set.minimum(dense(input_coefficient), groups) + bias

@@ -312,7 +312,8 @@ def _shaped(box: Specification, input_shape: tuple[int, ...], path: str) -> Spec
     if math.prod(input_shape) != box.x_lower.numel():
         raise SpecError(path, None, f"declares {box.x_lower.numel()} inputs X_i but the model input "
                                     f"{tuple(input_shape)} has {math.prod(input_shape)} values")
-    return dataclasses.replace(box, x_lower=box.x_lower.reshape(input_shape), x_upper=box.x_upper.reshape(input_shape))
+    return dataclasses.replace(box, x_lower=box.x_lower.reshape(input_shape), x_upper=box.x_upper.reshape(input_shape),
+                               input_set=None if box.input_set is None else box.input_set.reshape(input_shape))
 
 
 def _add_counts(stats: dict, box: dict) -> None:
@@ -361,10 +362,13 @@ def _hard_stop(seconds: float):
 def _as_the_competition_checks(model: BoundedModel | FunctionBounds, declared: Specification,
                                x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(x, y) of a counterexample the competition's checker accepts, or None: x in float64 clipped into the
-    box as declared (the float32 rounding of a bound can lie just outside it), the network run on x's
+    box as declared (the float32 rounding of a bound can lie just outside it; projected onto the relations between
+    inputs where the property states some), the network run on x's
     rounding to its dtype (float32, or float64 for a DOUBLE network), the output constraints evaluated in float64
     (strict ones strictly, `violates`)."""
     point = torch.max(torch.min(x.detach().cpu().double(), declared.x_upper), declared.x_lower)
+    if declared.input_set is not None:  # relations between inputs: the nearest point that meets them exactly
+        point = declared.region.project(point.reshape(declared.x_lower.shape))
     with torch.no_grad():
         y = model(point.to(model.device, model.dtype)).detach().cpu()
     if not violates(declared, y.double()):

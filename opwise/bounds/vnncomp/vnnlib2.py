@@ -11,7 +11,8 @@ and every output element a position in one joint output (networks, then tensors,
 elements in C order); the asserts, renamed to those coordinates, go through VNN-LIB 1's reader, so a query
 gives exactly the Specifications its VNN-LIB 1 translation gives. Input elements a top-level assert equates,
 `(== X_f[1] X_g[1])`, share one coordinate: two copies of a network fed the same value are then one input,
-not a constraint between two. Other relations between inputs, hidden-node declarations, element types other
+not a constraint between two. Other linear relations between inputs (`(<= X_g[0] X_f[0])`) cut the input box
+(linear_constraints.py). Constraints mixing inputs and outputs, hidden-node declarations, element types other
 than floats and products of variables are refused with the assert or declaration named.
 
 `Layout` keeps what a joint model (vnncomp/joint.py) and a `sat` result file (`Layout.assignment`, the
@@ -316,13 +317,10 @@ class _ElementNames:
         return renamed
 
     def translated(self, error: SpecError) -> SpecError:
-        """`error` with joint names put back as the query writes them, and a hint where inputs were related."""
+        """`error` with joint names put back as the query writes them."""
         where = f"{error.path}:{error.line}" if error.line is not None else str(error.path)
         message = str(error)[len(where) + 2:]
         message = re.sub(r"\b[XY]_\d+\b", lambda m: self.display.get(m[0], m[0]), message)
-        if message.startswith("input constraints must bound"):
-            message += (" (inputs an assert equates, (== A B), share one value; other relations between inputs, "
-                        "and between inputs and outputs, are not supported)")
         return type(error)(error.path, error.line, message)
 
 

@@ -79,7 +79,7 @@ def test_missing_output_constraint_means_every_input_violates(tmp_path):
     (HEADER + BOX + "(assert (xor (<= Y_0 1)))\n", 9, "xor"),
     (HEADER + BOX + "(assert (<= Y_0 1 2))\n", 9, "two operands"),
     (HEADER + BOX + "(assert (<= (* Y_0 Y_1) 1))\n", 9, "nonlinear"),
-    (HEADER + BOX + "(assert (<= (+ X_0 X_1) 1))\n(assert (<= Y_0 1))\n", 9, "one X_i"),
+    (HEADER + BOX + "(assert (<= (+ X_0 Y_1) 1))\n(assert (<= Y_0 1))\n", 9, "mix inputs and outputs"),
     (HEADER + "(assert (<= X_0 1))\n(assert (>= X_0 0))\n(assert (<= Y_0 1))\n", None, "X_1"),
     (HEADER + "(define-fun f Real)\n" + BOX, 5, "declare-const"),
     ("(declare-const X_0 Real)\n(declare-const X_2 Real)\n(declare-const Y_0 Real)\n", None, "X_1"),
@@ -90,6 +90,13 @@ def test_malformed_files_name_the_line(tmp_path, text, line, words):
     with pytest.raises(SpecError) as error:
         parse_vnnlib(path)
     assert error.value.line == line and words in str(error.value) and str(path) in str(error.value)
+
+
+def test_a_relation_between_inputs_cuts_the_box(tmp_path):
+    [spec] = parse_vnnlib(write(tmp_path, HEADER + BOX + "(assert (<= (+ X_0 X_1) 0.5))\n(assert (<= Y_0 1))\n"))
+    assert spec.x_lower.tolist() == [[-1.0, 0.0]] and spec.x_upper.tolist() == [[0.5, 0.25]]  # X_0 <= 0.5 - X_1
+    assert spec.region.constraints.G.tolist() == [[1.0, 1.0]] and spec.region.constraints.h.tolist() == [0.5]
+    assert not spec.contains(torch.tensor([[0.4, 0.2]])) and spec.contains(torch.tensor([[0.2, 0.2]]))
 
 
 def test_declared_inputs_must_match_the_model(tmp_path):

@@ -124,7 +124,8 @@ def test_equalities_merge_inputs_and_the_layout_places_every_element(tmp_path):
 
 
 @pytest.mark.parametrize("asserts, expected", [
-    ("(assert (<= X[0,0] X[0,1]))", r"over X\[0,0\], X\[0,1\].*share one value"),
+    ("(assert (and (<= X[0,0] 1.0) (>= X[0,0] 0.0) (<= X[0,1] 1.0) (>= X[0,1] 0.0) (<= X[0,0] Y[0,0])))",
+     r"may not mix inputs and outputs; got one over X\[0,0\], Y\[0,0\]"),
     ("(assert (<= (* X[0,0] X[0,1]) 1.0))", "nonlinear product"),
     ("(assert (<= X[0,2] 1.0))", r"'X\[0,2\]' is not an element of X, shape \[1, 2\]"),
     ("(assert (<= Z[0] 1.0))", "'Z\\[0\\]' is neither a number nor an element"),
@@ -148,6 +149,24 @@ def test_declarations_that_cannot_be_handled_are_refused(tmp_path, networks, exp
     path = tmp_path / "q.vnnlib"
     path.write_text(query(networks, "(assert (<= X[0] 1.0))"))
     with pytest.raises(SpecError, match=expected):
+        parse_vnnlib(path)
+
+
+def test_relations_between_inputs_cut_the_box_and_bound_what_the_file_leaves_open(tmp_path):
+    path = tmp_path / "q.vnnlib"
+    path.write_text(query(TWO_COPIES, """(assert (and (>= X_f[0,0] -1.0) (<= X_f[0,0] 1.0) (>= X_f[0,1] 0.0) (<= X_f[0,1] 2.0)))
+(assert (and (>= X_g[0,0] -1.0) (<= X_g[0,0] X_f[0,0])))
+(assert (== X_f[0,1] X_g[0,1]))
+(assert (< Y_f[0,0] Y_g[0,0]))"""))
+    [spec] = parse_property(path, torch.float64).specs
+    assert spec.x_upper.tolist() == [[1.0, 2.0, 1.0]]  # X_g[0,0] <= X_f[0,0] <= 1
+    region = spec.region
+    assert not region.is_box and region.constraints.G.tolist() == [[-1.0, 0.0, 1.0]]
+    assert region.contains(torch.tensor([[0.5, 1.0, 0.2]], dtype=torch.float64))
+    assert not region.contains(torch.tensor([[0.2, 1.0, 0.5]], dtype=torch.float64))
+    path.write_text(path.read_text().replace("(<= X_g[0,0] X_f[0,0])",
+                                             "(<= X_g[0,0] X_f[0,0]) (>= X_g[0,0] (+ X_f[0,0] 0.5))"))
+    with pytest.raises(SpecError, match="input constraints are empty|no input meets the relations"):
         parse_vnnlib(path)
 
 
@@ -216,6 +235,32 @@ def test_two_copies_of_one_network_sharing_one_input_are_decided_as_a_dense_grid
             assert lines[3] == lines[9]  # X_f[0,1] and X_g[0,1] take one value
             _, x, y = read_result(tmp_path / "r.txt", parse_property(path).layout)  # back to the joint input
             assert torch.equal(torch.tensor(x, dtype=torch.float64), result.x.double()) and len(y) == 4
+
+
+def test_a_monotonicity_query_relating_two_copies_inputs_is_decided_as_a_dense_grid_says(tmp_path):
+    """f(b, c) − f(a, c) over a in [-0.5, 0.5] and b <= a (a relation between the copies' inputs, not a box): its
+    largest value, brute force over feasible pairs, decides a threshold on each side."""
+    f = mlp_onnx(tmp_path / "f.onnx", seed=11)
+    values = np.linspace(-0.5, 0.5, 101)
+    largest = -np.inf
+    for c in np.linspace(-0.5, 0.5, 41):
+        y = run_onnx(f, np.stack([values, np.full(len(values), c)], axis=1))[:, 0]
+        rise = y[None, :] - y[:, None]                    # [a, b]: f(b, c) − f(a, c)
+        largest = max(largest, float(np.where(np.tril(np.ones_like(rise)) > 0, rise, -np.inf).max()))  # b <= a
+    assert largest > 0.05  # the network is not monotone here: both answers occur
+    for threshold, expected in ((largest + 0.05, "unsat"), (largest - 0.05, "sat")):
+        path = tmp_path / f"mono_{expected}.vnnlib"
+        path.write_text(query(TWO_COPIES, f"""(assert (and (>= X_f[0,0] -0.5) (<= X_f[0,0] 0.5) (>= X_f[0,1] -0.5) (<= X_f[0,1] 0.5)))
+(assert (and (>= X_g[0,0] -0.5) (<= X_g[0,0] X_f[0,0])))
+(assert (== X_f[0,1] X_g[0,1]))
+(assert (> (- Y_g[0,0] Y_f[0,0]) {threshold!r}))"""))
+        result = verify_instance(str(f), path, 60)
+        assert result.status == expected, (threshold, largest, result)
+        if expected == "sat":
+            write_result(tmp_path / "r.txt", result)
+            assert_official_check_accepts(tmp_path / "r.txt", path, {"f": f, "g": f})
+            lines = (tmp_path / "r.txt").read_text().splitlines()
+            assert float(lines[8]) <= float(lines[2])  # X_g[0,0] <= X_f[0,0], as written
 
 
 def test_a_plain_query_with_a_multi_axis_input_writes_its_counterexample_in_its_names(tmp_path):
