@@ -350,6 +350,9 @@ def _to_dnf(path: str, formula, inputs: int, outputs: int) -> list[list[Atom]]:
             raise SpecError(path, formula.line, f"'{head}' takes two operands, got {len(formula) - 1}")
         if isinstance(formula[1], str) and isinstance(formula[2], str):
             return [[_word_atom(path, formula, inputs, outputs)]]
+        ball = _ball_atom(path, formula, inputs, outputs)
+        if ball is not None:
+            return [[ball]]
         left = _linear(path, formula[1], formula.line, inputs, outputs)
         right = _linear(path, formula[2], formula.line, inputs, outputs)
         atom = _comparison(head, left, right)
@@ -357,6 +360,37 @@ def _to_dnf(path: str, formula, inputs: int, outputs: int) -> list[list[Atom]]:
             raise SpecError(path, formula.line, f"{_show(formula)} has a coefficient or constant that is not a finite number")
         return [[(*atom, formula.line, head in ("<", ">"))]]
     raise SpecError(path, formula.line, f"unsupported operator '{_show(head)}' (expected and, or, <=, >=)")
+
+
+class SquaredDistance(dict):
+    """The terms of an L2 ball's atom, `sum_i (X_i - c_i)^2 + constant <= 0`: {input index: c_i}."""
+
+
+def _ball_atom(path: str, formula: Expr, inputs: int, outputs: int) -> Atom | None:
+    """A comparison bounding a sum of squared input differences by a constant, `(<= (+ (* (- X_0 0.5) (- X_0 0.5))
+    ...) 0.01)`: the atom of an L2 ball (SquaredDistance); None for any other comparison."""
+    head, left, right = formula
+    square_side, constant_side = (left, right) if head in ("<=", "<") else (right, left)
+    if not isinstance(square_side, Expr) or not square_side or square_side[0] not in ("+", "*"):
+        return None
+    squares = square_side[1:] if square_side[0] == "+" else [square_side]
+    centers = SquaredDistance()
+    for square in squares:
+        if not (isinstance(square, Expr) and len(square) == 3 and square[0] == "*"):
+            return None
+        factors = [_linear(path, factor, formula.line, inputs, outputs) for factor in square[1:]]
+        if factors[0] != factors[1] or len(factors[0][0]) != 1:
+            return None
+        (name, coefficient), = factors[0][0].items()
+        if not name.startswith("X") or abs(coefficient) != 1.0 or int(name[2:]) in centers:
+            return None
+        centers[int(name[2:])] = -factors[0][1] / coefficient  # (x - c)^2 = (coefficient * x + constant)^2
+    terms, radius = _linear(path, constant_side, formula.line, inputs, outputs)
+    if terms:
+        return None
+    if not (math.isfinite(radius) and all(map(math.isfinite, centers.values()))):
+        raise SpecError(path, formula.line, f"{_show(formula)[:80]} has a centre or radius that is not a finite number")
+    return centers, -radius, formula.line, False
 
 
 def _word_atom(path: str, formula: Expr, inputs: int, outputs: int) -> Atom:
@@ -460,10 +494,14 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
     for conjunction in conjunctions:
         lower, upper = [-math.inf] * inputs, [math.inf] * inputs
         relations: list[tuple[tuple[tuple[int, float], ...], float]] = []
+        balls: list[tuple[tuple[tuple[int, float], ...], float]] = []
         rows: list[list[float]] = []
         bounds: list[float] = []
         stricts: list[bool] = []
         for terms, constant, line, strict in conjunction:
+            if isinstance(terms, SquaredDistance):
+                balls.append((tuple(sorted(terms.items())), -constant))  # sum((x - c)^2) <= -constant
+                continue
             key = id(terms)
             if key not in kinds:
                 kinds[key] = _input_term(path, terms, line)
@@ -493,19 +531,20 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
         relations = sorted(set(relations))
         if relations:
             _tighten(lower, upper, relations)
+        ball = _one_ball(path, sorted(set(balls)), relations, lower, upper)
         unbounded = [i for i in range(inputs) if math.isinf(lower[i]) or math.isinf(upper[i])]
         if unbounded:
             raise SpecError(path, None, f"input X_{unbounded[0]} has no finite lower and upper bound in some disjunct")
         empty = [i for i in range(inputs) if lower[i] > upper[i]]
         if empty:
             continue  # this conjunction describes no input at all
-        boxes.setdefault((tuple(lower), tuple(upper), tuple(relations)), []).append((rows, bounds, stricts))
+        boxes.setdefault((tuple(lower), tuple(upper), tuple(relations), ball), []).append((rows, bounds, stricts))
     if not boxes:
         raise SpecError(path, None, "the input constraints are empty (some lower bound exceeds its upper bound)")
     # tensors are made in bulk and shared: lindex_60000's 60,000 boxes made 480,000 small tensors one by one (5 s)
     shape = tuple(input_shape) if input_shape is not None else (1, inputs)
-    lowers = torch.tensor([lower for lower, _, _ in boxes], dtype=dtype).reshape(len(boxes), *shape).unbind(0)
-    uppers = torch.tensor([upper for _, upper, _ in boxes], dtype=dtype).reshape(len(boxes), *shape).unbind(0)
+    lowers = torch.tensor([key[0] for key in boxes], dtype=dtype).reshape(len(boxes), *shape).unbind(0)
+    uppers = torch.tensor([key[1] for key in boxes], dtype=dtype).reshape(len(boxes), *shape).unbind(0)
     # a disjunct without output rows is violated everywhere in its box: the row 0 <= 0 always holds
     written = [[(rows, bounds, stricts) if rows else ([[0.0] * outputs], [0.0], [False]) for rows, bounds, stricts in disjuncts]
                for disjuncts in boxes.values()]
@@ -514,7 +553,7 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
     matrices: dict[tuple, torch.Tensor] = {}
     strictness: dict[tuple, torch.Tensor] = {}
     specs = []
-    for lower, upper, (_, _, relations), disjuncts in zip(lowers, uppers, boxes, written):
+    for lower, upper, (_, _, relations, ball), disjuncts in zip(lowers, uppers, boxes, written):
         unsafe = []
         for rows, bounds, stricts in disjuncts:
             key, strict_key = tuple(map(tuple, rows)), tuple(stricts)
@@ -523,6 +562,11 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
             if strict_key not in strictness:
                 strictness[strict_key] = torch.tensor(stricts)
             unsafe.append(StrictDisjunct(matrices[key], next(thresholds), strictness[strict_key]))
+        if ball is not None:
+            center, radius = ball
+            ball_set = InputSet(lower, upper, torch.tensor(center, dtype=dtype).reshape(lower.shape), radius, 2.0)
+            specs.append(Specification.over(ball_set, unsafe))
+            continue
         if not relations:
             specs.append(Specification(lower, upper, unsafe))
             continue
@@ -547,6 +591,31 @@ def _input_term(path: str, terms: dict[str, float], line: int) -> tuple[int, flo
     if len(names) == 1:
         return int(names[0][2:]), terms[names[0]]
     return {int(name[2:]): terms[name] for name in names}
+
+
+def _one_ball(path: str, balls, relations, lower: list[float], upper: list[float]) -> tuple[tuple[float, ...], float] | None:
+    """The L2 ball a conjunction's input set is (its centre over every input, its radius), with the box narrowed to
+    the ball's bounding box; None without a ball. The ball must cover every input the box leaves free (others are
+    fixed, and the centre takes their value), and may not come with another ball or relations between inputs."""
+    if not balls:
+        return None
+    if len(balls) > 1 or relations:
+        raise SpecError(path, None, "an L2 ball on the inputs together with another ball or relations between inputs "
+                                    "is not supported")
+    terms, squared = balls[0]
+    centers = dict(terms)
+    if squared < 0:
+        lower[0], upper[0] = 1.0, 0.0  # an empty ball: this conjunction describes no input
+        return None
+    radius = math.sqrt(squared)
+    for index, center in centers.items():
+        lower[index], upper[index] = max(lower[index], center - radius), min(upper[index], center + radius)
+    loose = [i for i in range(len(lower)) if i not in centers and not lower[i] == upper[i]]
+    if loose:
+        raise SpecError(path, None, f"an L2 ball on the inputs must cover every input that is not fixed; X_{loose[0]} is "
+                                    "free but not in the ball")
+    center = tuple(centers.get(i, lower[i]) for i in range(len(lower)))
+    return center, radius
 
 
 def _tighten(lower: list[float], upper: list[float], relations) -> None:

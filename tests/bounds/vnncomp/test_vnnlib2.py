@@ -130,6 +130,8 @@ def test_equalities_merge_inputs_and_the_layout_places_every_element(tmp_path):
     ("(assert (<= X[0,2] 1.0))", r"'X\[0,2\]' is not an element of X, shape \[1, 2\]"),
     ("(assert (<= Z[0] 1.0))", "'Z\\[0\\]' is neither a number nor an element"),
     ("(assert (<= Y[0,0] 1.0))", "input X\\[0,0\\] has no finite lower and upper bound"),
+    ("(assert (<= (* (- X[0,0] 0.5) (- X[0,0] 0.5)) 0.01))", r"ball .* must cover every input .* X\[0,1\] is free"),
+    ("(assert (>= (* (- X[0,0] 0.5) (- X[0,0] 0.5)) 0.01))", "nonlinear product"),
 ])
 def test_what_cannot_be_read_is_refused_naming_the_query_s_elements(tmp_path, asserts, expected):
     path = tmp_path / "q.vnnlib"
@@ -261,6 +263,28 @@ def test_a_monotonicity_query_relating_two_copies_inputs_is_decided_as_a_dense_g
             assert_official_check_accepts(tmp_path / "r.txt", path, {"f": f, "g": f})
             lines = (tmp_path / "r.txt").read_text().splitlines()
             assert float(lines[8]) <= float(lines[2])  # X_g[0,0] <= X_f[0,0], as written
+
+
+def test_an_l2_ball_written_as_a_sum_of_squares_is_decided_as_a_dense_grid_says(tmp_path):
+    """Output 0 over the disk of radius 0.3 around (0.1, -0.2), written as the sum of squared differences bounded by
+    0.09: its largest value on a dense grid of the disk decides a threshold on each side; a counterexample lies in the
+    disk (the official check evaluates the quadratic assert)."""
+    f = mlp_onnx(tmp_path / "f.onnx", seed=13)
+    points = grid([-0.2, -0.5], [0.4, 0.1], points=241)
+    points = points[((points - np.array([0.1, -0.2])) ** 2).sum(1) <= 0.09]
+    largest = float(run_onnx(f, points)[:, 0].max())
+    ball = "(<= (+ (* (- X[0,0] 0.1) (- X[0,0] 0.1)) (* (- X[0,1] -0.2) (- X[0,1] -0.2))) 0.09)"
+    for threshold, expected in ((largest + 0.02, "unsat"), (largest - 0.02, "sat")):
+        path = tmp_path / f"ball_{expected}.vnnlib"
+        path.write_text(query("(declare-network f (declare-input X float32 [1,2]) (declare-output Y float32 [1,2]))",
+                              f"(assert {ball})\n(assert (>= Y[0,0] {threshold!r}))"))
+        [spec] = parse_vnnlib(path)
+        assert spec.region.is_ball and spec.region.eps == pytest.approx(0.3)
+        result = verify_instance(str(f), path, 60)
+        assert result.status == expected, (threshold, largest, result)
+        if expected == "sat":
+            write_result(tmp_path / "r.txt", result)
+            assert_official_check_accepts(tmp_path / "r.txt", path, {"f": f})
 
 
 def test_a_plain_query_with_a_multi_axis_input_writes_its_counterexample_in_its_names(tmp_path):
