@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import statistics
 import sys
 from pathlib import Path
@@ -24,8 +25,10 @@ import numpy as np
 import torch
 
 from opwise.bounds.vnncomp import read_result, run_suite, suite_bar
-from opwise.errors import InputError
-from opwise.bounds.vnncomp.vnnlib import parse_vnnlib, violates
+from opwise.errors import InputError, SpecError
+from opwise.bounds.vnncomp.joint import network_files
+from opwise.bounds.vnncomp.networks import parse_networks, resolve_networks
+from opwise.bounds.vnncomp.vnnlib import existing, parse_property, violates
 
 REPO = Path(__file__).resolve().parents[1]
 SEARCH = (REPO.parent / "shared" / "benchmarks", REPO.parent.parent / "shared" / "benchmarks")
@@ -58,22 +61,45 @@ def suite_names(root: Path, given: list[str]) -> list[str]:
     return given
 
 
-def counterexample_holds(onnx_path: Path, vnnlib_path: Path, x: list[float]) -> bool:
-    """Clip x into the nearest input box of the property and check the violation with onnxruntime."""
+def counterexample_holds(suite_dir: Path, onnx_field: str, vnnlib_path: Path, result_path: Path) -> bool:
+    """Whether a `sat` result file's input, clipped into the nearest input box of the property, lies in its input set
+    and violates it, each network run by onnxruntime (a VNN-LIB 2 query's networks on their declared inputs)."""
     import onnxruntime
 
-    point = torch.tensor([x], dtype=torch.float64)
-    specs = parse_vnnlib(vnnlib_path, dtype=torch.float64)
-    if point.shape[1] != specs[0].x_lower.numel():
+    query = parse_property(vnnlib_path, dtype=torch.float64)
+    try:
+        _, x, _ = read_result(result_path, query.layout)
+    except SpecError:  # malformed, or inputs the query equates with different values
         return False
-    spec = min(specs, key=lambda s: float((torch.max(torch.min(point, s.x_upper), s.x_lower) - point).abs().max()))
-    clipped = torch.max(torch.min(point, spec.x_upper), spec.x_lower)
-    session = onnxruntime.InferenceSession(str(onnx_path))
-    declared = session.get_inputs()[0]
-    shape = [dim if isinstance(dim, int) else 1 for dim in declared.shape]
-    dtype = {"tensor(double)": np.float64, "tensor(float16)": np.float16}.get(declared.type, np.float32)
-    (y,) = session.run(None, {declared.name: clipped.numpy().astype(dtype).reshape(shape)})
-    return violates(spec, torch.tensor(y, dtype=torch.float64))
+    if x is None:
+        return False
+    point = torch.tensor([x], dtype=torch.float64)
+    if point.shape[1] != query.specs[0].x_lower.numel():
+        return False
+    spec = min(query.specs, key=lambda s: float((torch.max(torch.min(point, s.x_upper.flatten(1)), s.x_lower.flatten(1))
+                                                 - point).abs().max()))
+    clipped = torch.max(torch.min(point, spec.x_upper.flatten(1)), spec.x_lower.flatten(1))
+    if not spec.region.contains(clipped.reshape(spec.x_lower.shape), tolerance=1e-6):
+        return False
+    field = resolve_networks(onnx_field, suite_dir)
+    if query.layout is None:
+        runs = [(parse_networks(field)[0][1], [clipped.flatten()])]
+    else:
+        files = network_files(query.layout, field)
+        coordinates = iter(query.layout.coordinates)
+        runs = [(files[n.name], [clipped.flatten()[next(coordinates)] for _ in n.inputs]) for n in query.layout.networks]
+    outputs = []
+    for path, values in runs:
+        resolved = existing(path)
+        model = gzip.open(resolved).read() if resolved.name.endswith(".gz") else str(resolved)
+        session = onnxruntime.InferenceSession(model)
+        feeds = {}
+        for declared, value in zip(session.get_inputs(), values):
+            shape = [dim if isinstance(dim, int) else 1 for dim in declared.shape]
+            dtype = {"tensor(double)": np.float64, "tensor(float16)": np.float16}.get(declared.type, np.float32)
+            feeds[declared.name] = value.numpy().astype(dtype).reshape(shape)
+        outputs.extend(torch.tensor(np.asarray(y), dtype=torch.float64).flatten() for y in session.run(None, feeds))
+    return violates(spec, torch.cat(outputs))
 
 
 def score(suite_dir: Path, results: list[dict], result_dir: Path) -> dict:
@@ -85,8 +111,7 @@ def score(suite_dir: Path, results: list[dict], result_dir: Path) -> dict:
     for row in results:
         status, answer = row["status"], expected.get((row["onnx"], row["vnnlib"]), "unknown")
         if status == "sat":
-            _, x, _ = read_result(result_dir / row["result_file"])
-            ok = x is not None and counterexample_holds(suite_dir / row["onnx"], suite_dir / row["vnnlib"], x)
+            ok = counterexample_holds(suite_dir, row["onnx"], suite_dir / row["vnnlib"], result_dir / row["result_file"])
         elif status == "unsat":
             ok = answer != "sat"
         else:

@@ -151,13 +151,16 @@ def _read_assignment(path: str, lines: list[str], layout: Any) -> tuple[list[flo
         position += 1 + count
     if layout is None:
         return [v for block in blocks for v in block], []
-    x = [0.0] * layout.inputs
+    x: list[float | None] = [None] * layout.inputs
     y: list[float] = []
     coordinates = iter(layout.coordinates)
     block = iter(blocks)
     for network in layout.networks:
-        for _ in network.inputs:
+        for tensor in network.inputs:
             for coordinate, value in zip(next(coordinates).tolist(), next(block)):
+                if x[coordinate] is not None and x[coordinate] != value:
+                    raise SpecError(path, None, f"{tensor.name} takes {value!r} where an element the query equates "
+                                                f"with it takes {x[coordinate]!r}")
                 x[coordinate] = value
         for _ in network.outputs:
             y.extend(next(block))

@@ -326,6 +326,26 @@ def test_a_suite_of_version_2_instances_runs_with_network_lists(tmp_path):
     assert (tmp_path / "results" / "f_g__q.txt").read_text().startswith("unsat")
 
 
+def test_the_suite_benchmark_checks_a_version_2_counterexample_with_onnxruntime(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from benchmarks.vnncomp import score
+
+    f, g = mlp_onnx(tmp_path / "f.onnx", seed=3), mlp_onnx(tmp_path / "g.onnx", seed=4)
+    box = "(assert (and (>= X_f[0,0] -0.5) (<= X_f[0,0] 0.5) (>= X_f[0,1] -0.5) (<= X_f[0,1] 0.5)))\n" \
+          "(assert (and (== X_f[0,0] X_g[0,0]) (== X_f[0,1] X_g[0,1])))\n"
+    (tmp_path / "sat.vnnlib").write_text(query(TWO_NETWORKS, box + "(assert (>= (- Y_f[0,0] Y_g[0,0]) -1000.0))"))
+    (tmp_path / "unsat.vnnlib").write_text(query(TWO_NETWORKS, box + "(assert (>= (- Y_f[0,0] Y_g[0,0]) 1000.0))"))
+    field = "[('f', 'f.onnx'), ('g', 'g.onnx')]"
+    (tmp_path / "instances.csv").write_text(f'"{field}",sat.vnnlib,30\n"{field}",unsat.vnnlib,30\n')
+    (tmp_path / "expected.csv").write_text(f'onnx,vnnlib,expected\n"{field}",sat.vnnlib,sat\n"{field}",unsat.vnnlib,unsat\n')
+    rows = run_suite(tmp_path / "instances.csv", tmp_path / "results.csv", workers=1, result_dir=tmp_path / "results")
+    counts = score(tmp_path, rows, tmp_path / "results")
+    assert (counts["sat"], counts["unsat"], counts["wrong"]) == (1, 1, 0), counts
+    (tmp_path / "results" / "f_g__sat.txt").write_text("sat\nX_f float32 [1,2]\n0.0\n0.0\nY_f float32 [1,2]\n0\n0\n"
+                                                       "X_g float32 [1,2]\n0.4\n0.0\nY_g float32 [1,2]\n0\n0\n")
+    assert score(tmp_path, rows, tmp_path / "results")["wrong"] == 1  # inputs the query equates must be equal
+
+
 def test_the_command_line_takes_named_networks_and_says_what_is_missing(tmp_path):
     f, g = mlp_onnx(tmp_path / "f.onnx", seed=3), mlp_onnx(tmp_path / "g.onnx", seed=4)
     path = tmp_path / "q.vnnlib"
