@@ -75,6 +75,36 @@ class ReluChain:
         return known[dtype]
 
     @classmethod
+    def parallel(cls, chains: list["ReluChain"], coordinates: list[torch.Tensor], inputs: int) -> "ReluChain | None":
+        """Chains run side by side on one input of `inputs` elements, chain k reading the elements `coordinates[k]`
+        (in its own flat order), their outputs joined: itself a chain, its first matrix the chains' stacked (each
+        spread over the elements it reads) and the others block diagonal. None unless all have the same depth.
+
+        >>> double = ReluChain([torch.eye(1), 2 * torch.eye(1)], [torch.zeros(1), torch.zeros(1)], (1, 1))
+        >>> both = ReluChain.parallel([double, double], [torch.tensor([0]), torch.tensor([1])], 2)
+        >>> both(torch.tensor([[1.0, -1.0]])).tolist()                         # 2·relu(1), 2·relu(-1)
+        [[2.0, 0.0]]
+        """
+        depth = len(chains[0].weights)
+        if any(len(chain.weights) != depth or chain.dtype != chains[0].dtype for chain in chains):
+            return None
+        spread = []
+        for chain, index in zip(chains, coordinates):
+            first = chain.weights[0]
+            spread.append(first.new_zeros(first.shape[0], inputs).index_add_(1, index.to(first.device), first))
+        weights = [torch.cat(spread)] + [torch.block_diag(*(chain.weights[k] for chain in chains)) for k in range(1, depth)]
+        biases = [torch.cat([chain.biases[k] for chain in chains]) for k in range(depth)]
+        return cls(weights, biases, (1, inputs), chains[0].intermediate, chains[0].dtype)
+
+    def remember(self, graph: Graph) -> bool:
+        """Record this chain as the one `graph` computes (`of_graph` then returns it), where it matches the graph on
+        random inputs: a graph of parallel chains (two networks on one input) is not recognised by reading it."""
+        if not self._matches(graph):
+            return False
+        _CHAINS.setdefault(graph, {})[self.dtype] = self
+        return True
+
+    @classmethod
     def _read(cls, graph: Graph, dtype: torch.dtype) -> "ReluChain | None":
         nodes = _chain_nodes(graph)
         if nodes is None:
