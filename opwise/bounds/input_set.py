@@ -186,15 +186,10 @@ class InputSet:
         """
         if self.is_box or not len(A):
             return torch.where(A >= 0, self.lower, self.upper)
-        if self.constraints is not None:  # the corner of the box for A + λG (the bound's own λ), made feasible
-            flat = A.reshape(A.shape[0], -1)
-            lower, upper = self.lower.reshape(self.lower.shape[0], -1), self.upper.reshape(self.upper.shape[0], -1)
-            G = self.constraints.G.to(flat.dtype)
-            with torch.no_grad():
-                shifted = flat + self.constraints._multipliers(flat[None], G, self.constraints.h.to(flat.dtype),
-                                                               lower, upper)[0] @ G
-            corner = torch.where(shifted.reshape(A.shape) >= 0, self.lower, self.upper)
-            return self.project(corner)
+        if self.constraints is not None:  # the box corner of A + λG (the bound's own multipliers), made feasible
+            shifted = self.constraints.shifted(A.reshape(A.shape[0], -1), self.lower.reshape(self.lower.shape[0], -1),
+                                               self.upper.reshape(self.upper.shape[0], -1))
+            return self.project(torch.where(shifted.reshape(A.shape) >= 0, self.lower, self.upper))
         return self.project(self.center - self.ascent_step(A))
 
     def sample(self, count: int, generator: torch.Generator) -> torch.Tensor:

@@ -88,6 +88,14 @@ class LinearConstraints:
                + torch.einsum("sbn,bn->sb", shifted.clamp(max=0), upper - lower))
         return box - multipliers @ h
 
+    def shifted(self, flat: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+        """The rows `flat` [n, elements] plus their multipliers' multiple of G: where each changes sign is the box
+        corner at which `minimum` takes its bound (a counterexample candidate, once projected)."""
+        G = self.G.to(flat.dtype)
+        with torch.no_grad():
+            multipliers = self._multipliers(flat[None], G, self.h.to(flat.dtype), lower, upper)[0]
+        return flat + multipliers @ G
+
     def _multipliers(self, flat, G, h, lower, upper) -> torch.Tensor:
         """λ [s, b, k] >= 0 making `min_box (flat + λG)·x − λh` large: per constraint in turn, the best of its
         kinks (where a coefficient of the shifted row changes sign) and 0."""

@@ -173,9 +173,11 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
         if not cells:
             raise
         return _decide_by_cells(str(onnx_path), boxes[0], timeout, start, error)
-    declared = [_shaped(box, input_shape, str(vnnlib_path)) for box in boxes]
+    names = ("inputs X_i", "outputs Y_i") if layout is None else tuple(
+        "elements of " + ", ".join(t.name for n in layout.networks for t in getattr(n, kind)) for kind in ("inputs", "outputs"))
+    declared = [_shaped(box, input_shape, str(vnnlib_path), names[0]) for box in boxes]
     specs = specifications_to(declared, model.device, model.dtype)
-    _check_outputs(model, specs[0], str(vnnlib_path))
+    _check_outputs(model, specs[0], str(vnnlib_path), names[1])
     if _constant_output(model):
         return _decide_constant(model, declared, start)
     outcomes, reasons = [], []
@@ -307,10 +309,10 @@ def fixed_elements(boxes: list[Specification]) -> FixedElements | None:
     return FixedElements(mask, (lower + upper) / 2) if bool(mask.any()) else None
 
 
-def _shaped(box: Specification, input_shape: tuple[int, ...], path: str) -> Specification:
+def _shaped(box: Specification, input_shape: tuple[int, ...], path: str, what: str = "inputs X_i") -> Specification:
     """A box parsed flat ([1, n]) in the network's input shape."""
     if math.prod(input_shape) != box.x_lower.numel():
-        raise SpecError(path, None, f"declares {box.x_lower.numel()} inputs X_i but the model input "
+        raise SpecError(path, None, f"declares {box.x_lower.numel()} {what} but the model input "
                                     f"{tuple(input_shape)} has {math.prod(input_shape)} values")
     return dataclasses.replace(box, x_lower=box.x_lower.reshape(input_shape), x_upper=box.x_upper.reshape(input_shape),
                                input_set=None if box.input_set is None else box.input_set.reshape(input_shape))
@@ -376,10 +378,10 @@ def _as_the_competition_checks(model: BoundedModel | FunctionBounds, declared: S
     return point.flatten(), y.flatten()
 
 
-def _check_outputs(model: BoundedModel | FunctionBounds, spec: Specification, path: str) -> None:
+def _check_outputs(model: BoundedModel | FunctionBounds, spec: Specification, path: str, what: str = "outputs Y_i") -> None:
     """The property's Y count must equal the model's output size (a forward pass at the box centre)."""
     with torch.no_grad():
         outputs = model((spec.x_lower + spec.x_upper) / 2).reshape(-1).numel()
     declared = spec.unsafe[0].C.shape[1]
     if declared != outputs:
-        raise SpecError(path, None, f"declares {declared} outputs Y_i but the model has {outputs} outputs")
+        raise SpecError(path, None, f"declares {declared} {what} but the model has {outputs} outputs")
