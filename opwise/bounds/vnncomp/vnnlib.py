@@ -39,6 +39,8 @@ from opwise.errors import SpecError, SpecTooLarge
 TOKEN = re.compile(r"\(\s*(<=|>=|<|>)\s+([^\s()]+)\s+([^\s()]+)\s*\)|(\(|\)|[^\s()]+)")
 VARIABLE = re.compile(r"^([XY])_(\d+)$")
 COMPARISONS = {"<=", ">=", "<", ">"}
+#: a variable declared as a function of no arguments, `(declare-fun X_0 () Real)`: a constant
+DECLARE_FUN = re.compile(r"\(\s*declare-fun\s+([^\s()]+)\s*\(\s*\)\s*([^\s()]+)\s*\)")
 #: VNN-LIB 2's first expression
 VERSION = re.compile(r"\(\s*vnnlib-version\b")
 
@@ -250,7 +252,9 @@ def existing(path: str | Path) -> Path:
 
 
 def _read_expressions(path: str, text: str) -> list[Expr]:
-    """Top-level s-expressions of a VNN-LIB 1 file, each an Expr of strings and nested Exprs."""
+    """Top-level s-expressions of a VNN-LIB 1 file, each an Expr of strings and nested Exprs. SMT-LIB's
+    `(declare-fun X_0 () Real)`, which the VNN-LIB 1 grammar allows beside declare-const, reads as the same."""
+    text = DECLARE_FUN.sub(r"(declare-const \1 \2)", text)
     top = read_expressions(path, text)
     for expression in top:
         if not isinstance(expression[0], str) or expression[0] not in ("declare-const", "assert"):

@@ -92,6 +92,14 @@ def test_malformed_files_name_the_line(tmp_path, text, line, words):
     assert error.value.line == line and words in str(error.value) and str(path) in str(error.value)
 
 
+def test_smt_lib_function_declarations_read_as_constants(tmp_path):
+    text = HEADER + BOX + "(assert (<= Y_0 Y_1))\n"
+    declared_as_functions = text.replace("(declare-const X_0 Real)", "(declare-fun X_0 () Real)").replace(
+        "(declare-const Y_1 Real)", "(declare-fun Y_1 ( ) Real)")
+    [expected], [spec] = parse_vnnlib(write(tmp_path, text)), parse_vnnlib(write(tmp_path, declared_as_functions))
+    assert torch.equal(spec.x_lower, expected.x_lower) and torch.equal(spec.unsafe[0].C, expected.unsafe[0].C)
+
+
 def test_a_relation_between_inputs_cuts_the_box(tmp_path):
     [spec] = parse_vnnlib(write(tmp_path, HEADER + BOX + "(assert (<= (+ X_0 X_1) 0.5))\n(assert (<= Y_0 1))\n"))
     assert spec.x_lower.tolist() == [[-1.0, 0.0]] and spec.x_upper.tolist() == [[0.5, 0.25]]  # X_0 <= 0.5 - X_1
