@@ -83,7 +83,11 @@ class InputSet:
         return InputSet(move(self.lower), move(self.upper), move(self.center), self.eps, self.norm, constraints)
 
     def reshape(self, shape: tuple[int, ...]) -> "InputSet":
-        """The same set with its tensors viewed in another shape of the same size (constraints stay flat)."""
+        """The same set with its tensors viewed in another shape of the same size (constraints stay flat).
+
+        >>> InputSet(torch.zeros(1, 4), torch.ones(1, 4)).reshape((1, 2, 2)).lower.shape
+        torch.Size([1, 2, 2])
+        """
 
         def view(tensor: torch.Tensor | None) -> torch.Tensor | None:
             return None if tensor is None else tensor.reshape(shape)
@@ -91,7 +95,12 @@ class InputSet:
         return InputSet(view(self.lower), view(self.upper), view(self.center), self.eps, self.norm, self.constraints)
 
     def chunk(self, lower: torch.Tensor, upper: torch.Tensor, center: torch.Tensor | None) -> "InputSet":
-        """The set's kind (ball, constraints) over another box and centre: a chunk of its batch."""
+        """The set's kind (ball, constraints) over another box and centre: a chunk of its batch.
+
+        >>> disk = InputSet.ball(torch.zeros(2, 2), 1.0, norm=2)
+        >>> part = disk.chunk(disk.lower[:1], disk.upper[:1], disk.center[:1]); part.norm, part.lower.shape
+        (2.0, torch.Size([1, 2]))
+        """
         return InputSet(lower, upper, center, self.eps, self.norm, self.constraints)
 
     def contains(self, x: torch.Tensor, tolerance: float = 0.0) -> bool:

@@ -73,13 +73,23 @@ class LinearConstraints:
                                  self.interior.to(device=device))
 
     def violation(self, x: torch.Tensor) -> torch.Tensor:
-        """Per point of the batch x, the largest `G·x − h` (<= 0 inside), in float64 as projections check it."""
+        """Per point of the batch x, the largest `G·x − h` (<= 0 inside), in float64 as projections check it.
+
+        >>> below = LinearConstraints(torch.tensor([[-1.0, 1.0]]), torch.tensor([0.0]), torch.zeros(1, 2))  # x1 <= x0
+        >>> below.violation(torch.tensor([[0.5, 0.25], [0.25, 0.5]])).tolist()
+        [-0.25, 0.25]
+        """
         flat = x.reshape(x.shape[0], -1).to(torch.float64)
         return (flat @ self.G.to(torch.float64).T - self.h.to(torch.float64)).amax(1)
 
     def minimum(self, flat: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
         """A lower bound on min `flat·x` over box ∩ constraints, per spec and sample: flat [s, b, n], the box
-        lower/upper [b, n] -> [s, b]. Differentiable in `flat` (the multipliers are chosen without gradients)."""
+        lower/upper [b, n] -> [s, b]. Differentiable in `flat` (the multipliers are chosen without gradients).
+
+        >>> below = LinearConstraints(torch.tensor([[-1.0, 1.0]]), torch.tensor([0.0]), torch.zeros(1, 2))  # x1 <= x0
+        >>> below.minimum(torch.tensor([[[1.0, -1.0]]]), -torch.ones(1, 2), torch.ones(1, 2)).tolist()  # x0 - x1 >= 0
+        [[0.0]]
+        """
         G, h = self.G.to(flat.dtype), self.h.to(flat.dtype)
         with torch.no_grad():
             multipliers = self._multipliers(flat.detach(), G, h, lower, upper)
@@ -90,7 +100,12 @@ class LinearConstraints:
 
     def shifted(self, flat: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
         """The rows `flat` [n, elements] plus their multipliers' multiple of G: where each changes sign is the box
-        corner at which `minimum` takes its bound (a counterexample candidate, once projected)."""
+        corner at which `minimum` takes its bound (a counterexample candidate, once projected).
+
+        >>> below = LinearConstraints(torch.tensor([[-1.0, 1.0]]), torch.tensor([0.0]), torch.zeros(1, 2))
+        >>> below.shifted(torch.tensor([[1.0, -1.0]]), -torch.ones(1, 2), torch.ones(1, 2)).tolist()
+        [[0.0, 0.0]]
+        """
         G = self.G.to(flat.dtype)
         with torch.no_grad():
             multipliers = self._multipliers(flat[None], G, self.h.to(flat.dtype), lower, upper)[0]
@@ -120,7 +135,12 @@ class LinearConstraints:
 
     def project(self, x: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
         """A point of box ∩ constraints per point of x (flat shapes as x's): alternating projections onto the
-        box and each halfspace, then the segment from the interior point cut at the set's boundary."""
+        box and each halfspace, then the segment from the interior point cut at the set's boundary.
+
+        >>> below = LinearConstraints(torch.tensor([[-1.0, 1.0]]), torch.tensor([0.0]), torch.tensor([[0.5, -0.5]]))
+        >>> below.project(torch.tensor([[-1.0, 1.0]]), -torch.ones(1, 2), torch.ones(1, 2)).tolist()
+        [[0.0, 0.0]]
+        """
         shape, dtype = x.shape, x.dtype
         flat = x.reshape(shape[0], -1).to(torch.float64)
         low, high = lower.reshape(lower.shape[0], -1).to(torch.float64), upper.reshape(upper.shape[0], -1).to(torch.float64)
@@ -135,7 +155,7 @@ class LinearConstraints:
                 over = (point @ G[j] - h[j]).clamp(min=0)
                 point = point - (over / squared[j])[:, None] * G[j]
             point = torch.max(torch.min(point, high), low)
-        interior = self.interior.to(point.device)
+        interior = self.interior.to(point.device, torch.float64)
         direction = point - interior
         reach = direction @ G.T                                           # [b, k]: growth of G·x along the segment
         room = (h - interior @ G.T).clamp(min=0)                          # [1, k]

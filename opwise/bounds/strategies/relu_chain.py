@@ -98,7 +98,14 @@ class ReluChain:
 
     def remember(self, graph: Graph) -> bool:
         """Record this chain as the one `graph` computes (`of_graph` then returns it), where it matches the graph on
-        random inputs: a graph of parallel chains (two networks on one input) is not recognised by reading it."""
+        random inputs: a graph of parallel chains (two networks on one input) is not recognised by reading it.
+
+        >>> import opwise
+        >>> graph = opwise.trace(torch.nn.Sequential(torch.nn.Linear(2, 1, bias=False)), torch.zeros(1, 2))
+        >>> with torch.no_grad(): _ = graph.module(torch.zeros(1, 2))
+        >>> ReluChain([torch.zeros(1, 2)], [torch.zeros(1)], (1, 2)).remember(graph)   # not what the graph computes
+        False
+        """
         if not self._matches(graph):
             return False
         _CHAINS.setdefault(graph, {})[self.dtype] = self

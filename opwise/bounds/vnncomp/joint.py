@@ -105,7 +105,23 @@ def network_files(layout: Layout, field: str) -> dict[str, str]:
 def load_joint(field: str, layout: Layout, device: str | torch.device | None = None,
                ) -> tuple[BoundedModel, tuple[int, ...]]:
     """A Loader for a query that `layout` describes: every network imported once (at its declared batch), the
-    JointNetwork over them bounded on `device`; the input shape is [1, joint inputs]."""
+    JointNetwork over them bounded on `device`; the input shape is [1, joint inputs].
+
+    >>> import tempfile, onnx
+    >>> from onnx import helper, TensorProto
+    >>> x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 2]) for n in "xy")
+    >>> path = tempfile.mkdtemp() + "/relu.onnx"
+    >>> onnx.save(helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])), path)
+    >>> from opwise.bounds.vnncomp.vnnlib2 import parse_query
+    >>> layout = parse_query("q", '''(vnnlib-version <2.0>)
+    ...   (declare-network f (declare-input X real [1,2]) (declare-output Y real [1,2]))
+    ...   (declare-network g (equal-to f) (declare-input Z real [1,2]) (declare-output W real [1,2]))
+    ...   (assert (and (<= X[0,0] 1) (>= X[0,0] -1) (<= X[0,1] 1) (>= X[0,1] -1) (== Z[0,0] X[0,1]) (== Z[0,1] X[0,0])))
+    ...   (assert (<= Y[0,0] 0))''').layout
+    >>> model, shape = load_joint(path, layout)
+    >>> shape, model(torch.tensor([[-1.0, 2.0]])).tolist()   # g reads f's input swapped
+    ((1, 2), [[0.0, 2.0, 2.0, 0.0]])
+    """
     from opwise.tracing.onnx import load_onnx
 
     files = network_files(layout, field)

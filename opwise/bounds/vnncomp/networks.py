@@ -49,7 +49,11 @@ def format_networks(pairs: list[tuple[str | None, str]]) -> str:
 
 
 def resolve_networks(field: str, folder: Path) -> str:
-    """The network field with every path taken relative to `folder` (an instances CSV's)."""
+    """The network field with every path taken relative to `folder` (an instances CSV's).
+
+    >>> resolve_networks("[('f', 'onnx/a.onnx'), ('g', 'onnx/b.onnx')]", Path("/suite"))
+    "[('f', '/suite/onnx/a.onnx'), ('g', '/suite/onnx/b.onnx')]"
+    """
     return format_networks([(name, str(folder / path.strip())) for name, path in parse_networks(field)])
 
 

@@ -173,12 +173,21 @@ def _parse_version_1(path: str, text: str, input_shape: tuple[int, ...] | None, 
 
 
 def is_version_2(text: str) -> bool:
-    """Whether a property's text is VNN-LIB 2 (it opens with `(vnnlib-version <2.0>)`, VNN-COMP 2026's format)."""
+    """Whether a property's text is VNN-LIB 2 (it opens with `(vnnlib-version <2.0>)`, VNN-COMP 2026's format).
+
+    >>> is_version_2("; a comment\\n(vnnlib-version <2.0>)"), is_version_2("(declare-const X_0 Real)")
+    (True, False)
+    """
     return VERSION.search(text[:65536]) is not None
 
 
 def conjoin(path: str, asserts: list[Expr], inputs: int, outputs: int) -> list[list[Atom]]:
-    """The conjunction of the asserts, in disjunctive normal form over X_i/Y_i atoms: a list of conjunctions."""
+    """The conjunction of the asserts, in disjunctive normal form over X_i/Y_i atoms: a list of conjunctions.
+
+    >>> asserts = read_expressions("p", "(assert (or (<= Y_0 0) (>= Y_1 1))) (assert (<= X_0 1))")
+    >>> [[(terms, constant) for terms, constant, _, _ in c] for c in conjoin("p", asserts, 1, 2)]
+    [[({'Y_0': 1.0}, 0.0), ({'X_0': 1.0}, -1.0)], [({'Y_1': -1.0}, 1.0), ({'X_0': 1.0}, -1.0)]]
+    """
     conjunctions: list[list[Atom]] = [[]]
     for expression in asserts:
         if len(expression) != 2:
@@ -245,7 +254,13 @@ def read_text(path: str | Path) -> str:
 
 
 def existing(path: str | Path) -> Path:
-    """`path`, or `path.gz` where only that exists (instances CSVs name files their repositories ship gzipped)."""
+    """`path`, or `path.gz` where only that exists (instances CSVs name files their repositories ship gzipped).
+
+    >>> import os, tempfile
+    >>> folder = tempfile.mkdtemp(); _ = open(os.path.join(folder, "net.onnx.gz"), "wb")
+    >>> existing(os.path.join(folder, "net.onnx")).name, existing(os.path.join(folder, "other.onnx")).name
+    ('net.onnx.gz', 'other.onnx')
+    """
     path = Path(path)
     compressed = path.with_name(path.name + ".gz")
     return compressed if not path.exists() and compressed.is_file() else path
