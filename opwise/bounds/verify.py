@@ -410,7 +410,7 @@ def _search_strategy(spec: Specification, options: dict, max_split_inputs: int) 
     strategy = options.pop("strategy", "auto")
     if strategy == "auto":
         free = int((spec.x_upper > spec.x_lower).sum())
-        if not spec.region.is_box or _genbab_options(options) or free > PORTFOLIO_FACTOR * max_split_inputs:
+        if spec.region.is_ball or _genbab_options(options) or free > PORTFOLIO_FACTOR * max_split_inputs:
             return "genbab"
         return "input-split" if free <= max_split_inputs else THEN_GENBAB
     if strategy not in ("input-split", "genbab"):

@@ -191,10 +191,12 @@ def input_split_bab(
     if not specs:
         raise InputError("input splitting needs at least one box")
     for one in specs:
-        if one.input_set is not None:
+        if one.input_set is not None and one.input_set.is_ball:
             raise InputError(f"input splitting splits boxes, and this input set is an L{one.input_set.norm:g} ball: "
                              "its halves would bound points outside the ball; use GenBaB (strategy='genbab'), which "
                              "splits neurons and bounds over the ball")
+    if len(specs) > 1 and any(one.input_set is not None for one in specs):
+        raise InputError("input splitting searches boxes cut by relations between inputs one at a time")
     start = time.monotonic()
     deadline = start + timeout
     rows = _Rows.of(specs)
@@ -297,6 +299,10 @@ def _bound(bound_fn, function, specs, rows, lower, upper, box, open_, depth, sta
     stats["domains"] += len(lower)
     stats["max_depth"] = max(stats["max_depth"], int(depth.max()))
     centre = (lower + upper) / 2
+    constraints = specs[0].input_set.constraints if specs[0].input_set is not None else None
+    if constraints is not None:  # a domain no point of which meets the relations is done; centres are made feasible
+        open_ = open_ & ~_outside(constraints, lower, upper)[:, None]
+        centre = specs[0].region.project(centre)
     thresholds = rows.d[box]
     with torch.no_grad():
         outputs = function(centre).reshape(len(centre), -1).to(rows.C.dtype)
@@ -315,6 +321,8 @@ def _bound(bound_fn, function, specs, rows, lower, upper, box, open_, depth, sta
     if isinstance(answer, LinearLowerBounds):
         linear, state = answer, answer.state
         answer, needed_coefficients = linear.lower, linear.coefficients if linear.weights is None else linear.weights
+        if constraints is not None:  # the linear bounds' minimum over the domain cut by the relations
+            answer = torch.maximum(answer, _polytope_minimum(constraints, linear, lower, upper).to(answer.dtype))
     elif isinstance(answer, tuple):
         answer, needed_coefficients, *rest = answer
         state = rest[0] if rest else None
@@ -340,6 +348,23 @@ def _bound(bound_fn, function, specs, rows, lower, upper, box, open_, depth, sta
         raise InputError("branching='coefficient' needs a bound function that returns (bounds, input coefficients)")
     worst = torch.where(open_, margins, math.inf).amin(dim=1)
     return None, _Domains(lower, upper, box, open_, worst, depth, centre_margins, direction, state)
+
+
+def _outside(constraints, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """[B]: the domains in which no point meets the relations (some row's smallest `G·x` over the box exceeds h),
+    in float64 with a margin for rounding, so a domain with a feasible point is never dropped."""
+    G, h = constraints.G.to(torch.float64), constraints.h.to(torch.float64)
+    low, high = lower.reshape(len(lower), -1).to(torch.float64), upper.reshape(len(upper), -1).to(torch.float64)
+    smallest = low @ G.clamp(min=0).T + high @ G.clamp(max=0).T
+    return (smallest - h > 1e-9 * (1 + h.abs() + (G.abs() @ torch.maximum(low.abs(), high.abs()).T).T)).any(dim=1)
+
+
+def _polytope_minimum(constraints, linear: LinearLowerBounds, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """[B, rows]: the minimum of the linear lower bounds `coefficients·x + bias` over each domain cut by the
+    relations (weak duality, LinearConstraints.minimum), at least their minimum over the box."""
+    flat = linear.coefficients.to(torch.float64).transpose(0, 1)              # [rows, B, inputs]
+    low, high = lower.reshape(len(lower), -1).to(torch.float64), upper.reshape(len(upper), -1).to(torch.float64)
+    return (constraints.to(dtype=torch.float64).minimum(flat, low, high).T + linear.bias.to(torch.float64))
 
 
 def clip_domains(lower: torch.Tensor, upper: torch.Tensor, coefficients: torch.Tensor, offset: torch.Tensor,

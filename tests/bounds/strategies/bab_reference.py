@@ -50,7 +50,8 @@ def interval_bound_fn(model):
 
 
 def milp_min_margin(model, spec: Specification) -> float:
-    """min over x in the box of spec.margin(f(x)), exactly, by one MILP per disjunct."""
+    """min over x in the box (cut by the spec's relations between inputs, if any) of spec.margin(f(x)), exactly, by
+    one MILP per disjunct."""
     return min(_disjunct_min(model, spec, disjunct) for disjunct in spec.unsafe)
 
 
@@ -71,6 +72,10 @@ def _disjunct_min(model, spec: Specification, disjunct: Disjunct) -> float:
         highs.append(high)
 
     current = [new(float(a), float(b)) for a, b in zip(spec.x_lower.flatten(), spec.x_upper.flatten())]
+    relations = spec.input_set.constraints if spec.input_set is not None else None
+    if relations is not None:  # the box cut by linear relations between inputs: G x <= h
+        for row, bound in zip(relations.G.tolist(), relations.h.tolist()):
+            constrain({current[i]: c for i, c in enumerate(row) if c}, -np.inf, bound)
     for index, (weight, bias) in enumerate(layers):
         low, high = (t[0].tolist() for t in pre_bounds[index])
         pre = []

@@ -49,6 +49,35 @@ def test_matches_milp_on_random_relu_nets(branching):
     assert min(outcomes.values()) >= 8, outcomes
 
 
+def test_boxes_cut_by_relations_between_inputs_match_milp_on_random_relu_nets():
+    """A box cut by a random relation a·x <= b through it: input splitting drops the domains no point of which meets
+    it and bounds the others over the cut (the MILP sees the same cut); counterexamples meet it."""
+    from opwise.bounds.input_set import InputSet
+    from opwise.bounds.linear_constraints import LinearConstraints
+
+    outcomes = {"verified": 0, "falsified": 0}
+    for seed in range(16):
+        model, spec, _ = random_problem(seed, inputs=3)
+        generator = torch.Generator().manual_seed(1000 + seed)
+        G = torch.randn(1, 3, generator=generator, dtype=torch.float64)
+        h = G @ ((spec.x_lower + spec.x_upper) / 2).flatten()
+        region = InputSet(spec.x_lower, spec.x_upper, constraints=LinearConstraints.within(G, h, spec.x_lower, spec.x_upper))
+        cut = Specification.over(region, spec.unsafe)
+        samples = region.sample(256, generator)
+        values = cut.margin(model(samples).detach())
+        shift = milp_min_margin(model, cut) + (1 if seed % 2 else -1) * float(values.max() - values.min()) * 0.1
+        for disjunct in cut.unsafe:
+            disjunct.d += shift
+        exact = milp_min_margin(model, cut)
+        result = input_split_bab(crown_bound_fn(model), model, cut, timeout=30, batch_size=64)
+        assert result.status == ("verified" if exact > 0 else "falsified"), (seed, exact, result)
+        if result.status == "falsified":
+            x = result.counterexample
+            assert cut.contains(x) and float(cut.margin(model(x).detach())) <= 0
+        outcomes[result.status] += 1
+    assert min(outcomes.values()) >= 5, outcomes
+
+
 @pytest.mark.parametrize("inputs", [2, 4])
 def test_clipped_linear_bounds_match_milp_on_random_relu_nets(inputs):
     """A bound function giving linear bounds (`LinearLowerBounds`) turns on domain clipping: the answers
