@@ -132,7 +132,7 @@ def load_joint(field: str, layout: Layout, device: str | torch.device | None = N
     for network in layout.networks:
         path = files[network.name]
         if path not in imported:
-            imported[path] = load_onnx(path)
+            imported[path] = load_onnx(path, join_outputs=len(network.outputs) > 1)
         graph = imported[path]
         placeholders = graph.explained_inputs
         if len(placeholders) != len(network.inputs):

@@ -31,7 +31,8 @@ _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
 def load_onnx(path: str | Path, *, batch_size: int | None = None,
-              fixed: Mapping[str | int, FixedElements] | None = None, add_batch_axis: bool = False) -> Graph:
+              fixed: Mapping[str | int, FixedElements] | None = None, add_batch_axis: bool = False,
+              join_outputs: bool = False) -> Graph:
     """Import the ONNX model at `path` as a Graph of ATen operations, every input explained.
 
     `batch_size` sets the leading dimension of the inputs (default: the declared one, 1 if symbolic).
@@ -47,6 +48,9 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None,
     (`fixed.py`), so an argument the import needs known (a slice start, indices) may be read from them. The
     graph then equals the model only on inputs that hold those values.
 
+    A model with several outputs is refused (opwise graphs have one) unless `join_outputs`: its outputs are then
+    flattened per sample and joined in the file's order, as a VNN-LIB 2 query over them numbers their elements.
+
     >>> import tempfile, torch, onnx
     >>> from onnx import helper, TensorProto
     >>> x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
@@ -60,12 +64,13 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None,
     >>> [graph.info(n).op for n in graph.call_nodes()]
     ['aten.relu.default']
     """
-    return load_onnx_folding(path, batch_size=batch_size, fixed=fixed, add_batch_axis=add_batch_axis)[0]
+    return load_onnx_folding(path, batch_size=batch_size, fixed=fixed, add_batch_axis=add_batch_axis,
+                             join_outputs=join_outputs)[0]
 
 
 def load_onnx_folding(path: str | Path, *, batch_size: int | None = None,
                       fixed: Mapping[str | int, FixedElements] | None = None,
-                      add_batch_axis: bool = False) -> tuple[Graph, FixedFolding | None]:
+                      add_batch_axis: bool = False, join_outputs: bool = False) -> tuple[Graph, FixedFolding | None]:
     """`load_onnx`, with the fixed-element analysis it ran (None without `fixed`): what each value depends on,
     the nodes and constants (opwise/tracing/onnx/cases.py evaluates the network again from them)."""
     path = Path(path)
@@ -73,10 +78,11 @@ def load_onnx_folding(path: str | Path, *, batch_size: int | None = None,
     graph_proto = model.graph
     initializers = {init.name: _initializer(init) for init in graph_proto.initializer}
     inputs = [value for value in graph_proto.input if value.name not in initializers]
-    if len(graph_proto.output) != 1:
+    if len(graph_proto.output) != 1 and not (join_outputs and graph_proto.output and not fixed):
         raise ModelLoadError(
             f"{path} has {len(graph_proto.output)} outputs; opwise graphs have one output, "
-            "so export the model with the output to explain or verify only"
+            "so export the model with the output to explain or verify only (or import it with "
+            "load_onnx(path, join_outputs=True): its outputs flattened and joined)"
         )
     shapes = [_input_shape(value, path) for value in inputs]
     if add_batch_axis:
@@ -111,11 +117,13 @@ def load_onnx_folding(path: str | Path, *, batch_size: int | None = None,
     def retrace(*new_inputs: torch.Tensor) -> Graph:
         if not new_inputs or not isinstance(new_inputs[0], torch.Tensor) or new_inputs[0].dim() == 0:
             raise InputError(f"retrace needs the model's {len(inputs)} input tensor(s) with a batch dimension")
-        return load_onnx(path, batch_size=int(new_inputs[0].shape[0]), fixed=fixed, add_batch_axis=add_batch_axis)
+        return load_onnx(path, batch_size=int(new_inputs[0].shape[0]), fixed=fixed, add_batch_axis=add_batch_axis,
+                         join_outputs=join_outputs)
 
     graph = Graph(module, explained, strategy="onnx", retrace=retrace, input_names=[value.name for value in inputs],
                   opset=opsets[""], rebatch=lambda size: load_onnx(path, batch_size=size, fixed=fixed,
-                                                                   add_batch_axis=add_batch_axis))
+                                                                   add_batch_axis=add_batch_axis,
+                                                                   join_outputs=join_outputs))
     return graph, folding
 
 
@@ -154,10 +162,10 @@ def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opsets: dict[str, in
                    folding: FixedFolding | None = None) -> None:
     """Convert every node in order (a node that depends on fixed input elements only becomes constants, `folding`),
     then add the output (a constant output becomes a get_attr)."""
-    output_name = graph_proto.output[0].name
+    output_names = [value.name for value in graph_proto.output]
     if folding is not None:
-        folding.output = output_name
-    for name, reader in [*_reads(graph_proto), (output_name, None)]:
+        folding.output = output_names[0]
+    for name, reader in [*_reads(graph_proto), *((name, None) for name in output_names)]:
         builder.use_counts[name] = builder.use_counts.get(name, 0) + 1
         builder.reading_nodes.setdefault(name, []).append(reader)
     builder.inline = lambda subgraph, inputs=(): _inline(builder, subgraph, opsets, env, inputs)
@@ -170,11 +178,18 @@ def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opsets: dict[str, in
         except InputDependentArgument as error:
             raise InputDependentArgument(f"{error}; {refusal_hint(folding, node, env)}") from None
     builder.current = None
-    if output_name not in env:
-        raise ModelLoadError(f"the ONNX graph output '{output_name}' is computed by no node")
-    result = env[output_name]
-    if isinstance(result, _Unreadable):
-        raise ModelLoadError(f"the ONNX graph output '{output_name}' cannot be imported: {result}")
+    results = []
+    for output_name in output_names:
+        if output_name not in env:
+            raise ModelLoadError(f"the ONNX graph output '{output_name}' is computed by no node")
+        result = env[output_name]
+        if isinstance(result, _Unreadable):
+            raise ModelLoadError(f"the ONNX graph output '{output_name}' cannot be imported: {result}")
+        results.append(result)
+    if len(results) > 1:  # join_outputs: each flattened per sample, then joined in the file's order
+        flat = [builder.call(torch.ops.aten.reshape.default, r if isinstance(r, fx.Node) else torch.as_tensor(r),
+                             [builder.batch_size, -1]) for r in results]
+        result = builder.call(torch.ops.aten.cat.default, flat, 1)
     if not isinstance(result, fx.Node):
         result = builder.constant_node(torch.as_tensor(result))
     builder.graph.output(result)

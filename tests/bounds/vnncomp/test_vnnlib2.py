@@ -302,6 +302,41 @@ def test_a_plain_query_with_a_multi_axis_input_writes_its_counterexample_in_its_
     assert_official_check_accepts(tmp_path / "r.txt", path, {"f": net})
 
 
+def two_input_onnx(path: Path) -> Path:
+    """A network of two inputs a [1, 2] and b [1, 1] and two outputs: s = relu(a0 - a1 + b0) [1, 1], p = a·2 [1, 2]."""
+    nodes = [helper.make_node("Concat", ["a", "b"], ["ab"], axis=1), helper.make_node("MatMul", ["ab", "w"], ["z"]),
+             helper.make_node("Relu", ["z"], ["s"]), helper.make_node("Mul", ["a", "two"], ["p"])]
+    initializers = [numpy_helper.from_array(np.array([[1.0], [-1.0], [1.0]], dtype=np.float32), "w"),
+                    numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two")]
+    inputs = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 2]), helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 1])]
+    outputs = [helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 1]), helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 2])]
+    graph = helper.make_graph(nodes, "two", inputs, outputs, initializers)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("threshold, expected", [(2.9, "sat"), (3.1, "unsat")])
+def test_a_network_with_two_inputs_and_two_outputs_is_one_joint_model(tmp_path, threshold, expected):
+    """s = relu(a0 - a1 + b0) on a in [0, 1]², b in [0, 2] reaches 3 at a = (1, 0), b = 2; the second output is read
+    too (p0 = 2·a0 >= 1.5 narrows a0)."""
+    net = two_input_onnx(tmp_path / "two.onnx")
+    path = tmp_path / "q.vnnlib"
+    path.write_text(query('(declare-network f (declare-input A float32 [1,2] "a") (declare-input B float32 [1,1] "b")'
+                          ' (declare-output S float32 [1,1]) (declare-output P float32 [1,2]))',
+                          "(assert (and (>= A[0,0] 0.0) (<= A[0,0] 1.0) (>= A[0,1] 0.0) (<= A[0,1] 1.0)))\n"
+                          "(assert (and (>= B[0,0] 0.0) (<= B[0,0] 2.0)))\n"
+                          f"(assert (and (>= S[0,0] {threshold}) (>= P[0,0] 1.5)))"))
+    result = verify_instance(str(net), path, 30)
+    assert result.status == expected, result
+    if expected == "sat":
+        write_result(tmp_path / "r.txt", result)
+        lines = (tmp_path / "r.txt").read_text().splitlines()
+        assert [lines[1], lines[4], lines[6], lines[8]] == ["A float32 [1,2]", "B float32 [1,1]", "S float32 [1,1]",
+                                                            "P float32 [1,2]"]
+        a, b = [float(v) for v in lines[2:4]], float(lines[5])
+        assert max(a[0] - a[1] + b, 0) >= threshold and 2 * a[0] >= 1.5
+
+
 def test_a_file_for_every_network_of_its_own_is_required(tmp_path):
     f = mlp_onnx(tmp_path / "f.onnx", seed=3)
     path = tmp_path / "q.vnnlib"
@@ -330,7 +365,7 @@ def test_the_suite_benchmark_checks_a_version_2_counterexample_with_onnxruntime(
     pytest.importorskip("onnxruntime")
     from benchmarks.vnncomp import score
 
-    f, g = mlp_onnx(tmp_path / "f.onnx", seed=3), mlp_onnx(tmp_path / "g.onnx", seed=4)
+    mlp_onnx(tmp_path / "f.onnx", seed=3), mlp_onnx(tmp_path / "g.onnx", seed=4)
     box = "(assert (and (>= X_f[0,0] -0.5) (<= X_f[0,0] 0.5) (>= X_f[0,1] -0.5) (<= X_f[0,1] 0.5)))\n" \
           "(assert (and (== X_f[0,0] X_g[0,0]) (== X_f[0,1] X_g[0,1])))\n"
     (tmp_path / "sat.vnnlib").write_text(query(TWO_NETWORKS, box + "(assert (>= (- Y_f[0,0] Y_g[0,0]) -1000.0))"))
