@@ -191,12 +191,12 @@ def check_graph_shapes(spec: str, graph, shapes):
 
 def _declares_symbolic_batch(spec: str) -> bool:
     """Whether `spec` is an ONNX file whose inputs all leave the leading (batch) axis symbolic."""
-    if not str(spec).endswith(".onnx"):
+    if not str(spec).endswith((".onnx", ".onnx.gz")):
         return False
-    import onnx
+    from opwise.tracing.onnx.files import read_onnx_file
 
     try:
-        model = onnx.load(str(spec), load_external_data=False)
+        model = read_onnx_file(spec, load_external_data=False)
     except Exception:  # noqa: BLE001 - it was imported once already; anything unreadable now keeps shapes fixed
         return False
     initializers = {init.name for init in model.graph.initializer}

@@ -28,7 +28,7 @@ from opwise.tracing.load_errors import describe_load_error
 from opwise.tracing.pt2_files import load_exported_program
 
 WEIGHT_SUFFIXES = (".pt", ".pth")
-SPEC_FORMS = "builtin:NAME, path/to/file.py:factory, model.pt2, model.onnx, or one of the first two with @weights.pt"
+SPEC_FORMS = "builtin:NAME, path/to/file.py:factory, model.pt2, model.onnx (or .onnx.gz), or one of the first two with @weights.pt"
 
 
 class LoadedModel(NamedTuple):
@@ -61,7 +61,7 @@ def load_model(spec: str) -> LoadedModel:
         )
     elif architecture.endswith(".pt2"):
         loaded = _load_exported(Path(architecture))
-    elif architecture.endswith(".onnx"):
+    elif architecture.endswith((".onnx", ".onnx.gz")):
         loaded = _load_onnx(Path(architecture))
     elif architecture.endswith(WEIGHT_SUFFIXES):
         raise ModelLoadError(

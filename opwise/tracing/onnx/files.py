@@ -15,9 +15,10 @@ from typing import Any
 from opwise.errors import ModelLoadError
 
 
-def read_onnx_file(path: str | Path) -> Any:
+def read_onnx_file(path: str | Path, load_external_data: bool = True) -> Any:
     """The ModelProto at `path` with its external data loaded, refusing data files outside its folder. A gzip
-    file (`net.onnx.gz`) is read through gzip, and so is `net.onnx` where only `net.onnx.gz` exists.
+    file (`net.onnx.gz`) is read through gzip, and so is `net.onnx` where only `net.onnx.gz` exists. Without
+    `load_external_data`, weights kept in external files stay unread (the graph and its shapes only).
 
     >>> import tempfile, numpy, onnx
     >>> from onnx import helper, numpy_helper, TensorProto
@@ -53,6 +54,8 @@ def read_onnx_file(path: str | Path) -> Any:
     if not model.graph.node and not model.graph.output:  # an empty protobuf parses: say what the file lacks
         raise ModelLoadError(f"ONNX file {path} holds no graph ({path.stat().st_size} bytes): a truncated or "
                              "unfinished download? fetch the file again")
+    if not load_external_data:  # the graph and shapes only (a large model's weights stay on disk)
+        return model
     folder = path.parent
     external = [t for t in external_data_helper._get_all_tensors(model) if external_data_helper.uses_external_data(t)]
     for tensor in external:

@@ -184,6 +184,10 @@ def test_gzip_files_are_read_where_the_plain_name_is_missing(tmp_path):
                          "(assert (>= Y[0,0] 1000.0))"))
     result = verify_instance(tmp_path / "net.onnx", prop, 20)
     assert result.status == "unsat"
+    from opwise.tracing.loading import load_model
+
+    loaded = load_model(str(net) + ".gz")  # a model spec may name the gzipped file itself (opwise trace, verify)
+    assert tuple(loaded.example_inputs[0].shape) == (1, 2)
 
 
 # ------------------------------------------------------------------------------------ deciding, brute force
