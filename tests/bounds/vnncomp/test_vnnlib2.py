@@ -187,7 +187,8 @@ def test_gzip_files_are_read_where_the_plain_name_is_missing(tmp_path):
     from opwise.tracing.loading import load_model
 
     loaded = load_model(str(net) + ".gz")  # a model spec may name the gzipped file itself (opwise trace, verify)
-    assert tuple(loaded.example_inputs[0].shape) == (1, 2)
+    graph = loaded.model
+    assert tuple(graph.info(graph.explained_inputs[0]).shape) == (1, 2)
 
 
 # ------------------------------------------------------------------------------------ deciding, brute force
