@@ -165,9 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     if not table:
         print("vnncomp: error: no instance to run (see the lines above)", file=sys.stderr)
         return 2
-    header = f"{'suite':<22}{'inst':>6}{'solved':>8}{'sat':>6}{'unsat':>7}{'timeout':>9}{'unknown':>9}{'error':>7}{'wrong':>7}{'total s':>10}{'median s':>10}"
     print(f"cap {args.cap} s, {args.workers} workers, {args.threads or 'default'} threads, device {args.device or 'cpu'}")
-    print(header)
+    return print_table(table)
+
+
+def print_table(table: list[tuple[str, dict]]) -> int:
+    """One row per suite (`score`'s counts), then every wrong answer; the exit status: 1 if any is wrong."""
+    print(f"{'suite':<22}{'inst':>6}{'solved':>8}{'sat':>6}{'unsat':>7}{'timeout':>9}{'unknown':>9}{'error':>7}{'wrong':>7}"
+          f"{'total s':>10}{'median s':>10}")
     for name, c in table:
         solved = c["sat"] + c["unsat"]
         print(f"{name:<22}{c['instances']:>6}{solved:>8}{c['sat']:>6}{c['unsat']:>7}{c['timeout']:>9}{c['unknown']:>9}"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.vnncomp import find_benchmarks, score
+from benchmarks.vnncomp import find_benchmarks, print_table, score
 from opwise.bounds.vnncomp import run_suite, suite_bar
 
 PRUNED_SHARE = 0.05
@@ -146,14 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                             result_dir=suite / "files", progress=suite_bar, threads=args.threads)
         table.append((suite.name, score(suite, results, suite / "files")))
     print(f"cap {args.cap} s, {args.workers} workers, {args.threads} threads")
-    print(f"{'suite':<16}{'inst':>6}{'solved':>8}{'sat':>6}{'unsat':>7}{'timeout':>9}{'unknown':>9}{'error':>7}{'wrong':>7}"
-          f"{'total s':>10}{'median s':>10}")
-    for name, c in table:
-        print(f"{name:<16}{c['instances']:>6}{c['sat'] + c['unsat']:>8}{c['sat']:>6}{c['unsat']:>7}{c['timeout']:>9}"
-              f"{c['unknown']:>9}{c['error']:>7}{c['wrong']:>7}{c['total_s']:>10.1f}{c['median_s']:>10.2f}")
-        for line in c["wrong_list"]:
-            print(f"WRONG {name}: {line}")
-    return 1 if any(c["wrong"] for _, c in table) else 0
+    return print_table(table)
 
 
 if __name__ == "__main__":
