@@ -59,6 +59,9 @@ class ReluChain:
     input_shape: tuple[int, ...]
     intermediate: str = "backward"
     dtype: torch.dtype = torch.float64
+    #: chains side by side (`parallel`): per affine layer, the slice of its outputs each chain owns; a hidden
+    #: neuron's CROWN pass then runs through its own chain's blocks only (the others' weights are zero)
+    blocks: list[list[slice]] | None = None
     _cast: list | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self):
@@ -94,7 +97,13 @@ class ReluChain:
             spread.append(first.new_zeros(first.shape[0], inputs).index_add_(1, index.to(first.device), first))
         weights = [torch.cat(spread)] + [torch.block_diag(*(chain.weights[k] for chain in chains)) for k in range(1, depth)]
         biases = [torch.cat([chain.biases[k] for chain in chains]) for k in range(depth)]
-        return cls(weights, biases, (1, inputs), chains[0].intermediate, chains[0].dtype)
+        blocks = []
+        for k in range(depth):
+            starts = [0]
+            for chain in chains:
+                starts.append(starts[-1] + len(chain.biases[k]))
+            blocks.append([slice(a, b) for a, b in zip(starts, starts[1:])])
+        return cls(weights, biases, (1, inputs), chains[0].intermediate, chains[0].dtype, blocks)
 
     def remember(self, graph: Graph) -> bool:
         """Record this chain as the one `graph` computes (`of_graph` then returns it), where it matches the graph on
@@ -270,21 +279,37 @@ class ReluChain:
         domain, neuron = ((z_lower < 0) & (z_upper > 0)).nonzero(as_tuple=True)
         if not len(domain):
             return z_lower, z_upper
+        z_lower, z_upper = z_lower.clone(), z_upper.clone()
+        everything = slice(None)
+        for block in range(len(self.blocks[0])) if self.blocks is not None else (None,):
+            if block is None:
+                ours, columns = (domain, neuron), [everything] * layer
+            else:
+                mine = self.blocks[layer][block]
+                keep = (neuron >= mine.start) & (neuron < mine.stop)
+                ours, columns = (domain[keep], neuron[keep]), [self.blocks[k][block] for k in range(layer)]
+            if not len(ours[0]):
+                continue
+            lower, upper = self._crown_rows(layers, layer, *ours, columns, relaxations, centre, radius)
+            z_lower[ours] = torch.maximum(z_lower[ours], lower)
+            z_upper[ours] = torch.minimum(z_upper[ours], upper)
+        return z_lower, z_upper
+
+    def _crown_rows(self, layers, layer, domain, neuron, columns, relaxations, centre, radius):
+        """CROWN lower and upper bounds of pre-activation `layer`'s neurons (one per domain), carried back through
+        the hidden neurons `columns[k]` of each layer k below (a parallel chain's own block; all for one chain)."""
         count = len(domain)
-        rows, offsets = layers[layer][0][neuron], layers[layer][1][neuron]
+        rows, offsets = layers[layer][0][:, columns[layer - 1]][neuron], layers[layer][1][neuron]
         A, owner, constant = torch.cat([rows, -rows]), torch.cat([domain, domain]), torch.cat([offsets, -offsets])
         for k in range(layer - 1, -1, -1):
-            slope_lower, slope_upper, offset = (r[owner] for r in relaxations[k])
+            slope_lower, slope_upper, offset = (r[:, columns[k]][owner] for r in relaxations[k])
             positive, negative = A.clamp(min=0), A.clamp(max=0)
             constant = constant + (negative * offset).sum(-1)
             A = positive * slope_lower + negative * slope_upper
-            constant = constant + A @ layers[k][1]
-            A = A @ layers[k][0]
+            constant = constant + A @ layers[k][1][columns[k]]
+            A = A @ layers[k][0][columns[k]][:, columns[k - 1] if k > 0 else slice(None)]
         bound = constant + (A * centre[owner]).sum(-1) - (A.abs() * radius[owner]).sum(-1)
-        z_lower, z_upper = z_lower.clone(), z_upper.clone()
-        z_lower[domain, neuron] = torch.maximum(z_lower[domain, neuron], bound[:count])
-        z_upper[domain, neuron] = torch.minimum(z_upper[domain, neuron], -bound[count:])
-        return z_lower, z_upper
+        return bound[:count], -bound[count:]
 
     def _backward(self, layers, A, count, relaxations, lower, upper) -> tuple[torch.Tensor, torch.Tensor]:
         """CROWN: carry A [B, rows, outputs of affine layer `layers`] back to the input; (lower bound, input coefficients)."""

@@ -79,6 +79,27 @@ def test_bounds_are_sound_and_beat_interval_arithmetic(intermediate):
         assert (bound >= interval - 1e-9).all() and (bound > interval + 1e-6).any()
 
 
+def test_parallel_chains_bound_as_their_dense_block_diagonal_chain_and_hold_on_samples():
+    """Two chains on one input (the second reading it permuted), as `parallel` builds them: bounded block by block,
+    the same bounds as the dense block-diagonal chain (whose off-block weights are zero), and sound on samples."""
+    for seed in range(4):
+        first, second = random_mlp(seed, (3, 10, 10, 10, 2)), random_mlp(50 + seed, (3, 10, 10, 10, 2))
+        chains = [chain_of(first, "backward"), chain_of(second, "backward")]
+        joint = ReluChain.parallel(chains, [torch.tensor([0, 1, 2]), torch.tensor([2, 0, 3])], 4)
+        dense = ReluChain(joint.weights, joint.biases, joint.input_shape, "backward")
+        generator = torch.Generator().manual_seed(seed)
+        lower = torch.rand(8, 4, generator=generator, dtype=torch.float64) - 1
+        upper = lower + torch.rand(8, 4, generator=generator, dtype=torch.float64)
+        C = torch.randn(3, 4, generator=generator, dtype=torch.float64)
+        blocked, _, hidden = joint.bound(lower, upper, C)
+        plain, _, dense_hidden = dense.bound(lower, upper, C)
+        assert torch.allclose(blocked, plain, atol=1e-9) and torch.allclose(hidden, dense_hidden, atol=1e-9)
+        x = lower[:, None] + (upper - lower)[:, None] * torch.rand(8, 300, 4, generator=generator, dtype=torch.float64)
+        flat = x.reshape(-1, 4)
+        outputs = torch.cat([first(flat[:, [0, 1, 2]]), second(flat[:, [2, 0, 3]])], dim=1).detach()
+        assert (outputs.reshape(8, 300, 4) @ C.T).amin(dim=1).ge(blocked - 1e-9).all()
+
+
 def test_backward_intermediate_bounds_are_at_least_as_tight():
     model = random_mlp(5, (5, 20, 20, 20, 20, 3))
     lower = torch.rand(64, 5, dtype=torch.float64) - 1
