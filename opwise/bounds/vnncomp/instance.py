@@ -115,6 +115,11 @@ def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: flo
                     device: str | torch.device | None = None, progress: Progress | None = None) -> InstanceResult:
     """Decide one VNN-COMP instance within `timeout` seconds (loading and parsing included).
 
+    `vnnlib_path` is a VNN-LIB 1 or 2 property (gzipped or not); `onnx_path` its network, or for a VNN-LIB 2 query
+    over several networks their files, `"[('f', 'a.onnx'), ('g', 'b.onnx')]"` or `"f=a.onnx,g=b.onnx"` (a
+    network `equal-to` another needs none of its own). A `sat` result of a VNN-LIB 2 query carries its Layout, so
+    write_result names the query's tensors.
+
     `load` (default `load_with_engine` on `device`) gives the network and its input shape. The input boxes
     are decided by `verify_boxes` (input splitting where at most `max_split_inputs` inputs are free, boxes
     that share their output rows in one search; else GenBaB), which `progress` (opwise.progress) follows. A
