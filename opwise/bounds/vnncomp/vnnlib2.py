@@ -279,7 +279,8 @@ class _ElementNames:
         for name, (kind, tensor, first) in self.tensors.items():
             for offset in range(min(tensor.size, 4096)):  # messages name the first elements; more are rare and large
                 joint = f"X_{self.joint[first + offset]}" if kind == "input" else f"Y_{first + offset}"
-                self.display.setdefault(joint, f"{name}[{','.join(map(str, _unravel(offset, tensor.shape)))}]")
+                index = ",".join(map(str, _unravel(offset, tensor.shape)))
+                self.display.setdefault(joint, f"{name}[{index}]" if tensor.shape else name)
 
     def element(self, word, line: int) -> tuple[str, int] | None:
         """(kind, flat id) of a tensor element word (`X[0,3]`, or a scalar tensor's bare name), None for a number;
