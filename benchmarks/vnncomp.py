@@ -99,7 +99,10 @@ def counterexample_holds(suite_dir: Path, onnx_field: str, vnnlib_path: Path, re
             dtype = {"tensor(double)": np.float64, "tensor(float16)": np.float16}.get(declared.type, np.float32)
             feeds[declared.name] = value.numpy().astype(dtype).reshape(shape)
         outputs.extend(torch.tensor(np.asarray(y), dtype=torch.float64).flatten() for y in session.run(None, feeds))
-    return violates(spec, torch.cat(outputs))
+    y = torch.cat(outputs)
+    if spec.unsafe[0].C.shape[1] == len(y) + clipped.numel():  # rows over the outputs and then the inputs
+        y = torch.cat([y, clipped.flatten()])
+    return violates(spec, y)
 
 
 def score(suite_dir: Path, results: list[dict], result_dir: Path) -> dict:

@@ -181,10 +181,11 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
     names = ("inputs X_i", "outputs Y_i") if layout is None else tuple(
         "elements of " + ", ".join(t.name for n in layout.networks for t in getattr(n, kind)) for kind in ("inputs", "outputs"))
     declared = [_shaped(box, input_shape, str(vnnlib_path), names[0]) for box in boxes]
+    model, own_outputs = _appending_input_if_read(model, declared[0], input_shape)
     specs = specifications_to(declared, model.device, model.dtype)
     _check_outputs(model, specs[0], str(vnnlib_path), names[1])
     if _constant_output(model):
-        return _decide_constant(model, declared, start)
+        return _own_outputs(_decide_constant(model, declared, start), own_outputs)
     outcomes, reasons = [], []
     decided = 0
     stats: dict = {"boxes": len(specs)}
@@ -198,7 +199,7 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
             exact = declared[result.stats.get("box", indices[0])]
             confirmed = _as_the_competition_checks(model, exact, result.counterexample)
             if confirmed is not None:
-                return InstanceResult("sat", time.monotonic() - start, *confirmed, stats)
+                return _own_outputs(InstanceResult("sat", time.monotonic() - start, *confirmed, stats), own_outputs)
             stats["unconfirmed_counterexamples"] = stats.get("unconfirmed_counterexamples", 0) + 1
             status = "unknown"
             reasons.append("the counterexample found fails the competition's check (float32 rounding)")
@@ -209,6 +210,36 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
         "timeout" if "timeout" in outcomes else "unknown")
     reason = "; ".join(dict.fromkeys(reasons)) if final != "unsat" else ""  # why the search left a box open
     return InstanceResult(final, time.monotonic() - start, stats=stats, reason=reason)
+
+
+class _AppendInput(torch.nn.Module):
+    """A network followed by its own input: outputs [batch, outputs + inputs], flattened. A property that relates
+    outputs to inputs (`Y_0 >= X_0 + 3`) is then rows over this output alone."""
+
+    def __init__(self, graph):
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.graph(x).reshape(len(x), -1), x.reshape(len(x), -1)], dim=1)
+
+
+def _appending_input_if_read(model, box: Specification, input_shape: tuple[int, ...]):
+    """(model, None), or, where the property's rows also read the inputs (one column per output, then per input
+    element), the model with its input appended to its output and its own output count."""
+    width = box.unsafe[0].C.shape[1]
+    with torch.no_grad():
+        outputs = model((box.x_lower + box.x_upper).to(model.device, model.dtype) / 2).reshape(-1).numel()
+    if width == outputs or width != outputs + math.prod(input_shape) or not isinstance(model, BoundedModel):
+        return model, None
+    return BoundedModel(_AppendInput(model.graph), torch.zeros(input_shape), device=model.device), outputs
+
+
+def _own_outputs(result: InstanceResult, outputs: int | None) -> InstanceResult:
+    """The result with its output cut to the network's own outputs (where the input was appended to them)."""
+    if outputs is not None and result.y is not None:
+        result.y = result.y[:outputs]
+    return result
 
 
 def _decide_by_cells(onnx_path: str, box: Specification, timeout: float, start: float,

@@ -504,8 +504,15 @@ def _word(term: str, inputs: int, outputs: int) -> tuple[dict[str, float], float
 def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, outputs: int,
                   input_shape: tuple[int, ...] | None, dtype: torch.dtype) -> list[Specification]:
     """Split each conjunction into its X box, the relations between X_i it states (linear constraints over two or
-    more inputs) and its Y rows; conjunctions with equal boxes and relations share a Specification."""
+    more inputs) and its Y rows; conjunctions with equal boxes and relations share a Specification.
+
+    A row that mixes outputs and inputs (`Y_0 >= X_0 + 3`) is a row over the outputs followed by the inputs: every
+    row of the property then has `outputs + inputs` columns, and the network is bounded with its input appended to
+    its output (instance.py)."""
     boxes: dict[tuple, list[tuple[list[list[float]], list[float], list[bool]]]] = {}
+    mixed = any(not isinstance(terms, SquaredDistance) and any(n[0] == "X" for n in terms) and any(n[0] == "Y" for n in terms)
+                for conjunction in conjunctions for terms, _, _, _ in conjunction)
+    width = outputs + inputs if mixed else outputs
     # what each distinct terms dict says, by its id: (X index, coefficient), a relation between inputs, or None for
     # output terms (the atoms of word comparisons share their dicts, and every atom stays alive here, so no id is
     # reused)
@@ -536,13 +543,13 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
                 else:
                     lower[index] = max(lower[index], value)
                 continue
-            row = [0.0] * outputs
+            row = [0.0] * width
             for name, coefficient in terms.items():
-                row[int(name[2:])] = coefficient
+                row[int(name[2:]) + (outputs if name[0] == "X" else 0)] = coefficient
             if not terms:
                 if constant < 0 or (constant == 0 and not strict):
                     continue  # a constraint that always holds
-                rows, bounds, stricts = [[0.0] * outputs], [-1.0], [False]  # never holds: 0 <= -1 empties the disjunct
+                rows, bounds, stricts = [[0.0] * width], [-1.0], [False]  # never holds: 0 <= -1 empties the disjunct
                 break
             rows.append(row)
             bounds.append(0.0 - constant)
@@ -565,7 +572,7 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
     lowers = torch.tensor([key[0] for key in boxes], dtype=dtype).reshape(len(boxes), *shape).unbind(0)
     uppers = torch.tensor([key[1] for key in boxes], dtype=dtype).reshape(len(boxes), *shape).unbind(0)
     # a disjunct without output rows is violated everywhere in its box: the row 0 <= 0 always holds
-    written = [[(rows, bounds, stricts) if rows else ([[0.0] * outputs], [0.0], [False]) for rows, bounds, stricts in disjuncts]
+    written = [[(rows, bounds, stricts) if rows else ([[0.0] * width], [0.0], [False]) for rows, bounds, stricts in disjuncts]
                for disjuncts in boxes.values()]
     thresholds = torch.tensor([value for disjuncts in written for _, bounds, _ in disjuncts for value in bounds], dtype=dtype)
     thresholds = iter(thresholds.split([len(bounds) for disjuncts in written for _, bounds, _ in disjuncts]))
@@ -599,14 +606,13 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
 
 def _input_term(path: str, terms: dict[str, float], line: int) -> tuple[int, float] | dict[int, float] | None:
     """(index, coefficient) of terms over one X_i; {index: coefficient} of a relation between several; None for
-    terms over outputs only."""
+    terms over outputs (and inputs with them)."""
     names = list(terms)
     inputs = [name for name in names if name.startswith("X")]
     if not inputs:
         return None
     if len(inputs) != len(names):
-        raise SpecError(path, line, "a constraint may not mix inputs and outputs; got one over "
-                                    f"{', '.join(sorted(names))}")
+        return None  # a row over outputs and inputs (the network's input appended to its output)
     if len(names) == 1:
         return int(names[0][2:]), terms[names[0]]
     return {int(name[2:]): terms[name] for name in names}

@@ -12,8 +12,9 @@ elements in C order); the asserts, renamed to those coordinates, go through VNN-
 gives exactly the Specifications its VNN-LIB 1 translation gives. Input elements a top-level assert equates,
 `(== X_f[1] X_g[1])`, share one coordinate: two copies of a network fed the same value are then one input,
 not a constraint between two. Other linear relations between inputs (`(<= X_g[0] X_f[0])`) cut the input box
-(linear_constraints.py). Constraints mixing inputs and outputs, hidden-node declarations, element types other
-than floats and products of variables are refused with the assert or declaration named.
+(linear_constraints.py); constraints relating outputs to inputs are rows over both (the network's input appended
+to its output, instance.py). Hidden-node declarations, element types other than floats and products of variables
+(but an L2 ball's sum of squares) are refused with the assert or declaration named.
 
 `Layout` keeps what a joint model (vnncomp/joint.py) and a `sat` result file (`Layout.assignment`, the
 textual assignment of the standard's section 5.3) need.

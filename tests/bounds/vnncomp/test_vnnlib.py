@@ -79,7 +79,6 @@ def test_missing_output_constraint_means_every_input_violates(tmp_path):
     (HEADER + BOX + "(assert (xor (<= Y_0 1)))\n", 9, "xor"),
     (HEADER + BOX + "(assert (<= Y_0 1 2))\n", 9, "two operands"),
     (HEADER + BOX + "(assert (<= (* Y_0 Y_1) 1))\n", 9, "nonlinear"),
-    (HEADER + BOX + "(assert (<= (+ X_0 Y_1) 1))\n(assert (<= Y_0 1))\n", 9, "mix inputs and outputs"),
     (HEADER + "(assert (<= X_0 1))\n(assert (>= X_0 0))\n(assert (<= Y_0 1))\n", None, "X_1"),
     (HEADER + "(define-fun f Real)\n" + BOX, 5, "declare-const"),
     ("(declare-const X_0 Real)\n(declare-const X_2 Real)\n(declare-const Y_0 Real)\n", None, "X_1"),
@@ -98,6 +97,12 @@ def test_smt_lib_function_declarations_read_as_constants(tmp_path):
         "(declare-const Y_1 Real)", "(declare-fun Y_1 ( ) Real)")
     [expected], [spec] = parse_vnnlib(write(tmp_path, text)), parse_vnnlib(write(tmp_path, declared_as_functions))
     assert torch.equal(spec.x_lower, expected.x_lower) and torch.equal(spec.unsafe[0].C, expected.unsafe[0].C)
+
+
+def test_a_row_over_outputs_and_inputs_reads_the_inputs_after_the_outputs(tmp_path):
+    [spec] = parse_vnnlib(write(tmp_path, HEADER + BOX + "(assert (<= (+ X_0 Y_1) 1))\n(assert (<= Y_0 1))\n"))
+    rows = [(d.C.tolist(), d.d.tolist()) for d in spec.unsafe]
+    assert rows == [([[0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]], [1.0, 1.0])]  # columns Y_0, Y_1, X_0, X_1
 
 
 def test_a_relation_between_inputs_cuts_the_box(tmp_path):

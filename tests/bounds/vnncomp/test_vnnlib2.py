@@ -124,8 +124,6 @@ def test_equalities_merge_inputs_and_the_layout_places_every_element(tmp_path):
 
 
 @pytest.mark.parametrize("asserts, expected", [
-    ("(assert (and (<= X[0,0] 1.0) (>= X[0,0] 0.0) (<= X[0,1] 1.0) (>= X[0,1] 0.0) (<= X[0,0] Y[0,0])))",
-     r"may not mix inputs and outputs; got one over X\[0,0\], Y\[0,0\]"),
     ("(assert (<= (* X[0,0] X[0,1]) 1.0))", "nonlinear product"),
     ("(assert (<= X[0,2] 1.0))", r"'X\[0,2\]' is not an element of X, shape \[1, 2\]"),
     ("(assert (<= Z[0] 1.0))", "'Z\\[0\\]' is neither a number nor an element"),
@@ -290,6 +288,26 @@ def test_an_l2_ball_written_as_a_sum_of_squares_is_decided_as_a_dense_grid_says(
         if expected == "sat":
             write_result(tmp_path / "r.txt", result)
             assert_official_check_accepts(tmp_path / "r.txt", path, {"f": f})
+
+
+@pytest.mark.parametrize("offset", [0.05, -0.05])
+def test_outputs_compared_with_inputs_are_decided_as_a_dense_grid_says(tmp_path, offset):
+    """Y[0,0] >= X[0,0] + X[0,1] + t (a row over outputs and inputs: the network is bounded with its input appended
+    to its output), t on each side of the largest Y[0,0] - X[0,0] - X[0,1] on a dense grid; the written output is
+    the network's own."""
+    f = mlp_onnx(tmp_path / "f.onnx", seed=17)
+    x = grid([-0.5, -0.5], [0.5, 0.5])
+    largest = float((run_onnx(f, x)[:, 0] - x.sum(1)).max())
+    path = tmp_path / "q.vnnlib"
+    path.write_text(query("(declare-network f (declare-input X float32 [1,2]) (declare-output Y float32 [1,2]))",
+                          "(assert (and (>= X[0,0] -0.5) (<= X[0,0] 0.5) (>= X[0,1] -0.5) (<= X[0,1] 0.5)))\n"
+                          f"(assert (>= Y[0,0] (+ X[0,0] X[0,1] {largest + offset!r})))"))
+    result = verify_instance(str(f), path, 60)
+    assert result.status == ("unsat" if offset > 0 else "sat"), (largest, result)
+    if result.status == "sat":
+        assert result.y.shape == (2,)
+        write_result(tmp_path / "r.txt", result)
+        assert_official_check_accepts(tmp_path / "r.txt", path, {"f": f})
 
 
 def test_a_plain_query_with_a_multi_axis_input_writes_its_counterexample_in_its_names(tmp_path):
