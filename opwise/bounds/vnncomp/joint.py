@@ -21,7 +21,8 @@ from opwise.errors import InputError, SpecError
 
 class JointNetwork(torch.nn.Module):
     """Networks (opwise Graphs) over one joint input [batch, n]: network k's j-th input is the joint input at
-    `coordinates` reshaped to that input's shape; the output is every network's outputs, flattened and joined.
+    `coordinates` reshaped to that input's shape (inputs in the graph's order); the output is every network's
+    output (several joined at import, `load_onnx(join_outputs=True)`), flattened and joined.
 
     `batched` says the networks take any leading batch size (their inputs declare batch 1); else the joint
     input must be one sample and each network runs at its declared shape.
@@ -59,9 +60,7 @@ class JointNetwork(torch.nn.Module):
             for gather, shape in zip(gathers, shapes):
                 part = x.narrow(1, *gather) if isinstance(gather, tuple) else x.index_select(1, getattr(self, gather))
                 inputs.append(part.reshape(batch, *shape[1:]) if self.batched else part.reshape(shape))
-            result = graph(*inputs)
-            results = result if isinstance(result, (tuple, list)) else (result,)
-            outputs.extend(r.reshape(batch, -1) for r in results)
+            outputs.append(graph(*inputs).reshape(batch, -1))
         return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
 
 
@@ -138,16 +137,20 @@ def load_joint(field: str, layout: Layout, device: str | torch.device | None = N
         if len(placeholders) != len(network.inputs):
             raise SpecError(path, None, f"network {network.name} is declared with {len(network.inputs)} inputs, but the "
                                         f"ONNX file has {len(placeholders)}")
-        network_shapes = []
-        for tensor, node in zip(network.inputs, _matched(graph, network.inputs, placeholders)):
+        declared = dict(zip(_matched(graph, network.inputs, placeholders),
+                            zip(network.inputs, [next(position) for _ in network.inputs])))
+        network_shapes, network_coordinates = [], []
+        for node in placeholders:  # the graph takes its inputs in its own order
+            tensor, index = declared[node]
             shape = tuple(graph.info(node).shape)
             if math.prod(shape) != tensor.size:
                 raise SpecError(path, None, f"{tensor.name} is declared with {tensor.size} elements {list(tensor.shape)}, "
                                             f"but the network's input {node.name} has {math.prod(shape)} {list(shape)}")
             batched = batched and shape[:1] == (1,)
             network_shapes.append(shape)
+            network_coordinates.append(index)
         graphs.append(graph)
-        coordinates.append([next(position) for _ in network.inputs])
+        coordinates.append(network_coordinates)
         shapes.append(network_shapes)
     joint = JointNetwork(graphs, coordinates, shapes, batched)
     bounded = BoundedModel(joint, torch.zeros(1, layout.inputs), device=device)

@@ -112,7 +112,7 @@ def parse_vnnlib(path: str | Path, input_shape: tuple[int, ...] | None = None,
     [([[1.0, -1.0]], [0.0]), ([[-1.0, 0.0]], [-0.5])]
     """
     with _collector_paused():
-        return _parse(str(path), input_shape, dtype)
+        return _read_property(str(path), input_shape, dtype).specs
 
 
 @contextlib.contextmanager
@@ -141,24 +141,18 @@ def parse_property(path: str | Path, dtype: torch.dtype = torch.float32):
     >>> len(query.specs), query.layout is None
     (1, True)
     """
+    with _collector_paused():
+        return _read_property(str(path), None, dtype)
+
+
+def _read_property(path: str, input_shape: tuple[int, ...] | None, dtype: torch.dtype):
+    """parse_property's and parse_vnnlib's work: the file's version decides the reader."""
     from opwise.bounds.vnncomp.vnnlib2 import Query, parse_query
 
-    path = str(path)
-    with _collector_paused():
-        text = read_text(path)
-        if is_version_2(text):
-            return parse_query(path, text, dtype)
-        return Query(_parse_version_1(path, text, None, dtype), None)
-
-
-def _parse(path: str, input_shape: tuple[int, ...] | None, dtype: torch.dtype) -> list[Specification]:
-    """parse_vnnlib's work."""
     text = read_text(path)
     if is_version_2(text):
-        from opwise.bounds.vnncomp.vnnlib2 import parse_query
-
-        return parse_query(path, text, dtype, input_shape).specs
-    return _parse_version_1(path, text, input_shape, dtype)
+        return parse_query(path, text, dtype, input_shape)
+    return Query(_parse_version_1(path, text, input_shape, dtype), None)
 
 
 def _parse_version_1(path: str, text: str, input_shape: tuple[int, ...] | None, dtype: torch.dtype) -> list[Specification]:
@@ -509,33 +503,33 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
     A row that mixes outputs and inputs (`Y_0 >= X_0 + 3`) is a row over the outputs followed by the inputs: every
     row of the property then has `outputs + inputs` columns, and the network is bounded with its input appended to
     its output (instance.py)."""
-    boxes: dict[tuple, list[tuple[list[list[float]], list[float], list[bool]]]] = {}
-    mixed = any(not isinstance(terms, SquaredDistance) and any(n[0] == "X" for n in terms) and any(n[0] == "Y" for n in terms)
-                for conjunction in conjunctions for terms, _, _, _ in conjunction)
-    width = outputs + inputs if mixed else outputs
+    boxes: dict[tuple, list[tuple[list[dict[str, float]], list[float], list[bool]]]] = {}
+    mixed = False  # whether some row reads inputs too: rows are kept as their terms until the width is known
     # what each distinct terms dict says, by its id: (X index, coefficient), a relation between inputs, or None for
     # output terms (the atoms of word comparisons share their dicts, and every atom stays alive here, so no id is
     # reused)
-    kinds: dict[int, tuple[int, float] | dict[int, float] | None] = {}
+    kinds: dict[int, tuple[int, float] | dict[int, float] | bool] = {}
     for conjunction in conjunctions:
         lower, upper = [-math.inf] * inputs, [math.inf] * inputs
         relations: list[tuple[tuple[tuple[int, float], ...], float]] = []
         balls: list[tuple[tuple[tuple[int, float], ...], float]] = []
-        rows: list[list[float]] = []
+        rows: list[dict[str, float]] = []
         bounds: list[float] = []
         stricts: list[bool] = []
-        for terms, constant, line, strict in conjunction:
+        for terms, constant, _, strict in conjunction:
             if isinstance(terms, SquaredDistance):
                 balls.append((tuple(sorted(terms.items())), -constant))  # sum((x - c)^2) <= -constant
                 continue
             key = id(terms)
             if key not in kinds:
-                kinds[key] = _input_term(path, terms, line)
+                kinds[key] = _input_term(terms)
             kind = kinds[key]
-            if isinstance(kind, dict):
+            if isinstance(kind, bool):  # an output row, reading inputs too where True
+                mixed = mixed or kind
+            elif isinstance(kind, dict):
                 relations.append((tuple(sorted(kind.items())), -constant))  # sum(coef * x) <= -constant
                 continue
-            if kind is not None:
+            else:
                 index, coefficient = kind
                 value = -constant / coefficient  # coefficient * x + constant <= 0
                 if coefficient > 0:
@@ -543,15 +537,12 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
                 else:
                     lower[index] = max(lower[index], value)
                 continue
-            row = [0.0] * width
-            for name, coefficient in terms.items():
-                row[int(name[2:]) + (outputs if name[0] == "X" else 0)] = coefficient
             if not terms:
                 if constant < 0 or (constant == 0 and not strict):
                     continue  # a constraint that always holds
-                rows, bounds, stricts = [[0.0] * width], [-1.0], [False]  # never holds: 0 <= -1 empties the disjunct
+                rows, bounds, stricts = [terms], [-1.0], [False]  # never holds: 0 <= -1 empties the disjunct
                 break
-            rows.append(row)
+            rows.append(terms)
             bounds.append(0.0 - constant)
             stricts.append(strict)
         relations = sorted(set(relations))
@@ -572,8 +563,10 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
     lowers = torch.tensor([key[0] for key in boxes], dtype=dtype).reshape(len(boxes), *shape).unbind(0)
     uppers = torch.tensor([key[1] for key in boxes], dtype=dtype).reshape(len(boxes), *shape).unbind(0)
     # a disjunct without output rows is violated everywhere in its box: the row 0 <= 0 always holds
-    written = [[(rows, bounds, stricts) if rows else ([[0.0] * width], [0.0], [False]) for rows, bounds, stricts in disjuncts]
+    written = [[(rows, bounds, stricts) if rows else ([{}], [0.0], [False]) for rows, bounds, stricts in disjuncts]
                for disjuncts in boxes.values()]
+    width = outputs + inputs if mixed else outputs
+    dense: dict[int, tuple[float, ...]] = {}  # each distinct terms dict's row, by its id
     thresholds = torch.tensor([value for disjuncts in written for _, bounds, _ in disjuncts for value in bounds], dtype=dtype)
     thresholds = iter(thresholds.split([len(bounds) for disjuncts in written for _, bounds, _ in disjuncts]))
     matrices: dict[tuple, torch.Tensor] = {}
@@ -582,7 +575,11 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
     for lower, upper, (_, _, relations, ball), disjuncts in zip(lowers, uppers, boxes, written):
         unsafe = []
         for rows, bounds, stricts in disjuncts:
-            key, strict_key = tuple(map(tuple, rows)), tuple(stricts)
+            for terms in rows:
+                if id(terms) not in dense:
+                    dense[id(terms)] = _row(terms, outputs, width)
+            rows = [dense[id(terms)] for terms in rows]
+            key, strict_key = tuple(rows), tuple(stricts)
             if key not in matrices:
                 matrices[key] = torch.tensor(rows, dtype=dtype)
             if strict_key not in strictness:
@@ -604,18 +601,24 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
     return specs
 
 
-def _input_term(path: str, terms: dict[str, float], line: int) -> tuple[int, float] | dict[int, float] | None:
-    """(index, coefficient) of terms over one X_i; {index: coefficient} of a relation between several; None for
-    terms over outputs (and inputs with them)."""
+def _input_term(terms: dict[str, float]) -> tuple[int, float] | dict[int, float] | bool:
+    """(index, coefficient) of terms over one X_i; {index: coefficient} of a relation between several; for an output
+    row, whether it reads inputs too (False: outputs only)."""
     names = list(terms)
     inputs = [name for name in names if name.startswith("X")]
-    if not inputs:
-        return None
-    if len(inputs) != len(names):
-        return None  # a row over outputs and inputs (the network's input appended to its output)
+    if not inputs or len(inputs) != len(names):
+        return bool(inputs)  # a row over outputs, and inputs with them (the network's input appended to its output)
     if len(names) == 1:
         return int(names[0][2:]), terms[names[0]]
     return {int(name[2:]): terms[name] for name in names}
+
+
+def _row(terms: dict[str, float], outputs: int, width: int) -> tuple[float, ...]:
+    """A row of C: Y_j's coefficient in column j, X_i's (where rows read inputs) in column outputs + i."""
+    row = [0.0] * width
+    for name, coefficient in terms.items():
+        row[int(name[2:]) + (outputs if name[0] == "X" else 0)] = coefficient
+    return tuple(row)
 
 
 def _one_ball(path: str, balls, relations, lower: list[float], upper: list[float]) -> tuple[tuple[float, ...], float] | None:

@@ -338,14 +338,17 @@ def two_input_onnx(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("threshold, expected", [(2.9, "sat"), (3.1, "unsat")])
-def test_a_network_with_two_inputs_and_two_outputs_is_one_joint_model(tmp_path, threshold, expected):
+@pytest.mark.parametrize("threshold, expected, inputs", [
+    (2.9, "sat", '(declare-input A float32 [1,2] "a") (declare-input B float32 [1,1] "b")'),
+    (3.1, "unsat", '(declare-input A float32 [1,2] "a") (declare-input B float32 [1,1] "b")'),
+    (2.9, "sat", '(declare-input B float32 [1,1] "b") (declare-input A float32 [1,2] "a")'),  # not the ONNX order
+])
+def test_a_network_with_two_inputs_and_two_outputs_is_one_joint_model(tmp_path, threshold, expected, inputs):
     """s = relu(a0 - a1 + b0) on a in [0, 1]², b in [0, 2] reaches 3 at a = (1, 0), b = 2; the second output is read
-    too (p0 = 2·a0 >= 1.5 narrows a0)."""
+    too (p0 = 2·a0 >= 1.5 narrows a0). Inputs declared with ONNX names feed those inputs in any declared order."""
     net = two_input_onnx(tmp_path / "two.onnx")
     path = tmp_path / "q.vnnlib"
-    path.write_text(query('(declare-network f (declare-input A float32 [1,2] "a") (declare-input B float32 [1,1] "b")'
-                          ' (declare-output S float32 [1,1]) (declare-output P float32 [1,2]))',
+    path.write_text(query(f'(declare-network f {inputs} (declare-output S float32 [1,1]) (declare-output P float32 [1,2]))',
                           "(assert (and (>= A[0,0] 0.0) (<= A[0,0] 1.0) (>= A[0,1] 0.0) (<= A[0,1] 1.0)))\n"
                           "(assert (and (>= B[0,0] 0.0) (<= B[0,0] 2.0)))\n"
                           f"(assert (and (>= S[0,0] {threshold}) (>= P[0,0] 1.5)))"))
@@ -354,9 +357,9 @@ def test_a_network_with_two_inputs_and_two_outputs_is_one_joint_model(tmp_path, 
     if expected == "sat":
         write_result(tmp_path / "r.txt", result)
         lines = (tmp_path / "r.txt").read_text().splitlines()
-        assert [lines[1], lines[4], lines[6], lines[8]] == ["A float32 [1,2]", "B float32 [1,1]", "S float32 [1,1]",
-                                                            "P float32 [1,2]"]
-        a, b = [float(v) for v in lines[2:4]], float(lines[5])
+        blocks = {line.split()[0]: i for i, line in enumerate(lines) if "float32" in line}
+        assert sorted(blocks) == ["A", "B", "P", "S"] and blocks["S"] < blocks["P"]
+        a, b = [float(v) for v in lines[blocks["A"] + 1:blocks["A"] + 3]], float(lines[blocks["B"] + 1])
         assert max(a[0] - a[1] + b, 0) >= threshold and 2 * a[0] >= 1.5
 
 
