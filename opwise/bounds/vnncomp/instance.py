@@ -181,9 +181,8 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
     names = ("inputs X_i", "outputs Y_i") if layout is None else tuple(
         "elements of " + ", ".join(t.name for n in layout.networks for t in getattr(n, kind)) for kind in ("inputs", "outputs"))
     declared = [_shaped(box, input_shape, str(vnnlib_path), names[0]) for box in boxes]
-    model, own_outputs = _appending_input_if_read(model, declared[0], input_shape)
+    model, own_outputs = _fitted_to_rows(model, declared[0], input_shape, str(vnnlib_path), names[1])
     specs = specifications_to(declared, model.device, model.dtype)
-    _check_outputs(model, specs[0], str(vnnlib_path), names[1])
     if _constant_output(model):
         return _own_outputs(_decide_constant(model, declared, start), own_outputs)
     outcomes, reasons = [], []
@@ -224,15 +223,19 @@ class _AppendInput(torch.nn.Module):
         return torch.cat([self.graph(x).reshape(len(x), -1), x.reshape(len(x), -1)], dim=1)
 
 
-def _appending_input_if_read(model, box: Specification, input_shape: tuple[int, ...]):
-    """(model, None), or, where the property's rows also read the inputs (one column per output, then per input
-    element), the model with its input appended to its output and its own output count."""
-    width = box.unsafe[0].C.shape[1]
+def _fitted_to_rows(model, box: Specification, input_shape: tuple[int, ...], path: str, what: str):
+    """(model, None) where the property's rows are over the model's outputs; where they also read the inputs (one
+    column per output, then per input element), the model with its input appended to its output and its own output
+    count; else a SpecError (the property names another number of outputs; a forward pass at the box centre counts
+    the model's)."""
+    declared = box.unsafe[0].C.shape[1]
     with torch.no_grad():
         outputs = model((box.x_lower + box.x_upper).to(model.device, model.dtype) / 2).reshape(-1).numel()
-    if width == outputs or width != outputs + math.prod(input_shape) or not isinstance(model, BoundedModel):
+    if declared == outputs:
         return model, None
-    return BoundedModel(_AppendInput(model.graph), torch.zeros(input_shape), device=model.device), outputs
+    if declared == outputs + math.prod(input_shape) and isinstance(model, BoundedModel):
+        return BoundedModel(_AppendInput(model.graph), torch.zeros(input_shape), device=model.device), outputs
+    raise SpecError(path, None, f"declares {declared} {what} but the model has {outputs} outputs")
 
 
 def _own_outputs(result: InstanceResult, outputs: int | None) -> InstanceResult:
@@ -412,12 +415,3 @@ def _as_the_competition_checks(model: BoundedModel | FunctionBounds, declared: S
     if not violates(declared, y.double()):
         return None
     return point.flatten(), y.flatten()
-
-
-def _check_outputs(model: BoundedModel | FunctionBounds, spec: Specification, path: str, what: str = "outputs Y_i") -> None:
-    """The property's Y count must equal the model's output size (a forward pass at the box centre)."""
-    with torch.no_grad():
-        outputs = model((spec.x_lower + spec.x_upper) / 2).reshape(-1).numel()
-    declared = spec.unsafe[0].C.shape[1]
-    if declared != outputs:
-        raise SpecError(path, None, f"declares {declared} {what} but the model has {outputs} outputs")
