@@ -20,7 +20,6 @@ included, like opwise's); its `sat` answers are taken as given (only expected.cs
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import re
@@ -33,6 +32,7 @@ from pathlib import Path
 from benchmarks.vnncomp import find_benchmarks, score, suite_names
 from opwise.bounds.vnncomp import run_suite
 from opwise.bounds.vnncomp.runner import read_instances
+from opwise.cli.options import OneLineParser
 from opwise.errors import InputError
 
 #: per suite folder prefix, (text in the network's path, any case; α,β-CROWN's configuration for it), first match wins
@@ -101,7 +101,7 @@ def run_reference(python: str, abcrown: Path, config: Path, onnx: Path, vnnlib: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="abcrown_compare", description=__doc__.splitlines()[0])
     parser.add_argument("suites", nargs="+", help="suite folder names")
     parser.add_argument("--abcrown", required=True, help="the alpha-beta-CROWN checkout (or its complete_verifier)")
     parser.add_argument("--python", default=sys.executable, help="the interpreter α,β-CROWN runs with")

@@ -13,7 +13,6 @@ solved / timeout / unknown / error / wrong, total and median time.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import gzip
 import statistics
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from opwise.bounds.vnncomp import read_result, run_suite, suite_bar
+from opwise.cli.options import OneLineParser
 from opwise.errors import InputError, SpecError
 from opwise.bounds.vnncomp.joint import network_files
 from opwise.bounds.vnncomp.networks import parse_networks, resolve_networks
@@ -131,7 +131,7 @@ def score(suite_dir: Path, results: list[dict], result_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="vnncomp", description=__doc__.splitlines()[0])
     parser.add_argument("suites", nargs="+", help="suite folder names, or 'all'")
     parser.add_argument("--cap", type=float, default=None, help="cap on each instance's timeout, seconds")
     parser.add_argument("--workers", type=int, default=2, help="instances run in parallel")

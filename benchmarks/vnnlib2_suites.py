@@ -19,7 +19,6 @@ Prints one row per suite as benchmarks/vnncomp.py does.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import re
 import sys
@@ -27,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.vnncomp import find_benchmarks, print_table, score
+from benchmarks.vnncomp import find_benchmarks, print_table, score, usage_error
+from opwise.cli.options import OneLineParser
 from opwise.bounds.vnncomp import run_suite, suite_bar
 
 PRUNED_SHARE = 0.05
@@ -127,7 +127,7 @@ def _write(suite: Path, rows: list[tuple], answers: list[tuple]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="vnnlib2_suites", description=__doc__.splitlines()[0])
     parser.add_argument("--cap", type=float, default=30.0, help="cap on each instance's timeout, seconds")
     parser.add_argument("--limit", type=int, default=10, help="instances (and networks) per suite")
     parser.add_argument("--workers", type=int, default=2, help="instances run in parallel")
@@ -136,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="vnnlib2_results", help="folder for the suites, results and result files")
     args = parser.parse_args(argv)
     if args.limit < 1 or args.workers < 1 or args.threads < 1 or not args.cap > 0:
-        print("vnnlib2_suites: error: --limit, --workers and --threads must be at least 1, --cap positive", file=sys.stderr)
-        return 2
+        usage_error("--limit, --workers and --threads must be at least 1, --cap positive")
     acasxu = find_benchmarks(args.benchmarks) / "acasxu"
     table = []
     for suite in build(acasxu, Path(args.out), args.limit):
