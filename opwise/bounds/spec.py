@@ -168,8 +168,18 @@ def specifications_to(specs: list[Specification], device: torch.device | str | N
     for disjunct in disjuncts:
         if id(disjunct.C) not in matrices:
             matrices[id(disjunct.C)] = disjunct.C.to(device=device, dtype=dtype)
-    return [Specification(lower, upper, [Disjunct(matrices[id(d.C)], next(thresholds)) for d in spec.unsafe])
+    return [Specification(lower, upper, [_moved(d, matrices[id(d.C)], next(thresholds), device) for d in spec.unsafe])
             for lower, upper, spec in zip(lowers, uppers, specs)]
+
+
+def _moved(disjunct: Disjunct, C: torch.Tensor, d: torch.Tensor, device) -> Disjunct:
+    """The disjunct with its converted rows, of its own class (a subclass's other tensors, such as which rows are
+    strict, moved to `device`): a plain Disjunct in its place would forget what the subclass adds."""
+    if type(disjunct) is Disjunct:
+        return Disjunct(C, d)
+    rest = {field.name: getattr(disjunct, field.name) for field in dataclasses.fields(disjunct) if field.name not in ("C", "d")}
+    return type(disjunct)(C, d, **{name: value.to(device) if isinstance(value, torch.Tensor) else value
+                                   for name, value in rest.items()})
 
 
 def robustness_disjuncts(num_classes: int, target: int, dtype: torch.dtype = torch.float32) -> list[Disjunct]:

@@ -61,3 +61,18 @@ def test_specifications_to_converts_many_at_once_and_keeps_every_value():
         for a, b in zip(bulk.unsafe, one.unsafe):
             assert torch.equal(a.C, b.C) and torch.equal(a.d, b.d)
     assert converted[0].unsafe[0].C is converted[4].unsafe[0].C     # a shared matrix is converted once
+
+
+def test_specifications_to_keeps_strict_rows_strict():
+    """A property's strict rows (`Y_0 < 0`, vnnlib.StrictDisjunct) stay strict through the bulk conversion: at exactly
+    0 the row does not hold, so no search reports the point (it lost its class once, and searches then ended on
+    points the competition's check rejects)."""
+    from opwise.bounds.spec import specifications_to
+    from opwise.bounds.vnncomp.vnnlib import StrictDisjunct
+
+    specs = [Specification(torch.zeros(1, 1), torch.ones(1, 1),
+                           [StrictDisjunct(torch.ones(1, 1), torch.zeros(1), torch.tensor([True]))]) for _ in range(3)]
+    for spec in specifications_to(specs, dtype=torch.float64):
+        assert isinstance(spec.unsafe[0], StrictDisjunct) and spec.unsafe[0].strict.tolist() == [True]
+        assert float(spec.margin(torch.zeros(1, 1, dtype=torch.float64))) > 0      # 0 < 0 does not hold
+        assert float(spec.margin(torch.full((1, 1), -1e-9, dtype=torch.float64))) <= 0
