@@ -418,7 +418,9 @@ def test_networks_that_move_axis_zero_verify_end_to_end(tmp_path, inputs):
 
 
 def test_a_counterexample_that_meets_a_strict_constraint_only_with_equality_is_not_sat(tmp_path):
-    """y = x on x in [0, 0] and the violation `Y_0 < 0`: y = 0 meets it only as `<=`; it used to be `sat`."""
+    """y = x on x in [0, 0] and the violation `Y_0 < 0`: y = 0 meets it only as `<=`; it used to be `sat`, and then
+    a search that proposed it (the competition's check turned it down). The search no longer proposes it: the point
+    is no counterexample, and the box is a point no bound proves."""
     model = torch.nn.Sequential(torch.nn.Linear(1, 1).double())
     with torch.no_grad():
         model[0].weight.fill_(1.0)
@@ -427,8 +429,7 @@ def test_a_counterexample_that_meets_a_strict_constraint_only_with_equality_is_n
     path.write_text("(declare-const X_0 Real)\n(declare-const Y_0 Real)\n(assert (>= X_0 0))\n(assert (<= X_0 0))\n"
                     "(assert (< Y_0 0))\n")
     result = verify_instance("m.onnx", path, 5, load=tiny_loader(model, (1, 1)))
-    assert result.status in ("unknown", "timeout") and result.stats.get("unconfirmed_counterexamples") == 1
-    assert result.status == "timeout" or "competition's check" in result.reason
+    assert result.status in ("unknown", "timeout") and "unconfirmed_counterexamples" not in result.stats
     path.write_text(path.read_text().replace("(< Y_0 0)", "(<= Y_0 0)"))  # as `<=` it is a real counterexample
     assert verify_instance("m.onnx", path, 5, load=tiny_loader(model, (1, 1))).status == "sat"
 
