@@ -28,6 +28,7 @@ from opwise.cli.options import OneLineParser
 from opwise.errors import InputError, SpecError
 from opwise.bounds.vnncomp.joint import network_files
 from opwise.bounds.vnncomp.networks import parse_networks, resolve_networks
+from opwise.bounds.vnncomp.products import Products
 from opwise.bounds.vnncomp.vnnlib import existing, parse_property, violates
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,8 +101,9 @@ def counterexample_holds(suite_dir: Path, onnx_field: str, vnnlib_path: Path, re
             feeds[declared.name] = value.numpy().astype(dtype).reshape(shape)
         outputs.extend(torch.tensor(np.asarray(y), dtype=torch.float64).flatten() for y in session.run(None, feeds))
     y = torch.cat(outputs)
-    if spec.unsafe[0].C.shape[1] == len(y) + clipped.numel():  # rows over the outputs and then the inputs
-        y = torch.cat([y, clipped.flatten()])
+    if spec.unsafe[0].C.shape[1] > len(y):  # rows over the outputs, then the inputs, then products of variables
+        products = query.products or Products()
+        y = torch.cat([y, clipped.flatten(), products.values(y[None], clipped, len(y), clipped.numel()).flatten()])
     return violates(spec, y)
 
 

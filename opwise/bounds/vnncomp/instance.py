@@ -33,6 +33,7 @@ from opwise.bounds.function_bounds import FunctionBounds
 from opwise.bounds.spec import Specification, specifications_to
 from opwise.bounds.verify import verify_boxes
 from opwise.bounds.vnncomp.joint import load_joint, network_files
+from opwise.bounds.vnncomp.products import AppendedColumns, Products
 from opwise.bounds.vnncomp.results import InstanceResult
 from opwise.bounds.vnncomp.vnnlib import parse_property, violates
 from opwise.bounds.vnncomp.vnnlib2 import Query
@@ -181,10 +182,11 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
     names = ("inputs X_i", "outputs Y_i") if layout is None else tuple(
         "elements of " + ", ".join(t.name for n in layout.networks for t in getattr(n, kind)) for kind in ("inputs", "outputs"))
     declared = [_shaped(box, input_shape, str(vnnlib_path), names[0]) for box in boxes]
-    model, own_outputs = _fitted_to_rows(model, declared[0], input_shape, str(vnnlib_path), names[1])
+    model, own_outputs = _fitted_to_rows(model, declared[0], input_shape, str(vnnlib_path), names[1], query.products)
+    check = partial(_as_the_competition_checks, model, products=query.products, outputs=own_outputs)
     specs = specifications_to(declared, model.device, model.dtype)
     if _constant_output(model):
-        return _own_outputs(_decide_constant(model, declared, start), own_outputs)
+        return _own_outputs(_decide_constant(model, declared, start, check), own_outputs)
     outcomes, reasons = [], []
     decided = 0
     stats: dict = {"boxes": len(specs)}
@@ -196,7 +198,7 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
         status = result.vnncomp_status
         if status == "sat":
             exact = declared[result.stats.get("box", indices[0])]
-            confirmed = _as_the_competition_checks(model, exact, result.counterexample)
+            confirmed = check(exact, result.counterexample)
             if confirmed is not None:
                 return _own_outputs(InstanceResult("sat", time.monotonic() - start, *confirmed, stats), own_outputs)
             stats["unconfirmed_counterexamples"] = stats.get("unconfirmed_counterexamples", 0) + 1
@@ -211,31 +213,27 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
     return InstanceResult(final, time.monotonic() - start, stats=stats, reason=reason)
 
 
-class _AppendInput(torch.nn.Module):
-    """A network followed by its own input: outputs [batch, outputs + inputs], flattened. A property that relates
-    outputs to inputs (`Y_0 >= X_0 + 3`) is then rows over this output alone."""
-
-    def __init__(self, graph):
-        super().__init__()
-        self.graph = graph
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.graph(x).reshape(len(x), -1), x.reshape(len(x), -1)], dim=1)
-
-
-def _fitted_to_rows(model, box: Specification, input_shape: tuple[int, ...], path: str, what: str):
+def _fitted_to_rows(model, box: Specification, input_shape: tuple[int, ...], path: str, what: str,
+                    products: Products | None = None):
     """(model, None) where the property's rows are over the model's outputs; where they also read the inputs (one
-    column per output, then per input element), the model with its input appended to its output and its own output
-    count; else a SpecError (the property names another number of outputs; a forward pass at the box centre counts
-    the model's)."""
+    column per output, then per input element) or products of variables (a column each after those), the model with
+    its input and the products appended to its output (AppendedColumns) and its own output count; else a SpecError
+    (the property names another number of outputs; a forward pass at the box centre counts the model's)."""
     declared = box.unsafe[0].C.shape[1]
     with torch.no_grad():
         outputs = model((box.x_lower + box.x_upper).to(model.device, model.dtype) / 2).reshape(-1).numel()
-    if declared == outputs:
+    extra = len(products) if products else 0
+    if declared == outputs and not extra:
         return model, None
-    if declared == outputs + math.prod(input_shape) and isinstance(model, BoundedModel):
-        return BoundedModel(_AppendInput(model.graph), torch.zeros(input_shape), device=model.device), outputs
-    raise SpecError(path, None, f"declares {declared} {what} but the model has {outputs} outputs")
+    inputs = math.prod(input_shape)
+    if declared == outputs + inputs + extra and isinstance(model, BoundedModel):
+        appended = AppendedColumns(model.graph, products, outputs, inputs)
+        return BoundedModel(appended, torch.zeros(input_shape), device=model.device), outputs
+    if extra and not isinstance(model, BoundedModel):
+        raise SpecError(path, None, f"has products of variables, which only a network opwise imports can take "
+                                    f"(the model given is a {type(model).__name__})")
+    named = declared - extra - inputs if extra else declared  # with products, the rows always read the inputs
+    raise SpecError(path, None, f"declares {named} {what} but the model has {outputs} outputs")
 
 
 def _own_outputs(result: InstanceResult, outputs: int | None) -> InstanceResult:
@@ -289,7 +287,8 @@ def _constant_output(model: BoundedModel | FunctionBounds) -> bool:
     return isinstance(output, torch.fx.Node) and not model.graph.info(output).depends_on_input
 
 
-def _decide_constant(model: BoundedModel, declared: list[Specification], start: float) -> InstanceResult:
+def _decide_constant(model: BoundedModel, declared: list[Specification], start: float,
+                     check: Callable) -> InstanceResult:
     """A network constant on the property's boxes, decided by running it once per box: `sat` where its output
     violates a box's property (as the competition checks it), else as `_evaluated` says."""
     closest = math.inf
@@ -299,7 +298,7 @@ def _decide_constant(model: BoundedModel, declared: list[Specification], start: 
         with torch.no_grad():
             y = model(centre.to(model.device, model.dtype)).detach().cpu().double()
         margin = float(box.to(dtype=torch.float64).margin(y).min())
-        confirmed = _as_the_competition_checks(model, box, centre) if margin <= 0 else None
+        confirmed = check(box, centre) if margin <= 0 else None
         if confirmed is not None:
             return InstanceResult("sat", time.monotonic() - start, *confirmed, stats)
         closest = min(closest, margin)
@@ -400,18 +399,28 @@ def _hard_stop(seconds: float):
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
 
 
-def _as_the_competition_checks(model: BoundedModel | FunctionBounds, declared: Specification,
-                               x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _as_the_competition_checks(model: BoundedModel | FunctionBounds, declared: Specification, x: torch.Tensor, *,
+                               products: Products | None = None,
+                               outputs: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(x, y) of a counterexample the competition's checker accepts, or None: x in float64 clipped into the
     box as declared (the float32 rounding of a bound can lie just outside it; projected onto the relations between
     inputs where the property states some), the network run on x's
     rounding to its dtype (float32, or float64 for a DOUBLE network), the output constraints evaluated in float64
-    (strict ones strictly, `violates`)."""
+    (strict ones strictly, `violates`). Products of variables (after the model's own `outputs` and its inputs) are
+    computed again from the outputs and the rounded inputs, in float64 and in the network's dtype, and must violate
+    the property in both: the competition's check multiplies values of the ONNX file's type."""
     point = torch.max(torch.min(x.detach().cpu().double(), declared.x_upper), declared.x_lower)
     if declared.input_set is not None:  # relations between inputs: the nearest point that meets them exactly
         point = declared.region.project(point.reshape(declared.x_lower.shape))
     with torch.no_grad():
         y = model(point.to(model.device, model.dtype)).detach().cpu()
-    if not violates(declared, y.double()):
-        return None
+    if not products:
+        return (point.flatten(), y.flatten()) if violates(declared, y.double()) else None
+    own = y.reshape(1, -1)[:, :outputs]
+    rounded = point.to(model.dtype).reshape(1, -1)
+    for dtype in (torch.float64, model.dtype):
+        columns = torch.cat([own, rounded, products.values(own.to(dtype), rounded.to(dtype), outputs, rounded.shape[1])],
+                            dim=1)
+        if not violates(declared, columns.double()):
+            return None
     return point.flatten(), y.flatten()

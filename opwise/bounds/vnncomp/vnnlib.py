@@ -32,6 +32,7 @@ import torch
 from opwise.bounds.input_set import InputSet
 from opwise.bounds.linear_constraints import LinearConstraints
 from opwise.bounds.spec import Disjunct, Specification
+from opwise.bounds.vnncomp.products import Products
 from opwise.errors import SpecError, SpecTooLarge
 
 #: a token: a comparison of two words, `(<= X_3 0.5)`, read whole (head, left, right; mscn's files hold 3.3 million,
@@ -112,7 +113,12 @@ def parse_vnnlib(path: str | Path, input_shape: tuple[int, ...] | None = None,
     [([[1.0, -1.0]], [0.0]), ([[-1.0, 0.0]], [-0.5])]
     """
     with _collector_paused():
-        return _read_property(str(path), input_shape, dtype).specs
+        query = _read_property(str(path), input_shape, dtype)
+    if query.products:
+        raise SpecError(str(path), query.products.lines[0], "constrains products of variables: its rows are over the "
+                                                            "outputs, the inputs and those products, which only "
+                                                            "parse_property describes (verify_instance decides it)")
+    return query.specs
 
 
 @contextlib.contextmanager
@@ -152,18 +158,20 @@ def _read_property(path: str, input_shape: tuple[int, ...] | None, dtype: torch.
     text = read_text(path)
     if is_version_2(text):
         return parse_query(path, text, dtype, input_shape)
-    return Query(_parse_version_1(path, text, input_shape, dtype), None)
+    products = Products()
+    return Query(_parse_version_1(path, text, input_shape, dtype, products), None, products)
 
 
-def _parse_version_1(path: str, text: str, input_shape: tuple[int, ...] | None, dtype: torch.dtype) -> list[Specification]:
-    """The Specifications of a VNN-LIB 1 file's text."""
+def _parse_version_1(path: str, text: str, input_shape: tuple[int, ...] | None, dtype: torch.dtype,
+                     products: Products | None = None) -> list[Specification]:
+    """The Specifications of a VNN-LIB 1 file's text (its products of variables named in `products`)."""
     expressions = _read_expressions(path, text)
     inputs, outputs = _declarations(path, expressions)
     if input_shape is not None and math.prod(input_shape) != inputs:
         raise SpecError(path, None, f"declares {inputs} inputs X_i but the model input {tuple(input_shape)} "
                                     f"has {math.prod(input_shape)} values")
-    conjunctions = conjoin(path, [e for e in expressions if e[0] == "assert"], inputs, outputs)
-    return _group_by_box(path, conjunctions, inputs, outputs, input_shape, dtype)
+    conjunctions = conjoin(path, [e for e in expressions if e[0] == "assert"], inputs, outputs, products)
+    return _group_by_box(path, conjunctions, inputs, outputs, input_shape, dtype, products)
 
 
 def is_version_2(text: str) -> bool:
@@ -175,8 +183,10 @@ def is_version_2(text: str) -> bool:
     return VERSION.search(text[:65536]) is not None
 
 
-def conjoin(path: str, asserts: list[Expr], inputs: int, outputs: int) -> list[list[Atom]]:
+def conjoin(path: str, asserts: list[Expr], inputs: int, outputs: int,
+            products: Products | None = None) -> list[list[Atom]]:
     """The conjunction of the asserts, in disjunctive normal form over X_i/Y_i atoms: a list of conjunctions.
+    Products of variables are named P_k in `products` (a SpecError without it).
 
     >>> asserts = read_expressions("p", "(assert (or (<= Y_0 0) (>= Y_1 1))) (assert (<= X_0 1))")
     >>> [[(terms, constant) for terms, constant, _, _ in c] for c in conjoin("p", asserts, 1, 2)]
@@ -186,7 +196,7 @@ def conjoin(path: str, asserts: list[Expr], inputs: int, outputs: int) -> list[l
     for expression in asserts:
         if len(expression) != 2:
             raise SpecError(path, expression.line, "assert takes exactly one formula")
-        disjunction = _to_dnf(path, expression[1], inputs, outputs)
+        disjunction = _to_dnf(path, expression[1], inputs, outputs, products)
         if len(disjunction) == 1:
             for conjunction in conjunctions:
                 conjunction.extend(disjunction[0])
@@ -329,7 +339,7 @@ def _declarations(path: str, expressions: list[Expr]) -> tuple[int, int]:
     return len(seen["X"]), len(seen["Y"])
 
 
-def _to_dnf(path: str, formula, inputs: int, outputs: int) -> list[list[Atom]]:
+def _to_dnf(path: str, formula, inputs: int, outputs: int, products: Products | None) -> list[list[Atom]]:
     """A formula of and/or/comparisons as a list of conjunctions of atoms (DNF)."""
     if not isinstance(formula, Expr):
         raise SpecError(path, None, f"expected a formula, got '{formula}'")
@@ -343,7 +353,7 @@ def _to_dnf(path: str, formula, inputs: int, outputs: int) -> list[list[Atom]]:
             if type(part) is WordComparison:  # the common atom, without a call and a list per atom
                 pending.append(_word_atom(path, part, inputs, outputs))
                 continue
-            disjunction = _to_dnf(path, part, inputs, outputs)
+            disjunction = _to_dnf(path, part, inputs, outputs, products)
             if len(disjunction) == 1:
                 pending.extend(disjunction[0])
                 continue
@@ -356,7 +366,7 @@ def _to_dnf(path: str, formula, inputs: int, outputs: int) -> list[list[Atom]]:
             raise SpecError(path, formula.line, "(or) needs at least one operand")
         result = []
         for part in formula[1:]:
-            result.extend(_to_dnf(path, part, inputs, outputs))
+            result.extend(_to_dnf(path, part, inputs, outputs, products))
         return result
     if head in COMPARISONS:
         if len(formula) != 3:
@@ -366,8 +376,8 @@ def _to_dnf(path: str, formula, inputs: int, outputs: int) -> list[list[Atom]]:
         ball = _ball_atom(path, formula, inputs, outputs)
         if ball is not None:
             return [[ball]]
-        left = _linear(path, formula[1], formula.line, inputs, outputs)
-        right = _linear(path, formula[2], formula.line, inputs, outputs)
+        left = _linear(path, formula[1], formula.line, inputs, outputs, products)
+        right = _linear(path, formula[2], formula.line, inputs, outputs, products)
         atom = _comparison(head, left, right)
         if atom is None:
             raise SpecError(path, formula.line, f"{_show(formula)} has a coefficient or constant that is not a finite number")
@@ -391,19 +401,30 @@ def _ball_atom(path: str, formula: Expr, inputs: int, outputs: int) -> Atom | No
     for square in squares:
         if not (isinstance(square, Expr) and len(square) == 3 and square[0] == "*"):
             return None
-        factors = [_linear(path, factor, formula.line, inputs, outputs) for factor in square[1:]]
+        factors = _linear_or_none(path, square[1:], formula.line, inputs, outputs)
+        if factors is None:  # a factor that is itself a product: not a ball (a polynomial, or an error read later)
+            return None
         if factors[0] != factors[1] or len(factors[0][0]) != 1:
             return None
         (name, coefficient), = factors[0][0].items()
         if not name.startswith("X") or abs(coefficient) != 1.0 or int(name[2:]) in centers:
             return None
         centers[int(name[2:])] = -factors[0][1] / coefficient  # (x - c)^2 = (coefficient * x + constant)^2
-    terms, radius = _linear(path, constant_side, formula.line, inputs, outputs)
-    if terms:
+    constant = _linear_or_none(path, [constant_side], formula.line, inputs, outputs)
+    if constant is None or constant[0][0]:
         return None
+    radius = constant[0][1]
     if not (math.isfinite(radius) and all(map(math.isfinite, centers.values()))):
         raise SpecError(path, formula.line, f"{_show(formula)[:80]} has a centre or radius that is not a finite number")
     return centers, -radius, formula.line, False
+
+
+def _linear_or_none(path: str, terms: list, line: int, inputs: int, outputs: int) -> list | None:
+    """The linear terms, or None where one is not linear (or not a term)."""
+    try:
+        return [_linear(path, term, line, inputs, outputs) for term in terms]
+    except SpecError:
+        return None
 
 
 def _word_atom(path: str, formula: Expr, inputs: int, outputs: int) -> Atom:
@@ -417,8 +438,10 @@ def _word_atom(path: str, formula: Expr, inputs: int, outputs: int) -> Atom:
     return (*atom, formula.line, head in ("<", ">"))
 
 
-def _linear(path: str, term, line: int, inputs: int, outputs: int) -> tuple[dict[str, float], float]:
-    """A linear term (number, variable, +, -, * by a constant) as (coefficients by variable, constant)."""
+def _linear(path: str, term, line: int, inputs: int, outputs: int,
+            products: Products | None = None) -> tuple[dict[str, float], float]:
+    """A linear term (number, variable, +, -, * by a constant) as (coefficients by variable, constant); a product of
+    variables is a variable P_k of `products` (a SpecError without it)."""
     if isinstance(term, str):
         value = _word(term, inputs, outputs)
         if isinstance(value, str):
@@ -427,16 +450,18 @@ def _linear(path: str, term, line: int, inputs: int, outputs: int) -> tuple[dict
     line = term.line
     if term[0] not in ("+", "-", "*") or len(term) < 2:
         raise SpecError(path, line, f"unsupported term {_show(term)} (expected a number, a variable, +, - or *)")
-    parts = [_linear(path, part, line, inputs, outputs) for part in term[1:]]
+    parts = [_linear(path, part, line, inputs, outputs, products) for part in term[1:]]
     if term[0] == "*":
         scale = 1.0
         variable_parts = [part for part in parts if part[0]]
-        if len(variable_parts) > 1:
+        if len(variable_parts) > 1 and products is None:
             raise SpecError(path, line, f"nonlinear product {_show(term)}")
         for part in parts:
             if not part[0]:
                 scale *= part[1]
         terms, constant = variable_parts[0] if variable_parts else ({}, 1.0)
+        for factor in variable_parts[1:]:  # x*y*z = (x*y)*z, each product a column of its own
+            terms, constant = {products.name((terms, constant), factor, line): 1.0}, 0.0
         return {name: scale * value for name, value in terms.items()}, scale * constant
     signs = [-1.0] if term[0] == "-" and len(parts) == 1 else [1.0] + [(-1.0 if term[0] == "-" else 1.0)] * (len(parts) - 1)
     total: dict[str, float] = {}
@@ -496,19 +521,25 @@ def _word(term: str, inputs: int, outputs: int) -> tuple[dict[str, float], float
 
 
 def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, outputs: int,
-                  input_shape: tuple[int, ...] | None, dtype: torch.dtype) -> list[Specification]:
+                  input_shape: tuple[int, ...] | None, dtype: torch.dtype,
+                  products: Products | None = None) -> list[Specification]:
     """Split each conjunction into its X box, the relations between X_i it states (linear constraints over two or
     more inputs) and its Y rows; conjunctions with equal boxes and relations share a Specification.
 
     A row that mixes outputs and inputs (`Y_0 >= X_0 + 3`) is a row over the outputs followed by the inputs: every
     row of the property then has `outputs + inputs` columns, and the network is bounded with its input appended to
-    its output (instance.py)."""
+    its output (instance.py). Where the property has products of variables (`products`), every row has `outputs +
+    inputs + products` columns: the outputs, the inputs, then the products (products.py's AppendedColumns).
+    A constraint on inputs alone that has a product (`X_0 * 200 >= X_1 * X_1`) is such a row too: the query is
+    one conjunction, so it joins every disjunct's rows. Where rows read the inputs, a strict bound on one input
+    (`X_0 > 0`) is also a strict row, so a counterexample meets it strictly; elsewhere the closed box states it."""
     boxes: dict[tuple, list[tuple[list[dict[str, float]], list[float], list[bool]]]] = {}
     mixed = False  # whether some row reads inputs too: rows are kept as their terms until the width is known
     # what each distinct terms dict says, by its id: (X index, coefficient), a relation between inputs, or None for
     # output terms (the atoms of word comparisons share their dicts, and every atom stays alive here, so no id is
     # reused)
     kinds: dict[int, tuple[int, float] | dict[int, float] | bool] = {}
+    opened: set[int] = set()  # the ids of strict bounds on one input, `X_0 > 0` (the box closes them)
     for conjunction in conjunctions:
         lower, upper = [-math.inf] * inputs, [math.inf] * inputs
         relations: list[tuple[tuple[tuple[int, float], ...], float]] = []
@@ -536,6 +567,11 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
                     upper[index] = min(upper[index], value)
                 else:
                     lower[index] = max(lower[index], value)
+                if strict:  # `X_0 > 0`: also a strict row, kept where the rows read the inputs anyway (below)
+                    rows.append(terms)
+                    bounds.append(0.0 - constant)
+                    stricts.append(True)
+                    opened.add(key)
                 continue
             if not terms:
                 if constant < 0 or (constant == 0 and not strict):
@@ -548,7 +584,14 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
         relations = sorted(set(relations))
         if relations:
             _tighten(lower, upper, relations)
-        ball = _one_ball(path, sorted(set(balls)), relations, lower, upper)
+        balls = sorted(set(balls))
+        if balls and products is not None and not _ball_fits(balls, relations, lower, upper):
+            for terms, constant in _ball_rows(balls, products, lower, upper):  # rows over squares of inputs instead
+                rows.append(terms)
+                bounds.append(0.0 - constant)
+                stricts.append(False)
+            mixed, balls = True, []
+        ball = _one_ball(path, balls, relations, lower, upper)
         unbounded = [i for i in range(inputs) if math.isinf(lower[i]) or math.isinf(upper[i])]
         if unbounded:
             raise SpecError(path, None, f"input X_{unbounded[0]} has no finite lower and upper bound in some disjunct")
@@ -562,10 +605,13 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
     shape = tuple(input_shape) if input_shape is not None else (1, inputs)
     lowers = torch.tensor([key[0] for key in boxes], dtype=dtype).reshape(len(boxes), *shape).unbind(0)
     uppers = torch.tensor([key[1] for key in boxes], dtype=dtype).reshape(len(boxes), *shape).unbind(0)
+    positions = products.positions() if products else {}
+    width = outputs + inputs + len(positions) if mixed or positions else outputs
+    if opened and width == outputs:  # the box closes strict input bounds: the competition's check tolerates that
+        boxes = {key: [_without(opened, *disjunct) for disjunct in disjuncts] for key, disjuncts in boxes.items()}
     # a disjunct without output rows is violated everywhere in its box: the row 0 <= 0 always holds
     written = [[(rows, bounds, stricts) if rows else ([{}], [0.0], [False]) for rows, bounds, stricts in disjuncts]
                for disjuncts in boxes.values()]
-    width = outputs + inputs if mixed else outputs
     dense: dict[int, tuple[float, ...]] = {}  # each distinct terms dict's row, by its id
     thresholds = torch.tensor([value for disjuncts in written for _, bounds, _ in disjuncts for value in bounds], dtype=dtype)
     thresholds = iter(thresholds.split([len(bounds) for disjuncts in written for _, bounds, _ in disjuncts]))
@@ -577,7 +623,7 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
         for rows, bounds, stricts in disjuncts:
             for terms in rows:
                 if id(terms) not in dense:
-                    dense[id(terms)] = _row(terms, outputs, width)
+                    dense[id(terms)] = _row(terms, outputs, inputs, positions, width)
             rows = [dense[id(terms)] for terms in rows]
             key, strict_key = tuple(rows), tuple(stricts)
             if key not in matrices:
@@ -601,23 +647,33 @@ def _group_by_box(path: str, conjunctions: list[list[Atom]], inputs: int, output
     return specs
 
 
+def _without(opened: set[int], rows: list, bounds: list, stricts: list) -> tuple[list, list, list]:
+    """A disjunct's rows without the strict input bounds (`opened`, by id): where no row reads the inputs, the box
+    alone states them, closed, and the network's output is not widened by its input for them."""
+    kept = [i for i, terms in enumerate(rows) if id(terms) not in opened]
+    return [rows[i] for i in kept], [bounds[i] for i in kept], [stricts[i] for i in kept]
+
+
 def _input_term(terms: dict[str, float]) -> tuple[int, float] | dict[int, float] | bool:
     """(index, coefficient) of terms over one X_i; {index: coefficient} of a relation between several; for an output
-    row, whether it reads inputs too (False: outputs only)."""
+    row, whether it reads inputs or products too (False: outputs only)."""
     names = list(terms)
     inputs = [name for name in names if name.startswith("X")]
     if not inputs or len(inputs) != len(names):
-        return bool(inputs)  # a row over outputs, and inputs with them (the network's input appended to its output)
+        return bool(inputs) or any(name.startswith("P") for name in names)  # a row over outputs, and inputs with them (the network's input appended to its output)
     if len(names) == 1:
         return int(names[0][2:]), terms[names[0]]
     return {int(name[2:]): terms[name] for name in names}
 
 
-def _row(terms: dict[str, float], outputs: int, width: int) -> tuple[float, ...]:
-    """A row of C: Y_j's coefficient in column j, X_i's (where rows read inputs) in column outputs + i."""
+def _row(terms: dict[str, float], outputs: int, inputs: int, positions: dict[str, int],
+         width: int) -> tuple[float, ...]:
+    """A row of C: Y_j's coefficient in column j, X_i's (where rows read inputs) in column outputs + i, product P_k's
+    in column outputs + inputs + its position."""
     row = [0.0] * width
     for name, coefficient in terms.items():
-        row[int(name[2:]) + (outputs if name[0] == "X" else 0)] = coefficient
+        column = {"Y": 0, "X": outputs}.get(name[0])
+        row[int(name[2:]) + column if column is not None else outputs + inputs + positions[name]] = coefficient
     return tuple(row)
 
 
@@ -644,6 +700,34 @@ def _one_ball(path: str, balls, relations, lower: list[float], upper: list[float
                                     "free but not in the ball")
     center = tuple(centers.get(i, lower[i]) for i in range(len(lower)))
     return center, radius
+
+
+def _ball_fits(balls, relations, lower: list[float], upper: list[float]) -> bool:
+    """Whether a conjunction's balls make one L2-ball input set (`_one_ball`): one ball, no relations between
+    inputs, every input it leaves out fixed."""
+    if len(balls) != 1 or relations:
+        return False
+    centers = dict(balls[0][0])
+    return all(i in centers or lower[i] == upper[i] for i in range(len(lower)))
+
+
+def _ball_rows(balls, products: Products, lower: list[float], upper: list[float]) -> list[tuple[dict[str, float], float]]:
+    """Balls that are no input set of their own (several, with relations, or leaving a free input out) as rows
+    `sum(X_i*X_i - 2 c_i X_i) + sum(c_i^2) - r^2 <= 0` over products, the box narrowed to each ball's bounding box."""
+    rows = []
+    for terms, squared in balls:
+        if squared < 0:
+            lower[0], upper[0] = 1.0, 0.0  # an empty ball: this conjunction describes no input
+            return []
+        radius = math.sqrt(squared)
+        row: dict[str, float] = {}
+        for index, center in terms:
+            lower[index], upper[index] = max(lower[index], center - radius), min(upper[index], center + radius)
+            name = f"X_{index}"
+            row[products.name(({name: 1.0}, 0.0), ({name: 1.0}, 0.0))] = 1.0
+            row[name] = -2.0 * center
+        rows.append(({k: v for k, v in row.items() if v != 0.0}, sum(c * c for _, c in terms) - squared))
+    return rows
 
 
 def _tighten(lower: list[float], upper: list[float], relations) -> None:

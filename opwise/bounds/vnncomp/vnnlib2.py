@@ -13,8 +13,9 @@ gives exactly the Specifications its VNN-LIB 1 translation gives. Input elements
 `(== X_f[1] X_g[1])`, share one coordinate: two copies of a network fed the same value are then one input,
 not a constraint between two. Other linear relations between inputs (`(<= X_g[0] X_f[0])`) cut the input box
 (linear_constraints.py); constraints relating outputs to inputs are rows over both (the network's input appended
-to its output, instance.py). Hidden-node declarations, element types other than floats and products of variables
-(but an L2 ball's sum of squares) are refused with the assert or declaration named.
+to its output, instance.py), and polynomial constraints (`(* X[0,1] X[0,1])`, outputs times inputs) rows over
+their products too (products.py). Hidden-node declarations and element types other than floats are refused with
+the declaration named.
 
 `Layout` keeps what a joint model (vnncomp/joint.py) and a `sat` result file (`Layout.assignment`, the
 textual assignment of the standard's section 5.3) need.
@@ -29,6 +30,7 @@ import re
 import torch
 
 from opwise.bounds.spec import Specification
+from opwise.bounds.vnncomp.products import Products
 from opwise.bounds.vnncomp.vnnlib import (COMPARISONS, MAX_DEPTH, Expr, WordComparison, _group_by_box, _show, conjoin,
                                           read_expressions)
 from opwise.errors import SpecError
@@ -123,6 +125,8 @@ class Query:
 
     specs: list[Specification]
     layout: Layout | None
+    #: the products of variables the constraints hold (products.py): the rows' columns after the outputs and inputs
+    products: Products | None = None
 
 
 def parse_query(path: str, text: str, dtype: torch.dtype = torch.float32,
@@ -147,12 +151,13 @@ def parse_query(path: str, text: str, dtype: torch.dtype = torch.float32,
     names = _ElementNames(path, networks, asserts)
     renamed = [_renamed_assert(path, expression, names) for expression in asserts]
     try:
-        conjunctions = conjoin(path, renamed, names.inputs, names.outputs)
-        specs = _group_by_box(path, conjunctions, names.inputs, names.outputs, input_shape, dtype)
+        products = Products()
+        conjunctions = conjoin(path, renamed, names.inputs, names.outputs, products)
+        specs = _group_by_box(path, conjunctions, names.inputs, names.outputs, input_shape, dtype, products)
     except SpecError as error:
         raise names.translated(error) from None
     layout = Layout(tuple(networks), names.coordinates, names.inputs, names.outputs)
-    return Query(specs, layout)
+    return Query(specs, layout, products)
 
 
 def _header(tensor: Declared) -> str:

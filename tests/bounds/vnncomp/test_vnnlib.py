@@ -78,7 +78,7 @@ def test_missing_output_constraint_means_every_input_violates(tmp_path):
     (HEADER + BOX + "(assert (<= Y_0 banana))\n", 9, "banana"),
     (HEADER + BOX + "(assert (xor (<= Y_0 1)))\n", 9, "xor"),
     (HEADER + BOX + "(assert (<= Y_0 1 2))\n", 9, "two operands"),
-    (HEADER + BOX + "(assert (<= (* Y_0 Y_1) 1))\n", 9, "nonlinear"),
+    (HEADER + BOX + "(assert (<= (* Y_0 Y_1) 1))\n", 9, "products of variables"),  # parse_property reads it
     (HEADER + "(assert (<= X_0 1))\n(assert (>= X_0 0))\n(assert (<= Y_0 1))\n", None, "X_1"),
     (HEADER + "(define-fun f Real)\n" + BOX, 5, "declare-const"),
     ("(declare-const X_0 Real)\n(declare-const X_2 Real)\n(declare-const Y_0 Real)\n", None, "X_1"),
