@@ -227,8 +227,13 @@ def _fitted_to_rows(model, box: Specification, input_shape: tuple[int, ...], pat
         return model, None
     inputs = math.prod(input_shape)
     if declared == outputs + inputs + extra and isinstance(model, BoundedModel):
-        appended = AppendedColumns(model.graph, products, outputs, inputs)
-        return BoundedModel(appended, torch.zeros(input_shape), device=model.device), outputs
+        from opwise.tracing import trace
+
+        # traced here in the network's dtype: a module given to BoundedModel is bounded in float32, a DOUBLE network
+        # must stay float64 (precision.py)
+        appended = AppendedColumns(model.graph, products, outputs, inputs, dtype=model.dtype)
+        graph = trace(appended, torch.zeros(input_shape, dtype=model.dtype, device=model.device))
+        return BoundedModel(graph, torch.zeros(input_shape, dtype=model.dtype), device=model.device), outputs
     if extra and not isinstance(model, BoundedModel):
         raise SpecError(path, None, f"has products of variables, which only a network opwise imports can take "
                                     f"(the model given is a {type(model).__name__})")

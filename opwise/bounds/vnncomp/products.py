@@ -81,10 +81,11 @@ class AppendedColumns(torch.nn.Module):
     over this output alone. Each level of products is a linear map of the columns so far, then a square (pow 2) or a
     product of two linear maps."""
 
-    def __init__(self, network: torch.nn.Module, products: Products | None, outputs: int, inputs: int):
+    def __init__(self, network: torch.nn.Module, products: Products | None, outputs: int, inputs: int,
+                 dtype: torch.dtype = torch.float32):
         super().__init__()
         self.network = network
-        levels = self.weights(products, outputs, inputs) if products else []
+        levels = self.weights(products, outputs, inputs, dtype) if products else []
         self.kinds = [[part is not None for part in level] for level in levels]  # which parts each level has
         self.tensors = torch.nn.ParameterList([torch.nn.Parameter(w, requires_grad=False)
                                                for level in levels for part in level if part is not None for w in part])

@@ -172,3 +172,38 @@ def test_the_suite_benchmark_checks_a_polynomial_counterexample_with_onnxruntime
     lines[2:4] = ["-0.5", "0.5"]  # x1² = 0.25 > x0 + 0.1 = -0.4: outside the region
     (tmp_path / "results" / "f__sat.txt").write_text("\n".join(lines) + "\n")
     assert score(tmp_path, rows, tmp_path / "results")["wrong"] == 1
+
+
+def double_mlp_onnx(path, seed: int):
+    """A random ReLU MLP declared in DOUBLE ([1, 2] -> [1, 2]), which opwise bounds in float64."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(seed)
+    arrays = {"w1": rng.normal(size=(2, 8)), "b1": rng.normal(size=8) * 0.3, "w2": rng.normal(size=(8, 2)) / 3,
+              "b2": rng.normal(size=2) * 0.1}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["o"]),
+             helper.make_node("Add", ["o", "b2"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 2])],
+                              [numpy_helper.from_array(a.astype(np.float64), name) for name, a in arrays.items()])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path, arrays
+
+
+@pytest.mark.parametrize("value, of", [("(* Y[0,0] X[0,1])", lambda y, x: y[:, 0] * x[:, 1]),
+                                       ("(- Y[0,0] X[0,0])", lambda y, x: y[:, 0] - x[:, 0])])
+def test_rows_reading_inputs_and_products_of_a_double_network_are_decided_as_a_dense_grid_says(tmp_path, value, of):
+    """A DOUBLE network with its input (and products) appended stays float64: it was traced in float32 and failed
+    with a dtype mismatch."""
+    pytest.importorskip("onnx")
+    path, w = double_mlp_onnx(tmp_path / "f.onnx", seed=27)
+    x = grid([-0.5, -0.5], [0.5, 0.5])
+    y = np.maximum(x @ w["w1"] + w["b1"], 0) @ w["w2"] + w["b2"]
+    values = of(y, x)
+    spread = float(np.ptp(values))
+    for threshold, expected in ((float(values.max()) + 0.05 * spread, "unsat"), (float(values.max()) - 0.05 * spread, "sat")):
+        query_path = tmp_path / f"q_{expected}.vnnlib"
+        query_path.write_text(query(NET.replace("float32", "float64"), f"{BOX}(assert (>= {value} {threshold!r}))"))
+        result = verify_instance(str(path), query_path, 60)
+        assert result.status == expected, (threshold, result)
