@@ -25,7 +25,8 @@ class JointNetwork(torch.nn.Module):
     output (several joined at import, `load_onnx(join_outputs=True)`), flattened and joined.
 
     `batched` says the networks take any leading batch size (their inputs declare batch 1); else the joint
-    input must be one sample and each network runs at its declared shape.
+    input must be one sample and each network runs at its declared shape. Each network gets its inputs in its own
+    dtype (`dtypes`; a DOUBLE network float64), and the output is in the widest of them.
 
     >>> import torch, opwise
     >>> double = opwise.trace(torch.nn.Linear(2, 1, bias=False), torch.zeros(1, 2))
@@ -36,9 +37,11 @@ class JointNetwork(torch.nn.Module):
     """
 
     def __init__(self, graphs: list, coordinates: list[list[torch.Tensor]], shapes: list[list[tuple[int, ...]]],
-                 batched: bool):
+                 batched: bool, dtypes: list[torch.dtype] | None = None):
         super().__init__()
         self.graphs, self.shapes, self.batched = graphs, shapes, batched
+        self.dtypes = dtypes or [torch.float32] * len(graphs)
+        self.dtype = torch.float64 if torch.float64 in self.dtypes else torch.float32
         self.gathers: list[list[tuple[int, int] | str]] = []
         for k, network in enumerate(coordinates):
             gathers: list[tuple[int, int] | str] = []
@@ -55,12 +58,14 @@ class JointNetwork(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch = x.shape[0]
         outputs = []
-        for graph, gathers, shapes in zip(self.graphs, self.gathers, self.shapes):
+        for graph, gathers, shapes, dtype in zip(self.graphs, self.gathers, self.shapes, self.dtypes):
             inputs = []
             for gather, shape in zip(gathers, shapes):
                 part = x.narrow(1, *gather) if isinstance(gather, tuple) else x.index_select(1, getattr(self, gather))
+                part = part if part.dtype == dtype else part.to(dtype)
                 inputs.append(part.reshape(batch, *shape[1:]) if self.batched else part.reshape(shape))
-            outputs.append(graph(*inputs).reshape(batch, -1))
+            output = graph(*inputs).reshape(batch, -1)
+            outputs.append(output if output.dtype == self.dtype else output.to(self.dtype))
         return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
 
 
@@ -121,7 +126,9 @@ def load_joint(field: str, layout: Layout, device: str | torch.device | None = N
     >>> shape, model(torch.tensor([[-1.0, 2.0]])).tolist()   # g reads f's input swapped
     ((1, 2), [[0.0, 2.0, 2.0, 0.0]])
     """
+    from opwise.tracing import trace
     from opwise.tracing.onnx import load_onnx
+    from opwise.tracing.precision import bound_dtype
 
     files = network_files(layout, field)
     imported: dict[str, object] = {}
@@ -152,8 +159,11 @@ def load_joint(field: str, layout: Layout, device: str | torch.device | None = N
         graphs.append(graph)
         coordinates.append(network_coordinates)
         shapes.append(network_shapes)
-    joint = JointNetwork(graphs, coordinates, shapes, batched)
-    bounded = BoundedModel(joint, torch.zeros(1, layout.inputs), device=device)
+    joint = JointNetwork(graphs, coordinates, shapes, batched, [bound_dtype(graph) for graph in graphs])
+    # traced here in its own dtype: a module given to BoundedModel is bounded in float32, and a DOUBLE network must
+    # stay float64 (precision.py)
+    example = torch.zeros(1, layout.inputs, dtype=joint.dtype)
+    bounded = BoundedModel(trace(joint, example), example, device=device)
     _remember_chain(bounded, graphs, coordinates, layout.inputs)
     return bounded, (1, layout.inputs)
 

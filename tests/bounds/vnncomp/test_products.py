@@ -10,7 +10,8 @@ import torch
 from opwise.bounds.vnncomp import verify_instance, write_result
 from opwise.bounds.vnncomp.products import AppendedColumns, Products
 from opwise.bounds.vnncomp.vnnlib import parse_property, violates
-from tests.bounds.vnncomp.test_vnnlib2 import assert_official_check_accepts, grid, mlp_onnx, query, run_onnx
+from tests.bounds.vnncomp.test_vnnlib2 import (assert_official_check_accepts, double_mlp_onnx, grid, mlp_onnx, query,
+                                                run_onnx)
 
 NET = "(declare-network f (declare-input X float32 [1,2]) (declare-output Y float32 [1,2]))"
 BOX = "(assert (and (>= X[0,0] -0.5) (<= X[0,0] 0.5) (>= X[0,1] -0.5) (<= X[0,1] 0.5)))\n"
@@ -172,23 +173,6 @@ def test_the_suite_benchmark_checks_a_polynomial_counterexample_with_onnxruntime
     lines[2:4] = ["-0.5", "0.5"]  # x1² = 0.25 > x0 + 0.1 = -0.4: outside the region
     (tmp_path / "results" / "f__sat.txt").write_text("\n".join(lines) + "\n")
     assert score(tmp_path, rows, tmp_path / "results")["wrong"] == 1
-
-
-def double_mlp_onnx(path, seed: int):
-    """A random ReLU MLP declared in DOUBLE ([1, 2] -> [1, 2]), which opwise bounds in float64."""
-    from onnx import TensorProto, helper, numpy_helper, save
-
-    rng = np.random.default_rng(seed)
-    arrays = {"w1": rng.normal(size=(2, 8)), "b1": rng.normal(size=8) * 0.3, "w2": rng.normal(size=(8, 2)) / 3,
-              "b2": rng.normal(size=2) * 0.1}
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
-             helper.make_node("Relu", ["hb"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["o"]),
-             helper.make_node("Add", ["o", "b2"], ["y"])]
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 2])],
-                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 2])],
-                              [numpy_helper.from_array(a.astype(np.float64), name) for name, a in arrays.items()])
-    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
-    return path, arrays
 
 
 @pytest.mark.parametrize("value, of", [("(* Y[0,0] X[0,1])", lambda y, x: y[:, 0] * x[:, 1]),

@@ -46,13 +46,31 @@ def mlp_onnx(path: Path, seed: int, inputs: int = 2, hidden: int = 8, outputs: i
     return path
 
 
+def double_mlp_onnx(path, seed: int):
+    """A random ReLU MLP declared in DOUBLE ([1, 2] -> [1, 2]), which opwise bounds in float64."""
+    rng = np.random.default_rng(seed)
+    arrays = {"w1": rng.normal(size=(2, 8)), "b1": rng.normal(size=8) * 0.3, "w2": rng.normal(size=(8, 2)) / 3,
+              "b2": rng.normal(size=2) * 0.1}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Add", ["h", "b1"], ["hb"]),
+             helper.make_node("Relu", ["hb"], ["r"]), helper.make_node("MatMul", ["r", "w2"], ["o"]),
+             helper.make_node("Add", ["o", "b2"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 2])],
+                              [numpy_helper.from_array(a.astype(np.float64), name) for name, a in arrays.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path, arrays
+
+
 def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
-    """The network on a batch x [n, inputs] (float32), by the onnx reference evaluator (one sample at a time)."""
+    """The network on a batch x [n, inputs] (float32, or float64 for a DOUBLE network), by the onnx reference
+    evaluator (one sample at a time)."""
     from onnx.reference import ReferenceEvaluator
 
     session = ReferenceEvaluator(str(path))
-    shape = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
-    return np.stack([session.run(None, {"x": row.astype(np.float32).reshape(shape)})[0].reshape(-1) for row in x])
+    declared = onnx.load(str(path)).graph.input[0].type.tensor_type
+    shape = [d.dim_value for d in declared.shape.dim]
+    dtype = np.float64 if declared.elem_type == TensorProto.DOUBLE else np.float32
+    return np.stack([session.run(None, {"x": row.astype(dtype).reshape(shape)})[0].reshape(-1) for row in x])
 
 
 def query(networks: str, asserts: str) -> str:
@@ -475,3 +493,20 @@ def _holds(node, values) -> bool:
     left, right = (_value(c, values) for c in node.children())
     return {"LessThan": left < right, "LessEqual": left <= right, "GreaterThan": left > right,
             "GreaterEqual": left >= right, "Equal": left == right, "NotEqual": left != right}[kind]
+
+
+@pytest.mark.parametrize("kinds", [("double", "double"), ("float", "double")])
+def test_networks_declared_in_double_are_compared_as_a_dense_grid_says(tmp_path, kinds):
+    """Equivalence of two networks one or both of which are DOUBLE: each runs in its own dtype, the joint model in
+    float64 (it was traced in float32 and failed with a dtype mismatch)."""
+    f, _ = double_mlp_onnx(tmp_path / "f.onnx", seed=7)
+    g = double_mlp_onnx(tmp_path / "g.onnx", seed=8)[0] if kinds[0] == "double" else mlp_onnx(tmp_path / "g.onnx", seed=8)
+    x = grid([-0.5, -0.5], [0.5, 0.5])
+    gap = float(np.abs(run_onnx(f, x)[:, 0] - run_onnx(g, x)[:, 0]).max())
+    for eps, expected in ((gap * 1.3 + 1e-3, "unsat"), (gap * 0.7, "sat")):
+        path = tmp_path / f"eq_{expected}.vnnlib"
+        path.write_text(query(TWO_NETWORKS, f"""(assert (and (>= X_f[0,0] -0.5) (<= X_f[0,0] 0.5) (>= X_f[0,1] -0.5) (<= X_f[0,1] 0.5)))
+(assert (and (== X_f[0,0] X_g[0,0]) (== X_f[0,1] X_g[0,1])))
+(assert (or (> (- Y_f[0,0] Y_g[0,0]) {eps!r}) (< (- Y_f[0,0] Y_g[0,0]) {-eps!r})))"""))
+        result = verify_instance(f"f={f},g={g}", path, 60)
+        assert result.status == expected, (eps, gap, result)
