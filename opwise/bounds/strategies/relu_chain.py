@@ -37,6 +37,8 @@ MAX_MATRIX_ENTRIES = 2**21
 #: relative amount taken off every bound for the rounding of its dtype. float32 bounds of the 45 ACAS Xu
 #: networks (16 property boxes, 2,048 sub-boxes each of three sizes) stayed within 5.9e-5·(1+|bound|) of float64 ones.
 SLACK = {torch.float64: 1e-9, torch.float32: 1e-4}
+#: least share of an input's gradient smear that its branching weight's centre gradient counts (bound_and_smear)
+CENTRE_FLOOR = 0.01
 
 _CHAINS: "weakref.WeakKeyDictionary[Graph, dict[torch.dtype, ReluChain | None]]" = weakref.WeakKeyDictionary()
 
@@ -201,7 +203,11 @@ class ReluChain:
         else:
             centre = ((lower + upper) / 2).to(self.dtype)
             low, high, at_centre = self._gradient_intervals(C, pre_activation, centre)
-            weights = (torch.maximum(low.abs(), high.abs()) * at_centre.abs()).sqrt()
+            smear = torch.maximum(low.abs(), high.abs())
+            # the centre's gradient counts at least CENTRE_FLOOR of the smear: where it is 0 (the centre's ReLUs off
+            # along an input that still bends the function elsewhere in the box) the input was never split, and the
+            # search halved the others down to nothing (a network summing ReLUs of the input's rows: depth 180)
+            weights = (smear * torch.maximum(at_centre.abs(), CENTRE_FLOOR * smear)).sqrt()
         # the bias that puts the linear bound's minimum over the box at the (rounding-lowered) bound
         A = coefficients.to(torch.float64)
         bias = bound - torch.minimum(A * lower[:, None], A * upper[:, None]).sum(-1)

@@ -173,6 +173,17 @@ def test_gradient_intervals_hold_every_sampled_gradient_and_the_centre_gradient_
         assert torch.equal(weighted, bound) and (weights >= 0).all() and weights.shape == (6, 2, 4)
 
 
+def test_an_input_whose_centre_gradient_is_zero_still_gets_a_branching_weight():
+    """f(x) = relu(x0) + relu(x1) on [-1, 0.5] x [-1, 0.5]: at the centre (-0.25, -0.25) both ReLUs are off, so the
+    centre gradient is 0, yet f bends along both inputs. Each input's weight stays positive (a share of its gradient
+    smear): with a weight of 0 an input was never split."""
+    chain = ReluChain([torch.eye(2, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64)],
+                      [torch.zeros(2, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)], (1, 2))
+    answer = chain.bound_and_smear(torch.full((1, 2), -1.0, dtype=torch.float64), torch.full((1, 2), 0.5, dtype=torch.float64),
+                                   torch.ones(1, 1, dtype=torch.float64))
+    assert (answer.weights > 0).all(), answer.weights
+
+
 def test_a_chain_whose_matrices_would_be_too_large_is_no_chain(monkeypatch):
     """The chain is read off one evaluation per input element into dense matrices: a convolutional net of CIFAR
     size took 25 s and 200 MB to read. Above `MAX_MATRIX_ENTRIES` a graph is no chain (the engine bounds it)."""
