@@ -74,6 +74,25 @@ class BoundedModel:
         self._independent: weakref.WeakSet[Graph] = weakref.WeakSet()  # graphs checked to keep samples apart
         self._folds: bool | None = None  # see folds_samples
 
+    @classmethod
+    def of_graphs(cls, module: torch.nn.Module, example_x: torch.Tensor, *,
+                  device: str | torch.device | None = None) -> "BoundedModel":
+        """A module that wraps imported networks (opwise Graphs: a network with its input appended, several networks
+        over one input), traced in `example_x`'s dtype. A module is otherwise bounded as a float32 copy, and a wrapped
+        DOUBLE network must stay float64 (precision.py).
+
+        >>> class Twice(torch.nn.Module):
+        ...     def __init__(self, graph):
+        ...         super().__init__()
+        ...         self.graph = graph
+        ...     def forward(self, x):
+        ...         return 2 * self.graph(x)
+        >>> double = trace(torch.nn.Linear(2, 1).double(), torch.zeros(1, 2, dtype=torch.float64))
+        >>> BoundedModel.of_graphs(Twice(double), torch.zeros(1, 2, dtype=torch.float64)).dtype
+        torch.float64
+        """
+        return cls(trace(module, example_x), example_x, device=device)
+
     def graph_for(self, batch: int) -> Graph:
         """The graph for `batch` samples (its own batch size where it cannot be specialized: check `batch_size`)."""
         return self.graph.for_batch(batch)

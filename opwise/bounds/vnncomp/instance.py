@@ -75,6 +75,7 @@ def load_with_engine(onnx_path: str, device: str | torch.device | None = None,
     """
     from opwise.errors import ModelLoadError
     from opwise.tracing.onnx import load_onnx
+    from opwise.tracing.precision import bound_dtype
 
     folded = {0: fixed} if fixed is not None else None
     graph = load_onnx(onnx_path, fixed=folded)
@@ -93,7 +94,8 @@ def load_with_engine(onnx_path: str, device: str | torch.device | None = None,
     # an input that declares batch 1 keeps its shape: a map stays a map, whose windows a bound pass carries back
     # (carvana_unet sums its output to a scalar: as [1, 1, C, H, W] every pass was made dense at the input)
     input_shape = declared if declared[:1] == (1,) else (1, *declared)
-    return BoundedModel(_WholeInput(graph, declared), torch.zeros(input_shape), device=device), input_shape
+    example = torch.zeros(input_shape, dtype=bound_dtype(graph))
+    return BoundedModel.of_graphs(_WholeInput(graph, declared), example, device=device), input_shape
 
 
 class _WholeInput(torch.nn.Module):
@@ -227,13 +229,9 @@ def _fitted_to_rows(model, box: Specification, input_shape: tuple[int, ...], pat
         return model, None
     inputs = math.prod(input_shape)
     if declared == outputs + inputs + extra and isinstance(model, BoundedModel):
-        from opwise.tracing import trace
-
-        # traced here in the network's dtype: a module given to BoundedModel is bounded in float32, a DOUBLE network
-        # must stay float64 (precision.py)
         appended = AppendedColumns(model.graph, products, outputs, inputs, dtype=model.dtype)
-        graph = trace(appended, torch.zeros(input_shape, dtype=model.dtype, device=model.device))
-        return BoundedModel(graph, torch.zeros(input_shape, dtype=model.dtype), device=model.device), outputs
+        example = torch.zeros(input_shape, dtype=model.dtype, device=model.device)
+        return BoundedModel.of_graphs(appended, example, device=model.device), outputs
     if extra and not isinstance(model, BoundedModel):
         raise SpecError(path, None, f"has products of variables, which only a network opwise imports can take "
                                     f"(the model given is a {type(model).__name__})")

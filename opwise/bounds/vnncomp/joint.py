@@ -126,7 +126,6 @@ def load_joint(field: str, layout: Layout, device: str | torch.device | None = N
     >>> shape, model(torch.tensor([[-1.0, 2.0]])).tolist()   # g reads f's input swapped
     ((1, 2), [[0.0, 2.0, 2.0, 0.0]])
     """
-    from opwise.tracing import trace
     from opwise.tracing.onnx import load_onnx
     from opwise.tracing.precision import bound_dtype
 
@@ -160,10 +159,7 @@ def load_joint(field: str, layout: Layout, device: str | torch.device | None = N
         coordinates.append(network_coordinates)
         shapes.append(network_shapes)
     joint = JointNetwork(graphs, coordinates, shapes, batched, [bound_dtype(graph) for graph in graphs])
-    # traced here in its own dtype: a module given to BoundedModel is bounded in float32, and a DOUBLE network must
-    # stay float64 (precision.py)
-    example = torch.zeros(1, layout.inputs, dtype=joint.dtype)
-    bounded = BoundedModel(trace(joint, example), example, device=device)
+    bounded = BoundedModel.of_graphs(joint, torch.zeros(1, layout.inputs, dtype=joint.dtype), device=device)
     _remember_chain(bounded, graphs, coordinates, layout.inputs)
     return bounded, (1, layout.inputs)
 

@@ -159,3 +159,22 @@ def test_a_count_of_one_hot_matches_is_decided_consistently_with_sampling(tmp_pa
         result = verify_instance(path, unsafe, 60)
         assert result.status == "sat", result
         _assert_answer_holds(path, unsafe, result, counts, threshold, center.shape, tmp_path)
+
+
+def test_a_double_network_whose_leading_axis_is_no_batch_is_bounded_in_float64(tmp_path):
+    """x [3, 2] (DOUBLE; its 3 rows are one sample's) -> MatMul -> ReLU -> ReduceSum to a scalar: bounded as the
+    whole input in float64 (it was traced in float32 and failed with a dtype mismatch). A threshold 0.01 on each side of
+    the largest sum (the sum is convex: its largest value is at a corner, each run by onnxruntime); the search took
+    1.3 million domains without an answer (the chain's branching never split the inputs whose centre gradient is 0)."""
+    weight = np.random.default_rng(1).standard_normal((2, 4))
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("ReduceSum", ["r"], ["y"], keepdims=0)]
+    path = _save(tmp_path, "rows", nodes, [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [3, 2])],
+                 [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [])], [numpy_helper.from_array(weight, "W")])
+    corners = np.array(np.meshgrid(*[[-1.0, 1.0]] * 6)).reshape(6, -1).T
+    largest = max(float(_run(path, corner.reshape(3, 2))) for corner in corners)  # convex: the maximum is a corner
+    for threshold, expected in ((largest + 0.01, "unsat"), (largest - 0.01, "sat")):
+        prop = tmp_path / f"{expected}.vnnlib"
+        prop.write_text(vnnlib_text([-1.0] * 6, [1.0] * 6, [[-1.0]], [-threshold], 1))
+        result = verify_instance(str(path), prop, 30)
+        assert result.status == expected, (threshold, largest, result)
