@@ -99,7 +99,9 @@ def counterexample_holds(suite_dir: Path, onnx_field: str, vnnlib_path: Path, re
             shape = [dim if isinstance(dim, int) else 1 for dim in declared.shape]
             dtype = {"tensor(double)": np.float64, "tensor(float16)": np.float16}.get(declared.type, np.float32)
             feeds[declared.name] = value.numpy().astype(dtype).reshape(shape)
-        outputs.extend(torch.tensor(np.asarray(y), dtype=torch.float64).flatten() for y in session.run(None, feeds))
+        results = session.run(None, feeds)
+        results = results if query.layout is not None else results[:1]  # VNN-LIB 1: the first output, as VNN-COMP
+        outputs.extend(torch.tensor(np.asarray(y), dtype=torch.float64).flatten() for y in results)
     y = torch.cat(outputs)
     if spec.unsafe[0].C.shape[1] > len(y):  # rows over the outputs, then the inputs, then products of variables
         products = query.products or Products()

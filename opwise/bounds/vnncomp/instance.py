@@ -65,7 +65,8 @@ def load_with_engine(onnx_path: str, device: str | torch.device | None = None,
     computes from them alone folds to constants at import (tracing/onnx/fixed.py), so a slice start or gather
     index read from them imports; the network is then only valid on inputs with those values.
 
-    VNN-LIB's X_i number the input tensor as the file declares it, and Y_i the output. A leading axis of 1 (or
+    VNN-LIB's X_i number the input tensor as the file declares it, and Y_i the output (the first, where the
+    network has several: VNN-COMP's check of a VNN-LIB 1 property reads the first). A leading axis of 1 (or
     a symbolic one) is the batch; a fixed leading axis above 1 ([32, 5]: 32 rows of one sample, which a
     Transpose may mix) is part of the one sample, and so is an output's ([50, 1] from an input [1, 600]
     reshaped to [50, 12]): the network is then bounded as `_WholeInput` on [1, *input], its output flattened,
@@ -78,12 +79,12 @@ def load_with_engine(onnx_path: str, device: str | torch.device | None = None,
     from opwise.tracing.precision import bound_dtype
 
     folded = {0: fixed} if fixed is not None else None
-    graph = load_onnx(onnx_path, fixed=folded)
+    graph = load_onnx(onnx_path, fixed=folded, first_output=True)
     declared = tuple(graph.info(graph.explained_inputs[0]).shape)
     output = graph.info(graph.output).shape if isinstance(graph.output, torch.fx.Node) else None
     if declared[:1] != (1,):
         try:
-            graph = load_onnx(onnx_path, fixed=folded, add_batch_axis=True)
+            graph = load_onnx(onnx_path, fixed=folded, add_batch_axis=True, first_output=True)
         except ModelLoadError:
             pass
         else:
@@ -236,7 +237,8 @@ def _fitted_to_rows(model, box: Specification, input_shape: tuple[int, ...], pat
         raise SpecError(path, None, f"has products of variables, which only a network opwise imports can take "
                                     f"(the model given is a {type(model).__name__})")
     named = declared - extra - inputs if extra else declared  # with products, the rows always read the inputs
-    raise SpecError(path, None, f"declares {named} {what} but the model has {outputs} outputs")
+    raise SpecError(path, None, f"declares {named} {what} but the model has {outputs} outputs (of a network with "
+                                f"several, its first output's elements: VNN-COMP's check reads that one)")
 
 
 def _own_outputs(result: InstanceResult, outputs: int | None) -> InstanceResult:
@@ -322,7 +324,8 @@ def _at_a_point(onnx_path: str, box: Specification, point: torch.Tensor) -> tupl
     from opwise.tracing.onnx import load_onnx
     from opwise.tracing.onnx.fixed import FixedElements
 
-    graph = load_onnx(onnx_path, fixed={0: FixedElements(torch.ones(point.numel(), dtype=torch.bool), point)})
+    graph = load_onnx(onnx_path, fixed={0: FixedElements(torch.ones(point.numel(), dtype=torch.bool), point)},
+                      first_output=True)
     info = graph.info(graph.explained_inputs[0])
     with torch.no_grad():
         y = graph(point.to(info.dtype).reshape(info.shape)).detach().double().flatten()

@@ -93,7 +93,7 @@ class CasePoints:
         from opwise.tracing.onnx.importer import load_onnx_folding
 
         fixed = FixedElements(~discrete.flatten(), point.flatten(), discrete.flatten())
-        graph, folding = load_onnx_folding(path, fixed={0: fixed})
+        graph, folding = load_onnx_folding(path, fixed={0: fixed}, first_output=True)
         if folding.misuses:
             return ("the network reads a free input element other than through an integer cast (or where opwise "
                     f"does not follow it) at {folding.misuses[0]}")

@@ -32,7 +32,7 @@ _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 def load_onnx(path: str | Path, *, batch_size: int | None = None,
               fixed: Mapping[str | int, FixedElements] | None = None, add_batch_axis: bool = False,
-              join_outputs: bool = False) -> Graph:
+              join_outputs: bool = False, first_output: bool = False) -> Graph:
     """Import the ONNX model at `path` as a Graph of ATen operations, every input explained.
 
     `batch_size` sets the leading dimension of the inputs (default: the declared one, 1 if symbolic).
@@ -49,7 +49,8 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None,
     graph then equals the model only on inputs that hold those values.
 
     A model with several outputs is refused (opwise graphs have one) unless `join_outputs`: its outputs are then
-    flattened per sample and joined in the file's order, as a VNN-LIB 2 query over them numbers their elements.
+    flattened per sample and joined in the file's order, as a VNN-LIB 2 query over them numbers their elements;
+    or `first_output`: the first alone, as VNN-COMP's check of a VNN-LIB 1 property reads such a network.
 
     >>> import tempfile, torch, onnx
     >>> from onnx import helper, TensorProto
@@ -65,12 +66,13 @@ def load_onnx(path: str | Path, *, batch_size: int | None = None,
     ['aten.relu.default']
     """
     return load_onnx_folding(path, batch_size=batch_size, fixed=fixed, add_batch_axis=add_batch_axis,
-                             join_outputs=join_outputs)[0]
+                             join_outputs=join_outputs, first_output=first_output)[0]
 
 
 def load_onnx_folding(path: str | Path, *, batch_size: int | None = None,
                       fixed: Mapping[str | int, FixedElements] | None = None,
-                      add_batch_axis: bool = False, join_outputs: bool = False) -> tuple[Graph, FixedFolding | None]:
+                      add_batch_axis: bool = False, join_outputs: bool = False,
+                      first_output: bool = False) -> tuple[Graph, FixedFolding | None]:
     """`load_onnx`, with the fixed-element analysis it ran (None without `fixed`): what each value depends on,
     the nodes and constants (opwise/tracing/onnx/cases.py evaluates the network again from them)."""
     path = Path(path)
@@ -78,12 +80,14 @@ def load_onnx_folding(path: str | Path, *, batch_size: int | None = None,
     graph_proto = model.graph
     initializers = {init.name: _initializer(init) for init in graph_proto.initializer}
     inputs = [value for value in graph_proto.input if value.name not in initializers]
-    if len(graph_proto.output) != 1 and not (join_outputs and graph_proto.output and not fixed):
+    if len(graph_proto.output) != 1 and not (join_outputs and graph_proto.output and not fixed) \
+            and not (first_output and graph_proto.output):
         raise ModelLoadError(
             f"{path} has {len(graph_proto.output)} outputs; opwise graphs have one output, "
             "so export the model with the output to explain or verify only (or import it with "
             "load_onnx(path, join_outputs=True): its outputs flattened and joined)"
         )
+    outputs = [value.name for value in graph_proto.output][:1 if first_output else None]
     shapes = [_input_shape(value, path) for value in inputs]
     if add_batch_axis:
         _require_batch_added(path, graph_proto, inputs, shapes, initializers)
@@ -108,7 +112,7 @@ def load_onnx_folding(path: str | Path, *, batch_size: int | None = None,
         placed.append((value.name, dims, dtype))
     folding = FixedFolding.of_inputs(builder, dict(fixed), placed) if fixed else None
     opsets = _opsets(model)
-    _convert_nodes(builder, graph_proto, opsets, env, folding)
+    _convert_nodes(builder, graph_proto, opsets, env, folding, outputs)
     module = fx.GraphModule(builder.root, builder.graph)
     _fake_values(module)
     explained = [True] * len(inputs)
@@ -118,12 +122,13 @@ def load_onnx_folding(path: str | Path, *, batch_size: int | None = None,
         if not new_inputs or not isinstance(new_inputs[0], torch.Tensor) or new_inputs[0].dim() == 0:
             raise InputError(f"retrace needs the model's {len(inputs)} input tensor(s) with a batch dimension")
         return load_onnx(path, batch_size=int(new_inputs[0].shape[0]), fixed=fixed, add_batch_axis=add_batch_axis,
-                         join_outputs=join_outputs)
+                         join_outputs=join_outputs, first_output=first_output)
 
     graph = Graph(module, explained, strategy="onnx", retrace=retrace, input_names=[value.name for value in inputs],
                   opset=opsets[""], rebatch=lambda size: load_onnx(path, batch_size=size, fixed=fixed,
                                                                    add_batch_axis=add_batch_axis,
-                                                                   join_outputs=join_outputs))
+                                                                   join_outputs=join_outputs,
+                                                                   first_output=first_output))
     return graph, folding
 
 
@@ -159,10 +164,10 @@ def _require_batch_added(path: Path, graph_proto: Any, inputs: list, shapes: lis
 
 
 def _convert_nodes(builder: GraphBuilder, graph_proto: Any, opsets: dict[str, int], env: dict[str, Any],
-                   folding: FixedFolding | None = None) -> None:
+                   folding: FixedFolding | None = None, output_names: list[str] | None = None) -> None:
     """Convert every node in order (a node that depends on fixed input elements only becomes constants, `folding`),
-    then add the output (a constant output becomes a get_attr)."""
-    output_names = [value.name for value in graph_proto.output]
+    then add the output (`output_names`, default the graph's; a constant output becomes a get_attr)."""
+    output_names = output_names if output_names is not None else [value.name for value in graph_proto.output]
     if folding is not None:
         folding.output = output_names[0]
     for name, reader in [*_reads(graph_proto), *((name, None) for name in output_names)]:

@@ -788,3 +788,32 @@ def test_a_network_summing_its_output_to_a_scalar_keeps_its_declared_input(tmp_p
         lines += [f"(assert (>= X_{i} {value - 0.01}))", f"(assert (<= X_{i} {value + 0.01}))"]
     (tmp_path / "p.vnnlib").write_text("\n".join(lines + [f"(assert (<= Y_0 {float(reference) - 50}))"]) + "\n")
     assert verify_instance(str(path), str(tmp_path / "p.vnnlib"), 30).status == "unsat"
+
+
+def test_a_network_with_two_outputs_is_decided_on_its_first_as_vnn_comp_checks_it(tmp_path):
+    """VNN-LIB 1's Y_i of a network with two outputs are its first output's elements (VNN-COMP's check runs the
+    network and reads `outputs[0]`): it was refused at import. Thresholds on each side of the first output's
+    largest value on a dense grid; the second output, far larger, is not read."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    weights = {"w1": rng.normal(size=(2, 6)), "w2": rng.normal(size=(6, 1)), "w3": 100 + rng.normal(size=(6, 2))}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["first"]), helper.make_node("MatMul", ["r", "w3"], ["second"])]
+    graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("first", TensorProto.FLOAT, [1, 1]),
+                               helper.make_tensor_value_info("second", TensorProto.FLOAT, [1, 2])],
+                              [numpy_helper.from_array(w.astype(np.float32), n) for n, w in weights.items()])
+    path = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    axis = np.linspace(-1.0, 1.0, 201)
+    x = np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2).astype(np.float32)
+    largest = float((np.maximum(x @ weights["w1"].astype(np.float32), 0) @ weights["w2"].astype(np.float32)).max())
+    for threshold, expected in ((largest + 0.05, "unsat"), (largest - 0.05, "sat")):
+        prop = tmp_path / f"{expected}.vnnlib"
+        prop.write_text(vnnlib_text([-1.0, -1.0], [1.0, 1.0], [[-1.0]], [-threshold], 1))
+        result = verify_instance(str(path), prop, 30)
+        assert result.status == expected, (threshold, largest, result)
+        if expected == "sat":
+            assert result.y.shape == (1,) and float(result.y[0]) >= threshold
