@@ -278,6 +278,8 @@ class ReluChain:
             low_a, low_c = low_a * slope_lower[:, None, :], low_c * slope_lower
             up_a, up_c = up_a * slope_upper[:, None, :], up_c * slope_upper + offset
             box_lower, box_upper = z_lower.clamp(min=0), z_upper.clamp(min=0)
+        if not found:  # an affine network (one layer, no ReLU): no pre-activation to bound
+            return relaxations, lower.new_zeros(batch, 2, 0)
         return relaxations, torch.cat(found, dim=2)
 
     def _refine(self, layers, layer, z_lower, z_upper, relaxations, centre, radius) -> tuple[torch.Tensor, torch.Tensor]:

@@ -184,6 +184,15 @@ def test_an_input_whose_centre_gradient_is_zero_still_gets_a_branching_weight():
     assert (answer.weights > 0).all(), answer.weights
 
 
+def test_an_affine_network_is_a_chain_of_one_layer_bounded_exactly():
+    """y = x0 + 2 x1 (no ReLU): the chain of one affine layer bounds it exactly (a linear ONNX network crashed input
+    splitting: the chain concatenated an empty list of pre-activation bounds)."""
+    chain = ReluChain([torch.tensor([[1.0, 2.0]], dtype=torch.float64)], [torch.zeros(1, dtype=torch.float64)], (1, 2))
+    lower, upper = torch.full((1, 2), -1.0, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64)
+    answer = chain.bound_and_smear(lower, upper, torch.ones(1, 1, dtype=torch.float64))
+    assert float(answer.lower) == pytest.approx(-3.0) and answer.state.shape == (1, 2, 0)
+
+
 def test_a_chain_whose_matrices_would_be_too_large_is_no_chain(monkeypatch):
     """The chain is read off one evaluation per input element into dense matrices: a convolutional net of CIFAR
     size took 25 s and 200 MB to read. Above `MAX_MATRIX_ENTRIES` a graph is no chain (the engine bounds it)."""
