@@ -37,6 +37,7 @@ from opwise.bounds.vnncomp.products import AppendedColumns, Products
 from opwise.bounds.vnncomp.results import InstanceResult
 from opwise.bounds.vnncomp.vnnlib import parse_property, violates
 from opwise.bounds.vnncomp.vnnlib2 import Query
+from opwise.tracing.precision import bound_dtype
 from opwise.errors import InputDependentArgument, SpecError, SpecTooLarge, TimeLimitReached
 from opwise.progress import Progress
 
@@ -76,7 +77,6 @@ def load_with_engine(onnx_path: str, device: str | torch.device | None = None,
     """
     from opwise.errors import ModelLoadError
     from opwise.tracing.onnx import load_onnx
-    from opwise.tracing.precision import bound_dtype
 
     folded = {0: fixed} if fixed is not None else None
     graph = load_onnx(onnx_path, fixed=folded, first_output=True)
@@ -95,8 +95,11 @@ def load_with_engine(onnx_path: str, device: str | torch.device | None = None,
     # an input that declares batch 1 keeps its shape: a map stays a map, whose windows a bound pass carries back
     # (carvana_unet sums its output to a scalar: as [1, 1, C, H, W] every pass was made dense at the input)
     input_shape = declared if declared[:1] == (1,) else (1, *declared)
+    whole = _WholeInput(graph, declared)
+    if isinstance(graph.output, torch.fx.Node) and not graph.info(graph.output).depends_on_input:
+        return _ConstantNetwork(whole, graph, device), input_shape  # the fixed elements fold it to a constant
     example = torch.zeros(input_shape, dtype=bound_dtype(graph))
-    return BoundedModel.of_graphs(_WholeInput(graph, declared), example, device=device), input_shape
+    return BoundedModel.of_graphs(whole, example, device=device), input_shape
 
 
 class _WholeInput(torch.nn.Module):
@@ -112,6 +115,21 @@ class _WholeInput(torch.nn.Module):
         if tuple(x.shape) != self.declared:  # no reshape where none is needed: a traced one would make windows dense
             x = x.reshape(self.declared)
         return self.graph(x).reshape(1, -1)
+
+
+class _ConstantNetwork:
+    """A network whose output the property's fixed elements fold to a constant, bounded as `_WholeInput` (no batch
+    axis, or an output that is no [1, m]): nothing to trace or bound, it is run once (`_decide_constant`), or with
+    its input appended where the property's rows read the inputs (`_fitted_to_rows`). Tracing its wrapper refused
+    the constant output."""
+
+    def __init__(self, network: torch.nn.Module, graph, device: str | torch.device | None):
+        self.network, self.graph = network, graph
+        self.dtype = bound_dtype(graph)
+        self.device = torch.device(device) if device is not None else graph.device
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x.to(self.device, self.dtype)).reshape(1, -1)
 
 
 def verify_instance(onnx_path: str | Path, vnnlib_path: str | Path, timeout: float, *,
@@ -229,8 +247,9 @@ def _fitted_to_rows(model, box: Specification, input_shape: tuple[int, ...], pat
     if declared == outputs and not extra:
         return model, None
     inputs = math.prod(input_shape)
-    if declared == outputs + inputs + extra and isinstance(model, BoundedModel):
-        appended = AppendedColumns(model.graph, products, outputs, inputs, dtype=model.dtype)
+    if declared == outputs + inputs + extra and isinstance(model, (BoundedModel, _ConstantNetwork)):
+        network = model.graph if isinstance(model, BoundedModel) else model.network
+        appended = AppendedColumns(network, products, outputs, inputs, dtype=model.dtype)
         example = torch.zeros(input_shape, dtype=model.dtype, device=model.device)
         return BoundedModel.of_graphs(appended, example, device=model.device), outputs
     if extra and not isinstance(model, BoundedModel):
@@ -286,6 +305,8 @@ def _constant_output(model: BoundedModel | FunctionBounds) -> bool:
     """Whether the network's output depends on no free input element: every element it reads is fixed by the
     property and folded at import (a point property), so the graph's output is one constant, which no bound
     pass takes."""
+    if isinstance(model, _ConstantNetwork):
+        return True
     if not isinstance(model, BoundedModel):
         return False
     output = model.graph.output
@@ -301,7 +322,7 @@ def _decide_constant(model: BoundedModel, declared: list[Specification], start: 
     for box in declared:
         centre = (box.x_lower + box.x_upper) / 2
         with torch.no_grad():
-            y = model(centre.to(model.device, model.dtype)).detach().cpu().double()
+            y = model(centre.to(model.device, model.dtype)).detach().cpu().double().reshape(1, -1)
         margin = float(box.to(dtype=torch.float64).margin(y).min())
         confirmed = check(box, centre) if margin <= 0 else None
         if confirmed is not None:

@@ -817,3 +817,47 @@ def test_a_network_with_two_outputs_is_decided_on_its_first_as_vnn_comp_checks_i
         assert result.status == expected, (threshold, largest, result)
         if expected == "sat":
             assert result.y.shape == (1,) and float(result.y[0]) >= threshold
+
+
+def _rows_network(path, input_shape: tuple[int, ...], scalar: bool):
+    """x (input_shape) @ W1 -> ReLU -> @ W2 (then summed to a scalar where `scalar`), as an ONNX file; its weights."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = {"w1": rng.normal(size=(input_shape[-1], 4)).astype(np.float32),
+               "w2": rng.normal(size=(4, 1)).astype(np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["o"])]
+    output = [] if scalar else [*input_shape[:-1], 1]
+    nodes.append(helper.make_node("ReduceSum", ["o"], ["y"], keepdims=0) if scalar else helper.make_node("Identity", ["o"], ["y"]))
+    graph = helper.make_graph(nodes, "rows", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, output)],
+                              [numpy_helper.from_array(w, name) for name, w in weights.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return weights
+
+
+@pytest.mark.parametrize("input_shape, scalar", [((2,), False), ((2, 2), False), ((1, 2), True)])
+def test_every_input_fixed_on_a_network_without_a_batch_axis_is_decided_by_running_it(tmp_path, input_shape, scalar):
+    """Every input fixed folds the network to a constant; where it has no batch axis (an input [2] or [2, 2], or a
+    scalar output) tracing its wrapper refused the constant and a TraceError escaped verify_instance. The output,
+    run once, decides thresholds on each side of it (and a row reading the inputs too)."""
+    path = tmp_path / "rows.onnx"
+    weights = _rows_network(path, input_shape, scalar)
+    x = np.full(input_shape, 0.25, dtype=np.float32)
+    y = (np.maximum(x @ weights["w1"], 0) @ weights["w2"]).reshape(-1)
+    y = y.sum(keepdims=True) if scalar else y
+    n = int(np.prod(input_shape))
+    for offset, expected in ((0.01, "unsat"), (-0.01, "sat")):
+        prop = tmp_path / f"{expected}.vnnlib"
+        prop.write_text(vnnlib_text([0.25] * n, [0.25] * n, [[-1.0] + [0.0] * (len(y) - 1)], [-(float(y[0]) + offset)],
+                                    len(y)))
+        assert verify_instance(str(path), prop, 10).status == expected
+        # the same threshold written against an input, X_0 - Y_0 <= 0.25 - (y + offset): the network with its input
+        # appended to its output
+        bound = -(float(y[0]) + offset)
+        prop.write_text(prop.read_text().replace(f"(* -1.0 Y_0)", "(* -1.0 Y_0) (* 1.0 X_0)")
+                        .replace(f" {bound!r}))", f" {bound + 0.25!r}))"))
+        assert "X_0)" in prop.read_text().splitlines()[-1]
+        assert verify_instance(str(path), prop, 10).status == expected
