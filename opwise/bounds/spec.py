@@ -182,6 +182,40 @@ def _moved(disjunct: Disjunct, C: torch.Tensor, d: torch.Tensor, device) -> Disj
                                    for name, value in rest.items()})
 
 
+#: a disjunct's rows are contradictory when every point violates one of them by this much (relative to the rows'
+#: size): far above the LP's rounding, so a disjunct some output meets is never dropped
+CONTRADICTION = 1e-6
+#: the most rows × columns a disjunct may have for its contradiction check (an LP per disjunct)
+CONTRADICTION_SIZE = 100_000
+
+
+def contradictory(disjunct: Disjunct) -> bool:
+    """Whether no vector y at all meets the disjunct's rows `C y <= d` (by a margin far above rounding), whatever
+    the network: `Y_0 >= 0.44 and Y_0 <= 0.42`, or rows that contradict each other in sum. Such a disjunct can never
+    hold, and a search that bounds rows one by one cannot show it (it times out). The LP minimises the largest
+    row violation t over y (HiGHS); contradictory when t exceeds `CONTRADICTION` of the rows' size. One row, or
+    a system larger than `CONTRADICTION_SIZE`, is not checked (False).
+
+    >>> contradictory(Disjunct(torch.tensor([[-1.0], [1.0]]), torch.tensor([-0.44, 0.42])))    # y >= 0.44, y <= 0.42
+    True
+    >>> contradictory(Disjunct(torch.tensor([[-1.0], [1.0]]), torch.tensor([-0.42, 0.44])))
+    False
+    """
+    C, d = disjunct.C.detach().double().cpu(), disjunct.d.detach().double().cpu()
+    rows, columns = C.shape
+    if rows < 2 or rows * columns > CONTRADICTION_SIZE or not (torch.isfinite(C).all() and torch.isfinite(d).all()):
+        return False
+    from scipy.optimize import linprog
+
+    scale = 1.0 + float(C.abs().max()) + float(d.abs().max())
+    # variables (y, t): minimise t subject to C y - t <= d, t >= -scale (bounded below)
+    A = torch.cat([C, -torch.ones(rows, 1, dtype=torch.float64)], dim=1).numpy()
+    cost = [0.0] * columns + [1.0]
+    bounds = [(None, None)] * columns + [(-scale, None)]
+    solution = linprog(cost, A_ub=A, b_ub=d.numpy(), bounds=bounds, method="highs")
+    return solution.status == 0 and float(solution.fun) > CONTRADICTION * scale
+
+
 def robustness_disjuncts(num_classes: int, target: int, dtype: torch.dtype = torch.float32) -> list[Disjunct]:
     """Unsafe set for 'class `target` stays the top class': one disjunct `y_t - y_j <= 0` per j != t.
 

@@ -23,7 +23,7 @@ from opwise.bounds.engine.deadline import deadline as bound_deadline
 from opwise.bounds.function_bounds import FunctionBounds
 from opwise.bounds.methods import method_name
 from opwise.bounds.input_set import InputSet
-from opwise.bounds.spec import Specification, robustness_disjuncts, specifications_to
+from opwise.bounds.spec import Specification, contradictory, robustness_disjuncts, specifications_to
 from opwise.bounds.strategies.alpha import AlphaOptions
 from opwise.bounds.strategies.genbab.search import branch_and_bound
 from opwise.bounds.strategies.input_split import input_split_bab
@@ -149,7 +149,7 @@ def verify_specification(
     progress: Progress | None = None,
 ) -> VerificationResult:
     """Decide whether `spec` holds: PGD in its input set, then each bound method in turn until the property
-    is proved, then (with `complete`) a complete search: input splitting when the set is a box with at most
+    is proved (disjuncts whose rows contradict each other, which no output meets, are dropped first: `contradictory`), then (with `complete`) a complete search: input splitting when the set is a box with at most
     `max_split_inputs` free inputs (the chain fast path for affine–ReLU networks), input splitting for half the
     time and then GenBaB for a box with up to `PORTFOLIO_FACTOR` times as many, else GenBaB.
 
@@ -186,6 +186,12 @@ def verify_specification(
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
     spec = spec.to(model.device)
+    possible = [disjunct for disjunct in spec.unsafe if not contradictory(disjunct)]
+    if not possible:  # no output meets any disjunct's rows, whatever the network does
+        return VerificationResult("verified", None, None, None, {"contradictory_disjuncts": len(spec.unsafe),
+                                                                 "margin": math.inf, "time": time.monotonic() - start})
+    if len(possible) < len(spec.unsafe):
+        spec = dataclasses.replace(spec, unsafe=possible)
     if not spec.region.is_box and isinstance(model, FunctionBounds):
         raise InputError("a FunctionBounds model is bounded over boxes only; give a BoundedModel for other input sets")
     options = dict(complete) if isinstance(complete, dict) else {}

@@ -76,3 +76,22 @@ def test_specifications_to_keeps_strict_rows_strict():
         assert isinstance(spec.unsafe[0], StrictDisjunct) and spec.unsafe[0].strict.tolist() == [True]
         assert float(spec.margin(torch.zeros(1, 1, dtype=torch.float64))) > 0      # 0 < 0 does not hold
         assert float(spec.margin(torch.full((1, 1), -1e-9, dtype=torch.float64))) <= 0
+
+
+def test_contradictory_rows_are_found_and_rows_some_output_meets_never_are():
+    """Rows no y meets (a bound and its opposite, a cycle y0 >= y1 + 1 >= y2 + 2 >= y0 + 3) are contradictory;
+    500 random systems built around a point that meets them (d = C y* + slack >= C y*) never are, nor a system met
+    only with equality (slack 0)."""
+    from opwise.bounds.spec import contradictory
+
+    assert contradictory(Disjunct(torch.tensor([[-1.0], [1.0]]), torch.tensor([-0.44, 0.42])))
+    cycle = torch.tensor([[-1.0, 1.0, 0.0], [0.0, -1.0, 1.0], [1.0, 0.0, -1.0]])
+    assert contradictory(Disjunct(cycle, -torch.ones(3)))
+    assert not contradictory(Disjunct(cycle, torch.zeros(3)))   # y0 = y1 = y2 meets it with equality
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(500):
+        rows, columns = int(torch.randint(2, 8, (1,), generator=generator)), int(torch.randint(1, 5, (1,), generator=generator))
+        C = torch.randn(rows, columns, generator=generator, dtype=torch.float64)
+        point = torch.randn(columns, generator=generator, dtype=torch.float64) * 10
+        slack = torch.rand(rows, generator=generator, dtype=torch.float64) * (torch.rand(1, generator=generator) < 0.5)
+        assert not contradictory(Disjunct(C, C @ point + slack))

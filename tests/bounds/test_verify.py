@@ -409,3 +409,21 @@ def test_a_slow_attack_leaves_the_bound_passes_time():
     slower = FunctionBounds(lambda x: time.sleep(1.5) or slow_identity(x), exact)  # one step outlasts the time
     result = verify_specification(slower, spec, timeout=1.0)
     assert result.status == "timeout" and result.margin_lower is None and result.stats["methods"] == []
+
+
+def test_a_disjunct_whose_rows_contradict_each_other_is_dropped_before_the_search():
+    """`y >= 0.5 and y <= -0.5` holds for no output: a search bounding rows one at a time took 20 s to prove it by
+    input splitting; the property is verified at once, and a second, satisfiable disjunct is still decided."""
+    from opwise.bounds.spec import Disjunct
+    from opwise.bounds.verify import verify_specification
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+    bounded = BoundedModel(model, torch.zeros(1, 8))
+    box = (-torch.ones(1, 8), torch.ones(1, 8))
+    empty = Disjunct(torch.tensor([[-1.0], [1.0]]), torch.tensor([-0.5, -0.5]))
+    result = verify_specification(bounded, Specification(*box, [empty]), complete=True, timeout=30)
+    assert result.status == "verified" and result.stats["contradictory_disjuncts"] == 1
+    anything = Disjunct(torch.ones(1, 1), torch.tensor([1e6]))   # y <= 10^6: every point violates
+    result = verify_specification(bounded, Specification(*box, [empty, anything]), complete=True, timeout=30)
+    assert result.status == "falsified"
