@@ -51,10 +51,14 @@ FunctionBounds for bounds from elsewhere)."""
 #: seconds past its timeout after which verify_instance interrupts whatever runs (a PGD step, a forward pass,
 #: an import) when the engine's own deadline checks have not ended it
 HARD_STOP_SLACK = 0.25
+#: seconds between hard stops after the first, until the block is left: one raised inside a __del__ or weakref
+#: callback is ignored by Python (`_hard_stop`)
+HARD_STOP_RETRY = 0.05
 #: the margin every evaluated point must keep for `unsat` where the network is decided by running it (at integer
 #: cells, or once where it is constant): closer than this, float32 rounding could put the competition's check
-#: either side
+#: either side; a DOUBLE network, which the check runs in float64, keeps `EVALUATED_MARGIN_FLOAT64`
 EVALUATED_MARGIN = 1e-4
+EVALUATED_MARGIN_FLOAT64 = 1e-9
 
 
 def load_with_engine(onnx_path: str, device: str | torch.device | None = None,
@@ -328,16 +332,19 @@ def _decide_constant(model: BoundedModel, declared: list[Specification], start: 
         if confirmed is not None:
             return InstanceResult("sat", time.monotonic() - start, *confirmed, stats)
         closest = min(closest, margin)
-    return _evaluated(closest, start, stats, "the constant output")
+    return _evaluated(closest, start, stats, "the constant output", model.dtype)
 
 
-def _evaluated(closest: float, start: float, stats: dict, what: str) -> InstanceResult:
+def _evaluated(closest: float, start: float, stats: dict, what: str,
+               dtype: torch.dtype = torch.float32) -> InstanceResult:
     """The answer where the network was run at every point that matters and none violated the property: `unsat`
-    when the closest keeps `EVALUATED_MARGIN`, else `unknown`."""
-    if closest > EVALUATED_MARGIN:
+    when the closest keeps `EVALUATED_MARGIN` (`EVALUATED_MARGIN_FLOAT64` for a network run in float64), else
+    `unknown`."""
+    if closest > (EVALUATED_MARGIN_FLOAT64 if dtype == torch.float64 else EVALUATED_MARGIN):
         return InstanceResult("unsat", time.monotonic() - start, stats=stats)
+    name = "float64" if dtype == torch.float64 else "float32"
     return InstanceResult("unknown", time.monotonic() - start, stats=stats,
-                          reason=f"{what} comes within {closest:.2g} of the property, too close to tell in float32")
+                          reason=f"{what} comes within {closest:.2g} of the property, too close to tell in {name}")
 
 
 def _at_a_point(onnx_path: str, box: Specification, point: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -406,15 +413,19 @@ def _hard_stop(seconds: float):
     """Interrupt the block after `seconds` with _OutOfTime (SIGALRM: Python raises it between bytecodes, so a
     long phase outside the bound engine — loading, a PGD step, a batch of forward passes — ends within one
     torch operation). Only in the main thread and where no one else handles SIGALRM; elsewhere the engine's
-    cooperative deadline is what ends a run. The handler restores the default before it raises, so an
-    alarm that fires while the block is being left cannot fire twice."""
+    cooperative deadline is what ends a run. Python ignores an exception raised inside a `__del__` or a weakref
+    callback (a garbage collection during a bound pass runs them), so the handler raises again every
+    `HARD_STOP_RETRY` seconds until the block is left; leaving stops the timer (again if an alarm interrupts that)
+    before it restores the default handler."""
     if (not math.isfinite(seconds) or threading.current_thread() is not threading.main_thread()
             or not hasattr(signal, "setitimer") or signal.getsignal(signal.SIGALRM) is not signal.SIG_DFL):
         yield
         return
+    leaving = []
 
     def stop(signum, frame):
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        if not leaving:
+            signal.setitimer(signal.ITIMER_REAL, HARD_STOP_RETRY)
         raise _OutOfTime()
 
     signal.signal(signal.SIGALRM, stop)
@@ -422,8 +433,14 @@ def _hard_stop(seconds: float):
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        leaving.append(True)
+        while True:
+            try:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                break
+            except _OutOfTime:  # the alarm fired while the block was left: it is left anyway
+                continue
 
 
 def _as_the_competition_checks(model: BoundedModel | FunctionBounds, declared: Specification, x: torch.Tensor, *,

@@ -178,3 +178,16 @@ def test_a_double_network_whose_leading_axis_is_no_batch_is_bounded_in_float64(t
         prop.write_text(vnnlib_text([-1.0] * 6, [1.0] * 6, [[-1.0]], [-threshold], 1))
         result = verify_instance(str(path), prop, 30)
         assert result.status == expected, (threshold, largest, result)
+
+
+def test_a_double_network_run_once_is_decided_within_float64_rounding(tmp_path):
+    """Every input fixed folds the DOUBLE network to one output; a threshold 1e-6 beyond it is `unsat` (it was
+    `unknown`, "too close to tell in float32", though the competition's check runs the network in float64), and 1e-6
+    short of it `sat`."""
+    path = _double_mlp(tmp_path)
+    x = np.array([[0.3, -0.2]])
+    y = float(_run(path, x)[0, 0])
+    for offset, expected in ((1e-6, "unsat"), (-1e-6, "sat")):
+        prop = tmp_path / f"{expected}.vnnlib"
+        prop.write_text(vnnlib_text([0.3, -0.2], [0.3, -0.2], [[-1.0]], [-(y + offset)], 1))   # Y_0 >= y + offset
+        assert verify_instance(str(path), prop, 10).status == expected

@@ -861,3 +861,26 @@ def test_every_input_fixed_on_a_network_without_a_batch_axis_is_decided_by_runni
                         .replace(f" {bound!r}))", f" {bound + 0.25!r}))"))
         assert "X_0)" in prop.read_text().splitlines()[-1]
         assert verify_instance(str(path), prop, 10).status == expected
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_the_hard_stop_is_raised_again_where_python_ignored_it():
+    """The alarm fires inside a weakref callback, where Python prints 'Exception ignored' and goes on: the block
+    ran its whole second. The stop is raised again shortly after, and once the block is left no alarm remains."""
+    import signal
+    import weakref
+
+    from opwise.bounds.vnncomp.instance import _hard_stop, _OutOfTime
+
+    class Node:
+        pass
+
+    started = time.monotonic()
+    with pytest.raises(_OutOfTime):
+        with _hard_stop(0.05):
+            node = Node()
+            _ = weakref.ref(node, lambda ref: time.sleep(0.2))  # the alarm fires while the callback sleeps
+            del node
+            time.sleep(1.0)
+    assert time.monotonic() - started < 0.6
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0) and signal.getsignal(signal.SIGALRM) is signal.SIG_DFL
