@@ -205,9 +205,13 @@ def contradictory(disjunct: Disjunct) -> bool:
     rows, columns = C.shape
     if rows < 2 or rows * columns > CONTRADICTION_SIZE or not (torch.isfinite(C).all() and torch.isfinite(d).all()):
         return False
+    scale = 1.0 + float(C.abs().max()) + float(d.abs().max())
+    # most disjuncts are met at 0 or where their rows are equalities (ACAS Xu's `Y_0 <= Y_j`): no LP for them
+    for point in (torch.zeros(columns, dtype=torch.float64), torch.linalg.lstsq(C, d[:, None]).solution[:, 0]):
+        if bool((C @ point - d <= CONTRADICTION * scale).all()):
+            return False
     from scipy.optimize import linprog
 
-    scale = 1.0 + float(C.abs().max()) + float(d.abs().max())
     # variables (y, t): minimise t subject to C y - t <= d, t >= -scale (bounded below)
     A = torch.cat([C, -torch.ones(rows, 1, dtype=torch.float64)], dim=1).numpy()
     cost = [0.0] * columns + [1.0]

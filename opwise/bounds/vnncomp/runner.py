@@ -162,7 +162,8 @@ def _run_with_processes(todo: list[int], verify, tally: "_Tally", workers: int, 
     """One forkserver process per instance, at most `workers` at once, each killed when it overruns; a
     process that dies without an answer (signal, crash) is its instance's `error`."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "torch._dynamo", "opwise.bounds.vnncomp.runner", "opwise.tracing.onnx"])
+    context.set_forkserver_preload(["torch", "torch._dynamo", "opwise.bounds.vnncomp.runner", "opwise.tracing.onnx",
+                                    "scipy.optimize"])
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     pending = list(todo)
     running: dict[int, list] = {}  # index -> [process, receiver, launched, began or None]
