@@ -37,9 +37,9 @@ from opwise.bounds.vnncomp.products import AppendedColumns, Products
 from opwise.bounds.vnncomp.results import InstanceResult
 from opwise.bounds.vnncomp.vnnlib import parse_property, violates
 from opwise.bounds.vnncomp.vnnlib2 import Query
-from opwise.tracing.precision import bound_dtype
 from opwise.errors import InputDependentArgument, SpecError, SpecTooLarge, TimeLimitReached
 from opwise.progress import Progress
+from opwise.tracing.precision import bound_dtype
 
 if TYPE_CHECKING:
     from opwise.tracing.onnx.fixed import FixedElements
