@@ -189,35 +189,47 @@ CONTRADICTION = 1e-6
 CONTRADICTION_SIZE = 100_000
 
 
-def contradictory(disjunct: Disjunct) -> bool:
+def contradictory(disjunct: Disjunct, lower: torch.Tensor | None = None, upper: torch.Tensor | None = None) -> bool:
     """Whether no vector y at all meets the disjunct's rows `C y <= d` (by a margin far above rounding), whatever
     the network: `Y_0 >= 0.44 and Y_0 <= 0.42`, or rows that contradict each other in sum. Such a disjunct can never
-    hold, and a search that bounds rows one by one cannot show it (it times out). The LP minimises the largest
-    row violation t over y (HiGHS); contradictory when t exceeds `CONTRADICTION` of the rows' size. One row, or
-    a system larger than `CONTRADICTION_SIZE`, is not checked (False).
+    hold, and a search that bounds rows one by one cannot show it (it times out). `lower`/`upper` ([columns],
+    ±inf where none) bound the columns whatever the network: a property's input box where its rows read the inputs,
+    a square's 0. The LP minimises the largest row violation t over y in them (HiGHS); contradictory when t exceeds
+    `CONTRADICTION` of the rows' size. One row over unbounded columns, or a system larger than `CONTRADICTION_SIZE`,
+    is not checked (False).
 
     >>> contradictory(Disjunct(torch.tensor([[-1.0], [1.0]]), torch.tensor([-0.44, 0.42])))    # y >= 0.44, y <= 0.42
     True
     >>> contradictory(Disjunct(torch.tensor([[-1.0], [1.0]]), torch.tensor([-0.42, 0.44])))
     False
+    >>> contradictory(Disjunct(torch.tensor([[1.0]]), torch.tensor([-0.5])), torch.zeros(1), torch.ones(1))  # y in [0, 1]
+    True
     """
     C, d = disjunct.C.detach().double().cpu(), disjunct.d.detach().double().cpu()
     rows, columns = C.shape
-    if rows < 2 or rows * columns > CONTRADICTION_SIZE or not (torch.isfinite(C).all() and torch.isfinite(d).all()):
+    low = torch.full((columns,), -math.inf, dtype=torch.float64) if lower is None else lower.double().cpu().flatten()
+    high = torch.full((columns,), math.inf, dtype=torch.float64) if upper is None else upper.double().cpu().flatten()
+    bounded = bool(torch.isfinite(low).any() or torch.isfinite(high).any())
+    if (rows < 2 and not bounded) or rows * columns > CONTRADICTION_SIZE \
+            or not (torch.isfinite(C).all() and torch.isfinite(d).all()):
         return False
+    if bool((low > high).any()):
+        return True
     scale = 1.0 + float(C.abs().max()) + float(d.abs().max())
     # most disjuncts are met at 0 or where their rows are equalities (ACAS Xu's `Y_0 <= Y_j`): no LP for them
     for point in (torch.zeros(columns, dtype=torch.float64), torch.linalg.lstsq(C, d[:, None]).solution[:, 0]):
+        point = torch.maximum(torch.minimum(point, high), low)
         if bool((C @ point - d <= CONTRADICTION * scale).all()):
             return False
     from scipy.optimize import linprog
 
-    # variables (y, t): minimise t subject to C y - t <= d, t >= -scale (bounded below)
+    # variables (y, t): minimise t subject to C y - t <= d, y in its bounds, t >= -scale (bounded below)
     A = torch.cat([C, -torch.ones(rows, 1, dtype=torch.float64)], dim=1).numpy()
     cost = [0.0] * columns + [1.0]
-    bounds = [(None, None)] * columns + [(-scale, None)]
+    finite = lambda value: float(value) if math.isfinite(value) else None  # noqa: E731
+    bounds = [(finite(a), finite(b)) for a, b in zip(low.tolist(), high.tolist())] + [(-scale, None)]
     solution = linprog(cost, A_ub=A, b_ub=d.numpy(), bounds=bounds, method="highs")
-    return solution.status == 0 and float(solution.fun) > CONTRADICTION * scale
+    return solution.status == 2 or (solution.status == 0 and float(solution.fun) > CONTRADICTION * scale)
 
 
 def robustness_disjuncts(num_classes: int, target: int, dtype: torch.dtype = torch.float32) -> list[Disjunct]:

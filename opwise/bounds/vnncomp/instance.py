@@ -30,7 +30,7 @@ import torch
 from opwise.bounds.bounded_model import BoundedModel
 from opwise.bounds.engine.deadline import deadline
 from opwise.bounds.function_bounds import FunctionBounds
-from opwise.bounds.spec import Specification, specifications_to
+from opwise.bounds.spec import Disjunct, Specification, contradictory, specifications_to
 from opwise.bounds.verify import verify_boxes
 from opwise.bounds.vnncomp.joint import load_joint, network_files
 from opwise.bounds.vnncomp.products import AppendedColumns, Products
@@ -208,6 +208,8 @@ def _verify(onnx_path, vnnlib_path, timeout: float, start: float, load: Loader |
         "elements of " + ", ".join(t.name for n in layout.networks for t in getattr(n, kind)) for kind in ("inputs", "outputs"))
     declared = [_shaped(box, input_shape, str(vnnlib_path), names[0]) for box in boxes]
     model, own_outputs = _fitted_to_rows(model, declared[0], input_shape, str(vnnlib_path), names[1], query.products)
+    if own_outputs is not None:  # rows read the inputs (and products), which the box bounds
+        declared = [_without_contradictions(box, own_outputs, query.products) for box in declared]
     check = partial(_as_the_competition_checks, model, products=query.products, outputs=own_outputs)
     specs = specifications_to(declared, model.device, model.dtype)
     if _constant_output(model):
@@ -262,6 +264,25 @@ def _fitted_to_rows(model, box: Specification, input_shape: tuple[int, ...], pat
     named = declared - extra - inputs if extra else declared  # with products, the rows always read the inputs
     raise SpecError(path, None, f"declares {named} {what} but the model has {outputs} outputs (of a network with "
                                 f"several, its first output's elements: VNN-COMP's check reads that one)")
+
+
+def _without_contradictions(box: Specification, outputs: int, products: Products | None) -> Specification:
+    """The box's property without the disjuncts no point meets, whatever the network (`spec.contradictory`), with
+    the columns its rows read bounded: the inputs by the box, products by interval arithmetic on those (a square by
+    0). `Y_0 >= X_0 + 3 and Y_0 <= 1` on X_0 in [0, 1] is no violation; bounding its rows one by one cannot show it.
+    Where none is left, one row that never holds (0 <= -1) stands for them."""
+    inputs = box.x_lower.numel()
+    unbounded = torch.full((outputs,), math.inf, dtype=torch.float64)
+    lower = torch.cat([-unbounded, box.x_lower.flatten().double()])
+    upper = torch.cat([unbounded, box.x_upper.flatten().double()])
+    if products:
+        product_lower, product_upper = products.bounds(lower, upper, outputs, inputs)
+        lower, upper = torch.cat([lower, product_lower]), torch.cat([upper, product_upper])
+    kept = [disjunct for disjunct in box.unsafe if not contradictory(disjunct, lower, upper)]
+    if len(kept) == len(box.unsafe):
+        return box
+    C = box.unsafe[0].C
+    return dataclasses.replace(box, unsafe=kept or [Disjunct(C.new_zeros(1, C.shape[1]), C.new_full((1,), -1.0))])
 
 
 def _own_outputs(result: InstanceResult, outputs: int | None) -> InstanceResult:

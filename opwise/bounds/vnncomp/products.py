@@ -75,6 +75,37 @@ class Products:
         return _levels(v, columns)[:, outputs + inputs:]
 
 
+    def bounds(self, lower: torch.Tensor, upper: torch.Tensor, outputs: int,
+               inputs: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Interval bounds of the product columns (in `positions` order) from bounds of the outputs and inputs
+        (`lower`, `upper` [outputs + inputs], ±inf where none), level by level: a product of two bounded factors
+        is bounded by its factors' corners; a square is never below 0; anything else is unbounded.
+
+        >>> products = Products()
+        >>> _ = products.name(({"X_0": 1.0}, 0.0), ({"X_0": 1.0}, 0.0)), products.name(({"X_0": 1.0}, 0.0), ({"Y_0": 1.0}, 0.0))
+        >>> low, high = products.bounds(torch.tensor([-float("inf"), -1.0]), torch.tensor([float("inf"), 2.0]), 1, 1)
+        >>> low.tolist(), high.tolist()
+        ([0.0, -inf], [4.0, inf])
+        """
+        low, high = lower.double().flatten(), upper.double().flatten()
+        for squares, others in AppendedColumns.weights(self, outputs, inputs, torch.float64):
+            parts_low, parts_high = [low], [high]
+            if squares is not None:
+                a_low, a_high = _affine_interval(low, high, *squares)
+                straddles = (a_low <= 0) & (a_high >= 0)
+                parts_low.append(torch.where(straddles, 0.0, torch.minimum(a_low ** 2, a_high ** 2)))
+                parts_high.append(torch.maximum(a_low ** 2, a_high ** 2))
+            if others is not None:
+                (a_low, a_high), (b_low, b_high) = (_affine_interval(low, high, *others[:2]),
+                                                    _affine_interval(low, high, *others[2:]))
+                corners = torch.stack([a_low * b_low, a_low * b_high, a_high * b_low, a_high * b_high])
+                finite = torch.isfinite(torch.stack([a_low, a_high, b_low, b_high])).all(dim=0)
+                parts_low.append(torch.where(finite, corners.amin(dim=0), -torch.inf))
+                parts_high.append(torch.where(finite, corners.amax(dim=0), torch.inf))
+            low, high = torch.cat(parts_low), torch.cat(parts_high)
+        return low[outputs + inputs:], high[outputs + inputs:]
+
+
 class AppendedColumns(torch.nn.Module):
     """A network followed by its own input and the property's products: outputs [batch, outputs + inputs +
     products]. A property relating outputs to inputs (`Y_0 >= X_0 + 3`), or with products of variables, is then rows
@@ -129,6 +160,15 @@ def _levels(v: torch.Tensor, levels: list[tuple]) -> torch.Tensor:
             parts.append(linear(v, *others[:2]) * linear(v, *others[2:]))
         v = torch.cat(parts, dim=1)
     return v
+
+
+def _affine_interval(low: torch.Tensor, high: torch.Tensor, weight: torch.Tensor,
+                     bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interval bounds of `weight @ v + bias` for v in [low, high] (±inf allowed: a zero weight ignores them)."""
+    positive, negative = weight > 0, weight < 0
+    lower = torch.where(positive, weight * low, 0.0) + torch.where(negative, weight * high, 0.0)
+    upper = torch.where(positive, weight * high, 0.0) + torch.where(negative, weight * low, 0.0)
+    return lower.sum(dim=1) + bias, upper.sum(dim=1) + bias
 
 
 def _affine(terms: list[Linear], outputs: int, inputs: int, positions: dict[str, int], width: int,

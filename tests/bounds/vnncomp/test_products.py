@@ -191,3 +191,24 @@ def test_rows_reading_inputs_and_products_of_a_double_network_are_decided_as_a_d
         query_path.write_text(query(NET.replace("float32", "float64"), f"{BOX}(assert (>= {value} {threshold!r}))"))
         result = verify_instance(str(path), query_path, 60)
         assert result.status == expected, (threshold, result)
+
+
+@pytest.mark.parametrize("rows", [
+    "(assert (>= Y[0,0] (+ X[0,0] 3.0)))\n(assert (<= Y[0,0] 1.0))",                    # X[0,0] >= -0.5 in the box
+    "(assert (<= (+ Y[0,0] (* Y[0,0] Y[0,0])) -0.12))\n(assert (>= Y[0,0] 0.22))",     # a square is never below 0
+])
+def test_rows_no_point_meets_given_the_box_and_squares_are_unsat_at_once(tmp_path, rows):
+    """Rows that contradict each other once the input columns are held to the box and a square to >= 0: no output
+    meets them, whatever the network, though the network (Y0 = 20 X1, in [-10, 10]) meets each row alone (the
+    fuzzer's seed 981 timed out). Decided without a search: no domain is bounded."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    weight = numpy_helper.from_array(np.array([[0.0, 1.0], [20.0, 0.0]], dtype=np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "linear",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [weight])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "f.onnx"))
+    path = tmp_path / "q.vnnlib"
+    path.write_text(query(NET, BOX + rows))
+    result = verify_instance(str(tmp_path / "f.onnx"), path, 30)
+    assert result.status == "unsat" and not result.stats.get("domains"), result
