@@ -34,6 +34,15 @@ def random_problem(seed: int, inputs: int = 2, outputs: int = 3):
     return model, spec, milp_min_margin(model, spec)
 
 
+def assert_matches_milp(result, model, spec: Specification, exact: float, seed: int) -> None:
+    """The search's answer is the MILP's (verified where the exact worst margin is positive), and a counterexample
+    lies in the input set and violates the property."""
+    assert result.status == ("verified" if exact > 0 else "falsified"), (seed, exact, result)
+    if result.status == "falsified":
+        x = result.counterexample
+        assert spec.contains(x) and float(spec.margin(model(x).detach())) <= 0
+
+
 @pytest.mark.parametrize("branching", ["gradient", "widest"])
 def test_matches_milp_on_random_relu_nets(branching):
     outcomes = {"verified": 0, "falsified": 0}
@@ -41,10 +50,7 @@ def test_matches_milp_on_random_relu_nets(branching):
         model, spec, exact = random_problem(seed)
         result = input_split_bab(interval_bound_fn(model), model, spec, timeout=30, branching=branching,
                                  batch_size=64)
-        assert result.status == ("verified" if exact > 0 else "falsified"), (seed, exact, result)
-        if result.status == "falsified":
-            x = result.counterexample
-            assert spec.contains(x) and float(spec.margin(model(x).detach())) <= 0
+        assert_matches_milp(result, model, spec, exact, seed)
         outcomes[result.status] += 1
     assert min(outcomes.values()) >= 8, outcomes
 
@@ -70,10 +76,7 @@ def test_boxes_cut_by_relations_between_inputs_match_milp_on_random_relu_nets():
             disjunct.d += shift
         exact = milp_min_margin(model, cut)
         result = input_split_bab(crown_bound_fn(model), model, cut, timeout=30, batch_size=64)
-        assert result.status == ("verified" if exact > 0 else "falsified"), (seed, exact, result)
-        if result.status == "falsified":
-            x = result.counterexample
-            assert cut.contains(x) and float(cut.margin(model(x).detach())) <= 0
+        assert_matches_milp(result, model, cut, exact, seed)
         outcomes[result.status] += 1
     assert min(outcomes.values()) >= 5, outcomes
 
@@ -86,10 +89,7 @@ def test_clipped_linear_bounds_match_milp_on_random_relu_nets(inputs):
     for seed in range(20 if inputs == 2 else 8):
         model, spec, exact = random_problem(seed, inputs=inputs)
         result = input_split_bab(crown_bound_fn(model), model, spec, timeout=30, batch_size=64)
-        assert result.status == ("verified" if exact > 0 else "falsified"), (seed, exact, result)
-        if result.status == "falsified":
-            x = result.counterexample
-            assert spec.contains(x) and float(spec.margin(model(x).detach())) <= 0
+        assert_matches_milp(result, model, spec, exact, seed)
         clipped += result.stats.get("clipped", 0)
     assert clipped > 0
 
@@ -139,7 +139,7 @@ def test_matches_milp_on_random_relu_nets_with_four_inputs(branching):
     for seed in range(10):
         model, spec, exact = random_problem(seed, inputs=4)
         result = input_split_bab(interval_bound_fn(model), model, spec, timeout=60, branching=branching)
-        assert result.status == ("verified" if exact > 0 else "falsified"), (seed, exact, result)
+        assert_matches_milp(result, model, spec, exact, seed)
 
 
 def test_timeout_is_reported_not_guessed():
@@ -292,7 +292,7 @@ def test_rounds_fill_the_positions_a_bound_function_pays_for():
         sizes.clear()
         # round_time alone would bisect one domain per round (2 children)
         result = input_split_bab(Padded(model), model, spec, timeout=60, batch_size=1024, round_time=1e-6)
-        assert result.status == ("verified" if exact > 0 else "falsified"), (seed, exact, result)
+        assert_matches_milp(result, model, spec, exact, seed)
         # every round fills 64 positions unless fewer domains are open
         assert all(size % 64 == 0 or size < 64 for size in sizes[1:]), sizes
         filled += sum(size >= 64 for size in sizes[1:])
