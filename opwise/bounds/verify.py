@@ -149,7 +149,8 @@ def verify_specification(
     progress: Progress | None = None,
 ) -> VerificationResult:
     """Decide whether `spec` holds: PGD in its input set, then each bound method in turn until the property
-    is proved (disjuncts whose rows contradict each other, which no output meets, are dropped first: `contradictory`), then (with `complete`) a complete search: input splitting when the set is a box with at most
+    is proved (disjuncts whose rows contradict each other, which no output meets, are dropped first:
+    `contradictory`), then (with `complete`) a complete search: input splitting when the set is a box with at most
     `max_split_inputs` free inputs (the chain fast path for affine–ReLU networks), input splitting for half the
     time and then GenBaB for a box with up to `PORTFOLIO_FACTOR` times as many, else GenBaB.
 

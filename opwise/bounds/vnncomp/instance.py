@@ -338,7 +338,7 @@ def _constant_output(model: BoundedModel | FunctionBounds) -> bool:
     return isinstance(output, torch.fx.Node) and not model.graph.info(output).depends_on_input
 
 
-def _decide_constant(model: BoundedModel, declared: list[Specification], start: float,
+def _decide_constant(model: BoundedModel | _ConstantNetwork, declared: list[Specification], start: float,
                      check: Callable) -> InstanceResult:
     """A network constant on the property's boxes, decided by running it once per box: `sat` where its output
     violates a box's property (as the competition checks it), else as `_evaluated` says."""

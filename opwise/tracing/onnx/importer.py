@@ -80,14 +80,13 @@ def load_onnx_folding(path: str | Path, *, batch_size: int | None = None,
     graph_proto = model.graph
     initializers = {init.name: _initializer(init) for init in graph_proto.initializer}
     inputs = [value for value in graph_proto.input if value.name not in initializers]
-    if len(graph_proto.output) != 1 and not (join_outputs and graph_proto.output and not fixed) \
-            and not (first_output and graph_proto.output):
+    outputs = [value.name for value in graph_proto.output][:1 if first_output else None]
+    if len(outputs) != 1 and not (join_outputs and outputs and not fixed):
         raise ModelLoadError(
-            f"{path} has {len(graph_proto.output)} outputs; opwise graphs have one output, "
+            f"{path} has {len(outputs)} outputs; opwise graphs have one output, "
             "so export the model with the output to explain or verify only (or import it with "
             "load_onnx(path, join_outputs=True): its outputs flattened and joined)"
         )
-    outputs = [value.name for value in graph_proto.output][:1 if first_output else None]
     shapes = [_input_shape(value, path) for value in inputs]
     if add_batch_axis:
         _require_batch_added(path, graph_proto, inputs, shapes, initializers)
