@@ -1,4 +1,4 @@
-"""Shared test setup: the ../shared benchmark folder and the slow-test switch."""
+"""Shared test setup: the ../shared benchmark folder, the slow-test switch and the stray-device sweep."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ BENCHMARKS = SHARED / "benchmarks"
 
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+    parser.addoption("--stray-device", action="store_true",
+                     help="run every test inside tests/cuda/stray_device.StrayDevice: fail where opwise mixes tensors "
+                          "it made without a device with the model's (what would fail on a GPU)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -34,3 +37,15 @@ def benchmarks_dir() -> Path:
     if not BENCHMARKS.is_dir():
         pytest.skip(f"benchmark data not found at {BENCHMARKS} (only CI and developer machines have ../shared)")
     return BENCHMARKS
+
+
+@pytest.fixture(autouse=True)
+def _stray_device(request):
+    """With --stray-device, each test runs inside StrayDevice (see tests/cuda/stray_device.py)."""
+    if not request.config.getoption("--stray-device"):
+        yield
+        return
+    from tests.cuda.stray_device import StrayDevice
+
+    with StrayDevice():
+        yield

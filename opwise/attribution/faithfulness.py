@@ -215,7 +215,7 @@ def _check_input(x: torch.Tensor) -> torch.Tensor:
 
 def _check_relevance(relevance: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Relevance shaped like x, or channel-summed ``[B, H, W]`` for images; returns it as given."""
-    relevance = torch.as_tensor(relevance).detach().to(torch.float64)
+    relevance = torch.as_tensor(relevance).detach().to(x.device, torch.float64)
     allowed = [tuple(x.shape)] + ([(x.shape[0], *x.shape[-2:])] if _has_channels(x) else [])
     if tuple(relevance.shape) not in allowed:
         raise InputError(f"pixel_flipping: relevance shape {tuple(relevance.shape)} does not fit x; expected one of {allowed}")
@@ -241,7 +241,7 @@ def _pixel_ranks(relevance: torch.Tensor, x: torch.Tensor, patch_size: int, orde
     n_patches = patch_relevance.shape[1]
     ranking = torch.sort(patch_relevance, dim=1, descending=order == "most", stable=True).indices
     rank = torch.empty_like(ranking)
-    rank.scatter_(1, ranking, torch.arange(n_patches).expand_as(ranking))
+    rank.scatter_(1, ranking, torch.arange(n_patches, device=ranking.device).expand_as(ranking))
     pixel_rank = torch.gather(rank, 1, pixel_to_patch.expand(x.shape[0], -1))
     return pixel_rank.view(x.shape[0], *_pattern_shape(x)), n_patches
 
@@ -251,7 +251,7 @@ def _patches(relevance: torch.Tensor, x: torch.Tensor, patch_size: int) -> tuple
     if relevance.dim() == 4:
         relevance = relevance.sum(1)
     shape = _pattern_shape(x)
-    grids = [torch.arange(size) // patch_size for size in shape]
+    grids = [torch.arange(size, device=relevance.device) // patch_size for size in shape]
     counts = [math.ceil(size / patch_size) for size in shape]
     if len(shape) == 2:
         index = grids[0][:, None] * counts[1] + grids[1][None, :]
@@ -259,7 +259,7 @@ def _patches(relevance: torch.Tensor, x: torch.Tensor, patch_size: int) -> tuple
         index = grids[0]
     index = index.reshape(1, -1)
     n_patches = math.prod(counts)
-    summed = torch.zeros(relevance.shape[0], n_patches, dtype=relevance.dtype)
+    summed = torch.zeros(relevance.shape[0], n_patches, dtype=relevance.dtype, device=relevance.device)
     summed.index_add_(1, index[0], relevance.reshape(relevance.shape[0], -1))
     return summed, index
 
@@ -291,7 +291,7 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
         raise InputError(f"pixel_flipping: blur_sigma must be > 0, got {sigma}")
     height, width = x.shape[-2:]
     radius = math.ceil(3 * sigma)
-    offsets = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = kernel / kernel.sum()
     planes = x.reshape(-1, 1, height, width)
@@ -317,4 +317,4 @@ def _select(output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise InputError(f"pixel_flipping: function must return [B, classes] logits, got {tuple(output.shape)}")
     if (targets < 0).any() or (targets >= output.shape[1]).any():
         raise InputError(f"pixel_flipping: target {targets.tolist()} out of range for {output.shape[1]} classes")
-    return output.gather(1, targets[:, None])[:, 0]
+    return output.gather(1, targets[:, None].to(output.device))[:, 0]

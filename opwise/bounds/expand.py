@@ -84,7 +84,7 @@ def _softmax(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     others = rewriter.call(aten.unsqueeze.default, x, dim)
     own = rewriter.call(aten.unsqueeze.default, x, dim + 1)
     differences = rewriter.call(aten.clamp_max.default, rewriter.call(aten.sub.Tensor, others, own), MAX_EXPONENT)
-    off_diagonal = 1 - torch.eye(length)
+    off_diagonal = 1 - torch.eye(length, device=node.meta["val"].device)
     off_diagonal = off_diagonal.reshape(length, length, *[1] * (len(shape) - dim - 1))
     terms = rewriter.call(aten.mul.Tensor, rewriter.call(aten.exp.default, differences), rewriter.constant(off_diagonal))
     total = rewriter.call(aten.add.Tensor, rewriter.call(aten.sum.dim_IntList, terms, [dim + 1]), 1.0)

@@ -48,6 +48,7 @@ class LinearConstraints:
         """
         from scipy.optimize import linprog
 
+        device = G.device  # the LP runs on the CPU; the constraints stay where they were given
         G, h = G.to(torch.float64).cpu(), h.to(torch.float64).cpu()
         lower, upper = lower.to(torch.float64).cpu().flatten(), upper.to(torch.float64).cpu().flatten()
         used = (G != 0).any(0).nonzero().flatten()
@@ -65,7 +66,7 @@ class LinearConstraints:
         point = torch.max(torch.min(point, upper), lower)
         if bool((G @ point > h + 1e-9 * (1 + h.abs())).any()):
             return None
-        return cls(G, h, point[None])
+        return cls(G, h, point[None]).to(device)
 
     def to(self, device=None, dtype=None) -> "LinearConstraints":
         """The constraints on `device` (G and h in `dtype`; the interior point stays float64)."""

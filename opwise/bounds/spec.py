@@ -75,6 +75,15 @@ class Specification:
     unsafe: list[Disjunct]
     input_set: InputSet | None = None
 
+    def __post_init__(self):
+        # the box decides where the problem lives: rows built apart (robustness_disjuncts, a parsed file) follow it,
+        # so that a box on a GPU needs no second move
+        device = self.x_lower.device
+        if any(d.C.device != device for d in self.unsafe):
+            self.unsafe = [d.to(device) for d in self.unsafe]
+        if self.input_set is not None and self.input_set.lower.device != device:
+            self.input_set = self.input_set.to(device)
+
     @classmethod
     def over(cls, input_set: InputSet, unsafe: list[Disjunct]) -> "Specification":
         """The specification over an input set: its box, and the set itself unless it is that box.

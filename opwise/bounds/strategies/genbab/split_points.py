@@ -96,11 +96,11 @@ def best_split_ratios(relaxation: CurvatureRelaxation, lower: torch.Tensor, uppe
     tensor([0.6510], dtype=torch.float64)
     """
     step = 1.0 / (candidates + 1)
-    coarse = torch.arange(1, candidates + 1, dtype=torch.float64) * step
+    coarse = torch.arange(1, candidates + 1, dtype=torch.float64, device=lower.device) * step
     best = _smallest_gap(relaxation, lower, upper, coarse.expand(len(lower), -1))
     if not refine:
         return best
-    offsets = (torch.arange(refine, dtype=torch.float64) - (refine - 1) / 2) * step / 10
+    offsets = (torch.arange(refine, dtype=torch.float64, device=lower.device) - (refine - 1) / 2) * step / 10
     fine = (best[:, None] + offsets).clamp(step / 10, 1 - step / 10)
     return _smallest_gap(relaxation, lower, upper, fine)
 
