@@ -1,0 +1,709 @@
+"""Planted counterexamples: networks whose only violations sit in a tiny region around a known point x0.
+
+The other fuzzers accept an `unsat` when no sampled or attacked point violates the property, which cannot catch an
+unsound `unsat` whose violation is hidden (SoundnessBench, Zhou et al. 2024). Here the ground truth is known by
+construction. A seeded generator builds the margin
+
+    g(x) = base(x) + C - A s(x)
+
+where base is a random network, C lifts it above `margin0 > 0` on the whole box (an interval bound computed here, in
+float64, independently of opwise) and s <= 1 is a narrow spike with s(x0) close to 1, width 1e-3..1e-2 of the box
+per input. A `planted` instance takes A so that g(x0) < 0 (checked on the built network in float32 and float64): the
+answer must never be `unsat` / `verified`. A `control` has A < margin0 (or no spike): it is unsat, and any `sat`
+found there must replay (it would mean the generator is wrong).
+
+Spike families, each exercising other bound rules: ReLU hats (L1: relu(1 - sum |u_i|); L-inf: relu(1 - max |u_i|)
+with max(a, b) = b + relu(a - b); min of triangles with min(a, b) = a - relu(a - b)), sigmoid and tanh bumps
+(sigma(k(u + 1)) - sigma(k(u - 1)), gated by a sigmoid/tanh of their sum), GELU and SiLU hats
+(|u| ~ (f(Ku) + f(-Ku)) / K), and products (Mul) of a 1-D hat and a hat of the other inputs; here u = (x - x0) / w.
+The spike's units are mixed into the base's layers (one dense layer over both, units permuted, base units reading
+spike units), sometimes behind a Conv stem. The margin is y0 - y1 of a 2-3 output network, decided on one of three
+paths: `opwise.verify` (robustness of class 0 on an L-inf or L2 ball, bab=True), `verify_specification` on a box,
+and `verify_instance` on ONNX + VNN-LIB files (replayed with onnxruntime).
+
+How often the planted counterexample is found (`sat`) rather than `unknown`/`timeout` is a measurement, printed by
+`python -m tests.fuzz.test_planted_counterexamples FIRST LAST`; the tests assert soundness only (no `unsat` on a
+planted instance, every `sat` replays in the box, no exception). 12 instances by default (about 30 s on one core);
+`--run-slow` adds 200 more.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import random
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+onnx = pytest.importorskip("onnx")
+onnxruntime = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import opwise  # noqa: E402
+from opwise.bounds import BoundedModel  # noqa: E402
+from opwise.bounds.spec import Disjunct, Specification  # noqa: E402
+from opwise.bounds.verify import verify_specification  # noqa: E402
+from opwise.bounds.vnncomp import verify_instance  # noqa: E402
+
+FAST_SEEDS = range(12)
+SLOW_SEEDS = range(1000, 1200)
+TIMEOUT = 2.0
+FAMILIES = ("relu_l1", "relu_linf", "relu_min", "sigmoid", "tanh", "gelu", "silu", "mul_relu", "mul_sigmoid")
+PATHS = ("verify", "box", "onnx")
+#: how far outside the box (absolute) a counterexample may lie: VNN-LIB bounds are written in decimal, balls in float32
+BOX_TOLERANCE = 1e-6
+#: every spike is built with s <= S_MAX everywhere (module docstring), which the controls' ground truth relies on
+S_MAX = 1.0
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "gelu": F.gelu, "silu": F.silu,
+}
+#: (where the minimum is, its value) of the activations that are not monotone, for the interval bound
+MINIMA = {"gelu": (-0.7517916243, -0.1699712527), "silu": (-1.2784645428, -0.2784645428)}
+
+
+# ------------------------------------------------------------------------------------------------ networks
+@dataclasses.dataclass
+class Stage:
+    """One layer over the whole state h [B, k]: `activation(h W + b)`, or for activation "mul" the product
+    `(h W + b) * (h V + c)` with `right = (V, c)`."""
+
+    weight: np.ndarray  # [k_in, k_out]
+    bias: np.ndarray  # [k_out]
+    activation: str
+    right: tuple[np.ndarray, np.ndarray] | None = None
+
+
+@dataclasses.dataclass
+class Spike:
+    """A spike: stages over its own units (the first reads the inputs x), and its value s = h · readout + offset on
+    the last stage's units h."""
+
+    stages: list[Stage]
+    readout: np.ndarray
+    offset: float
+
+
+@dataclasses.dataclass
+class Network:
+    """The stages over the inputs x (flat, n) and the readout to the outputs: y = h R + r."""
+
+    stages: list[Stage]
+    readout: np.ndarray  # [k, m]
+    readout_bias: np.ndarray  # [m]
+    input_shape: tuple[int, ...]  # without batch axis: (n,) or (1, h, w) behind a Conv stem
+    conv_stem: bool
+
+
+class PlantedNet(nn.Module):
+    """The network as a torch module (Linear or a full-image Conv2d first, activations, products)."""
+
+    def __init__(self, network: Network):
+        super().__init__()
+        self.activations = [stage.activation for stage in network.stages]
+        self.left, self.right = nn.ModuleList(), nn.ModuleList()
+        for index, stage in enumerate(network.stages):
+            conv = index == 0 and network.conv_stem
+            self.left.append(_layer(stage.weight, stage.bias, network.input_shape if conv else None))
+            if stage.right is not None:
+                self.right.append(_layer(*stage.right, network.input_shape if conv else None))
+        self.head = _layer(network.readout, network.readout_bias, None)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's units [B, k]."""
+        h, products = x, iter(self.right)
+        for activation, layer in zip(self.activations, self.left):
+            pre = layer(h).flatten(1)
+            if activation == "mul":
+                pre = pre * next(products)(h).flatten(1)
+            h = pre if activation == "mul" else ACTIVATIONS[activation](pre)
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _layer(weight: np.ndarray, bias: np.ndarray, image: tuple[int, ...] | None) -> nn.Module:
+    """x W + b as nn.Linear, or as a Conv2d whose kernel covers the whole `image` (channels, h, w)."""
+    fan_in, width = weight.shape
+    if image is None:
+        layer = nn.Linear(fan_in, width)
+        layer.weight.data = torch.tensor(weight.T, dtype=torch.float32)
+    else:
+        layer = nn.Conv2d(image[0], width, image[1:])
+        layer.weight.data = torch.tensor(weight.T.reshape(width, *image), dtype=torch.float32)
+    layer.bias.data = torch.tensor(bias, dtype=torch.float32)
+    return layer
+
+
+def interval(stages: list[Stage], lower: np.ndarray, upper: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interval bounds (float64) of the last stage's units over the box [lower, upper] (flat inputs)."""
+    low, high = torch.tensor(lower, dtype=torch.float64), torch.tensor(upper, dtype=torch.float64)
+    for stage in stages:
+        pre = _affine_interval(low, high, stage.weight, stage.bias)
+        if stage.activation == "mul":
+            left, right = pre, _affine_interval(low, high, *stage.right)
+            corners = torch.stack([a * b for a in left for b in right])
+            low, high = corners.amin(0), corners.amax(0)
+        else:
+            low, high = _activation_interval(stage.activation, *pre)
+    return low, high
+
+
+def _affine_interval(low: torch.Tensor, high: torch.Tensor, weight: np.ndarray, bias: np.ndarray
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    w, b = torch.tensor(weight, dtype=torch.float64), torch.tensor(bias, dtype=torch.float64)
+    positive, negative = w.clamp(min=0), w.clamp(max=0)
+    return low @ positive + high @ negative + b, high @ positive + low @ negative + b
+
+
+def _activation_interval(activation: str, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """f([low, high]): monotone activations at the ends; GELU and SiLU also at their one minimum."""
+    function = ACTIVATIONS[activation]
+    at_low, at_high = function(low), function(high)
+    if activation not in MINIMA:
+        return at_low, at_high
+    where, value = MINIMA[activation]
+    inside = (low <= where) & (where <= high)
+    least = torch.where(inside, torch.full_like(low, value), torch.minimum(at_low, at_high))
+    return least, torch.maximum(at_low, at_high)
+
+
+# ------------------------------------------------------------------------------------------------ spikes
+def _normalized(x0: np.ndarray, width: np.ndarray, signs: list[float], shift: float = 0.0, gain: float = 1.0
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """A first stage's weight and bias over x whose units are gain * (sign * u_i + shift), for each sign in turn,
+    u = (x - x0) / width: units [sign 0: inputs 0..n-1, sign 1: ...]."""
+    n = len(x0)
+    weight = np.concatenate([np.diag(sign * gain / width) for sign in signs], axis=1)
+    bias = np.concatenate([gain * (-sign * x0 / width + shift) for sign in signs])
+    return weight.reshape(n, -1), bias
+
+
+def _absolute_values(n: int, scale: float = 1.0) -> np.ndarray:
+    """[2n, n]: a_i = scale * (unit i + unit n + i), |u_i| from relu(u_i) and relu(-u_i)."""
+    return scale * np.concatenate([np.eye(n), np.eye(n)])
+
+
+def _pairs(values: np.ndarray, combine: str) -> tuple[Stage, np.ndarray]:
+    """One ReLU stage of a max or min tree over nonnegative values, and the next level's values. `values` [k + 1, v]
+    is an affine map of the previous stage's k units (last row: the bias) per value; the result maps the new stage's
+    units the same way. max(a, b) = relu(b) + relu(a - b), min(a, b) = relu(a) - relu(a - b); an odd value is
+    passed through relu."""
+    count = values.shape[1]
+    units: list[np.ndarray] = []
+    sign = 1.0 if combine == "max" else -1.0
+    pieces: list[list[tuple[int, float]]] = []  # per next value: (unit, coefficient)
+    for first in range(0, count - 1, 2):
+        a, b = values[:, first], values[:, first + 1]
+        units += [b if combine == "max" else a, a - b]
+        pieces.append([(len(units) - 2, 1.0), (len(units) - 1, sign)])
+    if count % 2:
+        units.append(values[:, -1])
+        pieces.append([(len(units) - 1, 1.0)])
+    columns = np.stack(units, axis=1)
+    mapped = np.zeros((len(units) + 1, len(pieces)))
+    for j, terms in enumerate(pieces):
+        for unit, coefficient in terms:
+            mapped[unit, j] = coefficient
+    return Stage(columns[:-1], columns[-1], "relu"), mapped
+
+
+def relu_spike(family: str, x0: np.ndarray, width: np.ndarray, rng: random.Random) -> Spike:
+    """ReLU hats: L1 (relu(1 - sum |u|)), L-inf (relu(1 - max |u|)) or min of per-input triangles."""
+    n = len(x0)
+    first = Stage(*_normalized(x0, width, [1.0, -1.0]), "relu")
+    absolute = np.concatenate([_absolute_values(n), np.zeros((1, n))])  # [2n + 1, n]: |u_i| with a bias row
+    if family == "relu_l1":
+        return Spike([first, Stage(-np.ones((2 * n, 1)), np.ones(1), "relu")], np.ones(1), 0.0)
+    stages = [first]
+    if family == "relu_linf":
+        values = absolute
+    else:  # triangles relu(1 - |u_i|) first
+        triangles = -absolute
+        triangles[-1] = 1.0
+        stages.append(Stage(triangles[:-1], triangles[-1], "relu"))
+        values = np.concatenate([np.eye(n), np.zeros((1, n))])
+    combine = "max" if family == "relu_linf" else "min"
+    while values.shape[1] > 1:
+        stage, values = _pairs(values, combine)
+        stages.append(stage)
+    if family == "relu_linf":  # s = relu(1 - max)
+        stages.append(Stage(-values[:-1], 1.0 - values[-1], "relu"))
+        return Spike(stages, np.ones(1), 0.0)
+    return Spike(stages, values[:-1, 0], float(values[-1, 0]))
+
+
+def smooth_spike(family: str, x0: np.ndarray, width: np.ndarray, rng: random.Random) -> Spike:
+    """Sigmoid or tanh bumps f(k(u + 1)) - f(k(u - 1)) gated by f(K (sum of bumps - n + 1/2)); GELU or SiLU hats
+    relu-like: |u| ~ (f(Ku) + f(-Ku)) / K, s = f(K' (1 - sum |u|)) / K'."""
+    n = len(x0)
+    if family in ("sigmoid", "tanh"):
+        k, gate = rng.uniform(6.0, 10.0), rng.uniform(15.0, 25.0)
+        rising = _normalized(x0, width, [1.0], 1.0, k)
+        falling = _normalized(x0, width, [1.0], -1.0, k)
+        first = Stage(np.concatenate([rising[0], falling[0]], 1), np.concatenate([rising[1], falling[1]]), family)
+        half = 0.5 if family == "tanh" else 1.0  # a tanh bump is (t+ - t-) / 2
+        bumps = half * np.concatenate([np.ones((n, 1)), -np.ones((n, 1))])
+        second = Stage(gate * bumps, gate * np.array([-(n - 0.5)]), family)
+        if family == "tanh":  # s = (1 + tanh) / 2
+            return Spike([first, second], np.array([0.5]), 0.5)
+        return Spike([first, second], np.ones(1), 0.0)
+    k, gate = rng.uniform(3.0, 6.0), rng.uniform(6.0, 10.0)
+    first = Stage(*_normalized(x0, width, [1.0, -1.0], 0.0, k), family)
+    second = Stage(-gate * _absolute_values(n, 1.0 / k).sum(1, keepdims=True), np.array([gate]), family)
+    return Spike([first, second], np.array([1.0 / gate]), 0.0)
+
+
+def product_spike(family: str, x0: np.ndarray, width: np.ndarray, rng: random.Random) -> Spike:
+    """s = hat_j(u_j) * hat(u of the other inputs): ReLU triangles, or a sigmoid bump times (sum of the other
+    bumps - (n - 2))."""
+    n = len(x0)
+    j = rng.randrange(n)
+    others = np.ones(n)
+    others[j] = 0.0
+    if family == "mul_relu":
+        first = Stage(*_normalized(x0, width, [1.0, -1.0]), "relu")
+        absolute = _absolute_values(n)
+        hats = Stage(-np.stack([absolute[:, j], absolute @ others], 1), np.ones(2), "relu")
+        product = Stage(np.array([[1.0], [0.0]]), np.zeros(1), "mul", (np.array([[0.0], [1.0]]), np.zeros(1)))
+        return Spike([first, hats, product], np.ones(1), 0.0)
+    k = rng.uniform(6.0, 10.0)
+    rising = _normalized(x0, width, [1.0], 1.0, k)
+    falling = _normalized(x0, width, [1.0], -1.0, k)
+    first = Stage(np.concatenate([rising[0], falling[0]], 1), np.concatenate([rising[1], falling[1]]), "sigmoid")
+    bumps = np.concatenate([np.eye(n), -np.eye(n)])  # [2n, n]
+    product = Stage(bumps[:, [j]], np.zeros(1), "mul", (bumps @ others[:, None], np.array([-(n - 2.0)])))
+    return Spike([first, product], np.ones(1), 0.0)
+
+
+SPIKES: dict[str, Callable[[str, np.ndarray, np.ndarray, random.Random], Spike]] = {
+    "relu_l1": relu_spike, "relu_linf": relu_spike, "relu_min": relu_spike, "sigmoid": smooth_spike,
+    "tanh": smooth_spike, "gelu": smooth_spike, "silu": smooth_spike, "mul_relu": product_spike,
+    "mul_sigmoid": product_spike,
+}
+
+
+# ------------------------------------------------------------------------------------------------ instances
+@dataclasses.dataclass
+class Instance:
+    """A network with its margin y0 - y1, the input set, and the planted point x0 (for a control, the centre of a
+    spike too shallow to cross 0, or of none)."""
+
+    seed: int
+    family: str
+    path: str
+    planted: bool
+    network: Network
+    lower: np.ndarray  # the box (flat); on the verify path the ball's bounding box
+    upper: np.ndarray
+    x0: np.ndarray
+    width: np.ndarray  # the spike's half width per input
+    centre: np.ndarray | None = None  # the verify path's ball
+    eps: float = 0.0
+    norm: float = math.inf
+    description: str = ""
+
+    @property
+    def inputs(self) -> int:
+        return len(self.x0)
+
+
+def hide(spike: Spike, lower: np.ndarray, upper: np.ndarray, rng: random.Random
+         ) -> tuple[list[Stage], list[int], list[int]]:
+    """The spike's stages merged with a random base network of the same activations: each stage one layer over
+    both, units permuted, base units also reading the previous stage's spike units (weights scaled by the units'
+    interval). Returns the stages and the positions of the base and the spike units in the last one."""
+    stages: list[Stage] = []
+    base: list[int] = []
+    spiked: list[int] = []
+    fan_in = len(lower)
+    for index, part in enumerate(spike.stages):
+        base_width, spike_width = rng.randint(2, 6), part.weight.shape[1]
+        order = rng.sample(range(base_width + spike_width), base_width + spike_width)
+        new_base, new_spiked = order[:base_width], order[base_width:]
+        scale = None
+        if index:
+            low, high = interval(stages, lower, upper)
+            scale = 1.0 / torch.maximum(low.abs(), high.abs()).clamp(min=1.0).numpy()
+
+        def place(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            full, offset = np.zeros((fan_in, len(order))), np.zeros(len(order))
+            if index == 0:
+                full[:, new_spiked] = weight
+                full[:, new_base] = _gauss(rng, (fan_in, base_width)) / math.sqrt(fan_in)
+            else:
+                full[np.ix_(spiked, new_spiked)] = weight
+                full[np.ix_(base, new_base)] = _gauss(rng, (len(base), base_width)) / math.sqrt(len(base))
+                cross = _gauss(rng, (len(spiked), base_width)) * (np.array([rng.random() < 0.5 for _ in spiked]
+                                                                          )[:, None])
+                full[np.ix_(spiked, new_base)] = 0.5 * cross * scale[spiked][:, None]
+            offset[new_spiked] = bias
+            offset[new_base] = _gauss(rng, (base_width,)) * 0.3
+            return full, offset
+
+        right = None if part.right is None else place(*part.right)
+        stages.append(Stage(*place(part.weight, part.bias), part.activation, right))
+        base, spiked, fan_in = new_base, new_spiked, len(order)
+    return stages, base, spiked
+
+
+def _gauss(rng: random.Random, shape: tuple[int, ...]) -> np.ndarray:
+    return np.array([rng.gauss(0, 1) for _ in range(math.prod(shape))]).reshape(shape)
+
+
+def _input_set(rng: random.Random, path: str, n: int) -> dict:
+    """The box (and on the verify path the ball) and a point x0 inside, away from the set's edge."""
+    if path == "verify":
+        centre = np.array([round(rng.uniform(-1, 1), 3) for _ in range(n)])
+        eps, norm = rng.choice([0.05, 0.2, 0.5]), (2.0 if rng.random() < 0.25 else math.inf)
+        direction = np.array([rng.uniform(-1, 1) for _ in range(n)])
+        if norm == 2:
+            direction *= rng.uniform(0, 0.9) / np.linalg.norm(direction)
+        else:
+            direction *= 0.9
+        return dict(lower=centre - eps, upper=centre + eps, x0=centre + eps * direction, centre=centre, eps=eps,
+                    norm=norm)
+    centre = np.array([round(rng.uniform(-1, 1), 3) for _ in range(n)])
+    base = rng.choice([0.05, 0.2, 0.5, 1.0])
+    radius = np.array([round(base * rng.uniform(0.5, 1.0), 4) for _ in range(n)])
+    lower, upper = np.round(centre - radius, 4), np.round(centre + radius, 4)
+    x0 = np.round(lower + (upper - lower) * np.array([rng.uniform(0.05, 0.95) for _ in range(n)]), 6)
+    return dict(lower=lower, upper=upper, x0=x0)
+
+
+def random_instance(seed: int) -> Instance:
+    """The instance of `seed`: family by seed (round robin), the rest drawn (module docstring)."""
+    rng = random.Random(seed)
+    family = FAMILIES[seed % len(FAMILIES)]
+    path = rng.choice(PATHS)
+    planted = rng.random() < 0.75
+    n = rng.choice([2, 2, 3, 3, 4, 5, 6, 8, 10, 12, 16, 20])
+    region = _input_set(rng, path, n)
+    fraction = np.exp(np.array([rng.uniform(math.log(1e-3), math.log(1e-2)) for _ in range(n)]))
+    width = (region["upper"] - region["lower"]) * fraction
+    spike = SPIKES[family](family, region["x0"], width, rng)
+    stages, base, spiked = hide(spike, region["lower"], region["upper"], rng)
+    conv_stem = rng.random() < 0.25
+    height = rng.choice([h for h in range(1, n + 1) if n % h == 0 and max(h, n // h) <= 8])
+    image = (1, height, n // height) if conv_stem else (n,)
+    network = Network(stages, np.zeros((len(base) + len(spiked), 2)), np.zeros(2), image, conv_stem)
+    margin0, outputs = rng.uniform(0.1, 0.5), 2 if path == "verify" else rng.randint(2, 3)
+    lift, depth = _margin(network, spike, base, spiked, region, margin0, planted, rng)
+    network.readout, network.readout_bias = _readout(rng, base, spiked, spike, lift, depth, outputs)
+    stem = f"Conv{list(image)} stem, " if conv_stem else ""
+    where = ("L2" if region.get("norm") == 2 else "Linf") + f" ball eps {region['eps']}" if path == "verify" else "box"
+    description = (f"{family} {'planted' if planted else 'control'} on {path}: {n} inputs, {stem}"
+                   f"{len(stages)} stages, {where}, width/box {fraction.min():.1e}..{fraction.max():.1e}, "
+                   f"margin0 {margin0:.2f}, depth {depth:.3g}")
+    return Instance(seed, family, path, planted, network, region["lower"], region["upper"], region["x0"], width,
+                    region.get("centre"), region.get("eps", 0.0), region.get("norm", math.inf), description)
+
+
+def _margin(network: Network, spike: Spike, base: list[int], spiked: list[int], region: dict, margin0: float,
+            planted: bool, rng: random.Random) -> tuple[tuple[np.ndarray, float], float]:
+    """The base margin q·h_base + C (q drawn, C from the interval bound so that it is >= margin0 on the box) and the
+    spike depth A: planted, g(x0) = -rho (q·h_base(x0) + C) < 0; a control, A < margin0 (sometimes 0)."""
+    q = _gauss(rng, (len(base),)) / math.sqrt(len(base))
+    low, high = interval(network.stages, region["lower"], region["upper"])
+    low, high = low.numpy()[base], high.numpy()[base]
+    lowest = float(np.where(q > 0, q * low, q * high).sum())
+    lift = margin0 - lowest
+    if not planted:
+        return (q, lift), (0.0 if rng.random() < 0.3 else margin0 * rng.uniform(0.2, 0.9) / S_MAX)
+    with torch.no_grad():
+        h = PlantedNet(network).double().features(_shaped(region["x0"], network)).numpy()[0]
+    peak = float(h[spiked] @ spike.readout + spike.offset)
+    assert peak > 0.5, f"the spike reaches only {peak} at x0"
+    return (q, lift), (float(h[base] @ q) + lift) / peak * (1 + rng.uniform(0.1, 0.5))
+
+
+def _readout(rng: random.Random, base: list[int], spiked: list[int], spike: Spike, lift: tuple[np.ndarray, float],
+             depth: float, outputs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs from the base units, y0 = y1 + q·h_base + C - A s."""
+    q, constant = lift
+    weight = np.zeros((len(base) + len(spiked), outputs))
+    weight[base] = _gauss(rng, (len(base), outputs)) / math.sqrt(len(base))
+    bias = _gauss(rng, (outputs,)) * 0.3
+    weight[:, 0] = weight[:, 1]
+    weight[base, 0] += q
+    weight[spiked, 0] -= depth * spike.readout
+    bias[0] = bias[1] + constant - depth * spike.offset
+    return weight, bias
+
+
+def _shaped(x: np.ndarray, network: Network, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Flat points x [n] or [B, n] as the network's input [B, *input_shape]."""
+    flat = torch.tensor(np.atleast_2d(x), dtype=dtype)
+    return flat.reshape(len(flat), *network.input_shape)
+
+
+def margins(module: nn.Module, x: np.ndarray, network: Network) -> np.ndarray:
+    """y0 - y1 at flat points x [B, n], the torch module run in its dtype."""
+    dtype = next(module.parameters()).dtype
+    with torch.no_grad():
+        y = module(_shaped(x, network, dtype)).double().numpy()
+    return y[:, 0] - y[:, 1]
+
+
+# ------------------------------------------------------------------------------------------------ ONNX, VNN-LIB
+def onnx_model(network: Network, rng: random.Random) -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    """The network as FLOAT ONNX (MatMul + Add or Gemm, a Conv stem, Gelu at opset 20, SiLU as x * Sigmoid(x)),
+    its input [1, n], [n] or [1, 1, h, w], and that input shape."""
+    nodes, initializers = [], []
+
+    def constant(array: np.ndarray) -> str:
+        name = f"c{len(initializers)}"
+        initializers.append(numpy_helper.from_array(np.asarray(array, dtype=np.float32), name))
+        return name
+
+    def node(op: str, inputs: list[str], **attributes) -> str:
+        name = f"{op.lower()}{len(nodes)}"
+        nodes.append(helper.make_node(op, inputs, [name], **attributes))
+        return name
+
+    batch = network.conv_stem or rng.random() < 0.7
+    input_shape = (1, *network.input_shape) if batch else network.input_shape
+
+    def affine(h: str, weight: np.ndarray, bias: np.ndarray, first: bool) -> str:
+        if first and network.conv_stem:
+            kernel = weight.T.reshape(weight.shape[1], *network.input_shape)
+            return node("Flatten", [node("Conv", [h, constant(kernel), constant(bias)],
+                                         kernel_shape=list(network.input_shape[1:]))], axis=1)
+        if batch and rng.random() < 0.3:
+            return node("Gemm", [h, constant(weight.T), constant(bias)], transB=1)
+        return node("Add", [node("MatMul", [h, constant(weight)]), constant(bias)])
+
+    h = "x"
+    for index, stage in enumerate(network.stages):
+        pre = affine(h, stage.weight, stage.bias, index == 0)
+        if stage.activation == "mul":
+            h = node("Mul", [pre, affine(h, *stage.right, index == 0)])
+        elif stage.activation == "silu":
+            h = node("Mul", [pre, node("Sigmoid", [pre])])
+        else:
+            h = node({"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "gelu": "Gelu"}[stage.activation], [pre])
+    h = affine(h, network.readout, network.readout_bias, False)
+    outputs = network.readout.shape[1]
+    gelu = any(stage.activation == "gelu" for stage in network.stages)
+    graph = helper.make_graph(nodes, "planted", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],
+                              [helper.make_tensor_value_info(h, TensorProto.FLOAT, [1, outputs] if batch else [outputs])],
+                              initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20 if gelu else 13)])
+    model.ir_version = 9 if gelu else 8
+    onnx.checker.check_model(model, full_check=True)
+    return model, input_shape
+
+
+def vnnlib_text(instance: Instance, outputs: int, rng: random.Random) -> str:
+    """VNN-LIB 1: the box, and the unsafe set y0 <= y1."""
+    lines = [f"(declare-const X_{i} Real)" for i in range(instance.inputs)]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(outputs)]
+    for i, (low, high) in enumerate(zip(instance.lower, instance.upper)):
+        lines += [f"(assert (>= X_{i} {float(low)!r}))", f"(assert (<= X_{i} {float(high)!r}))"]
+    lines.append(rng.choice(["(assert (>= Y_1 Y_0))", "(assert (<= Y_0 Y_1))",
+                             "(assert (or (and (<= (+ Y_0 (* -1.0 Y_1)) 0.0))))"]))
+    return "\n".join(lines) + "\n"
+
+
+class Runner:
+    """The ONNX file run by onnxruntime (float32), one point at a time: y0 - y1 at flat inputs [B, n]."""
+
+    def __init__(self, path: Path, input_shape: tuple[int, ...]):
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.input_shape = input_shape
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        name = self.session.get_inputs()[0].name
+        y = [self.session.run(None, {name: row.astype(np.float32).reshape(self.input_shape)})[0].reshape(-1)
+             for row in np.atleast_2d(x)]
+        return np.array([float(row[0]) - float(row[1]) for row in y])
+
+
+# ------------------------------------------------------------------------------------------------ checks
+STATUSES = {"sat", "unsat", "timeout", "unknown"}
+
+
+@dataclasses.dataclass
+class Outcome:
+    """One instance's answer, whether a `sat` lay in the spike, and everything found wrong."""
+
+    seed: int
+    family: str
+    path: str
+    planted: bool
+    status: str
+    seconds: float
+    description: str
+    findings: list[str]
+    reason: str = ""
+    in_spike: bool = False
+
+
+def decide(instance: Instance, module: nn.Module, folder: Path, timeout: float
+           ) -> tuple[str, np.ndarray | None, str, Callable[[np.ndarray], np.ndarray]]:
+    """Run opwise on the instance's path: (status in VNN-COMP words, the counterexample (flat) or None, the reason,
+    the float32 replay of y0 - y1 that path's answer is checked with)."""
+    network = instance.network
+    replay = lambda x: margins(module, x, network)  # noqa: E731
+    if instance.path == "onnx":
+        rng = random.Random(instance.seed + 1)
+        model, input_shape = onnx_model(network, rng)
+        onnx_path, vnnlib_path = folder / f"net_{instance.seed}.onnx", folder / f"prop_{instance.seed}.vnnlib"
+        folder.mkdir(parents=True, exist_ok=True)
+        onnx.save(model, str(onnx_path))
+        vnnlib_path.write_text(vnnlib_text(instance, network.readout.shape[1], rng))
+        runner = Runner(onnx_path, input_shape)
+        assert runner(instance.x0)[0] < 0 or not instance.planted, "onnxruntime: x0 does not violate"
+        result = verify_instance(str(onnx_path), str(vnnlib_path), timeout)
+        x = None if result.x is None else result.x.detach().cpu().double().numpy().reshape(-1)
+        return result.status, x, result.reason, runner
+    if instance.path == "verify":
+        centre = _shaped(instance.centre, network, torch.float32)
+        result = opwise.verify(module, centre, eps=instance.eps, norm=instance.norm, target=0, bab=True,
+                               timeout=timeout)
+    else:
+        box = [_shaped(bound, network, torch.float32) for bound in (instance.lower, instance.upper)]
+        spec = Specification(*box, [Disjunct(torch.tensor([[1.0, -1.0] + [0.0] * (network.readout.shape[1] - 2)]),
+                                             torch.zeros(1))])
+        result = verify_specification(BoundedModel(module, box[0]), spec, complete=True, timeout=timeout)
+    x = result.counterexample
+    x = None if x is None else x.detach().cpu().double().numpy().reshape(-1)
+    return result.vnncomp_status, x, str(result.stats.get("reason", "")), replay
+
+
+def ground_truth(instance: Instance, module64: nn.Module, generator: torch.Generator) -> list[str]:
+    """What the generator promises, checked on the built network: x0 in the input set; planted, y0 - y1 < 0 at x0
+    (float64 and float32); a control, y0 - y1 > 0 at x0 and at random points of the box (float64)."""
+    findings = []
+    network = instance.network
+    if not _inside(instance, instance.x0[None], 0.0)[0]:
+        findings.append(f"x0 = {instance.x0.tolist()} lies outside the input set")
+    if instance.planted:
+        module32 = copy.deepcopy(module64).float()
+        at64, at32 = margins(module64, instance.x0, network)[0], margins(module32, instance.x0, network)[0]
+        if not (at64 < 0 and at32 < 0):
+            findings.append(f"x0 does not violate: y0 - y1 = {at64!r} (float64), {at32!r} (float32)")
+        return findings
+    u = torch.rand(500, instance.inputs, generator=generator, dtype=torch.float64).numpy()
+    points = np.concatenate([instance.x0[None], instance.lower + (instance.upper - instance.lower) * u])
+    worst = margins(module64, points, network).min()
+    if worst <= 0:
+        findings.append(f"a control violates at a sampled point: y0 - y1 = {worst!r}")
+    return findings
+
+
+def _inside(instance: Instance, x: np.ndarray, tolerance: float) -> np.ndarray:
+    """Whether flat points x [B, n] lie in the box (and the L2 ball), widened by `tolerance`."""
+    inside = ((x >= instance.lower - tolerance) & (x <= instance.upper + tolerance)).all(1)
+    if instance.norm == 2:
+        inside &= np.linalg.norm(x - instance.centre, axis=1) <= instance.eps + tolerance
+    return inside
+
+
+def check_instance(seed: int, folder: Path, timeout: float = TIMEOUT) -> Outcome:
+    """Draw the instance of `seed`, check its ground truth, decide it and check the answer (module docstring)."""
+    instance = random_instance(seed)
+    module64 = PlantedNet(instance.network).double().eval()
+    module = copy.deepcopy(module64).float()
+    findings = ground_truth(instance, module64, torch.Generator().manual_seed(seed))
+    outcome = Outcome(seed, instance.family, instance.path, instance.planted, "not run", 0.0, instance.description,
+                      findings)
+    if findings:
+        return outcome
+    started = time.monotonic()
+    try:
+        status, x, outcome.reason, replay = decide(instance, module, folder, timeout)
+    except Exception as error:  # noqa: BLE001 - every instance drawn here is meant to be decided
+        outcome.seconds = time.monotonic() - started
+        trace = "".join(traceback.format_exception(type(error), error, error.__traceback__)[-6:])
+        outcome.status = "exception"
+        findings.append(f"{type(error).__name__}: {error}\n{trace}")
+        return outcome
+    outcome.status, outcome.seconds = status, time.monotonic() - started
+    if status not in STATUSES:
+        findings.append(f"status {status!r} is none of {sorted(STATUSES)}")
+    if outcome.seconds > timeout + 3:
+        findings.append(f"took {outcome.seconds:.1f} s with a timeout of {timeout} s")
+    if status == "unsat" and instance.planted:
+        findings.append(f"UNSOUND: unsat, but x0 = {instance.x0.tolist()} violates: y0 - y1 = "
+                        f"{margins(module64, instance.x0, instance.network)[0]!r}")
+    if status == "sat":
+        findings += _check_counterexample(instance, x, module64, replay)
+        outcome.in_spike = x is not None and bool((np.abs(x - instance.x0) <= 2 * instance.width).all())
+    return outcome
+
+
+def _check_counterexample(instance: Instance, x: np.ndarray | None, module64: nn.Module,
+                          replay: Callable[[np.ndarray], np.ndarray]) -> list[str]:
+    """A `sat` answer's point: in the input set, y0 - y1 <= 0 when replayed in float32 (onnxruntime or the torch
+    module) and, up to float32 rounding, in float64."""
+    if x is None or x.shape != (instance.inputs,):
+        return [f"sat without a counterexample of {instance.inputs} inputs: {x!r}"]
+    findings = []
+    if not _inside(instance, x[None], BOX_TOLERANCE)[0]:
+        findings.append(f"sat x = {x.tolist()} lies outside the input set")
+    at32, at64 = replay(x)[0], margins(module64, x, instance.network)[0]
+    if at32 > 0 or at64 > 1e-5:
+        findings.append(f"sat x = {x.tolist()} does not violate: y0 - y1 = {at32!r} (float32), {at64!r} (float64)")
+    if not instance.planted:
+        findings.append(f"sat on a control at x = {x.tolist()} (y0 - y1 = {at32!r}): the generator is wrong")
+    return findings
+
+
+def report(outcome: Outcome) -> str:
+    found = " (in the spike)" if outcome.in_spike else ""
+    text = f"seed {outcome.seed}: {outcome.status}{found} in {outcome.seconds:.1f} s; {outcome.description}"
+    if outcome.reason:
+        text += f"\n  reason: {outcome.reason}"
+    return text + "".join(f"\n  FINDING: {finding}" for finding in outcome.findings)
+
+
+def test_planted_counterexamples(tmp_path):
+    outcomes = [check_instance(seed, tmp_path / str(seed)) for seed in FAST_SEEDS]
+    failures = [report(o) for o in outcomes if o.findings]
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SLOW_SEEDS)
+def test_more_planted_counterexamples(tmp_path, seed):
+    outcome = check_instance(seed, tmp_path)
+    assert not outcome.findings, report(outcome)
+
+
+def summary(outcomes: list[Outcome]) -> str:
+    """Counts per family: planted instances by status (and how many `sat` lay in the spike), controls by status."""
+    lines = []
+    for family in FAMILIES:
+        mine = [o for o in outcomes if o.family == family]
+        planted = Counter(o.status for o in mine if o.planted)
+        controls = Counter(o.status for o in mine if not o.planted)
+        in_spike = sum(o.in_spike for o in mine)
+        findings = sum(bool(o.findings) for o in mine)
+        lines.append(f"{family:12} planted {dict(planted)} (sat in the spike {in_spike}); controls {dict(controls)}; "
+                     f"with findings {findings}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m tests.fuzz.test_planted_counterexamples FIRST LAST [TIMEOUT]
+    torch.set_num_threads(1)
+    first, last = int(sys.argv[1]), int(sys.argv[2])
+    limit = float(sys.argv[3]) if len(sys.argv) > 3 else TIMEOUT
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        for seed in range(first, last):
+            results.append(check_instance(seed, Path(folder) / str(seed), limit))
+            print(report(results[-1]), flush=True)
+    print(summary(results))
