@@ -313,6 +313,11 @@ class Instance:
     centre: np.ndarray | None = None  # the verify path's ball
     eps: float = 0.0
     norm: float = math.inf
+    domain: tuple[float, float] | None = None  # the verify path's clipping of the ball
+    pieces: int = 1  # the ONNX path: the box written as a disjunction of this many boxes, cut along one input
+    #: a row y_j <= t that always holds, added to the unsafe conjunction, or a disjunct y_j >= t that never does
+    #: (j >= 2, t beyond the interval bound of y_j), or None
+    extra: tuple[str, int, float] | None = None
     description: str = ""
 
     @property
@@ -364,7 +369,8 @@ def _gauss(rng: random.Random, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _input_set(rng: random.Random, path: str, n: int) -> dict:
-    """The box (and on the verify path the ball) and a point x0 inside, away from the set's edge."""
+    """The box (on the verify path the ball, sometimes clipped to a domain) and a point x0 inside it: away from
+    the edge, or on a box's faces."""
     if path == "verify":
         centre = np.array([round(rng.uniform(-1, 1), 3) for _ in range(n)])
         eps, norm = rng.choice([0.05, 0.2, 0.5]), (2.0 if rng.random() < 0.25 else math.inf)
@@ -373,13 +379,21 @@ def _input_set(rng: random.Random, path: str, n: int) -> dict:
             direction *= rng.uniform(0, 0.9) / np.linalg.norm(direction)
         else:
             direction *= 0.9
-        return dict(lower=centre - eps, upper=centre + eps, x0=centre + eps * direction, centre=centre, eps=eps,
-                    norm=norm)
+        x0 = centre + eps * direction
+        lower, upper, domain = centre - eps, centre + eps, None
+        if rng.random() < 0.25:  # a domain that clips the ball on some side, x0 and the centre inside
+            inner = np.concatenate([x0, centre])
+            domain = (round(float(inner.min()) - rng.uniform(0, eps), 3), round(float(inner.max()) + rng.uniform(0, eps), 3))
+            lower, upper = np.maximum(lower, domain[0]), np.minimum(upper, domain[1])
+        return dict(lower=lower, upper=upper, x0=x0, centre=centre, eps=eps, norm=norm, domain=domain)
     centre = np.array([round(rng.uniform(-1, 1), 3) for _ in range(n)])
     base = rng.choice([0.05, 0.2, 0.5, 1.0])
     radius = np.array([round(base * rng.uniform(0.5, 1.0), 4) for _ in range(n)])
     lower, upper = np.round(centre - radius, 4), np.round(centre + radius, 4)
     x0 = np.round(lower + (upper - lower) * np.array([rng.uniform(0.05, 0.95) for _ in range(n)]), 6)
+    if rng.random() < 0.2:  # on the box's boundary: part of the spike lies outside
+        for i in rng.sample(range(n), rng.randint(1, n)):
+            x0[i] = rng.choice([lower[i], upper[i]])
     return dict(lower=lower, upper=upper, x0=x0)
 
 
@@ -391,7 +405,8 @@ def random_instance(seed: int) -> Instance:
     planted = rng.random() < 0.75
     n = rng.choice([2, 2, 3, 3, 4, 5, 6, 8, 10, 12, 16, 20])
     region = _input_set(rng, path, n)
-    fraction = np.exp(np.array([rng.uniform(math.log(1e-3), math.log(1e-2)) for _ in range(n)]))
+    narrowest = 1e-4 if rng.random() < 0.1 else 1e-3
+    fraction = np.exp(np.array([rng.uniform(math.log(narrowest), math.log(1e-2)) for _ in range(n)]))
     width = (region["upper"] - region["lower"]) * fraction
     spike = SPIKES[family](family, region["x0"], width, rng)
     stages, base, spiked = hide(spike, region["lower"], region["upper"], rng)
@@ -402,13 +417,31 @@ def random_instance(seed: int) -> Instance:
     margin0, outputs = rng.uniform(0.1, 0.5), 2 if path == "verify" else rng.randint(2, 3)
     lift, depth = _margin(network, spike, base, spiked, region, margin0, planted, rng)
     network.readout, network.readout_bias = _readout(rng, base, spiked, spike, lift, depth, outputs)
+    extra = _extra(rng, network, region) if outputs > 2 and rng.random() < 0.5 else None
+    pieces = rng.choice([2, 3, 8, 12]) if path == "onnx" and rng.random() < 0.3 else 1
     stem = f"Conv{list(image)} stem, " if conv_stem else ""
     where = ("L2" if region.get("norm") == 2 else "Linf") + f" ball eps {region['eps']}" if path == "verify" else "box"
+    where += f" in {region['domain']}" if region.get("domain") else ""
+    where += f" as {pieces} boxes" if pieces > 1 else ""
+    where += f", x0 on {int(((region['x0'] == region['lower']) | (region['x0'] == region['upper'])).sum())} faces" \
+        if path != "verify" else ""
     description = (f"{family} {'planted' if planted else 'control'} on {path}: {n} inputs, {stem}"
                    f"{len(stages)} stages, {where}, width/box {fraction.min():.1e}..{fraction.max():.1e}, "
-                   f"margin0 {margin0:.2f}, depth {depth:.3g}")
+                   f"margin0 {margin0:.2f}, depth {depth:.3g}" + (f", extra {extra[0]} on y{extra[1]}" if extra else ""))
     return Instance(seed, family, path, planted, network, region["lower"], region["upper"], region["x0"], width,
-                    region.get("centre"), region.get("eps", 0.0), region.get("norm", math.inf), description)
+                    region.get("centre"), region.get("eps", 0.0), region.get("norm", math.inf), region.get("domain"),
+                    pieces, extra, description)
+
+
+def _extra(rng: random.Random, network: Network, region: dict) -> tuple[str, int, float]:
+    """A row that always holds or a disjunct that never does, on an output y_j (j >= 2), from its interval bound."""
+    low, high = interval(network.stages, region["lower"], region["upper"])
+    weight, bias = torch.tensor(network.readout, dtype=torch.float64), torch.tensor(network.readout_bias)
+    y_high = high @ weight.clamp(min=0) + low @ weight.clamp(max=0) + bias
+    j = rng.randrange(2, network.readout.shape[1])
+    kind = rng.choice(["row", "disjunct"])
+    beyond = round(float(y_high[j]) + rng.uniform(0.01, 1.0), 4)  # above every value of y_j
+    return kind, j, beyond
 
 
 def _margin(network: Network, spike: Spike, base: list[int], spiked: list[int], region: dict, margin0: float,
@@ -458,14 +491,18 @@ def margins(module: nn.Module, x: np.ndarray, network: Network) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ ONNX, VNN-LIB
-def onnx_model(network: Network, rng: random.Random) -> tuple[onnx.ModelProto, tuple[int, ...]]:
-    """The network as FLOAT ONNX (MatMul + Add or Gemm, a Conv stem, Gelu at opset 20, SiLU as x * Sigmoid(x)),
-    its input [1, n], [n] or [1, 1, h, w], and that input shape."""
+def onnx_model(network: Network, rng: random.Random) -> tuple[onnx.ModelProto, tuple[int, ...], type]:
+    """The network as ONNX (MatMul + Add or Gemm, a Conv stem, Gelu at opset 20, SiLU as x * Sigmoid(x)), its input
+    [1, n], [n] or [1, 1, h, w], that input shape and its dtype: FLOAT, or DOUBLE where onnxruntime runs every
+    operator in it (no Conv, Gelu)."""
     nodes, initializers = [], []
+    activations = {stage.activation for stage in network.stages}
+    double = not network.conv_stem and activations <= {"relu", "sigmoid", "tanh", "mul"} and rng.random() < 0.25
+    dtype = np.float64 if double else np.float32
 
     def constant(array: np.ndarray) -> str:
         name = f"c{len(initializers)}"
-        initializers.append(numpy_helper.from_array(np.asarray(array, dtype=np.float32), name))
+        initializers.append(numpy_helper.from_array(np.asarray(array, dtype=dtype), name))
         return name
 
     def node(op: str, inputs: list[str], **attributes) -> str:
@@ -496,37 +533,64 @@ def onnx_model(network: Network, rng: random.Random) -> tuple[onnx.ModelProto, t
             h = node({"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "gelu": "Gelu"}[stage.activation], [pre])
     h = affine(h, network.readout, network.readout_bias, False)
     outputs = network.readout.shape[1]
-    gelu = any(stage.activation == "gelu" for stage in network.stages)
-    graph = helper.make_graph(nodes, "planted", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],
-                              [helper.make_tensor_value_info(h, TensorProto.FLOAT, [1, outputs] if batch else [outputs])],
+    gelu = "gelu" in activations
+    element = TensorProto.DOUBLE if double else TensorProto.FLOAT
+    graph = helper.make_graph(nodes, "planted", [helper.make_tensor_value_info("x", element, list(input_shape))],
+                              [helper.make_tensor_value_info(h, element, [1, outputs] if batch else [outputs])],
                               initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20 if gelu else 13)])
     model.ir_version = 9 if gelu else 8
     onnx.checker.check_model(model, full_check=True)
-    return model, input_shape
+    return model, input_shape, dtype
 
 
 def vnnlib_text(instance: Instance, outputs: int, rng: random.Random) -> str:
-    """VNN-LIB 1: the box, and the unsafe set y0 <= y1."""
+    """VNN-LIB 1: the box (as `instance.pieces` boxes in a disjunction), and the unsafe set y0 <= y1 (and the extra
+    row or disjunct)."""
     lines = [f"(declare-const X_{i} Real)" for i in range(instance.inputs)]
     lines += [f"(declare-const Y_{j} Real)" for j in range(outputs)]
-    for i, (low, high) in enumerate(zip(instance.lower, instance.upper)):
-        lines += [f"(assert (>= X_{i} {float(low)!r}))", f"(assert (<= X_{i} {float(high)!r}))"]
-    lines.append(rng.choice(["(assert (>= Y_1 Y_0))", "(assert (<= Y_0 Y_1))",
-                             "(assert (or (and (<= (+ Y_0 (* -1.0 Y_1)) 0.0))))"]))
+    if instance.pieces == 1:
+        for i, (low, high) in enumerate(zip(instance.lower, instance.upper)):
+            lines += [f"(assert (>= X_{i} {float(low)!r}))", f"(assert (<= X_{i} {float(high)!r}))"]
+    else:
+        lines.append("(assert (or " + " ".join(f"(and {' '.join(bounds)})" for bounds in _pieces(instance, rng)) + "))")
+    row = rng.choice(["(>= Y_1 Y_0)", "(<= Y_0 Y_1)", "(<= (+ Y_0 (* -1.0 Y_1)) 0.0)"])
+    if instance.extra is None:
+        lines.append(f"(assert {row})")
+    elif instance.extra[0] == "row":
+        lines.append(f"(assert (and {row} (<= Y_{instance.extra[1]} {instance.extra[2]!r})))")
+    else:
+        lines.append(f"(assert (or (and (>= Y_{instance.extra[1]} {instance.extra[2]!r})) (and {row})))")
     return "\n".join(lines) + "\n"
 
 
-class Runner:
-    """The ONNX file run by onnxruntime (float32), one point at a time: y0 - y1 at flat inputs [B, n]."""
+def _pieces(instance: Instance, rng: random.Random) -> list[list[str]]:
+    """The box cut along one input into `instance.pieces` boxes (adjacent ones share a face), as VNN-LIB bounds."""
+    cut = rng.randrange(instance.inputs)
+    low, high = instance.lower[cut], instance.upper[cut]
+    points = [float(low)] + [round(float(low + (high - low) * k / instance.pieces), 6)
+                            for k in range(1, instance.pieces)]
+    points.append(float(high))
+    boxes = []
+    for start, stop in zip(points, points[1:]):
+        bounds = []
+        for i, (lo, hi) in enumerate(zip(instance.lower, instance.upper)):
+            lo, hi = (start, stop) if i == cut else (float(lo), float(hi))
+            bounds += [f"(>= X_{i} {lo!r})", f"(<= X_{i} {hi!r})"]
+        boxes.append(bounds)
+    return boxes
 
-    def __init__(self, path: Path, input_shape: tuple[int, ...]):
+
+class Runner:
+    """The ONNX file run by onnxruntime in its dtype, one point at a time: y0 - y1 at flat inputs [B, n]."""
+
+    def __init__(self, path: Path, input_shape: tuple[int, ...], dtype: type):
         self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        self.input_shape = input_shape
+        self.input_shape, self.dtype = input_shape, dtype
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         name = self.session.get_inputs()[0].name
-        y = [self.session.run(None, {name: row.astype(np.float32).reshape(self.input_shape)})[0].reshape(-1)
+        y = [self.session.run(None, {name: row.astype(self.dtype).reshape(self.input_shape)})[0].reshape(-1)
              for row in np.atleast_2d(x)]
         return np.array([float(row[0]) - float(row[1]) for row in y])
 
@@ -559,12 +623,12 @@ def decide(instance: Instance, module: nn.Module, folder: Path, timeout: float
     replay = lambda x: margins(module, x, network)  # noqa: E731
     if instance.path == "onnx":
         rng = random.Random(instance.seed + 1)
-        model, input_shape = onnx_model(network, rng)
+        model, input_shape, dtype = onnx_model(network, rng)
         onnx_path, vnnlib_path = folder / f"net_{instance.seed}.onnx", folder / f"prop_{instance.seed}.vnnlib"
         folder.mkdir(parents=True, exist_ok=True)
         onnx.save(model, str(onnx_path))
         vnnlib_path.write_text(vnnlib_text(instance, network.readout.shape[1], rng))
-        runner = Runner(onnx_path, input_shape)
+        runner = Runner(onnx_path, input_shape, dtype)
         assert runner(instance.x0)[0] < 0 or not instance.planted, "onnxruntime: x0 does not violate"
         result = verify_instance(str(onnx_path), str(vnnlib_path), timeout)
         x = None if result.x is None else result.x.detach().cpu().double().numpy().reshape(-1)
@@ -572,15 +636,30 @@ def decide(instance: Instance, module: nn.Module, folder: Path, timeout: float
     if instance.path == "verify":
         centre = _shaped(instance.centre, network, torch.float32)
         result = opwise.verify(module, centre, eps=instance.eps, norm=instance.norm, target=0, bab=True,
-                               timeout=timeout)
+                               timeout=timeout, domain=instance.domain)
     else:
         box = [_shaped(bound, network, torch.float32) for bound in (instance.lower, instance.upper)]
-        spec = Specification(*box, [Disjunct(torch.tensor([[1.0, -1.0] + [0.0] * (network.readout.shape[1] - 2)]),
-                                             torch.zeros(1))])
+        spec = Specification(*box, _disjuncts(instance))
         result = verify_specification(BoundedModel(module, box[0]), spec, complete=True, timeout=timeout)
     x = result.counterexample
     x = None if x is None else x.detach().cpu().double().numpy().reshape(-1)
     return result.vnncomp_status, x, str(result.stats.get("reason", "")), replay
+
+
+def _disjuncts(instance: Instance) -> list[Disjunct]:
+    """The unsafe set y0 - y1 <= 0, with the extra row (y_j <= t) or disjunct (-y_j <= -t)."""
+    outputs = instance.network.readout.shape[1]
+    rows, d = [[1.0, -1.0] + [0.0] * (outputs - 2)], [0.0]
+    disjuncts = []
+    if instance.extra is not None:
+        kind, j, threshold = instance.extra
+        sign = 1.0 if kind == "row" else -1.0
+        row = [sign if k == j else 0.0 for k in range(outputs)]
+        if kind == "row":
+            rows, d = rows + [row], d + [threshold]
+        else:
+            disjuncts.append(Disjunct(torch.tensor([row]), torch.tensor([-threshold])))
+    return disjuncts + [Disjunct(torch.tensor(rows), torch.tensor(d))]
 
 
 def ground_truth(instance: Instance, module64: nn.Module, generator: torch.Generator) -> list[str]:

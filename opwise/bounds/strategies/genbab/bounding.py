@@ -489,8 +489,8 @@ def element_linear_bounds(engine: BoundPropagation, target: fx.Node, elements: t
     size = math.prod(shape[1:])
     coefficients, biases = [], []
     for chunk in torch.cat([elements, elements + size]).split(SHORTCUT_CHUNK):
-        A = torch.zeros(len(chunk), size, device=elements.device)
-        A[torch.arange(len(chunk), device=elements.device), chunk % size] = torch.where(chunk < size, 1.0, -1.0)
+        A = torch.zeros(len(chunk), size, dtype=engine.input_set.lower.dtype, device=elements.device)
+        A[torch.arange(len(chunk), device=elements.device), chunk % size] = torch.where(chunk < size, 1.0, -1.0).to(A.dtype)
         coefficient, bias = engine.bound(target, A.reshape(len(chunk), 1, *shape[1:]), record=False).linear
         coefficients.append(coefficient.detach().reshape(len(chunk), -1))
         biases.append(bias.detach()[:, 0])

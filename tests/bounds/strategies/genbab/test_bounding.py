@@ -15,9 +15,10 @@ from opwise.bounds.strategies.genbab.bounding import DomainBounder
 from opwise.bounds.strategies.genbab.branching import split_nodes
 from opwise.bounds.strategies.genbab.search import branch_and_bound
 from opwise.bounds import BoundedModel
+from opwise.tracing import trace
 from opwise.bounds.spec import Disjunct, Specification
 from tests.bounds.strategies.genbab.test_search import (BOX, FAST, assert_domains_bound_their_samples, cases, pre_activations,
-                                         threshold_spec)
+                                         threshold_spec, tiny_network)
 
 
 def _split_randomly(domains, generator):
@@ -366,6 +367,31 @@ def test_shortcuts_are_sound_linear_bounds_computed_only_for_the_elements_asked(
             z = values[name]
             assert (line[:, : shortcut.elements] <= z + 1e-5).all()
             assert (z <= line[:, shortcut.elements :] + 1e-5).all()
+
+
+@pytest.mark.parametrize("chunk", [2, None])
+def test_shortcuts_of_a_float64_network_are_float64(monkeypatch, chunk):
+    """A DOUBLE ONNX network is bounded in float64: the shortcuts' unit rows must be too (they were float32, and the
+    pass over the network's float64 weights raised; the planted-counterexample fuzzer's seed 38)."""
+    from opwise.bounds.strategies.genbab import bounding as module
+
+    if chunk is not None:
+        monkeypatch.setattr(module, "SHORTCUT_CHUNK", chunk)
+    example = torch.zeros(1, 2, dtype=torch.float64)
+    bounded = BoundedModel(trace(tiny_network(torch.nn.ReLU, (4, 3)).double(), example), example)  # a Graph keeps float64
+    spec = threshold_spec(-10.0).to(dtype=torch.float64)
+    bounder = DomainBounder(bounded, spec, "crown")
+    bounder.root()
+    x = BOX[0].double() + (BOX[1] - BOX[0]).double() * torch.rand(1000, 2, generator=torch.Generator().manual_seed(0),
+                                                                  dtype=torch.float64)
+    values = pre_activations(bounded, x)
+    for name, shortcut in bounder.shortcuts().items():
+        every = torch.arange(shortcut.elements)
+        coefficient, bias = shortcut.rows(torch.cat([every, every + shortcut.elements]))
+        assert coefficient.dtype == bias.dtype == torch.float64
+        line = x @ coefficient.T + bias
+        assert (line[:, : shortcut.elements] <= values[name] + 1e-9).all()
+        assert (values[name] <= line[:, shortcut.elements :] + 1e-9).all()
 
 
 def test_rounds_refine_intermediate_bounds_only_where_a_round_of_it_fits_in_a_share_of_the_time_left():
