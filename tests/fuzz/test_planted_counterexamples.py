@@ -29,7 +29,6 @@ planted instance, every `sat` replays in the box, no exception). 12 instances by
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import random
@@ -62,6 +61,9 @@ SLOW_SEEDS = range(1000, 1200)
 TIMEOUT = 2.0
 FAMILIES = ("relu_l1", "relu_linf", "relu_min", "sigmoid", "tanh", "gelu", "silu", "mul_relu", "mul_sigmoid")
 PATHS = ("verify", "box", "onnx")
+#: the spike's width per input, as a fraction of the box's: log-uniform between the second and the third, one
+#: instance in ten from the first
+WIDTHS = (1e-4, 1e-3, 1e-2)
 #: how far outside the box (absolute) a counterexample may lie: VNN-LIB bounds are written in decimal, balls in float32
 BOX_TOLERANCE = 1e-6
 #: every spike is built with s <= S_MAX everywhere (module docstring), which the controls' ground truth relies on
@@ -107,18 +109,19 @@ class Network:
 
 
 class PlantedNet(nn.Module):
-    """The network as a torch module (Linear or a full-image Conv2d first, activations, products)."""
+    """The network as a torch module (Linear or a full-image Conv2d first, activations, products), its weights
+    rounded to `dtype`."""
 
-    def __init__(self, network: Network):
+    def __init__(self, network: Network, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.activations = [stage.activation for stage in network.stages]
         self.left, self.right = nn.ModuleList(), nn.ModuleList()
         for index, stage in enumerate(network.stages):
-            conv = index == 0 and network.conv_stem
-            self.left.append(_layer(stage.weight, stage.bias, network.input_shape if conv else None))
+            image = network.input_shape if index == 0 and network.conv_stem else None
+            self.left.append(_layer(stage.weight, stage.bias, image, dtype))
             if stage.right is not None:
-                self.right.append(_layer(*stage.right, network.input_shape if conv else None))
-        self.head = _layer(network.readout, network.readout_bias, None)
+                self.right.append(_layer(*stage.right, image, dtype))
+        self.head = _layer(network.readout, network.readout_bias, None, dtype)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's units [B, k]."""
@@ -134,16 +137,16 @@ class PlantedNet(nn.Module):
         return self.head(self.features(x))
 
 
-def _layer(weight: np.ndarray, bias: np.ndarray, image: tuple[int, ...] | None) -> nn.Module:
+def _layer(weight: np.ndarray, bias: np.ndarray, image: tuple[int, ...] | None, dtype: torch.dtype) -> nn.Module:
     """x W + b as nn.Linear, or as a Conv2d whose kernel covers the whole `image` (channels, h, w)."""
     fan_in, width = weight.shape
     if image is None:
-        layer = nn.Linear(fan_in, width)
-        layer.weight.data = torch.tensor(weight.T, dtype=torch.float32)
+        layer = nn.Linear(fan_in, width, dtype=dtype)
+        layer.weight.data = torch.tensor(weight.T, dtype=dtype)
     else:
-        layer = nn.Conv2d(image[0], width, image[1:])
-        layer.weight.data = torch.tensor(weight.T.reshape(width, *image), dtype=torch.float32)
-    layer.bias.data = torch.tensor(bias, dtype=torch.float32)
+        layer = nn.Conv2d(image[0], width, image[1:], dtype=dtype)
+        layer.weight.data = torch.tensor(weight.T.reshape(width, *image), dtype=dtype)
+    layer.bias.data = torch.tensor(bias, dtype=dtype)
     return layer
 
 
@@ -405,8 +408,8 @@ def random_instance(seed: int) -> Instance:
     planted = rng.random() < 0.75
     n = rng.choice([2, 2, 3, 3, 4, 5, 6, 8, 10, 12, 16, 20])
     region = _input_set(rng, path, n)
-    narrowest = 1e-4 if rng.random() < 0.1 else 1e-3
-    fraction = np.exp(np.array([rng.uniform(math.log(narrowest), math.log(1e-2)) for _ in range(n)]))
+    narrowest, widest = WIDTHS[0] if rng.random() < 0.1 else WIDTHS[1], WIDTHS[2]
+    fraction = np.exp(np.array([rng.uniform(math.log(narrowest), math.log(widest)) for _ in range(n)]))
     width = (region["upper"] - region["lower"]) * fraction
     spike = SPIKES[family](family, region["x0"], width, rng)
     stages, base, spiked = hide(spike, region["lower"], region["upper"], rng)
@@ -456,7 +459,7 @@ def _margin(network: Network, spike: Spike, base: list[int], spiked: list[int], 
     if not planted:
         return (q, lift), (0.0 if rng.random() < 0.3 else margin0 * rng.uniform(0.2, 0.9) / S_MAX)
     with torch.no_grad():
-        h = PlantedNet(network).double().features(_shaped(region["x0"], network)).numpy()[0]
+        h = PlantedNet(network, torch.float64).features(_shaped(region["x0"], network)).numpy()[0]
     peak = float(h[spiked] @ spike.readout + spike.offset)
     assert peak > 0.5, f"the spike reaches only {peak} at x0"
     return (q, lift), (float(h[base] @ q) + lift) / peak * (1 + rng.uniform(0.1, 0.5))
@@ -662,15 +665,16 @@ def _disjuncts(instance: Instance) -> list[Disjunct]:
     return disjuncts + [Disjunct(torch.tensor(rows), torch.tensor(d))]
 
 
-def ground_truth(instance: Instance, module64: nn.Module, generator: torch.Generator) -> list[str]:
+def ground_truth(instance: Instance, module64: nn.Module, module32: nn.Module, generator: torch.Generator
+                 ) -> list[str]:
     """What the generator promises, checked on the built network: x0 in the input set; planted, y0 - y1 < 0 at x0
-    (float64 and float32); a control, y0 - y1 > 0 at x0 and at random points of the box (float64)."""
+    (float64, and float32 with the weights rounded to it); a control, y0 - y1 > 0 at x0 and at random points of the
+    box (float64)."""
     findings = []
     network = instance.network
     if not _inside(instance, instance.x0[None], 0.0)[0]:
         findings.append(f"x0 = {instance.x0.tolist()} lies outside the input set")
     if instance.planted:
-        module32 = copy.deepcopy(module64).float()
         at64, at32 = margins(module64, instance.x0, network)[0], margins(module32, instance.x0, network)[0]
         if not (at64 < 0 and at32 < 0):
             findings.append(f"x0 does not violate: y0 - y1 = {at64!r} (float64), {at32!r} (float32)")
@@ -694,9 +698,8 @@ def _inside(instance: Instance, x: np.ndarray, tolerance: float) -> np.ndarray:
 def check_instance(seed: int, folder: Path, timeout: float = TIMEOUT) -> Outcome:
     """Draw the instance of `seed`, check its ground truth, decide it and check the answer (module docstring)."""
     instance = random_instance(seed)
-    module64 = PlantedNet(instance.network).double().eval()
-    module = copy.deepcopy(module64).float()
-    findings = ground_truth(instance, module64, torch.Generator().manual_seed(seed))
+    module64, module = PlantedNet(instance.network, torch.float64), PlantedNet(instance.network)
+    findings = ground_truth(instance, module64, module, torch.Generator().manual_seed(seed))
     outcome = Outcome(seed, instance.family, instance.path, instance.planted, "not run", 0.0, instance.description,
                       findings)
     if findings:
