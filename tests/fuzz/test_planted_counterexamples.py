@@ -7,19 +7,21 @@ construction. A seeded generator builds the margin
     g(x) = base(x) + C - A s(x)
 
 where base is a random network, C lifts it above `margin0 > 0` on the whole box (an interval bound computed here, in
-float64, independently of opwise) and s <= 1 is a narrow spike with s(x0) close to 1, width 1e-3..1e-2 of the box
-per input. A `planted` instance takes A so that g(x0) < 0 (checked on the built network in float32 and float64): the
-answer must never be `unsat` / `verified`. A `control` has A < margin0 (or no spike): it is unsat, and any `sat`
-found there must replay (it would mean the generator is wrong).
+float64, independently of opwise) and s <= 1 is a narrow spike with s(x0) close to 1, 1e-3..1e-2 of the box wide per
+input (one instance in ten down to 1e-4). A `planted` instance takes A so that g(x0) < 0 (checked on the network as
+written, run in float64 and in float32): the answer must never be `unsat` / `verified`. A `control` has A < margin0
+(or no spike): it is unsat, and a `sat` there would mean the generator is wrong.
 
 Spike families, each exercising other bound rules: ReLU hats (L1: relu(1 - sum |u_i|); L-inf: relu(1 - max |u_i|)
 with max(a, b) = b + relu(a - b); min of triangles with min(a, b) = a - relu(a - b)), sigmoid and tanh bumps
-(sigma(k(u + 1)) - sigma(k(u - 1)), gated by a sigmoid/tanh of their sum), GELU and SiLU hats
-(|u| ~ (f(Ku) + f(-Ku)) / K), and products (Mul) of a 1-D hat and a hat of the other inputs; here u = (x - x0) / w.
-The spike's units are mixed into the base's layers (one dense layer over both, units permuted, base units reading
-spike units), sometimes behind a Conv stem. The margin is y0 - y1 of a 2-3 output network, decided on one of three
-paths: `opwise.verify` (robustness of class 0 on an L-inf or L2 ball, bab=True), `verify_specification` on a box,
-and `verify_instance` on ONNX + VNN-LIB files (replayed with onnxruntime).
+(sigma(k(u + 1)) - sigma(k(u - 1)), gated by a sigmoid/tanh of their sum), GELU, SiLU and softplus hats
+(|u| ~ (f(Ku) + f(-Ku)) / K), Abs with Clip, leaky ReLU, and products (Mul) of a 1-D hat and a hat of the other
+inputs; here u = (x - x0) / w. The spike's units are mixed into the base's layers (one dense layer over both, units
+permuted, base units reading spike units), sometimes behind a Conv stem. The margin is y0 - y1 of a 2-3 output
+network, decided on one of three paths: `opwise.verify` (robustness of class 0 on an L-inf, L2 or L1 ball, sometimes
+clipped to a domain, bab=True), `verify_specification` on a box, and `verify_instance` on FLOAT or DOUBLE ONNX and
+VNN-LIB files (replayed with onnxruntime; the box sometimes cut into several boxes). x0 sometimes lies on the box's
+faces; the unsafe set sometimes has a row that always holds or a disjunct that never does.
 
 How often the planted counterexample is found (`sat`) rather than `unknown`/`timeout` is a measurement, printed by
 `python -m tests.fuzz.test_planted_counterexamples FIRST LAST [TIMEOUT]`; the tests assert soundness (no `unsat` on a
@@ -61,11 +63,14 @@ from opwise.bounds.vnncomp import verify_instance  # noqa: E402
 FAST_SEEDS = (20, 33, 34, 53, 60, 84, 94, 111, 118, 128, 144, 148, 167, 176, 178, 179, 197)
 SLOW_SEEDS = range(1000, 1200)
 TIMEOUT = 2.0
-FAMILIES = ("relu_l1", "relu_linf", "relu_min", "sigmoid", "tanh", "gelu", "silu", "mul_relu", "mul_sigmoid")
+FAMILIES = ("relu_l1", "relu_linf", "relu_min", "sigmoid", "tanh", "gelu", "silu", "mul_relu", "mul_sigmoid",
+            "abs_clip", "leaky", "softplus")
 PATHS = ("verify", "box", "onnx")
 RELU_HATS = ("relu_l1", "relu_linf", "relu_min")
 #: the time limit of the instances opwise must decide (`must_find`)
 FIND_TIMEOUT = 10.0
+#: how far past its timeout an answer may come: the first instance of a process also warms up tracing (2-3 s)
+SLACK = 5.0
 #: the spike's width per input, as a fraction of the box's: log-uniform between the second and the third, one
 #: instance in ten from the first
 WIDTHS = (1e-4, 1e-3, 1e-2)
@@ -73,11 +78,14 @@ WIDTHS = (1e-4, 1e-3, 1e-2)
 BOX_TOLERANCE = 1e-6
 #: every spike is built with s <= S_MAX everywhere (module docstring), which the controls' ground truth relies on
 S_MAX = 1.0
+LEAKY_SLOPE = 0.1
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "gelu": F.gelu, "silu": F.silu,
+    "abs": torch.abs, "clip": lambda h: torch.clamp(h, 0.0, 1.0), "leaky": lambda h: F.leaky_relu(h, LEAKY_SLOPE),
+    "softplus": F.softplus,
 }
 #: (where the minimum is, its value) of the activations that are not monotone, for the interval bound
-MINIMA = {"gelu": (-0.7517916243, -0.1699712527), "silu": (-1.2784645428, -0.2784645428)}
+MINIMA = {"gelu": (-0.7517916243, -0.1699712527), "silu": (-1.2784645428, -0.2784645428), "abs": (0.0, 0.0)}
 
 
 # ------------------------------------------------------------------------------------------------ networks
@@ -177,7 +185,7 @@ def _affine_interval(low: torch.Tensor, high: torch.Tensor, weight: np.ndarray, 
 
 
 def _activation_interval(activation: str, low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """f([low, high]): monotone activations at the ends; GELU and SiLU also at their one minimum."""
+    """f([low, high]): monotone activations at the ends; GELU, SiLU and abs also at their one minimum."""
     function = ACTIVATIONS[activation]
     at_low, at_high = function(low), function(high)
     if activation not in MINIMA:
@@ -296,10 +304,27 @@ def product_spike(family: str, x0: np.ndarray, width: np.ndarray, rng: random.Ra
     return Spike([first, product], np.ones(1), 0.0)
 
 
+def piecewise_spike(family: str, x0: np.ndarray, width: np.ndarray, rng: random.Random) -> Spike:
+    """abs_clip: clip(1 - sum |u_i|, 0, 1) with Abs; leaky: leaky(1 - sum |u_i|) with |u| = (leaky(u) + leaky(-u)) /
+    (1 - slope); softplus: sigmoid(G (1/2 - sum a_i)), a = (sp(Ku) + sp(-Ku) - 2 log 2) / K >= 0 (0 at u = 0)."""
+    n = len(x0)
+    if family == "abs_clip":
+        first = Stage(*_normalized(x0, width, [1.0]), "abs")
+        return Spike([first, Stage(-np.ones((n, 1)), np.ones(1), "clip")], np.ones(1), 0.0)
+    if family == "leaky":
+        first = Stage(*_normalized(x0, width, [1.0, -1.0]), "leaky")
+        second = Stage(-np.ones((2 * n, 1)) / (1 - LEAKY_SLOPE), np.ones(1), "leaky")
+        return Spike([first, second], np.ones(1), 0.0)
+    k, gate = rng.uniform(3.0, 6.0), rng.uniform(15.0, 25.0)
+    first = Stage(*_normalized(x0, width, [1.0, -1.0], 0.0, k), "softplus")
+    second = Stage(-gate / k * np.ones((2 * n, 1)), np.array([gate * (0.5 + 2 * n * math.log(2) / k)]), "sigmoid")
+    return Spike([first, second], np.ones(1), 0.0)
+
+
 SPIKES: dict[str, Callable[[str, np.ndarray, np.ndarray, random.Random], Spike]] = {
     "relu_l1": relu_spike, "relu_linf": relu_spike, "relu_min": relu_spike, "sigmoid": smooth_spike,
     "tanh": smooth_spike, "gelu": smooth_spike, "silu": smooth_spike, "mul_relu": product_spike,
-    "mul_sigmoid": product_spike,
+    "mul_sigmoid": product_spike, "abs_clip": piecewise_spike, "leaky": piecewise_spike, "softplus": piecewise_spike,
 }
 
 
@@ -382,10 +407,10 @@ def _input_set(rng: random.Random, path: str, n: int) -> dict:
     the edge, or on a box's faces."""
     if path == "verify":
         centre = np.array([round(rng.uniform(-1, 1), 3) for _ in range(n)])
-        eps, norm = rng.choice([0.05, 0.2, 0.5]), (2.0 if rng.random() < 0.25 else math.inf)
+        eps, norm = rng.choice([0.05, 0.2, 0.5]), rng.choices([math.inf, 2.0, 1.0], weights=[6, 3, 1])[0]
         direction = np.array([rng.uniform(-1, 1) for _ in range(n)])
-        if norm == 2:
-            direction *= rng.uniform(0, 0.9) / np.linalg.norm(direction)
+        if norm < math.inf:
+            direction *= rng.uniform(0, 0.9) / np.linalg.norm(direction, ord=norm)
         else:
             direction *= 0.9
         x0 = centre + eps * direction
@@ -428,10 +453,11 @@ def random_instance(seed: int) -> Instance:
     network.readout, network.readout_bias = _readout(rng, base, spiked, spike, lift, depth, outputs)
     extra = _extra(rng, network, region) if outputs > 2 and rng.random() < 0.5 else None
     pieces = rng.choice([2, 3, 8, 12]) if path == "onnx" and rng.random() < 0.3 else 1
-    # DOUBLE where onnxruntime runs every operator in it (no Conv, Gelu, SiLU's Mul is fine)
-    double = path == "onnx" and not conv_stem and family not in ("gelu", "silu") and rng.random() < 0.25
+    # DOUBLE where onnxruntime runs every operator in it (no Conv, Gelu, LeakyRelu, Softplus on the CPU)
+    double = path == "onnx" and not conv_stem and family not in ("gelu", "silu", "leaky", "softplus") \
+        and rng.random() < 0.25
     stem = f"Conv{list(image)} stem, " if conv_stem else ""
-    where = ("L2" if region.get("norm") == 2 else "Linf") + f" ball eps {region['eps']}" if path == "verify" else "box"
+    where = f"L{region['norm']:g} ball eps {region['eps']}" if path == "verify" else "box"
     where += f" in {region['domain']}" if region.get("domain") else ""
     where += f" as {pieces} boxes" if pieces > 1 else ""
     where += ", DOUBLE" if double else ""
@@ -539,8 +565,13 @@ def onnx_model(network: Network, double: bool, rng: random.Random) -> tuple[onnx
             h = node("Mul", [pre, affine(h, *stage.right, index == 0)])
         elif stage.activation == "silu":
             h = node("Mul", [pre, node("Sigmoid", [pre])])
+        elif stage.activation == "clip":
+            h = node("Clip", [pre, constant(np.array(0.0)), constant(np.array(1.0))])
+        elif stage.activation == "leaky":
+            h = node("LeakyRelu", [pre], alpha=LEAKY_SLOPE)
         else:
-            h = node({"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "gelu": "Gelu"}[stage.activation], [pre])
+            h = node({"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "gelu": "Gelu", "abs": "Abs",
+                      "softplus": "Softplus"}[stage.activation], [pre])
     h = affine(h, network.readout, network.readout_bias, False)
     outputs = network.readout.shape[1]
     gelu = "gelu" in activations
@@ -709,10 +740,10 @@ def ground_truth(instance: Instance, exact: nn.Module, module32: nn.Module, gene
 
 
 def _inside(instance: Instance, x: np.ndarray, tolerance: float) -> np.ndarray:
-    """Whether flat points x [B, n] lie in the box (and the L2 ball), widened by `tolerance`."""
+    """Whether flat points x [B, n] lie in the box (and the L1 or L2 ball), widened by `tolerance`."""
     inside = ((x >= instance.lower - tolerance) & (x <= instance.upper + tolerance)).all(1)
-    if instance.norm == 2:
-        inside &= np.linalg.norm(x - instance.centre, axis=1) <= instance.eps + tolerance
+    if instance.norm < math.inf:
+        inside &= np.linalg.norm(x - instance.centre, ord=instance.norm, axis=1) <= instance.eps + tolerance
     return inside
 
 
@@ -740,7 +771,7 @@ def check_instance(seed: int, folder: Path, timeout: float = TIMEOUT) -> Outcome
         decision.reason
     if status not in STATUSES:
         findings.append(f"status {status!r} is none of {sorted(STATUSES)}")
-    if outcome.seconds > timeout + 3:
+    if outcome.seconds > timeout + SLACK:
         findings.append(f"took {outcome.seconds:.1f} s with a timeout of {timeout} s")
     if status == "unsat" and instance.planted:
         findings.append(f"UNSOUND: unsat, but x0 = {instance.x0.tolist()} violates: y0 - y1 = "
