@@ -26,7 +26,7 @@ faces; the unsafe set sometimes has a row that always holds or a disjunct that n
 How often the planted counterexample is found (`sat`) rather than `unknown`/`timeout` is a measurement, printed by
 `python -m tests.fuzz.test_planted_counterexamples FIRST LAST [TIMEOUT]`; the tests assert soundness (no `unsat` on a
 planted instance, every `sat` replays in the input set, no exception), and `sat` only where opwise found every
-planted counterexample so far (`must_find`). 17 chosen instances by default (about 15-25 s on one core);
+planted counterexample so far (`must_find`). 18 chosen instances by default (about 15-25 s on one core);
 `--run-slow` adds 200 more.
 """
 
@@ -60,7 +60,7 @@ from opwise.bounds.verify import verify_specification  # noqa: E402
 from opwise.bounds.vnncomp import verify_instance  # noqa: E402
 
 #: chosen to cover every family, path and variant (conv stem, pieces, extra rows, faces, domains, controls), each fast
-FAST_SEEDS = (20, 33, 34, 53, 60, 84, 94, 111, 118, 128, 144, 148, 167, 176, 178, 179, 197)
+FAST_SEEDS = (1, 20, 22, 27, 51, 62, 69, 76, 84, 127, 143, 144, 155, 161, 174, 178, 189, 211)
 SLOW_SEEDS = range(1000, 1200)
 TIMEOUT = 2.0
 FAMILIES = ("relu_l1", "relu_linf", "relu_min", "sigmoid", "tanh", "gelu", "silu", "mul_relu", "mul_sigmoid",
