@@ -668,23 +668,35 @@ class Decision:
     replay: Callable[[np.ndarray], np.ndarray]
 
 
-def decide(instance: Instance, module: nn.Module, folder: Path, timeout: float) -> Decision:
-    """Run opwise on the instance's path (module docstring)."""
+@dataclasses.dataclass
+class Files:
+    """The ONNX path's instance as written, and onnxruntime running its network."""
+
+    onnx: Path
+    vnnlib: Path
+    runner: Runner
+
+
+def write_files(instance: Instance, folder: Path) -> Files:
+    """The instance as net_SEED.onnx and prop_SEED.vnnlib in `folder`."""
+    rng = random.Random(instance.seed + 1)
+    model, input_shape = onnx_model(instance.network, instance.double, rng)
+    onnx_path, vnnlib_path = folder / f"net_{instance.seed}.onnx", folder / f"prop_{instance.seed}.vnnlib"
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(onnx_path))
+    vnnlib_path.write_text(vnnlib_text(instance, instance.network.readout.shape[1], rng))
+    return Files(onnx_path, vnnlib_path, Runner(onnx_path, input_shape, np.float64 if instance.double else np.float32))
+
+
+def decide(instance: Instance, module: nn.Module, files: Files | None, timeout: float) -> Decision:
+    """Run opwise on the instance's path (module docstring); `files` on the ONNX path."""
     network = instance.network
     replay = lambda x: margins(module, x, network)  # noqa: E731
-    if instance.path == "onnx":
-        rng = random.Random(instance.seed + 1)
-        model, input_shape = onnx_model(network, instance.double, rng)
-        onnx_path, vnnlib_path = folder / f"net_{instance.seed}.onnx", folder / f"prop_{instance.seed}.vnnlib"
-        folder.mkdir(parents=True, exist_ok=True)
-        onnx.save(model, str(onnx_path))
-        vnnlib_path.write_text(vnnlib_text(instance, network.readout.shape[1], rng))
-        runner = Runner(onnx_path, input_shape, np.float64 if instance.double else np.float32)
-        assert runner(instance.x0)[0] < 0 or not instance.planted, "onnxruntime: x0 does not violate"
+    if files is not None:
         started = time.monotonic()
-        result = verify_instance(str(onnx_path), str(vnnlib_path), timeout)
+        result = verify_instance(str(files.onnx), str(files.vnnlib), timeout)
         x = None if result.x is None else result.x.detach().cpu().double().numpy().reshape(-1)
-        return Decision(result.status, x, result.reason, time.monotonic() - started, runner)
+        return Decision(result.status, x, result.reason, time.monotonic() - started, files.runner)
     if instance.path == "verify":
         centre = _shaped(instance.centre, network, torch.float32)
         started = time.monotonic()
@@ -717,19 +729,22 @@ def _disjuncts(instance: Instance) -> list[Disjunct]:
     return disjuncts + [Disjunct(torch.tensor(rows), torch.tensor(d))]
 
 
-def ground_truth(instance: Instance, exact: nn.Module, module32: nn.Module, generator: torch.Generator
-                 ) -> list[str]:
+def ground_truth(instance: Instance, exact: nn.Module, module32: nn.Module, files: Files | None,
+                 generator: torch.Generator) -> list[str]:
     """What the generator promises, checked on the network as written (weights in its dtype): x0 in the input set;
-    planted, y0 - y1 < 0 at x0 run in float64 and in float32 (a spike 1e-6 of the box wide violates in float32 only:
-    float32 weights 1e6 apart cancel); a control, y0 - y1 > 0 at x0 and at random points of the box (float64)."""
+    planted, y0 - y1 < 0 at x0 run in float64, in float32 and by onnxruntime (a spike 1e-6 of the box wide violates
+    in float32 only: float32 weights 1e6 apart cancel); a control, y0 - y1 > 0 at x0 and at random points of the
+    box (float64)."""
     findings = []
     network = instance.network
     if not _inside(instance, instance.x0[None], 0.0)[0]:
         findings.append(f"x0 = {instance.x0.tolist()} lies outside the input set")
     if instance.planted:
         at64, at32 = margins(exact, instance.x0, network)[0], margins(module32, instance.x0, network)[0]
-        if not (at64 < 0 and at32 < 0):
-            findings.append(f"x0 does not violate: y0 - y1 = {at64!r} (float64), {at32!r} (float32)")
+        at_file = at32 if files is None else files.runner(instance.x0)[0]
+        if not (at64 < 0 and at32 < 0 and at_file < 0):
+            findings.append(f"x0 does not violate: y0 - y1 = {at64!r} (float64), {at32!r} (float32), "
+                            f"{at_file!r} (onnxruntime, where written)")
         return findings
     u = torch.rand(500, instance.inputs, generator=generator, dtype=torch.float64).numpy()
     points = np.concatenate([instance.x0[None], instance.lower + (instance.upper - instance.lower) * u])
@@ -752,7 +767,8 @@ def check_instance(seed: int, folder: Path, timeout: float = TIMEOUT) -> Outcome
     instance = random_instance(seed)
     module = PlantedNet(instance.network)
     exact = PlantedNet(instance.network, torch.float64) if instance.double else PlantedNet(instance.network).double()
-    findings = ground_truth(instance, exact, module, torch.Generator().manual_seed(seed))
+    files = write_files(instance, folder) if instance.path == "onnx" else None
+    findings = ground_truth(instance, exact, module, files, torch.Generator().manual_seed(seed))
     outcome = Outcome(seed, instance.family, instance.path, instance.planted, "not run", 0.0, instance.description,
                       findings)
     if findings:
@@ -760,7 +776,7 @@ def check_instance(seed: int, folder: Path, timeout: float = TIMEOUT) -> Outcome
     timeout = FIND_TIMEOUT if must_find(instance) else timeout
     started = time.monotonic()
     try:
-        decision = decide(instance, module, folder, timeout)
+        decision = decide(instance, module, files, timeout)
     except Exception as error:  # noqa: BLE001 - every instance drawn here is meant to be decided
         outcome.seconds = time.monotonic() - started
         trace = "".join(traceback.format_exception(type(error), error, error.__traceback__)[-6:])

@@ -21,6 +21,7 @@ import math
 import signal
 import threading
 import time
+import types
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -437,7 +438,9 @@ def _hard_stop(seconds: float):
     cooperative deadline is what ends a run. Python ignores an exception raised inside a `__del__` or a weakref
     callback (a garbage collection during a bound pass runs them), so the handler raises again every
     `HARD_STOP_RETRY` seconds until the block is left; leaving stops the timer (again if an alarm interrupts that)
-    before it restores the default handler."""
+    before it restores the default handler. It also waits while a module is being imported: an exception there
+    leaves the module half initialised for the rest of the process (torch and onnx import submodules lazily, so
+    the first instance of a process stopped early made every later one raise AttributeError)."""
     if (not math.isfinite(seconds) or threading.current_thread() is not threading.main_thread()
             or not hasattr(signal, "setitimer") or signal.getsignal(signal.SIGALRM) is not signal.SIG_DFL):
         yield
@@ -447,7 +450,8 @@ def _hard_stop(seconds: float):
     def stop(signum, frame):
         if not leaving:
             signal.setitimer(signal.ITIMER_REAL, HARD_STOP_RETRY)
-        raise _OutOfTime()
+        if not _importing(frame):
+            raise _OutOfTime()
 
     signal.signal(signal.SIGALRM, stop)
     signal.setitimer(signal.ITIMER_REAL, max(seconds, 1e-3))
@@ -462,6 +466,15 @@ def _hard_stop(seconds: float):
                 break
             except _OutOfTime:  # the alarm fired while the block was left: it is left anyway
                 continue
+
+
+def _importing(frame: types.FrameType | None) -> bool:
+    """Whether the interrupted code runs inside an import (importlib's bootstrap on the stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _as_the_competition_checks(model: BoundedModel | FunctionBounds, declared: Specification, x: torch.Tensor, *,

@@ -884,3 +884,28 @@ def test_the_hard_stop_is_raised_again_where_python_ignored_it():
             time.sleep(1.0)
     assert time.monotonic() - started < 0.6
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0) and signal.getsignal(signal.SIGALRM) is signal.SIG_DFL
+
+
+def test_the_hard_stop_waits_for_an_import_to_finish(tmp_path, monkeypatch):
+    """An exception inside a module's import leaves it half initialised for the rest of the process: the first
+    instance of a fresh process, stopped while torch or onnx imported a submodule lazily, made every later instance
+    raise AttributeError ('module onnx has no attribute external_data_helper'; the planted-counterexample fuzzer).
+    The alarm waits until the import is done, then stops the block."""
+    import importlib
+    import signal
+    import sys
+
+    from opwise.bounds.vnncomp.instance import _hard_stop, _OutOfTime
+
+    (tmp_path / "slow_to_import.py").write_text("import time\ntime.sleep(0.3)\nDONE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "slow_to_import", raising=False)
+    started = time.monotonic()
+    with pytest.raises(_OutOfTime):
+        with _hard_stop(0.05):  # fires while the module sleeps in its body
+            importlib.import_module("slow_to_import")
+            time.sleep(1.0)
+    assert sys.modules["slow_to_import"].DONE
+    assert 0.3 <= time.monotonic() - started < 0.8
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0) and signal.getsignal(signal.SIGALRM) is signal.SIG_DFL
+    sys.modules.pop("slow_to_import")
