@@ -26,6 +26,7 @@ from opwise.bounds.transfers.registry import Interval
 from opwise.errors import InputError
 from opwise.progress import Progress
 from opwise.tracing import Graph, trace
+from opwise.tracing.graph import model_device
 from opwise.tracing.precision import as_float32, bound_dtype, float32_inputs, refuse_narrow_graph
 
 @dataclasses.dataclass
@@ -303,11 +304,7 @@ class BoundedModel:
 
 def _device_of(model: torch.nn.Module | Graph, example: torch.Tensor) -> torch.device:
     """Where a model computes: its graph's or parameters' device, else the example's."""
-    if isinstance(model, Graph):
-        return model.device
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.as_tensor(example).device
+    return model_device(model, torch.as_tensor(example).device)
 
 
 def settle_intermediate_bounds(engine: BoundPropagation, target, progress: Progress) -> None:

@@ -144,7 +144,7 @@ def model_inputs(spec: str, model, examples, args: argparse.Namespace) -> list[t
             raise InputError(f"{error}; the model has no example input to read {args.input} like, so give its "
                              "shape with --input-shape (e.g. 1,1,H,W for a grayscale model)") from error
     inputs = list(example_inputs(loaded, args.input_shape))
-    inputs[0] = read_input(args.input, inputs[0])
+    inputs[0] = read_input(args.input, inputs[0]).to(inputs[0].device)  # where the model is (a factory may use a GPU)
     return inputs
 
 

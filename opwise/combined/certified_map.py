@@ -76,13 +76,14 @@ class CertifiedMap:
         >>> m.per_feature(torch.tensor([0.5, 0.25, float("nan")])).tolist()
         [0.5, 0.25, 0.25, nan]
         """
-        values = values.reshape(-1).to(torch.float32)
+        values = values.reshape(-1).to(self.masks.device, torch.float32)  # the map lives on the CPU
         present = self.masks & ~torch.isnan(values).reshape(-1, *[1] * (self.masks.dim() - 1))
         spread = torch.where(present, values.reshape(-1, *[1] * (self.masks.dim() - 1)), torch.tensor(math.inf))
         return torch.where(present.any(0), spread.amin(0), torch.tensor(math.nan))
 
     def patch_relevance(self, relevance: torch.Tensor) -> torch.Tensor:
         """Total absolute relevance per patch, from a relevance map shaped like x."""
+        relevance = relevance.detach().to(self.masks.device)  # an explanation may come from a GPU; the map is on the CPU
         return (self.masks.to(relevance.dtype) * relevance.reshape(1, *self.masks.shape[1:]).abs()).flatten(1).sum(1)
 
     def relevance_correlation(self, relevance: torch.Tensor) -> float:
@@ -192,7 +193,9 @@ def certified_map(
     ([0.4, 0.2], [0.4, 0.2])
     """
     start = time.monotonic()
-    x = torch.as_tensor(x, dtype=torch.float32)
+    # the search's bookkeeping (masks, radii, boxes) stays on the CPU; bound passes and the attack move what they
+    # need to the model's device (BoundedModel, linear_pass, attack_boxes)
+    x = torch.as_tensor(x, dtype=torch.float32).detach().cpu()
     if x.dim() == 0 or x.shape[0] != 1:
         raise InputError(f"certified_map takes one sample with a batch dimension of 1, got shape {tuple(x.shape)}")
     method = method_name(method, extra=("bab",))
@@ -211,7 +214,7 @@ def certified_map(
             raise InputError(f"{name} must be a whole number of at least {least}, got {value!r}")
     if domain is not None and ((x < domain[0]).any() or (x > domain[1]).any()):
         raise InputError(f"x lies outside its domain [{domain[0]}, {domain[1]}]; pass domain=None or the input's range")
-    masks = patch_masks(tuple(x.shape[1:]), patch)
+    masks = patch_masks(tuple(x.shape[1:]), patch.cpu() if isinstance(patch, torch.Tensor) else patch)
     count = masks.shape[0]
     chunk = rows_per_pass(count, batch_size)  # one traced batch size for every pass: a re-trace costs seconds
     # traced at that batch size at once (a module can be; a Graph keeps its own)

@@ -11,6 +11,7 @@ import math
 import torch
 
 from opwise.bounds.attack import StraightThrough, input_gradient
+from opwise.tracing.graph import model_device
 
 
 def robust_margins(model: torch.nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
@@ -21,10 +22,10 @@ def robust_margins(model: torch.nn.Module, x: torch.Tensor, target: int) -> torc
     >>> robust_margins(model, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), 0).tolist()
     [1.0, -1.0]
     """
-    y = model(x).reshape(x.shape[0], -1)
+    y = model(x.to(model_device(model, x.device))).reshape(x.shape[0], -1)
     others = y.clone()
     others[:, target] = -torch.inf
-    return y[:, target] - others.amax(1)
+    return (y[:, target] - others.amax(1)).to(x.device)
 
 
 def attack_boxes(
@@ -52,13 +53,15 @@ def attack_boxes(
     ([False, True], True)
     """
     rows = lower.shape[0]
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    found = torch.zeros(rows, dtype=torch.bool)
+    generator = torch.Generator(device="cpu").manual_seed(seed)  # the same starts on every device
+    found = torch.zeros(rows, dtype=torch.bool, device=lower.device)
     points = ((lower + upper) / 2).clone()
+    device = model_device(model, lower.device)  # the attack runs where the model is; results come back
     for start in range(0, rows, chunk):
         part = slice(start, min(rows, start + chunk))
-        f, p = _attack_chunk(model, lower[part], upper[part], target, steps, restarts, step_size, generator)
-        found[part], points[part] = f, p
+        f, p = _attack_chunk(model, lower[part].to(device), upper[part].to(device), target, steps, restarts, step_size,
+                             generator)
+        found[part], points[part] = f.to(found.device), p.to(points.device)
     return found, points
 
 
@@ -66,10 +69,10 @@ def _attack_chunk(model, lower, upper, target, steps, restarts, step_size, gener
     rows = lower.shape[0]
     width = upper - lower
     lower_r, upper_r, width_r = (t.repeat(restarts, *[1] * (t.dim() - 1)) for t in (lower, upper, width))
-    noise = torch.rand(lower_r.shape, generator=generator, dtype=lower.dtype)
+    noise = torch.rand(lower_r.shape, generator=generator, dtype=lower.dtype).to(lower.device)
     noise[:rows] = 0.5
     x = lower_r + width_r * noise
-    best_margin = torch.full((rows,), math.inf)
+    best_margin = torch.full((rows,), math.inf, device=lower.device)
     best_x = ((lower + upper) / 2).clone()
     for step in range(steps + 1):
         x = x.detach().requires_grad_(True)
@@ -79,7 +82,7 @@ def _attack_chunk(model, lower, upper, target, steps, restarts, step_size, gener
         per_row = margins.detach().reshape(restarts, rows)
         value, which = per_row.min(0)
         better = value < best_margin
-        candidates = x.detach().reshape(restarts, rows, *x.shape[1:])[which, torch.arange(rows)]
+        candidates = x.detach().reshape(restarts, rows, *x.shape[1:])[which, torch.arange(rows, device=which.device)]
         best_margin = torch.where(better, value, best_margin)
         best_x[better] = candidates[better]
         if gradient is None or bool((best_margin <= 0).all()):

@@ -327,6 +327,21 @@ class Graph:
         )
 
 
+def model_device(model: Any, default: torch.device | str = "cpu") -> torch.device:
+    """Where a model computes: a Graph's constants' device, a module's parameters' (or buffers') device, else
+    `default` (a model without any tensors of its own, or a plain function).
+
+    >>> model_device(torch.nn.Linear(2, 1)), model_device(torch.nn.ReLU(), "cpu")
+    (device(type='cpu'), device(type='cpu'))
+    """
+    if isinstance(model, Graph):
+        return model.device
+    if isinstance(model, torch.nn.Module):
+        for tensor in (*model.parameters(), *model.buffers()):
+            return tensor.device
+    return torch.device(default)
+
+
 class CannotRebatch(Exception):
     """A graph cannot be specialized to this batch size (it then runs at its own, in chunks)."""
 

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import torch
 
 from opwise.errors import InputError, ModelLoadError, OpwiseError
-from opwise.tracing.graph import Graph
+from opwise.tracing.graph import Graph, model_device
 from opwise.tracing.load_errors import describe_load_error
 from opwise.tracing.pt2_files import load_exported_program
 
@@ -219,13 +219,15 @@ def example_inputs(loaded: LoadedModel, shapes: list[tuple[int, ...]] | None = N
     ...
     opwise.errors.InputError: the model does not accept inputs of shape (1, 3, 32, 32): ...
     """
+    device = model_device(loaded.model)  # a factory may return its model on a GPU: the inputs go where it is
     if shapes:
-        inputs = tuple(torch.rand(*shape, generator=torch.Generator().manual_seed(0)) for shape in shapes)
+        inputs = tuple(torch.rand(*shape, generator=torch.Generator().manual_seed(0)).to(device) for shape in shapes)
     elif loaded.example_inputs is not None:
-        inputs = loaded.example_inputs
+        inputs = tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in loaded.example_inputs)
     elif isinstance(loaded.model, Graph):
         generator = torch.Generator().manual_seed(0)  # the same inputs every run, as for given shapes
-        inputs = tuple(torch.rand(*loaded.model.info(node).shape, generator=generator) for node in loaded.model.input_nodes)
+        inputs = tuple(torch.rand(*loaded.model.info(node).shape, generator=generator).to(device)
+                       for node in loaded.model.input_nodes)
     else:
         raise InputError("the model came without example inputs; give their shapes, e.g. --input-shape 1,3,32,32")
     described = ", ".join(str(tuple(t.shape)) for t in inputs)

@@ -6,12 +6,12 @@ runs, so the CPU test suite cannot see it. `StrayDevice` makes it visible there:
 that a factory (`torch.zeros`, `arange`, `tensor`, `from_numpy`, ...) called from opwise's own code makes without
 a device, and every `.cpu()` copy, is tagged as living elsewhere (`StrayTensor`), and an operation that combines
 a tagged tensor of one or more dimensions with an untagged one raises `MixedDevices`, naming the line of the
-operation and the line that made the tensor. A tagged tensor reports its device as `meta` (the CPU of a GPU run, while
-the model's tensors report `cpu`, the GPU of such a run): moving a tensor to a model tensor's device (`.to(device)`,
+operation and the line that made the tensor. To opwise's code, a tagged tensor reports its device as `meta` (the CPU
+of a GPU run, while the model's tensors report `cpu`, the GPU of such a run): moving a tensor to a model tensor's device (`.to(device)`,
 `.to(other)`, `.cuda()`, `.type_as`) untags it, moving or making one on a tagged tensor's device tags it.
 
 Only operations that opwise's code asks for are checked (a test may combine what opwise returned, e.g. results
-copied to the CPU, with its own tensors). What CUDA allows passes here too: 0-dim tensors (CUDA accepts CPU scalars), indexing with a CPU index,
+copied to the CPU, with its own tensors). What CUDA allows passes here too: 0-dim tensors (CUDA accepts CPU scalars; an untagged 0-dim tensor may be either), indexing with a CPU index,
 `copy_` across devices, `.item()` / `.tolist()` / `.numpy()`. Tensors that opwise's model builders make (the ONNX
 importer, the demo models) are the model's own and are not tagged.
 
@@ -109,12 +109,13 @@ class StrayDevice(TorchFunctionMode):
         kwargs = kwargs or {}
         tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
         stray = [t for t in tensors if type(t) is StrayTensor and t.dim() > 0]
-        if stray and func not in ALLOWED and func not in MOVES and any(type(t) is not StrayTensor for t in tensors) \
+        if stray and func not in ALLOWED and func not in MOVES \
+                and any(type(t) is not StrayTensor and t.dim() > 0 for t in tensors) \
                 and _called_from_package(1):
             name = getattr(func, "__name__", str(func))
             raise MixedDevices(f"{name} at {_where(1)} combines the model's tensors with one made without a device at "
                                f"{getattr(stray[0], 'origin', '?')}")
-        if func == DEVICE_GETTER and type(args[0]) is StrayTensor:
+        if func == DEVICE_GETTER and type(args[0]) is StrayTensor and _called_from_package(1):
             return torch.device("meta")
         if func in MOVES or func in FACTORIES:
             device = kwargs.get("device", args[1] if func in MOVES and len(args) > 1 else None)

@@ -97,3 +97,28 @@ def test_explain_and_pixel_flipping_keep_to_the_models_device():
         explanation = opwise.explain(model, x, target=[1, 2], composite="epsilon-plus-flat")
         curve = pixel_flipping(model, x, explanation.relevance, [1, 2], patch_size=8, steps=4, baseline="blur")
     assert curve.shape == (2, 5)
+
+
+def test_a_certified_map_keeps_its_bookkeeping_apart_from_the_models_device():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+    x = torch.rand(1, 1, 4, 4)
+    with StrayDevice():
+        result = opwise.certified_map(model, x, patch=2, eps_max=0.2, steps=2)
+        result.relevance_correlation(torch.rand(1, 1, 4, 4))
+    assert result.radius.shape == (4,)
+
+
+def test_example_inputs_and_input_files_go_where_the_model_is(tmp_path):
+    import argparse
+
+    import numpy as np
+
+    from opwise.cli.explain import model_inputs
+    from opwise.tracing.loading import LoadedModel, example_inputs
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2)).eval()
+    np.save(tmp_path / "x.npy", np.full((1, 1, 4, 4), 0.5, dtype="float32"))
+    with StrayDevice():
+        made = example_inputs(LoadedModel(model, None), [(1, 1, 4, 4)])
+        read = model_inputs("net.py:make", model, made, argparse.Namespace(input=str(tmp_path / "x.npy"), input_shape=None))
+    assert type(made[0]) is not StrayTensor and type(read[0]) is not StrayTensor
