@@ -13,7 +13,8 @@
 - log_softmax(x) = (x − max x) − log(Σ exp(x − max x)), as torch computes it: the max is shared by the row, so
   a margin between two log-probabilities is the margin between their scores, exactly, under CROWN too.
 - prelu(x, w) = w·x + (1 − w)·relu(x) with w a constant: ReLU's relaxation (and branch-and-bound's ReLU splits).
-- minimum(a, b) = a − relu(a − b), maximum(a, b) = b + relu(a − b) (equal up to rounding where a and b differ).
+- minimum(a, b) = a − relu(a − b), maximum(a, b) = b + relu(a − b) (equal up to rounding where a and b differ);
+  clamp with tensor limits = minimum(maximum(x, low), high).
 - rms_norm(x) = x · rsqrt(mean(x²) + eps) · w, clamped to ±√n (as layer norm's normalised value);
 - group norm = layer norm over each group's channels, instance norm (batch norm with the batch's own statistics)
   = the same over every dim but the channels, then the per-channel affine; variance and standard deviation
@@ -112,11 +113,25 @@ def _prelu(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
 
 
 def _minimum_or_maximum(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
-    first, second = node.args[0], node.args[1]
+    return _extremum(rewriter, node.target, node.args[0], node.args[1])
+
+
+def _extremum(rewriter: _Rewriter, target, first, second) -> fx.Node:
     difference = rewriter.call(aten.relu.default, rewriter.call(aten.sub.Tensor, first, second))
-    if node.target is aten.minimum.default:  # min(a, b) = a − relu(a − b)
+    if target is aten.minimum.default:  # min(a, b) = a − relu(a − b)
         return rewriter.call(aten.sub.Tensor, first, difference)
     return rewriter.call(aten.add.Tensor, second, difference)  # max(a, b) = b + relu(a − b)
+
+
+def _clamp_by_tensors(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
+    """clamp(x, low, high) with tensor limits = minimum(maximum(x, low), high), as torch applies them (high wins)."""
+    arguments = dict(zip(("self", "min", "max"), node.args)) | node.kwargs
+    out = arguments["self"]
+    if arguments.get("min") is not None:
+        out = _extremum(rewriter, aten.maximum.default, out, arguments["min"])
+    if arguments.get("max") is not None:
+        out = _extremum(rewriter, aten.minimum.default, out, arguments["max"])
+    return out
 
 
 #: comparisons as (difference whose sign decides, whether s = 1 − relu(sign(·)) or 1 − |sign(·)|, ...): see _step
@@ -377,6 +392,8 @@ def _rewrite_for(node: fx.Node, dependent: set[fx.Node], module: fx.GraphModule)
         return _variance
     if node.target in (aten.minimum.default, aten.maximum.default):
         return _minimum_or_maximum
+    if node.target is aten.clamp.Tensor:
+        return _clamp_by_tensors
     if node.target is aten._prelu_kernel.default and node.args[1] not in dependent:
         return _prelu
     if node.target is aten.div.Tensor and isinstance(node.args[1], fx.Node) and node.args[1] in dependent:

@@ -277,6 +277,29 @@ def test_elementwise_minimum_and_maximum_are_bounded_soundly(seed):
     assert_sound(model, x - 0.4, x + 0.4, samples=3_000, seed=seed, attack=seed == 0)
 
 
+class _ClampByTensors(torch.nn.Module):
+    """torch.clamp with tensor limits (aten.clamp.Tensor): one from the input, one a constant, one side only."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer, self.head = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+        self.register_buffer("high", torch.tensor([0.5, 1.0, -0.2, 0.3]))
+
+    def forward(self, x):
+        h = self.layer(x)
+        return self.head(torch.clamp(h, min=h.mean(-1, keepdim=True), max=self.high) + torch.clamp(h, max=h[:, :1]))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_clamp_with_tensor_limits_is_bounded_soundly(seed):
+    """clamp.Tensor had no bound rule (found on a user net); it becomes maximum then minimum, i.e. ReLUs."""
+    model = randomize_(_ClampByTensors(), seed).eval()
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed))
+    probe = torch.randn(7, 3)
+    torch.testing.assert_close(expand_for_bounds(trace(model, x))(probe), model(probe), rtol=1e-6, atol=1e-6)
+    assert_sound(model, x - 0.4, x + 0.4, samples=3_000, seed=seed, attack=seed == 0)
+
+
 class _Norms(torch.nn.Module):
     """Group norm, F.normalize, vector norms of several orders, var and std, and a cumulative sum."""
 
