@@ -9,8 +9,6 @@ import torch
 from opwise.bounds.bounded_model import BoundedModel, Bounds
 from opwise.errors import InputError
 from opwise.tracing import Graph
-from opwise.tracing.fidelity import check_fidelity
-from opwise.tracing.precision import as_float32
 
 
 def compute_bounds(
@@ -47,12 +45,9 @@ def compute_bounds(
     if isinstance(model, BoundedModel):
         bounded = model
     else:
-        if isinstance(model, torch.nn.Module):
-            model = as_float32(model, "bounds")  # the model itself is also run (fidelity check)
         example = x if x is not None else x_lower
         if example is None:
             raise InputError("give x and eps, or both x_lower and x_upper")
-        bounded = BoundedModel(model, torch.as_tensor(example, dtype=torch.float32), device=device)
-        check_fidelity(bounded, model, torch.as_tensor(example if x is not None else (x_lower + x_upper) / 2, dtype=torch.float32))
+        bounded = BoundedModel(model, torch.as_tensor(example, dtype=torch.float32), device=device)  # checks fidelity
     return bounded.compute_bounds(x, eps=eps, norm=norm, method=method, C=C, target=target,
                                   x_lower=x_lower, x_upper=x_upper, domain=domain)

@@ -26,6 +26,7 @@ from opwise.bounds.transfers.registry import Interval
 from opwise.errors import InputError
 from opwise.progress import Progress
 from opwise.tracing import Graph, trace
+from opwise.tracing.fidelity import check_fidelity
 from opwise.tracing.graph import model_device
 from opwise.tracing.precision import as_float32, bound_dtype, float32_inputs, refuse_narrow_graph
 
@@ -72,6 +73,8 @@ class BoundedModel:
         self.dtype = bound_dtype(graph)
         self.example_shape = tuple(example_x.shape)
         self.graph = expand_for_bounds(graph).to(self.device)
+        if not isinstance(model, Graph):  # a forward that draws noise (ViT-MAE's masking) would be bounded silently
+            check_fidelity(self, model, example_x.to(model_device))
         self._independent: weakref.WeakSet[Graph] = weakref.WeakSet()  # graphs checked to keep samples apart
         self._folds: bool | None = None  # see folds_samples
 

@@ -32,7 +32,6 @@ from opwise.bounds.strategies.relu_chain import ReluChain
 from opwise.errors import InputError, TimeLimitReached
 from opwise.progress import LiveLine, Progress
 from opwise.tracing import Graph
-from opwise.tracing.fidelity import check_fidelity
 from opwise.tracing.precision import as_float32
 
 #: what method="auto" tries, in order, until the property is verified
@@ -101,10 +100,9 @@ def verify(
         raise InputError(f"verify takes one sample with a batch dimension of 1, got shape {tuple(x.shape)}")
     method = method_name(method, extra=("auto",))
     if isinstance(model, torch.nn.Module):
-        model = as_float32(model, "bounds")  # the model itself is also run (fidelity check, counterexamples)
+        model = as_float32(model, "bounds")  # the model itself is also run (counterexamples)
     bounded = model if isinstance(model, BoundedModel) else BoundedModel(model, x, device=device)
     x = x.to(bounded.dtype)
-    check_fidelity(bounded, model, x)
     x = x.to(bounded.device)
     with torch.no_grad():
         output = bounded(x).reshape(1, -1)

@@ -1,4 +1,4 @@
-"""check_fidelity (opwise/tracing/fidelity.py): explain, compute_bounds and verify refuse a model whose traced
+"""check_fidelity (opwise/tracing/fidelity.py): explain, BoundedModel, compute_bounds and verify refuse a model whose traced
 graph computes another function on the request's inputs, and accept faithful graphs."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import opwise
+from opwise.bounds import BoundedModel
 from opwise.tracing.fidelity import GraphMismatch, check_fidelity
 
 
@@ -26,6 +27,7 @@ class PythonNoise(nn.Module):
 
 
 REQUESTS = {
+    "BoundedModel": lambda model, x: BoundedModel(model, x),
     "explain": lambda model, x: opwise.explain(model, x),
     "compute_bounds": lambda model, x: opwise.compute_bounds(model, x, eps=0.1),
     "verify": lambda model, x: opwise.verify(model, x, eps=0.1),
