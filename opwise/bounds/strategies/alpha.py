@@ -175,7 +175,7 @@ def maximize(bound, parameters: list[torch.Tensor] | list[dict], options: AlphaO
     start = time.monotonic()
     for iteration in range(1, max(options.iterations, 1 if best is None else 0) + 1):
         lower = bound()
-        best = lower.detach() if best is None else torch.maximum(best, lower.detach())
+        best = lower.detach() if best is None else torch.fmax(best, lower.detach())  # a NaN step keeps the best
         stop = stop or EarlyStop(options, best)
         if progress is not None:
             progress({"search": "alpha-crown", "iteration": iteration, "iterations": options.iterations,

@@ -81,17 +81,18 @@ def _gradient_only(value: torch.Tensor) -> torch.Tensor:
 
 def _recompute(engine: BoundPropagation, link: IntermediateBound) -> Interval:
     """The link's interval from the current α and intervals before it, intersected with the best so far
-    (CROWN's at first; every interval seen is sound, so their intersection is)."""
+    (CROWN's at first; every interval seen is sound, so their intersection is; a NaN end, from a step whose
+    relaxation met a degenerate interval, leaves the other's)."""
     if link.alphas:
         # the value is intersected, the gradient is the unintersected bound's (as in auto_LiRPA, whose
         # intermediate bounds are not intersected): a neuron where an earlier interval is still tighter
         # keeps steering its α instead of getting no gradient
         raw = engine.refine(link.node, link.open, link.selected, link.alphas)
-        return Interval(torch.maximum(raw.lower, link.best.lower).detach() + _gradient_only(raw.lower),
-                        torch.minimum(raw.upper, link.best.upper).detach() + _gradient_only(raw.upper))
+        return Interval(torch.fmax(raw.lower, link.best.lower).detach() + _gradient_only(raw.lower),
+                        torch.fmin(raw.upper, link.best.upper).detach() + _gradient_only(raw.upper))
     step = engine.step(link.node)
     image = engine.transfer(link.node).ibp(step, [engine.interval(i) for i in step.inputs])
-    return Interval(torch.maximum(image.lower, link.crown.lower), torch.minimum(image.upper, link.crown.upper))
+    return Interval(torch.fmax(image.lower, link.crown.lower), torch.fmin(image.upper, link.crown.upper))
 
 
 def optimize_bounds(engine: BoundPropagation, target: fx.Node, A: torch.Tensor,
@@ -124,8 +125,8 @@ def optimize_bounds(engine: BoundPropagation, target: fx.Node, A: torch.Tensor,
         for link in chain:
             clamp_alphas(engine, link.alphas)
             refined = engine.tighten(link.node, _recompute(engine, link))
-            link.best = Interval(torch.maximum(link.best.lower, refined.lower.detach()),
-                                 torch.minimum(link.best.upper, refined.upper.detach()))
+            link.best = Interval(torch.fmax(link.best.lower, refined.lower.detach()),
+                                 torch.fmin(link.best.upper, refined.upper.detach()))
         clamp_alphas(engine, final_alphas)
         return engine.backward(target, A, alphas=final_alphas)
 

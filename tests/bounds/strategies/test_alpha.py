@@ -182,3 +182,18 @@ def test_ascent_takes_no_step_when_the_starting_bound_already_proves_every_row()
     assert not calls and float(best) == 1.0
     maximize(bound, [x], AlphaOptions(iterations=5, stop_above=2.0), torch.full((1,), 1.0))
     assert calls
+
+
+def test_a_step_whose_bound_is_nan_keeps_the_best_bound_so_far():
+    """α-CROWN on tiny MPNet/DeBERTa/BLOOM/Falcon (eps 0.05) came out NaN, reported as unbounded, where CROWN's own
+    bound was finite: one step's NaN replaced the best bound (torch.maximum propagates NaN). It must never be worse
+    than the bound it starts from."""
+    from opwise.bounds.strategies.alpha import maximize
+
+    x = torch.zeros(2, requires_grad=True)
+
+    def bound():
+        return torch.stack([x[0] * float("nan"), 2.0 + x[1]])
+
+    best = maximize(bound, [x], AlphaOptions(iterations=3), torch.tensor([1.0, 1.0]))
+    assert float(best[0]) == 1.0 and float(best[1]) >= 2.0
