@@ -267,16 +267,6 @@ class _MaxOfTwo(torch.nn.Module):
         return self.head(torch.maximum(a, b) - torch.minimum(a, b.clamp_min(0)) + torch.nn.functional.logsigmoid(a))
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_elementwise_minimum_and_maximum_are_bounded_soundly(seed):
-    """minimum/maximum had no bound rule; they become ReLUs (LogSigmoid, once traced with a minimum, is now kept whole)."""
-    model = randomize_(_MaxOfTwo(), seed).eval()
-    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed))
-    probe = torch.randn(7, 3)
-    torch.testing.assert_close(expand_for_bounds(trace(model, x))(probe), model(probe), rtol=1e-6, atol=1e-6)
-    assert_sound(model, x - 0.4, x + 0.4, samples=3_000, seed=seed, attack=seed == 0)
-
-
 class _ClampByTensors(torch.nn.Module):
     """torch.clamp with tensor limits (aten.clamp.Tensor): one from the input, one a constant, one side only."""
 
@@ -291,9 +281,11 @@ class _ClampByTensors(torch.nn.Module):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_clamp_with_tensor_limits_is_bounded_soundly(seed):
-    """clamp.Tensor had no bound rule (found on a user net); it becomes maximum then minimum, i.e. ReLUs."""
-    model = randomize_(_ClampByTensors(), seed).eval()
+@pytest.mark.parametrize("module", [_MaxOfTwo, _ClampByTensors])
+def test_elementwise_extrema_and_tensor_clamps_are_bounded_soundly(module, seed):
+    """minimum/maximum and clamp with tensor limits (found on a user net) had no bound rule; they become ReLUs
+    (clamp.Tensor: maximum then minimum; LogSigmoid, once traced with a minimum, is now kept whole)."""
+    model = randomize_(module(), seed).eval()
     x = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed))
     probe = torch.randn(7, 3)
     torch.testing.assert_close(expand_for_bounds(trace(model, x))(probe), model(probe), rtol=1e-6, atol=1e-6)
