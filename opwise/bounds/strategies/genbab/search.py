@@ -6,11 +6,14 @@ point from the lookup table — and their children bounded in batches until ever
 (verified), a checked counterexample is found (falsified), or time runs out (timeout). Each child
 bounds the inputs whose value at the split neuron lies on its side; the children cover the parent. A domain with
 nothing left to split (every candidate interval a point or split already) is decided by an LP over the input
-(leaf.py), and the search ends 'unknown' only where that LP leaves it open without a counterexample.
+(leaf.py). One that the LP leaves open without a counterexample is set aside and the search goes on with the others:
+a counterexample elsewhere still falsifies, and where every other domain is proved it ends 'unknown', its reason
+naming the leaves set aside (never 'verified').
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -39,6 +42,8 @@ ATTACK_INTERVAL = 10.0
 #: time since the one before (a caller that attacked already, as verify does, would otherwise see a second
 #: attack take all the time a large network's PGD can use before any domain is bounded)
 ATTACK_SHARE = 0.25
+#: undecided leaves a reason names one by one
+UNDECIDED_NAMED = 3
 
 
 @within_timeout
@@ -102,6 +107,12 @@ def branch_and_bound(
             stats["reason"] = f"the time limit was reached after {stats['domains_visited']} domains"
             if margin is not None and math.isfinite(margin):
                 stats["reason"] += f", the worst open domain's margin bound at {margin:.4g} (proved where above 0)"
+        if status in ("timeout", "unknown") and undecided:
+            stats["undecided_leaves"] = len(undecided)
+            aside = _undecided_reason(undecided, bounder)
+            stats["reason"] = f"{stats['reason']}; {aside}" if stats.get("reason") else aside
+            if margin is not None:
+                margin = min([margin] + [leaf.margin for leaf in undecided])
         return BabResult(status, counterexample, stats, margin)
 
     def attack_now(seed: int, budget: float) -> torch.Tensor | None:
@@ -126,6 +137,7 @@ def branch_and_bound(
     shortcuts = bounder.shortcuts() if branching in ("bbps", "fsb") else None
     input_set = bounder.input_set(1)
     queue, proven, last_attack = DomainQueue(count_bytes=max_memory is not None), float("inf"), time.monotonic()
+    undecided: list[Undecided] = []  # leaves the LP left open without a counterexample: never 'verified' after one
 
     def split(domains: list) -> tuple[list, list, int]:
         """The children of every domain that can be split (two per decision, three where it isolates the split
@@ -154,7 +166,7 @@ def branch_and_bound(
             parents = queue.pop(max(1, batch_size // 2))
             children, exhausted, decided = split(parents)
             stats["branching_decisions"] += decided
-            for domain in exhausted:  # nothing left to split: an LP over the input decides it, or the search ends
+            for domain in exhausted:  # nothing left to split: an LP over the input decides it, or it is set aside
                 answer = decide_leaf(bounder, domain, deadline)
                 stats["leaf_lps"] = stats.get("leaf_lps", 0) + 1
                 if answer.proved:
@@ -166,12 +178,7 @@ def branch_and_bound(
                         return finish("falsified", None, counterexample)
                 if time.monotonic() >= deadline:  # the LP was stopped by the clock: it decided nothing
                     return finish("timeout", min([queue.worst()] + [p.lower for p in parents]))
-                stats["reason"] = ("nothing to split: no node has a splittable relaxation (a smooth function or one kink) "
-                                   "or is a product of two input-dependent tensors") if not bounder.nodes else \
-                    ("nothing left to split: every split node's interval lies on one side of its kink or is narrower "
-                     "than the smallest split width")
-                stats["reason"] += ", and a linear program over the input leaves the domain open"
-                return finish("unknown", min(p.lower for p in parents))
+                undecided.append(Undecided(domain.depth, max(domain.lower, answer.margin), answer.reason))
             while children and 2 * len(children) <= batch_size:  # few open domains (the first rounds): split again
                 grandchildren, more, decided = split(children)
                 if more:
@@ -204,7 +211,33 @@ def branch_and_bound(
                           "lower": queue.worst() if len(queue) else None, "seconds": now - start, "left": deadline - now})
     except TimeLimitReached:  # a bound pass reached the deadline: end with the counts so far (no margin: the
         return finish("timeout", None)  # domains of the interrupted round are neither in the queue nor bounded)
+    if undecided:  # every other domain is proved: the leaves set aside alone stand between the search and a proof
+        return finish("unknown", proven)
     return finish("verified", proven)
+
+
+@dataclasses.dataclass
+class Undecided:
+    """A leaf (nothing left to split) whose LP neither proved it nor gave a counterexample a forward pass confirms:
+    its depth, the lower bound of its margin (its own bound, or the LP's optimum where higher) and the LP's reason."""
+
+    depth: int
+    margin: float
+    reason: str
+
+
+def _undecided_reason(undecided: list[Undecided], bounder) -> str:
+    """Why the search cannot say 'verified': the leaves it set aside (the first few named, worst first)."""
+    what = ("nothing to split: no node has a splittable relaxation (a smooth function or one kink) or is a product of "
+            "two input-dependent tensors") if not bounder.nodes else \
+        (f"{len(undecided)} domain{'s' if len(undecided) > 1 else ''} with nothing left to split (every split node's "
+         "interval on one side of its kink or narrower than the smallest split width)")
+    worst = sorted(undecided, key=lambda leaf: leaf.margin)[:UNDECIDED_NAMED]
+    named = "; ".join(f"depth {leaf.depth}, margin bound {leaf.margin:.3g}: {leaf.reason or 'no LP answer'}"
+                      for leaf in worst)
+    more = f"; and {len(undecided) - len(worst)} more" if len(undecided) > len(worst) else ""
+    return (f"{what}, left open by a linear program over the input without a counterexample that a forward pass "
+            f"confirms ({named}{more})")
 
 
 def _checked_primal(function, spec: Specification, candidates: torch.Tensor) -> torch.Tensor | None:

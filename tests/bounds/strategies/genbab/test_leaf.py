@@ -100,19 +100,46 @@ def test_searches_that_ended_with_nothing_left_to_split_now_agree_with_milp():
     assert decided == 4
 
 
-def test_no_lp_is_posed_over_an_l2_ball():
-    """A ball is no polytope: a leaf over one is left open (no proof, no candidate), never proved by the box's LP."""
+@pytest.mark.parametrize("norm", [2.0, 1.0])
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("shift", [-0.2, 0.2])
+def test_leaves_over_l2_and_l1_balls_are_decided_soundly(norm, seed, shift):
+    """A ball is no polytope (before: no LP posed, every leaf left open). Cut down to by tangent planes, with the
+    Lagrangian bound: leaves found unreachable hold no sample of the ball, proofs hold on the ball's samples inside,
+    and an open leaf's candidates lie in the ball and reach the LP's bound (every phase fixed: the LP is exact)."""
     from opwise.bounds.input_set import InputSet
-    from opwise.bounds.spec import Specification, robustness_disjuncts
+    from opwise.bounds.spec import Specification
 
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
-    bounded = BoundedModel(model, torch.zeros(1, 2))
-    spec = Specification.over(InputSet.ball(torch.zeros(1, 2), 1.0, norm=2), robustness_disjuncts(2, 0))
-    bounder = DomainBounder(bounded, spec, "crown")
-    (leaf,) = _leaves(bounder, 1, {n: torch.zeros(1, 4) for n in ("linear",)}, torch.Generator().manual_seed(0))
-    answer = decide_leaf(bounder, leaf)
-    assert not answer.proved and answer.candidate is None
+    model, box, target, minima = _robustness_case(seed, (8, 8))
+    ball = InputSet.ball((box[0] + box[1]) / 2, 0.8 if norm == 2 else 1.2, norm=norm)
+    generator = torch.Generator().manual_seed(seed)
+    x = ball.sample(4000, generator)
+    with torch.no_grad():
+        sampled = {j: float((model(x)[:, target] - model(x)[:, j]).min()) for j in minima}
+    spec = Specification.over(ball, _robustness_spec(box, target, {j: m + shift * abs(m) for j, m in sampled.items()}).unsafe)
+    bounded = BoundedModel(model, torch.zeros(1, 3))
+    bounder = DomainBounder(bounded, spec, "alpha-crown")
+    values = pre_activations(bounded, x)
+    with torch.no_grad():
+        margin = spec.margin(model(x))
+    outcomes, proved = set(), []
+    for leaf in _leaves(bounder, 12, values, generator):
+        answer = decide_leaf(bounder, leaf)
+        if answer.proved and answer.margin == float("inf"):
+            outcomes.add("unreached")
+            assert not _inside(leaf, values).any()
+        elif answer.proved:
+            outcomes.add("proved")
+            proved.append(dataclasses.replace(leaf, lower=answer.margin))
+        else:
+            outcomes.add("open")
+            assert spec.contains(answer.candidate) and answer.reason
+            with torch.no_grad():
+                assert float(spec.margin(model(answer.candidate)).min()) <= max(answer.margin, 0.0) + 1e-3
+            if _inside(leaf, values).any():  # its samples reach no lower than the LP's bound
+                assert float(margin[_inside(leaf, values)].min()) >= answer.margin - 1e-4
+    assert_domains_bound_their_samples(proved, values, margin)
+    assert outcomes & {"unreached", "proved"} and ("open" in outcomes) == (shift > 0), outcomes
 
 
 def test_leaves_of_a_conv_net_are_decided_soundly():

@@ -864,3 +864,98 @@ def test_a_binarized_conv_net_is_proved_by_sign_splits():
         if result.status == "falsified":
             x = result.counterexample.reshape(1, 2, 6, 6)
             assert (x >= lower).all() and (x <= upper).all() and float(model(x)[0, 0]) >= threshold
+
+
+def _some_proved_leaves_left_open(monkeypatch, count: int) -> list:
+    """decide_leaf with the first `count` leaves that it proves reported open instead (no verdict, no candidate: a
+    solver that failed); returns the list those leaves are appended to."""
+    import opwise.bounds.strategies.genbab.search as search
+    from opwise.bounds.strategies.genbab.leaf import LeafAnswer, decide_leaf
+
+    opened = []
+
+    def failing(bounder, domain, deadline=None):
+        answer = decide_leaf(bounder, domain, deadline)
+        if answer.proved and len(opened) < count:
+            opened.append(domain)
+            return LeafAnswer(False, reason="no verdict (a stand-in for a failed solver)")
+        return answer
+
+    monkeypatch.setattr(search, "decide_leaf", failing)
+    return opened
+
+
+def _disk_minimum(model, center: torch.Tensor, eps: float, norm: float, rings: int = 120) -> float:
+    """y0 - y1's smallest value over the Lp disk (2 inputs): a dense polar grid of unit-Lp directions, rim included."""
+    angles = torch.linspace(0, 2 * math.pi, 6 * rings)
+    unit = torch.stack([angles.cos(), angles.sin()], 1)
+    unit = unit / torch.linalg.vector_norm(unit, ord=norm, dim=1, keepdim=True)
+    points = (center + eps * torch.linspace(0, 1, rings)[:, None, None] * unit[None]).reshape(-1, 2)
+    with torch.no_grad():
+        y = model(points)
+    return float((y[:, 0] - y[:, 1]).min())
+
+
+def disk_case(seed: int, norm: float, eps: float = 0.6):
+    """A 2-input ReLU net (8, 8) over the Lp disk around a random point: (model, bounded model, disk, grid minimum of
+    y0 - y1, its spread over samples of the disk)."""
+    from tests.bounds.strategies.bab_reference import random_mlp
+
+    model = random_mlp(seed, (2, 8, 8, 2)).float()
+    center = torch.rand(1, 2, generator=torch.Generator().manual_seed(seed)) - 0.5
+    disk = InputSet.ball(center, eps, norm=norm)
+    minimum = _disk_minimum(model, center, eps, norm)
+    with torch.no_grad():
+        y = model(disk.sample(2000, torch.Generator().manual_seed(seed)))
+    return model, BoundedModel(model, center), disk, minimum, float((y[:, 0] - y[:, 1]).max()) - minimum
+
+
+def disk_spec(disk, threshold: float) -> Specification:
+    """Unsafe: y0 - y1 <= threshold over the disk."""
+    return Specification.over(disk, [Disjunct(torch.tensor([[1.0, -1.0]]), torch.tensor([threshold]))])
+
+
+def test_a_leaf_left_open_is_set_aside_and_a_counterexample_elsewhere_still_falsifies(monkeypatch):
+    """Regression: the first leaf the LP left open ended the whole search 'unknown', though other open domains
+    held a counterexample (planted fuzzer seeds 49, 57, 117: leaves over an L2 ball, where no LP was posed). Every
+    leaf the LP proves is reported open here; the search sets them aside and still finds the counterexample."""
+    opened = _some_proved_leaves_left_open(monkeypatch, 10_000)
+    model, bounded, disk, minimum, spread = disk_case(1, 2.0)
+    spec = disk_spec(disk, minimum + 0.01 * spread)
+    result = branch_and_bound(bounded, spec, timeout=30, batch_size=16, method="crown", attack=False)
+    assert opened and result.status == "falsified", (len(opened), result.stats)
+    assert disk.contains(result.counterexample, 1e-6) and float(spec.margin(model(result.counterexample).detach())) <= 0
+
+
+def test_a_leaf_left_open_ends_unknown_naming_it_never_verified(monkeypatch):
+    """Every other domain proved, the leaf set aside alone stands between the search and a proof: 'unknown', the
+    reason naming it (depth, margin bound, the LP's reason), never 'verified'."""
+    opened = _some_proved_leaves_left_open(monkeypatch, 1)
+    model, bounded, disk, minimum, spread = disk_case(1, 2.0)
+    result = branch_and_bound(bounded, disk_spec(disk, minimum - 0.1 * spread), timeout=30, batch_size=16,
+                              method="crown", attack=False)
+    assert len(opened) == 1 and result.status == "unknown", result.stats
+    reason = result.stats["reason"]
+    assert result.stats["undecided_leaves"] == 1 and "1 domain with nothing left to split" in reason, reason
+    assert f"depth {opened[0].depth}" in reason and "a stand-in for a failed solver" in reason, reason
+    assert result.margin_lower is not None and result.margin_lower <= 0
+
+
+@pytest.mark.parametrize("norm", [2.0, 1.0, math.inf])
+@pytest.mark.parametrize("method", ["crown", "alpha-crown"])
+def test_searches_over_disks_agree_with_a_dense_grid(norm, method):
+    """On 2-input ReLU nets over an L2, L1 or L∞ disk, thresholds 10% of the margin's spread on either side of the
+    grid's minimum: 'verified' below, 'falsified' (a witness in the disk) above. Before, L2 and L1 searches that
+    reached a leaf (CROWN's, without β, reach many) ended 'unknown': no LP was posed over a ball."""
+    leaves = 0
+    for seed in range(4):
+        model, bounded, disk, minimum, spread = disk_case(seed, norm)
+        for sign in (-1, 1):
+            spec = disk_spec(disk, minimum + sign * 0.1 * spread)
+            result = branch_and_bound(bounded, spec, timeout=30, batch_size=16, method=method)
+            assert result.status == ("verified" if sign < 0 else "falsified"), (seed, sign, result.stats)
+            if result.status == "falsified":
+                assert disk.contains(result.counterexample, 1e-6)
+                assert float(spec.margin(model(result.counterexample).detach())) <= 0
+            leaves += result.stats.get("leaf_lps", 0)
+    assert leaves or method == "alpha-crown", "no search reached a leaf: the test does not exercise the leaf LP"
