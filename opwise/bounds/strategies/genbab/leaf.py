@@ -115,11 +115,13 @@ def decide_leaf(bounder: DomainBounder, domain: Domain, deadline: float | None =
         if not optimum > enough:
             points += found
             reasons.append(reason)
-    if not points:
+    if not reasons:  # every disjunct proved
         return LeafAnswer(True, min(margins, default=math.inf))
-    lower = input_set.lower
-    candidate = torch.as_tensor(np.stack(points), dtype=lower.dtype).reshape(len(points), *lower.shape[1:])
-    return LeafAnswer(False, min(margins), input_set.project(candidate.to(lower.device)), "; ".join(reasons))
+    lower, candidate = input_set.lower, None
+    if points:
+        candidate = torch.as_tensor(np.stack(points), dtype=lower.dtype).reshape(len(points), *lower.shape[1:])
+        candidate = input_set.project(candidate.to(lower.device))
+    return LeafAnswer(False, min(margins), candidate, "; ".join(reasons))
 
 
 def _narrowed_rows(bounder: DomainBounder, engine: BoundPropagation, domain: Domain,

@@ -96,6 +96,7 @@ def branch_and_bound(
     deadline = start + timeout
     spec = spec.to(bounded.device)
     stats = {"domains_visited": 0, "branching_decisions": 0, "max_depth": 0, "rounds": 0, "attacks": 0}
+    undecided: list[Undecided] = []  # leaves the LP left open without a counterexample: never 'verified' after one
 
     def function(x: torch.Tensor) -> torch.Tensor:
         """The model on x (padded to a power of two by the graph: a few traces, not one per count of candidates)."""
@@ -109,7 +110,7 @@ def branch_and_bound(
                 stats["reason"] += f", the worst open domain's margin bound at {margin:.4g} (proved where above 0)"
         if status in ("timeout", "unknown") and undecided:
             stats["undecided_leaves"] = len(undecided)
-            aside = _undecided_reason(undecided, bounder)
+            aside = _undecided_reason(undecided, bool(bounder.nodes))
             stats["reason"] = f"{stats['reason']}; {aside}" if stats.get("reason") else aside
             if margin is not None:
                 margin = min([margin] + [leaf.margin for leaf in undecided])
@@ -137,7 +138,6 @@ def branch_and_bound(
     shortcuts = bounder.shortcuts() if branching in ("bbps", "fsb") else None
     input_set = bounder.input_set(1)
     queue, proven, last_attack = DomainQueue(count_bytes=max_memory is not None), float("inf"), time.monotonic()
-    undecided: list[Undecided] = []  # leaves the LP left open without a counterexample: never 'verified' after one
 
     def split(domains: list) -> tuple[list, list, int]:
         """The children of every domain that can be split (two per decision, three where it isolates the split
@@ -226,10 +226,11 @@ class Undecided:
     reason: str
 
 
-def _undecided_reason(undecided: list[Undecided], bounder) -> str:
-    """Why the search cannot say 'verified': the leaves it set aside (the first few named, worst first)."""
+def _undecided_reason(undecided: list[Undecided], splittable: bool) -> str:
+    """Why the search cannot say 'verified': the leaves it set aside (the first few named, worst first); `splittable`:
+    whether the network has any node to split at all."""
     what = ("nothing to split: no node has a splittable relaxation (a smooth function or one kink) or is a product of "
-            "two input-dependent tensors") if not bounder.nodes else \
+            "two input-dependent tensors") if not splittable else \
         (f"{len(undecided)} domain{'s' if len(undecided) > 1 else ''} with nothing left to split (every split node's "
          "interval on one side of its kink or narrower than the smallest split width)")
     worst = sorted(undecided, key=lambda leaf: leaf.margin)[:UNDECIDED_NAMED]

@@ -51,6 +51,22 @@ def _inside(domain, values: dict[str, torch.Tensor]) -> torch.Tensor:
     return inside
 
 
+def _decided_soundly(bounder: DomainBounder, leaf, model, values: dict[str, torch.Tensor], margin: torch.Tensor):
+    """The LP's verdict on `leaf`, checked against the samples (`values`, their `margin`): an unreachable leaf holds
+    none, a proof holds on those inside, an open leaf's candidates lie in the input set. Returns ("unreached" |
+    "proved" | "open", the answer, the smallest margin a candidate reaches)."""
+    answer = decide_leaf(bounder, leaf)
+    if answer.proved and answer.margin == float("inf"):
+        assert not _inside(leaf, values).any()
+        return "unreached", answer, None
+    if answer.proved:
+        assert_domains_bound_their_samples([dataclasses.replace(leaf, lower=answer.margin)], values, margin)
+        return "proved", answer, None
+    assert bounder.spec.contains(answer.candidate)
+    with torch.no_grad():
+        return "open", answer, float(bounder.spec.margin(model(answer.candidate)).min())
+
+
 @pytest.mark.parametrize("seed", [1, 2, 4])
 @pytest.mark.parametrize("shift", [-0.2, 0.2])
 def test_leaf_proofs_hold_on_their_samples_and_open_leaves_give_real_counterexamples(seed, shift):
@@ -122,23 +138,14 @@ def test_leaves_over_l2_and_l1_balls_are_decided_soundly(norm, seed, shift):
     values = pre_activations(bounded, x)
     with torch.no_grad():
         margin = spec.margin(model(x))
-    outcomes, proved = set(), []
+    outcomes = set()
     for leaf in _leaves(bounder, 12, values, generator):
-        answer = decide_leaf(bounder, leaf)
-        if answer.proved and answer.margin == float("inf"):
-            outcomes.add("unreached")
-            assert not _inside(leaf, values).any()
-        elif answer.proved:
-            outcomes.add("proved")
-            proved.append(dataclasses.replace(leaf, lower=answer.margin))
-        else:
-            outcomes.add("open")
-            assert spec.contains(answer.candidate) and answer.reason
-            with torch.no_grad():
-                assert float(spec.margin(model(answer.candidate)).min()) <= max(answer.margin, 0.0) + 1e-3
+        outcome, answer, reached = _decided_soundly(bounder, leaf, model, values, margin)
+        outcomes.add(outcome)
+        if outcome == "open":
+            assert answer.reason and reached <= max(answer.margin, 0.0) + 1e-3
             if _inside(leaf, values).any():  # its samples reach no lower than the LP's bound
                 assert float(margin[_inside(leaf, values)].min()) >= answer.margin - 1e-4
-    assert_domains_bound_their_samples(proved, values, margin)
     assert outcomes & {"unreached", "proved"} and ("open" in outcomes) == (shift > 0), outcomes
 
 
@@ -160,16 +167,7 @@ def test_leaves_of_a_conv_net_are_decided_soundly():
         margin = spec.margin(model(x))
     outcomes = set()
     for leaf in _leaves(bounder, 10, values, torch.Generator().manual_seed(1)):
-        answer = decide_leaf(bounder, leaf)
-        if answer.proved and answer.margin == float("inf"):
-            outcomes.add("unreached")
-            assert not _inside(leaf, values).any()
-        elif answer.proved:
-            outcomes.add("proved")
-            assert_domains_bound_their_samples([dataclasses.replace(leaf, lower=answer.margin)], values, margin)
-        else:
-            outcomes.add("open")
-            assert spec.contains(answer.candidate)
-            with torch.no_grad():
-                assert float(spec.margin(model(answer.candidate))) <= 1e-4
+        outcome, _, reached = _decided_soundly(bounder, leaf, model, values, margin)
+        outcomes.add(outcome)
+        assert outcome != "open" or reached <= 1e-4
     assert outcomes == {"unreached", "proved", "open"}

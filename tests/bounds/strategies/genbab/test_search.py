@@ -199,9 +199,9 @@ def disk_points(count: int, generator: torch.Generator) -> torch.Tensor:
     return torch.cat([x, 0.8 * (1 - 1e-6) * torch.stack([angle.cos(), angle.sin()], 1)])
 
 
-def disk_spec(threshold: float) -> Specification:
+def disk_spec(threshold: float, disk: InputSet = DISK) -> Specification:
     """Unsafe set y0 - y1 <= threshold over the disk."""
-    return Specification.over(DISK, [Disjunct(torch.tensor([[1.0, -1.0]]), torch.tensor([threshold]))])
+    return Specification.over(disk, [Disjunct(torch.tensor([[1.0, -1.0]]), torch.tensor([threshold]))])
 
 
 def test_subdomain_bounds_over_a_disk_hold_where_the_split_holds():
@@ -885,34 +885,19 @@ def _some_proved_leaves_left_open(monkeypatch, count: int) -> list:
     return opened
 
 
-def _disk_minimum(model, center: torch.Tensor, eps: float, norm: float, rings: int = 120) -> float:
-    """y0 - y1's smallest value over the Lp disk (2 inputs): a dense polar grid of unit-Lp directions, rim included."""
-    angles = torch.linspace(0, 2 * math.pi, 6 * rings)
-    unit = torch.stack([angles.cos(), angles.sin()], 1)
-    unit = unit / torch.linalg.vector_norm(unit, ord=norm, dim=1, keepdim=True)
-    points = (center + eps * torch.linspace(0, 1, rings)[:, None, None] * unit[None]).reshape(-1, 2)
-    with torch.no_grad():
-        y = model(points)
-    return float((y[:, 0] - y[:, 1]).min())
-
-
 def disk_case(seed: int, norm: float, eps: float = 0.6):
     """A 2-input ReLU net (8, 8) over the Lp disk around a random point: (model, bounded model, disk, grid minimum of
     y0 - y1, its spread over samples of the disk)."""
     from tests.bounds.strategies.bab_reference import random_mlp
+    from tests.bounds.test_verify import _disk_margin
 
     model = random_mlp(seed, (2, 8, 8, 2)).float()
     center = torch.rand(1, 2, generator=torch.Generator().manual_seed(seed)) - 0.5
     disk = InputSet.ball(center, eps, norm=norm)
-    minimum = _disk_minimum(model, center, eps, norm)
+    minimum = _disk_margin(model, center, eps, 0, norm)  # y0 - y1 (target 0 of two classes) on a dense polar grid
     with torch.no_grad():
         y = model(disk.sample(2000, torch.Generator().manual_seed(seed)))
     return model, BoundedModel(model, center), disk, minimum, float((y[:, 0] - y[:, 1]).max()) - minimum
-
-
-def disk_spec(disk, threshold: float) -> Specification:
-    """Unsafe: y0 - y1 <= threshold over the disk."""
-    return Specification.over(disk, [Disjunct(torch.tensor([[1.0, -1.0]]), torch.tensor([threshold]))])
 
 
 def test_a_leaf_left_open_is_set_aside_and_a_counterexample_elsewhere_still_falsifies(monkeypatch):
@@ -921,7 +906,7 @@ def test_a_leaf_left_open_is_set_aside_and_a_counterexample_elsewhere_still_fals
     leaf the LP proves is reported open here; the search sets them aside and still finds the counterexample."""
     opened = _some_proved_leaves_left_open(monkeypatch, 10_000)
     model, bounded, disk, minimum, spread = disk_case(1, 2.0)
-    spec = disk_spec(disk, minimum + 0.01 * spread)
+    spec = disk_spec(minimum + 0.01 * spread, disk)
     result = branch_and_bound(bounded, spec, timeout=30, batch_size=16, method="crown", attack=False)
     assert opened and result.status == "falsified", (len(opened), result.stats)
     assert disk.contains(result.counterexample, 1e-6) and float(spec.margin(model(result.counterexample).detach())) <= 0
@@ -932,7 +917,7 @@ def test_a_leaf_left_open_ends_unknown_naming_it_never_verified(monkeypatch):
     reason naming it (depth, margin bound, the LP's reason), never 'verified'."""
     opened = _some_proved_leaves_left_open(monkeypatch, 1)
     model, bounded, disk, minimum, spread = disk_case(1, 2.0)
-    result = branch_and_bound(bounded, disk_spec(disk, minimum - 0.1 * spread), timeout=30, batch_size=16,
+    result = branch_and_bound(bounded, disk_spec(minimum - 0.1 * spread, disk), timeout=30, batch_size=16,
                               method="crown", attack=False)
     assert len(opened) == 1 and result.status == "unknown", result.stats
     reason = result.stats["reason"]
@@ -951,7 +936,7 @@ def test_searches_over_disks_agree_with_a_dense_grid(norm, method):
     for seed in range(4):
         model, bounded, disk, minimum, spread = disk_case(seed, norm)
         for sign in (-1, 1):
-            spec = disk_spec(disk, minimum + sign * 0.1 * spread)
+            spec = disk_spec(minimum + sign * 0.1 * spread, disk)
             result = branch_and_bound(bounded, spec, timeout=30, batch_size=16, method=method)
             assert result.status == ("verified" if sign < 0 else "falsified"), (seed, sign, result.stats)
             if result.status == "falsified":
@@ -959,3 +944,35 @@ def test_searches_over_disks_agree_with_a_dense_grid(norm, method):
                 assert float(spec.margin(model(result.counterexample).detach())) <= 0
             leaves += result.stats.get("leaf_lps", 0)
     assert leaves or method == "alpha-crown", "no search reached a leaf: the test does not exercise the leaf LP"
+
+
+def test_searches_over_boxes_cut_by_input_relations_agree_with_milp():
+    """A box cut by a relation a·x <= b through its centre (the leaf LP takes the relation as a row; before, it posed
+    no LP there and such leaves ended the search 'unknown'): every answer is the MILP's."""
+    from opwise.bounds.linear_constraints import LinearConstraints
+    from tests.bounds.strategies.bab_reference import milp_min_margin, random_mlp
+
+    leaves = 0
+    for seed in range(4):
+        exact, model = random_mlp(seed, (3, 8, 8, 2)), random_mlp(seed, (3, 8, 8, 2)).float()
+        generator = torch.Generator().manual_seed(seed)
+        lower = torch.rand(1, 3, generator=generator) - 1
+        upper = lower + 1.0
+        G = torch.randn(1, 3, generator=generator)
+        region = InputSet(lower, upper, constraints=LinearConstraints.within(G, G @ ((lower + upper) / 2).flatten(),
+                                                                              lower, upper))
+        row = Disjunct(torch.tensor([[1.0, -1.0]]), torch.tensor([0.0]))
+        as_double = Specification.over(InputSet(lower.double(), upper.double(), constraints=region.constraints.to(
+            dtype=torch.float64)), [Disjunct(row.C.double(), row.d.double())])
+        minimum = milp_min_margin(exact, as_double)
+        bounded = BoundedModel(model, lower)
+        for sign in (-1, 1):
+            threshold = minimum + sign * 0.1 * (abs(minimum) + 0.1)
+            spec = Specification.over(region, [Disjunct(row.C, torch.tensor([threshold]))])
+            result = branch_and_bound(bounded, spec, timeout=30, batch_size=16, method="crown")
+            assert result.status == ("verified" if sign < 0 else "falsified"), (seed, sign, result.stats)
+            if result.status == "falsified":
+                assert region.contains(result.counterexample, 1e-6)
+                assert float(spec.margin(model(result.counterexample).detach())) <= 0
+            leaves += result.stats.get("leaf_lps", 0)
+    assert leaves, "no search reached a leaf: the test does not exercise the leaf LP"
