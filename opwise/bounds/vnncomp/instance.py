@@ -38,7 +38,7 @@ from opwise.bounds.vnncomp.products import AppendedColumns, Products
 from opwise.bounds.vnncomp.results import InstanceResult
 from opwise.bounds.vnncomp.vnnlib import parse_property, violates
 from opwise.bounds.vnncomp.vnnlib2 import Query
-from opwise.errors import InputDependentArgument, SpecError, SpecTooLarge, TimeLimitReached
+from opwise.errors import InputDependentArgument, OpwiseError, SpecError, SpecTooLarge, TimeLimitReached
 from opwise.progress import Progress
 from opwise.tracing.precision import bound_dtype
 
@@ -76,9 +76,11 @@ def load_with_engine(onnx_path: str, device: str | torch.device | None = None,
     a symbolic one) is the batch; a fixed leading axis above 1 ([32, 5]: 32 rows of one sample, which a
     Transpose may mix) is part of the one sample, and so is an output's ([50, 1] from an input [1, 600]
     reshaped to [50, 12]): the network is then bounded as `_WholeInput` on [1, *input], its output flattened,
-    one box per pass. Where the network adds the batch axis itself (its input [12, 8] read only by a Reshape to
-    [-1, 12, 8]: pensieve's), it is imported with that axis (`load_onnx(add_batch_axis=True)`), so searches
-    bound many boxes per pass.
+    one box per pass. An input without a batch axis ([20], [32, 5]) is given one instead (`_Samplewise`: the network
+    run per sample by torch.vmap), so every node of the bounded graph has one: GenBaB splits its neurons (a node
+    without the batch axis is no split candidate) and searches bound many boxes per pass. Where the network adds
+    the batch axis itself (its input [12, 8] read only by a Reshape to [-1, 12, 8]: pensieve's), it is imported
+    with that axis (`load_onnx(add_batch_axis=True)`), so searches bound many boxes per pass.
     """
     from opwise.errors import ModelLoadError
     from opwise.tracing.onnx import load_onnx
@@ -104,7 +106,22 @@ def load_with_engine(onnx_path: str, device: str | torch.device | None = None,
     if isinstance(graph.output, torch.fx.Node) and not graph.info(graph.output).depends_on_input:
         return _ConstantNetwork(whole, graph, device), input_shape  # the fixed elements fold it to a constant
     example = torch.zeros(input_shape, dtype=bound_dtype(graph))
+    if declared[:1] != (1,):
+        with contextlib.suppress(OpwiseError):  # an operator vmap cannot batch: bounded as one sample, as below
+            return BoundedModel.of_graphs(_Samplewise(graph), example, device=device), input_shape
     return BoundedModel.of_graphs(whole, example, device=device), input_shape
+
+
+class _Samplewise(torch.nn.Module):
+    """A network whose declared input has no batch axis ([n, ...] is one sample), run on each sample of [B, n, ...]
+    by torch.vmap, its output flattened to [B, outputs]. Traced, every node has the batch axis the network lacks."""
+
+    def __init__(self, graph):
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.vmap(lambda sample: self.graph(sample).reshape(-1))(x)
 
 
 class _WholeInput(torch.nn.Module):

@@ -909,3 +909,55 @@ def test_the_hard_stop_waits_for_an_import_to_finish(tmp_path, monkeypatch):
     assert 0.3 <= time.monotonic() - started < 0.8
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0) and signal.getsignal(signal.SIGALRM) is signal.SIG_DFL
     sys.modules.pop("slow_to_import")
+
+
+def _mlp_onnx(path: Path, model: torch.nn.Sequential, batched: bool) -> None:
+    """`model` (Linear/ReLU) as a FLOAT ONNX network of MatMul, Add and Relu, its input and output declared [1, n]
+    or, without a batch axis, [n]."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, weights, value = [], [], "x"
+    for index, module in enumerate(model):
+        if isinstance(module, torch.nn.Linear):
+            weights += [numpy_helper.from_array(module.weight.detach().T.float().numpy(), f"w{index}"),
+                        numpy_helper.from_array(module.bias.detach().float().numpy(), f"b{index}")]
+            nodes += [helper.make_node("MatMul", [value, f"w{index}"], [f"m{index}"]),
+                      helper.make_node("Add", [f"m{index}", f"b{index}"], [f"a{index}"])]
+            value = f"a{index}"
+        else:
+            nodes.append(helper.make_node("Relu", [value], [f"r{index}"]))
+            value = f"r{index}"
+    shape = lambda size: [1, size] if batched else [size]  # noqa: E731
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape(model[0].in_features))],
+                              [helper.make_tensor_value_info(value, TensorProto.FLOAT, shape(model[-1].out_features))], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_network_without_a_batch_axis_is_decided_as_the_same_network_with_one(tmp_path, seed):
+    """Input declared [20], not [1, 20]: 20 free inputs, so GenBaB decides it. The network was bounded as one sample
+    whose nodes have no batch axis, GenBaB found no node to split and ended `unknown: nothing to split` where the
+    [1, 20] twin was proved (planted fuzzer, seeds 151 and 230). Both must agree with MILP now: unsat just below the
+    exact minimum of Y_0 - Y_1 (after branching), sat just above it with a counterexample the competition accepts."""
+    model = random_mlp(seed, (20, 8, 8, 2))
+    with torch.no_grad():  # the weights the FLOAT network has, so MILP's minimum is the network's
+        for parameter in model.parameters():
+            parameter.copy_(parameter.float().double())
+    lower, upper = [-1.0] * 20, [1.0] * 20
+    path = tmp_path / "p.vnnlib"
+    path.write_text(vnnlib_text(lower, upper, [[1.0, -1.0]], [0.0], 2))
+    [spec] = vnncomp.parse_vnnlib(path, dtype=torch.float64)
+    exact = milp_min_margin(model, spec)  # the minimum of Y_0 - Y_1 over the box
+    for batched in (True, False):
+        _mlp_onnx(tmp_path / f"{batched}.onnx", model, batched)
+    for threshold, expected in ((exact - 0.1, "unsat"), (exact + 0.1, "sat")):
+        path.write_text(vnnlib_text(lower, upper, [[1.0, -1.0]], [threshold], 2))
+        for batched in (True, False):
+            result = verify_instance(tmp_path / f"{batched}.onnx", path, 15)
+            assert result.status == expected, (batched, threshold, result.reason)
+            if expected == "unsat":
+                assert result.stats["domains"] > 0 and not result.stats.get("proved_at_root")  # it needed branching
+            else:
+                write_result(tmp_path / "out.txt", result)
+                assert_competition_checker_accepts(tmp_path / "out.txt", tmp_path / f"{batched}.onnx", path)
