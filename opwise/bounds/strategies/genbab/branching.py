@@ -137,11 +137,15 @@ class Decision:
     isolate: bool = False
 
 
-def split_nodes(graph: Graph) -> list[SplitNode]:
+def split_nodes(graph: Graph, *, off_batch: bool = False) -> list[SplitNode]:
     """The splittable nodes of a graph whose inputs depend on the bounded input: smooth (curvature) families,
     split at their table's point or, without a table, the midpoint, and functions with one kink (one entry), and
     products of two such tensors (one entry per factor, with the `source` of its copies where it is a broadcast;
     the graph's input itself is never a candidate: splitting it is input splitting).
+
+    A node whose leading axis is not the input's batch (attention heads folded into it, a network bounded as one
+    sample without a batch axis) is not split: domains are batched along that axis. `off_batch` lists those alone,
+    which an unknown result names.
 
     >>> import torch, opwise
     >>> graph = opwise.trace(torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Sigmoid()), torch.zeros(1, 2))
@@ -151,9 +155,8 @@ def split_nodes(graph: Graph) -> list[SplitNode]:
     batch = graph.info(graph.explained_inputs[0]).shape[:1]
 
     def splittable(value) -> bool:
-        # a tensor that folds attention heads into the batch dimension is not split: domains are batched along it
         return (isinstance(value, fx.Node) and value.op == "call_function" and graph.info(value).depends_on_input
-                and graph.info(value).shape[:1] == batch)
+                and (graph.info(value).shape[:1] != batch) == off_batch)
 
     nodes = []
     for node in graph.nodes:

@@ -22,7 +22,8 @@ import torch
 from opwise.bounds.strategies.alpha import AlphaOptions
 from opwise.bounds.attack import FIRST_STEPS, check_counterexample, pgd_attack
 from opwise.bounds.strategies.genbab.bounding import DomainBounder
-from opwise.bounds.strategies.genbab.branching import BRANCHING, SPLIT_POINTS, choose_splits, ranked_splits, strong_splits
+from opwise.bounds.strategies.genbab.branching import (BRANCHING, SPLIT_POINTS, choose_splits, ranked_splits,
+                                                     split_nodes, strong_splits)
 from opwise.bounds.strategies.genbab.domains import DomainQueue
 from opwise.bounds.strategies.genbab.leaf import decide_leaf
 from opwise.bounds.strategies.result import BabResult, queue_limit, within_timeout
@@ -110,7 +111,7 @@ def branch_and_bound(
                 stats["reason"] += f", the worst open domain's margin bound at {margin:.4g} (proved where above 0)"
         if status in ("timeout", "unknown") and undecided:
             stats["undecided_leaves"] = len(undecided)
-            aside = _undecided_reason(undecided, bool(bounder.nodes))
+            aside = _undecided_reason(undecided, bounder)
             stats["reason"] = f"{stats['reason']}; {aside}" if stats.get("reason") else aside
             if margin is not None:
                 margin = min([margin] + [leaf.margin for leaf in undecided])
@@ -226,13 +227,12 @@ class Undecided:
     reason: str
 
 
-def _undecided_reason(undecided: list[Undecided], splittable: bool) -> str:
-    """Why the search cannot say 'verified': the leaves it set aside (the first few named, worst first); `splittable`:
-    whether the network has any node to split at all."""
-    what = ("nothing to split: no node has a splittable relaxation (a smooth function or one kink) or is a product of "
-            "two input-dependent tensors") if not splittable else \
-        (f"{len(undecided)} domain{'s' if len(undecided) > 1 else ''} with nothing left to split (every split node's "
-         "interval on one side of its kink or narrower than the smallest split width)")
+def _undecided_reason(undecided: list[Undecided], bounder: DomainBounder) -> str:
+    """Why the search cannot say 'verified': the leaves it set aside (the first few named, worst first), and why
+    they have nothing to split (`_nothing_to_split`)."""
+    what = _nothing_to_split(bounder)
+    if bounder.nodes:
+        what = f"{len(undecided)} domain{'s' if len(undecided) > 1 else ''} with {what}"
     worst = sorted(undecided, key=lambda leaf: leaf.margin)[:UNDECIDED_NAMED]
     named = "; ".join(f"depth {leaf.depth}, margin bound {leaf.margin:.3g}: {leaf.reason or 'no LP answer'}"
                       for leaf in worst)
@@ -250,3 +250,19 @@ def _checked_primal(function, spec: Specification, candidates: torch.Tensor) -> 
     best = candidates[int(margins.argmin()) :][:1]
     violates, _, _ = check_counterexample(function, spec, best)
     return best if violates else None
+
+
+def _nothing_to_split(bounder: DomainBounder) -> str:
+    """Why a domain has nothing to split: its candidates are all decided, or the graph has none, or has some only
+    on nodes whose leading axis is not the input's batch (which names them: a graph bounded as one sample whose
+    nodes have no batch axis is not one without nonlinearities)."""
+    if bounder.nodes:
+        return ("nothing left to split: every split node's interval lies on one side of its kink or is narrower than "
+                "the smallest split width")
+    off_batch = sorted({node.nonlinear for node in split_nodes(bounder.bounded.graph, off_batch=True)})
+    if off_batch:
+        named = ", ".join(off_batch[:3]) + (f" and {len(off_batch) - 3} more" if len(off_batch) > 3 else "")
+        return (f"nothing to split: the splittable nodes ({named}) do not have the input's batch axis first (domains "
+                "are batched along it)")
+    return ("nothing to split: no node has a splittable relaxation (a smooth function or one kink) or is a product "
+            "of two input-dependent tensors")

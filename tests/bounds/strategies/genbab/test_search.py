@@ -451,6 +451,30 @@ def test_nothing_to_split_ends_unknown_with_a_reason():
     model, bounded, grid_min, spread = product_case(model, 0, scale=2.0)
     result = branch_and_bound(bounded, threshold_spec(grid_min - 1e-3 * spread), timeout=10, attack=False, alpha=FAST)
     assert result.status == "unknown" and result.stats["reason"].startswith("nothing to split")
+    assert "no node has a splittable relaxation" in result.stats["reason"]
+
+
+class OneSample(torch.nn.Module):
+    """`model` run on its input without the batch axis ([2], as VNN-COMP's networks declared [n] were bounded):
+    no node of the graph has the batch axis first."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x.reshape(-1)).reshape(1, -1)
+
+
+def test_nothing_to_split_off_the_batch_axis_names_the_nodes():
+    """A ReLU network whose nodes lack the batch axis ended 'nothing to split: no node has a splittable relaxation',
+    which sent the reader looking for a network without nonlinearities; the reason names the ReLUs and why."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+    model, _, grid_min, spread = product_case(model, 0, scale=2.0)
+    bounded = BoundedModel(OneSample(model), torch.zeros(1, 2))
+    assert not split_nodes(bounded.graph) and [n.function for n in split_nodes(bounded.graph, off_batch=True)] == ["relu"]
+    result = branch_and_bound(bounded, threshold_spec(grid_min - 1e-3 * spread), timeout=10, attack=False, alpha=FAST)
+    assert result.status == "unknown" and "(relu) do not have the input's batch axis first" in result.stats["reason"]
 
 
 class Square(torch.nn.Module):
