@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import math
 import signal
+import sys
 import threading
 import time
 import types
@@ -463,11 +464,12 @@ def _hard_stop(seconds: float):
         yield
         return
     leaving = []
+    outer = _imports(sys._getframe())  # imports already under way around the block (a script run as an import)
 
     def stop(signum, frame):
         if not leaving:
             signal.setitimer(signal.ITIMER_REAL, HARD_STOP_RETRY)
-        if not _importing(frame):
+        if _imports(frame) <= outer:  # not inside an import the block itself started
             raise _OutOfTime()
 
     signal.signal(signal.SIGALRM, stop)
@@ -485,13 +487,14 @@ def _hard_stop(seconds: float):
                 continue
 
 
-def _importing(frame: types.FrameType | None) -> bool:
-    """Whether the interrupted code runs inside an import (importlib's bootstrap on the stack)."""
+def _imports(frame: types.FrameType | None) -> int:
+    """How many imports the code at `frame` runs inside (importlib's `_load_unlocked` frames on the stack)."""
+    count = 0
     while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
-            return True
+        code = frame.f_code
+        count += code.co_filename.startswith("<frozen importlib._bootstrap") and code.co_name == "_load_unlocked"
         frame = frame.f_back
-    return False
+    return count
 
 
 def _as_the_competition_checks(model: BoundedModel | FunctionBounds, declared: Specification, x: torch.Tensor, *,

@@ -912,6 +912,30 @@ def test_the_hard_stop_waits_for_an_import_to_finish(tmp_path, monkeypatch):
     sys.modules.pop("slow_to_import")
 
 
+def test_a_run_started_inside_an_import_is_still_stopped(tmp_path, monkeypatch):
+    """Only imports the block itself starts hold the stop: a script whose verification runs as it is imported
+    (`import my_benchmark`) ran past its timeout, every frame of it being inside that import."""
+    import importlib
+    import sys
+
+    (tmp_path / "runs_at_import.py").write_text(
+        "import time\n"
+        "from opwise.bounds.vnncomp.instance import _hard_stop, _OutOfTime\n"
+        "start = time.monotonic()\n"
+        "try:\n"
+        "    with _hard_stop(0.05):\n"
+        "        time.sleep(5.0)\n"
+        "    STOPPED = False\n"
+        "except _OutOfTime:\n"
+        "    STOPPED = True\n"
+        "SECONDS = time.monotonic() - start\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "runs_at_import", raising=False)
+    module = importlib.import_module("runs_at_import")
+    assert module.STOPPED and module.SECONDS < 3.0
+    sys.modules.pop("runs_at_import")
+
+
 def _mlp_onnx(path: Path, model: torch.nn.Sequential, batched: bool) -> None:
     """`model` (Linear/ReLU) as a FLOAT ONNX network of MatMul, Add and Relu, its input and output declared [1, n]
     or, without a batch axis, [n]."""
