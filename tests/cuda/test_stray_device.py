@@ -74,6 +74,7 @@ def test_pgd_takes_a_specification_whose_rows_were_made_apart():
     with StrayDevice():
         spec = Specification(x - 1, x + 1, robustness_disjuncts(3, int(model(x).argmax())))
         pgd_attack(lambda z: model(z), spec, seed=0)
+    assert all(type(d.C) is not StrayTensor and type(d.d) is not StrayTensor for d in spec.unsafe)  # on the box's device
 
 
 @pytest.mark.parametrize("branching", ["bbps", "fsb"])

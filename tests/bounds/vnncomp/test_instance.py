@@ -857,7 +857,7 @@ def test_every_input_fixed_on_a_network_without_a_batch_axis_is_decided_by_runni
         # the same threshold written against an input, X_0 - Y_0 <= 0.25 - (y + offset): the network with its input
         # appended to its output
         bound = -(float(y[0]) + offset)
-        prop.write_text(prop.read_text().replace(f"(* -1.0 Y_0)", "(* -1.0 Y_0) (* 1.0 X_0)")
+        prop.write_text(prop.read_text().replace("(* -1.0 Y_0)", "(* -1.0 Y_0) (* 1.0 X_0)")
                         .replace(f" {bound!r}))", f" {bound + 0.25!r}))"))
         assert "X_0)" in prop.read_text().splitlines()[-1]
         assert verify_instance(str(path), prop, 10).status == expected
