@@ -60,19 +60,12 @@ class PiecewiseLinearRelaxation:
 
     def split_at(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
         """Where branch-and-bound splits [l, u]: the breakpoint inside closest to the midpoint (both halves are then
-        one piece fewer), else the midpoint.
+        one piece fewer); NaN (not split) where none is inside.
 
         >>> hardshrink((0.5,), {}).split_at(torch.tensor([-1.0, 0.0]), torch.tensor([0.6, 0.2]))
-        tensor([-0.5000,  0.1000])
+        tensor([-0.5000,     nan])
         """
-        middle = (lower + upper) / 2
-        best, distance = middle.clone(), torch.full_like(middle, float("inf"))
-        for breakpoint in self.breakpoints:
-            inside = (lower < breakpoint) & (breakpoint < upper)
-            gap = torch.where(inside, (middle - breakpoint).abs(), torch.full_like(middle, float("inf")))
-            closer = gap < distance
-            best, distance = torch.where(closer, torch.full_like(middle, breakpoint), best), torch.minimum(gap, distance)
-        return best
+        return breakpoint_nearest_middle(self.breakpoints, lower, upper)
 
     def image(self, lower: torch.Tensor, upper: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         _, values = self._candidates(lower, upper)
@@ -95,6 +88,24 @@ class PiecewiseLinearRelaxation:
         pick = lambda tensor, index: tensor.gather(0, index)[0]  # noqa: E731
         return LinearRelaxation(pick(slopes, best_low), pick(low_intercepts, best_low),
                                 pick(slopes, best_high), pick(high_intercepts, best_high))
+
+
+def breakpoint_nearest_middle(breakpoints: tuple[float, ...], lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """Per interval, the breakpoint strictly inside [l, u] closest to its midpoint (ties: the first): a split there
+    leaves each half with one breakpoint fewer (a piecewise-linear family's split point). NaN where none is
+    inside: f is one piece there, so no split could tighten its lines, and branch-and-bound skips it.
+
+    >>> breakpoint_nearest_middle((-1.0, 1.0), torch.tensor([-2.0, 0.0, -3.0]), torch.tensor([2.0, 0.5, 1.5]))
+    tensor([-1., nan, -1.])
+    """
+    middle = (lower + upper) / 2
+    best, distance = torch.full_like(middle, float("nan")), torch.full_like(middle, float("inf"))
+    for breakpoint in breakpoints:
+        inside = (lower < breakpoint) & (breakpoint < upper)
+        gap = torch.where(inside, (middle - breakpoint).abs(), torch.full_like(middle, float("inf")))
+        closer = gap < distance
+        best, distance = torch.where(closer, torch.full_like(middle, breakpoint), best), torch.minimum(gap, distance)
+    return best
 
 
 @register_relaxation("aten.threshold.default")

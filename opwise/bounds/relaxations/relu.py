@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from opwise.bounds.relaxations.base import AlphaPair, LinearRelaxation
+from opwise.bounds.relaxations.piecewise import breakpoint_nearest_middle
 from opwise.bounds.relaxations.registry import register_relaxation
 
 
@@ -40,13 +41,24 @@ class _Ramp:
 
     @property
     def split_kink(self) -> float | None:
-        """Where branch-and-bound splits the input: the one kink (None with two kinks: not split).
+        """Where branch-and-bound splits the input: the one kink (None with two kinks: `split_at` picks one).
 
         >>> _Ramp(0.0, float("inf")).split_kink, _Ramp(-1.0, 1.0).split_kink
         (0.0, None)
         """
         finite = [end for end in (self.low, self.high) if abs(end) != float("inf")]
         return finite[0] if len(finite) == 1 else None
+
+    def split_at(self, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+        """Where branch-and-bound splits [l, u] with two kinks (hardtanh, clamp): at the kink inside closest to the
+        midpoint, so each half holds one kink fewer (an S-shaped neuron needs two splits to become exact); NaN
+        (not split) where the interval holds no kink.
+
+        >>> _Ramp(0.0, 1.0).split_at(torch.tensor([-1.0, 0.5, 0.2, -0.1]), torch.tensor([3.0, 2.0, 0.8, 0.1]))
+        tensor([1., 1., nan, 0.])
+        """
+        finite = tuple(end for end in (self.low, self.high) if not math.isinf(end))
+        return breakpoint_nearest_middle(finite, lower, upper)
 
     @property
     def lower_through_origin(self) -> bool:

@@ -15,7 +15,7 @@ bound, using what the domain's last bounding pass left behind (`Guide`):
 A domain whose best estimate is no improvement falls back to "largest-interval".
 
 Candidates come from two kinds of nodes (`SplitNode`): elementwise functions whose relaxation declares a
-split-point table or a single kink (the input is split), and products x·y of two input-dependent tensors
+split-point table or has kinks or jumps (the input is split, at a kink inside it), and products x·y of two input-dependent tensors
 (either factor's element is split, at its midpoint: see split_points.py). A product's estimate is the
 change of A · (McCormick plane) when the factor's interval narrows, with both factors concretized (by
 their intervals, or for BBPS by their shortcuts where the factors have the product's shape). A factor that
@@ -139,7 +139,8 @@ class Decision:
 
 def split_nodes(graph: Graph, *, off_batch: bool = False) -> list[SplitNode]:
     """The splittable nodes of a graph whose inputs depend on the bounded input: smooth (curvature) families,
-    split at their table's point or, without a table, the midpoint, and functions with one kink (one entry), and
+    split at their table's point or, without a table, the midpoint, piecewise-linear functions (ReLU, hardtanh,
+    clamp, shrink: one entry, split at a kink), and
     products of two such tensors (one entry per factor, with the `source` of its copies where it is a broadcast;
     the graph's input itself is never a candidate: splitting it is input splitting).
 
@@ -196,9 +197,9 @@ def broadcast_source(graph: Graph, node: fx.Node) -> torch.Tensor | None:
 
 
 def split_points(node: SplitNode, lower: torch.Tensor, upper: torch.Tensor, mode: str) -> torch.Tensor:
-    """Where to split each interval: at the kink of a piecewise-linear function (ReLU: 0; the breakpoint inside
-    for the families with several, `split_at`), at the midpoint
-    of a product's factor, else at the lookup table's point ("table") or the midpoint.
+    """Where to split each interval: at the kink of a piecewise-linear function (ReLU: 0; for the families with
+    several, hardtanh, clamp and shrink, the one inside nearest the middle, or NaN, not split, where none is inside:
+    `split_at`), at the midpoint of a product's factor, else at the lookup table's point ("table") or the midpoint.
 
     >>> from opwise.bounds.relaxations.registry import relaxation_for
     >>> relu = SplitNode("r", "z", "relu", relaxation_for("aten.relu.default"))

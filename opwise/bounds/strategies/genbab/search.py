@@ -264,5 +264,5 @@ def _nothing_to_split(bounder: DomainBounder) -> str:
         named = ", ".join(off_batch[:3]) + (f" and {len(off_batch) - 3} more" if len(off_batch) > 3 else "")
         return (f"nothing to split: the splittable nodes ({named}) do not have the input's batch axis first (domains "
                 "are batched along it)")
-    return ("nothing to split: no node has a splittable relaxation (a smooth function or one kink) or is a product "
+    return ("nothing to split: no node has a splittable relaxation (a smooth function or kinks) or is a product "
             "of two input-dependent tensors")

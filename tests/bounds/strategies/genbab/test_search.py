@@ -444,10 +444,15 @@ def test_net_made_only_of_products_is_split_not_crashed():
     check_answer(model, spec, result, grid_min)
 
 
+class Floor(torch.nn.Module):
+    def forward(self, x):
+        return torch.floor(x)
+
+
 def test_nothing_to_split_ends_unknown_with_a_reason():
-    """Hardtanh (two kinks: no one split point, and not a smooth family) leaves nothing to split: 'unknown', and
-    why."""
-    model = torch.nn.Sequential(torch.nn.Linear(2, 6), torch.nn.Hardtanh(), torch.nn.Linear(6, 2))
+    """Floor (a step at every integer: no split rule, and not a smooth family) leaves nothing to split: 'unknown',
+    and why."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 6), Floor(), torch.nn.Linear(6, 2))
     model, bounded, grid_min, spread = product_case(model, 0, scale=2.0)
     result = branch_and_bound(bounded, threshold_spec(grid_min - 1e-3 * spread), timeout=10, attack=False, alpha=FAST)
     assert result.status == "unknown" and result.stats["reason"].startswith("nothing to split")
@@ -708,15 +713,57 @@ def test_a_sequence_first_lstm_is_searched_one_domain_at_a_time_and_matches_brut
         assert result.status in ("verified", "falsified", "timeout")
 
 
-@pytest.mark.parametrize("activation", [lambda: torch.nn.Threshold(0.1, -0.5), lambda: torch.nn.Hardshrink(0.3),
-                                        lambda: torch.nn.Softshrink(0.3)], ids=["threshold", "hardshrink", "softshrink"])
+class Clamp(torch.nn.Module):
+    def forward(self, x):
+        return x.clamp(-0.5, 1.0)
+
+
+PIECEWISE = {"threshold": lambda: torch.nn.Threshold(0.1, -0.5), "hardshrink": lambda: torch.nn.Hardshrink(0.3),
+             "softshrink": lambda: torch.nn.Softshrink(0.3), "hardtanh": torch.nn.Hardtanh, "clamp": Clamp}
+
+
+@pytest.mark.parametrize("activation", PIECEWISE.values(), ids=PIECEWISE.keys())
 def test_piecewise_linear_families_are_split_at_their_breakpoints_and_match_brute_force(activation):
-    """threshold, hardshrink and softshrink were no split candidates (GenBaB stopped with 'rounds': 0); split at a
-    breakpoint inside each interval, every answer agrees with a dense grid."""
+    """threshold, hardshrink, softshrink, and hardtanh and clamp (two kinks) were no split candidates (GenBaB
+    stopped with 'rounds': 0, or 'nothing to split'); split at a breakpoint inside each interval, every answer
+    agrees with a dense grid."""
     answered, bounded = _answers_against_the_grid(
         lambda seed: torch.nn.Sequential(torch.nn.Linear(2, 4), activation(), torch.nn.Linear(4, 2)))
     assert len(split_nodes(bounded.graph)) == 1
     assert answered >= 3
+
+
+def _as_relu_network(model: torch.nn.Sequential, low: float, high: float) -> torch.nn.Sequential:
+    """The same function as Linear -> clamp(low, high) -> Linear, written with ReLUs for the MILP oracle:
+    clamp(z, low, high) = relu(z - low) - relu(z - high) + low."""
+    first, last = model[0], model[2]
+    with torch.no_grad():
+        hidden = torch.nn.Linear(2, 2 * first.out_features)
+        hidden.weight.copy_(torch.cat([first.weight, first.weight]))
+        hidden.bias.copy_(torch.cat([first.bias - low, first.bias - high]))
+        out = torch.nn.Linear(2 * first.out_features, last.out_features)
+        out.weight.copy_(torch.cat([last.weight, -last.weight], 1))
+        out.bias.copy_(last.bias + low * last.weight.sum(1))
+    return torch.nn.Sequential(hidden, torch.nn.ReLU(), out)
+
+
+@pytest.mark.parametrize("activation, low, high", [(torch.nn.Hardtanh, -1.0, 1.0), (Clamp, -0.5, 1.0)],
+                         ids=["hardtanh", "clamp"])
+def test_two_kink_ramps_are_decided_just_either_side_of_the_exact_minimum(activation, low, high):
+    """Thresholds 0.1% of the margin's spread either side of its exact minimum (a MILP over the same function
+    written with ReLUs): with two kinks per neuron nothing was split and the search ended 'unknown'; split at one
+    kink, then the other, each neuron becomes exact, and it verifies below the minimum and falsifies above."""
+    from tests.bounds.strategies.bab_reference import milp_min_margin
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 6), activation(), torch.nn.Linear(6, 2))
+    model, bounded, _, spread = product_case(model, 0, scale=2.0)
+    exact = milp_min_margin(_as_relu_network(model, low, high), threshold_spec(0.0))
+    for sign, expected in ((-1, "verified"), (1, "falsified")):
+        spec = threshold_spec(exact + sign * 1e-3 * spread)
+        result = branch_and_bound(bounded, spec, timeout=20, attack=False, alpha=FAST)
+        check_answer(model, spec, result, exact)
+        assert result.status == expected, (sign, result.stats)
+        assert expected == "falsified" or result.stats["branching_decisions"] >= 1
 
 
 def test_a_leaf_lp_stopped_by_the_clock_ends_in_timeout_not_unknown(monkeypatch):
