@@ -78,13 +78,21 @@ MAX_ROUND_ITERATIONS = 80
 #: round in 8 then one in 64 costs a few percent of a search, and a choice made in the first round is checked deeper
 #: in the tree, where splits have narrowed more
 TRIAL_ROUNDS = (1, 8, 64, 512)
-#: re-bounding pays when, per second of bounding, it proves more than this share of a chunk's domains beyond what the
-#: plain pass proves, or raises their mean bound gain over the parents' by more than this share. On oval21 base_kw
+#: fewest domains a first-round probe of re-bounding measures (`DomainBounder._probe`): the root's pass times the
+#: batch overestimates a batched round 3.6-7.7x on eran's 9x200 ReLU MLP (1.0 s measured for 64 domains, 3.6-7.7 s
+#: estimated as the machine's load varied), and the decision flipped with that noise: the search proved
+#: mnist_relu_9_200 idx_186 in 245 domains when it re-bounded, and timed out after 7,617 when it did not
+PROBE_MIN = 4
+#: re-bounding pays when the tree of domains it leaves to split (`_subtree`), times its cost, is smaller by more than
+#: this share than the plain pass's, or it raises the domains' mean bound gain over the parents' per second of
+#: bounding by more than this share. On oval21 base_kw
 #: img8194 the two passes' bounds agree to 1e-5 in every round while re-bounding takes 4.6x as long (1451 domains in
 #: 6.1 s without it, 1435 in 18.8 s with it); on mnist_fc 256x4 prop_8_0.03 it proves 16 of 64 domains against 0 in
 #: 1.45x the time, and without it the search times out at 60 s; on oval21 deep_kw img4510 it raised the mean gain
 #: 3.6% in 4.5x the time (a search of 1,409 domains instead of 4,929)
 REFINE_MARGIN = 0.05
+#: levels of splitting over which `refine_pays` weighs the domains each pass proves (`_subtree`)
+PAYBACK_LEVELS = 8
 
 
 class DomainBounder:
@@ -188,12 +196,14 @@ class DomainBounder:
         size = self._chunk_size(batch_size)
         self.candidates = self.candidates[:0]
         self.rounds += 1
-        allowed = self.refines(size, deadline)
         chooses = self.refine_intermediate is None
-        self.refining = allowed and (self.refining or not chooses or self.rounds == 1)
-        trial = chooses and allowed and self.rounds in TRIAL_ROUNDS
-        for positions, real in padded_chunks(len(domains), size):
-            padded = [domains[index] for index in positions]
+        probed = self._probe(domains, size, deadline) if chooses and self._fits is None else 0
+        allowed = self.refines(size, deadline)
+        if not probed:
+            self.refining = allowed and (self.refining or not chooses or self.rounds == 1)
+        trial = chooses and allowed and self.rounds in TRIAL_ROUNDS and not probed
+        for positions, real in padded_chunks(len(domains) - probed, size):
+            padded = [domains[probed + index] for index in positions]
             if trial:
                 self.refining, trial = self._trial(padded, real, size, deadline), False
             else:
@@ -240,6 +250,10 @@ class DomainBounder:
         """Bound a chunk as the rounds do now (`refining`) and copies of it the other way; returns whether
         re-bounding the intermediate nodes paid on it (`refine_pays`). The copies' bounds are dropped (the domains
         keep the way the rounds do now), but not their candidate counterexamples."""
+        return self._both_ways(padded, real, size, deadline)[0]
+
+    def _both_ways(self, padded: list[Domain], real: int, size: int, deadline: float | None) -> tuple[bool, float]:
+        """`_trial`'s work: (whether re-bounding paid, the seconds the re-bounding pass took)."""
         inherited = [domain.lower for domain in padded[:real]]
         copies = [dataclasses.replace(domain, intervals=dict(domain.intervals)) for domain in padded]
         visited, seconds = self.visited, {}
@@ -248,8 +262,31 @@ class DomainBounder:
             self._bound_chunk(chunk, real, size, refine, deadline)
             seconds[refine] = time.monotonic() - started
         refined, plain = (padded, copies) if self.refining else (copies, padded)
-        return refine_pays(inherited, [d.lower for d in refined[:real]], [d.lower for d in plain[:real]],
+        pays = refine_pays(inherited, [d.lower for d in refined[:real]], [d.lower for d in plain[:real]],
                            cost=seconds[True] / max(seconds[False], 1e-9))
+        return pays, seconds[True]
+
+    def _probe(self, domains: list[Domain], size: int, deadline: float | None) -> int:
+        """Decide `refines` by measuring, where the root's estimate says a round of re-bounding would not fit: the
+        first domains, as many as the estimate lets fit (a power of two, at least `PROBE_MIN`), are bounded both
+        ways (they keep the plain pass's bounds); re-bounding fits when that measured pass, scaled to `size`
+        domains, fits in `REFINE_SHARE` of the time left, and the rounds re-bound when it also paid. Returns how many
+        domains it bounded (0: no probe; the estimate decides as before)."""
+        if deadline is None:
+            return 0
+        share = REFINE_SHARE * max(0.0, deadline - time.monotonic())
+        if size * self.intermediate_seconds <= share or not domains:
+            return 0
+        count = 1 << int(math.log2(max(1.0, share / max(self.intermediate_seconds, 1e-9))))
+        count = self._chunk_size(count) if count >= PROBE_MIN else 0
+        if not PROBE_MIN <= count < size:
+            return 0
+        positions, real = padded_chunks(len(domains), count)[0]
+        self.refining = False
+        pays, seconds = self._both_ways([domains[index] for index in positions], real, count, deadline)
+        self._fits = seconds * size / count <= REFINE_SHARE * max(0.0, deadline - time.monotonic())
+        self.refining = self._fits and pays
+        return real
 
     def adapt_iterations(self, stalled: float) -> None:
         """Double the Adam steps per round after a round whose share `stalled` of domains kept their inherited bound
@@ -501,10 +538,11 @@ def element_linear_bounds(engine: BoundPropagation, target: fx.Node, elements: t
 
 def refine_pays(inherited: list[float], refined: list[float], plain: list[float], cost: float = 1.0) -> bool:
     """Whether bounds with the intermediate nodes re-bounded per domain (`refined`, which took `cost` times as long
-    as the plain pass) beat those without (`plain`) on the same domains by more than `REFINE_MARGIN` per second of
-    bounding: in domains proved (+inf: infeasible), or in mean gain over the bounds the domains `inherited` (among
-    the domains that neither pass proved). Re-bounding costs a CROWN pass over every later layer per domain, so it
-    must show in the bounds as much as in the time: the plain pass bounds `cost` times as many domains meanwhile.
+    as the plain pass) beat those without (`plain`) on the same domains by more than `REFINE_MARGIN`: in domains
+    proved (+inf: infeasible), weighed by the subtrees each pass leaves to search (`_subtree`) times its cost, or
+    else in mean gain over the bounds the domains `inherited` (among the domains that neither pass proved) per
+    second of bounding. Re-bounding costs a CROWN pass over every later layer per domain, so it must show in the
+    bounds as much as in the time: the plain pass bounds `cost` times as many domains meanwhile.
 
     >>> refine_pays([-1.0] * 4, [0.5, 0.5, -0.5, -0.5], [0.5, -0.5, -0.5, -0.5])   # 2 proved against 1
     True
@@ -517,7 +555,8 @@ def refine_pays(inherited: list[float], refined: list[float], plain: list[float]
     """
     count, cost = len(inherited), max(cost, 1.0)
     proved_refined, proved_plain = sum(bound > 0 for bound in refined), sum(bound > 0 for bound in plain)
-    if proved_refined / cost - proved_plain > REFINE_MARGIN * count:
+    if proved_refined > proved_plain and \
+            _subtree(proved_plain / count) > cost * (1 + REFINE_MARGIN) * _subtree(proved_refined / count):
         return True
     gains = [(r - i, p - i) for i, r, p in zip(inherited, refined, plain)
              if math.isfinite(i) and not r > 0 and not p > 0]
@@ -525,6 +564,19 @@ def refine_pays(inherited: list[float], refined: list[float], plain: list[float]
         return False
     gain_refined, gain_plain = (sum(g) / len(gains) for g in zip(*gains))
     return max(gain_refined, 0.0) / cost - gain_plain > REFINE_MARGIN * max(abs(gain_plain), 1e-12)
+
+
+def _subtree(proved: float) -> float:
+    """Domains a search bounds below one domain when each round proves the share `proved` of them and splits the
+    rest in two (`PAYBACK_LEVELS` levels deep): a share proved compounds, so it is weighed by the tree it saves and
+    not by domains per second (on eran's mnist_relu_9_200 idx_186 re-bounding proved 47 of 64 first-round domains
+    against 8 in 4.2-5.9x the time, a knife edge by rate, and the search took 245 domains with it, 7,617 without).
+
+    >>> round(_subtree(0.0)), round(_subtree(0.5)), round(_subtree(0.75), 2)
+    (511, 9, 2.0)
+    """
+    growth = 2 * (1 - proved)
+    return sum(growth**level for level in range(PAYBACK_LEVELS + 1))
 
 
 def after_split_nodes(graph, nodes: list[SplitNode]) -> frozenset[str]:

@@ -450,6 +450,44 @@ def test_a_search_that_chooses_tries_both_ways_in_trial_rounds_and_keeps_the_one
     assert len(costs) == 2 and all(0 < cost < math.inf for cost in costs)  # re-bounding's time over the plain pass's
 
 
+def test_proved_domains_are_weighed_by_the_subtrees_they_save_not_by_the_rate():
+    """eran's mnist_relu_9_200 idx_186, first round: re-bounding proved 47 of 64 domains against 8, in 4.2-5.9x the
+    time. By domains per second (47/5.9 < 8) it did not pay, and the search timed out after 7,617 domains instead of
+    proving the property in 245; the 56 domains the plain pass leaves split again and again. Equal counts never pay
+    by that rule, whatever the cost (the mean gain decides)."""
+    from opwise.bounds.strategies.genbab.bounding import refine_pays
+
+    inherited = [-1.0] * 64
+    refined, plain = [0.5] * 47 + [-0.5] * 17, [0.5] * 8 + [-0.5] * 56
+    assert refine_pays(inherited, refined, plain, cost=5.9) and refine_pays(inherited, refined, plain, cost=4.2)
+    assert not refine_pays(inherited, [0.5] * 60 + [-0.5] * 4, [0.5] * 56 + [-0.5] * 8, cost=4.6)  # both prune well
+    assert not refine_pays(inherited, plain, plain, cost=1.0)
+
+
+def test_a_first_round_probe_measures_re_bounding_where_the_root_estimate_says_it_does_not_fit(monkeypatch):
+    """The root's pass times the batch overestimates a batched round (3.6-7.7x on a 9x200 MLP), and the decision
+    flipped with the machine's load. Where the estimate does not fit, the first domains (a power of two the estimate
+    lets fit) are bounded both ways; the measured pass, scaled to the chunk, decides `refines`, and what paid decides
+    whether the rounds re-bound. A probe that measures a slow pass keeps re-bounding off."""
+    from opwise.bounds.strategies.genbab import bounding
+
+    model, bounded, grid_min, spread = next(cases([0]))
+    spec = threshold_spec(grid_min - 0.3 * spread)
+    generator = torch.Generator().manual_seed(0)
+    for measured, fits in ((0.0, True), (1e6, False)):
+        bounder = DomainBounder(bounded, spec, "crown")
+        domains = _split_randomly(_split_randomly(_split_randomly([bounder.root()], generator), generator), generator)
+        deadline = time.monotonic() + 60
+        bounder.intermediate_seconds = 60 * bounding.REFINE_SHARE / 8 * 1.5  # a chunk of 8 overruns; 4 fit
+        sizes = []
+        original = bounder._both_ways
+        monkeypatch.setattr(bounder, "_both_ways", lambda padded, real, size, deadline: sizes.append((real, size)) or
+                            (True, measured + 0 * original(padded, real, size, deadline)[1]))
+        bounder.bound(domains, 8, deadline)
+        assert sizes == [(4, 4)] and bounder._fits is fits and bounder.refining is fits
+        assert all(math.isfinite(d.lower) or d.lower == math.inf for d in domains)  # every domain bounded
+
+
 def test_domains_that_keep_their_inherited_bound_get_more_adam_steps(monkeypatch):
     """A round whose domains mostly keep the bound they inherited (their own pass fell below it) counts them as
     stalled and doubles the Adam steps of the next round's α/β; a round that raises its domains' bounds halves
