@@ -1,4 +1,5 @@
-"""Elementwise ONNX operators: arithmetic with broadcasting, activations, comparisons, Softmax; also Xor, Mod
+"""Elementwise ONNX operators: arithmetic with broadcasting, activations (Swish as a scaled silu), comparisons,
+Softmax; also Xor, Mod
 (`aten.remainder` for fmod=0, `aten.fmod` for fmod=1; fmod=0 on floats, which ONNX forbids, is refused), Round,
 IsInf, IsNaN and Trilu (a constant triangular mask applied with `aten.where`, so it is bounded). Round is
 bounded (`bounds/relaxations/step.py`), Mod by a constant divisor too (`bounds/transfers/modulo.py`), and so is a
@@ -179,6 +180,22 @@ def _trilu(builder, node, x, k=None):
     ones = torch.ones(rows, columns, dtype=torch.bool)
     mask = ones.triu(diagonal) if node.attr("upper", 1) else ones.tril(diagonal)
     return builder.call(aten.where.self, mask, x, torch.zeros((), dtype=builder.example(x).dtype))
+
+
+def scaled_silu(builder, x, alpha: float):
+    """x · σ(alpha·x) (Swish, QuickGelu) as silu(alpha·x) / alpha, so the silu relaxation bounds it; silu itself where
+    alpha is 1, x / 2 where it is 0."""
+    if alpha == 0.0:
+        return builder.call(aten.mul.Tensor, x, 0.5)
+    if alpha == 1.0:
+        return builder.call(aten.silu.default, x)
+    return builder.call(aten.div.Tensor, builder.call(aten.silu.default, builder.call(aten.mul.Tensor, x, alpha)),
+                        alpha)
+
+
+@converter("Swish", since=24)
+def _swish(builder, node, x):
+    return scaled_silu(builder, x, float(node.attr("alpha", 1.0)))
 
 
 @converter("LeakyRelu", since=1)
