@@ -50,7 +50,8 @@ def _attention(builder, node, q, k, v, attn_mask=None, past_key=None, past_value
     """(Y, present_key, present_value, qk_matmul_output); see the module docstring."""
     ranks = [len(builder.shape(value)) for value in (q, k, v)]
     if len(set(ranks)) != 1 or ranks[0] not in (3, 4):
-        raise refusal(node, f"q, k and v have ranks {ranks}; opwise imports Attention of q, k and v all 3-D or all 4-D")
+        raise refusal(node, f"q, k and v have ranks {ranks}; opwise imports Attention of q, k and v all 3-D or all "
+                            "4-D")
     flat = ranks[0] == 3
     if flat:
         q, k, v = _heads_apart(builder, node, q, k, v)
@@ -72,7 +73,8 @@ def _attention(builder, node, q, k, v, attn_mask=None, past_key=None, past_value
 
     scale = node.attr("scale")
     scale = 1.0 / math.sqrt(builder.shape(q)[-1]) if scale is None else float(scale)
-    scores = matmul(builder, builder.call(aten.mul.Tensor, q, scale), builder.call(aten.permute.default, k, [0, 1, 3, 2]))
+    keys_transposed = builder.call(aten.permute.default, k, [0, 1, 3, 2])
+    scores = matmul(builder, builder.call(aten.mul.Tensor, q, scale), keys_transposed)
     raw_scores = scores
     softcap = float(node.attr("softcap", 0.0))
     if softcap > 0:
