@@ -1,8 +1,8 @@
 """Converters, one module per ONNX operator family; importing this package registers them all."""
 
-from opwise.tracing.onnx.ops import (constants, contrib_fused, contrib_quantized, control, conv, einsum, elementwise,
-                                     indexing, integer, linear, normalization, quantization, recurrent, reduce, resize,
-                                     shape)
+from opwise.tracing.onnx.ops import (attention, constants, contrib_fused, contrib_quantized, control, conv, einsum,
+                                     elementwise, indexing, integer, linear, normalization, quantization, recurrent,
+                                     reduce, resize, shape)
 
-__all__ = ["constants", "contrib_fused", "contrib_quantized", "control", "conv", "einsum", "elementwise", "indexing",
-           "integer", "linear", "normalization", "quantization", "recurrent", "reduce", "resize", "shape"]
+__all__ = ["attention", "constants", "contrib_fused", "contrib_quantized", "control", "conv", "einsum", "elementwise",
+           "indexing", "integer", "linear", "normalization", "quantization", "recurrent", "reduce", "resize", "shape"]

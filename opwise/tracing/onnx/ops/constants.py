@@ -61,7 +61,8 @@ def _nonzero(builder, node, x):
     return torch.nonzero(_constant_input(node, x)).t().contiguous()
 
 
-def _onnx_dtype(to) -> torch.dtype:
+def onnx_dtype(to) -> torch.dtype:
+    """The torch dtype of an ONNX element type (a TensorProto code, or a numpy type name)."""
     from onnx import helper
 
     numpy_type = helper.tensor_dtype_to_np_dtype(to) if isinstance(to, int) else numpy.dtype(to.lower())
@@ -70,13 +71,13 @@ def _onnx_dtype(to) -> torch.dtype:
 
 @converter("Cast", since=1)
 def _cast(builder, node, x):
-    return _cast_to(builder, x, _onnx_dtype(node.attr("to")))
+    return cast_to(builder, x, onnx_dtype(node.attr("to")))
 
 
 @converter("CastLike", since=15)
 def _cast_like(builder, node, x, target):
     """Cast to the element type of `target` (only its type is read), as Cast does."""
-    return _cast_to(builder, x, builder.example(target).dtype)
+    return cast_to(builder, x, builder.example(target).dtype)
 
 
 @converter("EyeLike", since=9)
@@ -85,12 +86,13 @@ def _eye_like(builder, node, x):
     rows, columns = builder.shape(x)
     if isinstance(x, fx.Node):
         builder.require_batch_kept([0], 2, "EyeLike of a batched input (its rows are samples)")
-    dtype = builder.example(x).dtype if node.attr("dtype") is None else _onnx_dtype(node.attr("dtype"))
+    dtype = builder.example(x).dtype if node.attr("dtype") is None else onnx_dtype(node.attr("dtype"))
     diagonal = torch.arange(columns)[None, :] - torch.arange(rows)[:, None] == node.attr("k", 0)
     return diagonal.to(dtype)
 
 
-def _cast_to(builder, x, dtype: torch.dtype):
+def cast_to(builder, x, dtype: torch.dtype):
+    """`x` as `dtype` (`aten._to_copy`), or `x` itself where it has that dtype already."""
     if builder.example(x).dtype == dtype:
         return x
     return builder.call(aten._to_copy.default, x, dtype=dtype)

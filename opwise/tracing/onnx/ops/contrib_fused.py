@@ -55,7 +55,7 @@ import torch
 from torch import fx
 
 from opwise.tracing.onnx.ops.conv import layer_norm
-from opwise.tracing.onnx.ops.elementwise import binary, softmax
+from opwise.tracing.onnx.ops.elementwise import binary, scaled_silu, softmax
 from opwise.tracing.onnx.ops.integer import dequantized_input, quantized_output
 from opwise.tracing.onnx.ops.linear import matmul
 from opwise.tracing.onnx.ops.quantization import refusal
@@ -123,14 +123,8 @@ def _fast_gelu(builder, node, x, bias=None):
 
 @converter("com.microsoft.QuickGelu", since=1)
 def _quick_gelu(builder, node, x):
-    """x · σ(alpha·x) = silu(alpha·x) / alpha (alpha ≠ 0); silu itself where alpha is 1."""
-    alpha = float(node.attr("alpha", 1.702))
-    if alpha == 0.0:
-        return builder.call(aten.mul.Tensor, x, 0.5)
-    if alpha == 1.0:
-        return builder.call(aten.silu.default, x)
-    return builder.call(aten.div.Tensor, builder.call(aten.silu.default, builder.call(aten.mul.Tensor, x, alpha)),
-                        alpha)
+    """x · σ(alpha·x), alpha 1.702 by default."""
+    return scaled_silu(builder, x, float(node.attr("alpha", 1.702)))
 
 
 # ----------------------------------------------------------------- SkipLayerNormalization and the RMS forms

@@ -1,5 +1,8 @@
 """Convolutions, normalizations and pooling: to `aten.convolution`, `aten.batch_norm`, `aten.layer_norm`,
-`aten.native_group_norm` (InstanceNormalization), pools.
+`aten.native_group_norm` (InstanceNormalization), pools. LpPool and GlobalLpPool are (Σ_window |x|^p)^(1/p): the
+window sums a convolution of |x|^p with ones per channel (zero padding adds nothing, dilations as Conv's), the
+powers `aten.abs` for p = 1, `aten.pow` 2 and `aten.sqrt` for p = 2, `aten.pow` otherwise; LpPool's ceil_mode is
+refused.
 
 ONNX pads are `[begin_1..begin_n, end_1..end_n]`; torch pads symmetrically, so uneven pads become an
 explicit `aten.constant_pad_nd` before the op (or a slice after a transposed convolution).
@@ -183,3 +186,49 @@ def _global_pool(builder, node, x):
     if node.op_type == "GlobalAveragePool":
         return builder.call(aten.mean.dim, x, axes, True)
     return builder.call(aten.amax.default, x, axes, True)
+
+
+def _lp_power(builder, node, x, p: float):
+    """|x|^p: abs for p = 1, x² for p = 2 (no abs needed), pow(|x|, p) otherwise."""
+    if p <= 0:
+        raise ModelLoadError(f"ONNX node '{node.name}' ({node.op_type}, opset {node.opset}): p={p}; ONNX's Lp pools "
+                             "take p >= 1")
+    if p == 2:
+        return builder.call(aten.pow.Tensor_Scalar, x, 2)
+    magnitude = builder.call(aten.abs.default, x)
+    return magnitude if p == 1 else builder.call(aten.pow.Tensor_Scalar, magnitude, p)
+
+
+def _lp_root(builder, sums, p: float):
+    if p == 1:
+        return sums
+    if p == 2:
+        return builder.call(aten.sqrt.default, sums)
+    return builder.call(aten.pow.Tensor_Scalar, sums, 1.0 / p)
+
+
+@converter("LpPool", since=1)
+def _lp_pool(builder, node, x):
+    """(Σ |x|^p over each window)^(1/p), p 2 by default; the window sums a grouped convolution with ones."""
+    if node.attr("ceil_mode", 0):
+        raise ModelLoadError(f"ONNX node '{node.name}' ({node.op_type}, opset {node.opset}): ceil_mode=1, which opwise "
+                             "does not import for LpPool; export with ceil_mode=0 (pad the input instead)")
+    kernel = list(node.attr("kernel_shape"))
+    p = float(node.attr("p", 2))
+    strides, dilations, begins, ends = _geometry(builder, node, x, kernel)
+    powered = _lp_power(builder, node, x, p)
+    if begins != ends:
+        powered, begins = _pad_input(builder, powered, begins, ends), [0] * len(kernel)
+    channels = builder.shape(x)[1]
+    ones = torch.ones([channels, 1, *kernel], dtype=builder.example(x).dtype)
+    sums = builder.call(aten.convolution.default, powered, ones, None, strides, begins, dilations, False,
+                        [0] * len(kernel), channels)
+    return _lp_root(builder, sums, p)
+
+
+@converter("GlobalLpPool", since=1)
+def _global_lp_pool(builder, node, x):
+    """(Σ |x|^p over all spatial positions)^(1/p) per sample and channel, p 2 by default."""
+    p = float(node.attr("p", 2))
+    axes = list(range(2, len(builder.shape(x))))
+    return _lp_root(builder, builder.call(aten.sum.dim_IntList, _lp_power(builder, node, x, p), axes, True), p)

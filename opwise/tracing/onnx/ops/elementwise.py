@@ -1,6 +1,8 @@
-"""Elementwise ONNX operators: arithmetic with broadcasting, activations, comparisons, Softmax; also Xor, Mod
+"""Elementwise ONNX operators: arithmetic with broadcasting, activations (Swish as a scaled silu), comparisons,
+Softmax; also Xor, Mod
 (`aten.remainder` for fmod=0, `aten.fmod` for fmod=1; fmod=0 on floats, which ONNX forbids, is refused), Round,
-IsInf, IsNaN and Trilu (a constant triangular mask applied with `aten.where`, so it is bounded). Round is
+IsInf, IsNaN and Trilu (a constant triangular mask applied with `aten.where`, so it is bounded); the integer
+operators BitShift, BitwiseAnd / Or / Xor / Not (usually on constants and shapes, where they fold). Round is
 bounded (`bounds/relaxations/step.py`), Mod by a constant divisor too (`bounds/transfers/modulo.py`), and so is a
 comparison that only selects with Where (a binarized layer `Where(Greater(x, 0), 1, -1)`: a step,
 bounds/expand.py); otherwise comparisons, logic, Mod by an input-dependent divisor and the tests give integer- or
@@ -179,6 +181,60 @@ def _trilu(builder, node, x, k=None):
     ones = torch.ones(rows, columns, dtype=torch.bool)
     mask = ones.triu(diagonal) if node.attr("upper", 1) else ones.tril(diagonal)
     return builder.call(aten.where.self, mask, x, torch.zeros((), dtype=builder.example(x).dtype))
+
+
+def scaled_silu(builder, x, alpha: float):
+    """x · σ(alpha·x) (Swish, QuickGelu) as silu(alpha·x) / alpha, so the silu relaxation bounds it; silu itself where
+    alpha is 1, x / 2 where it is 0."""
+    if alpha == 0.0:
+        return builder.call(aten.mul.Tensor, x, 0.5)
+    if alpha == 1.0:
+        return builder.call(aten.silu.default, x)
+    return builder.call(aten.div.Tensor, builder.call(aten.silu.default, builder.call(aten.mul.Tensor, x, alpha)),
+                        alpha)
+
+
+@converter("Swish", since=24)
+def _swish(builder, node, x):
+    return scaled_silu(builder, x, float(node.attr("alpha", 1.0)))
+
+
+_BITWISE = {"BitwiseAnd": aten.bitwise_and.Tensor, "BitwiseOr": aten.bitwise_or.Tensor,
+            "BitwiseXor": aten.bitwise_xor.Tensor}
+
+
+#: unsigned types torch's CPU kernels lack bit operations for: computed in int64 and cast back (same bits modulo
+#: 2^width, the cast wrapping)
+_WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+
+
+def _bit_operation(builder, op, *values):
+    dtype = builder.example(values[0]).dtype
+    if dtype not in _WIDE_UNSIGNED:
+        return builder.call(op, *values)
+    wide = [builder.call(aten._to_copy.default, value, dtype=torch.int64) for value in values]
+    return builder.call(aten._to_copy.default, builder.call(op, *wide), dtype=dtype)
+
+
+@converter(*_BITWISE, since=18)
+def _bitwise(builder, node, a, b):
+    return _bit_operation(builder, _BITWISE[node.op_type], a, b)
+
+
+@converter("BitwiseNot", since=18)
+def _bitwise_not(builder, node, x):
+    return _bit_operation(builder, aten.bitwise_not.default, x)
+
+
+@converter("BitShift", since=11)
+def _bit_shift(builder, node, x, amount):
+    """x shifted left or right (`direction`, required) by `amount` bits, elementwise with broadcasting."""
+    direction = node.attr("direction")
+    ops = {"LEFT": aten.bitwise_left_shift.Tensor, "RIGHT": aten.bitwise_right_shift.Tensor}
+    if direction not in ops:
+        raise ModelLoadError(f"ONNX node '{node.name}' (BitShift, opset {node.opset}): direction {direction!r}; ONNX's "
+                             "is 'LEFT' or 'RIGHT'")
+    return _bit_operation(builder, ops[direction], x, amount)
 
 
 @converter("LeakyRelu", since=1)

@@ -1,9 +1,14 @@
 """Indexed reads and writes with constant indices: GatherND to `aten.index.Tensor`, ScatterND to
 `aten.index_put` (reduction none or add) or `aten.scatter_reduce` over the indexed axes flattened (mul, max, min),
 ScatterElements (and its opset 9 name Scatter) to `aten.scatter` / `aten.scatter_add` / `aten.scatter_reduce`,
-OneHot to a comparison with `arange` and `aten.where`, Compress to `aten.index_select`.
+OneHot to a comparison with `arange` and `aten.where`, Compress to `aten.index_select`; ReverseSequence to
+`aten.gather` along the time axis, TensorScatter (opset 24's KV-cache write) to `aten.index_select` (`aten.gather`
+where samples write at different positions) of the cache and the update joined, MaxUnpool to `aten.index_put` of the
+values into zeros (its indices run over the whole tensor, as MaxPool's; with `output_shape`, over a tensor of that
+shape, as onnxruntime and torch read them, where onnx's reference evaluator places the unpooled tensor in a corner).
 
-The indices (GatherND, ScatterND, ScatterElements), the condition (Compress) and OneHot's depth and values must be
+The indices (GatherND, ScatterND, ScatterElements, MaxUnpool), the condition (Compress), ReverseSequence's lengths,
+TensorScatter's write indices and OneHot's depth and values must be
 constants: indices that depend on the model input would route values by the input, which neither the bound engine
 nor LRP can follow, so they are refused. Reads and writes that pick along axis 0 (the batch axis) are refused when
 importing at another batch size than the model declares. The bound engine bounds gathers, replacing writes and
@@ -179,3 +184,91 @@ def _compress(builder, node, x, condition):
         if _dynamic(x):
             builder.require_batch_kept([axis], len(shape), "Compress")
     return builder.call(aten.index_select.default, x, axis, kept)
+
+
+def _per_sample_constant(builder, node, values: torch.Tensor, count: int, what: str, along_batch: bool) -> torch.Tensor:
+    """A constant with one entry per sample (`count` of them), refused where it has another number of entries; where
+    the samples are the batch (`along_batch`) and the model declares one, its entry serves every sample imported."""
+    values = values.reshape(-1).to(torch.int64)
+    if along_batch and builder.rebatched and builder.declared_batch == 1 and values.numel() == 1:
+        values = values.expand(count)
+    if values.numel() != count:
+        raise ModelLoadError(f"ONNX node '{node.name}' ({node.op_type}, opset {node.opset}): its {what} has "
+                             f"{values.numel()} entries for {count} samples; import the model with "
+                             f"batch_size={values.numel()}, the batch size it was written for")
+    return values
+
+
+@converter("ReverseSequence", since=10)
+def _reverse_sequence(builder, node, x, sequence_lens):
+    """Sample b's first sequence_lens[b] steps along `time_axis` reversed, the rest kept: a gather along the time
+    axis with the positions lens − 1 − t (t < lens) or t."""
+    shape = builder.shape(x)
+    batch_axis, time_axis = int(node.attr("batch_axis", 1)), int(node.attr("time_axis", 0))
+    if {batch_axis, time_axis} != {0, 1}:
+        raise ModelLoadError(f"ONNX node '{node.name}' (ReverseSequence, opset {node.opset}): batch_axis={batch_axis}, "
+                             f"time_axis={time_axis}; ONNX requires one to be 0 and the other 1")
+    lengths = _per_sample_constant(builder, node, _constant_indices(node, sequence_lens, "sequence_lens"),
+                                   shape[batch_axis], "sequence_lens", along_batch=batch_axis == 0)
+    if _dynamic(x):
+        builder.require_batch_kept([time_axis], len(shape), "ReverseSequence (it reverses along axis 0)")
+    steps = torch.arange(shape[time_axis]).reshape(1, -1)
+    reversed_positions = torch.where(steps < lengths.reshape(-1, 1), lengths.reshape(-1, 1) - 1 - steps, steps)
+    if time_axis == 0:
+        reversed_positions = reversed_positions.t()
+    index = reversed_positions.reshape(shape[:2] + [1] * (len(shape) - 2)).expand(shape).contiguous()
+    return builder.call(aten.gather.default, x, time_axis, index)
+
+
+@converter("TensorScatter", since=24)
+def _tensor_scatter(builder, node, past_cache, update, write_indices=None):
+    """The cache with update written along `axis` from each sample's write index on (wrapping around in mode
+    'circular'): the positions of [cache, update] joined along the axis that the result reads."""
+    shape, mode = builder.shape(past_cache), node.attr("mode", "linear")
+    axis = int(node.attr("axis", -2)) % len(shape)
+    length, capacity = builder.shape(update)[axis], shape[axis]
+    if mode not in ("linear", "circular") or axis == 0:
+        raise ModelLoadError(f"ONNX node '{node.name}' (TensorScatter, opset {node.opset}): mode {mode!r}, axis "
+                             f"{axis}; ONNX's modes are 'linear' and 'circular', on an axis other than 0")
+    starts = torch.zeros(shape[0], dtype=torch.int64) if write_indices is None else _per_sample_constant(
+        builder, node, _constant_indices(node, write_indices, "write_indices"), shape[0], "write_indices", True)
+    if mode == "linear" and int((starts + length).max()) > capacity:
+        raise ModelLoadError(f"ONNX node '{node.name}' (TensorScatter, opset {node.opset}): writing {length} steps from "
+                             f"{starts.tolist()} passes the cache's {capacity} in mode 'linear'")
+    sources = torch.arange(capacity).repeat(shape[0], 1)  # per sample, the position of [cache, update] each reads
+    for sample, start in enumerate(starts.tolist()):
+        for step in range(length):
+            sources[sample, (start + step) % capacity] = capacity + step
+    joined = builder.call(aten.cat.default, [past_cache, update], axis)
+    if bool((sources == sources[0]).all()):
+        return builder.call(aten.index_select.default, joined, axis, sources[0].contiguous())
+    index_shape = [shape[0]] + [1] * (len(shape) - 1)
+    index_shape[axis] = capacity
+    index = sources.reshape(index_shape).expand(shape).contiguous()
+    return builder.call(aten.gather.default, joined, axis, index)
+
+
+@converter("MaxUnpool", since=9)
+def _max_unpool(builder, node, x, indices, output_shape=None):
+    """Zeros of the unpooled shape (`output_shape` where given, as onnxruntime and torch read it) with x written at
+    `indices`, flat positions in that whole tensor (as MaxPool's)."""
+    indices = _constant_indices(node, indices)
+    shape = builder.shape(x)
+    kernel = list(node.attr("kernel_shape"))
+    rank = len(kernel)
+    strides = list(node.attr("strides", [1] * rank))
+    pads = list(node.attr("pads", [0] * 2 * rank))
+    unpooled = shape[:2] + [(size - 1) * stride - (pads[axis] + pads[rank + axis]) + k
+                            for axis, (size, stride, k) in enumerate(zip(shape[2:], strides, kernel))]
+    target = constant_ints(node, output_shape, "output_shape")
+    if target is not None:
+        if len(target) != len(shape) or target[:2] != shape[:2]:
+            raise ModelLoadError(f"ONNX node '{node.name}' (MaxUnpool, opset {node.opset}): output_shape {target} for "
+                                 f"an input of shape {shape}; ONNX requires the input's batch and channels")
+        unpooled = list(target)
+    if _dynamic(x):
+        builder.require_batch_kept([0], len(shape), "MaxUnpool (its indices run over the whole tensor, samples too)")
+    zeros = torch.zeros(math.prod(unpooled), dtype=builder.example(x).dtype)
+    flat = builder.call(aten.index_put.default, zeros, [indices.reshape(-1).to(torch.int64)],
+                        builder.view(x, [math.prod(shape)]))
+    return builder.view(flat, unpooled)

@@ -1,4 +1,5 @@
-"""Normalizations beyond conv.py's: LRN, GroupNormalization, MeanVarianceNormalization, LpNormalization.
+"""Normalizations beyond conv.py's: LRN, GroupNormalization, MeanVarianceNormalization, LpNormalization,
+RMSNormalization.
 
 - LRN: x / (bias + alpha/size · Σ x² over a window of `size` channels)^beta, the window sum as an average pool of
   the squares (the channel axis padded with zeros, as ONNX clips the window) and the power `pow(·, −beta)`;
@@ -6,7 +7,10 @@
   scale and bias are per group and are repeated over each group's channels, opset 21's are per channel;
 - MeanVarianceNormalization: (x − mean) / (√(mean((x − mean)²)) + 1e-9) over `axes` (default [0, 2, 3]), ONNX's
   own definition with the variance computed from the centred values (equal, and never negative by rounding);
-- LpNormalization: x / Σ|x| (p=1) or x / √Σx² (p=2) along `axis`; other p are refused.
+- LpNormalization: x / Σ|x| (p=1) or x / √Σx² (p=2) along `axis`; other p are refused;
+- RMSNormalization (opset 23, what `nn.RMSNorm` exports to): `aten.rms_norm` over the axes from `axis` on (bounded
+  and explained as the composite it is); computed in the `stash_type` precision (float32 by default) and cast back,
+  as ONNX says; a scale of higher rank than the normalized axes multiplies afterwards.
 
 Each is built from ops with bound and LRP rules (pow, avg_pool2d, sum, mean, sqrt, abs, mul, div).
 """
@@ -20,6 +24,8 @@ import torch
 from torch import fx
 
 from opwise.errors import ModelLoadError
+from opwise.tracing.onnx.ops.constants import cast_to, onnx_dtype
+from opwise.tracing.onnx.ops.conv import layer_norm
 from opwise.tracing.onnx.registry import converter
 
 aten = torch.ops.aten
@@ -96,3 +102,22 @@ def _lp_norm(builder, node, x):
         squares = builder.call(aten.pow.Tensor_Scalar, x, 2)
         norm = builder.call(aten.sqrt.default, builder.call(aten.sum.dim_IntList, squares, [axis], True))
     return builder.call(aten.div.Tensor, x, norm)
+
+
+@converter("RMSNormalization", since=23)
+def _rms_norm(builder, node, x, scale):
+    """x / √(mean(x²) + epsilon) · scale over the axes from `axis` (default −1) on, in `stash_type`'s precision."""
+    dtype = builder.example(x).dtype
+    stash = onnx_dtype(int(node.attr("stash_type", 1)))
+    x = cast_to(builder, x, stash)
+    epsilon, axis = float(node.attr("epsilon", 1e-5)), int(node.attr("axis", -1))
+    normalized = len(builder.shape(x)) - axis % len(builder.shape(x))
+    scale_shape = builder.shape(scale)
+    if len(scale_shape) > normalized and all(size == 1 for size in scale_shape[:-normalized]):
+        scale = builder.view(scale, scale_shape[-normalized:])
+    if len(builder.shape(scale)) <= normalized:
+        y = layer_norm(builder, x, cast_to(builder, scale, stash), None, axis, epsilon, node.op_type, rms=True)
+        return cast_to(builder, y, dtype)
+    ones = torch.ones(builder.shape(x)[-normalized:], dtype=stash)
+    y = cast_to(builder, layer_norm(builder, x, ones, None, axis, epsilon, node.op_type, rms=True), dtype)
+    return builder.call(aten.mul.Tensor, y, scale)

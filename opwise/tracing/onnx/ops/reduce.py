@@ -1,7 +1,9 @@
 """Reductions: ReduceMean / ReduceSum / ReduceMax / ReduceMin to aten.mean.dim, sum.dim_IntList, amax, amin;
 ReduceL1 / ReduceL2 / ReduceSumSquare / ReduceLogSumExp / ReduceLogSum from abs, pow, sqrt, exp, log and those;
 ReduceProd as a tree of elementwise products (`aten.mul.Tensor`, which the bound engine bounds for two bounded
-factors; `aten.prod` has no bound rule); CumSum to aten.cumsum (with flips for `reverse`); TopK to aten.topk
+factors; `aten.prod` has no bound rule); CumSum to aten.cumsum and CumProd (opset 26) to aten.cumprod (with flips for
+`reverse`, and for `exclusive` the input shifted by one behind a 1; the bound engine bounds cumprod as a chain of
+products); TopK to aten.topk
 (values and indices); ArgMax / ArgMin to aten.argmax / argmin (flipped for `select_last_index`) and Hardmax to
 the one-hot rows of argmax. The indices of ArgMax / ArgMin (and TopK's) are integer-valued and discontinuous:
 the bound engine bounds each by the positions that can hold it (bounds/transfers/position.py), with constant
@@ -126,6 +128,25 @@ def _cumulative_sum(builder, node, x, axis):
     if node.attr("exclusive", 0):
         summed = builder.call(aten.sub.Tensor, summed, source)
     return builder.call(aten.flip.default, summed, [dim]) if reverse else summed
+
+
+@converter("CumProd", since=26)
+def _cumulative_product(builder, node, x, axis):
+    """Running products along `axis`; `reverse` multiplies from the end, `exclusive` leaves out the element itself
+    (a product over nothing is 1)."""
+    shape = builder.shape(x)
+    dim = constant_ints(node, axis, "axis")[0] % len(shape)
+    if isinstance(x, torch.fx.Node):
+        builder.require_batch_kept([dim], len(shape), "CumProd")
+    reverse = bool(node.attr("reverse", 0))
+    source = builder.call(aten.flip.default, x, [dim]) if reverse else x
+    if node.attr("exclusive", 0):
+        ones = torch.ones([1 if axis == dim else size for axis, size in enumerate(shape)],
+                          dtype=builder.example(x).dtype)
+        source = builder.call(aten.cat.default, [ones, builder.call(aten.slice.Tensor, source, dim, 0, shape[dim] - 1)],
+                              dim)
+    product = builder.call(aten.cumprod.default, source, dim)
+    return builder.call(aten.flip.default, product, [dim]) if reverse else product
 
 
 def _product(builder, x, axes: list[int], keep: bool):

@@ -1,5 +1,5 @@
 """Operators that move values without computing new ones: Reshape, Flatten, Transpose, Concat, Slice,
-Squeeze, Unsqueeze, Pad, Split, Expand, Gather, Tile; to view, permute, cat, slice, constant_pad_nd, ...
+Squeeze, Unsqueeze, Pad, Split, Expand, Gather, Tile, CenterCropPad; to view, permute, cat, slice, constant_pad_nd, ...
 
 Axis arguments that opsets moved from attributes to inputs (Squeeze/Unsqueeze at 13, Slice at 10,
 Pad at 11, Split at 13) must be constants; every converter reads them through `constant_ints`.
@@ -285,3 +285,31 @@ def _gather_elements(builder, node, data, indices):
             indices = indices.expand(builder.batch_size, *indices.shape[1:])
     indices = _wrapped(indices, shape[axis])
     return builder.call(aten.gather.default, data, axis, indices)
+
+
+@converter("CenterCropPad", since=18)
+def _center_crop_pad(builder, node, x, target):
+    """x cropped to the centre (the extra element on the right cut off) or padded with zeros around it (the extra
+    element on the right added) to `target` along `axes` (default every axis)."""
+    shape = builder.shape(x)
+    sizes = constant_ints(node, target, "shape")
+    axes = [a % len(shape) for a in node.attr("axes", range(len(shape)))]
+    if len(axes) != len(sizes):
+        raise ModelLoadError(f"ONNX node '{node.name}' (CenterCropPad, opset {node.opset}): shape {sizes} for axes "
+                             f"{axes}; ONNX requires one size per axis")
+    pads = [0] * (2 * len(shape))
+    for axis, size in zip(axes, sizes):
+        if size == shape[axis]:
+            continue
+        if _dynamic(x):
+            builder.require_batch_kept([axis], len(shape), "CenterCropPad")
+        if size < shape[axis]:
+            start = (shape[axis] - size) // 2
+            x = builder.call(aten.slice.Tensor, x, axis, start, start + size)
+        else:
+            before = (size - shape[axis]) // 2
+            last_first = 2 * (len(shape) - 1 - axis)  # torch lists the pads of the last axis first
+            pads[last_first], pads[last_first + 1] = before, size - shape[axis] - before
+    if any(pads):
+        x = builder.call(aten.constant_pad_nd.default, x, pads, 0)
+    return x
