@@ -5,9 +5,10 @@ nonlinearities pass relevance unchanged. Sums split relevance in proportion to e
 contribution; constants (terms that do not depend on the explained input) take none, so `x - c` and
 `x + c` conserve relevance. Products: a constant factor is a scale (identity to the other factor); a
 factor that broadcasts (a normalizer's 1/rms, a gate per channel) is treated as a constant scale too;
-two full-size explained factors share relevance uniformly (AttnLRP, Prop. 3.2). The same holds for products of
-more factors: cumprod's y_k = x_0 ⋯ x_k gives each factor 1/(k + 1) of R_k; _trilinear (nn.Bilinear's x1ᵀ W x2)
-takes the epsilon rule over its terms, then splits each term's share uniformly among its explained factors.
+two full-size explained factors share relevance uniformly (AttnLRP, Prop. 3.2), as atan2's two explained
+coordinates do. The same holds for products of more factors: cumprod's y_k = x_0 ⋯ x_k gives each factor 1/(k + 1)
+of R_k; _trilinear (nn.Bilinear's x1ᵀ W x2) takes the epsilon rule over its terms, then splits each term's share
+uniformly among its explained factors.
 """
 
 from __future__ import annotations
@@ -85,6 +86,22 @@ def multiply(call, relevance):
         return [relevance / 2, relevance / 2]
     receivers = [i for i in range(2) if full[i]] or [i for i in range(2) if call.explained[i]][:1]
     return [_to_shape(relevance, shapes[i]) if i in receivers else None for i in range(2)]
+
+
+@relevance_rule("aten.atan2.default", needs=("inputs",))
+def angle(call, relevance):
+    """atan2(y, x): explained coordinates share the angle's relevance uniformly (conservative). The angle does not
+    change when both coordinates scale (y·∂/∂y + x·∂/∂x = 0), so gradient × input gives them opposite shares that
+    cancel; neither coordinate alone makes the angle, as neither factor of a product does.
+
+    >>> from types import SimpleNamespace
+    >>> call = SimpleNamespace(explained=(True, True), arg=lambda i: torch.ones(2))
+    >>> angle(call, torch.tensor([1.0, 3.0]))
+    [tensor([0.5000, 1.5000]), tensor([0.5000, 1.5000])]
+    """
+    receivers = [i for i in range(2) if call.explained[i]]
+    share = relevance / len(receivers)
+    return [_to_shape(share, call.arg(i).shape) if i in receivers else None for i in range(2)]
 
 
 @relevance_rule("aten.cumprod.default")

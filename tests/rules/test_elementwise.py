@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from opwise.rules import ROUTING, rule_for
-from opwise.rules.elementwise import add, identity, multiply
+from opwise.rules.elementwise import add, angle, identity, multiply
 from tests.rules.calls import Call
 
 aten = torch.ops.aten
@@ -170,3 +170,17 @@ def test_order_statistics_route_relevance_to_the_values_they_picked():
 
     # the largest entry carries the whole output; the others none
     assert opwise.explain(Top(), torch.tensor([[1.0, 3.0, 2.0]])).relevance.tolist() == [[0.0, 3.0, 0.0]]
+
+
+def test_atan2_shares_relevance_uniformly_between_explained_coordinates():
+    """Hand-derived: R = [2, −4] splits into [1, −2] for each coordinate; a broadcast x sums its shares; a constant
+    coordinate takes none and the other all."""
+    y, x = torch.tensor([[1.0, -2.0]]), torch.tensor([[3.0]])
+    relevance = torch.tensor([[2.0, -4.0]])
+    ry, rx = angle(Call(aten.atan2.default, [y, x]), relevance)
+    torch.testing.assert_close(ry, torch.tensor([[1.0, -2.0]]))
+    torch.testing.assert_close(rx, torch.tensor([[-1.0]]))
+    assert ry.sum() + rx.sum() == relevance.sum()
+    ry, rx = angle(Call(aten.atan2.default, [y, torch.ones(1, 2)], [True, False]), relevance)
+    assert rx is None
+    torch.testing.assert_close(ry, relevance)

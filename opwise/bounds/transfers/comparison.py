@@ -79,7 +79,7 @@ def _bool_interval(true: torch.Tensor, false: torch.Tensor, dtype: torch.dtype, 
     return Interval(true.to(dtype).expand(shape).contiguous(), (~false).to(dtype).expand(shape).contiguous())
 
 
-class _IntervalOnly:
+class IntervalOnly:
     """A transfer whose lines are the interval's ends: zero coefficients for every bounded input, the ends as bias."""
 
     #: its lines are the ends of the interval its inputs' intervals give: no pass through it is tighter (engine)
@@ -98,7 +98,7 @@ class _IntervalOnly:
 
 
 @bound_transfer(*(f"aten.{name}.{overload}" for name in COMPARISONS for overload in ("Scalar", "Tensor")))
-class Comparison(_IntervalOnly):
+class Comparison(IntervalOnly):
     """eq, ne, lt, le, gt, ge of bounded values, with each other or with constants: see the module docstring.
 
     >>> from opwise.bounds.transfers.registry import transfer_for
@@ -115,7 +115,7 @@ class Comparison(_IntervalOnly):
 
 @bound_transfer("aten.logical_and.default", "aten.logical_or.default", "aten.logical_xor.default",
                 "aten.logical_not.default")
-class Logical(_IntervalOnly):
+class Logical(IntervalOnly):
     """logical_and, or, xor and not of bounded values (nonzero is true), with each other or with constants."""
 
     def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
