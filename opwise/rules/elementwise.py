@@ -1,6 +1,7 @@
 """Op rules for routing, elementwise nonlinearities, sums and products of explained tensors.
 
-Routing ops keep their own vjp (relevance goes where the values went, exactly). Elementwise
+Routing ops keep their own vjp (relevance goes where the values went, exactly); logcumsumexp is routing too, a soft
+running max: its vjp hands R(y_k) to x_j (j <= k) in the shares exp(x_j − y_k), which sum to 1. Elementwise
 nonlinearities pass relevance unchanged. Sums split relevance in proportion to each explained term's
 contribution; constants (terms that do not depend on the explained input) take none, so `x - c` and
 `x + c` conserve relevance. Products: a constant factor is a scale (identity to the other factor); a
@@ -31,7 +32,7 @@ register_routing(
     "aten.index_select", "aten.detach", "aten._to_copy", "aten.to", "aten.lift_fresh_copy", "aten.dropout",
     "aten.native_dropout", "aten.slice_scatter", "aten.select_scatter", "aten.pixel_shuffle", "aten.sort", "aten.topk",
     "aten.min.dim", "aten.min.default", "aten.kthvalue", "aten.median.dim", "aten.diagonal",
-    "aten.upsample_nearest1d", "aten.upsample_nearest2d", "aten.upsample_nearest3d", "aten._upsample_nearest_exact1d",
+    "aten.logcumsumexp", "aten.upsample_nearest1d", "aten.upsample_nearest2d", "aten.upsample_nearest3d", "aten._upsample_nearest_exact1d",
     "aten._upsample_nearest_exact2d", "aten._upsample_nearest_exact3d", "aten.minimum", "aten.maximum",
     "getitem",
 )

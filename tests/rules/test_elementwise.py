@@ -184,3 +184,34 @@ def test_atan2_shares_relevance_uniformly_between_explained_coordinates():
     ry, rx = angle(Call(aten.atan2.default, [y, torch.ones(1, 2)], [True, False]), relevance)
     assert rx is None
     torch.testing.assert_close(ry, relevance)
+
+
+def test_logcumsumexp_routes_relevance_in_softmax_shares_of_each_prefix():
+    """Hand-derived: x = [0, log 3] gives y_1 = log 4, whose relevance reaches x_0 and x_1 in the shares e^0/4 and
+    3/4; on random inputs every target's relevance is conserved (the shares of each prefix sum to 1)."""
+    import math
+
+    import opwise
+
+    assert rule_for("aten.logcumsumexp.default") == ROUTING
+
+    class Running(torch.nn.Module):
+        def forward(self, x):
+            return torch.logcumsumexp(x, 1)
+
+    explanation = opwise.explain(Running(), torch.tensor([[0.0, math.log(3.0)]]), target=1)
+    torch.testing.assert_close(explanation.relevance, torch.tensor([[0.25, 0.75]]) * math.log(4.0))
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.last = torch.nn.Linear(4, 6, bias=False), torch.nn.Linear(6, 3, bias=False)
+
+        def forward(self, x):
+            return self.last(torch.logcumsumexp(self.first(x), -1))
+
+    torch.manual_seed(0)
+    model, x = Head().eval(), torch.randn(3, 4)
+    for target in range(3):
+        total, output = opwise.explain(model, x, target=target, composite="epsilon").conservation.unbind(-1)
+        torch.testing.assert_close(total, output, rtol=1e-3, atol=1e-4)
