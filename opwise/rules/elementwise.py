@@ -46,7 +46,7 @@ register_routing(
     "aten.sqrt", "aten.rsqrt", "aten.pow", "aten.reciprocal", "aten.abs", "aten.neg", "aten.sin", "aten.cos",
     "aten.erf", "aten.atan", "aten.asinh", "aten.sinh", "aten.cosh", "aten.tan",
     "aten.asin", "aten.acos", "aten.atanh", "aten.acosh", "aten.clamp", "aten.clamp_min", "aten.clamp_max", "aten.rms_norm",
-    "aten.floor", "aten.ceil", "aten.round", "aten.trunc",
+    "aten.floor", "aten.ceil", "aten.round", "aten.trunc", "aten.erfinv", "aten.lgamma", "aten.digamma",
     "aten.add.Scalar", "aten.sub.Scalar", "aten.rsub.Scalar", "aten.mul.Scalar", "aten.div.Scalar",
     needs=(),
 )

@@ -104,6 +104,23 @@ def test_trigonometric_and_hyperbolic_functions_pass_relevance_to_their_input(fu
     torch.testing.assert_close(total, output, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("function", [torch.erfinv, torch.lgamma, torch.digamma], ids=lambda f: f.__name__)
+def test_special_functions_pass_relevance_to_their_input(function):
+    """erfinv, lgamma and digamma pass relevance unchanged, conserved behind a bias-free linear layer (their inputs
+    lie in (0.05, 0.3): inside erfinv's (−1, 1) and the Γ functions' (0, ∞))."""
+    import opwise
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4, bias=False), _Elementwise(function)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.rand(4, 5) / 5 + 0.1)
+    x = torch.rand(6, 5) / 10 + 0.1
+    graph = opwise.trace(model, x)
+    assert f"aten.{function.__name__}.default" in [graph.info(n).op for n in graph.call_nodes()]
+    total, output = opwise.explain(model, x, target=1, composite="epsilon").conservation.unbind(-1)
+    torch.testing.assert_close(total, output, rtol=1e-4, atol=1e-5)
+
+
 def test_trilinear_splits_each_term_uniformly_between_explained_factors():
     """y = a·w·b (one term): a and b get y/2 each; with b constant, a gets all of y (values derived by hand)."""
     from opwise.rules.elementwise import trilinear
