@@ -22,6 +22,8 @@
 - _trilinear (nn.Bilinear's x1ᵀ W x2) = Σ over its sum dims of the three factors unsqueezed and multiplied, the
   constant factor first (a linear map), then the product of two bounded tensors (McCormick planes);
 - cumprod along a dim = a chain of products of two bounded slices (y_k = y_(k−1) · x_k);
+- logcumsumexp along a dim = the chain y_k = y_(k−1) + softplus(x_k − y_(k−1)) (log(e^a + e^b) = a + softplus(b − a)),
+  as torch scans it: no exp of a raw value (which overflows) and no log of a sum whose lower bound may reach 0;
 - where(p > q, a, b) with the condition computed from the input (a binarization `Where(Greater(x, 0), 1, -1)`, a
   threshold) = a·s + b·(1 − s), s the step as sign and relu of p − q: relu(sign(p − q)) for >, 1 − relu(sign(q − p))
   for >=, (<, <= mirrored), 1 − |sign(p − q)| for ==, |sign(p − q)| for !=. s is exactly 0 or 1 (p − q is 0 only
@@ -368,6 +370,20 @@ def _cumulative_product(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     return rewriter.call(aten.cat.default, pieces, dim) if len(pieces) > 1 else running
 
 
+def _log_cumulative_sum_exp(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
+    """logcumsumexp(x, dim) as y_0 = x_0, y_k = y_(k−1) + softplus(x_k − y_(k−1)) over slices along dim, stacked
+    back (softplus with torch's defaults: z itself above 20, where log1p(e^z) rounds to z)."""
+    x, dim = node.args[0], node.args[1]
+    length = _shape(x)[dim % len(_shape(x))]
+    running = rewriter.call(aten.slice.Tensor, x, dim, 0, 1)
+    pieces = [running]
+    for index in range(1, length):
+        step = rewriter.call(aten.sub.Tensor, rewriter.call(aten.slice.Tensor, x, dim, index, index + 1), running)
+        running = rewriter.call(aten.add.Tensor, running, rewriter.call(aten.softplus.default, step, 1, 20))
+        pieces.append(running)
+    return rewriter.call(aten.cat.default, pieces, dim) if len(pieces) > 1 else running
+
+
 def _rewrite_for(node: fx.Node, dependent: set[fx.Node], module: fx.GraphModule):
     if node.op != "call_function" or node not in dependent:
         return None
@@ -404,6 +420,8 @@ def _rewrite_for(node: fx.Node, dependent: set[fx.Node], module: fx.GraphModule)
         return lambda rewriter, node: _trilinear(rewriter, node, dependent)
     if node.target is aten.cumprod.default and not node.kwargs.get("dtype"):
         return _cumulative_product
+    if node.target is aten.logcumsumexp.default:
+        return _log_cumulative_sum_exp
     return None
 
 

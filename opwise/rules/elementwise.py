@@ -1,13 +1,15 @@
 """Op rules for routing, elementwise nonlinearities, sums and products of explained tensors.
 
-Routing ops keep their own vjp (relevance goes where the values went, exactly). Elementwise
+Routing ops keep their own vjp (relevance goes where the values went, exactly); logcumsumexp is routing too, a soft
+running max: its vjp hands R(y_k) to x_j (j <= k) in the shares exp(x_j − y_k), which sum to 1. Elementwise
 nonlinearities pass relevance unchanged. Sums split relevance in proportion to each explained term's
 contribution; constants (terms that do not depend on the explained input) take none, so `x - c` and
 `x + c` conserve relevance. Products: a constant factor is a scale (identity to the other factor); a
 factor that broadcasts (a normalizer's 1/rms, a gate per channel) is treated as a constant scale too;
-two full-size explained factors share relevance uniformly (AttnLRP, Prop. 3.2). The same holds for products of
-more factors: cumprod's y_k = x_0 ⋯ x_k gives each factor 1/(k + 1) of R_k; _trilinear (nn.Bilinear's x1ᵀ W x2)
-takes the epsilon rule over its terms, then splits each term's share uniformly among its explained factors.
+two full-size explained factors share relevance uniformly (AttnLRP, Prop. 3.2), as atan2's two explained
+coordinates do. The same holds for products of more factors: cumprod's y_k = x_0 ⋯ x_k gives each factor 1/(k + 1)
+of R_k; _trilinear (nn.Bilinear's x1ᵀ W x2) takes the epsilon rule over its terms, then splits each term's share
+uniformly among its explained factors.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ register_routing(
     "aten.index_select", "aten.detach", "aten._to_copy", "aten.to", "aten.lift_fresh_copy", "aten.dropout",
     "aten.native_dropout", "aten.slice_scatter", "aten.select_scatter", "aten.pixel_shuffle", "aten.sort", "aten.topk",
     "aten.min.dim", "aten.min.default", "aten.kthvalue", "aten.median.dim", "aten.diagonal",
-    "aten.upsample_nearest1d", "aten.upsample_nearest2d", "aten.upsample_nearest3d", "aten._upsample_nearest_exact1d",
+    "aten.logcumsumexp", "aten.upsample_nearest1d", "aten.upsample_nearest2d", "aten.upsample_nearest3d", "aten._upsample_nearest_exact1d",
     "aten._upsample_nearest_exact2d", "aten._upsample_nearest_exact3d", "aten.minimum", "aten.maximum",
     "getitem",
 )
@@ -44,7 +46,7 @@ register_routing(
     "aten.sqrt", "aten.rsqrt", "aten.pow", "aten.reciprocal", "aten.abs", "aten.neg", "aten.sin", "aten.cos",
     "aten.erf", "aten.atan", "aten.asinh", "aten.sinh", "aten.cosh", "aten.tan",
     "aten.asin", "aten.acos", "aten.atanh", "aten.acosh", "aten.clamp", "aten.clamp_min", "aten.clamp_max", "aten.rms_norm",
-    "aten.floor", "aten.ceil", "aten.round", "aten.trunc",
+    "aten.floor", "aten.ceil", "aten.round", "aten.trunc", "aten.erfinv", "aten.lgamma", "aten.digamma",
     "aten.add.Scalar", "aten.sub.Scalar", "aten.rsub.Scalar", "aten.mul.Scalar", "aten.div.Scalar",
     needs=(),
 )
@@ -85,6 +87,22 @@ def multiply(call, relevance):
         return [relevance / 2, relevance / 2]
     receivers = [i for i in range(2) if full[i]] or [i for i in range(2) if call.explained[i]][:1]
     return [_to_shape(relevance, shapes[i]) if i in receivers else None for i in range(2)]
+
+
+@relevance_rule("aten.atan2.default", needs=("inputs",))
+def angle(call, relevance):
+    """atan2(y, x): explained coordinates share the angle's relevance uniformly (conservative). The angle does not
+    change when both coordinates scale (y·∂/∂y + x·∂/∂x = 0), so gradient × input gives them opposite shares that
+    cancel; neither coordinate alone makes the angle, as neither factor of a product does.
+
+    >>> from types import SimpleNamespace
+    >>> call = SimpleNamespace(explained=(True, True), arg=lambda i: torch.ones(2))
+    >>> angle(call, torch.tensor([1.0, 3.0]))
+    [tensor([0.5000, 1.5000]), tensor([0.5000, 1.5000])]
+    """
+    receivers = [i for i in range(2) if call.explained[i]]
+    share = relevance / len(receivers)
+    return [_to_shape(share, call.arg(i).shape) if i in receivers else None for i in range(2)]
 
 
 @relevance_rule("aten.cumprod.default")
@@ -128,7 +146,8 @@ def embedding(call, relevance):
 
 @relevance_rule(
     "aten.eq", "aten.ne", "aten.lt", "aten.le", "aten.gt", "aten.ge", "aten.logical_not", "aten.logical_and",
-    "aten.logical_or", "aten.any", "aten.all", "aten.isnan", "aten.isinf", "aten.full_like", "aten.zeros_like",
+    "aten.logical_or", "aten.any", "aten.all", "aten.isnan", "aten.isinf", "aten.isfinite",
+    "aten.full_like", "aten.zeros_like",
     "aten.ones_like", "aten.empty_like", "aten.argmax", "aten.argmin", "aten.sign",
     needs=(),
 )

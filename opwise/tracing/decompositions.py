@@ -2,7 +2,9 @@
 
 Rules and relaxations need the meaning of these (a linear layer's weight, a layer norm's scale, the
 softmax as one function); everything else decomposes to the core ATen set. Scaled dot-product attention
-gets our own decomposition (`attention_as_matmuls`) so engines see matmul, add and `_softmax` only.
+gets our own decomposition (`attention_as_matmuls`) so engines see matmul, add and `_softmax` only; pairwise
+distances (`torch.cdist`) and `torch.hypot` become the differences, powers, sums and roots both engines already
+bound and explain (`distances_by_differences`, `hypot_as_root_of_squares`).
 """
 
 from __future__ import annotations
@@ -114,6 +116,43 @@ def roll_as_slices(x: torch.Tensor, shifts: list[int], dims: list[int] = ()) -> 
     return x
 
 
+def distances_by_differences(x1: torch.Tensor, x2: torch.Tensor, p: float, compute_mode: int | None = None) -> torch.Tensor:
+    """`torch.cdist` (`aten._cdist_forward`) from the differences of every pair of rows: ‖x1_i − x2_j‖_p as
+    √Σd² (p = 2), Σ|d| (1), max |d| (inf), the count of nonzero d (0), (Σ|d|^p)^(1/p) otherwise. Prototype, RBF and
+    kNN heads then reach the engines as sub, abs, pow, sum, amax and sqrt; each difference is bounded on its own
+    interval, so a prototype's coordinates cancel exactly under CROWN. √ of a sum of squares starts at 0, where
+    sqrt's relaxation is defined (its interval image of squares never goes below 0). `compute_mode` only picks
+    torch's kernel; one [..., P, R, M] tensor of differences is made.
+
+    >>> x1, x2 = torch.randn(2, 3, 4), torch.randn(5, 4)
+    >>> all(torch.allclose(distances_by_differences(x1, x2, p), torch.cdist(x1, x2, p=p, compute_mode="donot_use_mm_for_euclid_dist"), atol=1e-5)
+    ...     for p in (0.0, 0.5, 1.0, 2.0, 3.0, math.inf))
+    True
+    """
+    differences = x1.unsqueeze(-2) - x2.unsqueeze(-3)
+    if p == 0:
+        return (differences != 0).to(differences.dtype).sum(-1)
+    if p == 2:
+        return torch.sqrt(torch.pow(differences, 2).sum(-1))
+    magnitudes = torch.abs(differences)
+    if p == 1:
+        return magnitudes.sum(-1)
+    if p == math.inf:
+        return magnitudes.amax(-1)
+    return torch.pow(torch.pow(magnitudes, p).sum(-1), 1.0 / p)
+
+
+def hypot_as_root_of_squares(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """`torch.hypot(x, y)` as √(x² + y²): squares, a sum and a root, which both engines handle (a radius from two
+    coordinates). Equal to hypot up to rounding while x² + y² stays finite (|x|, |y| below about 1.8e19 in float32).
+
+    >>> x, y = torch.randn(2, 10)
+    >>> torch.allclose(hypot_as_root_of_squares(x, y), torch.hypot(x, y))
+    True
+    """
+    return torch.sqrt(torch.pow(x, 2) + torch.pow(y, 2))
+
+
 @contextlib.contextmanager
 def autograd_decompositions_lifted() -> Iterator[None]:
     """Keep KEPT_WHOLE ops whole while a model is exported and decomposed: a few (hardshrink, softshrink) carry a
@@ -145,6 +184,8 @@ def _drop_kept(table) -> None:
             del table[op]
     table[aten.scaled_dot_product_attention.default] = attention_as_matmuls
     table[aten.roll.default] = roll_as_slices
+    table[aten._cdist_forward.default] = distances_by_differences
+    table[aten.hypot.default] = hypot_as_root_of_squares
 
 
 #: the last table built, with the registry sizes it was built for (`registry_key`)

@@ -479,3 +479,41 @@ def test_a_comparison_cast_to_floats_is_bounded_soundly_and_computes_the_model()
         assert torch.equal(expanded(x), graph(x))
     for lower, upper in ((torch.full((1, 3), -0.5), torch.full((1, 3), 0.5)), (torch.zeros(1, 3), torch.full((1, 3), 0.2))):
         assert_sound(graph, lower, upper, methods=("ibp", "crown", "alpha-crown"), seed=2)
+
+
+class _RunningLogSums(torch.nn.Module):
+    """logcumsumexp along the features and along an inner axis of a view."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.last = torch.nn.Linear(3, 6), torch.nn.Linear(12, 2)
+
+    def forward(self, x):
+        h = self.first(x)
+        return self.last(torch.cat([torch.logcumsumexp(h, 1), torch.logcumsumexp(h.view(-1, 3, 2), 1).flatten(1)], 1))
+
+
+def test_logcumsumexp_becomes_a_chain_of_softplus_steps_with_the_same_values():
+    """No exp of a raw value: differences of 1000 and more, where exp overflows, keep the model's values."""
+    class Running(torch.nn.Module):
+        def forward(self, x):
+            return torch.logcumsumexp(x, 1)
+
+    x = torch.tensor([[0.0, 100.0, -100.0, 3.0, 1000.0, -1000.0, 1000.0]])
+    expanded = expand_for_bounds(trace(Running(), x))
+    ops = {expanded.info(n).op for n in expanded.call_nodes()}
+    assert "aten.logcumsumexp.default" not in ops and "aten.softplus.default" in ops
+    for probe in [x, torch.randn(4, 7) * 30]:
+        torch.testing.assert_close(expanded(probe), Running()(probe), rtol=1e-6, atol=1e-5)
+    point = BoundedModel(Running(), x).compute_bounds(x_lower=x, x_upper=x, method="crown")
+    torch.testing.assert_close(point.lower, Running()(x)) and torch.testing.assert_close(point.upper, Running()(x))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_logcumsumexp_is_bounded_soundly(seed):
+    model = randomize_(_RunningLogSums(), seed).eval()
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed))
+    eps = [0.01, 0.3, 3.0, 30.0][seed]
+    results = assert_sound(model, x - eps, x + eps, methods=("ibp", "crown", "alpha-crown"), samples=3_000, seed=seed,
+                           attack=seed == 0)
+    assert all(torch.isfinite(bounds.lower).all() and torch.isfinite(bounds.upper).all() for bounds in results.values())

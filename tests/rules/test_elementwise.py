@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from opwise.rules import ROUTING, rule_for
-from opwise.rules.elementwise import add, identity, multiply
+from opwise.rules.elementwise import add, angle, identity, multiply
 from tests.rules.calls import Call
 
 aten = torch.ops.aten
@@ -104,6 +104,23 @@ def test_trigonometric_and_hyperbolic_functions_pass_relevance_to_their_input(fu
     torch.testing.assert_close(total, output, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("function", [torch.erfinv, torch.lgamma, torch.digamma], ids=lambda f: f.__name__)
+def test_special_functions_pass_relevance_to_their_input(function):
+    """erfinv, lgamma and digamma pass relevance unchanged, conserved behind a bias-free linear layer (their inputs
+    lie in (0.05, 0.3): inside erfinv's (−1, 1) and the Γ functions' (0, ∞))."""
+    import opwise
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 4, bias=False), _Elementwise(function)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.rand(4, 5) / 5 + 0.1)
+    x = torch.rand(6, 5) / 10 + 0.1
+    graph = opwise.trace(model, x)
+    assert f"aten.{function.__name__}.default" in [graph.info(n).op for n in graph.call_nodes()]
+    total, output = opwise.explain(model, x, target=1, composite="epsilon").conservation.unbind(-1)
+    torch.testing.assert_close(total, output, rtol=1e-4, atol=1e-5)
+
+
 def test_trilinear_splits_each_term_uniformly_between_explained_factors():
     """y = a·w·b (one term): a and b get y/2 each; with b constant, a gets all of y (values derived by hand)."""
     from opwise.rules.elementwise import trilinear
@@ -170,3 +187,48 @@ def test_order_statistics_route_relevance_to_the_values_they_picked():
 
     # the largest entry carries the whole output; the others none
     assert opwise.explain(Top(), torch.tensor([[1.0, 3.0, 2.0]])).relevance.tolist() == [[0.0, 3.0, 0.0]]
+
+
+def test_atan2_shares_relevance_uniformly_between_explained_coordinates():
+    """Hand-derived: R = [2, −4] splits into [1, −2] for each coordinate; a broadcast x sums its shares; a constant
+    coordinate takes none and the other all."""
+    y, x = torch.tensor([[1.0, -2.0]]), torch.tensor([[3.0]])
+    relevance = torch.tensor([[2.0, -4.0]])
+    ry, rx = angle(Call(aten.atan2.default, [y, x]), relevance)
+    torch.testing.assert_close(ry, torch.tensor([[1.0, -2.0]]))
+    torch.testing.assert_close(rx, torch.tensor([[-1.0]]))
+    assert ry.sum() + rx.sum() == relevance.sum()
+    ry, rx = angle(Call(aten.atan2.default, [y, torch.ones(1, 2)], [True, False]), relevance)
+    assert rx is None
+    torch.testing.assert_close(ry, relevance)
+
+
+def test_logcumsumexp_routes_relevance_in_softmax_shares_of_each_prefix():
+    """Hand-derived: x = [0, log 3] gives y_1 = log 4, whose relevance reaches x_0 and x_1 in the shares e^0/4 and
+    3/4; on random inputs every target's relevance is conserved (the shares of each prefix sum to 1)."""
+    import math
+
+    import opwise
+
+    assert rule_for("aten.logcumsumexp.default") == ROUTING
+
+    class Running(torch.nn.Module):
+        def forward(self, x):
+            return torch.logcumsumexp(x, 1)
+
+    explanation = opwise.explain(Running(), torch.tensor([[0.0, math.log(3.0)]]), target=1)
+    torch.testing.assert_close(explanation.relevance, torch.tensor([[0.25, 0.75]]) * math.log(4.0))
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first, self.last = torch.nn.Linear(4, 6, bias=False), torch.nn.Linear(6, 3, bias=False)
+
+        def forward(self, x):
+            return self.last(torch.logcumsumexp(self.first(x), -1))
+
+    torch.manual_seed(0)
+    model, x = Head().eval(), torch.randn(3, 4)
+    for target in range(3):
+        total, output = opwise.explain(model, x, target=target, composite="epsilon").conservation.unbind(-1)
+        torch.testing.assert_close(total, output, rtol=1e-3, atol=1e-4)

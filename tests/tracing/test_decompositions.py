@@ -1,13 +1,16 @@
-"""Our decompositions of scaled dot-product attention and roll agree with PyTorch's kernels."""
+"""Our decompositions of scaled dot-product attention, roll, cdist and hypot agree with PyTorch's kernels."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import opwise
-from opwise.tracing.decompositions import attention_as_matmuls, roll_as_slices
+from opwise.tracing.decompositions import (attention_as_matmuls, distances_by_differences, hypot_as_root_of_squares,
+                                          roll_as_slices)
 
 
 @pytest.mark.parametrize("trial", range(24))
@@ -88,3 +91,40 @@ def test_export_table_is_rebuilt_for_a_composite_op_registered_after_it():
 
     graph = opwise.trace(Twice(), torch.ones(2))
     assert "twice" not in str(graph.module.graph) and "aten.mul" in str(graph.module.graph)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, math.inf])
+@pytest.mark.parametrize("seed", range(3))
+def test_distances_by_differences_match_cdist(p, seed):
+    """Every p, broadcast batch dims, and rows equal to a prototype (distance 0, exact both ways)."""
+    generator = torch.Generator().manual_seed(seed)
+    x1, x2 = torch.randn(2, 1, 6, 5, generator=generator), torch.randn(3, 4, 5, generator=generator)
+    x1[0, 0, 0] = x2[0, 0]
+    expected = torch.cdist(x1, x2, p=p, compute_mode="donot_use_mm_for_euclid_dist")
+    torch.testing.assert_close(distances_by_differences(x1, x2, p), expected, rtol=1e-5, atol=1e-5)
+    assert distances_by_differences(x1, x2, p)[0, 0, 0, 0] == 0
+
+
+def test_hypot_as_root_of_squares_matches_hypot():
+    x, y = torch.randn(2, 100, generator=torch.Generator().manual_seed(0)) * 10
+    x[:3], y[:2] = 0.0, 0.0
+    torch.testing.assert_close(hypot_as_root_of_squares(x, y), torch.hypot(x, y))
+
+
+@pytest.mark.parametrize("strategy", ["export", "fx"])
+def test_traced_cdist_and_hypot_are_differences_powers_sums_and_roots(strategy):
+    class Radii(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.prototypes = torch.nn.Parameter(torch.randn(3, 4))
+
+        def forward(self, x):
+            distances = [torch.cdist(x, self.prototypes, p=p) for p in (1.0, 2.0, 3.0, math.inf)]
+            return torch.cat(distances + [torch.hypot(x[:, :2], x[:, 2:])], -1)
+
+    model, x = Radii(), torch.randn(2, 4)
+    graph = opwise.trace(model, x, strategy=strategy)
+    ops = set(graph.op_counts())
+    assert not ops & {"aten._cdist_forward.default", "aten.hypot.default", "aten.cdist.default"}
+    assert {"aten.sub.Tensor", "aten.abs.default", "aten.sqrt.default", "aten.amax.default"} <= ops
+    torch.testing.assert_close(graph(x), model(x), rtol=1e-5, atol=1e-5)

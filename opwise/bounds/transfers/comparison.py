@@ -7,7 +7,13 @@ comes from the operands' intervals, as an index's does (position.py): with a in 
 - a == b is surely true only where both are the same single value (a_l = a_u = b_l = b_u) and surely false where
   the intervals are disjoint (a_u < b_l or b_u < a_l); != is its complement;
 
-and the bool's interval is [1, 1], [0, 0] or [0, 1]. A NaN end decides nothing ([0, 1]). Logical operators read
+and the bool's interval is [1, 1], [0, 0] or [0, 1]. A NaN end decides nothing ([0, 1]). A value compared with itself
+(isfinite traces to x == x) is decided wherever its interval is: ==, <=, >= hold, !=, <, > do not.
+
+isnan, isinf and isfinite are decided by the ends of their operand's interval: a value between two finite ends is a
+finite number (isnan and isinf false, isfinite true); a point interval at ±inf is infinite. Elsewhere the bool is
+[0, 1], since an interval with an infinite end is how the engine says a value is unbounded, and such a value may
+be NaN (asin of an input that leaves [−1, 1]). Logical operators read
 each operand's interval as a truth interval (surely true where 0 is outside it, surely false where it is [0, 0])
 and combine the ends: and takes the smaller, or the larger, not swaps them. An integer or bool value is kept, as
 every bounded value, as floats in the engine's dtype; comparisons are made in float64, exact for integers up to
@@ -79,7 +85,7 @@ def _bool_interval(true: torch.Tensor, false: torch.Tensor, dtype: torch.dtype, 
     return Interval(true.to(dtype).expand(shape).contiguous(), (~false).to(dtype).expand(shape).contiguous())
 
 
-class _IntervalOnly:
+class IntervalOnly:
     """A transfer whose lines are the interval's ends: zero coefficients for every bounded input, the ends as bias."""
 
     #: its lines are the ends of the interval its inputs' intervals give: no pass through it is tighter (engine)
@@ -98,7 +104,7 @@ class _IntervalOnly:
 
 
 @bound_transfer(*(f"aten.{name}.{overload}" for name in COMPARISONS for overload in ("Scalar", "Tensor")))
-class Comparison(_IntervalOnly):
+class Comparison(IntervalOnly):
     """eq, ne, lt, le, gt, ge of bounded values, with each other or with constants: see the module docstring.
 
     >>> from opwise.bounds.transfers.registry import transfer_for
@@ -109,13 +115,20 @@ class Comparison(_IntervalOnly):
     def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
         bounds = dict(zip(step.inputs, intervals))
         like = intervals[0].lower
-        true, false = compare(step.op.split(".")[1], _operand(step, 0, bounds, like), _operand(step, 1, bounds, like))
+        name = step.op.split(".")[1]
+        first, second = _operand(step, 0, bounds, like), _operand(step, 1, bounds, like)
+        if isinstance(step.args[0], fx.Node) and step.args[0] is step.args[1]:
+            decided = first.lower <= first.upper  # a value is itself unless NaN; a NaN end decides nothing
+            holds = name in ("eq", "le", "ge")
+            true, false = decided & holds, decided & (not holds)
+        else:
+            true, false = compare(name, first, second)
         return _bool_interval(true, false, like.dtype, step.shape if step.shape is not None else true.shape)
 
 
 @bound_transfer("aten.logical_and.default", "aten.logical_or.default", "aten.logical_xor.default",
                 "aten.logical_not.default")
-class Logical(_IntervalOnly):
+class Logical(IntervalOnly):
     """logical_and, or, xor and not of bounded values (nonzero is true), with each other or with constants."""
 
     def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
@@ -135,6 +148,28 @@ class Logical(_IntervalOnly):
                 true = (a_true & b_false) | (a_false & b_true)
                 false = (a_true & b_true) | (a_false & b_false)
         return _bool_interval(true, false, like.dtype, step.shape if step.shape is not None else true.shape)
+
+
+@bound_transfer("aten.isnan.default", "aten.isinf.default", "aten.isfinite.default")
+class Classification(IntervalOnly):
+    """isnan, isinf and isfinite of a bounded value: constants where its interval's ends decide them (module docstring).
+
+    >>> import opwise
+    >>> class Clean(torch.nn.Module):
+    ...     def forward(self, x):
+    ...         return torch.where(torch.isnan(x), torch.zeros_like(x), x) + torch.isfinite(x).float()
+    >>> bounds = opwise.compute_bounds(Clean(), torch.tensor([[0.0, 2.0]]), eps=0.5, method="crown")
+    >>> bounds.lower, bounds.upper
+    (tensor([[0.5000, 2.5000]]), tensor([[1.5000, 3.5000]]))
+    """
+
+    def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
+        (x,) = intervals
+        finite = torch.isfinite(x.lower) & torch.isfinite(x.upper)
+        infinite = (x.lower == x.upper) & torch.isinf(x.lower)
+        true, false = {"isnan": (torch.zeros_like(finite), finite), "isinf": (infinite, finite),
+                       "isfinite": (finite, infinite)}[step.op.split(".")[1]]
+        return _bool_interval(true, false, x.lower.dtype, step.shape if step.shape is not None else true.shape)
 
 
 @bound_transfer("aten.where.self")

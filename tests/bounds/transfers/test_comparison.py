@@ -4,6 +4,8 @@ bounds, a decided comparison is exact, and a count of one-hot matches stays line
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -143,3 +145,73 @@ def test_compare_decides_only_what_every_pair_of_values_decides():
         assert not (true & ~values).any() and not (false & values).any(), op
         assert not (true & false).any(), op
 
+
+
+def _classified(op: str, lower: list[float], upper: list[float]) -> Interval:
+    from opwise.bounds.transfers.comparison import Classification
+
+    step = type("Step", (), {"op": op, "shape": None})()
+    return Classification().ibp(step, [Interval(torch.tensor(lower), torch.tensor(upper))])
+
+
+def test_isnan_isinf_and_isfinite_are_decided_by_finite_ends_and_infinite_points():
+    """Finite ends: a finite number. A point at ±inf: infinite. An infinite end or a NaN end (how the engine says a
+    value is unbounded, and may be NaN): undecided."""
+    inf, nan = math.inf, math.nan
+    lower, upper = [-2.0, 0.0, -inf, 1.0, inf, -inf, nan], [3.0, 0.0, 1.0, inf, inf, -inf, nan]
+    expected = {"aten.isnan.default": ([0, 0, 0, 0, 0, 0, 0], [0, 0, 1, 1, 1, 1, 1]),
+                "aten.isinf.default": ([0, 0, 0, 0, 1, 1, 0], [0, 0, 1, 1, 1, 1, 1]),
+                "aten.isfinite.default": ([1, 1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0, 1])}
+    for op, (low, high) in expected.items():
+        result = _classified(op, lower, upper)
+        assert result.lower.tolist() == low and result.upper.tolist() == high, op
+
+
+class _Cleaned(torch.nn.Module):
+    """The usual guards: NaN and infinities masked out, a finiteness flag, x == x (isfinite traces to it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.last = torch.nn.Linear(3, 4), torch.nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = self.first(x)
+        parts = [torch.where(torch.isnan(h), torch.zeros_like(h), h), torch.where(torch.isinf(h), 0.0, h) * 2,
+                 torch.isfinite(h).float() * h, (h == h).float() + (h != h).float() + (h < h).float() + (h >= h).float()]
+        return self.last(torch.cat(parts, 1))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_guards_against_nan_and_infinities_are_bounded_soundly(seed):
+    torch.manual_seed(seed)
+    model, x = _Cleaned().eval(), torch.randn(2, 3)
+    results = assert_sound(model, x - 0.5, x + 0.5, methods=METHODS, samples=2000)
+    assert all(torch.isfinite(bounds.lower).all() and torch.isfinite(bounds.upper).all() for bounds in results.values())
+
+
+def test_the_flags_of_finite_bounded_values_are_constants():
+    class Flags(torch.nn.Module):
+        def forward(self, x):
+            h = 3 * x - 1
+            flags = [torch.isnan(h), torch.isinf(h), torch.isfinite(h), h == h, h != h]
+            return torch.cat([flag.float() for flag in flags], 1)
+
+    x = torch.randn(2, 3)
+    expected = torch.tensor([0.0, 0.0, 1.0, 1.0, 0.0]).repeat_interleave(3).expand(2, 15)
+    for method in METHODS:
+        bounds = BoundedModel(Flags(), x).compute_bounds(x_lower=x - 10, x_upper=x + 10, method=method)
+        assert torch.equal(bounds.lower, expected) and torch.equal(bounds.upper, expected), method
+
+
+def test_isnan_of_a_value_that_may_be_nan_is_undecided():
+    """asin of an input leaving [−1, 1] is NaN there; its bounds are unbounded, and isnan's interval is [0, 1]."""
+    class Guarded(torch.nn.Module):
+        def forward(self, x):
+            return torch.isnan(torch.asin(x)).float()
+
+    x = torch.zeros(1, 2)
+    with pytest.warns(RuntimeWarning, match="asin"):
+        bounds = BoundedModel(Guarded(), x).compute_bounds(x_lower=x - 2, x_upper=x + 2, method="ibp")
+    assert (bounds.lower == 0).all() and (bounds.upper == 1).all()
+    near = BoundedModel(Guarded(), x).compute_bounds(x_lower=x - 0.5, x_upper=x + 0.5, method="crown")
+    assert (near.lower == 0).all() and (near.upper == 0).all()
