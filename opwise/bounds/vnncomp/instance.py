@@ -458,13 +458,15 @@ def _hard_stop(seconds: float):
     `HARD_STOP_RETRY` seconds until the block is left; leaving stops the timer (again if an alarm interrupts that)
     before it restores the default handler. It also waits while a module is being imported: an exception there
     leaves the module half initialised for the rest of the process (torch and onnx import submodules lazily, so
-    the first instance of a process stopped early made every later one raise AttributeError)."""
+    the first instance of a process stopped early made every later one raise AttributeError). Leaving, it closes
+    any torch.vmap level the stop left open."""
     if (not math.isfinite(seconds) or threading.current_thread() is not threading.main_thread()
             or not hasattr(signal, "setitimer") or signal.getsignal(signal.SIGALRM) is not signal.SIG_DFL):
         yield
         return
     leaving = []
     outer = _imports(sys._getframe())  # imports already under way around the block (a script run as an import)
+    transforms = torch._C._functorch.get_dynamic_layer_stack_depth()  # torch.vmap levels open around the block
 
     def stop(signum, frame):
         if not leaving:
@@ -485,6 +487,11 @@ def _hard_stop(seconds: float):
                 break
             except _OutOfTime:  # the alarm fired while the block was left: it is left anyway
                 continue
+        # a stop that lands in torch.vmap's own exit (networks without a batch axis are bounded through it) skips
+        # closing its level: every later operation of the process then ran as if vmapped ("vmap: called random
+        # operation while in randomness error mode" in the next instance's nn.Linear)
+        if torch._C._functorch.get_dynamic_layer_stack_depth() > transforms:
+            torch._C._functorch.pop_dynamic_layer_stack_and_undo_to_depth(transforms)
 
 
 def _imports(frame: types.FrameType | None) -> int:
