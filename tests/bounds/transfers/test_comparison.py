@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import opwise
 from opwise.bounds import BoundedModel
 from opwise.bounds.transfers.comparison import compare
 from opwise.bounds.transfers.registry import Interval
-from tests.bounds.helpers import assert_sound
+from tests.bounds.helpers import METHOD_NAMES, assert_sound, randomize_
 
 METHODS = ("ibp", "crown", "alpha-crown")
 
@@ -215,3 +216,105 @@ def test_isnan_of_a_value_that_may_be_nan_is_undecided():
     assert (bounds.lower == 0).all() and (bounds.upper == 1).all()
     near = BoundedModel(Guarded(), x).compute_bounds(x_lower=x - 0.5, x_upper=x + 0.5, method="crown")
     assert (near.lower == 0).all() and (near.upper == 0).all()
+
+
+class _Branches(torch.nn.Module):
+    """where with a bounded condition and bounded branches: decided everywhere (a NaN guard, a test no value in the box
+    can fail), decided in part (a threshold inside some elements' ranges), broadcast conditions and branches, a
+    constant tensor as either branch, both branches bounded, and masked_fill with a bounded mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.last = torch.nn.Linear(3, 4), torch.nn.Linear(28, 3)
+        self.register_buffer("row", torch.tensor([0.5, -1.0, 2.0, 0.0]))
+
+    def forward(self, x):
+        h = self.first(x)
+        parts = [torch.where(torch.isnan(h), 0.0, h), torch.where(h > -1e4, h, 7.0), torch.where(h > 0.2, h, -0.5),
+                 torch.where(h[:, :1] < 0, h, h[:, 1:2] * 2), torch.where(h.sum(1, keepdim=True) > 0, self.row, h),
+                 torch.where(x[:, :1] > x[:, 1:2], h.flip(1), -h), h.masked_fill(h < 0.1, 1.5)]
+        return self.last(torch.relu(torch.cat(parts, 1)))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_where_with_bounded_branches_is_sound_on_decided_undecided_and_broadcast_conditions(seed):
+    generator = torch.Generator().manual_seed(seed)
+    model = randomize_(_Branches(), seed)
+    x = torch.randn(2, 3, generator=generator)
+    radius = (0.02 + torch.rand(2, 3, generator=generator)) * (0.2 if seed % 2 else 1.0)
+    results = assert_sound(model, x - radius, x + radius, methods=METHOD_NAMES, samples=2000)
+    assert all(torch.isfinite(bounds.lower).all() and torch.isfinite(bounds.upper).all() for bounds in results.values())
+
+
+class _Guarded(torch.nn.Module):
+    def __init__(self, guard: bool):
+        super().__init__()
+        self.guard = guard
+        self.first, self.middle, self.last = torch.nn.Linear(3, 6), torch.nn.Linear(6, 5), torch.nn.Linear(5, 2)
+
+    def forward(self, x):
+        h = self.first(x)
+        if self.guard:
+            h = torch.where(torch.isnan(h), 0, h)
+        h = self.middle(torch.relu(h))
+        if self.guard:
+            h = torch.where(torch.isinf(h), 0.0, h)
+        return self.last(torch.relu(h))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_nan_guard_over_finite_bounds_leaves_crown_bounds_unchanged(seed):
+    """isnan(h) is false on the whole box, so the guard passes CROWN's coefficients to h: the bounds of the model
+    without it (they were the hull's constant lines, looser)."""
+    guarded = randomize_(_Guarded(True), seed)
+    plain = _Guarded(False)
+    plain.load_state_dict(guarded.state_dict())
+    x = torch.randn(1, 3, generator=torch.Generator().manual_seed(seed))
+    for method in ("crown", "crown-ibp", "forward-crown"):
+        expected = BoundedModel(plain, x).compute_bounds(x_lower=x - 0.5, x_upper=x + 0.5, method=method)
+        bounds = BoundedModel(guarded, x).compute_bounds(x_lower=x - 0.5, x_upper=x + 0.5, method=method)
+        torch.testing.assert_close(bounds.lower, expected.lower, rtol=1e-5, atol=1e-5, msg=method)
+        torch.testing.assert_close(bounds.upper, expected.upper, rtol=1e-5, atol=1e-5, msg=method)
+
+
+def _as_overloads(module: torch.fx.GraphModule) -> bool:
+    """where.self with a folded scalar branch rewritten to where.ScalarOther / ScalarSelf / masked_fill.Scalar, as
+    other front-ends write them."""
+    aten = torch.ops.aten
+    masked = False
+    for node in list(module.graph.nodes):
+        if node.target is not aten.where.self:
+            continue
+        condition, a, b = node.args
+        constants = [isinstance(v, torch.fx.Node) and v.op == "get_attr" for v in (a, b)]
+        if constants == [False, True]:
+            node.target, node.args = aten.where.ScalarOther, (condition, a, float(getattr(module, b.target)))
+        elif constants == [True, False]:
+            value = float(getattr(module, a.target))
+            node.target, node.args = (aten.where.ScalarSelf, (condition, value, b)) if masked else (
+                aten.masked_fill.Scalar, (b, condition, value))
+            masked = True
+    return masked
+
+
+def test_where_and_masked_fill_overloads_with_scalars_bound_as_where_self():
+    class Scalars(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = torch.nn.Linear(3, 4)
+
+        def forward(self, x):
+            h = self.first(x)
+            return torch.cat([torch.where(h > 0.1, h, -0.5), torch.where(h < 0.3, 2.0, h), torch.where(h > 0.5, -1.0, h)], 1)
+
+    model, x = randomize_(Scalars(), 3), torch.randn(2, 3)
+    graph = opwise.trace(model, x)
+    rewritten = graph.rewrite(_as_overloads)
+    ops = {rewritten.info(node).op for node in rewritten.call_nodes()}
+    assert {"aten.where.ScalarOther", "aten.where.ScalarSelf", "aten.masked_fill.Scalar"} <= ops
+    results = assert_sound(rewritten, x - 0.4, x + 0.4, methods=METHOD_NAMES, samples=2000, attack=False,
+                           bounded=BoundedModel(rewritten, x))
+    for method, bounds in results.items():
+        expected = BoundedModel(graph, x).compute_bounds(x_lower=x - 0.4, x_upper=x + 0.4, method=method)
+        torch.testing.assert_close(bounds.lower, expected.lower, msg=method)
+        torch.testing.assert_close(bounds.upper, expected.upper, msg=method)
