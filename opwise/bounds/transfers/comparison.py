@@ -13,7 +13,7 @@ and the bool's interval is [1, 1], [0, 0] or [0, 1]. A NaN end decides nothing (
 isnan, isinf and isfinite are decided by the ends of their operand's interval: a value between two finite ends is a
 finite number (isnan and isinf false, isfinite true); a point interval at ±inf is infinite. Elsewhere the bool is
 [0, 1], since an interval with an infinite end is how the engine says a value is unbounded, and such a value may
-be NaN (asin of an input that leaves [−1, 1]). Logical operators read
+be NaN (asin of an input that leaves [−1, 1]). Logical operators (and bitwise ones on booleans) read
 each operand's interval as a truth interval (surely true where 0 is outside it, surely false where it is [0, 0])
 and combine the ends: and takes the smaller, or the larger, not swaps them. An integer or bool value is kept, as
 every bounded value, as floats in the engine's dtype; comparisons are made in float64, exact for integers up to
@@ -45,6 +45,7 @@ from torch import fx
 
 from opwise.bounds.transfers.affine import Affine
 from opwise.bounds.transfers.registry import Interval, Step, bound_transfer, sum_to
+from opwise.errors import UnsupportedOperation
 
 COMPARISONS = ("eq", "ne", "lt", "le", "gt", "ge")
 
@@ -129,14 +130,34 @@ class Comparison(IntervalOnly):
 
 
 @bound_transfer("aten.logical_and.default", "aten.logical_or.default", "aten.logical_xor.default",
-                "aten.logical_not.default")
+                "aten.logical_not.default", "aten.bitwise_not.default",
+                *(f"aten.bitwise_{name}.{overload}" for name in ("and", "or", "xor")
+                  for overload in ("Tensor", "Scalar", "Scalar_Tensor")))
 class Logical(IntervalOnly):
-    """logical_and, or, xor and not of bounded values (nonzero is true), with each other or with constants."""
+    """logical_and, or, xor and not of bounded values (nonzero is true), with each other or with constants; and
+    bitwise &, |, ^, ~ of booleans (what `isnan(x) | isinf(x)` traces to), which are the logical ones.
+
+    >>> import opwise
+    >>> class Bad(torch.nn.Module):
+    ...     def forward(self, x):
+    ...         return (torch.isnan(x) | torch.isinf(x) | (x > 1)).float()
+    >>> bounds = opwise.compute_bounds(Bad(), torch.tensor([[0.0, 2.0]]), eps=0.5, method="crown")
+    >>> bounds.lower.tolist() == bounds.upper.tolist() == [[0.0, 1.0]]  # -0.5..0.5 below 1, 1.5..2.5 above
+    True
+    """
 
     def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
         bounds = dict(zip(step.inputs, intervals))
         like = intervals[0].lower
         name = step.op.split(".")[1]
+        if name.startswith("bitwise_"):
+            value = step.node.meta.get("val")
+            if not isinstance(value, torch.Tensor) or value.dtype != torch.bool:
+                raise UnsupportedOperation(
+                    step.node.name, step.op, step.module_path, "bound",
+                    "it combines the bits of integers, which no interval of their values follows; only booleans' "
+                    "&, |, ^ and ~ (the logical operators) are bounded")
+            name = "logical_" + name.removeprefix("bitwise_")
         a_true, a_false = truth(_operand(step, 0, bounds, like))
         if name == "logical_not":
             true, false = a_false, a_true

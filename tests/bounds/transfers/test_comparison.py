@@ -258,7 +258,7 @@ class _Guarded(torch.nn.Module):
             h = torch.where(torch.isnan(h), 0, h)
         h = self.middle(torch.relu(h))
         if self.guard:
-            h = torch.where(torch.isinf(h), 0.0, h)
+            h = torch.where(torch.isinf(h) | torch.isnan(h), 0.0, h)
         return self.last(torch.relu(h))
 
 
@@ -318,3 +318,52 @@ def test_where_and_masked_fill_overloads_with_scalars_bound_as_where_self():
         expected = BoundedModel(graph, x).compute_bounds(x_lower=x - 0.4, x_upper=x + 0.4, method=method)
         torch.testing.assert_close(bounds.lower, expected.lower, msg=method)
         torch.testing.assert_close(bounds.upper, expected.upper, msg=method)
+
+
+class _Flags(torch.nn.Module):
+    """Masks combined with |, &, ^, ~ (aten.bitwise_*, with a tensor and with a Python bool) or with logical_*, read as
+    numbers and as where's condition."""
+
+    def __init__(self, bitwise: bool):
+        super().__init__()
+        self.bitwise = bitwise
+        self.first, self.last = torch.nn.Linear(3, 4), torch.nn.Linear(24, 2)
+
+    def forward(self, x):
+        h = self.first(x)
+        positive, bad, small = h > 0, torch.isnan(h) | torch.isinf(h) if self.bitwise else torch.logical_or(
+            torch.isnan(h), torch.isinf(h)), h < 0.5
+        if self.bitwise:
+            flags = [positive & ~bad, positive ^ small, ~positive, small | True, positive & small]
+        else:
+            flags = [torch.logical_and(positive, torch.logical_not(bad)), torch.logical_xor(positive, small),
+                     torch.logical_not(positive), torch.logical_or(small, torch.tensor(True)),
+                     torch.logical_and(positive, small)]
+        guarded = torch.where(bad, 0.0, h)
+        return self.last(torch.cat([flag.float() for flag in flags] + [torch.where(flags[-1], guarded, -h)], 1))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_boolean_bitwise_operators_are_bounded_as_the_logical_ones(seed):
+    bitwise = randomize_(_Flags(True), seed)
+    logical = _Flags(False)
+    logical.load_state_dict(bitwise.state_dict())
+    graph = opwise.trace(bitwise, torch.zeros(1, 3))
+    assert {"aten.bitwise_or.Tensor", "aten.bitwise_and.Tensor", "aten.bitwise_xor.Tensor",
+            "aten.bitwise_not.default"} <= {graph.info(node).op for node in graph.call_nodes()}
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed))
+    radius = 0.05 if seed % 2 else 0.6
+    results = assert_sound(bitwise, x - radius, x + radius, methods=METHOD_NAMES, samples=2000)
+    for method, bounds in results.items():
+        expected = opwise.compute_bounds(logical, x_lower=x - radius, x_upper=x + radius, method=method)
+        torch.testing.assert_close(bounds.lower, expected.lower, msg=method)
+        torch.testing.assert_close(bounds.upper, expected.upper, msg=method)
+
+
+def test_bitwise_operators_on_integers_are_refused_with_the_reason():
+    class Bits(torch.nn.Module):
+        def forward(self, x):
+            return (x.argmax(1, keepdim=True) | 1).float()
+
+    with pytest.raises(opwise.UnsupportedOperation, match="bits of integers"):
+        opwise.compute_bounds(Bits(), torch.zeros(1, 3), eps=0.1, method="ibp")
