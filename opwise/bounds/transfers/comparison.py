@@ -173,6 +173,19 @@ class Logical(IntervalOnly):
         return _bool_interval(true, false, like.dtype, step.shape if step.shape is not None else true.shape)
 
 
+@bound_transfer("aten.any.default", "aten.any.dim", "aten.any.dims", "aten.all.default", "aten.all.dim", "aten.all.dims")
+class Reduction(IntervalOnly):
+    """any and all of bounded bools: monotone in every element, so the reduction of the surely-true elements is
+    surely true and that of the possibly-true ones bounds it from above."""
+
+    def ibp(self, step: Step, intervals: list[Interval]) -> Interval:
+        (x,) = intervals
+        true, false = truth(Interval(x.lower.double(), x.upper.double()))
+        rest = step.args[1:]
+        lower, upper = (step.node.target(mask, *rest, **step.node.kwargs) for mask in (true, ~false))
+        return Interval(lower.to(x.lower.dtype), upper.to(x.lower.dtype))
+
+
 @bound_transfer("aten.isnan.default", "aten.isinf.default", "aten.isfinite.default")
 class Classification(IntervalOnly):
     """isnan, isinf and isfinite of a bounded value: constants where its interval's ends decide them (module docstring).

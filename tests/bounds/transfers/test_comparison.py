@@ -367,3 +367,29 @@ def test_bitwise_operators_on_integers_are_refused_with_the_reason():
 
     with pytest.raises(opwise.UnsupportedOperation, match="bits of integers"):
         opwise.compute_bounds(Bits(), torch.zeros(1, 3), eps=0.1, method="ibp")
+
+
+class _Reduced(torch.nn.Module):
+    """any and all of bounded masks (all traces to not(any(not))), as numbers and as a broadcast where condition."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = torch.nn.Linear(3, 4)
+
+    def forward(self, x):
+        h = self.first(x)
+        bad = torch.isnan(h).any(1, keepdim=True)
+        flags = [(h > 0).any(1, keepdim=True), (h > -0.3).all(1, keepdim=True), bad, (h < 0.5).any()[None, None]]
+        return torch.cat([flag.float().expand(h.shape[0], 1) for flag in flags] + [torch.where(bad, 0.0, h)], 1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_any_and_all_of_bounded_masks_are_sound_and_a_decided_guard_is_exact(seed):
+    model = randomize_(_Reduced(), seed)
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed))
+    radius = 0.05 if seed % 2 else 0.8
+    results = assert_sound(model, x - radius, x + radius, methods=METHOD_NAMES, samples=2000)
+    first = BoundedModel(model.first, x).compute_bounds(x_lower=x - radius, x_upper=x + radius, method="crown")
+    assert (results["crown"].lower[:, 2] == 0).all() and (results["crown"].upper[:, 2] == 0).all()
+    torch.testing.assert_close(results["crown"].lower[:, 4:], first.lower)
+    torch.testing.assert_close(results["crown"].upper[:, 4:], first.upper)
