@@ -172,14 +172,31 @@ def _cast_comparison(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     return rewriter.graph.call_function(aten._to_copy.default, (step,), {"dtype": node.kwargs["dtype"]})
 
 
-def _is_cast_comparison(node: fx.Node, dependent: set[fx.Node]) -> bool:
+def _finite_constants(values, module: fx.GraphModule) -> bool:
+    """Whether every constant among `values` (numbers, folded tensors) is finite: a difference with an infinite one
+    (nan_to_num's h == inf) is infinite, and sign's lines times it NaN; such a comparison stays a comparison, which
+    its interval decides."""
+    for value in values:
+        if isinstance(value, fx.Node):
+            if value.op != "get_attr":
+                continue
+            value = getattr(module, value.target, None)
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                return False
+        elif not math.isfinite(float(value)):
+            return False
+    return True
+
+
+def _is_cast_comparison(node: fx.Node, dependent: set[fx.Node], module: fx.GraphModule) -> bool:
     """A comparison of floats computed from the input, cast to a float dtype (0 and 1)."""
     if node.target is not aten._to_copy.default or len(node.args) != 1 or set(node.kwargs) != {"dtype"}:
         return False
     condition, dtype = node.args[0], node.kwargs["dtype"]
     if not (isinstance(condition, fx.Node) and condition in dependent and condition.target in _COMPARISON_OPS
             and len(condition.args) == 2 and not condition.kwargs and isinstance(dtype, torch.dtype)
-            and dtype.is_floating_point):
+            and dtype.is_floating_point and _finite_constants(condition.args, module)):
         return False
     operand = condition.args[0].meta.get("val") if isinstance(condition.args[0], fx.Node) else None
     return isinstance(operand, torch.Tensor) and operand.dtype.is_floating_point
@@ -192,7 +209,7 @@ def _is_where_of_comparison(node: fx.Node, dependent: set[fx.Node], module: fx.G
         return False
     condition = node.args[0]
     if not (isinstance(condition, fx.Node) and condition in dependent and condition.target in _COMPARISON_OPS
-            and len(condition.args) == 2 and not condition.kwargs):
+            and len(condition.args) == 2 and not condition.kwargs and _finite_constants(condition.args, module)):
         return False
     value = node.meta.get("val")
     if not isinstance(value, torch.Tensor) or not value.dtype.is_floating_point:
@@ -389,7 +406,7 @@ def _rewrite_for(node: fx.Node, dependent: set[fx.Node], module: fx.GraphModule)
         return None
     if _is_where_of_comparison(node, dependent, module):
         return _where_of_comparison
-    if _is_cast_comparison(node, dependent):
+    if _is_cast_comparison(node, dependent, module):
         return _cast_comparison
     if node.target is aten._softmax.default:
         return _softmax

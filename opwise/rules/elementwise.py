@@ -146,7 +146,8 @@ def embedding(call, relevance):
 
 @relevance_rule(
     "aten.eq", "aten.ne", "aten.lt", "aten.le", "aten.gt", "aten.ge", "aten.logical_not", "aten.logical_and",
-    "aten.logical_or", "aten.any", "aten.all", "aten.isnan", "aten.isinf", "aten.isfinite",
+    "aten.logical_or", "aten.logical_xor", "aten.bitwise_not", "aten.bitwise_and", "aten.bitwise_or",
+    "aten.bitwise_xor", "aten.any", "aten.all", "aten.isnan", "aten.isinf", "aten.isfinite",
     "aten.full_like", "aten.zeros_like",
     "aten.ones_like", "aten.empty_like", "aten.argmax", "aten.argmin", "aten.sign",
     needs=(),

@@ -517,3 +517,27 @@ def test_logcumsumexp_is_bounded_soundly(seed):
     results = assert_sound(model, x - eps, x + eps, methods=("ibp", "crown", "alpha-crown"), samples=3_000, seed=seed,
                            attack=seed == 0)
     assert all(torch.isfinite(bounds.lower).all() and torch.isfinite(bounds.upper).all() for bounds in results.values())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_nan_to_num_over_finite_bounds_keeps_the_bounds_of_the_model_without_it(seed):
+    """nan_to_num traces to where(h == ±inf, ±finfo.max, ...): a comparison with an infinite constant stays one (as a
+    step, h − inf made every CROWN bound NaN), decided false on finite bounds, so CROWN passes through it."""
+    class Network(torch.nn.Module):
+        def __init__(self, guard: bool):
+            super().__init__()
+            self.guard, self.first, self.last = guard, torch.nn.Linear(3, 5), torch.nn.Linear(5, 2)
+
+        def forward(self, x):
+            h = self.first(x)
+            return self.last(torch.relu(torch.nan_to_num(h) if self.guard else h))
+
+    guarded, plain = randomize_(Network(True), seed), Network(False)
+    plain.load_state_dict(guarded.state_dict())
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed))
+    results = assert_sound(guarded, x - 0.4, x + 0.4, methods=("ibp", "crown", "forward-crown", "alpha-crown"),
+                           samples=1000)
+    for method in ("crown", "forward-crown"):
+        expected = BoundedModel(plain, x).compute_bounds(x_lower=x - 0.4, x_upper=x + 0.4, method=method)
+        torch.testing.assert_close(results[method].lower, expected.lower, msg=method)
+        torch.testing.assert_close(results[method].upper, expected.upper, msg=method)

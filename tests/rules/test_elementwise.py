@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from opwise.rules import ROUTING, rule_for
-from opwise.rules.elementwise import add, angle, identity, multiply
+from opwise.rules.elementwise import add, angle, identity, multiply, no_relevance
 from tests.rules.calls import Call
 
 aten = torch.ops.aten
@@ -232,3 +232,41 @@ def test_logcumsumexp_routes_relevance_in_softmax_shares_of_each_prefix():
     for target in range(3):
         total, output = opwise.explain(model, x, target=target, composite="epsilon").conservation.unbind(-1)
         torch.testing.assert_close(total, output, rtol=1e-3, atol=1e-4)
+
+
+def test_logical_and_boolean_bitwise_operators_take_no_relevance():
+    """|, &, ^, ~ of masks trace to bitwise_*: predicates like the logical ones, so relevance stops at them too."""
+    for packet in ("logical_not", "logical_and", "logical_or", "logical_xor", "bitwise_not", "bitwise_and",
+                   "bitwise_or", "bitwise_xor"):
+        overload = "default" if packet.endswith("not") or packet.startswith("logical") else "Tensor"
+        assert rule_for(f"aten.{packet}.{overload}") is no_relevance, packet
+
+
+def test_explain_passes_around_boolean_bitwise_operators_as_around_logical_ones():
+    import opwise
+
+    class Guarded(torch.nn.Module):
+        def __init__(self, bitwise: bool):
+            super().__init__()
+            self.bitwise = bitwise
+            self.first, self.last = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = self.first(x)
+            nan, inf, positive = torch.isnan(h), torch.isinf(h), h > 0
+            if self.bitwise:
+                keep = ~(nan | inf) & (positive ^ (h > 5))
+            else:
+                keep = torch.logical_and(torch.logical_not(torch.logical_or(nan, inf)), torch.logical_xor(positive, h > 5))
+            return self.last(torch.where(keep, h, 0.0))
+
+    torch.manual_seed(0)
+    bitwise, logical, x = Guarded(True), Guarded(False), torch.randn(2, 3)
+    with torch.no_grad():  # no bias absorbs relevance: the explanation conserves it
+        bitwise.first.bias.zero_(), bitwise.last.bias.zero_()
+    logical.load_state_dict(bitwise.state_dict())
+    explained = [opwise.explain(model, x, target=0, composite="epsilon") for model in (bitwise, logical)]
+    assert not opwise.rules.coverage(explained[0].plan.graph).missing
+    assert explained[0].relevance.abs().sum() > 0
+    torch.testing.assert_close(explained[0].relevance, explained[1].relevance)
+    torch.testing.assert_close(explained[0].relevance.sum(1), explained[0].explained_output, rtol=1e-4, atol=1e-6)

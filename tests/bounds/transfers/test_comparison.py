@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import opwise
 from opwise.bounds import BoundedModel
 from opwise.bounds.transfers.comparison import compare
 from opwise.bounds.transfers.registry import Interval
-from tests.bounds.helpers import assert_sound
+from tests.bounds.helpers import METHOD_NAMES, assert_sound, randomize_
 
 METHODS = ("ibp", "crown", "alpha-crown")
 
@@ -215,3 +216,180 @@ def test_isnan_of_a_value_that_may_be_nan_is_undecided():
     assert (bounds.lower == 0).all() and (bounds.upper == 1).all()
     near = BoundedModel(Guarded(), x).compute_bounds(x_lower=x - 0.5, x_upper=x + 0.5, method="crown")
     assert (near.lower == 0).all() and (near.upper == 0).all()
+
+
+class _Branches(torch.nn.Module):
+    """where with a bounded condition and bounded branches: decided everywhere (a NaN guard, a test no value in the box
+    can fail), decided in part (a threshold inside some elements' ranges), broadcast conditions and branches, a
+    constant tensor as either branch, both branches bounded, and masked_fill with a bounded mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.last = torch.nn.Linear(3, 4), torch.nn.Linear(28, 3)
+        self.register_buffer("row", torch.tensor([0.5, -1.0, 2.0, 0.0]))
+
+    def forward(self, x):
+        h = self.first(x)
+        parts = [torch.where(torch.isnan(h), 0.0, h), torch.where(h > -1e4, h, 7.0), torch.where(h > 0.2, h, -0.5),
+                 torch.where(h[:, :1] < 0, h, h[:, 1:2] * 2), torch.where(h.sum(1, keepdim=True) > 0, self.row, h),
+                 torch.where(x[:, :1] > x[:, 1:2], h.flip(1), -h), h.masked_fill(h < 0.1, 1.5)]
+        return self.last(torch.relu(torch.cat(parts, 1)))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_where_with_bounded_branches_is_sound_on_decided_undecided_and_broadcast_conditions(seed):
+    generator = torch.Generator().manual_seed(seed)
+    model = randomize_(_Branches(), seed)
+    x = torch.randn(2, 3, generator=generator)
+    radius = (0.02 + torch.rand(2, 3, generator=generator)) * (0.2 if seed % 2 else 1.0)
+    results = assert_sound(model, x - radius, x + radius, methods=METHOD_NAMES, samples=2000)
+    assert all(torch.isfinite(bounds.lower).all() and torch.isfinite(bounds.upper).all() for bounds in results.values())
+
+
+class _Guarded(torch.nn.Module):
+    def __init__(self, guard: bool):
+        super().__init__()
+        self.guard = guard
+        self.first, self.middle, self.last = torch.nn.Linear(3, 6), torch.nn.Linear(6, 5), torch.nn.Linear(5, 2)
+
+    def forward(self, x):
+        h = self.first(x)
+        if self.guard:
+            h = torch.where(torch.isnan(h), 0, h)
+        h = self.middle(torch.relu(h))
+        if self.guard:
+            h = torch.where(torch.isinf(h) | torch.isnan(h), 0.0, h)
+        return self.last(torch.relu(h))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_nan_guard_over_finite_bounds_leaves_crown_bounds_unchanged(seed):
+    """isnan(h) is false on the whole box, so the guard passes CROWN's coefficients to h: the bounds of the model
+    without it (they were the hull's constant lines, looser)."""
+    guarded = randomize_(_Guarded(True), seed)
+    plain = _Guarded(False)
+    plain.load_state_dict(guarded.state_dict())
+    x = torch.randn(1, 3, generator=torch.Generator().manual_seed(seed))
+    for method in ("crown", "crown-ibp", "forward-crown"):
+        expected = BoundedModel(plain, x).compute_bounds(x_lower=x - 0.5, x_upper=x + 0.5, method=method)
+        bounds = BoundedModel(guarded, x).compute_bounds(x_lower=x - 0.5, x_upper=x + 0.5, method=method)
+        torch.testing.assert_close(bounds.lower, expected.lower, rtol=1e-5, atol=1e-5, msg=method)
+        torch.testing.assert_close(bounds.upper, expected.upper, rtol=1e-5, atol=1e-5, msg=method)
+
+
+def _as_overloads(module: torch.fx.GraphModule) -> bool:
+    """where.self with a folded scalar branch rewritten to where.ScalarOther / ScalarSelf / masked_fill.Scalar, as
+    other front-ends write them."""
+    aten = torch.ops.aten
+    masked = False
+    for node in list(module.graph.nodes):
+        if node.target is not aten.where.self:
+            continue
+        condition, a, b = node.args
+        constants = [isinstance(v, torch.fx.Node) and v.op == "get_attr" for v in (a, b)]
+        if constants == [False, True]:
+            node.target, node.args = aten.where.ScalarOther, (condition, a, float(getattr(module, b.target)))
+        elif constants == [True, False]:
+            value = float(getattr(module, a.target))
+            node.target, node.args = (aten.where.ScalarSelf, (condition, value, b)) if masked else (
+                aten.masked_fill.Scalar, (b, condition, value))
+            masked = True
+    return masked
+
+
+def test_where_and_masked_fill_overloads_with_scalars_bound_as_where_self():
+    class Scalars(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = torch.nn.Linear(3, 4)
+
+        def forward(self, x):
+            h = self.first(x)
+            return torch.cat([torch.where(h > 0.1, h, -0.5), torch.where(h < 0.3, 2.0, h), torch.where(h > 0.5, -1.0, h)], 1)
+
+    model, x = randomize_(Scalars(), 3), torch.randn(2, 3)
+    graph = opwise.trace(model, x)
+    rewritten = graph.rewrite(_as_overloads)
+    ops = {rewritten.info(node).op for node in rewritten.call_nodes()}
+    assert {"aten.where.ScalarOther", "aten.where.ScalarSelf", "aten.masked_fill.Scalar"} <= ops
+    results = assert_sound(rewritten, x - 0.4, x + 0.4, methods=METHOD_NAMES, samples=2000, attack=False,
+                           bounded=BoundedModel(rewritten, x))
+    for method, bounds in results.items():
+        expected = BoundedModel(graph, x).compute_bounds(x_lower=x - 0.4, x_upper=x + 0.4, method=method)
+        torch.testing.assert_close(bounds.lower, expected.lower, msg=method)
+        torch.testing.assert_close(bounds.upper, expected.upper, msg=method)
+
+
+class _Flags(torch.nn.Module):
+    """Masks combined with |, &, ^, ~ (aten.bitwise_*, with a tensor and with a Python bool) or with logical_*, read as
+    numbers and as where's condition."""
+
+    def __init__(self, bitwise: bool):
+        super().__init__()
+        self.bitwise = bitwise
+        self.first, self.last = torch.nn.Linear(3, 4), torch.nn.Linear(24, 2)
+
+    def forward(self, x):
+        h = self.first(x)
+        positive, bad, small = h > 0, torch.isnan(h) | torch.isinf(h) if self.bitwise else torch.logical_or(
+            torch.isnan(h), torch.isinf(h)), h < 0.5
+        if self.bitwise:
+            flags = [positive & ~bad, positive ^ small, ~positive, small | True, positive & small]
+        else:
+            flags = [torch.logical_and(positive, torch.logical_not(bad)), torch.logical_xor(positive, small),
+                     torch.logical_not(positive), torch.logical_or(small, torch.tensor(True)),
+                     torch.logical_and(positive, small)]
+        guarded = torch.where(bad, 0.0, h)
+        return self.last(torch.cat([flag.float() for flag in flags] + [torch.where(flags[-1], guarded, -h)], 1))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_boolean_bitwise_operators_are_bounded_as_the_logical_ones(seed):
+    bitwise = randomize_(_Flags(True), seed)
+    logical = _Flags(False)
+    logical.load_state_dict(bitwise.state_dict())
+    graph = opwise.trace(bitwise, torch.zeros(1, 3))
+    assert {"aten.bitwise_or.Tensor", "aten.bitwise_and.Tensor", "aten.bitwise_xor.Tensor",
+            "aten.bitwise_not.default"} <= {graph.info(node).op for node in graph.call_nodes()}
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed))
+    radius = 0.05 if seed % 2 else 0.6
+    results = assert_sound(bitwise, x - radius, x + radius, methods=METHOD_NAMES, samples=2000)
+    for method, bounds in results.items():
+        expected = opwise.compute_bounds(logical, x_lower=x - radius, x_upper=x + radius, method=method)
+        torch.testing.assert_close(bounds.lower, expected.lower, msg=method)
+        torch.testing.assert_close(bounds.upper, expected.upper, msg=method)
+
+
+def test_bitwise_operators_on_integers_are_refused_with_the_reason():
+    class Bits(torch.nn.Module):
+        def forward(self, x):
+            return (x.argmax(1, keepdim=True) | 1).float()
+
+    with pytest.raises(opwise.UnsupportedOperation, match="bits of integers"):
+        opwise.compute_bounds(Bits(), torch.zeros(1, 3), eps=0.1, method="ibp")
+
+
+class _Reduced(torch.nn.Module):
+    """any and all of bounded masks (all traces to not(any(not))), as numbers and as a broadcast where condition."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = torch.nn.Linear(3, 4)
+
+    def forward(self, x):
+        h = self.first(x)
+        bad = torch.isnan(h).any(1, keepdim=True)
+        flags = [(h > 0).any(1, keepdim=True), (h > -0.3).all(1, keepdim=True), bad, (h < 0.5).any()[None, None]]
+        return torch.cat([flag.float().expand(h.shape[0], 1) for flag in flags] + [torch.where(bad, 0.0, h)], 1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_any_and_all_of_bounded_masks_are_sound_and_a_decided_guard_is_exact(seed):
+    model = randomize_(_Reduced(), seed)
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(seed))
+    radius = 0.05 if seed % 2 else 0.8
+    results = assert_sound(model, x - radius, x + radius, methods=METHOD_NAMES, samples=2000)
+    first = BoundedModel(model.first, x).compute_bounds(x_lower=x - radius, x_upper=x + radius, method="crown")
+    assert (results["crown"].lower[:, 2] == 0).all() and (results["crown"].upper[:, 2] == 0).all()
+    torch.testing.assert_close(results["crown"].lower[:, 4:], first.lower)
+    torch.testing.assert_close(results["crown"].upper[:, 4:], first.upper)
