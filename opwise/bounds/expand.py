@@ -189,14 +189,23 @@ def _finite_constants(values, module: fx.GraphModule) -> bool:
     return True
 
 
+def _steppable_comparison(condition, dependent: set[fx.Node], module: fx.GraphModule) -> bool:
+    """A comparison of two operands computed from the input (or one and a finite constant) that `_step` can write as a
+    step of their difference. Not a value compared with itself (isfinite traces to x == x): its difference is 0 for
+    every number, so the step's bounds were exactly 1, while the model gives 0 where the value is NaN, which an
+    unbounded value may be; the comparison's own rule decides it only where the interval says it is a number."""
+    return (isinstance(condition, fx.Node) and condition in dependent and condition.target in _COMPARISON_OPS
+            and len(condition.args) == 2 and not condition.kwargs and condition.args[0] is not condition.args[1]
+            and _finite_constants(condition.args, module))
+
+
 def _is_cast_comparison(node: fx.Node, dependent: set[fx.Node], module: fx.GraphModule) -> bool:
     """A comparison of floats computed from the input, cast to a float dtype (0 and 1)."""
     if node.target is not aten._to_copy.default or len(node.args) != 1 or set(node.kwargs) != {"dtype"}:
         return False
     condition, dtype = node.args[0], node.kwargs["dtype"]
-    if not (isinstance(condition, fx.Node) and condition in dependent and condition.target in _COMPARISON_OPS
-            and len(condition.args) == 2 and not condition.kwargs and isinstance(dtype, torch.dtype)
-            and dtype.is_floating_point and _finite_constants(condition.args, module)):
+    if not (_steppable_comparison(condition, dependent, module) and isinstance(dtype, torch.dtype)
+            and dtype.is_floating_point):
         return False
     operand = condition.args[0].meta.get("val") if isinstance(condition.args[0], fx.Node) else None
     return isinstance(operand, torch.Tensor) and operand.dtype.is_floating_point
@@ -208,8 +217,7 @@ def _is_where_of_comparison(node: fx.Node, dependent: set[fx.Node], module: fx.G
     if node.target is not aten.where.self or len(node.args) != 3:
         return False
     condition = node.args[0]
-    if not (isinstance(condition, fx.Node) and condition in dependent and condition.target in _COMPARISON_OPS
-            and len(condition.args) == 2 and not condition.kwargs and _finite_constants(condition.args, module)):
+    if not _steppable_comparison(condition, dependent, module):
         return False
     value = node.meta.get("val")
     if not isinstance(value, torch.Tensor) or not value.dtype.is_floating_point:

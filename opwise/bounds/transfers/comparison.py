@@ -8,7 +8,7 @@ comes from the operands' intervals, as an index's does (position.py): with a in 
   the intervals are disjoint (a_u < b_l or b_u < a_l); != is its complement;
 
 and the bool's interval is [1, 1], [0, 0] or [0, 1]. A NaN end decides nothing ([0, 1]). A value compared with itself
-(isfinite traces to x == x) is decided wherever its interval is: ==, <=, >= hold, !=, <, > do not.
+(isfinite traces to x == x) is decided wherever its interval says it is a number: ==, <=, >= hold, !=, <, > do not.
 
 isnan, isinf and isfinite are decided by the ends of their operand's interval: a value between two finite ends is a
 finite number (isnan and isinf false, isfinite true); a point interval at ±inf is infinite. Elsewhere the bool is
@@ -121,7 +121,10 @@ class Comparison(IntervalOnly):
         name = step.op.split(".")[1]
         first, second = _operand(step, 0, bounds, like), _operand(step, 1, bounds, like)
         if isinstance(step.args[0], fx.Node) and step.args[0] is step.args[1]:
-            decided = first.lower <= first.upper  # a value is itself unless NaN; a NaN end decides nothing
+            # a value is itself unless NaN: decided where the ends say it is a number (both finite, or one point at
+            # ±inf); an infinite end is how the engine says a value is unbounded, and that value may be NaN (as in
+            # Classification below), as may one with a NaN end
+            decided = (torch.isfinite(first.lower) & torch.isfinite(first.upper)) | (first.lower == first.upper)
             holds = name in ("eq", "le", "ge")
             true, false = decided & holds, decided & (not holds)
         else:

@@ -393,3 +393,20 @@ def test_any_and_all_of_bounded_masks_are_sound_and_a_decided_guard_is_exact(see
     assert (results["crown"].lower[:, 2] == 0).all() and (results["crown"].upper[:, 2] == 0).all()
     torch.testing.assert_close(results["crown"].lower[:, 4:], first.lower)
     torch.testing.assert_close(results["crown"].upper[:, 4:], first.upper)
+
+
+def test_a_value_compared_with_itself_is_undecided_where_it_may_be_nan():
+    """x == x (what isfinite traces to) was decided true for any interval that is not NaN, also [−inf, inf]: asin of
+    an input leaving [−1, 1] is NaN there, and its == with itself false. Unbounded ends decide nothing, as isnan's."""
+    class SelfCompared(torch.nn.Module):
+        def forward(self, x):
+            h = torch.asin(x)
+            return torch.cat([(h == h).float(), (h != h).float()], 1)
+
+    x = torch.zeros(1, 2)
+    assert SelfCompared()(x + 2).tolist() == [[0.0, 0.0, 1.0, 1.0]]  # the NaN the bounds must allow
+    with pytest.warns(RuntimeWarning, match="asin"):
+        bounds = BoundedModel(SelfCompared(), x).compute_bounds(x_lower=x - 2, x_upper=x + 2, method="ibp")
+    assert (bounds.lower == 0).all() and (bounds.upper == 1).all()
+    near = BoundedModel(SelfCompared(), x).compute_bounds(x_lower=x - 0.5, x_upper=x + 0.5, method="ibp")
+    assert near.lower.tolist() == [[1.0, 1.0, 0.0, 0.0]] and near.upper.tolist() == [[1.0, 1.0, 0.0, 0.0]]
