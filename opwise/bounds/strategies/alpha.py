@@ -184,9 +184,29 @@ def maximize(bound, parameters: list[torch.Tensor] | list[dict], options: AlphaO
             break  # (no α reaches the bound: one behind an index or a comparison, whose lines are constants)
         optimizer.zero_grad()
         (-lower.sum()).backward()
+        _drop_overflowed_gradients(optimizer)
         optimizer.step()
         schedule.step()
     return best
+
+
+def _drop_overflowed_gradients(optimizer: torch.optim.Optimizer) -> None:
+    """Zero the gradient entries that are not finite, so Adam does not step those parameters this time. On extreme
+    intervals a gradient overflows float32 while every bound stays finite (a tiny MPNet at its own embeddings' scale,
+    eps 0.05: rsqrt's interval reaches layer norm's 1e-12, exp's secant slope 4.5e19); Adam then made 187 α tensors
+    NaN at the first step, and every later step bounded NaN. The bounds are valid for any α in range, so skipping a
+    step costs only the step.
+
+    >>> x = torch.zeros(2, requires_grad=True)
+    >>> optimizer = torch.optim.Adam([x])
+    >>> torch.sqrt(x).sum().backward()  # d sqrt / dx at 0 is inf
+    >>> _drop_overflowed_gradients(optimizer); x.grad
+    tensor([0., 0.])
+    """
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            if parameter.grad is not None:
+                torch.nan_to_num_(parameter.grad, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 class EarlyStop:
