@@ -159,7 +159,7 @@ def test_attention_nonpad_kv_seqlen(tmp_path, causal):
     nodes = [helper.make_node("Attention", ["q", "k", "v", "", "", "", "n"], ["y"], name="n", is_causal=causal)]
     path = _model(tmp_path, nodes, shapes, {"n": np.array([3, 5], np.int64)}, opset=24)
     _matches(path, shapes)
-    with pytest.raises(ModelLoadError, match="'n'.*nonpad_kv_seqlen has 2 entries"):
+    with pytest.raises(ModelLoadError, match="'n'.*nonpad_kv_seqlen has 2 entries, one per sample, for a batch of 3"):
         load_onnx(path, batch_size=3)
 
 

@@ -205,7 +205,7 @@ class DomainBounder:
         for positions, real in padded_chunks(len(domains) - probed, size):
             padded = [domains[probed + index] for index in positions]
             if trial:
-                self.refining, trial = self._trial(padded, real, size, deadline), False
+                self.refining, trial = self._trial(padded, real, size, deadline)[0], False
             else:
                 self._bound_chunk(padded, real, size, self.refining, deadline)
         self.adapt_iterations(sum(domain.stalled for domain in domains) / max(1, len(domains)))
@@ -246,14 +246,11 @@ class DomainBounder:
         self.visited = visited
         return [domain.lower for domain in domains]
 
-    def _trial(self, padded: list[Domain], real: int, size: int, deadline: float | None) -> bool:
+    def _trial(self, padded: list[Domain], real: int, size: int, deadline: float | None) -> tuple[bool, float]:
         """Bound a chunk as the rounds do now (`refining`) and copies of it the other way; returns whether
-        re-bounding the intermediate nodes paid on it (`refine_pays`). The copies' bounds are dropped (the domains
-        keep the way the rounds do now), but not their candidate counterexamples."""
-        return self._both_ways(padded, real, size, deadline)[0]
-
-    def _both_ways(self, padded: list[Domain], real: int, size: int, deadline: float | None) -> tuple[bool, float]:
-        """`_trial`'s work: (whether re-bounding paid, the seconds the re-bounding pass took)."""
+        re-bounding the intermediate nodes paid on it (`refine_pays`) and the seconds the re-bounding pass took. The
+        copies' bounds are dropped (the domains keep the way the rounds do now), but not their candidate
+        counterexamples."""
         inherited = [domain.lower for domain in padded[:real]]
         copies = [dataclasses.replace(domain, intervals=dict(domain.intervals)) for domain in padded]
         visited, seconds = self.visited, {}
@@ -283,7 +280,7 @@ class DomainBounder:
             return 0
         positions, real = padded_chunks(len(domains), count)[0]
         self.refining = False
-        pays, seconds = self._both_ways([domains[index] for index in positions], real, count, deadline)
+        pays, seconds = self._trial([domains[index] for index in positions], real, count, deadline)
         self._fits = seconds * size / count <= REFINE_SHARE * max(0.0, deadline - time.monotonic())
         self.refining = self._fits and pays
         return real

@@ -147,8 +147,8 @@ def _bias(builder, node, q, attn_mask, past: int, nonpad_kv_seqlen, keys: int):
             raise refusal(node, "its nonpad_kv_seqlen depends on the model input; opwise imports a constant one")
         lengths = nonpad_kv_seqlen.reshape(-1).to(torch.int64)
         if lengths.numel() != batch:
-            raise refusal(node, f"its nonpad_kv_seqlen has {lengths.numel()} entries, one per sample of a batch of "
-                                f"{lengths.numel()}; import it with batch_size={lengths.numel()}")
+            raise refusal(node, f"its nonpad_kv_seqlen has {lengths.numel()} entries, one per sample, for a batch of "
+                                f"{batch}; import it with batch_size={lengths.numel()}")
         parts.append(torch.where(torch.arange(keys) < lengths.reshape(-1, 1, 1, 1), zero, negative))
         offset = (lengths - queries).reshape(-1, 1, 1, 1)
     # query i at absolute position i + offset, key j: difference = i + offset − j
