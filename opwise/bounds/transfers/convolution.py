@@ -206,7 +206,7 @@ def window_backward(patches: Patches, weight: torch.Tensor, transposed: bool, st
             back = (folded.reshape(specs * batch, -1) @ matrix).reshape(specs * batch, weight.shape[1] * groups, *size)
         else:
             back = transposed_convolution(folded, weight, stride, (0, 0), (0, 0), groups, dilation)
-    return Patches(back.reshape(specs, batch, *back.shape[1:]), top, left, input_shape[1], input_shape[2], patches.repeats).inside_map()
+    return Patches(back.reshape(specs, batch, *back.shape[1:]), top, left, input_shape[1], input_shape[2], patches.repeats).inside_map(in_place=True)
 
 
 @bound_transfer("aten.convolution")
@@ -225,7 +225,7 @@ class Convolution(BiasedAffine):
                 back = window_backward(A, weight, transposed, stride, padding, dilation, groups, tuple(step.shapes[0][1:]),
                                        step.cache)
             if back is not None:
-                return [back], None if bias is None else A.values * bias.reshape(-1, 1, 1)
+                return [back], None if bias is None else _bias_terms(A.values, bias)
             A = A.to_dense()
         if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
             return super().backward(step, A)
@@ -244,8 +244,20 @@ class Convolution(BiasedAffine):
                 for i in range(2)
             ]
             back = transposed_convolution(folded, weight, stride, padding, output_padding, groups, dilation)
-        terms = None if bias is None else A * bias.reshape(-1, 1, 1)
+        terms = None if bias is None else _bias_terms(A, bias)
         return [back.reshape(specs, *input_shape)], terms
+
+
+def _bias_terms(values: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """The bias's share of coefficients [specs, batch, C, h, w] over a convolution's output, [specs, batch]: the
+    windows summed per channel first, then one product per channel (a product of the windows' size with the bias
+    and its sum read them three times).
+
+    >>> values, bias = torch.randn(4, 2, 3, 5, 5), torch.randn(3)
+    >>> torch.allclose(_bias_terms(values, bias), (values * bias.reshape(-1, 1, 1)).sum((2, 3, 4)), atol=1e-5)
+    True
+    """
+    return values.sum((-2, -1)) @ bias.to(values.dtype)
 
 
 @bound_transfer("aten.avg_pool2d")

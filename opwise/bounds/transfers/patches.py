@@ -198,9 +198,12 @@ class Patches:
         picked = self.values[spec_index, samples, channel[None], row.clamp(0, h - 1), column.clamp(0, w - 1)]
         return torch.where(inside, picked, torch.zeros((), dtype=picked.dtype, device=picked.device))
 
-    def inside_map(self) -> "Patches":
+    def inside_map(self, in_place: bool = False) -> "Patches":
         """The window with positions outside the map zeroed (after a convolution's backward reached into its
-        padding: coefficients there multiply constant zeros, so they must not travel further back)."""
+        padding: coefficients there multiply constant zeros, so they must not travel further back). `in_place`:
+        the values are the caller's own new tensor (a backward's result), zeroed where they are: no new tensor of
+        the windows' size (the largest tensors of a pass over a CNN, and their first write costs as much as the
+        product)."""
         h, w = self.values.shape[-2:]
         device = self.top.device
         rows = self.top[..., None] + torch.arange(h, device=device)
@@ -212,6 +215,9 @@ class Patches:
         block = self.specs // self.repeats  # the blocks' windows sit alike: one mask serves them all
         inside = (row_inside[:block, :, None, :, None] & column_inside[:block, :, None, None, :]).to(self.values.dtype)
         inside = inside.expand(-1, self.values.shape[1], -1, -1, -1).reshape(-1, 1, *inside.shape[3:])
+        if in_place and self.values.is_contiguous():  # blocked() is then a view of the values
+            self.blocked().mul_(inside)
+            return self
         return self.moved((self.blocked() * inside).reshape(self.values.shape))
 
     @classmethod
@@ -280,9 +286,14 @@ class Patches:
         height, width = max(down + h, other_down + oh), max(right + w, other_right + ow)
         if height * width >= self.height * self.width:
             return None
-        values = torch.nn.functional.pad(self.values, (right, width - w - right, down, height - h - down))
-        values = values + torch.nn.functional.pad(other.values, (other_right, width - ow - other_right,
-                                                                 other_down, height - oh - other_down))
+        # each set added into its place of the union: a residual block's 1×1 shortcut window lies inside its
+        # 3×3 branch's, and padding both to the union and adding them took three passes over it, and two of its size
+        if (down, right, h, w) == (0, 0, height, width):
+            values = self.values.clone()
+        else:
+            values = self.values.new_zeros(*self.values.shape[:3], height, width)
+            values[..., down : down + h, right : right + w] += self.values
+        values[..., other_down : other_down + oh, other_right : other_right + ow] += other.values
         return Patches(values, torch.minimum(self.top, other.top), torch.minimum(self.left, other.left),
                        self.height, self.width, self.repeats)
 
