@@ -32,8 +32,8 @@ def _pass(graph, lower, upper, A, limit: int, monkeypatch) -> tuple[torch.Tensor
     engine = BoundPropagation(graph, InputSet(lower, upper), "crown")
     refined = []
     original = engine.refine
-    engine.refine = lambda node, base, selected, alphas=None: refined.append(
-        int(selected.sum() if selected.dtype == torch.bool else selected.numel())) or original(node, base, selected, alphas)
+    engine.refine = lambda node, base, selected, alphas=None, **kwargs: refined.append(
+        int(selected.sum() if selected.dtype == torch.bool else selected.numel())) or original(node, base, selected, alphas, **kwargs)
     return engine.bound(graph.output, A).lower, sum(refined)
 
 
