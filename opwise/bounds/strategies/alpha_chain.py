@@ -74,22 +74,36 @@ def intermediate_bounds(engine: BoundPropagation, target: fx.Node, budget: int) 
     return chosen
 
 
-def _gradient_only(value: torch.Tensor) -> torch.Tensor:
-    """Zero, with the gradient of `value` (a straight-through term; zero where value is infinite)."""
-    return torch.where(torch.isfinite(value), value - value.detach(), 0.0)
+def _end(raw: torch.Tensor, best: torch.Tensor, reach: torch.Tensor, sign: float) -> torch.Tensor:
+    """One end of a link's interval: the tighter of `raw` and `best` (sign 1: lower ends, the larger; −1: upper
+    ends), with the gradient of `raw` where raw is the tighter one, or looser but within `reach` (the node's IBP
+    interval): there the gradient is straight-through, as in auto_LiRPA, whose intermediate bounds are not
+    intersected, so a neuron where an earlier interval is still tighter keeps steering its α. Beyond the reach the
+    end is pinned by interval arithmetic, often at a domain edge, and the gradient there is not the raw end's: a
+    layer norm's variance is at least 0 by IBP while its raw CROWN lower bound is negative, and rsqrt at var + 1e-12
+    has slope 5e17 there; passed to the raw bound and on through its attention (exp's lines at the cap, 5e21), a
+    tiny MPNet's α gradients overflowed float32 (then inf · 0 = NaN) in 187 of 582 α tensors at every step. So no
+    gradient there. A NaN raw end keeps `best`.
+
+    >>> raw = torch.tensor([-3.0, -0.5, 2.0, float("nan")], requires_grad=True)
+    >>> end = _end(raw, torch.zeros(4), torch.full((4,), -1.0), 1.0)
+    >>> end.sum().backward(); end.tolist(), raw.grad.tolist()
+    ([0.0, 0.0, 2.0, 0.0], [0.0, 1.0, 1.0, 0.0])
+    """
+    tighter = sign * raw >= sign * best
+    passes = torch.isfinite(raw) & (tighter | (sign * raw >= sign * reach))
+    return torch.where(tighter, raw, best).detach() + torch.where(passes, raw - raw.detach(), 0.0)
 
 
 def _recompute(engine: BoundPropagation, link: IntermediateBound) -> Interval:
     """The link's interval from the current α and intervals before it, intersected with the best so far
     (CROWN's at first; every interval seen is sound, so their intersection is; a NaN end, from a step whose
-    relaxation met a degenerate interval, leaves the other's)."""
+    relaxation met a degenerate interval, leaves the other's); its gradient as `_end` says."""
     if link.alphas:
-        # the value is intersected, the gradient is the unintersected bound's (as in auto_LiRPA, whose
-        # intermediate bounds are not intersected): a neuron where an earlier interval is still tighter
-        # keeps steering its α instead of getting no gradient
         raw = engine.refine(link.node, link.open, link.selected, link.alphas)
-        return Interval(torch.fmax(raw.lower, link.best.lower).detach() + _gradient_only(raw.lower),
-                        torch.fmin(raw.upper, link.best.upper).detach() + _gradient_only(raw.upper))
+        reach = engine.interval_ibp(link.node)
+        return Interval(_end(raw.lower, link.best.lower, reach.lower, 1.0),
+                        _end(raw.upper, link.best.upper, reach.upper, -1.0))
     step = engine.step(link.node)
     image = engine.transfer(link.node).ibp(step, [engine.interval(i) for i in step.inputs])
     return Interval(torch.fmax(image.lower, link.crown.lower), torch.fmin(image.upper, link.crown.upper))

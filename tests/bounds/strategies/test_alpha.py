@@ -209,3 +209,73 @@ def test_an_overflowing_gradient_does_not_make_the_parameters_nan():
     best = maximize(lambda: -(x[0] - 1) ** 2 + torch.sqrt(x[1]), [x], AlphaOptions(iterations=20, patience=20), None)
     assert torch.isfinite(x).all() and x[1] == 0
     assert torch.isfinite(best).all() and float(best) > -1.0 + 0.1  # x[0] moved towards 1
+
+
+class _PostNorm(torch.nn.Module):
+    """MPNet's and BERT's order at width 8: layer norm on the inputs, attention, residual and norm, a GELU MLP, one
+    more attention; the first 2 outputs of the first token."""
+
+    def __init__(self, width=8):
+        super().__init__()
+        linear = lambda a, b: torch.nn.Linear(a, b)  # noqa: E731
+        self.first, self.second, self.third = (torch.nn.LayerNorm(width) for _ in range(3))
+        self.query, self.key, self.value = linear(width, width), linear(width, width), linear(width, width)
+        self.up, self.down = linear(width, 2 * width), linear(2 * width, width)
+
+    def _attend(self, h):
+        scores = self.query(h) @ self.key(h).transpose(-2, -1)
+        return self.second(h + torch.softmax(scores, -1) @ self.value(h))
+
+    def forward(self, x):
+        h = self._attend(self.first(x))
+        h = self.third(h + self.down(torch.nn.functional.gelu(self.up(h))))
+        return self._attend(h).flatten(1)[:, :2]
+
+
+def _alpha_gradients(monkeypatch, model, x_lower, x_upper, specs, iterations=3):
+    """(the bound, the largest |gradient| of any α at each Adam step, None where one is not finite)."""
+    from opwise.bounds.strategies import alpha
+
+    largest, drop = [], alpha._drop_overflowed_gradients
+
+    def record(optimizer):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        largest.append(max(float(g.abs().max()) for g in grads) if all(torch.isfinite(g).all() for g in grads) else None)
+        drop(optimizer)
+
+    monkeypatch.setattr(alpha, "_drop_overflowed_gradients", record)
+    bounded, engine = _engine(model, x_lower, x_upper)
+    A = torch.cat([torch.eye(specs), -torch.eye(specs)]).unsqueeze(1)  # lower and upper bounds
+    bound = optimize_bounds(engine, engine.graph.output, A, AlphaOptions(iterations=iterations, patience=iterations))
+    return bound, largest
+
+
+def test_a_variance_pinned_at_zero_passes_no_gradient_from_rsqrt_at_eps(monkeypatch):
+    """A layer norm's variance is at least 0 by IBP while its raw CROWN lower bound is negative; the straight-through
+    gradient passed rsqrt's slope at var + eps (5e17 at 1e-12) to the raw bound: α gradients of 1e11 here, and on a
+    tiny MPNet, through its attention's exp lines, float32 overflow in 187 of 582 α tensors at every step."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4, eps=1e-12), torch.nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        model[0].bias.zero_()  # every feature 0 at the centre: the variance's interval reaches 0
+    x = torch.zeros(1, 3)
+    bound, largest = _alpha_gradients(monkeypatch, model, x - 0.1, x + 0.1, 2)
+    assert all(g is not None and g < 1e8 for g in largest), largest
+    graph = BoundedModel(model, x).graph
+    A = torch.cat([torch.eye(2), -torch.eye(2)]).unsqueeze(1)
+    assert (bound >= BoundPropagation(graph, InputSet(x - 0.1, x + 0.1)).backward(graph.output, A)).all()
+
+
+def test_a_post_norm_attention_stack_at_a_large_eps_keeps_every_alpha_gradient_finite(monkeypatch):
+    """Inputs at an embedding table's scale (0.02) with eps 0.05, as the MPNet of the report: every variance reaches
+    0 and every softmax's exp its cap. The second step's α gradients were not finite (float32 overflow, then
+    inf · 0); now none overflows, and the bounds contain every sampled output."""
+    torch.manual_seed(0)
+    model = _PostNorm().eval()
+    x = 0.02 * torch.randn(1, 4, 8)
+    bound, largest = _alpha_gradients(monkeypatch, model, x - 0.05, x + 0.05, 2)
+    assert len(largest) == 2 and all(g is not None for g in largest), largest
+    points = sample_box((x - 0.05)[0], (x + 0.05)[0], 2_000, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        outputs = model(points)
+    assert (outputs.T >= bound[:2] - 1e-4).all() and (outputs.T <= -bound[2:] + 1e-4).all()
