@@ -287,7 +287,8 @@ def _group_norm(rewriter: _Rewriter, node: fx.Node) -> fx.Node:
     x, weight, bias, _, channels, _, groups, eps = node.args[0].args
     shape = _shape(node.args[0].args[0])
     per_group = math.prod(shape[1:]) // groups
-    grouped = rewriter.call(aten.view.default, x, [-1, groups, per_group])
+    # reshape, not view: the operator takes any layout (a channels-last map permuted back is not contiguous)
+    grouped = rewriter.call(aten.reshape.default, x, [-1, groups, per_group])
     out = rewriter.call(aten.view.default, _normalized(rewriter, grouped, [-1], per_group, eps), [-1, *shape[1:]])
     return _per_channel_affine(rewriter, out, weight, bias, [channels] + [1] * (len(shape) - 2))
 

@@ -322,6 +322,29 @@ def test_group_norm_vector_norms_variance_and_cumsum_are_bounded_soundly(seed):
     assert_sound(model, x - 0.05, x + 0.05, samples=2_000, seed=seed, attack=seed == 0)
 
 
+class _ChannelsLastThenGroupNorm(torch.nn.Module):
+    """PoolFormer's pattern: a layer norm over channels-last, permuted back (a map that is not contiguous), then
+    group norm of that map and a residual."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.layer_norm, self.group_norm = torch.nn.Conv2d(2, 4, 3), torch.nn.LayerNorm(4), torch.nn.GroupNorm(1, 4)
+        self.head = torch.nn.Linear(36, 2)
+
+    def forward(self, x):
+        h = self.layer_norm(self.conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.head((h + self.group_norm(h)).flatten(1))
+
+
+def test_group_norm_of_a_non_contiguous_map_is_bounded():
+    """Group norm's rewrite viewed its input as [batch, groups, rest]: on a map whose layout is not contiguous the
+    rewritten graph and every bound pass failed in `view` (timm's PoolFormer)."""
+    model = randomize_(_ChannelsLastThenGroupNorm(), 0).eval()
+    x = torch.randn(1, 2, 5, 5, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(expand_for_bounds(trace(model, x))(x), model(x), rtol=1e-5, atol=1e-5)
+    assert_sound(model, x - 0.05, x + 0.05, methods=("ibp", "crown"), samples=500, attack=False)
+
+
 @pytest.mark.parametrize("affine", [False, True])
 def test_instance_norm_is_bounded_soundly(affine):
     """Instance norm traces as batch norm with the batch's own statistics (no bound rule before)."""

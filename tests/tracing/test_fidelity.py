@@ -68,3 +68,28 @@ def test_faithful_graphs_pass_with_keywords_training_mode_and_structured_outputs
     assert model.training
     explanation = opwise.explain(model, x, mask=mask, composite="epsilon")
     assert explanation.relevance.shape == (2, 3)
+
+
+class AmplifiesRounding(nn.Module):
+    """sin(1e5 · h) after a batch norm: the last float bits of h decide the output (as in a deep random network
+    whose normalisation is not calibrated), and explain folds the batch norm into the convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.norm, self.head = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2)
+        with torch.no_grad():
+            self.norm.running_mean.uniform_(-1, 1)
+            self.norm.running_var.uniform_(0.1, 2)
+
+    def forward(self, x):
+        return self.head(torch.sin(1e5 * self.norm(self.conv(x))).mean((2, 3)))
+
+
+def test_a_model_that_amplifies_rounding_is_refused_as_such():
+    """Such a model's graph was refused as depending on 'something the trace fixed (Python state, ...)', which
+    sent its user looking for state it does not have; the refusal now says the model amplifies rounding."""
+    torch.manual_seed(0)
+    model, x = AmplifiesRounding().eval(), torch.rand(1, 1, 6, 6)
+    with pytest.raises(GraphMismatch, match="amplifies float rounding"):
+        opwise.explain(model, x)
+    assert not model.training
