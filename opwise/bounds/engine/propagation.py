@@ -230,6 +230,9 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
                 outer = self.outer.get(node)
                 if outer is not None:
                     interval = Interval(*tightened(interval.lower, interval.upper, outer.lower, outer.upper))
+                # a NaN end is interval arithmetic that overflowed (inf − inf): nothing known there, not a number
+                interval = Interval(interval.lower.nan_to_num(nan=-math.inf, posinf=math.inf, neginf=-math.inf),
+                                    interval.upper.nan_to_num(nan=math.inf, posinf=math.inf, neginf=-math.inf))
                 self._ibp[node] = self._narrow(node, interval)
         return self._ibp[target]
 
@@ -765,6 +768,7 @@ def tightened(lower: torch.Tensor, upper: torch.Tensor, new_lower: torch.Tensor,
     >>> tightened(torch.tensor([0.0, 0.0]), torch.tensor([1.0, 0.0]), torch.tensor([0.5, 0.02]), torch.tensor([2.0, 0.05]))
     (tensor([0.5000, 0.0000]), tensor([1.0000, 0.0500]))
     """
-    low, high = torch.maximum(lower, new_lower), torch.minimum(upper, new_upper)
+    # fmax/fmin: a NaN end (interval arithmetic that overflowed, inf − inf) leaves the other bound's end
+    low, high = torch.fmax(lower, new_lower), torch.fmin(upper, new_upper)
     apart = low > high
     return torch.where(apart, torch.minimum(lower, new_lower), low), torch.where(apart, torch.maximum(upper, new_upper), high)
