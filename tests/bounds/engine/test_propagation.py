@@ -3,6 +3,7 @@ ReLU MLPs, unsupported operators are reported (never treated as identity), and t
 path works with any registered relaxation."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -38,12 +39,14 @@ def _reference_crown(model: torch.nn.Sequential, lower: torch.Tensor, upper: tor
     """Dense CROWN for one sample: layer by layer, each pre-activation bounded by backward substitution
     through the hand-built triangle relaxations of the layers before it, in float64. As in the engine (and
     auto_LiRPA), a layer's reference interval is IBP from the previous layer's final intervals; the neurons it
-    shows stable keep it, the others get CROWN's interval intersected with it."""
+    shows stable keep it, the others get CROWN's interval intersected with it. The output's bounds are met with
+    plain IBP's bound of the same rows (the last layer over the last ReLU's interval from the input box alone)."""
     linears = [m for m in model if isinstance(m, torch.nn.Linear)]
     weights = [m.weight.double() for m in linears]
     biases = [m.bias.double() for m in linears]
     lower, upper = lower.double(), upper.double()
     ibp_low, ibp_high = lower, upper
+    plain_low, plain_high = lower, upper  # plain IBP, from the input box alone
     bounds = []  # (l, u) of every pre-activation
 
     def substitute(k, C):
@@ -70,8 +73,15 @@ def _reference_crown(model: torch.nn.Sequential, lower: torch.Tensor, upper: tor
         u = torch.where(unstable, torch.minimum(u, ibp_u), ibp_u)
         bounds.append((l, u))
         ibp_low, ibp_high = l.clamp(min=0), u.clamp(min=0)
+        if k < len(weights) - 1:
+            center = weights[k] @ ((plain_low + plain_high) / 2) + biases[k]
+            radius = weights[k].abs() @ ((plain_high - plain_low) / 2)
+            plain_low, plain_high = (center - radius).clamp(min=0), (center + radius).clamp(min=0)
     eye = torch.eye(weights[-1].shape[0], dtype=torch.float64)
-    return substitute(len(weights) - 1, eye), -substitute(len(weights) - 1, -eye)
+    center = weights[-1] @ ((plain_low + plain_high) / 2) + biases[-1]
+    radius = weights[-1].abs() @ ((plain_high - plain_low) / 2)
+    last = len(weights) - 1
+    return torch.maximum(substitute(last, eye), center - radius), torch.minimum(-substitute(last, -eye), center + radius)
 
 
 @pytest.mark.parametrize("widths", [(3, 8, 8, 6, 4), (3, 16, 2), (3, 5, 5, 5, 5, 5, 3)])
@@ -733,3 +743,32 @@ def test_a_softmax_denominator_starts_from_its_differences_intervals():
     winner = torch.where(gap.upper[:, 0, 1] < 0, 0, 1)
     loser_upper = bounds.upper.gather(1, (1 - winner)[:, None])[:, 0]
     assert bool((loser_upper[decided] < 0.5).all())
+
+
+class _Cancelling(torch.nn.Module):
+    """Two rows of 1.5e38 · (x1 + x2), subtracted: the model's value is 0.5 exactly, but interval arithmetic
+    overflows to [−inf, inf] at the difference and to NaN (inf − inf) one layer later."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second, self.third = torch.nn.Linear(2, 2, bias=False), torch.nn.Linear(2, 1, bias=False), torch.nn.Linear(1, 1)
+        with torch.no_grad():
+            self.first.weight.fill_(1.5e38)
+            self.second.weight.copy_(torch.tensor([[1.0, -1.0]]))
+            self.third.weight.fill_(1.0)
+            self.third.bias.fill_(0.5)
+
+    def forward(self, x):
+        return torch.relu(self.third(self.second(self.first(x)))) + x[:, 1:]
+
+
+def test_interval_arithmetic_that_overflows_to_nan_leaves_crown_bounds_finite():
+    """A NaN end of an IBP interval (inf − inf where interval arithmetic overflowed: random RegNets at eps 1e-3) is
+    no number, not an end: it spread through every interval met with it, and all bounds came out NaN (then −inf/inf).
+    Here CROWN sees the difference cancel exactly, and the bounds are the exact range [−0.5, 1.5]."""
+    x = torch.zeros(1, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "bounds came out NaN" warning
+        bounds = BoundedModel(_Cancelling(), x).compute_bounds(x_lower=x - 1, x_upper=x + 1, method="crown")
+    torch.testing.assert_close(bounds.lower, torch.tensor([[-0.5]]))
+    torch.testing.assert_close(bounds.upper, torch.tensor([[1.5]]))
