@@ -63,6 +63,8 @@ class Elementwise:
             lines, finite = self.sparse_lines(step, A)
         elif isinstance(A, Patches):  # each spec's window of the lines, once per block of specs at the same windows
             lines, finite = self.lines(step)
+            if finite and all(part.dim() == 4 for part in _parts(lines)):  # per neuron (no α per spec)
+                return _windowed_select(A, lines, through_origin)
             lines = LinearRelaxation(*A.windows_of(_parts(lines)))
         else:
             lines, finite = self.lines(step)
@@ -168,6 +170,23 @@ def fold_points(lines: LinearRelaxation, x: Interval, function) -> LinearRelaxat
 
 def _parts(lines: LinearRelaxation) -> tuple[torch.Tensor, ...]:
     return lines.lower_slope, lines.lower_intercept, lines.upper_slope, lines.upper_intercept
+
+
+def _windowed_select(A: Patches, lines: LinearRelaxation, through_origin: bool):
+    """`select_lines` on windows, for finite lines per neuron ([batch or 1, C, H, W]): the differences between the
+    upper and the lower lines are taken per neuron before the windows are gathered, and a ReLU's zero lower intercept
+    is not gathered (a window of each costs as much as the coefficients themselves). Returns the backward's
+    ([coefficient windows], bias [specs, batch])."""
+    parts = [lines.lower_slope, lines.upper_slope - lines.lower_slope]
+    parts += [lines.upper_intercept] if through_origin else \
+        [lines.lower_intercept, lines.upper_intercept - lines.lower_intercept]
+    windows = A.windows_of(tuple(parts))
+    values = A.blocked()
+    negative = values.clamp(max=0)
+    coefficient = torch.addcmul(values * windows[0], negative, windows[1])
+    bias = summed_product(negative, windows[2]) if through_origin else \
+        summed_product(values, windows[2]) + summed_product(negative, windows[3])
+    return [A.moved(coefficient.reshape(A.values.shape))], bias.reshape(A.specs, -1)
 
 
 def select_lines(A: torch.Tensor, lines: LinearRelaxation, finite: bool,

@@ -110,8 +110,9 @@ class Patches:
             return tuple(self.windows(t) for t in tensors)
         channels = shape[1]
         block = self.specs // self.repeats
-        wide = Patches(self.values.new_zeros(block, self.values.shape[1], channels * len(tensors), *self.values.shape[3:]),
-                       self.top[:block], self.left[:block], self.height, self.width)
+        # only the shape of `wide`'s values is read (a zero tensor of it cost as much as the windows themselves)
+        shape = (block, self.values.shape[1], channels * len(tensors), *self.values.shape[3:])
+        wide = Patches(self.values.new_zeros(()).expand(shape), self.top[:block], self.left[:block], self.height, self.width)
         windows = wide.windows(torch.cat(tensors, 1))
         return tuple(windows.split(channels, dim=-3))
 

@@ -208,6 +208,28 @@ def test_windows_shared_by_blocks_of_specs_equal_one_window_per_spec():
         torch.testing.assert_close(windows, alone.values * alone.gather(tensor))
 
 
+@pytest.mark.parametrize("through_origin", [True, False])
+def test_lines_selected_on_windows_equal_the_dense_selection(through_origin):
+    """A relaxation's lines taken per window (their differences formed per neuron first, a ReLU's zero lower
+    intercept not gathered) give the coefficients and bias of the dense selection, windows in and out of the map."""
+    from opwise.bounds.relaxations.base import LinearRelaxation
+    from opwise.bounds.transfers.nonlinear import _windowed_select, select_lines
+
+    generator = torch.Generator().manual_seed(5)
+    shape = (3, 5, 4)
+    signs = torch.cat([torch.ones(6), -torch.ones(6)])
+    windows = Patches.one_hot(torch.randint(0, 60, (12,), generator=generator), signs, 2, shape)
+    windows = windows.moved(torch.randn(12, 2, 3, 3, 2, generator=generator), windows.top - 1, windows.left).inside_map()
+    parts = [torch.randn(2, *shape, generator=generator) for _ in range(4)]
+    if through_origin:
+        parts[1] = torch.zeros(2, *shape)
+    lines = LinearRelaxation(*parts)
+    (coefficient,), bias = _windowed_select(windows, lines, through_origin)
+    (expected,), expected_bias = select_lines(windows.to_dense(), lines, True, through_origin)
+    torch.testing.assert_close(coefficient.to_dense(), expected)
+    torch.testing.assert_close(bias, expected_bias)
+
+
 @pytest.mark.parametrize("method", ["crown", "alpha-crown"])
 def test_crown_with_shared_windows_equals_crown_with_a_window_per_spec(method, generator_like, monkeypatch):
     model, bounded = generator_like
