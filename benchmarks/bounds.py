@@ -45,9 +45,24 @@ def random_models() -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
             "gelu_mlp_64-64-64-10": (gelu, torch.rand(1, 1, 8, 8))}
 
 
+class _ResidualBlock(torch.nn.Module):
+    """conv-ReLU-conv plus the input (a 1×1 strided projection where the shape changes), then ReLU."""
+
+    def __init__(self, inputs: int, outputs: int, stride: int):
+        super().__init__()
+        self.first = torch.nn.Conv2d(inputs, outputs, 3, stride, 1)
+        self.second = torch.nn.Conv2d(outputs, outputs, 3, 1, 1)
+        self.shortcut = torch.nn.Conv2d(inputs, outputs, 1, stride) if stride != 1 or inputs != outputs else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.shortcut is None else self.shortcut(x)
+        return torch.relu(self.second(torch.relu(self.first(x))) + shortcut)
+
+
 def cifar_models() -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
-    """CIFAR-sized conv nets as verification users bring them (the 4-layer net of the CROWN papers and a
-    wider 6-layer one), seeded random weights."""
+    """CIFAR-sized conv nets as verification users bring them (the 4-layer net of the CROWN papers, a wider 6-layer
+    one, and a ResNet of three stages, 32-128 channels, whose intermediate bounds are most of a pass's time), seeded
+    random weights."""
     torch.manual_seed(0)
     four = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 4, stride=2, padding=1), torch.nn.ReLU(),
                                torch.nn.Conv2d(16, 32, 4, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
@@ -56,7 +71,16 @@ def cifar_models() -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
                               torch.nn.ReLU(), torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(),
                               torch.nn.Conv2d(64, 64, 4, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
                               torch.nn.Linear(64 * 8 * 8, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
-    return {"cifar_cnn_4layer": (four.eval(), torch.rand(1, 3, 32, 32)), "cifar_cnn_6layer": (six.eval(), torch.rand(1, 3, 32, 32))}
+    inputs = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)  # drawn before the ResNet: the inputs of earlier runs
+    resnet = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), _ResidualBlock(32, 32, 1),
+                                 _ResidualBlock(32, 64, 2), _ResidualBlock(64, 128, 2), torch.nn.AvgPool2d(8),
+                                 torch.nn.Flatten(), torch.nn.Linear(128, 10))
+    with torch.no_grad():  # halved weights: outputs of the size of the others' at PyTorch's initialisation
+        for module in resnet.modules():
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                module.weight.mul_(0.5)
+    return {"cifar_cnn_4layer": (four.eval(), inputs[0]), "cifar_cnn_6layer": (six.eval(), inputs[1]),
+            "cifar_resnet_3stage": (resnet.eval(), torch.rand(1, 3, 32, 32))}
 
 
 def builtin_models() -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
