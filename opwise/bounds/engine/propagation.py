@@ -250,6 +250,9 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
             step = self.step(node)
             inputs = [self._tight.get(i, self._reference.get(i, self._ibp[i])) for i in step.inputs]
             plain = self._ibp[node]
+            if all(interval is self._ibp[i] for interval, i in zip(inputs, step.inputs)):  # nothing tighter to start from
+                self._reference[node] = plain
+                continue
             try:  # the layout the model gives a view's input, which a tightened interval need not have
                 interval = self._transfers[node].ibp(step, [Interval(i.lower.contiguous(), i.upper.contiguous())
                                                             for i in inputs])

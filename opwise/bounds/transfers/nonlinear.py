@@ -181,12 +181,19 @@ def _windowed_select(A: Patches, lines: LinearRelaxation, through_origin: bool):
     parts += [lines.upper_intercept] if through_origin else \
         [lines.lower_intercept, lines.upper_intercept - lines.lower_intercept]
     windows = A.windows_of(tuple(parts))
-    values = A.blocked()
-    negative = values.clamp(max=0)
-    coefficient = torch.addcmul(values * windows[0], negative, windows[1])
-    bias = summed_product(negative, windows[2]) if through_origin else \
-        summed_product(values, windows[2]) + summed_product(negative, windows[3])
+    (coefficient,), bias = _selected(A.blocked(), windows[0], windows[1], windows[2:], through_origin)
     return [A.moved(coefficient.reshape(A.values.shape))], bias.reshape(A.specs, -1)
+
+
+def _selected(A: torch.Tensor, lower_slope: torch.Tensor, slope_gap: torch.Tensor, intercepts: tuple,
+              through_origin: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """A·lower + A⁻·(upper − lower) from the lower slope and the slopes' gap; `intercepts`: (upper intercept,)
+    through the origin, else (lower intercept, the intercepts' gap). See `select_lines`."""
+    negative = A.clamp(max=0)
+    coefficient = torch.addcmul(A * lower_slope, negative, slope_gap)
+    if through_origin:
+        return [coefficient], summed_product(negative, intercepts[0])
+    return [coefficient], summed_product(A, intercepts[0]) + summed_product(negative, intercepts[1])
 
 
 def select_lines(A: torch.Tensor, lines: LinearRelaxation, finite: bool,
@@ -206,12 +213,9 @@ def select_lines(A: torch.Tensor, lines: LinearRelaxation, finite: bool,
     ([[[2.0], [-1.0]]], [[-2.0]])
     """
     if finite:
-        negative = A.clamp(max=0)
-        coefficient = torch.addcmul(A * lines.lower_slope, negative, lines.upper_slope - lines.lower_slope)
-        if through_origin:
-            return [coefficient], summed_product(negative, lines.upper_intercept)
-        bias = summed_product(A, lines.lower_intercept) + summed_product(negative, lines.upper_intercept - lines.lower_intercept)
-        return [coefficient], bias
+        intercepts = (lines.upper_intercept,) if through_origin else \
+            (lines.lower_intercept, lines.upper_intercept - lines.lower_intercept)
+        return _selected(A, lines.lower_slope, lines.upper_slope - lines.lower_slope, intercepts, through_origin)
     positive = A > 0
     terms = A * torch.where(positive, lines.lower_intercept, lines.upper_intercept)
     return [A * torch.where(positive, lines.lower_slope, lines.upper_slope)], terms.reshape(*A.shape[:2], -1).sum(-1)
