@@ -41,15 +41,10 @@ class MaxPool:
         others = x.upper.flatten(2).scatter(2, chosen.flatten(2), float("-inf")).view_as(x.upper)
         exact = (lower_max >= self.pool(step, others)) & (chosen_upper >= upper_max)
 
-        def select(value: torch.Tensor) -> torch.Tensor:
-            return value.flatten(2).gather(2, chosen.flatten(2)).view_as(chosen)
-
-        positive, negative = A.clamp(min=0), A.clamp(max=0)
-        weights = positive + negative * exact
-        _, vjp = torch.func.vjp(select, torch.zeros_like(x.lower))
-        (coefficient,) = torch.func.vmap(vjp)(weights)
+        negative = A.clamp(max=0)
+        weights = torch.where(exact, A, A.clamp(min=0))
         bias = negative * upper_max * ~exact
-        return [coefficient], bias
+        return [_scattered(weights, chosen, x.lower.shape)], bias
 
 
 @bound_transfer("aten.adaptive_max_pool2d")
@@ -59,6 +54,15 @@ class AdaptiveMaxPool(MaxPool):
     def pool(self, step: Step, value: torch.Tensor, return_indices: bool = False):
         size = step.args[1] if len(step.args) > 1 else step.node.kwargs["output_size"]
         return F.adaptive_max_pool2d(value, size, return_indices=return_indices)
+
+
+def _scattered(weights: torch.Tensor, chosen: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Coefficients [S, *shape] that put each window's weight on the input it chose (`chosen`: flat indices
+    into the last two axes, as max_pool2d returns them; windows that overlap add up)."""
+    specs, leading = weights.shape[0], shape[:-2]
+    index = chosen.flatten(-2).unsqueeze(0).expand(specs, *leading, -1)
+    coefficient = weights.new_zeros(specs, *leading, shape[-2] * shape[-1])
+    return coefficient.scatter_add_(-1, index, weights.flatten(-2)).view(specs, *shape)
 
 
 def _reduced_last(value: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -83,7 +87,6 @@ class Extremum:
         rank = x.lower.dim()
         dims = step.args[1] if len(step.args) > 1 else step.node.kwargs.get("dim", [])
         dims = tuple(sorted(d % rank for d in ([dims] if isinstance(dims, int) else dims))) or tuple(range(rank))
-        keepdim = step.args[2] if len(step.args) > 2 else step.node.kwargs.get("keepdim", False)
         sign = -1.0 if step.op.startswith(("aten.amin", "aten.min")) else 1.0  # min x = −max(−x): bounds swap, negate
         low, high = (x.lower, x.upper) if sign > 0 else (-x.upper, -x.lower)
         low, high = _reduced_last(low, dims), _reduced_last(high, dims)
@@ -92,14 +95,14 @@ class Extremum:
         others = high.scatter(-1, chosen, float("-inf")).max(-1, keepdim=True).values
         exact = (lower_max >= others) & (high.gather(-1, chosen) >= upper_max)
         out_shape = A.shape[1:]
-
-        def select(value: torch.Tensor) -> torch.Tensor:
-            return _reduced_last(value, dims).gather(-1, chosen).reshape(out_shape)
-
         A = A * sign  # A·min x = (−A)·max(−x), whose inputs are −x: the sign comes back on the coefficient
-        positive, negative = A.clamp(min=0), A.clamp(max=0)
-        weights = positive + negative * exact.reshape(out_shape)
-        _, vjp = torch.func.vjp(select, torch.zeros_like(x.lower))
-        (coefficient,) = torch.func.vmap(vjp)(weights)
+        negative = A.clamp(max=0)
+        weights = torch.where(exact.reshape(out_shape), A, A.clamp(min=0))
         bias = negative * (upper_max * ~exact).reshape(out_shape)
-        return [coefficient * sign], bias
+        # each weight onto the element its maximum chose, in the reduced-last layout, then back to x's
+        specs, kept = A.shape[0], [d for d in range(rank) if d not in dims]
+        reduced = weights.new_zeros(specs, *low.shape).scatter_add_(
+            -1, chosen.unsqueeze(0).expand(specs, *chosen.shape), weights.reshape(specs, *chosen.shape))
+        reduced = reduced.reshape(specs, *(x.lower.shape[d] for d in kept), *(x.lower.shape[d] for d in dims))
+        order = [0] + [1 + (kept + list(dims)).index(d) for d in range(rank)]
+        return [reduced.permute(*order) * sign], bias
