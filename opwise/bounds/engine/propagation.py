@@ -53,6 +53,9 @@ REARRANGING = frozenset(f"aten.{name}" for name in (
 COPYING = REARRANGING | frozenset(f"aten.{name}" for name in (
     "expand", "repeat", "tile", "select", "slice", "narrow", "index_select", "diagonal", "flip", "roll"))
 
+#: operators whose every output element is a copy of one element of one of several inputs (or a constant)
+JOINING = frozenset({"aten.cat", "aten.stack", "aten.concat", "aten.concatenate"})
+
 
 #: how far (relative to 1 + |bound|) a node's linear bounds may reach past its interval bounds before the engine
 #: warns that rounding pulled them apart (below it, the two differ by the rounding of the bounds themselves)
@@ -279,9 +282,9 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
         policy = self.policy(node)
         if policy != "ibp" and (self.copies_input(node) or self.image_of_input(node)):
             step = self.step(node)
-            source = self.interval(step.inputs[0])
+            sources = [self.interval(i) for i in step.inputs]
             # a view needs the layout its input has in the model, which a split or tightened interval need not have
-            copied = self._transfers[node].ibp(step, [Interval(source.lower.contiguous(), source.upper.contiguous())])
+            copied = self._transfers[node].ibp(step, [Interval(s.lower.contiguous(), s.upper.contiguous()) for s in sources])
             # own memory: a broadcast copy is a view with stride 0, and branch-and-bound writes splits into intervals
             lower, upper = (t.contiguous() for t in tightened(ibp.lower, ibp.upper, copied.lower, copied.upper))
             self._tight[node] = self._narrow(node, Interval(lower, upper))
@@ -380,10 +383,11 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
         return [node for node in self.splits if node in ancestors and node is not self.input_node]
 
     def copies_input(self, node: fx.Node) -> bool:
-        """Whether every element of the node is a copy of one element of its only bounded input (`COPYING`): its
-        CROWN interval is then its input's, copied. A matrix product of two bounded tensors is rewritten into
-        broadcast copies of both (expand.py): bounding each copy with one spec per element took 17 times the
-        specs of its source (30 of the 200 s of a CROWN pass on vit_2023's ibp_3_3_8).
+        """Whether every element of the node is a copy of one element of its only bounded input (`COPYING`), or of
+        one of its inputs (`JOINING`: a concatenation): its CROWN interval is then its inputs', copied. A matrix
+        product of two bounded tensors is rewritten into broadcast copies of both (expand.py): bounding each copy
+        with one spec per element took 17 times the specs of its source (30 of the 200 s of a CROWN pass on
+        vit_2023's ibp_3_3_8); a concatenation before a pooling (SqueezeNet's fire modules) was bounded again in full.
 
         >>> import torch, opwise
         >>> from opwise.bounds.input_set import InputSet
@@ -393,7 +397,10 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
         [False, True]
         """
         step = self.step(node)
-        return step.relaxation is None and len(step.inputs) == 1 and op_packet_key(step.op) in COPYING
+        if step.relaxation is not None or not step.inputs:
+            return False
+        key = op_packet_key(step.op)
+        return (len(step.inputs) == 1 and key in COPYING) or key in JOINING
 
     def image_of_input(self, node: fx.Node) -> bool:
         """Whether the node's interval is the image of its input's: an elementwise function whose range on an interval

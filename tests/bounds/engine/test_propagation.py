@@ -371,6 +371,42 @@ def test_copies_get_their_sources_crown_interval_without_a_pass_of_their_own(see
     assert_sound(model, x - 0.1, x + 0.1, methods=("crown", "alpha-crown"), samples=2000, bounded=bounded)
 
 
+class _Fire(torch.nn.Module):
+    """SqueezeNet's fire module: two ReLU branches concatenated, then max pooling, which needs the join's interval."""
+
+    def __init__(self):
+        super().__init__()
+        self.squeeze, self.one, self.three = torch.nn.Conv2d(2, 4, 1), torch.nn.Conv2d(4, 3, 1), torch.nn.Conv2d(4, 3, 3, padding=1)
+        self.head = torch.nn.Linear(6 * 3 * 3, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.squeeze(x))
+        h = torch.cat([torch.relu(self.one(h)), torch.relu(self.three(h))], 1)
+        return self.head(torch.nn.functional.max_pool2d(h, 2).flatten(1))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_concatenation_gets_its_inputs_intervals_without_a_pass_of_its_own(seed, monkeypatch):
+    """A concatenation before a pooling was bounded again with one spec per element; each element is a copy of an
+    input's, whose interval is known: the same bounds without the pass."""
+    torch.manual_seed(seed)
+    model = _Fire().eval()
+    x = torch.randn(1, 2, 6, 6)
+    bounded = BoundedModel(model, x)
+    refined = []
+    original = BoundPropagation.refine
+    monkeypatch.setattr(BoundPropagation, "refine", lambda self, node, *a, **k: refined.append(node.name) or original(self, node, *a, **k))
+    fast = bounded.compute_bounds(x_lower=x - 0.1, x_upper=x + 0.1, method="crown")
+    assert refined and not any(name.startswith("cat") for name in refined)
+    monkeypatch.setattr(BoundPropagation, "copies_input", lambda self, node: False)
+    before = len(refined)
+    slow = bounded.compute_bounds(x_lower=x - 0.1, x_upper=x + 0.1, method="crown")
+    assert any(name.startswith("cat") for name in refined[before:])
+    assert torch.allclose(fast.lower, slow.lower, atol=1e-5) and torch.allclose(fast.upper, slow.upper, atol=1e-5)
+    monkeypatch.undo()
+    assert_sound(model, x - 0.1, x + 0.1, methods=("crown", "alpha-crown"), samples=2000, bounded=bounded)
+
+
 class _SkipFromInput(torch.nn.Module):
     """An image net whose output also reads the input itself (a skip connection) and whose first layers are
     affine functions of the input (normalisation, convolution): passes reach the input on two paths."""
