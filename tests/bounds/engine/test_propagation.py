@@ -348,6 +348,21 @@ class _ScoresAndMixing(torch.nn.Module):
         return torch.bmm(torch.tanh(scores), self.value(x)).flatten(1)
 
 
+def _assert_copies_take_no_pass(bounded: BoundedModel, x: torch.Tensor, prefix: str, monkeypatch) -> None:
+    """CROWN over x ± 0.1 refines no node named `prefix`..., gives the same bounds as when copies are refined
+    like any node, and those nodes are then refined (the case occurs)."""
+    refined = []
+    original = BoundPropagation.refine
+    monkeypatch.setattr(BoundPropagation, "refine", lambda self, node, *a, **k: refined.append(node.name) or original(self, node, *a, **k))
+    fast = bounded.compute_bounds(x_lower=x - 0.1, x_upper=x + 0.1, method="crown")
+    assert refined and not any(name.startswith(prefix) for name in refined)
+    monkeypatch.setattr(BoundPropagation, "copies_input", lambda self, node: False)
+    before = len(refined)
+    slow = bounded.compute_bounds(x_lower=x - 0.1, x_upper=x + 0.1, method="crown")
+    assert any(name.startswith(prefix) for name in refined[before:])
+    assert torch.allclose(fast.lower, slow.lower, atol=1e-5) and torch.allclose(fast.upper, slow.upper, atol=1e-5)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_copies_get_their_sources_crown_interval_without_a_pass_of_their_own(seed, monkeypatch):
     """A broadcast copy (expand) of a bounded tensor was bounded with one spec per copied element (17 times the
@@ -358,16 +373,7 @@ def test_copies_get_their_sources_crown_interval_without_a_pass_of_their_own(see
     bounded = BoundedModel(model, x)
     # the copied tanh is bounded by CROWN here, as the copies are below (its image is compared in its own test)
     monkeypatch.setattr(BoundPropagation, "image_of_input", lambda self, node: False)
-    refined = []
-    original = BoundPropagation.refine
-    monkeypatch.setattr(BoundPropagation, "refine", lambda self, node, *a, **k: refined.append(node.name) or original(self, node, *a, **k))
-    fast = bounded.compute_bounds(x_lower=x - 0.1, x_upper=x + 0.1, method="crown")
-    assert refined and not any(name.startswith("expand") for name in refined)
-    monkeypatch.setattr(BoundPropagation, "copies_input", lambda self, node: False)
-    before = len(refined)
-    slow = bounded.compute_bounds(x_lower=x - 0.1, x_upper=x + 0.1, method="crown")
-    assert any(name.startswith("expand") for name in refined[before:])
-    assert torch.allclose(fast.lower, slow.lower, atol=1e-5) and torch.allclose(fast.upper, slow.upper, atol=1e-5)
+    _assert_copies_take_no_pass(bounded, x, "expand", monkeypatch)
     assert_sound(model, x - 0.1, x + 0.1, methods=("crown", "alpha-crown"), samples=2000, bounded=bounded)
 
 
@@ -393,16 +399,7 @@ def test_a_concatenation_gets_its_inputs_intervals_without_a_pass_of_its_own(see
     model = _Fire().eval()
     x = torch.randn(1, 2, 6, 6)
     bounded = BoundedModel(model, x)
-    refined = []
-    original = BoundPropagation.refine
-    monkeypatch.setattr(BoundPropagation, "refine", lambda self, node, *a, **k: refined.append(node.name) or original(self, node, *a, **k))
-    fast = bounded.compute_bounds(x_lower=x - 0.1, x_upper=x + 0.1, method="crown")
-    assert refined and not any(name.startswith("cat") for name in refined)
-    monkeypatch.setattr(BoundPropagation, "copies_input", lambda self, node: False)
-    before = len(refined)
-    slow = bounded.compute_bounds(x_lower=x - 0.1, x_upper=x + 0.1, method="crown")
-    assert any(name.startswith("cat") for name in refined[before:])
-    assert torch.allclose(fast.lower, slow.lower, atol=1e-5) and torch.allclose(fast.upper, slow.upper, atol=1e-5)
+    _assert_copies_take_no_pass(bounded, x, "cat", monkeypatch)
     monkeypatch.undo()
     assert_sound(model, x - 0.1, x + 0.1, methods=("crown", "alpha-crown"), samples=2000, bounded=bounded)
 
