@@ -181,17 +181,17 @@ def _windowed_select(A: Patches, lines: LinearRelaxation, through_origin: bool):
     parts += [lines.upper_intercept] if through_origin else \
         [lines.lower_intercept, lines.upper_intercept - lines.lower_intercept]
     windows = A.windows_of(tuple(parts))
-    (coefficient,), bias = _selected(A.blocked(), windows[0], windows[1], windows[2:], through_origin)
+    (coefficient,), bias = _selected(A.blocked(), windows[0], windows[1], windows[2:])
     return [A.moved(coefficient.reshape(A.values.shape))], bias.reshape(A.specs, -1)
 
 
-def _selected(A: torch.Tensor, lower_slope: torch.Tensor, slope_gap: torch.Tensor, intercepts: tuple,
-              through_origin: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+def _selected(A: torch.Tensor, lower_slope: torch.Tensor, slope_gap: torch.Tensor,
+              intercepts: tuple) -> tuple[list[torch.Tensor], torch.Tensor]:
     """A·lower + A⁻·(upper − lower) from the lower slope and the slopes' gap; `intercepts`: (upper intercept,)
-    through the origin, else (lower intercept, the intercepts' gap). See `select_lines`."""
+    for lines through the origin, else (lower intercept, the intercepts' gap). See `select_lines`."""
     negative = A.clamp(max=0)
     coefficient = torch.addcmul(A * lower_slope, negative, slope_gap)
-    if through_origin:
+    if len(intercepts) == 1:
         return [coefficient], summed_product(negative, intercepts[0])
     return [coefficient], summed_product(A, intercepts[0]) + summed_product(negative, intercepts[1])
 
@@ -215,7 +215,7 @@ def select_lines(A: torch.Tensor, lines: LinearRelaxation, finite: bool,
     if finite:
         intercepts = (lines.upper_intercept,) if through_origin else \
             (lines.lower_intercept, lines.upper_intercept - lines.lower_intercept)
-        return _selected(A, lines.lower_slope, lines.upper_slope - lines.lower_slope, intercepts, through_origin)
+        return _selected(A, lines.lower_slope, lines.upper_slope - lines.lower_slope, intercepts)
     positive = A > 0
     terms = A * torch.where(positive, lines.lower_intercept, lines.upper_intercept)
     return [A * torch.where(positive, lines.lower_slope, lines.upper_slope)], terms.reshape(*A.shape[:2], -1).sum(-1)
