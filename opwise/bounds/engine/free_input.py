@@ -17,6 +17,7 @@ from torch import fx
 from opwise.bounds.engine.result import LinearBound
 from opwise.bounds.transfers.affine import Affine
 from opwise.bounds.transfers.forward import LinearBounds, forward_bounds
+from opwise.bounds.transfers.nonlinear import ELEMENTWISE
 from opwise.bounds.transfers.patches import FreeCoefficients, Patches, free_windows
 
 #: a box with at most this many free elements per sample, the others fixed (one patch of an image, the latent
@@ -51,7 +52,10 @@ class FreeInputPasses:
 
     def few_free_forward(self, node: fx.Node) -> LinearBounds | None:
         """The node's forward-mode bounds where they cost little, else None: over a box whose samples free at most
-        `FREE_INPUT_LIMIT` elements (one coefficient row each), for a node that keeps the batch first.
+        `FREE_INPUT_LIMIT` elements (one coefficient row each), for a node that keeps the batch first and is not
+        elementwise. At an elementwise node y = f(x) a pass bounds only the positions of x that no pass bounded, and
+        forward mode leaves them to it as well (ReLU outputs before max pooling on the built-in digits CNN: 5.9 ms of
+        forward mode per CROWN pass, then every position was refined all the same).
 
         A CROWN interval refines only the neurons whose interval some relaxation needs (a ReLU's: those it leaves
         unstable), and IBP over a deep network leaves nearly all of them so. Forward mode over a few inputs, with
@@ -61,6 +65,7 @@ class FreeInputPasses:
         is bounded exactly by it, with no pass at all."""
         rows, _ = self._free_elements()
         if not self.input_set.is_box or not 0 < rows <= FREE_INPUT_LIMIT or \
+                self.transfer(node) is ELEMENTWISE or \
                 tuple(self.graph.info(node).shape[:1]) != (self.batch,) or not self._real_valued(node):
             return None
         return self.forward_linear(node)

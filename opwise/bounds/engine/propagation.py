@@ -118,6 +118,9 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
         self._ibp: dict[fx.Node, Interval] = {self.input_node: input_set.interval}
         self._tight: dict[fx.Node, Interval] = {self.input_node: input_set.interval}
         self._reference: dict[fx.Node, Interval] = {}  # `reference_interval`'s, of nodes with no tight interval
+        #: the positions of a node whose interval a pass of this engine bounded ([groups, n]), or True where all
+        #: are exact: an elementwise consumer's pass could not tighten them (`neurons_needed`)
+        self._settled: dict[fx.Node, torch.Tensor | bool] = {}
         self._ancestors: dict[fx.Node, list[fx.Node]] = {}
         self._linear: dict[fx.Node, LinearBounds] = {}
         self._prefix: dict[fx.Node, LinearBounds | None] | None = None
@@ -291,9 +294,14 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
             return self._tight[node]
         if policy == "ibp" or self.exact_by_ibp(node):
             self._tight[node] = ibp
+            if policy != "ibp":
+                self._settled[node] = True
             return ibp
         ibp = self.reference_interval(node)
         image = self.denominator_image(node)
+        if image is None and self.transfer(node) is ELEMENTWISE:  # f's image of its input's settled interval (the
+            step = self.step(node)                                   # reference may predate it), which no pass beats
+            image = ELEMENTWISE.ibp(step, [self._tight[step.inputs[0]]]) if step.inputs[0] in self._tight else None
         if image is not None:
             ibp = Interval(*tightened(ibp.lower, ibp.upper, image.lower, image.upper))
         if policy == "forward":
@@ -309,6 +317,7 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
             self._warn_if_apart(node, ibp, lower, upper)
             if forward.exact:
                 self._tight[node] = self._narrow(node, Interval(lower.detach(), upper.detach()))
+                self._settled[node] = True
                 return self._tight[node]
             ibp = Interval(lower, upper)
         groups = self.groups(node, ibp)
@@ -328,6 +337,7 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
         refined = self.refine(node, ibp, selected, needed=needed)
         self._warn_if_apart(node, ibp, refined.lower, refined.upper)
         self._tight[node] = self._narrow(node, Interval(refined.lower.detach(), refined.upper.detach()))
+        self._settled[node] = needed
         return self._tight[node]
 
     def _warn_if_apart(self, node: fx.Node, ibp: Interval, lower: torch.Tensor, upper: torch.Tensor) -> None:
@@ -560,18 +570,41 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
         return self._linear[target]
 
     def neurons_needed(self, node: fx.Node, ibp: Interval, groups: int) -> torch.Tensor:
-        """Per group, the flat positions whose interval some consumer's relaxation depends on: [groups, n]."""
+        """Per group, the flat positions whose interval some consumer's relaxation depends on and a pass could
+        tighten: [groups, n] (at an elementwise node, not a position whose input a pass of this engine bounded
+        already: `unsettled_input`)."""
         needed = torch.zeros(groups, ibp.lower.numel() // groups, dtype=torch.bool, device=ibp.lower.device)
+        unsettled = self.unsettled_input(node, groups)
         for user in node.users:
             if not self.bounded(user) or user.op != "call_function":
                 continue
             step = self.step(user)
             refine = getattr(step.relaxation, "needs_refinement", None)
             if refine is None:
-                return needed.fill_(True)
+                return needed.fill_(True) if unsettled is None else needed | unsettled
             needed |= refine(ibp.lower, ibp.upper).reshape(groups, -1)
+        if unsettled is not None:
+            needed &= unsettled
         reached = self.reached(node)
         return needed if reached is None else needed & reached.reshape(groups, -1)
+
+    def unsettled_input(self, node: fx.Node, groups: int) -> torch.Tensor | None:
+        """At an elementwise node y = f(x), the positions ([groups, n]) whose x a pass of this engine did not bound;
+        None at any other node, or where x's positions do not line up with y's.
+
+        y's interval is f's image of x's (`reference_interval`). Where a pass bounded x, a pass of y cannot do
+        better: it carries f's line at that position back to x, and the line is drawn on x's interval, while the
+        pass bounds x no tighter than the one that gave it. So only the positions of x that no pass bounded (a
+        stable ReLU's, whose consumers still need y: max pooling, a product) are left to a pass of y."""
+        if self.transfer(node) is not ELEMENTWISE:
+            return None
+        source = self.step(node).inputs[0]
+        settled = self._settled.get(source)
+        if settled is None or self.graph.info(source).shape != self.graph.info(node).shape:
+            return None
+        if settled is True:
+            return torch.zeros((), dtype=torch.bool, device=self.device)
+        return ~settled if settled.shape[0] == groups else None
 
     def reached(self, node: fx.Node) -> torch.Tensor | None:
         """The positions of `node` (a bool mask of its shape) that `output_specs` reach; None where no specs

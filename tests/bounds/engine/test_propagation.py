@@ -404,6 +404,59 @@ def test_a_concatenation_gets_its_inputs_intervals_without_a_pass_of_its_own(see
     assert_sound(model, x - 0.1, x + 0.1, methods=("crown", "alpha-crown"), samples=2000, bounded=bounded)
 
 
+class _PooledAndGated(torch.nn.Module):
+    """ReLU outputs that max pooling reads (after an exact first convolution and after a second one), and a SiLU
+    output that a product reads: elementwise nodes whose own intervals their consumers need."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.gate, self.value, self.head = torch.nn.Linear(16, 8), torch.nn.Linear(16, 8), torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.nn.functional.max_pool2d(torch.relu(self.first(x)), 2)
+        h = torch.nn.functional.max_pool2d(torch.relu(self.second(h)), 2).flatten(1)
+        return self.head(torch.nn.functional.silu(self.gate(h)) * self.value(h))
+
+
+def _positions_refined(bounded: BoundedModel, x: torch.Tensor, monkeypatch) -> tuple[dict[str, int], object]:
+    """The positions each node's refinement bounds in one CROWN pass over x ± 0.1, and the bounds."""
+    positions: dict[str, int] = {}
+    original = BoundPropagation.refine
+
+    def counting(self, node, base, selected, *args, **kwargs):
+        count = int(selected.sum()) if selected.dtype == torch.bool else selected.numel()
+        positions[node.name] = positions.get(node.name, 0) + count
+        return original(self, node, base, selected, *args, **kwargs)
+
+    monkeypatch.setattr(BoundPropagation, "refine", counting)
+    bounds = bounded.compute_bounds(x_lower=x - 0.1, x_upper=x + 0.1, method="crown")
+    monkeypatch.setattr(BoundPropagation, "refine", original)
+    return positions, bounds
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_an_elementwise_node_is_bounded_only_where_no_pass_bounded_its_input(seed, monkeypatch):
+    """y = f(x) whose consumer needs y's interval (max pooling, a product) was bounded by a pass at every position
+    the consumer needs. Where a pass bounded x, f's line is drawn on x's interval and a pass of y bounds x no tighter,
+    so y's pass changes nothing there: only the other positions (a stable ReLU's, which IBP settled) get one. The
+    same bounds; no pass at all after an exact first convolution; fewer positions after the second; sound."""
+    torch.manual_seed(seed)
+    model = _PooledAndGated().eval()
+    x = torch.randn(1, 2, 8, 8)  # 128 free inputs: more than forward mode over few inputs takes on
+    bounded = BoundedModel(model, x)
+    relus = [n.name for n in bounded.graph.call_nodes() if bounded.graph.info(n).op == "aten.relu.default"]
+    fast_positions, fast = _positions_refined(bounded, x, monkeypatch)
+    monkeypatch.setattr(BoundPropagation, "unsettled_input", lambda self, node, groups: None)
+    slow_positions, slow = _positions_refined(bounded, x, monkeypatch)
+    assert torch.allclose(fast.lower, slow.lower, atol=1e-5) and torch.allclose(fast.upper, slow.upper, atol=1e-5)
+    assert fast_positions.get(relus[0], 0) == 0 < slow_positions[relus[0]]  # its input is exact: nothing left
+    assert fast_positions.get(relus[1], 0) < slow_positions[relus[1]]
+    assert sum(fast_positions.values()) < sum(slow_positions.values())
+    monkeypatch.undo()
+    assert_sound(model, x - 0.1, x + 0.1, methods=("crown", "alpha-crown"), samples=2000, bounded=bounded)
+
+
 class _SkipFromInput(torch.nn.Module):
     """An image net whose output also reads the input itself (a skip connection) and whose first layers are
     affine functions of the input (normalisation, convolution): passes reach the input on two paths."""
