@@ -574,7 +574,7 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
         tighten: [groups, n] (at an elementwise node, not a position whose input a pass of this engine bounded
         already: `unsettled_input`)."""
         needed = torch.zeros(groups, ibp.lower.numel() // groups, dtype=torch.bool, device=ibp.lower.device)
-        unsettled = self.unsettled_input(node, groups)
+        unsettled = self.unsettled_input(node, groups, ibp)
         for user in node.users:
             if not self.bounded(user) or user.op != "call_function":
                 continue
@@ -588,14 +588,16 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
         reached = self.reached(node)
         return needed if reached is None else needed & reached.reshape(groups, -1)
 
-    def unsettled_input(self, node: fx.Node, groups: int) -> torch.Tensor | None:
-        """At an elementwise node y = f(x), the positions ([groups, n]) whose x a pass of this engine did not bound;
-        None at any other node, or where x's positions do not line up with y's.
+    def unsettled_input(self, node: fx.Node, groups: int, interval: Interval) -> torch.Tensor | None:
+        """At an elementwise node y = f(x) whose `interval` is f's image of x's, the positions ([groups, n]) where a
+        pass of y could tighten it: those whose x no pass of this engine bounded, and where f is not constant on a
+        proper interval of x; None at any other node, or where x's positions do not line up with y's.
 
-        y's interval is f's image of x's (`reference_interval`). Where a pass bounded x, a pass of y cannot do
-        better: it carries f's line at that position back to x, and the line is drawn on x's interval, while the
-        pass bounds x no tighter than the one that gave it. So only the positions of x that no pass bounded (a
-        stable ReLU's, whose consumers still need y: max pooling, a product) are left to a pass of y."""
+        Where a pass bounded x, a pass of y cannot do better: it carries f's line at that position back to x, and
+        the line is drawn on x's interval, while the pass bounds x no tighter than the one that gave it. Where f is
+        constant on x's interval (a ReLU's below 0), its lines are that constant. So only the positions of x that
+        no pass bounded (a stable ReLU's, whose consumers still need y: max pooling, a product) are left to a pass
+        of y; where x is a point, too (interval arithmetic may have rounded it there, which a pass would show)."""
         if self.transfer(node) is not ELEMENTWISE:
             return None
         source = self.step(node).inputs[0]
@@ -604,7 +606,13 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
             return None
         if settled is True:
             return torch.zeros((), dtype=torch.bool, device=self.device)
-        return ~settled if settled.shape[0] == groups else None
+        if settled.shape[0] != groups:
+            return None
+        x = self._tight.get(source)
+        if x is None:
+            return ~settled
+        constant = (interval.lower == interval.upper) & (x.lower < x.upper)
+        return ~settled & ~constant.reshape(groups, -1)
 
     def reached(self, node: fx.Node) -> torch.Tensor | None:
         """The positions of `node` (a bool mask of its shape) that `output_specs` reach; None where no specs

@@ -447,7 +447,7 @@ def test_an_elementwise_node_is_bounded_only_where_no_pass_bounded_its_input(see
     bounded = BoundedModel(model, x)
     relus = [n.name for n in bounded.graph.call_nodes() if bounded.graph.info(n).op == "aten.relu.default"]
     fast_positions, fast = _positions_refined(bounded, x, monkeypatch)
-    monkeypatch.setattr(BoundPropagation, "unsettled_input", lambda self, node, groups: None)
+    monkeypatch.setattr(BoundPropagation, "unsettled_input", lambda self, node, groups, interval: None)
     slow_positions, slow = _positions_refined(bounded, x, monkeypatch)
     assert torch.allclose(fast.lower, slow.lower, atol=1e-5) and torch.allclose(fast.upper, slow.upper, atol=1e-5)
     assert fast_positions.get(relus[0], 0) == 0 < slow_positions[relus[0]]  # its input is exact: nothing left
