@@ -571,8 +571,7 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
 
     def neurons_needed(self, node: fx.Node, ibp: Interval, groups: int) -> torch.Tensor:
         """Per group, the flat positions whose interval some consumer's relaxation depends on and a pass could
-        tighten: [groups, n] (at an elementwise node, not a position whose input a pass of this engine bounded
-        already: `unsettled_input`)."""
+        tighten: [groups, n] (at an elementwise node, only where `unsettled_input` says a pass can)."""
         needed = torch.zeros(groups, ibp.lower.numel() // groups, dtype=torch.bool, device=ibp.lower.device)
         unsettled = self.unsettled_input(node, groups, ibp)
         for user in node.users:
@@ -580,8 +579,9 @@ class BoundPropagation(CutPasses, FreeInputPasses, FusedSteps):
                 continue
             step = self.step(user)
             refine = getattr(step.relaxation, "needs_refinement", None)
-            if refine is None:
-                return needed.fill_(True) if unsettled is None else needed | unsettled
+            if refine is None:  # every position, but those a pass cannot tighten
+                needed.fill_(True)
+                return needed if unsettled is None else needed & unsettled
             needed |= refine(ibp.lower, ibp.upper).reshape(groups, -1)
         if unsettled is not None:
             needed &= unsettled
