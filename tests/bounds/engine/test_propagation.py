@@ -446,12 +446,14 @@ def test_an_elementwise_node_is_bounded_only_where_no_pass_bounded_its_input(see
     x = torch.randn(1, 2, 8, 8)  # 128 free inputs: more than forward mode over few inputs takes on
     bounded = BoundedModel(model, x)
     relus = [n.name for n in bounded.graph.call_nodes() if bounded.graph.info(n).op == "aten.relu.default"]
+    silu = next(n.name for n in bounded.graph.call_nodes() if bounded.graph.info(n).op == "aten.silu.default")
     fast_positions, fast = _positions_refined(bounded, x, monkeypatch)
     monkeypatch.setattr(BoundPropagation, "unsettled_input", lambda self, node, groups, interval: None)
     slow_positions, slow = _positions_refined(bounded, x, monkeypatch)
     assert torch.allclose(fast.lower, slow.lower, atol=1e-5) and torch.allclose(fast.upper, slow.upper, atol=1e-5)
     assert fast_positions.get(relus[0], 0) == 0 < slow_positions[relus[0]]  # its input is exact: nothing left
     assert fast_positions.get(relus[1], 0) < slow_positions[relus[1]]
+    assert fast_positions.get(silu, 0) == 0 < slow_positions[silu]  # the gate's linear layer was bounded where SiLU needs
     assert sum(fast_positions.values()) < sum(slow_positions.values())
     monkeypatch.undo()
     assert_sound(model, x - 0.1, x + 0.1, methods=("crown", "alpha-crown"), samples=2000, bounded=bounded)
